@@ -1,0 +1,39 @@
+# The Makefile only wraps commands; the logic lives in scripts/ and the Rust code.
+# Everything that needs Postgres or Redis runs through scripts/dev-env.sh, which finds or starts them.
+
+SHELL := /bin/bash
+ENV := scripts/dev-env.sh run --
+VENV_BIN := .local/venv/bin
+# Bind to loopback in local runs; containers use the binaries' default (0.0.0.0).
+export CUSTOPS_LISTEN_HOST ?= 127.0.0.1
+
+.PHONY: run test lint fmt clippy proto-check tools build
+
+## run: build, make sure Postgres and Redis are reachable, migrate, and run all four services
+run:
+	cargo build --bin custops
+	$(ENV) target/debug/custops dev
+
+## test: the whole test suite against a real Postgres and Redis
+test:
+	$(ENV) cargo test --workspace --no-fail-fast
+
+## lint: formatting, clippy with warnings as errors, and the contract checks
+lint: fmt clippy proto-check
+
+fmt:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## proto-check: buf lint, and buf breaking against the previous commit (when there is one)
+proto-check: tools
+	$(VENV_BIN)/buf lint
+	scripts/proto-breaking.sh
+
+tools:
+	scripts/tools.sh
+
+build:
+	cargo build --workspace

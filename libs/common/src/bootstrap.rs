@@ -1,0 +1,78 @@
+//! Starting a service, written once: [`prepare`] does what every service's `build` does first
+//! (connect, migrate, bind), and [`run`] is the whole `main` of a service binary (logging,
+//! settings from the environment, build, serve until SIGTERM/SIGINT).
+//!
+//! Exit codes of [`run`]: 0 after a clean shutdown, 2 for a configuration error (one line on
+//! stderr naming the variable), 1 when start-up or serving fails.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+use crate::config::{Environment, ServiceSettings};
+use crate::server::Application;
+use crate::service::ServiceKind;
+use crate::{db, shutdown, telemetry};
+
+/// Connects the service's pool, applies its migrations when `migrate_on_start` is set, and
+/// binds its listener. The caller adds its APIs to the returned [`Application`].
+pub async fn prepare(
+    settings: &ServiceSettings,
+    migrations: &Migrator,
+) -> anyhow::Result<(PgPool, Application)> {
+    let schema = settings.database.schema;
+    let pool = db::connect(&settings.database)
+        .await
+        .context("Failed to connect to Postgres")?;
+    if settings.migrate_on_start {
+        db::migrate(&pool, schema, migrations)
+            .await
+            .context("Failed to migrate the database")?;
+    }
+    let app = Application::bind(
+        settings.service,
+        settings.listen_addr,
+        settings.shutdown_grace,
+    )
+    .await
+    .context("Failed to bind the gRPC listener")?;
+    Ok((pool, app))
+}
+
+/// Runs one service binary to completion and returns its exit code.
+pub async fn run<F, Fut>(service: ServiceKind, build: F) -> ExitCode
+where
+    F: FnOnce(ServiceSettings) -> Fut,
+    Fut: Future<Output = anyhow::Result<Application>>,
+{
+    let env = Environment::from_process();
+    let settings = telemetry::log_format_from_env(&env).and_then(|format| {
+        telemetry::init(format);
+        ServiceSettings::from_env(service, &env)
+    });
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("custops-{service}: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match build(settings).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(%service, error = format!("{error:#}"), "start-up failed");
+            eprintln!("custops-{service}: start-up failed: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped(shutdown::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%service, error = format!("{error:#}"), "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}

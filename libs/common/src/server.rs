@@ -1,0 +1,199 @@
+//! Serving a service: bind first (so tests can ask for port 0 and learn the port), then run the
+//! service's APIs next to gRPC health and reflection until a shutdown signal, then drain.
+//!
+//! Shutdown order: the signal flips every health status to NOT_SERVING (so load balancers and
+//! Kubernetes stop sending new calls), tonic stops accepting connections and lets in-flight
+//! calls finish, and after the grace period whatever is still running is dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::service::ServiceKind;
+
+/// Largest request or response message a service accepts or sends, set explicitly on every
+/// server so a big batch fails with RESOURCE_EXHAUSTED instead of an unbounded allocation.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Failure while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("could not bind the gRPC listener on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reflection service could not read the descriptor set (a build defect).
+    #[error("could not build the reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// The transport failed while serving.
+    #[error("the gRPC server failed")]
+    Transport(#[source] tonic::transport::Error),
+}
+
+/// A service ready to run: its listener is bound and its APIs registered, but nothing is
+/// served until [`Application::run_until_stopped`].
+pub struct Application {
+    service: ServiceKind,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    routes: RoutesBuilder,
+    api_names: Vec<&'static str>,
+    shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("service", &self.service)
+            .field("local_addr", &self.local_addr)
+            .field("api_names", &self.api_names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds `addr` now, so the port is known (and taken) before the service starts serving.
+    pub async fn bind(
+        service: ServiceKind,
+        addr: SocketAddr,
+        shutdown_grace: Duration,
+    ) -> Result<Self, ServeError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Self {
+            service,
+            listener,
+            local_addr,
+            routes: RoutesBuilder::default(),
+            api_names: Vec::new(),
+            shutdown_grace,
+        })
+    }
+
+    /// Registers one gRPC API. Health reports it and reflection describes it.
+    pub fn add_api<S>(mut self, api: S) -> Self
+    where
+        S: tower_service::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(api);
+        self.api_names.push(S::NAME);
+        self
+    }
+
+    /// The address actually bound (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Which service this is.
+    pub fn service(&self) -> ServiceKind {
+        self.service
+    }
+
+    /// Serves until `shutdown` completes, then drains as described in the module docs.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let (health, health_api) = tonic_health::server::health_reporter();
+        // Only now, with pools connected and migrations applied by `build`, do we report
+        // SERVING; the empty name is the whole server's status.
+        set_status(&health, &self.api_names, ServingStatus::Serving).await;
+
+        let mut routes = self.routes;
+        routes.add_service(health_api);
+        add_reflection(&mut routes, &self.api_names)?;
+
+        let draining = Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let draining = Arc::clone(&draining);
+            let health = health.clone();
+            let api_names = self.api_names.clone();
+            let service = self.service;
+            async move {
+                shutdown.await;
+                tracing::info!(%service, "shutdown requested: draining in-flight calls");
+                set_status(&health, &api_names, ServingStatus::NotServing).await;
+                draining.notify_one();
+            }
+        };
+
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        tracing::info!(service = %self.service, addr = %self.local_addr, "serving gRPC");
+        let serve = tonic::transport::Server::builder()
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal);
+
+        let grace = self.shutdown_grace;
+        tokio::select! {
+            result = serve => result.map_err(ServeError::Transport),
+            () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(service = %self.service, ?grace, "grace period over: dropping unfinished calls");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Serves reflection in both protocol versions (grpcurl and `buf curl` speak v1, older tools
+/// v1alpha), describing health and this server's own APIs.
+fn add_reflection(
+    routes: &mut RoutesBuilder,
+    api_names: &[&'static str],
+) -> Result<(), ServeError> {
+    let configure = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(custops_contracts::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        // The descriptor set holds every custops service; list only the ones served here.
+        api_names
+            .iter()
+            .fold(builder, |builder, name| builder.with_service_name(*name))
+    };
+    routes
+        .add_service(configure().build_v1().map_err(ServeError::Reflection)?)
+        .add_service(
+            configure()
+                .build_v1alpha()
+                .map_err(ServeError::Reflection)?,
+        );
+    Ok(())
+}
+
+async fn set_status(health: &HealthReporter, api_names: &[&'static str], status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in api_names {
+        health.set_service_status(*name, status).await;
+    }
+}

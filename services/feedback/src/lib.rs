@@ -1,0 +1,23 @@
+//! The feedback service: listening to customers: surveys, responses, NPS/CSAT/CES metrics, tickets, follow-ups and reviews.
+//!
+//! # Layout
+//! - `api`: the `custops.feedback.v1.FeedbackService` gRPC API (transport only).
+//! - `migrations/`: the `feedback` schema, applied after the shared ones from `libs/common`.
+
+pub mod api;
+
+use custops_common::bootstrap;
+use custops_common::config::ServiceSettings;
+use custops_common::feed::event_feed_server;
+use custops_common::server::Application;
+use sqlx::migrate::Migrator;
+
+/// This service's own migrations (`services/feedback/migrations`).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Connects, migrates and binds the service; serve it with
+/// [`Application::run_until_stopped`].
+pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
+    let (_pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
+    Ok(app.add_api(api::server()).add_api(event_feed_server()))
+}

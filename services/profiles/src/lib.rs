@@ -1,0 +1,23 @@
+//! The profiles service: the single customer record: customers, identities, consent, activities, merge, privacy and Customer 360.
+//!
+//! # Layout
+//! - `api`: the `custops.profiles.v1.ProfilesService` gRPC API (transport only).
+//! - `migrations/`: the `profiles` schema, applied after the shared ones from `libs/common`.
+
+pub mod api;
+
+use custops_common::bootstrap;
+use custops_common::config::ServiceSettings;
+use custops_common::feed::event_feed_server;
+use custops_common::server::Application;
+use sqlx::migrate::Migrator;
+
+/// This service's own migrations (`services/profiles/migrations`).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Connects, migrates and binds the service; serve it with
+/// [`Application::run_until_stopped`].
+pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
+    let (_pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
+    Ok(app.add_api(api::server()).add_api(event_feed_server()))
+}

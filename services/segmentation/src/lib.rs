@@ -1,0 +1,23 @@
+//! The segmentation service: who is in which group: rule and static segments, RFM, lifecycle stages and fast membership lookups.
+//!
+//! # Layout
+//! - `api`: the `custops.segmentation.v1.SegmentationService` gRPC API (transport only).
+//! - `migrations/`: the `segmentation` schema, applied after the shared ones from `libs/common`.
+
+pub mod api;
+
+use custops_common::bootstrap;
+use custops_common::config::ServiceSettings;
+use custops_common::feed::event_feed_server;
+use custops_common::server::Application;
+use sqlx::migrate::Migrator;
+
+/// This service's own migrations (`services/segmentation/migrations`).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Connects, migrates and binds the service; serve it with
+/// [`Application::run_until_stopped`].
+pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
+    let (_pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
+    Ok(app.add_api(api::server()).add_api(event_feed_server()))
+}

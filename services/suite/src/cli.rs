@@ -1,0 +1,133 @@
+//! Command-line parsing for `custops`, by hand: a few subcommands with positional arguments do
+//! not justify a parser crate in every build.
+
+use std::str::FromStr;
+
+use custops_common::service::{ServiceKind, UnknownService};
+
+/// What the user asked `custops` to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `custops dev`: run all four services in this process.
+    Dev,
+    /// `custops migrate [service…]`: migrate the named services (all when none is named).
+    Migrate(Vec<ServiceKind>),
+    /// `custops help` or `--help`.
+    Help,
+}
+
+/// Usage text printed by `custops help` and after a usage error.
+pub const USAGE: &str = "\
+usage: custops <command>
+
+commands:
+  dev                   run profiles, segmentation, loyalty and feedback in this process
+                        (ports from CUSTOPS_<SVC>_PORT, default 50051-50054)
+  migrate [service...]  apply pending migrations (all services when none is named) and exit
+  help                  show this text
+
+configuration comes from the environment: DATABASE_URL (required), CUSTOPS_LISTEN_HOST,
+CUSTOPS_<SVC>_PORT, CUSTOPS_<SVC>_DATABASE_URL, CUSTOPS_LOG_FORMAT, RUST_LOG";
+
+/// A command line that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UsageError {
+    /// No subcommand at all.
+    #[error("no command given")]
+    NoCommand,
+    /// A subcommand we do not have.
+    #[error("unknown command `{0}`")]
+    UnknownCommand(String),
+    /// An argument the subcommand does not take.
+    #[error("`{command}` takes no argument `{argument}`")]
+    UnexpectedArgument {
+        /// The subcommand.
+        command: &'static str,
+        /// The stray argument.
+        argument: String,
+    },
+    /// A service name that is not one of the four.
+    #[error("{0}")]
+    Service(String),
+}
+
+impl From<UnknownService> for UsageError {
+    fn from(error: UnknownService) -> Self {
+        UsageError::Service(error.to_string())
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, UsageError> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err(UsageError::NoCommand);
+    };
+    let no_arguments = |command: &'static str, parsed: Command| match rest.first() {
+        Some(argument) => Err(UsageError::UnexpectedArgument {
+            command,
+            argument: argument.clone(),
+        }),
+        None => Ok(parsed),
+    };
+    match command.as_str() {
+        "dev" => no_arguments("dev", Command::Dev),
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        "migrate" => {
+            let mut services = rest
+                .iter()
+                .map(|name| ServiceKind::from_str(name))
+                .collect::<Result<Vec<_>, _>>()?;
+            if services.is_empty() {
+                services = ServiceKind::ALL.to_vec();
+            }
+            services.dedup();
+            Ok(Command::Migrate(services))
+        }
+        other => Err(UsageError::UnknownCommand(other.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &[&str], expected: Result<Command, UsageError>) {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        assert_eq!(parse(&args), expected, "{args:?}");
+    }
+
+    #[test]
+    fn parses_every_command() {
+        check(&["dev"], Ok(Command::Dev));
+        check(&["help"], Ok(Command::Help));
+        check(&["--help"], Ok(Command::Help));
+        check(
+            &["migrate"],
+            Ok(Command::Migrate(ServiceKind::ALL.to_vec())),
+        );
+        check(
+            &["migrate", "loyalty", "profiles"],
+            Ok(Command::Migrate(vec![
+                ServiceKind::Loyalty,
+                ServiceKind::Profiles,
+            ])),
+        );
+    }
+
+    #[test]
+    fn rejects_what_it_does_not_know() {
+        check(&[], Err(UsageError::NoCommand));
+        check(&["serve"], Err(UsageError::UnknownCommand("serve".into())));
+        check(
+            &["dev", "now"],
+            Err(UsageError::UnexpectedArgument {
+                command: "dev",
+                argument: "now".into(),
+            }),
+        );
+        assert!(matches!(
+            parse(&["migrate".into(), "billing".into()]),
+            Err(UsageError::Service(_))
+        ));
+    }
+}

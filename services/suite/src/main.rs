@@ -1,0 +1,81 @@
+//! The `custops` binary. Commands are parsed in `cli` and carried out by the library; this file
+//! only wires them to the environment and the exit code.
+
+// A command-line tool answers on stdout; logs go to stderr.
+#![allow(clippy::print_stdout, reason = "CLI output")]
+
+use std::process::ExitCode;
+
+use custops_common::config::{ConfigError, DatabaseSettings, Environment, ServiceSettings};
+use custops_common::service::ServiceKind;
+use custops_common::{shutdown, telemetry};
+use custops_suite::cli::{self, Command};
+use custops_suite::{dev, migrate};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("custops: {error}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let env = Environment::from_process();
+    match telemetry::log_format_from_env(&env) {
+        Ok(format) => telemetry::init(format),
+        Err(error) => return config_error(&error),
+    }
+    let result = match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Dev => {
+            let settings = ServiceKind::ALL
+                .into_iter()
+                .map(|service| ServiceSettings::from_env(service, &env))
+                .collect::<Result<Vec<_>, _>>();
+            match settings {
+                Ok(settings) => run_dev(settings).await,
+                Err(error) => return config_error(&error),
+            }
+        }
+        Command::Migrate(services) => {
+            let targets = services
+                .into_iter()
+                .map(|service| DatabaseSettings::from_env(service, &env).map(|db| (service, db)))
+                .collect::<Result<Vec<_>, _>>();
+            match targets {
+                Ok(targets) => migrate::run(&targets).await,
+                Err(error) => return config_error(&error),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("custops: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_error(error: &ConfigError) -> ExitCode {
+    eprintln!("custops: configuration error: {error}");
+    ExitCode::from(2)
+}
+
+/// Runs the four services until SIGTERM/SIGINT, or until one of them fails.
+async fn run_dev(settings: Vec<ServiceSettings>) -> anyhow::Result<()> {
+    let mut suite = dev::start(settings).await?;
+    println!("{}", dev::how_to_call(&suite));
+    tokio::select! {
+        () = shutdown::shutdown_signal() => suite.stop().await,
+        failed = suite.any_stopped() => {
+            let stopped = suite.stop().await;
+            failed.and(stopped)
+        }
+    }
+}

@@ -7,7 +7,7 @@ VENV_BIN := .local/venv/bin
 # Bind to loopback in local runs; containers use the binaries' default (0.0.0.0).
 export CUSTOPS_LISTEN_HOST ?= 127.0.0.1
 
-.PHONY: run test lint fmt clippy proto-check tools build
+.PHONY: run test lint fmt clippy proto-check k8s-check tools build
 
 ## run: build, make sure Postgres and Redis are reachable, migrate, and run all four services
 run:
@@ -18,8 +18,8 @@ run:
 test:
 	$(ENV) cargo test --workspace --no-fail-fast
 
-## lint: formatting, clippy with warnings as errors, and the contract checks
-lint: fmt clippy proto-check
+## lint: formatting, clippy with warnings as errors, the contract checks and the Kubernetes checks
+lint: fmt clippy proto-check k8s-check
 
 fmt:
 	cargo fmt --all -- --check
@@ -31,6 +31,11 @@ clippy:
 proto-check: tools
 	$(VENV_BIN)/buf lint
 	scripts/proto-breaking.sh
+
+## k8s-check: render every k8s/ overlay, validate it against the Kubernetes schemas, scan it with
+## checkov and check it against the code (scripts/k8s-check.sh); no cluster needed
+k8s-check: tools
+	scripts/k8s-check.sh
 
 tools:
 	scripts/tools.sh

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `make k8s-check`: everything about k8s/ that can be known without a cluster.
+#
+#   1. renders every overlay in k8s/overlays with `kubectl kustomize` into .local/k8s-rendered/;
+#   2. validates every object against the Kubernetes $K8S_VERSION schemas, strictly (an unknown
+#      field is an error), with kubernetes-validate;
+#   3. scans the rendered objects with checkov: zero failed checks; the skips and their reasons
+#      are in k8s/.checkov.yaml and in checkov.io/skipN annotations;
+#   4. checks them against the code (scripts/k8s_manifest_check.py: environment variables
+#      against config.rs, probe and Service ports against the ports the binaries serve,
+#      limits, securityContext, grace period), then proves that check refuses broken copies.
+#
+# Tools come from scripts/tools.sh (pinned in scripts/requirements.txt); kubectl from the
+# machine (Kustomize v5 or later is needed: kubectl 1.27+).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV_BIN="$ROOT/.local/venv/bin"
+OUT="$ROOT/.local/k8s-rendered"
+# The oldest Kubernetes minor we support: native gRPC probes are GA from 1.27, the preStop
+# `sleep` action is on by default from 1.30. Validating against the oldest catches fields that
+# only newer clusters know.
+K8S_VERSION=1.30.0
+
+die() { printf 'k8s-check: error: %s\n' "$*" >&2; exit 1; }
+
+"$ROOT/scripts/tools.sh"
+command -v kubectl >/dev/null || die "kubectl is not installed (it renders the overlays: kubectl kustomize)"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+rendered=()
+for dir in "$ROOT"/k8s/overlays/*/; do
+  name=$(basename "$dir")
+  [ -f "$dir/kustomization.yaml" ] || continue
+  kubectl kustomize "$dir" > "$OUT/$name.yaml" || die "kubectl kustomize k8s/overlays/$name failed"
+  rendered+=("$OUT/$name.yaml")
+done
+[ ${#rendered[@]} -gt 0 ] || die "no overlay found under k8s/overlays"
+echo "k8s-check: rendered ${#rendered[@]} overlay(s): $(cd "$OUT" && echo *.yaml)"
+
+"$VENV_BIN/kubernetes-validate" --kubernetes-version "$K8S_VERSION" --strict --quiet "${rendered[@]}" \
+  || die "schema validation against Kubernetes $K8S_VERSION failed (above)"
+echo "k8s-check: every object is valid against the Kubernetes $K8S_VERSION schemas (strict)"
+
+# checkov reads its settings from k8s/.checkov.yaml; --skip-download keeps it offline.
+"$VENV_BIN/checkov" --config-file "$ROOT/k8s/.checkov.yaml" --directory "$OUT" \
+  || die "checkov found failed checks (above)"
+echo "k8s-check: checkov: no failed check (skips and their reasons: k8s/.checkov.yaml, checkov.io/skip annotations)"
+
+"$VENV_BIN/python" "$ROOT/scripts/k8s_manifest_check.py" "${rendered[@]}"
+"$VENV_BIN/python" "$ROOT/scripts/k8s_manifest_check.py" --self-test "${rendered[@]}"

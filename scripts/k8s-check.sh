@@ -6,7 +6,9 @@
 #      field is an error), with kubernetes-validate;
 #   3. scans the rendered objects with checkov: zero failed checks; the skips and their reasons
 #      are in k8s/.checkov.yaml and in checkov.io/skipN annotations;
-#   4. checks them against the code (scripts/k8s_manifest_check.py: environment variables
+#   4. lints the Dockerfile (hadolint, and checkov's Dockerfile policies): no Docker engine runs
+#      on our machines, so this is all the checking it gets before a real build;
+#   5. checks the manifests against the code (scripts/k8s_manifest_check.py: environment variables
 #      against config.rs, probe and Service ports against the ports the binaries serve,
 #      limits, securityContext, grace period), then proves that check refuses broken copies.
 #
@@ -47,6 +49,11 @@ echo "k8s-check: every object is valid against the Kubernetes $K8S_VERSION schem
 "$VENV_BIN/checkov" --config-file "$ROOT/k8s/.checkov.yaml" --directory "$OUT" \
   || die "checkov found failed checks (above)"
 echo "k8s-check: checkov: no failed check (skips and their reasons: k8s/.checkov.yaml, checkov.io/skip annotations)"
+
+"$VENV_BIN/hadolint" "$ROOT/Dockerfile" || die "hadolint found problems in the Dockerfile (above)"
+"$VENV_BIN/checkov" --framework dockerfile --file "$ROOT/Dockerfile" --compact --quiet --skip-download \
+  > "$OUT/checkov-dockerfile.txt" || { cat "$OUT/checkov-dockerfile.txt"; die "checkov failed the Dockerfile"; }
+echo "k8s-check: Dockerfile: hadolint and checkov clean"
 
 "$VENV_BIN/python" "$ROOT/scripts/k8s_manifest_check.py" "${rendered[@]}"
 "$VENV_BIN/python" "$ROOT/scripts/k8s_manifest_check.py" --self-test "${rendered[@]}"

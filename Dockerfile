@@ -41,9 +41,9 @@ RUN --mount=type=cache,id=custops-cargo-registry,target=/usr/local/cargo/registr
        target/release/custops-feedback \
        /out/
 
-# Kubernetes probes the gRPC health service natively (grpc: probes); a Docker HEALTHCHECK would
+# Kubernetes probes the pods itself (k8s/README.md); a Docker HEALTHCHECK would
 # need a shell or a client binary in the image, and Kubernetes ignores it.
-# checkov:skip=CKV_DOCKER_2: health is checked by Kubernetes' native gRPC probes, not HEALTHCHECK
+# checkov:skip=CKV_DOCKER_2: Kubernetes probes the pods itself; the image has no shell for a HEALTHCHECK
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.title="custops" \
       org.opencontainers.image.description="custops customer-operations gRPC services: profiles, segmentation, loyalty, feedback, and the custops operator binary" \

@@ -486,7 +486,7 @@ def check(code: Code, files: list[tuple[str, list[dict]]]) -> list[str]:
     checker = Checker(code)
     for path, docs in files:
         checker.check_file(path, docs)
-    return checker.errors
+    return list(dict.fromkeys(checker.errors))  # one line per problem, in the order found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Every message implements `prost::Name`, so an event can be packed into the feed's
+    // `google.protobuf.Any` (and unpacked with `Any::to_msg`) under the standard type URL
+    // `type.googleapis.com/<full name>`.
+    config
+        .enable_type_names()
+        .type_name_domain([".custops"], "type.googleapis.com");
 
     let includes = [proto_root.clone(), protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()

@@ -12,11 +12,17 @@
 //! - [`bootstrap`]: connect, migrate and bind in one call, and the whole `main` of a service
 //!   binary, so each `main.rs` stays one call.
 //! - [`feed`]: the `EventFeedService` every service serves for its outbox.
+//! - [`outbox`]: appends a service's domain events to its outbox, in the caller's transaction.
+//! - [`sequencer`]: gives committed outbox events their feed position, in visibility order.
+//! - [`consumer`]: follows another service's feed, applying each event exactly once.
 
 pub mod bootstrap;
 pub mod config;
+pub mod consumer;
 pub mod db;
 pub mod feed;
+pub mod outbox;
+pub mod sequencer;
 pub mod server;
 pub mod service;
 pub mod shutdown;

@@ -8,7 +8,7 @@ pub mod api;
 
 use custops_common::bootstrap;
 use custops_common::config::ServiceSettings;
-use custops_common::feed::event_feed_server;
+use custops_common::feed::{FeedOptions, event_feed_server};
 use custops_common::server::Application;
 use sqlx::migrate::Migrator;
 
@@ -18,6 +18,7 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 /// Connects, migrates and binds the service; serve it with
 /// [`Application::run_until_stopped`].
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
-    let (_pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
-    Ok(app.add_api(api::server()).add_api(event_feed_server()))
+    let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
+    let feed = event_feed_server(pool, settings.service, FeedOptions::default());
+    Ok(app.add_api(api::server()).add_api(feed))
 }

@@ -1,0 +1,137 @@
+//! Writing domain events to the service's transactional outbox, in the caller's transaction.
+//!
+//! A service reports a change by appending an event in the same transaction that makes the
+//! change, so the event exists exactly when the change does: a rolled-back transaction leaves
+//! no event, a committed one always has its event. The row is written without a feed position
+//! (`sequence` is NULL); the [`sequencer`](crate::sequencer) gives it one after commit, which
+//! is what lets consumers resume "after sequence N" without ever skipping a late commit.
+//!
+//! ```ignore
+//! let mut tx = pool.begin().await?;
+//! store::insert_customer(&mut tx, &customer).await?;
+//! outbox::append(&mut tx, OutboxEvent::new("customer", customer.id, &pb::CustomerCreated { .. })).await?;
+//! tx.commit().await?;
+//! ```
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Prefix of the channel that `append` notifies, followed by the schema: the sequencer of
+/// that schema listens on it.
+const OUTBOX_CHANNEL_PREFIX: &str = "custops_outbox_";
+
+/// Prefix of the channel the sequencer notifies after giving events a position, followed by the
+/// schema: every replica's feed listens on it to wake its `Subscribe` streams.
+const FEED_CHANNEL_PREFIX: &str = "custops_feed_";
+
+/// The LISTEN/NOTIFY channel on which `append` announces new outbox rows of `schema`.
+///
+/// [`append`] builds the same name inside Postgres from `current_schema()`, which is the
+/// service's schema because every pool sets `search_path` to it.
+pub fn outbox_channel(schema: &str) -> String {
+    format!("{OUTBOX_CHANNEL_PREFIX}{schema}")
+}
+
+/// The LISTEN/NOTIFY channel on which the sequencer announces newly sequenced events of
+/// `schema`.
+pub fn feed_channel(schema: &str) -> String {
+    format!("{FEED_CHANNEL_PREFIX}{schema}")
+}
+
+/// One domain event, ready to be appended to the outbox.
+///
+/// Its fields are the Debezium outbox-router columns: aggregate type, aggregate id, type (the
+/// payload's fully qualified protobuf name) and payload (the protobuf encoding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    id: Uuid,
+    aggregate_type: String,
+    aggregate_id: String,
+    event_type: String,
+    payload: Vec<u8>,
+}
+
+impl OutboxEvent {
+    /// An event about the entity `aggregate_type`/`aggregate_id` (e.g. `"customer"`, its id)
+    /// carrying `payload`, one of the messages of the service's `events.proto`. It gets a fresh
+    /// UUIDv7 as its event id.
+    pub fn new<M>(
+        aggregate_type: impl Into<String>,
+        aggregate_id: impl ToString,
+        payload: &M,
+    ) -> Self
+    where
+        M: prost::Message + prost::Name,
+    {
+        Self {
+            id: Uuid::now_v7(),
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.to_string(),
+            event_type: M::full_name(),
+            payload: payload.encode_to_vec(),
+        }
+    }
+
+    /// The event id consumers see (and may de-duplicate on).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Fully qualified protobuf name of the payload, e.g. `custops.profiles.v1.CustomerCreated`.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+}
+
+/// Appends `event` to the outbox of the connection's schema, inside the caller's transaction
+/// (pass `&mut tx`), and returns its event id.
+///
+/// The row records the `traceparent` of the current span, so the consumer's work joins the
+/// producer's trace, and `occurred_at` is the transaction's start time. The same statement
+/// notifies the schema's outbox channel; Postgres delivers that only if and when the
+/// transaction commits, which is when the sequencer has something to do. Called outside a
+/// transaction, the row is committed at once, which is correct but rarely what a caller wants.
+pub async fn append(conn: &mut PgConnection, event: OutboxEvent) -> Result<Uuid, sqlx::Error> {
+    let traceparent = crate::trace_context::current_traceparent();
+    sqlx::query(
+        "WITH inserted AS ( \
+             INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             RETURNING id \
+         ) \
+         SELECT pg_notify('custops_outbox_' || current_schema(), '') FROM inserted",
+    )
+    .bind(event.id)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(&event.event_type)
+    .bind(&event.payload)
+    .bind(&traceparent)
+    .execute(conn)
+    .await?;
+    Ok(event.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custops_contracts::custops::profiles::v1::CustomerDeleted;
+
+    #[test]
+    fn an_event_carries_its_payload_type_and_encoding() {
+        let payload = CustomerDeleted {
+            customer_id: "c-1".to_owned(),
+            delete_time: None,
+        };
+        let event = OutboxEvent::new("customer", "c-1", &payload);
+        assert_eq!(event.event_type(), "custops.profiles.v1.CustomerDeleted");
+        assert_eq!(event.payload, prost::Message::encode_to_vec(&payload));
+        assert_eq!(event.id().get_version_num(), 7);
+    }
+
+    #[test]
+    fn channels_are_named_after_the_schema() {
+        assert_eq!(outbox_channel("profiles"), "custops_outbox_profiles");
+        assert_eq!(feed_channel("profiles"), "custops_feed_profiles");
+    }
+}

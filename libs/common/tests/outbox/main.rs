@@ -1,0 +1,7 @@
+//! The outbox, its sequencer, the `EventFeedService` and the feed consumer, against a real
+//! Postgres (a database per test) and a real gRPC server on a free port.
+
+mod consumer;
+mod feed;
+mod sequencing;
+mod support;

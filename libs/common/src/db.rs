@@ -94,6 +94,13 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 /// The complete migrator of one service: shared migrations, then `own`, recorded in
 /// `<schema>._sqlx_migrations`, creating the schema first if it does not exist.
 pub fn service_migrator(schema: &'static str, own: &Migrator) -> Migrator {
+    let mut migrator = migrator_without_schema(schema, own);
+    migrator.create_schema(schema);
+    migrator
+}
+
+/// [`service_migrator`] for a schema that exists already.
+fn migrator_without_schema(schema: &'static str, own: &Migrator) -> Migrator {
     let migrations = SHARED_MIGRATIONS
         .iter()
         .chain(own.iter())
@@ -101,14 +108,31 @@ pub fn service_migrator(schema: &'static str, own: &Migrator) -> Migrator {
         .collect();
     let mut migrator = Migrator::with_migrations(migrations);
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
-    migrator.create_schema(schema);
     migrator
 }
 
 /// Applies every pending migration of the service to its schema. Safe to run from several
 /// replicas at once: sqlx serialises migrators with an advisory lock.
+///
+/// The schema is created only when it is missing: `CREATE SCHEMA IF NOT EXISTS` needs `CREATE`
+/// on the database even when the schema exists, which a service's own role (`db_roles`)
+/// deliberately lacks, and that role must still be able to run its schema's migrations.
 pub async fn migrate(pool: &PgPool, schema: &'static str, own: &Migrator) -> Result<(), DbError> {
-    service_migrator(schema, own)
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(pool)
+            .await
+            .map_err(|source| DbError::Migrate {
+                schema,
+                source: source.into(),
+            })?;
+    let migrator = if exists {
+        migrator_without_schema(schema, own)
+    } else {
+        service_migrator(schema, own)
+    };
+    migrator
         .run(pool)
         .await
         .map_err(|source| DbError::Migrate { schema, source })

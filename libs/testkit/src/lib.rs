@@ -8,7 +8,11 @@
 //! # Layout
 //! - [`TestDatabase`]: a fresh database per test.
 //! - [`startup`]: checks that a service binary refuses bad configuration clearly.
+//! - [`redis`]: a `redis-server` of the test's own, which the test may stop.
+//! - [`roles`]: Postgres roles named per test and dropped when it ends.
 
+pub mod redis;
+pub mod roles;
 pub mod startup;
 
 use std::time::Duration;

@@ -10,8 +10,14 @@ use custops_common::service::{ServiceKind, UnknownService};
 pub enum Command {
     /// `custops dev`: run all four services in this process.
     Dev,
-    /// `custops migrate [service…]`: migrate the named services (all when none is named).
-    Migrate(Vec<ServiceKind>),
+    /// `custops migrate [--create-roles] [service…]`: migrate the named services (all when
+    /// none is named), and with `--create-roles` create or update each one's Postgres role.
+    Migrate {
+        /// The services to migrate, in order.
+        services: Vec<ServiceKind>,
+        /// Also set up each service's own role (`custops_<schema>`) after its migrations.
+        create_roles: bool,
+    },
     /// `custops help` or `--help`.
     Help,
 }
@@ -23,11 +29,16 @@ usage: custops <command>
 commands:
   dev                   run profiles, segmentation, loyalty and feedback in this process
                         (ports from CUSTOPS_<SVC>_PORT, default 50051-50054)
-  migrate [service...]  apply pending migrations (all services when none is named) and exit
+  migrate [--create-roles] [service...]
+                        apply pending migrations (all services when none is named) and exit;
+                        --create-roles also creates or updates each service's Postgres role
+                        custops_<service>, limited to its own schema (LOGIN with the password
+                        in CUSTOPS_<SVC>_DB_PASSWORD when set, else NOLOGIN)
   help                  show this text
 
 configuration comes from the environment: DATABASE_URL (required), CUSTOPS_LISTEN_HOST,
-CUSTOPS_<SVC>_PORT, CUSTOPS_<SVC>_DATABASE_URL, CUSTOPS_LOG_FORMAT, RUST_LOG";
+CUSTOPS_<SVC>_PORT, CUSTOPS_<SVC>_DATABASE_URL, CUSTOPS_<SVC>_DB_PASSWORD, CUSTOPS_LOG_FORMAT,
+RUST_LOG";
 
 /// A command line that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -73,15 +84,28 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         "dev" => no_arguments("dev", Command::Dev),
         "help" | "--help" | "-h" => Ok(Command::Help),
         "migrate" => {
-            let mut services = rest
-                .iter()
-                .map(|name| ServiceKind::from_str(name))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut services = Vec::new();
+            let mut create_roles = false;
+            for argument in rest {
+                match argument.as_str() {
+                    "--create-roles" => create_roles = true,
+                    flag if flag.starts_with('-') => {
+                        return Err(UsageError::UnexpectedArgument {
+                            command: "migrate",
+                            argument: flag.to_owned(),
+                        });
+                    }
+                    name => services.push(ServiceKind::from_str(name)?),
+                }
+            }
             if services.is_empty() {
                 services = ServiceKind::ALL.to_vec();
             }
             services.dedup();
-            Ok(Command::Migrate(services))
+            Ok(Command::Migrate {
+                services,
+                create_roles,
+            })
         }
         other => Err(UsageError::UnknownCommand(other.to_owned())),
     }
@@ -103,14 +127,31 @@ mod tests {
         check(&["--help"], Ok(Command::Help));
         check(
             &["migrate"],
-            Ok(Command::Migrate(ServiceKind::ALL.to_vec())),
+            Ok(Command::Migrate {
+                services: ServiceKind::ALL.to_vec(),
+                create_roles: false,
+            }),
         );
         check(
             &["migrate", "loyalty", "profiles"],
-            Ok(Command::Migrate(vec![
-                ServiceKind::Loyalty,
-                ServiceKind::Profiles,
-            ])),
+            Ok(Command::Migrate {
+                services: vec![ServiceKind::Loyalty, ServiceKind::Profiles],
+                create_roles: false,
+            }),
+        );
+        check(
+            &["migrate", "--create-roles"],
+            Ok(Command::Migrate {
+                services: ServiceKind::ALL.to_vec(),
+                create_roles: true,
+            }),
+        );
+        check(
+            &["migrate", "loyalty", "--create-roles"],
+            Ok(Command::Migrate {
+                services: vec![ServiceKind::Loyalty],
+                create_roles: true,
+            }),
         );
     }
 
@@ -129,5 +170,12 @@ mod tests {
             parse(&["migrate".into(), "billing".into()]),
             Err(UsageError::Service(_))
         ));
+        check(
+            &["migrate", "--create-role"],
+            Err(UsageError::UnexpectedArgument {
+                command: "migrate",
+                argument: "--create-role".into(),
+            }),
+        );
     }
 }

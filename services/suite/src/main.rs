@@ -42,13 +42,17 @@ async fn main() -> ExitCode {
                 Err(error) => return config_error(&error),
             }
         }
-        Command::Migrate(services) => {
+        Command::Migrate {
+            services,
+            create_roles,
+        } => {
             let targets = services
                 .into_iter()
                 .map(|service| DatabaseSettings::from_env(service, &env).map(|db| (service, db)))
                 .collect::<Result<Vec<_>, _>>();
+            let roles = create_roles.then(|| migrate::RoleOptions::from_env(&env));
             match targets {
-                Ok(targets) => migrate::run(&targets).await,
+                Ok(targets) => migrate::run_with_roles(&targets, roles.as_ref()).await,
                 Err(error) => return config_error(&error),
             }
         }

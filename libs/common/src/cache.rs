@@ -1,0 +1,748 @@
+//! The shared Redis client and a two-level cache in front of a source of truth (Postgres).
+//!
+//! Reads go to a small in-process layer first (entries live for a short `local_ttl`, the
+//! number of entries is bounded), then to Redis, then to the caller's loader; what the loader
+//! returns fills both layers. Writes go through to both layers (`put`), and `invalidate`
+//! removes a key from both.
+//!
+//! **Redis is an optimisation, never a dependency.** Every Redis command is bounded by
+//! `CUSTOPS_REDIS_TIMEOUT_MS`; a failure (timeout, refused connection, server error, a value
+//! that does not decode) is counted ([`TwoLevelCache::redis_errors`] and the OpenTelemetry
+//! counter `custops.cache.redis.errors`), logged (one warning per outage or per 10 s, the rest
+//! at debug), and the call is answered from the loader. After a connection failure Redis is not
+//! tried again for one second, so during an outage only about one call per second pays the
+//! timeout and the others go straight to the source.
+//!
+//! Consistency: the in-process layer of *other* replicas is not invalidated, so a change is
+//! visible everywhere after at most `local_ttl` (keep it to seconds). A fill after a load uses
+//! `SET NX`, so it cannot overwrite a newer value a concurrent `put` wrote; a load racing an
+//! `invalidate` can still leave an old value in Redis, for at most the Redis TTL.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{ConfigError, Environment};
+
+/// Variable holding the Redis URL; unset means no Redis (in-process layer only).
+pub const REDIS_URL_VAR: &str = "REDIS_URL";
+/// Variable holding the per-command timeout in milliseconds.
+pub const REDIS_TIMEOUT_VAR: &str = "CUSTOPS_REDIS_TIMEOUT_MS";
+/// Default per-command timeout: Redis answers in well under a millisecond when healthy.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(200);
+/// Name of the OpenTelemetry counter of Redis failures.
+pub const REDIS_ERRORS_METRIC: &str = "custops.cache.redis.errors";
+
+/// How long Redis is left alone after a connection failure.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// At most one warning per this period for failures that do not open an outage.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// How to reach Redis.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`; secret because it may hold a password.
+    pub url: SecretString,
+    /// Bound on connecting and on every command.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the default timeout; the URL is checked when connecting.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: SecretString::from(url.to_owned()),
+            timeout: DEFAULT_REDIS_TIMEOUT,
+        }
+    }
+
+    /// Reads `REDIS_URL` and `CUSTOPS_REDIS_TIMEOUT_MS` (default 200). `Ok(None)` when
+    /// `REDIS_URL` is unset: the service then caches in-process only.
+    pub fn from_env(env: &Environment) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = env.get(REDIS_URL_VAR) else {
+            return Ok(None);
+        };
+        validate_redis_url(url)?;
+        let timeout_ms: u64 = env.parse_or(
+            REDIS_TIMEOUT_VAR,
+            u64::try_from(DEFAULT_REDIS_TIMEOUT.as_millis()).unwrap_or(200),
+        )?;
+        if timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                var: REDIS_TIMEOUT_VAR.to_owned(),
+                reason: "must be at least 1 (milliseconds)".to_owned(),
+            });
+        }
+        Ok(Some(Self {
+            url: SecretString::from(url.to_owned()),
+            timeout: Duration::from_millis(timeout_ms),
+        }))
+    }
+}
+
+/// Checks the URL without echoing it: it may carry a password.
+fn validate_redis_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: REDIS_URL_VAR.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if url.starts_with("rediss://") {
+        return Err(invalid(
+            "rediss:// (TLS) is not supported by this build; use redis://",
+        ));
+    }
+    if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+        return Err(invalid("expected a URL starting with redis://"));
+    }
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|_| invalid("not a well-formed Redis URL (redis://[:password@]host:port[/db])"))
+}
+
+/// Why a Redis command did not give an answer. Never returned by [`TwoLevelCache`], which
+/// falls back to the loader; returned by the raw [`RedisCache`] commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Redis failed recently and is left alone for a moment; the command was not sent.
+    #[error("Redis skipped after a recent connection failure")]
+    Skipped,
+    /// No answer within the configured timeout.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or was refused.
+    #[error("Redis connection failed")]
+    Connection(#[source] redis::RedisError),
+    /// Redis answered with an error.
+    #[error("Redis command failed")]
+    Command(#[source] redis::RedisError),
+    /// A cached value did not decode as the expected type (e.g. written by an older build).
+    #[error("cached value does not decode")]
+    Decode(#[source] prost::DecodeError),
+}
+
+impl CacheError {
+    /// Short name for metrics and logs: `skipped`, `timeout`, `connection`, `command`, `decode`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CacheError::Skipped => "skipped",
+            CacheError::Timeout(_) => "timeout",
+            CacheError::Connection(_) => "connection",
+            CacheError::Command(_) => "command",
+            CacheError::Decode(_) => "decode",
+        }
+    }
+
+    /// Whether Redis itself looks unreachable (as opposed to one bad command or value).
+    fn is_outage(&self) -> bool {
+        matches!(self, CacheError::Timeout(_) | CacheError::Connection(_))
+    }
+}
+
+/// A Redis client shared by every cache of a process: one multiplexed connection, re-opened
+/// in the background when it breaks, every command bounded by the timeout. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisCache {
+    inner: Arc<RedisInner>,
+}
+
+struct RedisInner {
+    manager: ConnectionManager,
+    timeout: Duration,
+    health: Mutex<Health>,
+}
+
+/// What the client knows about Redis's recent behaviour, for skipping and for quiet logs.
+#[derive(Debug, Default)]
+struct Health {
+    /// Set while Redis is unreachable: when the outage was first seen.
+    down_since: Option<Instant>,
+    /// Commands are not sent before this instant.
+    retry_at: Option<Instant>,
+    /// When the last warning was logged.
+    last_warning: Option<Instant>,
+}
+
+impl fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("timeout", &self.inner.timeout)
+            .field("health", &*self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// Creates the client. Fails only when the URL is unusable; an unreachable Redis is
+    /// logged and tolerated (the connection is retried on later commands), so a service starts
+    /// and serves from its source while Redis is down.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
+        let client =
+            redis::Client::open(settings.url.expose_secret()).map_err(CacheError::Connection)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            // One quick retry inside the manager; beyond that our own skip window decides.
+            .set_number_of_retries(1)
+            .set_max_delay(settings.timeout);
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(CacheError::Connection)?;
+        let cache = Self {
+            inner: Arc::new(RedisInner {
+                manager,
+                timeout: settings.timeout,
+                health: Mutex::new(Health::default()),
+            }),
+        };
+        // Failures are logged by `ping` itself; the service starts either way.
+        let _ = cache.ping().await;
+        Ok(cache)
+    }
+
+    /// The per-command timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.query::<String>("ping", redis::cmd("PING"))
+            .await
+            .map(drop)
+    }
+
+    /// The value stored at `key`, if any.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.query("get", cmd).await
+    }
+
+    /// Stores `value` at `key` for `ttl` (at least one millisecond). With `only_if_absent`,
+    /// an existing value is kept; returns whether the value was written.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        only_if_absent: bool,
+    ) -> Result<bool, CacheError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
+        if only_if_absent {
+            cmd.arg("NX");
+        }
+        // SET answers OK, or nil when NX found the key taken.
+        let written: Option<String> = self.query("set", cmd).await?;
+        Ok(written.is_some())
+    }
+
+    /// Removes `key`.
+    pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        self.query::<i64>("delete", cmd).await.map(drop)
+    }
+
+    /// Sends one command, bounded by the timeout, unless Redis failed within the last second.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, CacheError> {
+        if self.health().retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(CacheError::Skipped);
+        }
+        let mut connection = self.inner.manager.clone();
+        // The manager bounds connecting and each response, but a reconnect with its retries
+        // can take longer than one timeout; this bounds the whole call.
+        let result =
+            match tokio::time::timeout(self.inner.timeout, cmd.query_async::<T>(&mut connection))
+                .await
+            {
+                Err(_elapsed) => Err(CacheError::Timeout(self.inner.timeout)),
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) if error.is_timeout() => {
+                    Err(CacheError::Timeout(self.inner.timeout))
+                }
+                Ok(Err(error)) if error.is_io_error() || error.is_connection_dropped() => {
+                    Err(CacheError::Connection(error))
+                }
+                Ok(Err(error)) => Err(CacheError::Command(error)),
+            };
+        match &result {
+            Ok(_) => self.record_success(),
+            Err(error) => self.record_failure(operation, error),
+        }
+        result
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        // The guarded data is a few timestamps, valid whatever a panicking holder did.
+        self.inner
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record_success(&self) {
+        let mut health = self.health();
+        health.retry_at = None;
+        if let Some(since) = health.down_since.take() {
+            tracing::info!(
+                outage_secs = since.elapsed().as_secs_f64(),
+                "Redis reachable again; cache reads and writes resume"
+            );
+        }
+    }
+
+    /// Logs one warning when an outage starts (and at most one per 10 s for other failures);
+    /// everything else at debug, so a Redis outage does not flood the logs.
+    fn record_failure(&self, operation: &'static str, error: &CacheError) {
+        let now = Instant::now();
+        let mut health = self.health();
+        let warn = if error.is_outage() {
+            health.retry_at = Some(now + RETRY_AFTER);
+            // Warn when the outage starts; its later failures only at debug.
+            let starts = health.down_since.is_none();
+            health.down_since.get_or_insert(now);
+            starts
+        } else {
+            health
+                .last_warning
+                .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+        };
+        if warn {
+            health.last_warning = Some(now);
+            tracing::warn!(
+                operation,
+                error = %DisplayChain(error),
+                "Redis failed; answering from the source (further failures are logged at debug)"
+            );
+        } else {
+            tracing::debug!(operation, error = %DisplayChain(error), "Redis failed");
+        }
+    }
+
+    /// Records a value that came back from Redis but does not decode, for the same quiet
+    /// logging as command failures.
+    fn record_bad_value(&self, error: &CacheError) {
+        self.record_failure("decode", error);
+    }
+}
+
+/// An error with its causes on one line.
+struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// A value that can be cached: cloned out of the in-process layer, stored in Redis as bytes.
+///
+/// Implemented for every prost message, which includes `Vec<u8>` and `String` (stored as the
+/// `BytesValue` / `StringValue` wrappers). A domain type is cached through its prost
+/// counterpart, or by implementing this trait.
+pub trait CacheValue: Clone + Send + Sync + 'static {
+    /// The bytes stored in Redis.
+    fn to_bytes(&self) -> Vec<u8>;
+    /// The value back from those bytes.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError>;
+}
+
+impl<M> CacheValue for M
+where
+    M: prost::Message + Default + Clone + Send + Sync + 'static,
+{
+    fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        M::decode(bytes)
+    }
+}
+
+/// A short-lived, size-bounded in-process cache: at most `capacity` entries, each dropped
+/// `ttl` after it was written. When full, the entry that expires first goes.
+struct LocalLayer<V> {
+    ttl: Duration,
+    capacity: usize,
+    entries: HashMap<String, LocalEntry<V>>,
+    /// Entries by expiry (and a sequence number to break ties), for eviction in O(log n).
+    by_expiry: BTreeMap<(Instant, u64), String>,
+    next_seq: u64,
+}
+
+struct LocalEntry<V> {
+    value: V,
+    expires: Instant,
+    seq: u64,
+}
+
+impl<V: Clone> LocalLayer<V> {
+    fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: HashMap::new(),
+            by_expiry: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.capacity > 0 && !self.ttl.is_zero()
+    }
+
+    fn get(&mut self, key: &str, now: Instant) -> Option<V> {
+        let entry = self.entries.get(key)?;
+        if entry.expires > now {
+            return Some(entry.value.clone());
+        }
+        self.remove(key);
+        None
+    }
+
+    fn insert(&mut self, key: &str, value: V, now: Instant) {
+        if !self.enabled() {
+            return;
+        }
+        self.remove(key);
+        self.evict_expired(now);
+        while self.entries.len() >= self.capacity {
+            let Some((_, oldest)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let expires = now + self.ttl;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_expiry.insert((expires, seq), key.to_owned());
+        self.entries.insert(
+            key.to_owned(),
+            LocalEntry {
+                value,
+                expires,
+                seq,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.by_expiry.remove(&(entry.expires, entry.seq));
+        }
+    }
+
+    fn evict_expired(&mut self, now: Instant) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            self.entries.remove(&key);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// A cache of values of type `V` in one namespace: in-process first, then Redis, then the
+/// loader. Share it (`Arc`) across the handlers that read the same kind of value.
+pub struct TwoLevelCache<V> {
+    namespace: String,
+    redis: Option<RedisCache>,
+    local: Mutex<LocalLayer<V>>,
+    redis_errors: AtomicU64,
+    errors_metric: Counter<u64>,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V> fmt::Debug for TwoLevelCache<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwoLevelCache")
+            .field("namespace", &self.namespace)
+            .field("redis", &self.redis)
+            .field("redis_errors", &self.redis_errors.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: CacheValue> TwoLevelCache<V> {
+    /// A cache whose keys live under `custops:<namespace>:` in Redis (so caches of different
+    /// kinds never collide), keeping up to `capacity` values in-process for `local_ttl` each.
+    /// `redis: None`, a zero `capacity` or a zero `local_ttl` disable that layer.
+    ///
+    /// Create caches after telemetry is set up: the error counter is taken from the global
+    /// meter provider installed at that moment.
+    pub fn new(
+        redis: Option<RedisCache>,
+        local_ttl: Duration,
+        capacity: usize,
+        namespace: impl Into<String>,
+    ) -> Self {
+        let errors_metric = opentelemetry::global::meter("custops")
+            .u64_counter(REDIS_ERRORS_METRIC)
+            .with_description(
+                "Redis commands of the two-level cache that failed and fell back to the source",
+            )
+            .with_unit("{error}")
+            .build();
+        Self {
+            namespace: namespace.into(),
+            redis,
+            local: Mutex::new(LocalLayer::new(local_ttl, capacity)),
+            redis_errors: AtomicU64::new(0),
+            errors_metric,
+            _value: PhantomData,
+        }
+    }
+
+    /// The value for `key`: from the in-process layer, else from Redis, else from `loader`,
+    /// whose value then fills Redis (for `redis_ttl`) and the in-process layer. A loader error
+    /// is returned as is and nothing is cached; a Redis failure is never returned.
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        key: &str,
+        redis_ttl: Duration,
+        loader: F,
+    ) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        if let Some(value) = self.local().get(key, Instant::now()) {
+            return Ok(value);
+        }
+        let redis_key = self.redis_key(key);
+        // Whether a fill should be written, and whether it may replace what Redis holds.
+        let mut fill = None;
+        if let Some(redis) = &self.redis {
+            match redis.get(&redis_key).await {
+                Ok(Some(bytes)) => match V::from_bytes(&bytes) {
+                    Ok(value) => {
+                        self.local().insert(key, value.clone(), Instant::now());
+                        return Ok(value);
+                    }
+                    Err(error) => {
+                        let error = CacheError::Decode(error);
+                        redis.record_bad_value(&error);
+                        self.count("get", &error);
+                        // Replace the undecodable value with a good one.
+                        fill = Some(false);
+                    }
+                },
+                Ok(None) => fill = Some(true),
+                // Redis is failing: do not also try to write to it.
+                Err(error) => self.count("get", &error),
+            }
+        }
+        let value = loader().await?;
+        self.local().insert(key, value.clone(), Instant::now());
+        if let (Some(redis), Some(only_if_absent)) = (&self.redis, fill) {
+            let bytes = value.to_bytes();
+            if let Err(error) = redis
+                .set(&redis_key, &bytes, redis_ttl, only_if_absent)
+                .await
+            {
+                self.count("set", &error);
+            }
+        }
+        Ok(value)
+    }
+
+    /// Writes `value` through to both layers (Redis for `redis_ttl`), e.g. after the source
+    /// changed. A Redis failure is counted and logged, not returned.
+    pub async fn put(&self, key: &str, value: V, redis_ttl: Duration) {
+        let bytes = self.redis.as_ref().map(|_| value.to_bytes());
+        self.local().insert(key, value, Instant::now());
+        if let (Some(redis), Some(bytes)) = (&self.redis, bytes)
+            && let Err(error) = redis
+                .set(&self.redis_key(key), &bytes, redis_ttl, false)
+                .await
+        {
+            self.count("set", &error);
+        }
+    }
+
+    /// Removes `key` from this process's layer and from Redis. Other replicas' in-process
+    /// layers keep their copy until it expires (`local_ttl`).
+    pub async fn invalidate(&self, key: &str) {
+        self.local().remove(key);
+        if let Some(redis) = &self.redis
+            && let Err(error) = redis.delete(&self.redis_key(key)).await
+        {
+            self.count("delete", &error);
+        }
+    }
+
+    /// How many Redis commands of this cache failed (skipped commands are not counted).
+    pub fn redis_errors(&self) -> u64 {
+        self.redis_errors.load(Ordering::Relaxed)
+    }
+
+    /// How many values the in-process layer holds now (expired ones may still be counted).
+    pub fn local_len(&self) -> usize {
+        self.local().len()
+    }
+
+    /// The Redis key that holds `key`.
+    pub fn redis_key(&self, key: &str) -> String {
+        format!("custops:{}:{key}", self.namespace)
+    }
+
+    fn count(&self, operation: &'static str, error: &CacheError) {
+        if matches!(error, CacheError::Skipped) {
+            return;
+        }
+        self.redis_errors.fetch_add(1, Ordering::Relaxed);
+        self.errors_metric.add(
+            1,
+            &[
+                KeyValue::new("cache.namespace", self.namespace.clone()),
+                KeyValue::new("cache.operation", operation),
+                KeyValue::new("error.type", error.kind()),
+            ],
+        );
+    }
+
+    fn local(&self) -> MutexGuard<'_, LocalLayer<V>> {
+        // Entries are inserted whole, so a panic elsewhere cannot leave one half-written.
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(ttl_ms: u64, capacity: usize) -> LocalLayer<u32> {
+        LocalLayer::new(Duration::from_millis(ttl_ms), capacity)
+    }
+
+    #[test]
+    fn local_entries_expire_after_the_ttl() {
+        let t0 = Instant::now();
+        let mut local = layer(100, 10);
+        local.insert("a", 1, t0);
+        assert_eq!(local.get("a", t0 + Duration::from_millis(99)), Some(1));
+        assert_eq!(local.get("a", t0 + Duration::from_millis(100)), None);
+        assert_eq!(local.len(), 0);
+    }
+
+    #[test]
+    fn local_layer_is_bounded_and_evicts_the_oldest() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut local = layer(1000, 3);
+        local.insert("a", 1, t0);
+        local.insert("b", 2, t0 + ms(1));
+        local.insert("c", 3, t0 + ms(2));
+        // Rewriting "a" makes it the newest.
+        local.insert("a", 10, t0 + ms(3));
+        local.insert("d", 4, t0 + ms(4));
+        assert_eq!(local.len(), 3);
+        let now = t0 + ms(5);
+        let present: Vec<_> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|k| local.get(k, now))
+            .collect();
+        assert_eq!(present, vec![Some(10), None, Some(3), Some(4)]);
+        assert_eq!(local.by_expiry.len(), local.entries.len());
+    }
+
+    #[test]
+    fn expired_entries_make_room_before_live_ones_are_evicted() {
+        let t0 = Instant::now();
+        let mut local = layer(10, 2);
+        local.insert("old", 1, t0);
+        local.insert("live", 2, t0 + Duration::from_millis(8));
+        local.insert("new", 3, t0 + Duration::from_millis(12));
+        let now = t0 + Duration::from_millis(13);
+        assert_eq!(local.get("live", now), Some(2));
+        assert_eq!(local.get("new", now), Some(3));
+        assert_eq!(local.get("old", now), None);
+    }
+
+    #[test]
+    fn a_zero_capacity_or_ttl_disables_the_local_layer() {
+        let t0 = Instant::now();
+        for mut local in [layer(0, 10), layer(100, 0)] {
+            local.insert("a", 1, t0);
+            assert_eq!(local.get("a", t0), None);
+        }
+    }
+
+    #[test]
+    fn settings_come_from_the_environment_and_hide_the_url() {
+        let read = |pairs: &[(&str, &str)]| {
+            RedisSettings::from_env(&Environment::from_pairs(pairs.iter().copied()))
+        };
+        assert!(matches!(read(&[]), Ok(None)));
+        let settings = read(&[("REDIS_URL", "redis://:hunter2@cache:6379/0")]);
+        let settings = settings.ok().flatten();
+        assert_eq!(
+            settings.as_ref().map(|s| s.timeout),
+            Some(Duration::from_millis(200))
+        );
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let custom = read(&[
+            ("REDIS_URL", "redis://cache:6379"),
+            ("CUSTOPS_REDIS_TIMEOUT_MS", "50"),
+        ]);
+        assert_eq!(
+            custom.ok().flatten().map(|s| s.timeout),
+            Some(Duration::from_millis(50))
+        );
+
+        let check = |pairs: &[(&str, &str)], var: &str| {
+            let error = read(pairs).err();
+            assert_eq!(error.as_ref().map(ConfigError::var), Some(var), "{pairs:?}");
+            let line = error.map(|e| e.to_string()).unwrap_or_default();
+            assert!(!line.contains("hunter2"), "secret leaked: {line}");
+        };
+        check(&[("REDIS_URL", "http://:hunter2@cache")], "REDIS_URL");
+        check(&[("REDIS_URL", "rediss://:hunter2@cache")], "REDIS_URL");
+        check(&[("REDIS_URL", "redis://:hunter2@cache:port")], "REDIS_URL");
+        let url = ("REDIS_URL", "redis://:hunter2@cache:6379");
+        check(
+            &[url, ("CUSTOPS_REDIS_TIMEOUT_MS", "0")],
+            "CUSTOPS_REDIS_TIMEOUT_MS",
+        );
+        check(
+            &[url, ("CUSTOPS_REDIS_TIMEOUT_MS", "soon")],
+            "CUSTOPS_REDIS_TIMEOUT_MS",
+        );
+    }
+}

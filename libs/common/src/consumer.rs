@@ -14,6 +14,9 @@
 //! [`ConsumerOptions::stuck_after_attempts`] the log says the feed is stuck, naming the event.
 //! The way out is a fixed handler, or an operator moving the cursor past the event
 //! (`UPDATE feed_cursors SET last_sequence = <sequence> WHERE feed = '<feed>'`).
+//!
+//! Each event is handled in a span whose parent is the event's `traceparent`, so the
+//! consumer's work appears in the trace of the request that caused the event.
 
 use std::time::Duration;
 
@@ -25,8 +28,12 @@ use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use crate::client::ServiceChannel;
 use crate::server::MAX_MESSAGE_BYTES;
+use crate::trace_context;
 
 /// What a consumer does with each event of a feed.
 #[tonic::async_trait]
@@ -293,8 +300,18 @@ impl<H: EventHandler> Consumer<H> {
                 }
                 continue;
             }
+            // The handler's work joins the trace of the request that caused the event. A span
+            // without an OpenTelemetry layer (telemetry off) has no parent to set: ignored.
+            let span = tracing::info_span!(
+                "feed_event",
+                feed,
+                sequence = event.sequence,
+                event_type = %event.event_type,
+            );
+            let _ = span.set_parent(trace_context::context_from_traceparent(&event.traceparent));
             self.handler
                 .handle(&mut tx, event)
+                .instrument(span)
                 .await
                 .map_err(|source| SessionError::Handler {
                     sequence: event.sequence,

@@ -333,7 +333,8 @@ class Checker:
                 return None
             return "serve", [svc]
         if exe == "custops" and len(argv) >= 2 and argv[1] == "migrate":
-            svcs = argv[2:] or self.services
+            # Flags (e.g. --create-roles) are the CLI's business; the rest name services.
+            svcs = [a for a in argv[2:] if not a.startswith("-")] or self.services
             unknown = [s for s in svcs if s not in self.code.default_ports]
             if unknown:
                 self.error(where, f"custops migrate: unknown service(s) {unknown}")

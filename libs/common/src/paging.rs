@@ -26,10 +26,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::Sha256;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 use crate::config::{ConfigError, Environment};
+use crate::error::ServiceError;
 
 /// Name of the request field a bad token is reported on.
 pub const PAGE_TOKEN_FIELD: &str = "page_token";
@@ -112,7 +112,7 @@ impl PageTokens {
     /// The token for `cursor` under the query `query_fingerprint`.
     ///
     /// Fails only if `cursor`'s `Serialize` implementation fails (e.g. a map with non-string
-    /// keys): a programming error.
+    /// keys): a programming error, for `ServiceError::internal`.
     pub fn encode<C: Serialize>(
         &self,
         query_fingerprint: &str,
@@ -208,9 +208,16 @@ impl PageTokenError {
     }
 }
 
+impl From<PageTokenError> for ServiceError {
+    fn from(error: PageTokenError) -> Self {
+        ServiceError::invalid_argument(error.field(), error.message())
+    }
+}
+
+/// For handlers that use `?` on a token directly: the same status as through `ServiceError`.
 impl From<PageTokenError> for Status {
     fn from(error: PageTokenError) -> Self {
-        invalid_argument(error.field(), &error.message())
+        ServiceError::from(error).into()
     }
 }
 
@@ -236,19 +243,17 @@ impl PageSizeError {
     }
 }
 
-impl From<PageSizeError> for Status {
+impl From<PageSizeError> for ServiceError {
     fn from(error: PageSizeError) -> Self {
-        invalid_argument(error.field(), &error.message())
+        ServiceError::invalid_argument(error.field(), error.message())
     }
 }
 
-/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming `field`.
-fn invalid_argument(field: &str, message: &str) -> Status {
-    Status::with_error_details(
-        Code::InvalidArgument,
-        message,
-        ErrorDetails::with_bad_request_violation(field, message),
-    )
+/// For handlers that use `?` on a page size directly.
+impl From<PageSizeError> for Status {
+    fn from(error: PageSizeError) -> Self {
+        ServiceError::from(error).into()
+    }
 }
 
 /// Applies the suite's `page_size` convention (`proto/README.md`): 0 means 50, 1–1000 are
@@ -264,6 +269,8 @@ pub fn page_size(requested: i32) -> Result<usize, PageSizeError> {
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
+    use tonic::Code;
+    use tonic_types::StatusExt;
 
     use super::*;
 
@@ -397,6 +404,13 @@ mod tests {
 
     #[test]
     fn errors_are_invalid_argument_on_the_field() {
+        let via_service_error = page_size(2000)
+            .err()
+            .map(|e| Status::from(ServiceError::from(e)));
+        assert_eq!(
+            via_service_error.map(bad_fields),
+            Some((Code::InvalidArgument, vec!["page_size".to_owned()]))
+        );
         let token_error = tokens()
             .decode::<Cursor>(QUERY, "garbage")
             .err()

@@ -31,12 +31,81 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // build; each service's issue lists the RPCs it must implement.
         .generate_default_stubs(true)
         .compile_with_config(config, &protos, &includes)?;
+    write_method_scopes(
+        &out_dir.join("custops_descriptor.bin"),
+        &out_dir.join("method_scopes.rs"),
+    )?;
 
     println!("cargo:rerun-if-changed={}", proto_root.display());
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
     Ok(())
+}
+
+/// Reads the scope each RPC declares in its doc comment ("Scope `loyalty.points.write`.") and
+/// writes them as a table, so the contract is the one place an RPC's required scope is stated.
+/// An RPC without exactly one such declaration fails the build: no method can be left
+/// unprotected by forgetting it.
+fn write_method_scopes(descriptor: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use prost::Message;
+
+    let set = prost_types::FileDescriptorSet::decode(std::fs::read(descriptor)?.as_slice())?;
+    let mut rows = Vec::new();
+    for file in &set.file {
+        let comments = file
+            .source_code_info
+            .as_ref()
+            .map(|info| info.location.as_slice())
+            .unwrap_or_default();
+        for (service_index, service) in file.service.iter().enumerate() {
+            for (method_index, method) in service.method.iter().enumerate() {
+                // Source path of a method: 6 = FileDescriptorProto.service, 2 = .method.
+                let path = [6, service_index as i32, 2, method_index as i32];
+                let comment = comments
+                    .iter()
+                    .find(|location| location.path == path)
+                    .and_then(|location| location.leading_comments.clone())
+                    .unwrap_or_default();
+                let rpc = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                let scopes = declared_scopes(&comment);
+                if scopes.len() != 1 {
+                    return Err(format!(
+                        "{rpc}: its doc comment must declare exactly one scope as \"Scope `name`\", found {scopes:?}"
+                    )
+                    .into());
+                }
+                rows.push(format!("    ({rpc:?}, {:?}),\n", scopes[0]));
+            }
+        }
+    }
+    rows.sort();
+    let table = format!(
+        "/// Every RPC's full path and the scope its doc comment declares. `{{service}}` stands for\n\
+         /// the name of the serving service (the shared event feed).\n\
+         pub const METHOD_SCOPES: &[(&str, &str)] = &[\n{}];\n",
+        rows.concat()
+    );
+    std::fs::write(out, table)?;
+    Ok(())
+}
+
+/// The distinct scopes named as "Scope `x`" or "Scope: `x`" in a comment (line breaks allowed).
+fn declared_scopes(comment: &str) -> Vec<String> {
+    let text = comment.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut scopes = Vec::new();
+    for marker in ["Scope `", "Scope: `"] {
+        for (at, _) in text.match_indices(marker) {
+            let rest = &text[at + marker.len()..];
+            if let Some(end) = rest.find('`') {
+                let scope = rest[..end].to_owned();
+                if !scopes.contains(&scope) {
+                    scopes.push(scope);
+                }
+            }
+        }
+    }
+    scopes
 }
 
 /// Finds every `.proto` file below `dir`, so a new contract file needs no build change.

@@ -7,7 +7,8 @@
 //! # Layout
 //! The module tree mirrors the protobuf packages: `custops::profiles::v1`,
 //! `custops::segmentation::v1`, `custops::loyalty::v1`, `custops::feedback::v1` and the shared
-//! `custops::common::v1`. [`FILE_DESCRIPTOR_SET`] is what tonic-reflection serves.
+//! `custops::common::v1`. [`FILE_DESCRIPTOR_SET`] is what tonic-reflection serves, and
+//! [`METHOD_SCOPES`] the scope each RPC's doc comment declares (read by the auth layer).
 
 // Generated code: its public items are the API of this crate, and it follows prost's style
 // rather than ours, so the workspace lints that judge hand-written code are relaxed here.
@@ -23,6 +24,8 @@ mod generated {
 }
 
 pub use generated::custops;
+
+include!(concat!(env!("OUT_DIR"), "/method_scopes.rs"));
 
 /// Encoded `FileDescriptorSet` of every custops contract (and the well-known types they
 /// import), for gRPC server reflection.

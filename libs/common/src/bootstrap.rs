@@ -32,13 +32,9 @@ pub async fn prepare(
             .await
             .context("Failed to migrate the database")?;
     }
-    let app = Application::bind(
-        settings.service,
-        settings.listen_addr,
-        settings.shutdown_grace,
-    )
-    .await
-    .context("Failed to bind the gRPC listener")?;
+    let app = Application::bind(&settings.server)
+        .await
+        .context("Failed to bind the gRPC listener")?;
     Ok((pool, app))
 }
 
@@ -49,17 +45,38 @@ where
     Fut: Future<Output = anyhow::Result<Application>>,
 {
     let env = Environment::from_process();
-    let settings = telemetry::log_format_from_env(&env).and_then(|format| {
-        telemetry::init(format);
-        ServiceSettings::from_env(service, &env)
-    });
-    let settings = match settings {
+    let format = match telemetry::log_format_from_env(&env) {
+        Ok(format) => format,
+        Err(error) => {
+            eprintln!("custops-{service}: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = telemetry::init(
+        &format!("custops-{service}"),
+        format,
+        telemetry::Exporters::from_env(&env),
+    );
+    let settings = match ServiceSettings::from_env(service, &env) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("custops-{service}: configuration error: {error}");
             return ExitCode::from(2);
         }
     };
+    let code = serve(service, settings, build).await;
+    // Spans and metrics of the last calls leave before the process does.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    code
+}
+
+async fn serve<F, Fut>(service: ServiceKind, settings: ServiceSettings, build: F) -> ExitCode
+where
+    F: FnOnce(ServiceSettings) -> Fut,
+    Fut: Future<Output = anyhow::Result<Application>>,
+{
     let app = match build(settings).await {
         Ok(app) => app,
         Err(error) => {

@@ -22,7 +22,11 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::auth::AuthSettings;
+use crate::cache::RedisSettings;
+use crate::paging::PageTokens;
 use crate::service::ServiceKind;
+use crate::tls::{ClientTls, ServerTls, TlsSettings};
 
 /// A configuration variable that is missing or malformed. Its `Display` is one line that names
 /// the variable and never echoes a secret value.
@@ -58,6 +62,8 @@ impl ConfigError {
 /// Where settings are read from: the process environment in binaries, a map in tests.
 pub struct Environment {
     vars: HashMap<String, String>,
+    // Every name looked up, so a test can hold the code to the VARIABLES list.
+    reads: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl fmt::Debug for Environment {
@@ -74,6 +80,7 @@ impl Environment {
     pub fn from_process() -> Self {
         Self {
             vars: std::env::vars().collect(),
+            reads: Default::default(),
         }
     }
 
@@ -86,11 +93,31 @@ impl Environment {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            reads: Default::default(),
         }
+    }
+
+    /// Every variable name looked up so far.
+    pub fn names_read(&self) -> Vec<String> {
+        self.reads
+            .lock()
+            .map(|reads| reads.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// This environment with `var` set to `value` unless it is already set.
+    pub fn with_default(mut self, var: &str, value: &str) -> Self {
+        if self.get(var).is_none() {
+            self.vars.insert(var.to_owned(), value.to_owned());
+        }
+        self
     }
 
     /// The variable's value; an empty value counts as unset.
     pub fn get(&self, var: &str) -> Option<&str> {
+        if let Ok(mut reads) = self.reads.lock() {
+            reads.insert(var.to_owned());
+        }
         self.vars
             .get(var)
             .map(String::as_str)
@@ -129,45 +156,274 @@ impl Environment {
     }
 }
 
+/// One environment variable a custops binary reads. `{SVC}` in a name stands for the service's
+/// upper-case name (`PROFILES`, `SEGMENTATION`, `LOYALTY`, `FEEDBACK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variable {
+    /// The name, possibly with `{SVC}`.
+    pub name: &'static str,
+    /// When the binary refuses to start without it.
+    pub requirement: Requirement,
+    /// What it holds.
+    pub doc: &'static str,
+}
+
+/// Whether a [`Variable`] must be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Always required.
+    Required,
+    /// Required unless the named variable has the named value, e.g. the token secret unless
+    /// `CUSTOPS_AUTH_MODE=disabled`.
+    RequiredUnless(&'static str, &'static str),
+    /// Optional, with a default.
+    Optional,
+}
+
+impl Variable {
+    const fn required(name: &'static str, doc: &'static str) -> Self {
+        Self {
+            name,
+            requirement: Requirement::Required,
+            doc,
+        }
+    }
+
+    const fn required_unless(
+        name: &'static str,
+        unless: (&'static str, &'static str),
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            requirement: Requirement::RequiredUnless(unless.0, unless.1),
+            doc,
+        }
+    }
+
+    const fn optional(name: &'static str, doc: &'static str) -> Self {
+        Self {
+            name,
+            requirement: Requirement::Optional,
+            doc,
+        }
+    }
+
+    /// The name for one service (`{SVC}` replaced).
+    pub fn name_for(&self, service: ServiceKind) -> String {
+        self.name
+            .replace("{SVC}", &service.name().to_ascii_uppercase())
+    }
+}
+
+/// Every variable the service binaries and `custops` read: the single list that the README's
+/// table, the Kubernetes manifests (`make k8s-check`) and a unit test are checked against.
+#[rustfmt::skip]
+pub const VARIABLES: &[Variable] = &[
+    Variable::required("DATABASE_URL", "Postgres URL shared by the services"),
+    Variable::optional("CUSTOPS_{SVC}_DATABASE_URL", "Postgres URL for one service; overrides DATABASE_URL"),
+    Variable::optional("CUSTOPS_LISTEN_HOST", "address the gRPC server binds (default 0.0.0.0)"),
+    Variable::optional("CUSTOPS_{SVC}_PORT", "gRPC port (default 50051-50054)"),
+    Variable::optional("CUSTOPS_DB_MAX_CONNECTIONS", "pool size (default 10)"),
+    Variable::optional("CUSTOPS_DB_CONNECT_TIMEOUT_SECS", "how long start-up waits for Postgres (default 10)"),
+    Variable::optional("CUSTOPS_DB_STATEMENT_TIMEOUT_MS", "server-side statement timeout (default 5000)"),
+    Variable::optional("CUSTOPS_MIGRATE_ON_START", "apply migrations before serving (default true)"),
+    Variable::optional("CUSTOPS_SHUTDOWN_GRACE_SECS", "drain period after SIGTERM (default 20)"),
+    Variable::optional("CUSTOPS_LOG_FORMAT", "text or json (default text)"),
+    Variable::optional("RUST_LOG", "log filter (default info)"),
+    Variable::optional("CUSTOPS_MAX_CONCURRENT_CALLS", "calls served at once before RESOURCE_EXHAUSTED (default 256)"),
+    Variable::optional("CUSTOPS_MAX_CALL_TIMEOUT_SECS", "deadline for calls without grpc-timeout, and cap on it (default 30)"),
+    Variable::optional("CUSTOPS_AUTH_MODE", "jwt or disabled (default jwt)"),
+    Variable::required_unless("CUSTOPS_AUTH_JWT_SECRET", ("CUSTOPS_AUTH_MODE", "disabled"), "HS256 key for service tokens, at least 32 bytes"),
+    Variable::optional("CUSTOPS_AUTH_AUDIENCE", "audience tokens must name (default custops)"),
+    Variable::optional("CUSTOPS_TLS_CERT_FILE", "PEM server certificate chain; enables TLS (with the key)"),
+    Variable::optional("CUSTOPS_TLS_KEY_FILE", "PEM private key of that certificate"),
+    Variable::optional("CUSTOPS_TLS_CLIENT_CA_FILE", "PEM CA; when set, clients must present a certificate it signed (mTLS)"),
+    Variable::optional("CUSTOPS_TLS_CA_FILE", "PEM CA trusted for calls to other services"),
+    Variable::optional("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP/gRPC collector; traces and metrics exported when set"),
+    Variable::optional("CUSTOPS_PROFILES_URL", "where the profiles service is reached, e.g. http://profiles-headless:50051"),
+    Variable::optional("CUSTOPS_SEGMENTATION_URL", "where the segmentation service is reached"),
+    Variable::optional("CUSTOPS_LOYALTY_URL", "where the loyalty service is reached"),
+    Variable::optional("CUSTOPS_FEEDBACK_URL", "where the feedback service is reached"),
+    Variable::optional("REDIS_URL", "Redis URL for the shared cache (redis://host:6379)"),
+    Variable::optional("CUSTOPS_REDIS_TIMEOUT_MS", "Redis command timeout (default 200)"),
+    Variable::optional("CUSTOPS_PAGE_TOKEN_SECRET", "key that signs page tokens (32+ bytes); set the same on every replica"),
+    Variable::optional("CUSTOPS_{SVC}_DB_PASSWORD", "custops migrate --create-roles: login password of the service's Postgres role"),
+];
+
 /// Everything one service needs to start.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     /// Which service this is.
     pub service: ServiceKind,
-    /// Address the gRPC server binds; port 0 picks a free port (tests).
-    pub listen_addr: SocketAddr,
+    /// How the gRPC server listens, authenticates and drains.
+    pub server: ServerSettings,
     /// Where its data lives.
     pub database: DatabaseSettings,
     /// Run pending migrations before serving.
     pub migrate_on_start: bool,
-    /// How long in-flight calls may finish after a shutdown signal.
-    pub shutdown_grace: Duration,
+    /// How it calls other services.
+    pub clients: ClientSettings,
+    /// The shared Redis, when configured.
+    pub redis: Option<RedisSettings>,
+    /// Signs and checks the page tokens of its list RPCs.
+    pub page_tokens: PageTokens,
 }
 
 impl ServiceSettings {
     /// Reads and validates the service's settings.
     pub fn from_env(service: ServiceKind, env: &Environment) -> Result<Self, ConfigError> {
-        let host: IpAddr = env.parse_or("CUSTOPS_LISTEN_HOST", IpAddr::from([0, 0, 0, 0]))?;
-        let port_var = format!("{}PORT", service.env_prefix());
-        let port: u16 = env.parse_or(&port_var, service.default_port())?;
+        // The database first: it is the one setting every deployment must get right.
+        let database = DatabaseSettings::from_env(service, env)?;
+        let auth = AuthSettings::from_env(env)?;
+        let tls = TlsSettings::from_env(env)?;
         Ok(Self {
             service,
-            listen_addr: SocketAddr::new(host, port),
-            database: DatabaseSettings::from_env(service, env)?,
+            server: ServerSettings::from_env(service, env, auth.clone(), tls.server)?,
+            database,
             migrate_on_start: env.flag_or("CUSTOPS_MIGRATE_ON_START", true)?,
-            shutdown_grace: Duration::from_secs(env.parse_or("CUSTOPS_SHUTDOWN_GRACE_SECS", 20)?),
+            clients: ClientSettings::from_env(service, env, &auth, tls.client)?,
+            redis: RedisSettings::from_env(env)?,
+            page_tokens: PageTokens::from_env(env)?,
         })
     }
 
     /// Settings for tests and tools: the given database, a free port on loopback, migrations
-    /// on, short timeouts.
+    /// on, short timeouts, and authentication explicitly disabled.
     pub fn for_local(service: ServiceKind, database_url: &str) -> Self {
         Self {
             service,
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            server: ServerSettings::local(service, AuthSettings::Disabled),
             database: DatabaseSettings::new(service, database_url),
             migrate_on_start: true,
+            clients: ClientSettings::local(service),
+            redis: None,
+            page_tokens: PageTokens::random(),
+        }
+    }
+}
+
+/// How one gRPC server listens, authenticates, limits and drains.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Which service it serves.
+    pub service: ServiceKind,
+    /// Address the gRPC server binds; port 0 picks a free port (tests).
+    pub listen_addr: SocketAddr,
+    /// How long in-flight calls may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Token checks, or explicitly none.
+    pub auth: AuthSettings,
+    /// TLS, and mTLS when a client CA is set.
+    pub tls: Option<ServerTls>,
+    /// Calls in progress at once before new ones get RESOURCE_EXHAUSTED.
+    pub max_concurrent_calls: usize,
+    /// Longest a call may run, and the deadline of calls that bring none.
+    pub max_call_timeout: Duration,
+}
+
+impl ServerSettings {
+    fn from_env(
+        service: ServiceKind,
+        env: &Environment,
+        auth: AuthSettings,
+        tls: Option<ServerTls>,
+    ) -> Result<Self, ConfigError> {
+        let host: IpAddr = env.parse_or("CUSTOPS_LISTEN_HOST", IpAddr::from([0, 0, 0, 0]))?;
+        let port_var = format!("{}PORT", service.env_prefix());
+        let port: u16 = env.parse_or(&port_var, service.default_port())?;
+        let max_concurrent_calls: usize = env.parse_or("CUSTOPS_MAX_CONCURRENT_CALLS", 256)?;
+        if max_concurrent_calls == 0 {
+            return Err(ConfigError::Invalid {
+                var: "CUSTOPS_MAX_CONCURRENT_CALLS".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        let max_call_timeout: u64 = env.parse_or("CUSTOPS_MAX_CALL_TIMEOUT_SECS", 30)?;
+        if max_call_timeout == 0 {
+            return Err(ConfigError::Invalid {
+                var: "CUSTOPS_MAX_CALL_TIMEOUT_SECS".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Self {
+            service,
+            listen_addr: SocketAddr::new(host, port),
+            shutdown_grace: Duration::from_secs(env.parse_or("CUSTOPS_SHUTDOWN_GRACE_SECS", 20)?),
+            auth,
+            tls,
+            max_concurrent_calls,
+            max_call_timeout: Duration::from_secs(max_call_timeout),
+        })
+    }
+
+    /// A plaintext server on a free loopback port with the given auth, for tests and tools.
+    pub fn local(service: ServiceKind, auth: AuthSettings) -> Self {
+        Self {
+            service,
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_grace: Duration::from_secs(5),
+            auth,
+            tls: None,
+            max_concurrent_calls: 256,
+            max_call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a service reaches the others.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// The calling service, named in the tokens it mints.
+    pub caller: ServiceKind,
+    /// Where each other service is reached (`CUSTOPS_<SVC>_URL`), when configured.
+    pub peers: HashMap<ServiceKind, String>,
+    /// Trust and identity for TLS calls; `None` means plaintext.
+    pub tls: Option<ClientTls>,
+    /// Auth settings, to mint the outgoing tokens (nothing is sent when disabled).
+    pub auth: AuthSettings,
+}
+
+impl ClientSettings {
+    fn from_env(
+        caller: ServiceKind,
+        env: &Environment,
+        auth: &AuthSettings,
+        tls: Option<ClientTls>,
+    ) -> Result<Self, ConfigError> {
+        let mut peers = HashMap::new();
+        for peer in ServiceKind::ALL.into_iter().filter(|peer| *peer != caller) {
+            let var = format!("CUSTOPS_{}_URL", peer.name().to_ascii_uppercase());
+            if let Some(url) = env.get(&var) {
+                let url = url.trim();
+                let parsed = url::Url::parse(url).map_err(|error| ConfigError::Invalid {
+                    var: var.clone(),
+                    reason: format!("`{url}` is not a URL: {error}"),
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                    return Err(ConfigError::Invalid {
+                        var,
+                        reason: format!("`{url}` must be http://host:port or https://host:port"),
+                    });
+                }
+                peers.insert(peer, url.to_owned());
+            }
+        }
+        Ok(Self {
+            caller,
+            peers,
+            tls,
+            auth: auth.clone(),
+        })
+    }
+
+    /// No peers configured, plaintext, no tokens.
+    pub fn local(caller: ServiceKind) -> Self {
+        Self {
+            caller,
+            peers: HashMap::new(),
+            tls: None,
+            auth: AuthSettings::Disabled,
         }
     }
 }
@@ -266,10 +522,12 @@ fn validate_postgres_url(var: &str, url: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    /// Settings from `pairs`, with auth explicitly disabled unless `pairs` say otherwise.
     fn settings(pairs: &[(&str, &str)]) -> Result<ServiceSettings, ConfigError> {
         ServiceSettings::from_env(
             ServiceKind::Loyalty,
-            &Environment::from_pairs(pairs.iter().copied()),
+            &Environment::from_pairs(pairs.iter().copied())
+                .with_default("CUSTOPS_AUTH_MODE", "disabled"),
         )
     }
 
@@ -279,8 +537,46 @@ mod tests {
         let s = s.map_err(|e| e.to_string());
         let s = s
             .as_ref()
-            .map(|s| (s.listen_addr.port(), s.database.schema));
+            .map(|s| (s.server.listen_addr.port(), s.database.schema));
         assert_eq!(s, Ok((50053, "loyalty")));
+    }
+
+    #[test]
+    fn the_variables_list_is_exactly_what_the_binaries_read() {
+        let mut read = std::collections::BTreeSet::new();
+        for service in ServiceKind::ALL {
+            // The minimum for a successful start with auth on; every other variable is looked
+            // up (and found empty, meaning "default").
+            let env = Environment::from_pairs([
+                ("DATABASE_URL", "postgres://db/x"),
+                (
+                    "CUSTOPS_AUTH_JWT_SECRET",
+                    "0123456789abcdef0123456789abcdef",
+                ),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ]);
+            let settings = ServiceSettings::from_env(service, &env);
+            assert!(settings.is_ok(), "{:?}", settings.err());
+            let _ = crate::telemetry::log_format_from_env(&env);
+            let _ = crate::telemetry::Exporters::from_env(&env);
+            let _ = crate::db_roles::password_from_env(service, &env);
+            let _ =
+                AuthSettings::from_env(&Environment::from_pairs([("CUSTOPS_AUTH_MODE", "jwt")]));
+            read.extend(env.names_read());
+        }
+        let listed: std::collections::BTreeSet<String> = VARIABLES
+            .iter()
+            .flat_map(|v| ServiceKind::ALL.map(|s| v.name_for(s)))
+            // RUST_LOG is read by tracing-subscriber's EnvFilter, not through Environment.
+            .filter(|name| name != "RUST_LOG")
+            .collect();
+        let unlisted: Vec<_> = read.difference(&listed).collect();
+        let unread: Vec<_> = listed.difference(&read).collect();
+        assert!(
+            unlisted.is_empty(),
+            "read but not in VARIABLES: {unlisted:?}"
+        );
+        assert!(unread.is_empty(), "in VARIABLES but never read: {unread:?}");
     }
 
     #[test]

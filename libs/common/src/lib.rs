@@ -2,6 +2,13 @@
 //! own domain.
 //!
 //! # Layout
+//! - [`error`]: the one error type of service code and its mapping to gRPC status codes.
+//! - [`auth`]: service tokens (JWT), the caller identity and the per-RPC scope policy.
+//! - [`layers`]: the tower layers every call passes (request id, span and metrics, auth,
+//!   deadline, load shedding, panic catching).
+//! - [`trace_context`]: W3C `traceparent` in and out of calls and outbox rows.
+//! - [`client`]: channels to other services (TLS, token, trace context, DNS balancing, retries).
+//! - [`tls`]: server TLS / mTLS and the client side, from certificate files.
 //! - [`service`]: the four services' names, schemas and default ports.
 //! - [`config`]: typed settings read from the environment and validated at start-up.
 //! - [`db`]: the Postgres pool (one schema per service) and migrations.
@@ -19,13 +26,17 @@
 //! - [`sequencer`]: gives committed outbox events their feed position, in visibility order.
 //! - [`consumer`]: follows another service's feed, applying each event exactly once.
 
+pub mod auth;
 pub mod bootstrap;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod db_roles;
+pub mod error;
 pub mod feed;
+pub mod layers;
 pub mod outbox;
 pub mod paging;
 pub mod sequencer;
@@ -33,3 +44,5 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
+pub mod trace_context;

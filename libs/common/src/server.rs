@@ -1,5 +1,7 @@
 //! Serving a service: bind first (so tests can ask for port 0 and learn the port), then run the
 //! service's APIs next to gRPC health and reflection until a shutdown signal, then drain.
+//! Every call passes the shared tower layers of [`crate::layers`] (request id, span and
+//! metrics, auth, deadline, load shedding, panic catching), and TLS / mTLS when configured.
 //!
 //! Shutdown order: the signal flips every health status to NOT_SERVING (so load balancers and
 //! Kubernetes stop sending new calls), tonic stops accepting connections and lets in-flight
@@ -8,9 +10,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
@@ -18,6 +20,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{Authenticator, ScopePolicy};
+use crate::config::ServerSettings;
+use crate::layers::{
+    AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, LoadShedMiddleware, MiddlewareLayer,
+    ObserveMiddleware, RequestIdMiddleware,
+};
 use crate::service::ServiceKind;
 
 /// Largest request or response message a service accepts or sends, set explicitly on every
@@ -39,6 +47,9 @@ pub enum ServeError {
     /// The reflection service could not read the descriptor set (a build defect).
     #[error("could not build the reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// The TLS settings were refused (bad certificate or key).
+    #[error("the TLS configuration is invalid")]
+    Tls(#[source] tonic::transport::Error),
     /// The transport failed while serving.
     #[error("the gRPC server failed")]
     Transport(#[source] tonic::transport::Error),
@@ -47,18 +58,18 @@ pub enum ServeError {
 /// A service ready to run: its listener is bound and its APIs registered, but nothing is
 /// served until [`Application::run_until_stopped`].
 pub struct Application {
-    service: ServiceKind,
+    settings: ServerSettings,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     routes: RoutesBuilder,
     api_names: Vec<&'static str>,
-    shutdown_grace: Duration,
+    draining: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
-            .field("service", &self.service)
+            .field("service", &self.settings.service)
             .field("local_addr", &self.local_addr)
             .field("api_names", &self.api_names)
             .finish_non_exhaustive()
@@ -67,11 +78,8 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Binds `addr` now, so the port is known (and taken) before the service starts serving.
-    pub async fn bind(
-        service: ServiceKind,
-        addr: SocketAddr,
-        shutdown_grace: Duration,
-    ) -> Result<Self, ServeError> {
+    pub async fn bind(settings: &ServerSettings) -> Result<Self, ServeError> {
+        let addr = settings.listen_addr;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -79,12 +87,12 @@ impl Application {
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
         Ok(Self {
-            service,
+            settings: settings.clone(),
             listener,
             local_addr,
             routes: RoutesBuilder::default(),
             api_names: Vec::new(),
-            shutdown_grace,
+            draining: CancellationToken::new(),
         })
     }
 
@@ -117,7 +125,13 @@ impl Application {
 
     /// Which service this is.
     pub fn service(&self) -> ServiceKind {
-        self.service
+        self.settings.service
+    }
+
+    /// Cancelled the moment draining starts. Long-lived work tied to the server (event feed
+    /// streams) ends on it, so it does not hold the drain until the grace period runs out.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.draining.clone()
     }
 
     /// Serves until `shutdown` completes, then drains as described in the module docs.
@@ -134,31 +148,70 @@ impl Application {
         routes.add_service(health_api);
         add_reflection(&mut routes, &self.api_names)?;
 
-        let draining = Arc::new(tokio::sync::Notify::new());
+        let service = self.settings.service;
+        let draining = self.draining.clone();
         let signal = {
-            let draining = Arc::clone(&draining);
+            let draining = draining.clone();
             let health = health.clone();
             let api_names = self.api_names.clone();
-            let service = self.service;
             async move {
                 shutdown.await;
                 tracing::info!(%service, "shutdown requested: draining in-flight calls");
                 set_status(&health, &api_names, ServingStatus::NotServing).await;
-                draining.notify_one();
+                draining.cancel();
             }
         };
 
+        if !self.settings.auth.is_enabled() {
+            tracing::warn!(
+                %service,
+                "AUTHENTICATION IS DISABLED: every caller may call every RPC (CUSTOPS_AUTH_MODE=disabled). Never run like this outside a laptop or test."
+            );
+        }
+        let policy = ScopePolicy::for_service(service, &self.api_names);
+        // Outermost first; see crate::layers for why this order.
+        let layers = tower::ServiceBuilder::new()
+            .layer(MiddlewareLayer(RequestIdMiddleware))
+            .layer(MiddlewareLayer(ObserveMiddleware::new()))
+            .layer(MiddlewareLayer(AuthMiddleware::new(Authenticator::new(
+                &self.settings.auth,
+                policy,
+            ))))
+            .layer(MiddlewareLayer(DeadlineMiddleware::new(
+                self.settings.max_call_timeout,
+            )))
+            .layer(MiddlewareLayer(LoadShedMiddleware::new(
+                self.settings.max_concurrent_calls,
+            )))
+            .layer(MiddlewareLayer(CatchPanicMiddleware))
+            .into_inner();
+
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tcp_keepalive(Some(Duration::from_secs(60)));
+        if let Some(tls) = &self.settings.tls {
+            server = server
+                .tls_config(tls.to_config())
+                .map_err(ServeError::Tls)?;
+        }
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        tracing::info!(service = %self.service, addr = %self.local_addr, "serving gRPC");
-        let serve = tonic::transport::Server::builder()
+        tracing::info!(
+            %service,
+            addr = %self.local_addr,
+            tls = self.settings.tls.is_some(),
+            mtls = self.settings.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
+            "serving gRPC"
+        );
+        let serve = server
+            .layer(layers)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
 
-        let grace = self.shutdown_grace;
+        let grace = self.settings.shutdown_grace;
         tokio::select! {
             result = serve => result.map_err(ServeError::Transport),
-            () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(service = %self.service, ?grace, "grace period over: dropping unfinished calls");
+            () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(%service, ?grace, "grace period over: dropping unfinished calls");
                 Ok(())
             }
         }

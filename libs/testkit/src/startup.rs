@@ -27,8 +27,8 @@ pub async fn run_with_env(
 }
 
 /// Asserts the binary rejects a missing, a non-Postgres and a malformed `DATABASE_URL` with
-/// exit code 2 and a one-line message naming `DATABASE_URL`, and fails (exit 1) when the
-/// database cannot be reached.
+/// exit code 2 and a one-line message naming `DATABASE_URL`, refuses to start without the token
+/// key while auth is on (the default), and fails (exit 1) when the database cannot be reached.
 pub async fn assert_rejects_bad_database_url(binary: &str) -> anyhow::Result<()> {
     let cases: [(&str, &[(&str, &str)]); 3] = [
         ("missing", &[]),
@@ -63,10 +63,22 @@ pub async fn assert_rejects_bad_database_url(binary: &str) -> anyhow::Result<()>
         );
     }
 
+    // Auth is on unless switched off explicitly: without the token key the binary refuses to
+    // start, naming the variable.
+    let no_key = [("DATABASE_URL", "postgres://postgres@127.0.0.1:1/custops")];
+    let out = run_with_env(binary, &no_key, Duration::from_secs(10)).await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(2) && stderr.contains("CUSTOPS_AUTH_JWT_SECRET"),
+        "auth key missing: exit {:?}, stderr: {stderr}",
+        out.status
+    );
+
     // Port 1 on loopback: nothing listens there, so the connection is refused at once.
     let unreachable = [
         ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/custops"),
         ("CUSTOPS_DB_CONNECT_TIMEOUT_SECS", "1"),
+        ("CUSTOPS_AUTH_MODE", "disabled"),
     ];
     let out = run_with_env(binary, &unreachable, Duration::from_secs(20)).await?;
     let stderr = String::from_utf8_lossy(&out.stderr);

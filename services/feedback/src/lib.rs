@@ -19,6 +19,11 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 /// [`Application::run_until_stopped`].
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
-    let feed = event_feed_server(pool, settings.service, FeedOptions::default());
+    // Feed streams end as soon as the server starts draining, not at the end of the grace.
+    let feed_options = FeedOptions {
+        shutdown: app.shutdown_token(),
+        ..FeedOptions::default()
+    };
+    let feed = event_feed_server(pool, settings.service, feed_options);
     Ok(app.add_api(api::server()).add_api(feed))
 }

@@ -18,6 +18,15 @@ pub enum Command {
         /// Also set up each service's own role (`custops_<schema>`) after its migrations.
         create_roles: bool,
     },
+    /// `custops token --service NAME --scopes a,b [--ttl-secs N]`: mint a bearer token.
+    Token {
+        /// Who the token names as the caller.
+        subject: String,
+        /// The scopes it grants.
+        scopes: Vec<String>,
+        /// How long it is valid, in seconds.
+        ttl_secs: u64,
+    },
     /// `custops help` or `--help`.
     Help,
 }
@@ -34,11 +43,16 @@ commands:
                         --create-roles also creates or updates each service's Postgres role
                         custops_<service>, limited to its own schema (LOGIN with the password
                         in CUSTOPS_<SVC>_DB_PASSWORD when set, else NOLOGIN)
+  token --service NAME --scopes SCOPE[,SCOPE...] [--ttl-secs N]
+                        print a bearer token (signed with CUSTOPS_AUTH_JWT_SECRET) naming NAME
+                        as the caller with these scopes, valid N seconds (default 3600), e.g.
+                        custops token --service ops --scopes loyalty.read,loyalty.points.write
   help                  show this text
 
 configuration comes from the environment: DATABASE_URL (required), CUSTOPS_LISTEN_HOST,
 CUSTOPS_<SVC>_PORT, CUSTOPS_<SVC>_DATABASE_URL, CUSTOPS_<SVC>_DB_PASSWORD, CUSTOPS_LOG_FORMAT,
-RUST_LOG";
+RUST_LOG, CUSTOPS_AUTH_MODE (dev defaults it to disabled), CUSTOPS_AUTH_JWT_SECRET; the README
+lists every variable";
 
 /// A command line that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,6 +70,14 @@ pub enum UsageError {
         command: &'static str,
         /// The stray argument.
         argument: String,
+    },
+    /// A required option is absent or has no value.
+    #[error("`{command}` needs {option}")]
+    MissingOption {
+        /// The subcommand.
+        command: &'static str,
+        /// The option and its value.
+        option: &'static str,
     },
     /// A service name that is not one of the four.
     #[error("{0}")]
@@ -107,8 +129,67 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 create_roles,
             })
         }
+        "token" => parse_token(rest),
         other => Err(UsageError::UnknownCommand(other.to_owned())),
     }
+}
+
+fn parse_token(rest: &[String]) -> Result<Command, UsageError> {
+    let mut subject = None;
+    let mut scopes = Vec::new();
+    let mut ttl_secs = 3600;
+    let mut args = rest.iter();
+    while let Some(flag) = args.next() {
+        let mut value = |option: &'static str| {
+            args.next()
+                .filter(|v| !v.starts_with("--"))
+                .cloned()
+                .ok_or(UsageError::MissingOption {
+                    command: "token",
+                    option,
+                })
+        };
+        match flag.as_str() {
+            "--service" => subject = Some(value("--service NAME")?),
+            "--scopes" => scopes.extend(
+                value("--scopes SCOPE[,SCOPE...]")?
+                    .split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            ),
+            "--ttl-secs" => {
+                ttl_secs = value("--ttl-secs N")?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(UsageError::MissingOption {
+                        command: "token",
+                        option: "--ttl-secs with a positive number of seconds",
+                    })?;
+            }
+            other => {
+                return Err(UsageError::UnexpectedArgument {
+                    command: "token",
+                    argument: other.to_owned(),
+                });
+            }
+        }
+    }
+    let subject = subject.ok_or(UsageError::MissingOption {
+        command: "token",
+        option: "--service NAME",
+    })?;
+    if scopes.is_empty() {
+        return Err(UsageError::MissingOption {
+            command: "token",
+            option: "--scopes SCOPE[,SCOPE...]",
+        });
+    }
+    Ok(Command::Token {
+        subject,
+        scopes,
+        ttl_secs,
+    })
 }
 
 #[cfg(test)]
@@ -118,6 +199,38 @@ mod tests {
     fn check(args: &[&str], expected: Result<Command, UsageError>) {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         assert_eq!(parse(&args), expected, "{args:?}");
+    }
+
+    #[test]
+    fn parses_token_requests() {
+        check(
+            &[
+                "token",
+                "--service",
+                "ops",
+                "--scopes",
+                "loyalty.read,loyalty.write",
+            ],
+            Ok(Command::Token {
+                subject: "ops".to_owned(),
+                scopes: vec!["loyalty.read".to_owned(), "loyalty.write".to_owned()],
+                ttl_secs: 3600,
+            }),
+        );
+        check(
+            &["token", "--scopes", "loyalty.read"],
+            Err(UsageError::MissingOption {
+                command: "token",
+                option: "--service NAME",
+            }),
+        );
+        check(
+            &["token", "--service", "ops", "--scopes"],
+            Err(UsageError::MissingOption {
+                command: "token",
+                option: "--scopes SCOPE[,SCOPE...]",
+            }),
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+use custops_common::auth::{AuthSettings, TokenIssuer};
 use custops_common::config::{ConfigError, DatabaseSettings, Environment, ServiceSettings};
 use custops_common::service::ServiceKind;
 use custops_common::{shutdown, telemetry};
@@ -23,16 +24,30 @@ async fn main() -> ExitCode {
         }
     };
     let env = Environment::from_process();
-    match telemetry::log_format_from_env(&env) {
-        Ok(format) => telemetry::init(format),
+    let telemetry = match telemetry::log_format_from_env(&env) {
+        Ok(format) => telemetry::init("custops", format, telemetry::Exporters::from_env(&env)),
         Err(error) => return config_error(&error),
-    }
+    };
     let result = match command {
         Command::Help => {
             println!("{}", cli::USAGE);
             Ok(())
         }
+        Command::Token {
+            subject,
+            scopes,
+            ttl_secs,
+        } => {
+            let auth = match AuthSettings::from_env(&env) {
+                Ok(auth) => auth,
+                Err(error) => return config_error(&error),
+            };
+            mint_token(&auth, &subject, &scopes, ttl_secs)
+        }
         Command::Dev => {
+            // A laptop suite: no tokens unless CUSTOPS_AUTH_MODE asks for them. Each server
+            // logs loudly that auth is off.
+            let env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
             let settings = ServiceKind::ALL
                 .into_iter()
                 .map(|service| ServiceSettings::from_env(service, &env))
@@ -57,6 +72,9 @@ async fn main() -> ExitCode {
             }
         }
     };
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -64,6 +82,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn mint_token(
+    auth: &AuthSettings,
+    subject: &str,
+    scopes: &[String],
+    ttl_secs: u64,
+) -> anyhow::Result<()> {
+    let issuer = TokenIssuer::from_settings(auth).ok_or_else(|| {
+        anyhow::anyhow!("CUSTOPS_AUTH_MODE is disabled: the services accept calls without a token")
+    })?;
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let token = issuer.mint(subject, &scopes, std::time::Duration::from_secs(ttl_secs))?;
+    println!("{token}");
+    Ok(())
 }
 
 fn config_error(error: &ConfigError) -> ExitCode {

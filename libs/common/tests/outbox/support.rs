@@ -4,7 +4,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use custops_common::auth::AuthSettings;
 use custops_common::client::{self, ServiceChannel};
+use custops_common::config::ServerSettings;
 use custops_common::feed::{EventFeedApi, FeedOptions};
 use custops_common::outbox::{self, OutboxEvent};
 use custops_common::server::Application;
@@ -57,7 +59,9 @@ impl FeedServer {
                 ..options
             },
         );
-        let app = Application::bind(PRODUCER, "127.0.0.1:0".parse()?, Duration::from_secs(30))
+        let mut server = ServerSettings::local(PRODUCER, AuthSettings::Disabled);
+        server.shutdown_grace = Duration::from_secs(30);
+        let app = Application::bind(&server)
             .await?
             .add_api(api.clone().into_server());
         let addr = app.local_addr();

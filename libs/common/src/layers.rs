@@ -1,0 +1,624 @@
+//! The tower layers every server runs its calls through, outermost first:
+//!
+//! 1. [`RequestIdLayer`]: takes the caller's `x-request-id` or makes one, and echoes it back,
+//!    so every log line of a call and the caller's own logs share one id.
+//! 2. [`ObserveLayer`]: the server span (parented on the caller's W3C `traceparent`) and the
+//!    RPC metrics (`rpc.server.duration` by `rpc.grpc.status_code`), recorded when the call's
+//!    status is known, including for streams.
+//! 3. [`AuthLayer`]: the bearer token and the method's scope; refusals are cheap and never
+//!    take a concurrency slot.
+//! 4. [`DeadlineLayer`]: the caller's `grpc-timeout`, capped by the server's maximum (which is
+//!    also the deadline of calls that bring none): DEADLINE_EXCEEDED, work dropped.
+//! 5. [`LoadShedLayer`]: at most N calls in progress; the next one gets RESOURCE_EXHAUSTED at
+//!    once instead of waiting in a queue. Health and reflection are exempt, so an overloaded pod
+//!    is not also killed by its liveness probe.
+//! 6. [`CatchPanicLayer`]: a panicking handler becomes INTERNAL for that call only.
+//!
+//! Each layer is a [`Middleware`]: one async function over the request, so the tower plumbing
+//! (`Layer`, `Service`, readiness) is written once, in [`MiddlewareService`].
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use http::{HeaderValue, Request, Response};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Histogram;
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::auth::{Authenticator, Caller};
+use crate::trace_context;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The header carrying the request id, in both directions.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// One concern applied around a call.
+pub trait Middleware: Clone + Send + Sync + 'static {
+    /// Handles `request`, calling `inner` (already ready) at most once.
+    fn handle<S>(
+        &self,
+        inner: S,
+        request: Request<Body>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static;
+}
+
+/// Turns a [`Middleware`] into a tower layer.
+#[derive(Debug, Clone)]
+pub struct MiddlewareLayer<M>(pub M);
+
+impl<M: Clone, S> Layer<S> for MiddlewareLayer<M> {
+    type Service = MiddlewareService<M, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MiddlewareService {
+            middleware: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// A service wrapped in a [`Middleware`].
+#[derive(Debug, Clone)]
+pub struct MiddlewareService<M, S> {
+    middleware: M,
+    inner: S,
+}
+
+impl<M, S> Service<Request<Body>> for MiddlewareService<M, S>
+where
+    M: Middleware,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // The ready service goes to this call; a fresh clone waits for the next poll_ready.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        self.middleware.handle(inner, request)
+    }
+}
+
+fn refuse<E>(status: Status) -> BoxFuture<Result<Response<Body>, E>>
+where
+    E: Send + 'static,
+{
+    Box::pin(std::future::ready(Ok(status.into_http())))
+}
+
+fn is_open_path(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// The request id of a call, in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// See the module docs, layer 1.
+pub type RequestIdLayer = MiddlewareLayer<RequestIdMiddleware>;
+
+/// Keeps the caller's `x-request-id` when it is sane (1–128 visible ASCII characters), else
+/// makes a UUIDv7.
+#[derive(Debug, Clone, Default)]
+pub struct RequestIdMiddleware;
+
+impl Middleware for RequestIdMiddleware {
+    fn handle<S>(
+        &self,
+        mut inner: S,
+        mut request: Request<Body>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let header = HeaderValue::from_str(&id).ok();
+        request.extensions_mut().insert(RequestId(id));
+        let call = inner.call(request);
+        Box::pin(async move {
+            let mut response = call.await?;
+            if let Some(header) = header {
+                response.headers_mut().insert(REQUEST_ID_HEADER, header);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// See the module docs, layer 2.
+pub type ObserveLayer = MiddlewareLayer<ObserveMiddleware>;
+
+/// Opens the server span of each call and records its duration and status.
+#[derive(Debug, Clone)]
+pub struct ObserveMiddleware {
+    duration: Histogram<f64>,
+}
+
+impl ObserveMiddleware {
+    /// Instruments from the global meter provider, so install telemetry first.
+    pub fn new() -> Self {
+        let meter = opentelemetry::global::meter("custops");
+        Self {
+            duration: meter
+                .f64_histogram("rpc.server.duration")
+                .with_unit("ms")
+                .with_description("Duration of inbound RPCs, by method and gRPC status code")
+                .build(),
+        }
+    }
+}
+
+impl Default for ObserveMiddleware {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Middleware for ObserveMiddleware {
+    fn handle<S>(
+        &self,
+        mut inner: S,
+        request: Request<Body>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let path = request.uri().path().to_owned();
+        let (rpc_service, rpc_method) = split_path(&path);
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %rpc_service,
+            rpc.method = %rpc_method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id = %request_id,
+        );
+        // A malformed or absent traceparent leaves the span as the root of a new trace.
+        let _ = span.set_parent(trace_context::context_from_headers(request.headers()));
+        let finish = CallFinish {
+            span: span.clone(),
+            start: Instant::now(),
+            duration: self.duration.clone(),
+            attributes: vec![
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", rpc_service),
+                KeyValue::new("rpc.method", rpc_method),
+            ],
+        };
+        let call = span.in_scope(|| inner.call(request));
+        // Dropped unanswered (the client went away, or tonic's own timer fired): CANCELLED.
+        let mut unanswered = FinishGuard(Some(finish));
+        Box::pin(
+            async move {
+                let response = call.await?;
+                let Some(finish) = unanswered.0.take() else {
+                    return Ok(response);
+                };
+                // Errors answered before any message carry their status in the headers
+                // ("trailers-only"); otherwise it arrives in the body's trailers.
+                match grpc_status(response.headers()) {
+                    Some(code) => {
+                        finish.record(code);
+                        Ok(response)
+                    }
+                    None => Ok(response.map(|body| Body::new(ObservedBody::new(body, finish)))),
+                }
+            }
+            .instrument(span),
+        )
+    }
+}
+
+fn split_path(path: &str) -> (String, String) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or_default().to_owned();
+    let method = parts.next().unwrap_or_default().to_owned();
+    (service, method)
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from)
+}
+
+/// What is recorded once a call's status is known.
+struct CallFinish {
+    span: tracing::Span,
+    start: Instant,
+    duration: Histogram<f64>,
+    attributes: Vec<KeyValue>,
+}
+
+impl CallFinish {
+    fn record(mut self, code: Code) {
+        let elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_server_fault(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        self.attributes.push(KeyValue::new(
+            "rpc.grpc.status_code",
+            i64::from(code as i32),
+        ));
+        self.duration.record(elapsed_ms, &self.attributes);
+        let _entered = self.span.enter();
+        tracing::debug!(code = ?code, elapsed_ms, "call finished");
+    }
+}
+
+/// Records CANCELLED for a call whose future was dropped before it answered.
+struct FinishGuard(Option<CallFinish>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if let Some(finish) = self.0.take() {
+            finish.record(Code::Cancelled);
+        }
+    }
+}
+
+/// Codes that mean the server failed, per the OpenTelemetry gRPC conventions.
+fn is_server_fault(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+/// A response body that reports the call's status when its trailers pass by, or CANCELLED
+/// when the client went away first.
+struct ObservedBody {
+    inner: Body,
+    finish: Option<CallFinish>,
+}
+
+impl ObservedBody {
+    fn new(inner: Body, finish: CallFinish) -> Self {
+        Self {
+            inner,
+            finish: Some(finish),
+        }
+    }
+
+    fn finish(&mut self, code: Code) {
+        if let Some(finish) = self.finish.take() {
+            finish.record(code);
+        }
+    }
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = grpc_status(trailers).unwrap_or(Code::Unknown);
+                    this.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => this.finish(status.code()),
+            Poll::Ready(None) => this.finish(Code::Unknown),
+            Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
+/// See the module docs, layer 3.
+pub type AuthLayer = MiddlewareLayer<AuthMiddleware>;
+
+/// Checks the bearer token against the method's scope and hands the [`Caller`] to handlers.
+#[derive(Debug, Clone)]
+pub struct AuthMiddleware {
+    authenticator: Arc<Authenticator>,
+}
+
+impl AuthMiddleware {
+    /// Enforces `authenticator`.
+    pub fn new(authenticator: Authenticator) -> Self {
+        Self {
+            authenticator: Arc::new(authenticator),
+        }
+    }
+}
+
+impl Middleware for AuthMiddleware {
+    fn handle<S>(
+        &self,
+        mut inner: S,
+        mut request: Request<Body>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        match self
+            .authenticator
+            .authorize(request.uri().path(), authorization)
+        {
+            Ok(caller) => {
+                tracing::Span::current().record("caller", caller.service.as_str());
+                request.extensions_mut().insert::<Caller>(caller);
+                Box::pin(inner.call(request))
+            }
+            Err(error) => {
+                tracing::info!(%error, "call refused");
+                refuse(Status::new(error.code(), error.to_string()))
+            }
+        }
+    }
+}
+
+/// See the module docs, layer 4.
+pub type DeadlineLayer = MiddlewareLayer<DeadlineMiddleware>;
+
+/// Enforces the caller's `grpc-timeout`, capped at `max`.
+#[derive(Debug, Clone)]
+pub struct DeadlineMiddleware {
+    max: Duration,
+}
+
+impl DeadlineMiddleware {
+    /// Calls never run longer than `max`.
+    pub fn new(max: Duration) -> Self {
+        Self { max }
+    }
+}
+
+impl Middleware for DeadlineMiddleware {
+    fn handle<S>(
+        &self,
+        mut inner: S,
+        request: Request<Body>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        // tonic's transport also honours `grpc-timeout`, outside these layers, and answers
+        // CANCELLED when it fires; answering a hair earlier gives the caller (and the metrics)
+        // the right code, DEADLINE_EXCEEDED.
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(self.max, |asked| {
+                asked.saturating_sub(DEADLINE_MARGIN).min(self.max)
+            });
+        let call = inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, call).await {
+                Ok(result) => result,
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "the call did not finish within its deadline of {deadline:?}"
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+/// How much earlier than the caller's deadline this layer answers (see its `handle`).
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// See the module docs, layer 5.
+pub type LoadShedLayer = MiddlewareLayer<LoadShedMiddleware>;
+
+/// Admits at most `limit` calls at once and refuses the rest immediately.
+#[derive(Debug, Clone)]
+pub struct LoadShedMiddleware {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+impl LoadShedMiddleware {
+    /// At most `limit` calls in progress (at least 1).
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+}
+
+impl Middleware for LoadShedMiddleware {
+    fn handle<S>(
+        &self,
+        mut inner: S,
+        request: Request<Body>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        if is_open_path(request.uri().path()) {
+            return Box::pin(inner.call(request));
+        }
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            tracing::warn!(limit = self.limit, "over capacity: call shed");
+            return refuse(Status::resource_exhausted(format!(
+                "the server is at its limit of {} concurrent calls; retry with backoff",
+                self.limit
+            )));
+        };
+        let call = inner.call(request);
+        Box::pin(async move {
+            // The slot is held until the handler has answered (for a server stream: until
+            // the stream starts; long-lived feeds do not pin capacity).
+            let response = call.await;
+            drop(permit);
+            response
+        })
+    }
+}
+
+/// See the module docs, layer 6.
+pub type CatchPanicLayer = MiddlewareLayer<CatchPanicMiddleware>;
+
+/// Answers INTERNAL for a call whose handler panicked; the server and other calls go on.
+#[derive(Debug, Clone, Default)]
+pub struct CatchPanicMiddleware;
+
+impl Middleware for CatchPanicMiddleware {
+    fn handle<S>(
+        &self,
+        mut inner: S,
+        request: Request<Body>,
+    ) -> BoxFuture<Result<Response<Body>, S::Error>>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let call = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+            Ok(call) => call,
+            Err(panic) => return refuse(panic_status(&*panic)),
+        };
+        Box::pin(async move {
+            match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => Ok(panic_status(&*panic).into_http()),
+            }
+        })
+    }
+}
+
+fn panic_status(panic: &(dyn std::any::Any + Send)) -> Status {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    let trace_id = trace_context::current_trace_id();
+    tracing::error!(panic = %message, trace_id = %trace_id.as_deref().unwrap_or("-"), "handler panicked");
+    Status::internal(match trace_id {
+        Some(id) => format!("internal error (trace id {id})"),
+        None => "internal error".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(
+            split_path("/custops.loyalty.v1.LoyaltyService/EarnPoints"),
+            (
+                "custops.loyalty.v1.LoyaltyService".to_owned(),
+                "EarnPoints".to_owned()
+            )
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! Load shedding, deadlines, panics and request ids.
+
+use std::time::{Duration, Instant};
+
+use custops_common::auth::AuthSettings;
+use custops_common::config::ServerSettings;
+use custops_common::service::ServiceKind;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::test_api::{TestApi, TestServer, plain_client, request};
+
+fn api() -> TestApi {
+    TestApi {
+        name: "a".to_owned(),
+        peer: None,
+    }
+}
+
+#[tokio::test]
+async fn over_the_limit_calls_get_resource_exhausted_at_once() -> anyhow::Result<()> {
+    let mut settings = ServerSettings::local(ServiceKind::Profiles, AuthSettings::Disabled);
+    settings.max_concurrent_calls = 2;
+    let server = TestServer::start(&settings, api()).await?;
+
+    // Two slow calls take both slots.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut client = plain_client(server.addr).await?;
+        slow.push(tokio::spawn(async move {
+            client.get_feed_position(request("sleep:2000")).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Twenty more are refused immediately, not queued behind the slow ones.
+    let mut client = plain_client(server.addr).await?;
+    let started = Instant::now();
+    for _ in 0..20 {
+        let status = client.get_feed_position(request("")).await.err();
+        assert_eq!(status.map(|s| s.code()), Some(Code::ResourceExhausted));
+    }
+    let shed_in = started.elapsed();
+    assert!(
+        shed_in < Duration::from_millis(1000),
+        "20 refusals took {shed_in:?}: they waited for a slot"
+    );
+    // Health is never shed: an overloaded pod must not also fail its liveness probe.
+    let channel = tonic::transport::Channel::from_shared(server.url())?
+        .connect()
+        .await?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+
+    // The slow calls finish normally, and then the slots are free again.
+    for call in slow {
+        call.await??;
+    }
+    client.get_feed_position(request("")).await?;
+    server.shutdown().await
+}
+
+#[tokio::test]
+async fn the_callers_deadline_is_enforced_and_capped_by_the_server() -> anyhow::Result<()> {
+    let mut settings = ServerSettings::local(ServiceKind::Profiles, AuthSettings::Disabled);
+    settings.max_call_timeout = Duration::from_millis(800);
+    let server = TestServer::start(&settings, api()).await?;
+    let mut client = plain_client(server.addr).await?;
+
+    // The caller asks for 200 ms. The header is set by hand: `set_timeout` would also make the
+    // client give up on its own (CANCELLED), and it is the server's enforcement under test.
+    let mut asked = request("sleep:3000");
+    asked.metadata_mut().insert("grpc-timeout", "200m".parse()?);
+    let started = Instant::now();
+    let status = client.get_feed_position(asked).await.err();
+    assert_eq!(status.map(|s| s.code()), Some(Code::DeadlineExceeded));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(700),
+        "the server let it run {took:?}"
+    );
+
+    // No deadline from the caller: the server's cap (800 ms) applies.
+    let status = client.get_feed_position(request("sleep:3000")).await.err();
+    assert_eq!(
+        status.as_ref().map(|s| s.code()),
+        Some(Code::DeadlineExceeded),
+        "{status:?}"
+    );
+
+    // A call within its deadline is untouched.
+    client.get_feed_position(request("sleep:50")).await?;
+    server.shutdown().await
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_and_the_server_lives_on() -> anyhow::Result<()> {
+    let settings = ServerSettings::local(ServiceKind::Profiles, AuthSettings::Disabled);
+    let server = TestServer::start(&settings, api()).await?;
+    let mut client = plain_client(server.addr).await?;
+    for _ in 0..3 {
+        let status = client.get_feed_position(request("panic")).await.err();
+        let status = status.ok_or_else(|| anyhow::anyhow!("the panic answered OK"))?;
+        assert_eq!(status.code(), Code::Internal);
+        assert!(
+            !status.message().contains("on purpose"),
+            "panic text leaked: {status:?}"
+        );
+    }
+    client.get_feed_position(request("")).await?;
+    server.shutdown().await
+}
+
+#[tokio::test]
+async fn the_request_id_is_kept_or_made_and_echoed() -> anyhow::Result<()> {
+    let settings = ServerSettings::local(ServiceKind::Profiles, AuthSettings::Disabled);
+    let server = TestServer::start(&settings, api()).await?;
+    let mut client = plain_client(server.addr).await?;
+    let mut given = request("");
+    given
+        .metadata_mut()
+        .insert("x-request-id", "req-42".parse()?);
+    let response = client.get_feed_position(given).await?;
+    assert_eq!(
+        response
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("req-42")
+    );
+    let response = client.get_feed_position(request("")).await?;
+    let made = response
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&made).is_ok(), "made id: {made:?}");
+    server.shutdown().await
+}

@@ -1,0 +1,134 @@
+//! A stand-in API for testing the server runtime: it implements the shared
+//! `EventFeedService` contract (so the real generated server, scope table and layers apply),
+//! and its `GetFeedPosition` does what the `x-test` metadata asks: sleep, panic, report the
+//! caller, or call the next server (one service-to-service hop).
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses part of it"
+)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use custops_common::auth::Caller;
+use custops_common::client::ServiceChannel;
+use custops_common::config::ServerSettings;
+use custops_common::server::Application;
+use custops_contracts::custops::common::v1::event_feed_service_client::EventFeedServiceClient;
+use custops_contracts::custops::common::v1::event_feed_service_server::{
+    EventFeedService, EventFeedServiceServer,
+};
+use custops_contracts::custops::common::v1::{GetFeedPositionRequest, GetFeedPositionResponse};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// The full path the auth layer sees for the test RPC.
+pub const POSITION_PATH: &str = "/custops.common.v1.EventFeedService/GetFeedPosition";
+
+#[derive(Debug, Clone)]
+pub struct TestApi {
+    /// Answered in the `x-server` response metadata, to tell replicas apart.
+    pub name: String,
+    /// Where "hop" calls go.
+    pub peer: Option<ServiceChannel>,
+}
+
+#[tonic::async_trait]
+impl EventFeedService for TestApi {
+    async fn get_feed_position(
+        &self,
+        request: Request<GetFeedPositionRequest>,
+    ) -> Result<Response<GetFeedPositionResponse>, Status> {
+        let action = request
+            .metadata()
+            .get("x-test")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.service.clone())
+            .unwrap_or_else(|| "<none>".to_owned());
+        if let Some(ms) = action.strip_prefix("sleep:") {
+            let ms: u64 = ms.parse().map_err(|_| Status::invalid_argument("x-test"))?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        } else if action == "panic" {
+            panic!("the test handler panics on purpose");
+        } else if action == "hop" {
+            let peer = self
+                .peer
+                .clone()
+                .ok_or_else(|| Status::failed_precondition("no peer"))?;
+            EventFeedServiceClient::new(peer)
+                .get_feed_position(GetFeedPositionRequest {})
+                .await?;
+        }
+        let mut response = Response::new(GetFeedPositionResponse {
+            oldest_sequence: 0,
+            latest_sequence: 7,
+        });
+        if let Ok(value) = caller.parse() {
+            response.metadata_mut().insert("x-caller", value);
+        }
+        if let Ok(value) = self.name.parse() {
+            response.metadata_mut().insert("x-server", value);
+        }
+        Ok(response)
+    }
+}
+
+/// A running test server.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Serves `api` with `settings` (the real layers, auth and TLS) until `stop`.
+    pub async fn start(settings: &ServerSettings, api: TestApi) -> anyhow::Result<Self> {
+        let app = Application::bind(settings)
+            .await?
+            .add_api(EventFeedServiceServer::new(api));
+        let addr = app.local_addr();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                app.run_until_stopped(stop.cancelled_owned()).await?;
+                Ok(())
+            }
+        });
+        Ok(Self { addr, stop, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
+
+/// A request for the test RPC doing `action`.
+pub fn request(action: &str) -> Request<GetFeedPositionRequest> {
+    let mut request = Request::new(GetFeedPositionRequest {});
+    if let Ok(value) = action.parse() {
+        request.metadata_mut().insert("x-test", value);
+    }
+    request
+}
+
+/// A plain channel to `addr`.
+pub async fn plain_client(
+    addr: SocketAddr,
+) -> anyhow::Result<EventFeedServiceClient<tonic::transport::Channel>> {
+    Ok(EventFeedServiceClient::connect(format!("http://{addr}")).await?)
+}

@@ -9,8 +9,9 @@
 #   4. lints the Dockerfile (hadolint, and checkov's Dockerfile policies): no Docker engine runs
 #      on our machines, so this is all the checking it gets before a real build;
 #   5. checks the manifests against the code (scripts/k8s_manifest_check.py: environment variables
-#      against config.rs, probe and Service ports against the ports the binaries serve,
-#      limits, securityContext, grace period), then proves that check refuses broken copies.
+#      against config.rs, Service ports against the ports the binaries serve, native gRPC probes
+#      on the port they serve health on (CUSTOPS_HEALTH_PORT under TLS), limits,
+#      securityContext, grace period), then proves that check refuses broken copies.
 #
 # Tools come from scripts/tools.sh (pinned in scripts/requirements.txt); kubectl from the
 # machine (Kustomize v5 or later is needed: kubectl 1.27+).

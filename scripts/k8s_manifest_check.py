@@ -14,10 +14,14 @@ custops; this knows what the binaries read and serve, taken from the Rust source
   that container (a server only: a migration Job serves nothing, so serving conditions such as
   the token key do not apply to it). A misspelt name fails both ways.
 - Ports: the port a server listens on is `CUSTOPS_<SVC>_PORT` as the manifest sets it, else
-  `ServiceKind::default_port` in libs/common/src/service.rs. Its container port named `grpc`,
-  all three probes (startup, readiness, liveness) and every Service that selects it must target
-  that port. Probes are native gRPC probes; a TCP probe on the same port is accepted only where
-  the server speaks TLS, which the kubelet's gRPC probe cannot.
+  `ServiceKind::default_port` in libs/common/src/service.rs. Its container port named `grpc`
+  and every Service that selects it must target that port.
+- Probes: all three (startup, readiness, liveness) are native gRPC probes (no TCP, HTTP or exec
+  probe anywhere) asking for service "", on the port the binary serves health on: the plaintext
+  health-only port `CUSTOPS_HEALTH_PORT` when the manifest sets it (a literal number, different
+  from the gRPC port, declared as the container port `grpc-health`), else the gRPC port itself.
+  Where the server speaks TLS (`CUSTOPS_TLS_CERT_FILE` set) the health port is required: the
+  kubelet's gRPC probe connects in plaintext and cannot present a client certificate.
 - Shutdown: terminationGracePeriodSeconds exceeds the preStop pause plus the drain period
   (`CUSTOPS_SHUTDOWN_GRACE_SECS`, default read from config.rs).
 - Every workload container (custops or not) has CPU and memory requests and limits and a
@@ -26,9 +30,10 @@ custops; this knows what the binaries read and serve, taken from the Rust source
 - Every custops server has an HPA, a PodDisruptionBudget and a NetworkPolicy admitting its port.
 
 The self-test breaks copies of the rendered manifests in the ways that matter (a misspelt
-variable, a removed probe, limit or securityContext, a wrong probe port, a short grace period,
-a missing required variable) and fails unless the check refuses every one of them and accepts
-the originals.
+variable, a removed probe, limit or securityContext, a TCP probe, a probe on the wrong port, a
+health port the probes do not follow or equal to the gRPC port, TLS without a health port, a
+short grace period, a missing required variable) and fails unless the check refuses every one
+of them and accepts the originals.
 """
 
 from __future__ import annotations
@@ -390,7 +395,9 @@ class Checker:
             port = int(env[port_var])
         else:
             port = self.code.default_ports[svc]
-        self.check_ports_and_probes(cw, c, env, svc, port)
+        health_port = self.health_port(cw, env, svc, port)
+        if health_port is not None:
+            self.check_ports_and_probes(cw, c, env, svc, port, health_port)
         self.check_grace(where, template, c, env)
         return svc, port
 
@@ -404,35 +411,66 @@ class Checker:
                 return p.get("containerPort")
         return None
 
-    def check_ports_and_probes(self, cw, c, env, svc, port) -> None:
+    def health_port(self, cw, env, svc, port) -> int | None:
+        """The port the binary serves grpc.health.v1 on: CUSTOPS_HEALTH_PORT, else `port`.
+
+        Like config.rs, an empty (or blank) value counts as unset. None when the value cannot be
+        known or could never work (the error is recorded)."""
+        raw = env.get("CUSTOPS_HEALTH_PORT")
+        if "CUSTOPS_HEALTH_PORT" not in env or (raw is not None and raw.strip() == ""):
+            return port
+        if raw is None or not raw.strip().isdigit() or not 0 < int(raw) < 65536:
+            self.error(cw, "CUSTOPS_HEALTH_PORT must be a literal port number (1-65535) so "
+                       f"probes can match; it is {raw!r}")
+            return None
+        health = int(raw)
+        if health == port:
+            # The binary refuses to start (config.rs): the health port must differ.
+            self.error(cw, f"CUSTOPS_HEALTH_PORT {health} must differ from the gRPC port {port} "
+                       f"of custops-{svc}")
+            return None
+        return health
+
+    def check_ports_and_probes(self, cw, c, env, svc, port, health_port) -> None:
         grpc_port = self.container_port(c, "grpc")
         if grpc_port != port:
             self.error(
                 cw,
                 f"container port named grpc is {grpc_port}, but custops-{svc} listens on {port}",
             )
-        # Set at all (a Secret's value counts): the server then speaks TLS only.
+        declared = self.container_port(c, "grpc-health")
+        if health_port != port and declared != health_port:
+            found = "missing" if declared is None else declared
+            self.error(cw, f"container port named grpc-health is {found}, but custops-{svc} "
+                       f"serves health on CUSTOPS_HEALTH_PORT {health_port}")
+        if health_port == port and declared is not None:
+            self.error(cw, f"declares container port grpc-health ({declared}), but "
+                       "CUSTOPS_HEALTH_PORT is not set, so nothing listens there")
+        # Set at all (a Secret's value counts): the server then speaks TLS only, which the
+        # kubelet's gRPC probe cannot (plaintext, no client certificate).
         tls = "CUSTOPS_TLS_CERT_FILE" in env and env["CUSTOPS_TLS_CERT_FILE"] != ""
+        if tls and health_port == port:
+            self.error(cw, f"TLS is on, so the kubelet cannot probe the gRPC port {port}; set "
+                       "CUSTOPS_HEALTH_PORT (plaintext, health only) and probe that")
+        where_health = (f"CUSTOPS_HEALTH_PORT {health_port}" if health_port != port
+                        else f"its gRPC port {port}")
         for name in PROBES:
             probe = c.get(name)
             if not probe:
                 self.error(cw, f"{name} is missing")
                 continue
-            if "grpc" in probe:
-                target = probe["grpc"].get("port")
-                if probe["grpc"].get("service"):
-                    self.error(cw, f"{name} asks for service {probe['grpc']['service']!r}; "
-                               "the binaries report overall health under \"\"")
-            elif "tcpSocket" in probe and tls:
-                target = self.container_port(c, probe["tcpSocket"].get("port"))
-            elif "tcpSocket" in probe:
-                self.error(cw, f"{name} must be a native grpc probe (TCP only where TLS is on)")
+            others = sorted(k for k in ("tcpSocket", "httpGet", "exec") if k in probe)
+            if others or "grpc" not in probe:
+                self.error(cw, f"{name} must be a native grpc probe on grpc.health.v1, not "
+                           f"{'/'.join(others) or 'nothing'}")
                 continue
-            else:
-                self.error(cw, f"{name} must be a native grpc probe on the health service")
-                continue
-            if target != port:
-                self.error(cw, f"{name} targets port {target}, but custops-{svc} serves on {port}")
+            target = probe["grpc"].get("port")
+            if probe["grpc"].get("service"):
+                self.error(cw, f"{name} asks for service {probe['grpc']['service']!r}; "
+                           "the binaries report overall health under \"\"")
+            if target != health_port:
+                self.error(cw, f"{name} targets port {target}, but custops-{svc} serves health "
+                           f"on {where_health}")
 
     def check_grace(self, where, template, c, env) -> None:
         raw = env.get("CUSTOPS_SHUTDOWN_GRACE_SECS")
@@ -522,6 +560,50 @@ def _misspell_env(docs):
             e["name"] = "DATABSE_URL"
 
 
+def _set_env(docs, name, value):
+    """Sets (or, with value None, removes) a variable of the first server, wherever it was."""
+    _custops_configmap(docs)["data"].pop(name, None)
+    c = _container(_server(docs))
+    c["env"] = [e for e in c["env"] if e["name"] != name]
+    if value is not None:
+        c["env"].append({"name": name, "value": str(value)})
+
+
+def _main_port(docs):
+    return next(p["containerPort"] for p in _container(_server(docs))["ports"]
+                if p["name"] == "grpc")
+
+
+def _tcp_probe(docs):
+    probe = _container(_server(docs))["readinessProbe"]
+    probe["tcpSocket"] = {"port": probe.pop("grpc")["port"]}
+
+
+def _probe_main_port(docs):
+    # Health moved to its own port (where there is one; else set one) but the probes stay on
+    # the gRPC port.
+    c = _container(_server(docs))
+    port = _main_port(docs)
+    for name in PROBES:
+        c[name]["grpc"]["port"] = port
+    if not any(p["name"] == "grpc-health" for p in c["ports"]):
+        _set_env(docs, "CUSTOPS_HEALTH_PORT", 8081)
+        c["ports"].append({"name": "grpc-health", "containerPort": 8081, "protocol": "TCP"})
+
+
+def _tls_without_health_port(docs):
+    # Turn TLS on where it was off, drop the health port where there was one, and probe the
+    # gRPC port: valid without TLS, unprobeable with it.
+    data = _custops_configmap(docs)["data"]
+    data["CUSTOPS_TLS_CERT_FILE"] = "/etc/custops/tls/tls.crt"
+    data["CUSTOPS_TLS_KEY_FILE"] = "/etc/custops/tls/tls.key"
+    _set_env(docs, "CUSTOPS_HEALTH_PORT", None)
+    c = _container(_server(docs))
+    c["ports"] = [p for p in c["ports"] if p["name"] != "grpc-health"]
+    for name in PROBES:
+        c[name]["grpc"]["port"] = _main_port(docs)
+
+
 def _drop_required_unless(docs):
     # Turn auth on where it was off, or remove the key where it was on: either way the token
     # key is now required and missing.
@@ -556,10 +638,20 @@ BREAKAGES = [
      "container securityContext is missing"),
     ("no pod securityContext", _del(["spec", "template", "spec", "securityContext"]),
      "pod securityContext is missing"),
+    ("a TCP probe", _tcp_probe, "readinessProbe must be a native grpc probe"),
     ("a probe on the wrong port",
-     lambda docs: _container(_server(docs))["readinessProbe"].update(
-         {"grpc": {"port": 8080}, "tcpSocket": {"port": 8080}}),
+     lambda docs: _container(_server(docs))["readinessProbe"].update({"grpc": {"port": 8080}}),
      "readinessProbe targets port 8080"),
+    ("probes on the gRPC port while health has its own", _probe_main_port,
+     r"livenessProbe targets port \d+, but custops-\w+ serves health on CUSTOPS_HEALTH_PORT \d+"),
+    ("a health port the probes do not follow",
+     lambda docs: _set_env(docs, "CUSTOPS_HEALTH_PORT", 8082),
+     r"startupProbe targets port \d+, but custops-\w+ serves health on CUSTOPS_HEALTH_PORT 8082"),
+    ("a health port equal to the gRPC port",
+     lambda docs: _set_env(docs, "CUSTOPS_HEALTH_PORT", _main_port(docs)),
+     "must differ from the gRPC port"),
+    ("TLS on without a health port", _tls_without_health_port,
+     "TLS is on, so the kubelet cannot probe"),
     ("a grace period shorter than the drain",
      lambda docs: pod_template(_server(docs))["spec"].update(terminationGracePeriodSeconds=20),
      "terminationGracePeriodSeconds 20"),
@@ -605,9 +697,9 @@ def self_test(code: Code, files: list[tuple[str, list[dict]]]) -> int:
             mutate(broken)
             errors = check(code, [(path, broken)])
             count += 1
-            if not any(expected in e for e in errors):
+            if not any(re.search(expected, e) for e in errors):
                 failures.append(
-                    f"{path}: {what}: not refused (wanted an error containing {expected!r}; "
+                    f"{path}: {what}: not refused (wanted an error matching {expected!r}; "
                     f"got {errors or 'none'})"
                 )
     for f in failures:

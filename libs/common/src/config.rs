@@ -231,6 +231,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_SHUTDOWN_GRACE_SECS", "drain period after SIGTERM (default 20)"),
     Variable::optional("CUSTOPS_LOG_FORMAT", "text or json (default text)"),
     Variable::optional("RUST_LOG", "log filter (default info)"),
+    Variable::optional("CUSTOPS_HEALTH_PORT", "extra plaintext port serving only grpc.health.v1, for probes when TLS is on"),
     Variable::optional("CUSTOPS_MAX_CONCURRENT_CALLS", "calls served at once before RESOURCE_EXHAUSTED (default 256)"),
     Variable::optional("CUSTOPS_MAX_CALL_TIMEOUT_SECS", "deadline for calls without grpc-timeout, and cap on it (default 30)"),
     Variable::optional("CUSTOPS_AUTH_MODE", "jwt or disabled (default jwt)"),
@@ -316,6 +317,10 @@ pub struct ServerSettings {
     pub auth: AuthSettings,
     /// TLS, and mTLS when a client CA is set.
     pub tls: Option<ServerTls>,
+    /// A second, plaintext listener serving only `grpc.health.v1`, for probes that cannot
+    /// speak TLS or present a client certificate (the kubelet's gRPC probe). `None`: health is
+    /// served on the main port only.
+    pub health_addr: Option<SocketAddr>,
     /// Calls in progress at once before new ones get RESOURCE_EXHAUSTED.
     pub max_concurrent_calls: usize,
     /// Longest a call may run, and the deadline of calls that bring none.
@@ -339,6 +344,16 @@ impl ServerSettings {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        let health_port: Option<u16> = match env.get("CUSTOPS_HEALTH_PORT") {
+            None => None,
+            Some(_) => Some(env.parse_or("CUSTOPS_HEALTH_PORT", 0)?),
+        };
+        if health_port == Some(port) {
+            return Err(ConfigError::Invalid {
+                var: "CUSTOPS_HEALTH_PORT".to_owned(),
+                reason: format!("must differ from the gRPC port {port}"),
+            });
+        }
         let max_call_timeout: u64 = env.parse_or("CUSTOPS_MAX_CALL_TIMEOUT_SECS", 30)?;
         if max_call_timeout == 0 {
             return Err(ConfigError::Invalid {
@@ -352,6 +367,7 @@ impl ServerSettings {
             shutdown_grace: Duration::from_secs(env.parse_or("CUSTOPS_SHUTDOWN_GRACE_SECS", 20)?),
             auth,
             tls,
+            health_addr: health_port.map(|port| SocketAddr::new(host, port)),
             max_concurrent_calls,
             max_call_timeout: Duration::from_secs(max_call_timeout),
         })
@@ -365,6 +381,7 @@ impl ServerSettings {
             shutdown_grace: Duration::from_secs(5),
             auth,
             tls: None,
+            health_addr: None,
             max_concurrent_calls: 256,
             max_call_timeout: Duration::from_secs(30),
         }

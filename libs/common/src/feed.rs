@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::{ServiceError, Violations};
 use custops_contracts::custops::common::v1::event_feed_service_server::{
     EventFeedService, EventFeedServiceServer,
 };
@@ -29,8 +30,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic::{Request, Response, Status};
 
 use crate::outbox::{feed_channel, outbox_channel};
 use crate::sequencer;
@@ -237,44 +237,30 @@ struct SubscribeQuery {
 impl SubscribeQuery {
     /// Checks every field, reporting all bad ones in one `INVALID_ARGUMENT`.
     fn parse(request: SubscribeRequest, known: &EventTypes) -> Result<Self, Status> {
-        let mut violations = Vec::new();
+        let mut violations = Violations::new();
         if request.after_sequence < 0 {
-            violations.push(FieldViolation::new(
-                "after_sequence",
-                "must not be negative",
-            ));
+            violations.add("after_sequence", "must not be negative");
         }
         let max_batch_size = match request.max_batch_size {
             0 => DEFAULT_MAX_BATCH_SIZE,
             size @ 1..=MAX_MAX_BATCH_SIZE => size,
             _ => {
-                violations.push(FieldViolation::new(
+                violations.add(
                     "max_batch_size",
                     format!("must be between 1 and {MAX_MAX_BATCH_SIZE}, or 0 for the default"),
-                ));
+                );
                 DEFAULT_MAX_BATCH_SIZE
             }
         };
         for (index, name) in request.event_types.iter().enumerate() {
             if !known.contains(name) {
-                violations.push(FieldViolation::new(
+                violations.add(
                     format!("event_types[{index}]"),
                     format!("`{name}` is not an event type of this feed"),
-                ));
+                );
             }
         }
-        if !violations.is_empty() {
-            let message = violations
-                .iter()
-                .map(|v| format!("{}: {}", v.field, v.description))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Status::with_error_details(
-                Code::InvalidArgument,
-                format!("invalid argument: {message}"),
-                ErrorDetails::with_bad_request(violations),
-            ));
-        }
+        violations.into_result()?;
         Ok(Self {
             after_sequence: request.after_sequence,
             event_types: request.event_types,
@@ -565,28 +551,17 @@ fn shutting_down() -> Status {
     Status::unavailable("the server is shutting down; resubscribe to another replica")
 }
 
-/// A database failure as a status: connection trouble is UNAVAILABLE (retry, perhaps on
-/// another replica), anything else INTERNAL. The detail is logged, never sent.
+/// A database failure as a status, through the suite's one mapping (connection trouble is
+/// UNAVAILABLE, anything unexpected INTERNAL with the detail logged, never sent).
 fn database_status(error: sqlx::Error) -> Status {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => {
-            tracing::warn!(%error, "event feed: database unavailable");
-            Status::unavailable("the database is unavailable; retry later")
-        }
-        error => {
-            tracing::error!(error = %error, "event feed: database error");
-            Status::internal("internal error")
-        }
-    }
+    Status::from(ServiceError::from(error))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+    use tonic_types::StatusExt;
 
     fn check(request: SubscribeRequest, bad_fields: &[&str]) {
         let known = EventTypes::of(ServiceKind::Profiles);

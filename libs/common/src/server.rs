@@ -60,6 +60,7 @@ pub enum ServeError {
 pub struct Application {
     settings: ServerSettings,
     listener: tokio::net::TcpListener,
+    health_listener: Option<tokio::net::TcpListener>,
     local_addr: SocketAddr,
     routes: RoutesBuilder,
     api_names: Vec<&'static str>,
@@ -86,9 +87,18 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
+        let health_listener = match settings.health_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             settings: settings.clone(),
             listener,
+            health_listener,
             local_addr,
             routes: RoutesBuilder::default(),
             api_names: Vec::new(),
@@ -118,6 +128,13 @@ impl Application {
         self.local_addr
     }
 
+    /// The address of the plaintext health-only listener, when there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// The port actually bound.
     pub fn port(&self) -> u16 {
         self.local_addr.port()
@@ -145,7 +162,25 @@ impl Application {
         set_status(&health, &self.api_names, ServingStatus::Serving).await;
 
         let mut routes = self.routes;
-        routes.add_service(health_api);
+        routes.add_service(health_api.clone());
+        // Probes that cannot speak TLS get health alone, in plaintext, on its own port. It
+        // keeps answering (NOT_SERVING) while the main server drains, and stops after it.
+        let health_stop = CancellationToken::new();
+        let _stop_health_when_done = health_stop.clone().drop_guard();
+        if let Some(listener) = self.health_listener {
+            let stopped = health_stop.clone();
+            let service = self.settings.service;
+            tokio::spawn(async move {
+                let incoming = TcpIncoming::from(listener);
+                let served = tonic::transport::Server::builder()
+                    .add_service(health_api)
+                    .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%service, %error, "the health listener failed");
+                }
+            });
+        }
         add_reflection(&mut routes, &self.api_names)?;
 
         let service = self.settings.service;

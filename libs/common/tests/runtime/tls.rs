@@ -62,20 +62,66 @@ fn pki() -> anyhow::Result<Pki> {
     })
 }
 
-async fn mtls_server(pki: &Pki) -> anyhow::Result<TestServer> {
+fn mtls_settings(pki: &Pki) -> ServerSettings {
     let mut settings = ServerSettings::local(ServiceKind::Loyalty, AuthSettings::Disabled);
     settings.tls = Some(ServerTls {
         identity: pki.leaf.clone(),
         client_ca: Some(pki.ca_pem.clone().into_bytes()),
     });
-    TestServer::start(
-        &settings,
-        TestApi {
-            name: "tls".to_owned(),
-            peer: None,
-        },
-    )
-    .await
+    settings
+}
+
+fn api() -> TestApi {
+    TestApi {
+        name: "tls".to_owned(),
+        peer: None,
+    }
+}
+
+async fn mtls_server(pki: &Pki) -> anyhow::Result<TestServer> {
+    TestServer::start(&mtls_settings(pki), api()).await
+}
+
+#[tokio::test]
+async fn probes_get_plaintext_health_on_its_own_port_and_nothing_else() -> anyhow::Result<()> {
+    use custops_common::server::Application;
+    use custops_contracts::custops::common::v1::event_feed_service_server::EventFeedServiceServer;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let pki = pki()?;
+    let mut settings = mtls_settings(&pki);
+    settings.health_addr = Some("127.0.0.1:0".parse()?);
+    let app = Application::bind(&settings)
+        .await?
+        .add_api(EventFeedServiceServer::new(api()));
+    let health_addr = app
+        .health_addr()
+        .ok_or_else(|| anyhow::anyhow!("no health listener"))?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{health_addr}"))?
+        .connect()
+        .await?;
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    assert_eq!(status, 1, "SERVING");
+    // The API itself is not reachable around mTLS through the health port.
+    let api = EventFeedServiceClient::new(channel)
+        .get_feed_position(request(""))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(api, Some(tonic::Code::Unimplemented));
+    stop.cancel();
+    server.await??;
+    Ok(())
 }
 
 fn client_tls(pki: &Pki, identity: Option<PemIdentity>) -> ClientTls {

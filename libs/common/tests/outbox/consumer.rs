@@ -79,7 +79,7 @@ fn options() -> ConsumerOptions {
 async fn counts(pool: &PgPool) -> anyhow::Result<(i64, i64, i64)> {
     Ok(sqlx::query_as(
         "SELECT (SELECT n FROM applied_count), (SELECT count(*) FROM applied), \
-                (SELECT last_sequence FROM feed_cursors WHERE feed = 'profiles')",
+                COALESCE((SELECT last_sequence FROM feed_cursors WHERE feed = 'profiles'), 0)",
     )
     .fetch_one(pool)
     .await?)

@@ -77,7 +77,13 @@ async fn the_callers_deadline_is_enforced_and_capped_by_the_server() -> anyhow::
     asked.metadata_mut().insert("grpc-timeout", "200m".parse()?);
     let started = Instant::now();
     let status = client.get_feed_position(asked).await.err();
-    assert_eq!(status.map(|s| s.code()), Some(Code::DeadlineExceeded));
+    // tonic's transport races this layer on the same deadline and answers CANCELLED when it
+    // wins (possible on a loaded machine); either way the work stopped at the deadline.
+    let code = status.map(|s| s.code());
+    assert!(
+        matches!(code, Some(Code::DeadlineExceeded | Code::Cancelled)),
+        "{code:?}"
+    );
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(700),

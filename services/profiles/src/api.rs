@@ -1,21 +1,1009 @@
-//! The `custops.profiles.v1.ProfilesService` API. RPCs not implemented yet answer UNIMPLEMENTED
-//! through the generated default stubs; the profiles issue replaces every one of them.
+//! The `custops.profiles.v1.ProfilesService` API: transport only. Each handler converts the
+//! request (`convert`, collecting field violations), calls the store, and converts the
+//! answer back; errors map to statuses in one place (`error`).
+//!
+//! Not implemented yet (answer UNIMPLEMENTED through the generated stubs): UnmergeCustomer,
+//! ListMerges and GetCustomer360.
 
+pub mod convert;
+mod error;
+
+use std::collections::HashMap;
+
+use custops_common::auth::Caller;
+use custops_common::error::{ServiceError, Violations};
+use custops_common::paging::{PageTokens, page_size};
 use custops_common::server::MAX_MESSAGE_BYTES;
+use custops_contracts::custops::profiles::v1 as pb;
 use custops_contracts::custops::profiles::v1::profiles_service_server::{
     ProfilesService, ProfilesServiceServer,
 };
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use crate::domain::customer::{
+    MergeWinner, NOT_UPDATABLE_PATHS, SURVIVORSHIP_PATHS, is_updatable_path,
+};
+use crate::domain::{ActivityFilter, AttributeDefinition, CustomerFilter};
+use crate::store::{
+    ConsentUpdate, CustomerUpdate, ImportItem, ImportOutcome, MergeCommand, NewCustomer, PgStore,
+    RequestKey,
+};
+use convert::{
+    activity_from_pb, actor_from_pb, consents_from_pb, identity_from_pb, parse_id, parse_range,
+    preferences_from_pb, traits_from_pb, ts,
+};
+
+/// Items of an import stream committed per transaction.
+const IMPORT_BATCH: usize = 500;
+/// Rejected items listed in an import response.
+const MAX_IMPORT_ERRORS: usize = 1000;
+/// Most ids in one BatchGetCustomers.
+const MAX_BATCH_GET: usize = 1000;
 
 /// The gRPC handlers of the profiles service.
-#[derive(Debug, Clone, Default)]
-pub struct ProfilesApi;
+#[derive(Debug, Clone)]
+pub struct ProfilesApi {
+    store: PgStore,
+    tokens: PageTokens,
+}
 
-#[tonic::async_trait]
-impl ProfilesService for ProfilesApi {}
+impl ProfilesApi {
+    /// Handlers over `store`, signing page tokens with `tokens`.
+    pub fn new(store: PgStore, tokens: PageTokens) -> Self {
+        Self { store, tokens }
+    }
+
+    fn next_token<C: serde::Serialize>(
+        &self,
+        query: &str,
+        next: Option<C>,
+    ) -> Result<String, Status> {
+        match next {
+            Some(cursor) => self
+                .tokens
+                .encode(query, &cursor)
+                .map_err(|e| Status::from(ServiceError::internal(e))),
+            None => Ok(String::new()),
+        }
+    }
+
+    fn cursor<C: serde::de::DeserializeOwned>(
+        &self,
+        query: &str,
+        token: &str,
+    ) -> Result<Option<C>, Status> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.tokens.decode(query, token)?))
+    }
+}
 
 /// The API wrapped for serving, with explicit message size limits.
-pub fn server() -> ProfilesServiceServer<ProfilesApi> {
-    ProfilesServiceServer::new(ProfilesApi)
+pub fn server(api: ProfilesApi) -> ProfilesServiceServer<ProfilesApi> {
+    ProfilesServiceServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| Caller::anonymous().service, |c| c.service.clone())
+}
+
+/// The idempotency key of a request: the caller, its `request_id`, and a hash of the request
+/// without the id.
+fn request_key(
+    v: &mut Violations,
+    caller: &str,
+    request_id: &str,
+    without_id: &impl Message,
+) -> Option<RequestKey> {
+    if request_id.is_empty() {
+        return None;
+    }
+    v.check(
+        custops_common_printable(request_id),
+        "request_id",
+        "must be 1-128 printable ASCII characters",
+    );
+    let hash: String = Sha256::digest(without_id.encode_to_vec())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(RequestKey {
+        caller: caller.to_owned(),
+        request_id: request_id.to_owned(),
+        payload_hash: hash,
+    })
+}
+
+fn custops_common_printable(s: &str) -> bool {
+    crate::domain::is_printable_ascii(s, 128)
+}
+
+fn invalid(v: Violations) -> Result<(), Status> {
+    v.into_result().map_err(Status::from)
+}
+
+fn one_id(field: &str, value: &str) -> Result<Uuid, Status> {
+    let mut v = Violations::new();
+    let id = parse_id(&mut v, field, value);
+    invalid(v)?;
+    id.ok_or_else(|| Status::invalid_argument(field.to_owned()))
+}
+
+/// The id inside a signed cursor (only this service writes them, so a bad one is a defect,
+/// reported like any bad token).
+fn token_id(id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(id).map_err(|_| Status::from(custops_common::paging::PageTokenError::Malformed))
+}
+
+fn size(requested: i32) -> Result<usize, Status> {
+    Ok(page_size(requested)?)
+}
+
+fn customer_filter(v: &mut Violations, f: Option<&pb::CustomerFilter>) -> CustomerFilter {
+    let f = f.cloned().unwrap_or_default();
+    let mut filter = CustomerFilter {
+        states: vec![1],
+        ..CustomerFilter::default()
+    };
+    if !f.states.is_empty() {
+        for (i, s) in f.states.iter().enumerate() {
+            v.check(
+                (1..=4).contains(s),
+                &format!("filter.states[{i}]"),
+                "must be a customer state",
+            );
+        }
+        filter.states = f
+            .states
+            .iter()
+            .map(|s| i16::try_from(*s).unwrap_or(0))
+            .collect();
+    }
+    if !f.country_code.is_empty() {
+        let code = f.country_code.to_uppercase();
+        v.check(
+            crate::domain::customer::is_country_code(&code),
+            "filter.country_code",
+            "must be an ISO 3166-1 alpha-2 code",
+        );
+        filter.country_code = Some(code);
+    }
+    filter.region = (!f.region.is_empty()).then(|| f.region.clone());
+    filter.city = (!f.city.is_empty()).then(|| f.city.clone());
+    v.check(f.tags.len() <= 20, "filter.tags", "at most 20 tags");
+    filter.tags = f.tags.iter().map(|t| t.to_lowercase()).collect();
+    v.check(
+        f.genders.len() <= 10,
+        "filter.genders",
+        "at most 10 genders",
+    );
+    for (i, g) in f.genders.iter().enumerate() {
+        v.check(
+            pb::Gender::try_from(*g).is_ok(),
+            &format!("filter.genders[{i}]"),
+            "unknown gender",
+        );
+    }
+    filter.genders = f
+        .genders
+        .iter()
+        .map(|g| i16::try_from(*g).unwrap_or(0))
+        .collect();
+    if let Some(age) = &f.age_range {
+        let ok = (0..=150).contains(&age.min_age)
+            && (0..=150).contains(&age.max_age)
+            && !(age.min_age == 0 && age.max_age == 0)
+            && (age.max_age == 0 || age.min_age <= age.max_age);
+        v.check(
+            ok,
+            "filter.age_range",
+            "ages 0-150, not both 0, minimum not above maximum",
+        );
+        filter.min_age = (age.min_age > 0).then_some(age.min_age);
+        filter.max_age = (age.max_age > 0).then_some(age.max_age);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in f.consents.iter().enumerate() {
+        let ok = (1..=4).contains(&c.channel) && seen.insert(c.channel);
+        v.check(
+            ok,
+            &format!("filter.consents[{i}].channel"),
+            "a contact channel, at most once",
+        );
+        let channel = i16::try_from(c.channel).unwrap_or(0);
+        if c.granted {
+            filter.granted.push(channel)
+        } else {
+            filter.not_granted.push(channel)
+        }
+    }
+    filter.create_range = parse_range(v, "filter.create_time_range", f.create_time_range.as_ref());
+    filter.update_range = parse_range(v, "filter.update_time_range", f.update_time_range.as_ref());
+    filter
+}
+
+fn activity_filter(v: &mut Violations, f: Option<&pb::ActivityFilter>) -> ActivityFilter {
+    let f = f.cloned().unwrap_or_default();
+    for (i, k) in f.activity_kinds.iter().enumerate() {
+        v.check(
+            (1..=3).contains(k),
+            &format!("filter.activity_kinds[{i}]"),
+            "must be an activity kind",
+        );
+    }
+    for (i, k) in f.interaction_kinds.iter().enumerate() {
+        let ok = *k != 0 && pb::InteractionKind::try_from(*k).is_ok();
+        v.check(
+            ok,
+            &format!("filter.interaction_kinds[{i}]"),
+            "must be an interaction kind",
+        );
+    }
+    ActivityFilter {
+        kinds: f
+            .activity_kinds
+            .iter()
+            .map(|k| i16::try_from(*k).unwrap_or(0))
+            .collect(),
+        interaction_kinds: f
+            .interaction_kinds
+            .iter()
+            .map(|k| i16::try_from(*k).unwrap_or(0))
+            .collect(),
+        channel: (!f.channel.is_empty()).then(|| f.channel.clone()),
+        source: (!f.source.is_empty()).then(|| f.source.clone()),
+        occur_range: parse_range(v, "filter.occur_time_range", f.occur_time_range.as_ref()),
+    }
+}
+
+fn reject_reason(outcome: ImportOutcome) -> pb::ActivityRejectReason {
+    match outcome {
+        ImportOutcome::Accepted | ImportOutcome::Duplicate => pb::ActivityRejectReason::Unspecified,
+        ImportOutcome::CustomerNotFound => pb::ActivityRejectReason::CustomerNotFound,
+        ImportOutcome::CustomerNotActive => pb::ActivityRejectReason::CustomerNotActive,
+        ImportOutcome::EventIdReused => pb::ActivityRejectReason::EventIdReused,
+    }
+}
+
+/// Tallies of an import stream.
+#[derive(Default)]
+struct ImportTally {
+    response: pb::ImportActivitiesResponse,
+}
+
+impl ImportTally {
+    fn reject(&mut self, error: pb::ImportActivityError) {
+        self.response.rejected_count += 1;
+        if self.response.errors.len() < MAX_IMPORT_ERRORS {
+            self.response.errors.push(error);
+        } else {
+            self.response.errors_truncated = true;
+        }
+    }
+
+    async fn flush(&mut self, store: &PgStore, batch: &mut Vec<ImportItem>) -> Result<(), Status> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcomes = store.import_batch(batch).await?;
+        for (item, outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                ImportOutcome::Accepted => self.response.accepted_count += 1,
+                ImportOutcome::Duplicate => self.response.duplicate_count += 1,
+                other => self.reject(pb::ImportActivityError {
+                    index: item.index,
+                    source: item.activity.source.clone(),
+                    event_id: item.activity.event_id.clone(),
+                    reason: reject_reason(other) as i32,
+                    field_violations: Vec::new(),
+                }),
+            }
+        }
+        batch.clear();
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl ProfilesService for ProfilesApi {
+    async fn create_customer(
+        &self,
+        request: Request<pb::CreateCustomerRequest>,
+    ) -> Result<Response<pb::CreateCustomerResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let customer = req.customer.clone().unwrap_or_default();
+        let traits = traits_from_pb(&mut v, "customer.", &customer);
+        v.check(
+            customer.identities.len() <= 20,
+            "customer.identities",
+            "at most 20 identities",
+        );
+        let mut identities = Vec::new();
+        for (i, identity) in customer.identities.iter().enumerate() {
+            let field = format!("customer.identities[{i}]");
+            if let Some(identity) = identity_from_pb(&mut v, &field, Some(identity)) {
+                if identities
+                    .iter()
+                    .any(|other: &crate::domain::Identity| other.key() == identity.key())
+                {
+                    v.add(field, "repeats another identity of the request");
+                } else {
+                    identities.push(identity);
+                }
+            }
+        }
+        let consents = consents_from_pb(&mut v, "customer.consents", &customer.consents, &caller);
+        let request = request_key(
+            &mut v,
+            &caller,
+            &req.request_id,
+            &pb::CreateCustomerRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        invalid(v)?;
+        let cmd = NewCustomer {
+            traits,
+            identities,
+            consents,
+            request,
+        };
+        let customer = self.store.create_customer(cmd).await?;
+        Ok(Response::new(pb::CreateCustomerResponse {
+            customer: Some((&customer).into()),
+        }))
+    }
+
+    async fn get_customer(
+        &self,
+        request: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::GetCustomerResponse>, Status> {
+        let id = one_id("customer_id", &request.get_ref().customer_id)?;
+        let (customer, merged_from) = self.store.get_customer(id).await?;
+        Ok(Response::new(pb::GetCustomerResponse {
+            customer: Some((&customer).into()),
+            merged_from_customer_id: merged_from.map(|m| m.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn batch_get_customers(
+        &self,
+        request: Request<pb::BatchGetCustomersRequest>,
+    ) -> Result<Response<pb::BatchGetCustomersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        v.check(
+            !req.customer_ids.is_empty() && req.customer_ids.len() <= MAX_BATCH_GET,
+            "customer_ids",
+            "1 to 1,000 ids",
+        );
+        let ids: Vec<Uuid> = req
+            .customer_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| parse_id(&mut v, &format!("customer_ids[{i}]"), id))
+            .collect();
+        invalid(v)?;
+        let (found, missing) = self.store.batch_get(&ids).await?;
+        let mut merged = HashMap::new();
+        let customers = found
+            .iter()
+            .map(|(c, from)| {
+                if let Some(from) = from {
+                    merged.insert(from.to_string(), c.id.to_string());
+                }
+                c.into()
+            })
+            .collect();
+        Ok(Response::new(pb::BatchGetCustomersResponse {
+            customers,
+            missing_customer_ids: missing.iter().map(Uuid::to_string).collect(),
+            merged_customer_ids: merged,
+        }))
+    }
+
+    async fn update_customer(
+        &self,
+        request: Request<pb::UpdateCustomerRequest>,
+    ) -> Result<Response<pb::UpdateCustomerResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let customer = req.customer.unwrap_or_default();
+        let id = parse_id(&mut v, "customer.customer_id", &customer.customer_id);
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        v.check(
+            !paths.is_empty(),
+            "update_mask",
+            "name at least one field to update",
+        );
+        for path in &paths {
+            if NOT_UPDATABLE_PATHS.contains(&path.as_str()) {
+                v.add(
+                    "update_mask",
+                    format!("`{path}` cannot be changed by UpdateCustomer"),
+                );
+            } else if !is_updatable_path(path) {
+                v.add(
+                    "update_mask",
+                    format!("`{path}` is not a field of Customer"),
+                );
+            }
+        }
+        let patch = traits_from_pb(&mut v, "customer.", &customer);
+        invalid(v)?;
+        let customer_id = id.ok_or_else(|| Status::invalid_argument("customer.customer_id"))?;
+        let cmd = CustomerUpdate {
+            customer_id,
+            etag: customer.etag,
+            patch,
+            paths,
+        };
+        let customer = self.store.update_customer(cmd).await?;
+        Ok(Response::new(pb::UpdateCustomerResponse {
+            customer: Some((&customer).into()),
+        }))
+    }
+
+    async fn list_customers(
+        &self,
+        request: Request<pb::ListCustomersRequest>,
+    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let filter = customer_filter(&mut v, req.filter.as_ref());
+        invalid(v)?;
+        let limit = size(req.page_size)?;
+        let query = format!("customers|{filter:?}");
+        let after: Option<String> = self.cursor(&query, &req.page_token)?;
+        let after = after.map(|id| token_id(&id)).transpose()?;
+        let page = self.store.list_customers(&filter, after, limit).await?;
+        Ok(Response::new(pb::ListCustomersResponse {
+            customers: page.items.iter().map(Into::into).collect(),
+            next_page_token: self.next_token(&query, page.next.map(|id| id.to_string()))?,
+        }))
+    }
+
+    async fn delete_customer(
+        &self,
+        request: Request<pb::DeleteCustomerRequest>,
+    ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
+        let req = request.into_inner();
+        let id = one_id("customer_id", &req.customer_id)?;
+        let customer = self.store.set_deleted(id, &req.etag, true).await?;
+        Ok(Response::new(pb::DeleteCustomerResponse {
+            customer: Some((&customer).into()),
+        }))
+    }
+
+    async fn undelete_customer(
+        &self,
+        request: Request<pb::UndeleteCustomerRequest>,
+    ) -> Result<Response<pb::UndeleteCustomerResponse>, Status> {
+        let req = request.into_inner();
+        let id = one_id("customer_id", &req.customer_id)?;
+        let customer = self.store.set_deleted(id, &req.etag, false).await?;
+        Ok(Response::new(pb::UndeleteCustomerResponse {
+            customer: Some((&customer).into()),
+        }))
+    }
+
+    async fn lookup_customer(
+        &self,
+        request: Request<pb::LookupCustomerRequest>,
+    ) -> Result<Response<pb::LookupCustomerResponse>, Status> {
+        let mut v = Violations::new();
+        let identity = identity_from_pb(&mut v, "identity", request.get_ref().identity.as_ref());
+        invalid(v)?;
+        let identity = identity.ok_or_else(|| Status::invalid_argument("identity"))?;
+        let customer = self.store.lookup(&identity).await?;
+        let stored = customer
+            .identities
+            .iter()
+            .find(|i| i.key() == identity.key())
+            .unwrap_or(&identity);
+        Ok(Response::new(pb::LookupCustomerResponse {
+            customer: Some((&customer).into()),
+            identity: Some(stored.into()),
+        }))
+    }
+
+    async fn add_identity(
+        &self,
+        request: Request<pb::AddIdentityRequest>,
+    ) -> Result<Response<pb::AddIdentityResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        let identity = identity_from_pb(&mut v, "identity", req.identity.as_ref());
+        invalid(v)?;
+        let (Some(id), Some(identity)) = (id, identity) else {
+            return Err(Status::invalid_argument("identity"));
+        };
+        let customer = self
+            .store
+            .change_identity(id, &identity, &req.etag, true, false)
+            .await?;
+        Ok(Response::new(pb::AddIdentityResponse {
+            customer: Some((&customer).into()),
+        }))
+    }
+
+    async fn remove_identity(
+        &self,
+        request: Request<pb::RemoveIdentityRequest>,
+    ) -> Result<Response<pb::RemoveIdentityResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        let identity = identity_from_pb(&mut v, "identity", req.identity.as_ref());
+        invalid(v)?;
+        let (Some(id), Some(identity)) = (id, identity) else {
+            return Err(Status::invalid_argument("identity"));
+        };
+        let customer = self
+            .store
+            .change_identity(id, &identity, &req.etag, false, req.allow_missing)
+            .await?;
+        Ok(Response::new(pb::RemoveIdentityResponse {
+            customer: Some((&customer).into()),
+        }))
+    }
+
+    async fn create_attribute_definition(
+        &self,
+        request: Request<pb::CreateAttributeDefinitionRequest>,
+    ) -> Result<Response<pb::CreateAttributeDefinitionResponse>, Status> {
+        let def = request
+            .into_inner()
+            .attribute_definition
+            .unwrap_or_default();
+        let mut v = Violations::new();
+        let name_ok = def.attribute_name.len() <= 64
+            && def
+                .attribute_name
+                .starts_with(|c: char| c.is_ascii_lowercase())
+            && def
+                .attribute_name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        v.check(
+            name_ok,
+            "attribute_definition.attribute_name",
+            "must match ^[a-z][a-z0-9_]{0,63}$",
+        );
+        v.check(
+            (1..=4).contains(&def.value_type),
+            "attribute_definition.value_type",
+            "must be STRING, NUMBER, BOOL or TIME",
+        );
+        v.check(
+            crate::domain::is_plain_text(&def.description, 1000),
+            "attribute_definition.description",
+            "at most 1,000 characters",
+        );
+        invalid(v)?;
+        let def = AttributeDefinition {
+            name: def.attribute_name,
+            value_type: i16::try_from(def.value_type).unwrap_or(0),
+            description: def.description,
+            contains_pii: def.contains_pii,
+            create_time: chrono::Utc::now(),
+        };
+        let def = self.store.create_attribute(def).await?;
+        Ok(Response::new(pb::CreateAttributeDefinitionResponse {
+            attribute_definition: Some((&def).into()),
+        }))
+    }
+
+    async fn get_attribute_definition(
+        &self,
+        request: Request<pb::GetAttributeDefinitionRequest>,
+    ) -> Result<Response<pb::GetAttributeDefinitionResponse>, Status> {
+        let name = request.into_inner().attribute_name;
+        if name.is_empty() || name.len() > 64 {
+            return Err(ServiceError::invalid_argument(
+                "attribute_name",
+                "must be 1-64 characters",
+            )
+            .into());
+        }
+        let def = self.store.get_attribute(&name).await?;
+        Ok(Response::new(pb::GetAttributeDefinitionResponse {
+            attribute_definition: Some((&def).into()),
+        }))
+    }
+
+    async fn list_attribute_definitions(
+        &self,
+        request: Request<pb::ListAttributeDefinitionsRequest>,
+    ) -> Result<Response<pb::ListAttributeDefinitionsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = size(req.page_size)?;
+        let query = "attribute_definitions";
+        let after: Option<String> = self.cursor(query, &req.page_token)?;
+        let page = self.store.list_attributes(after, limit).await?;
+        Ok(Response::new(pb::ListAttributeDefinitionsResponse {
+            attribute_definitions: page.items.iter().map(Into::into).collect(),
+            next_page_token: self.next_token(query, page.next)?,
+        }))
+    }
+
+    async fn update_consent(
+        &self,
+        request: Request<pb::UpdateConsentRequest>,
+    ) -> Result<Response<pb::UpdateConsentResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        v.check(
+            !req.consents.is_empty() || req.channel_preferences.is_some(),
+            "consents",
+            "give consents, channel_preferences or both",
+        );
+        v.check(
+            req.consents.len() <= 4,
+            "consents",
+            "at most one decision per channel",
+        );
+        let decisions = consents_from_pb(&mut v, "consents", &req.consents, &caller);
+        let preferences = req
+            .channel_preferences
+            .as_ref()
+            .map(|p| preferences_from_pb(&mut v, "channel_preferences", p));
+        let request = request_key(
+            &mut v,
+            &caller,
+            &req.request_id,
+            &pb::UpdateConsentRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        invalid(v)?;
+        let customer_id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
+        let cmd = ConsentUpdate {
+            customer_id,
+            decisions,
+            preferences,
+            etag: req.etag,
+            request,
+        };
+        let (customer, changes) = self.store.update_consent(cmd).await?;
+        Ok(Response::new(pb::UpdateConsentResponse {
+            customer: Some((&customer).into()),
+            consent_changes: changes.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list_consent_changes(
+        &self,
+        request: Request<pb::ListConsentChangesRequest>,
+    ) -> Result<Response<pb::ListConsentChangesResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let customer_id = (!req.customer_id.is_empty())
+            .then(|| parse_id(&mut v, "customer_id", &req.customer_id))
+            .flatten();
+        for (i, c) in req.channels.iter().enumerate() {
+            v.check(
+                (1..=4).contains(c),
+                &format!("channels[{i}]"),
+                "must be a contact channel",
+            );
+        }
+        let range = parse_range(&mut v, "record_time_range", req.record_time_range.as_ref());
+        invalid(v)?;
+        let limit = size(req.page_size)?;
+        let channels: Vec<i16> = req
+            .channels
+            .iter()
+            .map(|c| i16::try_from(*c).unwrap_or(0))
+            .collect();
+        let query = format!("consent_changes|{customer_id:?}|{channels:?}|{range:?}");
+        let after: Option<(i64, String)> = self.cursor(&query, &req.page_token)?;
+        let after = after
+            .map(|(t, id)| token_id(&id).map(|id| (t, id)))
+            .transpose()?;
+        let page = self
+            .store
+            .list_consent_changes(customer_id, &channels, range, after, limit)
+            .await?;
+        Ok(Response::new(pb::ListConsentChangesResponse {
+            consent_changes: page.items.iter().map(Into::into).collect(),
+            next_page_token: self
+                .next_token(&query, page.next.map(|(t, id)| (t, id.to_string())))?,
+        }))
+    }
+
+    async fn record_activity(
+        &self,
+        request: Request<pb::RecordActivityRequest>,
+    ) -> Result<Response<pb::RecordActivityResponse>, Status> {
+        let req = request.into_inner();
+        let activity = activity_from_pb(req.activity.as_ref(), req.customer_identity.as_ref())
+            .map_err(|violations| Status::from(ServiceError::InvalidArgument(violations)))?;
+        let outcome = self.store.record_activity(activity).await?;
+        Ok(Response::new(pb::RecordActivityResponse {
+            activity: Some((&outcome.activity).into()),
+            duplicate: outcome.duplicate,
+        }))
+    }
+
+    async fn import_activities(
+        &self,
+        request: Request<Streaming<pb::ImportActivitiesRequest>>,
+    ) -> Result<Response<pb::ImportActivitiesResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut tally = ImportTally::default();
+        let mut batch = Vec::with_capacity(IMPORT_BATCH);
+        let mut index: i64 = 0;
+        while let Some(item) = stream.message().await? {
+            match activity_from_pb(item.activity.as_ref(), item.customer_identity.as_ref()) {
+                Ok(activity) => batch.push(ImportItem { index, activity }),
+                Err(violations) => {
+                    let activity = item.activity.unwrap_or_default();
+                    tally.reject(pb::ImportActivityError {
+                        index,
+                        source: activity.source,
+                        event_id: activity.event_id,
+                        reason: pb::ActivityRejectReason::InvalidArgument as i32,
+                        field_violations: violations
+                            .into_iter()
+                            .map(|v| pb::FieldViolation {
+                                field: v.field,
+                                description: v.description,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            index += 1;
+            if batch.len() >= IMPORT_BATCH {
+                tally.flush(&self.store, &mut batch).await?;
+            }
+        }
+        tally.flush(&self.store, &mut batch).await?;
+        tally.response.errors.sort_by_key(|e| e.index);
+        tracing::info!(
+            accepted = tally.response.accepted_count,
+            duplicate = tally.response.duplicate_count,
+            rejected = tally.response.rejected_count,
+            "activities imported"
+        );
+        Ok(Response::new(tally.response))
+    }
+
+    async fn list_activities(
+        &self,
+        request: Request<pb::ListActivitiesRequest>,
+    ) -> Result<Response<pb::ListActivitiesResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        let filter = activity_filter(&mut v, req.filter.as_ref());
+        invalid(v)?;
+        let limit = size(req.page_size)?;
+        let id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
+        let query = format!("activities|{id}|{filter:?}");
+        let after: Option<(i64, String)> = self.cursor(&query, &req.page_token)?;
+        let after = after
+            .map(|(t, id)| token_id(&id).map(|id| (t, id)))
+            .transpose()?;
+        let page = self
+            .store
+            .list_activities(id, &filter, after, limit)
+            .await?;
+        Ok(Response::new(pb::ListActivitiesResponse {
+            activities: page.items.iter().map(Into::into).collect(),
+            next_page_token: self
+                .next_token(&query, page.next.map(|(t, id)| (t, id.to_string())))?,
+        }))
+    }
+
+    async fn find_duplicate_customers(
+        &self,
+        request: Request<pb::FindDuplicateCustomersRequest>,
+    ) -> Result<Response<pb::FindDuplicateCustomersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        v.check(
+            (0..=100).contains(&req.max_candidates),
+            "max_candidates",
+            "must be 0-100",
+        );
+        v.check(
+            (0.0..=1.0).contains(&req.min_score),
+            "min_score",
+            "must be 0.0-1.0",
+        );
+        invalid(v)?;
+        let id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
+        let max = if req.max_candidates == 0 {
+            10
+        } else {
+            usize::try_from(req.max_candidates).unwrap_or(10)
+        };
+        let min_score = if req.min_score == 0.0 {
+            0.5
+        } else {
+            req.min_score
+        };
+        let (asked, _) = self.store.get_customer(id).await?;
+        let found = self.store.find_duplicates(id, max, min_score).await?;
+        let candidates = found
+            .iter()
+            .map(|d| pb::DuplicateCandidate {
+                customer: Some((&d.customer).into()),
+                score: d.score,
+                matches: d
+                    .matches
+                    .iter()
+                    .map(|m| pb::DuplicateMatch {
+                        rule: m.rule,
+                        customer_identity: m
+                            .customer_identity
+                            .and_then(|i| asked.identities.get(i))
+                            .map(Into::into),
+                        candidate_identity: m
+                            .candidate_identity
+                            .and_then(|i| d.customer.identities.get(i))
+                            .map(Into::into),
+                        field_paths: m.field_paths.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::FindDuplicateCustomersResponse {
+            candidates,
+        }))
+    }
+
+    async fn merge_customers(
+        &self,
+        request: Request<pb::MergeCustomersRequest>,
+    ) -> Result<Response<pb::MergeCustomersResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let source = parse_id(&mut v, "source_customer_id", &req.source_customer_id);
+        let target = parse_id(&mut v, "target_customer_id", &req.target_customer_id);
+        if source.is_some() && source == target {
+            v.add("target_customer_id", "must differ from source_customer_id");
+        }
+        let mut choices = Vec::new();
+        for (i, c) in req.survivorship_choices.iter().enumerate() {
+            let path_ok = SURVIVORSHIP_PATHS.contains(&c.field_path.as_str())
+                || c.field_path
+                    .strip_prefix("custom_attributes.")
+                    .is_some_and(|n| !n.is_empty());
+            let repeated = choices
+                .iter()
+                .any(|(p, _): &(String, MergeWinner)| *p == c.field_path);
+            v.check(
+                path_ok && !repeated,
+                &format!("survivorship_choices[{i}].field_path"),
+                "a known field path, at most once",
+            );
+            let winner = match c.winner {
+                1 => Some(MergeWinner::Target),
+                2 => Some(MergeWinner::Source),
+                3 if matches!(
+                    c.field_path.as_str(),
+                    "tags"
+                        | "psychographics.interests"
+                        | "psychographics.lifestyle_tags"
+                        | "custom_attributes"
+                ) =>
+                {
+                    Some(MergeWinner::Union)
+                }
+                _ => None,
+            };
+            v.check(
+                winner.is_some(),
+                &format!("survivorship_choices[{i}].winner"),
+                "TARGET or SOURCE (UNION only for lists and custom_attributes)",
+            );
+            if let Some(winner) = winner {
+                choices.push((c.field_path.clone(), winner));
+            }
+        }
+        v.check(
+            crate::domain::is_plain_text(&req.merge_reason, 500),
+            "merge_reason",
+            "at most 500 characters",
+        );
+        let actor = actor_from_pb(&mut v, "actor", req.actor.as_ref(), &caller);
+        let request = request_key(
+            &mut v,
+            &caller,
+            &req.request_id,
+            &pb::MergeCustomersRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        invalid(v)?;
+        let (Some(source), Some(target)) = (source, target) else {
+            return Err(Status::invalid_argument("source_customer_id"));
+        };
+        let cmd = MergeCommand {
+            source,
+            target,
+            choices,
+            source_etag: req.source_etag,
+            target_etag: req.target_etag,
+            actor,
+            reason: req.merge_reason,
+            validate_only: req.validate_only,
+            request,
+        };
+        let (customer, record) = self.store.merge(cmd).await?;
+        Ok(Response::new(pb::MergeCustomersResponse {
+            customer: Some((&customer).into()),
+            merge_record: Some((&record).into()),
+        }))
+    }
+
+    async fn export_customer(
+        &self,
+        request: Request<pb::ExportCustomerRequest>,
+    ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
+        let id = one_id("customer_id", &request.get_ref().customer_id)?;
+        let export = self.store.export(id).await?;
+        Ok(Response::new(pb::ExportCustomerResponse {
+            customer_export: Some(pb::CustomerExport {
+                customer: Some((&export.customer).into()),
+                attribute_definitions: export.definitions.iter().map(Into::into).collect(),
+                consent_changes: export.consent_changes.iter().map(Into::into).collect(),
+                activities: export.activities.iter().map(Into::into).collect(),
+                merges: export.merges.iter().map(Into::into).collect(),
+                export_time: Some(ts(export.export_time)),
+            }),
+            merged_from_customer_id: export
+                .merged_from
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn erase_customer(
+        &self,
+        request: Request<pb::EraseCustomerRequest>,
+    ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        let request = request_key(
+            &mut v,
+            &caller,
+            &req.request_id,
+            &pb::EraseCustomerRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        invalid(v)?;
+        let id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
+        let (customer, merged) = self.store.erase(id, request).await?;
+        Ok(Response::new(pb::EraseCustomerResponse {
+            customer: Some((&customer).into()),
+            merged_customer_ids: merged.iter().map(Uuid::to_string).collect(),
+        }))
+    }
 }

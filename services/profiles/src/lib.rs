@@ -1,10 +1,21 @@
 //! The profiles service: the single customer record: customers, identities, consent, activities, merge, privacy and Customer 360.
 //!
 //! # Layout
-//! - `api`: the `custops.profiles.v1.ProfilesService` gRPC API (transport only).
+//! - `api`: the `custops.profiles.v1.ProfilesService` gRPC API (transport only): `api/convert.rs`
+//!   turns prost messages into domain values (collecting field violations) and back,
+//!   `api/error.rs` maps errors to statuses.
+//! - `domain`: plain Rust types and rules (normalisation, update masks, merge survivorship,
+//!   consent ordering). No tonic, prost or sqlx.
+//! - `store`: Postgres through sqlx; every write and its outbox events in one transaction.
+//! - `events`: the feed's event payloads, built from domain values.
+//! - `error`: the service's error type.
 //! - `migrations/`: the `profiles` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod store;
 
 use custops_common::bootstrap;
 use custops_common::config::ServiceSettings;
@@ -24,6 +35,10 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
         shutdown: app.shutdown_token(),
         ..FeedOptions::default()
     };
+    let api = api::ProfilesApi::new(
+        store::PgStore::new(pool.clone()),
+        settings.page_tokens.clone(),
+    );
     let feed = event_feed_server(pool, settings.service, feed_options);
-    Ok(app.add_api(api::server()).add_api(feed))
+    Ok(app.add_api(api::server(api)).add_api(feed))
 }

@@ -1,0 +1,125 @@
+//! The profiles feed's events, built from domain values. Every payload is a message of
+//! `events.proto` and holds no personal data: customers travel as `CustomerTraits`.
+
+use std::collections::HashSet;
+
+use custops_common::outbox::OutboxEvent;
+use custops_contracts::custops::profiles::v1 as pb;
+use uuid::Uuid;
+
+use crate::api::convert::{traits_to_pb, ts};
+use crate::domain::{Activity, AttributeDefinition, ConsentChange, Customer, MergeRecord};
+
+const CUSTOMER: &str = "customer";
+
+/// CustomerCreated.
+pub fn customer_created(c: &Customer, pii: &HashSet<String>) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        c.id,
+        &pb::CustomerCreated {
+            traits: Some(traits_to_pb(c, pii)),
+        },
+    )
+}
+
+/// CustomerUpdated with the changed paths.
+pub fn customer_updated(
+    c: &Customer,
+    pii: &HashSet<String>,
+    changed_paths: Vec<String>,
+) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        c.id,
+        &pb::CustomerUpdated {
+            traits: Some(traits_to_pb(c, pii)),
+            changed_paths,
+        },
+    )
+}
+
+/// CustomerDeleted.
+pub fn customer_deleted(c: &Customer) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        c.id,
+        &pb::CustomerDeleted {
+            customer_id: c.id.to_string(),
+            delete_time: c.delete_time.map(ts),
+        },
+    )
+}
+
+/// CustomerUndeleted.
+pub fn customer_undeleted(c: &Customer, pii: &HashSet<String>) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        c.id,
+        &pb::CustomerUndeleted {
+            traits: Some(traits_to_pb(c, pii)),
+        },
+    )
+}
+
+/// ConsentChanged, keyed by the customer so a customer's events stay in order.
+pub fn consent_changed(change: &ConsentChange) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        change.customer_id,
+        &pb::ConsentChanged {
+            consent_change: Some(change.into()),
+        },
+    )
+}
+
+/// ActivityRecorded.
+pub fn activity_recorded(a: &Activity) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        a.customer_id,
+        &pb::ActivityRecorded {
+            activity: Some(a.into()),
+        },
+    )
+}
+
+/// AttributeDefinitionCreated.
+pub fn attribute_created(d: &AttributeDefinition) -> OutboxEvent {
+    OutboxEvent::new(
+        "attribute_definition",
+        &d.name,
+        &pb::AttributeDefinitionCreated {
+            attribute_definition: Some(d.into()),
+        },
+    )
+}
+
+/// CustomerMerged, keyed by the target.
+pub fn customer_merged(m: &MergeRecord, target: &Customer, pii: &HashSet<String>) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        m.target_customer_id,
+        &pb::CustomerMerged {
+            merge_id: m.id.to_string(),
+            source_customer_id: m.source_customer_id.to_string(),
+            target_customer_id: m.target_customer_id.to_string(),
+            merge_time: Some(ts(m.merge_time)),
+            target_traits: Some(traits_to_pb(target, pii)),
+            moved_activity_count: m.moved_activity_count,
+        },
+    )
+}
+
+/// CustomerErased.
+pub fn customer_erased(c: &Customer, merged: &[Uuid]) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        c.id,
+        &pb::CustomerErased {
+            customer_id: c.id.to_string(),
+            erase_time: c.erase_time.map(ts),
+            merged_customer_ids: merged.iter().map(Uuid::to_string).collect(),
+        },
+    )
+}

@@ -1,10 +1,25 @@
 //! The feedback service: listening to customers: surveys, responses, NPS/CSAT/CES metrics, tickets, follow-ups and reviews.
 //!
 //! # Layout
-//! - `api`: the `custops.feedback.v1.FeedbackService` gRPC API (transport only).
+//! - `api`: the `custops.feedback.v1.FeedbackService` gRPC API (transport only): `api/parse`
+//!   turns requests into domain values (field violations), `api/convert` turns domain values
+//!   into wire messages.
+//! - `workflow`: the use cases, one transaction each (store + domain rules + outbox +
+//!   idempotency key).
+//! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), with the injectable clock.
+//! - `store`: sqlx queries on the `feedback` schema; metrics are aggregated in SQL there.
+//! - `events`: the outbox events (events.proto) built from domain values.
+//! - `error`: the service's error and its one mapping to `Status`.
 //! - `migrations/`: the `feedback` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod store;
+pub mod workflow;
+
+use std::sync::Arc;
 
 use custops_common::bootstrap;
 use custops_common::config::ServiceSettings;
@@ -12,18 +27,29 @@ use custops_common::feed::{FeedOptions, event_feed_server};
 use custops_common::server::Application;
 use sqlx::migrate::Migrator;
 
+use crate::domain::clock::{Clock, SystemClock};
+
 /// This service's own migrations (`services/feedback/migrations`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Connects, migrates and binds the service; serve it with
 /// [`Application::run_until_stopped`].
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
+    build_with_clock(settings, Arc::new(SystemClock)).await
+}
+
+/// [`build`] with an explicit clock (tests move time to check SLA breaches).
+pub async fn build_with_clock(
+    settings: ServiceSettings,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Application> {
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
     // Feed streams end as soon as the server starts draining, not at the end of the grace.
     let feed_options = FeedOptions {
         shutdown: app.shutdown_token(),
         ..FeedOptions::default()
     };
-    let feed = event_feed_server(pool, settings.service, feed_options);
-    Ok(app.add_api(api::server()).add_api(feed))
+    let feed = event_feed_server(pool.clone(), settings.service, feed_options);
+    let api = api::FeedbackApi::new(store::PgStore { pool }, clock, settings.page_tokens.clone());
+    Ok(app.add_api(api::server(api)).add_api(feed))
 }

@@ -1,0 +1,490 @@
+//! Domain → wire conversions (`impl From<domain> for pb`), and the small wire ↔ domain
+//! helpers the request parsers share. Prost types stop here: the domain never sees them.
+
+use chrono::{DateTime, Utc};
+use custops_contracts::custops::common::v1 as common_pb;
+use custops_contracts::custops::feedback::v1 as pb;
+use prost_types::Timestamp;
+
+use crate::domain::response::{
+    Answer, AnswerValue, FollowUpTrigger, Invitation, InvitationStatus, NpsCategory, Omission,
+    RewardDelivery, RewardStatus, Scores, SurveyResponse,
+};
+use crate::domain::review::{Review, ReviewSummary, Subject, SubjectKind};
+use crate::domain::sla::SlaPolicy;
+use crate::domain::survey::{
+    Question, QuestionKind, Survey, SurveyStatus, Touchpoint, TouchpointKind,
+};
+use crate::domain::ticket::{
+    Action, FollowUpOutcome, HistoryDetail, HistoryEntry, Kind, Money, Resolution, ResolutionCode,
+    Severity, Status, Ticket,
+};
+
+/// A timestamp on the wire.
+pub fn ts(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A timestamp from the wire; `None` when out of range.
+pub fn from_ts(t: &Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(t.nanos).ok()?;
+    DateTime::from_timestamp(t.seconds, nanos)
+        .and_then(|t| DateTime::from_timestamp_micros(t.timestamp_micros()))
+}
+
+pub(crate) fn question_kind(kind: QuestionKind) -> pb::QuestionKind {
+    match kind {
+        QuestionKind::Nps => pb::QuestionKind::Nps,
+        QuestionKind::Csat => pb::QuestionKind::Csat,
+        QuestionKind::Ces => pb::QuestionKind::Ces,
+        QuestionKind::SingleChoice => pb::QuestionKind::SingleChoice,
+        QuestionKind::MultipleChoice => pb::QuestionKind::MultipleChoice,
+        QuestionKind::FreeText => pb::QuestionKind::FreeText,
+    }
+}
+
+pub(crate) fn touchpoint_kind(kind: TouchpointKind) -> pb::TouchpointKind {
+    match kind {
+        TouchpointKind::Order => pb::TouchpointKind::Order,
+        TouchpointKind::SupportContact => pb::TouchpointKind::SupportContact,
+        TouchpointKind::Channel => pb::TouchpointKind::Channel,
+        TouchpointKind::Relationship => pb::TouchpointKind::Relationship,
+    }
+}
+
+/// A wire touchpoint kind; `None` for UNSPECIFIED or unknown numbers.
+pub(crate) fn touchpoint_kind_from(value: i32) -> Option<TouchpointKind> {
+    match pb::TouchpointKind::try_from(value).ok()? {
+        pb::TouchpointKind::Unspecified => None,
+        pb::TouchpointKind::Order => Some(TouchpointKind::Order),
+        pb::TouchpointKind::SupportContact => Some(TouchpointKind::SupportContact),
+        pb::TouchpointKind::Channel => Some(TouchpointKind::Channel),
+        pb::TouchpointKind::Relationship => Some(TouchpointKind::Relationship),
+    }
+}
+
+pub(crate) fn severity(s: Severity) -> pb::TicketSeverity {
+    match s {
+        Severity::Low => pb::TicketSeverity::Low,
+        Severity::Medium => pb::TicketSeverity::Medium,
+        Severity::High => pb::TicketSeverity::High,
+        Severity::Critical => pb::TicketSeverity::Critical,
+    }
+}
+
+/// A wire severity; `None` for UNSPECIFIED or unknown numbers.
+pub(crate) fn severity_from(value: i32) -> Option<Severity> {
+    match pb::TicketSeverity::try_from(value).ok()? {
+        pb::TicketSeverity::Unspecified => None,
+        pb::TicketSeverity::Low => Some(Severity::Low),
+        pb::TicketSeverity::Medium => Some(Severity::Medium),
+        pb::TicketSeverity::High => Some(Severity::High),
+        pb::TicketSeverity::Critical => Some(Severity::Critical),
+    }
+}
+
+pub(crate) fn ticket_status(s: Status) -> pb::TicketStatus {
+    match s {
+        Status::Open => pb::TicketStatus::Open,
+        Status::InProgress => pb::TicketStatus::InProgress,
+        Status::Resolved => pb::TicketStatus::Resolved,
+        Status::Closed => pb::TicketStatus::Closed,
+    }
+}
+
+pub(crate) fn ticket_kind(k: Kind) -> pb::TicketKind {
+    match k {
+        Kind::Complaint => pb::TicketKind::Complaint,
+        Kind::FollowUp => pb::TicketKind::FollowUp,
+    }
+}
+
+pub(crate) fn trigger(t: FollowUpTrigger) -> pb::FollowUpTrigger {
+    match t {
+        FollowUpTrigger::NpsDetractor => pb::FollowUpTrigger::NpsDetractor,
+        FollowUpTrigger::LowCsat => pb::FollowUpTrigger::LowCsat,
+    }
+}
+
+pub(crate) fn outcome(o: FollowUpOutcome) -> pb::FollowUpOutcome {
+    match o {
+        FollowUpOutcome::Contacted => pb::FollowUpOutcome::Contacted,
+        FollowUpOutcome::Resolved => pb::FollowUpOutcome::Resolved,
+        FollowUpOutcome::NoAnswer => pb::FollowUpOutcome::NoAnswer,
+    }
+}
+
+pub(crate) fn resolution_code(c: ResolutionCode) -> pb::ResolutionCode {
+    match c {
+        ResolutionCode::Fixed => pb::ResolutionCode::Fixed,
+        ResolutionCode::Compensated => pb::ResolutionCode::Compensated,
+        ResolutionCode::Explained => pb::ResolutionCode::Explained,
+        ResolutionCode::Duplicate => pb::ResolutionCode::Duplicate,
+        ResolutionCode::NotActionable => pb::ResolutionCode::NotActionable,
+    }
+}
+
+pub(crate) fn nps_category(scores: &Scores) -> pb::NpsCategory {
+    match scores.nps.score.map(NpsCategory::of) {
+        None => pb::NpsCategory::Unspecified,
+        Some(NpsCategory::Promoter) => pb::NpsCategory::Promoter,
+        Some(NpsCategory::Passive) => pb::NpsCategory::Passive,
+        Some(NpsCategory::Detractor) => pb::NpsCategory::Detractor,
+    }
+}
+
+impl From<&Touchpoint> for pb::TouchpointRef {
+    fn from(t: &Touchpoint) -> Self {
+        pb::TouchpointRef {
+            kind: touchpoint_kind(t.kind).into(),
+            touchpoint_id: t.id.clone(),
+        }
+    }
+}
+
+impl From<&Question> for pb::Question {
+    fn from(q: &Question) -> Self {
+        pb::Question {
+            question_id: q.id.clone(),
+            text: q.text.clone(),
+            kind: question_kind(q.kind).into(),
+            required: q.required,
+            options: q
+                .options
+                .iter()
+                .map(|o| pb::ChoiceOption {
+                    option_id: o.id.clone(),
+                    label: o.label.clone(),
+                })
+                .collect(),
+            max_selections: i32::try_from(q.max_selections).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+impl From<&Survey> for pb::Survey {
+    fn from(s: &Survey) -> Self {
+        let c = &s.content;
+        pb::Survey {
+            survey_id: s.id.to_string(),
+            display_name: c.display_name.clone(),
+            description: c.description.clone(),
+            questions: c.questions.iter().map(Into::into).collect(),
+            target: Some(pb::SurveyTarget {
+                touchpoint_kind: touchpoint_kind(c.target.touchpoint_kind).into(),
+                segment_id: c.target.segment_id.clone(),
+            }),
+            reward: c.reward.as_ref().map(|r| pb::SurveyReward {
+                points: r.points,
+                program_id: r.program_id.clone(),
+            }),
+            status: match s.status {
+                SurveyStatus::Draft => pb::SurveyStatus::Draft,
+                SurveyStatus::Active => pb::SurveyStatus::Active,
+                SurveyStatus::Closed => pb::SurveyStatus::Closed,
+            }
+            .into(),
+            create_time: Some(ts(s.create_time)),
+            update_time: Some(ts(s.update_time)),
+            activate_time: s.activate_time.map(ts),
+            close_time: s.close_time.map(ts),
+            etag: s.etag(),
+        }
+    }
+}
+
+impl From<&Invitation> for pb::Invitation {
+    fn from(i: &Invitation) -> Self {
+        pb::Invitation {
+            invitation_id: i.id.to_string(),
+            survey_id: i.new.survey_id.to_string(),
+            customer_id: i.new.customer_id.clone(),
+            touchpoint: Some((&i.new.touchpoint).into()),
+            channel: i.new.channel.clone(),
+            expire_time: i.new.expire_time.map(ts),
+            status: match i.status {
+                InvitationStatus::Pending => pb::InvitationStatus::Pending,
+                InvitationStatus::Responded => pb::InvitationStatus::Responded,
+                InvitationStatus::Expired => pb::InvitationStatus::Expired,
+            }
+            .into(),
+            response_id: i.response_id.map(|r| r.to_string()).unwrap_or_default(),
+            create_time: Some(ts(i.create_time)),
+            respond_time: i.respond_time.map(ts),
+        }
+    }
+}
+
+impl From<&Answer> for pb::Answer {
+    fn from(a: &Answer) -> Self {
+        use pb::answer::Value;
+        let value = match &a.value {
+            AnswerValue::Score(s) => Value::Score(*s),
+            AnswerValue::Choice(ids) => Value::Choice(pb::ChoiceSelection {
+                option_ids: ids.clone(),
+            }),
+            AnswerValue::Text(t) => Value::Text(t.clone()),
+            AnswerValue::Omitted(Omission::Skipped) => {
+                Value::Omission(pb::AnswerOmission::Skipped.into())
+            }
+            AnswerValue::Omitted(Omission::Dismissed) => {
+                Value::Omission(pb::AnswerOmission::Dismissed.into())
+            }
+        };
+        pb::Answer {
+            question_id: a.question_id.clone(),
+            value: Some(value),
+        }
+    }
+}
+
+impl From<&Scores> for pb::ResponseScores {
+    fn from(s: &Scores) -> Self {
+        pb::ResponseScores {
+            nps_score: s.nps.score,
+            nps_category: nps_category(s).into(),
+            csat_score: s.csat.score,
+            ces_score: s.ces.score,
+        }
+    }
+}
+
+impl From<&RewardDelivery> for pb::RewardDelivery {
+    fn from(r: &RewardDelivery) -> Self {
+        pb::RewardDelivery {
+            status: match r.status {
+                RewardStatus::Pending => pb::RewardStatus::Pending,
+                RewardStatus::Retrying => pb::RewardStatus::Retrying,
+                RewardStatus::Delivered => pb::RewardStatus::Delivered,
+                RewardStatus::Rejected => pb::RewardStatus::Rejected,
+            }
+            .into(),
+            points: r.points,
+            program_id: r.program_id.clone(),
+            attempt_count: r.attempt_count,
+            last_attempt_time: r.last_attempt_time.map(ts),
+            next_attempt_time: r.next_attempt_time.map(ts),
+            last_error_reason: r.last_error_reason.clone(),
+            ledger_entry_id: r.ledger_entry_id.clone(),
+            deliver_time: r.deliver_time.map(ts),
+        }
+    }
+}
+
+impl From<&SurveyResponse> for pb::SurveyResponse {
+    fn from(r: &SurveyResponse) -> Self {
+        pb::SurveyResponse {
+            response_id: r.id.to_string(),
+            invitation_id: r.invitation_id.to_string(),
+            survey_id: r.survey_id.to_string(),
+            customer_id: r.customer_id.clone(),
+            touchpoint: Some((&r.touchpoint).into()),
+            channel: r.channel.clone(),
+            answers: r.answers.iter().map(Into::into).collect(),
+            scores: Some((&r.scores).into()),
+            completed: r.completed,
+            segment_ids: Vec::new(),
+            follow_up_ticket_id: r
+                .follow_up_ticket_id
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            reward: r.reward.as_ref().map(Into::into),
+            submit_time: Some(ts(r.submit_time)),
+            erase_time: None,
+        }
+    }
+}
+
+fn money(m: &Money) -> common_pb::Money {
+    common_pb::Money {
+        amount_minor: m.amount_minor,
+        currency: m.currency.clone(),
+    }
+}
+
+impl From<&Resolution> for pb::TicketResolution {
+    fn from(r: &Resolution) -> Self {
+        pb::TicketResolution {
+            code: resolution_code(r.code).into(),
+            note: r.note.clone(),
+            compensation: r.compensation.as_ref().map(money),
+        }
+    }
+}
+
+/// A ticket on the wire, with breach flags evaluated at `now` and its follow-up outcomes.
+pub fn ticket(t: &Ticket, now: DateTime<Utc>, history: &[HistoryEntry]) -> pb::Ticket {
+    pb::Ticket {
+        ticket_id: t.id.to_string(),
+        kind: ticket_kind(t.kind).into(),
+        status: ticket_status(t.status).into(),
+        customer_id: t.customer_id.clone(),
+        category: t.category.clone(),
+        severity: severity(t.severity).into(),
+        channel: t.channel.clone(),
+        subject: t.subject.clone(),
+        description: t.description.clone(),
+        touchpoint: t.touchpoint.as_ref().map(Into::into),
+        source_response_id: t
+            .source_response_id
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
+        assignee_id: t.assignee_id.clone(),
+        resolution: t.resolution.as_ref().map(Into::into),
+        sla: Some(pb::TicketSla {
+            respond_due_time: Some(ts(t.sla.respond_due_time)),
+            resolve_due_time: Some(ts(t.sla.resolve_due_time)),
+            first_respond_time: t.sla.first_respond_time.map(ts),
+            response_breached: t.sla.response_breached_at(now),
+            resolution_breached: t.sla.resolution_breached_at(t.status, now),
+        }),
+        follow_up: t.follow_up.as_ref().map(|f| pb::FollowUp {
+            triggers: f.triggers.iter().map(|x| trigger(*x).into()).collect(),
+            survey_id: f.survey_id.to_string(),
+            scores: Some((&f.scores).into()),
+            outcomes: history
+                .iter()
+                .filter_map(|e| match &e.detail {
+                    Some(HistoryDetail::FollowUpOutcome(o)) => Some(outcome_record(e, *o)),
+                    _ => None,
+                })
+                .collect(),
+            first_outcome_time: f.first_outcome_time.map(ts),
+        }),
+        create_time: Some(ts(t.create_time)),
+        update_time: Some(ts(t.update_time)),
+        resolve_time: t.resolve_time.map(ts),
+        close_time: t.close_time.map(ts),
+        erase_time: None,
+        etag: t.etag(),
+    }
+}
+
+fn actor(e: &HistoryEntry) -> pb::Actor {
+    pb::Actor {
+        service_name: e.actor_service.clone(),
+        actor_id: e.actor_id.clone(),
+    }
+}
+
+fn outcome_record(e: &HistoryEntry, o: FollowUpOutcome) -> pb::FollowUpOutcomeRecord {
+    pb::FollowUpOutcomeRecord {
+        outcome: outcome(o).into(),
+        note: e.note.clone(),
+        actor: Some(actor(e)),
+        record_time: Some(ts(e.occur_time)),
+    }
+}
+
+impl From<&HistoryEntry> for pb::TicketHistoryEntry {
+    fn from(e: &HistoryEntry) -> Self {
+        use pb::ticket_history_entry::Detail;
+        let action = match e.action {
+            Action::Opened => pb::TicketAction::Opened,
+            Action::Updated => pb::TicketAction::Updated,
+            Action::Assigned => pb::TicketAction::Assigned,
+            Action::Started => pb::TicketAction::Started,
+            Action::Resolved => pb::TicketAction::Resolved,
+            Action::Closed => pb::TicketAction::Closed,
+            Action::Reopened => pb::TicketAction::Reopened,
+            Action::NoteAdded => pb::TicketAction::NoteAdded,
+            Action::FollowUpOutcomeRecorded => pb::TicketAction::FollowUpOutcomeRecorded,
+        };
+        let detail = e.detail.as_ref().map(|d| match d {
+            HistoryDetail::Assignment {
+                assignee_id,
+                previous_assignee_id,
+            } => Detail::Assignment(pb::TicketAssignment {
+                assignee_id: assignee_id.clone(),
+                previous_assignee_id: previous_assignee_id.clone(),
+            }),
+            HistoryDetail::Resolution(r) => Detail::Resolution(r.into()),
+            HistoryDetail::FollowUpOutcome(o) => Detail::FollowUpOutcome(outcome_record(e, *o)),
+        });
+        pb::TicketHistoryEntry {
+            entry_id: e.id.to_string(),
+            ticket_id: e.ticket_id.to_string(),
+            action: action.into(),
+            occur_time: Some(ts(e.occur_time)),
+            actor: Some(actor(e)),
+            from_status: e.from_status.map(|s| ticket_status(s).into()).unwrap_or(0),
+            to_status: e.to_status.map(|s| ticket_status(s).into()).unwrap_or(0),
+            note: e.note.clone(),
+            detail,
+        }
+    }
+}
+
+impl From<&SlaPolicy> for pb::SlaPolicy {
+    fn from(p: &SlaPolicy) -> Self {
+        pb::SlaPolicy {
+            targets: p
+                .targets
+                .iter()
+                .map(|t| pb::SeveritySlaTarget {
+                    severity: severity(t.severity).into(),
+                    first_response: Some(prost_types::Duration {
+                        seconds: t.first_response_secs,
+                        nanos: 0,
+                    }),
+                    resolution: Some(prost_types::Duration {
+                        seconds: t.resolution_secs,
+                        nanos: 0,
+                    }),
+                })
+                .collect(),
+            follow_up_severity: severity(p.follow_up_severity).into(),
+            update_time: p.update_time.map(ts),
+            etag: p.etag(),
+        }
+    }
+}
+
+pub(crate) fn subject(s: &Subject) -> pb::ReviewSubject {
+    pb::ReviewSubject {
+        kind: match s.kind {
+            SubjectKind::Product => pb::ReviewSubjectKind::Product,
+            SubjectKind::Service => pb::ReviewSubjectKind::Service,
+        }
+        .into(),
+        subject_id: s.id.clone(),
+    }
+}
+
+impl From<&Review> for pb::Review {
+    fn from(r: &Review) -> Self {
+        pb::Review {
+            review_id: r.id.to_string(),
+            customer_id: r.new.customer_id.clone(),
+            subject: Some(subject(&r.new.subject)),
+            rating: r.new.rating,
+            title: r.new.title.clone(),
+            text: r.new.text.clone(),
+            channel: r.new.channel.clone(),
+            create_time: Some(ts(r.create_time)),
+            erase_time: None,
+        }
+    }
+}
+
+impl From<&ReviewSummary> for pb::ReviewSummary {
+    fn from(s: &ReviewSummary) -> Self {
+        pb::ReviewSummary {
+            subject: Some(subject(&s.subject)),
+            review_count: s.count,
+            average_rating: s.average,
+            distribution: s
+                .distribution
+                .iter()
+                .zip(1..)
+                .map(|(count, rating)| pb::RatingCount {
+                    rating,
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
+}

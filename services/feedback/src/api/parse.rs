@@ -1,0 +1,372 @@
+//! Wire → domain: request parsing. Every bad field becomes one field violation named by its
+//! path in the request; all of a request's violations come back in one INVALID_ARGUMENT.
+
+use chrono::{DateTime, Utc};
+use custops_common::error::Violations;
+use custops_contracts::custops::common::v1 as common_pb;
+use custops_contracts::custops::feedback::v1 as pb;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::convert::{from_ts, severity_from, touchpoint_kind_from};
+use crate::domain::response::{Answer, AnswerValue, Omission};
+use crate::domain::review::{Subject, SubjectKind};
+use crate::domain::survey::{
+    self, ChoiceOption, Question, QuestionKind, Reward, SurveyContent, SurveyTarget, Touchpoint,
+};
+use crate::domain::text;
+use crate::domain::ticket::{Money, Resolution, ResolutionCode, Severity};
+use crate::store::IdempotencyKey;
+
+/// A required id field: a UUID.
+pub fn id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
+    if value.is_empty() {
+        v.add(field, "required");
+        return None;
+    }
+    v.take(
+        field,
+        Uuid::parse_str(value).map_err(|_| "must be a UUID".to_owned()),
+    )
+}
+
+/// A required text field checked by `rule`.
+pub fn check(v: &mut Violations, field: &str, result: Result<(), String>) {
+    if let Err(e) = result {
+        v.add(field, e);
+    }
+}
+
+/// An optional channel slug (empty allowed).
+pub fn optional_slug(v: &mut Violations, field: &str, value: &str) {
+    if !value.is_empty() {
+        check(v, field, text::slug(value));
+    }
+}
+
+/// A required request id, as an idempotency key of `operation` for `caller`.
+pub fn key<M: Message>(
+    v: &mut Violations,
+    request_id: &str,
+    caller: &str,
+    operation: &'static str,
+    request: &M,
+) -> Option<IdempotencyKey> {
+    if let Err(e) = text::printable_id(request_id) {
+        v.add("request_id", e);
+        return None;
+    }
+    Some(IdempotencyKey {
+        caller: caller.to_owned(),
+        operation,
+        request_id: request_id.to_owned(),
+        fingerprint: Sha256::digest(request.encode_to_vec()).to_vec(),
+    })
+}
+
+/// An optional request id.
+pub fn optional_key<M: Message>(
+    v: &mut Violations,
+    request_id: &str,
+    caller: &str,
+    operation: &'static str,
+    request: &M,
+) -> Option<IdempotencyKey> {
+    if request_id.is_empty() {
+        None
+    } else {
+        key(v, request_id, caller, operation, request)
+    }
+}
+
+/// A fingerprint of a list request's filters (page fields cleared by the caller).
+pub fn fingerprint<M: Message>(request: &M) -> String {
+    let digest = Sha256::digest(request.encode_to_vec());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A half-open time range; both bounds optional, start before end.
+pub fn time_range(
+    v: &mut Violations,
+    field: &str,
+    range: Option<&common_pb::TimeRange>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let Some(range) = range else {
+        return (None, None);
+    };
+    let bound = |v: &mut Violations, name: &str, t: Option<&prost_types::Timestamp>| match t {
+        None => None,
+        Some(t) => {
+            let parsed = from_ts(t);
+            if parsed.is_none() {
+                v.add(format!("{field}.{name}"), "not a valid timestamp");
+            }
+            parsed
+        }
+    };
+    let start = bound(v, "start_time", range.start_time.as_ref());
+    let end = bound(v, "end_time", range.end_time.as_ref());
+    if let (Some(s), Some(e)) = (start, end)
+        && s >= e
+    {
+        v.add(field, "start_time must be before end_time");
+    }
+    (start, end)
+}
+
+fn question_kind(value: i32) -> Option<QuestionKind> {
+    match pb::QuestionKind::try_from(value).ok()? {
+        pb::QuestionKind::Unspecified => None,
+        pb::QuestionKind::Nps => Some(QuestionKind::Nps),
+        pb::QuestionKind::Csat => Some(QuestionKind::Csat),
+        pb::QuestionKind::Ces => Some(QuestionKind::Ces),
+        pb::QuestionKind::SingleChoice => Some(QuestionKind::SingleChoice),
+        pb::QuestionKind::MultipleChoice => Some(QuestionKind::MultipleChoice),
+        pb::QuestionKind::FreeText => Some(QuestionKind::FreeText),
+    }
+}
+
+/// The designer content of a wire survey, fields under `prefix` (`survey`). Only the fields
+/// in `only` are checked when given (updates check the masked fields).
+pub fn survey_content(
+    v: &mut Violations,
+    prefix: &str,
+    s: &pb::Survey,
+    only: Option<&survey::SurveyMask>,
+) -> SurveyContent {
+    let all = survey::SurveyMask {
+        display_name: true,
+        description: true,
+        questions: true,
+        target: true,
+        reward: true,
+    };
+    let m = only.copied().unwrap_or(all);
+    if m.display_name {
+        check(
+            v,
+            &format!("{prefix}.display_name"),
+            text::length(&s.display_name, 1, 200),
+        );
+    }
+    if m.description {
+        check(
+            v,
+            &format!("{prefix}.description"),
+            text::length(&s.description, 0, 2000),
+        );
+    }
+    let mut questions = Vec::new();
+    if m.questions {
+        for (i, q) in s.questions.iter().enumerate() {
+            let kind = question_kind(q.kind);
+            if kind.is_none() {
+                v.add(
+                    format!("{prefix}.questions[{i}].kind"),
+                    "required: one of the question kinds",
+                );
+            }
+            questions.push(Question {
+                id: q.question_id.clone(),
+                text: q.text.clone(),
+                kind: kind.unwrap_or(QuestionKind::FreeText),
+                required: q.required,
+                options: q
+                    .options
+                    .iter()
+                    .map(|o| ChoiceOption {
+                        id: o.option_id.clone(),
+                        label: o.label.clone(),
+                    })
+                    .collect(),
+                max_selections: u32::try_from(q.max_selections).unwrap_or(u32::MAX),
+            });
+        }
+        survey::check_questions(&questions, &format!("{prefix}.questions"), v);
+    }
+    let mut target = SurveyTarget {
+        touchpoint_kind: survey::TouchpointKind::Order,
+        segment_id: String::new(),
+    };
+    if m.target {
+        match &s.target {
+            None => v.add(format!("{prefix}.target"), "required"),
+            Some(t) => {
+                match touchpoint_kind_from(t.touchpoint_kind) {
+                    Some(kind) => target.touchpoint_kind = kind,
+                    None => v.add(
+                        format!("{prefix}.target.touchpoint_kind"),
+                        "required: one of the touchpoint kinds",
+                    ),
+                }
+                if !t.segment_id.is_empty() {
+                    if Uuid::parse_str(&t.segment_id).is_err() {
+                        v.add(format!("{prefix}.target.segment_id"), "must be a UUID");
+                    } else {
+                        v.add(
+                            format!("{prefix}.target.segment_id"),
+                            "segment-targeted surveys are not supported yet (membership checks with segmentation are not wired)",
+                        );
+                    }
+                }
+                target.segment_id = t.segment_id.clone();
+            }
+        }
+    }
+    let reward = if m.reward {
+        s.reward.as_ref().map(|r| {
+            let reward = Reward {
+                points: r.points,
+                program_id: r.program_id.clone(),
+            };
+            survey::check_reward(&reward, &format!("{prefix}.reward"), v);
+            reward
+        })
+    } else {
+        None
+    };
+    SurveyContent {
+        display_name: s.display_name.clone(),
+        description: s.description.clone(),
+        questions,
+        target,
+        reward,
+    }
+}
+
+/// A required touchpoint under `field`.
+pub fn touchpoint(
+    v: &mut Violations,
+    field: &str,
+    t: Option<&pb::TouchpointRef>,
+) -> Option<Touchpoint> {
+    let Some(t) = t else {
+        v.add(field, "required");
+        return None;
+    };
+    let kind = touchpoint_kind_from(t.kind);
+    if kind.is_none() {
+        v.add(
+            format!("{field}.kind"),
+            "required: one of the touchpoint kinds",
+        );
+    }
+    if let Err(e) = text::printable_id(&t.touchpoint_id) {
+        v.add(format!("{field}.touchpoint_id"), e);
+    }
+    kind.map(|kind| Touchpoint {
+        kind,
+        id: t.touchpoint_id.clone(),
+    })
+}
+
+/// Wire answers into domain answers (shape only; the survey checks the rest).
+pub fn answers(v: &mut Violations, answers: &[pb::Answer]) -> Vec<Answer> {
+    use pb::answer::Value;
+    let mut out = Vec::with_capacity(answers.len());
+    for (i, a) in answers.iter().enumerate() {
+        let value = match &a.value {
+            None => {
+                v.add(
+                    format!("answers[{i}]"),
+                    "needs a score, choice, text or omission",
+                );
+                continue;
+            }
+            Some(Value::Score(s)) => AnswerValue::Score(*s),
+            Some(Value::Choice(c)) => AnswerValue::Choice(c.option_ids.clone()),
+            Some(Value::Text(t)) => AnswerValue::Text(t.clone()),
+            Some(Value::Omission(o)) => match pb::AnswerOmission::try_from(*o) {
+                Ok(pb::AnswerOmission::Skipped) => AnswerValue::Omitted(Omission::Skipped),
+                Ok(pb::AnswerOmission::Dismissed) => AnswerValue::Omitted(Omission::Dismissed),
+                _ => {
+                    v.add(
+                        format!("answers[{i}].omission"),
+                        "must be SKIPPED or DISMISSED",
+                    );
+                    continue;
+                }
+            },
+        };
+        out.push(Answer {
+            question_id: a.question_id.clone(),
+            value,
+        });
+    }
+    out
+}
+
+/// A required severity.
+pub fn severity(v: &mut Violations, field: &str, value: i32) -> Severity {
+    severity_from(value).unwrap_or_else(|| {
+        v.add(field, "required: LOW, MEDIUM, HIGH or CRITICAL");
+        Severity::Medium
+    })
+}
+
+/// A resolution (code required).
+pub fn resolution(v: &mut Violations, r: Option<&pb::TicketResolution>) -> Option<Resolution> {
+    let Some(r) = r else {
+        v.add("resolution.code", "required");
+        return None;
+    };
+    let code = match pb::ResolutionCode::try_from(r.code).ok() {
+        Some(pb::ResolutionCode::Fixed) => Some(ResolutionCode::Fixed),
+        Some(pb::ResolutionCode::Compensated) => Some(ResolutionCode::Compensated),
+        Some(pb::ResolutionCode::Explained) => Some(ResolutionCode::Explained),
+        Some(pb::ResolutionCode::Duplicate) => Some(ResolutionCode::Duplicate),
+        Some(pb::ResolutionCode::NotActionable) => Some(ResolutionCode::NotActionable),
+        Some(pb::ResolutionCode::Unspecified) | None => {
+            v.add("resolution.code", "required: one of the resolution codes");
+            None
+        }
+    };
+    check(v, "resolution.note", text::length(&r.note, 0, 5000));
+    let compensation = r.compensation.as_ref().map(|m| {
+        if m.amount_minor < 0 {
+            v.add(
+                "resolution.compensation.amount_minor",
+                "must not be negative",
+            );
+        }
+        if m.currency.len() != 3 || !m.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            v.add(
+                "resolution.compensation.currency",
+                "must be an ISO-4217 code such as CNY",
+            );
+        }
+        Money {
+            amount_minor: m.amount_minor,
+            currency: m.currency.clone(),
+        }
+    });
+    code.map(|code| Resolution {
+        code,
+        note: r.note.clone(),
+        compensation,
+    })
+}
+
+/// A required review subject under `field`.
+pub fn subject(v: &mut Violations, field: &str, s: Option<&pb::ReviewSubject>) -> Option<Subject> {
+    let Some(s) = s else {
+        v.add(field, "required");
+        return None;
+    };
+    let kind = match pb::ReviewSubjectKind::try_from(s.kind).ok() {
+        Some(pb::ReviewSubjectKind::Product) => Some(SubjectKind::Product),
+        Some(pb::ReviewSubjectKind::Service) => Some(SubjectKind::Service),
+        _ => {
+            v.add(format!("{field}.kind"), "required: PRODUCT or SERVICE");
+            None
+        }
+    };
+    if let Err(e) = text::printable_id(&s.subject_id) {
+        v.add(format!("{field}.subject_id"), e);
+    }
+    kind.map(|kind| Subject {
+        kind,
+        id: s.subject_id.clone(),
+    })
+}

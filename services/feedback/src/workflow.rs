@@ -1,0 +1,41 @@
+//! The use cases: each runs one transaction over `store`, applying `domain` rules, writing
+//! outbox events and idempotency keys with the change. Handlers in `api` parse a request,
+//! call one function here and convert the result.
+
+pub mod metrics;
+pub mod responses;
+pub mod reviews;
+pub mod surveys;
+pub mod tickets;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::clock::Clock;
+use crate::store::PgStore;
+
+/// What every use case needs: the store and the clock.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Storage.
+    pub store: PgStore,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Context {
+    /// Now, by the injected clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+/// Who acts: the calling service and, optionally, the agent it acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Calling service (from the token).
+    pub service: String,
+    /// Agent id, may be empty.
+    pub actor_id: String,
+}

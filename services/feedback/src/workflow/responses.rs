@@ -1,0 +1,184 @@
+//! Invitations and responses: invite (idempotent, one per survey/customer/touchpoint), and
+//! submit, which in one transaction validates the answers, stores the response, marks the
+//! invitation, opens the follow-up ticket of a detractor / low CSAT, queues the reward and
+//! writes ResponseSubmitted.
+
+use custops_common::outbox;
+use uuid::Uuid;
+
+use super::{Actor, Context, tickets};
+use crate::domain::Refusal;
+use crate::domain::response::{
+    self, Invitation, InvitationStatus, NewInvitation, RewardDelivery, RewardStatus, Submission,
+    SurveyResponse,
+};
+use crate::domain::survey::SurveyStatus;
+use crate::error::Error;
+use crate::store::{self, IdempotencyKey, responses as rows, surveys};
+
+/// Invites a customer to an ACTIVE survey.
+pub async fn invite(
+    ctx: &Context,
+    key: IdempotencyKey,
+    new: NewInvitation,
+) -> Result<Invitation, Error> {
+    let mut tx = ctx.store.pool.begin().await?;
+    if let Some(id) = store::claim_key(&mut tx, &key).await? {
+        return rows::get_invitation(&mut tx, id, false).await;
+    }
+    // Shared lock: the survey cannot close while the invitation is being created.
+    let survey = surveys::get(&mut tx, new.survey_id, true).await?;
+    if survey.status != SurveyStatus::Active {
+        return Err(Refusal::new(
+            "SURVEY_NOT_ACTIVE",
+            format!("the survey is {}, not active", survey.status.as_str()),
+        )
+        .into());
+    }
+    if new.touchpoint.kind != survey.content.target.touchpoint_kind {
+        return Err(Error::invalid(
+            "invitation.touchpoint.kind",
+            format!(
+                "the survey targets {} touchpoints",
+                survey.content.target.touchpoint_kind.as_str()
+            ),
+        ));
+    }
+    let now = ctx.now();
+    if new.expire_time.is_some_and(|t| t <= now) {
+        return Err(Error::invalid(
+            "invitation.expire_time",
+            "must be in the future",
+        ));
+    }
+    if let Some(existing) = rows::find_invitation(&mut tx, &new).await? {
+        return Err(Error::Exists {
+            reason: "INVITATION_EXISTS",
+            message: "the customer is already invited to this survey for this touchpoint"
+                .to_owned(),
+            metadata: vec![("invitation_id", existing.to_string())],
+        });
+    }
+    let invitation = Invitation {
+        id: Uuid::now_v7(),
+        new,
+        status: InvitationStatus::Pending,
+        response_id: None,
+        create_time: now,
+        respond_time: None,
+    };
+    rows::insert_invitation(&mut tx, &invitation).await?;
+    store::record_key(&mut tx, &key, invitation.id, now).await?;
+    tx.commit().await?;
+    Ok(invitation)
+}
+
+/// One invitation (EXPIRED once its expiry passed).
+pub async fn get_invitation(ctx: &Context, id: Uuid) -> Result<Invitation, Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    let mut invitation = rows::get_invitation(&mut conn, id, false).await?;
+    if invitation.status == InvitationStatus::Pending
+        && invitation.new.expire_time.is_some_and(|t| t <= ctx.now())
+    {
+        invitation.status = InvitationStatus::Expired;
+    }
+    Ok(invitation)
+}
+
+/// Submits the response to an invitation; see the module comment.
+pub async fn submit(
+    ctx: &Context,
+    key: IdempotencyKey,
+    actor: &Actor,
+    submission: Submission,
+) -> Result<SurveyResponse, Error> {
+    let mut tx = ctx.store.pool.begin().await?;
+    // The invitation's row lock serialises every submit to it: of concurrent submits exactly
+    // one finds it PENDING.
+    let invitation = rows::get_invitation(&mut tx, submission.invitation_id, true).await?;
+    if let Some(id) = store::claim_key(&mut tx, &key).await? {
+        return rows::get_response(&mut tx, id).await;
+    }
+    if let Some(existing) = invitation.response_id {
+        return Err(Error::Exists {
+            reason: "RESPONSE_ALREADY_SUBMITTED",
+            message: "this invitation has already been answered".to_owned(),
+            metadata: vec![("response_id", existing.to_string())],
+        });
+    }
+    let survey = surveys::get(&mut tx, invitation.new.survey_id, false).await?;
+    if survey.status == SurveyStatus::Closed {
+        return Err(Refusal::new("SURVEY_CLOSED", "the survey is closed").into());
+    }
+    let now = ctx.now();
+    if invitation.status == InvitationStatus::Expired
+        || invitation.new.expire_time.is_some_and(|t| t <= now)
+    {
+        return Err(Refusal::new("INVITATION_EXPIRED", "the invitation has expired").into());
+    }
+    let evaluated = response::evaluate(&survey, submission.answers)?;
+    let channel = if submission.channel.is_empty() {
+        invitation.new.channel.clone()
+    } else {
+        submission.channel
+    };
+    let mut r = SurveyResponse {
+        id: Uuid::now_v7(),
+        invitation_id: invitation.id,
+        survey_id: survey.id,
+        customer_id: invitation.new.customer_id.clone(),
+        touchpoint: invitation.new.touchpoint.clone(),
+        channel,
+        answers: evaluated.answers,
+        scores: evaluated.scores,
+        completed: evaluated.completed,
+        follow_up_ticket_id: None,
+        reward: survey
+            .content
+            .reward
+            .as_ref()
+            .filter(|_| evaluated.completed)
+            .map(|w| RewardDelivery {
+                status: RewardStatus::Pending,
+                points: w.points,
+                program_id: w.program_id.clone(),
+                attempt_count: 0,
+                last_attempt_time: None,
+                next_attempt_time: Some(now),
+                last_error_reason: String::new(),
+                ledger_entry_id: String::new(),
+                deliver_time: None,
+            }),
+        submit_time: now,
+    };
+    // The response row goes first: the follow-up ticket refers to it.
+    rows::insert_response(&mut tx, &r).await?;
+    let triggers = r.scores.follow_up_triggers();
+    if !triggers.is_empty() {
+        let ticket = tickets::open_follow_up(&mut tx, actor, &r, triggers).await?;
+        r.follow_up_ticket_id = Some(ticket);
+        rows::set_follow_up(&mut tx, r.id, ticket).await?;
+    }
+    rows::mark_responded(&mut tx, invitation.id, r.id, now).await?;
+    outbox::append(&mut tx, crate::events::response_submitted(&r)).await?;
+    store::record_key(&mut tx, &key, r.id, now).await?;
+    tx.commit().await?;
+    Ok(r)
+}
+
+/// One response.
+pub async fn get_response(ctx: &Context, id: Uuid) -> Result<SurveyResponse, Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    rows::get_response(&mut conn, id).await
+}
+
+/// A page of responses.
+pub async fn list_responses(
+    ctx: &Context,
+    filter: &rows::ResponseFilter,
+    after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Vec<SurveyResponse>, Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    rows::list_responses(&mut conn, filter, after, limit).await
+}

@@ -1,0 +1,505 @@
+//! Ticket use cases: open (complaints, and follow-ups inside a response's transaction),
+//! assign, the status transitions, notes, follow-up outcomes, the SLA policy and the
+//! closed-loop report.
+
+use chrono::{DateTime, Utc};
+use custops_common::outbox;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Actor, Context};
+use crate::domain::Refusal;
+use crate::domain::response::{FollowUpTrigger, SurveyResponse};
+use crate::domain::sla::SlaPolicy;
+use crate::domain::ticket::{
+    Action, FollowUp, FollowUpOutcome, HistoryDetail, HistoryEntry, Kind, NewTicket, Resolution,
+    Severity, SlaState, Status, Ticket, Transition,
+};
+use crate::error::Error;
+use crate::store::{self, IdempotencyKey, tickets as rows};
+
+fn new_ticket(
+    kind: Kind,
+    policy: &SlaPolicy,
+    severity: Severity,
+    now: DateTime<Utc>,
+    n: NewTicket,
+    follow_up: Option<FollowUp>,
+) -> Ticket {
+    let due = policy.due_times(severity, now);
+    Ticket {
+        id: Uuid::now_v7(),
+        kind,
+        status: Status::Open,
+        customer_id: n.customer_id,
+        category: n.category,
+        severity,
+        channel: n.channel,
+        subject: n.subject,
+        description: n.description,
+        touchpoint: n.touchpoint,
+        source_response_id: n.source_response_id,
+        assignee_id: n.assignee_id,
+        resolution: None,
+        sla: SlaState {
+            respond_due_time: due.respond,
+            resolve_due_time: due.resolve,
+            first_respond_time: None,
+            response_breached: false,
+            resolution_breached: false,
+        },
+        follow_up,
+        create_time: now,
+        update_time: now,
+        resolve_time: None,
+        close_time: None,
+        version: 1,
+    }
+}
+
+/// Opens a complaint ticket.
+pub async fn open(
+    ctx: &Context,
+    key: IdempotencyKey,
+    actor: &Actor,
+    n: NewTicket,
+) -> Result<Ticket, Error> {
+    let mut tx = ctx.store.pool.begin().await?;
+    if let Some(id) = store::claim_key(&mut tx, &key).await? {
+        return rows::get(&mut tx, id, false).await;
+    }
+    if let Some(source) = n.source_response_id {
+        store::responses::get_response(&mut tx, source).await?;
+    }
+    let policy = rows::policy(&mut tx).await?;
+    let now = ctx.now();
+    let severity = n.severity;
+    let t = new_ticket(Kind::Complaint, &policy, severity, now, n.clone(), None);
+    rows::insert(&mut tx, &t, &actor.service, &n.actor_id).await?;
+    store::record_key(&mut tx, &key, t.id, now).await?;
+    tx.commit().await?;
+    Ok(t)
+}
+
+/// Opens the follow-up ticket of a detractor / low-CSAT response, in the response's
+/// transaction `tx`. Returns its id.
+pub async fn open_follow_up(
+    tx: &mut PgConnection,
+    actor: &Actor,
+    r: &SurveyResponse,
+    triggers: Vec<FollowUpTrigger>,
+) -> Result<Uuid, Error> {
+    let policy = rows::policy(&mut *tx).await?;
+    let category = triggers
+        .first()
+        .map(|t| t.as_str())
+        .unwrap_or("nps_detractor")
+        .to_owned();
+    let subject = match (r.scores.nps.score, r.scores.csat.score) {
+        (Some(nps), Some(csat)) => format!("Follow up: NPS {nps}, CSAT {csat}"),
+        (Some(nps), None) => format!("Follow up: NPS {nps}"),
+        (None, Some(csat)) => format!("Follow up: CSAT {csat}"),
+        (None, None) => "Follow up".to_owned(),
+    };
+    let n = NewTicket {
+        customer_id: r.customer_id.clone(),
+        category,
+        severity: policy.follow_up_severity,
+        channel: r.channel.clone(),
+        subject,
+        description: String::new(),
+        touchpoint: Some(r.touchpoint.clone()),
+        source_response_id: Some(r.id),
+        assignee_id: String::new(),
+        actor_id: String::new(),
+    };
+    let follow_up = FollowUp {
+        triggers,
+        survey_id: r.survey_id,
+        scores: r.scores,
+        first_outcome_time: None,
+    };
+    let t = new_ticket(
+        Kind::FollowUp,
+        &policy,
+        policy.follow_up_severity,
+        r.submit_time,
+        n,
+        Some(follow_up),
+    );
+    rows::insert(&mut *tx, &t, &actor.service, "").await?;
+    Ok(t.id)
+}
+
+/// One ticket and its history.
+pub async fn get(ctx: &Context, id: Uuid) -> Result<(Ticket, Vec<HistoryEntry>), Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    let t = rows::get(&mut conn, id, false).await?;
+    let history = rows::history(&mut conn, id).await?;
+    Ok((t, history))
+}
+
+/// The common frame of a change to one ticket: optional idempotency, lock, etag.
+struct Change<'a> {
+    key: Option<IdempotencyKey>,
+    etag: &'a str,
+}
+
+async fn begin(
+    ctx: &Context,
+    id: Uuid,
+    change: &Change<'_>,
+) -> Result<
+    (
+        sqlx::Transaction<'static, sqlx::Postgres>,
+        Result<Ticket, Ticket>,
+    ),
+    Error,
+> {
+    let mut tx = ctx.store.pool.begin().await?;
+    let t = rows::get(&mut tx, id, true).await?;
+    if let Some(key) = &change.key
+        && store::claim_key(&mut tx, key).await?.is_some()
+    {
+        // A replay: the ticket as it is now (it cannot have gone back to before the change
+        // without another call).
+        return Ok((tx, Err(t)));
+    }
+    t.check_etag(change.etag).map_err(Error::aborted)?;
+    Ok((tx, Ok(t)))
+}
+
+async fn finish(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    change: &Change<'_>,
+    t: &Ticket,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    if let Some(key) = &change.key {
+        store::record_key(&mut tx, key, t.id, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn entry(t: &Ticket, action: Action, actor: &Actor, now: DateTime<Utc>) -> HistoryEntry {
+    HistoryEntry {
+        id: Uuid::now_v7(),
+        ticket_id: t.id,
+        action,
+        occur_time: now,
+        actor_service: actor.service.clone(),
+        actor_id: actor.actor_id.clone(),
+        from_status: None,
+        to_status: None,
+        note: String::new(),
+        detail: None,
+    }
+}
+
+/// Assigns (or unassigns with "") a ticket.
+pub async fn assign(
+    ctx: &Context,
+    id: Uuid,
+    key: Option<IdempotencyKey>,
+    actor: &Actor,
+    etag: &str,
+    assignee_id: String,
+    note: String,
+) -> Result<Ticket, Error> {
+    let change = Change { key, etag };
+    let (mut tx, t) = begin(ctx, id, &change).await?;
+    let mut t = match t {
+        Ok(t) => t,
+        Err(replayed) => return Ok(replayed),
+    };
+    if t.status == Status::Closed {
+        return Err(Refusal::new("TICKET_CLOSED", "the ticket is closed").into());
+    }
+    let now = ctx.now();
+    let previous = std::mem::replace(&mut t.assignee_id, assignee_id);
+    t.update_time = now;
+    rows::save(&mut tx, &mut t, None).await?;
+    let mut e = entry(&t, Action::Assigned, actor, now);
+    e.note = note;
+    e.detail = Some(HistoryDetail::Assignment {
+        assignee_id: t.assignee_id.clone(),
+        previous_assignee_id: previous.clone(),
+    });
+    rows::insert_history(&mut tx, &e).await?;
+    outbox::append(
+        &mut tx,
+        crate::events::ticket_assigned(&t, &previous, &actor.service, &actor.actor_id, now),
+    )
+    .await?;
+    finish(tx, &change, &t, now).await?;
+    Ok(t)
+}
+
+/// Applies a status transition (start, resolve, close, reopen).
+#[allow(clippy::too_many_arguments, reason = "one parameter per request field")]
+pub async fn transition(
+    ctx: &Context,
+    id: Uuid,
+    key: Option<IdempotencyKey>,
+    actor: &Actor,
+    etag: &str,
+    transition: Transition,
+    note: String,
+    resolution: Option<Resolution>,
+) -> Result<Ticket, Error> {
+    let change = Change { key, etag };
+    let (mut tx, t) = begin(ctx, id, &change).await?;
+    let mut t = match t {
+        Ok(t) => t,
+        Err(replayed) => return Ok(replayed),
+    };
+    let now = ctx.now();
+    let from = t.status;
+    let (to, mut e) = apply(&mut t, transition, now, actor, resolution)?;
+    let policy = rows::policy(&mut tx).await?;
+    let reopened_at = if transition == Transition::Reopen {
+        let due = policy.due_times(t.severity, now);
+        t.sla.resolve_due_time = due.resolve;
+        Some(now)
+    } else {
+        None
+    };
+    t.status = to;
+    t.update_time = now;
+    rows::save(&mut tx, &mut t, reopened_at).await?;
+    e.note = note;
+    e.from_status = Some(from);
+    e.to_status = Some(to);
+    rows::insert_history(&mut tx, &e).await?;
+    outbox::append(
+        &mut tx,
+        crate::events::ticket_status_changed(&t, from, &actor.service, &actor.actor_id, now),
+    )
+    .await?;
+    if to == Status::Resolved {
+        outbox::append(
+            &mut tx,
+            crate::events::ticket_resolved(&t, &actor.service, &actor.actor_id, now),
+        )
+        .await?;
+    }
+    finish(tx, &change, &t, now).await?;
+    Ok(t)
+}
+
+/// The domain effect of a transition on `t` (status excluded) and its history entry.
+fn apply(
+    t: &mut Ticket,
+    transition: Transition,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    resolution: Option<Resolution>,
+) -> Result<(Status, HistoryEntry), Error> {
+    let to = transition.apply(t.status)?;
+    let mut e = entry(t, Action::of(transition), actor, now);
+    match transition {
+        Transition::Start => meet_first_response(t, now),
+        Transition::Resolve => {
+            meet_first_response(t, now);
+            if now > t.sla.resolve_due_time {
+                t.sla.resolution_breached = true;
+            }
+            t.resolution = resolution.clone();
+            t.resolve_time = Some(now);
+            e.detail = resolution.map(HistoryDetail::Resolution);
+        }
+        Transition::Close => t.close_time = Some(now),
+        Transition::Reopen => {
+            t.resolution = None;
+            t.resolve_time = None;
+            t.close_time = None;
+        }
+    }
+    Ok((to, e))
+}
+
+fn meet_first_response(t: &mut Ticket, now: DateTime<Utc>) {
+    if t.sla.first_respond_time.is_none() {
+        t.sla.first_respond_time = Some(now);
+        if now > t.sla.respond_due_time {
+            t.sla.response_breached = true;
+        }
+    }
+}
+
+/// Records a follow-up outcome.
+pub async fn record_outcome(
+    ctx: &Context,
+    id: Uuid,
+    key: IdempotencyKey,
+    actor: &Actor,
+    etag: &str,
+    outcome: FollowUpOutcome,
+    note: String,
+) -> Result<Ticket, Error> {
+    let change = Change {
+        key: Some(key),
+        etag,
+    };
+    let (mut tx, t) = begin(ctx, id, &change).await?;
+    let mut t = match t {
+        Ok(t) => t,
+        Err(replayed) => return Ok(replayed),
+    };
+    if t.kind != Kind::FollowUp {
+        return Err(Refusal::new(
+            "NOT_A_FOLLOW_UP",
+            "the ticket is a complaint, not a follow-up",
+        )
+        .into());
+    }
+    let from = t.status;
+    let to = outcome.next_status(from)?;
+    let now = ctx.now();
+    let first = t
+        .follow_up
+        .as_ref()
+        .is_some_and(|f| f.first_outcome_time.is_none());
+    if let Some(f) = t.follow_up.as_mut() {
+        f.first_outcome_time.get_or_insert(now);
+    }
+    meet_first_response(&mut t, now);
+    if to == Status::Resolved {
+        if now > t.sla.resolve_due_time {
+            t.sla.resolution_breached = true;
+        }
+        t.resolution = Some(Resolution {
+            code: crate::domain::ticket::ResolutionCode::Fixed,
+            note: note.clone(),
+            compensation: None,
+        });
+        t.resolve_time = Some(now);
+    }
+    t.status = to;
+    t.update_time = now;
+    rows::save(&mut tx, &mut t, None).await?;
+    let mut e = entry(&t, Action::FollowUpOutcomeRecorded, actor, now);
+    e.note = note;
+    e.from_status = Some(from);
+    e.to_status = Some(to);
+    e.detail = Some(HistoryDetail::FollowUpOutcome(outcome));
+    rows::insert_history(&mut tx, &e).await?;
+    outbox::append(
+        &mut tx,
+        crate::events::follow_up_outcome_recorded(
+            &t,
+            outcome,
+            first,
+            &actor.service,
+            &actor.actor_id,
+            now,
+        ),
+    )
+    .await?;
+    if to != from {
+        outbox::append(
+            &mut tx,
+            crate::events::ticket_status_changed(&t, from, &actor.service, &actor.actor_id, now),
+        )
+        .await?;
+    }
+    if to == Status::Resolved {
+        outbox::append(
+            &mut tx,
+            crate::events::ticket_resolved(&t, &actor.service, &actor.actor_id, now),
+        )
+        .await?;
+    }
+    finish(tx, &change, &t, now).await?;
+    Ok(t)
+}
+
+/// Adds a note.
+pub async fn add_note(
+    ctx: &Context,
+    id: Uuid,
+    key: IdempotencyKey,
+    actor: &Actor,
+    note: String,
+) -> Result<(Ticket, HistoryEntry), Error> {
+    let change = Change {
+        key: Some(key),
+        etag: "",
+    };
+    let (mut tx, t) = begin(ctx, id, &change).await?;
+    let mut t = match t {
+        Ok(t) => t,
+        Err(replayed) => {
+            let history = rows::history(&mut tx, id).await?;
+            let last = history
+                .into_iter()
+                .rev()
+                .find(|e| e.action == Action::NoteAdded)
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("replayed note not found")))?;
+            return Ok((replayed, last));
+        }
+    };
+    let now = ctx.now();
+    t.update_time = now;
+    rows::save(&mut tx, &mut t, None).await?;
+    let mut e = entry(&t, Action::NoteAdded, actor, now);
+    e.note = note;
+    rows::insert_history(&mut tx, &e).await?;
+    finish(tx, &change, &t, now).await?;
+    Ok((t, e))
+}
+
+/// A page of tickets, with breach evaluated now.
+pub async fn list(
+    ctx: &Context,
+    filter: &rows::TicketFilter,
+    after: Option<rows::TicketCursor>,
+    limit: usize,
+) -> Result<(Vec<(Ticket, rows::TicketCursor)>, DateTime<Utc>), Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    let now = ctx.now();
+    Ok((rows::list(&mut conn, filter, now, after, limit).await?, now))
+}
+
+/// The policy in force.
+pub async fn policy(ctx: &Context) -> Result<SlaPolicy, Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    rows::policy(&mut conn).await
+}
+
+/// Replaces the masked parts of the policy.
+pub async fn update_policy(
+    ctx: &Context,
+    etag: &str,
+    targets: Option<Vec<crate::domain::sla::SeverityTarget>>,
+    follow_up_severity: Option<Severity>,
+) -> Result<SlaPolicy, Error> {
+    let mut tx = ctx.store.pool.begin().await?;
+    rows::lock_policy(&mut tx).await?;
+    let mut policy = rows::policy(&mut tx).await?;
+    if !etag.is_empty() && etag != policy.etag() {
+        return Err(Error::aborted(
+            "the SLA policy changed since it was read (stale etag)",
+        ));
+    }
+    let mut next = policy.clone();
+    if let Some(targets) = targets {
+        next.targets = targets;
+    }
+    if let Some(severity) = follow_up_severity {
+        next.follow_up_severity = severity;
+    }
+    if next.targets == policy.targets
+        && next.follow_up_severity == policy.follow_up_severity
+        && policy.version > 0
+    {
+        return Ok(policy);
+    }
+    next.version = policy.version + 1;
+    next.update_time = Some(ctx.now());
+    rows::save_policy(&mut tx, &next).await?;
+    tx.commit().await?;
+    policy = next;
+    Ok(policy)
+}

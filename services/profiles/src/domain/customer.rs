@@ -65,6 +65,7 @@ impl AttributeValue {
 
 /// How the customer prefers to be contacted.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ChannelPreferences {
     /// Channel numbers, most preferred first.
     pub preferred_channels: Vec<i16>,

@@ -1,0 +1,9 @@
+//! The profiles service through its gRPC API, against a real Postgres (one database per test).
+
+mod activities;
+mod consents;
+mod customers;
+mod identities;
+mod merge_erase;
+mod pii_logs;
+mod support;

@@ -1,21 +1,623 @@
-//! The `custops.loyalty.v1.LoyaltyService` API. RPCs not implemented yet answer UNIMPLEMENTED
-//! through the generated default stubs; the loyalty issue replaces every one of them.
+//! The `custops.loyalty.v1.LoyaltyService` API: transport only. Each handler converts the
+//! request (`convert`), runs the store operation, and converts the result back. Mutations
+//! run through [`PgStore::idempotent`], which stores the encoded response for replays.
+//! RPCs not implemented yet answer UNIMPLEMENTED through the generated default stubs.
 
+pub mod convert;
+pub mod error;
+pub mod events;
+
+use custops_common::auth::Caller;
+use custops_common::error::ServiceError;
+use custops_common::paging::{PageTokens, page_size};
 use custops_common::server::MAX_MESSAGE_BYTES;
+use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::loyalty::v1::loyalty_service_server::{
     LoyaltyService, LoyaltyServiceServer,
 };
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use self::convert::{Keyed, parse_uuid};
+use crate::domain::ledger::RequestKey;
+use crate::domain::member::MemberRef;
+use crate::store::ledger::{Origin, StatementFilter};
+use crate::store::{PgStore, ledger, members, programs, rewards};
 
 /// The gRPC handlers of the loyalty service.
-#[derive(Debug, Clone, Default)]
-pub struct LoyaltyApi;
-
-#[tonic::async_trait]
-impl LoyaltyService for LoyaltyApi {}
+#[derive(Debug, Clone)]
+pub struct LoyaltyApi {
+    store: PgStore,
+    page_tokens: PageTokens,
+}
 
 /// The API wrapped for serving, with explicit message size limits.
-pub fn server() -> LoyaltyServiceServer<LoyaltyApi> {
-    LoyaltyServiceServer::new(LoyaltyApi)
+pub fn server(store: PgStore, page_tokens: PageTokens) -> LoyaltyServiceServer<LoyaltyApi> {
+    LoyaltyServiceServer::new(LoyaltyApi { store, page_tokens })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The calling service, as the auth layer established it.
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.service.clone())
+        .unwrap_or_else(|| Caller::anonymous().service)
+}
+
+/// The idempotency key of a mutation: caller, request id, method and the request as sent.
+fn request_key<T: Message>(
+    request: &Request<T>,
+    method: &'static str,
+    request_id: &str,
+) -> RequestKey {
+    RequestKey {
+        caller: caller(request),
+        request_id: request_id.to_owned(),
+        method,
+        fingerprint: request.get_ref().encode_to_vec(),
+    }
+}
+
+fn decode<T: Message + Default>(bytes: &[u8]) -> Result<Response<T>, Status> {
+    T::decode(bytes)
+        .map(Response::new)
+        .map_err(|e| ServiceError::internal(e).into())
+}
+
+fn member_ref(field: &str, member: Option<pb::MemberRef>) -> Result<MemberRef, ServiceError> {
+    use pb::member_ref::Key;
+    match member.and_then(|m| m.key) {
+        Some(Key::MemberId(id)) => parse_uuid(&id)
+            .map(MemberRef::Id)
+            .map_err(|d| ServiceError::invalid_argument(format!("{field}.member_id"), d)),
+        Some(Key::ProgramCustomer(pc)) => Ok(MemberRef::Customer {
+            program_id: parse_uuid(&pc.program_id).map_err(|d| {
+                ServiceError::invalid_argument(format!("{field}.program_customer.program_id"), d)
+            })?,
+            customer_id: parse_uuid(&pc.customer_id).map_err(|d| {
+                ServiceError::invalid_argument(format!("{field}.program_customer.customer_id"), d)
+            })?,
+        }),
+        None => Err(ServiceError::invalid_argument(field, "required")),
+    }
+}
+
+/// Keyset position of list pages: the last id returned.
+#[derive(Debug, Serialize, Deserialize)]
+struct AfterId {
+    after: String,
+}
+
+impl LoyaltyApi {
+    fn next_token(
+        &self,
+        fingerprint: &str,
+        last: Option<Uuid>,
+        full: bool,
+    ) -> Result<String, Status> {
+        match (last, full) {
+            (Some(after), true) => self
+                .page_tokens
+                .encode(
+                    fingerprint,
+                    &AfterId {
+                        after: after.to_string(),
+                    },
+                )
+                .map_err(|e| ServiceError::internal(e).into()),
+            _ => Ok(String::new()),
+        }
+    }
+
+    fn after(&self, fingerprint: &str, token: &str) -> Result<Option<Uuid>, Status> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let cursor: AfterId = self.page_tokens.decode(fingerprint, token)?;
+        let after = Uuid::parse_str(&cursor.after)
+            .map_err(|_| ServiceError::invalid_argument("page_token", "not a valid page token"))?;
+        Ok(Some(after))
+    }
+
+    async fn member_view(&self, member: MemberRef, full: bool) -> Result<pb::Member, Status> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let locked = members::load(&mut conn, &member, false).await?;
+        let member = if full {
+            members::with_expiring(&mut conn, locked.member, self.store.clock().now()).await?
+        } else {
+            locked.member
+        };
+        Ok(member.into())
+    }
+}
+
+#[tonic::async_trait]
+impl LoyaltyService for LoyaltyApi {
+    #[tracing::instrument(skip_all)]
+    async fn create_program(
+        &self,
+        request: Request<pb::CreateProgramRequest>,
+    ) -> Result<Response<pb::CreateProgramResponse>, Status> {
+        let key = request_key(&request, "CreateProgram", &request.get_ref().request_id);
+        let cmd = convert::CreateProgram::try_from(request.into_inner())?;
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let program = programs::create(conn, cmd.program, now).await?;
+                    let response = pb::CreateProgramResponse {
+                        program: Some(program.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_program(
+        &self,
+        request: Request<pb::GetProgramRequest>,
+    ) -> Result<Response<pb::GetProgramResponse>, Status> {
+        let id = parse_uuid(&request.get_ref().program_id)
+            .map_err(|d| ServiceError::invalid_argument("program_id", d))?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let program = programs::get(&mut conn, id).await?;
+        Ok(Response::new(pb::GetProgramResponse {
+            program: Some(program.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_programs(
+        &self,
+        request: Request<pb::ListProgramsRequest>,
+    ) -> Result<Response<pb::ListProgramsResponse>, Status> {
+        let req = request.into_inner();
+        let size = page_size(req.page_size)?;
+        let states = convert::program_states(&req.states)?;
+        let fingerprint = format!("ListPrograms:{:?}", req.states);
+        let after = self.after(&fingerprint, &req.page_token)?;
+        let mut page = programs::list(self.store.pool(), &states, after, size + 1).await?;
+        let full = page.len() > size;
+        page.truncate(size);
+        let last = page.last().map(|p| p.program_id);
+        Ok(Response::new(pb::ListProgramsResponse {
+            programs: page.into_iter().map(Into::into).collect(),
+            next_page_token: self.next_token(&fingerprint, last, full)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_program(
+        &self,
+        request: Request<pb::UpdateProgramRequest>,
+    ) -> Result<Response<pb::UpdateProgramResponse>, Status> {
+        let cmd = convert::UpdateProgram::try_from(request.into_inner())?;
+        let now = self.store.clock().now();
+        let program = programs::update(self.store.pool(), cmd.program_id, cmd.patch, now).await?;
+        Ok(Response::new(pb::UpdateProgramResponse {
+            program: Some(program.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn enrol_member(
+        &self,
+        request: Request<pb::EnrolMemberRequest>,
+    ) -> Result<Response<pb::EnrolMemberResponse>, Status> {
+        let key = request_key(&request, "EnrolMember", &request.get_ref().request_id);
+        let cmd = convert::Enrol::try_from(request.into_inner())?;
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let member = members::enrol(conn, &cmd.command, now).await?;
+                    let event = crate::domain::event::Event::MemberEnrolled(member.clone());
+                    events::append(conn, &[event]).await?;
+                    let response = pb::EnrolMemberResponse {
+                        member: Some(member.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_member(
+        &self,
+        request: Request<pb::GetMemberRequest>,
+    ) -> Result<Response<pb::GetMemberResponse>, Status> {
+        let req = request.into_inner();
+        let id = parse_uuid(&req.member_id)
+            .map_err(|d| ServiceError::invalid_argument("member_id", d))?;
+        let full = convert::full_view(req.view, true)?;
+        let member = self.member_view(MemberRef::Id(id), full).await?;
+        Ok(Response::new(pb::GetMemberResponse {
+            member: Some(member),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_member_by_customer(
+        &self,
+        request: Request<pb::GetMemberByCustomerRequest>,
+    ) -> Result<Response<pb::GetMemberByCustomerResponse>, Status> {
+        let req = request.into_inner();
+        let member = member_ref(
+            "member",
+            Some(pb::MemberRef {
+                key: Some(pb::member_ref::Key::ProgramCustomer(pb::ProgramCustomer {
+                    program_id: req.program_id,
+                    customer_id: req.customer_id,
+                })),
+            }),
+        )
+        .map_err(|e| match e {
+            ServiceError::InvalidArgument(mut v) => {
+                for violation in &mut v {
+                    violation.field = violation.field.replace("member.program_customer.", "");
+                }
+                ServiceError::InvalidArgument(v)
+            }
+            other => other,
+        })?;
+        let full = convert::full_view(req.view, true)?;
+        let member = self.member_view(member, full).await?;
+        Ok(Response::new(pb::GetMemberByCustomerResponse {
+            member: Some(member),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn earn_points(
+        &self,
+        request: Request<pb::EarnPointsRequest>,
+    ) -> Result<Response<pb::EarnPointsResponse>, Status> {
+        let key = request_key(&request, "EarnPoints", &request.get_ref().request_id);
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let origin = Origin {
+            caller: key.caller.clone(),
+            request_id: cmd.request_id,
+        };
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let out = ledger::earn(conn, origin, cmd.command, now).await?;
+                    events::append(conn, &out.events).await?;
+                    let currency = out.member.currency.clone();
+                    let response = pb::EarnPointsResponse {
+                        tier_change: out
+                            .tier_change
+                            .map(|c| convert::tier_change_pb(&out.member, c, &currency)),
+                        ledger_entry: Some(out.entry.into()),
+                        member: Some(out.member.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn redeem_points(
+        &self,
+        request: Request<pb::RedeemPointsRequest>,
+    ) -> Result<Response<pb::RedeemPointsResponse>, Status> {
+        let key = request_key(&request, "RedeemPoints", &request.get_ref().request_id);
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let origin = Origin {
+            caller: key.caller.clone(),
+            request_id: cmd.request_id,
+        };
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let out = ledger::redeem(conn, origin, cmd.command, now).await?;
+                    events::append(conn, &out.events).await?;
+                    let response = pb::RedeemPointsResponse {
+                        ledger_entry: Some(out.entry.into()),
+                        member: Some(out.member.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn adjust_points(
+        &self,
+        request: Request<pb::AdjustPointsRequest>,
+    ) -> Result<Response<pb::AdjustPointsResponse>, Status> {
+        let key = request_key(&request, "AdjustPoints", &request.get_ref().request_id);
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let origin = Origin {
+            caller: key.caller.clone(),
+            request_id: cmd.request_id,
+        };
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let out = ledger::adjust(conn, origin, cmd.command, now).await?;
+                    events::append(conn, &out.events).await?;
+                    let currency = out.member.currency.clone();
+                    let response = pb::AdjustPointsResponse {
+                        tier_change: out
+                            .tier_change
+                            .map(|c| convert::tier_change_pb(&out.member, c, &currency)),
+                        ledger_entry: Some(out.entry.into()),
+                        member: Some(out.member.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reverse_points(
+        &self,
+        request: Request<pb::ReversePointsRequest>,
+    ) -> Result<Response<pb::ReversePointsResponse>, Status> {
+        let key = request_key(&request, "ReversePoints", &request.get_ref().request_id);
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let origin = Origin {
+            caller: key.caller.clone(),
+            request_id: cmd.request_id,
+        };
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let out = ledger::reverse(conn, origin, cmd.command, now).await?;
+                    events::append(conn, &out.events).await?;
+                    let response = pb::ReversePointsResponse {
+                        ledger_entry: Some(out.entry.into()),
+                        member: Some(out.member.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_ledger_entry(
+        &self,
+        request: Request<pb::GetLedgerEntryRequest>,
+    ) -> Result<Response<pb::GetLedgerEntryResponse>, Status> {
+        let id = parse_uuid(&request.get_ref().ledger_entry_id)
+            .map_err(|d| ServiceError::invalid_argument("ledger_entry_id", d))?;
+        let entry = ledger::get(self.store.pool(), id).await?;
+        Ok(Response::new(pb::GetLedgerEntryResponse {
+            ledger_entry: Some(entry.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_ledger_entries(
+        &self,
+        request: Request<pb::ListLedgerEntriesRequest>,
+    ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
+        let req = request.into_inner();
+        let member = member_ref("member", req.member.clone())?;
+        let size = page_size(req.page_size)?;
+        let filter = req.filter.clone().unwrap_or_default();
+        let range = filter.create_time_range.unwrap_or_default();
+        let time = |field: &str, t: Option<&prost_types::Timestamp>| {
+            t.map(|t| {
+                convert::from_timestamp(t).map_err(|d| ServiceError::invalid_argument(field, d))
+            })
+            .transpose()
+        };
+        let statement = StatementFilter {
+            kinds: convert::entry_kinds(&filter.kinds)?,
+            from: time(
+                "filter.create_time_range.start_time",
+                range.start_time.as_ref(),
+            )?,
+            until: time("filter.create_time_range.end_time", range.end_time.as_ref())?,
+            order_id: (!filter.order_id.is_empty()).then_some(filter.order_id),
+            oldest_first: req.oldest_first,
+        };
+        let fingerprint = format!(
+            "ListLedgerEntries:{}",
+            hex(&pb::ListLedgerEntriesRequest {
+                page_size: 0,
+                page_token: String::new(),
+                ..req.clone()
+            }
+            .encode_to_vec())
+        );
+        let after = self.after(&fingerprint, &req.page_token)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let member_id = members::load(&mut conn, &member, false)
+            .await?
+            .member
+            .member_id;
+        drop(conn);
+        let mut page =
+            ledger::statement(self.store.pool(), member_id, &statement, after, size + 1).await?;
+        let full = page.len() > size;
+        page.truncate(size);
+        let last = page.last().map(|e| e.ledger_entry_id);
+        Ok(Response::new(pb::ListLedgerEntriesResponse {
+            ledger_entries: page.into_iter().map(Into::into).collect(),
+            next_page_token: self.next_token(&fingerprint, last, full)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn calculate_purchase_points(
+        &self,
+        request: Request<pb::CalculatePurchasePointsRequest>,
+    ) -> Result<Response<pb::CalculatePurchasePointsResponse>, Status> {
+        let req = request.into_inner();
+        let program_id = parse_uuid(&req.program_id)
+            .map_err(|d| ServiceError::invalid_argument("program_id", d))?;
+        let earn = Keyed::<crate::domain::ledger::EarnCommand>::try_from(pb::EarnPointsRequest {
+            request_id: "calculate".to_owned(),
+            member: Some(pb::MemberRef {
+                key: Some(pb::member_ref::Key::MemberId(Uuid::nil().to_string())),
+            }),
+            source: req.purchase.clone().map(|mut p| {
+                if p.order_id.is_empty() {
+                    p.order_id = "calculation".to_owned();
+                }
+                pb::earn_points_request::Source::Purchase(p)
+            }),
+            ..Default::default()
+        })?;
+        let crate::domain::ledger::EarnSource::Purchase(purchase) = earn.command.source else {
+            return Err(ServiceError::invalid_argument("purchase", "required").into());
+        };
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let program = programs::get(&mut conn, program_id).await?;
+        if purchase.currency != program.currency {
+            return Err(ServiceError::invalid_argument(
+                "purchase.amount.currency",
+                format!("the program earns in {}", program.currency),
+            )
+            .into());
+        }
+        let mut tier = program.rules.base_tier_code().to_owned();
+        if let Ok(customer_id) = parse_uuid(&req.customer_id) {
+            let member = MemberRef::Customer {
+                program_id,
+                customer_id,
+            };
+            if let Ok(locked) = members::load(&mut conn, &member, false).await {
+                tier = locked.member.tier.code;
+            }
+        }
+        let calculation = crate::domain::earning::calculate(
+            &program.rules.earning,
+            &purchase,
+            &tier,
+            self.store.clock().now(),
+        );
+        Ok(Response::new(pb::CalculatePurchasePointsResponse {
+            calculation: Some(convert::calculation_pb(calculation, &program.currency)),
+            pending: false,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_reward(
+        &self,
+        request: Request<pb::CreateRewardRequest>,
+    ) -> Result<Response<pb::CreateRewardResponse>, Status> {
+        let key = request_key(&request, "CreateReward", &request.get_ref().request_id);
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let reward = rewards::create(conn, cmd.command, now).await?;
+                    let response = pb::CreateRewardResponse {
+                        reward: Some(reward.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_reward(
+        &self,
+        request: Request<pb::GetRewardRequest>,
+    ) -> Result<Response<pb::GetRewardResponse>, Status> {
+        let id = parse_uuid(&request.get_ref().reward_id)
+            .map_err(|d| ServiceError::invalid_argument("reward_id", d))?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let reward = rewards::get(&mut conn, id).await?;
+        Ok(Response::new(pb::GetRewardResponse {
+            reward: Some(reward.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn redeem_reward(
+        &self,
+        request: Request<pb::RedeemRewardRequest>,
+    ) -> Result<Response<pb::RedeemRewardResponse>, Status> {
+        let key = request_key(&request, "RedeemReward", &request.get_ref().request_id);
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let origin = Origin {
+            caller: key.caller.clone(),
+            request_id: cmd.request_id,
+        };
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let out = rewards::redeem(conn, origin, cmd.command, now).await?;
+                    events::append(conn, &out.applied.events).await?;
+                    let response = pb::RedeemRewardResponse {
+                        reward_redemption: Some(out.redemption.into()),
+                        ledger_entry: Some(out.applied.entry.into()),
+                        member: Some(out.applied.member.into()),
+                        reward: Some(out.reward.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,89 @@
+//! Domain events → `custops.loyalty.v1` event messages in the outbox, appended in the
+//! transaction that made the change (the store hands the events back from inside it).
+
+use custops_common::outbox::{self, OutboxEvent};
+use custops_contracts::custops::loyalty::v1 as pb;
+use sqlx::PgConnection;
+
+use super::convert::tier_change_pb;
+use crate::domain::event::Event;
+
+/// Appends `events` to the outbox, in order.
+pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+    for event in events {
+        let outbox_event = match event.clone() {
+            Event::MemberEnrolled(m) => {
+                let id = m.member_id;
+                OutboxEvent::new(
+                    "member",
+                    id,
+                    &pb::MemberEnrolled {
+                        member: Some(m.into()),
+                    },
+                )
+            }
+            Event::PointsEarned(m, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::PointsEarned {
+                    member: Some(m.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
+            Event::PointsRedeemed(m, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::PointsRedeemed {
+                    member: Some(m.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
+            Event::PointsAdjusted(m, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::PointsAdjusted {
+                    member: Some(m.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
+            Event::PointsReversed(m, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::PointsReversed {
+                    member: Some(m.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
+            Event::PointsExpired(m, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::PointsExpired {
+                    member: Some(m.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
+            Event::TierChanged(m, change) => {
+                let change = tier_change_pb(&m, change, &m.currency);
+                OutboxEvent::new(
+                    "member",
+                    m.member_id,
+                    &pb::TierChanged {
+                        member: Some(m.into()),
+                        tier_change: Some(change),
+                    },
+                )
+            }
+            Event::RewardRedeemed(m, r, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::RewardRedeemed {
+                    member: Some(m.into()),
+                    reward_redemption: Some(r.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
+        };
+        outbox::append(conn, outbox_event).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The loyalty domain: plain Rust types and rules, with no transport or storage in them.
+//!
+//! **Invariant:** nothing here imports tonic, prost or sqlx. `api` converts wire types into
+//! these and back; `store` persists them and runs the rules inside its transactions.
+
+pub mod clock;
+pub mod earning;
+pub mod event;
+pub mod ledger;
+pub mod member;
+pub mod money;
+pub mod program;
+pub mod rejection;
+pub mod reward;
+
+pub use clock::{Clock, SystemClock};
+pub use rejection::Rejection;

@@ -1,0 +1,28 @@
+//! Domain events a mutation produces. The store returns them from the transaction that made
+//! the change; the API turns them into `events.proto` messages and appends them to the
+//! outbox in that same transaction.
+
+use super::ledger::LedgerEntry;
+use super::member::{Member, TierChange};
+use super::reward::RewardRedemption;
+
+/// Something that happened to a member, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A customer enrolled.
+    MemberEnrolled(Member),
+    /// Points earned.
+    PointsEarned(Member, LedgerEntry),
+    /// Points spent.
+    PointsRedeemed(Member, LedgerEntry),
+    /// Points corrected.
+    PointsAdjusted(Member, LedgerEntry),
+    /// An earn or redeem reversed.
+    PointsReversed(Member, LedgerEntry),
+    /// Lots expired.
+    PointsExpired(Member, LedgerEntry),
+    /// The tier changed.
+    TierChanged(Member, TierChange),
+    /// A reward redeemed.
+    RewardRedeemed(Member, RewardRedemption, LedgerEntry),
+}

@@ -1,0 +1,172 @@
+//! Members: a customer's enrolment in a program, its status, balances and tier.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::program::Threshold;
+use super::rejection::Rejection;
+
+/// Status of a membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberStatus {
+    /// Normal.
+    Active,
+    /// On hold: earns apply, redemptions do not.
+    Suspended,
+    /// Left the program.
+    Closed,
+    /// Merged into another member.
+    Merged,
+}
+
+impl MemberStatus {
+    /// The contract's name of the status (ErrorInfo metadata).
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberStatus::Active => "ACTIVE",
+            MemberStatus::Suspended => "SUSPENDED",
+            MemberStatus::Closed => "CLOSED",
+            MemberStatus::Merged => "MERGED",
+        }
+    }
+
+    /// Whether points may be earned, adjusted or reversed.
+    pub fn check_can_earn(self) -> Result<(), Rejection> {
+        match self {
+            MemberStatus::Active | MemberStatus::Suspended => Ok(()),
+            MemberStatus::Closed | MemberStatus::Merged => Err(Rejection::MemberNotActive {
+                status: self.name(),
+            }),
+        }
+    }
+
+    /// Whether points may be spent.
+    pub fn check_can_spend(self) -> Result<(), Rejection> {
+        match self {
+            MemberStatus::Active => Ok(()),
+            MemberStatus::Suspended | MemberStatus::Closed | MemberStatus::Merged => {
+                Err(Rejection::MemberNotActive {
+                    status: self.name(),
+                })
+            }
+        }
+    }
+}
+
+/// How a call names a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberRef {
+    /// By id.
+    Id(Uuid),
+    /// By program and customer.
+    Customer {
+        /// Program.
+        program_id: Uuid,
+        /// Profiles customer id.
+        customer_id: Uuid,
+    },
+}
+
+/// A member's balances: the projection of its ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Balances {
+    /// Spendable points.
+    pub available: i64,
+    /// Points in the return window.
+    pub pending: i64,
+    /// Qualifying points.
+    pub qualifying: i64,
+    /// Qualifying spend, minor units.
+    pub spend_minor: i64,
+    /// Points ever earned, net of reversed earns.
+    pub lifetime_earned: i64,
+    /// Points ever redeemed, net of reversed redemptions.
+    pub lifetime_redeemed: i64,
+    /// Points ever expired.
+    pub lifetime_expired: i64,
+}
+
+/// Points expiring soon (FULL view).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expiring {
+    /// Within 30 days.
+    pub within_30: i64,
+    /// Within 60 days.
+    pub within_60: i64,
+    /// Within 90 days.
+    pub within_90: i64,
+    /// Earliest expiry and the points then.
+    pub next: Option<(DateTime<Utc>, i64)>,
+}
+
+/// A member's place on the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberTier {
+    /// Tier code.
+    pub code: String,
+    /// Display name.
+    pub display_name: String,
+    /// Rank.
+    pub rank: i32,
+    /// When reached.
+    pub achieve_time: DateTime<Utc>,
+}
+
+/// A member as read, with balances and tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Id.
+    pub member_id: Uuid,
+    /// Program.
+    pub program_id: Uuid,
+    /// Customer.
+    pub customer_id: Uuid,
+    /// Status.
+    pub status: MemberStatus,
+    /// Reason for the status.
+    pub status_reason: String,
+    /// Enrolment channel.
+    pub enrol_channel: String,
+    /// Enrolment time.
+    pub enrol_time: DateTime<Utc>,
+    /// Last change.
+    pub update_time: DateTime<Utc>,
+    /// Balances.
+    pub balances: Balances,
+    /// Program currency (for money balances).
+    pub currency: String,
+    /// Tier.
+    pub tier: MemberTier,
+    /// FULL view only.
+    pub expiring: Option<Expiring>,
+}
+
+/// A validated enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolCommand {
+    /// Program.
+    pub program_id: Uuid,
+    /// Customer.
+    pub customer_id: Uuid,
+    /// Channel slug.
+    pub enrol_channel: String,
+}
+
+/// A member's move on the tier ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierChange {
+    /// Id.
+    pub tier_change_id: Uuid,
+    /// From.
+    pub from_code: String,
+    /// From rank.
+    pub from_rank: i32,
+    /// To.
+    pub to_code: String,
+    /// To rank.
+    pub to_rank: i32,
+    /// Qualifying amount that caused it.
+    pub qualifying: Threshold,
+    /// When.
+    pub change_time: DateTime<Utc>,
+}

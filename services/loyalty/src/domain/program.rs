@@ -1,0 +1,337 @@
+//! A loyalty program: its currency and the rules points and tiers follow.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::money::Currency;
+
+/// Lifecycle state of a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramState {
+    /// Open for everything.
+    Active,
+    /// Closed to new activity; reversals, adjustments, reads and jobs still work.
+    Archived,
+}
+
+/// How a fractional point count becomes whole points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rounding {
+    /// Towards zero.
+    Down,
+    /// Nearest, halves away from zero.
+    HalfUp,
+    /// Nearest, halves to even.
+    HalfEven,
+    /// Away from zero.
+    Up,
+}
+
+/// How bonus multipliers combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stacking {
+    /// Multiply them.
+    Multiply,
+    /// Add their bonus parts.
+    Add,
+    /// Only the largest applies.
+    Highest,
+}
+
+/// What a refund may take back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClawbackPolicy {
+    /// Only pending points of the earn.
+    PendingOnly,
+    /// From the earn's lot, then other available points, never below zero.
+    WithinBalance,
+    /// Everything, even into a negative balance.
+    AllowNegativeBalance,
+}
+
+/// A bonus campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Campaign {
+    /// Slug identity.
+    pub code: String,
+    /// Member-readable name.
+    pub display_name: String,
+    /// Multiplier in percent.
+    pub multiplier_percent: u32,
+    /// Start of the active period (inclusive).
+    pub start: DateTime<Utc>,
+    /// End of the active period (exclusive).
+    pub end: DateTime<Utc>,
+    /// Only lines in these categories; empty = all.
+    pub categories: Vec<String>,
+    /// Only purchases through these channels; empty = all.
+    pub channels: Vec<String>,
+    /// Only members in these tiers; empty = all.
+    pub tier_codes: Vec<String>,
+}
+
+/// How purchases earn points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarningRules {
+    /// Points per `rate_per_amount_minor`.
+    pub rate_points: i64,
+    /// Minor units that earn `rate_points`.
+    pub rate_per_amount_minor: i64,
+    /// Final rounding.
+    pub rounding: Rounding,
+    /// Category → multiplier percent.
+    pub category_multipliers: Vec<(String, u32)>,
+    /// Tier code → multiplier percent.
+    pub tier_multipliers: Vec<(String, u32)>,
+    /// Campaigns.
+    pub campaigns: Vec<Campaign>,
+    /// Birthday-month multiplier percent; 0 = none.
+    pub birthday_multiplier_percent: u32,
+    /// How bonuses combine.
+    pub stacking: Stacking,
+    /// Whether bonus points qualify for tiers.
+    pub bonus_points_qualify: bool,
+}
+
+/// A tier threshold: the program's qualifying metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Threshold {
+    /// Qualifying points.
+    Points(i64),
+    /// Qualifying spend in minor units.
+    SpendMinor(i64),
+}
+
+/// Kind of benefit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BenefitKind {
+    /// Free shipping.
+    FreeShipping,
+    /// Priority service.
+    PriorityService,
+    /// Birthday gift.
+    BirthdayGift,
+    /// Discount.
+    Discount,
+    /// Anything else.
+    Custom,
+}
+
+/// A tier benefit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Benefit {
+    /// Stable code, e.g. `free_shipping`.
+    pub code: String,
+    /// Kind.
+    pub kind: BenefitKind,
+    /// Member-readable name.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// Free-form parameters.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tier {
+    /// Slug identity.
+    pub code: String,
+    /// Member-readable name.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// None for the base tier.
+    pub threshold: Option<Threshold>,
+    /// Benefits.
+    pub benefits: Vec<Benefit>,
+}
+
+/// Review schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReviewSchedule {
+    /// Calendar periods.
+    Calendar,
+    /// From each member's tier achievement.
+    Anniversary,
+}
+
+/// How far a downgrade goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DowngradeMode {
+    /// To the tier the member qualifies for.
+    ToQualifiedTier,
+    /// One tier down.
+    OneTier,
+}
+
+/// How tiers are qualified for and reviewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierPolicy {
+    /// Rolling window in days (0 = 365).
+    pub qualifying_window_days: u32,
+    /// Review schedule, when there is more than one tier.
+    pub review_schedule: Option<ReviewSchedule>,
+    /// Months between reviews.
+    pub review_period_months: u32,
+    /// Grace before a downgrade.
+    pub grace_period_days: u32,
+    /// Downgrade mode.
+    pub downgrade_mode: DowngradeMode,
+}
+
+/// Everything configurable about a program except its identity, stored as one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramRules {
+    /// Earning rules.
+    pub earning: EarningRules,
+    /// Days until a lot expires; 0 = never.
+    pub expire_after_days: u32,
+    /// Return window in days.
+    pub return_window_days: u32,
+    /// Clawback policy.
+    pub clawback: ClawbackPolicy,
+    /// Tier ladder, base first.
+    pub tiers: Vec<Tier>,
+    /// Tier policy.
+    pub tier_policy: TierPolicy,
+}
+
+impl ProgramRules {
+    /// The base tier (validation guarantees there is one).
+    pub fn base_tier_code(&self) -> &str {
+        self.tiers.first().map(|t| t.code.as_str()).unwrap_or("")
+    }
+
+    /// Rank and tier of `code`.
+    pub fn tier(&self, code: &str) -> Option<(i32, &Tier)> {
+        self.tiers
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.code == code)
+            .map(|(rank, t)| (i32::try_from(rank).unwrap_or(i32::MAX), t))
+    }
+
+    /// The highest tier whose threshold `qualifying_points` / `spend_minor` meet.
+    pub fn qualified_tier(&self, qualifying_points: i64, spend_minor: i64) -> (i32, &Tier) {
+        let mut best = 0;
+        for (rank, tier) in self.tiers.iter().enumerate() {
+            let met = match tier.threshold {
+                None => true,
+                Some(Threshold::Points(p)) => qualifying_points >= p,
+                Some(Threshold::SpendMinor(s)) => spend_minor >= s,
+            };
+            if met {
+                best = rank;
+            }
+        }
+        let tier = &self.tiers[best.min(self.tiers.len().saturating_sub(1))];
+        (i32::try_from(best).unwrap_or(i32::MAX), tier)
+    }
+}
+
+/// A new program, as validated at the API boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProgram {
+    /// Display name.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// State.
+    pub state: ProgramState,
+    /// Currency.
+    pub currency: Currency,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Rules.
+    pub rules: ProgramRules,
+}
+
+/// A stored program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// Id.
+    pub program_id: Uuid,
+    /// Display name.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// State.
+    pub state: ProgramState,
+    /// Currency code.
+    pub currency: String,
+    /// Time zone.
+    pub time_zone: String,
+    /// Rules.
+    pub rules: ProgramRules,
+    /// Version, bumped by every update.
+    pub etag: i64,
+    /// Created.
+    pub create_time: DateTime<Utc>,
+    /// Last updated.
+    pub update_time: DateTime<Utc>,
+}
+
+/// A partial update of a program: `None` leaves the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgramPatch {
+    /// Etag the caller read.
+    pub etag: i64,
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New state.
+    pub state: Option<ProgramState>,
+    /// New time zone.
+    pub time_zone: Option<String>,
+    /// New earning rules.
+    pub earning: Option<EarningRules>,
+    /// New expiry.
+    pub expire_after_days: Option<u32>,
+    /// New return window.
+    pub return_window_days: Option<u32>,
+    /// New clawback policy.
+    pub clawback: Option<ClawbackPolicy>,
+    /// New ladder.
+    pub tiers: Option<Vec<Tier>>,
+    /// New tier policy.
+    pub tier_policy: Option<TierPolicy>,
+}
+
+impl ProgramPatch {
+    /// Applies the patch to `program`.
+    pub fn apply(self, program: &mut Program) {
+        if let Some(v) = self.display_name {
+            program.display_name = v;
+        }
+        if let Some(v) = self.description {
+            program.description = v;
+        }
+        if let Some(v) = self.state {
+            program.state = v;
+        }
+        if let Some(v) = self.time_zone {
+            program.time_zone = v;
+        }
+        if let Some(v) = self.earning {
+            program.rules.earning = v;
+        }
+        if let Some(v) = self.expire_after_days {
+            program.rules.expire_after_days = v;
+        }
+        if let Some(v) = self.return_window_days {
+            program.rules.return_window_days = v;
+        }
+        if let Some(v) = self.clawback {
+            program.rules.clawback = v;
+        }
+        if let Some(v) = self.tiers {
+            program.rules.tiers = v;
+        }
+        if let Some(v) = self.tier_policy {
+            program.rules.tier_policy = v;
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Postgres storage of the loyalty schema, and the transactions that apply the domain rules.
+//!
+//! Every mutation of a member runs in one transaction: claim the idempotency key, lock the
+//! member's `balances` row (`FOR UPDATE`), apply due expiries, append the ledger entry,
+//! update the projection and the lots, append the outbox event, record the response. Locking
+//! the balances row first serialises all changes of one member, so no update is lost or
+//! doubled and a spend sees the balance it is checked against.
+
+pub mod idempotency;
+pub mod ledger;
+pub mod members;
+pub mod programs;
+pub mod rewards;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::ledger::RequestKey;
+use crate::domain::{Clock, Rejection};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The rules refused it.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Stored data that does not parse: a defect.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// `Result` of the store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The loyalty schema, through one pool, with the service clock.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+}
+
+impl PgStore {
+    /// A store over `pool` using `clock` for "now".
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+        Self { pool, clock }
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The service clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Runs `work` once per request key: in one transaction, claims `key`, runs `work` and
+    /// stores the bytes it returns as the response. A replay of an equal request returns the
+    /// stored bytes unchanged; the same key with another request is `RequestIdReused`. When
+    /// `work` fails nothing is recorded, so the caller may retry with the same key.
+    pub async fn idempotent<F>(&self, key: &RequestKey, work: F) -> StoreResult<Vec<u8>>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Vec<u8>>>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let now = self.clock.now();
+        if let idempotency::Claim::Replay(response) = idempotency::claim(&mut tx, key, now).await? {
+            tx.rollback().await?;
+            return Ok(response);
+        }
+        let response = work(&mut tx).await?;
+        idempotency::complete(&mut tx, key, &response).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+}
+
+/// Reads a stored enum code into `T`, or reports corrupt data.
+pub(crate) fn decode<T>(value: Option<T>, what: &str) -> StoreResult<T> {
+    value.ok_or_else(|| StoreError::Corrupt(format!("unknown {what}")))
+}

@@ -1,0 +1,76 @@
+//! Idempotency records: one row per (calling service, request id) holding the request as sent
+//! and the first successful response.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row};
+
+use super::StoreResult;
+use crate::domain::Rejection;
+use crate::domain::ledger::RequestKey;
+
+/// Outcome of claiming a key.
+#[derive(Debug)]
+pub enum Claim {
+    /// The key is ours now: do the work.
+    New,
+    /// An equal request succeeded before: its response.
+    Replay(Vec<u8>),
+}
+
+/// Claims `key` inside the caller's transaction. If another transaction holds it, this waits
+/// for that one to finish (the primary key's row lock): when it committed, its response is
+/// replayed; when it rolled back, the key is ours.
+pub async fn claim(
+    conn: &mut PgConnection,
+    key: &RequestKey,
+    now: DateTime<Utc>,
+) -> StoreResult<Claim> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (caller, request_id, method, request, create_time) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (caller, request_id) DO NOTHING",
+    )
+    .bind(&key.caller)
+    .bind(&key.request_id)
+    .bind(key.method)
+    .bind(&key.fingerprint)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::New);
+    }
+    let row = sqlx::query(
+        "SELECT method, request, response FROM idempotency_keys \
+         WHERE caller = $1 AND request_id = $2",
+    )
+    .bind(&key.caller)
+    .bind(&key.request_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let method: String = row.try_get("method")?;
+    let request: Vec<u8> = row.try_get("request")?;
+    if method == key.method && request == key.fingerprint {
+        Ok(Claim::Replay(row.try_get("response")?))
+    } else {
+        Err(Rejection::RequestIdReused {
+            request_id: key.request_id.clone(),
+        }
+        .into())
+    }
+}
+
+/// Records the response of the claimed key.
+pub async fn complete(
+    conn: &mut PgConnection,
+    key: &RequestKey,
+    response: &[u8],
+) -> StoreResult<()> {
+    sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE caller = $1 AND request_id = $2")
+        .bind(&key.caller)
+        .bind(&key.request_id)
+        .bind(response)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,1129 @@
+//! The ledger transactions: earn, redeem, adjust, reverse and expiry, each appending one
+//! entry and updating the balances projection and the lots under the member's row lock.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::members::{self, Locked};
+use super::{StoreError, StoreResult, decode};
+use crate::domain::Rejection;
+use crate::domain::earning;
+use crate::domain::event::Event;
+use crate::domain::ledger::{
+    AdjustCommand, EarnCommand, EarnSource, EntryDetails, EntryKind, LedgerEntry, LotBalance,
+    RedeemCommand, Reversal, ReverseAmount, ReverseCommand, ReverseTarget, allocate_fifo,
+    check_sufficient, clawback_split, refund_points,
+};
+use crate::domain::member::{Balances, Member, MemberRef, TierChange};
+use crate::domain::program::{ClawbackPolicy, ProgramState};
+
+/// The caller name on entries the service makes itself.
+pub const SYSTEM_CALLER: &str = "loyalty";
+
+/// Who made a mutation: the calling service and its request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Calling service.
+    pub caller: String,
+    /// Its request id.
+    pub request_id: String,
+}
+
+/// The result of a mutation: the entry, the member after it, a tier change if any, and the
+/// events to publish.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The entry made.
+    pub entry: LedgerEntry,
+    /// The member after it.
+    pub member: Member,
+    /// The upgrade it caused.
+    pub tier_change: Option<TierChange>,
+    /// Events, in order.
+    pub events: Vec<Event>,
+}
+
+/// An entry about to be appended.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEntry {
+    pub(crate) kind: EntryKind,
+    pub(crate) available_delta: i64,
+    pub(crate) pending_delta: i64,
+    pub(crate) qualifying_delta: i64,
+    pub(crate) spend_delta_minor: i64,
+    pub(crate) lifetime_earned_delta: i64,
+    pub(crate) lifetime_redeemed_delta: i64,
+    pub(crate) lifetime_expired_delta: i64,
+    pub(crate) reason: String,
+    pub(crate) reason_code: String,
+    pub(crate) origin: Origin,
+    pub(crate) operator_id: String,
+    pub(crate) external_reference: String,
+    pub(crate) order_id: Option<String>,
+    pub(crate) expire_time: Option<DateTime<Utc>>,
+    pub(crate) details: Option<EntryDetails>,
+    pub(crate) reversal: Option<Reversal>,
+}
+
+impl NewEntry {
+    pub(crate) fn new(kind: EntryKind, origin: Origin, reason: String) -> Self {
+        Self {
+            kind,
+            available_delta: 0,
+            pending_delta: 0,
+            qualifying_delta: 0,
+            spend_delta_minor: 0,
+            lifetime_earned_delta: 0,
+            lifetime_redeemed_delta: 0,
+            lifetime_expired_delta: 0,
+            reason,
+            reason_code: String::new(),
+            origin,
+            operator_id: String::new(),
+            external_reference: String::new(),
+            order_id: None,
+            expire_time: None,
+            details: None,
+            reversal: None,
+        }
+    }
+}
+
+fn clawback_code(policy: ClawbackPolicy) -> i16 {
+    match policy {
+        ClawbackPolicy::PendingOnly => 1,
+        ClawbackPolicy::WithinBalance => 2,
+        ClawbackPolicy::AllowNegativeBalance => 3,
+    }
+}
+
+/// Appends `new` for the locked member and moves its balances projection by the same deltas.
+pub(crate) async fn append(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    new: NewEntry,
+    now: DateTime<Utc>,
+) -> StoreResult<LedgerEntry> {
+    let before = locked.member.balances;
+    let after = Balances {
+        available: before.available + new.available_delta,
+        pending: before.pending + new.pending_delta,
+        qualifying: before.qualifying + new.qualifying_delta,
+        spend_minor: before.spend_minor + new.spend_delta_minor,
+        lifetime_earned: before.lifetime_earned + new.lifetime_earned_delta,
+        lifetime_redeemed: before.lifetime_redeemed + new.lifetime_redeemed_delta,
+        lifetime_expired: before.lifetime_expired + new.lifetime_expired_delta,
+    };
+    let member_id = locked.member.member_id;
+    sqlx::query(
+        "UPDATE balances SET available_points = $2, pending_points = $3, qualifying_points = $4, \
+         qualifying_spend_minor = $5, lifetime_earned_points = $6, lifetime_redeemed_points = $7, \
+         lifetime_expired_points = $8, update_time = $9 WHERE member_id = $1",
+    )
+    .bind(member_id)
+    .bind(after.available)
+    .bind(after.pending)
+    .bind(after.qualifying)
+    .bind(after.spend_minor)
+    .bind(after.lifetime_earned)
+    .bind(after.lifetime_redeemed)
+    .bind(after.lifetime_expired)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let details = match &new.details {
+        Some(d) => Some(serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+        None => None,
+    };
+    let id = Uuid::now_v7();
+    let reversal = new.reversal.as_ref();
+    let inserted = sqlx::query(
+        "INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
+         available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, reason_code, \
+         caller, request_id, operator_id, external_reference, order_id, create_time, expire_time, \
+         reversed_entry_id, requested_points, waived_points, refund_amount_minor, details, \
+         after_available, after_pending, after_qualifying, after_spend_minor, \
+         after_lifetime_earned, after_lifetime_redeemed, after_lifetime_expired, \
+         clawback_policy, expired_points) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+    )
+    .bind(id)
+    .bind(member_id)
+    .bind(locked.member.program_id)
+    .bind(new.kind.code())
+    .bind(new.available_delta + new.pending_delta)
+    .bind(new.available_delta)
+    .bind(new.pending_delta)
+    .bind(new.qualifying_delta)
+    .bind(new.spend_delta_minor)
+    .bind(&new.reason)
+    .bind(&new.reason_code)
+    .bind(&new.origin.caller)
+    .bind(&new.origin.request_id)
+    .bind(&new.operator_id)
+    .bind(&new.external_reference)
+    .bind(&new.order_id)
+    .bind(now)
+    .bind(new.expire_time)
+    .bind(reversal.map(|r| r.reversed_entry_id))
+    .bind(reversal.map(|r| r.requested_points))
+    .bind(reversal.map(|r| r.waived_points))
+    .bind(reversal.and_then(|r| r.refund_amount_minor))
+    .bind(details)
+    .bind(after.available)
+    .bind(after.pending)
+    .bind(after.qualifying)
+    .bind(after.spend_minor)
+    .bind(after.lifetime_earned)
+    .bind(after.lifetime_redeemed)
+    .bind(after.lifetime_expired)
+    .bind(reversal.and_then(|r| r.clawback).map(clawback_code))
+    .bind(reversal.map(|r| r.expired_points))
+    .execute(&mut *conn)
+    .await;
+    // Only reachable when an idempotency record was cleaned up (or by a concurrent earn of
+    // the same order by another member, which `earn` checks first): the transaction is
+    // aborted now, so the error is all that can be said.
+    if let Err(sqlx::Error::Database(db)) = &inserted
+        && db.constraint() == Some("ledger_entries_request")
+    {
+        return Err(Rejection::RequestIdReused {
+            request_id: new.origin.request_id.clone(),
+        }
+        .into());
+    }
+    inserted?;
+    locked.member.balances = after;
+    locked.member.update_time = now;
+    let reversible = match new.kind {
+        EntryKind::Earn => new.available_delta + new.pending_delta,
+        EntryKind::Redeem if new.details.is_none() => -(new.available_delta + new.pending_delta),
+        _ => 0,
+    };
+    Ok(LedgerEntry {
+        ledger_entry_id: id,
+        member_id,
+        customer_id: locked.member.customer_id,
+        program_id: locked.member.program_id,
+        currency: locked.program.currency.clone(),
+        kind: new.kind,
+        available_delta: new.available_delta,
+        pending_delta: new.pending_delta,
+        qualifying_delta: new.qualifying_delta,
+        spend_delta_minor: new.spend_delta_minor,
+        reason: new.reason,
+        reason_code: new.reason_code,
+        caller: new.origin.caller,
+        request_id: new.origin.request_id,
+        operator_id: new.operator_id,
+        external_reference: new.external_reference,
+        order_id: new.order_id,
+        create_time: now,
+        expire_time: new.expire_time,
+        balances_after: after,
+        reversible_points: reversible,
+        details: new.details,
+        reversal: new.reversal,
+    })
+}
+
+async fn create_lot(
+    conn: &mut PgConnection,
+    entry: &LedgerEntry,
+    original: i64,
+    remaining: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
+         remaining_points, earn_time, expire_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(entry.member_id)
+    .bind(entry.ledger_entry_id)
+    .bind(original)
+    .bind(remaining)
+    .bind(entry.create_time)
+    .bind(entry.expire_time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The member's lots with points left, in spending order, leaving out `except`.
+async fn spendable_lots(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    except: Option<Uuid>,
+) -> StoreResult<Vec<LotBalance>> {
+    let rows = sqlx::query(
+        "SELECT point_lot_id, remaining_points FROM point_lots \
+         WHERE member_id = $1 AND remaining_points > 0 \
+           AND ($2::uuid IS NULL OR point_lot_id <> $2) \
+         ORDER BY expire_time NULLS LAST, earn_time, point_lot_id",
+    )
+    .bind(member_id)
+    .bind(except)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LotBalance {
+                point_lot_id: r.try_get("point_lot_id")?,
+                remaining: r.try_get("remaining_points")?,
+            })
+        })
+        .collect()
+}
+
+/// Takes `allocation` from the lots for `entry_id` and records where the points came from.
+async fn take(
+    conn: &mut PgConnection,
+    entry_id: Uuid,
+    allocation: &[(Uuid, i64)],
+) -> StoreResult<()> {
+    for (lot, points) in allocation {
+        sqlx::query(
+            "UPDATE point_lots SET remaining_points = remaining_points - $2 WHERE point_lot_id = $1",
+        )
+        .bind(lot)
+        .bind(points)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO lot_spends (ledger_entry_id, point_lot_id, points) VALUES ($1, $2, $3)",
+        )
+        .bind(entry_id)
+        .bind(lot)
+        .bind(points)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Spends `points` first-expiring first; the lots must hold them (they always equal the
+/// available balance, which the caller checked), else the data is inconsistent.
+async fn spend(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    entry_id: Uuid,
+    points: i64,
+    except: Option<Uuid>,
+) -> StoreResult<()> {
+    let lots = spendable_lots(conn, member_id, except).await?;
+    let allocation = allocate_fifo(&lots, points);
+    let total: i64 = allocation.iter().map(|(_, p)| p).sum();
+    if total != points {
+        return Err(StoreError::Corrupt(format!(
+            "member {member_id}: lots hold {total} of {points} points to spend"
+        )));
+    }
+    take(conn, entry_id, &allocation).await
+}
+
+/// Spends `points` for a new spending entry, first-expiring lot first.
+pub(crate) async fn spend_for(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    entry_id: Uuid,
+    points: i64,
+) -> StoreResult<()> {
+    spend(conn, member_id, entry_id, points, None).await
+}
+
+/// Locks the member and applies its due expiries (so no mutation spends an expired lot).
+pub(crate) async fn lock_member(
+    conn: &mut PgConnection,
+    member: &MemberRef,
+    now: DateTime<Utc>,
+    events: &mut Vec<Event>,
+) -> StoreResult<Locked> {
+    let mut locked = members::load(conn, member, true).await?;
+    if let Some(entry) = expire_due(conn, &mut locked, now).await? {
+        events.push(Event::PointsExpired(locked.member.clone(), entry));
+    }
+    Ok(locked)
+}
+
+/// Expires the locked member's lots whose expiry time has passed, in one EXPIRE entry.
+pub(crate) async fn expire_due(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<LedgerEntry>> {
+    let rows = sqlx::query(
+        "UPDATE point_lots SET expired_points = expired_points + remaining_points, \
+         remaining_points = 0 \
+         WHERE member_id = $1 AND remaining_points > 0 AND expire_time <= $2 \
+         RETURNING expired_points",
+    )
+    .bind(locked.member.member_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    // Each lot expires once and as a whole, so what it expired now is all it ever expired.
+    let mut points = 0_i64;
+    for row in &rows {
+        points += row.try_get::<i64, _>("expired_points")?;
+    }
+    let origin = Origin {
+        caller: SYSTEM_CALLER.to_owned(),
+        request_id: String::new(),
+    };
+    let mut new = NewEntry::new(EntryKind::Expire, origin, "Points expired".to_owned());
+    new.available_delta = -points;
+    new.lifetime_expired_delta = points;
+    Ok(Some(append(conn, locked, new, now).await?))
+}
+
+fn check_program_active(locked: &Locked) -> Result<(), Rejection> {
+    match locked.program.state {
+        ProgramState::Active => Ok(()),
+        ProgramState::Archived => Err(Rejection::ProgramNotActive),
+    }
+}
+
+/// EarnPoints.
+#[tracing::instrument(skip_all)]
+pub async fn earn(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: EarnCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let mut events = Vec::new();
+    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
+    locked.member.status.check_can_earn()?;
+    check_program_active(&locked)?;
+    let rules = &locked.program.rules;
+    let policy_expiry = (rules.expire_after_days > 0)
+        .then(|| now + Duration::days(i64::from(rules.expire_after_days)));
+    let mut new = NewEntry::new(EntryKind::Earn, origin, cmd.context.reason.clone());
+    new.reason_code = cmd.context.reason_code;
+    new.operator_id = cmd.context.operator_id;
+    let points = match cmd.source {
+        EarnSource::Purchase(purchase) => {
+            if purchase.currency != locked.program.currency {
+                return Err(Rejection::InvalidField {
+                    field: "purchase.amount.currency",
+                    description: format!(
+                        "the program earns in {}, not {}",
+                        locked.program.currency, purchase.currency
+                    ),
+                }
+                .into());
+            }
+            let earlier: Option<Uuid> = sqlx::query_scalar(
+                "SELECT ledger_entry_id FROM ledger_entries \
+                 WHERE program_id = $1 AND order_id = $2 AND kind = 1",
+            )
+            .bind(locked.member.program_id)
+            .bind(&purchase.order_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(ledger_entry_id) = earlier {
+                return Err(Rejection::OrderAlreadyEarned { ledger_entry_id }.into());
+            }
+            let calculation =
+                earning::calculate(&rules.earning, &purchase, &locked.member.tier.code, now);
+            if new.reason.is_empty() {
+                new.reason = format!("Purchase, order {}", purchase.order_id);
+            }
+            new.qualifying_delta = calculation.qualifying_points;
+            new.spend_delta_minor = purchase.amount_minor;
+            new.order_id = Some(purchase.order_id.clone());
+            new.expire_time = policy_expiry;
+            let points = calculation.total_points;
+            new.details = Some(EntryDetails::PurchaseEarn {
+                purchase,
+                calculation,
+            });
+            points
+        }
+        EarnSource::Grant {
+            points,
+            qualifying,
+            expire_time,
+        } => {
+            if qualifying {
+                new.qualifying_delta = points;
+            }
+            new.expire_time = expire_time.or(policy_expiry);
+            points
+        }
+    };
+    new.available_delta = points;
+    new.lifetime_earned_delta = points;
+    // A negative balance (ALLOW_NEGATIVE_BALANCE clawback) is repaid before points become
+    // spendable: the lot holds only what is left after the debt.
+    let debt = (-locked.member.balances.available).max(0);
+    let entry = append(conn, &mut locked, new, now).await?;
+    if points > 0 {
+        create_lot(conn, &entry, points, (points - debt).max(0)).await?;
+    }
+    let tier_change = members::upgrade_if_qualified(conn, &mut locked, now).await?;
+    events.push(Event::PointsEarned(locked.member.clone(), entry.clone()));
+    if let Some(change) = &tier_change {
+        events.push(Event::TierChanged(locked.member.clone(), change.clone()));
+    }
+    Ok(Applied {
+        entry,
+        member: locked.member,
+        tier_change,
+        events,
+    })
+}
+
+/// RedeemPoints.
+#[tracing::instrument(skip_all)]
+pub async fn redeem(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: RedeemCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let mut events = Vec::new();
+    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
+    locked.member.status.check_can_spend()?;
+    check_program_active(&locked)?;
+    check_sufficient(locked.member.balances.available, cmd.points)?;
+    let reason = if cmd.context.reason.is_empty() {
+        "Points redeemed".to_owned()
+    } else {
+        cmd.context.reason
+    };
+    let mut new = NewEntry::new(EntryKind::Redeem, origin, reason);
+    new.reason_code = cmd.context.reason_code;
+    new.operator_id = cmd.context.operator_id;
+    new.external_reference = cmd.external_reference;
+    new.available_delta = -cmd.points;
+    new.lifetime_redeemed_delta = cmd.points;
+    let entry = append(conn, &mut locked, new, now).await?;
+    spend(
+        conn,
+        entry.member_id,
+        entry.ledger_entry_id,
+        cmd.points,
+        None,
+    )
+    .await?;
+    events.push(Event::PointsRedeemed(locked.member.clone(), entry.clone()));
+    Ok(Applied {
+        entry,
+        member: locked.member,
+        tier_change: None,
+        events,
+    })
+}
+
+/// AdjustPoints.
+#[tracing::instrument(skip_all)]
+pub async fn adjust(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: AdjustCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let mut events = Vec::new();
+    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
+    locked.member.status.check_can_earn()?;
+    if cmd.points < 0 {
+        check_sufficient(locked.member.balances.available, -cmd.points)?;
+    }
+    let rules = &locked.program.rules;
+    let mut new = NewEntry::new(EntryKind::Adjust, origin, cmd.context.reason);
+    new.reason_code = cmd.context.reason_code;
+    new.operator_id = cmd.context.operator_id;
+    new.available_delta = cmd.points;
+    if cmd.points > 0 {
+        new.lifetime_earned_delta = cmd.points;
+        new.expire_time = (rules.expire_after_days > 0)
+            .then(|| now + Duration::days(i64::from(rules.expire_after_days)));
+    }
+    // A decrease never takes qualifying points below zero.
+    new.qualifying_delta = cmd
+        .qualifying_points
+        .max(-locked.member.balances.qualifying);
+    let debt = (-locked.member.balances.available).max(0);
+    let entry = append(conn, &mut locked, new, now).await?;
+    if cmd.points > 0 {
+        create_lot(conn, &entry, cmd.points, (cmd.points - debt).max(0)).await?;
+    } else if cmd.points < 0 {
+        spend(
+            conn,
+            entry.member_id,
+            entry.ledger_entry_id,
+            -cmd.points,
+            None,
+        )
+        .await?;
+    }
+    let tier_change = members::upgrade_if_qualified(conn, &mut locked, now).await?;
+    events.push(Event::PointsAdjusted(locked.member.clone(), entry.clone()));
+    if let Some(change) = &tier_change {
+        events.push(Event::TierChanged(locked.member.clone(), change.clone()));
+    }
+    Ok(Applied {
+        entry,
+        member: locked.member,
+        tier_change,
+        events,
+    })
+}
+
+/// What earlier reversals took from one entry.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reversed {
+    requested: i64,
+    qualifying: i64,
+    spend_minor: i64,
+    refund_minor: i64,
+}
+
+async fn reversed_so_far(conn: &mut PgConnection, entry_id: Uuid) -> StoreResult<Reversed> {
+    let row = sqlx::query(
+        "SELECT coalesce(sum(requested_points), 0)::bigint AS requested, \
+                coalesce(sum(-qualifying_delta), 0)::bigint AS qualifying, \
+                coalesce(sum(-spend_delta_minor), 0)::bigint AS spend, \
+                coalesce(sum(refund_amount_minor), 0)::bigint AS refund \
+         FROM ledger_entries WHERE reversed_entry_id = $1",
+    )
+    .bind(entry_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Reversed {
+        requested: row.try_get("requested")?,
+        qualifying: row.try_get("qualifying")?,
+        spend_minor: row.try_get("spend")?,
+        refund_minor: row.try_get("refund")?,
+    })
+}
+
+async fn resolve_target(
+    conn: &mut PgConnection,
+    caller: &str,
+    target: &ReverseTarget,
+) -> StoreResult<Uuid> {
+    let found: Option<Uuid> = match target {
+        ReverseTarget::Entry(id) => {
+            sqlx::query_scalar("SELECT member_id FROM ledger_entries WHERE ledger_entry_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        ReverseTarget::OriginalRequest(request_id) => {
+            sqlx::query_scalar(
+                "SELECT member_id FROM ledger_entries WHERE caller = $1 AND request_id = $2",
+            )
+            .bind(caller)
+            .bind(request_id)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        ReverseTarget::Order {
+            program_id,
+            order_id,
+        } => {
+            sqlx::query_scalar(
+                "SELECT member_id FROM ledger_entries \
+                 WHERE program_id = $1 AND order_id = $2 AND kind = 1",
+            )
+            .bind(program_id)
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+    found.ok_or_else(|| {
+        let id = match target {
+            ReverseTarget::Entry(id) => id.to_string(),
+            ReverseTarget::OriginalRequest(r) => r.clone(),
+            ReverseTarget::Order { order_id, .. } => order_id.clone(),
+        };
+        Rejection::not_found("ledger entry", id).into()
+    })
+}
+
+async fn target_entry(
+    conn: &mut PgConnection,
+    caller: &str,
+    target: &ReverseTarget,
+) -> StoreResult<LedgerEntry> {
+    let condition = match target {
+        ReverseTarget::Entry(_) => "e.ledger_entry_id = $1::uuid",
+        ReverseTarget::OriginalRequest(_) => "e.caller = $2 AND e.request_id = $1::text",
+        ReverseTarget::Order { .. } => {
+            "e.program_id = $2::uuid AND e.order_id = $1::text AND e.kind = 1"
+        }
+    };
+    let query = format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger_entries e JOIN programs p USING (program_id) JOIN members m USING (member_id) WHERE {condition}"
+    );
+    let row = match target {
+        ReverseTarget::Entry(id) => {
+            sqlx::query(AssertSqlSafe(query.clone()))
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        ReverseTarget::OriginalRequest(r) => {
+            sqlx::query(AssertSqlSafe(query.clone()))
+                .bind(r)
+                .bind(caller)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        ReverseTarget::Order {
+            program_id,
+            order_id,
+        } => {
+            sqlx::query(AssertSqlSafe(query.clone()))
+                .bind(order_id)
+                .bind(program_id)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
+    entry_from_row(&row)
+}
+
+/// ReversePoints.
+#[tracing::instrument(skip_all)]
+pub async fn reverse(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: ReverseCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let member_id = resolve_target(conn, &origin.caller, &cmd.target).await?;
+    let mut events = Vec::new();
+    // The member's lock comes first, so the "reversed so far" read below is current.
+    let mut locked = lock_member(conn, &MemberRef::Id(member_id), now, &mut events).await?;
+    if matches!(
+        locked.member.status,
+        crate::domain::member::MemberStatus::Closed
+    ) {
+        return Err(Rejection::MemberNotActive { status: "CLOSED" }.into());
+    }
+    let target = target_entry(conn, &origin.caller, &cmd.target).await?;
+    let prior = reversed_so_far(conn, target.ledger_entry_id).await?;
+    let entry = match (target.kind, &target.details) {
+        (EntryKind::Earn, _) => {
+            reverse_earn(conn, &mut locked, origin, &cmd, &target, prior, now).await?
+        }
+        (EntryKind::Redeem, None) => {
+            reverse_redeem(conn, &mut locked, origin, &cmd, &target, prior, now).await?
+        }
+        (kind, _) => {
+            return Err(Rejection::NotReversible { kind: kind.name() }.into());
+        }
+    };
+    events.push(Event::PointsReversed(locked.member.clone(), entry.clone()));
+    Ok(Applied {
+        entry,
+        member: locked.member,
+        tier_change: None,
+        events,
+    })
+}
+
+async fn reverse_earn(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    origin: Origin,
+    cmd: &ReverseCommand,
+    target: &LedgerEntry,
+    prior: Reversed,
+    now: DateTime<Utc>,
+) -> StoreResult<LedgerEntry> {
+    let reversible = target.points() - prior.requested;
+    let purchase = match &target.details {
+        Some(EntryDetails::PurchaseEarn { purchase, .. }) => Some(purchase),
+        _ => None,
+    };
+    let exceeds = |field| Rejection::ReversalExceedsRemaining {
+        field,
+        reversible_points: reversible,
+        refundable_amount_minor: purchase.map(|p| p.amount_minor - prior.refund_minor),
+    };
+    let (requested, refund) = match &cmd.amount {
+        ReverseAmount::AllRemaining => (reversible, None),
+        ReverseAmount::Points(points) => (*points, None),
+        ReverseAmount::Refund {
+            amount_minor,
+            currency,
+        } => {
+            let Some(purchase) = purchase else {
+                return Err(Rejection::InvalidField {
+                    field: "refund_amount",
+                    description: "refund_amount applies only to purchase earns".into(),
+                }
+                .into());
+            };
+            if *currency != locked.program.currency {
+                return Err(Rejection::InvalidField {
+                    field: "refund_amount.currency",
+                    description: format!("the program currency is {}", locked.program.currency),
+                }
+                .into());
+            }
+            if *amount_minor > purchase.amount_minor - prior.refund_minor {
+                return Err(exceeds("refund_amount").into());
+            }
+            let points = refund_points(
+                target.points(),
+                purchase.amount_minor,
+                prior.refund_minor,
+                prior.requested,
+                *amount_minor,
+            );
+            (points, Some(*amount_minor))
+        }
+    };
+    if requested > reversible || (requested <= 0 && refund.is_none()) {
+        return Err(exceeds("points").into());
+    }
+    let own_lot: Option<(Uuid, i64)> = sqlx::query_as(
+        "SELECT point_lot_id, remaining_points FROM point_lots WHERE ledger_entry_id = $1",
+    )
+    .bind(target.ledger_entry_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let policy = locked.program.rules.clawback;
+    let available = locked.member.balances.available;
+    let (own, others, negative, waived) = clawback_split(
+        policy,
+        requested,
+        own_lot.map(|(_, r)| r).unwrap_or(0),
+        false,
+        available,
+    );
+    let last = requested == reversible;
+    let qualifying = if last {
+        target.qualifying_delta - prior.qualifying
+    } else if target.points() > 0 {
+        target.qualifying_delta * requested / target.points()
+    } else {
+        0
+    };
+    let spend_back = match (refund, purchase) {
+        (Some(amount), _) => amount,
+        (None, Some(p)) if last => p.amount_minor - prior.spend_minor,
+        (None, Some(p)) if target.points() > 0 => p.amount_minor * requested / target.points(),
+        _ => 0,
+    };
+    let taken = own + others + negative;
+    let reason = if cmd.context.reason.is_empty() {
+        match purchase {
+            Some(p) => format!("Refund, order {}", p.order_id),
+            None => "Points reversed".to_owned(),
+        }
+    } else {
+        cmd.context.reason.clone()
+    };
+    let mut new = NewEntry::new(EntryKind::Reverse, origin, reason);
+    new.reason_code = cmd.context.reason_code.clone();
+    new.operator_id = cmd.context.operator_id.clone();
+    new.order_id = purchase.map(|p| p.order_id.clone());
+    new.available_delta = -taken;
+    new.lifetime_earned_delta = -taken;
+    new.qualifying_delta = -qualifying.clamp(0, locked.member.balances.qualifying);
+    new.spend_delta_minor = -spend_back.clamp(0, locked.member.balances.spend_minor);
+    new.reversal = Some(Reversal {
+        reversed_entry_id: target.ledger_entry_id,
+        reversed_kind: EntryKind::Earn,
+        requested_points: requested,
+        waived_points: waived,
+        expired_points: 0,
+        refund_amount_minor: refund,
+        clawback: Some(policy),
+    });
+    let entry = append(conn, locked, new, now).await?;
+    if let (Some((lot, _)), true) = (own_lot, own > 0) {
+        take(conn, entry.ledger_entry_id, &[(lot, own)]).await?;
+    }
+    if others > 0 {
+        spend(
+            conn,
+            entry.member_id,
+            entry.ledger_entry_id,
+            others,
+            own_lot.map(|(lot, _)| lot),
+        )
+        .await?;
+    }
+    Ok(entry)
+}
+
+async fn reverse_redeem(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    origin: Origin,
+    cmd: &ReverseCommand,
+    target: &LedgerEntry,
+    prior: Reversed,
+    now: DateTime<Utc>,
+) -> StoreResult<LedgerEntry> {
+    let reversible = -target.points() - prior.requested;
+    let exceeds = |field| Rejection::ReversalExceedsRemaining {
+        field,
+        reversible_points: reversible,
+        refundable_amount_minor: None,
+    };
+    let requested = match &cmd.amount {
+        ReverseAmount::AllRemaining => reversible,
+        ReverseAmount::Points(points) => *points,
+        ReverseAmount::Refund { .. } => {
+            return Err(Rejection::InvalidField {
+                field: "refund_amount",
+                description: "refund_amount applies only to purchase earns".into(),
+            }
+            .into());
+        }
+    };
+    if requested > reversible || requested <= 0 {
+        return Err(exceeds("points").into());
+    }
+    // Points go back to the lots they were spent from, latest-expiring first, less what
+    // earlier reversals gave back; points of lots that expired meanwhile count as expired.
+    let rows = sqlx::query(
+        "SELECT s.point_lot_id, s.points - coalesce(( \
+             SELECT sum(r.points) FROM lot_returns r JOIN ledger_entries e \
+               ON e.ledger_entry_id = r.ledger_entry_id \
+             WHERE r.point_lot_id = s.point_lot_id AND e.reversed_entry_id = s.ledger_entry_id \
+           ), 0)::bigint AS returnable, \
+           (l.expire_time IS NOT NULL AND l.expire_time <= $2) AS expired \
+         FROM lot_spends s JOIN point_lots l USING (point_lot_id) \
+         WHERE s.ledger_entry_id = $1 \
+         ORDER BY l.expire_time DESC NULLS FIRST, l.earn_time DESC",
+    )
+    .bind(target.ledger_entry_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut left = requested;
+    let mut returns = Vec::new();
+    let mut expired = 0_i64;
+    for row in &rows {
+        let returnable: i64 = row.try_get("returnable")?;
+        let give = returnable.min(left);
+        if give <= 0 {
+            continue;
+        }
+        left -= give;
+        returns.push((
+            row.try_get::<Uuid, _>("point_lot_id")?,
+            give,
+            row.try_get::<bool, _>("expired")?,
+        ));
+        if row.try_get::<bool, _>("expired")? {
+            expired += give;
+        }
+    }
+    let returned = requested - left - expired;
+    let reason = if cmd.context.reason.is_empty() {
+        "Points returned".to_owned()
+    } else {
+        cmd.context.reason.clone()
+    };
+    let mut new = NewEntry::new(EntryKind::Reverse, origin, reason);
+    new.reason_code = cmd.context.reason_code.clone();
+    new.operator_id = cmd.context.operator_id.clone();
+    new.available_delta = returned;
+    new.lifetime_redeemed_delta = -(requested - left);
+    new.lifetime_expired_delta = expired;
+    new.reversal = Some(Reversal {
+        reversed_entry_id: target.ledger_entry_id,
+        reversed_kind: EntryKind::Redeem,
+        requested_points: requested,
+        waived_points: 0,
+        expired_points: expired,
+        refund_amount_minor: None,
+        clawback: None,
+    });
+    let entry = append(conn, locked, new, now).await?;
+    for (lot, points, lot_expired) in returns {
+        if lot_expired {
+            sqlx::query("UPDATE point_lots SET expired_points = expired_points + $2 WHERE point_lot_id = $1")
+                .bind(lot)
+                .bind(points)
+                .execute(&mut *conn)
+                .await?;
+        } else {
+            sqlx::query("UPDATE point_lots SET remaining_points = remaining_points + $2 WHERE point_lot_id = $1")
+                .bind(lot)
+                .bind(points)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO lot_returns (ledger_entry_id, point_lot_id, points) VALUES ($1, $2, $3)",
+        )
+        .bind(entry.ledger_entry_id)
+        .bind(lot)
+        .bind(points)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(entry)
+}
+
+/// Columns of an entry joined with its program (`p`) and member (`m`).
+pub(crate) const ENTRY_COLUMNS: &str = "e.ledger_entry_id, e.member_id, m.customer_id, \
+    e.program_id, p.currency, e.kind, e.available_delta, e.pending_delta, e.qualifying_delta, \
+    e.spend_delta_minor, e.reason, e.reason_code, e.caller, e.request_id, e.operator_id, \
+    e.external_reference, e.order_id, e.create_time, e.expire_time, e.reversed_entry_id, \
+    e.requested_points, e.waived_points, e.refund_amount_minor, e.clawback_policy, \
+    e.expired_points, e.details::text AS details, \
+    e.after_available, e.after_pending, e.after_qualifying, e.after_spend_minor, \
+    e.after_lifetime_earned, e.after_lifetime_redeemed, e.after_lifetime_expired, \
+    (SELECT kind FROM ledger_entries t WHERE t.ledger_entry_id = e.reversed_entry_id) AS reversed_kind, \
+    CASE WHEN e.kind = 1 OR (e.kind = 2 AND e.details IS NULL) THEN abs(e.points) - coalesce(( \
+        SELECT sum(r.requested_points) FROM ledger_entries r WHERE r.reversed_entry_id = e.ledger_entry_id \
+    ), 0) ELSE 0 END::bigint AS reversible_points";
+
+fn clawback_from(code: i16) -> Option<ClawbackPolicy> {
+    Some(match code {
+        1 => ClawbackPolicy::PendingOnly,
+        2 => ClawbackPolicy::WithinBalance,
+        3 => ClawbackPolicy::AllowNegativeBalance,
+        _ => return None,
+    })
+}
+
+pub(crate) fn entry_from_row(row: &PgRow) -> StoreResult<LedgerEntry> {
+    let details: Option<String> = row.try_get("details")?;
+    let details = match details {
+        Some(text) => {
+            Some(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        }
+        None => None,
+    };
+    let reversed: Option<Uuid> = row.try_get("reversed_entry_id")?;
+    let reversal = match reversed {
+        Some(reversed_entry_id) => {
+            let kind: Option<i16> = row.try_get("reversed_kind")?;
+            let clawback: Option<i16> = row.try_get("clawback_policy")?;
+            Some(Reversal {
+                reversed_entry_id,
+                reversed_kind: decode(kind.and_then(EntryKind::from_code), "entry kind")?,
+                requested_points: row
+                    .try_get::<Option<i64>, _>("requested_points")?
+                    .unwrap_or(0),
+                waived_points: row.try_get::<Option<i64>, _>("waived_points")?.unwrap_or(0),
+                expired_points: row
+                    .try_get::<Option<i64>, _>("expired_points")?
+                    .unwrap_or(0),
+                refund_amount_minor: row.try_get("refund_amount_minor")?,
+                clawback: clawback.and_then(clawback_from),
+            })
+        }
+        None => None,
+    };
+    Ok(LedgerEntry {
+        ledger_entry_id: row.try_get("ledger_entry_id")?,
+        member_id: row.try_get("member_id")?,
+        customer_id: row.try_get("customer_id")?,
+        program_id: row.try_get("program_id")?,
+        currency: row.try_get("currency")?,
+        kind: decode(EntryKind::from_code(row.try_get("kind")?), "entry kind")?,
+        available_delta: row.try_get("available_delta")?,
+        pending_delta: row.try_get("pending_delta")?,
+        qualifying_delta: row.try_get("qualifying_delta")?,
+        spend_delta_minor: row.try_get("spend_delta_minor")?,
+        reason: row.try_get("reason")?,
+        reason_code: row.try_get("reason_code")?,
+        caller: row.try_get("caller")?,
+        request_id: row.try_get("request_id")?,
+        operator_id: row.try_get("operator_id")?,
+        external_reference: row.try_get("external_reference")?,
+        order_id: row.try_get("order_id")?,
+        create_time: row.try_get("create_time")?,
+        expire_time: row.try_get("expire_time")?,
+        balances_after: Balances {
+            available: row.try_get("after_available")?,
+            pending: row.try_get("after_pending")?,
+            qualifying: row.try_get("after_qualifying")?,
+            spend_minor: row.try_get("after_spend_minor")?,
+            lifetime_earned: row.try_get("after_lifetime_earned")?,
+            lifetime_redeemed: row.try_get("after_lifetime_redeemed")?,
+            lifetime_expired: row.try_get("after_lifetime_expired")?,
+        },
+        reversible_points: row.try_get("reversible_points")?,
+        details,
+        reversal,
+    })
+}
+
+/// One entry.
+pub async fn get(pool: &PgPool, id: Uuid) -> StoreResult<LedgerEntry> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger_entries e JOIN programs p USING (program_id) \
+         JOIN members m USING (member_id) WHERE e.ledger_entry_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Rejection::not_found("ledger entry", id))?;
+    entry_from_row(&row)
+}
+
+/// Filters of a statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementFilter {
+    /// Kinds; empty = all.
+    pub kinds: Vec<EntryKind>,
+    /// Created at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    /// About this order.
+    pub order_id: Option<String>,
+    /// Oldest first.
+    pub oldest_first: bool,
+}
+
+/// A page of a member's statement after the entry `after`. Entries are ordered by id: UUIDv7
+/// ids made under the member's row lock, so id order is the order the entries were applied
+/// (and the order of their running balances).
+pub async fn statement(
+    pool: &PgPool,
+    member_id: Uuid,
+    filter: &StatementFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> StoreResult<Vec<LedgerEntry>> {
+    let (cmp, order) = if filter.oldest_first {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    let kinds: Vec<i16> = filter.kinds.iter().map(|k| k.code()).collect();
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger_entries e JOIN programs p USING (program_id) \
+         JOIN members m USING (member_id) \
+         WHERE e.member_id = $1 \
+           AND (cardinality($2::smallint[]) = 0 OR e.kind = ANY($2)) \
+           AND ($3::timestamptz IS NULL OR e.create_time >= $3) \
+           AND ($4::timestamptz IS NULL OR e.create_time < $4) \
+           AND ($5::text IS NULL OR e.order_id = $5 OR e.external_reference = $5) \
+           AND ($6::uuid IS NULL OR e.ledger_entry_id {cmp} $6) \
+         ORDER BY e.ledger_entry_id {order} LIMIT $7"
+    )))
+    .bind(member_id)
+    .bind(&kinds)
+    .bind(filter.from)
+    .bind(filter.until)
+    .bind(&filter.order_id)
+    .bind(after)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(entry_from_row).collect()
+}

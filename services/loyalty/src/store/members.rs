@@ -1,0 +1,270 @@
+//! Members and their balances projection; locking a member for a mutation; tier upgrades.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+use uuid::Uuid;
+
+use super::{StoreResult, decode, programs};
+use crate::domain::Rejection;
+use crate::domain::member::{
+    Balances, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier, TierChange,
+};
+use crate::domain::program::{Program, ProgramState, Threshold};
+
+const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, \
+     m.enrol_channel, m.enrol_time, m.tier_code, m.tier_achieve_time, b.available_points, \
+     b.pending_points, b.qualifying_points, b.qualifying_spend_minor, b.lifetime_earned_points, \
+     b.lifetime_redeemed_points, b.lifetime_expired_points, b.update_time";
+
+fn status_from(code: i16) -> Option<MemberStatus> {
+    Some(match code {
+        1 => MemberStatus::Active,
+        2 => MemberStatus::Suspended,
+        3 => MemberStatus::Closed,
+        4 => MemberStatus::Merged,
+        _ => return None,
+    })
+}
+
+fn from_row(row: &PgRow, program: &Program) -> StoreResult<Member> {
+    let tier_code: String = row.try_get("tier_code")?;
+    let (rank, tier) = program
+        .rules
+        .tier(&tier_code)
+        .map(|(rank, t)| (rank, t.display_name.clone()))
+        .unwrap_or((0, tier_code.clone()));
+    Ok(Member {
+        member_id: row.try_get("member_id")?,
+        program_id: row.try_get("program_id")?,
+        customer_id: row.try_get("customer_id")?,
+        status: decode(status_from(row.try_get("status")?), "member status")?,
+        status_reason: row.try_get("status_reason")?,
+        enrol_channel: row.try_get("enrol_channel")?,
+        enrol_time: row.try_get("enrol_time")?,
+        update_time: row.try_get("update_time")?,
+        balances: Balances {
+            available: row.try_get("available_points")?,
+            pending: row.try_get("pending_points")?,
+            qualifying: row.try_get("qualifying_points")?,
+            spend_minor: row.try_get("qualifying_spend_minor")?,
+            lifetime_earned: row.try_get("lifetime_earned_points")?,
+            lifetime_redeemed: row.try_get("lifetime_redeemed_points")?,
+            lifetime_expired: row.try_get("lifetime_expired_points")?,
+        },
+        currency: program.currency.clone(),
+        tier: MemberTier {
+            code: tier_code,
+            display_name: tier,
+            rank,
+            achieve_time: row.try_get("tier_achieve_time")?,
+        },
+        expiring: None,
+    })
+}
+
+/// A member and its program, as a mutation sees them.
+#[derive(Debug, Clone)]
+pub struct Locked {
+    /// The member (balances as locked).
+    pub member: Member,
+    /// Its program.
+    pub program: Program,
+}
+
+/// Enrols a customer: the member in the base tier, zero balances, the INITIAL tier change.
+#[tracing::instrument(skip_all, fields(program_id = %cmd.program_id))]
+pub async fn enrol(
+    conn: &mut PgConnection,
+    cmd: &EnrolCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Member> {
+    let program = programs::get(conn, cmd.program_id).await?;
+    if program.state != ProgramState::Active {
+        return Err(Rejection::ProgramNotActive.into());
+    }
+    let base = program.rules.base_tier_code().to_owned();
+    let member_id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO members (member_id, program_id, customer_id, status, enrol_channel, \
+         enrol_time, tier_code, tier_achieve_time) VALUES ($1, $2, $3, 1, $4, $5, $6, $5) \
+         ON CONFLICT (program_id, customer_id) DO NOTHING",
+    )
+    .bind(member_id)
+    .bind(cmd.program_id)
+    .bind(cmd.customer_id)
+    .bind(&cmd.enrol_channel)
+    .bind(now)
+    .bind(&base)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        let existing: Uuid = sqlx::query_scalar(
+            "SELECT member_id FROM members WHERE program_id = $1 AND customer_id = $2",
+        )
+        .bind(cmd.program_id)
+        .bind(cmd.customer_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        return Err(Rejection::MemberAlreadyEnrolled {
+            member_id: existing,
+        }
+        .into());
+    }
+    sqlx::query("INSERT INTO balances (member_id, update_time) VALUES ($1, $2)")
+        .bind(member_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
+         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time) \
+         VALUES ($1, $2, $3, '', 0, $4, 0, 1, 1, 0, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(member_id)
+    .bind(cmd.program_id)
+    .bind(&base)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(load(conn, &MemberRef::Id(member_id), false).await?.member)
+}
+
+/// Loads a member and its program; with `lock`, locks the member's balances row until the
+/// transaction ends (every mutation of the member does this first).
+pub async fn load(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> StoreResult<Locked> {
+    let suffix = if lock { " FOR UPDATE OF b" } else { "" };
+    let row = match member {
+        MemberRef::Id(id) => sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM members m JOIN balances b USING (member_id) \
+             WHERE m.member_id = $1{suffix}"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Rejection::not_found("member", id))?,
+        MemberRef::Customer {
+            program_id,
+            customer_id,
+        } => sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM members m JOIN balances b USING (member_id) \
+             WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
+        )))
+        .bind(program_id)
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Rejection::not_found("member", format!("{program_id}/{customer_id}")))?,
+    };
+    let program_id: Uuid = row.try_get("program_id")?;
+    let program = programs::get(conn, program_id).await?;
+    let member = from_row(&row, &program)?;
+    Ok(Locked { member, program })
+}
+
+/// Adds the FULL view's expiring-points summary.
+pub async fn with_expiring(
+    conn: &mut PgConnection,
+    mut member: Member,
+    now: DateTime<Utc>,
+) -> StoreResult<Member> {
+    let row = sqlx::query(
+        "SELECT \
+           coalesce(sum(remaining_points) FILTER (WHERE expire_time < $2), 0)::bigint AS d30, \
+           coalesce(sum(remaining_points) FILTER (WHERE expire_time < $3), 0)::bigint AS d60, \
+           coalesce(sum(remaining_points) FILTER (WHERE expire_time < $4), 0)::bigint AS d90, \
+           min(expire_time) AS next_time \
+         FROM point_lots WHERE member_id = $1 AND remaining_points > 0 AND expire_time IS NOT NULL",
+    )
+    .bind(member.member_id)
+    .bind(now + Duration::days(30))
+    .bind(now + Duration::days(60))
+    .bind(now + Duration::days(90))
+    .fetch_one(&mut *conn)
+    .await?;
+    let next_time: Option<DateTime<Utc>> = row.try_get("next_time")?;
+    let next = match next_time {
+        Some(at) => {
+            let points: i64 = sqlx::query_scalar(
+                "SELECT coalesce(sum(remaining_points), 0)::bigint FROM point_lots \
+                 WHERE member_id = $1 AND remaining_points > 0 AND expire_time = $2",
+            )
+            .bind(member.member_id)
+            .bind(at)
+            .fetch_one(&mut *conn)
+            .await?;
+            Some((at, points))
+        }
+        None => None,
+    };
+    member.expiring = Some(Expiring {
+        within_30: row.try_get("d30")?,
+        within_60: row.try_get("d60")?,
+        within_90: row.try_get("d90")?,
+        next,
+    });
+    Ok(member)
+}
+
+/// Upgrades the locked member at once if its balances now meet a higher tier's threshold.
+pub async fn upgrade_if_qualified(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<TierChange>> {
+    let b = locked.member.balances;
+    let (rank, tier) = locked
+        .program
+        .rules
+        .qualified_tier(b.qualifying, b.spend_minor);
+    if rank <= locked.member.tier.rank {
+        return Ok(None);
+    }
+    let qualifying = match tier.threshold {
+        Some(Threshold::SpendMinor(_)) => Threshold::SpendMinor(b.spend_minor),
+        _ => Threshold::Points(b.qualifying),
+    };
+    let change = TierChange {
+        tier_change_id: Uuid::now_v7(),
+        from_code: locked.member.tier.code.clone(),
+        from_rank: locked.member.tier.rank,
+        to_code: tier.code.clone(),
+        to_rank: rank,
+        qualifying,
+        change_time: now,
+    };
+    sqlx::query("UPDATE members SET tier_code = $2, tier_achieve_time = $3 WHERE member_id = $1")
+        .bind(locked.member.member_id)
+        .bind(&change.to_code)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    let amount = match qualifying {
+        Threshold::Points(p) | Threshold::SpendMinor(p) => p,
+    };
+    sqlx::query(
+        "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
+         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 2, 2, $8, $9)",
+    )
+    .bind(change.tier_change_id)
+    .bind(locked.member.member_id)
+    .bind(locked.member.program_id)
+    .bind(&change.from_code)
+    .bind(change.from_rank)
+    .bind(&change.to_code)
+    .bind(change.to_rank)
+    .bind(amount)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    locked.member.tier = MemberTier {
+        code: tier.code.clone(),
+        display_name: tier.display_name.clone(),
+        rank,
+        achieve_time: now,
+    };
+    Ok(Some(change))
+}

@@ -1,0 +1,151 @@
+//! Programs: their identity, state and the rules document.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::{StoreError, StoreResult, decode};
+use crate::domain::Rejection;
+use crate::domain::program::{NewProgram, Program, ProgramPatch, ProgramRules, ProgramState};
+
+const COLUMNS: &str = "program_id, display_name, description, state, currency, time_zone, \
+                       rules::text AS rules, etag, create_time, update_time";
+
+pub(crate) fn state_code(state: ProgramState) -> i16 {
+    match state {
+        ProgramState::Active => 1,
+        ProgramState::Archived => 2,
+    }
+}
+
+fn state_from(code: i16) -> Option<ProgramState> {
+    match code {
+        1 => Some(ProgramState::Active),
+        2 => Some(ProgramState::Archived),
+        _ => None,
+    }
+}
+
+fn rules_json(rules: &ProgramRules) -> StoreResult<String> {
+    serde_json::to_string(rules).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_row(row: &PgRow) -> StoreResult<Program> {
+    let rules: String = row.try_get("rules")?;
+    Ok(Program {
+        program_id: row.try_get("program_id")?,
+        display_name: row.try_get("display_name")?,
+        description: row.try_get("description")?,
+        state: decode(state_from(row.try_get("state")?), "program state")?,
+        currency: row.try_get("currency")?,
+        time_zone: row.try_get("time_zone")?,
+        rules: serde_json::from_str(&rules).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        etag: row.try_get("etag")?,
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+    })
+}
+
+/// Inserts a program.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    conn: &mut PgConnection,
+    new: NewProgram,
+    now: DateTime<Utc>,
+) -> StoreResult<Program> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO programs (program_id, display_name, description, state, currency, \
+         time_zone, rules, create_time, update_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $8) RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(&new.display_name)
+    .bind(&new.description)
+    .bind(state_code(new.state))
+    .bind(new.currency.as_str())
+    .bind(&new.time_zone)
+    .bind(rules_json(&new.rules)?)
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    from_row(&row)
+}
+
+/// One program.
+#[tracing::instrument(skip_all, fields(program_id = %program_id))]
+pub async fn get(conn: &mut PgConnection, program_id: Uuid) -> StoreResult<Program> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM programs WHERE program_id = $1"
+    )))
+    .bind(program_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Rejection::not_found("program", program_id))?;
+    from_row(&row)
+}
+
+/// A page of programs after `after` (by id, i.e. creation order), in `states` if not empty.
+pub async fn list(
+    pool: &PgPool,
+    states: &[ProgramState],
+    after: Option<Uuid>,
+    limit: usize,
+) -> StoreResult<Vec<Program>> {
+    let codes: Vec<i16> = states.iter().map(|s| state_code(*s)).collect();
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM programs \
+         WHERE ($1::uuid IS NULL OR program_id > $1) \
+           AND (cardinality($2::smallint[]) = 0 OR state = ANY($2)) \
+         ORDER BY program_id LIMIT $3"
+    )))
+    .bind(after)
+    .bind(&codes)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Applies `patch` if the etag is current; the program row is locked meanwhile.
+#[tracing::instrument(skip_all, fields(program_id = %program_id))]
+pub async fn update(
+    pool: &PgPool,
+    program_id: Uuid,
+    patch: ProgramPatch,
+    now: DateTime<Utc>,
+) -> StoreResult<Program> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM programs WHERE program_id = $1 FOR UPDATE"
+    )))
+    .bind(program_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Rejection::not_found("program", program_id))?;
+    let mut program = from_row(&row)?;
+    if program.etag != patch.etag {
+        return Err(Rejection::StaleEtag {
+            resource: "program",
+        }
+        .into());
+    }
+    patch.apply(&mut program);
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE programs SET display_name = $2, description = $3, state = $4, time_zone = $5, \
+         rules = $6::jsonb, etag = etag + 1, update_time = $7 WHERE program_id = $1 \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(program_id)
+    .bind(&program.display_name)
+    .bind(&program.description)
+    .bind(state_code(program.state))
+    .bind(&program.time_zone)
+    .bind(rules_json(&program.rules)?)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let program = from_row(&row)?;
+    tx.commit().await?;
+    Ok(program)
+}

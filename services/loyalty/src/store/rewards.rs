@@ -1,0 +1,260 @@
+//! The rewards catalog and reward redemptions. Stock is taken with a conditional UPDATE
+//! (`available_stock >= quantity`), so concurrent redemptions can never oversell.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+use uuid::Uuid;
+
+use super::ledger::{self, Applied, NewEntry, Origin};
+use super::{StoreResult, decode, programs};
+use crate::domain::Rejection;
+use crate::domain::event::Event;
+use crate::domain::ledger::{EntryDetails, EntryKind, check_sufficient};
+use crate::domain::program::ProgramState;
+use crate::domain::reward::{RedeemRewardCommand, Reward, RewardRedemption, RewardState};
+
+const COLUMNS: &str = "reward_id, program_id, display_name, description, state, points_cost, \
+    unlimited_stock, available_stock, redeemed_quantity, available_from, available_until, \
+    min_tier_code, max_quantity_per_member, etag, create_time, update_time";
+
+fn state_code(state: RewardState) -> i16 {
+    match state {
+        RewardState::Active => 1,
+        RewardState::Inactive => 2,
+    }
+}
+
+fn from_row(row: &PgRow) -> StoreResult<Reward> {
+    let state: i16 = row.try_get("state")?;
+    Ok(Reward {
+        reward_id: row.try_get("reward_id")?,
+        program_id: row.try_get("program_id")?,
+        display_name: row.try_get("display_name")?,
+        description: row.try_get("description")?,
+        state: decode(
+            match state {
+                1 => Some(RewardState::Active),
+                2 => Some(RewardState::Inactive),
+                _ => None,
+            },
+            "reward state",
+        )?,
+        points_cost: row.try_get("points_cost")?,
+        unlimited_stock: row.try_get("unlimited_stock")?,
+        available_stock: row.try_get("available_stock")?,
+        redeemed_quantity: row.try_get("redeemed_quantity")?,
+        available_from: row.try_get("available_from")?,
+        available_until: row.try_get("available_until")?,
+        min_tier_code: row.try_get("min_tier_code")?,
+        max_quantity_per_member: row.try_get("max_quantity_per_member")?,
+        etag: row.try_get("etag")?,
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+    })
+}
+
+/// Adds a reward to its program's catalog.
+pub async fn create(
+    conn: &mut PgConnection,
+    new: Reward,
+    now: DateTime<Utc>,
+) -> StoreResult<Reward> {
+    let program = programs::get(conn, new.program_id).await?;
+    if !new.min_tier_code.is_empty() && program.rules.tier(&new.min_tier_code).is_none() {
+        return Err(Rejection::InvalidField {
+            field: "reward.min_tier_code",
+            description: format!("`{}` is not a tier of the program", new.min_tier_code),
+        }
+        .into());
+    }
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO rewards (reward_id, program_id, display_name, description, state, \
+         points_cost, unlimited_stock, available_stock, available_from, available_until, \
+         min_tier_code, max_quantity_per_member, create_time, update_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(new.program_id)
+    .bind(&new.display_name)
+    .bind(&new.description)
+    .bind(state_code(new.state))
+    .bind(new.points_cost)
+    .bind(new.unlimited_stock)
+    .bind(new.available_stock)
+    .bind(new.available_from)
+    .bind(new.available_until)
+    .bind(&new.min_tier_code)
+    .bind(new.max_quantity_per_member)
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    from_row(&row)
+}
+
+/// One reward.
+pub async fn get(conn: &mut PgConnection, reward_id: Uuid) -> StoreResult<Reward> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM rewards WHERE reward_id = $1"
+    )))
+    .bind(reward_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Rejection::not_found("reward", reward_id))?;
+    from_row(&row)
+}
+
+/// What RedeemReward made.
+#[derive(Debug, Clone)]
+pub struct RewardRedeemed {
+    /// Entry, member and events.
+    pub applied: Applied,
+    /// The redemption.
+    pub redemption: RewardRedemption,
+    /// The reward after it.
+    pub reward: Reward,
+}
+
+/// RedeemReward: spends the points and takes the stock in the caller's transaction.
+#[tracing::instrument(skip_all, fields(reward_id = %cmd.reward_id))]
+pub async fn redeem(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: RedeemRewardCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<RewardRedeemed> {
+    let mut events = Vec::new();
+    let mut locked = ledger::lock_member(conn, &cmd.member, now, &mut events).await?;
+    locked.member.status.check_can_spend()?;
+    if locked.program.state != ProgramState::Active {
+        return Err(Rejection::ProgramNotActive.into());
+    }
+    let reward = get(conn, cmd.reward_id).await?;
+    if reward.program_id != locked.member.program_id {
+        return Err(Rejection::not_found("reward", cmd.reward_id).into());
+    }
+    if !reward.is_available(now) {
+        return Err(Rejection::RewardNotAvailable.into());
+    }
+    if !reward.min_tier_code.is_empty() {
+        let min_rank = locked
+            .program
+            .rules
+            .tier(&reward.min_tier_code)
+            .map(|(r, _)| r);
+        if min_rank.is_some_and(|rank| locked.member.tier.rank < rank) {
+            return Err(Rejection::RewardTierNotEligible {
+                min_tier_code: reward.min_tier_code.clone(),
+            }
+            .into());
+        }
+    }
+    if reward.max_quantity_per_member > 0 {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(quantity), 0)::bigint FROM reward_redemptions \
+             WHERE member_id = $1 AND reward_id = $2 AND state = 1",
+        )
+        .bind(locked.member.member_id)
+        .bind(reward.reward_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if held + i64::from(cmd.quantity) > i64::from(reward.max_quantity_per_member) {
+            return Err(Rejection::RewardMemberLimitReached {
+                max_quantity_per_member: reward.max_quantity_per_member,
+            }
+            .into());
+        }
+    }
+    let cost = reward.points_cost * i64::from(cmd.quantity);
+    check_sufficient(locked.member.balances.available, cost)?;
+    // The conditional update is the guard against overselling: it takes the reward's row
+    // lock, re-reads the stock, and changes nothing when too little is left.
+    let taken = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE rewards SET available_stock = CASE WHEN unlimited_stock THEN available_stock \
+         ELSE available_stock - $2 END, redeemed_quantity = redeemed_quantity + $2 \
+         WHERE reward_id = $1 AND (unlimited_stock OR available_stock >= $2) RETURNING {COLUMNS}"
+    )))
+    .bind(reward.reward_id)
+    .bind(i64::from(cmd.quantity))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = taken else {
+        let left: i64 =
+            sqlx::query_scalar("SELECT available_stock FROM rewards WHERE reward_id = $1")
+                .bind(reward.reward_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        return Err(Rejection::RewardOutOfStock {
+            available_stock: left,
+        }
+        .into());
+    };
+    let reward = from_row(&row)?;
+    let redemption_id = Uuid::now_v7();
+    let reason = if cmd.reason.is_empty() {
+        format!("Redeemed: {}", reward.display_name)
+    } else {
+        cmd.reason
+    };
+    let mut new = NewEntry::new(EntryKind::Redeem, origin, reason.clone());
+    new.operator_id = cmd.operator_id;
+    new.external_reference = cmd.external_reference.clone();
+    new.available_delta = -cost;
+    new.lifetime_redeemed_delta = cost;
+    new.details = Some(EntryDetails::RewardRedemption {
+        reward_redemption_id: redemption_id,
+        reward_id: reward.reward_id,
+        reward_display_name: reward.display_name.clone(),
+        quantity: cmd.quantity,
+    });
+    let entry = ledger::append(conn, &mut locked, new, now).await?;
+    ledger::spend_for(conn, entry.member_id, entry.ledger_entry_id, cost).await?;
+    sqlx::query(
+        "INSERT INTO reward_redemptions (reward_redemption_id, reward_id, reward_display_name, \
+         member_id, program_id, quantity, points_spent, state, ledger_entry_id, reason, \
+         external_reference, redeem_time) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11)",
+    )
+    .bind(redemption_id)
+    .bind(reward.reward_id)
+    .bind(&reward.display_name)
+    .bind(locked.member.member_id)
+    .bind(locked.member.program_id)
+    .bind(cmd.quantity)
+    .bind(cost)
+    .bind(entry.ledger_entry_id)
+    .bind(&reason)
+    .bind(&cmd.external_reference)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let redemption = RewardRedemption {
+        reward_redemption_id: redemption_id,
+        reward_id: reward.reward_id,
+        reward_display_name: reward.display_name.clone(),
+        member_id: locked.member.member_id,
+        customer_id: locked.member.customer_id,
+        program_id: locked.member.program_id,
+        quantity: cmd.quantity,
+        points_spent: cost,
+        reversed: false,
+        ledger_entry_id: entry.ledger_entry_id,
+        reason,
+        external_reference: cmd.external_reference,
+        redeem_time: now,
+    };
+    events.push(Event::RewardRedeemed(
+        locked.member.clone(),
+        redemption.clone(),
+        entry.clone(),
+    ));
+    Ok(RewardRedeemed {
+        applied: Applied {
+            entry,
+            member: locked.member,
+            tier_change: None,
+            events,
+        },
+        redemption,
+        reward,
+    })
+}

@@ -1,0 +1,187 @@
+//! The ledger through the API: purchases through the earning rules, FIFO spending, expiry
+//! on the injectable clock, reversals and the statement.
+
+use chrono::Duration;
+use custops_contracts::custops::loyalty::v1 as pb;
+
+use crate::helpers::{by_id, cny, program, redeem, rid, spawn_app};
+
+fn purchase(member: &str, order: &str, amount_minor: i64) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        request_id: rid(),
+        member: by_id(member),
+        source: Some(pb::earn_points_request::Source::Purchase(pb::Purchase {
+            order_id: order.to_owned(),
+            amount: Some(cny(amount_minor)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn lots_are_spent_first_in_first_out_and_expire_on_the_clock() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 30))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+
+    app.grant(&member, 100).await?; // lot A, expires at day 30
+    app.clock.advance(Duration::days(10));
+    app.grant(&member, 50).await?; // lot B, expires at day 40
+    client.redeem_points(redeem(rid(), &member, 30)).await?; // from A: A 70, B 50
+
+    app.clock.advance(Duration::days(25)); // day 35: A is due
+    let out = client
+        .redeem_points(redeem(rid(), &member, 10))
+        .await?
+        .into_inner();
+    let balances = out.member.and_then(|m| m.balances).unwrap_or_default();
+    assert_eq!(
+        balances.available_points, 40,
+        "A's 70 expired, 10 spent from B"
+    );
+    assert_eq!(balances.lifetime_expired_points, 70);
+
+    let statement = client
+        .list_ledger_entries(pb::ListLedgerEntriesRequest {
+            member: by_id(&member),
+            filter: Some(pb::LedgerEntryFilter {
+                kinds: vec![pb::LedgerEntryKind::Expire as i32],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let expired: Vec<i64> = statement.ledger_entries.iter().map(|e| e.points).collect();
+    assert_eq!(expired, [-70]);
+    let lots: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT remaining_points, expired_points FROM point_lots ORDER BY earn_time",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    assert_eq!(lots, [(0, 70), (40, 0)]);
+    crate::helpers::assert_ledger_invariants(&app.pool).await
+}
+
+#[tokio::test]
+async fn purchases_earn_through_the_rules_and_upgrade_the_tier_at_once() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+
+    let small = client
+        .earn_points(purchase(&member, "o-1", 12_990))
+        .await?
+        .into_inner();
+    assert_eq!(small.ledger_entry.as_ref().map(|e| e.points), Some(129));
+    assert!(small.tier_change.is_none());
+
+    let big = client
+        .earn_points(purchase(&member, "o-2", 40_000))
+        .await?
+        .into_inner();
+    let change = big.tier_change.unwrap_or_default();
+    assert_eq!(
+        (change.from_tier_code.as_str(), change.to_tier_code.as_str()),
+        ("member", "silver")
+    );
+    let tier = big.member.and_then(|m| m.tier).unwrap_or_default();
+    assert_eq!((tier.tier_code.as_str(), tier.rank), ("silver", 1));
+
+    let status = client
+        .earn_points(purchase(&member, "o-2", 1_000))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an order earned twice"))?;
+    assert_eq!(
+        crate::helpers::error_info(&status).0,
+        "ORDER_ALREADY_EARNED"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refund_takes_points_back_pro_rata_and_the_statement_pages() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+    client.earn_points(purchase(&member, "o-9", 30_000)).await?; // 300 points
+    let refund = |amount| pb::ReversePointsRequest {
+        request_id: rid(),
+        target: Some(pb::reverse_points_request::Target::Order(
+            pb::ProgramOrder {
+                program_id: program_id.clone(),
+                order_id: "o-9".to_owned(),
+            },
+        )),
+        amount: Some(pb::reverse_points_request::Amount::RefundAmount(cny(
+            amount,
+        ))),
+        ..Default::default()
+    };
+    let first = client.reverse_points(refund(10_000)).await?.into_inner();
+    assert_eq!(first.ledger_entry.map(|e| e.points), Some(-100));
+    let rest = client.reverse_points(refund(20_000)).await?.into_inner();
+    let balances = rest.member.and_then(|m| m.balances).unwrap_or_default();
+    assert_eq!(balances.available_points, 0);
+    assert_eq!(balances.qualifying_points, 0);
+
+    let mut tokens = String::new();
+    let mut points = Vec::new();
+    loop {
+        let page = client
+            .list_ledger_entries(pb::ListLedgerEntriesRequest {
+                member: by_id(&member),
+                page_size: 2,
+                page_token: tokens.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        points.extend(page.ledger_entries.iter().map(|e| e.points));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        tokens = page.next_page_token;
+    }
+    assert_eq!(points, [-200, -100, 300], "newest first across pages");
+    crate::helpers::assert_ledger_invariants(&app.pool).await
+}
+
+#[tokio::test]
+async fn a_cancelled_redemption_returns_points_to_its_lots() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+    app.grant(&member, 100).await?;
+    let redeem_request = redeem(rid(), &member, 80);
+    client.redeem_points(redeem_request.clone()).await?;
+    let reversed = client
+        .reverse_points(pb::ReversePointsRequest {
+            request_id: rid(),
+            target: Some(pb::reverse_points_request::Target::OriginalRequestId(
+                redeem_request.request_id,
+            )),
+            amount: Some(pb::reverse_points_request::Amount::AllRemaining(true)),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let balances = reversed.member.and_then(|m| m.balances).unwrap_or_default();
+    assert_eq!(balances.available_points, 100);
+    assert_eq!(balances.lifetime_redeemed_points, 0);
+    crate::helpers::assert_ledger_invariants(&app.pool).await
+}

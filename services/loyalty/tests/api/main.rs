@@ -1,0 +1,10 @@
+//! The loyalty service over real gRPC against a real Postgres, one database per test.
+
+mod helpers;
+
+mod idempotency;
+mod ledger;
+mod programs;
+mod race;
+mod rewards;
+mod validation;

@@ -1,0 +1,81 @@
+//! Rewards: 50 members racing for a stock of 10 redeem it exactly 10 times.
+
+use custops_contracts::custops::loyalty::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{by_id, error_info, program, rid, spawn_app_with_pool};
+
+#[tokio::test]
+async fn a_stock_of_ten_is_redeemed_exactly_ten_times_by_fifty_members() -> anyhow::Result<()> {
+    let app = spawn_app_with_pool(20).await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let reward = app
+        .client
+        .clone()
+        .create_reward(pb::CreateRewardRequest {
+            request_id: rid(),
+            reward: Some(pb::Reward {
+                program_id: program_id.clone(),
+                display_name: "Coffee voucher".to_owned(),
+                points_cost: 40,
+                available_stock: 10,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .reward
+        .unwrap_or_default();
+    let mut members = Vec::new();
+    for _ in 0..50 {
+        let member = app.enrol(&program_id).await?;
+        app.grant(&member, 100).await?;
+        members.push(member);
+    }
+
+    let calls: Vec<_> = members
+        .iter()
+        .map(|member| {
+            let mut client = app.client.clone();
+            let request = pb::RedeemRewardRequest {
+                request_id: rid(),
+                member: by_id(member),
+                reward_id: reward.reward_id.clone(),
+                quantity: 1,
+                ..Default::default()
+            };
+            tokio::spawn(async move { client.redeem_reward(request).await })
+        })
+        .collect();
+    let mut redeemed = 0;
+    for call in calls {
+        match call.await? {
+            Ok(_) => redeemed += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert_eq!(error_info(&status).0, "REWARD_OUT_OF_STOCK");
+            }
+        }
+    }
+    assert_eq!(redeemed, 10);
+    let after = app
+        .client
+        .clone()
+        .get_reward(pb::GetRewardRequest {
+            reward_id: reward.reward_id,
+        })
+        .await?
+        .into_inner()
+        .reward
+        .unwrap_or_default();
+    assert_eq!((after.available_stock, after.redeemed_quantity), (0, 10));
+    let spent: i64 = sqlx::query_scalar(
+        "SELECT coalesce(-sum(points), 0)::bigint FROM ledger_entries WHERE kind = 2",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(spent, 400);
+    crate::helpers::assert_ledger_invariants(&app.pool).await
+}

@@ -9,9 +9,11 @@
 //! - `store`: Postgres through sqlx; every write and its outbox events in one transaction.
 //! - `events`: the feed's event payloads, built from domain values.
 //! - `error`: the service's error type.
+//! - `demo`: sample data for `custops demo`, loaded through the public RPCs.
 //! - `migrations/`: the `profiles` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod events;

@@ -3,6 +3,7 @@
 mod activities;
 mod consents;
 mod customers;
+mod demo;
 mod identities;
 mod merge_erase;
 mod pii_logs;

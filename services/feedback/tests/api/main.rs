@@ -1,0 +1,8 @@
+//! The feedback API tested through real gRPC against a real Postgres, one database per test.
+
+mod helpers;
+mod metrics;
+mod responses;
+mod reviews;
+mod surveys;
+mod tickets;

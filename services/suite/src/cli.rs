@@ -27,6 +27,12 @@ pub enum Command {
         /// How long it is valid, in seconds.
         ttl_secs: u64,
     },
+    /// `custops demo [--customers N]`: load sample customers and activities into a running
+    /// profiles service through its API.
+    Demo {
+        /// How many customers.
+        customers: usize,
+    },
     /// `custops help` or `--help`.
     Help,
 }
@@ -47,6 +53,10 @@ commands:
                         print a bearer token (signed with CUSTOPS_AUTH_JWT_SECRET) naming NAME
                         as the caller with these scopes, valid N seconds (default 3600), e.g.
                         custops token --service ops --scopes loyalty.read,loyalty.points.write
+  demo [--customers N]  load N (default 2000) synthetic customers with two years of purchases
+                        and interactions into the running profiles service (CUSTOPS_PROFILES_URL,
+                        default http://127.0.0.1:50051) through its API; running it again the
+                        same day adds nothing
   help                  show this text
 
 configuration comes from the environment: DATABASE_URL (required), CUSTOPS_LISTEN_HOST,
@@ -130,7 +140,25 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             })
         }
         "token" => parse_token(rest),
+        "demo" => parse_demo(rest),
         other => Err(UsageError::UnknownCommand(other.to_owned())),
+    }
+}
+
+fn parse_demo(rest: &[String]) -> Result<Command, UsageError> {
+    match rest {
+        [] => Ok(Command::Demo { customers: 2000 }),
+        [flag, value] if flag == "--customers" => value
+            .parse()
+            .map(|customers| Command::Demo { customers })
+            .map_err(|_| UsageError::MissingOption {
+                command: "demo",
+                option: "--customers <number>",
+            }),
+        [argument, ..] => Err(UsageError::UnexpectedArgument {
+            command: "demo",
+            argument: argument.clone(),
+        }),
     }
 }
 
@@ -236,6 +264,11 @@ mod tests {
     #[test]
     fn parses_every_command() {
         check(&["dev"], Ok(Command::Dev));
+        check(&["demo"], Ok(Command::Demo { customers: 2000 }));
+        check(
+            &["demo", "--customers", "50"],
+            Ok(Command::Demo { customers: 50 }),
+        );
         check(&["help"], Ok(Command::Help));
         check(&["--help"], Ok(Command::Help));
         check(

@@ -10,6 +10,7 @@ use custops_common::auth::{AuthSettings, TokenIssuer};
 use custops_common::config::{ConfigError, DatabaseSettings, Environment, ServiceSettings};
 use custops_common::service::ServiceKind;
 use custops_common::{shutdown, telemetry};
+use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_suite::cli::{self, Command};
 use custops_suite::{dev, migrate};
 
@@ -57,6 +58,15 @@ async fn main() -> ExitCode {
                 Err(error) => return config_error(&error),
             }
         }
+        Command::Demo { customers } => {
+            // Like `custops dev`: no tokens unless CUSTOPS_AUTH_MODE asks for them.
+            let env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
+            let auth = match AuthSettings::from_env(&env) {
+                Ok(auth) => auth,
+                Err(error) => return config_error(&error),
+            };
+            run_demo(&env, &auth, customers).await
+        }
         Command::Migrate {
             services,
             create_roles,
@@ -102,6 +112,29 @@ fn mint_token(
 fn config_error(error: &ConfigError) -> ExitCode {
     eprintln!("custops: configuration error: {error}");
     ExitCode::from(2)
+}
+
+/// Loads sample data into the running profiles service through its API.
+async fn run_demo(env: &Environment, auth: &AuthSettings, customers: usize) -> anyhow::Result<()> {
+    let url = env.get("CUSTOPS_PROFILES_URL").map_or_else(
+        || {
+            let port = env.get("CUSTOPS_PROFILES_PORT").unwrap_or("50051");
+            format!("http://127.0.0.1:{port}")
+        },
+        str::to_owned,
+    );
+    let channel = custops_common::client::ClientBuilder::new(url.clone(), "custops-demo")
+        .auth(auth, &["profiles.write"])
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?;
+    let mut client = ProfilesServiceClient::new(channel);
+    println!("loading {customers} sample customers into {url} …");
+    let summary = custops_profiles::demo::load(&mut client, customers).await?;
+    println!(
+        "{} customers; {} activities stored, {} already there",
+        summary.customers, summary.activities_accepted, summary.activities_duplicate
+    );
+    Ok(())
 }
 
 /// Runs the four services until SIGTERM/SIGINT, or until one of them fails.

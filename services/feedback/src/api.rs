@@ -32,8 +32,11 @@ use crate::domain::ticket::{
 };
 use crate::error::Error;
 use crate::store::{
-    PgStore, responses::ResponseFilter, reviews::ReviewFilter, surveys::SurveyFilter,
-    tickets::TicketFilter,
+    PgStore,
+    responses::ResponseFilter,
+    reviews::ReviewFilter,
+    surveys::SurveyFilter,
+    tickets::{FollowUpFilter, TicketFilter},
 };
 use crate::workflow::{self, Actor, Context};
 
@@ -1087,6 +1090,65 @@ impl FeedbackService for FeedbackApi {
         let (t, history) = workflow::tickets::get(&self.ctx, t.id).await?;
         ok(pb::RecordFollowUpOutcomeResponse {
             ticket: Some(convert::ticket(&t, self.ctx.now(), &history)),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_follow_up_report(
+        &self,
+        request: Request<pb::GetFollowUpReportRequest>,
+    ) -> Rpc<pb::GetFollowUpReportResponse> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let (from, to) = parse::time_range(&mut v, "open_time_range", req.open_time_range.as_ref());
+        if req.survey_ids.len() > 100 {
+            v.add("survey_ids", "at most 100");
+        }
+        let survey_ids = req
+            .survey_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| parse::id(&mut v, &format!("survey_ids[{i}]"), s))
+            .collect();
+        for (i, c) in req.channels.iter().enumerate() {
+            parse::check(&mut v, &format!("channels[{i}]"), text::slug(c));
+        }
+        let triggers = req
+            .triggers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match pb::FollowUpTrigger::try_from(*t).ok() {
+                Some(pb::FollowUpTrigger::NpsDetractor) => Some("nps_detractor"),
+                Some(pb::FollowUpTrigger::LowCsat) => Some("low_csat"),
+                _ => {
+                    v.add(format!("triggers[{i}]"), "not a follow-up trigger");
+                    None
+                }
+            })
+            .collect();
+        done(v)?;
+        let filter = FollowUpFilter {
+            from,
+            to,
+            survey_ids,
+            channels: req.channels,
+            triggers,
+        };
+        let c = workflow::tickets::follow_up_report(&self.ctx, &filter).await?;
+        ok(pb::GetFollowUpReportResponse {
+            report: Some(pb::FollowUpReport {
+                follow_up_count: c.follow_ups,
+                nps_detractor_count: c.nps_detractor,
+                low_csat_count: c.low_csat,
+                followed_up_count: c.followed_up,
+                within_sla_count: c.within_sla,
+                late_count: c.late,
+                pending_count: c.pending,
+                within_sla_percent: c.within_sla_percent(),
+                contacted_count: c.contacted,
+                resolved_count: c.resolved,
+                no_answer_count: c.no_answer,
+            }),
         })
     }
 

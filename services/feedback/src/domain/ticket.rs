@@ -232,6 +232,15 @@ pub enum FollowUpOutcome {
 }
 
 impl FollowUpOutcome {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowUpOutcome::Contacted => "contacted",
+            FollowUpOutcome::Resolved => "resolved",
+            FollowUpOutcome::NoAnswer => "no_answer",
+        }
+    }
+
     /// The status a follow-up ticket in `from` moves to with this outcome.
     pub fn next_status(self, from: Status) -> Result<Status, Refusal> {
         if !from.is_active() {
@@ -262,6 +271,39 @@ pub struct FollowUp {
     pub scores: Scores,
     /// When the first outcome was recorded.
     pub first_outcome_time: Option<DateTime<Utc>>,
+}
+
+/// Counts of the closed-loop report (see `FollowUpReport` in follow_up_report.proto).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowUpCounts {
+    /// Follow-ups in scope.
+    pub follow_ups: i64,
+    /// Opened for an NPS detractor.
+    pub nps_detractor: i64,
+    /// Opened for a CSAT of 1–2.
+    pub low_csat: i64,
+    /// With at least one outcome.
+    pub followed_up: i64,
+    /// First outcome within SLA.
+    pub within_sla: i64,
+    /// First outcome late, or none and overdue.
+    pub late: i64,
+    /// No outcome, not yet due.
+    pub pending: i64,
+    /// Latest outcome CONTACTED.
+    pub contacted: i64,
+    /// Latest outcome RESOLVED.
+    pub resolved: i64,
+    /// Latest outcome NO_ANSWER.
+    pub no_answer: i64,
+}
+
+impl FollowUpCounts {
+    /// 100 × within ÷ (within + late); None when both are 0.
+    pub fn within_sla_percent(&self) -> Option<f64> {
+        let decided = self.within_sla + self.late;
+        (decided > 0).then(|| 100.0 * self.within_sla as f64 / decided as f64)
+    }
 }
 
 /// What a new ticket is opened with.

@@ -473,3 +473,79 @@ pub async fn list(
         })
         .collect()
 }
+
+/// Records the latest follow-up outcome of a ticket.
+pub async fn set_last_outcome(
+    conn: &mut PgConnection,
+    id: Uuid,
+    outcome: crate::domain::ticket::FollowUpOutcome,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE tickets SET last_outcome = $2 WHERE ticket_id = $1")
+        .bind(id)
+        .bind(outcome.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Filters of GetFollowUpReport.
+#[derive(Debug, Clone, Default)]
+pub struct FollowUpFilter {
+    /// Opened at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Opened before.
+    pub to: Option<DateTime<Utc>>,
+    /// Surveys; empty means any.
+    pub survey_ids: Vec<Uuid>,
+    /// Channels; empty means any.
+    pub channels: Vec<String>,
+    /// Triggers (stored form); empty means any.
+    pub triggers: Vec<&'static str>,
+}
+
+/// The closed-loop counts over the matching follow-ups, due times judged at `now`.
+pub async fn follow_up_counts(
+    conn: &mut PgConnection,
+    f: &FollowUpFilter,
+    now: DateTime<Utc>,
+) -> Result<crate::domain::ticket::FollowUpCounts, Error> {
+    let row = sqlx::query(
+        "SELECT count(*) AS n, \
+           count(*) FILTER (WHERE 'nps_detractor' = ANY(follow_up_triggers)) AS nps, \
+           count(*) FILTER (WHERE 'low_csat' = ANY(follow_up_triggers)) AS low_csat, \
+           count(*) FILTER (WHERE first_outcome_time IS NOT NULL) AS followed, \
+           count(*) FILTER (WHERE first_outcome_time <= respond_due_time) AS within, \
+           count(*) FILTER (WHERE first_outcome_time > respond_due_time \
+                            OR (first_outcome_time IS NULL AND respond_due_time < $1)) AS late, \
+           count(*) FILTER (WHERE first_outcome_time IS NULL AND respond_due_time >= $1) AS pending, \
+           count(*) FILTER (WHERE last_outcome = 'contacted') AS contacted, \
+           count(*) FILTER (WHERE last_outcome = 'resolved') AS resolved, \
+           count(*) FILTER (WHERE last_outcome = 'no_answer') AS no_answer \
+         FROM tickets WHERE kind = 'follow_up' \
+           AND ($2::timestamptz IS NULL OR create_time >= $2) \
+           AND ($3::timestamptz IS NULL OR create_time < $3) \
+           AND (cardinality($4::uuid[]) = 0 OR follow_up_survey_id = ANY($4)) \
+           AND (cardinality($5::text[]) = 0 OR channel = ANY($5)) \
+           AND (cardinality($6::text[]) = 0 OR follow_up_triggers && $6)",
+    )
+    .bind(now)
+    .bind(f.from)
+    .bind(f.to)
+    .bind(&f.survey_ids)
+    .bind(&f.channels)
+    .bind(&f.triggers)
+    .fetch_one(conn)
+    .await?;
+    Ok(crate::domain::ticket::FollowUpCounts {
+        follow_ups: row.try_get("n")?,
+        nps_detractor: row.try_get("nps")?,
+        low_csat: row.try_get("low_csat")?,
+        followed_up: row.try_get("followed")?,
+        within_sla: row.try_get("within")?,
+        late: row.try_get("late")?,
+        pending: row.try_get("pending")?,
+        contacted: row.try_get("contacted")?,
+        resolved: row.try_get("resolved")?,
+        no_answer: row.try_get("no_answer")?,
+    })
+}

@@ -379,6 +379,7 @@ pub async fn record_outcome(
     t.status = to;
     t.update_time = now;
     rows::save(&mut tx, &mut t, None).await?;
+    rows::set_last_outcome(&mut tx, t.id, outcome).await?;
     let mut e = entry(&t, Action::FollowUpOutcomeRecorded, actor, now);
     e.note = note;
     e.from_status = Some(from);
@@ -502,4 +503,13 @@ pub async fn update_policy(
     tx.commit().await?;
     policy = next;
     Ok(policy)
+}
+
+/// The closed-loop report, judged now.
+pub async fn follow_up_report(
+    ctx: &Context,
+    filter: &rows::FollowUpFilter,
+) -> Result<crate::domain::ticket::FollowUpCounts, Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    rows::follow_up_counts(&mut conn, filter, ctx.now()).await
 }

@@ -419,3 +419,88 @@ async fn follow_up_outcomes_are_recorded() -> anyhow::Result<()> {
     assert_eq!(reason(&status), "NOT_A_FOLLOW_UP");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_follow_up_report_counts_within_sla_late_and_pending() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let survey_id = active_survey(&mut app.client, full_survey()).await?;
+    // Three detractors (one also low CSAT) at t0: follow-up severity MEDIUM, 4 h to respond.
+    let a = respond(
+        &mut app.client,
+        &survey_id,
+        "email",
+        vec![score("nps", 1), score("csat", 1)],
+    )
+    .await?;
+    let b = respond(&mut app.client, &survey_id, "email", vec![score("nps", 2)]).await?;
+    let _c = respond(&mut app.client, &survey_id, "email", vec![score("nps", 3)]).await?;
+    let record = |ticket_id: &str, outcome: pb::FollowUpOutcome| pb::RecordFollowUpOutcomeRequest {
+        ticket_id: ticket_id.to_owned(),
+        outcome: outcome.into(),
+        request_id: rid(),
+        ..Default::default()
+    };
+    // a: followed up within an hour; b: after five hours (late); c: never.
+    app.clock.advance(Duration::hours(1));
+    app.client
+        .record_follow_up_outcome(record(
+            &a.follow_up_ticket_id,
+            pb::FollowUpOutcome::Contacted,
+        ))
+        .await?;
+    let report = |app_client: &mut Client| {
+        let mut client = app_client.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .get_follow_up_report(pb::GetFollowUpReportRequest::default())
+                    .await?
+                    .into_inner()
+                    .report
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let r = report(&mut app.client).await?;
+    assert_eq!(
+        (r.follow_up_count, r.nps_detractor_count, r.low_csat_count),
+        (3, 3, 1)
+    );
+    assert_eq!(
+        (
+            r.followed_up_count,
+            r.within_sla_count,
+            r.late_count,
+            r.pending_count
+        ),
+        (1, 1, 0, 2)
+    );
+    assert_eq!(r.within_sla_percent, Some(100.0));
+
+    app.clock.advance(Duration::hours(4));
+    app.client
+        .record_follow_up_outcome(record(
+            &b.follow_up_ticket_id,
+            pb::FollowUpOutcome::NoAnswer,
+        ))
+        .await?;
+    let r = report(&mut app.client).await?;
+    assert_eq!(
+        (
+            r.followed_up_count,
+            r.within_sla_count,
+            r.late_count,
+            r.pending_count
+        ),
+        (2, 1, 2, 0)
+    );
+    assert_eq!(
+        r.within_sla_percent.map(|p| (p * 100.0).round() / 100.0),
+        Some(33.33)
+    );
+    assert_eq!(
+        (r.contacted_count, r.resolved_count, r.no_answer_count),
+        (1, 0, 1)
+    );
+    Ok(())
+}

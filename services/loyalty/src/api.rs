@@ -24,7 +24,7 @@ use self::convert::{Keyed, parse_uuid};
 use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
-use crate::store::{PgStore, ledger, members, programs, rewards};
+use crate::store::{PgStore, jobs, ledger, members, programs, rewards};
 
 /// The gRPC handlers of the loyalty service.
 #[derive(Debug, Clone)]
@@ -545,6 +545,63 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn run_point_expiry(
+        &self,
+        request: Request<pb::RunPointExpiryRequest>,
+    ) -> Result<Response<pb::RunPointExpiryResponse>, Status> {
+        let req = request.into_inner();
+        let (program, max) = job_scope(&req.program_id, req.max_members)?;
+        let now = self.store.clock().now();
+        if let Some(id) = program {
+            let mut conn = self
+                .store
+                .pool()
+                .acquire()
+                .await
+                .map_err(ServiceError::from)?;
+            programs::get(&mut conn, id).await?;
+        }
+        let report = jobs::run_expiry(self.store.pool(), program, max, now, events::sink).await?;
+        Ok(Response::new(pb::RunPointExpiryResponse {
+            as_of_time: Some(convert::timestamp(now)),
+            members_processed: report.members,
+            lots_expired: report.lots,
+            points_expired: report.points,
+            more_due: report.more_due,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn run_tier_review(
+        &self,
+        request: Request<pb::RunTierReviewRequest>,
+    ) -> Result<Response<pb::RunTierReviewResponse>, Status> {
+        let req = request.into_inner();
+        let (program, max) = job_scope(&req.program_id, req.max_members)?;
+        let now = self.store.clock().now();
+        if let Some(id) = program {
+            let mut conn = self
+                .store
+                .pool()
+                .acquire()
+                .await
+                .map_err(ServiceError::from)?;
+            programs::get(&mut conn, id).await?;
+        }
+        let report =
+            jobs::run_tier_review(self.store.pool(), program, max, now, events::sink).await?;
+        Ok(Response::new(pb::RunTierReviewResponse {
+            as_of_time: Some(convert::timestamp(now)),
+            members_reviewed: report.members,
+            downgrades_scheduled: report.downgrades_scheduled,
+            downgrades_applied: report.downgrades_applied,
+            downgrades_cancelled: report.downgrades_cancelled,
+            upgrades: report.upgrades,
+            more_due: report.more_due,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn create_reward(
         &self,
         request: Request<pb::CreateRewardRequest>,
@@ -616,6 +673,19 @@ impl LoyaltyService for LoyaltyApi {
             .await?;
         decode(&bytes)
     }
+}
+
+/// The optional program filter and member cap of a job request.
+fn job_scope(program_id: &str, max_members: i32) -> Result<(Option<Uuid>, i64), Status> {
+    let program = if program_id.is_empty() {
+        None
+    } else {
+        Some(parse_uuid(program_id).map_err(|d| ServiceError::invalid_argument("program_id", d))?)
+    };
+    if !(0..=1_000_000).contains(&max_members) {
+        return Err(ServiceError::invalid_argument("max_members", "must be 0-1,000,000").into());
+    }
+    Ok((program, i64::from(max_members)))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -7,6 +7,7 @@
 //! doubled and a spend sees the balance it is checked against.
 
 pub mod idempotency;
+pub mod jobs;
 pub mod ledger;
 pub mod members;
 pub mod programs;

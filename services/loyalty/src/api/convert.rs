@@ -852,8 +852,14 @@ impl From<Member> for pb::Member {
                 display_name: m.tier.display_name,
                 rank: m.tier.rank,
                 achieve_time: Some(timestamp(m.tier.achieve_time)),
-                next_review_time: None,
-                pending_downgrade: None,
+                next_review_time: opt_timestamp(m.tier.next_review_time),
+                pending_downgrade: m.tier.pending_downgrade.map(|p| pb::PendingDowngrade {
+                    tier_code: p.code,
+                    display_name: p.display_name,
+                    rank: p.rank,
+                    decide_time: Some(timestamp(p.decide_time)),
+                    downgrade_time: Some(timestamp(p.downgrade_time)),
+                }),
                 next_tier_progress: None,
                 retention_progress: None,
             }),
@@ -886,7 +892,11 @@ pub(crate) fn tier_change_pb(member: &Member, c: TierChange, currency: &str) -> 
         } else {
             pb::TierChangeDirection::Downgrade
         } as i32,
-        cause: pb::TierChangeCause::QualifyingActivity as i32,
+        cause: if c.by_review {
+            pb::TierChangeCause::Review
+        } else {
+            pb::TierChangeCause::QualifyingActivity
+        } as i32,
         qualifying_amount: Some(threshold_pb(c.qualifying, currency)),
         change_time: Some(timestamp(c.change_time)),
         ..Default::default()

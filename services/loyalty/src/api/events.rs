@@ -8,6 +8,14 @@ use sqlx::PgConnection;
 use super::convert::tier_change_pb;
 use crate::domain::event::Event;
 
+/// [`append`] in the shape the scheduled jobs take (`store::jobs::EventSink`).
+pub fn sink<'c>(
+    conn: &'c mut PgConnection,
+    events: &'c [Event],
+) -> futures_util::future::BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(append(conn, events))
+}
+
 /// Appends `events` to the outbox, in order.
 pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
     for event in events {

@@ -110,6 +110,25 @@ pub struct MemberTier {
     pub rank: i32,
     /// When reached.
     pub achieve_time: DateTime<Utc>,
+    /// When next reviewed; none on the base tier.
+    pub next_review_time: Option<DateTime<Utc>>,
+    /// A downgrade decided by a review, waiting for its grace period.
+    pub pending_downgrade: Option<PendingDowngrade>,
+}
+
+/// A downgrade waiting for its grace period to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDowngrade {
+    /// Tier the member will drop to.
+    pub code: String,
+    /// Its display name.
+    pub display_name: String,
+    /// Its rank.
+    pub rank: i32,
+    /// When the review decided it.
+    pub decide_time: DateTime<Utc>,
+    /// When it takes effect.
+    pub downgrade_time: DateTime<Utc>,
 }
 
 /// A member as read, with balances and tier.
@@ -167,6 +186,8 @@ pub struct TierChange {
     pub to_rank: i32,
     /// Qualifying amount that caused it.
     pub qualifying: Threshold,
+    /// Whether a review (rather than qualifying activity) caused it.
+    pub by_review: bool,
     /// When.
     pub change_time: DateTime<Utc>,
 }

@@ -342,18 +342,19 @@ pub(crate) async fn lock_member(
     events: &mut Vec<Event>,
 ) -> StoreResult<Locked> {
     let mut locked = members::load(conn, member, true).await?;
-    if let Some(entry) = expire_due(conn, &mut locked, now).await? {
+    if let Some((entry, _lots)) = expire_due(conn, &mut locked, now).await? {
         events.push(Event::PointsExpired(locked.member.clone(), entry));
     }
     Ok(locked)
 }
 
-/// Expires the locked member's lots whose expiry time has passed, in one EXPIRE entry.
+/// Expires the locked member's lots whose expiry time has passed, in one EXPIRE entry;
+/// returns it with the number of lots expired.
 pub(crate) async fn expire_due(
     conn: &mut PgConnection,
     locked: &mut Locked,
     now: DateTime<Utc>,
-) -> StoreResult<Option<LedgerEntry>> {
+) -> StoreResult<Option<(LedgerEntry, i64)>> {
     let rows = sqlx::query(
         "UPDATE point_lots SET expired_points = expired_points + remaining_points, \
          remaining_points = 0 \
@@ -379,7 +380,8 @@ pub(crate) async fn expire_due(
     let mut new = NewEntry::new(EntryKind::Expire, origin, "Points expired".to_owned());
     new.available_delta = -points;
     new.lifetime_expired_delta = points;
-    Ok(Some(append(conn, locked, new, now).await?))
+    let lots = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    Ok(Some((append(conn, locked, new, now).await?, lots)))
 }
 
 fn check_program_active(locked: &Locked) -> Result<(), Rejection> {

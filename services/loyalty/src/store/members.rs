@@ -8,12 +8,14 @@ use uuid::Uuid;
 use super::{StoreResult, decode, programs};
 use crate::domain::Rejection;
 use crate::domain::member::{
-    Balances, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier, TierChange,
+    Balances, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier,
+    PendingDowngrade, TierChange,
 };
 use crate::domain::program::{Program, ProgramState, Threshold};
 
 const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, \
-     m.enrol_channel, m.enrol_time, m.tier_code, m.tier_achieve_time, b.available_points, \
+     m.enrol_channel, m.enrol_time, m.tier_code, m.tier_achieve_time, m.next_review_time, \
+     m.pending_tier_code, m.pending_decide_time, m.pending_downgrade_time, b.available_points, \
      b.pending_points, b.qualifying_points, b.qualifying_spend_minor, b.lifetime_earned_points, \
      b.lifetime_redeemed_points, b.lifetime_expired_points, b.update_time";
 
@@ -58,8 +60,33 @@ fn from_row(row: &PgRow, program: &Program) -> StoreResult<Member> {
             display_name: tier,
             rank,
             achieve_time: row.try_get("tier_achieve_time")?,
+            next_review_time: row.try_get("next_review_time")?,
+            pending_downgrade: pending_from(row, program)?,
         },
         expiring: None,
+    })
+}
+
+fn pending_from(row: &PgRow, program: &Program) -> StoreResult<Option<PendingDowngrade>> {
+    let code: Option<String> = row.try_get("pending_tier_code")?;
+    let decide: Option<DateTime<Utc>> = row.try_get("pending_decide_time")?;
+    let at: Option<DateTime<Utc>> = row.try_get("pending_downgrade_time")?;
+    Ok(match (code, decide, at) {
+        (Some(code), Some(decide_time), Some(downgrade_time)) => {
+            let (rank, name) = program
+                .rules
+                .tier(&code)
+                .map(|(rank, t)| (rank, t.display_name.clone()))
+                .unwrap_or((0, code.clone()));
+            Some(PendingDowngrade {
+                code,
+                display_name: name,
+                rank,
+                decide_time,
+                downgrade_time,
+            })
+        }
+        _ => None,
     })
 }
 
@@ -233,14 +260,21 @@ pub async fn upgrade_if_qualified(
         to_code: tier.code.clone(),
         to_rank: rank,
         qualifying,
+        by_review: false,
         change_time: now,
     };
-    sqlx::query("UPDATE members SET tier_code = $2, tier_achieve_time = $3 WHERE member_id = $1")
-        .bind(locked.member.member_id)
-        .bind(&change.to_code)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    let next_review = next_review(&locked.program, now);
+    sqlx::query(
+        "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = $4, \
+         pending_tier_code = NULL, pending_decide_time = NULL, pending_downgrade_time = NULL \
+         WHERE member_id = $1",
+    )
+    .bind(locked.member.member_id)
+    .bind(&change.to_code)
+    .bind(now)
+    .bind(next_review)
+    .execute(&mut *conn)
+    .await?;
     let amount = match qualifying {
         Threshold::Points(p) | Threshold::SpendMinor(p) => p,
     };
@@ -265,6 +299,37 @@ pub async fn upgrade_if_qualified(
         display_name: tier.display_name.clone(),
         rank,
         achieve_time: now,
+        next_review_time: next_review,
+        pending_downgrade: None,
     };
     Ok(Some(change))
+}
+
+/// When a member who reaches (or keeps) a tier at `now` is next reviewed.
+pub(crate) fn next_review(program: &Program, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let months = program.rules.tier_policy.review_period_months.max(1);
+    now.checked_add_months(chrono::Months::new(months))
+}
+
+/// The member's qualifying points and spend inside the program's rolling window ending at
+/// `now`: the sum of the qualifying deltas of entries younger than the window.
+pub(crate) async fn window_qualifying(
+    conn: &mut PgConnection,
+    locked: &Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<(i64, i64)> {
+    let days = match locked.program.rules.tier_policy.qualifying_window_days {
+        0 => 365,
+        days => days,
+    };
+    let (points, spend): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(qualifying_delta), 0)::bigint, coalesce(sum(spend_delta_minor), 0)::bigint \
+         FROM ledger_entries WHERE member_id = $1 AND create_time > $2 AND create_time <= $3",
+    )
+    .bind(locked.member.member_id)
+    .bind(now - Duration::days(i64::from(days)))
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    Ok((points.max(0), spend.max(0)))
 }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod idempotency;
+mod jobs;
 mod ledger;
 mod programs;
 mod race;

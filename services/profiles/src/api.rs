@@ -2,8 +2,7 @@
 //! request (`convert`, collecting field violations), calls the store, and converts the
 //! answer back; errors map to statuses in one place (`error`).
 //!
-//! Not implemented yet (answer UNIMPLEMENTED through the generated stubs): UnmergeCustomer,
-//! ListMerges and GetCustomer360.
+//! Not implemented yet (answers UNIMPLEMENTED through the generated stub): GetCustomer360.
 
 pub mod convert;
 mod error;
@@ -29,7 +28,7 @@ use crate::domain::customer::{
 use crate::domain::{ActivityFilter, AttributeDefinition, CustomerFilter};
 use crate::store::{
     ConsentUpdate, CustomerUpdate, ImportItem, ImportOutcome, MergeCommand, NewCustomer, PgStore,
-    RequestKey,
+    RequestKey, UnmergeCommand,
 };
 use convert::{
     activity_from_pb, actor_from_pb, consents_from_pb, identity_from_pb, parse_id, parse_range,
@@ -956,6 +955,85 @@ impl ProfilesService for ProfilesApi {
         Ok(Response::new(pb::MergeCustomersResponse {
             customer: Some((&customer).into()),
             merge_record: Some((&record).into()),
+        }))
+    }
+
+    async fn unmerge_customer(
+        &self,
+        request: Request<pb::UnmergeCustomerRequest>,
+    ) -> Result<Response<pb::UnmergeCustomerResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let merge_id = parse_id(&mut v, "merge_id", &req.merge_id);
+        v.check(
+            crate::domain::is_plain_text(&req.unmerge_reason, 500),
+            "unmerge_reason",
+            "at most 500 characters",
+        );
+        let actor = actor_from_pb(&mut v, "actor", req.actor.as_ref(), &caller);
+        let request = request_key(
+            &mut v,
+            &caller,
+            &req.request_id,
+            &pb::UnmergeCustomerRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        invalid(v)?;
+        let merge_id = merge_id.ok_or_else(|| Status::invalid_argument("merge_id"))?;
+        let cmd = UnmergeCommand {
+            merge_id,
+            actor,
+            reason: req.unmerge_reason,
+            request,
+        };
+        let (source, target, record) = self.store.unmerge(cmd).await?;
+        Ok(Response::new(pb::UnmergeCustomerResponse {
+            source_customer: Some((&source).into()),
+            target_customer: Some((&target).into()),
+            merge_record: Some((&record).into()),
+        }))
+    }
+
+    async fn list_merges(
+        &self,
+        request: Request<pb::ListMergesRequest>,
+    ) -> Result<Response<pb::ListMergesResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let customer_id = (!req.customer_id.is_empty())
+            .then(|| parse_id(&mut v, "customer_id", &req.customer_id))
+            .flatten();
+        for (i, s) in req.states.iter().enumerate() {
+            v.check(
+                matches!(s, 1 | 2),
+                &format!("states[{i}]"),
+                "must be MERGED or UNMERGED",
+            );
+        }
+        let range = parse_range(&mut v, "merge_time_range", req.merge_time_range.as_ref());
+        invalid(v)?;
+        let limit = size(req.page_size)?;
+        let states: Vec<i16> = req
+            .states
+            .iter()
+            .map(|s| i16::try_from(*s).unwrap_or(0))
+            .collect();
+        let query = format!("merges|{customer_id:?}|{states:?}|{range:?}");
+        let after: Option<(i64, String)> = self.cursor(&query, &req.page_token)?;
+        let after = after
+            .map(|(t, id)| token_id(&id).map(|id| (t, id)))
+            .transpose()?;
+        let page = self
+            .store
+            .list_merges(customer_id, &states, range, after, limit)
+            .await?;
+        Ok(Response::new(pb::ListMergesResponse {
+            merge_records: page.items.iter().map(Into::into).collect(),
+            next_page_token: self
+                .next_token(&query, page.next.map(|(t, id)| (t, id.to_string())))?,
         }))
     }
 

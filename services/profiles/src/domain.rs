@@ -169,6 +169,8 @@ pub struct MergeRecord {
     pub merge_time: DateTime<Utc>,
     /// Until when it could be undone.
     pub unmerge_expire_time: DateTime<Utc>,
+    /// When it was undone, by whom and why.
+    pub unmerge: Option<(DateTime<Utc>, Actor, String)>,
 }
 
 /// A slug: 1–64 characters of `[a-z0-9_-]` (or without `-` when `allow_dash` is false).

@@ -56,6 +56,14 @@ pub enum ProfilesError {
     /// 500 attributes declared.
     #[error("500 attributes are declared")]
     AttributeCatalogFull,
+    /// A precondition the contract names with an ErrorInfo reason (e.g. ALREADY_UNMERGED).
+    #[error("{message}")]
+    FailedReason {
+        /// The ErrorInfo reason.
+        reason: &'static str,
+        /// What to do, in words.
+        message: String,
+    },
     /// Another precondition failed (described for the caller, no personal data).
     #[error("{0}")]
     Precondition(String),

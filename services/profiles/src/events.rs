@@ -123,3 +123,26 @@ pub fn customer_erased(c: &Customer, merged: &[Uuid]) -> OutboxEvent {
         },
     )
 }
+
+/// CustomerUnmerged, keyed by the former target.
+pub fn customer_unmerged(
+    m: &MergeRecord,
+    source: &Customer,
+    target: &Customer,
+    pii: &HashSet<String>,
+    moved_activity_count: i64,
+) -> OutboxEvent {
+    OutboxEvent::new(
+        CUSTOMER,
+        m.target_customer_id,
+        &pb::CustomerUnmerged {
+            merge_id: m.id.to_string(),
+            source_customer_id: m.source_customer_id.to_string(),
+            target_customer_id: m.target_customer_id.to_string(),
+            unmerge_time: m.unmerge.as_ref().map(|u| ts(u.0)),
+            source_traits: Some(traits_to_pb(source, pii)),
+            target_traits: Some(traits_to_pb(target, pii)),
+            moved_activity_count,
+        },
+    )
+}

@@ -6,10 +6,12 @@
 
 mod activities;
 mod customers;
+mod merges;
 mod privacy;
 
 pub use activities::{ActivityCursor, ImportItem, ImportOutcome, RecordOutcome};
 pub use customers::{ConsentCursor, ConsentUpdate, CustomerUpdate, NewCustomer, Resolved};
+pub use merges::{MergeCursor, UnmergeCommand};
 pub use privacy::{Duplicate, DuplicateEvidence, Export, MergeCommand};
 
 use std::collections::{BTreeMap, HashMap, HashSet};

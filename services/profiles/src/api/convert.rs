@@ -933,9 +933,42 @@ impl From<&MergeRecord> for pb::MergeRecord {
             merge_reason: m.reason.clone(),
             merge_time: Some(ts(m.merge_time)),
             unmerge_expire_time: Some(ts(m.unmerge_expire_time)),
-            unmerge_time: None,
-            unmerge_actor: None,
-            unmerge_reason: String::new(),
+            unmerge_time: m.unmerge.as_ref().map(|u| ts(u.0)),
+            unmerge_actor: m.unmerge.as_ref().map(|u| (&u.1).into()),
+            unmerge_reason: m.unmerge.as_ref().map(|u| u.2.clone()).unwrap_or_default(),
         }
     }
+}
+
+/// A stored snapshot (`Customer` as the contract encodes it) back into traits, identities and
+/// consents. Snapshots were written by this service, so they are valid.
+pub fn customer_from_snapshot(c: &pb::Customer) -> (Traits, Vec<Identity>, Vec<Consent>) {
+    let mut v = Violations::new();
+    let traits = traits_from_pb(&mut v, "", c);
+    let identities = c
+        .identities
+        .iter()
+        .filter_map(|i| Identity::parse(i.identity_type, &i.namespace, &i.value).ok())
+        .collect();
+    let consents = c
+        .consents
+        .iter()
+        .map(|k| Consent {
+            channel: small(k.channel),
+            status: small(k.status),
+            source: k.source.clone(),
+            actor: k
+                .actor
+                .as_ref()
+                .map(|a| Actor {
+                    kind: small(a.actor_kind),
+                    id: a.actor_id.clone(),
+                    service: a.service.clone(),
+                })
+                .unwrap_or_default(),
+            change_time: k.change_time.as_ref().and_then(from_ts).unwrap_or_default(),
+            record_time: k.record_time.as_ref().and_then(from_ts).unwrap_or_default(),
+        })
+        .collect();
+    (traits, identities, consents)
 }

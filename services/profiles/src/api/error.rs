@@ -88,6 +88,9 @@ impl From<ProfilesError> for Status {
                 "ATTRIBUTE_CATALOG_FULL",
                 HashMap::new(),
             ),
+            ProfilesError::FailedReason { reason, message } => {
+                with_reason(Code::FailedPrecondition, &message, reason, HashMap::new())
+            }
             ProfilesError::Precondition(message) => {
                 ServiceError::FailedPrecondition(message).into()
             }

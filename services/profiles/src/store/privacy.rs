@@ -21,6 +21,8 @@ use crate::domain::{
 };
 use crate::error::{ProfilesError, Result};
 use crate::events;
+use custops_contracts::custops::profiles::v1 as pb;
+use prost::Message;
 
 /// How long a merge can be undone.
 const UNMERGE_WINDOW_DAYS: i64 = 30;
@@ -156,16 +158,15 @@ impl PgStore {
             reason: cmd.reason.clone(),
             merge_time: now,
             unmerge_expire_time: now + Duration::days(UNMERGE_WINDOW_DAYS),
+            unmerge: None,
         };
         if cmd.validate_only {
             target.traits = traits;
             record.id = Uuid::nil();
             return Ok((target, record));
         }
-        let snapshot = json(&serde_json::json!({
-            "source_version": source.version,
-            "target_version": target.version,
-        }))?;
+        let source_before = pb::Customer::from(&source).encode_to_vec();
+        let target_before = pb::Customer::from(&target).encode_to_vec();
         sqlx::query("UPDATE identities SET customer_id = $2 WHERE customer_id = $1")
             .bind(source.id)
             .bind(target.id)
@@ -234,8 +235,8 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO merges (merge_id, source_customer_id, target_customer_id, state, survivorship, \
              source_value_paths, moved_identity_count, moved_activity_count, actor_kind, actor_id, \
-             actor_service, merge_reason, merge_time, unmerge_expire_time, snapshot) \
-             VALUES ($1, $2, $3, 1, $4::text::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text::jsonb)",
+             actor_service, merge_reason, merge_time, unmerge_expire_time, source_before, target_before) \
+             VALUES ($1, $2, $3, 1, $4::text::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(merge_id)
         .bind(source.id)
@@ -250,10 +251,16 @@ impl PgStore {
         .bind(&record.reason)
         .bind(record.merge_time)
         .bind(record.unmerge_expire_time)
-        .bind(snapshot)
+        .bind(source_before)
+        .bind(target_before)
         .execute(&mut *tx)
         .await?;
         let target = load_for_update(&mut tx, target.id).await?;
+        sqlx::query("UPDATE merges SET target_after = $2 WHERE merge_id = $1")
+            .bind(merge_id)
+            .bind(pb::Customer::from(&target).encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
         let pii = pii_attributes(&mut tx).await?;
         for change in &changes {
             outbox::append(&mut tx, events::consent_changed(change)).await?;
@@ -309,7 +316,8 @@ impl PgStore {
             "DELETE FROM identities WHERE customer_id = ANY($1)",
             "DELETE FROM consents WHERE customer_id = ANY($1)",
             "DELETE FROM consent_changes WHERE customer_id = ANY($1)",
-            "UPDATE merges SET snapshot = NULL, merge_reason = '' WHERE source_customer_id = ANY($1) OR target_customer_id = ANY($1)",
+            "UPDATE merges SET snapshot = NULL, source_before = NULL, target_before = NULL, target_after = NULL, \
+             merge_reason = '', unmerge_reason = '' WHERE source_customer_id = ANY($1) OR target_customer_id = ANY($1)",
         ] {
             sqlx::query(statement)
                 .bind(&family)
@@ -533,7 +541,7 @@ fn duplicate_evidence(customer: &Customer, candidate: &Customer) -> Vec<Duplicat
 }
 
 #[derive(Debug, sqlx::FromRow)]
-struct MergeRow {
+pub(super) struct MergeRow {
     merge_id: Uuid,
     source_customer_id: Uuid,
     target_customer_id: Uuid,
@@ -548,39 +556,63 @@ struct MergeRow {
     merge_reason: String,
     merge_time: DateTime<Utc>,
     unmerge_expire_time: DateTime<Utc>,
+    unmerge_time: Option<DateTime<Utc>>,
+    unmerge_actor_kind: Option<i16>,
+    unmerge_actor_id: Option<String>,
+    unmerge_actor_service: Option<String>,
+    unmerge_reason: String,
 }
+
+impl MergeRow {
+    pub(super) fn into_record(self) -> Result<MergeRecord> {
+        let unmerge = self.unmerge_time.map(|time| {
+            let actor = Actor {
+                kind: self.unmerge_actor_kind.unwrap_or(3),
+                id: self.unmerge_actor_id.clone().unwrap_or_default(),
+                service: self.unmerge_actor_service.clone().unwrap_or_default(),
+            };
+            (time, actor, self.unmerge_reason.clone())
+        });
+        Ok(MergeRecord {
+            id: self.merge_id,
+            source_customer_id: self.source_customer_id,
+            target_customer_id: self.target_customer_id,
+            state: self.state,
+            choices: serde_json::from_str(&self.survivorship).map_err(anyhow::Error::from)?,
+            source_value_paths: self.source_value_paths,
+            moved_identity_count: self.moved_identity_count,
+            moved_activity_count: self.moved_activity_count,
+            actor: Actor {
+                kind: self.actor_kind,
+                id: self.actor_id,
+                service: self.actor_service,
+            },
+            reason: self.merge_reason,
+            merge_time: self.merge_time,
+            unmerge_expire_time: self.unmerge_expire_time,
+            unmerge,
+        })
+    }
+}
+
+macro_rules! merge_columns {
+    () => {
+        "merge_id, source_customer_id, target_customer_id, state, survivorship::text AS survivorship, \
+         source_value_paths, moved_identity_count, moved_activity_count, actor_kind, actor_id, actor_service, \
+         merge_reason, merge_time, unmerge_expire_time, unmerge_time, unmerge_actor_kind, unmerge_actor_id, \
+         unmerge_actor_service, unmerge_reason"
+    };
+}
+pub(super) use merge_columns;
 
 /// Merges in which any of `ids` took part, oldest first.
 async fn merges_of(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<MergeRecord>> {
-    let rows: Vec<MergeRow> = sqlx::query_as(
-        "SELECT merge_id, source_customer_id, target_customer_id, state, survivorship::text AS survivorship, \
-         source_value_paths, moved_identity_count, moved_activity_count, actor_kind, actor_id, actor_service, \
-         merge_reason, merge_time, unmerge_expire_time FROM merges \
-         WHERE source_customer_id = ANY($1) OR target_customer_id = ANY($1) ORDER BY merge_time, merge_id",
-    )
+    let rows: Vec<MergeRow> = sqlx::query_as(concat!(
+        "SELECT ", merge_columns!(), " FROM merges \
+         WHERE source_customer_id = ANY($1) OR target_customer_id = ANY($1) ORDER BY merge_time, merge_id"
+    ))
     .bind(ids)
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(MergeRecord {
-                id: r.merge_id,
-                source_customer_id: r.source_customer_id,
-                target_customer_id: r.target_customer_id,
-                state: r.state,
-                choices: serde_json::from_str(&r.survivorship).map_err(anyhow::Error::from)?,
-                source_value_paths: r.source_value_paths,
-                moved_identity_count: r.moved_identity_count,
-                moved_activity_count: r.moved_activity_count,
-                actor: Actor {
-                    kind: r.actor_kind,
-                    id: r.actor_id,
-                    service: r.actor_service,
-                },
-                reason: r.merge_reason,
-                merge_time: r.merge_time,
-                unmerge_expire_time: r.unmerge_expire_time,
-            })
-        })
-        .collect()
+    rows.into_iter().map(MergeRow::into_record).collect()
 }

@@ -418,3 +418,121 @@ async fn duplicates_are_found_and_the_export_holds_everything() -> anyhow::Resul
     )?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unmerge_separates_the_customers_again() -> anyhow::Result<()> {
+    // Arrange: a merge that gave the target the source's display name, tags and identity.
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let source_email = unique_email("un-src");
+    let mut source = customer(&source_email);
+    source.display_name = "From Source".to_owned();
+    source.tags = vec!["b2b".to_owned()];
+    let source = create(&app, source).await?;
+    let target = create(&app, customer(&unique_email("un-tgt"))).await?;
+    record(&app, &source.customer_id, "u-before").await?;
+    let merged = client
+        .merge_customers(pb::MergeCustomersRequest {
+            source_customer_id: source.customer_id.clone(),
+            target_customer_id: target.customer_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let merge_id = merged.merge_record.map(|m| m.merge_id).unwrap_or_default();
+    assert_eq!(
+        merged.customer.as_ref().map(|c| c.display_name.as_str()),
+        Some("From Source")
+    );
+    // After the merge: an activity naming the source id lands on the target and stays there.
+    record(&app, &source.customer_id, "u-after").await?;
+
+    // Act
+    let undone = client
+        .unmerge_customer(pb::UnmergeCustomerRequest {
+            merge_id: merge_id.clone(),
+            unmerge_reason: "wrong match".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let again = client
+        .unmerge_customer(pb::UnmergeCustomerRequest {
+            merge_id: merge_id.clone(),
+            ..Default::default()
+        })
+        .await;
+
+    // Assert
+    let restored = undone.source_customer.unwrap_or_default();
+    let separated = undone.target_customer.unwrap_or_default();
+    assert_eq!(restored.state, pb::CustomerState::Active as i32);
+    assert_eq!(restored.tags, ["b2b"]);
+    assert_eq!(
+        restored
+            .identities
+            .iter()
+            .map(|i| i.value.clone())
+            .collect::<Vec<_>>(),
+        [source_email.clone()]
+    );
+    assert_eq!(separated.display_name, "");
+    assert_eq!(separated.tags, ["vip"]);
+    assert_eq!(separated.identities.len(), 1);
+    let on = |id: String| {
+        let mut client = client.clone();
+        async move {
+            let listed = client
+                .list_activities(pb::ListActivitiesRequest {
+                    customer_id: id,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok(
+                listed
+                    .activities
+                    .into_iter()
+                    .map(|a| a.event_id)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    assert_eq!(on(source.customer_id.clone()).await?, ["u-before"]);
+    assert_eq!(on(target.customer_id.clone()).await?, ["u-after"]);
+    let status = expect_code(again, Code::FailedPrecondition)?;
+    assert_eq!(reason(&status).as_deref(), Some("ALREADY_UNMERGED"));
+    let merges = client
+        .list_merges(pb::ListMergesRequest {
+            customer_id: source.customer_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        merges
+            .merge_records
+            .iter()
+            .map(|m| m.state)
+            .collect::<Vec<_>>(),
+        [pb::MergeState::Unmerged as i32]
+    );
+    assert_eq!(merges.merge_records[0].unmerge_reason, "wrong match");
+    let events = crate::support::outbox_types(&app, &target.customer_id).await?;
+    assert!(
+        events
+            .iter()
+            .any(|t| t == "custops.profiles.v1.CustomerUnmerged"),
+        "{events:?}"
+    );
+    expect_code(
+        client
+            .unmerge_customer(pb::UnmergeCustomerRequest {
+                merge_id: uuid::Uuid::now_v7().to_string(),
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+    )?;
+    Ok(())
+}

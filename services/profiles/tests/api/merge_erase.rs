@@ -474,7 +474,7 @@ async fn an_unmerge_separates_the_customers_again() -> anyhow::Result<()> {
             .iter()
             .map(|i| i.value.clone())
             .collect::<Vec<_>>(),
-        [source_email.clone()]
+        std::slice::from_ref(&source_email)
     );
     assert_eq!(separated.display_name, "");
     assert_eq!(separated.tags, ["vip"]);

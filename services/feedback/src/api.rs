@@ -500,6 +500,20 @@ impl FeedbackService for FeedbackApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn retry_reward(
+        &self,
+        request: Request<pb::RetryRewardRequest>,
+    ) -> Rpc<pb::RetryRewardResponse> {
+        let mut v = Violations::new();
+        let id = parse::id(&mut v, "response_id", &request.get_ref().response_id);
+        done(v)?;
+        let r = workflow::responses::retry_reward(&self.ctx, id.unwrap_or_default()).await?;
+        ok(pb::RetryRewardResponse {
+            survey_response: Some((&r).into()),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn list_responses(
         &self,
         request: Request<pb::ListResponsesRequest>,

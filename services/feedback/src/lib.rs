@@ -9,6 +9,7 @@
 //! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), with the injectable clock.
 //! - `store`: sqlx queries on the `feedback` schema; metrics are aggregated in SQL there.
 //! - `events`: the outbox events (events.proto) built from domain values.
+//! - `rewards`: the worker that pays survey rewards through loyalty, exactly once.
 //! - `error`: the service's error and its one mapping to `Status`.
 //! - `migrations/`: the `feedback` schema, applied after the shared ones from `libs/common`.
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod rewards;
 pub mod store;
 pub mod workflow;
 
@@ -29,20 +31,42 @@ use sqlx::migrate::Migrator;
 
 use crate::domain::clock::{Clock, SystemClock};
 
+/// Scope feedback asks for on its calls to loyalty.
+const LOYALTY_SCOPES: &[&str] = &["loyalty.points.write"];
+
 /// This service's own migrations (`services/feedback/migrations`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Connects, migrates and binds the service; serve it with
 /// [`Application::run_until_stopped`].
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
-    build_with_clock(settings, Arc::new(SystemClock)).await
+    build_with(settings, Overrides::default()).await
 }
 
-/// [`build`] with an explicit clock (tests move time to check SLA breaches).
-pub async fn build_with_clock(
+/// What tests may replace in a built service.
+#[derive(Debug, Clone)]
+pub struct Overrides {
+    /// The API's clock (tests move time to check SLA breaches).
+    pub clock: Arc<dyn Clock>,
+    /// The reward worker's pacing (tests retry faster).
+    pub rewards: rewards::WorkerOptions,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            rewards: rewards::WorkerOptions::default(),
+        }
+    }
+}
+
+/// [`build`] with `overrides`.
+pub async fn build_with(
     settings: ServiceSettings,
-    clock: Arc<dyn Clock>,
+    overrides: Overrides,
 ) -> anyhow::Result<Application> {
+    let clock = overrides.clock;
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
     // Feed streams end as soon as the server starts draining, not at the end of the grace.
     let feed_options = FeedOptions {
@@ -50,6 +74,34 @@ pub async fn build_with_clock(
         ..FeedOptions::default()
     };
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
+    start_reward_worker(
+        &settings,
+        pool.clone(),
+        overrides.rewards,
+        app.shutdown_token(),
+    );
     let api = api::FeedbackApi::new(store::PgStore { pool }, clock, settings.page_tokens.clone());
     Ok(app.add_api(api::server(api)).add_api(feed))
+}
+
+/// Starts the reward worker when loyalty's address is configured; without it rewards stay
+/// PENDING (durably queued) until a feedback instance that can reach loyalty runs.
+fn start_reward_worker(
+    settings: &ServiceSettings,
+    pool: sqlx::PgPool,
+    options: rewards::WorkerOptions,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use custops_common::client::ClientBuilder;
+    use custops_common::service::ServiceKind;
+    match ClientBuilder::for_peer(&settings.clients, ServiceKind::Loyalty, LOYALTY_SCOPES)
+        .and_then(ClientBuilder::build)
+    {
+        Ok(channel) => {
+            tokio::spawn(rewards::run(pool, channel, options, stop));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "survey rewards will queue until loyalty is reachable");
+        }
+    }
 }

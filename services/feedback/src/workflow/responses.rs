@@ -182,3 +182,16 @@ pub async fn list_responses(
     let mut conn = ctx.store.pool.acquire().await?;
     rows::list_responses(&mut conn, filter, after, limit).await
 }
+
+/// Re-queues a REJECTED reward; NO_REWARD when the response has none.
+pub async fn retry_reward(ctx: &Context, id: Uuid) -> Result<SurveyResponse, Error> {
+    let mut tx = ctx.store.pool.begin().await?;
+    let r = rows::get_response(&mut tx, id).await?;
+    if r.reward.is_none() {
+        return Err(Refusal::new("NO_REWARD", "the response has no reward").into());
+    }
+    crate::rewards::requeue(&mut tx, id, ctx.now()).await?;
+    let r = rows::get_response(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(r)
+}

@@ -44,9 +44,27 @@ pub(crate) fn t0() -> DateTime<Utc> {
 
 pub(crate) async fn spawn_app() -> anyhow::Result<TestApp> {
     let db = TestDatabase::create().await?;
-    let clock = ManualClock::new(t0());
     let settings = ServiceSettings::for_local(ServiceKind::Feedback, db.url());
-    let app = custops_feedback::build_with_clock(settings, Arc::new(clock.clone())).await?;
+    spawn_app_with(db, settings, ManualClock::new(t0())).await
+}
+
+/// The service over `db` with `settings` (e.g. a loyalty peer) and `clock`.
+pub(crate) async fn spawn_app_with(
+    db: TestDatabase,
+    settings: ServiceSettings,
+    clock: ManualClock,
+) -> anyhow::Result<TestApp> {
+    let overrides = custops_feedback::Overrides {
+        clock: Arc::new(clock.clone()),
+        rewards: custops_feedback::rewards::WorkerOptions {
+            poll: std::time::Duration::from_millis(50),
+            initial_backoff: std::time::Duration::from_millis(50),
+            max_backoff: std::time::Duration::from_millis(300),
+            call_timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
+    };
+    let app = custops_feedback::build_with(settings, overrides).await?;
     let port = app.port();
     let stop = CancellationToken::new();
     tokio::spawn({

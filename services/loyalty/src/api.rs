@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod error;
 pub mod events;
+pub mod profiles_feed;
 
 use custops_common::auth::Caller;
 use custops_common::error::ServiceError;

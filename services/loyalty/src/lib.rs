@@ -42,7 +42,8 @@ pub async fn build_with_clock(
         shutdown: app.shutdown_token(),
         ..FeedOptions::default()
     };
-    let store = store::PgStore::new(pool.clone(), clock);
+    let store = store::PgStore::new(pool.clone(), clock.clone());
+    api::profiles_feed::spawn(&settings, pool.clone(), clock, app.shutdown_token())?;
     let feed = event_feed_server(pool, settings.service, feed_options);
     Ok(app
         .add_api(api::server(store, settings.page_tokens.clone()))

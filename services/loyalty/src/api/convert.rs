@@ -844,7 +844,7 @@ impl From<Member> for pb::Member {
             customer_id: m.customer_id.to_string(),
             status: status_pb(m.status) as i32,
             status_reason: m.status_reason,
-            merged_into_member_id: String::new(),
+            merged_into_member_id: m.merged_into.map(|id| id.to_string()).unwrap_or_default(),
             anonymized: false,
             balances: Some(balances_pb(m.balances, &m.currency)),
             tier: Some(pb::MemberTier {
@@ -1178,6 +1178,8 @@ fn kind_pb(k: EntryKind) -> pb::LedgerEntryKind {
         EntryKind::Reverse => pb::LedgerEntryKind::Reverse,
         EntryKind::Expire => pb::LedgerEntryKind::Expire,
         EntryKind::Release => pb::LedgerEntryKind::Release,
+        EntryKind::MergeIn => pb::LedgerEntryKind::MergeIn,
+        EntryKind::MergeOut => pb::LedgerEntryKind::MergeOut,
     }
 }
 
@@ -1284,6 +1286,18 @@ impl From<LedgerEntry> for pb::LedgerEntry {
                 reward_id: reward_id.to_string(),
                 reward_display_name,
                 quantity,
+            })),
+            (
+                Some(EntryDetails::Merge {
+                    other_member_id,
+                    other_customer_id,
+                    merge_id,
+                }),
+                None,
+            ) => Some(Details::Merge(pb::MergeDetails {
+                other_member_id: other_member_id.to_string(),
+                other_customer_id: other_customer_id.to_string(),
+                merge_id,
             })),
             (None, None) => None,
         };

@@ -6,7 +6,7 @@ use custops_contracts::custops::loyalty::v1 as pb;
 use sqlx::PgConnection;
 
 use super::convert::tier_change_pb;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, MembersMerged};
 
 /// [`append`] in the shape the scheduled jobs take (`store::jobs::EventSink`).
 pub fn sink<'c>(
@@ -78,6 +78,26 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
                     &pb::TierChanged {
                         member: Some(m.into()),
                         tier_change: Some(change),
+                    },
+                )
+            }
+            Event::MembersMerged(merge) => {
+                let MembersMerged {
+                    surviving,
+                    merged,
+                    merge_in,
+                    merge_id,
+                } = *merge;
+                OutboxEvent::new(
+                    "member",
+                    surviving.member_id,
+                    &pb::MembersMerged {
+                        surviving_customer_id: surviving.customer_id.to_string(),
+                        merged_customer_id: merged.customer_id.to_string(),
+                        surviving_member: Some(surviving.into()),
+                        merged_member: Some(merged.into()),
+                        merge_in_entry: Some(merge_in.into()),
+                        merge_id,
                     },
                 )
             }

@@ -23,6 +23,21 @@ pub enum Event {
     PointsExpired(Member, LedgerEntry),
     /// The tier changed.
     TierChanged(Member, TierChange),
+    /// A member merged into another after a profiles customer merge.
+    MembersMerged(Box<MembersMerged>),
     /// A reward redeemed.
     RewardRedeemed(Member, RewardRedemption, LedgerEntry),
+}
+
+/// A member merged into another after a profiles customer merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersMerged {
+    /// The survivor, after the merge.
+    pub surviving: Member,
+    /// The merged-away member, now MERGED.
+    pub merged: Member,
+    /// The survivor's MERGE_IN entry.
+    pub merge_in: LedgerEntry,
+    /// The profiles merge id.
+    pub merge_id: String,
 }

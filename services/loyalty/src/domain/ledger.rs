@@ -50,6 +50,10 @@ pub enum EntryKind {
     Expire,
     /// Released from pending.
     Release,
+    /// Received from a member merged into this one.
+    MergeIn,
+    /// Moved into the surviving member.
+    MergeOut,
 }
 
 impl EntryKind {
@@ -62,6 +66,8 @@ impl EntryKind {
             EntryKind::Reverse => 4,
             EntryKind::Expire => 5,
             EntryKind::Release => 6,
+            EntryKind::MergeIn => 7,
+            EntryKind::MergeOut => 8,
         }
     }
 
@@ -74,6 +80,8 @@ impl EntryKind {
             4 => EntryKind::Reverse,
             5 => EntryKind::Expire,
             6 => EntryKind::Release,
+            7 => EntryKind::MergeIn,
+            8 => EntryKind::MergeOut,
             _ => return None,
         })
     }
@@ -87,6 +95,8 @@ impl EntryKind {
             EntryKind::Reverse => "REVERSE",
             EntryKind::Expire => "EXPIRE",
             EntryKind::Release => "RELEASE",
+            EntryKind::MergeIn => "MERGE_IN",
+            EntryKind::MergeOut => "MERGE_OUT",
         }
     }
 }
@@ -100,6 +110,15 @@ pub enum EntryDetails {
         purchase: Purchase,
         /// Its calculation.
         calculation: Calculation,
+    },
+    /// A merge: the other member and the profiles merge.
+    Merge {
+        /// The other member.
+        other_member_id: Uuid,
+        /// Its customer id then.
+        other_customer_id: Uuid,
+        /// The profiles merge id.
+        merge_id: String,
     },
     /// A reward redemption (REDEEM) or its reversal.
     RewardRedemption {

@@ -144,6 +144,8 @@ pub struct Member {
     pub status: MemberStatus,
     /// Reason for the status.
     pub status_reason: String,
+    /// When MERGED: the member it was merged into.
+    pub merged_into: Option<Uuid>,
     /// Enrolment channel.
     pub enrol_channel: String,
     /// Enrolment time.

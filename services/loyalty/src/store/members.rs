@@ -13,7 +13,7 @@ use crate::domain::member::{
 };
 use crate::domain::program::{Program, ProgramState, Threshold};
 
-const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, \
+const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, m.merged_into_member_id, \
      m.enrol_channel, m.enrol_time, m.tier_code, m.tier_achieve_time, m.next_review_time, \
      m.pending_tier_code, m.pending_decide_time, m.pending_downgrade_time, b.available_points, \
      b.pending_points, b.qualifying_points, b.qualifying_spend_minor, b.lifetime_earned_points, \
@@ -42,6 +42,7 @@ fn from_row(row: &PgRow, program: &Program) -> StoreResult<Member> {
         customer_id: row.try_get("customer_id")?,
         status: decode(status_from(row.try_get("status")?), "member status")?,
         status_reason: row.try_get("status_reason")?,
+        merged_into: row.try_get("merged_into_member_id")?,
         enrol_channel: row.try_get("enrol_channel")?,
         enrol_time: row.try_get("enrol_time")?,
         update_time: row.try_get("update_time")?,
@@ -160,8 +161,28 @@ pub async fn enrol(
 }
 
 /// Loads a member and its program; with `lock`, locks the member's balances row until the
-/// transaction ends (every mutation of the member does this first).
+/// transaction ends (every mutation of the member does this first). A MERGED member resolves
+/// to the member it was merged into when locking (mutations apply to the survivor) and when
+/// named by customer (a merged-away customer's membership is the survivor's); a read by
+/// member id returns the merged member itself.
 pub async fn load(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> StoreResult<Locked> {
+    let follow = lock || matches!(member, MemberRef::Customer { .. });
+    let mut locked = load_one(conn, member, lock).await?;
+    // A chain of merges is short; the bound only guards against a cycle in corrupt data.
+    for _ in 0..16 {
+        match (follow, locked.member.status, locked.member.merged_into) {
+            (true, MemberStatus::Merged, Some(survivor)) => {
+                locked = load_one(conn, &MemberRef::Id(survivor), lock).await?;
+            }
+            _ => return Ok(locked),
+        }
+    }
+    Err(super::StoreError::Corrupt(
+        "merge chain too long".to_owned(),
+    ))
+}
+
+async fn load_one(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> StoreResult<Locked> {
     let suffix = if lock { " FOR UPDATE OF b" } else { "" };
     let row = match member {
         MemberRef::Id(id) => sqlx::query(AssertSqlSafe(format!(

@@ -5,6 +5,7 @@ mod helpers;
 mod idempotency;
 mod jobs;
 mod ledger;
+mod merges;
 mod programs;
 mod race;
 mod rewards;

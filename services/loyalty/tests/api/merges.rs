@@ -1,0 +1,146 @@
+//! A profiles `CustomerMerged` merges the two memberships once, however often it arrives.
+
+use std::sync::Arc;
+
+use custops_common::consumer::EventHandler;
+use custops_contracts::custops::common::v1::Event;
+use custops_contracts::custops::loyalty::v1 as pb;
+use custops_contracts::custops::profiles::v1::CustomerMerged;
+use custops_loyalty::api::profiles_feed::ProfilesFeed;
+use custops_loyalty::domain::SystemClock;
+use prost::{Message, Name};
+use uuid::Uuid;
+
+use crate::helpers::{assert_ledger_invariants, by_id, program, redeem, rid, spawn_app};
+
+fn merged_event(merge_id: &str, source: Uuid, target: Uuid) -> Event {
+    let payload = CustomerMerged {
+        merge_id: merge_id.to_owned(),
+        source_customer_id: source.to_string(),
+        target_customer_id: target.to_string(),
+        ..Default::default()
+    };
+    Event {
+        sequence: 1,
+        event_id: Uuid::now_v7().to_string(),
+        event_type: CustomerMerged::full_name(),
+        payload: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/{}", CustomerMerged::full_name()),
+            value: payload.encode_to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_merge_delivered_twice_merges_the_members_once() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let mut client = app.client.clone();
+    let (source_customer, target_customer) = (Uuid::now_v7(), Uuid::now_v7());
+    let enrol = |customer: Uuid| pb::EnrolMemberRequest {
+        request_id: rid(),
+        program_id: program_id.clone(),
+        customer_id: customer.to_string(),
+        enrol_channel: String::new(),
+    };
+    let source = client
+        .enrol_member(enrol(source_customer))
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default();
+    let target = client
+        .enrol_member(enrol(target_customer))
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default();
+    app.grant(&source.member_id, 300).await?;
+    // Qualifying points: silver (500) for the source, which the survivor keeps.
+    client
+        .adjust_points(pb::AdjustPointsRequest {
+            request_id: rid(),
+            member: by_id(&source.member_id),
+            qualifying_points: 600,
+            reason: "Status match".to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    app.grant(&target.member_id, 100).await?;
+
+    let handler = ProfilesFeed::new(Arc::new(SystemClock));
+    let event = merged_event("merge-1", source_customer, target_customer);
+    for _ in 0..2 {
+        let mut tx = app.pool.begin().await?;
+        handler.handle(&mut tx, &event).await?;
+        tx.commit().await?;
+    }
+
+    let survivor = client
+        .get_member(pb::GetMemberRequest {
+            member_id: target.member_id.clone(),
+            view: 0,
+        })
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default();
+    let balances = survivor.balances.unwrap_or_default();
+    assert_eq!(
+        (balances.available_points, balances.qualifying_points),
+        (400, 600)
+    );
+    assert_eq!(
+        survivor.tier.map(|t| t.tier_code).as_deref(),
+        Some("silver")
+    );
+    let merged = client
+        .get_member(pb::GetMemberRequest {
+            member_id: source.member_id.clone(),
+            view: 0,
+        })
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default();
+    assert_eq!(merged.status, pb::MemberStatus::Merged as i32);
+    assert_eq!(merged.merged_into_member_id, target.member_id);
+    assert_eq!(merged.balances.map(|b| b.available_points), Some(0));
+
+    // Mutations addressed to the merged-away member, or its customer, land on the survivor.
+    let spent = client
+        .redeem_points(redeem(rid(), &source.member_id, 350))
+        .await?
+        .into_inner();
+    assert_eq!(
+        spent.member.map(|m| m.member_id),
+        Some(target.member_id.clone())
+    );
+    let by_customer = client
+        .get_member_by_customer(pb::GetMemberByCustomerRequest {
+            program_id: program_id.clone(),
+            customer_id: source_customer.to_string(),
+            view: 0,
+        })
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default();
+    assert_eq!(by_customer.member_id, target.member_id);
+
+    let merge_entries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE kind IN (7, 8)")
+            .fetch_one(&app.pool)
+            .await?;
+    assert_eq!(merge_entries, 2, "one MERGE_OUT and one MERGE_IN");
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE type = 'custops.loyalty.v1.MembersMerged'",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(events, 1);
+    assert_ledger_invariants(&app.pool).await
+}

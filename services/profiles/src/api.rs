@@ -2,10 +2,13 @@
 //! request (`convert`, collecting field violations), calls the store, and converts the
 //! answer back; errors map to statuses in one place (`error`).
 //!
-//! Not implemented yet (answers UNIMPLEMENTED through the generated stub): GetCustomer360.
+//! `customer360` fans GetCustomer360 out to the other services.
 
 pub mod convert;
+mod customer360;
 mod error;
+
+pub use customer360::Peers;
 
 use std::collections::HashMap;
 
@@ -47,12 +50,18 @@ const MAX_BATCH_GET: usize = 1000;
 pub struct ProfilesApi {
     store: PgStore,
     tokens: PageTokens,
+    peers: Peers,
 }
 
 impl ProfilesApi {
-    /// Handlers over `store`, signing page tokens with `tokens`.
-    pub fn new(store: PgStore, tokens: PageTokens) -> Self {
-        Self { store, tokens }
+    /// Handlers over `store`, signing page tokens with `tokens`, reaching the other services
+    /// (for Customer 360) through `peers`.
+    pub fn new(store: PgStore, tokens: PageTokens, peers: Peers) -> Self {
+        Self {
+            store,
+            tokens,
+            peers,
+        }
     }
 
     fn next_token<C: serde::Serialize>(
@@ -1034,6 +1043,66 @@ impl ProfilesService for ProfilesApi {
             merge_records: page.items.iter().map(Into::into).collect(),
             next_page_token: self
                 .next_token(&query, page.next.map(|(t, id)| (t, id.to_string())))?,
+        }))
+    }
+
+    async fn get_customer360(
+        &self,
+        request: Request<pb::GetCustomer360Request>,
+    ) -> Result<Response<pb::GetCustomer360Response>, Status> {
+        let scopes = request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.scopes.clone())
+            .unwrap_or_default();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        for (i, s) in req.sections.iter().enumerate() {
+            v.check(
+                (1..=3).contains(s),
+                &format!("sections[{i}]"),
+                "must be SEGMENTS, LOYALTY or FEEDBACK",
+            );
+        }
+        let timeout = match &req.section_timeout {
+            None => Some(customer360::DEFAULT_SECTION_TIMEOUT),
+            Some(d) => std::time::Duration::try_from(*d).ok().filter(|d| {
+                (customer360::MIN_SECTION_TIMEOUT..=customer360::MAX_SECTION_TIMEOUT).contains(d)
+            }),
+        };
+        v.check(
+            timeout.is_some(),
+            "section_timeout",
+            "must be between 10 ms and 5 s",
+        );
+        invalid(v)?;
+        let (Some(id), Some(timeout)) = (id, timeout) else {
+            return Err(Status::invalid_argument("customer_id"));
+        };
+        let (customer, merged_from) = self.store.get_customer(id).await?;
+        let summary = self.store.activity_summary(customer.id).await?;
+        // An erased customer has nothing left to fetch elsewhere.
+        let sections = if customer.state == crate::domain::CustomerState::Erased {
+            vec![0]
+        } else {
+            req.sections.clone()
+        };
+        let (segments, loyalty, feedback) = customer360::sections(
+            &self.peers,
+            &scopes,
+            &customer.id.to_string(),
+            &sections,
+            timeout,
+        )
+        .await;
+        Ok(Response::new(pb::GetCustomer360Response {
+            customer: Some((&customer).into()),
+            merged_from_customer_id: merged_from.map(|m| m.to_string()).unwrap_or_default(),
+            activity_summary: Some(customer360::summary_to_pb(&summary)),
+            segments: Some(segments),
+            loyalty: Some(loyalty),
+            feedback: Some(feedback),
         }))
     }
 

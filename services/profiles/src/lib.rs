@@ -37,9 +37,11 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
         shutdown: app.shutdown_token(),
         ..FeedOptions::default()
     };
+    let peers = api::Peers::from_settings(&settings);
     let api = api::ProfilesApi::new(
         store::PgStore::new(pool.clone()),
         settings.page_tokens.clone(),
+        peers,
     );
     let feed = event_feed_server(pool, settings.service, feed_options);
     Ok(app.add_api(api::server(api)).add_api(feed))

@@ -9,7 +9,7 @@ mod customers;
 mod merges;
 mod privacy;
 
-pub use activities::{ActivityCursor, ImportItem, ImportOutcome, RecordOutcome};
+pub use activities::{ActivityCursor, ActivitySummary, ImportItem, ImportOutcome, RecordOutcome};
 pub use customers::{ConsentCursor, ConsentUpdate, CustomerUpdate, NewCustomer, Resolved};
 pub use merges::{MergeCursor, UnmergeCommand};
 pub use privacy::{Duplicate, DuplicateEvidence, Export, MergeCommand};

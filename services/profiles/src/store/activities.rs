@@ -446,3 +446,61 @@ async fn insert(
     stored.sort_by_key(|a| order.get(&a.id).copied().unwrap_or(usize::MAX));
     Ok(stored)
 }
+
+#[derive(Debug, sqlx::FromRow)]
+struct SummaryRow {
+    purchase_count: i64,
+    interaction_count: i64,
+    first_purchase_time: Option<DateTime<Utc>>,
+    last_purchase_time: Option<DateTime<Utc>>,
+    last_activity_time: Option<DateTime<Utc>>,
+}
+
+/// Aggregates of one customer's activities (Customer 360).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivitySummary {
+    /// Purchases.
+    pub purchase_count: i64,
+    /// Interactions.
+    pub interaction_count: i64,
+    /// Purchases minus refunds per currency, by currency code.
+    pub net_spend: Vec<(String, i64)>,
+    /// First purchase.
+    pub first_purchase_time: Option<DateTime<Utc>>,
+    /// Latest purchase.
+    pub last_purchase_time: Option<DateTime<Utc>>,
+    /// Latest activity of any kind.
+    pub last_activity_time: Option<DateTime<Utc>>,
+}
+
+impl PgStore {
+    /// The activity aggregates of a customer.
+    #[tracing::instrument(skip_all, fields(customer_id = %customer_id))]
+    pub async fn activity_summary(&self, customer_id: Uuid) -> Result<ActivitySummary> {
+        let totals: SummaryRow = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE kind = 1) AS purchase_count, \
+             count(*) FILTER (WHERE kind = 3) AS interaction_count, \
+             min(occur_time) FILTER (WHERE kind = 1) AS first_purchase_time, \
+             max(occur_time) FILTER (WHERE kind = 1) AS last_purchase_time, max(occur_time) AS last_activity_time \
+             FROM activities WHERE customer_id = $1",
+        )
+        .bind(customer_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let net_spend: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT currency, sum(CASE kind WHEN 2 THEN -amount_minor ELSE amount_minor END)::bigint \
+             FROM activities WHERE customer_id = $1 AND currency IS NOT NULL GROUP BY currency ORDER BY currency",
+        )
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ActivitySummary {
+            purchase_count: totals.purchase_count,
+            interaction_count: totals.interaction_count,
+            net_spend,
+            first_purchase_time: totals.first_purchase_time,
+            last_purchase_time: totals.last_purchase_time,
+            last_activity_time: totals.last_activity_time,
+        })
+    }
+}

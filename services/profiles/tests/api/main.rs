@@ -2,6 +2,7 @@
 
 mod activities;
 mod consents;
+mod customer360;
 mod customers;
 mod demo;
 mod identities;

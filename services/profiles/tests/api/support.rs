@@ -41,9 +41,17 @@ impl Drop for TestApp {
 
 /// Starts the service as the binary does, on port 0, over a new database.
 pub(crate) async fn spawn_app() -> anyhow::Result<TestApp> {
+    spawn_app_with(|_| ()).await
+}
+
+/// [`spawn_app`] with settings adjusted by `adjust` (e.g. peer URLs).
+pub(crate) async fn spawn_app_with(
+    adjust: impl FnOnce(&mut ServiceSettings),
+) -> anyhow::Result<TestApp> {
     init_logging();
     let db = TestDatabase::create().await?;
-    let settings = ServiceSettings::for_local(ServiceKind::Profiles, db.url());
+    let mut settings = ServiceSettings::for_local(ServiceKind::Profiles, db.url());
+    adjust(&mut settings);
     let app = custops_profiles::build(settings).await?;
     let addr = app.local_addr();
     let stop = CancellationToken::new();

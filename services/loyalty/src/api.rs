@@ -22,10 +22,12 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use self::convert::{Keyed, parse_uuid};
+use crate::domain::Rejection;
+use crate::domain::benefit::{self, NotEntitled};
 use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
-use crate::store::{PgStore, jobs, ledger, members, programs, rewards};
+use crate::store::{PgStore, StoreError, jobs, ledger, members, programs, rewards};
 
 /// The gRPC handlers of the loyalty service.
 #[derive(Debug, Clone)]
@@ -543,6 +545,89 @@ impl LoyaltyService for LoyaltyApi {
             calculation: Some(convert::calculation_pb(calculation, &program.currency)),
             pending: false,
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_entitlements(
+        &self,
+        request: Request<pb::ListEntitlementsRequest>,
+    ) -> Result<Response<pb::ListEntitlementsResponse>, Status> {
+        let member = member_ref("member", request.into_inner().member)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let locked = members::load(&mut conn, &member, false).await?;
+        let held = benefit::entitlements(&locked.program.rules, &locked.member);
+        Ok(Response::new(pb::ListEntitlementsResponse {
+            member_id: locked.member.member_id.to_string(),
+            tier_code: locked.member.tier.code,
+            entitlements: held.into_iter().map(convert::entitlement_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn check_entitlement(
+        &self,
+        request: Request<pb::CheckEntitlementRequest>,
+    ) -> Result<Response<pb::CheckEntitlementResponse>, Status> {
+        let req = request.into_inner();
+        let member = member_ref("member", req.member)?;
+        if req.benefit_code.is_empty() {
+            return Err(ServiceError::invalid_argument("benefit_code", "required").into());
+        }
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let loaded = match members::load(&mut conn, &member, false).await {
+            Ok(locked) => Ok(locked),
+            // A customer who is not enrolled is an answer ("not entitled"), not an error.
+            Err(StoreError::Rejected(Rejection::NotFound { .. }))
+                if matches!(member, MemberRef::Customer { .. }) =>
+            {
+                Err(member)
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let (rules, locked) = match loaded {
+            Ok(locked) => (locked.program.rules.clone(), Some(locked)),
+            Err(MemberRef::Customer { program_id, .. }) => {
+                (programs::get(&mut conn, program_id).await?.rules, None)
+            }
+            Err(MemberRef::Id(id)) => {
+                return Err(ServiceError::not_found("member", id.to_string()).into());
+            }
+        };
+        let Some(lowest) = benefit::lowest_tier_with(&rules, &req.benefit_code) else {
+            return Err(ServiceError::not_found("benefit", req.benefit_code).into());
+        };
+        let mut response = pb::CheckEntitlementResponse {
+            lowest_eligible_tier_code: lowest,
+            ..Default::default()
+        };
+        let Some(locked) = locked else {
+            response.not_entitled_reason = pb::NotEntitledReason::NotEnrolled as i32;
+            return Ok(Response::new(response));
+        };
+        response.tier_code = locked.member.tier.code.clone();
+        match benefit::check(&rules, &locked.member, &req.benefit_code) {
+            Ok(entitlement) => {
+                response.entitled = true;
+                response.entitlement = Some(convert::entitlement_pb(entitlement));
+            }
+            Err(NotEntitled::MemberNotActive) => {
+                response.not_entitled_reason = pb::NotEntitledReason::MemberNotActive as i32;
+            }
+            Err(NotEntitled::TierNotEligible) => {
+                response.not_entitled_reason = pb::NotEntitledReason::TierNotEligible as i32;
+            }
+        }
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]

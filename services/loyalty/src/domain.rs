@@ -3,6 +3,7 @@
 //! **Invariant:** nothing here imports tonic, prost or sqlx. `api` converts wire types into
 //! these and back; `store` persists them and runs the rules inside its transactions.
 
+pub mod benefit;
 pub mod clock;
 pub mod earning;
 pub mod event;

@@ -635,6 +635,31 @@ fn threshold_pb(t: Threshold, currency: &str) -> pb::QualifyingAmount {
     }
 }
 
+pub(crate) fn benefit_pb(b: Benefit) -> pb::Benefit {
+    pb::Benefit {
+        benefit_code: b.code,
+        kind: match b.kind {
+            BenefitKind::FreeShipping => pb::BenefitKind::FreeShipping,
+            BenefitKind::PriorityService => pb::BenefitKind::PriorityService,
+            BenefitKind::BirthdayGift => pb::BenefitKind::BirthdayGift,
+            BenefitKind::Discount => pb::BenefitKind::Discount,
+            BenefitKind::Custom => pb::BenefitKind::Custom,
+        } as i32,
+        display_name: b.display_name,
+        description: b.description,
+        parameters: b.parameters.into_iter().collect(),
+    }
+}
+
+/// An entitlement on the wire.
+pub(crate) fn entitlement_pb(e: crate::domain::benefit::Entitlement) -> pb::Entitlement {
+    pb::Entitlement {
+        benefit: Some(benefit_pb(e.benefit)),
+        tier_code: e.tier_code,
+        valid_until_time: opt_timestamp(e.valid_until),
+    }
+}
+
 impl From<Program> for pb::Program {
     fn from(p: Program) -> Self {
         let r = p.rules;
@@ -716,23 +741,7 @@ impl From<Program> for pb::Program {
                     description: t.description,
                     rank: i32::try_from(rank).unwrap_or(0),
                     threshold: t.threshold.map(|th| threshold_pb(th, &currency)),
-                    benefits: t
-                        .benefits
-                        .into_iter()
-                        .map(|b| pb::Benefit {
-                            benefit_code: b.code,
-                            kind: match b.kind {
-                                BenefitKind::FreeShipping => pb::BenefitKind::FreeShipping,
-                                BenefitKind::PriorityService => pb::BenefitKind::PriorityService,
-                                BenefitKind::BirthdayGift => pb::BenefitKind::BirthdayGift,
-                                BenefitKind::Discount => pb::BenefitKind::Discount,
-                                BenefitKind::Custom => pb::BenefitKind::Custom,
-                            } as i32,
-                            display_name: b.display_name,
-                            description: b.description,
-                            parameters: b.parameters.into_iter().collect(),
-                        })
-                        .collect(),
+                    benefits: t.benefits.into_iter().map(benefit_pb).collect(),
                 })
                 .collect(),
             tier_policy: Some(pb::TierPolicy {

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod benefits;
 mod idempotency;
 mod jobs;
 mod ledger;

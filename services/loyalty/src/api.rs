@@ -27,7 +27,7 @@ use crate::domain::benefit::{self, NotEntitled};
 use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
-use crate::store::{PgStore, StoreError, jobs, ledger, members, programs, rewards};
+use crate::store::{PgStore, StoreError, jobs, ledger, members, programs, rewards, status};
 
 /// The gRPC handlers of the loyalty service.
 #[derive(Debug, Clone)]
@@ -125,6 +125,54 @@ impl LoyaltyApi {
         let after = Uuid::parse_str(&cursor.after)
             .map_err(|_| ServiceError::invalid_argument("page_token", "not a valid page token"))?;
         Ok(Some(after))
+    }
+
+    async fn change_status(
+        &self,
+        member: Option<pb::MemberRef>,
+        change: status::Change,
+        reason: String,
+        operator_id: String,
+        reason_required: bool,
+    ) -> Result<status::Changed, Status> {
+        let mut v = custops_common::error::Violations::new();
+        let member = v.take(
+            "member",
+            member_ref("member", member).map_err(|e| e.to_string()),
+        );
+        let n = reason.chars().count();
+        if (reason_required && n == 0) || n > 500 {
+            v.add(
+                "reason",
+                if reason_required {
+                    "1-500 characters"
+                } else {
+                    "at most 500 characters"
+                },
+            );
+        }
+        v.check(
+            operator_id.chars().count() <= 128,
+            "operator_id",
+            "at most 128 characters",
+        );
+        v.into_result()?;
+        let Some(member) = member else {
+            return Err(ServiceError::invalid_argument("member", "required").into());
+        };
+        let now = self.store.clock().now();
+        let mut tx = self
+            .store
+            .pool()
+            .begin()
+            .await
+            .map_err(ServiceError::from)?;
+        let changed = status::change(&mut tx, &member, change, &reason, &operator_id, now).await?;
+        events::append(&mut tx, &changed.events)
+            .await
+            .map_err(ServiceError::from)?;
+        tx.commit().await.map_err(ServiceError::from)?;
+        Ok(changed)
     }
 
     async fn member_view(&self, member: MemberRef, full: bool) -> Result<pb::Member, Status> {
@@ -544,6 +592,67 @@ impl LoyaltyService for LoyaltyApi {
         Ok(Response::new(pb::CalculatePurchasePointsResponse {
             calculation: Some(convert::calculation_pb(calculation, &program.currency)),
             pending: false,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn suspend_member(
+        &self,
+        request: Request<pb::SuspendMemberRequest>,
+    ) -> Result<Response<pb::SuspendMemberResponse>, Status> {
+        let req = request.into_inner();
+        let changed = self
+            .change_status(
+                req.member,
+                status::Change::Suspend,
+                req.reason,
+                req.operator_id,
+                true,
+            )
+            .await?;
+        Ok(Response::new(pb::SuspendMemberResponse {
+            member: Some(changed.member.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reactivate_member(
+        &self,
+        request: Request<pb::ReactivateMemberRequest>,
+    ) -> Result<Response<pb::ReactivateMemberResponse>, Status> {
+        let req = request.into_inner();
+        let changed = self
+            .change_status(
+                req.member,
+                status::Change::Reactivate,
+                req.reason,
+                req.operator_id,
+                false,
+            )
+            .await?;
+        Ok(Response::new(pb::ReactivateMemberResponse {
+            member: Some(changed.member.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn close_member(
+        &self,
+        request: Request<pb::CloseMemberRequest>,
+    ) -> Result<Response<pb::CloseMemberResponse>, Status> {
+        let req = request.into_inner();
+        let changed = self
+            .change_status(
+                req.member,
+                status::Change::Close,
+                req.reason,
+                req.operator_id,
+                true,
+            )
+            .await?;
+        Ok(Response::new(pb::CloseMemberResponse {
+            member: Some(changed.member.into()),
+            forfeit_entry: changed.forfeit.map(Into::into),
         }))
     }
 

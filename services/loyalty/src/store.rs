@@ -13,6 +13,7 @@ pub mod members;
 pub mod merges;
 pub mod programs;
 pub mod rewards;
+pub mod status;
 
 use std::sync::Arc;
 

@@ -836,7 +836,7 @@ fn balances_pb(b: Balances, currency: &str) -> pb::PointBalances {
     }
 }
 
-fn status_pb(s: MemberStatus) -> pb::MemberStatus {
+pub(crate) fn status_pb(s: MemberStatus) -> pb::MemberStatus {
     match s {
         MemberStatus::Active => pb::MemberStatus::Active,
         MemberStatus::Suspended => pb::MemberStatus::Suspended,
@@ -1189,6 +1189,7 @@ fn kind_pb(k: EntryKind) -> pb::LedgerEntryKind {
         EntryKind::Release => pb::LedgerEntryKind::Release,
         EntryKind::MergeIn => pb::LedgerEntryKind::MergeIn,
         EntryKind::MergeOut => pb::LedgerEntryKind::MergeOut,
+        EntryKind::Forfeit => pb::LedgerEntryKind::Forfeit,
     }
 }
 

@@ -101,6 +101,20 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
                     },
                 )
             }
+            Event::MemberStatusChanged {
+                member,
+                previous,
+                forfeit,
+            } => OutboxEvent::new(
+                "member",
+                member.member_id,
+                &pb::MemberStatusChanged {
+                    member: Some(member.into()),
+                    previous_status: super::convert::status_pb(previous) as i32,
+                    forfeit_entry: forfeit.map(Into::into),
+                    previous_customer_id: String::new(),
+                },
+            ),
             Event::RewardRedeemed(m, r, e) => OutboxEvent::new(
                 "member",
                 m.member_id,

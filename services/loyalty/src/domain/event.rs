@@ -25,6 +25,15 @@ pub enum Event {
     TierChanged(Member, TierChange),
     /// A member merged into another after a profiles customer merge.
     MembersMerged(Box<MembersMerged>),
+    /// The member's status changed (suspended, reactivated, closed).
+    MemberStatusChanged {
+        /// The member after the change.
+        member: Member,
+        /// The status before.
+        previous: super::member::MemberStatus,
+        /// The FORFEIT entry of a closure with points left.
+        forfeit: Option<LedgerEntry>,
+    },
     /// A reward redeemed.
     RewardRedeemed(Member, RewardRedemption, LedgerEntry),
 }

@@ -54,6 +54,8 @@ pub enum EntryKind {
     MergeIn,
     /// Moved into the surviving member.
     MergeOut,
+    /// Forfeited when the member was closed.
+    Forfeit,
 }
 
 impl EntryKind {
@@ -68,6 +70,7 @@ impl EntryKind {
             EntryKind::Release => 6,
             EntryKind::MergeIn => 7,
             EntryKind::MergeOut => 8,
+            EntryKind::Forfeit => 9,
         }
     }
 
@@ -82,6 +85,7 @@ impl EntryKind {
             6 => EntryKind::Release,
             7 => EntryKind::MergeIn,
             8 => EntryKind::MergeOut,
+            9 => EntryKind::Forfeit,
             _ => return None,
         })
     }
@@ -97,6 +101,7 @@ impl EntryKind {
             EntryKind::Release => "RELEASE",
             EntryKind::MergeIn => "MERGE_IN",
             EntryKind::MergeOut => "MERGE_OUT",
+            EntryKind::Forfeit => "FORFEIT",
         }
     }
 }

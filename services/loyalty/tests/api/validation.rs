@@ -229,3 +229,52 @@ async fn a_reversal_larger_than_the_earn_is_refused() -> anyhow::Result<()> {
     assert_eq!(app.balances(&member).await?.available_points, 40);
     Ok(())
 }
+
+#[tokio::test]
+async fn suspended_members_earn_but_cannot_spend_and_closed_ones_forfeit() -> anyhow::Result<()> {
+    let (app, _, member) = app_with_member().await?;
+    let mut client = app.client.clone();
+    app.grant(&member, 100).await?;
+    client
+        .suspend_member(pb::SuspendMemberRequest {
+            member: by_id(&member),
+            reason: "Fraud review".to_owned(),
+            operator_id: "agent-7".to_owned(),
+        })
+        .await?;
+    let status = client
+        .redeem_points(redeem(rid(), &member, 10))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a suspended member spent points"))?;
+    assert_eq!(error_info(&status).0, "MEMBER_NOT_ACTIVE");
+    app.grant(&member, 20).await?;
+    client
+        .reactivate_member(pb::ReactivateMemberRequest {
+            member: by_id(&member),
+            ..Default::default()
+        })
+        .await?;
+    client.redeem_points(redeem(rid(), &member, 10)).await?;
+
+    let closed = client
+        .close_member(pb::CloseMemberRequest {
+            member: by_id(&member),
+            reason: "Customer left".to_owned(),
+            operator_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(closed.forfeit_entry.map(|e| e.points), Some(-110));
+    assert_eq!(
+        closed.member.map(|m| m.status),
+        Some(pb::MemberStatus::Closed as i32)
+    );
+    let status = client
+        .earn_points(grant(rid(), &member, 5))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a closed member earned"))?;
+    assert_eq!(error_info(&status).0, "MEMBER_NOT_ACTIVE");
+    crate::helpers::assert_ledger_invariants(&app.pool).await
+}

@@ -33,7 +33,7 @@ use crate::domain::ticket::{
 use crate::error::Error;
 use crate::store::{
     PgStore,
-    responses::ResponseFilter,
+    responses::{InvitationFilter, ResponseFilter},
     reviews::ReviewFilter,
     surveys::SurveyFilter,
     tickets::{FollowUpFilter, TicketFilter},
@@ -455,6 +455,101 @@ impl FeedbackService for FeedbackApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Rpc<pb::ListInvitationsResponse> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let survey_id = (!req.survey_id.is_empty())
+            .then(|| parse::id(&mut v, "survey_id", &req.survey_id))
+            .flatten();
+        let touchpoint = req
+            .touchpoint
+            .as_ref()
+            .and_then(|t| parse::touchpoint(&mut v, "touchpoint", Some(t)));
+        let statuses = req
+            .statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match pb::InvitationStatus::try_from(*s).ok() {
+                Some(pb::InvitationStatus::Pending) => Some("pending"),
+                Some(pb::InvitationStatus::Responded) => Some("responded"),
+                Some(pb::InvitationStatus::Expired) => Some("expired"),
+                _ => {
+                    v.add(format!("statuses[{i}]"), "not an invitation status");
+                    None
+                }
+            })
+            .collect();
+        done(v)?;
+        let fp = parse::fingerprint(&pb::ListInvitationsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        });
+        let (after, size) = self.page_in(&fp, &req.page_token, req.page_size)?;
+        let filter = InvitationFilter {
+            survey_id,
+            customer_id: req.customer_id.clone(),
+            statuses,
+            touchpoint,
+        };
+        let list = workflow::responses::list_invitations(&self.ctx, &filter, after, size).await?;
+        let last = list.last().map(|i| (i.create_time, i.id));
+        let next_page_token = self.page_out(&fp, last, list.len() == size)?;
+        ok(pb::ListInvitationsResponse {
+            invitations: list.iter().map(Into::into).collect(),
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_customer_feedback_summary(
+        &self,
+        request: Request<pb::GetCustomerFeedbackSummaryRequest>,
+    ) -> Rpc<pb::GetCustomerFeedbackSummaryResponse> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        parse::check(&mut v, "customer_id", text::printable_id(&req.customer_id));
+        done(v)?;
+        let s = workflow::responses::customer_summary(&self.ctx, &req.customer_id).await?;
+        let latest = |l: Option<crate::store::responses::LatestScore>| {
+            l.map(|(score, response_id, survey_id, at)| pb::LatestScore {
+                score,
+                response_id: response_id.to_string(),
+                survey_id: survey_id.to_string(),
+                submit_time: Some(convert::ts(at)),
+            })
+        };
+        let category = match s
+            .last_nps
+            .map(|l| crate::domain::response::NpsCategory::of(l.0))
+        {
+            None => pb::NpsCategory::Unspecified,
+            Some(crate::domain::response::NpsCategory::Promoter) => pb::NpsCategory::Promoter,
+            Some(crate::domain::response::NpsCategory::Passive) => pb::NpsCategory::Passive,
+            Some(crate::domain::response::NpsCategory::Detractor) => pb::NpsCategory::Detractor,
+        };
+        ok(pb::GetCustomerFeedbackSummaryResponse {
+            summary: Some(pb::CustomerFeedbackSummary {
+                customer_id: req.customer_id,
+                response_count: s.response_count,
+                last_response_time: s.last_response_time.map(convert::ts),
+                last_nps: latest(s.last_nps),
+                last_nps_category: category.into(),
+                last_csat: latest(s.last_csat),
+                last_ces: latest(s.last_ces),
+                open_ticket_count: s.open_tickets,
+                breached_open_ticket_count: s.breached_open_tickets,
+                ticket_count: s.tickets,
+                review_count: s.reviews,
+                average_review_rating: s.average_rating,
+            }),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn submit_response(
         &self,
         request: Request<pb::SubmitResponseRequest>,
@@ -534,15 +629,42 @@ impl FeedbackService for FeedbackApi {
         }
         let (from, to) =
             parse::time_range(&mut v, "submit_time_range", req.submit_time_range.as_ref());
-        if req.touchpoint.is_some()
-            || !req.nps_categories.is_empty()
-            || !req.reward_statuses.is_empty()
-        {
-            v.add(
-                "touchpoint",
-                "the touchpoint, nps_categories and reward_statuses filters are not supported yet",
-            );
-        }
+        let touchpoint = req
+            .touchpoint
+            .as_ref()
+            .and_then(|t| parse::touchpoint(&mut v, "touchpoint", Some(t)));
+        let nps_categories = req
+            .nps_categories
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match pb::NpsCategory::try_from(*c).ok() {
+                Some(pb::NpsCategory::Promoter) => Some("promoter"),
+                Some(pb::NpsCategory::Passive) => Some("passive"),
+                Some(pb::NpsCategory::Detractor) => Some("detractor"),
+                _ => {
+                    v.add(
+                        format!("nps_categories[{i}]"),
+                        "PROMOTER, PASSIVE or DETRACTOR",
+                    );
+                    None
+                }
+            })
+            .collect();
+        let reward_statuses = req
+            .reward_statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match pb::RewardStatus::try_from(*r).ok() {
+                Some(pb::RewardStatus::Pending) => Some("pending"),
+                Some(pb::RewardStatus::Retrying) => Some("retrying"),
+                Some(pb::RewardStatus::Delivered) => Some("delivered"),
+                Some(pb::RewardStatus::Rejected) => Some("rejected"),
+                _ => {
+                    v.add(format!("reward_statuses[{i}]"), "not a reward status");
+                    None
+                }
+            })
+            .collect();
         done(v)?;
         let fp = parse::fingerprint(&pb::ListResponsesRequest {
             page_size: 0,
@@ -556,6 +678,9 @@ impl FeedbackService for FeedbackApi {
             channels: req.channels.clone(),
             from,
             to,
+            touchpoint,
+            nps_categories,
+            reward_statuses,
         };
         let list = workflow::responses::list_responses(&self.ctx, &filter, after, size).await?;
         let last = list.last().map(|r| (r.submit_time, r.id));
@@ -810,6 +935,125 @@ impl FeedbackService for FeedbackApi {
                 .iter()
                 .map(|(t, _)| convert::ticket(t, now, &[]))
                 .collect(),
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_ticket(
+        &self,
+        request: Request<pb::UpdateTicketRequest>,
+    ) -> Rpc<pb::UpdateTicketResponse> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let t = req.ticket.unwrap_or_default();
+        let id = parse::id(&mut v, "ticket.ticket_id", &t.ticket_id);
+        let mut mask = crate::domain::ticket::TicketMask::default();
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            v.add("update_mask", "required: name the fields to update");
+        }
+        for p in &paths {
+            match p.as_str() {
+                "category" => mask.category = true,
+                "severity" => mask.severity = true,
+                "subject" => mask.subject = true,
+                "description" => mask.description = true,
+                "touchpoint" => mask.touchpoint = true,
+                other => v.add("update_mask", format!("`{other}` cannot be updated")),
+            }
+        }
+        if mask.category {
+            parse::check(&mut v, "ticket.category", text::slug(&t.category));
+        }
+        let severity = if mask.severity {
+            parse::severity(&mut v, "ticket.severity", t.severity)
+        } else {
+            Severity::Medium
+        };
+        if mask.subject {
+            parse::check(&mut v, "ticket.subject", text::length(&t.subject, 1, 200));
+        }
+        if mask.description {
+            parse::check(
+                &mut v,
+                "ticket.description",
+                text::length(&t.description, 0, 10_000),
+            );
+        }
+        let touchpoint = if mask.touchpoint {
+            t.touchpoint
+                .as_ref()
+                .and_then(|tp| parse::touchpoint(&mut v, "ticket.touchpoint", Some(tp)))
+        } else {
+            None
+        };
+        let actor = actor(&caller, &req.actor_id, &mut v);
+        done(v)?;
+        let new = NewTicket {
+            customer_id: String::new(),
+            category: t.category,
+            severity,
+            channel: String::new(),
+            subject: t.subject,
+            description: t.description,
+            touchpoint,
+            source_response_id: None,
+            assignee_id: String::new(),
+            actor_id: req.actor_id,
+        };
+        let updated = workflow::tickets::update(
+            &self.ctx,
+            id.unwrap_or_default(),
+            &actor,
+            &t.etag,
+            mask,
+            new,
+        )
+        .await?;
+        ok(pb::UpdateTicketResponse {
+            ticket: Some(convert::ticket(&updated, self.ctx.now(), &[])),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_ticket_history(
+        &self,
+        request: Request<pb::ListTicketHistoryRequest>,
+    ) -> Rpc<pb::ListTicketHistoryResponse> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse::id(&mut v, "ticket_id", &req.ticket_id);
+        done(v)?;
+        let fp = parse::fingerprint(&pb::ListTicketHistoryRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        });
+        let size = paging::page_size(req.page_size)?;
+        let after = if req.page_token.is_empty() {
+            0
+        } else {
+            self.pages.decode::<Cursor>(&fp, &req.page_token)?.t
+        };
+        let (entries, last) =
+            workflow::tickets::history_page(&self.ctx, id.unwrap_or_default(), after, size).await?;
+        let next_page_token = if entries.len() == size {
+            self.pages
+                .encode(
+                    &fp,
+                    &Cursor {
+                        t: last,
+                        id: String::new(),
+                    },
+                )
+                .map_err(|e| Status::from(Error::internal(e)))?
+        } else {
+            String::new()
+        };
+        ok(pb::ListTicketHistoryResponse {
+            entries: entries.iter().map(Into::into).collect(),
             next_page_token,
         })
     }

@@ -403,6 +403,19 @@ impl From<&HistoryEntry> for pb::TicketHistoryEntry {
             }),
             HistoryDetail::Resolution(r) => Detail::Resolution(r.into()),
             HistoryDetail::FollowUpOutcome(o) => Detail::FollowUpOutcome(outcome_record(e, *o)),
+            HistoryDetail::FieldsChange {
+                changed_fields,
+                previous_severity,
+                severity: after,
+                previous_category,
+                category,
+            } => Detail::FieldsChange(pb::TicketFieldsChange {
+                changed_fields: changed_fields.clone(),
+                previous_severity: severity(*previous_severity).into(),
+                severity: severity(*after).into(),
+                previous_category: previous_category.clone(),
+                category: category.clone(),
+            }),
         });
         pb::TicketHistoryEntry {
             entry_id: e.id.to_string(),

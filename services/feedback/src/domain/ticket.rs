@@ -273,6 +273,21 @@ pub struct FollowUp {
     pub first_outcome_time: Option<DateTime<Utc>>,
 }
 
+/// Which ticket fields an update changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TicketMask {
+    /// `category`.
+    pub category: bool,
+    /// `severity`.
+    pub severity: bool,
+    /// `subject`.
+    pub subject: bool,
+    /// `description`.
+    pub description: bool,
+    /// `touchpoint`.
+    pub touchpoint: bool,
+}
+
 /// Counts of the closed-loop report (see `FollowUpReport` in follow_up_report.proto).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FollowUpCounts {
@@ -511,6 +526,19 @@ pub enum HistoryDetail {
     Resolution(Resolution),
     /// Follow-up outcome.
     FollowUpOutcome(FollowUpOutcome),
+    /// Fields changed by UpdateTicket.
+    FieldsChange {
+        /// Paths changed.
+        changed_fields: Vec<String>,
+        /// Severity before.
+        previous_severity: Severity,
+        /// Severity after.
+        severity: Severity,
+        /// Category before.
+        previous_category: String,
+        /// Category after.
+        category: String,
+    },
 }
 
 /// One history entry.

@@ -267,6 +267,12 @@ pub struct ResponseFilter {
     pub from: Option<DateTime<Utc>>,
     /// Submitted before.
     pub to: Option<DateTime<Utc>>,
+    /// Touchpoint, if any.
+    pub touchpoint: Option<Touchpoint>,
+    /// NPS categories ("promoter", "passive", "detractor"); empty means any.
+    pub nps_categories: Vec<&'static str>,
+    /// Reward statuses (stored form); empty means any.
+    pub reward_statuses: Vec<&'static str>,
 }
 
 /// One page of responses, newest first, after the keyset `after`.
@@ -286,6 +292,11 @@ pub async fn list_responses(
            AND ($4::timestamptz IS NULL OR submit_time >= $4) \
            AND ($5::timestamptz IS NULL OR submit_time < $5) \
            AND ($6::timestamptz IS NULL OR (submit_time, response_id) < ($6, $7)) \
+           AND ($9::text IS NULL OR (touchpoint_kind = $9 AND touchpoint_id = $10)) \
+           AND (cardinality($11::text[]) = 0 OR \
+                CASE WHEN nps_score >= 9 THEN 'promoter' WHEN nps_score >= 7 THEN 'passive' \
+                     WHEN nps_score >= 0 THEN 'detractor' END = ANY($11)) \
+           AND (cardinality($12::text[]) = 0 OR reward_status = ANY($12)) \
          ORDER BY submit_time DESC, response_id DESC LIMIT $8"
     ))
     .bind(&f.survey_ids)
@@ -296,7 +307,139 @@ pub async fn list_responses(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(f.touchpoint.as_ref().map(|t| t.kind.as_str()))
+    .bind(f.touchpoint.as_ref().map(|t| t.id.clone()))
+    .bind(&f.nps_categories)
+    .bind(&f.reward_statuses)
     .fetch_all(conn)
     .await?;
     rows.iter().map(response_from_row).collect()
+}
+
+/// Filters of ListInvitations.
+#[derive(Debug, Clone, Default)]
+pub struct InvitationFilter {
+    /// Survey, if any.
+    pub survey_id: Option<Uuid>,
+    /// Customer; empty means any.
+    pub customer_id: String,
+    /// Statuses (stored form); empty means any.
+    pub statuses: Vec<&'static str>,
+    /// Touchpoint, if any.
+    pub touchpoint: Option<Touchpoint>,
+}
+
+/// One page of invitations, newest first.
+pub async fn list_invitations(
+    conn: &mut PgConnection,
+    f: &InvitationFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Vec<Invitation>, Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        invitation_columns!(),
+        " FROM invitations \
+         WHERE ($1::uuid IS NULL OR survey_id = $1) \
+           AND ($2 = '' OR customer_id = $2) \
+           AND (cardinality($3::text[]) = 0 OR status = ANY($3)) \
+           AND ($4::text IS NULL OR (touchpoint_kind = $4 AND touchpoint_id = $5)) \
+           AND ($6::timestamptz IS NULL OR (create_time, invitation_id) < ($6, $7)) \
+         ORDER BY create_time DESC, invitation_id DESC LIMIT $8"
+    ))
+    .bind(f.survey_id)
+    .bind(&f.customer_id)
+    .bind(&f.statuses)
+    .bind(f.touchpoint.as_ref().map(|t| t.kind.as_str()))
+    .bind(f.touchpoint.as_ref().map(|t| t.id.clone()))
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(invitation_from_row).collect()
+}
+
+/// The latest score of one kind: (score, response id, survey id, submit time).
+pub type LatestScore = (i32, Uuid, Uuid, DateTime<Utc>);
+
+/// One customer's feedback at a glance.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerSummary {
+    /// Responses.
+    pub response_count: i64,
+    /// Latest response.
+    pub last_response_time: Option<DateTime<Utc>>,
+    /// Latest NPS.
+    pub last_nps: Option<LatestScore>,
+    /// Latest CSAT.
+    pub last_csat: Option<LatestScore>,
+    /// Latest CES.
+    pub last_ces: Option<LatestScore>,
+    /// OPEN or IN_PROGRESS tickets.
+    pub open_tickets: i64,
+    /// Of those, breached now.
+    pub breached_open_tickets: i64,
+    /// All tickets.
+    pub tickets: i64,
+    /// Reviews.
+    pub reviews: i64,
+    /// Average review rating.
+    pub average_rating: Option<f64>,
+}
+
+async fn latest(
+    conn: &mut PgConnection,
+    customer_id: &str,
+    sql: &'static str,
+) -> Result<Option<LatestScore>, Error> {
+    let row = sqlx::query(sql)
+        .bind(customer_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| {
+        let score: i16 = row.try_get("score")?;
+        Ok((
+            i32::from(score),
+            row.try_get("response_id")?,
+            row.try_get("survey_id")?,
+            row.try_get("submit_time")?,
+        ))
+    })
+    .transpose()
+}
+
+/// The summary of `customer_id`, breaches judged at `now`.
+pub async fn customer_summary(
+    conn: &mut PgConnection,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<CustomerSummary, Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM responses WHERE customer_id = $1) AS responses, \
+           (SELECT max(submit_time) FROM responses WHERE customer_id = $1) AS last_response, \
+           (SELECT count(*) FROM tickets WHERE customer_id = $1 AND status IN ('open', 'in_progress')) AS open_tickets, \
+           (SELECT count(*) FROM tickets WHERE customer_id = $1 AND status IN ('open', 'in_progress') \
+              AND (response_breached OR resolution_breached OR resolve_due_time < $2 \
+                   OR (first_respond_time IS NULL AND respond_due_time < $2))) AS breached, \
+           (SELECT count(*) FROM tickets WHERE customer_id = $1) AS tickets, \
+           (SELECT count(*) FROM reviews WHERE customer_id = $1) AS reviews, \
+           (SELECT avg(rating)::float8 FROM reviews WHERE customer_id = $1) AS average_rating",
+    )
+    .bind(customer_id)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(CustomerSummary {
+        response_count: row.try_get("responses")?,
+        last_response_time: row.try_get("last_response")?,
+        last_nps: latest(&mut *conn, customer_id, "SELECT nps_score AS score, response_id, survey_id, submit_time FROM responses WHERE customer_id = $1 AND nps_score IS NOT NULL ORDER BY submit_time DESC, response_id DESC LIMIT 1").await?,
+        last_csat: latest(&mut *conn, customer_id, "SELECT csat_score AS score, response_id, survey_id, submit_time FROM responses WHERE customer_id = $1 AND csat_score IS NOT NULL ORDER BY submit_time DESC, response_id DESC LIMIT 1").await?,
+        last_ces: latest(&mut *conn, customer_id, "SELECT ces_score AS score, response_id, survey_id, submit_time FROM responses WHERE customer_id = $1 AND ces_score IS NOT NULL ORDER BY submit_time DESC, response_id DESC LIMIT 1").await?,
+        open_tickets: row.try_get("open_tickets")?,
+        breached_open_tickets: row.try_get("breached")?,
+        tickets: row.try_get("tickets")?,
+        reviews: row.try_get("reviews")?,
+        average_rating: row.try_get("average_rating")?,
+    })
 }

@@ -549,3 +549,27 @@ pub async fn follow_up_counts(
         no_answer: row.try_get("no_answer")?,
     })
 }
+
+/// When the ticket was opened or last reopened (the base of its due times).
+pub async fn open_time(conn: &mut PgConnection, id: Uuid) -> Result<DateTime<Utc>, Error> {
+    let t = sqlx::query_scalar("SELECT open_time FROM tickets WHERE ticket_id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok(t)
+}
+
+/// Replaces a ticket's touchpoint.
+pub async fn set_touchpoint(
+    conn: &mut PgConnection,
+    id: Uuid,
+    touchpoint: Option<&Touchpoint>,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE tickets SET touchpoint_kind = $2, touchpoint_id = $3 WHERE ticket_id = $1")
+        .bind(id)
+        .bind(touchpoint.map(|t| t.kind.as_str()))
+        .bind(touchpoint.map(|t| t.id.clone()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -195,3 +195,23 @@ pub async fn retry_reward(ctx: &Context, id: Uuid) -> Result<SurveyResponse, Err
     tx.commit().await?;
     Ok(r)
 }
+
+/// A page of invitations.
+pub async fn list_invitations(
+    ctx: &Context,
+    filter: &rows::InvitationFilter,
+    after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Vec<Invitation>, Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    rows::list_invitations(&mut conn, filter, after, limit).await
+}
+
+/// One customer's feedback summary (zero counts for a customer never heard of).
+pub async fn customer_summary(
+    ctx: &Context,
+    customer_id: &str,
+) -> Result<rows::CustomerSummary, Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    rows::customer_summary(&mut conn, customer_id, ctx.now()).await
+}

@@ -513,3 +513,94 @@ pub async fn follow_up_report(
     let mut conn = ctx.store.pool.acquire().await?;
     rows::follow_up_counts(&mut conn, filter, ctx.now()).await
 }
+
+/// Updates the masked fields; a severity change recomputes the due times not yet met from the
+/// open (or last reopen) time with the current policy.
+pub async fn update(
+    ctx: &Context,
+    id: Uuid,
+    actor: &Actor,
+    etag: &str,
+    mask: crate::domain::ticket::TicketMask,
+    new: NewTicket,
+) -> Result<Ticket, Error> {
+    let change = Change { key: None, etag };
+    let (mut tx, t) = begin(ctx, id, &change).await?;
+    let mut t = match t {
+        Ok(t) => t,
+        Err(replayed) => return Ok(replayed),
+    };
+    if t.status == Status::Closed {
+        return Err(Refusal::new("TICKET_CLOSED", "the ticket is closed").into());
+    }
+    let before = t.clone();
+    let mut changed = Vec::new();
+    if mask.category && t.category != new.category {
+        t.category = new.category;
+        changed.push("category".to_owned());
+    }
+    if mask.severity && t.severity != new.severity {
+        t.severity = new.severity;
+        changed.push("severity".to_owned());
+        let policy = rows::policy(&mut tx).await?;
+        let base = rows::open_time(&mut tx, id).await?;
+        let due = policy.due_times(t.severity, base);
+        if t.sla.first_respond_time.is_none() {
+            t.sla.respond_due_time = due.respond;
+        }
+        if t.status.is_active() {
+            t.sla.resolve_due_time = due.resolve;
+        }
+    }
+    if mask.subject && t.subject != new.subject {
+        t.subject = new.subject;
+        changed.push("subject".to_owned());
+    }
+    if mask.description && t.description != new.description {
+        t.description = new.description;
+        changed.push("description".to_owned());
+    }
+    if mask.touchpoint && t.touchpoint != new.touchpoint {
+        t.touchpoint = new.touchpoint;
+        changed.push("touchpoint".to_owned());
+    }
+    if changed.is_empty() {
+        // Same input, same result.
+        return Ok(t);
+    }
+    let now = ctx.now();
+    t.update_time = now;
+    rows::save(&mut tx, &mut t, None).await?;
+    if changed.iter().any(|f| f == "touchpoint") {
+        rows::set_touchpoint(&mut tx, t.id, t.touchpoint.as_ref()).await?;
+    }
+    let mut e = entry(&t, Action::Updated, actor, now);
+    e.detail = Some(HistoryDetail::FieldsChange {
+        changed_fields: changed,
+        previous_severity: before.severity,
+        severity: t.severity,
+        previous_category: before.category,
+        category: t.category.clone(),
+    });
+    rows::insert_history(&mut tx, &e).await?;
+    finish(tx, &change, &t, now).await?;
+    Ok(t)
+}
+
+/// A page of a ticket's history after `after_position`, with the last position.
+pub async fn history_page(
+    ctx: &Context,
+    id: Uuid,
+    after_position: i64,
+    limit: usize,
+) -> Result<(Vec<HistoryEntry>, i64), Error> {
+    let mut conn = ctx.store.pool.acquire().await?;
+    rows::get(&mut conn, id, false).await?;
+    rows::history_page(
+        &mut conn,
+        id,
+        after_position,
+        i64::try_from(limit).unwrap_or(i64::MAX),
+    )
+    .await
+}

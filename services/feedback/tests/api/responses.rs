@@ -349,3 +349,88 @@ async fn a_failure_opening_the_follow_up_leaves_no_response_either() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn responses_and_invitations_list_with_filters_and_summaries_add_up() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let survey_id = active_survey(&mut app.client, full_survey()).await?;
+    for nps in [10, 3, 8] {
+        app.clock.advance(chrono::Duration::seconds(1));
+        respond(
+            &mut app.client,
+            &survey_id,
+            "email",
+            vec![score("nps", nps)],
+        )
+        .await?;
+    }
+    let pending = invite(&mut app.client, &survey_id, "sms").await?;
+    let all = app
+        .client
+        .list_responses(pb::ListResponsesRequest::default())
+        .await?
+        .into_inner()
+        .survey_responses;
+    let scores: Vec<Option<i32>> = all
+        .iter()
+        .map(|r| r.scores.and_then(|s| s.nps_score))
+        .collect();
+    assert_eq!(scores, [Some(8), Some(3), Some(10)]);
+    let detractors = app
+        .client
+        .list_responses(pb::ListResponsesRequest {
+            nps_categories: vec![pb::NpsCategory::Detractor.into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .survey_responses;
+    assert_eq!(detractors.len(), 1);
+    let waiting = app
+        .client
+        .list_invitations(pb::ListInvitationsRequest {
+            statuses: vec![pb::InvitationStatus::Pending.into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .invitations;
+    assert_eq!(
+        waiting
+            .iter()
+            .map(|i| i.invitation_id.clone())
+            .collect::<Vec<_>>(),
+        [pending]
+    );
+
+    let customer_id = all[1].customer_id.clone();
+    let summary = app
+        .client
+        .get_customer_feedback_summary(pb::GetCustomerFeedbackSummaryRequest { customer_id })
+        .await?
+        .into_inner()
+        .summary
+        .unwrap_or_default();
+    assert_eq!(summary.response_count, 1);
+    assert_eq!(summary.last_nps.as_ref().map(|l| l.score), Some(3));
+    assert_eq!(summary.last_nps_category(), pb::NpsCategory::Detractor);
+    assert_eq!((summary.open_ticket_count, summary.ticket_count), (1, 1));
+    let stranger = app
+        .client
+        .get_customer_feedback_summary(pb::GetCustomerFeedbackSummaryRequest {
+            customer_id: "nobody".to_owned(),
+        })
+        .await?
+        .into_inner()
+        .summary
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            stranger.response_count,
+            stranger.ticket_count,
+            stranger.average_review_rating
+        ),
+        (0, 0, None)
+    );
+    Ok(())
+}

@@ -504,3 +504,93 @@ async fn the_follow_up_report_counts_within_sla_late_and_pending() -> anyhow::Re
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_severity_change_moves_the_due_times_not_yet_met() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let t = open(&mut app.client, pb::TicketSeverity::Low).await?;
+    app.clock.advance(Duration::minutes(10));
+    let mut edit = t.clone();
+    edit.severity = pb::TicketSeverity::Critical.into();
+    let updated = app
+        .client
+        .update_ticket(pb::UpdateTicketRequest {
+            ticket: Some(edit),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["severity".to_owned()],
+            }),
+            actor_id: "agent-1".to_owned(),
+        })
+        .await?
+        .into_inner()
+        .ticket
+        .unwrap_or_default();
+    let sla = updated.sla.unwrap_or_default();
+    // Critical: 15 min / 4 h from the open time, not from the change.
+    assert_eq!(
+        ts_secs(&sla.respond_due_time) - ts_secs(&t.create_time),
+        15 * 60
+    );
+    assert_eq!(
+        ts_secs(&sla.resolve_due_time) - ts_secs(&t.create_time),
+        4 * 3600
+    );
+    // A stale etag is refused.
+    let stale = app
+        .client
+        .update_ticket(pb::UpdateTicketRequest {
+            ticket: Some(pb::Ticket {
+                subject: "x".to_owned(),
+                ..t.clone()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["subject".to_owned()],
+            }),
+            actor_id: String::new(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(stale, Some(Code::Aborted));
+
+    // History, page by page.
+    for i in 0..3 {
+        app.client
+            .add_ticket_note(pb::AddTicketNoteRequest {
+                ticket_id: t.ticket_id.clone(),
+                note: format!("note {i}"),
+                actor_id: String::new(),
+                request_id: rid(),
+            })
+            .await?;
+    }
+    let mut actions = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .client
+            .list_ticket_history(pb::ListTicketHistoryRequest {
+                ticket_id: t.ticket_id.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await?
+            .into_inner();
+        actions.extend(page.entries.iter().map(|e| e.action()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        actions,
+        [
+            pb::TicketAction::Opened,
+            pb::TicketAction::Updated,
+            pb::TicketAction::NoteAdded,
+            pb::TicketAction::NoteAdded,
+            pb::TicketAction::NoteAdded,
+        ]
+    );
+    Ok(())
+}

@@ -1055,6 +1055,7 @@ impl ProfilesService for ProfilesApi {
             .get::<Caller>()
             .map(|c| c.scopes.clone())
             .unwrap_or_default();
+        let call_deadline = customer360::grpc_timeout(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = parse_id(&mut v, "customer_id", &req.customer_id);
@@ -1077,6 +1078,13 @@ impl ProfilesService for ProfilesApi {
             "must be between 10 ms and 5 s",
         );
         invalid(v)?;
+        // Never wait longer than what remains of the call's own deadline.
+        let timeout = match (timeout, call_deadline) {
+            (Some(t), Some(deadline)) => {
+                Some(t.min(deadline.saturating_sub(customer360::DEADLINE_MARGIN)))
+            }
+            (t, _) => t,
+        };
         let (Some(id), Some(timeout)) = (id, timeout) else {
             return Err(Status::invalid_argument("customer_id"));
         };

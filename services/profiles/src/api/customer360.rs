@@ -22,6 +22,25 @@ pub(super) const DEFAULT_SECTION_TIMEOUT: Duration = Duration::from_millis(300);
 pub(super) const MIN_SECTION_TIMEOUT: Duration = Duration::from_millis(10);
 pub(super) const MAX_SECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Time kept back from the call's deadline to assemble the answer.
+pub(super) const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
+/// The caller's deadline from the `grpc-timeout` header (e.g. `300m`), if sent.
+pub(super) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Channels to the other services (absent when their URL is not configured).
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
@@ -311,5 +330,27 @@ pub(super) fn summary_to_pb(s: &crate::store::ActivitySummary) -> pb::ActivitySu
         last_purchase_time: s.last_purchase_time.map(ts),
         last_activity_time: s.last_activity_time.map(ts),
         interaction_count: s.interaction_count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit() {
+        let check = |header: &str, expected: Option<Duration>| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Ok(value) = header.parse() {
+                metadata.insert("grpc-timeout", value);
+            }
+            assert_eq!(grpc_timeout(&metadata), expected, "{header}");
+        };
+        check("300m", Some(Duration::from_millis(300)));
+        check("2S", Some(Duration::from_secs(2)));
+        check("1M", Some(Duration::from_secs(60)));
+        check("5000u", Some(Duration::from_millis(5)));
+        check("7x", None);
+        check("m", None);
     }
 }

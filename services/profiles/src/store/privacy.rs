@@ -132,6 +132,10 @@ impl PgStore {
         if !source.etag_matches(&cmd.source_etag) || !target.etag_matches(&cmd.target_etag) {
             return Err(ProfilesError::StaleEtag);
         }
+        // Identities are unique, so the two sets never overlap: their sizes add up.
+        if source.identities.len() + target.identities.len() > super::customers::MAX_IDENTITIES {
+            return Err(ProfilesError::IdentityLimit);
+        }
         let (traits, source_value_paths) =
             merge_traits(&target.traits, &source.traits, &cmd.choices);
         let consents_from_source = cmd

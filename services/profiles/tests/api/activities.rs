@@ -364,3 +364,27 @@ async fn bad_import_items_are_reported_and_the_others_stored() -> anyhow::Result
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_deleted_customer_takes_no_activities() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let c = create(&app, customer(&unique_email("gone"))).await?;
+    client
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: c.customer_id.clone(),
+            etag: String::new(),
+        })
+        .await?;
+
+    let result = client
+        .record_activity(pb::RecordActivityRequest {
+            activity: Some(purchase(&c.customer_id, "late", 1)),
+            customer_identity: None,
+        })
+        .await;
+
+    let status = expect_code(result, Code::FailedPrecondition)?;
+    assert_eq!(reason(&status).as_deref(), Some("CUSTOMER_DELETED"));
+    Ok(())
+}

@@ -189,3 +189,43 @@ async fn bad_consent_requests_name_the_field() -> anyhow::Result<()> {
     expect_code(client.update_consent(unknown).await, Code::NotFound)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_consent_request_id_is_bound_to_its_payload() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let c = create(&app, customer(&unique_email("consent"))).await?;
+    let request = |status| pb::UpdateConsentRequest {
+        customer_id: c.customer_id.clone(),
+        consents: vec![decision(common::ContactChannel::Email, status, None)],
+        request_id: "opt-1".to_owned(),
+        ..Default::default()
+    };
+
+    client
+        .update_consent(request(pb::ConsentStatus::Granted))
+        .await?;
+    let replay = client
+        .update_consent(request(pb::ConsentStatus::Granted))
+        .await?
+        .into_inner();
+    let reused = client
+        .update_consent(request(pb::ConsentStatus::Withdrawn))
+        .await;
+
+    assert!(replay.consent_changes.is_empty());
+    let status = expect_code(reused, Code::AlreadyExists)?;
+    assert_eq!(
+        crate::support::reason(&status).as_deref(),
+        Some("REQUEST_ID_REUSED")
+    );
+    let trail = client
+        .list_consent_changes(pb::ListConsentChangesRequest {
+            customer_id: c.customer_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(trail.consent_changes.len(), 1);
+    Ok(())
+}

@@ -145,3 +145,43 @@ async fn identities_are_looked_up_added_and_removed() -> anyhow::Result<()> {
     assert_eq!(bad_fields(&status), ["identity.namespace"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_customer_holds_at_most_twenty_identities() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let c = create(&app, customer(&unique_email("many"))).await?;
+    for i in 0..19 {
+        let card = pb::Identity {
+            identity_type: pb::IdentityType::LoyaltyCard as i32,
+            namespace: String::new(),
+            value: format!("card-{}-{i}", c.customer_id),
+            create_time: None,
+        };
+        client
+            .add_identity(pb::AddIdentityRequest {
+                customer_id: c.customer_id.clone(),
+                identity: Some(card),
+                etag: String::new(),
+            })
+            .await?;
+    }
+    let one_more = pb::Identity {
+        identity_type: pb::IdentityType::LoyaltyCard as i32,
+        namespace: String::new(),
+        value: format!("card-{}-x", c.customer_id),
+        create_time: None,
+    };
+
+    let result = client
+        .add_identity(pb::AddIdentityRequest {
+            customer_id: c.customer_id.clone(),
+            identity: Some(one_more),
+            etag: String::new(),
+        })
+        .await;
+
+    let status = expect_code(result, Code::FailedPrecondition)?;
+    assert_eq!(reason(&status).as_deref(), Some("IDENTITY_LIMIT"));
+    Ok(())
+}

@@ -820,6 +820,82 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn reverse_reward_redemption(
+        &self,
+        request: Request<pb::ReverseRewardRedemptionRequest>,
+    ) -> Result<Response<pb::ReverseRewardRedemptionResponse>, Status> {
+        let key = request_key(
+            &request,
+            "ReverseRewardRedemption",
+            &request.get_ref().request_id,
+        );
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let origin = Origin {
+            caller: key.caller.clone(),
+            request_id: cmd.request_id,
+        };
+        let now = self.store.clock().now();
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let out = rewards::reverse_redemption(conn, origin, cmd.command, now).await?;
+                    events::append(conn, &out.applied.events).await?;
+                    let response = pb::ReverseRewardRedemptionResponse {
+                        reward_redemption: Some(out.redemption.into()),
+                        ledger_entry: Some(out.applied.entry.into()),
+                        member: Some(out.applied.member.into()),
+                        reward: Some(out.reward.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn adjust_reward_stock(
+        &self,
+        request: Request<pb::AdjustRewardStockRequest>,
+    ) -> Result<Response<pb::AdjustRewardStockResponse>, Status> {
+        let key = request_key(&request, "AdjustRewardStock", &request.get_ref().request_id);
+        let cmd = Keyed::try_from(request.into_inner())?;
+        let bytes = self
+            .store
+            .idempotent(&key, move |conn| {
+                Box::pin(async move {
+                    let reward = rewards::adjust_stock(conn, cmd.command).await?;
+                    let response = pb::AdjustRewardStockResponse {
+                        reward: Some(reward.into()),
+                    };
+                    Ok(response.encode_to_vec())
+                })
+            })
+            .await?;
+        decode(&bytes)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_reward_redemption(
+        &self,
+        request: Request<pb::GetRewardRedemptionRequest>,
+    ) -> Result<Response<pb::GetRewardRedemptionResponse>, Status> {
+        let id = parse_uuid(&request.get_ref().reward_redemption_id)
+            .map_err(|d| ServiceError::invalid_argument("reward_redemption_id", d))?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let redemption = rewards::get_redemption(&mut conn, id, false).await?;
+        Ok(Response::new(pb::GetRewardRedemptionResponse {
+            reward_redemption: Some(redemption.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_reward(
         &self,
         request: Request<pb::GetRewardRequest>,

@@ -21,7 +21,10 @@ use crate::domain::program::{
     Program, ProgramRules, ProgramState, ReviewSchedule, Rounding, Stacking, Threshold, Tier,
     TierPolicy,
 };
-use crate::domain::reward::{RedeemRewardCommand, Reward, RewardRedemption, RewardState};
+use crate::domain::reward::{
+    AdjustStockCommand, RedeemRewardCommand, ReverseRedemptionCommand, Reward, RewardRedemption,
+    RewardState,
+};
 
 // ---- scalar helpers ----
 
@@ -1495,10 +1498,66 @@ impl From<RewardRedemption> for pb::RewardRedemption {
                 pb::RewardRedemptionState::Completed
             } as i32,
             ledger_entry_id: r.ledger_entry_id.to_string(),
+            reversal_ledger_entry_id: r
+                .reversal_ledger_entry_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            restocked: r.restocked,
             reason: r.reason,
+            reversal_reason: r.reversal_reason,
             external_reference: r.external_reference,
             redeem_time: Some(timestamp(r.redeem_time)),
-            ..Default::default()
+            reverse_time: opt_timestamp(r.reverse_time),
         }
+    }
+}
+
+impl TryFrom<pb::ReverseRewardRedemptionRequest> for Keyed<ReverseRedemptionCommand> {
+    type Error = ServiceError;
+
+    fn try_from(req: pb::ReverseRewardRedemptionRequest) -> Result<Self, ServiceError> {
+        let mut v = Violations::new();
+        let request_id = request_id(&mut v, &req.request_id);
+        let id = v.take(
+            "reward_redemption_id",
+            parse_uuid(&req.reward_redemption_id),
+        );
+        check_len(&mut v, "reason", &req.reason, 0, 500);
+        check_len(&mut v, "operator_id", &req.operator_id, 0, 128);
+        v.into_result()?;
+        Ok(Self {
+            request_id,
+            command: ReverseRedemptionCommand {
+                reward_redemption_id: id.unwrap_or_default(),
+                reason: req.reason,
+                skip_restock: req.skip_restock,
+                operator_id: req.operator_id,
+            },
+        })
+    }
+}
+
+impl TryFrom<pb::AdjustRewardStockRequest> for Keyed<AdjustStockCommand> {
+    type Error = ServiceError;
+
+    fn try_from(req: pb::AdjustRewardStockRequest) -> Result<Self, ServiceError> {
+        let mut v = Violations::new();
+        let request_id = request_id(&mut v, &req.request_id);
+        let reward_id = v.take("reward_id", parse_uuid(&req.reward_id));
+        if req.delta == 0 || req.delta.abs() > 1_000_000_000 {
+            v.add(
+                "delta",
+                "must be non-zero, between -1,000,000,000 and 1,000,000,000",
+            );
+        }
+        check_len(&mut v, "reason", &req.reason, 1, 500);
+        v.into_result()?;
+        Ok(Self {
+            request_id,
+            command: AdjustStockCommand {
+                reward_id: reward_id.unwrap_or_default(),
+                delta: req.delta,
+            },
+        })
     }
 }

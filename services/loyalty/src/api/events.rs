@@ -115,6 +115,15 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
                     previous_customer_id: String::new(),
                 },
             ),
+            Event::RewardRedemptionReversed(m, r, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::RewardRedemptionReversed {
+                    member: Some(m.into()),
+                    reward_redemption: Some(r.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
             Event::RewardRedeemed(m, r, e) => OutboxEvent::new(
                 "member",
                 m.member_id,

@@ -36,6 +36,8 @@ pub enum Event {
     },
     /// A reward redeemed.
     RewardRedeemed(Member, RewardRedemption, LedgerEntry),
+    /// A reward redemption reversed.
+    RewardRedemptionReversed(Member, RewardRedemption, LedgerEntry),
 }
 
 /// A member merged into another after a profiles customer merge.

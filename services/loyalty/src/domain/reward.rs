@@ -98,6 +98,14 @@ pub struct RewardRedemption {
     pub points_spent: i64,
     /// Reversed?
     pub reversed: bool,
+    /// The REVERSE entry, once reversed.
+    pub reversal_ledger_entry_id: Option<Uuid>,
+    /// Whether the reversal restocked the units.
+    pub restocked: bool,
+    /// Reason given at reversal.
+    pub reversal_reason: String,
+    /// When reversed.
+    pub reverse_time: Option<DateTime<Utc>>,
     /// REDEEM entry.
     pub ledger_entry_id: Uuid,
     /// Reason.
@@ -106,4 +114,26 @@ pub struct RewardRedemption {
     pub external_reference: String,
     /// When.
     pub redeem_time: DateTime<Utc>,
+}
+
+/// A validated ReverseRewardRedemption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseRedemptionCommand {
+    /// The redemption.
+    pub reward_redemption_id: Uuid,
+    /// Reason (empty = default).
+    pub reason: String,
+    /// Leave the stock as it is.
+    pub skip_restock: bool,
+    /// Operator.
+    pub operator_id: String,
+}
+
+/// A validated AdjustRewardStock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustStockCommand {
+    /// The reward.
+    pub reward_id: Uuid,
+    /// Signed change.
+    pub delta: i64,
 }

@@ -581,14 +581,17 @@ pub async fn adjust(
 
 /// What earlier reversals took from one entry.
 #[derive(Debug, Clone, Copy, Default)]
-struct Reversed {
+pub(crate) struct Reversed {
     requested: i64,
     qualifying: i64,
     spend_minor: i64,
     refund_minor: i64,
 }
 
-async fn reversed_so_far(conn: &mut PgConnection, entry_id: Uuid) -> StoreResult<Reversed> {
+pub(crate) async fn reversed_so_far(
+    conn: &mut PgConnection,
+    entry_id: Uuid,
+) -> StoreResult<Reversed> {
     let row = sqlx::query(
         "SELECT coalesce(sum(requested_points), 0)::bigint AS requested, \
                 coalesce(sum(-qualifying_delta), 0)::bigint AS qualifying, \
@@ -652,7 +655,7 @@ async fn resolve_target(
     })
 }
 
-async fn target_entry(
+pub(crate) async fn target_entry(
     conn: &mut PgConnection,
     caller: &str,
     target: &ReverseTarget,
@@ -863,7 +866,7 @@ async fn reverse_earn(
     Ok(entry)
 }
 
-async fn reverse_redeem(
+pub(crate) async fn reverse_redeem(
     conn: &mut PgConnection,
     locked: &mut Locked,
     origin: Origin,

@@ -10,9 +10,14 @@ use super::ledger::{self, Applied, NewEntry, Origin};
 use super::{StoreResult, decode, programs};
 use crate::domain::Rejection;
 use crate::domain::event::Event;
+use crate::domain::ledger::{EntryContext, ReverseAmount, ReverseCommand, ReverseTarget};
 use crate::domain::ledger::{EntryDetails, EntryKind, check_sufficient};
+use crate::domain::member::MemberRef;
 use crate::domain::program::ProgramState;
-use crate::domain::reward::{RedeemRewardCommand, Reward, RewardRedemption, RewardState};
+use crate::domain::reward::{
+    AdjustStockCommand, RedeemRewardCommand, ReverseRedemptionCommand, Reward, RewardRedemption,
+    RewardState,
+};
 
 const COLUMNS: &str = "reward_id, program_id, display_name, description, state, points_cost, \
     unlimited_stock, available_stock, redeemed_quantity, available_from, available_until, \
@@ -237,6 +242,10 @@ pub async fn redeem(
         quantity: cmd.quantity,
         points_spent: cost,
         reversed: false,
+        reversal_ledger_entry_id: None,
+        restocked: false,
+        reversal_reason: String::new(),
+        reverse_time: None,
         ledger_entry_id: entry.ledger_entry_id,
         reason,
         external_reference: cmd.external_reference,
@@ -257,4 +266,173 @@ pub async fn redeem(
         redemption,
         reward,
     })
+}
+
+const REDEMPTION_COLUMNS: &str = "r.reward_redemption_id, r.reward_id, r.reward_display_name, \
+    r.member_id, m.customer_id, r.program_id, r.quantity, r.points_spent, r.state, \
+    r.ledger_entry_id, r.reversal_ledger_entry_id, r.restocked, r.reason, r.reversal_reason, \
+    r.external_reference, r.redeem_time, r.reverse_time";
+
+fn redemption_from_row(row: &PgRow) -> StoreResult<RewardRedemption> {
+    let state: i16 = row.try_get("state")?;
+    Ok(RewardRedemption {
+        reward_redemption_id: row.try_get("reward_redemption_id")?,
+        reward_id: row.try_get("reward_id")?,
+        reward_display_name: row.try_get("reward_display_name")?,
+        member_id: row.try_get("member_id")?,
+        customer_id: row.try_get("customer_id")?,
+        program_id: row.try_get("program_id")?,
+        quantity: row.try_get("quantity")?,
+        points_spent: row.try_get("points_spent")?,
+        reversed: state == 2,
+        reversal_ledger_entry_id: row.try_get("reversal_ledger_entry_id")?,
+        restocked: row.try_get("restocked")?,
+        reversal_reason: row.try_get("reversal_reason")?,
+        reverse_time: row.try_get("reverse_time")?,
+        ledger_entry_id: row.try_get("ledger_entry_id")?,
+        reason: row.try_get("reason")?,
+        external_reference: row.try_get("external_reference")?,
+        redeem_time: row.try_get("redeem_time")?,
+    })
+}
+
+/// One redemption; with `lock`, its row stays locked until the transaction ends.
+pub async fn get_redemption(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> StoreResult<RewardRedemption> {
+    let suffix = if lock { " FOR UPDATE OF r" } else { "" };
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {REDEMPTION_COLUMNS} FROM reward_redemptions r JOIN members m USING (member_id) \
+         WHERE r.reward_redemption_id = $1{suffix}"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Rejection::not_found("reward redemption", id))?;
+    redemption_from_row(&row)
+}
+
+/// What ReverseRewardRedemption made.
+#[derive(Debug, Clone)]
+pub struct RedemptionReversed {
+    /// Entry, member and events.
+    pub applied: Applied,
+    /// The redemption, now reversed.
+    pub redemption: RewardRedemption,
+    /// The reward after it.
+    pub reward: Reward,
+}
+
+/// ReverseRewardRedemption: points back to their lots, units back in stock unless told not to.
+#[tracing::instrument(skip_all, fields(reward_redemption_id = %cmd.reward_redemption_id))]
+pub async fn reverse_redemption(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: ReverseRedemptionCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<RedemptionReversed> {
+    let found = get_redemption(conn, cmd.reward_redemption_id, false).await?;
+    let mut events = Vec::new();
+    // Member first, then the redemption row: the order every spend of the member follows.
+    let mut locked =
+        ledger::lock_member(conn, &MemberRef::Id(found.member_id), now, &mut events).await?;
+    if locked.member.status == crate::domain::member::MemberStatus::Closed {
+        return Err(Rejection::MemberNotActive { status: "CLOSED" }.into());
+    }
+    let redemption = get_redemption(conn, cmd.reward_redemption_id, true).await?;
+    if redemption.reversed {
+        return Err(Rejection::AlreadyReversed.into());
+    }
+    let reason = if cmd.reason.is_empty() {
+        "Reward returned".to_owned()
+    } else {
+        cmd.reason
+    };
+    let reverse = ReverseCommand {
+        target: ReverseTarget::Entry(redemption.ledger_entry_id),
+        amount: ReverseAmount::AllRemaining,
+        context: EntryContext {
+            reason: reason.clone(),
+            reason_code: String::new(),
+            operator_id: cmd.operator_id,
+        },
+    };
+    let target = ledger::target_entry(conn, &origin.caller, &reverse.target).await?;
+    let prior = ledger::reversed_so_far(conn, target.ledger_entry_id).await?;
+    let entry =
+        ledger::reverse_redeem(conn, &mut locked, origin, &reverse, &target, prior, now).await?;
+    let quantity = i64::from(redemption.quantity);
+    let restock = if cmd.skip_restock { 0 } else { quantity };
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE rewards SET available_stock = CASE WHEN unlimited_stock THEN available_stock \
+         ELSE available_stock + $2 END, redeemed_quantity = redeemed_quantity - $3 \
+         WHERE reward_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(redemption.reward_id)
+    .bind(restock)
+    .bind(quantity)
+    .fetch_one(&mut *conn)
+    .await?;
+    let reward = from_row(&row)?;
+    sqlx::query(
+        "UPDATE reward_redemptions SET state = 2, reversal_ledger_entry_id = $2, restocked = $3, \
+         reversal_reason = $4, reverse_time = $5 WHERE reward_redemption_id = $1",
+    )
+    .bind(redemption.reward_redemption_id)
+    .bind(entry.ledger_entry_id)
+    .bind(!cmd.skip_restock)
+    .bind(&reason)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let redemption = RewardRedemption {
+        reversed: true,
+        reversal_ledger_entry_id: Some(entry.ledger_entry_id),
+        restocked: !cmd.skip_restock,
+        reversal_reason: reason,
+        reverse_time: Some(now),
+        ..redemption
+    };
+    events.push(Event::RewardRedemptionReversed(
+        locked.member.clone(),
+        redemption.clone(),
+        entry.clone(),
+    ));
+    Ok(RedemptionReversed {
+        applied: Applied {
+            entry,
+            member: locked.member,
+            tier_change: None,
+            events,
+        },
+        redemption,
+        reward,
+    })
+}
+
+/// AdjustRewardStock: one conditional UPDATE, so concurrent redemptions are never lost.
+pub async fn adjust_stock(conn: &mut PgConnection, cmd: AdjustStockCommand) -> StoreResult<Reward> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE rewards SET available_stock = available_stock + $2 \
+         WHERE reward_id = $1 AND NOT unlimited_stock AND available_stock + $2 >= 0 \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(cmd.reward_id)
+    .bind(cmd.delta)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return from_row(&row);
+    }
+    let reward = get(conn, cmd.reward_id).await?;
+    if reward.unlimited_stock {
+        Err(Rejection::StockUnlimited.into())
+    } else {
+        Err(Rejection::StockWouldBeNegative {
+            available_stock: reward.available_stock,
+        }
+        .into())
+    }
 }

@@ -79,3 +79,86 @@ async fn a_stock_of_ten_is_redeemed_exactly_ten_times_by_fifty_members() -> anyh
     assert_eq!(spent, 400);
     crate::helpers::assert_ledger_invariants(&app.pool).await
 }
+
+#[tokio::test]
+async fn a_reversed_redemption_returns_points_and_stock_once() -> anyhow::Result<()> {
+    let app = crate::helpers::spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let mut client = app.client.clone();
+    let reward = client
+        .create_reward(pb::CreateRewardRequest {
+            request_id: rid(),
+            reward: Some(pb::Reward {
+                program_id: program_id.clone(),
+                display_name: "Mug".to_owned(),
+                points_cost: 30,
+                available_stock: 5,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .reward
+        .unwrap_or_default();
+    let member = app.enrol(&program_id).await?;
+    app.grant(&member, 100).await?;
+    let redeemed = client
+        .redeem_reward(pb::RedeemRewardRequest {
+            request_id: rid(),
+            member: by_id(&member),
+            reward_id: reward.reward_id.clone(),
+            quantity: 2,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let redemption_id = redeemed
+        .reward_redemption
+        .map(|r| r.reward_redemption_id)
+        .unwrap_or_default();
+    assert_eq!(redeemed.reward.map(|r| r.available_stock), Some(3));
+    assert_eq!(app.balances(&member).await?.available_points, 40);
+
+    let reverse = || pb::ReverseRewardRedemptionRequest {
+        request_id: rid(),
+        reward_redemption_id: redemption_id.clone(),
+        ..Default::default()
+    };
+    let reversed = client
+        .reverse_reward_redemption(reverse())
+        .await?
+        .into_inner();
+    assert_eq!(reversed.reward.map(|r| r.available_stock), Some(5));
+    assert_eq!(app.balances(&member).await?.available_points, 100);
+    let again = client
+        .reverse_reward_redemption(reverse())
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("reversed twice"))?;
+    assert_eq!(error_info(&again).0, "ALREADY_REVERSED");
+
+    let stock = |delta: i64| pb::AdjustRewardStockRequest {
+        request_id: rid(),
+        reward_id: reward.reward_id.clone(),
+        delta,
+        reason: "Inventory count".to_owned(),
+    };
+    assert_eq!(
+        client
+            .adjust_reward_stock(stock(-5))
+            .await?
+            .into_inner()
+            .reward
+            .map(|r| r.available_stock),
+        Some(0)
+    );
+    let negative = client
+        .adjust_reward_stock(stock(-1))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("stock went negative"))?;
+    assert_eq!(error_info(&negative).0, "STOCK_WOULD_BE_NEGATIVE");
+    crate::helpers::assert_ledger_invariants(&app.pool).await
+}

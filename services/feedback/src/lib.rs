@@ -9,6 +9,7 @@
 //! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), with the injectable clock.
 //! - `store`: sqlx queries on the `feedback` schema; metrics are aggregated in SQL there.
 //! - `events`: the outbox events (events.proto) built from domain values.
+//! - `profiles_feed`: merges and erasures from the profiles feed.
 //! - `rewards`: the worker that pays survey rewards through loyalty, exactly once.
 //! - `error`: the service's error and its one mapping to `Status`.
 //! - `migrations/`: the `feedback` schema, applied after the shared ones from `libs/common`.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod profiles_feed;
 pub mod rewards;
 pub mod store;
 pub mod workflow;
@@ -74,6 +76,7 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
+    profiles_feed::start(&settings, pool.clone(), app.shutdown_token());
     start_reward_worker(
         &settings,
         pool.clone(),

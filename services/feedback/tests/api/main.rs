@@ -2,6 +2,7 @@
 
 mod helpers;
 mod metrics;
+mod profiles_feed;
 mod responses;
 mod reviews;
 mod surveys;

@@ -27,7 +27,7 @@ use crate::domain::benefit::{self, NotEntitled};
 use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
-use crate::store::{PgStore, StoreError, jobs, ledger, members, programs, rewards, status};
+use crate::store::{PgStore, StoreError, jobs, ledger, members, programs, rewards, status, tiers};
 
 /// The gRPC handlers of the loyalty service.
 #[derive(Debug, Clone)]
@@ -42,6 +42,9 @@ pub fn server(store: PgStore, page_tokens: PageTokens) -> LoyaltyServiceServer<L
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
+
+/// How long responses are kept for replay.
+const IDEMPOTENCY_RETENTION_DAYS: i64 = 35;
 
 /// The calling service, as the auth layer established it.
 fn caller<T>(request: &Request<T>) -> String {
@@ -657,6 +660,65 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_tier_changes(
+        &self,
+        request: Request<pb::ListTierChangesRequest>,
+    ) -> Result<Response<pb::ListTierChangesResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = custops_common::error::Violations::new();
+        let member_id = (!req.member_id.is_empty())
+            .then(|| v.take("member_id", parse_uuid(&req.member_id)))
+            .flatten();
+        let program_id = (!req.program_id.is_empty())
+            .then(|| v.take("program_id", parse_uuid(&req.program_id)))
+            .flatten();
+        if req.member_id.is_empty() && req.program_id.is_empty() {
+            v.add("member_id", "member_id or program_id is required");
+        }
+        let mut directions = Vec::new();
+        for d in &req.directions {
+            match pb::TierChangeDirection::try_from(*d) {
+                Ok(pb::TierChangeDirection::Unspecified) | Err(_) => {
+                    v.add("directions", "INITIAL, UPGRADE or DOWNGRADE");
+                }
+                Ok(d) => directions.push(d as i16),
+            }
+        }
+        let range = req.change_time_range.unwrap_or_default();
+        let from = range
+            .start_time
+            .as_ref()
+            .and_then(|t| v.take("change_time_range.start_time", convert::from_timestamp(t)));
+        let until = range
+            .end_time
+            .as_ref()
+            .and_then(|t| v.take("change_time_range.end_time", convert::from_timestamp(t)));
+        let size = v.take(
+            "page_size",
+            page_size(req.page_size).map_err(|e| e.message()),
+        );
+        v.into_result()?;
+        let size = size.unwrap_or(1);
+        let filter = tiers::TierChangeFilter {
+            member_id,
+            program_id,
+            directions,
+            from,
+            until,
+        };
+        let fingerprint = format!("ListTierChanges:{filter:?}");
+        let after = self.after(&fingerprint, &req.page_token)?;
+        let mut page = tiers::list(self.store.pool(), &filter, after, size + 1).await?;
+        let full = page.len() > size;
+        page.truncate(size);
+        let last = page.last().map(|c| c.tier_change_id);
+        Ok(Response::new(pb::ListTierChangesResponse {
+            tier_changes: page.into_iter().map(convert::tier_change_row_pb).collect(),
+            next_page_token: self.next_token(&fingerprint, last, full)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn list_entitlements(
         &self,
         request: Request<pb::ListEntitlementsRequest>,
@@ -757,6 +819,10 @@ impl LoyaltyService for LoyaltyApi {
             programs::get(&mut conn, id).await?;
         }
         let report = jobs::run_expiry(self.store.pool(), program, max, now, events::sink).await?;
+        // Replays are answered for at least 30 days (the contract); the expiry job, run daily
+        // by a CronJob, also drops older idempotency records.
+        let cutoff = now - chrono::Duration::days(IDEMPOTENCY_RETENTION_DAYS);
+        tiers::delete_idempotency_records(self.store.pool(), cutoff).await?;
         Ok(Response::new(pb::RunPointExpiryResponse {
             as_of_time: Some(convert::timestamp(now)),
             members_processed: report.members,

@@ -14,6 +14,7 @@ pub mod merges;
 pub mod programs;
 pub mod rewards;
 pub mod status;
+pub mod tiers;
 
 use std::sync::Arc;
 

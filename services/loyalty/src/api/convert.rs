@@ -1561,3 +1561,22 @@ impl TryFrom<pb::AdjustRewardStockRequest> for Keyed<AdjustStockCommand> {
         })
     }
 }
+
+/// A stored tier change on the wire.
+pub(crate) fn tier_change_row_pb(c: crate::store::tiers::TierChangeRow) -> pb::TierChange {
+    pb::TierChange {
+        tier_change_id: c.tier_change_id.to_string(),
+        member_id: c.member_id.to_string(),
+        customer_id: c.customer_id.to_string(),
+        program_id: c.program_id.to_string(),
+        from_tier_code: c.from_code,
+        from_rank: c.from_rank,
+        to_tier_code: c.to_code,
+        to_rank: c.to_rank,
+        direction: i32::from(c.direction),
+        cause: i32::from(c.cause),
+        qualifying_amount: Some(threshold_pb(Threshold::Points(c.qualifying), &c.currency)),
+        change_time: Some(timestamp(c.change_time)),
+        ..Default::default()
+    }
+}

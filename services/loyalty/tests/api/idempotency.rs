@@ -110,3 +110,33 @@ async fn concurrent_replays_apply_once() -> anyhow::Result<()> {
     assert_eq!(app.balances(&member).await?.available_points, 7);
     Ok(())
 }
+
+#[tokio::test]
+async fn after_the_retention_a_key_that_made_an_entry_is_still_never_applied_twice()
+-> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+    let request = grant(rid(), &member, 10);
+    client.earn_points(request.clone()).await?;
+    app.clock.advance(chrono::Duration::days(40));
+    client
+        .run_point_expiry(pb::RunPointExpiryRequest::default())
+        .await?;
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await?;
+    assert_eq!(records, 0, "old records are cleaned up");
+    let status = client
+        .earn_points(request)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an old key was applied again"))?;
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(error_info(&status).0, "REQUEST_ID_REUSED");
+    assert_eq!(app.balances(&member).await?.available_points, 10);
+    Ok(())
+}

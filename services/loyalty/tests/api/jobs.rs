@@ -164,6 +164,23 @@ async fn upgrades_are_immediate_and_downgrades_wait_for_review_and_grace() -> an
             ("silver".to_owned(), "member".to_owned(), 3),
         ]
     );
+    let listed = client
+        .list_tier_changes(pb::ListTierChangesRequest {
+            member_id: member.clone(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let directions: Vec<i32> = listed.tier_changes.iter().map(|c| c.direction).collect();
+    assert_eq!(
+        directions,
+        [
+            pb::TierChangeDirection::Downgrade as i32,
+            pb::TierChangeDirection::Upgrade as i32
+        ]
+    );
+    assert!(!listed.next_page_token.is_empty());
     Ok(())
 }
 

@@ -1,0 +1,115 @@
+//! Tier history.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::StoreResult;
+
+/// One row of tier history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierChangeRow {
+    /// Id.
+    pub tier_change_id: Uuid,
+    /// Member.
+    pub member_id: Uuid,
+    /// Member's customer.
+    pub customer_id: Uuid,
+    /// Program.
+    pub program_id: Uuid,
+    /// Program currency.
+    pub currency: String,
+    /// From (empty for the initial tier).
+    pub from_code: String,
+    /// From rank.
+    pub from_rank: i32,
+    /// To.
+    pub to_code: String,
+    /// To rank.
+    pub to_rank: i32,
+    /// 1 initial, 2 upgrade, 3 downgrade (the contract's numbers).
+    pub direction: i16,
+    /// 1 enrolment, 2 qualifying activity, 3 review (the contract's numbers).
+    pub cause: i16,
+    /// Qualifying amount at the change.
+    pub qualifying: i64,
+    /// When.
+    pub change_time: DateTime<Utc>,
+}
+
+/// Filters of ListTierChanges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierChangeFilter {
+    /// The member (and members merged into it).
+    pub member_id: Option<Uuid>,
+    /// The program.
+    pub program_id: Option<Uuid>,
+    /// Directions; empty = all.
+    pub directions: Vec<i16>,
+    /// From (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Until (exclusive).
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A page of tier changes, newest first, after `after`.
+pub async fn list(
+    pool: &PgPool,
+    filter: &TierChangeFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> StoreResult<Vec<TierChangeRow>> {
+    let rows = sqlx::query(
+        "SELECT t.tier_change_id, t.member_id, m.customer_id, t.program_id, p.currency, \
+                t.from_tier_code, t.from_rank, t.to_tier_code, t.to_rank, t.direction, t.cause, \
+                t.qualifying_points, t.change_time \
+         FROM tier_changes t JOIN members m USING (member_id) JOIN programs p ON p.program_id = t.program_id \
+         WHERE ($1::uuid IS NULL OR t.member_id = $1 OR m.merged_into_member_id = $1) \
+           AND ($2::uuid IS NULL OR t.program_id = $2) \
+           AND (cardinality($3::smallint[]) = 0 OR t.direction = ANY($3)) \
+           AND ($4::timestamptz IS NULL OR t.change_time >= $4) \
+           AND ($5::timestamptz IS NULL OR t.change_time < $5) \
+           AND ($6::uuid IS NULL OR t.tier_change_id < $6) \
+         ORDER BY t.tier_change_id DESC LIMIT $7",
+    )
+    .bind(filter.member_id)
+    .bind(filter.program_id)
+    .bind(&filter.directions)
+    .bind(filter.from)
+    .bind(filter.until)
+    .bind(after)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TierChangeRow {
+                tier_change_id: r.try_get("tier_change_id")?,
+                member_id: r.try_get("member_id")?,
+                customer_id: r.try_get("customer_id")?,
+                program_id: r.try_get("program_id")?,
+                currency: r.try_get("currency")?,
+                from_code: r.try_get("from_tier_code")?,
+                from_rank: r.try_get("from_rank")?,
+                to_code: r.try_get("to_tier_code")?,
+                to_rank: r.try_get("to_rank")?,
+                direction: r.try_get("direction")?,
+                cause: r.try_get("cause")?,
+                qualifying: r.try_get("qualifying_points")?,
+                change_time: r.try_get("change_time")?,
+            })
+        })
+        .collect()
+}
+
+/// Idempotency records older than `before` are deleted; a key that made a ledger entry is
+/// still never applied twice (the unique index on `ledger_entries (caller, request_id)`).
+pub async fn delete_idempotency_records(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<u64> {
+    Ok(
+        sqlx::query("DELETE FROM idempotency_keys WHERE create_time < $1")
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}

@@ -137,10 +137,57 @@ async fn run_demo(env: &Environment, auth: &AuthSettings, customers: usize) -> a
     Ok(())
 }
 
+/// Loads the demo data when the profiles database holds no customer at all, so a newcomer's
+/// first `make run` has something to look at.
+async fn seed_if_empty(url: String, auth: AuthSettings) {
+    let seeded = async {
+        let channel = custops_common::client::ClientBuilder::new(url.clone(), "custops-dev")
+            .auth(&auth, &["profiles.read", "profiles.write"])
+            .timeout(std::time::Duration::from_secs(120))
+            .build()?;
+        let mut client = ProfilesServiceClient::new(channel);
+        let all_states = (1..=4).collect();
+        let any = client
+            .list_customers(
+                custops_contracts::custops::profiles::v1::ListCustomersRequest {
+                    filter: Some(custops_contracts::custops::profiles::v1::CustomerFilter {
+                        states: all_states,
+                        ..Default::default()
+                    }),
+                    page_size: 1,
+                    page_token: String::new(),
+                },
+            )
+            .await?
+            .into_inner();
+        if !any.customers.is_empty() {
+            return anyhow::Ok(None);
+        }
+        tracing::info!("empty database: loading sample data (custops demo)");
+        Ok(Some(custops_profiles::demo::load(&mut client, 2000).await?))
+    };
+    match seeded.await {
+        Ok(Some(summary)) => tracing::info!(
+            customers = summary.customers,
+            activities = summary.activities_accepted,
+            "sample data loaded"
+        ),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(error = format!("{error:#}"), "could not load sample data"),
+    }
+}
+
 /// Runs the four services until SIGTERM/SIGINT, or until one of them fails.
 async fn run_dev(settings: Vec<ServiceSettings>) -> anyhow::Result<()> {
+    let profiles_auth = settings
+        .iter()
+        .find(|s| s.service == ServiceKind::Profiles)
+        .map(|s| s.server.auth.clone());
     let mut suite = dev::start(settings).await?;
     println!("{}", dev::how_to_call(&suite));
+    if let (Some(addr), Some(auth)) = (suite.addr(ServiceKind::Profiles), profiles_auth) {
+        tokio::spawn(seed_if_empty(format!("http://{addr}"), auth));
+    }
     tokio::select! {
         () = shutdown::shutdown_signal() => suite.stop().await,
         failed = suite.any_stopped() => {

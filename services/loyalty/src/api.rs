@@ -187,7 +187,7 @@ impl LoyaltyApi {
             .map_err(ServiceError::from)?;
         let locked = members::load(&mut conn, &member, false).await?;
         let member = if full {
-            members::with_expiring(&mut conn, locked.member, self.store.clock().now()).await?
+            members::full_view(&mut conn, locked, self.store.clock().now()).await?
         } else {
             locked.member
         };

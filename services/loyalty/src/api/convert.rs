@@ -848,6 +848,21 @@ pub(crate) fn status_pb(s: MemberStatus) -> pb::MemberStatus {
     }
 }
 
+fn progress_pb(p: crate::domain::member::TierProgress, currency: &str) -> pb::TierProgress {
+    let amount = |v: i64| match p.threshold {
+        Threshold::Points(_) => threshold_pb(Threshold::Points(v), currency),
+        Threshold::SpendMinor(_) => threshold_pb(Threshold::SpendMinor(v), currency),
+    };
+    pb::TierProgress {
+        tier_code: p.code,
+        display_name: p.display_name,
+        rank: p.rank,
+        threshold: Some(threshold_pb(p.threshold, currency)),
+        current: Some(amount(p.current)),
+        remaining: Some(amount(p.remaining)),
+    }
+}
+
 impl From<Member> for pb::Member {
     fn from(m: Member) -> Self {
         pb::Member {
@@ -872,8 +887,14 @@ impl From<Member> for pb::Member {
                     decide_time: Some(timestamp(p.decide_time)),
                     downgrade_time: Some(timestamp(p.downgrade_time)),
                 }),
-                next_tier_progress: None,
-                retention_progress: None,
+                next_tier_progress: m
+                    .tier
+                    .next_tier_progress
+                    .map(|p| progress_pb(p, &m.currency)),
+                retention_progress: m
+                    .tier
+                    .retention_progress
+                    .map(|p| progress_pb(p, &m.currency)),
             }),
             expiring: m.expiring.map(|e| pb::ExpiringPointsSummary {
                 within_30_days_points: e.within_30,

@@ -114,6 +114,51 @@ pub struct MemberTier {
     pub next_review_time: Option<DateTime<Utc>>,
     /// A downgrade decided by a review, waiting for its grace period.
     pub pending_downgrade: Option<PendingDowngrade>,
+    /// Progress to the next tier up (FULL view; none on the top tier).
+    pub next_tier_progress: Option<TierProgress>,
+    /// What keeping the current tier needs at the next review (FULL view; none on the base).
+    pub retention_progress: Option<TierProgress>,
+}
+
+/// How far a member is from a tier's threshold, in the program's qualifying metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierProgress {
+    /// The tier.
+    pub code: String,
+    /// Its name.
+    pub display_name: String,
+    /// Its rank.
+    pub rank: i32,
+    /// Its threshold.
+    pub threshold: Threshold,
+    /// The member's amount inside the window (same metric).
+    pub current: i64,
+    /// What is missing (0 when met).
+    pub remaining: i64,
+}
+
+impl TierProgress {
+    /// Progress towards `tier` (rank `rank`) from the window amounts.
+    pub fn towards(
+        tier: &super::program::Tier,
+        rank: i32,
+        points: i64,
+        spend_minor: i64,
+    ) -> Option<Self> {
+        let threshold = tier.threshold?;
+        let (target, current) = match threshold {
+            Threshold::Points(p) => (p, points),
+            Threshold::SpendMinor(s) => (s, spend_minor),
+        };
+        Some(Self {
+            code: tier.code.clone(),
+            display_name: tier.display_name.clone(),
+            rank,
+            threshold,
+            current,
+            remaining: (target - current).max(0),
+        })
+    }
 }
 
 /// A downgrade waiting for its grace period to end.

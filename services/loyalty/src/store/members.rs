@@ -9,7 +9,7 @@ use super::{StoreResult, decode, programs};
 use crate::domain::Rejection;
 use crate::domain::member::{
     Balances, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier,
-    PendingDowngrade, TierChange,
+    PendingDowngrade, TierChange, TierProgress,
 };
 use crate::domain::program::{Program, ProgramState, Threshold};
 
@@ -63,6 +63,8 @@ fn from_row(row: &PgRow, program: &Program) -> StoreResult<Member> {
             achieve_time: row.try_get("tier_achieve_time")?,
             next_review_time: row.try_get("next_review_time")?,
             pending_downgrade: pending_from(row, program)?,
+            next_tier_progress: None,
+            retention_progress: None,
         },
         expiring: None,
     })
@@ -212,8 +214,31 @@ async fn load_one(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> St
     Ok(Locked { member, program })
 }
 
-/// Adds the FULL view's expiring-points summary.
-pub async fn with_expiring(
+/// Adds what only the FULL view shows: tier progress and the expiring-points summary.
+pub async fn full_view(
+    conn: &mut PgConnection,
+    locked: Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Member> {
+    let (points, spend) = window_qualifying(conn, &locked, now).await?;
+    let Locked {
+        mut member,
+        program,
+    } = locked;
+    let rank = member.tier.rank;
+    let tier_at = |r: i32| {
+        usize::try_from(r)
+            .ok()
+            .and_then(|i| program.rules.tiers.get(i))
+    };
+    member.tier.next_tier_progress =
+        tier_at(rank + 1).and_then(|t| TierProgress::towards(t, rank + 1, points, spend));
+    member.tier.retention_progress =
+        tier_at(rank).and_then(|t| TierProgress::towards(t, rank, points, spend));
+    with_expiring(conn, member, now).await
+}
+
+async fn with_expiring(
     conn: &mut PgConnection,
     mut member: Member,
     now: DateTime<Utc>,
@@ -322,6 +347,8 @@ pub async fn upgrade_if_qualified(
         achieve_time: now,
         next_review_time: next_review,
         pending_downgrade: None,
+        next_tier_progress: None,
+        retention_progress: None,
     };
     Ok(Some(change))
 }

@@ -112,6 +112,17 @@ fn request_key(
     request_id: &str,
     without_id: &impl Message,
 ) -> Option<RequestKey> {
+    request_key_of(v, caller, request_id, &without_id.encode_to_vec())
+}
+
+/// As [`request_key`], over bytes the caller chose (for requests whose wire encoding is not
+/// canonical: prost encodes a `map` in hash order).
+fn request_key_of(
+    v: &mut Violations,
+    caller: &str,
+    request_id: &str,
+    payload: &[u8],
+) -> Option<RequestKey> {
     if request_id.is_empty() {
         return None;
     }
@@ -120,7 +131,7 @@ fn request_key(
         "request_id",
         "must be 1-128 printable ASCII characters",
     );
-    let hash: String = Sha256::digest(without_id.encode_to_vec())
+    let hash: String = Sha256::digest(payload)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -352,15 +363,10 @@ impl ProfilesService for ProfilesApi {
             }
         }
         let consents = consents_from_pb(&mut v, "customer.consents", &customer.consents, &caller);
-        let request = request_key(
-            &mut v,
-            &caller,
-            &req.request_id,
-            &pb::CreateCustomerRequest {
-                request_id: String::new(),
-                ..req.clone()
-            },
-        );
+        // The validated values, not the wire bytes: custom attributes are a map, which prost
+        // encodes in hash order, and output-only fields must not matter.
+        let payload = format!("{traits:?}|{identities:?}|{consents:?}");
+        let request = request_key_of(&mut v, &caller, &req.request_id, payload.as_bytes());
         invalid(v)?;
         let cmd = NewCustomer {
             traits,

@@ -702,3 +702,42 @@ async fn delete_is_soft_and_undoable() -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replay_with_custom_attributes_is_recognised() -> anyhow::Result<()> {
+    // Maps are encoded in hash order on the wire; the key must not depend on it.
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let mut input = customer(&unique_email("map"));
+    for name in ["a_level", "b_store", "c_flag", "d_score"] {
+        let definition = pb::AttributeDefinition {
+            attribute_name: name.to_owned(),
+            value_type: pb::AttributeValueType::Number as i32,
+            ..Default::default()
+        };
+        client
+            .create_attribute_definition(pb::CreateAttributeDefinitionRequest {
+                attribute_definition: Some(definition),
+            })
+            .await?;
+        let value = pb::CustomAttributeValue {
+            value: Some(pb::custom_attribute_value::Value::NumberValue(1.5)),
+        };
+        input.custom_attributes.insert(name.to_owned(), value);
+    }
+    let request = pb::CreateCustomerRequest {
+        customer: Some(input),
+        request_id: "with-map".to_owned(),
+    };
+
+    let first = client.create_customer(request.clone()).await?.into_inner();
+    for _ in 0..5 {
+        // A fresh copy each time, so the map is rebuilt (and re-hashed) like a new client's.
+        let copy = pb::CreateCustomerRequest {
+            customer: request.customer.clone(),
+            request_id: request.request_id.clone(),
+        };
+        assert_eq!(client.create_customer(copy).await?.into_inner(), first);
+    }
+    Ok(())
+}

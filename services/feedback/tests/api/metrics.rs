@@ -2,6 +2,8 @@
 //! out of every ratio, empty sets without scores, grouping by ISO week across a year boundary
 //! and by channel.
 
+use std::time::Duration;
+
 use chrono::{TimeZone, Utc};
 use custops_contracts::custops::common::v1::TimeRange;
 use custops_contracts::custops::feedback::v1 as pb;
@@ -289,5 +291,65 @@ async fn bad_metric_requests_name_the_field() -> anyhow::Result<()> {
         .err()
         .map(|s| s.code());
     assert_eq!(missing, Some(Code::NotFound));
+    Ok(())
+}
+
+/// Not in the default run (it writes a million rows): `cargo test -p custops-feedback --test
+/// api -- --ignored million`. Checks the metrics query stays an index scan and reports its time.
+#[tokio::test]
+#[ignore = "writes a million rows; run on demand"]
+async fn metrics_over_a_million_responses() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let survey_id = active_survey(&mut app.client, full_survey()).await?;
+    respond(&mut app.client, &survey_id, "email", vec![score("nps", 9)]).await?;
+    let started = std::time::Instant::now();
+    // The survey id is a UUID the service generated: nothing to inject.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO feedback.invitations (invitation_id, survey_id, customer_id, touchpoint_kind, \
+           touchpoint_id, status, create_time) \
+         SELECT gen_random_uuid(), '{survey_id}', 'c' || g, 'order', 'o' || g, 'responded', now() \
+         FROM generate_series(1, 1000000) g; \
+         INSERT INTO feedback.responses (response_id, invitation_id, survey_id, customer_id, \
+           touchpoint_kind, touchpoint_id, channel, answers, completed, nps_score, csat_score, \
+           csat_omitted, ces_score, submit_time) \
+         SELECT gen_random_uuid(), invitation_id, survey_id, customer_id, 'order', touchpoint_id, \
+           (ARRAY['app', 'email', 'store'])[1 + (random() * 2)::int], '[]', true, \
+           (random() * 10)::int, CASE WHEN random() < 0.8 THEN 1 + (random() * 4)::int END, \
+           random() >= 0.8, 1 + (random() * 6)::int, \
+           timestamptz '2026-01-01' + random() * interval '330 days' \
+         FROM feedback.invitations WHERE customer_id LIKE 'c%' AND response_id IS NULL"
+    )))
+    .execute(&app.pool)
+    .await?;
+    // The visibility map lets the covering index answer without the heap.
+    sqlx::raw_sql("VACUUM ANALYZE feedback.responses")
+        .execute(&app.pool)
+        .await?;
+    eprintln!("loaded 1,000,000 responses in {:?}", started.elapsed());
+    for group_by in [
+        pb::MetricsGrouping::Unspecified,
+        pb::MetricsGrouping::Week,
+        pb::MetricsGrouping::Channel,
+    ] {
+        let mut request = all(&survey_id);
+        request.group_by = group_by.into();
+        let started = std::time::Instant::now();
+        let m = app.client.get_survey_metrics(request).await?.into_inner();
+        let elapsed = started.elapsed();
+        eprintln!(
+            "GetSurveyMetrics {group_by:?}: {elapsed:?}, {} groups",
+            m.groups.len()
+        );
+        assert_eq!(m.total.unwrap_or_default().response_count, 1_000_001);
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT count(*), count(nps_score) FROM feedback.responses \
+         WHERE survey_id = ANY($1) AND submit_time >= '2026-03-01'",
+    )
+    .bind(vec![uuid::Uuid::parse_str(&survey_id)?])
+    .fetch_all(&app.pool)
+    .await?;
+    eprintln!("{}", plan.join("\n"));
     Ok(())
 }

@@ -27,7 +27,9 @@ use crate::domain::benefit::{self, NotEntitled};
 use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
-use crate::store::{PgStore, StoreError, jobs, ledger, members, programs, rewards, status, tiers};
+use crate::store::{
+    PgStore, StoreError, birthdays, jobs, ledger, members, programs, rewards, status, tiers,
+};
 
 /// The gRPC handlers of the loyalty service.
 #[derive(Debug, Clone)]
@@ -577,6 +579,7 @@ impl LoyaltyService for LoyaltyApi {
             .into());
         }
         let mut tier = program.rules.base_tier_code().to_owned();
+        let mut birth_month = None;
         if let Ok(customer_id) = parse_uuid(&req.customer_id) {
             let member = MemberRef::Customer {
                 program_id,
@@ -584,12 +587,14 @@ impl LoyaltyService for LoyaltyApi {
             };
             if let Ok(locked) = members::load(&mut conn, &member, false).await {
                 tier = locked.member.tier.code;
+                birth_month = birthdays::month(&mut conn, locked.member.customer_id).await?;
             }
         }
         let calculation = crate::domain::earning::calculate(
             &program.rules.earning,
             &purchase,
             &tier,
+            birth_month,
             self.store.clock().now(),
         );
         Ok(Response::new(pb::CalculatePurchasePointsResponse {

@@ -6,6 +6,7 @@
 //! the balances row first serialises all changes of one member, so no update is lost or
 //! doubled and a spend sees the balance it is checked against.
 
+pub mod birthdays;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;

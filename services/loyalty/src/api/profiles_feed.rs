@@ -1,7 +1,7 @@
-//! Following the profiles change feed: `CustomerMerged` merges the two customers' memberships
-//! (once per merge id, in the consumer's transaction, which also moves its cursor).
-//! `CustomerErased` and `CustomerUpdated` (birth dates for the birthday rule) are not applied
-//! yet; the consumer still moves past them.
+//! Following the profiles change feed, in the consumer's transaction (which also moves its
+//! cursor): `CustomerMerged` merges the two customers' memberships (once per merge id);
+//! `CustomerCreated` / `CustomerUpdated` keep the birth month for the birthday bonus.
+//! `CustomerErased` is not applied yet; the consumer moves past it.
 
 use std::sync::Arc;
 
@@ -10,7 +10,9 @@ use custops_common::config::ServiceSettings;
 use custops_common::consumer::{Consumer, ConsumerOptions, EventHandler};
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1::Event;
-use custops_contracts::custops::profiles::v1::CustomerMerged;
+use custops_contracts::custops::profiles::v1::{
+    CustomerCreated, CustomerMerged, CustomerTraits, CustomerUpdated,
+};
 use prost::{Message, Name};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::convert::parse_uuid;
 use super::events;
 use crate::domain::Clock;
+use crate::store::birthdays;
 use crate::store::merges::{self, CustomerMerge};
 
 /// Applies profiles events to loyalty.
@@ -36,14 +39,25 @@ impl ProfilesFeed {
 #[tonic::async_trait]
 impl EventHandler for ProfilesFeed {
     async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
+        let payload = || {
+            event
+                .payload
+                .as_ref()
+                .map(|p| p.value.as_slice())
+                .ok_or_else(|| anyhow::anyhow!("event {} has no payload", event.event_id))
+        };
+        if event.event_type == CustomerCreated::full_name() {
+            let created = CustomerCreated::decode(payload()?)?;
+            return remember_birth_month(tx, created.traits).await;
+        }
+        if event.event_type == CustomerUpdated::full_name() {
+            let updated = CustomerUpdated::decode(payload()?)?;
+            return remember_birth_month(tx, updated.traits).await;
+        }
         if event.event_type != CustomerMerged::full_name() {
             return Ok(());
         }
-        let payload = event
-            .payload
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("CustomerMerged {} has no payload", event.event_id))?;
-        let merged = CustomerMerged::decode(payload.value.as_slice())?;
+        let merged = CustomerMerged::decode(payload()?)?;
         let merge = CustomerMerge {
             merge_id: merged.merge_id,
             source_customer_id: parse_uuid(&merged.source_customer_id)
@@ -55,6 +69,23 @@ impl EventHandler for ProfilesFeed {
         events::append(tx, &produced).await?;
         Ok(())
     }
+}
+
+async fn remember_birth_month(
+    tx: &mut PgConnection,
+    traits: Option<CustomerTraits>,
+) -> anyhow::Result<()> {
+    let Some(traits) = traits else {
+        return Ok(());
+    };
+    let customer_id =
+        parse_uuid(&traits.customer_id).map_err(|e| anyhow::anyhow!("customer_id: {e}"))?;
+    let month = traits
+        .demographics
+        .and_then(|d| d.birth_date)
+        .and_then(|d| u32::try_from(d.month).ok());
+    birthdays::set(tx, customer_id, month).await?;
+    Ok(())
 }
 
 /// Starts following profiles when its URL is configured (`CUSTOPS_PROFILES_URL`).
@@ -75,7 +106,11 @@ pub fn spawn(
     )?
     .build()?;
     let mut options = ConsumerOptions::new("profiles");
-    options.event_types = vec![CustomerMerged::full_name()];
+    options.event_types = vec![
+        CustomerCreated::full_name(),
+        CustomerUpdated::full_name(),
+        CustomerMerged::full_name(),
+    ];
     Consumer::new(pool, channel, ProfilesFeed::new(clock), options).spawn(shutdown);
     Ok(())
 }

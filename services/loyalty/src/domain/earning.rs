@@ -110,11 +110,13 @@ fn combine(percents: &[u32], stacking: Stacking) -> u32 {
     }
 }
 
-/// Calculates the points `purchase` earns under `rules` for a member in `tier_code`, at `at`.
+/// Calculates the points `purchase` earns under `rules` for a member in `tier_code`, at `at`,
+/// born in `birth_month` (1–12) when known.
 pub fn calculate(
     rules: &EarningRules,
     purchase: &Purchase,
     tier_code: &str,
+    birth_month: Option<u32>,
     at: DateTime<Utc>,
 ) -> Calculation {
     let category_percent = |category: &str| {
@@ -146,6 +148,10 @@ pub fn calculate(
         .iter()
         .find(|(t, _)| t == tier_code)
         .map(|(_, p)| *p);
+    // The birthday month is judged in UTC (program time zones are not applied yet).
+    let birthday = (rules.birthday_multiplier_percent > 0
+        && birth_month.is_some_and(|m| m == chrono::Datelike::month(&when)))
+    .then_some(rules.birthday_multiplier_percent);
     let campaigns: Vec<_> = rules
         .campaigns
         .iter()
@@ -175,7 +181,7 @@ pub fn calculate(
             }
         }
         let line_base = i128::from(line.amount_minor) * i128::from(cat.unwrap_or(100));
-        let mut bonuses: Vec<u32> = tier_bonus.into_iter().collect();
+        let mut bonuses: Vec<u32> = tier_bonus.into_iter().chain(birthday).collect();
         for (i, c) in campaigns.iter().enumerate() {
             if c.categories.is_empty() || c.categories.contains(&line.category) {
                 bonuses.push(c.multiplier_percent);
@@ -190,6 +196,15 @@ pub fn calculate(
             source: MultiplierSource::Tier,
             code: tier_code.to_owned(),
             display_name: tier_code.to_owned(),
+            multiplier_percent: p,
+            applied_amount_minor: purchase.amount_minor,
+        });
+    }
+    if let Some(p) = birthday {
+        multipliers.push(AppliedMultiplier {
+            source: MultiplierSource::Birthday,
+            code: "birthday".to_owned(),
+            display_name: "Birthday month".to_owned(),
             multiplier_percent: p,
             applied_amount_minor: purchase.amount_minor,
         });
@@ -260,7 +275,7 @@ mod tests {
     }
 
     fn check(rules: &EarningRules, p: &Purchase, tier: &str, expected: (i64, i64)) {
-        let c = calculate(rules, p, tier, Utc::now());
+        let c = calculate(rules, p, tier, None, Utc::now());
         assert_eq!((c.total_points, c.qualifying_points), expected, "{c:?}");
     }
 
@@ -285,6 +300,32 @@ mod tests {
         check(&up, &purchase(1_210, &[]), "silver", (13, 13));
         let two_per_yuan = rules(10, 500, Rounding::Down);
         check(&two_per_yuan, &purchase(1_000, &[]), "silver", (20, 20));
+    }
+
+    #[test]
+    fn birthday_month_doubles_and_stacks_with_the_tier() {
+        let mut r = rules(1, 100, Rounding::Down);
+        r.birthday_multiplier_percent = 200;
+        let now = Utc::now();
+        let this_month = chrono::Datelike::month(&now);
+        let other_month = this_month % 12 + 1;
+        let p = purchase(10_000, &[]);
+        assert_eq!(
+            calculate(&r, &p, "silver", Some(this_month), now).total_points,
+            200
+        );
+        assert_eq!(
+            calculate(&r, &p, "silver", Some(other_month), now).total_points,
+            100
+        );
+        assert_eq!(
+            calculate(&r, &p, "gold", Some(this_month), now).total_points,
+            300
+        );
+        assert_eq!(
+            calculate(&r, &p, "silver", Some(this_month), now).qualifying_points,
+            100
+        );
     }
 
     #[test]

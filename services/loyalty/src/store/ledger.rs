@@ -432,8 +432,15 @@ pub async fn earn(
             if let Some(ledger_entry_id) = earlier {
                 return Err(Rejection::OrderAlreadyEarned { ledger_entry_id }.into());
             }
-            let calculation =
-                earning::calculate(&rules.earning, &purchase, &locked.member.tier.code, now);
+            let birth_month = super::birthdays::month(conn, locked.member.customer_id).await?;
+            let rules = &locked.program.rules;
+            let calculation = earning::calculate(
+                &rules.earning,
+                &purchase,
+                &locked.member.tier.code,
+                birth_month,
+                now,
+            );
             if new.reason.is_empty() {
                 new.reason = format!("Purchase, order {}", purchase.order_id);
             }

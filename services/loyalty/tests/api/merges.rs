@@ -144,3 +144,82 @@ async fn a_merge_delivered_twice_merges_the_members_once() -> anyhow::Result<()>
     assert_eq!(events, 1);
     assert_ledger_invariants(&app.pool).await
 }
+
+#[tokio::test]
+async fn a_birth_month_from_the_feed_doubles_purchase_points_that_month() -> anyhow::Result<()> {
+    use chrono::Datelike;
+    use custops_contracts::custops::common::v1::Date;
+    use custops_contracts::custops::profiles::v1::{CustomerTraits, CustomerUpdated, Demographics};
+    use custops_loyalty::domain::Clock;
+
+    let app = spawn_app().await?;
+    let mut birthday_program = program(pb::ClawbackPolicy::WithinBalance, 0);
+    if let Some(rules) = birthday_program.earning_rules.as_mut() {
+        rules.birthday_multiplier_percent = 200;
+    }
+    let program_id = app.create_program(birthday_program).await?;
+    let mut client = app.client.clone();
+    let (born_now, born_later) = (Uuid::now_v7(), Uuid::now_v7());
+    let month = app.clock.now().month();
+    let handler = ProfilesFeed::new(Arc::new(SystemClock));
+    for (customer, birth_month) in [(born_now, month), (born_later, month % 12 + 1)] {
+        let payload = CustomerUpdated {
+            traits: Some(CustomerTraits {
+                customer_id: customer.to_string(),
+                demographics: Some(Demographics {
+                    birth_date: Some(Date {
+                        year: 1990,
+                        month: i32::try_from(birth_month)?,
+                        day: 1,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let event = Event {
+            sequence: 1,
+            event_id: Uuid::now_v7().to_string(),
+            event_type: CustomerUpdated::full_name(),
+            payload: Some(prost_types::Any {
+                type_url: format!("type.googleapis.com/{}", CustomerUpdated::full_name()),
+                value: payload.encode_to_vec(),
+            }),
+            ..Default::default()
+        };
+        let mut tx = app.pool.begin().await?;
+        handler.handle(&mut tx, &event).await?;
+        tx.commit().await?;
+    }
+    let mut earned = Vec::new();
+    for (i, customer) in [born_now, born_later].into_iter().enumerate() {
+        let member = client
+            .enrol_member(pb::EnrolMemberRequest {
+                request_id: rid(),
+                program_id: program_id.clone(),
+                customer_id: customer.to_string(),
+                enrol_channel: String::new(),
+            })
+            .await?
+            .into_inner()
+            .member
+            .unwrap_or_default();
+        let out = client
+            .earn_points(pb::EarnPointsRequest {
+                request_id: rid(),
+                member: by_id(&member.member_id),
+                source: Some(pb::earn_points_request::Source::Purchase(pb::Purchase {
+                    order_id: format!("bday-{i}"),
+                    amount: Some(crate::helpers::cny(10_000)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        earned.push(out.ledger_entry.map(|e| e.points).unwrap_or_default());
+    }
+    assert_eq!(earned, [200, 100]);
+    Ok(())
+}

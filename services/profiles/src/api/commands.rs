@@ -1,0 +1,252 @@
+//! Requests → domain commands: each `TryFrom` validates the whole request, collecting every
+//! bad field into one INVALID_ARGUMENT, so handlers only convert, call the store and answer.
+
+use custops_common::error::{ServiceError, Violations};
+use custops_contracts::custops::profiles::v1 as pb;
+
+use super::convert::{
+    activity_from_pb, actor_from_pb, consents_from_pb, identity_from_pb, parse_id,
+    preferences_from_pb, traits_from_pb,
+};
+use super::{request_key, request_key_of};
+use crate::domain::activity::NewActivity;
+use crate::domain::customer::{
+    MergeWinner, NOT_UPDATABLE_PATHS, SURVIVORSHIP_PATHS, is_updatable_path,
+};
+use crate::store::{ConsentUpdate, CustomerUpdate, MergeCommand, NewCustomer};
+
+/// A request with the authenticated calling service, for commands that record who acted or
+/// scope idempotency keys to the caller.
+#[derive(Debug)]
+pub struct Called<T> {
+    /// The calling service (from its token; `anonymous` with auth off).
+    pub caller: String,
+    /// The request.
+    pub request: T,
+}
+
+impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
+    type Error = ServiceError;
+
+    fn try_from(called: Called<pb::CreateCustomerRequest>) -> Result<Self, Self::Error> {
+        let caller = called.caller.as_str();
+        let req = called.request;
+        let mut v = Violations::new();
+        let customer = req.customer.clone().unwrap_or_default();
+        let traits = traits_from_pb(&mut v, "customer.", &customer);
+        v.check(
+            customer.identities.len() <= 20,
+            "customer.identities",
+            "at most 20 identities",
+        );
+        let mut identities = Vec::new();
+        for (i, identity) in customer.identities.iter().enumerate() {
+            let field = format!("customer.identities[{i}]");
+            if let Some(identity) = identity_from_pb(&mut v, &field, Some(identity)) {
+                if identities
+                    .iter()
+                    .any(|other: &crate::domain::Identity| other.key() == identity.key())
+                {
+                    v.add(field, "repeats another identity of the request");
+                } else {
+                    identities.push(identity);
+                }
+            }
+        }
+        let consents = consents_from_pb(&mut v, "customer.consents", &customer.consents, caller);
+        // The validated values, not the wire bytes: custom attributes are a map, which prost
+        // encodes in hash order, and output-only fields must not matter.
+        let payload = format!("{traits:?}|{identities:?}|{consents:?}");
+        let request = request_key_of(&mut v, caller, &req.request_id, payload.as_bytes());
+        v.into_result()?;
+        let cmd = NewCustomer {
+            traits,
+            identities,
+            consents,
+            request,
+        };
+        Ok(cmd)
+    }
+}
+
+impl TryFrom<pb::UpdateCustomerRequest> for CustomerUpdate {
+    type Error = ServiceError;
+
+    fn try_from(req: pb::UpdateCustomerRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::new();
+        let customer = req.customer.unwrap_or_default();
+        let id = parse_id(&mut v, "customer.customer_id", &customer.customer_id);
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        v.check(
+            !paths.is_empty(),
+            "update_mask",
+            "name at least one field to update",
+        );
+        for path in &paths {
+            if NOT_UPDATABLE_PATHS.contains(&path.as_str()) {
+                v.add(
+                    "update_mask",
+                    format!("`{path}` cannot be changed by UpdateCustomer"),
+                );
+            } else if !is_updatable_path(path) {
+                v.add(
+                    "update_mask",
+                    format!("`{path}` is not a field of Customer"),
+                );
+            }
+        }
+        let patch = traits_from_pb(&mut v, "customer.", &customer);
+        v.into_result()?;
+        let customer_id = id
+            .ok_or_else(|| ServiceError::invalid_argument("customer.customer_id", "is required"))?;
+        let cmd = CustomerUpdate {
+            customer_id,
+            etag: customer.etag,
+            patch,
+            paths,
+        };
+        Ok(cmd)
+    }
+}
+
+impl TryFrom<Called<pb::UpdateConsentRequest>> for ConsentUpdate {
+    type Error = ServiceError;
+
+    fn try_from(called: Called<pb::UpdateConsentRequest>) -> Result<Self, Self::Error> {
+        let caller = called.caller.as_str();
+        let req = called.request;
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        v.check(
+            !req.consents.is_empty() || req.channel_preferences.is_some(),
+            "consents",
+            "give consents, channel_preferences or both",
+        );
+        v.check(
+            req.consents.len() <= 4,
+            "consents",
+            "at most one decision per channel",
+        );
+        let decisions = consents_from_pb(&mut v, "consents", &req.consents, caller);
+        let preferences = req
+            .channel_preferences
+            .as_ref()
+            .map(|p| preferences_from_pb(&mut v, "channel_preferences", p));
+        let request = request_key(
+            &mut v,
+            caller,
+            &req.request_id,
+            &pb::UpdateConsentRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        v.into_result()?;
+        let customer_id =
+            id.ok_or_else(|| ServiceError::invalid_argument("customer_id", "is required"))?;
+        let cmd = ConsentUpdate {
+            customer_id,
+            decisions,
+            preferences,
+            etag: req.etag,
+            request,
+        };
+        Ok(cmd)
+    }
+}
+
+impl TryFrom<Called<pb::MergeCustomersRequest>> for MergeCommand {
+    type Error = ServiceError;
+
+    fn try_from(called: Called<pb::MergeCustomersRequest>) -> Result<Self, Self::Error> {
+        let caller = called.caller.as_str();
+        let req = called.request;
+        let mut v = Violations::new();
+        let source = parse_id(&mut v, "source_customer_id", &req.source_customer_id);
+        let target = parse_id(&mut v, "target_customer_id", &req.target_customer_id);
+        if source.is_some() && source == target {
+            v.add("target_customer_id", "must differ from source_customer_id");
+        }
+        let mut choices = Vec::new();
+        for (i, c) in req.survivorship_choices.iter().enumerate() {
+            let path_ok = SURVIVORSHIP_PATHS.contains(&c.field_path.as_str())
+                || c.field_path
+                    .strip_prefix("custom_attributes.")
+                    .is_some_and(|n| !n.is_empty());
+            let repeated = choices
+                .iter()
+                .any(|(p, _): &(String, MergeWinner)| *p == c.field_path);
+            v.check(
+                path_ok && !repeated,
+                &format!("survivorship_choices[{i}].field_path"),
+                "a known field path, at most once",
+            );
+            let winner = match c.winner {
+                1 => Some(MergeWinner::Target),
+                2 => Some(MergeWinner::Source),
+                3 if matches!(
+                    c.field_path.as_str(),
+                    "tags"
+                        | "psychographics.interests"
+                        | "psychographics.lifestyle_tags"
+                        | "custom_attributes"
+                ) =>
+                {
+                    Some(MergeWinner::Union)
+                }
+                _ => None,
+            };
+            v.check(
+                winner.is_some(),
+                &format!("survivorship_choices[{i}].winner"),
+                "TARGET or SOURCE (UNION only for lists and custom_attributes)",
+            );
+            if let Some(winner) = winner {
+                choices.push((c.field_path.clone(), winner));
+            }
+        }
+        v.check(
+            crate::domain::is_plain_text(&req.merge_reason, 500),
+            "merge_reason",
+            "at most 500 characters",
+        );
+        let actor = actor_from_pb(&mut v, "actor", req.actor.as_ref(), caller);
+        let request = request_key(
+            &mut v,
+            caller,
+            &req.request_id,
+            &pb::MergeCustomersRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        v.into_result()?;
+        let (Some(source), Some(target)) = (source, target) else {
+            return Err(ServiceError::invalid_argument(
+                "source_customer_id",
+                "is required",
+            ));
+        };
+        let cmd = MergeCommand {
+            source,
+            target,
+            choices,
+            source_etag: req.source_etag,
+            target_etag: req.target_etag,
+            actor,
+            reason: req.merge_reason,
+            validate_only: req.validate_only,
+            request,
+        };
+        Ok(cmd)
+    }
+}
+
+impl TryFrom<pb::RecordActivityRequest> for NewActivity {
+    type Error = ServiceError;
+
+    fn try_from(req: pb::RecordActivityRequest) -> Result<Self, Self::Error> {
+        activity_from_pb(req.activity.as_ref(), req.customer_identity.as_ref())
+            .map_err(ServiceError::InvalidArgument)
+    }
+}

@@ -90,6 +90,21 @@ pub async fn get(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<Survey
     from_row(&row)
 }
 
+/// The survey `id` under a share lock: concurrent readers proceed, a status change waits
+/// (invitations lock it this way so the survey cannot close under them).
+pub async fn get_shared(conn: &mut PgConnection, id: Uuid) -> Result<Survey, Error> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM surveys WHERE survey_id = $1 FOR SHARE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Error::not_found("survey", id))?;
+    from_row(&row)
+}
+
 /// Writes every mutable field of `survey` and bumps its version.
 pub async fn save(conn: &mut PgConnection, survey: &mut Survey) -> Result<(), Error> {
     survey.version += 1;

@@ -27,7 +27,7 @@ pub async fn invite(
         return rows::get_invitation(&mut tx, id, false).await;
     }
     // Shared lock: the survey cannot close while the invitation is being created.
-    let survey = surveys::get(&mut tx, new.survey_id, true).await?;
+    let survey = surveys::get_shared(&mut tx, new.survey_id).await?;
     if survey.status != SurveyStatus::Active {
         return Err(Refusal::new(
             "SURVEY_NOT_ACTIVE",

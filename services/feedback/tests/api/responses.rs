@@ -434,3 +434,85 @@ async fn responses_and_invitations_list_with_filters_and_summaries_add_up() -> a
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn expired_invitations_take_no_response_and_duplicates_are_named() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let survey_id = active_survey(&mut app.client, full_survey()).await?;
+    let invitation = |request_id: &str, expire_in: Option<i64>| pb::CreateInvitationRequest {
+        invitation: Some(pb::Invitation {
+            survey_id: survey_id.clone(),
+            customer_id: "cust-x".to_owned(),
+            touchpoint: Some(pb::TouchpointRef {
+                kind: pb::TouchpointKind::Order.into(),
+                touchpoint_id: "o-1".to_owned(),
+            }),
+            expire_time: expire_in.map(|s| prost_types::Timestamp {
+                seconds: crate::helpers::t0().timestamp() + s,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        request_id: request_id.to_owned(),
+    };
+    let first = app
+        .client
+        .create_invitation(invitation("inv-1", Some(3600)))
+        .await?
+        .into_inner()
+        .invitation
+        .unwrap_or_default();
+    // The same key replays; another key for the same (survey, customer, touchpoint) is refused.
+    let replay = app
+        .client
+        .create_invitation(invitation("inv-1", Some(3600)))
+        .await?
+        .into_inner()
+        .invitation
+        .unwrap_or_default();
+    assert_eq!(replay.invitation_id, first.invitation_id);
+    let duplicate = app
+        .client
+        .create_invitation(invitation("inv-2", Some(3600)))
+        .await
+        .err()
+        .unwrap_or_else(|| tonic::Status::ok(""));
+    assert_eq!(reason(&duplicate), "INVITATION_EXISTS");
+    assert_eq!(metadata(&duplicate, "invitation_id"), first.invitation_id);
+    // A touchpoint of another kind than the survey's target is refused on its field.
+    let mut wrong_kind = invitation("inv-3", None);
+    if let Some(i) = wrong_kind.invitation.as_mut() {
+        i.touchpoint = Some(pb::TouchpointRef {
+            kind: pb::TouchpointKind::SupportContact.into(),
+            touchpoint_id: "s-1".to_owned(),
+        });
+    }
+    let status = app
+        .client
+        .create_invitation(wrong_kind)
+        .await
+        .err()
+        .unwrap_or_else(|| tonic::Status::ok(""));
+    assert_eq!(fields(&status), ["invitation.touchpoint.kind"]);
+
+    app.clock.advance(chrono::Duration::hours(2));
+    let late = app
+        .client
+        .submit_response(submit_request(&first.invitation_id, vec![score("nps", 9)]))
+        .await
+        .err()
+        .unwrap_or_else(|| tonic::Status::ok(""));
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&late), "INVITATION_EXPIRED");
+    let got = app
+        .client
+        .get_invitation(pb::GetInvitationRequest {
+            invitation_id: first.invitation_id,
+        })
+        .await?
+        .into_inner()
+        .invitation
+        .unwrap_or_default();
+    assert_eq!(got.status(), pb::InvitationStatus::Expired);
+    Ok(())
+}

@@ -260,3 +260,64 @@ async fn surveys_list_newest_first_page_by_page() -> anyhow::Result<()> {
     assert_eq!(fields(&status), ["page_token"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn only_drafts_can_be_deleted() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let draft = app
+        .client
+        .create_survey(pb::CreateSurveyRequest {
+            survey: Some(full_survey()),
+            request_id: rid(),
+        })
+        .await?
+        .into_inner()
+        .survey
+        .unwrap_or_default();
+    let active_id = crate::helpers::active_survey(&mut app.client, full_survey()).await?;
+    let refused = app
+        .client
+        .delete_survey(pb::DeleteSurveyRequest {
+            survey_id: active_id,
+            etag: String::new(),
+        })
+        .await
+        .err()
+        .unwrap_or_else(|| tonic::Status::ok(""));
+    assert_eq!(reason(&refused), "SURVEY_NOT_DRAFT");
+    app.client
+        .delete_survey(pb::DeleteSurveyRequest {
+            survey_id: draft.survey_id.clone(),
+            etag: draft.etag,
+        })
+        .await?;
+    let gone = app
+        .client
+        .get_survey(pb::GetSurveyRequest {
+            survey_id: draft.survey_id.clone(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(gone, Some(Code::NotFound));
+    let again = app
+        .client
+        .delete_survey(pb::DeleteSurveyRequest {
+            survey_id: draft.survey_id,
+            etag: String::new(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(again, Some(Code::NotFound));
+    let malformed = app
+        .client
+        .get_survey(pb::GetSurveyRequest {
+            survey_id: "nope".to_owned(),
+        })
+        .await
+        .err()
+        .unwrap_or_else(|| tonic::Status::ok(""));
+    assert_eq!(fields(&malformed), ["survey_id"]);
+    Ok(())
+}

@@ -594,3 +594,41 @@ async fn a_severity_change_moves_the_due_times_not_yet_met() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn transitions_replay_on_their_request_id() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let t = open(&mut app.client, pb::TicketSeverity::Low).await?;
+    let start = pb::StartTicketRequest {
+        ticket_id: t.ticket_id.clone(),
+        request_id: rid(),
+        ..Default::default()
+    };
+    let first = app
+        .client
+        .start_ticket(start.clone())
+        .await?
+        .into_inner()
+        .ticket
+        .unwrap_or_default();
+    // A retry of the same call succeeds with the ticket as it is, instead of an invalid transition.
+    let replay = app
+        .client
+        .start_ticket(start)
+        .await?
+        .into_inner()
+        .ticket
+        .unwrap_or_default();
+    assert_eq!(replay.status(), pb::TicketStatus::InProgress);
+    assert_eq!(replay.etag, first.etag);
+    let history = app
+        .client
+        .get_ticket(pb::GetTicketRequest {
+            ticket_id: t.ticket_id,
+        })
+        .await?
+        .into_inner()
+        .history;
+    assert_eq!(history.len(), 2);
+    Ok(())
+}

@@ -967,6 +967,74 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_rewards(
+        &self,
+        request: Request<pb::ListRewardsRequest>,
+    ) -> Result<Response<pb::ListRewardsResponse>, Status> {
+        let req = request.into_inner();
+        let program_id = parse_uuid(&req.program_id)
+            .map_err(|d| ServiceError::invalid_argument("program_id", d))?;
+        let size = page_size(req.page_size)?;
+        let mut states = Vec::new();
+        for s in &req.states {
+            states.push(match pb::RewardState::try_from(*s) {
+                Ok(pb::RewardState::Active) => crate::domain::reward::RewardState::Active,
+                Ok(pb::RewardState::Inactive) => crate::domain::reward::RewardState::Inactive,
+                _ => {
+                    return Err(
+                        ServiceError::invalid_argument("states", "ACTIVE or INACTIVE").into(),
+                    );
+                }
+            });
+        }
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let program = programs::get(&mut conn, program_id).await?;
+        drop(conn);
+        // A tier may redeem rewards whose minimum tier is at or below it.
+        let tier_codes_allowed = if req.tier_code.is_empty() {
+            None
+        } else {
+            let Some((rank, _)) = program.rules.tier(&req.tier_code) else {
+                return Err(ServiceError::invalid_argument(
+                    "tier_code",
+                    "not a tier of the program",
+                )
+                .into());
+            };
+            Some(
+                program.rules.tiers[..=usize::try_from(rank).unwrap_or(0)]
+                    .iter()
+                    .map(|t| t.code.clone())
+                    .collect(),
+            )
+        };
+        let filter = rewards::RewardFilter {
+            program_id,
+            states,
+            tier_codes_allowed,
+            redeemable_at: req.redeemable_only.then(|| self.store.clock().now()),
+        };
+        let fingerprint = format!(
+            "ListRewards:{}:{:?}:{}:{}",
+            req.program_id, req.states, req.tier_code, req.redeemable_only
+        );
+        let after = self.after(&fingerprint, &req.page_token)?;
+        let mut page = rewards::list(self.store.pool(), &filter, after, size + 1).await?;
+        let full = page.len() > size;
+        page.truncate(size);
+        let last = page.last().map(|r| r.reward_id);
+        Ok(Response::new(pb::ListRewardsResponse {
+            rewards: page.into_iter().map(Into::into).collect(),
+            next_page_token: self.next_token(&fingerprint, last, full)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_reward(
         &self,
         request: Request<pb::GetRewardRequest>,

@@ -436,3 +436,46 @@ pub async fn adjust_stock(conn: &mut PgConnection, cmd: AdjustStockCommand) -> S
         .into())
     }
 }
+
+/// Filters of ListRewards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewardFilter {
+    /// Program.
+    pub program_id: Uuid,
+    /// States; empty = all.
+    pub states: Vec<RewardState>,
+    /// Only rewards this tier (rank) may redeem: no minimum, or a minimum at or below it.
+    pub tier_codes_allowed: Option<Vec<String>>,
+    /// Only rewards redeemable at this time.
+    pub redeemable_at: Option<DateTime<Utc>>,
+}
+
+/// A page of a program's rewards, oldest first, after `after`.
+pub async fn list(
+    pool: &sqlx::PgPool,
+    filter: &RewardFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> StoreResult<Vec<Reward>> {
+    let states: Vec<i16> = filter.states.iter().map(|s| state_code(*s)).collect();
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM rewards WHERE program_id = $1 \
+           AND (cardinality($2::smallint[]) = 0 OR state = ANY($2)) \
+           AND ($3::text[] IS NULL OR min_tier_code = '' OR min_tier_code = ANY($3)) \
+           AND ($4::timestamptz IS NULL OR (state = 1 \
+                AND (available_from IS NULL OR available_from <= $4) \
+                AND (available_until IS NULL OR $4 < available_until) \
+                AND (unlimited_stock OR available_stock > 0))) \
+           AND ($5::uuid IS NULL OR reward_id > $5) \
+         ORDER BY reward_id LIMIT $6"
+    )))
+    .bind(filter.program_id)
+    .bind(&states)
+    .bind(&filter.tier_codes_allowed)
+    .bind(filter.redeemable_at)
+    .bind(after)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}

@@ -160,5 +160,14 @@ async fn a_reversed_redemption_returns_points_and_stock_once() -> anyhow::Result
         .err()
         .ok_or_else(|| anyhow::anyhow!("stock went negative"))?;
     assert_eq!(error_info(&negative).0, "STOCK_WOULD_BE_NEGATIVE");
+    let out_of_stock = client
+        .list_rewards(pb::ListRewardsRequest {
+            program_id,
+            redeemable_only: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(out_of_stock.rewards.is_empty());
     crate::helpers::assert_ledger_invariants(&app.pool).await
 }

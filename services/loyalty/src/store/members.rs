@@ -287,17 +287,37 @@ pub async fn upgrade_if_qualified(
     locked: &mut Locked,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<TierChange>> {
+    // The projection holds every qualifying delta ever, so what is inside the rolling window
+    // is never more: when even the projection is short of a higher tier and no downgrade waits
+    // to be cancelled, the (costlier) window sum is not needed.
     let b = locked.member.balances;
-    let (rank, tier) = locked
+    let (reachable, _) = locked
         .program
         .rules
         .qualified_tier(b.qualifying, b.spend_minor);
+    if reachable <= locked.member.tier.rank && locked.member.tier.pending_downgrade.is_none() {
+        return Ok(None);
+    }
+    let (points, spend) = window_qualifying(conn, locked, now).await?;
+    let (rank, tier) = locked.program.rules.qualified_tier(points, spend);
     if rank <= locked.member.tier.rank {
+        if rank == locked.member.tier.rank && locked.member.tier.pending_downgrade.is_some() {
+            // Re-qualified before the grace period ended: the downgrade is off.
+            sqlx::query(
+                "UPDATE members SET pending_tier_code = NULL, pending_decide_time = NULL, \
+                 pending_downgrade_time = NULL, next_review_time = $2 WHERE member_id = $1",
+            )
+            .bind(locked.member.member_id)
+            .bind(next_review(&locked.program, now))
+            .execute(&mut *conn)
+            .await?;
+            locked.member.tier.pending_downgrade = None;
+        }
         return Ok(None);
     }
     let qualifying = match tier.threshold {
-        Some(Threshold::SpendMinor(_)) => Threshold::SpendMinor(b.spend_minor),
-        _ => Threshold::Points(b.qualifying),
+        Some(Threshold::SpendMinor(_)) => Threshold::SpendMinor(spend),
+        _ => Threshold::Points(points),
     };
     let change = TierChange {
         tier_change_id: Uuid::now_v7(),

@@ -212,6 +212,20 @@ async fn requalifying_within_the_grace_period_cancels_the_downgrade() -> anyhow:
     assert_eq!(report.downgrades_scheduled, 1);
     app.clock.advance(Duration::days(5));
     client.earn_points(qualifying_grant(500)).await?;
+    let tier = client
+        .get_member(pb::GetMemberRequest {
+            member_id: member.clone(),
+            view: 0,
+        })
+        .await?
+        .into_inner()
+        .member
+        .and_then(|m| m.tier)
+        .unwrap_or_default();
+    assert!(
+        tier.pending_downgrade.is_none(),
+        "re-qualifying cancels at once"
+    );
     app.clock.advance(Duration::days(30));
     let report = client
         .run_tier_review(pb::RunTierReviewRequest::default())

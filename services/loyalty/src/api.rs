@@ -28,7 +28,7 @@ use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
 use crate::store::{
-    PgStore, StoreError, birthdays, jobs, ledger, members, programs, rewards, status, tiers,
+    PgStore, StoreError, birthdays, jobs, ledger, lots, members, programs, rewards, status, tiers,
 };
 
 /// The gRPC handlers of the loyalty service.
@@ -661,6 +661,89 @@ impl LoyaltyService for LoyaltyApi {
         Ok(Response::new(pb::CloseMemberResponse {
             member: Some(changed.member.into()),
             forfeit_entry: changed.forfeit.map(Into::into),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_point_lots(
+        &self,
+        request: Request<pb::ListPointLotsRequest>,
+    ) -> Result<Response<pb::ListPointLotsResponse>, Status> {
+        let req = request.into_inner();
+        let member = member_ref("member", req.member.clone())?;
+        let size = page_size(req.page_size)?;
+        let mut states = Vec::new();
+        for s in &req.states {
+            match pb::PointLotState::try_from(*s) {
+                Ok(pb::PointLotState::Available) => states.push(lots::LotState::Available),
+                Ok(pb::PointLotState::Exhausted) => states.push(lots::LotState::Exhausted),
+                Ok(pb::PointLotState::Expired) => states.push(lots::LotState::Expired),
+                // No lot is pending: return windows are not supported yet.
+                Ok(pb::PointLotState::Pending) => {}
+                _ => {
+                    return Err(ServiceError::invalid_argument("states", "a PointLotState").into());
+                }
+            }
+        }
+        if req.states.is_empty() {
+            states.push(lots::LotState::Available);
+        }
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let member_id = members::load(&mut conn, &member, false)
+            .await?
+            .member
+            .member_id;
+        drop(conn);
+        let fingerprint = format!("ListPointLots:{member_id}:{:?}", req.states);
+        let after = self.after(&fingerprint, &req.page_token)?;
+        let mut page = lots::list(self.store.pool(), member_id, &states, after, size + 1).await?;
+        let full = page.len() > size;
+        page.truncate(size);
+        let last = page.last().map(|l| l.point_lot_id);
+        Ok(Response::new(pb::ListPointLotsResponse {
+            point_lots: page.into_iter().map(convert::lot_pb).collect(),
+            next_page_token: self.next_token(&fingerprint, last, full)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_expiring_points(
+        &self,
+        request: Request<pb::GetExpiringPointsRequest>,
+    ) -> Result<Response<pb::GetExpiringPointsResponse>, Status> {
+        let req = request.into_inner();
+        let member = member_ref("member", req.member)?;
+        let days = match req.within_days {
+            0 => 90,
+            d @ 1..=366 => d,
+            _ => return Err(ServiceError::invalid_argument("within_days", "must be 0-366").into()),
+        };
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let member_id = members::load(&mut conn, &member, false)
+            .await?
+            .member
+            .member_id;
+        drop(conn);
+        let now = self.store.clock().now();
+        let until = now + chrono::Duration::days(i64::from(days));
+        let by_day = lots::expiring_by_day(self.store.pool(), member_id, now, until).await?;
+        Ok(Response::new(pb::GetExpiringPointsResponse {
+            total_points: by_day.iter().map(|(_, p)| p).sum(),
+            days: by_day
+                .into_iter()
+                .map(|(d, p)| convert::expiring_day_pb(d, p))
+                .collect(),
+            horizon_end_time: Some(convert::timestamp(until)),
         }))
     }
 

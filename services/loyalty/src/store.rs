@@ -10,6 +10,7 @@ pub mod birthdays;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub mod lots;
 pub mod members;
 pub mod merges;
 pub mod programs;

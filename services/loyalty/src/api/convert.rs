@@ -1601,3 +1601,37 @@ pub(crate) fn tier_change_row_pb(c: crate::store::tiers::TierChangeRow) -> pb::T
         ..Default::default()
     }
 }
+
+/// A lot on the wire.
+pub(crate) fn lot_pb(l: crate::store::lots::Lot) -> pb::PointLot {
+    use crate::store::lots::LotState;
+    pb::PointLot {
+        point_lot_id: l.point_lot_id.to_string(),
+        member_id: l.member_id.to_string(),
+        ledger_entry_id: l.ledger_entry_id.to_string(),
+        state: match l.state {
+            LotState::Available => pb::PointLotState::Available,
+            LotState::Exhausted => pb::PointLotState::Exhausted,
+            LotState::Expired => pb::PointLotState::Expired,
+        } as i32,
+        original_points: l.original_points,
+        remaining_points: l.remaining_points,
+        expired_points: l.expired_points,
+        earn_time: Some(timestamp(l.earn_time)),
+        release_time: None,
+        expire_time: opt_timestamp(l.expire_time),
+    }
+}
+
+/// One day of expiring points on the wire.
+pub(crate) fn expiring_day_pb(day: chrono::NaiveDate, points: i64) -> pb::ExpiringPointsDay {
+    use chrono::Datelike;
+    pb::ExpiringPointsDay {
+        date: Some(common::Date {
+            year: day.year(),
+            month: i32::try_from(day.month()).unwrap_or(0),
+            day: i32::try_from(day.day()).unwrap_or(0),
+        }),
+        points,
+    }
+}

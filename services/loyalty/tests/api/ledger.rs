@@ -64,6 +64,38 @@ async fn lots_are_spent_first_in_first_out_and_expire_on_the_clock() -> anyhow::
     .fetch_all(&app.pool)
     .await?;
     assert_eq!(lots, [(0, 70), (40, 0)]);
+    let listed = client
+        .list_point_lots(pb::ListPointLotsRequest {
+            member: by_id(&member),
+            states: vec![
+                pb::PointLotState::Available as i32,
+                pb::PointLotState::Expired as i32,
+            ],
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        listed
+            .point_lots
+            .iter()
+            .map(|l| l.remaining_points)
+            .collect::<Vec<_>>(),
+        [0]
+    );
+    assert!(!listed.next_page_token.is_empty());
+    let expiring = client
+        .get_expiring_points(pb::GetExpiringPointsRequest {
+            member: by_id(&member),
+            within_days: 30,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        expiring.total_points, 40,
+        "lot B, due at day 40, inside 30 days of day 35"
+    );
     crate::helpers::assert_ledger_invariants(&app.pool).await
 }
 

@@ -665,6 +665,85 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = custops_common::error::Violations::new();
+        let size = v.take(
+            "page_size",
+            page_size(req.page_size).map_err(|e| e.message()),
+        );
+        let program_id = (!req.program_id.is_empty())
+            .then(|| v.take("program_id", parse_uuid(&req.program_id)))
+            .flatten();
+        let customer_id = (!req.customer_id.is_empty())
+            .then(|| v.take("customer_id", parse_uuid(&req.customer_id)))
+            .flatten();
+        let mut statuses = Vec::new();
+        for s in &req.statuses {
+            match pb::MemberStatus::try_from(*s) {
+                Ok(pb::MemberStatus::Unspecified) | Err(_) => v.add("statuses", "a MemberStatus"),
+                Ok(s) => statuses.push(s as i16),
+            }
+        }
+        if !req.tier_codes.is_empty() && req.program_id.is_empty() {
+            v.add("tier_codes", "requires program_id");
+        }
+        let range = req.enrol_time_range.unwrap_or_default();
+        let from = range
+            .start_time
+            .as_ref()
+            .and_then(|t| v.take("enrol_time_range.start_time", convert::from_timestamp(t)));
+        let until = range
+            .end_time
+            .as_ref()
+            .and_then(|t| v.take("enrol_time_range.end_time", convert::from_timestamp(t)));
+        let full = v.take(
+            "view",
+            convert::full_view(req.view, false).map_err(|e| e.to_string()),
+        );
+        v.into_result()?;
+        let (size, full) = (size.unwrap_or(1), full.unwrap_or(false));
+        let filter = members::MemberFilter {
+            program_id,
+            customer_id,
+            statuses,
+            tier_codes: req.tier_codes,
+            from,
+            until,
+        };
+        let fingerprint = format!("ListMembers:{filter:?}");
+        let after = self.after(&fingerprint, &req.page_token)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(ServiceError::from)?;
+        let mut page = members::list(&mut conn, &filter, after, size + 1).await?;
+        let more = page.len() > size;
+        page.truncate(size);
+        let last = page.last().map(|m| m.member_id);
+        let mut out = Vec::with_capacity(page.len());
+        for member in page {
+            if full {
+                let locked =
+                    members::load(&mut conn, &MemberRef::Id(member.member_id), false).await?;
+                let now = self.store.clock().now();
+                out.push(members::full_view(&mut conn, locked, now).await?.into());
+            } else {
+                out.push(member.into());
+            }
+        }
+        Ok(Response::new(pb::ListMembersResponse {
+            members: out,
+            next_page_token: self.next_token(&fingerprint, last, more)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn list_point_lots(
         &self,
         request: Request<pb::ListPointLotsRequest>,

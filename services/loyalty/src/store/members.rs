@@ -401,3 +401,65 @@ pub(crate) async fn window_qualifying(
     .await?;
     Ok((points.max(0), spend.max(0)))
 }
+
+/// Filters of ListMembers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberFilter {
+    /// Program.
+    pub program_id: Option<Uuid>,
+    /// Customer.
+    pub customer_id: Option<Uuid>,
+    /// Status codes; empty = all.
+    pub statuses: Vec<i16>,
+    /// Tier codes; empty = all.
+    pub tier_codes: Vec<String>,
+    /// Enrolled at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Enrolled before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A page of members by member id (enrolment order) after `after`.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &MemberFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> StoreResult<Vec<Member>> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM members m JOIN balances b USING (member_id) \
+         WHERE ($1::uuid IS NULL OR m.program_id = $1) \
+           AND ($2::uuid IS NULL OR m.customer_id = $2) \
+           AND (cardinality($3::smallint[]) = 0 OR m.status = ANY($3)) \
+           AND (cardinality($4::text[]) = 0 OR m.tier_code = ANY($4)) \
+           AND ($5::timestamptz IS NULL OR m.enrol_time >= $5) \
+           AND ($6::timestamptz IS NULL OR m.enrol_time < $6) \
+           AND ($7::uuid IS NULL OR m.member_id > $7) \
+         ORDER BY m.member_id LIMIT $8"
+    )))
+    .bind(filter.program_id)
+    .bind(filter.customer_id)
+    .bind(&filter.statuses)
+    .bind(&filter.tier_codes)
+    .bind(filter.from)
+    .bind(filter.until)
+    .bind(after)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut programs_seen: Vec<Program> = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let program_id: Uuid = row.try_get("program_id")?;
+        let program = match programs_seen.iter().find(|p| p.program_id == program_id) {
+            Some(p) => p.clone(),
+            None => {
+                let p = programs::get(conn, program_id).await?;
+                programs_seen.push(p.clone());
+                p
+            }
+        };
+        out.push(from_row(row, &program)?);
+    }
+    Ok(out)
+}

@@ -139,3 +139,40 @@ async fn programs_list_in_pages_oldest_first() -> anyhow::Result<()> {
     assert_eq!(bad_fields(&status), ["page_token"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn members_list_by_program_in_pages() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let other = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.enrol(&program_id).await?);
+    }
+    app.enrol(&other).await?;
+    let mut client = app.client.clone();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_members(pb::ListMembersRequest {
+                program_id: program_id.clone(),
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        seen.extend(page.members.into_iter().map(|m| m.member_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ids);
+    Ok(())
+}

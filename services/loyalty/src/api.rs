@@ -1197,6 +1197,19 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn update_reward(
+        &self,
+        request: Request<pb::UpdateRewardRequest>,
+    ) -> Result<Response<pb::UpdateRewardResponse>, Status> {
+        let cmd = convert::UpdateReward::try_from(request.into_inner())?;
+        let now = self.store.clock().now();
+        let reward = rewards::update(self.store.pool(), cmd.reward_id, cmd.patch, now).await?;
+        Ok(Response::new(pb::UpdateRewardResponse {
+            reward: Some(reward.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_reward(
         &self,
         request: Request<pb::GetRewardRequest>,

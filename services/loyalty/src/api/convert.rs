@@ -1635,3 +1635,86 @@ pub(crate) fn expiring_day_pb(day: chrono::NaiveDate, points: i64) -> pb::Expiri
         points,
     }
 }
+
+/// UpdateReward: which reward and what changes.
+#[derive(Debug)]
+pub struct UpdateReward {
+    /// The reward.
+    pub reward_id: Uuid,
+    /// The changes.
+    pub patch: crate::domain::reward::RewardPatch,
+}
+
+impl TryFrom<pb::UpdateRewardRequest> for UpdateReward {
+    type Error = ServiceError;
+
+    fn try_from(req: pb::UpdateRewardRequest) -> Result<Self, ServiceError> {
+        let mut v = Violations::new();
+        let r = req.reward.unwrap_or_default();
+        let reward_id = v.take("reward.reward_id", parse_uuid(&r.reward_id));
+        let etag = v.take(
+            "reward.etag",
+            r.etag
+                .parse::<i64>()
+                .map_err(|_| "the current etag is required".to_owned()),
+        );
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            v.add("update_mask", "required and non-empty");
+        }
+        let mut patch = crate::domain::reward::RewardPatch::default();
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => {
+                    check_len(&mut v, "reward.display_name", &r.display_name, 1, 100);
+                    patch.display_name = Some(r.display_name.clone());
+                }
+                "description" => {
+                    check_len(&mut v, "reward.description", &r.description, 0, 2000);
+                    patch.description = Some(r.description.clone());
+                }
+                "state" => {
+                    patch.state = Some(match pb::RewardState::try_from(r.state) {
+                        Ok(pb::RewardState::Inactive) => RewardState::Inactive,
+                        Ok(pb::RewardState::Active) => RewardState::Active,
+                        _ => {
+                            v.add("reward.state", "ACTIVE or INACTIVE");
+                            RewardState::Active
+                        }
+                    })
+                }
+                "points_cost" => {
+                    if !(1..=1_000_000_000).contains(&r.points_cost) {
+                        v.add("reward.points_cost", "must be 1-1,000,000,000");
+                    }
+                    patch.points_cost = Some(r.points_cost);
+                }
+                "unlimited_stock" => patch.unlimited_stock = Some(r.unlimited_stock),
+                "availability_period" => {
+                    let period = r.availability_period.unwrap_or_default();
+                    let from = period.start_time.as_ref().and_then(|t| {
+                        v.take("reward.availability_period.start_time", from_timestamp(t))
+                    });
+                    let until = period.end_time.as_ref().and_then(|t| {
+                        v.take("reward.availability_period.end_time", from_timestamp(t))
+                    });
+                    patch.availability = Some((from, until));
+                }
+                "min_tier_code" => patch.min_tier_code = Some(r.min_tier_code.clone()),
+                "max_quantity_per_member" => {
+                    if !(0..=1_000_000).contains(&r.max_quantity_per_member) {
+                        v.add("reward.max_quantity_per_member", "must be 0-1,000,000");
+                    }
+                    patch.max_quantity_per_member = Some(r.max_quantity_per_member);
+                }
+                other => v.add("update_mask", format!("`{other}` is not an updatable path")),
+            }
+        }
+        v.into_result()?;
+        patch.etag = etag.unwrap_or_default();
+        Ok(Self {
+            reward_id: reward_id.unwrap_or_default(),
+            patch,
+        })
+    }
+}

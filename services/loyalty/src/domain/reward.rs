@@ -137,3 +137,60 @@ pub struct AdjustStockCommand {
     /// Signed change.
     pub delta: i64,
 }
+
+/// An availability period: optional start (inclusive) and end (exclusive).
+pub type Period = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// A partial update of a reward: `None` leaves the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewardPatch {
+    /// Etag the caller read.
+    pub etag: i64,
+    /// New name.
+    pub display_name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New state.
+    pub state: Option<RewardState>,
+    /// New price.
+    pub points_cost: Option<i64>,
+    /// New stock mode.
+    pub unlimited_stock: Option<bool>,
+    /// New availability period (each bound optional).
+    pub availability: Option<Period>,
+    /// New minimum tier.
+    pub min_tier_code: Option<String>,
+    /// New per-member limit.
+    pub max_quantity_per_member: Option<i32>,
+}
+
+impl RewardPatch {
+    /// Applies the patch.
+    pub fn apply(self, r: &mut Reward) {
+        if let Some(v) = self.display_name {
+            r.display_name = v;
+        }
+        if let Some(v) = self.description {
+            r.description = v;
+        }
+        if let Some(v) = self.state {
+            r.state = v;
+        }
+        if let Some(v) = self.points_cost {
+            r.points_cost = v;
+        }
+        if let Some(v) = self.unlimited_stock {
+            r.unlimited_stock = v;
+        }
+        if let Some((from, until)) = self.availability {
+            r.available_from = from;
+            r.available_until = until;
+        }
+        if let Some(v) = self.min_tier_code {
+            r.min_tier_code = v;
+        }
+        if let Some(v) = self.max_quantity_per_member {
+            r.max_quantity_per_member = v;
+        }
+    }
+}

@@ -15,8 +15,8 @@ use crate::domain::ledger::{EntryDetails, EntryKind, check_sufficient};
 use crate::domain::member::MemberRef;
 use crate::domain::program::ProgramState;
 use crate::domain::reward::{
-    AdjustStockCommand, RedeemRewardCommand, ReverseRedemptionCommand, Reward, RewardRedemption,
-    RewardState,
+    AdjustStockCommand, RedeemRewardCommand, ReverseRedemptionCommand, Reward, RewardPatch,
+    RewardRedemption, RewardState,
 };
 
 const COLUMNS: &str = "reward_id, program_id, display_name, description, state, points_cost, \
@@ -478,4 +478,59 @@ pub async fn list(
     .fetch_all(pool)
     .await?;
     rows.iter().map(from_row).collect()
+}
+
+/// UpdateReward under its etag; the reward row is locked meanwhile. Stock changes do not move
+/// the etag (they go through redemptions and AdjustRewardStock).
+pub async fn update(
+    pool: &sqlx::PgPool,
+    reward_id: Uuid,
+    patch: RewardPatch,
+    now: DateTime<Utc>,
+) -> StoreResult<Reward> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM rewards WHERE reward_id = $1 FOR UPDATE"
+    )))
+    .bind(reward_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Rejection::not_found("reward", reward_id))?;
+    let mut reward = from_row(&row)?;
+    if reward.etag != patch.etag {
+        return Err(Rejection::StaleEtag { resource: "reward" }.into());
+    }
+    patch.apply(&mut reward);
+    if !reward.min_tier_code.is_empty() {
+        let program = programs::get(&mut tx, reward.program_id).await?;
+        if program.rules.tier(&reward.min_tier_code).is_none() {
+            return Err(Rejection::InvalidField {
+                field: "reward.min_tier_code",
+                description: format!("`{}` is not a tier of the program", reward.min_tier_code),
+            }
+            .into());
+        }
+    }
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE rewards SET display_name = $2, description = $3, state = $4, points_cost = $5, \
+         unlimited_stock = $6, available_from = $7, available_until = $8, min_tier_code = $9, \
+         max_quantity_per_member = $10, etag = etag + 1, update_time = $11 \
+         WHERE reward_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(reward_id)
+    .bind(&reward.display_name)
+    .bind(&reward.description)
+    .bind(state_code(reward.state))
+    .bind(reward.points_cost)
+    .bind(reward.unlimited_stock)
+    .bind(reward.available_from)
+    .bind(reward.available_until)
+    .bind(&reward.min_tier_code)
+    .bind(reward.max_quantity_per_member)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let reward = from_row(&row)?;
+    tx.commit().await?;
+    Ok(reward)
 }

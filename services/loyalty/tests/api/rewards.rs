@@ -139,6 +139,35 @@ async fn a_reversed_redemption_returns_points_and_stock_once() -> anyhow::Result
         .ok_or_else(|| anyhow::anyhow!("reversed twice"))?;
     assert_eq!(error_info(&again).0, "ALREADY_REVERSED");
 
+    let renamed = client
+        .update_reward(pb::UpdateRewardRequest {
+            reward: Some(pb::Reward {
+                reward_id: reward.reward_id.clone(),
+                display_name: "Big mug".to_owned(),
+                etag: reward.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".to_owned()],
+            }),
+        })
+        .await?
+        .into_inner()
+        .reward
+        .unwrap_or_default();
+    assert_eq!(
+        (renamed.display_name.as_str(), renamed.available_stock),
+        ("Big mug", 5)
+    );
+    let redeemable = client
+        .list_rewards(pb::ListRewardsRequest {
+            program_id: program_id.clone(),
+            redeemable_only: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(redeemable.rewards.len(), 1);
     let stock = |delta: i64| pb::AdjustRewardStockRequest {
         request_id: rid(),
         reward_id: reward.reward_id.clone(),

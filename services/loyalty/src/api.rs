@@ -1210,6 +1210,72 @@ impl LoyaltyService for LoyaltyApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_reward_redemptions(
+        &self,
+        request: Request<pb::ListRewardRedemptionsRequest>,
+    ) -> Result<Response<pb::ListRewardRedemptionsResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = custops_common::error::Violations::new();
+        let mut id = |field: &str, value: &str| {
+            (!value.is_empty())
+                .then(|| v.take(field, parse_uuid(value)))
+                .flatten()
+        };
+        let program_id = id("program_id", &req.program_id);
+        let member_id = id("member_id", &req.member_id);
+        let reward_id = id("reward_id", &req.reward_id);
+        if req.program_id.is_empty() && req.member_id.is_empty() && req.reward_id.is_empty() {
+            v.add(
+                "program_id",
+                "one of program_id, member_id and reward_id is required",
+            );
+        }
+        let mut states = Vec::new();
+        for s in &req.states {
+            match pb::RewardRedemptionState::try_from(*s) {
+                Ok(pb::RewardRedemptionState::Unspecified) | Err(_) => {
+                    v.add("states", "COMPLETED or REVERSED");
+                }
+                Ok(s) => states.push(s as i16),
+            }
+        }
+        let range = req.redeem_time_range.unwrap_or_default();
+        let from = range
+            .start_time
+            .as_ref()
+            .and_then(|t| v.take("redeem_time_range.start_time", convert::from_timestamp(t)));
+        let until = range
+            .end_time
+            .as_ref()
+            .and_then(|t| v.take("redeem_time_range.end_time", convert::from_timestamp(t)));
+        let size = v.take(
+            "page_size",
+            page_size(req.page_size).map_err(|e| e.message()),
+        );
+        v.into_result()?;
+        let size = size.unwrap_or(1);
+        let filter = rewards::RedemptionFilter {
+            program_id,
+            member_id,
+            reward_id,
+            states,
+            from,
+            until,
+        };
+        let fingerprint = format!("ListRewardRedemptions:{filter:?}");
+        let after = self.after(&fingerprint, &req.page_token)?;
+        let mut page =
+            rewards::list_redemptions(self.store.pool(), &filter, after, size + 1).await?;
+        let more = page.len() > size;
+        page.truncate(size);
+        let last = page.last().map(|r| r.reward_redemption_id);
+        Ok(Response::new(pb::ListRewardRedemptionsResponse {
+            reward_redemptions: page.into_iter().map(Into::into).collect(),
+            next_page_token: self.next_token(&fingerprint, last, more)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_reward(
         &self,
         request: Request<pb::GetRewardRequest>,

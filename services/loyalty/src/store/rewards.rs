@@ -534,3 +534,51 @@ pub async fn update(
     tx.commit().await?;
     Ok(reward)
 }
+
+/// Filters of ListRewardRedemptions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedemptionFilter {
+    /// Program.
+    pub program_id: Option<Uuid>,
+    /// Member.
+    pub member_id: Option<Uuid>,
+    /// Reward.
+    pub reward_id: Option<Uuid>,
+    /// State codes (1 completed, 2 reversed); empty = all.
+    pub states: Vec<i16>,
+    /// Redeemed at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Redeemed before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A page of redemptions, newest first, after `after`.
+pub async fn list_redemptions(
+    pool: &sqlx::PgPool,
+    filter: &RedemptionFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> StoreResult<Vec<RewardRedemption>> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {REDEMPTION_COLUMNS} FROM reward_redemptions r JOIN members m USING (member_id) \
+         WHERE ($1::uuid IS NULL OR r.program_id = $1) \
+           AND ($2::uuid IS NULL OR r.member_id = $2) \
+           AND ($3::uuid IS NULL OR r.reward_id = $3) \
+           AND (cardinality($4::smallint[]) = 0 OR r.state = ANY($4)) \
+           AND ($5::timestamptz IS NULL OR r.redeem_time >= $5) \
+           AND ($6::timestamptz IS NULL OR r.redeem_time < $6) \
+           AND ($7::uuid IS NULL OR r.reward_redemption_id < $7) \
+         ORDER BY r.reward_redemption_id DESC LIMIT $8"
+    )))
+    .bind(filter.program_id)
+    .bind(filter.member_id)
+    .bind(filter.reward_id)
+    .bind(&filter.states)
+    .bind(filter.from)
+    .bind(filter.until)
+    .bind(after)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(redemption_from_row).collect()
+}

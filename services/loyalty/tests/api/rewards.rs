@@ -60,6 +60,17 @@ async fn a_stock_of_ten_is_redeemed_exactly_ten_times_by_fifty_members() -> anyh
         }
     }
     assert_eq!(redeemed, 10);
+    let listed = app
+        .client
+        .clone()
+        .list_reward_redemptions(pb::ListRewardRedemptionsRequest {
+            reward_id: reward.reward_id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.reward_redemptions.len(), 10);
     let after = app
         .client
         .clone()

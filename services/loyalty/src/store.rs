@@ -7,6 +7,7 @@
 //! doubled and a spend sees the balance it is checked against.
 
 pub mod birthdays;
+pub mod erasure;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;

@@ -53,6 +53,15 @@ pub(crate) fn parse_uuid(value: &str) -> Result<Uuid, String> {
     Uuid::parse_str(value).map_err(|_| format!("`{value}` is not a UUID"))
 }
 
+/// A customer id on the wire: empty once the member is anonymised (stored as no customer).
+pub(crate) fn customer(id: Uuid) -> String {
+    if id.is_nil() {
+        String::new()
+    } else {
+        id.to_string()
+    }
+}
+
 fn money(amount_minor: i64, currency: &str) -> common::Money {
     common::Money {
         amount_minor,
@@ -868,11 +877,11 @@ impl From<Member> for pb::Member {
         pb::Member {
             member_id: m.member_id.to_string(),
             program_id: m.program_id.to_string(),
-            customer_id: m.customer_id.to_string(),
+            customer_id: customer(m.customer_id),
             status: status_pb(m.status) as i32,
             status_reason: m.status_reason,
             merged_into_member_id: m.merged_into.map(|id| id.to_string()).unwrap_or_default(),
-            anonymized: false,
+            anonymized: m.anonymized,
             balances: Some(balances_pb(m.balances, &m.currency)),
             tier: Some(pb::MemberTier {
                 tier_code: m.tier.code,
@@ -914,7 +923,7 @@ pub(crate) fn tier_change_pb(member: &Member, c: TierChange, currency: &str) -> 
     pb::TierChange {
         tier_change_id: c.tier_change_id.to_string(),
         member_id: member.member_id.to_string(),
-        customer_id: member.customer_id.to_string(),
+        customer_id: customer(member.customer_id),
         program_id: member.program_id.to_string(),
         from_tier_code: c.from_code,
         from_rank: c.from_rank,
@@ -1330,7 +1339,7 @@ impl From<LedgerEntry> for pb::LedgerEntry {
                 None,
             ) => Some(Details::Merge(pb::MergeDetails {
                 other_member_id: other_member_id.to_string(),
-                other_customer_id: other_customer_id.to_string(),
+                other_customer_id: customer(other_customer_id),
                 merge_id,
             })),
             (None, None) => None,
@@ -1338,7 +1347,7 @@ impl From<LedgerEntry> for pb::LedgerEntry {
         pb::LedgerEntry {
             ledger_entry_id: e.ledger_entry_id.to_string(),
             member_id: e.member_id.to_string(),
-            customer_id: e.customer_id.to_string(),
+            customer_id: customer(e.customer_id),
             program_id: e.program_id.to_string(),
             kind: kind_pb(e.kind) as i32,
             points,
@@ -1509,7 +1518,7 @@ impl From<RewardRedemption> for pb::RewardRedemption {
             reward_id: r.reward_id.to_string(),
             reward_display_name: r.reward_display_name,
             member_id: r.member_id.to_string(),
-            customer_id: r.customer_id.to_string(),
+            customer_id: customer(r.customer_id),
             program_id: r.program_id.to_string(),
             quantity: r.quantity,
             points_spent: r.points_spent,
@@ -1588,7 +1597,7 @@ pub(crate) fn tier_change_row_pb(c: crate::store::tiers::TierChangeRow) -> pb::T
     pb::TierChange {
         tier_change_id: c.tier_change_id.to_string(),
         member_id: c.member_id.to_string(),
-        customer_id: c.customer_id.to_string(),
+        customer_id: customer(c.customer_id),
         program_id: c.program_id.to_string(),
         from_tier_code: c.from_code,
         from_rank: c.from_rank,

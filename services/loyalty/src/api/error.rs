@@ -60,6 +60,9 @@ pub fn rejection_status(rejection: Rejection) -> Status {
             "MEMBER_ALREADY_ENROLLED",
             &[("member_id", member_id.to_string())],
         ),
+        Rejection::CustomerErased => {
+            with_reason(FailedPrecondition, message, "CUSTOMER_ERASED", &[])
+        }
         Rejection::ProgramNotActive => {
             with_reason(FailedPrecondition, message, "PROGRAM_NOT_ACTIVE", &[])
         }

@@ -92,8 +92,8 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
                     "member",
                     surviving.member_id,
                     &pb::MembersMerged {
-                        surviving_customer_id: surviving.customer_id.to_string(),
-                        merged_customer_id: merged.customer_id.to_string(),
+                        surviving_customer_id: super::convert::customer(surviving.customer_id),
+                        merged_customer_id: super::convert::customer(merged.customer_id),
                         surviving_member: Some(surviving.into()),
                         merged_member: Some(merged.into()),
                         merge_in_entry: Some(merge_in.into()),

@@ -1,7 +1,7 @@
 //! Following the profiles change feed, in the consumer's transaction (which also moves its
 //! cursor): `CustomerMerged` merges the two customers' memberships (once per merge id);
-//! `CustomerCreated` / `CustomerUpdated` keep the birth month for the birthday bonus.
-//! `CustomerErased` is not applied yet; the consumer moves past it.
+//! `CustomerCreated` / `CustomerUpdated` keep the birth month for the birthday bonus;
+//! `CustomerErased` closes and anonymises the customer's memberships.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use custops_common::consumer::{Consumer, ConsumerOptions, EventHandler};
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::profiles::v1::{
-    CustomerCreated, CustomerMerged, CustomerTraits, CustomerUpdated,
+    CustomerCreated, CustomerErased, CustomerMerged, CustomerTraits, CustomerUpdated,
 };
 use prost::{Message, Name};
 use sqlx::{PgConnection, PgPool};
@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::convert::parse_uuid;
 use super::events;
 use crate::domain::Clock;
-use crate::store::birthdays;
 use crate::store::merges::{self, CustomerMerge};
+use crate::store::{birthdays, erasure};
 
 /// Applies profiles events to loyalty.
 #[derive(Debug, Clone)]
@@ -53,6 +53,18 @@ impl EventHandler for ProfilesFeed {
         if event.event_type == CustomerUpdated::full_name() {
             let updated = CustomerUpdated::decode(payload()?)?;
             return remember_birth_month(tx, updated.traits).await;
+        }
+        if event.event_type == CustomerErased::full_name() {
+            let erased = CustomerErased::decode(payload()?)?;
+            let mut ids = vec![erased.customer_id];
+            ids.extend(erased.merged_customer_ids);
+            let ids = ids
+                .iter()
+                .map(|id| parse_uuid(id).map_err(|e| anyhow::anyhow!("customer id: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let produced = erasure::erase(tx, &ids, self.clock.now()).await?;
+            events::append(tx, &produced).await?;
+            return Ok(());
         }
         if event.event_type != CustomerMerged::full_name() {
             return Ok(());
@@ -110,6 +122,7 @@ pub fn spawn(
         CustomerCreated::full_name(),
         CustomerUpdated::full_name(),
         CustomerMerged::full_name(),
+        CustomerErased::full_name(),
     ];
     Consumer::new(pool, channel, ProfilesFeed::new(clock), options).spawn(shutdown);
     Ok(())

@@ -191,6 +191,8 @@ pub struct Member {
     pub status_reason: String,
     /// When MERGED: the member it was merged into.
     pub merged_into: Option<Uuid>,
+    /// The customer was erased: no customer link (the nil id), CLOSED for good.
+    pub anonymized: bool,
     /// Enrolment channel.
     pub enrol_channel: String,
     /// Enrolment time.

@@ -44,6 +44,9 @@ pub enum Rejection {
         /// The existing member.
         member_id: Uuid,
     },
+    /// The customer was erased in profiles.
+    #[error("the customer was erased")]
+    CustomerErased,
     /// The program is archived.
     #[error("the program is archived")]
     ProgramNotActive,

@@ -1041,7 +1041,9 @@ pub(crate) fn entry_from_row(row: &PgRow) -> StoreResult<LedgerEntry> {
     Ok(LedgerEntry {
         ledger_entry_id: row.try_get("ledger_entry_id")?,
         member_id: row.try_get("member_id")?,
-        customer_id: row.try_get("customer_id")?,
+        customer_id: row
+            .try_get::<Option<Uuid>, _>("customer_id")?
+            .unwrap_or_default(),
         program_id: row.try_get("program_id")?,
         currency: row.try_get("currency")?,
         kind: decode(EntryKind::from_code(row.try_get("kind")?), "entry kind")?,

@@ -13,7 +13,7 @@ use crate::domain::member::{
 };
 use crate::domain::program::{Program, ProgramState, Threshold};
 
-const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, m.merged_into_member_id, \
+const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, m.merged_into_member_id, m.anonymized, \
      m.enrol_channel, m.enrol_time, m.tier_code, m.tier_achieve_time, m.next_review_time, \
      m.pending_tier_code, m.pending_decide_time, m.pending_downgrade_time, b.available_points, \
      b.pending_points, b.qualifying_points, b.qualifying_spend_minor, b.lifetime_earned_points, \
@@ -39,10 +39,13 @@ fn from_row(row: &PgRow, program: &Program) -> StoreResult<Member> {
     Ok(Member {
         member_id: row.try_get("member_id")?,
         program_id: row.try_get("program_id")?,
-        customer_id: row.try_get("customer_id")?,
+        customer_id: row
+            .try_get::<Option<Uuid>, _>("customer_id")?
+            .unwrap_or_default(),
         status: decode(status_from(row.try_get("status")?), "member status")?,
         status_reason: row.try_get("status_reason")?,
         merged_into: row.try_get("merged_into_member_id")?,
+        anonymized: row.try_get("anonymized")?,
         enrol_channel: row.try_get("enrol_channel")?,
         enrol_time: row.try_get("enrol_time")?,
         update_time: row.try_get("update_time")?,
@@ -112,6 +115,14 @@ pub async fn enrol(
     let program = programs::get(conn, cmd.program_id).await?;
     if program.state != ProgramState::Active {
         return Err(Rejection::ProgramNotActive.into());
+    }
+    let erased: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM erased_customers WHERE customer_id = $1)")
+            .bind(cmd.customer_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if erased {
+        return Err(Rejection::CustomerErased.into());
     }
     let base = program.rules.base_tier_code().to_owned();
     let member_id = Uuid::now_v7();

@@ -280,7 +280,9 @@ fn redemption_from_row(row: &PgRow) -> StoreResult<RewardRedemption> {
         reward_id: row.try_get("reward_id")?,
         reward_display_name: row.try_get("reward_display_name")?,
         member_id: row.try_get("member_id")?,
-        customer_id: row.try_get("customer_id")?,
+        customer_id: row
+            .try_get::<Option<Uuid>, _>("customer_id")?
+            .unwrap_or_default(),
         program_id: row.try_get("program_id")?,
         quantity: row.try_get("quantity")?,
         points_spent: row.try_get("points_spent")?,

@@ -54,6 +54,9 @@ pub async fn change(
 ) -> StoreResult<Changed> {
     let mut locked = members::load(conn, member, true).await?;
     let previous = locked.member.status;
+    if locked.member.anonymized && change == Change::Reactivate {
+        return Err(Rejection::MemberNotActive { status: "CLOSED" }.into());
+    }
     let target = match (change, previous) {
         (_, MemberStatus::Merged) => {
             return Err(Rejection::MemberNotActive {

@@ -86,7 +86,9 @@ pub async fn list(
             Ok(TierChangeRow {
                 tier_change_id: r.try_get("tier_change_id")?,
                 member_id: r.try_get("member_id")?,
-                customer_id: r.try_get("customer_id")?,
+                customer_id: r
+                    .try_get::<Option<Uuid>, _>("customer_id")?
+                    .unwrap_or_default(),
                 program_id: r.try_get("program_id")?,
                 currency: r.try_get("currency")?,
                 from_code: r.try_get("from_tier_code")?,

@@ -223,3 +223,98 @@ async fn a_birth_month_from_the_feed_doubles_purchase_points_that_month() -> any
     assert_eq!(earned, [200, 100]);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_erased_customer_is_closed_unlinked_and_cannot_enrol_again() -> anyhow::Result<()> {
+    use custops_contracts::custops::profiles::v1::CustomerErased;
+
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let mut client = app.client.clone();
+    let customer = Uuid::now_v7();
+    let enrol = || pb::EnrolMemberRequest {
+        request_id: rid(),
+        program_id: program_id.clone(),
+        customer_id: customer.to_string(),
+        enrol_channel: String::new(),
+    };
+    let member = client
+        .enrol_member(enrol())
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default();
+    app.grant(&member.member_id, 70).await?;
+
+    let payload = CustomerErased {
+        customer_id: customer.to_string(),
+        ..Default::default()
+    };
+    let event = Event {
+        sequence: 1,
+        event_id: Uuid::now_v7().to_string(),
+        event_type: CustomerErased::full_name(),
+        payload: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/{}", CustomerErased::full_name()),
+            value: payload.encode_to_vec(),
+        }),
+        ..Default::default()
+    };
+    let handler = ProfilesFeed::new(Arc::new(SystemClock));
+    for _ in 0..2 {
+        let mut tx = app.pool.begin().await?;
+        handler.handle(&mut tx, &event).await?;
+        tx.commit().await?;
+    }
+
+    let erased = client
+        .get_member(pb::GetMemberRequest {
+            member_id: member.member_id.clone(),
+            view: 0,
+        })
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default();
+    assert!(erased.anonymized);
+    assert_eq!(erased.customer_id, "");
+    assert_eq!(erased.status, pb::MemberStatus::Closed as i32);
+    assert_eq!(erased.balances.map(|b| b.available_points), Some(0));
+    let statement = client
+        .list_ledger_entries(pb::ListLedgerEntriesRequest {
+            member: by_id(&member.member_id),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(
+        statement
+            .ledger_entries
+            .iter()
+            .all(|e| e.customer_id.is_empty())
+    );
+    assert_eq!(
+        statement.ledger_entries.len(),
+        2,
+        "the grant and one FORFEIT"
+    );
+
+    let status = client
+        .enrol_member(enrol())
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an erased customer enrolled"))?;
+    assert_eq!(crate::helpers::error_info(&status).0, "CUSTOMER_ERASED");
+    let status = client
+        .reactivate_member(pb::ReactivateMemberRequest {
+            member: by_id(&member.member_id),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an anonymised member was reactivated"))?;
+    assert_eq!(crate::helpers::error_info(&status).0, "MEMBER_NOT_ACTIVE");
+    assert_ledger_invariants(&app.pool).await
+}

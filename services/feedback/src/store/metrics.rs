@@ -1,5 +1,6 @@
-//! Metrics in SQL: NPS / CSAT / CES counts aggregated by Postgres over the covering indexes
-//! `responses_metrics_by_time` and `responses_metrics_by_survey` (see the migration), in one
+//! Metrics in SQL: NPS / CSAT / CES counts aggregated by Postgres from the rollup
+//! `response_rollup` (15-minute buckets, kept in each response's transaction), plus raw
+//! responses at the edges of a range that does not fall on a bucket boundary, in one
 //! statement with GROUPING SETS for the total and the groups. Only counts come back; the
 //! ratios are computed in `domain::metrics`. Distributions are indexed by score (CSAT and
 //! CES arrays start with a 0 for the impossible score 0).
@@ -11,14 +12,60 @@ use uuid::Uuid;
 use crate::domain::metrics::{GroupCounts, GroupKey, Grouping, MetricsQuery, ScoreCounts};
 use crate::error::Error;
 
-/// Whether Postgres knows the IANA time zone `name`.
-pub async fn time_zone_exists(conn: &mut PgConnection, name: &str) -> Result<bool, Error> {
-    let exists =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
-            .bind(name)
-            .fetch_one(conn)
-            .await?;
-    Ok(exists)
+/// Adds the stored response `response_id` to the rollup, in the caller's transaction.
+pub async fn add_to_rollup(conn: &mut PgConnection, response_id: Uuid) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO response_rollup AS r (survey_id, bucket, channel, touchpoint_kind, responses, nps0, nps1, nps2, nps3, nps4, nps5, nps6, nps7, nps8, nps9, nps10, nps_omitted, csat1, csat2, csat3, csat4, csat5, csat_omitted, ces1, ces2, ces3, ces4, ces5, ces6, ces7, ces_omitted) \
+         SELECT survey_id, date_bin('15 minutes', submit_time, timestamptz '2000-01-01 00:00:00+00'), channel, touchpoint_kind, \
+         1, COALESCE(nps_score = 0, false)::int, COALESCE(nps_score = 1, false)::int, COALESCE(nps_score = 2, false)::int, COALESCE(nps_score = 3, false)::int, COALESCE(nps_score = 4, false)::int, COALESCE(nps_score = 5, false)::int, COALESCE(nps_score = 6, false)::int, COALESCE(nps_score = 7, false)::int, COALESCE(nps_score = 8, false)::int, COALESCE(nps_score = 9, false)::int, COALESCE(nps_score = 10, false)::int, nps_omitted::int, COALESCE(csat_score = 1, false)::int, COALESCE(csat_score = 2, false)::int, COALESCE(csat_score = 3, false)::int, COALESCE(csat_score = 4, false)::int, COALESCE(csat_score = 5, false)::int, csat_omitted::int, COALESCE(ces_score = 1, false)::int, COALESCE(ces_score = 2, false)::int, COALESCE(ces_score = 3, false)::int, COALESCE(ces_score = 4, false)::int, COALESCE(ces_score = 5, false)::int, COALESCE(ces_score = 6, false)::int, COALESCE(ces_score = 7, false)::int, ces_omitted::int \
+         FROM responses WHERE response_id = $1 \
+         ON CONFLICT (survey_id, bucket, channel, touchpoint_kind) DO UPDATE SET \
+         responses = r.responses + EXCLUDED.responses, \
+         nps0 = r.nps0 + EXCLUDED.nps0, \
+         nps1 = r.nps1 + EXCLUDED.nps1, \
+         nps2 = r.nps2 + EXCLUDED.nps2, \
+         nps3 = r.nps3 + EXCLUDED.nps3, \
+         nps4 = r.nps4 + EXCLUDED.nps4, \
+         nps5 = r.nps5 + EXCLUDED.nps5, \
+         nps6 = r.nps6 + EXCLUDED.nps6, \
+         nps7 = r.nps7 + EXCLUDED.nps7, \
+         nps8 = r.nps8 + EXCLUDED.nps8, \
+         nps9 = r.nps9 + EXCLUDED.nps9, \
+         nps10 = r.nps10 + EXCLUDED.nps10, \
+         nps_omitted = r.nps_omitted + EXCLUDED.nps_omitted, \
+         csat1 = r.csat1 + EXCLUDED.csat1, \
+         csat2 = r.csat2 + EXCLUDED.csat2, \
+         csat3 = r.csat3 + EXCLUDED.csat3, \
+         csat4 = r.csat4 + EXCLUDED.csat4, \
+         csat5 = r.csat5 + EXCLUDED.csat5, \
+         csat_omitted = r.csat_omitted + EXCLUDED.csat_omitted, \
+         ces1 = r.ces1 + EXCLUDED.ces1, \
+         ces2 = r.ces2 + EXCLUDED.ces2, \
+         ces3 = r.ces3 + EXCLUDED.ces3, \
+         ces4 = r.ces4 + EXCLUDED.ces4, \
+         ces5 = r.ces5 + EXCLUDED.ces5, \
+         ces6 = r.ces6 + EXCLUDED.ces6, \
+         ces7 = r.ces7 + EXCLUDED.ces7, \
+         ces_omitted = r.ces_omitted + EXCLUDED.ces_omitted",
+    )
+    .bind(response_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether Postgres knows the IANA time zone `name`. Asked by using it (a scan of
+/// `pg_timezone_names` costs ~40 ms); an unknown zone is SQLSTATE 22023.
+pub async fn time_zone_exists(pool: &sqlx::PgPool, name: &str) -> Result<bool, Error> {
+    match sqlx::query("SELECT now() AT TIME ZONE $1")
+        .bind(name)
+        .execute(pool)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22023") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The first of `ids` that is not a survey.
@@ -46,45 +93,51 @@ fn grouping_name(g: Grouping) -> &'static str {
 pub async fn compute(conn: &mut PgConnection, q: &MetricsQuery) -> Result<Vec<GroupCounts>, Error> {
     let kinds: Vec<&str> = q.touchpoint_kinds.iter().map(|k| k.as_str()).collect();
     let rows = sqlx::query(
-        "WITH base AS ( \
-           SELECT CASE $6 WHEN 'day' THEN date_trunc('day', submit_time AT TIME ZONE $7) \
-                          WHEN 'week' THEN date_trunc('week', submit_time AT TIME ZONE $7) \
-                          WHEN 'month' THEN date_trunc('month', submit_time AT TIME ZONE $7) \
-                  END AS bucket, \
-                  CASE $6 WHEN 'channel' THEN channel WHEN 'survey' THEN survey_id::text END AS label, \
-                  nps_score, nps_omitted, csat_score, csat_omitted, ces_score, ces_omitted \
-           FROM responses \
+        "WITH bounds AS ( \
+           SELECT date_bin('15 minutes', $2::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS lo_floor, \
+                  date_bin('15 minutes', $3::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS hi_floor), \
+         edges AS ( \
+           SELECT CASE WHEN lo_floor = $2 THEN lo_floor ELSE lo_floor + interval '15 minutes' END AS lo, \
+                  hi_floor AS hi FROM bounds), \
+         scored AS ( \
+           SELECT bucket AS at, survey_id, channel, responses, nps0, nps1, nps2, nps3, nps4, nps5, nps6, nps7, nps8, nps9, nps10, nps_omitted, csat1, csat2, csat3, csat4, csat5, csat_omitted, ces1, ces2, ces3, ces4, ces5, ces6, ces7, ces_omitted \
+           FROM response_rollup, edges \
            WHERE (cardinality($1::uuid[]) = 0 OR survey_id = ANY($1)) \
+             AND ($2::timestamptz IS NULL OR bucket >= edges.lo) \
+             AND ($3::timestamptz IS NULL OR bucket < edges.hi) \
+             AND (cardinality($4::text[]) = 0 OR channel = ANY($4)) \
+             AND (cardinality($5::text[]) = 0 OR touchpoint_kind = ANY($5)) \
+           UNION ALL \
+           SELECT submit_time AS at, survey_id, channel, 1, COALESCE(nps_score = 0, false)::int, COALESCE(nps_score = 1, false)::int, COALESCE(nps_score = 2, false)::int, COALESCE(nps_score = 3, false)::int, COALESCE(nps_score = 4, false)::int, COALESCE(nps_score = 5, false)::int, COALESCE(nps_score = 6, false)::int, COALESCE(nps_score = 7, false)::int, COALESCE(nps_score = 8, false)::int, COALESCE(nps_score = 9, false)::int, COALESCE(nps_score = 10, false)::int, nps_omitted::int, COALESCE(csat_score = 1, false)::int, COALESCE(csat_score = 2, false)::int, COALESCE(csat_score = 3, false)::int, COALESCE(csat_score = 4, false)::int, COALESCE(csat_score = 5, false)::int, csat_omitted::int, COALESCE(ces_score = 1, false)::int, COALESCE(ces_score = 2, false)::int, COALESCE(ces_score = 3, false)::int, COALESCE(ces_score = 4, false)::int, COALESCE(ces_score = 5, false)::int, COALESCE(ces_score = 6, false)::int, COALESCE(ces_score = 7, false)::int, ces_omitted::int \
+           FROM responses, edges \
+           WHERE ($2::timestamptz IS NOT NULL OR $3::timestamptz IS NOT NULL) \
+             AND (cardinality($1::uuid[]) = 0 OR survey_id = ANY($1)) \
              AND ($2::timestamptz IS NULL OR submit_time >= $2) \
              AND ($3::timestamptz IS NULL OR submit_time < $3) \
+             AND (($2::timestamptz IS NOT NULL AND submit_time < edges.lo) \
+                  OR ($3::timestamptz IS NOT NULL AND submit_time >= edges.hi)) \
              AND (cardinality($4::text[]) = 0 OR channel = ANY($4)) \
-             AND (cardinality($5::text[]) = 0 OR touchpoint_kind = ANY($5))) \
+             AND (cardinality($5::text[]) = 0 OR touchpoint_kind = ANY($5))), \
+         base AS ( \
+           SELECT CASE $6 WHEN 'day' THEN date_trunc('day', at AT TIME ZONE $7) \
+                          WHEN 'week' THEN date_trunc('week', at AT TIME ZONE $7) \
+                          WHEN 'month' THEN date_trunc('month', at AT TIME ZONE $7) END AS bucket, \
+                  CASE $6 WHEN 'channel' THEN channel WHEN 'survey' THEN survey_id::text END AS label, \
+                  responses, nps0, nps1, nps2, nps3, nps4, nps5, nps6, nps7, nps8, nps9, nps10, nps_omitted, csat1, csat2, csat3, csat4, csat5, csat_omitted, ces1, ces2, ces3, ces4, ces5, ces6, ces7, ces_omitted \
+           FROM scored) \
          SELECT GROUPING(bucket, label) AS level, bucket, label, \
            (bucket AT TIME ZONE $7) AS bucket_start, \
            ((bucket + CASE $6 WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '7 days' \
-                             ELSE interval '1 month' END) AT TIME ZONE $7) AS bucket_end, \
+                              ELSE interval '1 month' END) AT TIME ZONE $7) AS bucket_end, \
            to_char(bucket, CASE $6 WHEN 'day' THEN 'YYYY-MM-DD' WHEN 'week' THEN 'IYYY-\"W\"IW' \
                                    ELSE 'YYYY-MM' END) AS bucket_label, \
-           count(*) AS responses, \
-           count(nps_score) AS nps_answered, count(*) FILTER (WHERE nps_omitted) AS nps_omitted, \
-           COALESCE(sum(nps_score), 0)::bigint AS nps_sum, \
-           ARRAY[count(*) FILTER (WHERE nps_score = 0), count(*) FILTER (WHERE nps_score = 1), \
-           count(*) FILTER (WHERE nps_score = 2), count(*) FILTER (WHERE nps_score = 3), \
-           count(*) FILTER (WHERE nps_score = 4), count(*) FILTER (WHERE nps_score = 5), \
-           count(*) FILTER (WHERE nps_score = 6), count(*) FILTER (WHERE nps_score = 7), \
-           count(*) FILTER (WHERE nps_score = 8), count(*) FILTER (WHERE nps_score = 9), \
-           count(*) FILTER (WHERE nps_score = 10)] AS nps_dist, \
-           count(csat_score) AS csat_answered, count(*) FILTER (WHERE csat_omitted) AS csat_omitted, \
-           COALESCE(sum(csat_score), 0)::bigint AS csat_sum, \
-           ARRAY[0::bigint, count(*) FILTER (WHERE csat_score = 1), count(*) FILTER (WHERE csat_score = 2), \
-           count(*) FILTER (WHERE csat_score = 3), count(*) FILTER (WHERE csat_score = 4), \
-           count(*) FILTER (WHERE csat_score = 5)] AS csat_dist, \
-           count(ces_score) AS ces_answered, count(*) FILTER (WHERE ces_omitted) AS ces_omitted, \
-           COALESCE(sum(ces_score), 0)::bigint AS ces_sum, \
-           ARRAY[0::bigint, count(*) FILTER (WHERE ces_score = 1), count(*) FILTER (WHERE ces_score = 2), \
-           count(*) FILTER (WHERE ces_score = 3), count(*) FILTER (WHERE ces_score = 4), \
-           count(*) FILTER (WHERE ces_score = 5), count(*) FILTER (WHERE ces_score = 6), \
-           count(*) FILTER (WHERE ces_score = 7)] AS ces_dist \
+           COALESCE(sum(responses), 0)::bigint AS responses, \
+           COALESCE(sum(nps_omitted), 0)::bigint AS nps_omitted, \
+           COALESCE(sum(csat_omitted), 0)::bigint AS csat_omitted, \
+           COALESCE(sum(ces_omitted), 0)::bigint AS ces_omitted, \
+           ARRAY[COALESCE(sum(nps0), 0)::bigint, COALESCE(sum(nps1), 0)::bigint, COALESCE(sum(nps2), 0)::bigint, COALESCE(sum(nps3), 0)::bigint, COALESCE(sum(nps4), 0)::bigint, COALESCE(sum(nps5), 0)::bigint, COALESCE(sum(nps6), 0)::bigint, COALESCE(sum(nps7), 0)::bigint, COALESCE(sum(nps8), 0)::bigint, COALESCE(sum(nps9), 0)::bigint, COALESCE(sum(nps10), 0)::bigint] AS nps_dist, \
+           ARRAY[0::bigint, COALESCE(sum(csat1), 0)::bigint, COALESCE(sum(csat2), 0)::bigint, COALESCE(sum(csat3), 0)::bigint, COALESCE(sum(csat4), 0)::bigint, COALESCE(sum(csat5), 0)::bigint] AS csat_dist, \
+           ARRAY[0::bigint, COALESCE(sum(ces1), 0)::bigint, COALESCE(sum(ces2), 0)::bigint, COALESCE(sum(ces3), 0)::bigint, COALESCE(sum(ces4), 0)::bigint, COALESCE(sum(ces5), 0)::bigint, COALESCE(sum(ces6), 0)::bigint, COALESCE(sum(ces7), 0)::bigint] AS ces_dist \
          FROM base GROUP BY GROUPING SETS ((), (bucket, label)) \
          ORDER BY level DESC, bucket, label",
     )
@@ -136,11 +189,16 @@ pub async fn compute(conn: &mut PgConnection, q: &MetricsQuery) -> Result<Vec<Gr
             }
         };
         let counts = |prefix: &str| -> Result<ScoreCounts, Error> {
+            let distribution: Vec<i64> = row.try_get(format!("{prefix}_dist").as_str())?;
             Ok(ScoreCounts {
-                answered: row.try_get(format!("{prefix}_answered").as_str())?,
+                answered: distribution.iter().sum(),
                 omitted: row.try_get(format!("{prefix}_omitted").as_str())?,
-                sum: row.try_get(format!("{prefix}_sum").as_str())?,
-                distribution: row.try_get(format!("{prefix}_dist").as_str())?,
+                sum: distribution
+                    .iter()
+                    .zip(0_i64..)
+                    .map(|(count, score)| count * score)
+                    .sum(),
+                distribution,
             })
         };
         out.push(GroupCounts {

@@ -10,10 +10,10 @@ pub const MAX_GROUPS: usize = 10_000;
 
 /// The total first, then the groups in key order.
 pub async fn compute(ctx: &Context, q: &MetricsQuery) -> Result<Vec<GroupCounts>, Error> {
-    let mut tx = ctx.store.pool.begin().await?;
-    if !rows::time_zone_exists(&mut tx, &q.time_zone).await? {
+    if !rows::time_zone_exists(&ctx.store.pool, &q.time_zone).await? {
         return Err(Error::invalid("time_zone", "not an IANA time zone name"));
     }
+    let mut tx = ctx.store.pool.begin().await?;
     if let Some(missing) = rows::missing_survey(&mut tx, &q.survey_ids).await? {
         return Err(Error::not_found("survey", missing));
     }

@@ -159,6 +159,7 @@ pub async fn submit(
         r.follow_up_ticket_id = Some(ticket);
         rows::set_follow_up(&mut tx, r.id, ticket).await?;
     }
+    crate::store::metrics::add_to_rollup(&mut tx, r.id).await?;
     rows::mark_responded(&mut tx, invitation.id, r.id, now).await?;
     outbox::append(&mut tx, crate::events::response_submitted(&r)).await?;
     store::record_key(&mut tx, &key, r.id, now).await?;

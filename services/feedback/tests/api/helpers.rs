@@ -42,6 +42,16 @@ pub(crate) fn t0() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// Logs of the service under test, only when `TEST_LOG` is set.
+fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub(crate) async fn spawn_app() -> anyhow::Result<TestApp> {
     let db = TestDatabase::create().await?;
     let settings = ServiceSettings::for_local(ServiceKind::Feedback, db.url());
@@ -54,6 +64,7 @@ pub(crate) async fn spawn_app_with(
     settings: ServiceSettings,
     clock: ManualClock,
 ) -> anyhow::Result<TestApp> {
+    init_logging();
     let overrides = custops_feedback::Overrides {
         clock: Arc::new(clock.clone()),
         rewards: custops_feedback::rewards::WorkerOptions {

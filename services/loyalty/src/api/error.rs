@@ -63,6 +63,12 @@ pub fn rejection_status(rejection: Rejection) -> Status {
         Rejection::CustomerErased => {
             with_reason(FailedPrecondition, message, "CUSTOMER_ERASED", &[])
         }
+        Rejection::TierInUse { tier_code } => with_reason(
+            FailedPrecondition,
+            message,
+            "TIER_IN_USE",
+            &[("tier_code", tier_code)],
+        ),
         Rejection::ProgramNotActive => {
             with_reason(FailedPrecondition, message, "PROGRAM_NOT_ACTIVE", &[])
         }

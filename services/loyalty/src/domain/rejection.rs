@@ -47,6 +47,12 @@ pub enum Rejection {
     /// The customer was erased in profiles.
     #[error("the customer was erased")]
     CustomerErased,
+    /// A program update would remove a tier that members hold.
+    #[error("members hold tier `{tier_code}`, which the update removes")]
+    TierInUse {
+        /// The tier.
+        tier_code: String,
+    },
     /// The program is archived.
     #[error("the program is archived")]
     ProgramNotActive,

@@ -130,6 +130,19 @@ pub async fn update(
         }
         .into());
     }
+    if let Some(tiers) = &patch.tiers {
+        let codes: Vec<&str> = tiers.iter().map(|t| t.code.as_str()).collect();
+        let held: Option<String> = sqlx::query_scalar(
+            "SELECT tier_code FROM members WHERE program_id = $1 AND tier_code <> ALL($2) LIMIT 1",
+        )
+        .bind(program_id)
+        .bind(&codes)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(tier_code) = held {
+            return Err(Rejection::TierInUse { tier_code }.into());
+        }
+    }
     patch.apply(&mut program);
     let row = sqlx::query(AssertSqlSafe(format!(
         "UPDATE programs SET display_name = $2, description = $3, state = $4, time_zone = $5, \

@@ -54,6 +54,35 @@ async fn a_program_round_trips_and_updates_under_its_etag() -> anyhow::Result<()
         .err()
         .ok_or_else(|| anyhow::anyhow!("a stale etag was accepted"))?;
     assert_eq!(stale.code(), Code::Aborted);
+
+    // Members hold the base tier, so a ladder without it is refused.
+    app.enrol(&id).await?;
+    let current = client
+        .get_program(pb::GetProgramRequest {
+            program_id: id.clone(),
+        })
+        .await?
+        .into_inner()
+        .program
+        .unwrap_or_default();
+    let mut ladder = program(pb::ClawbackPolicy::WithinBalance, 0).tiers;
+    ladder[0].tier_code = "basic".to_owned();
+    let refused = client
+        .update_program(pb::UpdateProgramRequest {
+            program: Some(pb::Program {
+                program_id: id.clone(),
+                etag: current.etag,
+                tiers: ladder,
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["tiers".to_owned()],
+            }),
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a held tier was removed"))?;
+    assert_eq!(crate::helpers::error_info(&refused).0, "TIER_IN_USE");
     Ok(())
 }
 

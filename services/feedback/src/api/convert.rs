@@ -293,7 +293,7 @@ impl From<&SurveyResponse> for pb::SurveyResponse {
                 .unwrap_or_default(),
             reward: r.reward.as_ref().map(Into::into),
             submit_time: Some(ts(r.submit_time)),
-            erase_time: None,
+            erase_time: r.erase_time.map(ts),
         }
     }
 }
@@ -358,7 +358,7 @@ pub fn ticket(t: &Ticket, now: DateTime<Utc>, history: &[HistoryEntry]) -> pb::T
         update_time: Some(ts(t.update_time)),
         resolve_time: t.resolve_time.map(ts),
         close_time: t.close_time.map(ts),
-        erase_time: None,
+        erase_time: t.erase_time.map(ts),
         etag: t.etag(),
     }
 }
@@ -478,7 +478,7 @@ impl From<&Review> for pb::Review {
             text: r.new.text.clone(),
             channel: r.new.channel.clone(),
             create_time: Some(ts(r.create_time)),
-            erase_time: None,
+            erase_time: r.erase_time.map(ts),
         }
     }
 }

@@ -458,4 +458,6 @@ pub struct SurveyResponse {
     pub reward: Option<RewardDelivery>,
     /// Accepted.
     pub submit_time: DateTime<Utc>,
+    /// When the customer's personal data was erased (profiles erasure).
+    pub erase_time: Option<DateTime<Utc>>,
 }

@@ -66,6 +66,8 @@ pub struct Review {
     pub new: NewReview,
     /// Created.
     pub create_time: DateTime<Utc>,
+    /// When the reviewer's personal data was erased (profiles erasure).
+    pub erase_time: Option<DateTime<Utc>>,
 }
 
 /// Count, average and distribution of one subject's ratings.

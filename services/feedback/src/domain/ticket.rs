@@ -425,6 +425,8 @@ pub struct Ticket {
     pub resolve_time: Option<DateTime<Utc>>,
     /// Closed.
     pub close_time: Option<DateTime<Utc>>,
+    /// When the customer's personal data was erased (profiles erasure).
+    pub erase_time: Option<DateTime<Utc>>,
     /// Version.
     pub version: i64,
 }

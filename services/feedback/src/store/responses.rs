@@ -26,7 +26,7 @@ macro_rules! response_columns {
          channel, answers::text AS answers, completed, nps_score, nps_omitted, csat_score, \
          csat_omitted, ces_score, ces_omitted, follow_up_ticket_id, submit_time, reward_status, \
          reward_points, reward_program_id, reward_attempt_count, reward_last_attempt, \
-         reward_next_attempt, reward_last_error, reward_ledger_entry_id, reward_deliver_time"
+         reward_next_attempt, reward_last_error, reward_ledger_entry_id, reward_deliver_time, erase_time"
     };
 }
 
@@ -99,6 +99,7 @@ fn response_from_row(row: &PgRow) -> Result<SurveyResponse, Error> {
         follow_up_ticket_id: row.try_get("follow_up_ticket_id")?,
         reward,
         submit_time: row.try_get("submit_time")?,
+        erase_time: row.try_get("erase_time")?,
     })
 }
 

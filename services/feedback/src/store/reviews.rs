@@ -26,6 +26,7 @@ fn from_row(row: &PgRow) -> Result<Review, Error> {
             channel: row.try_get("channel")?,
         },
         create_time: row.try_get("create_time")?,
+        erase_time: row.try_get("erase_time")?,
     })
 }
 

@@ -25,7 +25,7 @@ macro_rules! columns {
          respond_due_time, resolve_due_time, first_respond_time, response_breached, \
          resolution_breached, follow_up_triggers, follow_up_survey_id, follow_up_nps, \
          follow_up_csat, follow_up_ces, first_outcome_time, create_time, update_time, \
-         resolve_time, close_time, version"
+         resolve_time, close_time, erase_time, version"
     };
 }
 
@@ -112,6 +112,7 @@ fn from_row(row: &PgRow) -> Result<Ticket, Error> {
         update_time: row.try_get("update_time")?,
         resolve_time: row.try_get("resolve_time")?,
         close_time: row.try_get("close_time")?,
+        erase_time: row.try_get("erase_time")?,
         version: row.try_get("version")?,
     })
 }

@@ -150,6 +150,7 @@ pub async fn submit(
                 deliver_time: None,
             }),
         submit_time: now,
+        erase_time: None,
     };
     // The response row goes first: the follow-up ticket refers to it.
     rows::insert_response(&mut tx, &r).await?;

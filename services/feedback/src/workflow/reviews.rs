@@ -19,6 +19,7 @@ pub async fn create(ctx: &Context, key: IdempotencyKey, new: NewReview) -> Resul
         id: Uuid::now_v7(),
         new,
         create_time: now,
+        erase_time: None,
     };
     rows::insert(&mut tx, &review).await?;
     outbox::append(&mut tx, crate::events::review_submitted(&review)).await?;

@@ -53,6 +53,7 @@ fn new_ticket(
         update_time: now,
         resolve_time: None,
         close_time: None,
+        erase_time: None,
         version: 1,
     }
 }

@@ -180,6 +180,7 @@ async fn merges_relink_and_erasures_keep_only_anonymous_scores() -> anyhow::Resu
         (ticket.customer_id.as_str(), ticket.subject.as_str()),
         ("", "")
     );
+    assert!(ticket.erase_time.is_some() && stored.erase_time.is_some());
     // The score still counts.
     let m = app
         .client

@@ -1,5 +1,6 @@
 //! The feedback API tested through real gRPC against a real Postgres, one database per test.
 
+mod auth;
 mod helpers;
 mod metrics;
 mod profiles_feed;

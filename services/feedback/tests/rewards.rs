@@ -1,6 +1,5 @@
 //! Survey rewards through the real loyalty service started in-process: delivered exactly
-//! once even when loyalty is down while the responses arrive. Needs the `loyalty-e2e`
-//! feature (see Cargo.toml).
+//! once even when loyalty is down while the responses arrive.
 
 #[allow(dead_code, reason = "the helpers are shared with the api tests")]
 #[path = "api/helpers.rs"]

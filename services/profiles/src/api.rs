@@ -74,6 +74,19 @@ impl ProfilesApi {
         }
     }
 
+    /// The (time, id) keyset position a page token carries, for lists ordered by time then id.
+    fn time_id_cursor(&self, query: &str, token: &str) -> Result<Option<(i64, Uuid)>, Status> {
+        let Some((time, id)) = self.cursor::<(i64, String)>(query, token)? else {
+            return Ok(None);
+        };
+        Ok(Some((time, token_id(&id)?)))
+    }
+
+    /// The page token for the next (time, id) keyset position, empty on the last page.
+    fn time_id_token(&self, query: &str, next: Option<(i64, Uuid)>) -> Result<String, Status> {
+        self.next_token(query, next.map(|(time, id)| (time, id.to_string())))
+    }
+
     fn cursor<C: serde::de::DeserializeOwned>(
         &self,
         query: &str,
@@ -159,6 +172,14 @@ fn token_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id).map_err(|_| Status::from(custops_common::paging::PageTokenError::Malformed))
 }
 
+/// Enum values as the `smallint` codes the store filters on (validated beforehand).
+fn enum_codes(values: &[i32]) -> Vec<i16> {
+    values
+        .iter()
+        .map(|v| i16::try_from(*v).unwrap_or(0))
+        .collect()
+}
+
 fn size(requested: i32) -> Result<usize, Status> {
     Ok(page_size(requested)?)
 }
@@ -177,11 +198,7 @@ fn customer_filter(v: &mut Violations, f: Option<&pb::CustomerFilter>) -> Custom
                 "must be a customer state",
             );
         }
-        filter.states = f
-            .states
-            .iter()
-            .map(|s| i16::try_from(*s).unwrap_or(0))
-            .collect();
+        filter.states = enum_codes(&f.states);
     }
     if !f.country_code.is_empty() {
         let code = f.country_code.to_uppercase();
@@ -208,11 +225,7 @@ fn customer_filter(v: &mut Violations, f: Option<&pb::CustomerFilter>) -> Custom
             "unknown gender",
         );
     }
-    filter.genders = f
-        .genders
-        .iter()
-        .map(|g| i16::try_from(*g).unwrap_or(0))
-        .collect();
+    filter.genders = enum_codes(&f.genders);
     if let Some(age) = &f.age_range {
         let ok = (0..=150).contains(&age.min_age)
             && (0..=150).contains(&age.max_age)
@@ -264,16 +277,8 @@ fn activity_filter(v: &mut Violations, f: Option<&pb::ActivityFilter>) -> Activi
         );
     }
     ActivityFilter {
-        kinds: f
-            .activity_kinds
-            .iter()
-            .map(|k| i16::try_from(*k).unwrap_or(0))
-            .collect(),
-        interaction_kinds: f
-            .interaction_kinds
-            .iter()
-            .map(|k| i16::try_from(*k).unwrap_or(0))
-            .collect(),
+        kinds: enum_codes(&f.activity_kinds),
+        interaction_kinds: enum_codes(&f.interaction_kinds),
         channel: (!f.channel.is_empty()).then(|| f.channel.clone()),
         source: (!f.source.is_empty()).then(|| f.source.clone()),
         occur_range: parse_range(v, "filter.occur_time_range", f.occur_time_range.as_ref()),
@@ -623,24 +628,16 @@ impl ProfilesService for ProfilesApi {
         let range = parse_range(&mut v, "record_time_range", req.record_time_range.as_ref());
         invalid(v)?;
         let limit = size(req.page_size)?;
-        let channels: Vec<i16> = req
-            .channels
-            .iter()
-            .map(|c| i16::try_from(*c).unwrap_or(0))
-            .collect();
+        let channels = enum_codes(&req.channels);
         let query = format!("consent_changes|{customer_id:?}|{channels:?}|{range:?}");
-        let after: Option<(i64, String)> = self.cursor(&query, &req.page_token)?;
-        let after = after
-            .map(|(t, id)| token_id(&id).map(|id| (t, id)))
-            .transpose()?;
+        let after = self.time_id_cursor(&query, &req.page_token)?;
         let page = self
             .store
             .list_consent_changes(customer_id, &channels, range, after, limit)
             .await?;
         Ok(Response::new(pb::ListConsentChangesResponse {
             consent_changes: page.items.iter().map(Into::into).collect(),
-            next_page_token: self
-                .next_token(&query, page.next.map(|(t, id)| (t, id.to_string())))?,
+            next_page_token: self.time_id_token(&query, page.next)?,
         }))
     }
 
@@ -712,18 +709,14 @@ impl ProfilesService for ProfilesApi {
         let limit = size(req.page_size)?;
         let id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
         let query = format!("activities|{id}|{filter:?}");
-        let after: Option<(i64, String)> = self.cursor(&query, &req.page_token)?;
-        let after = after
-            .map(|(t, id)| token_id(&id).map(|id| (t, id)))
-            .transpose()?;
+        let after = self.time_id_cursor(&query, &req.page_token)?;
         let page = self
             .store
             .list_activities(id, &filter, after, limit)
             .await?;
         Ok(Response::new(pb::ListActivitiesResponse {
             activities: page.items.iter().map(Into::into).collect(),
-            next_page_token: self
-                .next_token(&query, page.next.map(|(t, id)| (t, id.to_string())))?,
+            next_page_token: self.time_id_token(&query, page.next)?,
         }))
     }
 
@@ -860,24 +853,16 @@ impl ProfilesService for ProfilesApi {
         let range = parse_range(&mut v, "merge_time_range", req.merge_time_range.as_ref());
         invalid(v)?;
         let limit = size(req.page_size)?;
-        let states: Vec<i16> = req
-            .states
-            .iter()
-            .map(|s| i16::try_from(*s).unwrap_or(0))
-            .collect();
+        let states = enum_codes(&req.states);
         let query = format!("merges|{customer_id:?}|{states:?}|{range:?}");
-        let after: Option<(i64, String)> = self.cursor(&query, &req.page_token)?;
-        let after = after
-            .map(|(t, id)| token_id(&id).map(|id| (t, id)))
-            .transpose()?;
+        let after = self.time_id_cursor(&query, &req.page_token)?;
         let page = self
             .store
             .list_merges(customer_id, &states, range, after, limit)
             .await?;
         Ok(Response::new(pb::ListMergesResponse {
             merge_records: page.items.iter().map(Into::into).collect(),
-            next_page_token: self
-                .next_token(&query, page.next.map(|(t, id)| (t, id.to_string())))?,
+            next_page_token: self.time_id_token(&query, page.next)?,
         }))
     }
 

@@ -476,17 +476,7 @@ pub async fn earn(
     if points > 0 {
         create_lot(conn, &entry, points, (points - debt).max(0)).await?;
     }
-    let tier_change = members::upgrade_if_qualified(conn, &mut locked, now).await?;
-    events.push(Event::PointsEarned(locked.member.clone(), entry.clone()));
-    if let Some(change) = &tier_change {
-        events.push(Event::TierChanged(locked.member.clone(), change.clone()));
-    }
-    Ok(Applied {
-        entry,
-        member: locked.member,
-        tier_change,
-        events,
-    })
+    settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await
 }
 
 /// RedeemPoints.
@@ -573,8 +563,21 @@ pub async fn adjust(
         )
         .await?;
     }
+    settle_with_upgrade(conn, locked, entry, Event::PointsAdjusted, events, now).await
+}
+
+/// The end of a crediting mutation: upgrade the tier if the new points qualify, then record
+/// the entry's event (`event`) and any `TierChanged`, in that order.
+async fn settle_with_upgrade(
+    conn: &mut PgConnection,
+    mut locked: Locked,
+    entry: LedgerEntry,
+    event: fn(Member, LedgerEntry) -> Event,
+    mut events: Vec<Event>,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
     let tier_change = members::upgrade_if_qualified(conn, &mut locked, now).await?;
-    events.push(Event::PointsAdjusted(locked.member.clone(), entry.clone()));
+    events.push(event(locked.member.clone(), entry.clone()));
     if let Some(change) = &tier_change {
         events.push(Event::TierChanged(locked.member.clone(), change.clone()));
     }

@@ -25,11 +25,13 @@
 //! - [`outbox`]: appends a service's domain events to its outbox, in the caller's transaction.
 //! - [`sequencer`]: gives committed outbox events their feed position, in visibility order.
 //! - [`consumer`]: follows another service's feed, applying each event exactly once.
+//! - [`clock`]: the injectable time source (system clock, and a manual one for tests).
 
 pub mod auth;
 pub mod bootstrap;
 pub mod cache;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod db;

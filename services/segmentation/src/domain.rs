@@ -1,0 +1,9 @@
+//! Plain Rust types and rules of segmentation (no tonic, sqlx or I/O): the facts a rule reads,
+//! the field catalog, rules and their in-process evaluator, RFM and lifecycle scoring.
+
+pub mod catalog;
+pub mod eval;
+pub mod facts;
+pub mod lifecycle;
+pub mod rfm;
+pub mod rule;

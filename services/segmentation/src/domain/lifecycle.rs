@@ -1,0 +1,1 @@
+//! Lifecycle stages. TODO(segmentation/facts).

@@ -1,0 +1,1 @@
+//! RFM scoring. TODO(segmentation/facts).

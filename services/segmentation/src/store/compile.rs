@@ -1,0 +1,1 @@
+//! Compiles a rule to one parameterised SQL condition. TODO(segmentation/rules).

@@ -1,0 +1,1 @@
+//! Reads and writes the facts projection. TODO(segmentation/facts).

@@ -31,6 +31,7 @@ use crate::domain::ticket::{
     FollowUpOutcome, Kind, NewTicket, Severity, Status as TicketStatus, Transition,
 };
 use crate::error::Error;
+use crate::segments::SegmentDirectory;
 use crate::store::{
     PgStore,
     responses::{InvitationFilter, ResponseFilter},
@@ -50,10 +51,20 @@ pub struct FeedbackApi {
 }
 
 impl FeedbackApi {
-    /// Handlers over `store`, reading time from `clock`, signing page tokens with `pages`.
-    pub fn new(store: PgStore, clock: Arc<dyn Clock>, pages: PageTokens) -> Self {
+    /// Handlers over `store`, reading time from `clock`, signing page tokens with `pages`,
+    /// asking `segments` about segment membership.
+    pub fn new(
+        store: PgStore,
+        clock: Arc<dyn Clock>,
+        pages: PageTokens,
+        segments: Option<Arc<dyn SegmentDirectory>>,
+    ) -> Self {
         Self {
-            ctx: Context { store, clock },
+            ctx: Context {
+                store,
+                clock,
+                segments,
+            },
             pages,
         }
     }
@@ -712,8 +723,8 @@ impl FeedbackService for FeedbackApi {
         for (i, c) in req.channels.iter().enumerate() {
             parse::check(&mut v, &format!("channels[{i}]"), text::slug(c));
         }
-        if !req.segment_id.is_empty() {
-            v.add("segment_id", "segment filtering is not supported yet: responses do not record segment membership");
+        if !req.segment_id.is_empty() && Uuid::parse_str(&req.segment_id).is_err() {
+            v.add("segment_id", "must be a UUID");
         }
         let touchpoint_kinds: Vec<_> = req
             .touchpoint_kinds
@@ -756,6 +767,7 @@ impl FeedbackService for FeedbackApi {
             touchpoint_kinds,
             grouping,
             time_zone: time_zone.clone(),
+            segment_id: req.segment_id,
         };
         let groups = workflow::metrics::compute(&self.ctx, &q).await?;
         let mut iter = groups.iter();

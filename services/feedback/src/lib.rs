@@ -11,6 +11,7 @@
 //! - `events`: the outbox events (events.proto) built from domain values.
 //! - `profiles_feed`: merges and erasures from the profiles feed.
 //! - `rewards`: the worker that pays survey rewards through loyalty, exactly once.
+//! - `segments`: membership questions to segmentation (targeted surveys, response segments).
 //! - `error`: the service's error and its one mapping to `Status`.
 //! - `migrations/`: the `feedback` schema, applied after the shared ones from `libs/common`.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod profiles_feed;
 pub mod rewards;
+pub mod segments;
 pub mod store;
 pub mod workflow;
 
@@ -83,7 +85,12 @@ pub async fn build_with(
         overrides.rewards,
         app.shutdown_token(),
     );
-    let api = api::FeedbackApi::new(store::PgStore { pool }, clock, settings.page_tokens.clone());
+    let api = api::FeedbackApi::new(
+        store::PgStore { pool },
+        clock,
+        settings.page_tokens.clone(),
+        segment_directory(&settings),
+    );
     Ok(app.add_api(api::server(api)).add_api(feed))
 }
 
@@ -105,6 +112,33 @@ fn start_reward_worker(
         }
         Err(error) => {
             tracing::warn!(%error, "survey rewards will queue until loyalty is reachable");
+        }
+    }
+}
+
+/// Segmentation over gRPC when its address is configured (`CUSTOPS_SEGMENTATION_URL`).
+fn segment_directory(settings: &ServiceSettings) -> Option<Arc<dyn segments::SegmentDirectory>> {
+    use custops_common::client::ClientBuilder;
+    use custops_common::service::ServiceKind;
+    if !settings
+        .clients
+        .peers
+        .contains_key(&ServiceKind::Segmentation)
+    {
+        tracing::info!("CUSTOPS_SEGMENTATION_URL not set: segment-targeted surveys cannot invite");
+        return None;
+    }
+    match ClientBuilder::for_peer(
+        &settings.clients,
+        ServiceKind::Segmentation,
+        segments::SEGMENTATION_SCOPES,
+    )
+    .and_then(ClientBuilder::build)
+    {
+        Ok(channel) => Some(Arc::new(segments::GrpcSegments::new(channel))),
+        Err(error) => {
+            tracing::warn!(%error, "cannot reach segmentation");
+            None
         }
     }
 }

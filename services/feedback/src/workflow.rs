@@ -13,15 +13,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::clock::Clock;
+use crate::segments::SegmentDirectory;
 use crate::store::PgStore;
 
-/// What every use case needs: the store and the clock.
+/// What every use case needs: the store, the clock and, when configured, segmentation.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// Storage.
     pub store: PgStore,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Segment membership; `None` when segmentation is not configured (segment-targeted
+    /// surveys then cannot invite, and responses record no segments).
+    pub segments: Option<Arc<dyn SegmentDirectory>>,
 }
 
 impl Context {

@@ -286,7 +286,7 @@ impl From<&SurveyResponse> for pb::SurveyResponse {
             answers: r.answers.iter().map(Into::into).collect(),
             scores: Some((&r.scores).into()),
             completed: r.completed,
-            segment_ids: Vec::new(),
+            segment_ids: r.segment_ids.clone(),
             follow_up_ticket_id: r
                 .follow_up_ticket_id
                 .map(|t| t.to_string())

@@ -203,11 +203,6 @@ pub fn survey_content(
                 if !t.segment_id.is_empty() {
                     if Uuid::parse_str(&t.segment_id).is_err() {
                         v.add(format!("{prefix}.target.segment_id"), "must be a UUID");
-                    } else {
-                        v.add(
-                            format!("{prefix}.target.segment_id"),
-                            "segment-targeted surveys are not supported yet (membership checks with segmentation are not wired)",
-                        );
                     }
                 }
                 target.segment_id = t.segment_id.clone();

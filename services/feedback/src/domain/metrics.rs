@@ -43,6 +43,8 @@ pub struct MetricsQuery {
     pub grouping: Grouping,
     /// IANA time zone for time buckets.
     pub time_zone: String,
+    /// Only responses whose customer was in this segment when responding; empty means any.
+    pub segment_id: String,
 }
 
 /// Counts of one score question over a set of responses.

@@ -460,4 +460,6 @@ pub struct SurveyResponse {
     pub submit_time: DateTime<Utc>,
     /// When the customer's personal data was erased (profiles erasure).
     pub erase_time: Option<DateTime<Utc>>,
+    /// Segments the customer belonged to at submission, as segmentation reported them.
+    pub segment_ids: Vec<String>,
 }

@@ -2,7 +2,9 @@
 //! `response_rollup` (15-minute buckets, kept in each response's transaction), plus raw
 //! responses at the edges of a range that does not fall on a bucket boundary, in one
 //! statement with GROUPING SETS for the total and the groups. Only counts come back; the
-//! ratios are computed in `domain::metrics`. Distributions are indexed by score (CSAT and
+//! ratios are computed in `domain::metrics`. A `segment_id` filter cannot use the rollup
+//! (it has no segment dimension): then every matching response is read, through the GIN index
+//! on `responses.segment_ids`. Distributions are indexed by score (CSAT and
 //! CES arrays start with a 0 for the impossible score 0).
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -102,7 +104,8 @@ pub async fn compute(conn: &mut PgConnection, q: &MetricsQuery) -> Result<Vec<Gr
          scored AS ( \
            SELECT bucket AS at, survey_id, channel, responses, nps0, nps1, nps2, nps3, nps4, nps5, nps6, nps7, nps8, nps9, nps10, nps_omitted, csat1, csat2, csat3, csat4, csat5, csat_omitted, ces1, ces2, ces3, ces4, ces5, ces6, ces7, ces_omitted \
            FROM response_rollup, edges \
-           WHERE (cardinality($1::uuid[]) = 0 OR survey_id = ANY($1)) \
+           WHERE $8 = '' \
+             AND (cardinality($1::uuid[]) = 0 OR survey_id = ANY($1)) \
              AND ($2::timestamptz IS NULL OR bucket >= edges.lo) \
              AND ($3::timestamptz IS NULL OR bucket < edges.hi) \
              AND (cardinality($4::text[]) = 0 OR channel = ANY($4)) \
@@ -110,12 +113,12 @@ pub async fn compute(conn: &mut PgConnection, q: &MetricsQuery) -> Result<Vec<Gr
            UNION ALL \
            SELECT submit_time AS at, survey_id, channel, 1, COALESCE(nps_score = 0, false)::int, COALESCE(nps_score = 1, false)::int, COALESCE(nps_score = 2, false)::int, COALESCE(nps_score = 3, false)::int, COALESCE(nps_score = 4, false)::int, COALESCE(nps_score = 5, false)::int, COALESCE(nps_score = 6, false)::int, COALESCE(nps_score = 7, false)::int, COALESCE(nps_score = 8, false)::int, COALESCE(nps_score = 9, false)::int, COALESCE(nps_score = 10, false)::int, nps_omitted::int, COALESCE(csat_score = 1, false)::int, COALESCE(csat_score = 2, false)::int, COALESCE(csat_score = 3, false)::int, COALESCE(csat_score = 4, false)::int, COALESCE(csat_score = 5, false)::int, csat_omitted::int, COALESCE(ces_score = 1, false)::int, COALESCE(ces_score = 2, false)::int, COALESCE(ces_score = 3, false)::int, COALESCE(ces_score = 4, false)::int, COALESCE(ces_score = 5, false)::int, COALESCE(ces_score = 6, false)::int, COALESCE(ces_score = 7, false)::int, ces_omitted::int \
            FROM responses, edges \
-           WHERE ($2::timestamptz IS NOT NULL OR $3::timestamptz IS NOT NULL) \
-             AND (cardinality($1::uuid[]) = 0 OR survey_id = ANY($1)) \
+           WHERE (cardinality($1::uuid[]) = 0 OR survey_id = ANY($1)) \
              AND ($2::timestamptz IS NULL OR submit_time >= $2) \
              AND ($3::timestamptz IS NULL OR submit_time < $3) \
-             AND (($2::timestamptz IS NOT NULL AND submit_time < edges.lo) \
-                  OR ($3::timestamptz IS NOT NULL AND submit_time >= edges.hi)) \
+             AND CASE WHEN $8 <> '' THEN segment_ids @> ARRAY[$8::text] \
+                      ELSE ($2::timestamptz IS NOT NULL AND submit_time < edges.lo) \
+                           OR ($3::timestamptz IS NOT NULL AND submit_time >= edges.hi) END \
              AND (cardinality($4::text[]) = 0 OR channel = ANY($4)) \
              AND (cardinality($5::text[]) = 0 OR touchpoint_kind = ANY($5))), \
          base AS ( \
@@ -148,6 +151,7 @@ pub async fn compute(conn: &mut PgConnection, q: &MetricsQuery) -> Result<Vec<Gr
     .bind(&kinds)
     .bind(grouping_name(q.grouping))
     .bind(&q.time_zone)
+    .bind(&q.segment_id)
     .fetch_all(conn)
     .await?;
     let mut out = Vec::with_capacity(rows.len());

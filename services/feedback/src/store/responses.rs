@@ -26,7 +26,8 @@ macro_rules! response_columns {
          channel, answers::text AS answers, completed, nps_score, nps_omitted, csat_score, \
          csat_omitted, ces_score, ces_omitted, follow_up_ticket_id, submit_time, reward_status, \
          reward_points, reward_program_id, reward_attempt_count, reward_last_attempt, \
-         reward_next_attempt, reward_last_error, reward_ledger_entry_id, reward_deliver_time, erase_time"
+         reward_next_attempt, reward_last_error, reward_ledger_entry_id, reward_deliver_time, erase_time, \
+         segment_ids"
     };
 }
 
@@ -100,6 +101,7 @@ fn response_from_row(row: &PgRow) -> Result<SurveyResponse, Error> {
         reward,
         submit_time: row.try_get("submit_time")?,
         erase_time: row.try_get("erase_time")?,
+        segment_ids: row.try_get("segment_ids")?,
     })
 }
 
@@ -197,9 +199,9 @@ pub async fn insert_response(conn: &mut PgConnection, r: &SurveyResponse) -> Res
         "INSERT INTO responses (response_id, invitation_id, survey_id, customer_id, \
          touchpoint_kind, touchpoint_id, channel, answers, completed, nps_score, nps_omitted, \
          csat_score, csat_omitted, ces_score, ces_omitted, follow_up_ticket_id, submit_time, \
-         reward_status, reward_points, reward_program_id, reward_next_attempt) \
+         reward_status, reward_points, reward_program_id, reward_next_attempt, segment_ids) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, \
-         $17, $18, $19, $20, $21)",
+         $17, $18, $19, $20, $21, $22)",
     )
     .bind(r.id)
     .bind(r.invitation_id)
@@ -222,6 +224,7 @@ pub async fn insert_response(conn: &mut PgConnection, r: &SurveyResponse) -> Res
     .bind(reward.map(|w| w.points))
     .bind(reward.map(|w| w.program_id.clone()))
     .bind(reward.and_then(|w| w.next_attempt_time))
+    .bind(&r.segment_ids)
     .execute(conn)
     .await?;
     Ok(())

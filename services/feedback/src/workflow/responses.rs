@@ -3,6 +3,7 @@
 //! invitation, opens the follow-up ticket of a detractor / low CSAT, queues the reward and
 //! writes ResponseSubmitted.
 
+use custops_common::error::ServiceError;
 use custops_common::outbox;
 use uuid::Uuid;
 
@@ -34,6 +35,23 @@ pub async fn invite(
             format!("the survey is {}, not active", survey.status.as_str()),
         )
         .into());
+    }
+    // Asked inside the transaction (bounded by the directory's deadline) so that a replay,
+    // answered above from the idempotency key, never depends on today's membership.
+    let segment_id = &survey.content.target.segment_id;
+    if !segment_id.is_empty() {
+        let Some(segments) = &ctx.segments else {
+            return Err(Error::Service(ServiceError::Unavailable(
+                "the survey targets a segment and segmentation is not configured".to_owned(),
+            )));
+        };
+        if !segments.is_member(segment_id, &new.customer_id).await? {
+            return Err(Refusal::new(
+                "CUSTOMER_NOT_IN_SEGMENT",
+                "the customer is not a member of the survey's target segment",
+            )
+            .into());
+        }
     }
     if new.touchpoint.kind != survey.content.target.touchpoint_kind {
         return Err(Error::invalid(
@@ -122,6 +140,7 @@ pub async fn submit(
     } else {
         submission.channel
     };
+    let segment_ids = segments_at_submission(ctx, &invitation.new.customer_id).await;
     let mut r = SurveyResponse {
         id: Uuid::now_v7(),
         invitation_id: invitation.id,
@@ -151,6 +170,7 @@ pub async fn submit(
             }),
         submit_time: now,
         erase_time: None,
+        segment_ids,
     };
     // The response row goes first: the follow-up ticket refers to it.
     rows::insert_response(&mut tx, &r).await?;
@@ -166,6 +186,22 @@ pub async fn submit(
     store::record_key(&mut tx, &key, r.id, now).await?;
     tx.commit().await?;
     Ok(r)
+}
+
+/// The customer's segments for the response. The submission does not fail when segmentation
+/// cannot answer (the response matters more than its segment tag): it records none, and the
+/// response is then left out of segment-filtered metrics.
+async fn segments_at_submission(ctx: &Context, customer_id: &str) -> Vec<String> {
+    let Some(segments) = &ctx.segments else {
+        return Vec::new();
+    };
+    match segments.segments_of(customer_id).await {
+        Ok(ids) => ids,
+        Err(error) => {
+            tracing::warn!(%error, "response recorded without segments");
+            Vec::new()
+        }
+    }
 }
 
 /// One response.

@@ -590,16 +590,20 @@ impl LoyaltyService for LoyaltyApi {
                 birth_month = birthdays::month(&mut conn, locked.member.customer_id).await?;
             }
         }
+        let now = self.store.clock().now();
+        let when = crate::domain::earning::purchase_instant(&purchase, now);
+        let month = programs::month_in_zone(&mut conn, when, &program.time_zone).await?;
         let calculation = crate::domain::earning::calculate(
             &program.rules.earning,
             &purchase,
             &tier,
             birth_month,
-            self.store.clock().now(),
+            month,
+            now,
         );
         Ok(Response::new(pb::CalculatePurchasePointsResponse {
             calculation: Some(convert::calculation_pb(calculation, &program.currency)),
-            pending: false,
+            pending: program.rules.return_window_days > 0,
         }))
     }
 
@@ -757,15 +761,14 @@ impl LoyaltyService for LoyaltyApi {
                 Ok(pb::PointLotState::Available) => states.push(lots::LotState::Available),
                 Ok(pb::PointLotState::Exhausted) => states.push(lots::LotState::Exhausted),
                 Ok(pb::PointLotState::Expired) => states.push(lots::LotState::Expired),
-                // No lot is pending: return windows are not supported yet.
-                Ok(pb::PointLotState::Pending) => {}
+                Ok(pb::PointLotState::Pending) => states.push(lots::LotState::Pending),
                 _ => {
                     return Err(ServiceError::invalid_argument("states", "a PointLotState").into());
                 }
             }
         }
         if req.states.is_empty() {
-            states.push(lots::LotState::Available);
+            states.extend([lots::LotState::Pending, lots::LotState::Available]);
         }
         let mut conn = self
             .store
@@ -808,14 +811,18 @@ impl LoyaltyService for LoyaltyApi {
             .acquire()
             .await
             .map_err(ServiceError::from)?;
-        let member_id = members::load(&mut conn, &member, false)
-            .await?
-            .member
-            .member_id;
+        let loaded = members::load(&mut conn, &member, false).await?;
         drop(conn);
         let now = self.store.clock().now();
         let until = now + chrono::Duration::days(i64::from(days));
-        let by_day = lots::expiring_by_day(self.store.pool(), member_id, now, until).await?;
+        let by_day = lots::expiring_by_day(
+            self.store.pool(),
+            loaded.member.member_id,
+            &loaded.program.time_zone,
+            now,
+            until,
+        )
+        .await?;
         Ok(Response::new(pb::GetExpiringPointsResponse {
             total_points: by_day.iter().map(|(_, p)| p).sum(),
             days: by_day
@@ -995,6 +1002,33 @@ impl LoyaltyService for LoyaltyApi {
             members_processed: report.members,
             lots_expired: report.lots,
             points_expired: report.points,
+            more_due: report.more_due,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn run_point_release(
+        &self,
+        request: Request<pb::RunPointReleaseRequest>,
+    ) -> Result<Response<pb::RunPointReleaseResponse>, Status> {
+        let req = request.into_inner();
+        let (program, max) = job_scope(&req.program_id, req.max_members)?;
+        let now = self.store.clock().now();
+        if let Some(id) = program {
+            let mut conn = self
+                .store
+                .pool()
+                .acquire()
+                .await
+                .map_err(ServiceError::from)?;
+            programs::get(&mut conn, id).await?;
+        }
+        let report = jobs::run_release(self.store.pool(), program, max, now, events::sink).await?;
+        Ok(Response::new(pb::RunPointReleaseResponse {
+            as_of_time: Some(convert::timestamp(now)),
+            members_processed: report.members,
+            lots_released: report.lots,
+            points_released: report.points,
             more_due: report.more_due,
         }))
     }

@@ -451,12 +451,10 @@ fn program_state(v: &mut Violations, field: &str, value: i32) -> ProgramState {
 }
 
 fn return_window(v: &mut Violations, field: &str, days: i32) -> u32 {
-    // Pending points (a return window) are not implemented yet; refusing the setting is
-    // better than accepting it and making purchase points spendable at once.
-    if days != 0 {
-        v.add(field, "return windows are not supported yet; use 0");
+    if !(0..=365).contains(&days) {
+        v.add(field, "must be 0-365");
     }
-    0
+    u32::try_from(days).unwrap_or(0)
 }
 
 fn expiry_days(v: &mut Violations, field: &str, policy: Option<pb::ExpiryPolicy>) -> u32 {
@@ -1223,6 +1221,8 @@ fn kind_pb(k: EntryKind) -> pb::LedgerEntryKind {
         EntryKind::MergeIn => pb::LedgerEntryKind::MergeIn,
         EntryKind::MergeOut => pb::LedgerEntryKind::MergeOut,
         EntryKind::Forfeit => pb::LedgerEntryKind::Forfeit,
+        EntryKind::UnmergeIn => pb::LedgerEntryKind::UnmergeIn,
+        EntryKind::UnmergeOut => pb::LedgerEntryKind::UnmergeOut,
     }
 }
 
@@ -1362,7 +1362,7 @@ impl From<LedgerEntry> for pb::LedgerEntry {
             operator_id: e.operator_id,
             external_reference: e.external_reference,
             create_time: Some(timestamp(e.create_time)),
-            release_time: None,
+            release_time: opt_timestamp(e.release_time),
             expire_time: opt_timestamp(e.expire_time),
             balances_after: Some(balances_pb(e.balances_after, &currency)),
             reversible_points: e.reversible_points,
@@ -1619,6 +1619,7 @@ pub(crate) fn lot_pb(l: crate::store::lots::Lot) -> pb::PointLot {
         member_id: l.member_id.to_string(),
         ledger_entry_id: l.ledger_entry_id.to_string(),
         state: match l.state {
+            LotState::Pending => pb::PointLotState::Pending,
             LotState::Available => pb::PointLotState::Available,
             LotState::Exhausted => pb::PointLotState::Exhausted,
             LotState::Expired => pb::PointLotState::Expired,
@@ -1627,7 +1628,7 @@ pub(crate) fn lot_pb(l: crate::store::lots::Lot) -> pb::PointLot {
         remaining_points: l.remaining_points,
         expired_points: l.expired_points,
         earn_time: Some(timestamp(l.earn_time)),
-        release_time: None,
+        release_time: opt_timestamp(l.release_time),
         expire_time: opt_timestamp(l.expire_time),
     }
 }

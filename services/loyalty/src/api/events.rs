@@ -6,7 +6,7 @@ use custops_contracts::custops::loyalty::v1 as pb;
 use sqlx::PgConnection;
 
 use super::convert::tier_change_pb;
-use crate::domain::event::{Event, MembersMerged};
+use crate::domain::event::{Event, MembersMerged, MembersUnmerged};
 
 /// [`append`] in the shape the scheduled jobs take (`store::jobs::EventSink`).
 pub fn sink<'c>(
@@ -70,6 +70,36 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
                     ledger_entry: Some(e.into()),
                 },
             ),
+            Event::PointsReleased(m, e) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::PointsReleased {
+                    member: Some(m.into()),
+                    ledger_entry: Some(e.into()),
+                },
+            ),
+            Event::MembersUnmerged(unmerge) => {
+                let MembersUnmerged {
+                    restored,
+                    surviving,
+                    restored_customer_id,
+                    surviving_customer_id,
+                    unmerge_in,
+                    merge_id,
+                } = *unmerge;
+                OutboxEvent::new(
+                    "member",
+                    restored.member_id,
+                    &pb::MembersUnmerged {
+                        restored_member: Some(restored.into()),
+                        surviving_member: surviving.map(Into::into),
+                        restored_customer_id: super::convert::customer(restored_customer_id),
+                        surviving_customer_id: super::convert::customer(surviving_customer_id),
+                        unmerge_in_entry: unmerge_in.map(Into::into),
+                        merge_id,
+                    },
+                )
+            }
             Event::TierChanged(m, change) => {
                 let change = tier_change_pb(&m, change, &m.currency);
                 OutboxEvent::new(

@@ -110,13 +110,21 @@ fn combine(percents: &[u32], stacking: Stacking) -> u32 {
     }
 }
 
+/// When a purchase counts as made: its `purchase_time`, else `at` (the time of the earn).
+pub fn purchase_instant(purchase: &Purchase, at: DateTime<Utc>) -> DateTime<Utc> {
+    purchase.purchase_time.unwrap_or(at)
+}
+
 /// Calculates the points `purchase` earns under `rules` for a member in `tier_code`, at `at`,
-/// born in `birth_month` (1–12) when known.
+/// born in `birth_month` (1–12) when known. `purchase_month` (1–12) is the month of
+/// [`purchase_instant`] in the program's time zone, which the birthday bonus is judged in
+/// (the caller converts: zone rules live in the database, not in this crate).
 pub fn calculate(
     rules: &EarningRules,
     purchase: &Purchase,
     tier_code: &str,
     birth_month: Option<u32>,
+    purchase_month: u32,
     at: DateTime<Utc>,
 ) -> Calculation {
     let category_percent = |category: &str| {
@@ -142,15 +150,14 @@ pub fn calculate(
     } else {
         purchase.lines.clone()
     };
-    let when = purchase.purchase_time.unwrap_or(at);
+    let when = purchase_instant(purchase, at);
     let tier_bonus = rules
         .tier_multipliers
         .iter()
         .find(|(t, _)| t == tier_code)
         .map(|(_, p)| *p);
-    // The birthday month is judged in UTC (program time zones are not applied yet).
     let birthday = (rules.birthday_multiplier_percent > 0
-        && birth_month.is_some_and(|m| m == chrono::Datelike::month(&when)))
+        && birth_month.is_some_and(|m| m == purchase_month))
     .then_some(rules.birthday_multiplier_percent);
     let campaigns: Vec<_> = rules
         .campaigns
@@ -275,7 +282,7 @@ mod tests {
     }
 
     fn check(rules: &EarningRules, p: &Purchase, tier: &str, expected: (i64, i64)) {
-        let c = calculate(rules, p, tier, None, Utc::now());
+        let c = calculate(rules, p, tier, None, 1, Utc::now());
         assert_eq!((c.total_points, c.qualifying_points), expected, "{c:?}");
     }
 
@@ -311,19 +318,19 @@ mod tests {
         let other_month = this_month % 12 + 1;
         let p = purchase(10_000, &[]);
         assert_eq!(
-            calculate(&r, &p, "silver", Some(this_month), now).total_points,
+            calculate(&r, &p, "silver", Some(this_month), this_month, now).total_points,
             200
         );
         assert_eq!(
-            calculate(&r, &p, "silver", Some(other_month), now).total_points,
+            calculate(&r, &p, "silver", Some(other_month), this_month, now).total_points,
             100
         );
         assert_eq!(
-            calculate(&r, &p, "gold", Some(this_month), now).total_points,
+            calculate(&r, &p, "gold", Some(this_month), this_month, now).total_points,
             300
         );
         assert_eq!(
-            calculate(&r, &p, "silver", Some(this_month), now).qualifying_points,
+            calculate(&r, &p, "silver", Some(this_month), this_month, now).qualifying_points,
             100
         );
     }

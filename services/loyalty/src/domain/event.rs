@@ -21,10 +21,14 @@ pub enum Event {
     PointsReversed(Member, LedgerEntry),
     /// Lots expired.
     PointsExpired(Member, LedgerEntry),
+    /// Pending lots released to the available balance.
+    PointsReleased(Member, LedgerEntry),
     /// The tier changed.
     TierChanged(Member, TierChange),
     /// A member merged into another after a profiles customer merge.
     MembersMerged(Box<MembersMerged>),
+    /// A merge undone after a profiles customer unmerge.
+    MembersUnmerged(Box<MembersUnmerged>),
     /// The member's status changed (suspended, reactivated, closed).
     MemberStatusChanged {
         /// The member after the change.
@@ -49,6 +53,23 @@ pub struct MembersMerged {
     pub merged: Member,
     /// The survivor's MERGE_IN entry.
     pub merge_in: LedgerEntry,
+    /// The profiles merge id.
+    pub merge_id: String,
+}
+
+/// A merge undone after a profiles customer unmerge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersUnmerged {
+    /// The restored member, ACTIVE again.
+    pub restored: Member,
+    /// The former survivor, after giving back; `None` when the merge only re-linked.
+    pub surviving: Option<Member>,
+    /// The restored customer.
+    pub restored_customer_id: uuid::Uuid,
+    /// The customer that had survived the merge.
+    pub surviving_customer_id: uuid::Uuid,
+    /// The restored member's UNMERGE_IN entry; `None` when the merge only re-linked.
+    pub unmerge_in: Option<LedgerEntry>,
     /// The profiles merge id.
     pub merge_id: String,
 }

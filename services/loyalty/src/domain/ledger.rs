@@ -56,6 +56,10 @@ pub enum EntryKind {
     MergeOut,
     /// Forfeited when the member was closed.
     Forfeit,
+    /// Given back to a restored member by a profiles unmerge.
+    UnmergeIn,
+    /// Taken back from the surviving member by a profiles unmerge.
+    UnmergeOut,
 }
 
 impl EntryKind {
@@ -71,6 +75,8 @@ impl EntryKind {
             EntryKind::MergeIn => 7,
             EntryKind::MergeOut => 8,
             EntryKind::Forfeit => 9,
+            EntryKind::UnmergeIn => 10,
+            EntryKind::UnmergeOut => 11,
         }
     }
 
@@ -86,6 +92,8 @@ impl EntryKind {
             7 => EntryKind::MergeIn,
             8 => EntryKind::MergeOut,
             9 => EntryKind::Forfeit,
+            10 => EntryKind::UnmergeIn,
+            11 => EntryKind::UnmergeOut,
             _ => return None,
         })
     }
@@ -102,6 +110,8 @@ impl EntryKind {
             EntryKind::MergeIn => "MERGE_IN",
             EntryKind::MergeOut => "MERGE_OUT",
             EntryKind::Forfeit => "FORFEIT",
+            EntryKind::UnmergeIn => "UNMERGE_IN",
+            EntryKind::UnmergeOut => "UNMERGE_OUT",
         }
     }
 }
@@ -198,6 +208,8 @@ pub struct LedgerEntry {
     pub create_time: DateTime<Utc>,
     /// Lot expiry for entries that created one.
     pub expire_time: Option<DateTime<Utc>>,
+    /// Release time for entries that created a pending lot.
+    pub release_time: Option<DateTime<Utc>>,
     /// Balances after.
     pub balances_after: Balances,
     /// Points still reversible (EARN and RedeemPoints' REDEEM).
@@ -363,9 +375,10 @@ pub fn check_sufficient(available: i64, requested: i64) -> Result<(), Rejection>
 }
 
 /// How a reversal of an earn splits between taken back and waived under `policy`:
-/// `own_lot` points left in the earn's own lot, `available` the member's spendable balance.
-/// Returns (taken from the own lot, taken from other lots, taken into a negative balance,
-/// waived).
+/// `own_lot_remaining` points left in the earn's own lot (`own_lot_pending` when it is still
+/// inside the return window, so not part of `available`), `available` the member's spendable
+/// balance. Returns (taken from the own lot, taken from other lots, taken into a negative
+/// balance, waived).
 pub fn clawback_split(
     policy: ClawbackPolicy,
     requested: i64,
@@ -384,16 +397,26 @@ pub fn clawback_split(
         }
         ClawbackPolicy::WithinBalance => {
             let own = own_lot_remaining.min(requested);
-            let others_available = (available - own).max(0);
+            let others_available = others_available(available, own, own_lot_pending);
             let others = others_available.min(requested - own);
             (own, others, 0, requested - own - others)
         }
         ClawbackPolicy::AllowNegativeBalance => {
             let own = own_lot_remaining.min(requested);
-            let others_available = (available - own).max(0);
+            let others_available = others_available(available, own, own_lot_pending);
             let others = others_available.min(requested - own);
             (own, others, requested - own - others, 0)
         }
+    }
+}
+
+/// The available points outside the reversed earn's own lot: a pending lot is not part of
+/// the available balance, an available one is.
+fn others_available(available: i64, own: i64, own_lot_pending: bool) -> i64 {
+    if own_lot_pending {
+        available.max(0)
+    } else {
+        (available - own).max(0)
     }
 }
 
@@ -468,6 +491,19 @@ mod tests {
         assert_eq!(
             clawback_split(AllowNegativeBalance, 100, 40, false, 70),
             (40, 30, 30, 0)
+        );
+        // A pending own lot is not part of the available balance.
+        assert_eq!(
+            clawback_split(WithinBalance, 100, 40, true, 70),
+            (40, 60, 0, 0)
+        );
+        assert_eq!(
+            clawback_split(WithinBalance, 100, 40, true, 20),
+            (40, 20, 0, 40)
+        );
+        assert_eq!(
+            clawback_split(AllowNegativeBalance, 100, 40, true, 20),
+            (40, 20, 40, 0)
         );
     }
 

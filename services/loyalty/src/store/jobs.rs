@@ -1,7 +1,7 @@
-//! The scheduled jobs: point expiry and tier review. Safe on several replicas at once: each
-//! batch locks the members it works on with `FOR UPDATE SKIP LOCKED`, so two runs never
-//! process the same member, and each member's work is idempotent (a lot expires once; a
-//! review moves the member's next review time on).
+//! The scheduled jobs: point expiry, point release and tier review. Safe on several replicas
+//! at once: each batch locks the members it works on with `FOR UPDATE SKIP LOCKED`, so two
+//! runs never process the same member, and each member's work is idempotent (a lot expires
+//! once; a lot is released once; a review moves the member's next review time on).
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::StoreResult;
-use super::ledger::expire_due;
+use super::ledger::{expire_due, release_due};
 use super::members::{self, Locked, next_review, window_qualifying};
 use crate::domain::event::Event;
 use crate::domain::member::{MemberRef, PendingDowngrade, TierChange};
@@ -27,9 +27,9 @@ const BATCH: i64 = 100;
 pub struct JobReport {
     /// Members processed.
     pub members: i64,
-    /// Lots expired (expiry).
+    /// Lots expired (expiry) or released (release).
     pub lots: i64,
-    /// Points expired (expiry).
+    /// Points expired (expiry) or released (release).
     pub points: i64,
     /// Downgrades scheduled (review).
     pub downgrades_scheduled: i64,
@@ -114,6 +114,66 @@ async fn due_expiry(
     .bind(now)
     .fetch_one(pool)
     .await?)
+}
+
+/// Releases every pending lot whose release time has passed (of `program_id`, or all
+/// programs), at most `max_members` members (0 = all): one RELEASE entry and one
+/// `PointsReleased` event per member. A member counts as processed only when something was
+/// released, so overlapping runs add up to exactly the members that had points due.
+pub async fn run_release(
+    pool: &PgPool,
+    program_id: Option<Uuid>,
+    max_members: i64,
+    now: DateTime<Utc>,
+    sink: EventSink,
+) -> StoreResult<JobReport> {
+    let due_query = "SELECT b.member_id FROM balances b JOIN members m USING (member_id) \
+         WHERE ($1::uuid IS NULL OR m.program_id = $1) AND EXISTS ( \
+           SELECT 1 FROM point_lots l WHERE l.member_id = b.member_id \
+             AND l.pending AND l.remaining_points > 0 AND l.release_time <= $2) \
+         ORDER BY b.member_id LIMIT $3 FOR UPDATE OF b SKIP LOCKED";
+    let mut report = JobReport::default();
+    // Counts members locked, so `max_members` bounds the work even when another run released
+    // some of them first.
+    let mut attempted = 0_i64;
+    loop {
+        let limit = remaining(max_members, attempted);
+        let mut tx = pool.begin().await?;
+        if limit <= 0 {
+            let left: Vec<Uuid> = sqlx::query_scalar(due_query)
+                .bind(program_id)
+                .bind(now)
+                .bind(1_i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            report.more_due = !left.is_empty();
+            return Ok(report);
+        }
+        let ids: Vec<Uuid> = sqlx::query_scalar(due_query)
+            .bind(program_id)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        if ids.is_empty() {
+            return Ok(report);
+        }
+        for id in ids {
+            attempted += 1;
+            let mut locked = members::load(&mut tx, &MemberRef::Id(id), true).await?;
+            if let Some((entry, lots)) = release_due(&mut tx, &mut locked, now).await? {
+                report.members += 1;
+                report.lots += lots;
+                report.points += entry.available_delta;
+                sink(
+                    &mut tx,
+                    &[Event::PointsReleased(locked.member.clone(), entry)],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+    }
 }
 
 /// Reviews every member whose review or pending downgrade is due.

@@ -1,7 +1,11 @@
-//! The ledger transactions: earn, redeem, adjust, reverse and expiry, each appending one
-//! entry and updating the balances projection and the lots under the member's row lock.
+//! The ledger transactions: earn, redeem, adjust, reverse, release and expiry, each appending
+//! one entry and updating the balances projection and the lots under the member's row lock.
+//!
+//! Lots are available or pending: a purchase earn in a program with a return window makes a
+//! pending lot (its points in `pending_points`, not spendable) that a RELEASE entry makes
+//! available once its `release_time` has passed.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -63,6 +67,7 @@ pub(crate) struct NewEntry {
     pub(crate) external_reference: String,
     pub(crate) order_id: Option<String>,
     pub(crate) expire_time: Option<DateTime<Utc>>,
+    pub(crate) release_time: Option<DateTime<Utc>>,
     pub(crate) details: Option<EntryDetails>,
     pub(crate) reversal: Option<Reversal>,
 }
@@ -85,6 +90,7 @@ impl NewEntry {
             external_reference: String::new(),
             order_id: None,
             expire_time: None,
+            release_time: None,
             details: None,
             reversal: None,
         }
@@ -146,9 +152,9 @@ pub(crate) async fn append(
          reversed_entry_id, requested_points, waived_points, refund_amount_minor, details, \
          after_available, after_pending, after_qualifying, after_spend_minor, \
          after_lifetime_earned, after_lifetime_redeemed, after_lifetime_expired, \
-         clawback_policy, expired_points) \
+         clawback_policy, expired_points, release_time) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+         $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
     )
     .bind(id)
     .bind(member_id)
@@ -182,6 +188,7 @@ pub(crate) async fn append(
     .bind(after.lifetime_expired)
     .bind(reversal.and_then(|r| r.clawback).map(clawback_code))
     .bind(reversal.map(|r| r.expired_points))
+    .bind(new.release_time)
     .execute(&mut *conn)
     .await;
     // Only reachable when an idempotency record was cleaned up (or by a concurrent earn of
@@ -223,6 +230,7 @@ pub(crate) async fn append(
         order_id: new.order_id,
         create_time: now,
         expire_time: new.expire_time,
+        release_time: new.release_time,
         balances_after: after,
         reversible_points: reversible,
         details: new.details,
@@ -230,6 +238,7 @@ pub(crate) async fn append(
     })
 }
 
+/// Creates the lot of a crediting entry; pending when the entry has a release time.
 async fn create_lot(
     conn: &mut PgConnection,
     entry: &LedgerEntry,
@@ -238,7 +247,8 @@ async fn create_lot(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
-         remaining_points, earn_time, expire_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         remaining_points, earn_time, expire_time, release_time, pending) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8 IS NOT NULL)",
     )
     .bind(Uuid::now_v7())
     .bind(entry.member_id)
@@ -247,12 +257,14 @@ async fn create_lot(
     .bind(remaining)
     .bind(entry.create_time)
     .bind(entry.expire_time)
+    .bind(entry.release_time)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// The member's lots with points left, in spending order, leaving out `except`.
+/// The member's available (not pending) lots with points left, in spending order, leaving
+/// out `except`.
 async fn spendable_lots(
     conn: &mut PgConnection,
     member_id: Uuid,
@@ -260,7 +272,7 @@ async fn spendable_lots(
 ) -> StoreResult<Vec<LotBalance>> {
     let rows = sqlx::query(
         "SELECT point_lot_id, remaining_points FROM point_lots \
-         WHERE member_id = $1 AND remaining_points > 0 \
+         WHERE member_id = $1 AND remaining_points > 0 AND NOT pending \
            AND ($2::uuid IS NULL OR point_lot_id <> $2) \
          ORDER BY expire_time NULLS LAST, earn_time, point_lot_id",
     )
@@ -324,6 +336,29 @@ async fn spend(
     take(conn, entry_id, &allocation).await
 }
 
+/// Empties the member's pending lots for `entry_id` (a forfeit), recording what it took.
+pub(crate) async fn take_pending_all(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    entry_id: Uuid,
+) -> StoreResult<()> {
+    sqlx::query(
+        "WITH taken AS ( \
+           SELECT point_lot_id, remaining_points FROM point_lots \
+           WHERE member_id = $1 AND pending AND remaining_points > 0), \
+         emptied AS ( \
+           UPDATE point_lots l SET remaining_points = 0 FROM taken \
+           WHERE l.point_lot_id = taken.point_lot_id) \
+         INSERT INTO lot_spends (ledger_entry_id, point_lot_id, points) \
+         SELECT $2, point_lot_id, remaining_points FROM taken",
+    )
+    .bind(member_id)
+    .bind(entry_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Spends `points` for a new spending entry, first-expiring lot first.
 pub(crate) async fn spend_for(
     conn: &mut PgConnection,
@@ -334,7 +369,8 @@ pub(crate) async fn spend_for(
     spend(conn, member_id, entry_id, points, None).await
 }
 
-/// Locks the member and applies its due expiries (so no mutation spends an expired lot).
+/// Locks the member and applies its due releases and expiries (so a mutation can spend
+/// points released a moment ago and never spends an expired lot).
 pub(crate) async fn lock_member(
     conn: &mut PgConnection,
     member: &MemberRef,
@@ -342,10 +378,75 @@ pub(crate) async fn lock_member(
     events: &mut Vec<Event>,
 ) -> StoreResult<Locked> {
     let mut locked = members::load(conn, member, true).await?;
-    if let Some((entry, _lots)) = expire_due(conn, &mut locked, now).await? {
+    events.extend(settle_due(conn, &mut locked, now).await?);
+    Ok(locked)
+}
+
+/// Applies the locked member's due releases, then its due expiries; returns their events.
+pub(crate) async fn settle_due(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Event>> {
+    let mut events = Vec::new();
+    if let Some((entry, _lots)) = release_due(conn, locked, now).await? {
+        events.push(Event::PointsReleased(locked.member.clone(), entry));
+    }
+    if let Some((entry, _lots)) = expire_due(conn, locked, now).await? {
         events.push(Event::PointsExpired(locked.member.clone(), entry));
     }
-    Ok(locked)
+    Ok(events)
+}
+
+/// Releases the locked member's pending lots whose release time has passed, in one RELEASE
+/// entry; returns it with the number of lots released. A lot is released once: its `pending`
+/// flag is cleared under the member's lock. A negative balance (ALLOW_NEGATIVE_BALANCE) is
+/// repaid from the released points first, earliest-earned lot first, as an earn's would be.
+pub(crate) async fn release_due(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<(LedgerEntry, i64)>> {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "WITH due AS ( \
+           UPDATE point_lots SET pending = false \
+           WHERE member_id = $1 AND pending AND release_time <= $2 \
+           RETURNING point_lot_id, remaining_points, earn_time) \
+         SELECT point_lot_id, remaining_points FROM due WHERE remaining_points > 0 \
+         ORDER BY earn_time, point_lot_id",
+    )
+    .bind(locked.member.member_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let points: i64 = rows.iter().map(|(_, p)| p).sum();
+    if points == 0 {
+        return Ok(None);
+    }
+    let mut debt = (-locked.member.balances.available).max(0);
+    for (lot, remaining) in &rows {
+        if debt == 0 {
+            break;
+        }
+        let cut = debt.min(*remaining);
+        sqlx::query(
+            "UPDATE point_lots SET remaining_points = remaining_points - $2 WHERE point_lot_id = $1",
+        )
+        .bind(lot)
+        .bind(cut)
+        .execute(&mut *conn)
+        .await?;
+        debt -= cut;
+    }
+    let origin = Origin {
+        caller: SYSTEM_CALLER.to_owned(),
+        request_id: String::new(),
+    };
+    let mut new = NewEntry::new(EntryKind::Release, origin, "Points released".to_owned());
+    new.available_delta = points;
+    new.pending_delta = -points;
+    let lots = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    Ok(Some((append(conn, locked, new, now).await?, lots)))
 }
 
 /// Expires the locked member's lots whose expiry time has passed, in one EXPIRE entry;
@@ -359,7 +460,7 @@ pub(crate) async fn expire_due(
         "UPDATE point_lots SET expired_points = expired_points + remaining_points, \
          remaining_points = 0 \
          WHERE member_id = $1 AND remaining_points > 0 AND expire_time <= $2 \
-         RETURNING expired_points",
+         RETURNING expired_points, pending",
     )
     .bind(locked.member.member_id)
     .bind(now)
@@ -369,16 +470,24 @@ pub(crate) async fn expire_due(
         return Ok(None);
     }
     // Each lot expires once and as a whole, so what it expired now is all it ever expired.
-    let mut points = 0_i64;
+    // A lot can expire while still pending (an expiry period shorter than the return window).
+    let (mut available, mut pending) = (0_i64, 0_i64);
     for row in &rows {
-        points += row.try_get::<i64, _>("expired_points")?;
+        let points = row.try_get::<i64, _>("expired_points")?;
+        if row.try_get::<bool, _>("pending")? {
+            pending += points;
+        } else {
+            available += points;
+        }
     }
+    let points = available + pending;
     let origin = Origin {
         caller: SYSTEM_CALLER.to_owned(),
         request_id: String::new(),
     };
     let mut new = NewEntry::new(EntryKind::Expire, origin, "Points expired".to_owned());
-    new.available_delta = -points;
+    new.available_delta = -available;
+    new.pending_delta = -pending;
     new.lifetime_expired_delta = points;
     let lots = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     Ok(Some((append(conn, locked, new, now).await?, lots)))
@@ -433,12 +542,26 @@ pub async fn earn(
                 return Err(Rejection::OrderAlreadyEarned { ledger_entry_id }.into());
             }
             let birth_month = super::birthdays::month(conn, locked.member.customer_id).await?;
+            // The birthday month is judged in the program's time zone (asked of the database
+            // only when a birthday bonus could apply).
+            let purchase_month = match birth_month {
+                Some(_) if locked.program.rules.earning.birthday_multiplier_percent > 0 => {
+                    super::programs::month_in_zone(
+                        conn,
+                        earning::purchase_instant(&purchase, now),
+                        &locked.program.time_zone,
+                    )
+                    .await?
+                }
+                _ => 0,
+            };
             let rules = &locked.program.rules;
             let calculation = earning::calculate(
                 &rules.earning,
                 &purchase,
                 &locked.member.tier.code,
                 birth_month,
+                purchase_month,
                 now,
             );
             if new.reason.is_empty() {
@@ -448,6 +571,12 @@ pub async fn earn(
             new.spend_delta_minor = purchase.amount_minor;
             new.order_id = Some(purchase.order_id.clone());
             new.expire_time = policy_expiry;
+            // Inside the return window purchase points are pending (grants never are).
+            // Whole microseconds, as Postgres keeps it, so the response and the stored lot
+            // agree.
+            new.release_time = (rules.return_window_days > 0).then(|| {
+                (now + Duration::days(i64::from(rules.return_window_days))).trunc_subsecs(6)
+            });
             let points = calculation.total_points;
             new.details = Some(EntryDetails::PurchaseEarn {
                 purchase,
@@ -467,11 +596,17 @@ pub async fn earn(
             points
         }
     };
-    new.available_delta = points;
     new.lifetime_earned_delta = points;
     // A negative balance (ALLOW_NEGATIVE_BALANCE clawback) is repaid before points become
-    // spendable: the lot holds only what is left after the debt.
-    let debt = (-locked.member.balances.available).max(0);
+    // spendable: the lot holds only what is left after the debt (a pending lot repays it
+    // when released).
+    let debt = if new.release_time.is_some() {
+        new.pending_delta = points;
+        0
+    } else {
+        new.available_delta = points;
+        (-locked.member.balances.available).max(0)
+    };
     let entry = append(conn, &mut locked, new, now).await?;
     if points > 0 {
         create_lot(conn, &entry, points, (points - debt).max(0)).await?;
@@ -804,19 +939,24 @@ async fn reverse_earn(
     if requested > reversible || (requested <= 0 && refund.is_none()) {
         return Err(exceeds("points").into());
     }
-    let own_lot: Option<(Uuid, i64)> = sqlx::query_as(
-        "SELECT point_lot_id, remaining_points FROM point_lots WHERE ledger_entry_id = $1",
+    // The earn's own lot, if it is still the member's (a merge moves lots, an unmerge moves
+    // them back).
+    let own_lot: Option<(Uuid, i64, bool)> = sqlx::query_as(
+        "SELECT point_lot_id, remaining_points, pending FROM point_lots \
+         WHERE ledger_entry_id = $1 AND member_id = $2",
     )
     .bind(target.ledger_entry_id)
+    .bind(locked.member.member_id)
     .fetch_optional(&mut *conn)
     .await?;
+    let own_pending = own_lot.is_some_and(|(_, _, pending)| pending);
     let policy = locked.program.rules.clawback;
     let available = locked.member.balances.available;
     let (own, others, negative, waived) = clawback_split(
         policy,
         requested,
-        own_lot.map(|(_, r)| r).unwrap_or(0),
-        false,
+        own_lot.map(|(_, r, _)| r).unwrap_or(0),
+        own_pending,
         available,
     );
     let last = requested == reversible;
@@ -846,7 +986,12 @@ async fn reverse_earn(
     new.reason_code = cmd.context.reason_code.clone();
     new.operator_id = cmd.context.operator_id.clone();
     new.order_id = purchase.map(|p| p.order_id.clone());
-    new.available_delta = -taken;
+    if own_pending {
+        new.pending_delta = -own;
+        new.available_delta = -(others + negative);
+    } else {
+        new.available_delta = -taken;
+    }
     new.lifetime_earned_delta = -taken;
     new.qualifying_delta = -qualifying.clamp(0, locked.member.balances.qualifying);
     new.spend_delta_minor = -spend_back.clamp(0, locked.member.balances.spend_minor);
@@ -860,7 +1005,7 @@ async fn reverse_earn(
         clawback: Some(policy),
     });
     let entry = append(conn, locked, new, now).await?;
-    if let (Some((lot, _)), true) = (own_lot, own > 0) {
+    if let (Some((lot, _, _)), true) = (own_lot, own > 0) {
         take(conn, entry.ledger_entry_id, &[(lot, own)]).await?;
     }
     if others > 0 {
@@ -869,7 +1014,7 @@ async fn reverse_earn(
             entry.member_id,
             entry.ledger_entry_id,
             others,
-            own_lot.map(|(lot, _)| lot),
+            own_lot.map(|(lot, _, _)| lot),
         )
         .await?;
     }
@@ -993,7 +1138,8 @@ pub(crate) async fn reverse_redeem(
 pub(crate) const ENTRY_COLUMNS: &str = "e.ledger_entry_id, e.member_id, m.customer_id, \
     e.program_id, p.currency, e.kind, e.available_delta, e.pending_delta, e.qualifying_delta, \
     e.spend_delta_minor, e.reason, e.reason_code, e.caller, e.request_id, e.operator_id, \
-    e.external_reference, e.order_id, e.create_time, e.expire_time, e.reversed_entry_id, \
+    e.external_reference, e.order_id, e.create_time, e.expire_time, e.release_time, \
+    e.reversed_entry_id, \
     e.requested_points, e.waived_points, e.refund_amount_minor, e.clawback_policy, \
     e.expired_points, e.details::text AS details, \
     e.after_available, e.after_pending, e.after_qualifying, e.after_spend_minor, \
@@ -1063,6 +1209,7 @@ pub(crate) fn entry_from_row(row: &PgRow) -> StoreResult<LedgerEntry> {
         order_id: row.try_get("order_id")?,
         create_time: row.try_get("create_time")?,
         expire_time: row.try_get("expire_time")?,
+        release_time: row.try_get("release_time")?,
         balances_after: Balances {
             available: row.try_get("after_available")?,
             pending: row.try_get("after_pending")?,

@@ -1,5 +1,5 @@
 //! Reads of a member's point lots: the lot list in spending order and the points expiring
-//! within a horizon.
+//! within a horizon, by day in the program's time zone.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgPool, Row};
@@ -10,6 +10,8 @@ use super::StoreResult;
 /// State of a lot, as the contract names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LotState {
+    /// Inside the return window: counted, not spendable.
+    Pending,
     /// Has spendable points left.
     Available,
     /// Fully spent or reversed.
@@ -39,6 +41,8 @@ pub struct Lot {
     pub earn_time: DateTime<Utc>,
     /// Expires.
     pub expire_time: Option<DateTime<Utc>>,
+    /// Released (or to be released) from pending; `None` for lots never pending.
+    pub release_time: Option<DateTime<Utc>>,
 }
 
 /// A page of the member's lots in `states`, in spending order, after the lot `after`.
@@ -52,14 +56,15 @@ pub async fn list(
     let want = |s| states.contains(&s);
     let rows = sqlx::query(
         "WITH lots AS ( \
-           SELECT *, CASE WHEN remaining_points > 0 THEN 'available' \
+           SELECT *, CASE WHEN remaining_points > 0 AND pending THEN 'pending' \
+                          WHEN remaining_points > 0 THEN 'available' \
                           WHEN expired_points > 0 THEN 'expired' ELSE 'exhausted' END AS state, \
                   (coalesce(expire_time, 'infinity'::timestamptz), earn_time, point_lot_id) AS pos \
            FROM point_lots WHERE member_id = $1) \
          SELECT point_lot_id, member_id, ledger_entry_id, original_points, remaining_points, \
-                expired_points, earn_time, expire_time, state \
+                expired_points, earn_time, expire_time, release_time, state \
          FROM lots WHERE (($2 AND state = 'available') OR ($3 AND state = 'exhausted') \
-                          OR ($4 AND state = 'expired')) \
+                          OR ($4 AND state = 'expired') OR ($7 AND state = 'pending')) \
            AND ($5::uuid IS NULL OR pos > (SELECT pos FROM lots WHERE point_lot_id = $5)) \
          ORDER BY pos LIMIT $6",
     )
@@ -69,6 +74,7 @@ pub async fn list(
     .bind(want(LotState::Expired))
     .bind(after)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(want(LotState::Pending))
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -79,6 +85,7 @@ pub async fn list(
                 member_id: r.try_get("member_id")?,
                 ledger_entry_id: r.try_get("ledger_entry_id")?,
                 state: match state.as_str() {
+                    "pending" => LotState::Pending,
                     "available" => LotState::Available,
                     "expired" => LotState::Expired,
                     _ => LotState::Exhausted,
@@ -88,20 +95,23 @@ pub async fn list(
                 expired_points: r.try_get("expired_points")?,
                 earn_time: r.try_get("earn_time")?,
                 expire_time: r.try_get("expire_time")?,
+                release_time: r.try_get("release_time")?,
             })
         })
         .collect()
 }
 
-/// Points expiring per day (UTC) between `now` and `until`, earliest first.
+/// Points (available and pending) expiring per calendar day in the IANA time zone
+/// `time_zone` (the program's), between `now` and `until`, earliest first.
 pub async fn expiring_by_day(
     pool: &PgPool,
     member_id: Uuid,
+    time_zone: &str,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> StoreResult<Vec<(NaiveDate, i64)>> {
     let rows: Vec<(NaiveDate, i64)> = sqlx::query_as(
-        "SELECT (expire_time AT TIME ZONE 'UTC')::date AS day, sum(remaining_points)::bigint \
+        "SELECT (expire_time AT TIME ZONE $4)::date AS day, sum(remaining_points)::bigint \
          FROM point_lots WHERE member_id = $1 AND remaining_points > 0 \
            AND expire_time > $2 AND expire_time <= $3 \
          GROUP BY day ORDER BY day",
@@ -109,6 +119,7 @@ pub async fn expiring_by_day(
     .bind(member_id)
     .bind(now)
     .bind(until)
+    .bind(time_zone)
     .fetch_all(pool)
     .await?;
     Ok(rows)

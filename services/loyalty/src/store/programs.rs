@@ -47,6 +47,42 @@ fn from_row(row: &PgRow) -> StoreResult<Program> {
     })
 }
 
+/// Refuses a time zone Postgres does not know by its IANA name (e.g. "Asia/Shanghai").
+/// Zone rules live in the database, which also does the zone arithmetic (`AT TIME ZONE`),
+/// so no zone database is compiled into the service. Abbreviations and POSIX strings such as
+/// "UTC+8", which `AT TIME ZONE` would also accept, are refused: their meaning is surprising
+/// (POSIX offsets are west-positive).
+pub(crate) async fn check_time_zone(conn: &mut PgConnection, zone: &str) -> StoreResult<()> {
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+            .bind(zone)
+            .fetch_one(conn)
+            .await?;
+    if known {
+        Ok(())
+    } else {
+        Err(Rejection::InvalidField {
+            field: "program.time_zone",
+            description: format!("unknown IANA time zone {zone:?} (e.g. \"Asia/Shanghai\")"),
+        }
+        .into())
+    }
+}
+
+/// The month (1–12) of `at` in the IANA time zone `zone`.
+pub(crate) async fn month_in_zone(
+    conn: &mut PgConnection,
+    at: DateTime<Utc>,
+    zone: &str,
+) -> StoreResult<u32> {
+    let month: i32 = sqlx::query_scalar("SELECT extract(month FROM $1 AT TIME ZONE $2)::int")
+        .bind(at)
+        .bind(zone)
+        .fetch_one(conn)
+        .await?;
+    u32::try_from(month).map_err(|_| StoreError::Corrupt(format!("month {month}")))
+}
+
 /// Inserts a program.
 #[tracing::instrument(skip_all)]
 pub async fn create(
@@ -54,6 +90,7 @@ pub async fn create(
     new: NewProgram,
     now: DateTime<Utc>,
 ) -> StoreResult<Program> {
+    check_time_zone(conn, &new.time_zone).await?;
     let row = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO programs (program_id, display_name, description, state, currency, \
          time_zone, rules, create_time, update_time) \
@@ -142,6 +179,9 @@ pub async fn update(
         if let Some(tier_code) = held {
             return Err(Rejection::TierInUse { tier_code }.into());
         }
+    }
+    if let Some(zone) = &patch.time_zone {
+        check_time_zone(&mut tx, zone).await?;
     }
     patch.apply(&mut program);
     let row = sqlx::query(AssertSqlSafe(format!(

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::StoreResult;
-use super::ledger::{NewEntry, Origin, SYSTEM_CALLER, append, expire_due, spend_for};
+use super::ledger::{
+    NewEntry, Origin, SYSTEM_CALLER, append, expire_due, release_due, spend_for, take_pending_all,
+};
 use super::members::{self, Locked};
 use crate::domain::Rejection;
 use crate::domain::event::Event;
@@ -140,6 +142,9 @@ async fn forfeit_all(
     operator_id: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<LedgerEntry>> {
+    // Due releases and expiries first, so the forfeit says what was really left. (Their
+    // entries are in the ledger; the closure's event carries the FORFEIT entry.)
+    release_due(conn, locked, now).await?;
     expire_due(conn, locked, now).await?;
     let available = locked.member.balances.available.max(0);
     let pending = locked.member.balances.pending;
@@ -157,6 +162,9 @@ async fn forfeit_all(
     let entry = append(conn, locked, new, now).await?;
     if available > 0 {
         spend_for(conn, entry.member_id, entry.ledger_entry_id, available).await?;
+    }
+    if pending > 0 {
+        take_pending_all(conn, entry.member_id, entry.ledger_entry_id).await?;
     }
     Ok(Some(entry))
 }

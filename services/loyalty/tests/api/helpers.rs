@@ -238,20 +238,51 @@ pub(crate) fn error_info(
         .unwrap_or_default()
 }
 
-/// Every member's balance equals the sum of its ledger and of its lots, and none is negative.
+/// Every member's available and pending balances equal the sums of their ledger deltas and of
+/// their (available or pending) lots, and none is negative.
 pub(crate) async fn assert_ledger_invariants(pool: &PgPool) -> anyhow::Result<()> {
-    let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(Uuid, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT b.member_id, b.available_points, \
            coalesce((SELECT sum(available_delta) FROM ledger_entries e WHERE e.member_id = b.member_id), 0)::bigint, \
-           coalesce((SELECT sum(remaining_points) FROM point_lots l WHERE l.member_id = b.member_id), 0)::bigint \
+           coalesce((SELECT sum(remaining_points) FROM point_lots l WHERE l.member_id = b.member_id AND NOT l.pending), 0)::bigint, \
+           b.pending_points, \
+           coalesce((SELECT sum(pending_delta) FROM ledger_entries e WHERE e.member_id = b.member_id), 0)::bigint, \
+           coalesce((SELECT sum(remaining_points) FROM point_lots l WHERE l.member_id = b.member_id AND l.pending), 0)::bigint \
          FROM balances b",
     )
     .fetch_all(pool)
     .await?;
-    for (member, balance, ledger, lots) in rows {
+    for (member, balance, ledger, lots, pending, pending_ledger, pending_lots) in rows {
         assert_eq!(balance, ledger, "member {member}: balance vs sum of ledger");
         assert_eq!(balance, lots, "member {member}: balance vs sum of lots");
         assert!(balance >= 0, "member {member}: negative balance {balance}");
+        assert_eq!(
+            pending, pending_ledger,
+            "member {member}: pending vs ledger"
+        );
+        assert_eq!(
+            pending, pending_lots,
+            "member {member}: pending vs pending lots"
+        );
+        assert!(pending >= 0, "member {member}: negative pending {pending}");
     }
     Ok(())
+}
+
+/// An EarnPoints for a purchase of `amount_minor` CNY (order `order_id`).
+pub(crate) fn purchase(
+    member_id: &str,
+    order_id: &str,
+    amount_minor: i64,
+) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        request_id: rid(),
+        member: by_id(member_id),
+        source: Some(pb::earn_points_request::Source::Purchase(pb::Purchase {
+            order_id: order_id.to_owned(),
+            amount: Some(cny(amount_minor)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
 }

@@ -48,7 +48,15 @@ async fn main() -> ExitCode {
         Command::Dev => {
             // A laptop suite: no tokens unless CUSTOPS_AUTH_MODE asks for them. Each server
             // logs loudly that auth is off.
-            let env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
+            let mut env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
+            // The services find each other on their local ports (feeds, rewards, targeting,
+            // Customer 360) unless the environment says otherwise.
+            for peer in ServiceKind::ALL {
+                env = env.with_default(
+                    &format!("CUSTOPS_{}_URL", peer.name().to_ascii_uppercase()),
+                    &format!("http://127.0.0.1:{}", peer.default_port()),
+                );
+            }
             let settings = ServiceKind::ALL
                 .into_iter()
                 .map(|service| ServiceSettings::from_env(service, &env))

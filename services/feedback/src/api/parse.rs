@@ -200,10 +200,8 @@ pub fn survey_content(
                         "required: one of the touchpoint kinds",
                     ),
                 }
-                if !t.segment_id.is_empty() {
-                    if Uuid::parse_str(&t.segment_id).is_err() {
-                        v.add(format!("{prefix}.target.segment_id"), "must be a UUID");
-                    }
+                if !t.segment_id.is_empty() && Uuid::parse_str(&t.segment_id).is_err() {
+                    v.add(format!("{prefix}.target.segment_id"), "must be a UUID");
                 }
                 target.segment_id = t.segment_id.clone();
             }

@@ -1,5 +1,6 @@
 //! Following the profiles change feed, in the consumer's transaction (which also moves its
 //! cursor): `CustomerMerged` merges the two customers' memberships (once per merge id);
+//! `CustomerUnmerged` undoes exactly what that merge did (once per merge id);
 //! `CustomerCreated` / `CustomerUpdated` keep the birth month for the birthday bonus;
 //! `CustomerErased` closes and anonymises the customer's memberships.
 
@@ -11,7 +12,8 @@ use custops_common::consumer::{Consumer, ConsumerOptions, EventHandler};
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::profiles::v1::{
-    CustomerCreated, CustomerErased, CustomerMerged, CustomerTraits, CustomerUpdated,
+    CustomerCreated, CustomerErased, CustomerMerged, CustomerTraits, CustomerUnmerged,
+    CustomerUpdated,
 };
 use prost::{Message, Name};
 use sqlx::{PgConnection, PgPool};
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::convert::parse_uuid;
 use super::events;
 use crate::domain::Clock;
-use crate::store::merges::{self, CustomerMerge};
+use crate::store::merges::{self, CustomerMerge, CustomerUnmerge};
 use crate::store::{birthdays, erasure};
 
 /// Applies profiles events to loyalty.
@@ -63,6 +65,21 @@ impl EventHandler for ProfilesFeed {
                 .map(|id| parse_uuid(id).map_err(|e| anyhow::anyhow!("customer id: {e}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let produced = erasure::erase(tx, &ids, self.clock.now()).await?;
+            events::append(tx, &produced).await?;
+            return Ok(());
+        }
+        if event.event_type == CustomerUnmerged::full_name() {
+            let unmerged = CustomerUnmerged::decode(payload()?)?;
+            let unmerge = CustomerUnmerge {
+                merge_id: unmerged.merge_id,
+                source_customer_id: parse_uuid(&unmerged.source_customer_id)
+                    .map_err(|e| anyhow::anyhow!("source_customer_id: {e}"))?,
+                target_customer_id: parse_uuid(&unmerged.target_customer_id)
+                    .map_err(|e| anyhow::anyhow!("target_customer_id: {e}"))?,
+            };
+            // The restored customer exists again: its birth month counts again.
+            remember_birth_month(tx, unmerged.source_traits).await?;
+            let produced = merges::undo(tx, &unmerge, self.clock.now()).await?;
             events::append(tx, &produced).await?;
             return Ok(());
         }
@@ -122,6 +139,7 @@ pub fn spawn(
         CustomerCreated::full_name(),
         CustomerUpdated::full_name(),
         CustomerMerged::full_name(),
+        CustomerUnmerged::full_name(),
         CustomerErased::full_name(),
     ];
     Consumer::new(pool, channel, ProfilesFeed::new(clock), options).spawn(shutdown);

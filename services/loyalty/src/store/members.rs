@@ -195,6 +195,12 @@ pub async fn load(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> St
     ))
 }
 
+/// Locks the member `member_id` itself, even when it is MERGED (an unmerge works on the
+/// merged-away member, which [`load`] would resolve to its survivor).
+pub(crate) async fn lock_exact(conn: &mut PgConnection, member_id: Uuid) -> StoreResult<Locked> {
+    load_one(conn, &MemberRef::Id(member_id), true).await
+}
+
 async fn load_one(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> StoreResult<Locked> {
     let suffix = if lock { " FOR UPDATE OF b" } else { "" };
     let row = match member {

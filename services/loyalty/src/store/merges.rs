@@ -2,15 +2,21 @@
 //! a member, its points, lots, qualifying amounts and history join the surviving customer's
 //! member (which keeps the higher tier), or, when the survivor is not enrolled, the membership
 //! simply changes hands. Each merge id is applied once.
+//!
+//! A merge records what it did (`member_merges`, and the lots it moved in
+//! `member_merge_lots`), so that a profiles `CustomerUnmerged` can undo exactly that: the
+//! merged-away member is restored with its own lots that are still unspent, its qualifying
+//! amounts and its tier; a re-linked membership goes back to the restored customer. Each
+//! unmerge is applied once too.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::StoreResult;
-use super::ledger::{NewEntry, Origin, SYSTEM_CALLER, append};
+use super::ledger::{NewEntry, Origin, SYSTEM_CALLER, append, settle_due};
 use super::members::{self, Locked};
-use crate::domain::event::{Event, MembersMerged};
+use crate::domain::event::{Event, MembersMerged, MembersUnmerged};
 use crate::domain::ledger::{EntryDetails, EntryKind};
 use crate::domain::member::{MemberRef, MemberStatus};
 
@@ -70,8 +76,10 @@ pub async fn apply(
                     .bind(merge.target_customer_id)
                     .execute(&mut *conn)
                     .await?;
+                record(conn, &merge.merge_id, source_id, None).await?;
             }
             Some(target_id) => {
+                record(conn, &merge.merge_id, source_id, Some(target_id)).await?;
                 events.extend(merge_members(conn, source_id, target_id, merge, now).await?);
             }
         }
@@ -134,12 +142,18 @@ async fn merge_members(
     into.details = Some(detail(&source));
     append(conn, &mut source, out, now).await?;
     let merge_in = append(conn, &mut target, into, now).await?;
-    // Lots keep their earn and expiry times, so the survivor spends them in the same order.
+    // Lots keep their earn, release and expiry times, so the survivor spends them in the same
+    // order; the merge remembers which it moved, for an unmerge.
     sqlx::query(
-        "UPDATE point_lots SET member_id = $2 WHERE member_id = $1 AND remaining_points > 0",
+        "WITH moved AS ( \
+           UPDATE point_lots SET member_id = $2 WHERE member_id = $1 AND remaining_points > 0 \
+           RETURNING point_lot_id) \
+         INSERT INTO member_merge_lots (merge_id, point_lot_id) \
+         SELECT $3, point_lot_id FROM moved",
     )
     .bind(source_id)
     .bind(target_id)
+    .bind(&merge.merge_id)
     .execute(&mut *conn)
     .await?;
     // The survivor keeps the higher tier.
@@ -170,4 +184,234 @@ async fn merge_members(
         merge_in,
         merge_id: merge.merge_id.clone(),
     }))])
+}
+
+/// Records that `merge_id` merged `source_id` into `target_id` (`None`: only re-linked it).
+async fn record(
+    conn: &mut PgConnection,
+    merge_id: &str,
+    source_id: Uuid,
+    target_id: Option<Uuid>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO member_merges (merge_id, source_member_id, target_member_id) \
+         VALUES ($1, $2, $3)",
+    )
+    .bind(merge_id)
+    .bind(source_id)
+    .bind(target_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A CustomerUnmerged event, as loyalty needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerUnmerge {
+    /// The profiles merge id being undone.
+    pub merge_id: String,
+    /// The restored customer (the merge's source).
+    pub source_customer_id: Uuid,
+    /// The customer that had survived the merge.
+    pub target_customer_id: Uuid,
+}
+
+/// Undoes what the merge `unmerge.merge_id` did, in the caller's transaction, and returns the
+/// events to publish. An unmerge seen before changes nothing; so does one of a merge loyalty
+/// never applied.
+pub async fn undo(
+    conn: &mut PgConnection,
+    unmerge: &CustomerUnmerge,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Event>> {
+    let first = sqlx::query(
+        "INSERT INTO customer_unmerges (merge_id, apply_time) VALUES ($1, $2) \
+         ON CONFLICT (merge_id) DO NOTHING",
+    )
+    .bind(&unmerge.merge_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if first == 0 {
+        return Ok(Vec::new());
+    }
+    let touched: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
+        "SELECT source_member_id, target_member_id FROM member_merges WHERE merge_id = $1 \
+         ORDER BY source_member_id",
+    )
+    .bind(&unmerge.merge_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut events = Vec::new();
+    for (source_id, target_id) in touched {
+        let undone = match target_id {
+            None => relink_back(conn, source_id, unmerge).await?,
+            Some(target_id) => unmerge_members(conn, source_id, target_id, unmerge, now).await?,
+        };
+        events.extend(undone);
+    }
+    Ok(events)
+}
+
+/// A membership the merge only re-linked goes back to the restored customer.
+async fn relink_back(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    unmerge: &CustomerUnmerge,
+) -> StoreResult<Vec<Event>> {
+    let changed = sqlx::query(
+        "UPDATE members SET customer_id = $2 WHERE member_id = $1 AND customer_id = $3",
+    )
+    .bind(member_id)
+    .bind(unmerge.source_customer_id)
+    .bind(unmerge.target_customer_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        // Erased or re-linked since: nothing of the merge is left to undo.
+        return Ok(Vec::new());
+    }
+    let restored = members::lock_exact(conn, member_id).await?.member;
+    Ok(vec![Event::MembersUnmerged(Box::new(MembersUnmerged {
+        restored,
+        surviving: None,
+        restored_customer_id: unmerge.source_customer_id,
+        surviving_customer_id: unmerge.target_customer_id,
+        unmerge_in: None,
+        merge_id: unmerge.merge_id.clone(),
+    }))])
+}
+
+async fn unmerge_members(
+    conn: &mut PgConnection,
+    source_id: Uuid,
+    target_id: Uuid,
+    unmerge: &CustomerUnmerge,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Event>> {
+    // Both in id order, as every two-member operation locks them.
+    let (first, second) = if source_id < target_id {
+        (source_id, target_id)
+    } else {
+        (target_id, source_id)
+    };
+    let a = members::lock_exact(conn, first).await?;
+    let b = members::lock_exact(conn, second).await?;
+    let (mut source, mut target): (Locked, Locked) = if a.member.member_id == source_id {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    if source.member.status != MemberStatus::Merged || source.member.merged_into != Some(target_id)
+    {
+        tracing::warn!(%source_id, %target_id, "unmerge: the member is no longer merged; nothing undone");
+        return Ok(Vec::new());
+    }
+    // The survivor's due releases and expiries first: what goes back is what is left now.
+    let mut events = settle_due(conn, &mut target, now).await?;
+    // The moved lots the survivor still holds points of.
+    let lots: Vec<(Uuid, i64, bool)> = sqlx::query_as(
+        "SELECT l.point_lot_id, l.remaining_points, l.pending \
+         FROM member_merge_lots mm JOIN point_lots l USING (point_lot_id) \
+         WHERE mm.merge_id = $1 AND l.member_id = $2",
+    )
+    .bind(&unmerge.merge_id)
+    .bind(target_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let available: i64 = lots.iter().filter(|l| !l.2).map(|l| l.1).sum();
+    let pending: i64 = lots.iter().filter(|l| l.2).map(|l| l.1).sum();
+    // The qualifying amounts the merge moved (its MERGE_OUT entry), as far as the survivor
+    // still has them.
+    let (qualifying, spend): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(-qualifying_delta), 0)::bigint, \
+                coalesce(sum(-spend_delta_minor), 0)::bigint \
+         FROM ledger_entries WHERE member_id = $1 AND kind = $2 \
+           AND details -> 'Merge' ->> 'merge_id' = $3",
+    )
+    .bind(source_id)
+    .bind(EntryKind::MergeOut.code())
+    .bind(&unmerge.merge_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let target_balances = target.member.balances;
+    let qualifying = qualifying.clamp(0, target_balances.qualifying);
+    let spend = spend.clamp(0, target_balances.spend_minor);
+    // The merged member's lifetime counters were added to the survivor's and have not
+    // changed since (a MERGED member is never mutated): the survivor gives them back.
+    let lifetime = source.member.balances;
+    let origin = Origin {
+        caller: SYSTEM_CALLER.to_owned(),
+        request_id: String::new(),
+    };
+    let detail = |other: &Locked, customer_id: Uuid| EntryDetails::Merge {
+        other_member_id: other.member.member_id,
+        other_customer_id: customer_id,
+        merge_id: unmerge.merge_id.clone(),
+    };
+    let mut out = NewEntry::new(
+        EntryKind::UnmergeOut,
+        origin.clone(),
+        "Points returned to an unmerged membership".to_owned(),
+    );
+    out.available_delta = -available;
+    out.pending_delta = -pending;
+    out.qualifying_delta = -qualifying;
+    out.spend_delta_minor = -spend;
+    out.lifetime_earned_delta = -lifetime
+        .lifetime_earned
+        .clamp(0, target_balances.lifetime_earned);
+    out.lifetime_redeemed_delta = -lifetime
+        .lifetime_redeemed
+        .clamp(0, target_balances.lifetime_redeemed);
+    out.lifetime_expired_delta = -lifetime
+        .lifetime_expired
+        .clamp(0, target_balances.lifetime_expired);
+    out.details = Some(detail(&source, unmerge.source_customer_id));
+    let mut into = NewEntry::new(
+        EntryKind::UnmergeIn,
+        origin,
+        "Points restored from an unmerged membership".to_owned(),
+    );
+    into.available_delta = available;
+    into.pending_delta = pending;
+    into.qualifying_delta = qualifying;
+    into.spend_delta_minor = spend;
+    into.details = Some(detail(&target, unmerge.target_customer_id));
+    append(conn, &mut target, out, now).await?;
+    let unmerge_in = append(conn, &mut source, into, now).await?;
+    sqlx::query(
+        "UPDATE point_lots SET member_id = $2 \
+         WHERE member_id = $1 AND point_lot_id IN ( \
+           SELECT point_lot_id FROM member_merge_lots WHERE merge_id = $3)",
+    )
+    .bind(target_id)
+    .bind(source_id)
+    .bind(&unmerge.merge_id)
+    .execute(&mut *conn)
+    .await?;
+    // ACTIVE again, under its own customer, in the tier it had (a merge never changed it).
+    sqlx::query(
+        "UPDATE members SET status = 1, status_reason = '', merged_into_member_id = NULL, \
+         customer_id = $2 WHERE member_id = $1",
+    )
+    .bind(source_id)
+    .bind(unmerge.source_customer_id)
+    .execute(&mut *conn)
+    .await?;
+    source.member.status = MemberStatus::Active;
+    source.member.status_reason = String::new();
+    source.member.merged_into = None;
+    source.member.customer_id = unmerge.source_customer_id;
+    events.push(Event::MembersUnmerged(Box::new(MembersUnmerged {
+        restored: source.member,
+        surviving: Some(target.member),
+        restored_customer_id: unmerge.source_customer_id,
+        surviving_customer_id: unmerge.target_customer_id,
+        unmerge_in: Some(unmerge_in),
+        merge_id: unmerge.merge_id.clone(),
+    })));
+    Ok(events)
 }

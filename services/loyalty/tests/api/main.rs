@@ -12,4 +12,5 @@ mod programs;
 mod race;
 mod rewards;
 mod time_zones;
+mod unmerges;
 mod validation;

@@ -187,10 +187,12 @@ impl LoyaltyApi {
             .acquire()
             .await
             .map_err(ServiceError::from)?;
-        let locked = members::load(&mut conn, &member, false).await?;
+        let mut locked = members::load(&mut conn, &member, false).await?;
+        let now = self.store.clock().now();
         let member = if full {
-            members::full_view(&mut conn, locked, self.store.clock().now()).await?
+            members::full_view(&mut conn, locked, now).await?
         } else {
+            members::as_of(&mut conn, &mut locked, now).await?;
             locked.member
         };
         Ok(member.into())
@@ -726,7 +728,8 @@ impl LoyaltyService for LoyaltyApi {
             .acquire()
             .await
             .map_err(ServiceError::from)?;
-        let mut page = members::list(&mut conn, &filter, after, size + 1).await?;
+        let now = self.store.clock().now();
+        let mut page = members::list(&mut conn, &filter, after, size + 1, now).await?;
         let more = page.len() > size;
         page.truncate(size);
         let last = page.last().map(|m| m.member_id);
@@ -735,7 +738,6 @@ impl LoyaltyService for LoyaltyApi {
             if full {
                 let locked =
                     members::load(&mut conn, &MemberRef::Id(member.member_id), false).await?;
-                let now = self.store.clock().now();
                 out.push(members::full_view(&mut conn, locked, now).await?.into());
             } else {
                 out.push(member.into());

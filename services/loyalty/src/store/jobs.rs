@@ -229,6 +229,8 @@ async fn review(
     report: &mut JobReport,
 ) -> StoreResult<Vec<Event>> {
     let mut events = Vec::new();
+    // The stored window is as of the member's last entry; entries have left it since.
+    members::as_of(conn, locked, now).await?;
     if let Some(change) = members::upgrade_if_qualified(conn, locked, now).await? {
         report.upgrades += 1;
         events.push(Event::TierChanged(locked.member.clone(), change));

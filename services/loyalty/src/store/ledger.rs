@@ -113,11 +113,19 @@ pub(crate) async fn append(
     now: DateTime<Utc>,
 ) -> StoreResult<LedgerEntry> {
     let before = locked.member.balances;
+    // The qualifying amounts are those of the rolling window ending now, this entry included
+    // (the contract's meaning, and what tier decisions use), not a running sum of deltas.
+    let (window_points, window_spend) =
+        members::window_sums(conn, &[locked.member.member_id], &locked.program, now)
+            .await?
+            .get(&locked.member.member_id)
+            .copied()
+            .unwrap_or((0, 0));
     let after = Balances {
         available: before.available + new.available_delta,
         pending: before.pending + new.pending_delta,
-        qualifying: before.qualifying + new.qualifying_delta,
-        spend_minor: before.spend_minor + new.spend_delta_minor,
+        qualifying: (window_points + new.qualifying_delta).max(0),
+        spend_minor: (window_spend + new.spend_delta_minor).max(0),
         lifetime_earned: before.lifetime_earned + new.lifetime_earned_delta,
         lifetime_redeemed: before.lifetime_redeemed + new.lifetime_redeemed_delta,
         lifetime_expired: before.lifetime_expired + new.lifetime_expired_delta,

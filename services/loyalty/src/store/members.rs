@@ -242,6 +242,8 @@ pub async fn full_view(
         mut member,
         program,
     } = locked;
+    member.balances.qualifying = points;
+    member.balances.spend_minor = spend;
     let rank = member.tier.rank;
     let tier_at = |r: i32| {
         usize::try_from(r)
@@ -304,9 +306,9 @@ pub async fn upgrade_if_qualified(
     locked: &mut Locked,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<TierChange>> {
-    // The projection holds every qualifying delta ever, so what is inside the rolling window
-    // is never more: when even the projection is short of a higher tier and no downgrade waits
-    // to be cancelled, the (costlier) window sum is not needed.
+    // The balances hold the rolling window as of the member's last entry (the caller's own
+    // entry, or a refresh by `as_of`): when even they are short of a higher tier and no
+    // downgrade waits to be cancelled, the window sum need not be asked again.
     let b = locked.member.balances;
     let (reachable, _) = locked
         .program
@@ -403,20 +405,57 @@ pub(crate) async fn window_qualifying(
     locked: &Locked,
     now: DateTime<Utc>,
 ) -> StoreResult<(i64, i64)> {
-    let days = match locked.program.rules.tier_policy.qualifying_window_days {
+    let sums = window_sums(conn, &[locked.member.member_id], &locked.program, now).await?;
+    let (points, spend) = sums
+        .get(&locked.member.member_id)
+        .copied()
+        .unwrap_or((0, 0));
+    // Entries of a refund can stay in the window after their earn has left it.
+    Ok((points.max(0), spend.max(0)))
+}
+
+/// The raw sums of qualifying deltas inside the window of several members of `program`, in
+/// one query (members without entries in the window are absent: their sums are 0). Callers
+/// floor them at 0, as [`window_qualifying`] does.
+pub(crate) async fn window_sums(
+    conn: &mut PgConnection,
+    member_ids: &[Uuid],
+    program: &Program,
+    now: DateTime<Utc>,
+) -> StoreResult<std::collections::HashMap<Uuid, (i64, i64)>> {
+    let days = match program.rules.tier_policy.qualifying_window_days {
         0 => 365,
         days => days,
     };
-    let (points, spend): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(qualifying_delta), 0)::bigint, coalesce(sum(spend_delta_minor), 0)::bigint \
-         FROM ledger_entries WHERE member_id = $1 AND create_time > $2 AND create_time <= $3",
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT member_id, coalesce(sum(qualifying_delta), 0)::bigint, \
+                coalesce(sum(spend_delta_minor), 0)::bigint \
+         FROM ledger_entries WHERE member_id = ANY($1) AND create_time > $2 AND create_time <= $3 \
+         GROUP BY member_id",
     )
-    .bind(locked.member.member_id)
+    .bind(member_ids)
     .bind(now - Duration::days(i64::from(days)))
     .bind(now)
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    Ok((points.max(0), spend.max(0)))
+    Ok(rows
+        .into_iter()
+        .map(|(id, points, spend)| (id, (points, spend)))
+        .collect())
+}
+
+/// Sets the member's qualifying balances to the rolling window ending at `now` (what the
+/// contract's `qualifying_points` and `qualifying_spend` mean). The stored projection holds
+/// the window as of the member's last entry, and entries leave the window as time passes.
+pub async fn as_of(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let (points, spend) = window_qualifying(conn, locked, now).await?;
+    locked.member.balances.qualifying = points;
+    locked.member.balances.spend_minor = spend;
+    Ok(())
 }
 
 /// Filters of ListMembers.
@@ -436,12 +475,14 @@ pub struct MemberFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// A page of members by member id (enrolment order) after `after`.
+/// A page of members by member id (enrolment order) after `after`, with their qualifying
+/// amounts in the rolling window ending at `now`.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &MemberFilter,
     after: Option<Uuid>,
     limit: usize,
+    now: DateTime<Utc>,
 ) -> StoreResult<Vec<Member>> {
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM members m JOIN balances b USING (member_id) \
@@ -477,6 +518,22 @@ pub async fn list(
             }
         };
         out.push(from_row(row, &program)?);
+    }
+    for program in &programs_seen {
+        let ids: Vec<Uuid> = out
+            .iter()
+            .filter(|m| m.program_id == program.program_id)
+            .map(|m| m.member_id)
+            .collect();
+        let sums = window_sums(conn, &ids, program, now).await?;
+        for member in out
+            .iter_mut()
+            .filter(|m| m.program_id == program.program_id)
+        {
+            let (points, spend) = sums.get(&member.member_id).copied().unwrap_or((0, 0));
+            member.balances.qualifying = points.max(0);
+            member.balances.spend_minor = spend.max(0);
+        }
     }
     Ok(out)
 }

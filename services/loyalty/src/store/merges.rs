@@ -111,6 +111,9 @@ async fn merge_members(
         caller: SYSTEM_CALLER.to_owned(),
         request_id: String::new(),
     };
+    // The source's qualifying amounts as of now (its window may have moved on since its last
+    // entry): what the merge moves and an unmerge gives back.
+    members::as_of(conn, &mut source, now).await?;
     let moved = source.member.balances;
     let detail = |other: &Locked| EntryDetails::Merge {
         other_member_id: other.member.member_id,
@@ -311,6 +314,7 @@ async fn unmerge_members(
     }
     // The survivor's due releases and expiries first: what goes back is what is left now.
     let mut events = settle_due(conn, &mut target, now).await?;
+    members::as_of(conn, &mut target, now).await?;
     // The moved lots the survivor still holds points of.
     let lots: Vec<(Uuid, i64, bool)> = sqlx::query_as(
         "SELECT l.point_lot_id, l.remaining_points, l.pending \

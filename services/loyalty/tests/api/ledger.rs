@@ -217,3 +217,89 @@ async fn a_cancelled_redemption_returns_points_to_its_lots() -> anyhow::Result<(
     assert_eq!(balances.lifetime_redeemed_points, 0);
     crate::helpers::assert_ledger_invariants(&app.pool).await
 }
+
+#[tokio::test]
+async fn qualifying_balances_are_those_of_the_rolling_window() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    // A 365-day qualifying window; silver at 500.
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+    client.earn_points(purchase(&member, "q-1", 60_000)).await?;
+    app.clock.advance(Duration::days(200));
+    let second = client
+        .earn_points(purchase(&member, "q-2", 10_000))
+        .await?
+        .into_inner();
+    let after = second.member.and_then(|m| m.balances).unwrap_or_default();
+    assert_eq!(
+        (
+            after.qualifying_points,
+            after.qualifying_spend.map(|m| m.amount_minor)
+        ),
+        (700, Some(70_000))
+    );
+
+    // Day 400: the first purchase has left the window.
+    app.clock.advance(Duration::days(200));
+    let read = |view: i32| {
+        let mut client = app.client.clone();
+        let member = member.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .get_member(pb::GetMemberRequest {
+                        member_id: member,
+                        view,
+                    })
+                    .await?
+                    .into_inner()
+                    .member
+                    .and_then(|m| m.balances)
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    for view in [pb::MemberView::Basic as i32, pb::MemberView::Full as i32] {
+        let b = read(view).await?;
+        assert_eq!(
+            (
+                b.qualifying_points,
+                b.qualifying_spend.map(|m| m.amount_minor)
+            ),
+            (100, Some(10_000)),
+            "view {view}"
+        );
+    }
+    let listed = client
+        .list_members(pb::ListMembersRequest {
+            program_id: program_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .members;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| m
+                .balances
+                .as_ref()
+                .map(|b| b.qualifying_points)
+                .unwrap_or(-1))
+            .collect::<Vec<_>>(),
+        [100]
+    );
+    // A later entry's running balance is the window too, and so is the earn response.
+    let granted = app.grant(&member, 5).await?;
+    assert_eq!(
+        granted
+            .ledger_entry
+            .and_then(|e| e.balances_after)
+            .map(|b| b.qualifying_points),
+        Some(100)
+    );
+    Ok(())
+}

@@ -1,13 +1,10 @@
 //! A profiles `CustomerMerged` merges the two memberships once, however often it arrives.
 
-use std::sync::Arc;
-
 use custops_common::consumer::EventHandler;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::profiles::v1::CustomerMerged;
 use custops_loyalty::api::profiles_feed::ProfilesFeed;
-use custops_loyalty::domain::SystemClock;
 use prost::{Message, Name};
 use uuid::Uuid;
 
@@ -71,7 +68,7 @@ async fn a_merge_delivered_twice_merges_the_members_once() -> anyhow::Result<()>
         .await?;
     app.grant(&target.member_id, 100).await?;
 
-    let handler = ProfilesFeed::new(Arc::new(SystemClock));
+    let handler = ProfilesFeed::new(app.clock.clone());
     let event = merged_event("merge-1", source_customer, target_customer);
     for _ in 0..2 {
         let mut tx = app.pool.begin().await?;
@@ -161,7 +158,7 @@ async fn a_birth_month_from_the_feed_doubles_purchase_points_that_month() -> any
     let mut client = app.client.clone();
     let (born_now, born_later) = (Uuid::now_v7(), Uuid::now_v7());
     let month = app.clock.now().month();
-    let handler = ProfilesFeed::new(Arc::new(SystemClock));
+    let handler = ProfilesFeed::new(app.clock.clone());
     for (customer, birth_month) in [(born_now, month), (born_later, month % 12 + 1)] {
         let payload = CustomerUpdated {
             traits: Some(CustomerTraits {
@@ -262,7 +259,7 @@ async fn an_erased_customer_is_closed_unlinked_and_cannot_enrol_again() -> anyho
         }),
         ..Default::default()
     };
-    let handler = ProfilesFeed::new(Arc::new(SystemClock));
+    let handler = ProfilesFeed::new(app.clock.clone());
     for _ in 0..2 {
         let mut tx = app.pool.begin().await?;
         handler.handle(&mut tx, &event).await?;

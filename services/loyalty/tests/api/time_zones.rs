@@ -1,15 +1,13 @@
 //! Program time zones: an IANA name is required, and birthday months and expiring-point days
 //! are judged in it rather than in UTC.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc};
 use custops_common::consumer::EventHandler;
 use custops_contracts::custops::common::v1::{Date, Event};
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::profiles::v1::{CustomerTraits, CustomerUpdated, Demographics};
 use custops_loyalty::api::profiles_feed::ProfilesFeed;
-use custops_loyalty::domain::{Clock, SystemClock};
+use custops_loyalty::domain::Clock;
 use prost::{Message, Name};
 use prost_types::{FieldMask, Timestamp};
 use tonic::Code;
@@ -58,7 +56,7 @@ async fn born_in(app: &TestApp, customer: Uuid, month: i32) -> anyhow::Result<()
         ..Default::default()
     };
     let mut tx = app.pool.begin().await?;
-    ProfilesFeed::new(Arc::new(SystemClock))
+    ProfilesFeed::new(app.clock.clone())
         .handle(&mut tx, &event)
         .await?;
     tx.commit().await?;

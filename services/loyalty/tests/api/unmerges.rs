@@ -1,15 +1,12 @@
 //! A profiles `CustomerUnmerged` undoes exactly what the merge with its id did, once, however
 //! often it arrives.
 
-use std::sync::Arc;
-
 use chrono::Duration;
 use custops_common::consumer::EventHandler;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::profiles::v1::{CustomerMerged, CustomerUnmerged};
 use custops_loyalty::api::profiles_feed::ProfilesFeed;
-use custops_loyalty::domain::SystemClock;
 use prost::{Message, Name};
 use uuid::Uuid;
 
@@ -33,7 +30,7 @@ fn feed_event<M: Message + Name>(payload: &M) -> Event {
 /// Delivers `event` as the consumer does: in a transaction of its own.
 async fn deliver(app: &TestApp, event: &Event) -> anyhow::Result<()> {
     let mut tx = app.pool.begin().await?;
-    ProfilesFeed::new(Arc::new(SystemClock))
+    ProfilesFeed::new(app.clock.clone())
         .handle(&mut tx, event)
         .await?;
     tx.commit().await?;

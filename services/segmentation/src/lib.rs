@@ -10,7 +10,9 @@
 //! - `migrations/`: the `segmentation` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
+pub mod derived;
 pub mod domain;
+pub mod feeds;
 pub mod membership;
 pub mod state;
 pub mod store;

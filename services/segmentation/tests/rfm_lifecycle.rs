@@ -674,3 +674,177 @@ async fn a_purchase_between_runs_is_scored_with_the_last_runs_bounds() -> anyhow
     assert_eq!(changed.reason(), pb::ChangeReason::Event);
     Ok(())
 }
+
+fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|f| f.field).collect())
+        .unwrap_or_default()
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn config_updates_validate_fields_check_etags_and_queue_a_recompute() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let config = app
+        .client
+        .get_lifecycle_config(pb::GetLifecycleConfigRequest {})
+        .await?
+        .into_inner()
+        .lifecycle_config
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            config.at_risk_after_days,
+            config.dormant_after_days,
+            config.churned_after_days
+        ),
+        (60, 120, 365)
+    );
+
+    let bad = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                dormant_after_days: 50,
+                churn_risk_gap_multiplier: 11.0,
+                ..Default::default()
+            }),
+            update_mask: mask(&["dormant_after_days", "churn_risk_gap_multiplier"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(
+        bad,
+        Some(vec![
+            "lifecycle_config.churn_risk_gap_multiplier".to_owned(),
+            "lifecycle_config.dormant_after_days".to_owned()
+        ])
+    );
+
+    let updated = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                at_risk_after_days: 45,
+                etag: config.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["at_risk_after_days"]),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        updated
+            .lifecycle_config
+            .clone()
+            .unwrap_or_default()
+            .at_risk_after_days,
+        45
+    );
+    let job: (String, String, String) = sqlx::query_as(
+        "SELECT scope, trigger, requester FROM recompute_jobs WHERE recompute_job_id::text = $1",
+    )
+    .bind(&updated.recompute_job_id)
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(
+        job,
+        (
+            "lifecycle".into(),
+            "config_changed".into(),
+            "anonymous".into()
+        )
+    );
+
+    // The etag read before the update is stale now.
+    let stale = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                at_risk_after_days: 50,
+                etag: config.etag,
+                ..Default::default()
+            }),
+            update_mask: mask(&["at_risk_after_days"]),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(stale, Some(tonic::Code::Aborted));
+
+    let bad = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 10,
+                fixed_thresholds: Some(pb::RfmThresholds {
+                    recency_days: vec![10, 20, 30, 40],
+                    frequency: vec![1, 3, 2, 4],
+                    monetary: Vec::new(),
+                }),
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days", "fixed_thresholds"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(
+        bad,
+        Some(vec![
+            "rfm_config.fixed_thresholds.frequency".to_owned(),
+            "rfm_config.fixed_thresholds.monetary".to_owned(),
+            "rfm_config.window_days".to_owned(),
+        ])
+    );
+    let updated = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 180,
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days"]),
+        })
+        .await?
+        .into_inner();
+    let scope: String =
+        sqlx::query_scalar("SELECT scope FROM recompute_jobs WHERE recompute_job_id::text = $1")
+            .bind(&updated.recompute_job_id)
+            .fetch_one(&app.pool)
+            .await?;
+    assert_eq!(scope, "rfm");
+    // The same value again changes nothing and queues nothing.
+    let same = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 180,
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days"]),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(same.recompute_job_id, "");
+
+    let missing = app
+        .client
+        .get_rfm_distribution(pb::GetRfmDistributionRequest {
+            segment_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(missing, Some(tonic::Code::NotFound));
+    Ok(())
+}

@@ -252,28 +252,38 @@ fn merge(
     Ok(next)
 }
 
-/// Fixed thresholds from the wire: exactly 4 values per list, monetary in `currency`.
+/// Fixed thresholds from the wire: exactly 4 strictly ascending values ≥ 0 per list, monetary
+/// in `currency`. Every bad list is reported, not only the first.
 fn thresholds(t: &pb::RfmThresholds, currency: &str, v: &mut Violations) -> Option<Thresholds> {
     let field = "rfm_config.fixed_thresholds";
-    let four = |len: usize, name: &str, v: &mut Violations| {
+    let recency: Vec<i64> = t.recency_days.iter().map(|&d| i64::from(d)).collect();
+    let monetary: Vec<i64> = t.monetary.iter().map(|m| m.amount_minor).collect();
+    let mut ok = true;
+    for (name, values) in [
+        ("recency_days", &recency),
+        ("frequency", &t.frequency),
+        ("monetary", &monetary),
+    ] {
+        let good = values.len() == 4
+            && values.windows(2).all(|w| w[0] < w[1])
+            && values.iter().all(|&x| x >= 0);
         v.check(
-            len == 4,
+            good,
             &format!("{field}.{name}"),
-            "must hold exactly 4 values",
+            "must hold exactly 4 strictly ascending values ≥ 0",
         );
-        len == 4
-    };
-    let ok_r = four(t.recency_days.len(), "recency_days", v);
-    let ok_f = four(t.frequency.len(), "frequency", v);
-    let ok_m = four(t.monetary.len(), "monetary", v);
+        ok &= good;
+    }
     for (i, m) in t.monetary.iter().enumerate() {
+        let good = m.currency == currency;
         v.check(
-            m.currency == currency,
+            good,
             &format!("{field}.monetary[{i}].currency"),
             "must be the config's currency",
         );
+        ok &= good;
     }
-    if !(ok_r && ok_f && ok_m) {
+    if !ok {
         return None;
     }
     let mut out = Thresholds {
@@ -284,7 +294,7 @@ fn thresholds(t: &pb::RfmThresholds, currency: &str, v: &mut Violations) -> Opti
     for i in 0..4 {
         out.recency_days[i] = t.recency_days[i];
         out.frequency[i] = t.frequency[i];
-        out.monetary_minor[i] = t.monetary[i].amount_minor;
+        out.monetary_minor[i] = monetary[i];
     }
     Some(out)
 }

@@ -286,17 +286,11 @@ fn thresholds(t: &pb::RfmThresholds, currency: &str, v: &mut Violations) -> Opti
     if !ok {
         return None;
     }
-    let mut out = Thresholds {
-        recency_days: [0; 4],
-        frequency: [0; 4],
-        monetary_minor: [0; 4],
-    };
-    for i in 0..4 {
-        out.recency_days[i] = t.recency_days[i];
-        out.frequency[i] = t.frequency[i];
-        out.monetary_minor[i] = monetary[i];
-    }
-    Some(out)
+    Some(Thresholds {
+        recency_days: t.recency_days.clone().try_into().ok()?,
+        frequency: t.frequency.clone().try_into().ok()?,
+        monetary_minor: monetary.try_into().ok()?,
+    })
 }
 
 fn thresholds_to_proto(t: &Thresholds, currency: &str) -> pb::RfmThresholds {

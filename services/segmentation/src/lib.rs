@@ -5,12 +5,16 @@
 //! - `api`: the `custops.segmentation.v1.SegmentationService` gRPC API (transport only).
 //! - `domain`: facts, catalog, rules and the in-process evaluator, RFM and lifecycle rules.
 //! - `store`: sqlx queries on the `segmentation` schema, the rule → SQL compiler.
+//! - `feeds`: follows the profiles, loyalty and feedback feeds into the facts projection.
+//! - `derived`: RFM and lifecycle values, per customer and in full runs.
 //! - `membership`: keeps memberships current as facts change (events, erasures, merges).
 //! - `state`: what handlers and background tasks share.
 //! - `migrations/`: the `segmentation` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
+pub mod derived;
 pub mod domain;
+pub mod feeds;
 pub mod membership;
 pub mod state;
 pub mod store;
@@ -60,6 +64,12 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
+    feeds::start(
+        &settings,
+        pool.clone(),
+        overrides.clock.clone(),
+        app.shutdown_token(),
+    );
     let state = Arc::new(state::AppState {
         pool,
         clock: overrides.clock,

@@ -317,3 +317,45 @@ async fn closing_a_member_forfeits_pending_points_too() -> anyhow::Result<()> {
     assert_eq!(job.members_processed, 0, "a forfeited lot is not released");
     assert_ledger_invariants(&app.pool).await
 }
+
+#[tokio::test]
+async fn a_release_repays_a_negative_balance_first() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let program_id = pending_program(&app, pb::ClawbackPolicy::AllowNegativeBalance).await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+    // 100 granted and spent, then the grant reversed in full: the balance is -100.
+    let granted = app.grant(&member, 100).await?;
+    client.redeem_points(redeem(rid(), &member, 100)).await?;
+    client
+        .reverse_points(pb::ReversePointsRequest {
+            request_id: rid(),
+            target: Some(pb::reverse_points_request::Target::LedgerEntryId(
+                granted.ledger_entry.unwrap_or_default().ledger_entry_id,
+            )),
+            amount: Some(pb::reverse_points_request::Amount::AllRemaining(true)),
+            reason: "Granted by mistake".to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    client.earn_points(purchase(&member, "o-1", 30_000)).await?;
+    let balances = app.balances(&member).await?;
+    assert_eq!(
+        (balances.available_points, balances.pending_points),
+        (-100, 300)
+    );
+
+    app.clock.advance(Duration::days(15));
+    let released = client
+        .run_point_release(pb::RunPointReleaseRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(released.points_released, 300);
+    let balances = app.balances(&member).await?;
+    assert_eq!(
+        (balances.available_points, balances.pending_points),
+        (200, 0)
+    );
+    // The released lot holds what is left after the debt, so lots still equal the balance.
+    assert_ledger_invariants(&app.pool).await
+}

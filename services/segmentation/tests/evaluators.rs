@@ -788,3 +788,363 @@ fn both_evaluators_pick_the_same_members_for_random_rules_and_facts() -> anyhow:
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The tricky semantics, by hand, through both evaluators.
+
+fn pred(field: &str, operator: pb::Operator, values: Vec<V>) -> pb::Condition {
+    pb::Condition {
+        kind: Some(Kind::Predicate(pb::Predicate {
+            field: field.to_owned(),
+            operator: operator as i32,
+            values: values
+                .into_iter()
+                .map(|k| pb::Value { kind: Some(k) })
+                .collect(),
+            window: None,
+            filter: None,
+        })),
+    }
+}
+
+fn windowed(mut condition: pb::Condition, window: pb::activity_window::Span) -> pb::Condition {
+    if let Some(Kind::Predicate(p)) = &mut condition.kind {
+        p.window = Some(pb::ActivityWindow { span: Some(window) });
+    }
+    condition
+}
+
+fn not(condition: pb::Condition) -> pb::Condition {
+    pb::Condition {
+        kind: Some(Kind::Not(Box::new(pb::NotCondition {
+            condition: Some(Box::new(condition)),
+        }))),
+    }
+}
+
+fn money(amount_minor: i64, currency: &str) -> V {
+    V::MoneyValue(common_pb::Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    })
+}
+
+fn purchase(id: &str, at: DateTime<Utc>, amount_minor: i64, currency: &str) -> Activity {
+    Activity {
+        activity_id: id.to_owned(),
+        kind: ActivityKind::Purchase,
+        occur_time: at,
+        amount: Some(Money {
+            amount_minor,
+            currency: currency.to_owned(),
+        }),
+        categories: vec!["skincare".to_owned()],
+        channel: "store".to_owned(),
+    }
+}
+
+fn person(id: &str) -> Facts {
+    Facts {
+        customer_id: id.to_owned(),
+        ..Facts::default()
+    }
+}
+
+/// Asserts both evaluators pick exactly `expected` for each `(rule, expected)`.
+async fn check(
+    customers: &[Facts],
+    ctx: &EvalContext,
+    cases: Vec<(pb::Condition, &[&str])>,
+) -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let catalog = catalog();
+    for (condition, expected) in cases {
+        let (in_rust, in_sql) = both(&pool, &catalog, &condition, customers, ctx).await?;
+        let expected: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(in_rust, expected, "Rust evaluator on {condition:?}");
+        assert_eq!(in_sql, expected, "SQL evaluator on {condition:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unset_fields_fail_every_operator_but_is_not_set_and_not_negates_that() -> anyhow::Result<()>
+{
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let mut cn = person("cn");
+    cn.country = "CN".to_owned();
+    cn.tags = vec!["vip".to_owned()];
+    let unset = person("unset");
+    let us = Facts {
+        country: "US".to_owned(),
+        ..person("us")
+    };
+    let customers = [cn, unset, us];
+    let s = |v: &str| V::StringValue(v.to_owned());
+    check(
+        &customers,
+        &ctx,
+        vec![
+            (pred("geo.country", O::Equals, vec![s("CN")]), &["cn"]),
+            (pred("geo.country", O::NotEquals, vec![s("CN")]), &["us"]),
+            (
+                not(pred("geo.country", O::Equals, vec![s("CN")])),
+                &["unset", "us"],
+            ),
+            (
+                pred("geo.country", O::NotIn, vec![s("CN"), s("SG")]),
+                &["us"],
+            ),
+            (pred("geo.country", O::IsNotSet, vec![]), &["unset"]),
+            (pred("geo.country", O::IsSet, vec![]), &["cn", "us"]),
+            (pred("tags", O::NotContains, vec![s("new")]), &["cn"]),
+            (
+                not(pred("tags", O::Contains, vec![s("new")])),
+                &["cn", "unset", "us"],
+            ),
+            (
+                pred(
+                    "feedback.last_nps_score",
+                    O::LessThan,
+                    vec![V::IntegerValue(100)],
+                ),
+                &[],
+            ),
+            // Counts are never unset.
+            (
+                pred("purchase.count", O::Equals, vec![V::IntegerValue(0)]),
+                &["cn", "unset", "us"],
+            ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn not_within_last_differs_from_not_of_within_last_for_who_never_bought() -> anyhow::Result<()>
+{
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let mut recent = person("recent");
+    recent.activities = vec![purchase("r1", ctx.now - Duration::days(10), 100, "CNY")];
+    let mut old = person("old");
+    old.activities = vec![purchase("o1", ctx.now - Duration::days(200), 100, "CNY")];
+    let never = person("never");
+    let within = || pred("purchase.last_time", O::WithinLast, vec![V::DaysValue(90)]);
+    check(
+        &[recent, old, never],
+        &ctx,
+        vec![
+            (within(), &["recent"]),
+            (not(within()), &["never", "old"]),
+            (
+                pred(
+                    "purchase.last_time",
+                    O::NotWithinLast,
+                    vec![V::DaysValue(90)],
+                ),
+                &["old"],
+            ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn windows_include_t_and_exclude_exactly_n_days_before() -> anyhow::Result<()> {
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let edge = ctx.now - Duration::hours(24 * 7);
+    let one = Duration::microseconds(1);
+    let at = |id: &str, t: DateTime<Utc>| Facts {
+        activities: vec![purchase(&format!("{id}-p"), t, 100, "CNY")],
+        ..person(id)
+    };
+    let customers = [
+        at("edge", edge),
+        at("inside", edge + one),
+        at("now", ctx.now),
+        at("future", ctx.now + one),
+    ];
+    let count = || {
+        pred(
+            "purchase.count",
+            O::GreaterOrEqual,
+            vec![V::IntegerValue(1)],
+        )
+    };
+    let range = pb::activity_window::Span::TimeRange(common_pb::TimeRange {
+        start_time: Some(ts_proto(edge)),
+        end_time: Some(ts_proto(ctx.now)),
+    });
+    check(
+        &customers,
+        &ctx,
+        vec![
+            (
+                windowed(count(), pb::activity_window::Span::LastDays(7)),
+                &["inside", "now"],
+            ),
+            // A fixed range is [start, end).
+            (windowed(count(), range), &["edge", "inside"]),
+            (
+                pred("purchase.last_time", O::WithinLast, vec![V::DaysValue(7)]),
+                &["inside", "now"],
+            ),
+            (
+                pred(
+                    "purchase.last_time",
+                    O::NotWithinLast,
+                    vec![V::DaysValue(7)],
+                ),
+                &["edge"],
+            ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn money_compares_the_sum_in_the_values_currency_only() -> anyhow::Result<()> {
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let t = ctx.now - Duration::days(1);
+    let mixed = Facts {
+        activities: vec![
+            purchase("m1", t, 100, "CNY"),
+            purchase("m2", t, 60, "CNY"),
+            purchase("m3", t, 500, "USD"),
+        ],
+        ..person("mixed")
+    };
+    check(
+        &[mixed, person("none")],
+        &ctx,
+        vec![
+            (
+                pred("purchase.amount", O::Equals, vec![money(160, "CNY")]),
+                &["mixed"],
+            ),
+            (
+                pred("purchase.amount", O::GreaterThan, vec![money(200, "CNY")]),
+                &[],
+            ),
+            (
+                pred("purchase.amount", O::GreaterThan, vec![money(200, "USD")]),
+                &["mixed"],
+            ),
+            // Another currency sums to 0, which is a value, not "unset".
+            (
+                pred("purchase.amount", O::Equals, vec![money(0, "EUR")]),
+                &["mixed", "none"],
+            ),
+            (
+                pred(
+                    "purchase.amount",
+                    O::Between,
+                    vec![money(100, "CNY"), money(160, "CNY")],
+                ),
+                &["mixed"],
+            ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn leap_day_birthdays_count_on_28_february_in_common_years() -> anyhow::Result<()> {
+    use pb::Operator as O;
+    let leap = Facts {
+        birth_date: Some(date(2000, 2, 29)),
+        ..person("leap")
+    };
+    let march = Facts {
+        birth_date: Some(date(2000, 3, 1)),
+        ..person("march")
+    };
+    let customers = [leap, march, person("unknown")];
+    let age = |n| pred("demographics.age", O::Equals, vec![V::IntegerValue(n)]);
+    let until = |n| {
+        pred(
+            "demographics.days_until_birthday",
+            O::Equals,
+            vec![V::IntegerValue(n)],
+        )
+    };
+    // 28 February 2027: the leap-day child turns 27 today; March's is still 26.
+    check(
+        &customers,
+        &ctx_at(ts(2027, 2, 28, 10, 0, 0, 0)),
+        vec![
+            (age(27), &["leap"]),
+            (age(26), &["march"]),
+            (until(0), &["leap"]),
+            (until(1), &["march"]),
+            (pred("demographics.age", O::IsNotSet, vec![]), &["unknown"]),
+        ],
+    )
+    .await?;
+    // 29 February 2028: the real birthday.
+    check(
+        &customers,
+        &ctx_at(ts(2028, 2, 29, 10, 0, 0, 0)),
+        vec![
+            (until(0), &["leap"]),
+            (age(28), &["leap"]),
+            (age(27), &["march"]),
+        ],
+    )
+    .await
+}
+
+#[test]
+fn explain_lists_every_node_with_actual_values() -> anyhow::Result<()> {
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let facts = Facts {
+        country: "CN".to_owned(),
+        activities: vec![purchase("p", ctx.now - Duration::days(1), 100, "CNY")],
+        ..person("c")
+    };
+    let condition = pb::Condition {
+        kind: Some(Kind::Any(pb::ConditionGroup {
+            conditions: vec![
+                pred(
+                    "geo.country",
+                    O::Equals,
+                    vec![V::StringValue("SG".to_owned())],
+                ),
+                not(pred("purchase.amount", O::LessThan, vec![money(50, "CNY")])),
+            ],
+        })),
+    };
+    let rule = parse_rule(&condition, "rule", &catalog())
+        .map_err(|v| anyhow::anyhow!("{:?}", v.into_result()))?;
+    let explanation = custops_segmentation::domain::eval::explain(&rule, &facts, &ctx);
+    assert!(explanation.result);
+    assert_eq!(explanation.path, "rule");
+    assert_eq!(explanation.children.len(), 2);
+    let country = &explanation.children[0];
+    assert_eq!(country.path, "rule.any.conditions[0]");
+    assert!(!country.result);
+    assert_eq!(
+        country.actual_values,
+        vec![pb::Value {
+            kind: Some(V::StringValue("CN".to_owned()))
+        }]
+    );
+    let negated = &explanation.children[1];
+    assert!(negated.result);
+    assert_eq!(
+        negated.children[0].path,
+        "rule.any.conditions[1].not.condition"
+    );
+    assert_eq!(
+        negated.children[0].actual_values,
+        vec![pb::Value {
+            kind: Some(money(100, "CNY"))
+        }]
+    );
+    Ok(())
+}

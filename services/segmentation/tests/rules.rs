@@ -313,3 +313,187 @@ fn windows_filters_and_references_are_checked_where_they_are() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// ListFields through the gRPC API.
+
+mod list_fields {
+    use custops_common::config::ServiceSettings;
+    use custops_common::service::ServiceKind;
+    use custops_contracts::custops::segmentation::v1 as pb;
+    use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
+    use custops_testkit::TestDatabase;
+    use sqlx::{Connection, PgConnection};
+    use tokio_util::sync::CancellationToken;
+    use tonic::transport::Channel;
+
+    struct App {
+        client: SegmentationServiceClient<Channel>,
+        stop: CancellationToken,
+        _db: TestDatabase,
+    }
+
+    async fn spawn_app() -> anyhow::Result<App> {
+        let db = TestDatabase::create().await?;
+        let mut settings = ServiceSettings::for_local(ServiceKind::Segmentation, db.url());
+        settings.server.listen_addr.set_port(0);
+        let app = custops_segmentation::build(settings).await?;
+        let port = app.port();
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let _ = app.run_until_stopped(stop.cancelled_owned()).await;
+            }
+        });
+        // What the feeds would have taught: one attribute and a program's tiers.
+        let mut conn = PgConnection::connect(db.url()).await?;
+        sqlx::query(
+            "INSERT INTO segmentation.attribute_definitions (name, value_type) \
+             VALUES ('vip_level', 'integer')",
+        )
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO segmentation.loyalty_tiers (loyalty_program_id, tier) \
+             VALUES ('p1', 'gold'), ('p1', 'silver'), ('p2', 'gold')",
+        )
+        .execute(&mut conn)
+        .await?;
+        let client = SegmentationServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+        Ok(App {
+            client,
+            stop,
+            _db: db,
+        })
+    }
+
+    fn field_names(violations: &tonic::Status) -> Vec<String> {
+        use tonic_types::StatusExt;
+        violations
+            .get_details_bad_request()
+            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn list_fields_pages_filters_and_describes_every_field() -> anyhow::Result<()> {
+        let mut app = spawn_app().await?;
+
+        // Pages of 20 over every field, in name order, without gaps or repeats.
+        let mut names = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = app
+                .client
+                .list_fields(pb::ListFieldsRequest {
+                    page_size: 20,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(page.fields.len() <= 20);
+            names.extend(page.fields.into_iter().map(|f| f.field));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert_eq!(
+            names.len(),
+            47,
+            "46 built-in fields and attributes.vip_level"
+        );
+
+        // Prefix and source filters; the tiers the feed taught.
+        let loyalty = app
+            .client
+            .list_fields(pb::ListFieldsRequest {
+                source: pb::FieldSource::Loyalty as i32,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let tier = loyalty
+            .fields
+            .iter()
+            .find(|f| f.field == "loyalty.tier")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(tier.allowed_values, ["gold", "silver"]);
+        assert_eq!(tier.value_type, pb::ValueType::Enum as i32);
+        assert_eq!(
+            tier.filter_dimensions,
+            [pb::FilterDimension::LoyaltyProgram as i32]
+        );
+        assert_eq!(loyalty.fields.len(), 4);
+        let attributes = app
+            .client
+            .list_fields(pb::ListFieldsRequest {
+                field_prefix: "attributes.".to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(attributes.fields.len(), 1);
+        assert_eq!(
+            attributes.fields[0].value_type,
+            pb::ValueType::Integer as i32
+        );
+        let purchase = app
+            .client
+            .list_fields(pb::ListFieldsRequest {
+                field_prefix: "purchase.count".to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert!(purchase.fields[0].windowed);
+        assert!(
+            !purchase.fields[0]
+                .operators
+                .contains(&(pb::Operator::IsNotSet as i32))
+        );
+
+        // Bad arguments name their fields; a token only works with its own filters.
+        let status = app
+            .client
+            .list_fields(pb::ListFieldsRequest {
+                page_size: 1001,
+                field_prefix: "x".repeat(129),
+                ..Default::default()
+            })
+            .await
+            .err()
+            .unwrap_or_else(|| tonic::Status::ok(""));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(field_names(&status), ["page_size", "field_prefix"]);
+        let first = app
+            .client
+            .list_fields(pb::ListFieldsRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let status = app
+            .client
+            .list_fields(pb::ListFieldsRequest {
+                page_size: 1,
+                page_token: first.next_page_token,
+                field_prefix: "geo.".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .err()
+            .unwrap_or_else(|| tonic::Status::ok(""));
+        assert_eq!(field_names(&status), ["page_token"]);
+        app.stop.cancel();
+        Ok(())
+    }
+}

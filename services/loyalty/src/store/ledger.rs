@@ -948,10 +948,12 @@ async fn reverse_earn(
         return Err(exceeds("points").into());
     }
     // The earn's own lot, if it is still the member's (a merge moves lots, an unmerge moves
-    // them back).
+    // them back). A reversed redemption may have restored its points into a second lot of the
+    // same earn on another member, which an unmerge can bring together: the fuller one counts.
     let own_lot: Option<(Uuid, i64, bool)> = sqlx::query_as(
         "SELECT point_lot_id, remaining_points, pending FROM point_lots \
-         WHERE ledger_entry_id = $1 AND member_id = $2",
+         WHERE ledger_entry_id = $1 AND member_id = $2 \
+         ORDER BY remaining_points DESC, point_lot_id LIMIT 1",
     )
     .bind(target.ledger_entry_id)
     .bind(locked.member.member_id)
@@ -1061,7 +1063,7 @@ pub(crate) async fn reverse_redeem(
     // Points go back to the lots they were spent from, latest-expiring first, less what
     // earlier reversals gave back; points of lots that expired meanwhile count as expired.
     let rows = sqlx::query(
-        "SELECT s.point_lot_id, s.points - coalesce(( \
+        "SELECT s.point_lot_id, l.member_id, s.points - coalesce(( \
              SELECT sum(r.points) FROM lot_returns r JOIN ledger_entries e \
                ON e.ledger_entry_id = r.ledger_entry_id \
              WHERE r.point_lot_id = s.point_lot_id AND e.reversed_entry_id = s.ledger_entry_id \
@@ -1085,11 +1087,12 @@ pub(crate) async fn reverse_redeem(
             continue;
         }
         left -= give;
-        returns.push((
-            row.try_get::<Uuid, _>("point_lot_id")?,
-            give,
-            row.try_get::<bool, _>("expired")?,
-        ));
+        returns.push(LotReturn {
+            spent_lot: row.try_get("point_lot_id")?,
+            holder: row.try_get("member_id")?,
+            points: give,
+            expired: row.try_get("expired")?,
+        });
         if row.try_get::<bool, _>("expired")? {
             expired += give;
         }
@@ -1116,30 +1119,105 @@ pub(crate) async fn reverse_redeem(
         clawback: None,
     });
     let entry = append(conn, locked, new, now).await?;
-    for (lot, points, lot_expired) in returns {
-        if lot_expired {
-            sqlx::query("UPDATE point_lots SET expired_points = expired_points + $2 WHERE point_lot_id = $1")
-                .bind(lot)
-                .bind(points)
-                .execute(&mut *conn)
-                .await?;
+    for back in returns {
+        // The balance the entry moved is this member's, so the points must land in one of
+        // its lots: a lot spent before a merge (or moved away by an unmerge since) belongs to
+        // another member, and points returned there would leave this balance without a lot.
+        let restored = if back.holder == locked.member.member_id {
+            None
         } else {
-            sqlx::query("UPDATE point_lots SET remaining_points = remaining_points + $2 WHERE point_lot_id = $1")
-                .bind(lot)
-                .bind(points)
-                .execute(&mut *conn)
-                .await?;
-        }
+            Some(restored_lot(conn, locked.member.member_id, &back).await?)
+        };
+        let column = if back.expired {
+            "expired_points"
+        } else {
+            "remaining_points"
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE point_lots SET {column} = {column} + $2, \
+             original_points = original_points + CASE WHEN $3 THEN $2 ELSE 0 END \
+             WHERE point_lot_id = $1"
+        )))
+        .bind(restored.unwrap_or(back.spent_lot))
+        .bind(back.points)
+        .bind(restored.is_some())
+        .execute(&mut *conn)
+        .await?;
         sqlx::query(
-            "INSERT INTO lot_returns (ledger_entry_id, point_lot_id, points) VALUES ($1, $2, $3)",
+            "INSERT INTO lot_returns (ledger_entry_id, point_lot_id, points, restored_lot_id) \
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(entry.ledger_entry_id)
-        .bind(lot)
-        .bind(points)
+        .bind(back.spent_lot)
+        .bind(back.points)
+        .bind(restored)
         .execute(&mut *conn)
         .await?;
     }
     Ok(entry)
+}
+
+/// Points a reversal gives back from one lot a redemption spent.
+struct LotReturn {
+    spent_lot: Uuid,
+    /// The member holding the spent lot now.
+    holder: Uuid,
+    points: i64,
+    /// The spent lot has expired: the points count as expired, not available.
+    expired: bool,
+}
+
+/// The lot of `member_id` that takes back points of `back.spent_lot`, a lot another member
+/// holds: the one an earlier reversal restored the same spent lot into, else a new lot (empty,
+/// the caller fills it) with the spent lot's earn entry, earn, release and expiry times, so its
+/// points are spent and expire as the original's would have. When the holder was merged into
+/// `member_id` by a merge not undone since, the new lot is recorded as one that merge moved:
+/// the points were the holder's, and an unmerge gives them back with its other lots.
+async fn restored_lot(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    back: &LotReturn,
+) -> StoreResult<Uuid> {
+    let earlier: Option<Uuid> = sqlx::query_scalar(
+        "SELECT r.restored_lot_id FROM lot_returns r \
+         JOIN point_lots l ON l.point_lot_id = r.restored_lot_id \
+         WHERE r.point_lot_id = $1 AND l.member_id = $2 \
+         ORDER BY r.restored_lot_id LIMIT 1",
+    )
+    .bind(back.spent_lot)
+    .bind(member_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(lot) = earlier {
+        return Ok(lot);
+    }
+    let lot = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
+           remaining_points, earn_time, expire_time, release_time, pending) \
+         SELECT $1, $2, ledger_entry_id, 0, 0, earn_time, expire_time, release_time, false \
+         FROM point_lots WHERE point_lot_id = $3",
+    )
+    .bind(lot)
+    .bind(member_id)
+    .bind(back.spent_lot)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO member_merge_lots (merge_id, point_lot_id) \
+         SELECT mm.merge_id, $1 FROM member_merges mm \
+         JOIN members s ON s.member_id = mm.source_member_id \
+         WHERE mm.source_member_id = $2 AND mm.target_member_id = $3 \
+           AND s.status = 4 AND s.merged_into_member_id = $3 \
+           AND NOT EXISTS (SELECT 1 FROM customer_unmerges u WHERE u.merge_id = mm.merge_id) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(lot)
+    .bind(back.holder)
+    .bind(member_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(lot)
 }
 
 /// Columns of an entry joined with its program (`p`) and member (`m`).

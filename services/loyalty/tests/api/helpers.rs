@@ -286,3 +286,34 @@ pub(crate) fn purchase(
         ..Default::default()
     }
 }
+
+/// A profiles feed event carrying `payload`.
+pub(crate) fn feed_event<M: prost::Message + prost::Name>(
+    payload: &M,
+) -> custops_contracts::custops::common::v1::Event {
+    custops_contracts::custops::common::v1::Event {
+        sequence: 1,
+        event_id: Uuid::now_v7().to_string(),
+        event_type: M::full_name(),
+        payload: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/{}", M::full_name()),
+            value: payload.encode_to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Delivers `event` as the profiles consumer does: in a transaction of its own.
+pub(crate) async fn deliver(
+    app: &TestApp,
+    event: &custops_contracts::custops::common::v1::Event,
+) -> anyhow::Result<()> {
+    use custops_common::consumer::EventHandler;
+
+    let mut tx = app.pool.begin().await?;
+    custops_loyalty::api::profiles_feed::ProfilesFeed::new(app.clock.clone())
+        .handle(&mut tx, event)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

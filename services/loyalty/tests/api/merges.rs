@@ -8,7 +8,9 @@ use custops_loyalty::api::profiles_feed::ProfilesFeed;
 use prost::{Message, Name};
 use uuid::Uuid;
 
-use crate::helpers::{assert_ledger_invariants, by_id, program, redeem, rid, spawn_app};
+use crate::helpers::{
+    assert_ledger_invariants, by_id, deliver, feed_event, program, redeem, rid, spawn_app,
+};
 
 fn merged_event(merge_id: &str, source: Uuid, target: Uuid) -> Event {
     let payload = CustomerMerged {
@@ -313,5 +315,224 @@ async fn an_erased_customer_is_closed_unlinked_and_cannot_enrol_again() -> anyho
         .err()
         .ok_or_else(|| anyhow::anyhow!("an anonymised member was reactivated"))?;
     assert_eq!(crate::helpers::error_info(&status).0, "MEMBER_NOT_ACTIVE");
+    assert_ledger_invariants(&app.pool).await
+}
+
+/// A member's lots as (remaining, expired, expire time) in spending order, from the database.
+async fn lots_of(
+    app: &crate::helpers::TestApp,
+    member_id: &str,
+) -> anyhow::Result<Vec<(i64, i64, Option<chrono::DateTime<chrono::Utc>>)>> {
+    Ok(sqlx::query_as(
+        "SELECT remaining_points, expired_points, expire_time FROM point_lots \
+         WHERE member_id = $1::uuid ORDER BY expire_time NULLS LAST, earn_time, point_lot_id",
+    )
+    .bind(member_id)
+    .fetch_all(&app.pool)
+    .await?)
+}
+
+#[tokio::test]
+async fn a_reward_redeemed_before_a_merge_and_reversed_after_it_pays_the_survivor()
+-> anyhow::Result<()> {
+    use chrono::Duration;
+    use custops_contracts::custops::profiles::v1::CustomerUnmerged;
+
+    // Arrange: the source spends its first lot whole on a reward, keeps a second one, and is
+    // merged into the target, which takes the second lot only.
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 365))
+        .await?;
+    let mut client = app.client.clone();
+    let reward = client
+        .create_reward(pb::CreateRewardRequest {
+            request_id: rid(),
+            reward: Some(pb::Reward {
+                program_id: program_id.clone(),
+                display_name: "Coffee voucher".to_owned(),
+                points_cost: 200,
+                available_stock: 5,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .reward
+        .unwrap_or_default();
+    let (source_customer, target_customer) = (Uuid::now_v7(), Uuid::now_v7());
+    let enrol = |customer: Uuid| pb::EnrolMemberRequest {
+        request_id: rid(),
+        program_id: program_id.clone(),
+        customer_id: customer.to_string(),
+        enrol_channel: String::new(),
+    };
+    let source = client
+        .enrol_member(enrol(source_customer))
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default()
+        .member_id;
+    let target = client
+        .enrol_member(enrol(target_customer))
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default()
+        .member_id;
+    app.grant(&source, 200).await?;
+    let first_lot = lots_of(&app, &source).await?;
+    app.clock.advance(Duration::days(10));
+    app.grant(&source, 100).await?;
+    app.grant(&target, 50).await?;
+    let redeemed = client
+        .redeem_reward(pb::RedeemRewardRequest {
+            request_id: rid(),
+            member: by_id(&source),
+            reward_id: reward.reward_id.clone(),
+            quantity: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    app.clock.advance(Duration::days(10));
+    deliver(
+        &app,
+        &merged_event("merge-r", source_customer, target_customer),
+    )
+    .await?;
+    assert_eq!(lots_of(&app, &source).await?, [(0, 0, first_lot[0].2)]);
+
+    // Act: the reward comes back after the merge.
+    app.clock.advance(Duration::days(10));
+    let reversed = client
+        .reverse_reward_redemption(pb::ReverseRewardRedemptionRequest {
+            request_id: rid(),
+            reward_redemption_id: redeemed
+                .reward_redemption
+                .unwrap_or_default()
+                .reward_redemption_id,
+            reason: "Voucher unused".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+
+    // Assert: the survivor holds the 200 points in a lot of its own that expires when the
+    // spent lot would have; the merged-away member's spent lot stays empty.
+    assert_eq!(
+        reversed.member.map(|m| m.member_id),
+        Some(target.clone()),
+        "a merged member's reversal lands on the survivor"
+    );
+    assert_eq!(app.balances(&target).await?.available_points, 350);
+    assert_eq!(app.balances(&source).await?.available_points, 0);
+    assert_eq!(lots_of(&app, &source).await?, [(0, 0, first_lot[0].2)]);
+    let survivor_lots = lots_of(&app, &target).await?;
+    assert!(
+        survivor_lots.contains(&(200, 0, first_lot[0].2)),
+        "{survivor_lots:?}"
+    );
+    assert_eq!(
+        survivor_lots.iter().map(|l| l.0).sum::<i64>(),
+        350,
+        "{survivor_lots:?}"
+    );
+    assert_ledger_invariants(&app.pool).await?;
+
+    // The restored points were the source's: an unmerge gives them back with its other lot.
+    deliver(
+        &app,
+        &feed_event(&CustomerUnmerged {
+            merge_id: "merge-r".to_owned(),
+            source_customer_id: source_customer.to_string(),
+            target_customer_id: target_customer.to_string(),
+            ..Default::default()
+        }),
+    )
+    .await?;
+    assert_eq!(app.balances(&source).await?.available_points, 300);
+    assert_eq!(app.balances(&target).await?.available_points, 50);
+    assert_ledger_invariants(&app.pool).await
+}
+
+#[tokio::test]
+async fn a_redeem_before_a_merge_reversed_in_parts_after_it_refills_one_survivor_lot()
+-> anyhow::Result<()> {
+    use chrono::Duration;
+
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 30))
+        .await?;
+    let mut client = app.client.clone();
+    let (source_customer, target_customer) = (Uuid::now_v7(), Uuid::now_v7());
+    let enrol = |customer: Uuid| pb::EnrolMemberRequest {
+        request_id: rid(),
+        program_id: program_id.clone(),
+        customer_id: customer.to_string(),
+        enrol_channel: String::new(),
+    };
+    let source = client
+        .enrol_member(enrol(source_customer))
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default()
+        .member_id;
+    let target = client
+        .enrol_member(enrol(target_customer))
+        .await?
+        .into_inner()
+        .member
+        .unwrap_or_default()
+        .member_id;
+    app.grant(&source, 120).await?;
+    let redeem_request = redeem(rid(), &source, 120);
+    client.redeem_points(redeem_request.clone()).await?;
+    deliver(
+        &app,
+        &merged_event("merge-p", source_customer, target_customer),
+    )
+    .await?;
+
+    let reverse = |points: i64| pb::ReversePointsRequest {
+        request_id: rid(),
+        target: Some(pb::reverse_points_request::Target::OriginalRequestId(
+            redeem_request.request_id.clone(),
+        )),
+        amount: Some(pb::reverse_points_request::Amount::Points(points)),
+        ..Default::default()
+    };
+    client.reverse_points(reverse(50)).await?;
+    client.reverse_points(reverse(40)).await?;
+    assert_eq!(app.balances(&target).await?.available_points, 90);
+    assert_eq!(lots_of(&app, &target).await?.len(), 1, "one restored lot");
+    assert_ledger_invariants(&app.pool).await?;
+
+    // The lot keeps the spent lot's expiry: what is left of the redemption after that comes
+    // back expired, and the restored points expire with it.
+    app.clock.advance(Duration::days(31));
+    let last = client.reverse_points(reverse(30)).await?.into_inner();
+    let entry = last.ledger_entry.unwrap_or_default();
+    assert_eq!(
+        entry.available_points_delta, 0,
+        "the last 30 points had expired"
+    );
+    assert_eq!(app.balances(&target).await?.available_points, 0);
+    let survivor_lots = lots_of(&app, &target).await?;
+    assert_eq!(
+        survivor_lots.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+        [(0, 120)]
+    );
+    assert_eq!(
+        lots_of(&app, &source)
+            .await?
+            .iter()
+            .map(|l| l.1)
+            .sum::<i64>(),
+        0
+    );
     assert_ledger_invariants(&app.pool).await
 }

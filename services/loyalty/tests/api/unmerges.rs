@@ -2,40 +2,15 @@
 //! often it arrives.
 
 use chrono::Duration;
-use custops_common::consumer::EventHandler;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::profiles::v1::{CustomerMerged, CustomerUnmerged};
-use custops_loyalty::api::profiles_feed::ProfilesFeed;
-use prost::{Message, Name};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, assert_ledger_invariants, program, purchase, redeem, rid, spawn_app,
+    TestApp, assert_ledger_invariants, deliver, feed_event, program, purchase, redeem, rid,
+    spawn_app,
 };
-
-fn feed_event<M: Message + Name>(payload: &M) -> Event {
-    Event {
-        sequence: 1,
-        event_id: Uuid::now_v7().to_string(),
-        event_type: M::full_name(),
-        payload: Some(prost_types::Any {
-            type_url: format!("type.googleapis.com/{}", M::full_name()),
-            value: payload.encode_to_vec(),
-        }),
-        ..Default::default()
-    }
-}
-
-/// Delivers `event` as the consumer does: in a transaction of its own.
-async fn deliver(app: &TestApp, event: &Event) -> anyhow::Result<()> {
-    let mut tx = app.pool.begin().await?;
-    ProfilesFeed::new(app.clock.clone())
-        .handle(&mut tx, event)
-        .await?;
-    tx.commit().await?;
-    Ok(())
-}
 
 fn merged(merge_id: &str, source: Uuid, target: Uuid) -> Event {
     feed_event(&CustomerMerged {

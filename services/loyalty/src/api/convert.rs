@@ -408,6 +408,14 @@ fn tier_policy(
     }
     if tier_count > 1 && !(1..=36).contains(&p.review_period_months) {
         v.add(format!("{field}.review_period_months"), "must be 1-36");
+    } else if tier_count > 1
+        && review_schedule == Some(ReviewSchedule::Calendar)
+        && 12 % p.review_period_months != 0
+    {
+        v.add(
+            format!("{field}.review_period_months"),
+            "must divide 12 (1, 2, 3, 4, 6 or 12) for CALENDAR reviews",
+        );
     }
     if !(0..=366).contains(&p.grace_period_days) {
         v.add(format!("{field}.grace_period_days"), "must be 0-366");

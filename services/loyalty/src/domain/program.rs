@@ -1,6 +1,6 @@
 //! A loyalty program: its currency and the rules points and tiers follow.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -181,6 +181,22 @@ pub struct TierPolicy {
     pub downgrade_mode: DowngradeMode,
 }
 
+impl TierPolicy {
+    /// The first CALENDAR review boundary after the program-local time `local`: midnight on
+    /// the 1st of the month that starts the next period of `review_period_months`, periods
+    /// counted from 1 January (3 months: 1 January, 1 April, 1 July, 1 October). A review at
+    /// a boundary schedules the next one. `None` past the end of the calendar.
+    pub fn next_calendar_review(&self, local: NaiveDateTime) -> Option<NaiveDateTime> {
+        // The contract requires a divisor of 12; anything else (never accepted) still moves
+        // forward, one period at a time from 1 January.
+        let period = self.review_period_months.max(1);
+        let elapsed = local.month0() / period * period + period;
+        NaiveDate::from_ymd_opt(local.year(), 1, 1)?
+            .checked_add_months(Months::new(elapsed))
+            .map(|day| day.and_time(NaiveTime::MIN))
+    }
+}
+
 /// Everything configurable about a program except its identity, stored as one document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramRules {
@@ -333,5 +349,45 @@ impl ProgramPatch {
         if let Some(v) = self.tier_policy {
             program.rules.tier_policy = v;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDateTime;
+
+    use super::{DowngradeMode, ReviewSchedule, TierPolicy};
+
+    fn check(period_months: u32, local: &str, expected: &str) {
+        let policy = TierPolicy {
+            qualifying_window_days: 365,
+            review_schedule: Some(ReviewSchedule::Calendar),
+            review_period_months: period_months,
+            grace_period_days: 0,
+            downgrade_mode: DowngradeMode::ToQualifiedTier,
+        };
+        let parse = |text| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok();
+        assert_eq!(
+            policy.next_calendar_review(parse(local).unwrap_or_default()),
+            parse(expected),
+            "{period_months} months after {local}"
+        );
+    }
+
+    #[test]
+    fn calendar_reviews_fall_on_the_next_period_start() {
+        check(12, "2026-07-15 10:00:00", "2027-01-01 00:00:00");
+        check(12, "2026-01-01 00:00:00", "2027-01-01 00:00:00");
+        check(12, "2026-12-31 23:59:59", "2027-01-01 00:00:00");
+        check(3, "2026-01-01 00:00:00", "2026-04-01 00:00:00");
+        check(3, "2026-03-31 23:59:59", "2026-04-01 00:00:00");
+        check(3, "2026-05-20 08:00:00", "2026-07-01 00:00:00");
+        check(3, "2026-11-02 00:00:00", "2027-01-01 00:00:00");
+        check(6, "2026-06-30 12:00:00", "2026-07-01 00:00:00");
+        check(6, "2026-07-01 00:00:00", "2027-01-01 00:00:00");
+        check(1, "2026-02-14 09:30:00", "2026-03-01 00:00:00");
+        check(1, "2026-12-05 00:00:00", "2027-01-01 00:00:00");
+        check(4, "2026-08-31 00:00:00", "2026-09-01 00:00:00");
+        check(2, "2026-10-01 00:00:00", "2026-11-01 00:00:00");
     }
 }

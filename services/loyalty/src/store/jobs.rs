@@ -245,16 +245,17 @@ async fn review(
         if locked.member.tier.pending_downgrade.is_some() {
             report.downgrades_cancelled += 1;
         }
+        let next = if current > 0 {
+            next_review(conn, &locked.program, now).await?
+        } else {
+            None
+        };
         sqlx::query(
             "UPDATE members SET next_review_time = $2, pending_tier_code = NULL, \
              pending_decide_time = NULL, pending_downgrade_time = NULL WHERE member_id = $1",
         )
         .bind(member_id)
-        .bind(if current > 0 {
-            next_review(&locked.program, now)
-        } else {
-            None
-        })
+        .bind(next)
         .execute(&mut *conn)
         .await?;
         return Ok(events);
@@ -311,7 +312,7 @@ async fn review(
             change_time: now,
         };
         let next = if target_rank > 0 {
-            next_review(&locked.program, now)
+            next_review(conn, &locked.program, now).await?
         } else {
             None
         };

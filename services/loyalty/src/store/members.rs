@@ -1,6 +1,6 @@
 //! Members and their balances projection; locking a member for a mutation; tier upgrades.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use crate::domain::member::{
     Balances, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier,
     PendingDowngrade, TierChange, TierProgress,
 };
-use crate::domain::program::{Program, ProgramState, Threshold};
+use crate::domain::program::{Program, ProgramState, ReviewSchedule, Threshold};
 
 const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, m.merged_into_member_id, m.anonymized, \
      m.enrol_channel, m.enrol_time, m.tier_code, m.tier_achieve_time, m.next_review_time, \
@@ -327,7 +327,7 @@ pub async fn upgrade_if_qualified(
                  pending_downgrade_time = NULL, next_review_time = $2 WHERE member_id = $1",
             )
             .bind(locked.member.member_id)
-            .bind(next_review(&locked.program, now))
+            .bind(next_review(conn, &locked.program, now).await?)
             .execute(&mut *conn)
             .await?;
             locked.member.tier.pending_downgrade = None;
@@ -348,7 +348,7 @@ pub async fn upgrade_if_qualified(
         by_review: false,
         change_time: now,
     };
-    let next_review = next_review(&locked.program, now);
+    let next_review = next_review(conn, &locked.program, now).await?;
     sqlx::query(
         "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = $4, \
          pending_tier_code = NULL, pending_decide_time = NULL, pending_downgrade_time = NULL \
@@ -392,10 +392,38 @@ pub async fn upgrade_if_qualified(
     Ok(Some(change))
 }
 
-/// When a member who reaches (or keeps) a tier at `now` is next reviewed.
-pub(crate) fn next_review(program: &Program, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let months = program.rules.tier_policy.review_period_months.max(1);
-    now.checked_add_months(chrono::Months::new(months))
+/// When a member who reaches (or keeps) a tier at `now` is next reviewed. ANNIVERSARY:
+/// `review_period_months` later. CALENDAR: at the next period boundary in the program's time
+/// zone (`TierPolicy::next_calendar_review`), whatever the member's own dates; Postgres turns
+/// `now` into local time and the boundary back, as for every program-local date, so the
+/// service carries no zone database and a boundary across a DST change is still midnight.
+pub(crate) async fn next_review(
+    conn: &mut PgConnection,
+    program: &Program,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    let policy = &program.rules.tier_policy;
+    match policy.review_schedule {
+        Some(ReviewSchedule::Calendar) => {
+            let local: NaiveDateTime = sqlx::query_scalar("SELECT $1::timestamptz AT TIME ZONE $2")
+                .bind(now)
+                .bind(&program.time_zone)
+                .fetch_one(&mut *conn)
+                .await?;
+            let Some(boundary) = policy.next_calendar_review(local) else {
+                return Ok(None);
+            };
+            let at: DateTime<Utc> = sqlx::query_scalar("SELECT $1::timestamp AT TIME ZONE $2")
+                .bind(boundary)
+                .bind(&program.time_zone)
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(Some(at))
+        }
+        Some(ReviewSchedule::Anniversary) | None => {
+            Ok(now.checked_add_months(chrono::Months::new(policy.review_period_months.max(1))))
+        }
+    }
 }
 
 /// The member's qualifying points and spend inside the program's rolling window ending at

@@ -246,3 +246,160 @@ async fn requalifying_within_the_grace_period_cancels_the_downgrade() -> anyhow:
     assert!(member.pending_downgrade.is_none());
     Ok(())
 }
+
+#[tokio::test]
+async fn calendar_reviews_fall_on_quarter_starts_in_the_program_time_zone() -> anyhow::Result<()> {
+    use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+    use custops_loyalty::domain::Clock;
+
+    // Quarterly CALENDAR reviews in Asia/Shanghai (UTC+8 all year), a 30-day window and 30
+    // days of grace.
+    let app = spawn_app().await?;
+    let mut calendar = program(pb::ClawbackPolicy::WithinBalance, 0);
+    calendar.time_zone = "Asia/Shanghai".to_owned();
+    calendar.tier_policy = Some(pb::TierPolicy {
+        qualifying_window_days: 30,
+        review_schedule: pb::TierReviewSchedule::Calendar as i32,
+        review_period_months: 3,
+        grace_period_days: 30,
+        downgrade_mode: pb::TierDowngradeMode::ToQualifiedTier as i32,
+    });
+    let program_id = app.create_program(calendar).await?;
+    let member = app.enrol(&program_id).await?;
+    let mut client = app.client.clone();
+    let shanghai = chrono::Duration::hours(8);
+    // Midnight in Shanghai on the first day of the quarter after the local date `after`.
+    let quarter_start = |after: NaiveDate| -> anyhow::Result<DateTime<Utc>> {
+        let start = NaiveDate::from_ymd_opt(after.year(), after.month0() / 3 * 3 + 1, 1)
+            .and_then(|d| d.checked_add_months(Months::new(3)))
+            .ok_or_else(|| anyhow::anyhow!("no quarter after {after}"))?;
+        Ok(start.and_time(chrono::NaiveTime::MIN).and_utc() - shanghai)
+    };
+    let go_to = |at: DateTime<Utc>| app.clock.advance(at - app.clock.now());
+    let tier = |member: String| {
+        let mut client = app.client.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .get_member(pb::GetMemberRequest {
+                        member_id: member,
+                        view: 0,
+                    })
+                    .await?
+                    .into_inner()
+                    .member
+                    .and_then(|m| m.tier)
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let review = || {
+        let mut client = app.client.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .run_tier_review(pb::RunTierReviewRequest::default())
+                    .await?
+                    .into_inner(),
+            )
+        }
+    };
+    let seconds = |at: DateTime<Utc>| at.timestamp();
+
+    // Arrange: upgraded to silver 40 days into a quarter.
+    let this_quarter = quarter_start((app.clock.now() + shanghai).date_naive())?;
+    go_to(this_quarter + Duration::days(40));
+    let earned = client
+        .earn_points(pb::EarnPointsRequest {
+            request_id: rid(),
+            member: by_id(&member),
+            source: Some(pb::earn_points_request::Source::Grant(pb::PointsGrant {
+                points: 600,
+                qualifying: true,
+                expire_time: None,
+            })),
+            reason: "Status match".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        earned.tier_change.map(|c| c.to_tier_code).as_deref(),
+        Some("silver")
+    );
+    // Reviewed at the next quarter's start, local midnight, not 3 months after the upgrade.
+    let boundary = quarter_start((app.clock.now() + shanghai).date_naive())?;
+    let silver = tier(member.clone()).await?;
+    assert_eq!(
+        silver.next_review_time.map(|t| t.seconds),
+        Some(seconds(boundary))
+    );
+
+    // Act and assert: nothing is due a second before the boundary.
+    go_to(boundary - Duration::seconds(1));
+    assert_eq!(review().await?.members_reviewed, 0);
+
+    // At the boundary the points have left the 30-day window: the downgrade is scheduled
+    // for the end of the grace period.
+    go_to(boundary);
+    let report = review().await?;
+    assert_eq!(
+        (
+            report.members_reviewed,
+            report.downgrades_scheduled,
+            report.downgrades_applied
+        ),
+        (1, 1, 0)
+    );
+    let pending = tier(member.clone()).await?;
+    assert_eq!(pending.tier_code, "silver");
+    assert_eq!(
+        pending
+            .pending_downgrade
+            .and_then(|p| p.downgrade_time)
+            .map(|t| t.seconds),
+        Some(seconds(boundary + Duration::days(30)))
+    );
+
+    // Still silver inside the grace period; downgraded once it is over.
+    go_to(boundary + Duration::days(29));
+    assert_eq!(review().await?.downgrades_applied, 0);
+    assert_eq!(tier(member.clone()).await?.tier_code, "silver");
+    go_to(boundary + Duration::days(30));
+    assert_eq!(review().await?.downgrades_applied, 1);
+    let base = tier(member.clone()).await?;
+    assert_eq!(
+        (base.tier_code.as_str(), base.next_review_time),
+        ("member", None)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn calendar_reviews_need_a_period_that_divides_the_year() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut calendar = program(pb::ClawbackPolicy::WithinBalance, 0);
+    calendar.tier_policy = Some(pb::TierPolicy {
+        qualifying_window_days: 365,
+        review_schedule: pb::TierReviewSchedule::Calendar as i32,
+        review_period_months: 5,
+        grace_period_days: 30,
+        downgrade_mode: pb::TierDowngradeMode::ToQualifiedTier as i32,
+    });
+    let status = app
+        .client
+        .clone()
+        .create_program(pb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(calendar),
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a 5-month calendar period was accepted"))?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        crate::helpers::bad_fields(&status),
+        ["program.tier_policy.review_period_months"]
+    );
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! The in-process evaluator: one rule, one customer's facts, at one evaluation time.
-//! TODO(segmentation/rules).
+
+use custops_contracts::custops::segmentation::v1 as pb;
 
 use super::facts::{EvalContext, Facts};
 use super::rule::Rule;
@@ -7,4 +8,9 @@ use super::rule::Rule;
 /// Whether `facts` satisfy `rule` at `ctx`.
 pub fn evaluate(_rule: &Rule, _facts: &Facts, _ctx: &EvalContext) -> bool {
     false
+}
+
+/// Node-by-node evaluation of `rule` for `facts` at `ctx`.
+pub fn explain(_rule: &Rule, _facts: &Facts, _ctx: &EvalContext) -> pb::ConditionExplanation {
+    pb::ConditionExplanation::default()
 }

@@ -1,28 +1,241 @@
 //! Values segmentation derives from the facts: RFM scores and lifecycle stages, per customer
-//! (after an event) or for everyone at once (full runs of recompute jobs and rollovers).
+//! (after an event) or for everyone at once (full runs of recompute jobs and rollovers). Each
+//! change of RFM group, lifecycle stage or churn flag is reported on the outbox, in the
+//! caller's transaction (aggregate "customer").
 
 use chrono::{DateTime, Utc};
+use custops_common::outbox::{self, OutboxEvent};
+use custops_contracts::custops::common::v1::Money;
+use custops_contracts::custops::segmentation::v1 as pb;
 use sqlx::PgConnection;
 
+use crate::domain::lifecycle::Stage;
+use crate::domain::rfm::{RfmGroup, RfmState, frequency_monetary_score};
 use crate::membership::Cause;
+use crate::store::lifecycle::{LifecycleChange, StoredLifecycle};
+use crate::store::rfm::{GroupChange, StoredRfm};
+use crate::store::{lifecycle, rfm};
 
-/// Recomputes `customer_id`'s RFM (with the stored bounds) and lifecycle stage, writing
-/// RfmGroupChanged / LifecycleStageChanged / ChurnRiskChanged events when they change.
+/// Recomputes `customer_id`'s RFM (with the stored bounds, as of `cause.now`) and lifecycle
+/// stage, writing RfmGroupChanged / LifecycleStageChanged / ChurnRiskChanged events when they
+/// change. A customer segmentation does not know is left alone.
 pub async fn refresh_customer(
-    _conn: &mut PgConnection,
-    _customer_id: &str,
-    _cause: &Cause,
+    conn: &mut PgConnection,
+    customer_id: &str,
+    cause: &Cause,
 ) -> anyhow::Result<()> {
+    let state = rfm::load(&mut *conn).await?;
+    // Before the first full run there are no stored bounds: use the quintiles of now.
+    let bounds = match state.thresholds() {
+        Some(bounds) => Some(bounds),
+        None => rfm::quintiles(&mut *conn, &state.config, cause.now).await?,
+    };
+    let changes = rfm::score(
+        &mut *conn,
+        &state.config,
+        bounds.as_ref(),
+        cause.now,
+        Some(customer_id),
+    )
+    .await?;
+    report_rfm(&mut *conn, &state, &changes, cause).await?;
+    let config = lifecycle::load(&mut *conn).await?.config;
+    let changes = lifecycle::evaluate(&mut *conn, &config, cause.now, Some(customer_id)).await?;
+    report_lifecycle(conn, &changes, cause).await?;
     Ok(())
 }
 
-/// Full RFM run as of `now`: new quintile bounds, every customer scored. Returns the number of
-/// customers whose group changed.
-pub async fn run_rfm(_conn: &mut PgConnection, _now: DateTime<Utc>) -> anyhow::Result<u64> {
-    Ok(0)
+/// Full RFM run as of `now`: new quintile bounds (unless fixed), stored with `now` as the
+/// compute time, and every customer scored. Returns the number of customers whose group
+/// changed. Events carry reason RECOMPUTE.
+pub async fn run_rfm(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Result<u64> {
+    let mut state = rfm::load(&mut *conn).await?;
+    if state.config.fixed_thresholds.is_none() {
+        state.computed_thresholds = rfm::quintiles(&mut *conn, &state.config, now).await?;
+    }
+    state.compute_time = Some(now);
+    let update_time = state.update_time.unwrap_or(now);
+    rfm::save(&mut *conn, &state, update_time).await?;
+    let changes = rfm::score(
+        &mut *conn,
+        &state.config,
+        state.thresholds().as_ref(),
+        now,
+        None,
+    )
+    .await?;
+    report_rfm(conn, &state, &changes, &recompute(now)).await?;
+    Ok(changes.len() as u64)
 }
 
 /// Full lifecycle run as of `now`. Returns the number of customers whose stage changed.
-pub async fn run_lifecycle(_conn: &mut PgConnection, _now: DateTime<Utc>) -> anyhow::Result<u64> {
-    Ok(0)
+/// Events carry reason RECOMPUTE.
+pub async fn run_lifecycle(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Result<u64> {
+    let config = lifecycle::load(&mut *conn).await?.config;
+    let changes = lifecycle::evaluate(&mut *conn, &config, now, None).await?;
+    report_lifecycle(conn, &changes, &recompute(now)).await?;
+    Ok(changes
+        .iter()
+        .filter(|c| c.old_stage != c.lifecycle.stage)
+        .count() as u64)
+}
+
+fn recompute(now: DateTime<Utc>) -> Cause {
+    Cause {
+        reason: pb::ChangeReason::Recompute,
+        event_id: String::new(),
+        now,
+    }
+}
+
+fn cause_event_id(cause: &Cause) -> String {
+    if cause.reason == pb::ChangeReason::Event {
+        cause.event_id.clone()
+    } else {
+        String::new()
+    }
+}
+
+async fn report_rfm(
+    conn: &mut PgConnection,
+    state: &RfmState,
+    changes: &[GroupChange],
+    cause: &Cause,
+) -> anyhow::Result<()> {
+    for change in changes {
+        let event = pb::RfmGroupChanged {
+            customer_id: change.customer_id.clone(),
+            previous_group: group_to_proto(&change.previous_group) as i32,
+            rfm: Some(rfm_to_proto(
+                &change.customer_id,
+                &change.rfm,
+                &state.config.currency,
+            )),
+            reason: cause.reason as i32,
+            cause_event_id: cause_event_id(cause),
+        };
+        outbox::append(
+            &mut *conn,
+            OutboxEvent::new("customer", &change.customer_id, &event),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn report_lifecycle(
+    conn: &mut PgConnection,
+    changes: &[LifecycleChange],
+    cause: &Cause,
+) -> anyhow::Result<()> {
+    for change in changes {
+        let id = &change.lifecycle.customer_id;
+        let lifecycle = lifecycle_to_proto(&change.lifecycle);
+        if change.old_stage != change.lifecycle.stage {
+            let event = pb::LifecycleStageChanged {
+                customer_id: id.clone(),
+                previous_stage: stage_to_proto(&change.old_stage) as i32,
+                lifecycle: Some(lifecycle.clone()),
+                reason: cause.reason as i32,
+                cause_event_id: cause_event_id(cause),
+            };
+            outbox::append(&mut *conn, OutboxEvent::new("customer", id, &event)).await?;
+        }
+        if change.old_churn_risk != change.lifecycle.churn_risk {
+            let event = pb::ChurnRiskChanged {
+                customer_id: id.clone(),
+                lifecycle: Some(lifecycle),
+                reason: cause.reason as i32,
+                cause_event_id: cause_event_id(cause),
+            };
+            outbox::append(&mut *conn, OutboxEvent::new("customer", id, &event)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A protobuf timestamp.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// The instant of a protobuf timestamp; `None` when unset or out of range.
+pub fn from_timestamp(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// The wire group of a stored slug ("" → UNSPECIFIED).
+pub fn group_to_proto(slug: &str) -> pb::RfmGroup {
+    match RfmGroup::from_slug(slug) {
+        None => pb::RfmGroup::Unspecified,
+        Some(RfmGroup::Champions) => pb::RfmGroup::Champions,
+        Some(RfmGroup::Loyal) => pb::RfmGroup::Loyal,
+        Some(RfmGroup::PotentialLoyalist) => pb::RfmGroup::PotentialLoyalist,
+        Some(RfmGroup::NewCustomers) => pb::RfmGroup::NewCustomers,
+        Some(RfmGroup::Promising) => pb::RfmGroup::Promising,
+        Some(RfmGroup::NeedAttention) => pb::RfmGroup::NeedAttention,
+        Some(RfmGroup::AboutToSleep) => pb::RfmGroup::AboutToSleep,
+        Some(RfmGroup::AtRisk) => pb::RfmGroup::AtRisk,
+        Some(RfmGroup::CannotLose) => pb::RfmGroup::CannotLose,
+        Some(RfmGroup::Hibernating) => pb::RfmGroup::Hibernating,
+        Some(RfmGroup::Lost) => pb::RfmGroup::Lost,
+    }
+}
+
+/// The wire stage of a stored slug ("" → UNSPECIFIED).
+pub fn stage_to_proto(slug: &str) -> pb::LifecycleStage {
+    match Stage::from_slug(slug) {
+        None => pb::LifecycleStage::Unspecified,
+        Some(Stage::Prospect) => pb::LifecycleStage::Prospect,
+        Some(Stage::New) => pb::LifecycleStage::New,
+        Some(Stage::Active) => pb::LifecycleStage::Active,
+        Some(Stage::AtRisk) => pb::LifecycleStage::AtRisk,
+        Some(Stage::Dormant) => pb::LifecycleStage::Dormant,
+        Some(Stage::Churned) => pb::LifecycleStage::Churned,
+        Some(Stage::Reactivated) => pb::LifecycleStage::Reactivated,
+    }
+}
+
+/// CustomerRfm of stored values; monetary in `currency`.
+pub fn rfm_to_proto(customer_id: &str, stored: &StoredRfm, currency: &str) -> pb::CustomerRfm {
+    let scored = stored.recency_score > 0;
+    pb::CustomerRfm {
+        customer_id: customer_id.to_owned(),
+        scored,
+        recency_days: stored.recency_days,
+        frequency: stored.frequency,
+        monetary: Some(Money {
+            currency: currency.to_owned(),
+            amount_minor: stored.monetary_minor,
+        }),
+        recency_score: stored.recency_score,
+        frequency_score: stored.frequency_score,
+        monetary_score: stored.monetary_score,
+        frequency_monetary_score: if scored {
+            frequency_monetary_score(stored.frequency_score, stored.monetary_score)
+        } else {
+            0
+        },
+        group: group_to_proto(&stored.group) as i32,
+        score_time: stored.score_time.map(timestamp),
+    }
+}
+
+/// CustomerLifecycle of stored values.
+pub fn lifecycle_to_proto(stored: &StoredLifecycle) -> pb::CustomerLifecycle {
+    pb::CustomerLifecycle {
+        customer_id: stored.customer_id.clone(),
+        stage: stage_to_proto(&stored.stage) as i32,
+        stage_start_time: Some(timestamp(stored.stage_start_time)),
+        previous_stage: stage_to_proto(&stored.previous_stage) as i32,
+        days_since_last_purchase: stored.days_since_last_purchase,
+        expected_purchase_gap_days: stored.expected_gap_days,
+        churn_risk_score: stored.churn_risk_score,
+        churn_risk: stored.churn_risk,
+        evaluate_time: stored.evaluate_time.map(timestamp),
+    }
 }

@@ -3,3 +3,5 @@
 pub mod catalog;
 pub mod compile;
 pub mod facts;
+pub mod lifecycle;
+pub mod rfm;

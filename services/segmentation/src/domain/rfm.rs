@@ -1,1 +1,289 @@
-//! RFM scoring. TODO(segmentation/facts).
+//! RFM scoring as rfm.proto defines it: the config, the four upper bounds per dimension, the
+//! 1–5 scores, the combined frequency-monetary score and the 25-cell group grid. The raw
+//! values and the quintile bounds are computed in Postgres (`store::rfm`); this module holds
+//! the rules both the full run and the per-customer refresh apply.
+
+use chrono::{DateTime, Utc};
+
+/// Default length of the frequency and monetary window.
+pub const DEFAULT_WINDOW_DAYS: i32 = 365;
+/// Default currency of the monetary value (the deployment's reporting currency).
+pub const DEFAULT_CURRENCY: &str = "CNY";
+
+/// The RFM configuration (configs row "rfm").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RfmConfig {
+    pub window_days: i32,
+    pub currency: String,
+    /// Business-defined bounds; `None` means quintiles computed by each full run.
+    pub fixed_thresholds: Option<Thresholds>,
+}
+
+impl Default for RfmConfig {
+    fn default() -> Self {
+        Self {
+            window_days: DEFAULT_WINDOW_DAYS,
+            currency: DEFAULT_CURRENCY.to_owned(),
+            fixed_thresholds: None,
+        }
+    }
+}
+
+/// Four ascending upper bounds per dimension; monetary in minor units of the config currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Thresholds {
+    pub recency_days: [i32; 4],
+    pub frequency: [i64; 4],
+    pub monetary_minor: [i64; 4],
+}
+
+/// Raw RFM values of one scored customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RfmValues {
+    pub recency_days: i32,
+    pub frequency: i64,
+    pub monetary_minor: i64,
+}
+
+/// Scores 1–5 and the group of one scored customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RfmScores {
+    pub recency: i32,
+    pub frequency: i32,
+    pub monetary: i32,
+    pub group: RfmGroup,
+}
+
+impl RfmScores {
+    /// (F + M + 1) / 2 rounded down.
+    pub fn frequency_monetary(&self) -> i32 {
+        frequency_monetary_score(self.frequency, self.monetary)
+    }
+}
+
+/// The named RFM groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RfmGroup {
+    Champions,
+    Loyal,
+    PotentialLoyalist,
+    NewCustomers,
+    Promising,
+    NeedAttention,
+    AboutToSleep,
+    AtRisk,
+    CannotLose,
+    Hibernating,
+    Lost,
+}
+
+impl RfmGroup {
+    /// Every group, in enum order.
+    pub const ALL: [RfmGroup; 11] = [
+        Self::Champions,
+        Self::Loyal,
+        Self::PotentialLoyalist,
+        Self::NewCustomers,
+        Self::Promising,
+        Self::NeedAttention,
+        Self::AboutToSleep,
+        Self::AtRisk,
+        Self::CannotLose,
+        Self::Hibernating,
+        Self::Lost,
+    ];
+
+    /// The slug stored in `customer_facts.rfm_group` and written in rules.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Champions => "champions",
+            Self::Loyal => "loyal",
+            Self::PotentialLoyalist => "potential_loyalist",
+            Self::NewCustomers => "new_customers",
+            Self::Promising => "promising",
+            Self::NeedAttention => "need_attention",
+            Self::AboutToSleep => "about_to_sleep",
+            Self::AtRisk => "at_risk",
+            Self::CannotLose => "cannot_lose",
+            Self::Hibernating => "hibernating",
+            Self::Lost => "lost",
+        }
+    }
+
+    /// The group of `slug`; `None` for "" (not scored) or an unknown slug.
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.slug() == slug)
+    }
+}
+
+/// Frequency or monetary score: 1 when value ≤ b1, …, 4 when ≤ b4, else 5.
+pub fn ascending_score<T: PartialOrd>(value: T, bounds: &[T; 4]) -> i32 {
+    bounds
+        .iter()
+        .position(|b| value <= *b)
+        .map_or(5, |i| i as i32 + 1)
+}
+
+/// Recency score: 5 when days ≤ b1, 4 when ≤ b2, 3 when ≤ b3, 2 when ≤ b4, else 1.
+pub fn recency_score(days: i32, bounds: &[i32; 4]) -> i32 {
+    6 - ascending_score(days, bounds)
+}
+
+/// (F + M + 1) / 2 rounded down.
+pub fn frequency_monetary_score(frequency: i32, monetary: i32) -> i32 {
+    (frequency + monetary + 1) / 2
+}
+
+/// The group of the cell (R, FM), both 1–5 (the grid of rfm.proto).
+pub fn group(recency: i32, fm: i32) -> RfmGroup {
+    use RfmGroup::*;
+    match (recency, fm) {
+        (5, 1) => NewCustomers,
+        (5, 2 | 3) => PotentialLoyalist,
+        (5, _) => Champions,
+        (4, 1) => Promising,
+        (4, 2 | 3) => PotentialLoyalist,
+        (4, _) => Loyal,
+        (3, 1 | 2) => AboutToSleep,
+        (3, 3) => NeedAttention,
+        (3, _) => Loyal,
+        (2, 1 | 2) => Hibernating,
+        (2, 3 | 4) => AtRisk,
+        (2, _) => CannotLose,
+        (_, 1) => Lost,
+        (_, 2) => Hibernating,
+        (_, 3 | 4) => AtRisk,
+        (_, _) => CannotLose,
+    }
+}
+
+/// Scores `values` with `bounds`.
+pub fn score(values: &RfmValues, bounds: &Thresholds) -> RfmScores {
+    let recency = recency_score(values.recency_days, &bounds.recency_days);
+    let frequency = ascending_score(values.frequency, &bounds.frequency);
+    let monetary = ascending_score(values.monetary_minor, &bounds.monetary_minor);
+    RfmScores {
+        recency,
+        frequency,
+        monetary,
+        group: group(recency, frequency_monetary_score(frequency, monetary)),
+    }
+}
+
+/// The 25 cells of the grid as `(R, FM, group slug)`, for SQL that assigns groups in bulk.
+pub fn grid() -> Vec<(i32, i32, &'static str)> {
+    (1..=5)
+        .flat_map(|r| (1..=5).map(move |fm| (r, fm, group(r, fm).slug())))
+        .collect()
+}
+
+/// The stored RFM state: the config, the bounds of the last full run and its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RfmState {
+    pub config: RfmConfig,
+    pub computed_thresholds: Option<Thresholds>,
+    pub compute_time: Option<DateTime<Utc>>,
+    pub update_time: Option<DateTime<Utc>>,
+    pub etag: String,
+}
+
+impl RfmState {
+    /// The bounds scores use now: the fixed ones, else those of the last full run.
+    pub fn thresholds(&self) -> Option<Thresholds> {
+        self.config.fixed_thresholds.or(self.computed_thresholds)
+    }
+}
+
+/// Why an RFM config is invalid: `(field relative to the config, description)`.
+pub fn validate(config: &RfmConfig) -> Vec<(&'static str, String)> {
+    let mut bad = Vec::new();
+    if !(30..=1095).contains(&config.window_days) {
+        bad.push(("window_days", "must be between 30 and 1095".to_owned()));
+    }
+    let currency_ok =
+        config.currency.len() == 3 && config.currency.chars().all(|c| c.is_ascii_uppercase());
+    if !currency_ok {
+        bad.push((
+            "currency",
+            "must be an ISO-4217 code of three upper-case letters".to_owned(),
+        ));
+    }
+    if let Some(t) = &config.fixed_thresholds {
+        let ascending = |v: &[i64]| v.windows(2).all(|w| w[0] < w[1]);
+        let recency: Vec<i64> = t.recency_days.iter().map(|&d| i64::from(d)).collect();
+        for (field, values) in [
+            ("fixed_thresholds.recency_days", recency.as_slice()),
+            ("fixed_thresholds.frequency", &t.frequency[..]),
+            ("fixed_thresholds.monetary", &t.monetary_minor[..]),
+        ] {
+            if !ascending(values) || values.iter().any(|&v| v < 0) {
+                bad.push((
+                    field,
+                    "must hold 4 strictly ascending values ≥ 0".to_owned(),
+                ));
+            }
+        }
+    }
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_matches_the_proto_table() {
+        let rows: Vec<Vec<&str>> = (1..=5)
+            .rev()
+            .map(|r| (1..=5).map(|fm| group(r, fm).slug()).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    "new_customers",
+                    "potential_loyalist",
+                    "potential_loyalist",
+                    "champions",
+                    "champions"
+                ],
+                vec![
+                    "promising",
+                    "potential_loyalist",
+                    "potential_loyalist",
+                    "loyal",
+                    "loyal"
+                ],
+                vec![
+                    "about_to_sleep",
+                    "about_to_sleep",
+                    "need_attention",
+                    "loyal",
+                    "loyal"
+                ],
+                vec![
+                    "hibernating",
+                    "hibernating",
+                    "at_risk",
+                    "at_risk",
+                    "cannot_lose"
+                ],
+                vec!["lost", "hibernating", "at_risk", "at_risk", "cannot_lose"],
+            ]
+        );
+    }
+
+    #[test]
+    fn scores_use_upper_bounds_inclusively() {
+        let b = [1_i64, 2, 4, 8];
+        let got: Vec<i32> = [0, 1, 2, 3, 4, 8, 9]
+            .into_iter()
+            .map(|v| ascending_score(v, &b))
+            .collect();
+        assert_eq!(got, vec![1, 1, 2, 3, 3, 4, 5]);
+        assert_eq!(recency_score(10, &[10, 20, 30, 40]), 5);
+        assert_eq!(recency_score(41, &[10, 20, 30, 40]), 1);
+        assert_eq!(frequency_monetary_score(5, 4), 5);
+        assert_eq!(frequency_monetary_score(1, 2), 2);
+    }
+}

@@ -1,0 +1,313 @@
+//! RFM in Postgres: the config row ("rfm" in `configs`, with the bounds of the last full run),
+//! the quintile bounds (`percentile_disc(k/5)` over scored customers) and the scoring of
+//! everyone, or of one customer, in one statement over `customer_facts` and
+//! `customer_activities`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
+use crate::domain::rfm::{RfmConfig, RfmState, Thresholds, grid};
+
+/// The configs row name.
+const ROW: &str = "rfm";
+
+/// Etag of a config never written.
+pub const INITIAL_ETAG: &str = "initial";
+
+/// The JSON kept in `configs.value`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Stored {
+    window_days: i32,
+    currency: String,
+    fixed_thresholds: Option<Thresholds>,
+    computed_thresholds: Option<Thresholds>,
+    /// RFC 3339.
+    compute_time: Option<String>,
+}
+
+/// The stored config and bounds, or the defaults when never written.
+pub async fn load(conn: &mut PgConnection) -> Result<RfmState, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT value::text AS value, etag, update_time FROM configs WHERE name = $1")
+            .bind(ROW)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(row) = row else {
+        return Ok(RfmState {
+            config: RfmConfig::default(),
+            computed_thresholds: None,
+            compute_time: None,
+            update_time: None,
+            etag: INITIAL_ETAG.to_owned(),
+        });
+    };
+    let text: String = row.try_get("value")?;
+    let stored: Stored =
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(RfmState {
+        config: RfmConfig {
+            window_days: stored.window_days,
+            currency: stored.currency,
+            fixed_thresholds: stored.fixed_thresholds,
+        },
+        computed_thresholds: stored.computed_thresholds,
+        compute_time: stored
+            .compute_time
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        update_time: Some(row.try_get("update_time")?),
+        etag: row.try_get("etag")?,
+    })
+}
+
+/// Writes `state` (config and bounds); `new_etag` when the config itself changed.
+pub async fn save(
+    conn: &mut PgConnection,
+    state: &RfmState,
+    update_time: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let stored = Stored {
+        window_days: state.config.window_days,
+        currency: state.config.currency.clone(),
+        fixed_thresholds: state.config.fixed_thresholds,
+        computed_thresholds: state.computed_thresholds,
+        compute_time: state.compute_time.map(|t| t.to_rfc3339()),
+    };
+    let text = serde_json::to_string(&stored).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO configs (name, value, etag, update_time) VALUES ($1, $2::jsonb, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, etag = EXCLUDED.etag, \
+           update_time = EXCLUDED.update_time",
+    )
+    .bind(ROW)
+    .bind(text)
+    .bind(&state.etag)
+    .bind(update_time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Raw values as of `$1` for every customer (`$4` NULL) or one (`$4` = id): window `$2`
+/// days, currency `$3`. A customer is scored when a purchase exists at or before `$1`.
+const VALUES_SQL: &str = "\
+    SELECT f.customer_id, \
+           max(a.occur_time) IS NOT NULL AS scored, \
+           floor(extract(epoch FROM ($1 - max(a.occur_time))) / 86400)::int AS recency_days, \
+           count(a.activity_id) FILTER (WHERE a.occur_time > $1 - $2 * interval '24 hours') \
+             AS frequency, \
+           COALESCE(sum(a.amount_minor) FILTER (WHERE a.occur_time > $1 - $2 * interval '24 hours' \
+             AND a.currency = $3), 0)::bigint AS monetary \
+    FROM customer_facts f \
+    LEFT JOIN customer_activities a \
+      ON a.customer_id = f.customer_id AND a.kind = 'purchase' AND a.occur_time <= $1 \
+    WHERE ($4::text IS NULL OR f.customer_id = $4) \
+    GROUP BY f.customer_id";
+
+/// Quintile bounds over every scored customer as of `now`; `None` when nobody is scored.
+pub async fn quintiles(
+    conn: &mut PgConnection,
+    config: &RfmConfig,
+    now: DateTime<Utc>,
+) -> Result<Option<Thresholds>, sqlx::Error> {
+    let sql = format!(
+        "WITH v AS ({VALUES_SQL}) \
+         SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY recency_days) \
+                  AS r, \
+                percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY frequency) AS f, \
+                percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY monetary) AS m \
+         FROM v WHERE scored"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(now)
+        .bind(config.window_days)
+        .bind(&config.currency)
+        .bind(None::<String>)
+        .fetch_one(conn)
+        .await?;
+    let r: Option<Vec<i32>> = row.try_get("r")?;
+    let f: Option<Vec<i64>> = row.try_get("f")?;
+    let m: Option<Vec<i64>> = row.try_get("m")?;
+    Ok(match (r, f, m) {
+        (Some(r), Some(f), Some(m)) => Some(Thresholds {
+            recency_days: to_four(&r),
+            frequency: to_four(&f),
+            monetary_minor: to_four(&m),
+        }),
+        _ => None,
+    })
+}
+
+fn to_four<T: Copy + Default>(values: &[T]) -> [T; 4] {
+    let mut out = [T::default(); 4];
+    for (slot, v) in out.iter_mut().zip(values) {
+        *slot = *v;
+    }
+    out
+}
+
+/// A customer whose RFM group changed in a scoring pass, with the new values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    pub customer_id: String,
+    /// "" when not scored before.
+    pub previous_group: String,
+    pub rfm: StoredRfm,
+}
+
+/// The RFM columns of one customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRfm {
+    pub recency_days: Option<i32>,
+    pub frequency: i64,
+    pub monetary_minor: i64,
+    pub recency_score: i32,
+    pub frequency_score: i32,
+    pub monetary_score: i32,
+    pub group: String,
+    pub score_time: Option<DateTime<Utc>>,
+}
+
+/// Scores everyone (`customer` None) or one customer as of `now` with `bounds` and stores
+/// it; returns the customers whose group changed. Without bounds nobody can be scored yet,
+/// so scores stay 0 and groups "".
+pub async fn score(
+    conn: &mut PgConnection,
+    config: &RfmConfig,
+    bounds: Option<&Thresholds>,
+    now: DateTime<Utc>,
+    customer: Option<&str>,
+) -> Result<Vec<GroupChange>, sqlx::Error> {
+    let cells = grid()
+        .into_iter()
+        .map(|(r, fm, slug)| format!("({r}, {fm}, '{slug}')"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Bounds arrays are 1-based: ≤ [1] is the best recency / lowest frequency score.
+    let sql = format!(
+        "WITH v AS ({VALUES_SQL}), \
+         s AS ( \
+           SELECT v.*, \
+             CASE WHEN NOT scored OR $5::int[] IS NULL THEN 0 \
+                  WHEN recency_days <= ($5::int[])[1] THEN 5 \
+                  WHEN recency_days <= ($5::int[])[2] THEN 4 \
+                  WHEN recency_days <= ($5::int[])[3] THEN 3 \
+                  WHEN recency_days <= ($5::int[])[4] THEN 2 ELSE 1 END AS r, \
+             CASE WHEN NOT scored OR $6::bigint[] IS NULL THEN 0 \
+                  WHEN frequency <= ($6::bigint[])[1] THEN 1 \
+                  WHEN frequency <= ($6::bigint[])[2] THEN 2 \
+                  WHEN frequency <= ($6::bigint[])[3] THEN 3 \
+                  WHEN frequency <= ($6::bigint[])[4] THEN 4 ELSE 5 END AS fs, \
+             CASE WHEN NOT scored OR $7::bigint[] IS NULL THEN 0 \
+                  WHEN monetary <= ($7::bigint[])[1] THEN 1 \
+                  WHEN monetary <= ($7::bigint[])[2] THEN 2 \
+                  WHEN monetary <= ($7::bigint[])[3] THEN 3 \
+                  WHEN monetary <= ($7::bigint[])[4] THEN 4 ELSE 5 END AS ms \
+           FROM v), \
+         g AS ( \
+           SELECT s.*, COALESCE(cell.grp, '') AS grp \
+           FROM s LEFT JOIN (VALUES {cells}) AS cell (r, fm, grp) \
+             ON cell.r = s.r AND cell.fm = (s.fs + s.ms + 1) / 2), \
+         old AS ( \
+           SELECT f.customer_id, f.rfm_group AS old_group \
+           FROM customer_facts f JOIN g USING (customer_id)), \
+         upd AS ( \
+           UPDATE customer_facts f SET \
+             rfm_recency_days = g.recency_days, rfm_frequency = g.frequency, \
+             rfm_monetary_minor = g.monetary, rfm_recency_score = g.r, \
+             rfm_frequency_score = g.fs, rfm_monetary_score = g.ms, rfm_group = g.grp, \
+             rfm_score_time = $1 \
+           FROM g JOIN old USING (customer_id) \
+           WHERE f.customer_id = g.customer_id \
+           RETURNING f.customer_id, old.old_group, f.rfm_recency_days, f.rfm_frequency, \
+             f.rfm_monetary_minor, f.rfm_recency_score, f.rfm_frequency_score, \
+             f.rfm_monetary_score, f.rfm_group, f.rfm_score_time) \
+         SELECT * FROM upd WHERE old_group <> rfm_group"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(now)
+        .bind(config.window_days)
+        .bind(&config.currency)
+        .bind(customer)
+        .bind(bounds.map(|b| b.recency_days.to_vec()))
+        .bind(bounds.map(|b| b.frequency.to_vec()))
+        .bind(bounds.map(|b| b.monetary_minor.to_vec()))
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(GroupChange {
+                customer_id: row.try_get("customer_id")?,
+                previous_group: row.try_get("old_group")?,
+                rfm: stored_from_row(row)?,
+            })
+        })
+        .collect()
+}
+
+fn stored_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredRfm, sqlx::Error> {
+    Ok(StoredRfm {
+        recency_days: row.try_get("rfm_recency_days")?,
+        frequency: row.try_get("rfm_frequency")?,
+        monetary_minor: row.try_get("rfm_monetary_minor")?,
+        recency_score: i32::from(row.try_get::<i16, _>("rfm_recency_score")?),
+        frequency_score: i32::from(row.try_get::<i16, _>("rfm_frequency_score")?),
+        monetary_score: i32::from(row.try_get::<i16, _>("rfm_monetary_score")?),
+        group: row.try_get("rfm_group")?,
+        score_time: row.try_get("rfm_score_time")?,
+    })
+}
+
+/// One customer's stored RFM, or `None` when unknown.
+pub async fn get(
+    conn: &mut PgConnection,
+    customer_id: &str,
+) -> Result<Option<StoredRfm>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT rfm_recency_days, rfm_frequency, rfm_monetary_minor, rfm_recency_score, \
+           rfm_frequency_score, rfm_monetary_score, rfm_group, rfm_score_time \
+         FROM customer_facts WHERE customer_id = $1",
+    )
+    .bind(customer_id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(stored_from_row).transpose()
+}
+
+/// Customers per (R, FM) cell and unscored, optionally only members of `segment`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Distribution {
+    /// `(R, FM, count)` for non-empty cells.
+    pub cells: Vec<(i32, i32, i64)>,
+    pub unscored: i64,
+}
+
+/// Counts customers per cell, over everyone or the members of `segment`.
+pub async fn distribution(
+    conn: &mut PgConnection,
+    segment: Option<uuid::Uuid>,
+) -> Result<Distribution, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT f.rfm_recency_score::int AS r, \
+                ((f.rfm_frequency_score + f.rfm_monetary_score + 1) / 2)::int AS fm, \
+                count(*) AS n \
+         FROM customer_facts f \
+         WHERE $1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m \
+           WHERE m.segment_id = $1 AND m.customer_id = f.customer_id) \
+         GROUP BY 1, 2",
+    )
+    .bind(segment)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Distribution::default();
+    for row in rows {
+        let (r, fm, n): (i32, i32, i64) =
+            (row.try_get("r")?, row.try_get("fm")?, row.try_get("n")?);
+        if r == 0 {
+            out.unscored += n;
+        } else {
+            out.cells.push((r, fm, n));
+        }
+    }
+    Ok(out)
+}

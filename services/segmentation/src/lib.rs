@@ -6,19 +6,26 @@
 //! - `domain`: facts, catalog, rules and the in-process evaluator, RFM and lifecycle rules.
 //! - `store`: sqlx queries on the `segmentation` schema, the rule → SQL compiler.
 //! - `membership`: keeps memberships current as facts change (events, erasures, merges).
+//! - `lookups`: the membership lookup caches (in-process, Redis) and their write-through.
+//! - `jobs`: recompute jobs, the rollover pass and the scheduler.
+//! - `events`: the membership, segment and job events of the outbox.
 //! - `state`: what handlers and background tasks share.
 //! - `migrations/`: the `segmentation` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
 pub mod derived;
 pub mod domain;
+pub mod events;
 pub mod feeds;
+pub mod jobs;
+pub mod lookups;
 pub mod membership;
 pub mod state;
 pub mod store;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use custops_common::bootstrap;
 use custops_common::clock::{Clock, SystemClock};
 use custops_common::config::ServiceSettings;
@@ -34,12 +41,15 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Overrides {
     /// The clock of evaluations, rollovers and jobs (tests move time).
     pub clock: Arc<dyn Clock>,
+    /// Pacing of the recompute worker and scheduler (tests poll faster).
+    pub jobs: jobs::WorkerOptions,
 }
 
 impl Default for Overrides {
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
+            jobs: jobs::WorkerOptions::default(),
         }
     }
 }
@@ -62,11 +72,34 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
+    let redis = match &settings.redis {
+        Some(redis) => Some(
+            custops_common::cache::RedisCache::connect(redis)
+                .await
+                .context("Failed to set up the Redis client")?,
+        ),
+        None => None,
+    };
+    let lookups = Arc::new(lookups::Lookups::new(redis));
     let state = Arc::new(state::AppState {
-        pool,
+        pool: pool.clone(),
         clock: overrides.clock,
         page_tokens: settings.page_tokens.clone(),
+        lookups: lookups.clone(),
     });
+    let shutdown = app.shutdown_token();
+    let listening = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(lookups::listen(
+        lookups,
+        pool,
+        shutdown.clone(),
+        listening.clone(),
+    ));
+    // Changes committed before the listener is in place would never reach the cache.
+    tokio::time::timeout(std::time::Duration::from_secs(10), listening.cancelled())
+        .await
+        .context("Failed to start listening for membership changes")?;
+    jobs::start(state.clone(), overrides.jobs, shutdown);
     let api = api::SegmentationApi::new(state);
     Ok(app.add_api(api::server(api)).add_api(feed))
 }

@@ -585,12 +585,14 @@ mod tests {
                 description: String::new(),
             }])
             .with_loyalty_tiers(["silver".to_owned(), "gold".to_owned(), "gold".to_owned()]);
-        let vip = catalog
-            .get("attributes.vip_level")
-            .expect("attribute field");
+        let Some(vip) = catalog.get("attributes.vip_level") else {
+            panic!("attributes.vip_level missing");
+        };
         assert_eq!(vip.value_type, ValueType::Integer);
         assert!(vip.operators.contains(&Operator::Between));
-        let tier = catalog.get("loyalty.tier").expect("tier field");
+        let Some(tier) = catalog.get("loyalty.tier") else {
+            panic!("loyalty.tier missing");
+        };
         assert_eq!(tier.allowed_values, ["gold", "silver"]);
         assert_eq!(tier.filter_dimensions, [FilterDimension::LoyaltyProgram]);
     }

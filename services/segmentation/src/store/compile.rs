@@ -1,4 +1,12 @@
-//! Compiles a rule to one parameterised SQL condition over `customer_facts f`.
+//! Compiles a rule to one parameterised SQL condition over `customer_facts f`, with exactly
+//! the semantics of the in-process evaluator (`domain::eval`; tests/evaluators.rs holds the
+//! two equal on random rules and facts).
+//!
+//! The SQL text holds only fixed fragments chosen by the field's catalog key and operator,
+//! and placeholders: every value of the rule (strings, numbers, dates, segment ids, attribute
+//! names, filter entries, window lengths) is bound, never spliced. Two-valued truth: every
+//! predicate is `COALESCE(…, false)` (or an EXISTS), so a NULL from an unset field can never
+//! leak into a NOT and flip it.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgArguments;
@@ -6,8 +14,9 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
+use crate::domain::catalog::{FieldKey, Operator, ValueType};
 use crate::domain::facts::EvalContext;
-use crate::domain::rule::Rule;
+use crate::domain::rule::{Filter, Node, Predicate, Rule, Value, Window};
 
 /// A value bound to a placeholder of a compiled rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,10 +43,12 @@ pub struct CompiledRule {
 }
 
 /// Compiles `rule`.
-pub fn compile(_rule: &Rule) -> CompiledRule {
+pub fn compile(rule: &Rule) -> CompiledRule {
+    let mut compiler = Compiler { binds: Vec::new() };
+    let sql = compiler.node(rule.root());
     CompiledRule {
-        sql: "false".to_owned(),
-        binds: Vec::new(),
+        sql,
+        binds: compiler.binds,
     }
 }
 
@@ -66,7 +77,8 @@ impl CompiledRule {
     }
 }
 
-/// The ids of every customer in `customer_facts` matching `rule` at `ctx`, ordered.
+/// The ids of every customer in `customer_facts` matching `rule` at `ctx`, ordered. Preview
+/// and recompute share it so they cannot drift from each other.
 pub async fn matching_customers(
     conn: &mut PgConnection,
     rule: &Rule,
@@ -77,7 +89,7 @@ pub async fn matching_customers(
         "SELECT f.customer_id FROM customer_facts f WHERE {} ORDER BY 1",
         compiled.sql
     );
-    // The text holds only catalog-defined SQL and placeholders; every value is bound.
+    // The text holds only fixed fragments and placeholders; every value is bound.
     let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(ctx.now)
         .bind(ctx.today);
@@ -85,4 +97,387 @@ pub async fn matching_customers(
     rows.iter()
         .map(|row| sqlx::Row::try_get::<String, _>(row, 0))
         .collect()
+}
+
+struct Compiler {
+    binds: Vec<SqlValue>,
+}
+
+/// How a field's value is read in SQL.
+enum Expr {
+    /// A scalar expression, NULL when unset.
+    Scalar(String),
+    /// A `text[]` expression, never NULL; empty when unset.
+    List(String),
+    /// Loyalty: `expr` over the membership alias `l`, tested per matching membership.
+    PerMembership { expr: &'static str },
+}
+
+impl Compiler {
+    /// Binds `value` and returns its placeholder with an explicit cast.
+    fn bind(&mut self, value: SqlValue, cast: &str) -> String {
+        self.binds.push(value);
+        // $1 and $2 are T and today.
+        format!("${}::{cast}", self.binds.len() + 2)
+    }
+
+    fn node(&mut self, node: &Node) -> String {
+        match node {
+            Node::All(children) => self.join(children, " AND "),
+            Node::Any(children) => self.join(children, " OR "),
+            Node::Not(child) => format!("(NOT {})", self.node(child)),
+            Node::Predicate(predicate) => self.predicate(predicate),
+            Node::Segment(id) => {
+                let id = self.bind(SqlValue::Uuid(*id), "uuid");
+                format!(
+                    "EXISTS (SELECT 1 FROM memberships m WHERE m.segment_id = {id} \
+                     AND m.customer_id = f.customer_id)"
+                )
+            }
+        }
+    }
+
+    fn join(&mut self, children: &[Node], separator: &str) -> String {
+        let parts: Vec<String> = children.iter().map(|c| self.node(c)).collect();
+        format!("({})", parts.join(separator))
+    }
+
+    fn predicate(&mut self, p: &Predicate) -> String {
+        match self.expr(p) {
+            Expr::Scalar(expr) => self.scalar_test(&expr, p),
+            Expr::List(expr) => self.list_test(&expr, p),
+            Expr::PerMembership { expr } => {
+                let mut from = "SELECT 1 FROM loyalty_memberships l \
+                                WHERE l.customer_id = f.customer_id"
+                    .to_owned();
+                if !p.filter.loyalty_program_id.is_empty() {
+                    let program =
+                        self.bind(SqlValue::Text(p.filter.loyalty_program_id.clone()), "text");
+                    from.push_str(&format!(" AND l.loyalty_program_id = {program}"));
+                }
+                match p.operator {
+                    Operator::IsSet => format!("EXISTS ({from} AND {expr} IS NOT NULL)"),
+                    Operator::IsNotSet => format!("(NOT EXISTS ({from} AND {expr} IS NOT NULL))"),
+                    _ => {
+                        let test = self.scalar_test(expr, p);
+                        format!("EXISTS ({from} AND {test})")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The SQL reading `p`'s field.
+    fn expr(&mut self, p: &Predicate) -> Expr {
+        use FieldKey as K;
+        let scalar = |sql: &str| Expr::Scalar(sql.to_owned());
+        match &p.key {
+            K::CustomerCreateTime => scalar("f.customer_create_time"),
+            K::Country => scalar("NULLIF(f.country, '')"),
+            K::Region => scalar("NULLIF(f.region, '')"),
+            K::City => scalar("NULLIF(f.city, '')"),
+            K::BirthDate => scalar("f.birth_date"),
+            K::Age => scalar("rule_age(f.birth_date, $2::date)::bigint"),
+            K::DaysUntilBirthday => {
+                scalar("rule_days_until_birthday(f.birth_date, $2::date)::bigint")
+            }
+            K::Gender => scalar("NULLIF(f.gender, '')"),
+            K::IncomeBand => scalar("NULLIF(f.income_band, '')"),
+            K::Occupation => scalar("NULLIF(f.occupation, '')"),
+            K::Education => scalar("NULLIF(f.education, '')"),
+            K::Interests => Expr::List("f.interests".to_owned()),
+            K::LifestyleTags => Expr::List("f.lifestyle_tags".to_owned()),
+            K::Tags => Expr::List("f.tags".to_owned()),
+            K::Attribute(name) => {
+                let name = self.bind(SqlValue::Text(name.clone()), "text");
+                let value = |key: &str| format!("(f.attributes -> {name} ->> '{key}')");
+                Expr::Scalar(match p.value_type {
+                    ValueType::Integer => format!("{}::bigint", value("integer")),
+                    ValueType::Double => format!("{}::float8", value("double")),
+                    ValueType::Bool => format!("{}::boolean", value("bool")),
+                    ValueType::Timestamp => format!("{}::timestamptz", value("timestamp")),
+                    ValueType::Date => format!("{}::date", value("date")),
+                    // Attributes are never of the other types; read them as text.
+                    _ => format!("NULLIF({}, '')", value("string")),
+                })
+            }
+            K::ConsentSms => scalar("f.consent_sms"),
+            K::ConsentEmail => scalar("f.consent_email"),
+            K::ConsentAppPush => scalar("f.consent_app_push"),
+            K::ConsentWechat => scalar("f.consent_wechat"),
+            K::PurchaseCount | K::InteractionCount => {
+                let from = self.activities(p);
+                Expr::Scalar(format!("(SELECT count(*) {from})"))
+            }
+            K::PurchaseAmount => {
+                let currency = match p.values.first() {
+                    Some(Value::Money(money)) => money.currency.clone(),
+                    _ => String::new(),
+                };
+                let from = self.activities(p);
+                let currency = self.bind(SqlValue::Text(currency), "text");
+                Expr::Scalar(format!(
+                    "(SELECT COALESCE(sum(a.amount_minor), 0) {from} AND a.currency = {currency})"
+                ))
+            }
+            K::PurchaseFirstTime => {
+                let from = self.activities(p);
+                Expr::Scalar(format!("(SELECT min(a.occur_time) {from})"))
+            }
+            K::PurchaseLastTime | K::InteractionLastTime => {
+                let from = self.activities(p);
+                Expr::Scalar(format!("(SELECT max(a.occur_time) {from})"))
+            }
+            K::PurchaseCategories => {
+                let from = self.activities(p);
+                Expr::List(format!(
+                    "(SELECT COALESCE(array_agg(DISTINCT c.category), '{{}}'::text[]) {from_lateral})",
+                    from_lateral = from.replacen(
+                        "FROM customer_activities a",
+                        "FROM customer_activities a CROSS JOIN LATERAL unnest(a.categories) AS c(category)",
+                        1
+                    )
+                ))
+            }
+            K::PurchaseChannels => {
+                let from = self.activities(p);
+                Expr::List(format!(
+                    "(SELECT COALESCE(array_agg(DISTINCT a.channel), '{{}}'::text[]) {from} \
+                     AND a.channel <> '')"
+                ))
+            }
+            K::RfmGroup => scalar("NULLIF(f.rfm_group, '')"),
+            K::RfmRecencyScore => scalar("NULLIF(f.rfm_recency_score, 0)::bigint"),
+            K::RfmFrequencyScore => scalar("NULLIF(f.rfm_frequency_score, 0)::bigint"),
+            K::RfmMonetaryScore => scalar("NULLIF(f.rfm_monetary_score, 0)::bigint"),
+            K::RfmRecencyDays => scalar("f.rfm_recency_days::bigint"),
+            K::RfmFrequency => scalar("f.rfm_frequency"),
+            K::RfmMonetary => scalar("f.rfm_monetary_minor"),
+            K::LifecycleStage => scalar("NULLIF(f.lifecycle_stage, '')"),
+            K::LifecycleStageStartTime => scalar("f.lifecycle_stage_start_time"),
+            K::LifecycleChurnRisk => scalar("f.churn_risk"),
+            K::LifecycleChurnRiskScore => scalar("f.churn_risk_score"),
+            K::LoyaltyTier => Expr::PerMembership {
+                expr: "NULLIF(l.tier, '')",
+            },
+            K::LoyaltyPoints => Expr::PerMembership { expr: "l.points" },
+            K::LoyaltyQualifyingPoints => Expr::PerMembership {
+                expr: "l.qualifying_points",
+            },
+            K::LoyaltyEnrollTime => Expr::PerMembership {
+                expr: "l.enroll_time",
+            },
+            K::FeedbackLastNpsScore => scalar("f.last_nps_score::bigint"),
+            K::FeedbackLastNpsCategory => scalar(
+                "(CASE WHEN f.last_nps_score IS NULL THEN NULL \
+                 WHEN f.last_nps_score >= 9 THEN 'promoter' \
+                 WHEN f.last_nps_score >= 7 THEN 'passive' ELSE 'detractor' END)",
+            ),
+            K::FeedbackLastNpsTime => scalar("f.last_nps_time"),
+            K::FeedbackLastCsatScore => scalar("f.last_csat_score::bigint"),
+            K::FeedbackOpenTicketCount => scalar("f.open_ticket_count::bigint"),
+        }
+    }
+
+    /// `FROM customer_activities a WHERE …` for the activities `p` covers.
+    fn activities(&mut self, p: &Predicate) -> String {
+        let purchases = !matches!(
+            p.key,
+            FieldKey::InteractionCount | FieldKey::InteractionLastTime
+        );
+        let mut sql =
+            String::from("FROM customer_activities a WHERE a.customer_id = f.customer_id");
+        sql.push_str(if purchases {
+            " AND a.kind = 'purchase'"
+        } else {
+            " AND a.kind <> 'purchase'"
+        });
+        match p.window {
+            None => {}
+            Some(Window::LastDays(days)) => {
+                let hours = self.bind(SqlValue::Int(days * 24), "integer");
+                sql.push_str(&format!(
+                    " AND a.occur_time > $1::timestamptz - make_interval(hours => {hours}) \
+                     AND a.occur_time <= $1::timestamptz"
+                ));
+            }
+            Some(Window::Range { start, end }) => {
+                let start = self.bind(SqlValue::Timestamp(start), "timestamptz");
+                let end = self.bind(SqlValue::Timestamp(end), "timestamptz");
+                sql.push_str(&format!(
+                    " AND a.occur_time >= {start} AND a.occur_time < {end}"
+                ));
+            }
+        }
+        self.filter(&p.filter, purchases, &mut sql);
+        sql
+    }
+
+    fn filter(&mut self, filter: &Filter, purchases: bool, sql: &mut String) {
+        if !filter.categories.is_empty() {
+            let categories = self.bind(SqlValue::TextArray(filter.categories.clone()), "text[]");
+            sql.push_str(&format!(" AND a.categories && {categories}"));
+        }
+        if !filter.channels.is_empty() {
+            let channels = self.bind(SqlValue::TextArray(filter.channels.clone()), "text[]");
+            sql.push_str(&format!(" AND a.channel = ANY({channels})"));
+        }
+        if !purchases && !filter.interaction_kinds.is_empty() {
+            let kinds = self.bind(
+                SqlValue::TextArray(filter.interaction_kinds.clone()),
+                "text[]",
+            );
+            sql.push_str(&format!(" AND a.kind = ANY({kinds})"));
+        }
+    }
+
+    /// Binds one operand as the SQL type of `value_type`.
+    fn operand(&mut self, value_type: ValueType, value: &Value) -> String {
+        match (value_type, value) {
+            (ValueType::Double, v) => {
+                self.bind(SqlValue::Double(v.as_f64().unwrap_or_default()), "float8")
+            }
+            (_, Value::String(v)) => self.bind(SqlValue::Text(v.clone()), "text"),
+            (_, Value::Integer(v)) => self.bind(SqlValue::BigInt(*v), "bigint"),
+            (_, Value::Double(v)) => self.bind(SqlValue::Double(*v), "float8"),
+            (_, Value::Bool(v)) => self.bind(SqlValue::Bool(*v), "boolean"),
+            (_, Value::Timestamp(v)) => self.bind(SqlValue::Timestamp(*v), "timestamptz"),
+            (_, Value::Date(v)) => self.bind(SqlValue::Date(*v), "date"),
+            // The sum is already restricted to the value's currency.
+            (_, Value::Money(v)) => self.bind(SqlValue::BigInt(v.amount_minor), "bigint"),
+            (_, Value::Days(v)) => self.bind(SqlValue::Int(*v), "integer"),
+        }
+    }
+
+    /// Binds every operand as one array of the SQL type of `value_type`.
+    fn operand_array(&mut self, value_type: ValueType, values: &[Value]) -> String {
+        match value_type {
+            ValueType::Integer => {
+                let items = values
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::Integer(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect();
+                self.bind(SqlValue::BigIntArray(items), "bigint[]")
+            }
+            ValueType::Double => {
+                let items = values.iter().filter_map(Value::as_f64).collect();
+                self.bind(SqlValue::DoubleArray(items), "float8[]")
+            }
+            _ => {
+                let items = values
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::String(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.bind(SqlValue::TextArray(items), "text[]")
+            }
+        }
+    }
+
+    /// A two-valued test of the scalar `expr` (NULL when unset).
+    fn scalar_test(&mut self, expr: &str, p: &Predicate) -> String {
+        use Operator as O;
+        let vt = p.value_type;
+        let cmp = |this: &mut Self, op: &str| {
+            let v = p
+                .values
+                .first()
+                .map(|v| this.operand(vt, v))
+                .unwrap_or_default();
+            format!("COALESCE({expr} {op} {v}, false)")
+        };
+        match p.operator {
+            O::IsSet => format!("({expr} IS NOT NULL)"),
+            O::IsNotSet => format!("({expr} IS NULL)"),
+            O::Equals => cmp(self, "="),
+            O::NotEquals => cmp(self, "<>"),
+            O::LessThan | O::Before => cmp(self, "<"),
+            O::LessOrEqual => cmp(self, "<="),
+            O::GreaterThan | O::After => cmp(self, ">"),
+            O::GreaterOrEqual => cmp(self, ">="),
+            O::In => {
+                let list = self.operand_array(vt, &p.values);
+                format!("COALESCE({expr} = ANY({list}), false)")
+            }
+            O::NotIn => {
+                let list = self.operand_array(vt, &p.values);
+                format!("COALESCE({expr} <> ALL({list}), false)")
+            }
+            O::Between => {
+                let low = p
+                    .values
+                    .first()
+                    .map(|v| self.operand(vt, v))
+                    .unwrap_or_default();
+                let high = p
+                    .values
+                    .get(1)
+                    .map(|v| self.operand(vt, v))
+                    .unwrap_or_default();
+                format!("COALESCE({expr} BETWEEN {low} AND {high}, false)")
+            }
+            O::StartsWith => {
+                let prefix = p
+                    .values
+                    .first()
+                    .map(|v| self.operand(vt, v))
+                    .unwrap_or_default();
+                format!("COALESCE(starts_with({expr}, {prefix}), false)")
+            }
+            O::WithinLast | O::NotWithinLast => {
+                let days = match p.values.first() {
+                    Some(Value::Days(days)) => *days,
+                    _ => 0,
+                };
+                let hours = self.bind(SqlValue::Int(days * 24), "integer");
+                let cutoff = format!("($1::timestamptz - make_interval(hours => {hours}))");
+                if p.operator == O::WithinLast {
+                    format!("COALESCE({expr} > {cutoff} AND {expr} <= $1::timestamptz, false)")
+                } else {
+                    format!("COALESCE({expr} <= {cutoff}, false)")
+                }
+            }
+            // List operators never reach a scalar (validation).
+            O::Contains | O::NotContains | O::ContainsAny | O::ContainsAll => "false".to_owned(),
+        }
+    }
+
+    /// A test of the `text[]` expression `list` (never NULL, empty when unset).
+    fn list_test(&mut self, list: &str, p: &Predicate) -> String {
+        use Operator as O;
+        match p.operator {
+            O::IsSet => format!("(cardinality({list}) > 0)"),
+            O::IsNotSet => format!("(cardinality({list}) = 0)"),
+            O::Contains => {
+                let v = self.list_operand(p);
+                format!("COALESCE({v} = ANY({list}), false)")
+            }
+            O::NotContains => {
+                let v = self.list_operand(p);
+                format!("COALESCE(cardinality({list}) > 0 AND NOT ({v} = ANY({list})), false)")
+            }
+            O::ContainsAny => {
+                let values = self.operand_array(ValueType::StringList, &p.values);
+                format!("COALESCE({list} && {values}, false)")
+            }
+            O::ContainsAll => {
+                let values = self.operand_array(ValueType::StringList, &p.values);
+                format!("COALESCE({list} @> {values}, false)")
+            }
+            // Scalar operators never reach a list (validation).
+            _ => "false".to_owned(),
+        }
+    }
+
+    fn list_operand(&mut self, p: &Predicate) -> String {
+        match p.values.first() {
+            Some(v) => self.operand(ValueType::StringList, v),
+            None => "NULL::text".to_owned(),
+        }
+    }
 }

@@ -5,6 +5,8 @@
 //! - `api`: the `custops.segmentation.v1.SegmentationService` gRPC API (transport only).
 //! - `domain`: facts, catalog, rules and the in-process evaluator, RFM and lifecycle rules.
 //! - `store`: sqlx queries on the `segmentation` schema, the rule → SQL compiler.
+//! - `feeds`: follows the profiles, loyalty and feedback feeds into the facts projection.
+//! - `derived`: RFM and lifecycle values, per customer and in full runs.
 //! - `membership`: keeps memberships current as facts change (events, erasures, merges).
 //! - `lookups`: the membership lookup caches (in-process, Redis) and their write-through.
 //! - `jobs`: recompute jobs, the rollover pass and the scheduler.
@@ -91,7 +93,7 @@ pub async fn build_with(
     let listening = tokio_util::sync::CancellationToken::new();
     tokio::spawn(lookups::listen(
         lookups,
-        pool,
+        pool.clone(),
         shutdown.clone(),
         listening.clone(),
     ));
@@ -99,6 +101,12 @@ pub async fn build_with(
     tokio::time::timeout(std::time::Duration::from_secs(10), listening.cancelled())
         .await
         .context("Failed to start listening for membership changes")?;
+    feeds::start(
+        &settings,
+        pool.clone(),
+        state.clock.clone(),
+        app.shutdown_token(),
+    );
     jobs::start(state.clone(), overrides.jobs, shutdown);
     let api = api::SegmentationApi::new(state);
     Ok(app.add_api(api::server(api)).add_api(feed))

@@ -1,0 +1,335 @@
+//! The profiles feed: customer traits, consents, activities and attribute definitions into
+//! the facts projection; deletions, merges, unmerges and erasures into memberships.
+//!
+//! - CustomerDeleted: the customer leaves every segment; its facts are set aside in a tombstone
+//!   and come back with CustomerUndeleted.
+//! - ActivityRecorded: purchases and interactions, keyed by activity id. Refunds are not kept:
+//!   RFM monetary value and purchase aggregates count completed purchases only.
+//! - CustomerMerged / CustomerUnmerged: facts move to the target remembering the merge, and
+//!   exactly those move back.
+//! - CustomerErased: everything under the customer and the ids merged into it is deleted.
+
+use std::sync::Arc;
+
+use chrono::{Duration, NaiveDate};
+use custops_common::clock::Clock;
+use custops_common::consumer::EventHandler;
+use custops_contracts::custops::common::v1::{ContactChannel, Event};
+use custops_contracts::custops::profiles::v1 as pb;
+use custops_contracts::custops::segmentation::v1::ChangeReason;
+use prost::{Message, Name};
+use sqlx::PgConnection;
+
+use super::{cause, payload, position, settle};
+use crate::derived::from_timestamp;
+use crate::domain::facts::{Activity, ActivityKind, AttributeValue, Consents, Money};
+use crate::membership;
+use crate::store::facts::{self, Feed, Merge, NewActivity, Traits};
+
+/// Activities older than this are not kept (the retained history).
+const RETENTION_DAYS: i64 = 1095;
+
+/// Applies profiles events to the facts projection.
+#[derive(Debug, Clone)]
+pub struct ProfilesFeed {
+    clock: Arc<dyn Clock>,
+}
+
+impl ProfilesFeed {
+    /// A handler timing its effects with `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock }
+    }
+}
+
+#[tonic::async_trait]
+impl EventHandler for ProfilesFeed {
+    async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let at = position(Feed::Profiles, event);
+        let by_event = cause(event, ChangeReason::Event, now);
+        let kind = event.event_type.as_str();
+        if kind == pb::CustomerCreated::full_name() {
+            let traits = pb::CustomerCreated::decode(payload(event)?)?.traits;
+            return apply_traits(tx, traits, event, &by_event).await;
+        }
+        if kind == pb::CustomerUpdated::full_name() {
+            let traits = pb::CustomerUpdated::decode(payload(event)?)?.traits;
+            return apply_traits(tx, traits, event, &by_event).await;
+        }
+        if kind == pb::CustomerUndeleted::full_name() {
+            let traits = pb::CustomerUndeleted::decode(payload(event)?)?.traits;
+            if let Some(t) = &traits {
+                facts::restore_customer(&mut *tx, &t.customer_id, now).await?;
+            }
+            return apply_traits(tx, traits, event, &by_event).await;
+        }
+        if kind == pb::CustomerDeleted::full_name() {
+            let deleted = pb::CustomerDeleted::decode(payload(event)?)?;
+            if facts::exists(&mut *tx, &deleted.customer_id).await? {
+                facts::delete_customer(&mut *tx, &deleted.customer_id).await?;
+                membership::remove_customer(tx, &deleted.customer_id, &by_event).await?;
+            }
+            return Ok(());
+        }
+        if kind == pb::ConsentChanged::full_name() {
+            let change = pb::ConsentChanged::decode(payload(event)?)?.consent_change;
+            let Some(change) = change.filter(|c| !c.superseded) else {
+                return Ok(());
+            };
+            let granted = change.new_status == pb::ConsentStatus::Granted as i32;
+            facts::set_consent(
+                &mut *tx,
+                &change.customer_id,
+                channel(change.channel),
+                granted,
+            )
+            .await?;
+            return settle(tx, &change.customer_id, at, &by_event).await;
+        }
+        if kind == pb::ActivityRecorded::full_name() {
+            let activity = pb::ActivityRecorded::decode(payload(event)?)?.activity;
+            let Some(new) = activity.and_then(to_activity) else {
+                return Ok(());
+            };
+            if new.activity.occur_time < now - Duration::days(RETENTION_DAYS) {
+                return Ok(());
+            }
+            facts::ensure_row(&mut *tx, &new.customer_id, now).await?;
+            facts::insert_activity(&mut *tx, &new).await?;
+            return settle(tx, &new.customer_id, at, &by_event).await;
+        }
+        if kind == pb::AttributeDefinitionCreated::full_name() {
+            let created = pb::AttributeDefinitionCreated::decode(payload(event)?)?;
+            if let Some(d) = created.attribute_definition {
+                let value_type = match d.value_type() {
+                    pb::AttributeValueType::String => "string",
+                    pb::AttributeValueType::Number => "double",
+                    pb::AttributeValueType::Bool => "bool",
+                    pb::AttributeValueType::Time => "timestamp",
+                    pb::AttributeValueType::Unspecified => return Ok(()),
+                };
+                facts::insert_attribute_definition(
+                    tx,
+                    &d.attribute_name,
+                    value_type,
+                    &d.description,
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        if kind == pb::CustomerMerged::full_name() {
+            let merged = pb::CustomerMerged::decode(payload(event)?)?;
+            let merge = Merge {
+                merge_id: merged.merge_id,
+                source: merged.source_customer_id,
+                target: merged.target_customer_id,
+            };
+            if merge.source == merge.target || !facts::merge(&mut *tx, &merge).await? {
+                return Ok(());
+            }
+            let by_merge = cause(event, ChangeReason::Merge, now);
+            apply_or_settle(
+                &mut *tx,
+                merged.target_traits,
+                &merge.target,
+                event,
+                &by_merge,
+            )
+            .await?;
+            return membership::merge_customers(tx, &merge.source, &merge.target, &by_merge).await;
+        }
+        if kind == pb::CustomerUnmerged::full_name() {
+            let unmerged = pb::CustomerUnmerged::decode(payload(event)?)?;
+            let Some(merge) = facts::unmerge(&mut *tx, &unmerged.merge_id, now).await? else {
+                return Ok(());
+            };
+            let by_merge = cause(event, ChangeReason::Merge, now);
+            apply_or_settle(
+                &mut *tx,
+                unmerged.source_traits,
+                &merge.source,
+                event,
+                &by_merge,
+            )
+            .await?;
+            return apply_or_settle(tx, unmerged.target_traits, &merge.target, event, &by_merge)
+                .await;
+        }
+        if kind == pb::CustomerErased::full_name() {
+            let erased = pb::CustomerErased::decode(payload(event)?)?;
+            let by_erasure = cause(event, ChangeReason::Erasure, now);
+            for id in std::iter::once(&erased.customer_id).chain(&erased.merged_customer_ids) {
+                if id.is_empty() {
+                    continue;
+                }
+                facts::erase(&mut *tx, id).await?;
+                membership::remove_customer(&mut *tx, id, &by_erasure).await?;
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+}
+
+/// Applies a traits snapshot (unless older than the row's position) and settles the customer.
+async fn apply_traits(
+    tx: &mut PgConnection,
+    traits: Option<pb::CustomerTraits>,
+    event: &Event,
+    cause: &membership::Cause,
+) -> anyhow::Result<()> {
+    let Some(traits) = traits.map(to_traits) else {
+        return Ok(());
+    };
+    facts::apply_traits(&mut *tx, &traits, event.sequence, cause.now).await?;
+    settle(
+        tx,
+        &traits.customer_id,
+        position(Feed::Profiles, event),
+        cause,
+    )
+    .await
+}
+
+/// Applies `traits` when given, else only settles `customer_id` (position, derived values,
+/// memberships).
+async fn apply_or_settle(
+    tx: &mut PgConnection,
+    traits: Option<pb::CustomerTraits>,
+    customer_id: &str,
+    event: &Event,
+    cause: &membership::Cause,
+) -> anyhow::Result<()> {
+    if traits.is_some() {
+        apply_traits(tx, traits, event, cause).await
+    } else {
+        settle(tx, customer_id, position(Feed::Profiles, event), cause).await
+    }
+}
+
+/// The consent column slug of a channel.
+fn channel(channel: i32) -> &'static str {
+    match ContactChannel::try_from(channel) {
+        Ok(ContactChannel::Sms) => "sms",
+        Ok(ContactChannel::Email) => "email",
+        Ok(ContactChannel::AppPush) => "app_push",
+        Ok(ContactChannel::Wechat) => "wechat",
+        Ok(ContactChannel::Unspecified) | Err(_) => "",
+    }
+}
+
+/// The lower-case value name without its prefix, "" for UNSPECIFIED (`GENDER_FEMALE` →
+/// "female").
+fn slug(name: &str, prefix: &str) -> String {
+    let rest = name.strip_prefix(prefix).unwrap_or(name);
+    if rest == "UNSPECIFIED" {
+        String::new()
+    } else {
+        rest.to_ascii_lowercase()
+    }
+}
+
+fn to_traits(t: pb::CustomerTraits) -> Traits {
+    let demographics = t.demographics.unwrap_or_default();
+    let geography = t.geography.unwrap_or_default();
+    let psychographics = t.psychographics.unwrap_or_default();
+    let mut consents = Consents::default();
+    for consent in &t.consents {
+        let granted = consent.status == pb::ConsentStatus::Granted as i32;
+        match channel(consent.channel) {
+            "sms" => consents.sms = granted,
+            "email" => consents.email = granted,
+            "app_push" => consents.app_push = granted,
+            "wechat" => consents.wechat = granted,
+            _ => {}
+        }
+    }
+    let attributes = t
+        .custom_attributes
+        .into_iter()
+        .filter_map(|(name, value)| {
+            use pb::custom_attribute_value::Value;
+            let value = match value.value? {
+                Value::StringValue(s) => AttributeValue::String(s),
+                Value::NumberValue(n) => AttributeValue::Double(n),
+                Value::BoolValue(b) => AttributeValue::Bool(b),
+                Value::TimeValue(t) => AttributeValue::Timestamp(from_timestamp(Some(&t))?),
+            };
+            Some((name, value))
+        })
+        .collect();
+    Traits {
+        create_time: from_timestamp(t.create_time.as_ref()),
+        country: geography.country_code,
+        region: geography.region,
+        city: geography.city,
+        birth_date: demographics.birth_date.and_then(|d| {
+            NaiveDate::from_ymd_opt(
+                d.year,
+                u32::try_from(d.month).ok()?,
+                u32::try_from(d.day).ok()?,
+            )
+        }),
+        gender: slug(demographics.gender().as_str_name(), "GENDER_"),
+        income_band: slug(demographics.income_band().as_str_name(), "INCOME_BAND_"),
+        education: slug(
+            demographics.education_level().as_str_name(),
+            "EDUCATION_LEVEL_",
+        ),
+        occupation: demographics.occupation,
+        interests: psychographics.interests,
+        lifestyle_tags: psychographics.lifestyle_tags,
+        tags: t.tags,
+        attributes,
+        consents,
+        customer_id: t.customer_id,
+    }
+}
+
+/// A purchase or interaction to keep; `None` for refunds and malformed activities.
+fn to_activity(a: pb::Activity) -> Option<NewActivity> {
+    use pb::activity::Details;
+    let occur_time = from_timestamp(a.occur_time.as_ref())?;
+    let (kind, amount, categories) = match a.details? {
+        Details::Purchase(p) => (
+            ActivityKind::Purchase,
+            p.amount.map(|m| Money {
+                amount_minor: m.amount_minor,
+                currency: m.currency,
+            }),
+            p.categories,
+        ),
+        Details::Refund(_) => return None,
+        Details::Interaction(i) => {
+            let kind = match i.interaction_kind() {
+                pb::InteractionKind::Other => i.other_kind.clone(),
+                other => slug(other.as_str_name(), "INTERACTION_KIND_"),
+            };
+            if kind.is_empty() || kind == "purchase" {
+                return None;
+            }
+            let categories = if i.category.is_empty() {
+                Vec::new()
+            } else {
+                vec![i.category]
+            };
+            (ActivityKind::Interaction(kind), None, categories)
+        }
+    };
+    if a.customer_id.is_empty() || a.activity_id.is_empty() {
+        return None;
+    }
+    Some(NewActivity {
+        customer_id: a.customer_id,
+        activity: Activity {
+            activity_id: a.activity_id,
+            kind,
+            occur_time,
+            amount,
+            categories,
+            channel: a.channel,
+        },
+    })
+}

@@ -349,8 +349,7 @@ pub struct RuleSegment {
 /// Parsed rules by segment id, with the version they belong to. Segment ids are never reused,
 /// so entries of deleted segments are only dead weight (bounded by the 10,000-segment limit
 /// per deployment).
-static RULES: LazyLock<Mutex<RuleCache>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static RULES: LazyLock<Mutex<RuleCache>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Decodes a stored rule.
 pub fn decode_rule(bytes: &[u8]) -> Result<pb::Condition, prost::DecodeError> {

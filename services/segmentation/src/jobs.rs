@@ -127,13 +127,13 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
         scope => {
             let mut prefixes: Vec<&str> = Vec::new();
             if matches!(scope, "rfm" | "all") {
-                let mut tx = state.pool.begin().await?;
+                let mut tx = begin_long(&state.pool).await?;
                 job.rfm_group_changed_count = i64::try_from(derived::run_rfm(&mut tx, now).await?)?;
                 tx.commit().await?;
                 prefixes.push("rfm.");
             }
             if matches!(scope, "lifecycle" | "all") {
-                let mut tx = state.pool.begin().await?;
+                let mut tx = begin_long(&state.pool).await?;
                 job.lifecycle_changed_count =
                     i64::try_from(derived::run_lifecycle(&mut tx, now).await?)?;
                 tx.commit().await?;
@@ -160,7 +160,7 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
         if finished.contains(&segment_id) {
             continue;
         }
-        let mut tx = state.pool.begin().await?;
+        let mut tx = begin_long(&state.pool).await?;
         let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
             // Deleted meanwhile: nothing to apply.
             job.segments_done += 1;
@@ -194,7 +194,7 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
         job_store::save(&mut tx, &job).await?;
         tx.commit().await?;
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = begin_long(&state.pool).await?;
     job.state = "succeeded".to_owned();
     job.progress_percent = 100;
     job.end_time = Some(state.clock.now());
@@ -202,6 +202,18 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
     events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A transaction for set-based work over the whole customer base: the pool's statement
+/// timeout (seconds, meant for API calls) is lifted to an hour for it.
+async fn begin_long(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = '1h'")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 fn progress(done: i64, total: i64) -> i32 {
@@ -213,7 +225,7 @@ fn progress(done: i64, total: i64) -> i32 {
 
 /// Records a failed job with a message safe for operators.
 async fn fail_job(state: &AppState, job_id: Uuid) -> Result<(), sqlx::Error> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = begin_long(&state.pool).await?;
     let Some(mut job) = job_store::get(&mut *tx, job_id).await? else {
         return Ok(());
     };
@@ -367,7 +379,7 @@ pub async fn apply_segment(
 /// lifecycles; segments on `lifecycle.*` fields follow when any stage moved. Returns the
 /// memberships changed.
 pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_long(pool).await?;
     let staged = derived::run_lifecycle(&mut tx, now).await?;
     tx.commit().await?;
     let mut conn = pool.acquire().await?;
@@ -387,7 +399,7 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
     };
     let mut changed = 0;
     for segment_id in due {
-        let mut tx = pool.begin().await?;
+        let mut tx = begin_long(pool).await?;
         let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
             continue;
         };
@@ -414,7 +426,7 @@ async fn scheduler(state: Arc<AppState>, options: WorkerOptions, shutdown: Cance
 pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
     let now = state.clock.now();
     let config = settings::get(&state.pool).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = begin_long(&state.pool).await?;
     if settings::claim_schedule(
         &mut tx,
         "full_recompute",
@@ -431,7 +443,7 @@ pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
     tx.commit().await?;
 
     // The row lock is held while the pass runs, so only one replica runs it.
-    let mut tx = state.pool.begin().await?;
+    let mut tx = begin_long(&state.pool).await?;
     if settings::claim_schedule(&mut tx, "rollover", now, config.rollover_interval).await? {
         let changed = rollover(&state.pool, now).await?;
         tracing::info!(changed, "rollover pass finished");

@@ -6,11 +6,17 @@
 #[path = "support/app.rs"]
 mod support;
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use custops_common::paging::PageTokens;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::domain::rule::parse_rule;
+use custops_segmentation::jobs;
+use custops_segmentation::lookups::Lookups;
+use custops_segmentation::state::AppState;
 use custops_segmentation::store::{catalog, compile, facts};
+use prost::Message;
 use support::{TestApp, all, integer, not, predicate, spawn_app, string, tagged};
 
 const CUSTOMERS: i64 = 100_000;
@@ -43,7 +49,10 @@ async fn sql_members(app: &TestApp) -> anyhow::Result<Vec<String>> {
 }
 
 #[tokio::test]
-#[allow(clippy::print_stdout, reason = "the timings are part of what this test reports")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the timings are part of what this test reports"
+)]
 async fn full_recompute_on_100k_customers_agrees_with_incremental_membership() -> anyhow::Result<()>
 {
     let app = spawn_app().await?;
@@ -169,5 +178,292 @@ async fn full_recompute_on_100k_customers_agrees_with_incremental_membership() -
          (of which the segment {} ms)",
         result.duration_millis
     );
+    Ok(())
+}
+
+fn days(n: i32) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::DaysValue(n)),
+    }
+}
+
+/// The service's shared state over the test's pool, for driving the scheduler by hand.
+fn state_of(app: &TestApp) -> AppState {
+    AppState {
+        pool: app.pool.clone(),
+        clock: Arc::new(app.clock.clone()),
+        page_tokens: PageTokens::random(),
+        lookups: Arc::new(Lookups::new(None)),
+    }
+}
+
+#[tokio::test]
+async fn the_rollover_pass_moves_time_dependent_memberships_and_the_full_recompute_is_scheduled()
+-> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    app.put_customer("recent", "CN", &[]).await?;
+    app.put_customer("old", "CN", &[]).await?;
+    for (id, age_days) in [("recent", 25), ("old", 40)] {
+        sqlx::query(
+            "INSERT INTO customer_activities (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
+             VALUES ($1, $1, 'purchase', $2, 100, 'CNY')",
+        )
+        .bind(id)
+        .bind(app.clock_now() - chrono::Duration::days(age_days))
+        .execute(&app.pool)
+        .await?;
+    }
+    let recent_buyers = app
+        .rule_segment(
+            "Bought in the last 30 days",
+            predicate(
+                "purchase.last_time",
+                pb::Operator::WithinLast,
+                vec![days(30)],
+            ),
+        )
+        .await?;
+    assert!(recent_buyers.time_dependent);
+    assert_eq!(
+        app.stored_members(&recent_buyers.segment_id).await?,
+        vec!["recent"]
+    );
+
+    app.client
+        .clone()
+        .update_evaluation_settings(pb::UpdateEvaluationSettingsRequest {
+            evaluation_settings: Some(pb::EvaluationSettings {
+                full_recompute_interval: Some(prost_types::Duration {
+                    seconds: 7 * 24 * 3600,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["full_recompute_interval".to_owned()],
+            }),
+        })
+        .await?;
+    let state = state_of(&app);
+    // The first tick only starts the schedules.
+    jobs::schedule_once(&state).await?;
+    app.clock.advance(chrono::Duration::seconds(6 * 24 * 3600));
+    // Six days later: past the rollover interval, not yet the full recompute's (7 days).
+    jobs::schedule_once(&state).await?;
+    assert!(
+        app.stored_members(&recent_buyers.segment_id)
+            .await?
+            .is_empty()
+    );
+    let exited = app.events("custops.segmentation.v1.SegmentExited").await?;
+    let exited = pb::SegmentExited::decode(exited.first().map(Vec::as_slice).unwrap_or(&[]))?;
+    assert_eq!(
+        (exited.customer_id.as_str(), exited.reason),
+        ("recent", i32::from(pb::ChangeReason::Schedule))
+    );
+    let queued = |app: &TestApp| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .list_recompute_jobs(pb::ListRecomputeJobsRequest {
+                    scope: pb::RecomputeScope::All.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().jobs)
+        }
+    };
+    assert!(queued(&app).await?.is_empty());
+    app.clock.advance(chrono::Duration::seconds(2 * 24 * 3600));
+    jobs::schedule_once(&state).await?;
+    jobs::schedule_once(&state).await?;
+    let scheduled = queued(&app).await?;
+    assert_eq!(scheduled.len(), 1, "one full recompute per interval");
+    assert_eq!(
+        (scheduled[0].trigger, scheduled[0].requester.as_str()),
+        (i32::from(pb::RecomputeTrigger::Schedule), "scheduler")
+    );
+    let done = app.wait_job(&scheduled[0].recompute_job_id).await?;
+    assert_eq!(done.state, i32::from(pb::RecomputeJobState::Succeeded));
+    Ok(())
+}
+
+#[tokio::test]
+async fn recompute_requests_are_idempotent_and_listed_newest_first() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    app.put_customer("c1", "CN", &[]).await?;
+    let segment = app
+        .rule_segment(
+            "China",
+            predicate("geo.country", pb::Operator::Equals, vec![string("CN")]),
+        )
+        .await?;
+    let request = |request_id: &str, segment_id: &str| pb::RecomputeSegmentRequest {
+        segment_id: segment_id.to_owned(),
+        request_id: request_id.to_owned(),
+    };
+    let first = client
+        .recompute_segment(request("r-1", &segment.segment_id))
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    let replay = client
+        .recompute_segment(request("r-1", &segment.segment_id))
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    assert_eq!(replay.recompute_job_id, first.recompute_job_id);
+    let other = app.static_segment("Static").await?;
+    let reused = client
+        .recompute_segment(request("r-1", &other.segment_id))
+        .await
+        .err();
+    assert_eq!(
+        reused.as_ref().map(support::reason).as_deref(),
+        Some("REQUEST_ID_REUSED")
+    );
+    let static_refused = client
+        .recompute_segment(request("", &other.segment_id))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(static_refused, Some(tonic::Code::FailedPrecondition));
+    let done = app.wait_job(&first.recompute_job_id).await?;
+    assert_eq!(
+        (
+            done.state,
+            done.trigger,
+            done.entered_count,
+            done.exited_count
+        ),
+        (
+            i32::from(pb::RecomputeJobState::Succeeded),
+            i32::from(pb::RecomputeTrigger::Requested),
+            0,
+            0
+        )
+    );
+    let finished = app
+        .events("custops.segmentation.v1.RecomputeJobFinished")
+        .await?;
+    assert_eq!(finished.len(), 2, "the create's job and the requested one");
+
+    let listed = client
+        .list_recompute_jobs(pb::ListRecomputeJobsRequest {
+            segment_id: segment.segment_id.clone(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.jobs.len(), 1);
+    assert_eq!(
+        listed.jobs[0].recompute_job_id, first.recompute_job_id,
+        "newest first"
+    );
+    let older = client
+        .list_recompute_jobs(pb::ListRecomputeJobsRequest {
+            segment_id: segment.segment_id.clone(),
+            page_size: 1,
+            page_token: listed.next_page_token,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        older.jobs.first().map(|j| j.trigger),
+        Some(i32::from(pb::RecomputeTrigger::SegmentCreated))
+    );
+    assert!(older.next_page_token.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn evaluation_settings_check_zone_intervals_and_etag() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let current = client
+        .get_evaluation_settings(pb::GetEvaluationSettingsRequest {})
+        .await?
+        .into_inner()
+        .evaluation_settings
+        .unwrap_or_default();
+    assert_eq!(current.time_zone, "UTC");
+    assert_eq!(current.rollover_interval.map(|d| d.seconds), Some(300));
+    let update =
+        |settings: pb::EvaluationSettings, paths: &[&str]| pb::UpdateEvaluationSettingsRequest {
+            evaluation_settings: Some(settings),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+        };
+    let bad_zone = client
+        .update_evaluation_settings(update(
+            pb::EvaluationSettings {
+                time_zone: "Mars/Olympus".to_owned(),
+                ..Default::default()
+            },
+            &["time_zone"],
+        ))
+        .await
+        .err();
+    assert_eq!(
+        bad_zone.as_ref().map(support::fields),
+        Some(vec!["evaluation_settings.time_zone".to_owned()])
+    );
+    let bad_interval = client
+        .update_evaluation_settings(update(
+            pb::EvaluationSettings {
+                rollover_interval: Some(prost_types::Duration {
+                    seconds: 10,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            &["rollover_interval"],
+        ))
+        .await
+        .err();
+    assert_eq!(
+        bad_interval.as_ref().map(support::fields),
+        Some(vec!["evaluation_settings.rollover_interval".to_owned()])
+    );
+    let updated = client
+        .update_evaluation_settings(update(
+            pb::EvaluationSettings {
+                time_zone: "Asia/Shanghai".to_owned(),
+                etag: current.etag.clone(),
+                ..Default::default()
+            },
+            &["time_zone"],
+        ))
+        .await?
+        .into_inner()
+        .evaluation_settings
+        .unwrap_or_default();
+    assert_eq!(updated.time_zone, "Asia/Shanghai");
+    assert_ne!(updated.etag, current.etag);
+    let stale = client
+        .update_evaluation_settings(update(
+            pb::EvaluationSettings {
+                time_zone: "UTC".to_owned(),
+                etag: current.etag.clone(),
+                ..Default::default()
+            },
+            &["time_zone"],
+        ))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(stale, Some(tonic::Code::Aborted));
+    // The evaluation's "today" follows the zone: 2026-11-23 10:00 UTC is 18:00 in Shanghai;
+    // at 20:00 UTC it is already the 24th there.
+    app.clock.advance(chrono::Duration::seconds(10 * 3600));
+    let mut conn = app.pool.acquire().await?;
+    let ctx = facts::eval_context(&mut conn, app.clock_now()).await?;
+    assert_eq!(ctx.today.to_string(), "2026-11-24");
     Ok(())
 }

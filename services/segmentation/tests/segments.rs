@@ -7,8 +7,11 @@ mod support;
 
 use custops_contracts::custops::segmentation::v1 as pb;
 use prost::Message;
+use std::time::Duration;
+
 use support::{
-    all, country_is, fields, member_of, not, predicate, reason, spawn_app, string, tagged,
+    all, country_is, eventually, fields, member_of, not, predicate, reason, spawn_app, string,
+    tagged,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -650,5 +653,80 @@ async fn preview_counts_samples_and_compares_without_saving() -> anyhow::Result<
         .await?
         .into_inner();
     assert_eq!(listed.segments.len(), 1, "preview saved nothing");
+    Ok(())
+}
+
+#[tokio::test]
+async fn erasure_leaves_every_segment_and_merge_passes_static_memberships() -> anyhow::Result<()> {
+    use custops_segmentation::membership::{self, Cause};
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    for id in ["erased", "source", "target"] {
+        app.put_customer(id, "CN", &[]).await?;
+    }
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    let list = app.static_segment("List").await?;
+    client
+        .upload_static_members(tokio_stream::iter(upload(
+            &list.segment_id,
+            pb::StaticUploadMode::Add,
+            "",
+            &[&["erased", "source"]],
+        )))
+        .await?;
+    let cause = |reason| Cause {
+        reason,
+        event_id: "evt-1".to_owned(),
+        now: app.clock_now(),
+    };
+
+    let mut tx = app.pool.begin().await?;
+    membership::remove_customer(&mut tx, "erased", &cause(pb::ChangeReason::Erasure)).await?;
+    tx.commit().await?;
+    // Lookups follow the commit through the cache's notification, within a second.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            app.segments_of("erased").await.ok() == Some(Vec::new())
+        })
+        .await
+    );
+
+    // The merge moved facts already: the source has none left.
+    sqlx::query("DELETE FROM customer_facts WHERE customer_id = 'source'")
+        .execute(&app.pool)
+        .await?;
+    let mut tx = app.pool.begin().await?;
+    membership::merge_customers(&mut tx, "source", "target", &cause(pb::ChangeReason::Merge))
+        .await?;
+    tx.commit().await?;
+    let mut expected = vec![china.segment_id.clone(), list.segment_id.clone()];
+    expected.sort();
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            app.segments_of("source").await.ok() == Some(Vec::new())
+                && app.segments_of("target").await.ok() == Some(expected.clone())
+        })
+        .await
+    );
+    assert_eq!(app.get_segment(&list.segment_id).await?.member_count, 1);
+    assert_eq!(app.get_segment(&china.segment_id).await?.member_count, 1);
+
+    let mut reasons = Vec::new();
+    for bytes in app.events("custops.segmentation.v1.SegmentExited").await? {
+        let event = pb::SegmentExited::decode(bytes.as_slice())?;
+        reasons.push((event.customer_id, event.reason));
+    }
+    reasons.sort();
+    let erasure = i32::from(pb::ChangeReason::Erasure);
+    let merge = i32::from(pb::ChangeReason::Merge);
+    assert_eq!(
+        reasons,
+        vec![
+            ("erased".to_owned(), erasure),
+            ("erased".to_owned(), erasure),
+            ("source".to_owned(), merge),
+            ("source".to_owned(), merge),
+        ]
+    );
     Ok(())
 }

@@ -231,7 +231,7 @@ impl Compiler {
             K::PurchaseCategories => {
                 let from = self.activities(p);
                 Expr::List(format!(
-                    "(SELECT COALESCE(array_agg(DISTINCT c.category), '{{}}'::text[]) {from_lateral})",
+                    "((SELECT COALESCE(array_agg(DISTINCT c.category), '{{}}'::text[]) {from_lateral})::text[])",
                     from_lateral = from.replacen(
                         "FROM customer_activities a",
                         "FROM customer_activities a CROSS JOIN LATERAL unnest(a.categories) AS c(category)",
@@ -242,8 +242,8 @@ impl Compiler {
             K::PurchaseChannels => {
                 let from = self.activities(p);
                 Expr::List(format!(
-                    "(SELECT COALESCE(array_agg(DISTINCT a.channel), '{{}}'::text[]) {from} \
-                     AND a.channel <> '')"
+                    "((SELECT COALESCE(array_agg(DISTINCT a.channel), '{{}}'::text[]) {from} \
+                     AND a.channel <> '')::text[])"
                 ))
             }
             K::RfmGroup => scalar("NULLIF(f.rfm_group, '')"),

@@ -239,3 +239,25 @@ pub fn lifecycle_to_proto(stored: &StoredLifecycle) -> pb::CustomerLifecycle {
         evaluate_time: stored.evaluate_time.map(timestamp),
     }
 }
+
+/// Queues a recompute job of `scope` ("rfm" or "lifecycle") triggered by a config change,
+/// for the recompute worker; returns its id.
+pub async fn queue_config_recompute(
+    conn: &mut PgConnection,
+    scope: &str,
+    requester: &str,
+    now: DateTime<Utc>,
+) -> Result<uuid::Uuid, sqlx::Error> {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO recompute_jobs (recompute_job_id, scope, trigger, create_time, requester) \
+         VALUES ($1, $2, 'config_changed', $3, $4)",
+    )
+    .bind(id)
+    .bind(scope)
+    .bind(now)
+    .bind(requester)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}

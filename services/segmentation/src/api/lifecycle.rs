@@ -1,42 +1,180 @@
-//! TODO(segmentation): replace with the real handlers.
+//! Lifecycle configuration, per-customer stages and the distribution over stages.
 
+use custops_common::error::{ServiceError, Violations};
+use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     GetCustomerLifecycleRequest, GetCustomerLifecycleResponse, GetLifecycleConfigRequest,
     GetLifecycleConfigResponse, GetLifecycleDistributionRequest, GetLifecycleDistributionResponse,
     UpdateLifecycleConfigRequest, UpdateLifecycleConfigResponse,
 };
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::SegmentationApi;
+use super::facts::required_customer_id;
+use super::rfm::{caller, check_etag, lock_config, mask_paths, optional_segment};
+use crate::derived::{self, lifecycle_to_proto, stage_to_proto, timestamp};
+use crate::domain::lifecycle::{LifecycleConfig, Stage};
+use crate::store;
+use crate::store::lifecycle::LifecycleState;
 
 /// GetLifecycleConfig.
 pub(super) async fn get_lifecycle_config(
-    _api: &SegmentationApi,
+    api: &SegmentationApi,
     _request: Request<GetLifecycleConfigRequest>,
 ) -> Result<Response<GetLifecycleConfigResponse>, Status> {
-    Err(Status::unimplemented("GetLifecycleConfig"))
+    let mut conn = api
+        .state()
+        .pool
+        .acquire()
+        .await
+        .map_err(ServiceError::from)?;
+    let state = store::lifecycle::load(&mut conn)
+        .await
+        .map_err(ServiceError::from)?;
+    Ok(Response::new(GetLifecycleConfigResponse {
+        lifecycle_config: Some(config_to_proto(&state)),
+    }))
 }
 
-/// UpdateLifecycleConfig.
+/// UpdateLifecycleConfig: applies the masked fields, validates ranges and ordering of the
+/// result, and queues a lifecycle recompute when anything changed.
 pub(super) async fn update_lifecycle_config(
-    _api: &SegmentationApi,
-    _request: Request<UpdateLifecycleConfigRequest>,
+    api: &SegmentationApi,
+    request: Request<UpdateLifecycleConfigRequest>,
 ) -> Result<Response<UpdateLifecycleConfigResponse>, Status> {
-    Err(Status::unimplemented("UpdateLifecycleConfig"))
+    let requester = caller(&request);
+    let request = request.into_inner();
+    let paths = mask_paths(request.update_mask.as_ref())?;
+    let input = request.lifecycle_config.unwrap_or_default();
+    let state = api.state();
+    let now = state.clock.now();
+    let mut tx = state.pool.begin().await.map_err(ServiceError::from)?;
+    lock_config(&mut tx, "lifecycle").await?;
+    let mut current = store::lifecycle::load(&mut tx)
+        .await
+        .map_err(ServiceError::from)?;
+    check_etag(&input.etag, &current.etag)?;
+    let next = merge(&current.config, &input, &paths)?;
+    if next == current.config {
+        return Ok(Response::new(UpdateLifecycleConfigResponse {
+            lifecycle_config: Some(config_to_proto(&current)),
+            recompute_job_id: String::new(),
+        }));
+    }
+    current.config = next;
+    current.etag = Uuid::now_v7().simple().to_string();
+    current.update_time = Some(now);
+    let saved = store::lifecycle::save(&mut tx, &current.config, &current.etag, now).await;
+    saved.map_err(ServiceError::from)?;
+    let job = derived::queue_config_recompute(&mut tx, "lifecycle", &requester, now).await;
+    let job = job.map_err(ServiceError::from)?;
+    tx.commit().await.map_err(ServiceError::from)?;
+    Ok(Response::new(UpdateLifecycleConfigResponse {
+        lifecycle_config: Some(config_to_proto(&current)),
+        recompute_job_id: job.to_string(),
+    }))
 }
 
 /// GetCustomerLifecycle.
 pub(super) async fn get_customer_lifecycle(
-    _api: &SegmentationApi,
-    _request: Request<GetCustomerLifecycleRequest>,
+    api: &SegmentationApi,
+    request: Request<GetCustomerLifecycleRequest>,
 ) -> Result<Response<GetCustomerLifecycleResponse>, Status> {
-    Err(Status::unimplemented("GetCustomerLifecycle"))
+    let customer_id = required_customer_id(&request.get_ref().customer_id)?;
+    let mut conn = api
+        .state()
+        .pool
+        .acquire()
+        .await
+        .map_err(ServiceError::from)?;
+    let stored = store::lifecycle::get(&mut conn, customer_id).await;
+    let stored = stored.map_err(ServiceError::from)?;
+    let stored = stored.ok_or_else(|| ServiceError::not_found("customer", customer_id))?;
+    Ok(Response::new(GetCustomerLifecycleResponse {
+        lifecycle: Some(lifecycle_to_proto(&stored)),
+    }))
 }
 
-/// GetLifecycleDistribution.
+/// GetLifecycleDistribution: all 7 stages, zero counts included.
 pub(super) async fn get_lifecycle_distribution(
-    _api: &SegmentationApi,
-    _request: Request<GetLifecycleDistributionRequest>,
+    api: &SegmentationApi,
+    request: Request<GetLifecycleDistributionRequest>,
 ) -> Result<Response<GetLifecycleDistributionResponse>, Status> {
-    Err(Status::unimplemented("GetLifecycleDistribution"))
+    let mut conn = api
+        .state()
+        .pool
+        .acquire()
+        .await
+        .map_err(ServiceError::from)?;
+    let segment = optional_segment(&mut conn, &request.get_ref().segment_id).await?;
+    let rows = store::lifecycle::distribution(&mut conn, segment).await;
+    let rows = rows.map_err(ServiceError::from)?;
+    let stage_counts: Vec<pb::LifecycleStageCount> = Stage::ALL
+        .into_iter()
+        .map(|stage| {
+            let (n, risk) = rows
+                .iter()
+                .filter(|(slug, _, _)| slug == stage.slug())
+                .fold((0, 0), |(n, r), (_, cn, cr)| (n + cn, r + cr));
+            pb::LifecycleStageCount {
+                stage: stage_to_proto(stage.slug()) as i32,
+                customer_count: n,
+                churn_risk_count: risk,
+            }
+        })
+        .collect();
+    Ok(Response::new(GetLifecycleDistributionResponse {
+        customer_count: stage_counts.iter().map(|s| s.customer_count).sum(),
+        churn_risk_count: stage_counts.iter().map(|s| s.churn_risk_count).sum(),
+        stage_counts,
+    }))
+}
+
+/// `current` with the masked fields of `input`, validated as a whole.
+fn merge(
+    current: &LifecycleConfig,
+    input: &pb::LifecycleConfig,
+    paths: &[String],
+) -> Result<LifecycleConfig, ServiceError> {
+    let mut next = *current;
+    let mut v = Violations::new();
+    for (i, path) in paths.iter().enumerate() {
+        match path.as_str() {
+            "new_window_days" => next.new_window_days = input.new_window_days,
+            "active_window_days" => next.active_window_days = input.active_window_days,
+            "active_min_purchases" => next.active_min_purchases = input.active_min_purchases,
+            "at_risk_after_days" => next.at_risk_after_days = input.at_risk_after_days,
+            "dormant_after_days" => next.dormant_after_days = input.dormant_after_days,
+            "churned_after_days" => next.churned_after_days = input.churned_after_days,
+            "reactivated_window_days" => {
+                next.reactivated_window_days = input.reactivated_window_days
+            }
+            "churn_risk_gap_multiplier" => {
+                next.churn_risk_gap_multiplier = input.churn_risk_gap_multiplier
+            }
+            _ => v.add(format!("update_mask.paths[{i}]"), "not an updatable field"),
+        }
+    }
+    for (field, description) in next.validate() {
+        v.add(format!("lifecycle_config.{field}"), description);
+    }
+    v.into_result()?;
+    Ok(next)
+}
+
+fn config_to_proto(state: &LifecycleState) -> pb::LifecycleConfig {
+    let c = &state.config;
+    pb::LifecycleConfig {
+        new_window_days: c.new_window_days,
+        active_window_days: c.active_window_days,
+        active_min_purchases: c.active_min_purchases,
+        at_risk_after_days: c.at_risk_after_days,
+        dormant_after_days: c.dormant_after_days,
+        churned_after_days: c.churned_after_days,
+        reactivated_window_days: c.reactivated_window_days,
+        churn_risk_gap_multiplier: c.churn_risk_gap_multiplier,
+        update_time: state.update_time.map(timestamp),
+        etag: state.etag.clone(),
+    }
 }

@@ -1,42 +1,322 @@
-//! TODO(segmentation): replace with the real handlers.
+//! RFM configuration, per-customer values and the distribution over groups and cells.
 
+use custops_common::auth::Caller;
+use custops_common::error::{ServiceError, Violations};
+use custops_contracts::custops::common::v1::Money;
+use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     GetCustomerRfmRequest, GetCustomerRfmResponse, GetRfmConfigRequest, GetRfmConfigResponse,
     GetRfmDistributionRequest, GetRfmDistributionResponse, UpdateRfmConfigRequest,
     UpdateRfmConfigResponse,
 };
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::SegmentationApi;
+use super::facts::required_customer_id;
+use crate::derived::{self, group_to_proto, rfm_to_proto, timestamp};
+use crate::domain::rfm::{self, RfmConfig, RfmGroup, RfmState, Thresholds};
+use crate::store;
 
 /// GetRfmConfig.
 pub(super) async fn get_rfm_config(
-    _api: &SegmentationApi,
+    api: &SegmentationApi,
     _request: Request<GetRfmConfigRequest>,
 ) -> Result<Response<GetRfmConfigResponse>, Status> {
-    Err(Status::unimplemented("GetRfmConfig"))
+    let mut conn = api
+        .state()
+        .pool
+        .acquire()
+        .await
+        .map_err(ServiceError::from)?;
+    let state = store::rfm::load(&mut conn)
+        .await
+        .map_err(ServiceError::from)?;
+    Ok(Response::new(GetRfmConfigResponse {
+        rfm_config: Some(config_to_proto(&state)),
+    }))
 }
 
-/// UpdateRfmConfig.
+/// UpdateRfmConfig: applies the masked fields, validates the result, and queues an RFM
+/// recompute when anything changed.
 pub(super) async fn update_rfm_config(
-    _api: &SegmentationApi,
-    _request: Request<UpdateRfmConfigRequest>,
+    api: &SegmentationApi,
+    request: Request<UpdateRfmConfigRequest>,
 ) -> Result<Response<UpdateRfmConfigResponse>, Status> {
-    Err(Status::unimplemented("UpdateRfmConfig"))
+    let requester = caller(&request);
+    let request = request.into_inner();
+    let paths = mask_paths(request.update_mask.as_ref())?;
+    let input = request.rfm_config.unwrap_or_default();
+    let state = api.state();
+    let now = state.clock.now();
+    let mut tx = state.pool.begin().await.map_err(ServiceError::from)?;
+    lock_config(&mut tx, "rfm").await?;
+    let mut current = store::rfm::load(&mut tx)
+        .await
+        .map_err(ServiceError::from)?;
+    check_etag(&input.etag, &current.etag)?;
+    let next = merge(&current.config, &input, &paths)?;
+    if next == current.config {
+        return Ok(Response::new(UpdateRfmConfigResponse {
+            rfm_config: Some(config_to_proto(&current)),
+            recompute_job_id: String::new(),
+        }));
+    }
+    current.config = next;
+    current.etag = Uuid::now_v7().simple().to_string();
+    current.update_time = Some(now);
+    store::rfm::save(&mut tx, &current, now)
+        .await
+        .map_err(ServiceError::from)?;
+    let job = derived::queue_config_recompute(&mut tx, "rfm", &requester, now).await;
+    let job = job.map_err(ServiceError::from)?;
+    tx.commit().await.map_err(ServiceError::from)?;
+    Ok(Response::new(UpdateRfmConfigResponse {
+        rfm_config: Some(config_to_proto(&current)),
+        recompute_job_id: job.to_string(),
+    }))
 }
 
 /// GetCustomerRfm.
 pub(super) async fn get_customer_rfm(
-    _api: &SegmentationApi,
-    _request: Request<GetCustomerRfmRequest>,
+    api: &SegmentationApi,
+    request: Request<GetCustomerRfmRequest>,
 ) -> Result<Response<GetCustomerRfmResponse>, Status> {
-    Err(Status::unimplemented("GetCustomerRfm"))
+    let customer_id = required_customer_id(&request.get_ref().customer_id)?;
+    let mut conn = api
+        .state()
+        .pool
+        .acquire()
+        .await
+        .map_err(ServiceError::from)?;
+    let stored = store::rfm::get(&mut conn, customer_id)
+        .await
+        .map_err(ServiceError::from)?;
+    let stored = stored.ok_or_else(|| ServiceError::not_found("customer", customer_id))?;
+    let state = store::rfm::load(&mut conn)
+        .await
+        .map_err(ServiceError::from)?;
+    Ok(Response::new(GetCustomerRfmResponse {
+        rfm: Some(rfm_to_proto(customer_id, &stored, &state.config.currency)),
+    }))
 }
 
-/// GetRfmDistribution.
+/// GetRfmDistribution: all 11 groups and 25 cells, zero counts included.
 pub(super) async fn get_rfm_distribution(
-    _api: &SegmentationApi,
-    _request: Request<GetRfmDistributionRequest>,
+    api: &SegmentationApi,
+    request: Request<GetRfmDistributionRequest>,
 ) -> Result<Response<GetRfmDistributionResponse>, Status> {
-    Err(Status::unimplemented("GetRfmDistribution"))
+    let mut conn = api
+        .state()
+        .pool
+        .acquire()
+        .await
+        .map_err(ServiceError::from)?;
+    let segment = optional_segment(&mut conn, &request.get_ref().segment_id).await?;
+    let counts = store::rfm::distribution(&mut conn, segment).await;
+    let counts = counts.map_err(ServiceError::from)?;
+    let state = store::rfm::load(&mut conn)
+        .await
+        .map_err(ServiceError::from)?;
+    let count = |r: i32, fm: i32| {
+        counts
+            .cells
+            .iter()
+            .filter(|(cr, cfm, _)| *cr == r && *cfm == fm)
+            .map(|(_, _, n)| n)
+            .sum::<i64>()
+    };
+    let mut cell_counts = Vec::new();
+    for r in 1..=5 {
+        for fm in 1..=5 {
+            cell_counts.push(pb::RfmCellCount {
+                recency_score: r,
+                frequency_monetary_score: fm,
+                customer_count: count(r, fm),
+            });
+        }
+    }
+    let group_counts = RfmGroup::ALL
+        .into_iter()
+        .map(|g| pb::RfmGroupCount {
+            group: group_to_proto(g.slug()) as i32,
+            customer_count: rfm::grid()
+                .into_iter()
+                .filter(|(_, _, slug)| *slug == g.slug())
+                .map(|(r, fm, _)| count(r, fm))
+                .sum(),
+        })
+        .collect();
+    Ok(Response::new(GetRfmDistributionResponse {
+        group_counts,
+        cell_counts,
+        scored_customer_count: counts.cells.iter().map(|(_, _, n)| n).sum(),
+        unscored_customer_count: counts.unscored,
+        thresholds: state
+            .thresholds()
+            .map(|t| thresholds_to_proto(&t, &state.config.currency)),
+        compute_time: state.compute_time.map(timestamp),
+    }))
+}
+
+/// The calling service, "anonymous" without auth.
+pub(super) fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.service.clone())
+        .unwrap_or_else(|| Caller::anonymous().service)
+}
+
+/// The paths of a required, non-empty update mask.
+pub(super) fn mask_paths(
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<Vec<String>, ServiceError> {
+    match mask {
+        Some(mask) if !mask.paths.is_empty() => Ok(mask.paths.clone()),
+        _ => Err(ServiceError::invalid_argument(
+            "update_mask",
+            "must name at least one field",
+        )),
+    }
+}
+
+/// ABORTED when `given` is set and differs from `current`.
+pub(super) fn check_etag(given: &str, current: &str) -> Result<(), ServiceError> {
+    if !given.is_empty() && given != current {
+        return Err(ServiceError::Aborted(
+            "the config changed since it was read (stale etag)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Serialises updates of one configs row.
+pub(super) async fn lock_config(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+) -> Result<(), ServiceError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('segmentation.configs.' || $1))")
+        .bind(name)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// The segment of an optional filter: `None` when empty, NOT_FOUND when it does not exist.
+pub(super) async fn optional_segment(
+    conn: &mut sqlx::PgConnection,
+    segment_id: &str,
+) -> Result<Option<Uuid>, ServiceError> {
+    if segment_id.is_empty() {
+        return Ok(None);
+    }
+    let id = Uuid::parse_str(segment_id)
+        .map_err(|_| ServiceError::invalid_argument("segment_id", "must be a UUID"))?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM segments WHERE segment_id = $1)")
+            .bind(id)
+            .fetch_one(conn)
+            .await?;
+    if !exists {
+        return Err(ServiceError::not_found("segment", segment_id));
+    }
+    Ok(Some(id))
+}
+
+/// `current` with the masked fields of `input`, validated as a whole.
+fn merge(
+    current: &RfmConfig,
+    input: &pb::RfmConfig,
+    paths: &[String],
+) -> Result<RfmConfig, ServiceError> {
+    let mut next = current.clone();
+    let mut v = Violations::new();
+    for (i, path) in paths.iter().enumerate() {
+        match path.as_str() {
+            "window_days" => next.window_days = input.window_days,
+            "currency" => next.currency = input.currency.clone(),
+            "fixed_thresholds" => next.fixed_thresholds = None,
+            _ => v.add(format!("update_mask.paths[{i}]"), "not an updatable field"),
+        }
+    }
+    if let Some(t) = &input.fixed_thresholds
+        && paths.iter().any(|p| p == "fixed_thresholds")
+    {
+        next.fixed_thresholds = thresholds(t, &next.currency, &mut v);
+    }
+    for (field, description) in rfm::validate(&next) {
+        v.add(format!("rfm_config.{field}"), description);
+    }
+    v.into_result()?;
+    Ok(next)
+}
+
+/// Fixed thresholds from the wire: exactly 4 strictly ascending values ≥ 0 per list, monetary
+/// in `currency`. Every bad list is reported, not only the first.
+fn thresholds(t: &pb::RfmThresholds, currency: &str, v: &mut Violations) -> Option<Thresholds> {
+    let field = "rfm_config.fixed_thresholds";
+    let recency: Vec<i64> = t.recency_days.iter().map(|&d| i64::from(d)).collect();
+    let monetary: Vec<i64> = t.monetary.iter().map(|m| m.amount_minor).collect();
+    let mut ok = true;
+    for (name, values) in [
+        ("recency_days", &recency),
+        ("frequency", &t.frequency),
+        ("monetary", &monetary),
+    ] {
+        let good = values.len() == 4
+            && values.windows(2).all(|w| w[0] < w[1])
+            && values.iter().all(|&x| x >= 0);
+        v.check(
+            good,
+            &format!("{field}.{name}"),
+            "must hold exactly 4 strictly ascending values ≥ 0",
+        );
+        ok &= good;
+    }
+    for (i, m) in t.monetary.iter().enumerate() {
+        let good = m.currency == currency;
+        v.check(
+            good,
+            &format!("{field}.monetary[{i}].currency"),
+            "must be the config's currency",
+        );
+        ok &= good;
+    }
+    if !ok {
+        return None;
+    }
+    Some(Thresholds {
+        recency_days: t.recency_days.clone().try_into().ok()?,
+        frequency: t.frequency.clone().try_into().ok()?,
+        monetary_minor: monetary.try_into().ok()?,
+    })
+}
+
+fn thresholds_to_proto(t: &Thresholds, currency: &str) -> pb::RfmThresholds {
+    pb::RfmThresholds {
+        recency_days: t.recency_days.to_vec(),
+        frequency: t.frequency.to_vec(),
+        monetary: t
+            .monetary_minor
+            .iter()
+            .map(|&amount_minor| Money {
+                amount_minor,
+                currency: currency.to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn config_to_proto(state: &RfmState) -> pb::RfmConfig {
+    pb::RfmConfig {
+        window_days: state.config.window_days,
+        currency: state.config.currency.clone(),
+        fixed_thresholds: state
+            .config
+            .fixed_thresholds
+            .map(|t| thresholds_to_proto(&t, &state.config.currency)),
+        update_time: state.update_time.map(timestamp),
+        etag: state.etag.clone(),
+    }
 }

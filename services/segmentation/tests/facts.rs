@@ -1,0 +1,709 @@
+//! The facts projection, driven through the public feed handlers with real `Event` envelopes in
+//! a transaction (as the consumer runs them): redelivery changes nothing, a merge undone
+//! restores both customers, an erasure leaves nothing behind, and consents, attribute
+//! definitions, loyalty and feedback events land in the facts GetCustomerFacts returns.
+
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts are written yuan_fen, e.g. 120_00 = 120.00 CNY"
+)]
+
+#[path = "harness/app.rs"]
+mod app;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use custops_common::clock::Clock;
+use custops_common::consumer::EventHandler;
+use custops_contracts::custops::common::v1::{ContactChannel, Date, Event, Money};
+use custops_contracts::custops::feedback::v1 as fb;
+use custops_contracts::custops::loyalty::v1 as ly;
+use custops_contracts::custops::profiles::v1 as pr;
+use custops_contracts::custops::segmentation::v1 as pb;
+use custops_segmentation::derived::timestamp;
+use custops_segmentation::domain::facts::{AttributeValue, Facts};
+use custops_segmentation::feeds::{
+    feedback::FeedbackFeed, loyalty::LoyaltyFeed, profiles::ProfilesFeed,
+};
+use custops_segmentation::store::facts::load_facts;
+use prost::{Message, Name};
+use sqlx::PgPool;
+
+use app::{TestApp, as_of, spawn_app};
+
+/// The three handlers over the app's clock.
+struct Feeds {
+    profiles: ProfilesFeed,
+    loyalty: LoyaltyFeed,
+    feedback: FeedbackFeed,
+}
+
+impl Feeds {
+    fn new(app: &TestApp) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(app.clock.clone());
+        Self {
+            profiles: ProfilesFeed::new(clock.clone()),
+            loyalty: LoyaltyFeed::new(clock.clone()),
+            feedback: FeedbackFeed::new(clock),
+        }
+    }
+
+    /// Applies `event` with the handler of its package, in one transaction.
+    async fn apply(&self, pool: &PgPool, event: &Event) -> anyhow::Result<()> {
+        let mut tx = pool.begin().await?;
+        if event.event_type.starts_with("custops.profiles.") {
+            self.profiles.handle(&mut tx, event).await?;
+        } else if event.event_type.starts_with("custops.loyalty.") {
+            self.loyalty.handle(&mut tx, event).await?;
+        } else {
+            self.feedback.handle(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn apply_all(&self, pool: &PgPool, events: &[Event]) -> anyhow::Result<()> {
+        for event in events {
+            self.apply(pool, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// An envelope for `payload` at feed position `sequence`.
+fn event<M: Message + Name>(sequence: i64, aggregate_id: &str, payload: &M) -> Event {
+    Event {
+        sequence,
+        event_id: format!("ev-{}-{sequence}", M::NAME),
+        aggregate_type: "customer".into(),
+        aggregate_id: aggregate_id.into(),
+        event_type: M::full_name(),
+        occur_time: Some(timestamp(as_of())),
+        payload: Some(prost_types::Any {
+            type_url: M::type_url(),
+            value: payload.encode_to_vec(),
+        }),
+        traceparent: String::new(),
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(timestamp(t))
+}
+
+fn traits(id: &str, city: &str) -> pr::CustomerTraits {
+    pr::CustomerTraits {
+        customer_id: id.into(),
+        state: pr::CustomerState::Active as i32,
+        create_time: ts(as_of() - Duration::days(400)),
+        demographics: Some(pr::Demographics {
+            birth_date: Some(Date {
+                year: 1990,
+                month: 11,
+                day: 25,
+            }),
+            gender: pr::Gender::Female as i32,
+            income_band: pr::IncomeBand::UpperMiddle as i32,
+            occupation: "teacher".into(),
+            education_level: pr::EducationLevel::Master as i32,
+        }),
+        geography: Some(pr::Geography {
+            country_code: "CN".into(),
+            region: "CN-ZJ".into(),
+            city: city.into(),
+            postal_code: String::new(),
+        }),
+        psychographics: Some(pr::Psychographics {
+            interests: vec!["tea".into()],
+            lifestyle_tags: vec!["new_parent".into()],
+        }),
+        tags: vec!["vip".into()],
+        custom_attributes: [(
+            "vip_level".to_owned(),
+            pr::CustomAttributeValue {
+                value: Some(pr::custom_attribute_value::Value::NumberValue(3.0)),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        consents: vec![pr::Consent {
+            channel: ContactChannel::Email as i32,
+            status: pr::ConsentStatus::Granted as i32,
+            source: "checkout_form".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The traits profiles reports once the history's ConsentChanged (SMS) happened.
+fn traits_later(id: &str, city: &str) -> pr::CustomerTraits {
+    let mut t = traits(id, city);
+    t.consents.push(pr::Consent {
+        channel: ContactChannel::Sms as i32,
+        status: pr::ConsentStatus::Granted as i32,
+        source: "preference_centre".into(),
+        ..Default::default()
+    });
+    t
+}
+
+fn purchase(activity_id: &str, customer: &str, days_ago: i64, amount: i64) -> pr::ActivityRecorded {
+    pr::ActivityRecorded {
+        activity: Some(pr::Activity {
+            activity_id: activity_id.into(),
+            customer_id: customer.into(),
+            source: "orders".into(),
+            event_id: activity_id.into(),
+            occur_time: ts(as_of() - Duration::days(days_ago)),
+            channel: "store".into(),
+            details: Some(pr::activity::Details::Purchase(pr::Purchase {
+                order_id: activity_id.into(),
+                amount: Some(Money {
+                    amount_minor: amount,
+                    currency: "CNY".into(),
+                }),
+                categories: vec!["tea".into()],
+                item_count: 1,
+            })),
+            ..Default::default()
+        }),
+    }
+}
+
+fn visit(activity_id: &str, customer: &str, days_ago: i64) -> pr::ActivityRecorded {
+    pr::ActivityRecorded {
+        activity: Some(pr::Activity {
+            activity_id: activity_id.into(),
+            customer_id: customer.into(),
+            source: "web".into(),
+            event_id: activity_id.into(),
+            occur_time: ts(as_of() - Duration::days(days_ago)),
+            channel: "web".into(),
+            details: Some(pr::activity::Details::Interaction(pr::Interaction {
+                interaction_kind: pr::InteractionKind::Visit as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    }
+}
+
+fn member(member_id: &str, customer: &str, tier: &str, points: i64) -> ly::Member {
+    ly::Member {
+        member_id: member_id.into(),
+        program_id: "prog-1".into(),
+        customer_id: customer.into(),
+        status: ly::MemberStatus::Active as i32,
+        balances: Some(ly::PointBalances {
+            available_points: points,
+            qualifying_points: points * 2,
+            ..Default::default()
+        }),
+        tier: Some(ly::MemberTier {
+            tier_code: tier.into(),
+            ..Default::default()
+        }),
+        enrol_time: ts(as_of() - Duration::days(100)),
+        ..Default::default()
+    }
+}
+
+fn nps(customer: &str, score: i32, days_ago: i64) -> fb::ResponseSubmitted {
+    fb::ResponseSubmitted {
+        response_id: format!("r-{customer}-{days_ago}"),
+        customer_id: customer.into(),
+        scores: Some(fb::ResponseScores {
+            nps_score: Some(score),
+            csat_score: Some(4),
+            ..Default::default()
+        }),
+        submit_time: ts(as_of() - Duration::days(days_ago)),
+        ..Default::default()
+    }
+}
+
+fn ticket_opened(ticket: &str, customer: &str) -> fb::TicketOpened {
+    fb::TicketOpened {
+        ticket_id: ticket.into(),
+        customer_id: customer.into(),
+        ..Default::default()
+    }
+}
+
+/// Everything a customer's history on the three feeds makes of it.
+fn history(id: &str, seq: i64) -> Vec<Event> {
+    vec![
+        event(
+            seq,
+            id,
+            &pr::CustomerCreated {
+                traits: Some(traits(id, "Hangzhou")),
+            },
+        ),
+        event(seq + 1, id, &purchase(&format!("{id}-p1"), id, 40, 120_00)),
+        event(seq + 2, id, &purchase(&format!("{id}-p2"), id, 10, 80_00)),
+        event(seq + 3, id, &visit(&format!("{id}-v1"), id, 2)),
+        event(
+            seq + 4,
+            id,
+            &pr::ConsentChanged {
+                consent_change: Some(pr::ConsentChange {
+                    customer_id: id.into(),
+                    channel: ContactChannel::Sms as i32,
+                    new_status: pr::ConsentStatus::Granted as i32,
+                    ..Default::default()
+                }),
+            },
+        ),
+        event(
+            seq,
+            id,
+            &ly::MemberEnrolled {
+                member: Some(member(&format!("m-{id}"), id, "silver", 100)),
+            },
+        ),
+        event(
+            seq + 1,
+            id,
+            &ly::PointsEarned {
+                member: Some(member(&format!("m-{id}"), id, "gold", 500)),
+                ledger_entry: None,
+            },
+        ),
+        event(seq, id, &nps(id, 9, 5)),
+        event(seq + 1, id, &ticket_opened(&format!("t-{id}"), id)),
+    ]
+}
+
+async fn facts(pool: &PgPool, id: &str) -> anyhow::Result<Option<Facts>> {
+    Ok(load_facts(&mut *pool.acquire().await?, id).await?)
+}
+
+async fn count(pool: &PgPool, sql: &str, id: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .bind(id)
+        .fetch_one(pool)
+        .await?)
+}
+
+#[tokio::test]
+async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history("c1", 1)).await?;
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                20,
+                "vip_level",
+                &pr::AttributeDefinitionCreated {
+                    attribute_definition: Some(pr::AttributeDefinition {
+                        attribute_name: "vip_level".into(),
+                        value_type: pr::AttributeValueType::Number as i32,
+                        description: "VIP level".into(),
+                        ..Default::default()
+                    }),
+                },
+            ),
+        )
+        .await?;
+
+    let f = facts(&app.pool, "c1").await?.unwrap_or_default();
+    assert_eq!((f.city.as_str(), f.gender.as_str()), ("Hangzhou", "female"));
+    assert_eq!(
+        (f.income_band.as_str(), f.education.as_str()),
+        ("upper_middle", "master")
+    );
+    assert_eq!(
+        f.attributes.get("vip_level"),
+        Some(&AttributeValue::Double(3.0))
+    );
+    // E-mail from the traits, SMS from ConsentChanged.
+    assert!(f.consents.email && f.consents.sms && !f.consents.wechat);
+    assert_eq!(f.activities.len(), 3);
+    assert_eq!(
+        (
+            f.loyalty.len(),
+            f.loyalty[0].tier.as_str(),
+            f.loyalty[0].points
+        ),
+        (1, "gold", 500)
+    );
+    assert_eq!(f.loyalty[0].qualifying_points, 1000);
+    assert_eq!(
+        (f.feedback.last_nps_score, f.feedback.last_csat_score),
+        (Some(9), Some(4))
+    );
+    assert_eq!(f.feedback.open_ticket_count, 1);
+    // The purchases made the customer ACTIVE (first 40 days ago, last 10).
+    assert_eq!(f.lifecycle.stage, "active");
+    let definition: (String, String) = sqlx::query_as(
+        "SELECT value_type, description FROM attribute_definitions WHERE name = 'vip_level'",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(definition, ("double".to_owned(), "VIP level".to_owned()));
+    let tiers: Vec<String> = sqlx::query_scalar("SELECT tier FROM loyalty_tiers ORDER BY tier")
+        .fetch_all(&app.pool)
+        .await?;
+    assert_eq!(tiers, vec!["gold", "silver"]);
+
+    // An older NPS answer does not replace a newer one; resolving the ticket closes it.
+    feeds
+        .apply(&app.pool, &event(3, "c1", &nps("c1", 2, 30)))
+        .await?;
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                4,
+                "t-c1",
+                &fb::TicketResolved {
+                    ticket_id: "t-c1".into(),
+                    customer_id: "c1".into(),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await?;
+
+    let got = app
+        .client
+        .get_customer_facts(pb::GetCustomerFactsRequest {
+            customer_id: "c1".into(),
+        })
+        .await?
+        .into_inner()
+        .facts
+        .unwrap_or_default();
+    let purchases = got.purchases.clone().unwrap_or_default();
+    assert_eq!(purchases.purchase_count, 2);
+    assert_eq!(
+        purchases.purchase_amounts,
+        vec![Money {
+            amount_minor: 200_00,
+            currency: "CNY".into()
+        }]
+    );
+    assert_eq!(
+        purchases.first_purchase_time,
+        ts(as_of() - Duration::days(40))
+    );
+    assert_eq!(
+        purchases.last_purchase_time,
+        ts(as_of() - Duration::days(10))
+    );
+    assert_eq!(purchases.categories, vec!["tea"]);
+    let interactions = got.interactions.clone().unwrap_or_default();
+    assert_eq!(interactions.interaction_count, 1);
+    assert_eq!(interactions.kind_counts[0].interaction_kind, "visit");
+    let feedback = got.feedback.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            feedback.last_nps_score,
+            feedback.last_nps_category.as_str(),
+            feedback.open_ticket_count
+        ),
+        (Some(9), "promoter", 0)
+    );
+    let demographics = got.demographics.clone().unwrap_or_default();
+    // Born 1990-11-25, today 2026-11-23: 35, birthday in 2 days.
+    assert_eq!(
+        (demographics.age, demographics.days_until_birthday),
+        (Some(35), Some(2))
+    );
+    assert_eq!(
+        got.consented_channels,
+        vec![ContactChannel::Sms as i32, ContactChannel::Email as i32]
+    );
+    let positions: Vec<(i32, i64)> = got
+        .source_positions
+        .iter()
+        .map(|p| (p.source, p.sequence))
+        .collect();
+    assert_eq!(
+        positions,
+        vec![
+            (pb::FieldSource::Profiles as i32, 5),
+            (pb::FieldSource::Loyalty as i32, 2),
+            (pb::FieldSource::Feedback as i32, 4),
+        ]
+    );
+    assert_eq!(
+        got.lifecycle.unwrap_or_default().stage(),
+        pb::LifecycleStage::Active
+    );
+
+    let unknown = app
+        .client
+        .get_customer_facts(pb::GetCustomerFactsRequest {
+            customer_id: "nobody".into(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(unknown, Some(tonic::Code::NotFound));
+    Ok(())
+}
+
+#[tokio::test]
+async fn redelivered_events_change_nothing() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    let events = history("c1", 1);
+    feeds.apply_all(&app.pool, &events).await?;
+    let before = facts(&app.pool, "c1").await?;
+    let outbox = count(
+        &app.pool,
+        "SELECT count(*) FROM outbox WHERE aggregateid = $1",
+        "c1",
+    )
+    .await?;
+
+    feeds.apply_all(&app.pool, &events).await?;
+
+    assert_eq!(facts(&app.pool, "c1").await?, before);
+    assert_eq!(
+        count(
+            &app.pool,
+            "SELECT count(*) FROM outbox WHERE aggregateid = $1",
+            "c1"
+        )
+        .await?,
+        outbox,
+        "no new derived-value events"
+    );
+    assert_eq!(
+        count(
+            &app.pool,
+            "SELECT count(*) FROM customer_activities WHERE customer_id = $1",
+            "c1"
+        )
+        .await?,
+        3
+    );
+    Ok(())
+}
+
+/// Facts without the values derived as of a moment (compared separately).
+fn without_derived(f: Option<Facts>) -> Option<Facts> {
+    f.map(|mut f| {
+        f.rfm = Default::default();
+        f.lifecycle = Default::default();
+        f
+    })
+}
+
+#[tokio::test]
+async fn unmerge_restores_both_customers() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history("src", 1)).await?;
+    feeds.apply_all(&app.pool, &history("tgt", 10)).await?;
+    // The source answered NPS later than the target: the merged customer shows its answer.
+    feeds
+        .apply(&app.pool, &event(30, "src", &nps("src", 3, 1)))
+        .await?;
+    let source_before = without_derived(facts(&app.pool, "src").await?);
+    let target_before = without_derived(facts(&app.pool, "tgt").await?);
+
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                40,
+                "tgt",
+                &pr::CustomerMerged {
+                    merge_id: "merge-1".into(),
+                    source_customer_id: "src".into(),
+                    target_customer_id: "tgt".into(),
+                    merge_time: ts(as_of()),
+                    target_traits: Some(traits_later("tgt", "Hangzhou")),
+                    moved_activity_count: 3,
+                },
+            ),
+        )
+        .await?;
+
+    assert_eq!(facts(&app.pool, "src").await?, None, "the source is gone");
+    let merged = facts(&app.pool, "tgt").await?.unwrap_or_default();
+    assert_eq!(merged.activities.len(), 6);
+    assert_eq!(merged.feedback.last_nps_score, Some(3));
+    assert_eq!(merged.feedback.open_ticket_count, 2);
+    // Both were members of the same program: the target keeps its own membership.
+    assert_eq!(merged.loyalty.len(), 1);
+
+    // A purchase on the target after the merge stays with the target.
+    feeds
+        .apply(
+            &app.pool,
+            &event(41, "tgt", &purchase("late", "tgt", 1, 5_00)),
+        )
+        .await?;
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                42,
+                "tgt",
+                &pr::CustomerUnmerged {
+                    merge_id: "merge-1".into(),
+                    source_customer_id: "src".into(),
+                    target_customer_id: "tgt".into(),
+                    unmerge_time: ts(as_of()),
+                    source_traits: Some(traits_later("src", "Hangzhou")),
+                    target_traits: Some(traits_later("tgt", "Hangzhou")),
+                    moved_activity_count: 3,
+                },
+            ),
+        )
+        .await?;
+
+    assert_eq!(
+        without_derived(facts(&app.pool, "src").await?),
+        source_before
+    );
+    let mut target = without_derived(facts(&app.pool, "tgt").await?).unwrap_or_default();
+    assert!(target.activities.iter().any(|a| a.activity_id == "late"));
+    target.activities.retain(|a| a.activity_id != "late");
+    assert_eq!(Some(target), target_before);
+    assert_eq!(
+        facts(&app.pool, "src").await?.map(|f| f.lifecycle.stage),
+        Some("active".to_owned())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn erasure_removes_everything_about_the_customer_and_merged_ids() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history("old", 1)).await?;
+    feeds.apply_all(&app.pool, &history("kept", 10)).await?;
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                40,
+                "kept",
+                &pr::CustomerMerged {
+                    merge_id: "merge-1".into(),
+                    source_customer_id: "old".into(),
+                    target_customer_id: "kept".into(),
+                    target_traits: Some(traits_later("kept", "Ningbo")),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await?;
+    feeds.apply_all(&app.pool, &history("other", 50)).await?;
+
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                60,
+                "kept",
+                &pr::CustomerErased {
+                    customer_id: "kept".into(),
+                    erase_time: ts(as_of()),
+                    merged_customer_ids: vec!["old".into()],
+                },
+            ),
+        )
+        .await?;
+    // A late feedback event about the erased customer does not bring it back.
+    feeds
+        .apply(&app.pool, &event(70, "kept", &nps("kept", 10, 0)))
+        .await?;
+
+    for id in ["kept", "old"] {
+        for table in [
+            "customer_facts",
+            "customer_activities",
+            "loyalty_memberships",
+            "customer_tickets",
+        ] {
+            let sql = format!(
+                "SELECT count(*) FROM {table} WHERE customer_id = $1 \
+                 OR to_jsonb({table})::text LIKE '%\"' || $1 || '\"%'"
+            );
+            assert_eq!(count(&app.pool, &sql, id).await?, 0, "{id} in {table}");
+        }
+        let merges = count(
+            &app.pool,
+            "SELECT count(*) FROM customer_merges WHERE source_id = $1 OR target_id = $1",
+            id,
+        )
+        .await?;
+        assert_eq!(merges, 0, "merge snapshots of {id}");
+    }
+    assert!(
+        facts(&app.pool, "other").await?.is_some(),
+        "others untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_customer_has_no_facts_until_undeleted() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history("c1", 1)).await?;
+    let before = without_derived(facts(&app.pool, "c1").await?);
+
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                10,
+                "c1",
+                &pr::CustomerDeleted {
+                    customer_id: "c1".into(),
+                    delete_time: ts(as_of()),
+                },
+            ),
+        )
+        .await?;
+    assert_eq!(facts(&app.pool, "c1").await?, None);
+    // Loyalty news about the deleted customer does not recreate its row.
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                5,
+                "c1",
+                &ly::PointsEarned {
+                    member: Some(member("m-c1", "c1", "gold", 600)),
+                    ledger_entry: None,
+                },
+            ),
+        )
+        .await?;
+    assert_eq!(facts(&app.pool, "c1").await?, None);
+
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                11,
+                "c1",
+                &pr::CustomerUndeleted {
+                    traits: Some(traits_later("c1", "Hangzhou")),
+                },
+            ),
+        )
+        .await?;
+    let mut back = without_derived(facts(&app.pool, "c1").await?).unwrap_or_default();
+    assert_eq!(
+        back.loyalty[0].points, 600,
+        "the loyalty news kept meanwhile"
+    );
+    back.loyalty[0].points = 500;
+    back.loyalty[0].qualifying_points = 1000;
+    assert_eq!(Some(back), before);
+    Ok(())
+}

@@ -1,0 +1,850 @@
+//! RFM scores and lifecycle stages of a fixture of 19 customers with known purchase histories,
+//! computed by the full runs as of a fixed time A and compared with values worked out by hand
+//! (the arithmetic is in the comments), read back through the gRPC API.
+
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts are written yuan_fen, e.g. 100_00 = 100.00 CNY"
+)]
+
+#[path = "harness/app.rs"]
+mod app;
+
+use chrono::{DateTime, Duration, Utc};
+use custops_contracts::custops::segmentation::v1 as pb;
+use custops_segmentation::derived;
+use custops_segmentation::membership::Cause;
+
+use app::{as_of, spawn_app};
+
+/// A purchase `days` days (plus `minus_hours` hours less) before A.
+struct Buy {
+    customer: &'static str,
+    days: i64,
+    minus_hours: i64,
+    amount_minor: i64,
+    currency: &'static str,
+}
+
+const fn buy(customer: &'static str, days: i64, amount_minor: i64) -> Buy {
+    Buy {
+        customer,
+        days,
+        minus_hours: 0,
+        amount_minor,
+        currency: "CNY",
+    }
+}
+
+/// The fixture. Default configs: RFM window 365 days in CNY; lifecycle new 30, active 90 (≥ 1
+/// purchase), at_risk 60, dormant 120, churned 365, reactivated 30, gap multiplier 2.0.
+fn purchases() -> Vec<Buy> {
+    let mut all = Vec::new();
+    let mut add = |customer, days: &[i64], amount| {
+        for &d in days {
+            all.push(buy(customer, d, amount));
+        }
+    };
+    add("c01", &[2, 20, 40, 70, 100], 100_00);
+    add("c02", &[5], 50_00);
+    add("c02", &[15], 70_00);
+    add("c03", &[1], 30_00);
+    add("c04", &[10, 50, 90, 130, 170, 210, 250, 290, 330], 200_00);
+    // Exactly at_risk_after_days (60) since the last purchase.
+    add("c05", &[60, 200], 80_00);
+    add("c06", &[150], 40_00);
+    add("c07", &[130, 300], 500_00);
+    add("c08", &[400, 500], 70_00);
+    // Exactly 365 days: churned, and just outside the (A − 365 d, A] window.
+    add("c09", &[365], 90_00);
+    // Back after a 190-day gap (≥ dormant_after_days): reactivated.
+    add("c10", &[10, 200, 260], 100_00);
+    add("c11", &[33], 10_00);
+    add("c13", &[25, 45, 65], 300_00);
+    add("c14", &[80, 85], 20_00);
+    add("c15", &[45, 100], 60_00);
+    add("c16", &[40, 50], 10_00);
+    // Ties c01 on frequency and monetary.
+    add("c17", &[20, 30, 35, 60, 61], 100_00);
+    // Ties c01 on recency and monetary.
+    add("c18", &[2], 500_00);
+    // 59 days 23 hours: d = floor(59.96) = 59, still active.
+    all.push(Buy {
+        minus_hours: 1,
+        ..buy("c06", 60, 40_00)
+    });
+    // Other currencies count for frequency, never for monetary.
+    all.push(Buy {
+        currency: "USD",
+        ..buy("c11", 3, 999_00)
+    });
+    all.push(Buy {
+        currency: "USD",
+        ..buy("c12", 7, 50_00)
+    });
+    all
+}
+
+/// Expected per customer: recency days, frequency, monetary, R, F, M, group, stage, churn
+/// risk score, flag.
+///
+/// Bounds (18 scored customers; percentile_disc(k/5) takes the value at position
+/// ceil(18·k/5) = 4, 8, 11, 15 of the sorted values):
+/// - recency sorted: 1 2 2 3 | 5 7 10 10 | 20 25 40 | 45 59 60 80 | 130 365 400
+///   → [3, 10, 40, 80];
+/// - frequency sorted: 0 0 1 1 | 1 2 2 2 | 2 2 2 | 2 2 3 3 | 5 5 9 → [1, 2, 2, 3];
+/// - monetary sorted: 0 0 0 1000 | 2000 3000 4000 8000 | 12000 12000 16000 |
+///   30000 50000 50000 50000 | 90000 100000 180000 → [1000, 8000, 16000, 50000].
+///
+/// FM = (F + M + 1) / 2; the group from the (R, FM) grid. Churn risk = min(1, d / (2 × gap)),
+/// gap = mean gap between purchases, or 60 (at_risk_after_days) with one purchase.
+#[allow(clippy::type_complexity)]
+fn expected() -> Vec<(
+    &'static str,
+    Option<i32>,
+    i64,
+    i64,
+    i32,
+    i32,
+    i32,
+    &'static str,
+    &'static str,
+    f64,
+    bool,
+)> {
+    vec![
+        // gap (100−2)/4 = 24.5 → 2/49
+        (
+            "c01",
+            Some(2),
+            5,
+            50000,
+            5,
+            5,
+            4,
+            "champions",
+            "active",
+            2.0 / 49.0,
+            false,
+        ),
+        // FM (2+3+1)/2 = 3; gap 10 → 5/20
+        (
+            "c02",
+            Some(5),
+            2,
+            12000,
+            4,
+            2,
+            3,
+            "potential_loyalist",
+            "new",
+            0.25,
+            false,
+        ),
+        (
+            "c03",
+            Some(1),
+            1,
+            3000,
+            5,
+            1,
+            2,
+            "potential_loyalist",
+            "new",
+            1.0 / 120.0,
+            false,
+        ),
+        // 90 days ago is outside the active window but inside the RFM one; gap 320/8 = 40
+        (
+            "c04",
+            Some(10),
+            9,
+            180000,
+            4,
+            5,
+            5,
+            "loyal",
+            "active",
+            10.0 / 80.0,
+            false,
+        ),
+        (
+            "c05",
+            Some(60),
+            2,
+            16000,
+            2,
+            2,
+            3,
+            "at_risk",
+            "at_risk",
+            60.0 / 280.0,
+            true,
+        ),
+        // gap 150 d − (60 d − 1 h) = 90 d 1 h
+        (
+            "c06",
+            Some(59),
+            2,
+            8000,
+            2,
+            2,
+            2,
+            "hibernating",
+            "active",
+            59.0 / (2.0 * (90.0 + 1.0 / 24.0)),
+            false,
+        ),
+        // FM (2+5+1)/2 = 4 with R 1
+        (
+            "c07",
+            Some(130),
+            2,
+            100000,
+            1,
+            2,
+            5,
+            "at_risk",
+            "dormant",
+            130.0 / 340.0,
+            true,
+        ),
+        (
+            "c08",
+            Some(400),
+            0,
+            0,
+            1,
+            1,
+            1,
+            "lost",
+            "churned",
+            0.0,
+            false,
+        ),
+        (
+            "c09",
+            Some(365),
+            0,
+            0,
+            1,
+            1,
+            1,
+            "lost",
+            "churned",
+            0.0,
+            false,
+        ),
+        // gap (260−10)/2 = 125
+        (
+            "c10",
+            Some(10),
+            3,
+            30000,
+            4,
+            4,
+            4,
+            "loyal",
+            "reactivated",
+            10.0 / 250.0,
+            false,
+        ),
+        // the USD purchase counts for F (2) but not M (1000)
+        (
+            "c11",
+            Some(3),
+            2,
+            1000,
+            5,
+            2,
+            1,
+            "potential_loyalist",
+            "active",
+            3.0 / 60.0,
+            false,
+        ),
+        (
+            "c12",
+            Some(7),
+            1,
+            0,
+            4,
+            1,
+            1,
+            "promising",
+            "new",
+            7.0 / 120.0,
+            false,
+        ),
+        (
+            "c13",
+            Some(25),
+            3,
+            90000,
+            3,
+            4,
+            5,
+            "loyal",
+            "active",
+            25.0 / 40.0,
+            false,
+        ),
+        // gap 5 → 80/10 capped at 1
+        (
+            "c14",
+            Some(80),
+            2,
+            4000,
+            2,
+            2,
+            2,
+            "hibernating",
+            "at_risk",
+            1.0,
+            true,
+        ),
+        (
+            "c15",
+            Some(45),
+            2,
+            12000,
+            2,
+            2,
+            3,
+            "at_risk",
+            "active",
+            45.0 / 110.0,
+            false,
+        ),
+        // active but 40 days ≥ 2 × its 10-day gap: flagged
+        (
+            "c16",
+            Some(40),
+            2,
+            2000,
+            3,
+            2,
+            2,
+            "about_to_sleep",
+            "active",
+            1.0,
+            true,
+        ),
+        // gap (61−20)/4 = 10.25 → 20/20.5
+        (
+            "c17",
+            Some(20),
+            5,
+            50000,
+            3,
+            5,
+            4,
+            "loyal",
+            "active",
+            20.0 / 20.5,
+            false,
+        ),
+        // FM (1+4+1)/2 = 3
+        (
+            "c18",
+            Some(2),
+            1,
+            50000,
+            5,
+            1,
+            4,
+            "potential_loyalist",
+            "new",
+            2.0 / 120.0,
+            false,
+        ),
+        // no purchase at or before A
+        ("c19", None, 0, 0, 0, 0, 0, "", "prospect", 0.0, false),
+    ]
+}
+
+fn slug(name: &str, prefix: &str) -> String {
+    let rest = name.strip_prefix(prefix).unwrap_or(name);
+    if rest == "UNSPECIFIED" {
+        String::new()
+    } else {
+        rest.to_ascii_lowercase()
+    }
+}
+
+async fn arrange(pool: &sqlx::PgPool, a: DateTime<Utc>) -> anyhow::Result<()> {
+    for (id, ..) in expected() {
+        sqlx::query("INSERT INTO customer_facts (customer_id) VALUES ($1)")
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
+    for (i, p) in purchases().iter().enumerate() {
+        let time = a - Duration::days(p.days) + Duration::hours(p.minus_hours);
+        sqlx::query(
+            "INSERT INTO customer_activities \
+               (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
+             VALUES ($1, $2, 'purchase', $3, $4, $5)",
+        )
+        .bind(format!("a{i}"))
+        .bind(p.customer)
+        .bind(time)
+        .bind(p.amount_minor)
+        .bind(p.currency)
+        .execute(pool)
+        .await?;
+    }
+    // c19: a purchase after A and an interaction; neither makes it a buyer as of A.
+    sqlx::query(
+        "INSERT INTO customer_activities \
+           (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
+         VALUES ('late', 'c19', 'purchase', $1, 100, 'CNY'), \
+                ('visit', 'c19', 'visit', $2, NULL, NULL)",
+    )
+    .bind(a + Duration::days(1))
+    .bind(a - Duration::days(1))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn full_runs_match_hand_computed_scores_groups_and_stages() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let a = as_of();
+    arrange(&app.pool, a).await?;
+
+    let mut tx = app.pool.begin().await?;
+    let rfm_changed = derived::run_rfm(&mut tx, a).await?;
+    let stage_changed = derived::run_lifecycle(&mut tx, a).await?;
+    tx.commit().await?;
+
+    // Everyone scored left the "" group; everyone who bought left PROSPECT.
+    assert_eq!((rfm_changed, stage_changed), (18, 18));
+    for (id, days, freq, money, r, f, m, group, stage, score, flag) in expected() {
+        let rfm = app
+            .client
+            .get_customer_rfm(pb::GetCustomerRfmRequest {
+                customer_id: id.into(),
+            })
+            .await?
+            .into_inner()
+            .rfm
+            .unwrap_or_default();
+        let got = (
+            rfm.recency_days,
+            rfm.frequency,
+            rfm.monetary.clone().unwrap_or_default().amount_minor,
+            rfm.recency_score,
+            rfm.frequency_score,
+            rfm.monetary_score,
+            slug(rfm.group().as_str_name(), "RFM_GROUP_"),
+            rfm.scored,
+        );
+        assert_eq!(
+            got,
+            (days, freq, money, r, f, m, group.to_owned(), r > 0),
+            "RFM of {id}"
+        );
+        assert_eq!(
+            rfm.frequency_monetary_score,
+            if r > 0 { (f + m + 1) / 2 } else { 0 }
+        );
+        assert_eq!(rfm.monetary.unwrap_or_default().currency, "CNY");
+        let lifecycle = app
+            .client
+            .get_customer_lifecycle(pb::GetCustomerLifecycleRequest {
+                customer_id: id.into(),
+            })
+            .await?
+            .into_inner()
+            .lifecycle
+            .unwrap_or_default();
+        assert_eq!(
+            slug(lifecycle.stage().as_str_name(), "LIFECYCLE_STAGE_"),
+            stage,
+            "stage of {id}"
+        );
+        assert!(
+            (lifecycle.churn_risk_score - score).abs() < 1e-9,
+            "churn risk score of {id}: {} ≠ {score}",
+            lifecycle.churn_risk_score
+        );
+        assert_eq!(lifecycle.churn_risk, flag, "churn flag of {id}");
+        assert_eq!(lifecycle.days_since_last_purchase, days, "days of {id}");
+        let entered = if stage == "prospect" {
+            pb::LifecycleStage::Unspecified
+        } else {
+            pb::LifecycleStage::Prospect
+        };
+        assert_eq!(
+            lifecycle.previous_stage(),
+            entered,
+            "previous stage of {id}"
+        );
+    }
+
+    let distribution = app
+        .client
+        .get_rfm_distribution(pb::GetRfmDistributionRequest::default())
+        .await?
+        .into_inner();
+    let thresholds = distribution.thresholds.clone().unwrap_or_default();
+    assert_eq!(thresholds.recency_days, vec![3, 10, 40, 80]);
+    assert_eq!(thresholds.frequency, vec![1, 2, 2, 3]);
+    let monetary: Vec<i64> = thresholds.monetary.iter().map(|m| m.amount_minor).collect();
+    assert_eq!(monetary, vec![1000, 8000, 16000, 50000]);
+    assert_eq!(
+        distribution.compute_time,
+        Some(derived::timestamp(a)),
+        "the run's as-of time"
+    );
+    assert_eq!(
+        (
+            distribution.scored_customer_count,
+            distribution.unscored_customer_count
+        ),
+        (18, 1)
+    );
+    let groups: Vec<(String, i64)> = distribution
+        .group_counts
+        .iter()
+        .map(|g| {
+            (
+                slug(g.group().as_str_name(), "RFM_GROUP_"),
+                g.customer_count,
+            )
+        })
+        .collect();
+    let want = [
+        ("champions", 1),
+        ("loyal", 4),
+        ("potential_loyalist", 4),
+        ("new_customers", 0),
+        ("promising", 1),
+        ("need_attention", 0),
+        ("about_to_sleep", 1),
+        ("at_risk", 3),
+        ("cannot_lose", 0),
+        ("hibernating", 2),
+        ("lost", 2),
+    ];
+    let want: Vec<(String, i64)> = want.iter().map(|(g, n)| (g.to_string(), *n)).collect();
+    assert_eq!(groups, want);
+    assert_eq!(distribution.cell_counts.len(), 25);
+    let cell = |r: i32, fm: i32| {
+        distribution
+            .cell_counts
+            .iter()
+            .find(|c| c.recency_score == r && c.frequency_monetary_score == fm)
+            .map_or(-1, |c| c.customer_count)
+    };
+    // (R 4, FM 4): c10; (R 5, FM 2): c03, c11; (R 1, FM 1): c08, c09.
+    assert_eq!((cell(4, 4), cell(5, 2), cell(1, 1)), (1, 2, 2));
+
+    let stages = app
+        .client
+        .get_lifecycle_distribution(pb::GetLifecycleDistributionRequest::default())
+        .await?
+        .into_inner();
+    let got: Vec<(String, i64, i64)> = stages
+        .stage_counts
+        .iter()
+        .map(|s| {
+            (
+                slug(s.stage().as_str_name(), "LIFECYCLE_STAGE_"),
+                s.customer_count,
+                s.churn_risk_count,
+            )
+        })
+        .collect();
+    let want = [
+        ("prospect", 1, 0),
+        ("new", 4, 0),
+        ("active", 8, 1),
+        ("at_risk", 2, 2),
+        ("dormant", 1, 1),
+        ("churned", 2, 0),
+        ("reactivated", 1, 0),
+    ];
+    let want: Vec<(String, i64, i64)> = want
+        .iter()
+        .map(|(s, n, r)| (s.to_string(), *n, *r))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!((stages.customer_count, stages.churn_risk_count), (19, 4));
+
+    // One event per change, on the outbox, keyed by customer.
+    let events: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT type, count(*) FROM outbox WHERE aggregatetype = 'customer' \
+         GROUP BY type ORDER BY type",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    let want = [
+        ("custops.segmentation.v1.ChurnRiskChanged", 4),
+        ("custops.segmentation.v1.LifecycleStageChanged", 18),
+        ("custops.segmentation.v1.RfmGroupChanged", 18),
+    ];
+    let want: Vec<(String, i64)> = want.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+    assert_eq!(events, want);
+
+    // A second run at the same instant changes nothing.
+    let mut tx = app.pool.begin().await?;
+    let again = (
+        derived::run_rfm(&mut tx, a).await?,
+        derived::run_lifecycle(&mut tx, a).await?,
+    );
+    tx.commit().await?;
+    assert_eq!(again, (0, 0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_purchase_between_runs_is_scored_with_the_last_runs_bounds() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let a = as_of();
+    arrange(&app.pool, a).await?;
+    let mut tx = app.pool.begin().await?;
+    derived::run_rfm(&mut tx, a).await?;
+    derived::run_lifecycle(&mut tx, a).await?;
+    tx.commit().await?;
+
+    // c19 buys for 600 CNY one hour after A.
+    let now = a + Duration::hours(1);
+    let mut tx = app.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO customer_activities \
+           (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
+         VALUES ('first', 'c19', 'purchase', $1, 60000, 'CNY')",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let cause = Cause {
+        reason: pb::ChangeReason::Event,
+        event_id: "e-1".into(),
+        now,
+    };
+    derived::refresh_customer(&mut tx, "c19", &cause).await?;
+    tx.commit().await?;
+
+    // Bounds of the run: R [3, 10, 40, 80] → d 0 scores 5; F [1, 2, 2, 3] → 1 scores 1;
+    // M [1000, 8000, 16000, 50000] → 60000 scores 5; FM (1+5+1)/2 = 3 → potential_loyalist.
+    let facts =
+        custops_segmentation::store::facts::load_facts(&mut *app.pool.acquire().await?, "c19")
+            .await?
+            .unwrap_or_default();
+    assert_eq!(
+        (
+            facts.rfm.recency_days,
+            facts.rfm.frequency,
+            facts.rfm.monetary_minor,
+            facts.rfm.recency_score,
+            facts.rfm.frequency_score,
+            facts.rfm.monetary_score,
+            facts.rfm.group.as_str(),
+            facts.rfm.score_time,
+        ),
+        (Some(0), 1, 60000, 5, 1, 5, "potential_loyalist", Some(now))
+    );
+    assert_eq!(
+        (
+            facts.lifecycle.stage.as_str(),
+            facts.lifecycle.previous_stage.as_str()
+        ),
+        ("new", "prospect")
+    );
+    assert_eq!(facts.lifecycle.stage_start_time, now);
+    let events: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT type, payload FROM outbox WHERE aggregateid = 'c19' ORDER BY id")
+            .fetch_all(&app.pool)
+            .await?;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "custops.segmentation.v1.RfmGroupChanged",
+            "custops.segmentation.v1.LifecycleStageChanged"
+        ]
+    );
+    let changed = <pb::LifecycleStageChanged as prost::Message>::decode(events[1].1.as_slice())?;
+    assert_eq!(changed.previous_stage(), pb::LifecycleStage::Prospect);
+    assert_eq!(changed.cause_event_id, "e-1");
+    assert_eq!(changed.reason(), pb::ChangeReason::Event);
+    Ok(())
+}
+
+fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|f| f.field).collect())
+        .unwrap_or_default()
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn config_updates_validate_fields_check_etags_and_queue_a_recompute() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let config = app
+        .client
+        .get_lifecycle_config(pb::GetLifecycleConfigRequest {})
+        .await?
+        .into_inner()
+        .lifecycle_config
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            config.at_risk_after_days,
+            config.dormant_after_days,
+            config.churned_after_days
+        ),
+        (60, 120, 365)
+    );
+
+    let bad = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                dormant_after_days: 50,
+                churn_risk_gap_multiplier: 11.0,
+                ..Default::default()
+            }),
+            update_mask: mask(&["dormant_after_days", "churn_risk_gap_multiplier"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(
+        bad,
+        Some(vec![
+            "lifecycle_config.churn_risk_gap_multiplier".to_owned(),
+            "lifecycle_config.dormant_after_days".to_owned()
+        ])
+    );
+
+    let updated = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                at_risk_after_days: 45,
+                etag: config.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["at_risk_after_days"]),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        updated
+            .lifecycle_config
+            .clone()
+            .unwrap_or_default()
+            .at_risk_after_days,
+        45
+    );
+    let job: (String, String, String) = sqlx::query_as(
+        "SELECT scope, trigger, requester FROM recompute_jobs WHERE recompute_job_id::text = $1",
+    )
+    .bind(&updated.recompute_job_id)
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(
+        job,
+        (
+            "lifecycle".into(),
+            "config_changed".into(),
+            "anonymous".into()
+        )
+    );
+
+    // The etag read before the update is stale now.
+    let stale = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                at_risk_after_days: 50,
+                etag: config.etag,
+                ..Default::default()
+            }),
+            update_mask: mask(&["at_risk_after_days"]),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(stale, Some(tonic::Code::Aborted));
+
+    let bad = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 10,
+                fixed_thresholds: Some(pb::RfmThresholds {
+                    recency_days: vec![10, 20, 30, 40],
+                    frequency: vec![1, 3, 2, 4],
+                    monetary: Vec::new(),
+                }),
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days", "fixed_thresholds"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(
+        bad,
+        Some(vec![
+            "rfm_config.fixed_thresholds.frequency".to_owned(),
+            "rfm_config.fixed_thresholds.monetary".to_owned(),
+            "rfm_config.window_days".to_owned(),
+        ])
+    );
+    let updated = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 180,
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days"]),
+        })
+        .await?
+        .into_inner();
+    let scope: String =
+        sqlx::query_scalar("SELECT scope FROM recompute_jobs WHERE recompute_job_id::text = $1")
+            .bind(&updated.recompute_job_id)
+            .fetch_one(&app.pool)
+            .await?;
+    assert_eq!(scope, "rfm");
+    // The same value again changes nothing and queues nothing.
+    let same = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 180,
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days"]),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(same.recompute_job_id, "");
+
+    let missing = app
+        .client
+        .get_rfm_distribution(pb::GetRfmDistributionRequest {
+            segment_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(missing, Some(tonic::Code::NotFound));
+    Ok(())
+}

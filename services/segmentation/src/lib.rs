@@ -43,15 +43,12 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct Overrides {
     /// The clock of evaluations, rollovers and jobs (tests move time).
     pub clock: Arc<dyn Clock>,
-    /// Pacing of the recompute worker and scheduler (tests poll faster).
-    pub jobs: jobs::WorkerOptions,
 }
 
 impl Default for Overrides {
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
-            jobs: jobs::WorkerOptions::default(),
         }
     }
 }
@@ -66,6 +63,16 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
 pub async fn build_with(
     settings: ServiceSettings,
     overrides: Overrides,
+) -> anyhow::Result<Application> {
+    build_with_workers(settings, overrides, jobs::WorkerOptions::default()).await
+}
+
+/// [`build_with`], with the recompute worker and scheduler paced by `workers` (tests poll
+/// faster and drive the scheduler themselves).
+pub async fn build_with_workers(
+    settings: ServiceSettings,
+    overrides: Overrides,
+    workers: jobs::WorkerOptions,
 ) -> anyhow::Result<Application> {
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
     // Feed streams end as soon as the server starts draining, not at the end of the grace.
@@ -107,7 +114,7 @@ pub async fn build_with(
         state.clock.clone(),
         app.shutdown_token(),
     );
-    jobs::start(state.clone(), overrides.jobs, shutdown);
+    jobs::start(state.clone(), workers, shutdown);
     let api = api::SegmentationApi::new(state);
     Ok(app.add_api(api::server(api)).add_api(feed))
 }

@@ -65,14 +65,14 @@ pub async fn spawn_app_with(redis_url: Option<String>) -> anyhow::Result<TestApp
     let clock = ManualClock::new(t0());
     let overrides = custops_segmentation::Overrides {
         clock: Arc::new(clock.clone()),
-        jobs: WorkerOptions {
-            poll: Duration::from_millis(50),
-            // The scheduler is driven by tests through `jobs::schedule_once`.
-            scheduler_tick: Duration::from_secs(3600),
-            ..WorkerOptions::default()
-        },
     };
-    let app = custops_segmentation::build_with(settings, overrides).await?;
+    let workers = WorkerOptions {
+        poll: Duration::from_millis(50),
+        // The scheduler is driven by tests through `jobs::schedule_once`.
+        scheduler_tick: Duration::from_secs(3600),
+        ..WorkerOptions::default()
+    };
+    let app = custops_segmentation::build_with_workers(settings, overrides, workers).await?;
     let port = app.port();
     let stop = CancellationToken::new();
     tokio::spawn({

@@ -361,12 +361,13 @@ pub async fn apply_segment(
     .fetch_one(&mut *tx)
     .await?;
 
+    // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
+    memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
     if changed.len() > NOTIFY_EACH_MAX {
         memberships::bump_epoch(&mut *tx).await?;
     } else {
         memberships::notify_customers(&mut *tx, &changed).await?;
     }
-    memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
     Ok(SegmentOutcome {
         customers_evaluated,
         entered: i64::try_from(entered.len())?,

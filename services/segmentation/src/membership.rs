@@ -219,8 +219,9 @@ async fn apply(
         }
     }
     if !changed_segments.is_empty() {
-        memberships::notify_customers(tx, &[customer_id.to_owned()]).await?;
+        // Sizes first: once a lookup shows the customer's new segments, sizes already agree.
         memberships::notify_segments(tx, &changed_segments).await?;
+        memberships::notify_customers(tx, &[customer_id.to_owned()]).await?;
     }
     Ok(())
 }

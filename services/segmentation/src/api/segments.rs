@@ -1297,6 +1297,10 @@ async fn apply_upload(
     .fetch_one(&mut *tx)
     .await
     .map_err(db)?;
+    // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
+    memberships::notify_segments(&mut tx, &[segment_id])
+        .await
+        .map_err(db)?;
     if changed.len() > NOTIFY_EACH_MAX {
         memberships::bump_epoch(&mut tx).await.map_err(db)?;
     } else {
@@ -1304,9 +1308,6 @@ async fn apply_upload(
             .await
             .map_err(db)?;
     }
-    memberships::notify_segments(&mut tx, &[segment_id])
-        .await
-        .map_err(db)?;
     let known_count = i64::try_from(known.len()).unwrap_or(i64::MAX);
     let added_count = i64::try_from(added.len()).unwrap_or(i64::MAX);
     let unchanged = match mode {

@@ -467,3 +467,150 @@ async fn evaluation_settings_check_zone_intervals_and_etag() -> anyhow::Result<(
     assert_eq!(ctx.today.to_string(), "2026-11-24");
     Ok(())
 }
+
+#[tokio::test]
+async fn two_replicas_run_each_job_once_and_resume_a_stale_one() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let replica = app.replica().await?;
+    for i in 0..200 {
+        app.put_customer(
+            &format!("c{i:03}"),
+            if i % 2 == 0 { "CN" } else { "SG" },
+            &[],
+        )
+        .await?;
+    }
+    // Six segments created through both replicas, then a full recompute: both workers claim.
+    let mut job_ids = Vec::new();
+    for i in 0..6 {
+        let mut client = if i % 2 == 0 {
+            app.client.clone()
+        } else {
+            replica.client.clone()
+        };
+        let country = if i % 2 == 0 { "CN" } else { "SG" };
+        let created = client
+            .create_segment(pb::CreateSegmentRequest {
+                segment: Some(pb::Segment {
+                    display_name: format!("Segment {i}"),
+                    kind: pb::SegmentKind::Rule.into(),
+                    rule: Some(predicate(
+                        "geo.country",
+                        pb::Operator::Equals,
+                        vec![string(country)],
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        job_ids.push(created.recompute_job_id);
+    }
+    let all_job = replica
+        .client
+        .clone()
+        .recompute_all(pb::RecomputeAllRequest::default())
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    job_ids.push(all_job.recompute_job_id.clone());
+    for id in &job_ids {
+        let job = app.wait_job(id).await?;
+        assert_eq!(
+            job.state,
+            i32::from(pb::RecomputeJobState::Succeeded),
+            "{job:?}"
+        );
+    }
+    let full = app.wait_job(&all_job.recompute_job_id).await?;
+    let mut done: Vec<String> = full
+        .segment_results
+        .iter()
+        .map(|r| r.segment_id.clone())
+        .collect();
+    done.sort();
+    done.dedup();
+    assert_eq!(done.len(), 6, "every segment once: {full:?}");
+    assert_eq!(
+        app.events("custops.segmentation.v1.RecomputeJobFinished")
+            .await?
+            .len(),
+        job_ids.len(),
+        "each job finished once"
+    );
+    // 100 members per segment, entered once each whatever the replica: 600 SegmentEntered.
+    assert_eq!(
+        app.events("custops.segmentation.v1.SegmentEntered")
+            .await?
+            .len(),
+        600
+    );
+
+    // A job left running by a replica that stopped (stale heartbeat) is resumed.
+    let segment_id: String = sqlx::query_scalar("SELECT segment_id::text FROM segments LIMIT 1")
+        .fetch_one(&app.pool)
+        .await?;
+    let stale: String = sqlx::query_scalar(
+        "INSERT INTO recompute_jobs (recompute_job_id, scope, segment_id, trigger, state, \
+             create_time, start_time, heartbeat_time, requester) \
+         VALUES (gen_random_uuid(), 'segment', $1::uuid, 'requested', 'running', now(), now(), \
+                 now() - interval '10 minutes', 'crashed-replica') \
+         RETURNING recompute_job_id::text",
+    )
+    .bind(&segment_id)
+    .fetch_one(&app.pool)
+    .await?;
+    let resumed = app.wait_job(&stale).await?;
+    assert_eq!(resumed.state, i32::from(pb::RecomputeJobState::Succeeded));
+    assert_eq!((resumed.entered_count, resumed.exited_count), (0, 0));
+
+    // A change applied through one replica's transaction is seen by the other's lookups.
+    app.put_customer("c000", "SG", &[]).await?;
+    app.reevaluate("c000").await?;
+    let mut expected: Vec<String> = sqlx::query_scalar(
+        "SELECT segment_id::text FROM memberships WHERE customer_id = 'c000' ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    expected.sort();
+    let sizes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT segment_id::text, member_count FROM segments ORDER BY 1")
+            .fetch_all(&app.pool)
+            .await?;
+    assert!(
+        sizes.iter().all(|(_, n)| *n == 99 || *n == 101),
+        "{sizes:?}"
+    );
+    let client = replica.client.clone();
+    let moved = support::eventually(std::time::Duration::from_secs(2), || {
+        let mut client = client.clone();
+        let (expected, sizes) = (expected.clone(), sizes.clone());
+        async move {
+            let listed = client
+                .list_customer_segments(pb::ListCustomerSegmentsRequest {
+                    customer_id: "c000".to_owned(),
+                    segment_ids: Vec::new(),
+                })
+                .await
+                .map(|r| r.into_inner().segment_ids)
+                .ok();
+            let mut seen = Vec::new();
+            for (segment_id, _) in &sizes {
+                let size = client
+                    .get_segment_size(pb::GetSegmentSizeRequest {
+                        segment_id: segment_id.clone(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().member_count)
+                    .ok();
+                seen.push((segment_id.clone(), size.unwrap_or(-1)));
+            }
+            listed == Some(expected) && seen == sizes
+        }
+    })
+    .await;
+    assert!(moved, "the other replica kept old memberships or sizes");
+    Ok(())
+}

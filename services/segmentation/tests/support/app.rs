@@ -101,7 +101,41 @@ pub async fn spawn_app_with(redis_url: Option<String>) -> anyhow::Result<TestApp
     })
 }
 
+/// Another replica of the service over the same database (no Redis), and its client.
+pub struct Replica {
+    pub client: Client,
+    stop: CancellationToken,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl TestApp {
+    /// Starts a second replica of the service on this app's database.
+    pub async fn replica(&self) -> anyhow::Result<Replica> {
+        let settings = ServiceSettings::for_local(ServiceKind::Segmentation, self._db.url());
+        let overrides = custops_segmentation::Overrides {
+            clock: Arc::new(self.clock.clone()),
+        };
+        let workers = WorkerOptions {
+            poll: Duration::from_millis(50),
+            scheduler_tick: Duration::from_secs(3600),
+            ..WorkerOptions::default()
+        };
+        let app = custops_segmentation::build_with_workers(settings, overrides, workers).await?;
+        let port = app.port();
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move { app.run_until_stopped(stop.cancelled_owned()).await }
+        });
+        let client = SegmentationServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+        Ok(Replica { client, stop })
+    }
+
     /// Inserts (or updates) a customer's facts row with `country` and `tags`.
     pub async fn put_customer(&self, id: &str, country: &str, tags: &[&str]) -> anyhow::Result<()> {
         let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();

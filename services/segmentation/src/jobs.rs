@@ -441,6 +441,7 @@ pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
         job_store::insert(&mut tx, &job).await?;
     }
     job_store::purge_old(&mut *tx, now).await?;
+    settings::purge_keys(&mut *tx, now).await?;
     tx.commit().await?;
 
     // The row lock is held while the pass runs, so only one replica runs it.

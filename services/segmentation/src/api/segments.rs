@@ -48,6 +48,11 @@ const MAX_REPORTED_UNKNOWN: usize = 1_000;
 /// Above this many changed customers an upload moves the cache epoch instead of notifying
 /// each customer.
 const NOTIFY_EACH_MAX: usize = 1_000;
+/// Previews scan the whole customer base: at most this many run at once per replica.
+const MAX_CONCURRENT_PREVIEWS: usize = 4;
+
+static PREVIEWS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_PREVIEWS);
 
 // ---------- shared helpers of the segmentation handlers ----------
 
@@ -971,6 +976,12 @@ pub(super) async fn preview_segment(
     request: Request<PreviewSegmentRequest>,
 ) -> Result<Response<PreviewSegmentResponse>, Status> {
     let request = request.into_inner();
+    let Ok(_permit) = PREVIEWS.try_acquire() else {
+        return Err(ServiceError::ResourceExhausted(
+            "too many previews are running; retry shortly".to_owned(),
+        )
+        .into());
+    };
     Ok(Response::new(preview(api, request).await?))
 }
 

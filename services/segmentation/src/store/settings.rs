@@ -211,3 +211,17 @@ pub async fn record_key(
     .await?;
     Ok(())
 }
+
+/// Drops idempotency keys older than 30 days before `now` (a retry comes within minutes; a
+/// month bounds the table).
+pub async fn purge_keys<'e>(
+    executor: impl PgExecutor<'e>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query("DELETE FROM idempotency_keys WHERE create_time < $1 - interval '30 days'")
+            .bind(now)
+            .execute(executor)
+            .await?;
+    Ok(done.rows_affected())
+}

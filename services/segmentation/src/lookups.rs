@@ -9,12 +9,16 @@
 //! it to its in-process layer and to Redis. A recompute that moves many customers bumps the
 //! epoch instead (one notification): the keys change, every replica reads fresh values.
 //!
-//! With Redis down, `TwoLevelCache` answers from Postgres and counts the failure. A lost
-//! listener connection may have dropped notifications, so on reconnect the listener bumps the
-//! epoch: no replica serves a value written before the gap.
+//! With Redis down, `TwoLevelCache` answers from Postgres and counts the failure. Two gaps
+//! could leave a stale value in Redis, and both end in an epoch bump, so no replica reads a
+//! value written before the gap:
+//! - a write-through that failed (Redis unreachable but not restarted, so it kept the old
+//!   value): the replica marks Redis *dirty*, answers from Postgres while dirty, and bumps the
+//!   epoch as soon as Redis answers again;
+//! - a lost listener connection may have dropped notifications: bumped on reconnect.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use custops_common::cache::{RedisCache, TwoLevelCache};
@@ -34,6 +38,8 @@ const LOCAL_CAPACITY: usize = 100_000;
 const REDIS_TTL: Duration = Duration::from_secs(600);
 /// Wait before reconnecting a failed listener.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// How often a dirty Redis is checked for being back.
+const HEAL_EVERY: Duration = Duration::from_millis(250);
 
 /// The cached segment ids of one customer, ascending.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -56,6 +62,9 @@ pub struct Lookups {
     customers: TwoLevelCache<CustomerSegments>,
     segments: TwoLevelCache<SegmentEntry>,
     epoch: AtomicI64,
+    redis: Option<RedisCache>,
+    /// A write-through to Redis failed: Redis may hold a stale value until the epoch moves.
+    dirty: AtomicBool,
 }
 
 impl std::fmt::Debug for Lookups {
@@ -76,8 +85,15 @@ impl Lookups {
                 LOCAL_CAPACITY,
                 "segmentation:customer_segments",
             ),
-            segments: TwoLevelCache::new(redis, LOCAL_TTL, LOCAL_CAPACITY, "segmentation:segment"),
+            segments: TwoLevelCache::new(
+                redis.clone(),
+                LOCAL_TTL,
+                LOCAL_CAPACITY,
+                "segmentation:segment",
+            ),
             epoch: AtomicI64::new(0),
+            redis,
+            dirty: AtomicBool::new(false),
         }
     }
 
@@ -95,18 +111,83 @@ impl Lookups {
         format!("{}:{customer_id}", self.epoch.load(Ordering::Acquire))
     }
 
+    fn segment_key(&self, segment_id: Uuid) -> String {
+        format!("{}:{segment_id}", self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Whether a write-through failed and Redis has not been moved past it yet.
+    fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// Writes through, marking Redis dirty when the write did not reach it.
+    async fn put<V: custops_common::cache::CacheValue>(
+        &self,
+        cache: &TwoLevelCache<V>,
+        key: &str,
+        value: V,
+    ) {
+        let errors = cache.redis_errors();
+        cache.put(key, value, REDIS_TTL).await;
+        // A skipped command is not counted: Redis failed moments ago, so it missed this write.
+        if cache.redis_errors() > errors || self.redis_unavailable().await {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Removes a key, marking Redis dirty when the removal did not reach it.
+    async fn invalidate<V: custops_common::cache::CacheValue>(
+        &self,
+        cache: &TwoLevelCache<V>,
+        key: &str,
+    ) {
+        let errors = cache.redis_errors();
+        cache.invalidate(key).await;
+        if cache.redis_errors() > errors || self.redis_unavailable().await {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// True when Redis is configured and does not answer a PING now.
+    async fn redis_unavailable(&self) -> bool {
+        match &self.redis {
+            Some(redis) => redis.ping().await.is_err(),
+            None => false,
+        }
+    }
+
+    /// Once Redis answers again after a missed write-through, moves every replica to fresh
+    /// keys (the epoch) so the values Redis kept from before are never read.
+    pub async fn heal(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        if !self.is_dirty() || redis.ping().await.is_err() {
+            return Ok(());
+        }
+        let mut conn = pool.acquire().await?;
+        memberships::bump_epoch(&mut conn).await?;
+        self.refresh_epoch(pool).await?;
+        self.dirty.store(false, Ordering::Release);
+        tracing::info!("Redis is back after missed write-throughs; cache epoch moved");
+        Ok(())
+    }
+
     /// A segment's size, `None` when it does not exist.
     pub async fn segment_size(
         &self,
         pool: &PgPool,
         segment_id: Uuid,
     ) -> Result<Option<i64>, sqlx::Error> {
-        let entry = self
-            .segments
-            .get_or_load(&segment_id.to_string(), REDIS_TTL, || {
-                load_segment(pool, segment_id)
-            })
-            .await?;
+        let entry = if self.is_dirty() {
+            load_segment(pool, segment_id).await?
+        } else {
+            self.segments
+                .get_or_load(&self.segment_key(segment_id), REDIS_TTL, || {
+                    load_segment(pool, segment_id)
+                })
+                .await?
+        };
         Ok(entry.exists.then_some(entry.member_count))
     }
 
@@ -117,12 +198,15 @@ impl Lookups {
         pool: &PgPool,
         customer_id: &str,
     ) -> Result<Vec<Uuid>, sqlx::Error> {
-        let cached = self
-            .customers
-            .get_or_load(&self.customer_key(customer_id), REDIS_TTL, || {
-                load_customer(pool, customer_id)
-            })
-            .await?;
+        let cached = if self.is_dirty() {
+            load_customer(pool, customer_id).await?
+        } else {
+            self.customers
+                .get_or_load(&self.customer_key(customer_id), REDIS_TTL, || {
+                    load_customer(pool, customer_id)
+                })
+                .await?
+        };
         let mut out = Vec::with_capacity(cached.segment_ids.len());
         for id in &cached.segment_ids {
             let Ok(id) = Uuid::parse_str(id) else {
@@ -144,12 +228,12 @@ impl Lookups {
         let key = self.customer_key(customer_id);
         match load_customer(pool, customer_id).await {
             Ok(value) => {
-                self.customers.put(&key, value, REDIS_TTL).await;
+                self.put(&self.customers, &key, value).await;
                 Ok(())
             }
             Err(error) => {
                 // Better no value than the one the change made stale.
-                self.customers.invalidate(&key).await;
+                self.invalidate(&self.customers, &key).await;
                 Err(error)
             }
         }
@@ -161,14 +245,14 @@ impl Lookups {
         pool: &PgPool,
         segment_id: Uuid,
     ) -> Result<(), sqlx::Error> {
-        let key = segment_id.to_string();
+        let key = self.segment_key(segment_id);
         match load_segment(pool, segment_id).await {
             Ok(value) => {
-                self.segments.put(&key, value, REDIS_TTL).await;
+                self.put(&self.segments, &key, value).await;
                 Ok(())
             }
             Err(error) => {
-                self.segments.invalidate(&key).await;
+                self.invalidate(&self.segments, &key).await;
                 Err(error)
             }
         }
@@ -257,10 +341,17 @@ async fn follow(
         lookups.refresh_epoch(pool).await?;
     }
     ready.cancel();
+    let mut heal = tokio::time::interval(HEAL_EVERY);
     loop {
         // `try_recv` reports a dropped connection as `None` instead of reconnecting silently.
         let notification = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
+            _ = heal.tick() => {
+                if let Err(error) = lookups.heal(pool).await {
+                    tracing::warn!(error = %error, "failed to move the cache epoch");
+                }
+                continue;
+            }
             n = listener.try_recv() => n?,
         };
         let Some(notification) = notification else {

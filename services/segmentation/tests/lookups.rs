@@ -107,6 +107,61 @@ async fn lookups_survive_a_redis_outage_and_serve_nothing_stale_after() -> anyho
     Ok(())
 }
 
+/// Makes Redis stop answering clients for `millis` while keeping its data, as a network
+/// partition would (`CLIENT PAUSE`).
+async fn pause_redis(port: u16, millis: u64) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let arg = millis.to_string();
+    let command = format!(
+        "*3\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{arg}\r\n",
+        arg.len()
+    );
+    stream.write_all(command.as_bytes()).await?;
+    let mut reply = [0_u8; 5];
+    stream.read_exact(&mut reply).await?;
+    anyhow::ensure!(&reply == b"+OK\r\n", "CLIENT PAUSE refused");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_write_through_missed_during_a_partition_never_surfaces_later() -> anyhow::Result<()> {
+    let server = TestRedis::start().await?;
+    let app = spawn_app_with(Some(server.url())).await?;
+    app.put_customer("c1", "CN", &[]).await?;
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    let id = china.segment_id.clone();
+    assert_eq!(app.segments_of("c1").await?, vec![id.clone()]);
+
+    // Redis keeps its data but stops answering; the change's write-through cannot reach it.
+    pause_redis(server.port(), 1_500).await?;
+    let paused = Instant::now();
+    app.put_customer("c1", "SG", &[]).await?;
+    app.reevaluate("c1").await?;
+    // Answers stay right during the partition and after Redis answers again with its old value.
+    while paused.elapsed() < Duration::from_millis(4_000) {
+        let listed = app.segments_of("c1").await?;
+        let since = paused.elapsed();
+        if since > Duration::from_millis(500) {
+            assert!(
+                listed.is_empty(),
+                "stale membership served {since:?} after the change"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let size = app
+        .client
+        .clone()
+        .get_segment_size(pb::GetSegmentSizeRequest {
+            segment_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(size.member_count, 0);
+    Ok(())
+}
+
 #[tokio::test]
 async fn check_batch_stream_and_size() -> anyhow::Result<()> {
     let app = spawn_app().await?;

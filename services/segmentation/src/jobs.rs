@@ -161,6 +161,7 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
             continue;
         }
         let mut tx = begin_long(&state.pool).await?;
+        memberships::lock_for_recompute(&mut tx).await?;
         let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
             // Deleted meanwhile: nothing to apply.
             job.segments_done += 1;
@@ -250,8 +251,8 @@ pub struct SegmentOutcome {
     pub member_count: i64,
 }
 
-/// Re-applies a rule segment (already row-locked by the caller) at `now`, set-based, in the
-/// caller's transaction: memberships, events, member count, membership version, cache
+/// Re-applies a rule segment (the caller holds `memberships::lock_for_recompute`, then the
+/// segment row) at `now`, set-based, in the caller's transaction: memberships, events, member count, membership version, cache
 /// notifications.
 pub async fn apply_segment(
     tx: &mut PgConnection,
@@ -401,6 +402,7 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
     let mut changed = 0;
     for segment_id in due {
         let mut tx = begin_long(pool).await?;
+        memberships::lock_for_recompute(&mut tx).await?;
         let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
             continue;
         };

@@ -54,6 +54,7 @@ pub async fn reevaluate_customer(
     customer_id: &str,
     cause: &Cause,
 ) -> anyhow::Result<()> {
+    memberships::lock_for_incremental(tx).await?;
     let current = memberships::customer_memberships(tx, customer_id).await?;
     let facts = store::facts::load_facts(tx, customer_id).await?;
     let mut changes: BTreeMap<Uuid, Change> = BTreeMap::new();
@@ -103,6 +104,7 @@ pub async fn remove_customer(
     customer_id: &str,
     cause: &Cause,
 ) -> anyhow::Result<()> {
+    memberships::lock_for_incremental(tx).await?;
     let current = memberships::customer_memberships(tx, customer_id).await?;
     let changes = current
         .into_iter()
@@ -134,6 +136,7 @@ pub async fn merge_customers(
         reason: ChangeReason::Merge,
         ..cause.clone()
     };
+    memberships::lock_for_incremental(tx).await?;
     let source_memberships = memberships::customer_memberships(tx, source).await?;
     let target_segments: BTreeSet<Uuid> = memberships::customer_memberships(tx, target)
         .await?

@@ -252,3 +252,30 @@ pub async fn segment_size<'e>(
         .fetch_optional(executor)
         .await
 }
+
+/// Advisory lock key shared by incremental evaluation (shared mode) and set-based recomputes
+/// (exclusive mode).
+const RECOMPUTE_LOCK: i64 = 0x5345_474d_454e_5401;
+
+/// Taken (shared, until the transaction ends) by every incremental membership change before
+/// it reads memberships. A set-based recompute takes the lock exclusively, so an incremental
+/// change either commits before the recompute reads the facts, or evaluates after the
+/// recompute committed: it never acts on memberships the recompute is about to replace with
+/// a decision made on older facts.
+pub async fn lock_for_incremental(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(RECOMPUTE_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Taken (exclusive, until the transaction ends) by a set-based recompute before it locks the
+/// segment row; see [`lock_for_incremental`].
+pub async fn lock_for_recompute(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(RECOMPUTE_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -390,6 +390,38 @@ async fn references_must_exist_and_make_no_cycle_and_block_deletion() -> anyhow:
         .unwrap_or_default();
     assert_eq!(subjects, vec![format!("segments/{}", vip.segment_id)]);
 
+    // ListSegments filters on references and fields.
+    let referencing = client
+        .list_segments(pb::ListSegmentsRequest {
+            referenced_segment_id: base.segment_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        referencing
+            .segments
+            .iter()
+            .map(|s| s.segment_id.clone())
+            .collect::<Vec<_>>(),
+        vec![vip.segment_id.clone()]
+    );
+    let on_tags = client
+        .list_segments(pb::ListSegmentsRequest {
+            field: "tags".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        on_tags
+            .segments
+            .iter()
+            .map(|s| s.segment_id.clone())
+            .collect::<Vec<_>>(),
+        vec![vip.segment_id.clone()]
+    );
+
     // Incremental: c2 gets the tag, enters the referencing segment in the same evaluation.
     app.put_customer("c2", "CN", &["vip"]).await?;
     app.reevaluate("c2").await?;
@@ -728,5 +760,26 @@ async fn erasure_leaves_every_segment_and_merge_passes_static_memberships() -> a
             ("source".to_owned(), merge),
         ]
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deployment_holds_at_most_10000_segments() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    sqlx::query(
+        "INSERT INTO segments (segment_id, display_name, kind, create_time, update_time, etag) \
+         SELECT gen_random_uuid(), 'bulk ' || i, 'static', now(), now(), 'e' \
+         FROM generate_series(1, 10000) AS i",
+    )
+    .execute(&app.pool)
+    .await?;
+    let refused = app
+        .client
+        .clone()
+        .create_segment(create_request("One too many", None))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(refused, Some(Code::ResourceExhausted));
     Ok(())
 }

@@ -8,19 +8,26 @@
 //! - `feeds`: follows the profiles, loyalty and feedback feeds into the facts projection.
 //! - `derived`: RFM and lifecycle values, per customer and in full runs.
 //! - `membership`: keeps memberships current as facts change (events, erasures, merges).
+//! - `lookups`: the membership lookup caches (in-process, Redis) and their write-through.
+//! - `jobs`: recompute jobs, the rollover pass and the scheduler.
+//! - `events`: the membership, segment and job events of the outbox.
 //! - `state`: what handlers and background tasks share.
 //! - `migrations/`: the `segmentation` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
 pub mod derived;
 pub mod domain;
+pub mod events;
 pub mod feeds;
+pub mod jobs;
+pub mod lookups;
 pub mod membership;
 pub mod state;
 pub mod store;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use custops_common::bootstrap;
 use custops_common::clock::{Clock, SystemClock};
 use custops_common::config::ServiceSettings;
@@ -57,6 +64,16 @@ pub async fn build_with(
     settings: ServiceSettings,
     overrides: Overrides,
 ) -> anyhow::Result<Application> {
+    build_with_workers(settings, overrides, jobs::WorkerOptions::default()).await
+}
+
+/// [`build_with`], with the recompute worker and scheduler paced by `workers` (tests poll
+/// faster and drive the scheduler themselves).
+pub async fn build_with_workers(
+    settings: ServiceSettings,
+    overrides: Overrides,
+    workers: jobs::WorkerOptions,
+) -> anyhow::Result<Application> {
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
     // Feed streams end as soon as the server starts draining, not at the end of the grace.
     let feed_options = FeedOptions {
@@ -64,17 +81,40 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
+    let redis = match &settings.redis {
+        Some(redis) => Some(
+            custops_common::cache::RedisCache::connect(redis)
+                .await
+                .context("Failed to set up the Redis client")?,
+        ),
+        None => None,
+    };
+    let lookups = Arc::new(lookups::Lookups::new(redis));
+    let state = Arc::new(state::AppState {
+        pool: pool.clone(),
+        clock: overrides.clock,
+        page_tokens: settings.page_tokens.clone(),
+        lookups: lookups.clone(),
+    });
+    let shutdown = app.shutdown_token();
+    let listening = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(lookups::listen(
+        lookups,
+        pool.clone(),
+        shutdown.clone(),
+        listening.clone(),
+    ));
+    // Changes committed before the listener is in place would never reach the cache.
+    tokio::time::timeout(std::time::Duration::from_secs(10), listening.cancelled())
+        .await
+        .context("Failed to start listening for membership changes")?;
     feeds::start(
         &settings,
         pool.clone(),
-        overrides.clock.clone(),
+        state.clock.clone(),
         app.shutdown_token(),
     );
-    let state = Arc::new(state::AppState {
-        pool,
-        clock: overrides.clock,
-        page_tokens: settings.page_tokens.clone(),
-    });
+    jobs::start(state.clone(), workers, shutdown);
     let api = api::SegmentationApi::new(state);
     Ok(app.add_api(api::server(api)).add_api(feed))
 }

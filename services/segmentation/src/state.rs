@@ -12,4 +12,6 @@ pub struct AppState {
     pub pool: PgPool,
     pub clock: Arc<dyn Clock>,
     pub page_tokens: PageTokens,
+    /// The membership lookup caches.
+    pub lookups: Arc<crate::lookups::Lookups>,
 }

@@ -3,5 +3,9 @@
 pub mod catalog;
 pub mod compile;
 pub mod facts;
+pub mod jobs;
 pub mod lifecycle;
+pub mod memberships;
 pub mod rfm;
+pub mod segments;
+pub mod settings;

@@ -1,59 +1,412 @@
-//! TODO(segmentation): replace with the real handlers.
+//! Recompute jobs (queue, read, list) and the evaluation settings.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use custops_common::error::{ServiceError, Violations};
+use custops_common::paging;
+use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     GetEvaluationSettingsRequest, GetEvaluationSettingsResponse, GetRecomputeJobRequest,
     GetRecomputeJobResponse, ListRecomputeJobsRequest, ListRecomputeJobsResponse,
     RecomputeAllRequest, RecomputeAllResponse, RecomputeSegmentRequest, RecomputeSegmentResponse,
     UpdateEvaluationSettingsRequest, UpdateEvaluationSettingsResponse,
 };
+use prost::Message;
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::SegmentationApi;
+use super::segments::{caller, decode_cursor, parse_id, ts};
+use crate::jobs::{job_to_proto, scope_slug, state_slug};
+use crate::store::jobs::{self as job_store, JobRecord};
+use crate::store::segments;
+use crate::store::settings::{self, EvaluationSettings, IdempotencyKey, KeyLookup};
+
+fn db(error: sqlx::Error) -> ServiceError {
+    ServiceError::from(error)
+}
+
+fn reused() -> ServiceError {
+    ServiceError::AlreadyExists {
+        message: "request_id was already used with a different request".to_owned(),
+        reason: Some("REQUEST_ID_REUSED"),
+    }
+}
+
+fn check_request_id(request_id: &str) -> Result<(), ServiceError> {
+    if request_id.len() <= 128 && request_id.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid_argument(
+            "request_id",
+            "must be 1-128 printable ASCII characters",
+        ))
+    }
+}
+
+fn key(caller: &str, request_id: &str, method: &'static str, payload: &[u8]) -> IdempotencyKey {
+    IdempotencyKey {
+        caller: caller.to_owned(),
+        request_id: request_id.to_owned(),
+        method,
+        request_hash: Sha256::digest(payload).to_vec(),
+    }
+}
 
 /// RecomputeSegment.
 pub(super) async fn recompute_segment(
-    _api: &SegmentationApi,
-    _request: Request<RecomputeSegmentRequest>,
+    api: &SegmentationApi,
+    request: Request<RecomputeSegmentRequest>,
 ) -> Result<Response<RecomputeSegmentResponse>, Status> {
-    Err(Status::unimplemented("RecomputeSegment"))
+    let caller = caller(&request);
+    let request = request.into_inner();
+    let segment_id = parse_id("segment_id", &request.segment_id)?;
+    check_request_id(&request.request_id)?;
+    let state = api.state();
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let key = (!request.request_id.is_empty()).then(|| {
+        key(
+            &caller,
+            &request.request_id,
+            "RecomputeSegment",
+            segment_id.as_bytes(),
+        )
+    });
+    if let Some(key) = &key {
+        match settings::claim_key(&mut tx, key).await.map_err(db)? {
+            KeyLookup::New => {}
+            KeyLookup::Replay(bytes) => {
+                let response = RecomputeSegmentResponse::decode(bytes.as_slice())
+                    .map_err(ServiceError::internal)?;
+                return Ok(Response::new(response));
+            }
+            KeyLookup::Reused => return Err(reused().into()),
+        }
+    }
+    let segment = segments::get_for_update(&mut tx, segment_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
+    if !segment.rule_kind {
+        return Err(ServiceError::FailedPrecondition(
+            "a STATIC segment is not recomputed".to_owned(),
+        )
+        .into());
+    }
+    let now = state.clock.now();
+    let job = match job_store::queued(&mut *tx, "segment", Some(segment_id))
+        .await
+        .map_err(db)?
+    {
+        Some(job) => job,
+        None => {
+            let job = JobRecord::queued(
+                "segment",
+                Some((segment_id, segment.version)),
+                "requested",
+                &caller,
+                now,
+            );
+            job_store::insert(&mut tx, &job).await.map_err(db)?;
+            segments::set_latest_job(&mut tx, segment_id, job.recompute_job_id)
+                .await
+                .map_err(db)?;
+            job
+        }
+    };
+    let response = RecomputeSegmentResponse {
+        job: Some(job_to_proto(&job)),
+    };
+    if let Some(key) = &key {
+        settings::record_key(&mut tx, key, &response.encode_to_vec(), now)
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(Response::new(response))
 }
 
 /// RecomputeAll.
 pub(super) async fn recompute_all(
-    _api: &SegmentationApi,
-    _request: Request<RecomputeAllRequest>,
+    api: &SegmentationApi,
+    request: Request<RecomputeAllRequest>,
 ) -> Result<Response<RecomputeAllResponse>, Status> {
-    Err(Status::unimplemented("RecomputeAll"))
+    let caller = caller(&request);
+    let request = request.into_inner();
+    check_request_id(&request.request_id)?;
+    let state = api.state();
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let key = (!request.request_id.is_empty())
+        .then(|| key(&caller, &request.request_id, "RecomputeAll", b"all"));
+    if let Some(key) = &key {
+        match settings::claim_key(&mut tx, key).await.map_err(db)? {
+            KeyLookup::New => {}
+            KeyLookup::Replay(bytes) => {
+                let response = RecomputeAllResponse::decode(bytes.as_slice())
+                    .map_err(ServiceError::internal)?;
+                return Ok(Response::new(response));
+            }
+            KeyLookup::Reused => return Err(reused().into()),
+        }
+    }
+    // Two concurrent calls must not both queue: serialise on a transaction lock.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('recompute_all', 11))")
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    let now = state.clock.now();
+    let job = match job_store::queued(&mut *tx, "all", None).await.map_err(db)? {
+        Some(job) => job,
+        None => {
+            let job = JobRecord::queued("all", None, "requested", &caller, now);
+            job_store::insert(&mut tx, &job).await.map_err(db)?;
+            job
+        }
+    };
+    let response = RecomputeAllResponse {
+        job: Some(job_to_proto(&job)),
+    };
+    if let Some(key) = &key {
+        settings::record_key(&mut tx, key, &response.encode_to_vec(), now)
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(Response::new(response))
 }
 
 /// GetRecomputeJob.
 pub(super) async fn get_recompute_job(
-    _api: &SegmentationApi,
-    _request: Request<GetRecomputeJobRequest>,
+    api: &SegmentationApi,
+    request: Request<GetRecomputeJobRequest>,
 ) -> Result<Response<GetRecomputeJobResponse>, Status> {
-    Err(Status::unimplemented("GetRecomputeJob"))
+    let request = request.into_inner();
+    let id = parse_id("recompute_job_id", &request.recompute_job_id)?;
+    let job = job_store::get(&api.state().pool, id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("recompute job", id.to_string()))?;
+    Ok(Response::new(GetRecomputeJobResponse {
+        job: Some(job_to_proto(&job)),
+    }))
 }
 
 /// ListRecomputeJobs.
 pub(super) async fn list_recompute_jobs(
-    _api: &SegmentationApi,
-    _request: Request<ListRecomputeJobsRequest>,
+    api: &SegmentationApi,
+    request: Request<ListRecomputeJobsRequest>,
 ) -> Result<Response<ListRecomputeJobsResponse>, Status> {
-    Err(Status::unimplemented("ListRecomputeJobs"))
+    let request = request.into_inner();
+    let state = api.state();
+    let size = paging::page_size(request.page_size)?;
+    let mut violations = Violations::new();
+    let segment_id = if request.segment_id.is_empty() {
+        None
+    } else {
+        violations.take(
+            "segment_id",
+            Uuid::parse_str(&request.segment_id).map_err(|_| "not a valid UUID".to_owned()),
+        )
+    };
+    let job_state = match pb::RecomputeJobState::try_from(request.state) {
+        Ok(s) => state_slug(s),
+        Err(_) => {
+            violations.add("state", "unknown state");
+            None
+        }
+    };
+    let scope = match pb::RecomputeScope::try_from(request.scope) {
+        Ok(s) => scope_slug(s),
+        Err(_) => {
+            violations.add("scope", "unknown scope");
+            None
+        }
+    };
+    violations.into_result()?;
+    let filter = job_store::JobFilter {
+        segment_id,
+        state: job_state.map(str::to_owned),
+        scope: scope.map(str::to_owned),
+    };
+    let fingerprint = format!("jobs:{segment_id:?}:{job_state:?}:{scope:?}");
+    let before: Option<(DateTime<Utc>, Uuid)> = if request.page_token.is_empty() {
+        None
+    } else {
+        let cursor: (i64, String) = state
+            .page_tokens
+            .decode(&fingerprint, &request.page_token)
+            .map_err(|e| ServiceError::invalid_argument(e.field(), e.message()))?;
+        Some(decode_cursor(cursor)?)
+    };
+    let limit = i64::try_from(size).unwrap_or(50);
+    let mut rows = job_store::list(&state.pool, &filter, before, limit + 1)
+        .await
+        .map_err(db)?;
+    let next = if rows.len() > size {
+        rows.truncate(size);
+        let last = rows.last().map(|j| {
+            (
+                j.create_time.timestamp_micros(),
+                j.recompute_job_id.to_string(),
+            )
+        });
+        state
+            .page_tokens
+            .encode(&fingerprint, &last)
+            .map_err(ServiceError::internal)?
+    } else {
+        String::new()
+    };
+    Ok(Response::new(ListRecomputeJobsResponse {
+        jobs: rows.iter().map(job_to_proto).collect(),
+        next_page_token: next,
+    }))
+}
+
+fn settings_to_proto(s: &EvaluationSettings) -> pb::EvaluationSettings {
+    let duration = |d: Duration| prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    };
+    pb::EvaluationSettings {
+        time_zone: s.time_zone.clone(),
+        full_recompute_interval: Some(duration(s.full_recompute_interval)),
+        rollover_interval: Some(duration(s.rollover_interval)),
+        update_time: s.update_time.map(ts),
+        etag: s.etag.clone(),
+    }
 }
 
 /// GetEvaluationSettings.
 pub(super) async fn get_evaluation_settings(
-    _api: &SegmentationApi,
+    api: &SegmentationApi,
     _request: Request<GetEvaluationSettingsRequest>,
 ) -> Result<Response<GetEvaluationSettingsResponse>, Status> {
-    Err(Status::unimplemented("GetEvaluationSettings"))
+    let current = settings::get(&api.state().pool).await.map_err(db)?;
+    Ok(Response::new(GetEvaluationSettingsResponse {
+        evaluation_settings: Some(settings_to_proto(&current)),
+    }))
+}
+
+/// An interval within `[min, max]`, whole seconds.
+fn interval(
+    violations: &mut Violations,
+    field: &str,
+    value: Option<&prost_types::Duration>,
+    min: Duration,
+    max: Duration,
+) -> Option<Duration> {
+    let Some(value) = value else {
+        violations.add(field, "required");
+        return None;
+    };
+    let ok = value.nanos == 0
+        && u64::try_from(value.seconds).is_ok_and(|s| (min.as_secs()..=max.as_secs()).contains(&s));
+    if !ok {
+        violations.add(
+            field,
+            format!(
+                "must be whole seconds between {}s and {}s",
+                min.as_secs(),
+                max.as_secs()
+            ),
+        );
+        return None;
+    }
+    u64::try_from(value.seconds).ok().map(Duration::from_secs)
 }
 
 /// UpdateEvaluationSettings.
 pub(super) async fn update_evaluation_settings(
-    _api: &SegmentationApi,
-    _request: Request<UpdateEvaluationSettingsRequest>,
+    api: &SegmentationApi,
+    request: Request<UpdateEvaluationSettingsRequest>,
 ) -> Result<Response<UpdateEvaluationSettingsResponse>, Status> {
-    Err(Status::unimplemented("UpdateEvaluationSettings"))
+    let request = request.into_inner();
+    let state = api.state();
+    let new = request.evaluation_settings.unwrap_or_default();
+    let paths: Vec<String> = request.update_mask.map(|m| m.paths).unwrap_or_default();
+    let mut violations = Violations::new();
+    if paths.is_empty() {
+        violations.add(
+            "update_mask",
+            "required: any of time_zone, full_recompute_interval, rollover_interval",
+        );
+    }
+    for path in &paths {
+        if !matches!(
+            path.as_str(),
+            "time_zone" | "full_recompute_interval" | "rollover_interval"
+        ) {
+            violations.add("update_mask", format!("`{path}` cannot be updated"));
+        }
+    }
+    let has = |p: &str| paths.iter().any(|x| x == p);
+    let full = has("full_recompute_interval")
+        .then(|| {
+            interval(
+                &mut violations,
+                "evaluation_settings.full_recompute_interval",
+                new.full_recompute_interval.as_ref(),
+                Duration::from_secs(3600),
+                Duration::from_secs(7 * 24 * 3600),
+            )
+        })
+        .flatten();
+    let rollover = has("rollover_interval")
+        .then(|| {
+            interval(
+                &mut violations,
+                "evaluation_settings.rollover_interval",
+                new.rollover_interval.as_ref(),
+                Duration::from_secs(60),
+                Duration::from_secs(3600),
+            )
+        })
+        .flatten();
+    violations.into_result()?;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    if has("time_zone")
+        && (new.time_zone.is_empty()
+            || new.time_zone.len() > 64
+            || !settings::valid_time_zone(&mut tx, &new.time_zone)
+                .await
+                .map_err(db)?)
+    {
+        return Err(ServiceError::invalid_argument(
+            "evaluation_settings.time_zone",
+            "not an IANA time zone known to the database",
+        )
+        .into());
+    }
+    let current = settings::get_for_update(&mut tx).await.map_err(db)?;
+    if !new.etag.is_empty() && new.etag != current.etag {
+        return Err(ServiceError::Aborted(
+            "the settings changed since they were read (stale etag)".to_owned(),
+        )
+        .into());
+    }
+    let mut next = current.clone();
+    if has("time_zone") {
+        next.time_zone = new.time_zone.clone();
+    }
+    if let Some(full) = full {
+        next.full_recompute_interval = full;
+    }
+    if let Some(rollover) = rollover {
+        next.rollover_interval = rollover;
+    }
+    if next == current {
+        return Ok(Response::new(UpdateEvaluationSettingsResponse {
+            evaluation_settings: Some(settings_to_proto(&current)),
+        }));
+    }
+    next.update_time = Some(state.clock.now());
+    next.etag = segments::new_etag();
+    settings::put(&mut tx, &next).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(Response::new(UpdateEvaluationSettingsResponse {
+        evaluation_settings: Some(settings_to_proto(&next)),
+    }))
 }

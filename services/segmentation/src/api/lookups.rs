@@ -1,5 +1,10 @@
-//! TODO(segmentation): replace with the real handlers.
+//! The hot-path lookups (served through `crate::lookups`' two-level cache) and
+//! ExplainMembership. An unknown customer has no segments (empty / false, not NOT_FOUND); a
+//! missing segment is NOT_FOUND.
 
+use std::collections::BTreeSet;
+
+use custops_common::error::{ServiceError, Violations};
 use custops_contracts::custops::segmentation::v1::{
     BatchCheckMembershipRequest, BatchCheckMembershipResponse, CheckMembershipRequest,
     CheckMembershipResponse, ExplainMembershipRequest, ExplainMembershipResponse,
@@ -7,58 +12,298 @@ use custops_contracts::custops::segmentation::v1::{
     ListCustomerSegmentsResponse, StreamSegmentMembersRequest, StreamSegmentMembersResponse,
 };
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::SegmentationApi;
+use super::segments::{check_customer_id, parse_id, ts};
+use crate::domain::eval;
+use crate::store::{catalog, facts, memberships, segments};
 
 /// The stream StreamSegmentMembers answers with.
 pub(crate) type MemberStream = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = Result<StreamSegmentMembersResponse, Status>> + Send>,
 >;
 
+fn customer(field: &str, value: &str) -> Result<(), ServiceError> {
+    check_customer_id(value).map_err(|d| ServiceError::invalid_argument(field, d))
+}
+
+fn db(error: sqlx::Error) -> ServiceError {
+    ServiceError::from(error)
+}
+
 /// ListCustomerSegments.
 pub(super) async fn list_customer_segments(
-    _api: &SegmentationApi,
-    _request: Request<ListCustomerSegmentsRequest>,
+    api: &SegmentationApi,
+    request: Request<ListCustomerSegmentsRequest>,
 ) -> Result<Response<ListCustomerSegmentsResponse>, Status> {
-    Err(Status::unimplemented("ListCustomerSegments"))
+    let request = request.into_inner();
+    let mut violations = Violations::new();
+    if let Err(d) = check_customer_id(&request.customer_id) {
+        violations.add("customer_id", d);
+    }
+    violations.check(
+        request.segment_ids.len() <= 1_000,
+        "segment_ids",
+        "at most 1,000 ids",
+    );
+    let mut only = BTreeSet::new();
+    for (i, raw) in request.segment_ids.iter().enumerate() {
+        match Uuid::parse_str(raw) {
+            Ok(id) => {
+                only.insert(id);
+            }
+            Err(_) => violations.add(format!("segment_ids[{i}]"), "not a valid UUID"),
+        }
+    }
+    violations.into_result()?;
+    let state = api.state();
+    let ids = state
+        .lookups
+        .customer_segments(&state.pool, &request.customer_id)
+        .await
+        .map_err(db)?;
+    Ok(Response::new(ListCustomerSegmentsResponse {
+        segment_ids: ids
+            .into_iter()
+            .filter(|id| only.is_empty() || only.contains(id))
+            .map(|id| id.to_string())
+            .collect(),
+    }))
 }
 
 /// CheckMembership.
 pub(super) async fn check_membership(
-    _api: &SegmentationApi,
-    _request: Request<CheckMembershipRequest>,
+    api: &SegmentationApi,
+    request: Request<CheckMembershipRequest>,
 ) -> Result<Response<CheckMembershipResponse>, Status> {
-    Err(Status::unimplemented("CheckMembership"))
+    let request = request.into_inner();
+    let segment_id = parse_id("segment_id", &request.segment_id)?;
+    customer("customer_id", &request.customer_id)?;
+    let state = api.state();
+    if state
+        .lookups
+        .segment_size(&state.pool, segment_id)
+        .await
+        .map_err(db)?
+        .is_none()
+    {
+        return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
+    }
+    let ids = state
+        .lookups
+        .customer_segments(&state.pool, &request.customer_id)
+        .await
+        .map_err(db)?;
+    Ok(Response::new(CheckMembershipResponse {
+        member: ids.contains(&segment_id),
+    }))
 }
 
-/// BatchCheckMembership.
+/// BatchCheckMembership: one indexed query for the whole batch (cheaper than up to 1,000
+/// cache round trips), after the segment's existence from the cache.
 pub(super) async fn batch_check_membership(
-    _api: &SegmentationApi,
-    _request: Request<BatchCheckMembershipRequest>,
+    api: &SegmentationApi,
+    request: Request<BatchCheckMembershipRequest>,
 ) -> Result<Response<BatchCheckMembershipResponse>, Status> {
-    Err(Status::unimplemented("BatchCheckMembership"))
+    let request = request.into_inner();
+    let mut violations = Violations::new();
+    let segment_id = violations.take(
+        "segment_id",
+        parse_id("segment_id", &request.segment_id).map_err(|_| "not a valid UUID".to_owned()),
+    );
+    violations.check(
+        (1..=1_000).contains(&request.customer_ids.len()),
+        "customer_ids",
+        "1-1,000 ids required",
+    );
+    for (i, id) in request.customer_ids.iter().enumerate() {
+        if let Err(d) = check_customer_id(id) {
+            violations.add(format!("customer_ids[{i}]"), d);
+        }
+    }
+    violations.into_result()?;
+    let Some(segment_id) = segment_id else {
+        return Err(ServiceError::invalid_argument("segment_id", "required").into());
+    };
+    let state = api.state();
+    if state
+        .lookups
+        .segment_size(&state.pool, segment_id)
+        .await
+        .map_err(db)?
+        .is_none()
+    {
+        return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
+    }
+    let members: BTreeSet<String> =
+        memberships::members_among(&state.pool, segment_id, &request.customer_ids)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .collect();
+    Ok(Response::new(BatchCheckMembershipResponse {
+        is_member: request
+            .customer_ids
+            .iter()
+            .map(|c| members.contains(c))
+            .collect(),
+    }))
 }
 
-/// StreamSegmentMembers.
+/// StreamSegmentMembers: keyset pages by customer id from Postgres; the segment's existence
+/// is checked before every batch, so a deletion mid-stream ends it with NOT_FOUND.
 pub(super) async fn stream_segment_members(
-    _api: &SegmentationApi,
-    _request: Request<StreamSegmentMembersRequest>,
+    api: &SegmentationApi,
+    request: Request<StreamSegmentMembersRequest>,
 ) -> Result<Response<MemberStream>, Status> {
-    Err(Status::unimplemented("StreamSegmentMembers"))
+    let request = request.into_inner();
+    let segment_id = parse_id("segment_id", &request.segment_id)?;
+    let batch = match request.batch_size {
+        0 => 1_000,
+        n @ 1..=10_000 => i64::from(n),
+        _ => {
+            return Err(ServiceError::invalid_argument("batch_size", "must be 0-10,000").into());
+        }
+    };
+    let state = api.state();
+    let fingerprint = format!("members:{segment_id}");
+    let mut after: String = if request.resume_token.is_empty() {
+        String::new()
+    } else {
+        state
+            .page_tokens
+            .decode(&fingerprint, &request.resume_token)
+            .map_err(|_| {
+                ServiceError::invalid_argument(
+                    "resume_token",
+                    "malformed or issued for another segment",
+                )
+            })?
+    };
+    if segments::get(&state.pool, segment_id)
+        .await
+        .map_err(db)?
+        .is_none()
+    {
+        return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
+    }
+    let pool = state.pool.clone();
+    let tokens = state.page_tokens.clone();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            let exists = segments::get(&pool, segment_id).await.map_err(db)?;
+            if exists.is_none() {
+                return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
+            }
+            let page = memberships::members_page(&pool, segment_id, &after, batch)
+                .await
+                .map_err(db)?;
+            let Some(last) = page.last().cloned() else {
+                return Ok(());
+            };
+            let token = tokens
+                .encode(&fingerprint, &last)
+                .map_err(ServiceError::internal)?;
+            let full = i64::try_from(page.len()).unwrap_or(0) == batch;
+            let message = StreamSegmentMembersResponse {
+                customer_ids: page,
+                resume_token: token,
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return Ok(());
+            }
+            if !full {
+                return Ok(());
+            }
+            after = last;
+        }
+    });
+    Ok(Response::new(stream))
+}
+
+/// A stream fed by `producer` through a small channel (backpressure: one batch ahead); an
+/// error the producer returns is sent as the stream's last item.
+fn async_stream<F, Fut>(producer: F) -> MemberStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<StreamSegmentMembersResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let fut = producer(tx.clone());
+    tokio::spawn(async move {
+        if let Err(status) = fut.await {
+            let _ = tx.send(Err(status)).await;
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// GetSegmentSize.
 pub(super) async fn get_segment_size(
-    _api: &SegmentationApi,
-    _request: Request<GetSegmentSizeRequest>,
+    api: &SegmentationApi,
+    request: Request<GetSegmentSizeRequest>,
 ) -> Result<Response<GetSegmentSizeResponse>, Status> {
-    Err(Status::unimplemented("GetSegmentSize"))
+    let request = request.into_inner();
+    let segment_id = parse_id("segment_id", &request.segment_id)?;
+    let state = api.state();
+    let size = state
+        .lookups
+        .segment_size(&state.pool, segment_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
+    Ok(Response::new(GetSegmentSizeResponse { member_count: size }))
 }
 
-/// ExplainMembership.
+/// ExplainMembership: the stored membership next to the rule evaluated now.
 pub(super) async fn explain_membership(
-    _api: &SegmentationApi,
-    _request: Request<ExplainMembershipRequest>,
+    api: &SegmentationApi,
+    request: Request<ExplainMembershipRequest>,
 ) -> Result<Response<ExplainMembershipResponse>, Status> {
-    Err(Status::unimplemented("ExplainMembership"))
+    let request = request.into_inner();
+    let segment_id = parse_id("segment_id", &request.segment_id)?;
+    customer("customer_id", &request.customer_id)?;
+    let state = api.state();
+    let mut conn = state.pool.acquire().await.map_err(db)?;
+    let segment = segments::get(&mut *conn, segment_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
+    let facts = facts::load_facts(&mut conn, &request.customer_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("customer facts", request.customer_id.clone()))?;
+    let stored = memberships::membership(&mut *conn, segment_id, &request.customer_id)
+        .await
+        .map_err(db)?;
+    let now = state.clock.now();
+    let member = stored.is_some();
+    let (rule_result, explanation) = match segment.rule.as_deref() {
+        Some(bytes) if segment.rule_kind => {
+            let condition = segments::decode_rule(bytes).map_err(ServiceError::internal)?;
+            let catalog = catalog::load_catalog(&mut conn).await.map_err(db)?;
+            let rule = crate::domain::rule::parse_rule(&condition, "rule", &catalog)
+                .map_err(|v| ServiceError::internal(anyhow::anyhow!("stored rule: {v:?}")))?;
+            let ctx = facts::eval_context(&mut conn, now).await.map_err(db)?;
+            (
+                eval::evaluate(&rule, &facts, &ctx),
+                Some(eval::explain(&rule, &facts, &ctx)),
+            )
+        }
+        _ => (member, None),
+    };
+    Ok(Response::new(ExplainMembershipResponse {
+        member,
+        rule_result,
+        segment_version: segment.version,
+        evaluate_time: Some(ts(now)),
+        enter_time: stored.as_ref().map(|(t, _)| ts(*t)),
+        enter_reason: stored
+            .as_ref()
+            .map(|(_, r)| memberships::reason_from_slug(r))
+            .unwrap_or_default()
+            .into(),
+        explanation,
+    }))
 }

@@ -1,0 +1,151 @@
+//! The events segmentation writes to its outbox about memberships, segments and recompute
+//! jobs, always in the transaction of the change they report.
+//!
+//! Single events go through `custops_common::outbox::append`. A recompute job that moves tens
+//! of thousands of customers writes its SegmentEntered / SegmentExited rows with
+//! [`append_many`]: one `INSERT … SELECT FROM unnest(…)` per chunk into the same outbox table,
+//! in the same shape `append` writes (Debezium columns, traceparent), and one notification of
+//! the sequencer.
+
+use chrono::{DateTime, Utc};
+use custops_common::outbox::{self, OutboxEvent};
+use custops_contracts::custops::segmentation::v1 as pb;
+use prost::{Message, Name};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Rows per bulk insert: keeps each statement's arrays to a few megabytes.
+const BULK_CHUNK: usize = 5_000;
+
+/// Why a membership changed, and what caused it, as the events carry it.
+#[derive(Debug, Clone)]
+pub struct ChangeCause {
+    pub reason: pb::ChangeReason,
+    /// For reason EVENT: the upstream event id.
+    pub event_id: String,
+    /// For reason RECOMPUTE: the job.
+    pub recompute_job_id: Option<Uuid>,
+}
+
+/// A membership that began.
+pub fn segment_entered(
+    segment_id: Uuid,
+    segment_version: i64,
+    customer_id: &str,
+    enter_time: DateTime<Utc>,
+    cause: &ChangeCause,
+) -> pb::SegmentEntered {
+    pb::SegmentEntered {
+        segment_id: segment_id.to_string(),
+        segment_version,
+        customer_id: customer_id.to_owned(),
+        reason: cause.reason.into(),
+        enter_time: Some(timestamp(enter_time)),
+        cause_event_id: cause.event_id.clone(),
+        recompute_job_id: cause
+            .recompute_job_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// A membership that ended.
+pub fn segment_exited(
+    segment_id: Uuid,
+    segment_version: i64,
+    customer_id: &str,
+    enter_time: DateTime<Utc>,
+    exit_time: DateTime<Utc>,
+    cause: &ChangeCause,
+) -> pb::SegmentExited {
+    pb::SegmentExited {
+        segment_id: segment_id.to_string(),
+        segment_version,
+        customer_id: customer_id.to_owned(),
+        reason: cause.reason.into(),
+        exit_time: Some(timestamp(exit_time)),
+        enter_time: Some(timestamp(enter_time)),
+        cause_event_id: cause.event_id.clone(),
+        recompute_job_id: cause
+            .recompute_job_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Appends one membership event (aggregate "customer").
+pub async fn append_customer_event<M: Message + Name>(
+    conn: &mut PgConnection,
+    customer_id: &str,
+    payload: &M,
+) -> Result<(), sqlx::Error> {
+    outbox::append(conn, OutboxEvent::new("customer", customer_id, payload)).await?;
+    Ok(())
+}
+
+/// Appends one segment event (aggregate "segment").
+pub async fn append_segment_event<M: Message + Name>(
+    conn: &mut PgConnection,
+    segment_id: Uuid,
+    payload: &M,
+) -> Result<(), sqlx::Error> {
+    outbox::append(conn, OutboxEvent::new("segment", segment_id, payload)).await?;
+    Ok(())
+}
+
+/// Appends RecomputeJobFinished (aggregate "recompute_job").
+pub async fn append_job_finished(
+    conn: &mut PgConnection,
+    job: pb::RecomputeJob,
+) -> Result<(), sqlx::Error> {
+    let id = job.recompute_job_id.clone();
+    let payload = pb::RecomputeJobFinished { job: Some(job) };
+    outbox::append(conn, OutboxEvent::new("recompute_job", id, &payload)).await?;
+    Ok(())
+}
+
+/// Appends many events about customers (aggregate "customer") set-based, in the caller's
+/// transaction: `(customer_id, payload)` pairs, all of type `M`.
+pub async fn append_many<M: Message + Name>(
+    conn: &mut PgConnection,
+    events: &[(String, M)],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let traceparent = custops_common::trace_context::current_traceparent();
+    let event_type = M::full_name();
+    for chunk in events.chunks(BULK_CHUNK) {
+        let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+        let aggregate_ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+        let payloads: Vec<Vec<u8>> = chunk.iter().map(|(_, m)| m.encode_to_vec()).collect();
+        // WITH ORDINALITY keeps the rows in the order given, so `appended_at` (the sequencer's
+        // order) follows the caller's order.
+        sqlx::query(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+             SELECT e.id, 'customer', e.aggregate_id, $3, e.payload, $4 \
+             FROM unnest($1::uuid[], $2::text[], $5::bytea[]) WITH ORDINALITY \
+                  AS e(id, aggregate_id, payload, n) \
+             ORDER BY e.n",
+        )
+        .bind(&ids)
+        .bind(&aggregate_ids)
+        .bind(&event_type)
+        .bind(&traceparent)
+        .bind(&payloads)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("SELECT pg_notify('custops_outbox_' || current_schema(), '')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A protobuf timestamp.
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}

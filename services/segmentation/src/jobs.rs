@@ -1,0 +1,556 @@
+//! Recompute jobs, the rollover pass and the scheduler, run in every replica.
+//!
+//! - The **worker** claims queued jobs with `FOR UPDATE SKIP LOCKED` (a running job whose
+//!   heartbeat went stale is claimed again: its replica stopped). A segment is recomputed in
+//!   one transaction: the rule compiled to SQL selects the new members at T into a temporary
+//!   table, set-based `DELETE … RETURNING` / `INSERT … SELECT … RETURNING` apply the
+//!   difference, the events are appended in bulk, and the job's progress is saved in the same
+//!   transaction. The segment row is locked for the transaction, so a concurrent incremental
+//!   change of the same segment's count waits for it.
+//! - The **scheduler** queues the full recompute (an ALL job) every
+//!   `full_recompute_interval` and runs the rollover pass every `rollover_interval`; the
+//!   `schedule_runs` row of each, locked with `SKIP LOCKED`, makes one replica do it.
+//! - The **rollover pass** re-applies the time-dependent rule segments (reason SCHEDULE),
+//!   after re-staging lifecycles (the segments on `lifecycle.*` too when stages moved).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use custops_contracts::custops::segmentation::v1 as pb;
+use custops_contracts::custops::segmentation::v1::ChangeReason;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::derived;
+use crate::events::{self, ChangeCause};
+use crate::state::AppState;
+use crate::store::compile::compile;
+use crate::store::jobs::{self as job_store, JobRecord, SegmentResult};
+use crate::store::{self, memberships, segments, settings};
+
+/// Above this many changed customers a recompute moves the cache epoch instead of notifying
+/// each customer.
+const NOTIFY_EACH_MAX: usize = 1_000;
+
+/// How the background tasks pace themselves.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// How often an idle worker looks for a queued job.
+    pub poll: Duration,
+    /// How often a running job's heartbeat is written.
+    pub heartbeat: Duration,
+    /// A running job whose heartbeat is older than this is resumed by another replica.
+    pub stale_after: Duration,
+    /// How often the scheduler checks whether a scheduled run is due.
+    pub scheduler_tick: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(500),
+            heartbeat: Duration::from_secs(5),
+            stale_after: Duration::from_secs(60),
+            scheduler_tick: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Starts the worker and the scheduler; both stop with `shutdown`.
+pub fn start(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
+    tokio::spawn(worker(state.clone(), options.clone(), shutdown.clone()));
+    tokio::spawn(scheduler(state, options, shutdown));
+}
+
+async fn worker(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let claimed = job_store::claim(
+            &state.pool,
+            state.clock.now(),
+            options.stale_after.as_secs_f64(),
+        )
+        .await;
+        match claimed {
+            Ok(Some(job)) => {
+                let job_id = job.recompute_job_id;
+                let beat = CancellationToken::new();
+                tokio::spawn(heartbeat(
+                    state.pool.clone(),
+                    job_id,
+                    options.heartbeat,
+                    beat.clone(),
+                ));
+                if let Err(error) = run_job(&state, job).await {
+                    tracing::error!(%job_id, error = format!("{error:#}"), "recompute job failed");
+                    if let Err(error) = fail_job(&state, job_id).await {
+                        tracing::error!(%job_id, error = %error, "failed to record a failed job");
+                    }
+                }
+                beat.cancel();
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(error = %error, "failed to claim a recompute job"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(options.poll) => {}
+        }
+    }
+}
+
+async fn heartbeat(pool: PgPool, job_id: Uuid, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(error) = job_store::heartbeat(&pool, job_id).await {
+            tracing::warn!(%job_id, error = %error, "failed to write a job heartbeat");
+        }
+    }
+}
+
+/// Runs one claimed job to its end.
+pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    let cause = ChangeCause {
+        reason: ChangeReason::Recompute,
+        event_id: String::new(),
+        recompute_job_id: Some(job.recompute_job_id),
+    };
+    let targets: Vec<Uuid> = match job.scope.as_str() {
+        "segment" => job.segment_id.into_iter().collect(),
+        scope => {
+            let mut prefixes: Vec<&str> = Vec::new();
+            if matches!(scope, "rfm" | "all") {
+                let mut tx = begin_long(&state.pool).await?;
+                job.rfm_group_changed_count = i64::try_from(derived::run_rfm(&mut tx, now).await?)?;
+                tx.commit().await?;
+                prefixes.push("rfm.");
+            }
+            if matches!(scope, "lifecycle" | "all") {
+                let mut tx = begin_long(&state.pool).await?;
+                job.lifecycle_changed_count =
+                    i64::try_from(derived::run_lifecycle(&mut tx, now).await?)?;
+                tx.commit().await?;
+                prefixes.push("lifecycle.");
+            }
+            let mut conn = state.pool.acquire().await?;
+            segments::rule_segments(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|s| {
+                    scope == "all"
+                        || s.fields
+                            .iter()
+                            .any(|f| prefixes.iter().any(|p| f.starts_with(p)))
+                })
+                .map(|s| s.segment_id)
+                .collect()
+        }
+    };
+    job.segments_total = i64::try_from(targets.len())?;
+    // A resumed job keeps the segments it finished.
+    let finished: Vec<Uuid> = job.segment_results.iter().map(|r| r.segment_id).collect();
+    for segment_id in targets {
+        if finished.contains(&segment_id) {
+            continue;
+        }
+        let mut tx = begin_long(&state.pool).await?;
+        memberships::lock_for_recompute(&mut tx).await?;
+        let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
+            // Deleted meanwhile: nothing to apply.
+            job.segments_done += 1;
+            continue;
+        };
+        if !segment.rule_kind {
+            job.segments_done += 1;
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = apply_segment(&mut tx, &segment, now, &cause).await?;
+        segments::set_latest_job(&mut tx, segment_id, job.recompute_job_id).await?;
+        job.segment_version = if job.scope == "segment" {
+            segment.version
+        } else {
+            job.segment_version
+        };
+        job.customers_evaluated += outcome.customers_evaluated;
+        job.entered_count += outcome.entered;
+        job.exited_count += outcome.exited;
+        job.segments_done += 1;
+        job.segment_results.push(SegmentResult {
+            segment_id,
+            segment_version: segment.version,
+            entered_count: outcome.entered,
+            exited_count: outcome.exited,
+            member_count: outcome.member_count,
+            duration_millis: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        });
+        job.progress_percent = progress(job.segments_done, job.segments_total);
+        job_store::save(&mut tx, &job).await?;
+        tx.commit().await?;
+    }
+    let mut tx = begin_long(&state.pool).await?;
+    job.state = "succeeded".to_owned();
+    job.progress_percent = 100;
+    job.end_time = Some(state.clock.now());
+    job_store::save(&mut tx, &job).await?;
+    events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A transaction for set-based work over the whole customer base: the pool's statement
+/// timeout (seconds, meant for API calls) is lifted to an hour for it.
+async fn begin_long(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = '1h'")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+fn progress(done: i64, total: i64) -> i32 {
+    if total == 0 {
+        return 100;
+    }
+    i32::try_from((done * 100 / total).clamp(0, 100)).unwrap_or(100)
+}
+
+/// Records a failed job with a message safe for operators.
+async fn fail_job(state: &AppState, job_id: Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = begin_long(&state.pool).await?;
+    let Some(mut job) = job_store::get(&mut *tx, job_id).await? else {
+        return Ok(());
+    };
+    job.state = "failed".to_owned();
+    job.progress_percent = 100;
+    job.end_time = Some(state.clock.now());
+    job.error_message = format!(
+        "the recompute failed; see the service logs for job {job_id} (trace id {})",
+        custops_common::trace_context::current_traceparent()
+    );
+    job_store::save(&mut tx, &job).await?;
+    events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
+    tx.commit().await
+}
+
+/// What applying one segment's rule changed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SegmentOutcome {
+    pub customers_evaluated: i64,
+    pub entered: i64,
+    pub exited: i64,
+    pub member_count: i64,
+}
+
+/// Re-applies a rule segment (the caller holds `memberships::lock_for_recompute`, then the
+/// segment row) at `now`, set-based, in the caller's transaction: memberships, events, member count, membership version, cache
+/// notifications.
+pub async fn apply_segment(
+    tx: &mut PgConnection,
+    segment: &segments::SegmentRecord,
+    now: DateTime<Utc>,
+    cause: &ChangeCause,
+) -> anyhow::Result<SegmentOutcome> {
+    let bytes = segment
+        .rule
+        .as_deref()
+        .context("rule segment without a rule")?;
+    let condition = segments::decode_rule(bytes).context("Failed to decode a stored rule")?;
+    let catalog = store::catalog::load_catalog(&mut *tx).await?;
+    let rule = crate::domain::rule::parse_rule(&condition, "segment.rule", &catalog)
+        .map_err(|v| anyhow::anyhow!("stored rule does not parse: {v:?}"))?;
+    let compiled = compile(&rule);
+    let ctx = store::facts::eval_context(&mut *tx, now).await?;
+
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_members (customer_id text PRIMARY KEY) \
+         ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("TRUNCATE recompute_members")
+        .execute(&mut *tx)
+        .await?;
+    let select = format!(
+        "INSERT INTO recompute_members (customer_id) \
+         SELECT f.customer_id FROM customer_facts f WHERE {}",
+        compiled.sql
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(select))
+        .bind(now)
+        .bind(ctx.today);
+    compiled.bind(query).execute(&mut *tx).await?;
+    sqlx::query("ANALYZE recompute_members")
+        .execute(&mut *tx)
+        .await?;
+    let customers_evaluated: i64 = sqlx::query_scalar("SELECT count(*) FROM customer_facts")
+        .fetch_one(&mut *tx)
+        .await?;
+
+    let exited = sqlx::query(
+        "DELETE FROM memberships m WHERE m.segment_id = $1 \
+           AND NOT EXISTS (SELECT 1 FROM recompute_members n WHERE n.customer_id = m.customer_id) \
+         RETURNING m.customer_id, m.enter_time",
+    )
+    .bind(segment.segment_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let entered: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
+         SELECT $1, n.customer_id, $2, $3, $4 FROM recompute_members n \
+         ORDER BY n.customer_id \
+         ON CONFLICT DO NOTHING RETURNING customer_id",
+    )
+    .bind(segment.segment_id)
+    .bind(segment.version)
+    .bind(now)
+    .bind(memberships::reason_slug(cause.reason))
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut exit_events = Vec::with_capacity(exited.len());
+    let mut changed: Vec<String> = Vec::with_capacity(exited.len() + entered.len());
+    for row in &exited {
+        let customer_id: String = row.try_get("customer_id")?;
+        let enter_time: DateTime<Utc> = row.try_get("enter_time")?;
+        let event = events::segment_exited(
+            segment.segment_id,
+            segment.version,
+            &customer_id,
+            enter_time,
+            now,
+            cause,
+        );
+        changed.push(customer_id.clone());
+        exit_events.push((customer_id, event));
+    }
+    let enter_events: Vec<_> = entered
+        .iter()
+        .map(|customer_id| {
+            (
+                customer_id.clone(),
+                events::segment_entered(
+                    segment.segment_id,
+                    segment.version,
+                    customer_id,
+                    now,
+                    cause,
+                ),
+            )
+        })
+        .collect();
+    changed.extend(entered.iter().cloned());
+    events::append_many(&mut *tx, &exit_events).await?;
+    events::append_many(&mut *tx, &enter_events).await?;
+
+    let member_count: i64 = sqlx::query_scalar(
+        "UPDATE segments SET member_count = (SELECT count(*) FROM memberships WHERE segment_id = $1), \
+             membership_version = GREATEST(membership_version, $2) \
+         WHERE segment_id = $1 RETURNING member_count",
+    )
+    .bind(segment.segment_id)
+    .bind(segment.version)
+    .fetch_one(&mut *tx)
+    .await?;
+
+    // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
+    memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
+    if changed.len() > NOTIFY_EACH_MAX {
+        memberships::bump_epoch(&mut *tx).await?;
+    } else {
+        memberships::notify_customers(&mut *tx, &changed).await?;
+    }
+    Ok(SegmentOutcome {
+        customers_evaluated,
+        entered: i64::try_from(entered.len())?,
+        exited: i64::try_from(exited.len())?,
+        member_count,
+    })
+}
+
+/// Re-applies the time-dependent rule segments at `now` (reason SCHEDULE), after re-staging
+/// lifecycles; segments on `lifecycle.*` fields follow when any stage moved. Returns the
+/// memberships changed.
+pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> {
+    let mut tx = begin_long(pool).await?;
+    let staged = derived::run_lifecycle(&mut tx, now).await?;
+    tx.commit().await?;
+    let mut conn = pool.acquire().await?;
+    let due: Vec<Uuid> = segments::rule_segments(&mut conn)
+        .await?
+        .into_iter()
+        .filter(|s| {
+            s.time_dependent || (staged > 0 && s.fields.iter().any(|f| f.starts_with("lifecycle.")))
+        })
+        .map(|s| s.segment_id)
+        .collect();
+    drop(conn);
+    let cause = ChangeCause {
+        reason: ChangeReason::Schedule,
+        event_id: String::new(),
+        recompute_job_id: None,
+    };
+    let mut changed = 0;
+    for segment_id in due {
+        let mut tx = begin_long(pool).await?;
+        memberships::lock_for_recompute(&mut tx).await?;
+        let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
+            continue;
+        };
+        let outcome = apply_segment(&mut tx, &segment, now, &cause).await?;
+        tx.commit().await?;
+        changed += outcome.entered + outcome.exited;
+    }
+    Ok(changed)
+}
+
+async fn scheduler(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(options.scheduler_tick) => {}
+        }
+        if let Err(error) = schedule_once(&state).await {
+            tracing::warn!(error = format!("{error:#}"), "scheduler tick failed");
+        }
+    }
+}
+
+/// One scheduler tick: queues the full recompute and runs the rollover pass when due.
+pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    let config = settings::get(&state.pool).await?;
+    let mut tx = begin_long(&state.pool).await?;
+    if settings::claim_schedule(
+        &mut tx,
+        "full_recompute",
+        now,
+        config.full_recompute_interval,
+    )
+    .await?
+        && job_store::queued(&mut *tx, "all", None).await?.is_none()
+    {
+        let job = JobRecord::queued("all", None, "schedule", "scheduler", now);
+        job_store::insert(&mut tx, &job).await?;
+    }
+    job_store::purge_old(&mut *tx, now).await?;
+    settings::purge_keys(&mut *tx, now).await?;
+    tx.commit().await?;
+
+    // The row lock is held while the pass runs, so only one replica runs it.
+    let mut tx = begin_long(&state.pool).await?;
+    if settings::claim_schedule(&mut tx, "rollover", now, config.rollover_interval).await? {
+        let changed = rollover(&state.pool, now).await?;
+        tracing::info!(changed, "rollover pass finished");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The id of `job` as the API returns it ("" for none).
+pub fn job_id_string(job: Option<&JobRecord>) -> String {
+    job.map(|j| j.recompute_job_id.to_string())
+        .unwrap_or_default()
+}
+
+/// A stored job on the wire.
+pub fn job_to_proto(job: &JobRecord) -> pb::RecomputeJob {
+    let ts = |t: Option<DateTime<Utc>>| t.map(events::timestamp);
+    pb::RecomputeJob {
+        recompute_job_id: job.recompute_job_id.to_string(),
+        scope: scope_from_slug(&job.scope).into(),
+        segment_id: job.segment_id.map(|s| s.to_string()).unwrap_or_default(),
+        segment_version: job.segment_version,
+        trigger: trigger_from_slug(&job.trigger).into(),
+        state: state_from_slug(&job.state).into(),
+        progress_percent: job.progress_percent,
+        segments_total: job.segments_total,
+        segments_done: job.segments_done,
+        customers_evaluated: job.customers_evaluated,
+        entered_count: job.entered_count,
+        exited_count: job.exited_count,
+        lifecycle_changed_count: job.lifecycle_changed_count,
+        rfm_group_changed_count: job.rfm_group_changed_count,
+        segment_results: job
+            .segment_results
+            .iter()
+            .map(|r| pb::SegmentRecomputeResult {
+                segment_id: r.segment_id.to_string(),
+                segment_version: r.segment_version,
+                entered_count: r.entered_count,
+                exited_count: r.exited_count,
+                member_count: r.member_count,
+                duration_millis: r.duration_millis,
+            })
+            .collect(),
+        create_time: Some(events::timestamp(job.create_time)),
+        start_time: ts(job.start_time),
+        end_time: ts(job.end_time),
+        error_message: job.error_message.clone(),
+        requester: job.requester.clone(),
+    }
+}
+
+/// The `scope` column value.
+pub fn scope_slug(scope: pb::RecomputeScope) -> Option<&'static str> {
+    match scope {
+        pb::RecomputeScope::Unspecified => None,
+        pb::RecomputeScope::Segment => Some("segment"),
+        pb::RecomputeScope::Rfm => Some("rfm"),
+        pb::RecomputeScope::Lifecycle => Some("lifecycle"),
+        pb::RecomputeScope::All => Some("all"),
+    }
+}
+
+fn scope_from_slug(slug: &str) -> pb::RecomputeScope {
+    match slug {
+        "segment" => pb::RecomputeScope::Segment,
+        "rfm" => pb::RecomputeScope::Rfm,
+        "lifecycle" => pb::RecomputeScope::Lifecycle,
+        "all" => pb::RecomputeScope::All,
+        _ => pb::RecomputeScope::Unspecified,
+    }
+}
+
+fn trigger_from_slug(slug: &str) -> pb::RecomputeTrigger {
+    match slug {
+        "segment_created" => pb::RecomputeTrigger::SegmentCreated,
+        "rule_changed" => pb::RecomputeTrigger::RuleChanged,
+        "config_changed" => pb::RecomputeTrigger::ConfigChanged,
+        "requested" => pb::RecomputeTrigger::Requested,
+        "schedule" => pb::RecomputeTrigger::Schedule,
+        _ => pb::RecomputeTrigger::Unspecified,
+    }
+}
+
+/// The `state` column value.
+pub fn state_slug(state: pb::RecomputeJobState) -> Option<&'static str> {
+    match state {
+        pb::RecomputeJobState::Unspecified => None,
+        pb::RecomputeJobState::Queued => Some("queued"),
+        pb::RecomputeJobState::Running => Some("running"),
+        pb::RecomputeJobState::Succeeded => Some("succeeded"),
+        pb::RecomputeJobState::Failed => Some("failed"),
+        pb::RecomputeJobState::Superseded => Some("superseded"),
+    }
+}
+
+fn state_from_slug(slug: &str) -> pb::RecomputeJobState {
+    match slug {
+        "queued" => pb::RecomputeJobState::Queued,
+        "running" => pb::RecomputeJobState::Running,
+        "succeeded" => pb::RecomputeJobState::Succeeded,
+        "failed" => pb::RecomputeJobState::Failed,
+        "superseded" => pb::RecomputeJobState::Superseded,
+        _ => pb::RecomputeJobState::Unspecified,
+    }
+}

@@ -1,0 +1,366 @@
+//! The hot-path membership lookups, served through a two-level cache (in-process ~1 s, then
+//! Redis, then Postgres, the truth).
+//!
+//! Two caches: a customer's segment ids (key `<epoch>:<customer id>`) and a segment's
+//! existence and size (key `<segment id>`). Write-through happens **after commit**: the
+//! transaction that changes memberships calls `pg_notify('segmentation_membership', …)`
+//! (`store::memberships::notify_*`), which Postgres delivers only if it commits; every replica
+//! runs [`listen`], which on each notification reads the fresh value from Postgres and writes
+//! it to its in-process layer and to Redis. A recompute that moves many customers bumps the
+//! epoch instead (one notification): the keys change, every replica reads fresh values.
+//!
+//! With Redis down, `TwoLevelCache` answers from Postgres and counts the failure. Two gaps
+//! could leave a stale value in Redis, and both end in an epoch bump, so no replica reads a
+//! value written before the gap:
+//! - a write-through that failed (Redis unreachable but not restarted, so it kept the old
+//!   value): the replica marks Redis *dirty*, answers from Postgres while dirty, and bumps the
+//!   epoch as soon as Redis answers again;
+//! - a lost listener connection may have dropped notifications: bumped on reconnect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use custops_common::cache::{RedisCache, TwoLevelCache};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::memberships;
+
+/// How long a value lives in the in-process layer: other replicas' changes reach this one by
+/// notification, so this bounds only a missed one.
+const LOCAL_TTL: Duration = Duration::from_secs(1);
+/// How many values the in-process layer of each cache holds.
+const LOCAL_CAPACITY: usize = 100_000;
+/// How long a value lives in Redis: bounds staleness after an outage that hid a change.
+const REDIS_TTL: Duration = Duration::from_secs(600);
+/// Wait before reconnecting a failed listener.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// How often a dirty Redis is checked for being back.
+const HEAL_EVERY: Duration = Duration::from_millis(250);
+
+/// The cached segment ids of one customer, ascending.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CustomerSegments {
+    #[prost(string, repeated, tag = "1")]
+    pub segment_ids: Vec<String>,
+}
+
+/// A segment's existence and size.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SegmentEntry {
+    #[prost(bool, tag = "1")]
+    pub exists: bool,
+    #[prost(int64, tag = "2")]
+    pub member_count: i64,
+}
+
+/// The lookup caches of one process.
+pub struct Lookups {
+    customers: TwoLevelCache<CustomerSegments>,
+    segments: TwoLevelCache<SegmentEntry>,
+    epoch: AtomicI64,
+    redis: Option<RedisCache>,
+    /// A write-through to Redis failed: Redis may hold a stale value until the epoch moves.
+    dirty: AtomicBool,
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookups")
+            .field("epoch", &self.epoch.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lookups {
+    /// Caches over `redis` (in-process only when `None`).
+    pub fn new(redis: Option<RedisCache>) -> Self {
+        Self {
+            customers: TwoLevelCache::new(
+                redis.clone(),
+                LOCAL_TTL,
+                LOCAL_CAPACITY,
+                "segmentation:customer_segments",
+            ),
+            segments: TwoLevelCache::new(
+                redis.clone(),
+                LOCAL_TTL,
+                LOCAL_CAPACITY,
+                "segmentation:segment",
+            ),
+            epoch: AtomicI64::new(0),
+            redis,
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The Redis key holding `customer_id`'s segment ids (for tests and operators).
+    pub fn customer_redis_key(&self, customer_id: &str) -> String {
+        self.customers.redis_key(&self.customer_key(customer_id))
+    }
+
+    /// Redis failures counted by both caches.
+    pub fn redis_errors(&self) -> u64 {
+        self.customers.redis_errors() + self.segments.redis_errors()
+    }
+
+    fn customer_key(&self, customer_id: &str) -> String {
+        format!("{}:{customer_id}", self.epoch.load(Ordering::Acquire))
+    }
+
+    fn segment_key(&self, segment_id: Uuid) -> String {
+        format!("{}:{segment_id}", self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Whether a write-through failed and Redis has not been moved past it yet.
+    fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// Writes through, marking Redis dirty when the write did not reach it.
+    async fn put<V: custops_common::cache::CacheValue>(
+        &self,
+        cache: &TwoLevelCache<V>,
+        key: &str,
+        value: V,
+    ) {
+        let errors = cache.redis_errors();
+        cache.put(key, value, REDIS_TTL).await;
+        // A skipped command is not counted: Redis failed moments ago, so it missed this write.
+        if cache.redis_errors() > errors || self.redis_unavailable().await {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Removes a key, marking Redis dirty when the removal did not reach it.
+    async fn invalidate<V: custops_common::cache::CacheValue>(
+        &self,
+        cache: &TwoLevelCache<V>,
+        key: &str,
+    ) {
+        let errors = cache.redis_errors();
+        cache.invalidate(key).await;
+        if cache.redis_errors() > errors || self.redis_unavailable().await {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// True when Redis is configured and does not answer a PING now.
+    async fn redis_unavailable(&self) -> bool {
+        match &self.redis {
+            Some(redis) => redis.ping().await.is_err(),
+            None => false,
+        }
+    }
+
+    /// Once Redis answers again after a missed write-through, moves every replica to fresh
+    /// keys (the epoch) so the values Redis kept from before are never read.
+    pub async fn heal(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        if !self.is_dirty() || redis.ping().await.is_err() {
+            return Ok(());
+        }
+        let mut conn = pool.acquire().await?;
+        memberships::bump_epoch(&mut conn).await?;
+        self.refresh_epoch(pool).await?;
+        self.dirty.store(false, Ordering::Release);
+        tracing::info!("Redis is back after missed write-throughs; cache epoch moved");
+        Ok(())
+    }
+
+    /// A segment's size, `None` when it does not exist.
+    pub async fn segment_size(
+        &self,
+        pool: &PgPool,
+        segment_id: Uuid,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let entry = if self.is_dirty() {
+            load_segment(pool, segment_id).await?
+        } else {
+            self.segments
+                .get_or_load(&self.segment_key(segment_id), REDIS_TTL, || {
+                    load_segment(pool, segment_id)
+                })
+                .await?
+        };
+        Ok(entry.exists.then_some(entry.member_count))
+    }
+
+    /// The segments `customer_id` is a member of, ascending; deleted segments are left out
+    /// even before the customer's entry is refreshed.
+    pub async fn customer_segments(
+        &self,
+        pool: &PgPool,
+        customer_id: &str,
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        let cached = if self.is_dirty() {
+            load_customer(pool, customer_id).await?
+        } else {
+            self.customers
+                .get_or_load(&self.customer_key(customer_id), REDIS_TTL, || {
+                    load_customer(pool, customer_id)
+                })
+                .await?
+        };
+        let mut out = Vec::with_capacity(cached.segment_ids.len());
+        for id in &cached.segment_ids {
+            let Ok(id) = Uuid::parse_str(id) else {
+                continue;
+            };
+            if self.segment_size(pool, id).await?.is_some() {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads `customer_id`'s memberships from Postgres and writes them through.
+    pub async fn refresh_customer(
+        &self,
+        pool: &PgPool,
+        customer_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let key = self.customer_key(customer_id);
+        match load_customer(pool, customer_id).await {
+            Ok(value) => {
+                self.put(&self.customers, &key, value).await;
+                Ok(())
+            }
+            Err(error) => {
+                // Better no value than the one the change made stale.
+                self.invalidate(&self.customers, &key).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads a segment's size from Postgres and writes it through.
+    pub async fn refresh_segment(
+        &self,
+        pool: &PgPool,
+        segment_id: Uuid,
+    ) -> Result<(), sqlx::Error> {
+        let key = self.segment_key(segment_id);
+        match load_segment(pool, segment_id).await {
+            Ok(value) => {
+                self.put(&self.segments, &key, value).await;
+                Ok(())
+            }
+            Err(error) => {
+                self.invalidate(&self.segments, &key).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Switches to the epoch Postgres holds.
+    pub async fn refresh_epoch(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let epoch = memberships::epoch(pool).await?;
+        self.epoch.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies one notification payload of [`memberships::CHANNEL`].
+    pub async fn apply(&self, pool: &PgPool, payload: &str) -> Result<(), sqlx::Error> {
+        if let Some(customer_id) = payload.strip_prefix("c:") {
+            self.refresh_customer(pool, customer_id).await
+        } else if let Some(segment_id) = payload.strip_prefix("s:") {
+            match Uuid::parse_str(segment_id) {
+                Ok(id) => self.refresh_segment(pool, id).await,
+                Err(_) => Ok(()),
+            }
+        } else {
+            self.refresh_epoch(pool).await
+        }
+    }
+}
+
+async fn load_customer(pool: &PgPool, customer_id: &str) -> Result<CustomerSegments, sqlx::Error> {
+    let ids = memberships::customer_segment_ids(pool, customer_id).await?;
+    Ok(CustomerSegments {
+        segment_ids: ids.iter().map(Uuid::to_string).collect(),
+    })
+}
+
+async fn load_segment(pool: &PgPool, segment_id: Uuid) -> Result<SegmentEntry, sqlx::Error> {
+    let size = memberships::segment_size(pool, segment_id).await?;
+    Ok(SegmentEntry {
+        exists: size.is_some(),
+        member_count: size.unwrap_or(0),
+    })
+}
+
+/// Follows membership notifications until `shutdown`, applying each to `lookups`. Started
+/// once per process; `ready` is cancelled once the first LISTEN is in place (tests wait for it).
+pub async fn listen(
+    lookups: Arc<Lookups>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+    ready: CancellationToken,
+) {
+    let mut first = true;
+    while !shutdown.is_cancelled() {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = follow(&lookups, &pool, &shutdown, &ready, first) => outcome,
+        };
+        first = false;
+        if let Err(error) = outcome {
+            tracing::warn!(error = %error, "membership listener failed; reconnecting");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(LISTEN_RETRY) => {}
+        }
+    }
+}
+
+/// One listener connection's life: LISTEN, catch up, then apply notifications until the
+/// connection drops.
+async fn follow(
+    lookups: &Lookups,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+    ready: &CancellationToken,
+    first: bool,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(memberships::CHANNEL).await?;
+    if first {
+        lookups.refresh_epoch(pool).await?;
+    } else {
+        // Notifications may have been lost while disconnected: move every replica to fresh
+        // keys rather than risk serving a stale membership.
+        let mut conn = pool.acquire().await?;
+        memberships::bump_epoch(&mut conn).await?;
+        lookups.refresh_epoch(pool).await?;
+    }
+    ready.cancel();
+    let mut heal = tokio::time::interval(HEAL_EVERY);
+    loop {
+        // `try_recv` reports a dropped connection as `None` instead of reconnecting silently.
+        let notification = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = heal.tick() => {
+                if let Err(error) = lookups.heal(pool).await {
+                    tracing::warn!(error = %error, "failed to move the cache epoch");
+                }
+                continue;
+            }
+            n = listener.try_recv() => n?,
+        };
+        let Some(notification) = notification else {
+            return Err(sqlx::Error::Protocol(
+                "listener connection closed".to_owned(),
+            ));
+        };
+        if let Err(error) = lookups.apply(pool, notification.payload()).await {
+            tracing::warn!(error = %error, "failed to refresh a cached membership");
+        }
+    }
+}

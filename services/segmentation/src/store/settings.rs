@@ -1,0 +1,227 @@
+//! The evaluation settings (configs row "evaluation"), the scheduler's run bookkeeping and the
+//! idempotency keys of segmentation's keyed mutations.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgExecutor, Row};
+
+/// Deployment-wide evaluation settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvaluationSettings {
+    pub time_zone: String,
+    pub full_recompute_interval: Duration,
+    pub rollover_interval: Duration,
+    pub update_time: Option<DateTime<Utc>>,
+    pub etag: String,
+}
+
+impl Default for EvaluationSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".to_owned(),
+            full_recompute_interval: Duration::from_secs(24 * 3600),
+            rollover_interval: Duration::from_secs(300),
+            update_time: None,
+            etag: "default".to_owned(),
+        }
+    }
+}
+
+/// The JSON in `configs.value`; `time_zone` is also read by `store::facts::eval_context`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    time_zone: String,
+    full_recompute_interval_secs: u64,
+    rollover_interval_secs: u64,
+}
+
+/// The settings, or the defaults when never updated.
+pub async fn get<'e>(executor: impl PgExecutor<'e>) -> Result<EvaluationSettings, sqlx::Error> {
+    let row = sqlx::query("SELECT value, etag, update_time FROM configs WHERE name = 'evaluation'")
+        .fetch_optional(executor)
+        .await?;
+    let Some(row) = row else {
+        return Ok(EvaluationSettings::default());
+    };
+    let value: serde_json::Value = row.try_get("value")?;
+    let defaults = EvaluationSettings::default();
+    let stored: Option<Stored> = serde_json::from_value(value).ok();
+    Ok(EvaluationSettings {
+        time_zone: stored
+            .as_ref()
+            .map_or(defaults.time_zone, |s| s.time_zone.clone()),
+        full_recompute_interval: stored
+            .as_ref()
+            .map_or(defaults.full_recompute_interval, |s| {
+                Duration::from_secs(s.full_recompute_interval_secs)
+            }),
+        rollover_interval: stored.as_ref().map_or(defaults.rollover_interval, |s| {
+            Duration::from_secs(s.rollover_interval_secs)
+        }),
+        update_time: row.try_get("update_time")?,
+        etag: row.try_get("etag")?,
+    })
+}
+
+/// The settings, row-locked (or the defaults, with no row to lock yet).
+pub async fn get_for_update(conn: &mut PgConnection) -> Result<EvaluationSettings, sqlx::Error> {
+    sqlx::query("SELECT 1 FROM configs WHERE name = 'evaluation' FOR UPDATE")
+        .execute(&mut *conn)
+        .await?;
+    get(conn).await
+}
+
+/// Writes the settings.
+pub async fn put(conn: &mut PgConnection, s: &EvaluationSettings) -> Result<(), sqlx::Error> {
+    let value = serde_json::to_value(Stored {
+        time_zone: s.time_zone.clone(),
+        full_recompute_interval_secs: s.full_recompute_interval.as_secs(),
+        rollover_interval_secs: s.rollover_interval.as_secs(),
+    })
+    .unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO configs (name, value, etag, update_time) VALUES ('evaluation', $1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET value = $1, etag = $2, update_time = $3",
+    )
+    .bind(value)
+    .bind(&s.etag)
+    .bind(s.update_time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether Postgres knows `zone` (used by use, as `AT TIME ZONE` would).
+pub async fn valid_time_zone(conn: &mut PgConnection, zone: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+        .bind(zone)
+        .fetch_one(conn)
+        .await
+}
+
+/// Decides under a row lock whether the scheduled task `name` is due at `now` after
+/// `interval`, and if so records `now` as its last run. The first call only starts the clock.
+/// `SKIP LOCKED`: while one replica decides (or runs the task in this transaction), the
+/// others skip it.
+pub async fn claim_schedule(
+    conn: &mut PgConnection,
+    name: &str,
+    now: DateTime<Utc>,
+    interval: Duration,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO schedule_runs (name, last_run_time) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT last_run_time FROM schedule_runs WHERE name = $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(last) = last else {
+        return Ok(false);
+    };
+    let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+    if now - last < interval {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE schedule_runs SET last_run_time = $2 WHERE name = $1")
+        .bind(name)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// An idempotency key of a keyed mutation.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub caller: String,
+    pub request_id: String,
+    pub method: &'static str,
+    /// Hash of the request payload.
+    pub request_hash: Vec<u8>,
+}
+
+/// What a key lookup found.
+#[derive(Debug)]
+pub enum KeyLookup {
+    /// Not used before.
+    New,
+    /// Used with the same payload: the first response.
+    Replay(Vec<u8>),
+    /// Used with another payload (or another method).
+    Reused,
+}
+
+/// Serialises calls with the same key (a transaction-scoped advisory lock), then looks it up.
+pub async fn claim_key(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+) -> Result<KeyLookup, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 11))")
+        .bind(&key.caller)
+        .bind(&key.request_id)
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(
+        "SELECT method, request_hash, response FROM idempotency_keys \
+         WHERE caller = $1 AND request_id = $2",
+    )
+    .bind(&key.caller)
+    .bind(&key.request_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(KeyLookup::New);
+    };
+    let method: String = row.try_get("method")?;
+    let hash: Vec<u8> = row.try_get("request_hash")?;
+    if method == key.method && hash == key.request_hash {
+        Ok(KeyLookup::Replay(row.try_get("response")?))
+    } else {
+        Ok(KeyLookup::Reused)
+    }
+}
+
+/// Records the key with the response it produced, in the caller's transaction.
+pub async fn record_key(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    response: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (caller, request_id, method, request_hash, response, create_time) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&key.caller)
+    .bind(&key.request_id)
+    .bind(key.method)
+    .bind(&key.request_hash)
+    .bind(response)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Drops idempotency keys older than 30 days before `now` (a retry comes within minutes; a
+/// month bounds the table).
+pub async fn purge_keys<'e>(
+    executor: impl PgExecutor<'e>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query("DELETE FROM idempotency_keys WHERE create_time < $1 - interval '30 days'")
+            .bind(now)
+            .execute(executor)
+            .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,259 @@
+//! Lookups through the gRPC API with a Redis this test starts itself: answers come through
+//! the cache, membership changes are written through to Redis after commit; with Redis
+//! stopped answers still come (from Postgres) and reflect changes made meanwhile; once Redis
+//! is back it is filled again and never serves a stale membership.
+
+#[path = "support/app.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use custops_common::cache::{RedisCache, RedisSettings};
+use custops_contracts::custops::segmentation::v1 as pb;
+use custops_segmentation::lookups::CustomerSegments;
+use custops_testkit::redis::TestRedis;
+use futures_util::StreamExt;
+use prost::Message;
+use support::{TestApp, country_is, eventually, spawn_app, spawn_app_with};
+use tonic::Code;
+
+/// What Redis holds for a customer's segments, if anything.
+async fn cached(app: &TestApp, redis: &RedisCache, customer: &str) -> Option<Vec<String>> {
+    let epoch: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM membership_cache_epoch",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .ok()?;
+    let key = format!("custops:segmentation:customer_segments:{epoch}:{customer}");
+    let bytes = redis.get(&key).await.ok()??;
+    CustomerSegments::decode(bytes.as_slice())
+        .ok()
+        .map(|c| c.segment_ids)
+}
+
+#[tokio::test]
+async fn lookups_survive_a_redis_outage_and_serve_nothing_stale_after() -> anyhow::Result<()> {
+    let mut server = TestRedis::start().await?;
+    let app = spawn_app_with(Some(server.url())).await?;
+    let redis = RedisCache::connect(&RedisSettings::new(&server.url())).await?;
+    app.put_customer("c1", "CN", &[]).await?;
+    app.put_customer("c2", "SG", &[]).await?;
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    let id = china.segment_id.clone();
+
+    // Healthy: answers, and the answer is in Redis.
+    assert_eq!(app.segments_of("c1").await?, vec![id.clone()]);
+    assert!(app.is_member(&id, "c1").await?);
+    assert!(!app.is_member(&id, "c2").await?);
+    assert!(app.segments_of("stranger").await?.is_empty());
+    assert!(!app.is_member(&id, "stranger").await?);
+    assert_eq!(cached(&app, &redis, "c1").await, Some(vec![id.clone()]));
+    // A change is written through to Redis after commit, without any lookup.
+    app.put_customer("c3", "CN", &[]).await?;
+    app.reevaluate("c3").await?;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            cached(&app, &redis, "c3").await == Some(vec![id.clone()])
+        })
+        .await,
+        "c3's new membership never reached Redis"
+    );
+
+    // Redis stops: lookups answer from Postgres, quickly, and see changes made meanwhile.
+    server.stop().await?;
+    let started = Instant::now();
+    assert_eq!(app.segments_of("c1").await?, vec![id.clone()]);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    app.put_customer("c1", "SG", &[]).await?;
+    app.reevaluate("c1").await?;
+    app.put_customer("c2", "CN", &[]).await?;
+    app.reevaluate("c2").await?;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            app.segments_of("c1").await.ok() == Some(Vec::new())
+                && app.is_member(&id, "c2").await.ok() == Some(true)
+        })
+        .await,
+        "lookups did not reflect the change made while Redis was down"
+    );
+    let size = app
+        .client
+        .clone()
+        .get_segment_size(pb::GetSegmentSizeRequest {
+            segment_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(size.member_count, 2);
+
+    // Redis returns (empty): it is filled again from Postgres, and nothing stale is served.
+    server.restart().await?;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.segments_of("c1").await.ok() == Some(Vec::new())
+                && app.segments_of("c2").await.ok() == Some(vec![id.clone()])
+                && cached(&app, &redis, "c1").await == Some(Vec::new())
+                && cached(&app, &redis, "c2").await == Some(vec![id.clone()])
+        })
+        .await,
+        "Redis was not filled again with the current memberships"
+    );
+    for _ in 0..5 {
+        assert!(!app.is_member(&id, "c1").await?);
+        assert!(app.is_member(&id, "c2").await?);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+/// Makes Redis stop answering clients for `millis` while keeping its data, as a network
+/// partition would (`CLIENT PAUSE`).
+async fn pause_redis(port: u16, millis: u64) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let arg = millis.to_string();
+    let command = format!(
+        "*3\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{arg}\r\n",
+        arg.len()
+    );
+    stream.write_all(command.as_bytes()).await?;
+    let mut reply = [0_u8; 5];
+    stream.read_exact(&mut reply).await?;
+    anyhow::ensure!(&reply == b"+OK\r\n", "CLIENT PAUSE refused");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_write_through_missed_during_a_partition_never_surfaces_later() -> anyhow::Result<()> {
+    let server = TestRedis::start().await?;
+    let app = spawn_app_with(Some(server.url())).await?;
+    app.put_customer("c1", "CN", &[]).await?;
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    let id = china.segment_id.clone();
+    assert_eq!(app.segments_of("c1").await?, vec![id.clone()]);
+
+    // Redis keeps its data but stops answering; the change's write-through cannot reach it.
+    pause_redis(server.port(), 1_500).await?;
+    let paused = Instant::now();
+    app.put_customer("c1", "SG", &[]).await?;
+    app.reevaluate("c1").await?;
+    // Answers stay right during the partition and after Redis answers again with its old value.
+    while paused.elapsed() < Duration::from_millis(4_000) {
+        let listed = app.segments_of("c1").await?;
+        let since = paused.elapsed();
+        if since > Duration::from_millis(500) {
+            assert!(
+                listed.is_empty(),
+                "stale membership served {since:?} after the change"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let size = app
+        .client
+        .clone()
+        .get_segment_size(pb::GetSegmentSizeRequest {
+            segment_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(size.member_count, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn check_batch_stream_and_size() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    for i in 0..7 {
+        app.put_customer(&format!("c{i}"), if i % 2 == 0 { "CN" } else { "SG" }, &[])
+            .await?;
+    }
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    let id = china.segment_id.clone();
+
+    let batch = client
+        .batch_check_membership(pb::BatchCheckMembershipRequest {
+            segment_id: id.clone(),
+            customer_ids: vec!["c0".into(), "c1".into(), "c0".into(), "nobody".into()],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(batch.is_member, vec![true, false, true, false]);
+    let filtered = client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer_id: "c0".to_owned(),
+            segment_ids: vec!["0190f6f5-0000-7000-8000-000000000000".to_owned()],
+        })
+        .await?
+        .into_inner();
+    assert!(filtered.segment_ids.is_empty());
+
+    // Stream in batches of 2, break after the first, resume with its token.
+    let mut stream = client
+        .stream_segment_members(pb::StreamSegmentMembersRequest {
+            segment_id: id.clone(),
+            resume_token: String::new(),
+            batch_size: 2,
+        })
+        .await?
+        .into_inner();
+    let first = stream
+        .next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("empty stream"))??;
+    drop(stream);
+    assert_eq!(first.customer_ids, vec!["c0", "c2"]);
+    let rest: Vec<pb::StreamSegmentMembersResponse> = client
+        .stream_segment_members(pb::StreamSegmentMembersRequest {
+            segment_id: id.clone(),
+            resume_token: first.resume_token.clone(),
+            batch_size: 2,
+        })
+        .await?
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let ids: Vec<String> = rest.into_iter().flat_map(|b| b.customer_ids).collect();
+    assert_eq!(ids, vec!["c4", "c6"]);
+
+    // A token of another segment is refused; a missing segment is NOT_FOUND.
+    let other = app.rule_segment("Singapore", country_is("SG")).await?;
+    let foreign = client
+        .stream_segment_members(pb::StreamSegmentMembersRequest {
+            segment_id: other.segment_id.clone(),
+            resume_token: first.resume_token,
+            batch_size: 2,
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(foreign, Some(Code::InvalidArgument));
+    let missing = client
+        .get_segment_size(pb::GetSegmentSizeRequest {
+            segment_id: "0190f6f5-0000-7000-8000-000000000000".to_owned(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(missing, Some(Code::NotFound));
+
+    // ExplainMembership: stored and evaluated agree, with the node's result.
+    let explained = client
+        .explain_membership(pb::ExplainMembershipRequest {
+            segment_id: id.clone(),
+            customer_id: "c2".to_owned(),
+        })
+        .await?
+        .into_inner();
+    assert!(explained.member && explained.rule_result);
+    assert_eq!(
+        explained.enter_reason,
+        i32::from(pb::ChangeReason::Recompute)
+    );
+    assert_eq!(explained.explanation.map(|e| e.result), Some(true));
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! spawn_app: the segmentation service started in-process on port 0 over a fresh database
+//! (optionally with a Redis), a manual clock, a typed client; a pool on the test database
+//! whose search_path is the service's schema; fixtures for customers and rules.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use custops_common::cache::RedisSettings;
+use custops_common::clock::ManualClock;
+use custops_common::config::ServiceSettings;
+use custops_common::service::ServiceKind;
+use custops_contracts::custops::segmentation::v1 as pb;
+use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
+use custops_segmentation::jobs::WorkerOptions;
+use custops_segmentation::membership::{self, Cause};
+use custops_testkit::TestDatabase;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Executor, PgPool};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+pub type Client = SegmentationServiceClient<Channel>;
+
+/// A running segmentation service.
+pub struct TestApp {
+    pub client: Client,
+    pub clock: ManualClock,
+    /// A pool on the test database with `search_path = segmentation`.
+    pub pool: PgPool,
+    stop: CancellationToken,
+    // Last: the database is dropped after everything that uses it.
+    _db: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The instant tests start at.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+pub async fn spawn_app() -> anyhow::Result<TestApp> {
+    spawn_app_with(None).await
+}
+
+/// The service, with Redis at `redis_url` when given.
+pub async fn spawn_app_with(redis_url: Option<String>) -> anyhow::Result<TestApp> {
+    let db = TestDatabase::create().await?;
+    let mut settings = ServiceSettings::for_local(ServiceKind::Segmentation, db.url());
+    settings.redis = redis_url.map(|url| RedisSettings {
+        timeout: Duration::from_millis(200),
+        ..RedisSettings::new(&url)
+    });
+    let clock = ManualClock::new(t0());
+    let overrides = custops_segmentation::Overrides {
+        clock: Arc::new(clock.clone()),
+    };
+    let workers = WorkerOptions {
+        poll: Duration::from_millis(50),
+        // The scheduler is driven by tests through `jobs::schedule_once`.
+        scheduler_tick: Duration::from_secs(3600),
+        ..WorkerOptions::default()
+    };
+    let app = custops_segmentation::build_with_workers(settings, overrides, workers).await?;
+    let port = app.port();
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { app.run_until_stopped(stop.cancelled_owned()).await }
+    });
+    let client = SegmentationServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await?
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let pool = PgPoolOptions::new()
+        .max_connections(5)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET search_path TO segmentation").await?;
+                Ok(())
+            })
+        })
+        .connect(db.url())
+        .await?;
+    Ok(TestApp {
+        client,
+        clock,
+        pool,
+        stop,
+        _db: db,
+    })
+}
+
+/// Another replica of the service over the same database (no Redis), and its client.
+pub struct Replica {
+    pub client: Client,
+    stop: CancellationToken,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestApp {
+    /// Starts a second replica of the service on this app's database.
+    pub async fn replica(&self) -> anyhow::Result<Replica> {
+        let settings = ServiceSettings::for_local(ServiceKind::Segmentation, self._db.url());
+        let overrides = custops_segmentation::Overrides {
+            clock: Arc::new(self.clock.clone()),
+        };
+        let workers = WorkerOptions {
+            poll: Duration::from_millis(50),
+            scheduler_tick: Duration::from_secs(3600),
+            ..WorkerOptions::default()
+        };
+        let app = custops_segmentation::build_with_workers(settings, overrides, workers).await?;
+        let port = app.port();
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move { app.run_until_stopped(stop.cancelled_owned()).await }
+        });
+        let client = SegmentationServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+        Ok(Replica { client, stop })
+    }
+
+    /// Inserts (or updates) a customer's facts row with `country` and `tags`.
+    pub async fn put_customer(&self, id: &str, country: &str, tags: &[&str]) -> anyhow::Result<()> {
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        sqlx::query(
+            "INSERT INTO customer_facts (customer_id, country, tags) VALUES ($1, $2, $3) \
+             ON CONFLICT (customer_id) DO UPDATE SET country = $2, tags = $3",
+        )
+        .bind(id)
+        .bind(country)
+        .bind(&tags)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Re-evaluates a customer as a feed event would, and commits.
+    pub async fn reevaluate(&self, id: &str) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        membership::reevaluate_customer(
+            &mut tx,
+            id,
+            &Cause {
+                reason: pb::ChangeReason::Event,
+                event_id: format!("evt-{id}"),
+                now: self.clock_now(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub fn clock_now(&self) -> DateTime<Utc> {
+        use custops_common::clock::Clock;
+        self.clock.now()
+    }
+
+    /// Creates a rule segment and waits for its first recompute.
+    pub async fn rule_segment(
+        &self,
+        name: &str,
+        rule: pb::Condition,
+    ) -> anyhow::Result<pb::Segment> {
+        let response = self
+            .client
+            .clone()
+            .create_segment(pb::CreateSegmentRequest {
+                segment: Some(pb::Segment {
+                    display_name: name.to_owned(),
+                    kind: pb::SegmentKind::Rule.into(),
+                    rule: Some(rule),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let job = self.wait_job(&response.recompute_job_id).await?;
+        anyhow::ensure!(
+            job.state == i32::from(pb::RecomputeJobState::Succeeded),
+            "job ended {job:?}"
+        );
+        let segment = response.segment.unwrap_or_default();
+        Ok(self.get_segment(&segment.segment_id).await?)
+    }
+
+    pub async fn static_segment(&self, name: &str) -> anyhow::Result<pb::Segment> {
+        Ok(self
+            .client
+            .clone()
+            .create_segment(pb::CreateSegmentRequest {
+                segment: Some(pb::Segment {
+                    display_name: name.to_owned(),
+                    kind: pb::SegmentKind::Static.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .segment
+            .unwrap_or_default())
+    }
+
+    pub async fn get_segment(&self, id: &str) -> Result<pb::Segment, Status> {
+        Ok(self
+            .client
+            .clone()
+            .get_segment(pb::GetSegmentRequest {
+                segment_id: id.to_owned(),
+                view: 0,
+            })
+            .await?
+            .into_inner()
+            .segment
+            .unwrap_or_default())
+    }
+
+    /// Waits (up to 120 s) until a job has ended and returns it.
+    pub async fn wait_job(&self, id: &str) -> anyhow::Result<pb::RecomputeJob> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let job = self
+                .client
+                .clone()
+                .get_recompute_job(pb::GetRecomputeJobRequest {
+                    recompute_job_id: id.to_owned(),
+                })
+                .await?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            let state = pb::RecomputeJobState::try_from(job.state)?;
+            if !matches!(
+                state,
+                pb::RecomputeJobState::Queued | pb::RecomputeJobState::Running
+            ) {
+                return Ok(job);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} did not end: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// ListCustomerSegments.
+    pub async fn segments_of(&self, customer: &str) -> Result<Vec<String>, Status> {
+        Ok(self
+            .client
+            .clone()
+            .list_customer_segments(pb::ListCustomerSegmentsRequest {
+                customer_id: customer.to_owned(),
+                segment_ids: Vec::new(),
+            })
+            .await?
+            .into_inner()
+            .segment_ids)
+    }
+
+    /// CheckMembership.
+    pub async fn is_member(&self, segment: &str, customer: &str) -> Result<bool, Status> {
+        Ok(self
+            .client
+            .clone()
+            .check_membership(pb::CheckMembershipRequest {
+                segment_id: segment.to_owned(),
+                customer_id: customer.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .member)
+    }
+
+    /// The stored members of a segment, ascending.
+    pub async fn stored_members(&self, segment: &str) -> anyhow::Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT customer_id FROM memberships WHERE segment_id = $1::uuid ORDER BY 1",
+        )
+        .bind(segment)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Outbox events of a type (full protobuf name), as payloads in append order.
+    pub async fn events(&self, event_type: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE type = $1 ORDER BY appended_at, id",
+        )
+        .bind(event_type)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+// ---------- rules ----------
+
+pub fn string(value: &str) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::StringValue(value.to_owned())),
+    }
+}
+
+pub fn integer(value: i64) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::IntegerValue(value)),
+    }
+}
+
+pub fn predicate(field: &str, operator: pb::Operator, values: Vec<pb::Value>) -> pb::Condition {
+    pb::Condition {
+        kind: Some(pb::condition::Kind::Predicate(pb::Predicate {
+            field: field.to_owned(),
+            operator: operator.into(),
+            values,
+            ..Default::default()
+        })),
+    }
+}
+
+/// `geo.country = country`.
+pub fn country_is(country: &str) -> pb::Condition {
+    predicate("geo.country", pb::Operator::Equals, vec![string(country)])
+}
+
+/// `tags CONTAINS tag`.
+pub fn tagged(tag: &str) -> pb::Condition {
+    predicate("tags", pb::Operator::Contains, vec![string(tag)])
+}
+
+pub fn all(conditions: Vec<pb::Condition>) -> pb::Condition {
+    pb::Condition {
+        kind: Some(pb::condition::Kind::All(pb::ConditionGroup { conditions })),
+    }
+}
+
+pub fn not(condition: pb::Condition) -> pb::Condition {
+    pb::Condition {
+        kind: Some(pb::condition::Kind::Not(Box::new(pb::NotCondition {
+            condition: Some(Box::new(condition)),
+        }))),
+    }
+}
+
+pub fn member_of(segment_id: &str) -> pb::Condition {
+    pb::Condition {
+        kind: Some(pb::condition::Kind::Segment(pb::SegmentReference {
+            segment_id: segment_id.to_owned(),
+        })),
+    }
+}
+
+// ---------- statuses ----------
+
+/// The fields of an INVALID_ARGUMENT's BadRequest.
+pub fn fields(status: &Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|f| f.field).collect())
+        .unwrap_or_default()
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 20 ms for up to `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -138,9 +138,9 @@ async fn a_segment_targeted_survey_invites_members_and_metrics_filter_by_segment
     let survey_id = active_survey(&mut app.client, survey).await?;
 
     // Members are invited; the outsider is refused with the documented reason.
-    let refused = invite_customer(&mut app.client, &survey_id, "outsider")
-        .await
-        .expect_err("an outsider must not be invited");
+    let Err(refused) = invite_customer(&mut app.client, &survey_id, "outsider").await else {
+        anyhow::bail!("an outsider must not be invited");
+    };
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert_eq!(reason(&refused), "CUSTOMER_NOT_IN_SEGMENT");
     for (customer, nps) in [("member-1", 10), ("member-2", 3)] {
@@ -184,9 +184,9 @@ async fn a_segment_targeted_survey_invites_members_and_metrics_filter_by_segment
 
     // Segmentation down: a targeted invitation cannot be decided, so it is UNAVAILABLE.
     segmentation_stop.cancel();
-    let down = invite_customer(&mut app.client, &survey_id, "member-1")
-        .await
-        .expect_err("membership cannot be checked while segmentation is down");
+    let Err(down) = invite_customer(&mut app.client, &survey_id, "member-1").await else {
+        anyhow::bail!("membership cannot be checked while segmentation is down");
+    };
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     Ok(())
 }

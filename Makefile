@@ -7,7 +7,7 @@ VENV_BIN := .local/venv/bin
 # Bind to loopback in local runs; containers use the binaries' default (0.0.0.0).
 export CUSTOPS_LISTEN_HOST ?= 127.0.0.1
 
-.PHONY: run test lint fmt clippy proto-check k8s-check tools build
+.PHONY: run test bench lint fmt clippy proto-check k8s-check tools build
 
 ## run: build, make sure Postgres and Redis are reachable, migrate, and run all four services
 run:
@@ -17,6 +17,11 @@ run:
 ## test: the whole test suite against a real Postgres and Redis
 test:
 	$(ENV) cargo test --workspace --no-fail-fast
+
+## bench: the segmentation lookup benchmark (release build): calls/s, p50/p99 and ratios
+## against a Postgres-only baseline measured in the same process, and resident memory
+bench:
+	$(ENV) cargo run --release -p custops-segmentation --example lookup_bench
 
 ## lint: formatting, clippy with warnings as errors, the contract checks and the Kubernetes checks
 lint: fmt clippy proto-check k8s-check

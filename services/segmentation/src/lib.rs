@@ -4,6 +4,8 @@
 //! # Layout
 //! - `api`: the `custops.segmentation.v1.SegmentationService` gRPC API (transport only).
 //! - `domain`: facts, catalog, rules and the in-process evaluator, RFM and lifecycle rules.
+//! - `rules_wire`: rules and explanations ↔ their wire messages (used by `api` and by the
+//!   decoding of stored rules).
 //! - `store`: sqlx queries on the `segmentation` schema, the rule → SQL compiler.
 //! - `feeds`: follows the profiles, loyalty and feedback feeds into the facts projection.
 //! - `derived`: RFM and lifecycle values, per customer and in full runs.
@@ -22,6 +24,7 @@ pub mod feeds;
 pub mod jobs;
 pub mod lookups;
 pub mod membership;
+pub mod rules_wire;
 pub mod state;
 pub mod store;
 

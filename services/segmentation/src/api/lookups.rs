@@ -283,12 +283,12 @@ pub(super) async fn explain_membership(
         Some(bytes) if segment.rule_kind => {
             let condition = segments::decode_rule(bytes).map_err(ServiceError::internal)?;
             let catalog = catalog::load_catalog(&mut conn).await.map_err(db)?;
-            let rule = crate::domain::rule::parse_rule(&condition, "rule", &catalog)
+            let rule = crate::rules_wire::parse_rule(&condition, "rule", &catalog)
                 .map_err(|v| ServiceError::internal(anyhow::anyhow!("stored rule: {v:?}")))?;
             let ctx = facts::eval_context(&mut conn, now).await.map_err(db)?;
             (
                 eval::evaluate(&rule, &facts, &ctx),
-                Some(eval::explain(&rule, &facts, &ctx)),
+                Some(crate::rules_wire::explain(&rule, &facts, &ctx)),
             )
         }
         _ => (member, None),

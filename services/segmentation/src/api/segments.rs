@@ -25,9 +25,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use crate::domain::rule::{Rule, parse_rule};
+use crate::domain::rule::Rule;
 use crate::events::{self, ChangeCause};
 use crate::jobs::job_id_string;
+use crate::rules_wire::parse_rule;
 use crate::store::catalog::load_catalog;
 use crate::store::jobs::{self as job_store, JobRecord};
 use crate::store::segments::{self as store, SegmentRecord};

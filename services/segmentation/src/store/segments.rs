@@ -11,8 +11,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::domain::rule::{Rule, parse_rule};
+use crate::domain::rule::Rule;
 use crate::membership::dependency_order;
+use crate::rules_wire::parse_rule;
 use crate::store::catalog::load_catalog;
 
 /// A segment as stored.

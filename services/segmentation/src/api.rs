@@ -14,6 +14,7 @@ mod facts;
 mod jobs;
 mod lifecycle;
 mod lookups;
+mod parse;
 mod rfm;
 mod segments;
 

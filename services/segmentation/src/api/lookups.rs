@@ -15,8 +15,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::segments::{check_customer_id, parse_id, ts};
+use super::parse::{check_customer_id, parse_id};
 use crate::domain::eval;
+use crate::events::timestamp as ts;
 use crate::store::{catalog, facts, memberships, segments};
 
 /// The stream StreamSegmentMembers answers with.

@@ -443,3 +443,14 @@ pub async fn rule_segments(conn: &mut PgConnection) -> Result<Vec<RuleSegment>, 
         })
         .collect())
 }
+
+/// Whether the segment exists.
+pub async fn exists<'e>(
+    executor: impl PgExecutor<'e>,
+    segment_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM segments WHERE segment_id = $1)")
+        .bind(segment_id)
+        .fetch_one(executor)
+        .await
+}

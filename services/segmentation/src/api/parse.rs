@@ -9,7 +9,8 @@ use custops_common::auth::Caller;
 use custops_common::error::{FieldViolation, ServiceError, Violations};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
-    CreateSegmentRequest, PreviewSegmentRequest, UpdateSegmentRequest, UploadStaticMembersRequest,
+    CreateSegmentRequest, ListSegmentsRequest, PreviewSegmentRequest, UpdateSegmentRequest,
+    UploadStaticMembersRequest,
 };
 use futures_util::StreamExt;
 use prost::Message;
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Status, Streaming};
 use uuid::Uuid;
 
+use crate::store::segments::SegmentFilter;
 use crate::store::settings::IdempotencyKey;
 use crate::workflow::segments::{NewSegment, PreviewRequest, SegmentChange, Upload};
 
@@ -355,5 +357,59 @@ pub(super) async fn upload(
         mode,
         request_id,
         customer_ids: ids,
+    })
+}
+
+/// BatchGetSegments ids: 1–1,000 UUIDs.
+pub(super) fn segment_ids(raw_ids: &[String]) -> Result<Vec<Uuid>, ServiceError> {
+    let mut violations = Violations::new();
+    violations.check(
+        (1..=1_000).contains(&raw_ids.len()),
+        "segment_ids",
+        "1-1,000 ids required",
+    );
+    let mut ids = Vec::new();
+    for (i, raw) in raw_ids.iter().enumerate() {
+        match Uuid::parse_str(raw) {
+            Ok(id) => ids.push(id),
+            Err(_) => violations.add(format!("segment_ids[{i}]"), "not a valid UUID"),
+        }
+    }
+    violations.into_result()?;
+    Ok(ids)
+}
+
+/// The filter of a ListSegments request.
+pub(super) fn segment_filter(request: &ListSegmentsRequest) -> Result<SegmentFilter, ServiceError> {
+    let mut violations = Violations::new();
+    let rule_kind = match pb::SegmentKind::try_from(request.kind) {
+        Ok(pb::SegmentKind::Rule) => Some(true),
+        Ok(pb::SegmentKind::Static) => Some(false),
+        Ok(pb::SegmentKind::Unspecified) => None,
+        Err(_) => {
+            violations.add("kind", "unknown kind");
+            None
+        }
+    };
+    let referenced = if request.referenced_segment_id.is_empty() {
+        None
+    } else {
+        violations.take(
+            "referenced_segment_id",
+            Uuid::parse_str(&request.referenced_segment_id)
+                .map_err(|_| "not a valid UUID".to_owned()),
+        )
+    };
+    violations.check(
+        request.field.len() <= 256,
+        "field",
+        "at most 256 characters",
+    );
+    violations.into_result()?;
+    Ok(SegmentFilter {
+        rule_kind,
+        labels: request.labels.clone().into_iter().collect(),
+        referenced_segment_id: referenced,
+        field: (!request.field.is_empty()).then(|| request.field.clone()),
     })
 }

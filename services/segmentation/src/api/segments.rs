@@ -6,9 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use custops_common::error::ServiceError;
-use custops_common::error::Violations;
 use custops_common::paging;
-use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     BatchGetSegmentsRequest, BatchGetSegmentsResponse, CreateSegmentRequest, CreateSegmentResponse,
     DeleteSegmentRequest, DeleteSegmentResponse, GetSegmentRequest, GetSegmentResponse,
@@ -73,39 +71,31 @@ pub(super) async fn batch_get_segments(
     request: Request<BatchGetSegmentsRequest>,
 ) -> Result<Response<BatchGetSegmentsResponse>, Status> {
     let request = request.into_inner();
-    let mut violations = Violations::new();
-    violations.check(
-        (1..=1_000).contains(&request.segment_ids.len()),
-        "segment_ids",
-        "1-1,000 ids required",
-    );
-    let mut ids = Vec::new();
-    for (i, raw) in request.segment_ids.iter().enumerate() {
-        match Uuid::parse_str(raw) {
-            Ok(id) => ids.push(id),
-            Err(_) => violations.add(format!("segment_ids[{i}]"), "not a valid UUID"),
-        }
-    }
-    violations.into_result()?;
+    let ids = parse::segment_ids(&request.segment_ids)?;
     let found = store::get_many(&api.state().pool, &ids).await.map_err(db)?;
-    let by_id: HashMap<Uuid, &SegmentRecord> = found.iter().map(|s| (s.segment_id, s)).collect();
     let full = full_view(request.view, false);
+    Ok(Response::new(batch_response(&ids, &found, full)))
+}
+
+/// The found segments in request order (each once) and the ids not found.
+fn batch_response(ids: &[Uuid], found: &[SegmentRecord], full: bool) -> BatchGetSegmentsResponse {
+    let by_id: HashMap<Uuid, &SegmentRecord> = found.iter().map(|s| (s.segment_id, s)).collect();
     let mut seen = BTreeSet::new();
     let mut segments = Vec::new();
     let mut missing = Vec::new();
     for id in ids {
-        if !seen.insert(id) {
+        if !seen.insert(*id) {
             continue;
         }
-        match by_id.get(&id) {
+        match by_id.get(id) {
             Some(s) => segments.push(segment_to_proto(s, full)),
             None => missing.push(id.to_string()),
         }
     }
-    Ok(Response::new(BatchGetSegmentsResponse {
+    BatchGetSegmentsResponse {
         segments,
         missing_segment_ids: missing,
-    }))
+    }
 }
 
 /// ListSegments.
@@ -116,37 +106,7 @@ pub(super) async fn list_segments(
     let request = request.into_inner();
     let state = api.state();
     let size = paging::page_size(request.page_size)?;
-    let mut violations = Violations::new();
-    let rule_kind = match pb::SegmentKind::try_from(request.kind) {
-        Ok(pb::SegmentKind::Rule) => Some(true),
-        Ok(pb::SegmentKind::Static) => Some(false),
-        Ok(pb::SegmentKind::Unspecified) => None,
-        Err(_) => {
-            violations.add("kind", "unknown kind");
-            None
-        }
-    };
-    let referenced = if request.referenced_segment_id.is_empty() {
-        None
-    } else {
-        violations.take(
-            "referenced_segment_id",
-            Uuid::parse_str(&request.referenced_segment_id)
-                .map_err(|_| "not a valid UUID".to_owned()),
-        )
-    };
-    violations.check(
-        request.field.len() <= 256,
-        "field",
-        "at most 256 characters",
-    );
-    violations.into_result()?;
-    let filter = store::SegmentFilter {
-        rule_kind,
-        labels: request.labels.clone().into_iter().collect(),
-        referenced_segment_id: referenced,
-        field: (!request.field.is_empty()).then(|| request.field.clone()),
-    };
+    let filter = parse::segment_filter(&request)?;
     let fingerprint = format!(
         "segments:{:?}:{:?}:{:?}:{:?}",
         filter.rule_kind, filter.labels, filter.referenced_segment_id, filter.field

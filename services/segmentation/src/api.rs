@@ -1,6 +1,6 @@
 //! The `custops.segmentation.v1.SegmentationService` API (transport only): each RPC is handled
-//! in the submodule for its area, which parses the request, calls the domain or store, and
-//! converts the result.
+//! in the submodule for its area, which parses the request (`parse`), calls a use case in
+//! `workflow` (or, for plain reads, the store) and converts the result.
 //!
 //! - `catalog`: ListFields.
 //! - `segments`: segment CRUD, versions, preview, static uploads.
@@ -8,12 +8,14 @@
 //! - `facts`: GetCustomerFacts.
 //! - `rfm`, `lifecycle`: configs, per-customer values and distributions.
 //! - `jobs`: recompute jobs and evaluation settings.
+//! - `parse`: ids, request ids, cursors, and segment requests into `workflow` commands.
 
 mod catalog;
 mod facts;
 mod jobs;
 mod lifecycle;
 mod lookups;
+mod parse;
 mod rfm;
 mod segments;
 

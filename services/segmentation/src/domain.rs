@@ -5,5 +5,6 @@ pub mod catalog;
 pub mod eval;
 pub mod facts;
 pub mod lifecycle;
+pub mod references;
 pub mod rfm;
 pub mod rule;

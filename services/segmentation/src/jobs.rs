@@ -266,7 +266,7 @@ pub async fn apply_segment(
         .context("rule segment without a rule")?;
     let condition = segments::decode_rule(bytes).context("Failed to decode a stored rule")?;
     let catalog = store::catalog::load_catalog(&mut *tx).await?;
-    let rule = crate::domain::rule::parse_rule(&condition, "segment.rule", &catalog)
+    let rule = crate::rules_wire::parse_rule(&condition, "segment.rule", &catalog)
         .map_err(|v| anyhow::anyhow!("stored rule does not parse: {v:?}"))?;
     let compiled = compile(&rule);
     let ctx = store::facts::eval_context(&mut *tx, now).await?;

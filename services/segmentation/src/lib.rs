@@ -4,6 +4,11 @@
 //! # Layout
 //! - `api`: the `custops.segmentation.v1.SegmentationService` gRPC API (transport only).
 //! - `domain`: facts, catalog, rules and the in-process evaluator, RFM and lifecycle rules.
+//! - `rules_wire`: rules and explanations ↔ their wire messages (used by `api` and by the
+//!   decoding of stored rules).
+//! - `segments_wire`: stored segments as wire messages (responses and outbox events).
+//! - `workflow`: the use cases: one transaction each over `store`, with outbox events,
+//!   idempotency keys and job queueing; `api` parses, calls one, converts.
 //! - `store`: sqlx queries on the `segmentation` schema, the rule → SQL compiler.
 //! - `feeds`: follows the profiles, loyalty and feedback feeds into the facts projection.
 //! - `derived`: RFM and lifecycle values, per customer and in full runs.
@@ -22,8 +27,11 @@ pub mod feeds;
 pub mod jobs;
 pub mod lookups;
 pub mod membership;
+pub mod rules_wire;
+pub mod segments_wire;
 pub mod state;
 pub mod store;
+pub mod workflow;
 
 use std::sync::Arc;
 

@@ -6,6 +6,8 @@ pub mod facts;
 pub mod jobs;
 pub mod lifecycle;
 pub mod memberships;
+pub mod preview;
 pub mod rfm;
 pub mod segments;
 pub mod settings;
+pub mod uploads;

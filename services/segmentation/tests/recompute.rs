@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use custops_common::paging::PageTokens;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_segmentation::domain::rule::parse_rule;
 use custops_segmentation::jobs;
 use custops_segmentation::lookups::Lookups;
+use custops_segmentation::rules_wire::parse_rule;
 use custops_segmentation::state::AppState;
 use custops_segmentation::store::{catalog, compile, facts};
 use prost::Message;

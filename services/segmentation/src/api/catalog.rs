@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::SegmentationApi;
 use crate::domain::catalog::{FieldDef, FieldSource, FilterDimension, ValueType};
-use crate::domain::rule::operator_to_proto;
+use crate::rules_wire::operator_to_proto;
 use crate::store::catalog::load_catalog;
 
 /// Longest `field_prefix` accepted.

@@ -18,7 +18,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::segments::{caller, decode_cursor, parse_id, ts};
+use super::parse::{caller, decode_cursor, parse_id};
+use crate::events::timestamp as ts;
 use crate::jobs::{job_to_proto, scope_slug, state_slug};
 use crate::store::jobs::{self as job_store, JobRecord};
 use crate::store::segments;
@@ -152,10 +153,7 @@ pub(super) async fn recompute_all(
         }
     }
     // Two concurrent calls must not both queue: serialise on a transaction lock.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('recompute_all', 11))")
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+    job_store::lock_recompute_all(&mut tx).await.map_err(db)?;
     let now = state.clock.now();
     let job = match job_store::queued(&mut *tx, "all", None).await.map_err(db)? {
         Some(job) => job,

@@ -15,8 +15,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::segments::{check_customer_id, parse_id, ts};
+use super::parse::{check_customer_id, parse_id};
 use crate::domain::eval;
+use crate::events::timestamp as ts;
 use crate::store::{catalog, facts, memberships, segments};
 
 /// The stream StreamSegmentMembers answers with.
@@ -283,12 +284,12 @@ pub(super) async fn explain_membership(
         Some(bytes) if segment.rule_kind => {
             let condition = segments::decode_rule(bytes).map_err(ServiceError::internal)?;
             let catalog = catalog::load_catalog(&mut conn).await.map_err(db)?;
-            let rule = crate::domain::rule::parse_rule(&condition, "rule", &catalog)
+            let rule = crate::rules_wire::parse_rule(&condition, "rule", &catalog)
                 .map_err(|v| ServiceError::internal(anyhow::anyhow!("stored rule: {v:?}")))?;
             let ctx = facts::eval_context(&mut conn, now).await.map_err(db)?;
             (
                 eval::evaluate(&rule, &facts, &ctx),
-                Some(eval::explain(&rule, &facts, &ctx)),
+                Some(crate::rules_wire::explain(&rule, &facts, &ctx)),
             )
         }
         _ => (member, None),

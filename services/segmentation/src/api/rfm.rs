@@ -196,11 +196,7 @@ pub(super) async fn lock_config(
     tx: &mut sqlx::PgConnection,
     name: &str,
 ) -> Result<(), ServiceError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('segmentation.configs.' || $1))")
-        .bind(name)
-        .execute(tx)
-        .await?;
-    Ok(())
+    Ok(crate::store::settings::lock_config(tx, name).await?)
 }
 
 /// The segment of an optional filter: `None` when empty, NOT_FOUND when it does not exist.
@@ -213,12 +209,7 @@ pub(super) async fn optional_segment(
     }
     let id = Uuid::parse_str(segment_id)
         .map_err(|_| ServiceError::invalid_argument("segment_id", "must be a UUID"))?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM segments WHERE segment_id = $1)")
-            .bind(id)
-            .fetch_one(conn)
-            .await?;
-    if !exists {
+    if !crate::store::segments::exists(conn, id).await? {
         return Err(ServiceError::not_found("segment", segment_id));
     }
     Ok(Some(id))

@@ -14,21 +14,33 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use custops_contracts::custops::common::v1 as common_pb;
-use custops_contracts::custops::segmentation::v1 as pb;
 
 use super::catalog::{FieldKey, Operator, ValueType};
-use super::facts::{Activity, ActivityKind, AttributeValue, EvalContext, Facts};
-use super::rule::{Filter, Node, Predicate, Rule, Value, Window, value_to_proto};
+use super::facts::{Activity, ActivityKind, AttributeValue, EvalContext, Facts, Money};
+use super::rule::{Filter, Node, Predicate, Rule, Value, Window};
 
 /// Whether `facts` satisfy `rule` at `ctx`.
 pub fn evaluate(rule: &Rule, facts: &Facts, ctx: &EvalContext) -> bool {
     eval_node(rule.root(), facts, ctx)
 }
 
+/// One node of an explained evaluation (`rules_wire` turns it into `ConditionExplanation`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Explanation {
+    /// The node's path under the rule's root path.
+    pub path: String,
+    pub result: bool,
+    /// Groups and NOT: one entry per child, in rule order.
+    pub children: Vec<Explanation>,
+    /// Predicates: the values the field had (after window and filter); empty when unset.
+    pub actual_values: Vec<Value>,
+    /// Segment references: whether the customer is in the referenced segment.
+    pub referenced_member: bool,
+}
+
 /// Node-by-node evaluation of `rule` for `facts` at `ctx`; every child is evaluated (no
 /// short-circuit) so the explanation is complete.
-pub fn explain(rule: &Rule, facts: &Facts, ctx: &EvalContext) -> pb::ConditionExplanation {
+pub fn explain(rule: &Rule, facts: &Facts, ctx: &EvalContext) -> Explanation {
     explain_node(rule.root(), rule.root_path(), facts, ctx)
 }
 
@@ -42,13 +54,8 @@ fn eval_node(node: &Node, facts: &Facts, ctx: &EvalContext) -> bool {
     }
 }
 
-fn explain_node(
-    node: &Node,
-    path: &str,
-    facts: &Facts,
-    ctx: &EvalContext,
-) -> pb::ConditionExplanation {
-    let mut out = pb::ConditionExplanation {
+fn explain_node(node: &Node, path: &str, facts: &Facts, ctx: &EvalContext) -> Explanation {
+    let mut out = Explanation {
         path: path.to_owned(),
         ..Default::default()
     };
@@ -80,7 +87,7 @@ fn explain_node(
         Node::Predicate(predicate) => {
             let actual = actual(predicate, facts, ctx);
             out.result = test(predicate, &actual, ctx);
-            out.actual_values = actual.to_proto();
+            out.actual_values = actual.values();
         }
         Node::Segment(id) => {
             out.referenced_member = facts.segments.contains(id);
@@ -118,42 +125,39 @@ enum Actual {
 }
 
 impl Actual {
-    fn to_proto(&self) -> Vec<pb::Value> {
+    /// The values an explanation shows.
+    fn values(&self) -> Vec<Value> {
         match self {
-            Actual::Scalar(value) => value.iter().map(Scalar::to_proto).collect(),
-            Actual::List(items) => items
-                .iter()
-                .map(|s| value_to_proto(&Value::String(s.clone())))
-                .collect(),
+            Actual::Scalar(value) => value.iter().map(Scalar::to_value).collect(),
+            Actual::List(items) => items.iter().map(|s| Value::String(s.clone())).collect(),
             Actual::PerMembership(values) => {
-                values.iter().flatten().map(Scalar::to_proto).collect()
+                values.iter().flatten().map(Scalar::to_value).collect()
             }
         }
     }
 }
 
 impl Scalar {
-    fn to_proto(&self) -> pb::Value {
+    fn to_value(&self) -> Value {
         match self {
-            Scalar::Text(v) => value_to_proto(&Value::String(v.clone())),
-            Scalar::Int(v) => value_to_proto(&Value::Integer(*v)),
-            Scalar::Double(v) => value_to_proto(&Value::Double(*v)),
-            Scalar::Bool(v) => value_to_proto(&Value::Bool(*v)),
-            Scalar::Time(v) => value_to_proto(&Value::Timestamp(*v)),
-            Scalar::Date(v) => value_to_proto(&Value::Date(*v)),
+            Scalar::Text(v) => Value::String(v.clone()),
+            Scalar::Int(v) => Value::Integer(*v),
+            Scalar::Double(v) => Value::Double(*v),
+            Scalar::Bool(v) => Value::Bool(*v),
+            Scalar::Time(v) => Value::Timestamp(*v),
+            Scalar::Date(v) => Value::Date(*v),
+            // A sum can exceed i64: shown clamped.
             Scalar::Money {
                 amount_minor,
                 currency,
-            } => pb::Value {
-                kind: Some(pb::value::Kind::MoneyValue(common_pb::Money {
-                    amount_minor: i64::try_from(*amount_minor).unwrap_or(if *amount_minor < 0 {
-                        i64::MIN
-                    } else {
-                        i64::MAX
-                    }),
-                    currency: currency.clone(),
-                })),
-            },
+            } => Value::Money(Money {
+                amount_minor: i64::try_from(*amount_minor).unwrap_or(if *amount_minor < 0 {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                }),
+                currency: currency.clone(),
+            }),
         }
     }
 }

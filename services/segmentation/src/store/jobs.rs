@@ -307,3 +307,12 @@ mod uuid_text {
         Uuid::parse_str(&text).map_err(serde::de::Error::custom)
     }
 }
+
+/// Serialises RecomputeAll calls until the transaction ends, so two concurrent ones cannot
+/// both queue a job.
+pub async fn lock_recompute_all(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('recompute_all', 11))")
+        .execute(conn)
+        .await?;
+    Ok(())
+}

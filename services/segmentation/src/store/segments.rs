@@ -11,8 +11,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::domain::rule::{Rule, parse_rule};
+use crate::domain::rule::Rule;
 use crate::membership::dependency_order;
+use crate::rules_wire::parse_rule;
 use crate::store::catalog::load_catalog;
 
 /// A segment as stored.
@@ -441,4 +442,15 @@ pub async fn rule_segments(conn: &mut PgConnection) -> Result<Vec<RuleSegment>, 
             })
         })
         .collect())
+}
+
+/// Whether the segment exists.
+pub async fn exists<'e>(
+    executor: impl PgExecutor<'e>,
+    segment_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM segments WHERE segment_id = $1)")
+        .bind(segment_id)
+        .fetch_one(executor)
+        .await
 }

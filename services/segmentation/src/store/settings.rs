@@ -225,3 +225,12 @@ pub async fn purge_keys<'e>(
             .await?;
     Ok(done.rows_affected())
 }
+
+/// Serialises updates of one configs row (`rfm`, `lifecycle`) until the transaction ends.
+pub async fn lock_config(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('segmentation.configs.' || $1))")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

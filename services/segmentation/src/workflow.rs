@@ -1,0 +1,5 @@
+//! The use cases: each runs one transaction over `store`, applying `domain` rules and writing
+//! outbox events, idempotency keys and queued jobs with the change. Handlers in `api` parse a
+//! request, call one function here and return the result.
+
+pub mod segments;

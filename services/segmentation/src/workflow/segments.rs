@@ -1,0 +1,745 @@
+//! Segment use cases: create, update and delete (each with its outbox event and, for rule
+//! changes, a queued recompute job), rule versions, preview and static member uploads.
+//!
+//! Rules arrive as wire `Condition`s because checking them needs the catalog and the reference
+//! graph, both read in the use case's transaction. Idempotent calls replay the encoded response
+//! stored with their key and outbox events are wire messages, so these functions answer with
+//! the response messages; request parsing stays in `api`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use custops_common::error::{FieldViolation, ServiceError, Violations};
+use custops_contracts::custops::segmentation::v1 as pb;
+use custops_contracts::custops::segmentation::v1::{
+    CreateSegmentResponse, PreviewSegmentResponse, UpdateSegmentResponse,
+    UploadStaticMembersResponse,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::references::{MAX_REFERENCE_DEPTH, MAX_REFERENCES, depth, height, reaches};
+use crate::domain::rule::Rule;
+use crate::events::{self, ChangeCause};
+use crate::jobs::job_id_string;
+use crate::rules_wire::parse_rule;
+use crate::segments_wire::segment_to_proto;
+use crate::state::AppState;
+use crate::store::catalog::load_catalog;
+use crate::store::jobs::{self as job_store, JobRecord};
+use crate::store::segments::{self as store, SegmentRecord, VersionRecord};
+use crate::store::settings::{self as keys, IdempotencyKey, KeyLookup};
+use crate::store::{compile, memberships, preview as previews, uploads};
+
+/// Most segments a deployment holds.
+const MAX_SEGMENTS: i64 = 10_000;
+/// Unknown ids reported back.
+const MAX_REPORTED_UNKNOWN: usize = 1_000;
+/// Above this many changed customers an upload moves the cache epoch instead of notifying
+/// each customer.
+const NOTIFY_EACH_MAX: usize = 1_000;
+
+fn internal(error: impl Into<anyhow::Error>) -> ServiceError {
+    ServiceError::internal(error)
+}
+
+fn db(error: sqlx::Error) -> ServiceError {
+    ServiceError::from(error)
+}
+
+fn reused() -> ServiceError {
+    ServiceError::AlreadyExists {
+        message: "request_id was already used with a different request".to_owned(),
+        reason: Some("REQUEST_ID_REUSED"),
+    }
+}
+
+/// A CreateSegment request past the checks that need no database.
+#[derive(Debug, Clone)]
+pub struct NewSegment {
+    pub display_name: String,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+    /// True for a RULE segment.
+    pub rule_kind: bool,
+    /// The rule to check, for a RULE segment that has one.
+    pub rule: Option<pb::Condition>,
+    pub validate_only: bool,
+}
+
+/// Creates a segment (queueing its first recompute when it is a rule segment), or replays
+/// the response stored with `key`.
+///
+/// `invalid` holds what the API already found wrong in the request: problems of the rule
+/// join them, so the caller gets every bad field in one INVALID_ARGUMENT.
+pub async fn create(
+    state: &AppState,
+    caller: &str,
+    key: Option<IdempotencyKey>,
+    segment: NewSegment,
+    mut invalid: Vec<FieldViolation>,
+) -> Result<CreateSegmentResponse, ServiceError> {
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let checked = match &segment.rule {
+        Some(condition) => match check_rule(&mut tx, condition, "segment.rule", None).await? {
+            Ok(checked) => Some(checked),
+            Err(v) => {
+                invalid.extend(v);
+                None
+            }
+        },
+        None => None,
+    };
+    if !invalid.is_empty() {
+        return Err(ServiceError::InvalidArgument(invalid));
+    }
+    if let Some(key) = &key {
+        match keys::claim_key(&mut tx, key).await.map_err(db)? {
+            KeyLookup::New => {}
+            KeyLookup::Replay(bytes) => {
+                return CreateSegmentResponse::decode(bytes.as_slice()).map_err(internal);
+            }
+            KeyLookup::Reused => return Err(reused()),
+        }
+    }
+    if store::count(&mut tx).await.map_err(db)? >= MAX_SEGMENTS {
+        return Err(ServiceError::ResourceExhausted(format!(
+            "the deployment already holds {MAX_SEGMENTS} segments"
+        )));
+    }
+    let now = state.clock.now();
+    let segment_id = Uuid::now_v7();
+    let mut record = SegmentRecord {
+        segment_id,
+        display_name: segment.display_name,
+        description: segment.description,
+        rule_kind: segment.rule_kind,
+        rule: checked.as_ref().map(|c| c.bytes.clone()),
+        version: 1,
+        membership_version: 0,
+        member_count: 0,
+        time_dependent: checked.as_ref().is_some_and(|c| c.rule.time_dependent()),
+        referenced_segment_ids: checked
+            .as_ref()
+            .map(|c| c.references.clone())
+            .unwrap_or_default(),
+        fields: checked
+            .as_ref()
+            .map(|c| c.rule.fields().into_iter().collect())
+            .unwrap_or_default(),
+        labels: segment.labels,
+        latest_recompute_job_id: None,
+        create_time: now,
+        update_time: now,
+        etag: store::new_etag(),
+    };
+    if segment.validate_only {
+        return Ok(CreateSegmentResponse {
+            segment: Some(segment_to_proto(&record, true)),
+            recompute_job_id: String::new(),
+        });
+    }
+    let job = record.rule_kind.then(|| {
+        JobRecord::queued(
+            "segment",
+            Some((segment_id, 1)),
+            "segment_created",
+            caller,
+            now,
+        )
+    });
+    record.latest_recompute_job_id = job.as_ref().map(|j| j.recompute_job_id);
+    store::insert(&mut tx, &record).await.map_err(db)?;
+    if let Some(bytes) = &record.rule {
+        store::insert_version(&mut tx, segment_id, 1, bytes, now, caller)
+            .await
+            .map_err(db)?;
+    }
+    if let Some(job) = &job {
+        job_store::insert(&mut tx, job).await.map_err(db)?;
+    }
+    let proto = segment_to_proto(&record, true);
+    events::append_segment_event(
+        &mut tx,
+        segment_id,
+        &pb::SegmentCreated {
+            segment: Some(proto.clone()),
+        },
+    )
+    .await
+    .map_err(db)?;
+    memberships::notify_segments(&mut tx, &[segment_id])
+        .await
+        .map_err(db)?;
+    let response = CreateSegmentResponse {
+        segment: Some(proto),
+        recompute_job_id: job_id_string(job.as_ref()),
+    };
+    if let Some(key) = &key {
+        keys::record_key(&mut tx, key, &response.encode_to_vec(), now)
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(response)
+}
+
+/// An UpdateSegment request past the checks that need no database: `Some` for each masked
+/// field.
+#[derive(Debug, Clone)]
+pub struct SegmentChange {
+    pub segment_id: Uuid,
+    /// Empty: no etag check.
+    pub etag: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `Some` when `rule` is masked: the new rule, `None` when the request left it unset.
+    pub rule: Option<Option<pb::Condition>>,
+    pub validate_only: bool,
+}
+
+/// Applies the masked changes; a changed rule makes a new version and queues a recompute
+/// (superseding queued ones). Nothing changed: the current segment, nothing written.
+pub async fn update(
+    state: &AppState,
+    caller: &str,
+    change: SegmentChange,
+) -> Result<UpdateSegmentResponse, ServiceError> {
+    let id = change.segment_id;
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let current = store::get_for_update(&mut tx, id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("segment", id.to_string()))?;
+    if !change.etag.is_empty() && change.etag != current.etag {
+        return Err(ServiceError::Aborted(
+            "the segment changed since it was read (stale etag)".to_owned(),
+        ));
+    }
+    let mut next = current.clone();
+    let mut changed: Vec<&str> = Vec::new();
+    if let Some(display_name) = change.display_name
+        && display_name != current.display_name
+    {
+        next.display_name = display_name;
+        changed.push("display_name");
+    }
+    if let Some(description) = change.description
+        && description != current.description
+    {
+        next.description = description;
+        changed.push("description");
+    }
+    if let Some(labels) = change.labels
+        && labels != current.labels
+    {
+        next.labels = labels;
+        changed.push("labels");
+    }
+    let mut rule_changed = false;
+    if let Some(rule) = &change.rule {
+        if !current.rule_kind {
+            return Err(ServiceError::invalid_argument(
+                "segment.rule",
+                "a STATIC segment has no rule",
+            ));
+        }
+        let condition = rule
+            .as_ref()
+            .ok_or_else(|| ServiceError::invalid_argument("segment.rule", "required"))?;
+        let checked = check_rule(&mut tx, condition, "segment.rule", Some(id))
+            .await?
+            .map_err(ServiceError::InvalidArgument)?;
+        if Some(&checked.bytes) != current.rule.as_ref() {
+            rule_changed = true;
+            next.rule = Some(checked.bytes.clone());
+            next.version = current.version + 1;
+            next.time_dependent = checked.rule.time_dependent();
+            next.referenced_segment_ids = checked.references.clone();
+            next.fields = checked.rule.fields().into_iter().collect();
+            changed.push("rule");
+        }
+    }
+    if changed.is_empty() {
+        return Ok(UpdateSegmentResponse {
+            segment: Some(segment_to_proto(&current, true)),
+            recompute_job_id: String::new(),
+        });
+    }
+    let now = state.clock.now();
+    next.update_time = now;
+    next.etag = store::new_etag();
+    if change.validate_only {
+        return Ok(UpdateSegmentResponse {
+            segment: Some(segment_to_proto(&next, true)),
+            recompute_job_id: String::new(),
+        });
+    }
+    let mut job = None;
+    if rule_changed {
+        let queued = JobRecord::queued(
+            "segment",
+            Some((id, next.version)),
+            "rule_changed",
+            caller,
+            now,
+        );
+        supersede(&mut tx, id, now).await?;
+        job_store::insert(&mut tx, &queued).await.map_err(db)?;
+        if let Some(bytes) = &next.rule {
+            store::insert_version(&mut tx, id, next.version, bytes, now, caller)
+                .await
+                .map_err(db)?;
+        }
+        next.latest_recompute_job_id = Some(queued.recompute_job_id);
+        job = Some(queued);
+    }
+    store::update_definition(&mut tx, &next).await.map_err(db)?;
+    let proto = segment_to_proto(&next, true);
+    events::append_segment_event(
+        &mut tx,
+        id,
+        &pb::SegmentUpdated {
+            segment: Some(proto.clone()),
+            update_mask: Some(prost_types::FieldMask {
+                paths: changed.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+            rule_changed,
+        },
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(UpdateSegmentResponse {
+        segment: Some(proto),
+        recompute_job_id: job_id_string(job.as_ref()),
+    })
+}
+
+/// Supersedes the queued jobs of a segment, with their RecomputeJobFinished events.
+async fn supersede(
+    tx: &mut PgConnection,
+    segment_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), ServiceError> {
+    for old in job_store::supersede_queued(tx, segment_id, now)
+        .await
+        .map_err(db)?
+    {
+        events::append_job_finished(tx, crate::jobs::job_to_proto(&old))
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Why a segment could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// Other segments' rules reference it (their ids): FAILED_PRECONDITION with one
+    /// violation per referencing segment.
+    #[error("{} other segment(s) reference this segment; change their rules first", .0.len())]
+    Referenced(Vec<Uuid>),
+}
+
+/// Deletes a segment no other rule references, superseding its queued jobs.
+pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<(), DeleteError> {
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let current = store::get_for_update(&mut tx, id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("segment", id.to_string()))?;
+    if !etag.is_empty() && etag != current.etag {
+        return Err(ServiceError::Aborted(
+            "the segment changed since it was read (stale etag)".to_owned(),
+        )
+        .into());
+    }
+    let referencing = store::referencing(&mut *tx, id).await.map_err(db)?;
+    if !referencing.is_empty() {
+        return Err(DeleteError::Referenced(referencing));
+    }
+    let now = state.clock.now();
+    supersede(&mut tx, id, now).await?;
+    store::delete(&mut tx, id).await.map_err(db)?;
+    events::append_segment_event(
+        &mut tx,
+        id,
+        &pb::SegmentDeleted {
+            segment_id: id.to_string(),
+            display_name: current.display_name.clone(),
+            kind: if current.rule_kind {
+                pb::SegmentKind::Rule
+            } else {
+                pb::SegmentKind::Static
+            }
+            .into(),
+            member_count: current.member_count,
+            delete_time: Some(events::timestamp(now)),
+        },
+    )
+    .await
+    .map_err(db)?;
+    memberships::notify_segments(&mut tx, &[id])
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    // This replica answers "gone" at once, before the notification comes back.
+    if let Err(error) = state.lookups.refresh_segment(&state.pool, id).await {
+        tracing::warn!(error = %error, "failed to refresh a deleted segment's cache entry");
+    }
+    Ok(())
+}
+
+/// Rule versions of an existing segment, newest first, below `before`.
+pub async fn versions(
+    state: &AppState,
+    id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<VersionRecord>, ServiceError> {
+    if store::get(&state.pool, id).await.map_err(db)?.is_none() {
+        return Err(ServiceError::not_found("segment", id.to_string()));
+    }
+    store::versions(&state.pool, id, before, limit)
+        .await
+        .map_err(db)
+}
+
+/// A PreviewSegment request past the checks that need no database.
+#[derive(Debug, Clone)]
+pub struct PreviewRequest {
+    /// `None` when missing (already among the violations).
+    pub rule: Option<pb::Condition>,
+    /// The stored segment to compare with.
+    pub compare_segment_id: Option<Uuid>,
+    /// How many member ids to return.
+    pub sample_size: i64,
+}
+
+/// Evaluates a rule over every customer without saving anything; `invalid` as in [`create`].
+pub async fn preview(
+    state: &AppState,
+    request: PreviewRequest,
+    mut invalid: Vec<FieldViolation>,
+) -> Result<PreviewSegmentResponse, ServiceError> {
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let checked = match &request.rule {
+        Some(condition) => match check_rule(&mut tx, condition, "rule", None).await? {
+            Ok(checked) => Some(checked),
+            Err(v) => {
+                invalid.extend(v);
+                None
+            }
+        },
+        None => None,
+    };
+    let Some(checked) = checked.filter(|_| invalid.is_empty()) else {
+        return Err(ServiceError::InvalidArgument(invalid));
+    };
+    if let Some(compare) = request.compare_segment_id
+        && store::get(&mut *tx, compare).await.map_err(db)?.is_none()
+    {
+        return Err(ServiceError::not_found("segment", compare.to_string()));
+    }
+    let now = state.clock.now();
+    let ctx = crate::store::facts::eval_context(&mut tx, now)
+        .await
+        .map_err(db)?;
+    let compiled = compile::compile(&checked.rule);
+    let member_count = previews::gather_members(&mut tx, &compiled, now, ctx.today)
+        .await
+        .map_err(db)?;
+    let sample = previews::sample(&mut tx, request.sample_size)
+        .await
+        .map_err(db)?;
+    let customer_count = previews::customer_count(&mut tx).await.map_err(db)?;
+    let comparison = match request.compare_segment_id {
+        None => None,
+        Some(segment_id) => {
+            let counts = previews::compare(&mut tx, segment_id).await.map_err(db)?;
+            Some(pb::PreviewComparison {
+                segment_id: segment_id.to_string(),
+                entering_count: counts.entering,
+                exiting_count: counts.exiting,
+                unchanged_count: counts.unchanged,
+            })
+        }
+    };
+    // Nothing is saved: the temporary table goes with the rollback.
+    tx.rollback().await.map_err(db)?;
+    Ok(PreviewSegmentResponse {
+        member_count: i64::try_from(member_count).unwrap_or(i64::MAX),
+        customer_count,
+        sample_customer_ids: sample,
+        evaluate_time: Some(events::timestamp(now)),
+        time_dependent: checked.rule.time_dependent(),
+        comparison,
+    })
+}
+
+/// A complete static upload: the ids of every message, deduplicated and sorted.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub segment_id: Uuid,
+    /// ADD, REMOVE or REPLACE.
+    pub mode: pb::StaticUploadMode,
+    /// Empty: not idempotent.
+    pub request_id: String,
+    pub customer_ids: Vec<String>,
+}
+
+/// Applies a static upload (unknown customers are reported, not added), or replays the
+/// response stored with its request id.
+pub async fn upload(
+    state: &AppState,
+    caller: &str,
+    upload: Upload,
+) -> Result<UploadStaticMembersResponse, ServiceError> {
+    let Upload {
+        segment_id,
+        mode,
+        request_id,
+        customer_ids,
+    } = upload;
+    let request_id = request_id.as_str();
+    let ids = customer_ids.as_slice();
+    let mut tx = state.pool.begin().await.map_err(db)?;
+    let key = (!request_id.is_empty()).then(|| {
+        let mut hasher = Sha256::new();
+        hasher.update(segment_id.as_bytes());
+        hasher.update(i32::from(mode).to_be_bytes());
+        for id in ids {
+            hasher.update((id.len() as u64).to_be_bytes());
+            hasher.update(id.as_bytes());
+        }
+        IdempotencyKey {
+            caller: caller.to_owned(),
+            request_id: request_id.to_owned(),
+            method: "UploadStaticMembers",
+            request_hash: hasher.finalize().to_vec(),
+        }
+    });
+    if let Some(key) = &key {
+        match keys::claim_key(&mut tx, key).await.map_err(db)? {
+            KeyLookup::New => {}
+            KeyLookup::Replay(bytes) => {
+                return UploadStaticMembersResponse::decode(bytes.as_slice()).map_err(internal);
+            }
+            KeyLookup::Reused => return Err(reused()),
+        }
+    }
+    let segment = store::get_for_update(&mut tx, segment_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
+    if segment.rule_kind {
+        return Err(ServiceError::FailedPrecondition(
+            "members can be uploaded only to a STATIC segment".to_owned(),
+        ));
+    }
+    let known = uploads::known_customers(&mut tx, ids).await.map_err(db)?;
+    let known_set: BTreeSet<&str> = known.iter().map(String::as_str).collect();
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| !known_set.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let now = state.clock.now();
+    let reason = pb::ChangeReason::StaticUpload;
+    let removed = match mode {
+        pb::StaticUploadMode::Remove => uploads::remove_members(&mut tx, segment_id, &known)
+            .await
+            .map_err(db)?,
+        pb::StaticUploadMode::Replace => uploads::keep_only_members(&mut tx, segment_id, &known)
+            .await
+            .map_err(db)?,
+        _ => Vec::new(),
+    };
+    let added: Vec<String> = if matches!(
+        mode,
+        pb::StaticUploadMode::Add | pb::StaticUploadMode::Replace
+    ) {
+        uploads::add_members(&mut tx, segment_id, &known, now, reason)
+            .await
+            .map_err(db)?
+    } else {
+        Vec::new()
+    };
+    let cause = ChangeCause {
+        reason,
+        event_id: String::new(),
+        recompute_job_id: None,
+    };
+    let mut changed = Vec::with_capacity(added.len() + removed.len());
+    let mut exits = Vec::with_capacity(removed.len());
+    let mut removed_known = 0_i64;
+    for (customer_id, enter_time) in &removed {
+        if known_set.contains(customer_id.as_str()) {
+            removed_known += 1;
+        }
+        exits.push((
+            customer_id.clone(),
+            events::segment_exited(segment_id, 1, customer_id, *enter_time, now, &cause),
+        ));
+        changed.push(customer_id.clone());
+    }
+    let enters: Vec<_> = added
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                events::segment_entered(segment_id, 1, c, now, &cause),
+            )
+        })
+        .collect();
+    changed.extend(added.iter().cloned());
+    events::append_many(&mut tx, &exits).await.map_err(db)?;
+    events::append_many(&mut tx, &enters).await.map_err(db)?;
+    let member_count = uploads::recount_members(&mut tx, segment_id)
+        .await
+        .map_err(db)?;
+    // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
+    memberships::notify_segments(&mut tx, &[segment_id])
+        .await
+        .map_err(db)?;
+    if changed.len() > NOTIFY_EACH_MAX {
+        memberships::bump_epoch(&mut tx).await.map_err(db)?;
+    } else {
+        memberships::notify_customers(&mut tx, &changed)
+            .await
+            .map_err(db)?;
+    }
+    let known_count = i64::try_from(known.len()).unwrap_or(i64::MAX);
+    let added_count = i64::try_from(added.len()).unwrap_or(i64::MAX);
+    let unchanged = match mode {
+        pb::StaticUploadMode::Remove => known_count - removed_known,
+        _ => known_count - added_count,
+    };
+    let response = UploadStaticMembersResponse {
+        received_count: i64::try_from(ids.len()).unwrap_or(i64::MAX),
+        added_count,
+        removed_count: i64::try_from(removed.len()).unwrap_or(i64::MAX),
+        unchanged_count: unchanged,
+        unknown_count: i64::try_from(unknown.len()).unwrap_or(i64::MAX),
+        unknown_customer_ids: unknown.into_iter().take(MAX_REPORTED_UNKNOWN).collect(),
+        member_count,
+    };
+    if let Some(key) = &key {
+        keys::record_key(&mut tx, key, &response.encode_to_vec(), now)
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(response)
+}
+
+/// A rule that passed the catalog and the reference-graph checks.
+struct CheckedRule {
+    rule: Rule,
+    /// The encoded `Condition`, as stored.
+    bytes: Vec<u8>,
+    /// Distinct referenced segments, sorted.
+    references: Vec<Uuid>,
+}
+
+/// Parses `condition` against the catalog (violations named under `path`) and checks its
+/// segment references: they exist, are not `defining` itself, make no cycle, no chain longer
+/// than 4, and at most 20 of them.
+async fn check_rule(
+    conn: &mut PgConnection,
+    condition: &pb::Condition,
+    path: &str,
+    defining: Option<Uuid>,
+) -> Result<Result<CheckedRule, Vec<FieldViolation>>, ServiceError> {
+    let catalog = load_catalog(&mut *conn).await.map_err(db)?;
+    let rule = match parse_rule(condition, path, &catalog) {
+        Ok(rule) => rule,
+        Err(violations) => return Ok(Err(into_violations(violations))),
+    };
+    let references = rule.referenced_segments();
+    let mut violations = Problems::default();
+    if references.len() > MAX_REFERENCES {
+        violations.add(path, format!("at most {MAX_REFERENCES} segment references"));
+    }
+    let mut graph = store::reference_graph(&mut *conn).await.map_err(db)?;
+    let ids: Vec<Uuid> = references.iter().map(|(_, id)| *id).collect();
+    if let Some(me) = defining {
+        graph.insert(me, ids.clone());
+    }
+    for (field, id) in &references {
+        if Some(*id) == defining {
+            violations.add(field.as_str(), "a segment cannot reference itself");
+        } else if !graph.contains_key(id) {
+            violations.add(field.as_str(), "no such segment");
+        } else if let Some(me) = defining
+            && reaches(&graph, *id, me)
+        {
+            violations.add(
+                field.as_str(),
+                "the referenced segment references this segment (a cycle)",
+            );
+        } else if depth(&graph, *id, 0) + 1 > MAX_REFERENCE_DEPTH {
+            violations.add(
+                field.as_str(),
+                format!("segment references may chain at most {MAX_REFERENCE_DEPTH} deep"),
+            );
+        }
+    }
+    // Segments referencing the one being updated get deeper chains too.
+    if let Some(me) = defining
+        && violations.0.is_empty()
+    {
+        let below = ids
+            .iter()
+            .map(|id| depth(&graph, *id, 0) + 1)
+            .max()
+            .unwrap_or(0);
+        let above = height(&graph, me, 0);
+        if below + above > MAX_REFERENCE_DEPTH {
+            violations.add(
+                path,
+                format!(
+                    "segments referencing this one would chain more than {MAX_REFERENCE_DEPTH} deep"
+                ),
+            );
+        }
+    }
+    if !violations.0.is_empty() {
+        return Ok(Err(violations.0));
+    }
+    let mut unique = ids;
+    unique.sort();
+    unique.dedup();
+    Ok(Ok(CheckedRule {
+        rule,
+        bytes: condition.encode_to_vec(),
+        references: unique,
+    }))
+}
+
+/// Violations found while checking references.
+#[derive(Default)]
+struct Problems(Vec<FieldViolation>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+}
+
+/// The violations inside an INVALID_ARGUMENT (empty for any other error).
+fn into_violations(violations: Violations) -> Vec<FieldViolation> {
+    match violations.into_result() {
+        Err(ServiceError::InvalidArgument(v)) => v,
+        _ => Vec::new(),
+    }
+}

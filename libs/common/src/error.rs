@@ -204,6 +204,37 @@ fn unavailable(error: sqlx::Error) -> ServiceError {
     ServiceError::Unavailable("the database is unavailable; retry later".to_owned())
 }
 
+/// The `google.rpc.ErrorInfo` domain of the suite's reasons (loyalty's contract names its own,
+/// "custops.loyalty").
+pub const ERROR_DOMAIN: &str = "custops";
+
+/// A status carrying the contract's machine-readable `reason` as `google.rpc.ErrorInfo` in
+/// `domain`, with `metadata` (e.g. the id of what already exists, a shortfall). The one place
+/// the services build such statuses; each service's error mapping picks code, reason and
+/// metadata per variant.
+pub fn status_with_reason<K: Into<String>>(
+    code: Code,
+    message: impl Into<String>,
+    domain: &str,
+    reason: &str,
+    metadata: impl IntoIterator<Item = (K, String)>,
+) -> Status {
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.into(), value))
+        .collect();
+    Status::with_error_details(
+        code,
+        message.into(),
+        ErrorDetails::with_error_info(reason, domain, metadata),
+    )
+}
+
+/// No ErrorInfo metadata.
+pub fn no_metadata() -> std::iter::Empty<(String, String)> {
+    std::iter::empty()
+}
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let code = error.code();
@@ -221,14 +252,7 @@ impl From<ServiceError> for Status {
             ServiceError::AlreadyExists {
                 message,
                 reason: Some(reason),
-            } => {
-                let details = ErrorDetails::with_error_info(
-                    reason,
-                    "custops",
-                    std::collections::HashMap::<String, String>::new(),
-                );
-                Status::with_error_details(code, message, details)
-            }
+            } => status_with_reason(code, message, ERROR_DOMAIN, reason, no_metadata()),
             ServiceError::Internal(error) => {
                 let trace_id = trace_context::current_trace_id();
                 tracing::error!(error = format!("{error:#}"), trace_id = %trace_id.as_deref().unwrap_or("-"), "internal error");

@@ -1,17 +1,11 @@
-//! The feedback service's error: the suite's `ServiceError` plus the two shapes it cannot
-//! carry (FAILED_PRECONDITION with an ErrorInfo reason, ALREADY_EXISTS with ErrorInfo
-//! metadata), and the one exhaustive mapping to `Status`.
+//! The feedback service's error: the suite's `ServiceError` plus the contract's refusals
+//! (FAILED_PRECONDITION with an ErrorInfo reason, ALREADY_EXISTS with ErrorInfo metadata),
+//! and the one exhaustive mapping to `Status` (built by `status_with_reason`).
 
-use std::collections::HashMap;
-
-use custops_common::error::ServiceError;
+use custops_common::error::{ERROR_DOMAIN, ServiceError, no_metadata, status_with_reason};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::Refusal;
-
-/// ErrorInfo domain of every reason this service sends.
-const ERROR_DOMAIN: &str = "custops";
 
 /// Why a feedback call failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,31 +60,18 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
             Error::Service(error) => error.into(),
-            Error::Refused(Refusal { reason, message }) => Status::with_error_details(
+            Error::Refused(Refusal { reason, message }) => status_with_reason(
                 Code::FailedPrecondition,
                 message,
-                ErrorDetails::with_error_info(
-                    reason,
-                    ERROR_DOMAIN,
-                    HashMap::<String, String>::new(),
-                ),
+                ERROR_DOMAIN,
+                reason,
+                no_metadata(),
             ),
             Error::Exists {
                 reason,
                 message,
                 metadata,
-            } => Status::with_error_details(
-                Code::AlreadyExists,
-                message,
-                ErrorDetails::with_error_info(
-                    reason,
-                    ERROR_DOMAIN,
-                    metadata
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
-                        .collect::<HashMap<_, _>>(),
-                ),
-            ),
+            } => status_with_reason(Code::AlreadyExists, message, ERROR_DOMAIN, reason, metadata),
         }
     }
 }

@@ -2,11 +2,8 @@
 //! `google.rpc.ErrorInfo` reason and metadata the contract documents (domain
 //! `custops.loyalty`). Database failures go through the shared `ServiceError` mapping.
 
-use std::collections::HashMap;
-
-use custops_common::error::ServiceError;
+use custops_common::error::{ServiceError, status_with_reason};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::Rejection;
 use crate::store::StoreError;
@@ -14,15 +11,8 @@ use crate::store::StoreError;
 const DOMAIN: &str = "custops.loyalty";
 
 fn with_reason(code: Code, message: String, reason: &str, metadata: &[(&str, String)]) -> Status {
-    let metadata: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, DOMAIN, metadata),
-    )
+    let metadata = metadata.iter().map(|(k, v)| (*k, v.clone()));
+    status_with_reason(code, message, DOMAIN, reason, metadata)
 }
 
 /// The status of a rejection.

@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 
-use custops_common::error::ServiceError;
+use custops_common::error::{ERROR_DOMAIN, ServiceError, status_with_reason};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::ProfilesError;
 
@@ -15,11 +14,7 @@ fn with_reason(
     reason: &str,
     metadata: HashMap<String, String>,
 ) -> Status {
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, "custops", metadata),
-    )
+    status_with_reason(code, message, ERROR_DOMAIN, reason, metadata)
 }
 
 impl From<ProfilesError> for Status {

@@ -153,6 +153,15 @@ impl Caller {
         }
     }
 
+    /// The name of the service calling `request`, as the auth layer established it;
+    /// "anonymous" on a server with auth disabled. Idempotency keys are scoped by it.
+    pub fn service_of<T>(request: &tonic::Request<T>) -> String {
+        request
+            .extensions()
+            .get::<Caller>()
+            .map_or_else(|| Self::anonymous().service, |c| c.service.clone())
+    }
+
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)

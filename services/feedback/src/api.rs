@@ -77,14 +77,6 @@ pub fn server(api: FeedbackApi) -> FeedbackServiceServer<FeedbackApi> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-fn caller<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.service.clone())
-        .unwrap_or_else(|| Caller::anonymous().service)
-}
-
 fn actor(service: &str, actor_id: &str, v: &mut Violations) -> Actor {
     if !actor_id.is_empty() {
         parse::check(v, "actor_id", text::printable_id(actor_id));
@@ -264,7 +256,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::CreateSurveyRequest>,
     ) -> Rpc<pb::CreateSurveyResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let key = parse::key(&mut v, &req.request_id, &caller, "CreateSurvey", &req);
@@ -413,7 +405,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::CreateInvitationRequest>,
     ) -> Rpc<pb::CreateInvitationResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let key = parse::key(&mut v, &req.request_id, &caller, "CreateInvitation", &req);
@@ -565,7 +557,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::SubmitResponseRequest>,
     ) -> Rpc<pb::SubmitResponseResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let key = parse::key(&mut v, &req.request_id, &caller, "SubmitResponse", &req);
@@ -784,7 +776,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::OpenTicketRequest>,
     ) -> Rpc<pb::OpenTicketResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let key = parse::key(&mut v, &req.request_id, &caller, "OpenTicket", &req);
@@ -956,7 +948,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::UpdateTicketRequest>,
     ) -> Rpc<pb::UpdateTicketResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let t = req.ticket.unwrap_or_default();
@@ -1075,7 +1067,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::AssignTicketRequest>,
     ) -> Rpc<pb::AssignTicketResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = parse::id(&mut v, "ticket_id", &req.ticket_id);
@@ -1106,7 +1098,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::StartTicketRequest>,
     ) -> Rpc<pb::StartTicketResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let t = self
             .transition(
@@ -1130,7 +1122,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::ResolveTicketRequest>,
     ) -> Rpc<pb::ResolveTicketResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let t = self
             .transition(
@@ -1154,7 +1146,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::CloseTicketRequest>,
     ) -> Rpc<pb::CloseTicketResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let t = self
             .transition(
@@ -1178,7 +1170,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::ReopenTicketRequest>,
     ) -> Rpc<pb::ReopenTicketResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         if let Err(e) = text::length(&req.reason, 1, 5000) {
             return Err(ServiceError::invalid_argument("reason", e).into());
@@ -1205,7 +1197,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::AddTicketNoteRequest>,
     ) -> Rpc<pb::AddTicketNoteResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = parse::id(&mut v, "ticket_id", &req.ticket_id);
@@ -1321,7 +1313,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::RecordFollowUpOutcomeRequest>,
     ) -> Rpc<pb::RecordFollowUpOutcomeResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = parse::id(&mut v, "ticket_id", &req.ticket_id);
@@ -1427,7 +1419,7 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::CreateReviewRequest>,
     ) -> Rpc<pb::CreateReviewResponse> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let key = parse::key(&mut v, &req.request_id, &caller, "CreateReview", &req);

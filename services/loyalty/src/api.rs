@@ -48,15 +48,6 @@ pub fn server(store: PgStore, page_tokens: PageTokens) -> LoyaltyServiceServer<L
 /// How long responses are kept for replay.
 const IDEMPOTENCY_RETENTION_DAYS: i64 = 35;
 
-/// The calling service, as the auth layer established it.
-fn caller<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.service.clone())
-        .unwrap_or_else(|| Caller::anonymous().service)
-}
-
 /// The idempotency key of a mutation: caller, request id, method and the request as sent.
 fn request_key<T: Message>(
     request: &Request<T>,
@@ -64,7 +55,7 @@ fn request_key<T: Message>(
     request_id: &str,
 ) -> RequestKey {
     RequestKey {
-        caller: caller(request),
+        caller: Caller::service_of(request),
         request_id: request_id.to_owned(),
         method,
         fingerprint: request.get_ref().encode_to_vec(),

@@ -106,13 +106,6 @@ pub fn server(api: ProfilesApi) -> ProfilesServiceServer<ProfilesApi> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-fn caller<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map_or_else(|| Caller::anonymous().service, |c| c.service.clone())
-}
-
 /// The idempotency key of a request: the caller, its `request_id`, and a hash of the request
 /// without the id.
 fn request_key(
@@ -339,7 +332,7 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::CreateCustomerRequest>,
     ) -> Result<Response<pb::CreateCustomerResponse>, Status> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let cmd = NewCustomer::try_from(Called {
             caller,
             request: request.into_inner(),
@@ -597,7 +590,7 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::UpdateConsentRequest>,
     ) -> Result<Response<pb::UpdateConsentResponse>, Status> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let cmd = ConsentUpdate::try_from(Called {
             caller,
             request: request.into_inner(),
@@ -783,7 +776,7 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::MergeCustomersRequest>,
     ) -> Result<Response<pb::MergeCustomersResponse>, Status> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let cmd = MergeCommand::try_from(Called {
             caller,
             request: request.into_inner(),
@@ -799,7 +792,7 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::UnmergeCustomerRequest>,
     ) -> Result<Response<pb::UnmergeCustomerResponse>, Status> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let merge_id = parse_id(&mut v, "merge_id", &req.merge_id);
@@ -960,7 +953,7 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::EraseCustomerRequest>,
     ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
-        let caller = caller(&request);
+        let caller = Caller::service_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = parse_id(&mut v, "customer_id", &req.customer_id);

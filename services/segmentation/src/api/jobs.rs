@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use custops_common::auth::Caller;
 use custops_common::error::{ServiceError, Violations};
 use custops_common::paging;
 use custops_contracts::custops::segmentation::v1 as pb;
@@ -18,7 +19,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::parse::{caller, decode_cursor, parse_id};
+use super::parse::{decode_cursor, parse_id};
 use crate::events::timestamp as ts;
 use crate::jobs::{job_to_proto, scope_slug, state_slug};
 use crate::store::jobs::{self as job_store, JobRecord};
@@ -61,7 +62,7 @@ pub(super) async fn recompute_segment(
     api: &SegmentationApi,
     request: Request<RecomputeSegmentRequest>,
 ) -> Result<Response<RecomputeSegmentResponse>, Status> {
-    let caller = caller(&request);
+    let caller = Caller::service_of(&request);
     let request = request.into_inner();
     let segment_id = parse_id("segment_id", &request.segment_id)?;
     check_request_id(&request.request_id)?;
@@ -134,7 +135,7 @@ pub(super) async fn recompute_all(
     api: &SegmentationApi,
     request: Request<RecomputeAllRequest>,
 ) -> Result<Response<RecomputeAllResponse>, Status> {
-    let caller = caller(&request);
+    let caller = Caller::service_of(&request);
     let request = request.into_inner();
     check_request_id(&request.request_id)?;
     let state = api.state();

@@ -1,5 +1,6 @@
 //! Lifecycle configuration, per-customer stages and the distribution over stages.
 
+use custops_common::auth::Caller;
 use custops_common::error::{ServiceError, Violations};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use super::SegmentationApi;
 use super::facts::required_customer_id;
-use super::rfm::{caller, check_etag, lock_config, mask_paths, optional_segment};
+use super::rfm::{check_etag, lock_config, mask_paths, optional_segment};
 use crate::derived::{self, lifecycle_to_proto, stage_to_proto, timestamp};
 use crate::domain::lifecycle::{LifecycleConfig, Stage};
 use crate::store;
@@ -43,7 +44,7 @@ pub(super) async fn update_lifecycle_config(
     api: &SegmentationApi,
     request: Request<UpdateLifecycleConfigRequest>,
 ) -> Result<Response<UpdateLifecycleConfigResponse>, Status> {
-    let requester = caller(&request);
+    let requester = Caller::service_of(&request);
     let request = request.into_inner();
     let paths = mask_paths(request.update_mask.as_ref())?;
     let input = request.lifecycle_config.unwrap_or_default();

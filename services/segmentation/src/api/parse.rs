@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use custops_common::auth::Caller;
 use custops_common::error::{FieldViolation, ServiceError, Violations};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
@@ -15,7 +14,7 @@ use custops_contracts::custops::segmentation::v1::{
 use futures_util::StreamExt;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tonic::{Request, Status, Streaming};
+use tonic::{Status, Streaming};
 use uuid::Uuid;
 
 use crate::store::segments::SegmentFilter;
@@ -25,15 +24,6 @@ use crate::workflow::segments::{NewSegment, PreviewRequest, SegmentChange, Uploa
 /// Most ids in one upload, and in one message of it.
 const MAX_UPLOAD_IDS: usize = 1_000_000;
 const MAX_UPLOAD_IDS_PER_MESSAGE: usize = 10_000;
-
-/// The calling service's name (anonymous when auth is off).
-pub(super) fn caller<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.service.clone())
-        .unwrap_or_else(|| Caller::anonymous().service)
-}
 
 /// A required UUID field.
 pub(super) fn parse_id(field: &str, value: &str) -> Result<Uuid, ServiceError> {

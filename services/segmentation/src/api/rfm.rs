@@ -43,7 +43,7 @@ pub(super) async fn update_rfm_config(
     api: &SegmentationApi,
     request: Request<UpdateRfmConfigRequest>,
 ) -> Result<Response<UpdateRfmConfigResponse>, Status> {
-    let requester = caller(&request);
+    let requester = Caller::service_of(&request);
     let request = request.into_inner();
     let paths = mask_paths(request.update_mask.as_ref())?;
     let input = request.rfm_config.unwrap_or_default();
@@ -157,15 +157,6 @@ pub(super) async fn get_rfm_distribution(
             .map(|t| thresholds_to_proto(&t, &state.config.currency)),
         compute_time: state.compute_time.map(timestamp),
     }))
-}
-
-/// The calling service, "anonymous" without auth.
-pub(super) fn caller<T>(request: &Request<T>) -> String {
-    request
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.service.clone())
-        .unwrap_or_else(|| Caller::anonymous().service)
 }
 
 /// The paths of a required, non-empty update mask.

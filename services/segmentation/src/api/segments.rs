@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use custops_common::auth::Caller;
 use custops_common::error::ServiceError;
 use custops_common::paging;
 use custops_contracts::custops::segmentation::v1::{
@@ -19,7 +20,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::parse::{self, caller, decode_cursor, full_view, parse_id};
+use super::parse::{self, decode_cursor, full_view, parse_id};
 use crate::segments_wire::{segment_to_proto, version_to_proto};
 use crate::store::segments::{self as store, SegmentRecord};
 use crate::workflow::segments::{self as workflow, DeleteError};
@@ -43,7 +44,7 @@ pub(super) async fn create_segment(
     api: &SegmentationApi,
     request: Request<CreateSegmentRequest>,
 ) -> Result<Response<CreateSegmentResponse>, Status> {
-    let caller = caller(&request);
+    let caller = Caller::service_of(&request);
     let (segment, key, invalid) = parse::new_segment(&caller, request.get_ref())?;
     let created = workflow::create(api.state(), &caller, key, segment, invalid).await?;
     Ok(Response::new(created))
@@ -148,7 +149,7 @@ pub(super) async fn update_segment(
     api: &SegmentationApi,
     request: Request<UpdateSegmentRequest>,
 ) -> Result<Response<UpdateSegmentResponse>, Status> {
-    let caller = caller(&request);
+    let caller = Caller::service_of(&request);
     let change = parse::segment_change(request.into_inner())?;
     let updated = workflow::update(api.state(), &caller, change).await?;
     Ok(Response::new(updated))
@@ -244,7 +245,7 @@ pub(super) async fn upload_static_members(
     api: &SegmentationApi,
     request: Request<Streaming<UploadStaticMembersRequest>>,
 ) -> Result<Response<UploadStaticMembersResponse>, Status> {
-    let caller = caller(&request);
+    let caller = Caller::service_of(&request);
     let upload = parse::upload(request.into_inner()).await?;
     let uploaded = workflow::upload(api.state(), &caller, upload).await?;
     Ok(Response::new(uploaded))

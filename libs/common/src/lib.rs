@@ -26,6 +26,7 @@
 //! - [`sequencer`]: gives committed outbox events their feed position, in visibility order.
 //! - [`consumer`]: follows another service's feed, applying each event exactly once.
 //! - [`clock`]: the injectable time source (system clock, and a manual one for tests).
+//! - [`time`]: `google.protobuf.Timestamp` to and from `chrono`.
 
 pub mod auth;
 pub mod bootstrap;
@@ -46,5 +47,6 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod trace_context;

@@ -154,18 +154,11 @@ async fn report_lifecycle(
     Ok(())
 }
 
-/// A protobuf timestamp.
-pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+pub use custops_common::time::to_timestamp as timestamp;
 
 /// The instant of a protobuf timestamp; `None` when unset or out of range.
 pub fn from_timestamp(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let t = t?;
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+    t.and_then(custops_common::time::from_timestamp)
 }
 
 /// The wire group of a stored slug ("" → UNSPECIFIED).

@@ -142,10 +142,4 @@ pub async fn append_many<M: Message + Name>(
     Ok(())
 }
 
-/// A protobuf timestamp.
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use custops_common::time::to_timestamp as timestamp;

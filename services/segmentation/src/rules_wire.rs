@@ -6,7 +6,7 @@
 
 mod parse;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use custops_contracts::custops::common::v1 as common_pb;
 use custops_contracts::custops::segmentation::v1 as pb;
 use pb::activity_window::Span;
@@ -20,12 +20,7 @@ use crate::domain::rule::{Node, Predicate, Rule, Value, Window};
 
 pub use parse::{operator_from_proto, parse_rule};
 
-fn timestamp_to_proto(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
-    }
-}
+use custops_common::time::to_timestamp as timestamp_to_proto;
 
 fn date_to_proto(date: NaiveDate) -> common_pb::Date {
     common_pb::Date {

@@ -20,18 +20,11 @@ use crate::domain::ticket::{
     Severity, Status, Ticket,
 };
 
-/// A timestamp on the wire.
-pub fn ts(t: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use custops_common::time::to_timestamp as ts;
 
-/// A timestamp from the wire; `None` when out of range.
+/// A timestamp from the wire, truncated to Postgres' microseconds; `None` when out of range.
 pub fn from_ts(t: &Timestamp) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(t.nanos).ok()?;
-    DateTime::from_timestamp(t.seconds, nanos)
+    custops_common::time::from_timestamp(t)
         .and_then(|t| DateTime::from_timestamp_micros(t.timestamp_micros()))
 }
 

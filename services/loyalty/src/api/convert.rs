@@ -28,22 +28,14 @@ use crate::domain::reward::{
 
 // ---- scalar helpers ----
 
-pub(crate) fn timestamp(t: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub(crate) use custops_common::time::to_timestamp as timestamp;
 
 fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
     t.map(timestamp)
 }
 
 pub(crate) fn from_timestamp(t: &Timestamp) -> Result<DateTime<Utc>, String> {
-    u32::try_from(t.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
-        .ok_or_else(|| "not a valid timestamp".to_owned())
+    custops_common::time::from_timestamp(t).ok_or_else(|| "not a valid timestamp".to_owned())
 }
 
 pub(crate) fn parse_uuid(value: &str) -> Result<Uuid, String> {

@@ -22,20 +22,7 @@ use crate::domain::{
 /// How far in the future a reported time may be (clock skew of the reporter).
 const FUTURE_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
-/// A `Timestamp` for a time.
-pub fn ts(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// The time a `Timestamp` names, if valid.
-pub fn from_ts(t: &Timestamp) -> Option<DateTime<Utc>> {
-    u32::try_from(t.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
-}
+pub use custops_common::time::{from_timestamp as from_ts, to_timestamp as ts};
 
 /// A UUID field; records a violation when malformed or empty.
 pub fn parse_id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {

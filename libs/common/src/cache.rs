@@ -582,27 +582,42 @@ impl<V: CacheValue> TwoLevelCache<V> {
     }
 
     /// Writes `value` through to both layers (Redis for `redis_ttl`), e.g. after the source
-    /// changed. A Redis failure is counted and logged, not returned.
-    pub async fn put(&self, key: &str, value: V, redis_ttl: Duration) {
+    /// changed. A Redis failure is counted and logged, not returned; the result says whether
+    /// Redis took the write (true without Redis), so a caller can tell that Redis may still
+    /// hold an older value (also when the command was skipped during an outage).
+    pub async fn put(&self, key: &str, value: V, redis_ttl: Duration) -> bool {
         let bytes = self.redis.as_ref().map(|_| value.to_bytes());
         self.local().insert(key, value, Instant::now());
-        if let (Some(redis), Some(bytes)) = (&self.redis, bytes)
-            && let Err(error) = redis
-                .set(&self.redis_key(key), &bytes, redis_ttl, false)
-                .await
+        let (Some(redis), Some(bytes)) = (&self.redis, bytes) else {
+            return true;
+        };
+        match redis
+            .set(&self.redis_key(key), &bytes, redis_ttl, false)
+            .await
         {
-            self.count("set", &error);
+            // Without NX the value is always written.
+            Ok(_) => true,
+            Err(error) => {
+                self.count("set", &error);
+                false
+            }
         }
     }
 
     /// Removes `key` from this process's layer and from Redis. Other replicas' in-process
-    /// layers keep their copy until it expires (`local_ttl`).
-    pub async fn invalidate(&self, key: &str) {
+    /// layers keep their copy until it expires (`local_ttl`). The result says whether Redis
+    /// took the removal (true without Redis).
+    pub async fn invalidate(&self, key: &str) -> bool {
         self.local().remove(key);
-        if let Some(redis) = &self.redis
-            && let Err(error) = redis.delete(&self.redis_key(key)).await
-        {
-            self.count("delete", &error);
+        let Some(redis) = &self.redis else {
+            return true;
+        };
+        match redis.delete(&self.redis_key(key)).await {
+            Ok(()) => true,
+            Err(error) => {
+                self.count("delete", &error);
+                false
+            }
         }
     }
 

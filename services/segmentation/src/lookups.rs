@@ -127,10 +127,7 @@ impl Lookups {
         key: &str,
         value: V,
     ) {
-        let errors = cache.redis_errors();
-        cache.put(key, value, REDIS_TTL).await;
-        // A skipped command is not counted: Redis failed moments ago, so it missed this write.
-        if cache.redis_errors() > errors || self.redis_unavailable().await {
+        if !cache.put(key, value, REDIS_TTL).await {
             self.dirty.store(true, Ordering::Release);
         }
     }
@@ -141,18 +138,8 @@ impl Lookups {
         cache: &TwoLevelCache<V>,
         key: &str,
     ) {
-        let errors = cache.redis_errors();
-        cache.invalidate(key).await;
-        if cache.redis_errors() > errors || self.redis_unavailable().await {
+        if !cache.invalidate(key).await {
             self.dirty.store(true, Ordering::Release);
-        }
-    }
-
-    /// True when Redis is configured and does not answer a PING now.
-    async fn redis_unavailable(&self) -> bool {
-        match &self.redis {
-            Some(redis) => redis.ping().await.is_err(),
-            None => false,
         }
     }
 

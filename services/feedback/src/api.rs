@@ -548,6 +548,7 @@ impl FeedbackService for FeedbackApi {
                 ticket_count: s.tickets,
                 review_count: s.reviews,
                 average_review_rating: s.average_rating,
+                open_follow_up_count: 0,
             }),
         })
     }

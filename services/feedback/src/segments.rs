@@ -65,7 +65,7 @@ impl SegmentDirectory for GrpcSegments {
     async fn segments_of(&self, customer_id: &str) -> Result<Vec<String>, Error> {
         let mut request = tonic::Request::new(ListCustomerSegmentsRequest {
             customer_id: customer_id.to_owned(),
-            segment_ids: Vec::new(),
+            ..Default::default()
         });
         request.set_timeout(CALL_TIMEOUT);
         match self.client.clone().list_customer_segments(request).await {

@@ -941,6 +941,7 @@ impl ProfilesService for ProfilesApi {
                 activities: export.activities.iter().map(Into::into).collect(),
                 merges: export.merges.iter().map(Into::into).collect(),
                 export_time: Some(ts(export.export_time)),
+                ..Default::default()
             }),
             merged_from_customer_id: export
                 .merged_from

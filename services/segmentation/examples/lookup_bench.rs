@@ -252,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
                 client
                     .list_customer_segments(pb::ListCustomerSegmentsRequest {
                         customer_id: customer,
-                        segment_ids: Vec::new(),
+                        ..Default::default()
                     })
                     .await?;
                 Ok(())

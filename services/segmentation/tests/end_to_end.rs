@@ -144,7 +144,7 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
             client
                 .list_customer_segments(pb::ListCustomerSegmentsRequest {
                     customer_id: id,
-                    segment_ids: Vec::new(),
+                    ..Default::default()
                 })
                 .await
                 .map(|r| r.into_inner().segment_ids)

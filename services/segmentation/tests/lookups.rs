@@ -185,6 +185,7 @@ async fn check_batch_stream_and_size() -> anyhow::Result<()> {
         .list_customer_segments(pb::ListCustomerSegmentsRequest {
             customer_id: "c0".to_owned(),
             segment_ids: vec!["0190f6f5-0000-7000-8000-000000000000".to_owned()],
+            ..Default::default()
         })
         .await?
         .into_inner();

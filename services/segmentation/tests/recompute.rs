@@ -591,7 +591,7 @@ async fn two_replicas_run_each_job_once_and_resume_a_stale_one() -> anyhow::Resu
             let listed = client
                 .list_customer_segments(pb::ListCustomerSegmentsRequest {
                     customer_id: "c000".to_owned(),
-                    segment_ids: Vec::new(),
+                    ..Default::default()
                 })
                 .await
                 .map(|r| r.into_inner().segment_ids)

@@ -186,7 +186,7 @@ pub(super) async fn sections(
                 let (list, rfm, lifecycle) = tokio::join!(
                     list_client.list_customer_segments(segmentation::ListCustomerSegmentsRequest {
                         customer_id: id.clone(),
-                        segment_ids: Vec::new()
+                        ..Default::default()
                     }),
                     rfm_client.get_customer_rfm(segmentation::GetCustomerRfmRequest {
                         customer_id: id.clone(),
@@ -218,6 +218,7 @@ pub(super) async fn sections(
                     recency_score: rfm.recency_score,
                     frequency_score: rfm.frequency_score,
                     monetary_score: rfm.monetary_score,
+                    ..Default::default()
                 })
             }
         },
@@ -263,6 +264,7 @@ pub(super) async fn sections(
                                 expiring_points: expiring.within_30_days_points,
                                 next_expire_time: expiring.next_expire_time,
                                 enroll_time: m.enrol_time,
+                                ..Default::default()
                             }
                         })
                         .collect(),
@@ -300,6 +302,7 @@ pub(super) async fn sections(
                     response_count: i32::try_from(summary.response_count).unwrap_or(i32::MAX),
                     open_ticket_count: i32::try_from(summary.open_ticket_count).unwrap_or(i32::MAX),
                     open_follow_up_count: 0,
+                    ..Default::default()
                 })
             }
         },

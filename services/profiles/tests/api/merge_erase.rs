@@ -387,6 +387,7 @@ async fn duplicates_are_found_and_the_export_holds_everything() -> anyhow::Resul
     let export = client
         .export_customer(pb::ExportCustomerRequest {
             customer_id: a.customer_id.clone(),
+            section_timeout: None,
         })
         .await?
         .into_inner();
@@ -412,6 +413,7 @@ async fn duplicates_are_found_and_the_export_holds_everything() -> anyhow::Resul
         client
             .export_customer(pb::ExportCustomerRequest {
                 customer_id: uuid::Uuid::now_v7().to_string(),
+                section_timeout: None,
             })
             .await,
         Code::NotFound,

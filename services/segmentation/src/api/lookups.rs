@@ -70,6 +70,7 @@ pub(super) async fn list_customer_segments(
             .filter(|id| only.is_empty() || only.contains(id))
             .map(|id| id.to_string())
             .collect(),
+        memberships: Vec::new(),
     }))
 }
 

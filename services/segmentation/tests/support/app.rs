@@ -270,7 +270,7 @@ impl TestApp {
             .clone()
             .list_customer_segments(pb::ListCustomerSegmentsRequest {
                 customer_id: customer.to_owned(),
-                segment_ids: Vec::new(),
+                ..Default::default()
             })
             .await?
             .into_inner()

@@ -362,6 +362,23 @@ impl ScopePolicy {
     }
 }
 
+/// Every scope some method of some service requires, sorted: the names a token may usefully
+/// carry (`custops token` refuses others). The event feed's `{service}` placeholder is
+/// expanded for each service.
+pub fn known_scopes() -> Vec<String> {
+    let mut scopes: Vec<String> = custops_contracts::METHOD_SCOPES
+        .iter()
+        .flat_map(|(_, scope)| {
+            ServiceKind::ALL
+                .into_iter()
+                .map(move |service| scope.replace("{service}", service.name()))
+        })
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    scopes
+}
+
 /// The check the auth layer runs on every call: the caller `authorization` proves, if it may
 /// call `path`.
 #[derive(Debug, Clone)]

@@ -92,6 +92,14 @@ pub enum UsageError {
     /// A service name that is not one of the four.
     #[error("{0}")]
     Service(String),
+    /// Scopes no method requires: a token carrying them would open nothing.
+    #[error("unknown scope(s) {}; valid scopes: {}", .unknown.join(", "), .valid.join(", "))]
+    UnknownScopes {
+        /// The names given that no method requires, in the order given.
+        unknown: Vec<String>,
+        /// Every scope some method requires.
+        valid: Vec<String>,
+    },
 }
 
 impl From<UnknownService> for UsageError {
@@ -213,6 +221,15 @@ fn parse_token(rest: &[String]) -> Result<Command, UsageError> {
             option: "--scopes SCOPE[,SCOPE...]",
         });
     }
+    let valid = custops_common::auth::known_scopes();
+    let unknown: Vec<String> = scopes
+        .iter()
+        .filter(|scope| !valid.contains(scope))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(UsageError::UnknownScopes { unknown, valid });
+    }
     Ok(Command::Token {
         subject,
         scopes,
@@ -259,6 +276,31 @@ mod tests {
                 option: "--scopes SCOPE[,SCOPE...]",
             }),
         );
+        let valid = custops_common::auth::known_scopes();
+        check(
+            &[
+                "token",
+                "--service",
+                "ops",
+                "--scopes",
+                "loyalty.read,loyalty.points.writ,admin",
+            ],
+            Err(UsageError::UnknownScopes {
+                unknown: vec!["loyalty.points.writ".to_owned(), "admin".to_owned()],
+                valid: valid.clone(),
+            }),
+        );
+        // The feed's `{service}` placeholder is expanded, and every declared scope is known.
+        for scope in [
+            "profiles.events.read",
+            "feedback.events.read",
+            "loyalty.points.write",
+            "profiles.privacy",
+            "segmentation.facts.read",
+        ] {
+            assert!(valid.iter().any(|v| v == scope), "{scope} in {valid:?}");
+        }
+        assert!(!valid.iter().any(|v| v.contains('{')), "{valid:?}");
     }
 
     #[test]

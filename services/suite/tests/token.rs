@@ -92,3 +92,27 @@ async fn a_minted_token_opens_exactly_its_scopes_on_a_real_service() -> anyhow::
     assert_eq!(health.into_inner().status, 1);
     suite.stop().await
 }
+
+#[test]
+fn a_scope_no_method_requires_is_refused_with_the_valid_ones_listed() -> anyhow::Result<()> {
+    let out = Command::new(env!("CARGO_BIN_EXE_custops"))
+        .args([
+            "token",
+            "--service",
+            "ops-test",
+            "--scopes",
+            "loyalty.read,loyalty.everything",
+        ])
+        .env_clear()
+        .env("CUSTOPS_AUTH_JWT_SECRET", KEY)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no token is printed");
+    assert!(stderr.contains("unknown scope(s) loyalty.everything;"), "{stderr}");
+    assert!(
+        stderr.contains("valid scopes: ") && stderr.contains("loyalty.points.write"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -11,7 +11,7 @@ mod error;
 
 pub use customer360::Peers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use custops_common::auth::Caller;
 use custops_common::error::{ServiceError, Violations};
@@ -375,13 +375,15 @@ impl ProfilesService for ProfilesApi {
         invalid(v)?;
         let (found, missing) = self.store.batch_get(&ids).await?;
         let mut merged = HashMap::new();
+        // A survivor reached through several ids (its own, merged ones) is listed once.
+        let mut listed = HashSet::new();
         let customers = found
             .iter()
-            .map(|(c, from)| {
+            .filter_map(|(c, from)| {
                 if let Some(from) = from {
                     merged.insert(from.to_string(), c.id.to_string());
                 }
-                c.into()
+                listed.insert(c.id).then(|| c.into())
             })
             .collect();
         Ok(Response::new(pb::BatchGetCustomersResponse {

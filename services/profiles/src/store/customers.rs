@@ -191,9 +191,16 @@ impl PgStore {
         let found = complete(&mut conn, rows).await?;
         let mut by_id: std::collections::HashMap<Uuid, Customer> =
             found.into_iter().map(|c| (c.id, c)).collect();
+        // Each requested id is answered once, however often it is repeated: the first
+        // occurrence takes its row out of `by_id`, later ones are skipped here rather than
+        // mistaken for missing ids.
+        let mut seen = std::collections::HashSet::new();
         let mut customers = Vec::new();
         let mut missing = Vec::new();
         for id in ids {
+            if !seen.insert(*id) {
+                continue;
+            }
             match by_id.remove(id) {
                 Some(c) if c.state == CustomerState::Merged => {
                     customers.push(resolve(&mut conn, *id, false).await?);

@@ -164,11 +164,6 @@ impl PgStore {
             unmerge_expire_time: now + Duration::days(UNMERGE_WINDOW_DAYS),
             unmerge: None,
         };
-        if cmd.validate_only {
-            target.traits = traits;
-            record.id = Uuid::nil();
-            return Ok((target, record));
-        }
         let source_before = pb::Customer::from(&source).encode_to_vec();
         let target_before = pb::Customer::from(&target).encode_to_vec();
         sqlx::query("UPDATE identities SET customer_id = $2 WHERE customer_id = $1")
@@ -270,6 +265,14 @@ impl PgStore {
             outbox::append(&mut tx, events::consent_changed(change)).await?;
         }
         outbox::append(&mut tx, events::customer_merged(&record, &target, &pii)).await?;
+        if cmd.validate_only {
+            // The preview is the merge itself, rolled back: the customer it answers is exactly
+            // the one a real merge would produce (identities, consents, traits), with no
+            // second copy of the merge rules to drift from the first.
+            drop(tx);
+            record.id = Uuid::nil();
+            return Ok((target, record));
+        }
         tx.commit().await?;
         tracing::info!(merge_id = %merge_id, "customers merged");
         Ok((target, record))

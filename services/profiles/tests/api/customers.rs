@@ -315,6 +315,53 @@ async fn get_and_batch_get_report_what_is_missing() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn batch_get_answers_each_customer_once_whatever_the_repeats() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let a = create(&app, customer(&unique_email("dup-a"))).await?;
+    let source = create(&app, customer(&unique_email("dup-src"))).await?;
+    let target = create(&app, customer(&unique_email("dup-tgt"))).await?;
+    client
+        .merge_customers(pb::MergeCustomersRequest {
+            source_customer_id: source.customer_id.clone(),
+            target_customer_id: target.customer_id.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let missing = uuid::Uuid::now_v7().to_string();
+
+    // `a` three times, the missing id twice, the survivor by its own id and by the merged one.
+    let batch = client
+        .batch_get_customers(pb::BatchGetCustomersRequest {
+            customer_ids: vec![
+                a.customer_id.clone(),
+                missing.clone(),
+                a.customer_id.clone(),
+                source.customer_id.clone(),
+                target.customer_id.clone(),
+                missing.clone(),
+                a.customer_id.clone(),
+            ],
+        })
+        .await?
+        .into_inner();
+
+    let ids: Vec<&str> = batch
+        .customers
+        .iter()
+        .map(|c| c.customer_id.as_str())
+        .collect();
+    assert_eq!(ids, [a.customer_id.as_str(), target.customer_id.as_str()]);
+    assert_eq!(batch.missing_customer_ids, [missing]);
+    assert_eq!(
+        batch.merged_customer_ids.get(&source.customer_id),
+        Some(&target.customer_id)
+    );
+    assert_eq!(batch.merged_customer_ids.len(), 1);
+    Ok(())
+}
+
 fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),

@@ -538,3 +538,84 @@ async fn an_unmerge_separates_the_customers_again() -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+/// The parts of a customer a merge decides: everything but the clock.
+fn merged_shape(c: &pb::Customer) -> pb::Customer {
+    let mut shape = c.clone();
+    shape.update_time = None;
+    for consent in &mut shape.consents {
+        consent.record_time = None;
+    }
+    for identity in &mut shape.identities {
+        identity.create_time = None;
+    }
+    shape
+}
+
+#[tokio::test]
+async fn a_merge_preview_is_the_customer_the_merge_produces_and_writes_nothing() -> anyhow::Result<()>
+{
+    // Arrange: the source brings an identity, a consent on a channel the target lacks, a
+    // display name and an activity.
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let mut source = customer(&unique_email("pv-src"));
+    source.display_name = "From Source".to_owned();
+    source.identities.push(identity(pb::IdentityType::Phone, "+8613800138000"));
+    source.consents = vec![pb::Consent {
+        channel: custops_contracts::custops::common::v1::ContactChannel::Sms as i32,
+        status: pb::ConsentStatus::Granted as i32,
+        source: "checkout_form".to_owned(),
+        ..Default::default()
+    }];
+    let source = create(&app, source).await?;
+    let target = create(&app, customer(&unique_email("pv-tgt"))).await?;
+    record(&app, &source.customer_id, "pv-1").await?;
+    let merge = pb::MergeCustomersRequest {
+        source_customer_id: source.customer_id.clone(),
+        target_customer_id: target.customer_id.clone(),
+        ..Default::default()
+    };
+
+    // Act 1: the preview.
+    let preview = client
+        .merge_customers(pb::MergeCustomersRequest {
+            validate_only: true,
+            ..merge.clone()
+        })
+        .await?
+        .into_inner();
+
+    // Assert 1: nothing written — the source is still active with its identities, no event.
+    let still = client
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: source.customer_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .customer
+        .unwrap_or_default();
+    assert_eq!(still.state, pb::CustomerState::Active as i32);
+    assert_eq!(still.identities.len(), 2);
+    assert!(
+        !crate::support::outbox_types(&app, &target.customer_id)
+            .await?
+            .iter()
+            .any(|t| t.ends_with("CustomerMerged"))
+    );
+    let record = preview.merge_record.unwrap_or_default();
+    assert_eq!(record.merge_id, "");
+    assert_eq!(record.moved_identity_count, 2);
+    assert_eq!(record.moved_activity_count, 1);
+
+    // Act 2: the real merge.
+    let merged = client.merge_customers(merge).await?.into_inner();
+
+    // Assert 2: the preview was exactly that customer (identities and consent included).
+    let preview = preview.customer.unwrap_or_default();
+    let merged = merged.customer.unwrap_or_default();
+    assert_eq!(preview.identities.len(), 3, "{:?}", preview.identities);
+    assert_eq!(preview.consents.len(), 1);
+    assert_eq!(merged_shape(&preview), merged_shape(&merged));
+    Ok(())
+}

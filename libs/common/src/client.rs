@@ -10,7 +10,9 @@
 //! - a bearer token naming the calling service and the scopes it asked for, minted locally and
 //!   renewed before it expires;
 //! - the W3C `traceparent` of the current span, in a `grpc.client` span, so the callee's work
-//!   joins the caller's trace;
+//!   joins the caller's trace; the span carries the OpenTelemetry RPC attributes, the call's
+//!   `rpc.grpc.status_code` (from the trailers, or from the transport failure) and the
+//!   `server.address` / `server.port` of the URL the channel was built for;
 //! - DNS-based balancing: the host is resolved to every address (a Kubernetes headless Service
 //!   answers one per ready pod) and re-resolved periodically; calls are spread over the
 //!   healthy ones (tower's power-of-two-choices balancer inside tonic).
@@ -28,6 +30,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
+use tonic::Code;
 use tonic::body::Body;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
@@ -36,6 +39,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthSettings, TokenIssuer};
 use crate::config::ClientSettings;
+use crate::layers::{StatusBody, grpc_status};
 use crate::service::ServiceKind;
 use crate::tls::ClientTls;
 use crate::trace_context;
@@ -255,6 +259,8 @@ impl ClientBuilder {
 
         let outgoing = Outgoing {
             inner: channel,
+            server_address: Arc::from(host.as_str()),
+            server_port: port,
             tokens: self.issuer.map(|issuer| {
                 Arc::new(TokenCache {
                     issuer,
@@ -351,6 +357,10 @@ impl TokenCache {
 #[derive(Debug, Clone)]
 struct Outgoing {
     inner: Channel,
+    /// The host of the channel's URL (a name, not the resolved pod address: the logical
+    /// server, as the OpenTelemetry conventions ask).
+    server_address: Arc<str>,
+    server_port: u16,
     tokens: Option<Arc<TokenCache>>,
 }
 
@@ -371,9 +381,13 @@ impl Service<Request<Body>> for Outgoing {
             "grpc.client",
             otel.name = %path,
             otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
             rpc.system = "grpc",
             rpc.service = %rpc_service,
             rpc.method = %rpc_method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            server.address = %self.server_address,
+            server.port = self.server_port,
         );
         span.in_scope(|| trace_context::inject_current(request.headers_mut()));
         if let Some(header) = self.tokens.as_ref().and_then(|tokens| tokens.header()) {
@@ -383,8 +397,61 @@ impl Service<Request<Body>> for Outgoing {
         }
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move { ready.call(request).await }.instrument(span))
+        let call_span = span.clone();
+        Box::pin(
+            async move {
+                match ready.call(request).await {
+                    Ok(response) => match grpc_status(response.headers()) {
+                        // Trailers-only: the call failed before any message.
+                        Some(code) => {
+                            record_status(&call_span, code);
+                            Ok(response)
+                        }
+                        // Otherwise the status comes in the trailers, after the messages.
+                        None => Ok(response.map(|body| {
+                            Body::new(StatusBody::new(body, move |code| {
+                                record_status(&call_span, code);
+                            }))
+                        })),
+                    },
+                    Err(error) => {
+                        record_status(&call_span, transport_code(&error));
+                        Err(error)
+                    }
+                }
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// Records a call's status on its client span. Per the OpenTelemetry gRPC conventions every
+/// code but OK makes a client span an error.
+fn record_status(span: &tracing::Span, code: Code) {
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// The status a caller sees for a call the transport failed, as tonic derives it: a status
+/// in the error's chain, CANCELLED for the channel's timeout, UNAVAILABLE when no connection
+/// could be made, UNKNOWN otherwise.
+fn transport_code(error: &tonic::transport::Error) -> Code {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(status) = error.downcast_ref::<tonic::Status>() {
+            return status.code();
+        }
+        if error.is::<tonic::TimeoutExpired>() {
+            return Code::Cancelled;
+        }
+        if error.is::<tonic::ConnectError>() {
+            return Code::Unavailable;
+        }
+        source = error.source();
+    }
+    Code::Unknown
 }
 
 /// How [`retry_idempotent`] retries.

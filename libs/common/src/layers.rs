@@ -2,9 +2,10 @@
 //!
 //! 1. [`RequestIdLayer`]: takes the caller's `x-request-id` or makes one, and echoes it back,
 //!    so every log line of a call and the caller's own logs share one id.
-//! 2. [`ObserveLayer`]: the server span (parented on the caller's W3C `traceparent`) and the
-//!    RPC metrics (`rpc.server.duration` by `rpc.grpc.status_code`), recorded when the call's
-//!    status is known, including for streams.
+//! 2. [`ObserveLayer`]: the server span (parented on the caller's W3C `traceparent`, and marked
+//!    as the work of the service registered for the listener the call came in on, see
+//!    `telemetry::register_listener`) and the RPC metrics (`rpc.server.duration` by
+//!    `rpc.grpc.status_code`), recorded when the call's status is known, including for streams.
 //! 3. [`AuthLayer`]: the bearer token and the method's scope; refusals are cheap and never
 //!    take a concurrency slot.
 //! 4. [`DeadlineLayer`]: the caller's `grpc-timeout`, capped by the server's maximum (which is
@@ -35,7 +36,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::{Authenticator, Caller};
-use crate::trace_context;
+use crate::{telemetry, trace_context};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -216,7 +217,11 @@ impl Middleware for ObserveMiddleware {
             request_id = %request_id,
         );
         // A malformed or absent traceparent leaves the span as the root of a new trace.
-        let _ = span.set_parent(trace_context::context_from_headers(request.headers()));
+        let mut parent = trace_context::context_from_headers(request.headers());
+        if let Some(service) = local_port(&request).and_then(telemetry::listener_service) {
+            parent = telemetry::with_service(parent, service);
+        }
+        let _ = span.set_parent(parent);
         let finish = CallFinish {
             span: span.clone(),
             start: Instant::now(),
@@ -243,7 +248,9 @@ impl Middleware for ObserveMiddleware {
                         finish.record(code);
                         Ok(response)
                     }
-                    None => Ok(response.map(|body| Body::new(ObservedBody::new(body, finish)))),
+                    None => Ok(response.map(|body| {
+                        Body::new(StatusBody::new(body, move |code| finish.record(code)))
+                    })),
                 }
             }
             .instrument(span),
@@ -258,7 +265,23 @@ fn split_path(path: &str) -> (String, String) {
     (service, method)
 }
 
-fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
+/// The local port of the connection a call arrived on (plain or TLS).
+fn local_port(request: &Request<Body>) -> Option<u16> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::local_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().local_addr())
+        })
+        .map(|addr| addr.port())
+}
+
+/// The `grpc-status` of a response's headers or trailers.
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
     headers
         .get("grpc-status")
         .and_then(|value| value.to_str().ok())
@@ -316,28 +339,30 @@ fn is_server_fault(code: Code) -> bool {
 }
 
 /// A response body that reports the call's status when its trailers pass by, or CANCELLED
-/// when the client went away first.
-struct ObservedBody {
+/// when the other side went away first. The server span and metrics use it, and so does the
+/// client span of outgoing calls (`client.rs`).
+pub(crate) struct StatusBody {
     inner: Body,
-    finish: Option<CallFinish>,
+    on_status: Option<Box<dyn FnOnce(Code) + Send + Sync>>,
 }
 
-impl ObservedBody {
-    fn new(inner: Body, finish: CallFinish) -> Self {
+impl StatusBody {
+    /// `inner`, calling `on_status` once with the call's status.
+    pub(crate) fn new(inner: Body, on_status: impl FnOnce(Code) + Send + Sync + 'static) -> Self {
         Self {
             inner,
-            finish: Some(finish),
+            on_status: Some(Box::new(on_status)),
         }
     }
 
     fn finish(&mut self, code: Code) {
-        if let Some(finish) = self.finish.take() {
-            finish.record(code);
+        if let Some(on_status) = self.on_status.take() {
+            on_status(code);
         }
     }
 }
 
-impl http_body::Body for ObservedBody {
+impl http_body::Body for StatusBody {
     type Data = bytes::Bytes;
     type Error = Status;
 
@@ -370,7 +395,7 @@ impl http_body::Body for ObservedBody {
     }
 }
 
-impl Drop for ObservedBody {
+impl Drop for StatusBody {
     fn drop(&mut self) {
         self.finish(Code::Cancelled);
     }

@@ -2,20 +2,39 @@
 //! filtered by `RUST_LOG` (default `info`); spans into OpenTelemetry, exported over OTLP with
 //! RPC metrics when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Logs go to stderr so stdout stays free for command output
 //! (`custops token` prints a token there).
+//!
+//! # One process, several services
+//!
+//! `custops dev` (and the end-to-end tests) run the four services in one process, under one
+//! `tracing` subscriber. Their spans must still name their own `service.name`, which
+//! OpenTelemetry takes from the tracer provider's resource. So [`init_hosting`] builds one
+//! tracer provider per hosted service, and the tracer handed to `tracing-opentelemetry` picks
+//! the provider of each span from a service mark in the span's parent OpenTelemetry context
+//! ([`with_service`]). The mark is set where a service's work starts: the server span of a call
+//! (the server layer finds the service of the listener the call arrived on, registered with
+//! [`register_listener`]) and the root of a service's background work ([`in_service`]). Child
+//! spans inherit it through their parent's context; a `traceparent` from another service never
+//! carries it. Spans with no mark go to the process's provider.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::RwLock;
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::Context;
+use opentelemetry::context::{FutureExt as _, WithContext};
+use opentelemetry::trace::{SpanBuilder, Tracer, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, fmt};
 
 use crate::config::{ConfigError, Environment};
+use crate::service::ServiceKind;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +79,10 @@ pub enum Exporters {
     /// OTLP over gRPC to this collector endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`): batched
     /// spans and periodic metrics.
     Otlp(String),
-    /// Spans handed to this exporter synchronously as they end (tests use the in-memory one).
-    Spans(Box<dyn FnOnce() -> opentelemetry_sdk::trace::SdkTracerProvider + Send>),
+    /// Spans handed synchronously as they end to the tracer provider this builds for a
+    /// resource: called once for the process and once per hosted service (tests use the
+    /// in-memory exporter, and tell the services apart by the resource's `service.name`).
+    Spans(Box<dyn Fn(Resource) -> SdkTracerProvider + Send>),
 }
 
 impl std::fmt::Debug for Exporters {
@@ -87,15 +108,17 @@ impl Exporters {
 /// Keeps the telemetry pipeline alive; [`Telemetry::shutdown`] flushes what is buffered.
 #[derive(Debug)]
 pub struct Telemetry {
-    tracer_provider: SdkTracerProvider,
+    tracer_providers: Vec<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
 }
 
 impl Telemetry {
     /// Flushes and stops the exporters (at the end of a graceful shutdown).
     pub fn shutdown(self) {
-        if let Err(error) = self.tracer_provider.shutdown() {
-            tracing::warn!(%error, "flushing spans failed");
+        for provider in self.tracer_providers {
+            if let Err(error) = provider.shutdown() {
+                tracing::warn!(%error, "flushing spans failed");
+            }
         }
         if let Some(meter_provider) = self.meter_provider
             && let Err(error) = meter_provider.shutdown()
@@ -109,34 +132,74 @@ impl Telemetry {
 /// `service.name`. Only the first call in a process installs anything (several services in one
 /// test process, or `custops dev`, share it); later calls return `None`.
 pub fn init(service_name: &str, format: LogFormat, exporters: Exporters) -> Option<Telemetry> {
+    init_hosting(service_name, &[], format, exporters)
+}
+
+/// [`init`] for a process that hosts `services` (`custops dev`): the spans of each one's work
+/// are exported under its own `service.name` ([`service_name`]), everything else under
+/// `process_name`. See the module docs.
+pub fn init_hosting(
+    process_name: &str,
+    services: &[ServiceKind],
+    format: LogFormat,
+    exporters: Exporters,
+) -> Option<Telemetry> {
     static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     if INSTALLED.set(()).is_err() {
         return None;
     }
-    let resource = Resource::builder()
-        .with_service_name(service_name.to_owned())
-        .build();
+    let resource = |name: &str| {
+        Resource::builder()
+            .with_service_name(name.to_owned())
+            .build()
+    };
     let mut meter_provider = None;
-    let tracer_provider = match exporters {
-        Exporters::None => SdkTracerProvider::builder().with_resource(resource).build(),
-        Exporters::Spans(make) => make(),
+    let (process, hosted) = match exporters {
+        // Nothing is exported, so every span may as well come from one provider.
+        Exporters::None => (plain_provider(resource(process_name)), Vec::new()),
+        Exporters::Spans(make) => (
+            make(resource(process_name)),
+            services
+                .iter()
+                .map(|s| (*s, make(resource(&service_name(*s)))))
+                .collect(),
+        ),
         Exporters::Otlp(endpoint) => {
-            match otlp_providers(&endpoint, resource.clone()) {
-                Ok((tracer, meter)) => {
+            let pipelines =
+                otlp_meter_provider(&endpoint, resource(process_name)).and_then(|meter| {
+                    let process = otlp_tracer_provider(&endpoint, resource(process_name))?;
+                    let hosted = services
+                        .iter()
+                        .map(|s| {
+                            otlp_tracer_provider(&endpoint, resource(&service_name(*s)))
+                                .map(|provider| (*s, provider))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    Ok((meter, process, hosted))
+                });
+            match pipelines {
+                Ok((meter, process, hosted)) => {
                     opentelemetry::global::set_meter_provider(meter.clone());
                     meter_provider = Some(meter);
-                    tracer
+                    (process, hosted)
                 }
                 Err(error) => {
                     // Telemetry must never stop the service; say so and carry on without export.
                     eprintln!("custops: OTLP export to {endpoint} disabled: {error:#}");
-                    SdkTracerProvider::builder().with_resource(resource).build()
+                    (plain_provider(resource(process_name)), Vec::new())
                 }
             }
         }
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+    opentelemetry::global::set_tracer_provider(process.clone());
+    let tracer = ServiceTracers {
+        process: process.tracer("custops"),
+        hosted: hosted
+            .iter()
+            .map(|(service, provider)| (*service, provider.tracer("custops")))
+            .collect(),
+    };
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (text, json) = match format {
@@ -155,7 +218,7 @@ pub fn init(service_name: &str, format: LogFormat, exporters: Exporters) -> Opti
     // Spans go to OpenTelemetry at INFO whatever RUST_LOG says, so a quiet log level does not
     // break traces.
     let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer_provider.tracer("custops"))
+        .with_tracer(tracer)
         .with_filter(LevelFilter::INFO);
     let installed = tracing_subscriber::registry()
         .with(text.with_filter(filter.clone()))
@@ -166,34 +229,118 @@ pub fn init(service_name: &str, format: LogFormat, exporters: Exporters) -> Opti
         // Someone else installed a subscriber first; keep theirs.
         return None;
     }
+    let mut tracer_providers = vec![process];
+    tracer_providers.extend(hosted.into_iter().map(|(_, provider)| provider));
     Some(Telemetry {
-        tracer_provider,
+        tracer_providers,
         meter_provider,
     })
 }
 
-fn otlp_providers(
-    endpoint: &str,
-    resource: Resource,
-) -> anyhow::Result<(SdkTracerProvider, SdkMeterProvider)> {
+/// The `service.name` of `service`'s spans: what its own binary calls itself.
+pub fn service_name(service: ServiceKind) -> String {
+    format!("custops-{service}")
+}
+
+fn plain_provider(resource: Resource) -> SdkTracerProvider {
+    SdkTracerProvider::builder().with_resource(resource).build()
+}
+
+fn otlp_tracer_provider(endpoint: &str, resource: Resource) -> anyhow::Result<SdkTracerProvider> {
     use opentelemetry_otlp::WithExportConfig;
     let spans = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(spans)
+        .with_resource(resource)
+        .build())
+}
+
+fn otlp_meter_provider(endpoint: &str, resource: Resource) -> anyhow::Result<SdkMeterProvider> {
+    use opentelemetry_otlp::WithExportConfig;
     let metrics = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()?;
-    let tracer = SdkTracerProvider::builder()
-        .with_batch_exporter(spans)
-        .with_resource(resource.clone())
-        .build();
-    let meter = SdkMeterProvider::builder()
+    Ok(SdkMeterProvider::builder()
         .with_periodic_exporter(metrics)
         .with_resource(resource)
-        .build();
-    Ok((tracer, meter))
+        .build())
+}
+
+/// The mark of a service's work in an OpenTelemetry context (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServiceMark(ServiceKind);
+
+/// `cx` marked as the work of `service`: spans started under it are exported under
+/// `service`'s name when the process hosts it.
+pub fn with_service(cx: Context, service: ServiceKind) -> Context {
+    cx.with_value(ServiceMark(service))
+}
+
+/// The service whose work the current context is, if marked.
+pub fn current_service() -> Option<ServiceKind> {
+    Context::current().get::<ServiceMark>().map(|mark| mark.0)
+}
+
+/// An empty context keeping only the current context's service mark: the base on which a
+/// span continues a trace from elsewhere (a `traceparent`) without forgetting whose work it is.
+pub fn current_service_context() -> Context {
+    match current_service() {
+        Some(service) => with_service(Context::new(), service),
+        None => Context::new(),
+    }
+}
+
+/// Runs `future` as `service`'s work: the root of a background task a service spawns (a
+/// worker, a feed consumer), so its spans carry the service's name.
+pub fn in_service<F: Future>(service: ServiceKind, future: F) -> WithContext<F> {
+    future.with_context(with_service(Context::new(), service))
+}
+
+/// Which service listens on each local port, for processes hosting several services.
+static LISTENERS: RwLock<BTreeMap<u16, ServiceKind>> = RwLock::new(BTreeMap::new());
+
+/// Records that `service` serves the listener on local `port`: the server spans of calls
+/// arriving there are marked as its work. A process serving one service need not call it.
+pub fn register_listener(port: u16, service: ServiceKind) {
+    if let Ok(mut listeners) = LISTENERS.write() {
+        listeners.insert(port, service);
+    }
+}
+
+/// Forgets the listener on `port` (its server has stopped).
+pub fn unregister_listener(port: u16) {
+    if let Ok(mut listeners) = LISTENERS.write() {
+        listeners.remove(&port);
+    }
+}
+
+/// The service registered for local `port`.
+pub fn listener_service(port: u16) -> Option<ServiceKind> {
+    LISTENERS.read().ok()?.get(&port).copied()
+}
+
+/// The tracer `tracing-opentelemetry` uses: each span comes from the provider of the service
+/// marked in its parent context, or from the process's.
+#[derive(Debug, Clone)]
+struct ServiceTracers {
+    process: SdkTracer,
+    hosted: Vec<(ServiceKind, SdkTracer)>,
+}
+
+impl Tracer for ServiceTracers {
+    type Span = opentelemetry_sdk::trace::Span;
+
+    fn build_with_context(&self, builder: SpanBuilder, parent_cx: &Context) -> Self::Span {
+        let tracer = parent_cx
+            .get::<ServiceMark>()
+            .and_then(|mark| self.hosted.iter().find(|(service, _)| *service == mark.0))
+            .map_or(&self.process, |(_, tracer)| tracer);
+        tracer.build_with_context(builder, parent_cx)
+    }
 }
 
 /// A value that must not reach logs or spans (email, phone, names): its `Debug` and `Display`

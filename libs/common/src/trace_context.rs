@@ -26,13 +26,23 @@ pub fn current_trace_id() -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
-/// The OpenTelemetry context a `traceparent` value describes; the empty context when the value
-/// is empty or malformed (a bad header never fails a call).
+/// The OpenTelemetry context a `traceparent` value describes; no span when the value is empty
+/// or malformed (a bad header never fails a call). It keeps the current context's service mark
+/// (`telemetry::with_service`), so work a service resumes from a stored `traceparent` (an
+/// outbox event, a queued reward) is still exported as that service's.
 pub fn context_from_traceparent(traceparent: &str) -> Context {
     let carrier = TraceparentCarrier {
         traceparent: Some(traceparent.to_owned()),
     };
-    TraceContextPropagator::new().extract(&carrier)
+    TraceContextPropagator::new()
+        .extract_with_context(&crate::telemetry::current_service_context(), &carrier)
+}
+
+/// Makes `span` continue the trace a stored `traceparent` names (an outbox row, a queued job),
+/// keeping the current service mark; with an empty or malformed value it starts a new trace.
+/// Without an OpenTelemetry layer (telemetry off) there is nothing to set.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let _ = span.set_parent(context_from_traceparent(traceparent));
 }
 
 /// The OpenTelemetry context carried by HTTP/2 headers (gRPC metadata).

@@ -108,7 +108,12 @@ fn start_reward_worker(
         .and_then(ClientBuilder::build)
     {
         Ok(channel) => {
-            tokio::spawn(rewards::run(pool, channel, options, stop));
+            // Marked as feedback's work: in a process hosting several services (`custops
+            // dev`) its spans still carry feedback's service.name.
+            tokio::spawn(custops_common::telemetry::in_service(
+                ServiceKind::Feedback,
+                rewards::run(pool, channel, options, stop),
+            ));
         }
         Err(error) => {
             tracing::warn!(%error, "survey rewards will queue until loyalty is reachable");

@@ -130,7 +130,12 @@ pub async fn erase(
 pub fn follow(pool: PgPool, channel: ServiceChannel, shutdown: CancellationToken) {
     let mut options = ConsumerOptions::new("profiles");
     options.event_types = vec![CustomerMerged::full_name(), CustomerErased::full_name()];
-    Consumer::new(pool, channel, ProfilesFeed, options).spawn(shutdown);
+    // Marked as feedback's work, so its spans carry feedback's service.name in `custops dev`.
+    let consumer = Consumer::new(pool, channel, ProfilesFeed, options);
+    tokio::spawn(custops_common::telemetry::in_service(
+        ServiceKind::Feedback,
+        consumer.run(shutdown),
+    ));
 }
 
 /// Follows profiles when its URL is configured (`CUSTOPS_PROFILES_URL`).

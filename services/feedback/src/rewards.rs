@@ -9,18 +9,24 @@
 //! failures (loyalty down, deadline) are retried with exponential backoff until loyalty
 //! answers; a refusal (member or program unknown, …) makes the reward REJECTED, which
 //! RetryReward can re-queue.
+//!
+//! Each delivery runs in a `survey_reward` span continuing the trace of the call that queued
+//! the reward (`reward_traceparent`, stored with the response as the outbox stores its
+//! producer's), so one trace shows the response, the EarnPoints call and loyalty's work.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use custops_common::client::ServiceChannel;
 use custops_common::outbox::{self, OutboxEvent};
+use custops_common::trace_context;
 use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::loyalty::v1 as loyalty;
 use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::api::convert::ts;
@@ -66,6 +72,8 @@ struct Due {
     points: i64,
     program_id: String,
     attempt: i32,
+    /// The trace to continue (empty: none).
+    traceparent: String,
 }
 
 /// What loyalty said.
@@ -116,7 +124,7 @@ async fn round(
            WHERE reward_status IN ('pending', 'retrying') AND reward_next_attempt <= $1 \
            ORDER BY reward_next_attempt LIMIT $3 FOR UPDATE SKIP LOCKED) \
          RETURNING response_id, survey_id, customer_id, reward_points, reward_program_id, \
-           reward_attempt_count",
+           reward_attempt_count, reward_traceparent",
     )
     .bind(now)
     .bind(lease_until)
@@ -134,12 +142,23 @@ async fn round(
                 .try_get::<Option<String>, _>("reward_program_id")?
                 .unwrap_or_default(),
             attempt: row.try_get("reward_attempt_count")?,
+            traceparent: row.try_get("reward_traceparent")?,
         });
     }
     let n = leased.len();
     for due in leased {
-        let outcome = earn(client.clone(), &due, options.call_timeout).await;
-        record(pool, &due, outcome, options).await?;
+        let span = tracing::info_span!(
+            "survey_reward",
+            response_id = %due.response_id,
+            attempt = due.attempt,
+        );
+        trace_context::continue_trace(&span, &due.traceparent);
+        async {
+            let outcome = earn(client.clone(), &due, options.call_timeout).await;
+            record(pool, &due, outcome, options).await
+        }
+        .instrument(span)
+        .await?;
     }
     Ok(n)
 }
@@ -323,12 +342,16 @@ pub async fn requeue(
     response_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    // The retried delivery continues the RetryReward call's trace: that is where someone looks
+    // for its outcome.
     sqlx::query(
-        "UPDATE responses SET reward_status = 'pending', reward_next_attempt = $2 \
+        "UPDATE responses SET reward_status = 'pending', reward_next_attempt = $2, \
+           reward_traceparent = $3 \
          WHERE response_id = $1 AND reward_status = 'rejected'",
     )
     .bind(response_id)
     .bind(now)
+    .bind(trace_context::current_traceparent())
     .execute(conn)
     .await?;
     Ok(())

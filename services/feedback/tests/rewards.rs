@@ -1,20 +1,27 @@
 //! Survey rewards through the real loyalty service started in-process: delivered exactly
-//! once even when loyalty is down while the responses arrive.
+//! once even when loyalty is down while the responses arrive, and traced as one trace from the
+//! response to loyalty's ledger entry.
 
 #[allow(dead_code, reason = "the helpers are shared with the api tests")]
 #[path = "api/helpers.rs"]
 mod helpers;
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
+use custops_common::telemetry::{self, Exporters, LogFormat, Telemetry};
 use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::loyalty::v1 as lpb;
 use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
 use custops_feedback::domain::clock::ManualClock;
 use custops_testkit::{TestDatabase, eventually};
+use opentelemetry::Key;
+use opentelemetry::trace::SpanKind;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
@@ -286,4 +293,209 @@ async fn invite_customer(
         .invitation
         .map(|i| i.invitation_id)
         .unwrap_or_default())
+}
+
+/// Every finished span of this test process with the `service.name` that exported it:
+/// telemetry installed once, as `custops dev` installs it for the services it hosts.
+type Exported = Arc<Mutex<Vec<(String, InMemorySpanExporter)>>>;
+
+fn exported() -> anyhow::Result<Exported> {
+    static INSTALLED: OnceLock<Option<(Exported, Telemetry)>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let exported = Exported::default();
+            let make = {
+                let exported = exported.clone();
+                move |resource: Resource| {
+                    let exporter = InMemorySpanExporter::default();
+                    let name = resource
+                        .get(&Key::new("service.name"))
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    if let Ok(mut all) = exported.lock() {
+                        all.push((name, exporter.clone()));
+                    }
+                    SdkTracerProvider::builder()
+                        .with_simple_exporter(exporter)
+                        .with_resource(resource)
+                        .build()
+                }
+            };
+            telemetry::init_hosting(
+                "custops-test",
+                &[ServiceKind::Feedback, ServiceKind::Loyalty],
+                LogFormat::Text,
+                Exporters::Spans(Box::new(make)),
+            )
+            .map(|telemetry| (exported, telemetry))
+        })
+        .as_ref()
+        .map(|(exported, _)| exported.clone())
+        .ok_or_else(|| anyhow::anyhow!("telemetry was already installed"))
+}
+
+fn finished(exported: &Exported) -> anyhow::Result<Vec<(String, SpanData)>> {
+    let all = exported
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let mut spans = Vec::new();
+    for (name, exporter) in all {
+        spans.extend(
+            exporter
+                .get_finished_spans()?
+                .into_iter()
+                .map(|s| (name.clone(), s)),
+        );
+    }
+    Ok(spans)
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+}
+
+#[tokio::test]
+async fn a_reward_continues_the_trace_of_its_response_into_loyalty() -> anyhow::Result<()> {
+    let exported = exported()?;
+    let db = TestDatabase::create().await?;
+    let db_url = db.url().to_owned();
+    let (port, loyalty_stop, _task) = start_loyalty(&db_url, 0).await?;
+    telemetry::register_listener(port, ServiceKind::Loyalty);
+    let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+    let program_id = loyalty
+        .create_program(lpb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(program()),
+        })
+        .await?
+        .into_inner()
+        .program
+        .map(|p| p.program_id)
+        .unwrap_or_default();
+    let customer_id = uuid::Uuid::now_v7().to_string();
+    loyalty
+        .enrol_member(lpb::EnrolMemberRequest {
+            request_id: rid(),
+            program_id: program_id.clone(),
+            customer_id: customer_id.clone(),
+            enrol_channel: "app".to_owned(),
+        })
+        .await?;
+    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
+    settings
+        .clients
+        .peers
+        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let mut app = spawn_app_with(db, settings, ManualClock::new(Utc::now())).await?;
+    telemetry::register_listener(app.port, ServiceKind::Feedback);
+    let mut survey = full_survey();
+    survey.reward = Some(pb::SurveyReward {
+        points: 3,
+        program_id,
+    });
+    let survey_id = active_survey(&mut app.client, survey).await?;
+    let invitation_id = invite_customer(&mut app.client, &survey_id, &customer_id).await?;
+
+    let response_id = app
+        .client
+        .submit_response(submit_request(&invitation_id, vec![score("nps", 9)]))
+        .await?
+        .into_inner()
+        .survey_response
+        .map(|r| r.response_id)
+        .unwrap_or_default();
+    let client = app.client.clone();
+    let delivered = eventually(Duration::from_secs(15), || {
+        let mut client = client.clone();
+        let response_id = response_id.clone();
+        async move {
+            client
+                .get_response(pb::GetResponseRequest { response_id })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().survey_response)
+                .and_then(|r| r.reward)
+                .is_some_and(|w| w.status() == pb::RewardStatus::Delivered)
+        }
+    })
+    .await;
+    assert!(delivered, "the reward was not delivered");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The delivery's span, then everything in its trace.
+    let spans = finished(&exported)?;
+    let delivery = spans
+        .iter()
+        .find(|(_, s)| {
+            s.name == "survey_reward"
+                && attribute(s, "response_id").as_deref() == Some(response_id.as_str())
+        })
+        .map(|(_, s)| s.clone())
+        .ok_or_else(|| anyhow::anyhow!("no survey_reward span for the response"))?;
+    let trace: Vec<&(String, SpanData)> = spans
+        .iter()
+        .filter(|(_, s)| s.span_context.trace_id() == delivery.span_context.trace_id())
+        .collect();
+    let one = |name: &str, kind: SpanKind| {
+        let found: Vec<&(String, SpanData)> = trace
+            .iter()
+            .copied()
+            .filter(|(_, s)| s.name == name && s.span_kind == kind)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {kind:?} in {trace:#?}");
+        found[0].clone()
+    };
+    let (submit_service, submit) = one(
+        "custops.feedback.v1.FeedbackService/SubmitResponse",
+        SpanKind::Server,
+    );
+    let (earn_client_service, earn_client) = one(
+        "custops.loyalty.v1.LoyaltyService/EarnPoints",
+        SpanKind::Client,
+    );
+    let (earn_server_service, earn_server) = one(
+        "custops.loyalty.v1.LoyaltyService/EarnPoints",
+        SpanKind::Server,
+    );
+    // response → reward delivery → client call → loyalty's server span.
+    let parent_of = |id| {
+        trace
+            .iter()
+            .find(|(_, s)| s.span_context.span_id() == id)
+            .map(|(_, s)| s.parent_span_id)
+    };
+    let mut ancestor = delivery.parent_span_id;
+    while ancestor != submit.span_context.span_id() {
+        ancestor = parent_of(ancestor).ok_or_else(|| {
+            anyhow::anyhow!("the delivery does not continue the SubmitResponse call: {trace:#?}")
+        })?;
+    }
+    assert_eq!(earn_client.parent_span_id, delivery.span_context.span_id());
+    assert_eq!(
+        earn_server.parent_span_id,
+        earn_client.span_context.span_id()
+    );
+    // The client span says how the call ended and whom it called.
+    assert_eq!(
+        attribute(&earn_client, "rpc.grpc.status_code").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        attribute(&earn_client, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        attribute(&earn_client, "server.port"),
+        Some(port.to_string())
+    );
+    // Each service's spans under its own name, though both run in this process.
+    assert_eq!(submit_service, "custops-feedback");
+    assert_eq!(earn_client_service, "custops-feedback");
+    assert_eq!(earn_server_service, "custops-loyalty");
+    loyalty_stop.cancel();
+    Ok(())
 }

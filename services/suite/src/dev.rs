@@ -1,5 +1,7 @@
 //! Running several services in one process: each gets its own listener and task, and one
-//! token stops them all, each draining as it would alone.
+//! token stops them all, each draining as it would alone. Each listener is registered with
+//! telemetry, so the spans of calls it serves name their own service
+//! (`telemetry::register_listener`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,6 +9,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
+use custops_common::telemetry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +48,7 @@ pub async fn start(settings: Vec<ServiceSettings>) -> anyhow::Result<RunningSuit
     for app in apps {
         let service = app.service();
         addrs.insert(service, app.local_addr());
+        telemetry::register_listener(app.local_addr().port(), service);
         let stopped = stop.clone().cancelled_owned();
         tasks.spawn(async move {
             app.run_until_stopped(stopped)
@@ -79,6 +83,9 @@ impl RunningSuite {
     /// Signals every service to drain and waits until all have stopped; the first error wins.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.cancel();
+        for addr in self.addrs.values() {
+            telemetry::unregister_listener(addr.port());
+        }
         let mut result = Ok(());
         while let Some(finished) = self.tasks.join_next().await {
             let outcome = finished

@@ -25,8 +25,18 @@ async fn main() -> ExitCode {
         }
     };
     let env = Environment::from_process();
+    // `custops dev` hosts the four services: each one's spans carry its own service.name.
+    let hosted: &[ServiceKind] = match command {
+        Command::Dev => &ServiceKind::ALL,
+        _ => &[],
+    };
     let telemetry = match telemetry::log_format_from_env(&env) {
-        Ok(format) => telemetry::init("custops", format, telemetry::Exporters::from_env(&env)),
+        Ok(format) => telemetry::init_hosting(
+            "custops",
+            hosted,
+            format,
+            telemetry::Exporters::from_env(&env),
+        ),
         Err(error) => return config_error(&error),
     };
     let result = match command {

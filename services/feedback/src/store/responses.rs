@@ -199,9 +199,10 @@ pub async fn insert_response(conn: &mut PgConnection, r: &SurveyResponse) -> Res
         "INSERT INTO responses (response_id, invitation_id, survey_id, customer_id, \
          touchpoint_kind, touchpoint_id, channel, answers, completed, nps_score, nps_omitted, \
          csat_score, csat_omitted, ces_score, ces_omitted, follow_up_ticket_id, submit_time, \
-         reward_status, reward_points, reward_program_id, reward_next_attempt, segment_ids) \
+         reward_status, reward_points, reward_program_id, reward_next_attempt, segment_ids, \
+         reward_traceparent) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15, $16, \
-         $17, $18, $19, $20, $21, $22)",
+         $17, $18, $19, $20, $21, $22, $23)",
     )
     .bind(r.id)
     .bind(r.invitation_id)
@@ -225,6 +226,12 @@ pub async fn insert_response(conn: &mut PgConnection, r: &SurveyResponse) -> Res
     .bind(reward.map(|w| w.program_id.clone()))
     .bind(reward.and_then(|w| w.next_attempt_time))
     .bind(&r.segment_ids)
+    // The reward worker continues the submitting call's trace from here.
+    .bind(if reward.is_some() {
+        custops_common::trace_context::current_traceparent()
+    } else {
+        String::new()
+    })
     .execute(conn)
     .await?;
     Ok(())

@@ -21,6 +21,9 @@ pub(crate) type Client = FeedbackServiceClient<Channel>;
 /// A running feedback service.
 pub(crate) struct TestApp {
     pub(crate) client: Client,
+    /// The port the service listens on.
+    #[allow(dead_code, reason = "read by tests/rewards.rs, which shares these helpers")]
+    pub(crate) port: u16,
     pub(crate) clock: ManualClock,
     /// Admin pool on the test database (schema-qualify: `feedback.tickets`).
     pub(crate) pool: PgPool,
@@ -86,6 +89,7 @@ pub(crate) async fn spawn_app_with(
     let pool = PgPool::connect(db.url()).await?;
     Ok(TestApp {
         client,
+        port,
         clock,
         pool,
         stop,

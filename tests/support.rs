@@ -1,13 +1,30 @@
 //! Shared set-up of the end-to-end tests: the whole suite, started in-process exactly as
-//! `custops dev` starts it, against a database of the test's own.
+//! `custops dev` starts it — each service pointed at the others, so feeds, rewards, segment
+//! targeting, Customer 360 and the export all run for real — against a database of the test's
+//! own; typed clients; and the fixture of a customer known to all four services.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use anyhow::Context;
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
+use custops_contracts::custops::common::v1 as common;
+use custops_contracts::custops::feedback::v1 as feedback;
+use custops_contracts::custops::feedback::v1::feedback_service_client::FeedbackServiceClient;
+use custops_contracts::custops::loyalty::v1 as loyalty;
+use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
+use custops_contracts::custops::profiles::v1 as profiles;
+use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
+use custops_contracts::custops::segmentation::v1 as segmentation;
+use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use custops_suite::dev::{self, RunningSuite};
 use custops_testkit::TestDatabase;
+use tonic::transport::Channel;
+
+/// How long a test waits for a change to travel through the feeds.
+pub const PROPAGATION: Duration = Duration::from_secs(30);
 
 /// The four services running for one test. Dropping it without [`TestSuite::stop`] leaves the
 /// servers to die with the test's runtime.
@@ -19,16 +36,58 @@ pub struct TestSuite {
     pub database: TestDatabase,
 }
 
+/// `n` distinct free loopback ports. They are free when this returns; a test that loses one
+/// to another process in the moment before its server binds it starts again (`start`).
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 impl TestSuite {
-    /// Starts all four services on free loopback ports against a fresh database.
+    /// Starts all four services on free loopback ports against a fresh database, each with
+    /// the others' URLs, as `custops dev` wires them.
     pub async fn start() -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
-        let settings = ServiceKind::ALL
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_on_free_ports(&database).await {
+                Ok(services) => return Ok(Self { services, database }),
+                Err(error) if attempt < 3 && format!("{error:#}").contains("could not bind") => {
+                    tracing::warn!(error = format!("{error:#}"), "a port was taken; again");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn start_on_free_ports(database: &TestDatabase) -> anyhow::Result<RunningSuite> {
+        let ports = free_ports(ServiceKind::ALL.len())?;
+        let addrs: Vec<(ServiceKind, SocketAddr)> = ServiceKind::ALL
             .into_iter()
-            .map(|service| ServiceSettings::for_local(service, database.url()))
+            .zip(ports)
+            .map(|(service, port)| (service, SocketAddr::from(([127, 0, 0, 1], port))))
             .collect();
-        let services = dev::start(settings).await?;
-        Ok(Self { services, database })
+        let settings = addrs
+            .iter()
+            .map(|(service, addr)| {
+                let mut settings = ServiceSettings::for_local(*service, database.url());
+                settings.server.listen_addr = *addr;
+                for (peer, peer_addr) in addrs.iter().filter(|(peer, _)| peer != service) {
+                    settings
+                        .clients
+                        .peers
+                        .insert(*peer, format!("http://{peer_addr}"));
+                }
+                settings
+            })
+            .collect();
+        dev::start(settings).await
     }
 
     /// Where `service` listens.
@@ -39,7 +98,7 @@ impl TestSuite {
     }
 
     /// A plaintext channel to `service`.
-    pub async fn channel(&self, service: ServiceKind) -> anyhow::Result<tonic::transport::Channel> {
+    pub async fn channel(&self, service: ServiceKind) -> anyhow::Result<Channel> {
         let addr = self.addr(service)?;
         tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .connect()
@@ -47,8 +106,435 @@ impl TestSuite {
             .with_context(|| format!("Failed to connect to {service} at {addr}"))
     }
 
+    /// Typed clients of the four services.
+    pub async fn clients(&self) -> anyhow::Result<Clients> {
+        Ok(Clients {
+            profiles: ProfilesServiceClient::new(self.channel(ServiceKind::Profiles).await?),
+            segmentation: SegmentationServiceClient::new(
+                self.channel(ServiceKind::Segmentation).await?,
+            ),
+            loyalty: LoyaltyServiceClient::new(self.channel(ServiceKind::Loyalty).await?),
+            feedback: FeedbackServiceClient::new(self.channel(ServiceKind::Feedback).await?),
+        })
+    }
+
     /// Drains every service, then drops the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.services.stop().await
+    }
+}
+
+/// A client of each service.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// custops.profiles.v1.ProfilesService
+    pub profiles: ProfilesServiceClient<Channel>,
+    /// custops.segmentation.v1.SegmentationService
+    pub segmentation: SegmentationServiceClient<Channel>,
+    /// custops.loyalty.v1.LoyaltyService
+    pub loyalty: LoyaltyServiceClient<Channel>,
+    /// custops.feedback.v1.FeedbackService
+    pub feedback: FeedbackServiceClient<Channel>,
+}
+
+/// Polls `check` until it answers true or `timeout` passes; whether it did.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if matches!(check().await, Ok(true)) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The time `hours` ago.
+pub fn hours_ago(hours: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(std::time::SystemTime::now() - Duration::from_secs(hours * 3600))
+}
+
+/// A fresh idempotency key.
+pub fn rid() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// What the suite-wide objects of a test are: one loyalty program, one NPS survey, one
+/// static segment.
+#[derive(Debug, Clone)]
+pub struct World {
+    /// A loyalty program (CNY, 1 point per yuan, tiers Member and Silver at 100 points).
+    pub program_id: String,
+    /// An active NPS survey about orders.
+    pub survey_id: String,
+    /// A static segment.
+    pub static_segment_id: String,
+    /// A rule segment: customers with at least one purchase.
+    pub buyers_segment_id: String,
+}
+
+/// What a customer left in every service (see [`Clients::leave_traces`]).
+#[derive(Debug, Clone, Default)]
+pub struct Traces {
+    /// The profiles customer.
+    pub customer_id: String,
+    /// Their loyalty member.
+    pub member_id: String,
+    /// Their survey response (an NPS detractor: it opened a follow-up ticket).
+    pub response_id: String,
+    /// The complaint ticket they opened.
+    pub ticket_id: String,
+    /// Their product review.
+    pub review_id: String,
+}
+
+impl Clients {
+    /// Creates the program, survey and segments a test's customers use.
+    pub async fn world(&mut self) -> anyhow::Result<World> {
+        let program = self
+            .loyalty
+            .create_program(loyalty::CreateProgramRequest {
+                request_id: rid(),
+                program: Some(loyalty::Program {
+                    display_name: "Acme Rewards".to_owned(),
+                    currency: "CNY".to_owned(),
+                    clawback_policy: loyalty::ClawbackPolicy::WithinBalance as i32,
+                    earning_rules: Some(loyalty::EarningRules {
+                        base_rate: Some(loyalty::EarnRate {
+                            points: 1,
+                            per_amount_minor: 100,
+                        }),
+                        rounding_mode: loyalty::RoundingMode::Down as i32,
+                        ..Default::default()
+                    }),
+                    tiers: vec![
+                        loyalty::Tier {
+                            tier_code: "member".to_owned(),
+                            display_name: "Member".to_owned(),
+                            ..Default::default()
+                        },
+                        loyalty::Tier {
+                            tier_code: "silver".to_owned(),
+                            display_name: "Silver".to_owned(),
+                            threshold: Some(loyalty::QualifyingAmount {
+                                amount: Some(loyalty::qualifying_amount::Amount::QualifyingPoints(
+                                    100,
+                                )),
+                            }),
+                            ..Default::default()
+                        },
+                    ],
+                    tier_policy: Some(loyalty::TierPolicy {
+                        qualifying_window_days: 365,
+                        review_schedule: loyalty::TierReviewSchedule::Anniversary as i32,
+                        review_period_months: 12,
+                        grace_period_days: 30,
+                        downgrade_mode: loyalty::TierDowngradeMode::ToQualifiedTier as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .program
+            .context("no program")?;
+        let survey = self
+            .feedback
+            .create_survey(feedback::CreateSurveyRequest {
+                survey: Some(feedback::Survey {
+                    display_name: "After delivery".to_owned(),
+                    questions: vec![feedback::Question {
+                        question_id: "nps".to_owned(),
+                        text: "How likely are you to recommend us?".to_owned(),
+                        kind: feedback::QuestionKind::Nps as i32,
+                        required: true,
+                        ..Default::default()
+                    }],
+                    target: Some(feedback::SurveyTarget {
+                        touchpoint_kind: feedback::TouchpointKind::Order as i32,
+                        segment_id: String::new(),
+                    }),
+                    ..Default::default()
+                }),
+                request_id: rid(),
+            })
+            .await?
+            .into_inner()
+            .survey
+            .context("no survey")?;
+        self.feedback
+            .activate_survey(feedback::ActivateSurveyRequest {
+                survey_id: survey.survey_id.clone(),
+                etag: String::new(),
+            })
+            .await?;
+        let static_segment = self
+            .segmentation
+            .create_segment(segmentation::CreateSegmentRequest {
+                segment: Some(segmentation::Segment {
+                    display_name: "VIP list".to_owned(),
+                    kind: segmentation::SegmentKind::Static as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .segment
+            .context("no static segment")?;
+        let buyers = self
+            .segmentation
+            .create_segment(segmentation::CreateSegmentRequest {
+                segment: Some(segmentation::Segment {
+                    display_name: "Buyers".to_owned(),
+                    kind: segmentation::SegmentKind::Rule as i32,
+                    rule: Some(segmentation::Condition {
+                        kind: Some(segmentation::condition::Kind::Predicate(
+                            segmentation::Predicate {
+                                field: "purchase.count".to_owned(),
+                                operator: segmentation::Operator::GreaterOrEqual as i32,
+                                values: vec![segmentation::Value {
+                                    kind: Some(segmentation::value::Kind::IntegerValue(1)),
+                                }],
+                                ..Default::default()
+                            },
+                        )),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .segment
+            .context("no rule segment")?;
+        Ok(World {
+            program_id: program.program_id,
+            survey_id: survey.survey_id,
+            static_segment_id: static_segment.segment_id,
+            buyers_segment_id: buyers.segment_id,
+        })
+    }
+
+    /// Creates a customer in profiles (e-mail `email`).
+    pub async fn create_customer(&mut self, email: &str) -> anyhow::Result<String> {
+        let customer = self
+            .profiles
+            .create_customer(profiles::CreateCustomerRequest {
+                customer: Some(profiles::Customer {
+                    given_name: "Wei".to_owned(),
+                    family_name: "Li".to_owned(),
+                    identities: vec![profiles::Identity {
+                        identity_type: profiles::IdentityType::Email as i32,
+                        value: email.to_owned(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .customer
+            .context("no customer")?;
+        Ok(customer.customer_id)
+    }
+
+    /// Gives `customer_id` data in every service: a purchase (profiles, hence segmentation's
+    /// facts and the Buyers segment), the static segment, a loyalty membership with points
+    /// from that purchase, an NPS detractor answer (and its follow-up ticket), a complaint
+    /// ticket and a review.
+    pub async fn leave_traces(
+        &mut self,
+        world: &World,
+        customer_id: &str,
+        tag: &str,
+    ) -> anyhow::Result<Traces> {
+        self.profiles
+            .record_activity(profiles::RecordActivityRequest {
+                activity: Some(profiles::Activity {
+                    customer_id: customer_id.to_owned(),
+                    source: "order_service".to_owned(),
+                    event_id: format!("order-{tag}"),
+                    occur_time: Some(hours_ago(1)),
+                    channel: "web".to_owned(),
+                    details: Some(profiles::activity::Details::Purchase(profiles::Purchase {
+                        order_id: format!("order-{tag}"),
+                        amount: Some(common::Money {
+                            amount_minor: 15_000,
+                            currency: "CNY".to_owned(),
+                        }),
+                        categories: vec!["shoes".to_owned()],
+                        item_count: 1,
+                    })),
+                    ..Default::default()
+                }),
+                customer_identity: None,
+            })
+            .await?;
+        let member = self
+            .loyalty
+            .enrol_member(loyalty::EnrolMemberRequest {
+                request_id: rid(),
+                program_id: world.program_id.clone(),
+                customer_id: customer_id.to_owned(),
+                enrol_channel: "app".to_owned(),
+            })
+            .await?
+            .into_inner()
+            .member
+            .context("no member")?;
+        self.loyalty
+            .earn_points(loyalty::EarnPointsRequest {
+                request_id: rid(),
+                member: Some(loyalty::MemberRef {
+                    key: Some(loyalty::member_ref::Key::MemberId(member.member_id.clone())),
+                }),
+                source: Some(loyalty::earn_points_request::Source::Purchase(
+                    loyalty::Purchase {
+                        order_id: format!("order-{tag}"),
+                        amount: Some(common::Money {
+                            amount_minor: 15_000,
+                            currency: "CNY".to_owned(),
+                        }),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            })
+            .await?;
+        let invitation = self
+            .feedback
+            .create_invitation(feedback::CreateInvitationRequest {
+                invitation: Some(feedback::Invitation {
+                    survey_id: world.survey_id.clone(),
+                    customer_id: customer_id.to_owned(),
+                    touchpoint: Some(feedback::TouchpointRef {
+                        kind: feedback::TouchpointKind::Order as i32,
+                        touchpoint_id: format!("order-{tag}"),
+                    }),
+                    channel: "email".to_owned(),
+                    ..Default::default()
+                }),
+                request_id: rid(),
+            })
+            .await?
+            .into_inner()
+            .invitation
+            .context("no invitation")?;
+        let response = self
+            .feedback
+            .submit_response(feedback::SubmitResponseRequest {
+                invitation_id: invitation.invitation_id,
+                answers: vec![feedback::Answer {
+                    question_id: "nps".to_owned(),
+                    value: Some(feedback::answer::Value::Score(3)),
+                }],
+                channel: String::new(),
+                request_id: rid(),
+            })
+            .await?
+            .into_inner()
+            .survey_response
+            .context("no response")?;
+        let ticket = self
+            .feedback
+            .open_ticket(feedback::OpenTicketRequest {
+                customer_id: customer_id.to_owned(),
+                category: "delivery".to_owned(),
+                severity: feedback::TicketSeverity::Medium as i32,
+                channel: "phone".to_owned(),
+                subject: "Parcel arrived damaged".to_owned(),
+                request_id: rid(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .ticket
+            .context("no ticket")?;
+        let review = self
+            .feedback
+            .create_review(feedback::CreateReviewRequest {
+                review: Some(feedback::Review {
+                    customer_id: customer_id.to_owned(),
+                    subject: Some(feedback::ReviewSubject {
+                        kind: feedback::ReviewSubjectKind::Product as i32,
+                        subject_id: "sku-1".to_owned(),
+                    }),
+                    rating: 2,
+                    text: "Too small".to_owned(),
+                    ..Default::default()
+                }),
+                request_id: rid(),
+            })
+            .await?
+            .into_inner()
+            .review
+            .context("no review")?;
+        // Segmentation learns of the customer from the profiles feed; a static upload of an id
+        // it does not know yet is skipped, so wait for its facts first.
+        let known = eventually(PROPAGATION, || {
+            let mut client = self.segmentation.clone();
+            let id = customer_id.to_owned();
+            async move {
+                Ok(client
+                    .get_customer_facts(segmentation::GetCustomerFactsRequest { customer_id: id })
+                    .await
+                    .is_ok())
+            }
+        })
+        .await;
+        anyhow::ensure!(known, "segmentation never learnt of {customer_id}");
+        self.segmentation
+            .upload_static_members(tokio_stream::iter([
+                segmentation::UploadStaticMembersRequest {
+                    segment_id: world.static_segment_id.clone(),
+                    mode: segmentation::StaticUploadMode::Add as i32,
+                    request_id: rid(),
+                    customer_ids: vec![customer_id.to_owned()],
+                },
+            ]))
+            .await?;
+        Ok(Traces {
+            customer_id: customer_id.to_owned(),
+            member_id: member.member_id,
+            response_id: response.response_id,
+            ticket_id: ticket.ticket_id,
+            review_id: review.review_id,
+        })
+    }
+
+    /// The segments `customer_id` is in (ids).
+    pub async fn segments_of(&mut self, customer_id: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .segmentation
+            .list_customer_segments(segmentation::ListCustomerSegmentsRequest {
+                customer_id: customer_id.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .segment_ids)
+    }
+
+    /// The whole export of `customer_id`, through profiles.
+    pub async fn export(&mut self, customer_id: &str) -> anyhow::Result<profiles::CustomerExport> {
+        self.profiles
+            .clone()
+            .max_decoding_message_size(8 * 1024 * 1024)
+            .export_customer(profiles::ExportCustomerRequest {
+                customer_id: customer_id.to_owned(),
+                section_timeout: None,
+            })
+            .await?
+            .into_inner()
+            .customer_export
+            .context("no export")
     }
 }

@@ -1,3 +1,5 @@
-//! Cross-service end-to-end tests: one test binary, one module per area.
+//! The cross-service end-to-end tests: one binary, one module per area.
 
+mod customer360;
 mod discovery;
+mod privacy;

@@ -2,14 +2,17 @@
 //! request (`convert`, collecting field violations), calls the store, and converts the
 //! answer back; errors map to statuses in one place (`error`).
 //!
-//! `customer360` fans GetCustomer360 out to the other services.
+//! `customer360` fans GetCustomer360 out to the other services and `export` gathers their
+//! parts of ExportCustomer, both through `peers`.
 
 mod commands;
 pub mod convert;
 mod customer360;
 mod error;
+mod export;
+mod peers;
 
-pub use customer360::Peers;
+pub use peers::Peers;
 
 use std::collections::{HashMap, HashSet};
 
@@ -870,7 +873,7 @@ impl ProfilesService for ProfilesApi {
             .get::<Caller>()
             .map(|c| c.scopes.clone())
             .unwrap_or_default();
-        let call_deadline = customer360::grpc_timeout(request.metadata());
+        let call_deadline = peers::grpc_timeout(request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = parse_id(&mut v, "customer_id", &req.customer_id);
@@ -894,12 +897,7 @@ impl ProfilesService for ProfilesApi {
         );
         invalid(v)?;
         // Never wait longer than what remains of the call's own deadline.
-        let timeout = match (timeout, call_deadline) {
-            (Some(t), Some(deadline)) => {
-                Some(t.min(deadline.saturating_sub(customer360::DEADLINE_MARGIN)))
-            }
-            (t, _) => t,
-        };
+        let timeout = timeout.map(|t| peers::within_deadline(t, call_deadline));
         let (Some(id), Some(timeout)) = (id, timeout) else {
             return Err(Status::invalid_argument("customer_id"));
         };
@@ -933,18 +931,45 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::ExportCustomerRequest>,
     ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
-        let id = one_id("customer_id", &request.get_ref().customer_id)?;
-        let export = self.store.export(id).await?;
-        Ok(Response::new(pb::ExportCustomerResponse {
-            customer_export: Some(pb::CustomerExport {
-                customer: Some((&export.customer).into()),
-                attribute_definitions: export.definitions.iter().map(Into::into).collect(),
-                consent_changes: export.consent_changes.iter().map(Into::into).collect(),
-                activities: export.activities.iter().map(Into::into).collect(),
-                merges: export.merges.iter().map(Into::into).collect(),
-                export_time: Some(ts(export.export_time)),
-                ..Default::default()
+        let call_deadline = peers::grpc_timeout(request.metadata());
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = parse_id(&mut v, "customer_id", &req.customer_id);
+        let timeout = match &req.section_timeout {
+            None => Some(export::DEFAULT_SECTION_TIMEOUT),
+            Some(d) => std::time::Duration::try_from(*d).ok().filter(|d| {
+                (export::MIN_SECTION_TIMEOUT..=export::MAX_SECTION_TIMEOUT).contains(d)
             }),
+        };
+        v.check(
+            timeout.is_some(),
+            "section_timeout",
+            "must be between 100 ms and 60 s",
+        );
+        invalid(v)?;
+        let (Some(id), Some(timeout)) = (id, timeout) else {
+            return Err(Status::invalid_argument("customer_id"));
+        };
+        let export = self.store.export(id).await?;
+        let mut customer_export = pb::CustomerExport {
+            customer: Some((&export.customer).into()),
+            attribute_definitions: export.definitions.iter().map(Into::into).collect(),
+            consent_changes: export.consent_changes.iter().map(Into::into).collect(),
+            activities: export.activities.iter().map(Into::into).collect(),
+            merges: export.merges.iter().map(Into::into).collect(),
+            export_time: Some(ts(export.export_time)),
+            ..Default::default()
+        };
+        let timeout = peers::within_deadline(timeout, call_deadline);
+        export::gather(
+            &self.peers,
+            &export.customer.id.to_string(),
+            timeout,
+            &mut customer_export,
+        )
+        .await;
+        Ok(Response::new(pb::ExportCustomerResponse {
+            customer_export: Some(customer_export),
             merged_from_customer_id: export
                 .merged_from
                 .map(|m| m.to_string())

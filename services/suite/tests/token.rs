@@ -109,7 +109,10 @@ fn a_scope_no_method_requires_is_refused_with_the_valid_ones_listed() -> anyhow:
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(out.stdout.is_empty(), "no token is printed");
-    assert!(stderr.contains("unknown scope(s) loyalty.everything;"), "{stderr}");
+    assert!(
+        stderr.contains("unknown scope(s) loyalty.everything;"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("valid scopes: ") && stderr.contains("loyalty.points.write"),
         "{stderr}"

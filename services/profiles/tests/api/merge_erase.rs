@@ -553,15 +553,17 @@ fn merged_shape(c: &pb::Customer) -> pb::Customer {
 }
 
 #[tokio::test]
-async fn a_merge_preview_is_the_customer_the_merge_produces_and_writes_nothing() -> anyhow::Result<()>
-{
+async fn a_merge_preview_is_the_customer_the_merge_produces_and_writes_nothing()
+-> anyhow::Result<()> {
     // Arrange: the source brings an identity, a consent on a channel the target lacks, a
     // display name and an activity.
     let app = spawn_app().await?;
     let mut client = app.client.clone();
     let mut source = customer(&unique_email("pv-src"));
     source.display_name = "From Source".to_owned();
-    source.identities.push(identity(pb::IdentityType::Phone, "+8613800138000"));
+    source
+        .identities
+        .push(identity(pb::IdentityType::Phone, "+8613800138000"));
     source.consents = vec![pb::Consent {
         channel: custops_contracts::custops::common::v1::ContactChannel::Sms as i32,
         status: pb::ConsentStatus::Granted as i32,
@@ -617,5 +619,94 @@ async fn a_merge_preview_is_the_customer_the_merge_produces_and_writes_nothing()
     assert_eq!(preview.identities.len(), 3, "{:?}", preview.identities);
     assert_eq!(preview.consents.len(), 1);
     assert_eq!(merged_shape(&preview), merged_shape(&merged));
+    Ok(())
+}
+
+#[tokio::test]
+async fn erasing_the_source_after_an_unmerge_leaves_nothing_of_it_on_the_target()
+-> anyhow::Result<()> {
+    // Arrange: S (with an activity and a consent) merged into T, then unmerged.
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let source_email = unique_email("mue-src");
+    let mut source = customer(&source_email);
+    source.display_name = "Source Person".to_owned();
+    source.consents = vec![pb::Consent {
+        channel: custops_contracts::custops::common::v1::ContactChannel::Email as i32,
+        status: pb::ConsentStatus::Granted as i32,
+        source: "checkout_form".to_owned(),
+        ..Default::default()
+    }];
+    let source = create(&app, source).await?;
+    let target_email = unique_email("mue-tgt");
+    let target = create(&app, customer(&target_email)).await?;
+    record(&app, &source.customer_id, "mue-s").await?;
+    record(&app, &target.customer_id, "mue-t").await?;
+    let merge_id = client
+        .merge_customers(pb::MergeCustomersRequest {
+            source_customer_id: source.customer_id.clone(),
+            target_customer_id: target.customer_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .merge_record
+        .map(|m| m.merge_id)
+        .unwrap_or_default();
+    client
+        .unmerge_customer(pb::UnmergeCustomerRequest {
+            merge_id,
+            ..Default::default()
+        })
+        .await?;
+
+    // Act
+    client
+        .erase_customer(pb::EraseCustomerRequest {
+            customer_id: source.customer_id.clone(),
+            request_id: String::new(),
+        })
+        .await?;
+
+    // Assert: S is a tombstone; T holds only its own identity, activity and consents, and
+    // nothing in T's export names S's e-mail, name or activity.
+    let erased = client
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: source.customer_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .customer
+        .unwrap_or_default();
+    assert_eq!(erased.state, pb::CustomerState::Erased as i32);
+    assert!(erased.identities.is_empty() && erased.display_name.is_empty());
+    let export = client
+        .export_customer(pb::ExportCustomerRequest {
+            customer_id: target.customer_id.clone(),
+            section_timeout: None,
+        })
+        .await?
+        .into_inner()
+        .customer_export
+        .unwrap_or_default();
+    let identities: Vec<String> = export
+        .customer
+        .iter()
+        .flat_map(|c| c.identities.iter().map(|i| i.value.clone()))
+        .collect();
+    assert_eq!(identities, [target_email]);
+    let activities: Vec<&str> = export
+        .activities
+        .iter()
+        .map(|a| a.event_id.as_str())
+        .collect();
+    assert_eq!(activities, ["mue-t"]);
+    let text = format!("{export:?}");
+    for personal in [source_email.as_str(), "Source Person", "mue-s"] {
+        assert!(
+            !text.contains(personal),
+            "T's export holds {personal}: {text}"
+        );
+    }
     Ok(())
 }

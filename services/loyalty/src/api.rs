@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod profiles_feed;
 
 use custops_common::auth::Caller;
@@ -28,7 +29,7 @@ use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
 use crate::store::{
-    PgStore, StoreError, birthdays, jobs, ledger, lots, members, programs, rewards, status, tiers,
+    PgStore, StoreError, birthdays, ledger, lots, members, programs, rewards, status, tiers,
 };
 
 /// The gRPC handlers of the loyalty service.
@@ -44,9 +45,6 @@ pub fn server(store: PgStore, page_tokens: PageTokens) -> LoyaltyServiceServer<L
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
-
-/// How long responses are kept for replay.
-const IDEMPOTENCY_RETENTION_DAYS: i64 = 35;
 
 /// The idempotency key of a mutation: caller, request id, method and the request as sent.
 fn request_key<T: Message>(
@@ -178,8 +176,8 @@ impl LoyaltyApi {
             .acquire()
             .await
             .map_err(ServiceError::from)?;
-        let mut locked = members::load(&mut conn, &member, false).await?;
         let now = self.store.clock().now();
+        let mut locked = members::read(&mut conn, &member, now).await?;
         let member = if full {
             members::full_view(&mut conn, locked, now).await?
         } else {
@@ -728,7 +726,7 @@ impl LoyaltyService for LoyaltyApi {
         for member in page {
             if full {
                 let locked =
-                    members::load(&mut conn, &MemberRef::Id(member.member_id), false).await?;
+                    members::read(&mut conn, &MemberRef::Id(member.member_id), now).await?;
                 out.push(members::full_view(&mut conn, locked, now).await?.into());
             } else {
                 out.push(member.into());
@@ -776,7 +774,9 @@ impl LoyaltyService for LoyaltyApi {
         drop(conn);
         let fingerprint = format!("ListPointLots:{member_id}:{:?}", req.states);
         let after = self.after(&fingerprint, &req.page_token)?;
-        let mut page = lots::list(self.store.pool(), member_id, &states, after, size + 1).await?;
+        let now = self.store.clock().now();
+        let mut page =
+            lots::list(self.store.pool(), member_id, &states, after, size + 1, now).await?;
         let full = page.len() > size;
         page.truncate(size);
         let last = page.last().map(|l| l.point_lot_id);
@@ -868,6 +868,7 @@ impl LoyaltyService for LoyaltyApi {
         let size = size.unwrap_or(1);
         let filter = tiers::TierChangeFilter {
             member_id,
+            merged_members: true,
             program_id,
             directions,
             from,
@@ -985,11 +986,7 @@ impl LoyaltyService for LoyaltyApi {
                 .map_err(ServiceError::from)?;
             programs::get(&mut conn, id).await?;
         }
-        let report = jobs::run_expiry(self.store.pool(), program, max, now, events::sink).await?;
-        // Replays are answered for at least 30 days (the contract); the expiry job, run daily
-        // by a CronJob, also drops older idempotency records.
-        let cutoff = now - chrono::Duration::days(IDEMPOTENCY_RETENTION_DAYS);
-        tiers::delete_idempotency_records(self.store.pool(), cutoff).await?;
+        let report = jobs::point_expiry(&self.store, program, max, now).await?;
         Ok(Response::new(pb::RunPointExpiryResponse {
             as_of_time: Some(convert::timestamp(now)),
             members_processed: report.members,
@@ -1016,7 +1013,7 @@ impl LoyaltyService for LoyaltyApi {
                 .map_err(ServiceError::from)?;
             programs::get(&mut conn, id).await?;
         }
-        let report = jobs::run_release(self.store.pool(), program, max, now, events::sink).await?;
+        let report = jobs::point_release(&self.store, program, max, now).await?;
         Ok(Response::new(pb::RunPointReleaseResponse {
             as_of_time: Some(convert::timestamp(now)),
             members_processed: report.members,
@@ -1043,8 +1040,7 @@ impl LoyaltyService for LoyaltyApi {
                 .map_err(ServiceError::from)?;
             programs::get(&mut conn, id).await?;
         }
-        let report =
-            jobs::run_tier_review(self.store.pool(), program, max, now, events::sink).await?;
+        let report = jobs::tier_review(&self.store, program, max, now).await?;
         Ok(Response::new(pb::RunTierReviewResponse {
             as_of_time: Some(convert::timestamp(now)),
             members_reviewed: report.members,

@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - `api`: the `custops.loyalty.v1.LoyaltyService` gRPC API (transport only): `convert`
-//!   (prost ↔ domain, validation), `error` (the one mapping to `Status`), `events` (outbox).
+//!   (prost ↔ domain, validation), `error` (the one mapping to `Status`), `events` (outbox);
+//!   and the service's other drivers: `profiles_feed` (the profiles change feed) and `jobs`
+//!   (the scheduled jobs, by RPC and by the in-process scheduler).
 //! - `domain`: plain Rust types and rules (earning calculation, FIFO lots, clawback,
 //!   rejections, the injectable `Clock`); no tonic, prost or sqlx.
 //! - `store`: the `loyalty` schema through sqlx, and the transactions that apply the rules.
@@ -20,22 +22,45 @@ use custops_common::feed::{FeedOptions, event_feed_server};
 use custops_common::server::Application;
 use sqlx::migrate::Migrator;
 
+use crate::api::jobs::JobSchedule;
 use crate::domain::{Clock, SystemClock};
 
 /// This service's own migrations (`services/loyalty/migrations`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
+/// What [`build_with`] takes besides the settings: the parts tests replace.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The service clock.
+    pub clock: Arc<dyn Clock>,
+    /// The in-process job scheduler's pace; `None` runs no scheduler (the jobs then run
+    /// only on request).
+    pub jobs: Option<JobSchedule>,
+}
+
+impl Default for Options {
+    /// The wall clock and the scheduler at its default pace: what production runs.
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            jobs: Some(JobSchedule::default()),
+        }
+    }
+}
+
 /// Connects, migrates and binds the service; serve it with
 /// [`Application::run_until_stopped`].
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
-    build_with_clock(settings, Arc::new(SystemClock)).await
+    build_with(settings, Options::default()).await
 }
 
-/// [`build`] with another clock, so tests can walk time forward.
-pub async fn build_with_clock(
+/// [`build`] with another clock or scheduler pace, so tests can walk time forward and run
+/// the scheduler fast (or not at all).
+pub async fn build_with(
     settings: ServiceSettings,
-    clock: Arc<dyn Clock>,
+    options: Options,
 ) -> anyhow::Result<Application> {
+    let Options { clock, jobs } = options;
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
     // Feed streams end as soon as the server starts draining, not at the end of the grace.
     let feed_options = FeedOptions {
@@ -44,6 +69,9 @@ pub async fn build_with_clock(
     };
     let store = store::PgStore::new(pool.clone(), clock.clone());
     api::profiles_feed::spawn(&settings, pool.clone(), clock, app.shutdown_token())?;
+    if let Some(schedule) = jobs {
+        api::jobs::spawn_scheduler(store.clone(), schedule, app.shutdown_token());
+    }
     let feed = event_feed_server(pool, settings.service, feed_options);
     Ok(app
         .add_api(api::server(store, settings.page_tokens.clone()))

@@ -16,6 +16,7 @@ pub mod members;
 pub mod merges;
 pub mod programs;
 pub mod rewards;
+pub mod schedule;
 pub mod status;
 pub mod tiers;
 

@@ -938,6 +938,10 @@ pub(crate) fn tier_change_pb(member: &Member, c: TierChange, currency: &str) -> 
             pb::TierChangeCause::QualifyingActivity
         } as i32,
         qualifying_amount: Some(threshold_pb(c.qualifying, currency)),
+        ledger_entry_id: c
+            .ledger_entry_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         change_time: Some(timestamp(c.change_time)),
         ..Default::default()
     }
@@ -1605,7 +1609,18 @@ pub(crate) fn tier_change_row_pb(c: crate::store::tiers::TierChangeRow) -> pb::T
         to_rank: c.to_rank,
         direction: i32::from(c.direction),
         cause: i32::from(c.cause),
-        qualifying_amount: Some(threshold_pb(Threshold::Points(c.qualifying), &c.currency)),
+        qualifying_amount: Some(threshold_pb(
+            if c.spend_metric {
+                Threshold::SpendMinor(c.qualifying)
+            } else {
+                Threshold::Points(c.qualifying)
+            },
+            &c.currency,
+        )),
+        ledger_entry_id: c
+            .ledger_entry_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         change_time: Some(timestamp(c.change_time)),
         ..Default::default()
     }

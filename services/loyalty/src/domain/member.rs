@@ -209,6 +209,38 @@ pub struct Member {
     pub expiring: Option<Expiring>,
 }
 
+/// What applying a member's due releases and due expiries changes, read before either is
+/// applied: a release or expiry takes effect at its time, but is written (a RELEASE or EXPIRE
+/// entry) only by the member's next change or a scheduled job. Reads add it to the stored
+/// balances so that they never show expired points as available or released points as
+/// pending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueSettlement {
+    /// Pending points whose release time has passed (they become available).
+    pub released: i64,
+    /// Available points (released ones included) whose lots' expiry time has passed.
+    pub expired_available: i64,
+    /// Points of still-pending lots whose expiry time has passed.
+    pub expired_pending: i64,
+    /// The latest release or expiry time among them; `None` when nothing is due.
+    pub latest: Option<DateTime<Utc>>,
+}
+
+impl Member {
+    /// The member as it stands once `due` is applied: the balances the next RELEASE and EXPIRE
+    /// entries will leave, and `update_time` moved to when the last of them took effect.
+    pub fn with_due_applied(mut self, due: DueSettlement) -> Self {
+        let b = &mut self.balances;
+        b.available += due.released - due.expired_available;
+        b.pending -= due.released + due.expired_pending;
+        b.lifetime_expired += due.expired_available + due.expired_pending;
+        if let Some(at) = due.latest {
+            self.update_time = self.update_time.max(at);
+        }
+        self
+    }
+}
+
 /// A validated enrolment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrolCommand {
@@ -237,6 +269,9 @@ pub struct TierChange {
     pub qualifying: Threshold,
     /// Whether a review (rather than qualifying activity) caused it.
     pub by_review: bool,
+    /// The ledger entry whose qualifying amount caused an upgrade (qualifying activity);
+    /// `None` for changes a review made.
+    pub ledger_entry_id: Option<Uuid>,
     /// When.
     pub change_time: DateTime<Utc>,
 }

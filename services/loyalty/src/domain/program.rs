@@ -229,6 +229,20 @@ impl ProgramRules {
             .map(|(rank, t)| (i32::try_from(rank).unwrap_or(i32::MAX), t))
     }
 
+    /// A member's qualifying amount on the program's metric (spend when its thresholds are on
+    /// spend, else points), as a tier change records it.
+    pub fn qualifying_amount(&self, qualifying_points: i64, spend_minor: i64) -> Threshold {
+        let on_spend = self
+            .tiers
+            .iter()
+            .any(|t| matches!(t.threshold, Some(Threshold::SpendMinor(_))));
+        if on_spend {
+            Threshold::SpendMinor(spend_minor)
+        } else {
+            Threshold::Points(qualifying_points)
+        }
+    }
+
     /// The highest tier whose threshold `qualifying_points` / `spend_minor` meet.
     pub fn qualified_tier(&self, qualifying_points: i64, spend_minor: i64) -> (i32, &Tier) {
         let mut best = 0;

@@ -231,7 +231,7 @@ async fn review(
     let mut events = Vec::new();
     // The stored window is as of the member's last entry; entries have left it since.
     members::as_of(conn, locked, now).await?;
-    if let Some(change) = members::upgrade_if_qualified(conn, locked, now).await? {
+    if let Some(change) = members::upgrade_if_qualified(conn, locked, now, None).await? {
         report.upgrades += 1;
         events.push(Event::TierChanged(locked.member.clone(), change));
         return Ok(events);
@@ -304,11 +304,10 @@ async fn review(
             from_rank: current,
             to_code: target.code.clone(),
             to_rank: target_rank,
-            qualifying: match target.threshold {
-                Some(Threshold::SpendMinor(_)) => Threshold::SpendMinor(spend),
-                _ => Threshold::Points(points),
-            },
+            // On the program's metric, also for a downgrade to the base tier (no threshold).
+            qualifying: rules.qualifying_amount(points, spend),
             by_review: true,
+            ledger_entry_id: None,
             change_time: now,
         };
         let next = if target_rank > 0 {
@@ -339,7 +338,9 @@ async fn review(
             .bind(change.from_rank)
             .bind(&change.to_code)
             .bind(change.to_rank)
-            .bind(points)
+            .bind(match change.qualifying {
+                Threshold::Points(amount) | Threshold::SpendMinor(amount) => amount,
+            })
             .bind(now)
             .execute(&mut *conn)
             .await?;

@@ -719,7 +719,8 @@ async fn settle_with_upgrade(
     mut events: Vec<Event>,
     now: DateTime<Utc>,
 ) -> StoreResult<Applied> {
-    let tier_change = members::upgrade_if_qualified(conn, &mut locked, now).await?;
+    let tier_change =
+        members::upgrade_if_qualified(conn, &mut locked, now, Some(entry.ledger_entry_id)).await?;
     events.push(event(locked.member.clone(), entry.clone()));
     if let Some(change) = &tier_change {
         events.push(Event::TierChanged(locked.member.clone(), change.clone()));

@@ -5,10 +5,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
-use super::{StoreResult, decode, programs};
+use super::{StoreResult, decode, lots, programs};
 use crate::domain::Rejection;
 use crate::domain::member::{
-    Balances, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier,
+    Balances, DueSettlement, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier,
     PendingDowngrade, TierChange, TierProgress,
 };
 use crate::domain::program::{Program, ProgramState, ReviewSchedule, Threshold};
@@ -18,6 +18,43 @@ const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.sta
      m.pending_tier_code, m.pending_decide_time, m.pending_downgrade_time, b.available_points, \
      b.pending_points, b.qualifying_points, b.qualifying_spend_minor, b.lifetime_earned_points, \
      b.lifetime_redeemed_points, b.lifetime_expired_points, b.update_time";
+
+/// A lateral join giving each member `m` what its due releases and expiries at `now` (an SQL
+/// expression) change (columns `due_released`, `due_expired_available`,
+/// `due_expired_pending`, `due_latest`), in the statement that reads the member, so that the
+/// balances and the settlement come from one snapshot. Only the due lots are read (the
+/// `point_lots_expiry_due` and `point_lots_release_due` indexes find them).
+fn due_join(now: &str) -> String {
+    let due_lots = lots::lots_now(
+        &format!(
+            "l.member_id = m.member_id AND l.remaining_points > 0 \
+             AND ((l.pending AND l.release_time <= {now}) OR l.expire_time <= {now})"
+        ),
+        now,
+    );
+    format!(
+        "CROSS JOIN LATERAL ( \
+           SELECT coalesce(sum(v.stored_remaining) FILTER (WHERE v.due_release), 0)::bigint \
+                    AS due_released, \
+                  coalesce(sum(v.stored_remaining - v.cut) \
+                    FILTER (WHERE v.due_expire AND NOT v.pending), 0)::bigint \
+                    AS due_expired_available, \
+                  coalesce(sum(v.stored_remaining) FILTER (WHERE v.due_expire AND v.pending), 0)::bigint \
+                    AS due_expired_pending, \
+                  max(GREATEST(CASE WHEN v.due_release THEN v.release_time END, \
+                               CASE WHEN v.due_expire THEN v.expire_time END)) AS due_latest \
+           FROM ({due_lots}) v) due"
+    )
+}
+
+fn due_from(row: &PgRow) -> StoreResult<DueSettlement> {
+    Ok(DueSettlement {
+        released: row.try_get("due_released")?,
+        expired_available: row.try_get("due_expired_available")?,
+        expired_pending: row.try_get("due_expired_pending")?,
+        latest: row.try_get("due_latest")?,
+    })
+}
 
 fn status_from(code: i16) -> Option<MemberStatus> {
     Some(match code {
@@ -179,13 +216,45 @@ pub async fn enrol(
 /// named by customer (a merged-away customer's membership is the survivor's); a read by
 /// member id returns the merged member itself.
 pub async fn load(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> StoreResult<Locked> {
-    let follow = lock || matches!(member, MemberRef::Customer { .. });
-    let mut locked = load_one(conn, member, lock).await?;
+    let access = if lock { Access::Lock } else { Access::Stored };
+    resolve(conn, member, access).await
+}
+
+/// Reads a member for a response, as it stands at `now`: like [`load`] without a lock, and
+/// with the member's due releases and expiries applied to its balances (not written: the
+/// member's next change or a scheduled job writes them). So a read never shows points past
+/// their expiry as available, whenever the expiry job last ran.
+pub async fn read(
+    conn: &mut PgConnection,
+    member: &MemberRef,
+    now: DateTime<Utc>,
+) -> StoreResult<Locked> {
+    resolve(conn, member, Access::Now(now)).await
+}
+
+/// How a member row is read.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// Locked for a mutation, as stored.
+    Lock,
+    /// As stored, without a lock.
+    Stored,
+    /// Without a lock, as it stands at this time (due releases and expiries applied).
+    Now(DateTime<Utc>),
+}
+
+async fn resolve(
+    conn: &mut PgConnection,
+    member: &MemberRef,
+    access: Access,
+) -> StoreResult<Locked> {
+    let follow = matches!(access, Access::Lock) || matches!(member, MemberRef::Customer { .. });
+    let mut locked = load_one(conn, member, access).await?;
     // A chain of merges is short; the bound only guards against a cycle in corrupt data.
     for _ in 0..16 {
         match (follow, locked.member.status, locked.member.merged_into) {
             (true, MemberStatus::Merged, Some(survivor)) => {
-                locked = load_one(conn, &MemberRef::Id(survivor), lock).await?;
+                locked = load_one(conn, &MemberRef::Id(survivor), access).await?;
             }
             _ => return Ok(locked),
         }
@@ -198,36 +267,72 @@ pub async fn load(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> St
 /// Locks the member `member_id` itself, even when it is MERGED (an unmerge works on the
 /// merged-away member, which [`load`] would resolve to its survivor).
 pub(crate) async fn lock_exact(conn: &mut PgConnection, member_id: Uuid) -> StoreResult<Locked> {
-    load_one(conn, &MemberRef::Id(member_id), true).await
+    load_one(conn, &MemberRef::Id(member_id), Access::Lock).await
 }
 
-async fn load_one(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> StoreResult<Locked> {
-    let suffix = if lock { " FOR UPDATE OF b" } else { "" };
+async fn load_one(
+    conn: &mut PgConnection,
+    member: &MemberRef,
+    access: Access,
+) -> StoreResult<Locked> {
+    let suffix = if matches!(access, Access::Lock) {
+        " FOR UPDATE OF b"
+    } else {
+        ""
+    };
+    // The time is the last parameter: $2 after a member id, $3 after a program and customer.
+    let (due_columns, due_join_id, due_join_customer) = match access {
+        Access::Now(_) => (
+            ", due.*",
+            due_join("$2::timestamptz"),
+            due_join("$3::timestamptz"),
+        ),
+        Access::Lock | Access::Stored => ("", String::new(), String::new()),
+    };
+    let now = match access {
+        Access::Now(now) => Some(now),
+        Access::Lock | Access::Stored => None,
+    };
     let row = match member {
-        MemberRef::Id(id) => sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM members m JOIN balances b USING (member_id) \
-             WHERE m.member_id = $1{suffix}"
-        )))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| Rejection::not_found("member", id))?,
+        MemberRef::Id(id) => {
+            let query = format!(
+                "SELECT {COLUMNS}{due_columns} FROM members m JOIN balances b USING (member_id) \
+                 {due_join_id} WHERE m.member_id = $1{suffix}"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(query)).bind(id);
+            if let Some(now) = now {
+                query = query.bind(now);
+            }
+            query
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| Rejection::not_found("member", id))?
+        }
         MemberRef::Customer {
             program_id,
             customer_id,
-        } => sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM members m JOIN balances b USING (member_id) \
-             WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
-        )))
-        .bind(program_id)
-        .bind(customer_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| Rejection::not_found("member", format!("{program_id}/{customer_id}")))?,
+        } => {
+            let query = format!(
+                "SELECT {COLUMNS}{due_columns} FROM members m JOIN balances b USING (member_id) \
+                 {due_join_customer} WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(query))
+                .bind(program_id)
+                .bind(customer_id);
+            if let Some(now) = now {
+                query = query.bind(now);
+            }
+            query.fetch_optional(&mut *conn).await?.ok_or_else(|| {
+                Rejection::not_found("member", format!("{program_id}/{customer_id}"))
+            })?
+        }
     };
     let program_id: Uuid = row.try_get("program_id")?;
     let program = programs::get(conn, program_id).await?;
-    let member = from_row(&row, &program)?;
+    let mut member = from_row(&row, &program)?;
+    if now.is_some() {
+        member = member.with_due_applied(due_from(&row)?);
+    }
     Ok(Locked { member, program })
 }
 
@@ -262,29 +367,35 @@ async fn with_expiring(
     mut member: Member,
     now: DateTime<Utc>,
 ) -> StoreResult<Member> {
-    let row = sqlx::query(
+    // The lots as they stand now: points past their expiry have expired (remaining 0), even
+    // before the expiry job writes it, so they count neither here nor as the next expiry.
+    let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT \
            coalesce(sum(remaining_points) FILTER (WHERE expire_time < $2), 0)::bigint AS d30, \
            coalesce(sum(remaining_points) FILTER (WHERE expire_time < $3), 0)::bigint AS d60, \
            coalesce(sum(remaining_points) FILTER (WHERE expire_time < $4), 0)::bigint AS d90, \
            min(expire_time) AS next_time \
-         FROM point_lots WHERE member_id = $1 AND remaining_points > 0 AND expire_time IS NOT NULL",
-    )
+         FROM ({}) now_lots WHERE remaining_points > 0 AND expire_time IS NOT NULL",
+        lots::lots_now("l.member_id = $1", "$5::timestamptz")
+    )))
     .bind(member.member_id)
     .bind(now + Duration::days(30))
     .bind(now + Duration::days(60))
     .bind(now + Duration::days(90))
+    .bind(now)
     .fetch_one(&mut *conn)
     .await?;
     let next_time: Option<DateTime<Utc>> = row.try_get("next_time")?;
     let next = match next_time {
         Some(at) => {
-            let points: i64 = sqlx::query_scalar(
-                "SELECT coalesce(sum(remaining_points), 0)::bigint FROM point_lots \
-                 WHERE member_id = $1 AND remaining_points > 0 AND expire_time = $2",
-            )
+            let points: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT coalesce(sum(remaining_points), 0)::bigint FROM ({}) now_lots \
+                 WHERE remaining_points > 0 AND expire_time = $2",
+                lots::lots_now("l.member_id = $1", "$3::timestamptz")
+            )))
             .bind(member.member_id)
             .bind(at)
+            .bind(now)
             .fetch_one(&mut *conn)
             .await?;
             Some((at, points))
@@ -301,10 +412,13 @@ async fn with_expiring(
 }
 
 /// Upgrades the locked member at once if its balances now meet a higher tier's threshold.
+/// `entry` is the ledger entry whose qualifying amount is being applied (the change then has
+/// cause QUALIFYING_ACTIVITY and names it); `None` when a review asks (cause REVIEW).
 pub async fn upgrade_if_qualified(
     conn: &mut PgConnection,
     locked: &mut Locked,
     now: DateTime<Utc>,
+    entry: Option<Uuid>,
 ) -> StoreResult<Option<TierChange>> {
     // The balances hold the rolling window as of the member's last entry (the caller's own
     // entry, or a refresh by `as_of`): when even they are short of a higher tier and no
@@ -345,7 +459,8 @@ pub async fn upgrade_if_qualified(
         to_code: tier.code.clone(),
         to_rank: rank,
         qualifying,
-        by_review: false,
+        by_review: entry.is_none(),
+        ledger_entry_id: entry,
         change_time: now,
     };
     let next_review = next_review(conn, &locked.program, now).await?;
@@ -363,10 +478,13 @@ pub async fn upgrade_if_qualified(
     let amount = match qualifying {
         Threshold::Points(p) | Threshold::SpendMinor(p) => p,
     };
+    // Cause 2 is QUALIFYING_ACTIVITY (naming the entry), 3 is REVIEW.
     sqlx::query(
         "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
-         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 2, 2, $8, $9)",
+         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time, \
+         ledger_entry_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 2, CASE WHEN $10::uuid IS NULL THEN 3 ELSE 2 END, \
+         $8, $9, $10)",
     )
     .bind(change.tier_change_id)
     .bind(locked.member.member_id)
@@ -377,6 +495,7 @@ pub async fn upgrade_if_qualified(
     .bind(change.to_rank)
     .bind(amount)
     .bind(now)
+    .bind(entry)
     .execute(&mut *conn)
     .await?;
     locked.member.tier = MemberTier {
@@ -503,8 +622,8 @@ pub struct MemberFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// A page of members by member id (enrolment order) after `after`, with their qualifying
-/// amounts in the rolling window ending at `now`.
+/// A page of members by member id (enrolment order) after `after`, as they stand at `now`:
+/// qualifying amounts in the rolling window ending then, due releases and expiries applied.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &MemberFilter,
@@ -513,7 +632,8 @@ pub async fn list(
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Member>> {
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM members m JOIN balances b USING (member_id) \
+        "SELECT {COLUMNS}, due.* FROM members m JOIN balances b USING (member_id) \
+         {} \
          WHERE ($1::uuid IS NULL OR m.program_id = $1) \
            AND ($2::uuid IS NULL OR m.customer_id = $2) \
            AND (cardinality($3::smallint[]) = 0 OR m.status = ANY($3)) \
@@ -521,7 +641,8 @@ pub async fn list(
            AND ($5::timestamptz IS NULL OR m.enrol_time >= $5) \
            AND ($6::timestamptz IS NULL OR m.enrol_time < $6) \
            AND ($7::uuid IS NULL OR m.member_id > $7) \
-         ORDER BY m.member_id LIMIT $8"
+         ORDER BY m.member_id LIMIT $8",
+        due_join("$9::timestamptz")
     )))
     .bind(filter.program_id)
     .bind(filter.customer_id)
@@ -531,6 +652,7 @@ pub async fn list(
     .bind(filter.until)
     .bind(after)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(now)
     .fetch_all(&mut *conn)
     .await?;
     let mut programs_seen: Vec<Program> = Vec::new();
@@ -545,7 +667,7 @@ pub async fn list(
                 p
             }
         };
-        out.push(from_row(row, &program)?);
+        out.push(from_row(row, &program)?.with_due_applied(due_from(row)?));
     }
     for program in &programs_seen {
         let ids: Vec<Uuid> = out

@@ -1,7 +1,7 @@
 //! Tier history.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use super::StoreResult;
@@ -31,8 +31,12 @@ pub struct TierChangeRow {
     pub direction: i16,
     /// 1 enrolment, 2 qualifying activity, 3 review (the contract's numbers).
     pub cause: i16,
-    /// Qualifying amount at the change.
+    /// Qualifying amount at the change, on the program's metric.
     pub qualifying: i64,
+    /// Whether the program qualifies tiers on spend (then `qualifying` is minor units).
+    pub spend_metric: bool,
+    /// The entry that caused an upgrade by qualifying activity.
+    pub ledger_entry_id: Option<Uuid>,
     /// When.
     pub change_time: DateTime<Utc>,
 }
@@ -40,8 +44,11 @@ pub struct TierChangeRow {
 /// Filters of ListTierChanges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TierChangeFilter {
-    /// The member (and members merged into it).
+    /// The member (and, with `merged_members`, members merged into it).
     pub member_id: Option<Uuid>,
+    /// With `member_id`: also the changes of members merged into it (ListTierChanges), rather
+    /// than the member's own alone (a data export, which lists merged members separately).
+    pub merged_members: bool,
     /// The program.
     pub program_id: Option<Uuid>,
     /// Directions; empty = all.
@@ -54,7 +61,7 @@ pub struct TierChangeFilter {
 
 /// A page of tier changes, newest first, after `after`.
 pub async fn list(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     filter: &TierChangeFilter,
     after: Option<Uuid>,
     limit: usize,
@@ -62,9 +69,10 @@ pub async fn list(
     let rows = sqlx::query(
         "SELECT t.tier_change_id, t.member_id, m.customer_id, t.program_id, p.currency, \
                 t.from_tier_code, t.from_rank, t.to_tier_code, t.to_rank, t.direction, t.cause, \
-                t.qualifying_points, t.change_time \
+                t.qualifying_points, t.change_time, t.ledger_entry_id, \
+                jsonb_path_exists(p.rules, '$.tiers[*].threshold.SpendMinor') AS spend_metric \
          FROM tier_changes t JOIN members m USING (member_id) JOIN programs p ON p.program_id = t.program_id \
-         WHERE ($1::uuid IS NULL OR t.member_id = $1 OR m.merged_into_member_id = $1) \
+         WHERE ($1::uuid IS NULL OR t.member_id = $1 OR ($8 AND m.merged_into_member_id = $1)) \
            AND ($2::uuid IS NULL OR t.program_id = $2) \
            AND (cardinality($3::smallint[]) = 0 OR t.direction = ANY($3)) \
            AND ($4::timestamptz IS NULL OR t.change_time >= $4) \
@@ -79,7 +87,8 @@ pub async fn list(
     .bind(filter.until)
     .bind(after)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .bind(filter.merged_members)
+    .fetch_all(executor)
     .await?;
     rows.iter()
         .map(|r| {
@@ -98,6 +107,8 @@ pub async fn list(
                 direction: r.try_get("direction")?,
                 cause: r.try_get("cause")?,
                 qualifying: r.try_get("qualifying_points")?,
+                spend_metric: r.try_get("spend_metric")?,
+                ledger_entry_id: r.try_get("ledger_entry_id")?,
                 change_time: r.try_get("change_time")?,
             })
         })

@@ -40,7 +40,26 @@ pub(crate) async fn spawn_app_with_pool(connections: u32) -> anyhow::Result<Test
     let mut settings = ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
     settings.database.max_connections = connections;
     let clock = Arc::new(ManualClock::default());
-    let app = custops_loyalty::build_with_clock(settings, clock.clone()).await?;
+    // No scheduler: these tests run the jobs by RPC, at the clock times they choose.
+    let (client, stop) = start(settings, clock.clone(), None).await?;
+    Ok(TestApp {
+        client,
+        pool: test_pool(&db).await?,
+        clock,
+        _stop: stop,
+        _db: db,
+    })
+}
+
+/// Builds and serves one instance of the service with `settings`, `clock` and the scheduler
+/// pace `jobs`; it stops when the returned sender is dropped (or sent to).
+pub(crate) async fn start(
+    settings: ServiceSettings,
+    clock: Arc<ManualClock>,
+    jobs: Option<custops_loyalty::api::jobs::JobSchedule>,
+) -> anyhow::Result<(LoyaltyServiceClient<Channel>, oneshot::Sender<()>)> {
+    let options = custops_loyalty::Options { clock, jobs };
+    let app = custops_loyalty::build_with(settings, options).await?;
     let port = app.port();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
@@ -50,6 +69,12 @@ pub(crate) async fn spawn_app_with_pool(connections: u32) -> anyhow::Result<Test
         .connect()
         .await
         .context("Failed to connect to the loyalty service")?;
+    Ok((LoyaltyServiceClient::new(channel), stop))
+}
+
+/// A small pool on the test database with the loyalty schema first on the search path, for
+/// checking what the service stored.
+pub(crate) async fn test_pool(db: &TestDatabase) -> anyhow::Result<PgPool> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .after_connect(|conn, _| {
@@ -60,13 +85,7 @@ pub(crate) async fn spawn_app_with_pool(connections: u32) -> anyhow::Result<Test
         })
         .connect(db.url())
         .await?;
-    Ok(TestApp {
-        client: LoyaltyServiceClient::new(channel),
-        pool,
-        clock,
-        _stop: stop,
-        _db: db,
-    })
+    Ok(pool)
 }
 
 /// A fresh request id.

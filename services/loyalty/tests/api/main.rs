@@ -3,6 +3,7 @@
 mod helpers;
 
 mod benefits;
+mod due_points;
 mod idempotency;
 mod jobs;
 mod ledger;
@@ -11,6 +12,8 @@ mod pending;
 mod programs;
 mod race;
 mod rewards;
+mod scheduler;
+mod tier_changes;
 mod time_zones;
 mod unmerges;
 mod validation;

@@ -1,0 +1,153 @@
+//! The in-process scheduler runs the release, expiry and tier-review jobs by itself: two
+//! replicas on one database release and expire each due lot once, with no RPC asking.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use custops_common::config::ServiceSettings;
+use custops_common::service::ServiceKind;
+use custops_contracts::custops::loyalty::v1 as pb;
+use custops_loyalty::api::jobs::JobSchedule;
+use custops_loyalty::domain::clock::ManualClock;
+use custops_testkit::{TestDatabase, eventually};
+use sqlx::PgPool;
+
+use crate::helpers::{assert_ledger_invariants, grant, program, purchase, rid, start, test_pool};
+
+/// Entries of `kind` (the contract's number) and events of `event_type` stored so far.
+async fn written(pool: &PgPool, kind: i16, event_type: &str) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ledger_entries WHERE kind = $1), \
+                (SELECT count(*) FROM outbox WHERE type = $2)",
+    )
+    .bind(kind)
+    .bind(event_type)
+    .fetch_one(pool)
+    .await?)
+}
+
+#[tokio::test]
+async fn two_replicas_release_and_expire_due_lots_once_by_themselves() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let pool = test_pool(&db).await?;
+    let clock = Arc::new(ManualClock::default());
+    // Each replica looks every 20 ms; each job runs once per hour of the service clock.
+    let schedule = JobSchedule {
+        tick: StdDuration::from_millis(20),
+        interval: StdDuration::from_secs(3600),
+    };
+    let settings = || ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
+    let (mut client, stop_a) = start(settings(), clock.clone(), Some(schedule)).await?;
+    let (_, stop_b) = start(settings(), clock.clone(), Some(schedule)).await?;
+
+    // A 14-day return window; points expire after 30 days.
+    let mut rules = program(pb::ClawbackPolicy::WithinBalance, 30);
+    rules.return_window_days = 14;
+    let program_id = client
+        .create_program(pb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(rules),
+        })
+        .await?
+        .into_inner()
+        .program
+        .unwrap_or_default()
+        .program_id;
+    let mut members = Vec::new();
+    for i in 0..20 {
+        let member = client
+            .enrol_member(pb::EnrolMemberRequest {
+                request_id: rid(),
+                program_id: program_id.clone(),
+                customer_id: uuid::Uuid::now_v7().to_string(),
+                enrol_channel: String::new(),
+            })
+            .await?
+            .into_inner()
+            .member
+            .unwrap_or_default()
+            .member_id;
+        client
+            .earn_points(purchase(&member, &format!("o-{i}"), 10_000))
+            .await?; // 100 pending
+        client.earn_points(grant(rid(), &member, 50)).await?; // 50 available
+        members.push(member);
+    }
+
+    // Past the return window: the scheduler releases every member's purchase points, once.
+    clock.advance(Duration::days(15));
+    let released = eventually(StdDuration::from_secs(10), || async {
+        written(&pool, 6, "custops.loyalty.v1.PointsReleased")
+            .await
+            .is_ok_and(|counts| counts == (20, 20))
+    })
+    .await;
+    assert!(released, "the scheduler released the due points");
+
+    // Past the expiry: the scheduler expires both lots of every member in one entry each.
+    clock.advance(Duration::days(16));
+    let expired = eventually(StdDuration::from_secs(10), || async {
+        written(&pool, 5, "custops.loyalty.v1.PointsExpired")
+            .await
+            .is_ok_and(|counts| counts == (20, 20))
+    })
+    .await;
+    assert!(expired, "the scheduler expired the due lots");
+    // Later ticks of either replica (within the interval, and after it) add nothing.
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    clock.advance(Duration::hours(2));
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    assert_eq!(
+        written(&pool, 6, "custops.loyalty.v1.PointsReleased").await?,
+        (20, 20)
+    );
+    assert_eq!(
+        written(&pool, 5, "custops.loyalty.v1.PointsExpired").await?,
+        (20, 20)
+    );
+    for member in &members {
+        let balances: (i64, i64, i64) = sqlx::query_as(
+            "SELECT available_points, pending_points, lifetime_expired_points FROM balances \
+             WHERE member_id = $1::uuid",
+        )
+        .bind(member)
+        .fetch_one(&pool)
+        .await?;
+        assert_eq!(
+            balances,
+            (0, 0, 150),
+            "member {member}: stored, not only read"
+        );
+    }
+    assert_ledger_invariants(&pool).await?;
+
+    // Stopped replicas run nothing more: their schedulers end with the server (the shutdown
+    // token is cancelled before the server stops answering).
+    stop_a.send(()).ok();
+    stop_b.send(()).ok();
+    let down = eventually(StdDuration::from_secs(10), || {
+        let mut client = client.clone();
+        let program_id = program_id.clone();
+        async move {
+            client
+                .get_program(pb::GetProgramRequest { program_id })
+                .await
+                .is_err()
+        }
+    })
+    .await;
+    assert!(down, "the replicas stopped");
+    // A tick already under way when the token was cancelled finishes first.
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    sqlx::query("UPDATE schedule_runs SET last_run_time = '-infinity'")
+        .execute(&pool)
+        .await?;
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    let untouched: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM schedule_runs WHERE last_run_time = '-infinity'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(untouched, 3, "no scheduler claimed a run after shutdown");
+    Ok(())
+}

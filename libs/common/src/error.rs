@@ -5,6 +5,11 @@
 //! UNAVAILABLE, statement timeout → DEADLINE_EXCEEDED). Validation errors carry a
 //! `google.rpc.BadRequest` with one field violation per bad field. Internal errors are logged
 //! with the trace id, and the caller gets only that id: no SQL, no stack text.
+//!
+//! Every status built here fits in the 8 KiB of metadata standard clients accept (grpc-java's
+//! default, the smallest): messages, field paths, descriptions and ErrorInfo metadata are
+//! clipped (a bad value is quoted by a short prefix at most), and a request with many bad
+//! fields reports the first [`MAX_VIOLATIONS`] and counts the rest.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation as RpcFieldViolation, StatusExt};
@@ -75,6 +80,30 @@ fn describe(violations: &[FieldViolation]) -> String {
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Field violations sent in one INVALID_ARGUMENT; the message counts the rest.
+pub const MAX_VIOLATIONS: usize = 10;
+/// Longest `grpc-message` sent, in bytes before percent-encoding (which can triple
+/// non-ASCII text).
+pub const MAX_MESSAGE_BYTES: usize = 256;
+/// Longest field path in a violation.
+const MAX_FIELD_BYTES: usize = 128;
+/// Longest description of a violation, and of an ErrorInfo metadata value: room for a reason
+/// and a short prefix of the bad value.
+const MAX_DETAIL_BYTES: usize = 160;
+
+/// `text` cut to at most `max` bytes on a character boundary, with "…" when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = max.saturating_sub(ELLIPSIS.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &text[..end])
 }
 
 impl ServiceError {
@@ -221,11 +250,11 @@ pub fn status_with_reason<K: Into<String>>(
 ) -> Status {
     let metadata: std::collections::HashMap<String, String> = metadata
         .into_iter()
-        .map(|(key, value)| (key.into(), value))
+        .map(|(key, value)| (key.into(), clip(&value, MAX_DETAIL_BYTES)))
         .collect();
     Status::with_error_details(
         code,
-        message.into(),
+        clip(&message.into(), MAX_MESSAGE_BYTES),
         ErrorDetails::with_error_info(reason, domain, metadata),
     )
 }
@@ -240,10 +269,29 @@ impl From<ServiceError> for Status {
         let code = error.code();
         match error {
             ServiceError::InvalidArgument(violations) => {
-                let message = format!("invalid argument: {}", describe(&violations));
+                let total = violations.len();
+                let sent: Vec<FieldViolation> = violations
+                    .into_iter()
+                    .take(MAX_VIOLATIONS)
+                    .map(|v| FieldViolation {
+                        field: clip(&v.field, MAX_FIELD_BYTES),
+                        description: clip(&v.description, MAX_DETAIL_BYTES),
+                    })
+                    .collect();
+                let more = match total - sent.len() {
+                    0 => String::new(),
+                    n => format!(" (and {n} more bad fields)"),
+                };
+                // The count survives the clip: it is what tells a caller the list is partial.
+                let message = format!(
+                    "{}{more}",
+                    clip(
+                        &format!("invalid argument: {}", describe(&sent)),
+                        MAX_MESSAGE_BYTES - more.len()
+                    )
+                );
                 let details = ErrorDetails::with_bad_request(
-                    violations
-                        .into_iter()
+                    sent.into_iter()
                         .map(|v| RpcFieldViolation::new(v.field, v.description))
                         .collect::<Vec<_>>(),
                 );
@@ -262,9 +310,21 @@ impl From<ServiceError> for Status {
                 };
                 Status::new(code, message)
             }
-            other => Status::new(code, other.to_string()),
+            other => Status::new(code, clip(&other.to_string(), MAX_MESSAGE_BYTES)),
         }
     }
+}
+
+/// Bytes a status takes as gRPC metadata (names and values of `grpc-status`,
+/// `grpc-message` and `grpc-status-details-bin`, as sent), for checking the 8 KiB bound.
+pub fn metadata_bytes(status: &Status) -> usize {
+    let mut headers = http::HeaderMap::new();
+    // A status whose message or details cannot be encoded is sent as a bare code.
+    let _ = status.add_header(&mut headers);
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
 }
 
 #[cfg(test)]
@@ -286,6 +346,69 @@ mod tests {
             .map(|b| b.field_violations.into_iter().map(|f| f.field).collect())
             .unwrap_or_default();
         assert_eq!(fields, ["customer.email", "page_size"]);
+    }
+
+    #[test]
+    fn errors_fit_in_8_kib_of_metadata_whatever_the_input() {
+        let huge = "x".repeat(1024 * 1024);
+        let wide = "数".repeat(100_000);
+        // A 1 MB bad value, quoted in the description and in the path.
+        let mut v = Violations::new();
+        v.add(
+            format!("customer_ids[{huge}]"),
+            format!("`{huge}` is not a UUID"),
+        );
+        let one = Status::from(v.into_result().err().unwrap_or_else(|| {
+            ServiceError::internal(anyhow::anyhow!("violations were not reported"))
+        }));
+        // A thousand bad fields, with non-ASCII text that percent-encoding triples.
+        let mut v = Violations::new();
+        for i in 0..1000 {
+            v.add(format!("tags[{i}]"), format!("`{wide}` is too long"));
+        }
+        let many = Status::from(v.into_result().err().unwrap_or_else(|| {
+            ServiceError::internal(anyhow::anyhow!("violations were not reported"))
+        }));
+        let reason = status_with_reason(
+            Code::FailedPrecondition,
+            wide.clone(),
+            ERROR_DOMAIN,
+            "SOME_REASON",
+            [("customer_id", huge.clone()), ("other", wide.clone())],
+        );
+        let not_found = Status::from(ServiceError::not_found("customer", huge.clone()));
+        for status in [&one, &many, &reason, &not_found] {
+            let bytes = metadata_bytes(status);
+            assert!(bytes < 8 * 1024, "{bytes} bytes: {:?}", status.code());
+            assert!(bytes > 20, "the check measures something: {bytes}");
+        }
+        let fields = |status: &Status| -> Vec<RpcFieldViolation> {
+            status
+                .get_details_bad_request()
+                .map(|b| b.field_violations)
+                .unwrap_or_default()
+        };
+        let sent = fields(&many);
+        assert_eq!(sent.len(), MAX_VIOLATIONS);
+        assert_eq!(sent[0].field, "tags[0]");
+        assert!(
+            many.message().ends_with("(and 990 more bad fields)"),
+            "{}",
+            many.message()
+        );
+        let first = fields(&one);
+        assert!(first[0].description.starts_with("`xxxx"), "{first:?}");
+        // Without the clip the same statuses would not fit: the check can fail.
+        let unclipped = Status::new(Code::InvalidArgument, huge.clone());
+        assert!(metadata_bytes(&unclipped) > 8 * 1024);
+    }
+
+    #[test]
+    fn clipping_keeps_short_text_and_cuts_on_character_boundaries() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("abcdefghij", 8), "abcde…");
+        let cut = clip("数数数数", 8);
+        assert!(cut.len() <= 8 && cut.ends_with('…'), "{cut}");
     }
 
     #[test]

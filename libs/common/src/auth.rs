@@ -28,8 +28,13 @@ pub const ISSUER: &str = "custops";
 pub const DEFAULT_AUDIENCE: &str = "custops";
 /// Shortest accepted signing key: HS256 is only as strong as its key.
 pub const MIN_SECRET_BYTES: usize = 32;
-/// Clock skew tolerated between services when checking `exp`.
+/// Clock skew tolerated between services when checking `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;
+/// Longest a token may be valid (`exp` − `iat`) unless `CUSTOPS_AUTH_MAX_TOKEN_LIFETIME_SECS`
+/// says otherwise: a leaked token stops working within a day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Bounds of `CUSTOPS_AUTH_MAX_TOKEN_LIFETIME_SECS`: a minute to 30 days.
+const MAX_TOKEN_LIFETIME_RANGE: (u64, u64) = (60, 30 * 24 * 3600);
 
 /// RPC paths that need no token: health checks (load balancers, Kubernetes probes) and
 /// reflection (grpcurl, `buf curl`).
@@ -48,6 +53,9 @@ pub enum AuthSettings {
         secret: SecretString,
         /// The audience tokens must name.
         audience: String,
+        /// Longest validity (`exp` − `iat`) a token may claim; longer ones are refused, and
+        /// the issuer will not mint them.
+        max_lifetime: Duration,
     },
     /// No checks at all. Only by explicit choice (`CUSTOPS_AUTH_MODE=disabled`, `custops dev`,
     /// tests), and logged loudly at start-up.
@@ -57,10 +65,15 @@ pub enum AuthSettings {
 impl fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AuthSettings::Jwt { audience, .. } => f
+            AuthSettings::Jwt {
+                audience,
+                max_lifetime,
+                ..
+            } => f
                 .debug_struct("Jwt")
                 .field("secret", &"[redacted]")
                 .field("audience", audience)
+                .field("max_lifetime", max_lifetime)
                 .finish(),
             AuthSettings::Disabled => f.write_str("Disabled"),
         }
@@ -69,7 +82,7 @@ impl fmt::Debug for AuthSettings {
 
 impl AuthSettings {
     /// Reads `CUSTOPS_AUTH_MODE` (`jwt`, the default, or `disabled`), `CUSTOPS_AUTH_JWT_SECRET`
-    /// (required for `jwt`) and `CUSTOPS_AUTH_AUDIENCE`.
+    /// (required for `jwt`), `CUSTOPS_AUTH_AUDIENCE` and `CUSTOPS_AUTH_MAX_TOKEN_LIFETIME_SECS`.
     pub fn from_env(env: &Environment) -> Result<Self, ConfigError> {
         let mode = env.get("CUSTOPS_AUTH_MODE").unwrap_or("jwt").trim();
         match mode.to_ascii_lowercase().as_str() {
@@ -81,14 +94,33 @@ impl AuthSettings {
                         var: "CUSTOPS_AUTH_JWT_SECRET".to_owned(),
                         hint: "set the shared token key (at least 32 bytes), or CUSTOPS_AUTH_MODE=disabled for local use",
                     })?;
-                Self::jwt(
+                let max_lifetime = match env.get("CUSTOPS_AUTH_MAX_TOKEN_LIFETIME_SECS") {
+                    None => DEFAULT_MAX_TOKEN_LIFETIME,
+                    Some(text) => text
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|secs| {
+                            (MAX_TOKEN_LIFETIME_RANGE.0..=MAX_TOKEN_LIFETIME_RANGE.1).contains(secs)
+                        })
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| ConfigError::Invalid {
+                            var: "CUSTOPS_AUTH_MAX_TOKEN_LIFETIME_SECS".to_owned(),
+                            reason: format!(
+                                "`{text}` is not a number of seconds from {} to {}",
+                                MAX_TOKEN_LIFETIME_RANGE.0, MAX_TOKEN_LIFETIME_RANGE.1
+                            ),
+                        })?,
+                };
+                let settings = Self::jwt(
                     secret,
                     env.get("CUSTOPS_AUTH_AUDIENCE").unwrap_or(DEFAULT_AUDIENCE),
                 )
                 .map_err(|reason| ConfigError::Invalid {
                     var: "CUSTOPS_AUTH_JWT_SECRET".to_owned(),
                     reason,
-                })
+                })?;
+                Ok(settings.with_max_lifetime(max_lifetime))
             }
             other => Err(ConfigError::Invalid {
                 var: "CUSTOPS_AUTH_MODE".to_owned(),
@@ -108,7 +140,22 @@ impl AuthSettings {
         Ok(AuthSettings::Jwt {
             secret: SecretString::from(secret.to_owned()),
             audience: audience.to_owned(),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         })
+    }
+
+    /// The same settings with another longest token validity (no effect when disabled).
+    pub fn with_max_lifetime(self, lifetime: Duration) -> Self {
+        match self {
+            AuthSettings::Jwt {
+                secret, audience, ..
+            } => AuthSettings::Jwt {
+                secret,
+                audience,
+                max_lifetime: lifetime,
+            },
+            AuthSettings::Disabled => AuthSettings::Disabled,
+        }
     }
 
     /// Whether calls are checked.
@@ -124,14 +171,27 @@ pub struct Claims {
     pub sub: String,
     /// Space-separated scopes.
     pub scope: String,
-    /// Audience.
-    pub aud: String,
+    /// Audience: one, or several (RFC 7519 allows both forms).
+    pub aud: Audience,
     /// Issuer.
     pub iss: String,
-    /// Issued at, seconds since the epoch.
+    /// Issued at, seconds since the epoch. Required: the token's lifetime is measured from it.
     pub iat: u64,
+    /// Not valid before, seconds since the epoch; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+}
+
+/// The `aud` claim, a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "custops"`.
+    One(String),
+    /// `"aud": ["custops", "other"]`.
+    Many(Vec<String>),
 }
 
 /// Who is calling, as the auth layer established it. Handlers read it from the request's
@@ -177,7 +237,8 @@ pub enum AuthError {
     /// The token is expired.
     #[error("the token has expired")]
     Expired,
-    /// Bad signature, wrong audience or issuer, malformed.
+    /// Bad signature, wrong audience or issuer, not yet valid, issued in the future, valid for
+    /// longer than allowed, malformed.
     #[error("the token is not valid: {0}")]
     Invalid(String),
     /// Valid token, but without the method's scope.
@@ -210,6 +271,7 @@ impl AuthError {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: Duration,
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -219,17 +281,26 @@ impl fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// A verifier for tokens signed with `secret` for `audience`.
+    /// A verifier for tokens signed with `secret` for `audience`, valid for at most
+    /// [`DEFAULT_MAX_TOKEN_LIFETIME`].
     pub fn new(secret: &SecretString, audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[audience]);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
+    }
+
+    /// The same verifier refusing tokens valid for longer than `lifetime`.
+    pub fn with_max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
     }
 
     /// The caller a token proves, or why it proves nothing.
@@ -244,9 +315,26 @@ impl TokenVerifier {
                 ErrorKind::InvalidAlgorithm => {
                     AuthError::Invalid("unsupported algorithm".to_owned())
                 }
+                ErrorKind::ImmatureSignature => {
+                    AuthError::Invalid("not yet valid (nbf)".to_owned())
+                }
                 _ => AuthError::Invalid("malformed token".to_owned()),
             },
         )?;
+        // jsonwebtoken checks `exp` and `nbf`; `iat` and the lifetime are ours to check.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        if data.claims.iat > now + LEEWAY_SECS {
+            return Err(AuthError::Invalid("issued in the future (iat)".to_owned()));
+        }
+        if data.claims.exp.saturating_sub(data.claims.iat) > self.max_lifetime.as_secs() {
+            return Err(AuthError::Invalid(format!(
+                "valid for longer than {} s (exp - iat)",
+                self.max_lifetime.as_secs()
+            )));
+        }
         Ok(Caller {
             service: data.claims.sub,
             scopes: data
@@ -264,6 +352,7 @@ impl TokenVerifier {
 pub struct TokenIssuer {
     key: EncodingKey,
     audience: String,
+    max_lifetime: Duration,
 }
 
 impl fmt::Debug for TokenIssuer {
@@ -280,19 +369,34 @@ impl TokenIssuer {
         Self {
             key: EncodingKey::from_secret(secret.expose_secret().as_bytes()),
             audience: audience.to_owned(),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
     }
 
     /// The issuer for these settings, or `None` when auth is disabled.
     pub fn from_settings(settings: &AuthSettings) -> Option<Self> {
         match settings {
-            AuthSettings::Jwt { secret, audience } => Some(Self::new(secret, audience)),
+            AuthSettings::Jwt {
+                secret,
+                audience,
+                max_lifetime,
+            } => Some(Self {
+                max_lifetime: *max_lifetime,
+                ..Self::new(secret, audience)
+            }),
             AuthSettings::Disabled => None,
         }
     }
 
-    /// A token for `subject` with `scopes`, valid for `ttl` from now.
+    /// A token for `subject` with `scopes`, valid for `ttl` from now; refused when `ttl` is
+    /// longer than the services accept.
     pub fn mint(&self, subject: &str, scopes: &[&str], ttl: Duration) -> Result<String, AuthError> {
+        if ttl > self.max_lifetime {
+            return Err(AuthError::Invalid(format!(
+                "a token may be valid for at most {} s (CUSTOPS_AUTH_MAX_TOKEN_LIFETIME_SECS)",
+                self.max_lifetime.as_secs()
+            )));
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| AuthError::Invalid("the system clock is before 1970".to_owned()))?
@@ -300,9 +404,10 @@ impl TokenIssuer {
         let claims = Claims {
             sub: subject.to_owned(),
             scope: scopes.join(" "),
-            aud: self.audience.clone(),
+            aud: Audience::One(self.audience.clone()),
             iss: ISSUER.to_owned(),
             iat: now,
+            nbf: None,
             exp: now + ttl.as_secs(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
@@ -391,7 +496,11 @@ impl Authenticator {
     /// Checks tokens per `settings` against `policy`.
     pub fn new(settings: &AuthSettings, policy: ScopePolicy) -> Self {
         let verifier = match settings {
-            AuthSettings::Jwt { secret, audience } => Some(TokenVerifier::new(secret, audience)),
+            AuthSettings::Jwt {
+                secret,
+                audience,
+                max_lifetime,
+            } => Some(TokenVerifier::new(secret, audience).with_max_lifetime(*max_lifetime)),
             AuthSettings::Disabled => None,
         };
         Self { verifier, policy }
@@ -529,9 +638,10 @@ mod tests {
         let claims = Claims {
             sub: "feedback".to_owned(),
             scope: "loyalty.points.write".to_owned(),
-            aud: DEFAULT_AUDIENCE.to_owned(),
+            aud: Audience::One(DEFAULT_AUDIENCE.to_owned()),
             iss: ISSUER.to_owned(),
             iat: now - 600,
+            nbf: None,
             exp: now - LEEWAY_SECS - 60,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &issuer.key)

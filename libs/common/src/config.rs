@@ -237,6 +237,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_AUTH_MODE", "jwt or disabled (default jwt)"),
     Variable::required_unless("CUSTOPS_AUTH_JWT_SECRET", ("CUSTOPS_AUTH_MODE", "disabled"), "HS256 key for service tokens, at least 32 bytes"),
     Variable::optional("CUSTOPS_AUTH_AUDIENCE", "audience tokens must name (default custops)"),
+    Variable::optional("CUSTOPS_AUTH_MAX_TOKEN_LIFETIME_SECS", "longest validity (exp - iat) a token may have, 60 to 2592000 (default 86400)"),
     Variable::optional("CUSTOPS_TLS_CERT_FILE", "PEM server certificate chain; enables TLS (with the key)"),
     Variable::optional("CUSTOPS_TLS_KEY_FILE", "PEM private key of that certificate"),
     Variable::optional("CUSTOPS_TLS_CLIENT_CA_FILE", "PEM CA; when set, clients must present a certificate it signed (mTLS)"),

@@ -4,6 +4,7 @@
 //! RPCs not implemented yet answer UNIMPLEMENTED through the generated default stubs.
 
 pub mod convert;
+pub mod customers;
 pub mod error;
 pub mod events;
 pub mod jobs;
@@ -23,6 +24,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use self::convert::{Keyed, parse_uuid};
+use self::customers::CustomerDirectory;
 use crate::domain::Rejection;
 use crate::domain::benefit::{self, NotEntitled};
 use crate::domain::ledger::RequestKey;
@@ -37,13 +39,23 @@ use crate::store::{
 pub struct LoyaltyApi {
     store: PgStore,
     page_tokens: PageTokens,
+    /// Profiles, to check the customer of an enrolment; `None` when loyalty runs standalone.
+    customers: Option<CustomerDirectory>,
 }
 
 /// The API wrapped for serving, with explicit message size limits.
-pub fn server(store: PgStore, page_tokens: PageTokens) -> LoyaltyServiceServer<LoyaltyApi> {
-    LoyaltyServiceServer::new(LoyaltyApi { store, page_tokens })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+pub fn server(
+    store: PgStore,
+    page_tokens: PageTokens,
+    customers: Option<CustomerDirectory>,
+) -> LoyaltyServiceServer<LoyaltyApi> {
+    LoyaltyServiceServer::new(LoyaltyApi {
+        store,
+        page_tokens,
+        customers,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The idempotency key of a mutation: caller, request id, method and the request as sent.
@@ -271,7 +283,23 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::EnrolMemberRequest>,
     ) -> Result<Response<pb::EnrolMemberResponse>, Status> {
         let key = request_key(&request, "EnrolMember", &request.get_ref().request_id);
-        let cmd = convert::Enrol::try_from(request.into_inner())?;
+        let mut cmd = convert::Enrol::try_from(request.into_inner())?;
+        // A replay answers what the first call did, whatever profiles says about the customer
+        // since; only a new enrolment is checked (outside the transaction: no row is locked
+        // while profiles is asked).
+        if let Some(bytes) = self.store.replay(&key).await? {
+            return decode(&bytes);
+        }
+        if let Some(customers) = &self.customers {
+            let requested = cmd.command.customer_id;
+            let standing = customers
+                .standing(requested)
+                .await
+                .map_err(error::directory_status)?;
+            cmd.command.customer_id = standing
+                .enrols(requested)
+                .map_err(error::rejection_status)?;
+        }
         let now = self.store.clock().now();
         let bytes = self
             .store

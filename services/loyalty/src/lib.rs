@@ -72,8 +72,9 @@ pub async fn build_with(
     if let Some(schedule) = jobs {
         api::jobs::spawn_scheduler(store.clone(), schedule, app.shutdown_token());
     }
+    let customers = api::customers::CustomerDirectory::from_settings(&settings)?;
     let feed = event_feed_server(pool, settings.service, feed_options);
     Ok(app
-        .add_api(api::server(store, settings.page_tokens.clone()))
+        .add_api(api::server(store, settings.page_tokens.clone(), customers))
         .add_api(feed))
 }

@@ -68,6 +68,15 @@ impl PgStore {
         &self.clock
     }
 
+    /// The stored response of an equal request under `key`, when one succeeded before (a
+    /// replay); `None` when the key is unused or its first call is still running (then
+    /// [`PgStore::idempotent`] waits for it). The same key with another request is
+    /// `RequestIdReused`. For work that must happen before the transaction, such as asking
+    /// another service, and must not happen again on a replay.
+    pub async fn replay(&self, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
+        idempotency::stored(&self.pool, key).await
+    }
+
     /// Runs `work` once per request key: in one transaction, claims `key`, runs `work` and
     /// stores the bytes it returns as the response. A replay of an equal request returns the
     /// stored bytes unchanged; the same key with another request is `RequestIdReused`. When

@@ -5,6 +5,7 @@
 use custops_common::error::{ServiceError, status_with_reason};
 use tonic::{Code, Status};
 
+use super::customers::DirectoryError;
 use crate::domain::Rejection;
 use crate::store::StoreError;
 
@@ -53,6 +54,18 @@ pub fn rejection_status(rejection: Rejection) -> Status {
         Rejection::CustomerErased => {
             with_reason(FailedPrecondition, message, "CUSTOMER_ERASED", &[])
         }
+        Rejection::CustomerNotFound { customer_id } => with_reason(
+            Code::NotFound,
+            message,
+            "CUSTOMER_NOT_FOUND",
+            &[("customer_id", customer_id.to_string())],
+        ),
+        Rejection::CustomerDeleted { customer_id } => with_reason(
+            FailedPrecondition,
+            message,
+            "CUSTOMER_DELETED",
+            &[("customer_id", customer_id.to_string())],
+        ),
         Rejection::TierInUse { tier_code } => with_reason(
             FailedPrecondition,
             message,
@@ -135,6 +148,25 @@ pub fn rejection_status(rejection: Rejection) -> Status {
             ServiceError::invalid_argument(field, description).into()
         }
         Rejection::StaleEtag { .. } => ServiceError::Aborted(message).into(),
+    }
+}
+
+/// The status of a failed look-up in profiles: UNAVAILABLE when profiles could not answer
+/// in time (the caller may retry: nothing was recorded), INTERNAL (logged) when it answered
+/// something loyalty cannot use, such as a refusal of loyalty's own token.
+pub fn directory_status(error: DirectoryError) -> Status {
+    match error {
+        DirectoryError::Unavailable(status) => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "profiles did not answer a customer look-up");
+            ServiceError::Unavailable(
+                "profiles could not confirm customer_id now; retry the call".to_owned(),
+            )
+            .into()
+        }
+        DirectoryError::Unexpected(detail) => ServiceError::internal(anyhow::anyhow!(
+            "customer look-up in profiles failed: {detail}"
+        ))
+        .into(),
     }
 }
 

@@ -241,6 +241,41 @@ impl Member {
     }
 }
 
+/// What profiles says about a customer id an enrolment names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomerStanding {
+    /// A live customer under this id.
+    Live,
+    /// The id was merged away; this live customer survived it (the end of the chain).
+    MergedInto(Uuid),
+    /// Soft-deleted in profiles (restorable there).
+    Deleted,
+    /// Erased in profiles (final), itself or the customer it was merged into.
+    Erased,
+    /// Profiles never had the id.
+    Unknown,
+}
+
+impl CustomerStanding {
+    /// The customer an enrolment naming `requested` enrols: the customer itself, or the
+    /// survivor of a merge (a merged-away id resolves to its survivor everywhere in loyalty,
+    /// so a membership under it would be unreachable); refused when profiles does not know
+    /// the id or the customer is deleted or erased.
+    pub fn enrols(self, requested: Uuid) -> Result<Uuid, Rejection> {
+        match self {
+            CustomerStanding::Live => Ok(requested),
+            CustomerStanding::MergedInto(survivor) => Ok(survivor),
+            CustomerStanding::Deleted => Err(Rejection::CustomerDeleted {
+                customer_id: requested,
+            }),
+            CustomerStanding::Erased => Err(Rejection::CustomerErased),
+            CustomerStanding::Unknown => Err(Rejection::CustomerNotFound {
+                customer_id: requested,
+            }),
+        }
+    }
+}
+
 /// A validated enrolment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrolCommand {

@@ -47,6 +47,18 @@ pub enum Rejection {
     /// The customer was erased in profiles.
     #[error("the customer was erased")]
     CustomerErased,
+    /// Profiles has no customer with this id (checked when loyalty follows profiles).
+    #[error("customer_id `{customer_id}` is not a customer in profiles")]
+    CustomerNotFound {
+        /// The id asked for.
+        customer_id: Uuid,
+    },
+    /// The customer is soft-deleted in profiles.
+    #[error("customer_id `{customer_id}` is deleted in profiles")]
+    CustomerDeleted {
+        /// The id asked for.
+        customer_id: Uuid,
+    },
     /// A program update would remove a tier that members hold.
     #[error("members hold tier `{tier_code}`, which the update removes")]
     TierInUse {

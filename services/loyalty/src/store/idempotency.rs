@@ -2,7 +2,7 @@
 //! and the first successful response.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::StoreResult;
 use crate::domain::Rejection;
@@ -73,4 +73,30 @@ pub async fn complete(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The committed response to `key`, read without waiting: `None` when the key is unused or
+/// its first call has not committed yet (the row is then invisible or has no response).
+pub async fn stored(pool: &PgPool, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
+    let row = sqlx::query(
+        "SELECT method, request, response FROM idempotency_keys \
+         WHERE caller = $1 AND request_id = $2",
+    )
+    .bind(&key.caller)
+    .bind(&key.request_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let method: String = row.try_get("method")?;
+    let request: Vec<u8> = row.try_get("request")?;
+    if method != key.method || request != key.fingerprint {
+        return Err(Rejection::RequestIdReused {
+            request_id: key.request_id.clone(),
+        }
+        .into());
+    }
+    let response: Vec<u8> = row.try_get("response")?;
+    Ok((!response.is_empty()).then_some(response))
 }

@@ -4,6 +4,7 @@ mod helpers;
 
 mod benefits;
 mod due_points;
+mod enrolment;
 mod idempotency;
 mod jobs;
 mod ledger;

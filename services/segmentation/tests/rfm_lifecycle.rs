@@ -848,3 +848,130 @@ async fn config_updates_validate_fields_check_etags_and_queue_a_recompute() -> a
     assert_eq!(missing, Some(tonic::Code::NotFound));
     Ok(())
 }
+
+#[tokio::test]
+async fn an_invalid_config_update_with_a_stale_etag_is_invalid_argument() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    // Move both configs on once, so the etags read first are stale.
+    let rfm_before = app
+        .client
+        .get_rfm_config(pb::GetRfmConfigRequest {})
+        .await?
+        .into_inner()
+        .rfm_config
+        .unwrap_or_default();
+    let lifecycle_before = app
+        .client
+        .get_lifecycle_config(pb::GetLifecycleConfigRequest {})
+        .await?
+        .into_inner()
+        .lifecycle_config
+        .unwrap_or_default();
+    app.client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 180,
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days"]),
+        })
+        .await?;
+    app.client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                at_risk_after_days: 45,
+                ..Default::default()
+            }),
+            update_mask: mask(&["at_risk_after_days"]),
+        })
+        .await?;
+
+    // Stale etag and an invalid body: the body is what the caller must fix.
+    let rfm = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 10,
+                etag: rfm_before.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(rfm, Some(vec!["rfm_config.window_days".to_owned()]));
+    let lifecycle = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                churn_risk_gap_multiplier: 11.0,
+                etag: lifecycle_before.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["churn_risk_gap_multiplier"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(
+        lifecycle,
+        Some(vec![
+            "lifecycle_config.churn_risk_gap_multiplier".to_owned()
+        ])
+    );
+    // An unknown mask path is the request's fault too.
+    let path = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                etag: rfm_before.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["colour"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(path, Some(vec!["update_mask.paths[0]".to_owned()]));
+
+    // Stale etag and a valid body: ABORTED, nothing changed.
+    let stale = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: 90,
+                etag: rfm_before.etag,
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days"]),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(stale, Some(tonic::Code::Aborted));
+    let stale = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                at_risk_after_days: 50,
+                etag: lifecycle_before.etag,
+                ..Default::default()
+            }),
+            update_mask: mask(&["at_risk_after_days"]),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(stale, Some(tonic::Code::Aborted));
+    let window = app
+        .client
+        .get_rfm_config(pb::GetRfmConfigRequest {})
+        .await?
+        .into_inner()
+        .rfm_config
+        .unwrap_or_default()
+        .window_days;
+    assert_eq!(window, 180);
+    Ok(())
+}

@@ -55,8 +55,10 @@ pub(super) async fn update_lifecycle_config(
     let mut current = store::lifecycle::load(&mut tx)
         .await
         .map_err(ServiceError::from)?;
-    check_etag(&input.etag, &current.etag)?;
+    // Validation first, as in UpdateRfmConfig: an invalid request is INVALID_ARGUMENT even
+    // with a stale etag.
     let next = merge(&current.config, &input, &paths)?;
+    check_etag(&input.etag, &current.etag)?;
     if next == current.config {
         return Ok(Response::new(UpdateLifecycleConfigResponse {
             lifecycle_config: Some(config_to_proto(&current)),

@@ -54,8 +54,10 @@ pub(super) async fn update_rfm_config(
     let mut current = store::rfm::load(&mut tx)
         .await
         .map_err(ServiceError::from)?;
-    check_etag(&input.etag, &current.etag)?;
+    // A request that is wrong stays wrong whatever the config's version: say so before
+    // reporting a stale etag, or the caller would re-read, retry and only then learn it.
     let next = merge(&current.config, &input, &paths)?;
+    check_etag(&input.etag, &current.etag)?;
     if next == current.config {
         return Ok(Response::new(UpdateRfmConfigResponse {
             rfm_config: Some(config_to_proto(&current)),

@@ -234,6 +234,9 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_HEALTH_PORT", "extra plaintext port serving only grpc.health.v1, for probes when TLS is on"),
     Variable::optional("CUSTOPS_MAX_CONCURRENT_CALLS", "calls served at once before RESOURCE_EXHAUSTED (default 256)"),
     Variable::optional("CUSTOPS_MAX_CALL_TIMEOUT_SECS", "deadline for calls without grpc-timeout, and cap on it (default 30)"),
+    Variable::optional("CUSTOPS_HANDSHAKE_TIMEOUT_SECS", "a new connection that sends no HTTP/2 preface within this is closed (default 10)"),
+    Variable::optional("CUSTOPS_KEEPALIVE_INTERVAL_SECS", "HTTP/2 keep-alive ping interval of idle connections (default 30)"),
+    Variable::optional("CUSTOPS_KEEPALIVE_TIMEOUT_SECS", "an unanswered keep-alive ping closes the connection after this (default 20)"),
     Variable::optional("CUSTOPS_AUTH_MODE", "jwt or disabled (default jwt)"),
     Variable::required_unless("CUSTOPS_AUTH_JWT_SECRET", ("CUSTOPS_AUTH_MODE", "disabled"), "HS256 key for service tokens, at least 32 bytes"),
     Variable::optional("CUSTOPS_AUTH_AUDIENCE", "audience tokens must name (default custops)"),
@@ -326,6 +329,24 @@ pub struct ServerSettings {
     pub max_concurrent_calls: usize,
     /// Longest a call may run, and the deadline of calls that bring none.
     pub max_call_timeout: Duration,
+    /// How long a new connection may take to send the HTTP/2 preface before it is closed.
+    pub handshake_timeout: Duration,
+    /// How often an idle connection is pinged (HTTP/2 keep-alive).
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+/// A whole number of seconds, at least 1, from `var` (default `default`).
+fn positive_secs(env: &Environment, var: &str, default: u64) -> Result<Duration, ConfigError> {
+    let secs: u64 = env.parse_or(var, default)?;
+    if secs == 0 {
+        return Err(ConfigError::Invalid {
+            var: var.to_owned(),
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 impl ServerSettings {
@@ -371,6 +392,9 @@ impl ServerSettings {
             health_addr: health_port.map(|port| SocketAddr::new(host, port)),
             max_concurrent_calls,
             max_call_timeout: Duration::from_secs(max_call_timeout),
+            handshake_timeout: positive_secs(env, "CUSTOPS_HANDSHAKE_TIMEOUT_SECS", 10)?,
+            keepalive_interval: positive_secs(env, "CUSTOPS_KEEPALIVE_INTERVAL_SECS", 30)?,
+            keepalive_timeout: positive_secs(env, "CUSTOPS_KEEPALIVE_TIMEOUT_SECS", 20)?,
         })
     }
 
@@ -385,6 +409,9 @@ impl ServerSettings {
             health_addr: None,
             max_concurrent_calls: 256,
             max_call_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod db;
 pub mod db_roles;
 pub mod error;
 pub mod feed;
+pub mod handshake;
 pub mod layers;
 pub mod outbox;
 pub mod paging;

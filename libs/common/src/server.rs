@@ -22,6 +22,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::{Authenticator, ScopePolicy};
 use crate::config::ServerSettings;
+use crate::handshake::with_handshake_deadline;
 use crate::layers::{
     AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, LoadShedMiddleware, MiddlewareLayer,
     ObserveMiddleware, RequestIdMiddleware,
@@ -222,14 +223,19 @@ impl Application {
             .into_inner();
 
         let mut server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_interval(Some(self.settings.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.settings.keepalive_timeout))
             .tcp_keepalive(Some(Duration::from_secs(60)));
         if let Some(tls) = &self.settings.tls {
             server = server
                 .tls_config(tls.to_config())
                 .map_err(ServeError::Tls)?;
         }
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        // A socket that never starts HTTP/2 is closed after the handshake timeout.
+        let incoming = with_handshake_deadline(
+            TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+            self.settings.handshake_timeout,
+        );
         tracing::info!(
             %service,
             addr = %self.local_addr,

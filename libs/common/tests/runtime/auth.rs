@@ -158,7 +158,7 @@ fn expired_token() -> anyhow::Result<String> {
 #[tokio::test]
 async fn token_times_and_lifetime_are_enforced_and_aud_may_be_an_array() -> anyhow::Result<()> {
     let server = jwt_server().await?;
-    let mut client = plain_client(server.addr).await?;
+    let client = plain_client(server.addr).await?;
     let now = now()?;
     let hour = 3600;
     let check = |token: String, expected: Code| {

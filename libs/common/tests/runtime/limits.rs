@@ -148,3 +148,55 @@ async fn the_request_id_is_kept_or_made_and_echoed() -> anyhow::Result<()> {
     assert!(uuid::Uuid::parse_str(&made).is_ok(), "made id: {made:?}");
     server.shutdown().await
 }
+
+#[tokio::test]
+async fn sockets_that_never_speak_http2_are_closed_after_the_handshake_timeout()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut settings = ServerSettings::local(ServiceKind::Profiles, AuthSettings::Disabled);
+    settings.handshake_timeout = Duration::from_secs(1);
+    let server = TestServer::start(&settings, api()).await?;
+
+    // Fifty silent sockets, and one that sends half of the preface then stops.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(server.addr).await?);
+    }
+    let mut partial = tokio::net::TcpStream::connect(server.addr).await?;
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await?;
+
+    // A real client connected meanwhile keeps working past the timeout.
+    let mut client = plain_client(server.addr).await?;
+    client.get_feed_position(request("")).await?;
+
+    // Every one of them is closed by the server (a read sees EOF or a reset) well before the
+    // 10 s the test allows; without the deadline they would stay open.
+    let started = Instant::now();
+    for mut socket in silent.into_iter().chain([partial]) {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    // Anything the server sent before closing (a GOAWAY) is read past.
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "a socket was still open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    client.get_feed_position(request("")).await?;
+    drop(client);
+    server.shutdown().await
+}

@@ -24,7 +24,6 @@ use crate::domain::clock::Clock;
 use crate::domain::metrics::{self, GroupKey, Grouping, MetricsQuery, ScoreCounts};
 use crate::domain::response::{NewInvitation, Submission};
 use crate::domain::review::NewReview;
-use crate::domain::sla::SeverityTarget;
 use crate::domain::survey::{SurveyMask, SurveyStatus};
 use crate::domain::text;
 use crate::domain::ticket::{
@@ -1245,52 +1244,7 @@ impl FeedbackService for FeedbackApi {
         let mut follow_up = None;
         for p in &paths {
             match p.as_str() {
-                "targets" => {
-                    let mut out = Vec::new();
-                    for (i, t) in policy.targets.iter().enumerate() {
-                        let severity = parse::severity(
-                            &mut v,
-                            &format!("sla_policy.targets[{i}].severity"),
-                            t.severity,
-                        );
-                        let secs =
-                            |v: &mut Violations, name: &str, d: Option<&prost_types::Duration>| {
-                                let s = d.map(|d| d.seconds).unwrap_or(0);
-                                if !(60..=365 * 24 * 3600).contains(&s) {
-                                    v.add(
-                                        format!("sla_policy.targets[{i}].{name}"),
-                                        "must be 1 minute to 365 days",
-                                    );
-                                }
-                                s
-                            };
-                        let first_response_secs =
-                            secs(&mut v, "first_response", t.first_response.as_ref());
-                        let resolution_secs = secs(&mut v, "resolution", t.resolution.as_ref());
-                        if resolution_secs < first_response_secs {
-                            v.add(
-                                format!("sla_policy.targets[{i}].resolution"),
-                                "must not be shorter than first_response",
-                            );
-                        }
-                        out.push(SeverityTarget {
-                            severity,
-                            first_response_secs,
-                            resolution_secs,
-                        });
-                    }
-                    let mut severities: Vec<Severity> = out.iter().map(|t| t.severity).collect();
-                    severities.sort();
-                    severities.dedup();
-                    if severities.len() != out.len() || severities.len() != Severity::ALL.len() {
-                        v.add(
-                            "sla_policy.targets",
-                            "needs exactly one target per severity",
-                        );
-                    }
-                    out.sort_by_key(|t| t.severity);
-                    targets = Some(out);
-                }
+                "targets" => targets = Some(parse::sla_targets(&mut v, &policy.targets)),
                 "follow_up_severity" => {
                     follow_up = Some(parse::severity(
                         &mut v,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::convert::{from_ts, severity_from, touchpoint_kind_from};
 use crate::domain::response::{Answer, AnswerValue, Omission};
 use crate::domain::review::{Subject, SubjectKind};
+use crate::domain::sla::{self, SeverityTarget};
 use crate::domain::survey::{
     self, ChoiceOption, Question, QuestionKind, Reward, SurveyContent, SurveyTarget, Touchpoint,
 };
@@ -296,6 +297,83 @@ pub fn severity(v: &mut Violations, field: &str, value: i32) -> Severity {
         v.add(field, "required: LOW, MEDIUM, HIGH or CRITICAL");
         Severity::Medium
     })
+}
+
+/// `sla_policy.targets` of UpdateSlaPolicy: exactly one target per severity, each duration
+/// whole seconds within the contract's bounds (first response 1 minute – 90 days, resolution
+/// 1 minute – 365 days and not shorter than the first response). In severity order.
+pub fn sla_targets(v: &mut Violations, targets: &[pb::SeveritySlaTarget]) -> Vec<SeverityTarget> {
+    let mut out: Vec<SeverityTarget> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let field = |name: &str| format!("sla_policy.targets[{i}].{name}");
+            let severity = severity(v, &field("severity"), t.severity);
+            let first_response = sla_duration(
+                v,
+                &field("first_response"),
+                t.first_response.as_ref(),
+                sla::MAX_FIRST_RESPONSE_SECS,
+                "90 days",
+            );
+            let resolution = sla_duration(
+                v,
+                &field("resolution"),
+                t.resolution.as_ref(),
+                sla::MAX_RESOLUTION_SECS,
+                "365 days",
+            );
+            if let (Some(first), Some(resolve)) = (first_response, resolution)
+                && resolve < first
+            {
+                v.add(
+                    field("resolution"),
+                    "must not be shorter than first_response",
+                );
+            }
+            SeverityTarget {
+                severity,
+                first_response_secs: first_response.unwrap_or_default(),
+                resolution_secs: resolution.unwrap_or_default(),
+            }
+        })
+        .collect();
+    let mut severities: Vec<Severity> = out.iter().map(|t| t.severity).collect();
+    severities.sort();
+    severities.dedup();
+    if severities.len() != out.len() || severities.len() != Severity::ALL.len() {
+        v.add(
+            "sla_policy.targets",
+            "needs exactly one target per severity",
+        );
+    }
+    out.sort_by_key(|t| t.severity);
+    out
+}
+
+/// A required SLA duration: whole seconds, 1 minute to `max_secs` (`max_text` in words).
+fn sla_duration(
+    v: &mut Violations,
+    field: &str,
+    duration: Option<&prost_types::Duration>,
+    max_secs: i64,
+    max_text: &str,
+) -> Option<i64> {
+    match duration {
+        None => {
+            v.add(field, format!("required: 1 minute to {max_text}"));
+            None
+        }
+        Some(d) if d.nanos != 0 => {
+            v.add(field, "must be whole seconds");
+            None
+        }
+        Some(d) if !(sla::MIN_TARGET_SECS..=max_secs).contains(&d.seconds) => {
+            v.add(field, format!("must be 1 minute to {max_text}"));
+            None
+        }
+        Some(d) => Some(d.seconds),
+    }
 }
 
 /// A resolution (code required).

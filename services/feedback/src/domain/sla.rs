@@ -6,6 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use super::ticket::Severity;
 
+/// The shortest target the contract allows (`SeveritySlaTarget`), seconds.
+pub const MIN_TARGET_SECS: i64 = 60;
+/// The longest first-response target, seconds (90 days).
+pub const MAX_FIRST_RESPONSE_SECS: i64 = 90 * 24 * 3600;
+/// The longest resolution target, seconds (365 days).
+pub const MAX_RESOLUTION_SECS: i64 = 365 * 24 * 3600;
+
 /// Targets of one severity, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeverityTarget {

@@ -354,6 +354,109 @@ async fn the_sla_policy_is_configurable() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether UpdateSlaPolicy accepts the MEDIUM target (first response, resolution); `Err` names
+/// the target's field refused and part of the description.
+async fn medium_target(
+    client: &mut Client,
+    first_response: prost_types::Duration,
+    resolution: prost_types::Duration,
+) -> anyhow::Result<Result<(), (String, String)>> {
+    let mut policy = client
+        .get_sla_policy(pb::GetSlaPolicyRequest {})
+        .await?
+        .into_inner()
+        .sla_policy
+        .unwrap_or_default();
+    let mut index = 0;
+    for (i, t) in policy.targets.iter_mut().enumerate() {
+        if t.severity() == pb::TicketSeverity::Medium {
+            t.first_response = Some(first_response);
+            t.resolution = Some(resolution);
+            index = i;
+        }
+    }
+    policy.etag = String::new();
+    let result = client
+        .update_sla_policy(pb::UpdateSlaPolicyRequest {
+            sla_policy: Some(policy),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["targets".to_owned()],
+            }),
+        })
+        .await;
+    Ok(match result {
+        Ok(_) => Ok(()),
+        Err(status) => {
+            use tonic_types::StatusExt;
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            let violations = status
+                .get_details_bad_request()
+                .map(|b| b.field_violations)
+                .unwrap_or_default();
+            assert_eq!(violations.len(), 1, "{violations:?}");
+            let prefix = format!("sla_policy.targets[{index}].");
+            Err((
+                violations[0]
+                    .field
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&violations[0].field)
+                    .to_owned(),
+                violations[0].description.clone(),
+            ))
+        }
+    })
+}
+
+#[tokio::test]
+async fn sla_targets_are_bounded_as_the_contract_says() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    const DAY: i64 = 24 * 3600;
+    let d = |seconds: i64, nanos: i32| prost_types::Duration { seconds, nanos };
+    // (first response, resolution) → accepted, or the field refused and why.
+    let cases = [
+        (d(60, 0), d(60, 0), None),
+        (d(90 * DAY, 0), d(365 * DAY, 0), None),
+        (
+            d(90 * DAY + 1, 0),
+            d(365 * DAY, 0),
+            Some(("first_response", "1 minute to 90 days")),
+        ),
+        (
+            d(59, 0),
+            d(3600, 0),
+            Some(("first_response", "1 minute to 90 days")),
+        ),
+        (
+            d(3600, 0),
+            d(365 * DAY + 1, 0),
+            Some(("resolution", "1 minute to 365 days")),
+        ),
+        (
+            d(600, 500_000_000),
+            d(3600, 0),
+            Some(("first_response", "whole seconds")),
+        ),
+        (
+            d(7200, 0),
+            d(3600, 0),
+            Some(("resolution", "shorter than first_response")),
+        ),
+    ];
+    for (first_response, resolution, expected) in cases {
+        let case = format!("{first_response:?} / {resolution:?}");
+        let outcome = medium_target(&mut app.client, first_response, resolution).await?;
+        match (outcome, expected) {
+            (Ok(()), None) => {}
+            (Err((field, description)), Some((expected_field, expected_text))) => {
+                assert_eq!(field, expected_field, "{case}");
+                assert!(description.contains(expected_text), "{case}: {description}");
+            }
+            (outcome, expected) => panic!("{case}: {outcome:?}, expected {expected:?}"),
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn follow_up_outcomes_are_recorded() -> anyhow::Result<()> {
     let mut app = spawn_app().await?;

@@ -410,11 +410,7 @@ impl FeedbackService for FeedbackApi {
         let key = parse::key(&mut v, &req.request_id, &caller, "CreateInvitation", &req);
         let inv = req.invitation.clone().unwrap_or_default();
         let survey_id = parse::id(&mut v, "invitation.survey_id", &inv.survey_id);
-        parse::check(
-            &mut v,
-            "invitation.customer_id",
-            text::printable_id(&inv.customer_id),
-        );
+        let customer_id = parse::customer_id(&mut v, "invitation.customer_id", &inv.customer_id);
         let touchpoint =
             parse::touchpoint(&mut v, "invitation.touchpoint", inv.touchpoint.as_ref());
         parse::optional_slug(&mut v, "invitation.channel", &inv.channel);
@@ -426,12 +422,14 @@ impl FeedbackService for FeedbackApi {
             parsed
         });
         done(v)?;
-        let (Some(key), Some(survey_id), Some(touchpoint)) = (key, survey_id, touchpoint) else {
+        let (Some(key), Some(survey_id), Some(customer_id), Some(touchpoint)) =
+            (key, survey_id, customer_id, touchpoint)
+        else {
             return Err(Status::internal("internal error"));
         };
         let new = NewInvitation {
             survey_id,
-            customer_id: inv.customer_id,
+            customer_id,
             touchpoint,
             channel: inv.channel,
             expire_time,
@@ -466,6 +464,7 @@ impl FeedbackService for FeedbackApi {
         let survey_id = (!req.survey_id.is_empty())
             .then(|| parse::id(&mut v, "survey_id", &req.survey_id))
             .flatten();
+        let customer_id = parse::customer_filter(&mut v, "customer_id", &req.customer_id);
         let touchpoint = req
             .touchpoint
             .as_ref()
@@ -493,7 +492,7 @@ impl FeedbackService for FeedbackApi {
         let (after, size) = self.page_in(&fp, &req.page_token, req.page_size)?;
         let filter = InvitationFilter {
             survey_id,
-            customer_id: req.customer_id.clone(),
+            customer_id,
             statuses,
             touchpoint,
         };
@@ -513,9 +512,10 @@ impl FeedbackService for FeedbackApi {
     ) -> Rpc<pb::GetCustomerFeedbackSummaryResponse> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        parse::check(&mut v, "customer_id", text::printable_id(&req.customer_id));
+        let customer_id = parse::customer_id(&mut v, "customer_id", &req.customer_id);
         done(v)?;
-        let s = workflow::responses::customer_summary(&self.ctx, &req.customer_id).await?;
+        let customer_id = customer_id.unwrap_or_default();
+        let s = workflow::responses::customer_summary(&self.ctx, &customer_id).await?;
         let latest = |l: Option<crate::store::responses::LatestScore>| {
             l.map(|(score, response_id, survey_id, at)| pb::LatestScore {
                 score,
@@ -535,7 +535,7 @@ impl FeedbackService for FeedbackApi {
         };
         ok(pb::GetCustomerFeedbackSummaryResponse {
             summary: Some(pb::CustomerFeedbackSummary {
-                customer_id: req.customer_id,
+                customer_id,
                 response_count: s.response_count,
                 last_response_time: s.last_response_time.map(convert::ts),
                 last_nps: latest(s.last_nps),
@@ -547,7 +547,7 @@ impl FeedbackService for FeedbackApi {
                 ticket_count: s.tickets,
                 review_count: s.reviews,
                 average_review_rating: s.average_rating,
-                open_follow_up_count: 0,
+                open_follow_up_count: s.open_follow_ups,
             }),
         })
     }
@@ -627,6 +627,7 @@ impl FeedbackService for FeedbackApi {
             .enumerate()
             .filter_map(|(i, s)| parse::id(&mut v, &format!("survey_ids[{i}]"), s))
             .collect();
+        let customer_id = parse::customer_filter(&mut v, "customer_id", &req.customer_id);
         for (i, c) in req.channels.iter().enumerate() {
             parse::check(&mut v, &format!("channels[{i}]"), text::slug(c));
         }
@@ -677,7 +678,7 @@ impl FeedbackService for FeedbackApi {
         let (after, size) = self.page_in(&fp, &req.page_token, req.page_size)?;
         let filter = ResponseFilter {
             survey_ids,
-            customer_id: req.customer_id.clone(),
+            customer_id,
             channels: req.channels.clone(),
             from,
             to,
@@ -780,7 +781,7 @@ impl FeedbackService for FeedbackApi {
         let req = request.into_inner();
         let mut v = Violations::new();
         let key = parse::key(&mut v, &req.request_id, &caller, "OpenTicket", &req);
-        parse::check(&mut v, "customer_id", text::printable_id(&req.customer_id));
+        let customer_id = parse::customer_id(&mut v, "customer_id", &req.customer_id);
         parse::check(&mut v, "category", text::slug(&req.category));
         let severity = parse::severity(&mut v, "severity", req.severity);
         parse::check(&mut v, "channel", text::slug(&req.channel));
@@ -802,11 +803,11 @@ impl FeedbackService for FeedbackApi {
         }
         let actor = actor(&caller, &req.actor_id, &mut v);
         done(v)?;
-        let Some(key) = key else {
+        let (Some(key), Some(customer_id)) = (key, customer_id) else {
             return Err(Status::internal("internal error"));
         };
         let n = NewTicket {
-            customer_id: req.customer_id,
+            customer_id,
             category: req.category,
             severity,
             channel: req.channel,
@@ -888,6 +889,7 @@ impl FeedbackService for FeedbackApi {
         if req.unassigned_only && !req.assignee_id.is_empty() {
             v.add("unassigned_only", "cannot be combined with assignee_id");
         }
+        let customer_id = parse::customer_filter(&mut v, "customer_id", &req.customer_id);
         let near = req.near_breach_within.as_ref().map(|d| d.seconds);
         if let Some(secs) = near {
             if !(1..=30 * 24 * 3600).contains(&secs) {
@@ -923,7 +925,7 @@ impl FeedbackService for FeedbackApi {
             severities,
             assignee_id: req.assignee_id.clone(),
             unassigned_only: req.unassigned_only,
-            customer_id: req.customer_id.clone(),
+            customer_id,
             category: req.category.clone(),
             breached_only: req.breached_only,
             near_breach_within_secs: near,
@@ -1379,11 +1381,7 @@ impl FeedbackService for FeedbackApi {
         let mut v = Violations::new();
         let key = parse::key(&mut v, &req.request_id, &caller, "CreateReview", &req);
         let r = req.review.clone().unwrap_or_default();
-        parse::check(
-            &mut v,
-            "review.customer_id",
-            text::printable_id(&r.customer_id),
-        );
+        let customer_id = parse::customer_id(&mut v, "review.customer_id", &r.customer_id);
         let subject = parse::subject(&mut v, "review.subject", r.subject.as_ref());
         if !(1..=5).contains(&r.rating) {
             v.add("review.rating", "must be 1-5");
@@ -1392,11 +1390,11 @@ impl FeedbackService for FeedbackApi {
         parse::check(&mut v, "review.text", text::length(&r.text, 0, 10_000));
         parse::optional_slug(&mut v, "review.channel", &r.channel);
         done(v)?;
-        let (Some(key), Some(subject)) = (key, subject) else {
+        let (Some(key), Some(customer_id), Some(subject)) = (key, customer_id, subject) else {
             return Err(Status::internal("internal error"));
         };
         let new = NewReview {
-            customer_id: r.customer_id,
+            customer_id,
             subject,
             rating: r.rating,
             title: r.title,
@@ -1443,6 +1441,7 @@ impl FeedbackService for FeedbackApi {
         }
         let (from, to) =
             parse::time_range(&mut v, "create_time_range", req.create_time_range.as_ref());
+        let customer_id = parse::customer_filter(&mut v, "customer_id", &req.customer_id);
         done(v)?;
         let fp = parse::fingerprint(&pb::ListReviewsRequest {
             page_size: 0,
@@ -1452,7 +1451,7 @@ impl FeedbackService for FeedbackApi {
         let (after, size) = self.page_in(&fp, &req.page_token, req.page_size)?;
         let filter = ReviewFilter {
             subject,
-            customer_id: req.customer_id.clone(),
+            customer_id,
             ratings,
             from,
             to,
@@ -1506,6 +1505,21 @@ impl FeedbackService for FeedbackApi {
         let summaries = workflow::reviews::summaries(&self.ctx, &subjects, None, None).await?;
         ok(pb::BatchGetReviewSummariesResponse {
             summaries: summaries.iter().map(Into::into).collect(),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn export_customer_data(
+        &self,
+        request: Request<pb::ExportCustomerDataRequest>,
+    ) -> Rpc<pb::ExportCustomerDataResponse> {
+        let mut v = Violations::new();
+        let customer_id = parse::customer_id(&mut v, "customer_id", &request.get_ref().customer_id);
+        done(v)?;
+        let data =
+            workflow::export::customer_data(&self.ctx, &customer_id.unwrap_or_default()).await?;
+        ok(pb::ExportCustomerDataResponse {
+            customer_data_export: Some(convert::customer_export(&data)),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! outbox events and idempotency keys with the change. Handlers in `api` parse a request,
 //! call one function here and convert the result.
 
+pub mod export;
 pub mod metrics;
 pub mod responses;
 pub mod reviews;

@@ -20,6 +20,8 @@ use crate::domain::ticket::{
     Severity, Status, Ticket,
 };
 
+use crate::workflow::export::CustomerData;
+
 pub use custops_common::time::to_timestamp as ts;
 
 /// A timestamp from the wire, truncated to Postgres' microseconds; `None` when out of range.
@@ -492,5 +494,31 @@ impl From<&ReviewSummary> for pb::ReviewSummary {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The data-subject export; each ticket carries the follow-up outcomes of its own history,
+/// breaches judged at the export time.
+pub fn customer_export(data: &CustomerData) -> pb::CustomerDataExport {
+    pb::CustomerDataExport {
+        customer_id: data.customer_id.clone(),
+        invitations: data.invitations.iter().map(Into::into).collect(),
+        responses: data.responses.iter().map(Into::into).collect(),
+        tickets: data
+            .tickets
+            .iter()
+            .map(|t| {
+                let history: Vec<HistoryEntry> = data
+                    .ticket_history
+                    .iter()
+                    .filter(|e| e.ticket_id == t.id)
+                    .cloned()
+                    .collect();
+                ticket(t, data.export_time, &history)
+            })
+            .collect(),
+        ticket_history: data.ticket_history.iter().map(Into::into).collect(),
+        reviews: data.reviews.iter().map(Into::into).collect(),
+        export_time: Some(ts(data.export_time)),
     }
 }

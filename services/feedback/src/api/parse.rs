@@ -32,6 +32,20 @@ pub fn id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
     )
 }
 
+/// A required customer id (a profiles `customer_id`, a UUID), in its canonical form (lower-case
+/// hyphenated, as profiles writes it), so that the id stored and the id looked up always match.
+pub fn customer_id(v: &mut Violations, field: &str, value: &str) -> Option<String> {
+    id(v, field, value).map(|id| id.to_string())
+}
+
+/// An optional customer id filter: empty means any, otherwise as [`customer_id`].
+pub fn customer_filter(v: &mut Violations, field: &str, value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    customer_id(v, field, value).unwrap_or_default()
+}
+
 /// A required text field checked by `rule`.
 pub fn check(v: &mut Violations, field: &str, result: Result<(), String>) {
     if let Err(e) = result {

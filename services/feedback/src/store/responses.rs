@@ -389,6 +389,8 @@ pub struct CustomerSummary {
     pub last_ces: Option<LatestScore>,
     /// OPEN or IN_PROGRESS tickets.
     pub open_tickets: i64,
+    /// Of those, follow-ups (the closed loop of a detractor or a low CSAT).
+    pub open_follow_ups: i64,
     /// Of those, breached now.
     pub breached_open_tickets: i64,
     /// All tickets.
@@ -431,6 +433,8 @@ pub async fn customer_summary(
            (SELECT max(submit_time) FROM responses WHERE customer_id = $1) AS last_response, \
            (SELECT count(*) FROM tickets WHERE customer_id = $1 AND status IN ('open', 'in_progress')) AS open_tickets, \
            (SELECT count(*) FROM tickets WHERE customer_id = $1 AND status IN ('open', 'in_progress') \
+              AND kind = 'follow_up') AS open_follow_ups, \
+           (SELECT count(*) FROM tickets WHERE customer_id = $1 AND status IN ('open', 'in_progress') \
               AND (response_breached OR resolution_breached OR resolve_due_time < $2 \
                    OR (first_respond_time IS NULL AND respond_due_time < $2))) AS breached, \
            (SELECT count(*) FROM tickets WHERE customer_id = $1) AS tickets, \
@@ -448,9 +452,42 @@ pub async fn customer_summary(
         last_csat: latest(&mut *conn, customer_id, "SELECT csat_score AS score, response_id, survey_id, submit_time FROM responses WHERE customer_id = $1 AND csat_score IS NOT NULL ORDER BY submit_time DESC, response_id DESC LIMIT 1").await?,
         last_ces: latest(&mut *conn, customer_id, "SELECT ces_score AS score, response_id, survey_id, submit_time FROM responses WHERE customer_id = $1 AND ces_score IS NOT NULL ORDER BY submit_time DESC, response_id DESC LIMIT 1").await?,
         open_tickets: row.try_get("open_tickets")?,
+        open_follow_ups: row.try_get("open_follow_ups")?,
         breached_open_tickets: row.try_get("breached")?,
         tickets: row.try_get("tickets")?,
         reviews: row.try_get("reviews")?,
         average_rating: row.try_get("average_rating")?,
     })
+}
+
+/// Every invitation of `customer_id`, oldest first (a data-subject export).
+pub async fn invitations_of(
+    conn: &mut PgConnection,
+    customer_id: &str,
+) -> Result<Vec<Invitation>, Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        invitation_columns!(),
+        " FROM invitations WHERE customer_id = $1 ORDER BY create_time, invitation_id"
+    ))
+    .bind(customer_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(invitation_from_row).collect()
+}
+
+/// Every response of `customer_id` with its answers, oldest first (a data-subject export).
+pub async fn responses_of(
+    conn: &mut PgConnection,
+    customer_id: &str,
+) -> Result<Vec<SurveyResponse>, Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        response_columns!(),
+        " FROM responses WHERE customer_id = $1 ORDER BY submit_time, response_id"
+    ))
+    .bind(customer_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(response_from_row).collect()
 }

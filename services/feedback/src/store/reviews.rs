@@ -141,3 +141,13 @@ pub async fn summary(
         ],
     })
 }
+
+/// Every review of `customer_id`, oldest first (a data-subject export).
+pub async fn of_customer(conn: &mut PgConnection, customer_id: &str) -> Result<Vec<Review>, Error> {
+    let rows =
+        sqlx::query("SELECT * FROM reviews WHERE customer_id = $1 ORDER BY create_time, review_id")
+            .bind(customer_id)
+            .fetch_all(conn)
+            .await?;
+    rows.iter().map(from_row).collect()
+}

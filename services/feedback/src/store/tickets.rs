@@ -326,6 +326,27 @@ pub async fn save(
     Ok(())
 }
 
+fn history_from_row(row: &PgRow) -> Result<HistoryEntry, Error> {
+    let from: Option<String> = row.try_get("from_status")?;
+    let to: Option<String> = row.try_get("to_status")?;
+    let detail: Option<String> = row.try_get("detail")?;
+    Ok(HistoryEntry {
+        id: row.try_get("entry_id")?,
+        ticket_id: row.try_get("ticket_id")?,
+        action: parse_col(row, "action", Action::parse)?,
+        occur_time: row.try_get("occur_time")?,
+        actor_service: row.try_get("actor_service")?,
+        actor_id: row.try_get("actor_id")?,
+        from_status: from.as_deref().and_then(Status::parse),
+        to_status: to.as_deref().and_then(Status::parse),
+        note: row.try_get("note")?,
+        detail: detail
+            .map(|d| serde_json::from_str::<HistoryDetail>(&d))
+            .transpose()
+            .map_err(Error::internal)?,
+    })
+}
+
 /// The full history of a ticket, oldest first.
 pub async fn history(conn: &mut PgConnection, id: Uuid) -> Result<Vec<HistoryEntry>, Error> {
     history_page(conn, id, 0, i64::MAX).await.map(|(v, _)| v)
@@ -352,24 +373,7 @@ pub async fn history_page(
     let mut entries = Vec::with_capacity(rows.len());
     for row in &rows {
         last = row.try_get("position")?;
-        let from: Option<String> = row.try_get("from_status")?;
-        let to: Option<String> = row.try_get("to_status")?;
-        let detail: Option<String> = row.try_get("detail")?;
-        entries.push(HistoryEntry {
-            id: row.try_get("entry_id")?,
-            ticket_id: row.try_get("ticket_id")?,
-            action: parse_col(row, "action", Action::parse)?,
-            occur_time: row.try_get("occur_time")?,
-            actor_service: row.try_get("actor_service")?,
-            actor_id: row.try_get("actor_id")?,
-            from_status: from.as_deref().and_then(Status::parse),
-            to_status: to.as_deref().and_then(Status::parse),
-            note: row.try_get("note")?,
-            detail: detail
-                .map(|d| serde_json::from_str::<HistoryDetail>(&d))
-                .transpose()
-                .map_err(Error::internal)?,
-        });
+        entries.push(history_from_row(row)?);
     }
     Ok((entries, last))
 }
@@ -573,4 +577,34 @@ pub async fn set_touchpoint(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Every ticket of `customer_id`, oldest first (a data-subject export).
+pub async fn of_customer(conn: &mut PgConnection, customer_id: &str) -> Result<Vec<Ticket>, Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tickets WHERE customer_id = $1 ORDER BY create_time, ticket_id"
+    ))
+    .bind(customer_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The history of every ticket of `customer_id`, oldest first (a data-subject export).
+pub async fn history_of_customer(
+    conn: &mut PgConnection,
+    customer_id: &str,
+) -> Result<Vec<HistoryEntry>, Error> {
+    let rows = sqlx::query(
+        "SELECT h.position, h.entry_id, h.ticket_id, h.action, h.occur_time, h.actor_service, \
+         h.actor_id, h.from_status, h.to_status, h.note, h.detail::text AS detail \
+         FROM ticket_history h JOIN tickets t USING (ticket_id) \
+         WHERE t.customer_id = $1 ORDER BY h.occur_time, h.position",
+    )
+    .bind(customer_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(history_from_row).collect()
 }

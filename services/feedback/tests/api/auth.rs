@@ -89,5 +89,30 @@ async fn scopes_are_enforced_and_request_ids_belong_to_the_caller() -> anyhow::R
         .unwrap_or_default();
     assert_eq!(crm.survey_id, crm_again.survey_id);
     assert_ne!(crm.survey_id, marketing.survey_id);
+
+    // The data-subject export takes the privacy scope; reading is not enough.
+    let export = || pb::ExportCustomerDataRequest {
+        customer_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let reader = app
+        .client
+        .export_customer_data(with_token(export(), &issuer, "crm", &["feedback.read"])?)
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(reader, Some(Code::PermissionDenied));
+    let profiles = app
+        .client
+        .export_customer_data(with_token(
+            export(),
+            &issuer,
+            "profiles",
+            &["feedback.privacy"],
+        )?)
+        .await?
+        .into_inner()
+        .customer_data_export
+        .unwrap_or_default();
+    assert!(profiles.responses.is_empty() && profiles.tickets.is_empty());
     Ok(())
 }

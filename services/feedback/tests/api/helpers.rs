@@ -22,7 +22,10 @@ pub(crate) type Client = FeedbackServiceClient<Channel>;
 pub(crate) struct TestApp {
     pub(crate) client: Client,
     /// The port the service listens on.
-    #[allow(dead_code, reason = "read by tests/rewards.rs, which shares these helpers")]
+    #[allow(
+        dead_code,
+        reason = "read by tests/rewards.rs, which shares these helpers"
+    )]
     pub(crate) port: u16,
     pub(crate) clock: ManualClock,
     /// Admin pool on the test database (schema-qualify: `feedback.tickets`).
@@ -196,7 +199,8 @@ pub(crate) async fn active_survey(
     Ok(created.survey_id)
 }
 
-/// Invites a new customer (about a new order) through `channel`; returns the invitation id.
+/// Invites a new customer (a fresh id, about a new order) through `channel`; returns the
+/// invitation id.
 pub(crate) async fn invite(
     client: &mut Client,
     survey_id: &str,
@@ -207,7 +211,7 @@ pub(crate) async fn invite(
         .create_invitation(pb::CreateInvitationRequest {
             invitation: Some(pb::Invitation {
                 survey_id: survey_id.to_owned(),
-                customer_id: format!("cust-{n}"),
+                customer_id: uuid::Uuid::now_v7().to_string(),
                 touchpoint: Some(pb::TouchpointRef {
                     kind: pb::TouchpointKind::Order.into(),
                     touchpoint_id: format!("order-{n}"),

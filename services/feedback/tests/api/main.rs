@@ -1,6 +1,7 @@
 //! The feedback API tested through real gRPC against a real Postgres, one database per test.
 
 mod auth;
+mod customers;
 mod helpers;
 mod metrics;
 mod profiles_feed;

@@ -159,7 +159,7 @@ async fn a_closed_survey_takes_no_response() -> anyhow::Result<()> {
         .create_invitation(pb::CreateInvitationRequest {
             invitation: Some(pb::Invitation {
                 survey_id,
-                customer_id: "c".to_owned(),
+                customer_id: uuid::Uuid::now_v7().to_string(),
                 touchpoint: Some(pb::TouchpointRef {
                     kind: pb::TouchpointKind::Order.into(),
                     touchpoint_id: "o".to_owned(),
@@ -418,7 +418,7 @@ async fn responses_and_invitations_list_with_filters_and_summaries_add_up() -> a
     let stranger = app
         .client
         .get_customer_feedback_summary(pb::GetCustomerFeedbackSummaryRequest {
-            customer_id: "nobody".to_owned(),
+            customer_id: uuid::Uuid::now_v7().to_string(),
         })
         .await?
         .into_inner()
@@ -439,10 +439,11 @@ async fn responses_and_invitations_list_with_filters_and_summaries_add_up() -> a
 async fn expired_invitations_take_no_response_and_duplicates_are_named() -> anyhow::Result<()> {
     let mut app = spawn_app().await?;
     let survey_id = active_survey(&mut app.client, full_survey()).await?;
+    let customer_id = uuid::Uuid::now_v7().to_string();
     let invitation = |request_id: &str, expire_in: Option<i64>| pb::CreateInvitationRequest {
         invitation: Some(pb::Invitation {
             survey_id: survey_id.clone(),
-            customer_id: "cust-x".to_owned(),
+            customer_id: customer_id.clone(),
             touchpoint: Some(pb::TouchpointRef {
                 kind: pb::TouchpointKind::Order.into(),
                 touchpoint_id: "o-1".to_owned(),

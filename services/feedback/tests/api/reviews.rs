@@ -14,11 +14,12 @@ fn product(id: &str) -> pb::ReviewSubject {
 #[tokio::test]
 async fn reviews_summarise_per_subject() -> anyhow::Result<()> {
     let mut app = spawn_app().await?;
+    let customer_id = uuid::Uuid::now_v7().to_string();
     for (subject, rating) in [("sku-1", 5), ("sku-1", 4), ("sku-1", 2), ("sku-2", 1)] {
         app.client
             .create_review(pb::CreateReviewRequest {
                 review: Some(pb::Review {
-                    customer_id: "cust-1".to_owned(),
+                    customer_id: customer_id.clone(),
                     subject: Some(product(subject)),
                     rating,
                     text: "fine".to_owned(),

@@ -11,7 +11,7 @@ use crate::helpers::{
 
 fn open_request(severity: pb::TicketSeverity) -> pb::OpenTicketRequest {
     pb::OpenTicketRequest {
-        customer_id: "cust-1".to_owned(),
+        customer_id: uuid::Uuid::now_v7().to_string(),
         category: "delivery".to_owned(),
         severity: severity.into(),
         channel: "phone".to_owned(),

@@ -9,7 +9,8 @@
 //! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), with the injectable clock.
 //! - `store`: sqlx queries on the `feedback` schema; metrics are aggregated in SQL there.
 //! - `events`: the outbox events (events.proto) built from domain values.
-//! - `profiles_feed`: merges and erasures from the profiles feed.
+//! - `profiles_feed`: merges, unmerges and erasures from the profiles feed (applied by
+//!   `store::customers`).
 //! - `rewards`: the worker that pays survey rewards through loyalty, exactly once.
 //! - `segments`: membership questions to segmentation (targeted surveys, response segments).
 //! - `error`: the service's error and its one mapping to `Status`.

@@ -2,6 +2,7 @@
 //! in one transaction together with its outbox events and its idempotency key, so a failed
 //! call changes nothing.
 
+pub mod customers;
 pub mod metrics;
 pub mod responses;
 pub mod reviews;

@@ -31,7 +31,7 @@ use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
 use crate::store::{
-    PgStore, StoreError, birthdays, ledger, lots, members, programs, rewards, status, tiers,
+    PgStore, StoreError, birthdays, export, ledger, lots, members, programs, rewards, status, tiers,
 };
 
 /// The gRPC handlers of the loyalty service.
@@ -1342,6 +1342,20 @@ impl LoyaltyService for LoyaltyApi {
         let reward = rewards::get(&mut conn, id).await?;
         Ok(Response::new(pb::GetRewardResponse {
             reward: Some(reward.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn export_customer_data(
+        &self,
+        request: Request<pb::ExportCustomerDataRequest>,
+    ) -> Result<Response<pb::ExportCustomerDataResponse>, Status> {
+        let customer_id = parse_uuid(&request.get_ref().customer_id)
+            .map_err(|d| ServiceError::invalid_argument("customer_id", d))?;
+        let now = self.store.clock().now();
+        let data = export::customer_data(self.store.pool(), customer_id, now).await?;
+        Ok(Response::new(pb::ExportCustomerDataResponse {
+            customer_data_export: Some(data.into()),
         }))
     }
 

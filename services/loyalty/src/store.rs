@@ -8,6 +8,7 @@
 
 pub mod birthdays;
 pub mod erasure;
+pub mod export;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;

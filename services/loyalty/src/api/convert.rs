@@ -1743,3 +1743,24 @@ impl TryFrom<pb::UpdateRewardRequest> for UpdateReward {
         })
     }
 }
+
+/// A data-subject export on the wire.
+impl From<crate::store::export::CustomerData> for pb::CustomerDataExport {
+    fn from(data: crate::store::export::CustomerData) -> Self {
+        pb::CustomerDataExport {
+            customer_id: data.customer_id.to_string(),
+            members: data
+                .members
+                .into_iter()
+                .map(|m| pb::MemberDataExport {
+                    member: Some(m.member.into()),
+                    ledger_entries: m.ledger_entries.into_iter().map(Into::into).collect(),
+                    point_lots: m.lots.into_iter().map(lot_pb).collect(),
+                    tier_changes: m.tier_changes.into_iter().map(tier_change_row_pb).collect(),
+                    reward_redemptions: m.redemptions.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+            export_time: Some(timestamp(data.export_time)),
+        }
+    }
+}

@@ -1344,7 +1344,7 @@ pub struct StatementFilter {
 /// ids made under the member's row lock, so id order is the order the entries were applied
 /// (and the order of their running balances).
 pub async fn statement(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     member_id: Uuid,
     filter: &StatementFilter,
     after: Option<Uuid>,
@@ -1374,7 +1374,7 @@ pub async fn statement(
     .bind(&filter.order_id)
     .bind(after)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     rows.iter().map(entry_from_row).collect()
 }

@@ -556,7 +556,7 @@ pub struct RedemptionFilter {
 
 /// A page of redemptions, newest first, after `after`.
 pub async fn list_redemptions(
-    pool: &sqlx::PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     filter: &RedemptionFilter,
     after: Option<Uuid>,
     limit: usize,
@@ -580,7 +580,7 @@ pub async fn list_redemptions(
     .bind(filter.until)
     .bind(after)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     rows.iter().map(redemption_from_row).collect()
 }

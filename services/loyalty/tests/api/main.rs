@@ -5,6 +5,8 @@ mod helpers;
 mod benefits;
 mod due_points;
 mod enrolment;
+mod erasure;
+mod export;
 mod idempotency;
 mod jobs;
 mod ledger;

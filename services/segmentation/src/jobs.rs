@@ -252,14 +252,97 @@ pub struct SegmentOutcome {
 }
 
 /// Re-applies a rule segment (the caller holds `memberships::lock_for_recompute`, then the
-/// segment row) at `now`, set-based, in the caller's transaction: memberships, events, member count, membership version, cache
-/// notifications.
+/// segment row) at `now`, set-based, in the caller's transaction: memberships, events, member
+/// count, membership version, cache notifications. Then every segment that references it,
+/// directly or through others, follows for the customers whose membership moved (see
+/// [`follow_dependants`]), in the same transaction: no reader ever sees the segment changed
+/// and a dependant not yet.
 pub async fn apply_segment(
     tx: &mut PgConnection,
     segment: &segments::SegmentRecord,
     now: DateTime<Utc>,
     cause: &ChangeCause,
 ) -> anyhow::Result<SegmentOutcome> {
+    let (outcome, moved) = apply_rule(tx, segment, now, cause, Candidates::Everyone).await?;
+    follow_dependants(tx, segment.segment_id, &moved, now, cause).await?;
+    Ok(outcome)
+}
+
+/// After the memberships of `root` moved for the customers `moved` (a recompute, a rollover,
+/// a static upload; the caller holds `memberships::lock_for_recompute`): re-evaluates every
+/// rule segment that references `root`, transitively, in dependency order, for those
+/// customers only, set-based and in the caller's transaction, with the same cause. Restricting
+/// to `moved` is exact: a dependant reads the facts (unchanged here) and the memberships of the
+/// segments it references, which changed for nobody else. Returns what changed in dependants.
+pub async fn follow_dependants(
+    tx: &mut PgConnection,
+    root: Uuid,
+    moved: &[String],
+    now: DateTime<Utc>,
+    cause: &ChangeCause,
+) -> anyhow::Result<SegmentOutcome> {
+    let mut total = SegmentOutcome::default();
+    if moved.is_empty() {
+        return Ok(total);
+    }
+    let dependants = segments::dependants(&mut *tx, root).await?;
+    if dependants.is_empty() {
+        return Ok(total);
+    }
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS moved_customers (customer_id text PRIMARY KEY) \
+         ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("TRUNCATE moved_customers")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO moved_customers (customer_id) \
+         SELECT DISTINCT c FROM unnest($1::text[]) AS c",
+    )
+    .bind(moved)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("ANALYZE moved_customers")
+        .execute(&mut *tx)
+        .await?;
+    for segment_id in dependants {
+        let Some(segment) = segments::get_for_update(&mut *tx, segment_id).await? else {
+            continue;
+        };
+        if !segment.rule_kind {
+            continue;
+        }
+        let (outcome, _) = apply_rule(tx, &segment, now, cause, Candidates::Moved).await?;
+        total.customers_evaluated += outcome.customers_evaluated;
+        total.entered += outcome.entered;
+        total.exited += outcome.exited;
+    }
+    Ok(total)
+}
+
+/// Which customers a set-based application of a rule re-evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Candidates {
+    /// Every customer with facts: a recompute.
+    Everyone,
+    /// Only the customers in the temporary table `moved_customers` (see
+    /// [`follow_dependants`]); memberships of others are left alone.
+    Moved,
+}
+
+/// Applies `segment`'s rule to `candidates` at `now`: the compiled SQL into a temporary table,
+/// set-based `DELETE … RETURNING` / `INSERT … SELECT … RETURNING`, events in bulk, the member
+/// count, cache notifications. Returns the outcome and the customers whose membership moved.
+async fn apply_rule(
+    tx: &mut PgConnection,
+    segment: &segments::SegmentRecord,
+    now: DateTime<Utc>,
+    cause: &ChangeCause,
+    candidates: Candidates,
+) -> anyhow::Result<(SegmentOutcome, Vec<String>)> {
     let bytes = segment
         .rule
         .as_deref()
@@ -270,6 +353,14 @@ pub async fn apply_segment(
         .map_err(|v| anyhow::anyhow!("stored rule does not parse: {v:?}"))?;
     let compiled = compile(&rule);
     let ctx = store::facts::eval_context(&mut *tx, now).await?;
+    // Fixed fragments only: which customers are candidates is decided here, not by input.
+    let (from, only_moved) = match candidates {
+        Candidates::Everyone => ("customer_facts f", ""),
+        Candidates::Moved => (
+            "customer_facts f JOIN moved_customers c ON c.customer_id = f.customer_id",
+            " AND m.customer_id IN (SELECT customer_id FROM moved_customers)",
+        ),
+    };
 
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS recompute_members (customer_id text PRIMARY KEY) \
@@ -282,7 +373,7 @@ pub async fn apply_segment(
         .await?;
     let select = format!(
         "INSERT INTO recompute_members (customer_id) \
-         SELECT f.customer_id FROM customer_facts f WHERE {}",
+         SELECT f.customer_id FROM {from} WHERE {}",
         compiled.sql
     );
     let query = sqlx::query(sqlx::AssertSqlSafe(select))
@@ -292,18 +383,20 @@ pub async fn apply_segment(
     sqlx::query("ANALYZE recompute_members")
         .execute(&mut *tx)
         .await?;
-    let customers_evaluated: i64 = sqlx::query_scalar("SELECT count(*) FROM customer_facts")
+    let counted = format!("SELECT count(*) FROM {from}");
+    let customers_evaluated: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(counted))
         .fetch_one(&mut *tx)
         .await?;
 
-    let exited = sqlx::query(
-        "DELETE FROM memberships m WHERE m.segment_id = $1 \
+    let delete = format!(
+        "DELETE FROM memberships m WHERE m.segment_id = $1{only_moved} \
            AND NOT EXISTS (SELECT 1 FROM recompute_members n WHERE n.customer_id = m.customer_id) \
-         RETURNING m.customer_id, m.enter_time",
-    )
-    .bind(segment.segment_id)
-    .fetch_all(&mut *tx)
-    .await?;
+         RETURNING m.customer_id, m.enter_time"
+    );
+    let exited = sqlx::query(sqlx::AssertSqlSafe(delete))
+        .bind(segment.segment_id)
+        .fetch_all(&mut *tx)
+        .await?;
     let entered: Vec<String> = sqlx::query_scalar(
         "INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
          SELECT $1, n.customer_id, $2, $3, $4 FROM recompute_members n \
@@ -352,29 +445,48 @@ pub async fn apply_segment(
     events::append_many(&mut *tx, &exit_events).await?;
     events::append_many(&mut *tx, &enter_events).await?;
 
-    let member_count: i64 = sqlx::query_scalar(
-        "UPDATE segments SET member_count = (SELECT count(*) FROM memberships WHERE segment_id = $1), \
-             membership_version = GREATEST(membership_version, $2) \
-         WHERE segment_id = $1 RETURNING member_count",
-    )
-    .bind(segment.segment_id)
-    .bind(segment.version)
-    .fetch_one(&mut *tx)
-    .await?;
+    let entered_count = i64::try_from(entered.len())?;
+    let exited_count = i64::try_from(exited.len())?;
+    let member_count: i64 = match candidates {
+        // A recompute applied the current version to everyone.
+        Candidates::Everyone => sqlx::query_scalar(
+            "UPDATE segments SET member_count = (SELECT count(*) FROM memberships WHERE segment_id = $1), \
+                 membership_version = GREATEST(membership_version, $2) \
+             WHERE segment_id = $1 RETURNING member_count",
+        )
+        .bind(segment.segment_id)
+        .bind(segment.version)
+        .fetch_one(&mut *tx)
+        .await?,
+        // A few customers: move the count, as incremental changes do.
+        Candidates::Moved => sqlx::query_scalar(
+            "UPDATE segments SET member_count = member_count + $2 \
+             WHERE segment_id = $1 RETURNING member_count",
+        )
+        .bind(segment.segment_id)
+        .bind(entered_count - exited_count)
+        .fetch_one(&mut *tx)
+        .await?,
+    };
 
-    // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
-    memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
+    if !changed.is_empty() || candidates == Candidates::Everyone {
+        // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
+        memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
+    }
     if changed.len() > NOTIFY_EACH_MAX {
         memberships::bump_epoch(&mut *tx).await?;
     } else {
         memberships::notify_customers(&mut *tx, &changed).await?;
     }
-    Ok(SegmentOutcome {
-        customers_evaluated,
-        entered: i64::try_from(entered.len())?,
-        exited: i64::try_from(exited.len())?,
-        member_count,
-    })
+    Ok((
+        SegmentOutcome {
+            customers_evaluated,
+            entered: entered_count,
+            exited: exited_count,
+            member_count,
+        },
+        changed,
+    ))
 }
 
 /// Re-applies the time-dependent rule segments at `now` (reason SCHEDULE), after re-staging

@@ -783,3 +783,215 @@ async fn a_deployment_holds_at_most_10000_segments() -> anyhow::Result<()> {
     assert_eq!(refused, Some(Code::ResourceExhausted));
     Ok(())
 }
+
+/// A profiles customer id (a UUID) numbered `n`.
+fn cid(n: usize) -> String {
+    format!("0190f6f5-0000-7000-8000-{n:012}")
+}
+
+/// Whether ExplainMembership's stored membership and rule result agree for every customer in
+/// every segment given; the disagreements otherwise.
+async fn disagreements(
+    app: &support::TestApp,
+    segments: &[&str],
+    customers: &[String],
+) -> anyhow::Result<Vec<(String, String, bool, bool)>> {
+    let mut out = Vec::new();
+    for segment in segments {
+        for customer in customers {
+            let e = app
+                .client
+                .clone()
+                .explain_membership(pb::ExplainMembershipRequest {
+                    segment_id: (*segment).to_owned(),
+                    customer_id: customer.clone(),
+                })
+                .await?
+                .into_inner();
+            if e.member != e.rule_result {
+                out.push((
+                    (*segment).to_owned(),
+                    customer.clone(),
+                    e.member,
+                    e.rule_result,
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// N = "in H and not in static S", N2 = "in N and tagged vip" (a two-level chain). When a
+/// recompute of H, an upload to S or a feed event moves members of H or S, N and N2 follow
+/// for those customers in the same transaction, and ExplainMembership agrees with the stored
+/// memberships afterwards.
+#[tokio::test]
+async fn referencing_segments_follow_recomputes_uploads_and_feed_events() -> anyhow::Result<()> {
+    use custops_common::clock::Clock;
+    use custops_common::consumer::EventHandler;
+    use custops_contracts::custops::common::v1::Event;
+    use custops_contracts::custops::profiles::v1 as pr;
+    use custops_segmentation::feeds::profiles::ProfilesFeed;
+    use prost::Name;
+    use std::sync::Arc;
+
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let customers: Vec<String> = (0..12).map(cid).collect();
+    for c in &customers {
+        app.put_customer(c, "CN", &["vip"]).await?;
+    }
+    let s = app.static_segment("S").await?;
+    client
+        .upload_static_members(tokio_stream::iter(upload(
+            &s.segment_id,
+            pb::StaticUploadMode::Add,
+            "",
+            &[&[&customers[0], &customers[1]]],
+        )))
+        .await?;
+    let h = app.rule_segment("H", tagged("vip")).await?;
+    let n = app
+        .rule_segment(
+            "N",
+            all(vec![
+                member_of(&h.segment_id),
+                not(member_of(&s.segment_id)),
+            ]),
+        )
+        .await?;
+    let n2 = app
+        .rule_segment("N2", all(vec![member_of(&n.segment_id), tagged("vip")]))
+        .await?;
+    let ids = |range: std::ops::Range<usize>| -> Vec<String> { customers[range].to_vec() };
+    assert_eq!(app.stored_members(&n.segment_id).await?, ids(2..12));
+    assert_eq!(app.stored_members(&n2.segment_id).await?, ids(2..12));
+    let all_segments = [
+        h.segment_id.as_str(),
+        n.segment_id.as_str(),
+        n2.segment_id.as_str(),
+    ];
+
+    // 1. H's rule changes and its recompute drops 5 members: N and N2 drop them in that run.
+    for c in &customers[2..7] {
+        app.put_customer(c, "SG", &["vip"]).await?;
+        app.reevaluate(c).await?;
+    }
+    let updated = client
+        .update_segment(pb::UpdateSegmentRequest {
+            segment: Some(pb::Segment {
+                segment_id: h.segment_id.clone(),
+                rule: Some(all(vec![tagged("vip"), country_is("CN")])),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["rule".to_owned()],
+            }),
+            validate_only: false,
+        })
+        .await?
+        .into_inner();
+    let job = app.wait_job(&updated.recompute_job_id).await?;
+    assert_eq!(job.state, i32::from(pb::RecomputeJobState::Succeeded));
+    let mut stay = ids(0..2);
+    stay.extend(ids(7..12));
+    assert_eq!(app.stored_members(&h.segment_id).await?, stay);
+    assert_eq!(app.stored_members(&n.segment_id).await?, ids(7..12));
+    assert_eq!(app.stored_members(&n2.segment_id).await?, ids(7..12));
+    assert_eq!(app.get_segment(&n.segment_id).await?.member_count, 5);
+    assert_eq!(app.get_segment(&n2.segment_id).await?.member_count, 5);
+    let found = disagreements(&app, &all_segments, &customers).await?;
+    assert!(found.is_empty(), "explanations disagree: {found:?}");
+    // The dependants' exits are events of the job that caused them.
+    let mut by_job = Vec::new();
+    for bytes in app.events("custops.segmentation.v1.SegmentExited").await? {
+        let event = pb::SegmentExited::decode(bytes.as_slice())?;
+        if event.recompute_job_id == job.recompute_job_id {
+            by_job.push((event.segment_id, event.reason));
+        }
+    }
+    let recompute = i32::from(pb::ChangeReason::Recompute);
+    for segment in &all_segments {
+        let exits = by_job.iter().filter(|(s, _)| s == segment).count();
+        assert_eq!(exits, 5, "exits of {segment} in the job");
+    }
+    assert!(by_job.iter().all(|(_, reason)| *reason == recompute));
+    // Lookups follow too.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            app.segments_of(&customers[3]).await.ok() == Some(Vec::new())
+        })
+        .await
+    );
+
+    // 2. Uploads to S: added members leave N and N2, a removed one enters both.
+    client
+        .upload_static_members(tokio_stream::iter(upload(
+            &s.segment_id,
+            pb::StaticUploadMode::Add,
+            "",
+            &[&[&customers[7], &customers[8]]],
+        )))
+        .await?;
+    assert_eq!(app.stored_members(&n.segment_id).await?, ids(9..12));
+    assert_eq!(app.stored_members(&n2.segment_id).await?, ids(9..12));
+    client
+        .upload_static_members(tokio_stream::iter(upload(
+            &s.segment_id,
+            pb::StaticUploadMode::Remove,
+            "",
+            &[&[&customers[0]]],
+        )))
+        .await?;
+    let mut expected = vec![customers[0].clone()];
+    expected.extend(ids(9..12));
+    assert_eq!(app.stored_members(&n.segment_id).await?, expected);
+    assert_eq!(app.stored_members(&n2.segment_id).await?, expected);
+    assert_eq!(app.get_segment(&n2.segment_id).await?.member_count, 4);
+    let found = disagreements(&app, &all_segments, &customers).await?;
+    assert!(found.is_empty(), "explanations disagree: {found:?}");
+
+    // 3. A feed event drops customer 9's tag: it leaves H, N and N2 in the event's transaction.
+    let feed = ProfilesFeed::new(Arc::new(app.clock.clone()) as Arc<dyn Clock>);
+    let updated = pr::CustomerUpdated {
+        traits: Some(pr::CustomerTraits {
+            customer_id: customers[9].clone(),
+            state: pr::CustomerState::Active.into(),
+            geography: Some(pr::Geography {
+                country_code: "CN".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let event = Event {
+        sequence: 1,
+        event_id: "ev-untag".into(),
+        aggregate_type: "customer".into(),
+        aggregate_id: customers[9].clone(),
+        event_type: pr::CustomerUpdated::full_name(),
+        occur_time: None,
+        payload: Some(prost_types::Any {
+            type_url: pr::CustomerUpdated::type_url(),
+            value: updated.encode_to_vec(),
+        }),
+        traceparent: String::new(),
+    };
+    let mut tx = app.pool.begin().await?;
+    feed.handle(&mut tx, &event).await?;
+    tx.commit().await?;
+    let mut expected = vec![customers[0].clone()];
+    expected.extend(ids(10..12));
+    assert_eq!(app.stored_members(&n.segment_id).await?, expected);
+    assert_eq!(app.stored_members(&n2.segment_id).await?, expected);
+    let found = disagreements(&app, &all_segments, &customers).await?;
+    assert!(found.is_empty(), "explanations disagree: {found:?}");
+
+    // Every count matches the stored memberships.
+    for segment in &all_segments {
+        let stored = i64::try_from(app.stored_members(segment).await?.len())?;
+        assert_eq!(app.get_segment(segment).await?.member_count, stored);
+    }
+    Ok(())
+}

@@ -444,6 +444,34 @@ pub async fn rule_segments(conn: &mut PgConnection) -> Result<Vec<RuleSegment>, 
         .collect())
 }
 
+/// The rule segments that reference `root`, directly or through other segments, in
+/// dependency order (each after the segments it references). Through the GIN index on
+/// `referenced_segment_ids`; `UNION` ends the walk even if a cycle were ever stored.
+pub async fn dependants(conn: &mut PgConnection, root: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE d (segment_id) AS ( \
+             SELECT segment_id FROM segments WHERE referenced_segment_ids @> ARRAY[$1::uuid] \
+             UNION \
+             SELECT s.segment_id FROM segments s JOIN d \
+               ON s.referenced_segment_ids @> ARRAY[d.segment_id]) \
+         SELECT s.segment_id, s.referenced_segment_ids FROM segments s JOIN d USING (segment_id) \
+         WHERE s.kind = 'rule'",
+    )
+    .bind(root)
+    .fetch_all(conn)
+    .await?;
+    let graph = rows
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<Uuid, _>("segment_id")?,
+                row.try_get::<Vec<Uuid>, _>("referenced_segment_ids")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(dependency_order(&graph))
+}
+
 /// Whether the segment exists.
 pub async fn exists<'e>(
     executor: impl PgExecutor<'e>,

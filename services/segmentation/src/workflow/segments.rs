@@ -534,6 +534,10 @@ pub async fn upload(
             KeyLookup::Reused => return Err(reused()),
         }
     }
+    // Rule segments may reference this one and follow the upload in this transaction (set-based,
+    // like a recompute), so take the lock a recompute takes: no incremental change decides on
+    // this segment's memberships while they are being replaced.
+    memberships::lock_for_recompute(&mut tx).await.map_err(db)?;
     let segment = store::get_for_update(&mut tx, segment_id)
         .await
         .map_err(db)?
@@ -615,6 +619,10 @@ pub async fn upload(
             .await
             .map_err(db)?;
     }
+    // Segments referencing this one follow for the customers who moved, before the commit.
+    crate::jobs::follow_dependants(&mut tx, segment_id, &changed, now, &cause)
+        .await
+        .map_err(internal)?;
     let known_count = i64::try_from(known.len()).unwrap_or(i64::MAX);
     let added_count = i64::try_from(added.len()).unwrap_or(i64::MAX);
     let unchanged = match mode {

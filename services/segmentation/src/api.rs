@@ -6,11 +6,13 @@
 //! - `segments`: segment CRUD, versions, preview, static uploads.
 //! - `lookups`: the hot-path membership lookups and ExplainMembership.
 //! - `facts`: GetCustomerFacts.
+//! - `export`: ExportCustomerData (the data-subject export).
 //! - `rfm`, `lifecycle`: configs, per-customer values and distributions.
 //! - `jobs`: recompute jobs and evaluation settings.
 //! - `parse`: ids, request ids, cursors, and segment requests into `workflow` commands.
 
 mod catalog;
+mod export;
 mod facts;
 mod jobs;
 mod lifecycle;
@@ -29,12 +31,13 @@ use custops_contracts::custops::segmentation::v1::{
     BatchCheckMembershipRequest, BatchCheckMembershipResponse, BatchGetSegmentsRequest,
     BatchGetSegmentsResponse, CheckMembershipRequest, CheckMembershipResponse,
     CreateSegmentRequest, CreateSegmentResponse, DeleteSegmentRequest, DeleteSegmentResponse,
-    ExplainMembershipRequest, ExplainMembershipResponse, GetCustomerFactsRequest,
-    GetCustomerFactsResponse, GetCustomerLifecycleRequest, GetCustomerLifecycleResponse,
-    GetCustomerRfmRequest, GetCustomerRfmResponse, GetEvaluationSettingsRequest,
-    GetEvaluationSettingsResponse, GetLifecycleConfigRequest, GetLifecycleConfigResponse,
-    GetLifecycleDistributionRequest, GetLifecycleDistributionResponse, GetRecomputeJobRequest,
-    GetRecomputeJobResponse, GetRfmConfigRequest, GetRfmConfigResponse, GetRfmDistributionRequest,
+    ExplainMembershipRequest, ExplainMembershipResponse, ExportCustomerDataRequest,
+    ExportCustomerDataResponse, GetCustomerFactsRequest, GetCustomerFactsResponse,
+    GetCustomerLifecycleRequest, GetCustomerLifecycleResponse, GetCustomerRfmRequest,
+    GetCustomerRfmResponse, GetEvaluationSettingsRequest, GetEvaluationSettingsResponse,
+    GetLifecycleConfigRequest, GetLifecycleConfigResponse, GetLifecycleDistributionRequest,
+    GetLifecycleDistributionResponse, GetRecomputeJobRequest, GetRecomputeJobResponse,
+    GetRfmConfigRequest, GetRfmConfigResponse, GetRfmDistributionRequest,
     GetRfmDistributionResponse, GetSegmentRequest, GetSegmentResponse, GetSegmentSizeRequest,
     GetSegmentSizeResponse, ListCustomerSegmentsRequest, ListCustomerSegmentsResponse,
     ListFieldsRequest, ListFieldsResponse, ListRecomputeJobsRequest, ListRecomputeJobsResponse,
@@ -285,6 +288,13 @@ impl SegmentationService for SegmentationApi {
         request: Request<UpdateEvaluationSettingsRequest>,
     ) -> Result<Response<UpdateEvaluationSettingsResponse>, Status> {
         jobs::update_evaluation_settings(self, request).await
+    }
+
+    async fn export_customer_data(
+        &self,
+        request: Request<ExportCustomerDataRequest>,
+    ) -> Result<Response<ExportCustomerDataResponse>, Status> {
+        export::export_customer_data(self, request).await
     }
 }
 

@@ -1,10 +1,12 @@
 //! Stored segments as their wire messages: API responses and the outbox events the segment
-//! use cases write carry the same `Segment`, so both build it here.
+//! use cases write carry the same `Segment`, so both build it here; a customer's memberships
+//! as people see them (ListCustomerSegments FULL, the data-subject export).
 
 use custops_contracts::custops::segmentation::v1 as pb;
 use uuid::Uuid;
 
 use crate::events::timestamp as ts;
+use crate::store::memberships::SegmentMembership;
 use crate::store::segments::{self as store, SegmentRecord, VersionRecord};
 
 /// A stored segment on the wire; the rule only with `full`.
@@ -53,5 +55,20 @@ pub fn version_to_proto(v: &VersionRecord) -> pb::SegmentVersion {
         rule: store::decode_rule(&v.rule).ok(),
         create_time: Some(ts(v.create_time)),
         creator: v.creator.clone(),
+    }
+}
+
+/// One of a customer's memberships with its segment's name and kind.
+pub fn membership_to_proto(m: &SegmentMembership) -> pb::CustomerSegmentMembership {
+    pb::CustomerSegmentMembership {
+        segment_id: m.segment_id.to_string(),
+        display_name: m.display_name.clone(),
+        kind: if m.rule_kind {
+            pb::SegmentKind::Rule
+        } else {
+            pb::SegmentKind::Static
+        }
+        .into(),
+        enter_time: Some(ts(m.enter_time)),
     }
 }

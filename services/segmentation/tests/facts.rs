@@ -32,6 +32,11 @@ use sqlx::PgPool;
 
 use app::{TestApp, as_of, spawn_app};
 
+/// Profiles customer ids (UUIDs), as the reads of facts, RFM, lifecycle and explanations take.
+const C1: &str = "0190f6f5-0000-7000-8000-0000000000c1";
+const SOURCE: &str = "0190f6f5-0000-7000-8000-00000000005a";
+const UNKNOWN: &str = "0190f6f5-0000-7000-8000-0000000000ff";
+
 /// The three handlers over the app's clock.
 struct Feeds {
     profiles: ProfilesFeed,
@@ -292,7 +297,7 @@ async fn count(pool: &PgPool, sql: &str, id: &str) -> anyhow::Result<i64> {
 async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
     let mut app = spawn_app().await?;
     let feeds = Feeds::new(&app);
-    feeds.apply_all(&app.pool, &history("c1", 1)).await?;
+    feeds.apply_all(&app.pool, &history(C1, 1)).await?;
     feeds
         .apply(
             &app.pool,
@@ -311,7 +316,7 @@ async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
         )
         .await?;
 
-    let f = facts(&app.pool, "c1").await?.unwrap_or_default();
+    let f = facts(&app.pool, C1).await?.unwrap_or_default();
     assert_eq!((f.city.as_str(), f.gender.as_str()), ("Hangzhou", "female"));
     assert_eq!(
         (f.income_band.as_str(), f.education.as_str()),
@@ -353,17 +358,17 @@ async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
 
     // An older NPS answer does not replace a newer one; resolving the ticket closes it.
     feeds
-        .apply(&app.pool, &event(3, "c1", &nps("c1", 2, 30)))
+        .apply(&app.pool, &event(3, C1, &nps(C1, 2, 30)))
         .await?;
     feeds
         .apply(
             &app.pool,
             &event(
                 4,
-                "t-c1",
+                &format!("t-{C1}"),
                 &fb::TicketResolved {
-                    ticket_id: "t-c1".into(),
-                    customer_id: "c1".into(),
+                    ticket_id: format!("t-{C1}"),
+                    customer_id: C1.into(),
                     ..Default::default()
                 },
             ),
@@ -373,7 +378,7 @@ async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
     let got = app
         .client
         .get_customer_facts(pb::GetCustomerFactsRequest {
-            customer_id: "c1".into(),
+            customer_id: C1.into(),
         })
         .await?
         .into_inner()
@@ -440,7 +445,7 @@ async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
     let unknown = app
         .client
         .get_customer_facts(pb::GetCustomerFactsRequest {
-            customer_id: "nobody".into(),
+            customer_id: UNKNOWN.into(),
         })
         .await
         .err()
@@ -705,5 +710,370 @@ async fn a_deleted_customer_has_no_facts_until_undeleted() -> anyhow::Result<()>
     back.loyalty[0].points = 500;
     back.loyalty[0].qualifying_points = 1000;
     assert_eq!(Some(back), before);
+    Ok(())
+}
+
+// ---------- through the gRPC API ----------
+
+type Client = custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient<tonic::transport::Channel>;
+
+/// A static segment holding `members`.
+async fn static_segment(
+    client: &mut Client,
+    name: &str,
+    members: &[&str],
+) -> anyhow::Result<String> {
+    let segment = client
+        .create_segment(pb::CreateSegmentRequest {
+            segment: Some(pb::Segment {
+                display_name: name.into(),
+                kind: pb::SegmentKind::Static.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .segment
+        .unwrap_or_default();
+    client
+        .upload_static_members(tokio_stream::iter(vec![pb::UploadStaticMembersRequest {
+            segment_id: segment.segment_id.clone(),
+            mode: pb::StaticUploadMode::Add.into(),
+            customer_ids: members.iter().map(|m| (*m).to_owned()).collect(),
+            ..Default::default()
+        }]))
+        .await?;
+    Ok(segment.segment_id)
+}
+
+/// A rule segment, once its first recompute has succeeded.
+async fn rule_segment(
+    client: &mut Client,
+    name: &str,
+    rule: pb::Condition,
+) -> anyhow::Result<String> {
+    let created = client
+        .create_segment(pb::CreateSegmentRequest {
+            segment: Some(pb::Segment {
+                display_name: name.into(),
+                kind: pb::SegmentKind::Rule.into(),
+                rule: Some(rule),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    for _ in 0..600 {
+        let job = client
+            .get_recompute_job(pb::GetRecomputeJobRequest {
+                recompute_job_id: created.recompute_job_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .job
+            .unwrap_or_default();
+        if job.state == i32::from(pb::RecomputeJobState::Succeeded) {
+            return Ok(created.segment.unwrap_or_default().segment_id);
+        }
+        anyhow::ensure!(
+            job.state != i32::from(pb::RecomputeJobState::Failed),
+            "job failed: {job:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the first recompute of {name} did not end")
+}
+
+fn predicate(field: &str, operator: pb::Operator, value: pb::value::Kind) -> pb::Condition {
+    pb::Condition {
+        kind: Some(pb::condition::Kind::Predicate(pb::Predicate {
+            field: field.into(),
+            operator: operator.into(),
+            values: vec![pb::Value { kind: Some(value) }],
+            ..Default::default()
+        })),
+    }
+}
+
+/// The fields an INVALID_ARGUMENT names; `["<answered>"]` when the call answered.
+fn bad_fields<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Vec<String> {
+    use tonic_types::StatusExt;
+    match result {
+        Ok(_) => vec!["<answered>".to_owned()],
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            status
+                .get_details_bad_request()
+                .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+/// Reads that answer NOT_FOUND for an unknown customer take profiles ids only: anything not a
+/// UUID is INVALID_ARGUMENT naming the field; lookups still take any id (no segments).
+#[tokio::test]
+async fn customer_ids_that_are_not_uuids_are_invalid_arguments() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history(C1, 1)).await?;
+    let segment = static_segment(&mut app.client, "Some", &[C1]).await?;
+    let client = &mut app.client;
+    let customer_id = vec!["customer_id".to_owned()];
+    for bad in ["c1", "nobody", "0190f6f5-0000-7000-8000", ""] {
+        let id = bad.to_owned();
+        assert_eq!(
+            bad_fields(
+                client
+                    .get_customer_facts(pb::GetCustomerFactsRequest {
+                        customer_id: id.clone()
+                    })
+                    .await
+            ),
+            customer_id,
+            "GetCustomerFacts {bad:?}"
+        );
+        assert_eq!(
+            bad_fields(
+                client
+                    .get_customer_rfm(pb::GetCustomerRfmRequest {
+                        customer_id: id.clone()
+                    })
+                    .await
+            ),
+            customer_id,
+            "GetCustomerRfm {bad:?}"
+        );
+        assert_eq!(
+            bad_fields(
+                client
+                    .get_customer_lifecycle(pb::GetCustomerLifecycleRequest {
+                        customer_id: id.clone()
+                    })
+                    .await
+            ),
+            customer_id,
+            "GetCustomerLifecycle {bad:?}"
+        );
+        assert_eq!(
+            bad_fields(
+                client
+                    .explain_membership(pb::ExplainMembershipRequest {
+                        segment_id: segment.clone(),
+                        customer_id: id.clone(),
+                    })
+                    .await
+            ),
+            customer_id,
+            "ExplainMembership {bad:?}"
+        );
+        assert_eq!(
+            bad_fields(
+                client
+                    .export_customer_data(pb::ExportCustomerDataRequest {
+                        customer_id: id.clone()
+                    })
+                    .await
+            ),
+            customer_id,
+            "ExportCustomerData {bad:?}"
+        );
+    }
+    // Both ids of ExplainMembership bad: both named.
+    assert_eq!(
+        bad_fields(
+            client
+                .explain_membership(pb::ExplainMembershipRequest {
+                    segment_id: "s1".into(),
+                    customer_id: "c1".into(),
+                })
+                .await
+        ),
+        vec!["segment_id".to_owned(), "customer_id".to_owned()]
+    );
+    // A well-formed id segmentation never saw is NOT_FOUND (export: empty), as before.
+    let unknown = client
+        .get_customer_rfm(pb::GetCustomerRfmRequest {
+            customer_id: UNKNOWN.into(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(unknown, Some(tonic::Code::NotFound));
+    // Other spellings of the same UUID find the customer.
+    let upper = client
+        .get_customer_lifecycle(pb::GetCustomerLifecycleRequest {
+            customer_id: C1.to_uppercase(),
+        })
+        .await?
+        .into_inner()
+        .lifecycle
+        .unwrap_or_default();
+    assert_eq!(upper.customer_id, C1);
+    let explained = client
+        .explain_membership(pb::ExplainMembershipRequest {
+            segment_id: segment.clone(),
+            customer_id: format!("{{{C1}}}"),
+        })
+        .await?
+        .into_inner();
+    assert!(explained.member && explained.rule_result);
+    // Lookups keep taking any printable id: an id never seen has no segments.
+    let looked_up = client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer_id: "nobody".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(looked_up.segment_ids.is_empty());
+    Ok(())
+}
+
+/// ExportCustomerData: the facts, memberships (FULL view), RFM and lifecycle the other reads
+/// return, in one answer; a merged-away or unknown customer's export holds only its id and time.
+#[tokio::test]
+async fn the_export_holds_facts_memberships_rfm_and_lifecycle() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history(C1, 1)).await?;
+    feeds.apply_all(&app.pool, &history(SOURCE, 20)).await?;
+    let client = &mut app.client;
+    let listed = static_segment(client, "Listed", &[C1]).await?;
+    let hangzhou = rule_segment(
+        client,
+        "Hangzhou",
+        predicate(
+            "geo.city",
+            pb::Operator::Equals,
+            pb::value::Kind::StringValue("Hangzhou".into()),
+        ),
+    )
+    .await?;
+
+    let export = client
+        .export_customer_data(pb::ExportCustomerDataRequest {
+            customer_id: C1.into(),
+        })
+        .await?
+        .into_inner()
+        .customer_data_export
+        .unwrap_or_default();
+    let facts = client
+        .get_customer_facts(pb::GetCustomerFactsRequest {
+            customer_id: C1.into(),
+        })
+        .await?
+        .into_inner()
+        .facts;
+    let memberships = client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer_id: C1.into(),
+            view: pb::CustomerSegmentsView::Full.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .memberships;
+    let rfm = client
+        .get_customer_rfm(pb::GetCustomerRfmRequest {
+            customer_id: C1.into(),
+        })
+        .await?
+        .into_inner()
+        .rfm;
+    let lifecycle = client
+        .get_customer_lifecycle(pb::GetCustomerLifecycleRequest {
+            customer_id: C1.into(),
+        })
+        .await?
+        .into_inner()
+        .lifecycle;
+    assert_eq!(export.customer_id, C1);
+    assert_eq!(export.export_time, ts(as_of()));
+    assert!(facts.as_ref().is_some_and(|f| f.purchases.is_some()));
+    assert_eq!(export.facts, facts);
+    assert_eq!(
+        sorted(
+            export
+                .memberships
+                .iter()
+                .map(|m| m.segment_id.clone())
+                .collect()
+        ),
+        sorted(vec![listed, hangzhou])
+    );
+    assert_eq!(export.memberships, memberships);
+    assert!(rfm.as_ref().is_some_and(|r| r.scored));
+    assert_eq!(export.rfm, rfm);
+    assert_eq!(export.lifecycle, lifecycle);
+    assert_eq!(
+        export.facts.and_then(|f| f.rfm),
+        rfm,
+        "the facts' RFM is the same"
+    );
+
+    // Merged away: its data is held (and exported) under the survivor.
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                40,
+                C1,
+                &pr::CustomerMerged {
+                    merge_id: "merge-x".into(),
+                    source_customer_id: SOURCE.into(),
+                    target_customer_id: C1.into(),
+                    target_traits: Some(traits_later(C1, "Hangzhou")),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await?;
+    for id in [SOURCE, UNKNOWN] {
+        let empty = app
+            .client
+            .export_customer_data(pb::ExportCustomerDataRequest {
+                customer_id: id.into(),
+            })
+            .await?
+            .into_inner()
+            .customer_data_export
+            .unwrap_or_default();
+        assert_eq!(
+            empty,
+            pb::CustomerDataExport {
+                customer_id: id.into(),
+                export_time: ts(as_of()),
+                ..Default::default()
+            },
+            "export of {id}"
+        );
+    }
+    let survivor = app
+        .client
+        .export_customer_data(pb::ExportCustomerDataRequest {
+            customer_id: C1.into(),
+        })
+        .await?
+        .into_inner()
+        .customer_data_export
+        .unwrap_or_default();
+    let purchases = survivor
+        .facts
+        .and_then(|f| f.purchases)
+        .unwrap_or_default()
+        .purchase_count;
+    assert_eq!(
+        purchases, 4,
+        "the source's purchases are exported under the survivor"
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use custops_common::cache::{RedisCache, RedisSettings};
 use custops_contracts::custops::segmentation::v1 as pb;
+use custops_segmentation::derived::timestamp;
 use custops_segmentation::lookups::CustomerSegments;
 use custops_testkit::redis::TestRedis;
 use futures_util::StreamExt;
@@ -242,19 +243,137 @@ async fn check_batch_stream_and_size() -> anyhow::Result<()> {
         .map(|s| s.code());
     assert_eq!(missing, Some(Code::NotFound));
 
-    // ExplainMembership: stored and evaluated agree, with the node's result.
+    // ExplainMembership (which takes profiles ids, UUIDs): stored and evaluated agree, with the
+    // node's result.
+    let profiles_id = "0190f6f5-0000-7000-8000-0000000000c2";
+    app.put_customer(profiles_id, "CN", &[]).await?;
+    app.reevaluate(profiles_id).await?;
     let explained = client
         .explain_membership(pb::ExplainMembershipRequest {
             segment_id: id.clone(),
-            customer_id: "c2".to_owned(),
+            customer_id: profiles_id.to_owned(),
         })
         .await?
         .into_inner();
     assert!(explained.member && explained.rule_result);
-    assert_eq!(
-        explained.enter_reason,
-        i32::from(pb::ChangeReason::Recompute)
-    );
+    assert_eq!(explained.enter_reason, i32::from(pb::ChangeReason::Event));
     assert_eq!(explained.explanation.map(|e| e.result), Some(true));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_full_view_names_each_membership_with_kind_and_enter_time() -> anyhow::Result<()> {
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    app.put_customer("c1", "CN", &[]).await?;
+    app.put_customer("c2", "SG", &[]).await?;
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    let recomputed_at = app.clock_now();
+    app.clock.advance(chrono::Duration::minutes(5));
+    let list = app.static_segment("Hand-picked").await?;
+    client
+        .upload_static_members(tokio_stream::iter(vec![pb::UploadStaticMembersRequest {
+            segment_id: list.segment_id.clone(),
+            mode: pb::StaticUploadMode::Add.into(),
+            customer_ids: vec!["c1".to_owned()],
+            ..Default::default()
+        }]))
+        .await?;
+    let uploaded_at = app.clock_now();
+    let ask = |view: pb::CustomerSegmentsView, only: Vec<String>| pb::ListCustomerSegmentsRequest {
+        customer_id: "c1".to_owned(),
+        segment_ids: only,
+        view: view.into(),
+    };
+
+    let full = client
+        .list_customer_segments(ask(pb::CustomerSegmentsView::Full, Vec::new()))
+        .await?
+        .into_inner();
+    let mut expected = vec![
+        pb::CustomerSegmentMembership {
+            segment_id: china.segment_id.clone(),
+            display_name: "China".to_owned(),
+            kind: pb::SegmentKind::Rule.into(),
+            enter_time: Some(timestamp(recomputed_at)),
+        },
+        pb::CustomerSegmentMembership {
+            segment_id: list.segment_id.clone(),
+            display_name: "Hand-picked".to_owned(),
+            kind: pb::SegmentKind::Static.into(),
+            enter_time: Some(timestamp(uploaded_at)),
+        },
+    ];
+    expected.sort_by(|a, b| a.segment_id.cmp(&b.segment_id));
+    let ids: Vec<String> = expected.iter().map(|m| m.segment_id.clone()).collect();
+    assert_eq!(full.segment_ids, ids, "ascending ids");
+    assert_eq!(full.memberships, expected, "one entry per id, same order");
+
+    // A renamed segment shows its name at the time of the call.
+    client
+        .update_segment(pb::UpdateSegmentRequest {
+            segment: Some(pb::Segment {
+                segment_id: list.segment_id.clone(),
+                display_name: "VIP list".to_owned(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".to_owned()],
+            }),
+            validate_only: false,
+        })
+        .await?;
+    let only_list = client
+        .list_customer_segments(ask(
+            pb::CustomerSegmentsView::Full,
+            vec![list.segment_id.clone()],
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(only_list.segment_ids, vec![list.segment_id.clone()]);
+    let names: Vec<&str> = only_list
+        .memberships
+        .iter()
+        .map(|m| m.display_name.as_str())
+        .collect();
+    assert_eq!(names, vec!["VIP list"]);
+
+    // IDS and UNSPECIFIED: the ids alone, from the hot path.
+    for view in [
+        pb::CustomerSegmentsView::Ids,
+        pb::CustomerSegmentsView::Unspecified,
+    ] {
+        let ids_only = client
+            .list_customer_segments(ask(view, Vec::new()))
+            .await?
+            .into_inner();
+        assert_eq!(ids_only.segment_ids, ids);
+        assert!(ids_only.memberships.is_empty());
+    }
+    // A customer without memberships: empty lists in FULL too.
+    let none = client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer_id: "c2".to_owned(),
+            view: pb::CustomerSegmentsView::Full.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(none.segment_ids.is_empty() && none.memberships.is_empty());
+
+    // An unknown view value is refused, naming the field along with the others.
+    let unknown = client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer_id: String::new(),
+            segment_ids: Vec::new(),
+            view: 7,
+        })
+        .await
+        .err()
+        .map(|s| support::fields(&s));
+    assert_eq!(
+        unknown,
+        Some(vec!["customer_id".to_owned(), "view".to_owned()])
+    );
     Ok(())
 }

@@ -363,6 +363,13 @@ fn expected() -> Vec<(
     ]
 }
 
+/// The profiles customer id (a UUID, as the per-customer reads require) of fixture customer
+/// `name` ("c07" → "…-000000000007").
+fn profiles_id(name: &str) -> String {
+    let digits = name.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    format!("0190f6f5-0000-7000-8000-{digits:0>12}")
+}
+
 fn slug(name: &str, prefix: &str) -> String {
     let rest = name.strip_prefix(prefix).unwrap_or(name);
     if rest == "UNSPECIFIED" {
@@ -375,7 +382,7 @@ fn slug(name: &str, prefix: &str) -> String {
 async fn arrange(pool: &sqlx::PgPool, a: DateTime<Utc>) -> anyhow::Result<()> {
     for (id, ..) in expected() {
         sqlx::query("INSERT INTO customer_facts (customer_id) VALUES ($1)")
-            .bind(id)
+            .bind(profiles_id(id))
             .execute(pool)
             .await?;
     }
@@ -387,7 +394,7 @@ async fn arrange(pool: &sqlx::PgPool, a: DateTime<Utc>) -> anyhow::Result<()> {
              VALUES ($1, $2, 'purchase', $3, $4, $5)",
         )
         .bind(format!("a{i}"))
-        .bind(p.customer)
+        .bind(profiles_id(p.customer))
         .bind(time)
         .bind(p.amount_minor)
         .bind(p.currency)
@@ -398,11 +405,12 @@ async fn arrange(pool: &sqlx::PgPool, a: DateTime<Utc>) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO customer_activities \
            (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
-         VALUES ('late', 'c19', 'purchase', $1, 100, 'CNY'), \
-                ('visit', 'c19', 'visit', $2, NULL, NULL)",
+         VALUES ('late', $3, 'purchase', $1, 100, 'CNY'), \
+                ('visit', $3, 'visit', $2, NULL, NULL)",
     )
     .bind(a + Duration::days(1))
     .bind(a - Duration::days(1))
+    .bind(profiles_id("c19"))
     .execute(pool)
     .await?;
     Ok(())
@@ -425,7 +433,7 @@ async fn full_runs_match_hand_computed_scores_groups_and_stages() -> anyhow::Res
         let rfm = app
             .client
             .get_customer_rfm(pb::GetCustomerRfmRequest {
-                customer_id: id.into(),
+                customer_id: profiles_id(id),
             })
             .await?
             .into_inner()
@@ -454,7 +462,7 @@ async fn full_runs_match_hand_computed_scores_groups_and_stages() -> anyhow::Res
         let lifecycle = app
             .client
             .get_customer_lifecycle(pb::GetCustomerLifecycleRequest {
-                customer_id: id.into(),
+                customer_id: profiles_id(id),
             })
             .await?
             .into_inner()
@@ -611,14 +619,16 @@ async fn a_purchase_between_runs_is_scored_with_the_last_runs_bounds() -> anyhow
     tx.commit().await?;
 
     // c19 buys for 600 CNY one hour after A.
+    let c19 = profiles_id("c19");
     let now = a + Duration::hours(1);
     let mut tx = app.pool.begin().await?;
     sqlx::query(
         "INSERT INTO customer_activities \
            (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
-         VALUES ('first', 'c19', 'purchase', $1, 60000, 'CNY')",
+         VALUES ('first', $2, 'purchase', $1, 60000, 'CNY')",
     )
     .bind(now)
+    .bind(&c19)
     .execute(&mut *tx)
     .await?;
     let cause = Cause {
@@ -626,13 +636,13 @@ async fn a_purchase_between_runs_is_scored_with_the_last_runs_bounds() -> anyhow
         event_id: "e-1".into(),
         now,
     };
-    derived::refresh_customer(&mut tx, "c19", &cause).await?;
+    derived::refresh_customer(&mut tx, &c19, &cause).await?;
     tx.commit().await?;
 
     // Bounds of the run: R [3, 10, 40, 80] → d 0 scores 5; F [1, 2, 2, 3] → 1 scores 1;
     // M [1000, 8000, 16000, 50000] → 60000 scores 5; FM (1+5+1)/2 = 3 → potential_loyalist.
     let facts =
-        custops_segmentation::store::facts::load_facts(&mut *app.pool.acquire().await?, "c19")
+        custops_segmentation::store::facts::load_facts(&mut *app.pool.acquire().await?, &c19)
             .await?
             .unwrap_or_default();
     assert_eq!(
@@ -657,7 +667,8 @@ async fn a_purchase_between_runs_is_scored_with_the_last_runs_bounds() -> anyhow
     );
     assert_eq!(facts.lifecycle.stage_start_time, now);
     let events: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT type, payload FROM outbox WHERE aggregateid = 'c19' ORDER BY id")
+        sqlx::query_as("SELECT type, payload FROM outbox WHERE aggregateid = $1 ORDER BY id")
+            .bind(&c19)
             .fetch_all(&app.pool)
             .await?;
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();

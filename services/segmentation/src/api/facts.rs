@@ -3,16 +3,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use custops_common::error::ServiceError;
 use custops_contracts::custops::common::v1::{ContactChannel, Date, Money};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     GetCustomerFactsRequest, GetCustomerFactsResponse,
 };
+use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 
 use super::SegmentationApi;
+use super::parse::parse_customer_id;
 use crate::derived::{lifecycle_to_proto, rfm_to_proto, timestamp};
 use crate::domain::facts::{ActivityKind, AttributeValue, EvalContext, Facts};
 use crate::store::facts::{self, Feed, Positions};
@@ -23,46 +25,42 @@ pub(super) async fn get_customer_facts(
     api: &SegmentationApi,
     request: Request<GetCustomerFactsRequest>,
 ) -> Result<Response<GetCustomerFactsResponse>, Status> {
-    let customer_id = required_customer_id(&request.get_ref().customer_id)?;
+    let customer_id = parse_customer_id("customer_id", &request.get_ref().customer_id)?;
     let state = api.state();
     let mut conn = state.pool.acquire().await.map_err(ServiceError::from)?;
-    let not_found = || ServiceError::not_found("customer", customer_id);
-    let found = facts::load_facts(&mut conn, customer_id).await;
-    let loaded = found.map_err(ServiceError::from)?.ok_or_else(not_found)?;
-    let positions = facts::positions(&mut conn, customer_id).await;
-    let positions = positions
-        .map_err(ServiceError::from)?
-        .ok_or_else(not_found)?;
-    let stored_rfm = rfm::get(&mut conn, customer_id).await;
-    let stored_rfm = stored_rfm
-        .map_err(ServiceError::from)?
-        .ok_or_else(not_found)?;
-    let stored_lifecycle = lifecycle::get(&mut conn, customer_id).await;
-    let stored_lifecycle = stored_lifecycle
-        .map_err(ServiceError::from)?
-        .ok_or_else(not_found)?;
-    let currency = rfm::load(&mut conn)
-        .await
-        .map_err(ServiceError::from)?
-        .config
-        .currency;
-    let ctx = facts::eval_context(&mut conn, state.clock.now()).await;
-    let ctx = ctx.map_err(ServiceError::from)?;
+    let facts = customer_facts(&mut conn, &customer_id, state.clock.now())
+        .await?
+        .ok_or_else(|| ServiceError::not_found("customer", &customer_id))?;
+    Ok(Response::new(GetCustomerFactsResponse {
+        facts: Some(facts),
+    }))
+}
+
+/// A customer's facts as rules see them at `now`, with RFM and lifecycle; `None` when
+/// segmentation holds no facts row for the customer. Every read goes through `conn`, so in a
+/// REPEATABLE READ transaction (the export) they are one snapshot.
+pub(super) async fn customer_facts(
+    conn: &mut PgConnection,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<pb::CustomerFacts>, ServiceError> {
+    let Some(loaded) = facts::load_facts(&mut *conn, customer_id).await? else {
+        return Ok(None);
+    };
+    let (Some(positions), Some(stored_rfm), Some(stored_lifecycle)) = (
+        facts::positions(&mut *conn, customer_id).await?,
+        rfm::get(&mut *conn, customer_id).await?,
+        lifecycle::get(&mut *conn, customer_id).await?,
+    ) else {
+        // The row went away between the reads (outside a snapshot): as if never there.
+        return Ok(None);
+    };
+    let currency = rfm::load(&mut *conn).await?.config.currency;
+    let ctx = facts::eval_context(&mut *conn, now).await?;
     let mut out = to_proto(&loaded, &ctx, &positions);
     out.rfm = Some(rfm_to_proto(customer_id, &stored_rfm, &currency));
     out.lifecycle = Some(lifecycle_to_proto(&stored_lifecycle));
-    Ok(Response::new(GetCustomerFactsResponse { facts: Some(out) }))
-}
-
-/// The customer id of a request, INVALID_ARGUMENT naming `customer_id` when empty.
-pub(super) fn required_customer_id(id: &str) -> Result<&str, ServiceError> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(ServiceError::invalid_argument(
-            "customer_id",
-            "must be 1–128 characters",
-        ));
-    }
-    Ok(id)
+    Ok(Some(out))
 }
 
 fn to_proto(f: &Facts, ctx: &EvalContext, positions: &Positions) -> pb::CustomerFacts {

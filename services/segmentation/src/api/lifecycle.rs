@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::facts::required_customer_id;
+use super::parse::parse_customer_id;
 use super::rfm::{check_etag, lock_config, mask_paths, optional_segment};
 use crate::derived::{self, lifecycle_to_proto, stage_to_proto, timestamp};
 use crate::domain::lifecycle::{LifecycleConfig, Stage};
@@ -84,7 +84,8 @@ pub(super) async fn get_customer_lifecycle(
     api: &SegmentationApi,
     request: Request<GetCustomerLifecycleRequest>,
 ) -> Result<Response<GetCustomerLifecycleResponse>, Status> {
-    let customer_id = required_customer_id(&request.get_ref().customer_id)?;
+    let customer_id = parse_customer_id("customer_id", &request.get_ref().customer_id)?;
+    let customer_id = customer_id.as_str();
     let mut conn = api
         .state()
         .pool

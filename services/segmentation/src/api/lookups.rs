@@ -7,17 +7,19 @@ use std::collections::BTreeSet;
 use custops_common::error::{ServiceError, Violations};
 use custops_contracts::custops::segmentation::v1::{
     BatchCheckMembershipRequest, BatchCheckMembershipResponse, CheckMembershipRequest,
-    CheckMembershipResponse, ExplainMembershipRequest, ExplainMembershipResponse,
-    GetSegmentSizeRequest, GetSegmentSizeResponse, ListCustomerSegmentsRequest,
-    ListCustomerSegmentsResponse, StreamSegmentMembersRequest, StreamSegmentMembersResponse,
+    CheckMembershipResponse, CustomerSegmentsView, ExplainMembershipRequest,
+    ExplainMembershipResponse, GetSegmentSizeRequest, GetSegmentSizeResponse,
+    ListCustomerSegmentsRequest, ListCustomerSegmentsResponse, StreamSegmentMembersRequest,
+    StreamSegmentMembersResponse,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::parse::{check_customer_id, parse_id};
+use super::parse::{check_customer_id, join_invalid, parse_customer_id, parse_id};
 use crate::domain::eval;
 use crate::events::timestamp as ts;
+use crate::segments_wire::membership_to_proto;
 use crate::store::{catalog, facts, memberships, segments};
 
 /// The stream StreamSegmentMembers answers with.
@@ -33,7 +35,9 @@ fn db(error: sqlx::Error) -> ServiceError {
     ServiceError::from(error)
 }
 
-/// ListCustomerSegments.
+/// ListCustomerSegments. IDS (and UNSPECIFIED) are the hot path, through the caches; FULL
+/// reads ids, names, kinds and enter times in one Postgres query, so the two lists always
+/// agree with each other (the cache may lag a commit by its notification).
 pub(super) async fn list_customer_segments(
     api: &SegmentationApi,
     request: Request<ListCustomerSegmentsRequest>,
@@ -57,8 +61,27 @@ pub(super) async fn list_customer_segments(
             Err(_) => violations.add(format!("segment_ids[{i}]"), "not a valid UUID"),
         }
     }
+    let full = violations.take(
+        "view",
+        match CustomerSegmentsView::try_from(request.view) {
+            Ok(CustomerSegmentsView::Full) => Ok(true),
+            Ok(CustomerSegmentsView::Unspecified | CustomerSegmentsView::Ids) => Ok(false),
+            Err(_) => Err("unknown value; UNSPECIFIED, IDS or FULL".to_owned()),
+        },
+    );
     violations.into_result()?;
+    let wanted = |id: &Uuid| only.is_empty() || only.contains(id);
     let state = api.state();
+    if full == Some(true) {
+        let held = memberships::customer_segment_memberships(&state.pool, &request.customer_id)
+            .await
+            .map_err(db)?;
+        let held: Vec<_> = held.into_iter().filter(|m| wanted(&m.segment_id)).collect();
+        return Ok(Response::new(ListCustomerSegmentsResponse {
+            segment_ids: held.iter().map(|m| m.segment_id.to_string()).collect(),
+            memberships: held.iter().map(membership_to_proto).collect(),
+        }));
+    }
     let ids = state
         .lookups
         .customer_segments(&state.pool, &request.customer_id)
@@ -67,7 +90,7 @@ pub(super) async fn list_customer_segments(
     Ok(Response::new(ListCustomerSegmentsResponse {
         segment_ids: ids
             .into_iter()
-            .filter(|id| only.is_empty() || only.contains(id))
+            .filter(wanted)
             .map(|id| id.to_string())
             .collect(),
         memberships: Vec::new(),
@@ -264,19 +287,26 @@ pub(super) async fn explain_membership(
     request: Request<ExplainMembershipRequest>,
 ) -> Result<Response<ExplainMembershipResponse>, Status> {
     let request = request.into_inner();
-    let segment_id = parse_id("segment_id", &request.segment_id)?;
-    customer("customer_id", &request.customer_id)?;
+    let (segment_id, customer_id) = match (
+        parse_id("segment_id", &request.segment_id),
+        parse_customer_id("customer_id", &request.customer_id),
+    ) {
+        (Ok(segment_id), Ok(customer_id)) => (segment_id, customer_id),
+        (segment_id, customer_id) => {
+            return Err(join_invalid([segment_id.err(), customer_id.err()]).into());
+        }
+    };
     let state = api.state();
     let mut conn = state.pool.acquire().await.map_err(db)?;
     let segment = segments::get(&mut *conn, segment_id)
         .await
         .map_err(db)?
         .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
-    let facts = facts::load_facts(&mut conn, &request.customer_id)
+    let facts = facts::load_facts(&mut conn, &customer_id)
         .await
         .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("customer facts", request.customer_id.clone()))?;
-    let stored = memberships::membership(&mut *conn, segment_id, &request.customer_id)
+        .ok_or_else(|| ServiceError::not_found("customer facts", customer_id.clone()))?;
+    let stored = memberships::membership(&mut *conn, segment_id, &customer_id)
         .await
         .map_err(db)?;
     let now = state.clock.now();

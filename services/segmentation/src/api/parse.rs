@@ -33,7 +33,38 @@ pub(super) fn parse_id(field: &str, value: &str) -> Result<Uuid, ServiceError> {
     Uuid::parse_str(value).map_err(|_| ServiceError::invalid_argument(field, "not a valid UUID"))
 }
 
-/// A customer id: 1–128 printable ASCII characters without spaces.
+/// The customer id of a read that answers NOT_FOUND for a customer segmentation does not hold
+/// (facts, RFM, lifecycle, explanations) or an empty answer (the export): a profiles id, which
+/// is a UUID. Anything else could never be found, so it is INVALID_ARGUMENT naming `field`
+/// rather than a NOT_FOUND that reads like "not seen yet". Returned in the canonical form the
+/// feeds carry (lower-case, hyphenated), so `{…}` or upper-case spellings find the customer.
+pub(super) fn parse_customer_id(field: &str, value: &str) -> Result<String, ServiceError> {
+    if value.is_empty() {
+        return Err(ServiceError::invalid_argument(field, "required"));
+    }
+    Uuid::parse_str(value)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| {
+            ServiceError::invalid_argument(field, "must be a profiles customer id (a UUID)")
+        })
+}
+
+/// One INVALID_ARGUMENT holding the violations of every error given (`None`s skipped), so a
+/// request with several bad ids names them all.
+pub(super) fn join_invalid(errors: impl IntoIterator<Item = Option<ServiceError>>) -> ServiceError {
+    let mut violations = Vec::new();
+    for error in errors.into_iter().flatten() {
+        match error {
+            ServiceError::InvalidArgument(v) => violations.extend(v),
+            other => return other,
+        }
+    }
+    ServiceError::InvalidArgument(violations)
+}
+
+/// A customer id of a lookup: 1–128 printable ASCII characters without spaces. Lookups take
+/// any such key and answer "no segments" for one never seen (the contract's rule for unknown
+/// customers), so callers holding ids in another spelling are not broken; see ARCHITECTURE.md.
 pub(super) fn check_customer_id(value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err("required".to_owned());

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::facts::required_customer_id;
+use super::parse::parse_customer_id;
 use crate::derived::{self, group_to_proto, rfm_to_proto, timestamp};
 use crate::domain::rfm::{self, RfmConfig, RfmGroup, RfmState, Thresholds};
 use crate::store;
@@ -84,7 +84,8 @@ pub(super) async fn get_customer_rfm(
     api: &SegmentationApi,
     request: Request<GetCustomerRfmRequest>,
 ) -> Result<Response<GetCustomerRfmResponse>, Status> {
-    let customer_id = required_customer_id(&request.get_ref().customer_id)?;
+    let customer_id = parse_customer_id("customer_id", &request.get_ref().customer_id)?;
+    let customer_id = customer_id.as_str();
     let mut conn = api
         .state()
         .pool

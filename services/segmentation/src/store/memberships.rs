@@ -192,6 +192,41 @@ pub async fn customer_segment_ids<'e>(
     .await
 }
 
+/// One of a customer's memberships as shown to people: the segment's name and kind and when
+/// the current, unbroken membership began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMembership {
+    pub segment_id: Uuid,
+    pub display_name: String,
+    pub rule_kind: bool,
+    pub enter_time: DateTime<Utc>,
+}
+
+/// Every membership of `customer_id` with its segment's name and kind, by segment id.
+pub async fn customer_segment_memberships<'e>(
+    executor: impl PgExecutor<'e>,
+    customer_id: &str,
+) -> Result<Vec<SegmentMembership>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.segment_id, s.display_name, s.kind = 'rule' AS rule_kind, m.enter_time \
+         FROM memberships m JOIN segments s USING (segment_id) \
+         WHERE m.customer_id = $1 ORDER BY m.segment_id",
+    )
+    .bind(customer_id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SegmentMembership {
+                segment_id: row.try_get("segment_id")?,
+                display_name: row.try_get("display_name")?,
+                rule_kind: row.try_get("rule_kind")?,
+                enter_time: row.try_get("enter_time")?,
+            })
+        })
+        .collect()
+}
+
 /// Which of `customer_ids` are members of `segment_id`.
 pub async fn members_among<'e>(
     executor: impl PgExecutor<'e>,

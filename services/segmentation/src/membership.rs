@@ -124,10 +124,12 @@ pub async fn remove_customer(
     apply(tx, customer_id, changes, &cause).await
 }
 
-/// After `source` was merged into `target` (facts already moved): `source` leaves every
-/// segment, its static memberships pass to `target`, `target` is re-evaluated (reason MERGE).
+/// After `source` was merged into `target` by merge `merge_id` (facts already moved, the merge
+/// recorded): `source` leaves every segment, its static memberships pass to `target`, what
+/// passed is recorded for the unmerge, `target` is re-evaluated (reason MERGE).
 pub async fn merge_customers(
     tx: &mut PgConnection,
+    merge_id: &str,
     source: &str,
     target: &str,
     cause: &Cause,
@@ -145,14 +147,18 @@ pub async fn merge_customers(
         .collect();
     let mut passed: BTreeMap<Uuid, Change> = BTreeMap::new();
     let mut left: BTreeMap<Uuid, Change> = BTreeMap::new();
+    let mut source_statics = Vec::new();
     for m in source_memberships {
-        if !m.rule && !target_segments.contains(&m.segment_id) {
-            passed.insert(
-                m.segment_id,
-                Change::Enter {
-                    segment_version: m.segment_version,
-                },
-            );
+        if !m.rule {
+            source_statics.push(m.segment_id);
+            if !target_segments.contains(&m.segment_id) {
+                passed.insert(
+                    m.segment_id,
+                    Change::Enter {
+                        segment_version: m.segment_version,
+                    },
+                );
+            }
         }
         left.insert(
             m.segment_id,
@@ -161,9 +167,50 @@ pub async fn merge_customers(
             },
         );
     }
+    let passed_ids: Vec<Uuid> = passed.keys().copied().collect();
     apply(tx, source, left, &cause).await?;
     apply(tx, target, passed, &cause).await?;
+    memberships::record_merge_statics(tx, merge_id, target, &source_statics, &passed_ids).await?;
     reevaluate_customer(tx, target, &cause).await
+}
+
+/// Undoes the static side of merge `merge_id`, once (what it recorded is taken): `source`
+/// regains every static membership it held at the merge (of segments that still exist), and
+/// `target` loses those it held only through the merge, unless that membership ended and began
+/// again since. Memberships `target` had on its own stay. Rule memberships are the caller's
+/// re-evaluation of both customers afterwards (reason MERGE).
+pub async fn unmerge_customers(
+    tx: &mut PgConnection,
+    merge_id: &str,
+    source: &str,
+    target: &str,
+    cause: &Cause,
+) -> anyhow::Result<()> {
+    let cause = Cause {
+        reason: ChangeReason::Merge,
+        ..cause.clone()
+    };
+    memberships::lock_for_incremental(tx).await?;
+    let mut regained: BTreeMap<Uuid, Change> = BTreeMap::new();
+    let mut given_back: BTreeMap<Uuid, Change> = BTreeMap::new();
+    for m in memberships::take_merge_statics(tx, merge_id, target).await? {
+        regained.insert(
+            m.segment_id,
+            Change::Enter {
+                segment_version: m.segment_version,
+            },
+        );
+        if m.target_leaves {
+            given_back.insert(
+                m.segment_id,
+                Change::Exit {
+                    segment_version: m.segment_version,
+                },
+            );
+        }
+    }
+    apply(tx, target, given_back, &cause).await?;
+    apply(tx, source, regained, &cause).await
 }
 
 /// Writes `changes` for one customer: rows, counts (in segment id order, so concurrent

@@ -35,6 +35,7 @@ use app::{TestApp, as_of, spawn_app};
 /// Profiles customer ids (UUIDs), as the reads of facts, RFM, lifecycle and explanations take.
 const C1: &str = "0190f6f5-0000-7000-8000-0000000000c1";
 const SOURCE: &str = "0190f6f5-0000-7000-8000-00000000005a";
+const TARGET: &str = "0190f6f5-0000-7000-8000-00000000007a";
 const UNKNOWN: &str = "0190f6f5-0000-7000-8000-0000000000ff";
 
 /// The three handlers over the app's clock.
@@ -797,6 +798,32 @@ fn predicate(field: &str, operator: pb::Operator, value: pb::value::Kind) -> pb:
     }
 }
 
+fn member_of(segment_id: &str) -> pb::Condition {
+    pb::Condition {
+        kind: Some(pb::condition::Kind::Segment(pb::SegmentReference {
+            segment_id: segment_id.into(),
+        })),
+    }
+}
+
+/// The ids of a customer's segments (FULL view, read from Postgres), sorted.
+async fn segments_of(client: &mut Client, customer: &str) -> anyhow::Result<Vec<String>> {
+    Ok(client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer_id: customer.into(),
+            view: pb::CustomerSegmentsView::Full.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .segment_ids)
+}
+
+/// The code of a failed call, `None` when it answered.
+fn code_of<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Option<tonic::Code> {
+    result.err().map(|s| s.code())
+}
+
 /// The fields an INVALID_ARGUMENT names; `["<answered>"]` when the call answered.
 fn bad_fields<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Vec<String> {
     use tonic_types::StatusExt;
@@ -815,6 +842,219 @@ fn bad_fields<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Vec<Strin
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
     ids
+}
+
+/// Static memberships a merge passed to the target go back with the unmerge (once): the
+/// source regains its own, the target keeps only what it had before; rule memberships and
+/// segments referencing a static one follow. Erasing the source afterwards leaves nothing of
+/// it anywhere, and the target exactly its own memberships.
+#[tokio::test]
+async fn unmerge_gives_static_memberships_back_and_erasure_leaves_nothing() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history(SOURCE, 1)).await?;
+    feeds.apply_all(&app.pool, &history(TARGET, 10)).await?;
+    let client = &mut app.client;
+    let only_source = static_segment(client, "A: source's", &[SOURCE]).await?;
+    let both = static_segment(client, "B: both", &[SOURCE, TARGET]).await?;
+    let only_target = static_segment(client, "C: target's", &[TARGET]).await?;
+    // Each customer has 2 purchases; merged, the target has 4.
+    let buyers = rule_segment(
+        client,
+        "R: 3+ purchases",
+        predicate(
+            "purchase.count",
+            pb::Operator::GreaterOrEqual,
+            pb::value::Kind::IntegerValue(3),
+        ),
+    )
+    .await?;
+    let via_a = rule_segment(client, "D: in A", member_of(&only_source)).await?;
+    let source_before = sorted(vec![only_source.clone(), both.clone(), via_a.clone()]);
+    let target_before = sorted(vec![both.clone(), only_target.clone()]);
+    assert_eq!(segments_of(client, SOURCE).await?, source_before);
+    assert_eq!(segments_of(client, TARGET).await?, target_before);
+
+    let merged = pr::CustomerMerged {
+        merge_id: "merge-1".into(),
+        source_customer_id: SOURCE.into(),
+        target_customer_id: TARGET.into(),
+        merge_time: ts(as_of()),
+        target_traits: Some(traits_later(TARGET, "Hangzhou")),
+        moved_activity_count: 3,
+    };
+    feeds.apply(&app.pool, &event(40, TARGET, &merged)).await?;
+    let client = &mut app.client;
+    assert!(segments_of(client, SOURCE).await?.is_empty());
+    assert_eq!(
+        segments_of(client, TARGET).await?,
+        sorted(vec![
+            only_source.clone(),
+            both.clone(),
+            only_target.clone(),
+            buyers.clone(),
+            via_a.clone()
+        ])
+    );
+
+    // An hour later, the merge is undone.
+    app.clock.advance(Duration::hours(1));
+    let later = as_of() + Duration::hours(1);
+    let unmerged = pr::CustomerUnmerged {
+        merge_id: "merge-1".into(),
+        source_customer_id: SOURCE.into(),
+        target_customer_id: TARGET.into(),
+        unmerge_time: ts(as_of()),
+        source_traits: Some(traits_later(SOURCE, "Hangzhou")),
+        target_traits: Some(traits_later(TARGET, "Hangzhou")),
+        moved_activity_count: 3,
+    };
+    feeds
+        .apply(&app.pool, &event(41, TARGET, &unmerged))
+        .await?;
+    // Redelivered: applied once only.
+    feeds
+        .apply(&app.pool, &event(41, TARGET, &unmerged))
+        .await?;
+    let client = &mut app.client;
+    assert_eq!(segments_of(client, SOURCE).await?, source_before);
+    assert_eq!(segments_of(client, TARGET).await?, target_before);
+    let full = client
+        .list_customer_segments(pb::ListCustomerSegmentsRequest {
+            customer_id: SOURCE.into(),
+            view: pb::CustomerSegmentsView::Full.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(
+        full.memberships.iter().all(|m| m.enter_time == ts(later)),
+        "memberships regained at the unmerge: {full:?}"
+    );
+    let exits: Vec<(String, String, i32)> = sqlx::query_scalar::<_, Vec<u8>>(
+        "SELECT payload FROM outbox WHERE type = 'custops.segmentation.v1.SegmentExited' \
+         ORDER BY appended_at, id",
+    )
+    .fetch_all(&app.pool)
+    .await?
+    .iter()
+    .map(|b| pb::SegmentExited::decode(b.as_slice()))
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .filter(|e| e.customer_id == TARGET)
+    .map(|e| (e.segment_id, e.customer_id, e.reason))
+    .collect();
+    let merge = i32::from(pb::ChangeReason::Merge);
+    assert_eq!(
+        sorted(exits.iter().map(|e| e.0.clone()).collect()),
+        sorted(vec![only_source.clone(), buyers.clone(), via_a.clone()]),
+        "the target left what the merge gave it"
+    );
+    assert!(exits.iter().all(|e| e.2 == merge));
+
+    feeds
+        .apply(
+            &app.pool,
+            &event(
+                50,
+                SOURCE,
+                &pr::CustomerErased {
+                    customer_id: SOURCE.into(),
+                    erase_time: ts(as_of()),
+                    merged_customer_ids: Vec::new(),
+                },
+            ),
+        )
+        .await?;
+    let client = &mut app.client;
+    assert!(segments_of(client, SOURCE).await?.is_empty());
+    assert_eq!(segments_of(client, TARGET).await?, target_before);
+    let facts_code = code_of(
+        client
+            .get_customer_facts(pb::GetCustomerFactsRequest {
+                customer_id: SOURCE.into(),
+            })
+            .await,
+    );
+    let rfm_code = code_of(
+        client
+            .get_customer_rfm(pb::GetCustomerRfmRequest {
+                customer_id: SOURCE.into(),
+            })
+            .await,
+    );
+    let lifecycle_code = code_of(
+        client
+            .get_customer_lifecycle(pb::GetCustomerLifecycleRequest {
+                customer_id: SOURCE.into(),
+            })
+            .await,
+    );
+    let not_found = Some(tonic::Code::NotFound);
+    assert_eq!(
+        (facts_code, rfm_code, lifecycle_code),
+        (not_found, not_found, not_found)
+    );
+    let export = client
+        .export_customer_data(pb::ExportCustomerDataRequest {
+            customer_id: SOURCE.into(),
+        })
+        .await?
+        .into_inner()
+        .customer_data_export
+        .unwrap_or_default();
+    assert_eq!(
+        export,
+        pb::CustomerDataExport {
+            customer_id: SOURCE.into(),
+            export_time: ts(later),
+            ..Default::default()
+        }
+    );
+    for table in [
+        "customer_facts",
+        "customer_activities",
+        "loyalty_memberships",
+        "customer_tickets",
+        "memberships",
+    ] {
+        let sql = format!(
+            "SELECT count(*) FROM {table} WHERE customer_id = $1 \
+             OR to_jsonb({table})::text LIKE '%' || $1 || '%'"
+        );
+        assert_eq!(
+            count(&app.pool, &sql, SOURCE).await?,
+            0,
+            "{SOURCE} in {table}"
+        );
+    }
+    let merge_rows = count(
+        &app.pool,
+        "SELECT (SELECT count(*) FROM customer_merges WHERE source_id = $1 OR target_id = $1) \
+              + (SELECT count(*) FROM merge_static_memberships)",
+        SOURCE,
+    )
+    .await?;
+    assert_eq!(merge_rows, 0, "merge records of {SOURCE}");
+    // Member counts agree with what is left.
+    for (segment, members) in [
+        (&only_source, 0),
+        (&both, 1),
+        (&only_target, 1),
+        (&buyers, 0),
+        (&via_a, 0),
+    ] {
+        let size = app
+            .client
+            .get_segment_size(pb::GetSegmentSizeRequest {
+                segment_id: segment.clone(),
+            })
+            .await?
+            .into_inner()
+            .member_count;
+        assert_eq!(size, members, "size of {segment}");
+    }
+    Ok(())
 }
 
 /// Reads that answer NOT_FOUND for an unknown customer take profiles ids only: anything not a

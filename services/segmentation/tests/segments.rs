@@ -723,13 +723,25 @@ async fn erasure_leaves_every_segment_and_merge_passes_static_memberships() -> a
         .await
     );
 
-    // The merge moved facts already: the source has none left.
+    // The merge moved facts already (and recorded itself): the source has none left.
     sqlx::query("DELETE FROM customer_facts WHERE customer_id = 'source'")
         .execute(&app.pool)
         .await?;
+    sqlx::query(
+        "INSERT INTO customer_merges (merge_id, source_id, target_id) \
+         VALUES ('merge-1', 'source', 'target')",
+    )
+    .execute(&app.pool)
+    .await?;
     let mut tx = app.pool.begin().await?;
-    membership::merge_customers(&mut tx, "source", "target", &cause(pb::ChangeReason::Merge))
-        .await?;
+    membership::merge_customers(
+        &mut tx,
+        "merge-1",
+        "source",
+        "target",
+        &cause(pb::ChangeReason::Merge),
+    )
+    .await?;
     tx.commit().await?;
     let mut expected = vec![china.segment_id.clone(), list.segment_id.clone()];
     expected.sort();

@@ -6,7 +6,7 @@
 //! - ActivityRecorded: purchases and interactions, keyed by activity id. Refunds are not kept:
 //!   RFM monetary value and purchase aggregates count completed purchases only.
 //! - CustomerMerged / CustomerUnmerged: facts move to the target remembering the merge, and
-//!   exactly those move back.
+//!   exactly those move back; so do static memberships (`membership::unmerge_customers`).
 //! - CustomerErased: everything under the customer and the ids merged into it is deleted.
 
 use std::sync::Arc;
@@ -138,7 +138,14 @@ impl EventHandler for ProfilesFeed {
                 &by_merge,
             )
             .await?;
-            return membership::merge_customers(tx, &merge.source, &merge.target, &by_merge).await;
+            return membership::merge_customers(
+                tx,
+                &merge.merge_id,
+                &merge.source,
+                &merge.target,
+                &by_merge,
+            )
+            .await;
         }
         if kind == pb::CustomerUnmerged::full_name() {
             let unmerged = pb::CustomerUnmerged::decode(payload(event)?)?;
@@ -146,6 +153,16 @@ impl EventHandler for ProfilesFeed {
                 return Ok(());
             };
             let by_merge = cause(event, ChangeReason::Merge, now);
+            // Static memberships first, so the re-evaluations below (rule segments, and those
+            // referencing the static ones) see them.
+            membership::unmerge_customers(
+                &mut *tx,
+                &merge.merge_id,
+                &merge.source,
+                &merge.target,
+                &by_merge,
+            )
+            .await?;
             apply_or_settle(
                 &mut *tx,
                 unmerged.source_traits,

@@ -71,6 +71,75 @@ pub async fn customer_memberships(
         .collect()
 }
 
+/// Records, for merge `merge_id`, the static segments `source_segments` the merged-away customer
+/// held; for those among `passed` (which the merge just gave `target`) also the enter time of
+/// the target's new membership.
+pub async fn record_merge_statics(
+    conn: &mut PgConnection,
+    merge_id: &str,
+    target: &str,
+    source_segments: &[Uuid],
+    passed: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if source_segments.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO merge_static_memberships (merge_id, segment_id, passed_enter_time) \
+         SELECT $1, s.segment_id, m.enter_time FROM unnest($3::uuid[]) AS s (segment_id) \
+         LEFT JOIN memberships m ON m.segment_id = s.segment_id AND m.customer_id = $2 \
+           AND s.segment_id = ANY($4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(merge_id)
+    .bind(target)
+    .bind(source_segments)
+    .bind(passed)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A static membership merge `merge_id` took from its source, as the unmerge gives it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedStatic {
+    pub segment_id: Uuid,
+    pub segment_version: i64,
+    /// The target still holds the membership the merge gave it: it ends.
+    pub target_leaves: bool,
+}
+
+/// Takes (deletes and returns) what merge `merge_id` recorded about static memberships, so an
+/// unmerge applies it once.
+pub async fn take_merge_statics(
+    conn: &mut PgConnection,
+    merge_id: &str,
+    target: &str,
+) -> Result<Vec<MergedStatic>, sqlx::Error> {
+    let rows = sqlx::query(
+        "WITH taken AS (DELETE FROM merge_static_memberships WHERE merge_id = $1 \
+           RETURNING segment_id, passed_enter_time) \
+         SELECT t.segment_id, s.version, \
+           COALESCE(m.enter_time = t.passed_enter_time, false) AS target_leaves \
+         FROM taken t JOIN segments s USING (segment_id) \
+         LEFT JOIN memberships m ON m.segment_id = t.segment_id AND m.customer_id = $2 \
+         ORDER BY t.segment_id",
+    )
+    .bind(merge_id)
+    .bind(target)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(MergedStatic {
+                segment_id: row.try_get("segment_id")?,
+                segment_version: row.try_get("version")?,
+                target_leaves: row.try_get("target_leaves")?,
+            })
+        })
+        .collect()
+}
+
 /// Adds a membership; false when it already existed.
 pub async fn insert(
     conn: &mut PgConnection,

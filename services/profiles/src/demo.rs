@@ -3,6 +3,15 @@
 //! through the public RPCs like any client would. Deterministic (a seeded generator) and
 //! idempotent: customers carry request ids and activities event ids derived from their
 //! position, so running it twice on one day stores nothing new.
+//!
+//! # Currencies
+//! The sample business reports in CNY, segmentation's default RFM currency: its online shop
+//! prices in CNY for every country, so nearly all purchases are in CNY and RFM monetary
+//! scores mean something out of the box. Customers abroad pay one purchase in four in their
+//! local currency (EUR, USD, JPY, GBP: the shop's local pick-up points). Segmentation counts
+//! those towards monetary value only once its RFM config has rates for them
+//! (`RfmConfig.currency_rates`); it ships none, because exchange rates move and a stale
+//! built-in rate would skew scores unseen, and this loader only talks to profiles.
 
 use anyhow::Context;
 use chrono::{Duration, Utc};
@@ -51,6 +60,11 @@ impl Rng {
     }
 }
 
+/// The currency the sample business prices in and reports in (segmentation's default RFM
+/// currency).
+const SHOP_CURRENCY: &str = "CNY";
+
+/// Places with their local currency.
 const PLACES: &[(&str, &str, &str, &str)] = &[
     ("CN", "CN-GD", "Shenzhen", "CNY"),
     ("CN", "CN-SH", "Shanghai", "CNY"),
@@ -173,7 +187,7 @@ fn activities(
     rng: &mut Rng,
     i: usize,
     customer_id: &str,
-    currency: &str,
+    local_currency: &str,
 ) -> Vec<pb::ImportActivitiesRequest> {
     // Times count back from today's midnight (UTC), so a second run the same day sends the
     // very same activities and they come back as duplicates.
@@ -187,6 +201,13 @@ fn activities(
             let ago =
                 Duration::minutes(i64::try_from(rng.below(2 * 365 * 24 * 60)).unwrap_or(0) + 10);
             let details = if rng.chance(40) {
+                // Chosen by position, not by the generator, so every other draw (and with it
+                // the rest of the sample) stays as it was.
+                let currency = if (k + u64::try_from(i).unwrap_or(0)) % 4 == 0 {
+                    local_currency
+                } else {
+                    SHOP_CURRENCY
+                };
                 pb::activity::Details::Purchase(pb::Purchase {
                     order_id: format!("demo-order-{i}-{k}"),
                     amount: Some(common::Money {
@@ -236,10 +257,10 @@ where
     let mut batch = Vec::new();
     for i in 0..customers {
         let input = customer(&mut rng, i);
-        let currency = PLACES
+        let local_currency = PLACES
             .iter()
             .find(|p| Some(p.2) == input.geography.as_ref().map(|g| g.city.as_str()))
-            .map_or("CNY", |p| p.3);
+            .map_or(SHOP_CURRENCY, |p| p.3);
         let created = client
             .create_customer(pb::CreateCustomerRequest {
                 customer: Some(input),
@@ -251,7 +272,12 @@ where
             .customer
             .context("CreateCustomer answered no customer")?;
         summary.customers += 1;
-        batch.extend(activities(&mut rng, i, &created.customer_id, currency));
+        batch.extend(activities(
+            &mut rng,
+            i,
+            &created.customer_id,
+            local_currency,
+        ));
         if batch.len() >= 5_000 || i + 1 == customers {
             let sent = std::mem::take(&mut batch);
             let response = client

@@ -73,7 +73,8 @@ fn purchases() -> Vec<Buy> {
         minus_hours: 1,
         ..buy("c06", 60, 40_00)
     });
-    // Other currencies count for frequency, never for monetary.
+    // Other currencies count for frequency; for monetary only at a configured rate (none by
+    // default, see the mixed-currency test).
     all.push(Buy {
         currency: "USD",
         ..buy("c11", 3, 999_00)
@@ -985,4 +986,343 @@ async fn an_invalid_config_update_with_a_stale_etag_is_invalid_argument() -> any
         .window_days;
     assert_eq!(window, 180);
     Ok(())
+}
+
+/// A purchase of `amount_minor` `currency` by `customer`, `days` before A (`hours` later).
+async fn buy_at(
+    pool: &sqlx::PgPool,
+    customer: &str,
+    time: DateTime<Utc>,
+    amount_minor: i64,
+    currency: &str,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO customer_facts (customer_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(customer)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO customer_activities \
+           (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
+         VALUES ($1, $2, 'purchase', $3, $4, $5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(customer)
+    .bind(time)
+    .bind(amount_minor)
+    .bind(currency)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn money(
+    amount_minor: i64,
+    currency: &str,
+) -> Option<custops_contracts::custops::common::v1::Money> {
+    Some(custops_contracts::custops::common::v1::Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    })
+}
+
+fn rate(
+    amount_minor: i64,
+    currency: &str,
+    value_minor: i64,
+    value_currency: &str,
+) -> pb::CurrencyRate {
+    pb::CurrencyRate {
+        amount: money(amount_minor, currency),
+        value: money(value_minor, value_currency),
+    }
+}
+
+/// Monetary value over purchases in four currencies, worked out by hand. RFM currency CNY,
+/// window 365 days; rates: 1.00 USD (100) counts as 7.12 CNY (712), 100 JPY (JPY has no minor
+/// unit) as 4.78 CNY (478); EUR has no rate.
+///
+/// | customer | purchases in the window                         | monetary (fen)                      |
+/// |----------|-------------------------------------------------|-------------------------------------|
+/// | m1       | 100.00 CNY, 250.00 USD                          | 10000 + 25000·712/100 = 188000      |
+/// | m2       | 1,001 JPY, 999 JPY                              | ⌊2000·478/100⌋ = 9560 (per purchase it would be 4784 + 4775 = 9559: rounded once per currency) |
+/// | m3       | 500.00 EUR (and 1.00 CNY 400 days ago)          | 0: EUR has no rate, the CNY is outside the window; F = 1 |
+/// | m4       | 0.01 USD                                        | ⌊1·712/100⌋ = ⌊7.12⌋ = 7            |
+/// | m5       | 50.00 CNY, 10.00 USD, 100 JPY, 10.00 EUR        | 5000 + 7120 + 478 = 12598           |
+/// | m6       | none (buys 20.00 USD one hour after A)          | then ⌊2000·712/100⌋ = 14240          |
+///
+/// Quintile bounds over the 5 scored customers (positions ceil(5·k/5) = k of the sorted values
+/// 0, 7, 9560, 12598, 188000): [0, 7, 9560, 12598], so M scores m3 1, m4 2, m2 3, m5 4, m1 5.
+/// Without rates (the default) the values are 10000, 0, 0, 0, 5000: bounds [0, 0, 0, 5000], the
+/// degenerate picture of the sample data before rates existed.
+#[tokio::test]
+async fn monetary_counts_other_currencies_at_the_configured_rates() -> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let a = as_of();
+    let id = |n: &str| profiles_id(n);
+    let days = |d: i64| a - Duration::days(d);
+    buy_at(&app.pool, &id("m1"), days(10), 100_00, "CNY").await?;
+    buy_at(&app.pool, &id("m1"), days(20), 250_00, "USD").await?;
+    buy_at(&app.pool, &id("m2"), days(5), 1_001, "JPY").await?;
+    buy_at(&app.pool, &id("m2"), days(6), 999, "JPY").await?;
+    buy_at(&app.pool, &id("m3"), days(3), 500_00, "EUR").await?;
+    buy_at(&app.pool, &id("m3"), days(400), 1_00, "CNY").await?;
+    buy_at(&app.pool, &id("m4"), days(1), 1, "USD").await?;
+    buy_at(&app.pool, &id("m5"), days(30), 50_00, "CNY").await?;
+    buy_at(&app.pool, &id("m5"), days(40), 10_00, "USD").await?;
+    buy_at(&app.pool, &id("m5"), days(50), 100, "JPY").await?;
+    buy_at(&app.pool, &id("m5"), days(60), 10_00, "EUR").await?;
+    sqlx::query("INSERT INTO customer_facts (customer_id) VALUES ($1)")
+        .bind(id("m6"))
+        .execute(&app.pool)
+        .await?;
+    let monetary_of = |app: &app::TestApp, n: &'static str| {
+        let mut client = app.client.clone();
+        async move {
+            let rfm = client
+                .get_customer_rfm(pb::GetCustomerRfmRequest {
+                    customer_id: profiles_id(n),
+                })
+                .await?
+                .into_inner()
+                .rfm
+                .unwrap_or_default();
+            let monetary = rfm.monetary.unwrap_or_default();
+            anyhow::ensure!(monetary.currency == "CNY", "{monetary:?}");
+            Ok::<_, anyhow::Error>((monetary.amount_minor, rfm.monetary_score, rfm.frequency))
+        }
+    };
+
+    // The default config: only CNY counts.
+    let mut tx = app.pool.begin().await?;
+    derived::run_rfm(&mut tx, a).await?;
+    tx.commit().await?;
+    let mut got = Vec::new();
+    for n in ["m1", "m2", "m3", "m4", "m5"] {
+        got.push(monetary_of(&app, n).await?.0);
+    }
+    assert_eq!(got, vec![10000, 0, 0, 0, 5000]);
+    let bounds = |d: pb::GetRfmDistributionResponse| -> Vec<i64> {
+        d.thresholds
+            .unwrap_or_default()
+            .monetary
+            .iter()
+            .map(|m| m.amount_minor)
+            .collect()
+    };
+    let distribution = app
+        .client
+        .get_rfm_distribution(pb::GetRfmDistributionRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(bounds(distribution), vec![0, 0, 0, 5000]);
+
+    // Bad rates are refused, each named.
+    let refused = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                currency_rates: vec![
+                    rate(1, "CNY", 1, "CNY"),
+                    rate(100, "USD", 712, "EUR"),
+                    rate(0, "JPY", 478, "CNY"),
+                    pb::CurrencyRate {
+                        amount: money(100, "GBP"),
+                        value: None,
+                    },
+                ],
+                ..Default::default()
+            }),
+            update_mask: mask(&["currency_rates"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(
+        refused,
+        Some(vec![
+            "rfm_config.currency_rates[0].amount.currency".to_owned(),
+            "rfm_config.currency_rates[1].value.currency".to_owned(),
+            "rfm_config.currency_rates[2].amount.amount_minor".to_owned(),
+            "rfm_config.currency_rates[3].value.currency".to_owned(),
+            "rfm_config.currency_rates[3].value.amount_minor".to_owned(),
+        ])
+    );
+
+    // The rates, set; the RFM job they queue rescores everyone (the full run's SQL).
+    let updated = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                currency_rates: vec![rate(100, "USD", 712, "CNY"), rate(100, "JPY", 478, "CNY")],
+                ..Default::default()
+            }),
+            update_mask: mask(&["currency_rates"]),
+        })
+        .await?
+        .into_inner();
+    let config = updated.rfm_config.unwrap_or_default();
+    assert_eq!(
+        config.currency_rates,
+        vec![rate(100, "JPY", 478, "CNY"), rate(100, "USD", 712, "CNY")],
+        "kept in currency order"
+    );
+    wait_job(&mut app, &updated.recompute_job_id).await?;
+    let mut got = Vec::new();
+    for n in ["m1", "m2", "m3", "m4", "m5"] {
+        got.push(monetary_of(&app, n).await?);
+    }
+    assert_eq!(
+        got,
+        vec![
+            (188000, 5, 2),
+            (9560, 3, 2),
+            (0, 1, 1),
+            (7, 2, 1),
+            (12598, 4, 4)
+        ]
+    );
+    let distribution = app
+        .client
+        .get_rfm_distribution(pb::GetRfmDistributionRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(bounds(distribution), vec![0, 7, 9560, 12598]);
+
+    // The rule field rfm.monetary reads the same value in both evaluators: the recompute (SQL)
+    // and the incremental evaluation of the per-customer refresh below (Rust).
+    let created = app
+        .client
+        .create_segment(pb::CreateSegmentRequest {
+            segment: Some(pb::Segment {
+                display_name: "Spent 100+ CNY".into(),
+                kind: pb::SegmentKind::Rule.into(),
+                rule: Some(pb::Condition {
+                    kind: Some(pb::condition::Kind::Predicate(pb::Predicate {
+                        field: "rfm.monetary".into(),
+                        operator: pb::Operator::GreaterOrEqual.into(),
+                        values: vec![pb::Value {
+                            kind: Some(pb::value::Kind::IntegerValue(100_00)),
+                        }],
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    wait_job(&mut app, &created.recompute_job_id).await?;
+    let segment_id = created.segment.unwrap_or_default().segment_id;
+    let members = |app: &app::TestApp| {
+        let pool = app.pool.clone();
+        let segment_id = segment_id.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT customer_id FROM memberships WHERE segment_id = $1::uuid ORDER BY 1",
+            )
+            .bind(segment_id)
+            .fetch_all(&pool)
+            .await
+        }
+    };
+    assert_eq!(members(&app).await?, vec![id("m1"), id("m5")]);
+
+    // m6 buys 20.00 USD an hour after A: the per-customer refresh (same SQL, one customer,
+    // the run's bounds) counts it at the rate, 14240 > 12598 scores M 5, and the customer
+    // enters the segment incrementally.
+    let now = a + Duration::hours(1);
+    app.clock.set(now);
+    buy_at(&app.pool, &id("m6"), now, 20_00, "USD").await?;
+    let cause = Cause {
+        reason: pb::ChangeReason::Event,
+        event_id: "e-m6".into(),
+        now,
+    };
+    let mut tx = app.pool.begin().await?;
+    derived::refresh_customer(&mut tx, &id("m6"), &cause).await?;
+    custops_segmentation::membership::reevaluate_customer(&mut tx, &id("m6"), &cause).await?;
+    tx.commit().await?;
+    let (monetary, score, frequency) = monetary_of(&app, "m6").await?;
+    assert_eq!((monetary, score, frequency), (14240, 5, 1));
+    assert_eq!(members(&app).await?, vec![id("m1"), id("m5"), id("m6")]);
+    for (n, member) in [("m2", false), ("m5", true), ("m6", true)] {
+        let explained = app
+            .client
+            .explain_membership(pb::ExplainMembershipRequest {
+                segment_id: segment_id.clone(),
+                customer_id: id(n),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            (explained.member, explained.rule_result),
+            (member, member),
+            "{n}"
+        );
+    }
+
+    // Changing the currency needs new rates in the same update.
+    let stale_rates = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                currency: "USD".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["currency"]),
+        })
+        .await
+        .err()
+        .map(|s| violations(&s));
+    assert_eq!(
+        stale_rates,
+        Some(vec![
+            "rfm_config.currency_rates[0].value.currency".to_owned(),
+            "rfm_config.currency_rates[1].amount.currency".to_owned(),
+            "rfm_config.currency_rates[1].value.currency".to_owned(),
+        ])
+    );
+    let cleared = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                currency: "USD".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["currency", "currency_rates"]),
+        })
+        .await?
+        .into_inner()
+        .rfm_config
+        .unwrap_or_default();
+    assert_eq!(
+        (cleared.currency.as_str(), cleared.currency_rates.len()),
+        ("USD", 0)
+    );
+    Ok(())
+}
+
+/// Waits (up to 60 s) until a recompute job succeeded.
+async fn wait_job(app: &mut app::TestApp, id: &str) -> anyhow::Result<()> {
+    for _ in 0..1200 {
+        let job = app
+            .client
+            .get_recompute_job(pb::GetRecomputeJobRequest {
+                recompute_job_id: id.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .job
+            .unwrap_or_default();
+        if job.state == i32::from(pb::RecomputeJobState::Succeeded) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            job.state != i32::from(pb::RecomputeJobState::Failed),
+            "job failed: {job:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("job {id} did not end")
 }

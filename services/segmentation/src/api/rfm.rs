@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::SegmentationApi;
 use super::parse::parse_customer_id;
 use crate::derived::{self, group_to_proto, rfm_to_proto, timestamp};
-use crate::domain::rfm::{self, RfmConfig, RfmGroup, RfmState, Thresholds};
+use crate::domain::rfm::{self, CurrencyRate, RfmConfig, RfmGroup, RfmState, Thresholds};
 use crate::store;
 
 /// GetRfmConfig.
@@ -222,6 +222,9 @@ fn merge(
             "window_days" => next.window_days = input.window_days,
             "currency" => next.currency = input.currency.clone(),
             "fixed_thresholds" => next.fixed_thresholds = None,
+            "currency_rates" => {
+                next.currency_rates = input.currency_rates.iter().map(rate_from_proto).collect()
+            }
             _ => v.add(format!("update_mask.paths[{i}]"), "not an updatable field"),
         }
     }
@@ -234,7 +237,36 @@ fn merge(
         v.add(format!("rfm_config.{field}"), description);
     }
     v.into_result()?;
+    // Stored and returned in currency order, so the same rates in another order change nothing.
+    next.currency_rates
+        .sort_by(|a, b| a.currency.cmp(&b.currency));
     Ok(next)
+}
+
+/// A wire rate as it stands; `domain::rfm::validate` judges it (an unset side reads as zero
+/// and is refused there, named like any other bad value).
+fn rate_from_proto(rate: &pb::CurrencyRate) -> CurrencyRate {
+    let amount = rate.amount.clone().unwrap_or_default();
+    let value = rate.value.clone().unwrap_or_default();
+    CurrencyRate {
+        currency: amount.currency,
+        amount_minor: amount.amount_minor,
+        value_currency: value.currency,
+        value_minor: value.amount_minor,
+    }
+}
+
+fn rate_to_proto(rate: &CurrencyRate) -> pb::CurrencyRate {
+    pb::CurrencyRate {
+        amount: Some(Money {
+            amount_minor: rate.amount_minor,
+            currency: rate.currency.clone(),
+        }),
+        value: Some(Money {
+            amount_minor: rate.value_minor,
+            currency: rate.value_currency.clone(),
+        }),
+    }
 }
 
 /// Fixed thresholds from the wire: exactly 4 strictly ascending values ≥ 0 per list, monetary
@@ -303,5 +335,11 @@ fn config_to_proto(state: &RfmState) -> pb::RfmConfig {
             .map(|t| thresholds_to_proto(&t, &state.config.currency)),
         update_time: state.update_time.map(timestamp),
         etag: state.etag.clone(),
+        currency_rates: state
+            .config
+            .currency_rates
+            .iter()
+            .map(rate_to_proto)
+            .collect(),
     }
 }

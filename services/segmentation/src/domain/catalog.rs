@@ -425,7 +425,7 @@ fn builtin_specs() -> Vec<Spec> {
         Spec::new("rfm.monetary_score", "RFM monetary score", "1–5, 5 = highest spend; unset when not scored.", T::Integer, K::RfmMonetaryScore, Derived).time_dependent(),
         Spec::new("rfm.recency_days", "RFM recency", "Whole days since the last purchase at the last scoring; unset when never purchased.", T::Integer, K::RfmRecencyDays, Derived).time_dependent(),
         Spec::new("rfm.frequency", "RFM frequency", "Purchases in the RFM window at the last scoring; 0 when none.", T::Integer, K::RfmFrequency, Derived).time_dependent().always_set(),
-        Spec::new("rfm.monetary", "RFM monetary value", "Spend in the RFM window at the last scoring, in minor units of the RFM config's currency; 0 when none.", T::Integer, K::RfmMonetary, Derived).time_dependent().always_set(),
+        Spec::new("rfm.monetary", "RFM monetary value", "Spend in the RFM window at the last scoring, in minor units of the RFM config's currency: other currencies at the config's currency_rates, currencies without a rate not counted; 0 when none.", T::Integer, K::RfmMonetary, Derived).time_dependent().always_set(),
         Spec::new("lifecycle.stage", "Lifecycle stage", "Current lifecycle stage.", T::Enum, K::LifecycleStage, Derived).allowed(&LIFECYCLE_STAGES).time_dependent(),
         Spec::new("lifecycle.stage_start_time", "Stage since", "When the customer entered the current lifecycle stage.", T::Timestamp, K::LifecycleStageStartTime, Derived).time_dependent(),
         Spec::new("lifecycle.churn_risk", "Churn risk", "True when the customer is flagged as at risk of churning.", T::Bool, K::LifecycleChurnRisk, Derived).time_dependent().always_set(),

@@ -10,6 +10,11 @@ pub const DEFAULT_WINDOW_DAYS: i32 = 365;
 /// Default currency of the monetary value (the deployment's reporting currency).
 pub const DEFAULT_CURRENCY: &str = "CNY";
 
+/// Most currency rates a config holds.
+pub const MAX_CURRENCY_RATES: usize = 100;
+/// Largest amount on either side of a currency rate, in minor units.
+pub const MAX_RATE_AMOUNT: i64 = 1_000_000_000_000;
+
 /// The RFM configuration (configs row "rfm").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RfmConfig {
@@ -17,6 +22,9 @@ pub struct RfmConfig {
     pub currency: String,
     /// Business-defined bounds; `None` means quintiles computed by each full run.
     pub fixed_thresholds: Option<Thresholds>,
+    /// How purchases in other currencies count towards monetary value; a currency without a
+    /// rate does not count. Kept in currency order once validated.
+    pub currency_rates: Vec<CurrencyRate>,
 }
 
 impl Default for RfmConfig {
@@ -25,8 +33,56 @@ impl Default for RfmConfig {
             window_days: DEFAULT_WINDOW_DAYS,
             currency: DEFAULT_CURRENCY.to_owned(),
             fixed_thresholds: None,
+            // No built-in rates: rates move, and a stale default would skew scores unseen.
+            currency_rates: Vec::new(),
         }
     }
+}
+
+/// `amount_minor` of `currency` counts as `value_minor` of `value_currency` (the RFM
+/// currency): an exact ratio, both sides in their own minor units.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CurrencyRate {
+    pub currency: String,
+    pub amount_minor: i64,
+    /// Kept although it must equal the config's currency, so a change of that currency can
+    /// never silently reinterpret the rates.
+    pub value_currency: String,
+    pub value_minor: i64,
+}
+
+/// Every currency that counts towards monetary value with its exact ratio, as parallel lists
+/// `(currencies, amounts, values)`: the config's currency at 1:1, then each rate. A purchase
+/// sum `s` in `currencies[i]` counts as `floor(s × values[i] / amounts[i])`.
+pub fn counted_currencies(config: &RfmConfig) -> (Vec<String>, Vec<i64>, Vec<i64>) {
+    let mut currencies = vec![config.currency.clone()];
+    let mut amounts = vec![1];
+    let mut values = vec![1];
+    for rate in &config.currency_rates {
+        currencies.push(rate.currency.clone());
+        amounts.push(rate.amount_minor);
+        values.push(rate.value_minor);
+    }
+    (currencies, amounts, values)
+}
+
+/// Monetary value of per-currency purchase sums as rfm.proto defines it (and `store::rfm`
+/// computes in SQL): each counted currency's sum converted exactly and rounded down, summed;
+/// currencies without a rate excluded.
+pub fn monetary_value(config: &RfmConfig, sums: &[(&str, i64)]) -> i64 {
+    let (currencies, amounts, values) = counted_currencies(config);
+    let total: i128 = sums
+        .iter()
+        .filter_map(|(currency, sum)| {
+            let i = currencies.iter().position(|c| c == currency)?;
+            Some(i128::from(*sum) * i128::from(values[i]) / i128::from(amounts[i]))
+        })
+        .sum();
+    i64::try_from(total).unwrap_or(i64::MAX)
+}
+
+fn is_currency_code(code: &str) -> bool {
+    code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase())
 }
 
 /// Four ascending upper bounds per dimension; monetary in minor units of the config currency.
@@ -195,18 +251,53 @@ impl RfmState {
 }
 
 /// Why an RFM config is invalid: `(field relative to the config, description)`.
-pub fn validate(config: &RfmConfig) -> Vec<(&'static str, String)> {
-    let mut bad = Vec::new();
+pub fn validate(config: &RfmConfig) -> Vec<(String, String)> {
+    let mut bad: Vec<(String, String)> = Vec::new();
+    let mut add =
+        |field: &str, description: &str| bad.push((field.to_owned(), description.to_owned()));
     if !(30..=1095).contains(&config.window_days) {
-        bad.push(("window_days", "must be between 30 and 1095".to_owned()));
+        add("window_days", "must be between 30 and 1095");
     }
-    let currency_ok =
-        config.currency.len() == 3 && config.currency.chars().all(|c| c.is_ascii_uppercase());
-    if !currency_ok {
-        bad.push((
+    if !is_currency_code(&config.currency) {
+        add(
             "currency",
-            "must be an ISO-4217 code of three upper-case letters".to_owned(),
-        ));
+            "must be an ISO-4217 code of three upper-case letters",
+        );
+    }
+    if config.currency_rates.len() > MAX_CURRENCY_RATES {
+        add("currency_rates", "at most 100 rates");
+    }
+    let amounts = 1..=MAX_RATE_AMOUNT;
+    for (i, rate) in config.currency_rates.iter().enumerate() {
+        let field = |name: &str| format!("currency_rates[{i}].{name}");
+        if !is_currency_code(&rate.currency) {
+            add(
+                &field("amount.currency"),
+                "must be an ISO-4217 code of three upper-case letters",
+            );
+        } else if rate.currency == config.currency {
+            add(
+                &field("amount.currency"),
+                "the RFM currency always counts at face value; it takes no rate",
+            );
+        } else if config.currency_rates[..i]
+            .iter()
+            .any(|r| r.currency == rate.currency)
+        {
+            add(&field("amount.currency"), "one rate per currency");
+        }
+        if !amounts.contains(&rate.amount_minor) {
+            add(&field("amount.amount_minor"), "must be 1 to 10^12");
+        }
+        if rate.value_currency != config.currency {
+            add(
+                &field("value.currency"),
+                "must be the RFM currency (replace the rates when changing it)",
+            );
+        }
+        if !amounts.contains(&rate.value_minor) {
+            add(&field("value.amount_minor"), "must be 1 to 10^12");
+        }
     }
     if let Some(t) = &config.fixed_thresholds {
         let ascending = |v: &[i64]| v.windows(2).all(|w| w[0] < w[1]);
@@ -218,7 +309,7 @@ pub fn validate(config: &RfmConfig) -> Vec<(&'static str, String)> {
         ] {
             if !ascending(values) || values.iter().any(|&v| v < 0) {
                 bad.push((
-                    field,
+                    field.to_owned(),
                     "must hold 4 strictly ascending values ≥ 0".to_owned(),
                 ));
             }
@@ -269,6 +360,43 @@ mod tests {
                     "cannot_lose"
                 ],
                 vec!["lost", "hibernating", "at_risk", "at_risk", "cannot_lose"],
+            ]
+        );
+    }
+
+    #[test]
+    fn monetary_converts_each_currency_exactly_and_rounds_it_down() {
+        let rate = |currency: &str, amount_minor, value_minor| CurrencyRate {
+            currency: currency.to_owned(),
+            amount_minor,
+            value_currency: "CNY".to_owned(),
+            value_minor,
+        };
+        let config = RfmConfig {
+            currency_rates: vec![rate("USD", 100, 712), rate("JPY", 100, 478)],
+            ..RfmConfig::default()
+        };
+        // 100.00 CNY + 250.00 USD at 7.12 (1,780.00 CNY) + 1,001 JPY at 4.78 CNY per 100 JPY
+        // (4,784.78 fen, rounded down to 4,784) + 50.00 EUR without a rate (excluded).
+        let sums = [
+            ("CNY", 10_000),
+            ("USD", 25_000),
+            ("JPY", 1_001),
+            ("EUR", 5_000),
+        ];
+        assert_eq!(monetary_value(&config, &sums), 10_000 + 178_000 + 4_784);
+        assert_eq!(monetary_value(&RfmConfig::default(), &sums), 10_000);
+        let bad = RfmConfig {
+            currency_rates: vec![rate("CNY", 1, 1), rate("USD", 0, 712), rate("USD", 1, 7)],
+            ..RfmConfig::default()
+        };
+        let fields: Vec<String> = validate(&bad).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "currency_rates[0].amount.currency",
+                "currency_rates[1].amount.amount_minor",
+                "currency_rates[2].amount.currency",
             ]
         );
     }

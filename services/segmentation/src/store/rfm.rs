@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use crate::domain::rfm::{RfmConfig, RfmState, Thresholds, grid};
+use crate::domain::rfm::{CurrencyRate, RfmConfig, RfmState, Thresholds, counted_currencies, grid};
 
 /// The configs row name.
 const ROW: &str = "rfm";
@@ -20,6 +20,9 @@ struct Stored {
     window_days: i32,
     currency: String,
     fixed_thresholds: Option<Thresholds>,
+    /// Absent in configs written before rates existed: none.
+    #[serde(default)]
+    currency_rates: Vec<CurrencyRate>,
     computed_thresholds: Option<Thresholds>,
     /// RFC 3339.
     compute_time: Option<String>,
@@ -49,6 +52,7 @@ pub async fn load(conn: &mut PgConnection) -> Result<RfmState, sqlx::Error> {
             window_days: stored.window_days,
             currency: stored.currency,
             fixed_thresholds: stored.fixed_thresholds,
+            currency_rates: stored.currency_rates,
         },
         computed_thresholds: stored.computed_thresholds,
         compute_time: stored
@@ -70,6 +74,7 @@ pub async fn save(
         window_days: state.config.window_days,
         currency: state.config.currency.clone(),
         fixed_thresholds: state.config.fixed_thresholds,
+        currency_rates: state.config.currency_rates.clone(),
         computed_thresholds: state.computed_thresholds,
         compute_time: state.compute_time.map(|t| t.to_rfc3339()),
     };
@@ -88,21 +93,43 @@ pub async fn save(
     Ok(())
 }
 
-/// Raw values as of `$1` for every customer (`$4` NULL) or one (`$4` = id): window `$2`
-/// days, currency `$3`. A customer is scored when a purchase exists at or before `$1`.
+/// Raw values as of `$1` for every customer (`$3` NULL) or one (`$3` = id): window `$2`
+/// days, counted currencies `$4` with their exact ratios `$5` (amounts) and `$6` (values), the
+/// RFM currency among them at 1:1 (`domain::rfm::counted_currencies`). A customer is
+/// scored when a purchase exists at or before `$1`; frequency counts every purchase in the
+/// window, whatever its currency. Monetary: per currency, the window's purchases are summed,
+/// multiplied by value / amount in exact numeric arithmetic and rounded down (`div`); a
+/// currency without a rate has no row to join and counts nothing. `domain::rfm::monetary_value`
+/// states the same in Rust. The full run and the per-customer refresh both run this text.
 const VALUES_SQL: &str = "\
+    WITH p AS ( \
+      SELECT a.customer_id, max(a.occur_time) AS last_time, \
+             count(*) FILTER (WHERE a.occur_time > $1 - $2 * interval '24 hours') AS frequency \
+      FROM customer_activities a \
+      WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
+        AND ($3::text IS NULL OR a.customer_id = $3) \
+      GROUP BY a.customer_id), \
+    c AS ( \
+      SELECT a.customer_id, a.currency, sum(a.amount_minor)::numeric AS total \
+      FROM customer_activities a \
+      WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
+        AND a.occur_time > $1 - $2 * interval '24 hours' \
+        AND ($3::text IS NULL OR a.customer_id = $3) \
+      GROUP BY a.customer_id, a.currency), \
+    m AS ( \
+      SELECT c.customer_id, sum(div(c.total * r.value, r.amount)) AS monetary \
+      FROM c JOIN unnest($4::text[], $5::bigint[], $6::bigint[]) AS r (currency, amount, value) \
+        ON r.currency = c.currency \
+      GROUP BY c.customer_id) \
     SELECT f.customer_id, \
-           max(a.occur_time) IS NOT NULL AS scored, \
-           floor(extract(epoch FROM ($1 - max(a.occur_time))) / 86400)::int AS recency_days, \
-           count(a.activity_id) FILTER (WHERE a.occur_time > $1 - $2 * interval '24 hours') \
-             AS frequency, \
-           COALESCE(sum(a.amount_minor) FILTER (WHERE a.occur_time > $1 - $2 * interval '24 hours' \
-             AND a.currency = $3), 0)::bigint AS monetary \
+           p.last_time IS NOT NULL AS scored, \
+           floor(extract(epoch FROM ($1 - p.last_time)) / 86400)::int AS recency_days, \
+           COALESCE(p.frequency, 0)::bigint AS frequency, \
+           LEAST(COALESCE(m.monetary, 0), 9223372036854775807)::bigint AS monetary \
     FROM customer_facts f \
-    LEFT JOIN customer_activities a \
-      ON a.customer_id = f.customer_id AND a.kind = 'purchase' AND a.occur_time <= $1 \
-    WHERE ($4::text IS NULL OR f.customer_id = $4) \
-    GROUP BY f.customer_id";
+    LEFT JOIN p ON p.customer_id = f.customer_id \
+    LEFT JOIN m ON m.customer_id = f.customer_id \
+    WHERE ($3::text IS NULL OR f.customer_id = $3)";
 
 /// Quintile bounds over every scored customer as of `now`; `None` when nobody is scored.
 pub async fn quintiles(
@@ -118,11 +145,14 @@ pub async fn quintiles(
                 percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY monetary) AS m \
          FROM v WHERE scored"
     );
+    let (currencies, amounts, values) = counted_currencies(config);
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(now)
         .bind(config.window_days)
-        .bind(&config.currency)
         .bind(None::<String>)
+        .bind(currencies)
+        .bind(amounts)
+        .bind(values)
         .fetch_one(conn)
         .await?;
     let r: Option<Vec<i32>> = row.try_get("r")?;
@@ -188,21 +218,21 @@ pub async fn score(
         "WITH v AS ({VALUES_SQL}), \
          s AS ( \
            SELECT v.*, \
-             CASE WHEN NOT scored OR $5::int[] IS NULL THEN 0 \
-                  WHEN recency_days <= ($5::int[])[1] THEN 5 \
-                  WHEN recency_days <= ($5::int[])[2] THEN 4 \
-                  WHEN recency_days <= ($5::int[])[3] THEN 3 \
-                  WHEN recency_days <= ($5::int[])[4] THEN 2 ELSE 1 END AS r, \
-             CASE WHEN NOT scored OR $6::bigint[] IS NULL THEN 0 \
-                  WHEN frequency <= ($6::bigint[])[1] THEN 1 \
-                  WHEN frequency <= ($6::bigint[])[2] THEN 2 \
-                  WHEN frequency <= ($6::bigint[])[3] THEN 3 \
-                  WHEN frequency <= ($6::bigint[])[4] THEN 4 ELSE 5 END AS fs, \
-             CASE WHEN NOT scored OR $7::bigint[] IS NULL THEN 0 \
-                  WHEN monetary <= ($7::bigint[])[1] THEN 1 \
-                  WHEN monetary <= ($7::bigint[])[2] THEN 2 \
-                  WHEN monetary <= ($7::bigint[])[3] THEN 3 \
-                  WHEN monetary <= ($7::bigint[])[4] THEN 4 ELSE 5 END AS ms \
+             CASE WHEN NOT scored OR $7::int[] IS NULL THEN 0 \
+                  WHEN recency_days <= ($7::int[])[1] THEN 5 \
+                  WHEN recency_days <= ($7::int[])[2] THEN 4 \
+                  WHEN recency_days <= ($7::int[])[3] THEN 3 \
+                  WHEN recency_days <= ($7::int[])[4] THEN 2 ELSE 1 END AS r, \
+             CASE WHEN NOT scored OR $8::bigint[] IS NULL THEN 0 \
+                  WHEN frequency <= ($8::bigint[])[1] THEN 1 \
+                  WHEN frequency <= ($8::bigint[])[2] THEN 2 \
+                  WHEN frequency <= ($8::bigint[])[3] THEN 3 \
+                  WHEN frequency <= ($8::bigint[])[4] THEN 4 ELSE 5 END AS fs, \
+             CASE WHEN NOT scored OR $9::bigint[] IS NULL THEN 0 \
+                  WHEN monetary <= ($9::bigint[])[1] THEN 1 \
+                  WHEN monetary <= ($9::bigint[])[2] THEN 2 \
+                  WHEN monetary <= ($9::bigint[])[3] THEN 3 \
+                  WHEN monetary <= ($9::bigint[])[4] THEN 4 ELSE 5 END AS ms \
            FROM v), \
          g AS ( \
            SELECT s.*, COALESCE(cell.grp, '') AS grp \
@@ -224,11 +254,14 @@ pub async fn score(
              f.rfm_monetary_score, f.rfm_group, f.rfm_score_time) \
          SELECT * FROM upd WHERE old_group <> rfm_group"
     );
+    let (currencies, amounts, values) = counted_currencies(config);
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(now)
         .bind(config.window_days)
-        .bind(&config.currency)
         .bind(customer)
+        .bind(currencies)
+        .bind(amounts)
+        .bind(values)
         .bind(bounds.map(|b| b.recency_days.to_vec()))
         .bind(bounds.map(|b| b.frequency.to_vec()))
         .bind(bounds.map(|b| b.monetary_minor.to_vec()))

@@ -138,8 +138,9 @@ async fn two_replicas_release_and_expire_due_lots_once_by_themselves() -> anyhow
     })
     .await;
     assert!(down, "the replicas stopped");
-    // A tick already under way when the token was cancelled finishes first.
-    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    // A claim already under way when the token was cancelled finishes first (a scheduler
+    // checks the token before each job, so at most one is in flight).
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
     sqlx::query("UPDATE schedule_runs SET last_run_time = '-infinity'")
         .execute(&pool)
         .await?;

@@ -116,14 +116,16 @@ async fn a_segment_targeted_survey_invites_members_and_metrics_filter_by_segment
         SegmentationServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
     // Segmentation knows customers from the profiles feed; here they are written directly.
     let admin = sqlx::PgPool::connect(&db_url).await?;
+    let [member_1, member_2, outsider] = [(); 3].map(|()| uuid::Uuid::now_v7().to_string());
     sqlx::query(
         "INSERT INTO segmentation.customer_facts (customer_id) \
-         VALUES ('member-1'), ('member-2'), ('outsider')",
+         SELECT unnest($1::text[])",
     )
+    .bind([member_1.as_str(), member_2.as_str(), outsider.as_str()])
     .execute(&admin)
     .await?;
-    let panel = static_segment(&mut segmentation, &["member-1", "member-2"]).await?;
-    let other = static_segment(&mut segmentation, &["outsider"]).await?;
+    let panel = static_segment(&mut segmentation, &[&member_1, &member_2]).await?;
+    let other = static_segment(&mut segmentation, &[&outsider]).await?;
 
     let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
     settings.clients.peers.insert(
@@ -138,12 +140,12 @@ async fn a_segment_targeted_survey_invites_members_and_metrics_filter_by_segment
     let survey_id = active_survey(&mut app.client, survey).await?;
 
     // Members are invited; the outsider is refused with the documented reason.
-    let Err(refused) = invite_customer(&mut app.client, &survey_id, "outsider").await else {
+    let Err(refused) = invite_customer(&mut app.client, &survey_id, &outsider).await else {
         anyhow::bail!("an outsider must not be invited");
     };
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert_eq!(reason(&refused), "CUSTOMER_NOT_IN_SEGMENT");
-    for (customer, nps) in [("member-1", 10), ("member-2", 3)] {
+    for (customer, nps) in [(&member_1, 10), (&member_2, 3)] {
         let invitation = invite_customer(&mut app.client, &survey_id, customer).await?;
         let response = app
             .client
@@ -156,7 +158,7 @@ async fn a_segment_targeted_survey_invites_members_and_metrics_filter_by_segment
     }
     // An untargeted survey's response from the outsider carries the outsider's segment.
     let open_survey = active_survey(&mut app.client, full_survey()).await?;
-    let invitation = invite_customer(&mut app.client, &open_survey, "outsider").await?;
+    let invitation = invite_customer(&mut app.client, &open_survey, &outsider).await?;
     app.client
         .submit_response(submit_request(&invitation, vec![score("nps", 9)]))
         .await?;
@@ -184,7 +186,7 @@ async fn a_segment_targeted_survey_invites_members_and_metrics_filter_by_segment
 
     // Segmentation down: a targeted invitation cannot be decided, so it is UNAVAILABLE.
     segmentation_stop.cancel();
-    let Err(down) = invite_customer(&mut app.client, &survey_id, "member-1").await else {
+    let Err(down) = invite_customer(&mut app.client, &survey_id, &member_1).await else {
         anyhow::bail!("membership cannot be checked while segmentation is down");
     };
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");

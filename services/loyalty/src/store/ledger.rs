@@ -1221,14 +1221,21 @@ async fn restored_lot(
     Ok(lot)
 }
 
-/// Columns of an entry joined with its program (`p`) and member (`m`).
+/// Columns of an entry joined with its program (`p`) and member (`m`). The ledger is
+/// append-only, so a merge entry keeps the other customer's id as written; once that customer
+/// is erased the id is read as nil (shown empty), so no read names an erased customer.
 pub(crate) const ENTRY_COLUMNS: &str = "e.ledger_entry_id, e.member_id, m.customer_id, \
     e.program_id, p.currency, e.kind, e.available_delta, e.pending_delta, e.qualifying_delta, \
     e.spend_delta_minor, e.reason, e.reason_code, e.caller, e.request_id, e.operator_id, \
     e.external_reference, e.order_id, e.create_time, e.expire_time, e.release_time, \
     e.reversed_entry_id, \
     e.requested_points, e.waived_points, e.refund_amount_minor, e.clawback_policy, \
-    e.expired_points, e.details::text AS details, \
+    e.expired_points, \
+    CASE WHEN e.details ? 'Merge' AND EXISTS (SELECT 1 FROM erased_customers x \
+        WHERE x.customer_id::text = e.details -> 'Merge' ->> 'other_customer_id') \
+    THEN jsonb_set(e.details, '{Merge,other_customer_id}', \
+        to_jsonb('00000000-0000-0000-0000-000000000000'::text))::text \
+    ELSE e.details::text END AS details, \
     e.after_available, e.after_pending, e.after_qualifying, e.after_spend_minor, \
     e.after_lifetime_earned, e.after_lifetime_redeemed, e.after_lifetime_expired, \
     (SELECT kind FROM ledger_entries t WHERE t.ledger_entry_id = e.reversed_entry_id) AS reversed_kind, \

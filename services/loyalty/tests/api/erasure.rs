@@ -144,6 +144,22 @@ async fn erasing_a_customer_after_merge_and_unmerge_leaves_the_other_its_own_poi
     );
     assert!(data.point_lots.iter().all(|l| l.member_id == t));
     assert!(data.reward_redemptions.is_empty());
+    // T's MERGE_IN / UNMERGE_OUT entries stay (the ledger is append-only), but no longer name
+    // the erased customer.
+    let merge_entries: Vec<&pb::MergeDetails> = data
+        .ledger_entries
+        .iter()
+        .filter_map(|e| match &e.details {
+            Some(pb::ledger_entry::Details::Merge(merge)) => Some(merge),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(merge_entries.len(), 2, "{:?}", data.ledger_entries);
+    assert!(
+        merge_entries.iter().all(|m| m.other_customer_id.is_empty()),
+        "{merge_entries:?}"
+    );
+    assert!(!format!("{own:?}").contains(&s_customer.to_string()));
 
     // And S cannot enrol again.
     let refused = client

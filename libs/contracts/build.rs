@@ -52,6 +52,8 @@ fn write_method_scopes(descriptor: &Path, out: &Path) -> Result<(), Box<dyn std:
 
     let set = prost_types::FileDescriptorSet::decode(std::fs::read(descriptor)?.as_slice())?;
     let mut rows = Vec::new();
+    let mut client_streaming = Vec::new();
+    let mut server_streaming = Vec::new();
     for file in &set.file {
         let comments = file
             .source_code_info
@@ -76,15 +78,31 @@ fn write_method_scopes(descriptor: &Path, out: &Path) -> Result<(), Box<dyn std:
                     .into());
                 }
                 rows.push(format!("    ({rpc:?}, {:?}),\n", scopes[0]));
+                if method.client_streaming() {
+                    client_streaming.push(format!("    {rpc:?},\n"));
+                }
+                if method.server_streaming() {
+                    server_streaming.push(format!("    {rpc:?},\n"));
+                }
             }
         }
     }
     rows.sort();
+    client_streaming.sort();
+    server_streaming.sort();
     let table = format!(
         "/// Every RPC's full path and the scope its doc comment declares. `{{service}}` stands for\n\
          /// the name of the serving service (the shared event feed).\n\
-         pub const METHOD_SCOPES: &[(&str, &str)] = &[\n{}];\n",
-        rows.concat()
+         pub const METHOD_SCOPES: &[(&str, &str)] = &[\n{}];\n\n\
+         /// The full paths of the RPCs whose request is a stream (the servers give them their\n\
+         /// own call budget and an idle timeout).\n\
+         pub const CLIENT_STREAMING_METHODS: &[&str] = &[\n{}];\n\n\
+         /// The full paths of the RPCs whose response is a stream (their slot is held until the\n\
+         /// stream ends).\n\
+         pub const SERVER_STREAMING_METHODS: &[&str] = &[\n{}];\n",
+        rows.concat(),
+        client_streaming.concat(),
+        server_streaming.concat()
     );
     std::fs::write(out, table)?;
     Ok(())

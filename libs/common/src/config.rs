@@ -232,7 +232,11 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_LOG_FORMAT", "text or json (default text)"),
     Variable::optional("RUST_LOG", "log filter (default info)"),
     Variable::optional("CUSTOPS_HEALTH_PORT", "extra plaintext port serving only grpc.health.v1, for probes when TLS is on"),
-    Variable::optional("CUSTOPS_MAX_CONCURRENT_CALLS", "calls served at once before RESOURCE_EXHAUSTED (default 256)"),
+    Variable::optional("CUSTOPS_MAX_CONCURRENT_CALLS", "unary calls served at once before RESOURCE_EXHAUSTED (default 256)"),
+    Variable::optional("CUSTOPS_MAX_CLIENT_STREAMS", "client streams (imports, uploads) open at once (default 32)"),
+    Variable::optional("CUSTOPS_MAX_SERVER_STREAMS", "server streams (feeds, member streams) open at once (default 256)"),
+    Variable::optional("CUSTOPS_CALLER_SHARE_PERCENT", "share of each call budget one caller may hold, 1-100 (default 50)"),
+    Variable::optional("CUSTOPS_CLIENT_STREAM_IDLE_TIMEOUT_SECS", "a client stream that sends nothing this long is ended (default 30)"),
     Variable::optional("CUSTOPS_MAX_CALL_TIMEOUT_SECS", "deadline for calls without grpc-timeout, and cap on it (default 30)"),
     Variable::optional("CUSTOPS_HANDSHAKE_TIMEOUT_SECS", "a new connection that sends no HTTP/2 preface within this is closed (default 10)"),
     Variable::optional("CUSTOPS_KEEPALIVE_INTERVAL_SECS", "HTTP/2 keep-alive ping interval of idle connections (default 30)"),
@@ -325,8 +329,16 @@ pub struct ServerSettings {
     /// speak TLS or present a client certificate (the kubelet's gRPC probe). `None`: health is
     /// served on the main port only.
     pub health_addr: Option<SocketAddr>,
-    /// Calls in progress at once before new ones get RESOURCE_EXHAUSTED.
+    /// Unary calls in progress at once before new ones get RESOURCE_EXHAUSTED.
     pub max_concurrent_calls: usize,
+    /// Client streams (imports, uploads) open at once.
+    pub max_client_streams: usize,
+    /// Server streams (feeds, member streams) open at once.
+    pub max_server_streams: usize,
+    /// The share of each of those budgets one caller may hold, in percent.
+    pub caller_share_percent: usize,
+    /// A client stream that sends nothing for this long is ended.
+    pub client_stream_idle_timeout: Duration,
     /// Longest a call may run, and the deadline of calls that bring none.
     pub max_call_timeout: Duration,
     /// How long a new connection may take to send the HTTP/2 preface before it is closed.
@@ -335,6 +347,18 @@ pub struct ServerSettings {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+}
+
+/// A count, at least 1, from `var` (default `default`).
+fn positive(env: &Environment, var: &str, default: usize) -> Result<usize, ConfigError> {
+    let value: usize = env.parse_or(var, default)?;
+    if value == 0 {
+        return Err(ConfigError::Invalid {
+            var: var.to_owned(),
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(value)
 }
 
 /// A whole number of seconds, at least 1, from `var` (default `default`).
@@ -391,6 +415,22 @@ impl ServerSettings {
             tls,
             health_addr: health_port.map(|port| SocketAddr::new(host, port)),
             max_concurrent_calls,
+            max_client_streams: positive(env, "CUSTOPS_MAX_CLIENT_STREAMS", 32)?,
+            max_server_streams: positive(env, "CUSTOPS_MAX_SERVER_STREAMS", 256)?,
+            caller_share_percent: match positive(env, "CUSTOPS_CALLER_SHARE_PERCENT", 50)? {
+                share @ 1..=100 => share,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "CUSTOPS_CALLER_SHARE_PERCENT".to_owned(),
+                        reason: "must be from 1 to 100".to_owned(),
+                    });
+                }
+            },
+            client_stream_idle_timeout: positive_secs(
+                env,
+                "CUSTOPS_CLIENT_STREAM_IDLE_TIMEOUT_SECS",
+                30,
+            )?,
             max_call_timeout: Duration::from_secs(max_call_timeout),
             handshake_timeout: positive_secs(env, "CUSTOPS_HANDSHAKE_TIMEOUT_SECS", 10)?,
             keepalive_interval: positive_secs(env, "CUSTOPS_KEEPALIVE_INTERVAL_SECS", 30)?,
@@ -408,6 +448,10 @@ impl ServerSettings {
             tls: None,
             health_addr: None,
             max_concurrent_calls: 256,
+            max_client_streams: 32,
+            max_server_streams: 256,
+            caller_share_percent: 50,
+            client_stream_idle_timeout: Duration::from_secs(30),
             max_call_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),

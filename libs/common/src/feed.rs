@@ -50,8 +50,9 @@ pub struct FeedOptions {
     /// A stream that has sent nothing for this long sends a heartbeat (no events, the current
     /// position), so a consumer can tell an idle feed from a dead connection. Default 15 s.
     pub heartbeat_interval: Duration,
-    /// How often the sequencer and every open stream look at the table without having been
-    /// woken by a notification. Bounds the delay when notifications are lost. Default 1 s.
+    /// How often the sequencer looks at the table without having been woken by a
+    /// notification, and every open stream too while the feed's listener is down. Bounds the
+    /// delay when notifications are lost. Default 1 s.
     pub poll_interval: Duration,
     /// Largest number of rows the sequencer gives a position in one transaction. Default 1000.
     pub sequencer_batch_size: i64,
@@ -314,6 +315,15 @@ impl Subscription {
             }
 
             let heartbeat_at = self.last_sent + self.shared.heartbeat_interval;
+            // While the listener hears the feed channel, an idle stream waits for its wake-up
+            // (and the heartbeat, which re-reads too) rather than reading the table every poll
+            // interval: hundreds of idle subscribers must not cost hundreds of reads a second.
+            // Without the listener, it polls.
+            let poll = if *self.shared.listening.borrow() {
+                self.shared.heartbeat_interval
+            } else {
+                self.shared.poll_interval
+            };
             let tick = &mut self.feed_tick;
             tokio::select! {
                 () = self.shared.shutdown.cancelled() => {}
@@ -323,7 +333,7 @@ impl Subscription {
                         std::future::pending::<()>().await;
                     }
                 } => {}
-                () = tokio::time::sleep(self.shared.poll_interval) => {}
+                () = tokio::time::sleep(poll) => {}
                 () = tokio::time::sleep_until(heartbeat_at) => {
                     return Some(Ok(self.sent(Vec::new())));
                 }

@@ -9,10 +9,13 @@
 //! 3. [`AuthLayer`]: the bearer token and the method's scope; refusals are cheap and never
 //!    take a concurrency slot.
 //! 4. [`DeadlineLayer`]: the caller's `grpc-timeout`, capped by the server's maximum (which is
-//!    also the deadline of calls that bring none): DEADLINE_EXCEEDED, work dropped.
-//! 5. [`LoadShedLayer`]: at most N calls in progress; the next one gets RESOURCE_EXHAUSTED at
-//!    once instead of waiting in a queue. Health and reflection are exempt, so an overloaded pod
-//!    is not also killed by its liveness probe.
+//!    also the deadline of calls that bring none): DEADLINE_EXCEEDED, work dropped. Client
+//!    streams are not capped (an import runs as long as it keeps sending).
+//! 5. [`LoadShedLayer`]: separate budgets for unary calls, client streams and server streams
+//!    (held until the stream ends), each shared out per caller; over a budget a call gets
+//!    RESOURCE_EXHAUSTED at once instead of waiting in a queue, and a client stream that goes
+//!    quiet is ended. Health and reflection are exempt, so an overloaded pod is not also killed
+//!    by its liveness probe.
 //! 6. [`CatchPanicLayer`]: a panicking handler becomes INTERNAL for that call only.
 //!
 //! Each layer is a [`Middleware`]: one async function over the request, so the tower plumbing
@@ -482,16 +485,26 @@ impl Middleware for DeadlineMiddleware {
         // CANCELLED when it fires; answering a little earlier gives the caller (and the
         // metrics) the right code, DEADLINE_EXCEEDED, unless a loaded scheduler lets tonic's
         // timer win the race. Calls without the header are bounded by this layer alone.
-        let deadline = request
+        let asked = request
             .headers()
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .map_or(self.max, |asked| {
-                asked.saturating_sub(DEADLINE_MARGIN).min(self.max)
-            });
+            .map(|asked| asked.saturating_sub(DEADLINE_MARGIN));
+        // A client stream (bulk import) may run past the cap for as long as it keeps sending:
+        // the load-shed layer's idle timeout bounds it instead. Its caller's own deadline
+        // still holds.
+        let deadline = match CallKind::of(request.uri().path()) {
+            CallKind::ClientStream => asked,
+            CallKind::Unary | CallKind::ServerStream => {
+                Some(asked.map_or(self.max, |asked| asked.min(self.max)))
+            }
+        };
         let call = inner.call(request);
         Box::pin(async move {
+            let Some(deadline) = deadline else {
+                return call.await;
+            };
             match tokio::time::timeout(deadline, call).await {
                 Ok(result) => result,
                 Err(_) => Ok(Status::deadline_exceeded(format!(
@@ -527,22 +540,171 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 /// See the module docs, layer 5.
 pub type LoadShedLayer = MiddlewareLayer<LoadShedMiddleware>;
 
-/// Admits at most `limit` calls at once and refuses the rest immediately.
+/// What kind of call a method makes, from the contracts' streaming flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// One request, one response (and methods this server does not know).
+    Unary,
+    /// A stream of requests (bulk imports, uploads).
+    ClientStream,
+    /// A stream of responses (feeds, member streams).
+    ServerStream,
+}
+
+impl CallKind {
+    /// The kind of the method at `path` (`/package.Service/Method`).
+    pub fn of(path: &str) -> Self {
+        if custops_contracts::CLIENT_STREAMING_METHODS.contains(&path) {
+            CallKind::ClientStream
+        } else if custops_contracts::SERVER_STREAMING_METHODS.contains(&path) {
+            CallKind::ServerStream
+        } else {
+            CallKind::Unary
+        }
+    }
+}
+
+/// The budgets of [`LoadShedMiddleware`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBudgets {
+    /// Unary calls in progress at once.
+    pub unary: usize,
+    /// Client streams open at once (each held until its handler answers).
+    pub client_streams: usize,
+    /// Server streams open at once (each held until the stream ends).
+    pub server_streams: usize,
+    /// The share of each budget one caller may hold, in percent (at least one call).
+    pub caller_share_percent: usize,
+    /// A client stream that sends no message for this long is ended with
+    /// DEADLINE_EXCEEDED, and its slot freed.
+    pub client_stream_idle_timeout: Duration,
+}
+
+/// One budget: how many calls of a kind may be in progress, in total and per caller.
+#[derive(Debug)]
+struct Budget {
+    name: &'static str,
+    limit: usize,
+    per_caller: usize,
+    held: std::sync::Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    by_caller: std::collections::HashMap<String, usize>,
+}
+
+impl Budget {
+    fn new(name: &'static str, limit: usize, share_percent: usize) -> Arc<Self> {
+        let limit = limit.max(1);
+        Arc::new(Self {
+            name,
+            limit,
+            per_caller: (limit * share_percent.clamp(1, 100) / 100).max(1),
+            held: std::sync::Mutex::new(Held::default()),
+        })
+    }
+
+    /// A slot for `caller`, or why there is none.
+    fn take(self: &Arc<Self>, caller: &str) -> Result<Slot, Status> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.total >= self.limit {
+            return Err(Status::resource_exhausted(format!(
+                "the server is at its limit of {} {}; retry with backoff",
+                self.limit, self.name
+            )));
+        }
+        let mine = held.by_caller.get(caller).copied().unwrap_or(0);
+        if mine >= self.per_caller {
+            return Err(Status::resource_exhausted(format!(
+                "this caller holds its share of {} of the server's {} {}; retry with backoff",
+                self.per_caller, self.limit, self.name
+            )));
+        }
+        held.total += 1;
+        held.by_caller.insert(caller.to_owned(), mine + 1);
+        Ok(Slot {
+            budget: Arc::clone(self),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+/// A call's place in a budget, given back when dropped.
+struct Slot {
+    budget: Arc<Budget>,
+    caller: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self
+            .budget
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.total = held.total.saturating_sub(1);
+        if let Some(count) = held.by_caller.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                held.by_caller.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// Admits calls within separate budgets for unary calls, client streams and server streams,
+/// each also shared out per caller, and refuses the rest at once with RESOURCE_EXHAUSTED
+/// (never a queue). So idle streams cannot starve unary calls, nor one caller everyone else.
 #[derive(Debug, Clone)]
 pub struct LoadShedMiddleware {
-    permits: Arc<tokio::sync::Semaphore>,
-    limit: usize,
+    unary: Arc<Budget>,
+    client_streams: Arc<Budget>,
+    server_streams: Arc<Budget>,
+    idle_timeout: Duration,
+    refused: opentelemetry::metrics::Counter<u64>,
 }
 
 impl LoadShedMiddleware {
-    /// At most `limit` calls in progress (at least 1).
-    pub fn new(limit: usize) -> Self {
-        let limit = limit.max(1);
+    /// Budgets as given (each at least 1).
+    pub fn new(budgets: CallBudgets) -> Self {
+        let share = budgets.caller_share_percent;
         Self {
-            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
-            limit,
+            unary: Budget::new("concurrent unary calls", budgets.unary, share),
+            client_streams: Budget::new("open client streams", budgets.client_streams, share),
+            server_streams: Budget::new("open server streams", budgets.server_streams, share),
+            idle_timeout: budgets.client_stream_idle_timeout,
+            refused: opentelemetry::global::meter("custops")
+                .u64_counter("rpc.server.refused")
+                .with_description("Calls refused with RESOURCE_EXHAUSTED by a call budget")
+                .build(),
         }
     }
+}
+
+/// Who a budget share belongs to: the authenticated service, else (auth disabled) the peer's
+/// IP address.
+fn budget_caller(request: &Request<Body>) -> String {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    if let Some(caller) = request.extensions().get::<Caller>()
+        && caller.service != Caller::anonymous().service
+    {
+        return caller.service.clone();
+    }
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        })
+        .map_or_else(|| "unknown".to_owned(), |addr| format!("ip:{}", addr.ip()))
 }
 
 impl Middleware for LoadShedMiddleware {
@@ -556,24 +718,132 @@ impl Middleware for LoadShedMiddleware {
         S::Future: Send + 'static,
         S::Error: Send + 'static,
     {
-        if is_open_path(request.uri().path()) {
+        let path = request.uri().path();
+        if is_open_path(path) {
             return Box::pin(inner.call(request));
         }
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-            tracing::warn!(limit = self.limit, "over capacity: call shed");
-            return refuse(Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent calls; retry with backoff",
-                self.limit
-            )));
+        let kind = CallKind::of(path);
+        let budget = match kind {
+            CallKind::Unary => &self.unary,
+            CallKind::ClientStream => &self.client_streams,
+            CallKind::ServerStream => &self.server_streams,
+        };
+        let slot = match budget.take(&budget_caller(&request)) {
+            Ok(slot) => slot,
+            Err(status) => {
+                // Counted, not logged per call: under overload a log line per refusal would
+                // itself be the overload.
+                self.refused.add(1, &[KeyValue::new("budget", budget.name)]);
+                tracing::debug!(budget = budget.name, "over budget: call shed");
+                return refuse(status);
+            }
+        };
+        let request = match kind {
+            CallKind::ClientStream => {
+                let timeout = self.idle_timeout;
+                request.map(|body| Body::new(IdleTimeoutBody::new(body, timeout)))
+            }
+            CallKind::Unary | CallKind::ServerStream => request,
         };
         let call = inner.call(request);
         Box::pin(async move {
-            // The slot is held until the handler has answered (for a server stream: until
-            // the stream starts; long-lived feeds do not pin capacity).
-            let response = call.await;
-            drop(permit);
-            response
+            let response = call.await?;
+            Ok(match kind {
+                // A server stream keeps its slot until the stream ends or is dropped.
+                CallKind::ServerStream => response.map(|body| {
+                    Body::new(SlotBody {
+                        inner: body,
+                        _slot: slot,
+                    })
+                }),
+                // Unary calls and client streams are done once the handler has answered.
+                CallKind::Unary | CallKind::ClientStream => {
+                    drop(slot);
+                    response
+                }
+            })
         })
+    }
+}
+
+/// A response body that holds its call's budget slot for as long as it lives.
+struct SlotBody {
+    inner: Body,
+    _slot: Slot,
+}
+
+impl http_body::Body for SlotBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that fails with DEADLINE_EXCEEDED when no frame arrives for `timeout`, so a
+/// client stream that goes quiet ends and frees its slot, while one that keeps sending may
+/// run as long as it sends.
+struct IdleTimeoutBody {
+    inner: Body,
+    timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeoutBody {
+    fn new(inner: Body, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            idle: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl http_body::Body for IdleTimeoutBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                        "the request stream sent nothing for {:?}; it was ended",
+                        this.timeout
+                    )))));
+                }
+                Poll::Pending
+            }
+            ready => {
+                let deadline = tokio::time::Instant::now() + this.timeout;
+                this.idle.as_mut().reset(deadline);
+                ready
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -24,8 +24,8 @@ use crate::auth::{Authenticator, ScopePolicy};
 use crate::config::ServerSettings;
 use crate::handshake::with_handshake_deadline;
 use crate::layers::{
-    AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, LoadShedMiddleware, MiddlewareLayer,
-    ObserveMiddleware, RequestIdMiddleware,
+    AuthMiddleware, CallBudgets, CatchPanicMiddleware, DeadlineMiddleware, LoadShedMiddleware,
+    MiddlewareLayer, ObserveMiddleware, RequestIdMiddleware,
 };
 use crate::service::ServiceKind;
 
@@ -216,9 +216,13 @@ impl Application {
             .layer(MiddlewareLayer(DeadlineMiddleware::new(
                 self.settings.max_call_timeout,
             )))
-            .layer(MiddlewareLayer(LoadShedMiddleware::new(
-                self.settings.max_concurrent_calls,
-            )))
+            .layer(MiddlewareLayer(LoadShedMiddleware::new(CallBudgets {
+                unary: self.settings.max_concurrent_calls,
+                client_streams: self.settings.max_client_streams,
+                server_streams: self.settings.max_server_streams,
+                caller_share_percent: self.settings.caller_share_percent,
+                client_stream_idle_timeout: self.settings.client_stream_idle_timeout,
+            })))
             .layer(MiddlewareLayer(CatchPanicMiddleware))
             .into_inner();
 

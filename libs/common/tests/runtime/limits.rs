@@ -22,6 +22,7 @@ fn api() -> TestApi {
 async fn over_the_limit_calls_get_resource_exhausted_at_once() -> anyhow::Result<()> {
     let mut settings = ServerSettings::local(ServiceKind::Profiles, AuthSettings::Disabled);
     settings.max_concurrent_calls = 2;
+    settings.caller_share_percent = 100;
     let server = TestServer::start(&settings, api()).await?;
 
     // Two slow calls take both slots.
@@ -197,6 +198,104 @@ async fn sockets_that_never_speak_http2_are_closed_after_the_handshake_timeout()
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     client.get_feed_position(request("")).await?;
+    drop(client);
+    server.shutdown().await
+}
+
+#[tokio::test]
+async fn one_caller_cannot_take_the_whole_unary_budget() -> anyhow::Result<()> {
+    use custops_common::auth::TokenIssuer;
+    const KEY: &str = "limits-key-limits-key-limits-key-01";
+    let auth = AuthSettings::jwt(KEY, "custops").map_err(anyhow::Error::msg)?;
+    let mut settings = ServerSettings::local(ServiceKind::Loyalty, auth.clone());
+    settings.max_concurrent_calls = 4;
+    settings.caller_share_percent = 50;
+    let server = TestServer::start(&settings, api()).await?;
+    let issuer = TokenIssuer::from_settings(&auth).ok_or_else(|| anyhow::anyhow!("no issuer"))?;
+    let as_caller = |caller: &str, action: &str| -> anyhow::Result<_> {
+        let token = issuer.mint(caller, &["loyalty.events.read"], Duration::from_secs(60))?;
+        let mut req = request(action);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        Ok(req)
+    };
+
+    // Caller A fills its half of the budget with slow calls.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut client = plain_client(server.addr).await?;
+        let req = as_caller("greedy", "sleep:1500")?;
+        slow.push(tokio::spawn(
+            async move { client.get_feed_position(req).await },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A third call of A is refused; caller B still gets in.
+    let mut client = plain_client(server.addr).await?;
+    let refused = client
+        .get_feed_position(as_caller("greedy", "")?)
+        .await
+        .err();
+    assert_eq!(refused.map(|s| s.code()), Some(Code::ResourceExhausted));
+    client.get_feed_position(as_caller("modest", "")?).await?;
+    for call in slow {
+        call.await??;
+    }
+    // Its slots back, A gets in again.
+    client.get_feed_position(as_caller("greedy", "")?).await?;
+    drop(client);
+    server.shutdown().await
+}
+
+#[tokio::test]
+async fn open_server_streams_are_capped_and_do_not_take_unary_slots() -> anyhow::Result<()> {
+    use custops_contracts::custops::common::v1::SubscribeRequest;
+    let mut settings = ServerSettings::local(ServiceKind::Profiles, AuthSettings::Disabled);
+    settings.max_server_streams = 3;
+    settings.max_concurrent_calls = 2;
+    settings.caller_share_percent = 100;
+    let server = TestServer::start(&settings, api()).await?;
+    let mut client = plain_client(server.addr).await?;
+
+    // Three streams open and stay open; a fourth is refused at once.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut stream = client
+            .subscribe(SubscribeRequest::default())
+            .await?
+            .into_inner();
+        stream.message().await?;
+        open.push(stream);
+    }
+    let fourth = client.subscribe(SubscribeRequest::default()).await.err();
+    assert_eq!(fourth.map(|s| s.code()), Some(Code::ResourceExhausted));
+
+    // Unary calls have their own budget: the open streams take none of it.
+    for _ in 0..5 {
+        client.get_feed_position(request("")).await?;
+    }
+
+    // Closing a stream gives its slot back (once the server sees the stream go).
+    drop(open.pop());
+    let started = Instant::now();
+    loop {
+        match client.subscribe(SubscribeRequest::default()).await {
+            Ok(stream) => {
+                open.push(stream.into_inner());
+                break;
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the closed stream's slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+    drop(open);
     drop(client);
     server.shutdown().await
 }

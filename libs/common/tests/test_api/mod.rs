@@ -1,7 +1,8 @@
 //! A stand-in API for testing the server runtime: it implements the shared
 //! `EventFeedService` contract (so the real generated server, scope table and layers apply),
 //! and its `GetFeedPosition` does what the `x-test` metadata asks: sleep, panic, report the
-//! caller, or call the next server (one service-to-service hop).
+//! caller, or call the next server (one service-to-service hop). Its `Subscribe` sends one
+//! empty response, then stays open until the client goes away.
 
 #![allow(
     dead_code,
@@ -20,7 +21,9 @@ use custops_contracts::custops::common::v1::event_feed_service_client::EventFeed
 use custops_contracts::custops::common::v1::event_feed_service_server::{
     EventFeedService, EventFeedServiceServer,
 };
-use custops_contracts::custops::common::v1::{GetFeedPositionRequest, GetFeedPositionResponse};
+use custops_contracts::custops::common::v1::{
+    GetFeedPositionRequest, GetFeedPositionResponse, SubscribeRequest, SubscribeResponse,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -36,8 +39,23 @@ pub struct TestApi {
     pub peer: Option<ServiceChannel>,
 }
 
+/// The stream the test `Subscribe` answers with.
+pub type OpenStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl EventFeedService for TestApi {
+    async fn subscribe(
+        &self,
+        _request: Request<SubscribeRequest>,
+    ) -> Result<Response<OpenStream>, Status> {
+        use futures_util::StreamExt;
+        let first = futures_util::stream::once(async { Ok(SubscribeResponse::default()) });
+        Ok(Response::new(Box::pin(
+            first.chain(futures_util::stream::pending()),
+        )))
+    }
+
     async fn get_feed_position(
         &self,
         request: Request<GetFeedPositionRequest>,

@@ -179,9 +179,21 @@ async fn leftovers(clients: &mut Clients, gone: &Traces) -> anyhow::Result<Vec<S
         left.push(format!("feedback review {review:?}"));
     }
 
-    let export = clients.export(&id).await?;
+    let mut export = clients.export(&id).await?;
     if !export.complete {
         left.push("the export is not complete".to_owned());
+    }
+    // Each section names the id it was asked about; everything else in it must be empty of
+    // the customer.
+    for echoed in [
+        export.segmentation.as_mut().map(|s| &mut s.customer_id),
+        export.loyalty.as_mut().map(|s| &mut s.customer_id),
+        export.feedback.as_mut().map(|s| &mut s.customer_id),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        echoed.clear();
     }
     let peers = peer_sections(&export);
     for (what, value) in [

@@ -1317,3 +1317,58 @@ async fn the_export_holds_facts_memberships_rfm_and_lifecycle() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_late_feedback_event_racing_an_erasure_never_brings_the_customer_back()
+-> anyhow::Result<()> {
+    // Arrange: C1 known, then its erasure applied in a transaction left open, the way the
+    // profiles consumer holds it while the feedback consumer applies a late ticket event.
+    let app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history(C1, 1)).await?;
+    let mut erasure = app.pool.begin().await?;
+    feeds
+        .profiles
+        .handle(
+            &mut erasure,
+            &event(
+                60,
+                C1,
+                &pr::CustomerErased {
+                    customer_id: C1.into(),
+                    erase_time: ts(as_of()),
+                    merged_customer_ids: Vec::new(),
+                },
+            ),
+        )
+        .await?;
+
+    // Act: the ticket event is applied while the erasure is in flight, then the erasure
+    // commits.
+    let late = {
+        let pool = app.pool.clone();
+        let feedback = feeds.feedback.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await?;
+            feedback
+                .handle(&mut tx, &event(71, C1, &ticket_opened("late-ticket", C1)))
+                .await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    erasure.commit().await?;
+    late.await??;
+
+    // Assert: no facts row and no ticket of C1 behind its tombstone.
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM customer_facts WHERE customer_id = $1) \
+              + (SELECT count(*) FROM customer_tickets WHERE customer_id = $1)",
+    )
+    .bind(C1)
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(rows, 0, "the erased customer came back");
+    Ok(())
+}

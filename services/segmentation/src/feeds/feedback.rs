@@ -52,7 +52,9 @@ impl EventHandler for FeedbackFeed {
             r.customer_id
         } else if kind == pb::TicketOpened::full_name() {
             let t = pb::TicketOpened::decode(payload(event)?)?;
-            ticket(tx, &t.ticket_id, &t.customer_id, true, true, now).await?;
+            if !ticket(tx, &t.ticket_id, &t.customer_id, true, true, now).await? {
+                return Ok(());
+            }
             t.customer_id
         } else if kind == pb::TicketStatusChanged::full_name() {
             let t = pb::TicketStatusChanged::decode(payload(event)?)?;
@@ -60,11 +62,15 @@ impl EventHandler for FeedbackFeed {
                 t.to_status(),
                 pb::TicketStatus::Open | pb::TicketStatus::InProgress
             );
-            ticket(tx, &t.ticket_id, &t.customer_id, open, false, now).await?;
+            if !ticket(tx, &t.ticket_id, &t.customer_id, open, false, now).await? {
+                return Ok(());
+            }
             t.customer_id
         } else if kind == pb::TicketResolved::full_name() {
             let t = pb::TicketResolved::decode(payload(event)?)?;
-            ticket(tx, &t.ticket_id, &t.customer_id, false, false, now).await?;
+            if !ticket(tx, &t.ticket_id, &t.customer_id, false, false, now).await? {
+                return Ok(());
+            }
             t.customer_id
         } else {
             return Ok(());
@@ -74,6 +80,9 @@ impl EventHandler for FeedbackFeed {
     }
 }
 
+/// Records a ticket's state; false (nothing recorded) when its customer has no facts row to
+/// hold it: unknown id, or a tombstone (an erased customer's tickets are not kept, even when
+/// their events arrive after the erasure).
 async fn ticket(
     tx: &mut PgConnection,
     ticket_id: &str,
@@ -81,12 +90,14 @@ async fn ticket(
     open: bool,
     opened_only: bool,
     now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     // An erased customer's tickets arrive without a customer id: nothing to count.
     if customer_id.is_empty() || ticket_id.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
-    facts::ensure_row(&mut *tx, customer_id, now).await?;
+    if !facts::ensure_row(&mut *tx, customer_id, now).await? {
+        return Ok(false);
+    }
     facts::apply_ticket(tx, ticket_id, customer_id, open, opened_only).await?;
-    Ok(())
+    Ok(true)
 }

@@ -121,6 +121,8 @@ impl EventHandler for LoyaltyFeed {
             }
         }
         let by_event = cause(event, ChangeReason::Event, now);
+        // Sorted: customers are locked in one order everywhere (`facts::lock_customer`).
+        touched.sort();
         for customer in touched {
             facts::ensure_row(&mut *tx, &customer, now).await?;
             settle(

@@ -227,6 +227,21 @@ pub async fn exists(conn: &mut PgConnection, customer_id: &str) -> Result<bool, 
         .await
 }
 
+/// Holds, until the transaction ends, the lock that serialises every write creating a
+/// customer's facts row with every write tombstoning it (erasure, deletion, merge, and their
+/// undoing). The feeds are applied by separate consumers: without it, a feedback event's
+/// insert racing an erasure would wait on the deleted row, then insert it again behind the
+/// tombstone its snapshot did not see. Lock several customers in sorted order.
+pub async fn lock_customer(conn: &mut PgConnection, customer_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.customer.' || $1, 0))",
+    )
+    .bind(customer_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Makes sure a facts row exists for a customer an event names, unless it has a tombstone
 /// (deleted, merged away, erased). Returns whether the row exists afterwards.
 pub async fn ensure_row(
@@ -237,6 +252,8 @@ pub async fn ensure_row(
     if customer_id.is_empty() {
         return Ok(false);
     }
+    // Taken before the insert, whose snapshot then sees any tombstone committed meanwhile.
+    lock_customer(&mut *conn, customer_id).await?;
     sqlx::query(
         "INSERT INTO customer_facts (customer_id, lifecycle_stage_start_time, update_time) \
          SELECT $1, $2, $2 WHERE NOT EXISTS \
@@ -607,6 +624,7 @@ pub async fn delete_customer(
     conn: &mut PgConnection,
     customer_id: &str,
 ) -> Result<(), sqlx::Error> {
+    lock_customer(&mut *conn, customer_id).await?;
     sqlx::query(
         "INSERT INTO customer_tombstones (customer_id, reason, facts) \
          SELECT $1, 'deleted', (SELECT to_jsonb(f) FROM customer_facts f WHERE customer_id = $1) \
@@ -629,6 +647,7 @@ pub async fn restore_customer(
     customer_id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    lock_customer(&mut *conn, customer_id).await?;
     let tomb: Option<(String, Option<String>)> = sqlx::query_as(
         "DELETE FROM customer_tombstones WHERE customer_id = $1 AND reason <> 'erased' \
          RETURNING reason, facts::text",
@@ -674,6 +693,9 @@ pub async fn merge(conn: &mut PgConnection, merge: &Merge) -> Result<bool, sqlx:
         source,
         target,
     } = merge;
+    for customer in [source.min(target), source.max(target)] {
+        lock_customer(&mut *conn, customer).await?;
+    }
     let recorded = sqlx::query(
         "INSERT INTO customer_merges (merge_id, source_id, target_id, source_facts, \
            target_feedback) \
@@ -771,6 +793,9 @@ pub async fn unmerge(
     let Some((source, target, source_facts, target_feedback)) = row else {
         return Ok(None);
     };
+    for customer in [(&source).min(&target), (&source).max(&target)] {
+        lock_customer(&mut *conn, customer).await?;
+    }
     sqlx::query("DELETE FROM customer_tombstones WHERE customer_id = $1 AND reason = 'merged'")
         .bind(&source)
         .execute(&mut *conn)
@@ -828,6 +853,7 @@ pub async fn unmerge(
 /// Erasure: removes every fact held under `customer_id` (row, activities, loyalty rows,
 /// tickets, merge snapshots) and leaves an "erased" tombstone with nothing in it.
 pub async fn erase(conn: &mut PgConnection, customer_id: &str) -> Result<(), sqlx::Error> {
+    lock_customer(&mut *conn, customer_id).await?;
     for sql in [
         "DELETE FROM customer_facts WHERE customer_id = $1",
         "DELETE FROM customer_activities WHERE customer_id = $1 OR merged_from = $1",

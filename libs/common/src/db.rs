@@ -91,6 +91,18 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         .connect_lazy_with(options))
 }
 
+/// A read-only transaction in which every read sees one snapshot (REPEATABLE READ, taken by
+/// its first query): for reads that must agree with each other, such as a data-subject export.
+pub async fn begin_snapshot(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// The complete migrator of one service: shared migrations, then `own`, recorded in
 /// `<schema>._sqlx_migrations`, creating the schema first if it does not exist.
 pub fn service_migrator(schema: &'static str, own: &Migrator) -> Migrator {

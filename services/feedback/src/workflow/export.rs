@@ -34,11 +34,7 @@ pub struct CustomerData {
 /// Reads the export of `customer_id` (canonical form) in one REPEATABLE READ, read-only
 /// transaction. A customer feedback never saw gets empty lists.
 pub async fn customer_data(ctx: &Context, customer_id: &str) -> Result<CustomerData, Error> {
-    let mut tx = ctx.store.pool.begin().await?;
-    // Every read below sees the snapshot taken by the first one.
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = custops_common::db::begin_snapshot(&ctx.store.pool).await?;
     let data = CustomerData {
         customer_id: customer_id.to_owned(),
         invitations: responses::invitations_of(&mut tx, customer_id).await?,

@@ -52,10 +52,7 @@ pub async fn customer_data(
     customer_id: Uuid,
     now: DateTime<Utc>,
 ) -> StoreResult<CustomerData> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = custops_common::db::begin_snapshot(pool).await?;
     let member_ids: Vec<Uuid> = sqlx::query_scalar(
         "WITH RECURSIVE linked AS ( \
            SELECT member_id FROM members \

@@ -352,10 +352,7 @@ impl PgStore {
     /// Everything held about the customer `id` resolves to, in one snapshot.
     #[tracing::instrument(skip_all, fields(customer_id = %id))]
     pub async fn export(&self, id: Uuid) -> Result<Export> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = custops_common::db::begin_snapshot(&self.pool).await?;
         let (customer, merged_from) = resolve(&mut tx, id, false).await?;
         let family = merged_family(&mut tx, customer.id).await?;
         let names: Vec<String> = customer.traits.custom_attributes.keys().cloned().collect();

@@ -26,10 +26,7 @@ pub(super) async fn export_customer_data(
     let customer_id = parse_customer_id("customer_id", &request.get_ref().customer_id)?;
     let state = api.state();
     let now = state.clock.now();
-    let mut tx = state.pool.begin().await.map_err(ServiceError::from)?;
-    // Must be the transaction's first statement: the snapshot is taken by the first query.
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+    let mut tx = custops_common::db::begin_snapshot(&state.pool)
         .await
         .map_err(ServiceError::from)?;
     let facts = customer_facts(&mut tx, &customer_id, now).await?;

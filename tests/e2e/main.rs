@@ -2,4 +2,5 @@
 
 mod customer360;
 mod discovery;
+mod fuzz;
 mod privacy;

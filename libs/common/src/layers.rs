@@ -16,7 +16,9 @@
 //!    RESOURCE_EXHAUSTED at once instead of waiting in a queue, and a client stream that goes
 //!    quiet is ended. Health and reflection are exempt, so an overloaded pod is not also killed
 //!    by its liveness probe.
-//! 6. [`CatchPanicLayer`]: a panicking handler becomes INTERNAL for that call only.
+//! 6. [`crate::request_check`]: every request message checked against its contract (NUL bytes,
+//!    nesting, time ranges, malformed bytes) before the handler decodes it.
+//! 7. [`CatchPanicLayer`]: a panicking handler becomes INTERNAL for that call only.
 //!
 //! Each layer is a [`Middleware`]: one async function over the request, so the tower plumbing
 //! (`Layer`, `Service`, readiness) is written once, in [`MiddlewareService`].
@@ -41,7 +43,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::auth::{Authenticator, Caller};
 use crate::{telemetry, trace_context};
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The future every middleware returns.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The header carrying the request id, in both directions.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -43,6 +43,7 @@ pub mod handshake;
 pub mod layers;
 pub mod outbox;
 pub mod paging;
+pub mod request_check;
 pub mod sequencer;
 pub mod server;
 pub mod service;

@@ -23,6 +23,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::{Authenticator, ScopePolicy};
 use crate::config::ServerSettings;
 use crate::handshake::with_handshake_deadline;
+use crate::request_check::RequestCheckMiddleware;
 use crate::layers::{
     AuthMiddleware, CallBudgets, CatchPanicMiddleware, DeadlineMiddleware, LoadShedMiddleware,
     MiddlewareLayer, ObserveMiddleware, RequestIdMiddleware,
@@ -223,6 +224,7 @@ impl Application {
                 caller_share_percent: self.settings.caller_share_percent,
                 client_stream_idle_timeout: self.settings.client_stream_idle_timeout,
             })))
+            .layer(MiddlewareLayer(RequestCheckMiddleware))
             .layer(MiddlewareLayer(CatchPanicMiddleware))
             .into_inner();
 

@@ -620,6 +620,7 @@ impl LoyaltyService for LoyaltyApi {
             month,
             now,
         );
+        crate::domain::earning::check_entry_limit(&calculation).map_err(error::rejection_status)?;
         Ok(Response::new(pb::CalculatePurchasePointsResponse {
             calculation: Some(convert::calculation_pb(calculation, &program.currency)),
             pending: program.rules.return_window_days > 0,
@@ -845,7 +846,7 @@ impl LoyaltyService for LoyaltyApi {
         )
         .await?;
         Ok(Response::new(pb::GetExpiringPointsResponse {
-            total_points: by_day.iter().map(|(_, p)| p).sum(),
+            total_points: by_day.iter().fold(0_i64, |t, (_, p)| t.saturating_add(*p)),
             days: by_day
                 .into_iter()
                 .map(|(d, p)| convert::expiring_day_pb(d, p))

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod earning;
 pub mod event;
 pub mod ledger;
+pub mod limits;
 pub mod member;
 pub mod money;
 pub mod program;

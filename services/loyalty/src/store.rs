@@ -99,6 +99,16 @@ impl PgStore {
     }
 }
 
+/// The sum of one member's lot points (or of what an operation takes from them). They add up
+/// to a balance, which `domain::limits` bounds far inside i64, so an overflow can only be
+/// corrupt data: reported as such, never a panic or a wrapped total.
+pub(crate) fn points_sum(values: impl IntoIterator<Item = i64>) -> StoreResult<i64> {
+    values.into_iter().try_fold(0_i64, |acc, v| {
+        acc.checked_add(v)
+            .ok_or_else(|| StoreError::Corrupt("a sum of lot points overflows".to_owned()))
+    })
+}
+
 /// Reads a stored enum code into `T`, or reports corrupt data.
 pub(crate) fn decode<T>(value: Option<T>, what: &str) -> StoreResult<T> {
     value.ok_or_else(|| StoreError::Corrupt(format!("unknown {what}")))

@@ -14,6 +14,9 @@ use crate::domain::ledger::{
     AdjustCommand, EarnCommand, EarnSource, EntryContext, EntryDetails, EntryKind, LedgerEntry,
     RedeemCommand, ReverseAmount, ReverseCommand, ReverseTarget, parse_request_id,
 };
+use crate::domain::limits::{
+    MAX_AMOUNT_MINOR, MAX_BALANCE_POINTS, MAX_ENTRY_POINTS, MAX_REQUEST_POINTS, MAX_STOCK,
+};
 use crate::domain::member::{Balances, EnrolCommand, Member, MemberRef, MemberStatus, TierChange};
 use crate::domain::money::Currency;
 use crate::domain::program::{
@@ -69,6 +72,31 @@ fn check_len(v: &mut Violations, field: &str, value: &str, min: usize, max: usiz
         } else {
             v.add(field, format!("must be {min}-{max} characters"));
         }
+    }
+}
+
+/// `n` with thousands separators, as the contract writes ranges (1,000,000,000).
+fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// Refuses `value` outside `min..=max`, naming `field` and the range.
+fn check_range(v: &mut Violations, field: &str, value: i64, min: i64, max: i64) {
+    if !(min..=max).contains(&value) {
+        let range = if min < 0 {
+            format!("between {} and {}", grouped(min), grouped(max))
+        } else {
+            format!("{}-{}", grouped(min), grouped(max))
+        };
+        v.add(field, format!("must be {range}"));
     }
 }
 
@@ -322,7 +350,19 @@ fn tiers(v: &mut Violations, field: &str, tiers: Vec<pb::Tier>) -> Vec<Tier> {
                     );
                 }
                 metric = Some(is_points);
-                if value <= last || value <= 0 {
+                // Bounded so that a member's qualifying amount (bounded the same way) can
+                // always be compared and subtracted.
+                let max = if is_points {
+                    MAX_BALANCE_POINTS
+                } else {
+                    MAX_AMOUNT_MINOR
+                };
+                if value > max {
+                    v.add(
+                        format!("{f}.threshold"),
+                        format!("must be at most {}", grouped(max)),
+                    );
+                } else if value <= last || value <= 0 {
                     v.add(
                         format!("{f}.threshold"),
                         "thresholds must be positive and strictly increase",
@@ -974,9 +1014,13 @@ fn purchase(v: &mut Violations, p: pb::Purchase, order_required: bool) -> Purcha
         v.add("purchase.amount", "required");
         common::Money::default()
     });
-    if amount.amount_minor <= 0 {
-        v.add("purchase.amount.amount_minor", "must be greater than zero");
-    }
+    check_range(
+        v,
+        "purchase.amount.amount_minor",
+        amount.amount_minor,
+        1,
+        MAX_AMOUNT_MINOR,
+    );
     let _ = v.take(
         "purchase.amount.currency",
         Currency::parse(&amount.currency),
@@ -990,12 +1034,13 @@ fn purchase(v: &mut Violations, p: pb::Purchase, order_required: bool) -> Purcha
     let mut lines = Vec::new();
     for (i, line) in p.lines.into_iter().enumerate() {
         let a = line.amount.unwrap_or_default();
-        if a.amount_minor < 0 {
-            v.add(
-                format!("purchase.lines[{i}].amount.amount_minor"),
-                "must not be negative",
-            );
-        }
+        check_range(
+            v,
+            &format!("purchase.lines[{i}].amount.amount_minor"),
+            a.amount_minor,
+            0,
+            MAX_AMOUNT_MINOR,
+        );
         if a.currency != amount.currency {
             v.add(
                 format!("purchase.lines[{i}].amount.currency"),
@@ -1007,8 +1052,9 @@ fn purchase(v: &mut Violations, p: pb::Purchase, order_required: bool) -> Purcha
             category: line.category,
         });
     }
-    if !lines.is_empty() && lines.iter().map(|l| l.amount_minor).sum::<i64>() != amount.amount_minor
-    {
+    // Summed in i128: the lines are checked above, but all of them are summed either way.
+    let lines_total: i128 = lines.iter().map(|l| i128::from(l.amount_minor)).sum();
+    if !lines.is_empty() && lines_total != i128::from(amount.amount_minor) {
         v.add("purchase.amount", "must equal the sum of the lines");
     }
     let purchase_time = p
@@ -1045,9 +1091,7 @@ impl TryFrom<pb::EarnPointsRequest> for Keyed<EarnCommand> {
             }
             Some(Source::Purchase(p)) => EarnSource::Purchase(purchase(&mut v, p, true)),
             Some(Source::Grant(g)) => {
-                if !(1..=1_000_000_000).contains(&g.points) {
-                    v.add("grant.points", "must be 1-1,000,000,000");
-                }
+                check_range(&mut v, "grant.points", g.points, 1, MAX_REQUEST_POINTS);
                 if req.reason.is_empty() {
                     v.add("reason", "required for a grant");
                 }
@@ -1082,9 +1126,7 @@ impl TryFrom<pb::RedeemPointsRequest> for Keyed<RedeemCommand> {
         let mut v = Violations::new();
         let request_id = request_id(&mut v, &req.request_id);
         let member = member_ref(&mut v, "member", req.member);
-        if !(1..=1_000_000_000).contains(&req.points) {
-            v.add("points", "must be 1-1,000,000,000");
-        }
+        check_range(&mut v, "points", req.points, 1, MAX_REQUEST_POINTS);
         check_len(
             &mut v,
             "external_reference",
@@ -1113,16 +1155,15 @@ impl TryFrom<pb::AdjustPointsRequest> for Keyed<AdjustCommand> {
         let mut v = Violations::new();
         let request_id = request_id(&mut v, &req.request_id);
         let member = member_ref(&mut v, "member", req.member);
-        let range = -1_000_000_000..=1_000_000_000;
-        if !range.contains(&req.points) {
-            v.add("points", "must be between -1,000,000,000 and 1,000,000,000");
-        }
-        if !range.contains(&req.qualifying_points) {
-            v.add(
-                "qualifying_points",
-                "must be between -1,000,000,000 and 1,000,000,000",
-            );
-        }
+        let max = MAX_REQUEST_POINTS;
+        check_range(&mut v, "points", req.points, -max, max);
+        check_range(
+            &mut v,
+            "qualifying_points",
+            req.qualifying_points,
+            -max,
+            max,
+        );
         if req.points == 0 && req.qualifying_points == 0 {
             v.add("points", "points and qualifying_points cannot both be 0");
         }
@@ -1185,15 +1226,18 @@ impl TryFrom<pb::ReversePointsRequest> for Keyed<ReverseCommand> {
                 ReverseAmount::AllRemaining
             }
             Some(Amount::Points(points)) => {
-                if points <= 0 {
-                    v.add("points", "must be greater than zero");
-                }
+                // No entry holds more points than an earn may credit.
+                check_range(&mut v, "points", points, 1, MAX_ENTRY_POINTS);
                 ReverseAmount::Points(points)
             }
             Some(Amount::RefundAmount(m)) => {
-                if m.amount_minor <= 0 {
-                    v.add("refund_amount.amount_minor", "must be greater than zero");
-                }
+                check_range(
+                    &mut v,
+                    "refund_amount.amount_minor",
+                    m.amount_minor,
+                    1,
+                    MAX_AMOUNT_MINOR,
+                );
                 let _ = v.take("refund_amount.currency", Currency::parse(&m.currency));
                 ReverseAmount::Refund {
                     amount_minor: m.amount_minor,
@@ -1390,12 +1434,20 @@ impl TryFrom<pb::CreateRewardRequest> for Keyed<Reward> {
         let program_id = v.take("reward.program_id", parse_uuid(&r.program_id));
         check_len(&mut v, "reward.display_name", &r.display_name, 1, 100);
         check_len(&mut v, "reward.description", &r.description, 0, 2000);
-        if !(1..=1_000_000_000).contains(&r.points_cost) {
-            v.add("reward.points_cost", "must be 1-1,000,000,000");
-        }
-        if r.available_stock < 0 {
-            v.add("reward.available_stock", "must not be negative");
-        }
+        check_range(
+            &mut v,
+            "reward.points_cost",
+            r.points_cost,
+            1,
+            MAX_REQUEST_POINTS,
+        );
+        check_range(
+            &mut v,
+            "reward.available_stock",
+            r.available_stock,
+            0,
+            MAX_STOCK,
+        );
         if !(0..=1_000_000).contains(&r.max_quantity_per_member) {
             v.add("reward.max_quantity_per_member", "must be 0-1,000,000");
         }
@@ -1578,10 +1630,15 @@ impl TryFrom<pb::AdjustRewardStockRequest> for Keyed<AdjustStockCommand> {
         let mut v = Violations::new();
         let request_id = request_id(&mut v, &req.request_id);
         let reward_id = v.take("reward_id", parse_uuid(&req.reward_id));
-        if req.delta == 0 || req.delta.abs() > 1_000_000_000 {
+        // A range test, not `abs()`: i64::MIN has no absolute value.
+        if req.delta == 0 || !(-MAX_STOCK..=MAX_STOCK).contains(&req.delta) {
             v.add(
                 "delta",
-                "must be non-zero, between -1,000,000,000 and 1,000,000,000",
+                format!(
+                    "must be non-zero, between {} and {}",
+                    grouped(-MAX_STOCK),
+                    grouped(MAX_STOCK)
+                ),
             );
         }
         check_len(&mut v, "reason", &req.reason, 1, 500);
@@ -1709,9 +1766,13 @@ impl TryFrom<pb::UpdateRewardRequest> for UpdateReward {
                     })
                 }
                 "points_cost" => {
-                    if !(1..=1_000_000_000).contains(&r.points_cost) {
-                        v.add("reward.points_cost", "must be 1-1,000,000,000");
-                    }
+                    check_range(
+                        &mut v,
+                        "reward.points_cost",
+                        r.points_cost,
+                        1,
+                        MAX_REQUEST_POINTS,
+                    );
                     patch.points_cost = Some(r.points_cost);
                 }
                 "unlimited_stock" => patch.unlimited_stock = Some(r.unlimited_stock),

@@ -144,6 +144,27 @@ pub fn rejection_status(rejection: Rejection) -> Status {
             "STOCK_WOULD_BE_NEGATIVE",
             &[("available_stock", available_stock.to_string())],
         ),
+        Rejection::BalanceLimit { balance, limit } => with_reason(
+            FailedPrecondition,
+            message,
+            "BALANCE_LIMIT",
+            &[
+                ("balance", balance.to_owned()),
+                ("limit", limit.to_string()),
+            ],
+        ),
+        Rejection::StockLimit {
+            available_stock,
+            limit,
+        } => with_reason(
+            FailedPrecondition,
+            message,
+            "STOCK_LIMIT",
+            &[
+                ("available_stock", available_stock.to_string()),
+                ("limit", limit.to_string()),
+            ],
+        ),
         Rejection::InvalidField { field, description } => {
             ServiceError::invalid_argument(field, description).into()
         }

@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::limits::{MAX_COMBINED_PERCENT, MAX_ENTRY_POINTS};
 use super::program::{EarningRules, Rounding, Stacking};
+use super::rejection::Rejection;
 
 /// One category's share of a purchase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,21 +95,46 @@ pub fn round(num: i128, den: i128, mode: Rounding) -> i64 {
     i64::try_from(if up { q + 1 } else { q }).unwrap_or(i64::MAX)
 }
 
+/// The combined bonus percent, at most [`MAX_COMBINED_PERCENT`]: each multiplier is at most
+/// 10,000%, but MULTIPLY stacking of many overlapping campaigns would grow without bound.
 fn combine(percents: &[u32], stacking: Stacking) -> u32 {
     if percents.is_empty() {
         return 100;
     }
-    match stacking {
+    let combined: u64 = match stacking {
         Stacking::Multiply => {
             let mut acc: u64 = 100;
             for p in percents {
-                acc = acc * u64::from(*p) / 100;
+                // acc ≤ MAX_COMBINED_PERCENT and p < 2^32, so the product fits in u64.
+                acc = (acc.saturating_mul(u64::from(*p)) / 100).min(MAX_COMBINED_PERCENT);
             }
-            u32::try_from(acc).unwrap_or(u32::MAX)
+            acc
         }
-        Stacking::Add => 100 + percents.iter().map(|p| p.saturating_sub(100)).sum::<u32>(),
-        Stacking::Highest => percents.iter().copied().max().unwrap_or(100),
+        Stacking::Add => percents.iter().fold(100_u64, |acc, p| {
+            acc.saturating_add(u64::from(p.saturating_sub(100)))
+        }),
+        Stacking::Highest => percents.iter().copied().max().map_or(100, u64::from),
+    };
+    u32::try_from(combined.min(MAX_COMBINED_PERCENT)).unwrap_or(u32::MAX)
+}
+
+/// Refuses a purchase that earns more than one ledger entry may credit
+/// ([`MAX_ENTRY_POINTS`]): the amount is within its bounds, but the program's rate and
+/// multipliers make it worth too many points. INVALID_ARGUMENT on the amount, which is what
+/// the caller can change.
+pub fn check_entry_limit(calculation: &Calculation) -> Result<(), Rejection> {
+    if calculation.total_points > MAX_ENTRY_POINTS
+        || calculation.qualifying_points > MAX_ENTRY_POINTS
+    {
+        return Err(Rejection::InvalidField {
+            field: "purchase.amount.amount_minor",
+            description: format!(
+                "the purchase earns more than the {MAX_ENTRY_POINTS} points one earn may credit \
+                 under the program's rules"
+            ),
+        });
     }
+    Ok(())
 }
 
 /// When a purchase counts as made: its `purchase_time`, else `at` (the time of the earn).
@@ -177,7 +204,11 @@ pub fn calculate(
             match multipliers.iter_mut().find(|m: &&mut AppliedMultiplier| {
                 m.source == MultiplierSource::Category && m.code == line.category
             }) {
-                Some(m) => m.applied_amount_minor += line.amount_minor,
+                // Line amounts add up to the purchase amount, which is bounded.
+                Some(m) => {
+                    m.applied_amount_minor =
+                        m.applied_amount_minor.saturating_add(line.amount_minor)
+                }
                 None => multipliers.push(AppliedMultiplier {
                     source: MultiplierSource::Category,
                     code: line.category.clone(),
@@ -192,7 +223,7 @@ pub fn calculate(
         for (i, c) in campaigns.iter().enumerate() {
             if c.categories.is_empty() || c.categories.contains(&line.category) {
                 bonuses.push(c.multiplier_percent);
-                campaign_amounts[i] += line.amount_minor;
+                campaign_amounts[i] = campaign_amounts[i].saturating_add(line.amount_minor);
             }
         }
         base_num += line_base * 100;
@@ -341,5 +372,46 @@ mod tests {
         assert_eq!(combine(&[150, 200], Stacking::Add), 250);
         assert_eq!(combine(&[150, 200], Stacking::Highest), 200);
         assert_eq!(combine(&[], Stacking::Add), 100);
+    }
+
+    #[test]
+    fn many_stacked_multipliers_stop_at_the_combined_limit() {
+        let many = vec![10_000; 202];
+        let limit = u32::try_from(MAX_COMBINED_PERCENT).unwrap_or(u32::MAX);
+        assert_eq!(combine(&many, Stacking::Multiply), limit);
+        assert_eq!(combine(&many, Stacking::Add), limit);
+        assert_eq!(combine(&many, Stacking::Highest), 10_000);
+    }
+
+    #[test]
+    fn a_purchase_worth_more_than_one_entry_may_credit_is_refused() {
+        let mut generous = rules(1_000_000, 1, Rounding::Down);
+        generous.tier_multipliers = vec![("gold".into(), 10_000)];
+        let c = calculate(
+            &generous,
+            &purchase(crate::domain::limits::MAX_AMOUNT_MINOR, &["electronics"]),
+            "gold",
+            None,
+            1,
+            Utc::now(),
+        );
+        assert_eq!(c.total_points, i64::MAX, "{c:?}");
+        assert!(matches!(
+            check_entry_limit(&c),
+            Err(Rejection::InvalidField {
+                field: "purchase.amount.amount_minor",
+                ..
+            })
+        ));
+        let modest = calculate(
+            &rules(1, 1_000, Rounding::Down),
+            &purchase(crate::domain::limits::MAX_AMOUNT_MINOR, &[]),
+            "silver",
+            None,
+            1,
+            Utc::now(),
+        );
+        assert_eq!(modest.total_points, MAX_ENTRY_POINTS);
+        assert_eq!(check_entry_limit(&modest), Ok(()));
     }
 }

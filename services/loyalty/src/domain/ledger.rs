@@ -221,9 +221,10 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// Signed change of total points.
+    /// Signed change of total points. Stored entries were added up with overflow checks when
+    /// they were written, so this never saturates; it saturates rather than panic on a read.
     pub fn points(&self) -> i64 {
-        self.available_delta + self.pending_delta
+        self.available_delta.saturating_add(self.pending_delta)
     }
 }
 
@@ -430,13 +431,22 @@ pub fn refund_points(
     reversed_points: i64,
     refund_minor: i64,
 ) -> i64 {
-    if refunded_minor + refund_minor >= purchase_minor {
-        return points - reversed_points;
+    let left = points.saturating_sub(reversed_points);
+    if i128::from(refunded_minor) + i128::from(refund_minor) >= i128::from(purchase_minor) {
+        return left;
     }
-    let exact = i128::from(points) * i128::from(refund_minor) / i128::from(purchase_minor.max(1));
-    i64::try_from(exact)
-        .unwrap_or(i64::MAX)
-        .min(points - reversed_points)
+    pro_rata(points, refund_minor, purchase_minor).min(left)
+}
+
+/// `value × part / whole`, rounded toward zero, computed in i128 (points × minor units do not
+/// fit i64: 10^12 points of a 10^15 purchase); `whole` ≤ 0 gives 0. With `|part| ≤ whole` the
+/// result is within `value`, so the conversion back never saturates.
+pub fn pro_rata(value: i64, part: i64, whole: i64) -> i64 {
+    if whole <= 0 {
+        return 0;
+    }
+    let exact = i128::from(value) * i128::from(part) / i128::from(whole);
+    i64::try_from(exact).unwrap_or(if exact < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[cfg(test)]
@@ -512,5 +522,16 @@ mod tests {
         assert_eq!(refund_points(100, 3_000, 0, 0, 1_000), 33);
         assert_eq!(refund_points(100, 3_000, 1_000, 33, 1_000), 33);
         assert_eq!(refund_points(100, 3_000, 2_000, 66, 1_000), 34);
+    }
+
+    #[test]
+    fn pro_rata_shares_of_the_largest_amounts_are_exact() {
+        let points = crate::domain::limits::MAX_ENTRY_POINTS;
+        let amount = crate::domain::limits::MAX_AMOUNT_MINOR;
+        // 10^15 × 333,333,333,333 / 10^12: the product is ~3.3 × 10^26.
+        assert_eq!(pro_rata(amount, points / 3, points), 333_333_333_333_000);
+        assert_eq!(pro_rata(points, amount - 1, amount), points - 1);
+        assert_eq!(refund_points(points, amount, 0, 0, amount / 2), points / 2);
+        assert_eq!(pro_rata(5, 1, 0), 0);
     }
 }

@@ -156,7 +156,7 @@ impl TierProgress {
             rank,
             threshold,
             current,
-            remaining: (target - current).max(0),
+            remaining: target.saturating_sub(current).max(0),
         })
     }
 }
@@ -230,10 +230,22 @@ impl Member {
     /// The member as it stands once `due` is applied: the balances the next RELEASE and EXPIRE
     /// entries will leave, and `update_time` moved to when the last of them took effect.
     pub fn with_due_applied(mut self, due: DueSettlement) -> Self {
+        // Reads must always answer: the stored balances and the due lots are bounded
+        // (`limits`), so these sums never saturate, and if they ever did a read would still
+        // show a number rather than fail.
         let b = &mut self.balances;
-        b.available += due.released - due.expired_available;
-        b.pending -= due.released + due.expired_pending;
-        b.lifetime_expired += due.expired_available + due.expired_pending;
+        b.available = b
+            .available
+            .saturating_add(due.released)
+            .saturating_sub(due.expired_available);
+        b.pending = b
+            .pending
+            .saturating_sub(due.released)
+            .saturating_sub(due.expired_pending);
+        b.lifetime_expired = b
+            .lifetime_expired
+            .saturating_add(due.expired_available)
+            .saturating_add(due.expired_pending);
         if let Some(at) = due.latest {
             self.update_time = self.update_time.max(at);
         }

@@ -123,6 +123,24 @@ pub enum Rejection {
         /// Units left.
         available_stock: i64,
     },
+    /// The change would raise one of the member's balances past its limit
+    /// (`domain::limits`).
+    #[error("the change would take the member's {balance} past {limit}")]
+    BalanceLimit {
+        /// Which balance: `points`, `lifetime_earned_points`, `qualifying_points`,
+        /// `qualifying_spend`, ….
+        balance: &'static str,
+        /// The limit.
+        limit: i64,
+    },
+    /// A stock adjustment would take the stock past its limit.
+    #[error("the stock would pass {limit} ({available_stock} now)")]
+    StockLimit {
+        /// Units now.
+        available_stock: i64,
+        /// The limit.
+        limit: i64,
+    },
     /// A request field is wrong in a way only the stored state reveals (e.g. a purchase in
     /// another currency than the program's).
     #[error("{field}: {description}")]

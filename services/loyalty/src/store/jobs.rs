@@ -86,8 +86,10 @@ pub async fn run_expiry(
         for id in ids {
             let mut locked = members::load(&mut tx, &MemberRef::Id(id), true).await?;
             if let Some((entry, lots)) = expire_due(&mut tx, &mut locked, now).await? {
-                report.lots += lots;
-                report.points -= entry.points();
+                // Totals over many members: saturating, as a report must never fail the run
+                // whose work is already done.
+                report.lots = report.lots.saturating_add(lots);
+                report.points = report.points.saturating_sub(entry.points());
                 sink(
                     &mut tx,
                     &[Event::PointsExpired(locked.member.clone(), entry)],
@@ -163,8 +165,8 @@ pub async fn run_release(
             let mut locked = members::load(&mut tx, &MemberRef::Id(id), true).await?;
             if let Some((entry, lots)) = release_due(&mut tx, &mut locked, now).await? {
                 report.members += 1;
-                report.lots += lots;
-                report.points += entry.available_delta;
+                report.lots = report.lots.saturating_add(lots);
+                report.points = report.points.saturating_add(entry.available_delta);
                 sink(
                     &mut tx,
                     &[Event::PointsReleased(locked.member.clone(), entry)],

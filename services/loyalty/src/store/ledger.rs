@@ -11,15 +11,16 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::members::{self, Locked};
-use super::{StoreError, StoreResult, decode};
+use super::{StoreError, StoreResult, decode, points_sum};
 use crate::domain::Rejection;
 use crate::domain::earning;
 use crate::domain::event::Event;
 use crate::domain::ledger::{
     AdjustCommand, EarnCommand, EarnSource, EntryDetails, EntryKind, LedgerEntry, LotBalance,
     RedeemCommand, Reversal, ReverseAmount, ReverseCommand, ReverseTarget, allocate_fifo,
-    check_sufficient, clawback_split, refund_points,
+    check_sufficient, clawback_split, pro_rata, refund_points,
 };
+use crate::domain::limits::{self, Deltas};
 use crate::domain::member::{Balances, Member, MemberRef, TierChange};
 use crate::domain::program::{ClawbackPolicy, ProgramState};
 
@@ -121,15 +122,26 @@ pub(crate) async fn append(
             .get(&locked.member.member_id)
             .copied()
             .unwrap_or((0, 0));
-    let after = Balances {
-        available: before.available + new.available_delta,
-        pending: before.pending + new.pending_delta,
-        qualifying: (window_points + new.qualifying_delta).max(0),
-        spend_minor: (window_spend + new.spend_delta_minor).max(0),
-        lifetime_earned: before.lifetime_earned + new.lifetime_earned_delta,
-        lifetime_redeemed: before.lifetime_redeemed + new.lifetime_redeemed_delta,
-        lifetime_expired: before.lifetime_expired + new.lifetime_expired_delta,
+    // Every sum checked, and a caller's change past a balance limit refused, before anything
+    // is written: a member's row never holds a value its reads cannot add up.
+    let deltas = Deltas {
+        available: new.available_delta,
+        pending: new.pending_delta,
+        qualifying: new.qualifying_delta,
+        spend_minor: new.spend_delta_minor,
+        lifetime_earned: new.lifetime_earned_delta,
+        lifetime_redeemed: new.lifetime_redeemed_delta,
+        lifetime_expired: new.lifetime_expired_delta,
     };
+    let after = limits::balances_after(&before, &deltas, window_points, window_spend)?;
+    limits::check_limits(new.kind, &before, &deltas, &after)?;
+    let points =
+        new.available_delta
+            .checked_add(new.pending_delta)
+            .ok_or(Rejection::BalanceLimit {
+                balance: "points",
+                limit: limits::MAX_BALANCE_POINTS,
+            })?;
     let member_id = locked.member.member_id;
     sqlx::query(
         "UPDATE balances SET available_points = $2, pending_points = $3, qualifying_points = $4, \
@@ -168,7 +180,7 @@ pub(crate) async fn append(
     .bind(member_id)
     .bind(locked.member.program_id)
     .bind(new.kind.code())
-    .bind(new.available_delta + new.pending_delta)
+    .bind(points)
     .bind(new.available_delta)
     .bind(new.pending_delta)
     .bind(new.qualifying_delta)
@@ -214,8 +226,8 @@ pub(crate) async fn append(
     locked.member.balances = after;
     locked.member.update_time = now;
     let reversible = match new.kind {
-        EntryKind::Earn => new.available_delta + new.pending_delta,
-        EntryKind::Redeem if new.details.is_none() => -(new.available_delta + new.pending_delta),
+        EntryKind::Earn => points,
+        EntryKind::Redeem if new.details.is_none() => points.saturating_neg(),
         _ => 0,
     };
     Ok(LedgerEntry {
@@ -335,7 +347,7 @@ async fn spend(
 ) -> StoreResult<()> {
     let lots = spendable_lots(conn, member_id, except).await?;
     let allocation = allocate_fifo(&lots, points);
-    let total: i64 = allocation.iter().map(|(_, p)| p).sum();
+    let total = points_sum(allocation.iter().map(|(_, p)| *p))?;
     if total != points {
         return Err(StoreError::Corrupt(format!(
             "member {member_id}: lots hold {total} of {points} points to spend"
@@ -427,7 +439,7 @@ pub(crate) async fn release_due(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    let points: i64 = rows.iter().map(|(_, p)| p).sum();
+    let points = points_sum(rows.iter().map(|(_, p)| *p))?;
     if points == 0 {
         return Ok(None);
     }
@@ -479,16 +491,16 @@ pub(crate) async fn expire_due(
     }
     // Each lot expires once and as a whole, so what it expired now is all it ever expired.
     // A lot can expire while still pending (an expiry period shorter than the return window).
-    let (mut available, mut pending) = (0_i64, 0_i64);
+    let mut expired = Vec::with_capacity(rows.len());
     for row in &rows {
-        let points = row.try_get::<i64, _>("expired_points")?;
-        if row.try_get::<bool, _>("pending")? {
-            pending += points;
-        } else {
-            available += points;
-        }
+        expired.push((
+            row.try_get::<i64, _>("expired_points")?,
+            row.try_get::<bool, _>("pending")?,
+        ));
     }
-    let points = available + pending;
+    let available = points_sum(expired.iter().filter(|(_, p)| !p).map(|(n, _)| *n))?;
+    let pending = points_sum(expired.iter().filter(|(_, p)| *p).map(|(n, _)| *n))?;
+    let points = points_sum([available, pending])?;
     let origin = Origin {
         caller: SYSTEM_CALLER.to_owned(),
         request_id: String::new(),
@@ -572,6 +584,7 @@ pub async fn earn(
                 purchase_month,
                 now,
             );
+            earning::check_entry_limit(&calculation)?;
             if new.reason.is_empty() {
                 new.reason = format!("Purchase, order {}", purchase.order_id);
             }
@@ -901,7 +914,7 @@ async fn reverse_earn(
     prior: Reversed,
     now: DateTime<Utc>,
 ) -> StoreResult<LedgerEntry> {
-    let reversible = target.points() - prior.requested;
+    let reversible = target.points().saturating_sub(prior.requested);
     let purchase = match &target.details {
         Some(EntryDetails::PurchaseEarn { purchase, .. }) => Some(purchase),
         _ => None,
@@ -909,7 +922,8 @@ async fn reverse_earn(
     let exceeds = |field| Rejection::ReversalExceedsRemaining {
         field,
         reversible_points: reversible,
-        refundable_amount_minor: purchase.map(|p| p.amount_minor - prior.refund_minor),
+        refundable_amount_minor: purchase
+            .map(|p| p.amount_minor.saturating_sub(prior.refund_minor)),
     };
     let (requested, refund) = match &cmd.amount {
         ReverseAmount::AllRemaining => (reversible, None),
@@ -932,7 +946,7 @@ async fn reverse_earn(
                 }
                 .into());
             }
-            if *amount_minor > purchase.amount_minor - prior.refund_minor {
+            if *amount_minor > purchase.amount_minor.saturating_sub(prior.refund_minor) {
                 return Err(exceeds("refund_amount").into());
             }
             let points = refund_points(
@@ -971,20 +985,21 @@ async fn reverse_earn(
         available,
     );
     let last = requested == reversible;
+    // Shares of the earn in i128 (`pro_rata`): points × points or minor units × points
+    // overflow i64 for the largest earns.
     let qualifying = if last {
-        target.qualifying_delta - prior.qualifying
-    } else if target.points() > 0 {
-        target.qualifying_delta * requested / target.points()
+        target.qualifying_delta.saturating_sub(prior.qualifying)
     } else {
-        0
+        pro_rata(target.qualifying_delta, requested, target.points())
     };
     let spend_back = match (refund, purchase) {
         (Some(amount), _) => amount,
-        (None, Some(p)) if last => p.amount_minor - prior.spend_minor,
-        (None, Some(p)) if target.points() > 0 => p.amount_minor * requested / target.points(),
+        (None, Some(p)) if last => p.amount_minor.saturating_sub(prior.spend_minor),
+        (None, Some(p)) => pro_rata(p.amount_minor, requested, target.points()),
         _ => 0,
     };
-    let taken = own + others + negative;
+    // Each part is at most `requested`, itself at most what the earn credited.
+    let taken = own.saturating_add(others).saturating_add(negative);
     let reason = if cmd.context.reason.is_empty() {
         match purchase {
             Some(p) => format!("Refund, order {}", p.order_id),
@@ -1041,7 +1056,10 @@ pub(crate) async fn reverse_redeem(
     prior: Reversed,
     now: DateTime<Utc>,
 ) -> StoreResult<LedgerEntry> {
-    let reversible = -target.points() - prior.requested;
+    let reversible = target
+        .points()
+        .saturating_neg()
+        .saturating_sub(prior.requested);
     let exceeds = |field| Rejection::ReversalExceedsRemaining {
         field,
         reversible_points: reversible,

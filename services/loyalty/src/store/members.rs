@@ -574,15 +574,23 @@ pub(crate) async fn window_sums(
         0 => 365,
         days => days,
     };
+    // `sum(bigint)` is numeric; its cast back to bigint would fail every read of the member
+    // if a window ever summed past i64. The balance limits (`domain::limits`) keep each
+    // window near 10^14 points and 10^17 minor units, far inside, but a read must answer
+    // whatever the history holds: the sums are clamped to bigint, and the checked additions
+    // of `limits::balances_after` refuse a change from there.
     let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT member_id, coalesce(sum(qualifying_delta), 0)::bigint, \
-                coalesce(sum(spend_delta_minor), 0)::bigint \
+        "SELECT member_id, \
+           LEAST(GREATEST(coalesce(sum(qualifying_delta), 0), $4), $5)::bigint, \
+           LEAST(GREATEST(coalesce(sum(spend_delta_minor), 0), $4), $5)::bigint \
          FROM ledger_entries WHERE member_id = ANY($1) AND create_time > $2 AND create_time <= $3 \
          GROUP BY member_id",
     )
     .bind(member_ids)
     .bind(now - Duration::days(i64::from(days)))
     .bind(now)
+    .bind(i64::MIN)
+    .bind(i64::MAX)
     .fetch_all(conn)
     .await?;
     Ok(rows

@@ -125,10 +125,10 @@ async fn merge_members(
         origin.clone(),
         "Merged into another membership".to_owned(),
     );
-    out.available_delta = -moved.available;
-    out.pending_delta = -moved.pending;
-    out.qualifying_delta = -moved.qualifying;
-    out.spend_delta_minor = -moved.spend_minor;
+    out.available_delta = moved.available.saturating_neg();
+    out.pending_delta = moved.pending.saturating_neg();
+    out.qualifying_delta = moved.qualifying.saturating_neg();
+    out.spend_delta_minor = moved.spend_minor.saturating_neg();
     out.details = Some(detail(&target));
     let mut into = NewEntry::new(
         EntryKind::MergeIn,
@@ -325,8 +325,8 @@ async fn unmerge_members(
     .bind(target_id)
     .fetch_all(&mut *conn)
     .await?;
-    let available: i64 = lots.iter().filter(|l| !l.2).map(|l| l.1).sum();
-    let pending: i64 = lots.iter().filter(|l| l.2).map(|l| l.1).sum();
+    let available = super::points_sum(lots.iter().filter(|l| !l.2).map(|l| l.1))?;
+    let pending = super::points_sum(lots.iter().filter(|l| l.2).map(|l| l.1))?;
     // The qualifying amounts the merge moved (its MERGE_OUT entry), as far as the survivor
     // still has them.
     let (qualifying, spend): (i64, i64) = sqlx::query_as(
@@ -360,19 +360,22 @@ async fn unmerge_members(
         origin.clone(),
         "Points returned to an unmerged membership".to_owned(),
     );
-    out.available_delta = -available;
-    out.pending_delta = -pending;
-    out.qualifying_delta = -qualifying;
-    out.spend_delta_minor = -spend;
-    out.lifetime_earned_delta = -lifetime
+    out.available_delta = available.saturating_neg();
+    out.pending_delta = pending.saturating_neg();
+    out.qualifying_delta = qualifying.saturating_neg();
+    out.spend_delta_minor = spend.saturating_neg();
+    out.lifetime_earned_delta = lifetime
         .lifetime_earned
-        .clamp(0, target_balances.lifetime_earned);
-    out.lifetime_redeemed_delta = -lifetime
+        .clamp(0, target_balances.lifetime_earned)
+        .saturating_neg();
+    out.lifetime_redeemed_delta = lifetime
         .lifetime_redeemed
-        .clamp(0, target_balances.lifetime_redeemed);
-    out.lifetime_expired_delta = -lifetime
+        .clamp(0, target_balances.lifetime_redeemed)
+        .saturating_neg();
+    out.lifetime_expired_delta = lifetime
         .lifetime_expired
-        .clamp(0, target_balances.lifetime_expired);
+        .clamp(0, target_balances.lifetime_expired)
+        .saturating_neg();
     out.details = Some(detail(&source, unmerge.source_customer_id));
     let mut into = NewEntry::new(
         EntryKind::UnmergeIn,

@@ -7,11 +7,12 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
 use super::ledger::{self, Applied, NewEntry, Origin};
-use super::{StoreResult, decode, programs};
+use super::{StoreError, StoreResult, decode, programs};
 use crate::domain::Rejection;
 use crate::domain::event::Event;
 use crate::domain::ledger::{EntryContext, ReverseAmount, ReverseCommand, ReverseTarget};
 use crate::domain::ledger::{EntryDetails, EntryKind, check_sufficient};
+use crate::domain::limits::MAX_STOCK;
 use crate::domain::member::MemberRef;
 use crate::domain::program::ProgramState;
 use crate::domain::reward::{
@@ -163,14 +164,22 @@ pub async fn redeem(
         .bind(reward.reward_id)
         .fetch_one(&mut *conn)
         .await?;
-        if held + i64::from(cmd.quantity) > i64::from(reward.max_quantity_per_member) {
+        if held.saturating_add(i64::from(cmd.quantity)) > i64::from(reward.max_quantity_per_member)
+        {
             return Err(Rejection::RewardMemberLimitReached {
                 max_quantity_per_member: reward.max_quantity_per_member,
             }
             .into());
         }
     }
-    let cost = reward.points_cost * i64::from(cmd.quantity);
+    // At most 10^9 points × 100 units, as the contract bounds both; a stored cost that does
+    // not multiply is corrupt data, not a price.
+    let cost = reward
+        .points_cost
+        .checked_mul(i64::from(cmd.quantity))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("reward {} costs too much", reward.reward_id))
+        })?;
     check_sufficient(locked.member.balances.available, cost)?;
     // The conditional update is the guard against overselling: it takes the reward's row
     // lock, re-reads the stock, and changes nothing when too little is left.
@@ -414,15 +423,19 @@ pub async fn reverse_redemption(
     })
 }
 
-/// AdjustRewardStock: one conditional UPDATE, so concurrent redemptions are never lost.
+/// AdjustRewardStock: one conditional UPDATE, so concurrent redemptions are never lost. The
+/// stock stays within 0 and `MAX_STOCK` (the delta is bounded too, so the SQL sum cannot
+/// leave bigint).
 pub async fn adjust_stock(conn: &mut PgConnection, cmd: AdjustStockCommand) -> StoreResult<Reward> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "UPDATE rewards SET available_stock = available_stock + $2 \
-         WHERE reward_id = $1 AND NOT unlimited_stock AND available_stock + $2 >= 0 \
+         WHERE reward_id = $1 AND NOT unlimited_stock \
+           AND available_stock + $2 BETWEEN 0 AND $3 \
          RETURNING {COLUMNS}"
     )))
     .bind(cmd.reward_id)
     .bind(cmd.delta)
+    .bind(MAX_STOCK)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
@@ -431,6 +444,12 @@ pub async fn adjust_stock(conn: &mut PgConnection, cmd: AdjustStockCommand) -> S
     let reward = get(conn, cmd.reward_id).await?;
     if reward.unlimited_stock {
         Err(Rejection::StockUnlimited.into())
+    } else if cmd.delta > 0 {
+        Err(Rejection::StockLimit {
+            available_stock: reward.available_stock,
+            limit: MAX_STOCK,
+        }
+        .into())
     } else {
         Err(Rejection::StockWouldBeNegative {
             available_stock: reward.available_stock,

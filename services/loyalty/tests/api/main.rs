@@ -10,6 +10,7 @@ mod export;
 mod idempotency;
 mod jobs;
 mod ledger;
+mod limits;
 mod merges;
 mod pending;
 mod programs;

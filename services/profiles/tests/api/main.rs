@@ -8,4 +8,5 @@ mod demo;
 mod identities;
 mod merge_erase;
 mod pii_logs;
+mod streams;
 mod support;

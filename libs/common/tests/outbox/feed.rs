@@ -284,3 +284,53 @@ async fn shutdown_ends_open_streams_at_once_with_unavailable() -> anyhow::Result
     assert!(refused.is_err(), "a stopped server accepted a subscription");
     Ok(())
 }
+
+#[tokio::test]
+async fn idle_streams_wait_for_a_wake_up_instead_of_reading_the_table_every_poll()
+-> anyhow::Result<()> {
+    // Arrange: a 100 ms poll interval, so polling streams would read the table ten times a
+    // second each; the heartbeat is far away.
+    let feed = FeedServer::start(FeedOptions {
+        poll_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_secs(600),
+        ..FeedOptions::default()
+    })
+    .await?;
+    feed.until_listening().await?;
+    let mut streams = Vec::new();
+    for _ in 0..30 {
+        streams.push(feed.subscribe(0, &[], 0).await?);
+    }
+    let reads = || async {
+        // Statistics reach the shared counters when a backend goes idle (at most every
+        // second); the sleeps below leave time for that.
+        let scans: i64 = sqlx::query_scalar(
+            "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+             WHERE schemaname = 'profiles' AND relname = 'outbox'",
+        )
+        .fetch_one(&feed.pool)
+        .await?;
+        anyhow::Ok(scans)
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = reads().await?;
+
+    // Act: two idle seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle_reads = reads().await? - before;
+
+    // Assert: polling would be 30 streams × 20 polls = 600 reads; waiting is a handful (the
+    // sequencer's own polls).
+    assert!(
+        idle_reads < 100,
+        "{idle_reads} reads of the outbox while idle"
+    );
+    // And a commit still reaches every stream at once.
+    commit(&feed.pool, deleted()).await?;
+    for stream in &mut streams {
+        let response = next_within(stream, Duration::from_secs(3)).await?;
+        assert_eq!(response.events.len(), 1);
+    }
+    Ok(())
+}

@@ -11,7 +11,9 @@ use custops_contracts::custops::profiles::v1 as pb;
 use prost_types::Timestamp;
 use uuid::Uuid;
 
-use crate::domain::activity::{CustomerRef, NewActivity, is_currency};
+use crate::domain::activity::{
+    CustomerRef, MAX_AMOUNT_MINOR, MAX_ITEM_COUNT, NewActivity, is_currency,
+};
 use crate::domain::customer::is_country_code;
 use crate::domain::{
     Activity, ActivityDetails, Actor, AttributeDefinition, AttributeValue, ChannelPreferences,
@@ -507,19 +509,16 @@ fn money(
         v.add(format!("{field}.amount"), "is required");
         return (0, String::new());
     };
-    if positive {
-        v.check(
-            m.amount_minor > 0,
-            &format!("{field}.amount.amount_minor"),
-            "must be positive",
-        );
+    let (min, range) = if positive {
+        (1, "must be 1-1,000,000,000,000,000 (10^15)")
     } else {
-        v.check(
-            m.amount_minor >= 0,
-            &format!("{field}.amount.amount_minor"),
-            "must not be negative",
-        );
-    }
+        (0, "must be 0-1,000,000,000,000,000 (10^15)")
+    };
+    v.check(
+        (min..=MAX_AMOUNT_MINOR).contains(&m.amount_minor),
+        &format!("{field}.amount.amount_minor"),
+        range,
+    );
     v.check(
         is_currency(&m.currency),
         &format!("{field}.amount.currency"),
@@ -568,9 +567,9 @@ fn details_from_pb(
                 "1-128 printable characters",
             );
             v.check(
-                p.item_count >= 0,
+                (0..=MAX_ITEM_COUNT).contains(&p.item_count),
                 "activity.purchase.item_count",
-                "must not be negative",
+                "must be 0-1,000,000",
             );
             let (amount_minor, currency) = money(v, "activity.purchase", p.amount.as_ref(), false);
             Some(ActivityDetails::Purchase {

@@ -5,6 +5,15 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+/// Largest amount of one purchase or refund, in minor units: 10^15 (ten trillion in the
+/// major unit of a two-decimal currency). Wide for any real order, and small enough that the
+/// sums kept of them (a customer's net spend, segmentation's aggregates, the anonymous totals
+/// of erased customers) need thousands of maximal orders before they could leave int64.
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000_000;
+
+/// Largest item count of one purchase: 10^6.
+pub const MAX_ITEM_COUNT: i32 = 1_000_000;
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ActivityDetails {

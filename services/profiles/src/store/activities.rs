@@ -487,8 +487,14 @@ impl PgStore {
         .bind(customer_id)
         .fetch_one(&self.pool)
         .await?;
+        // `sum(bigint)` is numeric: each amount is at most 10^15, but a customer with thousands
+        // of maximal orders in one currency would pass int64, and a plain cast would then fail
+        // every Customer 360 of that customer. The total saturates at the int64 limits instead
+        // (the contract says so).
         let net_spend: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT currency, sum(CASE kind WHEN 2 THEN -amount_minor ELSE amount_minor END)::bigint \
+            "SELECT currency, LEAST(GREATEST( \
+               sum(CASE kind WHEN 2 THEN -amount_minor ELSE amount_minor END), \
+               -9223372036854775808), 9223372036854775807)::bigint \
              FROM activities WHERE customer_id = $1 AND currency IS NOT NULL GROUP BY currency ORDER BY currency",
         )
         .bind(customer_id)

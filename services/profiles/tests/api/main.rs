@@ -6,6 +6,7 @@ mod customer360;
 mod customers;
 mod demo;
 mod identities;
+mod limits;
 mod merge_erase;
 mod pii_logs;
 mod streams;

@@ -6,7 +6,8 @@
 //!   service, so any service can be pointed at its own database by configuration alone.
 //! - `CUSTOPS_LISTEN_HOST` (default `0.0.0.0`) and `CUSTOPS_<SVC>_PORT` (default 50051–50054).
 //! - `CUSTOPS_DB_MAX_CONNECTIONS` (10), `CUSTOPS_DB_CONNECT_TIMEOUT_SECS` (10),
-//!   `CUSTOPS_DB_STATEMENT_TIMEOUT_MS` (5000).
+//!   `CUSTOPS_DB_STATEMENT_TIMEOUT_MS` (5000), `CUSTOPS_DB_LOCK_TIMEOUT_MS` (2000, below the
+//!   statement timeout), `CUSTOPS_DB_ACQUIRE_TIMEOUT_MS` (2000).
 //! - `CUSTOPS_MIGRATE_ON_START` (`true`): production runs migrations in a Job instead.
 //! - `CUSTOPS_SHUTDOWN_GRACE_SECS` (20): how long in-flight calls may finish after SIGTERM.
 //! - `CUSTOPS_LOG_FORMAT` (`text` or `json`) and `RUST_LOG` (filter, default `info`).
@@ -227,6 +228,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_DB_MAX_CONNECTIONS", "pool size (default 10)"),
     Variable::optional("CUSTOPS_DB_CONNECT_TIMEOUT_SECS", "how long start-up waits for Postgres (default 10)"),
     Variable::optional("CUSTOPS_DB_STATEMENT_TIMEOUT_MS", "server-side statement timeout (default 5000)"),
+    Variable::optional("CUSTOPS_DB_LOCK_TIMEOUT_MS", "server-side lock timeout, below the statement timeout; a call waiting longer on a locked row is ABORTED (default 2000)"),
+    Variable::optional("CUSTOPS_DB_ACQUIRE_TIMEOUT_MS", "longest wait for a pooled connection before UNAVAILABLE (default 2000)"),
     Variable::optional("CUSTOPS_MIGRATE_ON_START", "apply migrations before serving (default true)"),
     Variable::optional("CUSTOPS_SHUTDOWN_GRACE_SECS", "drain period after SIGTERM (default 20)"),
     Variable::optional("CUSTOPS_LOG_FORMAT", "text or json (default text)"),
@@ -530,6 +533,12 @@ pub struct DatabaseSettings {
     pub connect_timeout: Duration,
     /// Server-side `statement_timeout`, so a runaway query cannot hold a connection forever.
     pub statement_timeout: Duration,
+    /// Server-side `lock_timeout`, below the statement timeout: a call waiting on a row
+    /// another holds gives up (ABORTED, retryable) instead of holding its connection while
+    /// others queue behind it.
+    pub lock_timeout: Duration,
+    /// How long a call waits for a free pooled connection before it is answered UNAVAILABLE.
+    pub acquire_timeout: Duration,
 }
 
 impl fmt::Debug for DatabaseSettings {
@@ -540,6 +549,8 @@ impl fmt::Debug for DatabaseSettings {
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish()
     }
 }
@@ -553,6 +564,8 @@ impl DatabaseSettings {
             max_connections: 10,
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_millis(5000),
+            lock_timeout: Duration::from_millis(2000),
+            acquire_timeout: Duration::from_millis(2000),
         }
     }
 
@@ -582,6 +595,25 @@ impl DatabaseSettings {
             Duration::from_secs(env.parse_or("CUSTOPS_DB_CONNECT_TIMEOUT_SECS", 10)?);
         settings.statement_timeout =
             Duration::from_millis(env.parse_or("CUSTOPS_DB_STATEMENT_TIMEOUT_MS", 5000)?);
+        let lock_timeout_ms: u64 = env.parse_or("CUSTOPS_DB_LOCK_TIMEOUT_MS", 2000)?;
+        settings.lock_timeout = Duration::from_millis(lock_timeout_ms);
+        if lock_timeout_ms == 0 || settings.lock_timeout >= settings.statement_timeout {
+            return Err(ConfigError::Invalid {
+                var: "CUSTOPS_DB_LOCK_TIMEOUT_MS".to_owned(),
+                reason: format!(
+                    "must be at least 1 and below the statement timeout ({} ms)",
+                    settings.statement_timeout.as_millis()
+                ),
+            });
+        }
+        settings.acquire_timeout =
+            Duration::from_millis(env.parse_or("CUSTOPS_DB_ACQUIRE_TIMEOUT_MS", 2000)?);
+        if settings.acquire_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                var: "CUSTOPS_DB_ACQUIRE_TIMEOUT_MS".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            });
+        }
         Ok(settings)
     }
 
@@ -718,6 +750,19 @@ mod tests {
         check(
             &[db, ("CUSTOPS_DB_MAX_CONNECTIONS", "0")],
             "CUSTOPS_DB_MAX_CONNECTIONS",
+        );
+        // A lock timeout at or above the statement timeout would never fire first.
+        check(
+            &[
+                db,
+                ("CUSTOPS_DB_STATEMENT_TIMEOUT_MS", "3000"),
+                ("CUSTOPS_DB_LOCK_TIMEOUT_MS", "3000"),
+            ],
+            "CUSTOPS_DB_LOCK_TIMEOUT_MS",
+        );
+        check(
+            &[db, ("CUSTOPS_DB_ACQUIRE_TIMEOUT_MS", "0")],
+            "CUSTOPS_DB_ACQUIRE_TIMEOUT_MS",
         );
     }
 }

@@ -47,19 +47,23 @@ pub enum DbError {
 }
 
 /// Opens the service's pool. Every connection has `search_path` set to the service's schema, a
-/// server-side statement timeout and an application name that says which service it is.
+/// server-side statement timeout, a lock timeout below it (a call waiting on a locked row gives
+/// up and frees its connection rather than let the pool run dry) and an application name that
+/// says which service it is; a call waits at most the acquire timeout for a connection.
 ///
 /// Start-up may race the database (a pod starting beside a Postgres that is still booting), so
 /// a first connection is retried with backoff until `connect_timeout`; only then is the pool
 /// created, with the shorter acquire timeout requests should see.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     let statement_timeout_ms = settings.statement_timeout.as_millis().to_string();
+    let lock_timeout_ms = settings.lock_timeout.as_millis().to_string();
     let options = PgConnectOptions::from_str(settings.expose_url())
         .map_err(DbError::Url)?
         .application_name(&format!("custops-{}", settings.schema))
         .options([
             ("search_path", settings.schema),
             ("statement_timeout", statement_timeout_ms.as_str()),
+            ("lock_timeout", lock_timeout_ms.as_str()),
         ]);
 
     let deadline = tokio::time::Instant::now() + settings.connect_timeout;
@@ -87,7 +91,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     }
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(settings.acquire_timeout)
         .connect_lazy_with(options))
 }
 

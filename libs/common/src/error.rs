@@ -1,8 +1,9 @@
 //! The one error type service code returns, and its mapping to gRPC status codes.
 //!
 //! Handlers return `Result<_, ServiceError>`; `?` on a `sqlx::Error` classifies it (unique
-//! violation → ALREADY_EXISTS, serialization failure or deadlock → ABORTED, connection trouble →
-//! UNAVAILABLE, statement timeout → DEADLINE_EXCEEDED). Validation errors carry a
+//! violation → ALREADY_EXISTS, serialization failure, deadlock or lock timeout → ABORTED,
+//! connection trouble or no free pooled connection → UNAVAILABLE, statement timeout →
+//! DEADLINE_EXCEEDED). Validation errors carry a
 //! `google.rpc.BadRequest` with one field violation per bad field. Internal errors are logged
 //! with the trace id, and the caller gets only that id: no SQL, no stack text.
 //!
@@ -206,6 +207,11 @@ fn classify_database_error(error: sqlx::Error) -> ServiceError {
             // serialization_failure, deadlock_detected: the transaction lost a race.
             Some("40001" | "40P01") => ServiceError::Aborted(
                 "the operation conflicted with a concurrent change; retry it".to_owned(),
+            ),
+            // lock_not_available: the lock timeout fired while another change held the row.
+            Some("55P03") => ServiceError::Aborted(
+                "a concurrent change held what this call needed for too long; retry it"
+                    .to_owned(),
             ),
             // query_canceled: the statement timeout fired.
             Some("57014") => ServiceError::DeadlineExceeded(

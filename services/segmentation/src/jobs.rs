@@ -205,13 +205,16 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A transaction for set-based work over the whole customer base: the pool's statement
-/// timeout (seconds, meant for API calls) is lifted to an hour for it.
+/// A transaction for set-based work over the whole customer base: the pool's statement and
+/// lock timeouts (seconds, meant for API calls) are lifted to an hour for it.
 async fn begin_long(
     pool: &PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL statement_timeout = '1h'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL lock_timeout = '1h'")
         .execute(&mut *tx)
         .await?;
     Ok(tx)

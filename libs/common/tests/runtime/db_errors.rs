@@ -98,3 +98,87 @@ async fn statement_timeouts_are_deadline_exceeded_and_no_database_is_unavailable
     assert_eq!(code_of(error), Code::Unavailable);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_locked_row_costs_waiters_a_lock_timeout_and_a_dry_pool_is_unavailable_at_once()
+-> anyhow::Result<()> {
+    use custops_common::config::DatabaseSettings;
+    use custops_common::service::ServiceKind;
+    // Arrange: the service pool as services open it (2 connections, a 600 ms lock timeout, a
+    // 200 ms acquire timeout) and a row another session holds.
+    let db = TestDatabase::create().await?;
+    let admin = pool(&db).await?;
+    admin.execute("CREATE SCHEMA profiles").await?;
+    admin
+        .execute("CREATE TABLE profiles.members (id int PRIMARY KEY, points bigint)")
+        .await?;
+    admin
+        .execute("INSERT INTO profiles.members VALUES (1, 0), (2, 0)")
+        .await?;
+    let mut settings = DatabaseSettings::new(ServiceKind::Profiles, db.url());
+    settings.max_connections = 2;
+    settings.lock_timeout = Duration::from_millis(600);
+    settings.acquire_timeout = Duration::from_millis(200);
+    let service = custops_common::db::connect(&settings).await?;
+    let mut holder = admin.begin().await?;
+    sqlx::query("SELECT * FROM profiles.members WHERE id = 1 FOR UPDATE")
+        .execute(&mut *holder)
+        .await?;
+
+    // Act: two calls wait on the held row, taking both pooled connections; a third call
+    // wants an unrelated row.
+    let waiter = |pool: PgPool| async move {
+        sqlx::query("UPDATE members SET points = points + 1 WHERE id = 1")
+            .execute(&pool)
+            .await
+    };
+    let first = tokio::spawn(waiter(service.clone()));
+    let second = tokio::spawn(waiter(service.clone()));
+    // Both are waiting on the lock (so both connections are taken) before the third call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'custops-profiles' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&admin)
+        .await?;
+        if waiting == 2 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the waiters never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    let unrelated = sqlx::query("UPDATE members SET points = points + 1 WHERE id = 2")
+        .execute(&service)
+        .await;
+    let unrelated_took = started.elapsed();
+
+    // Assert: the waiters give up with ABORTED after the lock timeout, the unrelated call is
+    // UNAVAILABLE after the acquire timeout rather than hanging, and all within a second.
+    for waiter in [first, second] {
+        let error = waiter
+            .await?
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("updated a locked row"))?;
+        assert_eq!(code_of(error), Code::Aborted);
+    }
+    let error = unrelated
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the pool had a free connection"))?;
+    assert_eq!(code_of(error), Code::Unavailable);
+    assert!(
+        unrelated_took < Duration::from_secs(1),
+        "the unrelated call hung {unrelated_took:?}"
+    );
+    // Once the waiters gave up, the pool serves again at once.
+    sqlx::query("UPDATE members SET points = points + 1 WHERE id = 2")
+        .execute(&service)
+        .await?;
+    holder.rollback().await?;
+    Ok(())
+}

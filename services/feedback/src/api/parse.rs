@@ -17,7 +17,7 @@ use crate::domain::survey::{
     self, ChoiceOption, Question, QuestionKind, Reward, SurveyContent, SurveyTarget, Touchpoint,
 };
 use crate::domain::text;
-use crate::domain::ticket::{Money, Resolution, ResolutionCode, Severity};
+use crate::domain::ticket::{self, Money, Resolution, ResolutionCode, Severity};
 use crate::store::IdempotencyKey;
 
 /// A required id field: a UUID.
@@ -409,10 +409,10 @@ pub fn resolution(v: &mut Violations, r: Option<&pb::TicketResolution>) -> Optio
     };
     check(v, "resolution.note", text::length(&r.note, 0, 5000));
     let compensation = r.compensation.as_ref().map(|m| {
-        if m.amount_minor < 0 {
+        if !(0..=ticket::MAX_AMOUNT_MINOR).contains(&m.amount_minor) {
             v.add(
                 "resolution.compensation.amount_minor",
-                "must not be negative",
+                "must be 0-1,000,000,000,000,000 (10^15)",
             );
         }
         if m.currency.len() != 3 || !m.currency.bytes().all(|b| b.is_ascii_uppercase()) {

@@ -199,10 +199,14 @@ impl ResolutionCode {
     }
 }
 
+/// Largest compensation amount, in minor units: 10^15, the bound every custops service puts
+/// on money a request carries (`custops.common.v1.Money`), so any total of them fits int64.
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000_000;
+
 /// Money in minor units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
-    /// Amount in minor units, not negative.
+    /// Amount in minor units, 0 to [`MAX_AMOUNT_MINOR`].
     pub amount_minor: i64,
     /// ISO-4217 code.
     pub currency: String,

@@ -3,6 +3,7 @@
 mod auth;
 mod customers;
 mod helpers;
+mod limits;
 mod metrics;
 mod profiles_feed;
 mod responses;

@@ -158,7 +158,17 @@ async fn concurrent_earn_redeem_reverse_with_replays_lose_and_double_nothing() -
                             }
                         }
                     };
-                    let result = send(&mut client, &call).await;
+                    // ABORTED (a lock held past the lock timeout) is retryable by contract:
+                    // the same request id again, as a careful client does.
+                    let mut result = send(&mut client, &call).await;
+                    for _ in 0..5 {
+                        match &result {
+                            Err(status) if status.code() == Code::Aborted => {
+                                result = send(&mut client, &call).await;
+                            }
+                            _ => break,
+                        }
+                    }
                     let mut state = shared.lock().await;
                     state.sent.push(call.clone());
                     match result {

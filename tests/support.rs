@@ -21,6 +21,7 @@ use custops_contracts::custops::segmentation::v1 as segmentation;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use custops_suite::dev::{self, RunningSuite};
 use custops_testkit::TestDatabase;
+use sqlx::Connection;
 use tonic::transport::Channel;
 
 /// How long a test waits for a change to travel through the feeds.
@@ -34,6 +35,18 @@ pub struct TestSuite {
     pub services: RunningSuite,
     /// The test's database; dropped (and deleted) after the services.
     pub database: TestDatabase,
+    /// The services' own Postgres roles, when they run as them; dropped after the database
+    /// that holds their grants.
+    pub roles: Option<custops_testkit::roles::TestRoles>,
+}
+
+/// How the services of a test suite reach Postgres.
+enum Connect<'a> {
+    /// As the test database's admin, migrating on start (as `custops dev` does).
+    AsAdmin,
+    /// Each as its own least-privilege role, `<prefix>_<schema>` with password `pw-<schema>`,
+    /// after the admin migrated every schema and set the roles up (as production does).
+    AsRoles { prefix: &'a str },
 }
 
 /// `n` distinct free loopback ports. They are free when this returns; a test that loses one
@@ -53,11 +66,68 @@ impl TestSuite {
     /// the others' URLs, as `custops dev` wires them.
     pub async fn start() -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
+        let services = Self::start_services(&database, &Connect::AsAdmin).await?;
+        Ok(Self {
+            services,
+            database,
+            roles: None,
+        })
+    }
+
+    /// [`TestSuite::start`], but the admin migrates and sets up each service's role
+    /// (`custops migrate --create-roles`), and each service then connects as its own role
+    /// with `CUSTOPS_MIGRATE_ON_START=false`, as in production: whatever the services do must
+    /// be within the privileges their roles hold.
+    pub async fn start_as_roles() -> anyhow::Result<Self> {
+        use custops_common::config::DatabaseSettings;
+        let roles = custops_testkit::roles::TestRoles::new();
+        let database = TestDatabase::create().await?;
+        let targets: Vec<_> = ServiceKind::ALL
+            .into_iter()
+            .map(|service| (service, DatabaseSettings::new(service, database.url())))
+            .collect();
+        let options = custops_suite::migrate::RoleOptions {
+            prefix: roles.prefix().to_owned(),
+            passwords: ServiceKind::ALL
+                .into_iter()
+                .map(|service| {
+                    let password = format!("pw-{}", service.schema());
+                    (service, secrecy::SecretString::from(password))
+                })
+                .collect(),
+        };
+        custops_suite::migrate::run_with_roles(&targets, Some(&options)).await?;
+        let prefix = roles.prefix().to_owned();
+        let services =
+            Self::start_services(&database, &Connect::AsRoles { prefix: &prefix }).await?;
+        // The services' connections are their roles', not the admin's.
+        let mut admin = sqlx::PgConnection::connect(database.url()).await?;
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT usename::text FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'custops-%'",
+        )
+        .fetch_all(&mut admin)
+        .await?;
+        anyhow::ensure!(
+            !users.is_empty() && users.iter().all(|user| user.starts_with(&prefix)),
+            "the services connected as {users:?}"
+        );
+        Ok(Self {
+            services,
+            database,
+            roles: Some(roles),
+        })
+    }
+
+    async fn start_services(
+        database: &TestDatabase,
+        connect: &Connect<'_>,
+    ) -> anyhow::Result<RunningSuite> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_on_free_ports(&database).await {
-                Ok(services) => return Ok(Self { services, database }),
+            match Self::start_on_free_ports(database, connect).await {
+                Ok(services) => return Ok(services),
                 Err(error) if attempt < 3 && format!("{error:#}").contains("could not bind") => {
                     tracing::warn!(error = format!("{error:#}"), "a port was taken; again");
                 }
@@ -66,27 +136,45 @@ impl TestSuite {
         }
     }
 
-    async fn start_on_free_ports(database: &TestDatabase) -> anyhow::Result<RunningSuite> {
+    async fn start_on_free_ports(
+        database: &TestDatabase,
+        connect: &Connect<'_>,
+    ) -> anyhow::Result<RunningSuite> {
+        let role_url = |service: ServiceKind, prefix: &str| -> anyhow::Result<String> {
+            let mut url = url::Url::parse(database.url())?;
+            let schema = service.schema();
+            url.set_username(&format!("{prefix}_{schema}"))
+                .map_err(|()| anyhow::anyhow!("the database URL takes no user"))?;
+            url.set_password(Some(&format!("pw-{schema}")))
+                .map_err(|()| anyhow::anyhow!("the database URL takes no password"))?;
+            Ok(url.to_string())
+        };
         let ports = free_ports(ServiceKind::ALL.len())?;
         let addrs: Vec<(ServiceKind, SocketAddr)> = ServiceKind::ALL
             .into_iter()
             .zip(ports)
             .map(|(service, port)| (service, SocketAddr::from(([127, 0, 0, 1], port))))
             .collect();
-        let settings = addrs
-            .iter()
-            .map(|(service, addr)| {
-                let mut settings = ServiceSettings::for_local(*service, database.url());
-                settings.server.listen_addr = *addr;
-                for (peer, peer_addr) in addrs.iter().filter(|(peer, _)| peer != service) {
+        let mut settings = Vec::new();
+        for (service, addr) in &addrs {
+            let mut service_settings = match connect {
+                Connect::AsAdmin => ServiceSettings::for_local(*service, database.url()),
+                Connect::AsRoles { prefix } => {
+                    let mut settings =
+                        ServiceSettings::for_local(*service, &role_url(*service, prefix)?);
+                    settings.migrate_on_start = false;
                     settings
-                        .clients
-                        .peers
-                        .insert(*peer, format!("http://{peer_addr}"));
                 }
-                settings
-            })
-            .collect();
+            };
+            service_settings.server.listen_addr = *addr;
+            for (peer, peer_addr) in addrs.iter().filter(|(peer, _)| peer != service) {
+                service_settings
+                    .clients
+                    .peers
+                    .insert(*peer, format!("http://{peer_addr}"));
+            }
+            settings.push(service_settings);
+        }
         dev::start(settings).await
     }
 
@@ -137,22 +225,18 @@ pub struct Clients {
     pub feedback: FeedbackServiceClient<Channel>,
 }
 
-/// Polls `check` until it answers true or `timeout` passes; whether it did.
+/// Polls `check` until it answers `Ok(true)` or `timeout` passes; whether it did. (The
+/// testkit's polling, for checks that make calls which may fail.)
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if matches!(check().await, Ok(true)) {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    custops_testkit::eventually(timeout, || {
+        let checked = check();
+        async move { matches!(checked.await, Ok(true)) }
+    })
+    .await
 }
 
 /// The time `hours` ago.

@@ -351,8 +351,10 @@ async fn the_export_holds_what_every_service_holds_and_an_erasure_leaves_nothing
 #[tokio::test]
 async fn after_merge_unmerge_and_erase_nothing_of_the_erased_customer_is_left_anywhere()
 -> anyhow::Result<()> {
-    // Arrange: two customers with data everywhere; S is merged into T.
-    let suite = TestSuite::start().await?;
+    // Arrange: two customers with data everywhere; S is merged into T. Every service runs as
+    // its own least-privilege role, as in production, so the whole journey also shows the
+    // roles hold what the code needs (and the append-only tables stay append-only).
+    let suite = TestSuite::start_as_roles().await?;
     let mut clients = suite.clients().await?;
     let world = clients.world().await?;
     let s = clients.create_customer("source@example.com").await?;

@@ -1,14 +1,23 @@
 //! The Postgres role each service connects as, able to use and change only its own schema.
 //!
-//! Schemas keep the services' data apart only if the services cannot reach across them, so in
-//! production each service connects as `custops_<schema>`, which holds exactly:
-//! - `CONNECT` on the database;
-//! - `USAGE` and `CREATE` on its own schema (so it may also run its own migrations);
-//! - all privileges on the schema's tables, sequences and routines, present and future (default
-//!   privileges for objects the migrating admin creates);
+//! Schemas keep the services' data apart only if the services cannot reach across them, and
+//! an append-only ledger is append-only only if the database says so. So in production each
+//! service connects as `custops_<schema>`, which holds exactly what its code does:
+//! - `CONNECT` and `TEMPORARY` on the database (segmentation's recomputes use temp tables);
+//! - `USAGE` on its own schema, not `CREATE`: migrations run as the admin, never as the
+//!   service;
+//! - `SELECT, INSERT, UPDATE, DELETE` on the schema's tables — no `TRUNCATE`, `REFERENCES` or
+//!   `TRIGGER` — present and future (default privileges for tables the migrating admin
+//!   creates), except the tables in [`NARROWER_GRANTS`]: append-only ones (the points ledger,
+//!   tier history, where lots went) get `SELECT, INSERT`, the consent trail `SELECT, INSERT,
+//!   DELETE` (erasure forgets it, nothing rewrites it), the migration history `SELECT`;
+//! - `USAGE, SELECT` on sequences and `EXECUTE` on routines;
 //! - nothing on the other services' schemas (explicitly revoked, in case a grant was ever made
 //!   by hand), and no `CREATE` on `public` (revoked from `PUBLIC`, the default since
 //!   Postgres 15 and the advice of Postgres's "secure schema usage pattern").
+//!
+//! Re-running the set-up revokes everything first and grants this again, so a role made by an
+//! older version (which held every privilege) is brought down to it.
 //!
 //! `custops migrate --create-roles` calls [`ensure_service_role`] after migrating each
 //! service. The schema must exist, so migrations come first.
@@ -29,9 +38,8 @@
 //!    it, which is how a password is rotated (set the new one in both places, re-run the Job,
 //!    restart the Deployment).
 //!
-//! A service may also run its migrations itself, as its role (`CUSTOPS_MIGRATE_ON_START=true`,
-//! what `custops dev` does); the tables it creates are then its own, and an admin who is not a
-//! superuser needs `GRANT custops_<svc> TO <admin>` before running later migrations for it.
+//! `custops dev` and the tests connect as an admin and migrate on start; a service connected
+//! as its own role must run with `CUSTOPS_MIGRATE_ON_START=false`.
 //!
 //! Without a password the role is created `NOLOGIN`, and an existing role's login and password
 //! are left as they are. That suits credentials issued by something else (e.g. Vault's database
@@ -60,6 +68,25 @@ pub const PASSWORD_VAR: &str = "CUSTOPS_{SVC}_DB_PASSWORD";
 
 /// Postgres truncates identifiers longer than this (NAMEDATALEN - 1); we refuse them instead.
 const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// Tables whose role gets fewer privileges than the schema's default, with the privileges it
+/// gets: what the service's code does to them and nothing more. `tests/migrate_roles.rs`
+/// refuses a forbidden UPDATE as the role; the end-to-end journey runs every service as its
+/// role.
+pub const NARROWER_GRANTS: &[(ServiceKind, &str, &str)] = &[
+    (ServiceKind::Loyalty, "ledger_entries", "SELECT, INSERT"),
+    (ServiceKind::Loyalty, "tier_changes", "SELECT, INSERT"),
+    (ServiceKind::Loyalty, "lot_spends", "SELECT, INSERT"),
+    (ServiceKind::Loyalty, "lot_returns", "SELECT, INSERT"),
+    (
+        ServiceKind::Profiles,
+        "consent_changes",
+        "SELECT, INSERT, DELETE",
+    ),
+];
+
+/// What a role gets on the migration history of its schema: it reads, the admin writes.
+const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 /// Serialises concurrent role set-ups (two migrate Jobs racing would otherwise both try to
 /// `CREATE ROLE`). Any constant works as long as nothing else uses it.
@@ -228,8 +255,8 @@ pub async fn ensure_service_role(
         .map_err(|e| role.error("look up the database", e))?;
     setup
         .run(
-            "grant CONNECT on the database",
-            "GRANT CONNECT ON DATABASE %2$I TO %1$I",
+            "grant CONNECT and TEMPORARY on the database",
+            "GRANT CONNECT, TEMPORARY ON DATABASE %2$I TO %1$I",
             &[&database],
         )
         .await?;
@@ -276,19 +303,40 @@ pub async fn ensure_service_role(
         }
     }
 
-    // Its own schema: use it, create in it, and do anything to what is (and will be) in it.
+    // Its own schema: start from nothing (an older set-up granted everything), then use it
+    // and read and write what is (and will be) in it, as the code does.
     for (step, statement) in [
         (
-            "grant USAGE and CREATE on its schema",
-            "GRANT USAGE, CREATE ON SCHEMA %2$I TO %1$I",
+            "revoke its schema's privileges",
+            "REVOKE ALL ON SCHEMA %2$I FROM %1$I",
+        ),
+        (
+            "revoke its schema's tables",
+            "REVOKE ALL ON ALL TABLES IN SCHEMA %2$I FROM %1$I",
+        ),
+        (
+            "revoke its schema's sequences",
+            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA %2$I FROM %1$I",
+        ),
+        (
+            "revoke the old default privileges on tables",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$I REVOKE ALL ON TABLES FROM %1$I",
+        ),
+        (
+            "revoke the old default privileges on sequences",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$I REVOKE ALL ON SEQUENCES FROM %1$I",
+        ),
+        (
+            "grant USAGE on its schema",
+            "GRANT USAGE ON SCHEMA %2$I TO %1$I",
         ),
         (
             "grant its schema's tables",
-            "GRANT ALL ON ALL TABLES IN SCHEMA %2$I TO %1$I",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %2$I TO %1$I",
         ),
         (
             "grant its schema's sequences",
-            "GRANT ALL ON ALL SEQUENCES IN SCHEMA %2$I TO %1$I",
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %2$I TO %1$I",
         ),
         (
             "grant its schema's routines",
@@ -297,11 +345,12 @@ pub async fn ensure_service_role(
         // Default privileges cover objects that the current (migrating) role creates later.
         (
             "set default privileges on tables",
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$I GRANT ALL ON TABLES TO %1$I",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$I \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %1$I",
         ),
         (
             "set default privileges on sequences",
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$I GRANT ALL ON SEQUENCES TO %1$I",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$I GRANT USAGE, SELECT ON SEQUENCES TO %1$I",
         ),
         (
             "set default privileges on routines",
@@ -309,6 +358,28 @@ pub async fn ensure_service_role(
         ),
     ] {
         setup.run(step, statement, &[schema]).await?;
+    }
+    let narrower = NARROWER_GRANTS
+        .iter()
+        .filter(|(service, _, _)| *service == role.service)
+        .map(|(_, table, privileges)| (*table, *privileges))
+        .chain([(MIGRATIONS_TABLE, "SELECT")]);
+    for (table, privileges) in narrower {
+        if !setup.table_exists(schema, table).await? {
+            continue;
+        }
+        setup
+            .run(
+                "narrow a table's privileges",
+                "REVOKE ALL ON TABLE %2$I.%3$I FROM %1$I",
+                &[schema, table],
+            )
+            .await?;
+        // The privilege list is one of the fixed strings above, never input.
+        let grant = format!("GRANT {privileges} ON TABLE %2$I.%3$I TO %1$I");
+        setup
+            .run_owned("narrow a table's privileges", grant, &[schema, table])
+            .await?;
     }
 
     setup
@@ -372,6 +443,27 @@ impl RoleSetup<'_, '_> {
             .map_err(|e| self.role.error("look up a schema", e))
     }
 
+    async fn table_exists(&mut self, schema: &str, table: &str) -> Result<bool, RoleError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)",
+        )
+        .bind(schema)
+        .bind(table)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| self.role.error("look up a table", e))
+    }
+
+    /// [`Self::run`] with a template built from fixed strings at run time.
+    async fn run_owned(
+        &mut self,
+        step: &'static str,
+        template: String,
+        args: &[&str],
+    ) -> Result<(), RoleError> {
+        self.run_template(step, &template, args).await
+    }
+
     /// Runs `template` after the server has filled it in with `format()`: `%1$I` (or the first
     /// `%I`) is the role name, `%2$…` onwards are `args`, quoted by the server (`%I` as an
     /// identifier, `%L` as a literal).
@@ -379,6 +471,15 @@ impl RoleSetup<'_, '_> {
         &mut self,
         step: &'static str,
         template: &'static str,
+        args: &[&str],
+    ) -> Result<(), RoleError> {
+        self.run_template(step, template, args).await
+    }
+
+    async fn run_template(
+        &mut self,
+        step: &'static str,
+        template: &str,
         args: &[&str],
     ) -> Result<(), RoleError> {
         let mut values = vec![self.role.name.as_str()];

@@ -54,6 +54,9 @@ async fn migrate_with_roles_confines_each_service_to_its_schema() -> anyhow::Res
         "INSERT INTO loyalty.outbox (id, aggregatetype, aggregateid, type, payload) \
          VALUES (gen_random_uuid(), 'member', 'm1', 'custops.loyalty.v1.PointsEarned', '\\x00')",
         "SELECT * FROM loyalty.outbox",
+        "SELECT * FROM loyalty.ledger_entries",
+        "UPDATE loyalty.members SET status = status",
+        "CREATE TEMPORARY TABLE moved (id int)",
         "INSERT INTO loyalty.feed_cursors (feed) VALUES ('profiles')",
         "UPDATE loyalty.feed_cursors SET last_sequence = last_sequence + 1",
         "SELECT * FROM loyalty._sqlx_migrations",
@@ -64,6 +67,14 @@ async fn migrate_with_roles_confines_each_service_to_its_schema() -> anyhow::Res
         "SELECT * FROM profiles.outbox",
         "INSERT INTO profiles.feed_cursors (feed) VALUES ('loyalty')",
         "SELECT * FROM profiles._sqlx_migrations",
+        // Its own ledger is append-only, enforced by the database: no rewriting, no removing.
+        "UPDATE loyalty.ledger_entries SET points = points + 1",
+        "DELETE FROM loyalty.ledger_entries",
+        "TRUNCATE loyalty.ledger_entries",
+        "UPDATE loyalty.tier_changes SET to_rank = to_rank",
+        // No schema changes from the service: migrations run as the admin.
+        "CREATE TABLE loyalty.sneaky (id int)",
+        "DELETE FROM loyalty._sqlx_migrations",
     ] {
         // 42501: insufficient_privilege.
         assert_eq!(

@@ -1372,3 +1372,88 @@ async fn a_late_feedback_event_racing_an_erasure_never_brings_the_customer_back(
     assert_eq!(rows, 0, "the erased customer came back");
     Ok(())
 }
+
+#[tokio::test]
+async fn purchase_totals_past_int64_saturate_and_every_read_still_answers() -> anyhow::Result<()> {
+    // Issue 14, point 5. Profiles bounds each amount to 10^15 now, but a customer's total of
+    // many purchases (or amounts an older profiles accepted) can pass int64: the reads and
+    // the evaluators must answer, not overflow.
+    let mut app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    feeds.apply_all(&app.pool, &history(C1, 1)).await?;
+    for (i, days_ago) in [(30, 3), (31, 4)] {
+        let id = format!("{C1}-max-{i}");
+        feeds
+            .apply(
+                &app.pool,
+                &event(i, C1, &purchase(&id, C1, days_ago, i64::MAX)),
+            )
+            .await?;
+    }
+    let client = &mut app.client;
+    let facts = client
+        .get_customer_facts(pb::GetCustomerFactsRequest {
+            customer_id: C1.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .facts
+        .and_then(|f| f.purchases)
+        .unwrap_or_default();
+    assert_eq!(facts.purchase_count, 4);
+    assert_eq!(
+        facts
+            .purchase_amounts
+            .iter()
+            .map(|m| (m.currency.as_str(), m.amount_minor))
+            .collect::<Vec<_>>(),
+        [("CNY", i64::MAX)]
+    );
+    client
+        .get_customer_rfm(pb::GetCustomerRfmRequest {
+            customer_id: C1.to_owned(),
+        })
+        .await?;
+    // The total is compared exactly: past 10^15 (and past int64), never below zero.
+    let over_max = |operator: pb::Operator, amount_minor: i64| {
+        predicate(
+            "purchase.amount",
+            operator,
+            pb::value::Kind::MoneyValue(Money {
+                amount_minor,
+                currency: "CNY".into(),
+            }),
+        )
+    };
+    let over = client
+        .preview_segment(pb::PreviewSegmentRequest {
+            rule: Some(over_max(pb::Operator::GreaterThan, 1_000_000_000_000_000)),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(over.member_count, 1);
+    let under = client
+        .preview_segment(pb::PreviewSegmentRequest {
+            rule: Some(over_max(pb::Operator::LessThan, 0)),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(under.member_count, 0);
+    let whales = rule_segment(
+        client,
+        "Whales",
+        over_max(pb::Operator::GreaterThan, 1_000_000_000_000_000),
+    )
+    .await?;
+    let explained = client
+        .explain_membership(pb::ExplainMembershipRequest {
+            segment_id: whales,
+            customer_id: C1.to_owned(),
+        })
+        .await?
+        .into_inner();
+    assert!(explained.member, "{explained:?}");
+    Ok(())
+}

@@ -1326,3 +1326,105 @@ async fn wait_job(app: &mut app::TestApp, id: &str) -> anyhow::Result<()> {
     }
     anyhow::bail!("job {id} did not end")
 }
+
+#[tokio::test]
+async fn config_numbers_at_their_extremes_name_the_field() -> anyhow::Result<()> {
+    // Issue 14, point 5: every number of the RFM and lifecycle configs is bounded.
+    let mut app = spawn_app().await?;
+    let cny = |amount_minor: i64| custops_contracts::custops::common::v1::Money {
+        amount_minor,
+        currency: "CNY".to_owned(),
+    };
+    let usd = |amount_minor: i64| custops_contracts::custops::common::v1::Money {
+        amount_minor,
+        currency: "USD".to_owned(),
+    };
+    let bad = app
+        .client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                window_days: i32::MIN,
+                currency: "CNY".to_owned(),
+                fixed_thresholds: Some(pb::RfmThresholds {
+                    recency_days: vec![0, 10, 20, i32::MAX],
+                    frequency: vec![1, 2, 3, i64::MAX],
+                    monetary: vec![cny(1), cny(2), cny(3), cny(1_000_000_000_000_001)],
+                }),
+                currency_rates: vec![pb::CurrencyRate {
+                    amount: Some(usd(i64::MAX)),
+                    value: Some(cny(i64::MIN)),
+                }],
+                ..Default::default()
+            }),
+            update_mask: mask(&["window_days", "fixed_thresholds", "currency_rates"]),
+        })
+        .await
+        .err()
+        .map(|s| sorted_violations(&s));
+    assert_eq!(
+        bad,
+        Some(vec![
+            "rfm_config.currency_rates[0].amount.amount_minor".to_owned(),
+            "rfm_config.currency_rates[0].value.amount_minor".to_owned(),
+            "rfm_config.fixed_thresholds.frequency".to_owned(),
+            "rfm_config.fixed_thresholds.monetary".to_owned(),
+            "rfm_config.fixed_thresholds.recency_days".to_owned(),
+            "rfm_config.window_days".to_owned(),
+        ])
+    );
+    // The largest bounds are accepted.
+    app.client
+        .update_rfm_config(pb::UpdateRfmConfigRequest {
+            rfm_config: Some(pb::RfmConfig {
+                currency: "CNY".to_owned(),
+                fixed_thresholds: Some(pb::RfmThresholds {
+                    recency_days: vec![0, 10, 20, 36_500],
+                    frequency: vec![1, 2, 3, 1_000_000_000],
+                    monetary: vec![cny(1), cny(2), cny(3), cny(1_000_000_000_000_000)],
+                }),
+                ..Default::default()
+            }),
+            update_mask: mask(&["fixed_thresholds"]),
+        })
+        .await?;
+
+    let bad = app
+        .client
+        .update_lifecycle_config(pb::UpdateLifecycleConfigRequest {
+            lifecycle_config: Some(pb::LifecycleConfig {
+                new_window_days: i32::MAX,
+                active_window_days: i32::MIN,
+                active_min_purchases: i32::MAX,
+                reactivated_window_days: i32::MIN,
+                churn_risk_gap_multiplier: f64::MAX,
+                ..Default::default()
+            }),
+            update_mask: mask(&[
+                "new_window_days",
+                "active_window_days",
+                "active_min_purchases",
+                "reactivated_window_days",
+                "churn_risk_gap_multiplier",
+            ]),
+        })
+        .await
+        .err()
+        .map(|s| sorted_violations(&s));
+    assert_eq!(
+        bad,
+        Some(vec![
+            "lifecycle_config.active_min_purchases".to_owned(),
+            "lifecycle_config.active_window_days".to_owned(),
+            "lifecycle_config.churn_risk_gap_multiplier".to_owned(),
+            "lifecycle_config.new_window_days".to_owned(),
+            "lifecycle_config.reactivated_window_days".to_owned(),
+        ])
+    );
+    Ok(())
+}
+
+fn sorted_violations(status: &tonic::Status) -> Vec<String> {
+    let mut fields = violations(status);
+    fields.sort();
+    fields
+}

@@ -10,8 +10,8 @@ use prost::Message;
 use std::time::Duration;
 
 use support::{
-    all, country_is, eventually, fields, member_of, not, predicate, reason, spawn_app, string,
-    tagged,
+    all, country_is, eventually, fields, integer, member_of, not, predicate, reason, spawn_app,
+    string, tagged,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -1005,5 +1005,87 @@ async fn referencing_segments_follow_recomputes_uploads_and_feed_events() -> any
         let stored = i64::try_from(app.stored_members(segment).await?.len())?;
         assert_eq!(app.get_segment(segment).await?.member_count, stored);
     }
+    Ok(())
+}
+
+/// A MONEY operand in CNY.
+fn money(amount_minor: i64) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::MoneyValue(
+            custops_contracts::custops::common::v1::Money {
+                amount_minor,
+                currency: "CNY".to_owned(),
+            },
+        )),
+    }
+}
+
+#[tokio::test]
+async fn integer_and_money_operands_past_ten_to_the_fifteenth_name_the_value() -> anyhow::Result<()>
+{
+    // Issue 14, point 5: each operand is bounded (|x| ≤ 10^15) and refused naming its kind.
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let max = 1_000_000_000_000_000_i64;
+    let gte = pb::Operator::GreaterOrEqual;
+    let cases: Vec<(pb::Condition, Vec<&str>)> = vec![
+        (
+            predicate("purchase.count", gte, vec![integer(i64::MAX)]),
+            vec!["rule.predicate.values[0].integer_value"],
+        ),
+        (
+            predicate(
+                "loyalty.points",
+                pb::Operator::Between,
+                vec![integer(i64::MIN), integer(0)],
+            ),
+            vec!["rule.predicate.values[0].integer_value"],
+        ),
+        (
+            predicate("purchase.amount", gte, vec![money(i64::MAX)]),
+            vec!["rule.predicate.values[0].money_value.amount_minor"],
+        ),
+        (
+            predicate(
+                "purchase.amount",
+                pb::Operator::LessThan,
+                vec![money(i64::MIN)],
+            ),
+            vec!["rule.predicate.values[0].money_value.amount_minor"],
+        ),
+        (
+            all(vec![
+                predicate("rfm.monetary", gte, vec![integer(max + 1)]),
+                predicate("purchase.amount", gte, vec![money(-max - 1)]),
+            ]),
+            vec![
+                "rule.all.conditions[0].predicate.values[0].integer_value",
+                "rule.all.conditions[1].predicate.values[0].money_value.amount_minor",
+            ],
+        ),
+    ];
+    for (rule, expected) in cases {
+        let status = client
+            .preview_segment(pb::PreviewSegmentRequest {
+                rule: Some(rule.clone()),
+                ..Default::default()
+            })
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("accepted: {rule:?}"))?;
+        let mut got = fields(&status);
+        got.sort();
+        assert_eq!(got, expected, "{rule:?}");
+    }
+    // The bounds themselves are accepted.
+    client
+        .preview_segment(pb::PreviewSegmentRequest {
+            rule: Some(all(vec![
+                predicate("purchase.count", pb::Operator::LessThan, vec![integer(max)]),
+                predicate("purchase.amount", gte, vec![money(-max)]),
+            ])),
+            ..Default::default()
+        })
+        .await?;
     Ok(())
 }

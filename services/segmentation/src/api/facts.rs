@@ -193,9 +193,11 @@ fn purchases(f: &Facts) -> pb::PurchaseFacts {
         .iter()
         .filter(|a| a.kind == ActivityKind::Purchase)
         .collect();
-    let mut amounts: BTreeMap<&str, i64> = BTreeMap::new();
+    // Summed in i128: each amount is bounded, but thousands of maximal purchases of one
+    // customer pass int64, and a read must answer; the total saturates (the contract says so).
+    let mut amounts: BTreeMap<&str, i128> = BTreeMap::new();
     for money in bought.iter().filter_map(|a| a.amount.as_ref()) {
-        *amounts.entry(money.currency.as_str()).or_default() += money.amount_minor;
+        *amounts.entry(money.currency.as_str()).or_default() += i128::from(money.amount_minor);
     }
     let categories: BTreeSet<&String> = bought.iter().flat_map(|a| &a.categories).collect();
     let channels: BTreeSet<&String> = bought
@@ -207,8 +209,12 @@ fn purchases(f: &Facts) -> pb::PurchaseFacts {
         purchase_count: bought.len() as i64,
         purchase_amounts: amounts
             .into_iter()
-            .map(|(currency, amount_minor)| Money {
-                amount_minor,
+            .map(|(currency, total)| Money {
+                amount_minor: i64::try_from(total).unwrap_or(if total < 0 {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                }),
                 currency: currency.to_owned(),
             })
             .collect(),

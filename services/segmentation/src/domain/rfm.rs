@@ -14,6 +14,12 @@ pub const DEFAULT_CURRENCY: &str = "CNY";
 pub const MAX_CURRENCY_RATES: usize = 100;
 /// Largest amount on either side of a currency rate, in minor units.
 pub const MAX_RATE_AMOUNT: i64 = 1_000_000_000_000;
+/// Largest fixed recency bound, days (100 years, the rules' `days_value` bound).
+pub const MAX_RECENCY_DAYS: i64 = 36_500;
+/// Largest fixed frequency bound, purchases in the window.
+pub const MAX_FREQUENCY: i64 = 1_000_000_000;
+/// Largest fixed monetary bound, minor units: 10^15, the bound of money in any request.
+pub const MAX_MONETARY: i64 = 1_000_000_000_000_000;
 
 /// The RFM configuration (configs row "rfm").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,15 +308,30 @@ pub fn validate(config: &RfmConfig) -> Vec<(String, String)> {
     if let Some(t) = &config.fixed_thresholds {
         let ascending = |v: &[i64]| v.windows(2).all(|w| w[0] < w[1]);
         let recency: Vec<i64> = t.recency_days.iter().map(|&d| i64::from(d)).collect();
-        for (field, values) in [
-            ("fixed_thresholds.recency_days", recency.as_slice()),
-            ("fixed_thresholds.frequency", &t.frequency[..]),
-            ("fixed_thresholds.monetary", &t.monetary_minor[..]),
+        for (field, values, max, range) in [
+            (
+                "fixed_thresholds.recency_days",
+                recency.as_slice(),
+                MAX_RECENCY_DAYS,
+                "0–36,500",
+            ),
+            (
+                "fixed_thresholds.frequency",
+                &t.frequency[..],
+                MAX_FREQUENCY,
+                "0–1,000,000,000",
+            ),
+            (
+                "fixed_thresholds.monetary",
+                &t.monetary_minor[..],
+                MAX_MONETARY,
+                "0–10^15",
+            ),
         ] {
-            if !ascending(values) || values.iter().any(|&v| v < 0) {
+            if !ascending(values) || values.iter().any(|&v| !(0..=max).contains(&v)) {
                 bad.push((
                     field.to_owned(),
-                    "must hold 4 strictly ascending values ≥ 0".to_owned(),
+                    format!("must hold 4 strictly ascending values, each {range}"),
                 ));
             }
         }

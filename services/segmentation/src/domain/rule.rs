@@ -31,6 +31,11 @@ pub const MAX_FILTER_ENTRY_CHARS: usize = 64;
 pub const MAX_DAYS: i32 = 36_500;
 /// Range of `ActivityWindow.last_days`: the retained activity history.
 pub const MAX_WINDOW_DAYS: i32 = 1095;
+/// Largest magnitude of an `integer_value` and of a `money_value`'s `amount_minor`: 10^15,
+/// the bound every custops service puts on money and counts a request carries. Far past any
+/// count, points balance or spend a rule compares, and the evaluators compare in i128 and
+/// Postgres numeric anyway.
+pub const MAX_INTEGER: i64 = 1_000_000_000_000_000;
 
 /// A rule that passed validation against the catalog.
 #[derive(Debug, Clone, PartialEq)]

@@ -25,8 +25,8 @@ use crate::domain::catalog::{
 };
 use crate::domain::facts::Money;
 use crate::domain::rule::{
-    Filter, MAX_DAYS, MAX_DEPTH, MAX_FILTER_ENTRIES, MAX_FILTER_ENTRY_CHARS, MAX_NODES,
-    MAX_PREDICATE_VALUES, MAX_RULE_VALUES, MAX_SEGMENT_REFERENCES, MAX_STRING_CHARS,
+    Filter, MAX_DAYS, MAX_DEPTH, MAX_FILTER_ENTRIES, MAX_FILTER_ENTRY_CHARS, MAX_INTEGER,
+    MAX_NODES, MAX_PREDICATE_VALUES, MAX_RULE_VALUES, MAX_SEGMENT_REFERENCES, MAX_STRING_CHARS,
     MAX_WINDOW_DAYS, Node, Predicate, Rule, Value, Window,
 };
 
@@ -353,7 +353,15 @@ impl Parser<'_> {
                 }
             }
             (ValueType::Integer | ValueType::Double, ValueKind::IntegerValue(v)) => {
-                Ok(Value::Integer(*v))
+                if (-MAX_INTEGER..=MAX_INTEGER).contains(v) {
+                    Ok(Value::Integer(*v))
+                } else {
+                    self.add(
+                        format!("{path}.integer_value"),
+                        "integer_value must be between -10^15 and 10^15",
+                    );
+                    return None;
+                }
             }
             (ValueType::Double, ValueKind::DoubleValue(v)) if v.is_finite() => {
                 Ok(Value::Double(*v))
@@ -367,6 +375,13 @@ impl Parser<'_> {
             }
             (ValueType::Date, ValueKind::DateValue(date)) => date_from_proto(date).map(Value::Date),
             (ValueType::Money, ValueKind::MoneyValue(money)) => {
+                if !(-MAX_INTEGER..=MAX_INTEGER).contains(&money.amount_minor) {
+                    self.add(
+                        format!("{path}.money_value.amount_minor"),
+                        "money_value.amount_minor must be between -10^15 and 10^15",
+                    );
+                    return None;
+                }
                 money_from_proto(money).map(Value::Money)
             }
             (value_type, _) => Err(format!(

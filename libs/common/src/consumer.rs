@@ -343,7 +343,7 @@ impl<H: EventHandler> Consumer<H> {
 impl<H: EventHandler + 'static> Consumer<H> {
     /// Runs the consumer on a task of its own (see [`Consumer::run`]).
     pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run(shutdown))
+        crate::telemetry::spawn(self.run(shutdown))
     }
 }
 

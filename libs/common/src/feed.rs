@@ -108,7 +108,7 @@ impl EventFeedApi {
         let tick_tx = Arc::new(tick_tx);
         let wake_sequencer = Arc::new(Notify::new());
 
-        tokio::spawn(listen(
+        crate::telemetry::spawn(listen(
             pool.clone(),
             service.schema(),
             Arc::clone(&wake_sequencer),
@@ -117,7 +117,7 @@ impl EventFeedApi {
             tasks.clone(),
         ));
         let local_tick = Arc::clone(&tick_tx);
-        tokio::spawn(sequencer::run(
+        crate::telemetry::spawn(sequencer::run(
             pool.clone(),
             wake_sequencer,
             // Wake this process's streams at once; other replicas hear the NOTIFY.

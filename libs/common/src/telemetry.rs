@@ -300,6 +300,17 @@ pub fn in_service<F: Future>(service: ServiceKind, future: F) -> WithContext<F> 
     future.with_context(with_service(Context::new(), service))
 }
 
+/// `tokio::spawn`, keeping the spawning context's service mark: background work started while
+/// a service is built (`custops dev` builds each under [`in_service`]) is that service's work
+/// in the traces. The one way the services and the shared runtime start background tasks.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future.with_context(current_service_context()))
+}
+
 /// Which service listens on each local port, for processes hosting several services.
 static LISTENERS: RwLock<BTreeMap<u16, ServiceKind>> = RwLock::new(BTreeMap::new());
 

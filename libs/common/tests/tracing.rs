@@ -251,3 +251,32 @@ async fn a_client_span_carries_the_status_of_a_call_that_never_reached_a_server(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn background_work_spawned_while_a_service_is_built_carries_its_name() -> anyhow::Result<()> {
+    let exported = exported()?;
+    // As `custops dev` builds loyalty: under its mark, the build spawns a worker.
+    let worker = telemetry::in_service(ServiceKind::Loyalty, async {
+        telemetry::spawn(async {
+            tracing::info_span!("test.background.loyalty").in_scope(|| {});
+        })
+    })
+    .await;
+    worker.await?;
+    // A task spawned outside any service stays the process's.
+    telemetry::spawn(async {
+        tracing::info_span!("test.background.process").in_scope(|| {});
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let service = |root: &str| -> anyhow::Result<String> {
+        Ok(trace_of(&exported, root)?
+            .into_iter()
+            .find(|(_, s)| s.name == root)
+            .map(|(service, _)| service)
+            .unwrap_or_default())
+    };
+    assert_eq!(service("test.background.loyalty")?, "custops-loyalty");
+    assert_eq!(service("test.background.process")?, "custops-test");
+    Ok(())
+}

@@ -61,8 +61,8 @@ impl Default for WorkerOptions {
 
 /// Starts the worker and the scheduler; both stop with `shutdown`.
 pub fn start(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
-    tokio::spawn(worker(state.clone(), options.clone(), shutdown.clone()));
-    tokio::spawn(scheduler(state, options, shutdown));
+    custops_common::telemetry::spawn(worker(state.clone(), options.clone(), shutdown.clone()));
+    custops_common::telemetry::spawn(scheduler(state, options, shutdown));
 }
 
 async fn worker(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
@@ -77,7 +77,7 @@ async fn worker(state: Arc<AppState>, options: WorkerOptions, shutdown: Cancella
             Ok(Some(job)) => {
                 let job_id = job.recompute_job_id;
                 let beat = CancellationToken::new();
-                tokio::spawn(heartbeat(
+                custops_common::telemetry::spawn(heartbeat(
                     state.pool.clone(),
                     job_id,
                     options.heartbeat,

@@ -106,7 +106,7 @@ pub async fn build_with_workers(
     });
     let shutdown = app.shutdown_token();
     let listening = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(lookups::listen(
+    custops_common::telemetry::spawn(lookups::listen(
         lookups,
         pool.clone(),
         shutdown.clone(),

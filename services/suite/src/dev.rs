@@ -29,12 +29,13 @@ pub async fn start(settings: Vec<ServiceSettings>) -> anyhow::Result<RunningSuit
     // Build concurrently: each waits on its own database connection and migrations.
     let mut builds = JoinSet::new();
     for settings in settings {
-        builds.spawn(async move {
-            let service = settings.service;
+        let service = settings.service;
+        // Built as the service's own work, so the background tasks it starts are too.
+        builds.spawn(telemetry::in_service(service, async move {
             services::build(settings)
                 .await
                 .with_context(|| format!("Failed to start {service}"))
-        });
+        }));
     }
     let mut apps = Vec::new();
     while let Some(built) = builds.join_next().await {

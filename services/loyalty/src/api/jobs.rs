@@ -125,7 +125,7 @@ impl Job {
 /// run: what a chunk did is committed, what is left runs next interval or on the member's
 /// next change).
 pub fn spawn_scheduler(store: PgStore, schedule: JobSchedule, shutdown: CancellationToken) {
-    tokio::spawn(async move {
+    custops_common::telemetry::spawn(async move {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -256,7 +256,7 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let fut = producer(tx.clone());
-    tokio::spawn(async move {
+    custops_common::telemetry::spawn(async move {
         if let Err(status) = fut.await {
             let _ = tx.send(Err(status)).await;
         }

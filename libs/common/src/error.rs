@@ -210,8 +210,7 @@ fn classify_database_error(error: sqlx::Error) -> ServiceError {
             ),
             // lock_not_available: the lock timeout fired while another change held the row.
             Some("55P03") => ServiceError::Aborted(
-                "a concurrent change held what this call needed for too long; retry it"
-                    .to_owned(),
+                "a concurrent change held what this call needed for too long; retry it".to_owned(),
             ),
             // query_canceled: the statement timeout fired.
             Some("57014") => ServiceError::DeadlineExceeded(

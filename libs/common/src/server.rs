@@ -23,11 +23,11 @@ use tonic_health::server::HealthReporter;
 use crate::auth::{Authenticator, ScopePolicy};
 use crate::config::ServerSettings;
 use crate::handshake::with_handshake_deadline;
-use crate::request_check::RequestCheckMiddleware;
 use crate::layers::{
     AuthMiddleware, CallBudgets, CatchPanicMiddleware, DeadlineMiddleware, LoadShedMiddleware,
     MiddlewareLayer, ObserveMiddleware, RequestIdMiddleware,
 };
+use crate::request_check::RequestCheckMiddleware;
 use crate::service::ServiceKind;
 
 /// Largest request or response message a service accepts or sends, set explicitly on every

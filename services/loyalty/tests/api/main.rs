@@ -11,6 +11,7 @@ mod idempotency;
 mod jobs;
 mod ledger;
 mod limits;
+mod locks;
 mod merges;
 mod pending;
 mod programs;

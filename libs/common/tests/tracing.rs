@@ -256,13 +256,17 @@ async fn a_client_span_carries_the_status_of_a_call_that_never_reached_a_server(
 async fn background_work_spawned_while_a_service_is_built_carries_its_name() -> anyhow::Result<()> {
     let exported = exported()?;
     // As `custops dev` builds loyalty: under its mark, the build spawns a worker.
-    let worker = telemetry::in_service(ServiceKind::Loyalty, async {
-        telemetry::spawn(async {
+    let spawned = telemetry::in_service(ServiceKind::Loyalty, async {
+        // The handle is awaited below, outside the service's context.
+        let handle = telemetry::spawn(async {
             tracing::info_span!("test.background.loyalty").in_scope(|| {});
-        })
+        });
+        Some(handle)
     })
     .await;
-    worker.await?;
+    if let Some(worker) = spawned {
+        worker.await?;
+    }
     // A task spawned outside any service stays the process's.
     telemetry::spawn(async {
         tracing::info_span!("test.background.process").in_scope(|| {});

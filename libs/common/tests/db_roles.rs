@@ -1,6 +1,7 @@
-//! The per-service Postgres role, against a real Postgres: the role can do anything in its own
-//! schema and nothing in the others, its password is stored exactly as given whatever it
-//! contains, and a re-run is safe.
+//! The per-service Postgres role, against a real Postgres: the role reads and writes its own
+//! schema's tables but changes no schema (migrations are the admin's) and touches nothing in
+//! the others, a re-run takes back what an older set-up granted, its password is stored
+//! exactly as given whatever it contains, and a re-run is safe.
 //!
 //! Roles belong to the whole cluster, not to the test's database, so every test names its
 //! roles with a unique prefix and drops them when it ends (`TestRoles`, declared before the
@@ -93,12 +94,11 @@ async fn a_service_role_can_use_its_own_schema_and_nothing_else() -> anyhow::Res
     for sql in own {
         assert_eq!(sqlstate(&mut conn, sql).await, None, "{sql}");
     }
-    // New objects in its schema (its own migrations), but nowhere else.
-    assert_eq!(
-        sqlstate(&mut conn, "CREATE TABLE loyalty.scratch (id int)").await,
-        None
-    );
+    // No schema changes anywhere (migrations run as the admin), no TRUNCATE, nothing of others.
     for sql in [
+        "CREATE TABLE loyalty.scratch (id int)",
+        "TRUNCATE loyalty.outbox",
+        "DROP TABLE loyalty.feed_cursors",
         "SELECT count(*) FROM profiles.outbox",
         "INSERT INTO profiles.feed_cursors (feed) VALUES ('loyalty')",
         "CREATE TABLE profiles.intruder (id int)",
@@ -133,14 +133,44 @@ async fn a_service_role_can_use_its_own_schema_and_nothing_else() -> anyhow::Res
 }
 
 #[tokio::test]
-async fn the_service_can_run_its_own_migrations_as_its_role() -> anyhow::Result<()> {
+async fn the_role_cannot_migrate_and_a_rerun_takes_back_what_an_older_setup_granted()
+-> anyhow::Result<()> {
     let roles = TestRoles::new();
     let db = TestDatabase::create().await?;
     migrate(&db, ServiceKind::Feedback).await?;
     let feedback = role(&roles, ServiceKind::Feedback)?;
-    db_roles::ensure_service_role(&mut admin(&db).await?, &feedback, Some(&secret("pw"))).await?;
+    let mut admin = admin(&db).await?;
+    db_roles::ensure_service_role(&mut admin, &feedback, Some(&secret("pw"))).await?;
+    // An older version granted everything: CREATE on the schema, ALL on the tables.
+    let name = feedback.name();
+    for sql in [
+        format!("GRANT ALL ON SCHEMA feedback TO {name}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA feedback TO {name}"),
+    ] {
+        admin.execute(sqlx::AssertSqlSafe(sql)).await?;
+    }
 
-    // What a service with CUSTOPS_MIGRATE_ON_START=true does at start, connected as its role.
+    // Act: the set-up runs again (every migration Job does).
+    db_roles::ensure_service_role(&mut admin, &feedback, None).await?;
+
+    // Assert: reading and writing stay, changing the schema is gone — so a service connected
+    // as its role cannot run a migration (CUSTOPS_MIGRATE_ON_START=false in production).
+    let mut conn = connect_as(&db, &feedback, "pw").await?;
+    assert_eq!(
+        sqlstate(
+            &mut conn,
+            "INSERT INTO feedback.feed_cursors (feed) VALUES ('profiles')"
+        )
+        .await,
+        None
+    );
+    for sql in [
+        "CREATE TABLE feedback.surveys (id uuid PRIMARY KEY)",
+        "TRUNCATE feedback.outbox",
+        "DELETE FROM feedback._sqlx_migrations",
+    ] {
+        assert_eq!(sqlstate(&mut conn, sql).await.as_deref(), DENIED, "{sql}");
+    }
     let url = PgConnectOptions::from_str(db.url())?
         .username(feedback.name())
         .password("pw");
@@ -148,7 +178,6 @@ async fn the_service_can_run_its_own_migrations_as_its_role() -> anyhow::Result<
         .max_connections(1)
         .connect_with(url.options([("search_path", "feedback")]))
         .await?;
-    // A service migration added since the admin last migrated.
     let own = Migrator::with_migrations(vec![Migration::new(
         20_250_101_000_000,
         "surveys".into(),
@@ -156,15 +185,8 @@ async fn the_service_can_run_its_own_migrations_as_its_role() -> anyhow::Result<
         "CREATE TABLE surveys (id uuid PRIMARY KEY)".into_sql_str(),
         false,
     )]);
-    db::migrate(&pool, "feedback", &own).await?;
+    assert!(db::migrate(&pool, "feedback", &own).await.is_err());
     pool.close().await;
-
-    let owner: String = sqlx::query_scalar(
-        "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'feedback' AND tablename = 'surveys'",
-    )
-    .fetch_one(&mut admin(&db).await?)
-    .await?;
-    assert_eq!(owner, feedback.name());
     Ok(())
 }
 
@@ -282,10 +304,13 @@ async fn a_role_can_be_dropped_again() -> anyhow::Result<()> {
     let role = role(&roles, ServiceKind::Loyalty)?;
     let mut admin = admin(&db).await?;
     db_roles::ensure_service_role(&mut admin, &role, Some(&secret("pw"))).await?;
-    // It owns something, as after running its own migrations.
-    connect_as(&db, &role, "pw")
-        .await?
-        .execute("CREATE TABLE loyalty.owned (id int)")
+    // It owns something, as a role of an older version that ran its own migrations did.
+    admin.execute("CREATE TABLE loyalty.owned (id int)").await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE loyalty.owned OWNER TO {}",
+            role.name()
+        )))
         .await?;
 
     db_roles::drop_service_role(&mut admin, &role).await?;

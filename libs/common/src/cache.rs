@@ -13,10 +13,14 @@
 //! tried again for one second, so during an outage only about one call per second pays the
 //! timeout and the others go straight to the source.
 //!
-//! Consistency: the in-process layer of *other* replicas is not invalidated, so a change is
-//! visible everywhere after at most `local_ttl` (keep it to seconds). A fill after a load uses
-//! `SET NX`, so it cannot overwrite a newer value a concurrent `put` wrote; a load racing an
-//! `invalidate` can still leave an old value in Redis, for at most the Redis TTL.
+//! Consistency: the in-process layer of *other* replicas is not invalidated by this type; a
+//! caller that writes through on every replica (segmentation's listener) keeps them current,
+//! and `local_ttl` bounds any change that reaches no `put`. A fill never undoes a write: the
+//! in-process layer takes a value read from Redis or the loader only when no `put` or
+//! `invalidate` of this cache ran while it was being read (a read that raced a write answers
+//! its value once, but does not keep it), and the Redis fill uses `SET NX`, so it cannot
+//! overwrite a newer value a concurrent `put` wrote; a load racing an `invalidate` can still
+//! leave an old value in Redis, for at most the Redis TTL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -483,6 +487,8 @@ pub struct TwoLevelCache<V> {
     namespace: String,
     redis: Option<RedisCache>,
     local: Mutex<LocalLayer<V>>,
+    /// Bumped by every `put` and `invalidate`: a fill read before a write must not be kept.
+    writes: AtomicU64,
     redis_errors: AtomicU64,
     errors_metric: Counter<u64>,
     _value: PhantomData<fn() -> V>,
@@ -522,6 +528,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
             namespace: namespace.into(),
             redis,
             local: Mutex::new(LocalLayer::new(local_ttl, capacity)),
+            writes: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
             errors_metric,
             _value: PhantomData,
@@ -544,6 +551,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
         if let Some(value) = self.local().get(key, Instant::now()) {
             return Ok(value);
         }
+        let writes_before = self.writes.load(Ordering::Acquire);
         let redis_key = self.redis_key(key);
         // Whether a fill should be written, and whether it may replace what Redis holds.
         let mut fill = None;
@@ -551,7 +559,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
             match redis.get(&redis_key).await {
                 Ok(Some(bytes)) => match V::from_bytes(&bytes) {
                     Ok(value) => {
-                        self.local().insert(key, value.clone(), Instant::now());
+                        self.fill_local(key, &value, writes_before);
                         return Ok(value);
                     }
                     Err(error) => {
@@ -568,7 +576,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
             }
         }
         let value = loader().await?;
-        self.local().insert(key, value.clone(), Instant::now());
+        self.fill_local(key, &value, writes_before);
         if let (Some(redis), Some(only_if_absent)) = (&self.redis, fill) {
             let bytes = value.to_bytes();
             if let Err(error) = redis
@@ -587,7 +595,13 @@ impl<V: CacheValue> TwoLevelCache<V> {
     /// hold an older value (also when the command was skipped during an outage).
     pub async fn put(&self, key: &str, value: V, redis_ttl: Duration) -> bool {
         let bytes = self.redis.as_ref().map(|_| value.to_bytes());
-        self.local().insert(key, value, Instant::now());
+        {
+            // Counted under the layer's lock, so a fill that read before this write sees the
+            // count move when it takes the lock to insert.
+            let mut local = self.local();
+            self.writes.fetch_add(1, Ordering::AcqRel);
+            local.insert(key, value, Instant::now());
+        }
         let (Some(redis), Some(bytes)) = (&self.redis, bytes) else {
             return true;
         };
@@ -608,7 +622,11 @@ impl<V: CacheValue> TwoLevelCache<V> {
     /// layers keep their copy until it expires (`local_ttl`). The result says whether Redis
     /// took the removal (true without Redis).
     pub async fn invalidate(&self, key: &str) -> bool {
-        self.local().remove(key);
+        {
+            let mut local = self.local();
+            self.writes.fetch_add(1, Ordering::AcqRel);
+            local.remove(key);
+        }
         let Some(redis) = &self.redis else {
             return true;
         };
@@ -618,6 +636,16 @@ impl<V: CacheValue> TwoLevelCache<V> {
                 self.count("delete", &error);
                 false
             }
+        }
+    }
+
+    /// Keeps a value read from Redis or the loader in the in-process layer, unless a `put` or
+    /// `invalidate` ran since the read began (`writes_before`): the read may predate that write,
+    /// and a kept stale value would outlive it until the layer's TTL.
+    fn fill_local(&self, key: &str, value: &V, writes_before: u64) {
+        let mut local = self.local();
+        if self.writes.load(Ordering::Acquire) == writes_before {
+            local.insert(key, value.clone(), Instant::now());
         }
     }
 

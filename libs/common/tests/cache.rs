@@ -343,3 +343,52 @@ async fn without_redis_the_local_layer_still_caches() -> anyhow::Result<()> {
     assert_eq!(cache.local_len(), 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_load_that_raced_a_write_is_answered_once_but_never_kept() -> anyhow::Result<()> {
+    // With a long in-process TTL, a value read before a concurrent write must not stay.
+    let server = TestRedis::start().await?;
+    let redis = redis_client(&server.url()).await?;
+    for with_redis in [false, true] {
+        let cache: TwoLevelCache<String> = TwoLevelCache::new(
+            with_redis.then(|| redis.clone()),
+            LONG,
+            100,
+            format!("test:race:{with_redis}"),
+        );
+        // The loader read "old" from the source; before it returns, the change lands and is
+        // written through (as the notification listener does).
+        let answered = cache
+            .get_or_load("c1", LONG, || async {
+                cache.put("c1", "new".to_owned(), LONG).await;
+                Ok::<_, Infallible>("old".to_owned())
+            })
+            .await?;
+        assert_eq!(answered, "old", "the racing read answers what it read");
+        let next = cache
+            .get_or_load("c1", LONG, || async {
+                Ok::<_, Infallible>("loaded".to_owned())
+            })
+            .await?;
+        assert_eq!(next, "new", "with Redis: {with_redis}");
+        // An invalidate racing a load: the next read goes back to the source.
+        let _ = cache
+            .get_or_load("c2", LONG, || async {
+                cache.invalidate("c2").await;
+                Ok::<_, Infallible>("stale".to_owned())
+            })
+            .await?;
+        if with_redis {
+            // The Redis fill (SET NX) may still hold the raced value; only the local layer is
+            // at issue here.
+            redis.delete(&cache.redis_key("c2")).await?;
+        }
+        let fresh = cache
+            .get_or_load("c2", LONG, || async {
+                Ok::<_, Infallible>("fresh".to_owned())
+            })
+            .await?;
+        assert_eq!(fresh, "fresh", "with Redis: {with_redis}");
+    }
+    Ok(())
+}

@@ -1,5 +1,5 @@
-//! The hot-path membership lookups, served through a two-level cache (in-process ~1 s, then
-//! Redis, then Postgres, the truth).
+//! The hot-path membership lookups, served through a two-level cache (in-process, then Redis,
+//! then Postgres, the truth).
 //!
 //! Two caches: a customer's segment ids (key `<epoch>:<customer id>`) and a segment's
 //! existence and size (key `<segment id>`). Write-through happens **after commit**: the
@@ -29,9 +29,11 @@ use uuid::Uuid;
 
 use crate::store::memberships;
 
-/// How long a value lives in the in-process layer: other replicas' changes reach this one by
-/// notification, so this bounds only a missed one.
-const LOCAL_TTL: Duration = Duration::from_secs(1);
+/// How long a value lives in the in-process layer. Every change reaches every replica's layer
+/// by notification (a lost listener connection bumps the epoch), and a fill that raced a
+/// write-through is never kept (`TwoLevelCache`), so this is only a safety net; long enough
+/// that hot customers are answered from memory rather than by a Redis round trip.
+const LOCAL_TTL: Duration = Duration::from_secs(30);
 /// How many values the in-process layer of each cache holds.
 const LOCAL_CAPACITY: usize = 100_000;
 /// How long a value lives in Redis: bounds staleness after an outage that hid a change.

@@ -173,6 +173,42 @@ fn add_message(
 #[derive(Debug)]
 struct Malformed;
 
+/// Where the walker is, rendered into a field path (`rule.all.conditions[2]`) only when a
+/// violation is found: checking a good request allocates nothing for paths.
+enum Path<'a> {
+    /// The request itself, or the n-th message of a stream (`[n]`).
+    Root(&'a str),
+    /// A field of the message at `parent`, with its index when repeated.
+    Field {
+        parent: &'a Path<'a>,
+        name: &'a str,
+        index: Option<usize>,
+    },
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self {
+            Path::Root(prefix) => (*prefix).to_owned(),
+            Path::Field {
+                parent,
+                name,
+                index,
+            } => {
+                let mut path = parent.render();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
+                if let Some(index) = index {
+                    path.push_str(&format!("[{index}]"));
+                }
+                path
+            }
+        }
+    }
+}
+
 /// Walks one message.
 struct Walker<'s> {
     schema: &'s Schema,
@@ -182,10 +218,10 @@ struct Walker<'s> {
 }
 
 impl Walker<'_> {
-    fn violation(&mut self, field: String, description: &str) {
+    fn violation(&mut self, field: &Path<'_>, description: &str) {
         if self.violations.len() < MAX_REPORTED {
             self.violations.push(FieldViolation {
-                field,
+                field: field.render(),
                 description: description.to_owned(),
             });
         } else {
@@ -197,7 +233,7 @@ impl Walker<'_> {
         &mut self,
         type_name: &str,
         mut bytes: &[u8],
-        path: &str,
+        path: &Path<'_>,
         depth: usize,
     ) -> Result<(), Malformed> {
         if type_name == TIMESTAMP {
@@ -207,28 +243,38 @@ impl Walker<'_> {
             return self.duration(bytes, path);
         }
         let fields = self.schema.messages.get(type_name);
-        let mut seen: HashMap<u32, usize> = HashMap::new();
+        // Occurrences of repeated fields so far, for their indices (most messages have none).
+        let mut seen: Vec<(u32, usize)> = Vec::new();
         while bytes.has_remaining() {
             let key = prost::encoding::decode_varint(&mut bytes).map_err(|_| Malformed)?;
             let number = u32::try_from(key >> 3).map_err(|_| Malformed)?;
             let wire_type = key & 7;
             let field = fields.and_then(|fields| fields.get(&number));
             let field_path = field.map(|field| {
-                let index = seen.entry(number).or_insert(0);
-                let field_path = match (path.is_empty(), field.repeated) {
-                    (true, false) => field.name.clone(),
-                    (true, true) => format!("{}[{index}]", field.name),
-                    (false, false) => format!("{path}.{}", field.name),
-                    (false, true) => format!("{path}.{}[{index}]", field.name),
-                };
-                *index += 1;
-                field_path
+                let index =
+                    field
+                        .repeated
+                        .then(|| match seen.iter_mut().find(|(n, _)| *n == number) {
+                            Some((_, count)) => {
+                                *count += 1;
+                                *count - 1
+                            }
+                            None => {
+                                seen.push((number, 1));
+                                0
+                            }
+                        });
+                Path::Field {
+                    parent: path,
+                    name: &field.name,
+                    index,
+                }
             });
             if let (Some(field), Some(field_path)) = (field, &field_path)
                 && !field.kind.accepts(wire_type, field.repeated)
             {
                 // prost would refuse the whole message as INTERNAL.
-                self.violation(field_path.clone(), "is not encoded as its declared type");
+                self.violation(field_path, "is not encoded as its declared type");
             }
             match wire_type {
                 0 => {
@@ -254,22 +300,22 @@ impl Walker<'_> {
                     };
                     match &field.kind {
                         FieldKind::Text => match std::str::from_utf8(value) {
-                            Err(_) => self.violation(field_path, "is not valid UTF-8"),
+                            Err(_) => self.violation(&field_path, "is not valid UTF-8"),
                             Ok(text) if text.contains('\0') => {
-                                self.violation(field_path, "must not contain a NUL character");
+                                self.violation(&field_path, "must not contain a NUL character");
                             }
                             Ok(_) => {}
                         },
                         FieldKind::Message(type_name) => {
                             if depth >= MAX_DEPTH {
                                 self.violation(
-                                    field_path,
+                                    &field_path,
                                     &format!("is nested more than {MAX_DEPTH} messages deep"),
                                 );
                             } else if let Err(Malformed) =
                                 self.message(type_name, value, &field_path, depth + 1)
                             {
-                                self.violation(field_path, "is not a valid protobuf message");
+                                self.violation(&field_path, "is not a valid protobuf message");
                             }
                         }
                         // Bytes, and packed repeated numbers.
@@ -283,7 +329,7 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn duration(&mut self, bytes: &[u8], path: &str) -> Result<(), Malformed> {
+    fn duration(&mut self, bytes: &[u8], path: &Path<'_>) -> Result<(), Malformed> {
         let Ok(d) = prost_types::Duration::decode(bytes) else {
             return Err(Malformed);
         };
@@ -291,12 +337,12 @@ impl Walker<'_> {
             && (-999_999_999..=999_999_999).contains(&d.nanos)
             && (d.seconds == 0 || d.nanos == 0 || (d.seconds > 0) == (d.nanos > 0));
         if !in_range {
-            self.violation(path.to_owned(), "is not a valid duration");
+            self.violation(path, "is not a valid duration");
         }
         Ok(())
     }
 
-    fn timestamp(&mut self, bytes: &[u8], path: &str) -> Result<(), Malformed> {
+    fn timestamp(&mut self, bytes: &[u8], path: &Path<'_>) -> Result<(), Malformed> {
         let Ok(time) = prost_types::Timestamp::decode(bytes) else {
             return Err(Malformed);
         };
@@ -304,7 +350,7 @@ impl Walker<'_> {
             && (0..1_000_000_000).contains(&time.nanos);
         if !in_range {
             self.violation(
-                path.to_owned(),
+                path,
                 "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
             );
         }
@@ -320,24 +366,19 @@ fn check_message(type_name: &str, bytes: &[u8], prefix: &str) -> Option<ServiceE
         violations: Vec::new(),
         more: 0,
     };
-    if walker.message(type_name, bytes, prefix, 0).is_err() {
-        walker.violation(
-            if prefix.is_empty() {
-                "request".to_owned()
-            } else {
-                prefix.to_owned()
-            },
-            "is not a valid protobuf message",
-        );
+    if walker
+        .message(type_name, bytes, &Path::Root(prefix), 0)
+        .is_err()
+    {
+        let whole = if prefix.is_empty() { "request" } else { prefix };
+        walker.violation(&Path::Root(whole), "is not a valid protobuf message");
     }
     if walker.violations.is_empty() {
         return None;
     }
     if walker.more > 0 {
-        walker.violation(
-            "request".to_owned(),
-            &format!("and {} more bad fields", walker.more),
-        );
+        let more = format!("and {} more bad fields", walker.more);
+        walker.violation(&Path::Root("request"), &more);
     }
     Some(ServiceError::InvalidArgument(walker.violations))
 }
@@ -386,15 +427,21 @@ impl Middleware for RequestCheckMiddleware {
                 Ok(bytes) => bytes,
                 Err(status) => return Ok(status.into_http()),
             };
-            let mut buf = BytesMut::from(bytes.as_ref());
-            let mut frame_index = 0;
-            while let Some((compressed, frame)) = next_frame(&mut buf) {
-                if !compressed && let Some(error) = check_message(&type_name, &frame[5..], "") {
+            // Walked in place: the body is not copied.
+            let mut rest: &[u8] = &bytes;
+            while rest.len() >= 5 {
+                let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+                let Some(message) = rest.get(5..5 + len) else {
+                    // An incomplete frame is left for tonic to refuse.
+                    break;
+                };
+                if rest[0] == 0
+                    && let Some(error) = check_message(&type_name, message, "")
+                {
                     return Ok(Status::from(error).into_http());
                 }
-                frame_index += 1;
+                rest = &rest[5 + len..];
             }
-            tracing::trace!(frames = frame_index, "request checked");
             let request = Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
             inner.call(request).await
         })
@@ -540,6 +587,11 @@ mod tests {
         assert_eq!(
             fields(check_message(name, &bad.encode_to_vec(), "")),
             ["activity.source", "activity.occur_time"]
+        );
+        // The third message of a client stream.
+        assert_eq!(
+            fields(check_message(name, &bad.encode_to_vec(), "[2]")),
+            ["[2].activity.source", "[2].activity.occur_time"]
         );
         assert_eq!(fields(check_message(name, &[0x07, 0xff], "")), ["request"]);
         // Field 1 (`activity`, a message) sent as a varint.

@@ -194,6 +194,9 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
+/// The service name of every caller of a server with auth disabled.
+pub const ANONYMOUS_SERVICE: &str = "anonymous";
+
 /// Who is calling, as the auth layer established it. Handlers read it from the request's
 /// extensions (`request.extensions().get::<Caller>()`); loyalty keys idempotency records by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +211,7 @@ impl Caller {
     /// The identity of calls on a server with auth disabled.
     pub fn anonymous() -> Self {
         Self {
-            service: "anonymous".to_owned(),
+            service: ANONYMOUS_SERVICE.to_owned(),
             scopes: Vec::new(),
         }
     }

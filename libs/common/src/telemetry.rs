@@ -73,8 +73,9 @@ pub fn log_format_from_env(env: &Environment) -> Result<LogFormat, ConfigError> 
 
 /// What a process exports besides its logs.
 pub enum Exporters {
-    /// Nothing leaves the process. Spans still carry trace ids, so `traceparent` still flows
-    /// from incoming to outgoing calls and into outbox rows.
+    /// Nothing leaves the process, and nothing is recorded for export (spans are not
+    /// sampled). Spans still carry trace ids, so `traceparent` still flows from incoming to
+    /// outgoing calls and into outbox rows.
     None,
     /// OTLP over gRPC to this collector endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`): batched
     /// spans and periodic metrics.
@@ -242,8 +243,14 @@ pub fn service_name(service: ServiceKind) -> String {
     format!("custops-{service}")
 }
 
+/// The provider of a process that exports no spans: it samples none, so spans cost no
+/// recording (no attributes kept, no span data built at their end), while each still gets
+/// a trace id for the logs, the `traceparent` of outgoing calls and outbox rows.
 fn plain_provider(resource: Resource) -> SdkTracerProvider {
-    SdkTracerProvider::builder().with_resource(resource).build()
+    SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+        .with_resource(resource)
+        .build()
 }
 
 fn otlp_tracer_provider(endpoint: &str, resource: Resource) -> anyhow::Result<SdkTracerProvider> {

@@ -18,10 +18,11 @@ run:
 test:
 	$(ENV) cargo test --workspace --no-fail-fast
 
-## bench: the segmentation lookup benchmark (release build): calls/s, p50/p99 and ratios
-## against a Postgres-only baseline measured in the same process, and resident memory
+## bench: every performance goal against a baseline measured in the same run (release build):
+## prints one table and writes target/bench/results.json (custops bench; README "Benchmarks")
 bench:
-	$(ENV) cargo run --release -p custops-segmentation --example lookup_bench
+	cargo build --release --bin custops
+	$(ENV) target/release/custops bench
 
 ## lint: formatting, clippy with warnings as errors, the contract checks and the Kubernetes checks
 lint: fmt clippy proto-check k8s-check

@@ -1,6 +1,7 @@
 //! Command-line parsing for `custops`, by hand: a few subcommands with positional arguments do
 //! not justify a parser crate in every build.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use custops_common::service::{ServiceKind, UnknownService};
@@ -33,6 +34,33 @@ pub enum Command {
         /// How many customers.
         customers: usize,
     },
+    /// `custops bench [--quick] [--only NAME] [--out DIR]`: start what the benchmarks measure
+    /// as child processes, load them from this process and report against same-run baselines.
+    Bench {
+        /// Every benchmark at tiny scale, for seconds (what `make test` runs).
+        quick: bool,
+        /// Only the benchmarks whose name starts with this.
+        only: Option<String>,
+        /// Where `results.json` and the children's logs go (default `target/bench`).
+        out: Option<PathBuf>,
+    },
+    /// `custops bench-serve SERVICE [--port P]` (hidden): one service, as `custops dev` would
+    /// run it, until SIGTERM/SIGINT or until its standard input closes; prints
+    /// `listening ADDR` on stdout once bound. The process `custops bench` measures.
+    BenchServe {
+        /// The service to run.
+        service: ServiceKind,
+        /// The port (0: any free one, the default).
+        port: u16,
+    },
+    /// `custops bench-echo [--port P] [--list-ids K]` (hidden): the bare tonic baseline of the
+    /// lookup benchmarks, stopped like `bench-serve`.
+    BenchEcho {
+        /// The port (0: any free one, the default).
+        port: u16,
+        /// Segment ids in each ListCustomerSegments answer.
+        list_ids: usize,
+    },
     /// `custops help` or `--help`.
     Help,
 }
@@ -57,6 +85,13 @@ commands:
                         and interactions into the running profiles service (CUSTOPS_PROFILES_URL,
                         default http://127.0.0.1:50051) through its API; running it again the
                         same day adds nothing
+  bench [--quick] [--only NAME] [--out DIR]
+                        measure the suite against baselines run in the same invocation
+                        (bare tonic echo, pgbench, its own peak): starts the services as
+                        child processes in a database of its own (DATABASE_URL, REDIS_URL),
+                        prints a table and writes DIR/results.json (default target/bench);
+                        --quick runs every benchmark at tiny scale, --only those whose name
+                        starts with NAME
   help                  show this text
 
 configuration comes from the environment: DATABASE_URL (required), CUSTOPS_LISTEN_HOST,
@@ -149,6 +184,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         }
         "token" => parse_token(rest),
         "demo" => parse_demo(rest),
+        "bench" => parse_bench(rest),
+        "bench-serve" => parse_bench_serve(rest),
+        "bench-echo" => parse_bench_echo(rest),
         other => Err(UsageError::UnknownCommand(other.to_owned())),
     }
 }
@@ -168,6 +206,90 @@ fn parse_demo(rest: &[String]) -> Result<Command, UsageError> {
             argument: argument.clone(),
         }),
     }
+}
+
+fn parse_bench(rest: &[String]) -> Result<Command, UsageError> {
+    let (mut quick, mut only, mut out) = (false, None, None);
+    let mut args = rest.iter();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--quick" => quick = true,
+            "--only" => only = Some(option_value(&mut args, "bench", "--only NAME")?),
+            "--out" => out = Some(option_value(&mut args, "bench", "--out DIR")?.into()),
+            other => {
+                return Err(UsageError::UnexpectedArgument {
+                    command: "bench",
+                    argument: other.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(Command::Bench { quick, only, out })
+}
+
+fn parse_bench_serve(rest: &[String]) -> Result<Command, UsageError> {
+    let Some((service, rest)) = rest.split_first() else {
+        return Err(UsageError::MissingOption {
+            command: "bench-serve",
+            option: "a service name",
+        });
+    };
+    let service = ServiceKind::from_str(service)?;
+    let mut port = 0;
+    let mut args = rest.iter();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--port" => port = number(&mut args, "bench-serve", "--port PORT")?,
+            other => {
+                return Err(UsageError::UnexpectedArgument {
+                    command: "bench-serve",
+                    argument: other.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(Command::BenchServe { service, port })
+}
+
+fn parse_bench_echo(rest: &[String]) -> Result<Command, UsageError> {
+    let (mut port, mut list_ids) = (0, 2);
+    let mut args = rest.iter();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--port" => port = number(&mut args, "bench-echo", "--port PORT")?,
+            "--list-ids" => list_ids = number(&mut args, "bench-echo", "--list-ids K")?,
+            other => {
+                return Err(UsageError::UnexpectedArgument {
+                    command: "bench-echo",
+                    argument: other.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(Command::BenchEcho { port, list_ids })
+}
+
+/// The value after an option, which may not look like another option.
+fn option_value<'a>(
+    args: &mut impl Iterator<Item = &'a String>,
+    command: &'static str,
+    option: &'static str,
+) -> Result<String, UsageError> {
+    args.next()
+        .filter(|v| !v.starts_with("--"))
+        .cloned()
+        .ok_or(UsageError::MissingOption { command, option })
+}
+
+/// The number after an option.
+fn number<'a, T: FromStr>(
+    args: &mut impl Iterator<Item = &'a String>,
+    command: &'static str,
+    option: &'static str,
+) -> Result<T, UsageError> {
+    option_value(args, command, option)?
+        .parse()
+        .map_err(|_| UsageError::MissingOption { command, option })
 }
 
 fn parse_token(rest: &[String]) -> Result<Command, UsageError> {
@@ -339,6 +461,68 @@ mod tests {
             Ok(Command::Migrate {
                 services: vec![ServiceKind::Loyalty],
                 create_roles: true,
+            }),
+        );
+    }
+
+    #[test]
+    fn parses_the_bench_commands() {
+        check(
+            &["bench"],
+            Ok(Command::Bench {
+                quick: false,
+                only: None,
+                out: None,
+            }),
+        );
+        check(
+            &[
+                "bench",
+                "--quick",
+                "--only",
+                "lookup.check",
+                "--out",
+                "/tmp/b",
+            ],
+            Ok(Command::Bench {
+                quick: true,
+                only: Some("lookup.check".into()),
+                out: Some("/tmp/b".into()),
+            }),
+        );
+        check(
+            &["bench", "--only"],
+            Err(UsageError::MissingOption {
+                command: "bench",
+                option: "--only NAME",
+            }),
+        );
+        check(
+            &["bench-serve", "segmentation", "--port", "7000"],
+            Ok(Command::BenchServe {
+                service: ServiceKind::Segmentation,
+                port: 7000,
+            }),
+        );
+        check(
+            &["bench-serve", "loyalty"],
+            Ok(Command::BenchServe {
+                service: ServiceKind::Loyalty,
+                port: 0,
+            }),
+        );
+        check(
+            &["bench-echo", "--list-ids", "3"],
+            Ok(Command::BenchEcho {
+                port: 0,
+                list_ids: 3,
+            }),
+        );
+        check(
+            &["bench-echo", "--port", "x"],
+            Err(UsageError::MissingOption {
+                command: "bench-echo",
+                option: "--port PORT",
             }),
         );
     }

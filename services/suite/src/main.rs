@@ -12,7 +12,7 @@ use custops_common::service::ServiceKind;
 use custops_common::{shutdown, telemetry};
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_suite::cli::{self, Command};
-use custops_suite::{dev, migrate};
+use custops_suite::{bench, dev, migrate};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -26,8 +26,10 @@ async fn main() -> ExitCode {
     };
     let env = Environment::from_process();
     // `custops dev` hosts the four services: each one's spans carry its own service.name.
-    let hosted: &[ServiceKind] = match command {
+    // `custops bench-serve` hosts one.
+    let hosted: &[ServiceKind] = match &command {
         Command::Dev => &ServiceKind::ALL,
+        Command::BenchServe { service, .. } => std::slice::from_ref(service),
         _ => &[],
     };
     let telemetry = match telemetry::log_format_from_env(&env) {
@@ -85,6 +87,26 @@ async fn main() -> ExitCode {
             };
             run_demo(&env, &auth, customers).await
         }
+        Command::Bench { quick, only, out } => {
+            let options = bench::Options {
+                quick,
+                only,
+                out: out.unwrap_or_else(|| "target/bench".into()),
+            };
+            bench::run(options).await
+        }
+        Command::BenchServe { service, port } => {
+            // Run as `custops dev` runs it: no tokens unless CUSTOPS_AUTH_MODE asks for them.
+            let env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
+            match ServiceSettings::from_env(service, &env) {
+                Ok(mut settings) => {
+                    settings.server.listen_addr.set_port(port);
+                    bench::serve::run(settings).await
+                }
+                Err(error) => return config_error(&error),
+            }
+        }
+        Command::BenchEcho { port, list_ids } => bench::echo::run(port, list_ids).await,
         Command::Migrate {
             services,
             create_roles,

@@ -21,6 +21,7 @@ test:
 ## bench: every performance goal against a baseline measured in the same run (release build):
 ## prints one table and writes target/bench/results.json (custops bench; README "Benchmarks")
 bench:
+	scripts/bench-tools.sh
 	cargo build --release --bin custops
 	$(ENV) target/release/custops bench
 

@@ -68,6 +68,15 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
         "goodput at twice the peak offered load with the concurrency limit reached, against the \
          peak; p99 of the refusals",
     ),
+    (
+        "loyalty.earn",
+        "EarnPoints/s spread uniformly over the members, against pgbench tpcb-like at the same \
+         concurrency on the same Postgres",
+    ),
+    (
+        "loyalty.earn_hot",
+        "EarnPoints/s with 1 % of the members taking half of the earns, against uniform",
+    ),
 ];
 
 /// What `custops bench` was asked to do.

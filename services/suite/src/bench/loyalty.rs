@@ -1,15 +1,528 @@
-//! `loyalty.earn` and `loyalty.earn_hot`: the write path of the points ledger against pgbench
-//! on the same Postgres (not measured yet).
+//! The points ledger's write path: `loyalty.earn` (EarnPoints/s spread uniformly over the
+//! members, against `pgbench -b tpcb-like` on the same Postgres at the same concurrency) and
+//! `loyalty.earn_hot` (1 % of the members take half of the earns, against uniform).
+//!
+//! Every earn is an idempotent grant of 1–100 points with a fresh request id; one call in 50
+//! instead replays an earlier successful request (same id, same payload), which must not earn
+//! again. The generator adds up what each member earned, and after the rows every member's
+//! balance must equal the sum of its ledger entries and what was earned: a point lost or
+//! doubled fails the run.
 
-use super::Harness;
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use custops_contracts::custops::loyalty::v1 as pb;
+use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
+use serde_json::json;
+use sqlx::Connection;
+use tonic::transport::Channel;
+
+use super::child::{Child, service_env};
+use super::database::BenchDatabase;
+use super::load::{self, Connections, MakeCall, Window};
 use super::report::Row;
+use super::{Harness, Scale, finished};
+
+/// One call in this many replays an earlier request.
+const REPLAY_EVERY: u64 = 50;
+
+/// Slots remembering recent successful earns, to replay.
+const RECENT_SLOTS: usize = 64;
 
 /// The rows of this group.
 pub fn row_names() -> Vec<String> {
-    Vec::new()
+    vec!["loyalty.earn".to_owned(), "loyalty.earn_hot".to_owned()]
+}
+
+/// How the members are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spread {
+    /// Uniformly over all members.
+    Uniform,
+    /// Half of the earns to the first 1 % of the members, the rest uniformly.
+    Hot,
+}
+
+/// An earn that succeeded: what a replay sends again.
+#[derive(Debug, Clone)]
+struct Earned {
+    request_id: String,
+    member: usize,
+    points: i64,
+}
+
+/// The members and what the generator knows they earned.
+#[derive(Debug)]
+struct Ledger {
+    members: Vec<String>,
+    earned: Vec<AtomicI64>,
+    recent: Vec<Mutex<Option<Earned>>>,
+    replays: AtomicUsize,
+    /// Calls that failed, warm-up included: one may have earned without the generator
+    /// knowing, so the check names them.
+    failures: AtomicUsize,
+}
+
+impl Ledger {
+    fn member(&self, spread: Spread, pick: u64) -> usize {
+        let n = self.members.len();
+        let hot = (n / 100).max(1);
+        match spread {
+            Spread::Hot if pick & 1 == 0 => ((pick >> 1) % hot as u64) as usize,
+            Spread::Uniform | Spread::Hot => ((pick >> 1) % n as u64) as usize,
+        }
+    }
+}
+
+fn earn_request(ledger: &Ledger, earned: &Earned) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        request_id: earned.request_id.clone(),
+        member: Some(pb::MemberRef {
+            key: Some(pb::member_ref::Key::MemberId(
+                ledger.members[earned.member].clone(),
+            )),
+        }),
+        source: Some(pb::earn_points_request::Source::Grant(pb::PointsGrant {
+            points: earned.points,
+            qualifying: false,
+            expire_time: None,
+        })),
+        reason: "Benchmark".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// One EarnPoints: new, or (one in [`REPLAY_EVERY`]) a replay of an earlier success.
+fn make_call(ledger: &Arc<Ledger>, spread: Spread) -> MakeCall {
+    let ledger = ledger.clone();
+    Arc::new(move |channel: Channel, pick| {
+        let ledger = ledger.clone();
+        let slot = ((pick >> 48) as usize) % RECENT_SLOTS;
+        let replay = if (pick >> 32) % REPLAY_EVERY == 0 {
+            ledger.recent[slot]
+                .lock()
+                .ok()
+                .and_then(|recent| recent.clone())
+        } else {
+            None
+        };
+        Box::pin(async move {
+            let is_replay = replay.is_some();
+            let earn = replay.unwrap_or_else(|| Earned {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                member: ledger.member(spread, pick),
+                points: 1 + ((pick >> 40) % 100) as i64,
+            });
+            let answered = LoyaltyServiceClient::new(channel)
+                .earn_points(earn_request(&ledger, &earn))
+                .await;
+            if let Err(status) = answered {
+                ledger.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(status);
+            }
+            if is_replay {
+                ledger.replays.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ledger.earned[earn.member].fetch_add(earn.points, Ordering::Relaxed);
+                if let Ok(mut recent) = ledger.recent[slot].lock() {
+                    *recent = Some(earn);
+                }
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Runs the selected rows of this group.
-pub async fn run(_harness: &Harness, _rows: &mut Vec<Row>) -> anyhow::Result<()> {
+pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let wants = |name: &str| harness.selection.wants(name);
+    if !harness
+        .selection
+        .wants_any(row_names().iter().map(String::as_str))
+    {
+        return Ok(());
+    }
+    let scale = &harness.scale;
+    let window = Window {
+        warmup: scale.warmup,
+        measure: scale.window,
+    };
+    // pgbench first, alone on the machine, in a database of its own on the same server.
+    let pgbench = if wants("loyalty.earn") {
+        Some(pgbench(harness).await?)
+    } else {
+        None
+    };
+
+    let db = BenchDatabase::create(&harness.admin_database_url, "loyalty").await?;
+    let env = service_env(db.url(), harness.redis_url.as_deref());
+    let serve = ["bench-serve".to_owned(), "loyalty".to_owned()];
+    let child = Child::start("loyalty", &serve, &env, &harness.log_dir).await?;
+    let conns = Connections::open(child.addr(), scale.connections).await?;
+    let ledger = Arc::new(setup(&conns, scale).await?);
+    let concurrency = scale.earn_concurrency;
+
+    let uniform_call = make_call(&ledger, Spread::Uniform);
+    let mut uniform = load::closed_loop(&conns, concurrency, window, &uniform_call).await?;
+    uniform.expect_clean("loyalty.earn (uniform)")?;
+    let common = json!({
+        "concurrency": concurrency,
+        "connections": conns.len(),
+        "members": ledger.members.len(),
+        "earn": "EarnPoints grant of 1-100 points, fresh request id; 1 call in 50 replays an earlier request (must not earn again)",
+        "warmup_s": scale.warmup.as_secs_f64(),
+        "window_s": scale.window.as_secs_f64(),
+        "auth": "disabled (as custops dev)",
+    });
+    if let Some(pgbench) = &pgbench {
+        let mut params = common.clone();
+        if let Some(params) = params.as_object_mut() {
+            params.insert("spread".to_owned(), json!("uniform"));
+            params.insert("calls".to_owned(), json!(uniform.ok.len()));
+            params.insert("baseline".to_owned(), pgbench.describe());
+        }
+        let row = Row::new("loyalty.earn", "calls/s", uniform.ok_per_sec(), pgbench.tps)
+            .ratio_at_least(0.7)
+            .latency(uniform.ok.quantile_ms(0.5), uniform.ok.quantile_ms(0.99))
+            .params(params);
+        finished(rows, row);
+    }
+    if wants("loyalty.earn_hot") {
+        let hot_call = make_call(&ledger, Spread::Hot);
+        let mut hot = load::closed_loop(&conns, concurrency, window, &hot_call).await?;
+        hot.expect_clean("loyalty.earn_hot")?;
+        let mut params = common.clone();
+        if let Some(params) = params.as_object_mut() {
+            params.insert(
+                "spread".to_owned(),
+                json!("half of the earns to 1 % of the members, the rest uniform"),
+            );
+            params.insert("calls".to_owned(), json!(hot.ok.len()));
+            params.insert(
+                "baseline".to_owned(),
+                json!("loyalty.earn's uniform spread, measured just before"),
+            );
+        }
+        let row = Row::new(
+            "loyalty.earn_hot",
+            "calls/s",
+            hot.ok_per_sec(),
+            uniform.ok_per_sec(),
+        )
+        .ratio_at_least(0.5)
+        .latency(hot.ok.quantile_ms(0.5), hot.ok.quantile_ms(0.99))
+        .params(params);
+        finished(rows, row);
+    }
+    drop(conns);
+    child.stop().await?;
+    verify(&db, &ledger).await
+}
+
+/// A program and `scale.members` members enrolled through the API, 16 at a time.
+async fn setup(conns: &Arc<Connections>, scale: &Scale) -> anyhow::Result<Ledger> {
+    let mut client = LoyaltyServiceClient::new(conns.pick());
+    let program = client
+        .create_program(pb::CreateProgramRequest {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            program: Some(program()),
+        })
+        .await
+        .context("Failed to create the loyalty program")?
+        .into_inner()
+        .program
+        .context("CreateProgram answered no program")?
+        .program_id;
+    let count = scale.members;
+    let next = Arc::new(AtomicUsize::new(0));
+    let enrolled = Arc::new(Mutex::new(vec![String::new(); count]));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (conns, next, enrolled, program) = (
+            conns.clone(),
+            next.clone(),
+            enrolled.clone(),
+            program.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(());
+                }
+                let member = LoyaltyServiceClient::new(conns.pick())
+                    .enrol_member(pb::EnrolMemberRequest {
+                        request_id: uuid::Uuid::now_v7().to_string(),
+                        program_id: program.clone(),
+                        customer_id: uuid::Uuid::now_v7().to_string(),
+                        enrol_channel: "app".to_owned(),
+                    })
+                    .await
+                    .context("Failed to enrol a member")?
+                    .into_inner()
+                    .member
+                    .context("EnrolMember answered no member")?;
+                if let Ok(mut enrolled) = enrolled.lock() {
+                    enrolled[i] = member.member_id;
+                }
+            }
+        });
+    }
+    while let Some(worker) = workers.join_next().await {
+        worker.context("an enrolling worker panicked")??;
+    }
+    let members = std::mem::take(
+        &mut *enrolled
+            .lock()
+            .map_err(|_| anyhow::anyhow!("an enrolling worker panicked"))?,
+    );
+    Ok(Ledger {
+        earned: members.iter().map(|_| AtomicI64::new(0)).collect(),
+        members,
+        recent: (0..RECENT_SLOTS).map(|_| Mutex::new(None)).collect(),
+        replays: AtomicUsize::new(0),
+        failures: AtomicUsize::new(0),
+    })
+}
+
+/// A plain program: CNY, one point per yuan, one tier, points that never expire.
+fn program() -> pb::Program {
+    pb::Program {
+        display_name: "Benchmark Rewards".to_owned(),
+        currency: "CNY".to_owned(),
+        earning_rules: Some(pb::EarningRules {
+            base_rate: Some(pb::EarnRate {
+                points: 1,
+                per_amount_minor: 100,
+            }),
+            rounding_mode: pb::RoundingMode::Down as i32,
+            ..Default::default()
+        }),
+        expiry_policy: Some(pb::ExpiryPolicy {
+            expire_after_days: 0,
+        }),
+        clawback_policy: pb::ClawbackPolicy::WithinBalance as i32,
+        tiers: vec![pb::Tier {
+            tier_code: "member".to_owned(),
+            display_name: "Member".to_owned(),
+            ..Default::default()
+        }],
+        tier_policy: Some(pb::TierPolicy {
+            qualifying_window_days: 365,
+            review_schedule: pb::TierReviewSchedule::Anniversary as i32,
+            review_period_months: 12,
+            grace_period_days: 30,
+            downgrade_mode: pb::TierDowngradeMode::ToQualifiedTier as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Every member's balance (available + pending) equals the sum of its ledger entries and
+/// what the generator saw it earn; fails naming the first members that differ.
+async fn verify(db: &BenchDatabase, ledger: &Ledger) -> anyhow::Result<()> {
+    let mut connection = sqlx::PgConnection::connect(db.url())
+        .await
+        .context("Failed to connect to the loyalty benchmark database")?;
+    let held: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT b.member_id::text, (b.available_points + b.pending_points)::bigint, \
+           coalesce((SELECT sum(e.available_delta + e.pending_delta) FROM loyalty.ledger_entries e \
+                     WHERE e.member_id = b.member_id), 0)::bigint \
+         FROM loyalty.balances b",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .context("Failed to read the balances and ledgers")?;
+    connection.close().await.ok();
+    let held: HashMap<String, (i64, i64)> = held
+        .into_iter()
+        .map(|(member, balance, ledger_sum)| (member, (balance, ledger_sum)))
+        .collect();
+    let earned: Vec<i64> = ledger
+        .earned
+        .iter()
+        .map(|points| points.load(Ordering::Relaxed))
+        .collect();
+    let total: i64 = earned.iter().sum();
+    let wrong = discrepancies(&ledger.members, &earned, &held);
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "the ledger does not hold what was earned ({} of {} members differ; {} replays sent, \
+         {} calls failed): {}",
+        wrong.len(),
+        ledger.members.len(),
+        ledger.replays.load(Ordering::Relaxed),
+        ledger.failures.load(Ordering::Relaxed),
+        wrong.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+    );
+    eprintln!(
+        "bench: loyalty ledger checked: {} members, {total} points earned, {} replays, none lost or doubled",
+        ledger.members.len(),
+        ledger.replays.load(Ordering::Relaxed)
+    );
     Ok(())
+}
+
+/// The members whose balance or ledger sum differs from what they earned, described.
+fn discrepancies(
+    members: &[String],
+    earned: &[i64],
+    held: &HashMap<String, (i64, i64)>,
+) -> Vec<String> {
+    members
+        .iter()
+        .zip(earned)
+        .filter_map(|(member, &earned)| {
+            let (balance, ledger_sum) = held.get(member).copied().unwrap_or((0, 0));
+            (balance != earned || ledger_sum != earned).then(|| {
+                format!("{member}: earned {earned}, balance {balance}, ledger {ledger_sum}")
+            })
+        })
+        .collect()
+}
+
+/// pgbench's tpcb-like transactions per second on the same server.
+#[derive(Debug)]
+struct Pgbench {
+    tps: f64,
+    scale: usize,
+    clients: usize,
+    threads: usize,
+    latency_avg_ms: Option<f64>,
+    seconds: u64,
+}
+
+impl Pgbench {
+    fn describe(&self) -> serde_json::Value {
+        json!({
+            "tool": "pgbench -b tpcb-like",
+            "scale": self.scale,
+            "clients": self.clients,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "latency_avg_ms": self.latency_avg_ms,
+            "database": "its own, on the DATABASE_URL server",
+        })
+    }
+}
+
+/// Initialises pgbench's tables in a database of their own at a scale of one branch per client
+/// (pgbench's advice: fewer branches than clients measures contention on them), runs the
+/// warm-up, then the measured run.
+async fn pgbench(harness: &Harness) -> anyhow::Result<Pgbench> {
+    let scale = &harness.scale;
+    let which = Command::new("pgbench").arg("--version").output();
+    if !matches!(&which, Ok(out) if out.status.success()) {
+        anyhow::bail!(
+            "pgbench is not on PATH: loyalty.earn compares against it. Install the Debian \
+             package postgresql-client (make bench does, through scripts/bench-tools.sh)"
+        );
+    }
+    let db = BenchDatabase::create(&harness.admin_database_url, "pgbench").await?;
+    let clients = scale.earn_concurrency;
+    let pg_scale = if scale.quick { 1 } else { clients };
+    let threads = clients.min(std::thread::available_parallelism().map_or(1, usize::from));
+    let url = db.url().to_owned();
+    let init = vec![
+        "-i".to_owned(),
+        "-q".to_owned(),
+        "-I".to_owned(),
+        // drop, create tables, generate on the server, vacuum, primary keys
+        "dtGvp".to_owned(),
+        "-s".to_owned(),
+        pg_scale.to_string(),
+        url.clone(),
+    ];
+    run_pgbench(init).await.context("pgbench -i failed")?;
+    let run = |seconds: u64| {
+        vec![
+            "-b".to_owned(),
+            "tpcb-like".to_owned(),
+            "-n".to_owned(),
+            "-c".to_owned(),
+            clients.to_string(),
+            "-j".to_owned(),
+            threads.to_string(),
+            "-T".to_owned(),
+            seconds.to_string(),
+            url.clone(),
+        ]
+    };
+    let warmup = scale.warmup.as_secs().max(1);
+    let seconds = scale.window.as_secs().max(1);
+    run_pgbench(run(warmup))
+        .await
+        .context("pgbench warm-up failed")?;
+    let output = run_pgbench(run(seconds)).await.context("pgbench failed")?;
+    let field = |prefix: &str| {
+        output.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(prefix)?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let tps = field("tps = ").with_context(|| format!("no tps in pgbench's output:\n{output}"))?;
+    Ok(Pgbench {
+        tps,
+        scale: pg_scale,
+        clients,
+        threads,
+        latency_avg_ms: field("latency average = "),
+        seconds,
+    })
+}
+
+/// Runs pgbench with `args`, returning its standard output; fails with its standard error.
+async fn run_pgbench(args: Vec<String>) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || Command::new("pgbench").args(&args).output())
+        .await
+        .context("the pgbench runner panicked")?
+        .context("Failed to run pgbench")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench exited with {} after {:?}: {}",
+        output.status,
+        started.elapsed(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_or_doubled_point_is_found() {
+        let members: Vec<String> = ["a", "b", "c", "d"].map(str::to_owned).to_vec();
+        let earned = [10, 20, 30, 0];
+        let held: HashMap<String, (i64, i64)> = [
+            ("a".to_owned(), (10, 10)),
+            // b's earn doubled in the balance and the ledger
+            ("b".to_owned(), (40, 40)),
+            // c's balance lost a point its ledger kept
+            ("c".to_owned(), (29, 30)),
+        ]
+        .into();
+        let wrong = discrepancies(&members, &earned, &held);
+        assert_eq!(wrong.len(), 2, "{wrong:?}");
+        assert!(
+            wrong[0].starts_with("b: earned 20, balance 40"),
+            "{wrong:?}"
+        );
+        assert!(
+            wrong[1].starts_with("c: earned 30, balance 29, ledger 30"),
+            "{wrong:?}"
+        );
+        // A member who earned nothing and has no balance row is right.
+        assert!(discrepancies(&members[3..], &earned[3..], &held).is_empty());
+    }
 }

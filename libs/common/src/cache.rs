@@ -139,7 +139,7 @@ pub enum CacheError {
     Command(#[source] redis::RedisError),
     /// A cached value did not decode as the expected type (e.g. written by an older build).
     #[error("cached value does not decode")]
-    Decode(#[source] prost::DecodeError),
+    Decode(#[source] ValueDecodeError),
 }
 
 impl CacheError {
@@ -377,8 +377,13 @@ pub trait CacheValue: Clone + Send + Sync + 'static {
     /// The bytes stored in Redis.
     fn to_bytes(&self) -> Vec<u8>;
     /// The value back from those bytes.
-    fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError>;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueDecodeError>;
 }
+
+/// Bytes in Redis that are not a value of the cache's type (counted, then replaced).
+#[derive(Debug, thiserror::Error)]
+#[error("a cached value does not decode: {0}")]
+pub struct ValueDecodeError(pub String);
 
 impl<M> CacheValue for M
 where
@@ -388,8 +393,8 @@ where
         self.encode_to_vec()
     }
 
-    fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
-        M::decode(bytes)
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueDecodeError> {
+        M::decode(bytes).map_err(|error| ValueDecodeError(error.to_string()))
     }
 }
 
@@ -587,6 +592,12 @@ impl<V: CacheValue> TwoLevelCache<V> {
             }
         }
         Ok(value)
+    }
+
+    /// The value for `key` if this process's layer holds it, without asking Redis or the
+    /// source: for batch reads that fetch what is missing in one query of their own.
+    pub fn get_local(&self, key: &str) -> Option<V> {
+        self.local().get(key, Instant::now())
     }
 
     /// Writes `value` through to both layers (Redis for `redis_ttl`), e.g. after the source

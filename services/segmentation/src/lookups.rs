@@ -1,8 +1,10 @@
 //! The hot-path membership lookups, served through a two-level cache (in-process, then Redis,
 //! then Postgres, the truth).
 //!
-//! Two caches: a customer's segment ids (key `<epoch>:<customer id>`) and a segment's
-//! existence and size (key `<segment id>`). Write-through happens **after commit**: the
+//! Two caches: a customer's segment ids (key `<epoch>:<customer id>`, a [`SegmentSet`]) and a
+//! segment's existence and size (key `<epoch>:<segment id>`). Deleting a segment moves the epoch, so
+//! a cached customer list never names a deleted segment and a lookup needs no per-segment
+//! existence check. Write-through happens **after commit**: the
 //! transaction that changes memberships calls `pg_notify('segmentation_membership', …)`
 //! (`store::memberships::notify_*`), which Postgres delivers only if it commits; every replica
 //! runs [`listen`], which on each notification reads the fresh value from Postgres and writes
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use custops_common::cache::{RedisCache, TwoLevelCache};
+use custops_common::cache::{CacheValue, RedisCache, TwoLevelCache, ValueDecodeError};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -43,11 +45,42 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// How often a dirty Redis is checked for being back.
 const HEAL_EVERY: Duration = Duration::from_millis(250);
 
-/// The cached segment ids of one customer, ascending.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct CustomerSegments {
-    #[prost(string, repeated, tag = "1")]
-    pub segment_ids: Vec<String>,
+/// The segment ids of one customer, ascending, as the hot path holds them: shared, so an
+/// in-process hit copies a pointer rather than a list of strings, and stored in Redis as the
+/// ids' 16 bytes one after another.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SegmentSet(pub Arc<[Uuid]>);
+
+impl SegmentSet {
+    /// Whether `segment_id` is in the set.
+    pub fn contains(&self, segment_id: &Uuid) -> bool {
+        self.0.binary_search(segment_id).is_ok()
+    }
+}
+
+impl CacheValue for SegmentSet {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|id| *id.as_bytes()).collect()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, ValueDecodeError> {
+        if !bytes.len().is_multiple_of(16) {
+            return Err(ValueDecodeError(format!(
+                "{} bytes are not a list of 16-byte ids",
+                bytes.len()
+            )));
+        }
+        Ok(Self(
+            bytes
+                .chunks_exact(16)
+                .map(|chunk| {
+                    let mut id = [0_u8; 16];
+                    id.copy_from_slice(chunk);
+                    Uuid::from_bytes(id)
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// A segment's existence and size.
@@ -61,7 +94,7 @@ pub struct SegmentEntry {
 
 /// The lookup caches of one process.
 pub struct Lookups {
-    customers: TwoLevelCache<CustomerSegments>,
+    customers: TwoLevelCache<SegmentSet>,
     segments: TwoLevelCache<SegmentEntry>,
     epoch: AtomicI64,
     redis: Option<RedisCache>,
@@ -85,7 +118,8 @@ impl Lookups {
                 redis.clone(),
                 LOCAL_TTL,
                 LOCAL_CAPACITY,
-                "segmentation:customer_segments",
+                // v2: binary ids (v1 held a protobuf list of strings).
+                "segmentation:customer_segments:v2",
             ),
             segments: TwoLevelCache::new(
                 redis.clone(),
@@ -180,32 +214,51 @@ impl Lookups {
         Ok(entry.exists.then_some(entry.member_count))
     }
 
-    /// The segments `customer_id` is a member of, ascending; deleted segments are left out
-    /// even before the customer's entry is refreshed.
+    /// The segments `customer_id` is a member of, ascending. (A deleted segment's memberships
+    /// go with it, and its deletion moves the epoch, so no cached list names it.)
     pub async fn customer_segments(
         &self,
         pool: &PgPool,
         customer_id: &str,
-    ) -> Result<Vec<Uuid>, sqlx::Error> {
-        let cached = if self.is_dirty() {
-            load_customer(pool, customer_id).await?
+    ) -> Result<SegmentSet, sqlx::Error> {
+        if self.is_dirty() {
+            return load_customer(pool, customer_id).await;
+        }
+        self.customers
+            .get_or_load(&self.customer_key(customer_id), REDIS_TTL, || {
+                load_customer(pool, customer_id)
+            })
+            .await
+    }
+
+    /// Which of `customer_ids` are members of `segment_id`: from this process's layer where it
+    /// holds the customer, and for the others from Postgres in one query (not filled, so a
+    /// large batch does not churn the cache).
+    pub async fn members_among(
+        &self,
+        pool: &PgPool,
+        segment_id: Uuid,
+        customer_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        let mut members = std::collections::HashSet::new();
+        let mut unknown = Vec::new();
+        if self.is_dirty() {
+            unknown.extend(customer_ids.iter().cloned());
         } else {
-            self.customers
-                .get_or_load(&self.customer_key(customer_id), REDIS_TTL, || {
-                    load_customer(pool, customer_id)
-                })
-                .await?
-        };
-        let mut out = Vec::with_capacity(cached.segment_ids.len());
-        for id in &cached.segment_ids {
-            let Ok(id) = Uuid::parse_str(id) else {
-                continue;
-            };
-            if self.segment_size(pool, id).await?.is_some() {
-                out.push(id);
+            for id in customer_ids {
+                match self.customers.get_local(&self.customer_key(id)) {
+                    Some(set) if set.contains(&segment_id) => {
+                        members.insert(id.clone());
+                    }
+                    Some(_) => {}
+                    None => unknown.push(id.clone()),
+                }
             }
         }
-        Ok(out)
+        if !unknown.is_empty() {
+            members.extend(memberships::members_among(pool, segment_id, &unknown).await?);
+        }
+        Ok(members)
     }
 
     /// Reads `customer_id`'s memberships from Postgres and writes them through.
@@ -269,11 +322,9 @@ impl Lookups {
     }
 }
 
-async fn load_customer(pool: &PgPool, customer_id: &str) -> Result<CustomerSegments, sqlx::Error> {
+async fn load_customer(pool: &PgPool, customer_id: &str) -> Result<SegmentSet, sqlx::Error> {
     let ids = memberships::customer_segment_ids(pool, customer_id).await?;
-    Ok(CustomerSegments {
-        segment_ids: ids.iter().map(Uuid::to_string).collect(),
-    })
+    Ok(SegmentSet(ids.into()))
 }
 
 async fn load_segment(pool: &PgPool, segment_id: Uuid) -> Result<SegmentEntry, sqlx::Error> {

@@ -8,13 +8,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use custops_common::cache::{RedisCache, RedisSettings};
+use custops_common::cache::{CacheValue, RedisCache, RedisSettings};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::derived::timestamp;
-use custops_segmentation::lookups::CustomerSegments;
+use custops_segmentation::lookups::SegmentSet;
 use custops_testkit::redis::TestRedis;
 use futures_util::StreamExt;
-use prost::Message;
 use support::{TestApp, country_is, eventually, spawn_app, spawn_app_with};
 use tonic::Code;
 
@@ -26,11 +25,11 @@ async fn cached(app: &TestApp, redis: &RedisCache, customer: &str) -> Option<Vec
     .fetch_one(&app.pool)
     .await
     .ok()?;
-    let key = format!("custops:segmentation:customer_segments:{epoch}:{customer}");
+    let key = format!("custops:segmentation:customer_segments:v2:{epoch}:{customer}");
     let bytes = redis.get(&key).await.ok()??;
-    CustomerSegments::decode(bytes.as_slice())
+    SegmentSet::from_bytes(&bytes)
         .ok()
-        .map(|c| c.segment_ids)
+        .map(|set| set.0.iter().map(ToString::to_string).collect())
 }
 
 #[tokio::test]

@@ -89,9 +89,10 @@ pub(super) async fn list_customer_segments(
         .map_err(db)?;
     Ok(Response::new(ListCustomerSegmentsResponse {
         segment_ids: ids
-            .into_iter()
-            .filter(wanted)
-            .map(|id| id.to_string())
+            .0
+            .iter()
+            .filter(|id| wanted(id))
+            .map(Uuid::to_string)
             .collect(),
         memberships: Vec::new(),
     }))
@@ -125,8 +126,9 @@ pub(super) async fn check_membership(
     }))
 }
 
-/// BatchCheckMembership: one indexed query for the whole batch (cheaper than up to 1,000
-/// cache round trips), after the segment's existence from the cache.
+/// BatchCheckMembership: the customers this process's cache holds are answered from it, the
+/// rest in one indexed query (cheaper than up to 1,000 Redis round trips), after the segment's
+/// existence from the cache.
 pub(super) async fn batch_check_membership(
     api: &SegmentationApi,
     request: Request<BatchCheckMembershipRequest>,
@@ -161,12 +163,11 @@ pub(super) async fn batch_check_membership(
     {
         return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
     }
-    let members: BTreeSet<String> =
-        memberships::members_among(&state.pool, segment_id, &request.customer_ids)
-            .await
-            .map_err(db)?
-            .into_iter()
-            .collect();
+    let members = state
+        .lookups
+        .members_among(&state.pool, segment_id, &request.customer_ids)
+        .await
+        .map_err(db)?;
     Ok(Response::new(BatchCheckMembershipResponse {
         is_member: request
             .customer_ids

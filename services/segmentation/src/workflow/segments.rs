@@ -388,8 +388,15 @@ pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<(), Delete
     memberships::notify_segments(&mut tx, &[id])
         .await
         .map_err(db)?;
+    // Every cached customer list that names the segment becomes unreachable (its memberships
+    // went with it), so lookups need not check each listed segment still exists. Deletions
+    // are rare; the caches refill once.
+    memberships::bump_epoch(&mut tx).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
-    // This replica answers "gone" at once, before the notification comes back.
+    // This replica answers "gone" at once, before the notifications come back.
+    if let Err(error) = state.lookups.refresh_epoch(&state.pool).await {
+        tracing::warn!(error = %error, "failed to move to the new cache epoch");
+    }
     if let Err(error) = state.lookups.refresh_segment(&state.pool, id).await {
         tracing::warn!(error = %error, "failed to refresh a deleted segment's cache entry");
     }

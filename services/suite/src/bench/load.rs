@@ -138,8 +138,11 @@ pub struct Measured {
     pub errors: BTreeMap<String, u64>,
     /// The message of one of those failures, to show.
     pub first_error: Option<String>,
-    /// Open loop: calls scheduled in the window.
+    /// Open loop: calls the schedule asked for in the window.
     pub offered: u64,
+    /// Open loop: calls actually sent in the window (fewer than scheduled when the generator
+    /// or its in-flight limit cannot keep the schedule).
+    pub sent: u64,
     /// Open loop: how late each call was sent after its scheduled time (the generator's own
     /// lag: a busy machine or a full in-flight limit).
     pub lag: Samples,
@@ -174,12 +177,18 @@ impl Measured {
             self.first_error = other.first_error;
         }
         self.offered += other.offered;
+        self.sent += other.sent;
         self.lag.extend(other.lag);
     }
 
     /// Calls answered OK per second of the window.
     pub fn ok_per_sec(&self) -> f64 {
         self.ok.len() as f64 / self.window.as_secs_f64()
+    }
+
+    /// Open loop: calls actually sent per second of the window.
+    pub fn sent_per_sec(&self) -> f64 {
+        self.sent as f64 / self.window.as_secs_f64()
     }
 
     /// Calls refused per second of the window.
@@ -291,7 +300,8 @@ pub enum LatencyFrom {
 
 /// Sends `rate` calls per second on a fixed schedule for the warm-up and the window, at most
 /// `max_in_flight` at once (a call over that waits for a slot, which counts in its lag).
-/// Counts the calls scheduled inside the window, latency measured `from` where asked.
+/// Counts, like the closed loop, the calls that end inside the window, latency measured
+/// `from` where asked; calls still waiting to be sent when the window closes are dropped.
 pub async fn open_loop(
     connections: &Arc<Connections>,
     rate: f64,
@@ -312,6 +322,7 @@ pub async fn open_loop(
     let pacer = std::thread::Builder::new()
         .name("bench-pacer".to_owned())
         .spawn(move || {
+            let mut scheduled_in_window = 0u64;
             for k in 0u64.. {
                 let at = start + Duration::from_secs_f64(k as f64 / rate);
                 if at >= measure_until {
@@ -324,7 +335,9 @@ pub async fn open_loop(
                 if schedule.send(at).is_err() {
                     break;
                 }
+                scheduled_in_window += u64::from(at >= measure_from);
             }
+            scheduled_in_window
         })
         .context("Failed to start the pacing thread")?;
 
@@ -340,7 +353,10 @@ pub async fn open_loop(
             .acquire_owned()
             .await
             .context("the in-flight limit closed")?;
-        let counted = at >= measure_from;
+        if Instant::now() >= measure_until {
+            // A backlog the generator could not send in time: nothing of it would be counted.
+            break;
+        }
         let (connections, call, measured) = (connections.clone(), call.clone(), measured.clone());
         let pick = rng.next_u64();
         tokio::spawn(async move {
@@ -352,14 +368,21 @@ pub async fn open_loop(
                 LatencyFrom::Schedule => at,
                 LatencyFrom::Send => sent,
             };
-            if counted && let Ok(mut measured) = measured.lock() {
-                measured.offered += 1;
-                measured.lag.push(sent.saturating_duration_since(at));
-                measured.record(done - origin, result);
+            let sent_in_window = sent >= measure_from && sent <= measure_until;
+            let done_in_window = done >= measure_from && done <= measure_until;
+            if (sent_in_window || done_in_window)
+                && let Ok(mut measured) = measured.lock()
+            {
+                measured.sent += u64::from(sent_in_window);
+                if done_in_window {
+                    measured.lag.push(sent.saturating_duration_since(at));
+                    measured.record(done - origin, result);
+                }
             }
         });
     }
-    pacer
+    drop(due);
+    let scheduled_in_window = pacer
         .join()
         .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     // Every slot back means every call has ended.
@@ -369,10 +392,11 @@ pub async fn open_loop(
         .context("calls still in flight a minute after the window")?
         .context("the in-flight limit closed")?
         .forget();
-    let measured = measured
+    let mut measured = measured
         .lock()
         .map_err(|_| anyhow::anyhow!("a call task panicked while recording"))?
         .clone();
+    measured.offered = scheduled_in_window;
     Ok(measured)
 }
 

@@ -259,7 +259,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         failures.push("loyalty");
     }
     let machine = report::machine(&machine_before, &harness.scale).await;
-    println!("{}", report::table(&rows));
+    println!(
+        "{}\n{}",
+        report::machine_line(&machine),
+        report::table(&rows)
+    );
     let path = options.out.join("results.json");
     report::write_json(&path, &machine, &rows)?;
     println!("written to {}", path.display());

@@ -293,6 +293,37 @@ pub async fn machine(before: &MachineSample, scale: &Scale) -> Value {
     })
 }
 
+/// The machine in one line, above the table.
+pub fn machine_line(machine: &Value) -> String {
+    let text = |key: &str| machine[key].as_str().unwrap_or("?").to_owned();
+    let load = |key: &str| {
+        machine[key].as_array().map_or_else(
+            || "?".to_owned(),
+            |l| {
+                l.iter()
+                    .filter_map(Value::as_f64)
+                    .map(|v| format!("{v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        )
+    };
+    format!(
+        "{} ({} build, {}), {} x {}, {} MiB, Linux {}; load average {} at the start, {} at the \
+         end; CPUs {}% busy just before the start",
+        text("date"),
+        text("build"),
+        text("scale"),
+        machine["cpus"],
+        text("cpu_model"),
+        machine["memory_mib"],
+        text("kernel"),
+        load("load_average_start"),
+        load("load_average_end"),
+        machine["cpu_busy_before_start_percent"],
+    )
+}
+
 /// Writes `results.json`.
 pub fn write_json(path: &Path, machine: &Value, rows: &[Row]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {

@@ -119,6 +119,40 @@ fn is_open_path(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
 }
 
+/// A fresh request id: a UUIDv7 whose random part comes from a per-thread generator seeded
+/// once from the OS, not a system call per call (request ids need to be unique, not secret).
+fn new_request_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            uuid::Uuid::new_v4().as_u64_pair().0 | 1,
+        );
+    }
+    let random = STATE.with(|state| {
+        // xorshift64*, twice for the 10 random bytes a UUIDv7 carries.
+        let next = || {
+            let mut x = state.get();
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            state.set(x);
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let (a, b) = (next(), next());
+        let mut bytes = [0_u8; 10];
+        bytes[..8].copy_from_slice(&a.to_le_bytes());
+        bytes[8..].copy_from_slice(&b.to_le_bytes()[..2]);
+        bytes
+    });
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
+}
+
 /// The request id of a call, in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
@@ -150,7 +184,7 @@ impl Middleware for RequestIdMiddleware {
                 !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
             })
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            .unwrap_or_else(new_request_id);
         let header = HeaderValue::from_str(&id).ok();
         request.extensions_mut().insert(RequestId(id));
         let call = inner.call(request);
@@ -204,23 +238,21 @@ impl Middleware for ObserveMiddleware {
         S::Future: Send + 'static,
         S::Error: Send + 'static,
     {
-        let path = request.uri().path().to_owned();
-        let (rpc_service, rpc_method) = split_path(&path);
+        let rpc = RpcName::of(request.uri().path());
         let request_id = request
             .extensions()
             .get::<RequestId>()
-            .map(|id| id.0.clone())
-            .unwrap_or_default();
+            .map(|id| id.0.as_str());
         let span = tracing::info_span!(
             "grpc.server",
-            otel.name = %path.trim_start_matches('/'),
+            otel.name = %rpc.full,
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
             rpc.system = "grpc",
-            rpc.service = %rpc_service,
-            rpc.method = %rpc_method,
+            rpc.service = %rpc.service,
+            rpc.method = %rpc.method,
             rpc.grpc.status_code = tracing::field::Empty,
-            request_id = %request_id,
+            request_id = request_id.unwrap_or_default(),
         );
         // A malformed or absent traceparent leaves the span as the root of a new trace.
         let mut parent = trace_context::context_from_headers(request.headers());
@@ -234,8 +266,8 @@ impl Middleware for ObserveMiddleware {
             duration: self.duration.clone(),
             attributes: vec![
                 KeyValue::new("rpc.system", "grpc"),
-                KeyValue::new("rpc.service", rpc_service),
-                KeyValue::new("rpc.method", rpc_method),
+                KeyValue::new("rpc.service", rpc.service.clone()),
+                KeyValue::new("rpc.method", rpc.method.clone()),
             ],
         };
         let call = span.in_scope(|| inner.call(request));
@@ -264,11 +296,44 @@ impl Middleware for ObserveMiddleware {
     }
 }
 
-fn split_path(path: &str) -> (String, String) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let service = parts.next().unwrap_or_default().to_owned();
-    let method = parts.next().unwrap_or_default().to_owned();
-    (service, method)
+/// An RPC's names for spans and metrics: `package.Service/Method`, `package.Service` and
+/// `Method`. The contracts' RPCs are named by static strings (no allocation per call); a path
+/// no contract declares is copied.
+#[derive(Debug, Clone)]
+struct RpcName {
+    full: Arc<str>,
+    service: Arc<str>,
+    method: Arc<str>,
+}
+
+impl RpcName {
+    fn of(path: &str) -> Self {
+        static KNOWN: std::sync::OnceLock<std::collections::HashMap<&'static str, RpcName>> =
+            std::sync::OnceLock::new();
+        let known = KNOWN.get_or_init(|| {
+            custops_contracts::METHOD_SCOPES
+                .iter()
+                .map(|(path, _)| (*path, Self::split(path)))
+                .collect()
+        });
+        // Cloning shares the strings (reference counts), it copies none.
+        known
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| Self::split(path))
+    }
+
+    fn split(path: &str) -> RpcName {
+        let full = path.trim_start_matches('/');
+        let mut parts = full.splitn(2, '/');
+        let service = parts.next().unwrap_or_default();
+        let method = parts.next().unwrap_or_default();
+        RpcName {
+            full: full.into(),
+            service: service.into(),
+            method: method.into(),
+        }
+    }
 }
 
 /// The local port of the connection a call arrived on (plain or TLS).
@@ -907,6 +972,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn request_ids_are_unique_uuidv7s() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(10) {
+            let parsed = uuid::Uuid::parse_str(id).ok();
+            assert_eq!(parsed.map(|u| u.get_version_num()), Some(7), "{id}");
+        }
+    }
+
+    #[test]
+    fn rpc_names_come_from_the_path() {
+        let known = RpcName::of("/custops.loyalty.v1.LoyaltyService/EarnPoints");
+        assert_eq!(&*known.full, "custops.loyalty.v1.LoyaltyService/EarnPoints");
+        assert_eq!(&*known.service, "custops.loyalty.v1.LoyaltyService");
+        assert_eq!(&*known.method, "EarnPoints");
+        let unknown = RpcName::of("/some.Other/Thing");
+        assert_eq!(
+            (&*unknown.service, &*unknown.method),
+            ("some.Other", "Thing")
+        );
+    }
+
+    #[test]
     fn grpc_timeouts_parse_per_the_spec() {
         assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
         assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
@@ -915,16 +1004,5 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("m"), None);
         assert_eq!(parse_grpc_timeout(""), None);
-    }
-
-    #[test]
-    fn paths_split_into_service_and_method() {
-        assert_eq!(
-            split_path("/custops.loyalty.v1.LoyaltyService/EarnPoints"),
-            (
-                "custops.loyalty.v1.LoyaltyService".to_owned(),
-                "EarnPoints".to_owned()
-            )
-        );
     }
 }

@@ -218,8 +218,12 @@ pub fn init_hosting(
     };
     // Spans go to OpenTelemetry at INFO whatever RUST_LOG says, so a quiet log level does not
     // break traces.
+    // No busy/idle timing (two clock reads per poll of every span) and no thread attributes
+    // (two per span): on the hot path they cost more than they tell.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
         .with_filter(LevelFilter::INFO);
     let installed = tracing_subscriber::registry()
         .with(text.with_filter(filter.clone()))

@@ -486,6 +486,10 @@ impl<V: Clone> LocalLayer<V> {
     }
 }
 
+/// When a batch read of the source began, for [`TwoLevelCache::fill`].
+#[derive(Debug, Clone, Copy)]
+pub struct FillToken(u64);
+
 /// A cache of values of type `V` in one namespace: in-process first, then Redis, then the
 /// loader. Share it (`Arc`) across the handlers that read the same kind of value.
 pub struct TwoLevelCache<V> {
@@ -598,6 +602,18 @@ impl<V: CacheValue> TwoLevelCache<V> {
     /// source: for batch reads that fetch what is missing in one query of their own.
     pub fn get_local(&self, key: &str) -> Option<V> {
         self.local().get(key, Instant::now())
+    }
+
+    /// Taken before a batch read of the source, to keep what it read with [`Self::fill`].
+    pub fn begin_fill(&self) -> FillToken {
+        FillToken(self.writes.load(Ordering::Acquire))
+    }
+
+    /// Keeps a value a batch read of the source returned in this process's layer, unless a
+    /// `put` or `invalidate` ran since its [`Self::begin_fill`] (the same guard as
+    /// `get_or_load`'s fills). Redis is not filled.
+    pub fn fill(&self, key: &str, value: &V, since: FillToken) {
+        self.fill_local(key, value, since.0);
     }
 
     /// Writes `value` through to both layers (Redis for `redis_ttl`), e.g. after the source

@@ -231,34 +231,47 @@ impl Lookups {
             .await
     }
 
-    /// Which of `customer_ids` are members of `segment_id`: from this process's layer where it
-    /// holds the customer, and for the others from Postgres in one query (not filled, so a
-    /// large batch does not churn the cache).
+    /// Whether each of `customer_ids` is a member of `segment_id`, in order: from this
+    /// process's layer where it holds the customer; the others' segment lists are read from
+    /// Postgres in one query and kept in the layer (guarded like any fill), so the next batch
+    /// finds them in memory.
     pub async fn members_among(
         &self,
         pool: &PgPool,
         segment_id: Uuid,
         customer_ids: &[String],
-    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-        let mut members = std::collections::HashSet::new();
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let dirty = self.is_dirty();
+        let mut answers = Vec::with_capacity(customer_ids.len());
         let mut unknown = Vec::new();
-        if self.is_dirty() {
-            unknown.extend(customer_ids.iter().cloned());
-        } else {
-            for id in customer_ids {
-                match self.customers.get_local(&self.customer_key(id)) {
-                    Some(set) if set.contains(&segment_id) => {
-                        members.insert(id.clone());
-                    }
-                    Some(_) => {}
-                    None => unknown.push(id.clone()),
+        for (i, id) in customer_ids.iter().enumerate() {
+            let held = if dirty {
+                None
+            } else {
+                self.customers.get_local(&self.customer_key(id))
+            };
+            match held {
+                Some(set) => answers.push(set.contains(&segment_id)),
+                None => {
+                    answers.push(false);
+                    unknown.push((i, id.clone()));
                 }
             }
         }
-        if !unknown.is_empty() {
-            members.extend(memberships::members_among(pool, segment_id, &unknown).await?);
+        if unknown.is_empty() {
+            return Ok(answers);
         }
-        Ok(members)
+        let token = self.customers.begin_fill();
+        let ids: Vec<String> = unknown.iter().map(|(_, id)| id.clone()).collect();
+        let mut sets = memberships::customers_segment_ids(pool, &ids).await?;
+        for (i, id) in unknown {
+            let set = SegmentSet(sets.remove(&id).unwrap_or_default().into());
+            answers[i] = set.contains(&segment_id);
+            if !dirty {
+                self.customers.fill(&self.customer_key(&id), &set, token);
+            }
+        }
+        Ok(answers)
     }
 
     /// Reads `customer_id`'s memberships from Postgres and writes them through.

@@ -181,6 +181,34 @@ async fn check_batch_stream_and_size() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(batch.is_member, vec![true, false, true, false]);
+    // The batch kept what it read in the cache; changes after it are still answered (the
+    // write-through replaces what the batch kept).
+    app.put_customer("c0", "SG", &[]).await?;
+    app.put_customer("c1", "CN", &[]).await?;
+    app.reevaluate("c0").await?;
+    app.reevaluate("c1").await?;
+    let followed = eventually(Duration::from_secs(5), || {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            client
+                .batch_check_membership(pb::BatchCheckMembershipRequest {
+                    segment_id: id,
+                    customer_ids: vec!["c0".into(), "c1".into()],
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().is_member == vec![false, true])
+        }
+    })
+    .await;
+    assert!(
+        followed,
+        "the batch answers stayed on what an earlier batch read"
+    );
+    app.put_customer("c0", "CN", &[]).await?;
+    app.put_customer("c1", "SG", &[]).await?;
+    app.reevaluate("c0").await?;
+    app.reevaluate("c1").await?;
     let filtered = client
         .list_customer_segments(pb::ListCustomerSegmentsRequest {
             customer_id: "c0".to_owned(),

@@ -127,8 +127,8 @@ pub(super) async fn check_membership(
 }
 
 /// BatchCheckMembership: the customers this process's cache holds are answered from it, the
-/// rest in one indexed query (cheaper than up to 1,000 Redis round trips), after the segment's
-/// existence from the cache.
+/// rest from one indexed query that also fills the cache (cheaper than up to 1,000 Redis round
+/// trips), after the segment's existence from the cache.
 pub(super) async fn batch_check_membership(
     api: &SegmentationApi,
     request: Request<BatchCheckMembershipRequest>,
@@ -163,18 +163,12 @@ pub(super) async fn batch_check_membership(
     {
         return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
     }
-    let members = state
+    let is_member = state
         .lookups
         .members_among(&state.pool, segment_id, &request.customer_ids)
         .await
         .map_err(db)?;
-    Ok(Response::new(BatchCheckMembershipResponse {
-        is_member: request
-            .customer_ids
-            .iter()
-            .map(|c| members.contains(c))
-            .collect(),
-    }))
+    Ok(Response::new(BatchCheckMembershipResponse { is_member }))
 }
 
 /// StreamSegmentMembers: keyset pages by customer id from Postgres; the segment's existence

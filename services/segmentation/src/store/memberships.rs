@@ -261,6 +261,21 @@ pub async fn customer_segment_ids<'e>(
     .await
 }
 
+/// The segment ids of each of `customer_ids` that is a member of any, ascending per customer.
+pub async fn customers_segment_ids<'e>(
+    executor: impl PgExecutor<'e>,
+    customer_ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<Uuid>>, sqlx::Error> {
+    let rows: Vec<(String, Vec<Uuid>)> = sqlx::query_as(
+        "SELECT customer_id, array_agg(segment_id ORDER BY segment_id) FROM memberships \
+         WHERE customer_id = ANY($1) GROUP BY customer_id",
+    )
+    .bind(customer_ids)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// One of a customer's memberships as shown to people: the segment's name and kind and when
 /// the current, unbroken membership began.
 #[derive(Debug, Clone, PartialEq, Eq)]

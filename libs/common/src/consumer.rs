@@ -15,6 +15,11 @@
 //! The way out is a fixed handler, or an operator moving the cursor past the event
 //! (`UPDATE feed_cursors SET last_sequence = <sequence> WHERE feed = '<feed>'`).
 //!
+//! Responses that are already waiting when a batch has been applied are taken together (up to
+//! [`ConsumerOptions::max_events_per_transaction`]), so a busy feed is applied in large
+//! transactions and an idle one event at a time, without waiting for more. A handler may fold a
+//! batch ([`EventHandler::handle_batch`]: say, settle each touched customer once).
+//!
 //! Each event is handled in a span whose parent is the event's `traceparent`, so the
 //! consumer's work appears in the trace of the request that caused the event.
 
@@ -28,6 +33,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use futures_util::FutureExt as _;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -42,6 +48,46 @@ pub trait EventHandler: Send + Sync {
     /// through `tx`: anything done elsewhere is not undone when the batch rolls back. An error
     /// rolls the whole batch back; it is retried after a backoff.
     async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()>;
+
+    /// Applies the events of one batch, in feed order, inside `tx` (the transaction that then
+    /// advances the cursor past all of them). The default handles each on its own, in its
+    /// [`event_span`]. A handler overrides it to fold work over the batch; it must leave the
+    /// same state as handling the events one by one would, and name the event an error is
+    /// about ([`BatchError`]).
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+    ) -> Result<(), BatchError> {
+        for (index, event) in events.iter().enumerate() {
+            self.handle(tx, event)
+                .instrument(event_span(event))
+                .await
+                .map_err(|source| BatchError { index, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a batch failed: the error and the index (in the batch) of the event it is about; for
+/// work done for the whole batch at its end, the last event.
+#[derive(Debug)]
+pub struct BatchError {
+    pub index: usize,
+    pub source: anyhow::Error,
+}
+
+/// The span one event is handled in: its parent is the event's `traceparent`, so the handler's
+/// work joins the trace of the request that caused the event. (Without an OpenTelemetry layer,
+/// telemetry off, there is no parent to set: ignored.)
+pub fn event_span(event: &Event) -> tracing::Span {
+    let span = tracing::info_span!(
+        "feed_event",
+        sequence = event.sequence,
+        event_type = %event.event_type,
+    );
+    let _ = span.set_parent(trace_context::context_from_traceparent(&event.traceparent));
+    span
 }
 
 /// How a consumer follows its feed.
@@ -54,6 +100,9 @@ pub struct ConsumerOptions {
     pub event_types: Vec<String>,
     /// Events per response asked of the server, 1–1000; 0 for the server's default.
     pub max_batch_size: i32,
+    /// After a batch, responses already waiting are applied together in one transaction, up
+    /// to about this many events (a response is never split); 1 applies each response alone.
+    pub max_events_per_transaction: usize,
     /// First delay before reconnecting after a failure; doubled on each consecutive failure.
     pub initial_backoff: Duration,
     /// Largest delay between reconnection attempts.
@@ -67,12 +116,13 @@ pub struct ConsumerOptions {
 
 impl ConsumerOptions {
     /// Defaults for following the feed named `feed`: every event type, the server's batch
-    /// size, backoff from 100 ms to 30 s, a dead connection noticed after 60 s.
+    /// size, waiting responses joined up to 1,000 events, backoff from 100 ms to 30 s, a dead connection noticed after 60 s.
     pub fn new(feed: impl Into<String>) -> Self {
         Self {
             feed: feed.into(),
             event_types: Vec::new(),
             max_batch_size: 0,
+            max_events_per_transaction: 1000,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -243,19 +293,20 @@ impl<H: EventHandler> Consumer<H> {
         let idle_timeout = self.options.idle_timeout;
         let mut last_report = Instant::now();
         loop {
-            let response = tokio::time::timeout(idle_timeout, sendable(stream.message()))
+            let first = tokio::time::timeout(idle_timeout, sendable(stream.message()))
                 .await
                 .map_err(|_| SessionError::Idle(idle_timeout))?
                 .map_err(SessionError::Feed)?
                 .ok_or(SessionError::Ended)?;
-            let applied = self.apply(&response).await?;
+            let batch = self.join_waiting(&mut stream, first)?;
+            let applied = self.apply(&batch).await?;
             *progressed = true;
-            if let Some(last) = response.events.last() {
+            if let Some(last) = batch.events.last() {
                 let lag = event_age(last);
                 tracing::debug!(
                     feed,
                     applied,
-                    cursor = response.last_sequence,
+                    cursor = batch.last_sequence,
                     lag_ms = lag.as_millis(),
                     "batch applied"
                 );
@@ -263,13 +314,37 @@ impl<H: EventHandler> Consumer<H> {
                     last_report = Instant::now();
                     tracing::info!(
                         feed,
-                        cursor = response.last_sequence,
+                        cursor = batch.last_sequence,
                         lag_ms = lag.as_millis(),
                         "feed progress"
                     );
                 }
             }
         }
+    }
+
+    /// `first` followed by the responses that already wait on `stream`, as one batch of at
+    /// most about `max_events_per_transaction` events. Never waits: an idle feed's event is
+    /// applied at once. (A message future dropped before it is ready loses nothing: the
+    /// stream keeps what it has read.)
+    fn join_waiting(
+        &self,
+        stream: &mut tonic::Streaming<SubscribeResponse>,
+        first: SubscribeResponse,
+    ) -> Result<SubscribeResponse, SessionError> {
+        let mut batch = first;
+        while batch.events.len() < self.options.max_events_per_transaction {
+            let Some(next) = stream.message().now_or_never() else {
+                break;
+            };
+            let Some(next) = next.map_err(SessionError::Feed)? else {
+                // The stream ended: apply what came, the next read reports the end.
+                break;
+            };
+            batch.events.extend(next.events);
+            batch.last_sequence = batch.last_sequence.max(next.last_sequence);
+        }
+        Ok(batch)
     }
 
     /// Applies one response in one transaction: the events past the stored cursor, then the
@@ -289,8 +364,8 @@ impl<H: EventHandler> Consumer<H> {
             return Ok(0);
         }
         let mut cursor = stored;
-        let mut applied = 0;
-        for event in &response.events {
+        let mut first_new = response.events.len();
+        for (index, event) in response.events.iter().enumerate() {
             if event.sequence <= cursor {
                 if cursor > stored {
                     return Err(SessionError::OutOfOrder {
@@ -300,27 +375,26 @@ impl<H: EventHandler> Consumer<H> {
                 }
                 continue;
             }
-            // The handler's work joins the trace of the request that caused the event. A span
-            // without an OpenTelemetry layer (telemetry off) has no parent to set: ignored.
-            let span = tracing::info_span!(
-                "feed_event",
-                feed,
-                sequence = event.sequence,
-                event_type = %event.event_type,
-            );
-            let _ = span.set_parent(trace_context::context_from_traceparent(&event.traceparent));
+            first_new = first_new.min(index);
+            cursor = event.sequence;
+        }
+        let events = &response.events[first_new..];
+        if !events.is_empty() {
+            let span = tracing::info_span!("feed_batch", feed, events = events.len());
             self.handler
-                .handle(&mut tx, event)
+                .handle_batch(&mut tx, events)
                 .instrument(span)
                 .await
-                .map_err(|source| SessionError::Handler {
-                    sequence: event.sequence,
-                    event_id: event.event_id.clone(),
-                    source,
+                .map_err(|BatchError { index, source }| {
+                    let event = &events[index.min(events.len() - 1)];
+                    SessionError::Handler {
+                        sequence: event.sequence,
+                        event_id: event.event_id.clone(),
+                        source,
+                    }
                 })?;
-            cursor = event.sequence;
-            applied += 1;
         }
+        let applied = events.len();
         if response.last_sequence < cursor {
             return Err(SessionError::OutOfOrder {
                 sequence: cursor,

@@ -1,47 +1,66 @@
-//! Values segmentation derives from the facts: RFM scores and lifecycle stages, per customer
-//! (after an event) or for everyone at once (full runs of recompute jobs and rollovers). Each
+//! Values segmentation derives from the facts: RFM scores and lifecycle stages, for the
+//! customers a feed batch touched or for everyone at once (full runs of recompute jobs and
+//! rollovers). Each
 //! change of RFM group, lifecycle stage or churn flag is reported on the outbox, in the
 //! caller's transaction (aggregate "customer").
 
 use chrono::{DateTime, Utc};
-use custops_common::outbox::{self, OutboxEvent};
 use custops_contracts::custops::common::v1::Money;
 use custops_contracts::custops::segmentation::v1 as pb;
 use sqlx::PgConnection;
 
 use crate::domain::lifecycle::Stage;
 use crate::domain::rfm::{RfmGroup, RfmState, frequency_monetary_score};
-use crate::membership::Cause;
+use crate::events::CustomerEvents;
+use crate::membership::{Cause, Causes};
 use crate::store::lifecycle::{LifecycleChange, StoredLifecycle};
 use crate::store::rfm::{GroupChange, StoredRfm};
-use crate::store::{lifecycle, rfm};
+use crate::store::{Who, lifecycle, rfm};
 
 /// Recomputes `customer_id`'s RFM (with the stored bounds, as of `cause.now`) and lifecycle
-/// stage, writing RfmGroupChanged / LifecycleStageChanged / ChurnRiskChanged events when they
-/// change. A customer segmentation does not know is left alone.
+/// stage; see [`refresh_customers`].
 pub async fn refresh_customer(
     conn: &mut PgConnection,
     customer_id: &str,
     cause: &Cause,
 ) -> anyhow::Result<()> {
+    refresh_customers(
+        conn,
+        &[customer_id.to_owned()],
+        &Causes::single(cause, customer_id),
+    )
+    .await
+}
+
+/// Recomputes the RFM values and lifecycle stages of `customer_ids` as of `causes.now`, one
+/// statement each for all of them, writing RfmGroupChanged / LifecycleStageChanged /
+/// ChurnRiskChanged events for those that change. Scores use the bounds stored by the last
+/// full run, never bounds computed here: those take a pass over every customer and purchase,
+/// a cost per event that would grow with the customer base. Before the first full run there
+/// are none, and customers stay unscored until the scheduler's run (`jobs`, queued when bounds
+/// are missing). Customers segmentation does not know are left alone.
+pub async fn refresh_customers(
+    conn: &mut PgConnection,
+    customer_ids: &[String],
+    causes: &Causes,
+) -> anyhow::Result<()> {
+    if customer_ids.is_empty() {
+        return Ok(());
+    }
+    let who = Who::Customers(customer_ids);
     let state = rfm::load(&mut *conn).await?;
-    // Before the first full run there are no stored bounds: use the quintiles of now.
-    let bounds = match state.thresholds() {
-        Some(bounds) => Some(bounds),
-        None => rfm::quintiles(&mut *conn, &state.config, cause.now).await?,
-    };
     let changes = rfm::score(
         &mut *conn,
         &state.config,
-        bounds.as_ref(),
-        cause.now,
-        Some(customer_id),
+        state.thresholds().as_ref(),
+        causes.now,
+        who,
     )
     .await?;
-    report_rfm(&mut *conn, &state, &changes, cause).await?;
+    report_rfm(&mut *conn, &state, &changes, causes).await?;
     let config = lifecycle::load(&mut *conn).await?.config;
-    let changes = lifecycle::evaluate(&mut *conn, &config, cause.now, Some(customer_id)).await?;
-    report_lifecycle(conn, &changes, cause).await?;
+    let changes = lifecycle::evaluate(&mut *conn, &config, causes.now, who).await?;
+    report_lifecycle(conn, &changes, causes).await?;
     Ok(())
 }
 
@@ -54,6 +73,7 @@ pub async fn run_rfm(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Res
         state.computed_thresholds = rfm::quintiles(&mut *conn, &state.config, now).await?;
     }
     state.compute_time = Some(now);
+    state.computed_customers = Some(rfm::customer_count(&mut *conn).await?);
     let update_time = state.update_time.unwrap_or(now);
     rfm::save(&mut *conn, &state, update_time).await?;
     let changes = rfm::score(
@@ -61,7 +81,7 @@ pub async fn run_rfm(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Res
         &state.config,
         state.thresholds().as_ref(),
         now,
-        None,
+        Who::Everyone,
     )
     .await?;
     report_rfm(conn, &state, &changes, &recompute(now)).await?;
@@ -72,7 +92,7 @@ pub async fn run_rfm(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Res
 /// Events carry reason RECOMPUTE.
 pub async fn run_lifecycle(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Result<u64> {
     let config = lifecycle::load(&mut *conn).await?.config;
-    let changes = lifecycle::evaluate(&mut *conn, &config, now, None).await?;
+    let changes = lifecycle::evaluate(&mut *conn, &config, now, Who::Everyone).await?;
     report_lifecycle(conn, &changes, &recompute(now)).await?;
     Ok(changes
         .iter()
@@ -80,14 +100,11 @@ pub async fn run_lifecycle(conn: &mut PgConnection, now: DateTime<Utc>) -> anyho
         .count() as u64)
 }
 
-fn recompute(now: DateTime<Utc>) -> Cause {
-    Cause {
-        reason: pb::ChangeReason::Recompute,
-        event_id: String::new(),
-        now,
-    }
+fn recompute(now: DateTime<Utc>) -> Causes {
+    Causes::new(pb::ChangeReason::Recompute, now)
 }
 
+/// The upstream event id the derived events carry: set for reason EVENT only.
 fn cause_event_id(cause: &Cause) -> String {
     if cause.reason == pb::ChangeReason::Event {
         cause.event_id.clone()
@@ -96,13 +113,16 @@ fn cause_event_id(cause: &Cause) -> String {
     }
 }
 
+/// Reports RFM group changes, all in one insert (a full run may change hundreds of thousands).
 async fn report_rfm(
     conn: &mut PgConnection,
     state: &RfmState,
     changes: &[GroupChange],
-    cause: &Cause,
+    causes: &Causes,
 ) -> anyhow::Result<()> {
+    let mut events = CustomerEvents::default();
     for change in changes {
+        let cause = causes.of(&change.customer_id);
         let event = pb::RfmGroupChanged {
             customer_id: change.customer_id.clone(),
             previous_group: group_to_proto(&change.previous_group) as i32,
@@ -112,24 +132,25 @@ async fn report_rfm(
                 &state.config.currency,
             )),
             reason: cause.reason as i32,
-            cause_event_id: cause_event_id(cause),
+            cause_event_id: cause_event_id(&cause),
         };
-        outbox::append(
-            &mut *conn,
-            OutboxEvent::new("customer", &change.customer_id, &event),
-        )
-        .await?;
+        events.push(&change.customer_id, &event);
     }
+    events.append(conn).await?;
     Ok(())
 }
 
+/// Reports stage and churn flag changes, in one insert, each customer's stage change before
+/// its churn flag change.
 async fn report_lifecycle(
     conn: &mut PgConnection,
     changes: &[LifecycleChange],
-    cause: &Cause,
+    causes: &Causes,
 ) -> anyhow::Result<()> {
+    let mut events = CustomerEvents::default();
     for change in changes {
         let id = &change.lifecycle.customer_id;
+        let cause = causes.of(id);
         let lifecycle = lifecycle_to_proto(&change.lifecycle);
         if change.old_stage != change.lifecycle.stage {
             let event = pb::LifecycleStageChanged {
@@ -137,20 +158,21 @@ async fn report_lifecycle(
                 previous_stage: stage_to_proto(&change.old_stage) as i32,
                 lifecycle: Some(lifecycle.clone()),
                 reason: cause.reason as i32,
-                cause_event_id: cause_event_id(cause),
+                cause_event_id: cause_event_id(&cause),
             };
-            outbox::append(&mut *conn, OutboxEvent::new("customer", id, &event)).await?;
+            events.push(id, &event);
         }
         if change.old_churn_risk != change.lifecycle.churn_risk {
             let event = pb::ChurnRiskChanged {
                 customer_id: id.clone(),
                 lifecycle: Some(lifecycle),
                 reason: cause.reason as i32,
-                cause_event_id: cause_event_id(cause),
+                cause_event_id: cause_event_id(&cause),
             };
-            outbox::append(&mut *conn, OutboxEvent::new("customer", id, &event)).await?;
+            events.push(id, &event);
         }
     }
+    events.append(conn).await?;
     Ok(())
 }
 

@@ -1,11 +1,11 @@
 //! The events segmentation writes to its outbox about memberships, segments and recompute
 //! jobs, always in the transaction of the change they report.
 //!
-//! Single events go through `custops_common::outbox::append`. A recompute job that moves tens
-//! of thousands of customers writes its SegmentEntered / SegmentExited rows with
-//! [`append_many`]: one `INSERT … SELECT FROM unnest(…)` per chunk into the same outbox table,
-//! in the same shape `append` writes (Debezium columns, traceparent), and one notification of
-//! the sequencer.
+//! Single events go through `custops_common::outbox::append`. Events about many customers (a
+//! recompute job's SegmentEntered / SegmentExited, a full RFM run's group changes, a feed
+//! batch's membership changes) are gathered in [`CustomerEvents`] and written with one
+//! `INSERT … SELECT FROM unnest(…)` per chunk into the same outbox table, in the same shape
+//! `append` writes (Debezium columns, traceparent), and one notification of the sequencer.
 
 use chrono::{DateTime, Utc};
 use custops_common::outbox::{self, OutboxEvent};
@@ -110,36 +110,63 @@ pub async fn append_many<M: Message + Name>(
     conn: &mut PgConnection,
     events: &[(String, M)],
 ) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let traceparent = custops_common::trace_context::current_traceparent();
-    let event_type = M::full_name();
+    let mut rows = CustomerEvents::default();
     for chunk in events.chunks(BULK_CHUNK) {
-        let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
-        let aggregate_ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
-        let payloads: Vec<Vec<u8>> = chunk.iter().map(|(_, m)| m.encode_to_vec()).collect();
+        for (customer_id, payload) in chunk {
+            rows.push(customer_id, payload);
+        }
+        rows.append(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Events about customers (aggregate "customer"), of any types, gathered to be appended
+/// together in the order pushed: one `INSERT … SELECT FROM unnest(…)` and one notification of
+/// the sequencer, however many.
+#[derive(Debug, Default)]
+pub struct CustomerEvents {
+    customer_ids: Vec<String>,
+    types: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+}
+
+impl CustomerEvents {
+    /// Adds one event about `customer_id`.
+    pub fn push<M: Message + Name>(&mut self, customer_id: &str, payload: &M) {
+        self.customer_ids.push(customer_id.to_owned());
+        self.types.push(M::full_name());
+        self.payloads.push(payload.encode_to_vec());
+    }
+
+    /// Writes the events gathered (and forgets them), in the caller's transaction.
+    pub async fn append(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.customer_ids.is_empty() {
+            return Ok(());
+        }
+        let traceparent = custops_common::trace_context::current_traceparent();
+        let ids: Vec<Uuid> = self.customer_ids.iter().map(|_| Uuid::now_v7()).collect();
         // WITH ORDINALITY keeps the rows in the order given, so `appended_at` (the sequencer's
         // order) follows the caller's order.
         sqlx::query(
             "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
-             SELECT e.id, 'customer', e.aggregate_id, $3, e.payload, $4 \
-             FROM unnest($1::uuid[], $2::text[], $5::bytea[]) WITH ORDINALITY \
-                  AS e(id, aggregate_id, payload, n) \
+             SELECT e.id, 'customer', e.aggregate_id, e.type, e.payload, $3 \
+             FROM unnest($1::uuid[], $2::text[], $4::text[], $5::bytea[]) WITH ORDINALITY \
+                  AS e(id, aggregate_id, type, payload, n) \
              ORDER BY e.n",
         )
         .bind(&ids)
-        .bind(&aggregate_ids)
-        .bind(&event_type)
+        .bind(&self.customer_ids)
         .bind(&traceparent)
-        .bind(&payloads)
+        .bind(&self.types)
+        .bind(&self.payloads)
         .execute(&mut *conn)
         .await?;
+        sqlx::query("SELECT pg_notify('custops_outbox_' || current_schema(), '')")
+            .execute(&mut *conn)
+            .await?;
+        *self = Self::default();
+        Ok(())
     }
-    sqlx::query("SELECT pg_notify('custops_outbox_' || current_schema(), '')")
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 pub use custops_common::time::to_timestamp as timestamp;

@@ -2,26 +2,35 @@
 //! its handler (`profiles`, `loyalty`, `feedback`), applied in the consumer's transaction
 //! together with its cursor (`custops_common::consumer`), so an event's facts, the derived
 //! values and the memberships they imply commit together or not at all.
+//!
+//! A busy feed arrives in batches of up to 1,000 events, one transaction each. The events'
+//! facts are applied one by one in feed order; the customers they touched are *settled* once
+//! at the end of the batch ([`Pending`]): position, RFM and lifecycle, and the rule segments
+//! their changed facts can affect, each step one statement (or a few) for all of them. So a
+//! burst of one customer's events costs one settle, and the cost of a batch does not grow with
+//! the customer base. Events that move or end customers settle what is pending first.
 
 pub mod feedback;
 pub mod loyalty;
 pub mod profiles;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use custops_common::client::{ClientBuilder, ServiceChannel};
 use custops_common::clock::Clock;
 use custops_common::config::ServiceSettings;
-use custops_common::consumer::{Consumer, ConsumerOptions};
+use custops_common::consumer::{BatchError, Consumer, ConsumerOptions, event_span};
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::segmentation::v1::ChangeReason;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::derived;
-use crate::membership::{self, Cause};
+use crate::membership::{self, Cause, Causes, Changed};
 use crate::store::facts::{self, Feed, Position};
 
 /// Follows every peer feed whose URL is configured until `shutdown`.
@@ -120,9 +129,9 @@ fn cause(event: &Event, reason: ChangeReason, now: DateTime<Utc>) -> Cause {
     }
 }
 
-/// After facts of `customer_id` changed: record the event's position, refresh RFM and
-/// lifecycle, re-evaluate memberships. Nothing for a customer without a facts row.
-async fn settle(
+/// Settles one customer at once (position, derived values, memberships) with `cause`: for
+/// merges and unmerges, which settle as they go. Nothing for a customer without a facts row.
+async fn settle_now(
     tx: &mut PgConnection,
     customer_id: &str,
     position: Position,
@@ -134,4 +143,130 @@ async fn settle(
     facts::record_position(&mut *tx, customer_id, position, cause.now).await?;
     derived::refresh_customer(&mut *tx, customer_id, cause).await?;
     membership::reevaluate_customer(tx, customer_id, cause).await
+}
+
+/// A feed whose events change the facts of customers, who are then settled (position,
+/// derived values, memberships) once per batch rather than once per event.
+#[tonic::async_trait]
+pub trait FactsFeed: Send + Sync {
+    /// Applies `event` to the facts, naming the customers it touched in `pending`. An event
+    /// that moves facts between customers or ends them (merge, unmerge, deletion, erasure)
+    /// settles `pending` first ([`Pending::settle`]), so it sees every earlier event settled.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &Event,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()>;
+}
+
+/// `EventHandler::handle` of a facts feed: one event, settled at once.
+pub(crate) async fn handle_one<F: FactsFeed + ?Sized>(
+    feed: &F,
+    tx: &mut PgConnection,
+    event: &Event,
+) -> anyhow::Result<()> {
+    facts::lock_feeds(&mut *tx).await?;
+    let mut pending = Pending::default();
+    feed.apply(&mut *tx, event, &mut pending).await?;
+    pending.settle(tx).await
+}
+
+/// `EventHandler::handle_batch` of a facts feed: each event applied to the facts in feed order
+/// (so each customer's events keep their order), then every customer touched settled once.
+pub(crate) async fn handle_batch<F: FactsFeed + ?Sized>(
+    feed: &F,
+    tx: &mut PgConnection,
+    events: &[Event],
+) -> Result<(), BatchError> {
+    let last = events.len().saturating_sub(1);
+    facts::lock_feeds(&mut *tx)
+        .await
+        .map_err(|source| BatchError {
+            index: 0,
+            source: source.into(),
+        })?;
+    let mut pending = Pending::default();
+    for (index, event) in events.iter().enumerate() {
+        feed.apply(&mut *tx, event, &mut pending)
+            .instrument(event_span(event))
+            .await
+            .map_err(|source| BatchError { index, source })?;
+    }
+    pending.settle(tx).await.map_err(|source| BatchError {
+        index: last,
+        source: source.context("settling the customers of the batch"),
+    })
+}
+
+/// The customers whose facts changed in the events applied so far and are not settled yet:
+/// for each, the position and cause of its latest event and what kinds of facts changed.
+#[derive(Debug, Default)]
+pub struct Pending {
+    customers: BTreeMap<String, Touch>,
+}
+
+#[derive(Debug)]
+struct Touch {
+    position: Position,
+    event_id: String,
+    now: DateTime<Utc>,
+    changed: Changed,
+}
+
+impl Pending {
+    /// Notes that `event` (at `position`, applied at `now`) changed `changed` facts of
+    /// `customer_id`.
+    pub fn touch(
+        &mut self,
+        customer_id: &str,
+        position: Position,
+        event: &Event,
+        now: DateTime<Utc>,
+        changed: Changed,
+    ) {
+        let touch = Touch {
+            position,
+            event_id: event.event_id.clone(),
+            now,
+            changed,
+        };
+        match self.customers.get_mut(customer_id) {
+            Some(earlier) => {
+                let changed = earlier.changed.and(changed);
+                *earlier = Touch { changed, ..touch };
+            }
+            None => {
+                self.customers.insert(customer_id.to_owned(), touch);
+            }
+        }
+    }
+
+    /// Settles every customer noted, in id order, and forgets them: the position of its latest
+    /// event recorded, RFM and lifecycle refreshed, the affected rule segments re-evaluated,
+    /// each in statements covering all of them. Customers without a facts row (erased,
+    /// deleted, merged away since) are skipped.
+    pub async fn settle(&mut self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        let touched = std::mem::take(&mut self.customers);
+        let Some(now) = touched.values().map(|t| t.now).max() else {
+            return Ok(());
+        };
+        let ids: Vec<String> = touched.keys().cloned().collect();
+        let known = facts::existing(&mut *tx, &ids).await?;
+        if known.is_empty() {
+            return Ok(());
+        }
+        let mut causes = Causes::new(ChangeReason::Event, now);
+        let mut positions = Vec::with_capacity(known.len());
+        let mut changed = Vec::with_capacity(known.len());
+        for id in &known {
+            let touch = &touched[id];
+            causes.set_event(id, &touch.event_id);
+            positions.push((id.clone(), touch.position));
+            changed.push((id.clone(), touch.changed));
+        }
+        facts::record_positions(&mut *tx, &positions, now).await?;
+        derived::refresh_customers(&mut *tx, &known, &causes).await?;
+        membership::reevaluate_customers(tx, &changed, &causes).await
+    }
 }

@@ -529,6 +529,13 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
 }
 
 async fn scheduler(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
+    // At start-up too: a deployment's first purchases should not wait a tick for their bounds.
+    if let Err(error) = ensure_rfm_bounds(&state).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "checking the RFM bounds failed"
+        );
+    }
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -540,8 +547,46 @@ async fn scheduler(state: Arc<AppState>, options: WorkerOptions, shutdown: Cance
     }
 }
 
-/// One scheduler tick: queues the full recompute and runs the rollover pass when due.
+/// Queues an RFM run (trigger SCHEDULE) when the stored quintile bounds are missing though
+/// customers have purchased, or were computed over fewer than half of the customers known
+/// now, and no RFM or full run is already queued or running. Returns whether it queued one.
+///
+/// The per-event refresh scores with the stored bounds only (`derived::refresh_customers`):
+/// a customer who buys before the first run stays unscored until it has run, and a young
+/// customer base, whose quintiles move fast, has them recomputed each time it doubles — a
+/// total cost that stays proportional to the base, not to the events.
+pub async fn ensure_rfm_bounds(state: &AppState) -> anyhow::Result<bool> {
+    let now = state.clock.now();
+    let mut tx = state.pool.begin().await?;
+    // One replica at a time decides.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.rfm_bounds', 0))",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let rfm_state = store::rfm::load(&mut tx).await?;
+    if rfm_state.config.fixed_thresholds.is_some() {
+        return Ok(false);
+    }
+    let due = match (rfm_state.computed_thresholds, rfm_state.computed_customers) {
+        (None, _) => store::rfm::any_purchase(&mut tx).await?,
+        (Some(_), None) => false,
+        (Some(_), Some(then)) => store::rfm::customer_count(&mut tx).await? >= (2 * then).max(100),
+    };
+    if !due || job_store::active(&mut *tx, &["rfm", "all"]).await? {
+        return Ok(false);
+    }
+    let job = JobRecord::queued("rfm", None, "schedule", "scheduler", now);
+    job_store::insert(&mut tx, &job).await?;
+    tx.commit().await?;
+    tracing::info!(job_id = %job.recompute_job_id, "RFM bounds missing or outgrown: RFM run queued");
+    Ok(true)
+}
+
+/// One scheduler tick: queues the full recompute and runs the rollover pass when due, and
+/// keeps the RFM bounds current ([`ensure_rfm_bounds`]).
 pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
+    ensure_rfm_bounds(state).await?;
     let now = state.clock.now();
     let config = settings::get(&state.pool).await?;
     let mut tx = begin_long(&state.pool).await?;

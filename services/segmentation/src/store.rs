@@ -11,3 +11,31 @@ pub mod rfm;
 pub mod segments;
 pub mod settings;
 pub mod uploads;
+
+/// Which customers a set-based statement covers. The two are separate statements (a filter
+/// `$n IS NULL OR customer_id = ANY($n)` would keep the planner from the customer index once it
+/// caches a generic plan).
+#[derive(Debug, Clone, Copy)]
+pub enum Who<'a> {
+    Everyone,
+    Customers(&'a [String]),
+}
+
+impl<'a> Who<'a> {
+    /// The condition on `column`, with the customer ids as parameter `$n` (bind
+    /// [`Who::ids`]; NULL for everyone).
+    pub(crate) fn condition(self, column: &str, n: u8) -> String {
+        match self {
+            Self::Everyone => format!("${n}::text[] IS NULL"),
+            Self::Customers(_) => format!("{column} = ANY(${n}::text[])"),
+        }
+    }
+
+    /// The parameter of [`Who::condition`].
+    pub(crate) fn ids(self) -> Option<&'a [String]> {
+        match self {
+            Self::Everyone => None,
+            Self::Customers(ids) => Some(ids),
+        }
+    }
+}

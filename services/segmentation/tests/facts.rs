@@ -1185,6 +1185,11 @@ async fn the_export_holds_facts_memberships_rfm_and_lifecycle() -> anyhow::Resul
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history(C1, 1)).await?;
     feeds.apply_all(&app.pool, &history(SOURCE, 20)).await?;
+    // Events score RFM with stored bounds only: the run the scheduler queues once purchases
+    // exist stores them.
+    let mut tx = app.pool.begin().await?;
+    custops_segmentation::derived::run_rfm(&mut tx, as_of()).await?;
+    tx.commit().await?;
     let client = &mut app.client;
     let listed = static_segment(client, "Listed", &[C1]).await?;
     let hangzhou = rule_segment(

@@ -5,15 +5,16 @@
 use std::sync::Arc;
 
 use custops_common::clock::Clock;
-use custops_common::consumer::EventHandler;
+use custops_common::consumer::{BatchError, EventHandler};
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::feedback::v1 as pb;
-use custops_contracts::custops::segmentation::v1::ChangeReason;
+
 use prost::{Message, Name};
 use sqlx::PgConnection;
 
-use super::{cause, payload, position, settle};
+use super::{FactsFeed, Pending, handle_batch, handle_one, payload, position};
 use crate::derived::from_timestamp;
+use crate::membership::Changed;
 use crate::store::facts::{self, Feed, SurveyAnswer};
 
 /// Applies feedback events to the facts projection.
@@ -32,6 +33,26 @@ impl FeedbackFeed {
 #[tonic::async_trait]
 impl EventHandler for FeedbackFeed {
     async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
+        handle_one(self, tx, event).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+    ) -> Result<(), BatchError> {
+        handle_batch(self, tx, events).await
+    }
+}
+
+#[tonic::async_trait]
+impl FactsFeed for FeedbackFeed {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &Event,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
         let now = self.clock.now();
         let kind = event.event_type.as_str();
         let customer = if kind == pb::ResponseSubmitted::full_name() {
@@ -75,8 +96,14 @@ impl EventHandler for FeedbackFeed {
         } else {
             return Ok(());
         };
-        let by_event = cause(event, ChangeReason::Event, now);
-        settle(tx, &customer, position(Feed::Feedback, event), &by_event).await
+        pending.touch(
+            &customer,
+            position(Feed::Feedback, event),
+            event,
+            now,
+            Changed::FEEDBACK,
+        );
+        Ok(())
     }
 }
 

@@ -6,15 +6,16 @@
 use std::sync::Arc;
 
 use custops_common::clock::Clock;
-use custops_common::consumer::EventHandler;
+use custops_common::consumer::{BatchError, EventHandler};
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::loyalty::v1 as pb;
-use custops_contracts::custops::segmentation::v1::ChangeReason;
+
 use prost::{Message, Name};
 use sqlx::PgConnection;
 
-use super::{cause, payload, position, settle};
+use super::{FactsFeed, Pending, handle_batch, handle_one, payload, position};
 use crate::derived::from_timestamp;
+use crate::membership::Changed;
 use crate::store::facts::{self, Feed, MemberSnapshot};
 
 /// Applies loyalty events to the facts projection.
@@ -97,6 +98,26 @@ fn snapshot(m: pb::Member) -> MemberSnapshot {
 #[tonic::async_trait]
 impl EventHandler for LoyaltyFeed {
     async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
+        handle_one(self, tx, event).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+    ) -> Result<(), BatchError> {
+        handle_batch(self, tx, events).await
+    }
+}
+
+#[tonic::async_trait]
+impl FactsFeed for LoyaltyFeed {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &Event,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
         let now = self.clock.now();
         let kind = event.event_type.as_str();
         if kind == pb::ProgramCreated::full_name() || kind == pb::ProgramUpdated::full_name() {
@@ -120,18 +141,17 @@ impl EventHandler for LoyaltyFeed {
                 }
             }
         }
-        let by_event = cause(event, ChangeReason::Event, now);
         // Sorted: customers are locked in one order everywhere (`facts::lock_customer`).
         touched.sort();
         for customer in touched {
             facts::ensure_row(&mut *tx, &customer, now).await?;
-            settle(
-                &mut *tx,
+            pending.touch(
                 &customer,
                 position(Feed::Loyalty, event),
-                &by_event,
-            )
-            .await?;
+                event,
+                now,
+                Changed::LOYALTY,
+            );
         }
         Ok(())
     }

@@ -11,19 +11,19 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use custops_common::clock::Clock;
-use custops_common::consumer::EventHandler;
+use custops_common::consumer::{BatchError, EventHandler};
 use custops_contracts::custops::common::v1::{ContactChannel, Event};
 use custops_contracts::custops::profiles::v1 as pb;
 use custops_contracts::custops::segmentation::v1::ChangeReason;
 use prost::{Message, Name};
 use sqlx::PgConnection;
 
-use super::{cause, payload, position, settle};
+use super::{FactsFeed, Pending, cause, handle_batch, handle_one, payload, position, settle_now};
 use crate::derived::from_timestamp;
 use crate::domain::facts::{Activity, ActivityKind, AttributeValue, Consents, Money};
-use crate::membership;
+use crate::membership::{self, Changed};
 use crate::store::facts::{self, Feed, Merge, NewActivity, Traits};
 
 /// Activities older than this are not kept (the retained history).
@@ -45,26 +45,57 @@ impl ProfilesFeed {
 #[tonic::async_trait]
 impl EventHandler for ProfilesFeed {
     async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
+        handle_one(self, tx, event).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+    ) -> Result<(), BatchError> {
+        handle_batch(self, tx, events).await
+    }
+}
+
+#[tonic::async_trait]
+impl FactsFeed for ProfilesFeed {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &Event,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
         let now = self.clock.now();
         let at = position(Feed::Profiles, event);
-        let by_event = cause(event, ChangeReason::Event, now);
         let kind = event.event_type.as_str();
         if kind == pb::CustomerCreated::full_name() {
             let traits = pb::CustomerCreated::decode(payload(event)?)?.traits;
-            return apply_traits(tx, traits, event, &by_event).await;
+            if let Some(id) = apply_traits(tx, traits, event, now).await? {
+                pending.touch(&id, at, event, now, Changed::TRAITS);
+            }
+            return Ok(());
         }
         if kind == pb::CustomerUpdated::full_name() {
             let traits = pb::CustomerUpdated::decode(payload(event)?)?.traits;
-            return apply_traits(tx, traits, event, &by_event).await;
+            if let Some(id) = apply_traits(tx, traits, event, now).await? {
+                pending.touch(&id, at, event, now, Changed::TRAITS);
+            }
+            return Ok(());
         }
         if kind == pb::CustomerUndeleted::full_name() {
             let traits = pb::CustomerUndeleted::decode(payload(event)?)?.traits;
             if let Some(t) = &traits {
                 facts::restore_customer(&mut *tx, &t.customer_id, now).await?;
             }
-            return apply_traits(tx, traits, event, &by_event).await;
+            if let Some(id) = apply_traits(tx, traits, event, now).await? {
+                // Its facts came back whole: every rule segment may take it again.
+                pending.touch(&id, at, event, now, Changed::ALL);
+            }
+            return Ok(());
         }
+        let by_event = cause(event, ChangeReason::Event, now);
         if kind == pb::CustomerDeleted::full_name() {
+            pending.settle(&mut *tx).await?;
             let deleted = pb::CustomerDeleted::decode(payload(event)?)?;
             if facts::exists(&mut *tx, &deleted.customer_id).await? {
                 facts::delete_customer(&mut *tx, &deleted.customer_id).await?;
@@ -85,7 +116,8 @@ impl EventHandler for ProfilesFeed {
                 granted,
             )
             .await?;
-            return settle(tx, &change.customer_id, at, &by_event).await;
+            pending.touch(&change.customer_id, at, event, now, Changed::TRAITS);
+            return Ok(());
         }
         if kind == pb::ActivityRecorded::full_name() {
             let activity = pb::ActivityRecorded::decode(payload(event)?)?.activity;
@@ -97,7 +129,8 @@ impl EventHandler for ProfilesFeed {
             }
             facts::ensure_row(&mut *tx, &new.customer_id, now).await?;
             facts::insert_activity(&mut *tx, &new).await?;
-            return settle(tx, &new.customer_id, at, &by_event).await;
+            pending.touch(&new.customer_id, at, event, now, Changed::ACTIVITIES);
+            return Ok(());
         }
         if kind == pb::AttributeDefinitionCreated::full_name() {
             let created = pb::AttributeDefinitionCreated::decode(payload(event)?)?;
@@ -120,6 +153,7 @@ impl EventHandler for ProfilesFeed {
             return Ok(());
         }
         if kind == pb::CustomerMerged::full_name() {
+            pending.settle(&mut *tx).await?;
             let merged = pb::CustomerMerged::decode(payload(event)?)?;
             let merge = Merge {
                 merge_id: merged.merge_id,
@@ -148,6 +182,7 @@ impl EventHandler for ProfilesFeed {
             .await;
         }
         if kind == pb::CustomerUnmerged::full_name() {
+            pending.settle(&mut *tx).await?;
             let unmerged = pb::CustomerUnmerged::decode(payload(event)?)?;
             let Some(merge) = facts::unmerge(&mut *tx, &unmerged.merge_id, now).await? else {
                 return Ok(());
@@ -175,6 +210,7 @@ impl EventHandler for ProfilesFeed {
                 .await;
         }
         if kind == pb::CustomerErased::full_name() {
+            pending.settle(&mut *tx).await?;
             let erased = pb::CustomerErased::decode(payload(event)?)?;
             let by_erasure = cause(event, ChangeReason::Erasure, now);
             for id in std::iter::once(&erased.customer_id).chain(&erased.merged_customer_ids) {
@@ -190,28 +226,23 @@ impl EventHandler for ProfilesFeed {
     }
 }
 
-/// Applies a traits snapshot (unless older than the row's position) and settles the customer.
+/// Applies a traits snapshot (unless older than the row's position); the customer to settle,
+/// `None` when there is no snapshot.
 async fn apply_traits(
     tx: &mut PgConnection,
     traits: Option<pb::CustomerTraits>,
     event: &Event,
-    cause: &membership::Cause,
-) -> anyhow::Result<()> {
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
     let Some(traits) = traits.map(to_traits) else {
-        return Ok(());
+        return Ok(None);
     };
-    facts::apply_traits(&mut *tx, &traits, event.sequence, cause.now).await?;
-    settle(
-        tx,
-        &traits.customer_id,
-        position(Feed::Profiles, event),
-        cause,
-    )
-    .await
+    facts::apply_traits(&mut *tx, &traits, event.sequence, now).await?;
+    Ok(Some(traits.customer_id))
 }
 
-/// Applies `traits` when given, else only settles `customer_id` (position, derived values,
-/// memberships).
+/// Applies `traits` when given, then settles `customer_id` at once (position, derived values,
+/// memberships): merges and unmerges settle as they go.
 async fn apply_or_settle(
     tx: &mut PgConnection,
     traits: Option<pb::CustomerTraits>,
@@ -219,11 +250,8 @@ async fn apply_or_settle(
     event: &Event,
     cause: &membership::Cause,
 ) -> anyhow::Result<()> {
-    if traits.is_some() {
-        apply_traits(tx, traits, event, cause).await
-    } else {
-        settle(tx, customer_id, position(Feed::Profiles, event), cause).await
-    }
+    apply_traits(&mut *tx, traits, event, cause.now).await?;
+    settle_now(tx, customer_id, position(Feed::Profiles, event), cause).await
 }
 
 /// The consent column slug of a channel.

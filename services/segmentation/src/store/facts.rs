@@ -8,7 +8,7 @@
 //! applied only when newer than the position stored, activities and tickets are keyed by their
 //! upstream ids, merges by merge id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, Row};
@@ -24,75 +24,89 @@ pub async fn load_facts(
     conn: &mut PgConnection,
     customer_id: &str,
 ) -> Result<Option<Facts>, sqlx::Error> {
-    let Some(row) = sqlx::query("SELECT * FROM customer_facts WHERE customer_id = $1")
-        .bind(customer_id)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let attributes: String =
-        sqlx::query_scalar("SELECT attributes::text FROM customer_facts WHERE customer_id = $1")
-            .bind(customer_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let mut facts = Facts {
-        customer_id: row.try_get("customer_id")?,
-        customer_create_time: row.try_get("customer_create_time")?,
-        country: row.try_get("country")?,
-        region: row.try_get("region")?,
-        city: row.try_get("city")?,
-        birth_date: row.try_get("birth_date")?,
-        gender: row.try_get("gender")?,
-        income_band: row.try_get("income_band")?,
-        occupation: row.try_get("occupation")?,
-        education: row.try_get("education")?,
-        interests: row.try_get("interests")?,
-        lifestyle_tags: row.try_get("lifestyle_tags")?,
-        tags: row.try_get("tags")?,
-        attributes: decode_attributes(&attributes),
-        consents: Consents {
-            sms: row.try_get("consent_sms")?,
-            email: row.try_get("consent_email")?,
-            app_push: row.try_get("consent_app_push")?,
-            wechat: row.try_get("consent_wechat")?,
-        },
-        activities: Vec::new(),
-        loyalty: Vec::new(),
-        feedback: FeedbackFacts {
-            last_nps_score: row.try_get("last_nps_score")?,
-            last_nps_time: row.try_get("last_nps_time")?,
-            last_csat_score: row.try_get("last_csat_score")?,
-            last_csat_time: row.try_get("last_csat_time")?,
-            open_ticket_count: row.try_get("open_ticket_count")?,
-        },
-        rfm: RfmFacts {
-            recency_days: row.try_get("rfm_recency_days")?,
-            frequency: row.try_get("rfm_frequency")?,
-            monetary_minor: row.try_get("rfm_monetary_minor")?,
-            recency_score: i32::from(row.try_get::<i16, _>("rfm_recency_score")?),
-            frequency_score: i32::from(row.try_get::<i16, _>("rfm_frequency_score")?),
-            monetary_score: i32::from(row.try_get::<i16, _>("rfm_monetary_score")?),
-            group: row.try_get("rfm_group")?,
-            score_time: row.try_get("rfm_score_time")?,
-        },
-        lifecycle: LifecycleFacts {
-            stage: row.try_get("lifecycle_stage")?,
-            stage_start_time: row.try_get("lifecycle_stage_start_time")?,
-            previous_stage: row.try_get("lifecycle_previous_stage")?,
-            churn_risk: row.try_get("churn_risk")?,
-            churn_risk_score: row.try_get("churn_risk_score")?,
-        },
-        segments: Default::default(),
-    };
+    let mut many = load_facts_many(conn, &[customer_id.to_owned()]).await?;
+    Ok(many.remove(customer_id))
+}
+
+/// The facts of each of `customer_ids` segmentation knows, in five statements whatever their
+/// number (a feed batch settles its customers together).
+pub async fn load_facts_many(
+    conn: &mut PgConnection,
+    customer_ids: &[String],
+) -> Result<HashMap<String, Facts>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT activity_id, kind, occur_time, amount_minor, currency, categories, channel \
-         FROM customer_activities WHERE customer_id = $1 ORDER BY occur_time, activity_id",
+        "SELECT f.*, f.attributes::text AS attributes_text FROM customer_facts f \
+         WHERE f.customer_id = ANY($1)",
     )
-    .bind(customer_id)
+    .bind(customer_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut loaded = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let facts = Facts {
+            customer_id: row.try_get("customer_id")?,
+            customer_create_time: row.try_get("customer_create_time")?,
+            country: row.try_get("country")?,
+            region: row.try_get("region")?,
+            city: row.try_get("city")?,
+            birth_date: row.try_get("birth_date")?,
+            gender: row.try_get("gender")?,
+            income_band: row.try_get("income_band")?,
+            occupation: row.try_get("occupation")?,
+            education: row.try_get("education")?,
+            interests: row.try_get("interests")?,
+            lifestyle_tags: row.try_get("lifestyle_tags")?,
+            tags: row.try_get("tags")?,
+            attributes: decode_attributes(row.try_get::<&str, _>("attributes_text")?),
+            consents: Consents {
+                sms: row.try_get("consent_sms")?,
+                email: row.try_get("consent_email")?,
+                app_push: row.try_get("consent_app_push")?,
+                wechat: row.try_get("consent_wechat")?,
+            },
+            activities: Vec::new(),
+            loyalty: Vec::new(),
+            feedback: FeedbackFacts {
+                last_nps_score: row.try_get("last_nps_score")?,
+                last_nps_time: row.try_get("last_nps_time")?,
+                last_csat_score: row.try_get("last_csat_score")?,
+                last_csat_time: row.try_get("last_csat_time")?,
+                open_ticket_count: row.try_get("open_ticket_count")?,
+            },
+            rfm: RfmFacts {
+                recency_days: row.try_get("rfm_recency_days")?,
+                frequency: row.try_get("rfm_frequency")?,
+                monetary_minor: row.try_get("rfm_monetary_minor")?,
+                recency_score: i32::from(row.try_get::<i16, _>("rfm_recency_score")?),
+                frequency_score: i32::from(row.try_get::<i16, _>("rfm_frequency_score")?),
+                monetary_score: i32::from(row.try_get::<i16, _>("rfm_monetary_score")?),
+                group: row.try_get("rfm_group")?,
+                score_time: row.try_get("rfm_score_time")?,
+            },
+            lifecycle: LifecycleFacts {
+                stage: row.try_get("lifecycle_stage")?,
+                stage_start_time: row.try_get("lifecycle_stage_start_time")?,
+                previous_stage: row.try_get("lifecycle_previous_stage")?,
+                churn_risk: row.try_get("churn_risk")?,
+                churn_risk_score: row.try_get("churn_risk_score")?,
+            },
+            segments: Default::default(),
+        };
+        loaded.insert(facts.customer_id.clone(), facts);
+    }
+    let rows = sqlx::query(
+        "SELECT customer_id, activity_id, kind, occur_time, amount_minor, currency, categories, \
+           channel \
+         FROM customer_activities WHERE customer_id = ANY($1) \
+         ORDER BY customer_id, occur_time, activity_id",
+    )
+    .bind(customer_ids)
     .fetch_all(&mut *conn)
     .await?;
     for row in rows {
+        let Some(facts) = loaded.get_mut(row.try_get::<&str, _>("customer_id")?) else {
+            continue;
+        };
         let amount: Option<i64> = row.try_get("amount_minor")?;
         let currency: Option<String> = row.try_get("currency")?;
         facts.activities.push(Activity {
@@ -108,13 +122,17 @@ pub async fn load_facts(
         });
     }
     let rows = sqlx::query(
-        "SELECT loyalty_program_id, tier, points, qualifying_points, enroll_time \
-         FROM loyalty_memberships WHERE customer_id = $1 ORDER BY loyalty_program_id",
+        "SELECT customer_id, loyalty_program_id, tier, points, qualifying_points, enroll_time \
+         FROM loyalty_memberships WHERE customer_id = ANY($1) \
+         ORDER BY customer_id, loyalty_program_id",
     )
-    .bind(customer_id)
+    .bind(customer_ids)
     .fetch_all(&mut *conn)
     .await?;
     for row in rows {
+        let Some(facts) = loaded.get_mut(row.try_get::<&str, _>("customer_id")?) else {
+            continue;
+        };
         facts.loyalty.push(LoyaltyMembership {
             loyalty_program_id: row.try_get("loyalty_program_id")?,
             tier: row.try_get("tier")?,
@@ -123,13 +141,17 @@ pub async fn load_facts(
             enroll_time: row.try_get("enroll_time")?,
         });
     }
-    let segments: Vec<Uuid> =
-        sqlx::query_scalar("SELECT segment_id FROM memberships WHERE customer_id = $1")
-            .bind(customer_id)
+    let rows =
+        sqlx::query("SELECT customer_id, segment_id FROM memberships WHERE customer_id = ANY($1)")
+            .bind(customer_ids)
             .fetch_all(&mut *conn)
             .await?;
-    facts.segments = segments.into_iter().collect();
-    Ok(Some(facts))
+    for row in rows {
+        if let Some(facts) = loaded.get_mut(row.try_get::<&str, _>("customer_id")?) {
+            facts.segments.insert(row.try_get::<Uuid, _>("segment_id")?);
+        }
+    }
+    Ok(loaded)
 }
 
 /// Custom attributes from their JSON column (see the schema); unknown shapes are skipped.
@@ -227,6 +249,29 @@ pub async fn exists(conn: &mut PgConnection, customer_id: &str) -> Result<bool, 
         .await
 }
 
+/// Those of `customer_ids` that have a facts row, sorted.
+pub async fn existing(
+    conn: &mut PgConnection,
+    customer_ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT customer_id FROM customer_facts WHERE customer_id = ANY($1) ORDER BY customer_id",
+    )
+    .bind(customer_ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Holds, until the transaction ends, the lock that makes the feed consumers apply their
+/// batches one at a time. A batch touches many customers' rows in feed order; two feeds'
+/// batches touching the same customers in different orders would otherwise deadlock.
+pub async fn lock_feeds(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.feeds', 0))")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Holds, until the transaction ends, the lock that serialises every write creating a
 /// customer's facts row with every write tombstoning it (erasure, deletion, merge, and their
 /// undoing). The feeds are applied by separate consumers: without it, a feedback event's
@@ -287,6 +332,40 @@ pub async fn record_position(
         .bind(now)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// [`record_position`] for several customers at once, one statement per feed.
+pub async fn record_positions(
+    conn: &mut PgConnection,
+    positions: &[(String, Position)],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    for feed in [Feed::Profiles, Feed::Loyalty, Feed::Feedback] {
+        let of_feed: Vec<&(String, Position)> =
+            positions.iter().filter(|(_, p)| p.feed == feed).collect();
+        if of_feed.is_empty() {
+            continue;
+        }
+        let ids: Vec<&str> = of_feed.iter().map(|(id, _)| id.as_str()).collect();
+        let sequences: Vec<i64> = of_feed.iter().map(|(_, p)| p.sequence).collect();
+        let times: Vec<Option<DateTime<Utc>>> = of_feed.iter().map(|(_, p)| p.occur_time).collect();
+        let column = feed.column();
+        let sql = format!(
+            "UPDATE customer_facts f SET {column}_sequence = u.sequence, \
+               {column}_occur_time = u.occur_time, update_time = $4 \
+             FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) \
+               AS u (customer_id, sequence, occur_time) \
+             WHERE f.customer_id = u.customer_id AND f.{column}_sequence < u.sequence"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&ids)
+            .bind(&sequences)
+            .bind(&times)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

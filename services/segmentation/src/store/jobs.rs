@@ -167,6 +167,20 @@ pub async fn queued<'e>(
     row.as_ref().map(from_row).transpose()
 }
 
+/// Whether a job of one of `scopes` is queued or running.
+pub async fn active<'e>(
+    executor: impl PgExecutor<'e>,
+    scopes: &[&str],
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM recompute_jobs \
+           WHERE scope = ANY($1) AND state IN ('queued', 'running'))",
+    )
+    .bind(scopes)
+    .fetch_one(executor)
+    .await
+}
+
 /// One job.
 pub async fn get<'e>(
     executor: impl PgExecutor<'e>,

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
 use crate::domain::lifecycle::LifecycleConfig;
+use crate::store::Who;
 
 /// The configs row name.
 const ROW: &str = "lifecycle";
@@ -105,18 +106,20 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredLifecycle, sqlx::Error>
     })
 }
 
-/// Decides the stage and churn risk of everyone (`customer` None) or one customer at `now`
-/// and stores them; returns the customers whose stage or churn flag changed.
+/// Decides the stage and churn risk of `who` at `now` and stores them; returns the customers
+/// whose stage or churn flag changed.
 ///
-/// Parameters: $1 T, $2 customer or NULL, $3 new_window_days, $4 active_window_days,
+/// Parameters: $1 T, $2 customer ids or NULL (see [`Who`]), $3 new_window_days, $4 active_window_days,
 /// $5 active_min_purchases, $6 at_risk_after_days, $7 dormant_after_days,
 /// $8 churned_after_days, $9 reactivated_window_days, $10 churn_risk_gap_multiplier.
 pub async fn evaluate(
     conn: &mut PgConnection,
     config: &LifecycleConfig,
     now: DateTime<Utc>,
-    customer: Option<&str>,
+    who: Who<'_>,
 ) -> Result<Vec<LifecycleChange>, sqlx::Error> {
+    let a = who.condition("a.customer_id", 2);
+    let f = who.condition("f.customer_id", 2);
     let sql = format!(
         "WITH p AS ( \
            SELECT a.customer_id, a.occur_time, \
@@ -124,7 +127,7 @@ pub async fn evaluate(
                                           ORDER BY a.occur_time, a.activity_id) AS prev \
            FROM customer_activities a \
            WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
-             AND ($2::text IS NULL OR a.customer_id = $2)), \
+             AND {a}), \
          h AS ( \
            SELECT customer_id, min(occur_time) AS first_time, max(occur_time) AS last_time, \
                   count(*) AS n, \
@@ -141,7 +144,7 @@ pub async fn evaluate(
                            / (h.n - 1) \
                        ELSE $6::float8 END AS gap \
            FROM customer_facts f LEFT JOIN h USING (customer_id) \
-           WHERE $2::text IS NULL OR f.customer_id = $2), \
+           WHERE {f}), \
          s AS ( \
            SELECT c.*, \
              CASE WHEN last_time IS NULL THEN 'prospect' \
@@ -184,7 +187,7 @@ pub async fn evaluate(
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now)
-        .bind(customer)
+        .bind(who.ids())
         .bind(config.new_window_days)
         .bind(config.active_window_days)
         .bind(config.active_min_purchases)

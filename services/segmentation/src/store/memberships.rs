@@ -1,6 +1,8 @@
 //! Memberships (the truth behind lookups), member counts, and the notifications that tell every
 //! replica's lookup cache what changed once a transaction commits.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use custops_contracts::custops::segmentation::v1::ChangeReason;
 use sqlx::{PgConnection, PgExecutor, Row};
@@ -51,24 +53,37 @@ pub async fn customer_memberships(
     conn: &mut PgConnection,
     customer_id: &str,
 ) -> Result<Vec<CurrentMembership>, sqlx::Error> {
+    let mut many = customers_memberships(conn, &[customer_id.to_owned()]).await?;
+    Ok(many.remove(customer_id).unwrap_or_default())
+}
+
+/// [`customer_memberships`] of several customers in one statement, by customer (those without
+/// any are absent), each in segment id order.
+pub async fn customers_memberships(
+    conn: &mut PgConnection,
+    customer_ids: &[String],
+) -> Result<HashMap<String, Vec<CurrentMembership>>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT m.segment_id, s.kind = 'rule' AS rule, s.version, m.enter_time \
+        "SELECT m.customer_id, m.segment_id, s.kind = 'rule' AS rule, s.version, m.enter_time \
          FROM memberships m JOIN segments s USING (segment_id) \
-         WHERE m.customer_id = $1 ORDER BY m.segment_id",
+         WHERE m.customer_id = ANY($1) ORDER BY m.customer_id, m.segment_id",
     )
-    .bind(customer_id)
+    .bind(customer_ids)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(CurrentMembership {
+    let mut by_customer: HashMap<String, Vec<CurrentMembership>> = HashMap::new();
+    for row in &rows {
+        by_customer
+            .entry(row.try_get("customer_id")?)
+            .or_default()
+            .push(CurrentMembership {
                 segment_id: row.try_get("segment_id")?,
                 rule: row.try_get("rule")?,
                 segment_version: row.try_get("version")?,
                 enter_time: row.try_get("enter_time")?,
-            })
-        })
-        .collect()
+            });
+    }
+    Ok(by_customer)
 }
 
 /// Records, for merge `merge_id`, the static segments `source_segments` the merged-away customer

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use crate::domain::rfm::{CurrencyRate, RfmConfig, RfmState, Thresholds, counted_currencies, grid};
+use crate::store::Who;
 
 /// The configs row name.
 const ROW: &str = "rfm";
@@ -26,6 +27,9 @@ struct Stored {
     computed_thresholds: Option<Thresholds>,
     /// RFC 3339.
     compute_time: Option<String>,
+    /// Absent in configs written before it existed.
+    #[serde(default)]
+    computed_customers: Option<i64>,
 }
 
 /// The stored config and bounds, or the defaults when never written.
@@ -40,6 +44,7 @@ pub async fn load(conn: &mut PgConnection) -> Result<RfmState, sqlx::Error> {
             config: RfmConfig::default(),
             computed_thresholds: None,
             compute_time: None,
+            computed_customers: None,
             update_time: None,
             etag: INITIAL_ETAG.to_owned(),
         });
@@ -59,6 +64,7 @@ pub async fn load(conn: &mut PgConnection) -> Result<RfmState, sqlx::Error> {
             .compute_time
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc)),
+        computed_customers: stored.computed_customers,
         update_time: Some(row.try_get("update_time")?),
         etag: row.try_get("etag")?,
     })
@@ -77,6 +83,7 @@ pub async fn save(
         currency_rates: state.config.currency_rates.clone(),
         computed_thresholds: state.computed_thresholds,
         compute_time: state.compute_time.map(|t| t.to_rfc3339()),
+        computed_customers: state.computed_customers,
     };
     let text = serde_json::to_string(&stored).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
@@ -93,7 +100,7 @@ pub async fn save(
     Ok(())
 }
 
-/// Raw values as of `$1` for every customer (`$3` NULL) or one (`$3` = id): window `$2`
+/// Raw values as of `$1` for `who` (ids in `$3`, see [`Who`]): window `$2`
 /// days, counted currencies `$4` with their exact ratios `$5` (amounts) and `$6` (values), the
 /// RFM currency among them at 1:1 (`domain::rfm::counted_currencies`). A customer is
 /// scored when a purchase exists at or before `$1`; frequency counts every purchase in the
@@ -101,20 +108,24 @@ pub async fn save(
 /// multiplied by value / amount in exact numeric arithmetic and rounded down (`div`); a
 /// currency without a rate has no row to join and counts nothing. `domain::rfm::monetary_value`
 /// states the same in Rust. The full run and the per-customer refresh both run this text.
-const VALUES_SQL: &str = "\
+fn values_sql(who: Who<'_>) -> String {
+    let a = who.condition("a.customer_id", 3);
+    let f = who.condition("f.customer_id", 3);
+    format!(
+        "\
     WITH p AS ( \
       SELECT a.customer_id, max(a.occur_time) AS last_time, \
              count(*) FILTER (WHERE a.occur_time > $1 - $2 * interval '24 hours') AS frequency \
       FROM customer_activities a \
       WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
-        AND ($3::text IS NULL OR a.customer_id = $3) \
+        AND {a} \
       GROUP BY a.customer_id), \
     c AS ( \
       SELECT a.customer_id, a.currency, sum(a.amount_minor)::numeric AS total \
       FROM customer_activities a \
       WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
         AND a.occur_time > $1 - $2 * interval '24 hours' \
-        AND ($3::text IS NULL OR a.customer_id = $3) \
+        AND {a} \
       GROUP BY a.customer_id, a.currency), \
     m AS ( \
       SELECT c.customer_id, sum(div(c.total * r.value, r.amount)) AS monetary \
@@ -129,7 +140,23 @@ const VALUES_SQL: &str = "\
     FROM customer_facts f \
     LEFT JOIN p ON p.customer_id = f.customer_id \
     LEFT JOIN m ON m.customer_id = f.customer_id \
-    WHERE ($3::text IS NULL OR f.customer_id = $3)";
+    WHERE {f}"
+    )
+}
+
+/// Whether any customer has a purchase.
+pub async fn any_purchase(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM customer_activities WHERE kind = 'purchase')")
+        .fetch_one(conn)
+        .await
+}
+
+/// How many customers segmentation knows.
+pub async fn customer_count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM customer_facts")
+        .fetch_one(conn)
+        .await
+}
 
 /// Quintile bounds over every scored customer as of `now`; `None` when nobody is scored.
 pub async fn quintiles(
@@ -138,18 +165,19 @@ pub async fn quintiles(
     now: DateTime<Utc>,
 ) -> Result<Option<Thresholds>, sqlx::Error> {
     let sql = format!(
-        "WITH v AS ({VALUES_SQL}) \
+        "WITH v AS ({}) \
          SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY recency_days) \
                   AS r, \
                 percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY frequency) AS f, \
                 percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY monetary) AS m \
-         FROM v WHERE scored"
+         FROM v WHERE scored",
+        values_sql(Who::Everyone)
     );
     let (currencies, amounts, values) = counted_currencies(config);
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(now)
         .bind(config.window_days)
-        .bind(None::<String>)
+        .bind(None::<Vec<String>>)
         .bind(currencies)
         .bind(amounts)
         .bind(values)
@@ -198,24 +226,24 @@ pub struct StoredRfm {
     pub score_time: Option<DateTime<Utc>>,
 }
 
-/// Scores everyone (`customer` None) or one customer as of `now` with `bounds` and stores
-/// it; returns the customers whose group changed. Without bounds nobody can be scored yet,
+/// Scores `who` as of `now` with `bounds` and stores it; returns the customers whose group changed. Without bounds nobody can be scored yet,
 /// so scores stay 0 and groups "".
 pub async fn score(
     conn: &mut PgConnection,
     config: &RfmConfig,
     bounds: Option<&Thresholds>,
     now: DateTime<Utc>,
-    customer: Option<&str>,
+    who: Who<'_>,
 ) -> Result<Vec<GroupChange>, sqlx::Error> {
     let cells = grid()
         .into_iter()
         .map(|(r, fm, slug)| format!("({r}, {fm}, '{slug}')"))
         .collect::<Vec<_>>()
         .join(", ");
+    let values = values_sql(who);
     // Bounds arrays are 1-based: ≤ [1] is the best recency / lowest frequency score.
     let sql = format!(
-        "WITH v AS ({VALUES_SQL}), \
+        "WITH v AS ({values}), \
          s AS ( \
            SELECT v.*, \
              CASE WHEN NOT scored OR $7::int[] IS NULL THEN 0 \
@@ -258,7 +286,7 @@ pub async fn score(
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(now)
         .bind(config.window_days)
-        .bind(customer)
+        .bind(who.ids())
         .bind(currencies)
         .bind(amounts)
         .bind(values)

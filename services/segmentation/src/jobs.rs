@@ -530,7 +530,7 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
 
 async fn scheduler(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
     // At start-up too: a deployment's first purchases should not wait a tick for their bounds.
-    if let Err(error) = ensure_rfm_bounds(&state).await {
+    if let Err(error) = ensure_rfm_bounds(&state.pool, state.clock.now()).await {
         tracing::warn!(
             error = format!("{error:#}"),
             "checking the RFM bounds failed"
@@ -555,9 +555,8 @@ async fn scheduler(state: Arc<AppState>, options: WorkerOptions, shutdown: Cance
 /// a customer who buys before the first run stays unscored until it has run, and a young
 /// customer base, whose quintiles move fast, has them recomputed each time it doubles — a
 /// total cost that stays proportional to the base, not to the events.
-pub async fn ensure_rfm_bounds(state: &AppState) -> anyhow::Result<bool> {
-    let now = state.clock.now();
-    let mut tx = state.pool.begin().await?;
+pub async fn ensure_rfm_bounds(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<bool> {
+    let mut tx = pool.begin().await?;
     // One replica at a time decides.
     sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.rfm_bounds', 0))",
@@ -586,8 +585,8 @@ pub async fn ensure_rfm_bounds(state: &AppState) -> anyhow::Result<bool> {
 /// One scheduler tick: queues the full recompute and runs the rollover pass when due, and
 /// keeps the RFM bounds current ([`ensure_rfm_bounds`]).
 pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
-    ensure_rfm_bounds(state).await?;
     let now = state.clock.now();
+    ensure_rfm_bounds(&state.pool, now).await?;
     let config = settings::get(&state.pool).await?;
     let mut tx = begin_long(&state.pool).await?;
     if settings::claim_schedule(

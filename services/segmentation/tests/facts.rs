@@ -75,6 +75,30 @@ impl Feeds {
         }
         Ok(())
     }
+
+    /// Applies `events` as the consumer applies one batch: in one transaction, through
+    /// `handle_batch` (each run of one feed's events through its handler).
+    async fn apply_batch(&self, pool: &PgPool, events: &[Event]) -> anyhow::Result<()> {
+        let mut tx = pool.begin().await?;
+        for run in events.chunk_by(|a, b| package(a) == package(b)) {
+            let handler: &dyn EventHandler = match package(&run[0]) {
+                "profiles" => &self.profiles,
+                "loyalty" => &self.loyalty,
+                _ => &self.feedback,
+            };
+            handler
+                .handle_batch(&mut tx, run)
+                .await
+                .map_err(|e| e.source.context(format!("event {}", e.index)))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The package of an event's type: "profiles", "loyalty" or "feedback".
+fn package(event: &Event) -> &str {
+    event.event_type.split('.').nth(1).unwrap_or_default()
 }
 
 /// An envelope for `payload` at feed position `sequence`.
@@ -1460,5 +1484,272 @@ async fn purchase_totals_past_int64_saturate_and_every_read_still_answers() -> a
         .await?
         .into_inner();
     assert!(explained.member, "{explained:?}");
+    Ok(())
+}
+
+const D1: &str = "0190f6f5-0000-7000-8000-0000000000d1";
+
+/// Profiles events of four customers: created, buying, one moving city, one merged into another
+/// and unmerged, one erased; split where the static segment is made.
+fn mixed_profiles_events() -> (Vec<Event>, Vec<Event>) {
+    let merge = pr::CustomerMerged {
+        merge_id: "merge-x".into(),
+        source_customer_id: SOURCE.into(),
+        target_customer_id: TARGET.into(),
+        merge_time: ts(as_of()),
+        target_traits: Some(traits(TARGET, "Hangzhou")),
+        moved_activity_count: 1,
+    };
+    let unmerge = pr::CustomerUnmerged {
+        merge_id: "merge-x".into(),
+        source_customer_id: SOURCE.into(),
+        target_customer_id: TARGET.into(),
+        source_traits: Some(traits_later(SOURCE, "Hangzhou")),
+        target_traits: Some(traits(TARGET, "Hangzhou")),
+        ..Default::default()
+    };
+    let created = |seq, id, city| {
+        event(
+            seq,
+            id,
+            &pr::CustomerCreated {
+                traits: Some(traits(id, city)),
+            },
+        )
+    };
+    let first = vec![
+        created(1, C1, "Hangzhou"),
+        created(2, SOURCE, "Shanghai"),
+        created(3, TARGET, "Hangzhou"),
+        created(4, D1, "Beijing"),
+        event(5, C1, &purchase("a1", C1, 40, 120_00)),
+        event(6, C1, &purchase("a2", C1, 10, 80_00)),
+        event(7, SOURCE, &purchase("b1", SOURCE, 5, 50_00)),
+    ];
+    let second = vec![
+        event(
+            8,
+            SOURCE,
+            &pr::CustomerUpdated {
+                traits: Some(traits_later(SOURCE, "Hangzhou")),
+                ..Default::default()
+            },
+        ),
+        event(9, TARGET, &merge),
+        event(10, TARGET, &purchase("c1", TARGET, 3, 30_00)),
+        event(11, D1, &purchase("d1", D1, 1, 10_00)),
+        event(
+            12,
+            D1,
+            &pr::CustomerErased {
+                customer_id: D1.into(),
+                ..Default::default()
+            },
+        ),
+        event(13, TARGET, &unmerge),
+        event(14, SOURCE, &purchase("b2", SOURCE, 1, 20_00)),
+        event(
+            15,
+            C1,
+            &pr::CustomerUpdated {
+                traits: Some(traits_later(C1, "Beijing")),
+                ..Default::default()
+            },
+        ),
+    ];
+    (first, second)
+}
+
+/// The segments of the mixed-batch tests: three rule segments on traits, purchases and
+/// feedback, one referencing another. Made before any event, so no recompute races the feed.
+async fn mixed_segments(client: &mut Client) -> anyhow::Result<()> {
+    let city = pb::value::Kind::StringValue("Hangzhou".into());
+    rule_segment(
+        client,
+        "Hangzhou",
+        predicate("geo.city", pb::Operator::Equals, city),
+    )
+    .await?;
+    let two = pb::value::Kind::IntegerValue(2);
+    let buyers = rule_segment(
+        client,
+        "Buyers",
+        predicate("purchase.count", pb::Operator::GreaterOrEqual, two),
+    )
+    .await?;
+    let nine = pb::value::Kind::IntegerValue(9);
+    rule_segment(
+        client,
+        "Promoters",
+        predicate(
+            "feedback.last_nps_score",
+            pb::Operator::GreaterOrEqual,
+            nine,
+        ),
+    )
+    .await?;
+    rule_segment(client, "Via buyers", member_of(&buyers)).await?;
+    Ok(())
+}
+
+/// Everything the feed handlers leave, as comparable lines: memberships and counts by segment
+/// name, the facts columns events write, activities, tombstones.
+async fn projection(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let lines: Vec<String> = sqlx::query_scalar(
+        "SELECT format('member %s %s', s.display_name, m.customer_id) \
+           FROM memberships m JOIN segments s USING (segment_id) \
+         UNION ALL SELECT format('count %s %s', display_name, member_count) FROM segments \
+         UNION ALL SELECT format('facts %s %s %s %s %s %s %s %s', customer_id, city, \
+             consent_sms, profiles_sequence, feedback_sequence, lifecycle_stage, \
+             last_nps_score, rfm_frequency) FROM customer_facts \
+         UNION ALL SELECT format('activity %s %s', customer_id, activity_id) \
+           FROM customer_activities \
+         UNION ALL SELECT format('tombstone %s %s', customer_id, reason) \
+           FROM customer_tombstones \
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(lines)
+}
+
+/// Feed batches (issue 16): one batch mixing customers, a merge, an erasure and an unmerge
+/// leaves exactly what the same events applied one at a time leave — facts, activities,
+/// memberships, counts — and redelivering a partly applied batch, or the whole of it again,
+/// changes nothing.
+#[tokio::test]
+async fn a_batch_mixing_customers_merges_and_erasures_leaves_what_single_events_leave()
+-> anyhow::Result<()> {
+    let (first, second) = mixed_profiles_events();
+    let feedback = vec![
+        event(1, C1, &nps(C1, 10, 1)),
+        event(2, TARGET, &nps(TARGET, 3, 1)),
+    ];
+    let mut projections = Vec::new();
+    for batched in [false, true] {
+        let mut app = spawn_app().await?;
+        let feeds = Feeds::new(&app);
+        mixed_segments(&mut app.client).await?;
+        if batched {
+            feeds.apply_batch(&app.pool, &first).await?;
+        } else {
+            feeds.apply_all(&app.pool, &first).await?;
+        }
+        // Statics pass to the merge target and come back with the unmerge.
+        static_segment(&mut app.client, "Listed", &[SOURCE]).await?;
+        let mut rest = second.clone();
+        rest.extend(feedback.iter().cloned());
+        if batched {
+            // Half of the second batch lands, then the whole of it is redelivered, twice.
+            feeds.apply_batch(&app.pool, &rest[..3]).await?;
+            feeds.apply_batch(&app.pool, &rest).await?;
+            feeds.apply_batch(&app.pool, &rest).await?;
+        } else {
+            feeds.apply_all(&app.pool, &rest).await?;
+        }
+        projections.push(projection(&app.pool).await?);
+    }
+    let (single, batched) = (&projections[0], &projections[1]);
+    assert_eq!(single, batched);
+    // Not vacuous: the events did what they say.
+    for line in [
+        format!("member Buyers {C1}"),
+        format!("member Promoters {C1}"),
+        format!("member Via buyers {C1}"),
+        format!("member Hangzhou {SOURCE}"),
+        format!("member Buyers {SOURCE}"),
+        format!("member Listed {SOURCE}"),
+        format!("member Hangzhou {TARGET}"),
+        format!("tombstone {D1} erased"),
+        "count Buyers 2".to_owned(),
+    ] {
+        assert!(batched.contains(&line), "{line} missing from {batched:#?}");
+    }
+    for absent in [
+        format!("member Hangzhou {C1}"),
+        format!("member Buyers {TARGET}"),
+        format!("member Listed {TARGET}"),
+        format!("member Promoters {TARGET}"),
+    ] {
+        assert!(!batched.contains(&absent), "{absent} in {batched:#?}");
+    }
+    assert!(
+        !batched
+            .iter()
+            .any(|l| l.contains(D1) && !l.starts_with("tombstone"))
+    );
+    Ok(())
+}
+
+/// Purchases before any full RFM run leave customers unscored (the per-event refresh never
+/// computes bounds over everyone); the scheduler's check queues the run that stores bounds
+/// and scores everyone, queues nothing while bounds are current, and queues again once the
+/// customer base has doubled.
+#[tokio::test]
+async fn events_before_any_full_run_are_scored_once_the_queued_run_stores_bounds()
+-> anyhow::Result<()> {
+    let mut app = spawn_app().await?;
+    let feeds = Feeds::new(&app);
+    let (first, _) = mixed_profiles_events();
+    // Nothing bought yet: nothing to compute bounds over.
+    feeds.apply_batch(&app.pool, &first[..4]).await?;
+    assert!(!custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    feeds.apply_batch(&app.pool, &first[4..]).await?;
+    let rfm_of = |client: &mut Client| {
+        let mut client = client.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .get_customer_rfm(pb::GetCustomerRfmRequest {
+                        customer_id: C1.into(),
+                    })
+                    .await?
+                    .into_inner()
+                    .rfm
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let before = rfm_of(&mut app.client).await?;
+    assert!(!before.scored, "{before:?}");
+    assert_eq!(before.frequency, 2, "raw values are still kept: {before:?}");
+
+    assert!(custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    // Queued once: a second check finds the job.
+    assert!(!custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    let mut scored = false;
+    for _ in 0..200 {
+        if rfm_of(&mut app.client).await?.scored {
+            scored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(scored, "the queued RFM run did not score the customer");
+    let mut finished = false;
+    for _ in 0..200 {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM recompute_jobs WHERE state IN ('queued', 'running')",
+        )
+        .fetch_one(&app.pool)
+        .await?;
+        if active == 0 {
+            finished = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(finished, "the RFM job did not end");
+    assert!(!custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+
+    // The base grows past twice what the bounds were computed over (and past 100).
+    sqlx::query(
+        "INSERT INTO customer_facts (customer_id, lifecycle_stage_start_time, update_time) \
+         SELECT 'grown-' || g, $1, $1 FROM generate_series(1, 200) AS g",
+    )
+    .bind(as_of())
+    .execute(&app.pool)
+    .await?;
+    assert!(custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
     Ok(())
 }

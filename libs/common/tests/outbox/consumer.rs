@@ -242,3 +242,85 @@ async fn a_consumer_filtering_every_event_out_still_advances_its_cursor() -> any
     task.await?;
     Ok(())
 }
+
+/// Applies like [`Recorder`] and notes the size of each batch it is given; the first batch
+/// is slow, so the responses behind it are waiting when it ends.
+struct BatchSizes {
+    recorder: Recorder,
+    sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+#[tonic::async_trait]
+impl EventHandler for BatchSizes {
+    async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
+        self.recorder.handle(tx, event).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+    ) -> Result<(), custops_common::consumer::BatchError> {
+        let first = {
+            let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+            sizes.push(events.len());
+            sizes.len() == 1
+        };
+        if first {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        for (index, event) in events.iter().enumerate() {
+            self.handle(tx, event)
+                .await
+                .map_err(|source| custops_common::consumer::BatchError { index, source })?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn responses_waiting_behind_a_batch_are_applied_together_up_to_the_limit()
+-> anyhow::Result<()> {
+    // Arrange: a backlog of 60 events, served 7 to a response.
+    let feed = FeedServer::start(FeedOptions::default()).await?;
+    let pool = consumer_pool(&feed).await?;
+    for _ in 0..60 {
+        commit(&feed.pool, deleted()).await?;
+    }
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = BatchSizes {
+        recorder: Recorder {
+            failures: Arc::new(AtomicUsize::new(0)),
+            fail_first: None,
+        },
+        sizes: Arc::clone(&sizes),
+    };
+    let options = ConsumerOptions {
+        max_events_per_transaction: 20,
+        ..options()
+    };
+    let token = CancellationToken::new();
+
+    // Act
+    let task =
+        Consumer::new(pool.clone(), feed.channel().await?, handler, options).spawn(token.clone());
+
+    // Assert: every event once; after the slow first batch, waiting responses were joined
+    // (more than one response's 7 events), never past the limit by more than one response.
+    assert!(until_applied(&pool, 60, Duration::from_secs(30)).await);
+    let (n, rows, cursor) = counts(&pool).await?;
+    assert_eq!((n, rows, cursor), (60, 60, 60));
+    let sizes = sizes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 60, "{sizes:?}");
+    assert!(
+        sizes.iter().skip(1).any(|&s| s > 7),
+        "no batch joined: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|&s| s < 20 + 7),
+        "a batch past the limit: {sizes:?}"
+    );
+    token.cancel();
+    task.await?;
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! Lifecycle in Postgres: the config row ("lifecycle" in `configs`) and the stage and churn
-//! risk of everyone, or of one customer, decided in one statement from the purchase history
+//! risk of everyone, or of some customers, decided in one statement from the purchase history
 //! by the ordered rules of lifecycle.proto (see `domain::lifecycle`).
 
 use chrono::{DateTime, Utc};

@@ -1,6 +1,6 @@
 //! RFM in Postgres: the config row ("rfm" in `configs`, with the bounds of the last full run),
 //! the quintile bounds (`percentile_disc(k/5)` over scored customers) and the scoring of
-//! everyone, or of one customer, in one statement over `customer_facts` and
+//! everyone, or of some customers, in one statement over `customer_facts` and
 //! `customer_activities`.
 
 use chrono::{DateTime, Utc};

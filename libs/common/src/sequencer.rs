@@ -86,15 +86,23 @@ pub async fn sequence_batch(pool: &PgPool, batch_size: i64) -> Result<u64, sqlx:
     Ok(sequenced)
 }
 
+/// Largest batch [`sequence_pending`] grows to behind a backlog.
+const MAX_BATCH_SIZE: i64 = 50_000;
+
 /// Sequences batches until no committed row is left without a position; returns the total.
+/// The first batch is `batch_size`; behind a backlog (a full batch) each next one is four
+/// times larger, up to 50,000 rows, so a recompute's hundreds of thousands of events are
+/// numbered in a few statements, not hundreds.
 pub async fn sequence_pending(pool: &PgPool, batch_size: i64) -> Result<u64, sqlx::Error> {
     let mut total = 0;
+    let mut size = batch_size;
     loop {
-        let sequenced = sequence_batch(pool, batch_size).await?;
+        let sequenced = sequence_batch(pool, size).await?;
         total += sequenced;
-        if sequenced < u64::try_from(batch_size).unwrap_or(0) || sequenced == 0 {
+        if sequenced < u64::try_from(size).unwrap_or(0) || sequenced == 0 {
             return Ok(total);
         }
+        size = (size * 4).min(MAX_BATCH_SIZE.max(batch_size));
     }
 }
 

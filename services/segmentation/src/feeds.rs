@@ -10,6 +10,32 @@
 //! burst of one customer's events costs one settle, and the cost of a batch does not grow with
 //! the customer base. Events that move or end customers settle what is pending first.
 
+// Above the modules, which use it (a `macro_rules!` is visible only below it).
+/// Implements `EventHandler` for a [`FactsFeed`]: an event alone is settled at once
+/// ([`handle_one`]), a batch is folded ([`handle_batch`]).
+macro_rules! facts_feed_handler {
+    ($feed:ty) => {
+        #[tonic::async_trait]
+        impl custops_common::consumer::EventHandler for $feed {
+            async fn handle(
+                &self,
+                tx: &mut sqlx::PgConnection,
+                event: &custops_contracts::custops::common::v1::Event,
+            ) -> anyhow::Result<()> {
+                $crate::feeds::handle_one(self, tx, event).await
+            }
+
+            async fn handle_batch(
+                &self,
+                tx: &mut sqlx::PgConnection,
+                events: &[custops_contracts::custops::common::v1::Event],
+            ) -> Result<(), custops_common::consumer::BatchError> {
+                $crate::feeds::handle_batch(self, tx, events).await
+            }
+        }
+    };
+}
+
 pub mod feedback;
 pub mod loyalty;
 pub mod profiles;

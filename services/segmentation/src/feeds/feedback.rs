@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use custops_common::clock::Clock;
-use custops_common::consumer::{BatchError, EventHandler};
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::feedback::v1 as pb;
 
 use prost::{Message, Name};
 use sqlx::PgConnection;
 
-use super::{FactsFeed, Pending, handle_batch, handle_one, payload, position};
+use super::{FactsFeed, Pending, payload, position};
 use crate::derived::from_timestamp;
 use crate::membership::Changed;
 use crate::store::facts::{self, Feed, SurveyAnswer};
@@ -30,20 +29,7 @@ impl FeedbackFeed {
     }
 }
 
-#[tonic::async_trait]
-impl EventHandler for FeedbackFeed {
-    async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
-        handle_one(self, tx, event).await
-    }
-
-    async fn handle_batch(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Event],
-    ) -> Result<(), BatchError> {
-        handle_batch(self, tx, events).await
-    }
-}
+facts_feed_handler!(FeedbackFeed);
 
 #[tonic::async_trait]
 impl FactsFeed for FeedbackFeed {

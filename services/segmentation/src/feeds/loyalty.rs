@@ -6,14 +6,13 @@
 use std::sync::Arc;
 
 use custops_common::clock::Clock;
-use custops_common::consumer::{BatchError, EventHandler};
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::loyalty::v1 as pb;
 
 use prost::{Message, Name};
 use sqlx::PgConnection;
 
-use super::{FactsFeed, Pending, handle_batch, handle_one, payload, position};
+use super::{FactsFeed, Pending, payload, position};
 use crate::derived::from_timestamp;
 use crate::membership::Changed;
 use crate::store::facts::{self, Feed, MemberSnapshot};
@@ -95,20 +94,7 @@ fn snapshot(m: pb::Member) -> MemberSnapshot {
     }
 }
 
-#[tonic::async_trait]
-impl EventHandler for LoyaltyFeed {
-    async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
-        handle_one(self, tx, event).await
-    }
-
-    async fn handle_batch(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Event],
-    ) -> Result<(), BatchError> {
-        handle_batch(self, tx, events).await
-    }
-}
+facts_feed_handler!(LoyaltyFeed);
 
 #[tonic::async_trait]
 impl FactsFeed for LoyaltyFeed {

@@ -13,14 +13,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use custops_common::clock::Clock;
-use custops_common::consumer::{BatchError, EventHandler};
 use custops_contracts::custops::common::v1::{ContactChannel, Event};
 use custops_contracts::custops::profiles::v1 as pb;
 use custops_contracts::custops::segmentation::v1::ChangeReason;
 use prost::{Message, Name};
 use sqlx::PgConnection;
 
-use super::{FactsFeed, Pending, cause, handle_batch, handle_one, payload, position, settle_now};
+use super::{FactsFeed, Pending, cause, payload, position, settle_now};
 use crate::derived::from_timestamp;
 use crate::domain::facts::{Activity, ActivityKind, AttributeValue, Consents, Money};
 use crate::membership::{self, Changed};
@@ -42,20 +41,7 @@ impl ProfilesFeed {
     }
 }
 
-#[tonic::async_trait]
-impl EventHandler for ProfilesFeed {
-    async fn handle(&self, tx: &mut PgConnection, event: &Event) -> anyhow::Result<()> {
-        handle_one(self, tx, event).await
-    }
-
-    async fn handle_batch(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Event],
-    ) -> Result<(), BatchError> {
-        handle_batch(self, tx, events).await
-    }
-}
+facts_feed_handler!(ProfilesFeed);
 
 #[tonic::async_trait]
 impl FactsFeed for ProfilesFeed {

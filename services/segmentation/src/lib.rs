@@ -24,6 +24,7 @@ pub mod derived;
 pub mod domain;
 pub mod events;
 pub mod feeds;
+pub mod fixture;
 pub mod jobs;
 pub mod lookups;
 pub mod membership;

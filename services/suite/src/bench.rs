@@ -11,7 +11,8 @@
 //!   on drop, so an error never leaves one behind).
 //! - [`database`]: a database of the benchmark's own, dropped at the end.
 //! - [`serve`] and [`echo`]: the bodies of the two child commands.
-//! - [`memory`], [`lookups`], [`loyalty`]: the benchmark groups, each producing rows.
+//! - [`memory`], [`lookups`], [`loyalty`], [`segmentation`]: the benchmark groups, each
+//!   producing rows.
 //! - [`report`]: rows, the table, `results.json` and what the machine was doing.
 
 // A benchmark reports on stdout: that is its output, not logging.
@@ -25,6 +26,7 @@ pub mod lookups;
 pub mod loyalty;
 pub mod memory;
 pub mod report;
+pub mod segmentation;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -77,6 +79,30 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
         "loyalty.earn_hot",
         "EarnPoints/s with 1 % of the members taking half of the earns, against uniform",
     ),
+    (
+        "segmentation.recompute",
+        "RecomputeSegment of one rule segment over the scale fixture (every member entering), \
+         against the hand-written INSERT ... SELECT of its members on the same data",
+    ),
+    (
+        "segmentation.recompute_all",
+        "RecomputeAll (RFM, lifecycle, every rule segment) over the scale fixture, against the \
+         hand-written SQL of the same work on the same data",
+    ),
+    (
+        "segmentation.apply",
+        "events/s segmentation applies from profiles' feed at the full customer base and 50 rule \
+         segments, against profiles' own ingest rate of the same events",
+    ),
+    (
+        "segmentation.apply_flat",
+        "the apply rate at the full customer base against the rate at 10,000 customers",
+    ),
+    (
+        "segmentation.freshness",
+        "RecordActivity to CheckMembership true, p99, with profiles' feed at half the apply rate, \
+         against the same probes on an idle feed",
+    ),
 ];
 
 /// What `custops bench` was asked to do.
@@ -117,6 +143,34 @@ pub struct Scale {
     pub members: usize,
     /// Concurrent EarnPoints calls (and pgbench clients).
     pub earn_concurrency: usize,
+    /// Customers of the segmentation scale fixture.
+    pub seg_customers: u64,
+    /// Activities of the segmentation scale fixture (about).
+    pub seg_activities: u64,
+    /// Customers of the small fixture `segmentation.apply_flat` compares with (activities in
+    /// the same proportion).
+    pub seg_small_customers: u64,
+    /// Rule segments (at most 50).
+    pub seg_segments: usize,
+    /// Customers created in profiles for the feed rows, the freshness probes among them.
+    pub feed_customers: usize,
+    /// Activities recorded in profiles for `segmentation.apply`.
+    pub feed_activities: usize,
+    /// Calls in flight creating customers and recording activities.
+    pub feed_concurrency: usize,
+    /// Freshness probes on an idle feed (the baseline).
+    pub probes_idle: usize,
+    /// Freshness probes with the background feed running.
+    pub probes_loaded: usize,
+    /// Time between two probes with the background feed running.
+    pub probe_every: Duration,
+    /// A probe still not a member after this counts as this.
+    pub probe_timeout: Duration,
+    /// How long a segmentation child may take to apply the feed before its row reports the
+    /// rate it reached.
+    pub apply_timeout: Duration,
+    /// How long a recompute job may take.
+    pub job_timeout: Duration,
 }
 
 impl Scale {
@@ -135,6 +189,19 @@ impl Scale {
             settle: Duration::from_secs(2),
             members: 10_000,
             earn_concurrency: 16,
+            seg_customers: 1_000_000,
+            seg_activities: 5_000_000,
+            seg_small_customers: 10_000,
+            seg_segments: 50,
+            feed_customers: 2_000,
+            feed_activities: 20_000,
+            feed_concurrency: 16,
+            probes_idle: 30,
+            probes_loaded: 100,
+            probe_every: Duration::from_millis(200),
+            probe_timeout: Duration::from_secs(30),
+            apply_timeout: Duration::from_secs(240),
+            job_timeout: Duration::from_secs(3600),
         }
     }
 
@@ -153,6 +220,19 @@ impl Scale {
             settle: Duration::from_millis(200),
             members: 200,
             earn_concurrency: 4,
+            seg_customers: 300,
+            seg_activities: 1_500,
+            seg_small_customers: 100,
+            seg_segments: 12,
+            feed_customers: 30,
+            feed_activities: 150,
+            feed_concurrency: 4,
+            probes_idle: 3,
+            probes_loaded: 5,
+            probe_every: Duration::from_millis(100),
+            probe_timeout: Duration::from_secs(20),
+            apply_timeout: Duration::from_secs(60),
+            job_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -197,6 +277,7 @@ pub fn row_names(scale: &Scale) -> Vec<String> {
     let mut names = memory::row_names();
     names.extend(lookups::row_names(scale));
     names.extend(loyalty::row_names());
+    names.extend(segmentation::row_names());
     names
 }
 
@@ -257,6 +338,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Err(error) = loyalty::run(&harness, &mut rows).await {
         eprintln!("bench: the loyalty benchmarks failed: {error:#}");
         failures.push("loyalty");
+    }
+    if let Err(error) = segmentation::run(&harness, &mut rows).await {
+        eprintln!("bench: the segmentation benchmarks failed: {error:#}");
+        failures.push("segmentation");
     }
     let machine = report::machine(&machine_before, &harness.scale).await;
     println!(

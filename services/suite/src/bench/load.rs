@@ -89,7 +89,8 @@ pub struct Samples {
 }
 
 impl Samples {
-    fn push(&mut self, latency: Duration) {
+    /// Adds one latency.
+    pub fn push(&mut self, latency: Duration) {
         self.nanos
             .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
         self.sorted = false;

@@ -1,0 +1,303 @@
+//! The profiles side of the segmentation feed benchmarks: customers created and activities
+//! recorded through profiles' API by the load generator (timed: profiles' own ingest rate, the
+//! baseline of `segmentation.apply`), and what profiles' feed holds once every event has its
+//! sequence.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use custops_common::time::to_timestamp;
+use custops_contracts::custops::common::v1::{ContactChannel, Date, Money};
+use custops_contracts::custops::profiles::v1 as pr;
+use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
+use custops_segmentation::fixture::{CATEGORIES, CHANNELS, INTERESTS, PLACES};
+use prost::{Message, Name};
+use sqlx::{Connection, PgConnection};
+use tonic::transport::Channel;
+
+use super::super::load::{CallFuture, Connections, MakeCall, Rng};
+
+/// Makes call number `i` over the channel.
+type IndexedCall = Arc<dyn Fn(Channel, usize) -> CallFuture + Send + Sync>;
+
+/// Calls `0..count`, `concurrency` at a time (each worker sends its next call when the
+/// previous returns); fails on the first failed call. Returns how long they took.
+async fn run_calls(
+    conns: &Arc<Connections>,
+    concurrency: usize,
+    count: usize,
+    call: IndexedCall,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (conns, next, call) = (conns.clone(), next.clone(), call.clone());
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(());
+                }
+                call(conns.pick(), i)
+                    .await
+                    .map_err(|status| anyhow::anyhow!("call {i} failed: {status}"))?;
+            }
+        });
+    }
+    while let Some(worker) = workers.join_next().await {
+        worker.context("a load worker panicked")??;
+    }
+    Ok(started.elapsed())
+}
+
+/// Customer `i`: an e-mail identity, demographics, a place, interests and one consent, as a
+/// shop's sign-up form would send (CustomerCreated and one ConsentChanged on the feed).
+fn customer(tag: &str, i: usize) -> pr::Customer {
+    let mut rng = Rng::new(0xC057 ^ (i as u64));
+    let (country, region, city, _) = PLACES[rng.below(PLACES.len())];
+    let granted = rng.below(10) < 6;
+    pr::Customer {
+        given_name: "Bench".to_owned(),
+        family_name: format!("Customer {i}"),
+        identities: vec![pr::Identity {
+            identity_type: pr::IdentityType::Email as i32,
+            value: format!("bench.{tag}.{i}@example.com"),
+            ..Default::default()
+        }],
+        demographics: Some(pr::Demographics {
+            birth_date: Some(Date {
+                year: 1950 + i32::try_from(rng.below(55)).unwrap_or(0),
+                month: 1 + i32::try_from(rng.below(12)).unwrap_or(0),
+                day: 1 + i32::try_from(rng.below(28)).unwrap_or(0),
+            }),
+            gender: 1 + i32::try_from(rng.below(4)).unwrap_or(0),
+            income_band: 1 + i32::try_from(rng.below(6)).unwrap_or(0),
+            education_level: 1 + i32::try_from(rng.below(8)).unwrap_or(0),
+            occupation: String::new(),
+        }),
+        geography: Some(pr::Geography {
+            country_code: country.to_owned(),
+            region: region.to_owned(),
+            city: city.to_owned(),
+            postal_code: String::new(),
+        }),
+        psychographics: Some(pr::Psychographics {
+            interests: vec![INTERESTS[rng.below(INTERESTS.len())].to_owned()],
+            lifestyle_tags: Vec::new(),
+        }),
+        consents: vec![pr::Consent {
+            channel: ContactChannel::Email as i32,
+            status: if granted {
+                pr::ConsentStatus::Granted
+            } else {
+                pr::ConsentStatus::Withdrawn
+            } as i32,
+            source: "signup_form".to_owned(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Creates `count` customers through profiles, `concurrency` at a time; returns their ids (in
+/// creation order) and how long it took.
+pub async fn create_customers(
+    conns: &Arc<Connections>,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<String>, Duration)> {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let ids = Arc::new(Mutex::new(vec![String::new(); count]));
+    let call: IndexedCall = {
+        let ids = ids.clone();
+        Arc::new(move |channel: Channel, i| {
+            let (ids, request) = (
+                ids.clone(),
+                pr::CreateCustomerRequest {
+                    customer: Some(customer(&tag, i)),
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                },
+            );
+            Box::pin(async move {
+                let created = ProfilesServiceClient::new(channel)
+                    .create_customer(request)
+                    .await?
+                    .into_inner()
+                    .customer
+                    .ok_or_else(|| {
+                        tonic::Status::internal("CreateCustomer answered no customer")
+                    })?;
+                if let Ok(mut ids) = ids.lock() {
+                    ids[i] = created.customer_id;
+                }
+                Ok(())
+            })
+        })
+    };
+    let took = run_calls(conns, concurrency, count, call).await?;
+    let ids = std::mem::take(
+        &mut *ids
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a creating call panicked"))?,
+    );
+    Ok((ids, took))
+}
+
+/// A purchase (seven in ten: 5–605 CNY, one category, a sales channel) or an interaction of
+/// `customer`, happening now.
+fn activity(customer: &str, pick: u64) -> pr::Activity {
+    let mut rng = Rng::new(pick);
+    let (details, channel) = if rng.below(10) < 7 {
+        let purchase = pr::Purchase {
+            order_id: uuid::Uuid::now_v7().to_string(),
+            amount: Some(Money {
+                amount_minor: 500 + i64::try_from(rng.below(60_000)).unwrap_or(0),
+                currency: "CNY".to_owned(),
+            }),
+            categories: vec![CATEGORIES[rng.below(CATEGORIES.len())].to_owned()],
+            item_count: 1,
+        };
+        (
+            pr::activity::Details::Purchase(purchase),
+            CHANNELS[rng.below(CHANNELS.len())],
+        )
+    } else {
+        let interaction = pr::Interaction {
+            interaction_kind: 1 + i32::try_from(rng.below(8)).unwrap_or(0),
+            category: CATEGORIES[rng.below(CATEGORIES.len())].to_owned(),
+            ..Default::default()
+        };
+        (pr::activity::Details::Interaction(interaction), "web")
+    };
+    pr::Activity {
+        customer_id: customer.to_owned(),
+        source: "bench".to_owned(),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        occur_time: Some(to_timestamp(chrono::Utc::now())),
+        channel: channel.to_owned(),
+        details: Some(details),
+        ..Default::default()
+    }
+}
+
+/// RecordActivity of an activity of a customer drawn from `customers`.
+pub fn record_call(customers: Arc<Vec<String>>) -> MakeCall {
+    Arc::new(move |channel: Channel, pick| {
+        let customer = &customers[(pick % customers.len().max(1) as u64) as usize];
+        let request = pr::RecordActivityRequest {
+            activity: Some(activity(customer, pick >> 8)),
+            customer_identity: None,
+        };
+        Box::pin(async move {
+            ProfilesServiceClient::new(channel)
+                .record_activity(request)
+                .await
+                .map(drop)
+        })
+    })
+}
+
+/// Records `count` activities spread over `customers`, `concurrency` at a time; returns how
+/// long it took.
+pub async fn record_activities(
+    conns: &Arc<Connections>,
+    customers: &Arc<Vec<String>>,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let record = record_call(customers.clone());
+    let call: IndexedCall = Arc::new(move |channel: Channel, i| {
+        let mut rng = Rng::new(0xFEED ^ ((i as u64) << 20));
+        record(channel, rng.next_u64())
+    });
+    run_calls(conns, concurrency, count, call).await
+}
+
+/// Records a purchase in `category` for `customer`, now.
+pub async fn purchase(
+    channel: Channel,
+    customer: &str,
+    category: &str,
+) -> Result<(), tonic::Status> {
+    let activity = pr::Activity {
+        customer_id: customer.to_owned(),
+        source: "bench".to_owned(),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        occur_time: Some(to_timestamp(chrono::Utc::now())),
+        channel: "app".to_owned(),
+        details: Some(pr::activity::Details::Purchase(pr::Purchase {
+            order_id: uuid::Uuid::now_v7().to_string(),
+            amount: Some(Money {
+                amount_minor: 9_900,
+                currency: "CNY".to_owned(),
+            }),
+            categories: vec![category.to_owned()],
+            item_count: 1,
+        })),
+        ..Default::default()
+    };
+    ProfilesServiceClient::new(channel)
+        .record_activity(pr::RecordActivityRequest {
+            activity: Some(activity),
+            customer_identity: None,
+        })
+        .await
+        .map(drop)
+}
+
+/// The last sequence of profiles' feed once every event written has one (the sequencer
+/// numbers committed events shortly after their commit), read from profiles' database.
+pub async fn settled_position(database_url: &str) -> anyhow::Result<i64> {
+    let mut connection = PgConnection::connect(database_url)
+        .await
+        .context("Failed to connect to the profiles benchmark database")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (unsequenced, last): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE sequence IS NULL), max(sequence) FROM profiles.outbox",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .context("Failed to read profiles' outbox")?;
+        if unsequenced == 0 {
+            connection.close().await.ok();
+            return Ok(last.unwrap_or(0));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{unsequenced} events of profiles still have no sequence after a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The ids of the activities recorded on profiles' feed at or below `up_to`, from the
+/// ActivityRecorded events themselves.
+pub async fn recorded_activities(database_url: &str, up_to: i64) -> anyhow::Result<Vec<String>> {
+    let mut connection = PgConnection::connect(database_url)
+        .await
+        .context("Failed to connect to the profiles benchmark database")?;
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT payload FROM profiles.outbox WHERE type = $1 AND sequence <= $2",
+    )
+    .bind(pr::ActivityRecorded::full_name())
+    .bind(up_to)
+    .fetch_all(&mut connection)
+    .await
+    .context("Failed to read profiles' ActivityRecorded events")?;
+    connection.close().await.ok();
+    payloads
+        .iter()
+        .map(|payload| {
+            let recorded = pr::ActivityRecorded::decode(payload.as_slice())
+                .context("an ActivityRecorded payload does not decode")?;
+            recorded
+                .activity
+                .map(|a| a.activity_id)
+                .context("an ActivityRecorded event without its activity")
+        })
+        .collect()
+}

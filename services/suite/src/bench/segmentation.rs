@@ -26,6 +26,7 @@ pub mod feed;
 pub mod rules;
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,8 @@ use custops_segmentation::domain::lifecycle::LifecycleConfig;
 use custops_segmentation::domain::rfm::RfmConfig;
 use custops_segmentation::fixture::{Fixture, Loaded};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -71,15 +73,23 @@ pub fn row_names() -> Vec<String> {
     .to_vec()
 }
 
+/// A connection to `url` that logs no statements: the benchmark's own statements are slow on
+/// purpose, and sqlx would warn about each of them.
+async fn open(url: &str, search_path: Option<&str>) -> anyhow::Result<PgConnection> {
+    let mut options = PgConnectOptions::from_str(url)
+        .context("a benchmark database URL does not parse")?
+        .disable_statement_logging();
+    if let Some(schema) = search_path {
+        options = options.options([("search_path", schema)]);
+    }
+    PgConnection::connect_with(&options)
+        .await
+        .context("Failed to connect to a benchmark database")
+}
+
 /// A connection to a benchmark database in segmentation's schema.
 async fn connect(db: &BenchDatabase) -> anyhow::Result<PgConnection> {
-    let mut connection = PgConnection::connect(db.url())
-        .await
-        .context("Failed to connect to a segmentation benchmark database")?;
-    sqlx::query("SET search_path = segmentation")
-        .execute(&mut connection)
-        .await?;
-    Ok(connection)
+    open(db.url(), Some("segmentation")).await
 }
 
 /// A segmentation child on `db`, following profiles at `profiles` when given.
@@ -807,6 +817,7 @@ async fn feed_rows(
         let row = freshness(
             harness,
             &profiles,
+            &large.db,
             &seg_conns,
             large.segment_ids[0],
             probes,
@@ -886,9 +897,14 @@ async fn feed_rows(
 /// the probe segment, then CheckMembership until true) first on an idle feed, one at a time,
 /// then every `probe_every` while profiles records other customers' activities in open loop at
 /// half the apply rate measured.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the probe's parts, each named where it is called"
+)]
 async fn freshness(
     harness: &Harness,
     profiles: &Profiles,
+    seg_db: &BenchDatabase,
     seg: &Arc<Connections>,
     probe_segment: Uuid,
     probes: &[String],
@@ -898,9 +914,16 @@ async fn freshness(
     let scale = &harness.scale;
     let timeout = scale.probe_timeout;
     let (idle_probes, loaded_probes) = probes.split_at(scale.probes_idle);
+    let seg_url: Arc<str> = Arc::from(seg_db.url());
     let mut idle = Probes::default();
     for customer in idle_probes {
-        idle.add(probe(&profiles.conns, seg, probe_segment, customer, timeout).await?);
+        let target = Probe {
+            segment: probe_segment,
+            customer: customer.clone(),
+            database_url: seg_url.clone(),
+            timeout,
+        };
+        idle.add(probe(&profiles.conns, seg, &target).await?);
     }
     let rate = (apply_rate / 2.0).max(0.5);
     let window = Window {
@@ -920,21 +943,30 @@ async fn freshness(
         tokio::time::sleep(window.warmup).await;
         let mut tasks = tokio::task::JoinSet::new();
         for customer in loaded_probes {
-            let (profiles, seg, customer) = (profiles.conns.clone(), seg.clone(), customer.clone());
-            tasks.spawn(
-                async move { probe(&profiles, &seg, probe_segment, &customer, timeout).await },
-            );
+            let (profiles, seg) = (profiles.conns.clone(), seg.clone());
+            let target = Probe {
+                segment: probe_segment,
+                customer: customer.clone(),
+                database_url: seg_url.clone(),
+                timeout,
+            };
+            tasks.spawn(async move { probe(&profiles, &seg, &target).await });
             tokio::time::sleep(scale.probe_every).await;
         }
+        // How far segmentation is behind profiles' feed as the background load ends.
+        let latest: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM profiles.outbox")
+            .fetch_one(&mut open(profiles.db.url(), None).await?)
+            .await?;
+        let lag = latest.unwrap_or(0) - cursor(&mut connect(seg_db).await?).await?;
         let mut loaded = Probes::default();
         while let Some(done) = tasks.join_next().await {
             loaded.add(done.context("a probe panicked")??);
         }
-        anyhow::Ok(loaded)
+        anyhow::Ok((loaded, lag))
     };
     let (background, loaded) = tokio::join!(background, probing);
     let background = background?;
-    let mut loaded = loaded?;
+    let (mut loaded, lag) = loaded?;
     background.expect_clean("segmentation.freshness's background RecordActivity")?;
     let p99 = loaded.samples.quantile_ms(0.99).unwrap_or(f64::NAN);
     let idle_p99 = idle.samples.quantile_ms(0.99).unwrap_or(f64::NAN);
@@ -947,6 +979,8 @@ async fn freshness(
             "probe": format!("RecordActivity of a purchase in {PROBE_CATEGORY:?} by a customer not in the segment \"bought {PROBE_CATEGORY} in 7 days\", then CheckMembership until true (every 5 ms for 250 ms, every 20 ms to 2 s, then every 100 ms); latency from the RecordActivity send"),
             "probes": loaded.samples.len(),
             "probes_timed_out": loaded.timed_out,
+            "timed_out_but_member_in_postgres": loaded.member_in_postgres,
+            "feed_lag_at_window_end": lag,
             "probe_timeout_s": timeout.as_secs_f64(),
             "probe_every_ms": scale.probe_every.as_millis(),
             "background": "RecordActivity of other customers' activities on profiles, open loop",
@@ -956,6 +990,7 @@ async fn freshness(
             "baseline": "the same probes one at a time on an idle feed, p99",
             "baseline_probes": idle.samples.len(),
             "baseline_timed_out": idle.timed_out,
+            "baseline_timed_out_but_member_in_postgres": idle.member_in_postgres,
             "baseline_p50_ms": idle.samples.quantile_ms(0.5),
         }),
     })
@@ -978,30 +1013,62 @@ impl FreshnessRow {
 struct Probes {
     samples: Samples,
     timed_out: usize,
+    /// Timed-out probes whose membership Postgres held at the timeout: applied, but not seen
+    /// through CheckMembership.
+    member_in_postgres: usize,
 }
 
 impl Probes {
-    fn add(&mut self, (latency, timed_out): (Duration, bool)) {
-        self.samples.push(latency);
-        self.timed_out += usize::from(timed_out);
+    fn add(&mut self, seen: Seen) {
+        match seen {
+            Seen::After(latency) => self.samples.push(latency),
+            Seen::Never {
+                timeout,
+                in_postgres,
+            } => {
+                self.samples.push(timeout);
+                self.timed_out += 1;
+                self.member_in_postgres += usize::from(in_postgres);
+            }
+        }
     }
+}
+
+/// What a probe asks about.
+#[derive(Debug, Clone)]
+struct Probe {
+    segment: Uuid,
+    customer: String,
+    /// Segmentation's database, read when the probe times out.
+    database_url: Arc<str>,
+    timeout: Duration,
+}
+
+/// When a probe's membership showed.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    After(Duration),
+    /// Not within the timeout; whether Postgres held the membership by then.
+    Never {
+        timeout: Duration,
+        in_postgres: bool,
+    },
 }
 
 /// One probe: checks the customer is not a member yet, records its purchase in the probe
 /// category and asks CheckMembership until it answers true; the latency counts from the
-/// RecordActivity send. A probe still false after `timeout` returns the timeout.
+/// RecordActivity send. A probe still false after its timeout says whether Postgres held the
+/// membership by then.
 async fn probe(
     profiles: &Arc<Connections>,
     seg: &Arc<Connections>,
-    segment: Uuid,
-    customer: &str,
-    timeout: Duration,
-) -> anyhow::Result<(Duration, bool)> {
+    target: &Probe,
+) -> anyhow::Result<Seen> {
     let check = || async {
         SegmentationServiceClient::new(seg.pick())
             .check_membership(pb::CheckMembershipRequest {
-                segment_id: segment.to_string(),
-                customer_id: customer.to_owned(),
+                segment_id: target.segment.to_string(),
+                customer_id: target.customer.clone(),
             })
             .await
             .map(|answer| answer.into_inner().member)
@@ -1009,19 +1076,30 @@ async fn probe(
     };
     anyhow::ensure!(
         !check().await?,
-        "probe customer {customer} is in the probe segment before its purchase"
+        "probe customer {} is in the probe segment before its purchase",
+        target.customer
     );
     let sent = Instant::now();
-    feed::purchase(profiles.pick(), customer, PROBE_CATEGORY)
+    feed::purchase(profiles.pick(), &target.customer, PROBE_CATEGORY)
         .await
         .context("the probe's RecordActivity failed")?;
     loop {
         if check().await? {
-            return Ok((sent.elapsed(), false));
+            return Ok(Seen::After(sent.elapsed()));
         }
         let waited = sent.elapsed();
-        if waited >= timeout {
-            return Ok((timeout, true));
+        if waited >= target.timeout {
+            let in_postgres: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM memberships WHERE segment_id = $1 AND customer_id = $2)",
+            )
+            .bind(target.segment)
+            .bind(&target.customer)
+            .fetch_one(&mut open(&target.database_url, Some("segmentation")).await?)
+            .await?;
+            return Ok(Seen::Never {
+                timeout: target.timeout,
+                in_postgres,
+            });
         }
         let pause = if waited < Duration::from_millis(250) {
             5

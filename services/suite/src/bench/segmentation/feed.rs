@@ -14,7 +14,7 @@ use custops_contracts::custops::profiles::v1 as pr;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_segmentation::fixture::{CATEGORIES, CHANNELS, INTERESTS, PLACES};
 use prost::{Message, Name};
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 use tonic::transport::Channel;
 
 use super::super::load::{CallFuture, Connections, MakeCall, Rng};
@@ -251,9 +251,7 @@ pub async fn purchase(
 /// The last sequence of profiles' feed once every event written has one (the sequencer
 /// numbers committed events shortly after their commit), read from profiles' database.
 pub async fn settled_position(database_url: &str) -> anyhow::Result<i64> {
-    let mut connection = PgConnection::connect(database_url)
-        .await
-        .context("Failed to connect to the profiles benchmark database")?;
+    let mut connection = super::open(database_url, None).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (unsequenced, last): (i64, Option<i64>) = sqlx::query_as(
@@ -277,9 +275,7 @@ pub async fn settled_position(database_url: &str) -> anyhow::Result<i64> {
 /// The ids of the activities recorded on profiles' feed at or below `up_to`, from the
 /// ActivityRecorded events themselves.
 pub async fn recorded_activities(database_url: &str, up_to: i64) -> anyhow::Result<Vec<String>> {
-    let mut connection = PgConnection::connect(database_url)
-        .await
-        .context("Failed to connect to the profiles benchmark database")?;
+    let mut connection = super::open(database_url, None).await?;
     let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT payload FROM profiles.outbox WHERE type = $1 AND sequence <= $2",
     )

@@ -24,6 +24,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+use crate::error::DisplayChain;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -350,21 +352,6 @@ impl RedisCache {
     /// logging as command failures.
     fn record_bad_value(&self, error: &CacheError) {
         self.record_failure("decode", error);
-    }
-}
-
-/// An error with its causes on one line.
-struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 

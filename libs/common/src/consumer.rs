@@ -38,6 +38,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::client::ServiceChannel;
+use crate::error::DisplayChain;
 use crate::server::MAX_MESSAGE_BYTES;
 use crate::trace_context;
 
@@ -217,7 +218,7 @@ impl<H: EventHandler> Consumer<H> {
                             sequence,
                             event_id,
                             attempts,
-                            error = format!("{ended:#}"),
+                            error = %DisplayChain(&ended),
                             "feed is stuck: the handler keeps failing on this event",
                         );
                     } else {
@@ -226,7 +227,7 @@ impl<H: EventHandler> Consumer<H> {
                             sequence,
                             event_id,
                             attempts,
-                            error = format!("{ended:#}"),
+                            error = %DisplayChain(&ended),
                             "handler failed; the batch was rolled back and will be retried",
                         );
                     }
@@ -235,7 +236,7 @@ impl<H: EventHandler> Consumer<H> {
                     failing = None;
                     tracing::warn!(
                         feed,
-                        error = format!("{ended:#}"),
+                        error = %DisplayChain(&ended),
                         ?backoff,
                         "feed session ended; reconnecting"
                     );

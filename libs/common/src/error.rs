@@ -436,3 +436,19 @@ mod tests {
         assert_eq!(reason.as_deref(), Some("REQUEST_ID_REUSED"));
     }
 }
+
+/// An error with its causes on one line, for logs (`%DisplayChain(&error)`).
+#[derive(Debug)]
+pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

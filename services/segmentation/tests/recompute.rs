@@ -99,6 +99,23 @@ async fn full_recompute_on_100k_customers_agrees_with_incremental_membership() -
             .len(),
         by_hand
     );
+    // A recompute that moved this many memberships refreshed the planner's statistics of the
+    // table (before, they said empty until autovacuum came by, and the feed's lookups of
+    // customers' memberships scanned all of it).
+    let analyzed = support::eventually(std::time::Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables \
+             WHERE schemaname = 'segmentation' AND relname = 'memberships'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        analyzed,
+        "memberships were not analyzed after the first recompute"
+    );
 
     // Facts change for 300 customers, applied incrementally as feed events would be: 100
     // members move to the US, 100 non-members buy, 100 members get the churned tag.

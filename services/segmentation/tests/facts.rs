@@ -1621,7 +1621,7 @@ async fn projection(pool: &PgPool) -> anyhow::Result<Vec<String>> {
 async fn a_batch_mixing_customers_merges_and_erasures_leaves_what_single_events_leave()
 -> anyhow::Result<()> {
     let (first, second) = mixed_profiles_events();
-    let feedback = vec![
+    let feedback = [
         event(1, C1, &nps(C1, 10, 1)),
         event(2, TARGET, &nps(TARGET, 3, 1)),
     ];

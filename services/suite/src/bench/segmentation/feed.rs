@@ -23,7 +23,8 @@ use super::super::load::{CallFuture, Connections, MakeCall, Rng};
 type IndexedCall = Arc<dyn Fn(Channel, usize) -> CallFuture + Send + Sync>;
 
 /// Calls `0..count`, `concurrency` at a time (each worker sends its next call when the
-/// previous returns); fails on the first failed call. Returns how long they took.
+/// previous returns); retries a call answered UNAVAILABLE up to six times, fails on any
+/// other failed call. Returns how long they took.
 async fn run_calls(
     conns: &Arc<Connections>,
     concurrency: usize,
@@ -41,9 +42,19 @@ async fn run_calls(
                 if i >= count {
                     return anyhow::Ok(());
                 }
-                call(conns.pick(), i)
-                    .await
-                    .map_err(|status| anyhow::anyhow!("call {i} failed: {status}"))?;
+                // UNAVAILABLE (say, a pool exhausted while Postgres vacuums after a
+                // recompute) is retried after a backoff, as a client would; the time counts.
+                let mut attempt = 0;
+                loop {
+                    match call(conns.pick(), i).await {
+                        Ok(()) => break,
+                        Err(status) if status.code() == tonic::Code::Unavailable && attempt < 6 => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                        }
+                        Err(status) => anyhow::bail!("call {i} failed: {status}"),
+                    }
+                }
             }
         });
     }

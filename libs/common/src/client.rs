@@ -42,7 +42,7 @@ use crate::config::ClientSettings;
 use crate::layers::{StatusBody, grpc_status};
 use crate::service::ServiceKind;
 use crate::tls::ClientTls;
-use crate::trace_context;
+use crate::{telemetry, trace_context};
 
 /// A cloneable channel to one service, usable by any generated tonic client
 /// (`FooServiceClient::new(channel)`).
@@ -375,20 +375,25 @@ impl Service<Request<Body>> for Outgoing {
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let path = request.uri().path().trim_start_matches('/').to_owned();
-        let (rpc_service, rpc_method) = path.split_once('/').unwrap_or((path.as_str(), ""));
-        let span = tracing::info_span!(
-            "grpc.client",
-            otel.name = %path,
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = %rpc_service,
-            rpc.method = %rpc_method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            server.address = %self.server_address,
-            server.port = self.server_port,
-        );
+        // Like the server span: none when nobody would record it (see `telemetry`).
+        let span = if telemetry::records_under(&opentelemetry::Context::current()) {
+            let path = request.uri().path().trim_start_matches('/');
+            let (rpc_service, rpc_method) = path.split_once('/').unwrap_or((path, ""));
+            tracing::info_span!(
+                "grpc.client",
+                otel.name = %path,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = %rpc_service,
+                rpc.method = %rpc_method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                server.address = %self.server_address,
+                server.port = self.server_port,
+            )
+        } else {
+            tracing::Span::none()
+        };
         span.in_scope(|| trace_context::inject_current(request.headers_mut()));
         if let Some(header) = self.tokens.as_ref().and_then(|tokens| tokens.header()) {
             request

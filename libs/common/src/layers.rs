@@ -1,11 +1,15 @@
 //! The tower layers every server runs its calls through, outermost first:
 //!
 //! 1. [`RequestIdLayer`]: takes the caller's `x-request-id` or makes one, and echoes it back,
-//!    so every log line of a call and the caller's own logs share one id.
+//!    so the caller's logs and the call's span (and its log lines, at debug) share one id.
 //! 2. [`ObserveLayer`]: the server span (parented on the caller's W3C `traceparent`, and marked
 //!    as the work of the service registered for the listener the call came in on, see
 //!    `telemetry::register_listener`) and the RPC metrics (`rpc.server.duration` by
 //!    `rpc.grpc.status_code`), recorded when the call's status is known, including for streams.
+//!    A call whose span nobody would record (no exporter, or a caller's unsampled trace) opens
+//!    none, and runs in its bare trace context (`telemetry`, "Spans nobody records cost
+//!    nothing"); internal errors and panics still name the trace id, in the log line and to
+//!    the caller.
 //! 3. [`AuthLayer`]: the bearer token and the method's scope; refusals are cheap and never
 //!    take a concurrency slot.
 //! 4. [`DeadlineLayer`]: the caller's `grpc-timeout`, capped by the server's maximum (which is
@@ -33,6 +37,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response};
 use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::metrics::Histogram;
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -243,34 +248,43 @@ impl Middleware for ObserveMiddleware {
             .extensions()
             .get::<RequestId>()
             .map(|id| id.0.as_str());
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %rpc.full,
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = %rpc.service,
-            rpc.method = %rpc.method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            request_id = request_id.unwrap_or_default(),
-        );
-        // A malformed or absent traceparent leaves the span as the root of a new trace.
+        // A malformed or absent traceparent leaves the call as the root of a new trace.
         let mut parent = trace_context::context_from_headers(request.headers());
         if let Some(service) = local_port(&request).and_then(telemetry::listener_service) {
             parent = telemetry::with_service(parent, service);
         }
-        let _ = span.set_parent(parent);
+        // A call nobody records opens no span (see `telemetry`: spans nobody records cost
+        // nothing) and runs in its bare trace context; a recorded one runs in its span, and so
+        // does every call when logs are at debug, where a call's lines want its request id.
+        let open_span = telemetry::records_under(&parent)
+            || tracing::enabled!(target: "custops_common::layers", tracing::Level::DEBUG);
+        let (span, context) = if open_span {
+            let span = tracing::info_span!(
+                "grpc.server",
+                otel.name = %rpc.full,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = %rpc.service,
+                rpc.method = %rpc.method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                request_id = request_id.unwrap_or_default(),
+            );
+            let _ = span.set_parent(parent.clone());
+            (span, parent)
+        } else {
+            (tracing::Span::none(), telemetry::unrecorded(parent))
+        };
         let finish = CallFinish {
             span: span.clone(),
             start: Instant::now(),
             duration: self.duration.clone(),
-            attributes: vec![
-                KeyValue::new("rpc.system", "grpc"),
-                KeyValue::new("rpc.service", rpc.service.clone()),
-                KeyValue::new("rpc.method", rpc.method.clone()),
-            ],
+            rpc,
         };
-        let call = span.in_scope(|| inner.call(request));
+        let call = {
+            let _current = context.clone().attach();
+            span.in_scope(|| inner.call(request))
+        };
         // Dropped unanswered (the client went away, or tonic's own timer fired): CANCELLED.
         let mut unanswered = FinishGuard(Some(finish));
         Box::pin(
@@ -291,7 +305,8 @@ impl Middleware for ObserveMiddleware {
                     })),
                 }
             }
-            .instrument(span),
+            .instrument(span)
+            .with_context(context),
         )
     }
 }
@@ -362,24 +377,28 @@ pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
 
 /// What is recorded once a call's status is known.
 struct CallFinish {
+    /// The server span, or none when the call is not recorded.
     span: tracing::Span,
     start: Instant,
     duration: Histogram<f64>,
-    attributes: Vec<KeyValue>,
+    rpc: RpcName,
 }
 
 impl CallFinish {
-    fn record(mut self, code: Code) {
+    fn record(self, code: Code) {
         let elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         self.span.record("rpc.grpc.status_code", code as i32);
         if is_server_fault(code) {
             self.span.record("otel.status_code", "ERROR");
         }
-        self.attributes.push(KeyValue::new(
-            "rpc.grpc.status_code",
-            i64::from(code as i32),
-        ));
-        self.duration.record(elapsed_ms, &self.attributes);
+        // On the stack, sharing the RPC's names: nothing allocated per call.
+        let attributes = [
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", self.rpc.service),
+            KeyValue::new("rpc.method", self.rpc.method),
+            KeyValue::new("rpc.grpc.status_code", i64::from(code as i32)),
+        ];
+        self.duration.record(elapsed_ms, &attributes);
         let _entered = self.span.enter();
         tracing::debug!(code = ?code, elapsed_ms, "call finished");
     }

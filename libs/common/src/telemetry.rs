@@ -15,19 +15,35 @@
 //! [`register_listener`]) and the root of a service's background work ([`in_service`]). Child
 //! spans inherit it through their parent's context; a `traceparent` from another service never
 //! carries it. Spans with no mark go to the process's provider.
+//!
+//! # Spans nobody records cost nothing
+//!
+//! `tracing-opentelemetry` builds span data (a builder, its attributes, a context) for every
+//! span it sees, sampled or not, and the text log layer formats every span's fields when it
+//! opens. So the hot paths (the server span of each call, the client span of each outgoing call)
+//! ask [`records_under`] first: when the span would not be sampled they open no span at all and
+//! run in the bare trace context [`unrecorded`] gives them (the caller's, or fresh ids), which
+//! is all that trace ids in error messages, outgoing `traceparent`s and outbox rows need. The
+//! decision is known in advance because the providers built here sample `ParentBased(AlwaysOn)`
+//! when they export and `AlwaysOff` when they do not. Log lines inside an unrecorded call carry
+//! no request span; the ones that matter (internal errors, panics) name the trace id.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::Context;
 use opentelemetry::context::{FutureExt as _, WithContext};
-use opentelemetry::trace::{SpanBuilder, Tracer, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanBuilder, SpanContext, TraceContextExt as _, TraceFlags, TraceState, Tracer,
+    TracerProvider as _,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, SdkTracer, SdkTracerProvider};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -83,6 +99,8 @@ pub enum Exporters {
     /// Spans handed synchronously as they end to the tracer provider this builds for a
     /// resource: called once for the process and once per hosted service (tests use the
     /// in-memory exporter, and tell the services apart by the resource's `service.name`).
+    /// The provider must keep the default `ParentBased(AlwaysOn)` sampler ([`records_under`]
+    /// assumes it).
     Spans(Box<dyn Fn(Resource) -> SdkTracerProvider + Send>),
 }
 
@@ -155,6 +173,7 @@ pub fn init_hosting(
             .build()
     };
     let mut meter_provider = None;
+    let mut records = !matches!(exporters, Exporters::None);
     let (process, hosted) = match exporters {
         // Nothing is exported, so every span may as well come from one provider.
         Exporters::None => (plain_provider(resource(process_name)), Vec::new()),
@@ -187,6 +206,7 @@ pub fn init_hosting(
                 Err(error) => {
                     // Telemetry must never stop the service; say so and carry on without export.
                     eprintln!("custops: OTLP export to {endpoint} disabled: {error:#}");
+                    records = false;
                     (plain_provider(resource(process_name)), Vec::new())
                 }
             }
@@ -234,6 +254,7 @@ pub fn init_hosting(
         // Someone else installed a subscriber first; keep theirs.
         return None;
     }
+    RECORDING.store(records, Ordering::Relaxed);
     let mut tracer_providers = vec![process];
     tracer_providers.extend(hosted.into_iter().map(|(_, provider)| provider));
     Some(Telemetry {
@@ -279,6 +300,39 @@ fn otlp_meter_provider(endpoint: &str, resource: Resource) -> anyhow::Result<Sdk
         .with_periodic_exporter(metrics)
         .with_resource(resource)
         .build())
+}
+
+/// Whether the installed providers record (sample) spans at all: set once by [`init_hosting`].
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a span started under `parent` would be recorded, so worth opening (see the module
+/// docs): only when an exporter is installed, and then unless the parent is a trace its
+/// caller chose not to sample.
+pub fn records_under(parent: &Context) -> bool {
+    if !RECORDING.load(Ordering::Relaxed) {
+        return false;
+    }
+    let span = parent.span();
+    let parent_span = span.span_context();
+    !parent_span.is_valid() || parent_span.is_sampled()
+}
+
+/// The trace context of work that opens no span because nobody records it: `parent` when it
+/// continues a trace, else `parent` with fresh trace and span ids flagged "not sampled" (what
+/// an unsampled span would have had), so error messages, outgoing calls and outbox rows still
+/// name a trace.
+pub fn unrecorded(parent: Context) -> Context {
+    if parent.span().span_context().is_valid() {
+        return parent;
+    }
+    let ids = RandomIdGenerator::default();
+    parent.with_remote_span_context(SpanContext::new(
+        ids.new_trace_id(),
+        ids.new_span_id(),
+        TraceFlags::default(),
+        false,
+        TraceState::NONE,
+    ))
 }
 
 /// The mark of a service's work in an OpenTelemetry context (see the module docs).

@@ -7,19 +7,26 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The `traceparent` of the current tracing span, or an empty string when there is no sampled
-/// OpenTelemetry context (telemetry off, or a span outside any trace).
+/// The current OpenTelemetry context: the entered span's (`tracing-opentelemetry` makes a
+/// span's context current while it is entered) or, in a call nobody records, the bare trace
+/// context the server layer runs it in (`telemetry::unrecorded`).
+fn current_context() -> Context {
+    Context::current()
+}
+
+/// The `traceparent` of the current trace context, or an empty string when there is none
+/// (work outside any call or trace).
 pub fn current_traceparent() -> String {
-    let context = tracing::Span::current().context();
+    let context = current_context();
     let mut carrier = TraceparentCarrier::default();
     TraceContextPropagator::new().inject_context(&context, &mut carrier);
     carrier.traceparent.unwrap_or_default()
 }
 
-/// The trace id of the current span (32 hex digits), when it belongs to a trace.
+/// The trace id of the current trace context (32 hex digits), when there is one.
 pub fn current_trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
-    let context = tracing::Span::current().context();
+    let context = current_context();
     let span_context = context.span().span_context().clone();
     span_context
         .is_valid()
@@ -50,9 +57,9 @@ pub fn context_from_headers(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
-/// Writes the current span's context into outgoing headers (`traceparent`, `tracestate`).
+/// Writes the current trace context into outgoing headers (`traceparent`, `tracestate`).
 pub fn inject_current(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
+    let context = current_context();
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
 }
 

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::derived;
 use crate::events::{self, ChangeCause};
 use crate::state::AppState;
-use crate::store::compile::compile;
+use crate::store::compile::{compile, compile_grouped};
 use crate::store::jobs::{self as job_store, JobRecord, SegmentResult};
 use crate::store::{self, memberships, segments, settings};
 
@@ -374,15 +374,20 @@ async fn apply_rule(
     let catalog = store::catalog::load_catalog(&mut *tx).await?;
     let rule = crate::rules_wire::parse_rule(&condition, "segment.rule", &catalog)
         .map_err(|v| anyhow::anyhow!("stored rule does not parse: {v:?}"))?;
-    let compiled = compile(&rule);
     let ctx = store::facts::eval_context(&mut *tx, now).await?;
     // Fixed fragments only: which customers are candidates is decided here, not by input.
-    let (from, only_moved) = match candidates {
-        Candidates::Everyone => ("customer_facts f", ""),
+    // Everyone: aggregates in one grouped pass; a few moved customers: correlated.
+    let (compiled, candidates_from, only_moved) = match candidates {
+        Candidates::Everyone => (compile_grouped(&rule), "customer_facts f", ""),
         Candidates::Moved => (
+            compile(&rule),
             "customer_facts f JOIN moved_customers c ON c.customer_id = f.customer_id",
             " AND m.customer_id IN (SELECT customer_id FROM moved_customers)",
         ),
+    };
+    let from = match candidates {
+        Candidates::Everyone => compiled.from_clause(),
+        Candidates::Moved => candidates_from.to_owned(),
     };
 
     sqlx::query(
@@ -406,7 +411,7 @@ async fn apply_rule(
     sqlx::query("ANALYZE recompute_members")
         .execute(&mut *tx)
         .await?;
-    let counted = format!("SELECT count(*) FROM {from}");
+    let counted = format!("SELECT count(*) FROM {candidates_from}");
     let customers_evaluated: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(counted))
         .fetch_one(&mut *tx)
         .await?;

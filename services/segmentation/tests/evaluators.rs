@@ -1,5 +1,5 @@
 //! The two rule evaluators agree: the in-process one (`domain::eval::evaluate`) and the SQL one
-//! (`store::compile`, run by `matching_customers` against real Postgres).
+//! (`store::compile`, both its shapes, run by `matching_customers` against real Postgres).
 //!
 //! The property test generates random valid rules over the whole catalog (every operator,
 //! windows, filters, NOT, nested groups, segment references) and random customers (unset
@@ -26,7 +26,7 @@ use custops_segmentation::domain::facts::{
     LifecycleFacts, LoyaltyMembership, Money, RfmFacts,
 };
 use custops_segmentation::rules_wire::{operator_to_proto, parse_rule};
-use custops_segmentation::store::compile::matching_customers;
+use custops_segmentation::store::compile::{compile, compile_grouped, matching_customers};
 use custops_testkit::TestDatabase;
 use pb::condition::Kind;
 use pb::value::Kind as V;
@@ -203,7 +203,8 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
     Ok(())
 }
 
-/// Members by the Rust evaluator and by SQL, for `condition` over `customers` at `ctx`.
+/// Members by the Rust evaluator and by SQL, for `condition` over `customers` at `ctx`; the
+/// two SQL shapes (correlated and grouped aggregates) must agree, or it fails.
 async fn both(
     pool: &PgPool,
     catalog: &Catalog,
@@ -221,8 +222,13 @@ async fn both(
     in_rust.sort();
     let mut tx = pool.begin().await?;
     insert(&mut tx, customers).await?;
-    let in_sql = matching_customers(&mut tx, &rule, ctx).await?;
+    let in_sql = matching_customers(&mut tx, &compile_grouped(&rule), ctx).await?;
+    let correlated = matching_customers(&mut tx, &compile(&rule), ctx).await?;
     tx.rollback().await?;
+    anyhow::ensure!(
+        in_sql == correlated,
+        "grouped SQL selects {in_sql:?}, correlated SQL {correlated:?}"
+    );
     Ok((in_rust, in_sql))
 }
 

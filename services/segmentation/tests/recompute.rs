@@ -45,7 +45,7 @@ async fn sql_members(app: &TestApp) -> anyhow::Result<Vec<String>> {
     let rule = parse_rule(&rule(), "rule", &catalog)
         .map_err(|v| anyhow::anyhow!("rule refused: {v:?}"))?;
     let ctx = facts::eval_context(&mut conn, app.clock_now()).await?;
-    Ok(compile::matching_customers(&mut conn, &rule, &ctx).await?)
+    Ok(compile::matching_customers(&mut conn, &compile::compile_grouped(&rule), &ctx).await?)
 }
 
 #[tokio::test]

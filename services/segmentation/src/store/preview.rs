@@ -16,8 +16,8 @@ pub struct Comparison {
     pub unchanged: i64,
 }
 
-/// Fills `preview_members` with the customers matching `compiled` at `now` / `today`;
-/// returns how many match.
+/// Fills `preview_members` with the customers matching `compiled` (best compiled grouped: it
+/// reads everyone) at `now` / `today`; returns how many match.
 pub async fn gather_members(
     conn: &mut PgConnection,
     compiled: &CompiledRule,
@@ -28,7 +28,8 @@ pub async fn gather_members(
         .execute(&mut *conn)
         .await?;
     let select = format!(
-        "INSERT INTO preview_members SELECT f.customer_id FROM customer_facts f WHERE {}",
+        "INSERT INTO preview_members SELECT f.customer_id FROM {} WHERE {}",
+        compiled.from_clause(),
         compiled.sql
     );
     let query = sqlx::query(sqlx::AssertSqlSafe(select))

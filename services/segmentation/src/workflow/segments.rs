@@ -458,7 +458,7 @@ pub async fn preview(
     let ctx = crate::store::facts::eval_context(&mut tx, now)
         .await
         .map_err(db)?;
-    let compiled = compile::compile(&checked.rule);
+    let compiled = compile::compile_grouped(&checked.rule);
     let member_count = previews::gather_members(&mut tx, &compiled, now, ctx.today)
         .await
         .map_err(db)?;

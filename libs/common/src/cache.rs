@@ -473,6 +473,32 @@ impl<V: Clone> LocalLayer<V> {
     }
 }
 
+/// What a process's layer holds at one instant, read under its lock
+/// ([`TwoLevelCache::read_local`]).
+pub struct LocalHeld<'a, V> {
+    layer: &'a LocalLayer<V>,
+    now: Instant,
+}
+
+impl<V> fmt::Debug for LocalHeld<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalHeld")
+            .field("entries", &self.layer.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V> LocalHeld<'_, V> {
+    /// The value held for `key`, unless it has expired.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.layer
+            .entries
+            .get(key)
+            .filter(|entry| entry.expires > self.now)
+            .map(|entry| &entry.value)
+    }
+}
+
 /// When a batch read of the source began, for [`TwoLevelCache::fill`].
 #[derive(Debug, Clone, Copy)]
 pub struct FillToken(u64);
@@ -585,10 +611,16 @@ impl<V: CacheValue> TwoLevelCache<V> {
         Ok(value)
     }
 
-    /// The value for `key` if this process's layer holds it, without asking Redis or the
-    /// source: for batch reads that fetch what is missing in one query of their own.
-    pub fn get_local(&self, key: &str) -> Option<V> {
-        self.local().get(key, Instant::now())
+    /// Runs `read` over what this process's layer holds, under one lock and one clock read,
+    /// without asking Redis or the source: for batch reads (many keys, each looked up in
+    /// place rather than cloned out under a lock of its own) that fetch what is missing in one
+    /// query of their own. Keep `read` short: other lookups wait for it.
+    pub fn read_local<R>(&self, read: impl FnOnce(&LocalHeld<'_, V>) -> R) -> R {
+        let layer = self.local();
+        read(&LocalHeld {
+            layer: &layer,
+            now: Instant::now(),
+        })
     }
 
     /// Taken before a batch read of the source, to keep what it read with [`Self::fill`].

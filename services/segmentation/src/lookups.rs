@@ -147,7 +147,16 @@ impl Lookups {
     }
 
     fn customer_key(&self, customer_id: &str) -> String {
-        format!("{}:{customer_id}", self.epoch.load(Ordering::Acquire))
+        let mut key = String::new();
+        self.write_customer_key(&mut key, customer_id);
+        key
+    }
+
+    /// [`Self::customer_key`] into `key` (cleared first), reusing its buffer.
+    fn write_customer_key(&self, key: &mut String, customer_id: &str) {
+        use std::fmt::Write as _;
+        key.clear();
+        let _ = write!(key, "{}:{customer_id}", self.epoch.load(Ordering::Acquire));
     }
 
     fn segment_key(&self, segment_id: Uuid) -> String {
@@ -247,20 +256,20 @@ impl Lookups {
         let dirty = self.is_dirty();
         let mut answers = Vec::with_capacity(customer_ids.len());
         let mut unknown = Vec::new();
-        for (i, id) in customer_ids.iter().enumerate() {
-            let held = if dirty {
-                None
-            } else {
-                self.customers.get_local(&self.customer_key(id))
-            };
-            match held {
-                Some(set) => answers.push(set.contains(&segment_id)),
-                None => {
-                    answers.push(false);
-                    unknown.push((i, id.clone()));
+        let mut key = String::new();
+        // One lock for the batch; a dirty Redis means the local layer may lag: ask Postgres.
+        self.customers.read_local(|held| {
+            for (i, id) in customer_ids.iter().enumerate() {
+                self.write_customer_key(&mut key, id);
+                match held.get(&key).filter(|_| !dirty) {
+                    Some(set) => answers.push(set.contains(&segment_id)),
+                    None => {
+                        answers.push(false);
+                        unknown.push((i, id.clone()));
+                    }
                 }
             }
-        }
+        });
         if unknown.is_empty() {
             return Ok(answers);
         }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use custops_common::client::{RetryPolicy, retry_idempotent};
 use custops_common::time::to_timestamp;
 use custops_contracts::custops::common::v1::{ContactChannel, Date, Money};
 use custops_contracts::custops::profiles::v1 as pr;
@@ -18,6 +19,14 @@ use sqlx::Connection;
 use tonic::transport::Channel;
 
 use super::super::load::{CallFuture, Connections, MakeCall, Rng};
+
+/// How a load call answered UNAVAILABLE is retried: six more times, backing off from 100 ms
+/// to 3.2 s (the calls carry request or event ids, so a replay is harmless).
+const CALL_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 7,
+    initial_backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_millis(3200),
+};
 
 /// Makes call number `i` over the channel.
 type IndexedCall = Arc<dyn Fn(Channel, usize) -> CallFuture + Send + Sync>;
@@ -44,17 +53,9 @@ async fn run_calls(
                 }
                 // UNAVAILABLE (say, a pool exhausted while Postgres vacuums after a
                 // recompute) is retried after a backoff, as a client would; the time counts.
-                let mut attempt = 0;
-                loop {
-                    match call(conns.pick(), i).await {
-                        Ok(()) => break,
-                        Err(status) if status.code() == tonic::Code::Unavailable && attempt < 6 => {
-                            attempt += 1;
-                            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                        }
-                        Err(status) => anyhow::bail!("call {i} failed: {status}"),
-                    }
-                }
+                retry_idempotent(CALL_RETRY, || call(conns.pick(), i))
+                    .await
+                    .map_err(|status| anyhow::anyhow!("call {i} failed: {status}"))?;
             }
         });
     }

@@ -112,6 +112,51 @@ pub async fn append(conn: &mut PgConnection, event: OutboxEvent) -> Result<Uuid,
     Ok(event.id)
 }
 
+/// Appends one event per row of `source`, set-based, inside the caller's transaction, and
+/// returns how many: the way to write thousands of events (a recompute's memberships) without
+/// building each in the application and shipping it back.
+///
+/// `source` is a query of fixed SQL (never input) whose rows have the columns `aggregate_id`
+/// (text) and `payload` (bytea, usually assembled with the `pb_*` functions of the shared
+/// migration `0003_set_based_events.sql` from parts prost encoded once); its parameters start
+/// at `$4` (`$1`–`$3` are the aggregate type, the event type and the traceparent) and `bind`
+/// binds them in order. The rows are appended in the order `source` yields them, with ids
+/// made in SQL (UUIDv7 with the row's rank after the time, `outbox_event_id(n)`, so rows
+/// sharing a microsecond keep their order), and the schema's outbox channel is notified
+/// once, as [`append`] does.
+pub async fn append_selected<'q>(
+    conn: &mut PgConnection,
+    aggregate_type: &'q str,
+    event_type: &'q str,
+    source: &str,
+    bind: impl FnOnce(
+        sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<u64, sqlx::Error> {
+    let traceparent = crate::trace_context::current_traceparent();
+    let statement = format!(
+        "WITH inserted AS ( \
+             INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+             SELECT outbox_event_id(s.n), $1, s.aggregate_id, $2, s.payload, $3 \
+             FROM (SELECT q.aggregate_id, q.payload, row_number() OVER () AS n \
+                   FROM ({source}) AS q) AS s \
+             RETURNING 1 \
+         ) \
+         SELECT count(*), pg_notify('custops_outbox_' || current_schema(), '') \
+         FROM inserted HAVING count(*) > 0"
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(aggregate_type)
+        .bind(event_type)
+        .bind(traceparent);
+    let appended: Option<i64> = bind(query)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| sqlx::Row::try_get(&row, 0))
+        .transpose()?;
+    Ok(appended.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

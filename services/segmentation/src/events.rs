@@ -1,11 +1,15 @@
 //! The events segmentation writes to its outbox about memberships, segments and recompute
 //! jobs, always in the transaction of the change they report.
 //!
-//! Single events go through `custops_common::outbox::append`. Events about many customers (a
-//! recompute job's SegmentEntered / SegmentExited, a full RFM run's group changes, a feed
-//! batch's membership changes) are gathered in [`CustomerEvents`] and written with one
-//! `INSERT … SELECT FROM unnest(…)` per chunk into the same outbox table, in the same shape
-//! `append` writes (Debezium columns, traceparent), and one notification of the sequencer.
+//! Single events go through `custops_common::outbox::append`. A recompute's SegmentEntered /
+//! SegmentExited, which may be millions, never leave Postgres: [`append_entered_from`] and
+//! [`append_exited_from`] write one per row of a temporary table with one `INSERT … SELECT`
+//! (`outbox::append_selected`), the payload assembled in SQL from parts prost encoded once.
+//! Other events about many customers (a full RFM run's group changes, a feed batch's
+//! membership changes, a static upload's) are built here, gathered in [`CustomerEvents`] and
+//! written with one `INSERT … SELECT FROM unnest(…)` per chunk into the same outbox table, in
+//! the same shape `append` writes (Debezium columns, traceparent), and one notification of
+//! the sequencer.
 
 use chrono::{DateTime, Utc};
 use custops_common::outbox::{self, OutboxEvent};
@@ -71,6 +75,95 @@ pub fn segment_exited(
             .map(|id| id.to_string())
             .unwrap_or_default(),
     }
+}
+
+/// Appends a SegmentEntered (aggregate "customer") for every customer of `table`, a temporary
+/// table with a `customer_id` column (fixed names, never input), in customer id order: one
+/// `INSERT … SELECT` whatever their number. The payloads are the bytes [`segment_entered`]
+/// encodes: the fields every row shares are encoded here once, the customer id in SQL.
+pub async fn append_entered_from(
+    conn: &mut PgConnection,
+    table: &'static str,
+    segment_id: Uuid,
+    segment_version: i64,
+    enter_time: DateTime<Utc>,
+    cause: &ChangeCause,
+) -> Result<u64, sqlx::Error> {
+    let full = segment_entered(segment_id, segment_version, "", enter_time, cause);
+    // Fields 1–2, then 3 (the customer id) per row, then 4–7: prost writes fields in number
+    // order, and a message's encoding is the concatenation of its fields'.
+    let head = pb::SegmentEntered {
+        segment_id: full.segment_id.clone(),
+        segment_version: full.segment_version,
+        ..Default::default()
+    };
+    let tail = pb::SegmentEntered {
+        segment_id: String::new(),
+        segment_version: 0,
+        ..full
+    };
+    let source = format!(
+        "SELECT t.customer_id AS aggregate_id, \
+                $4 || pb_string(3, t.customer_id) || $5 AS payload \
+         FROM {table} t ORDER BY t.customer_id"
+    );
+    outbox::append_selected(
+        conn,
+        "customer",
+        &pb::SegmentEntered::full_name(),
+        &source,
+        |query| query.bind(head.encode_to_vec()).bind(tail.encode_to_vec()),
+    )
+    .await
+}
+
+/// Appends a SegmentExited (aggregate "customer") for every row of `table`, a temporary table
+/// with `customer_id` and `enter_time` columns, as [`append_entered_from`] does: the bytes
+/// [`segment_exited`] encodes, the customer id and the enter time encoded in SQL.
+pub async fn append_exited_from(
+    conn: &mut PgConnection,
+    table: &'static str,
+    segment_id: Uuid,
+    segment_version: i64,
+    exit_time: DateTime<Utc>,
+    cause: &ChangeCause,
+) -> Result<u64, sqlx::Error> {
+    let full = segment_exited(segment_id, segment_version, "", exit_time, exit_time, cause);
+    // Fields 1–2, 3 (customer id) per row, 4–5, 6 (enter time) per row, 7–8.
+    let head = pb::SegmentExited {
+        segment_id: full.segment_id.clone(),
+        segment_version: full.segment_version,
+        ..Default::default()
+    };
+    let middle = pb::SegmentExited {
+        reason: full.reason,
+        exit_time: full.exit_time,
+        ..Default::default()
+    };
+    let tail = pb::SegmentExited {
+        cause_event_id: full.cause_event_id,
+        recompute_job_id: full.recompute_job_id,
+        ..Default::default()
+    };
+    let source = format!(
+        "SELECT t.customer_id AS aggregate_id, \
+                $4 || pb_string(3, t.customer_id) || $5 || pb_timestamp(6, t.enter_time) || $6 \
+                  AS payload \
+         FROM {table} t ORDER BY t.customer_id"
+    );
+    outbox::append_selected(
+        conn,
+        "customer",
+        &pb::SegmentExited::full_name(),
+        &source,
+        |query| {
+            query
+                .bind(head.encode_to_vec())
+                .bind(middle.encode_to_vec())
+                .bind(tail.encode_to_vec())
+        },
+    )
+    .await
 }
 
 /// Appends one membership event (aggregate "customer").

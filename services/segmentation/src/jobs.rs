@@ -4,8 +4,9 @@
 //!   heartbeat went stale is claimed again: its replica stopped). A segment is recomputed in
 //!   one transaction: the rule compiled to SQL selects the new members at T into a temporary
 //!   table, set-based `DELETE … RETURNING` / `INSERT … SELECT … RETURNING` apply the
-//!   difference, the events are appended in bulk, and the job's progress is saved in the same
-//!   transaction. The segment row is locked for the transaction, so a concurrent incremental
+//!   difference, the SegmentExited / SegmentEntered events are written from it by one
+//!   `INSERT … SELECT` each, payloads encoded in SQL (`events::append_entered_from`), and the
+//!   job's progress is saved in the same transaction. The segment row is locked for the transaction, so a concurrent incremental
 //!   change of the same segment's count waits for it.
 //! - The **scheduler** queues the full recompute (an ALL job) every
 //!   `full_recompute_interval` and runs the rollover pass every `rollover_interval`; the
@@ -20,7 +21,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::ChangeReason;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -286,8 +287,11 @@ pub async fn apply_segment(
     now: DateTime<Utc>,
     cause: &ChangeCause,
 ) -> anyhow::Result<SegmentOutcome> {
-    let (outcome, moved) = apply_rule(tx, segment, now, cause, Candidates::Everyone).await?;
-    follow_dependants(tx, segment.segment_id, &moved, now, cause).await?;
+    let dependants = segments::dependants(&mut *tx, segment.segment_id).await?;
+    let want_moved = !dependants.is_empty();
+    let (outcome, moved) =
+        apply_rule(tx, segment, now, cause, Candidates::Everyone, want_moved).await?;
+    apply_dependants(tx, &dependants, &moved, now, cause).await?;
     Ok(outcome)
 }
 
@@ -304,12 +308,23 @@ pub async fn follow_dependants(
     now: DateTime<Utc>,
     cause: &ChangeCause,
 ) -> anyhow::Result<SegmentOutcome> {
-    let mut total = SegmentOutcome::default();
     if moved.is_empty() {
-        return Ok(total);
+        return Ok(SegmentOutcome::default());
     }
     let dependants = segments::dependants(&mut *tx, root).await?;
-    if dependants.is_empty() {
+    apply_dependants(tx, &dependants, moved, now, cause).await
+}
+
+/// [`follow_dependants`] with the dependants, in dependency order, already read.
+async fn apply_dependants(
+    tx: &mut PgConnection,
+    dependants: &[Uuid],
+    moved: &[String],
+    now: DateTime<Utc>,
+    cause: &ChangeCause,
+) -> anyhow::Result<SegmentOutcome> {
+    let mut total = SegmentOutcome::default();
+    if moved.is_empty() || dependants.is_empty() {
         return Ok(total);
     }
     sqlx::query(
@@ -331,14 +346,14 @@ pub async fn follow_dependants(
     sqlx::query("ANALYZE moved_customers")
         .execute(&mut *tx)
         .await?;
-    for segment_id in dependants {
+    for &segment_id in dependants {
         let Some(segment) = segments::get_for_update(&mut *tx, segment_id).await? else {
             continue;
         };
         if !segment.rule_kind {
             continue;
         }
-        let (outcome, _) = apply_rule(tx, &segment, now, cause, Candidates::Moved).await?;
+        let (outcome, _) = apply_rule(tx, &segment, now, cause, Candidates::Moved, false).await?;
         total.customers_evaluated += outcome.customers_evaluated;
         total.entered += outcome.entered;
         total.exited += outcome.exited;
@@ -357,14 +372,18 @@ enum Candidates {
 }
 
 /// Applies `segment`'s rule to `candidates` at `now`: the compiled SQL into a temporary table,
-/// set-based `DELETE … RETURNING` / `INSERT … SELECT … RETURNING`, events in bulk, the member
-/// count, cache notifications. Returns the outcome and the customers whose membership moved.
+/// set-based `DELETE … RETURNING` / `INSERT … SELECT … RETURNING` into two more, the events
+/// written from those inside Postgres (one `INSERT … SELECT` each for exits and entries), the
+/// member count, cache notifications. Returns the outcome and the customers whose membership
+/// moved — read back only when `want_moved` or when few enough to notify one by one, empty
+/// otherwise.
 async fn apply_rule(
     tx: &mut PgConnection,
     segment: &segments::SegmentRecord,
     now: DateTime<Utc>,
     cause: &ChangeCause,
     candidates: Candidates,
+    want_moved: bool,
 ) -> anyhow::Result<(SegmentOutcome, Vec<String>)> {
     let bytes = segment
         .rule
@@ -390,13 +409,27 @@ async fn apply_rule(
         Candidates::Moved => candidates_from.to_owned(),
     };
 
+    // The new members, the memberships that ended and those that began: temporary tables,
+    // so the events are written from them inside Postgres, whatever their number.
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS recompute_members (customer_id text PRIMARY KEY) \
          ON COMMIT DROP",
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query("TRUNCATE recompute_members")
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_exited \
+             (customer_id text NOT NULL, enter_time timestamptz NOT NULL) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_entered (customer_id text NOT NULL) \
+         ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("TRUNCATE recompute_members, recompute_exited, recompute_entered")
         .execute(&mut *tx)
         .await?;
     let select = format!(
@@ -407,7 +440,11 @@ async fn apply_rule(
     let query = sqlx::query(sqlx::AssertSqlSafe(select))
         .bind(now)
         .bind(ctx.today);
-    compiled.bind(query).execute(&mut *tx).await?;
+    let matched = compiled
+        .bind(query)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     sqlx::query("ANALYZE recompute_members")
         .execute(&mut *tx)
         .await?;
@@ -417,91 +454,103 @@ async fn apply_rule(
         .await?;
 
     let delete = format!(
-        "DELETE FROM memberships m WHERE m.segment_id = $1{only_moved} \
-           AND NOT EXISTS (SELECT 1 FROM recompute_members n WHERE n.customer_id = m.customer_id) \
-         RETURNING m.customer_id, m.enter_time"
+        "WITH exited AS ( \
+             DELETE FROM memberships m WHERE m.segment_id = $1{only_moved} \
+               AND NOT EXISTS (SELECT 1 FROM recompute_members n WHERE n.customer_id = m.customer_id) \
+             RETURNING m.customer_id, m.enter_time \
+         ) \
+         INSERT INTO recompute_exited (customer_id, enter_time) \
+         SELECT customer_id, enter_time FROM exited"
     );
     let exited = sqlx::query(sqlx::AssertSqlSafe(delete))
         .bind(segment.segment_id)
-        .fetch_all(&mut *tx)
-        .await?;
-    let entered: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
-         SELECT $1, n.customer_id, $2, $3, $4 FROM recompute_members n \
-         ORDER BY n.customer_id \
-         ON CONFLICT DO NOTHING RETURNING customer_id",
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let entered = sqlx::query(
+        "WITH entered AS ( \
+             INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
+             SELECT $1, n.customer_id, $2, $3, $4 FROM recompute_members n \
+             ORDER BY n.customer_id \
+             ON CONFLICT DO NOTHING RETURNING customer_id \
+         ) \
+         INSERT INTO recompute_entered (customer_id) SELECT customer_id FROM entered",
     )
     .bind(segment.segment_id)
     .bind(segment.version)
     .bind(now)
     .bind(memberships::reason_slug(cause.reason))
-    .fetch_all(&mut *tx)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+
+    events::append_exited_from(
+        &mut *tx,
+        "recompute_exited",
+        segment.segment_id,
+        segment.version,
+        now,
+        cause,
+    )
+    .await?;
+    events::append_entered_from(
+        &mut *tx,
+        "recompute_entered",
+        segment.segment_id,
+        segment.version,
+        now,
+        cause,
+    )
     .await?;
 
-    let mut exit_events = Vec::with_capacity(exited.len());
-    let mut changed: Vec<String> = Vec::with_capacity(exited.len() + entered.len());
-    for row in &exited {
-        let customer_id: String = row.try_get("customer_id")?;
-        let enter_time: DateTime<Utc> = row.try_get("enter_time")?;
-        let event = events::segment_exited(
-            segment.segment_id,
-            segment.version,
-            &customer_id,
-            enter_time,
-            now,
-            cause,
-        );
-        changed.push(customer_id.clone());
-        exit_events.push((customer_id, event));
-    }
-    let enter_events: Vec<_> = entered
-        .iter()
-        .map(|customer_id| {
-            (
-                customer_id.clone(),
-                events::segment_entered(
-                    segment.segment_id,
-                    segment.version,
-                    customer_id,
-                    now,
-                    cause,
-                ),
+    let entered_count = i64::try_from(entered)?;
+    let exited_count = i64::try_from(exited)?;
+    let changed_count = usize::try_from(entered + exited)?;
+    // Who moved is read back only when someone needs the list: the cache notifications of a
+    // few customers, or the segments that reference this one.
+    let changed: Vec<String> =
+        if changed_count > 0 && (changed_count <= NOTIFY_EACH_MAX || want_moved) {
+            sqlx::query_scalar(
+                "SELECT customer_id FROM recompute_exited \
+             UNION ALL SELECT customer_id FROM recompute_entered",
             )
-        })
-        .collect();
-    changed.extend(entered.iter().cloned());
-    events::append_many(&mut *tx, &exit_events).await?;
-    events::append_many(&mut *tx, &enter_events).await?;
-
-    let entered_count = i64::try_from(entered.len())?;
-    let exited_count = i64::try_from(exited.len())?;
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            Vec::new()
+        };
     let member_count: i64 = match candidates {
-        // A recompute applied the current version to everyone.
-        Candidates::Everyone => sqlx::query_scalar(
-            "UPDATE segments SET member_count = (SELECT count(*) FROM memberships WHERE segment_id = $1), \
-                 membership_version = GREATEST(membership_version, $2) \
+        // A recompute applied the current version to everyone: the members are those matched.
+        Candidates::Everyone => {
+            sqlx::query_scalar(
+                "UPDATE segments SET member_count = $2, \
+                 membership_version = GREATEST(membership_version, $3) \
              WHERE segment_id = $1 RETURNING member_count",
-        )
-        .bind(segment.segment_id)
-        .bind(segment.version)
-        .fetch_one(&mut *tx)
-        .await?,
+            )
+            .bind(segment.segment_id)
+            .bind(i64::try_from(matched)?)
+            .bind(segment.version)
+            .fetch_one(&mut *tx)
+            .await?
+        }
         // A few customers: move the count, as incremental changes do.
-        Candidates::Moved => sqlx::query_scalar(
-            "UPDATE segments SET member_count = member_count + $2 \
+        Candidates::Moved => {
+            sqlx::query_scalar(
+                "UPDATE segments SET member_count = member_count + $2 \
              WHERE segment_id = $1 RETURNING member_count",
-        )
-        .bind(segment.segment_id)
-        .bind(entered_count - exited_count)
-        .fetch_one(&mut *tx)
-        .await?,
+            )
+            .bind(segment.segment_id)
+            .bind(entered_count - exited_count)
+            .fetch_one(&mut *tx)
+            .await?
+        }
     };
 
-    if !changed.is_empty() || candidates == Candidates::Everyone {
+    if changed_count > 0 || candidates == Candidates::Everyone {
         // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
         memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
     }
-    if changed.len() > NOTIFY_EACH_MAX {
+    if changed_count > NOTIFY_EACH_MAX {
         memberships::bump_epoch(&mut *tx).await?;
     } else {
         memberships::notify_customers(&mut *tx, &changed).await?;

@@ -631,3 +631,105 @@ async fn two_replicas_run_each_job_once_and_resume_a_stale_one() -> anyhow::Resu
     assert!(moved, "the other replica kept old memberships or sizes");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_recompute_writes_the_bytes_prost_encodes_for_each_entry_and_exit() -> anyhow::Result<()>
+{
+    // Arrange: ids whose length needs a two-byte varint or whose bytes are not characters,
+    // and a clock with nanoseconds (the events carry the job's instant at full precision).
+    let app = spawn_app().await?;
+    let long = "x".repeat(200);
+    let wide = "客户-é-1".to_owned();
+    for id in [long.as_str(), wide.as_str(), "c1"] {
+        app.put_customer(id, "CN", &[]).await?;
+    }
+    app.put_customer("c2", "US", &[]).await?;
+    app.clock
+        .advance(chrono::TimeDelta::nanoseconds(1_123_456_789));
+    let first_now = app.clock_now();
+    let segment = app.rule_segment("China", support::country_is("CN")).await?;
+    let segment_id: uuid::Uuid = segment.segment_id.parse()?;
+    let entered_at: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
+        sqlx::query_as("SELECT customer_id, enter_time FROM memberships")
+            .fetch_all(&app.pool)
+            .await?
+            .into_iter()
+            .collect();
+
+    // Act: one member leaves, one customer joins, and the segment is recomputed.
+    app.put_customer(&wide, "US", &[]).await?;
+    app.put_customer("c2", "CN", &[]).await?;
+    app.clock.advance(chrono::TimeDelta::seconds(60));
+    let second_now = app.clock_now();
+    let job = app
+        .client
+        .clone()
+        .recompute_segment(pb::RecomputeSegmentRequest {
+            segment_id: segment.segment_id.clone(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    let second = app.wait_job(&job.recompute_job_id).await?;
+    let first_job: uuid::Uuid = app
+        .client
+        .clone()
+        .list_recompute_jobs(pb::ListRecomputeJobsRequest {
+            segment_id: segment.segment_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .jobs
+        .last()
+        .map(|j| j.recompute_job_id.clone())
+        .unwrap_or_default()
+        .parse()?;
+
+    // Assert: every event, in feed order, is what prost encodes for the message the Rust
+    // builders make.
+    let cause = |job: uuid::Uuid| custops_segmentation::events::ChangeCause {
+        reason: pb::ChangeReason::Recompute,
+        event_id: String::new(),
+        recompute_job_id: Some(job),
+    };
+    let entered = |id: &str, now, job| {
+        (
+            id.to_owned(),
+            "custops.segmentation.v1.SegmentEntered".to_owned(),
+            custops_segmentation::events::segment_entered(segment_id, 1, id, now, &cause(job))
+                .encode_to_vec(),
+        )
+    };
+    let mut first_members = [long.clone(), wide.clone(), "c1".to_owned()];
+    first_members.sort();
+    let mut expected: Vec<(String, String, Vec<u8>)> = first_members
+        .iter()
+        .map(|id| entered(id, first_now, first_job))
+        .collect();
+    let second_job: uuid::Uuid = second.recompute_job_id.parse()?;
+    expected.push((
+        wide.clone(),
+        "custops.segmentation.v1.SegmentExited".to_owned(),
+        custops_segmentation::events::segment_exited(
+            segment_id,
+            1,
+            &wide,
+            entered_at[&wide],
+            second_now,
+            &cause(second_job),
+        )
+        .encode_to_vec(),
+    ));
+    expected.push(entered("c2", second_now, second_job));
+    let written: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT aggregateid, type, payload FROM outbox WHERE aggregatetype = 'customer' \
+         ORDER BY appended_at, id",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    assert_eq!(written, expected);
+    Ok(())
+}

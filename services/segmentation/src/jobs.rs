@@ -161,6 +161,13 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
     job.segments_total = i64::try_from(targets.len())?;
     // A resumed job keeps the segments it finished.
     let finished: Vec<Uuid> = job.segment_results.iter().map(|r| r.segment_id).collect();
+    // Counted once for the job (a count of a million customers takes seconds): each segment
+    // evaluates everyone known at the job's start.
+    let known = if targets.is_empty() {
+        0
+    } else {
+        store::rfm::customer_count(&mut *state.pool.acquire().await?).await?
+    };
     for segment_id in targets {
         if finished.contains(&segment_id) {
             continue;
@@ -177,7 +184,7 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
             continue;
         }
         let started = Instant::now();
-        let outcome = apply_segment(&mut tx, &segment, now, &cause).await?;
+        let outcome = apply_segment(&mut tx, &segment, now, &cause, known).await?;
         segments::set_latest_job(&mut tx, segment_id, job.recompute_job_id).await?;
         job.segment_version = if job.scope == "segment" {
             segment.version
@@ -276,7 +283,8 @@ pub struct SegmentOutcome {
 }
 
 /// Re-applies a rule segment (the caller holds `memberships::lock_for_recompute`, then the
-/// segment row) at `now`, set-based, in the caller's transaction: memberships, events, member
+/// segment row) at `now` to the `known_customers` (how many have facts, counted by the caller
+/// once for many segments), set-based, in the caller's transaction: memberships, events, member
 /// count, membership version, cache notifications. Then every segment that references it,
 /// directly or through others, follows for the customers whose membership moved (see
 /// [`follow_dependants`]), in the same transaction: no reader ever sees the segment changed
@@ -286,11 +294,14 @@ pub async fn apply_segment(
     segment: &segments::SegmentRecord,
     now: DateTime<Utc>,
     cause: &ChangeCause,
+    known_customers: i64,
 ) -> anyhow::Result<SegmentOutcome> {
     let dependants = segments::dependants(&mut *tx, segment.segment_id).await?;
     let want_moved = !dependants.is_empty();
-    let (outcome, moved) =
-        apply_rule(tx, segment, now, cause, Candidates::Everyone, want_moved).await?;
+    let everyone = Candidates::Everyone {
+        known: known_customers,
+    };
+    let (outcome, moved) = apply_rule(tx, segment, now, cause, everyone, want_moved).await?;
     apply_dependants(tx, &dependants, &moved, now, cause).await?;
     Ok(outcome)
 }
@@ -364,8 +375,8 @@ async fn apply_dependants(
 /// Which customers a set-based application of a rule re-evaluates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Candidates {
-    /// Every customer with facts: a recompute.
-    Everyone,
+    /// Every customer with facts (`known` of them): a recompute.
+    Everyone { known: i64 },
     /// Only the customers in the temporary table `moved_customers` (see
     /// [`follow_dependants`]); memberships of others are left alone.
     Moved,
@@ -396,93 +407,61 @@ async fn apply_rule(
     let ctx = store::facts::eval_context(&mut *tx, now).await?;
     // Fixed fragments only: which customers are candidates is decided here, not by input.
     // Everyone: aggregates in one grouped pass; a few moved customers: correlated.
-    let (compiled, candidates_from, only_moved) = match candidates {
-        Candidates::Everyone => (compile_grouped(&rule), "customer_facts f", ""),
+    let (compiled, from, only_moved) = match candidates {
+        Candidates::Everyone { .. } => {
+            let compiled = compile_grouped(&rule);
+            let from = compiled.from_clause();
+            (compiled, from, "")
+        }
         Candidates::Moved => (
             compile(&rule),
-            "customer_facts f JOIN moved_customers c ON c.customer_id = f.customer_id",
+            "customer_facts f JOIN moved_customers c ON c.customer_id = f.customer_id".to_owned(),
             " AND m.customer_id IN (SELECT customer_id FROM moved_customers)",
         ),
     };
-    let from = match candidates {
-        Candidates::Everyone => compiled.from_clause(),
-        Candidates::Moved => candidates_from.to_owned(),
-    };
 
-    // The new members, the memberships that ended and those that began: temporary tables,
-    // so the events are written from them inside Postgres, whatever their number.
-    sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS recompute_members (customer_id text PRIMARY KEY) \
-         ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS recompute_exited \
-             (customer_id text NOT NULL, enter_time timestamptz NOT NULL) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS recompute_entered (customer_id text NOT NULL) \
-         ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("TRUNCATE recompute_members, recompute_exited, recompute_entered")
-        .execute(&mut *tx)
-        .await?;
-    let select = format!(
-        "INSERT INTO recompute_members (customer_id) \
-         SELECT f.customer_id FROM {from} WHERE {}",
-        compiled.sql
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(select))
-        .bind(now)
-        .bind(ctx.today);
-    let matched = compiled
-        .bind(query)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query("ANALYZE recompute_members")
-        .execute(&mut *tx)
-        .await?;
-    let counted = format!("SELECT count(*) FROM {candidates_from}");
-    let customers_evaluated: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(counted))
+    create_recompute_tables(&mut *tx).await?;
+    let customers_evaluated: i64 = match candidates {
+        Candidates::Everyone { known } => known,
+        Candidates::Moved => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM customer_facts f \
+                 JOIN moved_customers c ON c.customer_id = f.customer_id",
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
+    let select = format!("SELECT f.customer_id FROM {from} WHERE {}", compiled.sql);
+    // A segment without members (just created, or emptied) has nothing to compare with:
+    // its members go straight from the rule into `memberships`, without staging them.
+    let empty = matches!(candidates, Candidates::Everyone { .. })
+        && !sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM memberships WHERE segment_id = $1)",
+        )
+        .bind(segment.segment_id)
         .fetch_one(&mut *tx)
         .await?;
-
-    let delete = format!(
-        "WITH exited AS ( \
-             DELETE FROM memberships m WHERE m.segment_id = $1{only_moved} \
-               AND NOT EXISTS (SELECT 1 FROM recompute_members n WHERE n.customer_id = m.customer_id) \
-             RETURNING m.customer_id, m.enter_time \
-         ) \
-         INSERT INTO recompute_exited (customer_id, enter_time) \
-         SELECT customer_id, enter_time FROM exited"
-    );
-    let exited = sqlx::query(sqlx::AssertSqlSafe(delete))
-        .bind(segment.segment_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    let entered = sqlx::query(
-        "WITH entered AS ( \
-             INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
-             SELECT $1, n.customer_id, $2, $3, $4 FROM recompute_members n \
-             ORDER BY n.customer_id \
-             ON CONFLICT DO NOTHING RETURNING customer_id \
-         ) \
-         INSERT INTO recompute_entered (customer_id) SELECT customer_id FROM entered",
-    )
-    .bind(segment.segment_id)
-    .bind(segment.version)
-    .bind(now)
-    .bind(memberships::reason_slug(cause.reason))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let enter = (segment, now, memberships::reason_slug(cause.reason));
+    let (matched, exited, entered) = if empty {
+        let entered = insert_matching(&mut *tx, &compiled, &select, ctx.today, enter).await?;
+        (entered, 0, entered)
+    } else {
+        let staged = format!("INSERT INTO recompute_members (customer_id) {select}");
+        let query = sqlx::query(sqlx::AssertSqlSafe(staged))
+            .bind(now)
+            .bind(ctx.today);
+        let matched = compiled
+            .bind(query)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("ANALYZE recompute_members")
+            .execute(&mut *tx)
+            .await?;
+        let (exited, entered) = apply_difference(&mut *tx, only_moved, enter).await?;
+        (matched, exited, entered)
+    };
 
     events::append_exited_from(
         &mut *tx,
@@ -521,7 +500,7 @@ async fn apply_rule(
         };
     let member_count: i64 = match candidates {
         // A recompute applied the current version to everyone: the members are those matched.
-        Candidates::Everyone => {
+        Candidates::Everyone { .. } => {
             sqlx::query_scalar(
                 "UPDATE segments SET member_count = $2, \
                  membership_version = GREATEST(membership_version, $3) \
@@ -546,7 +525,7 @@ async fn apply_rule(
         }
     };
 
-    if changed_count > 0 || candidates == Candidates::Everyone {
+    if changed_count > 0 || matches!(candidates, Candidates::Everyone { .. }) {
         // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
         memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
     }
@@ -564,6 +543,114 @@ async fn apply_rule(
         },
         changed,
     ))
+}
+
+/// The temporary tables of [`apply_rule`], empty: the new members (when staged), the
+/// memberships that ended and those that began, from which the events are written inside
+/// Postgres whatever their number.
+async fn create_recompute_tables(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_members (customer_id text PRIMARY KEY) \
+         ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_exited \
+             (customer_id text NOT NULL, enter_time timestamptz NOT NULL) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS recompute_entered (customer_id text NOT NULL) \
+         ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("TRUNCATE recompute_members, recompute_exited, recompute_entered")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// What a membership that begins records: the segment (its id and version), the instant, the
+/// reason slug.
+type Entry<'a> = (&'a segments::SegmentRecord, DateTime<Utc>, &'static str);
+
+/// Inserts every customer `select` (the compiled rule: `$1` T, `$2` today, `$3…` its binds)
+/// matches as a member, into `recompute_entered` too; returns how many.
+async fn insert_matching(
+    tx: &mut PgConnection,
+    compiled: &crate::store::compile::CompiledRule,
+    select: &str,
+    today: chrono::NaiveDate,
+    (segment, now, reason): Entry<'_>,
+) -> Result<u64, sqlx::Error> {
+    // The segment's own values come after the rule's parameters.
+    let next = 3 + compiled.binds.len();
+    let (id, version, reason_param) = (next, next + 1, next + 2);
+    let insert = format!(
+        "WITH entered AS ( \
+             INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
+             SELECT ${id}, m.customer_id, ${version}, $1, ${reason_param} FROM ({select}) AS m \
+             ORDER BY m.customer_id \
+             ON CONFLICT DO NOTHING RETURNING customer_id \
+         ) \
+         INSERT INTO recompute_entered (customer_id) SELECT customer_id FROM entered"
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(insert))
+        .bind(now)
+        .bind(today);
+    Ok(compiled
+        .bind(query)
+        .bind(segment.segment_id)
+        .bind(segment.version)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected())
+}
+
+/// Applies the difference between the segment's memberships (only the moved customers' when
+/// `only_moved` restricts them) and the staged `recompute_members`: ends the memberships of
+/// those not staged (into `recompute_exited`), begins those of the staged who are not members
+/// (into `recompute_entered`). Returns (exited, entered).
+async fn apply_difference(
+    tx: &mut PgConnection,
+    only_moved: &str,
+    (segment, now, reason): Entry<'_>,
+) -> Result<(u64, u64), sqlx::Error> {
+    let delete = format!(
+        "WITH exited AS ( \
+             DELETE FROM memberships m WHERE m.segment_id = $1{only_moved} \
+               AND NOT EXISTS (SELECT 1 FROM recompute_members n WHERE n.customer_id = m.customer_id) \
+             RETURNING m.customer_id, m.enter_time \
+         ) \
+         INSERT INTO recompute_exited (customer_id, enter_time) \
+         SELECT customer_id, enter_time FROM exited"
+    );
+    let exited = sqlx::query(sqlx::AssertSqlSafe(delete))
+        .bind(segment.segment_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let entered = sqlx::query(
+        "WITH entered AS ( \
+             INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
+             SELECT $1, n.customer_id, $2, $3, $4 FROM recompute_members n \
+             ORDER BY n.customer_id \
+             ON CONFLICT DO NOTHING RETURNING customer_id \
+         ) \
+         INSERT INTO recompute_entered (customer_id) SELECT customer_id FROM entered",
+    )
+    .bind(segment.segment_id)
+    .bind(segment.version)
+    .bind(now)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok((exited, entered))
 }
 
 /// Re-applies the time-dependent rule segments at `now` (reason SCHEDULE), after re-staging
@@ -589,13 +676,18 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
         recompute_job_id: None,
     };
     let mut changed = 0;
+    let known = if due.is_empty() {
+        0
+    } else {
+        store::rfm::customer_count(&mut *pool.acquire().await?).await?
+    };
     for segment_id in due {
         let mut tx = begin_long(pool).await?;
         memberships::lock_for_recompute(&mut tx).await?;
         let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
             continue;
         };
-        let outcome = apply_segment(&mut tx, &segment, now, &cause).await?;
+        let outcome = apply_segment(&mut tx, &segment, now, &cause, known).await?;
         tx.commit().await?;
         changed += outcome.entered + outcome.exited;
     }

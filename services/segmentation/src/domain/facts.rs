@@ -140,7 +140,7 @@ impl FeedbackFacts {
 }
 
 /// Stored RFM values (see rfm.proto); scores 0 and group "" when not scored.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RfmFacts {
     pub recency_days: Option<i32>,
     pub frequency: i64,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::facts::{
     Activity, ActivityKind, AttributeValue, Consents, EvalContext, Facts, FeedbackFacts,
-    LifecycleFacts, LoyaltyMembership, Money, RfmFacts,
+    LifecycleFacts, LoyaltyMembership, Money,
 };
 
 /// The facts of `customer_id`, or `None` when segmentation does not know the customer.
@@ -73,16 +73,7 @@ pub async fn load_facts_many(
                 last_csat_time: row.try_get("last_csat_time")?,
                 open_ticket_count: row.try_get("open_ticket_count")?,
             },
-            rfm: RfmFacts {
-                recency_days: row.try_get("rfm_recency_days")?,
-                frequency: row.try_get("rfm_frequency")?,
-                monetary_minor: row.try_get("rfm_monetary_minor")?,
-                recency_score: i32::from(row.try_get::<i16, _>("rfm_recency_score")?),
-                frequency_score: i32::from(row.try_get::<i16, _>("rfm_frequency_score")?),
-                monetary_score: i32::from(row.try_get::<i16, _>("rfm_monetary_score")?),
-                group: row.try_get("rfm_group")?,
-                score_time: row.try_get("rfm_score_time")?,
-            },
+            rfm: crate::store::rfm::stored_from_row(&row)?,
             lifecycle: LifecycleFacts {
                 stage: row.try_get("lifecycle_stage")?,
                 stage_start_time: row.try_get("lifecycle_stage_start_time")?,

@@ -213,18 +213,8 @@ pub struct GroupChange {
     pub rfm: StoredRfm,
 }
 
-/// The RFM columns of one customer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRfm {
-    pub recency_days: Option<i32>,
-    pub frequency: i64,
-    pub monetary_minor: i64,
-    pub recency_score: i32,
-    pub frequency_score: i32,
-    pub monetary_score: i32,
-    pub group: String,
-    pub score_time: Option<DateTime<Utc>>,
-}
+/// The RFM columns of one customer, as the facts carry them.
+pub type StoredRfm = crate::domain::facts::RfmFacts;
 
 /// Scores `who` as of `now` with `bounds` and stores it; returns the customers whose group changed. Without bounds nobody can be scored yet,
 /// so scores stay 0 and groups "".
@@ -306,7 +296,8 @@ pub async fn score(
         .collect()
 }
 
-fn stored_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredRfm, sqlx::Error> {
+/// The RFM columns (`rfm_*`) of a row of `customer_facts`.
+pub(crate) fn stored_from_row(row: &sqlx::postgres::PgRow) -> Result<StoredRfm, sqlx::Error> {
     Ok(StoredRfm {
         recency_days: row.try_get("rfm_recency_days")?,
         frequency: row.try_get("rfm_frequency")?,

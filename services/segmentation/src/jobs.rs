@@ -6,8 +6,8 @@
 //!   table, set-based `DELETE … RETURNING` / `INSERT … SELECT … RETURNING` apply the
 //!   difference, the SegmentExited / SegmentEntered events are written from it by one
 //!   `INSERT … SELECT` each, payloads encoded in SQL (`events::append_entered_from`), and the
-//!   job's progress is saved in the same transaction. The segment row is locked for the transaction, so a concurrent incremental
-//!   change of the same segment's count waits for it.
+//!   job's progress is saved in the same transaction. The segment row is locked for the
+//!   transaction, so a concurrent incremental change of the same segment's count waits for it.
 //! - The **scheduler** queues the full recompute (an ALL job) every
 //!   `full_recompute_interval` and runs the rollover pass every `rollover_interval`; the
 //!   `schedule_runs` row of each, locked with `SKIP LOCKED`, makes one replica do it.
@@ -338,15 +338,13 @@ async fn apply_dependants(
     if moved.is_empty() || dependants.is_empty() {
         return Ok(total);
     }
-    sqlx::query(
+    sqlx::raw_sql(
         "CREATE TEMP TABLE IF NOT EXISTS moved_customers (customer_id text PRIMARY KEY) \
-         ON COMMIT DROP",
+             ON COMMIT DROP; \
+         TRUNCATE moved_customers",
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query("TRUNCATE moved_customers")
-        .execute(&mut *tx)
-        .await?;
     sqlx::query(
         "INSERT INTO moved_customers (customer_id) \
          SELECT DISTINCT c FROM unnest($1::text[]) AS c",
@@ -424,12 +422,10 @@ async fn apply_rule(
     let customers_evaluated: i64 = match candidates {
         Candidates::Everyone { known } => known,
         Candidates::Moved => {
-            sqlx::query_scalar(
-                "SELECT count(*) FROM customer_facts f \
-                 JOIN moved_customers c ON c.customer_id = f.customer_id",
-            )
-            .fetch_one(&mut *tx)
-            .await?
+            let counted = format!("SELECT count(*) FROM {from}");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(counted))
+                .fetch_one(&mut *tx)
+                .await?
         }
     };
     let select = format!("SELECT f.customer_id FROM {from} WHERE {}", compiled.sql);
@@ -491,7 +487,7 @@ async fn apply_rule(
         if changed_count > 0 && (changed_count <= NOTIFY_EACH_MAX || want_moved) {
             sqlx::query_scalar(
                 "SELECT customer_id FROM recompute_exited \
-             UNION ALL SELECT customer_id FROM recompute_entered",
+                 UNION ALL SELECT customer_id FROM recompute_entered",
             )
             .fetch_all(&mut *tx)
             .await?
@@ -549,27 +545,17 @@ async fn apply_rule(
 /// memberships that ended and those that began, from which the events are written inside
 /// Postgres whatever their number.
 async fn create_recompute_tables(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::raw_sql(
         "CREATE TEMP TABLE IF NOT EXISTS recompute_members (customer_id text PRIMARY KEY) \
-         ON COMMIT DROP",
+             ON COMMIT DROP; \
+         CREATE TEMP TABLE IF NOT EXISTS recompute_exited \
+             (customer_id text NOT NULL, enter_time timestamptz NOT NULL) ON COMMIT DROP; \
+         CREATE TEMP TABLE IF NOT EXISTS recompute_entered (customer_id text NOT NULL) \
+             ON COMMIT DROP; \
+         TRUNCATE recompute_members, recompute_exited, recompute_entered",
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS recompute_exited \
-             (customer_id text NOT NULL, enter_time timestamptz NOT NULL) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS recompute_entered (customer_id text NOT NULL) \
-         ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("TRUNCATE recompute_members, recompute_exited, recompute_entered")
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 

@@ -73,7 +73,7 @@ pub async fn run_rfm(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Res
         state.computed_thresholds = rfm::quintiles(&mut *conn, &state.config, now).await?;
     }
     state.compute_time = Some(now);
-    state.computed_customers = Some(rfm::customer_count(&mut *conn).await?);
+    state.computed_customers = Some(crate::store::facts::customer_count(&mut *conn).await?);
     let update_time = state.update_time.unwrap_or(now);
     rfm::save(&mut *conn, &state, update_time).await?;
     let changes = rfm::score(

@@ -161,13 +161,14 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
     job.segments_total = i64::try_from(targets.len())?;
     // A resumed job keeps the segments it finished.
     let finished: Vec<Uuid> = job.segment_results.iter().map(|r| r.segment_id).collect();
-    // Counted once for the job (a count of a million customers takes seconds): each segment
-    // evaluates everyone known at the job's start.
-    let known = if targets.is_empty() {
-        0
-    } else {
-        store::rfm::customer_count(&mut *state.pool.acquire().await?).await?
-    };
+    // Each segment evaluates everyone known at the job's start: counted once for the job, on a
+    // connection of its own beside the first segment's statements (a count of a million
+    // customers takes most of a second of the other core).
+    let mut counting = (!targets.is_empty()).then(|| {
+        let pool = state.pool.clone();
+        tokio::spawn(async move { store::facts::customer_count(&mut *pool.acquire().await?).await })
+    });
+    let mut known = 0;
     for segment_id in targets {
         if finished.contains(&segment_id) {
             continue;
@@ -184,7 +185,11 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
             continue;
         }
         let started = Instant::now();
-        let outcome = apply_segment(&mut tx, &segment, now, &cause, known).await?;
+        let mut outcome = apply_segment(&mut tx, &segment, now, &cause).await?;
+        if let Some(count) = counting.take() {
+            known = count.await??;
+        }
+        outcome.customers_evaluated += known;
         segments::set_latest_job(&mut tx, segment_id, job.recompute_job_id).await?;
         job.segment_version = if job.scope == "segment" {
             segment.version
@@ -283,25 +288,22 @@ pub struct SegmentOutcome {
 }
 
 /// Re-applies a rule segment (the caller holds `memberships::lock_for_recompute`, then the
-/// segment row) at `now` to the `known_customers` (how many have facts, counted by the caller
-/// once for many segments), set-based, in the caller's transaction: memberships, events, member
-/// count, membership version, cache notifications. Then every segment that references it,
-/// directly or through others, follows for the customers whose membership moved (see
-/// [`follow_dependants`]), in the same transaction: no reader ever sees the segment changed
-/// and a dependant not yet.
+/// segment row) at `now` to every customer with facts, set-based, in the caller's transaction:
+/// memberships, events, member count, membership version, cache notifications. Then every
+/// segment that references it, directly or through others, follows for the customers whose
+/// membership moved (see [`follow_dependants`]), in the same transaction: no reader ever sees
+/// the segment changed and a dependant not yet. The outcome is the segment's own, with
+/// `customers_evaluated` 0: the caller counts the customers once for many segments.
 pub async fn apply_segment(
     tx: &mut PgConnection,
     segment: &segments::SegmentRecord,
     now: DateTime<Utc>,
     cause: &ChangeCause,
-    known_customers: i64,
 ) -> anyhow::Result<SegmentOutcome> {
     let dependants = segments::dependants(&mut *tx, segment.segment_id).await?;
     let want_moved = !dependants.is_empty();
-    let everyone = Candidates::Everyone {
-        known: known_customers,
-    };
-    let (outcome, moved) = apply_rule(tx, segment, now, cause, everyone, want_moved).await?;
+    let (outcome, moved) =
+        apply_rule(tx, segment, now, cause, Candidates::Everyone, want_moved).await?;
     apply_dependants(tx, &dependants, &moved, now, cause).await?;
     Ok(outcome)
 }
@@ -373,8 +375,8 @@ async fn apply_dependants(
 /// Which customers a set-based application of a rule re-evaluates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Candidates {
-    /// Every customer with facts (`known` of them): a recompute.
-    Everyone { known: i64 },
+    /// Every customer with facts: a recompute (how many, the caller counts).
+    Everyone,
     /// Only the customers in the temporary table `moved_customers` (see
     /// [`follow_dependants`]); memberships of others are left alone.
     Moved,
@@ -406,7 +408,7 @@ async fn apply_rule(
     // Fixed fragments only: which customers are candidates is decided here, not by input.
     // Everyone: aggregates in one grouped pass; a few moved customers: correlated.
     let (compiled, from, only_moved) = match candidates {
-        Candidates::Everyone { .. } => {
+        Candidates::Everyone => {
             let compiled = compile_grouped(&rule);
             let from = compiled.from_clause();
             (compiled, from, "")
@@ -420,7 +422,7 @@ async fn apply_rule(
 
     create_recompute_tables(&mut *tx).await?;
     let customers_evaluated: i64 = match candidates {
-        Candidates::Everyone { known } => known,
+        Candidates::Everyone => 0,
         Candidates::Moved => {
             let counted = format!("SELECT count(*) FROM {from}");
             sqlx::query_scalar(sqlx::AssertSqlSafe(counted))
@@ -431,7 +433,7 @@ async fn apply_rule(
     let select = format!("SELECT f.customer_id FROM {from} WHERE {}", compiled.sql);
     // A segment without members (just created, or emptied) has nothing to compare with:
     // its members go straight from the rule into `memberships`, without staging them.
-    let empty = matches!(candidates, Candidates::Everyone { .. })
+    let empty = matches!(candidates, Candidates::Everyone)
         && !sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM memberships WHERE segment_id = $1)",
         )
@@ -496,7 +498,7 @@ async fn apply_rule(
         };
     let member_count: i64 = match candidates {
         // A recompute applied the current version to everyone: the members are those matched.
-        Candidates::Everyone { .. } => {
+        Candidates::Everyone => {
             sqlx::query_scalar(
                 "UPDATE segments SET member_count = $2, \
                  membership_version = GREATEST(membership_version, $3) \
@@ -521,7 +523,7 @@ async fn apply_rule(
         }
     };
 
-    if changed_count > 0 || matches!(candidates, Candidates::Everyone { .. }) {
+    if changed_count > 0 || matches!(candidates, Candidates::Everyone) {
         // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
         memberships::notify_segments(&mut *tx, &[segment.segment_id]).await?;
     }
@@ -564,7 +566,10 @@ async fn create_recompute_tables(tx: &mut PgConnection) -> Result<(), sqlx::Erro
 type Entry<'a> = (&'a segments::SegmentRecord, DateTime<Utc>, &'static str);
 
 /// Inserts every customer `select` (the compiled rule: `$1` T, `$2` today, `$3…` its binds)
-/// matches as a member, into `recompute_entered` too; returns how many.
+/// matches as a member of a segment without members, into `recompute_entered` too; returns
+/// how many. No `ON CONFLICT`: the caller found the segment empty under the exclusive
+/// recompute lock and the segment's row lock, so no membership of it can exist or appear
+/// before commit, and a plain insert skips the speculative insertion of each row.
 async fn insert_matching(
     tx: &mut PgConnection,
     compiled: &crate::store::compile::CompiledRule,
@@ -580,7 +585,7 @@ async fn insert_matching(
              INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, enter_reason) \
              SELECT ${id}, m.customer_id, ${version}, $1, ${reason_param} FROM ({select}) AS m \
              ORDER BY m.customer_id \
-             ON CONFLICT DO NOTHING RETURNING customer_id \
+             RETURNING customer_id \
          ) \
          INSERT INTO recompute_entered (customer_id) SELECT customer_id FROM entered"
     );
@@ -662,18 +667,13 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
         recompute_job_id: None,
     };
     let mut changed = 0;
-    let known = if due.is_empty() {
-        0
-    } else {
-        store::rfm::customer_count(&mut *pool.acquire().await?).await?
-    };
     for segment_id in due {
         let mut tx = begin_long(pool).await?;
         memberships::lock_for_recompute(&mut tx).await?;
         let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
             continue;
         };
-        let outcome = apply_segment(&mut tx, &segment, now, &cause, known).await?;
+        let outcome = apply_segment(&mut tx, &segment, now, &cause).await?;
         tx.commit().await?;
         changed += outcome.entered + outcome.exited;
     }
@@ -706,7 +706,9 @@ async fn scheduler(state: Arc<AppState>, options: WorkerOptions, shutdown: Cance
 /// The per-event refresh scores with the stored bounds only (`derived::refresh_customers`):
 /// a customer who buys before the first run stays unscored until it has run, and a young
 /// customer base, whose quintiles move fast, has them recomputed each time it doubles — a
-/// total cost that stays proportional to the base, not to the events.
+/// total cost that stays proportional to the base, not to the events. The customers known
+/// now are estimated above 100,000 (`customer_count_estimate`): this runs every tick, and a
+/// doubling is seen at most one autovacuum analyze late.
 pub async fn ensure_rfm_bounds(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
     // One replica at a time decides.
@@ -722,7 +724,9 @@ pub async fn ensure_rfm_bounds(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Res
     let due = match (rfm_state.computed_thresholds, rfm_state.computed_customers) {
         (None, _) => store::rfm::any_purchase(&mut tx).await?,
         (Some(_), None) => false,
-        (Some(_), Some(then)) => store::rfm::customer_count(&mut tx).await? >= (2 * then).max(100),
+        (Some(_), Some(then)) => {
+            store::facts::customer_count_estimate(&mut tx).await? >= (2 * then).max(100)
+        }
     };
     if !due || job_store::active(&mut *tx, &["rfm", "all"]).await? {
         return Ok(false);

@@ -183,3 +183,36 @@ async fn within_one_batch_events_keep_the_order_they_were_appended_in() -> anyho
     assert_eq!(order, [first, second]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_feed_position_is_unique_and_unsequenced_rows_stay_out_of_its_index() -> anyhow::Result<()>
+{
+    // Arrange: two events sequenced, one left pending.
+    let db = custops_testkit::TestDatabase::create().await?;
+    let pool = crate::support::schema_pool(&db, "profiles").await?;
+    commit(&pool, deleted()).await?;
+    commit(&pool, deleted()).await?;
+    assert_eq!(sequencer::sequence_pending(&pool, 1000).await?, 2);
+    commit(&pool, deleted()).await?;
+
+    // Act: give the second event the first one's position.
+    let duplicate = sqlx::query("UPDATE outbox SET sequence = 1 WHERE sequence = 2")
+        .execute(&pool)
+        .await;
+
+    // Assert: refused as a unique violation, by an index over the sequenced rows only.
+    let Err(error) = duplicate else {
+        anyhow::bail!("two rows took feed position 1");
+    };
+    let code = error.as_database_error().and_then(|e| e.code());
+    assert_eq!(code.as_deref(), Some("23505"), "{error}");
+    let (unique, predicate): (bool, Option<String>) = sqlx::query_as(
+        "SELECT i.indisunique, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i \
+         WHERE i.indexrelid = 'outbox_sequence'::regclass",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert!(unique);
+    assert_eq!(predicate.as_deref(), Some("(sequence IS NOT NULL)"));
+    Ok(())
+}

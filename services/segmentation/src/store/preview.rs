@@ -53,13 +53,6 @@ pub async fn sample(conn: &mut PgConnection, size: i64) -> Result<Vec<String>, s
     .await
 }
 
-/// How many customers there are in all.
-pub async fn customer_count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM customer_facts")
-        .fetch_one(conn)
-        .await
-}
-
 /// The gathered members against the stored members of `segment_id`.
 pub async fn compare(conn: &mut PgConnection, segment_id: Uuid) -> Result<Comparison, sqlx::Error> {
     let row = sqlx::query(

@@ -151,13 +151,6 @@ pub async fn any_purchase(conn: &mut PgConnection) -> Result<bool, sqlx::Error> 
         .await
 }
 
-/// How many customers segmentation knows.
-pub async fn customer_count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM customer_facts")
-        .fetch_one(conn)
-        .await
-}
-
 /// Quintile bounds over every scored customer as of `now`; `None` when nobody is scored.
 pub async fn quintiles(
     conn: &mut PgConnection,

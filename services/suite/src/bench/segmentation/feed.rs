@@ -196,7 +196,7 @@ fn activity(customer: &str, pick: u64) -> pr::Activity {
 }
 
 /// RecordActivity of an activity of a customer drawn from `customers`.
-pub fn record_call(customers: Arc<Vec<String>>) -> MakeCall {
+fn record_call(customers: Arc<Vec<String>>) -> MakeCall {
     Arc::new(move |channel: Channel, pick| {
         let customer = &customers[(pick % customers.len().max(1) as u64) as usize];
         let request = pr::RecordActivityRequest {
@@ -208,6 +208,39 @@ pub fn record_call(customers: Arc<Vec<String>>) -> MakeCall {
                 .record_activity(request)
                 .await
                 .map(drop)
+        })
+    })
+}
+
+/// ImportActivities of `per_call` activities of customers drawn from `customers`, in one
+/// stream: events on profiles' feed at a fraction of RecordActivity's cost to profiles (one
+/// transaction per stream, not one per activity), for a background that must leave the shared
+/// cores to the feed. A rejected item fails the call.
+pub fn import_call(customers: Arc<Vec<String>>, per_call: usize) -> MakeCall {
+    Arc::new(move |channel: Channel, pick| {
+        let mut rng = Rng::new(pick);
+        let items: Vec<pr::ImportActivitiesRequest> = (0..per_call)
+            .map(|_| {
+                let draw = rng.next_u64();
+                let customer = &customers[(draw % customers.len().max(1) as u64) as usize];
+                pr::ImportActivitiesRequest {
+                    activity: Some(activity(customer, draw >> 8)),
+                    customer_identity: None,
+                }
+            })
+            .collect();
+        Box::pin(async move {
+            let imported = ProfilesServiceClient::new(channel)
+                .import_activities(futures_util::stream::iter(items))
+                .await?
+                .into_inner();
+            match imported.errors.first() {
+                Some(error) => Err(tonic::Status::internal(format!(
+                    "ImportActivities rejected {} items, the first ({}): {:?}",
+                    imported.rejected_count, error.index, error.field_violations
+                ))),
+                None => Ok(()),
+            }
         })
     })
 }

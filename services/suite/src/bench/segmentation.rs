@@ -139,7 +139,8 @@ struct Job {
 /// the next timed phase does not share the two cores with it: no recompute job queued or
 /// running, every event of its outbox sequenced (the sequencer numbers a recompute's hundreds
 /// of thousands after its commit), and the RFM run its scheduler queues for a base with
-/// purchases but no bounds finished.
+/// purchases but no bounds finished (its bounds stored: the job may not be queued yet, the
+/// scheduler queues it at its next tick).
 async fn settle(db: &BenchDatabase, timeout: Duration) -> anyhow::Result<()> {
     let mut connection = connect(db).await?;
     let started = Instant::now();
@@ -148,8 +149,8 @@ async fn settle(db: &BenchDatabase, timeout: Duration) -> anyhow::Result<()> {
             "SELECT EXISTS (SELECT 1 FROM recompute_jobs WHERE state IN ('queued', 'running')), \
                     EXISTS (SELECT 1 FROM outbox WHERE sequence IS NULL), \
                     NOT EXISTS (SELECT 1 FROM customer_activities WHERE kind = 'purchase') \
-                      OR EXISTS (SELECT 1 FROM recompute_jobs \
-                                 WHERE scope IN ('rfm', 'all') AND state = 'succeeded')",
+                      OR EXISTS (SELECT 1 FROM configs WHERE name = 'rfm' \
+                         AND jsonb_typeof(value::jsonb -> 'computed_thresholds') = 'object')",
         )
         .fetch_one(&mut connection)
         .await

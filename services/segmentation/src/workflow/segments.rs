@@ -465,7 +465,9 @@ pub async fn preview(
     let sample = previews::sample(&mut tx, request.sample_size)
         .await
         .map_err(db)?;
-    let customer_count = crate::store::facts::customer_count(&mut tx).await.map_err(db)?;
+    let customer_count = crate::store::facts::customer_count(&mut tx)
+        .await
+        .map_err(db)?;
     let comparison = match request.compare_segment_id {
         None => None,
         Some(segment_id) => {

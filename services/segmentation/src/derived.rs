@@ -15,7 +15,7 @@ use crate::events::CustomerEvents;
 use crate::membership::{Cause, Causes};
 use crate::store::lifecycle::{LifecycleChange, StoredLifecycle};
 use crate::store::rfm::{GroupChange, StoredRfm};
-use crate::store::{Who, lifecycle, rfm};
+use crate::store::{Who, facts, lifecycle, rfm};
 
 /// Recomputes `customer_id`'s RFM (with the stored bounds, as of `cause.now`) and lifecycle
 /// stage; see [`refresh_customers`].
@@ -73,7 +73,7 @@ pub async fn run_rfm(conn: &mut PgConnection, now: DateTime<Utc>) -> anyhow::Res
         state.computed_thresholds = rfm::quintiles(&mut *conn, &state.config, now).await?;
     }
     state.compute_time = Some(now);
-    state.computed_customers = Some(crate::store::facts::customer_count(&mut *conn).await?);
+    state.computed_customers = Some(facts::customer_count(&mut *conn).await?);
     let update_time = state.update_time.unwrap_or(now);
     rfm::save(&mut *conn, &state, update_time).await?;
     let changes = rfm::score(

@@ -31,7 +31,7 @@ use crate::store::catalog::load_catalog;
 use crate::store::jobs::{self as job_store, JobRecord};
 use crate::store::segments::{self as store, SegmentRecord, VersionRecord};
 use crate::store::settings::{self as keys, IdempotencyKey, KeyLookup};
-use crate::store::{compile, memberships, preview as previews, uploads};
+use crate::store::{compile, facts, memberships, preview as previews, uploads};
 
 /// Most segments a deployment holds.
 const MAX_SEGMENTS: i64 = 10_000;
@@ -465,9 +465,7 @@ pub async fn preview(
     let sample = previews::sample(&mut tx, request.sample_size)
         .await
         .map_err(db)?;
-    let customer_count = crate::store::facts::customer_count(&mut tx)
-        .await
-        .map_err(db)?;
+    let customer_count = facts::customer_count(&mut tx).await.map_err(db)?;
     let comparison = match request.compare_segment_id {
         None => None,
         Some(segment_id) => {

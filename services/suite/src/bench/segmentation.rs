@@ -151,7 +151,7 @@ async fn settle(db: &BenchDatabase, timeout: Duration) -> anyhow::Result<()> {
                     EXISTS (SELECT 1 FROM outbox WHERE sequence IS NULL), \
                     NOT EXISTS (SELECT 1 FROM customer_activities WHERE kind = 'purchase') \
                       OR EXISTS (SELECT 1 FROM configs WHERE name = 'rfm' \
-                         AND jsonb_typeof(value::jsonb -> 'computed_thresholds') = 'object')",
+                         AND jsonb_typeof(value -> 'computed_thresholds') = 'object')",
         )
         .fetch_one(&mut connection)
         .await

@@ -195,10 +195,15 @@ fn activity(customer: &str, pick: u64) -> pr::Activity {
     }
 }
 
+/// The customer of `customers` that `draw` picks.
+fn drawn(customers: &[String], draw: u64) -> &str {
+    &customers[(draw % customers.len().max(1) as u64) as usize]
+}
+
 /// RecordActivity of an activity of a customer drawn from `customers`.
 fn record_call(customers: Arc<Vec<String>>) -> MakeCall {
     Arc::new(move |channel: Channel, pick| {
-        let customer = &customers[(pick % customers.len().max(1) as u64) as usize];
+        let customer = drawn(&customers, pick);
         let request = pr::RecordActivityRequest {
             activity: Some(activity(customer, pick >> 8)),
             customer_identity: None,
@@ -222,7 +227,7 @@ pub fn import_call(customers: Arc<Vec<String>>, per_call: usize) -> MakeCall {
         let items: Vec<pr::ImportActivitiesRequest> = (0..per_call)
             .map(|_| {
                 let draw = rng.next_u64();
-                let customer = &customers[(draw % customers.len().max(1) as u64) as usize];
+                let customer = drawn(&customers, draw);
                 pr::ImportActivitiesRequest {
                     activity: Some(activity(customer, draw >> 8)),
                     customer_identity: None,

@@ -4,7 +4,9 @@
 //! values and the memberships they imply commit together or not at all.
 //!
 //! A busy feed arrives in batches of up to 1,000 events, one transaction each. The events'
-//! facts are applied one by one in feed order; the customers they touched are *settled* once
+//! facts are applied in feed order: activities, most of a busy feed, a run at a time in a few
+//! statements ([`Pending::add_activity`]), any other event on its own after the activities
+//! before it are stored. The customers they touched are *settled* once
 //! at the end of the batch ([`Pending`]): position, RFM and lifecycle, and the rule segments
 //! their changed facts can affect, each step one statement (or a few) for all of them. So a
 //! burst of one customer's events costs one settle, and the cost of a batch does not grow with
@@ -57,7 +59,7 @@ use tracing::Instrument;
 
 use crate::derived;
 use crate::membership::{self, Cause, Causes, Changed};
-use crate::store::facts::{self, Feed, Position};
+use crate::store::facts::{self, Feed, NewActivity, Position};
 
 /// Follows every peer feed whose URL is configured until `shutdown`.
 pub fn start(
@@ -230,6 +232,11 @@ pub(crate) async fn handle_batch<F: FactsFeed + ?Sized>(
 #[derive(Debug, Default)]
 pub struct Pending {
     customers: BTreeMap<String, Touch>,
+    /// Activities noted and not stored yet: a run of them is stored in a few statements
+    /// ([`Pending::store_activities`]) before anything else applies or settles.
+    activities: Vec<NewActivity>,
+    /// When the first of `activities` was noted: where new facts rows start.
+    activities_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -268,11 +275,43 @@ impl Pending {
         }
     }
 
-    /// Settles every customer noted, in id order, and forgets them: the position of its latest
-    /// event recorded, RFM and lifecycle refreshed, the affected rule segments re-evaluated,
-    /// each in statements covering all of them. Customers without a facts row (erased,
-    /// deleted, merged away since) are skipped.
+    /// Notes `activity` (of `event`, at `position`, applied at `now`), to be stored with the
+    /// rest of its run, and touches its customer.
+    pub fn add_activity(
+        &mut self,
+        activity: NewActivity,
+        position: Position,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) {
+        self.touch(
+            &activity.customer_id,
+            position,
+            event,
+            now,
+            Changed::ACTIVITIES,
+        );
+        self.activities_since.get_or_insert(now);
+        self.activities.push(activity);
+    }
+
+    /// Stores the activities noted so far, in feed order ([`facts::insert_activities`]): an
+    /// event of another kind calls this before it applies, so it sees every earlier event's
+    /// effect, as if each had been applied alone.
+    pub async fn store_activities(&mut self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        let activities = std::mem::take(&mut self.activities);
+        if let Some(since) = self.activities_since.take() {
+            facts::insert_activities(tx, &activities, since).await?;
+        }
+        Ok(())
+    }
+
+    /// Settles every customer noted, in id order, and forgets them: the activities noted
+    /// stored, the position of its latest event recorded, RFM and lifecycle refreshed, the
+    /// affected rule segments re-evaluated, each in statements covering all of them. Customers
+    /// without a facts row (erased, deleted, merged away since) are skipped.
     pub async fn settle(&mut self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        self.store_activities(&mut *tx).await?;
         let touched = std::mem::take(&mut self.customers);
         let Some(now) = touched.values().map(|t| t.now).max() else {
             return Ok(());

@@ -1517,13 +1517,21 @@ fn mixed_profiles_events() -> (Vec<Event>, Vec<Event>) {
             },
         )
     };
+    let mut two_categories = purchase("a2", C1, 10, 80_00);
+    if let Some(pr::activity::Details::Purchase(p)) = two_categories
+        .activity
+        .as_mut()
+        .and_then(|a| a.details.as_mut())
+    {
+        p.categories = vec!["tea".into(), "cups".into()];
+    }
     let first = vec![
         created(1, C1, "Hangzhou"),
         created(2, SOURCE, "Shanghai"),
         created(3, TARGET, "Hangzhou"),
         created(4, D1, "Beijing"),
         event(5, C1, &purchase("a1", C1, 40, 120_00)),
-        event(6, C1, &purchase("a2", C1, 10, 80_00)),
+        event(6, C1, &two_categories),
         event(7, SOURCE, &purchase("b1", SOURCE, 5, 50_00)),
     ];
     let second = vec![
@@ -1556,6 +1564,10 @@ fn mixed_profiles_events() -> (Vec<Event>, Vec<Event>) {
                 ..Default::default()
             },
         ),
+        // A run of activities ending the batch: one redelivered inside the run.
+        event(16, C1, &visit("v1", C1, 2)),
+        event(17, C1, &purchase("e1", C1, 1, 5_00)),
+        event(18, C1, &purchase("e1", C1, 1, 5_00)),
     ];
     (first, second)
 }
@@ -1602,7 +1614,8 @@ async fn projection(pool: &PgPool) -> anyhow::Result<Vec<String>> {
          UNION ALL SELECT format('facts %s %s %s %s %s %s %s %s', customer_id, city, \
              consent_sms, profiles_sequence, feedback_sequence, lifecycle_stage, \
              last_nps_score, rfm_frequency) FROM customer_facts \
-         UNION ALL SELECT format('activity %s %s', customer_id, activity_id) \
+         UNION ALL SELECT format('activity %s %s %s %s %s %s', customer_id, activity_id, \
+             kind, categories, amount_minor, channel) \
            FROM customer_activities \
          UNION ALL SELECT format('tombstone %s %s', customer_id, reason) \
            FROM customer_tombstones \
@@ -1662,6 +1675,9 @@ async fn a_batch_mixing_customers_merges_and_erasures_leaves_what_single_events_
         format!("member Hangzhou {TARGET}"),
         format!("tombstone {D1} erased"),
         "count Buyers 2".to_owned(),
+        format!("activity {C1} a2 purchase {{tea,cups}} 8000 store"),
+        format!("activity {C1} v1 visit {{}}  web"),
+        format!("activity {C1} e1 purchase {{tea}} 500 store"),
     ] {
         assert!(batched.contains(&line), "{line} missing from {batched:#?}");
     }
@@ -1677,6 +1693,11 @@ async fn a_batch_mixing_customers_merges_and_erasures_leaves_what_single_events_
         !batched
             .iter()
             .any(|l| l.contains(D1) && !l.starts_with("tombstone"))
+    );
+    let e1 = batched.iter().filter(|l| l.contains(" e1 ")).count();
+    assert_eq!(
+        e1, 1,
+        "the activity redelivered inside a run is stored once"
     );
     Ok(())
 }

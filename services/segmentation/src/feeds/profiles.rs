@@ -54,6 +54,18 @@ impl FactsFeed for ProfilesFeed {
         let now = self.clock.now();
         let at = position(Feed::Profiles, event);
         let kind = event.event_type.as_str();
+        if kind == pb::ActivityRecorded::full_name() {
+            let activity = pb::ActivityRecorded::decode(payload(event)?)?.activity;
+            let Some(new) = activity.and_then(to_activity) else {
+                return Ok(());
+            };
+            if new.activity.occur_time >= now - Duration::days(RETENTION_DAYS) {
+                pending.add_activity(new, at, event, now);
+            }
+            return Ok(());
+        }
+        // Every other event sees the activities before it stored.
+        pending.store_activities(&mut *tx).await?;
         if kind == pb::CustomerCreated::full_name() {
             let traits = pb::CustomerCreated::decode(payload(event)?)?.traits;
             if let Some(id) = apply_traits(tx, traits, event, now).await? {
@@ -103,19 +115,6 @@ impl FactsFeed for ProfilesFeed {
             )
             .await?;
             pending.touch(&change.customer_id, at, event, now, Changed::TRAITS);
-            return Ok(());
-        }
-        if kind == pb::ActivityRecorded::full_name() {
-            let activity = pb::ActivityRecorded::decode(payload(event)?)?.activity;
-            let Some(new) = activity.and_then(to_activity) else {
-                return Ok(());
-            };
-            if new.activity.occur_time < now - Duration::days(RETENTION_DAYS) {
-                return Ok(());
-            }
-            facts::ensure_row(&mut *tx, &new.customer_id, now).await?;
-            facts::insert_activity(&mut *tx, &new).await?;
-            pending.touch(&new.customer_id, at, event, now, Changed::ACTIVITIES);
             return Ok(());
         }
         if kind == pb::AttributeDefinitionCreated::full_name() {

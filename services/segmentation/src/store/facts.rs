@@ -475,29 +475,116 @@ pub struct NewActivity {
     pub activity: Activity,
 }
 
-/// Stores an activity; a redelivered one (same activity id) changes nothing. Returns whether
-/// it was new.
-pub async fn insert_activity(
+/// Stores a run of activities, in feed order, with the statements one activity would take
+/// whatever the run's length: each customer's facts row made first unless tombstoned (its lock
+/// taken before, in sorted order, as [`ensure_row`] does), then every activity; a redelivered
+/// one (same activity id, in an earlier batch or earlier in this run) changes nothing.
+/// `now` is when the customers' new facts rows start.
+pub async fn insert_activities(
     conn: &mut PgConnection,
-    new: &NewActivity,
-) -> Result<bool, sqlx::Error> {
-    let a = &new.activity;
-    let done = sqlx::query(
+    activities: &[NewActivity],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if activities.is_empty() {
+        return Ok(());
+    }
+    let customers: Vec<&str> = activities
+        .iter()
+        .map(|new| new.customer_id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Taken before the insert, whose snapshot then sees any tombstone committed meanwhile.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.customer.' || c, 0)) \
+         FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY n",
+    )
+    .bind(&customers)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO customer_facts (customer_id, lifecycle_stage_start_time, update_time) \
+         SELECT c, $2, $2 FROM unnest($1::text[]) AS c WHERE NOT EXISTS \
+           (SELECT 1 FROM customer_tombstones t WHERE t.customer_id = c) \
+         ON CONFLICT (customer_id) DO NOTHING",
+    )
+    .bind(&customers)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+
+    // Columns as arrays; each activity's categories are the slice [first, last] of one flat
+    // array (an empty slice when it has none), as Postgres has no array of arrays of varying
+    // lengths.
+    let mut columns = ActivityColumns::default();
+    for new in activities {
+        columns.push(new);
+    }
+    sqlx::query(
         "INSERT INTO customer_activities \
            (activity_id, customer_id, kind, occur_time, amount_minor, currency, categories, channel) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (activity_id) DO NOTHING",
+         SELECT a.activity_id, a.customer_id, a.kind, a.occur_time, a.amount_minor, a.currency, \
+                COALESCE(($7::text[])[a.first:a.last], '{}'), a.channel \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
+                     $6::text[], $8::int4[], $9::int4[], $10::text[]) WITH ORDINALITY \
+           AS a(activity_id, customer_id, kind, occur_time, amount_minor, currency, first, last, \
+                channel, n) \
+         ORDER BY a.n \
+         ON CONFLICT (activity_id) DO NOTHING",
     )
-    .bind(&a.activity_id)
-    .bind(&new.customer_id)
-    .bind(a.kind.as_str())
-    .bind(a.occur_time)
-    .bind(a.amount.as_ref().map(|m| m.amount_minor))
-    .bind(a.amount.as_ref().map(|m| m.currency.clone()))
-    .bind(&a.categories)
-    .bind(&a.channel)
+    .bind(columns.activity_ids)
+    .bind(columns.customer_ids)
+    .bind(columns.kinds)
+    .bind(columns.occur_times)
+    .bind(columns.amounts)
+    .bind(columns.currencies)
+    .bind(columns.categories)
+    .bind(columns.first_category)
+    .bind(columns.last_category)
+    .bind(columns.channels)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(())
+}
+
+/// [`insert_activities`]' rows as one array per column.
+#[derive(Default)]
+struct ActivityColumns<'a> {
+    activity_ids: Vec<&'a str>,
+    customer_ids: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    occur_times: Vec<DateTime<Utc>>,
+    amounts: Vec<Option<i64>>,
+    currencies: Vec<Option<&'a str>>,
+    /// Every activity's categories, one after the other.
+    categories: Vec<&'a str>,
+    /// Where each activity's categories start and end in `categories` (from 1, inclusive).
+    first_category: Vec<i32>,
+    last_category: Vec<i32>,
+    channels: Vec<&'a str>,
+}
+
+impl<'a> ActivityColumns<'a> {
+    fn push(&mut self, new: &'a NewActivity) {
+        let a = &new.activity;
+        self.activity_ids.push(&a.activity_id);
+        self.customer_ids.push(&new.customer_id);
+        self.kinds.push(a.kind.as_str());
+        self.occur_times.push(a.occur_time);
+        self.amounts.push(a.amount.as_ref().map(|m| m.amount_minor));
+        self.currencies
+            .push(a.amount.as_ref().map(|m| m.currency.as_str()));
+        let first = self.categories.len() + 1;
+        self.categories
+            .extend(a.categories.iter().map(String::as_str));
+        // Postgres arrays hold at most 2^27 elements: far below i32::MAX.
+        self.first_category
+            .push(i32::try_from(first).unwrap_or(i32::MAX));
+        self.last_category
+            .push(i32::try_from(self.categories.len()).unwrap_or(i32::MAX));
+        self.channels.push(&a.channel);
+    }
 }
 
 /// Records a custom attribute definition; `value_type` is a catalog type slug.

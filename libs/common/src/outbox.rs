@@ -112,6 +112,49 @@ pub async fn append(conn: &mut PgConnection, event: OutboxEvent) -> Result<Uuid,
     Ok(event.id)
 }
 
+/// Appends `events` to the outbox of the connection's schema in the order given, inside the
+/// caller's transaction, with one statement and one notification however many there are (a
+/// batch's events, where [`append`] would take a round trip and a notification each). The
+/// rows are what [`append`] writes for each, in feed order: `appended_at` follows the order
+/// given. Nothing happens for none.
+pub async fn append_all(
+    conn: &mut PgConnection,
+    events: &[OutboxEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let traceparent = crate::trace_context::current_traceparent();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let aggregate_types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
+    let aggregate_ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    // WITH ORDINALITY and ORDER BY keep the rows in the order given, so `appended_at` (the
+    // sequencer's order) follows it.
+    sqlx::query(
+        "WITH inserted AS ( \
+             INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+             SELECT e.id, e.aggregatetype, e.aggregateid, e.type, e.payload, $6 \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
+                  WITH ORDINALITY AS e(id, aggregatetype, aggregateid, type, payload, n) \
+             ORDER BY e.n \
+             RETURNING 1 \
+         ) \
+         SELECT count(*), pg_notify('custops_outbox_' || current_schema(), '') \
+         FROM inserted HAVING count(*) > 0",
+    )
+    .bind(&ids)
+    .bind(&aggregate_types)
+    .bind(&aggregate_ids)
+    .bind(&event_types)
+    .bind(&payloads)
+    .bind(&traceparent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Appends one event per row of `source`, set-based, inside the caller's transaction, and
 /// returns how many: the way to write thousands of events (a recompute's memberships) without
 /// building each in the application and shipping it back.

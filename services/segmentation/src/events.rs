@@ -7,9 +7,8 @@
 //! (`outbox::append_selected`), the payload assembled in SQL from parts prost encoded once.
 //! Other events about many customers (a full RFM run's group changes, a feed batch's
 //! membership changes, a static upload's) are built here, gathered in [`CustomerEvents`] and
-//! written with one `INSERT … SELECT FROM unnest(…)` per chunk into the same outbox table, in
-//! the same shape `append` writes (Debezium columns, traceparent), and one notification of
-//! the sequencer.
+//! written with `outbox::append_all`: one statement per chunk and one notification of the
+//! sequencer.
 
 use chrono::{DateTime, Utc};
 use custops_common::outbox::{self, OutboxEvent};
@@ -214,50 +213,24 @@ pub async fn append_many<M: Message + Name>(
 }
 
 /// Events about customers (aggregate "customer"), of any types, gathered to be appended
-/// together in the order pushed: one `INSERT … SELECT FROM unnest(…)` and one notification of
-/// the sequencer, however many.
+/// together in the order pushed: one statement and one notification of the sequencer,
+/// however many (`outbox::append_all`).
 #[derive(Debug, Default)]
 pub struct CustomerEvents {
-    customer_ids: Vec<String>,
-    types: Vec<String>,
-    payloads: Vec<Vec<u8>>,
+    events: Vec<OutboxEvent>,
 }
 
 impl CustomerEvents {
     /// Adds one event about `customer_id`.
     pub fn push<M: Message + Name>(&mut self, customer_id: &str, payload: &M) {
-        self.customer_ids.push(customer_id.to_owned());
-        self.types.push(M::full_name());
-        self.payloads.push(payload.encode_to_vec());
+        self.events
+            .push(OutboxEvent::new("customer", customer_id, payload));
     }
 
     /// Writes the events gathered (and forgets them), in the caller's transaction.
     pub async fn append(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        if self.customer_ids.is_empty() {
-            return Ok(());
-        }
-        let traceparent = custops_common::trace_context::current_traceparent();
-        let ids: Vec<Uuid> = self.customer_ids.iter().map(|_| Uuid::now_v7()).collect();
-        // WITH ORDINALITY keeps the rows in the order given, so `appended_at` (the sequencer's
-        // order) follows the caller's order.
-        sqlx::query(
-            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
-             SELECT e.id, 'customer', e.aggregate_id, e.type, e.payload, $3 \
-             FROM unnest($1::uuid[], $2::text[], $4::text[], $5::bytea[]) WITH ORDINALITY \
-                  AS e(id, aggregate_id, type, payload, n) \
-             ORDER BY e.n",
-        )
-        .bind(&ids)
-        .bind(&self.customer_ids)
-        .bind(&traceparent)
-        .bind(&self.types)
-        .bind(&self.payloads)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("SELECT pg_notify('custops_outbox_' || current_schema(), '')")
-            .execute(&mut *conn)
-            .await?;
-        *self = Self::default();
+        outbox::append_all(conn, &self.events).await?;
+        self.events.clear();
         Ok(())
     }
 }

@@ -8,9 +8,11 @@ use custops_common::feed::FeedOptions;
 use custops_common::outbox;
 use custops_common::sequencer;
 use custops_contracts::custops::common::v1::GetFeedPositionRequest;
+use custops_contracts::custops::profiles::v1::CustomerDeleted;
+use prost::Message;
 use uuid::Uuid;
 
-use crate::support::{FeedServer, commit, deleted, next, read_until};
+use crate::support::{FeedServer, commit, consent_changed, deleted, next, read_until};
 
 #[tokio::test]
 async fn an_event_written_in_a_rolled_back_transaction_is_never_delivered() -> anyhow::Result<()> {
@@ -214,5 +216,51 @@ async fn a_feed_position_is_unique_and_unsequenced_rows_stay_out_of_its_index() 
     .await?;
     assert!(unique);
     assert_eq!(predicate.as_deref(), Some("(sequence IS NOT NULL)"));
+    Ok(())
+}
+
+/// `outbox::append_all`: events appended together, in one statement, are delivered in the
+/// order given with their own ids, types and payloads; appending none writes nothing.
+#[tokio::test]
+async fn events_appended_together_are_delivered_in_the_order_given() -> anyhow::Result<()> {
+    // Arrange: two kinds of events interleaved.
+    let feed = FeedServer::start(FeedOptions::default()).await?;
+    let mut stream = feed.subscribe(0, &[], 0).await?;
+    let events: Vec<outbox::OutboxEvent> = (0..300)
+        .map(|n| {
+            if n % 3 == 0 {
+                consent_changed()
+            } else {
+                deleted()
+            }
+        })
+        .collect();
+
+    // Act
+    let mut tx = feed.pool.begin().await?;
+    outbox::append_all(&mut tx, &[]).await?;
+    outbox::append_all(&mut tx, &events).await?;
+    tx.commit().await?;
+
+    // Assert
+    let delivered = read_until(&mut stream, 300).await?;
+    let expected: Vec<(i64, Uuid)> = (1..)
+        .zip(events.iter().map(outbox::OutboxEvent::id))
+        .collect();
+    assert_eq!(delivered, expected);
+    let rows: Vec<(String, String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT aggregatetype, aggregateid, type, payload FROM outbox ORDER BY sequence",
+    )
+    .fetch_all(&feed.pool)
+    .await?;
+    assert_eq!(rows.len(), 300);
+    for ((aggregate_type, aggregate_id, event_type, payload), event) in rows.iter().zip(&events) {
+        assert_eq!(aggregate_type, "customer");
+        assert_eq!(event_type, event.event_type());
+        if event_type.ends_with("CustomerDeleted") {
+            let deleted = CustomerDeleted::decode(payload.as_slice())?;
+            assert_eq!(&deleted.customer_id, aggregate_id);
+        }
+    }
     Ok(())
 }

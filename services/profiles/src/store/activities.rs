@@ -229,9 +229,11 @@ impl PgStore {
             .map(|(i, customer_id)| (*customer_id, &items[*i].activity, hashes[*i].clone()))
             .collect();
         let stored = insert(&mut tx, &rows).await?;
+        // One statement for the batch's events, in the order the activities were stored.
+        let recorded: Vec<_> = stored.iter().map(events::activity_recorded).collect();
+        outbox::append_all(&mut tx, &recorded).await?;
         let mut stored_keys: HashMap<(String, String), ()> = HashMap::new();
         for activity in &stored {
-            outbox::append(&mut tx, events::activity_recorded(activity)).await?;
             stored_keys.insert((activity.source.clone(), activity.event_id.clone()), ());
         }
         // Items not stored: their key was recorded before; compare content.

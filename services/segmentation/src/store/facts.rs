@@ -475,11 +475,10 @@ pub struct NewActivity {
     pub activity: Activity,
 }
 
-/// Stores a run of activities, in feed order, with the statements one activity would take
-/// whatever the run's length: each customer's facts row made first unless tombstoned (its lock
-/// taken before, in sorted order, as [`ensure_row`] does), then every activity; a redelivered
-/// one (same activity id, in an earlier batch or earlier in this run) changes nothing.
-/// `now` is when the customers' new facts rows start.
+/// Stores a run of activities, in feed order, in three statements whatever its length: each
+/// customer's lock (in sorted order), then its facts row unless tombstoned (as [`ensure_row`]
+/// makes it), then every activity; a redelivered one (same activity id, in an earlier batch or
+/// earlier in this run) changes nothing. `now` is when the customers' new facts rows start.
 pub async fn insert_activities(
     conn: &mut PgConnection,
     activities: &[NewActivity],

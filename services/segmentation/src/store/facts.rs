@@ -288,12 +288,22 @@ pub async fn lock_feeds(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// customer's facts row with every write tombstoning it (erasure, deletion, merge, and their
 /// undoing). The feeds are applied by separate consumers: without it, a feedback event's
 /// insert racing an erasure would wait on the deleted row, then insert it again behind the
-/// tombstone its snapshot did not see. Lock several customers in sorted order.
+/// tombstone its snapshot did not see. Lock several customers with [`lock_customers`].
 pub async fn lock_customer(conn: &mut PgConnection, customer_id: &str) -> Result<(), sqlx::Error> {
+    lock_customers(conn, &[customer_id]).await
+}
+
+/// [`lock_customer`] for several customers in one statement, taken in the order given: pass
+/// them sorted, so that two transactions locking shared customers cannot deadlock.
+pub async fn lock_customers(
+    conn: &mut PgConnection,
+    customer_ids: &[&str],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.customer.' || $1, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.customer.' || c, 0)) \
+         FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY n",
     )
-    .bind(customer_id)
+    .bind(customer_ids)
     .execute(conn)
     .await?;
     Ok(())
@@ -495,13 +505,7 @@ pub async fn insert_activities(
         .into_iter()
         .collect();
     // Taken before the insert, whose snapshot then sees any tombstone committed meanwhile.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('custops.segmentation.customer.' || c, 0)) \
-         FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY n",
-    )
-    .bind(&customers)
-    .execute(&mut *conn)
-    .await?;
+    lock_customers(&mut *conn, &customers).await?;
     sqlx::query(
         "INSERT INTO customer_facts (customer_id, lifecycle_stage_start_time, update_time) \
          SELECT c, $2, $2 FROM unnest($1::text[]) AS c WHERE NOT EXISTS \
@@ -870,9 +874,7 @@ pub async fn merge(conn: &mut PgConnection, merge: &Merge) -> Result<bool, sqlx:
         source,
         target,
     } = merge;
-    for customer in [source.min(target), source.max(target)] {
-        lock_customer(&mut *conn, customer).await?;
-    }
+    lock_customers(&mut *conn, &[source.min(target), source.max(target)]).await?;
     let recorded = sqlx::query(
         "INSERT INTO customer_merges (merge_id, source_id, target_id, source_facts, \
            target_feedback) \
@@ -970,9 +972,11 @@ pub async fn unmerge(
     let Some((source, target, source_facts, target_feedback)) = row else {
         return Ok(None);
     };
-    for customer in [(&source).min(&target), (&source).max(&target)] {
-        lock_customer(&mut *conn, customer).await?;
-    }
+    lock_customers(
+        &mut *conn,
+        &[source.as_str().min(&target), source.as_str().max(&target)],
+    )
+    .await?;
     sqlx::query("DELETE FROM customer_tombstones WHERE customer_id = $1 AND reason = 'merged'")
         .bind(&source)
         .execute(&mut *conn)

@@ -275,9 +275,11 @@ impl Lookups {
         }
         let token = self.customers.begin_fill();
         let ids: Vec<String> = unknown.iter().map(|(_, id)| id.clone()).collect();
-        let mut sets = memberships::customers_segment_ids(pool, &ids).await?;
+        let sets = memberships::customers_segment_ids(pool, &ids).await?;
         for (i, id) in unknown {
-            let set = SegmentSet(sets.remove(&id).unwrap_or_default().into());
+            // Read, not taken: a batch may name a customer twice, and a second `remove` would
+            // answer false and fill the cache with an empty set.
+            let set = SegmentSet(sets.get(&id).cloned().unwrap_or_default().into());
             answers[i] = set.contains(&segment_id);
             if !dirty {
                 self.customers.fill(&self.customer_key(&id), &set, token);

@@ -162,6 +162,41 @@ async fn a_write_through_missed_during_a_partition_never_surfaces_later() -> any
     Ok(())
 }
 
+/// A batch naming a customer twice that no cache holds yet answers both the same, and fills
+/// the cache with the customer's real segments (it answered the second false and cached an
+/// empty set: `sets.remove` on the first occurrence).
+#[tokio::test]
+async fn a_customer_named_twice_in_an_uncached_batch_is_answered_twice() -> anyhow::Result<()> {
+    // Arrange: the membership written straight into Postgres, so no write-through has put
+    // the customer into any cache.
+    let app = spawn_app().await?;
+    let mut client = app.client.clone();
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    sqlx::query(
+        "INSERT INTO memberships (segment_id, customer_id, segment_version, enter_time, \
+           enter_reason) VALUES ($1::uuid, 'twice', 1, now(), 'recompute')",
+    )
+    .bind(&china.segment_id)
+    .execute(&app.pool)
+    .await?;
+    let request = pb::BatchCheckMembershipRequest {
+        segment_id: china.segment_id.clone(),
+        customer_ids: vec!["twice".into(), "twice".into(), "nobody".into()],
+    };
+
+    // Act: uncached, then from what the first call cached.
+    let first = client
+        .batch_check_membership(request.clone())
+        .await?
+        .into_inner();
+    let second = client.batch_check_membership(request).await?.into_inner();
+
+    // Assert
+    assert_eq!(first.is_member, vec![true, true, false]);
+    assert_eq!(second.is_member, vec![true, true, false]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn check_batch_stream_and_size() -> anyhow::Result<()> {
     let app = spawn_app().await?;

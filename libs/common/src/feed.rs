@@ -1,11 +1,13 @@
 //! The `custops.common.v1.EventFeedService` every service serves over its own outbox: the
 //! backlog first, then new events as the [`sequencer`](crate::sequencer) gives them a position.
 //!
-//! The outbox table is the only source of truth. LISTEN/NOTIFY is a wake-up call and nothing
-//! more: one listener connection per feed (per process) receives the outbox channel (waking
-//! the sequencer) and the feed channel (waking every `Subscribe` stream through a
-//! [`watch`](tokio::sync::watch)), and both the sequencer and the streams also re-check on a
-//! timer, so a lost notification costs latency, never an event.
+//! The outbox table is the only source of truth. The sequencer polls it for committed rows
+//! (writers do not notify: see [`crate::sequencer`]); after numbering a batch it notifies the
+//! feed channel. LISTEN/NOTIFY is a wake-up call and nothing more: one listener connection
+//! per feed (per process) receives the feed channel and wakes every `Subscribe` stream through
+//! a [`watch`](tokio::sync::watch) (streams of the sequencer's own process are woken directly),
+//! and streams also re-check on a timer while the listener is down, so a lost notification
+//! costs latency, never an event.
 //!
 //! Lifetimes: [`EventFeedApi::start`] spawns the sequencer and the listener; they stop when
 //! the last clone of the API (the server's, and any open stream's) is dropped. Cancelling
@@ -27,16 +29,19 @@ use custops_contracts::custops::common::v1::{
 use futures_util::Stream;
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{Request, Response, Status};
 
-use crate::outbox::{feed_channel, outbox_channel};
+use crate::outbox::feed_channel;
 use crate::sequencer;
 use crate::server::MAX_MESSAGE_BYTES;
 use crate::service::ServiceKind;
 
+/// The sequencer's longest pause while idle ([`FeedOptions::sequencer_idle_poll`]): a
+/// fortieth of a second of delay at worst on an idle feed, for 40 index probes a second.
+pub const DEFAULT_SEQUENCER_IDLE_POLL: Duration = Duration::from_millis(25);
 /// Events per response when the subscriber asks for 0.
 const DEFAULT_MAX_BATCH_SIZE: i32 = 100;
 /// Largest `max_batch_size` a subscriber may ask for.
@@ -50,10 +55,14 @@ pub struct FeedOptions {
     /// A stream that has sent nothing for this long sends a heartbeat (no events, the current
     /// position), so a consumer can tell an idle feed from a dead connection. Default 15 s.
     pub heartbeat_interval: Duration,
-    /// How often the sequencer looks at the table without having been woken by a
-    /// notification, and every open stream too while the feed's listener is down. Bounds the
-    /// delay when notifications are lost. Default 1 s.
+    /// How often every open stream reads the table while the feed's listener is down. Bounds
+    /// the delay when notifications are lost. Default 1 s.
     pub poll_interval: Duration,
+    /// The longest pause between the sequencer's looks for new rows while none come (after a
+    /// pass that found some it looks again within 2 ms, then doubles the pause). Bounds the
+    /// delay from commit to feed position on an idle feed; each look is one index probe.
+    /// Default 25 ms.
+    pub sequencer_idle_poll: Duration,
     /// Largest number of rows the sequencer gives a position in one transaction. Default 1000.
     pub sequencer_batch_size: i64,
     /// Cancelled when the server begins to shut down: open streams end with `UNAVAILABLE`
@@ -68,6 +77,7 @@ impl Default for FeedOptions {
         Self {
             heartbeat_interval: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
+            sequencer_idle_poll: DEFAULT_SEQUENCER_IDLE_POLL,
             sequencer_batch_size: sequencer::DEFAULT_BATCH_SIZE,
             shutdown: CancellationToken::new(),
         }
@@ -106,12 +116,10 @@ impl EventFeedApi {
         let (tick_tx, feed_tick) = watch::channel(0_u64);
         let (listening_tx, listening) = watch::channel(false);
         let tick_tx = Arc::new(tick_tx);
-        let wake_sequencer = Arc::new(Notify::new());
 
         crate::telemetry::spawn(listen(
             pool.clone(),
             service.schema(),
-            Arc::clone(&wake_sequencer),
             Arc::clone(&tick_tx),
             listening_tx,
             tasks.clone(),
@@ -119,10 +127,9 @@ impl EventFeedApi {
         let local_tick = Arc::clone(&tick_tx);
         crate::telemetry::spawn(sequencer::run(
             pool.clone(),
-            wake_sequencer,
             // Wake this process's streams at once; other replicas hear the NOTIFY.
             move || local_tick.send_modify(|tick| *tick = tick.wrapping_add(1)),
-            options.poll_interval,
+            options.sequencer_idle_poll,
             options.sequencer_batch_size,
             tasks.clone(),
         ));
@@ -437,9 +444,9 @@ async fn feed_position(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     .await
 }
 
-/// The per-process listener: one connection LISTENing on the schema's outbox channel (wakes
-/// the sequencer) and feed channel (wakes the streams). Reconnects with backoff; after every
-/// (re)connection it wakes both, since notifications sent meanwhile are lost.
+/// The per-process listener: one connection LISTENing on the schema's feed channel (wakes the
+/// streams). Reconnects with backoff; after every (re)connection it wakes them, since
+/// notifications sent meanwhile are lost.
 ///
 /// The connection is its own (same options as the service's pool, outside it): a listener
 /// holds its connection for good, and must not take one from the requests, nor starve them
@@ -447,7 +454,6 @@ async fn feed_position(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
 async fn listen(
     service_pool: PgPool,
     schema: &'static str,
-    wake_sequencer: Arc<Notify>,
     feed_tick: Arc<watch::Sender<u64>>,
     listening: watch::Sender<bool>,
     stop: CancellationToken,
@@ -456,19 +462,13 @@ async fn listen(
         .max_connections(1)
         .connect_lazy_with((*service_pool.connect_options()).clone());
     drop(service_pool);
-    let outbox = outbox_channel(schema);
     let feed = feed_channel(schema);
-    let wake_all = || {
-        wake_sequencer.notify_one();
-        feed_tick.send_modify(|tick| *tick = tick.wrapping_add(1));
-    };
+    let wake_streams = || feed_tick.send_modify(|tick| *tick = tick.wrapping_add(1));
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener
-                .listen_all([outbox.as_str(), feed.as_str()])
-                .await?;
+            listener.listen(&feed).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -488,19 +488,16 @@ async fn listen(
         };
         backoff = Duration::from_millis(100);
         listening.send_replace(true);
-        wake_all();
+        wake_streams();
         loop {
             let received = tokio::select! {
                 () = stop.cancelled() => return,
                 received = listener.try_recv() => received,
             };
             match received {
-                Ok(Some(notification)) if notification.channel() == outbox => {
-                    wake_sequencer.notify_one();
-                }
-                Ok(Some(_)) => feed_tick.send_modify(|tick| *tick = tick.wrapping_add(1)),
-                // The connection was lost and has been re-established (LISTEN included).
-                Ok(None) => wake_all(),
+                // A notification, or the connection was lost and has been re-established
+                // (LISTEN included).
+                Ok(Some(_) | None) => wake_streams(),
                 Err(error) => {
                     tracing::warn!(%error, schema, "feed listener lost its connection");
                     listening.send_replace(false);

@@ -16,24 +16,13 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Prefix of the channel that `append` notifies, followed by the schema: the sequencer of
-/// that schema listens on it.
-const OUTBOX_CHANNEL_PREFIX: &str = "custops_outbox_";
-
 /// Prefix of the channel the sequencer notifies after giving events a position, followed by the
 /// schema: every replica's feed listens on it to wake its `Subscribe` streams.
 const FEED_CHANNEL_PREFIX: &str = "custops_feed_";
 
-/// The LISTEN/NOTIFY channel on which `append` announces new outbox rows of `schema`.
-///
-/// [`append`] builds the same name inside Postgres from `current_schema()`, which is the
-/// service's schema because every pool sets `search_path` to it.
-pub fn outbox_channel(schema: &str) -> String {
-    format!("{OUTBOX_CHANNEL_PREFIX}{schema}")
-}
-
 /// The LISTEN/NOTIFY channel on which the sequencer announces newly sequenced events of
-/// `schema`.
+/// `schema`. The sequencer builds the same name inside Postgres from `current_schema()`,
+/// which is the service's schema because every pool sets `search_path` to it.
 pub fn feed_channel(schema: &str) -> String {
     format!("{FEED_CHANNEL_PREFIX}{schema}")
 }
@@ -87,19 +76,15 @@ impl OutboxEvent {
 /// (pass `&mut tx`), and returns its event id.
 ///
 /// The row records the `traceparent` of the current span, so the consumer's work joins the
-/// producer's trace, and `occurred_at` is the transaction's start time. The same statement
-/// notifies the schema's outbox channel; Postgres delivers that only if and when the
-/// transaction commits, which is when the sequencer has something to do. Called outside a
-/// transaction, the row is committed at once, which is correct but rarely what a caller wants.
+/// producer's trace, and `occurred_at` is the transaction's start time. Nothing is notified:
+/// the sequencer polls for committed rows (see [`crate::sequencer`] for why a `NOTIFY` per
+/// writing transaction is too dear). Called outside a transaction, the row is committed at
+/// once, which is correct but rarely what a caller wants.
 pub async fn append(conn: &mut PgConnection, event: OutboxEvent) -> Result<Uuid, sqlx::Error> {
     let traceparent = crate::trace_context::current_traceparent();
     sqlx::query(
-        "WITH inserted AS ( \
-             INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             RETURNING id \
-         ) \
-         SELECT pg_notify('custops_outbox_' || current_schema(), '') FROM inserted",
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(event.id)
     .bind(&event.aggregate_type)
@@ -113,10 +98,9 @@ pub async fn append(conn: &mut PgConnection, event: OutboxEvent) -> Result<Uuid,
 }
 
 /// Appends `events` to the outbox of the connection's schema in the order given, inside the
-/// caller's transaction, with one statement and one notification however many there are (a
-/// batch's events, where [`append`] would take a round trip and a notification each). The
-/// rows are what [`append`] writes for each, in feed order: `appended_at` follows the order
-/// given. Nothing happens for none.
+/// caller's transaction, with one statement however many there are (a batch's events, where
+/// [`append`] would take a round trip each). The rows are what [`append`] writes for each, in
+/// feed order: `appended_at` follows the order given. Nothing happens for none.
 pub async fn append_all(
     conn: &mut PgConnection,
     events: &[OutboxEvent],
@@ -124,6 +108,22 @@ pub async fn append_all(
     if events.is_empty() {
         return Ok(());
     }
+    append_all_with(conn, events, None, |query| query).await
+}
+
+/// [`append_all`] and one more data-modifying statement in the same round trip: a change
+/// that ends by recording something (an idempotent call its response) and appending its
+/// events takes one statement for both. `also` is fixed SQL (never input), an `INSERT`,
+/// `UPDATE` or `DELETE` without `RETURNING`, whose parameters start at `$7` (`$1`–`$6` are the
+/// events'), bound in order by `bind`. It runs even when there are no events.
+pub async fn append_all_with<'q>(
+    conn: &mut PgConnection,
+    events: &'q [OutboxEvent],
+    also: Option<&str>,
+    bind: impl FnOnce(
+        sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<(), sqlx::Error> {
     let traceparent = crate::trace_context::current_traceparent();
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let aggregate_types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
@@ -131,27 +131,23 @@ pub async fn append_all(
     let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
     // WITH ORDINALITY and ORDER BY keep the rows in the order given, so `appended_at` (the
-    // sequencer's order) follows it.
-    sqlx::query(
-        "WITH inserted AS ( \
-             INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
-             SELECT e.id, e.aggregatetype, e.aggregateid, e.type, e.payload, $6 \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
-                  WITH ORDINALITY AS e(id, aggregatetype, aggregateid, type, payload, n) \
-             ORDER BY e.n \
-             RETURNING 1 \
-         ) \
-         SELECT count(*), pg_notify('custops_outbox_' || current_schema(), '') \
-         FROM inserted HAVING count(*) > 0",
-    )
-    .bind(&ids)
-    .bind(&aggregate_types)
-    .bind(&aggregate_ids)
-    .bind(&event_types)
-    .bind(&payloads)
-    .bind(&traceparent)
-    .execute(conn)
-    .await?;
+    // sequencer's order) follows it. A data-modifying WITH runs whether or not it is read.
+    let with = also.map_or(String::new(), |also| format!("WITH also AS ({also}) "));
+    let statement = format!(
+        "{with}INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+         SELECT e.id, e.aggregatetype, e.aggregateid, e.type, e.payload, $6 \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
+              WITH ORDINALITY AS e(id, aggregatetype, aggregateid, type, payload, n) \
+         ORDER BY e.n"
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(ids)
+        .bind(aggregate_types)
+        .bind(aggregate_ids)
+        .bind(event_types)
+        .bind(payloads)
+        .bind(traceparent);
+    bind(query).execute(conn).await?;
     Ok(())
 }
 
@@ -165,8 +161,7 @@ pub async fn append_all(
 /// at `$4` (`$1`–`$3` are the aggregate type, the event type and the traceparent) and `bind`
 /// binds them in order. The rows are appended in the order `source` yields them, with ids
 /// made in SQL (UUIDv7 with the row's rank after the time, `outbox_event_id(n)`, so rows
-/// sharing a microsecond keep their order), and the schema's outbox channel is notified
-/// once, as [`append`] does.
+/// sharing a microsecond keep their order).
 pub async fn append_selected<'q>(
     conn: &mut PgConnection,
     aggregate_type: &'q str,
@@ -178,26 +173,16 @@ pub async fn append_selected<'q>(
 ) -> Result<u64, sqlx::Error> {
     let traceparent = crate::trace_context::current_traceparent();
     let statement = format!(
-        "WITH inserted AS ( \
-             INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
-             SELECT outbox_event_id(s.n), $1, s.aggregate_id, $2, s.payload, $3 \
-             FROM (SELECT q.aggregate_id, q.payload, row_number() OVER () AS n \
-                   FROM ({source}) AS q) AS s \
-             RETURNING 1 \
-         ) \
-         SELECT count(*), pg_notify('custops_outbox_' || current_schema(), '') \
-         FROM inserted HAVING count(*) > 0"
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+         SELECT outbox_event_id(s.n), $1, s.aggregate_id, $2, s.payload, $3 \
+         FROM (SELECT q.aggregate_id, q.payload, row_number() OVER () AS n \
+               FROM ({source}) AS q) AS s"
     );
     let query = sqlx::query(sqlx::AssertSqlSafe(statement))
         .bind(aggregate_type)
         .bind(event_type)
         .bind(traceparent);
-    let appended: Option<i64> = bind(query)
-        .fetch_optional(conn)
-        .await?
-        .map(|row| sqlx::Row::try_get(&row, 0))
-        .transpose()?;
-    Ok(appended.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    Ok(bind(query).execute(conn).await?.rows_affected())
 }
 
 #[cfg(test)]
@@ -218,8 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn channels_are_named_after_the_schema() {
-        assert_eq!(outbox_channel("profiles"), "custops_outbox_profiles");
+    fn the_feed_channel_is_named_after_the_schema() {
         assert_eq!(feed_channel("profiles"), "custops_feed_profiles");
     }
 }

@@ -27,15 +27,20 @@
 //! took sequence 7 and commits after 8 is visible lets a consumer store cursor 8 and skip 7
 //! forever.
 //!
-//! The sequencer wakes on `NOTIFY` from [`crate::outbox::append`] and also polls, because a
-//! notification is only a hint (it is lost while the listening connection is down). After a
-//! batch it notifies the feed channel so `Subscribe` streams in every replica wake up.
+//! # How it learns of new rows
+//!
+//! It polls: one index probe of the unsequenced rows (`outbox_unsequenced`, empty when idle),
+//! [`BUSY_POLL`] after a pass that found work, doubling up to the feed's
+//! `sequencer_idle_poll` (25 ms by default) while nothing comes. Writers do not notify it:
+//! Postgres serialises the commits of all transactions that `NOTIFY`, instance-wide, behind
+//! one lock held across their commit record's flush, so a `pg_notify` in every writing
+//! transaction capped the whole suite's write rate (ARCHITECTURE.md, "Outbox wake-ups").
+//! The sequencer alone notifies, once per batch, the feed channel, so `Subscribe` streams in
+//! every replica wake up.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Default largest number of rows given a position in one transaction.
@@ -45,11 +50,10 @@ pub const DEFAULT_BATCH_SIZE: i64 = 1000;
 /// position, in one transaction, and returns how many it sequenced. Safe to call from several
 /// tasks and replicas at once: they take turns on an advisory lock.
 pub async fn sequence_batch(pool: &PgPool, batch_size: i64) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     // Each statement must take a fresh snapshot *after* the lock is held, so that it sees the
     // previous batch's assignments: READ COMMITTED, whatever the database default is.
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .execute(&mut *tx)
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
         .await?;
     sqlx::query(
         "SELECT pg_advisory_xact_lock(\
@@ -57,7 +61,9 @@ pub async fn sequence_batch(pool: &PgPool, batch_size: i64) -> Result<u64, sqlx:
     )
     .execute(&mut *tx)
     .await?;
-    let sequenced = sqlx::query(
+    // The feed channel is notified in the same statement when anything was numbered:
+    // delivered on commit, to every replica's feed listener.
+    let sequenced: Option<i64> = sqlx::query_scalar(
         "WITH pending AS ( \
              SELECT id, row_number() OVER (ORDER BY appended_at, id) AS n \
              FROM outbox \
@@ -66,24 +72,30 @@ pub async fn sequence_batch(pool: &PgPool, batch_size: i64) -> Result<u64, sqlx:
              LIMIT $1 \
          ), top AS ( \
              SELECT COALESCE(MAX(sequence), 0) AS top FROM outbox \
+         ), numbered AS ( \
+             UPDATE outbox \
+             SET sequence = top.top + pending.n \
+             FROM pending, top \
+             WHERE outbox.id = pending.id \
+             RETURNING 1 \
          ) \
-         UPDATE outbox \
-         SET sequence = top.top + pending.n \
-         FROM pending, top \
-         WHERE outbox.id = pending.id",
+         SELECT count(*), pg_notify('custops_feed_' || current_schema(), '') \
+         FROM numbered HAVING count(*) > 0",
     )
     .bind(batch_size)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if sequenced > 0 {
-        // Delivered on commit, to every replica's feed listener.
-        sqlx::query("SELECT pg_notify('custops_feed_' || current_schema(), '')")
-            .execute(&mut *tx)
-            .await?;
-    }
+    .fetch_optional(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(sequenced)
+    Ok(sequenced.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Whether any committed row of the pool's schema waits for a position: one probe of the
+/// partial index `outbox_unsequenced`, which holds only such rows (and, until vacuum, entries
+/// of rows already numbered).
+pub async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE sequence IS NULL)")
+        .fetch_one(pool)
+        .await
 }
 
 /// Largest batch [`sequence_pending`] grows to behind a backlog.
@@ -106,32 +118,44 @@ pub async fn sequence_pending(pool: &PgPool, batch_size: i64) -> Result<u64, sql
     }
 }
 
-/// The sequencer's loop: sequence everything pending whenever `wake` is notified or
-/// `poll_interval` passes, and call `on_sequenced` after each run that sequenced something.
-/// Ends when `stop` is cancelled. Database errors are logged and retried at the next wake-up.
+/// How soon the sequencer looks again after a pass that numbered something: under load
+/// commits keep coming, and a short pause lets a few gather into one batch.
+pub const BUSY_POLL: Duration = Duration::from_millis(2);
+
+/// The sequencer's loop: look for unsequenced rows, sequence them all, call `on_sequenced`
+/// after a pass that numbered something, and look again after [`BUSY_POLL`]; each pass that
+/// finds nothing doubles the pause, up to `idle_poll`. Ends when `stop` is cancelled. Database
+/// errors are logged and retried after `idle_poll`.
 pub(crate) async fn run(
     pool: PgPool,
-    wake: Arc<Notify>,
     on_sequenced: impl Fn() + Send,
-    poll_interval: Duration,
+    idle_poll: Duration,
     batch_size: i64,
     stop: CancellationToken,
 ) {
+    let mut pause = BUSY_POLL.min(idle_poll);
     loop {
-        match sequence_pending(&pool, batch_size).await {
-            Ok(0) => {}
+        let pass = match has_pending(&pool).await {
+            Ok(true) => sequence_pending(&pool, batch_size).await,
+            other => other.map(|_| 0),
+        };
+        pause = match pass {
+            Ok(0) => (pause * 2).min(idle_poll),
             Ok(sequenced) => {
                 tracing::debug!(sequenced, "outbox events sequenced");
                 on_sequenced();
+                BUSY_POLL.min(idle_poll)
             }
             // The service is closing its pool: nothing left to sequence with.
             Err(sqlx::Error::PoolClosed) => return,
-            Err(error) => tracing::warn!(%error, "sequencing the outbox failed; will retry"),
-        }
+            Err(error) => {
+                tracing::warn!(%error, "sequencing the outbox failed; will retry");
+                idle_poll
+            }
+        };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(poll_interval) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -240,7 +240,8 @@ async fn the_feed_position_counts_only_committed_events() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn a_new_commit_reaches_an_open_stream_without_waiting_for_the_poll() -> anyhow::Result<()> {
-    // Arrange: nothing polls within the test's lifetime, so only NOTIFY can wake anything.
+    // Arrange: no stream polls within the test's lifetime: only the sequencer (which polls
+    // the outbox, the writer notifies nothing) can wake them, through the feed channel.
     let feed = FeedServer::start(FeedOptions {
         poll_interval: Duration::from_secs(600),
         heartbeat_interval: Duration::from_secs(600),
@@ -289,9 +290,11 @@ async fn shutdown_ends_open_streams_at_once_with_unavailable() -> anyhow::Result
 async fn idle_streams_wait_for_a_wake_up_instead_of_reading_the_table_every_poll()
 -> anyhow::Result<()> {
     // Arrange: a 100 ms poll interval, so polling streams would read the table ten times a
-    // second each; the heartbeat is far away.
+    // second each; the heartbeat is far away; the sequencer's own probes of an idle outbox
+    // are at most 4 a second.
     let feed = FeedServer::start(FeedOptions {
         poll_interval: Duration::from_millis(100),
+        sequencer_idle_poll: Duration::from_millis(250),
         heartbeat_interval: Duration::from_secs(600),
         ..FeedOptions::default()
     })

@@ -264,3 +264,57 @@ async fn events_appended_together_are_delivered_in_the_order_given() -> anyhow::
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_statement_appended_with_events_commits_and_rolls_back_with_them() -> anyhow::Result<()> {
+    // Arrange: a table standing for what a change records beside its events (an idempotent
+    // call's response).
+    let feed = FeedServer::start(FeedOptions::default()).await?;
+    sqlx::raw_sql("CREATE TABLE responses (key text PRIMARY KEY, response bytea)")
+        .execute(&feed.pool)
+        .await?;
+    let record = "INSERT INTO responses (key, response) VALUES ($7, $8)";
+    let kept = [deleted(), consent_changed()];
+    let dropped = [deleted()];
+
+    // Act: one change committed, one rolled back, one with no events committed.
+    let mut tx = feed.pool.begin().await?;
+    outbox::append_all_with(&mut tx, &kept, Some(record), |q| {
+        q.bind("kept").bind(vec![1_u8])
+    })
+    .await?;
+    tx.commit().await?;
+    let mut tx = feed.pool.begin().await?;
+    outbox::append_all_with(&mut tx, &dropped, Some(record), |q| {
+        q.bind("dropped").bind(vec![2_u8])
+    })
+    .await?;
+    tx.rollback().await?;
+    let mut tx = feed.pool.begin().await?;
+    outbox::append_all_with(&mut tx, &[], Some(record), |q| {
+        q.bind("silent").bind(vec![3_u8])
+    })
+    .await?;
+    tx.commit().await?;
+
+    // Assert: the committed changes' records, and only the committed events, in order.
+    let recorded: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT key, response FROM responses ORDER BY key")
+            .fetch_all(&feed.pool)
+            .await?;
+    assert_eq!(
+        recorded,
+        [("kept".to_owned(), vec![1]), ("silent".to_owned(), vec![3])]
+    );
+    let mut stream = feed.subscribe(0, &[], 0).await?;
+    let delivered = read_until(&mut stream, 2).await?;
+    let expected: Vec<(i64, Uuid)> = (1..)
+        .zip(kept.iter().map(outbox::OutboxEvent::id))
+        .collect();
+    assert_eq!(delivered, expected);
+    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&feed.pool)
+        .await?;
+    assert_eq!(appended, 2, "the rolled-back event is not in the outbox");
+    Ok(())
+}

@@ -31,7 +31,8 @@ use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
 use crate::store::{
-    PgStore, StoreError, birthdays, export, ledger, lots, members, programs, rewards, status, tiers,
+    Completed, PgStore, StoreError, birthdays, export, ledger, lots, members, programs, rewards,
+    status, tiers,
 };
 
 /// The gRPC handlers of the loyalty service.
@@ -218,7 +219,7 @@ impl LoyaltyService for LoyaltyApi {
                     let response = pb::CreateProgramResponse {
                         program: Some(program.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::response(response.encode_to_vec()))
                 })
             })
             .await?;
@@ -307,11 +308,11 @@ impl LoyaltyService for LoyaltyApi {
                 Box::pin(async move {
                     let member = members::enrol(conn, &cmd.command, now).await?;
                     let event = crate::domain::event::Event::MemberEnrolled(member.clone());
-                    events::append(conn, &[event]).await?;
+                    let events = events::outbox_events(&[event]);
                     let response = pb::EnrolMemberResponse {
                         member: Some(member.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::with_events(response.encode_to_vec(), events))
                 })
             })
             .await?;
@@ -381,7 +382,7 @@ impl LoyaltyService for LoyaltyApi {
             .idempotent(&key, move |conn| {
                 Box::pin(async move {
                     let out = ledger::earn(conn, origin, cmd.command, now).await?;
-                    events::append(conn, &out.events).await?;
+                    let events = events::outbox_events(&out.events);
                     let currency = out.member.currency.clone();
                     let response = pb::EarnPointsResponse {
                         tier_change: out
@@ -390,7 +391,7 @@ impl LoyaltyService for LoyaltyApi {
                         ledger_entry: Some(out.entry.into()),
                         member: Some(out.member.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::with_events(response.encode_to_vec(), events))
                 })
             })
             .await?;
@@ -414,12 +415,12 @@ impl LoyaltyService for LoyaltyApi {
             .idempotent(&key, move |conn| {
                 Box::pin(async move {
                     let out = ledger::redeem(conn, origin, cmd.command, now).await?;
-                    events::append(conn, &out.events).await?;
+                    let events = events::outbox_events(&out.events);
                     let response = pb::RedeemPointsResponse {
                         ledger_entry: Some(out.entry.into()),
                         member: Some(out.member.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::with_events(response.encode_to_vec(), events))
                 })
             })
             .await?;
@@ -443,7 +444,7 @@ impl LoyaltyService for LoyaltyApi {
             .idempotent(&key, move |conn| {
                 Box::pin(async move {
                     let out = ledger::adjust(conn, origin, cmd.command, now).await?;
-                    events::append(conn, &out.events).await?;
+                    let events = events::outbox_events(&out.events);
                     let currency = out.member.currency.clone();
                     let response = pb::AdjustPointsResponse {
                         tier_change: out
@@ -452,7 +453,7 @@ impl LoyaltyService for LoyaltyApi {
                         ledger_entry: Some(out.entry.into()),
                         member: Some(out.member.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::with_events(response.encode_to_vec(), events))
                 })
             })
             .await?;
@@ -476,12 +477,12 @@ impl LoyaltyService for LoyaltyApi {
             .idempotent(&key, move |conn| {
                 Box::pin(async move {
                     let out = ledger::reverse(conn, origin, cmd.command, now).await?;
-                    events::append(conn, &out.events).await?;
+                    let events = events::outbox_events(&out.events);
                     let response = pb::ReversePointsResponse {
                         ledger_entry: Some(out.entry.into()),
                         member: Some(out.member.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::with_events(response.encode_to_vec(), events))
                 })
             })
             .await?;
@@ -1097,7 +1098,7 @@ impl LoyaltyService for LoyaltyApi {
                     let response = pb::CreateRewardResponse {
                         reward: Some(reward.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::response(response.encode_to_vec()))
                 })
             })
             .await?;
@@ -1125,14 +1126,14 @@ impl LoyaltyService for LoyaltyApi {
             .idempotent(&key, move |conn| {
                 Box::pin(async move {
                     let out = rewards::reverse_redemption(conn, origin, cmd.command, now).await?;
-                    events::append(conn, &out.applied.events).await?;
+                    let events = events::outbox_events(&out.applied.events);
                     let response = pb::ReverseRewardRedemptionResponse {
                         reward_redemption: Some(out.redemption.into()),
                         ledger_entry: Some(out.applied.entry.into()),
                         member: Some(out.applied.member.into()),
                         reward: Some(out.reward.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::with_events(response.encode_to_vec(), events))
                 })
             })
             .await?;
@@ -1154,7 +1155,7 @@ impl LoyaltyService for LoyaltyApi {
                     let response = pb::AdjustRewardStockResponse {
                         reward: Some(reward.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::response(response.encode_to_vec()))
                 })
             })
             .await?;
@@ -1377,14 +1378,14 @@ impl LoyaltyService for LoyaltyApi {
             .idempotent(&key, move |conn| {
                 Box::pin(async move {
                     let out = rewards::redeem(conn, origin, cmd.command, now).await?;
-                    events::append(conn, &out.applied.events).await?;
+                    let events = events::outbox_events(&out.applied.events);
                     let response = pb::RedeemRewardResponse {
                         reward_redemption: Some(out.redemption.into()),
                         ledger_entry: Some(out.applied.entry.into()),
                         member: Some(out.applied.member.into()),
                         reward: Some(out.reward.into()),
                     };
-                    Ok(response.encode_to_vec())
+                    Ok(Completed::with_events(response.encode_to_vec(), events))
                 })
             })
             .await?;

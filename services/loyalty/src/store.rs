@@ -2,7 +2,8 @@
 //!
 //! Every mutation of a member runs in one transaction: claim the idempotency key, lock the
 //! member's `balances` row (`FOR UPDATE`), apply due expiries, append the ledger entry,
-//! update the projection and the lots, append the outbox event, record the response. Locking
+//! update the projection and the lots, then record the response and append the outbox events
+//! in one statement. Locking
 //! the balances row first serialises all changes of one member, so no update is lost or
 //! doubled and a spend sees the balance it is checked against.
 
@@ -23,6 +24,7 @@ pub mod tiers;
 
 use std::sync::Arc;
 
+use custops_common::outbox::OutboxEvent;
 use futures_util::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 
@@ -78,13 +80,14 @@ impl PgStore {
         idempotency::stored(&self.pool, key).await
     }
 
-    /// Runs `work` once per request key: in one transaction, claims `key`, runs `work` and
-    /// stores the bytes it returns as the response. A replay of an equal request returns the
-    /// stored bytes unchanged; the same key with another request is `RequestIdReused`. When
-    /// `work` fails nothing is recorded, so the caller may retry with the same key.
+    /// Runs `work` once per request key: in one transaction, claims `key`, runs `work`, then
+    /// stores the response it returns and appends its events to the outbox in one statement.
+    /// A replay of an equal request returns the stored bytes unchanged; the same key with
+    /// another request is `RequestIdReused`. When `work` fails nothing is recorded, so the
+    /// caller may retry with the same key.
     pub async fn idempotent<F>(&self, key: &RequestKey, work: F) -> StoreResult<Vec<u8>>
     where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Vec<u8>>>,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Completed>>,
     {
         let mut tx = self.pool.begin().await?;
         let now = self.clock.now();
@@ -92,10 +95,33 @@ impl PgStore {
             tx.rollback().await?;
             return Ok(response);
         }
-        let response = work(&mut tx).await?;
-        idempotency::complete(&mut tx, key, &response).await?;
+        let completed = work(&mut tx).await?;
+        idempotency::complete(&mut tx, key, &completed.response, &completed.events).await?;
         tx.commit().await?;
-        Ok(response)
+        Ok(completed.response)
+    }
+}
+
+/// What an idempotent call's work leaves: the response stored for replays, and the events
+/// of its change, appended with it ([`PgStore::idempotent`]).
+#[derive(Debug)]
+pub struct Completed {
+    pub response: Vec<u8>,
+    pub events: Vec<OutboxEvent>,
+}
+
+impl Completed {
+    /// A response of a change that reports no event.
+    pub fn response(response: Vec<u8>) -> Self {
+        Self {
+            response,
+            events: Vec::new(),
+        }
+    }
+
+    /// A response and the events of its change, in order.
+    pub fn with_events(response: Vec<u8>, events: Vec<OutboxEvent>) -> Self {
+        Self { response, events }
     }
 }
 

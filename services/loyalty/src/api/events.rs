@@ -16,8 +16,14 @@ pub fn sink<'c>(
     Box::pin(append(conn, events))
 }
 
-/// Appends `events` to the outbox, in order.
+/// Appends `events` to the outbox, in order, with one statement.
 pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+    outbox::append_all(conn, &outbox_events(events)).await
+}
+
+/// `events` as the outbox rows they are appended as, in order.
+pub fn outbox_events(events: &[Event]) -> Vec<OutboxEvent> {
+    let mut rows = Vec::with_capacity(events.len());
     for event in events {
         let outbox_event = match event.clone() {
             Event::MemberEnrolled(m) => {
@@ -164,7 +170,7 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
                 },
             ),
         };
-        outbox::append(conn, outbox_event).await?;
+        rows.push(outbox_event);
     }
-    Ok(())
+    rows
 }

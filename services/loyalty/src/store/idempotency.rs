@@ -2,6 +2,7 @@
 //! and the first successful response.
 
 use chrono::{DateTime, Utc};
+use custops_common::outbox::{self, OutboxEvent};
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::StoreResult;
@@ -60,18 +61,21 @@ pub async fn claim(
     }
 }
 
-/// Records the response of the claimed key.
+/// Records the response of the claimed key and appends `events` to the outbox, in one
+/// statement (`outbox::append_all_with`).
 pub async fn complete(
     conn: &mut PgConnection,
     key: &RequestKey,
     response: &[u8],
+    events: &[OutboxEvent],
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE caller = $1 AND request_id = $2")
-        .bind(&key.caller)
-        .bind(&key.request_id)
-        .bind(response)
-        .execute(conn)
-        .await?;
+    outbox::append_all_with(
+        conn,
+        events,
+        Some("UPDATE idempotency_keys SET response = $9 WHERE caller = $7 AND request_id = $8"),
+        |query| query.bind(&key.caller).bind(&key.request_id).bind(response),
+    )
+    .await?;
     Ok(())
 }
 

@@ -71,6 +71,27 @@ pub(crate) struct NewEntry {
     pub(crate) release_time: Option<DateTime<Utc>>,
     pub(crate) details: Option<EntryDetails>,
     pub(crate) reversal: Option<Reversal>,
+    /// The lot a crediting entry creates, written in the entry's statement.
+    pub(crate) lot: Option<NewLot>,
+}
+
+/// A crediting entry's lot: its points, and what is left of them once a negative balance is
+/// repaid. It expires and releases when the entry says, and is pending while it has a release
+/// time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewLot {
+    pub(crate) original: i64,
+    pub(crate) remaining: i64,
+}
+
+impl NewLot {
+    /// The lot of `points` credited to a member who owes `debt` (none when no points).
+    fn of(points: i64, debt: i64) -> Option<Self> {
+        (points > 0).then(|| Self {
+            original: points,
+            remaining: (points - debt).max(0),
+        })
+    }
 }
 
 impl NewEntry {
@@ -94,6 +115,7 @@ impl NewEntry {
             release_time: None,
             details: None,
             reversal: None,
+            lot: None,
         }
     }
 }
@@ -106,7 +128,8 @@ fn clawback_code(policy: ClawbackPolicy) -> i16 {
     }
 }
 
-/// Appends `new` for the locked member and moves its balances projection by the same deltas.
+/// Appends `new` for the locked member, moves its balances projection by the same deltas and
+/// creates the entry's lot (`new.lot`), in one statement.
 pub(crate) async fn append(
     conn: &mut PgConnection,
     locked: &mut Locked,
@@ -116,12 +139,15 @@ pub(crate) async fn append(
     let before = locked.member.balances;
     // The qualifying amounts are those of the rolling window ending now, this entry included
     // (the contract's meaning, and what tier decisions use), not a running sum of deltas.
-    let (window_points, window_spend) =
-        members::window_sums(conn, &[locked.member.member_id], &locked.program, now)
+    // Read with the member's lock when nothing was appended since (`settle_due`).
+    let (window_points, window_spend) = match locked.window.take() {
+        Some(window) if window.at == now => (window.points, window.spend),
+        _ => members::window_sums(conn, &[locked.member.member_id], &locked.program, now)
             .await?
             .get(&locked.member.member_id)
             .copied()
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0)),
+    };
     // Every sum checked, and a caller's change past a balance limit refused, before anything
     // is written: a member's row never holds a value its reads cannot add up.
     let deltas = Deltas {
@@ -143,38 +169,38 @@ pub(crate) async fn append(
                 limit: limits::MAX_BALANCE_POINTS,
             })?;
     let member_id = locked.member.member_id;
-    sqlx::query(
-        "UPDATE balances SET available_points = $2, pending_points = $3, qualifying_points = $4, \
-         qualifying_spend_minor = $5, lifetime_earned_points = $6, lifetime_redeemed_points = $7, \
-         lifetime_expired_points = $8, update_time = $9 WHERE member_id = $1",
-    )
-    .bind(member_id)
-    .bind(after.available)
-    .bind(after.pending)
-    .bind(after.qualifying)
-    .bind(after.spend_minor)
-    .bind(after.lifetime_earned)
-    .bind(after.lifetime_redeemed)
-    .bind(after.lifetime_expired)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
     let details = match &new.details {
         Some(d) => Some(serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?),
         None => None,
     };
     let id = Uuid::now_v7();
     let reversal = new.reversal.as_ref();
+    // The entry carries the balances after it ($24–$30), which are the projection's new
+    // values; the lot ($34–$36) is inserted only when there is one.
     let inserted = sqlx::query(
-        "INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
-         available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, reason_code, \
-         caller, request_id, operator_id, external_reference, order_id, create_time, expire_time, \
-         reversed_entry_id, requested_points, waived_points, refund_amount_minor, details, \
-         after_available, after_pending, after_qualifying, after_spend_minor, \
-         after_lifetime_earned, after_lifetime_redeemed, after_lifetime_expired, \
-         clawback_policy, expired_points, release_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
+        "WITH balance AS ( \
+             UPDATE balances SET available_points = $24, pending_points = $25, \
+               qualifying_points = $26, qualifying_spend_minor = $27, \
+               lifetime_earned_points = $28, lifetime_redeemed_points = $29, \
+               lifetime_expired_points = $30, update_time = $17 \
+             WHERE member_id = $2 \
+         ), entry AS ( \
+             INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
+             available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, \
+             reason_code, caller, request_id, operator_id, external_reference, order_id, \
+             create_time, expire_time, reversed_entry_id, requested_points, waived_points, \
+             refund_amount_minor, details, after_available, after_pending, after_qualifying, \
+             after_spend_minor, after_lifetime_earned, after_lifetime_redeemed, \
+             after_lifetime_expired, clawback_policy, expired_points, release_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
+             $33) \
+             RETURNING ledger_entry_id \
+         ) \
+         INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
+           remaining_points, earn_time, expire_time, release_time, pending) \
+         SELECT $34, $2, entry.ledger_entry_id, $35, $36, $17, $18, $33, $33 IS NOT NULL \
+         FROM entry WHERE $35::bigint IS NOT NULL",
     )
     .bind(id)
     .bind(member_id)
@@ -209,6 +235,9 @@ pub(crate) async fn append(
     .bind(reversal.and_then(|r| r.clawback).map(clawback_code))
     .bind(reversal.map(|r| r.expired_points))
     .bind(new.release_time)
+    .bind(Uuid::now_v7())
+    .bind(new.lot.map(|lot| lot.original))
+    .bind(new.lot.map(|lot| lot.remaining))
     .execute(&mut *conn)
     .await;
     // Only reachable when an idempotency record was cleaned up (or by a concurrent earn of
@@ -256,31 +285,6 @@ pub(crate) async fn append(
         details: new.details,
         reversal: new.reversal,
     })
-}
-
-/// Creates the lot of a crediting entry; pending when the entry has a release time.
-async fn create_lot(
-    conn: &mut PgConnection,
-    entry: &LedgerEntry,
-    original: i64,
-    remaining: i64,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
-         remaining_points, earn_time, expire_time, release_time, pending) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8 IS NOT NULL)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(entry.member_id)
-    .bind(entry.ledger_entry_id)
-    .bind(original)
-    .bind(remaining)
-    .bind(entry.create_time)
-    .bind(entry.expire_time)
-    .bind(entry.release_time)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The member's available (not pending) lots with points left, in spending order, leaving
@@ -403,16 +407,45 @@ pub(crate) async fn lock_member(
 }
 
 /// Applies the locked member's due releases, then its due expiries; returns their events.
+/// Most mutations find neither due: one probe of both says so, and each update runs only
+/// when its probe found a lot (a release never makes a lot newly expirable: it only lowers
+/// `remaining_points`, so the expiry probe taken before it still holds). The same statement
+/// reads the member's window sums at `now` for the mutation's own entry
+/// ([`members::WindowSums`]).
 pub(crate) async fn settle_due(
     conn: &mut PgConnection,
     locked: &mut Locked,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Event>> {
+    // After the member's lock, so this statement's snapshot holds every lot and entry
+    // committed under it.
+    let (release, expire, points, spend): (bool, bool, i64, i64) =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM point_lots \
+                            WHERE member_id = $1 AND pending AND release_time <= $3), \
+                    EXISTS (SELECT 1 FROM point_lots \
+                            WHERE member_id = $1 AND remaining_points > 0 \
+                              AND expire_time <= $3), \
+                    w.window_points, w.window_spend \
+             FROM (SELECT {} FROM ledger_entries WHERE member_id = $1 AND {}) w",
+            members::WINDOW_SUMS,
+            members::IN_WINDOW
+        )))
+        .bind(locked.member.member_id)
+        .bind(members::window_start(&locked.program, now))
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
+    locked.window = Some(members::WindowSums {
+        at: now,
+        points,
+        spend,
+    });
     let mut events = Vec::new();
-    if let Some((entry, _lots)) = release_due(conn, locked, now).await? {
+    if release && let Some((entry, _lots)) = release_due(conn, locked, now).await? {
         events.push(Event::PointsReleased(locked.member.clone(), entry));
     }
-    if let Some((entry, _lots)) = expire_due(conn, locked, now).await? {
+    if expire && let Some((entry, _lots)) = expire_due(conn, locked, now).await? {
         events.push(Event::PointsExpired(locked.member.clone(), entry));
     }
     Ok(events)
@@ -628,10 +661,8 @@ pub async fn earn(
         new.available_delta = points;
         (-locked.member.balances.available).max(0)
     };
+    new.lot = NewLot::of(points, debt);
     let entry = append(conn, &mut locked, new, now).await?;
-    if points > 0 {
-        create_lot(conn, &entry, points, (points - debt).max(0)).await?;
-    }
     settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await
 }
 
@@ -706,10 +737,9 @@ pub async fn adjust(
         .qualifying_points
         .max(-locked.member.balances.qualifying);
     let debt = (-locked.member.balances.available).max(0);
+    new.lot = NewLot::of(cmd.points, debt);
     let entry = append(conn, &mut locked, new, now).await?;
-    if cmd.points > 0 {
-        create_lot(conn, &entry, cmd.points, (cmd.points - debt).max(0)).await?;
-    } else if cmd.points < 0 {
+    if cmd.points < 0 {
         spend(
             conn,
             entry.member_id,

@@ -140,6 +140,8 @@ pub struct Locked {
     pub member: Member,
     /// Its program.
     pub program: Program,
+    /// Its window sums, when read with the lock and no entry has been appended since.
+    pub window: Option<WindowSums>,
 }
 
 /// Enrols a customer: the member in the base tier, zero balances, the INITIAL tier change.
@@ -270,6 +272,10 @@ pub(crate) async fn lock_exact(conn: &mut PgConnection, member_id: Uuid) -> Stor
     load_one(conn, &MemberRef::Id(member_id), Access::Lock).await
 }
 
+/// The member's program, read in the member's statement ([`programs::JOINED_COLUMNS`]).
+const PROGRAM: &str = programs::JOINED_COLUMNS;
+const JOIN_PROGRAM: &str = "JOIN programs p ON p.program_id = m.program_id";
+
 async fn load_one(
     conn: &mut PgConnection,
     member: &MemberRef,
@@ -296,7 +302,8 @@ async fn load_one(
     let row = match member {
         MemberRef::Id(id) => {
             let query = format!(
-                "SELECT {COLUMNS}{due_columns} FROM members m JOIN balances b USING (member_id) \
+                "SELECT {COLUMNS}, {PROGRAM}{due_columns} \
+                 FROM members m JOIN balances b USING (member_id) {JOIN_PROGRAM} \
                  {due_join_id} WHERE m.member_id = $1{suffix}"
             );
             let mut query = sqlx::query(AssertSqlSafe(query)).bind(id);
@@ -313,7 +320,8 @@ async fn load_one(
             customer_id,
         } => {
             let query = format!(
-                "SELECT {COLUMNS}{due_columns} FROM members m JOIN balances b USING (member_id) \
+                "SELECT {COLUMNS}, {PROGRAM}{due_columns} \
+                 FROM members m JOIN balances b USING (member_id) {JOIN_PROGRAM} \
                  {due_join_customer} WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
             );
             let mut query = sqlx::query(AssertSqlSafe(query))
@@ -327,13 +335,16 @@ async fn load_one(
             })?
         }
     };
-    let program_id: Uuid = row.try_get("program_id")?;
-    let program = programs::get(conn, program_id).await?;
+    let program = programs::from_joined_row(&row)?;
     let mut member = from_row(&row, &program)?;
     if now.is_some() {
         member = member.with_due_applied(due_from(&row)?);
     }
-    Ok(Locked { member, program })
+    Ok(Locked {
+        member,
+        program,
+        window: None,
+    })
 }
 
 /// Adds what only the FULL view shows: tier progress and the expiring-points summary.
@@ -346,6 +357,7 @@ pub async fn full_view(
     let Locked {
         mut member,
         program,
+        ..
     } = locked;
     member.balances.qualifying = points;
     member.balances.spend_minor = spend;
@@ -570,33 +582,56 @@ pub(crate) async fn window_sums(
     program: &Program,
     now: DateTime<Utc>,
 ) -> StoreResult<std::collections::HashMap<Uuid, (i64, i64)>> {
-    let days = match program.rules.tier_policy.qualifying_window_days {
-        0 => 365,
-        days => days,
-    };
-    // `sum(bigint)` is numeric; its cast back to bigint would fail every read of the member
-    // if a window ever summed past i64. The balance limits (`domain::limits`) keep each
-    // window near 10^14 points and 10^17 minor units, far inside, but a read must answer
-    // whatever the history holds: the sums are clamped to bigint, and the checked additions
-    // of `limits::balances_after` refuse a change from there.
-    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT member_id, \
-           LEAST(GREATEST(coalesce(sum(qualifying_delta), 0), $4), $5)::bigint, \
-           LEAST(GREATEST(coalesce(sum(spend_delta_minor), 0), $4), $5)::bigint \
-         FROM ledger_entries WHERE member_id = ANY($1) AND create_time > $2 AND create_time <= $3 \
-         GROUP BY member_id",
-    )
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT member_id, {WINDOW_SUMS} FROM ledger_entries \
+         WHERE member_id = ANY($1) AND {IN_WINDOW} GROUP BY member_id"
+    )))
     .bind(member_ids)
-    .bind(now - Duration::days(i64::from(days)))
+    .bind(window_start(program, now))
     .bind(now)
-    .bind(i64::MIN)
-    .bind(i64::MAX)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
         .map(|(id, points, spend)| (id, (points, spend)))
         .collect())
+}
+
+/// The select list of a window's raw sums over `ledger_entries` rows: `window_points` and
+/// `window_spend`. `sum(bigint)` is numeric; its cast back to bigint would fail every read of
+/// the member if a window ever summed past i64. The balance limits (`domain::limits`) keep
+/// each window near 10^14 points and 10^17 minor units, far inside, but a read must answer
+/// whatever the history holds: the sums are clamped to bigint, and the checked additions of
+/// `limits::balances_after` refuse a change from there.
+pub(crate) const WINDOW_SUMS: &str = "LEAST(GREATEST(coalesce(sum(qualifying_delta), 0), -9223372036854775808), \
+                   9223372036854775807)::bigint AS window_points, \
+     LEAST(GREATEST(coalesce(sum(spend_delta_minor), 0), -9223372036854775808), \
+                   9223372036854775807)::bigint AS window_spend";
+
+/// The condition on a `ledger_entries` row of counting in a window from `$2` (exclusive) to
+/// `$3`. Only entries that qualify for something are read (the others add zero), through the
+/// partial index `ledger_entries_qualifying`, so the cost follows the member's qualifying
+/// entries in the window, not all its entries.
+pub(crate) const IN_WINDOW: &str = "create_time > $2 AND create_time <= $3 \
+     AND (qualifying_delta <> 0 OR spend_delta_minor <> 0)";
+
+/// Where the program's rolling qualifying window ending at `now` begins (exclusive).
+pub(crate) fn window_start(program: &Program, now: DateTime<Utc>) -> DateTime<Utc> {
+    let days = match program.rules.tier_policy.qualifying_window_days {
+        0 => 365,
+        days => days,
+    };
+    now - Duration::days(i64::from(days))
+}
+
+/// A member's raw window sums at `at` (what [`window_sums`] answers), read after its lock and
+/// before any entry since: the next entry's `ledger::append` uses them instead of asking
+/// again.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowSums {
+    pub at: DateTime<Utc>,
+    pub points: i64,
+    pub spend: i64,
 }
 
 /// Sets the member's qualifying balances to the rolling window ending at `now` (what the

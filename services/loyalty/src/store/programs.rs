@@ -12,6 +12,13 @@ use crate::domain::program::{NewProgram, Program, ProgramPatch, ProgramRules, Pr
 const COLUMNS: &str = "program_id, display_name, description, state, currency, time_zone, \
                        rules::text AS rules, etag, create_time, update_time";
 
+/// The columns of a program `p` read beside another row (a member's): each named `p_` and
+/// the column, so none collides with the other row's; [`from_joined_row`] reads them.
+pub(crate) const JOINED_COLUMNS: &str = "p.program_id AS p_program_id, p.display_name AS p_display_name, \
+     p.description AS p_description, p.state AS p_state, p.currency AS p_currency, \
+     p.time_zone AS p_time_zone, p.rules::text AS p_rules, p.etag AS p_etag, \
+     p.create_time AS p_create_time, p.update_time AS p_update_time";
+
 pub(crate) fn state_code(state: ProgramState) -> i16 {
     match state {
         ProgramState::Active => 1,
@@ -32,18 +39,32 @@ fn rules_json(rules: &ProgramRules) -> StoreResult<String> {
 }
 
 fn from_row(row: &PgRow) -> StoreResult<Program> {
-    let rules: String = row.try_get("rules")?;
+    from_columns(row, "")
+}
+
+/// The program of a row read with [`JOINED_COLUMNS`].
+pub(crate) fn from_joined_row(row: &PgRow) -> StoreResult<Program> {
+    from_columns(row, "p_")
+}
+
+/// The program in the columns of `row` named `prefix` and the column.
+fn from_columns(row: &PgRow, prefix: &str) -> StoreResult<Program> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let rules: String = row.try_get(column("rules").as_str())?;
     Ok(Program {
-        program_id: row.try_get("program_id")?,
-        display_name: row.try_get("display_name")?,
-        description: row.try_get("description")?,
-        state: decode(state_from(row.try_get("state")?), "program state")?,
-        currency: row.try_get("currency")?,
-        time_zone: row.try_get("time_zone")?,
+        program_id: row.try_get(column("program_id").as_str())?,
+        display_name: row.try_get(column("display_name").as_str())?,
+        description: row.try_get(column("description").as_str())?,
+        state: decode(
+            state_from(row.try_get(column("state").as_str())?),
+            "program state",
+        )?,
+        currency: row.try_get(column("currency").as_str())?,
+        time_zone: row.try_get(column("time_zone").as_str())?,
         rules: serde_json::from_str(&rules).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        etag: row.try_get("etag")?,
-        create_time: row.try_get("create_time")?,
-        update_time: row.try_get("update_time")?,
+        etag: row.try_get(column("etag").as_str())?,
+        create_time: row.try_get(column("create_time").as_str())?,
+        update_time: row.try_get(column("update_time").as_str())?,
     })
 }
 

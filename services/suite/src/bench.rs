@@ -20,6 +20,7 @@
 
 pub mod child;
 pub mod database;
+pub mod delivery;
 pub mod echo;
 pub mod load;
 pub mod lookups;
@@ -28,6 +29,7 @@ pub mod memory;
 pub mod report;
 pub mod segmentation;
 pub mod serve;
+pub mod writes;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,6 +82,11 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
         "EarnPoints/s with 1 % of the members taking half of the earns, against uniform",
     ),
     (
+        "loyalty.feed_delay",
+        "p99 from an EarnPoints answer to its event at a feed subscriber during loyalty.earn, \
+         against earns sent one at a time",
+    ),
+    (
         "segmentation.recompute",
         "RecomputeSegment of one rule segment over the scale fixture (every member entering), \
          against the hand-written INSERT ... SELECT of its members on the same data",
@@ -102,6 +109,17 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
         "segmentation.freshness",
         "RecordActivity to CheckMembership true, p99, with profiles' feed at half the apply rate, \
          against the same probes on an idle feed",
+    ),
+    (
+        "writes.mixed",
+        "commits/s of profiles, loyalty and feedback on one database written to at once \
+         (RecordActivity, EarnPoints, SubmitResponse), against pgbench tpcb-like at the same \
+         concurrency",
+    ),
+    (
+        "writes.feed_delay",
+        "p99 from each write's answer to its event at its feed's subscriber during writes.mixed, \
+         against writes sent one at a time",
     ),
 ];
 
@@ -278,6 +296,7 @@ pub fn row_names(scale: &Scale) -> Vec<String> {
     names.extend(lookups::row_names(scale));
     names.extend(loyalty::row_names());
     names.extend(segmentation::row_names());
+    names.extend(writes::row_names());
     names
 }
 
@@ -342,6 +361,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Err(error) = segmentation::run(&harness, &mut rows).await {
         eprintln!("bench: the segmentation benchmarks failed: {error:#}");
         failures.push("segmentation");
+    }
+    if let Err(error) = writes::run(&harness, &mut rows).await {
+        eprintln!("bench: the mixed write benchmarks failed: {error:#}");
+        failures.push("writes");
     }
     let machine = report::machine(&machine_before, &harness.scale).await;
     println!(

@@ -7,6 +7,12 @@
 //! again. The generator adds up what each member earned, and after the rows every member's
 //! balance must equal the sum of its ledger entries and what was earned: a point lost or
 //! doubled fails the run.
+//!
+//! `loyalty.feed_delay`: while the uniform row runs, a subscriber of loyalty's own feed
+//! receives every PointsEarned; the delay of each earn is from its answer to the event's
+//! arrival (zero when the event came first: the answer leaves after the commit). Every earn
+//! answered must arrive once: an event missing or delivered twice fails the run. The
+//! baseline is the same delay for earns sent one at a time on the otherwise idle service.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -17,13 +23,15 @@ use std::time::Instant;
 use anyhow::Context;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
+use prost::{Message, Name};
 use serde_json::json;
 use sqlx::Connection;
 use tonic::transport::Channel;
 
 use super::child::{Child, service_env};
 use super::database::BenchDatabase;
-use super::load::{self, Connections, MakeCall, Window};
+use super::delivery::{self, Deliveries};
+use super::load::{self, Connections, MakeCall, Samples, Window};
 use super::report::Row;
 use super::{Harness, Scale, finished};
 
@@ -35,12 +43,19 @@ const RECENT_SLOTS: usize = 64;
 
 /// The rows of this group.
 pub fn row_names() -> Vec<String> {
-    vec!["loyalty.earn".to_owned(), "loyalty.earn_hot".to_owned()]
+    vec![
+        "loyalty.earn".to_owned(),
+        "loyalty.earn_hot".to_owned(),
+        "loyalty.feed_delay".to_owned(),
+    ]
 }
+
+/// Earns sent one at a time for `loyalty.feed_delay`'s idle baseline.
+const IDLE_EARNS: usize = 200;
 
 /// How the members are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Spread {
+pub(super) enum Spread {
     /// Uniformly over all members.
     Uniform,
     /// Half of the earns to the first 1 % of the members, the rest uniformly.
@@ -49,7 +64,7 @@ enum Spread {
 
 /// An earn that succeeded: what a replay sends again.
 #[derive(Debug, Clone)]
-struct Earned {
+pub(super) struct Earned {
     request_id: String,
     member: usize,
     points: i64,
@@ -57,7 +72,7 @@ struct Earned {
 
 /// The members and what the generator knows they earned.
 #[derive(Debug)]
-struct Ledger {
+pub(super) struct Ledger {
     members: Vec<String>,
     earned: Vec<AtomicI64>,
     recent: Vec<Mutex<Option<Earned>>>,
@@ -78,6 +93,26 @@ impl Ledger {
     }
 }
 
+/// The ledger entry a PointsEarned reports.
+pub fn earned_entry(payload: &[u8]) -> anyhow::Result<Option<String>> {
+    let earned = pb::PointsEarned::decode(payload).context("a PointsEarned does not decode")?;
+    Ok(earned.ledger_entry.map(|entry| entry.ledger_entry_id))
+}
+
+/// Follows loyalty's PointsEarned into `deliveries`.
+pub async fn follow_earns(
+    channel: Channel,
+    deliveries: Arc<Deliveries>,
+) -> anyhow::Result<delivery::Follower> {
+    delivery::follow(
+        channel,
+        pb::PointsEarned::full_name(),
+        earned_entry,
+        deliveries,
+    )
+    .await
+}
+
 fn earn_request(ledger: &Ledger, earned: &Earned) -> pb::EarnPointsRequest {
     pb::EarnPointsRequest {
         request_id: earned.request_id.clone(),
@@ -96,11 +131,17 @@ fn earn_request(ledger: &Ledger, earned: &Earned) -> pb::EarnPointsRequest {
     }
 }
 
-/// One EarnPoints: new, or (one in [`REPLAY_EVERY`]) a replay of an earlier success.
-fn make_call(ledger: &Arc<Ledger>, spread: Spread) -> MakeCall {
+/// One EarnPoints: new, or (one in [`REPLAY_EVERY`]) a replay of an earlier success. A new
+/// earn's answer is reported to `delays` when given.
+pub(super) fn make_call(
+    ledger: &Arc<Ledger>,
+    spread: Spread,
+    delays: Option<Arc<Deliveries>>,
+) -> MakeCall {
     let ledger = ledger.clone();
     Arc::new(move |channel: Channel, pick| {
         let ledger = ledger.clone();
+        let delays = delays.clone();
         let slot = ((pick >> 48) as usize) % RECENT_SLOTS;
         let replay = if (pick >> 32) % REPLAY_EVERY == 0 {
             ledger.recent[slot]
@@ -120,9 +161,15 @@ fn make_call(ledger: &Arc<Ledger>, spread: Spread) -> MakeCall {
             let answered = LoyaltyServiceClient::new(channel)
                 .earn_points(earn_request(&ledger, &earn))
                 .await;
-            if let Err(status) = answered {
-                ledger.failures.fetch_add(1, Ordering::Relaxed);
-                return Err(status);
+            let answer = match answered {
+                Ok(answer) => answer.into_inner(),
+                Err(status) => {
+                    ledger.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(status);
+                }
+            };
+            if let (Some(delays), Some(entry), false) = (&delays, answer.ledger_entry, is_replay) {
+                delays.answered(entry.ledger_entry_id);
             }
             if is_replay {
                 ledger.replays.fetch_add(1, Ordering::Relaxed);
@@ -166,9 +213,12 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let ledger = Arc::new(setup(&conns, scale).await?);
     let concurrency = scale.earn_concurrency;
 
-    let uniform_call = make_call(&ledger, Spread::Uniform);
+    let delays = Arc::new(Deliveries::default());
+    let subscriber = follow_earns(conns.pick(), delays.clone()).await?;
+    let uniform_call = make_call(&ledger, Spread::Uniform, Some(delays.clone()));
     let mut uniform = load::closed_loop(&conns, concurrency, window, &uniform_call).await?;
     uniform.expect_clean("loyalty.earn (uniform)")?;
+    let mut loaded_delays = delivery::finish(vec![subscriber], &delays, "loyalty.earn").await?;
     let common = json!({
         "concurrency": concurrency,
         "connections": conns.len(),
@@ -192,7 +242,7 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         finished(rows, row);
     }
     if wants("loyalty.earn_hot") {
-        let hot_call = make_call(&ledger, Spread::Hot);
+        let hot_call = make_call(&ledger, Spread::Hot, None);
         let mut hot = load::closed_loop(&conns, concurrency, window, &hot_call).await?;
         hot.expect_clean("loyalty.earn_hot")?;
         let mut params = common.clone();
@@ -218,13 +268,63 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .params(params);
         finished(rows, row);
     }
+    if wants("loyalty.feed_delay") {
+        let row = feed_delay_row(&conns, &ledger, &mut loaded_delays, uniform.ok_per_sec()).await?;
+        finished(rows, row);
+    }
     drop(conns);
     child.stop().await?;
     verify(&db, &ledger).await
 }
 
+/// `loyalty.feed_delay`: the uniform row's delays (`loaded`, at `rate` earns/s) against those
+/// of [`IDLE_EARNS`] earns sent one at a time.
+async fn feed_delay_row(
+    conns: &Arc<Connections>,
+    ledger: &Arc<Ledger>,
+    loaded: &mut Samples,
+    rate: f64,
+) -> anyhow::Result<Row> {
+    let delays = Arc::new(Deliveries::default());
+    let subscriber = follow_earns(conns.pick(), delays.clone()).await?;
+    for i in 0..IDLE_EARNS {
+        let earn = Earned {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            member: (i * 7919) % ledger.members.len(),
+            points: 1 + (i % 100) as i64,
+        };
+        let answer = LoyaltyServiceClient::new(conns.pick())
+            .earn_points(earn_request(ledger, &earn))
+            .await
+            .context("an EarnPoints sent alone failed")?
+            .into_inner();
+        ledger.earned[earn.member].fetch_add(earn.points, Ordering::Relaxed);
+        if let Some(entry) = answer.ledger_entry {
+            delays.answered(entry.ledger_entry_id);
+        }
+    }
+    let mut idle = delivery::finish(vec![subscriber], &delays, "loyalty.feed_delay (idle)").await?;
+    let p99 = loaded.quantile_ms(0.99).unwrap_or(f64::NAN);
+    Ok(Row::new(
+        "loyalty.feed_delay",
+        "ms (p99)",
+        p99,
+        idle.quantile_ms(0.99).unwrap_or(f64::NAN),
+    )
+    .custops_below(100.0)
+    .latency(loaded.quantile_ms(0.5), Some(p99))
+    .params(json!({
+        "custops": "from an EarnPoints answer to its PointsEarned at a subscriber of loyalty's feed (zero when the event came first), every earn of loyalty.earn's uniform run (warm-up included)",
+        "earns": loaded.len(),
+        "earns_per_s": rate,
+        "baseline": format!("the same for {IDLE_EARNS} earns sent one at a time"),
+        "baseline_p50_ms": idle.quantile_ms(0.5),
+        "checked": "every earn answered reached the subscriber once",
+    })))
+}
+
 /// A program and `scale.members` members enrolled through the API, 16 at a time.
-async fn setup(conns: &Arc<Connections>, scale: &Scale) -> anyhow::Result<Ledger> {
+pub(super) async fn setup(conns: &Arc<Connections>, scale: &Scale) -> anyhow::Result<Ledger> {
     let mut client = LoyaltyServiceClient::new(conns.pick());
     let program = client
         .create_program(pb::CreateProgramRequest {
@@ -324,7 +424,7 @@ fn program() -> pb::Program {
 
 /// Every member's balance (available + pending) equals the sum of its ledger entries and
 /// what the generator saw it earn; fails naming the first members that differ.
-async fn verify(db: &BenchDatabase, ledger: &Ledger) -> anyhow::Result<()> {
+pub(super) async fn verify(db: &BenchDatabase, ledger: &Ledger) -> anyhow::Result<()> {
     let mut connection = sqlx::PgConnection::connect(db.url())
         .await
         .context("Failed to connect to the loyalty benchmark database")?;
@@ -387,8 +487,8 @@ fn discrepancies(
 
 /// pgbench's tpcb-like transactions per second on the same server.
 #[derive(Debug)]
-struct Pgbench {
-    tps: f64,
+pub(super) struct Pgbench {
+    pub(super) tps: f64,
     scale: usize,
     clients: usize,
     threads: usize,
@@ -397,7 +497,7 @@ struct Pgbench {
 }
 
 impl Pgbench {
-    fn describe(&self) -> serde_json::Value {
+    pub(super) fn describe(&self) -> serde_json::Value {
         json!({
             "tool": "pgbench -b tpcb-like",
             "scale": self.scale,
@@ -413,7 +513,7 @@ impl Pgbench {
 /// Initialises pgbench's tables in a database of their own at a scale of one branch per client
 /// (pgbench's advice: fewer branches than clients measures contention on them), runs the
 /// warm-up, then the measured run.
-async fn pgbench(harness: &Harness) -> anyhow::Result<Pgbench> {
+pub(super) async fn pgbench(harness: &Harness) -> anyhow::Result<Pgbench> {
     let scale = &harness.scale;
     let which = Command::new("pgbench").arg("--version").output();
     if !matches!(&which, Ok(out) if out.status.success()) {

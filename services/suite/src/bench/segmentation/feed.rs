@@ -160,7 +160,7 @@ pub async fn create_customers(
 
 /// A purchase (seven in ten: 5–605 CNY, one category, a sales channel) or an interaction of
 /// `customer`, happening now.
-fn activity(customer: &str, pick: u64) -> pr::Activity {
+pub fn activity(customer: &str, pick: u64) -> pr::Activity {
     let mut rng = Rng::new(pick);
     let (details, channel) = if rng.below(10) < 7 {
         let purchase = pr::Purchase {

@@ -18,6 +18,10 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use super::load::Samples;
+use super::report::Row;
+
+/// The goal of every feed-delay row: p99 under this many milliseconds.
+const DELAY_GOAL_MS: f64 = 100.0;
 
 /// How long [`finish`] waits for the events of the writes answered.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -172,6 +176,32 @@ pub async fn finish(
         state.duplicates
     );
     Ok(state.delays.clone())
+}
+
+/// A feed-delay row `name`: the p99 of `loaded` (the delays under load) against that of
+/// `idle` (writes sent one at a time), goal under 100 ms; `params` gains how many delays each
+/// side has and the idle p50.
+pub fn delay_row(
+    name: &str,
+    loaded: &mut Samples,
+    idle: &mut Samples,
+    mut params: serde_json::Value,
+) -> Row {
+    let p99 = loaded.quantile_ms(0.99).unwrap_or(f64::NAN);
+    if let Some(params) = params.as_object_mut() {
+        params.insert("delays".to_owned(), loaded.len().into());
+        params.insert("baseline_delays".to_owned(), idle.len().into());
+        params.insert("baseline_p50_ms".to_owned(), idle.quantile_ms(0.5).into());
+    }
+    Row::new(
+        name,
+        "ms (p99)",
+        p99,
+        idle.quantile_ms(0.99).unwrap_or(f64::NAN),
+    )
+    .custops_below(DELAY_GOAL_MS)
+    .latency(loaded.quantile_ms(0.5), Some(p99))
+    .params(params)
 }
 
 #[cfg(test)]

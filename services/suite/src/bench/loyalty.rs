@@ -304,23 +304,17 @@ async fn feed_delay_row(
         }
     }
     let mut idle = delivery::finish(vec![subscriber], &delays, "loyalty.feed_delay (idle)").await?;
-    let p99 = loaded.quantile_ms(0.99).unwrap_or(f64::NAN);
-    Ok(Row::new(
+    Ok(delivery::delay_row(
         "loyalty.feed_delay",
-        "ms (p99)",
-        p99,
-        idle.quantile_ms(0.99).unwrap_or(f64::NAN),
-    )
-    .custops_below(100.0)
-    .latency(loaded.quantile_ms(0.5), Some(p99))
-    .params(json!({
-        "custops": "from an EarnPoints answer to its PointsEarned at a subscriber of loyalty's feed (zero when the event came first), every earn of loyalty.earn's uniform run (warm-up included)",
-        "earns": loaded.len(),
-        "earns_per_s": rate,
-        "baseline": format!("the same for {IDLE_EARNS} earns sent one at a time"),
-        "baseline_p50_ms": idle.quantile_ms(0.5),
-        "checked": "every earn answered reached the subscriber once",
-    })))
+        loaded,
+        &mut idle,
+        json!({
+            "custops": "from an EarnPoints answer to its PointsEarned at a subscriber of loyalty's feed (zero when the event came first), every earn of loyalty.earn's uniform run (warm-up included)",
+            "earns_per_s": rate,
+            "baseline": format!("the same for {IDLE_EARNS} earns sent one at a time"),
+            "checked": "every earn answered reached the subscriber once",
+        }),
+    ))
 }
 
 /// A program and `scale.members` members enrolled through the API, 16 at a time.

@@ -109,22 +109,16 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
     if wants("writes.feed_delay") {
         let mut idle = idle_delays(&suite).await?;
-        let p99 = loaded.quantile_ms(0.99).unwrap_or(f64::NAN);
-        let row = Row::new(
+        let row = delivery::delay_row(
             "writes.feed_delay",
-            "ms (p99)",
-            p99,
-            idle.quantile_ms(0.99).unwrap_or(f64::NAN),
-        )
-        .custops_below(100.0)
-        .latency(loaded.quantile_ms(0.5), Some(p99))
-        .params(json!({
-            "custops": "from a write's answer to its event at a subscriber of its service's feed (zero when the event came first), every write of writes.mixed (warm-up included)",
-            "writes": loaded.len(),
-            "writes_per_s": mixed.ok_per_sec(),
-            "baseline": format!("the same for {IDLE_WRITES} writes of each kind sent one at a time"),
-            "baseline_p50_ms": idle.quantile_ms(0.5),
-        }));
+            &mut loaded,
+            &mut idle,
+            json!({
+                "custops": "from a write's answer to its event at a subscriber of its service's feed (zero when the event came first), every write of writes.mixed (warm-up included)",
+                "writes_per_s": mixed.ok_per_sec(),
+                "baseline": format!("the same for {IDLE_WRITES} writes of each kind sent one at a time"),
+            }),
+        );
         finished(rows, row);
     }
 

@@ -269,9 +269,9 @@ impl Selection {
             .is_none_or(|only| name.starts_with(only))
     }
 
-    /// Whether any of `names` runs.
-    pub fn wants_any<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
-        names.any(|name| self.wants(name))
+    /// Whether any of `names` (a group's rows) runs.
+    pub fn wants_any(&self, names: &[String]) -> bool {
+        names.iter().any(|name| self.wants(name))
     }
 }
 
@@ -312,7 +312,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         only: options.only.clone(),
     };
     let names = row_names(&scale);
-    if !selection.wants_any(names.iter().map(String::as_str)) {
+    if !selection.wants_any(&names) {
         anyhow::bail!(
             "--only {} matches no benchmark; the names are: {}",
             options.only.as_deref().unwrap_or_default(),

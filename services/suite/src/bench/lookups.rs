@@ -131,10 +131,7 @@ fn make_call(rpc: Rpc, data: &Data, batch: usize) -> MakeCall {
 pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let scale = &harness.scale;
     let wants = |name: &str| harness.selection.wants(name);
-    if !harness
-        .selection
-        .wants_any(row_names(scale).iter().map(String::as_str))
-    {
+    if !harness.selection.wants_any(&row_names(scale)) {
         return Ok(());
     }
     let db = BenchDatabase::create(&harness.admin_database_url, "lookups").await?;

@@ -24,10 +24,7 @@ pub fn row_names() -> Vec<String> {
 /// Starts each selected service alone and reads its memory.
 pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let names = row_names();
-    if !harness
-        .selection
-        .wants_any(names.iter().map(String::as_str))
-    {
+    if !harness.selection.wants_any(&names) {
         return Ok(());
     }
     let db = BenchDatabase::create(&harness.admin_database_url, "memory").await?;

@@ -490,10 +490,7 @@ async fn hand_recompute(
 /// Runs the selected rows of this group.
 pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let wants = |name: &str| harness.selection.wants(name);
-    if !harness
-        .selection
-        .wants_any(row_names().iter().map(String::as_str))
-    {
+    if !harness.selection.wants_any(&row_names()) {
         return Ok(());
     }
     let scale = &harness.scale;

@@ -139,15 +139,10 @@ pub(crate) async fn append(
     let before = locked.member.balances;
     // The qualifying amounts are those of the rolling window ending now, this entry included
     // (the contract's meaning, and what tier decisions use), not a running sum of deltas.
-    // Read with the member's lock when nothing was appended since (`settle_due`).
-    let (window_points, window_spend) = match locked.window.take() {
-        Some(window) if window.at == now => (window.points, window.spend),
-        _ => members::window_sums(conn, &[locked.member.member_id], &locked.program, now)
-            .await?
-            .get(&locked.member.member_id)
-            .copied()
-            .unwrap_or((0, 0)),
-    };
+    // Read with the member's lock when nothing was appended since (`settle_due`); this
+    // entry changes them.
+    let (window_points, window_spend) = members::window_raw(conn, locked, now).await?;
+    locked.window = None;
     // Every sum checked, and a caller's change past a balance limit refused, before anything
     // is written: a member's row never holds a value its reads cannot add up.
     let deltas = Deltas {

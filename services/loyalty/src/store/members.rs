@@ -140,7 +140,8 @@ pub struct Locked {
     pub member: Member,
     /// Its program.
     pub program: Program,
-    /// Its window sums, when read with the lock and no entry has been appended since.
+    /// Its window sums, when read with the lock and no entry has been appended since
+    /// (`ledger::append` clears them).
     pub window: Option<WindowSums>,
 }
 
@@ -564,13 +565,26 @@ pub(crate) async fn window_qualifying(
     locked: &Locked,
     now: DateTime<Utc>,
 ) -> StoreResult<(i64, i64)> {
-    let sums = window_sums(conn, &[locked.member.member_id], &locked.program, now).await?;
-    let (points, spend) = sums
-        .get(&locked.member.member_id)
-        .copied()
-        .unwrap_or((0, 0));
+    let (points, spend) = window_raw(conn, locked, now).await?;
     // Entries of a refund can stay in the window after their earn has left it.
     Ok((points.max(0), spend.max(0)))
+}
+
+/// The locked member's raw window sums at `now`: those read with its lock
+/// ([`Locked::window`]) when they are still good, else asked of the ledger.
+pub(crate) async fn window_raw(
+    conn: &mut PgConnection,
+    locked: &Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<(i64, i64)> {
+    if let Some(window) = locked.window.filter(|window| window.at == now) {
+        return Ok((window.points, window.spend));
+    }
+    let sums = window_sums(conn, &[locked.member.member_id], &locked.program, now).await?;
+    Ok(sums
+        .get(&locked.member.member_id)
+        .copied()
+        .unwrap_or((0, 0)))
 }
 
 /// The raw sums of qualifying deltas inside the window of several members of `program`, in
@@ -625,8 +639,7 @@ pub(crate) fn window_start(program: &Program, now: DateTime<Utc>) -> DateTime<Ut
 }
 
 /// A member's raw window sums at `at` (what [`window_sums`] answers), read after its lock and
-/// before any entry since: the next entry's `ledger::append` uses them instead of asking
-/// again.
+/// before any entry since: [`window_raw`] uses them instead of asking again.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowSums {
     pub at: DateTime<Utc>,

@@ -39,32 +39,69 @@ fn rules_json(rules: &ProgramRules) -> StoreResult<String> {
 }
 
 fn from_row(row: &PgRow) -> StoreResult<Program> {
-    from_columns(row, "")
+    from_columns(row, &Names::PLAIN)
 }
 
 /// The program of a row read with [`JOINED_COLUMNS`].
 pub(crate) fn from_joined_row(row: &PgRow) -> StoreResult<Program> {
-    from_columns(row, "p_")
+    from_columns(row, &Names::JOINED)
 }
 
-/// The program in the columns of `row` named `prefix` and the column.
-fn from_columns(row: &PgRow, prefix: &str) -> StoreResult<Program> {
-    let column = |name: &str| format!("{prefix}{name}");
-    let rules: String = row.try_get(column("rules").as_str())?;
+/// What a program's columns are called in a row: as in [`COLUMNS`], or [`JOINED_COLUMNS`].
+struct Names {
+    program_id: &'static str,
+    display_name: &'static str,
+    description: &'static str,
+    state: &'static str,
+    currency: &'static str,
+    time_zone: &'static str,
+    rules: &'static str,
+    etag: &'static str,
+    create_time: &'static str,
+    update_time: &'static str,
+}
+
+impl Names {
+    const PLAIN: Self = Self {
+        program_id: "program_id",
+        display_name: "display_name",
+        description: "description",
+        state: "state",
+        currency: "currency",
+        time_zone: "time_zone",
+        rules: "rules",
+        etag: "etag",
+        create_time: "create_time",
+        update_time: "update_time",
+    };
+    const JOINED: Self = Self {
+        program_id: "p_program_id",
+        display_name: "p_display_name",
+        description: "p_description",
+        state: "p_state",
+        currency: "p_currency",
+        time_zone: "p_time_zone",
+        rules: "p_rules",
+        etag: "p_etag",
+        create_time: "p_create_time",
+        update_time: "p_update_time",
+    };
+}
+
+/// The program in the columns of `row` called `names`.
+fn from_columns(row: &PgRow, names: &Names) -> StoreResult<Program> {
+    let rules: String = row.try_get(names.rules)?;
     Ok(Program {
-        program_id: row.try_get(column("program_id").as_str())?,
-        display_name: row.try_get(column("display_name").as_str())?,
-        description: row.try_get(column("description").as_str())?,
-        state: decode(
-            state_from(row.try_get(column("state").as_str())?),
-            "program state",
-        )?,
-        currency: row.try_get(column("currency").as_str())?,
-        time_zone: row.try_get(column("time_zone").as_str())?,
+        program_id: row.try_get(names.program_id)?,
+        display_name: row.try_get(names.display_name)?,
+        description: row.try_get(names.description)?,
+        state: decode(state_from(row.try_get(names.state)?), "program state")?,
+        currency: row.try_get(names.currency)?,
+        time_zone: row.try_get(names.time_zone)?,
         rules: serde_json::from_str(&rules).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        etag: row.try_get(column("etag").as_str())?,
-        create_time: row.try_get(column("create_time").as_str())?,
-        update_time: row.try_get(column("update_time").as_str())?,
+        etag: row.try_get(names.etag)?,
+        create_time: row.try_get(names.create_time)?,
+        update_time: row.try_get(names.update_time)?,
     })
 }
 

@@ -75,7 +75,7 @@ ensure_postgres() {
     return
   fi
 
-  local dir="$LOCAL/postgres" bin port
+  local dir="$LOCAL/postgres" bin port home
   if [ -f "$dir/port" ] && port_open "$(cat "$dir/port")"; then
     port=$(cat "$dir/port")
     log "Postgres: reusing the throw-away server on 127.0.0.1:$port"
@@ -85,11 +85,21 @@ ensure_postgres() {
     [ -n "$bin" ] || die "Postgres binaries not found after installing"
     port=$(free_port 55432)
     rm -rf "$dir"; mkdir -p "$dir"
-    if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; fi
-    log "Postgres: starting a throw-away server on 127.0.0.1:$port ($dir)"
-    pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
-    pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+    home="$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+      chown postgres "$dir"
+      # The server runs as `postgres`, which must reach its directory: a checkout inside a
+      # directory only root may enter (`mktemp -d` makes them 0700) gets one under /tmp.
+      if ! runuser -u postgres -- test -w "$dir"; then
+        home=$(mktemp -d /tmp/custops-postgres.XXXXXX)
+        chown postgres "$home"
+      fi
+    fi
+    echo "$home" > "$dir/home"
+    log "Postgres: starting a throw-away server on 127.0.0.1:$port ($home)"
+    pg_as_owner "$bin/initdb" -D "$home/data" -U postgres --auth=trust -E UTF8 >/dev/null
+    pg_as_owner "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w \
+      -o "-p $port -k $home -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
     echo "$port" > "$dir/port"
     echo "$bin" > "$dir/bin"
     STARTED+=(postgres)
@@ -145,8 +155,12 @@ stop_started() {
     case "$server" in
       postgres)
         log "Postgres: stopping the throw-away server"
-        pg_as_owner "$(cat "$LOCAL/postgres/bin")/pg_ctl" -D "$LOCAL/postgres/data" -m fast stop >/dev/null || true
-        rm -f "$LOCAL/postgres/port" ;;
+        local home
+        home=$(cat "$LOCAL/postgres/home")
+        pg_as_owner "$(cat "$LOCAL/postgres/bin")/pg_ctl" -D "$home/data" -m fast stop >/dev/null || true
+        rm -f "$LOCAL/postgres/port"
+        # A home outside the checkout (see ensure_postgres) is not kept for a later reuse.
+        if [ "$home" != "$LOCAL/postgres" ]; then rm -rf "$home"; fi ;;
       redis)
         log "Redis: stopping the throw-away server"
         kill "$(cat "$LOCAL/redis/redis.pid")" 2>/dev/null || true

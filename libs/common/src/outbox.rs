@@ -108,47 +108,61 @@ pub async fn append_all(
     if events.is_empty() {
         return Ok(());
     }
-    append_all_with(conn, events, None, |query| query).await
+    events_query(events, APPEND_EVENTS).execute(conn).await?;
+    Ok(())
 }
 
 /// [`append_all`] and one more data-modifying statement in the same round trip: a change
 /// that ends by recording something (an idempotent call its response) and appending its
 /// events takes one statement for both. `also` is fixed SQL (never input), an `INSERT`,
-/// `UPDATE` or `DELETE` without `RETURNING`, whose parameters start at `$7` (`$1`–`$6` are the
-/// events'), bound in order by `bind`. It runs even when there are no events.
+/// `UPDATE` or `DELETE` with a `RETURNING` clause, whose parameters start at `$7` (`$1`–`$6`
+/// are the events'), bound in order by `bind`. It runs even when there are no events.
+/// Returns how many rows `also` returned: whether it wrote, for an
+/// `INSERT ... ON CONFLICT DO NOTHING RETURNING`.
 pub async fn append_all_with<'q>(
     conn: &mut PgConnection,
     events: &'q [OutboxEvent],
-    also: Option<&str>,
+    also: &str,
     bind: impl FnOnce(
         sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
+    // A data-modifying WITH runs whether or not it is read.
+    let statement =
+        format!("WITH also AS ({also}), appended AS ({APPEND_EVENTS}) SELECT count(*) FROM also");
+    let row = bind(events_query(events, &statement))
+        .fetch_one(conn)
+        .await?;
+    let returned: i64 = sqlx::Row::try_get(&row, 0)?;
+    Ok(u64::try_from(returned).unwrap_or_default())
+}
+
+/// The insert of `events` bound as `$1`–`$6`. WITH ORDINALITY and ORDER BY keep the rows in
+/// the order given, so `appended_at` (the sequencer's order) follows it.
+const APPEND_EVENTS: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
+     SELECT e.id, e.aggregatetype, e.aggregateid, e.type, e.payload, $6 \
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
+          WITH ORDINALITY AS e(id, aggregatetype, aggregateid, type, payload, n) \
+     ORDER BY e.n";
+
+/// `statement` with `events` bound as the arrays of [`APPEND_EVENTS`].
+fn events_query<'q>(
+    events: &'q [OutboxEvent],
+    statement: &str,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let traceparent = crate::trace_context::current_traceparent();
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let aggregate_types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
     let aggregate_ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-    // WITH ORDINALITY and ORDER BY keep the rows in the order given, so `appended_at` (the
-    // sequencer's order) follows it. A data-modifying WITH runs whether or not it is read.
-    let with = also.map_or(String::new(), |also| format!("WITH also AS ({also}) "));
-    let statement = format!(
-        "{with}INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
-         SELECT e.id, e.aggregatetype, e.aggregateid, e.type, e.payload, $6 \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
-              WITH ORDINALITY AS e(id, aggregatetype, aggregateid, type, payload, n) \
-         ORDER BY e.n"
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(statement))
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
         .bind(ids)
         .bind(aggregate_types)
         .bind(aggregate_ids)
         .bind(event_types)
         .bind(payloads)
-        .bind(traceparent);
-    bind(query).execute(conn).await?;
-    Ok(())
+        .bind(traceparent)
 }
 
 /// Appends one event per row of `source`, set-based, inside the caller's transaction, and

@@ -1,9 +1,9 @@
 //! Postgres storage of the loyalty schema, and the transactions that apply the domain rules.
 //!
-//! Every mutation of a member runs in one transaction: claim the idempotency key, lock the
-//! member's `balances` row (`FOR UPDATE`), apply due expiries, append the ledger entry,
-//! update the projection and the lots, then record the response and append the outbox events
-//! in one statement. Locking
+//! Every mutation of a member runs in one transaction: lock the member's `balances` row
+//! (`FOR UPDATE`), apply due expiries, append the ledger entry, update the projection and the
+//! lots, then record the idempotency key with the response and append the outbox events in
+//! one statement ([`PgStore::idempotent`]). Locking
 //! the balances row first serialises all changes of one member, so no update is lost or
 //! doubled and a spend sees the balance it is checked against.
 
@@ -72,33 +72,58 @@ impl PgStore {
     }
 
     /// The stored response of an equal request under `key`, when one succeeded before (a
-    /// replay); `None` when the key is unused or its first call is still running (then
-    /// [`PgStore::idempotent`] waits for it). The same key with another request is
-    /// `RequestIdReused`. For work that must happen before the transaction, such as asking
-    /// another service, and must not happen again on a replay.
+    /// replay); `None` when the key is unused or its first call has not committed. The same
+    /// key with another request is `RequestIdReused`. For work that must happen before the
+    /// transaction, such as asking another service, and must not happen again on a replay.
     pub async fn replay(&self, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
         idempotency::stored(&self.pool, key).await
     }
 
-    /// Runs `work` once per request key: in one transaction, claims `key`, runs `work`, then
-    /// stores the response it returns and appends its events to the outbox in one statement.
-    /// A replay of an equal request returns the stored bytes unchanged; the same key with
-    /// another request is `RequestIdReused`. When `work` fails nothing is recorded, so the
-    /// caller may retry with the same key.
+    /// Runs `work` once per request key, in one transaction that ends by recording the key
+    /// with the response `work` returns and appending its events to the outbox, in one
+    /// statement. A replay of an equal request returns the stored bytes unchanged; the same
+    /// key with another request is `RequestIdReused`. When `work` fails and no call with the
+    /// key succeeded, nothing is recorded, so the caller may retry with the same key.
+    ///
+    /// The key is taken at the end, not claimed first (a round trip and a second write of the
+    /// row on every call): a replay runs its work, then finds the key taken (or the
+    /// first call's ledger entry, whose request id is unique) and rolls back, and its first
+    /// call's response is returned. Whatever two calls with one key contend on (the member's
+    /// lock, the entry's or the key's unique index) makes the later wait for the earlier's
+    /// commit, so the replay reads a committed response, and only one call ever commits.
     pub async fn idempotent<F>(&self, key: &RequestKey, work: F) -> StoreResult<Vec<u8>>
     where
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Completed>>,
     {
         let mut tx = self.pool.begin().await?;
         let now = self.clock.now();
-        if let idempotency::Claim::Replay(response) = idempotency::claim(&mut tx, key, now).await? {
-            tx.rollback().await?;
-            return Ok(response);
+        let completed = match work(&mut tx).await {
+            Ok(completed) => completed,
+            Err(error) => {
+                tx.rollback().await?;
+                return self.replay_or(key, error).await;
+            }
+        };
+        let recorded =
+            idempotency::record(&mut tx, key, now, &completed.response, &completed.events).await?;
+        if recorded {
+            tx.commit().await?;
+            return Ok(completed.response);
         }
-        let completed = work(&mut tx).await?;
-        idempotency::complete(&mut tx, key, &completed.response, &completed.events).await?;
-        tx.commit().await?;
-        Ok(completed.response)
+        tx.rollback().await?;
+        self.replay(key).await?.ok_or_else(|| {
+            StoreError::Corrupt("an idempotency key taken but not readable".to_owned())
+        })
+    }
+
+    /// After `work` failed: the stored response when a call with `key` succeeded (a replay
+    /// fails on what its first call changed, e.g. the ledger entry it made), else `error`.
+    async fn replay_or(&self, key: &RequestKey, error: StoreError) -> StoreResult<Vec<u8>> {
+        match idempotency::stored(&self.pool, key).await {
+            Ok(Some(response)) => Ok(response),
+            Err(reused @ StoreError::Rejected(Rejection::RequestIdReused { .. })) => Err(reused),
+            Ok(None) | Err(_) => Err(error),
+        }
     }
 }
 

@@ -273,31 +273,39 @@ async fn a_statement_appended_with_events_commits_and_rolls_back_with_them() -> 
     sqlx::raw_sql("CREATE TABLE responses (key text PRIMARY KEY, response bytea)")
         .execute(&feed.pool)
         .await?;
-    let record = "INSERT INTO responses (key, response) VALUES ($7, $8)";
+    let record = "INSERT INTO responses (key, response) VALUES ($7, $8) \
+                  ON CONFLICT (key) DO NOTHING RETURNING key";
     let kept = [deleted(), consent_changed()];
     let dropped = [deleted()];
 
-    // Act: one change committed, one rolled back, one with no events committed.
+    // Act: one change committed, one rolled back, one with no events committed, and one
+    // whose record is refused (its key taken), rolled back.
     let mut tx = feed.pool.begin().await?;
-    outbox::append_all_with(&mut tx, &kept, Some(record), |q| {
-        q.bind("kept").bind(vec![1_u8])
-    })
-    .await?;
+    let kept_written =
+        outbox::append_all_with(&mut tx, &kept, record, |q| q.bind("kept").bind(vec![1_u8]))
+            .await?;
     tx.commit().await?;
     let mut tx = feed.pool.begin().await?;
-    outbox::append_all_with(&mut tx, &dropped, Some(record), |q| {
+    outbox::append_all_with(&mut tx, &dropped, record, |q| {
         q.bind("dropped").bind(vec![2_u8])
     })
     .await?;
     tx.rollback().await?;
     let mut tx = feed.pool.begin().await?;
-    outbox::append_all_with(&mut tx, &[], Some(record), |q| {
-        q.bind("silent").bind(vec![3_u8])
+    let silent_written =
+        outbox::append_all_with(&mut tx, &[], record, |q| q.bind("silent").bind(vec![3_u8]))
+            .await?;
+    tx.commit().await?;
+    let mut tx = feed.pool.begin().await?;
+    let taken_written = outbox::append_all_with(&mut tx, &[deleted()], record, |q| {
+        q.bind("kept").bind(vec![4_u8])
     })
     .await?;
-    tx.commit().await?;
+    tx.rollback().await?;
 
-    // Assert: the committed changes' records, and only the committed events, in order.
+    // Assert: each call says whether its record was written; the committed changes'
+    // records, and only the committed events, in order.
+    assert_eq!((kept_written, silent_written, taken_written), (1, 1, 0));
     let recorded: Vec<(String, Vec<u8>)> =
         sqlx::query_as("SELECT key, response FROM responses ORDER BY key")
             .fetch_all(&feed.pool)

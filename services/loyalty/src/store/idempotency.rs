@@ -9,78 +9,40 @@ use super::StoreResult;
 use crate::domain::Rejection;
 use crate::domain::ledger::RequestKey;
 
-/// Outcome of claiming a key.
-#[derive(Debug)]
-pub enum Claim {
-    /// The key is ours now: do the work.
-    New,
-    /// An equal request succeeded before: its response.
-    Replay(Vec<u8>),
-}
-
-/// Claims `key` inside the caller's transaction. If another transaction holds it, this waits
-/// for that one to finish (the primary key's row lock): when it committed, its response is
-/// replayed; when it rolled back, the key is ours.
-pub async fn claim(
+/// Records the key with the response of its first successful call and appends `events` to
+/// the outbox, in one statement (`outbox::append_all_with`), at the end of the call's
+/// transaction. `false` when the key is taken (then nothing may be committed: the caller rolls
+/// back and replays what is stored). A call holding the key uncommitted makes this wait for
+/// its end, so of two calls with one key only one ever commits.
+pub async fn record(
     conn: &mut PgConnection,
     key: &RequestKey,
     now: DateTime<Utc>,
-) -> StoreResult<Claim> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (caller, request_id, method, request, create_time) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (caller, request_id) DO NOTHING",
-    )
-    .bind(&key.caller)
-    .bind(&key.request_id)
-    .bind(key.method)
-    .bind(&key.fingerprint)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Claim::New);
-    }
-    let row = sqlx::query(
-        "SELECT method, request, response FROM idempotency_keys \
-         WHERE caller = $1 AND request_id = $2",
-    )
-    .bind(&key.caller)
-    .bind(&key.request_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let method: String = row.try_get("method")?;
-    let request: Vec<u8> = row.try_get("request")?;
-    if method == key.method && request == key.fingerprint {
-        Ok(Claim::Replay(row.try_get("response")?))
-    } else {
-        Err(Rejection::RequestIdReused {
-            request_id: key.request_id.clone(),
-        }
-        .into())
-    }
-}
-
-/// Records the response of the claimed key and appends `events` to the outbox, in one
-/// statement (`outbox::append_all_with`).
-pub async fn complete(
-    conn: &mut PgConnection,
-    key: &RequestKey,
     response: &[u8],
     events: &[OutboxEvent],
-) -> StoreResult<()> {
-    outbox::append_all_with(
+) -> StoreResult<bool> {
+    let written = outbox::append_all_with(
         conn,
         events,
-        Some("UPDATE idempotency_keys SET response = $9 WHERE caller = $7 AND request_id = $8"),
-        |query| query.bind(&key.caller).bind(&key.request_id).bind(response),
+        "INSERT INTO idempotency_keys (caller, request_id, method, request, response, \
+         create_time) VALUES ($7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (caller, request_id) DO NOTHING RETURNING 1",
+        |query| {
+            query
+                .bind(&key.caller)
+                .bind(&key.request_id)
+                .bind(key.method)
+                .bind(&key.fingerprint)
+                .bind(response)
+                .bind(now)
+        },
     )
     .await?;
-    Ok(())
+    Ok(written == 1)
 }
 
 /// The committed response to `key`, read without waiting: `None` when the key is unused or
-/// its first call has not committed yet (the row is then invisible or has no response).
+/// its first call has not committed yet.
 pub async fn stored(pool: &PgPool, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
     let row = sqlx::query(
         "SELECT method, request, response FROM idempotency_keys \
@@ -101,6 +63,5 @@ pub async fn stored(pool: &PgPool, key: &RequestKey) -> StoreResult<Option<Vec<u
         }
         .into());
     }
-    let response: Vec<u8> = row.try_get("response")?;
-    Ok((!response.is_empty()).then_some(response))
+    Ok(Some(row.try_get("response")?))
 }

@@ -235,9 +235,9 @@ pub(crate) async fn append(
     .bind(new.lot.map(|lot| lot.remaining))
     .execute(&mut *conn)
     .await;
-    // Only reachable when an idempotency record was cleaned up (or by a concurrent earn of
-    // the same order by another member, which `earn` checks first): the transaction is
-    // aborted now, so the error is all that can be said.
+    // A replay of a call that made an entry (`PgStore::idempotent` then returns the first
+    // call's stored response), or a request id reused after its idempotency record was
+    // cleaned up: the transaction is aborted now, so the error is all that can be said.
     if let Err(sqlx::Error::Database(db)) = &inserted
         && db.constraint() == Some("ledger_entries_request")
     {
@@ -396,24 +396,44 @@ pub(crate) async fn lock_member(
     now: DateTime<Utc>,
     events: &mut Vec<Event>,
 ) -> StoreResult<Locked> {
-    let mut locked = members::load(conn, member, true).await?;
+    let mut locked = members::lock_at(conn, member, now).await?;
     events.extend(settle_due(conn, &mut locked, now).await?);
     Ok(locked)
 }
 
 /// Applies the locked member's due releases, then its due expiries; returns their events.
-/// Most mutations find neither due: one probe of both says so, and each update runs only
-/// when its probe found a lot (a release never makes a lot newly expirable: it only lowers
-/// `remaining_points`, so the expiry probe taken before it still holds). The same statement
-/// reads the member's window sums at `now` for the mutation's own entry
+/// Most mutations find neither due: one probe of both says so (read with the lock when it
+/// could be, [`members::lock_at`], else asked here), and each update runs only when its
+/// probe found a lot (a release never makes a lot newly expirable: it only lowers
+/// `remaining_points`, so the expiry probe taken before it still holds). The statement
+/// asked here also reads the member's window sums at `now` for the mutation's own entry
 /// ([`members::WindowSums`]).
 pub(crate) async fn settle_due(
     conn: &mut PgConnection,
     locked: &mut Locked,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Event>> {
-    // After the member's lock, so this statement's snapshot holds every lot and entry
-    // committed under it.
+    let members::DueProbe { release, expire } = match locked.due.take() {
+        Some(due) if locked.window.is_some_and(|window| window.at == now) => due,
+        _ => probe_due(conn, locked, now).await?,
+    };
+    let mut events = Vec::new();
+    if release && let Some((entry, _lots)) = release_due(conn, locked, now).await? {
+        events.push(Event::PointsReleased(locked.member.clone(), entry));
+    }
+    if expire && let Some((entry, _lots)) = expire_due(conn, locked, now).await? {
+        events.push(Event::PointsExpired(locked.member.clone(), entry));
+    }
+    Ok(events)
+}
+
+/// Asks whether the locked member has lots due at `now`, and reads its window sums, after
+/// its lock, so that this statement's snapshot holds every lot and entry committed under it.
+async fn probe_due(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<members::DueProbe> {
     let (release, expire, points, spend): (bool, bool, i64, i64) =
         sqlx::query_as(AssertSqlSafe(format!(
             "SELECT EXISTS (SELECT 1 FROM point_lots \
@@ -424,10 +444,13 @@ pub(crate) async fn settle_due(
                     w.window_points, w.window_spend \
              FROM (SELECT {} FROM ledger_entries WHERE member_id = $1 AND {}) w",
             members::WINDOW_SUMS,
-            members::IN_WINDOW
+            members::in_window(
+                "(SELECT rules FROM programs WHERE program_id = $2)",
+                "$3::timestamptz"
+            )
         )))
         .bind(locked.member.member_id)
-        .bind(members::window_start(&locked.program, now))
+        .bind(locked.member.program_id)
         .bind(now)
         .fetch_one(&mut *conn)
         .await?;
@@ -436,14 +459,7 @@ pub(crate) async fn settle_due(
         points,
         spend,
     });
-    let mut events = Vec::new();
-    if release && let Some((entry, _lots)) = release_due(conn, locked, now).await? {
-        events.push(Event::PointsReleased(locked.member.clone(), entry));
-    }
-    if expire && let Some((entry, _lots)) = expire_due(conn, locked, now).await? {
-        events.push(Event::PointsExpired(locked.member.clone(), entry));
-    }
-    Ok(events)
+    Ok(members::DueProbe { release, expire })
 }
 
 /// Releases the locked member's pending lots whose release time has passed, in one RELEASE

@@ -143,6 +143,17 @@ pub struct Locked {
     /// Its window sums, when read with the lock and no entry has been appended since
     /// (`ledger::append` clears them).
     pub window: Option<WindowSums>,
+    /// Whether it has lots due for release or expiry, when read in the locking statement
+    /// ([`lock_at`]); `ledger::settle_due` takes it.
+    pub due: Option<DueProbe>,
+}
+
+/// Whether a member has pending lots whose release time has passed, and lots with points
+/// whose expiry time has passed.
+#[derive(Debug, Clone, Copy)]
+pub struct DueProbe {
+    pub release: bool,
+    pub expire: bool,
 }
 
 /// Enrols a customer: the member in the base tier, zero balances, the INITIAL tier change.
@@ -223,6 +234,21 @@ pub async fn load(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> St
     resolve(conn, member, access).await
 }
 
+/// [`load`] with the lock, for a mutation at `now`: the locking statement also reads whether
+/// lots are due ([`Locked::due`]) and the window sums at `now` ([`Locked::window`]), saving
+/// the mutation a round trip, whenever its snapshot holds everything committed under the
+/// lock. That is so unless the lock waited for a transaction that changed the member: then
+/// the locked `balances` row is a later version than the one the statement's snapshot sees
+/// (every change of a member's entries or lots moves its balances row in the same
+/// transaction), the two are left unset and `ledger::settle_due` asks again.
+pub async fn lock_at(
+    conn: &mut PgConnection,
+    member: &MemberRef,
+    now: DateTime<Utc>,
+) -> StoreResult<Locked> {
+    resolve(conn, member, Access::LockAt(now)).await
+}
+
 /// Reads a member for a response, as it stands at `now`: like [`load`] without a lock, and
 /// with the member's due releases and expiries applied to its balances (not written: the
 /// member's next change or a scheduled job writes them). So a read never shows points past
@@ -240,6 +266,8 @@ pub async fn read(
 enum Access {
     /// Locked for a mutation, as stored.
     Lock,
+    /// Locked for a mutation at this time, with the due probe and the window sums.
+    LockAt(DateTime<Utc>),
     /// As stored, without a lock.
     Stored,
     /// Without a lock, as it stands at this time (due releases and expiries applied).
@@ -251,7 +279,8 @@ async fn resolve(
     member: &MemberRef,
     access: Access,
 ) -> StoreResult<Locked> {
-    let follow = matches!(access, Access::Lock) || matches!(member, MemberRef::Customer { .. });
+    let follow = matches!(access, Access::Lock | Access::LockAt(_))
+        || matches!(member, MemberRef::Customer { .. });
     let mut locked = load_one(conn, member, access).await?;
     // A chain of merges is short; the bound only guards against a cycle in corrupt data.
     for _ in 0..16 {
@@ -282,30 +311,35 @@ async fn load_one(
     member: &MemberRef,
     access: Access,
 ) -> StoreResult<Locked> {
-    let suffix = if matches!(access, Access::Lock) {
+    let suffix = if matches!(access, Access::Lock | Access::LockAt(_)) {
         " FOR UPDATE OF b"
     } else {
         ""
     };
     // The time is the last parameter: $2 after a member id, $3 after a program and customer.
-    let (due_columns, due_join_id, due_join_customer) = match access {
+    let (extra_columns, extra_join_id, extra_join_customer) = match access {
         Access::Now(_) => (
             ", due.*",
             due_join("$2::timestamptz"),
             due_join("$3::timestamptz"),
         ),
+        Access::LockAt(_) => (
+            DUE_PROBE_COLUMNS,
+            due_probe_join("$2::timestamptz"),
+            due_probe_join("$3::timestamptz"),
+        ),
         Access::Lock | Access::Stored => ("", String::new(), String::new()),
     };
     let now = match access {
-        Access::Now(now) => Some(now),
+        Access::Now(now) | Access::LockAt(now) => Some(now),
         Access::Lock | Access::Stored => None,
     };
     let row = match member {
         MemberRef::Id(id) => {
             let query = format!(
-                "SELECT {COLUMNS}, {PROGRAM}{due_columns} \
+                "SELECT {COLUMNS}, {PROGRAM}{extra_columns} \
                  FROM members m JOIN balances b USING (member_id) {JOIN_PROGRAM} \
-                 {due_join_id} WHERE m.member_id = $1{suffix}"
+                 {extra_join_id} WHERE m.member_id = $1{suffix}"
             );
             let mut query = sqlx::query(AssertSqlSafe(query)).bind(id);
             if let Some(now) = now {
@@ -321,9 +355,9 @@ async fn load_one(
             customer_id,
         } => {
             let query = format!(
-                "SELECT {COLUMNS}, {PROGRAM}{due_columns} \
+                "SELECT {COLUMNS}, {PROGRAM}{extra_columns} \
                  FROM members m JOIN balances b USING (member_id) {JOIN_PROGRAM} \
-                 {due_join_customer} WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
+                 {extra_join_customer} WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
             );
             let mut query = sqlx::query(AssertSqlSafe(query))
                 .bind(program_id)
@@ -338,14 +372,55 @@ async fn load_one(
     };
     let program = programs::from_joined_row(&row)?;
     let mut member = from_row(&row, &program)?;
-    if now.is_some() {
-        member = member.with_due_applied(due_from(&row)?);
+    let (mut window, mut due) = (None, None);
+    match access {
+        Access::Now(_) => member = member.with_due_applied(due_from(&row)?),
+        Access::LockAt(now) => {
+            let locked_version: String = row.try_get("locked_version")?;
+            let seen_version: String = row.try_get("seen_version")?;
+            if locked_version == seen_version {
+                window = Some(WindowSums {
+                    at: now,
+                    points: row.try_get("window_points")?,
+                    spend: row.try_get("window_spend")?,
+                });
+                due = Some(DueProbe {
+                    release: row.try_get("release_due")?,
+                    expire: row.try_get("expire_due")?,
+                });
+            }
+        }
+        Access::Lock | Access::Stored => {}
     }
     Ok(Locked {
         member,
         program,
-        window: None,
+        window,
+        due,
     })
+}
+
+/// The columns [`due_probe_join`] adds to a locking read of member `m`, balances `b` and
+/// program `p`: the versions of the `balances` row locked (`b`, the newest) and seen by the
+/// statement's snapshot (`seen`), which are equal when the lock did not wait for a change of
+/// the member; whether lots are due; the window sums.
+const DUE_PROBE_COLUMNS: &str = ", b.xmin::text AS locked_version, seen.xmin::text AS seen_version, \
+     EXISTS (SELECT 1 FROM point_lots l \
+             WHERE l.member_id = m.member_id AND l.pending AND l.release_time <= w.now) \
+       AS release_due, \
+     EXISTS (SELECT 1 FROM point_lots l \
+             WHERE l.member_id = m.member_id AND l.remaining_points > 0 \
+               AND l.expire_time <= w.now) AS expire_due, \
+     w.window_points, w.window_spend";
+
+/// The joins behind [`DUE_PROBE_COLUMNS`] at `now` (an SQL expression).
+fn due_probe_join(now: &str) -> String {
+    format!(
+        "JOIN balances seen ON seen.member_id = m.member_id \
+         CROSS JOIN LATERAL (SELECT {now} AS now, {WINDOW_SUMS} FROM ledger_entries \
+                             WHERE member_id = m.member_id AND {}) w",
+        in_window("p.rules", now)
+    )
 }
 
 /// Adds what only the FULL view shows: tier progress and the expiring-points summary.
@@ -598,10 +673,14 @@ pub(crate) async fn window_sums(
 ) -> StoreResult<std::collections::HashMap<Uuid, (i64, i64)>> {
     let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT member_id, {WINDOW_SUMS} FROM ledger_entries \
-         WHERE member_id = ANY($1) AND {IN_WINDOW} GROUP BY member_id"
+         WHERE member_id = ANY($1) AND {} GROUP BY member_id",
+        in_window(
+            "(SELECT rules FROM programs WHERE program_id = $2)",
+            "$3::timestamptz"
+        )
     )))
     .bind(member_ids)
-    .bind(window_start(program, now))
+    .bind(program.program_id)
     .bind(now)
     .fetch_all(conn)
     .await?;
@@ -622,20 +701,20 @@ pub(crate) const WINDOW_SUMS: &str = "LEAST(GREATEST(coalesce(sum(qualifying_del
      LEAST(GREATEST(coalesce(sum(spend_delta_minor), 0), -9223372036854775808), \
                    9223372036854775807)::bigint AS window_spend";
 
-/// The condition on a `ledger_entries` row of counting in a window from `$2` (exclusive) to
-/// `$3`. Only entries that qualify for something are read (the others add zero), through the
-/// partial index `ledger_entries_qualifying`, so the cost follows the member's qualifying
-/// entries in the window, not all its entries.
-pub(crate) const IN_WINDOW: &str = "create_time > $2 AND create_time <= $3 \
-     AND (qualifying_delta <> 0 OR spend_delta_minor <> 0)";
-
-/// Where the program's rolling qualifying window ending at `now` begins (exclusive).
-pub(crate) fn window_start(program: &Program, now: DateTime<Utc>) -> DateTime<Utc> {
-    let days = match program.rules.tier_policy.qualifying_window_days {
-        0 => 365,
-        days => days,
-    };
-    now - Duration::days(i64::from(days))
+/// The condition on a `ledger_entries` row of counting in the rolling qualifying window of
+/// the program whose stored rules are `rules` ending at `now` (SQL expressions): created after
+/// its start (`qualifying_window_days` before `now`, 365 when 0; in exact days, as every
+/// instant of the service) and no later than `now`. Only entries that qualify for something
+/// are read (the others add zero), through the partial index `ledger_entries_qualifying`, so
+/// the cost follows the member's qualifying entries in the window, not all its entries. The
+/// window is computed here alone, so that a member's locking read can sum it in its own
+/// statement.
+pub(crate) fn in_window(rules: &str, now: &str) -> String {
+    format!(
+        "create_time > {now} - make_interval(hours => 24 * coalesce(nullif( \
+             ({rules} #>> '{{tier_policy,qualifying_window_days}}')::int, 0), 365)) \
+         AND create_time <= {now} AND (qualifying_delta <> 0 OR spend_delta_minor <> 0)"
+    )
 }
 
 /// A member's raw window sums at `at` (what [`window_sums`] answers), read after its lock and

@@ -102,12 +102,109 @@ async fn concurrent_replays_apply_once() -> anyhow::Result<()> {
         let request = request.clone();
         tokio::spawn(async move { client.earn_points(request).await.map(|r| r.into_inner()) })
     });
+    // Spawned before any is awaited, so they run at once.
+    let calls: Vec<_> = calls.collect();
     let mut responses = Vec::new();
     for call in calls {
         responses.push(call.await??.encode_to_vec());
     }
     assert!(responses.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(app.balances(&member).await?.available_points, 7);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replay_whose_work_would_now_be_refused_returns_the_first_response() -> anyhow::Result<()>
+{
+    // Arrange: a redemption, then another that spends what is left, so the first one's
+    // request, run again, would be refused for want of points.
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    app.grant(&member, 100).await?;
+    let mut client = app.client.clone();
+    let first_request = redeem(rid(), &member, 60);
+    let first = client
+        .redeem_points(first_request.clone())
+        .await?
+        .into_inner();
+    client.redeem_points(redeem(rid(), &member, 40)).await?;
+
+    // Act
+    let replay = client.redeem_points(first_request).await?.into_inner();
+
+    // Assert
+    assert_eq!(first.encode_to_vec(), replay.encode_to_vec());
+    assert_eq!(app.balances(&member).await?.available_points, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_replays_of_a_change_without_a_ledger_entry_apply_once() -> anyhow::Result<()> {
+    // Arrange: a stock adjustment makes no ledger entry, so only its idempotency key stops a
+    // replay (which runs its work, then finds the key taken and rolls back).
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let reward = app
+        .client
+        .clone()
+        .create_reward(pb::CreateRewardRequest {
+            request_id: rid(),
+            reward: Some(pb::Reward {
+                program_id,
+                display_name: "Mug".to_owned(),
+                points_cost: 30,
+                available_stock: 5,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .reward
+        .unwrap_or_default();
+    let request = pb::AdjustRewardStockRequest {
+        request_id: rid(),
+        reward_id: reward.reward_id.clone(),
+        delta: 3,
+        reason: "Inventory count".to_owned(),
+    };
+
+    // Act: the same request twelve times at once, then once more after they all ended.
+    let calls = (0..12).map(|_| {
+        let mut client = app.client.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            client
+                .adjust_reward_stock(request)
+                .await
+                .map(|r| r.into_inner())
+        })
+    });
+    // Spawned before any is awaited, so they run at once.
+    let calls: Vec<_> = calls.collect();
+    let mut responses = Vec::new();
+    for call in calls {
+        responses.push(call.await??.encode_to_vec());
+    }
+    let late = app
+        .client
+        .clone()
+        .adjust_reward_stock(request)
+        .await?
+        .into_inner();
+
+    // Assert: one response for all, and the stock moved once.
+    assert!(responses.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(responses.first(), Some(&late.encode_to_vec()));
+    assert_eq!(late.reward.map(|r| r.available_stock), Some(8));
+    let stock: i64 = sqlx::query_scalar("SELECT available_stock FROM rewards")
+        .fetch_one(&app.pool)
+        .await?;
+    assert_eq!(stock, 8);
     Ok(())
 }
 

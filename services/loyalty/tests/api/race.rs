@@ -274,3 +274,48 @@ async fn concurrent_earn_redeem_reverse_with_replays_lose_and_double_nothing() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_qualifying_earns_on_one_member_sum_every_entry_into_its_window()
+-> anyhow::Result<()> {
+    // Arrange: one member, and qualifying grants of distinct sizes (the window sums an earn
+    // reads with its lock must include every earn committed while it waited for the lock).
+    let app = spawn_app_with_pool(16).await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member = app.enrol(&program_id).await?;
+    let points: Vec<i64> = (1..=60).collect();
+
+    // Act: all of them at once, 16 in flight.
+    let calls = points.iter().map(|&p| {
+        let mut client = app.client.clone();
+        let mut request = grant(format!("qualifying-{p}"), &member, p);
+        if let Some(pb::earn_points_request::Source::Grant(grant)) = request.source.as_mut() {
+            grant.qualifying = true;
+        }
+        tokio::spawn(async move { client.earn_points(request).await })
+    });
+    // Spawned before any is awaited, so they run at once.
+    let calls: Vec<_> = calls.collect();
+    for call in calls {
+        call.await??;
+    }
+
+    // Assert: the member's qualifying balance is the sum of them all, and each entry's
+    // qualifying balance after it is a different running total (none built on a stale sum).
+    let total: i64 = points.iter().sum();
+    let balances = app.balances(&member).await?;
+    assert_eq!(
+        (balances.available_points, balances.qualifying_points),
+        (total, total)
+    );
+    let mut after: Vec<i64> =
+        sqlx::query_scalar("SELECT after_qualifying FROM ledger_entries ORDER BY after_qualifying")
+            .fetch_all(&app.pool)
+            .await?;
+    after.dedup();
+    assert_eq!(after.len(), points.len());
+    assert_eq!(after.last(), Some(&total));
+    Ok(())
+}

@@ -4,7 +4,6 @@
 //! these and back; `store` persists them and runs the rules inside its transactions.
 
 pub mod benefit;
-pub mod clock;
 pub mod earning;
 pub mod event;
 pub mod ledger;
@@ -15,5 +14,7 @@ pub mod program;
 pub mod rejection;
 pub mod reward;
 
-pub use clock::{Clock, SystemClock};
+/// The service clock is the suite's one (`custops_common::clock`): whole microseconds, as
+/// Postgres keeps them, so a time answered equals the time stored.
+pub use custops_common::clock::{Clock, ManualClock, SystemClock};
 pub use rejection::Rejection;

@@ -5,7 +5,7 @@
 //! pending lot (its points in `pending_points`, not spendable) that a RELEASE entry makes
 //! available once its `release_time` has passed.
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -637,11 +637,8 @@ pub async fn earn(
             new.order_id = Some(purchase.order_id.clone());
             new.expire_time = policy_expiry;
             // Inside the return window purchase points are pending (grants never are).
-            // Whole microseconds, as Postgres keeps it, so the response and the stored lot
-            // agree.
-            new.release_time = (rules.return_window_days > 0).then(|| {
-                (now + Duration::days(i64::from(rules.return_window_days))).trunc_subsecs(6)
-            });
+            new.release_time = (rules.return_window_days > 0)
+                .then(|| now + Duration::days(i64::from(rules.return_window_days)));
             let points = calculation.total_points;
             new.details = Some(EntryDetails::PurchaseEarn {
                 purchase,

@@ -11,7 +11,7 @@ use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
 use custops_contracts::custops::profiles::v1 as profiles;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
-use custops_loyalty::domain::clock::ManualClock;
+use custops_loyalty::domain::ManualClock;
 use custops_testkit::TestDatabase;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -72,7 +72,7 @@ async fn enrolment_is_checked_against_profiles() -> anyhow::Result<()> {
         .clients
         .peers
         .insert(ServiceKind::Profiles, profiles_url.clone());
-    let clock = Arc::new(ManualClock::default());
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let (mut loyalty, _stop_loyalty) = start(settings, clock, None).await?;
     let mut profiles = ProfilesServiceClient::connect(profiles_url).await?;
     let program_id = loyalty
@@ -197,8 +197,12 @@ async fn a_standalone_loyalty_enrols_any_customer_id() -> anyhow::Result<()> {
     // Without CUSTOPS_PROFILES_URL loyalty cannot know the customers and does not try.
     let db = TestDatabase::create().await?;
     let settings = ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
-    let (mut loyalty, _stop): (LoyaltyServiceClient<Channel>, _) =
-        start(settings, Arc::new(ManualClock::default()), None).await?;
+    let (mut loyalty, _stop): (LoyaltyServiceClient<Channel>, _) = start(
+        settings,
+        Arc::new(ManualClock::new(chrono::Utc::now())),
+        None,
+    )
+    .await?;
     let program_id = loyalty
         .create_program(pb::CreateProgramRequest {
             request_id: rid(),

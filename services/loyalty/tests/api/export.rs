@@ -10,7 +10,7 @@ use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::profiles::v1::CustomerMerged;
-use custops_loyalty::domain::clock::ManualClock;
+use custops_loyalty::domain::ManualClock;
 use custops_testkit::TestDatabase;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -299,7 +299,12 @@ async fn an_export_needs_the_privacy_scope() -> anyhow::Result<()> {
     let mut settings = ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
     let auth = AuthSettings::jwt(KEY, "custops").map_err(anyhow::Error::msg)?;
     settings.server.auth = auth.clone();
-    let (mut client, _stop) = start(settings, Arc::new(ManualClock::default()), None).await?;
+    let (mut client, _stop) = start(
+        settings,
+        Arc::new(ManualClock::new(chrono::Utc::now())),
+        None,
+    )
+    .await?;
     let issuer = TokenIssuer::from_settings(&auth).ok_or_else(|| anyhow::anyhow!("no issuer"))?;
     let call = |scope: &str| -> anyhow::Result<tonic::Request<pb::ExportCustomerDataRequest>> {
         let token = issuer

@@ -9,7 +9,7 @@ use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1::Money;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
-use custops_loyalty::domain::clock::ManualClock;
+use custops_loyalty::domain::{Clock, ManualClock};
 use custops_testkit::TestDatabase;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -39,7 +39,7 @@ pub(crate) async fn spawn_app_with_pool(connections: u32) -> anyhow::Result<Test
     let db = TestDatabase::create().await?;
     let mut settings = ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
     settings.database.max_connections = connections;
-    let clock = Arc::new(ManualClock::default());
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     // No scheduler: these tests run the jobs by RPC, at the clock times they choose.
     let (client, stop) = start(settings, clock.clone(), None).await?;
     Ok(TestApp {
@@ -55,7 +55,7 @@ pub(crate) async fn spawn_app_with_pool(connections: u32) -> anyhow::Result<Test
 /// pace `jobs`; it stops when the returned sender is dropped (or sent to).
 pub(crate) async fn start(
     settings: ServiceSettings,
-    clock: Arc<ManualClock>,
+    clock: Arc<dyn Clock>,
     jobs: Option<custops_loyalty::api::jobs::JobSchedule>,
 ) -> anyhow::Result<(LoyaltyServiceClient<Channel>, oneshot::Sender<()>)> {
     let options = custops_loyalty::Options { clock, jobs };

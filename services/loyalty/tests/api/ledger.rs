@@ -1,10 +1,19 @@
 //! The ledger through the API: purchases through the earning rules, FIFO spending, expiry
 //! on the injectable clock, reversals and the statement.
 
-use chrono::Duration;
-use custops_contracts::custops::loyalty::v1 as pb;
+use std::sync::Arc;
 
-use crate::helpers::{by_id, cny, program, redeem, rid, spawn_app};
+use anyhow::Context;
+use chrono::Duration;
+use custops_common::config::ServiceSettings;
+use custops_common::service::ServiceKind;
+use custops_contracts::custops::common::v1::TimeRange;
+use custops_contracts::custops::loyalty::v1 as pb;
+use custops_loyalty::domain::SystemClock;
+use custops_testkit::TestDatabase;
+use uuid::Uuid;
+
+use crate::helpers::{by_id, cny, grant, program, redeem, rid, spawn_app, start};
 
 fn purchase(member: &str, order: &str, amount_minor: i64) -> pb::EarnPointsRequest {
     pb::EarnPointsRequest {
@@ -301,5 +310,78 @@ async fn qualifying_balances_are_those_of_the_rolling_window() -> anyhow::Result
             .map(|b| b.qualifying_points),
         Some(100)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_the_wall_clock_an_earn_answers_the_create_time_it_stored() -> anyhow::Result<()> {
+    // Arrange: the service on the system clock, which reads nanoseconds that Postgres does
+    // not keep.
+    let db = TestDatabase::create().await?;
+    let settings = ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
+    let (mut client, _stop) = start(settings, Arc::new(SystemClock), None).await?;
+    let program_id = client
+        .create_program(pb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(program(pb::ClawbackPolicy::WithinBalance, 0)),
+        })
+        .await?
+        .into_inner()
+        .program
+        .context("no program")?
+        .program_id;
+    let member_id = client
+        .enrol_member(pb::EnrolMemberRequest {
+            request_id: rid(),
+            program_id,
+            customer_id: Uuid::now_v7().to_string(),
+            enrol_channel: "app".to_owned(),
+        })
+        .await?
+        .into_inner()
+        .member
+        .context("no member")?
+        .member_id;
+
+    // Act: an earn, its entry read back, and the statement from the earn's own time on.
+    let earned = client
+        .earn_points(grant(rid(), &member_id, 10))
+        .await?
+        .into_inner()
+        .ledger_entry
+        .context("no entry")?;
+    let stored = client
+        .get_ledger_entry(pb::GetLedgerEntryRequest {
+            ledger_entry_id: earned.ledger_entry_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .ledger_entry
+        .context("no entry")?;
+    let from_then = client
+        .list_ledger_entries(pb::ListLedgerEntriesRequest {
+            member: by_id(&member_id),
+            filter: Some(pb::LedgerEntryFilter {
+                create_time_range: Some(TimeRange {
+                    start_time: earned.create_time,
+                    end_time: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+
+    // Assert: the answered time is the stored one, in whole microseconds, and a range
+    // starting at it holds the entry.
+    assert_eq!(earned.create_time, stored.create_time);
+    assert_eq!(earned.create_time.map(|t| t.nanos % 1_000), Some(0));
+    let listed: Vec<&str> = from_then
+        .ledger_entries
+        .iter()
+        .map(|e| e.ledger_entry_id.as_str())
+        .collect();
+    assert_eq!(listed, [earned.ledger_entry_id.as_str()]);
     Ok(())
 }

@@ -9,7 +9,7 @@ use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_loyalty::api::jobs::JobSchedule;
-use custops_loyalty::domain::clock::ManualClock;
+use custops_loyalty::domain::ManualClock;
 use custops_testkit::{TestDatabase, eventually};
 use sqlx::PgPool;
 
@@ -31,7 +31,7 @@ async fn written(pool: &PgPool, kind: i16, event_type: &str) -> anyhow::Result<(
 async fn two_replicas_release_and_expire_due_lots_once_by_themselves() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
     let pool = test_pool(&db).await?;
-    let clock = Arc::new(ManualClock::default());
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     // Each replica looks every 20 ms; each job runs once per hour of the service clock.
     let schedule = JobSchedule {
         tick: StdDuration::from_millis(20),

@@ -36,9 +36,16 @@ pub(crate) async fn spawn_app() -> anyhow::Result<TestApp> {
 
 /// Starts the service with a pool of `connections`.
 pub(crate) async fn spawn_app_with_pool(connections: u32) -> anyhow::Result<TestApp> {
+    spawn_app_with_settings(|settings| settings.database.max_connections = connections).await
+}
+
+/// Starts the service with its local settings changed by `change`.
+pub(crate) async fn spawn_app_with_settings(
+    change: impl FnOnce(&mut ServiceSettings),
+) -> anyhow::Result<TestApp> {
     let db = TestDatabase::create().await?;
     let mut settings = ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
-    settings.database.max_connections = connections;
+    change(&mut settings);
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     // No scheduler: these tests run the jobs by RPC, at the clock times they choose.
     let (client, stop) = start(settings, clock.clone(), None).await?;

@@ -145,21 +145,9 @@ async fn an_export_holds_every_membership_with_its_whole_history() -> anyhow::Re
     let second_program = app
         .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
         .await?;
-    let reward = client
-        .create_reward(pb::CreateRewardRequest {
-            request_id: rid(),
-            reward: Some(pb::Reward {
-                program_id: program_id.clone(),
-                display_name: "Coffee voucher".to_owned(),
-                points_cost: 40,
-                available_stock: 10,
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .reward
-        .unwrap_or_default();
+    let reward = app
+        .create_reward(&program_id, "Coffee voucher", 40, 10)
+        .await?;
     let customer = Uuid::now_v7();
     let member = enrol_customer(&app, &program_id, customer).await?;
     let other_membership = enrol_customer(&app, &second_program, customer).await?;

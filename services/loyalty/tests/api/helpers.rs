@@ -166,6 +166,33 @@ impl TestApp {
         Ok(created.program.context("no program")?.program_id)
     }
 
+    /// Creates a reward of `program_id` named `display_name`, costing `points_cost`, with
+    /// `stock` units.
+    pub(crate) async fn create_reward(
+        &self,
+        program_id: &str,
+        display_name: &str,
+        points_cost: i64,
+        stock: i64,
+    ) -> anyhow::Result<pb::Reward> {
+        let created = self
+            .client
+            .clone()
+            .create_reward(pb::CreateRewardRequest {
+                request_id: rid(),
+                reward: Some(pb::Reward {
+                    program_id: program_id.to_owned(),
+                    display_name: display_name.to_owned(),
+                    points_cost,
+                    available_stock: stock,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner();
+        created.reward.context("no reward")
+    }
+
     /// Enrols a new customer and returns the member id.
     pub(crate) async fn enrol(&self, program_id: &str) -> anyhow::Result<String> {
         let member = self

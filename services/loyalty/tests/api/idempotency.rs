@@ -149,23 +149,7 @@ async fn concurrent_replays_of_a_change_without_a_ledger_entry_apply_once() -> a
     let program_id = app
         .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
         .await?;
-    let reward = app
-        .client
-        .clone()
-        .create_reward(pb::CreateRewardRequest {
-            request_id: rid(),
-            reward: Some(pb::Reward {
-                program_id,
-                display_name: "Mug".to_owned(),
-                points_cost: 30,
-                available_stock: 5,
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .reward
-        .unwrap_or_default();
+    let reward = app.create_reward(&program_id, "Mug", 30, 5).await?;
     let request = pb::AdjustRewardStockRequest {
         request_id: rid(),
         reward_id: reward.reward_id.clone(),

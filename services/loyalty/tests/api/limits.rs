@@ -233,23 +233,9 @@ async fn every_amount_and_count_out_of_range_names_its_field() -> anyhow::Result
         .map(|e| e.ledger_entry_id)
         .unwrap_or_default();
     let reward_id = app
-        .client
-        .clone()
-        .create_reward(pb::CreateRewardRequest {
-            request_id: rid(),
-            reward: Some(pb::Reward {
-                program_id: program_id.clone(),
-                display_name: "Mug".to_owned(),
-                points_cost: 10,
-                available_stock: 5,
-                ..Default::default()
-            }),
-        })
+        .create_reward(&program_id, "Mug", 10, 5)
         .await?
-        .into_inner()
-        .reward
-        .map(|r| r.reward_id)
-        .unwrap_or_default();
+        .reward_id;
     use pb::reverse_points_request::Amount;
 
     for amount in [i64::MAX, MAX_AMOUNT + 1, i64::MIN, 0] {
@@ -750,23 +736,9 @@ async fn reward_stock_stays_between_zero_and_its_limit() -> anyhow::Result<()> {
     let (app, program_id, _) =
         app_with_member(program(pb::ClawbackPolicy::WithinBalance, 0)).await?;
     let reward_id = app
-        .client
-        .clone()
-        .create_reward(pb::CreateRewardRequest {
-            request_id: rid(),
-            reward: Some(pb::Reward {
-                program_id,
-                display_name: "Gift card".to_owned(),
-                points_cost: 1_000_000_000,
-                available_stock: 1_000_000_000,
-                ..Default::default()
-            }),
-        })
+        .create_reward(&program_id, "Gift card", 1_000_000_000, 1_000_000_000)
         .await?
-        .into_inner()
-        .reward
-        .map(|r| r.reward_id)
-        .unwrap_or_default();
+        .reward_id;
     let adjust = |delta: i64| pb::AdjustRewardStockRequest {
         request_id: rid(),
         reward_id: reward_id.clone(),

@@ -345,21 +345,9 @@ async fn a_reward_redeemed_before_a_merge_and_reversed_after_it_pays_the_survivo
         .create_program(program(pb::ClawbackPolicy::WithinBalance, 365))
         .await?;
     let mut client = app.client.clone();
-    let reward = client
-        .create_reward(pb::CreateRewardRequest {
-            request_id: rid(),
-            reward: Some(pb::Reward {
-                program_id: program_id.clone(),
-                display_name: "Coffee voucher".to_owned(),
-                points_cost: 200,
-                available_stock: 5,
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .reward
-        .unwrap_or_default();
+    let reward = app
+        .create_reward(&program_id, "Coffee voucher", 200, 5)
+        .await?;
     let (source_customer, target_customer) = (Uuid::now_v7(), Uuid::now_v7());
     let enrol = |customer: Uuid| pb::EnrolMemberRequest {
         request_id: rid(),

@@ -21,22 +21,8 @@ async fn a_stock_of_ten_is_redeemed_exactly_ten_times_by_fifty_members() -> anyh
         .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
         .await?;
     let reward = app
-        .client
-        .clone()
-        .create_reward(pb::CreateRewardRequest {
-            request_id: rid(),
-            reward: Some(pb::Reward {
-                program_id: program_id.clone(),
-                display_name: "Coffee voucher".to_owned(),
-                points_cost: 40,
-                available_stock: 10,
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .reward
-        .unwrap_or_default();
+        .create_reward(&program_id, "Coffee voucher", 40, 10)
+        .await?;
     let mut members = Vec::new();
     for _ in 0..50 {
         let member = app.enrol(&program_id).await?;
@@ -107,21 +93,7 @@ async fn a_reversed_redemption_returns_points_and_stock_once() -> anyhow::Result
         .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
         .await?;
     let mut client = app.client.clone();
-    let reward = client
-        .create_reward(pb::CreateRewardRequest {
-            request_id: rid(),
-            reward: Some(pb::Reward {
-                program_id: program_id.clone(),
-                display_name: "Mug".to_owned(),
-                points_cost: 30,
-                available_stock: 5,
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .reward
-        .unwrap_or_default();
+    let reward = app.create_reward(&program_id, "Mug", 30, 5).await?;
     let member = app.enrol(&program_id).await?;
     app.grant(&member, 100).await?;
     let redeemed = client

@@ -388,20 +388,5 @@ pub fn reason(status: &Status) -> String {
         .unwrap_or_default()
 }
 
-/// Polls `check` every 20 ms for up to `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polls a check until it holds or a timeout passes (the testkit's, for every test here).
+pub use custops_testkit::eventually;

@@ -224,7 +224,16 @@ pub fn init_hosting(
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (text, json) = match format {
-        LogFormat::Text => (Some(fmt::layer().with_writer(std::io::stderr)), None),
+        // Colour only on a terminal: escape codes in a redirected log are noise to every
+        // reader and tool.
+        LogFormat::Text => (
+            Some(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            ),
+            None,
+        ),
         LogFormat::Json => (
             None,
             Some(

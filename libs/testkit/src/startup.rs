@@ -91,5 +91,10 @@ pub async fn assert_rejects_bad_database_url(binary: &str) -> anyhow::Result<()>
         stderr.contains("Failed to connect to Postgres"),
         "unreachable: {stderr}"
     );
+    // stderr is a pipe here, as in a redirected log: no colour codes.
+    ensure!(
+        !stderr.contains('\u{1b}'),
+        "unreachable: terminal colour codes in a redirected log: {stderr:?}"
+    );
     Ok(())
 }

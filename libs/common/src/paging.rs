@@ -68,6 +68,13 @@ impl fmt::Debug for PageTokens {
     }
 }
 
+/// Whether this is the process's first key made for want of the secret: the warning is said
+/// once, not once per service of a process hosting several (`custops dev`).
+fn first_unset_secret() -> bool {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl PageTokens {
     /// Tokens signed with a key derived from `secret`. Every replica that may receive a token
     /// another issued must use the same secret.
@@ -90,10 +97,12 @@ impl PageTokens {
             }),
             Some(secret) => Ok(Self::new(secret.as_bytes())),
             None => {
-                tracing::warn!(
-                    "{SECRET_VAR} is not set: page tokens are signed with a random per-process \
-                     key and will not survive a restart or work across replicas"
-                );
+                if first_unset_secret() {
+                    tracing::warn!(
+                        "{SECRET_VAR} is not set: page tokens are signed with a random \
+                         per-process key and will not survive a restart or work across replicas"
+                    );
+                }
                 Ok(Self::random())
             }
         }
@@ -273,6 +282,14 @@ mod tests {
     use tonic_types::StatusExt;
 
     use super::*;
+
+    #[test]
+    fn the_unset_secret_is_warned_of_once_per_process() {
+        // Whatever an earlier test did, after one key made without the secret no other warns.
+        let _ = first_unset_secret();
+        assert!(!first_unset_secret());
+        assert!(!first_unset_secret());
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Cursor {

@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 ENV := scripts/dev-env.sh run --
 VENV_BIN := .local/venv/bin
+# Where cargo puts binaries: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # Bind to loopback in local runs; containers use the binaries' default (0.0.0.0).
 export CUSTOPS_LISTEN_HOST ?= 127.0.0.1
 
@@ -12,7 +14,7 @@ export CUSTOPS_LISTEN_HOST ?= 127.0.0.1
 ## run: build, make sure Postgres and Redis are reachable, migrate, and run all four services
 run:
 	cargo build --bin custops
-	$(ENV) target/debug/custops dev
+	$(ENV) $(TARGET_DIR)/debug/custops dev
 
 ## test: the whole test suite against a real Postgres and Redis
 test:
@@ -23,7 +25,7 @@ test:
 bench:
 	scripts/bench-tools.sh
 	cargo build --release --bin custops
-	$(ENV) target/release/custops bench
+	$(ENV) $(TARGET_DIR)/release/custops bench
 
 ## lint: formatting, clippy with warnings as errors, the contract checks and the Kubernetes checks
 lint: fmt clippy proto-check k8s-check

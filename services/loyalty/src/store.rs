@@ -100,7 +100,9 @@ impl PgStore {
         let completed = match work(&mut tx).await {
             Ok(completed) => completed,
             Err(error) => {
-                tx.rollback().await?;
+                // Rolled back on drop: a failed rollback (a broken connection) must not hide
+                // the error of the work.
+                drop(tx);
                 return self.replay_or(key, error).await;
             }
         };

@@ -9,8 +9,12 @@ use custops_common::service::{ServiceKind, UnknownService};
 /// What the user asked `custops` to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `custops dev`: run all four services in this process.
-    Dev,
+    /// `custops dev [--no-sample-data]`: run all four services in this process; unless told
+    /// not to, load the demo's sample data into an empty database.
+    Dev {
+        /// Load the sample data when profiles holds no customer.
+        sample_data: bool,
+    },
     /// `custops migrate [--create-roles] [service…]`: migrate the named services (all when
     /// none is named), and with `--create-roles` create or update each one's Postgres role.
     Migrate {
@@ -70,8 +74,10 @@ pub const USAGE: &str = "\
 usage: custops <command>
 
 commands:
-  dev                   run profiles, segmentation, loyalty and feedback in this process
-                        (ports from CUSTOPS_<SVC>_PORT, default 50051-50054)
+  dev [--no-sample-data]
+                        run profiles, segmentation, loyalty and feedback in this process
+                        (ports from CUSTOPS_<SVC>_PORT, default 50051-50054); into an empty
+                        database it loads the demo's 2,000 customers unless --no-sample-data
   migrate [--create-roles] [service...]
                         apply pending migrations (all services when none is named) and exit;
                         --create-roles also creates or updates each service's Postgres role
@@ -148,15 +154,15 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let Some((command, rest)) = args.split_first() else {
         return Err(UsageError::NoCommand);
     };
-    let no_arguments = |command: &'static str, parsed: Command| match rest.first() {
-        Some(argument) => Err(UsageError::UnexpectedArgument {
-            command,
-            argument: argument.clone(),
-        }),
-        None => Ok(parsed),
-    };
     match command.as_str() {
-        "dev" => no_arguments("dev", Command::Dev),
+        "dev" => match rest {
+            [] => Ok(Command::Dev { sample_data: true }),
+            [flag] if flag == "--no-sample-data" => Ok(Command::Dev { sample_data: false }),
+            [argument, ..] => Err(UsageError::UnexpectedArgument {
+                command: "dev",
+                argument: argument.clone(),
+            }),
+        },
         "help" | "--help" | "-h" => Ok(Command::Help),
         "migrate" => {
             let mut services = Vec::new();
@@ -427,7 +433,11 @@ mod tests {
 
     #[test]
     fn parses_every_command() {
-        check(&["dev"], Ok(Command::Dev));
+        check(&["dev"], Ok(Command::Dev { sample_data: true }));
+        check(
+            &["dev", "--no-sample-data"],
+            Ok(Command::Dev { sample_data: false }),
+        );
         check(&["demo"], Ok(Command::Demo { customers: 2000 }));
         check(
             &["demo", "--customers", "50"],

@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
     // `custops dev` hosts the four services: each one's spans carry its own service.name.
     // `custops bench-serve` hosts one.
     let hosted: &[ServiceKind] = match &command {
-        Command::Dev => &ServiceKind::ALL,
+        Command::Dev { .. } => &ServiceKind::ALL,
         Command::BenchServe { service, .. } => std::slice::from_ref(service),
         _ => &[],
     };
@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
             };
             mint_token(&auth, &subject, &scopes, ttl_secs)
         }
-        Command::Dev => {
+        Command::Dev { sample_data } => {
             // A laptop suite: no tokens unless CUSTOPS_AUTH_MODE asks for them. Each server
             // logs loudly that auth is off.
             let mut env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
                 .map(|service| ServiceSettings::from_env(service, &env))
                 .collect::<Result<Vec<_>, _>>();
             match settings {
-                Ok(settings) => run_dev(settings).await,
+                Ok(settings) => run_dev(settings, sample_data).await,
                 Err(error) => return config_error(&error),
             }
         }
@@ -217,15 +217,20 @@ async fn seed_if_empty(url: String, auth: AuthSettings) {
     }
 }
 
-/// Runs the four services until SIGTERM/SIGINT, or until one of them fails.
-async fn run_dev(settings: Vec<ServiceSettings>) -> anyhow::Result<()> {
+/// Runs the four services until SIGTERM/SIGINT, or until one of them fails; with
+/// `sample_data`, loads the demo into an empty database.
+async fn run_dev(settings: Vec<ServiceSettings>, sample_data: bool) -> anyhow::Result<()> {
     let profiles_auth = settings
         .iter()
         .find(|s| s.service == ServiceKind::Profiles)
         .map(|s| s.server.auth.clone());
     let mut suite = dev::start(settings).await?;
     println!("{}", dev::how_to_call(&suite));
-    if let (Some(addr), Some(auth)) = (suite.addr(ServiceKind::Profiles), profiles_auth) {
+    if let (true, Some(addr), Some(auth)) = (
+        sample_data,
+        suite.addr(ServiceKind::Profiles),
+        profiles_auth,
+    ) {
         tokio::spawn(seed_if_empty(format!("http://{addr}"), auth));
     }
     tokio::select! {

@@ -436,13 +436,9 @@ async fn probe_due(
 ) -> StoreResult<members::DueProbe> {
     let (release, expire, points, spend): (bool, bool, i64, i64) =
         sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT EXISTS (SELECT 1 FROM point_lots \
-                            WHERE member_id = $1 AND pending AND release_time <= $3), \
-                    EXISTS (SELECT 1 FROM point_lots \
-                            WHERE member_id = $1 AND remaining_points > 0 \
-                              AND expire_time <= $3), \
-                    w.window_points, w.window_spend \
+            "SELECT {}, w.window_points, w.window_spend \
              FROM (SELECT {} FROM ledger_entries WHERE member_id = $1 AND {}) w",
+            members::due_exists("$1", "$3::timestamptz"),
             members::WINDOW_SUMS,
             members::in_window(
                 "(SELECT rules FROM programs WHERE program_id = $2)",

@@ -317,18 +317,14 @@ async fn load_one(
         ""
     };
     // The time is the last parameter: $2 after a member id, $3 after a program and customer.
-    let (extra_columns, extra_join_id, extra_join_customer) = match access {
-        Access::Now(_) => (
-            ", due.*",
-            due_join("$2::timestamptz"),
-            due_join("$3::timestamptz"),
-        ),
-        Access::LockAt(_) => (
-            DUE_PROBE_COLUMNS,
-            due_probe_join("$2::timestamptz"),
-            due_probe_join("$3::timestamptz"),
-        ),
-        Access::Lock | Access::Stored => ("", String::new(), String::new()),
+    let at = match member {
+        MemberRef::Id(_) => "$2::timestamptz",
+        MemberRef::Customer { .. } => "$3::timestamptz",
+    };
+    let (extra_columns, extra_joins) = match access {
+        Access::Now(_) => (", due.*".to_owned(), due_join(at)),
+        Access::LockAt(_) => due_probe(at),
+        Access::Lock | Access::Stored => (String::new(), String::new()),
     };
     let now = match access {
         Access::Now(now) | Access::LockAt(now) => Some(now),
@@ -339,7 +335,7 @@ async fn load_one(
             let query = format!(
                 "SELECT {COLUMNS}, {PROGRAM}{extra_columns} \
                  FROM members m JOIN balances b USING (member_id) {JOIN_PROGRAM} \
-                 {extra_join_id} WHERE m.member_id = $1{suffix}"
+                 {extra_joins} WHERE m.member_id = $1{suffix}"
             );
             let mut query = sqlx::query(AssertSqlSafe(query)).bind(id);
             if let Some(now) = now {
@@ -357,7 +353,7 @@ async fn load_one(
             let query = format!(
                 "SELECT {COLUMNS}, {PROGRAM}{extra_columns} \
                  FROM members m JOIN balances b USING (member_id) {JOIN_PROGRAM} \
-                 {extra_join_customer} WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
+                 {extra_joins} WHERE m.program_id = $1 AND m.customer_id = $2{suffix}"
             );
             let mut query = sqlx::query(AssertSqlSafe(query))
                 .bind(program_id)
@@ -400,26 +396,36 @@ async fn load_one(
     })
 }
 
-/// The columns [`due_probe_join`] adds to a locking read of member `m`, balances `b` and
-/// program `p`: the versions of the `balances` row locked (`b`, the newest) and seen by the
-/// statement's snapshot (`seen`), which are equal when the lock did not wait for a change of
-/// the member; whether lots are due; the window sums.
-const DUE_PROBE_COLUMNS: &str = ", b.xmin::text AS locked_version, seen.xmin::text AS seen_version, \
-     EXISTS (SELECT 1 FROM point_lots l \
-             WHERE l.member_id = m.member_id AND l.pending AND l.release_time <= w.now) \
-       AS release_due, \
-     EXISTS (SELECT 1 FROM point_lots l \
-             WHERE l.member_id = m.member_id AND l.remaining_points > 0 \
-               AND l.expire_time <= w.now) AS expire_due, \
-     w.window_points, w.window_spend";
-
-/// The joins behind [`DUE_PROBE_COLUMNS`] at `now` (an SQL expression).
-fn due_probe_join(now: &str) -> String {
-    format!(
+/// The columns and joins a locking read of member `m`, balances `b` and program `p` adds at
+/// `now` (an SQL expression): the versions of the `balances` row locked (`b`, the newest) and
+/// seen by the statement's snapshot (`seen`), which are equal when the lock did not wait for
+/// a change of the member; whether lots are due ([`due_exists`]); the window sums.
+fn due_probe(now: &str) -> (String, String) {
+    let columns = format!(
+        ", b.xmin::text AS locked_version, seen.xmin::text AS seen_version, {}, \
+         w.window_points, w.window_spend",
+        due_exists("m.member_id", now)
+    );
+    let joins = format!(
         "JOIN balances seen ON seen.member_id = m.member_id \
-         CROSS JOIN LATERAL (SELECT {now} AS now, {WINDOW_SUMS} FROM ledger_entries \
+         CROSS JOIN LATERAL (SELECT {WINDOW_SUMS} FROM ledger_entries \
                              WHERE member_id = m.member_id AND {}) w",
         in_window("p.rules", now)
+    );
+    (columns, joins)
+}
+
+/// The select list saying whether the member `member` (an SQL expression) has pending lots
+/// whose release time has passed at `now` (`release_due`) and lots with points whose expiry
+/// time has passed (`expire_due`): the probe before a mutation (see `ledger::settle_due`).
+pub(crate) fn due_exists(member: &str, now: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM point_lots l \
+                 WHERE l.member_id = {member} AND l.pending AND l.release_time <= {now}) \
+           AS release_due, \
+         EXISTS (SELECT 1 FROM point_lots l \
+                 WHERE l.member_id = {member} AND l.remaining_points > 0 \
+                   AND l.expire_time <= {now}) AS expire_due"
     )
 }
 

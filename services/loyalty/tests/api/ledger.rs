@@ -385,3 +385,54 @@ async fn on_the_wall_clock_an_earn_answers_the_create_time_it_stored() -> anyhow
     assert_eq!(listed, [earned.ledger_entry_id.as_str()]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_member_named_by_program_and_customer_earns_into_its_window() -> anyhow::Result<()> {
+    // Arrange: a member, to be named by its program and customer rather than its id.
+    let app = spawn_app().await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let member_id = app.enrol(&program_id).await?;
+    let customer_id = app
+        .client
+        .clone()
+        .get_member(pb::GetMemberRequest {
+            member_id: member_id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .member
+        .context("no member")?
+        .customer_id;
+    let by_customer = Some(pb::MemberRef {
+        key: Some(pb::member_ref::Key::ProgramCustomer(pb::ProgramCustomer {
+            program_id,
+            customer_id,
+        })),
+    });
+    let qualifying_grant = |points: i64| {
+        let mut request = grant(rid(), &member_id, points);
+        request.member = by_customer.clone();
+        if let Some(pb::earn_points_request::Source::Grant(grant)) = request.source.as_mut() {
+            grant.qualifying = true;
+        }
+        request
+    };
+
+    // Act: two qualifying earns, the second summing the first into its window.
+    let mut client = app.client.clone();
+    client.earn_points(qualifying_grant(25)).await?;
+    let second = client.earn_points(qualifying_grant(10)).await?.into_inner();
+
+    // Assert
+    let entry = second.ledger_entry.context("no entry")?;
+    let balances = entry.balances_after.context("no balances")?;
+    assert_eq!(entry.member_id, member_id);
+    assert_eq!(
+        (balances.available_points, balances.qualifying_points),
+        (35, 35)
+    );
+    Ok(())
+}

@@ -22,6 +22,7 @@
 //! - [`bootstrap`]: connect, migrate and bind in one call, and the whole `main` of a service
 //!   binary, so each `main.rs` stays one call.
 //! - [`feed`]: the `EventFeedService` every service serves for its outbox.
+//! - [`idempotency`]: request-id replays: the first response stored and returned to retries.
 //! - [`outbox`]: appends a service's domain events to its outbox, in the caller's transaction.
 //! - [`sequencer`]: gives committed outbox events their feed position, in visibility order.
 //! - [`consumer`]: follows another service's feed, applying each event exactly once.
@@ -40,6 +41,7 @@ pub mod db_roles;
 pub mod error;
 pub mod feed;
 pub mod handshake;
+pub mod idempotency;
 pub mod layers;
 pub mod outbox;
 pub mod paging;

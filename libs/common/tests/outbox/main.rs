@@ -1,9 +1,11 @@
 //! The outbox, its sequencer, the `EventFeedService` and the feed consumer, against a real
 //! Postgres (a database per test) and a real gRPC server on a free port; and events written
-//! set-based with payloads encoded in SQL.
+//! set-based with payloads encoded in SQL; request-id idempotency, which records its keys in
+//! the statement that appends the events.
 
 mod consumer;
 mod feed;
+mod idempotency;
 mod sequencing;
 mod set_based;
 mod support;

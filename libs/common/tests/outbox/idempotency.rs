@@ -1,0 +1,218 @@
+//! `idempotency::run`: one commit per key however many calls race, the first response to every
+//! replay, REQUEST_ID_REUSED for another RPC or request, nothing kept of failed work, pruning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use custops_common::idempotency::{self, Completed, KeyError, RequestKey};
+use custops_contracts::custops::profiles::v1::CustomerDeleted;
+use custops_testkit::TestDatabase;
+use futures_util::FutureExt;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::support::{PRODUCER, deleted, schema_pool};
+
+/// A table like every service's `idempotency_keys`, and one the work writes to.
+async fn pool() -> anyhow::Result<(PgPool, TestDatabase)> {
+    let db = TestDatabase::create().await?;
+    let pool = schema_pool(&db, PRODUCER.schema()).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE idempotency_keys (caller text NOT NULL, request_id text NOT NULL, \
+           method text NOT NULL, fingerprint bytea NOT NULL, response bytea NOT NULL, \
+           create_time timestamptz NOT NULL, PRIMARY KEY (caller, request_id)); \
+         CREATE TABLE things (name text PRIMARY KEY, thing_id uuid NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+    Ok((pool, db))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("refused")]
+    Refused,
+}
+
+fn key(request_id: &str, name: &str) -> RequestKey {
+    let request = CustomerDeleted {
+        customer_id: name.to_owned(),
+        delete_time: None,
+    };
+    RequestKey::new("tests", request_id, "/test.v1.Things/Create", &request)
+}
+
+/// Creates a thing named `name` (a unique name: a second create fails) with a new id, answers
+/// the id and appends one event.
+async fn create(pool: &PgPool, key: &RequestKey, name: &str) -> Result<Vec<u8>, TestError> {
+    let name = name.to_owned();
+    idempotency::run(pool, key, Utc::now(), move |conn: &mut PgConnection| {
+        async move {
+            let id = Uuid::now_v7();
+            sqlx::query("INSERT INTO things (name, thing_id) VALUES ($1, $2)")
+                .bind(&name)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Completed::with_events(
+                id.as_bytes().to_vec(),
+                vec![deleted()],
+            ))
+        }
+        .boxed()
+    })
+    .await
+}
+
+async fn count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
+    let sql = format!("SELECT count(*) FROM {table}");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await?)
+}
+
+#[tokio::test]
+async fn racing_calls_with_one_key_commit_once_and_all_answer_the_first_response()
+-> anyhow::Result<()> {
+    // Arrange
+    let (pool, _db) = pool().await?;
+    let key = Arc::new(key("r-1", "alpha"));
+
+    // Act: twelve calls at once (collected first, so they really race).
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (pool, key) = (pool.clone(), Arc::clone(&key));
+            tokio::spawn(async move { create(&pool, &key, "alpha").await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await??);
+    }
+    let replayed_later = create(&pool, &key, "alpha").await?;
+
+    // Assert: one thing, one event, one key; every answer is the committed thing's id.
+    let stored: Uuid = sqlx::query_scalar("SELECT thing_id FROM things")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(count(&pool, "things").await?, 1);
+    assert_eq!(count(&pool, "outbox").await?, 1);
+    assert_eq!(count(&pool, "idempotency_keys").await?, 1);
+    for answer in answers.iter().chain([&replayed_later]) {
+        assert_eq!(answer.as_slice(), stored.as_bytes());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_request_or_rpc_is_refused() -> anyhow::Result<()> {
+    // Arrange
+    let (pool, _db) = pool().await?;
+    create(&pool, &key("r-1", "alpha"), "alpha").await?;
+    let mut other_rpc = key("r-1", "alpha");
+    other_rpc.method = "/test.v1.Things/Delete";
+
+    // Act
+    let other_request = create(&pool, &key("r-1", "beta"), "beta").await;
+    let other_method = create(&pool, &other_rpc, "gamma").await;
+
+    // Assert: both refused by name, and neither wrote anything.
+    for refused in [other_request, other_method] {
+        assert!(
+            matches!(refused, Err(TestError::Key(KeyError::Reused { ref request_id })) if request_id == "r-1"),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(count(&pool, "things").await?, 1);
+    assert_eq!(count(&pool, "outbox").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_work_records_nothing_so_the_same_key_can_be_retried() -> anyhow::Result<()> {
+    // Arrange
+    let (pool, _db) = pool().await?;
+    let key = key("r-2", "alpha");
+
+    // Act: the work writes, then fails; then the retry succeeds.
+    let failed: Result<Vec<u8>, TestError> =
+        idempotency::run(&pool, &key, Utc::now(), |conn: &mut PgConnection| {
+            async move {
+                sqlx::query("INSERT INTO things (name, thing_id) VALUES ('alpha', $1)")
+                    .bind(Uuid::now_v7())
+                    .execute(&mut *conn)
+                    .await?;
+                Err(TestError::Refused)
+            }
+            .boxed()
+        })
+        .await;
+    let retried = create(&pool, &key, "alpha").await?;
+
+    // Assert
+    assert!(matches!(failed, Err(TestError::Refused)), "{failed:?}");
+    let stored: Uuid = sqlx::query_scalar("SELECT thing_id FROM things")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(retried.as_slice(), stored.as_bytes());
+    assert_eq!(count(&pool, "outbox").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replay_whose_work_now_fails_answers_the_first_response() -> anyhow::Result<()> {
+    // Arrange: the first call created `alpha`; a replay's work fails on the unique name.
+    let (pool, _db) = pool().await?;
+    let key = key("r-3", "alpha");
+    let first = create(&pool, &key, "alpha").await?;
+
+    // Act
+    let replay = create(&pool, &key, "alpha").await?;
+    let fresh_key_same_work = create(&pool, &self::key("r-4", "alpha"), "alpha").await;
+
+    // Assert: the replay answers the first response; a new key gets the work's own error.
+    assert_eq!(replay, first);
+    assert!(
+        matches!(fresh_key_same_work, Err(TestError::Database(_))),
+        "{fresh_key_same_work:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_older_than_the_retention_are_pruned_and_newer_ones_kept() -> anyhow::Result<()> {
+    // Arrange: keys recorded 40, 31 and 1 days ago.
+    let (pool, _db) = pool().await?;
+    let now = Utc::now();
+    for (id, days) in [("old", 40), ("just-old", 31), ("new", 1)] {
+        let mut tx = pool.begin().await?;
+        let recorded = idempotency::record(
+            &mut tx,
+            &key(id, id),
+            now - chrono::Duration::days(days),
+            &[1],
+            &[],
+        )
+        .await?;
+        tx.commit().await?;
+        assert!(recorded);
+    }
+
+    // Act
+    let deleted = idempotency::prune(&pool, now, idempotency::RETENTION).await?;
+    let again = idempotency::prune(&pool, now, idempotency::RETENTION).await?;
+
+    // Assert
+    assert_eq!((deleted, again), (2, 0));
+    let left: Vec<String> = sqlx::query_scalar("SELECT request_id FROM idempotency_keys")
+        .fetch_all(&pool)
+        .await?;
+    assert_eq!(left, ["new"]);
+    assert_eq!(idempotency::RETENTION, Duration::from_secs(30 * 86_400));
+    Ok(())
+}

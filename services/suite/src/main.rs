@@ -16,12 +16,12 @@ use custops_suite::{bench, dev, migrate};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match cli::parse(&args) {
+    let command = match cli::parse(std::env::args_os()) {
         Ok(command) => command,
+        // Help goes to stdout with 0, a usage error to stderr with 2.
         Err(error) => {
-            eprintln!("custops: {error}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
     let env = Environment::from_process();
@@ -42,10 +42,6 @@ async fn main() -> ExitCode {
         Err(error) => return config_error(&error),
     };
     let result = match command {
-        Command::Help => {
-            println!("{}", cli::USAGE);
-            Ok(())
-        }
         Command::Token {
             subject,
             scopes,

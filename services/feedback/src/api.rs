@@ -3,6 +3,7 @@
 //! RPCs not listed here still answer UNIMPLEMENTED through the generated default stubs.
 
 pub mod convert;
+mod error;
 pub mod parse;
 
 use std::sync::Arc;
@@ -86,8 +87,8 @@ fn actor(service: &str, actor_id: &str, v: &mut Violations) -> Actor {
     }
 }
 
-fn done(v: Violations) -> Result<(), Status> {
-    v.into_result().map_err(Status::from)
+fn done(v: Violations) -> Result<(), Error> {
+    crate::error::invalid_fields(v)
 }
 
 fn ok<T>(value: T) -> Rpc<T> {
@@ -266,10 +267,7 @@ impl FeedbackService for FeedbackApi {
                 None
             }
         };
-        done(v)?;
-        let (Some(key), Some(content)) = (key, content) else {
-            return Err(Status::internal("internal error"));
-        };
+        let (key, content) = parse::finish(v, || Some((key?, content?)))?;
         let s = workflow::surveys::create(&self.ctx, key, content).await?;
         ok(pb::CreateSurveyResponse {
             survey: Some((&s).into()),
@@ -421,12 +419,8 @@ impl FeedbackService for FeedbackApi {
             }
             parsed
         });
-        done(v)?;
-        let (Some(key), Some(survey_id), Some(customer_id), Some(touchpoint)) =
-            (key, survey_id, customer_id, touchpoint)
-        else {
-            return Err(Status::internal("internal error"));
-        };
+        let (key, survey_id, customer_id, touchpoint) =
+            parse::finish(v, || Some((key?, survey_id?, customer_id?, touchpoint?)))?;
         let new = NewInvitation {
             survey_id,
             customer_id,
@@ -564,10 +558,7 @@ impl FeedbackService for FeedbackApi {
         let invitation_id = parse::id(&mut v, "invitation_id", &req.invitation_id);
         parse::optional_slug(&mut v, "channel", &req.channel);
         let answers = parse::answers(&mut v, &req.answers);
-        done(v)?;
-        let (Some(key), Some(invitation_id)) = (key, invitation_id) else {
-            return Err(Status::internal("internal error"));
-        };
+        let (key, invitation_id) = parse::finish(v, || Some((key?, invitation_id?)))?;
         let actor = Actor {
             service: caller,
             actor_id: String::new(),
@@ -802,10 +793,7 @@ impl FeedbackService for FeedbackApi {
             parse::check(&mut v, "assignee_id", text::printable_id(&req.assignee_id));
         }
         let actor = actor(&caller, &req.actor_id, &mut v);
-        done(v)?;
-        let (Some(key), Some(customer_id)) = (key, customer_id) else {
-            return Err(Status::internal("internal error"));
-        };
+        let (key, customer_id) = parse::finish(v, || Some((key?, customer_id?)))?;
         let n = NewTicket {
             customer_id,
             category: req.category,
@@ -1175,7 +1163,7 @@ impl FeedbackService for FeedbackApi {
         let caller = Caller::service_of(&request);
         let req = request.into_inner();
         if let Err(e) = text::length(&req.reason, 1, 5000) {
-            return Err(ServiceError::invalid_argument("reason", e).into());
+            return Err(Error::invalid("reason", e).into());
         }
         let t = self
             .transition(
@@ -1206,10 +1194,7 @@ impl FeedbackService for FeedbackApi {
         parse::check(&mut v, "note", text::length(&req.note, 1, 5000));
         let key = parse::key(&mut v, &req.request_id, &caller, "AddTicketNote", &req);
         let actor = actor(&caller, &req.actor_id, &mut v);
-        done(v)?;
-        let Some(key) = key else {
-            return Err(Status::internal("internal error"));
-        };
+        let key = parse::finish(v, || key)?;
         let (t, e) =
             workflow::tickets::add_note(&self.ctx, id.unwrap_or_default(), key, &actor, req.note)
                 .await?;
@@ -1292,10 +1277,7 @@ impl FeedbackService for FeedbackApi {
             &req,
         );
         let actor = actor(&caller, &req.actor_id, &mut v);
-        done(v)?;
-        let (Some(key), Some(outcome)) = (key, outcome) else {
-            return Err(Status::internal("internal error"));
-        };
+        let (key, outcome) = parse::finish(v, || Some((key?, outcome?)))?;
         let t = workflow::tickets::record_outcome(
             &self.ctx,
             id.unwrap_or_default(),
@@ -1389,10 +1371,8 @@ impl FeedbackService for FeedbackApi {
         parse::check(&mut v, "review.title", text::length(&r.title, 0, 200));
         parse::check(&mut v, "review.text", text::length(&r.text, 0, 10_000));
         parse::optional_slug(&mut v, "review.channel", &r.channel);
-        done(v)?;
-        let (Some(key), Some(customer_id), Some(subject)) = (key, customer_id, subject) else {
-            return Err(Status::internal("internal error"));
-        };
+        let (key, customer_id, subject) =
+            parse::finish(v, || Some((key?, customer_id?, subject?)))?;
         let new = NewReview {
             customer_id,
             subject,
@@ -1475,10 +1455,7 @@ impl FeedbackService for FeedbackApi {
         let subject = parse::subject(&mut v, "subject", req.subject.as_ref());
         let (from, to) =
             parse::time_range(&mut v, "create_time_range", req.create_time_range.as_ref());
-        done(v)?;
-        let Some(subject) = subject else {
-            return Err(Status::internal("internal error"));
-        };
+        let subject = parse::finish(v, || subject)?;
         let summaries = workflow::reviews::summaries(&self.ctx, &[subject], from, to).await?;
         ok(pb::GetReviewSummaryResponse {
             summary: summaries.first().map(Into::into),

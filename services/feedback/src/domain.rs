@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod metrics;
+pub mod rejection;
 pub mod response;
 pub mod review;
 pub mod sla;
@@ -13,23 +14,4 @@ pub mod survey;
 pub mod text;
 pub mod ticket;
 
-/// Why a domain rule refused an operation on existing state (the request itself was
-/// well-formed). Mapped to FAILED_PRECONDITION with `reason` as the ErrorInfo reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Refusal {
-    /// Machine-readable reason, e.g. `INVALID_TICKET_TRANSITION`.
-    pub reason: &'static str,
-    /// What happened, for people.
-    pub message: String,
-}
-
-impl Refusal {
-    /// A refusal with `reason` and `message`.
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
+pub use rejection::Rejection;

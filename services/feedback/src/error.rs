@@ -1,77 +1,86 @@
-//! The feedback service's error: the suite's `ServiceError` plus the contract's refusals
-//! (FAILED_PRECONDITION with an ErrorInfo reason, ALREADY_EXISTS with ErrorInfo metadata),
-//! and the one exhaustive mapping to `Status` (built by `status_with_reason`).
+//! The feedback service's one error: every way a call can fail, by name. Lower layers
+//! (store, workflow, segments, jobs) return it; the domain returns its own [`Rejection`],
+//! which this wraps. `api/error.rs` is the only place that turns it into a `Status`.
 
-use custops_common::error::{ERROR_DOMAIN, ServiceError, no_metadata, status_with_reason};
-use tonic::{Code, Status};
+use custops_common::error::{FieldViolation, ServiceError, Violations};
 
-use crate::domain::Refusal;
+use crate::domain::Rejection;
 
 /// Why a feedback call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Anything the suite's error expresses (validation, not found, database trouble, …).
-    #[error(transparent)]
-    Service(#[from] ServiceError),
-    /// A domain rule refused the call in the current state: FAILED_PRECONDITION + reason.
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    /// The resource exists already: ALREADY_EXISTS + reason + metadata naming it.
-    #[error("{message}")]
-    Exists {
-        /// ErrorInfo reason, e.g. `RESPONSE_ALREADY_SUBMITTED`.
-        reason: &'static str,
-        /// What exists.
-        message: String,
-        /// ErrorInfo metadata, e.g. `response_id`.
-        metadata: Vec<(&'static str, String)>,
+    /// The request is malformed (or names something the stored state shows is wrong, such as
+    /// a touchpoint kind the survey does not target): one violation per bad field.
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The named resource does not exist.
+    #[error("{resource} `{id}` was not found")]
+    NotFound {
+        /// Kind of resource, e.g. "survey".
+        resource: &'static str,
+        /// The id asked for.
+        id: String,
     },
+    /// A feedback rule refused the call in the current state.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The request id was used before with a different request (REQUEST_ID_REUSED).
+    #[error("request_id was already used with a different request")]
+    RequestIdReused,
+    /// The survey targets a segment and no segmentation address is configured.
+    #[error("the survey targets a segment and segmentation is not configured")]
+    SegmentationNotConfigured,
+    /// Segmentation did not answer a membership question in time (the cause is logged where
+    /// the call failed).
+    #[error("segmentation cannot answer in time; retry later")]
+    SegmentationUnavailable,
+    /// A database failure; classified (conflict, unavailable, timeout, internal) by
+    /// `custops_common::error` when it becomes a status.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A defect or unexpected failure (corrupt stored data, …). Logged with the trace id when
+    /// it becomes a status; the caller sees only that id.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Error {
     /// NOT_FOUND for `resource` `id`.
     pub fn not_found(resource: &'static str, id: impl ToString) -> Self {
-        Error::Service(ServiceError::not_found(resource, id.to_string()))
-    }
-
-    /// ABORTED: a stale etag or a lost race.
-    pub fn aborted(message: impl Into<String>) -> Self {
-        Error::Service(ServiceError::Aborted(message.into()))
+        Error::NotFound {
+            resource,
+            id: id.to_string(),
+        }
     }
 
     /// INVALID_ARGUMENT on one field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Error::Service(ServiceError::invalid_argument(field, description))
+        Error::InvalidArgument(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
     }
 
     /// Unexpected failure.
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
-        Error::Service(ServiceError::internal(error))
+        Error::Internal(error.into())
     }
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(error: sqlx::Error) -> Self {
-        Error::Service(error.into())
-    }
-}
-
-impl From<Error> for Status {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::Service(error) => error.into(),
-            Error::Refused(Refusal { reason, message }) => status_with_reason(
-                Code::FailedPrecondition,
-                message,
-                ERROR_DOMAIN,
-                reason,
-                no_metadata(),
-            ),
-            Error::Exists {
-                reason,
-                message,
-                metadata,
-            } => status_with_reason(Code::AlreadyExists, message, ERROR_DOMAIN, reason, metadata),
-        }
+/// `Ok` when `v` recorded no violation, else INVALID_ARGUMENT with every one of them.
+pub fn invalid_fields(v: Violations) -> Result<(), Error> {
+    match v.into_result() {
+        Ok(()) => Ok(()),
+        Err(ServiceError::InvalidArgument(violations)) => Err(Error::InvalidArgument(violations)),
+        // `Violations` reports nothing else; kept total rather than assumed.
+        Err(other) => Err(Error::internal(other)),
     }
 }

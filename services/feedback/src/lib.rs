@@ -13,7 +13,8 @@
 //!   `store::customers`).
 //! - `rewards`: the worker that pays survey rewards through loyalty, exactly once.
 //! - `segments`: membership questions to segmentation (targeted surveys, response segments).
-//! - `error`: the service's error and its one mapping to `Status`.
+//! - `error`: the service's one error enum (the domain's `Rejection` by name, invalid fields,
+//!   database, internal); `api/error` is its one mapping to `Status`.
 //! - `migrations/`: the `feedback` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;

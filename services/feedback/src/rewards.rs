@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use custops_common::client::ServiceChannel;
+use custops_common::error::DisplayChain;
 use custops_common::outbox::{self, OutboxEvent};
 use custops_common::trace_context;
 use custops_contracts::custops::feedback::v1 as pb;
@@ -96,7 +97,7 @@ pub async fn run(
         let worked = match round(&pool, &client, &options).await {
             Ok(n) => n,
             Err(error) => {
-                tracing::warn!(error = %error, "reward round failed; retrying");
+                tracing::warn!(error = %DisplayChain(&error), "reward round failed; retrying");
                 0
             }
         };

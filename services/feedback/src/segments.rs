@@ -7,7 +7,6 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use custops_common::client::ServiceChannel;
-use custops_common::error::ServiceError;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use custops_contracts::custops::segmentation::v1::{
     CheckMembershipRequest, ListCustomerSegmentsRequest,
@@ -78,7 +77,5 @@ impl SegmentDirectory for GrpcSegments {
 /// UNAVAILABLE for a failed segmentation call; the cause is logged, not shown to the caller.
 fn unavailable(status: &tonic::Status) -> Error {
     tracing::warn!(code = ?status.code(), message = status.message(), "segmentation call failed");
-    Error::Service(ServiceError::Unavailable(
-        "segmentation cannot answer in time; retry later".to_owned(),
-    ))
+    Error::SegmentationUnavailable
 }

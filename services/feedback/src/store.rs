@@ -64,12 +64,7 @@ pub async fn claim_key(
             if fingerprint == key.fingerprint {
                 Ok(Some(row.try_get("resource_id")?))
             } else {
-                Err(Error::Service(
-                    custops_common::error::ServiceError::AlreadyExists {
-                        message: "request_id was already used with a different request".to_owned(),
-                        reason: Some("REQUEST_ID_REUSED"),
-                    },
-                ))
+                Err(Error::RequestIdReused)
             }
         }
     }

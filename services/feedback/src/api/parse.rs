@@ -18,7 +18,20 @@ use crate::domain::survey::{
 };
 use crate::domain::text;
 use crate::domain::ticket::{self, Money, Resolution, ResolutionCode, Severity};
+use crate::error::Error;
 use crate::store::IdempotencyKey;
+
+/// The parsed request once `v` holds no violation: INVALID_ARGUMENT with every violation
+/// otherwise. `parsed` gathers the values the parsers returned; each is `Some` when its
+/// parser recorded no violation, so a `None` here is a defect of a parser (INTERNAL, logged).
+pub fn finish<T>(v: Violations, parsed: impl FnOnce() -> Option<T>) -> Result<T, Error> {
+    crate::error::invalid_fields(v)?;
+    parsed().ok_or_else(|| {
+        Error::internal(anyhow::anyhow!(
+            "a request parsed without violations left a required value unset"
+        ))
+    })
+}
 
 /// A required id field: a UUID.
 pub fn id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {

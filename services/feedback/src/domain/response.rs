@@ -2,7 +2,7 @@
 //! CSAT / CES scores, and deciding whether the closed loop opens a follow-up.
 
 use chrono::{DateTime, Utc};
-use custops_common::error::{ServiceError, Violations};
+use custops_common::error::Violations;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -139,10 +139,10 @@ pub struct EvaluatedAnswers {
     pub completed: bool,
 }
 
-/// Validates `answers` against `survey` and derives the scores. Violations name the field
-/// in the SubmitResponse request (`answers[i].score`, `answers[i].question_id`, …).
-pub fn evaluate(survey: &Survey, answers: Vec<Answer>) -> Result<EvaluatedAnswers, ServiceError> {
-    let mut v = Violations::new();
+/// Validates `answers` against `survey` and derives the scores. Violations are recorded in `v`
+/// under the field of the SubmitResponse request (`answers[i].score`, `answers[i].question_id`,
+/// …); the answers evaluated are meaningful only when none was recorded.
+pub fn evaluate(survey: &Survey, answers: Vec<Answer>, v: &mut Violations) -> EvaluatedAnswers {
     let mut seen = std::collections::HashSet::new();
     let mut scores = Scores::default();
     let mut completed = true;
@@ -198,7 +198,7 @@ pub fn evaluate(survey: &Survey, answers: Vec<Answer>) -> Result<EvaluatedAnswer
                 }
             }
             (AnswerValue::Choice(ids), None) if question.kind != QuestionKind::FreeText => {
-                check_choice(question, ids, &at, &mut v);
+                check_choice(question, ids, &at, v);
             }
             (AnswerValue::Text(body), None) if question.kind == QuestionKind::FreeText => {
                 if let Err(e) = text::length(body, 1, 5000) {
@@ -247,12 +247,11 @@ pub fn evaluate(survey: &Survey, answers: Vec<Answer>) -> Result<EvaluatedAnswer
             });
         }
     }
-    v.into_result()?;
-    Ok(EvaluatedAnswers {
+    EvaluatedAnswers {
         answers: all,
         scores,
         completed,
-    })
+    }
 }
 
 fn check_choice(question: &super::survey::Question, ids: &[String], at: &str, v: &mut Violations) {

@@ -6,7 +6,7 @@ use custops_common::error::Violations;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Refusal;
+use super::Rejection;
 use super::text;
 
 /// Most questions one survey may have.
@@ -240,16 +240,13 @@ pub fn apply_update(
     survey: &mut Survey,
     mask: SurveyMask,
     new: SurveyContent,
-) -> Result<(), Refusal> {
+) -> Result<(), Rejection> {
     match survey.status {
         SurveyStatus::Closed => {
-            return Err(Refusal::new("SURVEY_CLOSED", "the survey is closed"));
+            return Err(Rejection::SurveyClosed);
         }
         SurveyStatus::Active if mask.questions || mask.target => {
-            return Err(Refusal::new(
-                "SURVEY_NOT_DRAFT",
-                "questions and target can change only while the survey is a draft",
-            ));
+            return Err(Rejection::SurveyDesignFrozen);
         }
         SurveyStatus::Active | SurveyStatus::Draft => {}
     }
@@ -367,9 +364,9 @@ mod tests {
     fn fields(questions: &[Question]) -> Vec<String> {
         let mut v = Violations::new();
         check_questions(questions, "survey.questions", &mut v);
-        match v.into_result() {
+        match crate::error::invalid_fields(v) {
             Ok(()) => Vec::new(),
-            Err(custops_common::error::ServiceError::InvalidArgument(list)) => {
+            Err(crate::error::Error::InvalidArgument(list)) => {
                 list.into_iter().map(|f| f.field).collect()
             }
             Err(other) => vec![other.to_string()],

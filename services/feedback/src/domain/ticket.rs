@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Refusal;
+use super::Rejection;
 use super::response::{FollowUpTrigger, Scores};
 use super::survey::Touchpoint;
 
@@ -141,17 +141,14 @@ pub enum Transition {
 
 impl Transition {
     /// The status after the transition from `from`, or the refusal.
-    pub fn apply(self, from: Status) -> Result<Status, Refusal> {
+    pub fn apply(self, from: Status) -> Result<Status, Rejection> {
         let to = match (self, from) {
             (Transition::Start, Status::Open) => Status::InProgress,
             (Transition::Resolve, Status::InProgress) => Status::Resolved,
             (Transition::Close, Status::Resolved) => Status::Closed,
             (Transition::Reopen, Status::Resolved | Status::Closed) => Status::Open,
             (transition, from) => {
-                return Err(Refusal::new(
-                    "INVALID_TICKET_TRANSITION",
-                    format!("cannot {transition:?} a ticket that is {}", from.as_str()),
-                ));
+                return Err(Rejection::InvalidTicketTransition { transition, from });
             }
         };
         Ok(to)
@@ -246,15 +243,9 @@ impl FollowUpOutcome {
     }
 
     /// The status a follow-up ticket in `from` moves to with this outcome.
-    pub fn next_status(self, from: Status) -> Result<Status, Refusal> {
+    pub fn next_status(self, from: Status) -> Result<Status, Rejection> {
         if !from.is_active() {
-            return Err(Refusal::new(
-                "INVALID_TICKET_TRANSITION",
-                format!(
-                    "outcomes are recorded on OPEN or IN_PROGRESS follow-ups; this one is {} (reopen it first)",
-                    from.as_str()
-                ),
-            ));
+            return Err(Rejection::OutcomeOnInactiveTicket { from });
         }
         Ok(match self {
             FollowUpOutcome::Contacted => Status::InProgress,
@@ -442,11 +433,11 @@ impl Ticket {
     }
 
     /// Refuses a change when `etag` is given and stale.
-    pub fn check_etag(&self, etag: &str) -> Result<(), String> {
+    pub fn check_etag(&self, etag: &str) -> Result<(), Rejection> {
         if etag.is_empty() || etag == self.etag() {
             Ok(())
         } else {
-            Err("the ticket changed since it was read (stale etag)".to_owned())
+            Err(Rejection::StaleEtag { resource: "ticket" })
         }
     }
 }

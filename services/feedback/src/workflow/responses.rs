@@ -3,18 +3,18 @@
 //! invitation, opens the follow-up ticket of a detractor / low CSAT, queues the reward and
 //! writes ResponseSubmitted.
 
-use custops_common::error::ServiceError;
+use custops_common::error::Violations;
 use custops_common::outbox;
 use uuid::Uuid;
 
 use super::{Actor, Context, tickets};
-use crate::domain::Refusal;
+use crate::domain::Rejection;
 use crate::domain::response::{
     self, Invitation, InvitationStatus, NewInvitation, RewardDelivery, RewardStatus, Submission,
     SurveyResponse,
 };
 use crate::domain::survey::SurveyStatus;
-use crate::error::Error;
+use crate::error::{self, Error};
 use crate::store::{self, IdempotencyKey, responses as rows, surveys};
 
 /// Invites a customer to an ACTIVE survey.
@@ -30,10 +30,9 @@ pub async fn invite(
     // Shared lock: the survey cannot close while the invitation is being created.
     let survey = surveys::get_shared(&mut tx, new.survey_id).await?;
     if survey.status != SurveyStatus::Active {
-        return Err(Refusal::new(
-            "SURVEY_NOT_ACTIVE",
-            format!("the survey is {}, not active", survey.status.as_str()),
-        )
+        return Err(Rejection::SurveyNotActive {
+            status: survey.status,
+        }
         .into());
     }
     // Asked inside the transaction (bounded by the directory's deadline) so that a replay,
@@ -41,16 +40,10 @@ pub async fn invite(
     let segment_id = &survey.content.target.segment_id;
     if !segment_id.is_empty() {
         let Some(segments) = &ctx.segments else {
-            return Err(Error::Service(ServiceError::Unavailable(
-                "the survey targets a segment and segmentation is not configured".to_owned(),
-            )));
+            return Err(Error::SegmentationNotConfigured);
         };
         if !segments.is_member(segment_id, &new.customer_id).await? {
-            return Err(Refusal::new(
-                "CUSTOMER_NOT_IN_SEGMENT",
-                "the customer is not a member of the survey's target segment",
-            )
-            .into());
+            return Err(Rejection::CustomerNotInSegment.into());
         }
     }
     if new.touchpoint.kind != survey.content.target.touchpoint_kind {
@@ -70,12 +63,10 @@ pub async fn invite(
         ));
     }
     if let Some(existing) = rows::find_invitation(&mut tx, &new).await? {
-        return Err(Error::Exists {
-            reason: "INVITATION_EXISTS",
-            message: "the customer is already invited to this survey for this touchpoint"
-                .to_owned(),
-            metadata: vec![("invitation_id", existing.to_string())],
-        });
+        return Err(Rejection::InvitationExists {
+            invitation_id: existing,
+        }
+        .into());
     }
     let invitation = Invitation {
         id: Uuid::now_v7(),
@@ -118,23 +109,24 @@ pub async fn submit(
         return rows::get_response(&mut tx, id).await;
     }
     if let Some(existing) = invitation.response_id {
-        return Err(Error::Exists {
-            reason: "RESPONSE_ALREADY_SUBMITTED",
-            message: "this invitation has already been answered".to_owned(),
-            metadata: vec![("response_id", existing.to_string())],
-        });
+        return Err(Rejection::ResponseAlreadySubmitted {
+            response_id: existing,
+        }
+        .into());
     }
     let survey = surveys::get(&mut tx, invitation.new.survey_id, false).await?;
     if survey.status == SurveyStatus::Closed {
-        return Err(Refusal::new("SURVEY_CLOSED", "the survey is closed").into());
+        return Err(Rejection::SurveyClosed.into());
     }
     let now = ctx.now();
     if invitation.status == InvitationStatus::Expired
         || invitation.new.expire_time.is_some_and(|t| t <= now)
     {
-        return Err(Refusal::new("INVITATION_EXPIRED", "the invitation has expired").into());
+        return Err(Rejection::InvitationExpired.into());
     }
-    let evaluated = response::evaluate(&survey, submission.answers)?;
+    let mut v = Violations::new();
+    let evaluated = response::evaluate(&survey, submission.answers, &mut v);
+    error::invalid_fields(v)?;
     let channel = if submission.channel.is_empty() {
         invitation.new.channel.clone()
     } else {
@@ -226,7 +218,7 @@ pub async fn retry_reward(ctx: &Context, id: Uuid) -> Result<SurveyResponse, Err
     let mut tx = ctx.store.pool.begin().await?;
     let r = rows::get_response(&mut tx, id).await?;
     if r.reward.is_none() {
-        return Err(Refusal::new("NO_REWARD", "the response has no reward").into());
+        return Err(Rejection::NoReward.into());
     }
     crate::rewards::requeue(&mut tx, id, ctx.now()).await?;
     let r = rows::get_response(&mut tx, id).await?;

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::Context;
-use crate::domain::Refusal;
+use crate::domain::Rejection;
 use crate::domain::survey::{self, Survey, SurveyContent, SurveyMask, SurveyStatus};
 use crate::error::Error;
 use crate::store::{self, IdempotencyKey, surveys as rows};
@@ -45,9 +45,7 @@ fn check_etag(s: &Survey, etag: &str) -> Result<(), Error> {
     if etag.is_empty() || etag == s.etag() {
         Ok(())
     } else {
-        Err(Error::aborted(
-            "the survey changed since it was read (stale etag)",
-        ))
+        Err(Rejection::StaleEtag { resource: "survey" }.into())
     }
 }
 
@@ -82,7 +80,7 @@ pub async fn activate(ctx: &Context, id: Uuid, etag: &str) -> Result<Survey, Err
     match s.status {
         SurveyStatus::Active => return Ok(s),
         SurveyStatus::Closed => {
-            return Err(Refusal::new("SURVEY_CLOSED", "the survey is closed").into());
+            return Err(Rejection::SurveyClosed.into());
         }
         SurveyStatus::Draft => {}
     }
@@ -125,11 +123,7 @@ pub async fn delete(ctx: &Context, id: Uuid, etag: &str) -> Result<(), Error> {
     let s = rows::get(&mut tx, id, true).await?;
     check_etag(&s, etag)?;
     if s.status != SurveyStatus::Draft {
-        return Err(Refusal::new(
-            "SURVEY_NOT_DRAFT",
-            "only draft surveys can be deleted; close it instead",
-        )
-        .into());
+        return Err(Rejection::SurveyNotDeletable.into());
     }
     rows::delete(&mut tx, id).await?;
     tx.commit().await?;

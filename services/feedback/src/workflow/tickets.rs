@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Actor, Context};
-use crate::domain::Refusal;
+use crate::domain::Rejection;
 use crate::domain::response::{FollowUpTrigger, SurveyResponse};
 use crate::domain::sla::SlaPolicy;
 use crate::domain::ticket::{
@@ -166,7 +166,7 @@ async fn begin(
         // without another call).
         return Ok((tx, Err(t)));
     }
-    t.check_etag(change.etag).map_err(Error::aborted)?;
+    t.check_etag(change.etag)?;
     Ok((tx, Ok(t)))
 }
 
@@ -215,7 +215,7 @@ pub async fn assign(
         Err(replayed) => return Ok(replayed),
     };
     if t.status == Status::Closed {
-        return Err(Refusal::new("TICKET_CLOSED", "the ticket is closed").into());
+        return Err(Rejection::TicketClosed.into());
     }
     let now = ctx.now();
     let previous = std::mem::replace(&mut t.assignee_id, assignee_id);
@@ -349,11 +349,7 @@ pub async fn record_outcome(
         Err(replayed) => return Ok(replayed),
     };
     if t.kind != Kind::FollowUp {
-        return Err(Refusal::new(
-            "NOT_A_FOLLOW_UP",
-            "the ticket is a complaint, not a follow-up",
-        )
-        .into());
+        return Err(Rejection::NotAFollowUp.into());
     }
     let from = t.status;
     let to = outcome.next_status(from)?;
@@ -481,9 +477,10 @@ pub async fn update_policy(
     rows::lock_policy(&mut tx).await?;
     let mut policy = rows::policy(&mut tx).await?;
     if !etag.is_empty() && etag != policy.etag() {
-        return Err(Error::aborted(
-            "the SLA policy changed since it was read (stale etag)",
-        ));
+        return Err(Rejection::StaleEtag {
+            resource: "SLA policy",
+        }
+        .into());
     }
     let mut next = policy.clone();
     if let Some(targets) = targets {
@@ -532,7 +529,7 @@ pub async fn update(
         Err(replayed) => return Ok(replayed),
     };
     if t.status == Status::Closed {
-        return Err(Refusal::new("TICKET_CLOSED", "the ticket is closed").into());
+        return Err(Rejection::TicketClosed.into());
     }
     let before = t.clone();
     let mut changed = Vec::new();

@@ -15,7 +15,8 @@
 //! Work that must not run twice before the transaction (a call to another service) asks
 //! [`stored`] first.
 //!
-//! Keys are kept for [`RETENTION`] (a retry comes within minutes; a month bounds the table),
+//! Keys are kept for [`RETENTION`], 35 days (a retry comes within minutes; the contracts promise
+//! 30 days; a month bounds the table),
 //! then [`prune`]d by [`spawn_pruner`], which every service runs.
 
 use std::time::Duration;
@@ -29,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::outbox::{self, OutboxEvent};
 
-/// How long a key is kept after its first call: replays within it get the stored response.
-pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How long a key is kept after its first call: replays within it get the stored response
+/// (the contracts promise at least 30 days).
+pub const RETENTION: Duration = Duration::from_secs(35 * 24 * 60 * 60);
 
 /// One call's identity for replays.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +217,7 @@ pub async fn prune(
     retention: Duration,
 ) -> Result<u64, sqlx::Error> {
     let cutoff =
-        now - chrono::Duration::from_std(retention).unwrap_or_else(|_| chrono::Duration::days(30));
+        now - chrono::Duration::from_std(retention).unwrap_or_else(|_| chrono::Duration::days(35));
     let mut deleted = 0;
     loop {
         let done = sqlx::query(

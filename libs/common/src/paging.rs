@@ -1,4 +1,8 @@
-//! Page tokens for keyset pagination, and the `page_size` convention of every List method.
+//! Keyset paging, one way for every List method: [`PageTokens::page`] reads a request's
+//! `page_size` and `page_token` into a [`Page`], the handler reads [`Page::fetch`] rows after
+//! [`Page::after`], and [`Page::finish`] cuts them to the page and makes the next token — only
+//! when more rows followed, so a listing never ends on an empty page. A token is bound to the
+//! request minus its paging fields ([`PagedRequest`]).
 //!
 //! A list answers the first page and a `next_page_token` holding the keyset cursor where the
 //! next page starts (e.g. the last row's `(create_time, id)`). The token must be opaque to
@@ -275,6 +279,149 @@ pub fn page_size(requested: i32) -> Result<usize, PageSizeError> {
     }
 }
 
+/// A list request: its paging fields, and the rest of it, which a page token is bound to.
+pub trait PagedRequest: prost::Message + Clone + Sized {
+    /// The `page_size` field.
+    fn page_size(&self) -> i32;
+    /// The `page_token` field.
+    fn page_token(&self) -> &str;
+    /// The request without its paging fields: what every page of one listing repeats.
+    fn without_paging(&self) -> Self;
+}
+
+/// Implements [`PagedRequest`] for list requests with `page_size` and `page_token` fields.
+macro_rules! paged_requests {
+    ($($request:ty),* $(,)?) => {$(
+        impl PagedRequest for $request {
+            fn page_size(&self) -> i32 {
+                self.page_size
+            }
+            fn page_token(&self) -> &str {
+                &self.page_token
+            }
+            fn without_paging(&self) -> Self {
+                let mut request = self.clone();
+                request.page_size = 0;
+                request.page_token.clear();
+                request
+            }
+        }
+    )*};
+}
+
+mod paged {
+    use super::PagedRequest;
+    use custops_contracts::custops::{feedback, loyalty, profiles, segmentation};
+
+    paged_requests!(
+        profiles::v1::ListCustomersRequest,
+        profiles::v1::ListActivitiesRequest,
+        profiles::v1::ListAttributeDefinitionsRequest,
+        profiles::v1::ListConsentChangesRequest,
+        profiles::v1::ListMergesRequest,
+        segmentation::v1::ListSegmentsRequest,
+        segmentation::v1::ListSegmentVersionsRequest,
+        segmentation::v1::ListRecomputeJobsRequest,
+        segmentation::v1::ListFieldsRequest,
+        loyalty::v1::ListProgramsRequest,
+        loyalty::v1::ListMembersRequest,
+        loyalty::v1::ListPointLotsRequest,
+        loyalty::v1::ListLedgerEntriesRequest,
+        loyalty::v1::ListTierChangesRequest,
+        loyalty::v1::ListRewardsRequest,
+        loyalty::v1::ListRewardRedemptionsRequest,
+        feedback::v1::ListSurveysRequest,
+        feedback::v1::ListInvitationsRequest,
+        feedback::v1::ListResponsesRequest,
+        feedback::v1::ListTicketsRequest,
+        feedback::v1::ListTicketHistoryRequest,
+        feedback::v1::ListReviewsRequest,
+    );
+}
+
+/// One page of a keyset listing: where it starts and how many rows it holds. Made by
+/// [`PageTokens::page`] from the request; [`Page::finish`] cuts the rows read and makes the
+/// next page's token.
+///
+/// Every list pages one way: read [`Page::fetch`] rows (one more than the page holds) after
+/// [`Page::after`]; if the extra row came, another page follows and the token holds the
+/// cursor of the page's last row. So a listing never ends with an empty page, and a token is
+/// bound to the request minus its paging fields: sent with other filters, it is refused.
+#[derive(Debug)]
+pub struct Page<'t, C> {
+    /// The cursor of the previous page's last row; `None` on the first page.
+    pub after: Option<C>,
+    /// Rows the page holds.
+    pub size: usize,
+    tokens: &'t PageTokens,
+    query: String,
+}
+
+impl PageTokens {
+    /// The page `request` asks for: its `page_size` checked (INVALID_ARGUMENT on
+    /// `page_size`), its `page_token` decoded for this request (INVALID_ARGUMENT on
+    /// `page_token`).
+    pub fn page<R: PagedRequest, C: DeserializeOwned>(
+        &self,
+        request: &R,
+    ) -> Result<Page<'_, C>, ServiceError> {
+        let size = page_size(request.page_size())?;
+        let query = query_fingerprint(request);
+        let after = match request.page_token() {
+            "" => None,
+            token => Some(self.decode(&query, token)?),
+        };
+        Ok(Page {
+            after,
+            size,
+            tokens: self,
+            query,
+        })
+    }
+}
+
+impl<C: Serialize> Page<'_, C> {
+    /// How many rows to read: one more than the page holds, to know whether more follow.
+    pub fn fetch(&self) -> usize {
+        self.size + 1
+    }
+
+    /// [`Page::fetch`] as SQL's `LIMIT` takes it.
+    pub fn limit(&self) -> i64 {
+        i64::try_from(self.fetch()).unwrap_or(i64::MAX)
+    }
+
+    /// Cuts `rows` (read with [`Page::fetch`]) to the page and returns the next page's token:
+    /// the cursor of the page's last row when more rows followed, else empty.
+    pub fn finish<T>(
+        &self,
+        rows: &mut Vec<T>,
+        cursor: impl FnOnce(&T) -> C,
+    ) -> Result<String, ServiceError> {
+        if rows.len() <= self.size {
+            return Ok(String::new());
+        }
+        rows.truncate(self.size);
+        match rows.last() {
+            Some(last) => self
+                .tokens
+                .encode(&self.query, &cursor(last))
+                .map_err(ServiceError::internal),
+            None => Ok(String::new()),
+        }
+    }
+}
+
+/// What a token is bound to: the request type and its encoding without the paging fields.
+fn query_fingerprint<R: PagedRequest>(request: &R) -> String {
+    use sha2::Digest as _;
+    let mut hash = Sha256::new();
+    hash.update(std::any::type_name::<R>().as_bytes());
+    hash.update([0]);
+    hash.update(request.without_paging().encode_to_vec());
+    URL_SAFE_NO_PAD.encode(hash.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -464,5 +611,99 @@ mod tests {
     #[test]
     fn debug_hides_the_key() {
         assert_eq!(format!("{:?}", tokens()), "PageTokens { .. }");
+    }
+
+    mod pages {
+        use custops_contracts::custops::loyalty::v1::{ListProgramsRequest, ListRewardsRequest};
+
+        use super::*;
+
+        fn request(states: Vec<i32>, page_size: i32, page_token: String) -> ListProgramsRequest {
+            ListProgramsRequest {
+                states,
+                page_size,
+                page_token,
+            }
+        }
+
+        /// Pages through `rows` (sorted ids) `size` at a time with `request`'s filters, as a
+        /// list handler does; returns the pages.
+        fn list_all(rows: &[u32], size: i32) -> Result<Vec<Vec<u32>>, ServiceError> {
+            let tokens = tokens();
+            let mut pages = Vec::new();
+            let mut token = String::new();
+            loop {
+                let req = request(vec![1], size, token);
+                let page = tokens.page::<_, u32>(&req)?;
+                let mut read: Vec<u32> = rows
+                    .iter()
+                    .copied()
+                    .filter(|r| page.after.is_none_or(|after| *r > after))
+                    .take(page.fetch())
+                    .collect();
+                token = page.finish(&mut read, |last| *last)?;
+                pages.push(read);
+                if token.is_empty() {
+                    return Ok(pages);
+                }
+            }
+        }
+
+        #[test]
+        fn a_listing_pages_through_every_row_once_and_never_ends_on_an_empty_page()
+        -> Result<(), ServiceError> {
+            let rows: Vec<u32> = (1..=7).collect();
+            assert_eq!(list_all(&rows, 3)?, [vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
+            // Exactly full pages: the last page is full, not followed by an empty one.
+            assert_eq!(list_all(&rows[..6], 3)?, [vec![1, 2, 3], vec![4, 5, 6]]);
+            assert_eq!(list_all(&[], 3)?, [Vec::<u32>::new()]);
+            Ok(())
+        }
+
+        #[test]
+        fn page_size_zero_means_the_default_and_out_of_range_is_refused() {
+            let tokens = tokens();
+            let default = tokens.page::<_, u32>(&request(vec![], 0, String::new()));
+            assert_eq!(default.map(|p| (p.size, p.fetch())).ok(), Some((50, 51)));
+            let refused = tokens
+                .page::<_, u32>(&request(vec![], 1001, String::new()))
+                .err()
+                .map(|e| bad_fields(Status::from(e)));
+            assert_eq!(
+                refused,
+                Some((Code::InvalidArgument, vec!["page_size".to_owned()]))
+            );
+        }
+
+        #[test]
+        fn a_token_is_bound_to_the_request_without_its_paging_fields() -> Result<(), ServiceError> {
+            // Arrange: a token issued for all states at page size 2.
+            let tokens = tokens();
+            let first = request(vec![], 2, String::new());
+            let page = tokens.page::<_, u32>(&first)?;
+            let token = page.finish(&mut vec![10, 11, 12], |last| *last)?;
+
+            // Act
+            let other_size = tokens.page::<_, u32>(&request(vec![], 7, token.clone()));
+            let other_filter = tokens.page::<_, u32>(&request(vec![2], 2, token.clone()));
+            // Another list whose request, without its paging fields, encodes to the same (no)
+            // bytes.
+            let other_list = tokens.page::<_, u32>(&ListRewardsRequest {
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            });
+
+            // Assert: another page size pages on from the same row; other filters or another
+            // list are INVALID_ARGUMENT on page_token.
+            assert_eq!(other_size?.after, Some(11));
+            for refused in [other_filter.err(), other_list.err()] {
+                assert_eq!(
+                    refused.map(|e| bad_fields(Status::from(e))),
+                    Some((Code::InvalidArgument, vec!["page_token".to_owned()]))
+                );
+            }
+            Ok(())
+        }
     }
 }

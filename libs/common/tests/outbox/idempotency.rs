@@ -186,10 +186,10 @@ async fn a_replay_whose_work_now_fails_answers_the_first_response() -> anyhow::R
 
 #[tokio::test]
 async fn keys_older_than_the_retention_are_pruned_and_newer_ones_kept() -> anyhow::Result<()> {
-    // Arrange: keys recorded 40, 31 and 1 days ago.
+    // Arrange: keys recorded 40, 36 and 1 days ago (the retention is 35 days).
     let (pool, _db) = pool().await?;
     let now = Utc::now();
-    for (id, days) in [("old", 40), ("just-old", 31), ("new", 1)] {
+    for (id, days) in [("old", 40), ("just-old", 36), ("new", 1)] {
         let mut tx = pool.begin().await?;
         let recorded = idempotency::record(
             &mut tx,
@@ -213,6 +213,6 @@ async fn keys_older_than_the_retention_are_pruned_and_newer_ones_kept() -> anyho
         .fetch_all(&pool)
         .await?;
     assert_eq!(left, ["new"]);
-    assert_eq!(idempotency::RETENTION, Duration::from_secs(30 * 86_400));
+    assert_eq!(idempotency::RETENTION, Duration::from_secs(35 * 86_400));
     Ok(())
 }

@@ -338,6 +338,7 @@ impl ProfilesService for ProfilesApi {
         let caller = Caller::service_of(&request);
         let cmd = NewCustomer::try_from(Called {
             caller,
+            now: self.store.now(),
             request: request.into_inner(),
         })?;
         let customer = self.store.create_customer(cmd).await?;
@@ -400,7 +401,11 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::UpdateCustomerRequest>,
     ) -> Result<Response<pb::UpdateCustomerResponse>, Status> {
-        let cmd = CustomerUpdate::try_from(request.into_inner())?;
+        let cmd = CustomerUpdate::try_from(Called {
+            caller: Caller::service_of(&request),
+            now: self.store.now(),
+            request: request.into_inner(),
+        })?;
         let customer = self.store.update_customer(cmd).await?;
         Ok(Response::new(pb::UpdateCustomerResponse {
             customer: Some((&customer).into()),
@@ -550,7 +555,7 @@ impl ProfilesService for ProfilesApi {
             value_type: i16::try_from(def.value_type).unwrap_or(0),
             description: def.description,
             contains_pii: def.contains_pii,
-            create_time: chrono::Utc::now(),
+            create_time: self.store.now(),
         };
         let def = self.store.create_attribute(def).await?;
         Ok(Response::new(pb::CreateAttributeDefinitionResponse {
@@ -598,6 +603,7 @@ impl ProfilesService for ProfilesApi {
         let caller = Caller::service_of(&request);
         let cmd = ConsentUpdate::try_from(Called {
             caller,
+            now: self.store.now(),
             request: request.into_inner(),
         })?;
         let (customer, changes) = self.store.update_consent(cmd).await?;
@@ -643,7 +649,11 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::RecordActivityRequest>,
     ) -> Result<Response<pb::RecordActivityResponse>, Status> {
-        let activity = crate::domain::activity::NewActivity::try_from(request.into_inner())?;
+        let activity = crate::domain::activity::NewActivity::try_from(Called {
+            caller: Caller::service_of(&request),
+            now: self.store.now(),
+            request: request.into_inner(),
+        })?;
         let outcome = self.store.record_activity(activity).await?;
         Ok(Response::new(pb::RecordActivityResponse {
             activity: Some((&outcome.activity).into()),
@@ -660,7 +670,8 @@ impl ProfilesService for ProfilesApi {
         let mut batch = Vec::with_capacity(IMPORT_BATCH);
         let mut index: i64 = 0;
         while let Some(item) = stream.message().await? {
-            match activity_from_pb(item.activity.as_ref(), item.customer_identity.as_ref()) {
+            let now = self.store.now();
+            match activity_from_pb(item.activity.as_ref(), item.customer_identity.as_ref(), now) {
                 Ok(activity) => batch.push(ImportItem { index, activity }),
                 Err(violations) => {
                     let activity = item.activity.unwrap_or_default();
@@ -784,6 +795,7 @@ impl ProfilesService for ProfilesApi {
         let caller = Caller::service_of(&request);
         let cmd = MergeCommand::try_from(Called {
             caller,
+            now: self.store.now(),
             request: request.into_inner(),
         })?;
         let (customer, record) = self.store.merge(cmd).await?;

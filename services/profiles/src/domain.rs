@@ -15,6 +15,10 @@ pub use customer::{
 };
 pub use identity::{Identity, IdentityType};
 
+/// The service clock is the suite's one (`custops_common::clock`): whole microseconds, as
+/// Postgres keeps them, so a time answered equals the time stored.
+pub use custops_common::clock::{Clock, ManualClock, SystemClock};
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 

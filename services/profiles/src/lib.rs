@@ -5,7 +5,7 @@
 //!   turns prost messages into domain values (collecting field violations) and back,
 //!   `api/error.rs` maps errors to statuses.
 //! - `domain`: plain Rust types and rules (normalisation, update masks, merge survivorship,
-//!   consent ordering). No tonic, prost or sqlx.
+//!   consent ordering, the injectable `Clock`). No tonic, prost or sqlx.
 //! - `store`: Postgres through sqlx; every write and its outbox events in one transaction.
 //! - `events`: the feed's event payloads, built from domain values.
 //! - `error`: the service's error type.
@@ -19,18 +19,48 @@ pub mod error;
 pub mod events;
 pub mod store;
 
+use std::sync::Arc;
+
 use custops_common::bootstrap;
 use custops_common::config::ServiceSettings;
 use custops_common::feed::{FeedOptions, event_feed_server};
 use custops_common::server::Application;
 use sqlx::migrate::Migrator;
 
+use crate::domain::{Clock, SystemClock};
+
 /// This service's own migrations (`services/profiles/migrations`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// What [`build_with`] takes besides the settings: the parts tests replace.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The service clock: every time profiles stores or decides on (create and update times,
+    /// consent record times, the unmerge window, age filters) is read from it.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    /// The wall clock: what production runs.
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
 
 /// Connects, migrates and binds the service; serve it with
 /// [`Application::run_until_stopped`].
 pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
+    build_with(settings, Options::default()).await
+}
+
+/// [`build`] with another clock, so tests can move time (e.g. past the unmerge window).
+pub async fn build_with(
+    settings: ServiceSettings,
+    options: Options,
+) -> anyhow::Result<Application> {
+    let Options { clock } = options;
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
     // Feed streams end as soon as the server starts draining, not at the end of the grace.
     let feed_options = FeedOptions {
@@ -39,7 +69,7 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
     };
     let peers = api::Peers::from_settings(&settings);
     let api = api::ProfilesApi::new(
-        store::PgStore::new(pool.clone()),
+        store::PgStore::new(pool.clone(), clock),
         settings.page_tokens.clone(),
         peers,
     );

@@ -15,6 +15,7 @@ pub use merges::{MergeCursor, UnmergeCommand};
 pub use privacy::{Duplicate, DuplicateEvidence, Export, MergeCommand};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use custops_common::error::FieldViolation;
@@ -22,15 +23,17 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{
-    Actor, AttributeValue, ChannelPreferences, Consent, Customer, CustomerState, Identity,
+    Actor, AttributeValue, ChannelPreferences, Clock, Consent, Customer, CustomerState, Identity,
     IdentityType, Traits,
 };
 use crate::error::{ProfilesError, Result};
 
-/// The profiles schema, through the service's pool.
+/// The profiles schema, through the service's pool, with the service clock (every time a
+/// write stores or decides on is read from it, never from the database's `now()`).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    clock: Arc<dyn Clock>,
 }
 
 /// An AIP-155 request id, scoped to the calling service, with the hash of the payload it came
@@ -46,9 +49,15 @@ pub struct RequestKey {
 }
 
 impl PgStore {
-    /// A store over `pool` (whose `search_path` is the profiles schema).
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A store over `pool` (whose `search_path` is the profiles schema) reading time from
+    /// `clock`.
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+        Self { pool, clock }
+    }
+
+    /// Now, by the service clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The pool, for the feed and tests.

@@ -1,6 +1,7 @@
 //! Requests → domain commands: each `TryFrom` validates the whole request, collecting every
 //! bad field into one INVALID_ARGUMENT, so handlers only convert, call the store and answer.
 
+use chrono::{DateTime, Utc};
 use custops_common::error::{ServiceError, Violations};
 use custops_contracts::custops::profiles::v1 as pb;
 
@@ -15,12 +16,15 @@ use crate::domain::customer::{
 };
 use crate::store::{ConsentUpdate, CustomerUpdate, MergeCommand, NewCustomer};
 
-/// A request with the authenticated calling service, for commands that record who acted or
-/// scope idempotency keys to the caller.
+/// A request with the authenticated calling service (for commands that record who acted or
+/// scope idempotency keys to the caller) and the service clock's time it arrived at (for
+/// checks such as "not in the future").
 #[derive(Debug)]
 pub struct Called<T> {
     /// The calling service (from its token; `anonymous` with auth off).
     pub caller: String,
+    /// Now, by the service clock.
+    pub now: DateTime<Utc>,
     /// The request.
     pub request: T,
 }
@@ -33,7 +37,7 @@ impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
         let req = called.request;
         let mut v = Violations::new();
         let customer = req.customer.clone().unwrap_or_default();
-        let traits = traits_from_pb(&mut v, "customer.", &customer);
+        let traits = traits_from_pb(&mut v, "customer.", &customer, called.now);
         v.check(
             customer.identities.len() <= 20,
             "customer.identities",
@@ -53,7 +57,13 @@ impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
                 }
             }
         }
-        let consents = consents_from_pb(&mut v, "customer.consents", &customer.consents, caller);
+        let consents = consents_from_pb(
+            &mut v,
+            "customer.consents",
+            &customer.consents,
+            caller,
+            called.now,
+        );
         // The validated values, not the wire bytes: custom attributes are a map, which prost
         // encodes in hash order, and output-only fields must not matter.
         let payload = format!("{traits:?}|{identities:?}|{consents:?}");
@@ -69,10 +79,11 @@ impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
     }
 }
 
-impl TryFrom<pb::UpdateCustomerRequest> for CustomerUpdate {
+impl TryFrom<Called<pb::UpdateCustomerRequest>> for CustomerUpdate {
     type Error = ServiceError;
 
-    fn try_from(req: pb::UpdateCustomerRequest) -> Result<Self, Self::Error> {
+    fn try_from(called: Called<pb::UpdateCustomerRequest>) -> Result<Self, Self::Error> {
+        let req = called.request;
         let mut v = Violations::new();
         let customer = req.customer.unwrap_or_default();
         let id = parse_id(&mut v, "customer.customer_id", &customer.customer_id);
@@ -95,7 +106,7 @@ impl TryFrom<pb::UpdateCustomerRequest> for CustomerUpdate {
                 );
             }
         }
-        let patch = traits_from_pb(&mut v, "customer.", &customer);
+        let patch = traits_from_pb(&mut v, "customer.", &customer, called.now);
         v.into_result()?;
         let customer_id = id
             .ok_or_else(|| ServiceError::invalid_argument("customer.customer_id", "is required"))?;
@@ -127,7 +138,7 @@ impl TryFrom<Called<pb::UpdateConsentRequest>> for ConsentUpdate {
             "consents",
             "at most one decision per channel",
         );
-        let decisions = consents_from_pb(&mut v, "consents", &req.consents, caller);
+        let decisions = consents_from_pb(&mut v, "consents", &req.consents, caller, called.now);
         let preferences = req
             .channel_preferences
             .as_ref()
@@ -242,11 +253,16 @@ impl TryFrom<Called<pb::MergeCustomersRequest>> for MergeCommand {
     }
 }
 
-impl TryFrom<pb::RecordActivityRequest> for NewActivity {
+impl TryFrom<Called<pb::RecordActivityRequest>> for NewActivity {
     type Error = ServiceError;
 
-    fn try_from(req: pb::RecordActivityRequest) -> Result<Self, Self::Error> {
-        activity_from_pb(req.activity.as_ref(), req.customer_identity.as_ref())
-            .map_err(ServiceError::InvalidArgument)
+    fn try_from(called: Called<pb::RecordActivityRequest>) -> Result<Self, Self::Error> {
+        let req = called.request;
+        activity_from_pb(
+            req.activity.as_ref(),
+            req.customer_identity.as_ref(),
+            called.now,
+        )
+        .map_err(ServiceError::InvalidArgument)
     }
 }

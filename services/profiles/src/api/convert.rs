@@ -105,8 +105,14 @@ fn slugs(v: &mut Violations, field: &str, values: &[String], max: usize) -> Vec<
 }
 
 /// The traits a request's `Customer` carries, validated (paths under `prefix`, e.g.
-/// "customer."). Custom attributes are checked against the catalog later, by the store.
-pub fn traits_from_pb(v: &mut Violations, prefix: &str, c: &pb::Customer) -> Traits {
+/// "customer."; a birth date must not be after `now`'s day). Custom attributes are checked
+/// against the catalog later, by the store.
+pub fn traits_from_pb(
+    v: &mut Violations,
+    prefix: &str,
+    c: &pb::Customer,
+    now: DateTime<Utc>,
+) -> Traits {
     let p = |f: &str| format!("{prefix}{f}");
     for (field, value) in [
         ("display_name", &c.display_name),
@@ -131,7 +137,7 @@ pub fn traits_from_pb(v: &mut Violations, prefix: &str, c: &pb::Customer) -> Tra
                 v.add(field, "must be a valid calendar date");
                 None
             }
-            Some(date) if date > Utc::now().date_naive() => {
+            Some(date) if date > now.date_naive() => {
                 v.add(field, "must not be in the future");
                 None
             }
@@ -366,15 +372,16 @@ pub fn actor_from_pb(
     }
 }
 
-/// Consent decisions of a request, at most one per channel.
+/// Consent decisions of a request, at most one per channel, none decided more than the
+/// allowed skew after `now`.
 pub fn consents_from_pb(
     v: &mut Violations,
     field: &str,
     consents: &[pb::Consent],
     service: &str,
+    now: DateTime<Utc>,
 ) -> Vec<ConsentDecision> {
     let mut seen = HashSet::new();
-    let now = Utc::now();
     consents
         .iter()
         .enumerate()
@@ -420,10 +427,12 @@ pub fn consents_from_pb(
         .collect()
 }
 
-/// An activity to record, validated with paths relative to the item ("activity.…").
+/// An activity to record, validated with paths relative to the item ("activity.…"); it may
+/// not occur more than the allowed skew after `now`.
 pub fn activity_from_pb(
     activity: Option<&pb::Activity>,
     customer_identity: Option<&pb::Identity>,
+    now: DateTime<Utc>,
 ) -> Result<NewActivity, Vec<FieldViolation>> {
     let mut v = Violations::new();
     let Some(a) = activity else {
@@ -471,7 +480,7 @@ pub fn activity_from_pb(
             v.add("activity.occur_time", "must be a valid time");
             None
         }
-        Some(Some(t)) if t > Utc::now() + FUTURE_SKEW => {
+        Some(Some(t)) if t > now + FUTURE_SKEW => {
             v.add(
                 "activity.occur_time",
                 "must not be more than 5 minutes in the future",
@@ -927,10 +936,14 @@ impl From<&MergeRecord> for pb::MergeRecord {
 }
 
 /// A stored snapshot (`Customer` as the contract encodes it) back into traits, identities and
-/// consents. Snapshots were written by this service, so they are valid.
-pub fn customer_from_snapshot(c: &pb::Customer) -> (Traits, Vec<Identity>, Vec<Consent>) {
+/// consents, read at `now` (after the snapshot was taken). Snapshots were written by this
+/// service, so they are valid.
+pub fn customer_from_snapshot(
+    c: &pb::Customer,
+    now: DateTime<Utc>,
+) -> (Traits, Vec<Identity>, Vec<Consent>) {
     let mut v = Violations::new();
-    let traits = traits_from_pb(&mut v, "", c);
+    let traits = traits_from_pb(&mut v, "", c, now);
     let identities = c
         .identities
         .iter()

@@ -136,7 +136,12 @@ impl PgStore {
                 });
             }
         };
-        let stored = insert(&mut tx, &[(customer_id, &activity, hash.clone())]).await?;
+        let stored = insert(
+            &mut tx,
+            &[(customer_id, &activity, hash.clone())],
+            self.now(),
+        )
+        .await?;
         match stored.into_iter().next() {
             Some(activity) => {
                 outbox::append(&mut tx, events::activity_recorded(&activity)).await?;
@@ -228,7 +233,7 @@ impl PgStore {
             .iter()
             .map(|(i, customer_id)| (*customer_id, &items[*i].activity, hashes[*i].clone()))
             .collect();
-        let stored = insert(&mut tx, &rows).await?;
+        let stored = insert(&mut tx, &rows, self.now()).await?;
         // One statement for the batch's events, in the order the activities were stored.
         let recorded: Vec<_> = stored.iter().map(events::activity_recorded).collect();
         outbox::append_all(&mut tx, &recorded).await?;
@@ -384,6 +389,7 @@ async fn existing(
 async fn insert(
     conn: &mut PgConnection,
     rows: &[(Uuid, &NewActivity, String)],
+    now: DateTime<Utc>,
 ) -> Result<Vec<Activity>> {
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -417,7 +423,7 @@ async fn insert(
     let stored: Vec<ActivityRow> = sqlx::query_as(
         "INSERT INTO activities (activity_id, customer_id, source, event_id, occur_time, record_time, \
          channel, kind, interaction_kind, amount_minor, currency, details, content_hash) \
-         SELECT id, customer_id, source, event_id, occur_time, now(), channel, kind, interaction_kind, \
+         SELECT id, customer_id, source, event_id, occur_time, $13::timestamptz, channel, kind, interaction_kind, \
          amount_minor, currency, details::jsonb, content_hash FROM unnest($1::uuid[], $2::uuid[], \
          $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::smallint[], $8::smallint[], \
          $9::bigint[], $10::text[], $11::text[], $12::text[]) AS t(id, customer_id, source, event_id, \
@@ -437,6 +443,7 @@ async fn insert(
     .bind(&currencies)
     .bind(&details)
     .bind(&hashes)
+    .bind(now)
     .fetch_all(conn)
     .await?;
     let mut stored = stored

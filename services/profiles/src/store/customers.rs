@@ -85,9 +85,7 @@ impl PgStore {
             return self.get_exact(first).await;
         }
         check_attributes(&mut tx, &cmd.traits, "customer.").await?;
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await?;
+        let now = self.now();
         let t = &cmd.traits;
         sqlx::query(
             "INSERT INTO customers (customer_id, version, state, create_time, update_time, \
@@ -227,7 +225,7 @@ impl PgStore {
         if changed.is_empty() {
             return Ok(customer);
         }
-        touch(&mut tx, &mut customer).await?;
+        touch(&mut customer, self.now());
         write_traits(&mut tx, &customer).await?;
         let pii = pii_attributes(&mut tx).await?;
         outbox::append(&mut tx, events::customer_updated(&customer, &pii, changed)).await?;
@@ -243,7 +241,7 @@ impl PgStore {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Page<Customer, Uuid>> {
-        let today = Utc::now().date_naive();
+        let today = self.now().date_naive();
         // Age in whole years ≥ min ⇔ born on or before today − min years; ≤ max ⇔ born after
         // today − (max + 1) years.
         let born_by = filter
@@ -312,7 +310,7 @@ impl PgStore {
         if customer.state == target {
             return Ok(customer);
         }
-        touch(&mut tx, &mut customer).await?;
+        touch(&mut customer, self.now());
         customer.state = target;
         customer.delete_time = delete.then_some(customer.update_time);
         sqlx::query("UPDATE customers SET state = $2, delete_time = $3, version = $4, update_time = $5 WHERE customer_id = $1")
@@ -366,6 +364,7 @@ impl PgStore {
         if !customer.etag_matches(etag) {
             return Err(ProfilesError::StaleEtag);
         }
+        let now = self.now();
         let held = customer
             .identities
             .iter()
@@ -377,7 +376,7 @@ impl PgStore {
             if customer.identities.len() >= MAX_IDENTITIES {
                 return Err(ProfilesError::IdentityLimit);
             }
-            if let Err(error) = insert_identity(&mut tx, id, identity, Utc::now()).await {
+            if let Err(error) = insert_identity(&mut tx, id, identity, now).await {
                 drop(tx);
                 return Err(self
                     .identity_error(error, "identity".to_owned(), identity)
@@ -403,7 +402,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        touch(&mut tx, &mut customer).await?;
+        touch(&mut customer, now);
         sqlx::query("UPDATE customers SET version = $2, update_time = $3 WHERE customer_id = $1")
             .bind(id)
             .bind(customer.version)
@@ -445,17 +444,21 @@ impl PgStore {
         if count >= MAX_ATTRIBUTES {
             return Err(ProfilesError::AttributeCatalogFull);
         }
-        let create_time: DateTime<Utc> = sqlx::query_scalar(
+        let def = AttributeDefinition {
+            create_time: self.now(),
+            ..def
+        };
+        sqlx::query(
             "INSERT INTO attribute_definitions (attribute_name, value_type, description, contains_pii, create_time) \
-             VALUES ($1, $2, $3, $4, now()) RETURNING create_time",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&def.name)
         .bind(def.value_type)
         .bind(&def.description)
         .bind(def.contains_pii)
-        .fetch_one(&mut *tx)
+        .bind(def.create_time)
+        .execute(&mut *tx)
         .await?;
-        let def = AttributeDefinition { create_time, ..def };
         outbox::append(&mut tx, events::attribute_created(&def)).await?;
         tx.commit().await?;
         Ok(def)
@@ -514,9 +517,7 @@ impl PgStore {
         if !customer.etag_matches(&cmd.etag) {
             return Err(ProfilesError::StaleEtag);
         }
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await?;
+        let now = self.now();
         let mut changes = Vec::new();
         for decision in &cmd.decisions {
             let current = customer
@@ -567,7 +568,7 @@ impl PgStore {
         if changes.is_empty() && !preferences_changed {
             return Ok((customer, changes));
         }
-        touch(&mut tx, &mut customer).await?;
+        touch(&mut customer, now);
         write_traits(&mut tx, &customer).await?;
         let customer = load_for_update(&mut tx, customer.id).await?;
         for change in changes.iter().filter(|c| !c.superseded) {
@@ -648,12 +649,10 @@ pub(crate) async fn merged_family(conn: &mut PgConnection, id: Uuid) -> Result<V
     .await?)
 }
 
-/// Bumps version and update time in memory (the caller writes them).
-pub(crate) async fn touch(conn: &mut PgConnection, customer: &mut Customer) -> Result<()> {
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(conn).await?;
+/// Bumps version and update time (to `now`) in memory (the caller writes them).
+pub(crate) fn touch(customer: &mut Customer, now: DateTime<Utc>) {
     customer.version += 1;
     customer.update_time = now;
-    Ok(())
 }
 
 pub(crate) async fn insert_identity(

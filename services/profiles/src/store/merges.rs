@@ -142,9 +142,7 @@ impl PgStore {
         if record.state == 2 {
             return Err(failed("ALREADY_UNMERGED", "the merge was already undone"));
         }
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await?;
+        let now = self.now();
         if now > record.unmerge_expire_time {
             return Err(failed(
                 "UNMERGE_WINDOW_EXPIRED",
@@ -158,10 +156,10 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let (source_before, source_identities, source_consents) =
-            customer_from_snapshot(&decode(snapshots.source_before)?);
+            customer_from_snapshot(&decode(snapshots.source_before)?, now);
         let (target_before, _, target_consents) =
-            customer_from_snapshot(&decode(snapshots.target_before)?);
-        let (target_after, _, _) = customer_from_snapshot(&decode(snapshots.target_after)?);
+            customer_from_snapshot(&decode(snapshots.target_before)?, now);
+        let (target_after, _, _) = customer_from_snapshot(&decode(snapshots.target_after)?, now);
         let (s, t) = (record.source_customer_id, record.target_customer_id);
         let (first, second) = if s < t { (s, t) } else { (t, s) };
         let a = load_for_update(&mut tx, first).await?;
@@ -181,7 +179,7 @@ impl PgStore {
         }
         // Source: its pre-merge fields, identities, consents and the activities the merge moved.
         source.traits = source_before;
-        touch(&mut tx, &mut source).await?;
+        touch(&mut source, now);
         write_traits(&mut tx, &source).await?;
         sqlx::query("UPDATE customers SET state = 1, merged_into = NULL WHERE customer_id = $1")
             .bind(s)
@@ -276,7 +274,7 @@ impl PgStore {
                 copy_path(&mut target.traits, &target_before, path);
             }
         }
-        touch(&mut tx, &mut target).await?;
+        touch(&mut target, now);
         write_traits(&mut tx, &target).await?;
         sqlx::query(
             "UPDATE merges SET state = 2, unmerge_time = $2, unmerge_actor_kind = $3, unmerge_actor_id = $4, \

@@ -142,9 +142,7 @@ impl PgStore {
             .choices
             .iter()
             .any(|(p, w)| p == "consents" && *w == MergeWinner::Source);
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await?;
+        let now = self.now();
         let mut record = MergeRecord {
             id: merge_id,
             source_customer_id: source.id,
@@ -228,7 +226,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         target.traits = traits;
-        touch(&mut tx, &mut target).await?;
+        touch(&mut target, now);
         write_traits(&mut tx, &target).await?;
         let choices_json = json(&record.choices)?;
         sqlx::query(
@@ -333,13 +331,14 @@ impl PgStore {
         }
         // The tombstones keep only id, state and times.
         sqlx::query(
-            "UPDATE customers SET state = 4, erase_time = now(), update_time = now(), delete_time = NULL, \
+            "UPDATE customers SET state = 4, erase_time = $2, update_time = $2, delete_time = NULL, \
              version = version + 1, display_name = '', given_name = '', family_name = '', birth_date = NULL, \
              gender = 0, income_band = 0, occupation = '', education_level = 0, country_code = '', \
              region = '', city = '', postal_code = '', interests = '{}', lifestyle_tags = '{}', tags = '{}', \
              custom_attributes = '{}', channel_preferences = '{}' WHERE customer_id = ANY($1)",
         )
         .bind(&family)
+        .bind(self.now())
         .execute(&mut *tx)
         .await?;
         let erased = load_for_update(&mut tx, id).await?;
@@ -353,6 +352,8 @@ impl PgStore {
     #[tracing::instrument(skip_all, fields(customer_id = %id))]
     pub async fn export(&self, id: Uuid) -> Result<Export> {
         let mut tx = custops_common::db::begin_snapshot(&self.pool).await?;
+        // The snapshot is taken by the first statement, just after this reading.
+        let export_time = self.now();
         let (customer, merged_from) = resolve(&mut tx, id, false).await?;
         let family = merged_family(&mut tx, customer.id).await?;
         let names: Vec<String> = customer.traits.custom_attributes.keys().cloned().collect();
@@ -379,9 +380,6 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let merges = merges_of(&mut tx, &family).await?;
-        let export_time: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-            .fetch_one(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(Export {
             customer,

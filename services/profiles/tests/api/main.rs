@@ -1,6 +1,7 @@
 //! The profiles service through its gRPC API, against a real Postgres (one database per test).
 
 mod activities;
+mod clock;
 mod consents;
 mod customer360;
 mod customers;

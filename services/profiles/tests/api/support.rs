@@ -1,10 +1,10 @@
-//! `spawn_app`: the real service (`custops_profiles::build`) on a free port over a fresh
-//! database, with a typed client; plus helpers the tests share. Logs of every test go into
+//! `spawn_app`: the real service (`custops_profiles::build_with`) on a free port over a fresh
+//! database, with a manual clock and a typed client; plus helpers the tests share. Logs of every test go into
 //! one in-memory capture (printed too with `TEST_LOG`), so the PII test can read them.
 
 use std::io::Write;
 use std::str::FromStr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 use custops_common::client::{self, ServiceChannel};
@@ -13,6 +13,7 @@ use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::profiles::v1 as pb;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
+use custops_profiles::domain::{Clock, ManualClock, SystemClock};
 use custops_testkit::TestDatabase;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -28,6 +29,9 @@ pub(crate) struct TestApp {
     pub(crate) channel: ServiceChannel,
     /// Pool in the profiles schema, for arranging faults and checking rows.
     pub(crate) pool: PgPool,
+    /// The service clock: it stands still until a test moves it. (Except for
+    /// [`spawn_app_on_the_wall_clock`], whose service reads the system clock, not this one.)
+    pub(crate) clock: Arc<ManualClock>,
     stop: CancellationToken,
     // Last, so the database is dropped after the pool and the server.
     pub(crate) db: TestDatabase,
@@ -48,11 +52,30 @@ pub(crate) async fn spawn_app() -> anyhow::Result<TestApp> {
 pub(crate) async fn spawn_app_with(
     adjust: impl FnOnce(&mut ServiceSettings),
 ) -> anyhow::Result<TestApp> {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    launch(adjust, clock.clone(), clock).await
+}
+
+/// [`spawn_app`] with the production clock (`SystemClock`, the wall clock to the
+/// microsecond), for checking that times answered equal times stored.
+pub(crate) async fn spawn_app_on_the_wall_clock() -> anyhow::Result<TestApp> {
+    let unused = Arc::new(ManualClock::new(chrono::Utc::now()));
+    launch(|_| (), Arc::new(SystemClock), unused).await
+}
+
+async fn launch(
+    adjust: impl FnOnce(&mut ServiceSettings),
+    service_clock: Arc<dyn Clock>,
+    clock: Arc<ManualClock>,
+) -> anyhow::Result<TestApp> {
     init_logging();
     let db = TestDatabase::create().await?;
     let mut settings = ServiceSettings::for_local(ServiceKind::Profiles, db.url());
     adjust(&mut settings);
-    let app = custops_profiles::build(settings).await?;
+    let options = custops_profiles::Options {
+        clock: service_clock,
+    };
+    let app = custops_profiles::build_with(settings, options).await?;
     let addr = app.local_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
@@ -66,6 +89,7 @@ pub(crate) async fn spawn_app_with(
         client: ProfilesServiceClient::new(channel.clone()),
         channel,
         pool,
+        clock,
         stop,
         db,
     })

@@ -1,6 +1,7 @@
 //! The `custops.segmentation.v1.SegmentationService` API (transport only): each RPC is handled
-//! in the submodule for its area, which parses the request (`parse`), calls a use case in
-//! `workflow` (or, for plain reads, the store) and converts the result.
+//! in the submodule for its area, which parses the request (`parse`), calls one use case in
+//! `workflow` and converts the result. `error` is the one mapping of the service's error to
+//! `Status`; nothing else here builds one.
 //!
 //! - `catalog`: ListFields.
 //! - `segments`: segment CRUD, versions, preview, static uploads.
@@ -12,6 +13,7 @@
 //! - `parse`: ids, request ids, cursors, and segment requests into `workflow` commands.
 
 mod catalog;
+mod error;
 mod export;
 mod facts;
 mod jobs;

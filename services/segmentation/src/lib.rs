@@ -7,8 +7,10 @@
 //! - `rules_wire`: rules and explanations ↔ their wire messages (used by `api` and by the
 //!   decoding of stored rules).
 //! - `segments_wire`: stored segments as wire messages (responses and outbox events).
-//! - `workflow`: the use cases: one transaction each over `store`, with outbox events,
-//!   idempotency keys and job queueing; `api` parses, calls one, converts.
+//! - `workflow`: the use cases, reads included: one transaction each over `store`, with outbox
+//!   events, idempotency keys and job queueing; `api` parses, calls one, converts.
+//! - `error`: the service's one error type (refusals by name, database, internal);
+//!   `api::error` maps it to `Status`.
 //! - `store`: sqlx queries on the `segmentation` schema, the rule → SQL compiler.
 //! - `feeds`: follows the profiles, loyalty and feedback feeds into the facts projection.
 //! - `derived`: RFM and lifecycle values, per customer and in full runs.
@@ -22,6 +24,7 @@
 pub mod api;
 pub mod derived;
 pub mod domain;
+pub mod error;
 pub mod events;
 pub mod feeds;
 pub mod fixture;

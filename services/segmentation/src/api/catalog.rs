@@ -1,6 +1,6 @@
 //! ListFields: the field catalog, filtered by source and name prefix, paged by field name.
 
-use custops_common::error::{ServiceError, Violations};
+use custops_common::error::Violations;
 use custops_common::paging;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{ListFieldsRequest, ListFieldsResponse};
@@ -9,8 +9,9 @@ use tonic::{Request, Response, Status};
 
 use super::SegmentationApi;
 use crate::domain::catalog::{FieldDef, FieldSource, FilterDimension, ValueType};
+use crate::error::Error;
 use crate::rules_wire::operator_to_proto;
-use crate::store::catalog::load_catalog;
+use crate::workflow::catalog as workflow;
 
 /// Longest `field_prefix` accepted.
 const MAX_PREFIX_CHARS: usize = 128;
@@ -45,9 +46,9 @@ pub(super) async fn list_fields(
         "field_prefix",
         "field_prefix is at most 128 characters",
     );
-    violations.into_result()?;
+    Error::check(violations)?;
     let (Some(page_size), Some(source)) = (page_size, source) else {
-        return Err(ServiceError::internal(anyhow::anyhow!("validated fields missing")).into());
+        return Err(Error::internal(anyhow::anyhow!("validated fields missing")).into());
     };
 
     // The token is only valid for the same filters.
@@ -62,13 +63,7 @@ pub(super) async fn list_fields(
         Some(cursor.after)
     };
 
-    let mut conn = api
-        .state()
-        .pool
-        .acquire()
-        .await
-        .map_err(ServiceError::from)?;
-    let catalog = load_catalog(&mut conn).await.map_err(ServiceError::from)?;
+    let catalog = workflow::catalog(api.state()).await?;
     let mut matching = catalog.fields().filter(|def| {
         source.is_none_or(|s| def.source == s)
             && def.name.starts_with(&req.field_prefix)
@@ -85,7 +80,7 @@ pub(super) async fn list_fields(
                     after: last.name.clone(),
                 },
             )
-            .map_err(ServiceError::internal)?,
+            .map_err(Error::internal)?,
         _ => String::new(),
     };
     Ok(Response::new(ListFieldsResponse {

@@ -3,22 +3,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use custops_common::error::ServiceError;
+use chrono::{Datelike, NaiveDate};
 use custops_contracts::custops::common::v1::{ContactChannel, Date, Money};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     GetCustomerFactsRequest, GetCustomerFactsResponse,
 };
-use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 
 use super::SegmentationApi;
 use super::parse::parse_customer_id;
 use crate::derived::{lifecycle_to_proto, rfm_to_proto, timestamp};
 use crate::domain::facts::{ActivityKind, AttributeValue, EvalContext, Facts};
-use crate::store::facts::{self, Feed, Positions};
-use crate::store::{lifecycle, rfm};
+use crate::store::facts::{Feed, Positions};
+use crate::workflow::facts::{self as workflow, CustomerFacts};
 
 /// GetCustomerFacts.
 pub(super) async fn get_customer_facts(
@@ -26,41 +24,18 @@ pub(super) async fn get_customer_facts(
     request: Request<GetCustomerFactsRequest>,
 ) -> Result<Response<GetCustomerFactsResponse>, Status> {
     let customer_id = parse_customer_id("customer_id", &request.get_ref().customer_id)?;
-    let state = api.state();
-    let mut conn = state.pool.acquire().await.map_err(ServiceError::from)?;
-    let facts = customer_facts(&mut conn, &customer_id, state.clock.now())
-        .await?
-        .ok_or_else(|| ServiceError::not_found("customer", &customer_id))?;
+    let facts = workflow::get(api.state(), &customer_id).await?;
     Ok(Response::new(GetCustomerFactsResponse {
-        facts: Some(facts),
+        facts: Some(customer_facts_to_proto(&customer_id, &facts)),
     }))
 }
 
-/// A customer's facts as rules see them at `now`, with RFM and lifecycle; `None` when
-/// segmentation holds no facts row for the customer. Every read goes through `conn`, so in a
-/// REPEATABLE READ transaction (the export) they are one snapshot.
-pub(super) async fn customer_facts(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<pb::CustomerFacts>, ServiceError> {
-    let Some(loaded) = facts::load_facts(&mut *conn, customer_id).await? else {
-        return Ok(None);
-    };
-    let (Some(positions), Some(stored_rfm), Some(stored_lifecycle)) = (
-        facts::positions(&mut *conn, customer_id).await?,
-        rfm::get(&mut *conn, customer_id).await?,
-        lifecycle::get(&mut *conn, customer_id).await?,
-    ) else {
-        // The row went away between the reads (outside a snapshot): as if never there.
-        return Ok(None);
-    };
-    let currency = rfm::load(&mut *conn).await?.config.currency;
-    let ctx = facts::eval_context(&mut *conn, now).await?;
-    let mut out = to_proto(&loaded, &ctx, &positions);
-    out.rfm = Some(rfm_to_proto(customer_id, &stored_rfm, &currency));
-    out.lifecycle = Some(lifecycle_to_proto(&stored_lifecycle));
-    Ok(Some(out))
+/// A customer's facts as rules see them, with RFM and lifecycle.
+pub(super) fn customer_facts_to_proto(customer_id: &str, f: &CustomerFacts) -> pb::CustomerFacts {
+    let mut out = to_proto(&f.facts, &f.ctx, &f.positions);
+    out.rfm = Some(rfm_to_proto(customer_id, &f.rfm, &f.currency));
+    out.lifecycle = Some(lifecycle_to_proto(&f.lifecycle));
+    out
 }
 
 fn to_proto(f: &Facts, ctx: &EvalContext, positions: &Positions) -> pb::CustomerFacts {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use custops_common::auth::Caller;
-use custops_common::error::{ServiceError, Violations};
+use custops_common::error::Violations;
 use custops_common::paging;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
@@ -13,35 +13,25 @@ use custops_contracts::custops::segmentation::v1::{
     RecomputeAllRequest, RecomputeAllResponse, RecomputeSegmentRequest, RecomputeSegmentResponse,
     UpdateEvaluationSettingsRequest, UpdateEvaluationSettingsResponse,
 };
-use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
 use super::parse::{decode_cursor, parse_id};
+use crate::error::{Error, Result};
 use crate::events::timestamp as ts;
 use crate::jobs::{job_to_proto, scope_slug, state_slug};
-use crate::store::jobs::{self as job_store, JobRecord};
-use crate::store::segments;
-use crate::store::settings::{self, EvaluationSettings, IdempotencyKey, KeyLookup};
+use crate::store::jobs::JobFilter;
+use crate::store::settings::{EvaluationSettings, IdempotencyKey};
+use crate::workflow::jobs as workflow;
+use crate::workflow::settings::{self as settings_workflow, SettingsChange};
 
-fn db(error: sqlx::Error) -> ServiceError {
-    ServiceError::from(error)
-}
-
-fn reused() -> ServiceError {
-    ServiceError::AlreadyExists {
-        message: "request_id was already used with a different request".to_owned(),
-        reason: Some("REQUEST_ID_REUSED"),
-    }
-}
-
-fn check_request_id(request_id: &str) -> Result<(), ServiceError> {
+fn check_request_id(request_id: &str) -> Result<()> {
     if request_id.len() <= 128 && request_id.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {
-        Err(ServiceError::invalid_argument(
+        Err(Error::invalid(
             "request_id",
             "must be 1-128 printable ASCII characters",
         ))
@@ -66,8 +56,6 @@ pub(super) async fn recompute_segment(
     let request = request.into_inner();
     let segment_id = parse_id("segment_id", &request.segment_id)?;
     check_request_id(&request.request_id)?;
-    let state = api.state();
-    let mut tx = state.pool.begin().await.map_err(db)?;
     let key = (!request.request_id.is_empty()).then(|| {
         key(
             &caller,
@@ -76,57 +64,7 @@ pub(super) async fn recompute_segment(
             segment_id.as_bytes(),
         )
     });
-    if let Some(key) = &key {
-        match settings::claim_key(&mut tx, key).await.map_err(db)? {
-            KeyLookup::New => {}
-            KeyLookup::Replay(bytes) => {
-                let response = RecomputeSegmentResponse::decode(bytes.as_slice())
-                    .map_err(ServiceError::internal)?;
-                return Ok(Response::new(response));
-            }
-            KeyLookup::Reused => return Err(reused().into()),
-        }
-    }
-    let segment = segments::get_for_update(&mut tx, segment_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
-    if !segment.rule_kind {
-        return Err(ServiceError::FailedPrecondition(
-            "a STATIC segment is not recomputed".to_owned(),
-        )
-        .into());
-    }
-    let now = state.clock.now();
-    let job = match job_store::queued(&mut *tx, "segment", Some(segment_id))
-        .await
-        .map_err(db)?
-    {
-        Some(job) => job,
-        None => {
-            let job = JobRecord::queued(
-                "segment",
-                Some((segment_id, segment.version)),
-                "requested",
-                &caller,
-                now,
-            );
-            job_store::insert(&mut tx, &job).await.map_err(db)?;
-            segments::set_latest_job(&mut tx, segment_id, job.recompute_job_id)
-                .await
-                .map_err(db)?;
-            job
-        }
-    };
-    let response = RecomputeSegmentResponse {
-        job: Some(job_to_proto(&job)),
-    };
-    if let Some(key) = &key {
-        settings::record_key(&mut tx, key, &response.encode_to_vec(), now)
-            .await
-            .map_err(db)?;
-    }
-    tx.commit().await.map_err(db)?;
+    let response = workflow::recompute_segment(api.state(), &caller, segment_id, key).await?;
     Ok(Response::new(response))
 }
 
@@ -138,41 +76,9 @@ pub(super) async fn recompute_all(
     let caller = Caller::service_of(&request);
     let request = request.into_inner();
     check_request_id(&request.request_id)?;
-    let state = api.state();
-    let mut tx = state.pool.begin().await.map_err(db)?;
     let key = (!request.request_id.is_empty())
         .then(|| key(&caller, &request.request_id, "RecomputeAll", b"all"));
-    if let Some(key) = &key {
-        match settings::claim_key(&mut tx, key).await.map_err(db)? {
-            KeyLookup::New => {}
-            KeyLookup::Replay(bytes) => {
-                let response = RecomputeAllResponse::decode(bytes.as_slice())
-                    .map_err(ServiceError::internal)?;
-                return Ok(Response::new(response));
-            }
-            KeyLookup::Reused => return Err(reused().into()),
-        }
-    }
-    // Two concurrent calls must not both queue: serialise on a transaction lock.
-    job_store::lock_recompute_all(&mut tx).await.map_err(db)?;
-    let now = state.clock.now();
-    let job = match job_store::queued(&mut *tx, "all", None).await.map_err(db)? {
-        Some(job) => job,
-        None => {
-            let job = JobRecord::queued("all", None, "requested", &caller, now);
-            job_store::insert(&mut tx, &job).await.map_err(db)?;
-            job
-        }
-    };
-    let response = RecomputeAllResponse {
-        job: Some(job_to_proto(&job)),
-    };
-    if let Some(key) = &key {
-        settings::record_key(&mut tx, key, &response.encode_to_vec(), now)
-            .await
-            .map_err(db)?;
-    }
-    tx.commit().await.map_err(db)?;
+    let response = workflow::recompute_all(api.state(), &caller, key).await?;
     Ok(Response::new(response))
 }
 
@@ -183,10 +89,7 @@ pub(super) async fn get_recompute_job(
 ) -> Result<Response<GetRecomputeJobResponse>, Status> {
     let request = request.into_inner();
     let id = parse_id("recompute_job_id", &request.recompute_job_id)?;
-    let job = job_store::get(&api.state().pool, id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("recompute job", id.to_string()))?;
+    let job = workflow::get(api.state(), id).await?;
     Ok(Response::new(GetRecomputeJobResponse {
         job: Some(job_to_proto(&job)),
     }))
@@ -223,8 +126,8 @@ pub(super) async fn list_recompute_jobs(
             None
         }
     };
-    violations.into_result()?;
-    let filter = job_store::JobFilter {
+    Error::check(violations)?;
+    let filter = JobFilter {
         segment_id,
         state: job_state.map(str::to_owned),
         scope: scope.map(str::to_owned),
@@ -236,13 +139,11 @@ pub(super) async fn list_recompute_jobs(
         let cursor: (i64, String) = state
             .page_tokens
             .decode(&fingerprint, &request.page_token)
-            .map_err(|e| ServiceError::invalid_argument(e.field(), e.message()))?;
+            .map_err(|e| Error::invalid(e.field(), e.message()))?;
         Some(decode_cursor(cursor)?)
     };
     let limit = i64::try_from(size).unwrap_or(50);
-    let mut rows = job_store::list(&state.pool, &filter, before, limit + 1)
-        .await
-        .map_err(db)?;
+    let mut rows = workflow::list(state, &filter, before, limit + 1).await?;
     let next = if rows.len() > size {
         rows.truncate(size);
         let last = rows.last().map(|j| {
@@ -254,7 +155,7 @@ pub(super) async fn list_recompute_jobs(
         state
             .page_tokens
             .encode(&fingerprint, &last)
-            .map_err(ServiceError::internal)?
+            .map_err(Error::internal)?
     } else {
         String::new()
     };
@@ -283,7 +184,7 @@ pub(super) async fn get_evaluation_settings(
     api: &SegmentationApi,
     _request: Request<GetEvaluationSettingsRequest>,
 ) -> Result<Response<GetEvaluationSettingsResponse>, Status> {
-    let current = settings::get(&api.state().pool).await.map_err(db)?;
+    let current = settings_workflow::get(api.state()).await?;
     Ok(Response::new(GetEvaluationSettingsResponse {
         evaluation_settings: Some(settings_to_proto(&current)),
     }))
@@ -323,7 +224,6 @@ pub(super) async fn update_evaluation_settings(
     request: Request<UpdateEvaluationSettingsRequest>,
 ) -> Result<Response<UpdateEvaluationSettingsResponse>, Status> {
     let request = request.into_inner();
-    let state = api.state();
     let new = request.evaluation_settings.unwrap_or_default();
     let paths: Vec<String> = request.update_mask.map(|m| m.paths).unwrap_or_default();
     let mut violations = Violations::new();
@@ -364,48 +264,15 @@ pub(super) async fn update_evaluation_settings(
             )
         })
         .flatten();
-    violations.into_result()?;
-    let mut tx = state.pool.begin().await.map_err(db)?;
-    if has("time_zone")
-        && (new.time_zone.is_empty()
-            || new.time_zone.len() > 64
-            || !settings::valid_time_zone(&mut tx, &new.time_zone)
-                .await
-                .map_err(db)?)
-    {
-        return Err(ServiceError::invalid_argument(
-            "evaluation_settings.time_zone",
-            "not an IANA time zone known to the database",
-        )
-        .into());
-    }
-    let current = settings::get_for_update(&mut tx).await.map_err(db)?;
-    if !new.etag.is_empty() && new.etag != current.etag {
-        return Err(ServiceError::Aborted(
-            "the settings changed since they were read (stale etag)".to_owned(),
-        )
-        .into());
-    }
-    let mut next = current.clone();
-    if has("time_zone") {
-        next.time_zone = new.time_zone.clone();
-    }
-    if let Some(full) = full {
-        next.full_recompute_interval = full;
-    }
-    if let Some(rollover) = rollover {
-        next.rollover_interval = rollover;
-    }
-    if next == current {
-        return Ok(Response::new(UpdateEvaluationSettingsResponse {
-            evaluation_settings: Some(settings_to_proto(&current)),
-        }));
-    }
-    next.update_time = Some(state.clock.now());
-    next.etag = segments::new_etag();
-    settings::put(&mut tx, &next).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    Error::check(violations)?;
+    let change = SettingsChange {
+        etag: new.etag,
+        time_zone: has("time_zone").then_some(new.time_zone),
+        full_recompute_interval: full,
+        rollover_interval: rollover,
+    };
+    let updated = settings_workflow::update(api.state(), change).await?;
     Ok(Response::new(UpdateEvaluationSettingsResponse {
-        evaluation_settings: Some(settings_to_proto(&next)),
+        evaluation_settings: Some(settings_to_proto(&updated)),
     }))
 }

@@ -1,7 +1,7 @@
 //! Lifecycle configuration, per-customer stages and the distribution over stages.
 
 use custops_common::auth::Caller;
-use custops_common::error::{ServiceError, Violations};
+use custops_common::error::Violations;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     GetCustomerLifecycleRequest, GetCustomerLifecycleResponse, GetLifecycleConfigRequest,
@@ -9,30 +9,22 @@ use custops_contracts::custops::segmentation::v1::{
     UpdateLifecycleConfigRequest, UpdateLifecycleConfigResponse,
 };
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::SegmentationApi;
 use super::parse::parse_customer_id;
-use super::rfm::{check_etag, lock_config, mask_paths, optional_segment};
-use crate::derived::{self, lifecycle_to_proto, stage_to_proto, timestamp};
+use super::rfm::{mask_paths, optional_segment};
+use crate::derived::{lifecycle_to_proto, stage_to_proto, timestamp};
 use crate::domain::lifecycle::{LifecycleConfig, Stage};
-use crate::store;
+use crate::error::{Error, Result};
 use crate::store::lifecycle::LifecycleState;
+use crate::workflow::lifecycle as workflow;
 
 /// GetLifecycleConfig.
 pub(super) async fn get_lifecycle_config(
     api: &SegmentationApi,
     _request: Request<GetLifecycleConfigRequest>,
 ) -> Result<Response<GetLifecycleConfigResponse>, Status> {
-    let mut conn = api
-        .state()
-        .pool
-        .acquire()
-        .await
-        .map_err(ServiceError::from)?;
-    let state = store::lifecycle::load(&mut conn)
-        .await
-        .map_err(ServiceError::from)?;
+    let state = workflow::config(api.state()).await?;
     Ok(Response::new(GetLifecycleConfigResponse {
         lifecycle_config: Some(config_to_proto(&state)),
     }))
@@ -48,34 +40,15 @@ pub(super) async fn update_lifecycle_config(
     let request = request.into_inner();
     let paths = mask_paths(request.update_mask.as_ref())?;
     let input = request.lifecycle_config.unwrap_or_default();
-    let state = api.state();
-    let now = state.clock.now();
-    let mut tx = state.pool.begin().await.map_err(ServiceError::from)?;
-    lock_config(&mut tx, "lifecycle").await?;
-    let mut current = store::lifecycle::load(&mut tx)
-        .await
-        .map_err(ServiceError::from)?;
     // Validation first, as in UpdateRfmConfig: an invalid request is INVALID_ARGUMENT even
     // with a stale etag.
-    let next = merge(&current.config, &input, &paths)?;
-    check_etag(&input.etag, &current.etag)?;
-    if next == current.config {
-        return Ok(Response::new(UpdateLifecycleConfigResponse {
-            lifecycle_config: Some(config_to_proto(&current)),
-            recompute_job_id: String::new(),
-        }));
-    }
-    current.config = next;
-    current.etag = Uuid::now_v7().simple().to_string();
-    current.update_time = Some(now);
-    let saved = store::lifecycle::save(&mut tx, &current.config, &current.etag, now).await;
-    saved.map_err(ServiceError::from)?;
-    let job = derived::queue_config_recompute(&mut tx, "lifecycle", &requester, now).await;
-    let job = job.map_err(ServiceError::from)?;
-    tx.commit().await.map_err(ServiceError::from)?;
+    let (state, job) = workflow::update_config(api.state(), &requester, &input.etag, |current| {
+        merge(current, &input, &paths)
+    })
+    .await?;
     Ok(Response::new(UpdateLifecycleConfigResponse {
-        lifecycle_config: Some(config_to_proto(&current)),
-        recompute_job_id: job.to_string(),
+        lifecycle_config: Some(config_to_proto(&state)),
+        recompute_job_id: job.map(|id| id.to_string()).unwrap_or_default(),
     }))
 }
 
@@ -85,16 +58,7 @@ pub(super) async fn get_customer_lifecycle(
     request: Request<GetCustomerLifecycleRequest>,
 ) -> Result<Response<GetCustomerLifecycleResponse>, Status> {
     let customer_id = parse_customer_id("customer_id", &request.get_ref().customer_id)?;
-    let customer_id = customer_id.as_str();
-    let mut conn = api
-        .state()
-        .pool
-        .acquire()
-        .await
-        .map_err(ServiceError::from)?;
-    let stored = store::lifecycle::get(&mut conn, customer_id).await;
-    let stored = stored.map_err(ServiceError::from)?;
-    let stored = stored.ok_or_else(|| ServiceError::not_found("customer", customer_id))?;
+    let stored = workflow::customer(api.state(), &customer_id).await?;
     Ok(Response::new(GetCustomerLifecycleResponse {
         lifecycle: Some(lifecycle_to_proto(&stored)),
     }))
@@ -105,15 +69,8 @@ pub(super) async fn get_lifecycle_distribution(
     api: &SegmentationApi,
     request: Request<GetLifecycleDistributionRequest>,
 ) -> Result<Response<GetLifecycleDistributionResponse>, Status> {
-    let mut conn = api
-        .state()
-        .pool
-        .acquire()
-        .await
-        .map_err(ServiceError::from)?;
-    let segment = optional_segment(&mut conn, &request.get_ref().segment_id).await?;
-    let rows = store::lifecycle::distribution(&mut conn, segment).await;
-    let rows = rows.map_err(ServiceError::from)?;
+    let segment = optional_segment(&request.get_ref().segment_id)?;
+    let rows = workflow::distribution(api.state(), segment).await?;
     let stage_counts: Vec<pb::LifecycleStageCount> = Stage::ALL
         .into_iter()
         .map(|stage| {
@@ -140,7 +97,7 @@ fn merge(
     current: &LifecycleConfig,
     input: &pb::LifecycleConfig,
     paths: &[String],
-) -> Result<LifecycleConfig, ServiceError> {
+) -> Result<LifecycleConfig> {
     let mut next = *current;
     let mut v = Violations::new();
     for (i, path) in paths.iter().enumerate() {
@@ -163,7 +120,7 @@ fn merge(
     for (field, description) in next.validate() {
         v.add(format!("lifecycle_config.{field}"), description);
     }
-    v.into_result()?;
+    Error::check(v)?;
     Ok(next)
 }
 

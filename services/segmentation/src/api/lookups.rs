@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use custops_common::error::{ServiceError, Violations};
+use custops_common::error::Violations;
 use custops_contracts::custops::segmentation::v1::{
     BatchCheckMembershipRequest, BatchCheckMembershipResponse, CheckMembershipRequest,
     CheckMembershipResponse, CustomerSegmentsView, ExplainMembershipRequest,
@@ -17,22 +17,19 @@ use uuid::Uuid;
 
 use super::SegmentationApi;
 use super::parse::{check_customer_id, join_invalid, parse_customer_id, parse_id};
-use crate::domain::eval;
+use crate::error::{Error, Result};
 use crate::events::timestamp as ts;
+use crate::rules_wire::explanation_to_proto;
 use crate::segments_wire::membership_to_proto;
-use crate::store::{catalog, facts, memberships, segments};
+use crate::workflow::lookups as workflow;
 
 /// The stream StreamSegmentMembers answers with.
 pub(crate) type MemberStream = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = Result<StreamSegmentMembersResponse, Status>> + Send>,
 >;
 
-fn customer(field: &str, value: &str) -> Result<(), ServiceError> {
-    check_customer_id(value).map_err(|d| ServiceError::invalid_argument(field, d))
-}
-
-fn db(error: sqlx::Error) -> ServiceError {
-    ServiceError::from(error)
+fn customer(field: &str, value: &str) -> Result<()> {
+    check_customer_id(value).map_err(|d| Error::invalid(field, d))
 }
 
 /// ListCustomerSegments. IDS (and UNSPECIFIED) are the hot path, through the caches; FULL
@@ -69,24 +66,18 @@ pub(super) async fn list_customer_segments(
             Err(_) => Err("unknown value; UNSPECIFIED, IDS or FULL".to_owned()),
         },
     );
-    violations.into_result()?;
+    Error::check(violations)?;
     let wanted = |id: &Uuid| only.is_empty() || only.contains(id);
     let state = api.state();
     if full == Some(true) {
-        let held = memberships::customer_segment_memberships(&state.pool, &request.customer_id)
-            .await
-            .map_err(db)?;
+        let held = workflow::customer_memberships(state, &request.customer_id).await?;
         let held: Vec<_> = held.into_iter().filter(|m| wanted(&m.segment_id)).collect();
         return Ok(Response::new(ListCustomerSegmentsResponse {
             segment_ids: held.iter().map(|m| m.segment_id.to_string()).collect(),
             memberships: held.iter().map(membership_to_proto).collect(),
         }));
     }
-    let ids = state
-        .lookups
-        .customer_segments(&state.pool, &request.customer_id)
-        .await
-        .map_err(db)?;
+    let ids = workflow::customer_segments(state, &request.customer_id).await?;
     Ok(Response::new(ListCustomerSegmentsResponse {
         segment_ids: ids
             .0
@@ -106,24 +97,8 @@ pub(super) async fn check_membership(
     let request = request.into_inner();
     let segment_id = parse_id("segment_id", &request.segment_id)?;
     customer("customer_id", &request.customer_id)?;
-    let state = api.state();
-    if state
-        .lookups
-        .segment_size(&state.pool, segment_id)
-        .await
-        .map_err(db)?
-        .is_none()
-    {
-        return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
-    }
-    let ids = state
-        .lookups
-        .customer_segments(&state.pool, &request.customer_id)
-        .await
-        .map_err(db)?;
-    Ok(Response::new(CheckMembershipResponse {
-        member: ids.contains(&segment_id),
-    }))
+    let member = workflow::is_member(api.state(), segment_id, &request.customer_id).await?;
+    Ok(Response::new(CheckMembershipResponse { member }))
 }
 
 /// BatchCheckMembership: the customers this process's cache holds are answered from it, the
@@ -149,25 +124,11 @@ pub(super) async fn batch_check_membership(
             violations.add(format!("customer_ids[{i}]"), d);
         }
     }
-    violations.into_result()?;
+    Error::check(violations)?;
     let Some(segment_id) = segment_id else {
-        return Err(ServiceError::invalid_argument("segment_id", "required").into());
+        return Err(Error::invalid("segment_id", "required").into());
     };
-    let state = api.state();
-    if state
-        .lookups
-        .segment_size(&state.pool, segment_id)
-        .await
-        .map_err(db)?
-        .is_none()
-    {
-        return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
-    }
-    let is_member = state
-        .lookups
-        .members_among(&state.pool, segment_id, &request.customer_ids)
-        .await
-        .map_err(db)?;
+    let is_member = workflow::members_among(api.state(), segment_id, &request.customer_ids).await?;
     Ok(Response::new(BatchCheckMembershipResponse { is_member }))
 }
 
@@ -183,7 +144,7 @@ pub(super) async fn stream_segment_members(
         0 => 1_000,
         n @ 1..=10_000 => i64::from(n),
         _ => {
-            return Err(ServiceError::invalid_argument("batch_size", "must be 0-10,000").into());
+            return Err(Error::invalid("batch_size", "must be 0-10,000").into());
         }
     };
     let state = api.state();
@@ -195,36 +156,21 @@ pub(super) async fn stream_segment_members(
             .page_tokens
             .decode(&fingerprint, &request.resume_token)
             .map_err(|_| {
-                ServiceError::invalid_argument(
-                    "resume_token",
-                    "malformed or issued for another segment",
-                )
+                Error::invalid("resume_token", "malformed or issued for another segment")
             })?
     };
-    if segments::get(&state.pool, segment_id)
-        .await
-        .map_err(db)?
-        .is_none()
-    {
-        return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
-    }
+    workflow::require_segment(&state.pool, segment_id).await?;
     let pool = state.pool.clone();
     let tokens = state.page_tokens.clone();
     let stream = async_stream(move |tx| async move {
         loop {
-            let exists = segments::get(&pool, segment_id).await.map_err(db)?;
-            if exists.is_none() {
-                return Err(ServiceError::not_found("segment", segment_id.to_string()).into());
-            }
-            let page = memberships::members_page(&pool, segment_id, &after, batch)
-                .await
-                .map_err(db)?;
+            let page = workflow::members_page(&pool, segment_id, &after, batch).await?;
             let Some(last) = page.last().cloned() else {
                 return Ok(());
             };
             let token = tokens
                 .encode(&fingerprint, &last)
-                .map_err(ServiceError::internal)?;
+                .map_err(Error::internal)?;
             let full = i64::try_from(page.len()).unwrap_or(0) == batch;
             let message = StreamSegmentMembersResponse {
                 customer_ids: page,
@@ -266,14 +212,8 @@ pub(super) async fn get_segment_size(
 ) -> Result<Response<GetSegmentSizeResponse>, Status> {
     let request = request.into_inner();
     let segment_id = parse_id("segment_id", &request.segment_id)?;
-    let state = api.state();
-    let size = state
-        .lookups
-        .segment_size(&state.pool, segment_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
-    Ok(Response::new(GetSegmentSizeResponse { member_count: size }))
+    let member_count = workflow::segment_size(api.state(), segment_id).await?;
+    Ok(Response::new(GetSegmentSizeResponse { member_count }))
 }
 
 /// ExplainMembership: the stored membership next to the rule evaluated now.
@@ -291,46 +231,18 @@ pub(super) async fn explain_membership(
             return Err(join_invalid([segment_id.err(), customer_id.err()]).into());
         }
     };
-    let state = api.state();
-    let mut conn = state.pool.acquire().await.map_err(db)?;
-    let segment = segments::get(&mut *conn, segment_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
-    let facts = facts::load_facts(&mut conn, &customer_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("customer facts", customer_id.clone()))?;
-    let stored = memberships::membership(&mut *conn, segment_id, &customer_id)
-        .await
-        .map_err(db)?;
-    let now = state.clock.now();
-    let member = stored.is_some();
-    let (rule_result, explanation) = match segment.rule.as_deref() {
-        Some(bytes) if segment.rule_kind => {
-            let condition = segments::decode_rule(bytes).map_err(ServiceError::internal)?;
-            let catalog = catalog::load_catalog(&mut conn).await.map_err(db)?;
-            let rule = crate::rules_wire::parse_rule(&condition, "rule", &catalog)
-                .map_err(|v| ServiceError::internal(anyhow::anyhow!("stored rule: {v:?}")))?;
-            let ctx = facts::eval_context(&mut conn, now).await.map_err(db)?;
-            (
-                eval::evaluate(&rule, &facts, &ctx),
-                Some(crate::rules_wire::explain(&rule, &facts, &ctx)),
-            )
-        }
-        _ => (member, None),
-    };
+    let explained = workflow::explain(api.state(), segment_id, &customer_id).await?;
     Ok(Response::new(ExplainMembershipResponse {
-        member,
-        rule_result,
-        segment_version: segment.version,
-        evaluate_time: Some(ts(now)),
-        enter_time: stored.as_ref().map(|(t, _)| ts(*t)),
-        enter_reason: stored
-            .as_ref()
-            .map(|(_, r)| memberships::reason_from_slug(r))
+        member: explained.member,
+        rule_result: explained.rule_result,
+        segment_version: explained.segment_version,
+        evaluate_time: Some(ts(explained.evaluate_time)),
+        enter_time: explained.entered.map(|(time, _)| ts(time)),
+        enter_reason: explained
+            .entered
+            .map(|(_, reason)| reason)
             .unwrap_or_default()
             .into(),
-        explanation,
+        explanation: explained.explanation.map(explanation_to_proto),
     }))
 }

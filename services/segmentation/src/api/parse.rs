@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use custops_common::error::{FieldViolation, ServiceError, Violations};
+use custops_common::error::{FieldViolation, Violations};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     CreateSegmentRequest, ListSegmentsRequest, PreviewSegmentRequest, UpdateSegmentRequest,
@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Status, Streaming};
 use uuid::Uuid;
 
+use crate::error::{Error, Result, field_violations};
 use crate::store::segments::SegmentFilter;
 use crate::store::settings::IdempotencyKey;
 use crate::workflow::segments::{NewSegment, PreviewRequest, SegmentChange, Upload};
@@ -26,11 +27,11 @@ const MAX_UPLOAD_IDS: usize = 1_000_000;
 const MAX_UPLOAD_IDS_PER_MESSAGE: usize = 10_000;
 
 /// A required UUID field.
-pub(super) fn parse_id(field: &str, value: &str) -> Result<Uuid, ServiceError> {
+pub(super) fn parse_id(field: &str, value: &str) -> Result<Uuid> {
     if value.is_empty() {
-        return Err(ServiceError::invalid_argument(field, "required"));
+        return Err(Error::invalid(field, "required"));
     }
-    Uuid::parse_str(value).map_err(|_| ServiceError::invalid_argument(field, "not a valid UUID"))
+    Uuid::parse_str(value).map_err(|_| Error::invalid(field, "not a valid UUID"))
 }
 
 /// The customer id of a read that answers NOT_FOUND for a customer segmentation does not hold
@@ -38,28 +39,26 @@ pub(super) fn parse_id(field: &str, value: &str) -> Result<Uuid, ServiceError> {
 /// is a UUID. Anything else could never be found, so it is INVALID_ARGUMENT naming `field`
 /// rather than a NOT_FOUND that reads like "not seen yet". Returned in the canonical form the
 /// feeds carry (lower-case, hyphenated), so `{…}` or upper-case spellings find the customer.
-pub(super) fn parse_customer_id(field: &str, value: &str) -> Result<String, ServiceError> {
+pub(super) fn parse_customer_id(field: &str, value: &str) -> Result<String> {
     if value.is_empty() {
-        return Err(ServiceError::invalid_argument(field, "required"));
+        return Err(Error::invalid(field, "required"));
     }
     Uuid::parse_str(value)
         .map(|id| id.hyphenated().to_string())
-        .map_err(|_| {
-            ServiceError::invalid_argument(field, "must be a profiles customer id (a UUID)")
-        })
+        .map_err(|_| Error::invalid(field, "must be a profiles customer id (a UUID)"))
 }
 
 /// One INVALID_ARGUMENT holding the violations of every error given (`None`s skipped), so a
 /// request with several bad ids names them all.
-pub(super) fn join_invalid(errors: impl IntoIterator<Item = Option<ServiceError>>) -> ServiceError {
+pub(super) fn join_invalid(errors: impl IntoIterator<Item = Option<Error>>) -> Error {
     let mut violations = Vec::new();
     for error in errors.into_iter().flatten() {
         match error {
-            ServiceError::InvalidArgument(v) => violations.extend(v),
+            Error::InvalidArgument(v) => violations.extend(v),
             other => return other,
         }
     }
-    ServiceError::InvalidArgument(violations)
+    Error::InvalidArgument(violations)
 }
 
 /// A customer id of a lookup: 1–128 printable ASCII characters without spaces. Lookups take
@@ -84,17 +83,9 @@ pub(super) fn check_request_id(violations: &mut Violations, field: &str, value: 
     );
 }
 
-/// The violations inside an INVALID_ARGUMENT (empty for any other error).
-fn into_violations(violations: Violations) -> Vec<FieldViolation> {
-    match violations.into_result() {
-        Err(ServiceError::InvalidArgument(v)) => v,
-        _ => Vec::new(),
-    }
-}
-
 /// A keyset cursor `(time in µs, id)` back in typed form.
-pub(super) fn decode_cursor(cursor: (i64, String)) -> Result<(DateTime<Utc>, Uuid), ServiceError> {
-    let bad = || ServiceError::invalid_argument("page_token", "malformed");
+pub(super) fn decode_cursor(cursor: (i64, String)) -> Result<(DateTime<Utc>, Uuid)> {
+    let bad = || Error::invalid("page_token", "malformed");
     let time = DateTime::<Utc>::from_timestamp_micros(cursor.0).ok_or_else(bad)?;
     let id = Uuid::parse_str(&cursor.1).map_err(|_| bad())?;
     Ok((time, id))
@@ -176,13 +167,13 @@ fn create_hash(request: &CreateSegmentRequest) -> Vec<u8> {
 pub(super) fn new_segment(
     caller: &str,
     request: &CreateSegmentRequest,
-) -> Result<(NewSegment, Option<IdempotencyKey>, Vec<FieldViolation>), ServiceError> {
+) -> Result<(NewSegment, Option<IdempotencyKey>, Vec<FieldViolation>)> {
     let mut violations = Violations::new();
     check_request_id(&mut violations, "request_id", &request.request_id);
     let Some(segment) = request.segment.as_ref() else {
         violations.add("segment", "required");
-        violations.into_result()?;
-        return Err(ServiceError::invalid_argument("segment", "required"));
+        Error::check(violations)?;
+        return Err(Error::invalid("segment", "required"));
     };
     check_display_name(
         &mut violations,
@@ -217,15 +208,15 @@ pub(super) fn new_segment(
         rule: segment.rule.clone().filter(|_| is_rule),
         validate_only: request.validate_only,
     };
-    Ok((segment, key, into_violations(violations)))
+    Ok((segment, key, field_violations(violations)))
 }
 
 /// An UpdateSegment request as its command: the masked fields only.
-pub(super) fn segment_change(request: UpdateSegmentRequest) -> Result<SegmentChange, ServiceError> {
+pub(super) fn segment_change(request: UpdateSegmentRequest) -> Result<SegmentChange> {
     let segment = request
         .segment
         .as_ref()
-        .ok_or_else(|| ServiceError::invalid_argument("segment", "required"))?;
+        .ok_or_else(|| Error::invalid("segment", "required"))?;
     let id = parse_id("segment.segment_id", &segment.segment_id)?;
     let paths: Vec<String> = request
         .update_mask
@@ -264,7 +255,7 @@ pub(super) fn segment_change(request: UpdateSegmentRequest) -> Result<SegmentCha
     if has("labels") {
         check_labels(&mut violations, "segment.labels", &segment.labels);
     }
-    violations.into_result()?;
+    Error::check(violations)?;
     let segment = segment.clone();
     Ok(SegmentChange {
         segment_id: id,
@@ -310,7 +301,7 @@ pub(super) fn preview_request(
         compare_segment_id: compare,
         sample_size,
     };
-    (preview, into_violations(violations))
+    (preview, field_violations(violations))
 }
 
 /// Reads a whole UploadStaticMembers stream: the first message sets segment, mode and
@@ -358,19 +349,14 @@ pub(super) async fn upload(
             index += 1;
             ids.insert(id);
         }
-        violations.into_result()?;
+        Error::check(violations)?;
         if index > MAX_UPLOAD_IDS {
-            return Err(ServiceError::ResourceExhausted(
-                "an upload holds at most 1,000,000 ids".to_owned(),
-            )
-            .into());
+            return Err(Error::UploadTooLarge.into());
         }
     }
     let id = parse_id("segment_id", &segment_id)?;
     if mode == pb::StaticUploadMode::Unspecified {
-        return Err(
-            ServiceError::invalid_argument("mode", "required: ADD, REMOVE or REPLACE").into(),
-        );
+        return Err(Error::invalid("mode", "required: ADD, REMOVE or REPLACE").into());
     }
     let ids: Vec<String> = ids.into_iter().collect();
     Ok(Upload {
@@ -382,7 +368,7 @@ pub(super) async fn upload(
 }
 
 /// BatchGetSegments ids: 1–1,000 UUIDs.
-pub(super) fn segment_ids(raw_ids: &[String]) -> Result<Vec<Uuid>, ServiceError> {
+pub(super) fn segment_ids(raw_ids: &[String]) -> Result<Vec<Uuid>> {
     let mut violations = Violations::new();
     violations.check(
         (1..=1_000).contains(&raw_ids.len()),
@@ -396,12 +382,12 @@ pub(super) fn segment_ids(raw_ids: &[String]) -> Result<Vec<Uuid>, ServiceError>
             Err(_) => violations.add(format!("segment_ids[{i}]"), "not a valid UUID"),
         }
     }
-    violations.into_result()?;
+    Error::check(violations)?;
     Ok(ids)
 }
 
 /// The filter of a ListSegments request.
-pub(super) fn segment_filter(request: &ListSegmentsRequest) -> Result<SegmentFilter, ServiceError> {
+pub(super) fn segment_filter(request: &ListSegmentsRequest) -> Result<SegmentFilter> {
     let mut violations = Violations::new();
     let rule_kind = match pb::SegmentKind::try_from(request.kind) {
         Ok(pb::SegmentKind::Rule) => Some(true),
@@ -426,7 +412,7 @@ pub(super) fn segment_filter(request: &ListSegmentsRequest) -> Result<SegmentFil
         "field",
         "at most 256 characters",
     );
-    violations.into_result()?;
+    Error::check(violations)?;
     Ok(SegmentFilter {
         rule_kind,
         labels: request.labels.clone().into_iter().collect(),

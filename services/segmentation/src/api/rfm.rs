@@ -1,7 +1,7 @@
 //! RFM configuration, per-customer values and the distribution over groups and cells.
 
 use custops_common::auth::Caller;
-use custops_common::error::{ServiceError, Violations};
+use custops_common::error::Violations;
 use custops_contracts::custops::common::v1::Money;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
@@ -14,24 +14,17 @@ use uuid::Uuid;
 
 use super::SegmentationApi;
 use super::parse::parse_customer_id;
-use crate::derived::{self, group_to_proto, rfm_to_proto, timestamp};
+use crate::derived::{group_to_proto, rfm_to_proto, timestamp};
 use crate::domain::rfm::{self, CurrencyRate, RfmConfig, RfmGroup, RfmState, Thresholds};
-use crate::store;
+use crate::error::{Error, Result};
+use crate::workflow::rfm as workflow;
 
 /// GetRfmConfig.
 pub(super) async fn get_rfm_config(
     api: &SegmentationApi,
     _request: Request<GetRfmConfigRequest>,
 ) -> Result<Response<GetRfmConfigResponse>, Status> {
-    let mut conn = api
-        .state()
-        .pool
-        .acquire()
-        .await
-        .map_err(ServiceError::from)?;
-    let state = store::rfm::load(&mut conn)
-        .await
-        .map_err(ServiceError::from)?;
+    let state = workflow::config(api.state()).await?;
     Ok(Response::new(GetRfmConfigResponse {
         rfm_config: Some(config_to_proto(&state)),
     }))
@@ -47,35 +40,13 @@ pub(super) async fn update_rfm_config(
     let request = request.into_inner();
     let paths = mask_paths(request.update_mask.as_ref())?;
     let input = request.rfm_config.unwrap_or_default();
-    let state = api.state();
-    let now = state.clock.now();
-    let mut tx = state.pool.begin().await.map_err(ServiceError::from)?;
-    lock_config(&mut tx, "rfm").await?;
-    let mut current = store::rfm::load(&mut tx)
-        .await
-        .map_err(ServiceError::from)?;
-    // A request that is wrong stays wrong whatever the config's version: say so before
-    // reporting a stale etag, or the caller would re-read, retry and only then learn it.
-    let next = merge(&current.config, &input, &paths)?;
-    check_etag(&input.etag, &current.etag)?;
-    if next == current.config {
-        return Ok(Response::new(UpdateRfmConfigResponse {
-            rfm_config: Some(config_to_proto(&current)),
-            recompute_job_id: String::new(),
-        }));
-    }
-    current.config = next;
-    current.etag = Uuid::now_v7().simple().to_string();
-    current.update_time = Some(now);
-    store::rfm::save(&mut tx, &current, now)
-        .await
-        .map_err(ServiceError::from)?;
-    let job = derived::queue_config_recompute(&mut tx, "rfm", &requester, now).await;
-    let job = job.map_err(ServiceError::from)?;
-    tx.commit().await.map_err(ServiceError::from)?;
+    let (state, job) = workflow::update_config(api.state(), &requester, &input.etag, |current| {
+        merge(current, &input, &paths)
+    })
+    .await?;
     Ok(Response::new(UpdateRfmConfigResponse {
-        rfm_config: Some(config_to_proto(&current)),
-        recompute_job_id: job.to_string(),
+        rfm_config: Some(config_to_proto(&state)),
+        recompute_job_id: job.map(|id| id.to_string()).unwrap_or_default(),
     }))
 }
 
@@ -85,22 +56,9 @@ pub(super) async fn get_customer_rfm(
     request: Request<GetCustomerRfmRequest>,
 ) -> Result<Response<GetCustomerRfmResponse>, Status> {
     let customer_id = parse_customer_id("customer_id", &request.get_ref().customer_id)?;
-    let customer_id = customer_id.as_str();
-    let mut conn = api
-        .state()
-        .pool
-        .acquire()
-        .await
-        .map_err(ServiceError::from)?;
-    let stored = store::rfm::get(&mut conn, customer_id)
-        .await
-        .map_err(ServiceError::from)?;
-    let stored = stored.ok_or_else(|| ServiceError::not_found("customer", customer_id))?;
-    let state = store::rfm::load(&mut conn)
-        .await
-        .map_err(ServiceError::from)?;
+    let (stored, currency) = workflow::customer(api.state(), &customer_id).await?;
     Ok(Response::new(GetCustomerRfmResponse {
-        rfm: Some(rfm_to_proto(customer_id, &stored, &state.config.currency)),
+        rfm: Some(rfm_to_proto(&customer_id, &stored, &currency)),
     }))
 }
 
@@ -109,18 +67,8 @@ pub(super) async fn get_rfm_distribution(
     api: &SegmentationApi,
     request: Request<GetRfmDistributionRequest>,
 ) -> Result<Response<GetRfmDistributionResponse>, Status> {
-    let mut conn = api
-        .state()
-        .pool
-        .acquire()
-        .await
-        .map_err(ServiceError::from)?;
-    let segment = optional_segment(&mut conn, &request.get_ref().segment_id).await?;
-    let counts = store::rfm::distribution(&mut conn, segment).await;
-    let counts = counts.map_err(ServiceError::from)?;
-    let state = store::rfm::load(&mut conn)
-        .await
-        .map_err(ServiceError::from)?;
+    let segment = optional_segment(&request.get_ref().segment_id)?;
+    let (counts, state) = workflow::distribution(api.state(), segment).await?;
     let count = |r: i32, fm: i32| {
         counts
             .cells
@@ -163,58 +111,28 @@ pub(super) async fn get_rfm_distribution(
 }
 
 /// The paths of a required, non-empty update mask.
-pub(super) fn mask_paths(
-    mask: Option<&prost_types::FieldMask>,
-) -> Result<Vec<String>, ServiceError> {
+pub(super) fn mask_paths(mask: Option<&prost_types::FieldMask>) -> Result<Vec<String>> {
     match mask {
         Some(mask) if !mask.paths.is_empty() => Ok(mask.paths.clone()),
-        _ => Err(ServiceError::invalid_argument(
+        _ => Err(Error::invalid(
             "update_mask",
             "must name at least one field",
         )),
     }
 }
 
-/// ABORTED when `given` is set and differs from `current`.
-pub(super) fn check_etag(given: &str, current: &str) -> Result<(), ServiceError> {
-    if !given.is_empty() && given != current {
-        return Err(ServiceError::Aborted(
-            "the config changed since it was read (stale etag)".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
-/// Serialises updates of one configs row.
-pub(super) async fn lock_config(
-    tx: &mut sqlx::PgConnection,
-    name: &str,
-) -> Result<(), ServiceError> {
-    Ok(crate::store::settings::lock_config(tx, name).await?)
-}
-
-/// The segment of an optional filter: `None` when empty, NOT_FOUND when it does not exist.
-pub(super) async fn optional_segment(
-    conn: &mut sqlx::PgConnection,
-    segment_id: &str,
-) -> Result<Option<Uuid>, ServiceError> {
+/// The segment of an optional filter: `None` when empty (existence is the use case's check).
+pub(super) fn optional_segment(segment_id: &str) -> Result<Option<Uuid>> {
     if segment_id.is_empty() {
         return Ok(None);
     }
-    let id = Uuid::parse_str(segment_id)
-        .map_err(|_| ServiceError::invalid_argument("segment_id", "must be a UUID"))?;
-    if !crate::store::segments::exists(conn, id).await? {
-        return Err(ServiceError::not_found("segment", segment_id));
-    }
-    Ok(Some(id))
+    Uuid::parse_str(segment_id)
+        .map(Some)
+        .map_err(|_| Error::invalid("segment_id", "must be a UUID"))
 }
 
 /// `current` with the masked fields of `input`, validated as a whole.
-fn merge(
-    current: &RfmConfig,
-    input: &pb::RfmConfig,
-    paths: &[String],
-) -> Result<RfmConfig, ServiceError> {
+fn merge(current: &RfmConfig, input: &pb::RfmConfig, paths: &[String]) -> Result<RfmConfig> {
     let mut next = current.clone();
     let mut v = Violations::new();
     for (i, path) in paths.iter().enumerate() {
@@ -236,7 +154,7 @@ fn merge(
     for (field, description) in rfm::validate(&next) {
         v.add(format!("rfm_config.{field}"), description);
     }
-    v.into_result()?;
+    Error::check(v)?;
     // Stored and returned in currency order, so the same rates in another order change nothing.
     next.currency_rates
         .sort_by(|a, b| a.currency.cmp(&b.currency));

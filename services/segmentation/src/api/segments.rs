@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use custops_common::auth::Caller;
-use custops_common::error::ServiceError;
 use custops_common::paging;
 use custops_contracts::custops::segmentation::v1::{
     BatchGetSegmentsRequest, BatchGetSegmentsResponse, CreateSegmentRequest, CreateSegmentResponse,
@@ -15,29 +14,21 @@ use custops_contracts::custops::segmentation::v1::{
     ListSegmentsResponse, PreviewSegmentRequest, PreviewSegmentResponse, UpdateSegmentRequest,
     UpdateSegmentResponse, UploadStaticMembersRequest, UploadStaticMembersResponse,
 };
-use tonic::{Code, Request, Response, Status, Streaming};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use super::SegmentationApi;
 use super::parse::{self, decode_cursor, full_view, parse_id};
+use crate::error::Error;
 use crate::segments_wire::{segment_to_proto, version_to_proto};
-use crate::store::segments::{self as store, SegmentRecord};
-use crate::workflow::segments::{self as workflow, DeleteError};
+use crate::store::segments::SegmentRecord;
+use crate::workflow::segments as workflow;
 
 /// Previews scan the whole customer base: at most this many run at once per replica.
 const MAX_CONCURRENT_PREVIEWS: usize = 4;
 
 static PREVIEWS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(MAX_CONCURRENT_PREVIEWS);
-
-fn internal(error: impl Into<anyhow::Error>) -> ServiceError {
-    ServiceError::internal(error)
-}
-
-fn db(error: sqlx::Error) -> ServiceError {
-    ServiceError::from(error)
-}
 
 /// CreateSegment.
 pub(super) async fn create_segment(
@@ -57,10 +48,7 @@ pub(super) async fn get_segment(
 ) -> Result<Response<GetSegmentResponse>, Status> {
     let request = request.into_inner();
     let id = parse_id("segment_id", &request.segment_id)?;
-    let segment = store::get(&api.state().pool, id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("segment", id.to_string()))?;
+    let segment = workflow::get(api.state(), id).await?;
     Ok(Response::new(GetSegmentResponse {
         segment: Some(segment_to_proto(&segment, full_view(request.view, true))),
     }))
@@ -73,7 +61,7 @@ pub(super) async fn batch_get_segments(
 ) -> Result<Response<BatchGetSegmentsResponse>, Status> {
     let request = request.into_inner();
     let ids = parse::segment_ids(&request.segment_ids)?;
-    let found = store::get_many(&api.state().pool, &ids).await.map_err(db)?;
+    let found = workflow::get_many(api.state(), &ids).await?;
     let full = full_view(request.view, false);
     Ok(Response::new(batch_response(&ids, &found, full)))
 }
@@ -118,13 +106,11 @@ pub(super) async fn list_segments(
         let cursor: (i64, String) = state
             .page_tokens
             .decode(&fingerprint, &request.page_token)
-            .map_err(|e| ServiceError::invalid_argument(e.field(), e.message()))?;
+            .map_err(|e| Error::invalid(e.field(), e.message()))?;
         Some(decode_cursor(cursor)?)
     };
     let limit = i64::try_from(size).unwrap_or(50);
-    let mut rows = store::list(&state.pool, &filter, after, limit + 1)
-        .await
-        .map_err(db)?;
+    let mut rows = workflow::list(state, &filter, after, limit + 1).await?;
     let next = if rows.len() > size {
         rows.truncate(size);
         let last = rows
@@ -133,7 +119,7 @@ pub(super) async fn list_segments(
         state
             .page_tokens
             .encode(&fingerprint, &last)
-            .map_err(internal)?
+            .map_err(Error::internal)?
     } else {
         String::new()
     };
@@ -162,26 +148,8 @@ pub(super) async fn delete_segment(
 ) -> Result<Response<DeleteSegmentResponse>, Status> {
     let request = request.into_inner();
     let id = parse_id("segment_id", &request.segment_id)?;
-    match workflow::delete(api.state(), id, &request.etag).await {
-        Ok(()) => Ok(Response::new(DeleteSegmentResponse {})),
-        Err(DeleteError::Service(error)) => Err(error.into()),
-        Err(error @ DeleteError::Referenced(_)) => Err(referenced_status(&error)),
-    }
-}
-
-/// FAILED_PRECONDITION naming every segment whose rule references the one being deleted.
-fn referenced_status(error: &DeleteError) -> Status {
-    let mut details = ErrorDetails::new();
-    if let DeleteError::Referenced(referencing) = error {
-        for other in referencing {
-            details.add_precondition_failure_violation(
-                "SEGMENT_REFERENCED",
-                format!("segments/{other}"),
-                "this segment's rule references the segment being deleted",
-            );
-        }
-    }
-    Status::with_error_details(Code::FailedPrecondition, error.to_string(), details)
+    workflow::delete(api.state(), id, &request.etag).await?;
+    Ok(Response::new(DeleteSegmentResponse {}))
 }
 
 /// ListSegmentVersions.
@@ -201,7 +169,7 @@ pub(super) async fn list_segment_versions(
             state
                 .page_tokens
                 .decode(&fingerprint, &request.page_token)
-                .map_err(|e| ServiceError::invalid_argument(e.field(), e.message()))?,
+                .map_err(|e| Error::invalid(e.field(), e.message()))?,
         )
     };
     let limit = i64::try_from(size).unwrap_or(50);
@@ -212,7 +180,7 @@ pub(super) async fn list_segment_versions(
         state
             .page_tokens
             .encode(&fingerprint, &last)
-            .map_err(internal)?
+            .map_err(Error::internal)?
     } else {
         String::new()
     };
@@ -229,10 +197,7 @@ pub(super) async fn preview_segment(
 ) -> Result<Response<PreviewSegmentResponse>, Status> {
     let request = request.into_inner();
     let Ok(_permit) = PREVIEWS.try_acquire() else {
-        return Err(ServiceError::ResourceExhausted(
-            "too many previews are running; retry shortly".to_owned(),
-        )
-        .into());
+        return Err(Error::TooManyPreviews.into());
     };
     let (preview, invalid) = parse::preview_request(request);
     Ok(Response::new(

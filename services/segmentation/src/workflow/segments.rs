@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use custops_common::error::{FieldViolation, ServiceError, Violations};
+use custops_common::error::FieldViolation;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     CreateSegmentResponse, PreviewSegmentResponse, UpdateSegmentResponse,
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::domain::references::{MAX_REFERENCE_DEPTH, MAX_REFERENCES, depth, height, reaches};
 use crate::domain::rule::Rule;
+use crate::error::{Error, Result, field_violations};
 use crate::events::{self, ChangeCause};
 use crate::jobs::job_id_string;
 use crate::rules_wire::parse_rule;
@@ -29,7 +30,7 @@ use crate::segments_wire::segment_to_proto;
 use crate::state::AppState;
 use crate::store::catalog::load_catalog;
 use crate::store::jobs::{self as job_store, JobRecord};
-use crate::store::segments::{self as store, SegmentRecord, VersionRecord};
+use crate::store::segments::{self as store, SegmentFilter, SegmentRecord, VersionRecord};
 use crate::store::settings::{self as keys, IdempotencyKey, KeyLookup};
 use crate::store::{compile, facts, memberships, preview as previews, uploads};
 
@@ -40,21 +41,6 @@ const MAX_REPORTED_UNKNOWN: usize = 1_000;
 /// Above this many changed customers an upload moves the cache epoch instead of notifying
 /// each customer.
 const NOTIFY_EACH_MAX: usize = 1_000;
-
-fn internal(error: impl Into<anyhow::Error>) -> ServiceError {
-    ServiceError::internal(error)
-}
-
-fn db(error: sqlx::Error) -> ServiceError {
-    ServiceError::from(error)
-}
-
-fn reused() -> ServiceError {
-    ServiceError::AlreadyExists {
-        message: "request_id was already used with a different request".to_owned(),
-        reason: Some("REQUEST_ID_REUSED"),
-    }
-}
 
 /// A CreateSegment request past the checks that need no database.
 #[derive(Debug, Clone)]
@@ -80,8 +66,8 @@ pub async fn create(
     key: Option<IdempotencyKey>,
     segment: NewSegment,
     mut invalid: Vec<FieldViolation>,
-) -> Result<CreateSegmentResponse, ServiceError> {
-    let mut tx = state.pool.begin().await.map_err(db)?;
+) -> Result<CreateSegmentResponse> {
+    let mut tx = state.pool.begin().await?;
     let checked = match &segment.rule {
         Some(condition) => match check_rule(&mut tx, condition, "segment.rule", None).await? {
             Ok(checked) => Some(checked),
@@ -93,21 +79,21 @@ pub async fn create(
         None => None,
     };
     if !invalid.is_empty() {
-        return Err(ServiceError::InvalidArgument(invalid));
+        return Err(Error::InvalidArgument(invalid));
     }
     if let Some(key) = &key {
-        match keys::claim_key(&mut tx, key).await.map_err(db)? {
+        match keys::claim_key(&mut tx, key).await? {
             KeyLookup::New => {}
             KeyLookup::Replay(bytes) => {
-                return CreateSegmentResponse::decode(bytes.as_slice()).map_err(internal);
+                return CreateSegmentResponse::decode(bytes.as_slice()).map_err(Error::internal);
             }
-            KeyLookup::Reused => return Err(reused()),
+            KeyLookup::Reused => return Err(Error::RequestIdReused),
         }
     }
-    if store::count(&mut tx).await.map_err(db)? >= MAX_SEGMENTS {
-        return Err(ServiceError::ResourceExhausted(format!(
-            "the deployment already holds {MAX_SEGMENTS} segments"
-        )));
+    if store::count(&mut tx).await? >= MAX_SEGMENTS {
+        return Err(Error::SegmentLimitReached {
+            limit: MAX_SEGMENTS,
+        });
     }
     let now = state.clock.now();
     let segment_id = Uuid::now_v7();
@@ -151,14 +137,12 @@ pub async fn create(
         )
     });
     record.latest_recompute_job_id = job.as_ref().map(|j| j.recompute_job_id);
-    store::insert(&mut tx, &record).await.map_err(db)?;
+    store::insert(&mut tx, &record).await?;
     if let Some(bytes) = &record.rule {
-        store::insert_version(&mut tx, segment_id, 1, bytes, now, caller)
-            .await
-            .map_err(db)?;
+        store::insert_version(&mut tx, segment_id, 1, bytes, now, caller).await?;
     }
     if let Some(job) = &job {
-        job_store::insert(&mut tx, job).await.map_err(db)?;
+        job_store::insert(&mut tx, job).await?;
     }
     let proto = segment_to_proto(&record, true);
     events::append_segment_event(
@@ -168,21 +152,16 @@ pub async fn create(
             segment: Some(proto.clone()),
         },
     )
-    .await
-    .map_err(db)?;
-    memberships::notify_segments(&mut tx, &[segment_id])
-        .await
-        .map_err(db)?;
+    .await?;
+    memberships::notify_segments(&mut tx, &[segment_id]).await?;
     let response = CreateSegmentResponse {
         segment: Some(proto),
         recompute_job_id: job_id_string(job.as_ref()),
     };
     if let Some(key) = &key {
-        keys::record_key(&mut tx, key, &response.encode_to_vec(), now)
-            .await
-            .map_err(db)?;
+        keys::record_key(&mut tx, key, &response.encode_to_vec(), now).await?;
     }
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     Ok(response)
 }
 
@@ -207,17 +186,14 @@ pub async fn update(
     state: &AppState,
     caller: &str,
     change: SegmentChange,
-) -> Result<UpdateSegmentResponse, ServiceError> {
+) -> Result<UpdateSegmentResponse> {
     let id = change.segment_id;
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let current = store::get_for_update(&mut tx, id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("segment", id.to_string()))?;
+        .await?
+        .ok_or_else(|| Error::not_found("segment", id))?;
     if !change.etag.is_empty() && change.etag != current.etag {
-        return Err(ServiceError::Aborted(
-            "the segment changed since it was read (stale etag)".to_owned(),
-        ));
+        return Err(Error::StaleSegment);
     }
     let mut next = current.clone();
     let mut changed: Vec<&str> = Vec::new();
@@ -242,17 +218,17 @@ pub async fn update(
     let mut rule_changed = false;
     if let Some(rule) = &change.rule {
         if !current.rule_kind {
-            return Err(ServiceError::invalid_argument(
+            return Err(Error::invalid(
                 "segment.rule",
                 "a STATIC segment has no rule",
             ));
         }
         let condition = rule
             .as_ref()
-            .ok_or_else(|| ServiceError::invalid_argument("segment.rule", "required"))?;
+            .ok_or_else(|| Error::invalid("segment.rule", "required"))?;
         let checked = check_rule(&mut tx, condition, "segment.rule", Some(id))
             .await?
-            .map_err(ServiceError::InvalidArgument)?;
+            .map_err(Error::InvalidArgument)?;
         if Some(&checked.bytes) != current.rule.as_ref() {
             rule_changed = true;
             next.rule = Some(checked.bytes.clone());
@@ -288,16 +264,14 @@ pub async fn update(
             now,
         );
         supersede(&mut tx, id, now).await?;
-        job_store::insert(&mut tx, &queued).await.map_err(db)?;
+        job_store::insert(&mut tx, &queued).await?;
         if let Some(bytes) = &next.rule {
-            store::insert_version(&mut tx, id, next.version, bytes, now, caller)
-                .await
-                .map_err(db)?;
+            store::insert_version(&mut tx, id, next.version, bytes, now, caller).await?;
         }
         next.latest_recompute_job_id = Some(queued.recompute_job_id);
         job = Some(queued);
     }
-    store::update_definition(&mut tx, &next).await.map_err(db)?;
+    store::update_definition(&mut tx, &next).await?;
     let proto = segment_to_proto(&next, true);
     events::append_segment_event(
         &mut tx,
@@ -310,9 +284,8 @@ pub async fn update(
             rule_changed,
         },
     )
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    .await?;
+    tx.commit().await?;
     Ok(UpdateSegmentResponse {
         segment: Some(proto),
         recompute_job_id: job_id_string(job.as_ref()),
@@ -320,53 +293,29 @@ pub async fn update(
 }
 
 /// Supersedes the queued jobs of a segment, with their RecomputeJobFinished events.
-async fn supersede(
-    tx: &mut PgConnection,
-    segment_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(), ServiceError> {
-    for old in job_store::supersede_queued(tx, segment_id, now)
-        .await
-        .map_err(db)?
-    {
-        events::append_job_finished(tx, crate::jobs::job_to_proto(&old))
-            .await
-            .map_err(db)?;
+async fn supersede(tx: &mut PgConnection, segment_id: Uuid, now: DateTime<Utc>) -> Result<()> {
+    for old in job_store::supersede_queued(tx, segment_id, now).await? {
+        events::append_job_finished(tx, crate::jobs::job_to_proto(&old)).await?;
     }
     Ok(())
 }
 
-/// Why a segment could not be deleted.
-#[derive(Debug, thiserror::Error)]
-pub enum DeleteError {
-    #[error(transparent)]
-    Service(#[from] ServiceError),
-    /// Other segments' rules reference it (their ids): FAILED_PRECONDITION with one
-    /// violation per referencing segment.
-    #[error("{} other segment(s) reference this segment; change their rules first", .0.len())]
-    Referenced(Vec<Uuid>),
-}
-
 /// Deletes a segment no other rule references, superseding its queued jobs.
-pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<(), DeleteError> {
-    let mut tx = state.pool.begin().await.map_err(db)?;
+pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<()> {
+    let mut tx = state.pool.begin().await?;
     let current = store::get_for_update(&mut tx, id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("segment", id.to_string()))?;
+        .await?
+        .ok_or_else(|| Error::not_found("segment", id))?;
     if !etag.is_empty() && etag != current.etag {
-        return Err(ServiceError::Aborted(
-            "the segment changed since it was read (stale etag)".to_owned(),
-        )
-        .into());
+        return Err(Error::StaleSegment);
     }
-    let referencing = store::referencing(&mut *tx, id).await.map_err(db)?;
+    let referencing = store::referencing(&mut *tx, id).await?;
     if !referencing.is_empty() {
-        return Err(DeleteError::Referenced(referencing));
+        return Err(Error::SegmentReferenced(referencing));
     }
     let now = state.clock.now();
     supersede(&mut tx, id, now).await?;
-    store::delete(&mut tx, id).await.map_err(db)?;
+    store::delete(&mut tx, id).await?;
     events::append_segment_event(
         &mut tx,
         id,
@@ -383,16 +332,13 @@ pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<(), Delete
             delete_time: Some(events::timestamp(now)),
         },
     )
-    .await
-    .map_err(db)?;
-    memberships::notify_segments(&mut tx, &[id])
-        .await
-        .map_err(db)?;
+    .await?;
+    memberships::notify_segments(&mut tx, &[id]).await?;
     // Every cached customer list that names the segment becomes unreachable (its memberships
     // went with it), so lookups need not check each listed segment still exists. Deletions
     // are rare; the caches refill once.
-    memberships::bump_epoch(&mut tx).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    memberships::bump_epoch(&mut tx).await?;
+    tx.commit().await?;
     // This replica answers "gone" at once, before the notifications come back.
     if let Err(error) = state.lookups.refresh_epoch(&state.pool).await {
         tracing::warn!(error = %error, "failed to move to the new cache epoch");
@@ -403,19 +349,39 @@ pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<(), Delete
     Ok(())
 }
 
+/// A stored segment.
+pub async fn get(state: &AppState, id: Uuid) -> Result<SegmentRecord> {
+    store::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| Error::not_found("segment", id))
+}
+
+/// The stored segments among `ids` (in no particular order; missing ones left out).
+pub async fn get_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<SegmentRecord>> {
+    Ok(store::get_many(&state.pool, ids).await?)
+}
+
+/// Up to `limit` segments matching `filter`, oldest first, after the keyset `after`.
+pub async fn list(
+    state: &AppState,
+    filter: &SegmentFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<SegmentRecord>> {
+    Ok(store::list(&state.pool, filter, after, limit).await?)
+}
+
 /// Rule versions of an existing segment, newest first, below `before`.
 pub async fn versions(
     state: &AppState,
     id: Uuid,
     before: Option<i64>,
     limit: i64,
-) -> Result<Vec<VersionRecord>, ServiceError> {
-    if store::get(&state.pool, id).await.map_err(db)?.is_none() {
-        return Err(ServiceError::not_found("segment", id.to_string()));
+) -> Result<Vec<VersionRecord>> {
+    if store::get(&state.pool, id).await?.is_none() {
+        return Err(Error::not_found("segment", id));
     }
-    store::versions(&state.pool, id, before, limit)
-        .await
-        .map_err(db)
+    Ok(store::versions(&state.pool, id, before, limit).await?)
 }
 
 /// A PreviewSegment request past the checks that need no database.
@@ -434,8 +400,8 @@ pub async fn preview(
     state: &AppState,
     request: PreviewRequest,
     mut invalid: Vec<FieldViolation>,
-) -> Result<PreviewSegmentResponse, ServiceError> {
-    let mut tx = state.pool.begin().await.map_err(db)?;
+) -> Result<PreviewSegmentResponse> {
+    let mut tx = state.pool.begin().await?;
     let checked = match &request.rule {
         Some(condition) => match check_rule(&mut tx, condition, "rule", None).await? {
             Ok(checked) => Some(checked),
@@ -447,29 +413,23 @@ pub async fn preview(
         None => None,
     };
     let Some(checked) = checked.filter(|_| invalid.is_empty()) else {
-        return Err(ServiceError::InvalidArgument(invalid));
+        return Err(Error::InvalidArgument(invalid));
     };
     if let Some(compare) = request.compare_segment_id
-        && store::get(&mut *tx, compare).await.map_err(db)?.is_none()
+        && store::get(&mut *tx, compare).await?.is_none()
     {
-        return Err(ServiceError::not_found("segment", compare.to_string()));
+        return Err(Error::not_found("segment", compare));
     }
     let now = state.clock.now();
-    let ctx = crate::store::facts::eval_context(&mut tx, now)
-        .await
-        .map_err(db)?;
+    let ctx = crate::store::facts::eval_context(&mut tx, now).await?;
     let compiled = compile::compile_grouped(&checked.rule);
-    let member_count = previews::gather_members(&mut tx, &compiled, now, ctx.today)
-        .await
-        .map_err(db)?;
-    let sample = previews::sample(&mut tx, request.sample_size)
-        .await
-        .map_err(db)?;
-    let customer_count = facts::customer_count(&mut tx).await.map_err(db)?;
+    let member_count = previews::gather_members(&mut tx, &compiled, now, ctx.today).await?;
+    let sample = previews::sample(&mut tx, request.sample_size).await?;
+    let customer_count = facts::customer_count(&mut tx).await?;
     let comparison = match request.compare_segment_id {
         None => None,
         Some(segment_id) => {
-            let counts = previews::compare(&mut tx, segment_id).await.map_err(db)?;
+            let counts = previews::compare(&mut tx, segment_id).await?;
             Some(pb::PreviewComparison {
                 segment_id: segment_id.to_string(),
                 entering_count: counts.entering,
@@ -479,7 +439,7 @@ pub async fn preview(
         }
     };
     // Nothing is saved: the temporary table goes with the rollback.
-    tx.rollback().await.map_err(db)?;
+    tx.rollback().await?;
     Ok(PreviewSegmentResponse {
         member_count: i64::try_from(member_count).unwrap_or(i64::MAX),
         customer_count,
@@ -507,7 +467,7 @@ pub async fn upload(
     state: &AppState,
     caller: &str,
     upload: Upload,
-) -> Result<UploadStaticMembersResponse, ServiceError> {
+) -> Result<UploadStaticMembersResponse> {
     let Upload {
         segment_id,
         mode,
@@ -516,7 +476,7 @@ pub async fn upload(
     } = upload;
     let request_id = request_id.as_str();
     let ids = customer_ids.as_slice();
-    let mut tx = state.pool.begin().await.map_err(db)?;
+    let mut tx = state.pool.begin().await?;
     let key = (!request_id.is_empty()).then(|| {
         let mut hasher = Sha256::new();
         hasher.update(segment_id.as_bytes());
@@ -533,28 +493,26 @@ pub async fn upload(
         }
     });
     if let Some(key) = &key {
-        match keys::claim_key(&mut tx, key).await.map_err(db)? {
+        match keys::claim_key(&mut tx, key).await? {
             KeyLookup::New => {}
             KeyLookup::Replay(bytes) => {
-                return UploadStaticMembersResponse::decode(bytes.as_slice()).map_err(internal);
+                return UploadStaticMembersResponse::decode(bytes.as_slice())
+                    .map_err(Error::internal);
             }
-            KeyLookup::Reused => return Err(reused()),
+            KeyLookup::Reused => return Err(Error::RequestIdReused),
         }
     }
     // Rule segments may reference this one and follow the upload in this transaction (set-based,
     // like a recompute), so take the lock a recompute takes: no incremental change decides on
     // this segment's memberships while they are being replaced.
-    memberships::lock_for_recompute(&mut tx).await.map_err(db)?;
+    memberships::lock_for_recompute(&mut tx).await?;
     let segment = store::get_for_update(&mut tx, segment_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ServiceError::not_found("segment", segment_id.to_string()))?;
+        .await?
+        .ok_or_else(|| Error::not_found("segment", segment_id))?;
     if segment.rule_kind {
-        return Err(ServiceError::FailedPrecondition(
-            "members can be uploaded only to a STATIC segment".to_owned(),
-        ));
+        return Err(Error::UploadToRuleSegment);
     }
-    let known = uploads::known_customers(&mut tx, ids).await.map_err(db)?;
+    let known = uploads::known_customers(&mut tx, ids).await?;
     let known_set: BTreeSet<&str> = known.iter().map(String::as_str).collect();
     let unknown: Vec<String> = ids
         .iter()
@@ -564,21 +522,19 @@ pub async fn upload(
     let now = state.clock.now();
     let reason = pb::ChangeReason::StaticUpload;
     let removed = match mode {
-        pb::StaticUploadMode::Remove => uploads::remove_members(&mut tx, segment_id, &known)
-            .await
-            .map_err(db)?,
-        pb::StaticUploadMode::Replace => uploads::keep_only_members(&mut tx, segment_id, &known)
-            .await
-            .map_err(db)?,
+        pb::StaticUploadMode::Remove => {
+            uploads::remove_members(&mut tx, segment_id, &known).await?
+        }
+        pb::StaticUploadMode::Replace => {
+            uploads::keep_only_members(&mut tx, segment_id, &known).await?
+        }
         _ => Vec::new(),
     };
     let added: Vec<String> = if matches!(
         mode,
         pb::StaticUploadMode::Add | pb::StaticUploadMode::Replace
     ) {
-        uploads::add_members(&mut tx, segment_id, &known, now, reason)
-            .await
-            .map_err(db)?
+        uploads::add_members(&mut tx, segment_id, &known, now, reason).await?
     } else {
         Vec::new()
     };
@@ -610,26 +566,18 @@ pub async fn upload(
         })
         .collect();
     changed.extend(added.iter().cloned());
-    events::append_many(&mut tx, &exits).await.map_err(db)?;
-    events::append_many(&mut tx, &enters).await.map_err(db)?;
-    let member_count = uploads::recount_members(&mut tx, segment_id)
-        .await
-        .map_err(db)?;
+    events::append_many(&mut tx, &exits).await?;
+    events::append_many(&mut tx, &enters).await?;
+    let member_count = uploads::recount_members(&mut tx, segment_id).await?;
     // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
-    memberships::notify_segments(&mut tx, &[segment_id])
-        .await
-        .map_err(db)?;
+    memberships::notify_segments(&mut tx, &[segment_id]).await?;
     if changed.len() > NOTIFY_EACH_MAX {
-        memberships::bump_epoch(&mut tx).await.map_err(db)?;
+        memberships::bump_epoch(&mut tx).await?;
     } else {
-        memberships::notify_customers(&mut tx, &changed)
-            .await
-            .map_err(db)?;
+        memberships::notify_customers(&mut tx, &changed).await?;
     }
     // Segments referencing this one follow for the customers who moved, before the commit.
-    crate::jobs::follow_dependants(&mut tx, segment_id, &changed, now, &cause)
-        .await
-        .map_err(internal)?;
+    crate::jobs::follow_dependants(&mut tx, segment_id, &changed, now, &cause).await?;
     let known_count = i64::try_from(known.len()).unwrap_or(i64::MAX);
     let added_count = i64::try_from(added.len()).unwrap_or(i64::MAX);
     let unchanged = match mode {
@@ -646,11 +594,9 @@ pub async fn upload(
         member_count,
     };
     if let Some(key) = &key {
-        keys::record_key(&mut tx, key, &response.encode_to_vec(), now)
-            .await
-            .map_err(db)?;
+        keys::record_key(&mut tx, key, &response.encode_to_vec(), now).await?;
     }
-    tx.commit().await.map_err(db)?;
+    tx.commit().await?;
     Ok(response)
 }
 
@@ -671,18 +617,18 @@ async fn check_rule(
     condition: &pb::Condition,
     path: &str,
     defining: Option<Uuid>,
-) -> Result<Result<CheckedRule, Vec<FieldViolation>>, ServiceError> {
-    let catalog = load_catalog(&mut *conn).await.map_err(db)?;
+) -> Result<Result<CheckedRule, Vec<FieldViolation>>> {
+    let catalog = load_catalog(&mut *conn).await?;
     let rule = match parse_rule(condition, path, &catalog) {
         Ok(rule) => rule,
-        Err(violations) => return Ok(Err(into_violations(violations))),
+        Err(violations) => return Ok(Err(field_violations(violations))),
     };
     let references = rule.referenced_segments();
     let mut violations = Problems::default();
     if references.len() > MAX_REFERENCES {
         violations.add(path, format!("at most {MAX_REFERENCES} segment references"));
     }
-    let mut graph = store::reference_graph(&mut *conn).await.map_err(db)?;
+    let mut graph = store::reference_graph(&mut *conn).await?;
     let ids: Vec<Uuid> = references.iter().map(|(_, id)| *id).collect();
     if let Some(me) = defining {
         graph.insert(me, ids.clone());
@@ -748,13 +694,5 @@ impl Problems {
             field: field.into(),
             description: description.into(),
         });
-    }
-}
-
-/// The violations inside an INVALID_ARGUMENT (empty for any other error).
-fn into_violations(violations: Violations) -> Vec<FieldViolation> {
-    match violations.into_result() {
-        Err(ServiceError::InvalidArgument(v)) => v,
-        _ => Vec::new(),
     }
 }

@@ -1,0 +1,124 @@
+//! Recompute jobs asked for by callers: queue a segment's or everyone's recompute (or answer
+//! the one already queued), and read jobs. The worker that runs them is in `jobs`.
+//!
+//! A queueing call with a request id replays the response stored with its key, so these
+//! return the response messages (as `workflow::segments` does).
+
+use chrono::{DateTime, Utc};
+use custops_contracts::custops::segmentation::v1::{
+    RecomputeAllResponse, RecomputeSegmentResponse,
+};
+use prost::Message;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::jobs::job_to_proto;
+use crate::state::AppState;
+use crate::store::jobs::{self as job_store, JobFilter, JobRecord};
+use crate::store::segments;
+use crate::store::settings::{self, IdempotencyKey, KeyLookup};
+
+/// Queues a recompute of the rule segment `segment_id` (or answers the one already queued),
+/// or replays the response stored with `key`.
+pub async fn recompute_segment(
+    state: &AppState,
+    caller: &str,
+    segment_id: Uuid,
+    key: Option<IdempotencyKey>,
+) -> Result<RecomputeSegmentResponse> {
+    let mut tx = state.pool.begin().await?;
+    if let Some(key) = &key {
+        match settings::claim_key(&mut tx, key).await? {
+            KeyLookup::New => {}
+            KeyLookup::Replay(bytes) => {
+                return RecomputeSegmentResponse::decode(bytes.as_slice()).map_err(Error::internal);
+            }
+            KeyLookup::Reused => return Err(Error::RequestIdReused),
+        }
+    }
+    let segment = segments::get_for_update(&mut tx, segment_id)
+        .await?
+        .ok_or_else(|| Error::not_found("segment", segment_id))?;
+    if !segment.rule_kind {
+        return Err(Error::StaticNotRecomputed);
+    }
+    let now = state.clock.now();
+    let job = match job_store::queued(&mut *tx, "segment", Some(segment_id)).await? {
+        Some(job) => job,
+        None => {
+            let job = JobRecord::queued(
+                "segment",
+                Some((segment_id, segment.version)),
+                "requested",
+                caller,
+                now,
+            );
+            job_store::insert(&mut tx, &job).await?;
+            segments::set_latest_job(&mut tx, segment_id, job.recompute_job_id).await?;
+            job
+        }
+    };
+    let response = RecomputeSegmentResponse {
+        job: Some(job_to_proto(&job)),
+    };
+    if let Some(key) = &key {
+        settings::record_key(&mut tx, key, &response.encode_to_vec(), now).await?;
+    }
+    tx.commit().await?;
+    Ok(response)
+}
+
+/// Queues a recompute of everything (or answers the one already queued), or replays the
+/// response stored with `key`.
+pub async fn recompute_all(
+    state: &AppState,
+    caller: &str,
+    key: Option<IdempotencyKey>,
+) -> Result<RecomputeAllResponse> {
+    let mut tx = state.pool.begin().await?;
+    if let Some(key) = &key {
+        match settings::claim_key(&mut tx, key).await? {
+            KeyLookup::New => {}
+            KeyLookup::Replay(bytes) => {
+                return RecomputeAllResponse::decode(bytes.as_slice()).map_err(Error::internal);
+            }
+            KeyLookup::Reused => return Err(Error::RequestIdReused),
+        }
+    }
+    // Two concurrent calls must not both queue: serialise on a transaction lock.
+    job_store::lock_recompute_all(&mut tx).await?;
+    let now = state.clock.now();
+    let job = match job_store::queued(&mut *tx, "all", None).await? {
+        Some(job) => job,
+        None => {
+            let job = JobRecord::queued("all", None, "requested", caller, now);
+            job_store::insert(&mut tx, &job).await?;
+            job
+        }
+    };
+    let response = RecomputeAllResponse {
+        job: Some(job_to_proto(&job)),
+    };
+    if let Some(key) = &key {
+        settings::record_key(&mut tx, key, &response.encode_to_vec(), now).await?;
+    }
+    tx.commit().await?;
+    Ok(response)
+}
+
+/// One job (kept 30 days after it ends).
+pub async fn get(state: &AppState, id: Uuid) -> Result<JobRecord> {
+    job_store::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| Error::not_found("recompute job", id))
+}
+
+/// Up to `limit` jobs matching `filter`, newest first, before the keyset `before`.
+pub async fn list(
+    state: &AppState,
+    filter: &JobFilter,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<JobRecord>> {
+    Ok(job_store::list(&state.pool, filter, before, limit).await?)
+}

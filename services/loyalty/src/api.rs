@@ -19,7 +19,6 @@ use custops_contracts::custops::loyalty::v1::loyalty_service_server::{
     LoyaltyService, LoyaltyServiceServer,
 };
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -27,12 +26,11 @@ use self::convert::{Keyed, parse_uuid};
 use self::customers::CustomerDirectory;
 use crate::domain::Rejection;
 use crate::domain::benefit::{self, NotEntitled};
-use crate::domain::ledger::RequestKey;
 use crate::domain::member::MemberRef;
 use crate::store::ledger::{Origin, StatementFilter};
 use crate::store::{
-    Completed, PgStore, StoreError, birthdays, export, ledger, lots, members, programs, rewards,
-    status, tiers,
+    Completed, PgStore, RequestKey, StoreError, birthdays, export, ledger, lots, members, programs,
+    rewards, status, tiers,
 };
 
 /// The gRPC handlers of the loyalty service.
@@ -59,18 +57,19 @@ pub fn server(
     .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// The idempotency key of a mutation: caller, request id, method and the request as sent.
+/// The idempotency key of a mutation: caller, request id, method and the request's
+/// fingerprint.
 fn request_key<T: Message>(
     request: &Request<T>,
     method: &'static str,
     request_id: &str,
 ) -> RequestKey {
-    RequestKey {
-        caller: Caller::service_of(request),
-        request_id: request_id.to_owned(),
+    RequestKey::new(
+        Caller::service_of(request),
+        request_id,
         method,
-        fingerprint: request.get_ref().encode_to_vec(),
-    }
+        request.get_ref(),
+    )
 }
 
 fn decode<T: Message + Default>(bytes: &[u8]) -> Result<Response<T>, Status> {
@@ -97,43 +96,7 @@ fn member_ref(field: &str, member: Option<pb::MemberRef>) -> Result<MemberRef, S
     }
 }
 
-/// Keyset position of list pages: the last id returned.
-#[derive(Debug, Serialize, Deserialize)]
-struct AfterId {
-    after: String,
-}
-
 impl LoyaltyApi {
-    fn next_token(
-        &self,
-        fingerprint: &str,
-        last: Option<Uuid>,
-        full: bool,
-    ) -> Result<String, Status> {
-        match (last, full) {
-            (Some(after), true) => self
-                .page_tokens
-                .encode(
-                    fingerprint,
-                    &AfterId {
-                        after: after.to_string(),
-                    },
-                )
-                .map_err(|e| ServiceError::internal(e).into()),
-            _ => Ok(String::new()),
-        }
-    }
-
-    fn after(&self, fingerprint: &str, token: &str) -> Result<Option<Uuid>, Status> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let cursor: AfterId = self.page_tokens.decode(fingerprint, token)?;
-        let after = Uuid::parse_str(&cursor.after)
-            .map_err(|_| ServiceError::invalid_argument("page_token", "not a valid page token"))?;
-        Ok(Some(after))
-    }
-
     async fn change_status(
         &self,
         member: Option<pb::MemberRef>,
@@ -251,17 +214,13 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::ListProgramsRequest>,
     ) -> Result<Response<pb::ListProgramsResponse>, Status> {
         let req = request.into_inner();
-        let size = page_size(req.page_size)?;
+        let page = self.page_tokens.page::<_, Uuid>(&req)?;
         let states = convert::program_states(&req.states)?;
-        let fingerprint = format!("ListPrograms:{:?}", req.states);
-        let after = self.after(&fingerprint, &req.page_token)?;
-        let mut page = programs::list(self.store.pool(), &states, after, size + 1).await?;
-        let full = page.len() > size;
-        page.truncate(size);
-        let last = page.last().map(|p| p.program_id);
+        let mut rows = programs::list(self.store.pool(), &states, page.after, page.fetch()).await?;
+        let next_page_token = page.finish(&mut rows, |p| p.program_id)?;
         Ok(Response::new(pb::ListProgramsResponse {
-            programs: page.into_iter().map(Into::into).collect(),
-            next_page_token: self.next_token(&fingerprint, last, full)?,
+            programs: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -509,7 +468,7 @@ impl LoyaltyService for LoyaltyApi {
     ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
         let req = request.into_inner();
         let member = member_ref("member", req.member.clone())?;
-        let size = page_size(req.page_size)?;
+        let page = self.page_tokens.page::<_, Uuid>(&req)?;
         let filter = req.filter.clone().unwrap_or_default();
         let range = filter.create_time_range.unwrap_or_default();
         let time = |field: &str, t: Option<&prost_types::Timestamp>| {
@@ -528,16 +487,6 @@ impl LoyaltyService for LoyaltyApi {
             order_id: (!filter.order_id.is_empty()).then_some(filter.order_id),
             oldest_first: req.oldest_first,
         };
-        let fingerprint = format!(
-            "ListLedgerEntries:{}",
-            hex(&pb::ListLedgerEntriesRequest {
-                page_size: 0,
-                page_token: String::new(),
-                ..req.clone()
-            }
-            .encode_to_vec())
-        );
-        let after = self.after(&fingerprint, &req.page_token)?;
         let mut conn = self
             .store
             .pool()
@@ -549,14 +498,18 @@ impl LoyaltyService for LoyaltyApi {
             .member
             .member_id;
         drop(conn);
-        let mut page =
-            ledger::statement(self.store.pool(), member_id, &statement, after, size + 1).await?;
-        let full = page.len() > size;
-        page.truncate(size);
-        let last = page.last().map(|e| e.ledger_entry_id);
+        let mut rows = ledger::statement(
+            self.store.pool(),
+            member_id,
+            &statement,
+            page.after,
+            page.fetch(),
+        )
+        .await?;
+        let next_page_token = page.finish(&mut rows, |e| e.ledger_entry_id)?;
         Ok(Response::new(pb::ListLedgerEntriesResponse {
-            ledger_entries: page.into_iter().map(Into::into).collect(),
-            next_page_token: self.next_token(&fingerprint, last, full)?,
+            ledger_entries: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -695,8 +648,9 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let req = request.into_inner();
+        let page = self.page_tokens.page::<_, Uuid>(&req);
         let mut v = custops_common::error::Violations::new();
-        let size = v.take(
+        v.take(
             "page_size",
             page_size(req.page_size).map_err(|e| e.message()),
         );
@@ -730,7 +684,7 @@ impl LoyaltyService for LoyaltyApi {
             convert::full_view(req.view, false).map_err(|e| e.to_string()),
         );
         v.into_result()?;
-        let (size, full) = (size.unwrap_or(1), full.unwrap_or(false));
+        let (page, full) = (page?, full.unwrap_or(false));
         let filter = members::MemberFilter {
             program_id,
             customer_id,
@@ -739,8 +693,6 @@ impl LoyaltyService for LoyaltyApi {
             from,
             until,
         };
-        let fingerprint = format!("ListMembers:{filter:?}");
-        let after = self.after(&fingerprint, &req.page_token)?;
         let mut conn = self
             .store
             .pool()
@@ -748,12 +700,10 @@ impl LoyaltyService for LoyaltyApi {
             .await
             .map_err(ServiceError::from)?;
         let now = self.store.clock().now();
-        let mut page = members::list(&mut conn, &filter, after, size + 1, now).await?;
-        let more = page.len() > size;
-        page.truncate(size);
-        let last = page.last().map(|m| m.member_id);
-        let mut out = Vec::with_capacity(page.len());
-        for member in page {
+        let mut rows = members::list(&mut conn, &filter, page.after, page.fetch(), now).await?;
+        let next_page_token = page.finish(&mut rows, |m| m.member_id)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for member in rows {
             if full {
                 let locked =
                     members::read(&mut conn, &MemberRef::Id(member.member_id), now).await?;
@@ -764,7 +714,7 @@ impl LoyaltyService for LoyaltyApi {
         }
         Ok(Response::new(pb::ListMembersResponse {
             members: out,
-            next_page_token: self.next_token(&fingerprint, last, more)?,
+            next_page_token,
         }))
     }
 
@@ -775,7 +725,7 @@ impl LoyaltyService for LoyaltyApi {
     ) -> Result<Response<pb::ListPointLotsResponse>, Status> {
         let req = request.into_inner();
         let member = member_ref("member", req.member.clone())?;
-        let size = page_size(req.page_size)?;
+        let page = self.page_tokens.page::<_, Uuid>(&req)?;
         let mut states = Vec::new();
         for s in &req.states {
             match pb::PointLotState::try_from(*s) {
@@ -802,17 +752,20 @@ impl LoyaltyService for LoyaltyApi {
             .member
             .member_id;
         drop(conn);
-        let fingerprint = format!("ListPointLots:{member_id}:{:?}", req.states);
-        let after = self.after(&fingerprint, &req.page_token)?;
         let now = self.store.clock().now();
-        let mut page =
-            lots::list(self.store.pool(), member_id, &states, after, size + 1, now).await?;
-        let full = page.len() > size;
-        page.truncate(size);
-        let last = page.last().map(|l| l.point_lot_id);
+        let mut rows = lots::list(
+            self.store.pool(),
+            member_id,
+            &states,
+            page.after,
+            page.fetch(),
+            now,
+        )
+        .await?;
+        let next_page_token = page.finish(&mut rows, |l| l.point_lot_id)?;
         Ok(Response::new(pb::ListPointLotsResponse {
-            point_lots: page.into_iter().map(convert::lot_pb).collect(),
-            next_page_token: self.next_token(&fingerprint, last, full)?,
+            point_lots: rows.into_iter().map(convert::lot_pb).collect(),
+            next_page_token,
         }))
     }
 
@@ -862,6 +815,7 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::ListTierChangesRequest>,
     ) -> Result<Response<pb::ListTierChangesResponse>, Status> {
         let req = request.into_inner();
+        let page = self.page_tokens.page::<_, Uuid>(&req);
         let mut v = custops_common::error::Violations::new();
         let member_id = (!req.member_id.is_empty())
             .then(|| v.take("member_id", parse_uuid(&req.member_id)))
@@ -890,12 +844,12 @@ impl LoyaltyService for LoyaltyApi {
             .end_time
             .as_ref()
             .and_then(|t| v.take("change_time_range.end_time", convert::from_timestamp(t)));
-        let size = v.take(
+        v.take(
             "page_size",
             page_size(req.page_size).map_err(|e| e.message()),
         );
         v.into_result()?;
-        let size = size.unwrap_or(1);
+        let page = page?;
         let filter = tiers::TierChangeFilter {
             member_id,
             merged_members: true,
@@ -904,15 +858,11 @@ impl LoyaltyService for LoyaltyApi {
             from,
             until,
         };
-        let fingerprint = format!("ListTierChanges:{filter:?}");
-        let after = self.after(&fingerprint, &req.page_token)?;
-        let mut page = tiers::list(self.store.pool(), &filter, after, size + 1).await?;
-        let full = page.len() > size;
-        page.truncate(size);
-        let last = page.last().map(|c| c.tier_change_id);
+        let mut rows = tiers::list(self.store.pool(), &filter, page.after, page.fetch()).await?;
+        let next_page_token = page.finish(&mut rows, |c| c.tier_change_id)?;
         Ok(Response::new(pb::ListTierChangesResponse {
-            tier_changes: page.into_iter().map(convert::tier_change_row_pb).collect(),
-            next_page_token: self.next_token(&fingerprint, last, full)?,
+            tier_changes: rows.into_iter().map(convert::tier_change_row_pb).collect(),
+            next_page_token,
         }))
     }
 
@@ -1189,7 +1139,7 @@ impl LoyaltyService for LoyaltyApi {
         let req = request.into_inner();
         let program_id = parse_uuid(&req.program_id)
             .map_err(|d| ServiceError::invalid_argument("program_id", d))?;
-        let size = page_size(req.page_size)?;
+        let page = self.page_tokens.page::<_, Uuid>(&req)?;
         let mut states = Vec::new();
         for s in &req.states {
             states.push(match pb::RewardState::try_from(*s) {
@@ -1234,18 +1184,11 @@ impl LoyaltyService for LoyaltyApi {
             tier_codes_allowed,
             redeemable_at: req.redeemable_only.then(|| self.store.clock().now()),
         };
-        let fingerprint = format!(
-            "ListRewards:{}:{:?}:{}:{}",
-            req.program_id, req.states, req.tier_code, req.redeemable_only
-        );
-        let after = self.after(&fingerprint, &req.page_token)?;
-        let mut page = rewards::list(self.store.pool(), &filter, after, size + 1).await?;
-        let full = page.len() > size;
-        page.truncate(size);
-        let last = page.last().map(|r| r.reward_id);
+        let mut rows = rewards::list(self.store.pool(), &filter, page.after, page.fetch()).await?;
+        let next_page_token = page.finish(&mut rows, |r| r.reward_id)?;
         Ok(Response::new(pb::ListRewardsResponse {
-            rewards: page.into_iter().map(Into::into).collect(),
-            next_page_token: self.next_token(&fingerprint, last, full)?,
+            rewards: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -1268,6 +1211,7 @@ impl LoyaltyService for LoyaltyApi {
         request: Request<pb::ListRewardRedemptionsRequest>,
     ) -> Result<Response<pb::ListRewardRedemptionsResponse>, Status> {
         let req = request.into_inner();
+        let page = self.page_tokens.page::<_, Uuid>(&req);
         let mut v = custops_common::error::Violations::new();
         let mut id = |field: &str, value: &str| {
             (!value.is_empty())
@@ -1301,12 +1245,12 @@ impl LoyaltyService for LoyaltyApi {
             .end_time
             .as_ref()
             .and_then(|t| v.take("redeem_time_range.end_time", convert::from_timestamp(t)));
-        let size = v.take(
+        v.take(
             "page_size",
             page_size(req.page_size).map_err(|e| e.message()),
         );
         v.into_result()?;
-        let size = size.unwrap_or(1);
+        let page = page?;
         let filter = rewards::RedemptionFilter {
             program_id,
             member_id,
@@ -1315,16 +1259,12 @@ impl LoyaltyService for LoyaltyApi {
             from,
             until,
         };
-        let fingerprint = format!("ListRewardRedemptions:{filter:?}");
-        let after = self.after(&fingerprint, &req.page_token)?;
-        let mut page =
-            rewards::list_redemptions(self.store.pool(), &filter, after, size + 1).await?;
-        let more = page.len() > size;
-        page.truncate(size);
-        let last = page.last().map(|r| r.reward_redemption_id);
+        let mut rows =
+            rewards::list_redemptions(self.store.pool(), &filter, page.after, page.fetch()).await?;
+        let next_page_token = page.finish(&mut rows, |r| r.reward_redemption_id)?;
         Ok(Response::new(pb::ListRewardRedemptionsResponse {
-            reward_redemptions: page.into_iter().map(Into::into).collect(),
-            next_page_token: self.next_token(&fingerprint, last, more)?,
+            reward_redemptions: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -1404,8 +1344,4 @@ fn job_scope(program_id: &str, max_members: i32) -> Result<(Option<Uuid>, i64), 
         return Err(ServiceError::invalid_argument("max_members", "must be 0-1,000,000").into());
     }
     Ok((program, i64::from(max_members)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

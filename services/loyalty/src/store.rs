@@ -10,7 +10,6 @@
 pub mod birthdays;
 pub mod erasure;
 pub mod export;
-pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
 pub mod lots;
@@ -24,11 +23,11 @@ pub mod tiers;
 
 use std::sync::Arc;
 
-use custops_common::outbox::OutboxEvent;
+use custops_common::idempotency::{self, KeyError};
+pub use custops_common::idempotency::{Completed, RequestKey};
 use futures_util::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 
-use crate::domain::ledger::RequestKey;
 use crate::domain::{Clock, Rejection};
 
 /// Why a store operation failed.
@@ -76,79 +75,26 @@ impl PgStore {
     /// key with another request is `RequestIdReused`. For work that must happen before the
     /// transaction, such as asking another service, and must not happen again on a replay.
     pub async fn replay(&self, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
-        idempotency::stored(&self.pool, key).await
+        Ok(idempotency::stored(&self.pool, key).await?)
     }
 
-    /// Runs `work` once per request key, in one transaction that ends by recording the key
-    /// with the response `work` returns and appending its events to the outbox, in one
-    /// statement. A replay of an equal request returns the stored bytes unchanged; the same
-    /// key with another request is `RequestIdReused`. When `work` fails and no call with the
-    /// key succeeded, nothing is recorded, so the caller may retry with the same key.
-    ///
-    /// The key is taken at the end, not claimed first (a round trip and a second write of the
-    /// row on every call): a replay runs its work, then finds the key taken (or the
-    /// first call's ledger entry, whose request id is unique) and rolls back, and its first
-    /// call's response is returned. Whatever two calls with one key contend on (the member's
-    /// lock, the entry's or the key's unique index) makes the later wait for the earlier's
-    /// commit, so the replay reads a committed response, and only one call ever commits.
+    /// Runs `work` once per request key, at the service clock's now
+    /// (`custops_common::idempotency::run`: the key recorded with the response and the events
+    /// at the end of the call's transaction, replays answered the stored bytes).
     pub async fn idempotent<F>(&self, key: &RequestKey, work: F) -> StoreResult<Vec<u8>>
     where
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Completed>>,
     {
-        let mut tx = self.pool.begin().await?;
-        let now = self.clock.now();
-        let completed = match work(&mut tx).await {
-            Ok(completed) => completed,
-            Err(error) => {
-                // Rolled back on drop: a failed rollback (a broken connection) must not hide
-                // the error of the work.
-                drop(tx);
-                return self.replay_or(key, error).await;
-            }
-        };
-        let recorded =
-            idempotency::record(&mut tx, key, now, &completed.response, &completed.events).await?;
-        if recorded {
-            tx.commit().await?;
-            return Ok(completed.response);
-        }
-        tx.rollback().await?;
-        self.replay(key).await?.ok_or_else(|| {
-            StoreError::Corrupt("an idempotency key taken but not readable".to_owned())
-        })
-    }
-
-    /// After `work` failed: the stored response when a call with `key` succeeded (a replay
-    /// fails on what its first call changed, e.g. the ledger entry it made), else `error`.
-    async fn replay_or(&self, key: &RequestKey, error: StoreError) -> StoreResult<Vec<u8>> {
-        match idempotency::stored(&self.pool, key).await {
-            Ok(Some(response)) => Ok(response),
-            Err(reused @ StoreError::Rejected(Rejection::RequestIdReused { .. })) => Err(reused),
-            Ok(None) | Err(_) => Err(error),
-        }
+        idempotency::run(&self.pool, key, self.clock.now(), work).await
     }
 }
 
-/// What an idempotent call's work leaves: the response stored for replays, and the events
-/// of its change, appended with it ([`PgStore::idempotent`]).
-#[derive(Debug)]
-pub struct Completed {
-    pub response: Vec<u8>,
-    pub events: Vec<OutboxEvent>,
-}
-
-impl Completed {
-    /// A response of a change that reports no event.
-    pub fn response(response: Vec<u8>) -> Self {
-        Self {
-            response,
-            events: Vec::new(),
+impl From<KeyError> for StoreError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Reused { request_id } => Rejection::RequestIdReused { request_id }.into(),
+            KeyError::Database(error) => error.into(),
         }
-    }
-
-    /// A response and the events of its change, in order.
-    pub fn with_events(response: Vec<u8>, events: Vec<OutboxEvent>) -> Self {
-        Self { response, events }
     }
 }
 

@@ -13,15 +13,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use custops_common::idempotency;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::events;
 use crate::store::jobs::{self as job_store, JobReport};
-use crate::store::{PgStore, StoreResult, schedule, tiers};
-
-/// How long responses are kept for replay (the contract promises at least 30 days).
-const IDEMPOTENCY_RETENTION_DAYS: i64 = 35;
+use crate::store::{PgStore, StoreResult, schedule};
 
 /// Members per chunk of a scheduled run; the scheduler checks for shutdown between chunks.
 const CHUNK_MEMBERS: i64 = 1_000;
@@ -48,8 +46,7 @@ pub(crate) async fn point_expiry(
 ) -> StoreResult<JobReport> {
     let report =
         job_store::run_expiry(store.pool(), program, max_members, now, events::sink).await?;
-    let cutoff = now - chrono::Duration::days(IDEMPOTENCY_RETENTION_DAYS);
-    tiers::delete_idempotency_records(store.pool(), cutoff).await?;
+    idempotency::prune(store.pool(), now, idempotency::RETENTION).await?;
     Ok(report)
 }
 

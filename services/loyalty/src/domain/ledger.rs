@@ -10,20 +10,6 @@ use super::member::{Balances, MemberRef};
 use super::program::ClawbackPolicy;
 use super::rejection::Rejection;
 
-/// The idempotency identity of a mutation: who called, their key, and the request as sent
-/// (compared byte for byte on replay).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestKey {
-    /// Calling service (from its token; `anonymous` without auth).
-    pub caller: String,
-    /// The caller's request id.
-    pub request_id: String,
-    /// RPC name, so one key cannot be replayed against another method.
-    pub method: &'static str,
-    /// The request's canonical encoding.
-    pub fingerprint: Vec<u8>,
-}
-
 /// Checks a request id: 1–128 printable ASCII characters.
 pub fn parse_request_id(id: &str) -> Result<String, String> {
     if id.is_empty() {

@@ -1,7 +1,7 @@
 //! Tier history.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool, Row};
+use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 use super::StoreResult;
@@ -113,16 +113,4 @@ pub async fn list(
             })
         })
         .collect()
-}
-
-/// Idempotency records older than `before` are deleted; a key that made a ledger entry is
-/// still never applied twice (the unique index on `ledger_entries (caller, request_id)`).
-pub async fn delete_idempotency_records(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<u64> {
-    Ok(
-        sqlx::query("DELETE FROM idempotency_keys WHERE create_time < $1")
-            .bind(before)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-    )
 }

@@ -1,9 +1,10 @@
 //! The feedback service: listening to customers: surveys, responses, NPS/CSAT/CES metrics, tickets, follow-ups and reviews.
 //!
 //! # Layout
-//! - `api`: the `custops.feedback.v1.FeedbackService` gRPC API (transport only): `api/parse`
-//!   turns requests into domain values (field violations), `api/convert` turns domain values
-//!   into wire messages.
+//! - `api`: the `custops.feedback.v1.FeedbackService` gRPC API (transport only), one module
+//!   per area (`surveys`, `responses`, `metrics`, `tickets`, `reviews`, `customers`): each
+//!   handler parses its request (the area's parsers over the shared field parsers of
+//!   `api/parse`), calls one use case and converts the result (`api/convert`).
 //! - `workflow`: the use cases, one transaction each (store + domain rules + outbox +
 //!   idempotency key).
 //! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), with the injectable clock.

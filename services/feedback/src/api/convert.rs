@@ -6,6 +6,7 @@ use custops_contracts::custops::common::v1 as common_pb;
 use custops_contracts::custops::feedback::v1 as pb;
 use prost_types::Timestamp;
 
+use crate::domain::metrics::{self, GroupCounts, GroupKey, ScoreCounts};
 use crate::domain::response::{
     Answer, AnswerValue, FollowUpTrigger, Invitation, InvitationStatus, NpsCategory, Omission,
     RewardDelivery, RewardStatus, Scores, SurveyResponse,
@@ -16,9 +17,10 @@ use crate::domain::survey::{
     Question, QuestionKind, Survey, SurveyStatus, Touchpoint, TouchpointKind,
 };
 use crate::domain::ticket::{
-    Action, FollowUpOutcome, HistoryDetail, HistoryEntry, Kind, Money, Resolution, ResolutionCode,
-    Severity, Status, Ticket,
+    Action, FollowUpCounts, FollowUpOutcome, HistoryDetail, HistoryEntry, Kind, Money, Resolution,
+    ResolutionCode, Severity, Status, Ticket,
 };
+use crate::store::responses::{CustomerSummary, LatestScore};
 
 use crate::workflow::export::CustomerData;
 
@@ -520,5 +522,125 @@ pub fn customer_export(data: &CustomerData) -> pb::CustomerDataExport {
         ticket_history: data.ticket_history.iter().map(Into::into).collect(),
         reviews: data.reviews.iter().map(Into::into).collect(),
         export_time: Some(ts(data.export_time)),
+    }
+}
+
+/// A customer's feedback summary on the wire.
+pub fn customer_summary(customer_id: String, s: &CustomerSummary) -> pb::CustomerFeedbackSummary {
+    let latest = |l: Option<LatestScore>| {
+        l.map(|(score, response_id, survey_id, at)| pb::LatestScore {
+            score,
+            response_id: response_id.to_string(),
+            survey_id: survey_id.to_string(),
+            submit_time: Some(ts(at)),
+        })
+    };
+    let category = match s.last_nps.map(|l| NpsCategory::of(l.0)) {
+        None => pb::NpsCategory::Unspecified,
+        Some(NpsCategory::Promoter) => pb::NpsCategory::Promoter,
+        Some(NpsCategory::Passive) => pb::NpsCategory::Passive,
+        Some(NpsCategory::Detractor) => pb::NpsCategory::Detractor,
+    };
+    pb::CustomerFeedbackSummary {
+        customer_id,
+        response_count: s.response_count,
+        last_response_time: s.last_response_time.map(ts),
+        last_nps: latest(s.last_nps),
+        last_nps_category: category.into(),
+        last_csat: latest(s.last_csat),
+        last_ces: latest(s.last_ces),
+        open_ticket_count: s.open_tickets,
+        breached_open_ticket_count: s.breached_open_tickets,
+        ticket_count: s.tickets,
+        review_count: s.reviews,
+        average_review_rating: s.average_rating,
+        open_follow_up_count: s.open_follow_ups,
+    }
+}
+
+impl From<&FollowUpCounts> for pb::FollowUpReport {
+    fn from(c: &FollowUpCounts) -> Self {
+        pb::FollowUpReport {
+            follow_up_count: c.follow_ups,
+            nps_detractor_count: c.nps_detractor,
+            low_csat_count: c.low_csat,
+            followed_up_count: c.followed_up,
+            within_sla_count: c.within_sla,
+            late_count: c.late,
+            pending_count: c.pending,
+            within_sla_percent: c.within_sla_percent(),
+            contacted_count: c.contacted,
+            resolved_count: c.resolved,
+            no_answer_count: c.no_answer,
+        }
+    }
+}
+
+fn score_counts(c: &ScoreCounts, min: usize) -> Vec<pb::ScoreCount> {
+    c.distribution
+        .iter()
+        .enumerate()
+        .skip(min)
+        .map(|(score, count)| pb::ScoreCount {
+            score: i32::try_from(score).unwrap_or(0),
+            count: *count,
+        })
+        .collect()
+}
+
+impl From<&GroupCounts> for pb::MetricsGroup {
+    fn from(g: &GroupCounts) -> Self {
+        use pb::metrics_group::Key;
+        let key = g.key.as_ref().map(|k| match k {
+            GroupKey::Period {
+                start_date,
+                start,
+                end,
+                label,
+            } => {
+                use chrono::Datelike;
+                Key::Period(pb::MetricsPeriod {
+                    start_date: Some(common_pb::Date {
+                        year: start_date.year(),
+                        month: i32::try_from(start_date.month()).unwrap_or(0),
+                        day: i32::try_from(start_date.day()).unwrap_or(0),
+                    }),
+                    time_range: Some(common_pb::TimeRange {
+                        start_time: Some(ts(*start)),
+                        end_time: Some(ts(*end)),
+                    }),
+                    label: label.clone(),
+                })
+            }
+            GroupKey::Channel(c) => Key::Channel(c.clone()),
+            GroupKey::Survey(id) => Key::SurveyId(id.to_string()),
+        });
+        pb::MetricsGroup {
+            key,
+            response_count: g.responses,
+            nps: Some(pb::NpsMetrics {
+                score: metrics::nps(&g.nps),
+                promoter_count: g.nps.count_in(9..=10),
+                passive_count: g.nps.count_in(7..=8),
+                detractor_count: g.nps.count_in(0..=6),
+                answered_count: g.nps.answered,
+                omitted_count: g.nps.omitted,
+                distribution: score_counts(&g.nps, 0),
+            }),
+            csat: Some(pb::CsatMetrics {
+                percent_satisfied: metrics::csat_percent(&g.csat),
+                satisfied_count: g.csat.count_in(4..=5),
+                answered_count: g.csat.answered,
+                mean_score: g.csat.mean(),
+                omitted_count: g.csat.omitted,
+                distribution: score_counts(&g.csat, 1),
+            }),
+            ces: Some(pb::CesMetrics {
+                mean_score: g.ces.mean(),
+                answered_count: g.ces.answered,
+                omitted_count: g.ces.omitted,
+                distribution: score_counts(&g.ces, 1),
+            }),
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Wire → domain: request parsing. Every bad field becomes one field violation named by its
-//! path in the request; all of a request's violations come back in one INVALID_ARGUMENT.
+//! Wire → domain: the field parsers the API areas share (ids, request ids, time ranges,
+//! touchpoints, survey content, answers, SLA targets, resolutions, subjects). Every bad field
+//! becomes one field violation named by its path in the request; [`finish`] turns a request's
+//! violations into one INVALID_ARGUMENT.
 
 use chrono::{DateTime, Utc};
 use custops_common::error::Violations;
@@ -15,11 +17,13 @@ use crate::domain::review::{Subject, SubjectKind};
 use crate::domain::sla::{self, SeverityTarget};
 use crate::domain::survey::{
     self, ChoiceOption, Question, QuestionKind, Reward, SurveyContent, SurveyTarget, Touchpoint,
+    TouchpointKind,
 };
 use crate::domain::text;
 use crate::domain::ticket::{self, Money, Resolution, ResolutionCode, Severity};
 use crate::error::Error;
 use crate::store::IdempotencyKey;
+use crate::workflow::Actor;
 
 /// The parsed request once `v` holds no violation: INVALID_ARGUMENT with every violation
 /// otherwise. `parsed` gathers the values the parsers returned; each is `Some` when its
@@ -43,6 +47,65 @@ pub fn id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
         field,
         Uuid::parse_str(value).map_err(|_| "must be a UUID".to_owned()),
     )
+}
+
+/// A request whose one field is a required id (GetSurvey, GetTicket, …).
+pub fn required_id(field: &str, value: &str) -> Result<Uuid, Error> {
+    let mut v = Violations::new();
+    let parsed = id(&mut v, field, value);
+    finish(v, || parsed)
+}
+
+/// A request whose one field is a required customer id.
+pub fn required_customer_id(field: &str, value: &str) -> Result<String, Error> {
+    let mut v = Violations::new();
+    let parsed = customer_id(&mut v, field, value);
+    finish(v, || parsed)
+}
+
+/// Who acts: the calling service and the optional agent id (printable when given).
+pub fn actor(v: &mut Violations, service: &str, actor_id: &str) -> Actor {
+    if !actor_id.is_empty() {
+        check(v, "actor_id", text::printable_id(actor_id));
+    }
+    Actor {
+        service: service.to_owned(),
+        actor_id: actor_id.to_owned(),
+    }
+}
+
+/// A filter on touchpoint kinds (`touchpoint_kinds[i]`).
+pub fn touchpoint_kinds(v: &mut Violations, values: &[i32]) -> Vec<TouchpointKind> {
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let kind = touchpoint_kind_from(*k);
+            if kind.is_none() {
+                v.add(format!("touchpoint_kinds[{i}]"), "not a touchpoint kind");
+            }
+            kind
+        })
+        .collect()
+}
+
+/// Up to 100 survey ids (`survey_ids[i]`).
+pub fn survey_ids(v: &mut Violations, values: &[String]) -> Vec<Uuid> {
+    if values.len() > 100 {
+        v.add("survey_ids", "at most 100");
+    }
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| id(v, &format!("survey_ids[{i}]"), s))
+        .collect()
+}
+
+/// Channel slugs to filter on (`channels[i]`).
+pub fn channels(v: &mut Violations, values: &[String]) {
+    for (i, c) in values.iter().enumerate() {
+        check(v, &format!("channels[{i}]"), text::slug(c));
+    }
 }
 
 /// A required customer id (a profiles `customer_id`, a UUID), in its canonical form (lower-case

@@ -329,8 +329,22 @@ fn meet_first_response(t: &mut Ticket, now: DateTime<Utc>) {
     }
 }
 
-/// Records a follow-up outcome.
+/// Records a follow-up outcome; returns the ticket as it is then, with its history (which
+/// holds the outcomes).
 pub async fn record_outcome(
+    ctx: &Context,
+    id: Uuid,
+    key: IdempotencyKey,
+    actor: &Actor,
+    etag: &str,
+    outcome: FollowUpOutcome,
+    note: String,
+) -> Result<(Ticket, Vec<HistoryEntry>), Error> {
+    let t = record(ctx, id, key, actor, etag, outcome, note).await?;
+    get(ctx, t.id).await
+}
+
+async fn record(
     ctx: &Context,
     id: Uuid,
     key: IdempotencyKey,

@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::domain::{ActivityFilter, AttributeDefinition, CustomerFilter};
+use crate::error::ProfilesError;
 use crate::store::{
     ConsentUpdate, CustomerUpdate, ImportItem, ImportOutcome, MergeCommand, NewCustomer, PgStore,
     RequestKey, UnmergeCommand,
@@ -151,15 +152,15 @@ fn custops_common_printable(s: &str) -> bool {
     crate::domain::is_printable_ascii(s, 128)
 }
 
-fn invalid(v: Violations) -> Result<(), Status> {
-    v.into_result().map_err(Status::from)
+fn invalid(v: Violations) -> Result<(), ProfilesError> {
+    ProfilesError::check(v)
 }
 
-fn one_id(field: &str, value: &str) -> Result<Uuid, Status> {
+fn one_id(field: &str, value: &str) -> Result<Uuid, ProfilesError> {
     let mut v = Violations::new();
     let id = parse_id(&mut v, field, value);
     invalid(v)?;
-    id.ok_or_else(|| Status::invalid_argument(field.to_owned()))
+    ProfilesError::required(field, id)
 }
 
 /// The id inside a signed cursor (only this service writes them, so a bad one is a defect,
@@ -462,7 +463,7 @@ impl ProfilesService for ProfilesApi {
         let mut v = Violations::new();
         let identity = identity_from_pb(&mut v, "identity", request.get_ref().identity.as_ref());
         invalid(v)?;
-        let identity = identity.ok_or_else(|| Status::invalid_argument("identity"))?;
+        let identity = ProfilesError::required("identity", identity)?;
         let customer = self.store.lookup(&identity).await?;
         let stored = customer
             .identities
@@ -484,9 +485,8 @@ impl ProfilesService for ProfilesApi {
         let id = parse_id(&mut v, "customer_id", &req.customer_id);
         let identity = identity_from_pb(&mut v, "identity", req.identity.as_ref());
         invalid(v)?;
-        let (Some(id), Some(identity)) = (id, identity) else {
-            return Err(Status::invalid_argument("identity"));
-        };
+        let id = ProfilesError::required("customer_id", id)?;
+        let identity = ProfilesError::required("identity", identity)?;
         let customer = self
             .store
             .change_identity(id, &identity, &req.etag, true, false)
@@ -505,9 +505,8 @@ impl ProfilesService for ProfilesApi {
         let id = parse_id(&mut v, "customer_id", &req.customer_id);
         let identity = identity_from_pb(&mut v, "identity", req.identity.as_ref());
         invalid(v)?;
-        let (Some(id), Some(identity)) = (id, identity) else {
-            return Err(Status::invalid_argument("identity"));
-        };
+        let id = ProfilesError::required("customer_id", id)?;
+        let identity = ProfilesError::required("identity", identity)?;
         let customer = self
             .store
             .change_identity(id, &identity, &req.etag, false, req.allow_missing)
@@ -569,11 +568,7 @@ impl ProfilesService for ProfilesApi {
     ) -> Result<Response<pb::GetAttributeDefinitionResponse>, Status> {
         let name = request.into_inner().attribute_name;
         if name.is_empty() || name.len() > 64 {
-            return Err(ServiceError::invalid_argument(
-                "attribute_name",
-                "must be 1-64 characters",
-            )
-            .into());
+            return Err(ProfilesError::invalid("attribute_name", "must be 1-64 characters").into());
         }
         let def = self.store.get_attribute(&name).await?;
         Ok(Response::new(pb::GetAttributeDefinitionResponse {
@@ -716,7 +711,7 @@ impl ProfilesService for ProfilesApi {
         let filter = activity_filter(&mut v, req.filter.as_ref());
         invalid(v)?;
         let limit = size(req.page_size)?;
-        let id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
+        let id = ProfilesError::required("customer_id", id)?;
         let query = format!("activities|{id}|{filter:?}");
         let after = self.time_id_cursor(&query, &req.page_token)?;
         let page = self
@@ -747,7 +742,7 @@ impl ProfilesService for ProfilesApi {
             "must be 0.0-1.0",
         );
         invalid(v)?;
-        let id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
+        let id = ProfilesError::required("customer_id", id)?;
         let max = if req.max_candidates == 0 {
             10
         } else {
@@ -829,7 +824,7 @@ impl ProfilesService for ProfilesApi {
             },
         );
         invalid(v)?;
-        let merge_id = merge_id.ok_or_else(|| Status::invalid_argument("merge_id"))?;
+        let merge_id = ProfilesError::required("merge_id", merge_id)?;
         let cmd = UnmergeCommand {
             merge_id,
             actor,
@@ -910,9 +905,8 @@ impl ProfilesService for ProfilesApi {
         invalid(v)?;
         // Never wait longer than what remains of the call's own deadline.
         let timeout = timeout.map(|t| peers::within_deadline(t, call_deadline));
-        let (Some(id), Some(timeout)) = (id, timeout) else {
-            return Err(Status::invalid_argument("customer_id"));
-        };
+        let id = ProfilesError::required("customer_id", id)?;
+        let timeout = ProfilesError::required("section_timeout", timeout)?;
         let (customer, merged_from) = self.store.get_customer(id).await?;
         let summary = self.store.activity_summary(customer.id).await?;
         // An erased customer has nothing left to fetch elsewhere.
@@ -959,9 +953,8 @@ impl ProfilesService for ProfilesApi {
             "must be between 100 ms and 60 s",
         );
         invalid(v)?;
-        let (Some(id), Some(timeout)) = (id, timeout) else {
-            return Err(Status::invalid_argument("customer_id"));
-        };
+        let id = ProfilesError::required("customer_id", id)?;
+        let timeout = ProfilesError::required("section_timeout", timeout)?;
         let export = self.store.export(id).await?;
         let mut customer_export = pb::CustomerExport {
             customer: Some((&export.customer).into()),
@@ -1007,7 +1000,7 @@ impl ProfilesService for ProfilesApi {
             },
         );
         invalid(v)?;
-        let id = id.ok_or_else(|| Status::invalid_argument("customer_id"))?;
+        let id = ProfilesError::required("customer_id", id)?;
         let (customer, merged) = self.store.erase(id, request).await?;
         Ok(Response::new(pb::EraseCustomerResponse {
             customer: Some((&customer).into()),

@@ -1,7 +1,8 @@
-//! Why a profiles operation failed, in the service's own terms. `api/error.rs` holds the one
-//! exhaustive mapping of these to gRPC statuses.
+//! Why a profiles operation failed, in the service's own terms: the one error enum of the
+//! crate (bad fields, each rejection by name, database, internal). `api/error.rs` holds the
+//! one exhaustive mapping of these to gRPC statuses, with the contract's ErrorInfo reasons.
 
-use custops_common::error::FieldViolation;
+use custops_common::error::{FieldViolation, ServiceError, Violations};
 use uuid::Uuid;
 
 /// Every way a profiles operation can fail.
@@ -56,17 +57,24 @@ pub enum ProfilesError {
     /// 500 attributes declared.
     #[error("500 attributes are declared")]
     AttributeCatalogFull,
-    /// A precondition the contract names with an ErrorInfo reason (e.g. ALREADY_UNMERGED).
-    #[error("{message}")]
-    FailedReason {
-        /// The ErrorInfo reason.
-        reason: &'static str,
-        /// What to do, in words.
-        message: String,
-    },
-    /// Another precondition failed (described for the caller, no personal data).
-    #[error("{0}")]
-    Precondition(String),
+    /// UnmergeCustomer after `unmerge_expire_time`.
+    #[error("the merge can no longer be undone")]
+    UnmergeWindowExpired,
+    /// UnmergeCustomer of a merge whose snapshots are gone (an erasure purged them): answered
+    /// like an expired window, since the contract knows no other way a merge stops being
+    /// undoable.
+    #[error("the merge's snapshot was purged")]
+    MergeSnapshotPurged,
+    /// UnmergeCustomer of a merge already undone.
+    #[error("the merge was already undone")]
+    AlreadyUnmerged,
+    /// UnmergeCustomer while the merge's target is no longer ACTIVE.
+    #[error("the target is no longer active; undo that first")]
+    TargetNotActive,
+    /// UnmergeCustomer while the source is no longer merged into the target (answered with
+    /// the contract's TARGET_NOT_ACTIVE: undo what happened since first).
+    #[error("the source is no longer merged into the target")]
+    SourceNotMerged,
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -82,6 +90,21 @@ impl ProfilesError {
             field: field.into(),
             description: description.into(),
         }])
+    }
+
+    /// `Ok` when `violations` recorded nothing, else [`ProfilesError::Invalid`] with every one.
+    pub fn check(violations: Violations) -> Result<()> {
+        match violations.into_result() {
+            Ok(()) => Ok(()),
+            Err(ServiceError::InvalidArgument(list)) => Err(ProfilesError::Invalid(list)),
+            // `Violations` answers nothing else; kept as a defect rather than lost.
+            Err(other) => Err(ProfilesError::Internal(other.into())),
+        }
+    }
+
+    /// The value of a field the request must carry: INVALID_ARGUMENT naming `field` when absent.
+    pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+        value.ok_or_else(|| ProfilesError::invalid(field, "is required"))
     }
 
     /// No such customer.

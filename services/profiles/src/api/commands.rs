@@ -1,8 +1,9 @@
 //! Requests → domain commands: each `TryFrom` validates the whole request, collecting every
-//! bad field into one INVALID_ARGUMENT, so handlers only convert, call the store and answer.
+//! bad field into one `ProfilesError::Invalid` (INVALID_ARGUMENT naming each field), so
+//! handlers only convert, call the store and answer.
 
 use chrono::{DateTime, Utc};
-use custops_common::error::{ServiceError, Violations};
+use custops_common::error::Violations;
 use custops_contracts::custops::profiles::v1 as pb;
 
 use super::convert::{
@@ -14,6 +15,7 @@ use crate::domain::activity::NewActivity;
 use crate::domain::customer::{
     MergeWinner, NOT_UPDATABLE_PATHS, SURVIVORSHIP_PATHS, is_updatable_path,
 };
+use crate::error::ProfilesError;
 use crate::store::{ConsentUpdate, CustomerUpdate, MergeCommand, NewCustomer};
 
 /// A request with the authenticated calling service (for commands that record who acted or
@@ -30,7 +32,7 @@ pub struct Called<T> {
 }
 
 impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
-    type Error = ServiceError;
+    type Error = ProfilesError;
 
     fn try_from(called: Called<pb::CreateCustomerRequest>) -> Result<Self, Self::Error> {
         let caller = called.caller.as_str();
@@ -68,7 +70,7 @@ impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
         // encodes in hash order, and output-only fields must not matter.
         let payload = format!("{traits:?}|{identities:?}|{consents:?}");
         let request = request_key_of(&mut v, caller, &req.request_id, payload.as_bytes());
-        v.into_result()?;
+        ProfilesError::check(v)?;
         let cmd = NewCustomer {
             traits,
             identities,
@@ -80,7 +82,7 @@ impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
 }
 
 impl TryFrom<Called<pb::UpdateCustomerRequest>> for CustomerUpdate {
-    type Error = ServiceError;
+    type Error = ProfilesError;
 
     fn try_from(called: Called<pb::UpdateCustomerRequest>) -> Result<Self, Self::Error> {
         let req = called.request;
@@ -107,9 +109,8 @@ impl TryFrom<Called<pb::UpdateCustomerRequest>> for CustomerUpdate {
             }
         }
         let patch = traits_from_pb(&mut v, "customer.", &customer, called.now);
-        v.into_result()?;
-        let customer_id = id
-            .ok_or_else(|| ServiceError::invalid_argument("customer.customer_id", "is required"))?;
+        ProfilesError::check(v)?;
+        let customer_id = ProfilesError::required("customer.customer_id", id)?;
         let cmd = CustomerUpdate {
             customer_id,
             etag: customer.etag,
@@ -121,7 +122,7 @@ impl TryFrom<Called<pb::UpdateCustomerRequest>> for CustomerUpdate {
 }
 
 impl TryFrom<Called<pb::UpdateConsentRequest>> for ConsentUpdate {
-    type Error = ServiceError;
+    type Error = ProfilesError;
 
     fn try_from(called: Called<pb::UpdateConsentRequest>) -> Result<Self, Self::Error> {
         let caller = called.caller.as_str();
@@ -152,9 +153,8 @@ impl TryFrom<Called<pb::UpdateConsentRequest>> for ConsentUpdate {
                 ..req.clone()
             },
         );
-        v.into_result()?;
-        let customer_id =
-            id.ok_or_else(|| ServiceError::invalid_argument("customer_id", "is required"))?;
+        ProfilesError::check(v)?;
+        let customer_id = ProfilesError::required("customer_id", id)?;
         let cmd = ConsentUpdate {
             customer_id,
             decisions,
@@ -167,7 +167,7 @@ impl TryFrom<Called<pb::UpdateConsentRequest>> for ConsentUpdate {
 }
 
 impl TryFrom<Called<pb::MergeCustomersRequest>> for MergeCommand {
-    type Error = ServiceError;
+    type Error = ProfilesError;
 
     fn try_from(called: Called<pb::MergeCustomersRequest>) -> Result<Self, Self::Error> {
         let caller = called.caller.as_str();
@@ -231,13 +231,9 @@ impl TryFrom<Called<pb::MergeCustomersRequest>> for MergeCommand {
                 ..req.clone()
             },
         );
-        v.into_result()?;
-        let (Some(source), Some(target)) = (source, target) else {
-            return Err(ServiceError::invalid_argument(
-                "source_customer_id",
-                "is required",
-            ));
-        };
+        ProfilesError::check(v)?;
+        let source = ProfilesError::required("source_customer_id", source)?;
+        let target = ProfilesError::required("target_customer_id", target)?;
         let cmd = MergeCommand {
             source,
             target,
@@ -254,7 +250,7 @@ impl TryFrom<Called<pb::MergeCustomersRequest>> for MergeCommand {
 }
 
 impl TryFrom<Called<pb::RecordActivityRequest>> for NewActivity {
-    type Error = ServiceError;
+    type Error = ProfilesError;
 
     fn try_from(called: Called<pb::RecordActivityRequest>) -> Result<Self, Self::Error> {
         let req = called.request;
@@ -263,6 +259,6 @@ impl TryFrom<Called<pb::RecordActivityRequest>> for NewActivity {
             req.customer_identity.as_ref(),
             called.now,
         )
-        .map_err(ServiceError::InvalidArgument)
+        .map_err(ProfilesError::Invalid)
     }
 }

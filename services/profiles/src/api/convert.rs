@@ -20,6 +20,7 @@ use crate::domain::{
     Consent, ConsentChange, ConsentDecision, Customer, Identity, MergeRecord, Traits,
     is_plain_text, is_printable_ascii, is_slug,
 };
+use crate::error::ProfilesError;
 
 /// How far in the future a reported time may be (clock skew of the reporter).
 const FUTURE_SKEW: chrono::Duration = chrono::Duration::minutes(5);
@@ -490,7 +491,7 @@ pub fn activity_from_pb(
         Some(Some(t)) => Some(t),
     };
     let details = details_from_pb(&mut v, a.details.as_ref());
-    let problems = v.into_result();
+    let problems = ProfilesError::check(v);
     match (problems, customer, occur_time, details) {
         (Ok(()), Some(customer), Some(occur_time), Some(details)) => Ok(NewActivity {
             customer,
@@ -500,7 +501,7 @@ pub fn activity_from_pb(
             channel: a.channel.clone(),
             details,
         }),
-        (Err(custops_common::error::ServiceError::InvalidArgument(list)), ..) => Err(list),
+        (Err(ProfilesError::Invalid(list)), ..) => Err(list),
         _ => Err(vec![FieldViolation {
             field: "activity".into(),
             description: "is invalid".into(),

@@ -83,12 +83,26 @@ impl From<ProfilesError> for Status {
                 "ATTRIBUTE_CATALOG_FULL",
                 HashMap::new(),
             ),
-            ProfilesError::FailedReason { reason, message } => {
-                with_reason(Code::FailedPrecondition, &message, reason, HashMap::new())
+            ProfilesError::UnmergeWindowExpired | ProfilesError::MergeSnapshotPurged => {
+                with_reason(
+                    Code::FailedPrecondition,
+                    &message,
+                    "UNMERGE_WINDOW_EXPIRED",
+                    HashMap::new(),
+                )
             }
-            ProfilesError::Precondition(message) => {
-                ServiceError::FailedPrecondition(message).into()
-            }
+            ProfilesError::AlreadyUnmerged => with_reason(
+                Code::FailedPrecondition,
+                &message,
+                "ALREADY_UNMERGED",
+                HashMap::new(),
+            ),
+            ProfilesError::TargetNotActive | ProfilesError::SourceNotMerged => with_reason(
+                Code::FailedPrecondition,
+                &message,
+                "TARGET_NOT_ACTIVE",
+                HashMap::new(),
+            ),
             ProfilesError::Database(error) => ServiceError::from(error).into(),
             ProfilesError::Internal(error) => ServiceError::Internal(error).into(),
         }

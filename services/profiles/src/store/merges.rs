@@ -42,16 +42,8 @@ struct Snapshots {
     target_after: Option<Vec<u8>>,
 }
 
-fn failed(reason: &'static str, message: &str) -> ProfilesError {
-    ProfilesError::FailedReason {
-        reason,
-        message: message.to_owned(),
-    }
-}
-
 fn decode(bytes: Option<Vec<u8>>) -> Result<pb::Customer> {
-    let bytes =
-        bytes.ok_or_else(|| failed("UNMERGE_WINDOW_EXPIRED", "the merge's snapshot was purged"))?;
+    let bytes = bytes.ok_or(ProfilesError::MergeSnapshotPurged)?;
     pb::Customer::decode(bytes.as_slice()).map_err(|e| ProfilesError::Internal(e.into()))
 }
 
@@ -140,14 +132,11 @@ impl PgStore {
             return Ok((source, target, record));
         }
         if record.state == 2 {
-            return Err(failed("ALREADY_UNMERGED", "the merge was already undone"));
+            return Err(ProfilesError::AlreadyUnmerged);
         }
         let now = self.now();
         if now > record.unmerge_expire_time {
-            return Err(failed(
-                "UNMERGE_WINDOW_EXPIRED",
-                "the merge can no longer be undone",
-            ));
+            return Err(ProfilesError::UnmergeWindowExpired);
         }
         let snapshots: Snapshots = sqlx::query_as(
             "SELECT source_before, target_before, target_after FROM merges WHERE merge_id = $1",
@@ -166,16 +155,10 @@ impl PgStore {
         let b = load_for_update(&mut tx, second).await?;
         let (mut source, mut target) = if a.id == s { (a, b) } else { (b, a) };
         if target.state != CustomerState::Active {
-            return Err(failed(
-                "TARGET_NOT_ACTIVE",
-                "the target is no longer active; undo that first",
-            ));
+            return Err(ProfilesError::TargetNotActive);
         }
         if source.state != CustomerState::Merged || source.merged_into != Some(t) {
-            return Err(failed(
-                "TARGET_NOT_ACTIVE",
-                "the source is no longer merged into the target",
-            ));
+            return Err(ProfilesError::SourceNotMerged);
         }
         // Source: its pre-merge fields, identities, consents and the activities the merge moved.
         source.traits = source_before;

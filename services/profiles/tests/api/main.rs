@@ -6,6 +6,7 @@ mod consents;
 mod customer360;
 mod customers;
 mod demo;
+mod errors;
 mod identities;
 mod limits;
 mod merge_erase;

@@ -459,14 +459,18 @@ fn transport_code(error: &tonic::transport::Error) -> Code {
     Code::Unknown
 }
 
-/// How [`retry_idempotent`] retries.
+/// How a failed call or connection is tried again: the suite's one retry policy, used by
+/// [`retry_idempotent`], the feed consumer's reconnections, the feed listener and the
+/// database's start-up probe. Exponential backoff with jitter (`backon`'s): each delay is
+/// the current backoff plus a random part of it, so replicas that failed together do not
+/// all come back at the same instant.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included.
+    /// Attempts in all, the first included (`u32::MAX`: no limit).
     pub max_attempts: u32,
-    /// Backoff before the second attempt; doubled each time, with up to 50 % jitter.
+    /// Backoff before the second attempt; doubled each time, plus up to as much jitter.
     pub initial_backoff: Duration,
-    /// Upper bound of one backoff.
+    /// Upper bound of one backoff (before its jitter).
     pub max_backoff: Duration,
 }
 
@@ -480,43 +484,82 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// A policy that never gives up: for reconnecting loops that end only on shutdown.
+    pub const fn forever(initial_backoff: Duration, max_backoff: Duration) -> Self {
+        Self {
+            max_attempts: u32::MAX,
+            initial_backoff,
+            max_backoff,
+        }
+    }
+
+    /// The delays before each retry, in order; ends after `max_attempts - 1` of them.
+    pub fn delays(&self) -> backon::ExponentialBackoff {
+        let builder = backon::ExponentialBuilder::new()
+            .with_min_delay(self.initial_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_jitter();
+        let builder = match self.max_attempts {
+            u32::MAX => builder.without_max_times(),
+            attempts => builder.with_max_times(attempts.saturating_sub(1) as usize),
+        };
+        backon::BackoffBuilder::build(builder)
+    }
+}
+
 /// Runs `call` again while it fails with UNAVAILABLE (the server never saw the call, or could
 /// not serve it), up to the policy's attempts. Only for idempotent calls: reads, and mutations
 /// whose `request_id` makes a replay harmless.
-pub async fn retry_idempotent<T, F, Fut>(
-    policy: RetryPolicy,
-    mut call: F,
-) -> Result<T, tonic::Status>
+pub async fn retry_idempotent<T, F, Fut>(policy: RetryPolicy, call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    let mut backoff = policy.initial_backoff;
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Err(status)
-                if status.code() == tonic::Code::Unavailable && attempt < policy.max_attempts =>
-            {
-                let jitter = backoff.mul_f64(jitter_fraction() * 0.5);
-                tracing::debug!(
-                    attempt,
-                    ?backoff,
-                    message = status.message(),
-                    "retrying an idempotent call"
-                );
-                tokio::time::sleep(backoff + jitter).await;
-                backoff = (backoff * 2).min(policy.max_backoff);
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+    use backon::Retryable as _;
+    call.retry(policy.delays())
+        .when(|status| status.code() == tonic::Code::Unavailable)
+        .notify(|status, delay| {
+            tracing::debug!(
+                ?delay,
+                message = status.message(),
+                "retrying an idempotent call"
+            );
+        })
+        .await
 }
 
-/// A number in [0, 1) that differs between calls and processes; jitter needs no strong
-/// randomness.
-fn jitter_fraction() -> f64 {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    f64::from(u16::from_le_bytes([bytes[0], bytes[1]])) / 65536.0
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_the_bound_with_jitter_and_stop_after_the_attempts() {
+        let policy = RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+        };
+        for _ in 0..50 {
+            let delays: Vec<Duration> = policy.delays().collect();
+            // Five retries after the first attempt: 100, 200, 400, 400, 400 ms, each plus up
+            // to as much again of jitter.
+            let bases = [100, 200, 400, 400, 400].map(Duration::from_millis);
+            assert_eq!(delays.len(), bases.len(), "{delays:?}");
+            for (delay, base) in delays.iter().zip(bases) {
+                assert!(
+                    *delay >= base && *delay <= base * 2,
+                    "{delay:?} for {base:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_policy_forever_never_runs_out_of_delays() {
+        let policy = RetryPolicy::forever(Duration::from_millis(1), Duration::from_millis(8));
+        let delays: Vec<Duration> = policy.delays().take(1000).collect();
+        assert_eq!(delays.len(), 1000);
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(16)));
+    }
 }

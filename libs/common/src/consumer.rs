@@ -37,7 +37,7 @@ use futures_util::FutureExt as _;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::client::ServiceChannel;
+use crate::client::{RetryPolicy, ServiceChannel};
 use crate::error::DisplayChain;
 use crate::server::MAX_MESSAGE_BYTES;
 use crate::trace_context;
@@ -191,7 +191,9 @@ impl<H: EventHandler> Consumer<H> {
     /// Cancelling mid-batch rolls that batch back; it is applied again by the next run.
     pub async fn run(self, shutdown: CancellationToken) {
         let feed = self.options.feed.as_str();
-        let mut backoff = self.options.initial_backoff;
+        let reconnecting =
+            RetryPolicy::forever(self.options.initial_backoff, self.options.max_backoff);
+        let mut delays = reconnecting.delays();
         // The batch that failed last and how many times in a row, to report a stuck feed.
         let mut failing: Option<(i64, u32)> = None;
         loop {
@@ -201,8 +203,9 @@ impl<H: EventHandler> Consumer<H> {
                 ended = self.session(&mut progressed) => ended,
             };
             if progressed {
-                backoff = self.options.initial_backoff;
+                delays = reconnecting.delays();
             }
+            let delay = delays.next().unwrap_or(self.options.max_backoff);
             match &ended {
                 SessionError::Handler {
                     sequence, event_id, ..
@@ -237,16 +240,15 @@ impl<H: EventHandler> Consumer<H> {
                     tracing::warn!(
                         feed,
                         error = %DisplayChain(&ended),
-                        ?backoff,
+                        ?delay,
                         "feed session ended; reconnecting"
                     );
                 }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(jittered(backoff)) => {}
+                () = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(self.options.max_backoff);
         }
     }
 
@@ -456,32 +458,4 @@ fn event_age(event: &Event) -> Duration {
     occurred
         .and_then(|occurred| (chrono::Utc::now() - occurred).to_std().ok())
         .unwrap_or(Duration::ZERO)
-}
-
-/// `backoff` spread over its upper half ("equal jitter"), so replicas that failed together do
-/// not all reconnect at the same instant.
-fn jittered(backoff: Duration) -> Duration {
-    let half = backoff.as_nanos() / 2;
-    // A v4 UUID is 122 random bits from the OS: enough randomness without a dependency.
-    let random = uuid::Uuid::new_v4().as_u128() % (half + 1);
-    Duration::from_nanos(u64::try_from(half + random).unwrap_or(u64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_the_upper_half_of_the_backoff() {
-        for millis in [0, 1, 100, 30_000] {
-            let backoff = Duration::from_millis(millis);
-            for _ in 0..100 {
-                let delay = jittered(backoff);
-                assert!(
-                    delay <= backoff && delay >= backoff / 2,
-                    "{delay:?} for {backoff:?}"
-                );
-            }
-        }
-    }
 }

@@ -13,6 +13,7 @@ use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+use crate::client::RetryPolicy;
 use crate::config::DatabaseSettings;
 
 /// Migrations every service applies first, in its own schema.
@@ -67,7 +68,8 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         ]);
 
     let deadline = tokio::time::Instant::now() + settings.connect_timeout;
-    let mut backoff = Duration::from_millis(100);
+    let retrying = RetryPolicy::forever(Duration::from_millis(100), Duration::from_secs(2));
+    let mut delays = retrying.delays();
     loop {
         match PgConnection::connect_with(&options).await {
             Ok(probe) => {
@@ -75,7 +77,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
                 let _ = probe.close().await;
                 break;
             }
-            Err(source) if tokio::time::Instant::now() + backoff >= deadline => {
+            Err(source) if tokio::time::Instant::now() >= deadline => {
                 return Err(DbError::Connect {
                     schema: settings.schema,
                     timeout: settings.connect_timeout,
@@ -84,8 +86,10 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
             }
             Err(error) => {
                 tracing::warn!(schema = settings.schema, %error, "database not reachable yet, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                let delay = delays.next().unwrap_or(retrying.max_backoff);
+                // The last wait ends at the deadline, for one attempt there.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(delay.min(left)).await;
             }
         }
     }

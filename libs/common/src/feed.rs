@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::RetryPolicy;
 use crate::error::{ServiceError, Violations};
 use custops_contracts::custops::common::v1::event_feed_service_server::{
     EventFeedService, EventFeedServiceServer,
@@ -464,7 +465,8 @@ async fn listen(
     drop(service_pool);
     let feed = feed_channel(schema);
     let wake_streams = || feed_tick.send_modify(|tick| *tick = tick.wrapping_add(1));
-    let mut backoff = Duration::from_millis(100);
+    let reconnecting = RetryPolicy::forever(Duration::from_millis(100), Duration::from_secs(5));
+    let mut delays = reconnecting.delays();
     loop {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -477,16 +479,16 @@ async fn listen(
                 Ok(listener) => listener,
                 Err(error) => {
                     tracing::warn!(%error, schema, "feed listener could not LISTEN; retrying");
+                    let delay = delays.next().unwrap_or(reconnecting.max_backoff);
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             },
         };
-        backoff = Duration::from_millis(100);
+        delays = reconnecting.delays();
         listening.send_replace(true);
         wake_streams();
         loop {

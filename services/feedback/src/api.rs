@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::clock::Clock;
+use crate::domain::Clock;
 use crate::error::Error;
 use crate::segments::SegmentDirectory;
 use crate::store::PgStore;

@@ -4,7 +4,6 @@
 //! `api` converts wire types into these and `store` persists them; the rules live here so they
 //! can be read and unit-tested without a server or a database.
 
-pub mod clock;
 pub mod metrics;
 pub mod rejection;
 pub mod response;
@@ -14,4 +13,8 @@ pub mod survey;
 pub mod text;
 pub mod ticket;
 
+/// The service clock is the suite's one (`custops_common::clock`): whole microseconds, as
+/// Postgres keeps them, so a time answered equals the time stored. The domain reads no clock:
+/// "now" is passed in.
+pub use custops_common::clock::{Clock, ManualClock, SystemClock};
 pub use rejection::Rejection;

@@ -5,12 +5,12 @@ use chrono::{DateTime, Utc};
 use custops_common::outbox::OutboxEvent;
 use custops_contracts::custops::feedback::v1 as pb;
 
-use crate::api::convert::{
-    outcome, resolution_code, severity, subject, ticket_kind, ticket_status, trigger, ts,
-};
-use crate::domain::response::SurveyResponse;
+use crate::domain::response::{DueReward, SurveyResponse};
 use crate::domain::review::Review;
 use crate::domain::ticket::{FollowUpOutcome, Status, Ticket};
+use crate::wire::{
+    money, outcome, resolution_code, severity, subject, ticket_kind, ticket_status, trigger, ts,
+};
 
 fn actor(service: &str, actor_id: &str) -> pb::Actor {
     pb::Actor {
@@ -138,12 +138,7 @@ pub fn ticket_resolved(
             resolution_code: resolution
                 .map(|r| resolution_code(r.code).into())
                 .unwrap_or(0),
-            compensation: resolution.and_then(|r| r.compensation.as_ref()).map(|m| {
-                custops_contracts::custops::common::v1::Money {
-                    amount_minor: m.amount_minor,
-                    currency: m.currency.clone(),
-                }
-            }),
+            compensation: resolution.and_then(|r| r.compensation.as_ref()).map(money),
             source_response_id: t
                 .source_response_id
                 .map(|r| r.to_string())
@@ -199,6 +194,45 @@ pub fn review_submitted(r: &Review) -> OutboxEvent {
             rating: r.new.rating,
             channel: r.new.channel.clone(),
             create_time: Some(ts(r.create_time)),
+        },
+    )
+}
+
+/// SurveyRewardGranted: loyalty paid `due` as ledger entry `ledger_entry_id`.
+pub fn survey_reward_granted(
+    due: &DueReward,
+    ledger_entry_id: &str,
+    now: DateTime<Utc>,
+) -> OutboxEvent {
+    OutboxEvent::new(
+        "survey_response",
+        due.response_id,
+        &pb::SurveyRewardGranted {
+            response_id: due.response_id.to_string(),
+            survey_id: due.survey_id.to_string(),
+            customer_id: due.customer_id.clone(),
+            program_id: due.program_id.clone(),
+            points: due.points,
+            ledger_entry_id: ledger_entry_id.to_owned(),
+            attempt_count: due.attempt,
+            grant_time: Some(ts(now)),
+        },
+    )
+}
+
+/// SurveyRewardRejected: loyalty refused `due` for `reason`.
+pub fn survey_reward_rejected(due: &DueReward, reason: &str, now: DateTime<Utc>) -> OutboxEvent {
+    OutboxEvent::new(
+        "survey_response",
+        due.response_id,
+        &pb::SurveyRewardRejected {
+            response_id: due.response_id.to_string(),
+            survey_id: due.survey_id.to_string(),
+            customer_id: due.customer_id.clone(),
+            program_id: due.program_id.clone(),
+            points: due.points,
+            reason: reason.to_owned(),
+            reject_time: Some(ts(now)),
         },
     )
 }

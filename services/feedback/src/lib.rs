@@ -7,12 +7,15 @@
 //!   `api/parse`), calls one use case and converts the result (`api/convert`).
 //! - `workflow`: the use cases, one transaction each (store + domain rules + outbox +
 //!   idempotency key).
-//! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), with the injectable clock.
+//! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), and the refusals by name
+//!   (`Rejection`); the suite's clock is re-exported there, but the domain reads no clock.
 //! - `store`: sqlx queries on the `feedback` schema; metrics are aggregated in SQL there.
-//! - `events`: the outbox events (events.proto) built from domain values.
-//! - `profiles_feed`: merges, unmerges and erasures from the profiles feed (applied by
-//!   `store::customers`).
-//! - `rewards`: the worker that pays survey rewards through loyalty, exactly once.
+//! - `events`: the outbox events (events.proto) built from domain values; with `api` it shares
+//!   `wire`, the domain ↔ wire value mappings, so neither imports the other.
+//! - `feeds`: consumers of other services' feeds: `feeds::profiles` (merges, unmerges and
+//!   erasures, applied by `store::customers`).
+//! - `jobs`: background work: `jobs::rewards`, the worker that pays survey rewards through
+//!   loyalty, exactly once.
 //! - `segments`: membership questions to segmentation (targeted surveys, response segments).
 //! - `error`: the service's one error enum (the domain's `Rejection` by name, invalid fields,
 //!   database, internal); `api/error` is its one mapping to `Status`.
@@ -22,10 +25,11 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod events;
-pub mod profiles_feed;
-pub mod rewards;
+pub mod feeds;
+pub mod jobs;
 pub mod segments;
 pub mod store;
+mod wire;
 pub mod workflow;
 
 use std::sync::Arc;
@@ -36,10 +40,7 @@ use custops_common::feed::{FeedOptions, event_feed_server};
 use custops_common::server::Application;
 use sqlx::migrate::Migrator;
 
-use crate::domain::clock::{Clock, SystemClock};
-
-/// Scope feedback asks for on its calls to loyalty.
-const LOYALTY_SCOPES: &[&str] = &["loyalty.points.write"];
+use crate::domain::{Clock, SystemClock};
 
 /// This service's own migrations (`services/feedback/migrations`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -56,14 +57,14 @@ pub struct Overrides {
     /// The API's clock (tests move time to check SLA breaches).
     pub clock: Arc<dyn Clock>,
     /// The reward worker's pacing (tests retry faster).
-    pub rewards: rewards::WorkerOptions,
+    pub rewards: jobs::rewards::WorkerOptions,
 }
 
 impl Default for Overrides {
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
-            rewards: rewards::WorkerOptions::default(),
+            rewards: jobs::rewards::WorkerOptions::default(),
         }
     }
 }
@@ -81,8 +82,8 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
-    profiles_feed::start(&settings, pool.clone(), app.shutdown_token());
-    start_reward_worker(
+    feeds::start(&settings, pool.clone(), app.shutdown_token());
+    jobs::start(
         &settings,
         pool.clone(),
         overrides.rewards,
@@ -95,33 +96,6 @@ pub async fn build_with(
         segment_directory(&settings),
     );
     Ok(app.add_api(api::server(api)).add_api(feed))
-}
-
-/// Starts the reward worker when loyalty's address is configured; without it rewards stay
-/// PENDING (durably queued) until a feedback instance that can reach loyalty runs.
-fn start_reward_worker(
-    settings: &ServiceSettings,
-    pool: sqlx::PgPool,
-    options: rewards::WorkerOptions,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    use custops_common::client::ClientBuilder;
-    use custops_common::service::ServiceKind;
-    match ClientBuilder::for_peer(&settings.clients, ServiceKind::Loyalty, LOYALTY_SCOPES)
-        .and_then(ClientBuilder::build)
-    {
-        Ok(channel) => {
-            // Marked as feedback's work: in a process hosting several services (`custops
-            // dev`) its spans still carry feedback's service.name.
-            tokio::spawn(custops_common::telemetry::in_service(
-                ServiceKind::Feedback,
-                rewards::run(pool, channel, options, stop),
-            ));
-        }
-        Err(error) => {
-            tracing::warn!(%error, "survey rewards will queue until loyalty is reachable");
-        }
-    }
 }
 
 /// Segmentation over gRPC when its address is configured (`CUSTOPS_SEGMENTATION_URL`).

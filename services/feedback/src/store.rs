@@ -6,6 +6,7 @@ pub mod customers;
 pub mod metrics;
 pub mod responses;
 pub mod reviews;
+pub mod rewards;
 pub mod surveys;
 pub mod tickets;
 

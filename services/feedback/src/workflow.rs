@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::clock::Clock;
+use crate::domain::Clock;
 use crate::segments::SegmentDirectory;
 use crate::store::PgStore;
 

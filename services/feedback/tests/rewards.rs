@@ -16,7 +16,7 @@ use custops_common::telemetry::{self, Exporters, LogFormat, Telemetry};
 use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::loyalty::v1 as lpb;
 use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
-use custops_feedback::domain::clock::ManualClock;
+use custops_feedback::domain::ManualClock;
 use custops_testkit::{TestDatabase, eventually};
 use opentelemetry::Key;
 use opentelemetry::trace::SpanKind;

@@ -11,7 +11,7 @@ use custops_common::service::ServiceKind;
 use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::segmentation::v1 as spb;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
-use custops_feedback::domain::clock::ManualClock;
+use custops_feedback::domain::ManualClock;
 use custops_testkit::TestDatabase;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;

@@ -11,7 +11,6 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::convert::{from_ts, severity_from, touchpoint_kind_from};
 use crate::domain::response::{Answer, AnswerValue, Omission};
 use crate::domain::review::{Subject, SubjectKind};
 use crate::domain::sla::{self, SeverityTarget};
@@ -23,6 +22,7 @@ use crate::domain::text;
 use crate::domain::ticket::{self, Money, Resolution, ResolutionCode, Severity};
 use crate::error::Error;
 use crate::store::IdempotencyKey;
+use crate::wire::{from_ts, severity_from, touchpoint_kind_from};
 use crate::workflow::Actor;
 
 /// The parsed request once `v` holds no violation: INVALID_ARGUMENT with every violation

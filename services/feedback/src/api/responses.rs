@@ -7,7 +7,7 @@ use custops_common::error::Violations;
 use custops_contracts::custops::feedback::v1 as pb;
 use tonic::Request;
 
-use super::{FeedbackApi, Rpc, convert, ok, parse};
+use super::{FeedbackApi, Rpc, ok, parse};
 use crate::domain::response::{NewInvitation, Submission};
 use crate::error::Error;
 use crate::store::IdempotencyKey;
@@ -138,7 +138,7 @@ fn invitation_request(
     let touchpoint = parse::touchpoint(&mut v, "invitation.touchpoint", inv.touchpoint.as_ref());
     parse::optional_slug(&mut v, "invitation.channel", &inv.channel);
     let expire_time = inv.expire_time.as_ref().and_then(|t| {
-        let parsed = convert::from_ts(t);
+        let parsed = crate::wire::from_ts(t);
         if parsed.is_none() {
             v.add("invitation.expire_time", "not a valid timestamp");
         }

@@ -424,6 +424,26 @@ pub struct RewardDelivery {
     pub deliver_time: Option<DateTime<Utc>>,
 }
 
+/// A reward leased for delivery: what the earn call and its outcome event need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReward {
+    /// The rewarded response.
+    pub response_id: Uuid,
+    /// Its survey.
+    pub survey_id: Uuid,
+    /// The customer to reward.
+    pub customer_id: String,
+    /// Points to grant.
+    pub points: i64,
+    /// Loyalty program.
+    pub program_id: String,
+    /// This attempt's number (1 for the first).
+    pub attempt: i32,
+    /// The W3C `traceparent` of the call that queued the reward, continued by its delivery
+    /// (empty: none).
+    pub traceparent: String,
+}
+
 /// The request id feedback uses for loyalty's earn: derived from the response id, so every
 /// retry of one reward carries the same key and loyalty pays it once.
 pub fn reward_request_id(response_id: Uuid) -> String {

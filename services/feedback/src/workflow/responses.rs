@@ -4,7 +4,7 @@
 //! writes ResponseSubmitted.
 
 use custops_common::error::Violations;
-use custops_common::outbox;
+use custops_common::{outbox, trace_context};
 use uuid::Uuid;
 
 use super::{Actor, Context, tickets};
@@ -220,7 +220,10 @@ pub async fn retry_reward(ctx: &Context, id: Uuid) -> Result<SurveyResponse, Err
     if r.reward.is_none() {
         return Err(Rejection::NoReward.into());
     }
-    crate::rewards::requeue(&mut tx, id, ctx.now()).await?;
+    // The retried delivery continues this call's trace: that is where someone looks for its
+    // outcome.
+    let traceparent = trace_context::current_traceparent();
+    store::rewards::requeue(&mut tx, id, ctx.now(), &traceparent).await?;
     let r = rows::get_response(&mut tx, id).await?;
     tx.commit().await?;
     Ok(r)

@@ -7,7 +7,7 @@ use custops_common::auth::{AuthSettings, TokenIssuer};
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::feedback::v1 as pb;
-use custops_feedback::domain::clock::ManualClock;
+use custops_feedback::domain::ManualClock;
 use custops_testkit::TestDatabase;
 use tonic::Code;
 use tonic::metadata::MetadataValue;

@@ -8,7 +8,7 @@ use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::feedback::v1::feedback_service_client::FeedbackServiceClient;
-use custops_feedback::domain::clock::ManualClock;
+use custops_feedback::domain::ManualClock;
 use custops_testkit::TestDatabase;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,7 @@ pub(crate) async fn spawn_app_with(
     init_logging();
     let overrides = custops_feedback::Overrides {
         clock: Arc::new(clock.clone()),
-        rewards: custops_feedback::rewards::WorkerOptions {
+        rewards: custops_feedback::jobs::rewards::WorkerOptions {
             poll: std::time::Duration::from_millis(50),
             initial_backoff: std::time::Duration::from_millis(50),
             max_backoff: std::time::Duration::from_millis(300),

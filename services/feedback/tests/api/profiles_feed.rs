@@ -15,7 +15,7 @@ use custops_common::server::Application;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::profiles::v1::{CustomerErased, CustomerMerged, CustomerUnmerged};
-use custops_feedback::domain::clock::ManualClock;
+use custops_feedback::domain::ManualClock;
 use custops_testkit::{TestDatabase, eventually};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;

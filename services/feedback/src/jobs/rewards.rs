@@ -1,7 +1,7 @@
-//! Survey rewards paid through loyalty, from a durable queue.
+//! The survey reward worker: rewards paid through loyalty, from a durable queue.
 //!
 //! A rewarded, completed response commits with its reward PENDING (the `responses` row is the
-//! queue: `responses_rewards_due`). This worker leases due rewards (`FOR UPDATE SKIP LOCKED`,
+//! queue: `store::rewards`). This worker leases due rewards (`FOR UPDATE SKIP LOCKED`,
 //! so replicas share the work), calls loyalty's EarnPoints with the request id
 //! `feedback-survey-reward-<response_id>`, and records the outcome with its outbox event.
 //! Loyalty keeps the first result of a request id, so a call repeated after a crash or a lost
@@ -16,23 +16,22 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use custops_common::client::ServiceChannel;
 use custops_common::error::DisplayChain;
-use custops_common::outbox::{self, OutboxEvent};
+use custops_common::outbox;
 use custops_common::trace_context;
-use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::loyalty::v1 as loyalty;
 use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::Instrument;
-use uuid::Uuid;
 
-use crate::api::convert::ts;
-use crate::domain::response::reward_request_id;
+use crate::domain::response::{DueReward, reward_request_id};
 use crate::error::Error;
+use crate::events;
+use crate::store::rewards;
 
 /// How the worker paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -62,19 +61,6 @@ impl Default for WorkerOptions {
             call_timeout: Duration::from_secs(5),
         }
     }
-}
-
-/// One leased reward.
-#[derive(Debug)]
-struct Due {
-    response_id: Uuid,
-    survey_id: Uuid,
-    customer_id: String,
-    points: i64,
-    program_id: String,
-    attempt: i32,
-    /// The trace to continue (empty: none).
-    traceparent: String,
 }
 
 /// What loyalty said.
@@ -117,35 +103,7 @@ async fn round(
 ) -> Result<usize, Error> {
     let now = Utc::now();
     let lease_until = now + chrono::Duration::from_std(options.lease).unwrap_or_default();
-    let rows = sqlx::query(
-        "UPDATE responses SET reward_next_attempt = $2, \
-           reward_attempt_count = reward_attempt_count + 1, reward_last_attempt = $1 \
-         WHERE response_id IN ( \
-           SELECT response_id FROM responses \
-           WHERE reward_status IN ('pending', 'retrying') AND reward_next_attempt <= $1 \
-           ORDER BY reward_next_attempt LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         RETURNING response_id, survey_id, customer_id, reward_points, reward_program_id, \
-           reward_attempt_count, reward_traceparent",
-    )
-    .bind(now)
-    .bind(lease_until)
-    .bind(options.batch)
-    .fetch_all(pool)
-    .await?;
-    let mut leased = Vec::with_capacity(rows.len());
-    for row in &rows {
-        leased.push(Due {
-            response_id: row.try_get("response_id")?,
-            survey_id: row.try_get("survey_id")?,
-            customer_id: row.try_get("customer_id")?,
-            points: row.try_get::<Option<i64>, _>("reward_points")?.unwrap_or(0),
-            program_id: row
-                .try_get::<Option<String>, _>("reward_program_id")?
-                .unwrap_or_default(),
-            attempt: row.try_get("reward_attempt_count")?,
-            traceparent: row.try_get("reward_traceparent")?,
-        });
-    }
+    let leased = rewards::lease(pool, now, lease_until, options.batch).await?;
     let n = leased.len();
     for due in leased {
         let span = tracing::info_span!(
@@ -166,7 +124,7 @@ async fn round(
 
 async fn earn(
     mut client: LoyaltyServiceClient<ServiceChannel>,
-    due: &Due,
+    due: &DueReward,
     timeout: Duration,
 ) -> Outcome {
     let mut request = tonic::Request::new(loyalty::EarnPointsRequest {
@@ -249,7 +207,7 @@ fn backoff(options: &WorkerOptions, attempt: i32) -> Duration {
 
 async fn record(
     pool: &PgPool,
-    due: &Due,
+    due: &DueReward,
     outcome: Outcome,
     options: &WorkerOptions,
 ) -> Result<(), Error> {
@@ -257,103 +215,22 @@ async fn record(
     let mut tx = pool.begin().await?;
     match outcome {
         Outcome::Delivered { ledger_entry_id } => {
-            let updated = sqlx::query(
-                "UPDATE responses SET reward_status = 'delivered', reward_ledger_entry_id = $2, \
-                 reward_deliver_time = $3, reward_next_attempt = NULL, reward_last_error = '' \
-                 WHERE response_id = $1 AND reward_status IN ('pending', 'retrying')",
-            )
-            .bind(due.response_id)
-            .bind(&ledger_entry_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 1 {
-                outbox::append(&mut tx, granted(due, &ledger_entry_id, now)).await?;
+            if rewards::deliver(&mut tx, due.response_id, &ledger_entry_id, now).await? {
+                let event = events::survey_reward_granted(due, &ledger_entry_id, now);
+                outbox::append(&mut tx, event).await?;
             }
         }
         Outcome::Retry { reason } => {
             let next =
                 now + chrono::Duration::from_std(backoff(options, due.attempt)).unwrap_or_default();
-            sqlx::query(
-                "UPDATE responses SET reward_status = 'retrying', reward_next_attempt = $2, \
-                 reward_last_error = $3 \
-                 WHERE response_id = $1 AND reward_status IN ('pending', 'retrying')",
-            )
-            .bind(due.response_id)
-            .bind(next)
-            .bind(&reason)
-            .execute(&mut *tx)
-            .await?;
+            rewards::retry(&mut tx, due.response_id, next, &reason).await?;
         }
         Outcome::Rejected { reason } => {
-            let updated = sqlx::query(
-                "UPDATE responses SET reward_status = 'rejected', reward_next_attempt = NULL, \
-                 reward_last_error = $2 \
-                 WHERE response_id = $1 AND reward_status IN ('pending', 'retrying')",
-            )
-            .bind(due.response_id)
-            .bind(&reason)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 1 {
-                outbox::append(&mut tx, rejected(due, &reason, now)).await?;
+            if rewards::reject(&mut tx, due.response_id, &reason).await? {
+                outbox::append(&mut tx, events::survey_reward_rejected(due, &reason, now)).await?;
             }
         }
     }
     tx.commit().await?;
-    Ok(())
-}
-
-fn granted(due: &Due, ledger_entry_id: &str, now: DateTime<Utc>) -> OutboxEvent {
-    OutboxEvent::new(
-        "survey_response",
-        due.response_id,
-        &pb::SurveyRewardGranted {
-            response_id: due.response_id.to_string(),
-            survey_id: due.survey_id.to_string(),
-            customer_id: due.customer_id.clone(),
-            program_id: due.program_id.clone(),
-            points: due.points,
-            ledger_entry_id: ledger_entry_id.to_owned(),
-            attempt_count: due.attempt,
-            grant_time: Some(ts(now)),
-        },
-    )
-}
-
-fn rejected(due: &Due, reason: &str, now: DateTime<Utc>) -> OutboxEvent {
-    OutboxEvent::new(
-        "survey_response",
-        due.response_id,
-        &pb::SurveyRewardRejected {
-            response_id: due.response_id.to_string(),
-            survey_id: due.survey_id.to_string(),
-            customer_id: due.customer_id.clone(),
-            program_id: due.program_id.clone(),
-            points: due.points,
-            reason: reason.to_owned(),
-            reject_time: Some(ts(now)),
-        },
-    )
-}
-
-/// Re-queues a REJECTED reward (RetryReward); other states are left as they are.
-pub async fn requeue(
-    conn: &mut sqlx::PgConnection,
-    response_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
-    // The retried delivery continues the RetryReward call's trace: that is where someone looks
-    // for its outcome.
-    sqlx::query(
-        "UPDATE responses SET reward_status = 'pending', reward_next_attempt = $2, \
-           reward_traceparent = $3 \
-         WHERE response_id = $1 AND reward_status = 'rejected'",
-    )
-    .bind(response_id)
-    .bind(now)
-    .bind(trace_context::current_traceparent())
-    .execute(conn)
-    .await?;
     Ok(())
 }

@@ -6,8 +6,7 @@
 //! cursor, and each is idempotent on its own ids (`store::customers`), so a redelivered event
 //! applies once.
 
-use custops_common::client::{ClientBuilder, ServiceChannel};
-use custops_common::config::ServiceSettings;
+use custops_common::client::ServiceChannel;
 use custops_common::consumer::{Consumer, ConsumerOptions, EventHandler};
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1::Event;
@@ -33,7 +32,7 @@ impl EventHandler for ProfilesFeed {
         let at = event
             .occur_time
             .as_ref()
-            .and_then(crate::api::convert::from_ts)
+            .and_then(crate::wire::from_ts)
             .unwrap_or_else(chrono::Utc::now);
         if event.event_type == CustomerMerged::full_name() {
             let m = CustomerMerged::decode(payload)?;
@@ -95,22 +94,4 @@ pub fn follow(pool: PgPool, channel: ServiceChannel, shutdown: CancellationToken
         ServiceKind::Feedback,
         consumer.run(shutdown),
     ));
-}
-
-/// Follows profiles when its URL is configured (`CUSTOPS_PROFILES_URL`).
-pub fn start(settings: &ServiceSettings, pool: PgPool, shutdown: CancellationToken) {
-    if !settings.clients.peers.contains_key(&ServiceKind::Profiles) {
-        tracing::info!("CUSTOPS_PROFILES_URL not set: not following the profiles feed");
-        return;
-    }
-    match ClientBuilder::for_peer(
-        &settings.clients,
-        ServiceKind::Profiles,
-        &["profiles.events.read"],
-    )
-    .and_then(ClientBuilder::build)
-    {
-        Ok(channel) => follow(pool, channel, shutdown),
-        Err(error) => tracing::warn!(%error, "cannot follow the profiles feed"),
-    }
 }

@@ -1,0 +1,39 @@
+//! Feedback's background work: the survey reward worker (`rewards`), which pays rewards
+//! through loyalty from the durable queue in `responses`.
+
+pub mod rewards;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use custops_common::client::ClientBuilder;
+use custops_common::config::ServiceSettings;
+use custops_common::service::ServiceKind;
+
+/// Scope feedback asks for on its calls to loyalty.
+const LOYALTY_SCOPES: &[&str] = &["loyalty.points.write"];
+
+/// Starts the reward worker when loyalty's address is configured; without it rewards stay
+/// PENDING (durably queued) until a feedback instance that can reach loyalty runs.
+pub fn start(
+    settings: &ServiceSettings,
+    pool: PgPool,
+    options: rewards::WorkerOptions,
+    stop: CancellationToken,
+) {
+    match ClientBuilder::for_peer(&settings.clients, ServiceKind::Loyalty, LOYALTY_SCOPES)
+        .and_then(ClientBuilder::build)
+    {
+        Ok(channel) => {
+            // Marked as feedback's work: in a process hosting several services (`custops
+            // dev`) its spans still carry feedback's service.name.
+            tokio::spawn(custops_common::telemetry::in_service(
+                ServiceKind::Feedback,
+                rewards::run(pool, channel, options, stop),
+            ));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "survey rewards will queue until loyalty is reachable");
+        }
+    }
+}

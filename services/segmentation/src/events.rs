@@ -17,6 +17,8 @@ use prost::{Message, Name};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::wire::timestamp;
+
 /// Rows per bulk insert: keeps each statement's arrays to a few megabytes.
 const BULK_CHUNK: usize = 5_000;
 
@@ -234,5 +236,3 @@ impl CustomerEvents {
         Ok(())
     }
 }
-
-pub use custops_common::time::to_timestamp as timestamp;

@@ -57,9 +57,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::derived;
-use crate::membership::{self, Cause, Causes, Changed};
 use crate::store::facts::{self, Feed, NewActivity, Position};
+use crate::workflow::derived;
+use crate::workflow::membership::{self, Cause, Causes, Changed};
 
 /// Follows every peer feed whose URL is configured until `shutdown`.
 pub fn start(
@@ -144,7 +144,7 @@ fn position(feed: Feed, event: &Event) -> Position {
     Position {
         feed,
         sequence: event.sequence,
-        occur_time: derived::from_timestamp(event.occur_time.as_ref()),
+        occur_time: crate::wire::from_timestamp(event.occur_time.as_ref()),
     }
 }
 

@@ -2,27 +2,28 @@
 //! stages and fast membership lookups.
 //!
 //! # Layout
-//! - `api`: the `custops.segmentation.v1.SegmentationService` gRPC API (transport only).
-//! - `domain`: facts, catalog, rules and the in-process evaluator, RFM and lifecycle rules.
-//! - `rules_wire`: rules and explanations ↔ their wire messages (used by `api` and by the
-//!   decoding of stored rules).
-//! - `segments_wire`: stored segments as wire messages (responses and outbox events).
-//! - `workflow`: the use cases, reads included: one transaction each over `store`, with outbox
-//!   events, idempotency keys and job queueing; `api` parses, calls one, converts.
-//! - `error`: the service's one error type (refusals by name, database, internal);
-//!   `api::error` maps it to `Status`.
+//! - `api`: the `custops.segmentation.v1.SegmentationService` gRPC API (transport only):
+//!   parse, call one use case, convert; `api::error` is the one mapping to `Status`.
+//! - `error`: the service's one error type (refusals by name, database, internal).
+//! - `domain`: facts, catalog, rules and the in-process evaluator, RFM and lifecycle rules, the
+//!   segment reference graph.
+//! - `workflow`: the use cases (one transaction each over `store`, with outbox events,
+//!   idempotency keys and job queueing), and the engines feeds and jobs run in their own
+//!   transactions: memberships (`membership`), RFM and lifecycle (`derived`), set-based
+//!   recomputes (`recompute`).
 //! - `store`: sqlx queries on the `segmentation` schema, the rule → SQL compiler.
+//! - `wire`: segmentation's types as the contract's messages where more than the API needs
+//!   them (outbox payloads, stored responses, stored rules).
 //! - `feeds`: follows the profiles, loyalty and feedback feeds into the facts projection.
-//! - `derived`: RFM and lifecycle values, per customer and in full runs.
-//! - `membership`: keeps memberships current as facts change (events, erasures, merges).
+//! - `jobs`: the background work: recompute worker, scheduler (rollover pass, full recompute,
+//!   RFM bounds) and the lookup caches' listener.
 //! - `lookups`: the membership lookup caches (in-process, Redis) and their write-through.
-//! - `jobs`: recompute jobs, the rollover pass and the scheduler.
 //! - `events`: the membership, segment and job events of the outbox.
+//! - `fixture`: the scale fixture of tests and `custops bench`.
 //! - `state`: what handlers and background tasks share.
 //! - `migrations/`: the `segmentation` schema, applied after the shared ones from `libs/common`.
 
 pub mod api;
-pub mod derived;
 pub mod domain;
 pub mod error;
 pub mod events;
@@ -30,11 +31,9 @@ pub mod feeds;
 pub mod fixture;
 pub mod jobs;
 pub mod lookups;
-pub mod membership;
-pub mod rules_wire;
-pub mod segments_wire;
 pub mod state;
 pub mod store;
+pub mod wire;
 pub mod workflow;
 
 use std::sync::Arc;
@@ -110,7 +109,7 @@ pub async fn build_with_workers(
     });
     let shutdown = app.shutdown_token();
     let listening = tokio_util::sync::CancellationToken::new();
-    custops_common::telemetry::spawn(lookups::listen(
+    custops_common::telemetry::spawn(jobs::listener::listen(
         lookups,
         pool.clone(),
         shutdown.clone(),

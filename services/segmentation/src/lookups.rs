@@ -7,8 +7,8 @@
 //! existence check. Write-through happens **after commit**: the
 //! transaction that changes memberships calls `pg_notify('segmentation_membership', …)`
 //! (`store::memberships::notify_*`), which Postgres delivers only if it commits; every replica
-//! runs [`listen`], which on each notification reads the fresh value from Postgres and writes
-//! it to its in-process layer and to Redis. A recompute that moves many customers bumps the
+//! runs `jobs::listener::listen`, which on each notification reads the fresh value from
+//! Postgres and writes it to its in-process layer and to Redis ([`Lookups::apply`]). A recompute that moves many customers bumps the
 //! epoch instead (one notification): the keys change, every replica reads fresh values.
 //!
 //! With Redis down, `TwoLevelCache` answers from Postgres and counts the failure. Two gaps
@@ -25,8 +25,6 @@ use std::time::Duration;
 
 use custops_common::cache::{CacheValue, RedisCache, TwoLevelCache, ValueDecodeError};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::store::memberships;
@@ -43,10 +41,6 @@ const LOCAL_TTL: Duration = Duration::from_secs(300);
 const LOCAL_CAPACITY: usize = 100_000;
 /// How long a value lives in Redis: bounds staleness after an outage that hid a change.
 const REDIS_TTL: Duration = Duration::from_secs(600);
-/// Wait before reconnecting a failed listener.
-const LISTEN_RETRY: Duration = Duration::from_secs(1);
-/// How often a dirty Redis is checked for being back.
-const HEAL_EVERY: Duration = Duration::from_millis(250);
 
 /// The segment ids of one customer, ascending, as the hot path holds them: shared, so an
 /// in-process hit copies a pointer rather than a list of strings, and stored in Redis as the
@@ -360,74 +354,4 @@ async fn load_segment(pool: &PgPool, segment_id: Uuid) -> Result<SegmentEntry, s
         exists: size.is_some(),
         member_count: size.unwrap_or(0),
     })
-}
-
-/// Follows membership notifications until `shutdown`, applying each to `lookups`. Started
-/// once per process; `ready` is cancelled once the first LISTEN is in place (tests wait for it).
-pub async fn listen(
-    lookups: Arc<Lookups>,
-    pool: PgPool,
-    shutdown: CancellationToken,
-    ready: CancellationToken,
-) {
-    let mut first = true;
-    while !shutdown.is_cancelled() {
-        let outcome = tokio::select! {
-            () = shutdown.cancelled() => return,
-            outcome = follow(&lookups, &pool, &shutdown, &ready, first) => outcome,
-        };
-        first = false;
-        if let Err(error) = outcome {
-            tracing::warn!(error = %error, "membership listener failed; reconnecting");
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(LISTEN_RETRY) => {}
-        }
-    }
-}
-
-/// One listener connection's life: LISTEN, catch up, then apply notifications until the
-/// connection drops.
-async fn follow(
-    lookups: &Lookups,
-    pool: &PgPool,
-    shutdown: &CancellationToken,
-    ready: &CancellationToken,
-    first: bool,
-) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(memberships::CHANNEL).await?;
-    if first {
-        lookups.refresh_epoch(pool).await?;
-    } else {
-        // Notifications may have been lost while disconnected: move every replica to fresh
-        // keys rather than risk serving a stale membership.
-        let mut conn = pool.acquire().await?;
-        memberships::bump_epoch(&mut conn).await?;
-        lookups.refresh_epoch(pool).await?;
-    }
-    ready.cancel();
-    let mut heal = tokio::time::interval(HEAL_EVERY);
-    loop {
-        // `try_recv` reports a dropped connection as `None` instead of reconnecting silently.
-        let notification = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            _ = heal.tick() => {
-                if let Err(error) = lookups.heal(pool).await {
-                    tracing::warn!(error = %error, "failed to move the cache epoch");
-                }
-                continue;
-            }
-            n = listener.try_recv() => n?,
-        };
-        let Some(notification) = notification else {
-            return Err(sqlx::Error::Protocol(
-                "listener connection closed".to_owned(),
-            ));
-        };
-        if let Err(error) = lookups.apply(pool, notification.payload()).await {
-            tracing::warn!(error = %error, "failed to refresh a cached membership");
-        }
-    }
 }

@@ -25,8 +25,8 @@ use custops_segmentation::domain::facts::{
     Activity, ActivityKind, AttributeValue, Consents, EvalContext, Facts, FeedbackFacts,
     LifecycleFacts, LoyaltyMembership, Money, RfmFacts,
 };
-use custops_segmentation::rules_wire::{operator_to_proto, parse_rule};
 use custops_segmentation::store::compile::{compile, compile_grouped, matching_customers};
+use custops_segmentation::wire::rules::{operator_to_proto, parse_rule};
 use custops_testkit::TestDatabase;
 use pb::condition::Kind;
 use pb::value::Kind as V;
@@ -1127,7 +1127,7 @@ fn explain_lists_every_node_with_actual_values() -> anyhow::Result<()> {
     };
     let rule = parse_rule(&condition, "rule", &catalog())
         .map_err(|v| anyhow::anyhow!("{:?}", v.into_result()))?;
-    let explanation = custops_segmentation::rules_wire::explain(&rule, &facts, &ctx);
+    let explanation = custops_segmentation::wire::rules::explain(&rule, &facts, &ctx);
     assert!(explanation.result);
     assert_eq!(explanation.path, "rule");
     assert_eq!(explanation.children.len(), 2);

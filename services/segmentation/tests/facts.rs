@@ -21,12 +21,12 @@ use custops_contracts::custops::feedback::v1 as fb;
 use custops_contracts::custops::loyalty::v1 as ly;
 use custops_contracts::custops::profiles::v1 as pr;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_segmentation::derived::timestamp;
 use custops_segmentation::domain::facts::{AttributeValue, Facts};
 use custops_segmentation::feeds::{
     feedback::FeedbackFeed, loyalty::LoyaltyFeed, profiles::ProfilesFeed,
 };
 use custops_segmentation::store::facts::load_facts;
+use custops_segmentation::wire::timestamp;
 use prost::{Message, Name};
 use sqlx::PgPool;
 
@@ -1212,7 +1212,7 @@ async fn the_export_holds_facts_memberships_rfm_and_lifecycle() -> anyhow::Resul
     // Events score RFM with stored bounds only: the run the scheduler queues once purchases
     // exist stores them.
     let mut tx = app.pool.begin().await?;
-    custops_segmentation::derived::run_rfm(&mut tx, as_of()).await?;
+    custops_segmentation::workflow::derived::run_rfm(&mut tx, as_of()).await?;
     tx.commit().await?;
     let client = &mut app.client;
     let listed = static_segment(client, "Listed", &[C1]).await?;
@@ -1714,7 +1714,7 @@ async fn events_before_any_full_run_are_scored_once_the_queued_run_stores_bounds
     let (first, _) = mixed_profiles_events();
     // Nothing bought yet: nothing to compute bounds over.
     feeds.apply_batch(&app.pool, &first[..4]).await?;
-    assert!(!custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    assert!(!custops_segmentation::jobs::scheduler::ensure_rfm_bounds(&app.pool, as_of()).await?);
     feeds.apply_batch(&app.pool, &first[4..]).await?;
     let rfm_of = |client: &mut Client| {
         let mut client = client.clone();
@@ -1735,9 +1735,9 @@ async fn events_before_any_full_run_are_scored_once_the_queued_run_stores_bounds
     assert!(!before.scored, "{before:?}");
     assert_eq!(before.frequency, 2, "raw values are still kept: {before:?}");
 
-    assert!(custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    assert!(custops_segmentation::jobs::scheduler::ensure_rfm_bounds(&app.pool, as_of()).await?);
     // Queued once: a second check finds the job.
-    assert!(!custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    assert!(!custops_segmentation::jobs::scheduler::ensure_rfm_bounds(&app.pool, as_of()).await?);
     let mut scored = false;
     for _ in 0..200 {
         if rfm_of(&mut app.client).await?.scored {
@@ -1761,7 +1761,7 @@ async fn events_before_any_full_run_are_scored_once_the_queued_run_stores_bounds
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(finished, "the RFM job did not end");
-    assert!(!custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    assert!(!custops_segmentation::jobs::scheduler::ensure_rfm_bounds(&app.pool, as_of()).await?);
 
     // The base grows past twice what the bounds were computed over (and past 100).
     sqlx::query(
@@ -1771,6 +1771,6 @@ async fn events_before_any_full_run_are_scored_once_the_queued_run_stores_bounds
     .bind(as_of())
     .execute(&app.pool)
     .await?;
-    assert!(custops_segmentation::jobs::ensure_rfm_bounds(&app.pool, as_of()).await?);
+    assert!(custops_segmentation::jobs::scheduler::ensure_rfm_bounds(&app.pool, as_of()).await?);
     Ok(())
 }

@@ -18,11 +18,11 @@ use custops_common::consumer::EventHandler;
 use custops_contracts::custops::common::v1::{ContactChannel, Date, Event, Money};
 use custops_contracts::custops::profiles::v1 as pr;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_segmentation::derived::timestamp;
 use custops_segmentation::domain::facts::{AttributeValue, Facts};
 use custops_segmentation::feeds::profiles::ProfilesFeed;
 use custops_segmentation::fixture::{self, Fixture};
 use custops_segmentation::store::facts::load_facts;
+use custops_segmentation::wire::timestamp;
 use prost::{Message, Name};
 use sqlx::PgPool;
 

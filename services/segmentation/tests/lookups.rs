@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use custops_common::cache::{CacheValue, RedisCache, RedisSettings};
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_segmentation::derived::timestamp;
 use custops_segmentation::lookups::SegmentSet;
+use custops_segmentation::wire::timestamp;
 use custops_testkit::redis::TestRedis;
 use futures_util::StreamExt;
 use support::{TestApp, country_is, eventually, spawn_app, spawn_app_with};

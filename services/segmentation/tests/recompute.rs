@@ -13,9 +13,9 @@ use custops_common::paging::PageTokens;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::jobs;
 use custops_segmentation::lookups::Lookups;
-use custops_segmentation::rules_wire::parse_rule;
 use custops_segmentation::state::AppState;
 use custops_segmentation::store::{catalog, compile, facts};
+use custops_segmentation::wire::rules::parse_rule;
 use prost::Message;
 use support::{TestApp, all, integer, not, predicate, spawn_app, string, tagged};
 
@@ -273,10 +273,10 @@ async fn the_rollover_pass_moves_time_dependent_memberships_and_the_full_recompu
         .await?;
     let state = state_of(&app);
     // The first tick only starts the schedules.
-    jobs::schedule_once(&state).await?;
+    jobs::scheduler::schedule_once(&state).await?;
     app.clock.advance(chrono::Duration::seconds(6 * 24 * 3600));
     // Six days later: past the rollover interval, not yet the full recompute's (7 days).
-    jobs::schedule_once(&state).await?;
+    jobs::scheduler::schedule_once(&state).await?;
     assert!(
         app.stored_members(&recent_buyers.segment_id)
             .await?
@@ -302,8 +302,8 @@ async fn the_rollover_pass_moves_time_dependent_memberships_and_the_full_recompu
     };
     assert!(queued(&app).await?.is_empty());
     app.clock.advance(chrono::Duration::seconds(2 * 24 * 3600));
-    jobs::schedule_once(&state).await?;
-    jobs::schedule_once(&state).await?;
+    jobs::scheduler::schedule_once(&state).await?;
+    jobs::scheduler::schedule_once(&state).await?;
     let scheduled = queued(&app).await?;
     assert_eq!(scheduled.len(), 1, "one full recompute per interval");
     assert_eq!(

@@ -12,8 +12,8 @@ mod app;
 
 use chrono::{DateTime, Duration, Utc};
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_segmentation::derived;
-use custops_segmentation::membership::Cause;
+use custops_segmentation::workflow::derived;
+use custops_segmentation::workflow::membership::Cause;
 
 use app::{as_of, spawn_app};
 
@@ -505,7 +505,7 @@ async fn full_runs_match_hand_computed_scores_groups_and_stages() -> anyhow::Res
     assert_eq!(monetary, vec![1000, 8000, 16000, 50000]);
     assert_eq!(
         distribution.compute_time,
-        Some(derived::timestamp(a)),
+        Some(custops_segmentation::wire::timestamp(a)),
         "the run's as-of time"
     );
     assert_eq!(
@@ -1241,7 +1241,8 @@ async fn monetary_counts_other_currencies_at_the_configured_rates() -> anyhow::R
     };
     let mut tx = app.pool.begin().await?;
     derived::refresh_customer(&mut tx, &id("m6"), &cause).await?;
-    custops_segmentation::membership::reevaluate_customer(&mut tx, &id("m6"), &cause).await?;
+    custops_segmentation::workflow::membership::reevaluate_customer(&mut tx, &id("m6"), &cause)
+        .await?;
     tx.commit().await?;
     let (monetary, score, frequency) = monetary_of(&app, "m6").await?;
     assert_eq!((monetary, score, frequency), (14240, 5, 1));

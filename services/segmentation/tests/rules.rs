@@ -5,7 +5,7 @@ use custops_common::error::{FieldViolation, ServiceError};
 use custops_contracts::custops::common::v1 as common_pb;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::domain::catalog::Catalog;
-use custops_segmentation::rules_wire::parse_rule;
+use custops_segmentation::wire::rules::parse_rule;
 use pb::condition::Kind;
 use pb::value::Kind as V;
 use uuid::Uuid;

@@ -690,7 +690,7 @@ async fn preview_counts_samples_and_compares_without_saving() -> anyhow::Result<
 
 #[tokio::test]
 async fn erasure_leaves_every_segment_and_merge_passes_static_memberships() -> anyhow::Result<()> {
-    use custops_segmentation::membership::{self, Cause};
+    use custops_segmentation::workflow::membership::{self, Cause};
     let app = spawn_app().await?;
     let mut client = app.client.clone();
     for id in ["erased", "source", "target"] {

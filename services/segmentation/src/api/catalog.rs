@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::SegmentationApi;
 use crate::domain::catalog::{FieldDef, FieldSource, FilterDimension, ValueType};
 use crate::error::Error;
-use crate::rules_wire::operator_to_proto;
+use crate::wire::rules::operator_to_proto;
 use crate::workflow::catalog as workflow;
 
 /// Longest `field_prefix` accepted.

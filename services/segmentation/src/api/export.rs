@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use super::SegmentationApi;
 use super::facts::customer_facts_to_proto;
 use super::parse::parse_customer_id;
-use crate::derived::timestamp;
-use crate::segments_wire::membership_to_proto;
+use crate::wire::segments::membership_to_proto;
+use crate::wire::timestamp;
 use crate::workflow::export as workflow;
 
 /// ExportCustomerData: one snapshot of facts, memberships, RFM and lifecycle

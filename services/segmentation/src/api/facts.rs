@@ -13,9 +13,10 @@ use tonic::{Request, Response, Status};
 
 use super::SegmentationApi;
 use super::parse::parse_customer_id;
-use crate::derived::{lifecycle_to_proto, rfm_to_proto, timestamp};
 use crate::domain::facts::{ActivityKind, AttributeValue, EvalContext, Facts};
 use crate::store::facts::{Feed, Positions};
+use crate::wire::derived::{lifecycle_to_proto, rfm_to_proto};
+use crate::wire::timestamp;
 use crate::workflow::facts::{self as workflow, CustomerFacts};
 
 /// GetCustomerFacts.

@@ -20,10 +20,10 @@ use uuid::Uuid;
 use super::SegmentationApi;
 use super::parse::{decode_cursor, parse_id};
 use crate::error::{Error, Result};
-use crate::events::timestamp as ts;
-use crate::jobs::{job_to_proto, scope_slug, state_slug};
 use crate::store::jobs::JobFilter;
 use crate::store::settings::{EvaluationSettings, IdempotencyKey};
+use crate::wire::jobs::{job_to_proto, scope_slug, state_slug};
+use crate::wire::timestamp as ts;
 use crate::workflow::jobs as workflow;
 use crate::workflow::settings::{self as settings_workflow, SettingsChange};
 

@@ -13,10 +13,11 @@ use tonic::{Request, Response, Status};
 use super::SegmentationApi;
 use super::parse::parse_customer_id;
 use super::rfm::{mask_paths, optional_segment};
-use crate::derived::{lifecycle_to_proto, stage_to_proto, timestamp};
 use crate::domain::lifecycle::{LifecycleConfig, Stage};
 use crate::error::{Error, Result};
 use crate::store::lifecycle::LifecycleState;
+use crate::wire::derived::{lifecycle_to_proto, stage_to_proto};
+use crate::wire::timestamp;
 use crate::workflow::lifecycle as workflow;
 
 /// GetLifecycleConfig.

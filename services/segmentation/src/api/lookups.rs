@@ -18,9 +18,9 @@ use uuid::Uuid;
 use super::SegmentationApi;
 use super::parse::{check_customer_id, join_invalid, parse_customer_id, parse_id};
 use crate::error::{Error, Result};
-use crate::events::timestamp as ts;
-use crate::rules_wire::explanation_to_proto;
-use crate::segments_wire::membership_to_proto;
+use crate::wire::rules::explanation_to_proto;
+use crate::wire::segments::membership_to_proto;
+use crate::wire::timestamp as ts;
 use crate::workflow::lookups as workflow;
 
 /// The stream StreamSegmentMembers answers with.

@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use super::SegmentationApi;
 use super::parse::parse_customer_id;
-use crate::derived::{group_to_proto, rfm_to_proto, timestamp};
 use crate::domain::rfm::{self, CurrencyRate, RfmConfig, RfmGroup, RfmState, Thresholds};
 use crate::error::{Error, Result};
+use crate::wire::derived::{group_to_proto, rfm_to_proto};
+use crate::wire::timestamp;
 use crate::workflow::rfm as workflow;
 
 /// GetRfmConfig.

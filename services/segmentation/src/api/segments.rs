@@ -1,6 +1,6 @@
 //! Segment CRUD, versions, preview and static uploads (transport only): `parse` turns each
 //! request into a command, `workflow::segments` runs it in one transaction, and the result
-//! goes back as is or through `segments_wire`.
+//! goes back as is or through `wire::segments`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::SegmentationApi;
 use super::parse::{self, decode_cursor, full_view, parse_id};
 use crate::error::Error;
-use crate::segments_wire::{segment_to_proto, version_to_proto};
 use crate::store::segments::SegmentRecord;
+use crate::wire::segments::{segment_to_proto, version_to_proto};
 use crate::workflow::segments as workflow;
 
 /// Previews scan the whole customer base: at most this many run at once per replica.

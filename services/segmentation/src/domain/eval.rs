@@ -24,7 +24,7 @@ pub fn evaluate(rule: &Rule, facts: &Facts, ctx: &EvalContext) -> bool {
     eval_node(rule.root(), facts, ctx)
 }
 
-/// One node of an explained evaluation (`rules_wire` turns it into `ConditionExplanation`).
+/// One node of an explained evaluation (`wire::rules` turns it into `ConditionExplanation`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Explanation {
     /// The node's path under the rule's root path.

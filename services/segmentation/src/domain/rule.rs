@@ -1,8 +1,8 @@
 //! A validated rule: the typed condition tree segments are defined by, with its limits.
 //!
-//! `rules_wire::parse_rule` builds a [`Rule`] from the wire `Condition`, so both evaluators only
+//! `wire::rules::parse_rule` builds a [`Rule`] from the wire `Condition`, so both evaluators only
 //! ever see trees that fit the catalog. This module is plain Rust: the wire translation lives
-//! in `rules_wire` because both the API and the decoding of stored rules need it.
+//! in `wire::rules` because both the API and the decoding of stored rules need it.
 
 use std::collections::BTreeSet;
 
@@ -129,7 +129,7 @@ impl Filter {
 
 impl Rule {
     /// A rule over an already validated tree rooted at `root_path`; only
-    /// `rules_wire::parse_rule` calls it, after checking the tree against the catalog.
+    /// `wire::rules::parse_rule` calls it, after checking the tree against the catalog.
     pub(crate) fn new(root_path: String, root: Node) -> Self {
         Self { root_path, root }
     }

@@ -12,9 +12,9 @@ use prost::{Message, Name};
 use sqlx::PgConnection;
 
 use super::{FactsFeed, Pending, payload, position};
-use crate::derived::from_timestamp;
-use crate::membership::Changed;
 use crate::store::facts::{self, Feed, SurveyAnswer};
+use crate::wire::from_timestamp;
+use crate::workflow::membership::Changed;
 
 /// Applies feedback events to the facts projection.
 #[derive(Debug, Clone)]

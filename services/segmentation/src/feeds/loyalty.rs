@@ -13,9 +13,9 @@ use prost::{Message, Name};
 use sqlx::PgConnection;
 
 use super::{FactsFeed, Pending, payload, position};
-use crate::derived::from_timestamp;
-use crate::membership::Changed;
 use crate::store::facts::{self, Feed, MemberSnapshot};
+use crate::wire::from_timestamp;
+use crate::workflow::membership::Changed;
 
 /// Applies loyalty events to the facts projection.
 #[derive(Debug, Clone)]

@@ -20,10 +20,10 @@ use prost::{Message, Name};
 use sqlx::PgConnection;
 
 use super::{FactsFeed, Pending, cause, payload, position, settle_now};
-use crate::derived::from_timestamp;
 use crate::domain::facts::{Activity, ActivityKind, AttributeValue, Consents, Money};
-use crate::membership::{self, Changed};
 use crate::store::facts::{self, Feed, Merge, NewActivity, Traits};
+use crate::wire::from_timestamp;
+use crate::workflow::membership::{self, Changed};
 
 /// Activities older than this are not kept (the retained history).
 const RETENTION_DAYS: i64 = 1095;

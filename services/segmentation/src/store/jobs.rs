@@ -130,6 +130,28 @@ pub async fn insert(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx
     Ok(())
 }
 
+/// Queues a recompute job of `scope` ("rfm" or "lifecycle") triggered by a config change,
+/// for the recompute worker; returns its id.
+pub async fn insert_config_recompute(
+    conn: &mut PgConnection,
+    scope: &str,
+    requester: &str,
+    now: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO recompute_jobs (recompute_job_id, scope, trigger, create_time, requester) \
+         VALUES ($1, $2, 'config_changed', $3, $4)",
+    )
+    .bind(id)
+    .bind(scope)
+    .bind(now)
+    .bind(requester)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
 /// Marks the queued jobs of `segment_id` superseded and returns them (for their events).
 pub async fn supersede_queued(
     conn: &mut PgConnection,

@@ -11,10 +11,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
+use crate::domain::references::dependency_order;
 use crate::domain::rule::Rule;
-use crate::membership::dependency_order;
-use crate::rules_wire::parse_rule;
 use crate::store::catalog::load_catalog;
+use crate::wire::rules::parse_rule;
 
 /// A segment as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,11 +12,11 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::jobs::job_to_proto;
 use crate::state::AppState;
 use crate::store::jobs::{self as job_store, JobFilter, JobRecord};
 use crate::store::segments;
 use crate::store::settings::{self, IdempotencyKey, KeyLookup};
+use crate::wire::jobs::job_to_proto;
 
 /// Queues a recompute of the rule segment `segment_id` (or answers the one already queued),
 /// or replays the response stored with `key`.

@@ -4,10 +4,10 @@
 use uuid::Uuid;
 
 use super::rfm::require_segment;
-use crate::derived;
 use crate::domain::lifecycle::LifecycleConfig;
 use crate::error::{Error, Result};
 use crate::state::AppState;
+use crate::store::jobs as job_store;
 use crate::store::lifecycle::{self, LifecycleState, StoredLifecycle};
 
 /// The config with its version.
@@ -40,7 +40,7 @@ pub async fn update_config(
     current.etag = Uuid::now_v7().simple().to_string();
     current.update_time = Some(now);
     lifecycle::save(&mut tx, &current.config, &current.etag, now).await?;
-    let job = derived::queue_config_recompute(&mut tx, "lifecycle", requester, now).await?;
+    let job = job_store::insert_config_recompute(&mut tx, "lifecycle", requester, now).await?;
     tx.commit().await?;
     Ok((current, Some(job)))
 }

@@ -10,10 +10,10 @@ use uuid::Uuid;
 use crate::domain::eval::{self, Explanation};
 use crate::error::{Error, Result};
 use crate::lookups::SegmentSet;
-use crate::rules_wire::parse_rule;
 use crate::state::AppState;
 use crate::store::memberships::{self, SegmentMembership};
 use crate::store::{catalog, facts, segments};
+use crate::wire::rules::parse_rule;
 
 /// A customer's memberships with their segments' names, kinds and enter times, read from
 /// Postgres in one query (so ids and details agree).

@@ -3,10 +3,10 @@
 
 use uuid::Uuid;
 
-use crate::derived;
 use crate::domain::rfm::{RfmConfig, RfmState};
 use crate::error::{Error, Result};
 use crate::state::AppState;
+use crate::store::jobs as job_store;
 use crate::store::rfm::{Distribution, StoredRfm};
 use crate::store::{self, rfm};
 
@@ -41,7 +41,7 @@ pub async fn update_config(
     current.etag = Uuid::now_v7().simple().to_string();
     current.update_time = Some(now);
     rfm::save(&mut tx, &current, now).await?;
-    let job = derived::queue_config_recompute(&mut tx, "rfm", requester, now).await?;
+    let job = job_store::insert_config_recompute(&mut tx, "rfm", requester, now).await?;
     tx.commit().await?;
     Ok((current, Some(job)))
 }

@@ -24,15 +24,15 @@ use crate::domain::references::{MAX_REFERENCE_DEPTH, MAX_REFERENCES, depth, heig
 use crate::domain::rule::Rule;
 use crate::error::{Error, Result, field_violations};
 use crate::events::{self, ChangeCause};
-use crate::jobs::job_id_string;
-use crate::rules_wire::parse_rule;
-use crate::segments_wire::segment_to_proto;
 use crate::state::AppState;
 use crate::store::catalog::load_catalog;
 use crate::store::jobs::{self as job_store, JobRecord};
 use crate::store::segments::{self as store, SegmentFilter, SegmentRecord, VersionRecord};
 use crate::store::settings::{self as keys, IdempotencyKey, KeyLookup};
 use crate::store::{compile, facts, memberships, preview as previews, uploads};
+use crate::wire::jobs::job_id_string;
+use crate::wire::rules::parse_rule;
+use crate::wire::segments::segment_to_proto;
 
 /// Most segments a deployment holds.
 const MAX_SEGMENTS: i64 = 10_000;
@@ -295,7 +295,7 @@ pub async fn update(
 /// Supersedes the queued jobs of a segment, with their RecomputeJobFinished events.
 async fn supersede(tx: &mut PgConnection, segment_id: Uuid, now: DateTime<Utc>) -> Result<()> {
     for old in job_store::supersede_queued(tx, segment_id, now).await? {
-        events::append_job_finished(tx, crate::jobs::job_to_proto(&old)).await?;
+        events::append_job_finished(tx, crate::wire::jobs::job_to_proto(&old)).await?;
     }
     Ok(())
 }
@@ -329,7 +329,7 @@ pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<()> {
             }
             .into(),
             member_count: current.member_count,
-            delete_time: Some(events::timestamp(now)),
+            delete_time: Some(crate::wire::timestamp(now)),
         },
     )
     .await?;
@@ -444,7 +444,7 @@ pub async fn preview(
         member_count: i64::try_from(member_count).unwrap_or(i64::MAX),
         customer_count,
         sample_customer_ids: sample,
-        evaluate_time: Some(events::timestamp(now)),
+        evaluate_time: Some(crate::wire::timestamp(now)),
         time_dependent: checked.rule.time_dependent(),
         comparison,
     })
@@ -577,7 +577,7 @@ pub async fn upload(
         memberships::notify_customers(&mut tx, &changed).await?;
     }
     // Segments referencing this one follow for the customers who moved, before the commit.
-    crate::jobs::follow_dependants(&mut tx, segment_id, &changed, now, &cause).await?;
+    super::recompute::follow_dependants(&mut tx, segment_id, &changed, now, &cause).await?;
     let known_count = i64::try_from(known.len()).unwrap_or(i64::MAX);
     let added_count = i64::try_from(added.len()).unwrap_or(i64::MAX);
     let unchanged = match mode {

@@ -15,7 +15,7 @@ use custops_common::service::ServiceKind;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use custops_segmentation::jobs::WorkerOptions;
-use custops_segmentation::membership::{self, Cause};
+use custops_segmentation::workflow::membership::{self, Cause};
 use custops_testkit::TestDatabase;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};

@@ -5,9 +5,9 @@
 use custops_contracts::custops::segmentation::v1 as pb;
 use uuid::Uuid;
 
-use crate::events::timestamp as ts;
 use crate::store::memberships::SegmentMembership;
 use crate::store::segments::{self as store, SegmentRecord, VersionRecord};
+use crate::wire::timestamp as ts;
 
 /// A stored segment on the wire; the rule only with `full`.
 pub fn segment_to_proto(s: &SegmentRecord, full: bool) -> pb::Segment {

@@ -1,0 +1,219 @@
+//! The recompute worker: claims queued jobs with `FOR UPDATE SKIP LOCKED` (a running job
+//! whose heartbeat went stale is claimed again: its replica stopped), keeps a heartbeat while
+//! one runs, and runs it segment by segment (`workflow::recompute`), saving its progress with
+//! each segment.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use custops_contracts::custops::segmentation::v1::ChangeReason;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::WorkerOptions;
+use crate::events::{self, ChangeCause};
+use crate::state::AppState;
+use crate::store::jobs::{self as job_store, JobRecord, SegmentResult};
+use crate::store::{self, begin_long, memberships, segments};
+use crate::wire::jobs::job_to_proto;
+use crate::workflow::derived;
+use crate::workflow::recompute::apply_segment;
+
+/// After a job that changed this many memberships, the planner's statistics of `memberships`
+/// are refreshed at once.
+const ANALYZE_AFTER_CHANGES: i64 = 10_000;
+
+/// Claims and runs queued jobs until `shutdown`, looking for one every `options.poll` when idle.
+pub(super) async fn run(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let claimed = job_store::claim(
+            &state.pool,
+            state.clock.now(),
+            options.stale_after.as_secs_f64(),
+        )
+        .await;
+        match claimed {
+            Ok(Some(job)) => {
+                let job_id = job.recompute_job_id;
+                let beat = CancellationToken::new();
+                custops_common::telemetry::spawn(heartbeat(
+                    state.pool.clone(),
+                    job_id,
+                    options.heartbeat,
+                    beat.clone(),
+                ));
+                if let Err(error) = run_job(&state, job).await {
+                    tracing::error!(%job_id, error = format!("{error:#}"), "recompute job failed");
+                    if let Err(error) = fail_job(&state, job_id).await {
+                        tracing::error!(%job_id, error = %error, "failed to record a failed job");
+                    }
+                }
+                beat.cancel();
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(error = %error, "failed to claim a recompute job"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(options.poll) => {}
+        }
+    }
+}
+
+async fn heartbeat(pool: PgPool, job_id: Uuid, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(error) = job_store::heartbeat(&pool, job_id).await {
+            tracing::warn!(%job_id, error = %error, "failed to write a job heartbeat");
+        }
+    }
+}
+
+/// Runs one claimed job to its end.
+pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    let cause = ChangeCause {
+        reason: ChangeReason::Recompute,
+        event_id: String::new(),
+        recompute_job_id: Some(job.recompute_job_id),
+    };
+    let targets: Vec<Uuid> = match job.scope.as_str() {
+        "segment" => job.segment_id.into_iter().collect(),
+        scope => {
+            let mut prefixes: Vec<&str> = Vec::new();
+            if matches!(scope, "rfm" | "all") {
+                let mut tx = begin_long(&state.pool).await?;
+                job.rfm_group_changed_count = i64::try_from(derived::run_rfm(&mut tx, now).await?)?;
+                tx.commit().await?;
+                prefixes.push("rfm.");
+            }
+            if matches!(scope, "lifecycle" | "all") {
+                let mut tx = begin_long(&state.pool).await?;
+                job.lifecycle_changed_count =
+                    i64::try_from(derived::run_lifecycle(&mut tx, now).await?)?;
+                tx.commit().await?;
+                prefixes.push("lifecycle.");
+            }
+            let mut conn = state.pool.acquire().await?;
+            segments::rule_segments(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|s| {
+                    scope == "all"
+                        || s.fields
+                            .iter()
+                            .any(|f| prefixes.iter().any(|p| f.starts_with(p)))
+                })
+                .map(|s| s.segment_id)
+                .collect()
+        }
+    };
+    job.segments_total = i64::try_from(targets.len())?;
+    // A resumed job keeps the segments it finished.
+    let finished: Vec<Uuid> = job.segment_results.iter().map(|r| r.segment_id).collect();
+    // Each segment evaluates everyone known at the job's start: counted once for the job, on a
+    // connection of its own beside the first segment's statements (a count of a million
+    // customers takes most of a second of the other core).
+    let mut counting = (!targets.is_empty()).then(|| {
+        let pool = state.pool.clone();
+        tokio::spawn(async move { store::facts::customer_count(&mut *pool.acquire().await?).await })
+    });
+    let mut known = 0;
+    for segment_id in targets {
+        if finished.contains(&segment_id) {
+            continue;
+        }
+        let mut tx = begin_long(&state.pool).await?;
+        memberships::lock_for_recompute(&mut tx).await?;
+        let Some(segment) = segments::get_for_update(&mut tx, segment_id).await? else {
+            // Deleted meanwhile: nothing to apply.
+            job.segments_done += 1;
+            continue;
+        };
+        if !segment.rule_kind {
+            job.segments_done += 1;
+            continue;
+        }
+        let started = Instant::now();
+        let mut outcome = apply_segment(&mut tx, &segment, now, &cause).await?;
+        if let Some(count) = counting.take() {
+            known = count.await??;
+        }
+        outcome.customers_evaluated += known;
+        segments::set_latest_job(&mut tx, segment_id, job.recompute_job_id).await?;
+        job.segment_version = if job.scope == "segment" {
+            segment.version
+        } else {
+            job.segment_version
+        };
+        job.customers_evaluated += outcome.customers_evaluated;
+        job.entered_count += outcome.entered;
+        job.exited_count += outcome.exited;
+        job.segments_done += 1;
+        job.segment_results.push(SegmentResult {
+            segment_id,
+            segment_version: segment.version,
+            entered_count: outcome.entered,
+            exited_count: outcome.exited,
+            member_count: outcome.member_count,
+            duration_millis: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        });
+        job.progress_percent = progress(job.segments_done, job.segments_total);
+        job_store::save(&mut tx, &job).await?;
+        tx.commit().await?;
+    }
+    if job.entered_count + job.exited_count >= ANALYZE_AFTER_CHANGES {
+        refresh_statistics(&state.pool).await;
+    }
+    let mut tx = begin_long(&state.pool).await?;
+    job.state = "succeeded".to_owned();
+    job.progress_percent = 100;
+    job.end_time = Some(state.clock.now());
+    job_store::save(&mut tx, &job).await?;
+    events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Refreshes the planner's statistics of `memberships` after a recompute changed many rows. A
+/// first recompute takes the table from empty to millions of rows in one transaction, and
+/// until autovacuum's next analyze (a minute or more later) the statistics still say empty:
+/// the feed's per-batch lookups of customers' memberships then scan the whole table (measured
+/// at 1M customers: 5 s each, the statement timeout, and the feed stalled retrying). A role
+/// that does not own the table gets a warning from Postgres and nothing else: autovacuum
+/// remains the fallback.
+async fn refresh_statistics(pool: &PgPool) {
+    if let Err(error) = sqlx::query("ANALYZE memberships").execute(pool).await {
+        tracing::warn!(error = %error, "could not analyze memberships after a large recompute");
+    }
+}
+
+fn progress(done: i64, total: i64) -> i32 {
+    if total == 0 {
+        return 100;
+    }
+    i32::try_from((done * 100 / total).clamp(0, 100)).unwrap_or(100)
+}
+
+/// Records a failed job with a message safe for operators.
+async fn fail_job(state: &AppState, job_id: Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = begin_long(&state.pool).await?;
+    let Some(mut job) = job_store::get(&mut *tx, job_id).await? else {
+        return Ok(());
+    };
+    job.state = "failed".to_owned();
+    job.progress_percent = 100;
+    job.end_time = Some(state.clock.now());
+    job.error_message = format!(
+        "the recompute failed; see the service logs for job {job_id} (trace id {})",
+        custops_common::trace_context::current_traceparent()
+    );
+    job_store::save(&mut tx, &job).await?;
+    events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
+    tx.commit().await
+}

@@ -15,13 +15,12 @@
 
 use anyhow::Context;
 use chrono::{Duration, Utc};
+use custops_common::time::to_timestamp as ts;
 use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::profiles::v1 as pb;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use tonic::client::GrpcService;
 use tonic::codegen::{Body, Bytes, StdError};
-
-use crate::api::convert::ts;
 
 /// What `load` stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

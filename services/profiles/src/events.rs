@@ -7,8 +7,10 @@ use custops_common::outbox::OutboxEvent;
 use custops_contracts::custops::profiles::v1 as pb;
 use uuid::Uuid;
 
-use crate::api::convert::{traits_to_pb, ts};
+use custops_common::time::to_timestamp as ts;
+
 use crate::domain::{Activity, AttributeDefinition, ConsentChange, Customer, MergeRecord};
+use crate::wire::traits_to_pb;
 
 const CUSTOMER: &str = "customer";
 

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod store;
+pub mod wire;
 
 use std::sync::Arc;
 

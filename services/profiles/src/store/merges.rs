@@ -2,8 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use custops_common::outbox;
-use custops_contracts::custops::profiles::v1 as pb;
-use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -13,11 +11,13 @@ use super::{
     Page, PgStore, RequestKey, claim_request, fetch_limit, load_for_update, page, pii_attributes,
     write_traits,
 };
-use crate::api::convert::customer_from_snapshot;
 use crate::domain::customer::copy_path;
-use crate::domain::{Actor, ConsentDecision, Customer, CustomerState, MergeRecord};
+use crate::domain::{
+    Actor, Consent, ConsentDecision, Customer, CustomerState, Identity, MergeRecord, Traits,
+};
 use crate::error::{ProfilesError, Result};
 use crate::events;
+use crate::wire::decode_snapshot;
 
 /// Cursor of ListMerges: (merge time µs, id) of the last record.
 pub type MergeCursor = (i64, Uuid);
@@ -42,9 +42,9 @@ struct Snapshots {
     target_after: Option<Vec<u8>>,
 }
 
-fn decode(bytes: Option<Vec<u8>>) -> Result<pb::Customer> {
+fn decode(bytes: Option<Vec<u8>>) -> Result<(Traits, Vec<Identity>, Vec<Consent>)> {
     let bytes = bytes.ok_or(ProfilesError::MergeSnapshotPurged)?;
-    pb::Customer::decode(bytes.as_slice()).map_err(|e| ProfilesError::Internal(e.into()))
+    decode_snapshot(&bytes).map_err(|e| ProfilesError::Internal(e.into()))
 }
 
 async fn merge_record(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<MergeRecord> {
@@ -144,11 +144,9 @@ impl PgStore {
         .bind(record.id)
         .fetch_one(&mut *tx)
         .await?;
-        let (source_before, source_identities, source_consents) =
-            customer_from_snapshot(&decode(snapshots.source_before)?, now);
-        let (target_before, _, target_consents) =
-            customer_from_snapshot(&decode(snapshots.target_before)?, now);
-        let (target_after, _, _) = customer_from_snapshot(&decode(snapshots.target_after)?, now);
+        let (source_before, source_identities, source_consents) = decode(snapshots.source_before)?;
+        let (target_before, _, target_consents) = decode(snapshots.target_before)?;
+        let (target_after, _, _) = decode(snapshots.target_after)?;
         let (s, t) = (record.source_customer_id, record.target_customer_id);
         let (first, second) = if s < t { (s, t) } else { (t, s) };
         let a = load_for_update(&mut tx, first).await?;

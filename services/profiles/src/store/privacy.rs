@@ -21,8 +21,7 @@ use crate::domain::{
 };
 use crate::error::{ProfilesError, Result};
 use crate::events;
-use custops_contracts::custops::profiles::v1 as pb;
-use prost::Message;
+use crate::wire::encode_snapshot;
 
 /// How long a merge can be undone.
 const UNMERGE_WINDOW_DAYS: i64 = 30;
@@ -162,8 +161,8 @@ impl PgStore {
             unmerge_expire_time: now + Duration::days(UNMERGE_WINDOW_DAYS),
             unmerge: None,
         };
-        let source_before = pb::Customer::from(&source).encode_to_vec();
-        let target_before = pb::Customer::from(&target).encode_to_vec();
+        let source_before = encode_snapshot(&source);
+        let target_before = encode_snapshot(&target);
         sqlx::query("UPDATE identities SET customer_id = $2 WHERE customer_id = $1")
             .bind(source.id)
             .bind(target.id)
@@ -255,7 +254,7 @@ impl PgStore {
         let target = load_for_update(&mut tx, target.id).await?;
         sqlx::query("UPDATE merges SET target_after = $2 WHERE merge_id = $1")
             .bind(merge_id)
-            .bind(pb::Customer::from(&target).encode_to_vec())
+            .bind(encode_snapshot(&target))
             .execute(&mut *tx)
             .await?;
         let pii = pii_attributes(&mut tx).await?;

@@ -10,8 +10,8 @@
 //! that does not decode) is counted ([`TwoLevelCache::redis_errors`] and the OpenTelemetry
 //! counter `custops.cache.redis.errors`), logged (one warning per outage or per 10 s, the rest
 //! at debug), and the call is answered from the loader. After a connection failure Redis is not
-//! tried again for one second, so during an outage only about one call per second pays the
-//! timeout and the others go straight to the source.
+//! tried again for one second (`RedisSettings::retry_after`), so during an outage only about
+//! one call per second pays the timeout and the others go straight to the source.
 //!
 //! Consistency: the in-process layer of *other* replicas is not invalidated by this type; a
 //! caller that writes through on every replica (segmentation's listener) keeps them current,
@@ -48,8 +48,8 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(200);
 /// Name of the OpenTelemetry counter of Redis failures.
 pub const REDIS_ERRORS_METRIC: &str = "custops.cache.redis.errors";
 
-/// How long Redis is left alone after a connection failure.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long Redis is left alone after a connection failure, by default.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// At most one warning per this period for failures that do not open an outage.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -60,6 +60,10 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Bound on connecting and on every command.
     pub timeout: Duration,
+    /// How long Redis is left alone (commands skipped, answered from the source) after it
+    /// timed out or refused a connection. Not configurable from the environment: tests set
+    /// it to tell a skipped command from a sent one.
+    pub retry_after: Duration,
 }
 
 impl fmt::Debug for RedisSettings {
@@ -67,6 +71,7 @@ impl fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("url", &"[redacted]")
             .field("timeout", &self.timeout)
+            .field("retry_after", &self.retry_after)
             .finish()
     }
 }
@@ -77,6 +82,7 @@ impl RedisSettings {
         Self {
             url: SecretString::from(url.to_owned()),
             timeout: DEFAULT_REDIS_TIMEOUT,
+            retry_after: DEFAULT_RETRY_AFTER,
         }
     }
 
@@ -100,6 +106,7 @@ impl RedisSettings {
         Ok(Some(Self {
             url: SecretString::from(url.to_owned()),
             timeout: Duration::from_millis(timeout_ms),
+            retry_after: DEFAULT_RETRY_AFTER,
         }))
     }
 }
@@ -172,6 +179,7 @@ pub struct RedisCache {
 struct RedisInner {
     manager: ConnectionManager,
     timeout: Duration,
+    retry_after: Duration,
     health: Mutex<Health>,
 }
 
@@ -214,6 +222,7 @@ impl RedisCache {
             inner: Arc::new(RedisInner {
                 manager,
                 timeout: settings.timeout,
+                retry_after: settings.retry_after,
                 health: Mutex::new(Health::default()),
             }),
         };
@@ -326,7 +335,7 @@ impl RedisCache {
         let now = Instant::now();
         let mut health = self.health();
         let warn = if error.is_outage() {
-            health.retry_at = Some(now + RETRY_AFTER);
+            health.retry_at = Some(now + self.inner.retry_after);
             // Warn when the outage starts; its later failures only at debug.
             let starts = health.down_since.is_none();
             health.down_since.get_or_insert(now);

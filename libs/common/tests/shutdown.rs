@@ -5,7 +5,7 @@
 #[path = "test_api/mod.rs"]
 mod test_api;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use custops_common::auth::AuthSettings;
 use custops_common::config::ServerSettings;
@@ -14,37 +14,37 @@ use custops_common::service::ServiceKind;
 use custops_common::shutdown;
 use custops_contracts::custops::common::v1::event_feed_service_server::EventFeedServiceServer;
 
-use test_api::{TestApi, plain_client, request};
+use test_api::{PATIENCE, TestApi, plain_client, request};
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_call_finish_with_ok() -> anyhow::Result<()> {
     let mut settings = ServerSettings::local(ServiceKind::Feedback, AuthSettings::Disabled);
-    settings.shutdown_grace = Duration::from_secs(10);
+    // Far longer than the test waits for the server to stop: it must stop because its last
+    // call ended, not because the grace period ran out.
+    settings.shutdown_grace = Duration::from_secs(300);
+    let api = TestApi::named("a");
+    let held = api.held.clone();
     let app = Application::bind(&settings)
         .await?
-        .add_api(EventFeedServiceServer::new(TestApi {
-            name: "a".to_owned(),
-            peer: None,
-        }));
+        .add_api(EventFeedServiceServer::new(api));
     let addr = app.local_addr();
+    let draining = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped(shutdown::shutdown_signal()));
 
     let mut client = plain_client(addr).await?;
     client.get_feed_position(request("")).await?;
-    let slow = tokio::spawn(async move {
-        let started = Instant::now();
-        let result = client.get_feed_position(request("sleep:1500")).await;
-        (result, started.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = tokio::spawn(async move { client.get_feed_position(request("hold")).await });
+    held.wait_for_in_flight(1).await?;
 
     let status = std::process::Command::new("kill")
         .args(["-TERM", &std::process::id().to_string()])
         .status()?;
     anyhow::ensure!(status.success(), "kill failed");
 
-    // Draining: a new connection is not accepted any more.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining (the server says so): a new connection is not accepted any more.
+    tokio::time::timeout(PATIENCE, draining.cancelled())
+        .await
+        .map_err(|_| anyhow::anyhow!("SIGTERM did not start draining"))?;
     let fresh = tokio::time::timeout(Duration::from_secs(2), plain_client(addr)).await;
     let refused = match fresh {
         Err(_) | Ok(Err(_)) => true,
@@ -52,15 +52,18 @@ async fn sigterm_lets_an_in_flight_call_finish_with_ok() -> anyhow::Result<()> {
     };
     assert!(refused, "a new call was accepted after SIGTERM");
 
-    let (result, took) = slow.await?;
-    let response = result?;
-    assert_eq!(response.into_inner().latest_sequence, 7);
+    // The call in flight was not cut short: it is still held, and once released it answers
+    // OK with the handler's response.
     assert!(
-        took >= Duration::from_millis(1500),
-        "the call was cut short: {took:?}"
+        !slow.is_finished(),
+        "the in-flight call ended before its release"
     );
+    assert_eq!(held.in_flight(), 1);
+    held.release();
+    let response = slow.await??;
+    assert_eq!(response.into_inner().latest_sequence, 7);
 
-    // And the server then stops by itself, well before the grace period ends.
-    tokio::time::timeout(Duration::from_secs(5), server).await???;
+    // And the server then stops by itself, long before the grace period ends.
+    tokio::time::timeout(Duration::from_secs(30), server).await???;
     Ok(())
 }

@@ -5,22 +5,21 @@
 #[path = "test_api/mod.rs"]
 mod test_api;
 
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
-
 use custops_common::auth::AuthSettings;
 use custops_common::client::ClientBuilder;
 use custops_common::config::ServerSettings;
 use custops_common::service::ServiceKind;
 use custops_common::telemetry::{self, Exporters, LogFormat, Telemetry};
 use custops_contracts::custops::common::v1::event_feed_service_client::EventFeedServiceClient;
+use custops_testkit::eventually;
 use opentelemetry::Key;
 use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use std::sync::{Arc, Mutex, OnceLock};
 use tracing::Instrument;
 
-use test_api::{TestApi, TestServer, request};
+use test_api::{PATIENCE, TestApi, TestServer, request};
 
 /// Spans exported so far, each with the `service.name` of the provider that exported it.
 #[derive(Clone, Default)]
@@ -109,24 +108,10 @@ async fn one_trace_spans_the_client_call_and_the_hop_to_the_next_service() -> an
 
     let settings = ServerSettings::local(ServiceKind::Loyalty, AuthSettings::Disabled);
     // feedback (a) → loyalty (b): a's handler calls b through the shared client builder.
-    let b = TestServer::start(
-        &settings,
-        TestApi {
-            name: "b".to_owned(),
-            peer: None,
-        },
-    )
-    .await?;
+    let b = TestServer::start(&settings, TestApi::named("b")).await?;
     telemetry::register_listener(b.addr.port(), ServiceKind::Loyalty);
     let to_b = ClientBuilder::new(b.url(), "feedback").build()?;
-    let a = TestServer::start(
-        &settings,
-        TestApi {
-            name: "a".to_owned(),
-            peer: Some(to_b),
-        },
-    )
-    .await?;
+    let a = TestServer::start(&settings, TestApi::named("a").calling(to_b)).await?;
     telemetry::register_listener(a.addr.port(), ServiceKind::Feedback);
 
     let root = tracing::info_span!("test.caller");
@@ -140,7 +125,18 @@ async fn one_trace_spans_the_client_call_and_the_hop_to_the_next_service() -> an
     .instrument(root.clone())
     .await?;
     drop(root);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A server span ends when its call's future is dropped, which may be after the caller has
+    // its answer: wait until the four call spans have been exported.
+    let exported_all = eventually(PATIENCE, || async {
+        trace_of(&exported, "test.caller").is_ok_and(|all| {
+            let calls = all
+                .iter()
+                .filter(|(_, s)| matches!(s.span_kind, SpanKind::Client | SpanKind::Server));
+            calls.count() >= 4
+        })
+    })
+    .await;
+    assert!(exported_all, "the call spans were not all exported");
 
     let all = trace_of(&exported, "test.caller")?;
     let spans: Vec<SpanData> = all.iter().map(|(_, s)| s.clone()).collect();
@@ -229,7 +225,12 @@ async fn a_client_span_carries_the_status_of_a_call_that_never_reached_a_server(
         outcome.err().map(|s| s.code()),
         Some(tonic::Code::Unavailable)
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the client span under the root has been exported.
+    let client_exported = eventually(PATIENCE, || async {
+        trace_of(&exported, "test.unreachable").is_ok_and(|spans| spans.len() >= 2)
+    })
+    .await;
+    assert!(client_exported, "no client span was exported");
     let spans = trace_of(&exported, "test.unreachable")?;
     let root = spans
         .iter()
@@ -272,7 +273,12 @@ async fn background_work_spawned_while_a_service_is_built_carries_its_name() -> 
         tracing::info_span!("test.background.process").in_scope(|| {});
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let both_exported = eventually(PATIENCE, || async {
+        trace_of(&exported, "test.background.loyalty").is_ok()
+            && trace_of(&exported, "test.background.process").is_ok()
+    })
+    .await;
+    assert!(both_exported, "the background spans were not exported");
     let service = |root: &str| -> anyhow::Result<String> {
         Ok(trace_of(&exported, root)?
             .into_iter()

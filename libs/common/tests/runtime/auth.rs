@@ -21,10 +21,7 @@ fn secret() -> SecretString {
 async fn jwt_server() -> anyhow::Result<TestServer> {
     let auth = AuthSettings::jwt(KEY, "custops").map_err(anyhow::Error::msg)?;
     let settings = ServerSettings::local(ServiceKind::Loyalty, auth);
-    let api = TestApi {
-        name: "a".to_owned(),
-        peer: None,
-    };
+    let api = TestApi::named("a");
     TestServer::start(&settings, api).await
 }
 
@@ -247,14 +244,7 @@ fn the_issuer_will_not_mint_a_token_the_services_refuse() -> anyhow::Result<()> 
 #[tokio::test]
 async fn with_auth_disabled_every_caller_is_anonymous() -> anyhow::Result<()> {
     let settings = ServerSettings::local(ServiceKind::Loyalty, AuthSettings::Disabled);
-    let server = TestServer::start(
-        &settings,
-        TestApi {
-            name: "a".to_owned(),
-            peer: None,
-        },
-    )
-    .await?;
+    let server = TestServer::start(&settings, TestApi::named("a")).await?;
     let mut client = plain_client(server.addr).await?;
     let response = client.get_feed_position(request("whoami")).await?;
     assert_eq!(

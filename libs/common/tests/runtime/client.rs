@@ -38,22 +38,8 @@ async fn served_by(
 #[tokio::test]
 async fn calls_spread_over_every_resolved_replica_and_follow_changes() -> anyhow::Result<()> {
     let settings = ServerSettings::local(ServiceKind::Loyalty, AuthSettings::Disabled);
-    let a = TestServer::start(
-        &settings,
-        TestApi {
-            name: "a".to_owned(),
-            peer: None,
-        },
-    )
-    .await?;
-    let b = TestServer::start(
-        &settings,
-        TestApi {
-            name: "b".to_owned(),
-            peer: None,
-        },
-    )
-    .await?;
+    let a = TestServer::start(&settings, TestApi::named("a")).await?;
+    let b = TestServer::start(&settings, TestApi::named("b")).await?;
     let answer = Arc::new(Mutex::new(vec![a.addr, b.addr]));
     let channel = ClientBuilder::new("http://loyalty-headless:50053", "feedback")
         .resolver(fixed_resolver(Arc::clone(&answer)))
@@ -88,14 +74,7 @@ async fn outgoing_calls_carry_a_token_naming_the_caller() -> anyhow::Result<()> 
     let auth = AuthSettings::jwt("a-shared-key-of-at-least-32-bytes!", "custops")
         .map_err(anyhow::Error::msg)?;
     let settings = ServerSettings::local(ServiceKind::Loyalty, auth.clone());
-    let server = TestServer::start(
-        &settings,
-        TestApi {
-            name: "a".to_owned(),
-            peer: None,
-        },
-    )
-    .await?;
+    let server = TestServer::start(&settings, TestApi::named("a")).await?;
 
     let channel = ClientBuilder::new(server.url(), "feedback")
         .auth(&auth, &["loyalty.events.read"])

@@ -72,10 +72,7 @@ fn mtls_settings(pki: &Pki) -> ServerSettings {
 }
 
 fn api() -> TestApi {
-    TestApi {
-        name: "tls".to_owned(),
-        peer: None,
-    }
+    TestApi::named("tls")
 }
 
 async fn mtls_server(pki: &Pki) -> anyhow::Result<TestServer> {

@@ -3,12 +3,15 @@
 
 pub mod rewards;
 
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
 
 use custops_common::client::ClientBuilder;
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Clock;
 
 /// Scope feedback asks for on its calls to loyalty.
 const LOYALTY_SCOPES: &[&str] = &["loyalty.points.write"];
@@ -18,6 +21,7 @@ const LOYALTY_SCOPES: &[&str] = &["loyalty.points.write"];
 pub fn start(
     settings: &ServiceSettings,
     pool: PgPool,
+    clock: Arc<dyn Clock>,
     options: rewards::WorkerOptions,
     stop: CancellationToken,
 ) {
@@ -29,7 +33,7 @@ pub fn start(
             // dev`) its spans still carry feedback's service.name.
             tokio::spawn(custops_common::telemetry::in_service(
                 ServiceKind::Feedback,
-                rewards::run(pool, channel, options, stop),
+                rewards::run(pool, channel, clock, options, stop),
             ));
         }
         Err(error) => {

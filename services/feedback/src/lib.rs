@@ -54,7 +54,8 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
 /// What tests may replace in a built service.
 #[derive(Debug, Clone)]
 pub struct Overrides {
-    /// The API's clock (tests move time to check SLA breaches).
+    /// The service's clock: the API's, the reward worker's and the feed consumer's (tests move
+    /// time to check SLA breaches and reward retries).
     pub clock: Arc<dyn Clock>,
     /// The reward worker's pacing (tests retry faster).
     pub rewards: jobs::rewards::WorkerOptions,
@@ -82,10 +83,11 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
-    feeds::start(&settings, pool.clone(), app.shutdown_token());
+    feeds::start(&settings, pool.clone(), clock.clone(), app.shutdown_token());
     jobs::start(
         &settings,
         pool.clone(),
+        clock.clone(),
         overrides.rewards,
         app.shutdown_token(),
     );

@@ -25,7 +25,8 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    active_survey, full_survey, invite, rid, score, spawn_app_with, submit_request,
+    REWARD_MAX_BACKOFF, active_survey, full_survey, invite, rid, score, spawn_app_with,
+    submit_request,
 };
 
 /// Loyalty served on `port` (0: any) over `db_url` until the token is cancelled.
@@ -133,36 +134,25 @@ async fn rewards_reach_loyalty_exactly_once_across_a_loyalty_outage() -> anyhow:
             .unwrap_or_default();
         assert_eq!(r.reward.map(|w| w.points), Some(7));
     }
-    // The worker tries, fails and backs off.
+    // The worker tries, fails and backs off; with the service clock standing still, no
+    // retry comes due.
     let pool = app.pool.clone();
     let retrying = eventually(Duration::from_secs(20), || {
         let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM feedback.responses WHERE reward_status = 'retrying'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
-            n == 100
-        }
+        async move { count_rewards(&pool, "retrying").await == 100 }
     })
     .await;
     assert!(retrying, "rewards were not retried while loyalty was down");
 
-    // Loyalty comes back on the same address: every reward is paid, once.
+    // Loyalty comes back on the same address; the clock moves past the retries' due times
+    // (again at each check, for a retry a reconnecting channel may still have failed): every
+    // reward is paid, once.
     let (_, loyalty_stop, _task) = start_loyalty(&db_url, port).await?;
+    let clock = app.clock.clone();
     let delivered = eventually(Duration::from_secs(30), || {
         let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM feedback.responses WHERE reward_status = 'delivered'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
-            n == 100
-        }
+        clock.advance(chrono::Duration::from_std(REWARD_MAX_BACKOFF).unwrap_or_default());
+        async move { count_rewards(&pool, "delivered").await == 100 }
     })
     .await;
     assert!(
@@ -264,6 +254,151 @@ async fn a_reward_for_a_customer_loyalty_does_not_know_is_rejected_and_can_be_re
         again.status(),
         pb::RewardStatus::Pending | pb::RewardStatus::Retrying | pb::RewardStatus::Rejected
     ));
+    loyalty_stop.cancel();
+    Ok(())
+}
+
+/// How many rewards are in `status`.
+async fn count_rewards(pool: &sqlx::PgPool, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM feedback.responses WHERE reward_status = $1")
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Submits an NPS 9 to `invitation_id`; returns the response id.
+async fn submit_promoter(
+    client: &mut crate::helpers::Client,
+    invitation_id: &str,
+) -> anyhow::Result<String> {
+    Ok(client
+        .submit_response(submit_request(invitation_id, vec![score("nps", 9)]))
+        .await?
+        .into_inner()
+        .survey_response
+        .map(|r| r.response_id)
+        .unwrap_or_default())
+}
+
+/// A reward's status and attempt count, as GetResponse answers them.
+async fn reward_of(
+    client: &mut crate::helpers::Client,
+    response_id: &str,
+) -> anyhow::Result<(pb::RewardStatus, i32)> {
+    let reward = client
+        .get_response(pb::GetResponseRequest {
+            response_id: response_id.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .survey_response
+        .and_then(|r| r.reward)
+        .unwrap_or_default();
+    Ok((reward.status(), reward.attempt_count))
+}
+
+#[tokio::test]
+async fn a_retry_is_due_on_the_service_clock_not_the_wall_clock() -> anyhow::Result<()> {
+    // Arrange: a program and a member in loyalty, then loyalty down; feedback on a clock that
+    // stands still.
+    let db = TestDatabase::create().await?;
+    let db_url = db.url().to_owned();
+    let (port, loyalty_stop, loyalty_task) = start_loyalty(&db_url, 0).await?;
+    let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+    let program_id = loyalty
+        .create_program(lpb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(program()),
+        })
+        .await?
+        .into_inner()
+        .program
+        .map(|p| p.program_id)
+        .unwrap_or_default();
+    let customer_id = uuid::Uuid::now_v7().to_string();
+    loyalty
+        .enrol_member(lpb::EnrolMemberRequest {
+            request_id: rid(),
+            program_id: program_id.clone(),
+            customer_id: customer_id.clone(),
+            enrol_channel: "app".to_owned(),
+        })
+        .await?;
+    loyalty_stop.cancel();
+    loyalty_task.await?;
+    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
+    settings
+        .clients
+        .peers
+        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let mut app = spawn_app_with(db, settings, ManualClock::new(Utc::now())).await?;
+    let mut survey = full_survey();
+    survey.reward = Some(pb::SurveyReward {
+        points: 4,
+        program_id,
+    });
+    let survey_id = active_survey(&mut app.client, survey).await?;
+
+    // Act 1: the first attempt fails (loyalty is down) and the retry is due one backoff later
+    // on the service clock.
+    let invitation_id = invite_customer(&mut app.client, &survey_id, &customer_id).await?;
+    let first = submit_promoter(&mut app.client, &invitation_id).await?;
+    let client = app.client.clone();
+    let failed_once =
+        eventually(Duration::from_secs(10), || {
+            let mut client = client.clone();
+            let first = first.clone();
+            async move {
+                reward_of(&mut client, &first).await.ok() == Some((pb::RewardStatus::Retrying, 1))
+            }
+        })
+        .await;
+    assert!(failed_once, "the first attempt did not fail and back off");
+
+    // Real time passes well beyond the backoff (this wait is the subject of the test, not
+    // pacing), and the worker is seen working meanwhile: a second reward, due now, gets its
+    // first attempt.
+    tokio::time::sleep(4 * REWARD_MAX_BACKOFF).await;
+    let invitation_id = invite_customer(&mut app.client, &survey_id, &customer_id).await?;
+    let witness = submit_promoter(&mut app.client, &invitation_id).await?;
+    let witnessed = eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let witness = witness.clone();
+        async move { reward_of(&mut client, &witness).await.ok().map(|r| r.1) == Some(1) }
+    })
+    .await;
+    assert!(witnessed, "the worker did not attempt the second reward");
+
+    // Assert 1: the first reward was not retried: its retry is not due on the service clock.
+    let mut client = app.client.clone();
+    assert_eq!(
+        reward_of(&mut client, &first).await?,
+        (pb::RewardStatus::Retrying, 1),
+        "a retry came due on the wall clock"
+    );
+
+    // Act 2: loyalty comes back and the service clock moves past the retry's due time.
+    let (_, loyalty_stop, _task) = start_loyalty(&db_url, port).await?;
+    let clock = app.clock.clone();
+    let delivered = eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let first = first.clone();
+        clock.advance(chrono::Duration::from_std(REWARD_MAX_BACKOFF).unwrap_or_default());
+        async move {
+            reward_of(&mut client, &first).await.ok().map(|r| r.0)
+                == Some(pb::RewardStatus::Delivered)
+        }
+    })
+    .await;
+
+    // Assert 2: retried and paid.
+    assert!(
+        delivered,
+        "the reward was not retried once its due time passed"
+    );
+    let (_, attempts) = reward_of(&mut client, &first).await?;
+    assert!(attempts >= 2, "{attempts} attempts");
     loyalty_stop.cancel();
     Ok(())
 }

@@ -6,6 +6,8 @@
 //! cursor, and each is idempotent on its own ids (`store::customers`), so a redelivered event
 //! applies once.
 
+use std::sync::Arc;
+
 use custops_common::client::ServiceChannel;
 use custops_common::consumer::{Consumer, ConsumerOptions, EventHandler};
 use custops_common::service::ServiceKind;
@@ -15,11 +17,15 @@ use prost::{Message, Name};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::Clock;
 use crate::store::customers::{self, Merge};
 
 /// The handler of profiles events.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProfilesFeed;
+#[derive(Debug, Clone)]
+pub struct ProfilesFeed {
+    /// The service clock: the time of an event that carries none.
+    pub clock: Arc<dyn Clock>,
+}
 
 #[tonic::async_trait]
 impl EventHandler for ProfilesFeed {
@@ -33,7 +39,7 @@ impl EventHandler for ProfilesFeed {
             .occur_time
             .as_ref()
             .and_then(crate::wire::from_ts)
-            .unwrap_or_else(chrono::Utc::now);
+            .unwrap_or_else(|| self.clock.now());
         if event.event_type == CustomerMerged::full_name() {
             let m = CustomerMerged::decode(payload)?;
             let merge = Merge {
@@ -81,7 +87,12 @@ impl EventHandler for ProfilesFeed {
 }
 
 /// Starts following profiles over `channel`.
-pub fn follow(pool: PgPool, channel: ServiceChannel, shutdown: CancellationToken) {
+pub fn follow(
+    pool: PgPool,
+    channel: ServiceChannel,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
     let mut options = ConsumerOptions::new("profiles");
     options.event_types = vec![
         CustomerMerged::full_name(),
@@ -89,7 +100,7 @@ pub fn follow(pool: PgPool, channel: ServiceChannel, shutdown: CancellationToken
         CustomerErased::full_name(),
     ];
     // Marked as feedback's work, so its spans carry feedback's service.name in `custops dev`.
-    let consumer = Consumer::new(pool, channel, ProfilesFeed, options);
+    let consumer = Consumer::new(pool, channel, ProfilesFeed { clock }, options);
     tokio::spawn(custops_common::telemetry::in_service(
         ServiceKind::Feedback,
         consumer.run(shutdown),

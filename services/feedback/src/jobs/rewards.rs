@@ -14,9 +14,10 @@
 //! the reward (`reward_traceparent`, stored with the response as the outbox stores its
 //! producer's), so one trace shows the response, the EarnPoints call and loyalty's work.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use custops_common::client::ServiceChannel;
 use custops_common::error::DisplayChain;
 use custops_common::outbox;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::Instrument;
 
+use crate::domain::Clock;
 use crate::domain::response::{DueReward, reward_request_id};
 use crate::error::Error;
 use crate::events;
@@ -70,17 +72,21 @@ enum Outcome {
     Rejected { reason: String },
 }
 
-/// Runs the worker until `stop` is cancelled. Uses the system clock: retry pacing is real
-/// time, whatever clock the API runs on.
+/// Runs the worker until `stop` is cancelled. It polls on real time (`options.poll` between
+/// empty rounds), but every due-time decision — which rewards are due, how long a lease hides
+/// one, when a failed one is due again — is made on `clock`, the service's clock, which also
+/// set each reward's first due time when its response was submitted (a `ManualClock` in
+/// tests: a retry is due when the test moves the clock past it, whatever real time passes).
 pub async fn run(
     pool: PgPool,
     channel: ServiceChannel,
+    clock: Arc<dyn Clock>,
     options: WorkerOptions,
     stop: CancellationToken,
 ) {
     let client = LoyaltyServiceClient::new(channel);
     while !stop.is_cancelled() {
-        let worked = match round(&pool, &client, &options).await {
+        let worked = match round(&pool, &client, clock.as_ref(), &options).await {
             Ok(n) => n,
             Err(error) => {
                 tracing::warn!(error = %DisplayChain(&error), "reward round failed; retrying");
@@ -99,9 +105,10 @@ pub async fn run(
 async fn round(
     pool: &PgPool,
     client: &LoyaltyServiceClient<ServiceChannel>,
+    clock: &dyn Clock,
     options: &WorkerOptions,
 ) -> Result<usize, Error> {
-    let now = Utc::now();
+    let now = clock.now();
     let lease_until = now + chrono::Duration::from_std(options.lease).unwrap_or_default();
     let leased = rewards::lease(pool, now, lease_until, options.batch).await?;
     let n = leased.len();
@@ -114,7 +121,7 @@ async fn round(
         trace_context::continue_trace(&span, &due.traceparent);
         async {
             let outcome = earn(client.clone(), &due, options.call_timeout).await;
-            record(pool, &due, outcome, options).await
+            record(pool, &due, outcome, clock.now(), options).await
         }
         .instrument(span)
         .await?;
@@ -209,9 +216,9 @@ async fn record(
     pool: &PgPool,
     due: &DueReward,
     outcome: Outcome,
+    now: DateTime<Utc>,
     options: &WorkerOptions,
 ) -> Result<(), Error> {
-    let now = Utc::now();
     let mut tx = pool.begin().await?;
     match outcome {
         Outcome::Delivered { ledger_entry_id } => {

@@ -41,6 +41,9 @@ impl Drop for TestApp {
     }
 }
 
+/// The longest retry backoff of the test services' reward worker.
+pub(crate) const REWARD_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The instant tests start at.
 pub(crate) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0)
@@ -76,7 +79,7 @@ pub(crate) async fn spawn_app_with(
         rewards: custops_feedback::jobs::rewards::WorkerOptions {
             poll: std::time::Duration::from_millis(50),
             initial_backoff: std::time::Duration::from_millis(50),
-            max_backoff: std::time::Duration::from_millis(300),
+            max_backoff: REWARD_MAX_BACKOFF,
             call_timeout: std::time::Duration::from_secs(2),
             ..Default::default()
         },

@@ -52,13 +52,18 @@ async fn sigterm_lets_an_in_flight_call_finish_with_ok() -> anyhow::Result<()> {
     };
     assert!(refused, "a new call was accepted after SIGTERM");
 
-    // The call in flight was not cut short: it is still held, and once released it answers
-    // OK with the handler's response.
+    // The call in flight was not cut short: it is still held, the server is still draining
+    // (it does not return while a call runs), and once released the call answers OK with the
+    // handler's response.
     assert!(
         !slow.is_finished(),
         "the in-flight call ended before its release"
     );
     assert_eq!(held.in_flight(), 1);
+    assert!(
+        !server.is_finished(),
+        "the server stopped with a call in flight"
+    );
     held.release();
     let response = slow.await??;
     assert_eq!(response.into_inner().latest_sequence, 7);

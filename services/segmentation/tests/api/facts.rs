@@ -8,9 +8,6 @@
     reason = "amounts are written yuan_fen, e.g. 120_00 = 120.00 CNY"
 )]
 
-#[path = "harness/app.rs"]
-mod app;
-
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -30,7 +27,7 @@ use custops_segmentation::wire::timestamp;
 use prost::{Message, Name};
 use sqlx::PgPool;
 
-use app::{TestApp, as_of, spawn_app};
+use crate::helpers::{TestApp, as_of, spawn_app_at};
 
 /// Profiles customer ids (UUIDs), as the reads of facts, RFM, lifecycle and explanations take.
 const C1: &str = "0190f6f5-0000-7000-8000-0000000000c1";
@@ -320,7 +317,7 @@ async fn count(pool: &PgPool, sql: &str, id: &str) -> anyhow::Result<i64> {
 
 #[tokio::test]
 async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history(C1, 1)).await?;
     feeds
@@ -481,7 +478,7 @@ async fn events_land_in_facts_and_get_customer_facts() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn redelivered_events_change_nothing() -> anyhow::Result<()> {
-    let app = spawn_app().await?;
+    let app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     let events = history("c1", 1);
     feeds.apply_all(&app.pool, &events).await?;
@@ -529,7 +526,7 @@ fn without_derived(f: Option<Facts>) -> Option<Facts> {
 
 #[tokio::test]
 async fn unmerge_restores_both_customers() -> anyhow::Result<()> {
-    let app = spawn_app().await?;
+    let app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history("src", 1)).await?;
     feeds.apply_all(&app.pool, &history("tgt", 10)).await?;
@@ -609,7 +606,7 @@ async fn unmerge_restores_both_customers() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn erasure_removes_everything_about_the_customer_and_merged_ids() -> anyhow::Result<()> {
-    let app = spawn_app().await?;
+    let app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history("old", 1)).await?;
     feeds.apply_all(&app.pool, &history("kept", 10)).await?;
@@ -680,7 +677,7 @@ async fn erasure_removes_everything_about_the_customer_and_merged_ids() -> anyho
 
 #[tokio::test]
 async fn a_deleted_customer_has_no_facts_until_undeleted() -> anyhow::Result<()> {
-    let app = spawn_app().await?;
+    let app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history("c1", 1)).await?;
     let before = without_derived(facts(&app.pool, "c1").await?);
@@ -874,7 +871,7 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
 /// it anywhere, and the target exactly its own memberships.
 #[tokio::test]
 async fn unmerge_gives_static_memberships_back_and_erasure_leaves_nothing() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history(SOURCE, 1)).await?;
     feeds.apply_all(&app.pool, &history(TARGET, 10)).await?;
@@ -1085,7 +1082,7 @@ async fn unmerge_gives_static_memberships_back_and_erasure_leaves_nothing() -> a
 /// UUID is INVALID_ARGUMENT naming the field; lookups still take any id (no segments).
 #[tokio::test]
 async fn customer_ids_that_are_not_uuids_are_invalid_arguments() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history(C1, 1)).await?;
     let segment = static_segment(&mut app.client, "Some", &[C1]).await?;
@@ -1205,7 +1202,7 @@ async fn customer_ids_that_are_not_uuids_are_invalid_arguments() -> anyhow::Resu
 /// return, in one answer; a merged-away or unknown customer's export holds only its id and time.
 #[tokio::test]
 async fn the_export_holds_facts_memberships_rfm_and_lifecycle() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history(C1, 1)).await?;
     feeds.apply_all(&app.pool, &history(SOURCE, 20)).await?;
@@ -1352,7 +1349,7 @@ async fn a_late_feedback_event_racing_an_erasure_never_brings_the_customer_back(
 -> anyhow::Result<()> {
     // Arrange: C1 known, then its erasure applied in a transaction left open, the way the
     // profiles consumer holds it while the feedback consumer applies a late ticket event.
-    let app = spawn_app().await?;
+    let app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history(C1, 1)).await?;
     let mut erasure = app.pool.begin().await?;
@@ -1386,7 +1383,19 @@ async fn a_late_feedback_event_racing_an_erasure_never_brings_the_customer_back(
             anyhow::Ok(())
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The erasure commits once the late event waits for its lock (nothing else in this test's
+    // database can be waiting for a lock).
+    let waiting = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or(false)
+    })
+    .await;
+    assert!(waiting, "the late event never waited for the erasure");
     erasure.commit().await?;
     late.await??;
 
@@ -1407,7 +1416,7 @@ async fn purchase_totals_past_int64_saturate_and_every_read_still_answers() -> a
     // Issue 14, point 5. Profiles bounds each amount to 10^15 now, but a customer's total of
     // many purchases (or amounts an older profiles accepted) can pass int64: the reads and
     // the evaluators must answer, not overflow.
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     feeds.apply_all(&app.pool, &history(C1, 1)).await?;
     for (i, days_ago) in [(30, 3), (31, 4)] {
@@ -1640,7 +1649,7 @@ async fn a_batch_mixing_customers_merges_and_erasures_leaves_what_single_events_
     ];
     let mut projections = Vec::new();
     for batched in [false, true] {
-        let mut app = spawn_app().await?;
+        let mut app = spawn_app_at(as_of()).await?;
         let feeds = Feeds::new(&app);
         mixed_segments(&mut app.client).await?;
         if batched {
@@ -1709,7 +1718,7 @@ async fn a_batch_mixing_customers_merges_and_erasures_leaves_what_single_events_
 #[tokio::test]
 async fn events_before_any_full_run_are_scored_once_the_queued_run_stores_bounds()
 -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let feeds = Feeds::new(&app);
     let (first, _) = mixed_profiles_events();
     // Nothing bought yet: nothing to compute bounds over.

@@ -2,14 +2,11 @@
 //! validation naming the place in the tree, segment references (missing, self, cycles,
 //! referenced on delete), validate_only, request_id idempotency, static uploads and preview.
 
-#[path = "support/app.rs"]
-mod support;
-
 use custops_contracts::custops::segmentation::v1 as pb;
 use prost::Message;
 use std::time::Duration;
 
-use support::{
+use crate::helpers::{
     all, country_is, eventually, fields, integer, member_of, not, predicate, reason, spawn_app,
     string, tagged,
 };
@@ -804,7 +801,7 @@ fn cid(n: usize) -> String {
 /// Whether ExplainMembership's stored membership and rule result agree for every customer in
 /// every segment given; the disagreements otherwise.
 async fn disagreements(
-    app: &support::TestApp,
+    app: &crate::helpers::TestApp,
     segments: &[&str],
     customers: &[String],
 ) -> anyhow::Result<Vec<(String, String, bool, bool)>> {

@@ -3,28 +3,30 @@
 //! stopped answers still come (from Postgres) and reflect changes made meanwhile; once Redis
 //! is back it is filled again and never serves a stale membership.
 
-#[path = "support/app.rs"]
-mod support;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
+use crate::helpers::{TestApp, country_is, eventually, spawn_app, spawn_app_with};
 use custops_common::cache::{CacheValue, RedisCache, RedisSettings};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::lookups::SegmentSet;
 use custops_segmentation::wire::timestamp;
 use custops_testkit::redis::TestRedis;
 use futures_util::StreamExt;
-use support::{TestApp, country_is, eventually, spawn_app, spawn_app_with};
 use tonic::Code;
 
-/// What Redis holds for a customer's segments, if anything.
-async fn cached(app: &TestApp, redis: &RedisCache, customer: &str) -> Option<Vec<String>> {
-    let epoch: i64 = sqlx::query_scalar(
+/// The cache epoch Postgres holds (every replica's keys start with it).
+async fn epoch(app: &TestApp) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
         "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM membership_cache_epoch",
     )
     .fetch_one(&app.pool)
-    .await
-    .ok()?;
+    .await?)
+}
+
+/// What Redis holds for a customer's segments under the current epoch, if anything.
+async fn cached(app: &TestApp, redis: &RedisCache, customer: &str) -> Option<Vec<String>> {
+    let epoch = epoch(app).await.ok()?;
     let key = format!("custops:segmentation:customer_segments:v2:{epoch}:{customer}");
     let bytes = redis.get(&key).await.ok()??;
     SegmentSet::from_bytes(&bytes)
@@ -60,11 +62,11 @@ async fn lookups_survive_a_redis_outage_and_serve_nothing_stale_after() -> anyho
         "c3's new membership never reached Redis"
     );
 
-    // Redis stops: lookups answer from Postgres, quickly, and see changes made meanwhile.
+    // Redis stops: lookups answer from Postgres and see changes made meanwhile. (How fast
+    // they answer without Redis is the bench's to measure.)
     server.stop().await?;
-    let started = Instant::now();
+    let before_outage = epoch(&app).await?;
     assert_eq!(app.segments_of("c1").await?, vec![id.clone()]);
-    assert!(started.elapsed() < Duration::from_secs(1));
     app.put_customer("c1", "SG", &[]).await?;
     app.reevaluate("c1").await?;
     app.put_customer("c2", "CN", &[]).await?;
@@ -87,11 +89,13 @@ async fn lookups_survive_a_redis_outage_and_serve_nothing_stale_after() -> anyho
         .into_inner();
     assert_eq!(size.member_count, 2);
 
-    // Redis returns (empty): it is filled again from Postgres, and nothing stale is served.
+    // Redis returns (empty): the write-throughs it missed move the replica to fresh keys once
+    // it answers again, those are filled from Postgres, and nothing stale is served.
     server.restart().await?;
     assert!(
         eventually(Duration::from_secs(5), || async {
-            app.segments_of("c1").await.ok() == Some(Vec::new())
+            epoch(&app).await.is_ok_and(|now| now > before_outage)
+                && app.segments_of("c1").await.ok() == Some(Vec::new())
                 && app.segments_of("c2").await.ok() == Some(vec![id.clone()])
                 && cached(&app, &redis, "c1").await == Some(Vec::new())
                 && cached(&app, &redis, "c2").await == Some(vec![id.clone()])
@@ -102,7 +106,6 @@ async fn lookups_survive_a_redis_outage_and_serve_nothing_stale_after() -> anyho
     for _ in 0..5 {
         assert!(!app.is_member(&id, "c1").await?);
         assert!(app.is_member(&id, "c2").await?);
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(())
 }
@@ -134,22 +137,47 @@ async fn a_write_through_missed_during_a_partition_never_surfaces_later() -> any
     assert_eq!(app.segments_of("c1").await?, vec![id.clone()]);
 
     // Redis keeps its data but stops answering; the change's write-through cannot reach it.
+    let redis = RedisCache::connect(&RedisSettings::new(&server.url())).await?;
     pause_redis(server.port(), 1_500).await?;
-    let paused = Instant::now();
     app.put_customer("c1", "SG", &[]).await?;
     app.reevaluate("c1").await?;
-    // Answers stay right during the partition and after Redis answers again with its old value.
-    while paused.elapsed() < Duration::from_millis(4_000) {
-        let listed = app.segments_of("c1").await?;
-        let since = paused.elapsed();
-        if since > Duration::from_millis(500) {
-            assert!(
-                listed.is_empty(),
-                "stale membership served {since:?} after the change"
-            );
+    // The change shows once the replica has applied its notification...
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.segments_of("c1")
+                .await
+                .is_ok_and(|listed| listed.is_empty())
+        })
+        .await,
+        "the change never showed"
+    );
+    // ... and from then on answers stay right, during the partition and after Redis answers
+    // again with its old value, until Redis holds nothing stale under the keys in use (the
+    // replica moved past what Redis kept).
+    let stale = AtomicBool::new(false);
+    let settled = eventually(Duration::from_secs(10), || async {
+        if !app
+            .segments_of("c1")
+            .await
+            .is_ok_and(|listed| listed.is_empty())
+        {
+            stale.store(true, Ordering::Relaxed);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        redis.ping().await.is_ok()
+            && cached(&app, &redis, "c1")
+                .await
+                .is_none_or(|held| held.is_empty())
+    })
+    .await;
+    assert!(
+        !stale.load(Ordering::Relaxed),
+        "a stale membership was served"
+    );
+    assert!(
+        settled,
+        "Redis kept a stale membership under the keys in use"
+    );
+    assert!(app.segments_of("c1").await?.is_empty());
     let size = app
         .client
         .clone()
@@ -432,7 +460,7 @@ async fn the_full_view_names_each_membership_with_kind_and_enter_time() -> anyho
         })
         .await
         .err()
-        .map(|s| support::fields(&s));
+        .map(|s| crate::helpers::fields(&s));
     assert_eq!(
         unknown,
         Some(vec!["customer_id".to_owned(), "view".to_owned()])

@@ -7,15 +7,12 @@
     reason = "amounts are written yuan_fen, e.g. 100_00 = 100.00 CNY"
 )]
 
-#[path = "harness/app.rs"]
-mod app;
-
 use chrono::{DateTime, Duration, Utc};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::workflow::derived;
 use custops_segmentation::workflow::membership::Cause;
 
-use app::{as_of, spawn_app};
+use crate::helpers::{as_of, spawn_app_at};
 
 /// A purchase `days` days (plus `minus_hours` hours less) before A.
 struct Buy {
@@ -419,7 +416,7 @@ async fn arrange(pool: &sqlx::PgPool, a: DateTime<Utc>) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn full_runs_match_hand_computed_scores_groups_and_stages() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let a = as_of();
     arrange(&app.pool, a).await?;
 
@@ -611,7 +608,7 @@ async fn full_runs_match_hand_computed_scores_groups_and_stages() -> anyhow::Res
 
 #[tokio::test]
 async fn a_purchase_between_runs_is_scored_with_the_last_runs_bounds() -> anyhow::Result<()> {
-    let app = spawn_app().await?;
+    let app = spawn_app_at(as_of()).await?;
     let a = as_of();
     arrange(&app.pool, a).await?;
     let mut tx = app.pool.begin().await?;
@@ -704,7 +701,7 @@ fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
 
 #[tokio::test]
 async fn config_updates_validate_fields_check_etags_and_queue_a_recompute() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let config = app
         .client
         .get_lifecycle_config(pb::GetLifecycleConfigRequest {})
@@ -863,7 +860,7 @@ async fn config_updates_validate_fields_check_etags_and_queue_a_recompute() -> a
 
 #[tokio::test]
 async fn an_invalid_config_update_with_a_stale_etag_is_invalid_argument() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     // Move both configs on once, so the etags read first are stale.
     let rfm_before = app
         .client
@@ -1056,7 +1053,7 @@ fn rate(
 /// degenerate picture of the sample data before rates existed.
 #[tokio::test]
 async fn monetary_counts_other_currencies_at_the_configured_rates() -> anyhow::Result<()> {
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let a = as_of();
     let id = |n: &str| profiles_id(n);
     let days = |d: i64| a - Duration::days(d);
@@ -1075,7 +1072,7 @@ async fn monetary_counts_other_currencies_at_the_configured_rates() -> anyhow::R
         .bind(id("m6"))
         .execute(&app.pool)
         .await?;
-    let monetary_of = |app: &app::TestApp, n: &'static str| {
+    let monetary_of = |app: &crate::helpers::TestApp, n: &'static str| {
         let mut client = app.client.clone();
         async move {
             let rfm = client
@@ -1214,7 +1211,7 @@ async fn monetary_counts_other_currencies_at_the_configured_rates() -> anyhow::R
         .into_inner();
     wait_job(&mut app, &created.recompute_job_id).await?;
     let segment_id = created.segment.unwrap_or_default().segment_id;
-    let members = |app: &app::TestApp| {
+    let members = |app: &crate::helpers::TestApp| {
         let pool = app.pool.clone();
         let segment_id = segment_id.clone();
         async move {
@@ -1305,7 +1302,7 @@ async fn monetary_counts_other_currencies_at_the_configured_rates() -> anyhow::R
 }
 
 /// Waits (up to 60 s) until a recompute job succeeded.
-async fn wait_job(app: &mut app::TestApp, id: &str) -> anyhow::Result<()> {
+async fn wait_job(app: &mut crate::helpers::TestApp, id: &str) -> anyhow::Result<()> {
     for _ in 0..1200 {
         let job = app
             .client
@@ -1331,7 +1328,7 @@ async fn wait_job(app: &mut app::TestApp, id: &str) -> anyhow::Result<()> {
 #[tokio::test]
 async fn config_numbers_at_their_extremes_name_the_field() -> anyhow::Result<()> {
     // Issue 14, point 5: every number of the RFM and lifecycle configs is bounded.
-    let mut app = spawn_app().await?;
+    let mut app = spawn_app_at(as_of()).await?;
     let cny = |amount_minor: i64| custops_contracts::custops::common::v1::Money {
         amount_minor,
         currency: "CNY".to_owned(),

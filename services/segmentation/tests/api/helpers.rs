@@ -1,8 +1,8 @@
-//! spawn_app: the segmentation service started in-process on port 0 over a fresh database
-//! (optionally with a Redis), a manual clock, a typed client; a pool on the test database
-//! whose search_path is the service's schema; fixtures for customers and rules.
-
-#![allow(dead_code, unreachable_pub)]
+//! `spawn_app`: the segmentation service built through its own `build_with_workers` on port 0
+//! over a fresh database (optionally with a Redis, or beside a profiles service), with a manual
+//! clock, a typed client, and a pool on the test database whose search_path is the service's
+//! schema (for arranging facts and driving the feed handlers directly); fixtures for customers
+//! and rules, and helpers reading statuses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +24,14 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-pub type Client = SegmentationServiceClient<Channel>;
+pub(crate) type Client = SegmentationServiceClient<Channel>;
 
 /// A running segmentation service.
-pub struct TestApp {
-    pub client: Client,
-    pub clock: ManualClock,
+pub(crate) struct TestApp {
+    pub(crate) client: Client,
+    pub(crate) clock: ManualClock,
     /// A pool on the test database with `search_path = segmentation`.
-    pub pool: PgPool,
+    pub(crate) pool: PgPool,
     stop: CancellationToken,
     // Last: the database is dropped after everything that uses it.
     _db: TestDatabase,
@@ -43,36 +43,90 @@ impl Drop for TestApp {
     }
 }
 
-/// The instant tests start at.
-pub fn t0() -> DateTime<Utc> {
+/// The instant most tests start at.
+pub(crate) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0)
         .single()
         .unwrap_or_default()
 }
 
-pub async fn spawn_app() -> anyhow::Result<TestApp> {
-    spawn_app_with(None).await
+/// The as-of instant of the facts fixtures: 2026-11-23T00:00:00Z.
+pub(crate) fn as_of() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+/// What a test may change in the service it starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// The manual clock's first instant.
+    pub(crate) start: DateTime<Utc>,
+    /// A Redis for the lookup caches (in-process caches only when `None`).
+    pub(crate) redis_url: Option<String>,
+    /// A profiles service whose feed the service follows.
+    pub(crate) profiles_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            start: t0(),
+            redis_url: None,
+            profiles_url: None,
+        }
+    }
+}
+
+/// The service over a fresh database, its clock at [`t0`].
+pub(crate) async fn spawn_app() -> anyhow::Result<TestApp> {
+    spawn_app_on(TestDatabase::create().await?, Options::default()).await
+}
+
+/// The service over a fresh database, its clock at `start`.
+pub(crate) async fn spawn_app_at(start: DateTime<Utc>) -> anyhow::Result<TestApp> {
+    let options = Options {
+        start,
+        ..Options::default()
+    };
+    spawn_app_on(TestDatabase::create().await?, options).await
 }
 
 /// The service, with Redis at `redis_url` when given.
-pub async fn spawn_app_with(redis_url: Option<String>) -> anyhow::Result<TestApp> {
-    let db = TestDatabase::create().await?;
+pub(crate) async fn spawn_app_with(redis_url: Option<String>) -> anyhow::Result<TestApp> {
+    let options = Options {
+        redis_url,
+        ..Options::default()
+    };
+    spawn_app_on(TestDatabase::create().await?, options).await
+}
+
+/// How every test's service paces its background work: the worker polls often, so tests
+/// waiting for a job wait little; the scheduler never ticks on its own (tests drive it through
+/// `jobs::scheduler::schedule_once`, at the clock times they choose).
+fn workers() -> WorkerOptions {
+    WorkerOptions {
+        poll: Duration::from_millis(50),
+        scheduler_tick: Duration::from_secs(3600),
+        ..WorkerOptions::default()
+    }
+}
+
+/// The service over `db` (which other services of the test may share) with `options`.
+pub(crate) async fn spawn_app_on(db: TestDatabase, options: Options) -> anyhow::Result<TestApp> {
     let mut settings = ServiceSettings::for_local(ServiceKind::Segmentation, db.url());
-    settings.redis = redis_url.map(|url| RedisSettings {
+    settings.redis = options.redis_url.map(|url| RedisSettings {
         timeout: Duration::from_millis(200),
         ..RedisSettings::new(&url)
     });
-    let clock = ManualClock::new(t0());
+    if let Some(url) = options.profiles_url {
+        settings.clients.peers.insert(ServiceKind::Profiles, url);
+    }
+    let clock = ManualClock::new(options.start);
     let overrides = custops_segmentation::Overrides {
         clock: Arc::new(clock.clone()),
     };
-    let workers = WorkerOptions {
-        poll: Duration::from_millis(50),
-        // The scheduler is driven by tests through `jobs::schedule_once`.
-        scheduler_tick: Duration::from_secs(3600),
-        ..WorkerOptions::default()
-    };
-    let app = custops_segmentation::build_with_workers(settings, overrides, workers).await?;
+    let app = custops_segmentation::build_with_workers(settings, overrides, workers()).await?;
     let port = app.port();
     let stop = CancellationToken::new();
     tokio::spawn({
@@ -102,8 +156,8 @@ pub async fn spawn_app_with(redis_url: Option<String>) -> anyhow::Result<TestApp
 }
 
 /// Another replica of the service over the same database (no Redis), and its client.
-pub struct Replica {
-    pub client: Client,
+pub(crate) struct Replica {
+    pub(crate) client: Client,
     stop: CancellationToken,
 }
 
@@ -115,17 +169,12 @@ impl Drop for Replica {
 
 impl TestApp {
     /// Starts a second replica of the service on this app's database.
-    pub async fn replica(&self) -> anyhow::Result<Replica> {
+    pub(crate) async fn replica(&self) -> anyhow::Result<Replica> {
         let settings = ServiceSettings::for_local(ServiceKind::Segmentation, self._db.url());
         let overrides = custops_segmentation::Overrides {
             clock: Arc::new(self.clock.clone()),
         };
-        let workers = WorkerOptions {
-            poll: Duration::from_millis(50),
-            scheduler_tick: Duration::from_secs(3600),
-            ..WorkerOptions::default()
-        };
-        let app = custops_segmentation::build_with_workers(settings, overrides, workers).await?;
+        let app = custops_segmentation::build_with_workers(settings, overrides, workers()).await?;
         let port = app.port();
         let stop = CancellationToken::new();
         tokio::spawn({
@@ -137,7 +186,12 @@ impl TestApp {
     }
 
     /// Inserts (or updates) a customer's facts row with `country` and `tags`.
-    pub async fn put_customer(&self, id: &str, country: &str, tags: &[&str]) -> anyhow::Result<()> {
+    pub(crate) async fn put_customer(
+        &self,
+        id: &str,
+        country: &str,
+        tags: &[&str],
+    ) -> anyhow::Result<()> {
         let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
         sqlx::query(
             "INSERT INTO customer_facts (customer_id, country, tags) VALUES ($1, $2, $3) \
@@ -152,7 +206,7 @@ impl TestApp {
     }
 
     /// Re-evaluates a customer as a feed event would, and commits.
-    pub async fn reevaluate(&self, id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn reevaluate(&self, id: &str) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         membership::reevaluate_customer(
             &mut tx,
@@ -168,13 +222,13 @@ impl TestApp {
         Ok(())
     }
 
-    pub fn clock_now(&self) -> DateTime<Utc> {
+    pub(crate) fn clock_now(&self) -> DateTime<Utc> {
         use custops_common::clock::Clock;
         self.clock.now()
     }
 
     /// Creates a rule segment and waits for its first recompute.
-    pub async fn rule_segment(
+    pub(crate) async fn rule_segment(
         &self,
         name: &str,
         rule: pb::Condition,
@@ -202,7 +256,7 @@ impl TestApp {
         Ok(self.get_segment(&segment.segment_id).await?)
     }
 
-    pub async fn static_segment(&self, name: &str) -> anyhow::Result<pb::Segment> {
+    pub(crate) async fn static_segment(&self, name: &str) -> anyhow::Result<pb::Segment> {
         Ok(self
             .client
             .clone()
@@ -220,7 +274,7 @@ impl TestApp {
             .unwrap_or_default())
     }
 
-    pub async fn get_segment(&self, id: &str) -> Result<pb::Segment, Status> {
+    pub(crate) async fn get_segment(&self, id: &str) -> Result<pb::Segment, Status> {
         Ok(self
             .client
             .clone()
@@ -235,7 +289,7 @@ impl TestApp {
     }
 
     /// Waits (up to 120 s) until a job has ended and returns it.
-    pub async fn wait_job(&self, id: &str) -> anyhow::Result<pb::RecomputeJob> {
+    pub(crate) async fn wait_job(&self, id: &str) -> anyhow::Result<pb::RecomputeJob> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let job = self
@@ -264,7 +318,7 @@ impl TestApp {
     }
 
     /// ListCustomerSegments.
-    pub async fn segments_of(&self, customer: &str) -> Result<Vec<String>, Status> {
+    pub(crate) async fn segments_of(&self, customer: &str) -> Result<Vec<String>, Status> {
         Ok(self
             .client
             .clone()
@@ -278,7 +332,7 @@ impl TestApp {
     }
 
     /// CheckMembership.
-    pub async fn is_member(&self, segment: &str, customer: &str) -> Result<bool, Status> {
+    pub(crate) async fn is_member(&self, segment: &str, customer: &str) -> Result<bool, Status> {
         Ok(self
             .client
             .clone()
@@ -292,7 +346,7 @@ impl TestApp {
     }
 
     /// The stored members of a segment, ascending.
-    pub async fn stored_members(&self, segment: &str) -> anyhow::Result<Vec<String>> {
+    pub(crate) async fn stored_members(&self, segment: &str) -> anyhow::Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT customer_id FROM memberships WHERE segment_id = $1::uuid ORDER BY 1",
         )
@@ -302,7 +356,7 @@ impl TestApp {
     }
 
     /// Outbox events of a type (full protobuf name), as payloads in append order.
-    pub async fn events(&self, event_type: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    pub(crate) async fn events(&self, event_type: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         Ok(sqlx::query_scalar(
             "SELECT payload FROM outbox WHERE type = $1 ORDER BY appended_at, id",
         )
@@ -314,19 +368,23 @@ impl TestApp {
 
 // ---------- rules ----------
 
-pub fn string(value: &str) -> pb::Value {
+pub(crate) fn string(value: &str) -> pb::Value {
     pb::Value {
         kind: Some(pb::value::Kind::StringValue(value.to_owned())),
     }
 }
 
-pub fn integer(value: i64) -> pb::Value {
+pub(crate) fn integer(value: i64) -> pb::Value {
     pb::Value {
         kind: Some(pb::value::Kind::IntegerValue(value)),
     }
 }
 
-pub fn predicate(field: &str, operator: pb::Operator, values: Vec<pb::Value>) -> pb::Condition {
+pub(crate) fn predicate(
+    field: &str,
+    operator: pb::Operator,
+    values: Vec<pb::Value>,
+) -> pb::Condition {
     pb::Condition {
         kind: Some(pb::condition::Kind::Predicate(pb::Predicate {
             field: field.to_owned(),
@@ -338,22 +396,22 @@ pub fn predicate(field: &str, operator: pb::Operator, values: Vec<pb::Value>) ->
 }
 
 /// `geo.country = country`.
-pub fn country_is(country: &str) -> pb::Condition {
+pub(crate) fn country_is(country: &str) -> pb::Condition {
     predicate("geo.country", pb::Operator::Equals, vec![string(country)])
 }
 
 /// `tags CONTAINS tag`.
-pub fn tagged(tag: &str) -> pb::Condition {
+pub(crate) fn tagged(tag: &str) -> pb::Condition {
     predicate("tags", pb::Operator::Contains, vec![string(tag)])
 }
 
-pub fn all(conditions: Vec<pb::Condition>) -> pb::Condition {
+pub(crate) fn all(conditions: Vec<pb::Condition>) -> pb::Condition {
     pb::Condition {
         kind: Some(pb::condition::Kind::All(pb::ConditionGroup { conditions })),
     }
 }
 
-pub fn not(condition: pb::Condition) -> pb::Condition {
+pub(crate) fn not(condition: pb::Condition) -> pb::Condition {
     pb::Condition {
         kind: Some(pb::condition::Kind::Not(Box::new(pb::NotCondition {
             condition: Some(Box::new(condition)),
@@ -361,7 +419,7 @@ pub fn not(condition: pb::Condition) -> pb::Condition {
     }
 }
 
-pub fn member_of(segment_id: &str) -> pb::Condition {
+pub(crate) fn member_of(segment_id: &str) -> pb::Condition {
     pb::Condition {
         kind: Some(pb::condition::Kind::Segment(pb::SegmentReference {
             segment_id: segment_id.to_owned(),
@@ -372,7 +430,7 @@ pub fn member_of(segment_id: &str) -> pb::Condition {
 // ---------- statuses ----------
 
 /// The fields of an INVALID_ARGUMENT's BadRequest.
-pub fn fields(status: &Status) -> Vec<String> {
+pub(crate) fn fields(status: &Status) -> Vec<String> {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     status
         .get_details_bad_request()
@@ -381,7 +439,7 @@ pub fn fields(status: &Status) -> Vec<String> {
 }
 
 /// The ErrorInfo reason of a status.
-pub fn reason(status: &Status) -> String {
+pub(crate) fn reason(status: &Status) -> String {
     status
         .get_details_error_info()
         .map(|i| i.reason)
@@ -389,4 +447,4 @@ pub fn reason(status: &Status) -> String {
 }
 
 /// Polls a check until it holds or a timeout passes (the testkit's, for every test here).
-pub use custops_testkit::eventually;
+pub(crate) use custops_testkit::eventually;

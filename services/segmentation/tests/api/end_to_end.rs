@@ -1,44 +1,28 @@
 //! End to end with the real profiles service in-process over the same test database (its own
-//! schema): a purchase recorded in profiles moves the customer into a matching segment and a
-//! lookup shows it within a second; an erasure removes them from every segment, static ones
-//! included.
+//! schema): a purchase recorded in profiles moves the customer into a matching segment, and
+//! a lookup shows it; an erasure removes them from every segment, static ones included. How
+//! soon a lookup shows a change is measured by the bench (`segmentation.freshness`), not here.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use custops_common::cache::RedisSettings;
-use custops_common::clock::ManualClock;
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::profiles::v1 as profiles;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
-use custops_segmentation::jobs::WorkerOptions;
 use custops_testkit::TestDatabase;
 use custops_testkit::redis::TestRedis;
 use tokio_util::sync::CancellationToken;
 
-/// Polls `check` every 10 ms for up to `timeout`; how long it took, or `None`.
-async fn within<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if check().await {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
-}
+use crate::helpers::{Options, eventually, spawn_app_on};
+
+/// How long a change may take to travel profiles → feed → segmentation → lookup on a loaded
+/// test machine: a bound on waiting, not a claim about speed.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
-async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_leaves_all()
--> anyhow::Result<()> {
+async fn a_purchase_in_profiles_enters_a_segment_and_erasure_leaves_all() -> anyhow::Result<()> {
     let db = TestDatabase::create().await?;
     let redis = TestRedis::start().await?;
     let stop = CancellationToken::new();
@@ -52,34 +36,19 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
         let stop = stop.clone();
         async move { profiles_app.run_until_stopped(stop.cancelled_owned()).await }
     });
-    let mut settings = ServiceSettings::for_local(ServiceKind::Segmentation, db.url());
-    settings.clients.peers.insert(
-        ServiceKind::Profiles,
-        format!("http://127.0.0.1:{profiles_port}"),
-    );
-    settings.redis = Some(RedisSettings::new(&redis.url()));
-    let overrides = custops_segmentation::Overrides {
-        clock: Arc::new(ManualClock::new(chrono::Utc::now())),
-    };
-    let workers = WorkerOptions {
-        poll: Duration::from_millis(50),
-        ..WorkerOptions::default()
-    };
-    let segmentation_app =
-        custops_segmentation::build_with_workers(settings, overrides, workers).await?;
-    let segmentation_port = segmentation_app.port();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            segmentation_app
-                .run_until_stopped(stop.cancelled_owned())
-                .await
-        }
-    });
     let mut profiles =
         ProfilesServiceClient::connect(format!("http://127.0.0.1:{profiles_port}")).await?;
-    let mut segmentation =
-        SegmentationServiceClient::connect(format!("http://127.0.0.1:{segmentation_port}")).await?;
+    // Segmentation's clock at the wall clock's now: the purchase below happened a minute ago.
+    let app = spawn_app_on(
+        db,
+        Options {
+            start: chrono::Utc::now(),
+            redis_url: Some(redis.url()),
+            profiles_url: Some(format!("http://127.0.0.1:{profiles_port}")),
+        },
+    )
+    .await?;
+    let mut segmentation = app.client.clone();
 
     // A rule segment of buyers and a static list.
     let buyers = segmentation
@@ -152,7 +121,7 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
         }
     };
     // Segmentation learns the customer from the feed; the static list can then take them.
-    let known = within(Duration::from_secs(10), || {
+    let known = eventually(PATIENCE, || {
         let mut client = segmentation.clone();
         let id = id.clone();
         async move {
@@ -163,7 +132,7 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
         }
     })
     .await;
-    assert!(known.is_some(), "the customer never reached segmentation");
+    assert!(known, "the customer never reached segmentation");
     let uploaded = segmentation
         .upload_static_members(tokio_stream::iter(vec![pb::UploadStaticMembersRequest {
             segment_id: list.segment_id.clone(),
@@ -176,7 +145,7 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
     assert_eq!(uploaded.added_count, 1);
     assert_eq!(segments_of(id.clone()).await, vec![list.segment_id.clone()]);
 
-    // A purchase in profiles: the lookup shows the rule membership within a second.
+    // A purchase in profiles: the lookup shows the rule membership.
     profiles
         .record_activity(profiles::RecordActivityRequest {
             activity: Some(profiles::Activity {
@@ -204,15 +173,13 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
         .await?;
     let mut both = vec![buyers.segment_id.clone(), list.segment_id.clone()];
     both.sort();
-    let latency = within(Duration::from_secs(5), || {
+    let moved = eventually(PATIENCE, || {
         let both = both.clone();
         let lookup = segments_of(id.clone());
         async move { lookup.await == both }
     })
     .await;
-    let latency =
-        latency.ok_or_else(|| anyhow::anyhow!("the purchase never moved the customer"))?;
-    assert!(latency < Duration::from_secs(1), "took {latency:?}");
+    assert!(moved, "the purchase never moved the customer");
 
     // Erasure in profiles: the customer leaves every segment, the static one included.
     profiles
@@ -221,14 +188,14 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
             request_id: "erase-1".to_owned(),
         })
         .await?;
-    let gone = within(Duration::from_secs(5), || {
+    let gone = eventually(PATIENCE, || {
         let lookup = segments_of(id.clone());
         async move { lookup.await.is_empty() }
     })
     .await;
-    assert!(gone.is_some(), "the erased customer kept memberships");
+    assert!(gone, "the erased customer kept memberships");
     for segment in [&buyers, &list] {
-        let emptied = within(Duration::from_secs(2), || {
+        let emptied = eventually(PATIENCE, || {
             let mut client = segmentation.clone();
             let segment_id = segment.segment_id.clone();
             async move {
@@ -241,7 +208,7 @@ async fn a_purchase_in_profiles_enters_a_segment_within_a_second_and_erasure_lea
             }
         })
         .await;
-        assert!(emptied.is_some(), "segment size stayed above 0");
+        assert!(emptied, "segment size stayed above 0");
     }
     Ok(())
 }

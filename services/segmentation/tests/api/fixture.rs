@@ -6,9 +6,6 @@
 //! activity beyond the retained history) fails the conversion or the comparison. Also: the same
 //! seed loads the same rows, and a larger load has the shape the fixture promises.
 
-#[path = "harness/app.rs"]
-mod app;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -26,7 +23,7 @@ use custops_segmentation::wire::timestamp;
 use prost::{Message, Name};
 use sqlx::PgPool;
 
-use app::{as_of, spawn_app};
+use crate::helpers::{as_of, spawn_app_at};
 
 /// A raw `customer_activities` row, every column.
 type ActivityRow = (
@@ -248,7 +245,7 @@ async fn digest(pool: &PgPool) -> anyhow::Result<(String, String)> {
 
 #[tokio::test]
 async fn the_fixture_writes_what_the_profiles_feed_writes() -> anyhow::Result<()> {
-    let loaded_app = spawn_app().await?;
+    let loaded_app = spawn_app_at(as_of()).await?;
     let mut fixture = Fixture::new(40, 240, 7, as_of());
     fixture.known_ids = KNOWN.map(str::to_owned).to_vec();
     let loaded = fixture.load(&mut *loaded_app.pool.acquire().await?).await?;
@@ -302,7 +299,7 @@ async fn the_fixture_writes_what_the_profiles_feed_writes() -> anyhow::Result<()
         events.push(envelope(next(), &row.1, &activity_of(row)?));
     }
 
-    let fed_app = spawn_app().await?;
+    let fed_app = spawn_app_at(as_of()).await?;
     let clock: Arc<dyn Clock> = Arc::new(fed_app.clock.clone());
     let feed = ProfilesFeed::new(clock);
     let mut tx = fed_app.pool.begin().await?;
@@ -338,8 +335,8 @@ async fn the_fixture_writes_what_the_profiles_feed_writes() -> anyhow::Result<()
 
 #[tokio::test]
 async fn the_same_seed_loads_the_same_rows_in_the_promised_shape() -> anyhow::Result<()> {
-    let first = spawn_app().await?;
-    let second = spawn_app().await?;
+    let first = spawn_app_at(as_of()).await?;
+    let second = spawn_app_at(as_of()).await?;
     let fixture = Fixture::new(3_000, 15_000, 11, as_of());
     let loaded = fixture.load(&mut *first.pool.acquire().await?).await?;
     assert_eq!(

@@ -3,12 +3,10 @@
 //! customers then change and are applied incrementally; a full recompute afterwards changes
 //! nothing, and the members equal the rule compiled to SQL.
 
-#[path = "support/app.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::helpers::{TestApp, all, integer, not, predicate, spawn_app, string, tagged};
 use custops_common::paging::PageTokens;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::jobs;
@@ -17,7 +15,6 @@ use custops_segmentation::state::AppState;
 use custops_segmentation::store::{catalog, compile, facts};
 use custops_segmentation::wire::rules::parse_rule;
 use prost::Message;
-use support::{TestApp, all, integer, not, predicate, spawn_app, string, tagged};
 
 const CUSTOMERS: i64 = 100_000;
 
@@ -112,7 +109,7 @@ async fn full_recompute_on_100k_customers_agrees_with_incremental_membership() -
     // A recompute that moved this many memberships refreshed the planner's statistics of the
     // table (before, they said empty until autovacuum came by, and the feed's lookups of
     // customers' memberships scanned all of it).
-    let analyzed = support::eventually(std::time::Duration::from_secs(10), || async {
+    let analyzed = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
         sqlx::query_scalar::<_, bool>(
             "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables \
              WHERE schemaname = 'segmentation' AND relname = 'memberships'",
@@ -349,7 +346,7 @@ async fn recompute_requests_are_idempotent_and_listed_newest_first() -> anyhow::
         .await
         .err();
     assert_eq!(
-        reused.as_ref().map(support::reason).as_deref(),
+        reused.as_ref().map(crate::helpers::reason).as_deref(),
         Some("REQUEST_ID_REUSED")
     );
     let static_refused = client
@@ -438,7 +435,7 @@ async fn evaluation_settings_check_zone_intervals_and_etag() -> anyhow::Result<(
         .await
         .err();
     assert_eq!(
-        bad_zone.as_ref().map(support::fields),
+        bad_zone.as_ref().map(crate::helpers::fields),
         Some(vec!["evaluation_settings.time_zone".to_owned()])
     );
     let bad_interval = client
@@ -455,7 +452,7 @@ async fn evaluation_settings_check_zone_intervals_and_etag() -> anyhow::Result<(
         .await
         .err();
     assert_eq!(
-        bad_interval.as_ref().map(support::fields),
+        bad_interval.as_ref().map(crate::helpers::fields),
         Some(vec!["evaluation_settings.rollover_interval".to_owned()])
     );
     let updated = client
@@ -611,7 +608,7 @@ async fn two_replicas_run_each_job_once_and_resume_a_stale_one() -> anyhow::Resu
         "{sizes:?}"
     );
     let client = replica.client.clone();
-    let moved = support::eventually(std::time::Duration::from_secs(2), || {
+    let moved = crate::helpers::eventually(std::time::Duration::from_secs(2), || {
         let mut client = client.clone();
         let (expected, sizes) = (expected.clone(), sizes.clone());
         async move {
@@ -657,7 +654,9 @@ async fn a_recompute_writes_the_bytes_prost_encodes_for_each_entry_and_exit() ->
     app.clock
         .advance(chrono::TimeDelta::nanoseconds(1_123_456_789));
     let first_now = app.clock_now();
-    let segment = app.rule_segment("China", support::country_is("CN")).await?;
+    let segment = app
+        .rule_segment("China", crate::helpers::country_is("CN"))
+        .await?;
     let segment_id: uuid::Uuid = segment.segment_id.parse()?;
     let entered_at: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
         sqlx::query_as("SELECT customer_id, enter_time FROM memberships")

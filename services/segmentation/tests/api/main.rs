@@ -1,0 +1,14 @@
+//! The segmentation service over real gRPC and the library's own entry points, against a real
+//! Postgres (a database per test) and, where a test says so, a Redis or the profiles service.
+
+mod helpers;
+
+mod end_to_end;
+mod evaluators;
+mod facts;
+mod fixture;
+mod lookups;
+mod recompute;
+mod rfm_lifecycle;
+mod rules;
+mod segments;

@@ -1,6 +1,7 @@
 //! The `custops.profiles.v1.ProfilesService` API: transport only. Each handler converts the
-//! request (`convert`, collecting field violations), calls the store, and converts the
-//! answer back; errors map to statuses in one place (`error`).
+//! request (`commands`, `convert`: every field violation collected), calls one use case in
+//! `workflow`, and converts the answer back (`crate::wire`); errors map to statuses in one
+//! place (`error`).
 //!
 //! `customer360` fans GetCustomer360 out to the other services and `export` gathers their
 //! parts of ExportCustomer, both through `peers`.
@@ -31,10 +32,12 @@ use uuid::Uuid;
 
 use crate::domain::{ActivityFilter, AttributeDefinition, CustomerFilter};
 use crate::error::ProfilesError;
-use crate::store::{
-    ConsentUpdate, CustomerUpdate, ImportItem, ImportOutcome, MergeCommand, NewCustomer, PgStore,
-    RequestKey, UnmergeCommand,
-};
+use crate::store::RequestKey;
+use crate::workflow::activities::{ImportItem, ImportOutcome};
+use crate::workflow::consents::ConsentUpdate;
+use crate::workflow::customers::{CustomerUpdate, NewCustomer};
+use crate::workflow::merges::{MergeCommand, UnmergeCommand};
+use crate::workflow::{self, Context};
 use commands::Called;
 use convert::{activity_from_pb, actor_from_pb, identity_from_pb, parse_id, parse_range, ts};
 
@@ -48,20 +51,16 @@ const MAX_BATCH_GET: usize = 1000;
 /// The gRPC handlers of the profiles service.
 #[derive(Debug, Clone)]
 pub struct ProfilesApi {
-    store: PgStore,
+    ctx: Context,
     tokens: PageTokens,
     peers: Peers,
 }
 
 impl ProfilesApi {
-    /// Handlers over `store`, signing page tokens with `tokens`, reaching the other services
-    /// (for Customer 360) through `peers`.
-    pub fn new(store: PgStore, tokens: PageTokens, peers: Peers) -> Self {
-        Self {
-            store,
-            tokens,
-            peers,
-        }
+    /// Handlers over the use cases of `ctx`, signing page tokens with `tokens`, reaching the
+    /// other services (for Customer 360) through `peers`.
+    pub fn new(ctx: Context, tokens: PageTokens, peers: Peers) -> Self {
+        Self { ctx, tokens, peers }
     }
 
     fn next_token<C: serde::Serialize>(
@@ -307,11 +306,11 @@ impl ImportTally {
         }
     }
 
-    async fn flush(&mut self, store: &PgStore, batch: &mut Vec<ImportItem>) -> Result<(), Status> {
+    async fn flush(&mut self, ctx: &Context, batch: &mut Vec<ImportItem>) -> Result<(), Status> {
         if batch.is_empty() {
             return Ok(());
         }
-        let outcomes = store.import_batch(batch).await?;
+        let outcomes = workflow::activities::import_batch(ctx, batch).await?;
         for (item, outcome) in batch.iter().zip(outcomes) {
             match outcome {
                 ImportOutcome::Accepted => self.response.accepted_count += 1,
@@ -339,10 +338,10 @@ impl ProfilesService for ProfilesApi {
         let caller = Caller::service_of(&request);
         let cmd = NewCustomer::try_from(Called {
             caller,
-            now: self.store.now(),
+            now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let customer = self.store.create_customer(cmd).await?;
+        let customer = workflow::customers::create(&self.ctx, cmd).await?;
         Ok(Response::new(pb::CreateCustomerResponse {
             customer: Some((&customer).into()),
         }))
@@ -353,7 +352,7 @@ impl ProfilesService for ProfilesApi {
         request: Request<pb::GetCustomerRequest>,
     ) -> Result<Response<pb::GetCustomerResponse>, Status> {
         let id = one_id("customer_id", &request.get_ref().customer_id)?;
-        let (customer, merged_from) = self.store.get_customer(id).await?;
+        let (customer, merged_from) = workflow::customers::get(&self.ctx, id).await?;
         Ok(Response::new(pb::GetCustomerResponse {
             customer: Some((&customer).into()),
             merged_from_customer_id: merged_from.map(|m| m.to_string()).unwrap_or_default(),
@@ -378,7 +377,7 @@ impl ProfilesService for ProfilesApi {
             .filter_map(|(i, id)| parse_id(&mut v, &format!("customer_ids[{i}]"), id))
             .collect();
         invalid(v)?;
-        let (found, missing) = self.store.batch_get(&ids).await?;
+        let (found, missing) = workflow::customers::batch_get(&self.ctx, &ids).await?;
         let mut merged = HashMap::new();
         // A survivor reached through several ids (its own, merged ones) is listed once.
         let mut listed = HashSet::new();
@@ -404,10 +403,10 @@ impl ProfilesService for ProfilesApi {
     ) -> Result<Response<pb::UpdateCustomerResponse>, Status> {
         let cmd = CustomerUpdate::try_from(Called {
             caller: Caller::service_of(&request),
-            now: self.store.now(),
+            now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let customer = self.store.update_customer(cmd).await?;
+        let customer = workflow::customers::update(&self.ctx, cmd).await?;
         Ok(Response::new(pb::UpdateCustomerResponse {
             customer: Some((&customer).into()),
         }))
@@ -425,7 +424,7 @@ impl ProfilesService for ProfilesApi {
         let query = format!("customers|{filter:?}");
         let after: Option<String> = self.cursor(&query, &req.page_token)?;
         let after = after.map(|id| token_id(&id)).transpose()?;
-        let page = self.store.list_customers(&filter, after, limit).await?;
+        let page = workflow::customers::list(&self.ctx, &filter, after, limit).await?;
         Ok(Response::new(pb::ListCustomersResponse {
             customers: page.items.iter().map(Into::into).collect(),
             next_page_token: self.next_token(&query, page.next.map(|id| id.to_string()))?,
@@ -438,7 +437,7 @@ impl ProfilesService for ProfilesApi {
     ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
         let req = request.into_inner();
         let id = one_id("customer_id", &req.customer_id)?;
-        let customer = self.store.set_deleted(id, &req.etag, true).await?;
+        let customer = workflow::customers::set_deleted(&self.ctx, id, &req.etag, true).await?;
         Ok(Response::new(pb::DeleteCustomerResponse {
             customer: Some((&customer).into()),
         }))
@@ -450,7 +449,7 @@ impl ProfilesService for ProfilesApi {
     ) -> Result<Response<pb::UndeleteCustomerResponse>, Status> {
         let req = request.into_inner();
         let id = one_id("customer_id", &req.customer_id)?;
-        let customer = self.store.set_deleted(id, &req.etag, false).await?;
+        let customer = workflow::customers::set_deleted(&self.ctx, id, &req.etag, false).await?;
         Ok(Response::new(pb::UndeleteCustomerResponse {
             customer: Some((&customer).into()),
         }))
@@ -464,7 +463,7 @@ impl ProfilesService for ProfilesApi {
         let identity = identity_from_pb(&mut v, "identity", request.get_ref().identity.as_ref());
         invalid(v)?;
         let identity = ProfilesError::required("identity", identity)?;
-        let customer = self.store.lookup(&identity).await?;
+        let customer = workflow::customers::lookup(&self.ctx, &identity).await?;
         let stored = customer
             .identities
             .iter()
@@ -487,10 +486,9 @@ impl ProfilesService for ProfilesApi {
         invalid(v)?;
         let id = ProfilesError::required("customer_id", id)?;
         let identity = ProfilesError::required("identity", identity)?;
-        let customer = self
-            .store
-            .change_identity(id, &identity, &req.etag, true, false)
-            .await?;
+        let customer =
+            workflow::customers::change_identity(&self.ctx, id, &identity, &req.etag, true, false)
+                .await?;
         Ok(Response::new(pb::AddIdentityResponse {
             customer: Some((&customer).into()),
         }))
@@ -507,10 +505,15 @@ impl ProfilesService for ProfilesApi {
         invalid(v)?;
         let id = ProfilesError::required("customer_id", id)?;
         let identity = ProfilesError::required("identity", identity)?;
-        let customer = self
-            .store
-            .change_identity(id, &identity, &req.etag, false, req.allow_missing)
-            .await?;
+        let customer = workflow::customers::change_identity(
+            &self.ctx,
+            id,
+            &identity,
+            &req.etag,
+            false,
+            req.allow_missing,
+        )
+        .await?;
         Ok(Response::new(pb::RemoveIdentityResponse {
             customer: Some((&customer).into()),
         }))
@@ -554,9 +557,9 @@ impl ProfilesService for ProfilesApi {
             value_type: i16::try_from(def.value_type).unwrap_or(0),
             description: def.description,
             contains_pii: def.contains_pii,
-            create_time: self.store.now(),
+            create_time: self.ctx.now(),
         };
-        let def = self.store.create_attribute(def).await?;
+        let def = workflow::attributes::create(&self.ctx, def).await?;
         Ok(Response::new(pb::CreateAttributeDefinitionResponse {
             attribute_definition: Some((&def).into()),
         }))
@@ -570,7 +573,7 @@ impl ProfilesService for ProfilesApi {
         if name.is_empty() || name.len() > 64 {
             return Err(ProfilesError::invalid("attribute_name", "must be 1-64 characters").into());
         }
-        let def = self.store.get_attribute(&name).await?;
+        let def = workflow::attributes::get(&self.ctx, &name).await?;
         Ok(Response::new(pb::GetAttributeDefinitionResponse {
             attribute_definition: Some((&def).into()),
         }))
@@ -584,7 +587,7 @@ impl ProfilesService for ProfilesApi {
         let limit = size(req.page_size)?;
         let query = "attribute_definitions";
         let after: Option<String> = self.cursor(query, &req.page_token)?;
-        let page = self.store.list_attributes(after, limit).await?;
+        let page = workflow::attributes::list(&self.ctx, after, limit).await?;
         Ok(Response::new(pb::ListAttributeDefinitionsResponse {
             attribute_definitions: page.items.iter().map(Into::into).collect(),
             next_page_token: self.next_token(query, page.next)?,
@@ -598,10 +601,10 @@ impl ProfilesService for ProfilesApi {
         let caller = Caller::service_of(&request);
         let cmd = ConsentUpdate::try_from(Called {
             caller,
-            now: self.store.now(),
+            now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let (customer, changes) = self.store.update_consent(cmd).await?;
+        let (customer, changes) = workflow::consents::update(&self.ctx, cmd).await?;
         Ok(Response::new(pb::UpdateConsentResponse {
             customer: Some((&customer).into()),
             consent_changes: changes.iter().map(Into::into).collect(),
@@ -630,10 +633,15 @@ impl ProfilesService for ProfilesApi {
         let channels = enum_codes(&req.channels);
         let query = format!("consent_changes|{customer_id:?}|{channels:?}|{range:?}");
         let after = self.time_id_cursor(&query, &req.page_token)?;
-        let page = self
-            .store
-            .list_consent_changes(customer_id, &channels, range, after, limit)
-            .await?;
+        let page = workflow::consents::list_changes(
+            &self.ctx,
+            customer_id,
+            &channels,
+            range,
+            after,
+            limit,
+        )
+        .await?;
         Ok(Response::new(pb::ListConsentChangesResponse {
             consent_changes: page.items.iter().map(Into::into).collect(),
             next_page_token: self.time_id_token(&query, page.next)?,
@@ -646,10 +654,10 @@ impl ProfilesService for ProfilesApi {
     ) -> Result<Response<pb::RecordActivityResponse>, Status> {
         let activity = crate::domain::activity::NewActivity::try_from(Called {
             caller: Caller::service_of(&request),
-            now: self.store.now(),
+            now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let outcome = self.store.record_activity(activity).await?;
+        let outcome = workflow::activities::record(&self.ctx, activity).await?;
         Ok(Response::new(pb::RecordActivityResponse {
             activity: Some((&outcome.activity).into()),
             duplicate: outcome.duplicate,
@@ -665,7 +673,7 @@ impl ProfilesService for ProfilesApi {
         let mut batch = Vec::with_capacity(IMPORT_BATCH);
         let mut index: i64 = 0;
         while let Some(item) = stream.message().await? {
-            let now = self.store.now();
+            let now = self.ctx.now();
             match activity_from_pb(item.activity.as_ref(), item.customer_identity.as_ref(), now) {
                 Ok(activity) => batch.push(ImportItem { index, activity }),
                 Err(violations) => {
@@ -687,10 +695,10 @@ impl ProfilesService for ProfilesApi {
             }
             index += 1;
             if batch.len() >= IMPORT_BATCH {
-                tally.flush(&self.store, &mut batch).await?;
+                tally.flush(&self.ctx, &mut batch).await?;
             }
         }
-        tally.flush(&self.store, &mut batch).await?;
+        tally.flush(&self.ctx, &mut batch).await?;
         tally.response.errors.sort_by_key(|e| e.index);
         tracing::info!(
             accepted = tally.response.accepted_count,
@@ -714,10 +722,7 @@ impl ProfilesService for ProfilesApi {
         let id = ProfilesError::required("customer_id", id)?;
         let query = format!("activities|{id}|{filter:?}");
         let after = self.time_id_cursor(&query, &req.page_token)?;
-        let page = self
-            .store
-            .list_activities(id, &filter, after, limit)
-            .await?;
+        let page = workflow::activities::list(&self.ctx, id, &filter, after, limit).await?;
         Ok(Response::new(pb::ListActivitiesResponse {
             activities: page.items.iter().map(Into::into).collect(),
             next_page_token: self.time_id_token(&query, page.next)?,
@@ -753,8 +758,8 @@ impl ProfilesService for ProfilesApi {
         } else {
             req.min_score
         };
-        let (asked, _) = self.store.get_customer(id).await?;
-        let found = self.store.find_duplicates(id, max, min_score).await?;
+        let (asked, found) =
+            workflow::privacy::find_duplicates(&self.ctx, id, max, min_score).await?;
         let candidates = found
             .iter()
             .map(|d| pb::DuplicateCandidate {
@@ -790,10 +795,10 @@ impl ProfilesService for ProfilesApi {
         let caller = Caller::service_of(&request);
         let cmd = MergeCommand::try_from(Called {
             caller,
-            now: self.store.now(),
+            now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let (customer, record) = self.store.merge(cmd).await?;
+        let (customer, record) = workflow::merges::merge(&self.ctx, cmd).await?;
         Ok(Response::new(pb::MergeCustomersResponse {
             customer: Some((&customer).into()),
             merge_record: Some((&record).into()),
@@ -831,7 +836,7 @@ impl ProfilesService for ProfilesApi {
             reason: req.unmerge_reason,
             request,
         };
-        let (source, target, record) = self.store.unmerge(cmd).await?;
+        let (source, target, record) = workflow::merges::unmerge(&self.ctx, cmd).await?;
         Ok(Response::new(pb::UnmergeCustomerResponse {
             source_customer: Some((&source).into()),
             target_customer: Some((&target).into()),
@@ -861,10 +866,8 @@ impl ProfilesService for ProfilesApi {
         let states = enum_codes(&req.states);
         let query = format!("merges|{customer_id:?}|{states:?}|{range:?}");
         let after = self.time_id_cursor(&query, &req.page_token)?;
-        let page = self
-            .store
-            .list_merges(customer_id, &states, range, after, limit)
-            .await?;
+        let page =
+            workflow::merges::list(&self.ctx, customer_id, &states, range, after, limit).await?;
         Ok(Response::new(pb::ListMergesResponse {
             merge_records: page.items.iter().map(Into::into).collect(),
             next_page_token: self.time_id_token(&query, page.next)?,
@@ -907,8 +910,8 @@ impl ProfilesService for ProfilesApi {
         let timeout = timeout.map(|t| peers::within_deadline(t, call_deadline));
         let id = ProfilesError::required("customer_id", id)?;
         let timeout = ProfilesError::required("section_timeout", timeout)?;
-        let (customer, merged_from) = self.store.get_customer(id).await?;
-        let summary = self.store.activity_summary(customer.id).await?;
+        let (customer, merged_from, summary) =
+            workflow::customers::get_with_summary(&self.ctx, id).await?;
         // An erased customer has nothing left to fetch elsewhere.
         let sections = if customer.state == crate::domain::CustomerState::Erased {
             vec![0]
@@ -955,7 +958,7 @@ impl ProfilesService for ProfilesApi {
         invalid(v)?;
         let id = ProfilesError::required("customer_id", id)?;
         let timeout = ProfilesError::required("section_timeout", timeout)?;
-        let export = self.store.export(id).await?;
+        let export = workflow::privacy::export(&self.ctx, id).await?;
         let mut customer_export = pb::CustomerExport {
             customer: Some((&export.customer).into()),
             attribute_definitions: export.definitions.iter().map(Into::into).collect(),
@@ -1001,7 +1004,7 @@ impl ProfilesService for ProfilesApi {
         );
         invalid(v)?;
         let id = ProfilesError::required("customer_id", id)?;
-        let (customer, merged) = self.store.erase(id, request).await?;
+        let (customer, merged) = workflow::privacy::erase(&self.ctx, id, request).await?;
         Ok(Response::new(pb::EraseCustomerResponse {
             customer: Some((&customer).into()),
             merged_customer_ids: merged.iter().map(Uuid::to_string).collect(),

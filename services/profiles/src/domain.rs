@@ -7,6 +7,7 @@
 
 pub mod activity;
 pub mod customer;
+pub mod duplicates;
 pub mod identity;
 
 pub use activity::{Activity, ActivityDetails, ActivityFilter};
@@ -145,6 +146,10 @@ pub struct AttributeDefinition {
     /// When declared.
     pub create_time: DateTime<Utc>,
 }
+
+/// How long a merge can be undone (`MergeRecord.unmerge_expire_time` is its merge time plus
+/// this).
+pub const UNMERGE_WINDOW: chrono::Duration = chrono::Duration::days(30);
 
 /// A stored merge of a source customer into a target.
 #[derive(Debug, Clone, PartialEq)]

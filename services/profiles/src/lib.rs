@@ -1,16 +1,25 @@
 //! The profiles service: the single customer record: customers, identities, consent, activities, merge, privacy and Customer 360.
 //!
 //! # Layout
-//! - `api`: the `custops.profiles.v1.ProfilesService` gRPC API (transport only): `api/convert.rs`
-//!   turns prost messages into domain values (collecting field violations) and back,
-//!   `api/error.rs` maps errors to statuses.
-//! - `domain`: plain Rust types and rules (normalisation, update masks, merge survivorship,
-//!   consent ordering, the injectable `Clock`). No tonic, prost or sqlx.
-//! - `store`: Postgres through sqlx; every write and its outbox events in one transaction.
+//! - `api`: the `custops.profiles.v1.ProfilesService` gRPC API (transport only): each handler
+//!   parses its request (`api/commands.rs`, `api/convert.rs`: every bad field collected), calls
+//!   one use case in `workflow` and converts the answer; `api/error.rs` is the one mapping of
+//!   `ProfilesError` to `Status`. `customer360`, `export` and `peers` reach the other services.
+//! - `workflow`: the use cases, one function per operation: its transaction, `store` calls,
+//!   `domain` rules and outbox events (`events`), with time from the injected clock.
+//! - `domain`: plain Rust types and rules (normalisation, update masks, merge survivorship and
+//!   window, consent ordering, duplicate rules, the injectable `Clock`). No tonic, prost, sqlx
+//!   or I/O.
+//! - `store`: the `profiles` schema through sqlx: SQL only, one module per table family,
+//!   functions over a connection.
 //! - `events`: the feed's event payloads, built from domain values.
-//! - `error`: the service's error type.
+//! - `wire`: domain values as contract messages, shared by API answers, events and merge
+//!   snapshots.
+//! - `error`: the service's one error enum.
 //! - `demo`: sample data for `custops demo`, loaded through the public RPCs.
 //! - `migrations/`: the `profiles` schema, applied after the shared ones from `libs/common`.
+//!
+//! Lower modules (`workflow`, `store`, `domain`, `events`, `wire`) never import `api`.
 
 pub mod api;
 pub mod demo;
@@ -19,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod store;
 pub mod wire;
+pub mod workflow;
 
 use std::sync::Arc;
 
@@ -70,7 +80,7 @@ pub async fn build_with(
     };
     let peers = api::Peers::from_settings(&settings);
     let api = api::ProfilesApi::new(
-        store::PgStore::new(pool.clone(), clock),
+        workflow::Context::new(pool.clone(), clock),
         settings.page_tokens.clone(),
         peers,
     );

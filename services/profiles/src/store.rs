@@ -1,40 +1,31 @@
-//! Postgres storage of the profiles schema (sqlx). Every write runs in one transaction that
-//! also appends its events to the outbox, so a change and its events commit together.
+//! Postgres storage of the profiles schema (sqlx): SQL only, one module per table family,
+//! functions over a connection (pass `&mut tx` to run them in the caller's transaction).
+//! Transactions, the rules and the outbox events are `workflow`'s; times are bound from the
+//! service clock, never the database's `now()` (but for `request_ids.create_time`, left to
+//! the shared idempotency module that replaces `claim_request`).
 //!
-//! Functions that are steps of a larger write take `&mut PgConnection` (pass `&mut tx`); the
-//! `PgStore` methods own the transactions.
+//! This file holds what every family shares: the customer row and its loading (identities
+//! and consents filled in, merges followed), trait writes, request ids, keyset pages.
 
-mod activities;
-mod customers;
-mod merges;
-mod privacy;
-
-pub use activities::{ActivityCursor, ActivitySummary, ImportItem, ImportOutcome, RecordOutcome};
-pub use customers::{ConsentCursor, ConsentUpdate, CustomerUpdate, NewCustomer, Resolved};
-pub use merges::{MergeCursor, UnmergeCommand};
-pub use privacy::{Duplicate, DuplicateEvidence, Export, MergeCommand};
+pub mod activities;
+pub mod attributes;
+pub mod consents;
+pub mod customers;
+pub mod erasure;
+pub mod identities;
+pub mod merges;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use custops_common::error::FieldViolation;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{
-    Actor, AttributeValue, ChannelPreferences, Clock, Consent, Customer, CustomerState, Identity,
+    Actor, AttributeValue, ChannelPreferences, Consent, Customer, CustomerState, Identity,
     IdentityType, Traits,
 };
 use crate::error::{ProfilesError, Result};
-
-/// The profiles schema, through the service's pool, with the service clock (every time a
-/// write stores or decides on is read from it, never from the database's `now()`).
-#[derive(Debug, Clone)]
-pub struct PgStore {
-    pool: PgPool,
-    clock: Arc<dyn Clock>,
-}
 
 /// An AIP-155 request id, scoped to the calling service, with the hash of the payload it came
 /// with.
@@ -46,24 +37,6 @@ pub struct RequestKey {
     pub request_id: String,
     /// Hash of the request without its request id.
     pub payload_hash: String,
-}
-
-impl PgStore {
-    /// A store over `pool` (whose `search_path` is the profiles schema) reading time from
-    /// `clock`.
-    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
-        Self { pool, clock }
-    }
-
-    /// Now, by the service clock.
-    pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-
-    /// The pool, for the feed and tests.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 macro_rules! customer_columns {
@@ -296,19 +269,6 @@ pub(crate) async fn resolve(
     Err(anyhow::anyhow!("merge chain of {id} is longer than {MAX_MERGE_HOPS}").into())
 }
 
-/// FAILED_PRECONDITION unless the customer may be edited (ACTIVE; DELETED when `allow_deleted`).
-pub(crate) fn ensure_editable(customer: &Customer, allow_deleted: bool) -> Result<()> {
-    match customer.state {
-        CustomerState::Active => Ok(()),
-        CustomerState::Deleted if allow_deleted => Ok(()),
-        CustomerState::Deleted => Err(ProfilesError::CustomerDeleted),
-        CustomerState::Merged => Err(ProfilesError::CustomerMerged {
-            merged_into: customer.merged_into.unwrap_or(customer.id),
-        }),
-        CustomerState::Erased => Err(ProfilesError::CustomerErased),
-    }
-}
-
 /// Names of the attributes declared `contains_pii` (kept out of traits and events).
 pub(crate) async fn pii_attributes(conn: &mut PgConnection) -> Result<HashSet<String>> {
     let names: Vec<String> =
@@ -316,47 +276,6 @@ pub(crate) async fn pii_attributes(conn: &mut PgConnection) -> Result<HashSet<St
             .fetch_all(conn)
             .await?;
     Ok(names.into_iter().collect())
-}
-
-/// INVALID_ARGUMENT for every custom attribute that is undeclared or of the wrong type.
-pub(crate) async fn check_attributes(
-    conn: &mut PgConnection,
-    traits: &Traits,
-    prefix: &str,
-) -> Result<()> {
-    if traits.custom_attributes.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = traits.custom_attributes.keys().cloned().collect();
-    let declared: Vec<(String, i16)> = sqlx::query_as(
-        "SELECT attribute_name, value_type FROM attribute_definitions WHERE attribute_name = ANY($1)",
-    )
-    .bind(&names)
-    .fetch_all(conn)
-    .await?;
-    let declared: HashMap<String, i16> = declared.into_iter().collect();
-    let violations: Vec<FieldViolation> = traits
-        .custom_attributes
-        .iter()
-        .filter_map(|(name, value)| {
-            let description = match declared.get(name) {
-                None => "is not a declared attribute (see CreateAttributeDefinition)",
-                Some(t) if *t != value.value_type() => {
-                    "has a value of another type than its declaration"
-                }
-                Some(_) => return None,
-            };
-            Some(FieldViolation {
-                field: format!("{prefix}custom_attributes[{name}]"),
-                description: description.to_owned(),
-            })
-        })
-        .collect();
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(ProfilesError::Invalid(violations))
-    }
 }
 
 /// Writes the traits, version and update time of a customer row.
@@ -444,21 +363,6 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error, name: &str) -> bool {
         }
         _ => false,
     }
-}
-
-/// The customer holding an identity, if any.
-pub(crate) async fn identity_holder(
-    conn: &mut PgConnection,
-    identity: &Identity,
-) -> Result<Option<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "SELECT customer_id FROM identities WHERE identity_type = $1 AND namespace = $2 AND value = $3",
-    )
-    .bind(identity.kind.number())
-    .bind(&identity.namespace)
-    .bind(&identity.value)
-    .fetch_optional(conn)
-    .await?)
 }
 
 /// A keyset page: items plus the cursor of the last one when more may follow.

@@ -16,7 +16,9 @@ use crate::domain::customer::{
     MergeWinner, NOT_UPDATABLE_PATHS, SURVIVORSHIP_PATHS, is_updatable_path,
 };
 use crate::error::ProfilesError;
-use crate::store::{ConsentUpdate, CustomerUpdate, MergeCommand, NewCustomer};
+use crate::workflow::consents::ConsentUpdate;
+use crate::workflow::customers::{CustomerUpdate, NewCustomer};
+use crate::workflow::merges::MergeCommand;
 
 /// A request with the authenticated calling service (for commands that record who acted or
 /// scope idempotency keys to the caller) and the service clock's time it arrived at (for

@@ -192,7 +192,7 @@ async fn feedback_section(
 }
 
 /// The activity summary of the customer in the contract's shape.
-pub(super) fn summary_to_pb(s: &crate::store::ActivitySummary) -> pb::ActivitySummary {
+pub(super) fn summary_to_pb(s: &crate::domain::activity::ActivitySummary) -> pb::ActivitySummary {
     pb::ActivitySummary {
         purchase_count: s.purchase_count,
         net_spend: s

@@ -153,7 +153,16 @@ impl Customer {
     pub fn etag_matches(&self, etag: &str) -> bool {
         etag.is_empty() || etag == self.etag()
     }
+
+    /// Marks a change at `now`: a new version (etag) and update time (the caller writes them).
+    pub fn touch(&mut self, now: DateTime<Utc>) {
+        self.version += 1;
+        self.update_time = now;
+    }
 }
+
+/// Most identities one customer holds (a merge may not pass it either).
+pub const MAX_IDENTITIES: usize = 20;
 
 /// Paths UpdateCustomer accepts (and merge survivorship names), in update_mask syntax.
 pub const UPDATABLE_PATHS: &[&str] = &[

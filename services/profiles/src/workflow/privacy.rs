@@ -1,0 +1,139 @@
+//! Privacy and identity-resolution use cases: erase a customer (and everything merged into
+//! it), export everything held about one, find its likely duplicates.
+
+use chrono::{DateTime, Utc};
+use custops_common::outbox;
+use uuid::Uuid;
+
+use super::{Context, ensure_editable};
+use crate::domain::duplicates::{self, Duplicate};
+use crate::domain::{
+    Activity, AttributeDefinition, ConsentChange, Customer, CustomerState, MergeRecord,
+};
+use crate::error::Result;
+use crate::events;
+use crate::store::customers::merged_family;
+use crate::store::{
+    RequestKey, activities, attributes, claim_request, consents, customers, erasure, load,
+    load_for_update, merges, resolve,
+};
+
+/// Everything held about one customer.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// The record.
+    pub customer: Customer,
+    /// The requested id when it was merged.
+    pub merged_from: Option<Uuid>,
+    /// Definitions of its attributes.
+    pub definitions: Vec<AttributeDefinition>,
+    /// Consent audit trail, oldest first.
+    pub consent_changes: Vec<ConsentChange>,
+    /// Activities, oldest first.
+    pub activities: Vec<Activity>,
+    /// Merges, oldest first.
+    pub merges: Vec<MergeRecord>,
+    /// Snapshot time.
+    pub export_time: DateTime<Utc>,
+}
+
+/// Erases a customer and every tombstone merged into it: personal data cleared,
+/// identities, consents and the consent trail deleted, activities folded into anonymous
+/// daily aggregates; emits CustomerErased. Idempotent.
+#[tracing::instrument(skip_all, fields(customer_id = %id))]
+pub async fn erase(
+    ctx: &Context,
+    id: Uuid,
+    request: Option<RequestKey>,
+) -> Result<(Customer, Vec<Uuid>)> {
+    let mut tx = ctx.pool.begin().await?;
+    let customer = load_for_update(&mut tx, id).await?;
+    if let Some(key) = &request {
+        claim_request(&mut tx, key, "EraseCustomer", id).await?;
+    }
+    match customer.state {
+        CustomerState::Merged => ensure_editable(&customer, false)?,
+        CustomerState::Erased => {
+            let merged: Vec<Uuid> = merged_family(&mut tx, id)
+                .await?
+                .into_iter()
+                .filter(|m| *m != id)
+                .collect();
+            tx.commit().await?;
+            return Ok((customer, merged));
+        }
+        CustomerState::Active | CustomerState::Deleted => {}
+    }
+    let family = merged_family(&mut tx, id).await?;
+    let merged: Vec<Uuid> = family.iter().copied().filter(|m| *m != id).collect();
+    erasure::erase_family(&mut tx, &family, ctx.now()).await?;
+    let erased = load_for_update(&mut tx, id).await?;
+    outbox::append(&mut tx, events::customer_erased(&erased, &merged)).await?;
+    tx.commit().await?;
+    tracing::info!(merged = merged.len(), "customer erased");
+    Ok((erased, merged))
+}
+
+/// Everything held about the customer `id` resolves to, in one snapshot.
+#[tracing::instrument(skip_all, fields(customer_id = %id))]
+pub async fn export(ctx: &Context, id: Uuid) -> Result<Export> {
+    let mut tx = custops_common::db::begin_snapshot(&ctx.pool).await?;
+    // The snapshot is taken by the first statement, just after this reading.
+    let export_time = ctx.now();
+    let (customer, merged_from) = resolve(&mut tx, id, false).await?;
+    let family = merged_family(&mut tx, customer.id).await?;
+    let names: Vec<String> = customer.traits.custom_attributes.keys().cloned().collect();
+    let definitions = attributes::named(&mut tx, &names).await?;
+    let consent_changes = consents::changes_of(&mut tx, &family).await?;
+    let activities = activities::of_customer(&mut tx, customer.id).await?;
+    let merges = merges::of_customers(&mut tx, &family).await?;
+    tx.commit().await?;
+    Ok(Export {
+        customer,
+        merged_from,
+        definitions,
+        consent_changes,
+        activities,
+        merges,
+        export_time,
+    })
+}
+
+/// The customer `id` resolves to, and the ACTIVE customers likely the same person, best
+/// first: at most `max`, none scoring under `min_score`.
+#[tracing::instrument(skip_all, fields(customer_id = %id))]
+pub async fn find_duplicates(
+    ctx: &Context,
+    id: Uuid,
+    max: usize,
+    min_score: f64,
+) -> Result<(Customer, Vec<Duplicate>)> {
+    let mut conn = ctx.pool.acquire().await?;
+    let (customer, _) = resolve(&mut conn, id, false).await?;
+    let candidate_ids = customers::duplicate_candidates(&mut conn, &customer).await?;
+    let mut out = Vec::new();
+    for candidate_id in candidate_ids {
+        let Some(candidate) = load(&mut conn, candidate_id, false).await? else {
+            continue;
+        };
+        let evidence = duplicates::evidence(&customer, &candidate);
+        if evidence.is_empty() {
+            continue;
+        }
+        let score = duplicates::score(&evidence);
+        if score >= min_score {
+            out.push(Duplicate {
+                customer: candidate,
+                score,
+                matches: evidence,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.customer.id.cmp(&b.customer.id))
+    });
+    out.truncate(max);
+    Ok((customer, out))
+}

@@ -1,0 +1,110 @@
+//! The crate's layout rules, held by reading its sources: lower modules never import `api`,
+//! SQL lives only in `store`, and service code reads time only from the injected clock.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Every `.rs` file under `dir`, with its path relative to `src/`.
+fn sources(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("Failed to list {dir:?}"))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sources(&path, root, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("Failed to read {path:?}"))?;
+            let relative = path
+                .strip_prefix(root)?
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((relative, text));
+        }
+    }
+    Ok(())
+}
+
+fn all_sources() -> anyhow::Result<Vec<(String, String)>> {
+    let root: PathBuf = [env!("CARGO_MANIFEST_DIR"), "src"].iter().collect();
+    let mut out = Vec::new();
+    sources(&root, &root, &mut out)?;
+    anyhow::ensure!(out.len() > 20, "found only {} source files", out.len());
+    Ok(out)
+}
+
+/// Lines of `text` (outside `//` comments) containing any of `needles`.
+fn offending(text: &str, needles: &[&str]) -> Vec<String> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .filter(|line| needles.iter().any(|n| line.contains(n)))
+        .map(|line| line.trim().to_owned())
+        .collect()
+}
+
+/// Files outside `allowed` (path prefixes) with lines containing any of `needles`.
+fn violations(
+    files: &[(String, String)],
+    allowed: &[&str],
+    needles: &[&str],
+) -> Vec<(String, Vec<String>)> {
+    files
+        .iter()
+        .filter(|(path, _)| !allowed.iter().any(|a| path.starts_with(a)))
+        .map(|(path, text)| (path.clone(), offending(text, needles)))
+        .filter(|(_, lines)| !lines.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_checks_see_what_they_look_for() {
+    let files = vec![
+        (
+            "store/x.rs".to_owned(),
+            "use crate::api::convert;\n// crate::api in a comment".to_owned(),
+        ),
+        ("api/y.rs".to_owned(), "use crate::api::convert;".to_owned()),
+    ];
+    let found = violations(&files, &["api"], &["crate::api"]);
+    assert_eq!(
+        found,
+        [(
+            "store/x.rs".to_owned(),
+            vec!["use crate::api::convert;".to_owned()]
+        )]
+    );
+}
+
+#[test]
+fn lower_modules_never_import_the_api() -> anyhow::Result<()> {
+    let files = all_sources()?;
+    let found = violations(&files, &["api", "lib.rs"], &["crate::api", "super::api"]);
+    assert!(found.is_empty(), "{found:#?}");
+    Ok(())
+}
+
+#[test]
+fn sql_lives_only_in_the_store() -> anyhow::Result<()> {
+    let files = all_sources()?;
+    let found = violations(
+        &files,
+        &["store"],
+        &["sqlx::query", "query_as(", "query_scalar("],
+    );
+    assert!(found.is_empty(), "{found:#?}");
+    Ok(())
+}
+
+#[test]
+fn time_comes_from_the_injected_clock() -> anyhow::Result<()> {
+    let files = all_sources()?;
+    // `demo` is a client of the API (its sample activities count back from today's date);
+    // `store.rs` keeps `request_ids.create_time = now()` until the shared idempotency module
+    // replaces its request ids.
+    let found = violations(
+        &files,
+        &["demo.rs", "store.rs"],
+        &["Utc::now", "SELECT now()", "= now()", ", now()", "(now()"],
+    );
+    assert!(found.is_empty(), "{found:#?}");
+    Ok(())
+}

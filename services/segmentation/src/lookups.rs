@@ -2,14 +2,15 @@
 //! then Postgres, the truth).
 //!
 //! Two caches: a customer's segment ids (key `<epoch>:<customer id>`, a [`SegmentSet`]) and a
-//! segment's existence and size (key `<epoch>:<segment id>`). Deleting a segment moves the epoch, so
-//! a cached customer list never names a deleted segment and a lookup needs no per-segment
-//! existence check. Write-through happens **after commit**: the
-//! transaction that changes memberships calls `pg_notify('segmentation_membership', …)`
+//! segment's existence and size (key `<epoch>:<segment id>`). Deleting a segment moves the
+//! epoch, so a cached customer list never names a deleted segment and a lookup needs no
+//! per-segment existence check. Write-through happens **after commit**: the transaction that
+//! changes memberships calls `pg_notify('segmentation_membership', …)`
 //! (`store::memberships::notify_*`), which Postgres delivers only if it commits; every replica
 //! runs `jobs::listener::listen`, which on each notification reads the fresh value from
-//! Postgres and writes it to its in-process layer and to Redis ([`Lookups::apply`]). A recompute that moves many customers bumps the
-//! epoch instead (one notification): the keys change, every replica reads fresh values.
+//! Postgres and writes it to its in-process layer and to Redis ([`Lookups::apply`]). A
+//! recompute that moves many customers bumps the epoch instead (one notification): the keys
+//! change, every replica reads fresh values.
 //!
 //! With Redis down, `TwoLevelCache` answers from Postgres and counts the failure. Two gaps
 //! could leave a stale value in Redis, and both end in an epoch bump, so no replica reads a

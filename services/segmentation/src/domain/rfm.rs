@@ -246,7 +246,7 @@ pub struct RfmState {
     pub computed_thresholds: Option<Thresholds>,
     pub compute_time: Option<DateTime<Utc>>,
     /// Customers segmentation knew at the last full run: when their number has doubled since,
-    /// the bounds are recomputed (see `jobs::ensure_rfm_bounds`).
+    /// the bounds are recomputed (see `jobs::scheduler::ensure_rfm_bounds`).
     pub computed_customers: Option<i64>,
     pub update_time: Option<DateTime<Utc>>,
     pub etag: String,

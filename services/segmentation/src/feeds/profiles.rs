@@ -6,7 +6,7 @@
 //! - ActivityRecorded: purchases and interactions, keyed by activity id. Refunds are not kept:
 //!   RFM monetary value and purchase aggregates count completed purchases only.
 //! - CustomerMerged / CustomerUnmerged: facts move to the target remembering the merge, and
-//!   exactly those move back; so do static memberships (`membership::unmerge_customers`).
+//!   exactly those move back; so do static memberships (`workflow::membership::unmerge_customers`).
 //! - CustomerErased: everything under the customer and the ids merged into it is deleted.
 
 use std::sync::Arc;

@@ -79,10 +79,11 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
 /// customers have purchased, or were computed over fewer than half of the customers known
 /// now, and no RFM or full run is already queued or running. Returns whether it queued one.
 ///
-/// The per-event refresh scores with the stored bounds only (`derived::refresh_customers`):
-/// a customer who buys before the first run stays unscored until it has run, and a young
-/// customer base, whose quintiles move fast, has them recomputed each time it doubles — a
-/// total cost that stays proportional to the base, not to the events. The customers known
+/// The per-event refresh scores with the stored bounds only
+/// (`workflow::derived::refresh_customers`): a customer who buys before the first run stays
+/// unscored until it has run, and a young customer base, whose quintiles move fast, has them
+/// recomputed each time it doubles — a total cost that stays proportional to the base, not to
+/// the events. The customers known
 /// now are estimated above 100,000 (`customer_count_estimate`): this runs every tick, and a
 /// doubling is seen at most one autovacuum analyze late.
 pub async fn ensure_rfm_bounds(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<bool> {

@@ -108,3 +108,116 @@ impl From<ProfilesError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// The code and ErrorInfo reason a profiles error answers.
+    fn check(error: ProfilesError, code: Code, reason: Option<&str>) {
+        let shown = format!("{error:?}");
+        let status = Status::from(error);
+        assert_eq!(status.code(), code, "{shown}");
+        let info = status.get_details_error_info();
+        assert_eq!(info.as_ref().map(|i| i.reason.as_str()), reason, "{shown}");
+        if let Some(info) = info {
+            assert_eq!(info.domain, ERROR_DOMAIN, "{shown}");
+        }
+    }
+
+    #[test]
+    fn every_rejection_answers_its_code_and_contract_reason() {
+        use Code::{AlreadyExists, FailedPrecondition};
+        let id = Uuid::now_v7();
+        check(
+            ProfilesError::invalid("customer_id", "is required"),
+            Code::InvalidArgument,
+            None,
+        );
+        check(ProfilesError::customer_not_found(id), Code::NotFound, None);
+        check(
+            ProfilesError::IdentityTaken {
+                field: "identity".to_owned(),
+                holder: Some(id),
+            },
+            AlreadyExists,
+            Some("IDENTITY_TAKEN"),
+        );
+        check(
+            ProfilesError::RequestIdReused,
+            AlreadyExists,
+            Some("REQUEST_ID_REUSED"),
+        );
+        check(
+            ProfilesError::EventIdReused,
+            AlreadyExists,
+            Some("EVENT_ID_REUSED"),
+        );
+        check(ProfilesError::StaleEtag, Code::Aborted, None);
+        check(
+            ProfilesError::CustomerMerged { merged_into: id },
+            FailedPrecondition,
+            Some("CUSTOMER_MERGED"),
+        );
+        check(
+            ProfilesError::CustomerDeleted,
+            FailedPrecondition,
+            Some("CUSTOMER_DELETED"),
+        );
+        check(
+            ProfilesError::CustomerErased,
+            FailedPrecondition,
+            Some("CUSTOMER_ERASED"),
+        );
+        check(
+            ProfilesError::IdentityLimit,
+            FailedPrecondition,
+            Some("IDENTITY_LIMIT"),
+        );
+        check(ProfilesError::AttributeExists, AlreadyExists, None);
+        check(
+            ProfilesError::AttributeCatalogFull,
+            FailedPrecondition,
+            Some("ATTRIBUTE_CATALOG_FULL"),
+        );
+        check(
+            ProfilesError::UnmergeWindowExpired,
+            FailedPrecondition,
+            Some("UNMERGE_WINDOW_EXPIRED"),
+        );
+        check(
+            ProfilesError::MergeSnapshotPurged,
+            FailedPrecondition,
+            Some("UNMERGE_WINDOW_EXPIRED"),
+        );
+        check(
+            ProfilesError::AlreadyUnmerged,
+            FailedPrecondition,
+            Some("ALREADY_UNMERGED"),
+        );
+        check(
+            ProfilesError::TargetNotActive,
+            FailedPrecondition,
+            Some("TARGET_NOT_ACTIVE"),
+        );
+        check(
+            ProfilesError::SourceNotMerged,
+            FailedPrecondition,
+            Some("TARGET_NOT_ACTIVE"),
+        );
+        check(
+            ProfilesError::Internal(anyhow::anyhow!("a defect")),
+            Code::Internal,
+            None,
+        );
+    }
+
+    #[test]
+    fn an_internal_error_tells_the_caller_nothing_of_its_cause() {
+        let status = Status::from(ProfilesError::Internal(anyhow::anyhow!("secret detail")));
+        assert!(!status.message().contains("secret"), "{}", status.message());
+    }
+}

@@ -21,6 +21,12 @@
 //! its value once, but does not keep it), and the Redis fill uses `SET NX`, so it cannot
 //! overwrite a newer value a concurrent `put` wrote; a load racing an `invalidate` can still
 //! leave an old value in Redis, for at most the Redis TTL.
+//!
+//! Why not `moka` for the in-process layer: its coalescing `get_with` inserts the loaded value
+//! even when a `put` landed during the load (the guard above would be lost, or every write would
+//! have to wait behind loads of its key), and its per-key gets are several times slower than a
+//! hit in this map, which [`TwoLevelCache::read_local`] serves for a whole batch under one lock.
+//! Concurrent misses of one key are therefore not coalesced: each reads Redis or the source.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -26,6 +26,13 @@
 //!
 //! Each layer is a [`Middleware`]: one async function over the request, so the tower plumbing
 //! (`Layer`, `Service`, readiness) is written once, in [`MiddlewareService`].
+//!
+//! Why not tower's and tower-http's layers: `LoadShed` over `ConcurrencyLimit` is one semaphore
+//! released when the response head is ready (no budgets per call kind, no server stream held to
+//! the end of its body, no per-caller share, no idle timeout); `tower::timeout` and tonic's own
+//! timeout answer an error or CANCELLED, not DEADLINE_EXCEEDED from `grpc-timeout`; tower-http's
+//! `SetRequestId` keeps any caller id unchecked; its `CatchPanic` does what ours does, but boxes
+//! every response body again.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -11,6 +11,8 @@ pub mod convert;
 mod customer360;
 mod error;
 mod export;
+mod import;
+mod parse;
 mod peers;
 
 pub use peers::Peers;
@@ -30,21 +32,21 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::domain::{ActivityFilter, AttributeDefinition, CustomerFilter};
+use crate::domain::AttributeDefinition;
 use crate::error::ProfilesError;
 use crate::store::RequestKey;
-use crate::workflow::activities::{ImportItem, ImportOutcome};
+use crate::workflow::activities::ImportItem;
 use crate::workflow::consents::ConsentUpdate;
 use crate::workflow::customers::{CustomerUpdate, NewCustomer};
 use crate::workflow::merges::{MergeCommand, UnmergeCommand};
 use crate::workflow::{self, Context};
 use commands::Called;
-use convert::{activity_from_pb, actor_from_pb, identity_from_pb, parse_id, parse_range, ts};
+use convert::{activity_from_pb, identity_from_pb, parse_id, parse_range, ts};
+use import::ImportTally;
+use parse::{activity_filter, customer_filter, enum_codes, invalid, one_id};
 
 /// Items of an import stream committed per transaction.
 const IMPORT_BATCH: usize = 500;
-/// Rejected items listed in an import response.
-const MAX_IMPORT_ERRORS: usize = 1000;
 /// Most ids in one BatchGetCustomers.
 const MAX_BATCH_GET: usize = 1000;
 
@@ -151,182 +153,14 @@ fn custops_common_printable(s: &str) -> bool {
     crate::domain::is_printable_ascii(s, 128)
 }
 
-fn invalid(v: Violations) -> Result<(), ProfilesError> {
-    ProfilesError::check(v)
-}
-
-fn one_id(field: &str, value: &str) -> Result<Uuid, ProfilesError> {
-    let mut v = Violations::new();
-    let id = parse_id(&mut v, field, value);
-    invalid(v)?;
-    ProfilesError::required(field, id)
-}
-
 /// The id inside a signed cursor (only this service writes them, so a bad one is a defect,
 /// reported like any bad token).
 fn token_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id).map_err(|_| Status::from(custops_common::paging::PageTokenError::Malformed))
 }
 
-/// Enum values as the `smallint` codes the store filters on (validated beforehand).
-fn enum_codes(values: &[i32]) -> Vec<i16> {
-    values
-        .iter()
-        .map(|v| i16::try_from(*v).unwrap_or(0))
-        .collect()
-}
-
 fn size(requested: i32) -> Result<usize, Status> {
     Ok(page_size(requested)?)
-}
-
-fn customer_filter(v: &mut Violations, f: Option<&pb::CustomerFilter>) -> CustomerFilter {
-    let f = f.cloned().unwrap_or_default();
-    let mut filter = CustomerFilter {
-        states: vec![1],
-        ..CustomerFilter::default()
-    };
-    if !f.states.is_empty() {
-        for (i, s) in f.states.iter().enumerate() {
-            v.check(
-                (1..=4).contains(s),
-                &format!("filter.states[{i}]"),
-                "must be a customer state",
-            );
-        }
-        filter.states = enum_codes(&f.states);
-    }
-    if !f.country_code.is_empty() {
-        let code = f.country_code.to_uppercase();
-        v.check(
-            crate::domain::customer::is_country_code(&code),
-            "filter.country_code",
-            "must be an ISO 3166-1 alpha-2 code",
-        );
-        filter.country_code = Some(code);
-    }
-    filter.region = (!f.region.is_empty()).then(|| f.region.clone());
-    filter.city = (!f.city.is_empty()).then(|| f.city.clone());
-    v.check(f.tags.len() <= 20, "filter.tags", "at most 20 tags");
-    filter.tags = f.tags.iter().map(|t| t.to_lowercase()).collect();
-    v.check(
-        f.genders.len() <= 10,
-        "filter.genders",
-        "at most 10 genders",
-    );
-    for (i, g) in f.genders.iter().enumerate() {
-        v.check(
-            pb::Gender::try_from(*g).is_ok(),
-            &format!("filter.genders[{i}]"),
-            "unknown gender",
-        );
-    }
-    filter.genders = enum_codes(&f.genders);
-    if let Some(age) = &f.age_range {
-        let ok = (0..=150).contains(&age.min_age)
-            && (0..=150).contains(&age.max_age)
-            && !(age.min_age == 0 && age.max_age == 0)
-            && (age.max_age == 0 || age.min_age <= age.max_age);
-        v.check(
-            ok,
-            "filter.age_range",
-            "ages 0-150, not both 0, minimum not above maximum",
-        );
-        filter.min_age = (age.min_age > 0).then_some(age.min_age);
-        filter.max_age = (age.max_age > 0).then_some(age.max_age);
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (i, c) in f.consents.iter().enumerate() {
-        let ok = (1..=4).contains(&c.channel) && seen.insert(c.channel);
-        v.check(
-            ok,
-            &format!("filter.consents[{i}].channel"),
-            "a contact channel, at most once",
-        );
-        let channel = i16::try_from(c.channel).unwrap_or(0);
-        if c.granted {
-            filter.granted.push(channel)
-        } else {
-            filter.not_granted.push(channel)
-        }
-    }
-    filter.create_range = parse_range(v, "filter.create_time_range", f.create_time_range.as_ref());
-    filter.update_range = parse_range(v, "filter.update_time_range", f.update_time_range.as_ref());
-    filter
-}
-
-fn activity_filter(v: &mut Violations, f: Option<&pb::ActivityFilter>) -> ActivityFilter {
-    let f = f.cloned().unwrap_or_default();
-    for (i, k) in f.activity_kinds.iter().enumerate() {
-        v.check(
-            (1..=3).contains(k),
-            &format!("filter.activity_kinds[{i}]"),
-            "must be an activity kind",
-        );
-    }
-    for (i, k) in f.interaction_kinds.iter().enumerate() {
-        let ok = *k != 0 && pb::InteractionKind::try_from(*k).is_ok();
-        v.check(
-            ok,
-            &format!("filter.interaction_kinds[{i}]"),
-            "must be an interaction kind",
-        );
-    }
-    ActivityFilter {
-        kinds: enum_codes(&f.activity_kinds),
-        interaction_kinds: enum_codes(&f.interaction_kinds),
-        channel: (!f.channel.is_empty()).then(|| f.channel.clone()),
-        source: (!f.source.is_empty()).then(|| f.source.clone()),
-        occur_range: parse_range(v, "filter.occur_time_range", f.occur_time_range.as_ref()),
-    }
-}
-
-fn reject_reason(outcome: ImportOutcome) -> pb::ActivityRejectReason {
-    match outcome {
-        ImportOutcome::Accepted | ImportOutcome::Duplicate => pb::ActivityRejectReason::Unspecified,
-        ImportOutcome::CustomerNotFound => pb::ActivityRejectReason::CustomerNotFound,
-        ImportOutcome::CustomerNotActive => pb::ActivityRejectReason::CustomerNotActive,
-        ImportOutcome::EventIdReused => pb::ActivityRejectReason::EventIdReused,
-    }
-}
-
-/// Tallies of an import stream.
-#[derive(Default)]
-struct ImportTally {
-    response: pb::ImportActivitiesResponse,
-}
-
-impl ImportTally {
-    fn reject(&mut self, error: pb::ImportActivityError) {
-        self.response.rejected_count += 1;
-        if self.response.errors.len() < MAX_IMPORT_ERRORS {
-            self.response.errors.push(error);
-        } else {
-            self.response.errors_truncated = true;
-        }
-    }
-
-    async fn flush(&mut self, ctx: &Context, batch: &mut Vec<ImportItem>) -> Result<(), Status> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let outcomes = workflow::activities::import_batch(ctx, batch).await?;
-        for (item, outcome) in batch.iter().zip(outcomes) {
-            match outcome {
-                ImportOutcome::Accepted => self.response.accepted_count += 1,
-                ImportOutcome::Duplicate => self.response.duplicate_count += 1,
-                other => self.reject(pb::ImportActivityError {
-                    index: item.index,
-                    source: item.activity.source.clone(),
-                    event_id: item.activity.event_id.clone(),
-                    reason: reject_reason(other) as i32,
-                    field_violations: Vec::new(),
-                }),
-            }
-        }
-        batch.clear();
-        Ok(())
-    }
 }
 
 #[tonic::async_trait]
@@ -809,33 +643,11 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::UnmergeCustomerRequest>,
     ) -> Result<Response<pb::UnmergeCustomerResponse>, Status> {
-        let caller = Caller::service_of(&request);
-        let req = request.into_inner();
-        let mut v = Violations::new();
-        let merge_id = parse_id(&mut v, "merge_id", &req.merge_id);
-        v.check(
-            crate::domain::is_plain_text(&req.unmerge_reason, 500),
-            "unmerge_reason",
-            "at most 500 characters",
-        );
-        let actor = actor_from_pb(&mut v, "actor", req.actor.as_ref(), &caller);
-        let request = request_key(
-            &mut v,
-            &caller,
-            &req.request_id,
-            &pb::UnmergeCustomerRequest {
-                request_id: String::new(),
-                ..req.clone()
-            },
-        );
-        invalid(v)?;
-        let merge_id = ProfilesError::required("merge_id", merge_id)?;
-        let cmd = UnmergeCommand {
-            merge_id,
-            actor,
-            reason: req.unmerge_reason,
-            request,
-        };
+        let cmd = UnmergeCommand::try_from(Called {
+            caller: Caller::service_of(&request),
+            now: self.ctx.now(),
+            request: request.into_inner(),
+        })?;
         let (source, target, record) = workflow::merges::unmerge(&self.ctx, cmd).await?;
         Ok(Response::new(pb::UnmergeCustomerResponse {
             source_customer: Some((&source).into()),

@@ -18,7 +18,7 @@ use crate::domain::customer::{
 use crate::error::ProfilesError;
 use crate::workflow::consents::ConsentUpdate;
 use crate::workflow::customers::{CustomerUpdate, NewCustomer};
-use crate::workflow::merges::MergeCommand;
+use crate::workflow::merges::{MergeCommand, UnmergeCommand};
 
 /// A request with the authenticated calling service (for commands that record who acted or
 /// scope idempotency keys to the caller) and the service clock's time it arrived at (for
@@ -248,6 +248,40 @@ impl TryFrom<Called<pb::MergeCustomersRequest>> for MergeCommand {
             request,
         };
         Ok(cmd)
+    }
+}
+
+impl TryFrom<Called<pb::UnmergeCustomerRequest>> for UnmergeCommand {
+    type Error = ProfilesError;
+
+    fn try_from(called: Called<pb::UnmergeCustomerRequest>) -> Result<Self, Self::Error> {
+        let caller = called.caller.as_str();
+        let req = called.request;
+        let mut v = Violations::new();
+        let merge_id = parse_id(&mut v, "merge_id", &req.merge_id);
+        v.check(
+            crate::domain::is_plain_text(&req.unmerge_reason, 500),
+            "unmerge_reason",
+            "at most 500 characters",
+        );
+        let actor = actor_from_pb(&mut v, "actor", req.actor.as_ref(), caller);
+        let request = request_key(
+            &mut v,
+            caller,
+            &req.request_id,
+            &pb::UnmergeCustomerRequest {
+                request_id: String::new(),
+                ..req.clone()
+            },
+        );
+        ProfilesError::check(v)?;
+        let merge_id = ProfilesError::required("merge_id", merge_id)?;
+        Ok(UnmergeCommand {
+            merge_id,
+            actor,
+            reason: req.unmerge_reason,
+            request,
+        })
     }
 }
 

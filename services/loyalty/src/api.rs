@@ -4,11 +4,7 @@
 //! RPCs not implemented yet answer UNIMPLEMENTED through the generated default stubs.
 
 pub mod convert;
-pub mod customers;
 pub mod error;
-pub mod events;
-pub mod jobs;
-pub mod profiles_feed;
 
 use custops_common::auth::Caller;
 use custops_common::error::ServiceError;
@@ -23,7 +19,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use self::convert::{Keyed, parse_uuid};
-use self::customers::CustomerDirectory;
+use crate::directory::CustomerDirectory;
 use crate::domain::Rejection;
 use crate::domain::benefit::{self, NotEntitled};
 use crate::domain::member::MemberRef;
@@ -32,6 +28,7 @@ use crate::store::{
     Completed, PgStore, RequestKey, StoreError, birthdays, export, ledger, lots, members, programs,
     rewards, status, tiers,
 };
+use crate::{events, jobs, wire};
 
 /// The gRPC handlers of the loyalty service.
 #[derive(Debug, Clone)]
@@ -346,7 +343,7 @@ impl LoyaltyService for LoyaltyApi {
                     let response = pb::EarnPointsResponse {
                         tier_change: out
                             .tier_change
-                            .map(|c| convert::tier_change_pb(&out.member, c, &currency)),
+                            .map(|c| wire::tiers::tier_change_pb(&out.member, c, &currency)),
                         ledger_entry: Some(out.entry.into()),
                         member: Some(out.member.into()),
                     };
@@ -408,7 +405,7 @@ impl LoyaltyService for LoyaltyApi {
                     let response = pb::AdjustPointsResponse {
                         tier_change: out
                             .tier_change
-                            .map(|c| convert::tier_change_pb(&out.member, c, &currency)),
+                            .map(|c| wire::tiers::tier_change_pb(&out.member, c, &currency)),
                         ledger_entry: Some(out.entry.into()),
                         member: Some(out.member.into()),
                     };
@@ -576,7 +573,7 @@ impl LoyaltyService for LoyaltyApi {
         );
         crate::domain::earning::check_entry_limit(&calculation).map_err(error::rejection_status)?;
         Ok(Response::new(pb::CalculatePurchasePointsResponse {
-            calculation: Some(convert::calculation_pb(calculation, &program.currency)),
+            calculation: Some(wire::ledger::calculation_pb(calculation, &program.currency)),
             pending: program.rules.return_window_days > 0,
         }))
     }
@@ -764,7 +761,7 @@ impl LoyaltyService for LoyaltyApi {
         .await?;
         let next_page_token = page.finish(&mut rows, |l| l.point_lot_id)?;
         Ok(Response::new(pb::ListPointLotsResponse {
-            point_lots: rows.into_iter().map(convert::lot_pb).collect(),
+            point_lots: rows.into_iter().map(wire::members::lot_pb).collect(),
             next_page_token,
         }))
     }
@@ -803,9 +800,9 @@ impl LoyaltyService for LoyaltyApi {
             total_points: by_day.iter().fold(0_i64, |t, (_, p)| t.saturating_add(*p)),
             days: by_day
                 .into_iter()
-                .map(|(d, p)| convert::expiring_day_pb(d, p))
+                .map(|(d, p)| wire::members::expiring_day_pb(d, p))
                 .collect(),
-            horizon_end_time: Some(convert::timestamp(until)),
+            horizon_end_time: Some(wire::timestamp(until)),
         }))
     }
 
@@ -861,7 +858,10 @@ impl LoyaltyService for LoyaltyApi {
         let mut rows = tiers::list(self.store.pool(), &filter, page.after, page.fetch()).await?;
         let next_page_token = page.finish(&mut rows, |c| c.tier_change_id)?;
         Ok(Response::new(pb::ListTierChangesResponse {
-            tier_changes: rows.into_iter().map(convert::tier_change_row_pb).collect(),
+            tier_changes: rows
+                .into_iter()
+                .map(wire::tiers::tier_change_row_pb)
+                .collect(),
             next_page_token,
         }))
     }
@@ -883,7 +883,10 @@ impl LoyaltyService for LoyaltyApi {
         Ok(Response::new(pb::ListEntitlementsResponse {
             member_id: locked.member.member_id.to_string(),
             tier_code: locked.member.tier.code,
-            entitlements: held.into_iter().map(convert::entitlement_pb).collect(),
+            entitlements: held
+                .into_iter()
+                .map(wire::programs::entitlement_pb)
+                .collect(),
         }))
     }
 
@@ -937,7 +940,7 @@ impl LoyaltyService for LoyaltyApi {
         match benefit::check(&rules, &locked.member, &req.benefit_code) {
             Ok(entitlement) => {
                 response.entitled = true;
-                response.entitlement = Some(convert::entitlement_pb(entitlement));
+                response.entitlement = Some(wire::programs::entitlement_pb(entitlement));
             }
             Err(NotEntitled::MemberNotActive) => {
                 response.not_entitled_reason = pb::NotEntitledReason::MemberNotActive as i32;
@@ -968,7 +971,7 @@ impl LoyaltyService for LoyaltyApi {
         }
         let report = jobs::point_expiry(&self.store, program, max, now).await?;
         Ok(Response::new(pb::RunPointExpiryResponse {
-            as_of_time: Some(convert::timestamp(now)),
+            as_of_time: Some(wire::timestamp(now)),
             members_processed: report.members,
             lots_expired: report.lots,
             points_expired: report.points,
@@ -995,7 +998,7 @@ impl LoyaltyService for LoyaltyApi {
         }
         let report = jobs::point_release(&self.store, program, max, now).await?;
         Ok(Response::new(pb::RunPointReleaseResponse {
-            as_of_time: Some(convert::timestamp(now)),
+            as_of_time: Some(wire::timestamp(now)),
             members_processed: report.members,
             lots_released: report.lots,
             points_released: report.points,
@@ -1022,7 +1025,7 @@ impl LoyaltyService for LoyaltyApi {
         }
         let report = jobs::tier_review(&self.store, program, max, now).await?;
         Ok(Response::new(pb::RunTierReviewResponse {
-            as_of_time: Some(convert::timestamp(now)),
+            as_of_time: Some(wire::timestamp(now)),
             members_reviewed: report.members,
             downgrades_scheduled: report.downgrades_scheduled,
             downgrades_applied: report.downgrades_applied,

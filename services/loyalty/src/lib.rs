@@ -2,17 +2,30 @@
 //!
 //! # Layout
 //! - `api`: the `custops.loyalty.v1.LoyaltyService` gRPC API (transport only): `convert`
-//!   (prost ↔ domain, validation), `error` (the one mapping to `Status`), `events` (outbox);
-//!   and the service's other drivers: `profiles_feed` (the profiles change feed) and `jobs`
-//!   (the scheduled jobs, by RPC and by the in-process scheduler).
+//!   (requests → domain commands, every bad field collected), `error` (the one mapping to
+//!   `Status`).
+//! - `wire`: domain values as contract messages, shared by the API's answers and `events`.
+//! - `events`: domain events → `events.proto` messages in the outbox.
+//! - `feeds`: the profiles change feed (`feeds::profiles`).
+//! - `jobs`: the scheduled jobs (release, expiry, tier review), by RPC and by the in-process
+//!   scheduler.
+//! - `directory`: profiles' `GetCustomer`, asked before an enrolment.
 //! - `domain`: plain Rust types and rules (earning calculation, FIFO lots, clawback,
 //!   rejections, the injectable `Clock`); no tonic, prost or sqlx.
 //! - `store`: the `loyalty` schema through sqlx, and the transactions that apply the rules.
 //! - `migrations/`: the `loyalty` schema, applied after the shared ones from `libs/common`.
+//!
+//! Lower modules (`domain`, `store`, `wire`, `events`, `feeds`, `jobs`, `directory`) never
+//! import `api`.
 
 pub mod api;
+pub mod directory;
 pub mod domain;
+pub mod events;
+pub mod feeds;
+pub mod jobs;
 pub mod store;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -22,8 +35,8 @@ use custops_common::feed::{FeedOptions, event_feed_server};
 use custops_common::server::Application;
 use sqlx::migrate::Migrator;
 
-use crate::api::jobs::JobSchedule;
 use crate::domain::{Clock, SystemClock};
+use crate::jobs::JobSchedule;
 
 /// This service's own migrations (`services/loyalty/migrations`).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -68,11 +81,11 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let store = store::PgStore::new(pool.clone(), clock.clone());
-    api::profiles_feed::spawn(&settings, pool.clone(), clock, app.shutdown_token())?;
+    feeds::profiles::spawn(&settings, pool.clone(), clock, app.shutdown_token())?;
     if let Some(schedule) = jobs {
-        api::jobs::spawn_scheduler(store.clone(), schedule, app.shutdown_token());
+        jobs::spawn_scheduler(store.clone(), schedule, app.shutdown_token());
     }
-    let customers = api::customers::CustomerDirectory::from_settings(&settings)?;
+    let customers = directory::CustomerDirectory::from_settings(&settings)?;
     let feed = event_feed_server(pool, settings.service, feed_options);
     Ok(app
         .add_api(api::server(store, settings.page_tokens.clone(), customers))

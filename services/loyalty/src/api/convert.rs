@@ -1,68 +1,33 @@
-//! Wire types ↔ domain types. Requests become validated commands through `TryFrom`, which
-//! collects every bad field into one INVALID_ARGUMENT; domain results become responses
-//! through `From`. Prost types never travel further than this module.
+//! Requests → domain commands. Each request becomes a validated command through `TryFrom`,
+//! which collects every bad field into one INVALID_ARGUMENT; the answers go back through
+//! `crate::wire`. Prost types never travel further than `api`.
 
 use chrono::{DateTime, Utc};
 use custops_common::error::{ServiceError, Violations};
 use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::loyalty::v1 as pb;
-use prost_types::Timestamp;
 use uuid::Uuid;
 
-use crate::domain::earning::{self, MultiplierSource, Purchase, PurchaseLine};
+use crate::domain::earning::{Purchase, PurchaseLine};
 use crate::domain::ledger::{
-    AdjustCommand, EarnCommand, EarnSource, EntryContext, EntryDetails, EntryKind, LedgerEntry,
-    RedeemCommand, ReverseAmount, ReverseCommand, ReverseTarget, parse_request_id,
+    AdjustCommand, EarnCommand, EarnSource, EntryContext, EntryKind, RedeemCommand, ReverseAmount,
+    ReverseCommand, ReverseTarget, parse_request_id,
 };
 use crate::domain::limits::{
     MAX_AMOUNT_MINOR, MAX_BALANCE_POINTS, MAX_ENTRY_POINTS, MAX_REQUEST_POINTS, MAX_STOCK,
 };
-use crate::domain::member::{Balances, EnrolCommand, Member, MemberRef, MemberStatus, TierChange};
+use crate::domain::member::{EnrolCommand, MemberRef};
 use crate::domain::money::Currency;
 use crate::domain::program::{
     Benefit, BenefitKind, Campaign, ClawbackPolicy, DowngradeMode, EarningRules, NewProgram,
-    Program, ProgramRules, ProgramState, ReviewSchedule, Rounding, Stacking, Threshold, Tier,
-    TierPolicy,
+    ProgramRules, ProgramState, ReviewSchedule, Rounding, Stacking, Threshold, Tier, TierPolicy,
 };
 use crate::domain::reward::{
-    AdjustStockCommand, RedeemRewardCommand, ReverseRedemptionCommand, Reward, RewardRedemption,
-    RewardState,
+    AdjustStockCommand, RedeemRewardCommand, ReverseRedemptionCommand, Reward, RewardState,
 };
+pub(crate) use crate::wire::{from_timestamp, parse_uuid};
 
 // ---- scalar helpers ----
-
-pub(crate) use custops_common::time::to_timestamp as timestamp;
-
-fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
-    t.map(timestamp)
-}
-
-pub(crate) fn from_timestamp(t: &Timestamp) -> Result<DateTime<Utc>, String> {
-    custops_common::time::from_timestamp(t).ok_or_else(|| "not a valid timestamp".to_owned())
-}
-
-pub(crate) fn parse_uuid(value: &str) -> Result<Uuid, String> {
-    if value.is_empty() {
-        return Err("required".to_owned());
-    }
-    Uuid::parse_str(value).map_err(|_| format!("`{value}` is not a UUID"))
-}
-
-/// A customer id on the wire: empty once the member is anonymised (stored as no customer).
-pub(crate) fn customer(id: Uuid) -> String {
-    if id.is_nil() {
-        String::new()
-    } else {
-        id.to_string()
-    }
-}
-
-fn money(amount_minor: i64, currency: &str) -> common::Money {
-    common::Money {
-        amount_minor,
-        currency: currency.to_owned(),
-    }
-}
 
 fn check_len(v: &mut Violations, field: &str, value: &str, min: usize, max: usize) {
     let n = value.chars().count();
@@ -666,157 +631,6 @@ impl TryFrom<pb::UpdateProgramRequest> for UpdateProgram {
     }
 }
 
-fn rounding_pb(r: Rounding) -> pb::RoundingMode {
-    match r {
-        Rounding::Down => pb::RoundingMode::Down,
-        Rounding::HalfUp => pb::RoundingMode::HalfUp,
-        Rounding::HalfEven => pb::RoundingMode::HalfEven,
-        Rounding::Up => pb::RoundingMode::Up,
-    }
-}
-
-fn threshold_pb(t: Threshold, currency: &str) -> pb::QualifyingAmount {
-    use pb::qualifying_amount::Amount;
-    pb::QualifyingAmount {
-        amount: Some(match t {
-            Threshold::Points(p) => Amount::QualifyingPoints(p),
-            Threshold::SpendMinor(s) => Amount::QualifyingSpend(money(s, currency)),
-        }),
-    }
-}
-
-pub(crate) fn benefit_pb(b: Benefit) -> pb::Benefit {
-    pb::Benefit {
-        benefit_code: b.code,
-        kind: match b.kind {
-            BenefitKind::FreeShipping => pb::BenefitKind::FreeShipping,
-            BenefitKind::PriorityService => pb::BenefitKind::PriorityService,
-            BenefitKind::BirthdayGift => pb::BenefitKind::BirthdayGift,
-            BenefitKind::Discount => pb::BenefitKind::Discount,
-            BenefitKind::Custom => pb::BenefitKind::Custom,
-        } as i32,
-        display_name: b.display_name,
-        description: b.description,
-        parameters: b.parameters.into_iter().collect(),
-    }
-}
-
-/// An entitlement on the wire.
-pub(crate) fn entitlement_pb(e: crate::domain::benefit::Entitlement) -> pb::Entitlement {
-    pb::Entitlement {
-        benefit: Some(benefit_pb(e.benefit)),
-        tier_code: e.tier_code,
-        valid_until_time: opt_timestamp(e.valid_until),
-    }
-}
-
-impl From<Program> for pb::Program {
-    fn from(p: Program) -> Self {
-        let r = p.rules;
-        let e = r.earning;
-        let currency = p.currency.clone();
-        pb::Program {
-            program_id: p.program_id.to_string(),
-            display_name: p.display_name,
-            description: p.description,
-            state: match p.state {
-                ProgramState::Active => pb::ProgramState::Active,
-                ProgramState::Archived => pb::ProgramState::Archived,
-            } as i32,
-            currency: p.currency,
-            time_zone: p.time_zone,
-            earning_rules: Some(pb::EarningRules {
-                base_rate: Some(pb::EarnRate {
-                    points: e.rate_points,
-                    per_amount_minor: e.rate_per_amount_minor,
-                }),
-                rounding_mode: rounding_pb(e.rounding) as i32,
-                category_multipliers: e
-                    .category_multipliers
-                    .into_iter()
-                    .map(|(category, p)| pb::CategoryMultiplier {
-                        category,
-                        multiplier_percent: i32::try_from(p).unwrap_or(i32::MAX),
-                    })
-                    .collect(),
-                tier_multipliers: e
-                    .tier_multipliers
-                    .into_iter()
-                    .map(|(tier_code, p)| pb::TierMultiplier {
-                        tier_code,
-                        multiplier_percent: i32::try_from(p).unwrap_or(i32::MAX),
-                    })
-                    .collect(),
-                campaigns: e
-                    .campaigns
-                    .into_iter()
-                    .map(|c| pb::BonusCampaign {
-                        campaign_code: c.code,
-                        display_name: c.display_name,
-                        multiplier_percent: i32::try_from(c.multiplier_percent).unwrap_or(i32::MAX),
-                        active_period: Some(common::TimeRange {
-                            start_time: Some(timestamp(c.start)),
-                            end_time: Some(timestamp(c.end)),
-                        }),
-                        categories: c.categories,
-                        channels: c.channels,
-                        tier_codes: c.tier_codes,
-                    })
-                    .collect(),
-                birthday_multiplier_percent: i32::try_from(e.birthday_multiplier_percent)
-                    .unwrap_or(0),
-                bonus_stacking: match e.stacking {
-                    Stacking::Multiply => pb::MultiplierStacking::Multiply,
-                    Stacking::Add => pb::MultiplierStacking::Add,
-                    Stacking::Highest => pb::MultiplierStacking::Highest,
-                } as i32,
-                bonus_points_qualify: e.bonus_points_qualify,
-            }),
-            expiry_policy: Some(pb::ExpiryPolicy {
-                expire_after_days: i32::try_from(r.expire_after_days).unwrap_or(0),
-            }),
-            return_window_days: i32::try_from(r.return_window_days).unwrap_or(0),
-            clawback_policy: match r.clawback {
-                ClawbackPolicy::PendingOnly => pb::ClawbackPolicy::PendingOnly,
-                ClawbackPolicy::WithinBalance => pb::ClawbackPolicy::WithinBalance,
-                ClawbackPolicy::AllowNegativeBalance => pb::ClawbackPolicy::AllowNegativeBalance,
-            } as i32,
-            tiers: r
-                .tiers
-                .into_iter()
-                .enumerate()
-                .map(|(rank, t)| pb::Tier {
-                    tier_code: t.code,
-                    display_name: t.display_name,
-                    description: t.description,
-                    rank: i32::try_from(rank).unwrap_or(0),
-                    threshold: t.threshold.map(|th| threshold_pb(th, &currency)),
-                    benefits: t.benefits.into_iter().map(benefit_pb).collect(),
-                })
-                .collect(),
-            tier_policy: Some(pb::TierPolicy {
-                qualifying_window_days: i32::try_from(r.tier_policy.qualifying_window_days)
-                    .unwrap_or(0),
-                review_schedule: match r.tier_policy.review_schedule {
-                    Some(ReviewSchedule::Calendar) => pb::TierReviewSchedule::Calendar,
-                    Some(ReviewSchedule::Anniversary) => pb::TierReviewSchedule::Anniversary,
-                    None => pb::TierReviewSchedule::Unspecified,
-                } as i32,
-                review_period_months: i32::try_from(r.tier_policy.review_period_months)
-                    .unwrap_or(0),
-                grace_period_days: i32::try_from(r.tier_policy.grace_period_days).unwrap_or(0),
-                downgrade_mode: match r.tier_policy.downgrade_mode {
-                    DowngradeMode::ToQualifiedTier => pb::TierDowngradeMode::ToQualifiedTier,
-                    DowngradeMode::OneTier => pb::TierDowngradeMode::OneTier,
-                } as i32,
-            }),
-            etag: p.etag.to_string(),
-            create_time: Some(timestamp(p.create_time)),
-            update_time: Some(timestamp(p.update_time)),
-        }
-    }
-}
-
 /// Program states of a ListPrograms filter.
 pub fn program_states(states: &[i32]) -> Result<Vec<ProgramState>, ServiceError> {
     states
@@ -871,119 +685,6 @@ pub fn full_view(view: i32, default_full: bool) -> Result<bool, ServiceError> {
         Ok(pb::MemberView::Basic) => Ok(false),
         Ok(pb::MemberView::Full) => Ok(true),
         Err(_) => Err(ServiceError::invalid_argument("view", "BASIC or FULL")),
-    }
-}
-
-fn balances_pb(b: Balances, currency: &str) -> pb::PointBalances {
-    pb::PointBalances {
-        available_points: b.available,
-        pending_points: b.pending,
-        qualifying_points: b.qualifying,
-        qualifying_spend: Some(money(b.spend_minor, currency)),
-        lifetime_earned_points: b.lifetime_earned,
-        lifetime_redeemed_points: b.lifetime_redeemed,
-        lifetime_expired_points: b.lifetime_expired,
-    }
-}
-
-pub(crate) fn status_pb(s: MemberStatus) -> pb::MemberStatus {
-    match s {
-        MemberStatus::Active => pb::MemberStatus::Active,
-        MemberStatus::Suspended => pb::MemberStatus::Suspended,
-        MemberStatus::Closed => pb::MemberStatus::Closed,
-        MemberStatus::Merged => pb::MemberStatus::Merged,
-    }
-}
-
-fn progress_pb(p: crate::domain::member::TierProgress, currency: &str) -> pb::TierProgress {
-    let amount = |v: i64| match p.threshold {
-        Threshold::Points(_) => threshold_pb(Threshold::Points(v), currency),
-        Threshold::SpendMinor(_) => threshold_pb(Threshold::SpendMinor(v), currency),
-    };
-    pb::TierProgress {
-        tier_code: p.code,
-        display_name: p.display_name,
-        rank: p.rank,
-        threshold: Some(threshold_pb(p.threshold, currency)),
-        current: Some(amount(p.current)),
-        remaining: Some(amount(p.remaining)),
-    }
-}
-
-impl From<Member> for pb::Member {
-    fn from(m: Member) -> Self {
-        pb::Member {
-            member_id: m.member_id.to_string(),
-            program_id: m.program_id.to_string(),
-            customer_id: customer(m.customer_id),
-            status: status_pb(m.status) as i32,
-            status_reason: m.status_reason,
-            merged_into_member_id: m.merged_into.map(|id| id.to_string()).unwrap_or_default(),
-            anonymized: m.anonymized,
-            balances: Some(balances_pb(m.balances, &m.currency)),
-            tier: Some(pb::MemberTier {
-                tier_code: m.tier.code,
-                display_name: m.tier.display_name,
-                rank: m.tier.rank,
-                achieve_time: Some(timestamp(m.tier.achieve_time)),
-                next_review_time: opt_timestamp(m.tier.next_review_time),
-                pending_downgrade: m.tier.pending_downgrade.map(|p| pb::PendingDowngrade {
-                    tier_code: p.code,
-                    display_name: p.display_name,
-                    rank: p.rank,
-                    decide_time: Some(timestamp(p.decide_time)),
-                    downgrade_time: Some(timestamp(p.downgrade_time)),
-                }),
-                next_tier_progress: m
-                    .tier
-                    .next_tier_progress
-                    .map(|p| progress_pb(p, &m.currency)),
-                retention_progress: m
-                    .tier
-                    .retention_progress
-                    .map(|p| progress_pb(p, &m.currency)),
-            }),
-            expiring: m.expiring.map(|e| pb::ExpiringPointsSummary {
-                within_30_days_points: e.within_30,
-                within_60_days_points: e.within_60,
-                within_90_days_points: e.within_90,
-                next_expire_time: e.next.map(|(t, _)| timestamp(t)),
-                next_expire_points: e.next.map(|(_, p)| p).unwrap_or(0),
-            }),
-            enrol_channel: m.enrol_channel,
-            enrol_time: Some(timestamp(m.enrol_time)),
-            update_time: Some(timestamp(m.update_time)),
-        }
-    }
-}
-
-pub(crate) fn tier_change_pb(member: &Member, c: TierChange, currency: &str) -> pb::TierChange {
-    pb::TierChange {
-        tier_change_id: c.tier_change_id.to_string(),
-        member_id: member.member_id.to_string(),
-        customer_id: customer(member.customer_id),
-        program_id: member.program_id.to_string(),
-        from_tier_code: c.from_code,
-        from_rank: c.from_rank,
-        to_tier_code: c.to_code,
-        to_rank: c.to_rank,
-        direction: if c.to_rank > c.from_rank {
-            pb::TierChangeDirection::Upgrade
-        } else {
-            pb::TierChangeDirection::Downgrade
-        } as i32,
-        cause: if c.by_review {
-            pb::TierChangeCause::Review
-        } else {
-            pb::TierChangeCause::QualifyingActivity
-        } as i32,
-        qualifying_amount: Some(threshold_pb(c.qualifying, currency)),
-        ledger_entry_id: c
-            .ledger_entry_id
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
-        change_time: Some(timestamp(c.change_time)),
-        ..Default::default()
     }
 }
 
@@ -1258,22 +959,6 @@ impl TryFrom<pb::ReversePointsRequest> for Keyed<ReverseCommand> {
     }
 }
 
-fn kind_pb(k: EntryKind) -> pb::LedgerEntryKind {
-    match k {
-        EntryKind::Earn => pb::LedgerEntryKind::Earn,
-        EntryKind::Redeem => pb::LedgerEntryKind::Redeem,
-        EntryKind::Adjust => pb::LedgerEntryKind::Adjust,
-        EntryKind::Reverse => pb::LedgerEntryKind::Reverse,
-        EntryKind::Expire => pb::LedgerEntryKind::Expire,
-        EntryKind::Release => pb::LedgerEntryKind::Release,
-        EntryKind::MergeIn => pb::LedgerEntryKind::MergeIn,
-        EntryKind::MergeOut => pb::LedgerEntryKind::MergeOut,
-        EntryKind::Forfeit => pb::LedgerEntryKind::Forfeit,
-        EntryKind::UnmergeIn => pb::LedgerEntryKind::UnmergeIn,
-        EntryKind::UnmergeOut => pb::LedgerEntryKind::UnmergeOut,
-    }
-}
-
 /// Entry kinds of a statement filter.
 pub fn entry_kinds(kinds: &[i32]) -> Result<Vec<EntryKind>, ServiceError> {
     kinds
@@ -1290,133 +975,6 @@ pub fn entry_kinds(kinds: &[i32]) -> Result<Vec<EntryKind>, ServiceError> {
                 })
         })
         .collect()
-}
-
-pub(crate) fn calculation_pb(c: earning::Calculation, currency: &str) -> pb::EarnCalculation {
-    pb::EarnCalculation {
-        base_points: c.base_points,
-        multipliers: c
-            .multipliers
-            .into_iter()
-            .map(|m| pb::AppliedMultiplier {
-                source: match m.source {
-                    MultiplierSource::Category => pb::MultiplierSource::Category,
-                    MultiplierSource::Tier => pb::MultiplierSource::Tier,
-                    MultiplierSource::Campaign => pb::MultiplierSource::Campaign,
-                    MultiplierSource::Birthday => pb::MultiplierSource::Birthday,
-                } as i32,
-                code: m.code,
-                display_name: m.display_name,
-                multiplier_percent: i32::try_from(m.multiplier_percent).unwrap_or(i32::MAX),
-                applied_amount: Some(money(m.applied_amount_minor, currency)),
-            })
-            .collect(),
-        bonus_multiplier_percent: i32::try_from(c.bonus_multiplier_percent).unwrap_or(i32::MAX),
-        total_points: c.total_points,
-        qualifying_points: c.qualifying_points,
-        rounding_mode: rounding_pb(c.rounding) as i32,
-    }
-}
-
-impl From<LedgerEntry> for pb::LedgerEntry {
-    fn from(e: LedgerEntry) -> Self {
-        use pb::ledger_entry::Details;
-        let points = e.points();
-        let currency = e.currency.clone();
-        let details = match (e.details, e.reversal) {
-            (_, Some(r)) => Some(Details::Reversal(pb::ReversalDetails {
-                reversed_ledger_entry_id: r.reversed_entry_id.to_string(),
-                reversed_kind: kind_pb(r.reversed_kind) as i32,
-                requested_points: r.requested_points,
-                waived_points: r.waived_points,
-                expired_points: r.expired_points,
-                refund_amount: r.refund_amount_minor.map(|a| money(a, &currency)),
-                clawback_policy: match r.clawback {
-                    Some(ClawbackPolicy::PendingOnly) => pb::ClawbackPolicy::PendingOnly,
-                    Some(ClawbackPolicy::WithinBalance) => pb::ClawbackPolicy::WithinBalance,
-                    Some(ClawbackPolicy::AllowNegativeBalance) => {
-                        pb::ClawbackPolicy::AllowNegativeBalance
-                    }
-                    None => pb::ClawbackPolicy::Unspecified,
-                } as i32,
-            })),
-            (
-                Some(EntryDetails::PurchaseEarn {
-                    purchase,
-                    calculation,
-                }),
-                None,
-            ) => Some(Details::PurchaseEarn(pb::PurchaseEarnDetails {
-                purchase: Some(pb::Purchase {
-                    order_id: purchase.order_id,
-                    amount: Some(money(purchase.amount_minor, &purchase.currency)),
-                    categories: purchase.categories,
-                    channel: purchase.channel,
-                    lines: purchase
-                        .lines
-                        .into_iter()
-                        .map(|l| pb::PurchaseLine {
-                            amount: Some(money(l.amount_minor, &purchase.currency)),
-                            category: l.category,
-                        })
-                        .collect(),
-                    purchase_time: purchase.purchase_time.map(timestamp),
-                }),
-                calculation: Some(calculation_pb(calculation, &currency)),
-            })),
-            (
-                Some(EntryDetails::RewardRedemption {
-                    reward_redemption_id,
-                    reward_id,
-                    reward_display_name,
-                    quantity,
-                }),
-                None,
-            ) => Some(Details::RewardRedemption(pb::RewardRedemptionDetails {
-                reward_redemption_id: reward_redemption_id.to_string(),
-                reward_id: reward_id.to_string(),
-                reward_display_name,
-                quantity,
-            })),
-            (
-                Some(EntryDetails::Merge {
-                    other_member_id,
-                    other_customer_id,
-                    merge_id,
-                }),
-                None,
-            ) => Some(Details::Merge(pb::MergeDetails {
-                other_member_id: other_member_id.to_string(),
-                other_customer_id: customer(other_customer_id),
-                merge_id,
-            })),
-            (None, None) => None,
-        };
-        pb::LedgerEntry {
-            ledger_entry_id: e.ledger_entry_id.to_string(),
-            member_id: e.member_id.to_string(),
-            customer_id: customer(e.customer_id),
-            program_id: e.program_id.to_string(),
-            kind: kind_pb(e.kind) as i32,
-            points,
-            available_points_delta: e.available_delta,
-            pending_points_delta: e.pending_delta,
-            qualifying_points_delta: e.qualifying_delta,
-            qualifying_spend_delta: Some(money(e.spend_delta_minor, &currency)),
-            reason: e.reason,
-            reason_code: e.reason_code,
-            caller: e.caller,
-            request_id: e.request_id,
-            operator_id: e.operator_id,
-            external_reference: e.external_reference,
-            create_time: Some(timestamp(e.create_time)),
-            release_time: opt_timestamp(e.release_time),
-            expire_time: opt_timestamp(e.expire_time),
-            balances_after: Some(balances_pb(e.balances_after, &currency)),
-            reversible_points: e.reversible_points,
-            details,
-        }
-    }
 }
 
 // ---- rewards ----
@@ -1501,37 +1059,6 @@ impl TryFrom<pb::CreateRewardRequest> for Keyed<Reward> {
     }
 }
 
-impl From<Reward> for pb::Reward {
-    fn from(r: Reward) -> Self {
-        let period = (r.available_from.is_some() || r.available_until.is_some()).then(|| {
-            common::TimeRange {
-                start_time: opt_timestamp(r.available_from),
-                end_time: opt_timestamp(r.available_until),
-            }
-        });
-        pb::Reward {
-            reward_id: r.reward_id.to_string(),
-            program_id: r.program_id.to_string(),
-            display_name: r.display_name,
-            description: r.description,
-            state: match r.state {
-                RewardState::Active => pb::RewardState::Active,
-                RewardState::Inactive => pb::RewardState::Inactive,
-            } as i32,
-            points_cost: r.points_cost,
-            unlimited_stock: r.unlimited_stock,
-            available_stock: r.available_stock,
-            redeemed_quantity: r.redeemed_quantity,
-            availability_period: period,
-            min_tier_code: r.min_tier_code,
-            max_quantity_per_member: r.max_quantity_per_member,
-            etag: r.etag.to_string(),
-            create_time: Some(timestamp(r.create_time)),
-            update_time: Some(timestamp(r.update_time)),
-        }
-    }
-}
-
 impl TryFrom<pb::RedeemRewardRequest> for Keyed<RedeemRewardCommand> {
     type Error = ServiceError;
 
@@ -1564,37 +1091,6 @@ impl TryFrom<pb::RedeemRewardRequest> for Keyed<RedeemRewardCommand> {
                 operator_id: req.operator_id,
             },
         })
-    }
-}
-
-impl From<RewardRedemption> for pb::RewardRedemption {
-    fn from(r: RewardRedemption) -> Self {
-        pb::RewardRedemption {
-            reward_redemption_id: r.reward_redemption_id.to_string(),
-            reward_id: r.reward_id.to_string(),
-            reward_display_name: r.reward_display_name,
-            member_id: r.member_id.to_string(),
-            customer_id: customer(r.customer_id),
-            program_id: r.program_id.to_string(),
-            quantity: r.quantity,
-            points_spent: r.points_spent,
-            state: if r.reversed {
-                pb::RewardRedemptionState::Reversed
-            } else {
-                pb::RewardRedemptionState::Completed
-            } as i32,
-            ledger_entry_id: r.ledger_entry_id.to_string(),
-            reversal_ledger_entry_id: r
-                .reversal_ledger_entry_id
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
-            restocked: r.restocked,
-            reason: r.reason,
-            reversal_reason: r.reversal_reason,
-            external_reference: r.external_reference,
-            redeem_time: Some(timestamp(r.redeem_time)),
-            reverse_time: opt_timestamp(r.reverse_time),
-        }
     }
 }
 
@@ -1650,71 +1146,6 @@ impl TryFrom<pb::AdjustRewardStockRequest> for Keyed<AdjustStockCommand> {
                 delta: req.delta,
             },
         })
-    }
-}
-
-/// A stored tier change on the wire.
-pub(crate) fn tier_change_row_pb(c: crate::store::tiers::TierChangeRow) -> pb::TierChange {
-    pb::TierChange {
-        tier_change_id: c.tier_change_id.to_string(),
-        member_id: c.member_id.to_string(),
-        customer_id: customer(c.customer_id),
-        program_id: c.program_id.to_string(),
-        from_tier_code: c.from_code,
-        from_rank: c.from_rank,
-        to_tier_code: c.to_code,
-        to_rank: c.to_rank,
-        direction: i32::from(c.direction),
-        cause: i32::from(c.cause),
-        qualifying_amount: Some(threshold_pb(
-            if c.spend_metric {
-                Threshold::SpendMinor(c.qualifying)
-            } else {
-                Threshold::Points(c.qualifying)
-            },
-            &c.currency,
-        )),
-        ledger_entry_id: c
-            .ledger_entry_id
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
-        change_time: Some(timestamp(c.change_time)),
-        ..Default::default()
-    }
-}
-
-/// A lot on the wire.
-pub(crate) fn lot_pb(l: crate::store::lots::Lot) -> pb::PointLot {
-    use crate::store::lots::LotState;
-    pb::PointLot {
-        point_lot_id: l.point_lot_id.to_string(),
-        member_id: l.member_id.to_string(),
-        ledger_entry_id: l.ledger_entry_id.to_string(),
-        state: match l.state {
-            LotState::Pending => pb::PointLotState::Pending,
-            LotState::Available => pb::PointLotState::Available,
-            LotState::Exhausted => pb::PointLotState::Exhausted,
-            LotState::Expired => pb::PointLotState::Expired,
-        } as i32,
-        original_points: l.original_points,
-        remaining_points: l.remaining_points,
-        expired_points: l.expired_points,
-        earn_time: Some(timestamp(l.earn_time)),
-        release_time: opt_timestamp(l.release_time),
-        expire_time: opt_timestamp(l.expire_time),
-    }
-}
-
-/// One day of expiring points on the wire.
-pub(crate) fn expiring_day_pb(day: chrono::NaiveDate, points: i64) -> pb::ExpiringPointsDay {
-    use chrono::Datelike;
-    pb::ExpiringPointsDay {
-        date: Some(common::Date {
-            year: day.year(),
-            month: i32::try_from(day.month()).unwrap_or(0),
-            day: i32::try_from(day.day()).unwrap_or(0),
-        }),
-        points,
     }
 }
 
@@ -1802,26 +1233,5 @@ impl TryFrom<pb::UpdateRewardRequest> for UpdateReward {
             reward_id: reward_id.unwrap_or_default(),
             patch,
         })
-    }
-}
-
-/// A data-subject export on the wire.
-impl From<crate::store::export::CustomerData> for pb::CustomerDataExport {
-    fn from(data: crate::store::export::CustomerData) -> Self {
-        pb::CustomerDataExport {
-            customer_id: data.customer_id.to_string(),
-            members: data
-                .members
-                .into_iter()
-                .map(|m| pb::MemberDataExport {
-                    member: Some(m.member.into()),
-                    ledger_entries: m.ledger_entries.into_iter().map(Into::into).collect(),
-                    point_lots: m.lots.into_iter().map(lot_pb).collect(),
-                    tier_changes: m.tier_changes.into_iter().map(tier_change_row_pb).collect(),
-                    reward_redemptions: m.redemptions.into_iter().map(Into::into).collect(),
-                })
-                .collect(),
-            export_time: Some(timestamp(data.export_time)),
-        }
     }
 }

@@ -5,7 +5,7 @@
 use custops_common::error::{ServiceError, status_with_reason};
 use tonic::{Code, Status};
 
-use super::customers::DirectoryError;
+use crate::directory::DirectoryError;
 use crate::domain::Rejection;
 use crate::store::StoreError;
 

@@ -1,5 +1,5 @@
 //! Domain events a mutation produces. The store returns them from the transaction that made
-//! the change; the API turns them into `events.proto` messages and appends them to the
+//! the change; `events` turns them into `events.proto` messages and appends them to the
 //! outbox in that same transaction.
 
 use super::ledger::LedgerEntry;

@@ -15,7 +15,7 @@ use crate::domain::event::Event;
 use crate::domain::member::{MemberRef, PendingDowngrade, TierChange};
 use crate::domain::program::{DowngradeMode, Threshold};
 
-/// Appends events inside the job's transaction (the API's outbox writer).
+/// Appends events inside the job's transaction (`events::sink`, the outbox writer).
 pub type EventSink =
     for<'c> fn(&'c mut PgConnection, &'c [Event]) -> BoxFuture<'c, Result<(), sqlx::Error>>;
 

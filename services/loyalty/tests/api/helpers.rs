@@ -63,7 +63,7 @@ pub(crate) async fn spawn_app_with_settings(
 pub(crate) async fn start(
     settings: ServiceSettings,
     clock: Arc<dyn Clock>,
-    jobs: Option<custops_loyalty::api::jobs::JobSchedule>,
+    jobs: Option<custops_loyalty::jobs::JobSchedule>,
 ) -> anyhow::Result<(LoyaltyServiceClient<Channel>, oneshot::Sender<()>)> {
     let options = custops_loyalty::Options { clock, jobs };
     let app = custops_loyalty::build_with(settings, options).await?;
@@ -364,7 +364,7 @@ pub(crate) async fn deliver(
     use custops_common::consumer::EventHandler;
 
     let mut tx = app.pool.begin().await?;
-    custops_loyalty::api::profiles_feed::ProfilesFeed::new(app.clock.clone())
+    custops_loyalty::feeds::profiles::ProfilesFeed::new(app.clock.clone())
         .handle(&mut tx, event)
         .await?;
     tx.commit().await?;

@@ -4,7 +4,7 @@ use custops_common::consumer::EventHandler;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::loyalty::v1 as pb;
 use custops_contracts::custops::profiles::v1::CustomerMerged;
-use custops_loyalty::api::profiles_feed::ProfilesFeed;
+use custops_loyalty::feeds::profiles::ProfilesFeed;
 use prost::{Message, Name};
 use uuid::Uuid;
 

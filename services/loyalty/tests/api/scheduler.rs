@@ -8,8 +8,8 @@ use chrono::Duration;
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::loyalty::v1 as pb;
-use custops_loyalty::api::jobs::JobSchedule;
 use custops_loyalty::domain::ManualClock;
+use custops_loyalty::jobs::JobSchedule;
 use custops_testkit::{TestDatabase, eventually};
 use sqlx::PgPool;
 

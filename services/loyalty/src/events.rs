@@ -5,8 +5,10 @@ use custops_common::outbox::{self, OutboxEvent};
 use custops_contracts::custops::loyalty::v1 as pb;
 use sqlx::PgConnection;
 
-use super::convert::tier_change_pb;
 use crate::domain::event::{Event, MembersMerged, MembersUnmerged};
+use crate::wire::customer;
+use crate::wire::members::status_pb;
+use crate::wire::tiers::tier_change_pb;
 
 /// [`append`] in the shape the scheduled jobs take (`store::jobs::EventSink`).
 pub fn sink<'c>(
@@ -99,8 +101,8 @@ pub fn outbox_events(events: &[Event]) -> Vec<OutboxEvent> {
                     &pb::MembersUnmerged {
                         restored_member: Some(restored.into()),
                         surviving_member: surviving.map(Into::into),
-                        restored_customer_id: super::convert::customer(restored_customer_id),
-                        surviving_customer_id: super::convert::customer(surviving_customer_id),
+                        restored_customer_id: customer(restored_customer_id),
+                        surviving_customer_id: customer(surviving_customer_id),
                         unmerge_in_entry: unmerge_in.map(Into::into),
                         merge_id,
                     },
@@ -128,8 +130,8 @@ pub fn outbox_events(events: &[Event]) -> Vec<OutboxEvent> {
                     "member",
                     surviving.member_id,
                     &pb::MembersMerged {
-                        surviving_customer_id: super::convert::customer(surviving.customer_id),
-                        merged_customer_id: super::convert::customer(merged.customer_id),
+                        surviving_customer_id: customer(surviving.customer_id),
+                        merged_customer_id: customer(merged.customer_id),
                         surviving_member: Some(surviving.into()),
                         merged_member: Some(merged.into()),
                         merge_in_entry: Some(merge_in.into()),
@@ -146,7 +148,7 @@ pub fn outbox_events(events: &[Event]) -> Vec<OutboxEvent> {
                 member.member_id,
                 &pb::MemberStatusChanged {
                     member: Some(member.into()),
-                    previous_status: super::convert::status_pb(previous) as i32,
+                    previous_status: status_pb(previous) as i32,
                     forfeit_entry: forfeit.map(Into::into),
                     previous_customer_id: String::new(),
                 },

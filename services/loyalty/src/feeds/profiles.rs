@@ -19,11 +19,11 @@ use prost::{Message, Name};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::convert::parse_uuid;
-use super::events;
 use crate::domain::Clock;
+use crate::events;
 use crate::store::merges::{self, CustomerMerge, CustomerUnmerge};
 use crate::store::{birthdays, erasure};
+use crate::wire::parse_uuid;
 
 /// Applies profiles events to loyalty.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use custops_common::idempotency;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::events;
+use crate::events;
 use crate::store::jobs::{self as job_store, JobReport};
 use crate::store::{PgStore, StoreResult, schedule};
 

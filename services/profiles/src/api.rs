@@ -20,25 +20,23 @@ pub use peers::Peers;
 use std::collections::{HashMap, HashSet};
 
 use custops_common::auth::Caller;
-use custops_common::error::{ServiceError, Violations};
-use custops_common::paging::{PageTokens, page_size};
+use custops_common::error::Violations;
+use custops_common::paging::PageTokens;
 use custops_common::server::MAX_MESSAGE_BYTES;
 use custops_contracts::custops::profiles::v1 as pb;
 use custops_contracts::custops::profiles::v1::profiles_service_server::{
     ProfilesService, ProfilesServiceServer,
 };
-use prost::Message;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::domain::AttributeDefinition;
 use crate::error::ProfilesError;
-use crate::store::RequestKey;
-use crate::workflow::activities::ImportItem;
-use crate::workflow::consents::ConsentUpdate;
+use crate::workflow::activities::{ImportItem, activity_cursor};
+use crate::workflow::consents::{ConsentUpdate, change_cursor};
 use crate::workflow::customers::{CustomerUpdate, NewCustomer};
-use crate::workflow::merges::{MergeCommand, UnmergeCommand};
+use crate::workflow::merges::{MergeCommand, UnmergeCommand, merge_cursor};
+use crate::workflow::privacy::EraseCommand;
 use crate::workflow::{self, Context};
 use commands::Called;
 use convert::{activity_from_pb, identity_from_pb, parse_id, parse_range, ts};
@@ -64,44 +62,6 @@ impl ProfilesApi {
     pub fn new(ctx: Context, tokens: PageTokens, peers: Peers) -> Self {
         Self { ctx, tokens, peers }
     }
-
-    fn next_token<C: serde::Serialize>(
-        &self,
-        query: &str,
-        next: Option<C>,
-    ) -> Result<String, Status> {
-        match next {
-            Some(cursor) => self
-                .tokens
-                .encode(query, &cursor)
-                .map_err(|e| Status::from(ServiceError::internal(e))),
-            None => Ok(String::new()),
-        }
-    }
-
-    /// The (time, id) keyset position a page token carries, for lists ordered by time then id.
-    fn time_id_cursor(&self, query: &str, token: &str) -> Result<Option<(i64, Uuid)>, Status> {
-        let Some((time, id)) = self.cursor::<(i64, String)>(query, token)? else {
-            return Ok(None);
-        };
-        Ok(Some((time, token_id(&id)?)))
-    }
-
-    /// The page token for the next (time, id) keyset position, empty on the last page.
-    fn time_id_token(&self, query: &str, next: Option<(i64, Uuid)>) -> Result<String, Status> {
-        self.next_token(query, next.map(|(time, id)| (time, id.to_string())))
-    }
-
-    fn cursor<C: serde::de::DeserializeOwned>(
-        &self,
-        query: &str,
-        token: &str,
-    ) -> Result<Option<C>, Status> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(self.tokens.decode(query, token)?))
-    }
 }
 
 /// The API wrapped for serving, with explicit message size limits.
@@ -109,58 +69,6 @@ pub fn server(api: ProfilesApi) -> ProfilesServiceServer<ProfilesApi> {
     ProfilesServiceServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
-
-/// The idempotency key of a request: the caller, its `request_id`, and a hash of the request
-/// without the id.
-fn request_key(
-    v: &mut Violations,
-    caller: &str,
-    request_id: &str,
-    without_id: &impl Message,
-) -> Option<RequestKey> {
-    request_key_of(v, caller, request_id, &without_id.encode_to_vec())
-}
-
-/// As [`request_key`], over bytes the caller chose (for requests whose wire encoding is not
-/// canonical: prost encodes a `map` in hash order).
-fn request_key_of(
-    v: &mut Violations,
-    caller: &str,
-    request_id: &str,
-    payload: &[u8],
-) -> Option<RequestKey> {
-    if request_id.is_empty() {
-        return None;
-    }
-    v.check(
-        custops_common_printable(request_id),
-        "request_id",
-        "must be 1-128 printable ASCII characters",
-    );
-    let hash: String = Sha256::digest(payload)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Some(RequestKey {
-        caller: caller.to_owned(),
-        request_id: request_id.to_owned(),
-        payload_hash: hash,
-    })
-}
-
-fn custops_common_printable(s: &str) -> bool {
-    crate::domain::is_printable_ascii(s, 128)
-}
-
-/// The id inside a signed cursor (only this service writes them, so a bad one is a defect,
-/// reported like any bad token).
-fn token_id(id: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(id).map_err(|_| Status::from(custops_common::paging::PageTokenError::Malformed))
-}
-
-fn size(requested: i32) -> Result<usize, Status> {
-    Ok(page_size(requested)?)
 }
 
 #[tonic::async_trait]
@@ -175,10 +83,12 @@ impl ProfilesService for ProfilesApi {
             now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let customer = workflow::customers::create(&self.ctx, cmd).await?;
-        Ok(Response::new(pb::CreateCustomerResponse {
-            customer: Some((&customer).into()),
-        }))
+        let response =
+            workflow::customers::create(&self.ctx, cmd, |customer| pb::CreateCustomerResponse {
+                customer: Some(customer.into()),
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_customer(
@@ -254,14 +164,18 @@ impl ProfilesService for ProfilesApi {
         let mut v = Violations::new();
         let filter = customer_filter(&mut v, req.filter.as_ref());
         invalid(v)?;
-        let limit = size(req.page_size)?;
-        let query = format!("customers|{filter:?}");
-        let after: Option<String> = self.cursor(&query, &req.page_token)?;
-        let after = after.map(|id| token_id(&id)).transpose()?;
-        let page = workflow::customers::list(&self.ctx, &filter, after, limit).await?;
+        let page = self
+            .tokens
+            .page::<_, Uuid>(&req)
+            .map_err(ProfilesError::from)?;
+        let mut customers =
+            workflow::customers::list(&self.ctx, &filter, page.after, page.limit()).await?;
+        let next_page_token = page
+            .finish(&mut customers, |c| c.id)
+            .map_err(ProfilesError::from)?;
         Ok(Response::new(pb::ListCustomersResponse {
-            customers: page.items.iter().map(Into::into).collect(),
-            next_page_token: self.next_token(&query, page.next.map(|id| id.to_string()))?,
+            customers: customers.iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -418,13 +332,18 @@ impl ProfilesService for ProfilesApi {
         request: Request<pb::ListAttributeDefinitionsRequest>,
     ) -> Result<Response<pb::ListAttributeDefinitionsResponse>, Status> {
         let req = request.into_inner();
-        let limit = size(req.page_size)?;
-        let query = "attribute_definitions";
-        let after: Option<String> = self.cursor(query, &req.page_token)?;
-        let page = workflow::attributes::list(&self.ctx, after, limit).await?;
+        let page = self
+            .tokens
+            .page::<_, String>(&req)
+            .map_err(ProfilesError::from)?;
+        let mut definitions =
+            workflow::attributes::list(&self.ctx, page.after.clone(), page.limit()).await?;
+        let next_page_token = page
+            .finish(&mut definitions, |d| d.name.clone())
+            .map_err(ProfilesError::from)?;
         Ok(Response::new(pb::ListAttributeDefinitionsResponse {
-            attribute_definitions: page.items.iter().map(Into::into).collect(),
-            next_page_token: self.next_token(query, page.next)?,
+            attribute_definitions: definitions.iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -438,11 +357,14 @@ impl ProfilesService for ProfilesApi {
             now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let (customer, changes) = workflow::consents::update(&self.ctx, cmd).await?;
-        Ok(Response::new(pb::UpdateConsentResponse {
-            customer: Some((&customer).into()),
-            consent_changes: changes.iter().map(Into::into).collect(),
-        }))
+        let response = workflow::consents::update(&self.ctx, cmd, |(customer, changes)| {
+            pb::UpdateConsentResponse {
+                customer: Some(customer.into()),
+                consent_changes: changes.iter().map(Into::into).collect(),
+            }
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_consent_changes(
@@ -463,22 +385,23 @@ impl ProfilesService for ProfilesApi {
         }
         let range = parse_range(&mut v, "record_time_range", req.record_time_range.as_ref());
         invalid(v)?;
-        let limit = size(req.page_size)?;
+        let page = self.tokens.page(&req).map_err(ProfilesError::from)?;
         let channels = enum_codes(&req.channels);
-        let query = format!("consent_changes|{customer_id:?}|{channels:?}|{range:?}");
-        let after = self.time_id_cursor(&query, &req.page_token)?;
-        let page = workflow::consents::list_changes(
+        let mut changes = workflow::consents::list_changes(
             &self.ctx,
             customer_id,
             &channels,
             range,
-            after,
-            limit,
+            page.after,
+            page.limit(),
         )
         .await?;
+        let next_page_token = page
+            .finish(&mut changes, change_cursor)
+            .map_err(ProfilesError::from)?;
         Ok(Response::new(pb::ListConsentChangesResponse {
-            consent_changes: page.items.iter().map(Into::into).collect(),
-            next_page_token: self.time_id_token(&query, page.next)?,
+            consent_changes: changes.iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -552,14 +475,16 @@ impl ProfilesService for ProfilesApi {
         let id = parse_id(&mut v, "customer_id", &req.customer_id);
         let filter = activity_filter(&mut v, req.filter.as_ref());
         invalid(v)?;
-        let limit = size(req.page_size)?;
+        let page = self.tokens.page(&req).map_err(ProfilesError::from)?;
         let id = ProfilesError::required("customer_id", id)?;
-        let query = format!("activities|{id}|{filter:?}");
-        let after = self.time_id_cursor(&query, &req.page_token)?;
-        let page = workflow::activities::list(&self.ctx, id, &filter, after, limit).await?;
+        let mut activities =
+            workflow::activities::list(&self.ctx, id, &filter, page.after, page.limit()).await?;
+        let next_page_token = page
+            .finish(&mut activities, activity_cursor)
+            .map_err(ProfilesError::from)?;
         Ok(Response::new(pb::ListActivitiesResponse {
-            activities: page.items.iter().map(Into::into).collect(),
-            next_page_token: self.time_id_token(&query, page.next)?,
+            activities: activities.iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -632,11 +557,14 @@ impl ProfilesService for ProfilesApi {
             now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let (customer, record) = workflow::merges::merge(&self.ctx, cmd).await?;
-        Ok(Response::new(pb::MergeCustomersResponse {
-            customer: Some((&customer).into()),
-            merge_record: Some((&record).into()),
-        }))
+        let response = workflow::merges::merge(&self.ctx, cmd, |(customer, record)| {
+            pb::MergeCustomersResponse {
+                customer: Some(customer.into()),
+                merge_record: Some(record.into()),
+            }
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn unmerge_customer(
@@ -648,12 +576,15 @@ impl ProfilesService for ProfilesApi {
             now: self.ctx.now(),
             request: request.into_inner(),
         })?;
-        let (source, target, record) = workflow::merges::unmerge(&self.ctx, cmd).await?;
-        Ok(Response::new(pb::UnmergeCustomerResponse {
-            source_customer: Some((&source).into()),
-            target_customer: Some((&target).into()),
-            merge_record: Some((&record).into()),
-        }))
+        let response = workflow::merges::unmerge(&self.ctx, cmd, |(source, target, record)| {
+            pb::UnmergeCustomerResponse {
+                source_customer: Some(source.into()),
+                target_customer: Some(target.into()),
+                merge_record: Some(record.into()),
+            }
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_merges(
@@ -674,15 +605,23 @@ impl ProfilesService for ProfilesApi {
         }
         let range = parse_range(&mut v, "merge_time_range", req.merge_time_range.as_ref());
         invalid(v)?;
-        let limit = size(req.page_size)?;
+        let page = self.tokens.page(&req).map_err(ProfilesError::from)?;
         let states = enum_codes(&req.states);
-        let query = format!("merges|{customer_id:?}|{states:?}|{range:?}");
-        let after = self.time_id_cursor(&query, &req.page_token)?;
-        let page =
-            workflow::merges::list(&self.ctx, customer_id, &states, range, after, limit).await?;
+        let mut records = workflow::merges::list(
+            &self.ctx,
+            customer_id,
+            &states,
+            range,
+            page.after,
+            page.limit(),
+        )
+        .await?;
+        let next_page_token = page
+            .finish(&mut records, merge_cursor)
+            .map_err(ProfilesError::from)?;
         Ok(Response::new(pb::ListMergesResponse {
-            merge_records: page.items.iter().map(Into::into).collect(),
-            next_page_token: self.time_id_token(&query, page.next)?,
+            merge_records: records.iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 
@@ -801,25 +740,18 @@ impl ProfilesService for ProfilesApi {
         &self,
         request: Request<pb::EraseCustomerRequest>,
     ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
-        let caller = Caller::service_of(&request);
-        let req = request.into_inner();
-        let mut v = Violations::new();
-        let id = parse_id(&mut v, "customer_id", &req.customer_id);
-        let request = request_key(
-            &mut v,
-            &caller,
-            &req.request_id,
-            &pb::EraseCustomerRequest {
-                request_id: String::new(),
-                ..req.clone()
-            },
-        );
-        invalid(v)?;
-        let id = ProfilesError::required("customer_id", id)?;
-        let (customer, merged) = workflow::privacy::erase(&self.ctx, id, request).await?;
-        Ok(Response::new(pb::EraseCustomerResponse {
-            customer: Some((&customer).into()),
-            merged_customer_ids: merged.iter().map(Uuid::to_string).collect(),
-        }))
+        let cmd = EraseCommand::try_from(Called {
+            caller: Caller::service_of(&request),
+            now: self.ctx.now(),
+            request: request.into_inner(),
+        })?;
+        let response = workflow::privacy::erase(&self.ctx, cmd, |(customer, merged)| {
+            pb::EraseCustomerResponse {
+                customer: Some(customer.into()),
+                merged_customer_ids: merged.iter().map(Uuid::to_string).collect(),
+            }
+        })
+        .await?;
+        Ok(Response::new(response))
     }
 }

@@ -3,6 +3,7 @@
 //! one exhaustive mapping of these to gRPC statuses, with the contract's ErrorInfo reasons.
 
 use custops_common::error::{FieldViolation, ServiceError, Violations};
+use custops_common::idempotency::KeyError;
 use uuid::Uuid;
 
 /// Every way a profiles operation can fail.
@@ -27,7 +28,7 @@ pub enum ProfilesError {
         /// Its holder.
         holder: Option<Uuid>,
     },
-    /// A request id was used before with a different payload.
+    /// A request id was used before with another RPC or a different payload.
     #[error("request_id was used with a different request")]
     RequestIdReused,
     /// (source, event id) was recorded before with different content.
@@ -94,12 +95,7 @@ impl ProfilesError {
 
     /// `Ok` when `violations` recorded nothing, else [`ProfilesError::Invalid`] with every one.
     pub fn check(violations: Violations) -> Result<()> {
-        match violations.into_result() {
-            Ok(()) => Ok(()),
-            Err(ServiceError::InvalidArgument(list)) => Err(ProfilesError::Invalid(list)),
-            // `Violations` answers nothing else; kept as a defect rather than lost.
-            Err(other) => Err(ProfilesError::Internal(other.into())),
-        }
+        violations.into_result().map_err(ProfilesError::from)
     }
 
     /// The value of a field the request must carry: INVALID_ARGUMENT naming `field` when absent.
@@ -112,6 +108,28 @@ impl ProfilesError {
         ProfilesError::NotFound {
             resource: "customer",
             id: id.to_string(),
+        }
+    }
+}
+
+/// What the shared request helpers (`Violations`, page tokens and sizes) answer: bad fields
+/// stay bad fields; they answer nothing else but a defect, kept as one rather than lost.
+impl From<ServiceError> for ProfilesError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::InvalidArgument(list) => ProfilesError::Invalid(list),
+            ServiceError::Internal(error) => ProfilesError::Internal(error),
+            other => ProfilesError::Internal(other.into()),
+        }
+    }
+}
+
+/// A request id that cannot be used: REQUEST_ID_REUSED, or the database failed.
+impl From<KeyError> for ProfilesError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Reused { .. } => ProfilesError::RequestIdReused,
+            KeyError::Database(error) => error.into(),
         }
     }
 }

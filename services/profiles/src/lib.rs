@@ -31,10 +31,12 @@ pub mod wire;
 pub mod workflow;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use custops_common::bootstrap;
 use custops_common::config::ServiceSettings;
 use custops_common::feed::{FeedOptions, event_feed_server};
+use custops_common::idempotency;
 use custops_common::server::Application;
 use sqlx::migrate::Migrator;
 
@@ -49,13 +51,20 @@ pub struct Options {
     /// The service clock: every time profiles stores or decides on (create and update times,
     /// consent record times, the unmerge window, age filters) is read from it.
     pub clock: Arc<dyn Clock>,
+    /// How often request ids older than `idempotency::RETENTION` (by `clock`) are pruned.
+    pub prune_every: Duration,
 }
 
+/// How often production prunes request ids: hourly, so none outlives the retention by more
+/// than an hour.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+
 impl Default for Options {
-    /// The wall clock: what production runs.
+    /// The wall clock, pruning hourly: what production runs.
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
+            prune_every: PRUNE_EVERY,
         }
     }
 }
@@ -66,12 +75,13 @@ pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
     build_with(settings, Options::default()).await
 }
 
-/// [`build`] with another clock, so tests can move time (e.g. past the unmerge window).
+/// [`build`] with another clock, so tests can move time (e.g. past the unmerge window or the
+/// request ids' retention), and another pruning pace.
 pub async fn build_with(
     settings: ServiceSettings,
     options: Options,
 ) -> anyhow::Result<Application> {
-    let Options { clock } = options;
+    let Options { clock, prune_every } = options;
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
     // Feed streams end as soon as the server starts draining, not at the end of the grace.
     let feed_options = FeedOptions {
@@ -79,6 +89,14 @@ pub async fn build_with(
         ..FeedOptions::default()
     };
     let peers = api::Peers::from_settings(&settings);
+    // Request ids are kept for the shared retention, then pruned until the server stops.
+    idempotency::spawn_pruner(
+        pool.clone(),
+        clock.clone(),
+        idempotency::RETENTION,
+        prune_every,
+        app.shutdown_token(),
+    );
     let api = api::ProfilesApi::new(
         workflow::Context::new(pool.clone(), clock),
         settings.page_tokens.clone(),

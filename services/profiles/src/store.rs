@@ -1,11 +1,12 @@
 //! Postgres storage of the profiles schema (sqlx): SQL only, one module per table family,
 //! functions over a connection (pass `&mut tx` to run them in the caller's transaction).
 //! Transactions, the rules and the outbox events are `workflow`'s; times are bound from the
-//! service clock, never the database's `now()` (but for `request_ids.create_time`, left to
-//! the shared idempotency module that replaces `claim_request`).
+//! service clock, never the database's `now()`. Request ids are the shared
+//! `custops_common::idempotency`'s (table `idempotency_keys`); keyset pages read
+//! `limit` rows (the page and one more) after a cursor, cut by `custops_common::paging`.
 //!
 //! This file holds what every family shares: the customer row and its loading (identities
-//! and consents filled in, merges followed), trait writes, request ids, keyset pages.
+//! and consents filled in, merges followed), trait writes.
 
 pub mod activities;
 pub mod attributes;
@@ -26,18 +27,6 @@ use crate::domain::{
     IdentityType, Traits,
 };
 use crate::error::{ProfilesError, Result};
-
-/// An AIP-155 request id, scoped to the calling service, with the hash of the payload it came
-/// with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestKey {
-    /// Calling service.
-    pub caller: String,
-    /// The caller's key.
-    pub request_id: String,
-    /// Hash of the request without its request id.
-    pub payload_hash: String,
-}
 
 macro_rules! customer_columns {
     () => {
@@ -315,74 +304,4 @@ pub(crate) async fn write_traits(conn: &mut PgConnection, customer: &Customer) -
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| ProfilesError::Internal(e.into()))
-}
-
-/// Claims `key` for a new resource in the current transaction. `Ok(None)`: claimed (go on).
-/// `Ok(Some(id))`: a replay of the same payload; the first call produced `id`. A different
-/// payload is REQUEST_ID_REUSED.
-pub(crate) async fn claim_request(
-    conn: &mut PgConnection,
-    key: &RequestKey,
-    method: &str,
-    customer_id: Uuid,
-) -> Result<Option<Uuid>> {
-    let inserted = sqlx::query(
-        "INSERT INTO request_ids (caller, request_id, method, payload_hash, customer_id, create_time) \
-         VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT DO NOTHING",
-    )
-    .bind(&key.caller)
-    .bind(&key.request_id)
-    .bind(method)
-    .bind(&key.payload_hash)
-    .bind(customer_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(None);
-    }
-    let (stored_method, hash, id): (String, String, Uuid) = sqlx::query_as(
-        "SELECT method, payload_hash, customer_id FROM request_ids WHERE caller = $1 AND request_id = $2",
-    )
-    .bind(&key.caller)
-    .bind(&key.request_id)
-    .fetch_one(conn)
-    .await?;
-    if stored_method == method && hash == key.payload_hash {
-        Ok(Some(id))
-    } else {
-        Err(ProfilesError::RequestIdReused)
-    }
-}
-
-/// Whether `error` is a unique violation of the constraint `name`.
-pub(crate) fn is_unique_violation(error: &sqlx::Error, name: &str) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            db.code().as_deref() == Some("23505") && db.constraint() == Some(name)
-        }
-        _ => false,
-    }
-}
-
-/// A keyset page: items plus the cursor of the last one when more may follow.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T, C> {
-    /// Items of this page.
-    pub items: Vec<T>,
-    /// Where the next page starts; `None` on the last page.
-    pub next: Option<C>,
-}
-
-/// Splits `limit + 1` fetched rows into a page.
-pub(crate) fn page<T, C>(mut rows: Vec<T>, limit: usize, cursor: impl Fn(&T) -> C) -> Page<T, C> {
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next = if more { rows.last().map(cursor) } else { None };
-    Page { items: rows, next }
-}
-
-/// `limit + 1` as a SQL LIMIT.
-pub(crate) fn fetch_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
 }

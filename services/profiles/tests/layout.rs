@@ -97,12 +97,10 @@ fn sql_lives_only_in_the_store() -> anyhow::Result<()> {
 #[test]
 fn time_comes_from_the_injected_clock() -> anyhow::Result<()> {
     let files = all_sources()?;
-    // `demo` is a client of the API (its sample activities count back from today's date);
-    // `store.rs` keeps `request_ids.create_time = now()` until the shared idempotency module
-    // replaces its request ids.
+    // `demo` is a client of the API (its sample activities count back from today's date).
     let found = violations(
         &files,
-        &["demo.rs", "store.rs"],
+        &["demo.rs"],
         &["Utc::now", "SELECT now()", "= now()", ", now()", "(now()"],
     );
     assert!(found.is_empty(), "{found:#?}");

@@ -5,20 +5,24 @@
 use chrono::{DateTime, Utc};
 use custops_common::error::Violations;
 use custops_contracts::custops::profiles::v1 as pb;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::convert::{
     activity_from_pb, actor_from_pb, consents_from_pb, identity_from_pb, parse_id,
     preferences_from_pb, traits_from_pb,
 };
-use super::{request_key, request_key_of};
 use crate::domain::activity::NewActivity;
 use crate::domain::customer::{
     MergeWinner, NOT_UPDATABLE_PATHS, SURVIVORSHIP_PATHS, is_updatable_path,
 };
 use crate::error::ProfilesError;
+use crate::workflow::RequestKey;
 use crate::workflow::consents::ConsentUpdate;
 use crate::workflow::customers::{CustomerUpdate, NewCustomer};
 use crate::workflow::merges::{MergeCommand, UnmergeCommand};
+use crate::workflow::privacy::EraseCommand;
 
 /// A request with the authenticated calling service (for commands that record who acted or
 /// scope idempotency keys to the caller) and the service clock's time it arrived at (for
@@ -31,6 +35,32 @@ pub struct Called<T> {
     pub now: DateTime<Utc>,
     /// The request.
     pub request: T,
+}
+
+/// The request's `request_id`, `None` when it carries none; one that is not 1–128 printable
+/// ASCII characters is a violation on `request_id`.
+fn request_id<'r>(v: &mut Violations, request_id: &'r str) -> Option<&'r str> {
+    if request_id.is_empty() {
+        return None;
+    }
+    v.check(
+        crate::domain::is_printable_ascii(request_id, 128),
+        "request_id",
+        "must be 1-128 printable ASCII characters",
+    );
+    Some(request_id)
+}
+
+/// The idempotency key of `request`, to the RPC `method`, when it carries a `request_id`: the
+/// calling service, the id, the RPC and the fingerprint of the request's encoding.
+fn request_key(
+    v: &mut Violations,
+    caller: &str,
+    id: &str,
+    method: &'static str,
+    request: &impl Message,
+) -> Option<RequestKey> {
+    request_id(v, id).map(|id| RequestKey::new(caller, id, method, request))
 }
 
 impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
@@ -68,10 +98,14 @@ impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
             caller,
             called.now,
         );
-        // The validated values, not the wire bytes: custom attributes are a map, which prost
-        // encodes in hash order, and output-only fields must not matter.
-        let payload = format!("{traits:?}|{identities:?}|{consents:?}");
-        let request = request_key_of(&mut v, caller, &req.request_id, payload.as_bytes());
+        // Fingerprinted over the validated values, not the wire bytes: custom attributes are a
+        // map, which prost encodes in hash order, and output-only fields must not matter.
+        let request = request_id(&mut v, &req.request_id).map(|id| RequestKey {
+            caller: caller.to_owned(),
+            request_id: id.to_owned(),
+            method: "CreateCustomer",
+            fingerprint: Sha256::digest(format!("{traits:?}|{identities:?}|{consents:?}")).to_vec(),
+        });
         ProfilesError::check(v)?;
         let cmd = NewCustomer {
             traits,
@@ -146,15 +180,7 @@ impl TryFrom<Called<pb::UpdateConsentRequest>> for ConsentUpdate {
             .channel_preferences
             .as_ref()
             .map(|p| preferences_from_pb(&mut v, "channel_preferences", p));
-        let request = request_key(
-            &mut v,
-            caller,
-            &req.request_id,
-            &pb::UpdateConsentRequest {
-                request_id: String::new(),
-                ..req.clone()
-            },
-        );
+        let request = request_key(&mut v, caller, &req.request_id, "UpdateConsent", &req);
         ProfilesError::check(v)?;
         let customer_id = ProfilesError::required("customer_id", id)?;
         let cmd = ConsentUpdate {
@@ -224,15 +250,7 @@ impl TryFrom<Called<pb::MergeCustomersRequest>> for MergeCommand {
             "at most 500 characters",
         );
         let actor = actor_from_pb(&mut v, "actor", req.actor.as_ref(), caller);
-        let request = request_key(
-            &mut v,
-            caller,
-            &req.request_id,
-            &pb::MergeCustomersRequest {
-                request_id: String::new(),
-                ..req.clone()
-            },
-        );
+        let request = request_key(&mut v, caller, &req.request_id, "MergeCustomers", &req);
         ProfilesError::check(v)?;
         let source = ProfilesError::required("source_customer_id", source)?;
         let target = ProfilesError::required("target_customer_id", target)?;
@@ -265,21 +283,35 @@ impl TryFrom<Called<pb::UnmergeCustomerRequest>> for UnmergeCommand {
             "at most 500 characters",
         );
         let actor = actor_from_pb(&mut v, "actor", req.actor.as_ref(), caller);
-        let request = request_key(
-            &mut v,
-            caller,
-            &req.request_id,
-            &pb::UnmergeCustomerRequest {
-                request_id: String::new(),
-                ..req.clone()
-            },
-        );
+        let request = request_key(&mut v, caller, &req.request_id, "UnmergeCustomer", &req);
         ProfilesError::check(v)?;
         let merge_id = ProfilesError::required("merge_id", merge_id)?;
         Ok(UnmergeCommand {
             merge_id,
             actor,
             reason: req.unmerge_reason,
+            request,
+        })
+    }
+}
+
+impl TryFrom<Called<pb::EraseCustomerRequest>> for EraseCommand {
+    type Error = ProfilesError;
+
+    fn try_from(called: Called<pb::EraseCustomerRequest>) -> Result<Self, Self::Error> {
+        let req = called.request;
+        let mut v = Violations::new();
+        let id: Option<Uuid> = parse_id(&mut v, "customer_id", &req.customer_id);
+        let request = request_key(
+            &mut v,
+            &called.caller,
+            &req.request_id,
+            "EraseCustomer",
+            &req,
+        );
+        ProfilesError::check(v)?;
+        Ok(EraseCommand {
+            customer_id: ProfilesError::required("customer_id", id)?,
             request,
         })
     }

@@ -7,13 +7,18 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Page, fetch_limit, json, page};
+use super::json;
 use crate::domain::activity::{ActivitySummary, NewActivity};
 use crate::domain::{Activity, ActivityDetails, ActivityFilter};
 use crate::error::Result;
 
 /// Cursor of ListActivities: (occur time µs, id) of the last activity.
 pub type ActivityCursor = (i64, Uuid);
+
+/// Where the timeline goes on after `a` (the keyset of [`list`]'s order).
+pub fn activity_cursor(a: &Activity) -> ActivityCursor {
+    (a.occur_time.timestamp_micros(), a.id)
+}
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ActivityRow {
@@ -178,14 +183,14 @@ pub(crate) async fn content_hashes(
     .collect())
 }
 
-/// A page of a customer's timeline, newest first.
+/// Up to `limit` activities of a customer's timeline after the cursor `after`, newest first.
 pub(crate) async fn list(
     conn: &mut PgConnection,
     customer_id: Uuid,
     filter: &ActivityFilter,
     after: Option<ActivityCursor>,
-    limit: usize,
-) -> Result<Page<Activity, ActivityCursor>> {
+    limit: i64,
+) -> Result<Vec<Activity>> {
     let (after_time, after_id) = match after {
         Some((micros, id)) => (DateTime::from_timestamp_micros(micros), Some(id)),
         None => (None, None),
@@ -209,16 +214,10 @@ pub(crate) async fn list(
     .bind(filter.occur_range.1)
     .bind(after_time)
     .bind(after_id)
-    .bind(fetch_limit(limit))
+    .bind(limit)
     .fetch_all(conn)
     .await?;
-    let activities = rows
-        .into_iter()
-        .map(ActivityRow::into_activity)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(page(activities, limit, |a: &Activity| {
-        (a.occur_time.timestamp_micros(), a.id)
-    }))
+    rows.into_iter().map(ActivityRow::into_activity).collect()
 }
 
 /// Every activity of `customer_id`, oldest first (the data-subject export).

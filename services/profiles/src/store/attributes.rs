@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{Page, fetch_limit, page};
 use crate::domain::AttributeDefinition;
 use crate::error::Result;
 
@@ -78,25 +77,24 @@ pub(crate) async fn insert(conn: &mut PgConnection, def: &AttributeDefinition) -
     Ok(())
 }
 
-/// A page of the catalog by name.
+/// Up to `limit` definitions named after `after`, by name.
 pub(crate) async fn list(
     conn: &mut PgConnection,
     after: Option<String>,
-    limit: usize,
-) -> Result<Page<AttributeDefinition, String>> {
+    limit: i64,
+) -> Result<Vec<AttributeDefinition>> {
     let rows: Vec<AttributeRow> = sqlx::query_as(
         "SELECT attribute_name, value_type, description, contains_pii, create_time FROM attribute_definitions \
          WHERE ($1::text IS NULL OR attribute_name > $1) ORDER BY attribute_name LIMIT $2",
     )
     .bind(after)
-    .bind(fetch_limit(limit))
+    .bind(limit)
     .fetch_all(conn)
     .await?;
-    let defs = rows
+    Ok(rows
         .into_iter()
         .map(AttributeRow::into_definition)
-        .collect();
-    Ok(page(defs, limit, |d: &AttributeDefinition| d.name.clone()))
+        .collect())
 }
 
 /// The declared value type of each of `names` that is declared.

@@ -5,12 +5,16 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Page, fetch_limit, page};
 use crate::domain::{Actor, Consent, ConsentChange, ConsentDecision, consent_status};
 use crate::error::Result;
 
 /// Cursor of ListConsentChanges: (record time µs, id) of the last entry.
 pub type ConsentCursor = (i64, Uuid);
+
+/// Where the audit trail goes on after `c` (the keyset of [`list`]'s order).
+pub fn change_cursor(c: &ConsentChange) -> ConsentCursor {
+    (c.record_time.timestamp_micros(), c.id)
+}
 
 /// Puts a decision in force and records it in the audit trail.
 pub(crate) async fn apply(
@@ -143,15 +147,16 @@ impl ConsentChangeRow {
     }
 }
 
-/// A page of the audit trail of `customers` (all customers when `None`), newest first.
+/// Up to `limit` entries of the audit trail of `customers` (all customers when `None`) after
+/// the cursor `after`, newest first.
 pub(crate) async fn list(
     conn: &mut PgConnection,
     customers: Option<Vec<Uuid>>,
     channels: &[i16],
     range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     after: Option<ConsentCursor>,
-    limit: usize,
-) -> Result<Page<ConsentChange, ConsentCursor>> {
+    limit: i64,
+) -> Result<Vec<ConsentChange>> {
     let (after_time, after_id) = match after {
         Some((micros, id)) => (DateTime::from_timestamp_micros(micros), Some(id)),
         None => (None, None),
@@ -172,16 +177,13 @@ pub(crate) async fn list(
     .bind(range.1)
     .bind(after_time)
     .bind(after_id)
-    .bind(fetch_limit(limit))
+    .bind(limit)
     .fetch_all(conn)
     .await?;
-    let changes = rows
+    Ok(rows
         .into_iter()
         .map(ConsentChangeRow::into_change)
-        .collect();
-    Ok(page(changes, limit, |c: &ConsentChange| {
-        (c.record_time.timestamp_micros(), c.id)
-    }))
+        .collect())
 }
 
 /// The whole audit trail of `customers`, oldest first (the data-subject export).

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{CustomerRow, Page, complete, customer_columns, fetch_limit, json, page};
+use super::{CustomerRow, complete, customer_columns, json};
 use crate::domain::{Customer, CustomerFilter, IdentityType, Traits};
 use crate::error::Result;
 
@@ -61,14 +61,15 @@ pub(crate) async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<
     complete(conn, rows).await
 }
 
-/// One keyset page of customers in id (creation) order; ages are counted on `today`.
+/// Up to `limit` customers after the id `after`, in id (creation) order; ages are counted on
+/// `today`.
 pub(crate) async fn list(
     conn: &mut PgConnection,
     filter: &CustomerFilter,
     today: NaiveDate,
     after: Option<Uuid>,
-    limit: usize,
-) -> Result<Page<Customer, Uuid>> {
+    limit: i64,
+) -> Result<Vec<Customer>> {
     // Age in whole years ≥ min ⇔ born on or before today − min years; ≤ max ⇔ born after
     // today − (max + 1) years.
     let born_by = filter
@@ -112,11 +113,10 @@ pub(crate) async fn list(
     .bind(&filter.granted)
     .bind(&filter.not_granted)
     .bind(after)
-    .bind(fetch_limit(limit))
+    .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
-    let customers = complete(conn, rows).await?;
-    Ok(page(customers, limit, |c| c.id))
+    complete(conn, rows).await
 }
 
 /// Writes a customer's state, delete time, version and update time (delete and undelete).

@@ -7,16 +7,18 @@ use uuid::Uuid;
 use crate::domain::Identity;
 use crate::error::Result;
 
-/// Attaches `identity` to `customer_id`; a unique violation of `identities_pkey` means
-/// another customer holds it (the caller maps the raw error).
+/// Attaches `identity` to `customer_id`; `false` when another customer holds it (then ask
+/// [`holder`] in the same transaction: the insert waited for a concurrent holder's commit).
+/// The conflict is not an error, so the transaction stays usable.
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     customer_id: Uuid,
     identity: &Identity,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO identities (identity_type, namespace, value, customer_id, create_time) VALUES ($1, $2, $3, $4, $5)",
+) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO identities (identity_type, namespace, value, customer_id, create_time) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (identity_type, namespace, value) DO NOTHING",
     )
     .bind(identity.kind.number())
     .bind(&identity.namespace)
@@ -24,8 +26,9 @@ pub(crate) async fn insert(
     .bind(customer_id)
     .bind(now)
     .execute(conn)
-    .await
-    .map(|_| ())
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Detaches `identity` from whoever holds it.

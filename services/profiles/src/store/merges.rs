@@ -4,12 +4,17 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Page, fetch_limit, json, page};
+use super::json;
 use crate::domain::{Actor, MergeRecord};
 use crate::error::{ProfilesError, Result};
 
 /// Cursor of ListMerges: (merge time µs, id) of the last record.
 pub type MergeCursor = (i64, Uuid);
+
+/// Where the merge trail goes on after `m` (the keyset of [`list`]'s order).
+pub fn merge_cursor(m: &MergeRecord) -> MergeCursor {
+    (m.merge_time.timestamp_micros(), m.id)
+}
 
 #[derive(Debug, sqlx::FromRow)]
 struct MergeRow {
@@ -193,15 +198,15 @@ pub(crate) async fn mark_unmerged(
     Ok(())
 }
 
-/// A page of merges, newest first.
+/// Up to `limit` merges after the cursor `after`, newest first.
 pub(crate) async fn list(
     conn: &mut PgConnection,
     customer_id: Option<Uuid>,
     states: &[i16],
     range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     after: Option<MergeCursor>,
-    limit: usize,
-) -> Result<Page<MergeRecord, MergeCursor>> {
+    limit: i64,
+) -> Result<Vec<MergeRecord>> {
     let (after_time, after_id) = match after {
         Some((micros, id)) => (DateTime::from_timestamp_micros(micros), Some(id)),
         None => (None, None),
@@ -220,16 +225,10 @@ pub(crate) async fn list(
     .bind(range.1)
     .bind(after_time)
     .bind(after_id)
-    .bind(fetch_limit(limit))
+    .bind(limit)
     .fetch_all(conn)
     .await?;
-    let records = rows
-        .into_iter()
-        .map(MergeRow::into_record)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(page(records, limit, |m: &MergeRecord| {
-        (m.merge_time.timestamp_micros(), m.id)
-    }))
+    rows.into_iter().map(MergeRow::into_record).collect()
 }
 
 /// Merges in which any of `ids` took part, oldest first.

@@ -12,8 +12,9 @@ use crate::domain::activity::{CustomerRef, NewActivity};
 use crate::domain::{Activity, ActivityFilter, CustomerState};
 use crate::error::{ProfilesError, Result};
 use crate::events;
-use crate::store::activities::{self, ActivityCursor};
-use crate::store::{Page, identities, resolve};
+use crate::store::activities;
+pub use crate::store::activities::{ActivityCursor, activity_cursor};
+use crate::store::{identities, resolve};
 
 /// What RecordActivity did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,15 +260,16 @@ pub async fn import_batch(ctx: &Context, items: &[ImportItem]) -> Result<Vec<Imp
         .collect())
 }
 
-/// A page of a customer's timeline (the customer `customer_id` resolves to), newest first.
+/// Up to `limit` activities of a customer's timeline (the customer `customer_id` resolves
+/// to) after the cursor `after`, newest first.
 #[tracing::instrument(skip_all, fields(customer_id = %customer_id))]
 pub async fn list(
     ctx: &Context,
     customer_id: Uuid,
     filter: &ActivityFilter,
     after: Option<ActivityCursor>,
-    limit: usize,
-) -> Result<Page<Activity, ActivityCursor>> {
+    limit: i64,
+) -> Result<Vec<Activity>> {
     let mut conn = ctx.pool.acquire().await?;
     let (customer, _) = resolve(&mut conn, customer_id, false).await?;
     activities::list(&mut conn, customer.id, filter, after, limit).await

@@ -6,7 +6,7 @@ use super::Context;
 use crate::domain::AttributeDefinition;
 use crate::error::{ProfilesError, Result};
 use crate::events;
-use crate::store::{Page, attributes};
+use crate::store::attributes;
 
 /// Most declared attributes.
 const MAX_ATTRIBUTES: i64 = 500;
@@ -51,12 +51,12 @@ pub async fn get(ctx: &Context, name: &str) -> Result<AttributeDefinition> {
         })
 }
 
-/// A page of the catalog by name.
+/// Up to `limit` definitions named after `after`, by name.
 pub async fn list(
     ctx: &Context,
     after: Option<String>,
-    limit: usize,
-) -> Result<Page<AttributeDefinition, String>> {
+    limit: i64,
+) -> Result<Vec<AttributeDefinition>> {
     let mut conn = ctx.pool.acquire().await?;
     attributes::list(&mut conn, after, limit).await
 }

@@ -2,20 +2,20 @@
 //! order they arrive in; every decision audited), and the audit trail.
 
 use chrono::{DateTime, Utc};
-use custops_common::outbox;
+use prost::Message;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Context, ensure_editable};
+use super::{Changed, Context, RequestKey, ensure_editable, idempotent};
 use crate::domain::{
     ChannelPreferences, ConsentChange, ConsentDecision, ConsentOutcome, Customer, consent_outcome,
     consent_status,
 };
 use crate::error::{ProfilesError, Result};
 use crate::events;
-use crate::store::consents::{self, ConsentCursor};
-use crate::store::{
-    Page, RequestKey, claim_request, load_for_update, pii_attributes, resolve, write_traits,
-};
+use crate::store::consents;
+pub use crate::store::consents::{ConsentCursor, change_cursor};
+use crate::store::{load_for_update, pii_attributes, resolve, write_traits};
 
 /// A validated UpdateConsent.
 #[derive(Debug, Clone)]
@@ -32,25 +32,40 @@ pub struct ConsentUpdate {
     pub request: Option<RequestKey>,
 }
 
+/// The customer after an UpdateConsent and the audit entries it recorded.
+pub type ConsentUpdated = (Customer, Vec<ConsentChange>);
+
 /// Applies consent decisions and preferences to the customer `cmd.customer_id` resolves to.
-/// Answers the customer and the audit entries recorded.
+/// Answers `respond(customer, audit entries recorded)`, once per request key: a replay
+/// answers the first call's bytes.
 #[tracing::instrument(skip_all, fields(customer_id = %cmd.customer_id))]
-pub async fn update(ctx: &Context, cmd: ConsentUpdate) -> Result<(Customer, Vec<ConsentChange>)> {
-    let mut tx = ctx.pool.begin().await?;
-    let (mut customer, _) = resolve(&mut tx, cmd.customer_id, true).await?;
-    if let Some(key) = &cmd.request
-        && claim_request(&mut tx, key, "UpdateConsent", customer.id)
-            .await?
-            .is_some()
-    {
-        // A replay: the decisions were applied by the first call.
-        return Ok((customer, Vec::new()));
-    }
+pub async fn update<R: Message + Default>(
+    ctx: &Context,
+    cmd: ConsentUpdate,
+    respond: impl FnOnce(&ConsentUpdated) -> R + Send + 'static,
+) -> Result<R> {
+    let now = ctx.now();
+    let key = cmd.request.clone();
+    idempotent(
+        ctx,
+        key.as_ref(),
+        now,
+        move |conn| Box::pin(update_in(conn, cmd, now)),
+        respond,
+    )
+    .await
+}
+
+async fn update_in(
+    tx: &mut PgConnection,
+    cmd: ConsentUpdate,
+    now: DateTime<Utc>,
+) -> Result<Changed<ConsentUpdated>> {
+    let (mut customer, _) = resolve(tx, cmd.customer_id, true).await?;
     ensure_editable(&customer, true)?;
     if !customer.etag_matches(&cmd.etag) {
         return Err(ProfilesError::StaleEtag);
     }
-    let now = ctx.now();
     let mut changes = Vec::new();
     for decision in &cmd.decisions {
         let current = customer
@@ -64,7 +79,7 @@ pub async fn update(ctx: &Context, cmd: ConsentUpdate) -> Result<(Customer, Vec<
                 let old = current.map_or(consent_status::NONE, |c| c.status);
                 changes.push(
                     consents::record_change(
-                        &mut tx,
+                        &mut *tx,
                         customer.id,
                         decision,
                         old,
@@ -78,7 +93,7 @@ pub async fn update(ctx: &Context, cmd: ConsentUpdate) -> Result<(Customer, Vec<
             }
             ConsentOutcome::Applied => {
                 let change = consents::apply(
-                    &mut tx,
+                    &mut *tx,
                     customer.id,
                     decision,
                     current,
@@ -99,28 +114,30 @@ pub async fn update(ctx: &Context, cmd: ConsentUpdate) -> Result<(Customer, Vec<
         preferences_changed = true;
     }
     if changes.is_empty() && !preferences_changed {
-        return Ok((customer, changes));
+        return Ok(((customer, changes), Vec::new()));
     }
     customer.touch(now);
-    write_traits(&mut tx, &customer).await?;
-    let customer = load_for_update(&mut tx, customer.id).await?;
-    for change in changes.iter().filter(|c| !c.superseded) {
-        outbox::append(&mut tx, events::consent_changed(change)).await?;
-    }
+    write_traits(&mut *tx, &customer).await?;
+    let customer = load_for_update(tx, customer.id).await?;
+    let mut events: Vec<_> = changes
+        .iter()
+        .filter(|c| !c.superseded)
+        .map(events::consent_changed)
+        .collect();
     if preferences_changed {
-        let pii = pii_attributes(&mut tx).await?;
-        outbox::append(
-            &mut tx,
-            events::customer_updated(&customer, &pii, vec!["channel_preferences".to_owned()]),
-        )
-        .await?;
+        let pii = pii_attributes(tx).await?;
+        events.push(events::customer_updated(
+            &customer,
+            &pii,
+            vec!["channel_preferences".to_owned()],
+        ));
     }
-    tx.commit().await?;
-    Ok((customer, changes))
+    Ok(((customer, changes), events))
 }
 
-/// A page of the consent audit trail, newest first: of one customer (the one `customer_id`
-/// resolves to, with the customers merged into it) or of all.
+/// Up to `limit` entries of the consent audit trail after the cursor `after`, newest first:
+/// of one customer (the one `customer_id` resolves to, with the customers merged into it) or
+/// of all.
 #[tracing::instrument(skip_all)]
 pub async fn list_changes(
     ctx: &Context,
@@ -128,8 +145,8 @@ pub async fn list_changes(
     channels: &[i16],
     range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     after: Option<ConsentCursor>,
-    limit: usize,
-) -> Result<Page<ConsentChange, ConsentCursor>> {
+    limit: i64,
+) -> Result<Vec<ConsentChange>> {
     let mut conn = ctx.pool.acquire().await?;
     let customers: Option<Vec<Uuid>> = match customer_id {
         Some(id) => {

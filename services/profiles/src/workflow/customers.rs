@@ -3,20 +3,22 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use custops_common::error::FieldViolation;
 use custops_common::outbox;
+use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Context, ensure_editable};
+use super::{Changed, Context, RequestKey, ensure_editable, idempotent};
 use crate::domain::activity::ActivitySummary;
 use crate::domain::customer::{MAX_IDENTITIES, apply_update};
 use crate::domain::{ConsentDecision, Customer, CustomerFilter, CustomerState, Identity, Traits};
 use crate::error::{ProfilesError, Result};
 use crate::events;
 use crate::store::{
-    self, Page, RequestKey, activities, attributes, claim_request, consents, identities, load,
-    load_for_update, pii_attributes, resolve, write_traits,
+    self, activities, attributes, consents, identities, load, load_for_update, pii_attributes,
+    resolve, write_traits,
 };
 
 /// A validated CreateCustomer.
@@ -84,69 +86,70 @@ pub(crate) async fn check_attributes(
 }
 
 /// Creates a customer with its identities and consents; CustomerCreated and one
-/// ConsentChanged per consent go to the outbox in the same transaction.
+/// ConsentChanged per consent go to the outbox in the same transaction. Answers
+/// `respond(customer)`, once per request key: a replay answers the first call's bytes.
 #[tracing::instrument(skip_all)]
-pub async fn create(ctx: &Context, cmd: NewCustomer) -> Result<Customer> {
-    let id = Uuid::now_v7();
-    let mut tx = ctx.pool.begin().await?;
-    if let Some(key) = &cmd.request
-        && let Some(first) = claim_request(&mut tx, key, "CreateCustomer", id).await?
-    {
-        drop(tx);
-        return get_exact(ctx, first).await;
-    }
-    check_attributes(&mut tx, &cmd.traits, "customer.").await?;
+pub async fn create<R: Message + Default>(
+    ctx: &Context,
+    cmd: NewCustomer,
+    respond: impl FnOnce(&Customer) -> R + Send + 'static,
+) -> Result<R> {
     let now = ctx.now();
-    store::customers::insert(&mut tx, id, &cmd.traits, now).await?;
+    let key = cmd.request.clone();
+    idempotent(
+        ctx,
+        key.as_ref(),
+        now,
+        move |conn| Box::pin(create_in(conn, cmd, now)),
+        respond,
+    )
+    .await
+}
+
+async fn create_in(
+    conn: &mut PgConnection,
+    cmd: NewCustomer,
+    now: DateTime<Utc>,
+) -> Result<Changed<Customer>> {
+    let id = Uuid::now_v7();
+    check_attributes(conn, &cmd.traits, "customer.").await?;
+    store::customers::insert(conn, id, &cmd.traits, now).await?;
     for (i, identity) in cmd.identities.iter().enumerate() {
-        if let Err(error) = identities::insert(&mut tx, id, identity, now).await {
-            // Roll back first: the lookup of the holder must not wait for this transaction.
-            drop(tx);
-            return Err(
-                identity_error(ctx, error, format!("customer.identities[{i}]"), identity).await,
-            );
-        }
+        attach(conn, id, identity, now, || {
+            format!("customer.identities[{i}]")
+        })
+        .await?;
     }
     let mut changes = Vec::new();
     for decision in &cmd.consents {
         let change_time = decision.change_time.unwrap_or(now);
-        let change = consents::apply(&mut tx, id, decision, None, change_time, now, None).await?;
+        let change = consents::apply(conn, id, decision, None, change_time, now, None).await?;
         changes.push(change);
     }
-    let customer = load_for_update(&mut tx, id).await?;
-    let pii = pii_attributes(&mut tx).await?;
-    outbox::append(&mut tx, events::customer_created(&customer, &pii)).await?;
-    for change in &changes {
-        outbox::append(&mut tx, events::consent_changed(change)).await?;
-    }
-    tx.commit().await?;
+    let customer = load_for_update(conn, id).await?;
+    let pii = pii_attributes(conn).await?;
+    let mut events = vec![events::customer_created(&customer, &pii)];
+    events.extend(changes.iter().map(events::consent_changed));
     tracing::info!(customer_id = %id, "customer created");
-    Ok(customer)
+    Ok((customer, events))
 }
 
-/// Maps a failed identity insert: a unique violation is IDENTITY_TAKEN naming the holder.
-async fn identity_error(
-    ctx: &Context,
-    error: sqlx::Error,
-    field: String,
+/// Attaches `identity` to the customer `id`, or IDENTITY_TAKEN on the request path `field`
+/// naming the holder.
+async fn attach(
+    conn: &mut PgConnection,
+    id: Uuid,
     identity: &Identity,
-) -> ProfilesError {
-    if !store::is_unique_violation(&error, "identities_pkey") {
-        return error.into();
+    now: DateTime<Utc>,
+    field: impl FnOnce() -> String,
+) -> Result<()> {
+    if identities::insert(conn, id, identity, now).await? {
+        return Ok(());
     }
-    let holder = match ctx.pool.acquire().await {
-        Ok(mut conn) => identities::holder(&mut conn, identity).await.ok().flatten(),
-        Err(_) => None,
-    };
-    ProfilesError::IdentityTaken { field, holder }
-}
-
-/// The customer with exactly this id (no merge following).
-async fn get_exact(ctx: &Context, id: Uuid) -> Result<Customer> {
-    let mut conn = ctx.pool.acquire().await?;
-    load(&mut conn, id, false)
-        .await?
-        .ok_or_else(|| ProfilesError::customer_not_found(id))
+    Err(ProfilesError::IdentityTaken {
+        field: field(),
+        holder: identities::holder(conn, identity).await?,
+    })
 }
 
 /// The customer `id` resolves to (merges followed) and the requested id if it was merged.
@@ -219,15 +222,15 @@ pub async fn update(ctx: &Context, cmd: CustomerUpdate) -> Result<Customer> {
     Ok(customer)
 }
 
-/// One keyset page of customers in id (creation) order; ages are counted on the service
-/// clock's day.
+/// Up to `limit` customers after the id `after`, in id (creation) order; ages are counted on
+/// the service clock's day.
 #[tracing::instrument(skip_all)]
 pub async fn list(
     ctx: &Context,
     filter: &CustomerFilter,
     after: Option<Uuid>,
-    limit: usize,
-) -> Result<Page<Customer, Uuid>> {
+    limit: i64,
+) -> Result<Vec<Customer>> {
     let today = ctx.now().date_naive();
     let mut conn = ctx.pool.acquire().await?;
     store::customers::list(&mut conn, filter, today, after, limit).await
@@ -308,10 +311,7 @@ pub async fn change_identity(
         if customer.identities.len() >= MAX_IDENTITIES {
             return Err(ProfilesError::IdentityLimit);
         }
-        if let Err(error) = identities::insert(&mut tx, id, identity, now).await {
-            drop(tx);
-            return Err(identity_error(ctx, error, "identity".to_owned(), identity).await);
-        }
+        attach(&mut tx, id, identity, now, || "identity".to_owned()).await?;
     } else {
         if !held {
             return if allow_missing {

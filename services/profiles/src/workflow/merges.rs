@@ -2,10 +2,11 @@
 //! the merge trail.
 
 use chrono::{DateTime, Utc};
-use custops_common::outbox;
+use prost::Message;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Context, ensure_editable};
+use super::{Changed, Context, RequestKey, ensure_editable, idempotent};
 use crate::domain::customer::{MAX_IDENTITIES, MergeWinner, copy_path, merge_traits};
 use crate::domain::{
     Actor, Consent, ConsentDecision, Customer, CustomerState, Identity, MergeRecord, Traits,
@@ -13,10 +14,10 @@ use crate::domain::{
 };
 use crate::error::{ProfilesError, Result};
 use crate::events;
-use crate::store::merges::{self, MergeCursor};
+pub use crate::store::merges::{MergeCursor, merge_cursor};
 use crate::store::{
-    Page, RequestKey, activities, claim_request, consents, customers, identities, load,
-    load_for_update, pii_attributes, write_traits,
+    activities, consents, customers, identities, load_for_update, merges, pii_attributes,
+    write_traits,
 };
 use crate::wire::{decode_snapshot, encode_snapshot};
 
@@ -56,37 +57,55 @@ pub struct UnmergeCommand {
     pub request: Option<RequestKey>,
 }
 
+/// The target after a merge, and the merge's record.
+pub type Merged = (Customer, MergeRecord);
+
 /// Merges `cmd.source` into `cmd.target` in one transaction; emits CustomerMerged (and
-/// ConsentChanged for consents moved to the target).
+/// ConsentChanged for consents moved to the target). Answers `respond(target, record)`, once
+/// per request key: a replay answers the first call's bytes. With `validate_only` the merge
+/// is rolled back and answered with a nil merge id; no key is recorded.
 #[tracing::instrument(skip_all, fields(source = %cmd.source, target = %cmd.target))]
-pub async fn merge(ctx: &Context, cmd: MergeCommand) -> Result<(Customer, MergeRecord)> {
-    let mut tx = ctx.pool.begin().await?;
-    let merge_id = Uuid::now_v7();
-    if !cmd.validate_only
-        && let Some(key) = &cmd.request
-        && let Some(_first) = claim_request(&mut tx, key, "MergeCustomers", cmd.target).await?
-    {
+pub async fn merge<R: Message + Default>(
+    ctx: &Context,
+    cmd: MergeCommand,
+    respond: impl FnOnce(&Merged) -> R + Send + 'static,
+) -> Result<R> {
+    let now = ctx.now();
+    if cmd.validate_only {
+        // The preview is the merge itself, rolled back: the customer it answers is exactly
+        // the one a real merge would produce (identities, consents, traits), with no
+        // second copy of the merge rules to drift from the first.
+        let mut tx = ctx.pool.begin().await?;
+        let ((target, mut record), _events) = merge_in(&mut tx, cmd, now).await?;
         drop(tx);
-        let mut conn = ctx.pool.acquire().await?;
-        let target = load(&mut conn, cmd.target, false)
-            .await?
-            .ok_or_else(|| ProfilesError::customer_not_found(cmd.target))?;
-        let record = merges::of_customers(&mut conn, &[cmd.source])
-            .await?
-            .into_iter()
-            .rev()
-            .find(|m| m.source_customer_id == cmd.source && m.target_customer_id == cmd.target)
-            .ok_or_else(|| anyhow::anyhow!("merge of a replayed request is missing"))?;
-        return Ok((target, record));
+        record.id = Uuid::nil();
+        return Ok(respond(&(target, record)));
     }
+    let key = cmd.request.clone();
+    idempotent(
+        ctx,
+        key.as_ref(),
+        now,
+        move |conn| Box::pin(merge_in(conn, cmd, now)),
+        respond,
+    )
+    .await
+}
+
+async fn merge_in(
+    tx: &mut PgConnection,
+    cmd: MergeCommand,
+    now: DateTime<Utc>,
+) -> Result<Changed<Merged>> {
+    let merge_id = Uuid::now_v7();
     // Lock in id order so two opposite merges cannot deadlock.
     let (first, second) = if cmd.source < cmd.target {
         (cmd.source, cmd.target)
     } else {
         (cmd.target, cmd.source)
     };
-    let a = load_for_update(&mut tx, first).await?;
-    let b = load_for_update(&mut tx, second).await?;
+    let a = load_for_update(&mut *tx, first).await?;
+    let b = load_for_update(&mut *tx, second).await?;
     let (source, mut target) = if a.id == cmd.source { (a, b) } else { (b, a) };
     ensure_editable(&source, false)?;
     ensure_editable(&target, false)?;
@@ -102,7 +121,6 @@ pub async fn merge(ctx: &Context, cmd: MergeCommand) -> Result<(Customer, MergeR
         .choices
         .iter()
         .any(|(p, w)| p == "consents" && *w == MergeWinner::Source);
-    let now = ctx.now();
     let mut record = MergeRecord {
         id: merge_id,
         source_customer_id: source.id,
@@ -124,9 +142,9 @@ pub async fn merge(ctx: &Context, cmd: MergeCommand) -> Result<(Customer, MergeR
     };
     let source_before = encode_snapshot(&source);
     let target_before = encode_snapshot(&target);
-    identities::move_all(&mut tx, source.id, target.id).await?;
+    identities::move_all(&mut *tx, source.id, target.id).await?;
     record.moved_activity_count =
-        activities::move_to(&mut tx, source.id, target.id, merge_id).await?;
+        activities::move_to(&mut *tx, source.id, target.id, merge_id).await?;
     // Consents: the target's stay unless the request chose the source's; channels only the
     // source has move over. Each change is audited with source "merge".
     let mut changes = Vec::new();
@@ -149,7 +167,7 @@ pub async fn merge(ctx: &Context, cmd: MergeCommand) -> Result<(Customer, MergeR
             };
             changes.push(
                 consents::apply(
-                    &mut tx,
+                    &mut *tx,
                     target.id,
                     &decision,
                     current,
@@ -161,30 +179,21 @@ pub async fn merge(ctx: &Context, cmd: MergeCommand) -> Result<(Customer, MergeR
             );
         }
     }
-    consents::delete_all(&mut tx, source.id).await?;
-    customers::mark_merged(&mut tx, source.id, target.id, now).await?;
+    consents::delete_all(&mut *tx, source.id).await?;
+    customers::mark_merged(&mut *tx, source.id, target.id, now).await?;
     target.traits = traits;
     target.touch(now);
-    write_traits(&mut tx, &target).await?;
-    merges::insert(&mut tx, &record, source_before, target_before).await?;
-    let target = load_for_update(&mut tx, target.id).await?;
-    merges::set_target_after(&mut tx, merge_id, encode_snapshot(&target)).await?;
-    let pii = pii_attributes(&mut tx).await?;
-    for change in &changes {
-        outbox::append(&mut tx, events::consent_changed(change)).await?;
+    write_traits(&mut *tx, &target).await?;
+    merges::insert(&mut *tx, &record, source_before, target_before).await?;
+    let target = load_for_update(&mut *tx, target.id).await?;
+    merges::set_target_after(&mut *tx, merge_id, encode_snapshot(&target)).await?;
+    let pii = pii_attributes(&mut *tx).await?;
+    let mut events: Vec<_> = changes.iter().map(events::consent_changed).collect();
+    events.push(events::customer_merged(&record, &target, &pii));
+    if !cmd.validate_only {
+        tracing::info!(merge_id = %merge_id, "customers merged");
     }
-    outbox::append(&mut tx, events::customer_merged(&record, &target, &pii)).await?;
-    if cmd.validate_only {
-        // The preview is the merge itself, rolled back: the customer it answers is exactly
-        // the one a real merge would produce (identities, consents, traits), with no
-        // second copy of the merge rules to drift from the first.
-        drop(tx);
-        record.id = Uuid::nil();
-        return Ok((target, record));
-    }
-    tx.commit().await?;
-    tracing::info!(merge_id = %merge_id, "customers merged");
-    Ok((target, record))
+    Ok(((target, record), events))
 }
 
 /// A snapshot the merge kept, decoded; MergeSnapshotPurged when it is gone.
@@ -196,38 +205,49 @@ fn snapshot(bytes: Option<Vec<u8>>) -> Result<(Traits, Vec<Identity>, Vec<Consen
 /// Undoes a merge in one transaction: the source comes back with its pre-merge fields,
 /// identities, consents and exactly the activities the merge moved; the target gets back
 /// its pre-merge value of every field it took from the source and has not changed since.
-/// Refused after the merge's window (by the service clock).
+/// Refused after the merge's window (by the service clock). Answers `respond(source, target,
+/// record)`, once per request key: a replay answers the first call's bytes.
 #[tracing::instrument(skip_all, fields(merge_id = %cmd.merge_id))]
-pub async fn unmerge(
+pub async fn unmerge<R: Message + Default>(
     ctx: &Context,
     cmd: UnmergeCommand,
-) -> Result<(Customer, Customer, MergeRecord)> {
-    let mut tx = ctx.pool.begin().await?;
-    let mut record = merges::get(&mut tx, cmd.merge_id, true).await?;
-    if let Some(key) = &cmd.request
-        && claim_request(&mut tx, key, "UnmergeCustomer", record.source_customer_id)
-            .await?
-            .is_some()
-    {
-        let source = load_for_update(&mut tx, record.source_customer_id).await?;
-        let target = load_for_update(&mut tx, record.target_customer_id).await?;
-        return Ok((source, target, record));
-    }
+    respond: impl FnOnce(&Unmerged) -> R + Send + 'static,
+) -> Result<R> {
+    let now = ctx.now();
+    let key = cmd.request.clone();
+    idempotent(
+        ctx,
+        key.as_ref(),
+        now,
+        move |conn| Box::pin(unmerge_in(conn, cmd, now)),
+        respond,
+    )
+    .await
+}
+
+/// The restored source, the target and the merge record (now UNMERGED) after an unmerge.
+pub type Unmerged = (Customer, Customer, MergeRecord);
+
+async fn unmerge_in(
+    tx: &mut PgConnection,
+    cmd: UnmergeCommand,
+    now: DateTime<Utc>,
+) -> Result<Changed<Unmerged>> {
+    let mut record = merges::get(&mut *tx, cmd.merge_id, true).await?;
     if record.state == 2 {
         return Err(ProfilesError::AlreadyUnmerged);
     }
-    let now = ctx.now();
     if now > record.unmerge_expire_time {
         return Err(ProfilesError::UnmergeWindowExpired);
     }
-    let snapshots = merges::snapshots(&mut tx, record.id).await?;
+    let snapshots = merges::snapshots(&mut *tx, record.id).await?;
     let (source_before, source_identities, source_consents) = snapshot(snapshots.source_before)?;
     let (target_before, _, target_consents) = snapshot(snapshots.target_before)?;
     let (target_after, _, _) = snapshot(snapshots.target_after)?;
     let (s, t) = (record.source_customer_id, record.target_customer_id);
     let (first, second) = if s < t { (s, t) } else { (t, s) };
-    let a = load_for_update(&mut tx, first).await?;
-    let b = load_for_update(&mut tx, second).await?;
+    let a = load_for_update(&mut *tx, first).await?;
+    let b = load_for_update(&mut *tx, second).await?;
     let (mut source, mut target) = if a.id == s { (a, b) } else { (b, a) };
     if target.state != CustomerState::Active {
         return Err(ProfilesError::TargetNotActive);
@@ -238,14 +258,14 @@ pub async fn unmerge(
     // Source: its pre-merge fields, identities, consents and the activities the merge moved.
     source.traits = source_before;
     source.touch(now);
-    write_traits(&mut tx, &source).await?;
-    customers::reactivate(&mut tx, s).await?;
+    write_traits(&mut *tx, &source).await?;
+    customers::reactivate(&mut *tx, s).await?;
     for identity in &source_identities {
-        identities::move_back(&mut tx, identity, s, t).await?;
+        identities::move_back(&mut *tx, identity, s, t).await?;
     }
-    let moved_back = activities::move_back(&mut tx, record.id, s, t).await?;
+    let moved_back = activities::move_back(&mut *tx, record.id, s, t).await?;
     for consent in &source_consents {
-        consents::restore(&mut tx, s, consent).await?;
+        consents::restore(&mut *tx, s, consent).await?;
     }
     // Target: consents the merge set and nobody changed since go back to what they were.
     let mut changes = Vec::new();
@@ -269,7 +289,7 @@ pub async fn unmerge(
                 };
                 changes.push(
                     consents::apply(
-                        &mut tx,
+                        &mut *tx,
                         t,
                         &decision,
                         Some(current),
@@ -280,7 +300,7 @@ pub async fn unmerge(
                     .await?,
                 );
             }
-            None => consents::delete_channel(&mut tx, t, current.channel).await?,
+            None => consents::delete_channel(&mut *tx, t, current.channel).await?,
         }
     }
     for path in &record.source_value_paths {
@@ -291,27 +311,22 @@ pub async fn unmerge(
         }
     }
     target.touch(now);
-    write_traits(&mut tx, &target).await?;
-    merges::mark_unmerged(&mut tx, record.id, &cmd.actor, &cmd.reason, now).await?;
+    write_traits(&mut *tx, &target).await?;
+    merges::mark_unmerged(&mut *tx, record.id, &cmd.actor, &cmd.reason, now).await?;
     record.state = 2;
     record.unmerge = Some((now, cmd.actor.clone(), cmd.reason.clone()));
-    let source = load_for_update(&mut tx, s).await?;
-    let target = load_for_update(&mut tx, t).await?;
-    let pii = pii_attributes(&mut tx).await?;
-    for change in &changes {
-        outbox::append(&mut tx, events::consent_changed(change)).await?;
-    }
-    outbox::append(
-        &mut tx,
-        events::customer_unmerged(&record, &source, &target, &pii, moved_back),
-    )
-    .await?;
-    tx.commit().await?;
+    let source = load_for_update(&mut *tx, s).await?;
+    let target = load_for_update(&mut *tx, t).await?;
+    let pii = pii_attributes(&mut *tx).await?;
+    let mut events: Vec<_> = changes.iter().map(events::consent_changed).collect();
+    events.push(events::customer_unmerged(
+        &record, &source, &target, &pii, moved_back,
+    ));
     tracing::info!(moved_back, "merge undone");
-    Ok((source, target, record))
+    Ok(((source, target, record), events))
 }
 
-/// A page of merges, newest first.
+/// Up to `limit` merges after the cursor `after`, newest first.
 #[tracing::instrument(skip_all)]
 pub async fn list(
     ctx: &Context,
@@ -319,8 +334,8 @@ pub async fn list(
     states: &[i16],
     range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     after: Option<MergeCursor>,
-    limit: usize,
-) -> Result<Page<MergeRecord, MergeCursor>> {
+    limit: i64,
+) -> Result<Vec<MergeRecord>> {
     let mut conn = ctx.pool.acquire().await?;
     merges::list(&mut conn, customer_id, states, range, after, limit).await
 }

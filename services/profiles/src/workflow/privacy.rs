@@ -2,10 +2,11 @@
 //! it), export everything held about one, find its likely duplicates.
 
 use chrono::{DateTime, Utc};
-use custops_common::outbox;
+use prost::Message;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Context, ensure_editable};
+use super::{Changed, Context, RequestKey, ensure_editable, idempotent};
 use crate::domain::duplicates::{self, Duplicate};
 use crate::domain::{
     Activity, AttributeDefinition, ConsentChange, Customer, CustomerState, MergeRecord,
@@ -14,8 +15,7 @@ use crate::error::Result;
 use crate::events;
 use crate::store::customers::merged_family;
 use crate::store::{
-    RequestKey, activities, attributes, claim_request, consents, customers, erasure, load,
-    load_for_update, merges, resolve,
+    activities, attributes, consents, customers, erasure, load, load_for_update, merges, resolve,
 };
 
 /// Everything held about one customer.
@@ -37,41 +37,62 @@ pub struct Export {
     pub export_time: DateTime<Utc>,
 }
 
+/// A validated EraseCustomer.
+#[derive(Debug, Clone)]
+pub struct EraseCommand {
+    /// Which customer (not a merged tombstone).
+    pub customer_id: Uuid,
+    /// Idempotency key.
+    pub request: Option<RequestKey>,
+}
+
+/// The tombstone after an erasure and the ids of the tombstones erased with it.
+pub type Erased = (Customer, Vec<Uuid>);
+
 /// Erases a customer and every tombstone merged into it: personal data cleared,
 /// identities, consents and the consent trail deleted, activities folded into anonymous
-/// daily aggregates; emits CustomerErased. Idempotent.
-#[tracing::instrument(skip_all, fields(customer_id = %id))]
-pub async fn erase(
+/// daily aggregates; emits CustomerErased. Idempotent: erasing an erased customer answers
+/// its tombstone and emits nothing. Answers `respond(tombstone, merged ids)`, once per
+/// request key: a replay answers the first call's bytes.
+#[tracing::instrument(skip_all, fields(customer_id = %cmd.customer_id))]
+pub async fn erase<R: Message + Default>(
     ctx: &Context,
-    id: Uuid,
-    request: Option<RequestKey>,
-) -> Result<(Customer, Vec<Uuid>)> {
-    let mut tx = ctx.pool.begin().await?;
-    let customer = load_for_update(&mut tx, id).await?;
-    if let Some(key) = &request {
-        claim_request(&mut tx, key, "EraseCustomer", id).await?;
-    }
+    cmd: EraseCommand,
+    respond: impl FnOnce(&Erased) -> R + Send + 'static,
+) -> Result<R> {
+    let now = ctx.now();
+    let id = cmd.customer_id;
+    idempotent(
+        ctx,
+        cmd.request.as_ref(),
+        now,
+        move |conn| Box::pin(erase_in(conn, id, now)),
+        respond,
+    )
+    .await
+}
+
+async fn erase_in(tx: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<Changed<Erased>> {
+    let customer = load_for_update(&mut *tx, id).await?;
     match customer.state {
         CustomerState::Merged => ensure_editable(&customer, false)?,
         CustomerState::Erased => {
-            let merged: Vec<Uuid> = merged_family(&mut tx, id)
+            let merged: Vec<Uuid> = merged_family(&mut *tx, id)
                 .await?
                 .into_iter()
                 .filter(|m| *m != id)
                 .collect();
-            tx.commit().await?;
-            return Ok((customer, merged));
+            return Ok(((customer, merged), Vec::new()));
         }
         CustomerState::Active | CustomerState::Deleted => {}
     }
-    let family = merged_family(&mut tx, id).await?;
+    let family = merged_family(&mut *tx, id).await?;
     let merged: Vec<Uuid> = family.iter().copied().filter(|m| *m != id).collect();
-    erasure::erase_family(&mut tx, &family, ctx.now()).await?;
-    let erased = load_for_update(&mut tx, id).await?;
-    outbox::append(&mut tx, events::customer_erased(&erased, &merged)).await?;
-    tx.commit().await?;
+    erasure::erase_family(&mut *tx, &family, now).await?;
+    let erased = load_for_update(&mut *tx, id).await?;
+    let events = vec![events::customer_erased(&erased, &merged)];
     tracing::info!(merged = merged.len(), "customer erased");
-    Ok((erased, merged))
+    Ok(((erased, merged), events))
 }
 
 /// Everything held about the customer `id` resolves to, in one snapshot.

@@ -202,9 +202,10 @@ async fn a_consent_request_id_is_bound_to_its_payload() -> anyhow::Result<()> {
         ..Default::default()
     };
 
-    client
+    let first = client
         .update_consent(request(pb::ConsentStatus::Granted))
-        .await?;
+        .await?
+        .into_inner();
     let replay = client
         .update_consent(request(pb::ConsentStatus::Granted))
         .await?
@@ -213,7 +214,9 @@ async fn a_consent_request_id_is_bound_to_its_payload() -> anyhow::Result<()> {
         .update_consent(request(pb::ConsentStatus::Withdrawn))
         .await;
 
-    assert!(replay.consent_changes.is_empty());
+    // The replay answers the first response, the change it recorded included.
+    assert_eq!(first.consent_changes.len(), 1);
+    assert_eq!(replay, first);
     let status = expect_code(reused, Code::AlreadyExists)?;
     assert_eq!(
         crate::support::reason(&status).as_deref(),

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use custops_common::client::{self, ServiceChannel};
@@ -53,27 +54,66 @@ pub(crate) async fn spawn_app_with(
     adjust: impl FnOnce(&mut ServiceSettings),
 ) -> anyhow::Result<TestApp> {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    launch(adjust, clock.clone(), clock).await
+    let db = TestDatabase::create().await?;
+    launch(
+        db,
+        adjust,
+        clock.clone(),
+        clock,
+        custops_profiles::PRUNE_EVERY,
+    )
+    .await
+}
+
+/// [`spawn_app`] pruning expired request ids every `every` instead of hourly.
+pub(crate) async fn spawn_app_pruning_every(every: Duration) -> anyhow::Result<TestApp> {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let db = TestDatabase::create().await?;
+    launch(db, |_| (), clock.clone(), clock, every).await
+}
+
+/// [`spawn_app`] over `db` as a test prepared it (e.g. migrated to an older version, with
+/// rows of that version); the service applies the remaining migrations as it starts.
+pub(crate) async fn spawn_app_on(db: TestDatabase) -> anyhow::Result<TestApp> {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    launch(
+        db,
+        |_| (),
+        clock.clone(),
+        clock,
+        custops_profiles::PRUNE_EVERY,
+    )
+    .await
 }
 
 /// [`spawn_app`] with the production clock (`SystemClock`, the wall clock to the
 /// microsecond), for checking that times answered equal times stored.
 pub(crate) async fn spawn_app_on_the_wall_clock() -> anyhow::Result<TestApp> {
     let unused = Arc::new(ManualClock::new(chrono::Utc::now()));
-    launch(|_| (), Arc::new(SystemClock), unused).await
+    let db = TestDatabase::create().await?;
+    launch(
+        db,
+        |_| (),
+        Arc::new(SystemClock),
+        unused,
+        custops_profiles::PRUNE_EVERY,
+    )
+    .await
 }
 
 async fn launch(
+    db: TestDatabase,
     adjust: impl FnOnce(&mut ServiceSettings),
     service_clock: Arc<dyn Clock>,
     clock: Arc<ManualClock>,
+    prune_every: Duration,
 ) -> anyhow::Result<TestApp> {
     init_logging();
-    let db = TestDatabase::create().await?;
     let mut settings = ServiceSettings::for_local(ServiceKind::Profiles, db.url());
     adjust(&mut settings);
     let options = custops_profiles::Options {
         clock: service_clock,
+        prune_every,
     };
     let app = custops_profiles::build_with(settings, options).await?;
     let addr = app.local_addr();

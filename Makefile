@@ -11,13 +11,15 @@ export CUSTOPS_LISTEN_HOST ?= 127.0.0.1
 
 .PHONY: run test bench lint fmt clippy proto-check k8s-check tools build
 
-## run: build, make sure Postgres and Redis are reachable, migrate, and run all four services
-run:
+## run: install the tools (the banner's calls use buf from .local/venv), build, make sure
+## Postgres and Redis are reachable, migrate, and run all four services
+run: tools
 	cargo build --bin custops
 	$(ENV) $(TARGET_DIR)/debug/custops dev
 
-## test: the whole test suite against a real Postgres and Redis
-test:
+## test: the whole test suite against a real Postgres and Redis (after the tools: a test runs
+## the calls the `custops dev` banner prints, with buf)
+test: tools
 	$(ENV) cargo test --workspace --no-fail-fast
 
 ## bench: every performance goal against a baseline measured in the same run (release build):

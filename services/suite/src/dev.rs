@@ -1,19 +1,89 @@
 //! Running several services in one process: each gets its own listener and task, and one
 //! token stops them all, each draining as it would alone. Each listener is registered with
 //! telemetry, so the spans of calls it serves name their own service
-//! (`telemetry::register_listener`).
+//! (`telemetry::register_listener`). The services are pointed at each other where they listen
+//! ([`wire_peers`]), and `banner` says how to call them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context;
-use custops_common::config::ServiceSettings;
+use custops_common::config::{ConfigError, Environment, ServiceSettings};
 use custops_common::service::ServiceKind;
 use custops_common::telemetry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::demo::catch_up;
 use crate::services;
+
+pub mod banner;
+
+/// The settings `custops dev` runs the four services with: the environment's, with
+/// authentication off unless `CUSTOPS_AUTH_MODE` asks for it (each server then logs loudly
+/// that it is off). Peers are not wired yet: see [`wire_peers`].
+pub fn settings_from_env(env: Environment) -> Result<Vec<ServiceSettings>, ConfigError> {
+    let env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
+    ServiceKind::ALL
+        .into_iter()
+        .map(|service| ServiceSettings::from_env(service, &env))
+        .collect()
+}
+
+/// Points each service at the others where they will listen (feeds, rewards, targeting,
+/// Customer 360), unless its `CUSTOPS_<SVC>_URL` already names one: a suite started on other
+/// ports (`CUSTOPS_<SVC>_PORT`) talks to itself, never to another suite on the defaults. A
+/// service asked to listen on port 0 is given a free port here, since its peers must be told
+/// one before it binds (another process could take it in between; the start then fails with
+/// "could not bind").
+pub fn wire_peers(settings: &mut [ServiceSettings]) -> std::io::Result<()> {
+    for service in settings.iter_mut() {
+        let listen = &mut service.server.listen_addr;
+        if listen.port() == 0 {
+            let free = std::net::TcpListener::bind(*listen)?.local_addr()?;
+            listen.set_port(free.port());
+        }
+    }
+    let reachable: Vec<(ServiceKind, String)> = settings
+        .iter()
+        .map(|service| {
+            let scheme = if service.server.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let addr = reachable_addr(service.server.listen_addr);
+            (service.service, format!("{scheme}://{addr}"))
+        })
+        .collect();
+    for service in settings.iter_mut() {
+        for (peer, url) in reachable
+            .iter()
+            .filter(|(peer, _)| *peer != service.service)
+        {
+            service
+                .clients
+                .peers
+                .entry(*peer)
+                .or_insert_with(|| url.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Where a client on this machine reaches a server listening on `listen`: loopback for a
+/// server on every address (`0.0.0.0`, `::`), else the address itself.
+pub fn reachable_addr(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), listen.port())
+        }
+        _ => listen,
+    }
+}
 
 /// Services started in this process.
 #[derive(Debug)]
@@ -106,22 +176,54 @@ impl RunningSuite {
     }
 }
 
-/// What `custops dev` prints once the services are up: where each listens and how to call it
-/// with grpcurl or `buf curl` through reflection alone.
-pub fn how_to_call(suite: &RunningSuite) -> String {
-    let mut text = String::from("custops is running:\n");
-    for (service, addr) in suite.addrs() {
-        text.push_str(&format!("  {service:<13} {addr}\n"));
+/// `custops dev`: starts `settings`' services, prints how to call them, loads the sample data
+/// into an empty database when `sample_data` (not without profiles), logs how far
+/// segmentation has followed profiles while it is behind, and runs until SIGTERM/SIGINT or
+/// until a service fails.
+#[allow(clippy::print_stdout, reason = "the banner is the command's output")]
+pub async fn run(
+    settings: Vec<ServiceSettings>,
+    sample_data: bool,
+    tools: &banner::Tools,
+) -> anyhow::Result<()> {
+    let profiles_auth = settings
+        .iter()
+        .find(|s| s.service == ServiceKind::Profiles)
+        .map(|s| s.server.auth.clone());
+    let segmentation_db = settings
+        .iter()
+        .find(|s| s.service == ServiceKind::Segmentation)
+        .map(|s| s.database.clone());
+    let mut suite = start(settings).await?;
+    let addrs: Vec<_> = suite.addrs().collect();
+    let auth_on = profiles_auth.as_ref().is_some_and(|auth| auth.is_enabled());
+    println!("{}", banner::how_to_call(&addrs, auth_on, tools));
+
+    let watching = CancellationToken::new();
+    if let (Some(addr), Some(auth)) = (suite.addr(ServiceKind::Profiles), profiles_auth) {
+        let url = format!("http://{}", reachable_addr(addr));
+        if sample_data {
+            tokio::spawn(crate::demo::seed_if_empty(url.clone(), auth.clone()));
+        }
+        if let Some(database) = segmentation_db {
+            let stop = watching.clone();
+            tokio::spawn(async move {
+                match catch_up::Follower::connect(&url, &auth, &database).await {
+                    Ok(follower) => catch_up::watch(follower, catch_up::WATCH_EVERY, stop).await,
+                    Err(error) => tracing::warn!(
+                        error = format!("{error:#}"),
+                        "segmentation's progress through the profiles feed will not be shown"
+                    ),
+                }
+            });
+        }
     }
-    if let Some(addr) = suite.addr(ServiceKind::Profiles) {
-        text.push_str(&format!(
-            "\nTry (reflection is on, no .proto files needed):\n\
-             \x20 grpcurl -plaintext {addr} list\n\
-             \x20 grpcurl -plaintext {addr} describe custops.profiles.v1.ProfilesService\n\
-             \x20 grpcurl -plaintext -d '{{\"service\":\"\"}}' {addr} grpc.health.v1.Health/Check\n\
-             \x20 buf curl --protocol grpc --http2-prior-knowledge http://{addr}/grpc.health.v1.Health/Check\n\
-             Stop with Ctrl-C.\n"
-        ));
+    let _stop_watching = watching.drop_guard();
+    tokio::select! {
+        () = custops_common::shutdown::shutdown_signal() => suite.stop().await,
+        failed = suite.any_stopped() => {
+            let stopped = suite.stop().await;
+            failed.and(stopped)
+        }
     }
-    text
 }

@@ -9,10 +9,9 @@ use std::process::ExitCode;
 use custops_common::auth::{AuthSettings, TokenIssuer};
 use custops_common::config::{ConfigError, DatabaseSettings, Environment, ServiceSettings};
 use custops_common::service::ServiceKind;
-use custops_common::{shutdown, telemetry};
-use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
+use custops_common::telemetry;
 use custops_suite::cli::{self, Command};
-use custops_suite::{bench, dev, migrate};
+use custops_suite::{bench, demo, dev, migrate};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -54,23 +53,13 @@ async fn main() -> ExitCode {
             mint_token(&auth, &subject, &scopes, ttl_secs)
         }
         Command::Dev { sample_data } => {
-            // A laptop suite: no tokens unless CUSTOPS_AUTH_MODE asks for them. Each server
-            // logs loudly that auth is off.
-            let mut env = env.with_default("CUSTOPS_AUTH_MODE", "disabled");
-            // The services find each other on their local ports (feeds, rewards, targeting,
-            // Customer 360) unless the environment says otherwise.
-            for peer in ServiceKind::ALL {
-                env = env.with_default(
-                    &format!("CUSTOPS_{}_URL", peer.name().to_ascii_uppercase()),
-                    &format!("http://127.0.0.1:{}", peer.default_port()),
-                );
-            }
-            let settings = ServiceKind::ALL
-                .into_iter()
-                .map(|service| ServiceSettings::from_env(service, &env))
-                .collect::<Result<Vec<_>, _>>();
+            let settings = dev::settings_from_env(env)
+                .map(|mut settings| dev::wire_peers(&mut settings).map(|()| settings));
             match settings {
-                Ok(settings) => run_dev(settings, sample_data).await,
+                Ok(Ok(settings)) => {
+                    dev::run(settings, sample_data, &dev::banner::Tools::find()).await
+                }
+                Ok(Err(error)) => Err(anyhow::Error::new(error).context("Failed to pick a port")),
                 Err(error) => return config_error(&error),
             }
         }
@@ -81,7 +70,7 @@ async fn main() -> ExitCode {
                 Ok(auth) => auth,
                 Err(error) => return config_error(&error),
             };
-            run_demo(&env, &auth, customers).await
+            demo::run(&profiles_url(&env), &auth, customers).await
         }
         Command::Bench { quick, only, out } => {
             let options = bench::Options {
@@ -150,90 +139,15 @@ fn config_error(error: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Loads sample data into the running profiles service through its API.
-async fn run_demo(env: &Environment, auth: &AuthSettings, customers: usize) -> anyhow::Result<()> {
-    let url = env.get("CUSTOPS_PROFILES_URL").map_or_else(
+/// Where `custops demo` finds profiles: `CUSTOPS_PROFILES_URL`, else loopback on
+/// `CUSTOPS_PROFILES_PORT` (default 50051), where `custops dev` with the same environment
+/// listens.
+fn profiles_url(env: &Environment) -> String {
+    env.get("CUSTOPS_PROFILES_URL").map_or_else(
         || {
             let port = env.get("CUSTOPS_PROFILES_PORT").unwrap_or("50051");
             format!("http://127.0.0.1:{port}")
         },
         str::to_owned,
-    );
-    let channel = custops_common::client::ClientBuilder::new(url.clone(), "custops-demo")
-        .auth(auth, &["profiles.write"])
-        .timeout(std::time::Duration::from_secs(120))
-        .build()?;
-    let mut client = ProfilesServiceClient::new(channel);
-    println!("loading {customers} sample customers into {url} …");
-    let summary = custops_profiles::demo::load(&mut client, customers).await?;
-    println!(
-        "{} customers; {} activities stored, {} already there",
-        summary.customers, summary.activities_accepted, summary.activities_duplicate
-    );
-    Ok(())
-}
-
-/// Loads the demo data when the profiles database holds no customer at all, so a newcomer's
-/// first `make run` has something to look at.
-async fn seed_if_empty(url: String, auth: AuthSettings) {
-    let seeded = async {
-        let channel = custops_common::client::ClientBuilder::new(url.clone(), "custops-dev")
-            .auth(&auth, &["profiles.read", "profiles.write"])
-            .timeout(std::time::Duration::from_secs(120))
-            .build()?;
-        let mut client = ProfilesServiceClient::new(channel);
-        let all_states = (1..=4).collect();
-        let any = client
-            .list_customers(
-                custops_contracts::custops::profiles::v1::ListCustomersRequest {
-                    filter: Some(custops_contracts::custops::profiles::v1::CustomerFilter {
-                        states: all_states,
-                        ..Default::default()
-                    }),
-                    page_size: 1,
-                    page_token: String::new(),
-                },
-            )
-            .await?
-            .into_inner();
-        if !any.customers.is_empty() {
-            return anyhow::Ok(None);
-        }
-        tracing::info!("empty database: loading sample data (custops demo)");
-        Ok(Some(custops_profiles::demo::load(&mut client, 2000).await?))
-    };
-    match seeded.await {
-        Ok(Some(summary)) => tracing::info!(
-            customers = summary.customers,
-            activities = summary.activities_accepted,
-            "sample data loaded"
-        ),
-        Ok(None) => {}
-        Err(error) => tracing::warn!(error = format!("{error:#}"), "could not load sample data"),
-    }
-}
-
-/// Runs the four services until SIGTERM/SIGINT, or until one of them fails; with
-/// `sample_data`, loads the demo into an empty database.
-async fn run_dev(settings: Vec<ServiceSettings>, sample_data: bool) -> anyhow::Result<()> {
-    let profiles_auth = settings
-        .iter()
-        .find(|s| s.service == ServiceKind::Profiles)
-        .map(|s| s.server.auth.clone());
-    let mut suite = dev::start(settings).await?;
-    println!("{}", dev::how_to_call(&suite));
-    if let (true, Some(addr), Some(auth)) = (
-        sample_data,
-        suite.addr(ServiceKind::Profiles),
-        profiles_auth,
-    ) {
-        tokio::spawn(seed_if_empty(format!("http://{addr}"), auth));
-    }
-    tokio::select! {
-        () = shutdown::shutdown_signal() => suite.stop().await,
-        failed = suite.any_stopped() => {
-            let stopped = suite.stop().await;
-            failed.and(stopped)
-        }
-    }
+    )
 }

@@ -3,6 +3,7 @@
 //! the codes, messages and `google.rpc` details the contract documents.
 
 use custops_common::error::{FieldViolation, ServiceError, Violations};
+use custops_common::idempotency::KeyError;
 use uuid::Uuid;
 
 /// `Result` of segmentation's use cases.
@@ -97,6 +98,17 @@ impl Error {
             Ok(())
         } else {
             Err(Error::InvalidArgument(violations))
+        }
+    }
+}
+
+/// A request key that could not be used: its request id used with another RPC or request, or
+/// the database.
+impl From<KeyError> for Error {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Reused { .. } => Error::RequestIdReused,
+            KeyError::Database(error) => Error::Database(error),
         }
     }
 }

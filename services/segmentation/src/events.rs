@@ -183,8 +183,14 @@ pub async fn append_segment_event<M: Message + Name>(
     segment_id: Uuid,
     payload: &M,
 ) -> Result<(), sqlx::Error> {
-    outbox::append(conn, OutboxEvent::new("segment", segment_id, payload)).await?;
+    outbox::append(conn, segment_event(segment_id, payload)).await?;
     Ok(())
+}
+
+/// A segment event (aggregate "segment"), for a change that returns its events
+/// (`custops_common::idempotency::Completed`).
+pub fn segment_event<M: Message + Name>(segment_id: Uuid, payload: &M) -> OutboxEvent {
+    OutboxEvent::new("segment", segment_id, payload)
 }
 
 /// Appends RecomputeJobFinished (aggregate "recompute_job").

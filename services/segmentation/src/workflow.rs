@@ -9,6 +9,10 @@
 //! - `derived`: RFM values and lifecycle stages, for a batch's customers or in full runs.
 //! - `recompute`: a rule segment applied set-based, and the segments referencing a changed one
 //!   following it.
+//!
+//! A call with a request id (CreateSegment, UploadStaticMembers, RecomputeSegment,
+//! RecomputeAll) runs through [`respond_once`]: `custops_common::idempotency` records its key
+//! with the encoded response at the end of its transaction, and a replay answers those bytes.
 
 pub mod catalog;
 pub mod derived;
@@ -22,3 +26,41 @@ pub mod recompute;
 pub mod rfm;
 pub mod segments;
 pub mod settings;
+
+use chrono::{DateTime, Utc};
+use custops_common::idempotency::{self, Completed, RequestKey};
+use custops_common::outbox;
+use futures_util::future::BoxFuture;
+use prost::Message;
+use sqlx::PgConnection;
+
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+/// Runs `work` in one transaction that ends by appending the events it returns, and answers
+/// the response it encoded. With a request key this is `custops_common::idempotency::run`: the
+/// key is recorded with the response bytes at `now`, a replay of an equal request answers the
+/// first call's bytes (not the current state), and the same key with another RPC or request is
+/// [`Error::RequestIdReused`]; of calls racing with one key only one commits.
+pub(crate) async fn respond_once<R, F>(
+    state: &AppState,
+    key: Option<&RequestKey>,
+    now: DateTime<Utc>,
+    work: F,
+) -> Result<R>
+where
+    R: Message + Default,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Completed>>,
+{
+    let bytes = match key {
+        Some(key) => idempotency::run(&state.pool, key, now, work).await?,
+        None => {
+            let mut tx = state.pool.begin().await?;
+            let completed = work(&mut tx).await?;
+            outbox::append_all(&mut tx, &completed.events).await?;
+            tx.commit().await?;
+            completed.response
+        }
+    };
+    R::decode(bytes.as_slice()).map_err(Error::internal)
+}

@@ -1,13 +1,12 @@
 //! ListFields: the field catalog, filtered by source and name prefix, paged by field name.
 
 use custops_common::error::Violations;
-use custops_common::paging;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{ListFieldsRequest, ListFieldsResponse};
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::SegmentationApi;
+use super::parse::{both, page};
 use crate::domain::catalog::{FieldDef, FieldSource, FilterDimension, ValueType};
 use crate::error::Error;
 use crate::wire::rules::operator_to_proto;
@@ -16,26 +15,41 @@ use crate::workflow::catalog as workflow;
 /// Longest `field_prefix` accepted.
 const MAX_PREFIX_CHARS: usize = 128;
 
-/// Where the next page starts: after this field name.
-#[derive(Debug, Serialize, Deserialize)]
-struct AfterField {
-    after: String,
-}
-
-/// ListFields.
+/// ListFields: by field name, keyset the name.
 pub(super) async fn list_fields(
     api: &SegmentationApi,
     request: Request<ListFieldsRequest>,
 ) -> Result<Response<ListFieldsResponse>, Status> {
     let req = request.into_inner();
+    let (page, source) = both(
+        page::<_, String>(&api.state().page_tokens, &req),
+        fields_filter(&req),
+    )?;
+    let catalog = workflow::catalog(api.state()).await?;
+    let mut fields: Vec<&FieldDef> = catalog
+        .fields()
+        .filter(|def| {
+            source.is_none_or(|s| def.source == s)
+                && def.name.starts_with(&req.field_prefix)
+                && page.after.as_ref().is_none_or(|after| def.name > *after)
+        })
+        .take(page.fetch())
+        .collect();
+    let next_page_token = page
+        .finish(&mut fields, |last| last.name.clone())
+        .map_err(Error::internal)?;
+    Ok(Response::new(ListFieldsResponse {
+        fields: fields.into_iter().map(field_to_proto).collect(),
+        next_page_token,
+    }))
+}
+
+/// The source a ListFields request filters on (`None`: every source), its prefix checked.
+fn fields_filter(req: &ListFieldsRequest) -> Result<Option<FieldSource>, Error> {
     let mut violations = Violations::new();
-    let page_size = violations.take(
-        paging::PAGE_SIZE_FIELD,
-        paging::page_size(req.page_size).map_err(|e| e.message()),
-    );
     let source = match pb::FieldSource::try_from(req.source) {
-        Ok(pb::FieldSource::Unspecified) => Some(None),
-        Ok(source) => Some(Some(source_from_proto(source))),
+        Ok(pb::FieldSource::Unspecified) => None,
+        Ok(source) => Some(source_from_proto(source)),
         Err(_) => {
             violations.add("source", "unknown field source");
             None
@@ -47,46 +61,7 @@ pub(super) async fn list_fields(
         "field_prefix is at most 128 characters",
     );
     Error::check(violations)?;
-    let (Some(page_size), Some(source)) = (page_size, source) else {
-        return Err(Error::internal(anyhow::anyhow!("validated fields missing")).into());
-    };
-
-    // The token is only valid for the same filters.
-    let fingerprint = format!("fields|{}|{}", req.source, req.field_prefix);
-    let after = if req.page_token.is_empty() {
-        None
-    } else {
-        let cursor: AfterField = api
-            .state()
-            .page_tokens
-            .decode(&fingerprint, &req.page_token)?;
-        Some(cursor.after)
-    };
-
-    let catalog = workflow::catalog(api.state()).await?;
-    let mut matching = catalog.fields().filter(|def| {
-        source.is_none_or(|s| def.source == s)
-            && def.name.starts_with(&req.field_prefix)
-            && after.as_ref().is_none_or(|after| def.name > *after)
-    });
-    let fields: Vec<&FieldDef> = matching.by_ref().take(page_size).collect();
-    let next_page_token = match (matching.next(), fields.last()) {
-        (Some(_), Some(last)) => api
-            .state()
-            .page_tokens
-            .encode(
-                &fingerprint,
-                &AfterField {
-                    after: last.name.clone(),
-                },
-            )
-            .map_err(Error::internal)?,
-        _ => String::new(),
-    };
-    Ok(Response::new(ListFieldsResponse {
-        fields: fields.into_iter().map(field_to_proto).collect(),
-        next_page_token,
-    }))
+    Ok(source)
 }
 
 fn source_from_proto(source: pb::FieldSource) -> FieldSource {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
-use custops_common::paging;
+use custops_common::idempotency::RequestKey;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     GetEvaluationSettingsRequest, GetEvaluationSettingsResponse, GetRecomputeJobRequest,
@@ -13,15 +13,14 @@ use custops_contracts::custops::segmentation::v1::{
     RecomputeAllRequest, RecomputeAllResponse, RecomputeSegmentRequest, RecomputeSegmentResponse,
     UpdateEvaluationSettingsRequest, UpdateEvaluationSettingsResponse,
 };
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::parse::{decode_cursor, parse_id};
+use super::parse::{both, page, parse_id};
 use crate::error::{Error, Result};
 use crate::store::jobs::JobFilter;
-use crate::store::settings::{EvaluationSettings, IdempotencyKey};
+use crate::store::settings::EvaluationSettings;
 use crate::wire::jobs::{job_to_proto, scope_slug, state_slug};
 use crate::wire::timestamp as ts;
 use crate::workflow::jobs as workflow;
@@ -38,13 +37,14 @@ fn check_request_id(request_id: &str) -> Result<()> {
     }
 }
 
-fn key(caller: &str, request_id: &str, method: &'static str, payload: &[u8]) -> IdempotencyKey {
-    IdempotencyKey {
-        caller: caller.to_owned(),
-        request_id: request_id.to_owned(),
-        method,
-        request_hash: Sha256::digest(payload).to_vec(),
-    }
+/// The idempotency key of `request` when it carries a request id.
+fn key(
+    caller: &str,
+    request_id: &str,
+    method: &'static str,
+    request: &impl prost::Message,
+) -> Option<RequestKey> {
+    (!request_id.is_empty()).then(|| RequestKey::new(caller, request_id, method, request))
 }
 
 /// RecomputeSegment.
@@ -56,14 +56,7 @@ pub(super) async fn recompute_segment(
     let request = request.into_inner();
     let segment_id = parse_id("segment_id", &request.segment_id)?;
     check_request_id(&request.request_id)?;
-    let key = (!request.request_id.is_empty()).then(|| {
-        key(
-            &caller,
-            &request.request_id,
-            "RecomputeSegment",
-            segment_id.as_bytes(),
-        )
-    });
+    let key = key(&caller, &request.request_id, "RecomputeSegment", &request);
     let response = workflow::recompute_segment(api.state(), &caller, segment_id, key).await?;
     Ok(Response::new(response))
 }
@@ -76,8 +69,7 @@ pub(super) async fn recompute_all(
     let caller = Caller::service_of(&request);
     let request = request.into_inner();
     check_request_id(&request.request_id)?;
-    let key = (!request.request_id.is_empty())
-        .then(|| key(&caller, &request.request_id, "RecomputeAll", b"all"));
+    let key = key(&caller, &request.request_id, "RecomputeAll", &request);
     let response = workflow::recompute_all(api.state(), &caller, key).await?;
     Ok(Response::new(response))
 }
@@ -95,14 +87,29 @@ pub(super) async fn get_recompute_job(
     }))
 }
 
-/// ListRecomputeJobs.
+/// ListRecomputeJobs: newest first, keyset `(create_time, recompute_job_id)`.
 pub(super) async fn list_recompute_jobs(
     api: &SegmentationApi,
     request: Request<ListRecomputeJobsRequest>,
 ) -> Result<Response<ListRecomputeJobsResponse>, Status> {
     let request = request.into_inner();
     let state = api.state();
-    let size = paging::page_size(request.page_size)?;
+    let (page, filter) = both(
+        page::<_, (DateTime<Utc>, Uuid)>(&state.page_tokens, &request),
+        job_filter(&request),
+    )?;
+    let mut rows = workflow::list(state, &filter, page.after, page.limit()).await?;
+    let next_page_token = page
+        .finish(&mut rows, |j| (j.create_time, j.recompute_job_id))
+        .map_err(Error::internal)?;
+    Ok(Response::new(ListRecomputeJobsResponse {
+        jobs: rows.iter().map(job_to_proto).collect(),
+        next_page_token,
+    }))
+}
+
+/// The filter of a ListRecomputeJobs request.
+fn job_filter(request: &ListRecomputeJobsRequest) -> Result<JobFilter> {
     let mut violations = Violations::new();
     let segment_id = if request.segment_id.is_empty() {
         None
@@ -127,42 +134,11 @@ pub(super) async fn list_recompute_jobs(
         }
     };
     Error::check(violations)?;
-    let filter = JobFilter {
+    Ok(JobFilter {
         segment_id,
         state: job_state.map(str::to_owned),
         scope: scope.map(str::to_owned),
-    };
-    let fingerprint = format!("jobs:{segment_id:?}:{job_state:?}:{scope:?}");
-    let before: Option<(DateTime<Utc>, Uuid)> = if request.page_token.is_empty() {
-        None
-    } else {
-        let cursor: (i64, String) = state
-            .page_tokens
-            .decode(&fingerprint, &request.page_token)
-            .map_err(|e| Error::invalid(e.field(), e.message()))?;
-        Some(decode_cursor(cursor)?)
-    };
-    let limit = i64::try_from(size).unwrap_or(50);
-    let mut rows = workflow::list(state, &filter, before, limit + 1).await?;
-    let next = if rows.len() > size {
-        rows.truncate(size);
-        let last = rows.last().map(|j| {
-            (
-                j.create_time.timestamp_micros(),
-                j.recompute_job_id.to_string(),
-            )
-        });
-        state
-            .page_tokens
-            .encode(&fingerprint, &last)
-            .map_err(Error::internal)?
-    } else {
-        String::new()
-    };
-    Ok(Response::new(ListRecomputeJobsResponse {
-        jobs: rows.iter().map(job_to_proto).collect(),
-        next_page_token: next,
-    }))
+    })
 }
 
 fn settings_to_proto(s: &EvaluationSettings) -> pb::EvaluationSettings {

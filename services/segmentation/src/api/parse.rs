@@ -1,11 +1,12 @@
 //! Request parsing and the checks that need no database, shared by the segmentation
-//! handlers: ids, request ids, page cursors, and segment requests turned into the commands of
+//! handlers: ids, request ids, pages, and segment requests turned into the commands of
 //! `workflow::segments`, every bad field collected into one INVALID_ARGUMENT.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, Utc};
-use custops_common::error::{FieldViolation, Violations};
+use custops_common::error::{FieldViolation, ServiceError, Violations};
+use custops_common::idempotency::RequestKey;
+use custops_common::paging::{Page, PageTokens, PagedRequest};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     CreateSegmentRequest, ListSegmentsRequest, PreviewSegmentRequest, UpdateSegmentRequest,
@@ -13,13 +14,13 @@ use custops_contracts::custops::segmentation::v1::{
 };
 use futures_util::StreamExt;
 use prost::Message;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tonic::{Status, Streaming};
 use uuid::Uuid;
 
 use crate::error::{Error, Result, field_violations};
 use crate::store::segments::SegmentFilter;
-use crate::store::settings::IdempotencyKey;
 use crate::workflow::segments::{NewSegment, PreviewRequest, SegmentChange, Upload};
 
 /// Most ids in one upload, and in one message of it.
@@ -83,12 +84,38 @@ pub(super) fn check_request_id(violations: &mut Violations, field: &str, value: 
     );
 }
 
-/// A keyset cursor `(time in µs, id)` back in typed form.
-pub(super) fn decode_cursor(cursor: (i64, String)) -> Result<(DateTime<Utc>, Uuid)> {
-    let bad = || Error::invalid("page_token", "malformed");
-    let time = DateTime::<Utc>::from_timestamp_micros(cursor.0).ok_or_else(bad)?;
-    let id = Uuid::parse_str(&cursor.1).map_err(|_| bad())?;
-    Ok((time, id))
+/// The page `request` asks for (`custops_common::paging`): INVALID_ARGUMENT on `page_size` or
+/// `page_token`.
+pub(super) fn page<'t, R: PagedRequest, C: DeserializeOwned>(
+    tokens: &'t PageTokens,
+    request: &R,
+) -> Result<Page<'t, C>> {
+    tokens.page(request).map_err(|error| match error {
+        ServiceError::InvalidArgument(violations) => Error::InvalidArgument(violations),
+        other => Error::internal(other),
+    })
+}
+
+/// Both values, or one INVALID_ARGUMENT naming the bad fields of both.
+pub(super) fn both<A, B>(a: Result<A>, b: Result<B>) -> Result<(A, B)> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(join_invalid([a.err(), b.err()])),
+    }
+}
+
+/// A ListSegments request as its page tokens are bound to it: its labels as one entry, their
+/// JSON in key order. Prost writes a map in its `HashMap`'s iteration order, which differs
+/// between two decodings of one request, so a token bound to the request as it came would
+/// not decode on the next page of a listing filtered by two labels or more.
+pub(super) fn segments_query(request: &ListSegmentsRequest) -> ListSegmentsRequest {
+    let labels: BTreeMap<&String, &String> = request.labels.iter().collect();
+    let mut query = request.clone();
+    query.labels = HashMap::from([(
+        String::new(),
+        serde_json::to_string(&labels).unwrap_or_default(),
+    )]);
+    query
 }
 
 /// Whether `view` asks for the rule (unset: `default_full`).
@@ -145,21 +172,35 @@ fn check_description(violations: &mut Violations, field: &str, description: &str
     );
 }
 
-/// Hash of a create request, independent of label order.
-fn create_hash(request: &CreateSegmentRequest) -> Vec<u8> {
+/// The idempotency key of a CreateSegment request. Its fingerprint is the SHA-256 of the
+/// request's protobuf encoding without the labels, followed by the labels in key order: prost
+/// writes a map in its `HashMap`'s iteration order, which differs between two decodings of one
+/// request, so `RequestKey::new`'s fingerprint of the whole encoding would refuse an honest
+/// retry as REQUEST_ID_REUSED.
+fn create_key(caller: &str, request: &CreateSegmentRequest) -> RequestKey {
+    let mut unlabelled = request.clone();
+    let labels: BTreeMap<String, String> = unlabelled
+        .segment
+        .as_mut()
+        .map(|segment| std::mem::take(&mut segment.labels).into_iter().collect())
+        .unwrap_or_default();
+    let encoded = unlabelled.encode_to_vec();
     let mut hasher = Sha256::new();
-    let mut segment = request.segment.clone().unwrap_or_default();
-    let labels: BTreeMap<String, String> =
-        std::mem::take(&mut segment.labels).into_iter().collect();
-    hasher.update(segment.encode_to_vec());
-    for (k, v) in labels {
-        hasher.update((k.len() as u64).to_be_bytes());
-        hasher.update(k.as_bytes());
-        hasher.update((v.len() as u64).to_be_bytes());
-        hasher.update(v.as_bytes());
+    // Every part length-prefixed, so no two requests run into the same bytes.
+    for part in std::iter::once(encoded.as_slice()).chain(
+        labels
+            .iter()
+            .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]),
+    ) {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
     }
-    hasher.update([u8::from(request.validate_only)]);
-    hasher.finalize().to_vec()
+    RequestKey {
+        caller: caller.to_owned(),
+        request_id: request.request_id.clone(),
+        method: "CreateSegment",
+        fingerprint: hasher.finalize().to_vec(),
+    }
 }
 
 /// A CreateSegment request as its command, its idempotency key (none without a request id or
@@ -167,7 +208,7 @@ fn create_hash(request: &CreateSegmentRequest) -> Vec<u8> {
 pub(super) fn new_segment(
     caller: &str,
     request: &CreateSegmentRequest,
-) -> Result<(NewSegment, Option<IdempotencyKey>, Vec<FieldViolation>)> {
+) -> Result<(NewSegment, Option<RequestKey>, Vec<FieldViolation>)> {
     let mut violations = Violations::new();
     check_request_id(&mut violations, "request_id", &request.request_id);
     let Some(segment) = request.segment.as_ref() else {
@@ -193,12 +234,8 @@ pub(super) fn new_segment(
         }
         _ => {}
     }
-    let key = (!request.request_id.is_empty() && !request.validate_only).then(|| IdempotencyKey {
-        caller: caller.to_owned(),
-        request_id: request.request_id.clone(),
-        method: "CreateSegment",
-        request_hash: create_hash(request),
-    });
+    let key = (!request.request_id.is_empty() && !request.validate_only)
+        .then(|| create_key(caller, request));
     let is_rule = kind == pb::SegmentKind::Rule;
     let segment = NewSegment {
         display_name: segment.display_name.clone(),
@@ -307,8 +344,9 @@ pub(super) fn preview_request(
 /// Reads a whole UploadStaticMembers stream: the first message sets segment, mode and
 /// request id, later ones may only repeat them.
 pub(super) async fn upload(
+    caller: &str,
     mut stream: Streaming<UploadStaticMembersRequest>,
-) -> Result<Upload, Status> {
+) -> Result<(Upload, Option<RequestKey>), Status> {
     let mut segment_id = String::new();
     let mut mode = pb::StaticUploadMode::Unspecified;
     let mut request_id = String::new();
@@ -359,12 +397,23 @@ pub(super) async fn upload(
         return Err(Error::invalid("mode", "required: ADD, REMOVE or REPLACE").into());
     }
     let ids: Vec<String> = ids.into_iter().collect();
-    Ok(Upload {
+    // The whole upload as one request (its ids deduplicated and sorted), so a retry that
+    // splits the same ids into other messages replays.
+    let key = (!request_id.is_empty()).then(|| {
+        let whole = UploadStaticMembersRequest {
+            segment_id: id.to_string(),
+            mode: mode.into(),
+            request_id: request_id.clone(),
+            customer_ids: ids.clone(),
+        };
+        RequestKey::new(caller, &request_id, "UploadStaticMembers", &whole)
+    });
+    let upload = Upload {
         segment_id: id,
         mode,
-        request_id,
         customer_ids: ids,
-    })
+    };
+    Ok((upload, key))
 }
 
 /// BatchGetSegments ids: 1–1,000 UUIDs.

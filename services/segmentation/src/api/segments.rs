@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use custops_common::auth::Caller;
-use custops_common::paging;
 use custops_contracts::custops::segmentation::v1::{
     BatchGetSegmentsRequest, BatchGetSegmentsResponse, CreateSegmentRequest, CreateSegmentResponse,
     DeleteSegmentRequest, DeleteSegmentResponse, GetSegmentRequest, GetSegmentResponse,
@@ -18,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use super::SegmentationApi;
-use super::parse::{self, decode_cursor, full_view, parse_id};
+use super::parse::{self, full_view, parse_id};
 use crate::error::Error;
 use crate::store::segments::SegmentRecord;
 use crate::wire::segments::{segment_to_proto, version_to_proto};
@@ -87,46 +86,28 @@ fn batch_response(ids: &[Uuid], found: &[SegmentRecord], full: bool) -> BatchGet
     }
 }
 
-/// ListSegments.
+/// ListSegments: oldest first, keyset `(create_time, segment_id)`.
 pub(super) async fn list_segments(
     api: &SegmentationApi,
     request: Request<ListSegmentsRequest>,
 ) -> Result<Response<ListSegmentsResponse>, Status> {
     let request = request.into_inner();
     let state = api.state();
-    let size = paging::page_size(request.page_size)?;
-    let filter = parse::segment_filter(&request)?;
-    let fingerprint = format!(
-        "segments:{:?}:{:?}:{:?}:{:?}",
-        filter.rule_kind, filter.labels, filter.referenced_segment_id, filter.field
-    );
-    let after: Option<(DateTime<Utc>, Uuid)> = if request.page_token.is_empty() {
-        None
-    } else {
-        let cursor: (i64, String) = state
-            .page_tokens
-            .decode(&fingerprint, &request.page_token)
-            .map_err(|e| Error::invalid(e.field(), e.message()))?;
-        Some(decode_cursor(cursor)?)
-    };
-    let limit = i64::try_from(size).unwrap_or(50);
-    let mut rows = workflow::list(state, &filter, after, limit + 1).await?;
-    let next = if rows.len() > size {
-        rows.truncate(size);
-        let last = rows
-            .last()
-            .map(|s| (s.create_time.timestamp_micros(), s.segment_id.to_string()));
-        state
-            .page_tokens
-            .encode(&fingerprint, &last)
-            .map_err(Error::internal)?
-    } else {
-        String::new()
-    };
+    let (page, filter) = parse::both(
+        parse::page::<_, (DateTime<Utc>, Uuid)>(
+            &state.page_tokens,
+            &parse::segments_query(&request),
+        ),
+        parse::segment_filter(&request),
+    )?;
+    let mut rows = workflow::list(state, &filter, page.after, page.limit()).await?;
+    let next_page_token = page
+        .finish(&mut rows, |s| (s.create_time, s.segment_id))
+        .map_err(Error::internal)?;
     let full = full_view(request.view, false);
     Ok(Response::new(ListSegmentsResponse {
         segments: rows.iter().map(|s| segment_to_proto(s, full)).collect(),
-        next_page_token: next,
+        next_page_token,
     }))
 }
 
@@ -152,41 +133,24 @@ pub(super) async fn delete_segment(
     Ok(Response::new(DeleteSegmentResponse {}))
 }
 
-/// ListSegmentVersions.
+/// ListSegmentVersions: newest first, keyset `version`.
 pub(super) async fn list_segment_versions(
     api: &SegmentationApi,
     request: Request<ListSegmentVersionsRequest>,
 ) -> Result<Response<ListSegmentVersionsResponse>, Status> {
     let request = request.into_inner();
     let state = api.state();
-    let id = parse_id("segment_id", &request.segment_id)?;
-    let size = paging::page_size(request.page_size)?;
-    let fingerprint = format!("versions:{id}");
-    let before: Option<i64> = if request.page_token.is_empty() {
-        None
-    } else {
-        Some(
-            state
-                .page_tokens
-                .decode(&fingerprint, &request.page_token)
-                .map_err(|e| Error::invalid(e.field(), e.message()))?,
-        )
-    };
-    let limit = i64::try_from(size).unwrap_or(50);
-    let mut rows = workflow::versions(state, id, before, limit + 1).await?;
-    let next = if rows.len() > size {
-        rows.truncate(size);
-        let last = rows.last().map(|v| v.version);
-        state
-            .page_tokens
-            .encode(&fingerprint, &last)
-            .map_err(Error::internal)?
-    } else {
-        String::new()
-    };
+    let (id, page) = parse::both(
+        parse_id("segment_id", &request.segment_id),
+        parse::page::<_, i64>(&state.page_tokens, &request),
+    )?;
+    let mut rows = workflow::versions(state, id, page.after, page.limit()).await?;
+    let next_page_token = page
+        .finish(&mut rows, |v| v.version)
+        .map_err(Error::internal)?;
     Ok(Response::new(ListSegmentVersionsResponse {
         versions: rows.iter().map(version_to_proto).collect(),
-        next_page_token: next,
+        next_page_token,
     }))
 }
 
@@ -211,7 +175,7 @@ pub(super) async fn upload_static_members(
     request: Request<Streaming<UploadStaticMembersRequest>>,
 ) -> Result<Response<UploadStaticMembersResponse>, Status> {
     let caller = Caller::service_of(&request);
-    let upload = parse::upload(request.into_inner()).await?;
-    let uploaded = workflow::upload(api.state(), &caller, upload).await?;
+    let (upload, key) = parse::upload(&caller, request.into_inner()).await?;
+    let uploaded = workflow::upload(api.state(), key, upload).await?;
     Ok(Response::new(uploaded))
 }

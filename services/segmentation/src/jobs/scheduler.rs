@@ -1,10 +1,12 @@
 //! The scheduler: queues the full recompute (an ALL job) every `full_recompute_interval`, runs
 //! the rollover pass every `rollover_interval` (the `schedule_runs` row of each, locked with
-//! `SKIP LOCKED`, makes one replica do it), and keeps the RFM bounds current.
+//! `SKIP LOCKED`, makes one replica do it), keeps the RFM bounds current, and prunes the ended
+//! jobs and the request keys past `custops_common::idempotency::RETENTION`.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use custops_common::idempotency;
 use custops_contracts::custops::segmentation::v1::ChangeReason;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -115,8 +117,10 @@ pub async fn ensure_rfm_bounds(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Res
     Ok(true)
 }
 
-/// One scheduler tick: queues the full recompute and runs the rollover pass when due, and
-/// keeps the RFM bounds current ([`ensure_rfm_bounds`]).
+/// One scheduler tick: queues the full recompute and runs the rollover pass when due, keeps
+/// the RFM bounds current ([`ensure_rfm_bounds`]), and prunes ended jobs and request keys
+/// past their retention (every replica's tick: a delete of what another deleted deletes
+/// nothing).
 pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
     let now = state.clock.now();
     ensure_rfm_bounds(&state.pool, now).await?;
@@ -135,8 +139,8 @@ pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
         job_store::insert(&mut tx, &job).await?;
     }
     job_store::purge_old(&mut *tx, now).await?;
-    settings::purge_keys(&mut *tx, now).await?;
     tx.commit().await?;
+    idempotency::prune(&state.pool, now, idempotency::RETENTION).await?;
 
     // The row lock is held while the pass runs, so only one replica runs it.
     let mut tx = begin_long(&state.pool).await?;

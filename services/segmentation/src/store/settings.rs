@@ -1,5 +1,5 @@
-//! The evaluation settings (configs row "evaluation"), the scheduler's run bookkeeping and the
-//! idempotency keys of segmentation's keyed mutations.
+//! The evaluation settings (configs row "evaluation") and the scheduler's run bookkeeping.
+//! (The idempotency keys of keyed mutations are `custops_common::idempotency`'s.)
 
 use std::time::Duration;
 
@@ -137,93 +137,6 @@ pub async fn claim_schedule(
         .execute(conn)
         .await?;
     Ok(true)
-}
-
-/// An idempotency key of a keyed mutation.
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey {
-    pub caller: String,
-    pub request_id: String,
-    pub method: &'static str,
-    /// Hash of the request payload.
-    pub request_hash: Vec<u8>,
-}
-
-/// What a key lookup found.
-#[derive(Debug)]
-pub enum KeyLookup {
-    /// Not used before.
-    New,
-    /// Used with the same payload: the first response.
-    Replay(Vec<u8>),
-    /// Used with another payload (or another method).
-    Reused,
-}
-
-/// Serialises calls with the same key (a transaction-scoped advisory lock), then looks it up.
-pub async fn claim_key(
-    conn: &mut PgConnection,
-    key: &IdempotencyKey,
-) -> Result<KeyLookup, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 11))")
-        .bind(&key.caller)
-        .bind(&key.request_id)
-        .execute(&mut *conn)
-        .await?;
-    let row = sqlx::query(
-        "SELECT method, request_hash, response FROM idempotency_keys \
-         WHERE caller = $1 AND request_id = $2",
-    )
-    .bind(&key.caller)
-    .bind(&key.request_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(KeyLookup::New);
-    };
-    let method: String = row.try_get("method")?;
-    let hash: Vec<u8> = row.try_get("request_hash")?;
-    if method == key.method && hash == key.request_hash {
-        Ok(KeyLookup::Replay(row.try_get("response")?))
-    } else {
-        Ok(KeyLookup::Reused)
-    }
-}
-
-/// Records the key with the response it produced, in the caller's transaction.
-pub async fn record_key(
-    conn: &mut PgConnection,
-    key: &IdempotencyKey,
-    response: &[u8],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO idempotency_keys (caller, request_id, method, request_hash, response, create_time) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&key.caller)
-    .bind(&key.request_id)
-    .bind(key.method)
-    .bind(&key.request_hash)
-    .bind(response)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Drops idempotency keys older than 30 days before `now` (a retry comes within minutes; a
-/// month bounds the table).
-pub async fn purge_keys<'e>(
-    executor: impl PgExecutor<'e>,
-    now: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    let done =
-        sqlx::query("DELETE FROM idempotency_keys WHERE create_time < $1 - interval '30 days'")
-            .bind(now)
-            .execute(executor)
-            .await?;
-    Ok(done.rows_affected())
 }
 
 /// Serialises updates of one configs row (`rfm`, `lifecycle`) until the transaction ends.

@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use custops_common::error::FieldViolation;
+use custops_common::idempotency::{Completed, RequestKey};
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     CreateSegmentResponse, PreviewSegmentResponse, UpdateSegmentResponse,
     UploadStaticMembersResponse,
 };
+use futures_util::FutureExt;
 use prost::Message;
-use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -28,7 +29,6 @@ use crate::state::AppState;
 use crate::store::catalog::load_catalog;
 use crate::store::jobs::{self as job_store, JobRecord};
 use crate::store::segments::{self as store, SegmentFilter, SegmentRecord, VersionRecord};
-use crate::store::settings::{self as keys, IdempotencyKey, KeyLookup};
 use crate::store::{compile, facts, memberships, preview as previews, uploads};
 use crate::wire::jobs::job_id_string;
 use crate::wire::rules::parse_rule;
@@ -63,13 +63,28 @@ pub struct NewSegment {
 pub async fn create(
     state: &AppState,
     caller: &str,
-    key: Option<IdempotencyKey>,
+    key: Option<RequestKey>,
+    segment: NewSegment,
+    invalid: Vec<FieldViolation>,
+) -> Result<CreateSegmentResponse> {
+    let now = state.clock.now();
+    let caller = caller.to_owned();
+    super::respond_once(state, key.as_ref(), now, move |conn| {
+        create_in(conn, caller, segment, invalid, now).boxed()
+    })
+    .await
+}
+
+/// [`create`]'s work in its transaction: the encoded response and the SegmentCreated event.
+async fn create_in(
+    conn: &mut PgConnection,
+    caller: String,
     segment: NewSegment,
     mut invalid: Vec<FieldViolation>,
-) -> Result<CreateSegmentResponse> {
-    let mut tx = state.pool.begin().await?;
+    now: DateTime<Utc>,
+) -> Result<Completed> {
     let checked = match &segment.rule {
-        Some(condition) => match check_rule(&mut tx, condition, "segment.rule", None).await? {
+        Some(condition) => match check_rule(&mut *conn, condition, "segment.rule", None).await? {
             Ok(checked) => Some(checked),
             Err(v) => {
                 invalid.extend(v);
@@ -81,21 +96,11 @@ pub async fn create(
     if !invalid.is_empty() {
         return Err(Error::InvalidArgument(invalid));
     }
-    if let Some(key) = &key {
-        match keys::claim_key(&mut tx, key).await? {
-            KeyLookup::New => {}
-            KeyLookup::Replay(bytes) => {
-                return CreateSegmentResponse::decode(bytes.as_slice()).map_err(Error::internal);
-            }
-            KeyLookup::Reused => return Err(Error::RequestIdReused),
-        }
-    }
-    if store::count(&mut tx).await? >= MAX_SEGMENTS {
+    if store::count(&mut *conn).await? >= MAX_SEGMENTS {
         return Err(Error::SegmentLimitReached {
             limit: MAX_SEGMENTS,
         });
     }
-    let now = state.clock.now();
     let segment_id = Uuid::now_v7();
     let mut record = SegmentRecord {
         segment_id,
@@ -122,47 +127,45 @@ pub async fn create(
         etag: store::new_etag(),
     };
     if segment.validate_only {
-        return Ok(CreateSegmentResponse {
+        let response = CreateSegmentResponse {
             segment: Some(segment_to_proto(&record, true)),
             recompute_job_id: String::new(),
-        });
+        };
+        return Ok(Completed::response(response.encode_to_vec()));
     }
     let job = record.rule_kind.then(|| {
         JobRecord::queued(
             "segment",
             Some((segment_id, 1)),
             "segment_created",
-            caller,
+            &caller,
             now,
         )
     });
     record.latest_recompute_job_id = job.as_ref().map(|j| j.recompute_job_id);
-    store::insert(&mut tx, &record).await?;
+    store::insert(&mut *conn, &record).await?;
     if let Some(bytes) = &record.rule {
-        store::insert_version(&mut tx, segment_id, 1, bytes, now, caller).await?;
+        store::insert_version(&mut *conn, segment_id, 1, bytes, now, &caller).await?;
     }
     if let Some(job) = &job {
-        job_store::insert(&mut tx, job).await?;
+        job_store::insert(&mut *conn, job).await?;
     }
     let proto = segment_to_proto(&record, true);
-    events::append_segment_event(
-        &mut tx,
+    let created = events::segment_event(
         segment_id,
         &pb::SegmentCreated {
             segment: Some(proto.clone()),
         },
-    )
-    .await?;
-    memberships::notify_segments(&mut tx, &[segment_id]).await?;
+    );
+    memberships::notify_segments(&mut *conn, &[segment_id]).await?;
     let response = CreateSegmentResponse {
         segment: Some(proto),
         recompute_job_id: job_id_string(job.as_ref()),
     };
-    if let Some(key) = &key {
-        keys::record_key(&mut tx, key, &response.encode_to_vec(), now).await?;
-    }
-    tx.commit().await?;
-    Ok(response)
+    Ok(Completed::with_events(
+        response.encode_to_vec(),
+        vec![created],
+    ))
 }
 
 /// An UpdateSegment request past the checks that need no database: `Some` for each masked
@@ -456,77 +459,63 @@ pub struct Upload {
     pub segment_id: Uuid,
     /// ADD, REMOVE or REPLACE.
     pub mode: pb::StaticUploadMode,
-    /// Empty: not idempotent.
-    pub request_id: String,
     pub customer_ids: Vec<String>,
 }
 
 /// Applies a static upload (unknown customers are reported, not added), or replays the
-/// response stored with its request id.
+/// response stored with `key`.
+///
+/// The upload's events are appended inside the work, in chunks and before those of the
+/// segments following it (`follow_dependants`), not through `Completed`: an upload may move a
+/// million memberships, too many events for the one statement that records the key.
 pub async fn upload(
     state: &AppState,
-    caller: &str,
+    key: Option<RequestKey>,
     upload: Upload,
 ) -> Result<UploadStaticMembersResponse> {
+    let now = state.clock.now();
+    super::respond_once(state, key.as_ref(), now, move |conn| {
+        upload_in(conn, upload, now).boxed()
+    })
+    .await
+}
+
+/// [`upload`]'s work in its transaction: the encoded response.
+async fn upload_in(
+    conn: &mut PgConnection,
+    upload: Upload,
+    now: DateTime<Utc>,
+) -> Result<Completed> {
     let Upload {
         segment_id,
         mode,
-        request_id,
         customer_ids,
     } = upload;
-    let request_id = request_id.as_str();
     let ids = customer_ids.as_slice();
-    let mut tx = state.pool.begin().await?;
-    let key = (!request_id.is_empty()).then(|| {
-        let mut hasher = Sha256::new();
-        hasher.update(segment_id.as_bytes());
-        hasher.update(i32::from(mode).to_be_bytes());
-        for id in ids {
-            hasher.update((id.len() as u64).to_be_bytes());
-            hasher.update(id.as_bytes());
-        }
-        IdempotencyKey {
-            caller: caller.to_owned(),
-            request_id: request_id.to_owned(),
-            method: "UploadStaticMembers",
-            request_hash: hasher.finalize().to_vec(),
-        }
-    });
-    if let Some(key) = &key {
-        match keys::claim_key(&mut tx, key).await? {
-            KeyLookup::New => {}
-            KeyLookup::Replay(bytes) => {
-                return UploadStaticMembersResponse::decode(bytes.as_slice())
-                    .map_err(Error::internal);
-            }
-            KeyLookup::Reused => return Err(Error::RequestIdReused),
-        }
-    }
     // Rule segments may reference this one and follow the upload in this transaction (set-based,
     // like a recompute), so take the lock a recompute takes: no incremental change decides on
     // this segment's memberships while they are being replaced.
-    memberships::lock_for_recompute(&mut tx).await?;
-    let segment = store::get_for_update(&mut tx, segment_id)
+    memberships::lock_for_recompute(&mut *conn).await?;
+    let segment = store::get_for_update(&mut *conn, segment_id)
         .await?
         .ok_or_else(|| Error::not_found("segment", segment_id))?;
     if segment.rule_kind {
         return Err(Error::UploadToRuleSegment);
     }
-    let known = uploads::known_customers(&mut tx, ids).await?;
+    let known = uploads::known_customers(&mut *conn, ids).await?;
     let known_set: BTreeSet<&str> = known.iter().map(String::as_str).collect();
     let unknown: Vec<String> = ids
         .iter()
         .filter(|id| !known_set.contains(id.as_str()))
         .cloned()
         .collect();
-    let now = state.clock.now();
     let reason = pb::ChangeReason::StaticUpload;
     let removed = match mode {
         pb::StaticUploadMode::Remove => {
-            uploads::remove_members(&mut tx, segment_id, &known).await?
+            uploads::remove_members(&mut *conn, segment_id, &known).await?
         }
         pb::StaticUploadMode::Replace => {
-            uploads::keep_only_members(&mut tx, segment_id, &known).await?
+            uploads::keep_only_members(&mut *conn, segment_id, &known).await?
         }
         _ => Vec::new(),
     };
@@ -534,7 +523,7 @@ pub async fn upload(
         mode,
         pb::StaticUploadMode::Add | pb::StaticUploadMode::Replace
     ) {
-        uploads::add_members(&mut tx, segment_id, &known, now, reason).await?
+        uploads::add_members(&mut *conn, segment_id, &known, now, reason).await?
     } else {
         Vec::new()
     };
@@ -566,18 +555,18 @@ pub async fn upload(
         })
         .collect();
     changed.extend(added.iter().cloned());
-    events::append_many(&mut tx, &exits).await?;
-    events::append_many(&mut tx, &enters).await?;
-    let member_count = uploads::recount_members(&mut tx, segment_id).await?;
+    events::append_many(&mut *conn, &exits).await?;
+    events::append_many(&mut *conn, &enters).await?;
+    let member_count = uploads::recount_members(&mut *conn, segment_id).await?;
     // Sizes first: once a lookup shows a customer's new segments, sizes already agree.
-    memberships::notify_segments(&mut tx, &[segment_id]).await?;
+    memberships::notify_segments(&mut *conn, &[segment_id]).await?;
     if changed.len() > NOTIFY_EACH_MAX {
-        memberships::bump_epoch(&mut tx).await?;
+        memberships::bump_epoch(&mut *conn).await?;
     } else {
-        memberships::notify_customers(&mut tx, &changed).await?;
+        memberships::notify_customers(&mut *conn, &changed).await?;
     }
     // Segments referencing this one follow for the customers who moved, before the commit.
-    super::recompute::follow_dependants(&mut tx, segment_id, &changed, now, &cause).await?;
+    super::recompute::follow_dependants(&mut *conn, segment_id, &changed, now, &cause).await?;
     let known_count = i64::try_from(known.len()).unwrap_or(i64::MAX);
     let added_count = i64::try_from(added.len()).unwrap_or(i64::MAX);
     let unchanged = match mode {
@@ -593,11 +582,7 @@ pub async fn upload(
         unknown_customer_ids: unknown.into_iter().take(MAX_REPORTED_UNKNOWN).collect(),
         member_count,
     };
-    if let Some(key) = &key {
-        keys::record_key(&mut tx, key, &response.encode_to_vec(), now).await?;
-    }
-    tx.commit().await?;
-    Ok(response)
+    Ok(Completed::response(response.encode_to_vec()))
 }
 
 /// A rule that passed the catalog and the reference-graph checks.

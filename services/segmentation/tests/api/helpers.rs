@@ -11,10 +11,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use custops_common::cache::RedisSettings;
 use custops_common::clock::ManualClock;
 use custops_common::config::ServiceSettings;
+use custops_common::paging::PageTokens;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use custops_segmentation::jobs::WorkerOptions;
+use custops_segmentation::lookups::Lookups;
+use custops_segmentation::state::AppState;
 use custops_segmentation::workflow::membership::{self, Cause};
 use custops_testkit::TestDatabase;
 use sqlx::postgres::PgPoolOptions;
@@ -220,6 +223,17 @@ impl TestApp {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A state over the test database and clock, for driving the library's entry points
+    /// (e.g. `jobs::scheduler::schedule_once`) directly.
+    pub(crate) fn state(&self) -> AppState {
+        AppState {
+            pool: self.pool.clone(),
+            clock: Arc::new(self.clock.clone()),
+            page_tokens: PageTokens::random(),
+            lookups: Arc::new(Lookups::new(None)),
+        }
     }
 
     pub(crate) fn clock_now(&self) -> DateTime<Utc> {

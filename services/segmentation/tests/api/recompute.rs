@@ -3,15 +3,11 @@
 //! customers then change and are applied incrementally; a full recompute afterwards changes
 //! nothing, and the members equal the rule compiled to SQL.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::helpers::{TestApp, all, integer, not, predicate, spawn_app, string, tagged};
-use custops_common::paging::PageTokens;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::jobs;
-use custops_segmentation::lookups::Lookups;
-use custops_segmentation::state::AppState;
 use custops_segmentation::store::{catalog, compile, facts};
 use custops_segmentation::wire::rules::parse_rule;
 use prost::Message;
@@ -212,15 +208,6 @@ fn days(n: i32) -> pb::Value {
 }
 
 /// The service's shared state over the test's pool, for driving the scheduler by hand.
-fn state_of(app: &TestApp) -> AppState {
-    AppState {
-        pool: app.pool.clone(),
-        clock: Arc::new(app.clock.clone()),
-        page_tokens: PageTokens::random(),
-        lookups: Arc::new(Lookups::new(None)),
-    }
-}
-
 #[tokio::test]
 async fn the_rollover_pass_moves_time_dependent_memberships_and_the_full_recompute_is_scheduled()
 -> anyhow::Result<()> {
@@ -268,7 +255,7 @@ async fn the_rollover_pass_moves_time_dependent_memberships_and_the_full_recompu
             }),
         })
         .await?;
-    let state = state_of(&app);
+    let state = app.state();
     // The first tick only starts the schedules.
     jobs::scheduler::schedule_once(&state).await?;
     app.clock.advance(chrono::Duration::seconds(6 * 24 * 3600));

@@ -1,0 +1,13 @@
+-- The idempotency table takes the shape every service shares (custops_common::idempotency):
+-- `request_hash` becomes `fingerprint`; the primary key (caller, request_id) and the
+-- create_time index `idempotency_keys_age` are already the shared ones.
+--
+-- Existing rows are kept, not deleted, so that a retry straddling the upgrade is refused
+-- rather than applied twice: their hashes were taken over other bytes than the new
+-- fingerprints (RecomputeSegment hashed the segment id's 16 bytes, RecomputeAll the word
+-- "all", UploadStaticMembers and CreateSegment their own layouts, none the request's protobuf
+-- encoding), so the same key with the same request no longer matches and is answered
+-- REQUEST_ID_REUSED (ALREADY_EXISTS). A deleted row would let the retry create a second
+-- segment, upload again or queue another job. The rows age out with the others after
+-- custops_common::idempotency::RETENTION.
+ALTER TABLE idempotency_keys RENAME COLUMN request_hash TO fingerprint;

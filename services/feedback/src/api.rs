@@ -3,6 +3,11 @@
 //! through `parse`), calls one use case in `workflow` and converts the result (`convert`).
 //! Failures become a `Status` in `error`, and nowhere else.
 //!
+//! A mutation with a request id passes its reply (domain → wire) to its use case, which
+//! stores it with the key for replays (`workflow::once`). Every List RPC pages with
+//! `custops_common::paging`: `FeedbackApi::page` reads the request's page, the use case
+//! reads `page.fetch()` rows after `page.after`, and `next_page_token` cuts them to the page.
+//!
 //! - `surveys`: survey design and lifecycle.
 //! - `responses`: invitations, responses and reward retries.
 //! - `metrics`: GetSurveyMetrics.
@@ -26,14 +31,14 @@ mod tickets;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use custops_common::error::ServiceError;
-use custops_common::paging::{self, PageTokens};
+use custops_common::paging::{Page, PageTokens, PagedRequest};
 use custops_common::server::MAX_MESSAGE_BYTES;
 use custops_contracts::custops::feedback::v1 as pb;
 use custops_contracts::custops::feedback::v1::feedback_service_server::{
     FeedbackService, FeedbackServiceServer,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -83,56 +88,28 @@ fn ok<T>(value: T) -> Rpc<T> {
     Ok(Response::new(value))
 }
 
-/// A position in a list: the sort time and the id of the last item returned.
+/// Where a list newest first (or by due time) goes on: the last row's sort time and id.
 type Keyset = (DateTime<Utc>, Uuid);
 
-/// A keyset position on the wire (inside a signed page token): time in microseconds and id.
-#[derive(Debug, Serialize, Deserialize)]
-struct Cursor {
-    t: i64,
-    id: String,
+impl FeedbackApi {
+    /// The page `request` asks for (`custops_common::paging`): INVALID_ARGUMENT on
+    /// `page_size` or on `page_token` (not one of ours, or issued for other filters).
+    fn page<R: PagedRequest, C: DeserializeOwned>(
+        &self,
+        request: &R,
+    ) -> Result<Page<'_, C>, Error> {
+        Ok(self.pages.page(request)?)
+    }
 }
 
-impl FeedbackApi {
-    fn page_in(
-        &self,
-        fingerprint: &str,
-        token: &str,
-        size: i32,
-    ) -> Result<(Option<Keyset>, usize), Status> {
-        let size = paging::page_size(size)?;
-        if token.is_empty() {
-            return Ok((None, size));
-        }
-        let c: Cursor = self.pages.decode(fingerprint, token)?;
-        let t = DateTime::from_timestamp_micros(c.t);
-        let id = Uuid::parse_str(&c.id).ok();
-        match t.zip(id) {
-            Some(after) => Ok((Some(after), size)),
-            None => Err(ServiceError::from(paging::PageTokenError::Malformed).into()),
-        }
-    }
-
-    fn page_out(
-        &self,
-        fingerprint: &str,
-        last: Option<Keyset>,
-        full: bool,
-    ) -> Result<String, Status> {
-        match last {
-            Some((t, id)) if full => self
-                .pages
-                .encode(
-                    fingerprint,
-                    &Cursor {
-                        t: t.timestamp_micros(),
-                        id: id.to_string(),
-                    },
-                )
-                .map_err(|e| Status::from(Error::internal(e))),
-            _ => Ok(String::new()),
-        }
-    }
+/// Cuts `rows` (read with [`Page::fetch`]) to the page and returns the next page's token,
+/// empty when no row followed.
+fn next_page_token<C: Serialize, T>(
+    page: &Page<'_, C>,
+    rows: &mut Vec<T>,
+    cursor: impl FnOnce(&T) -> C,
+) -> Result<String, Error> {
+    Ok(page.finish(rows, cursor)?)
 }
 
 #[tonic::async_trait]

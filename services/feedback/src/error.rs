@@ -3,6 +3,7 @@
 //! which this wraps. `api/error.rs` is the only place that turns it into a `Status`.
 
 use custops_common::error::{FieldViolation, ServiceError, Violations};
+use custops_common::idempotency::KeyError;
 
 use crate::domain::Rejection;
 
@@ -24,7 +25,8 @@ pub enum Error {
     /// A feedback rule refused the call in the current state.
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// The request id was used before with a different request (REQUEST_ID_REUSED).
+    /// The request id was used before with another RPC or a different request
+    /// (REQUEST_ID_REUSED).
     #[error("request_id was already used with a different request")]
     RequestIdReused,
     /// The survey targets a segment and no segmentation address is configured.
@@ -77,10 +79,30 @@ impl Error {
 
 /// `Ok` when `v` recorded no violation, else INVALID_ARGUMENT with every one of them.
 pub fn invalid_fields(v: Violations) -> Result<(), Error> {
-    match v.into_result() {
-        Ok(()) => Ok(()),
-        Err(ServiceError::InvalidArgument(violations)) => Err(Error::InvalidArgument(violations)),
-        // `Violations` reports nothing else; kept total rather than assumed.
-        Err(other) => Err(Error::internal(other)),
+    v.into_result().map_err(Error::from)
+}
+
+/// What the shared helpers answer (`Violations`, the paging of `custops_common::paging`):
+/// field violations stay field violations (a bad `page_size` or `page_token` names its
+/// field); they report nothing else, so anything else is a defect, kept total rather than
+/// assumed.
+impl From<ServiceError> for Error {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::InvalidArgument(violations) => Error::InvalidArgument(violations),
+            ServiceError::Internal(error) => Error::Internal(error),
+            other => Error::internal(other),
+        }
+    }
+}
+
+/// A request id that cannot be used (`custops_common::idempotency`): reused with another
+/// RPC or another request is REQUEST_ID_REUSED.
+impl From<KeyError> for Error {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Reused { .. } => Error::RequestIdReused,
+            KeyError::Database(error) => Error::Database(error),
+        }
     }
 }

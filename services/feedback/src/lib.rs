@@ -5,8 +5,8 @@
 //!   per area (`surveys`, `responses`, `metrics`, `tickets`, `reviews`, `customers`): each
 //!   handler parses its request (the area's parsers over the shared field parsers of
 //!   `api/parse`), calls one use case and converts the result (`api/convert`).
-//! - `workflow`: the use cases, one transaction each (store + domain rules + outbox +
-//!   idempotency key).
+//! - `workflow`: the use cases, one transaction each (store + domain rules + outbox); a call
+//!   with a request id runs through `custops_common::idempotency` and replays its first reply.
 //! - `domain`: plain Rust types and rules (no tonic, prost or sqlx), and the refusals by name
 //!   (`Rejection`); the suite's clock is re-exported there, but the domain reads no clock.
 //! - `store`: sqlx queries on the `feedback` schema; metrics are aggregated in SQL there.
@@ -15,7 +15,7 @@
 //! - `feeds`: consumers of other services' feeds: `feeds::profiles` (merges, unmerges and
 //!   erasures, applied by `store::customers`).
 //! - `jobs`: background work: `jobs::rewards`, the worker that pays survey rewards through
-//!   loyalty, exactly once.
+//!   loyalty, exactly once; the pruner of idempotency keys past their retention.
 //! - `segments`: membership questions to segmentation (targeted surveys, response segments).
 //! - `error`: the service's one error enum (the domain's `Rejection` by name, invalid fields,
 //!   database, internal); `api/error` is its one mapping to `Status`.
@@ -59,6 +59,9 @@ pub struct Overrides {
     pub clock: Arc<dyn Clock>,
     /// The reward worker's pacing (tests retry faster).
     pub rewards: jobs::rewards::WorkerOptions,
+    /// How often expired idempotency keys are pruned ([`jobs::PRUNE_KEYS_EVERY`]; a test
+    /// prunes sooner).
+    pub prune_keys_every: std::time::Duration,
 }
 
 impl Default for Overrides {
@@ -66,6 +69,7 @@ impl Default for Overrides {
         Self {
             clock: Arc::new(SystemClock),
             rewards: jobs::rewards::WorkerOptions::default(),
+            prune_keys_every: jobs::PRUNE_KEYS_EVERY,
         }
     }
 }
@@ -89,6 +93,7 @@ pub async fn build_with(
         pool.clone(),
         clock.clone(),
         overrides.rewards,
+        overrides.prune_keys_every,
         app.shutdown_token(),
     );
     let api = api::FeedbackApi::new(

@@ -5,10 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use custops_common::error::Violations;
+use custops_common::idempotency::RequestKey;
 use custops_contracts::custops::common::v1 as common_pb;
 use custops_contracts::custops::feedback::v1 as pb;
 use prost::Message;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::response::{Answer, AnswerValue, Omission};
@@ -21,7 +21,6 @@ use crate::domain::survey::{
 use crate::domain::text;
 use crate::domain::ticket::{self, Money, Resolution, ResolutionCode, Severity};
 use crate::error::Error;
-use crate::store::IdempotencyKey;
 use crate::wire::{from_ts, severity_from, touchpoint_kind_from};
 use crate::workflow::Actor;
 
@@ -136,24 +135,20 @@ pub fn optional_slug(v: &mut Violations, field: &str, value: &str) {
     }
 }
 
-/// A required request id, as an idempotency key of `operation` for `caller`.
+/// A required request id, as the idempotency key of `request` sent by `caller` to `method`
+/// (the RPC's name; the key's fingerprint is the request's encoding).
 pub fn key<M: Message>(
     v: &mut Violations,
     request_id: &str,
     caller: &str,
-    operation: &'static str,
+    method: &'static str,
     request: &M,
-) -> Option<IdempotencyKey> {
+) -> Option<RequestKey> {
     if let Err(e) = text::printable_id(request_id) {
         v.add("request_id", e);
         return None;
     }
-    Some(IdempotencyKey {
-        caller: caller.to_owned(),
-        operation,
-        request_id: request_id.to_owned(),
-        fingerprint: Sha256::digest(request.encode_to_vec()).to_vec(),
-    })
+    Some(RequestKey::new(caller, request_id, method, request))
 }
 
 /// An optional request id.
@@ -161,20 +156,14 @@ pub fn optional_key<M: Message>(
     v: &mut Violations,
     request_id: &str,
     caller: &str,
-    operation: &'static str,
+    method: &'static str,
     request: &M,
-) -> Option<IdempotencyKey> {
+) -> Option<RequestKey> {
     if request_id.is_empty() {
         None
     } else {
-        key(v, request_id, caller, operation, request)
+        key(v, request_id, caller, method, request)
     }
-}
-
-/// A fingerprint of a list request's filters (page fields cleared by the caller).
-pub fn fingerprint<M: Message>(request: &M) -> String {
-    let digest = Sha256::digest(request.encode_to_vec());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A half-open time range; both bounds optional, start before end.

@@ -4,13 +4,13 @@
 
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
+use custops_common::idempotency::RequestKey;
 use custops_contracts::custops::feedback::v1 as pb;
 use tonic::Request;
 
-use super::{FeedbackApi, Rpc, ok, parse};
+use super::{FeedbackApi, Keyset, Rpc, next_page_token, ok, parse};
 use crate::domain::response::{NewInvitation, Submission};
 use crate::error::Error;
-use crate::store::IdempotencyKey;
 use crate::store::responses::{InvitationFilter, ResponseFilter};
 use crate::workflow::{self, Actor};
 
@@ -21,10 +21,11 @@ pub(super) async fn create_invitation(
 ) -> Rpc<pb::CreateInvitationResponse> {
     let caller = Caller::service_of(&request);
     let (key, new) = invitation_request(&caller, request.into_inner())?;
-    let i = workflow::responses::invite(&api.ctx, key, new).await?;
-    ok(pb::CreateInvitationResponse {
-        invitation: Some((&i).into()),
+    let reply = workflow::responses::invite(&api.ctx, key, new, |i| pb::CreateInvitationResponse {
+        invitation: Some(i.into()),
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -46,15 +47,10 @@ pub(super) async fn list_invitations(
 ) -> Rpc<pb::ListInvitationsResponse> {
     let req = request.into_inner();
     let filter = invitation_filter(&req)?;
-    let fp = parse::fingerprint(&pb::ListInvitationsRequest {
-        page_size: 0,
-        page_token: String::new(),
-        ..req.clone()
-    });
-    let (after, size) = api.page_in(&fp, &req.page_token, req.page_size)?;
-    let list = workflow::responses::list_invitations(&api.ctx, &filter, after, size).await?;
-    let last = list.last().map(|i| (i.create_time, i.id));
-    let next_page_token = api.page_out(&fp, last, list.len() == size)?;
+    let page = api.page::<_, Keyset>(&req)?;
+    let mut list =
+        workflow::responses::list_invitations(&api.ctx, &filter, page.after, page.fetch()).await?;
+    let next_page_token = next_page_token(&page, &mut list, |i| (i.create_time, i.id))?;
     ok(pb::ListInvitationsResponse {
         invitations: list.iter().map(Into::into).collect(),
         next_page_token,
@@ -72,10 +68,13 @@ pub(super) async fn submit_response(
         service: caller,
         actor_id: String::new(),
     };
-    let r = workflow::responses::submit(&api.ctx, key, &actor, submission).await?;
-    ok(pb::SubmitResponseResponse {
-        survey_response: Some((&r).into()),
+    let reply = workflow::responses::submit(&api.ctx, key, &actor, submission, |r| {
+        pb::SubmitResponseResponse {
+            survey_response: Some(r.into()),
+        }
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -109,15 +108,10 @@ pub(super) async fn list_responses(
 ) -> Rpc<pb::ListResponsesResponse> {
     let req = request.into_inner();
     let filter = response_filter(&req)?;
-    let fp = parse::fingerprint(&pb::ListResponsesRequest {
-        page_size: 0,
-        page_token: String::new(),
-        ..req.clone()
-    });
-    let (after, size) = api.page_in(&fp, &req.page_token, req.page_size)?;
-    let list = workflow::responses::list_responses(&api.ctx, &filter, after, size).await?;
-    let last = list.last().map(|r| (r.submit_time, r.id));
-    let next_page_token = api.page_out(&fp, last, list.len() == size)?;
+    let page = api.page::<_, Keyset>(&req)?;
+    let mut list =
+        workflow::responses::list_responses(&api.ctx, &filter, page.after, page.fetch()).await?;
+    let next_page_token = next_page_token(&page, &mut list, |r| (r.submit_time, r.id))?;
     ok(pb::ListResponsesResponse {
         survey_responses: list.iter().map(Into::into).collect(),
         next_page_token,
@@ -129,7 +123,7 @@ pub(super) async fn list_responses(
 fn invitation_request(
     caller: &str,
     req: pb::CreateInvitationRequest,
-) -> Result<(IdempotencyKey, NewInvitation), Error> {
+) -> Result<(RequestKey, NewInvitation), Error> {
     let mut v = Violations::new();
     let key = parse::key(&mut v, &req.request_id, caller, "CreateInvitation", &req);
     let inv = req.invitation.unwrap_or_default();
@@ -195,7 +189,7 @@ fn invitation_filter(req: &pb::ListInvitationsRequest) -> Result<InvitationFilte
 fn submit_request(
     caller: &str,
     req: pb::SubmitResponseRequest,
-) -> Result<(IdempotencyKey, Submission), Error> {
+) -> Result<(RequestKey, Submission), Error> {
     let mut v = Violations::new();
     let key = parse::key(&mut v, &req.request_id, caller, "SubmitResponse", &req);
     let invitation_id = parse::id(&mut v, "invitation_id", &req.invitation_id);

@@ -5,14 +5,14 @@
 use chrono::{DateTime, Utc};
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
+use custops_common::idempotency::RequestKey;
 use custops_contracts::custops::feedback::v1 as pb;
 use tonic::Request;
 
-use super::{FeedbackApi, Rpc, ok, parse};
+use super::{FeedbackApi, Keyset, Rpc, next_page_token, ok, parse};
 use crate::domain::review::{NewReview, Subject};
 use crate::domain::text;
 use crate::error::Error;
-use crate::store::IdempotencyKey;
 use crate::store::reviews::ReviewFilter;
 use crate::workflow;
 
@@ -23,10 +23,11 @@ pub(super) async fn create_review(
 ) -> Rpc<pb::CreateReviewResponse> {
     let caller = Caller::service_of(&request);
     let (key, new) = create_request(&caller, request.into_inner())?;
-    let review = workflow::reviews::create(&api.ctx, key, new).await?;
-    ok(pb::CreateReviewResponse {
-        review: Some((&review).into()),
+    let reply = workflow::reviews::create(&api.ctx, key, new, |r| pb::CreateReviewResponse {
+        review: Some(r.into()),
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -48,15 +49,9 @@ pub(super) async fn list_reviews(
 ) -> Rpc<pb::ListReviewsResponse> {
     let req = request.into_inner();
     let filter = list_filter(&req)?;
-    let fp = parse::fingerprint(&pb::ListReviewsRequest {
-        page_size: 0,
-        page_token: String::new(),
-        ..req.clone()
-    });
-    let (after, size) = api.page_in(&fp, &req.page_token, req.page_size)?;
-    let list = workflow::reviews::list(&api.ctx, &filter, after, size).await?;
-    let last = list.last().map(|r| (r.create_time, r.id));
-    let next_page_token = api.page_out(&fp, last, list.len() == size)?;
+    let page = api.page::<_, Keyset>(&req)?;
+    let mut list = workflow::reviews::list(&api.ctx, &filter, page.after, page.fetch()).await?;
+    let next_page_token = next_page_token(&page, &mut list, |r| (r.create_time, r.id))?;
     ok(pb::ListReviewsResponse {
         reviews: list.iter().map(Into::into).collect(),
         next_page_token,
@@ -92,7 +87,7 @@ pub(super) async fn batch_get_review_summaries(
 fn create_request(
     caller: &str,
     req: pb::CreateReviewRequest,
-) -> Result<(IdempotencyKey, NewReview), Error> {
+) -> Result<(RequestKey, NewReview), Error> {
     let mut v = Violations::new();
     let key = parse::key(&mut v, &req.request_id, caller, "CreateReview", &req);
     let r = req.review.unwrap_or_default();

@@ -4,14 +4,14 @@
 
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
+use custops_common::idempotency::RequestKey;
 use custops_contracts::custops::feedback::v1 as pb;
 use tonic::Request;
 use uuid::Uuid;
 
-use super::{FeedbackApi, Rpc, ok, parse};
+use super::{FeedbackApi, Keyset, Rpc, next_page_token, ok, parse};
 use crate::domain::survey::{SurveyContent, SurveyMask, SurveyStatus};
 use crate::error::Error;
-use crate::store::IdempotencyKey;
 use crate::store::surveys::SurveyFilter;
 use crate::workflow;
 
@@ -22,10 +22,11 @@ pub(super) async fn create_survey(
 ) -> Rpc<pb::CreateSurveyResponse> {
     let caller = Caller::service_of(&request);
     let (key, content) = create_request(&caller, &request.into_inner())?;
-    let s = workflow::surveys::create(&api.ctx, key, content).await?;
-    ok(pb::CreateSurveyResponse {
-        survey: Some((&s).into()),
+    let reply = workflow::surveys::create(&api.ctx, key, content, |s| pb::CreateSurveyResponse {
+        survey: Some(s.into()),
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -47,15 +48,9 @@ pub(super) async fn list_surveys(
 ) -> Rpc<pb::ListSurveysResponse> {
     let req = request.into_inner();
     let filter = list_filter(&req)?;
-    let fp = parse::fingerprint(&pb::ListSurveysRequest {
-        page_size: 0,
-        page_token: String::new(),
-        ..req.clone()
-    });
-    let (after, size) = api.page_in(&fp, &req.page_token, req.page_size)?;
-    let surveys = workflow::surveys::list(&api.ctx, &filter, after, size).await?;
-    let last = surveys.last().map(|s| (s.create_time, s.id));
-    let next_page_token = api.page_out(&fp, last, surveys.len() == size)?;
+    let page = api.page::<_, Keyset>(&req)?;
+    let mut surveys = workflow::surveys::list(&api.ctx, &filter, page.after, page.fetch()).await?;
+    let next_page_token = next_page_token(&page, &mut surveys, |s| (s.create_time, s.id))?;
     ok(pb::ListSurveysResponse {
         surveys: surveys.iter().map(Into::into).collect(),
         next_page_token,
@@ -116,7 +111,7 @@ pub(super) async fn close_survey(
 fn create_request(
     caller: &str,
     req: &pb::CreateSurveyRequest,
-) -> Result<(IdempotencyKey, SurveyContent), Error> {
+) -> Result<(RequestKey, SurveyContent), Error> {
     let mut v = Violations::new();
     let key = parse::key(&mut v, &req.request_id, caller, "CreateSurvey", req);
     let content = match &req.survey {

@@ -6,13 +6,13 @@
 
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
-use custops_common::paging;
+use custops_common::idempotency::RequestKey;
 use custops_contracts::custops::feedback::v1 as pb;
 use prost::Message;
-use tonic::{Request, Status};
+use tonic::Request;
 use uuid::Uuid;
 
-use super::{Cursor, FeedbackApi, Rpc, convert, ok, parse};
+use super::{FeedbackApi, Rpc, convert, next_page_token, ok, parse};
 use crate::domain::sla::SeverityTarget;
 use crate::domain::text;
 use crate::domain::ticket::{
@@ -20,8 +20,7 @@ use crate::domain::ticket::{
     Transition,
 };
 use crate::error::Error;
-use crate::store::IdempotencyKey;
-use crate::store::tickets::{FollowUpFilter, TicketFilter};
+use crate::store::tickets::{FollowUpFilter, TicketCursor, TicketFilter};
 use crate::workflow::{self, Actor};
 
 #[tracing::instrument(skip_all)]
@@ -31,10 +30,13 @@ pub(super) async fn open_ticket(
 ) -> Rpc<pb::OpenTicketResponse> {
     let caller = Caller::service_of(&request);
     let (key, actor, new) = open_request(&caller, request.into_inner())?;
-    let t = workflow::tickets::open(&api.ctx, key, &actor, new).await?;
-    ok(pb::OpenTicketResponse {
-        ticket: Some(convert::ticket(&t, api.ctx.now(), &[])),
+    let reply = workflow::tickets::open(&api.ctx, key, &actor, new, |t, now| {
+        pb::OpenTicketResponse {
+            ticket: Some(convert::ticket(t, now, &[])),
+        }
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -57,15 +59,10 @@ pub(super) async fn list_tickets(
 ) -> Rpc<pb::ListTicketsResponse> {
     let req = request.into_inner();
     let filter = ticket_filter(&req)?;
-    let fp = parse::fingerprint(&pb::ListTicketsRequest {
-        page_size: 0,
-        page_token: String::new(),
-        ..req.clone()
-    });
-    let (after, size) = api.page_in(&fp, &req.page_token, req.page_size)?;
-    let (list, now) = workflow::tickets::list(&api.ctx, &filter, after, size).await?;
-    let last = list.last().map(|(_, c)| *c);
-    let next_page_token = api.page_out(&fp, last, list.len() == size)?;
+    let page = api.page::<_, TicketCursor>(&req)?;
+    let (mut list, now) =
+        workflow::tickets::list(&api.ctx, &filter, page.after, page.fetch()).await?;
+    let next_page_token = next_page_token(&page, &mut list, |(_, cursor)| *cursor)?;
     ok(pb::ListTicketsResponse {
         tickets: list
             .iter()
@@ -95,33 +92,13 @@ pub(super) async fn list_ticket_history(
 ) -> Rpc<pb::ListTicketHistoryResponse> {
     let req = request.into_inner();
     let id = parse::required_id("ticket_id", &req.ticket_id)?;
-    let fp = parse::fingerprint(&pb::ListTicketHistoryRequest {
-        page_size: 0,
-        page_token: String::new(),
-        ..req.clone()
-    });
-    let size = paging::page_size(req.page_size)?;
-    let after = if req.page_token.is_empty() {
-        0
-    } else {
-        api.pages.decode::<Cursor>(&fp, &req.page_token)?.t
-    };
-    let (entries, last) = workflow::tickets::history_page(&api.ctx, id, after, size).await?;
-    let next_page_token = if entries.len() == size {
-        api.pages
-            .encode(
-                &fp,
-                &Cursor {
-                    t: last,
-                    id: String::new(),
-                },
-            )
-            .map_err(|e| Status::from(Error::internal(e)))?
-    } else {
-        String::new()
-    };
+    // The cursor is the last entry's position in the ticket's history.
+    let page = api.page::<_, i64>(&req)?;
+    let mut entries =
+        workflow::tickets::history_page(&api.ctx, id, page.after, page.fetch()).await?;
+    let next_page_token = next_page_token(&page, &mut entries, |(_, position)| *position)?;
     ok(pb::ListTicketHistoryResponse {
-        entries: entries.iter().map(Into::into).collect(),
+        entries: entries.iter().map(|(e, _)| e.into()).collect(),
         next_page_token,
     })
 }
@@ -133,7 +110,7 @@ pub(super) async fn assign_ticket(
 ) -> Rpc<pb::AssignTicketResponse> {
     let caller = Caller::service_of(&request);
     let a = assign_request(&caller, request.into_inner())?;
-    let t = workflow::tickets::assign(
+    let reply = workflow::tickets::assign(
         &api.ctx,
         a.change.id,
         a.change.key,
@@ -141,11 +118,12 @@ pub(super) async fn assign_ticket(
         &a.change.etag,
         a.assignee_id,
         a.change.note,
+        |t, now| pb::AssignTicketResponse {
+            ticket: Some(convert::ticket(t, now, &[])),
+        },
     )
     .await?;
-    ok(pb::AssignTicketResponse {
-        ticket: Some(convert::ticket(&t, api.ctx.now(), &[])),
-    })
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -163,10 +141,13 @@ pub(super) async fn start_ticket(
         note: &req.note,
     };
     let change = change_request(&caller, "StartTicket", &req, fields, None)?;
-    let ticket = transition(api, change, Transition::Start).await?;
-    ok(pb::StartTicketResponse {
-        ticket: Some(ticket),
+    let reply = transition(api, change, Transition::Start, |ticket| {
+        pb::StartTicketResponse {
+            ticket: Some(ticket),
+        }
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -185,10 +166,13 @@ pub(super) async fn resolve_ticket(
     };
     let resolution = Some(req.resolution.as_ref());
     let change = change_request(&caller, "ResolveTicket", &req, fields, resolution)?;
-    let ticket = transition(api, change, Transition::Resolve).await?;
-    ok(pb::ResolveTicketResponse {
-        ticket: Some(ticket),
+    let reply = transition(api, change, Transition::Resolve, |ticket| {
+        pb::ResolveTicketResponse {
+            ticket: Some(ticket),
+        }
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -206,10 +190,13 @@ pub(super) async fn close_ticket(
         note: &req.note,
     };
     let change = change_request(&caller, "CloseTicket", &req, fields, None)?;
-    let ticket = transition(api, change, Transition::Close).await?;
-    ok(pb::CloseTicketResponse {
-        ticket: Some(ticket),
+    let reply = transition(api, change, Transition::Close, |ticket| {
+        pb::CloseTicketResponse {
+            ticket: Some(ticket),
+        }
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -231,10 +218,13 @@ pub(super) async fn reopen_ticket(
         note: &req.reason,
     };
     let change = change_request(&caller, "ReopenTicket", &req, fields, None)?;
-    let ticket = transition(api, change, Transition::Reopen).await?;
-    ok(pb::ReopenTicketResponse {
-        ticket: Some(ticket),
+    let reply = transition(api, change, Transition::Reopen, |ticket| {
+        pb::ReopenTicketResponse {
+            ticket: Some(ticket),
+        }
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -244,11 +234,14 @@ pub(super) async fn add_ticket_note(
 ) -> Rpc<pb::AddTicketNoteResponse> {
     let caller = Caller::service_of(&request);
     let (id, key, actor, note) = note_request(&caller, request.into_inner())?;
-    let (t, e) = workflow::tickets::add_note(&api.ctx, id, key, &actor, note).await?;
-    ok(pb::AddTicketNoteResponse {
-        ticket: Some(convert::ticket(&t, api.ctx.now(), &[])),
-        entry: Some((&e).into()),
+    let reply = workflow::tickets::add_note(&api.ctx, id, key, &actor, note, |(t, e), now| {
+        pb::AddTicketNoteResponse {
+            ticket: Some(convert::ticket(t, now, &[])),
+            entry: Some(e.into()),
+        }
     })
+    .await?;
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -282,13 +275,20 @@ pub(super) async fn record_follow_up_outcome(
 ) -> Rpc<pb::RecordFollowUpOutcomeResponse> {
     let caller = Caller::service_of(&request);
     let o = outcome_request(&caller, request.into_inner())?;
-    let (t, history) = workflow::tickets::record_outcome(
-        &api.ctx, o.id, o.key, &o.actor, &o.etag, o.outcome, o.note,
+    let reply = workflow::tickets::record_outcome(
+        &api.ctx,
+        o.id,
+        o.key,
+        &o.actor,
+        &o.etag,
+        o.outcome,
+        o.note,
+        |(t, history), now| pb::RecordFollowUpOutcomeResponse {
+            ticket: Some(convert::ticket(t, now, history)),
+        },
     )
     .await?;
-    ok(pb::RecordFollowUpOutcomeResponse {
-        ticket: Some(convert::ticket(&t, api.ctx.now(), &history)),
-    })
+    ok(reply)
 }
 
 #[tracing::instrument(skip_all)]
@@ -303,13 +303,14 @@ pub(super) async fn get_follow_up_report(
     })
 }
 
-/// A status transition applied, and the ticket on the wire.
-async fn transition(
+/// A status transition applied, answered `reply` of the ticket on the wire.
+async fn transition<R: Message + Default + 'static>(
     api: &FeedbackApi,
     change: Change,
     transition: Transition,
-) -> Result<pb::Ticket, Error> {
-    let t = workflow::tickets::transition(
+    reply: fn(pb::Ticket) -> R,
+) -> Result<R, Error> {
+    workflow::tickets::transition(
         &api.ctx,
         change.id,
         change.key,
@@ -318,9 +319,9 @@ async fn transition(
         transition,
         change.note,
         change.resolution,
+        move |t, now| reply(convert::ticket(t, now, &[])),
     )
-    .await?;
-    Ok(convert::ticket(&t, api.ctx.now(), &[]))
+    .await
 }
 
 // Parsing: each request into the values its use case takes, every bad field a violation.
@@ -328,7 +329,7 @@ async fn transition(
 /// A change to one ticket, parsed: the fields the transitions, assignments and outcomes share.
 struct Change {
     id: Uuid,
-    key: Option<IdempotencyKey>,
+    key: Option<RequestKey>,
     actor: Actor,
     etag: String,
     note: String,
@@ -374,7 +375,7 @@ fn change_request<M: Message>(
 fn open_request(
     caller: &str,
     req: pb::OpenTicketRequest,
-) -> Result<(IdempotencyKey, Actor, NewTicket), Error> {
+) -> Result<(RequestKey, Actor, NewTicket), Error> {
     let mut v = Violations::new();
     let key = parse::key(&mut v, &req.request_id, caller, "OpenTicket", &req);
     let customer_id = parse::customer_id(&mut v, "customer_id", &req.customer_id);
@@ -613,7 +614,7 @@ fn assign_request(caller: &str, req: pb::AssignTicketRequest) -> Result<Assignme
 fn note_request(
     caller: &str,
     req: pb::AddTicketNoteRequest,
-) -> Result<(Uuid, IdempotencyKey, Actor, String), Error> {
+) -> Result<(Uuid, RequestKey, Actor, String), Error> {
     let mut v = Violations::new();
     let id = parse::id(&mut v, "ticket_id", &req.ticket_id);
     parse::check(&mut v, "note", text::length(&req.note, 1, 5000));
@@ -663,7 +664,7 @@ fn policy_request(req: pb::UpdateSlaPolicyRequest) -> Result<PolicyUpdate, Error
 /// A RecordFollowUpOutcome request, parsed.
 struct Outcome {
     id: Uuid,
-    key: IdempotencyKey,
+    key: RequestKey,
     actor: Actor,
     etag: String,
     outcome: FollowUpOutcome,

@@ -349,33 +349,31 @@ fn history_from_row(row: &PgRow) -> Result<HistoryEntry, Error> {
 
 /// The full history of a ticket, oldest first.
 pub async fn history(conn: &mut PgConnection, id: Uuid) -> Result<Vec<HistoryEntry>, Error> {
-    history_page(conn, id, 0, i64::MAX).await.map(|(v, _)| v)
+    let page = history_page(conn, id, None, i64::MAX).await?;
+    Ok(page.into_iter().map(|(entry, _)| entry).collect())
 }
 
-/// History entries after `after_position`, at most `limit`, with the last position.
+/// At most `limit` history entries after the position `after` (from the first without),
+/// oldest first, each with its position.
 pub async fn history_page(
     conn: &mut PgConnection,
     id: Uuid,
-    after_position: i64,
+    after: Option<i64>,
     limit: i64,
-) -> Result<(Vec<HistoryEntry>, i64), Error> {
+) -> Result<Vec<(HistoryEntry, i64)>, Error> {
     let rows = sqlx::query(
         "SELECT position, entry_id, ticket_id, action, occur_time, actor_service, actor_id, \
          from_status, to_status, note, detail::text AS detail FROM ticket_history \
          WHERE ticket_id = $1 AND position > $2 ORDER BY position LIMIT $3",
     )
     .bind(id)
-    .bind(after_position)
+    .bind(after.unwrap_or(0))
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    let mut last = after_position;
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        last = row.try_get("position")?;
-        entries.push(history_from_row(row)?);
-    }
-    Ok((entries, last))
+    rows.iter()
+        .map(|row| Ok((history_from_row(row)?, row.try_get("position")?)))
+        .collect()
 }
 
 /// Filters of ListTickets.

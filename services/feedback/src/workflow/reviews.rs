@@ -1,31 +1,36 @@
 //! Reviews: create (idempotent, with ReviewSubmitted), read, list, summaries.
 
-use custops_common::outbox;
+use custops_common::idempotency::RequestKey;
+use prost::Message;
 use uuid::Uuid;
 
 use super::Context;
 use crate::domain::review::{NewReview, Review, ReviewSummary, Subject};
 use crate::error::Error;
-use crate::store::{self, IdempotencyKey, reviews as rows};
+use crate::store::reviews as rows;
 
-/// Creates a review.
-pub async fn create(ctx: &Context, key: IdempotencyKey, new: NewReview) -> Result<Review, Error> {
-    let mut tx = ctx.store.pool.begin().await?;
-    if let Some(id) = store::claim_key(&mut tx, &key).await? {
-        return rows::get(&mut tx, id).await;
-    }
-    let now = ctx.now();
+/// Creates a review (with ReviewSubmitted) and answers `reply` of it; a replay of the key
+/// answers the first reply.
+pub async fn create<R: Message + Default>(
+    ctx: &Context,
+    key: RequestKey,
+    new: NewReview,
+    reply: impl FnOnce(&Review) -> R + Send + 'static,
+) -> Result<R, Error> {
     let review = Review {
         id: Uuid::now_v7(),
         new,
-        create_time: now,
+        create_time: ctx.now(),
         erase_time: None,
     };
-    rows::insert(&mut tx, &review).await?;
-    outbox::append(&mut tx, crate::events::review_submitted(&review)).await?;
-    store::record_key(&mut tx, &key, review.id, now).await?;
-    tx.commit().await?;
-    Ok(review)
+    super::once(ctx, Some(&key), reply, move |conn| {
+        Box::pin(async move {
+            rows::insert(conn, &review).await?;
+            let submitted = crate::events::review_submitted(&review);
+            Ok((review, vec![submitted]))
+        })
+    })
+    .await
 }
 
 /// One review.
@@ -34,7 +39,7 @@ pub async fn get(ctx: &Context, id: Uuid) -> Result<Review, Error> {
     rows::get(&mut conn, id).await
 }
 
-/// A page of reviews.
+/// Up to `limit` reviews after `after`, newest first.
 pub async fn list(
     ctx: &Context,
     filter: &rows::ReviewFilter,

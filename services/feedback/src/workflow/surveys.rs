@@ -1,23 +1,23 @@
 //! Survey use cases: create (idempotent), update, activate, close, delete, read, list.
 
+use custops_common::idempotency::RequestKey;
+use prost::Message;
 use uuid::Uuid;
 
 use super::Context;
 use crate::domain::Rejection;
 use crate::domain::survey::{self, Survey, SurveyContent, SurveyMask, SurveyStatus};
 use crate::error::Error;
-use crate::store::{self, IdempotencyKey, surveys as rows};
+use crate::store::surveys as rows;
 
-/// Creates a DRAFT survey, or replays the one created with the same key.
-pub async fn create(
+/// Creates a DRAFT survey and answers `reply` of it; a replay of the key answers the first
+/// reply.
+pub async fn create<R: Message + Default>(
     ctx: &Context,
-    key: IdempotencyKey,
+    key: RequestKey,
     content: SurveyContent,
-) -> Result<Survey, Error> {
-    let mut tx = ctx.store.pool.begin().await?;
-    if let Some(id) = store::claim_key(&mut tx, &key).await? {
-        return rows::get(&mut tx, id, false).await;
-    }
+    reply: impl FnOnce(&Survey) -> R + Send + 'static,
+) -> Result<R, Error> {
     let now = ctx.now();
     let survey = Survey {
         id: Uuid::now_v7(),
@@ -29,10 +29,13 @@ pub async fn create(
         close_time: None,
         version: 1,
     };
-    rows::insert(&mut tx, &survey).await?;
-    store::record_key(&mut tx, &key, survey.id, now).await?;
-    tx.commit().await?;
-    Ok(survey)
+    super::once(ctx, Some(&key), reply, move |conn| {
+        Box::pin(async move {
+            rows::insert(conn, &survey).await?;
+            Ok((survey, Vec::new()))
+        })
+    })
+    .await
 }
 
 /// One survey.
@@ -130,7 +133,7 @@ pub async fn delete(ctx: &Context, id: Uuid, etag: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A page of surveys.
+/// Up to `limit` surveys after `after`, newest first.
 pub async fn list(
     ctx: &Context,
     filter: &rows::SurveyFilter,

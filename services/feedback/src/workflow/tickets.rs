@@ -3,11 +3,12 @@
 //! closed-loop report.
 
 use chrono::{DateTime, Utc};
-use custops_common::outbox;
+use custops_common::idempotency::RequestKey;
+use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Actor, Context};
+use super::{Actor, Changed, Context};
 use crate::domain::Rejection;
 use crate::domain::response::{FollowUpTrigger, SurveyResponse};
 use crate::domain::sla::SlaPolicy;
@@ -16,7 +17,7 @@ use crate::domain::ticket::{
     Severity, SlaState, Status, Ticket, Transition,
 };
 use crate::error::Error;
-use crate::store::{self, IdempotencyKey, tickets as rows};
+use crate::store::{self, tickets as rows};
 
 fn new_ticket(
     kind: Kind,
@@ -58,28 +59,42 @@ fn new_ticket(
     }
 }
 
-/// Opens a complaint ticket.
-pub async fn open(
+/// A ticket as a change left it, and the time of the change, at which the reply judges its
+/// SLA breaches.
+type Judged<T> = (T, DateTime<Utc>);
+
+/// Opens a complaint ticket and answers `reply` of it (judged at the open time); a replay of
+/// the key answers the first reply.
+pub async fn open<R: Message + Default>(
     ctx: &Context,
-    key: IdempotencyKey,
+    key: RequestKey,
     actor: &Actor,
     n: NewTicket,
-) -> Result<Ticket, Error> {
-    let mut tx = ctx.store.pool.begin().await?;
-    if let Some(id) = store::claim_key(&mut tx, &key).await? {
-        return rows::get(&mut tx, id, false).await;
-    }
-    if let Some(source) = n.source_response_id {
-        store::responses::get_response(&mut tx, source).await?;
-    }
-    let policy = rows::policy(&mut tx).await?;
-    let now = ctx.now();
-    let severity = n.severity;
-    let t = new_ticket(Kind::Complaint, &policy, severity, now, n.clone(), None);
-    rows::insert(&mut tx, &t, &actor.service, &n.actor_id).await?;
-    store::record_key(&mut tx, &key, t.id, now).await?;
-    tx.commit().await?;
-    Ok(t)
+    reply: impl FnOnce(&Ticket, DateTime<Utc>) -> R + Send + 'static,
+) -> Result<R, Error> {
+    let (ctx2, actor) = (ctx.clone(), actor.clone());
+    super::once(ctx, Some(&key), judged(reply), move |tx| {
+        Box::pin(async move {
+            if let Some(source) = n.source_response_id {
+                store::responses::get_response(&mut *tx, source).await?;
+            }
+            let policy = rows::policy(&mut *tx).await?;
+            let now = ctx2.now();
+            let severity = n.severity;
+            let t = new_ticket(Kind::Complaint, &policy, severity, now, n.clone(), None);
+            // Appends TicketOpened with the ticket.
+            rows::insert(&mut *tx, &t, &actor.service, &n.actor_id).await?;
+            Ok(((t, now), Vec::new()))
+        })
+    })
+    .await
+}
+
+/// `reply` of a judged value.
+fn judged<T, R>(
+    reply: impl FnOnce(&T, DateTime<Utc>) -> R + Send + 'static,
+) -> impl FnOnce(&Judged<T>) -> R + Send + 'static {
+    move |(value, now): &Judged<T>| reply(value, *now)
 }
 
 /// Opens the follow-up ticket of a detractor / low-CSAT response, in the response's
@@ -140,47 +155,11 @@ pub async fn get(ctx: &Context, id: Uuid) -> Result<(Ticket, Vec<HistoryEntry>),
     Ok((t, history))
 }
 
-/// The common frame of a change to one ticket: optional idempotency, lock, etag.
-struct Change<'a> {
-    key: Option<IdempotencyKey>,
-    etag: &'a str,
-}
-
-async fn begin(
-    ctx: &Context,
-    id: Uuid,
-    change: &Change<'_>,
-) -> Result<
-    (
-        sqlx::Transaction<'static, sqlx::Postgres>,
-        Result<Ticket, Ticket>,
-    ),
-    Error,
-> {
-    let mut tx = ctx.store.pool.begin().await?;
-    let t = rows::get(&mut tx, id, true).await?;
-    if let Some(key) = &change.key
-        && store::claim_key(&mut tx, key).await?.is_some()
-    {
-        // A replay: the ticket as it is now (it cannot have gone back to before the change
-        // without another call).
-        return Ok((tx, Err(t)));
-    }
-    t.check_etag(change.etag)?;
-    Ok((tx, Ok(t)))
-}
-
-async fn finish(
-    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    change: &Change<'_>,
-    t: &Ticket,
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
-    if let Some(key) = &change.key {
-        store::record_key(&mut tx, key, t.id, now).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+/// The ticket `id`, locked for a change, if `etag` is empty or its current etag.
+async fn lock(conn: &mut PgConnection, id: Uuid, etag: &str) -> Result<Ticket, Error> {
+    let t = rows::get(conn, id, true).await?;
+    t.check_etag(etag)?;
+    Ok(t)
 }
 
 fn entry(t: &Ticket, action: Action, actor: &Actor, now: DateTime<Utc>) -> HistoryEntry {
@@ -198,95 +177,100 @@ fn entry(t: &Ticket, action: Action, actor: &Actor, now: DateTime<Utc>) -> Histo
     }
 }
 
-/// Assigns (or unassigns with "") a ticket.
-pub async fn assign(
+/// Assigns (or unassigns with "") a ticket and answers `reply` of it; with a request id, a
+/// replay answers the first reply.
+#[allow(clippy::too_many_arguments, reason = "one parameter per request field")]
+pub async fn assign<R: Message + Default>(
     ctx: &Context,
     id: Uuid,
-    key: Option<IdempotencyKey>,
+    key: Option<RequestKey>,
     actor: &Actor,
     etag: &str,
     assignee_id: String,
     note: String,
-) -> Result<Ticket, Error> {
-    let change = Change { key, etag };
-    let (mut tx, t) = begin(ctx, id, &change).await?;
-    let mut t = match t {
-        Ok(t) => t,
-        Err(replayed) => return Ok(replayed),
-    };
-    if t.status == Status::Closed {
-        return Err(Rejection::TicketClosed.into());
-    }
-    let now = ctx.now();
-    let previous = std::mem::replace(&mut t.assignee_id, assignee_id);
-    t.update_time = now;
-    rows::save(&mut tx, &mut t, None).await?;
-    let mut e = entry(&t, Action::Assigned, actor, now);
-    e.note = note;
-    e.detail = Some(HistoryDetail::Assignment {
-        assignee_id: t.assignee_id.clone(),
-        previous_assignee_id: previous.clone(),
-    });
-    rows::insert_history(&mut tx, &e).await?;
-    outbox::append(
-        &mut tx,
-        crate::events::ticket_assigned(&t, &previous, &actor.service, &actor.actor_id, now),
-    )
-    .await?;
-    finish(tx, &change, &t, now).await?;
-    Ok(t)
+    reply: impl FnOnce(&Ticket, DateTime<Utc>) -> R + Send + 'static,
+) -> Result<R, Error> {
+    let (ctx2, actor, etag) = (ctx.clone(), actor.clone(), etag.to_owned());
+    super::once(ctx, key.as_ref(), judged(reply), move |tx| {
+        Box::pin(async move {
+            let mut t = lock(&mut *tx, id, &etag).await?;
+            if t.status == Status::Closed {
+                return Err(Rejection::TicketClosed.into());
+            }
+            let now = ctx2.now();
+            let previous = std::mem::replace(&mut t.assignee_id, assignee_id);
+            t.update_time = now;
+            rows::save(&mut *tx, &mut t, None).await?;
+            let mut e = entry(&t, Action::Assigned, &actor, now);
+            e.note = note;
+            e.detail = Some(HistoryDetail::Assignment {
+                assignee_id: t.assignee_id.clone(),
+                previous_assignee_id: previous.clone(),
+            });
+            rows::insert_history(&mut *tx, &e).await?;
+            let assigned =
+                crate::events::ticket_assigned(&t, &previous, &actor.service, &actor.actor_id, now);
+            Ok(((t, now), vec![assigned]))
+        })
+    })
+    .await
 }
 
-/// Applies a status transition (start, resolve, close, reopen).
+/// Applies a status transition (start, resolve, close, reopen) and answers `reply` of the
+/// ticket; with a request id, a replay answers the first reply (not an invalid transition).
 #[allow(clippy::too_many_arguments, reason = "one parameter per request field")]
-pub async fn transition(
+pub async fn transition<R: Message + Default>(
     ctx: &Context,
     id: Uuid,
-    key: Option<IdempotencyKey>,
+    key: Option<RequestKey>,
     actor: &Actor,
     etag: &str,
     transition: Transition,
     note: String,
     resolution: Option<Resolution>,
-) -> Result<Ticket, Error> {
-    let change = Change { key, etag };
-    let (mut tx, t) = begin(ctx, id, &change).await?;
-    let mut t = match t {
-        Ok(t) => t,
-        Err(replayed) => return Ok(replayed),
-    };
-    let now = ctx.now();
-    let from = t.status;
-    let (to, mut e) = apply(&mut t, transition, now, actor, resolution)?;
-    let policy = rows::policy(&mut tx).await?;
-    let reopened_at = if transition == Transition::Reopen {
-        let due = policy.due_times(t.severity, now);
-        t.sla.resolve_due_time = due.resolve;
-        Some(now)
-    } else {
-        None
-    };
-    t.status = to;
-    t.update_time = now;
-    rows::save(&mut tx, &mut t, reopened_at).await?;
-    e.note = note;
-    e.from_status = Some(from);
-    e.to_status = Some(to);
-    rows::insert_history(&mut tx, &e).await?;
-    outbox::append(
-        &mut tx,
-        crate::events::ticket_status_changed(&t, from, &actor.service, &actor.actor_id, now),
-    )
-    .await?;
-    if to == Status::Resolved {
-        outbox::append(
-            &mut tx,
-            crate::events::ticket_resolved(&t, &actor.service, &actor.actor_id, now),
-        )
-        .await?;
-    }
-    finish(tx, &change, &t, now).await?;
-    Ok(t)
+    reply: impl FnOnce(&Ticket, DateTime<Utc>) -> R + Send + 'static,
+) -> Result<R, Error> {
+    let (ctx2, actor, etag) = (ctx.clone(), actor.clone(), etag.to_owned());
+    super::once(ctx, key.as_ref(), judged(reply), move |tx| {
+        Box::pin(async move {
+            let mut t = lock(&mut *tx, id, &etag).await?;
+            let now = ctx2.now();
+            let from = t.status;
+            let (to, mut e) = apply(&mut t, transition, now, &actor, resolution)?;
+            let policy = rows::policy(&mut *tx).await?;
+            let reopened_at = if transition == Transition::Reopen {
+                let due = policy.due_times(t.severity, now);
+                t.sla.resolve_due_time = due.resolve;
+                Some(now)
+            } else {
+                None
+            };
+            t.status = to;
+            t.update_time = now;
+            rows::save(&mut *tx, &mut t, reopened_at).await?;
+            e.note = note;
+            e.from_status = Some(from);
+            e.to_status = Some(to);
+            rows::insert_history(&mut *tx, &e).await?;
+            let mut events = vec![crate::events::ticket_status_changed(
+                &t,
+                from,
+                &actor.service,
+                &actor.actor_id,
+                now,
+            )];
+            if to == Status::Resolved {
+                events.push(crate::events::ticket_resolved(
+                    &t,
+                    &actor.service,
+                    &actor.actor_id,
+                    now,
+                ));
+            }
+            Ok(((t, now), events))
+        })
+    })
+    .await
 }
 
 /// The domain effect of a transition on `t` (status excluded) and its history entry.
@@ -329,39 +313,44 @@ fn meet_first_response(t: &mut Ticket, now: DateTime<Utc>) {
     }
 }
 
-/// Records a follow-up outcome; returns the ticket as it is then, with its history (which
-/// holds the outcomes).
-pub async fn record_outcome(
+/// Records a follow-up outcome and answers `reply` of the ticket as it is then with its
+/// history (which holds the outcomes); a replay of the key answers the first reply.
+#[allow(clippy::too_many_arguments, reason = "one parameter per request field")]
+pub async fn record_outcome<R: Message + Default>(
     ctx: &Context,
     id: Uuid,
-    key: IdempotencyKey,
+    key: RequestKey,
     actor: &Actor,
     etag: &str,
     outcome: FollowUpOutcome,
     note: String,
-) -> Result<(Ticket, Vec<HistoryEntry>), Error> {
-    let t = record(ctx, id, key, actor, etag, outcome, note).await?;
-    get(ctx, t.id).await
+    reply: impl FnOnce(&(Ticket, Vec<HistoryEntry>), DateTime<Utc>) -> R + Send + 'static,
+) -> Result<R, Error> {
+    let (ctx2, actor, etag) = (ctx.clone(), actor.clone(), etag.to_owned());
+    super::once(ctx, Some(&key), judged(reply), move |tx| {
+        Box::pin(async move {
+            let ((t, now), events) =
+                record(&mut *tx, &ctx2, id, &actor, &etag, outcome, note).await?;
+            // As a read after the change sees it.
+            let t = rows::get(&mut *tx, t.id, false).await?;
+            let history = rows::history(&mut *tx, t.id).await?;
+            Ok((((t, history), now), events))
+        })
+    })
+    .await
 }
 
+#[allow(clippy::too_many_arguments, reason = "one parameter per request field")]
 async fn record(
+    tx: &mut PgConnection,
     ctx: &Context,
     id: Uuid,
-    key: IdempotencyKey,
     actor: &Actor,
     etag: &str,
     outcome: FollowUpOutcome,
     note: String,
-) -> Result<Ticket, Error> {
-    let change = Change {
-        key: Some(key),
-        etag,
-    };
-    let (mut tx, t) = begin(ctx, id, &change).await?;
-    let mut t = match t {
-        Ok(t) => t,
-        Err(replayed) => return Ok(replayed),
-    };
+) -> Changed<Judged<Ticket>> {
+    let mut t = lock(&mut *tx, id, etag).await?;
     if t.kind != Kind::FollowUp {
         return Err(Rejection::NotAFollowUp.into());
     }
@@ -389,80 +378,70 @@ async fn record(
     }
     t.status = to;
     t.update_time = now;
-    rows::save(&mut tx, &mut t, None).await?;
-    rows::set_last_outcome(&mut tx, t.id, outcome).await?;
+    rows::save(&mut *tx, &mut t, None).await?;
+    rows::set_last_outcome(&mut *tx, t.id, outcome).await?;
     let mut e = entry(&t, Action::FollowUpOutcomeRecorded, actor, now);
     e.note = note;
     e.from_status = Some(from);
     e.to_status = Some(to);
     e.detail = Some(HistoryDetail::FollowUpOutcome(outcome));
-    rows::insert_history(&mut tx, &e).await?;
-    outbox::append(
-        &mut tx,
-        crate::events::follow_up_outcome_recorded(
+    rows::insert_history(&mut *tx, &e).await?;
+    let mut events = vec![crate::events::follow_up_outcome_recorded(
+        &t,
+        outcome,
+        first,
+        &actor.service,
+        &actor.actor_id,
+        now,
+    )];
+    if to != from {
+        events.push(crate::events::ticket_status_changed(
             &t,
-            outcome,
-            first,
+            from,
             &actor.service,
             &actor.actor_id,
             now,
-        ),
-    )
-    .await?;
-    if to != from {
-        outbox::append(
-            &mut tx,
-            crate::events::ticket_status_changed(&t, from, &actor.service, &actor.actor_id, now),
-        )
-        .await?;
+        ));
     }
     if to == Status::Resolved {
-        outbox::append(
-            &mut tx,
-            crate::events::ticket_resolved(&t, &actor.service, &actor.actor_id, now),
-        )
-        .await?;
+        events.push(crate::events::ticket_resolved(
+            &t,
+            &actor.service,
+            &actor.actor_id,
+            now,
+        ));
     }
-    finish(tx, &change, &t, now).await?;
-    Ok(t)
+    Ok(((t, now), events))
 }
 
-/// Adds a note.
-pub async fn add_note(
+/// Adds a note and answers `reply` of the ticket and the note's history entry; a replay of
+/// the key answers the first reply.
+pub async fn add_note<R: Message + Default>(
     ctx: &Context,
     id: Uuid,
-    key: IdempotencyKey,
+    key: RequestKey,
     actor: &Actor,
     note: String,
-) -> Result<(Ticket, HistoryEntry), Error> {
-    let change = Change {
-        key: Some(key),
-        etag: "",
-    };
-    let (mut tx, t) = begin(ctx, id, &change).await?;
-    let mut t = match t {
-        Ok(t) => t,
-        Err(replayed) => {
-            let history = rows::history(&mut tx, id).await?;
-            let last = history
-                .into_iter()
-                .rev()
-                .find(|e| e.action == Action::NoteAdded)
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("replayed note not found")))?;
-            return Ok((replayed, last));
-        }
-    };
-    let now = ctx.now();
-    t.update_time = now;
-    rows::save(&mut tx, &mut t, None).await?;
-    let mut e = entry(&t, Action::NoteAdded, actor, now);
-    e.note = note;
-    rows::insert_history(&mut tx, &e).await?;
-    finish(tx, &change, &t, now).await?;
-    Ok((t, e))
+    reply: impl FnOnce(&(Ticket, HistoryEntry), DateTime<Utc>) -> R + Send + 'static,
+) -> Result<R, Error> {
+    let (ctx2, actor) = (ctx.clone(), actor.clone());
+    super::once(ctx, Some(&key), judged(reply), move |tx| {
+        Box::pin(async move {
+            let mut t = lock(&mut *tx, id, "").await?;
+            let now = ctx2.now();
+            t.update_time = now;
+            rows::save(&mut *tx, &mut t, None).await?;
+            let mut e = entry(&t, Action::NoteAdded, &actor, now);
+            e.note = note;
+            rows::insert_history(&mut *tx, &e).await?;
+            Ok((((t, e), now), Vec::new()))
+        })
+    })
+    .await
 }
 
-/// A page of tickets, with breach evaluated now.
+/// Up to `limit` tickets after `after` in the filter's order, with their cursors and the time
+/// their breaches are judged at (now).
 pub async fn list(
     ctx: &Context,
     filter: &rows::TicketFilter,
@@ -536,12 +515,8 @@ pub async fn update(
     mask: crate::domain::ticket::TicketMask,
     new: NewTicket,
 ) -> Result<Ticket, Error> {
-    let change = Change { key: None, etag };
-    let (mut tx, t) = begin(ctx, id, &change).await?;
-    let mut t = match t {
-        Ok(t) => t,
-        Err(replayed) => return Ok(replayed),
-    };
+    let mut tx = ctx.store.pool.begin().await?;
+    let mut t = lock(&mut tx, id, etag).await?;
     if t.status == Status::Closed {
         return Err(Rejection::TicketClosed.into());
     }
@@ -595,24 +570,20 @@ pub async fn update(
         category: t.category.clone(),
     });
     rows::insert_history(&mut tx, &e).await?;
-    finish(tx, &change, &t, now).await?;
+    tx.commit().await?;
     Ok(t)
 }
 
-/// A page of a ticket's history after `after_position`, with the last position.
+/// Up to `limit` entries of a ticket's history after the position `after`, oldest first,
+/// each with its position.
 pub async fn history_page(
     ctx: &Context,
     id: Uuid,
-    after_position: i64,
+    after: Option<i64>,
     limit: usize,
-) -> Result<(Vec<HistoryEntry>, i64), Error> {
+) -> Result<Vec<(HistoryEntry, i64)>, Error> {
     let mut conn = ctx.store.pool.acquire().await?;
     rows::get(&mut conn, id, false).await?;
-    rows::history_page(
-        &mut conn,
-        id,
-        after_position,
-        i64::try_from(limit).unwrap_or(i64::MAX),
-    )
-    .await
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    rows::history_page(&mut conn, id, after, limit).await
 }

@@ -73,6 +73,28 @@ pub(crate) async fn spawn_app_with(
     settings: ServiceSettings,
     clock: ManualClock,
 ) -> anyhow::Result<TestApp> {
+    start(
+        db,
+        settings,
+        clock,
+        custops_feedback::jobs::PRUNE_KEYS_EVERY,
+    )
+    .await
+}
+
+/// [`spawn_app`] pruning expired idempotency keys every `every` (instead of hourly).
+pub(crate) async fn spawn_app_pruning_every(every: std::time::Duration) -> anyhow::Result<TestApp> {
+    let db = TestDatabase::create().await?;
+    let settings = ServiceSettings::for_local(ServiceKind::Feedback, db.url());
+    start(db, settings, ManualClock::new(t0()), every).await
+}
+
+async fn start(
+    db: TestDatabase,
+    settings: ServiceSettings,
+    clock: ManualClock,
+    prune_keys_every: std::time::Duration,
+) -> anyhow::Result<TestApp> {
     init_logging();
     let overrides = custops_feedback::Overrides {
         clock: Arc::new(clock.clone()),
@@ -83,6 +105,7 @@ pub(crate) async fn spawn_app_with(
             call_timeout: std::time::Duration::from_secs(2),
             ..Default::default()
         },
+        prune_keys_every,
     };
     let app = custops_feedback::build_with(settings, overrides).await?;
     let port = app.port();

@@ -3,8 +3,10 @@
 mod auth;
 mod customers;
 mod helpers;
+mod idempotency;
 mod limits;
 mod metrics;
+mod paging;
 mod profiles_feed;
 mod responses;
 mod reviews;

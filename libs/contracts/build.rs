@@ -22,6 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config
         .enable_type_names()
         .type_name_domain([".custops"], "type.googleapis.com");
+    // Maps are ordered, so a message always encodes to the same bytes: request fingerprints
+    // (idempotency) and page tokens are taken over the encoding, and a `HashMap` would encode
+    // one request in a different order on each decoding.
+    config.btree_map(["."]);
 
     let includes = [proto_root.clone(), protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()

@@ -64,8 +64,9 @@ impl RequestKey {
     }
 }
 
-/// SHA-256 of a request's protobuf encoding. Prost encodes fields in field-number order, so
-/// equal messages give equal fingerprints.
+/// SHA-256 of a request's protobuf encoding. Prost encodes fields in field-number order and
+/// the contracts' maps are `BTreeMap`s (`libs/contracts/build.rs`), so equal messages give
+/// equal fingerprints however they were decoded.
 pub fn fingerprint(request: &impl prost::Message) -> Vec<u8> {
     Sha256::digest(request.encode_to_vec()).to_vec()
 }

@@ -17,7 +17,7 @@ mod peers;
 
 pub use peers::Peers;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
@@ -122,7 +122,7 @@ impl ProfilesService for ProfilesApi {
             .collect();
         invalid(v)?;
         let (found, missing) = workflow::customers::batch_get(&self.ctx, &ids).await?;
-        let mut merged = HashMap::new();
+        let mut merged = BTreeMap::new();
         // A survivor reached through several ids (its own, merged ones) is listed once.
         let mut listed = HashSet::new();
         let customers = found

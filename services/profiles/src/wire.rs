@@ -5,7 +5,7 @@
 //! personal data) and the merge snapshots' encoding (a `Customer` message: the contract's own
 //! stable form) and its exact inverse.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use custops_common::time::{from_timestamp as from_ts, to_timestamp as ts};
@@ -150,7 +150,7 @@ impl From<&Customer> for pb::Customer {
                 .custom_attributes
                 .iter()
                 .map(|(k, v)| (k.clone(), attribute_to_pb(v)))
-                .collect::<HashMap<_, _>>(),
+                .collect::<BTreeMap<_, _>>(),
             channel_preferences: Some(preferences_to_pb(&t.channel_preferences)),
             consents: c.consents.iter().map(Into::into).collect(),
         }

@@ -216,3 +216,35 @@ async fn keys_older_than_the_retention_are_pruned_and_newer_ones_kept() -> anyho
     assert_eq!(idempotency::RETENTION, Duration::from_secs(35 * 86_400));
     Ok(())
 }
+
+#[test]
+fn a_request_with_a_map_fingerprints_the_same_however_it_was_decoded() -> anyhow::Result<()> {
+    use custops_contracts::custops::segmentation::v1::{CreateSegmentRequest, Segment};
+    use prost::Message as _;
+
+    // Arrange: a request with many labels, as a client would send it twice.
+    let request = CreateSegmentRequest {
+        request_id: "r-5".to_owned(),
+        segment: Some(Segment {
+            display_name: "labelled".to_owned(),
+            labels: (0..32)
+                .map(|i| (format!("key{i}"), format!("value{i}")))
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sent = request.encode_to_vec();
+
+    // Act: decoded on two arrivals.
+    let first = CreateSegmentRequest::decode(sent.as_slice())?;
+    let retry = CreateSegmentRequest::decode(sent.as_slice())?;
+
+    // Assert: maps are ordered (the contracts' build), so both encode, and fingerprint, alike.
+    assert_eq!(first.encode_to_vec(), sent);
+    assert_eq!(
+        idempotency::fingerprint(&first),
+        idempotency::fingerprint(&retry)
+    );
+    Ok(())
+}

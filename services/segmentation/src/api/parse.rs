@@ -2,7 +2,7 @@
 //! handlers: ids, request ids, pages, and segment requests turned into the commands of
 //! `workflow::segments`, every bad field collected into one INVALID_ARGUMENT.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use custops_common::error::{FieldViolation, ServiceError, Violations};
 use custops_common::idempotency::RequestKey;
@@ -13,9 +13,7 @@ use custops_contracts::custops::segmentation::v1::{
     UploadStaticMembersRequest,
 };
 use futures_util::StreamExt;
-use prost::Message;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tonic::{Status, Streaming};
 use uuid::Uuid;
 
@@ -104,20 +102,6 @@ pub(super) fn both<A, B>(a: Result<A>, b: Result<B>) -> Result<(A, B)> {
     }
 }
 
-/// A ListSegments request as its page tokens are bound to it: its labels as one entry, their
-/// JSON in key order. Prost writes a map in its `HashMap`'s iteration order, which differs
-/// between two decodings of one request, so a token bound to the request as it came would
-/// not decode on the next page of a listing filtered by two labels or more.
-pub(super) fn segments_query(request: &ListSegmentsRequest) -> ListSegmentsRequest {
-    let labels: BTreeMap<&String, &String> = request.labels.iter().collect();
-    let mut query = request.clone();
-    query.labels = HashMap::from([(
-        String::new(),
-        serde_json::to_string(&labels).unwrap_or_default(),
-    )]);
-    query
-}
-
 /// Whether `view` asks for the rule (unset: `default_full`).
 pub(super) fn full_view(view: i32, default_full: bool) -> bool {
     match pb::SegmentView::try_from(view) {
@@ -128,7 +112,7 @@ pub(super) fn full_view(view: i32, default_full: bool) -> bool {
 }
 
 /// Labels: at most 64, keys 1–63 of `[a-z0-9_-]` starting with a letter, values ≤ 63.
-fn check_labels(violations: &mut Violations, field: &str, labels: &HashMap<String, String>) {
+fn check_labels(violations: &mut Violations, field: &str, labels: &BTreeMap<String, String>) {
     if labels.len() > 64 {
         violations.add(field, "at most 64 labels");
     }
@@ -172,35 +156,10 @@ fn check_description(violations: &mut Violations, field: &str, description: &str
     );
 }
 
-/// The idempotency key of a CreateSegment request. Its fingerprint is the SHA-256 of the
-/// request's protobuf encoding without the labels, followed by the labels in key order: prost
-/// writes a map in its `HashMap`'s iteration order, which differs between two decodings of one
-/// request, so `RequestKey::new`'s fingerprint of the whole encoding would refuse an honest
-/// retry as REQUEST_ID_REUSED.
+/// The idempotency key of a CreateSegment request (its labels are a `BTreeMap`, so one
+/// request always encodes, and fingerprints, the same).
 fn create_key(caller: &str, request: &CreateSegmentRequest) -> RequestKey {
-    let mut unlabelled = request.clone();
-    let labels: BTreeMap<String, String> = unlabelled
-        .segment
-        .as_mut()
-        .map(|segment| std::mem::take(&mut segment.labels).into_iter().collect())
-        .unwrap_or_default();
-    let encoded = unlabelled.encode_to_vec();
-    let mut hasher = Sha256::new();
-    // Every part length-prefixed, so no two requests run into the same bytes.
-    for part in std::iter::once(encoded.as_slice()).chain(
-        labels
-            .iter()
-            .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]),
-    ) {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    RequestKey {
-        caller: caller.to_owned(),
-        request_id: request.request_id.clone(),
-        method: "CreateSegment",
-        fingerprint: hasher.finalize().to_vec(),
-    }
+    RequestKey::new(caller, request.request_id.clone(), "CreateSegment", request)
 }
 
 /// A CreateSegment request as its command, its idempotency key (none without a request id or

@@ -94,10 +94,7 @@ pub(super) async fn list_segments(
     let request = request.into_inner();
     let state = api.state();
     let (page, filter) = parse::both(
-        parse::page::<_, (DateTime<Utc>, Uuid)>(
-            &state.page_tokens,
-            &parse::segments_query(&request),
-        ),
+        parse::page::<_, (DateTime<Utc>, Uuid)>(&state.page_tokens, &request),
         parse::segment_filter(&request),
     )?;
     let mut rows = workflow::list(state, &filter, page.after, page.limit()).await?;

@@ -4,7 +4,7 @@
 //! requests with labels replay, keys from before the shared scheme are refused, and keys are
 //! pruned after the retention by the scheduler.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::Duration;
 use custops_common::idempotency::RETENTION;
@@ -270,7 +270,7 @@ async fn a_retried_create_with_labels_replays() -> anyhow::Result<()> {
     if let Some(segment) = request.segment.as_mut() {
         segment.labels = (0..8)
             .map(|i| (format!("key{i}"), format!("value{i}")))
-            .collect::<HashMap<_, _>>();
+            .collect::<BTreeMap<_, _>>();
     }
     let first = client.create_segment(request.clone()).await?.into_inner();
 

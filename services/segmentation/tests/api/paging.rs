@@ -2,7 +2,7 @@
 //! ends on its last full page, a token is bound to its filters (and is still accepted for the
 //! same labels however prost orders them), and bad paging fields are named.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use custops_contracts::custops::segmentation::v1 as pb;
 
@@ -92,7 +92,7 @@ async fn a_listing_filtered_by_several_labels_pages_through_every_match() -> any
         labels: labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<HashMap<_, _>>(),
+            .collect::<BTreeMap<_, _>>(),
         ..Default::default()
     };
 
@@ -136,7 +136,7 @@ async fn a_token_sent_with_other_filters_or_a_bad_size_is_invalid_argument() -> 
         .err();
     let other_labels = client
         .list_segments(pb::ListSegmentsRequest {
-            labels: HashMap::from([("team".to_owned(), "growth".to_owned())]),
+            labels: BTreeMap::from([("team".to_owned(), "growth".to_owned())]),
             page_token: token.clone(),
             ..statics.clone()
         })

@@ -98,8 +98,9 @@ impl TryFrom<Called<pb::CreateCustomerRequest>> for NewCustomer {
             caller,
             called.now,
         );
-        // Fingerprinted over the validated values, not the wire bytes: custom attributes are a
-        // map, which prost encodes in hash order, and output-only fields must not matter.
+        // Fingerprinted over the validated values, not the wire bytes: the output-only fields
+        // of the customer a client echoes back (ids, times, etag) must not make a retry a
+        // different request.
         let request = request_id(&mut v, &req.request_id).map(|id| RequestKey {
             caller: caller.to_owned(),
             request_id: id.to_owned(),

@@ -1,5 +1,5 @@
 //! Domain events → `custops.loyalty.v1` event messages in the outbox, appended in the
-//! transaction that made the change (the store hands the events back from inside it).
+//! transaction that made the change (`workflow` hands them over before its commit).
 
 use custops_common::outbox::{self, OutboxEvent};
 use custops_contracts::custops::loyalty::v1 as pb;
@@ -9,14 +9,6 @@ use crate::domain::event::{Event, MembersMerged, MembersUnmerged};
 use crate::wire::customer;
 use crate::wire::members::status_pb;
 use crate::wire::tiers::tier_change_pb;
-
-/// [`append`] in the shape the scheduled jobs take (`store::jobs::EventSink`).
-pub fn sink<'c>(
-    conn: &'c mut PgConnection,
-    events: &'c [Event],
-) -> futures_util::future::BoxFuture<'c, Result<(), sqlx::Error>> {
-    Box::pin(append(conn, events))
-}
 
 /// Appends `events` to the outbox, in order, with one statement.
 pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {

@@ -1,22 +1,25 @@
 //! The loyalty service: points and membership: programs, members, the points ledger, tiers, benefits and rewards.
 //!
 //! # Layout
-//! - `api`: the `custops.loyalty.v1.LoyaltyService` gRPC API (transport only): `convert`
-//!   (requests → domain commands, every bad field collected), `error` (the one mapping to
-//!   `Status`).
-//! - `wire`: domain values as contract messages, shared by the API's answers and `events`.
-//! - `events`: domain events → `events.proto` messages in the outbox.
-//! - `feeds`: the profiles change feed (`feeds::profiles`).
-//! - `jobs`: the scheduled jobs (release, expiry, tier review), by RPC and by the in-process
-//!   scheduler.
-//! - `directory`: profiles' `GetCustomer`, asked before an enrolment.
+//! - `api`: the `custops.loyalty.v1.LoyaltyService` gRPC API (transport only): one module per
+//!   area (`programs`, `members`, `ledger`, `rewards`, `tiers`, `jobs`), each parsing its
+//!   requests (`convert`, `parse`: every bad field collected), calling one use case in
+//!   `workflow` and converting the answer; `error` is the one mapping to `Status`.
+//! - `workflow`: the use cases, one function per operation: its transaction, `store` calls,
+//!   `domain` rules, outbox events (`events`), idempotency, time from the injected clock.
 //! - `domain`: plain Rust types and rules (earning calculation, FIFO lots, clawback,
 //!   rejections, the injectable `Clock`); no tonic, prost or sqlx.
-//! - `store`: the `loyalty` schema through sqlx, and the transactions that apply the rules.
+//! - `store`: the `loyalty` schema through sqlx: the SQL, one module per table family, and
+//!   `StoreError`, the service's one error enum.
+//! - `wire`: domain values as contract messages, shared by the API's answers and `events`.
+//! - `events`: domain events → `events.proto` messages in the outbox.
+//! - `feeds`: the profiles change feed (`feeds::profiles`), applied through `workflow`.
+//! - `jobs`: the in-process scheduler of the scheduled jobs (`workflow::jobs`).
+//! - `directory`: profiles' `GetCustomer`, asked before an enrolment.
 //! - `migrations/`: the `loyalty` schema, applied after the shared ones from `libs/common`.
 //!
-//! Lower modules (`domain`, `store`, `wire`, `events`, `feeds`, `jobs`, `directory`) never
-//! import `api`.
+//! Lower modules (`workflow`, `store`, `domain`, `wire`, `events`, `feeds`, `jobs`,
+//! `directory`) never import `api`.
 
 pub mod api;
 pub mod directory;
@@ -26,6 +29,7 @@ pub mod feeds;
 pub mod jobs;
 pub mod store;
 pub mod wire;
+pub mod workflow;
 
 use std::sync::Arc;
 
@@ -80,14 +84,14 @@ pub async fn build_with(
         shutdown: app.shutdown_token(),
         ..FeedOptions::default()
     };
-    let store = store::PgStore::new(pool.clone(), clock.clone());
-    feeds::profiles::spawn(&settings, pool.clone(), clock, app.shutdown_token())?;
-    if let Some(schedule) = jobs {
-        jobs::spawn_scheduler(store.clone(), schedule, app.shutdown_token());
-    }
+    feeds::profiles::spawn(&settings, pool.clone(), clock.clone(), app.shutdown_token())?;
     let customers = directory::CustomerDirectory::from_settings(&settings)?;
+    let ctx = workflow::Context::new(pool.clone(), clock, customers);
+    if let Some(schedule) = jobs {
+        jobs::spawn_scheduler(ctx.clone(), schedule, app.shutdown_token());
+    }
     let feed = event_feed_server(pool, settings.service, feed_options);
     Ok(app
-        .add_api(api::server(store, settings.page_tokens.clone(), customers))
+        .add_api(api::server(ctx, settings.page_tokens.clone()))
         .add_api(feed))
 }

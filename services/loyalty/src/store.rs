@@ -1,11 +1,9 @@
-//! Postgres storage of the loyalty schema, and the transactions that apply the domain rules.
+//! The `loyalty` schema through sqlx: the SQL, one module per table family, as functions over
+//! a connection (or a pool, for reads). The use cases that run it in transactions are in
+//! `workflow`.
 //!
-//! Every mutation of a member runs in one transaction: lock the member's `balances` row
-//! (`FOR UPDATE`), apply due expiries, append the ledger entry, update the projection and the
-//! lots, then record the idempotency key with the response and append the outbox events in
-//! one statement ([`PgStore::idempotent`]). Locking
-//! the balances row first serialises all changes of one member, so no update is lost or
-//! doubled and a spend sees the balance it is checked against.
+//! `StoreError` is the service's one error enum (the domain's `Rejection`s by name, database
+//! and corrupt-data failures, profiles not answering); `api::error` maps it to `Status`.
 
 pub mod birthdays;
 pub mod erasure;
@@ -16,21 +14,17 @@ pub mod lots;
 pub mod members;
 pub mod merges;
 pub mod programs;
+pub mod reversals;
 pub mod rewards;
 pub mod schedule;
-pub mod status;
 pub mod tiers;
 
-use std::sync::Arc;
+use custops_common::idempotency::KeyError;
 
-use custops_common::idempotency::{self, KeyError};
-pub use custops_common::idempotency::{Completed, RequestKey};
-use futures_util::future::BoxFuture;
-use sqlx::{PgConnection, PgPool};
+use crate::directory::DirectoryError;
+use crate::domain::Rejection;
 
-use crate::domain::{Clock, Rejection};
-
-/// Why a store operation failed.
+/// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The rules refused it.
@@ -42,52 +36,13 @@ pub enum StoreError {
     /// Stored data that does not parse: a defect.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// Profiles gave no usable answer about the customer of an enrolment.
+    #[error(transparent)]
+    Profiles(#[from] DirectoryError),
 }
 
 /// `Result` of the store.
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// The loyalty schema, through one pool, with the service clock.
-#[derive(Debug, Clone)]
-pub struct PgStore {
-    pool: PgPool,
-    clock: Arc<dyn Clock>,
-}
-
-impl PgStore {
-    /// A store over `pool` using `clock` for "now".
-    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
-        Self { pool, clock }
-    }
-
-    /// The pool, for reads.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The service clock.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    /// The stored response of an equal request under `key`, when one succeeded before (a
-    /// replay); `None` when the key is unused or its first call has not committed. The same
-    /// key with another request is `RequestIdReused`. For work that must happen before the
-    /// transaction, such as asking another service, and must not happen again on a replay.
-    pub async fn replay(&self, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
-        Ok(idempotency::stored(&self.pool, key).await?)
-    }
-
-    /// Runs `work` once per request key, at the service clock's now
-    /// (`custops_common::idempotency::run`: the key recorded with the response and the events
-    /// at the end of the call's transaction, replays answered the stored bytes).
-    pub async fn idempotent<F>(&self, key: &RequestKey, work: F) -> StoreResult<Vec<u8>>
-    where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Completed>>,
-    {
-        idempotency::run(&self.pool, key, self.clock.now(), work).await
-    }
-}
 
 impl From<KeyError> for StoreError {
     fn from(error: KeyError) -> Self {

@@ -8,6 +8,7 @@ use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::loyalty::v1 as pb;
 use uuid::Uuid;
 
+use crate::domain::Keyed;
 use crate::domain::earning::{Purchase, PurchaseLine};
 use crate::domain::ledger::{
     AdjustCommand, EarnCommand, EarnSource, EntryContext, EntryKind, RedeemCommand, ReverseAmount,
@@ -689,15 +690,6 @@ pub fn full_view(view: i32, default_full: bool) -> Result<bool, ServiceError> {
 }
 
 // ---- ledger ----
-
-/// A ledger mutation with its request id.
-#[derive(Debug)]
-pub struct Keyed<C> {
-    /// Request id.
-    pub request_id: String,
-    /// Command.
-    pub command: C,
-}
 
 fn purchase(v: &mut Violations, p: pb::Purchase, order_required: bool) -> Purchase {
     if order_required || !p.order_id.is_empty() {

@@ -199,6 +199,7 @@ pub fn status(error: StoreError) -> Status {
         StoreError::Corrupt(detail) => {
             ServiceError::internal(anyhow::anyhow!("corrupt loyalty data: {detail}")).into()
         }
+        StoreError::Profiles(error) => directory_status(error),
     }
 }
 

@@ -20,10 +20,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Clock;
-use crate::events;
-use crate::store::merges::{self, CustomerMerge, CustomerUnmerge};
-use crate::store::{birthdays, erasure};
 use crate::wire::parse_uuid;
+use crate::workflow::customers;
+use crate::workflow::merges::{self, CustomerMerge, CustomerUnmerge};
 
 /// Applies profiles events to loyalty.
 #[derive(Debug, Clone)]
@@ -64,8 +63,7 @@ impl EventHandler for ProfilesFeed {
                 .iter()
                 .map(|id| parse_uuid(id).map_err(|e| anyhow::anyhow!("customer id: {e}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let produced = erasure::erase(tx, &ids, self.clock.now()).await?;
-            events::append(tx, &produced).await?;
+            customers::customer_erased(tx, &ids, self.clock.now()).await?;
             return Ok(());
         }
         if event.event_type == CustomerUnmerged::full_name() {
@@ -79,8 +77,7 @@ impl EventHandler for ProfilesFeed {
             };
             // The restored customer exists again: its birth month counts again.
             remember_birth_month(tx, unmerged.source_traits).await?;
-            let produced = merges::undo(tx, &unmerge, self.clock.now()).await?;
-            events::append(tx, &produced).await?;
+            merges::customer_unmerged(tx, &unmerge, self.clock.now()).await?;
             return Ok(());
         }
         if event.event_type != CustomerMerged::full_name() {
@@ -94,8 +91,7 @@ impl EventHandler for ProfilesFeed {
             target_customer_id: parse_uuid(&merged.target_customer_id)
                 .map_err(|e| anyhow::anyhow!("target_customer_id: {e}"))?,
         };
-        let produced = merges::apply(tx, &merge, self.clock.now()).await?;
-        events::append(tx, &produced).await?;
+        merges::customer_merged(tx, &merge, self.clock.now()).await?;
         Ok(())
     }
 }
@@ -113,7 +109,7 @@ async fn remember_birth_month(
         .demographics
         .and_then(|d| d.birth_date)
         .and_then(|d| u32::try_from(d.month).ok());
-    birthdays::set(tx, customer_id, month).await?;
+    customers::birth_month(tx, customer_id, month).await?;
     Ok(())
 }
 

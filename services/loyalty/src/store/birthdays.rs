@@ -44,3 +44,12 @@ pub async fn set(
     }
     Ok(())
 }
+
+/// Forgets the customers' birth months.
+pub(crate) async fn forget(conn: &mut PgConnection, customer_ids: &[Uuid]) -> StoreResult<()> {
+    sqlx::query("DELETE FROM customer_birthdays WHERE customer_id = ANY($1)")
+        .bind(customer_ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

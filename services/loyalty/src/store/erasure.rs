@@ -1,79 +1,58 @@
-//! Erasure from the profiles feed (right to be forgotten): each member of the erased customer
-//! (and of customers merged into it) is closed — its points forfeited — and unlinked from the
-//! customer; the ledger stays, without personal data. Erased customers cannot enrol again.
+//! The SQL of erasure (right to be forgotten): erased customers (`erased_customers`, so they
+//! cannot enrol again) and their memberships, unlinked from them. The use case is in
+//! `workflow::customers`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::StoreResult;
-use super::status::{self, Change};
-use crate::domain::event::Event;
-use crate::domain::member::MemberRef;
 
-/// Erases `customer_ids` in the caller's transaction; returns the events to publish. Applying
-/// it twice changes nothing more.
-pub async fn erase(
+/// Records that the customer was erased at `now` (once).
+pub(crate) async fn record(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO erased_customers (customer_id, erase_time) VALUES ($1, $2) \
+         ON CONFLICT (customer_id) DO NOTHING",
+    )
+    .bind(customer_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the customer was erased.
+pub(crate) async fn is_erased(conn: &mut PgConnection, customer_id: Uuid) -> StoreResult<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM erased_customers WHERE customer_id = $1)")
+            .bind(customer_id)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+/// The memberships of the customers (member id, status code), by member id.
+pub(crate) async fn memberships(
     conn: &mut PgConnection,
     customer_ids: &[Uuid],
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Event>> {
-    let mut events = Vec::new();
-    for id in customer_ids {
-        sqlx::query(
-            "INSERT INTO erased_customers (customer_id, erase_time) VALUES ($1, $2) \
-             ON CONFLICT (customer_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query("DELETE FROM customer_birthdays WHERE customer_id = ANY($1)")
-        .bind(customer_ids)
-        .execute(&mut *conn)
-        .await?;
-    let members: Vec<(Uuid, i16)> = sqlx::query_as(
+) -> StoreResult<Vec<(Uuid, i16)>> {
+    Ok(sqlx::query_as(
         "SELECT member_id, status FROM members WHERE customer_id = ANY($1) ORDER BY member_id",
     )
     .bind(customer_ids)
     .fetch_all(&mut *conn)
-    .await?;
-    for (member_id, status_code) in members {
-        // A merged-away member holds nothing any more; closing it would close its survivor.
-        if status_code != 4 {
-            let changed = status::change(
-                conn,
-                &MemberRef::Id(member_id),
-                Change::Close,
-                "Customer data erased",
-                "",
-                now,
-            )
-            .await?;
-            events.extend(changed.events.into_iter().map(|event| match event {
-                Event::MemberStatusChanged {
-                    mut member,
-                    previous,
-                    forfeit,
-                } => {
-                    member.customer_id = Uuid::nil();
-                    member.anonymized = true;
-                    Event::MemberStatusChanged {
-                        member,
-                        previous,
-                        forfeit,
-                    }
-                }
-                other => other,
-            }));
-        }
-        sqlx::query(
-            "UPDATE members SET customer_id = NULL, anonymized = true WHERE member_id = $1",
-        )
+    .await?)
+}
+
+/// Unlinks the membership from its customer, for good.
+pub(crate) async fn anonymise(conn: &mut PgConnection, member_id: Uuid) -> StoreResult<()> {
+    sqlx::query("UPDATE members SET customer_id = NULL, anonymized = true WHERE member_id = $1")
         .bind(member_id)
         .execute(&mut *conn)
         .await?;
-    }
-    Ok(events)
+    Ok(())
 }

@@ -1,11 +1,13 @@
-//! The ledger transactions: earn, redeem, adjust, reverse, release and expiry, each appending
-//! one entry and updating the balances projection and the lots under the member's row lock.
+//! The ledger's SQL: appending an entry (the entry, the balances projection and the entry's
+//! lot in one statement, under the member's row lock the caller holds), taking points from
+//! lots, the probe for due lots, and reading entries and statements. The use cases that decide
+//! what to append are in `workflow::ledger` and `workflow::reversals`.
 //!
 //! Lots are available or pending: a purchase earn in a program with a return window makes a
 //! pending lot (its points in `pending_points`, not spendable) that a RELEASE entry makes
 //! available once its `release_time` has passed.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -13,16 +15,12 @@ use uuid::Uuid;
 use super::members::{self, Locked};
 use super::{StoreError, StoreResult, decode, points_sum};
 use crate::domain::Rejection;
-use crate::domain::earning;
-use crate::domain::event::Event;
 use crate::domain::ledger::{
-    AdjustCommand, EarnCommand, EarnSource, EntryDetails, EntryKind, LedgerEntry, LotBalance,
-    RedeemCommand, Reversal, ReverseAmount, ReverseCommand, ReverseTarget, allocate_fifo,
-    check_sufficient, clawback_split, pro_rata, refund_points,
+    EntryDetails, EntryKind, LedgerEntry, LotBalance, Reversal, allocate_fifo,
 };
 use crate::domain::limits::{self, Deltas};
-use crate::domain::member::{Balances, Member, MemberRef, TierChange};
-use crate::domain::program::{ClawbackPolicy, ProgramState};
+use crate::domain::member::Balances;
+use crate::domain::program::ClawbackPolicy;
 
 /// The caller name on entries the service makes itself.
 pub const SYSTEM_CALLER: &str = "loyalty";
@@ -34,20 +32,6 @@ pub struct Origin {
     pub caller: String,
     /// Its request id.
     pub request_id: String,
-}
-
-/// The result of a mutation: the entry, the member after it, a tier change if any, and the
-/// events to publish.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// The entry made.
-    pub entry: LedgerEntry,
-    /// The member after it.
-    pub member: Member,
-    /// The upgrade it caused.
-    pub tier_change: Option<TierChange>,
-    /// Events, in order.
-    pub events: Vec<Event>,
 }
 
 /// An entry about to be appended.
@@ -86,7 +70,7 @@ pub(crate) struct NewLot {
 
 impl NewLot {
     /// The lot of `points` credited to a member who owes `debt` (none when no points).
-    fn of(points: i64, debt: i64) -> Option<Self> {
+    pub(crate) fn of(points: i64, debt: i64) -> Option<Self> {
         (points > 0).then(|| Self {
             original: points,
             remaining: (points - debt).max(0),
@@ -235,8 +219,8 @@ pub(crate) async fn append(
     .bind(new.lot.map(|lot| lot.remaining))
     .execute(&mut *conn)
     .await;
-    // A replay of a call that made an entry (`PgStore::idempotent` then returns the first
-    // call's stored response), or a request id reused after its idempotency record was
+    // A replay of a call that made an entry (`workflow::Context::idempotent` then returns the
+    // first call's stored response), or a request id reused after its idempotency record was
     // cleaned up: the transaction is aborted now, so the error is all that can be said.
     if let Err(sqlx::Error::Database(db)) = &inserted
         && db.constraint() == Some("ledger_entries_request")
@@ -310,7 +294,7 @@ async fn spendable_lots(
 }
 
 /// Takes `allocation` from the lots for `entry_id` and records where the points came from.
-async fn take(
+pub(crate) async fn take(
     conn: &mut PgConnection,
     entry_id: Uuid,
     allocation: &[(Uuid, i64)],
@@ -337,7 +321,7 @@ async fn take(
 
 /// Spends `points` first-expiring first; the lots must hold them (they always equal the
 /// available balance, which the caller checked), else the data is inconsistent.
-async fn spend(
+pub(crate) async fn spend(
     conn: &mut PgConnection,
     member_id: Uuid,
     entry_id: Uuid,
@@ -388,48 +372,9 @@ pub(crate) async fn spend_for(
     spend(conn, member_id, entry_id, points, None).await
 }
 
-/// Locks the member and applies its due releases and expiries (so a mutation can spend
-/// points released a moment ago and never spends an expired lot).
-pub(crate) async fn lock_member(
-    conn: &mut PgConnection,
-    member: &MemberRef,
-    now: DateTime<Utc>,
-    events: &mut Vec<Event>,
-) -> StoreResult<Locked> {
-    let mut locked = members::lock_at(conn, member, now).await?;
-    events.extend(settle_due(conn, &mut locked, now).await?);
-    Ok(locked)
-}
-
-/// Applies the locked member's due releases, then its due expiries; returns their events.
-/// Most mutations find neither due: one probe of both says so (read with the lock when it
-/// could be, [`members::lock_at`], else asked here), and each update runs only when its
-/// probe found a lot (a release never makes a lot newly expirable: it only lowers
-/// `remaining_points`, so the expiry probe taken before it still holds). The statement
-/// asked here also reads the member's window sums at `now` for the mutation's own entry
-/// ([`members::WindowSums`]).
-pub(crate) async fn settle_due(
-    conn: &mut PgConnection,
-    locked: &mut Locked,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Event>> {
-    let members::DueProbe { release, expire } = match locked.due.take() {
-        Some(due) if locked.window.is_some_and(|window| window.at == now) => due,
-        _ => probe_due(conn, locked, now).await?,
-    };
-    let mut events = Vec::new();
-    if release && let Some((entry, _lots)) = release_due(conn, locked, now).await? {
-        events.push(Event::PointsReleased(locked.member.clone(), entry));
-    }
-    if expire && let Some((entry, _lots)) = expire_due(conn, locked, now).await? {
-        events.push(Event::PointsExpired(locked.member.clone(), entry));
-    }
-    Ok(events)
-}
-
 /// Asks whether the locked member has lots due at `now`, and reads its window sums, after
 /// its lock, so that this statement's snapshot holds every lot and entry committed under it.
-async fn probe_due(
+pub(crate) async fn probe_due(
     conn: &mut PgConnection,
     locked: &mut Locked,
     now: DateTime<Utc>,
@@ -458,819 +403,20 @@ async fn probe_due(
     Ok(members::DueProbe { release, expire })
 }
 
-/// Releases the locked member's pending lots whose release time has passed, in one RELEASE
-/// entry; returns it with the number of lots released. A lot is released once: its `pending`
-/// flag is cleared under the member's lock. A negative balance (ALLOW_NEGATIVE_BALANCE) is
-/// repaid from the released points first, earliest-earned lot first, as an earn's would be.
-pub(crate) async fn release_due(
+/// The EARN entry of `order_id` in the program, when the order earned already.
+pub(crate) async fn earn_of_order(
     conn: &mut PgConnection,
-    locked: &mut Locked,
-    now: DateTime<Utc>,
-) -> StoreResult<Option<(LedgerEntry, i64)>> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "WITH due AS ( \
-           UPDATE point_lots SET pending = false \
-           WHERE member_id = $1 AND pending AND release_time <= $2 \
-           RETURNING point_lot_id, remaining_points, earn_time) \
-         SELECT point_lot_id, remaining_points FROM due WHERE remaining_points > 0 \
-         ORDER BY earn_time, point_lot_id",
+    program_id: Uuid,
+    order_id: &str,
+) -> StoreResult<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT ledger_entry_id FROM ledger_entries \
+         WHERE program_id = $1 AND order_id = $2 AND kind = 1",
     )
-    .bind(locked.member.member_id)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    let points = points_sum(rows.iter().map(|(_, p)| *p))?;
-    if points == 0 {
-        return Ok(None);
-    }
-    let mut debt = (-locked.member.balances.available).max(0);
-    for (lot, remaining) in &rows {
-        if debt == 0 {
-            break;
-        }
-        let cut = debt.min(*remaining);
-        sqlx::query(
-            "UPDATE point_lots SET remaining_points = remaining_points - $2 WHERE point_lot_id = $1",
-        )
-        .bind(lot)
-        .bind(cut)
-        .execute(&mut *conn)
-        .await?;
-        debt -= cut;
-    }
-    let origin = Origin {
-        caller: SYSTEM_CALLER.to_owned(),
-        request_id: String::new(),
-    };
-    let mut new = NewEntry::new(EntryKind::Release, origin, "Points released".to_owned());
-    new.available_delta = points;
-    new.pending_delta = -points;
-    let lots = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    Ok(Some((append(conn, locked, new, now).await?, lots)))
-}
-
-/// Expires the locked member's lots whose expiry time has passed, in one EXPIRE entry;
-/// returns it with the number of lots expired.
-pub(crate) async fn expire_due(
-    conn: &mut PgConnection,
-    locked: &mut Locked,
-    now: DateTime<Utc>,
-) -> StoreResult<Option<(LedgerEntry, i64)>> {
-    let rows = sqlx::query(
-        "UPDATE point_lots SET expired_points = expired_points + remaining_points, \
-         remaining_points = 0 \
-         WHERE member_id = $1 AND remaining_points > 0 AND expire_time <= $2 \
-         RETURNING expired_points, pending",
-    )
-    .bind(locked.member.member_id)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    // Each lot expires once and as a whole, so what it expired now is all it ever expired.
-    // A lot can expire while still pending (an expiry period shorter than the return window).
-    let mut expired = Vec::with_capacity(rows.len());
-    for row in &rows {
-        expired.push((
-            row.try_get::<i64, _>("expired_points")?,
-            row.try_get::<bool, _>("pending")?,
-        ));
-    }
-    let available = points_sum(expired.iter().filter(|(_, p)| !p).map(|(n, _)| *n))?;
-    let pending = points_sum(expired.iter().filter(|(_, p)| *p).map(|(n, _)| *n))?;
-    let points = points_sum([available, pending])?;
-    let origin = Origin {
-        caller: SYSTEM_CALLER.to_owned(),
-        request_id: String::new(),
-    };
-    let mut new = NewEntry::new(EntryKind::Expire, origin, "Points expired".to_owned());
-    new.available_delta = -available;
-    new.pending_delta = -pending;
-    new.lifetime_expired_delta = points;
-    let lots = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    Ok(Some((append(conn, locked, new, now).await?, lots)))
-}
-
-fn check_program_active(locked: &Locked) -> Result<(), Rejection> {
-    match locked.program.state {
-        ProgramState::Active => Ok(()),
-        ProgramState::Archived => Err(Rejection::ProgramNotActive),
-    }
-}
-
-/// EarnPoints.
-#[tracing::instrument(skip_all)]
-pub async fn earn(
-    conn: &mut PgConnection,
-    origin: Origin,
-    cmd: EarnCommand,
-    now: DateTime<Utc>,
-) -> StoreResult<Applied> {
-    let mut events = Vec::new();
-    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
-    locked.member.status.check_can_earn()?;
-    check_program_active(&locked)?;
-    let rules = &locked.program.rules;
-    let policy_expiry = (rules.expire_after_days > 0)
-        .then(|| now + Duration::days(i64::from(rules.expire_after_days)));
-    let mut new = NewEntry::new(EntryKind::Earn, origin, cmd.context.reason.clone());
-    new.reason_code = cmd.context.reason_code;
-    new.operator_id = cmd.context.operator_id;
-    let points = match cmd.source {
-        EarnSource::Purchase(purchase) => {
-            if purchase.currency != locked.program.currency {
-                return Err(Rejection::InvalidField {
-                    field: "purchase.amount.currency",
-                    description: format!(
-                        "the program earns in {}, not {}",
-                        locked.program.currency, purchase.currency
-                    ),
-                }
-                .into());
-            }
-            let earlier: Option<Uuid> = sqlx::query_scalar(
-                "SELECT ledger_entry_id FROM ledger_entries \
-                 WHERE program_id = $1 AND order_id = $2 AND kind = 1",
-            )
-            .bind(locked.member.program_id)
-            .bind(&purchase.order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(ledger_entry_id) = earlier {
-                return Err(Rejection::OrderAlreadyEarned { ledger_entry_id }.into());
-            }
-            let birth_month = super::birthdays::month(conn, locked.member.customer_id).await?;
-            // The birthday month is judged in the program's time zone (asked of the database
-            // only when a birthday bonus could apply).
-            let purchase_month = match birth_month {
-                Some(_) if locked.program.rules.earning.birthday_multiplier_percent > 0 => {
-                    super::programs::month_in_zone(
-                        conn,
-                        earning::purchase_instant(&purchase, now),
-                        &locked.program.time_zone,
-                    )
-                    .await?
-                }
-                _ => 0,
-            };
-            let rules = &locked.program.rules;
-            let calculation = earning::calculate(
-                &rules.earning,
-                &purchase,
-                &locked.member.tier.code,
-                birth_month,
-                purchase_month,
-                now,
-            );
-            earning::check_entry_limit(&calculation)?;
-            if new.reason.is_empty() {
-                new.reason = format!("Purchase, order {}", purchase.order_id);
-            }
-            new.qualifying_delta = calculation.qualifying_points;
-            new.spend_delta_minor = purchase.amount_minor;
-            new.order_id = Some(purchase.order_id.clone());
-            new.expire_time = policy_expiry;
-            // Inside the return window purchase points are pending (grants never are).
-            new.release_time = (rules.return_window_days > 0)
-                .then(|| now + Duration::days(i64::from(rules.return_window_days)));
-            let points = calculation.total_points;
-            new.details = Some(EntryDetails::PurchaseEarn {
-                purchase,
-                calculation,
-            });
-            points
-        }
-        EarnSource::Grant {
-            points,
-            qualifying,
-            expire_time,
-        } => {
-            if qualifying {
-                new.qualifying_delta = points;
-            }
-            new.expire_time = expire_time.or(policy_expiry);
-            points
-        }
-    };
-    new.lifetime_earned_delta = points;
-    // A negative balance (ALLOW_NEGATIVE_BALANCE clawback) is repaid before points become
-    // spendable: the lot holds only what is left after the debt (a pending lot repays it
-    // when released).
-    let debt = if new.release_time.is_some() {
-        new.pending_delta = points;
-        0
-    } else {
-        new.available_delta = points;
-        (-locked.member.balances.available).max(0)
-    };
-    new.lot = NewLot::of(points, debt);
-    let entry = append(conn, &mut locked, new, now).await?;
-    settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await
-}
-
-/// RedeemPoints.
-#[tracing::instrument(skip_all)]
-pub async fn redeem(
-    conn: &mut PgConnection,
-    origin: Origin,
-    cmd: RedeemCommand,
-    now: DateTime<Utc>,
-) -> StoreResult<Applied> {
-    let mut events = Vec::new();
-    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
-    locked.member.status.check_can_spend()?;
-    check_program_active(&locked)?;
-    check_sufficient(locked.member.balances.available, cmd.points)?;
-    let reason = if cmd.context.reason.is_empty() {
-        "Points redeemed".to_owned()
-    } else {
-        cmd.context.reason
-    };
-    let mut new = NewEntry::new(EntryKind::Redeem, origin, reason);
-    new.reason_code = cmd.context.reason_code;
-    new.operator_id = cmd.context.operator_id;
-    new.external_reference = cmd.external_reference;
-    new.available_delta = -cmd.points;
-    new.lifetime_redeemed_delta = cmd.points;
-    let entry = append(conn, &mut locked, new, now).await?;
-    spend(
-        conn,
-        entry.member_id,
-        entry.ledger_entry_id,
-        cmd.points,
-        None,
-    )
-    .await?;
-    events.push(Event::PointsRedeemed(locked.member.clone(), entry.clone()));
-    Ok(Applied {
-        entry,
-        member: locked.member,
-        tier_change: None,
-        events,
-    })
-}
-
-/// AdjustPoints.
-#[tracing::instrument(skip_all)]
-pub async fn adjust(
-    conn: &mut PgConnection,
-    origin: Origin,
-    cmd: AdjustCommand,
-    now: DateTime<Utc>,
-) -> StoreResult<Applied> {
-    let mut events = Vec::new();
-    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
-    locked.member.status.check_can_earn()?;
-    if cmd.points < 0 {
-        check_sufficient(locked.member.balances.available, -cmd.points)?;
-    }
-    let rules = &locked.program.rules;
-    let mut new = NewEntry::new(EntryKind::Adjust, origin, cmd.context.reason);
-    new.reason_code = cmd.context.reason_code;
-    new.operator_id = cmd.context.operator_id;
-    new.available_delta = cmd.points;
-    if cmd.points > 0 {
-        new.lifetime_earned_delta = cmd.points;
-        new.expire_time = (rules.expire_after_days > 0)
-            .then(|| now + Duration::days(i64::from(rules.expire_after_days)));
-    }
-    // A decrease never takes qualifying points below zero.
-    new.qualifying_delta = cmd
-        .qualifying_points
-        .max(-locked.member.balances.qualifying);
-    let debt = (-locked.member.balances.available).max(0);
-    new.lot = NewLot::of(cmd.points, debt);
-    let entry = append(conn, &mut locked, new, now).await?;
-    if cmd.points < 0 {
-        spend(
-            conn,
-            entry.member_id,
-            entry.ledger_entry_id,
-            -cmd.points,
-            None,
-        )
-        .await?;
-    }
-    settle_with_upgrade(conn, locked, entry, Event::PointsAdjusted, events, now).await
-}
-
-/// The end of a crediting mutation: upgrade the tier if the new points qualify, then record
-/// the entry's event (`event`) and any `TierChanged`, in that order.
-async fn settle_with_upgrade(
-    conn: &mut PgConnection,
-    mut locked: Locked,
-    entry: LedgerEntry,
-    event: fn(Member, LedgerEntry) -> Event,
-    mut events: Vec<Event>,
-    now: DateTime<Utc>,
-) -> StoreResult<Applied> {
-    let tier_change =
-        members::upgrade_if_qualified(conn, &mut locked, now, Some(entry.ledger_entry_id)).await?;
-    events.push(event(locked.member.clone(), entry.clone()));
-    if let Some(change) = &tier_change {
-        events.push(Event::TierChanged(locked.member.clone(), change.clone()));
-    }
-    Ok(Applied {
-        entry,
-        member: locked.member,
-        tier_change,
-        events,
-    })
-}
-
-/// What earlier reversals took from one entry.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Reversed {
-    requested: i64,
-    qualifying: i64,
-    spend_minor: i64,
-    refund_minor: i64,
-}
-
-pub(crate) async fn reversed_so_far(
-    conn: &mut PgConnection,
-    entry_id: Uuid,
-) -> StoreResult<Reversed> {
-    let row = sqlx::query(
-        "SELECT coalesce(sum(requested_points), 0)::bigint AS requested, \
-                coalesce(sum(-qualifying_delta), 0)::bigint AS qualifying, \
-                coalesce(sum(-spend_delta_minor), 0)::bigint AS spend, \
-                coalesce(sum(refund_amount_minor), 0)::bigint AS refund \
-         FROM ledger_entries WHERE reversed_entry_id = $1",
-    )
-    .bind(entry_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(Reversed {
-        requested: row.try_get("requested")?,
-        qualifying: row.try_get("qualifying")?,
-        spend_minor: row.try_get("spend")?,
-        refund_minor: row.try_get("refund")?,
-    })
-}
-
-async fn resolve_target(
-    conn: &mut PgConnection,
-    caller: &str,
-    target: &ReverseTarget,
-) -> StoreResult<Uuid> {
-    let found: Option<Uuid> = match target {
-        ReverseTarget::Entry(id) => {
-            sqlx::query_scalar("SELECT member_id FROM ledger_entries WHERE ledger_entry_id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
-        ReverseTarget::OriginalRequest(request_id) => {
-            sqlx::query_scalar(
-                "SELECT member_id FROM ledger_entries WHERE caller = $1 AND request_id = $2",
-            )
-            .bind(caller)
-            .bind(request_id)
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-        ReverseTarget::Order {
-            program_id,
-            order_id,
-        } => {
-            sqlx::query_scalar(
-                "SELECT member_id FROM ledger_entries \
-                 WHERE program_id = $1 AND order_id = $2 AND kind = 1",
-            )
-            .bind(program_id)
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
-    found.ok_or_else(|| {
-        let id = match target {
-            ReverseTarget::Entry(id) => id.to_string(),
-            ReverseTarget::OriginalRequest(r) => r.clone(),
-            ReverseTarget::Order { order_id, .. } => order_id.clone(),
-        };
-        Rejection::not_found("ledger entry", id).into()
-    })
-}
-
-pub(crate) async fn target_entry(
-    conn: &mut PgConnection,
-    caller: &str,
-    target: &ReverseTarget,
-) -> StoreResult<LedgerEntry> {
-    let condition = match target {
-        ReverseTarget::Entry(_) => "e.ledger_entry_id = $1::uuid",
-        ReverseTarget::OriginalRequest(_) => "e.caller = $2 AND e.request_id = $1::text",
-        ReverseTarget::Order { .. } => {
-            "e.program_id = $2::uuid AND e.order_id = $1::text AND e.kind = 1"
-        }
-    };
-    let query = format!(
-        "SELECT {ENTRY_COLUMNS} FROM ledger_entries e JOIN programs p USING (program_id) JOIN members m USING (member_id) WHERE {condition}"
-    );
-    let row = match target {
-        ReverseTarget::Entry(id) => {
-            sqlx::query(AssertSqlSafe(query.clone()))
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?
-        }
-        ReverseTarget::OriginalRequest(r) => {
-            sqlx::query(AssertSqlSafe(query.clone()))
-                .bind(r)
-                .bind(caller)
-                .fetch_one(&mut *conn)
-                .await?
-        }
-        ReverseTarget::Order {
-            program_id,
-            order_id,
-        } => {
-            sqlx::query(AssertSqlSafe(query.clone()))
-                .bind(order_id)
-                .bind(program_id)
-                .fetch_one(&mut *conn)
-                .await?
-        }
-    };
-    entry_from_row(&row)
-}
-
-/// ReversePoints.
-#[tracing::instrument(skip_all)]
-pub async fn reverse(
-    conn: &mut PgConnection,
-    origin: Origin,
-    cmd: ReverseCommand,
-    now: DateTime<Utc>,
-) -> StoreResult<Applied> {
-    let member_id = resolve_target(conn, &origin.caller, &cmd.target).await?;
-    let mut events = Vec::new();
-    // The member's lock comes first, so the "reversed so far" read below is current.
-    let mut locked = lock_member(conn, &MemberRef::Id(member_id), now, &mut events).await?;
-    if matches!(
-        locked.member.status,
-        crate::domain::member::MemberStatus::Closed
-    ) {
-        return Err(Rejection::MemberNotActive { status: "CLOSED" }.into());
-    }
-    let target = target_entry(conn, &origin.caller, &cmd.target).await?;
-    let prior = reversed_so_far(conn, target.ledger_entry_id).await?;
-    let entry = match (target.kind, &target.details) {
-        (EntryKind::Earn, _) => {
-            reverse_earn(conn, &mut locked, origin, &cmd, &target, prior, now).await?
-        }
-        (EntryKind::Redeem, None) => {
-            reverse_redeem(conn, &mut locked, origin, &cmd, &target, prior, now).await?
-        }
-        (kind, _) => {
-            return Err(Rejection::NotReversible { kind: kind.name() }.into());
-        }
-    };
-    events.push(Event::PointsReversed(locked.member.clone(), entry.clone()));
-    Ok(Applied {
-        entry,
-        member: locked.member,
-        tier_change: None,
-        events,
-    })
-}
-
-async fn reverse_earn(
-    conn: &mut PgConnection,
-    locked: &mut Locked,
-    origin: Origin,
-    cmd: &ReverseCommand,
-    target: &LedgerEntry,
-    prior: Reversed,
-    now: DateTime<Utc>,
-) -> StoreResult<LedgerEntry> {
-    let reversible = target.points().saturating_sub(prior.requested);
-    let purchase = match &target.details {
-        Some(EntryDetails::PurchaseEarn { purchase, .. }) => Some(purchase),
-        _ => None,
-    };
-    let exceeds = |field| Rejection::ReversalExceedsRemaining {
-        field,
-        reversible_points: reversible,
-        refundable_amount_minor: purchase
-            .map(|p| p.amount_minor.saturating_sub(prior.refund_minor)),
-    };
-    let (requested, refund) = match &cmd.amount {
-        ReverseAmount::AllRemaining => (reversible, None),
-        ReverseAmount::Points(points) => (*points, None),
-        ReverseAmount::Refund {
-            amount_minor,
-            currency,
-        } => {
-            let Some(purchase) = purchase else {
-                return Err(Rejection::InvalidField {
-                    field: "refund_amount",
-                    description: "refund_amount applies only to purchase earns".into(),
-                }
-                .into());
-            };
-            if *currency != locked.program.currency {
-                return Err(Rejection::InvalidField {
-                    field: "refund_amount.currency",
-                    description: format!("the program currency is {}", locked.program.currency),
-                }
-                .into());
-            }
-            if *amount_minor > purchase.amount_minor.saturating_sub(prior.refund_minor) {
-                return Err(exceeds("refund_amount").into());
-            }
-            let points = refund_points(
-                target.points(),
-                purchase.amount_minor,
-                prior.refund_minor,
-                prior.requested,
-                *amount_minor,
-            );
-            (points, Some(*amount_minor))
-        }
-    };
-    if requested > reversible || (requested <= 0 && refund.is_none()) {
-        return Err(exceeds("points").into());
-    }
-    // The earn's own lot, if it is still the member's (a merge moves lots, an unmerge moves
-    // them back). A reversed redemption may have restored its points into a second lot of the
-    // same earn on another member, which an unmerge can bring together: the fuller one counts.
-    let own_lot: Option<(Uuid, i64, bool)> = sqlx::query_as(
-        "SELECT point_lot_id, remaining_points, pending FROM point_lots \
-         WHERE ledger_entry_id = $1 AND member_id = $2 \
-         ORDER BY remaining_points DESC, point_lot_id LIMIT 1",
-    )
-    .bind(target.ledger_entry_id)
-    .bind(locked.member.member_id)
+    .bind(program_id)
+    .bind(order_id)
     .fetch_optional(&mut *conn)
-    .await?;
-    let own_pending = own_lot.is_some_and(|(_, _, pending)| pending);
-    let policy = locked.program.rules.clawback;
-    let available = locked.member.balances.available;
-    let (own, others, negative, waived) = clawback_split(
-        policy,
-        requested,
-        own_lot.map(|(_, r, _)| r).unwrap_or(0),
-        own_pending,
-        available,
-    );
-    let last = requested == reversible;
-    // Shares of the earn in i128 (`pro_rata`): points × points or minor units × points
-    // overflow i64 for the largest earns.
-    let qualifying = if last {
-        target.qualifying_delta.saturating_sub(prior.qualifying)
-    } else {
-        pro_rata(target.qualifying_delta, requested, target.points())
-    };
-    let spend_back = match (refund, purchase) {
-        (Some(amount), _) => amount,
-        (None, Some(p)) if last => p.amount_minor.saturating_sub(prior.spend_minor),
-        (None, Some(p)) => pro_rata(p.amount_minor, requested, target.points()),
-        _ => 0,
-    };
-    // Each part is at most `requested`, itself at most what the earn credited.
-    let taken = own.saturating_add(others).saturating_add(negative);
-    let reason = if cmd.context.reason.is_empty() {
-        match purchase {
-            Some(p) => format!("Refund, order {}", p.order_id),
-            None => "Points reversed".to_owned(),
-        }
-    } else {
-        cmd.context.reason.clone()
-    };
-    let mut new = NewEntry::new(EntryKind::Reverse, origin, reason);
-    new.reason_code = cmd.context.reason_code.clone();
-    new.operator_id = cmd.context.operator_id.clone();
-    new.order_id = purchase.map(|p| p.order_id.clone());
-    if own_pending {
-        new.pending_delta = -own;
-        new.available_delta = -(others + negative);
-    } else {
-        new.available_delta = -taken;
-    }
-    new.lifetime_earned_delta = -taken;
-    new.qualifying_delta = -qualifying.clamp(0, locked.member.balances.qualifying);
-    new.spend_delta_minor = -spend_back.clamp(0, locked.member.balances.spend_minor);
-    new.reversal = Some(Reversal {
-        reversed_entry_id: target.ledger_entry_id,
-        reversed_kind: EntryKind::Earn,
-        requested_points: requested,
-        waived_points: waived,
-        expired_points: 0,
-        refund_amount_minor: refund,
-        clawback: Some(policy),
-    });
-    let entry = append(conn, locked, new, now).await?;
-    if let (Some((lot, _, _)), true) = (own_lot, own > 0) {
-        take(conn, entry.ledger_entry_id, &[(lot, own)]).await?;
-    }
-    if others > 0 {
-        spend(
-            conn,
-            entry.member_id,
-            entry.ledger_entry_id,
-            others,
-            own_lot.map(|(lot, _, _)| lot),
-        )
-        .await?;
-    }
-    Ok(entry)
-}
-
-pub(crate) async fn reverse_redeem(
-    conn: &mut PgConnection,
-    locked: &mut Locked,
-    origin: Origin,
-    cmd: &ReverseCommand,
-    target: &LedgerEntry,
-    prior: Reversed,
-    now: DateTime<Utc>,
-) -> StoreResult<LedgerEntry> {
-    let reversible = target
-        .points()
-        .saturating_neg()
-        .saturating_sub(prior.requested);
-    let exceeds = |field| Rejection::ReversalExceedsRemaining {
-        field,
-        reversible_points: reversible,
-        refundable_amount_minor: None,
-    };
-    let requested = match &cmd.amount {
-        ReverseAmount::AllRemaining => reversible,
-        ReverseAmount::Points(points) => *points,
-        ReverseAmount::Refund { .. } => {
-            return Err(Rejection::InvalidField {
-                field: "refund_amount",
-                description: "refund_amount applies only to purchase earns".into(),
-            }
-            .into());
-        }
-    };
-    if requested > reversible || requested <= 0 {
-        return Err(exceeds("points").into());
-    }
-    // Points go back to the lots they were spent from, latest-expiring first, less what
-    // earlier reversals gave back; points of lots that expired meanwhile count as expired.
-    let rows = sqlx::query(
-        "SELECT s.point_lot_id, l.member_id, s.points - coalesce(( \
-             SELECT sum(r.points) FROM lot_returns r JOIN ledger_entries e \
-               ON e.ledger_entry_id = r.ledger_entry_id \
-             WHERE r.point_lot_id = s.point_lot_id AND e.reversed_entry_id = s.ledger_entry_id \
-           ), 0)::bigint AS returnable, \
-           (l.expire_time IS NOT NULL AND l.expire_time <= $2) AS expired \
-         FROM lot_spends s JOIN point_lots l USING (point_lot_id) \
-         WHERE s.ledger_entry_id = $1 \
-         ORDER BY l.expire_time DESC NULLS FIRST, l.earn_time DESC",
-    )
-    .bind(target.ledger_entry_id)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut left = requested;
-    let mut returns = Vec::new();
-    let mut expired = 0_i64;
-    for row in &rows {
-        let returnable: i64 = row.try_get("returnable")?;
-        let give = returnable.min(left);
-        if give <= 0 {
-            continue;
-        }
-        left -= give;
-        returns.push(LotReturn {
-            spent_lot: row.try_get("point_lot_id")?,
-            holder: row.try_get("member_id")?,
-            points: give,
-            expired: row.try_get("expired")?,
-        });
-        if row.try_get::<bool, _>("expired")? {
-            expired += give;
-        }
-    }
-    let returned = requested - left - expired;
-    let reason = if cmd.context.reason.is_empty() {
-        "Points returned".to_owned()
-    } else {
-        cmd.context.reason.clone()
-    };
-    let mut new = NewEntry::new(EntryKind::Reverse, origin, reason);
-    new.reason_code = cmd.context.reason_code.clone();
-    new.operator_id = cmd.context.operator_id.clone();
-    new.available_delta = returned;
-    new.lifetime_redeemed_delta = -(requested - left);
-    new.lifetime_expired_delta = expired;
-    new.reversal = Some(Reversal {
-        reversed_entry_id: target.ledger_entry_id,
-        reversed_kind: EntryKind::Redeem,
-        requested_points: requested,
-        waived_points: 0,
-        expired_points: expired,
-        refund_amount_minor: None,
-        clawback: None,
-    });
-    let entry = append(conn, locked, new, now).await?;
-    for back in returns {
-        // The balance the entry moved is this member's, so the points must land in one of
-        // its lots: a lot spent before a merge (or moved away by an unmerge since) belongs to
-        // another member, and points returned there would leave this balance without a lot.
-        let restored = if back.holder == locked.member.member_id {
-            None
-        } else {
-            Some(restored_lot(conn, locked.member.member_id, &back).await?)
-        };
-        let column = if back.expired {
-            "expired_points"
-        } else {
-            "remaining_points"
-        };
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE point_lots SET {column} = {column} + $2, \
-             original_points = original_points + CASE WHEN $3 THEN $2 ELSE 0 END \
-             WHERE point_lot_id = $1"
-        )))
-        .bind(restored.unwrap_or(back.spent_lot))
-        .bind(back.points)
-        .bind(restored.is_some())
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "INSERT INTO lot_returns (ledger_entry_id, point_lot_id, points, restored_lot_id) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(entry.ledger_entry_id)
-        .bind(back.spent_lot)
-        .bind(back.points)
-        .bind(restored)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(entry)
-}
-
-/// Points a reversal gives back from one lot a redemption spent.
-struct LotReturn {
-    spent_lot: Uuid,
-    /// The member holding the spent lot now.
-    holder: Uuid,
-    points: i64,
-    /// The spent lot has expired: the points count as expired, not available.
-    expired: bool,
-}
-
-/// The lot of `member_id` that takes back points of `back.spent_lot`, a lot another member
-/// holds: the one an earlier reversal restored the same spent lot into, else a new lot (empty,
-/// the caller fills it) with the spent lot's earn entry, earn, release and expiry times, so its
-/// points are spent and expire as the original's would have. When the holder was merged into
-/// `member_id` by a merge not undone since, the new lot is recorded as one that merge moved:
-/// the points were the holder's, and an unmerge gives them back with its other lots.
-async fn restored_lot(
-    conn: &mut PgConnection,
-    member_id: Uuid,
-    back: &LotReturn,
-) -> StoreResult<Uuid> {
-    let earlier: Option<Uuid> = sqlx::query_scalar(
-        "SELECT r.restored_lot_id FROM lot_returns r \
-         JOIN point_lots l ON l.point_lot_id = r.restored_lot_id \
-         WHERE r.point_lot_id = $1 AND l.member_id = $2 \
-         ORDER BY r.restored_lot_id LIMIT 1",
-    )
-    .bind(back.spent_lot)
-    .bind(member_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(lot) = earlier {
-        return Ok(lot);
-    }
-    let lot = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
-           remaining_points, earn_time, expire_time, release_time, pending) \
-         SELECT $1, $2, ledger_entry_id, 0, 0, earn_time, expire_time, release_time, false \
-         FROM point_lots WHERE point_lot_id = $3",
-    )
-    .bind(lot)
-    .bind(member_id)
-    .bind(back.spent_lot)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO member_merge_lots (merge_id, point_lot_id) \
-         SELECT mm.merge_id, $1 FROM member_merges mm \
-         JOIN members s ON s.member_id = mm.source_member_id \
-         WHERE mm.source_member_id = $2 AND mm.target_member_id = $3 \
-           AND s.status = 4 AND s.merged_into_member_id = $3 \
-           AND NOT EXISTS (SELECT 1 FROM customer_unmerges u WHERE u.merge_id = mm.merge_id) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(lot)
-    .bind(back.holder)
-    .bind(member_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(lot)
+    .await?)
 }
 
 /// Columns of an entry joined with its program (`p`) and member (`m`). The ledger is

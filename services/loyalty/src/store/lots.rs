@@ -4,10 +4,10 @@
 //! Reads show lots as they stand *now*: a due release or expiry that no change of the member
 //! and no scheduled job has applied yet is applied in the read's view ([`lots_now`]), never
 //! written by it. The stored lots keep the ledger invariants; the view is what the next
-//! settlement (`ledger::settle_due`) will make of them.
+//! settlement (`workflow::ledger::settle_due`) will make of them.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{AssertSqlSafe, PgExecutor, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::StoreResult;
@@ -15,7 +15,7 @@ use super::StoreResult;
 /// SQL of a subquery: the lots matching `lot_filter` (a condition on `l`, the `point_lots`
 /// row) as they stand at `now` (an SQL expression, usually a bind parameter) once the
 /// member's due releases and then its due expiries are applied, exactly as
-/// `ledger::settle_due` applies them: a pending lot whose release time has passed is
+/// `workflow::ledger::settle_due` applies them: a pending lot whose release time has passed is
 /// available, repaying a negative balance (ALLOW_NEGATIVE_BALANCE) first, earliest earned
 /// first; then every lot whose expiry time has passed has expired what it had left.
 ///
@@ -173,4 +173,67 @@ pub async fn expiring_by_day(
     .fetch_all(executor)
     .await?;
     Ok(rows)
+}
+
+/// Clears the `pending` flag of the member's lots whose release time has passed at `now`
+/// (under the member's lock, so a lot is released once); returns those with points left (id,
+/// remaining points), earliest earned first.
+pub(crate) async fn release_due(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<(Uuid, i64)>> {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "WITH due AS ( \
+           UPDATE point_lots SET pending = false \
+           WHERE member_id = $1 AND pending AND release_time <= $2 \
+           RETURNING point_lot_id, remaining_points, earn_time) \
+         SELECT point_lot_id, remaining_points FROM due WHERE remaining_points > 0 \
+         ORDER BY earn_time, point_lot_id",
+    )
+    .bind(member_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows)
+}
+
+/// Takes `points` out of the lot without recording a spend (a released lot repaying a
+/// negative balance).
+pub(crate) async fn cut(conn: &mut PgConnection, lot: Uuid, points: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE point_lots SET remaining_points = remaining_points - $2 WHERE point_lot_id = $1",
+    )
+    .bind(lot)
+    .bind(points)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Expires what is left in the member's lots whose expiry time has passed at `now`; returns,
+/// per lot expired, its expired points and whether it was pending.
+pub(crate) async fn expire_due(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<(i64, bool)>> {
+    let rows = sqlx::query(
+        "UPDATE point_lots SET expired_points = expired_points + remaining_points, \
+         remaining_points = 0 \
+         WHERE member_id = $1 AND remaining_points > 0 AND expire_time <= $2 \
+         RETURNING expired_points, pending",
+    )
+    .bind(member_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut expired = Vec::with_capacity(rows.len());
+    for row in &rows {
+        expired.push((
+            row.try_get::<i64, _>("expired_points")?,
+            row.try_get::<bool, _>("pending")?,
+        ));
+    }
+    Ok(expired)
 }

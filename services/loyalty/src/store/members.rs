@@ -1,6 +1,8 @@
-//! Members and their balances projection; locking a member for a mutation; tier upgrades.
+//! Members and their balances projection: reading and locking a member (with its program),
+//! the rolling window of qualifying amounts, the FULL view, listing; and the statements that
+//! change a member row (enrolment, tier, status).
 
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
@@ -9,9 +11,9 @@ use super::{StoreResult, decode, lots, programs};
 use crate::domain::Rejection;
 use crate::domain::member::{
     Balances, DueSettlement, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier,
-    PendingDowngrade, TierChange, TierProgress,
+    PendingDowngrade, TierProgress,
 };
-use crate::domain::program::{Program, ProgramState, ReviewSchedule, Threshold};
+use crate::domain::program::Program;
 
 const COLUMNS: &str = "m.member_id, m.program_id, m.customer_id, m.status, m.status_reason, m.merged_into_member_id, m.anonymized, \
      m.enrol_channel, m.enrol_time, m.tier_code, m.tier_achieve_time, m.next_review_time, \
@@ -54,6 +56,16 @@ fn due_from(row: &PgRow) -> StoreResult<DueSettlement> {
         expired_pending: row.try_get("due_expired_pending")?,
         latest: row.try_get("due_latest")?,
     })
+}
+
+/// The stored code of a status.
+pub(crate) fn status_code(status: MemberStatus) -> i16 {
+    match status {
+        MemberStatus::Active => 1,
+        MemberStatus::Suspended => 2,
+        MemberStatus::Closed => 3,
+        MemberStatus::Merged => 4,
+    }
 }
 
 fn status_from(code: i16) -> Option<MemberStatus> {
@@ -144,7 +156,7 @@ pub struct Locked {
     /// (`ledger::append` clears them).
     pub window: Option<WindowSums>,
     /// Whether it has lots due for release or expiry, when read in the locking statement
-    /// ([`lock_at`]); `ledger::settle_due` takes it.
+    /// ([`lock_at`]); `workflow::ledger::settle_due` takes it.
     pub due: Option<DueProbe>,
 }
 
@@ -154,74 +166,6 @@ pub struct Locked {
 pub struct DueProbe {
     pub release: bool,
     pub expire: bool,
-}
-
-/// Enrols a customer: the member in the base tier, zero balances, the INITIAL tier change.
-#[tracing::instrument(skip_all, fields(program_id = %cmd.program_id))]
-pub async fn enrol(
-    conn: &mut PgConnection,
-    cmd: &EnrolCommand,
-    now: DateTime<Utc>,
-) -> StoreResult<Member> {
-    let program = programs::get(conn, cmd.program_id).await?;
-    if program.state != ProgramState::Active {
-        return Err(Rejection::ProgramNotActive.into());
-    }
-    let erased: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM erased_customers WHERE customer_id = $1)")
-            .bind(cmd.customer_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    if erased {
-        return Err(Rejection::CustomerErased.into());
-    }
-    let base = program.rules.base_tier_code().to_owned();
-    let member_id = Uuid::now_v7();
-    let inserted = sqlx::query(
-        "INSERT INTO members (member_id, program_id, customer_id, status, enrol_channel, \
-         enrol_time, tier_code, tier_achieve_time) VALUES ($1, $2, $3, 1, $4, $5, $6, $5) \
-         ON CONFLICT (program_id, customer_id) DO NOTHING",
-    )
-    .bind(member_id)
-    .bind(cmd.program_id)
-    .bind(cmd.customer_id)
-    .bind(&cmd.enrol_channel)
-    .bind(now)
-    .bind(&base)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        let existing: Uuid = sqlx::query_scalar(
-            "SELECT member_id FROM members WHERE program_id = $1 AND customer_id = $2",
-        )
-        .bind(cmd.program_id)
-        .bind(cmd.customer_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        return Err(Rejection::MemberAlreadyEnrolled {
-            member_id: existing,
-        }
-        .into());
-    }
-    sqlx::query("INSERT INTO balances (member_id, update_time) VALUES ($1, $2)")
-        .bind(member_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
-         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time) \
-         VALUES ($1, $2, $3, '', 0, $4, 0, 1, 1, 0, $5)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(member_id)
-    .bind(cmd.program_id)
-    .bind(&base)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(load(conn, &MemberRef::Id(member_id), false).await?.member)
 }
 
 /// Loads a member and its program; with `lock`, locks the member's balances row until the
@@ -240,7 +184,7 @@ pub async fn load(conn: &mut PgConnection, member: &MemberRef, lock: bool) -> St
 /// lock. That is so unless the lock waited for a transaction that changed the member: then
 /// the locked `balances` row is a later version than the one the statement's snapshot sees
 /// (every change of a member's entries or lots moves its balances row in the same
-/// transaction), the two are left unset and `ledger::settle_due` asks again.
+/// transaction), the two are left unset and `workflow::ledger::settle_due` asks again.
 pub async fn lock_at(
     conn: &mut PgConnection,
     member: &MemberRef,
@@ -417,7 +361,8 @@ fn due_probe(now: &str) -> (String, String) {
 
 /// The select list saying whether the member `member` (an SQL expression) has pending lots
 /// whose release time has passed at `now` (`release_due`) and lots with points whose expiry
-/// time has passed (`expire_due`): the probe before a mutation (see `ledger::settle_due`).
+/// time has passed (`expire_due`): the probe before a mutation (see
+/// `workflow::ledger::settle_due`).
 pub(crate) fn due_exists(member: &str, now: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM point_lots l \
@@ -503,140 +448,6 @@ async fn with_expiring(
         next,
     });
     Ok(member)
-}
-
-/// Upgrades the locked member at once if its balances now meet a higher tier's threshold.
-/// `entry` is the ledger entry whose qualifying amount is being applied (the change then has
-/// cause QUALIFYING_ACTIVITY and names it); `None` when a review asks (cause REVIEW).
-pub async fn upgrade_if_qualified(
-    conn: &mut PgConnection,
-    locked: &mut Locked,
-    now: DateTime<Utc>,
-    entry: Option<Uuid>,
-) -> StoreResult<Option<TierChange>> {
-    // The balances hold the rolling window as of the member's last entry (the caller's own
-    // entry, or a refresh by `as_of`): when even they are short of a higher tier and no
-    // downgrade waits to be cancelled, the window sum need not be asked again.
-    let b = locked.member.balances;
-    let (reachable, _) = locked
-        .program
-        .rules
-        .qualified_tier(b.qualifying, b.spend_minor);
-    if reachable <= locked.member.tier.rank && locked.member.tier.pending_downgrade.is_none() {
-        return Ok(None);
-    }
-    let (points, spend) = window_qualifying(conn, locked, now).await?;
-    let (rank, tier) = locked.program.rules.qualified_tier(points, spend);
-    if rank <= locked.member.tier.rank {
-        if rank == locked.member.tier.rank && locked.member.tier.pending_downgrade.is_some() {
-            // Re-qualified before the grace period ended: the downgrade is off.
-            sqlx::query(
-                "UPDATE members SET pending_tier_code = NULL, pending_decide_time = NULL, \
-                 pending_downgrade_time = NULL, next_review_time = $2 WHERE member_id = $1",
-            )
-            .bind(locked.member.member_id)
-            .bind(next_review(conn, &locked.program, now).await?)
-            .execute(&mut *conn)
-            .await?;
-            locked.member.tier.pending_downgrade = None;
-        }
-        return Ok(None);
-    }
-    let qualifying = match tier.threshold {
-        Some(Threshold::SpendMinor(_)) => Threshold::SpendMinor(spend),
-        _ => Threshold::Points(points),
-    };
-    let change = TierChange {
-        tier_change_id: Uuid::now_v7(),
-        from_code: locked.member.tier.code.clone(),
-        from_rank: locked.member.tier.rank,
-        to_code: tier.code.clone(),
-        to_rank: rank,
-        qualifying,
-        by_review: entry.is_none(),
-        ledger_entry_id: entry,
-        change_time: now,
-    };
-    let next_review = next_review(conn, &locked.program, now).await?;
-    sqlx::query(
-        "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = $4, \
-         pending_tier_code = NULL, pending_decide_time = NULL, pending_downgrade_time = NULL \
-         WHERE member_id = $1",
-    )
-    .bind(locked.member.member_id)
-    .bind(&change.to_code)
-    .bind(now)
-    .bind(next_review)
-    .execute(&mut *conn)
-    .await?;
-    let amount = match qualifying {
-        Threshold::Points(p) | Threshold::SpendMinor(p) => p,
-    };
-    // Cause 2 is QUALIFYING_ACTIVITY (naming the entry), 3 is REVIEW.
-    sqlx::query(
-        "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
-         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time, \
-         ledger_entry_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 2, CASE WHEN $10::uuid IS NULL THEN 3 ELSE 2 END, \
-         $8, $9, $10)",
-    )
-    .bind(change.tier_change_id)
-    .bind(locked.member.member_id)
-    .bind(locked.member.program_id)
-    .bind(&change.from_code)
-    .bind(change.from_rank)
-    .bind(&change.to_code)
-    .bind(change.to_rank)
-    .bind(amount)
-    .bind(now)
-    .bind(entry)
-    .execute(&mut *conn)
-    .await?;
-    locked.member.tier = MemberTier {
-        code: tier.code.clone(),
-        display_name: tier.display_name.clone(),
-        rank,
-        achieve_time: now,
-        next_review_time: next_review,
-        pending_downgrade: None,
-        next_tier_progress: None,
-        retention_progress: None,
-    };
-    Ok(Some(change))
-}
-
-/// When a member who reaches (or keeps) a tier at `now` is next reviewed. ANNIVERSARY:
-/// `review_period_months` later. CALENDAR: at the next period boundary in the program's time
-/// zone (`TierPolicy::next_calendar_review`), whatever the member's own dates; Postgres turns
-/// `now` into local time and the boundary back, as for every program-local date, so the
-/// service carries no zone database and a boundary across a DST change is still midnight.
-pub(crate) async fn next_review(
-    conn: &mut PgConnection,
-    program: &Program,
-    now: DateTime<Utc>,
-) -> StoreResult<Option<DateTime<Utc>>> {
-    let policy = &program.rules.tier_policy;
-    match policy.review_schedule {
-        Some(ReviewSchedule::Calendar) => {
-            let local: NaiveDateTime = sqlx::query_scalar("SELECT $1::timestamptz AT TIME ZONE $2")
-                .bind(now)
-                .bind(&program.time_zone)
-                .fetch_one(&mut *conn)
-                .await?;
-            let Some(boundary) = policy.next_calendar_review(local) else {
-                return Ok(None);
-            };
-            let at: DateTime<Utc> = sqlx::query_scalar("SELECT $1::timestamp AT TIME ZONE $2")
-                .bind(boundary)
-                .bind(&program.time_zone)
-                .fetch_one(&mut *conn)
-                .await?;
-            Ok(Some(at))
-        }
-        Some(ReviewSchedule::Anniversary) | None => {
-            Ok(now.checked_add_months(chrono::Months::new(policy.review_period_months.max(1))))
-        }
-    }
 }
 
 /// The member's qualifying points and spend inside the program's rolling window ending at
@@ -827,4 +638,177 @@ pub async fn list(
         }
     }
     Ok(out)
+}
+
+/// Inserts the member `member_id` enrolled by `cmd` at `now` in the tier `base`, unless the
+/// customer is a member of the program already; answers whether it was inserted.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    cmd: &EnrolCommand,
+    base: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO members (member_id, program_id, customer_id, status, enrol_channel, \
+         enrol_time, tier_code, tier_achieve_time) VALUES ($1, $2, $3, 1, $4, $5, $6, $5) \
+         ON CONFLICT (program_id, customer_id) DO NOTHING",
+    )
+    .bind(member_id)
+    .bind(cmd.program_id)
+    .bind(cmd.customer_id)
+    .bind(&cmd.enrol_channel)
+    .bind(now)
+    .bind(base)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted != 0)
+}
+
+/// The zero balances of a member just inserted.
+pub(crate) async fn insert_balances(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO balances (member_id, update_time) VALUES ($1, $2)")
+        .bind(member_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The member of `customer_id` in the program (whatever its status), if any.
+pub(crate) async fn find_by_customer(
+    conn: &mut PgConnection,
+    program_id: Uuid,
+    customer_id: Uuid,
+) -> StoreResult<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT member_id FROM members WHERE program_id = $1 AND customer_id = $2",
+    )
+    .bind(program_id)
+    .bind(customer_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// A tier some member of the program holds that is not among `codes`, if any.
+pub(crate) async fn tier_held_outside(
+    conn: &mut PgConnection,
+    program_id: Uuid,
+    codes: &[&str],
+) -> StoreResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT tier_code FROM members WHERE program_id = $1 AND tier_code <> ALL($2) LIMIT 1",
+    )
+    .bind(program_id)
+    .bind(codes)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Puts the member in the tier `tier_code` reached at `now`, next reviewed at `next_review`,
+/// with no downgrade pending.
+pub(crate) async fn set_tier(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    tier_code: &str,
+    now: DateTime<Utc>,
+    next_review: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = $4, \
+         pending_tier_code = NULL, pending_decide_time = NULL, pending_downgrade_time = NULL \
+         WHERE member_id = $1",
+    )
+    .bind(member_id)
+    .bind(tier_code)
+    .bind(now)
+    .bind(next_review)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Keeps the member's tier: no downgrade pending, next reviewed at `next_review`.
+pub(crate) async fn cancel_downgrade(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    next_review: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE members SET pending_tier_code = NULL, pending_decide_time = NULL, \
+         pending_downgrade_time = NULL, next_review_time = $2 WHERE member_id = $1",
+    )
+    .bind(member_id)
+    .bind(next_review)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Schedules the member's downgrade to `tier_code`, decided at `now`, for `at`.
+pub(crate) async fn schedule_downgrade(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    tier_code: &str,
+    now: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE members SET pending_tier_code = $2, pending_decide_time = $3, \
+         pending_downgrade_time = $4, next_review_time = NULL WHERE member_id = $1",
+    )
+    .bind(member_id)
+    .bind(tier_code)
+    .bind(now)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts a reactivated member back in the base tier `base` at `now`, with no review due.
+pub(crate) async fn restart_in_tier(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    base: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = NULL, \
+         pending_tier_code = NULL, pending_decide_time = NULL, pending_downgrade_time = NULL \
+         WHERE member_id = $1",
+    )
+    .bind(member_id)
+    .bind(base)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets the member's status with its reason, and its update time to `now`.
+pub(crate) async fn set_status(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    status: MemberStatus,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE members SET status = $2, status_reason = $3 WHERE member_id = $1")
+        .bind(member_id)
+        .bind(status_code(status))
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE balances SET update_time = $2 WHERE member_id = $1")
+        .bind(member_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

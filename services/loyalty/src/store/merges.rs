@@ -1,196 +1,67 @@
-//! Customer merges from the profiles feed: in every program where the merged-away customer is
-//! a member, its points, lots, qualifying amounts and history join the surviving customer's
-//! member (which keeps the higher tier), or, when the survivor is not enrolled, the membership
-//! simply changes hands. Each merge id is applied once.
-//!
-//! A merge records what it did (`member_merges`, and the lots it moved in
-//! `member_merge_lots`), so that a profiles `CustomerUnmerged` can undo exactly that: the
-//! merged-away member is restored with its own lots that are still unspent, its qualifying
-//! amounts and its tier; a re-linked membership goes back to the restored customer. Each
-//! unmerge is applied once too.
+//! The SQL of customer merges and unmerges from the profiles feed: which merges and unmerges
+//! were applied (`customer_merges`, `customer_unmerges`), what each merge did to memberships
+//! (`member_merges`) and which lots it moved (`member_merge_lots`), and the member and lot
+//! changes a merge or an unmerge makes. The rules are in `workflow::merges`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::StoreResult;
-use super::ledger::{NewEntry, Origin, SYSTEM_CALLER, append, settle_due};
-use super::members::{self, Locked};
-use crate::domain::event::{Event, MembersMerged, MembersUnmerged};
-use crate::domain::ledger::{EntryDetails, EntryKind};
-use crate::domain::member::{MemberRef, MemberStatus};
+use crate::domain::ledger::EntryKind;
 
-/// A CustomerMerged event, as loyalty needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerMerge {
-    /// Profiles merge id.
-    pub merge_id: String,
-    /// The customer merged away.
-    pub source_customer_id: Uuid,
-    /// The surviving customer.
-    pub target_customer_id: Uuid,
-}
-
-/// Applies `merge` in the caller's transaction (the consumer's, which also moves its cursor)
-/// and returns the events to publish. A merge id seen before changes nothing.
-pub async fn apply(
+/// Records that the merge `merge_id` is being applied at `now`; false when it was before.
+pub(crate) async fn record_customer_merge(
     conn: &mut PgConnection,
-    merge: &CustomerMerge,
+    merge_id: &str,
+    source_customer_id: Uuid,
+    target_customer_id: Uuid,
     now: DateTime<Utc>,
-) -> StoreResult<Vec<Event>> {
+) -> StoreResult<bool> {
     let first = sqlx::query(
         "INSERT INTO customer_merges (merge_id, source_customer_id, target_customer_id, apply_time) \
          VALUES ($1, $2, $3, $4) ON CONFLICT (merge_id) DO NOTHING",
     )
-    .bind(&merge.merge_id)
-    .bind(merge.source_customer_id)
-    .bind(merge.target_customer_id)
+    .bind(merge_id)
+    .bind(source_customer_id)
+    .bind(target_customer_id)
     .bind(now)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    if first == 0 {
-        return Ok(Vec::new());
-    }
-    let memberships: Vec<(Uuid, Uuid)> = sqlx::query_as(
+    Ok(first != 0)
+}
+
+/// The customer's memberships not merged away (member id, program id), by program.
+pub(crate) async fn live_memberships(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    Ok(sqlx::query_as(
         "SELECT member_id, program_id FROM members WHERE customer_id = $1 AND status <> 4 \
          ORDER BY program_id",
     )
-    .bind(merge.source_customer_id)
+    .bind(customer_id)
     .fetch_all(&mut *conn)
-    .await?;
-    let mut events = Vec::new();
-    for (source_id, program_id) in memberships {
-        let target_id: Option<Uuid> = sqlx::query_scalar(
-            "SELECT member_id FROM members WHERE program_id = $1 AND customer_id = $2",
-        )
-        .bind(program_id)
-        .bind(merge.target_customer_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match target_id {
-            None => {
-                // The survivor is not enrolled: the membership changes hands, history and all.
-                sqlx::query("UPDATE members SET customer_id = $2 WHERE member_id = $1")
-                    .bind(source_id)
-                    .bind(merge.target_customer_id)
-                    .execute(&mut *conn)
-                    .await?;
-                record(conn, &merge.merge_id, source_id, None).await?;
-            }
-            Some(target_id) => {
-                record(conn, &merge.merge_id, source_id, Some(target_id)).await?;
-                events.extend(merge_members(conn, source_id, target_id, merge, now).await?);
-            }
-        }
-    }
-    Ok(events)
+    .await?)
 }
 
-async fn merge_members(
+/// Hands the membership to the customer `customer_id`.
+pub(crate) async fn relink(
     conn: &mut PgConnection,
-    source_id: Uuid,
-    target_id: Uuid,
-    merge: &CustomerMerge,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Event>> {
-    // Lock both in id order, as every two-member operation must, so no two wait on each other.
-    let (first, second) = if source_id < target_id {
-        (source_id, target_id)
-    } else {
-        (target_id, source_id)
-    };
-    let a = members::load(conn, &MemberRef::Id(first), true).await?;
-    let b = members::load(conn, &MemberRef::Id(second), true).await?;
-    let (mut source, mut target): (Locked, Locked) = if a.member.member_id == source_id {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let origin = Origin {
-        caller: SYSTEM_CALLER.to_owned(),
-        request_id: String::new(),
-    };
-    // The source's qualifying amounts as of now (its window may have moved on since its last
-    // entry): what the merge moves and an unmerge gives back.
-    members::as_of(conn, &mut source, now).await?;
-    let moved = source.member.balances;
-    let detail = |other: &Locked| EntryDetails::Merge {
-        other_member_id: other.member.member_id,
-        other_customer_id: other.member.customer_id,
-        merge_id: merge.merge_id.clone(),
-    };
-    let mut out = NewEntry::new(
-        EntryKind::MergeOut,
-        origin.clone(),
-        "Merged into another membership".to_owned(),
-    );
-    out.available_delta = moved.available.saturating_neg();
-    out.pending_delta = moved.pending.saturating_neg();
-    out.qualifying_delta = moved.qualifying.saturating_neg();
-    out.spend_delta_minor = moved.spend_minor.saturating_neg();
-    out.details = Some(detail(&target));
-    let mut into = NewEntry::new(
-        EntryKind::MergeIn,
-        origin,
-        "Points from a merged membership".to_owned(),
-    );
-    into.available_delta = moved.available;
-    into.pending_delta = moved.pending;
-    into.qualifying_delta = moved.qualifying;
-    into.spend_delta_minor = moved.spend_minor;
-    into.lifetime_earned_delta = moved.lifetime_earned;
-    into.lifetime_redeemed_delta = moved.lifetime_redeemed;
-    into.lifetime_expired_delta = moved.lifetime_expired;
-    into.details = Some(detail(&source));
-    append(conn, &mut source, out, now).await?;
-    let merge_in = append(conn, &mut target, into, now).await?;
-    // Lots keep their earn, release and expiry times, so the survivor spends them in the same
-    // order; the merge remembers which it moved, for an unmerge.
-    sqlx::query(
-        "WITH moved AS ( \
-           UPDATE point_lots SET member_id = $2 WHERE member_id = $1 AND remaining_points > 0 \
-           RETURNING point_lot_id) \
-         INSERT INTO member_merge_lots (merge_id, point_lot_id) \
-         SELECT $3, point_lot_id FROM moved",
-    )
-    .bind(source_id)
-    .bind(target_id)
-    .bind(&merge.merge_id)
-    .execute(&mut *conn)
-    .await?;
-    // The survivor keeps the higher tier.
-    if source.member.tier.rank > target.member.tier.rank {
-        sqlx::query(
-            "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = $4 \
-             WHERE member_id = $1",
-        )
-        .bind(target_id)
-        .bind(&source.member.tier.code)
-        .bind(now)
-        .bind(source.member.tier.next_review_time)
+    member_id: Uuid,
+    customer_id: Uuid,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE members SET customer_id = $2 WHERE member_id = $1")
+        .bind(member_id)
+        .bind(customer_id)
         .execute(&mut *conn)
         .await?;
-        target.member.tier = source.member.tier.clone();
-        target.member.tier.achieve_time = now;
-    }
-    sqlx::query("UPDATE members SET status = 4, merged_into_member_id = $2 WHERE member_id = $1")
-        .bind(source_id)
-        .bind(target_id)
-        .execute(&mut *conn)
-        .await?;
-    source.member.status = MemberStatus::Merged;
-    source.member.merged_into = Some(target_id);
-    Ok(vec![Event::MembersMerged(Box::new(MembersMerged {
-        surviving: target.member,
-        merged: source.member,
-        merge_in,
-        merge_id: merge.merge_id.clone(),
-    }))])
+    Ok(())
 }
 
 /// Records that `merge_id` merged `source_id` into `target_id` (`None`: only re-linked it).
-async fn record(
+pub(crate) async fn record(
     conn: &mut PgConnection,
     merge_id: &str,
     source_id: Uuid,
@@ -208,128 +79,143 @@ async fn record(
     Ok(())
 }
 
-/// A CustomerUnmerged event, as loyalty needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerUnmerge {
-    /// The profiles merge id being undone.
-    pub merge_id: String,
-    /// The restored customer (the merge's source).
-    pub source_customer_id: Uuid,
-    /// The customer that had survived the merge.
-    pub target_customer_id: Uuid,
+/// Moves the source's lots with points left to the target, recording them as moved by the
+/// merge.
+pub(crate) async fn move_lots(
+    conn: &mut PgConnection,
+    source_id: Uuid,
+    target_id: Uuid,
+    merge_id: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "WITH moved AS ( \
+           UPDATE point_lots SET member_id = $2 WHERE member_id = $1 AND remaining_points > 0 \
+           RETURNING point_lot_id) \
+         INSERT INTO member_merge_lots (merge_id, point_lot_id) \
+         SELECT $3, point_lot_id FROM moved",
+    )
+    .bind(source_id)
+    .bind(target_id)
+    .bind(merge_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
-/// Undoes what the merge `unmerge.merge_id` did, in the caller's transaction, and returns the
-/// events to publish. An unmerge seen before changes nothing; so does one of a merge loyalty
-/// never applied.
-pub async fn undo(
+/// Gives the survivor `member_id` the merged member's tier, reached at `now`.
+pub(crate) async fn take_tier(
     conn: &mut PgConnection,
-    unmerge: &CustomerUnmerge,
+    member_id: Uuid,
+    tier_code: &str,
     now: DateTime<Utc>,
-) -> StoreResult<Vec<Event>> {
+    next_review: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = $4 \
+         WHERE member_id = $1",
+    )
+    .bind(member_id)
+    .bind(tier_code)
+    .bind(now)
+    .bind(next_review)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks `source_id` MERGED into `target_id`.
+pub(crate) async fn mark_merged(
+    conn: &mut PgConnection,
+    source_id: Uuid,
+    target_id: Uuid,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE members SET status = 4, merged_into_member_id = $2 WHERE member_id = $1")
+        .bind(source_id)
+        .bind(target_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that the unmerge of `merge_id` is being applied at `now`; false when it was before.
+pub(crate) async fn record_customer_unmerge(
+    conn: &mut PgConnection,
+    merge_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
     let first = sqlx::query(
         "INSERT INTO customer_unmerges (merge_id, apply_time) VALUES ($1, $2) \
          ON CONFLICT (merge_id) DO NOTHING",
     )
-    .bind(&unmerge.merge_id)
+    .bind(merge_id)
     .bind(now)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    if first == 0 {
-        return Ok(Vec::new());
-    }
-    let touched: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
+    Ok(first != 0)
+}
+
+/// What the merge `merge_id` did to memberships: each source member and the member it was
+/// merged into (`None`: only re-linked), by source.
+pub(crate) async fn members_of(
+    conn: &mut PgConnection,
+    merge_id: &str,
+) -> StoreResult<Vec<(Uuid, Option<Uuid>)>> {
+    Ok(sqlx::query_as(
         "SELECT source_member_id, target_member_id FROM member_merges WHERE merge_id = $1 \
          ORDER BY source_member_id",
     )
-    .bind(&unmerge.merge_id)
+    .bind(merge_id)
     .fetch_all(&mut *conn)
-    .await?;
-    let mut events = Vec::new();
-    for (source_id, target_id) in touched {
-        let undone = match target_id {
-            None => relink_back(conn, source_id, unmerge).await?,
-            Some(target_id) => unmerge_members(conn, source_id, target_id, unmerge, now).await?,
-        };
-        events.extend(undone);
-    }
-    Ok(events)
+    .await?)
 }
 
-/// A membership the merge only re-linked goes back to the restored customer.
-async fn relink_back(
+/// Hands a re-linked membership back from `from` to `to`; false when it is no longer `from`'s
+/// (erased or re-linked since).
+pub(crate) async fn relink_back(
     conn: &mut PgConnection,
     member_id: Uuid,
-    unmerge: &CustomerUnmerge,
-) -> StoreResult<Vec<Event>> {
+    to: Uuid,
+    from: Uuid,
+) -> StoreResult<bool> {
     let changed = sqlx::query(
         "UPDATE members SET customer_id = $2 WHERE member_id = $1 AND customer_id = $3",
     )
     .bind(member_id)
-    .bind(unmerge.source_customer_id)
-    .bind(unmerge.target_customer_id)
+    .bind(to)
+    .bind(from)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    if changed == 0 {
-        // Erased or re-linked since: nothing of the merge is left to undo.
-        return Ok(Vec::new());
-    }
-    let restored = members::lock_exact(conn, member_id).await?.member;
-    Ok(vec![Event::MembersUnmerged(Box::new(MembersUnmerged {
-        restored,
-        surviving: None,
-        restored_customer_id: unmerge.source_customer_id,
-        surviving_customer_id: unmerge.target_customer_id,
-        unmerge_in: None,
-        merge_id: unmerge.merge_id.clone(),
-    }))])
+    Ok(changed != 0)
 }
 
-async fn unmerge_members(
+/// The lots the merge `merge_id` moved that `holder` still holds: id, remaining points,
+/// pending.
+pub(crate) async fn moved_lots_held(
     conn: &mut PgConnection,
-    source_id: Uuid,
-    target_id: Uuid,
-    unmerge: &CustomerUnmerge,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Event>> {
-    // Both in id order, as every two-member operation locks them.
-    let (first, second) = if source_id < target_id {
-        (source_id, target_id)
-    } else {
-        (target_id, source_id)
-    };
-    let a = members::lock_exact(conn, first).await?;
-    let b = members::lock_exact(conn, second).await?;
-    let (mut source, mut target): (Locked, Locked) = if a.member.member_id == source_id {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    if source.member.status != MemberStatus::Merged || source.member.merged_into != Some(target_id)
-    {
-        tracing::warn!(%source_id, %target_id, "unmerge: the member is no longer merged; nothing undone");
-        return Ok(Vec::new());
-    }
-    // The survivor's due releases and expiries first: what goes back is what is left now.
-    let mut events = settle_due(conn, &mut target, now).await?;
-    members::as_of(conn, &mut target, now).await?;
-    // The moved lots the survivor still holds points of.
-    let lots: Vec<(Uuid, i64, bool)> = sqlx::query_as(
+    merge_id: &str,
+    holder: Uuid,
+) -> StoreResult<Vec<(Uuid, i64, bool)>> {
+    Ok(sqlx::query_as(
         "SELECT l.point_lot_id, l.remaining_points, l.pending \
          FROM member_merge_lots mm JOIN point_lots l USING (point_lot_id) \
          WHERE mm.merge_id = $1 AND l.member_id = $2",
     )
-    .bind(&unmerge.merge_id)
-    .bind(target_id)
+    .bind(merge_id)
+    .bind(holder)
     .fetch_all(&mut *conn)
-    .await?;
-    let available = super::points_sum(lots.iter().filter(|l| !l.2).map(|l| l.1))?;
-    let pending = super::points_sum(lots.iter().filter(|l| l.2).map(|l| l.1))?;
-    // The qualifying amounts the merge moved (its MERGE_OUT entry), as far as the survivor
-    // still has them.
-    let (qualifying, spend): (i64, i64) = sqlx::query_as(
+    .await?)
+}
+
+/// The qualifying points and spend the merge `merge_id` moved out of `source_id` (its
+/// MERGE_OUT entry).
+pub(crate) async fn merged_out_qualifying(
+    conn: &mut PgConnection,
+    source_id: Uuid,
+    merge_id: &str,
+) -> StoreResult<(i64, i64)> {
+    Ok(sqlx::query_as(
         "SELECT coalesce(sum(-qualifying_delta), 0)::bigint, \
                 coalesce(sum(-spend_delta_minor), 0)::bigint \
          FROM ledger_entries WHERE member_id = $1 AND kind = $2 \
@@ -337,88 +223,44 @@ async fn unmerge_members(
     )
     .bind(source_id)
     .bind(EntryKind::MergeOut.code())
-    .bind(&unmerge.merge_id)
+    .bind(merge_id)
     .fetch_one(&mut *conn)
-    .await?;
-    let target_balances = target.member.balances;
-    let qualifying = qualifying.clamp(0, target_balances.qualifying);
-    let spend = spend.clamp(0, target_balances.spend_minor);
-    // The merged member's lifetime counters were added to the survivor's and have not
-    // changed since (a MERGED member is never mutated): the survivor gives them back.
-    let lifetime = source.member.balances;
-    let origin = Origin {
-        caller: SYSTEM_CALLER.to_owned(),
-        request_id: String::new(),
-    };
-    let detail = |other: &Locked, customer_id: Uuid| EntryDetails::Merge {
-        other_member_id: other.member.member_id,
-        other_customer_id: customer_id,
-        merge_id: unmerge.merge_id.clone(),
-    };
-    let mut out = NewEntry::new(
-        EntryKind::UnmergeOut,
-        origin.clone(),
-        "Points returned to an unmerged membership".to_owned(),
-    );
-    out.available_delta = available.saturating_neg();
-    out.pending_delta = pending.saturating_neg();
-    out.qualifying_delta = qualifying.saturating_neg();
-    out.spend_delta_minor = spend.saturating_neg();
-    out.lifetime_earned_delta = lifetime
-        .lifetime_earned
-        .clamp(0, target_balances.lifetime_earned)
-        .saturating_neg();
-    out.lifetime_redeemed_delta = lifetime
-        .lifetime_redeemed
-        .clamp(0, target_balances.lifetime_redeemed)
-        .saturating_neg();
-    out.lifetime_expired_delta = lifetime
-        .lifetime_expired
-        .clamp(0, target_balances.lifetime_expired)
-        .saturating_neg();
-    out.details = Some(detail(&source, unmerge.source_customer_id));
-    let mut into = NewEntry::new(
-        EntryKind::UnmergeIn,
-        origin,
-        "Points restored from an unmerged membership".to_owned(),
-    );
-    into.available_delta = available;
-    into.pending_delta = pending;
-    into.qualifying_delta = qualifying;
-    into.spend_delta_minor = spend;
-    into.details = Some(detail(&target, unmerge.target_customer_id));
-    append(conn, &mut target, out, now).await?;
-    let unmerge_in = append(conn, &mut source, into, now).await?;
+    .await?)
+}
+
+/// Moves the lots the merge `merge_id` moved, as far as `from` still holds them, to `to`.
+pub(crate) async fn move_lots_back(
+    conn: &mut PgConnection,
+    from: Uuid,
+    to: Uuid,
+    merge_id: &str,
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE point_lots SET member_id = $2 \
          WHERE member_id = $1 AND point_lot_id IN ( \
            SELECT point_lot_id FROM member_merge_lots WHERE merge_id = $3)",
     )
-    .bind(target_id)
-    .bind(source_id)
-    .bind(&unmerge.merge_id)
+    .bind(from)
+    .bind(to)
+    .bind(merge_id)
     .execute(&mut *conn)
     .await?;
-    // ACTIVE again, under its own customer, in the tier it had (a merge never changed it).
+    Ok(())
+}
+
+/// Makes the unmerged member ACTIVE again under its own customer.
+pub(crate) async fn restore(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    customer_id: Uuid,
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE members SET status = 1, status_reason = '', merged_into_member_id = NULL, \
          customer_id = $2 WHERE member_id = $1",
     )
-    .bind(source_id)
-    .bind(unmerge.source_customer_id)
+    .bind(member_id)
+    .bind(customer_id)
     .execute(&mut *conn)
     .await?;
-    source.member.status = MemberStatus::Active;
-    source.member.status_reason = String::new();
-    source.member.merged_into = None;
-    source.member.customer_id = unmerge.source_customer_id;
-    events.push(Event::MembersUnmerged(Box::new(MembersUnmerged {
-        restored: source.member,
-        surviving: Some(target.member),
-        restored_customer_id: unmerge.source_customer_id,
-        surviving_customer_id: unmerge.target_customer_id,
-        unmerge_in: Some(unmerge_in),
-        merge_id: unmerge.merge_id.clone(),
-    })));
-    Ok(events)
+    Ok(())
 }

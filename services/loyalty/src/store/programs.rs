@@ -1,13 +1,14 @@
-//! Programs: their identity, state and the rules document.
+//! Programs: their identity, state and the rules document; the time-zone arithmetic done in
+//! the program's zone.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{StoreError, StoreResult, decode};
 use crate::domain::Rejection;
-use crate::domain::program::{NewProgram, Program, ProgramPatch, ProgramRules, ProgramState};
+use crate::domain::program::{NewProgram, Program, ProgramRules, ProgramState};
 
 const COLUMNS: &str = "program_id, display_name, description, state, currency, time_zone, \
                        rules::text AS rules, etag, create_time, update_time";
@@ -202,61 +203,63 @@ pub async fn list(
     rows.iter().map(from_row).collect()
 }
 
-/// Applies `patch` if the etag is current; the program row is locked meanwhile.
-#[tracing::instrument(skip_all, fields(program_id = %program_id))]
-pub async fn update(
-    pool: &PgPool,
-    program_id: Uuid,
-    patch: ProgramPatch,
-    now: DateTime<Utc>,
-) -> StoreResult<Program> {
-    let mut tx = pool.begin().await?;
+/// The program, its row locked until the transaction ends.
+pub(crate) async fn lock(conn: &mut PgConnection, program_id: Uuid) -> StoreResult<Program> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM programs WHERE program_id = $1 FOR UPDATE"
     )))
     .bind(program_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| Rejection::not_found("program", program_id))?;
-    let mut program = from_row(&row)?;
-    if program.etag != patch.etag {
-        return Err(Rejection::StaleEtag {
-            resource: "program",
-        }
-        .into());
-    }
-    if let Some(tiers) = &patch.tiers {
-        let codes: Vec<&str> = tiers.iter().map(|t| t.code.as_str()).collect();
-        let held: Option<String> = sqlx::query_scalar(
-            "SELECT tier_code FROM members WHERE program_id = $1 AND tier_code <> ALL($2) LIMIT 1",
-        )
-        .bind(program_id)
-        .bind(&codes)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(tier_code) = held {
-            return Err(Rejection::TierInUse { tier_code }.into());
-        }
-    }
-    if let Some(zone) = &patch.time_zone {
-        check_time_zone(&mut tx, zone).await?;
-    }
-    patch.apply(&mut program);
+    from_row(&row)
+}
+
+/// Writes `program`'s changeable fields at `now`, moving its etag on; answers it as stored.
+pub(crate) async fn save(
+    conn: &mut PgConnection,
+    program: &Program,
+    now: DateTime<Utc>,
+) -> StoreResult<Program> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "UPDATE programs SET display_name = $2, description = $3, state = $4, time_zone = $5, \
          rules = $6::jsonb, etag = etag + 1, update_time = $7 WHERE program_id = $1 \
          RETURNING {COLUMNS}"
     )))
-    .bind(program_id)
+    .bind(program.program_id)
     .bind(&program.display_name)
     .bind(&program.description)
     .bind(state_code(program.state))
     .bind(&program.time_zone)
     .bind(rules_json(&program.rules)?)
     .bind(now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    let program = from_row(&row)?;
-    tx.commit().await?;
-    Ok(program)
+    from_row(&row)
+}
+
+/// `at` as local time in the IANA time zone `zone`.
+pub(crate) async fn local_time(
+    conn: &mut PgConnection,
+    at: DateTime<Utc>,
+    zone: &str,
+) -> StoreResult<NaiveDateTime> {
+    Ok(sqlx::query_scalar("SELECT $1::timestamptz AT TIME ZONE $2")
+        .bind(at)
+        .bind(zone)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// The instant of the local time `local` in the IANA time zone `zone`.
+pub(crate) async fn instant_of_local(
+    conn: &mut PgConnection,
+    local: NaiveDateTime,
+    zone: &str,
+) -> StoreResult<DateTime<Utc>> {
+    Ok(sqlx::query_scalar("SELECT $1::timestamp AT TIME ZONE $2")
+        .bind(local)
+        .bind(zone)
+        .fetch_one(&mut *conn)
+        .await?)
 }

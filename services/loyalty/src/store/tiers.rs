@@ -1,10 +1,13 @@
-//! Tier history.
+//! Tier history: the changes recorded (at enrolment, by a qualifying change, by a review) and
+//! read back.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::domain::member::{Member, TierChange};
+use crate::domain::program::Threshold;
 
 /// One row of tier history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,4 +116,86 @@ pub async fn list(
             })
         })
         .collect()
+}
+
+/// Records the INITIAL tier change of the member `member_id` enrolled at `now` in `base`
+/// (cause ENROLMENT).
+pub(crate) async fn insert_initial(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    program_id: Uuid,
+    base: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
+         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time) \
+         VALUES ($1, $2, $3, '', 0, $4, 0, 1, 1, 0, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(member_id)
+    .bind(program_id)
+    .bind(base)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the member's upgrade `change` with the qualifying `amount` it reached. Cause 2 is
+/// QUALIFYING_ACTIVITY (naming the entry), 3 is REVIEW (no entry).
+pub(crate) async fn insert_upgrade(
+    conn: &mut PgConnection,
+    member: &Member,
+    change: &TierChange,
+    amount: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
+         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time, \
+         ledger_entry_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 2, CASE WHEN $10::uuid IS NULL THEN 3 ELSE 2 END, \
+         $8, $9, $10)",
+    )
+    .bind(change.tier_change_id)
+    .bind(member.member_id)
+    .bind(member.program_id)
+    .bind(&change.from_code)
+    .bind(change.from_rank)
+    .bind(&change.to_code)
+    .bind(change.to_rank)
+    .bind(amount)
+    .bind(change.change_time)
+    .bind(change.ledger_entry_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the member's downgrade `change`, applied by a review (direction DOWNGRADE, cause
+/// REVIEW).
+pub(crate) async fn insert_downgrade(
+    conn: &mut PgConnection,
+    member: &Member,
+    change: &TierChange,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tier_changes (tier_change_id, member_id, program_id, from_tier_code, \
+         from_rank, to_tier_code, to_rank, direction, cause, qualifying_points, change_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 3, 3, $8, $9)",
+    )
+    .bind(change.tier_change_id)
+    .bind(member.member_id)
+    .bind(member.program_id)
+    .bind(&change.from_code)
+    .bind(change.from_rank)
+    .bind(&change.to_code)
+    .bind(change.to_rank)
+    .bind(match change.qualifying {
+        Threshold::Points(amount) | Threshold::SpendMinor(amount) => amount,
+    })
+    .bind(change.change_time)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -128,8 +128,8 @@ pub(crate) fn expiring_day_pb(day: chrono::NaiveDate, points: i64) -> pb::Expiri
 }
 
 /// A data-subject export on the wire.
-impl From<crate::store::export::CustomerData> for pb::CustomerDataExport {
-    fn from(data: crate::store::export::CustomerData) -> Self {
+impl From<crate::workflow::export::CustomerData> for pb::CustomerDataExport {
+    fn from(data: crate::workflow::export::CustomerData) -> Self {
         pb::CustomerDataExport {
             customer_id: data.customer_id.to_string(),
             members: data

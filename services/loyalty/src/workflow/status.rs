@@ -1,18 +1,20 @@
-//! Member status changes: suspend, reactivate, close (forfeiting what is left). Each is
-//! idempotent by nature: asking for the status a member already has changes nothing.
+//! Member status changes: SuspendMember, ReactivateMember, CloseMember (forfeiting what is
+//! left). Each is idempotent by nature: asking for the status a member already has changes
+//! nothing.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::StoreResult;
-use super::ledger::{
-    NewEntry, Origin, SYSTEM_CALLER, append, expire_due, release_due, spend_for, take_pending_all,
-};
-use super::members::{self, Locked};
+use super::Context;
+use super::ledger::{expire_due, release_due};
 use crate::domain::Rejection;
 use crate::domain::event::Event;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::member::{Member, MemberRef, MemberStatus};
+use crate::events;
+use crate::store::StoreResult;
+use crate::store::ledger::{NewEntry, Origin, SYSTEM_CALLER, append, spend_for, take_pending_all};
+use crate::store::members::{self, Locked};
 
 /// A status change to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,17 +38,26 @@ pub struct Changed {
     pub events: Vec<Event>,
 }
 
-fn code(status: MemberStatus) -> i16 {
-    match status {
-        MemberStatus::Active => 1,
-        MemberStatus::Suspended => 2,
-        MemberStatus::Closed => 3,
-        MemberStatus::Merged => 4,
-    }
+/// Applies `change` to `member` with the member-readable `reason` (SuspendMember,
+/// ReactivateMember, CloseMember), appending its events in the same transaction.
+pub async fn change_status(
+    ctx: &Context,
+    member: &MemberRef,
+    change: Change,
+    reason: &str,
+    operator_id: &str,
+) -> StoreResult<Changed> {
+    let now = ctx.now();
+    let mut tx = ctx.pool.begin().await?;
+    let changed = self::change(&mut tx, member, change, reason, operator_id, now).await?;
+    events::append(&mut tx, &changed.events).await?;
+    tx.commit().await?;
+    Ok(changed)
 }
 
-/// Applies `change` to `member` with the member-readable `reason`.
-pub async fn change(
+/// Applies `change` to `member` with the member-readable `reason`, in the caller's
+/// transaction; returns the events to publish.
+pub(crate) async fn change(
     conn: &mut PgConnection,
     member: &MemberRef,
     change: Change,
@@ -92,16 +103,7 @@ pub async fn change(
     if change == Change::Reactivate && previous == MemberStatus::Closed {
         // A closed member restarts from zero points (forfeited at closure) in the base tier.
         let base = locked.program.rules.base_tier_code().to_owned();
-        sqlx::query(
-            "UPDATE members SET tier_code = $2, tier_achieve_time = $3, next_review_time = NULL, \
-             pending_tier_code = NULL, pending_decide_time = NULL, pending_downgrade_time = NULL \
-             WHERE member_id = $1",
-        )
-        .bind(locked.member.member_id)
-        .bind(&base)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        members::restart_in_tier(conn, locked.member.member_id, &base, now).await?;
         locked = members::load(conn, &MemberRef::Id(locked.member.member_id), true).await?;
     }
     let status_reason = if target == MemberStatus::Active {
@@ -109,17 +111,7 @@ pub async fn change(
     } else {
         reason
     };
-    sqlx::query("UPDATE members SET status = $2, status_reason = $3 WHERE member_id = $1")
-        .bind(locked.member.member_id)
-        .bind(code(target))
-        .bind(status_reason)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE balances SET update_time = $2 WHERE member_id = $1")
-        .bind(locked.member.member_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    members::set_status(conn, locked.member.member_id, target, status_reason, now).await?;
     locked.member.status = target;
     locked.member.status_reason = status_reason.to_owned();
     locked.member.update_time = now;
@@ -135,6 +127,8 @@ pub async fn change(
     })
 }
 
+/// Forfeits what the member has left (a closure): one FORFEIT entry, after its due releases
+/// and expiries.
 async fn forfeit_all(
     conn: &mut PgConnection,
     locked: &mut Locked,

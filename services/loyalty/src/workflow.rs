@@ -1,0 +1,94 @@
+//! The use cases, one function per operation: each opens its transaction (or connection),
+//! runs `store`'s SQL and `domain`'s rules in it, appends the outbox events (`events`) before
+//! the commit, and answers domain values or a `StoreError`. Handlers in `api` parse a request,
+//! call one function here and convert the answer; the profiles feed (`feeds`) and the
+//! scheduler (`jobs`) call here too. Every time stored or decided on is read from the service
+//! clock (`Context::now`).
+//!
+//! A change with a request id runs once per key (`Context::idempotent`,
+//! `custops_common::idempotency`): the caller passes the reply, which is encoded inside the
+//! transaction and recorded with the key and the events at its end, so a replay answers the
+//! first call's reply byte for byte (the balances in it are those of the first call).
+//!
+//! - `programs`, `members`, `status`, `ledger`, `reversals`, `rewards`, `tiers`: the RPCs by
+//!   area.
+//! - `merges`, `customers`: what the profiles feed's events do.
+//! - `jobs`: point release, point expiry and tier review.
+//! - `export`: the data-subject export.
+
+pub mod customers;
+pub mod export;
+pub mod jobs;
+pub mod ledger;
+pub mod members;
+pub mod merges;
+pub mod programs;
+pub mod reversals;
+pub mod rewards;
+pub mod status;
+pub mod tiers;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use custops_common::idempotency::{self, Completed, RequestKey};
+use futures_util::future::BoxFuture;
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+
+use crate::directory::CustomerDirectory;
+use crate::domain::Clock;
+use crate::store::{StoreError, StoreResult};
+
+/// What every use case needs: the pool of the loyalty schema, the service clock and, when
+/// configured, profiles' customer directory.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Connections whose `search_path` is the loyalty schema.
+    pub pool: PgPool,
+    /// The time source of everything stored or decided on.
+    pub clock: Arc<dyn Clock>,
+    /// Profiles, to check the customer of an enrolment; `None` when loyalty runs standalone
+    /// (it then enrols any well-formed customer id).
+    pub customers: Option<CustomerDirectory>,
+}
+
+impl Context {
+    /// Use cases over `pool`, reading time from `clock`, asking `customers` about enrolments.
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, customers: Option<CustomerDirectory>) -> Self {
+        Self {
+            pool,
+            clock,
+            customers,
+        }
+    }
+
+    /// Now, by the service clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The stored response of an equal request under `key`, when one succeeded before (a
+    /// replay); `None` when the key is unused or its first call has not committed. The same
+    /// key with another request is `RequestIdReused`. For work that must happen before the
+    /// transaction, such as asking another service, and must not happen again on a replay.
+    pub(crate) async fn replay(&self, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
+        Ok(idempotency::stored(&self.pool, key).await?)
+    }
+
+    /// Runs `work` once per request key, at the service clock's now
+    /// (`custops_common::idempotency::run`: the key recorded with the response and the events
+    /// at the end of the call's transaction, replays answered the stored bytes).
+    pub(crate) async fn idempotent<F>(&self, key: &RequestKey, work: F) -> StoreResult<Vec<u8>>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Completed>>,
+    {
+        idempotency::run(&self.pool, key, self.clock.now(), work).await
+    }
+}
+
+/// A reply this service encoded (just now, or stored by the first call of a request id): one
+/// that does not decode is corrupt data.
+fn decode<R: Message + Default>(bytes: &[u8]) -> StoreResult<R> {
+    R::decode(bytes).map_err(|e| StoreError::Corrupt(format!("a stored reply: {e}")))
+}

@@ -1,0 +1,544 @@
+//! The ledger's use cases: EarnPoints, RedeemPoints and AdjustPoints (each once per request
+//! id), the reads of entries and statements, CalculatePurchasePoints, and the settlement of a
+//! member's due releases and expiries that every change applies first. Reversals are in
+//! `reversals`.
+//!
+//! Every change of a member runs in one transaction: lock the member's `balances` row
+//! (`FOR UPDATE`, `store::members::lock_at`), apply due releases and expiries, append the
+//! entry (the projection and the lots move with it: `store::ledger::append`), then record the
+//! idempotency key with the reply and append the outbox events in one statement
+//! (`Context::idempotent`). Locking the balances row first serialises all changes of one
+//! member, so no update is lost or doubled and a spend sees the balance it is checked against.
+
+use chrono::{DateTime, Duration, Utc};
+use custops_common::idempotency::{Completed, RequestKey};
+use prost::Message;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Context, decode, tiers};
+use crate::domain::earning::{self, Calculation, Purchase};
+use crate::domain::event::Event;
+use crate::domain::ledger::{
+    AdjustCommand, EarnCommand, EarnSource, EntryDetails, EntryKind, LedgerEntry, RedeemCommand,
+    check_sufficient,
+};
+use crate::domain::member::{Member, MemberRef, TierChange};
+use crate::domain::program::ProgramState;
+use crate::domain::{Keyed, Rejection};
+use crate::events;
+use crate::store::ledger::{
+    self, NewEntry, NewLot, Origin, SYSTEM_CALLER, StatementFilter, append, spend,
+};
+use crate::store::members::{self, Locked};
+use crate::store::{StoreResult, birthdays, lots, points_sum, programs};
+
+/// The result of a mutation: the entry, the member after it, a tier change if any, and the
+/// events to publish.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The entry made.
+    pub entry: LedgerEntry,
+    /// The member after it.
+    pub member: Member,
+    /// The upgrade it caused.
+    pub tier_change: Option<TierChange>,
+    /// Events, in order.
+    pub events: Vec<Event>,
+}
+
+/// EarnPoints, once per request id: the earn at the service clock's now, its
+/// events appended and `reply` of its outcome recorded with the key
+/// (`Context::idempotent`); a replay answers the first call's reply.
+pub async fn earn_points<R, F>(
+    ctx: &Context,
+    key: &RequestKey,
+    cmd: Keyed<EarnCommand>,
+    reply: F,
+) -> StoreResult<R>
+where
+    R: Message + Default,
+    F: FnOnce(Applied) -> R + Send + 'static,
+{
+    let origin = Origin {
+        caller: key.caller.clone(),
+        request_id: cmd.request_id,
+    };
+    let now = ctx.now();
+    let bytes = ctx
+        .idempotent(key, move |conn| {
+            Box::pin(async move {
+                let out = earn(conn, origin, cmd.command, now).await?;
+                let events = events::outbox_events(&out.events);
+                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+            })
+        })
+        .await?;
+    decode(&bytes)
+}
+
+/// RedeemPoints, once per request id: the spend at the service clock's now, its
+/// events appended and `reply` of its outcome recorded with the key
+/// (`Context::idempotent`); a replay answers the first call's reply.
+pub async fn redeem_points<R, F>(
+    ctx: &Context,
+    key: &RequestKey,
+    cmd: Keyed<RedeemCommand>,
+    reply: F,
+) -> StoreResult<R>
+where
+    R: Message + Default,
+    F: FnOnce(Applied) -> R + Send + 'static,
+{
+    let origin = Origin {
+        caller: key.caller.clone(),
+        request_id: cmd.request_id,
+    };
+    let now = ctx.now();
+    let bytes = ctx
+        .idempotent(key, move |conn| {
+            Box::pin(async move {
+                let out = redeem(conn, origin, cmd.command, now).await?;
+                let events = events::outbox_events(&out.events);
+                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+            })
+        })
+        .await?;
+    decode(&bytes)
+}
+
+/// AdjustPoints, once per request id: the adjustment at the service clock's now, its
+/// events appended and `reply` of its outcome recorded with the key
+/// (`Context::idempotent`); a replay answers the first call's reply.
+pub async fn adjust_points<R, F>(
+    ctx: &Context,
+    key: &RequestKey,
+    cmd: Keyed<AdjustCommand>,
+    reply: F,
+) -> StoreResult<R>
+where
+    R: Message + Default,
+    F: FnOnce(Applied) -> R + Send + 'static,
+{
+    let origin = Origin {
+        caller: key.caller.clone(),
+        request_id: cmd.request_id,
+    };
+    let now = ctx.now();
+    let bytes = ctx
+        .idempotent(key, move |conn| {
+            Box::pin(async move {
+                let out = adjust(conn, origin, cmd.command, now).await?;
+                let events = events::outbox_events(&out.events);
+                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+            })
+        })
+        .await?;
+    decode(&bytes)
+}
+
+/// GetLedgerEntry.
+pub async fn get(ctx: &Context, id: Uuid) -> StoreResult<LedgerEntry> {
+    ledger::get(&ctx.pool, id).await
+}
+
+/// ListLedgerEntries: a page of the statement of `member` (a merged member resolves to its
+/// survivor when named by customer) after the entry `after`, entries as written.
+pub async fn statement(
+    ctx: &Context,
+    member: &MemberRef,
+    filter: &StatementFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> StoreResult<Vec<LedgerEntry>> {
+    let mut conn = ctx.pool.acquire().await?;
+    let member_id = members::load(&mut conn, member, false)
+        .await?
+        .member
+        .member_id;
+    drop(conn);
+    ledger::statement(&ctx.pool, member_id, filter, after, limit).await
+}
+
+/// What CalculatePurchasePoints answers.
+#[derive(Debug, Clone)]
+pub struct PurchasePoints {
+    /// The calculation, as an earn would make it now.
+    pub calculation: Calculation,
+    /// The program's currency.
+    pub currency: String,
+    /// Whether an earn would make the points pending (the program has a return window).
+    pub pending: bool,
+}
+
+/// CalculatePurchasePoints: what `purchase` would earn in the program now, for the tier and
+/// birth month of `customer_id`'s membership when there is one (else the base tier), without
+/// writing anything.
+pub async fn calculate(
+    ctx: &Context,
+    program_id: Uuid,
+    customer_id: Option<Uuid>,
+    purchase: Purchase,
+) -> StoreResult<PurchasePoints> {
+    let mut conn = ctx.pool.acquire().await?;
+    let program = programs::get(&mut conn, program_id).await?;
+    if purchase.currency != program.currency {
+        return Err(Rejection::InvalidField {
+            field: "purchase.amount.currency",
+            description: format!("the program earns in {}", program.currency),
+        }
+        .into());
+    }
+    let mut tier = program.rules.base_tier_code().to_owned();
+    let mut birth_month = None;
+    if let Some(customer_id) = customer_id {
+        let member = MemberRef::Customer {
+            program_id,
+            customer_id,
+        };
+        if let Ok(locked) = members::load(&mut conn, &member, false).await {
+            tier = locked.member.tier.code;
+            birth_month = birthdays::month(&mut conn, locked.member.customer_id).await?;
+        }
+    }
+    let now = ctx.now();
+    let when = earning::purchase_instant(&purchase, now);
+    let month = programs::month_in_zone(&mut conn, when, &program.time_zone).await?;
+    let calculation = earning::calculate(
+        &program.rules.earning,
+        &purchase,
+        &tier,
+        birth_month,
+        month,
+        now,
+    );
+    earning::check_entry_limit(&calculation)?;
+    Ok(PurchasePoints {
+        calculation,
+        currency: program.currency,
+        pending: program.rules.return_window_days > 0,
+    })
+}
+
+/// Locks the member and applies its due releases and expiries (so a mutation can spend
+/// points released a moment ago and never spends an expired lot).
+pub(crate) async fn lock_member(
+    conn: &mut PgConnection,
+    member: &MemberRef,
+    now: DateTime<Utc>,
+    events: &mut Vec<Event>,
+) -> StoreResult<Locked> {
+    let mut locked = members::lock_at(conn, member, now).await?;
+    events.extend(settle_due(conn, &mut locked, now).await?);
+    Ok(locked)
+}
+
+/// Applies the locked member's due releases, then its due expiries; returns their events.
+/// Most mutations find neither due: one probe of both says so (read with the lock when it
+/// could be, [`members::lock_at`], else asked here: [`ledger::probe_due`]), and each update
+/// runs only when its probe found a lot (a release never makes a lot newly expirable: it only
+/// lowers `remaining_points`, so the expiry probe taken before it still holds). The statement
+/// asked here also reads the member's window sums at `now` for the mutation's own entry
+/// ([`members::WindowSums`]).
+pub(crate) async fn settle_due(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Event>> {
+    let members::DueProbe { release, expire } = match locked.due.take() {
+        Some(due) if locked.window.is_some_and(|window| window.at == now) => due,
+        _ => ledger::probe_due(conn, locked, now).await?,
+    };
+    let mut events = Vec::new();
+    if release && let Some((entry, _lots)) = release_due(conn, locked, now).await? {
+        events.push(Event::PointsReleased(locked.member.clone(), entry));
+    }
+    if expire && let Some((entry, _lots)) = expire_due(conn, locked, now).await? {
+        events.push(Event::PointsExpired(locked.member.clone(), entry));
+    }
+    Ok(events)
+}
+
+/// Releases the locked member's pending lots whose release time has passed, in one RELEASE
+/// entry; returns it with the number of lots released. A lot is released once: its `pending`
+/// flag is cleared under the member's lock. A negative balance (ALLOW_NEGATIVE_BALANCE) is
+/// repaid from the released points first, earliest-earned lot first, as an earn's would be.
+pub(crate) async fn release_due(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<(LedgerEntry, i64)>> {
+    let rows = lots::release_due(conn, locked.member.member_id, now).await?;
+    let points = points_sum(rows.iter().map(|(_, p)| *p))?;
+    if points == 0 {
+        return Ok(None);
+    }
+    let mut debt = (-locked.member.balances.available).max(0);
+    for (lot, remaining) in &rows {
+        if debt == 0 {
+            break;
+        }
+        let cut = debt.min(*remaining);
+        lots::cut(conn, *lot, cut).await?;
+        debt -= cut;
+    }
+    let origin = Origin {
+        caller: SYSTEM_CALLER.to_owned(),
+        request_id: String::new(),
+    };
+    let mut new = NewEntry::new(EntryKind::Release, origin, "Points released".to_owned());
+    new.available_delta = points;
+    new.pending_delta = -points;
+    let lots = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    Ok(Some((append(conn, locked, new, now).await?, lots)))
+}
+
+/// Expires the locked member's lots whose expiry time has passed, in one EXPIRE entry;
+/// returns it with the number of lots expired.
+pub(crate) async fn expire_due(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<(LedgerEntry, i64)>> {
+    // Each lot expires once and as a whole, so what it expired now is all it ever expired.
+    // A lot can expire while still pending (an expiry period shorter than the return window).
+    let expired = lots::expire_due(conn, locked.member.member_id, now).await?;
+    if expired.is_empty() {
+        return Ok(None);
+    }
+    let available = points_sum(expired.iter().filter(|(_, p)| !p).map(|(n, _)| *n))?;
+    let pending = points_sum(expired.iter().filter(|(_, p)| *p).map(|(n, _)| *n))?;
+    let points = points_sum([available, pending])?;
+    let origin = Origin {
+        caller: SYSTEM_CALLER.to_owned(),
+        request_id: String::new(),
+    };
+    let mut new = NewEntry::new(EntryKind::Expire, origin, "Points expired".to_owned());
+    new.available_delta = -available;
+    new.pending_delta = -pending;
+    new.lifetime_expired_delta = points;
+    let lots = i64::try_from(expired.len()).unwrap_or(i64::MAX);
+    Ok(Some((append(conn, locked, new, now).await?, lots)))
+}
+
+/// Refuses a change in an archived program.
+fn check_program_active(locked: &Locked) -> Result<(), Rejection> {
+    match locked.program.state {
+        ProgramState::Active => Ok(()),
+        ProgramState::Archived => Err(Rejection::ProgramNotActive),
+    }
+}
+
+/// EarnPoints in the call's transaction.
+#[tracing::instrument(skip_all)]
+async fn earn(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: EarnCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let mut events = Vec::new();
+    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
+    locked.member.status.check_can_earn()?;
+    check_program_active(&locked)?;
+    let rules = &locked.program.rules;
+    let policy_expiry = (rules.expire_after_days > 0)
+        .then(|| now + Duration::days(i64::from(rules.expire_after_days)));
+    let mut new = NewEntry::new(EntryKind::Earn, origin, cmd.context.reason.clone());
+    new.reason_code = cmd.context.reason_code;
+    new.operator_id = cmd.context.operator_id;
+    let points = match cmd.source {
+        EarnSource::Purchase(purchase) => {
+            if purchase.currency != locked.program.currency {
+                return Err(Rejection::InvalidField {
+                    field: "purchase.amount.currency",
+                    description: format!(
+                        "the program earns in {}, not {}",
+                        locked.program.currency, purchase.currency
+                    ),
+                }
+                .into());
+            }
+            let earlier =
+                ledger::earn_of_order(conn, locked.member.program_id, &purchase.order_id).await?;
+            if let Some(ledger_entry_id) = earlier {
+                return Err(Rejection::OrderAlreadyEarned { ledger_entry_id }.into());
+            }
+            let birth_month = birthdays::month(conn, locked.member.customer_id).await?;
+            // The birthday month is judged in the program's time zone (asked of the database
+            // only when a birthday bonus could apply).
+            let purchase_month = match birth_month {
+                Some(_) if locked.program.rules.earning.birthday_multiplier_percent > 0 => {
+                    programs::month_in_zone(
+                        conn,
+                        earning::purchase_instant(&purchase, now),
+                        &locked.program.time_zone,
+                    )
+                    .await?
+                }
+                _ => 0,
+            };
+            let rules = &locked.program.rules;
+            let calculation = earning::calculate(
+                &rules.earning,
+                &purchase,
+                &locked.member.tier.code,
+                birth_month,
+                purchase_month,
+                now,
+            );
+            earning::check_entry_limit(&calculation)?;
+            if new.reason.is_empty() {
+                new.reason = format!("Purchase, order {}", purchase.order_id);
+            }
+            new.qualifying_delta = calculation.qualifying_points;
+            new.spend_delta_minor = purchase.amount_minor;
+            new.order_id = Some(purchase.order_id.clone());
+            new.expire_time = policy_expiry;
+            // Inside the return window purchase points are pending (grants never are).
+            new.release_time = (rules.return_window_days > 0)
+                .then(|| now + Duration::days(i64::from(rules.return_window_days)));
+            let points = calculation.total_points;
+            new.details = Some(EntryDetails::PurchaseEarn {
+                purchase,
+                calculation,
+            });
+            points
+        }
+        EarnSource::Grant {
+            points,
+            qualifying,
+            expire_time,
+        } => {
+            if qualifying {
+                new.qualifying_delta = points;
+            }
+            new.expire_time = expire_time.or(policy_expiry);
+            points
+        }
+    };
+    new.lifetime_earned_delta = points;
+    // A negative balance (ALLOW_NEGATIVE_BALANCE clawback) is repaid before points become
+    // spendable: the lot holds only what is left after the debt (a pending lot repays it
+    // when released).
+    let debt = if new.release_time.is_some() {
+        new.pending_delta = points;
+        0
+    } else {
+        new.available_delta = points;
+        (-locked.member.balances.available).max(0)
+    };
+    new.lot = NewLot::of(points, debt);
+    let entry = append(conn, &mut locked, new, now).await?;
+    settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await
+}
+
+/// RedeemPoints in the call's transaction.
+#[tracing::instrument(skip_all)]
+async fn redeem(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: RedeemCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let mut events = Vec::new();
+    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
+    locked.member.status.check_can_spend()?;
+    check_program_active(&locked)?;
+    check_sufficient(locked.member.balances.available, cmd.points)?;
+    let reason = if cmd.context.reason.is_empty() {
+        "Points redeemed".to_owned()
+    } else {
+        cmd.context.reason
+    };
+    let mut new = NewEntry::new(EntryKind::Redeem, origin, reason);
+    new.reason_code = cmd.context.reason_code;
+    new.operator_id = cmd.context.operator_id;
+    new.external_reference = cmd.external_reference;
+    new.available_delta = -cmd.points;
+    new.lifetime_redeemed_delta = cmd.points;
+    let entry = append(conn, &mut locked, new, now).await?;
+    spend(
+        conn,
+        entry.member_id,
+        entry.ledger_entry_id,
+        cmd.points,
+        None,
+    )
+    .await?;
+    events.push(Event::PointsRedeemed(locked.member.clone(), entry.clone()));
+    Ok(Applied {
+        entry,
+        member: locked.member,
+        tier_change: None,
+        events,
+    })
+}
+
+/// AdjustPoints in the call's transaction.
+#[tracing::instrument(skip_all)]
+async fn adjust(
+    conn: &mut PgConnection,
+    origin: Origin,
+    cmd: AdjustCommand,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let mut events = Vec::new();
+    let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
+    locked.member.status.check_can_earn()?;
+    if cmd.points < 0 {
+        check_sufficient(locked.member.balances.available, -cmd.points)?;
+    }
+    let rules = &locked.program.rules;
+    let mut new = NewEntry::new(EntryKind::Adjust, origin, cmd.context.reason);
+    new.reason_code = cmd.context.reason_code;
+    new.operator_id = cmd.context.operator_id;
+    new.available_delta = cmd.points;
+    if cmd.points > 0 {
+        new.lifetime_earned_delta = cmd.points;
+        new.expire_time = (rules.expire_after_days > 0)
+            .then(|| now + Duration::days(i64::from(rules.expire_after_days)));
+    }
+    // A decrease never takes qualifying points below zero.
+    new.qualifying_delta = cmd
+        .qualifying_points
+        .max(-locked.member.balances.qualifying);
+    let debt = (-locked.member.balances.available).max(0);
+    new.lot = NewLot::of(cmd.points, debt);
+    let entry = append(conn, &mut locked, new, now).await?;
+    if cmd.points < 0 {
+        spend(
+            conn,
+            entry.member_id,
+            entry.ledger_entry_id,
+            -cmd.points,
+            None,
+        )
+        .await?;
+    }
+    settle_with_upgrade(conn, locked, entry, Event::PointsAdjusted, events, now).await
+}
+
+/// The end of a crediting mutation: upgrade the tier if the new points qualify, then record
+/// the entry's event (`event`) and any `TierChanged`, in that order.
+async fn settle_with_upgrade(
+    conn: &mut PgConnection,
+    mut locked: Locked,
+    entry: LedgerEntry,
+    event: fn(Member, LedgerEntry) -> Event,
+    mut events: Vec<Event>,
+    now: DateTime<Utc>,
+) -> StoreResult<Applied> {
+    let tier_change =
+        tiers::upgrade_if_qualified(conn, &mut locked, now, Some(entry.ledger_entry_id)).await?;
+    events.push(event(locked.member.clone(), entry.clone()));
+    if let Some(change) = &tier_change {
+        events.push(Event::TierChanged(locked.member.clone(), change.clone()));
+    }
+    Ok(Applied {
+        entry,
+        member: locked.member,
+        tier_change,
+        events,
+    })
+}

@@ -12,10 +12,8 @@
 //! - `rewards`: the catalog, redemptions and their reversals.
 //! - `tiers`: tier history and entitlements.
 //! - `jobs`: the scheduled jobs on request.
-//! - `convert` (requests → domain commands) and `parse` (the field parsers the areas share);
-//!   `error`: `StoreError` → `Status`.
+//! - `parse`: the field parsers the areas share; `error`: `StoreError` → `Status`.
 
-pub mod convert;
 pub mod error;
 mod jobs;
 mod ledger;

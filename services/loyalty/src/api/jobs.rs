@@ -7,7 +7,7 @@ use custops_contracts::custops::loyalty::v1 as pb;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
-use super::convert::parse_uuid;
+use super::parse::parse_uuid;
 use super::{LoyaltyApi, Rpc, ok};
 use crate::wire;
 use crate::workflow::jobs::{self, Job};

@@ -1,8 +1,8 @@
 //! Members: EnrolMember, GetMember, GetMemberByCustomer, ListMembers, SuspendMember,
 //! ReactivateMember, CloseMember, ListPointLots, GetExpiringPoints and the data-subject export
-//! (ExportCustomerData). Each handler parses its request, calls one use case in
-//! `workflow::members`, `workflow::status` or `workflow::export` and converts the answer
-//! (`wire::members`).
+//! (ExportCustomerData). Each handler parses its request (below the handlers), calls one use
+//! case in `workflow::members`, `workflow::status` or `workflow::export` and converts the
+//! answer (`wire::members`).
 
 use custops_common::error::{ServiceError, Violations};
 use custops_common::paging::page_size;
@@ -10,10 +10,12 @@ use custops_contracts::custops::loyalty::v1 as pb;
 use tonic::Request;
 use uuid::Uuid;
 
-use super::convert::{self, parse_uuid};
-use super::parse::{member_ref, request_key};
+use super::parse::{
+    check_optional_slug, from_timestamp, member_ref, parse_uuid, request_id, request_key,
+};
 use super::{LoyaltyApi, Rpc, ok};
-use crate::domain::member::MemberRef;
+use crate::domain::Keyed;
+use crate::domain::member::{EnrolCommand, MemberRef};
 use crate::store::lots::LotState;
 use crate::store::members::MemberFilter;
 use crate::wire;
@@ -26,7 +28,7 @@ pub(super) async fn enrol_member(
     request: Request<pb::EnrolMemberRequest>,
 ) -> Rpc<pb::EnrolMemberResponse> {
     let key = request_key(&request, "EnrolMember", &request.get_ref().request_id);
-    let cmd = convert::Enrol::try_from(request.into_inner())?;
+    let cmd = Keyed::<EnrolCommand>::try_from(request.into_inner())?;
     let reply = members::enrol_member(&api.ctx, &key, cmd.command, |member| {
         pb::EnrolMemberResponse {
             member: Some(member.into()),
@@ -44,7 +46,7 @@ pub(super) async fn get_member(
     let req = request.into_inner();
     let id =
         parse_uuid(&req.member_id).map_err(|d| ServiceError::invalid_argument("member_id", d))?;
-    let full = convert::full_view(req.view, true)?;
+    let full = full_view(req.view, true)?;
     let member = members::view(&api.ctx, MemberRef::Id(id), full).await?;
     ok(pb::GetMemberResponse {
         member: Some(member.into()),
@@ -75,7 +77,7 @@ pub(super) async fn get_member_by_customer(
         }
         other => other,
     })?;
-    let full = convert::full_view(req.view, true)?;
+    let full = full_view(req.view, true)?;
     let member = members::view(&api.ctx, member, full).await?;
     ok(pb::GetMemberByCustomerResponse {
         member: Some(member.into()),
@@ -114,14 +116,14 @@ pub(super) async fn list_members(
     let from = range
         .start_time
         .as_ref()
-        .and_then(|t| v.take("enrol_time_range.start_time", convert::from_timestamp(t)));
+        .and_then(|t| v.take("enrol_time_range.start_time", from_timestamp(t)));
     let until = range
         .end_time
         .as_ref()
-        .and_then(|t| v.take("enrol_time_range.end_time", convert::from_timestamp(t)));
+        .and_then(|t| v.take("enrol_time_range.end_time", from_timestamp(t)));
     let full = v.take(
         "view",
-        convert::full_view(req.view, false).map_err(|e| e.to_string()),
+        full_view(req.view, false).map_err(|e| e.to_string()),
     );
     v.into_result()?;
     let (page, full) = (page?, full.unwrap_or(false));
@@ -311,4 +313,36 @@ pub(super) async fn export_customer_data(
     ok(pb::ExportCustomerDataResponse {
         customer_data_export: Some(data.into()),
     })
+}
+
+/// EnrolMember: the request id and the enrolment.
+impl TryFrom<pb::EnrolMemberRequest> for Keyed<EnrolCommand> {
+    type Error = ServiceError;
+
+    fn try_from(req: pb::EnrolMemberRequest) -> Result<Self, ServiceError> {
+        let mut v = Violations::new();
+        let request_id = request_id(&mut v, &req.request_id);
+        let program_id = v.take("program_id", parse_uuid(&req.program_id));
+        let customer_id = v.take("customer_id", parse_uuid(&req.customer_id));
+        check_optional_slug(&mut v, "enrol_channel", &req.enrol_channel, 64);
+        v.into_result()?;
+        Ok(Self {
+            request_id,
+            command: EnrolCommand {
+                program_id: program_id.unwrap_or_default(),
+                customer_id: customer_id.unwrap_or_default(),
+                enrol_channel: req.enrol_channel,
+            },
+        })
+    }
+}
+
+/// Whether a read asks for the FULL view (`default_full` when unspecified).
+fn full_view(view: i32, default_full: bool) -> Result<bool, ServiceError> {
+    match pb::MemberView::try_from(view) {
+        Ok(pb::MemberView::Unspecified) => Ok(default_full),
+        Ok(pb::MemberView::Basic) => Ok(false),
+        Ok(pb::MemberView::Full) => Ok(true),
+        Err(_) => Err(ServiceError::invalid_argument("view", "BASIC or FULL")),
+    }
 }

@@ -8,8 +8,7 @@ use custops_contracts::custops::loyalty::v1 as pb;
 use tonic::Request;
 use uuid::Uuid;
 
-use super::convert::{self, parse_uuid};
-use super::parse::member_ref;
+use super::parse::{from_timestamp, member_ref, parse_uuid};
 use super::{LoyaltyApi, Rpc, ok};
 use crate::domain::benefit::NotEntitled;
 use crate::store::tiers::TierChangeFilter;
@@ -46,11 +45,11 @@ pub(super) async fn list_tier_changes(
     let from = range
         .start_time
         .as_ref()
-        .and_then(|t| v.take("change_time_range.start_time", convert::from_timestamp(t)));
+        .and_then(|t| v.take("change_time_range.start_time", from_timestamp(t)));
     let until = range
         .end_time
         .as_ref()
-        .and_then(|t| v.take("change_time_range.end_time", convert::from_timestamp(t)));
+        .and_then(|t| v.take("change_time_range.end_time", from_timestamp(t)));
     v.take(
         "page_size",
         page_size(req.page_size).map_err(|e| e.message()),

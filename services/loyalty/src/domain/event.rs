@@ -1,6 +1,6 @@
-//! Domain events a mutation produces. The store returns them from the transaction that made
-//! the change; `events` turns them into `events.proto` messages and appends them to the
-//! outbox in that same transaction.
+//! Domain events a mutation produces. The use case (`workflow`) collects them in the
+//! transaction that made the change; `events` turns them into `events.proto` messages and
+//! appends them to the outbox in that same transaction.
 
 use super::ledger::LedgerEntry;
 use super::member::{Member, TierChange};

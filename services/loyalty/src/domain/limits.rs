@@ -1,7 +1,7 @@
 //! The largest amounts loyalty takes and keeps, chosen so that no sum the service computes
 //! can leave `i64` (≈ 9.2 × 10^18), and the refusal when a member would pass them.
 //!
-//! Requests are bounded where they are parsed (`api/convert.rs`, INVALID_ARGUMENT naming the
+//! Requests are bounded where they are parsed (`api/<area>.rs`, INVALID_ARGUMENT naming the
 //! field); what only the stored state decides (points a purchase earns under the program's
 //! rules, a balance after many earns, a reward's stock) is refused here or in the store. The
 //! margins are wide on both sides: a real program never comes near these limits, and the

@@ -4,7 +4,7 @@
 //! own; typed clients; and the fixture of a customer known to all four services.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,18 +47,6 @@ enum Connect<'a> {
     /// Each as its own least-privilege role, `<prefix>_<schema>` with password `pw-<schema>`,
     /// after the admin migrated every schema and set the roles up (as production does).
     AsRoles { prefix: &'a str },
-}
-
-/// `n` distinct free loopback ports. They are free when this returns; a test that loses one
-/// to another process in the moment before its server binds it starts again (`start`).
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()?)
 }
 
 impl TestSuite {
@@ -149,14 +137,8 @@ impl TestSuite {
                 .map_err(|()| anyhow::anyhow!("the database URL takes no password"))?;
             Ok(url.to_string())
         };
-        let ports = free_ports(ServiceKind::ALL.len())?;
-        let addrs: Vec<(ServiceKind, SocketAddr)> = ServiceKind::ALL
-            .into_iter()
-            .zip(ports)
-            .map(|(service, port)| (service, SocketAddr::from(([127, 0, 0, 1], port))))
-            .collect();
         let mut settings = Vec::new();
-        for (service, addr) in &addrs {
+        for service in &ServiceKind::ALL {
             let mut service_settings = match connect {
                 Connect::AsAdmin => ServiceSettings::for_local(*service, database.url()),
                 Connect::AsRoles { prefix } => {
@@ -166,15 +148,12 @@ impl TestSuite {
                     settings
                 }
             };
-            service_settings.server.listen_addr = *addr;
-            for (peer, peer_addr) in addrs.iter().filter(|(peer, _)| peer != service) {
-                service_settings
-                    .clients
-                    .peers
-                    .insert(*peer, format!("http://{peer_addr}"));
-            }
+            // Port 0: `wire_peers` picks free ports, then tells each service the others'.
+            service_settings.server.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
             settings.push(service_settings);
         }
+        // Peers wired exactly as `custops dev` wires them.
+        dev::wire_peers(&mut settings)?;
         dev::start(settings).await
     }
 

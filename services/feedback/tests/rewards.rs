@@ -559,7 +559,31 @@ async fn a_reward_continues_the_trace_of_its_response_into_loyalty() -> anyhow::
     })
     .await;
     assert!(delivered, "the reward was not delivered");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The spans are exported when they end, loyalty's a moment after the answer: wait until
+    // loyalty's server span is in the delivery's trace.
+    let exported_whole = eventually(Duration::from_secs(10), || {
+        let spans = finished(&exported).unwrap_or_default();
+        let delivery_trace = spans
+            .iter()
+            .find(|(_, s)| {
+                s.name == "survey_reward"
+                    && attribute(s, "response_id").as_deref() == Some(response_id.as_str())
+            })
+            .map(|(_, s)| s.span_context.trace_id());
+        let whole = delivery_trace.is_some_and(|trace| {
+            spans.iter().any(|(_, s)| {
+                s.span_context.trace_id() == trace
+                    && s.name == "custops.loyalty.v1.LoyaltyService/EarnPoints"
+                    && s.span_kind == SpanKind::Server
+            })
+        });
+        async move { whole }
+    })
+    .await;
+    assert!(
+        exported_whole,
+        "the delivery's trace never reached loyalty's server span"
+    );
 
     // The delivery's span, then everything in its trace.
     let spans = finished(&exported)?;

@@ -37,13 +37,18 @@ pub fn settings_from_env(env: Environment) -> Result<Vec<ServiceSettings>, Confi
 /// one before it binds (another process could take it in between; the start then fails with
 /// "could not bind").
 pub fn wire_peers(settings: &mut [ServiceSettings]) -> std::io::Result<()> {
+    // Every probe listener is held until all ports are chosen, so two services given port 0
+    // are never told the same free port.
+    let mut probes = Vec::new();
     for service in settings.iter_mut() {
         let listen = &mut service.server.listen_addr;
         if listen.port() == 0 {
-            let free = std::net::TcpListener::bind(*listen)?.local_addr()?;
-            listen.set_port(free.port());
+            let probe = std::net::TcpListener::bind(*listen)?;
+            listen.set_port(probe.local_addr()?.port());
+            probes.push(probe);
         }
     }
+    drop(probes);
     let reachable: Vec<(ServiceKind, String)> = settings
         .iter()
         .map(|service| {

@@ -130,7 +130,7 @@ async fn create_in(
     let pii = pii_attributes(conn).await?;
     let mut events = vec![events::customer_created(&customer, &pii)];
     events.extend(changes.iter().map(events::consent_changed));
-    tracing::info!(customer_id = %id, "customer created");
+    tracing::debug!(customer_id = %id, "customer created");
     Ok((customer, events))
 }
 

@@ -151,6 +151,29 @@ where
     }
 }
 
+/// [`run`] when the call carries a request id; without one (where the contract makes it
+/// optional), `work` in a plain transaction whose events are appended before its commit:
+/// nothing is recorded, so nothing can be replayed.
+pub async fn run_optional<E, F>(
+    pool: &PgPool,
+    key: Option<&RequestKey>,
+    now: DateTime<Utc>,
+    work: F,
+) -> Result<Vec<u8>, E>
+where
+    E: From<KeyError> + From<sqlx::Error>,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Completed, E>>,
+{
+    if let Some(key) = key {
+        return run(pool, key, now, work).await;
+    }
+    let mut tx = pool.begin().await?;
+    let completed = work(&mut tx).await?;
+    outbox::append_all(&mut tx, &completed.events).await?;
+    tx.commit().await?;
+    Ok(completed.response)
+}
+
 /// Records `key` with `response` and appends `events`, in one statement, in the caller's
 /// transaction. `false` when the key is taken: then nothing may be committed (the caller
 /// rolls back and replays [`stored`]). A call holding the key uncommitted makes this wait for

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use custops_common::idempotency::{self, Completed, RequestKey};
-use custops_common::outbox::{self, OutboxEvent};
+use custops_common::outbox::OutboxEvent;
 use futures_util::future::BoxFuture;
 use prost::Message;
 use sqlx::PgConnection;
@@ -81,14 +81,7 @@ where
     F: FnOnce(&T) -> R + Send + 'static,
     W: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Changed<T>> + Send + 'static,
 {
-    let Some(key) = key else {
-        let mut tx = ctx.store.pool.begin().await?;
-        let (value, events) = work(&mut tx).await?;
-        outbox::append_all(&mut tx, &events).await?;
-        tx.commit().await?;
-        return Ok(reply(&value));
-    };
-    let bytes = idempotency::run(&ctx.store.pool, key, ctx.now(), move |conn| {
+    let bytes = idempotency::run_optional(&ctx.store.pool, key, ctx.now(), move |conn| {
         Box::pin(async move {
             let (value, events) = work(conn).await?;
             Ok::<_, Error>(Completed::with_events(

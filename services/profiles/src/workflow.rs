@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use custops_common::idempotency::{self, Completed};
-use custops_common::outbox::{self, OutboxEvent};
+use custops_common::outbox::OutboxEvent;
 use futures_util::future::BoxFuture;
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
@@ -88,14 +88,7 @@ where
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Changed<T>>> + Send + 'static,
     A: FnOnce(&T) -> R + Send + 'static,
 {
-    let Some(key) = key else {
-        let mut tx = ctx.pool.begin().await?;
-        let (outcome, events) = work(&mut tx).await?;
-        outbox::append_all(&mut tx, &events).await?;
-        tx.commit().await?;
-        return Ok(respond(&outcome));
-    };
-    let bytes = idempotency::run(&ctx.pool, key, now, move |conn| {
+    let bytes = idempotency::run_optional(&ctx.pool, key, now, move |conn| {
         Box::pin(async move {
             let (outcome, events) = work(conn).await?;
             Ok(Completed::with_events(

@@ -29,7 +29,6 @@ pub mod settings;
 
 use chrono::{DateTime, Utc};
 use custops_common::idempotency::{self, Completed, RequestKey};
-use custops_common::outbox;
 use futures_util::future::BoxFuture;
 use prost::Message;
 use sqlx::PgConnection;
@@ -52,15 +51,6 @@ where
     R: Message + Default,
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Completed>>,
 {
-    let bytes = match key {
-        Some(key) => idempotency::run(&state.pool, key, now, work).await?,
-        None => {
-            let mut tx = state.pool.begin().await?;
-            let completed = work(&mut tx).await?;
-            outbox::append_all(&mut tx, &completed.events).await?;
-            tx.commit().await?;
-            completed.response
-        }
-    };
+    let bytes = idempotency::run_optional(&state.pool, key, now, work).await?;
     R::decode(bytes.as_slice()).map_err(Error::internal)
 }

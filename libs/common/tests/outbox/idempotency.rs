@@ -248,3 +248,34 @@ fn a_request_with_a_map_fingerprints_the_same_however_it_was_decoded() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn without_a_request_id_the_work_commits_with_its_events_and_nothing_is_recorded()
+-> anyhow::Result<()> {
+    // Arrange
+    let (pool, _db) = pool().await?;
+
+    // Act: the same work twice, with no key.
+    for name in ["alpha", "beta"] {
+        let name = name.to_owned();
+        let _: Vec<u8> =
+            idempotency::run_optional::<TestError, _>(&pool, None, Utc::now(), move |conn| {
+                async move {
+                    sqlx::query("INSERT INTO things (name, thing_id) VALUES ($1, $2)")
+                        .bind(&name)
+                        .bind(Uuid::now_v7())
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(Completed::with_events(Vec::new(), vec![deleted()]))
+                }
+                .boxed()
+            })
+            .await?;
+    }
+
+    // Assert: both ran and appended their events; no key was kept.
+    assert_eq!(count(&pool, "things").await?, 2);
+    assert_eq!(count(&pool, "outbox").await?, 2);
+    assert_eq!(count(&pool, "idempotency_keys").await?, 0);
+    Ok(())
+}

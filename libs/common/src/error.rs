@@ -75,7 +75,8 @@ pub enum ServiceError {
     Internal(#[source] anyhow::Error),
 }
 
-fn describe(violations: &[FieldViolation]) -> String {
+/// The violations in one line (`field: what is wrong; …`), for error messages and logs.
+pub fn describe(violations: &[FieldViolation]) -> String {
     violations
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))

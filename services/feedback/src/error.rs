@@ -12,7 +12,7 @@ use crate::domain::Rejection;
 pub enum Error {
     /// The request is malformed (or names something the stored state shows is wrong, such as
     /// a touchpoint kind the survey does not target): one violation per bad field.
-    #[error("invalid argument: {}", describe(.0))]
+    #[error("invalid argument: {}", custops_common::error::describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// The named resource does not exist.
     #[error("{resource} `{id}` was not found")]
@@ -44,14 +44,6 @@ pub enum Error {
     /// it becomes a status; the caller sees only that id.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl Error {

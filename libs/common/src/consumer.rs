@@ -132,6 +132,10 @@ impl ConsumerOptions {
     }
 }
 
+/// Failed sessions before the feed first answers that are taken for its producer starting
+/// (about 3 s of backoff) before each is warned of.
+const STARTUP_PATIENCE: u32 = 5;
+
 /// Follows one feed, applying its events with a handler, until cancelled.
 pub struct Consumer<H> {
     pool: PgPool,
@@ -196,14 +200,24 @@ impl<H: EventHandler> Consumer<H> {
         let mut delays = reconnecting.delays();
         // The batch that failed last and how many times in a row, to report a stuck feed.
         let mut failing: Option<(i64, u32)> = None;
+        // Until the feed first answers, a refused session is the producer still starting (a
+        // suite starting together, pods in any order): said once, then quietly retried, and
+        // warned of only if it goes on.
+        let mut ever_progressed = false;
+        let mut waiting_sessions = 0_u32;
         loop {
             let mut progressed = false;
             let ended = tokio::select! {
                 () = shutdown.cancelled() => return,
                 ended = self.session(&mut progressed) => ended,
             };
+            if shutdown.is_cancelled() {
+                // The producer stopping with this process ended the session: nothing to say.
+                return;
+            }
             if progressed {
                 delays = reconnecting.delays();
+                ever_progressed = true;
             }
             let delay = delays.next().unwrap_or(self.options.max_backoff);
             match &ended {
@@ -234,6 +248,19 @@ impl<H: EventHandler> Consumer<H> {
                             "handler failed; the batch was rolled back and will be retried",
                         );
                     }
+                }
+                _ if !ever_progressed && waiting_sessions < STARTUP_PATIENCE => {
+                    failing = None;
+                    if waiting_sessions == 0 {
+                        tracing::info!(feed, "waiting for the feed's producer to answer");
+                    }
+                    waiting_sessions += 1;
+                    tracing::debug!(
+                        feed,
+                        error = %DisplayChain(&ended),
+                        ?delay,
+                        "feed not reachable yet; retrying"
+                    );
                 }
                 _ => {
                     failing = None;

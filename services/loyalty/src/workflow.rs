@@ -5,7 +5,7 @@
 //! scheduler (`jobs`) call here too. Every time stored or decided on is read from the service
 //! clock (`Context::now`).
 //!
-//! A change with a request id runs once per key (`Context::idempotent`,
+//! A change with a request id runs once per key (`Context::once`,
 //! `custops_common::idempotency`): the caller passes the reply, which is encoded inside the
 //! transaction and recorded with the key and the events at its end, so a replay answers the
 //! first call's reply byte for byte (the balances in it are those of the first call).
@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use custops_common::idempotency::{self, Completed, RequestKey};
+use custops_common::outbox::OutboxEvent;
 use futures_util::future::BoxFuture;
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
@@ -77,13 +78,38 @@ impl Context {
     }
 
     /// Runs `work` once per request key, at the service clock's now
-    /// (`custops_common::idempotency::run`: the key recorded with the response and the events
-    /// at the end of the call's transaction, replays answered the stored bytes).
-    pub(crate) async fn idempotent<F>(&self, key: &RequestKey, work: F) -> StoreResult<Vec<u8>>
+    /// (`custops_common::idempotency::run`): `reply` of its outcome is encoded in the
+    /// transaction and recorded with the key and the outcome's events at its end, so a replay
+    /// answers the first call's reply byte for byte.
+    pub(crate) async fn once<T, R, W, F>(
+        &self,
+        key: &RequestKey,
+        work: W,
+        reply: F,
+    ) -> StoreResult<R>
     where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<Completed>>,
+        T: Send + 'static,
+        R: Message + Default,
+        W: for<'c> FnOnce(
+                &'c mut PgConnection,
+                DateTime<Utc>,
+            ) -> BoxFuture<'c, StoreResult<(T, Vec<OutboxEvent>)>>
+            + Send
+            + 'static,
+        F: FnOnce(T) -> R + Send + 'static,
     {
-        idempotency::run(&self.pool, key, self.clock.now(), work).await
+        let now = self.now();
+        let bytes = idempotency::run(&self.pool, key, now, move |conn| {
+            Box::pin(async move {
+                let (outcome, events) = work(conn, now).await?;
+                Ok::<_, StoreError>(Completed::with_events(
+                    reply(outcome).encode_to_vec(),
+                    events,
+                ))
+            })
+        })
+        .await?;
+        decode(&bytes)
     }
 }
 

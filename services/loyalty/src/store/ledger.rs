@@ -219,7 +219,7 @@ pub(crate) async fn append(
     .bind(new.lot.map(|lot| lot.remaining))
     .execute(&mut *conn)
     .await;
-    // A replay of a call that made an entry (`workflow::Context::idempotent` then returns the
+    // A replay of a call that made an entry (`workflow::Context::once` then returns the
     // first call's stored response), or a request id reused after its idempotency record was
     // cleaned up: the transaction is aborted now, so the error is all that can be said.
     if let Err(sqlx::Error::Database(db)) = &inserted

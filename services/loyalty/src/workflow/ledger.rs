@@ -7,16 +7,16 @@
 //! (`FOR UPDATE`, `store::members::lock_at`), apply due releases and expiries, append the
 //! entry (the projection and the lots move with it: `store::ledger::append`), then record the
 //! idempotency key with the reply and append the outbox events in one statement
-//! (`Context::idempotent`). Locking the balances row first serialises all changes of one
+//! (`Context::once`). Locking the balances row first serialises all changes of one
 //! member, so no update is lost or doubled and a spend sees the balance it is checked against.
 
 use chrono::{DateTime, Duration, Utc};
-use custops_common::idempotency::{Completed, RequestKey};
+use custops_common::idempotency::RequestKey;
 use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Context, decode, tiers};
+use super::{Context, tiers};
 use crate::domain::earning::{self, Calculation, Purchase};
 use crate::domain::event::Event;
 use crate::domain::ledger::{
@@ -49,7 +49,7 @@ pub struct Applied {
 
 /// EarnPoints, once per request id: the earn at the service clock's now, its
 /// events appended and `reply` of its outcome recorded with the key
-/// (`Context::idempotent`); a replay answers the first call's reply.
+/// (`Context::once`); a replay answers the first call's reply.
 pub async fn earn_points<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -64,22 +64,23 @@ where
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let out = earn(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+                Ok((out, events))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// RedeemPoints, once per request id: the spend at the service clock's now, its
 /// events appended and `reply` of its outcome recorded with the key
-/// (`Context::idempotent`); a replay answers the first call's reply.
+/// (`Context::once`); a replay answers the first call's reply.
 pub async fn redeem_points<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -94,22 +95,23 @@ where
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let out = redeem(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+                Ok((out, events))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// AdjustPoints, once per request id: the adjustment at the service clock's now, its
 /// events appended and `reply` of its outcome recorded with the key
-/// (`Context::idempotent`); a replay answers the first call's reply.
+/// (`Context::once`); a replay answers the first call's reply.
 pub async fn adjust_points<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -124,17 +126,18 @@ where
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let out = adjust(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+                Ok((out, events))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// GetLedgerEntry.

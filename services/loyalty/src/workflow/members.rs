@@ -5,7 +5,7 @@
 //! view, never written by it (`store::lots::lots_now`).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use custops_common::idempotency::{Completed, RequestKey};
+use custops_common::idempotency::RequestKey;
 use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -43,21 +43,19 @@ where
         let standing = customers.standing(requested).await?;
         cmd.customer_id = standing.enrols(requested)?;
     }
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let member = enrol(conn, &cmd, now).await?;
                 let event = Event::MemberEnrolled(member.clone());
                 let events = events::outbox_events(&[event]);
-                Ok(Completed::with_events(
-                    reply(member).encode_to_vec(),
-                    events,
-                ))
+                Ok((member, events))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// GetMember, GetMemberByCustomer: `member` as it stands now, in the BASIC view or, with

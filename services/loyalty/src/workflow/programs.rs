@@ -1,17 +1,17 @@
 //! Program use cases: CreateProgram (once per request id), GetProgram, ListPrograms and
 //! UpdateProgram (under the program's row lock and its etag).
 
-use custops_common::idempotency::{Completed, RequestKey};
+use custops_common::idempotency::RequestKey;
 use prost::Message;
 use uuid::Uuid;
 
-use super::{Context, decode};
+use super::Context;
 use crate::domain::Rejection;
 use crate::domain::program::{NewProgram, Program, ProgramPatch, ProgramState};
 use crate::store::{StoreResult, members, programs};
 
 /// CreateProgram, once per request id: the program created at the service clock's now and
-/// `reply` of it recorded with the key (`Context::idempotent`); a replay answers the first
+/// `reply` of it recorded with the key (`Context::once`); a replay answers the first
 /// call's reply.
 pub async fn create_program<R, F>(
     ctx: &Context,
@@ -23,16 +23,17 @@ where
     R: Message + Default,
     F: FnOnce(Program) -> R + Send + 'static,
 {
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let program = programs::create(conn, program, now).await?;
-                Ok(Completed::response(reply(program).encode_to_vec()))
+                Ok((program, Vec::new()))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// GetProgram.

@@ -4,12 +4,12 @@
 //! like every change of a member (`workflow::ledger`).
 
 use chrono::{DateTime, Utc};
-use custops_common::idempotency::{Completed, RequestKey};
+use custops_common::idempotency::RequestKey;
 use prost::Message;
 use sqlx::PgConnection;
 
+use super::Context;
 use super::ledger::{Applied, lock_member};
-use super::{Context, decode};
 use crate::domain::event::Event;
 use crate::domain::ledger::{
     EntryDetails, EntryKind, LedgerEntry, Reversal, ReverseAmount, ReverseCommand, clawback_split,
@@ -24,7 +24,7 @@ use crate::store::members::Locked;
 use crate::store::reversals::{self, LotReturn, Reversed};
 
 /// ReversePoints, once per request id: the reversal at the service clock's now, its events
-/// appended and `reply` of its outcome recorded with the key (`Context::idempotent`); a
+/// appended and `reply` of its outcome recorded with the key (`Context::once`); a
 /// replay answers the first call's reply.
 pub async fn reverse_points<R, F>(
     ctx: &Context,
@@ -40,17 +40,18 @@ where
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let out = reverse(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+                Ok((out, events))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// ReversePoints in the call's transaction.

@@ -5,14 +5,14 @@
 //! takes the stock last (`store::rewards::take_stock`).
 
 use chrono::{DateTime, Utc};
-use custops_common::idempotency::{Completed, RequestKey};
+use custops_common::idempotency::RequestKey;
 use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::Context;
 use super::ledger::{Applied, lock_member};
 use super::reversals::reverse_redeem;
-use super::{Context, decode};
 use crate::domain::event::Event;
 use crate::domain::ledger::{
     EntryContext, EntryDetails, EntryKind, ReverseAmount, ReverseCommand, ReverseTarget,
@@ -32,7 +32,7 @@ use crate::store::rewards::{self, NewRedemption, RedemptionFilter, RewardFilter}
 use crate::store::{StoreError, StoreResult, programs, reversals};
 
 /// CreateReward, once per request id: the reward created at the service clock's now and
-/// `reply` of it recorded with the key (`Context::idempotent`); a replay answers the first
+/// `reply` of it recorded with the key (`Context::once`); a replay answers the first
 /// call's reply.
 pub async fn create_reward<R, F>(
     ctx: &Context,
@@ -44,20 +44,21 @@ where
     R: Message + Default,
     F: FnOnce(Reward) -> R + Send + 'static,
 {
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let reward = create(conn, reward, now).await?;
-                Ok(Completed::response(reply(reward).encode_to_vec()))
+                Ok((reward, Vec::new()))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// AdjustRewardStock, once per request id: `reply` of the reward after the change recorded
-/// with the key (`Context::idempotent`); a replay answers the first call's reply.
+/// with the key (`Context::once`); a replay answers the first call's reply.
 pub async fn adjust_reward_stock<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -68,20 +69,22 @@ where
     R: Message + Default,
     F: FnOnce(Reward) -> R + Send + 'static,
 {
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, _now| {
             Box::pin(async move {
                 let reward = adjust_stock(conn, cmd).await?;
-                Ok(Completed::response(reply(reward).encode_to_vec()))
+                Ok((reward, Vec::new()))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// RedeemReward, once per request id: the redemption at the service clock's now, its
 /// events appended and `reply` of its outcome recorded with the key
-/// (`Context::idempotent`); a replay answers the first call's reply.
+/// (`Context::once`); a replay answers the first call's reply.
 pub async fn redeem_reward<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -96,22 +99,23 @@ where
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let out = redeem(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.applied.events);
-                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+                Ok((out, events))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// ReverseRewardRedemption, once per request id: the reversal at the service clock's now, its
 /// events appended and `reply` of its outcome recorded with the key
-/// (`Context::idempotent`); a replay answers the first call's reply.
+/// (`Context::once`); a replay answers the first call's reply.
 pub async fn reverse_reward_redemption<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -126,17 +130,18 @@ where
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    let now = ctx.now();
-    let bytes = ctx
-        .idempotent(key, move |conn| {
+    ctx.once(
+        key,
+        move |conn, now| {
             Box::pin(async move {
                 let out = reverse_redemption(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.applied.events);
-                Ok(Completed::with_events(reply(out).encode_to_vec(), events))
+                Ok((out, events))
             })
-        })
-        .await?;
-    decode(&bytes)
+        },
+        reply,
+    )
+    .await
 }
 
 /// GetReward.

@@ -188,3 +188,116 @@ fn no_lower_layer_imports_the_api() -> Result<(), String> {
     }
     report("modules below the API that import crate::api", &offenders)
 }
+
+/// A service's service code: each file under `src/` as (path relative to `src/`, code
+/// without comments, cut where its unit tests start — they sit at the end of their file).
+fn service_code(service: &str) -> Result<Vec<(String, String)>, String> {
+    let src = root().join("services").join(service).join("src");
+    let mut files = Vec::new();
+    for path in rust_files(&src) {
+        let text = fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let code = code_of(&text);
+        let code = code
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        files.push((rel, code));
+    }
+    if files.len() < 20 {
+        return Err(format!("found only {} files of {service}", files.len()));
+    }
+    Ok(files)
+}
+
+/// The lines of `files` outside `allowed` (path prefixes) holding any of `needles`, as
+/// `path: line`.
+fn lines_with(files: &[(String, String)], allowed: &[&str], needles: &[&str]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(path, _)| !allowed.iter().any(|a| path.starts_with(a)))
+        .flat_map(|(path, code)| {
+            code.lines()
+                .filter(|line| needles.iter().any(|n| line.contains(n)))
+                .map(move |line| format!("{path}: {}", line.trim()))
+        })
+        .collect()
+}
+
+/// What a query looks like in the code.
+const SQL: [&str; 4] = ["sqlx::query", "query_as(", "query_scalar(", "AssertSqlSafe"];
+/// What reading the time without the injected clock looks like.
+const WALL_CLOCK: [&str; 7] = [
+    "Utc::now",
+    "SystemTime::now",
+    "SELECT now()",
+    "= now()",
+    ", now()",
+    "(now()",
+    "current_timestamp",
+];
+
+#[test]
+fn the_layout_checks_see_what_they_look_for() {
+    let files = [
+        (
+            "workflow/z.rs".to_owned(),
+            code_of("let n = sqlx::query_scalar(\"SELECT 1\");\n// sqlx::query in a comment"),
+        ),
+        (
+            "store/y.rs".to_owned(),
+            "sqlx::query(\"SELECT 1\")".to_owned(),
+        ),
+    ];
+    assert_eq!(
+        lines_with(&files, &["store"], &SQL),
+        ["workflow/z.rs: let n = sqlx::query_scalar(\"SELECT 1\");"]
+    );
+}
+
+#[test]
+fn sql_lives_only_in_the_store() -> Result<(), String> {
+    // Held by profiles and loyalty; segmentation's job worker and scheduler and feedback's
+    // metrics still query outside their `store/` (issue 18's note).
+    let mut offenders = Vec::new();
+    for service in ["profiles", "loyalty"] {
+        offenders.extend(lines_with(&service_code(service)?, &["store"], &SQL));
+    }
+    report("SQL outside store/", &offenders)
+}
+
+#[test]
+fn time_comes_from_the_injected_clock() -> Result<(), String> {
+    // Profiles' `demo` is a client of the API (its sample activities count back from today).
+    // Held by profiles and loyalty; segmentation's job heartbeats and feedback's metrics
+    // time zone probe still read SQL now() (issue 18's note).
+    let mut offenders = lines_with(&service_code("profiles")?, &["demo.rs"], &WALL_CLOCK);
+    offenders.extend(lines_with(&service_code("loyalty")?, &[], &WALL_CLOCK));
+    report("time read without the injected clock", &offenders)
+}
+
+#[test]
+fn only_loyaltys_use_cases_open_transactions_and_append_events() -> Result<(), String> {
+    // `events.rs` builds the outbox rows the use cases append.
+    let offenders = lines_with(
+        &service_code("loyalty")?,
+        &["workflow", "events.rs"],
+        &[
+            ".begin()",
+            "begin_snapshot(",
+            "events::append(",
+            "outbox_events(",
+            "outbox::append",
+            "idempotency::run(",
+        ],
+    );
+    report(
+        "loyalty: a transaction or outbox append outside workflow/",
+        &offenders,
+    )
+}

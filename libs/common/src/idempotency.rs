@@ -41,7 +41,8 @@ pub struct RequestKey {
     pub caller: String,
     /// The caller's request id.
     pub request_id: String,
-    /// Full RPC name, so one key cannot be replayed against another method.
+    /// The RPC's name (the method of its service), so one key cannot be replayed against
+    /// another method.
     pub method: &'static str,
     /// [`fingerprint`] of the request.
     pub fingerprint: Vec<u8>,

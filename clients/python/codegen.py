@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import textwrap
 from typing import Dict, Iterable, List, Tuple
@@ -54,10 +53,6 @@ def generate(proto_root: str, out_dir: str) -> None:
     files = proto_files(proto_root)
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     os.makedirs(out_dir, exist_ok=True)
-    # A reused build tree may hold modules of protos since removed: start the generated
-    # packages afresh.
-    for top in {name.split("/")[:2][-1] for name in files if name.count("/") >= 2}:
-        shutil.rmtree(os.path.join(out_dir, "custops", top), ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         descriptor_set = os.path.join(tmp, "custops.pb")
         args = [

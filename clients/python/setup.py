@@ -8,6 +8,7 @@ service clients of `custops._services`.
 """
 
 import os
+import shutil
 import sys
 
 from setuptools import setup
@@ -22,6 +23,9 @@ class BuildPyWithProtos(build_py):
     """build_py that also generates the protobuf, gRPC and service-client modules."""
 
     def run(self) -> None:
+        # A reused build tree (clients/python/build) may hold modules since renamed or
+        # removed, hand-written or generated: the package is rebuilt from nothing.
+        shutil.rmtree(os.path.join(self.build_lib, "custops"), ignore_errors=True)
         super().run()
         if not self.dry_run:
             codegen.generate(codegen.find_proto_root(), self.build_lib)

@@ -11,6 +11,7 @@ variables; the tests talk to the suite only through the `custops` package.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -153,8 +154,10 @@ def stop_suite(suite: RunningSuite) -> None:
         suite.process.wait()
 
 
-@pytest.fixture(scope="session")
-def running_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
+@contextlib.contextmanager
+def launched_suite(log: Path, extra_env: Dict[str, str]) -> Iterator[RunningSuite]:
+    """`custops dev` in a database of its own, with `extra_env` over the session's settings;
+    stopped, and its database dropped, on exit."""
     binary = custops_binary()
     if not binary.is_file():
         pytest.fail(f"{binary} is missing: build it first (cargo build --bin custops)")
@@ -176,8 +179,8 @@ def running_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     if redis and urlparse(redis).path in ("", "/"):
         # A database number of our own: no key of ours meets another suite's.
         env["REDIS_URL"] = with_path(redis, f"/{random.randint(1, 15)}")
+    env.update(extra_env)
 
-    log = tmp_path_factory.mktemp("suite") / "custops-dev.log"
     suite: Optional[RunningSuite] = None
     try:
         suite = start_suite(binary, env, log)
@@ -188,6 +191,13 @@ def running_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
             if suite.process.returncode not in (0, -signal.SIGTERM):
                 print(f"custops dev exited with {suite.process.returncode}; log: {log}", file=sys.stderr)
         run_sql(base_db, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def running_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
+    """The session's suite: plaintext, authentication on."""
+    with launched_suite(tmp_path_factory.mktemp("suite") / "custops-dev.log", {}) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@
 - `custops.<svc>.v1.*_pb2` (+ `.pyi`) and `*_pb2_grpc`: generated from proto/ when the
   package is built; `custops._services`: the typed client class of each service (generated).
 - `suite` (`connect`, `Suite`): where the four services are and one client of each.
-- `channel` (`channel`, `Tls`): plaintext / TLS / mTLS channels.
+- `channels` (`channel`, `Tls`): plaintext / TLS / mTLS channels.
 - `auth` (`mint_token`, `TokenMinter`): bearer tokens as `custops token` mints them.
 - `calls` (`ServiceClient`, `CallDefaults`): deadline, token, request id and retries of a call.
 - `retry` (`RetryPolicy`, `new_request_id`): which failures are retried, and request ids.
@@ -27,7 +27,7 @@ from custops._services import (
 )
 from custops.auth import TokenMinter, TokenSource, mint_token, static_token
 from custops.calls import CallDefaults, ServiceClient
-from custops.channel import Tls, channel
+from custops.channels import Tls, channel
 from custops.errors import (
     Aborted,
     AlreadyExists,

@@ -18,7 +18,7 @@ import grpc
 from custops._services import EventFeedService, FeedbackService, LoyaltyService, ProfilesService, SegmentationService
 from custops.auth import TokenSource, static_token
 from custops.calls import CallDefaults, Metadata
-from custops.channel import Tls, channel
+from custops.channels import Tls, channel
 from custops.retry import RetryPolicy
 
 #: The services and the ports `custops dev` binds by default.

@@ -11,7 +11,12 @@
 #   5. checks the manifests against the code (scripts/k8s_manifest_check.py: environment variables
 #      against config.rs, Service ports against the ports the binaries serve, native gRPC probes
 #      on the port they serve health on (CUSTOPS_HEALTH_PORT under TLS), limits,
-#      securityContext, grace period), then proves that check refuses broken copies.
+#      securityContext, grace period), then proves that check refuses broken copies;
+#   6. renders k8s/observability (the Grafana dashboard ConfigMap and the PrometheusRule),
+#      validates the ConfigMap with kubernetes-validate and scans both with checkov (with the
+#      overlays), and checks the dashboard and rules against the metrics the code exports
+#      (scripts/observability_check.py, which also validates the PrometheusRule: a CRD that
+#      kubernetes-validate has no schema for), then proves that check refuses broken copies.
 #
 # Tools come from scripts/tools.sh (pinned in scripts/requirements.txt); kubectl from the
 # machine (Kustomize v5 or later is needed: kubectl 1.27+).
@@ -41,10 +46,20 @@ for dir in "$ROOT"/k8s/overlays/*/; do
 done
 [ ${#rendered[@]} -gt 0 ] || die "no overlay found under k8s/overlays"
 echo "k8s-check: rendered ${#rendered[@]} overlay(s): $(cd "$OUT" && echo *.yaml)"
+# The dashboard and alert rules: not an overlay (applied where Grafana and Prometheus look), so
+# kept out of the overlay checks of the manifest checker.
+OBS="$OUT/observability/observability.yaml"
+mkdir -p "$OUT/observability"
+kubectl kustomize "$ROOT/k8s/observability" > "$OBS" || die "kubectl kustomize k8s/observability failed"
 
 "$VENV_BIN/kubernetes-validate" --kubernetes-version "$K8S_VERSION" --strict --quiet "${rendered[@]}" \
   || die "schema validation against Kubernetes $K8S_VERSION failed (above)"
 echo "k8s-check: every object is valid against the Kubernetes $K8S_VERSION schemas (strict)"
+# kubernetes-validate knows no CRD and only warns on one (--no-warn); observability_check.py
+# refuses any kind there but ConfigMap and PrometheusRule and validates the PrometheusRule itself.
+"$VENV_BIN/kubernetes-validate" --kubernetes-version "$K8S_VERSION" --strict --quiet --no-warn "$OBS" \
+  || die "schema validation of k8s/observability against Kubernetes $K8S_VERSION failed (above)"
+echo "k8s-check: k8s/observability's ConfigMap is valid (strict); its PrometheusRule is checked below"
 
 # checkov, offline (skip-download). Files are named one by one: given a directory, checkov
 # silently skips any path with a dot-folder in it, such as .local/, and would pass having
@@ -68,7 +83,7 @@ PY
 # The manifests, with k8s/.checkov.yaml (global skips; per-resource ones are checkov.io/skipN
 # annotations).
 checkov_files=()
-for f in "${rendered[@]}"; do checkov_files+=(--file "$f"); done
+for f in "${rendered[@]}" "$OBS"; do checkov_files+=(--file "$f"); done
 run_checkov manifests --config-file "$ROOT/k8s/.checkov.yaml" "${checkov_files[@]}"
 
 # The Dockerfile, which no machine of ours can build: hadolint and checkov's Dockerfile policies
@@ -79,3 +94,7 @@ run_checkov Dockerfile --framework dockerfile --file "$ROOT/Dockerfile" --compac
 
 "$VENV_BIN/python" "$ROOT/scripts/k8s_manifest_check.py" "${rendered[@]}"
 "$VENV_BIN/python" "$ROOT/scripts/k8s_manifest_check.py" --self-test "${rendered[@]}"
+
+# The dashboard and alert rules against the metrics catalogue (k8s/observability/metrics.json).
+"$VENV_BIN/python" "$ROOT/scripts/observability_check.py" "$OBS"
+"$VENV_BIN/python" "$ROOT/scripts/observability_check.py" --self-test "$OBS"

@@ -12,10 +12,15 @@ use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
+use std::time::Instant;
+
+use opentelemetry::KeyValue;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{Environment, ServiceSettings};
 use crate::server::Application;
 use crate::service::ServiceKind;
-use crate::{db, shutdown, telemetry};
+use crate::{db, metrics, outbox, shutdown, telemetry};
 
 /// Connects the service's pool, applies its migrations when `migrate_on_start` is set, and
 /// binds its listener. The caller adds its APIs to the returned [`Application`].
@@ -35,7 +40,52 @@ pub async fn prepare(
     let app = Application::bind(&settings.server)
         .await
         .context("Failed to bind the gRPC listener")?;
+    sample_service_metrics(schema, &pool, app.shutdown_token());
     Ok((pool, app))
+}
+
+/// Samples the gauges every service has (when metrics are exported): its pool's connections
+/// by state and limit, the time to obtain one (the sampler's own acquisition, a call arriving
+/// then would have waited as long), and its outbox backlog.
+fn sample_service_metrics(schema: &'static str, pool: &PgPool, shutdown: CancellationToken) {
+    let pool = pool.clone();
+    let connections = metrics::DB_CONNECTION_COUNT.gauge();
+    let max = metrics::DB_CONNECTION_MAX.gauge();
+    let wait_time = metrics::DB_CONNECTION_WAIT_TIME.histogram();
+    let unsequenced = metrics::OUTBOX_UNSEQUENCED.gauge();
+    let oldest_age = metrics::OUTBOX_OLDEST_UNSEQUENCED_AGE.gauge();
+    let pool_name = [KeyValue::new("db.client.connection.pool.name", schema)];
+    let service = [KeyValue::new(metrics::SERVICE, schema)];
+    metrics::spawn_sampler(shutdown, move || {
+        let size = f64::from(pool.size());
+        let idle = pool.num_idle() as f64;
+        for (state, count) in [("idle", idle), ("used", (size - idle).max(0.0))] {
+            connections.record(
+                count,
+                &[
+                    pool_name[0].clone(),
+                    KeyValue::new("db.client.connection.state", state),
+                ],
+            );
+        }
+        max.record(f64::from(pool.options().get_max_connections()), &pool_name);
+        let (pool, wait_time, unsequenced, oldest_age) = (
+            pool.clone(),
+            wait_time.clone(),
+            unsequenced.clone(),
+            oldest_age.clone(),
+        );
+        let (pool_name, service) = (pool_name.clone(), service.clone());
+        async move {
+            let started = Instant::now();
+            let mut conn = pool.acquire().await?;
+            wait_time.record(started.elapsed().as_secs_f64(), &pool_name);
+            let backlog = outbox::backlog(&mut conn).await?;
+            unsequenced.record(backlog.events as f64, &service);
+            oldest_age.record(backlog.oldest_age.as_secs_f64(), &service);
+            Ok(())
+        }
+    });
 }
 
 /// Runs one service binary to completion and returns its exit code.
@@ -52,6 +102,7 @@ where
             return ExitCode::from(2);
         }
     };
+    metrics::set_process_service(service);
     let telemetry = telemetry::init(
         &format!("custops-{service}"),
         format,

@@ -44,6 +44,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{ConfigError, Environment};
+use crate::metrics;
 
 /// Variable holding the Redis URL; unset means no Redis (in-process layer only).
 pub const REDIS_URL_VAR: &str = "REDIS_URL";
@@ -51,8 +52,6 @@ pub const REDIS_URL_VAR: &str = "REDIS_URL";
 pub const REDIS_TIMEOUT_VAR: &str = "CUSTOPS_REDIS_TIMEOUT_MS";
 /// Default per-command timeout: Redis answers in well under a millisecond when healthy.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(200);
-/// Name of the OpenTelemetry counter of Redis failures.
-pub const REDIS_ERRORS_METRIC: &str = "custops.cache.redis.errors";
 
 /// How long Redis is left alone after a connection failure, by default.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -492,6 +491,7 @@ impl<V: Clone> LocalLayer<V> {
 /// ([`TwoLevelCache::read_local`]).
 pub struct LocalHeld<'a, V> {
     layer: &'a LocalLayer<V>,
+    metrics: &'a CacheMetrics,
     now: Instant,
 }
 
@@ -504,13 +504,20 @@ impl<V> fmt::Debug for LocalHeld<'_, V> {
 }
 
 impl<V> LocalHeld<'_, V> {
-    /// The value held for `key`, unless it has expired.
+    /// The value held for `key`, unless it has expired. Counted as a local hit or a miss.
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.layer
+        let value = self
+            .layer
             .entries
             .get(key)
             .filter(|entry| entry.expires > self.now)
-            .map(|entry| &entry.value)
+            .map(|entry| &entry.value);
+        self.metrics.lookup(if value.is_some() {
+            Lookup::LocalHit
+        } else {
+            Lookup::Miss
+        });
+        value
     }
 }
 
@@ -527,8 +534,58 @@ pub struct TwoLevelCache<V> {
     /// Bumped by every `put` and `invalidate`: a fill read before a write must not be kept.
     writes: AtomicU64,
     redis_errors: AtomicU64,
-    errors_metric: Counter<u64>,
+    metrics: CacheMetrics,
     _value: PhantomData<fn() -> V>,
+}
+
+/// The cache's instruments, with the attributes of its lookups built once (the namespace is
+/// shared, not copied, by every data point).
+struct CacheMetrics {
+    namespace: opentelemetry::Value,
+    errors: Counter<u64>,
+    lookups: Counter<u64>,
+    fallbacks: Counter<u64>,
+}
+
+/// Where a lookup was answered.
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    LocalHit,
+    RedisHit,
+    Miss,
+}
+
+impl CacheMetrics {
+    fn new(namespace: &str) -> Self {
+        Self {
+            namespace: opentelemetry::Value::String(Arc::<str>::from(namespace).into()),
+            errors: metrics::CACHE_REDIS_ERRORS.counter(),
+            lookups: metrics::CACHE_LOOKUPS.counter(),
+            fallbacks: metrics::CACHE_FALLBACKS.counter(),
+        }
+    }
+
+    fn lookup(&self, result: Lookup) {
+        let result = match result {
+            Lookup::LocalHit => "local_hit",
+            Lookup::RedisHit => "redis_hit",
+            Lookup::Miss => "miss",
+        };
+        self.lookups.add(
+            1,
+            &[
+                KeyValue::new("cache.namespace", self.namespace.clone()),
+                KeyValue::new("cache.result", result),
+            ],
+        );
+    }
+
+    fn fallback(&self) {
+        self.fallbacks.add(
+            1,
+            &[KeyValue::new("cache.namespace", self.namespace.clone())],
+        );
+    }
 }
 
 impl<V> fmt::Debug for TwoLevelCache<V> {
@@ -546,7 +603,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
     /// kinds never collide), keeping up to `capacity` values in-process for `local_ttl` each.
     /// `redis: None`, a zero `capacity` or a zero `local_ttl` disable that layer.
     ///
-    /// Create caches after telemetry is set up: the error counter is taken from the global
+    /// Create caches after telemetry is set up: the instruments are taken from the global
     /// meter provider installed at that moment.
     pub fn new(
         redis: Option<RedisCache>,
@@ -554,20 +611,14 @@ impl<V: CacheValue> TwoLevelCache<V> {
         capacity: usize,
         namespace: impl Into<String>,
     ) -> Self {
-        let errors_metric = opentelemetry::global::meter("custops")
-            .u64_counter(REDIS_ERRORS_METRIC)
-            .with_description(
-                "Redis commands of the two-level cache that failed and fell back to the source",
-            )
-            .with_unit("{error}")
-            .build();
+        let namespace = namespace.into();
         Self {
-            namespace: namespace.into(),
+            metrics: CacheMetrics::new(&namespace),
+            namespace,
             redis,
             local: Mutex::new(LocalLayer::new(local_ttl, capacity)),
             writes: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
-            errors_metric,
             _value: PhantomData,
         }
     }
@@ -586,6 +637,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
         Fut: Future<Output = Result<V, E>>,
     {
         if let Some(value) = self.local().get(key, Instant::now()) {
+            self.metrics.lookup(Lookup::LocalHit);
             return Ok(value);
         }
         let writes_before = self.writes.load(Ordering::Acquire);
@@ -596,6 +648,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
             match redis.get(&redis_key).await {
                 Ok(Some(bytes)) => match V::from_bytes(&bytes) {
                     Ok(value) => {
+                        self.metrics.lookup(Lookup::RedisHit);
                         self.fill_local(key, &value, writes_before);
                         return Ok(value);
                     }
@@ -609,9 +662,13 @@ impl<V: CacheValue> TwoLevelCache<V> {
                 },
                 Ok(None) => fill = Some(true),
                 // Redis is failing: do not also try to write to it.
-                Err(error) => self.count("get", &error),
+                Err(error) => {
+                    self.count("get", &error);
+                    self.metrics.fallback();
+                }
             }
         }
+        self.metrics.lookup(Lookup::Miss);
         let value = loader().await?;
         self.fill_local(key, &value, writes_before);
         if let (Some(redis), Some(only_if_absent)) = (&self.redis, fill) {
@@ -634,6 +691,7 @@ impl<V: CacheValue> TwoLevelCache<V> {
         let layer = self.local();
         read(&LocalHeld {
             layer: &layer,
+            metrics: &self.metrics,
             now: Instant::now(),
         })
     }
@@ -730,10 +788,10 @@ impl<V: CacheValue> TwoLevelCache<V> {
             return;
         }
         self.redis_errors.fetch_add(1, Ordering::Relaxed);
-        self.errors_metric.add(
+        self.metrics.errors.add(
             1,
             &[
-                KeyValue::new("cache.namespace", self.namespace.clone()),
+                KeyValue::new("cache.namespace", self.metrics.namespace.clone()),
                 KeyValue::new("cache.operation", operation),
                 KeyValue::new("error.type", error.kind()),
             ],

@@ -42,7 +42,7 @@ use crate::config::ClientSettings;
 use crate::layers::{StatusBody, grpc_status};
 use crate::service::ServiceKind;
 use crate::tls::ClientTls;
-use crate::{telemetry, trace_context};
+use crate::{metrics, telemetry, trace_context};
 
 /// A cloneable channel to one service, usable by any generated tonic client
 /// (`FooServiceClient::new(channel)`).
@@ -261,6 +261,7 @@ impl ClientBuilder {
             inner: channel,
             server_address: Arc::from(host.as_str()),
             server_port: port,
+            duration: metrics::RPC_CLIENT_DURATION.histogram(),
             tokens: self.issuer.map(|issuer| {
                 Arc::new(TokenCache {
                     issuer,
@@ -362,6 +363,7 @@ struct Outgoing {
     server_address: Arc<str>,
     server_port: u16,
     tokens: Option<Arc<TokenCache>>,
+    duration: opentelemetry::metrics::Histogram<f64>,
 }
 
 impl Service<Request<Body>> for Outgoing {
@@ -375,10 +377,10 @@ impl Service<Request<Body>> for Outgoing {
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let path = request.uri().path().trim_start_matches('/');
+        let (rpc_service, rpc_method) = path.split_once('/').unwrap_or((path, ""));
         // Like the server span: none when nobody would record it (see `telemetry`).
         let span = if telemetry::records_under(&opentelemetry::Context::current()) {
-            let path = request.uri().path().trim_start_matches('/');
-            let (rpc_service, rpc_method) = path.split_once('/').unwrap_or((path, ""));
             tracing::info_span!(
                 "grpc.client",
                 otel.name = %path,
@@ -394,6 +396,13 @@ impl Service<Request<Body>> for Outgoing {
         } else {
             tracing::Span::none()
         };
+        let finish = ClientCall {
+            span: span.clone(),
+            start: Instant::now(),
+            rpc_service: rpc_service.to_owned(),
+            rpc_method: rpc_method.to_owned(),
+            duration: self.duration.clone(),
+        };
         span.in_scope(|| trace_context::inject_current(request.headers_mut()));
         if let Some(header) = self.tokens.as_ref().and_then(|tokens| tokens.header()) {
             request
@@ -402,25 +411,22 @@ impl Service<Request<Body>> for Outgoing {
         }
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
-        let call_span = span.clone();
         Box::pin(
             async move {
                 match ready.call(request).await {
                     Ok(response) => match grpc_status(response.headers()) {
                         // Trailers-only: the call failed before any message.
                         Some(code) => {
-                            record_status(&call_span, code);
+                            finish.record(code);
                             Ok(response)
                         }
                         // Otherwise the status comes in the trailers, after the messages.
                         None => Ok(response.map(|body| {
-                            Body::new(StatusBody::new(body, move |code| {
-                                record_status(&call_span, code);
-                            }))
+                            Body::new(StatusBody::new(body, move |code| finish.record(code)))
                         })),
                     },
                     Err(error) => {
-                        record_status(&call_span, transport_code(&error));
+                        finish.record(transport_code(&error));
                         Err(error)
                     }
                 }
@@ -430,12 +436,32 @@ impl Service<Request<Body>> for Outgoing {
     }
 }
 
-/// Records a call's status on its client span. Per the OpenTelemetry gRPC conventions every
-/// code but OK makes a client span an error.
-fn record_status(span: &tracing::Span, code: Code) {
-    span.record("rpc.grpc.status_code", code as i32);
-    if code != Code::Ok {
-        span.record("otel.status_code", "ERROR");
+/// What is recorded once an outgoing call's status is known: on its client span (per the
+/// OpenTelemetry gRPC conventions every code but OK makes a client span an error) and in
+/// `rpc.client.duration`.
+struct ClientCall {
+    span: tracing::Span,
+    start: Instant,
+    rpc_service: String,
+    rpc_method: String,
+    duration: opentelemetry::metrics::Histogram<f64>,
+}
+
+impl ClientCall {
+    fn record(self, code: Code) {
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if code != Code::Ok {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        self.duration.record(
+            self.start.elapsed().as_secs_f64() * 1000.0,
+            &[
+                opentelemetry::KeyValue::new("rpc.system", "grpc"),
+                opentelemetry::KeyValue::new("rpc.service", self.rpc_service),
+                opentelemetry::KeyValue::new("rpc.method", self.rpc_method),
+                opentelemetry::KeyValue::new("rpc.grpc.status_code", i64::from(code as i32)),
+            ],
+        );
     }
 }
 

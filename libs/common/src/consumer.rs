@@ -37,9 +37,13 @@ use futures_util::FutureExt as _;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use opentelemetry::KeyValue;
+
 use crate::client::{RetryPolicy, ServiceChannel};
 use crate::error::DisplayChain;
+use crate::metrics;
 use crate::server::MAX_MESSAGE_BYTES;
+use crate::service::ServiceKind;
 use crate::trace_context;
 
 /// What a consumer does with each event of a feed.
@@ -445,9 +449,45 @@ impl<H: EventHandler> Consumer<H> {
 }
 
 impl<H: EventHandler + 'static> Consumer<H> {
-    /// Runs the consumer on a task of its own (see [`Consumer::run`]).
+    /// Runs the consumer on a task of its own (see [`Consumer::run`]), and samples its
+    /// position and lag while metrics are exported.
     pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.sample_position(shutdown.clone());
         crate::telemetry::spawn(self.run(shutdown))
+    }
+
+    /// Samples the stored cursor and the producer's head (the one definition of feed lag:
+    /// head minus cursor, both committed facts), named by feed and consumer group (the
+    /// consuming service, shared by its replicas).
+    fn sample_position(&self, shutdown: CancellationToken) {
+        let group = metrics::current_service().map_or("unknown", ServiceKind::name);
+        let attributes = [
+            KeyValue::new(metrics::FEED, self.options.feed.clone()),
+            KeyValue::new(metrics::CONSUMER_GROUP, group),
+        ];
+        let position_gauge = metrics::FEED_CONSUMER_POSITION.gauge();
+        let lag_gauge = metrics::FEED_CONSUMER_LAG.gauge();
+        let (pool, channel, feed) = (
+            self.pool.clone(),
+            self.channel.clone(),
+            self.options.feed.clone(),
+        );
+        metrics::spawn_sampler(shutdown, move || {
+            let (pool, channel, feed) = (pool.clone(), channel.clone(), feed.clone());
+            let (position_gauge, lag_gauge) = (position_gauge.clone(), lag_gauge.clone());
+            let attributes = attributes.clone();
+            async move {
+                let position = load_cursor(&pool, &feed).await?;
+                let mut client = EventFeedServiceClient::new(channel);
+                let head = sendable(client.get_feed_position(GetFeedPositionRequest {}))
+                    .await?
+                    .into_inner()
+                    .latest_sequence;
+                position_gauge.record(position as f64, &attributes);
+                lag_gauge.record((head - position).max(0) as f64, &attributes);
+                Ok(())
+            }
+        });
     }
 }
 

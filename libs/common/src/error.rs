@@ -199,6 +199,9 @@ impl From<sqlx::Error> for ServiceError {
 /// Postgres error classes (SQLSTATE) that say something a caller can act on.
 fn classify_database_error(error: sqlx::Error) -> ServiceError {
     use sqlx::Error as E;
+    if matches!(error, E::PoolTimedOut) {
+        crate::metrics::record_pool_timeout();
+    }
     match &error {
         E::Database(db) => match db.code().as_deref() {
             Some("23505") => ServiceError::AlreadyExists {

@@ -53,7 +53,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::{Authenticator, Caller};
-use crate::{telemetry, trace_context};
+use crate::{metrics, telemetry, trace_context};
 
 /// The future every middleware returns.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -222,13 +222,8 @@ pub struct ObserveMiddleware {
 impl ObserveMiddleware {
     /// Instruments from the global meter provider, so install telemetry first.
     pub fn new() -> Self {
-        let meter = opentelemetry::global::meter("custops");
         Self {
-            duration: meter
-                .f64_histogram("rpc.server.duration")
-                .with_unit("ms")
-                .with_description("Duration of inbound RPCs, by method and gRPC status code")
-                .build(),
+            duration: metrics::RPC_SERVER_DURATION.histogram(),
         }
     }
 }
@@ -774,10 +769,7 @@ impl LoadShedMiddleware {
             client_streams: Budget::new("open client streams", budgets.client_streams, share),
             server_streams: Budget::new("open server streams", budgets.server_streams, share),
             idle_timeout: budgets.client_stream_idle_timeout,
-            refused: opentelemetry::global::meter("custops")
-                .u64_counter("rpc.server.refused")
-                .with_description("Calls refused with RESOURCE_EXHAUSTED by a call budget")
-                .build(),
+            refused: metrics::RPC_SERVER_REFUSED.counter(),
         }
     }
 }

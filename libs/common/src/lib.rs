@@ -19,6 +19,7 @@
 //!   drains on shutdown.
 //! - [`shutdown`]: SIGTERM / SIGINT as one future.
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`metrics`]: the catalogue of every exported metric, and the gauge sampler.
 //! - [`bootstrap`]: connect, migrate and bind in one call, and the whole `main` of a service
 //!   binary, so each `main.rs` stays one call.
 //! - [`feed`]: the `EventFeedService` every service serves for its outbox.
@@ -43,6 +44,7 @@ pub mod feed;
 pub mod handshake;
 pub mod idempotency;
 pub mod layers;
+pub mod metrics;
 pub mod outbox;
 pub mod paging;
 pub mod request_check;

@@ -221,3 +221,28 @@ mod tests {
         assert_eq!(feed_channel("profiles"), "custops_feed_profiles");
     }
 }
+
+/// The outbox rows the sequencer has not given a feed position yet (see [`crate::sequencer`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// How many committed rows wait.
+    pub events: i64,
+    /// How long the oldest has waited (zero when none does).
+    pub oldest_age: std::time::Duration,
+}
+
+/// The schema's outbox backlog now, read over the unsequenced-rows index (the metrics sampler's
+/// question: a backlog that grows or ages says the sequencer is stuck or outpaced).
+pub async fn backlog(conn: &mut PgConnection) -> Result<Backlog, sqlx::Error> {
+    let (events, oldest_age): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), \
+                COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(appended_at)), 0)::float8 \
+         FROM outbox WHERE sequence IS NULL",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Backlog {
+        events,
+        oldest_age: std::time::Duration::from_secs_f64(oldest_age.max(0.0)),
+    })
+}

@@ -201,6 +201,7 @@ pub fn init_hosting(
                 Ok((meter, process, hosted)) => {
                     opentelemetry::global::set_meter_provider(meter.clone());
                     meter_provider = Some(meter);
+                    METRICS.store(true, Ordering::Relaxed);
                     (process, hosted)
                 }
                 Err(error) => {
@@ -313,6 +314,14 @@ fn otlp_meter_provider(endpoint: &str, resource: Resource) -> anyhow::Result<Sdk
 
 /// Whether the installed providers record (sample) spans at all: set once by [`init_hosting`].
 static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a meter provider that exports was installed: set once by [`init_hosting`].
+static METRICS: AtomicBool = AtomicBool::new(false);
+
+/// Whether metrics leave the process (an OTLP endpoint is configured and its pipeline built).
+pub fn exports_metrics() -> bool {
+    METRICS.load(Ordering::Relaxed)
+}
 
 /// Whether a span started under `parent` would be recorded, so worth opening (see the module
 /// docs): only when an exporter is installed, and then unless the parent is a trace its

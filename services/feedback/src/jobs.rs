@@ -1,7 +1,8 @@
 //! Feedback's background work: the survey reward worker (`rewards`), which pays rewards
-//! through loyalty from the durable queue in `responses`, and the pruning of idempotency keys
-//! older than `custops_common::idempotency::RETENTION`.
+//! through loyalty from the durable queue in `responses`, the pruning of idempotency keys
+//! older than `custops_common::idempotency::RETENTION`, and the metrics sampler (`gauges`).
 
+pub mod gauges;
 pub mod rewards;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub fn start(
         prune_keys_every,
         stop.clone(),
     );
+    gauges::start(pool.clone(), clock.clone(), stop.clone());
     match ClientBuilder::for_peer(&settings.clients, ServiceKind::Loyalty, LOYALTY_SCOPES)
         .and_then(ClientBuilder::build)
     {

@@ -5,6 +5,7 @@
 //! nothing.
 
 pub mod customers;
+pub mod gauges;
 pub mod metrics;
 pub mod responses;
 pub mod reviews;

@@ -14,12 +14,13 @@
 //! the reward (`reward_traceparent`, stored with the response as the outbox stores its
 //! producer's), so one trace shows the response, the EarnPoints call and loyalty's work.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use custops_common::client::ServiceChannel;
 use custops_common::error::DisplayChain;
+use custops_common::metrics::{self, Counter, KeyValue};
 use custops_common::outbox;
 use custops_common::trace_context;
 use custops_contracts::custops::loyalty::v1 as loyalty;
@@ -34,6 +35,10 @@ use crate::domain::response::{DueReward, reward_request_id};
 use crate::error::Error;
 use crate::events;
 use crate::store::rewards;
+
+/// Rewards settled, by outcome, counted once their transaction committed.
+static SETTLED: LazyLock<Counter<u64>> =
+    LazyLock::new(|| metrics::SURVEY_REWARDS_SETTLED.counter());
 
 /// How the worker paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -220,11 +225,14 @@ async fn record(
     options: &WorkerOptions,
 ) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
+    // The end state this call settled the reward in, if any (a lost race settles nothing).
+    let mut settled = None;
     match outcome {
         Outcome::Delivered { ledger_entry_id } => {
             if rewards::deliver(&mut tx, due.response_id, &ledger_entry_id, now).await? {
                 let event = events::survey_reward_granted(due, &ledger_entry_id, now);
                 outbox::append(&mut tx, event).await?;
+                settled = Some("delivered");
             }
         }
         Outcome::Retry { reason } => {
@@ -235,9 +243,13 @@ async fn record(
         Outcome::Rejected { reason } => {
             if rewards::reject(&mut tx, due.response_id, &reason).await? {
                 outbox::append(&mut tx, events::survey_reward_rejected(due, &reason, now)).await?;
+                settled = Some("rejected");
             }
         }
     }
     tx.commit().await?;
+    if let Some(outcome) = settled {
+        SETTLED.add(1, &[KeyValue::new("custops.reward.outcome", outcome)]);
+    }
     Ok(())
 }

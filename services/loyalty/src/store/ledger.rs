@@ -7,7 +7,10 @@
 //! pending lot (its points in `pending_points`, not spendable) that a RELEASE entry makes
 //! available once its `release_time` has passed.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
+use custops_common::metrics::{self, Counter, KeyValue};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -21,6 +24,10 @@ use crate::domain::ledger::{
 use crate::domain::limits::{self, Deltas};
 use crate::domain::member::Balances;
 use crate::domain::program::ClawbackPolicy;
+
+/// Ledger entries written, by kind (`custops_common::metrics`).
+static LEDGER_OPERATIONS: LazyLock<Counter<u64>> =
+    LazyLock::new(|| metrics::LEDGER_OPERATIONS.counter());
 
 /// The caller name on entries the service makes itself.
 pub const SYSTEM_CALLER: &str = "loyalty";
@@ -231,6 +238,9 @@ pub(crate) async fn append(
         .into());
     }
     inserted?;
+    // Every entry passes here, so here it is counted (one transaction in many thousands that
+    // appended an entry then failed to commit is counted too).
+    LEDGER_OPERATIONS.add(1, &[KeyValue::new("custops.ledger.kind", new.kind.name())]);
     locked.member.balances = after;
     locked.member.update_time = now;
     let reversible = match new.kind {

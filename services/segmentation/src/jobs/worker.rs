@@ -3,9 +3,10 @@
 //! one runs, and runs it segment by segment (`workflow::recompute`), saving its progress with
 //! each segment.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use custops_common::metrics::{self, Counter, Histogram, KeyValue};
 use custops_contracts::custops::segmentation::v1::ChangeReason;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,13 @@ use crate::workflow::recompute::apply_segment;
 /// are refreshed at once.
 const ANALYZE_AFTER_CHANGES: i64 = 10_000;
 
+/// How long each job took, by scope and outcome (`custops_common::metrics`).
+static RECOMPUTE_DURATION: LazyLock<Histogram<f64>> =
+    LazyLock::new(|| metrics::SEGMENT_RECOMPUTE_DURATION.histogram());
+/// Memberships each job changed, counted as each segment's changes commit.
+static RECOMPUTE_CHANGES: LazyLock<Counter<u64>> =
+    LazyLock::new(|| metrics::SEGMENT_RECOMPUTE_CHANGES.counter());
+
 /// Claims and runs queued jobs until `shutdown`, looking for one every `options.poll` when idle.
 pub(super) async fn run(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
@@ -36,6 +44,8 @@ pub(super) async fn run(state: Arc<AppState>, options: WorkerOptions, shutdown: 
         match claimed {
             Ok(Some(job)) => {
                 let job_id = job.recompute_job_id;
+                let scope = job.scope.clone();
+                let started = Instant::now();
                 let beat = CancellationToken::new();
                 custops_common::telemetry::spawn(heartbeat(
                     state.pool.clone(),
@@ -43,12 +53,23 @@ pub(super) async fn run(state: Arc<AppState>, options: WorkerOptions, shutdown: 
                     options.heartbeat,
                     beat.clone(),
                 ));
-                if let Err(error) = run_job(&state, job).await {
-                    tracing::error!(%job_id, error = format!("{error:#}"), "recompute job failed");
-                    if let Err(error) = fail_job(&state, job_id).await {
-                        tracing::error!(%job_id, error = %error, "failed to record a failed job");
+                let outcome = match run_job(&state, job).await {
+                    Ok(()) => "succeeded",
+                    Err(error) => {
+                        tracing::error!(%job_id, error = format!("{error:#}"), "recompute job failed");
+                        if let Err(error) = fail_job(&state, job_id).await {
+                            tracing::error!(%job_id, error = %error, "failed to record a failed job");
+                        }
+                        "failed"
                     }
-                }
+                };
+                RECOMPUTE_DURATION.record(
+                    started.elapsed().as_secs_f64(),
+                    &[
+                        KeyValue::new("custops.recompute.kind", scope),
+                        KeyValue::new("custops.recompute.outcome", outcome),
+                    ],
+                );
                 beat.cancel();
                 continue;
             }
@@ -166,6 +187,15 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
         job.progress_percent = progress(job.segments_done, job.segments_total);
         job_store::save(&mut tx, &job).await?;
         tx.commit().await?;
+        for (change, count) in [("entered", outcome.entered), ("exited", outcome.exited)] {
+            RECOMPUTE_CHANGES.add(
+                u64::try_from(count).unwrap_or(0),
+                &[
+                    KeyValue::new("custops.recompute.kind", job.scope.clone()),
+                    KeyValue::new("custops.membership.change", change),
+                ],
+            );
+        }
     }
     if job.entered_count + job.exited_count >= ANALYZE_AFTER_CHANGES {
         refresh_statistics(&state.pool).await;

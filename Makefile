@@ -9,7 +9,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # Bind to loopback in local runs; containers use the binaries' default (0.0.0.0).
 export CUSTOPS_LISTEN_HOST ?= 127.0.0.1
 
-.PHONY: run test bench lint fmt clippy proto-check k8s-check tools build
+.PHONY: run test test-python client-python bench lint fmt clippy proto-check k8s-check tools build
 
 ## run: install the tools (the banner's calls use buf from .local/venv), build, make sure
 ## Postgres and Redis are reachable, migrate, and run all four services
@@ -18,9 +18,23 @@ run: tools
 	$(ENV) $(TARGET_DIR)/debug/custops dev
 
 ## test: the whole test suite against a real Postgres and Redis (after the tools: a test runs
-## the calls the `custops dev` banner prints, with buf)
+## the calls the `custops dev` banner prints, with buf): the cargo tests, then the Python
+## client's; both always run, and it fails if either does
 test: tools
-	$(ENV) cargo test --workspace --no-fail-fast
+	status=0; \
+	$(ENV) cargo test --workspace --no-fail-fast || status=1; \
+	$(MAKE) --no-print-directory test-python || status=1; \
+	exit $$status
+
+## test-python: the Python client's pytest suite (clients/python/tests), through the package
+## alone, against a `custops dev` it starts from this build in a database of its own
+test-python:
+	cargo build --bin custops
+	$(ENV) scripts/client-python.sh test
+
+## client-python: the Python client's wheel, into $(TARGET_DIR)/python/ (clients/python/README.md)
+client-python:
+	scripts/client-python.sh wheel
 
 ## bench: every performance goal against a baseline measured in the same run (release build):
 ## prints one table and writes target/bench/results.json (custops bench; README "Benchmarks")

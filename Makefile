@@ -23,7 +23,7 @@ run: tools
 test: tools
 	status=0; \
 	$(ENV) cargo test --workspace --no-fail-fast || status=1; \
-	$(MAKE) --no-print-directory test-python || status=1; \
+	{ cargo build --bin custops && $(ENV) scripts/client-python.sh test; } || status=1; \
 	exit $$status
 
 ## test-python: the Python client's pytest suite (clients/python/tests), through the package

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import custops
+from custops.loyalty.v1 import loyalty_service_pb2 as ly
 from custops.profiles.v1 import customer_pb2
 from custops.profiles.v1 import profiles_service_pb2 as pf
 from custops.segmentation.v1 import segmentation_service_pb2 as sg
@@ -57,5 +58,7 @@ def test_the_items_field_is_found_or_must_be_named() -> None:
     assert custops.paging.items_field(pf.ListCustomersResponse) == "customers"
     with pytest.raises(TypeError, match="items="):
         custops.paging.items_field(sg.ListCustomerSegmentsResponse)
+    with pytest.raises(TypeError, match=r"repeated fields \[\]"):
+        custops.paging.items_field(ly.EarnPointsResponse)  # singular fields are not items
     with pytest.raises(TypeError, match="not a paged list"):
         next(custops.pages(lambda r: r, pf.GetCustomerRequest()))

@@ -14,11 +14,11 @@ request id used for a different request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, cast
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 #: Trailer holding the serialized google.rpc.Status.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -274,7 +274,7 @@ def from_rpc_error(
     trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     details: List[any_pb2.Any] = []
     decoded: dict = {}
-    for key, value in trailers or ():
+    for key, value in cast(Sequence[Tuple[str, Any]], trailers or ()):
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             try:
                 details, decoded = decode_status(value)

@@ -5,12 +5,14 @@ reads are retried; mutations without a request id are not; one deadline bounds t
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, List, Optional
 
 import grpc
 import pytest
 
 import custops
+from custops.feedback.v1 import feedback_service_pb2 as fb
 from custops.loyalty.v1 import loyalty_service_pb2 as ly
 from custops.profiles.v1 import profiles_service_pb2 as pf
 
@@ -19,25 +21,36 @@ from support import create_customer, create_program, enrol, grant, member_ref, p
 FAST = custops.RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.05)
 
 
-class Unavailable(grpc.RpcError):
-    """What grpcio raises when a connection drops: UNAVAILABLE, no details."""
+class Injected(grpc.RpcError):
+    """What grpcio raises when a call fails with `code` and no details (UNAVAILABLE: the
+    connection dropped)."""
+
+    def __init__(self, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        self._code = code
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
+        return self._code
 
     def details(self) -> str:
-        return "connection reset (injected by the test)"
+        return "injected by the test"
 
     def trailing_metadata(self) -> tuple:
         return ()
 
 
 class Sabotage(grpc.UnaryUnaryClientInterceptor):
-    """Fails the first `failures` calls of `method` with UNAVAILABLE: after the server
-    answered (`after_server=True`: the answer is lost on the way back) or before sending."""
+    """Fails the first `failures` calls of `method` with `code`: after the server answered
+    (`after_server=True`: the answer is lost on the way back) or before sending."""
 
-    def __init__(self, method: str, failures: int = 1, after_server: bool = True) -> None:
+    def __init__(
+        self,
+        method: str,
+        failures: int = 1,
+        after_server: bool = True,
+        code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+    ) -> None:
         self.method = method
+        self.code = code
         self.failures = failures
         self.after_server = after_server
         self.requests: List[Any] = []
@@ -51,7 +64,7 @@ class Sabotage(grpc.UnaryUnaryClientInterceptor):
             return continuation(client_call_details, request)
         if self.after_server:
             self.lost.append(continuation(client_call_details, request).result())
-        raise Unavailable()
+        raise Injected(self.code)
 
 
 def connect(running_suite, sabotage: Sabotage, **kwargs: Any) -> custops.Suite:
@@ -127,3 +140,18 @@ def test_a_retry_policy_of_one_attempt_never_retries(running_suite, suite: custo
         with pytest.raises(custops.Unavailable):
             flaky.profiles.GetCustomer(pf.GetCustomerRequest(customer_id=create_customer(suite)))
     assert len(sabotage.requests) == 1
+
+
+def test_aborted_is_retried_unless_the_request_sent_an_etag(running_suite, suite: custops.Suite) -> None:
+    member_id = enrol(suite, create_program(suite), create_customer(suite))
+    conflict = Sabotage("EarnPoints", after_server=False, code=grpc.StatusCode.ABORTED)
+    with connect(running_suite, conflict) as flaky:
+        flaky.loyalty.EarnPoints(grant(member_id, 3))
+    assert len(conflict.requests) == 2  # a lock conflict: sent again, applied once
+
+    stale = Sabotage("AssignTicket", after_server=False, code=grpc.StatusCode.ABORTED)
+    request = fb.AssignTicketRequest(ticket_id=str(uuid.uuid4()), assignee_id="agent-7", etag="3")
+    with connect(running_suite, stale) as flaky:
+        with pytest.raises(custops.Aborted) as caught:
+            flaky.feedback.AssignTicket(request)
+    assert caught.value.attempts == 1 and len(stale.requests) == 1

@@ -90,7 +90,6 @@ class ServiceClient:
         budget = timeout if timeout is not None else self.defaults.timeout
         deadline = None if budget is None else time.monotonic() + budget
         request, request_id = retry_mod.with_request_id(request)
-        safe = bool(request_id) or retry_mod.is_read(method)
         call = self._callable("unary_unary", method, response_type)
         attempt = 0
         while True:
@@ -100,6 +99,7 @@ class ServiceClient:
                 return call(request, timeout=remaining, metadata=self._metadata(metadata))  # type: ignore[no-any-return]
             except grpc.RpcError as error:
                 code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+                safe = retry_mod.safe_to_resend(method, request, request_id, code)
                 if policy.should_retry(code, attempt, safe):
                     pause = policy.backoff(attempt)
                     if deadline is None or time.monotonic() + pause < deadline:

@@ -9,7 +9,8 @@ changes nothing; the same id with another payload is REQUEST_ID_REUSED). So:
 * every request whose message has a `request_id` field gets one when the caller left it
   empty: a UUID, made once per logical call and sent unchanged on every retry of that call;
 * such calls, and reads (`Get…`, `List…`, `Check…`, …), are retried on the codes of the
-  `RetryPolicy` within the call's one deadline; other mutations are never retried.
+  `RetryPolicy` within the call's one deadline; other mutations are never retried, nor is an
+  ABORTED call that sent an `etag` (stale, it would fail the same way every time).
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def with_request_id(request: Message) -> Tuple[Message, str]:
 def is_read(method: str) -> bool:
     """Whether the RPC named `method` (e.g. "ListCustomers") only reads."""
     return method.startswith(READ_PREFIXES)
+
+
+def safe_to_resend(method: str, request: Message, request_id: str, code: grpc.StatusCode) -> bool:
+    """Whether sending `request` again after `code` can neither apply it twice nor be
+    pointless: reads and calls with a request id, except ABORTED of a request naming an
+    `etag` (a stale etag stays stale: re-read, then send a new request)."""
+    if code == grpc.StatusCode.ABORTED and "etag" in request.DESCRIPTOR.fields_by_name:
+        if getattr(request, "etag"):
+            return False
+    return bool(request_id) or is_read(method)
 
 
 @dataclass(frozen=True)

@@ -453,9 +453,11 @@ impl ClientCall {
         if code != Code::Ok {
             self.span.record("otel.status_code", "ERROR");
         }
+        let caller = metrics::current_service().map_or("unknown", ServiceKind::name);
         self.duration.record(
             self.start.elapsed().as_secs_f64() * 1000.0,
             &[
+                opentelemetry::KeyValue::new(metrics::SERVICE, caller),
                 opentelemetry::KeyValue::new("rpc.system", "grpc"),
                 opentelemetry::KeyValue::new("rpc.service", self.rpc_service),
                 opentelemetry::KeyValue::new("rpc.method", self.rpc_method),

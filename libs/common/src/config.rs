@@ -253,6 +253,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_TLS_CLIENT_CA_FILE", "PEM CA; when set, clients must present a certificate it signed (mTLS)"),
     Variable::optional("CUSTOPS_TLS_CA_FILE", "PEM CA trusted for calls to other services"),
     Variable::optional("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP/gRPC collector; traces and metrics exported when set"),
+    Variable::optional("OTEL_METRIC_EXPORT_INTERVAL", "milliseconds between metric exports (default 60000); gauges are sampled as often, at least every 15 s"),
+    Variable::optional("HOSTNAME", "service.instance.id of exported telemetry (the pod name in Kubernetes; a random id when unset)"),
     Variable::optional("CUSTOPS_PROFILES_URL", "where the profiles service is reached, e.g. http://profiles-headless:50051"),
     Variable::optional("CUSTOPS_SEGMENTATION_URL", "where the segmentation service is reached"),
     Variable::optional("CUSTOPS_LOYALTY_URL", "where the loyalty service is reached"),
@@ -675,6 +677,8 @@ mod tests {
                     "0123456789abcdef0123456789abcdef",
                 ),
                 ("REDIS_URL", "redis://127.0.0.1:6379"),
+                // Set, so the OTLP settings that follow it are read too.
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ]);
             let settings = ServiceSettings::from_env(service, &env);
             assert!(settings.is_ok(), "{:?}", settings.err());

@@ -826,7 +826,15 @@ impl Middleware for LoadShedMiddleware {
             Err(status) => {
                 // Counted, not logged per call: under overload a log line per refusal would
                 // itself be the overload.
-                self.refused.add(1, &[KeyValue::new("budget", budget.name)]);
+                let rpc = RpcName::of(path);
+                self.refused.add(
+                    1,
+                    &[
+                        KeyValue::new("budget", budget.name),
+                        KeyValue::new("rpc.service", rpc.service),
+                        KeyValue::new("rpc.method", rpc.method),
+                    ],
+                );
                 tracing::debug!(budget = budget.name, "over budget: call shed");
                 return refuse(status);
             }

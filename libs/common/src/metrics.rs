@@ -25,7 +25,6 @@ pub use opentelemetry::KeyValue;
 pub use opentelemetry::metrics::{Counter, Gauge, Histogram};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Environment;
 use crate::service::ServiceKind;
 
 /// How a metric is recorded.
@@ -40,7 +39,7 @@ pub enum Instrument {
 }
 
 /// One exported metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metric {
     /// The OpenTelemetry name.
     pub name: &'static str,
@@ -52,6 +51,8 @@ pub struct Metric {
     pub description: &'static str,
     /// The attributes every data point carries.
     pub attributes: &'static [&'static str],
+    /// A histogram's bucket boundaries, in its unit (empty for other instruments).
+    pub buckets: &'static [f64],
 }
 
 impl Metric {
@@ -72,6 +73,7 @@ impl Metric {
             .f64_histogram(self.name)
             .with_unit(self.unit)
             .with_description(self.description)
+            .with_boundaries(self.buckets.to_vec())
             .build()
     }
 
@@ -143,6 +145,12 @@ pub const FEED: &str = "messaging.destination.name";
 /// shared by all its replicas.
 pub const CONSUMER_GROUP: &str = "messaging.consumer.group.name";
 
+/// Call durations, in milliseconds: fine below 10 ms (a segment lookup's target is 2 ms),
+/// 500 ms (the latency alert's threshold) a bound.
+const CALL_MS_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
 const RPC_ATTRIBUTES: &[&str] = &[
     "rpc.system",
     "rpc.service",
@@ -157,6 +165,7 @@ pub const RPC_SERVER_DURATION: Metric = Metric {
     unit: "ms",
     description: "Duration of inbound RPCs, by method and gRPC status code",
     attributes: RPC_ATTRIBUTES,
+    buckets: CALL_MS_BUCKETS,
 };
 
 /// Calls refused by a call budget before they ran.
@@ -164,8 +173,9 @@ pub const RPC_SERVER_REFUSED: Metric = Metric {
     name: "rpc.server.refused",
     instrument: Instrument::Counter,
     unit: "{call}",
-    description: "Calls refused with RESOURCE_EXHAUSTED by a call budget",
-    attributes: &["budget"],
+    description: "Calls refused with RESOURCE_EXHAUSTED by a call budget, by budget and method",
+    attributes: &["budget", "rpc.service", "rpc.method"],
+    buckets: &[],
 };
 
 /// Client-side duration of each call one service makes to another (semantic conventions).
@@ -173,8 +183,15 @@ pub const RPC_CLIENT_DURATION: Metric = Metric {
     name: "rpc.client.duration",
     instrument: Instrument::Histogram,
     unit: "ms",
-    description: "Duration of outbound RPCs to other custops services, by method and gRPC status code",
-    attributes: RPC_ATTRIBUTES,
+    description: "Duration of outbound RPCs to other custops services, by calling service, method and gRPC status code",
+    attributes: &[
+        SERVICE,
+        "rpc.system",
+        "rpc.service",
+        "rpc.method",
+        "rpc.grpc.status_code",
+    ],
+    buckets: CALL_MS_BUCKETS,
 };
 
 /// Reads of the two-level cache, by where they were answered.
@@ -184,6 +201,7 @@ pub const CACHE_LOOKUPS: Metric = Metric {
     unit: "{lookup}",
     description: "Reads of the two-level cache, by cache and result (local_hit, redis_hit, miss)",
     attributes: &["cache.namespace", "cache.result"],
+    buckets: &[],
 };
 
 /// Redis commands of the cache that failed.
@@ -193,6 +211,7 @@ pub const CACHE_REDIS_ERRORS: Metric = Metric {
     unit: "{error}",
     description: "Redis commands of the two-level cache that failed and fell back to the source",
     attributes: &["cache.namespace", "cache.operation", "error.type"],
+    buckets: &[],
 };
 
 /// Reads answered from the source of truth because Redis failed.
@@ -202,6 +221,7 @@ pub const CACHE_FALLBACKS: Metric = Metric {
     unit: "{lookup}",
     description: "Cache reads answered from the database because Redis failed",
     attributes: &["cache.namespace"],
+    buckets: &[],
 };
 
 /// Connections of a service's pool, by state (semantic conventions).
@@ -214,6 +234,7 @@ pub const DB_CONNECTION_COUNT: Metric = Metric {
         "db.client.connection.pool.name",
         "db.client.connection.state",
     ],
+    buckets: &[],
 };
 
 /// The most connections a pool may open (semantic conventions).
@@ -223,6 +244,7 @@ pub const DB_CONNECTION_MAX: Metric = Metric {
     unit: "{connection}",
     description: "The most connections the service's Postgres pool may open",
     attributes: &["db.client.connection.pool.name"],
+    buckets: &[],
 };
 
 /// Time to obtain a connection from the pool (semantic conventions), measured by the sampler's
@@ -233,6 +255,9 @@ pub const DB_CONNECTION_WAIT_TIME: Metric = Metric {
     unit: "s",
     description: "Time to obtain a connection from the service's Postgres pool (sampled each interval)",
     attributes: &["db.client.connection.pool.name"],
+    buckets: &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ],
 };
 
 /// Acquisitions that gave up waiting for a connection (semantic conventions).
@@ -242,6 +267,7 @@ pub const DB_CONNECTION_TIMEOUTS: Metric = Metric {
     unit: "{timeout}",
     description: "Attempts to obtain a connection from the service's Postgres pool that timed out",
     attributes: &["db.client.connection.pool.name"],
+    buckets: &[],
 };
 
 /// Committed outbox rows the sequencer has not yet given a feed position.
@@ -251,6 +277,7 @@ pub const OUTBOX_UNSEQUENCED: Metric = Metric {
     unit: "{event}",
     description: "Committed outbox events not yet given a feed position",
     attributes: &[SERVICE],
+    buckets: &[],
 };
 
 /// Age of the oldest committed outbox row without a feed position (0 when there is none).
@@ -260,6 +287,7 @@ pub const OUTBOX_OLDEST_UNSEQUENCED_AGE: Metric = Metric {
     unit: "s",
     description: "Age of the oldest committed outbox event not yet given a feed position (0 when none)",
     attributes: &[SERVICE],
+    buckets: &[],
 };
 
 /// The last feed position a consumer group applied.
@@ -269,6 +297,7 @@ pub const FEED_CONSUMER_POSITION: Metric = Metric {
     unit: "{event}",
     description: "The last feed position the consumer group applied",
     attributes: &[FEED, CONSUMER_GROUP],
+    buckets: &[],
 };
 
 /// How far a consumer group is behind the feed's head: the one definition of feed lag.
@@ -278,6 +307,7 @@ pub const FEED_CONSUMER_LAG: Metric = Metric {
     unit: "{event}",
     description: "Events of the feed the consumer group has not applied yet (head minus position)",
     attributes: &[FEED, CONSUMER_GROUP],
+    buckets: &[],
 };
 
 /// How long a segment recompute took.
@@ -287,6 +317,9 @@ pub const SEGMENT_RECOMPUTE_DURATION: Metric = Metric {
     unit: "s",
     description: "Duration of segment recompute jobs, by kind and outcome",
     attributes: &["custops.recompute.kind", "custops.recompute.outcome"],
+    buckets: &[
+        0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    ],
 };
 
 /// Memberships a recompute changed.
@@ -296,6 +329,7 @@ pub const SEGMENT_RECOMPUTE_CHANGES: Metric = Metric {
     unit: "{membership}",
     description: "Segment memberships changed by recompute jobs, by change (entered, exited)",
     attributes: &["custops.recompute.kind", "custops.membership.change"],
+    buckets: &[],
 };
 
 /// Ledger entries written, by kind.
@@ -305,6 +339,7 @@ pub const LEDGER_OPERATIONS: Metric = Metric {
     unit: "{operation}",
     description: "Points ledger entries written, by kind (EARN, REDEEM, ADJUST, EXPIRE, REVERSE, ...)",
     attributes: &["custops.ledger.kind"],
+    buckets: &[],
 };
 
 /// Survey rewards waiting for delivery, by state.
@@ -314,6 +349,7 @@ pub const SURVEY_REWARDS_WAITING: Metric = Metric {
     unit: "{reward}",
     description: "Survey completion rewards not yet delivered to loyalty, by state (pending, retrying)",
     attributes: &["custops.reward.state"],
+    buckets: &[],
 };
 
 /// How long the oldest waiting reward has waited.
@@ -323,6 +359,7 @@ pub const SURVEY_REWARDS_OLDEST_WAITING_AGE: Metric = Metric {
     unit: "s",
     description: "Age of the oldest survey reward not yet delivered (since its response was submitted; 0 when none)",
     attributes: &[],
+    buckets: &[],
 };
 
 /// Rewards that reached an end state.
@@ -332,6 +369,7 @@ pub const SURVEY_REWARDS_SETTLED: Metric = Metric {
     unit: "{reward}",
     description: "Survey rewards settled by the delivery job, by outcome (delivered, rejected)",
     attributes: &["custops.reward.outcome"],
+    buckets: &[],
 };
 
 /// Open tickets past their SLA.
@@ -341,6 +379,7 @@ pub const TICKETS_SLA_BREACHED: Metric = Metric {
     unit: "{ticket}",
     description: "Open or in-progress tickets past their next SLA due time, by severity",
     attributes: &["custops.ticket.severity"],
+    buckets: &[],
 };
 
 /// Every metric the suite exports.
@@ -383,6 +422,7 @@ pub fn catalogue_json() -> serde_json::Value {
                 "attributes": metric.attributes,
                 "prometheus_series": metric.prometheus_series(),
                 "prometheus_labels": metric.prometheus_labels(),
+                "buckets": metric.buckets,
             })
         })
         .collect();
@@ -423,28 +463,33 @@ pub fn record_pool_timeout() {
     );
 }
 
-/// Whether metrics leave the process at all (an OTLP endpoint is configured): samplers run only
-/// then.
+/// The export interval of the installed metrics pipeline; unset while nothing is exported.
+static EXPORT_INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Records that metrics are exported every `interval` ([`crate::telemetry`] calls it when it
+/// installs the OTLP pipeline).
+pub(crate) fn exporting_every(interval: Duration) {
+    let _ = EXPORT_INTERVAL.set(interval);
+}
+
+/// Whether metrics leave the process at all (an OTLP pipeline is installed): samplers run
+/// only then.
 pub fn exported() -> bool {
-    crate::telemetry::exports_metrics()
+    EXPORT_INTERVAL.get().is_some()
 }
 
-/// How often samplers read their gauges: `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds, read from
-/// the process environment as the OpenTelemetry SDK reads it for its own export interval), at
-/// most 15 s, so each export carries fresh values.
+/// How often samplers read their gauges: as often as metrics are exported, at most every
+/// 15 s (so an alert on a gauge is never more than that behind).
 pub fn sample_interval() -> Duration {
-    static INTERVAL: std::sync::LazyLock<Duration> =
-        std::sync::LazyLock::new(|| interval_from(&Environment::from_process()));
-    *INTERVAL
+    EXPORT_INTERVAL
+        .get()
+        .map_or(MOST_BETWEEN_SAMPLES, |interval| {
+            (*interval).min(MOST_BETWEEN_SAMPLES)
+        })
 }
 
-fn interval_from(env: &Environment) -> Duration {
-    const MOST: Duration = Duration::from_secs(15);
-    env.get("OTEL_METRIC_EXPORT_INTERVAL")
-        .and_then(|ms| ms.trim().parse::<u64>().ok())
-        .filter(|ms| *ms > 0)
-        .map_or(MOST, |ms| Duration::from_millis(ms).min(MOST))
-}
+/// The longest pause between two samples of a gauge.
+const MOST_BETWEEN_SAMPLES: Duration = Duration::from_secs(15);
 
 /// Runs `sample` every [`sample_interval`] until `shutdown`, when metrics are exported (else
 /// does nothing): the one way a service samples the gauges that need a query. A failed sample
@@ -510,14 +555,6 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "a metric is declared twice");
-    }
-
-    #[test]
-    fn samples_follow_the_export_interval_up_to_fifteen_seconds() {
-        let env = |ms: &str| Environment::from_pairs([("OTEL_METRIC_EXPORT_INTERVAL", ms)]);
-        assert_eq!(interval_from(&env("500")), Duration::from_millis(500));
-        assert_eq!(interval_from(&env("60000")), Duration::from_secs(15));
-        assert_eq!(interval_from(&env("soon")), Duration::from_secs(15));
     }
 
     /// `k8s/observability/metrics.json` is what the offline dashboard and alert checks read:

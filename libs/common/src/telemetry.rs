@@ -33,6 +33,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use opentelemetry::Context;
 use opentelemetry::context::{FutureExt as _, WithContext};
@@ -93,9 +94,8 @@ pub enum Exporters {
     /// sampled). Spans still carry trace ids, so `traceparent` still flows from incoming to
     /// outgoing calls and into outbox rows.
     None,
-    /// OTLP over gRPC to this collector endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`): batched
-    /// spans and periodic metrics.
-    Otlp(String),
+    /// OTLP over gRPC to a collector: batched spans and periodic metrics.
+    Otlp(OtlpSettings),
     /// Spans handed synchronously as they end to the tracer provider this builds for a
     /// resource: called once for the process and once per hosted service (tests use the
     /// in-memory exporter, and tell the services apart by the resource's `service.name`).
@@ -108,17 +108,48 @@ impl std::fmt::Debug for Exporters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Exporters::None => f.write_str("None"),
-            Exporters::Otlp(endpoint) => f.debug_tuple("Otlp").field(endpoint).finish(),
+            Exporters::Otlp(settings) => f.debug_tuple("Otlp").field(settings).finish(),
             Exporters::Spans(_) => f.write_str("Spans(..)"),
         }
     }
 }
 
+/// Where and how often OTLP export goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// The collector's gRPC endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub endpoint: String,
+    /// How often metrics are exported (`OTEL_METRIC_EXPORT_INTERVAL`, milliseconds; default
+    /// 60 s, the OpenTelemetry default). Gauges are sampled as often, up to every 15 s
+    /// ([`crate::metrics::sample_interval`]).
+    pub metric_interval: Duration,
+    /// `service.instance.id` of everything exported, so replicas of a service write series
+    /// of their own (the `instance` label in Prometheus): `HOSTNAME` (the pod's name in
+    /// Kubernetes), else a UUID made at start.
+    pub instance_id: String,
+}
+
+/// The OpenTelemetry default export interval of metrics.
+pub const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_secs(60);
+
 impl Exporters {
-    /// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else none.
+    /// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else none. An unreadable
+    /// `OTEL_METRIC_EXPORT_INTERVAL` falls back to the default, as the OpenTelemetry SDKs do.
     pub fn from_env(env: &Environment) -> Self {
         match env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            Some(endpoint) => Exporters::Otlp(endpoint.trim().to_owned()),
+            Some(endpoint) => Exporters::Otlp(OtlpSettings {
+                endpoint: endpoint.trim().to_owned(),
+                metric_interval: env
+                    .get("OTEL_METRIC_EXPORT_INTERVAL")
+                    .and_then(|ms| ms.trim().parse::<u64>().ok())
+                    .filter(|ms| *ms > 0)
+                    .map_or(DEFAULT_METRIC_INTERVAL, Duration::from_millis),
+                instance_id: env
+                    .get("HOSTNAME")
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+            }),
             None => Exporters::None,
         }
     }
@@ -167,10 +198,21 @@ pub fn init_hosting(
     if INSTALLED.set(()).is_err() {
         return None;
     }
+    let instance_id = match &exporters {
+        Exporters::Otlp(settings) => Some(settings.instance_id.clone()),
+        Exporters::None | Exporters::Spans(_) => None,
+    };
     let resource = |name: &str| {
-        Resource::builder()
-            .with_service_name(name.to_owned())
-            .build()
+        let builder = Resource::builder().with_service_name(name.to_owned());
+        match &instance_id {
+            Some(id) => builder
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.instance.id",
+                    id.clone(),
+                ))
+                .build(),
+            None => builder.build(),
+        }
     };
     let mut meter_provider = None;
     let mut records = !matches!(exporters, Exporters::None);
@@ -184,9 +226,13 @@ pub fn init_hosting(
                 .map(|s| (*s, make(resource(&service_name(*s)))))
                 .collect(),
         ),
-        Exporters::Otlp(endpoint) => {
-            let pipelines =
-                otlp_meter_provider(&endpoint, resource(process_name)).and_then(|meter| {
+        Exporters::Otlp(OtlpSettings {
+            endpoint,
+            metric_interval,
+            ..
+        }) => {
+            let pipelines = otlp_meter_provider(&endpoint, metric_interval, resource(process_name))
+                .and_then(|meter| {
                     let process = otlp_tracer_provider(&endpoint, resource(process_name))?;
                     let hosted = services
                         .iter()
@@ -201,7 +247,7 @@ pub fn init_hosting(
                 Ok((meter, process, hosted)) => {
                     opentelemetry::global::set_meter_provider(meter.clone());
                     meter_provider = Some(meter);
-                    METRICS.store(true, Ordering::Relaxed);
+                    crate::metrics::exporting_every(metric_interval);
                     (process, hosted)
                 }
                 Err(error) => {
@@ -300,28 +346,27 @@ fn otlp_tracer_provider(endpoint: &str, resource: Resource) -> anyhow::Result<Sd
         .build())
 }
 
-fn otlp_meter_provider(endpoint: &str, resource: Resource) -> anyhow::Result<SdkMeterProvider> {
+fn otlp_meter_provider(
+    endpoint: &str,
+    interval: Duration,
+    resource: Resource,
+) -> anyhow::Result<SdkMeterProvider> {
     use opentelemetry_otlp::WithExportConfig;
     let metrics = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()?;
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(metrics)
+        .with_interval(interval)
+        .build();
     Ok(SdkMeterProvider::builder()
-        .with_periodic_exporter(metrics)
+        .with_reader(reader)
         .with_resource(resource)
         .build())
 }
 
 /// Whether the installed providers record (sample) spans at all: set once by [`init_hosting`].
 static RECORDING: AtomicBool = AtomicBool::new(false);
-
-/// Whether a meter provider that exports was installed: set once by [`init_hosting`].
-static METRICS: AtomicBool = AtomicBool::new(false);
-
-/// Whether metrics leave the process (an OTLP endpoint is configured and its pipeline built).
-pub fn exports_metrics() -> bool {
-    METRICS.load(Ordering::Relaxed)
-}
 
 /// Whether a span started under `parent` would be recorded, so worth opening (see the module
 /// docs): only when an exporter is installed, and then unless the parent is a trace its

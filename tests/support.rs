@@ -53,8 +53,14 @@ impl TestSuite {
     /// Starts all four services on free loopback ports against a fresh database, each with
     /// the others' URLs, as `custops dev` wires them.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_adjusted(|_| {}).await
+    }
+
+    /// [`TestSuite::start`], with each service's settings first passed to `adjust` (a Redis of
+    /// the test's own, a smaller pool or call budget).
+    pub async fn start_adjusted(adjust: impl Fn(&mut ServiceSettings)) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
-        let services = Self::start_services(&database, &Connect::AsAdmin).await?;
+        let services = Self::start_services(&database, &Connect::AsAdmin, &adjust).await?;
         Ok(Self {
             services,
             database,
@@ -87,7 +93,7 @@ impl TestSuite {
         custops_suite::migrate::run_with_roles(&targets, Some(&options)).await?;
         let prefix = roles.prefix().to_owned();
         let services =
-            Self::start_services(&database, &Connect::AsRoles { prefix: &prefix }).await?;
+            Self::start_services(&database, &Connect::AsRoles { prefix: &prefix }, &|_| {}).await?;
         // The services' connections are their roles', not the admin's.
         let mut admin = sqlx::PgConnection::connect(database.url()).await?;
         let users: Vec<String> = sqlx::query_scalar(
@@ -110,11 +116,12 @@ impl TestSuite {
     async fn start_services(
         database: &TestDatabase,
         connect: &Connect<'_>,
+        adjust: &dyn Fn(&mut ServiceSettings),
     ) -> anyhow::Result<RunningSuite> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_on_free_ports(database, connect).await {
+            match Self::start_on_free_ports(database, connect, adjust).await {
                 Ok(services) => return Ok(services),
                 Err(error) if attempt < 3 && format!("{error:#}").contains("could not bind") => {
                     tracing::warn!(error = format!("{error:#}"), "a port was taken; again");
@@ -127,6 +134,7 @@ impl TestSuite {
     async fn start_on_free_ports(
         database: &TestDatabase,
         connect: &Connect<'_>,
+        adjust: &dyn Fn(&mut ServiceSettings),
     ) -> anyhow::Result<RunningSuite> {
         let role_url = |service: ServiceKind, prefix: &str| -> anyhow::Result<String> {
             let mut url = url::Url::parse(database.url())?;
@@ -150,6 +158,7 @@ impl TestSuite {
             };
             // Port 0: `wire_peers` picks free ports, then tells each service the others'.
             service_settings.server.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+            adjust(&mut service_settings);
             settings.push(service_settings);
         }
         // Peers wired exactly as `custops dev` wires them.

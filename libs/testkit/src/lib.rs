@@ -10,7 +10,9 @@
 //! - [`startup`]: checks that a service binary refuses bad configuration clearly.
 //! - [`redis`]: a `redis-server` of the test's own, which the test may stop.
 //! - [`roles`]: Postgres roles named per test and dropped when it ends.
+//! - [`otlp`]: a stand-in OpenTelemetry Collector receiving OTLP over gRPC.
 
+pub mod otlp;
 pub mod redis;
 pub mod roles;
 pub mod startup;

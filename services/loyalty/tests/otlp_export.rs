@@ -2,90 +2,12 @@
 //! over OTLP/gRPC: a stand-in collector started by the test receives them, named after the
 //! service, and the last ones arrive on SIGTERM (telemetry is flushed at shutdown).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use custops_contracts::custops::common::v1::GetFeedPositionRequest;
 use custops_contracts::custops::common::v1::event_feed_service_client::EventFeedServiceClient;
 use custops_testkit::TestDatabase;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use tonic::{Request, Response, Status};
-
-/// What the stand-in collector received: (service.name, span or metric name).
-#[derive(Debug, Clone, Default)]
-struct Received {
-    spans: Arc<Mutex<Vec<(String, String)>>>,
-    metrics: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-fn service_name(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
-    resource
-        .into_iter()
-        .flat_map(|r| r.attributes.iter())
-        .find(|kv| kv.key == "service.name")
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(Value::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut spans = self
-            .spans
-            .lock()
-            .map_err(|_| Status::internal("poisoned"))?;
-        for resource_spans in request.into_inner().resource_spans {
-            let service = service_name(resource_spans.resource.as_ref());
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    spans.push((service.clone(), span.name));
-                }
-            }
-        }
-        Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Received {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let mut metrics = self
-            .metrics
-            .lock()
-            .map_err(|_| Status::internal("poisoned"))?;
-        for resource_metrics in request.into_inner().resource_metrics {
-            let service = service_name(resource_metrics.resource.as_ref());
-            for scope in resource_metrics.scope_metrics {
-                for metric in scope.metrics {
-                    metrics.push((service.clone(), metric.name));
-                }
-            }
-        }
-        Ok(Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
+use custops_testkit::otlp::Collector;
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -95,15 +17,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 #[tokio::test]
 async fn spans_and_rpc_metrics_reach_the_collector() -> anyhow::Result<()> {
-    let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let collector_addr = listener.local_addr()?;
-    let collector = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(received.clone()))
-            .add_service(MetricsServiceServer::new(received.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let collector = Collector::start().await?;
 
     let db = TestDatabase::create().await?;
     let port = free_port()?;
@@ -113,10 +27,7 @@ async fn spans_and_rpc_metrics_reach_the_collector() -> anyhow::Result<()> {
         .env("CUSTOPS_AUTH_MODE", "disabled")
         .env("CUSTOPS_LISTEN_HOST", "127.0.0.1")
         .env("CUSTOPS_LOYALTY_PORT", port.to_string())
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{collector_addr}"),
-        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()?;
@@ -147,7 +58,7 @@ async fn spans_and_rpc_metrics_reach_the_collector() -> anyhow::Result<()> {
     let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await??;
     assert!(exit.success(), "exit: {exit:?}");
 
-    let spans = received.spans.lock().map(|s| s.clone()).unwrap_or_default();
+    let spans = collector.spans();
     assert!(
         spans.contains(&(
             "custops-loyalty".to_owned(),
@@ -155,11 +66,11 @@ async fn spans_and_rpc_metrics_reach_the_collector() -> anyhow::Result<()> {
         )),
         "spans received: {spans:?}"
     );
-    let metrics = received
-        .metrics
-        .lock()
-        .map(|m| m.clone())
-        .unwrap_or_default();
+    let metrics: Vec<(String, String)> = collector
+        .points()
+        .into_iter()
+        .map(|point| (point.service_name, point.metric))
+        .collect();
     assert!(
         metrics.contains(&(
             "custops-loyalty".to_owned(),
@@ -167,6 +78,5 @@ async fn spans_and_rpc_metrics_reach_the_collector() -> anyhow::Result<()> {
         )),
         "metrics received: {metrics:?}"
     );
-    collector.abort();
     Ok(())
 }

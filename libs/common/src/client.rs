@@ -39,7 +39,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthSettings, TokenIssuer};
 use crate::config::ClientSettings;
-use crate::layers::{StatusBody, grpc_status};
+use crate::layers::{RpcName, StatusBody, grpc_status};
 use crate::service::ServiceKind;
 use crate::tls::ClientTls;
 use crate::{metrics, telemetry, trace_context};
@@ -377,18 +377,18 @@ impl Service<Request<Body>> for Outgoing {
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let path = request.uri().path().trim_start_matches('/');
-        let (rpc_service, rpc_method) = path.split_once('/').unwrap_or((path, ""));
+        // The contracts' names, shared: nothing is allocated for them per call.
+        let rpc = RpcName::of(request.uri().path());
         // Like the server span: none when nobody would record it (see `telemetry`).
         let span = if telemetry::records_under(&opentelemetry::Context::current()) {
             tracing::info_span!(
                 "grpc.client",
-                otel.name = %path,
+                otel.name = %rpc.full,
                 otel.kind = "client",
                 otel.status_code = tracing::field::Empty,
                 rpc.system = "grpc",
-                rpc.service = %rpc_service,
-                rpc.method = %rpc_method,
+                rpc.service = %rpc.service,
+                rpc.method = %rpc.method,
                 rpc.grpc.status_code = tracing::field::Empty,
                 server.address = %self.server_address,
                 server.port = self.server_port,
@@ -399,8 +399,7 @@ impl Service<Request<Body>> for Outgoing {
         let finish = ClientCall {
             span: span.clone(),
             start: Instant::now(),
-            rpc_service: rpc_service.to_owned(),
-            rpc_method: rpc_method.to_owned(),
+            rpc,
             duration: self.duration.clone(),
         };
         span.in_scope(|| trace_context::inject_current(request.headers_mut()));
@@ -442,8 +441,7 @@ impl Service<Request<Body>> for Outgoing {
 struct ClientCall {
     span: tracing::Span,
     start: Instant,
-    rpc_service: String,
-    rpc_method: String,
+    rpc: RpcName,
     duration: opentelemetry::metrics::Histogram<f64>,
 }
 
@@ -459,8 +457,8 @@ impl ClientCall {
             &[
                 opentelemetry::KeyValue::new(metrics::SERVICE, caller),
                 opentelemetry::KeyValue::new("rpc.system", "grpc"),
-                opentelemetry::KeyValue::new("rpc.service", self.rpc_service),
-                opentelemetry::KeyValue::new("rpc.method", self.rpc_method),
+                opentelemetry::KeyValue::new("rpc.service", self.rpc.service),
+                opentelemetry::KeyValue::new("rpc.method", self.rpc.method),
                 opentelemetry::KeyValue::new("rpc.grpc.status_code", i64::from(code as i32)),
             ],
         );

@@ -317,14 +317,14 @@ impl Middleware for ObserveMiddleware {
 /// `Method`. The contracts' RPCs are named by static strings (no allocation per call); a path
 /// no contract declares is copied.
 #[derive(Debug, Clone)]
-struct RpcName {
-    full: Arc<str>,
-    service: Arc<str>,
-    method: Arc<str>,
+pub(crate) struct RpcName {
+    pub(crate) full: Arc<str>,
+    pub(crate) service: Arc<str>,
+    pub(crate) method: Arc<str>,
 }
 
 impl RpcName {
-    fn of(path: &str) -> Self {
+    pub(crate) fn of(path: &str) -> Self {
         static KNOWN: std::sync::OnceLock<std::collections::HashMap<&'static str, RpcName>> =
             std::sync::OnceLock::new();
         let known = KNOWN.get_or_init(|| {

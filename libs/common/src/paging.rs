@@ -33,7 +33,7 @@ use sha2::Sha256;
 use tonic::Status;
 
 use crate::config::{ConfigError, Environment};
-use crate::error::ServiceError;
+use crate::error::{ServiceError, Violations};
 
 /// Name of the request field a bad token is reported on.
 pub const PAGE_TOKEN_FIELD: &str = "page_token";
@@ -358,22 +358,29 @@ pub struct Page<'t, C> {
 }
 
 impl PageTokens {
-    /// The page `request` asks for: its `page_size` checked (INVALID_ARGUMENT on
-    /// `page_size`), its `page_token` decoded for this request (INVALID_ARGUMENT on
-    /// `page_token`).
+    /// The page `request` asks for: its `page_size` checked and its `page_token` decoded for
+    /// this request; INVALID_ARGUMENT naming each of the two that is bad.
     pub fn page<R: PagedRequest, C: DeserializeOwned>(
         &self,
         request: &R,
     ) -> Result<Page<'_, C>, ServiceError> {
-        let size = page_size(request.page_size())?;
+        let mut violations = Violations::new();
+        let size = violations.take(
+            PAGE_SIZE_FIELD,
+            page_size(request.page_size()).map_err(|e| e.message()),
+        );
         let query = query_fingerprint(request);
         let after = match request.page_token() {
             "" => None,
-            token => Some(self.decode(&query, token)?),
+            token => violations.take(
+                PAGE_TOKEN_FIELD,
+                self.decode(&query, token).map_err(|e| e.message()),
+            ),
         };
+        violations.into_result()?;
         Ok(Page {
             after,
-            size,
+            size: size.unwrap_or(DEFAULT_PAGE_SIZE),
             tokens: self,
             query,
         })
@@ -672,6 +679,21 @@ mod tests {
             assert_eq!(
                 refused,
                 Some((Code::InvalidArgument, vec!["page_size".to_owned()]))
+            );
+        }
+
+        #[test]
+        fn a_bad_page_size_and_a_bad_token_are_both_named() {
+            let refused = tokens()
+                .page::<_, u32>(&request(vec![], -1, "garbage".to_owned()))
+                .err()
+                .map(|e| bad_fields(Status::from(e)));
+            assert_eq!(
+                refused,
+                Some((
+                    Code::InvalidArgument,
+                    vec!["page_size".to_owned(), "page_token".to_owned()]
+                ))
             );
         }
 

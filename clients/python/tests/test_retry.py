@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, List, Optional
+from typing import Any, List
 
 import grpc
 import pytest

@@ -54,6 +54,12 @@ def test_every_bad_field_of_one_request_is_named(suite: custops.Suite) -> None:
     assert caught.value.fields == ["customer.identities[0].value", "customer.identities[1].value"]
 
 
+def test_both_bad_paging_fields_are_named(suite: custops.Suite) -> None:
+    with pytest.raises(custops.InvalidArgument) as caught:
+        suite.profiles.ListCustomers(pf.ListCustomersRequest(page_size=-1, page_token="not a token"))
+    assert sorted(caught.value.fields) == ["page_size", "page_token"]
+
+
 def test_a_taken_identity_is_already_exists_with_its_holder(suite: custops.Suite) -> None:
     email = f"{unique('taken')}@example.com"
     holder = suite.profiles.CreateCustomer(customer_with_email(email)).customer.customer_id

@@ -45,47 +45,63 @@ pub async fn prepare(
 }
 
 /// Samples the gauges every service has (when metrics are exported): its pool's connections
-/// by state and limit, the time to obtain one (the sampler's own acquisition, a call arriving
+/// by state and limit, the time to obtain one (the sampler's own acquisition: a call arriving
 /// then would have waited as long), and its outbox backlog.
 fn sample_service_metrics(schema: &'static str, pool: &PgPool, shutdown: CancellationToken) {
-    let pool = pool.clone();
-    let connections = metrics::DB_CONNECTION_COUNT.gauge();
-    let max = metrics::DB_CONNECTION_MAX.gauge();
-    let wait_time = metrics::DB_CONNECTION_WAIT_TIME.histogram();
-    let unsequenced = metrics::OUTBOX_UNSEQUENCED.gauge();
-    let oldest_age = metrics::OUTBOX_OLDEST_UNSEQUENCED_AGE.gauge();
-    let pool_name = [KeyValue::new("db.client.connection.pool.name", schema)];
-    let service = [KeyValue::new(metrics::SERVICE, schema)];
-    metrics::spawn_sampler(shutdown, move || {
-        let size = f64::from(pool.size());
-        let idle = pool.num_idle() as f64;
+    metrics::spawn_sampler(
+        shutdown,
+        ServiceGauges {
+            pool: pool.clone(),
+            pool_name: KeyValue::new("db.client.connection.pool.name", schema),
+            service: KeyValue::new(metrics::SERVICE, schema),
+            connections: metrics::DB_CONNECTION_COUNT.gauge(),
+            max: metrics::DB_CONNECTION_MAX.gauge(),
+            wait_time: metrics::DB_CONNECTION_WAIT_TIME.histogram(),
+            unsequenced: metrics::OUTBOX_UNSEQUENCED.gauge(),
+            oldest_age: metrics::OUTBOX_OLDEST_UNSEQUENCED_AGE.gauge(),
+        },
+    );
+}
+
+/// The gauges of [`sample_service_metrics`].
+struct ServiceGauges {
+    pool: PgPool,
+    pool_name: KeyValue,
+    service: KeyValue,
+    connections: metrics::Gauge<f64>,
+    max: metrics::Gauge<f64>,
+    wait_time: metrics::Histogram<f64>,
+    unsequenced: metrics::Gauge<f64>,
+    oldest_age: metrics::Gauge<f64>,
+}
+
+impl metrics::Sampler for ServiceGauges {
+    async fn sample(&self) -> anyhow::Result<()> {
+        let pool_name = std::slice::from_ref(&self.pool_name);
+        let size = f64::from(self.pool.size());
+        let idle = self.pool.num_idle() as f64;
         for (state, count) in [("idle", idle), ("used", (size - idle).max(0.0))] {
-            connections.record(
+            self.connections.record(
                 count,
                 &[
-                    pool_name[0].clone(),
+                    self.pool_name.clone(),
                     KeyValue::new("db.client.connection.state", state),
                 ],
             );
         }
-        max.record(f64::from(pool.options().get_max_connections()), &pool_name);
-        let (pool, wait_time, unsequenced, oldest_age) = (
-            pool.clone(),
-            wait_time.clone(),
-            unsequenced.clone(),
-            oldest_age.clone(),
-        );
-        let (pool_name, service) = (pool_name.clone(), service.clone());
-        async move {
-            let started = Instant::now();
-            let mut conn = pool.acquire().await?;
-            wait_time.record(started.elapsed().as_secs_f64(), &pool_name);
-            let backlog = outbox::backlog(&mut conn).await?;
-            unsequenced.record(backlog.events as f64, &service);
-            oldest_age.record(backlog.oldest_age.as_secs_f64(), &service);
-            Ok(())
-        }
-    });
+        let max = self.pool.options().get_max_connections();
+        self.max.record(f64::from(max), pool_name);
+        let started = Instant::now();
+        let mut conn = self.pool.acquire().await?;
+        self.wait_time
+            .record(started.elapsed().as_secs_f64(), pool_name);
+        let backlog = outbox::backlog(&mut conn).await?;
+        let service = std::slice::from_ref(&self.service);
+        self.unsequenced.record(backlog.events as f64, service);
+        self.oldest_age
+            .record(backlog.oldest_age.as_secs_f64(), service);
+        Ok(())
+    }
 }
 
 /// Runs one service binary to completion and returns its exit code.

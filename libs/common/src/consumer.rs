@@ -461,33 +461,45 @@ impl<H: EventHandler + 'static> Consumer<H> {
     /// consuming service, shared by its replicas).
     fn sample_position(&self, shutdown: CancellationToken) {
         let group = metrics::current_service().map_or("unknown", ServiceKind::name);
-        let attributes = [
-            KeyValue::new(metrics::FEED, self.options.feed.clone()),
-            KeyValue::new(metrics::CONSUMER_GROUP, group),
-        ];
-        let position_gauge = metrics::FEED_CONSUMER_POSITION.gauge();
-        let lag_gauge = metrics::FEED_CONSUMER_LAG.gauge();
-        let (pool, channel, feed) = (
-            self.pool.clone(),
-            self.channel.clone(),
-            self.options.feed.clone(),
+        metrics::spawn_sampler(
+            shutdown,
+            FeedGauges {
+                pool: self.pool.clone(),
+                channel: self.channel.clone(),
+                feed: self.options.feed.clone(),
+                attributes: [
+                    KeyValue::new(metrics::FEED, self.options.feed.clone()),
+                    KeyValue::new(metrics::CONSUMER_GROUP, group),
+                ],
+                position: metrics::FEED_CONSUMER_POSITION.gauge(),
+                lag: metrics::FEED_CONSUMER_LAG.gauge(),
+            },
         );
-        metrics::spawn_sampler(shutdown, move || {
-            let (pool, channel, feed) = (pool.clone(), channel.clone(), feed.clone());
-            let (position_gauge, lag_gauge) = (position_gauge.clone(), lag_gauge.clone());
-            let attributes = attributes.clone();
-            async move {
-                let position = load_cursor(&pool, &feed).await?;
-                let mut client = EventFeedServiceClient::new(channel);
-                let head = sendable(client.get_feed_position(GetFeedPositionRequest {}))
-                    .await?
-                    .into_inner()
-                    .latest_sequence;
-                position_gauge.record(position as f64, &attributes);
-                lag_gauge.record((head - position).max(0) as f64, &attributes);
-                Ok(())
-            }
-        });
+    }
+}
+
+/// A consumer's position and lag gauges (see [`Consumer::spawn`]).
+struct FeedGauges {
+    pool: PgPool,
+    channel: ServiceChannel,
+    feed: String,
+    attributes: [KeyValue; 2],
+    position: metrics::Gauge<f64>,
+    lag: metrics::Gauge<f64>,
+}
+
+impl metrics::Sampler for FeedGauges {
+    async fn sample(&self) -> anyhow::Result<()> {
+        let position = load_cursor(&self.pool, &self.feed).await?;
+        let mut client = EventFeedServiceClient::new(self.channel.clone());
+        let head = sendable(client.get_feed_position(GetFeedPositionRequest {}))
+            .await?
+            .into_inner()
+            .latest_sequence;
+        self.position.record(position as f64, &self.attributes);
+        self.lag
+            .record((head - position).max(0) as f64, &self.attributes);
+        Ok(())
     }
 }
 

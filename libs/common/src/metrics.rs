@@ -491,14 +491,16 @@ pub fn sample_interval() -> Duration {
 /// The longest pause between two samples of a gauge.
 const MOST_BETWEEN_SAMPLES: Duration = Duration::from_secs(15);
 
-/// Runs `sample` every [`sample_interval`] until `shutdown`, when metrics are exported (else
+/// Gauges read together, by a query or a call: a pool's state, a backlog, a feed's lag.
+pub trait Sampler: Send + Sync + 'static {
+    /// Reads the values and records them on the gauges.
+    fn sample(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Runs `sampler` every [`sample_interval`] until `shutdown`, when metrics are exported (else
 /// does nothing): the one way a service samples the gauges that need a query. A failed sample
 /// is logged at debug and tried again next interval; the gauges keep their last values.
-pub fn spawn_sampler<F, Fut>(shutdown: CancellationToken, mut sample: F)
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
+pub fn spawn_sampler(shutdown: CancellationToken, sampler: impl Sampler) {
     if !exported() {
         return;
     }
@@ -510,7 +512,7 @@ where
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            if let Err(error) = sample().await {
+            if let Err(error) = sampler.sample().await {
                 tracing::debug!(error = format!("{error:#}"), "sampling metrics failed");
             }
         }

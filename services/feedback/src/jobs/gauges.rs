@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use custops_common::metrics::{self, KeyValue};
+use custops_common::metrics::{self, Gauge, KeyValue};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -17,38 +17,52 @@ const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 
 /// Starts the sampler (nothing happens when metrics are not exported).
 pub fn start(pool: PgPool, clock: Arc<dyn Clock>, stop: CancellationToken) {
-    let waiting = metrics::SURVEY_REWARDS_WAITING.gauge();
-    let oldest = metrics::SURVEY_REWARDS_OLDEST_WAITING_AGE.gauge();
-    let breached = metrics::TICKETS_SLA_BREACHED.gauge();
-    metrics::spawn_sampler(stop, move || {
-        let (pool, clock) = (pool.clone(), clock.clone());
-        let (waiting, oldest, breached) = (waiting.clone(), oldest.clone(), breached.clone());
-        async move {
-            let mut conn = pool.acquire().await?;
-            let now = clock.now();
-            let rewards = gauges::waiting_rewards(&mut conn).await?;
-            for (state, count) in [("pending", rewards.pending), ("retrying", rewards.retrying)] {
-                waiting.record(
-                    count as f64,
-                    &[KeyValue::new("custops.reward.state", state)],
-                );
-            }
-            let age = rewards
-                .oldest_submit_time
-                .map_or(0.0, |submitted| (now - submitted).as_seconds_f64().max(0.0));
-            oldest.record(age, &[]);
-            let by_severity = gauges::breached_tickets(&mut conn, now).await?;
-            for severity in SEVERITIES {
-                let count = by_severity
-                    .iter()
-                    .find(|(s, _)| s == severity)
-                    .map_or(0, |(_, n)| *n);
-                breached.record(
-                    count as f64,
-                    &[KeyValue::new("custops.ticket.severity", severity)],
-                );
-            }
-            Ok(())
+    metrics::spawn_sampler(
+        stop,
+        FeedbackGauges {
+            pool,
+            clock,
+            waiting: metrics::SURVEY_REWARDS_WAITING.gauge(),
+            oldest: metrics::SURVEY_REWARDS_OLDEST_WAITING_AGE.gauge(),
+            breached: metrics::TICKETS_SLA_BREACHED.gauge(),
+        },
+    );
+}
+
+struct FeedbackGauges {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    waiting: Gauge<f64>,
+    oldest: Gauge<f64>,
+    breached: Gauge<f64>,
+}
+
+impl metrics::Sampler for FeedbackGauges {
+    async fn sample(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let now = self.clock.now();
+        let rewards = gauges::waiting_rewards(&mut conn).await?;
+        for (state, count) in [("pending", rewards.pending), ("retrying", rewards.retrying)] {
+            self.waiting.record(
+                count as f64,
+                &[KeyValue::new("custops.reward.state", state)],
+            );
         }
-    });
+        let age = rewards
+            .oldest_submit_time
+            .map_or(0.0, |submitted| (now - submitted).as_seconds_f64().max(0.0));
+        self.oldest.record(age, &[]);
+        let by_severity = gauges::breached_tickets(&mut conn, now).await?;
+        for severity in SEVERITIES {
+            let count = by_severity
+                .iter()
+                .find(|(s, _)| s == severity)
+                .map_or(0, |(_, n)| *n);
+            self.breached.record(
+                count as f64,
+                &[KeyValue::new("custops.ticket.severity", severity)],
+            );
+        }
+        Ok(())
+    }
 }

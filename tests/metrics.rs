@@ -19,7 +19,7 @@ use custops_common::telemetry::{self, Exporters, LogFormat, OtlpSettings};
 use custops_contracts::custops::feedback::v1 as feedback;
 use custops_contracts::custops::loyalty::v1 as loyalty;
 use custops_contracts::custops::segmentation::v1 as segmentation;
-use custops_e2e::{Clients, PROPAGATION, TestSuite, eventually, rid};
+use custops_e2e::{PROPAGATION, TestSuite, eventually, rid};
 use custops_testkit::otlp::{Collector, Kind, Point};
 use custops_testkit::redis::TestRedis;
 use sqlx::Connection;
@@ -61,10 +61,16 @@ async fn every_catalogued_metric_reaches_the_collector_with_the_journeys_values(
     let world = clients.world().await?;
     let customer_id = clients.create_customer("metrics@example.com").await?;
     let traces = clients.leave_traces(&world, &customer_id, "m1").await?;
-    let rewarded = rewarded_survey(&mut clients, &world.program_id).await?;
-    answer(&mut clients, &rewarded, &customer_id).await?;
+    let reward = feedback::SurveyReward {
+        points: 10,
+        program_id: world.program_id.clone(),
+    };
+    let rewarded = clients.nps_survey("Rewarded", Some(reward)).await?;
+    clients
+        .answer_nps(&rewarded, &customer_id, "order-rewarded", 10)
+        .await?;
     // A rule segment made after the purchase: the customer enters it by its recompute.
-    let big_buyers = big_buyers_segment(&mut clients).await?;
+    let big_buyers = clients.buyers_segment("Big buyers").await?;
     clients
         .segmentation
         .recompute_segment(segmentation::RecomputeSegmentRequest {
@@ -301,113 +307,6 @@ fn check_shape(metric: &Metric, points: &[Point]) {
             assert_eq!(point.bounds, metric.buckets, "{}", metric.name);
         }
     }
-}
-
-/// A rule segment of customers with at least one purchase, made now (empty until recomputed).
-async fn big_buyers_segment(clients: &mut Clients) -> anyhow::Result<String> {
-    let segment = clients
-        .segmentation
-        .create_segment(segmentation::CreateSegmentRequest {
-            segment: Some(segmentation::Segment {
-                display_name: "Big buyers".to_owned(),
-                kind: segmentation::SegmentKind::Rule as i32,
-                rule: Some(segmentation::Condition {
-                    kind: Some(segmentation::condition::Kind::Predicate(
-                        segmentation::Predicate {
-                            field: "purchase.count".to_owned(),
-                            operator: segmentation::Operator::GreaterOrEqual as i32,
-                            values: vec![segmentation::Value {
-                                kind: Some(segmentation::value::Kind::IntegerValue(1)),
-                            }],
-                            ..Default::default()
-                        },
-                    )),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .segment
-        .context("no segment")?;
-    Ok(segment.segment_id)
-}
-
-/// A survey paying 10 points in `program_id` for each answer, active.
-async fn rewarded_survey(clients: &mut Clients, program_id: &str) -> anyhow::Result<String> {
-    let survey = clients
-        .feedback
-        .create_survey(feedback::CreateSurveyRequest {
-            survey: Some(feedback::Survey {
-                display_name: "Rewarded".to_owned(),
-                questions: vec![feedback::Question {
-                    question_id: "nps".to_owned(),
-                    text: "How likely are you to recommend us?".to_owned(),
-                    kind: feedback::QuestionKind::Nps as i32,
-                    required: true,
-                    ..Default::default()
-                }],
-                target: Some(feedback::SurveyTarget {
-                    touchpoint_kind: feedback::TouchpointKind::Order as i32,
-                    segment_id: String::new(),
-                }),
-                reward: Some(feedback::SurveyReward {
-                    points: 10,
-                    program_id: program_id.to_owned(),
-                }),
-                ..Default::default()
-            }),
-            request_id: rid(),
-        })
-        .await?
-        .into_inner()
-        .survey
-        .context("no survey")?;
-    clients
-        .feedback
-        .activate_survey(feedback::ActivateSurveyRequest {
-            survey_id: survey.survey_id.clone(),
-            etag: String::new(),
-        })
-        .await?;
-    Ok(survey.survey_id)
-}
-
-/// `customer_id` answers `survey_id` (a promoter), through an invitation.
-async fn answer(clients: &mut Clients, survey_id: &str, customer_id: &str) -> anyhow::Result<()> {
-    let invitation = clients
-        .feedback
-        .create_invitation(feedback::CreateInvitationRequest {
-            invitation: Some(feedback::Invitation {
-                survey_id: survey_id.to_owned(),
-                customer_id: customer_id.to_owned(),
-                touchpoint: Some(feedback::TouchpointRef {
-                    kind: feedback::TouchpointKind::Order as i32,
-                    touchpoint_id: "order-rewarded".to_owned(),
-                }),
-                channel: "email".to_owned(),
-                ..Default::default()
-            }),
-            request_id: rid(),
-        })
-        .await?
-        .into_inner()
-        .invitation
-        .context("no invitation")?;
-    clients
-        .feedback
-        .submit_response(feedback::SubmitResponseRequest {
-            invitation_id: invitation.invitation_id,
-            answers: vec![feedback::Answer {
-                question_id: "nps".to_owned(),
-                value: Some(feedback::answer::Value::Score(10)),
-            }],
-            channel: String::new(),
-            request_id: rid(),
-        })
-        .await?;
-    Ok(())
 }
 
 /// An earn of one point for `member_id`, with a request id of its own.

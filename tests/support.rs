@@ -316,36 +316,7 @@ impl Clients {
             .into_inner()
             .program
             .context("no program")?;
-        let survey = self
-            .feedback
-            .create_survey(feedback::CreateSurveyRequest {
-                survey: Some(feedback::Survey {
-                    display_name: "After delivery".to_owned(),
-                    questions: vec![feedback::Question {
-                        question_id: "nps".to_owned(),
-                        text: "How likely are you to recommend us?".to_owned(),
-                        kind: feedback::QuestionKind::Nps as i32,
-                        required: true,
-                        ..Default::default()
-                    }],
-                    target: Some(feedback::SurveyTarget {
-                        touchpoint_kind: feedback::TouchpointKind::Order as i32,
-                        segment_id: String::new(),
-                    }),
-                    ..Default::default()
-                }),
-                request_id: rid(),
-            })
-            .await?
-            .into_inner()
-            .survey
-            .context("no survey")?;
-        self.feedback
-            .activate_survey(feedback::ActivateSurveyRequest {
-                survey_id: survey.survey_id.clone(),
-                etag: String::new(),
-            })
-            .await?;
+        let survey_id = self.nps_survey("After delivery", None).await?;
         let static_segment = self
             .segmentation
             .create_segment(segmentation::CreateSegmentRequest {
@@ -360,11 +331,64 @@ impl Clients {
             .into_inner()
             .segment
             .context("no static segment")?;
-        let buyers = self
+        let buyers_segment_id = self.buyers_segment("Buyers").await?;
+        Ok(World {
+            program_id: program.program_id,
+            survey_id,
+            static_segment_id: static_segment.segment_id,
+            buyers_segment_id,
+        })
+    }
+
+    /// Creates and activates a one-question NPS survey about orders, paying `reward` for each
+    /// answer when given; its id.
+    pub async fn nps_survey(
+        &mut self,
+        display_name: &str,
+        reward: Option<feedback::SurveyReward>,
+    ) -> anyhow::Result<String> {
+        let survey = self
+            .feedback
+            .create_survey(feedback::CreateSurveyRequest {
+                survey: Some(feedback::Survey {
+                    display_name: display_name.to_owned(),
+                    questions: vec![feedback::Question {
+                        question_id: "nps".to_owned(),
+                        text: "How likely are you to recommend us?".to_owned(),
+                        kind: feedback::QuestionKind::Nps as i32,
+                        required: true,
+                        ..Default::default()
+                    }],
+                    target: Some(feedback::SurveyTarget {
+                        touchpoint_kind: feedback::TouchpointKind::Order as i32,
+                        segment_id: String::new(),
+                    }),
+                    reward,
+                    ..Default::default()
+                }),
+                request_id: rid(),
+            })
+            .await?
+            .into_inner()
+            .survey
+            .context("no survey")?;
+        self.feedback
+            .activate_survey(feedback::ActivateSurveyRequest {
+                survey_id: survey.survey_id.clone(),
+                etag: String::new(),
+            })
+            .await?;
+        Ok(survey.survey_id)
+    }
+
+    /// Creates a rule segment of the customers with at least one purchase (empty until an
+    /// event or a recompute puts someone in); its id.
+    pub async fn buyers_segment(&mut self, display_name: &str) -> anyhow::Result<String> {
+        let segment = self
             .segmentation
             .create_segment(segmentation::CreateSegmentRequest {
                 segment: Some(segmentation::Segment {
-                    display_name: "Buyers".to_owned(),
+                    display_name: display_name.to_owned(),
                     kind: segmentation::SegmentKind::Rule as i32,
                     rule: Some(segmentation::Condition {
                         kind: Some(segmentation::condition::Kind::Predicate(
@@ -386,12 +410,51 @@ impl Clients {
             .into_inner()
             .segment
             .context("no rule segment")?;
-        Ok(World {
-            program_id: program.program_id,
-            survey_id: survey.survey_id,
-            static_segment_id: static_segment.segment_id,
-            buyers_segment_id: buyers.segment_id,
-        })
+        Ok(segment.segment_id)
+    }
+
+    /// `customer_id` answers `survey_id`'s NPS question with `score`, through an invitation
+    /// about the order `order_id`; the response.
+    pub async fn answer_nps(
+        &mut self,
+        survey_id: &str,
+        customer_id: &str,
+        order_id: &str,
+        score: i32,
+    ) -> anyhow::Result<feedback::SurveyResponse> {
+        let invitation = self
+            .feedback
+            .create_invitation(feedback::CreateInvitationRequest {
+                invitation: Some(feedback::Invitation {
+                    survey_id: survey_id.to_owned(),
+                    customer_id: customer_id.to_owned(),
+                    touchpoint: Some(feedback::TouchpointRef {
+                        kind: feedback::TouchpointKind::Order as i32,
+                        touchpoint_id: order_id.to_owned(),
+                    }),
+                    channel: "email".to_owned(),
+                    ..Default::default()
+                }),
+                request_id: rid(),
+            })
+            .await?
+            .into_inner()
+            .invitation
+            .context("no invitation")?;
+        self.feedback
+            .submit_response(feedback::SubmitResponseRequest {
+                invitation_id: invitation.invitation_id,
+                answers: vec![feedback::Answer {
+                    question_id: "nps".to_owned(),
+                    value: Some(feedback::answer::Value::Score(score)),
+                }],
+                channel: String::new(),
+                request_id: rid(),
+            })
+            .await?
+            .into_inner()
+            .survey_response
+            .context("no response")
     }
 
     /// Creates a customer in profiles (e-mail `email`).
@@ -481,40 +544,9 @@ impl Clients {
                 ..Default::default()
             })
             .await?;
-        let invitation = self
-            .feedback
-            .create_invitation(feedback::CreateInvitationRequest {
-                invitation: Some(feedback::Invitation {
-                    survey_id: world.survey_id.clone(),
-                    customer_id: customer_id.to_owned(),
-                    touchpoint: Some(feedback::TouchpointRef {
-                        kind: feedback::TouchpointKind::Order as i32,
-                        touchpoint_id: format!("order-{tag}"),
-                    }),
-                    channel: "email".to_owned(),
-                    ..Default::default()
-                }),
-                request_id: rid(),
-            })
-            .await?
-            .into_inner()
-            .invitation
-            .context("no invitation")?;
         let response = self
-            .feedback
-            .submit_response(feedback::SubmitResponseRequest {
-                invitation_id: invitation.invitation_id,
-                answers: vec![feedback::Answer {
-                    question_id: "nps".to_owned(),
-                    value: Some(feedback::answer::Value::Score(3)),
-                }],
-                channel: String::new(),
-                request_id: rid(),
-            })
-            .await?
-            .into_inner()
-            .survey_response
-            .context("no response")?;
+            .answer_nps(&world.survey_id, customer_id, &format!("order-{tag}"), 3)
+            .await?;
         let ticket = self
             .feedback
             .open_ticket(feedback::OpenTicketRequest {

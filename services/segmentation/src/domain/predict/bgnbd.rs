@@ -10,6 +10,8 @@
 //! hypergeometric term of eq. 10 is rewritten (Euler's transformation, then the (a−1) factor
 //! taken out of the series) so that it neither grows with x nor divides 0 by 0 at a = 1.
 
+use std::collections::BTreeMap;
+
 use super::fit::minimise;
 use super::hypergeometric::series;
 use super::{CustomerSummary, FitReport, MinimumData, PredictError, log_add_exp};
@@ -68,9 +70,25 @@ pub fn log_likelihood(params: &BgNbd, s: &CustomerSummary) -> f64 {
     a1 + a2 + tail
 }
 
-/// The summed log-likelihood of `customers`.
-fn total_log_likelihood(params: &BgNbd, customers: &[CustomerSummary]) -> f64 {
-    customers.iter().map(|s| log_likelihood(params, s)).sum()
+/// Customers with the same (x, t_x, T), each with how many there are: the likelihood depends
+/// on nothing else, and with whole days many customers share one (every one-off buyer
+/// acquired on the same day does), so each optimiser step evaluates every distinct summary
+/// once (CDNOW: 2,357 customers, 1,016 distinct summaries).
+fn distinct_summaries(customers: &[CustomerSummary]) -> Vec<(CustomerSummary, f64)> {
+    let mut counts: BTreeMap<(u64, u64, u64), (CustomerSummary, f64)> = BTreeMap::new();
+    for s in customers {
+        let key = (s.x.to_bits(), s.t_x.to_bits(), s.t.to_bits());
+        counts.entry(key).or_insert((*s, 0.0)).1 += 1.0;
+    }
+    counts.into_values().collect()
+}
+
+/// The summed log-likelihood of `customers`, given as distinct summaries with their counts.
+fn total_log_likelihood(params: &BgNbd, customers: &[(CustomerSummary, f64)]) -> f64 {
+    customers
+        .iter()
+        .map(|(s, n)| n * log_likelihood(params, s))
+        .sum()
 }
 
 /// Fits r, α, a, b by maximum likelihood from r = α = a = b = 1, refusing data too thin to fit.
@@ -104,8 +122,9 @@ pub fn fit_bgnbd(
         a: p[2].exp(),
         b: p[3].exp(),
     };
+    let distinct = distinct_summaries(customers);
     let found = minimise(
-        |p| -total_log_likelihood(&from_logs(p), customers),
+        |p| -total_log_likelihood(&from_logs(p), &distinct),
         &[0.0; 4],
     )?;
     let params = from_logs(&found.point);
@@ -247,6 +266,28 @@ mod tests {
         // Far-out data stay finite: 500 purchases, the last long ago.
         assert!(log_likelihood(&ones, &summary(500.0, 1.0, 5000.0)).is_finite());
         Ok(())
+    }
+
+    #[test]
+    fn grouping_identical_summaries_keeps_the_total() {
+        let p = BgNbd {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        };
+        let customers = [
+            summary(0.0, 0.0, 30.0),
+            summary(2.0, 10.0, 30.0),
+            summary(0.0, 0.0, 30.0),
+            summary(2.0, 10.0, 31.0),
+            summary(0.0, 0.0, 30.0),
+        ];
+        let distinct = distinct_summaries(&customers);
+        assert_eq!(distinct.len(), 3);
+        let plain: f64 = customers.iter().map(|s| log_likelihood(&p, s)).sum();
+        let grouped = total_log_likelihood(&p, &distinct);
+        assert!(((grouped - plain) / plain).abs() < 1e-14);
     }
 
     #[test]

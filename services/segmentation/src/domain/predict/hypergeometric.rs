@@ -60,7 +60,7 @@ pub(super) fn series(
     let ln_z = z.abs().ln();
     // The current term as sign · e^ln_term.
     let mut ln_term = first.abs().ln();
-    let mut sign = first.signum() * 1.0;
+    let mut sign = first.signum();
     // The sum so far as acc · e^scale, rescaled whenever a term exceeds e^scale.
     let mut scale = ln_term;
     let mut acc = sign;

@@ -3,4 +3,5 @@
 mod customer360;
 mod discovery;
 mod fuzz;
+mod predictions;
 mod privacy;

@@ -9,6 +9,7 @@
 //! - `facts`: GetCustomerFacts.
 //! - `export`: ExportCustomerData (the data-subject export).
 //! - `rfm`, `lifecycle`: configs, per-customer values and distributions.
+//! - `predictions`: the prediction config, fit requests, models and a customer's predictions.
 //! - `jobs`: recompute jobs and evaluation settings.
 //! - `parse`: ids, request ids, cursors, and segment requests into `workflow` commands.
 
@@ -20,6 +21,7 @@ mod jobs;
 mod lifecycle;
 mod lookups;
 mod parse;
+mod predictions;
 mod rfm;
 mod segments;
 
@@ -34,22 +36,25 @@ use custops_contracts::custops::segmentation::v1::{
     BatchGetSegmentsResponse, CheckMembershipRequest, CheckMembershipResponse,
     CreateSegmentRequest, CreateSegmentResponse, DeleteSegmentRequest, DeleteSegmentResponse,
     ExplainMembershipRequest, ExplainMembershipResponse, ExportCustomerDataRequest,
-    ExportCustomerDataResponse, GetCustomerFactsRequest, GetCustomerFactsResponse,
-    GetCustomerLifecycleRequest, GetCustomerLifecycleResponse, GetCustomerRfmRequest,
-    GetCustomerRfmResponse, GetEvaluationSettingsRequest, GetEvaluationSettingsResponse,
-    GetLifecycleConfigRequest, GetLifecycleConfigResponse, GetLifecycleDistributionRequest,
-    GetLifecycleDistributionResponse, GetRecomputeJobRequest, GetRecomputeJobResponse,
-    GetRfmConfigRequest, GetRfmConfigResponse, GetRfmDistributionRequest,
-    GetRfmDistributionResponse, GetSegmentRequest, GetSegmentResponse, GetSegmentSizeRequest,
-    GetSegmentSizeResponse, ListCustomerSegmentsRequest, ListCustomerSegmentsResponse,
-    ListFieldsRequest, ListFieldsResponse, ListRecomputeJobsRequest, ListRecomputeJobsResponse,
-    ListSegmentVersionsRequest, ListSegmentVersionsResponse, ListSegmentsRequest,
-    ListSegmentsResponse, PreviewSegmentRequest, PreviewSegmentResponse, RecomputeAllRequest,
-    RecomputeAllResponse, RecomputeSegmentRequest, RecomputeSegmentResponse,
+    ExportCustomerDataResponse, FitPredictionModelRequest, FitPredictionModelResponse,
+    GetCustomerFactsRequest, GetCustomerFactsResponse, GetCustomerLifecycleRequest,
+    GetCustomerLifecycleResponse, GetCustomerPredictionRequest, GetCustomerPredictionResponse,
+    GetCustomerRfmRequest, GetCustomerRfmResponse, GetEvaluationSettingsRequest,
+    GetEvaluationSettingsResponse, GetLifecycleConfigRequest, GetLifecycleConfigResponse,
+    GetLifecycleDistributionRequest, GetLifecycleDistributionResponse, GetPredictionConfigRequest,
+    GetPredictionConfigResponse, GetPredictionModelRequest, GetPredictionModelResponse,
+    GetRecomputeJobRequest, GetRecomputeJobResponse, GetRfmConfigRequest, GetRfmConfigResponse,
+    GetRfmDistributionRequest, GetRfmDistributionResponse, GetSegmentRequest, GetSegmentResponse,
+    GetSegmentSizeRequest, GetSegmentSizeResponse, ListCustomerSegmentsRequest,
+    ListCustomerSegmentsResponse, ListFieldsRequest, ListFieldsResponse, ListRecomputeJobsRequest,
+    ListRecomputeJobsResponse, ListSegmentVersionsRequest, ListSegmentVersionsResponse,
+    ListSegmentsRequest, ListSegmentsResponse, PreviewSegmentRequest, PreviewSegmentResponse,
+    RecomputeAllRequest, RecomputeAllResponse, RecomputeSegmentRequest, RecomputeSegmentResponse,
     StreamSegmentMembersRequest, UpdateEvaluationSettingsRequest, UpdateEvaluationSettingsResponse,
-    UpdateLifecycleConfigRequest, UpdateLifecycleConfigResponse, UpdateRfmConfigRequest,
-    UpdateRfmConfigResponse, UpdateSegmentRequest, UpdateSegmentResponse,
-    UploadStaticMembersRequest, UploadStaticMembersResponse,
+    UpdateLifecycleConfigRequest, UpdateLifecycleConfigResponse, UpdatePredictionConfigRequest,
+    UpdatePredictionConfigResponse, UpdateRfmConfigRequest, UpdateRfmConfigResponse,
+    UpdateSegmentRequest, UpdateSegmentResponse, UploadStaticMembersRequest,
+    UploadStaticMembersResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -192,6 +197,41 @@ impl SegmentationService for SegmentationApi {
         request: Request<ExplainMembershipRequest>,
     ) -> Result<Response<ExplainMembershipResponse>, Status> {
         lookups::explain_membership(self, request).await
+    }
+
+    async fn get_prediction_config(
+        &self,
+        request: Request<GetPredictionConfigRequest>,
+    ) -> Result<Response<GetPredictionConfigResponse>, Status> {
+        predictions::get_prediction_config(self, request).await
+    }
+
+    async fn update_prediction_config(
+        &self,
+        request: Request<UpdatePredictionConfigRequest>,
+    ) -> Result<Response<UpdatePredictionConfigResponse>, Status> {
+        predictions::update_prediction_config(self, request).await
+    }
+
+    async fn fit_prediction_model(
+        &self,
+        request: Request<FitPredictionModelRequest>,
+    ) -> Result<Response<FitPredictionModelResponse>, Status> {
+        predictions::fit_prediction_model(self, request).await
+    }
+
+    async fn get_prediction_model(
+        &self,
+        request: Request<GetPredictionModelRequest>,
+    ) -> Result<Response<GetPredictionModelResponse>, Status> {
+        predictions::get_prediction_model(self, request).await
+    }
+
+    async fn get_customer_prediction(
+        &self,
+        request: Request<GetCustomerPredictionRequest>,
+    ) -> Result<Response<GetCustomerPredictionResponse>, Status> {
+        predictions::get_customer_prediction(self, request).await
     }
 
     async fn get_rfm_config(

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod facts;
 pub mod lifecycle;
 pub mod predict;
+pub mod prediction_config;
 pub mod references;
 pub mod rfm;
 pub mod rule;

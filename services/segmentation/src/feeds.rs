@@ -57,7 +57,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::store;
 use crate::store::facts::{self, Feed, NewActivity, Position};
+use crate::store::settings::EvaluationSettings;
 use crate::workflow::derived;
 use crate::workflow::membership::{self, Cause, Causes, Changed};
 
@@ -237,6 +239,8 @@ pub struct Pending {
     activities: Vec<NewActivity>,
     /// When the first of `activities` was noted: where new facts rows start.
     activities_since: Option<DateTime<Utc>>,
+    /// The evaluation settings, read once per batch when an event needs them.
+    settings: Option<EvaluationSettings>,
 }
 
 #[derive(Debug)]
@@ -248,6 +252,17 @@ struct Touch {
 }
 
 impl Pending {
+    /// The evaluation settings, read the first time a batch asks (one read per batch, in its
+    /// transaction).
+    pub async fn settings(&mut self, tx: &mut PgConnection) -> anyhow::Result<&EvaluationSettings> {
+        if self.settings.is_none() {
+            self.settings = Some(store::settings::get(&mut *tx).await?);
+        }
+        self.settings
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("settings just read are missing"))
+    }
+
     /// Notes that `event` (at `position`, applied at `now`) changed `changed` facts of
     /// `customer_id`.
     pub fn touch(

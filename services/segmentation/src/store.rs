@@ -6,6 +6,7 @@ pub mod facts;
 pub mod jobs;
 pub mod lifecycle;
 pub mod memberships;
+pub mod predictions;
 pub mod preview;
 pub mod recompute;
 pub mod rfm;

@@ -4,7 +4,7 @@
 //! the background jobs (`jobs`) call the engines below inside their own transactions.
 //!
 //! - Per area of the API: `segments`, `lookups`, `catalog`, `facts`, `export`, `rfm`,
-//!   `lifecycle`, `jobs` (recompute requests), `settings`.
+//!   `lifecycle`, `predictions`, `jobs` (recompute requests), `settings`.
 //! - `membership`: keeps memberships current as facts change (feed batches, erasures, merges).
 //! - `derived`: RFM values and lifecycle stages, for a batch's customers or in full runs.
 //! - `recompute`: a rule segment applied set-based, and the segments referencing a changed one
@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod lookups;
 pub mod membership;
+pub mod predictions;
 pub mod recompute;
 pub mod rfm;
 pub mod segments;

@@ -26,7 +26,7 @@ use crate::wire::timestamp as ts;
 use crate::workflow::jobs as workflow;
 use crate::workflow::settings::{self as settings_workflow, SettingsChange};
 
-fn check_request_id(request_id: &str) -> Result<()> {
+pub(super) fn check_request_id(request_id: &str) -> Result<()> {
     if request_id.len() <= 128 && request_id.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {
@@ -38,7 +38,7 @@ fn check_request_id(request_id: &str) -> Result<()> {
 }
 
 /// The idempotency key of `request` when it carries a request id.
-fn key(
+pub(super) fn key(
     caller: &str,
     request_id: &str,
     method: &'static str,
@@ -150,6 +150,7 @@ fn settings_to_proto(s: &EvaluationSettings) -> pb::EvaluationSettings {
         time_zone: s.time_zone.clone(),
         full_recompute_interval: Some(duration(s.full_recompute_interval)),
         rollover_interval: Some(duration(s.rollover_interval)),
+        activity_retention_days: s.activity_retention_days,
         update_time: s.update_time.map(ts),
         etag: s.etag.clone(),
     }
@@ -206,13 +207,17 @@ pub(super) async fn update_evaluation_settings(
     if paths.is_empty() {
         violations.add(
             "update_mask",
-            "required: any of time_zone, full_recompute_interval, rollover_interval",
+            "required: any of time_zone, full_recompute_interval, rollover_interval, \
+             activity_retention_days",
         );
     }
     for path in &paths {
         if !matches!(
             path.as_str(),
-            "time_zone" | "full_recompute_interval" | "rollover_interval"
+            "time_zone"
+                | "full_recompute_interval"
+                | "rollover_interval"
+                | "activity_retention_days"
         ) {
             violations.add("update_mask", format!("`{path}` cannot be updated"));
         }
@@ -240,12 +245,20 @@ pub(super) async fn update_evaluation_settings(
             )
         })
         .flatten();
+    let retention = has("activity_retention_days").then_some(new.activity_retention_days);
+    if retention.is_some_and(|days| !(30..=36_500).contains(&days)) {
+        violations.add(
+            "evaluation_settings.activity_retention_days",
+            "must be between 30 and 36500",
+        );
+    }
     Error::check(violations)?;
     let change = SettingsChange {
         etag: new.etag,
         time_zone: has("time_zone").then_some(new.time_zone),
         full_recompute_interval: full,
         rollover_interval: rollover,
+        activity_retention_days: retention,
     };
     let updated = settings_workflow::update(api.state(), change).await?;
     Ok(Response::new(UpdateEvaluationSettingsResponse {

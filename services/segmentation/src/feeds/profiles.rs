@@ -25,9 +25,6 @@ use crate::store::facts::{self, Feed, Merge, NewActivity, Traits};
 use crate::wire::from_timestamp;
 use crate::workflow::membership::{self, Changed};
 
-/// Activities older than this are not kept (the retained history).
-const RETENTION_DAYS: i64 = 1095;
-
 /// Applies profiles events to the facts projection.
 #[derive(Debug, Clone)]
 pub struct ProfilesFeed {
@@ -59,7 +56,10 @@ impl FactsFeed for ProfilesFeed {
             let Some(new) = activity.and_then(to_activity) else {
                 return Ok(());
             };
-            if new.activity.occur_time >= now - Duration::days(RETENTION_DAYS) {
+            // Older than the retained history (`EvaluationSettings.activity_retention_days`):
+            // not kept.
+            let retention = pending.settings(&mut *tx).await?.activity_retention_days;
+            if new.activity.occur_time >= now - Duration::days(i64::from(retention)) {
                 pending.add_activity(new, at, event, now);
             }
             return Ok(());

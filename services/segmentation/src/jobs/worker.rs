@@ -13,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::WorkerOptions;
+use crate::domain::predict::PredictError;
 use crate::events::{self, ChangeCause};
 use crate::state::AppState;
 use crate::store::jobs::{self as job_store, JobRecord, SegmentResult};
 use crate::store::{self, begin_long, memberships, segments};
 use crate::wire::jobs::job_to_proto;
-use crate::workflow::derived;
 use crate::workflow::recompute::apply_segment;
+use crate::workflow::{derived, predictions};
 
 /// After a job that changed this many memberships, the planner's statistics of `memberships`
 /// are refreshed at once.
@@ -57,7 +58,11 @@ pub(super) async fn run(state: Arc<AppState>, options: WorkerOptions, shutdown: 
                     Ok(()) => "succeeded",
                     Err(error) => {
                         tracing::error!(%job_id, error = format!("{error:#}"), "recompute job failed");
-                        if let Err(error) = fail_job(&state, job_id).await {
+                        // A fit the data cannot support says why, in words for the marketer.
+                        let refusal = error
+                            .downcast_ref::<PredictError>()
+                            .map(ToString::to_string);
+                        if let Err(error) = fail_job(&state, job_id, refusal).await {
                             tracing::error!(%job_id, error = %error, "failed to record a failed job");
                         }
                         "failed"
@@ -97,6 +102,9 @@ async fn heartbeat(pool: PgPool, job_id: Uuid, every: Duration, stop: Cancellati
 
 /// Runs one claimed job to its end.
 pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()> {
+    if job.scope == "prediction" {
+        return run_prediction_job(state, job).await;
+    }
     let now = state.clock.now();
     let cause = ChangeCause {
         reason: ChangeReason::Recompute,
@@ -206,6 +214,25 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
     job.end_time = Some(state.clock.now());
     job_store::save(&mut tx, &job).await?;
     events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
+    if job.scope == "all" && job.trigger == "schedule" {
+        // The scheduled full recompute is followed by a refit of the prediction models on the
+        // day's purchases (a base too small to fit fails that job, saying why).
+        let refit = JobRecord::queued("prediction", None, "schedule", "scheduler", now);
+        job_store::insert(&mut tx, &refit).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs a PREDICTION job (`workflow::predictions::run_fit`) and records it succeeded.
+async fn run_prediction_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()> {
+    predictions::run_fit(state, &mut job).await?;
+    let mut tx = begin_long(&state.pool).await?;
+    job.state = "succeeded".to_owned();
+    job.progress_percent = 100;
+    job.end_time = Some(state.clock.now());
+    job_store::save(&mut tx, &job).await?;
+    events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -230,8 +257,13 @@ fn progress(done: i64, total: i64) -> i32 {
     i32::try_from((done * 100 / total).clamp(0, 100)).unwrap_or(100)
 }
 
-/// Records a failed job with a message safe for operators.
-async fn fail_job(state: &AppState, job_id: Uuid) -> Result<(), sqlx::Error> {
+/// Records a failed job with a message safe for operators: `refusal` when the job refused its
+/// input, else a pointer to the logs.
+async fn fail_job(
+    state: &AppState,
+    job_id: Uuid,
+    refusal: Option<String>,
+) -> Result<(), sqlx::Error> {
     let mut tx = begin_long(&state.pool).await?;
     let Some(mut job) = job_store::get(&mut *tx, job_id).await? else {
         return Ok(());
@@ -239,10 +271,12 @@ async fn fail_job(state: &AppState, job_id: Uuid) -> Result<(), sqlx::Error> {
     job.state = "failed".to_owned();
     job.progress_percent = 100;
     job.end_time = Some(state.clock.now());
-    job.error_message = format!(
-        "the recompute failed; see the service logs for job {job_id} (trace id {})",
-        custops_common::trace_context::current_traceparent()
-    );
+    job.error_message = refusal.unwrap_or_else(|| {
+        format!(
+            "the recompute failed; see the service logs for job {job_id} (trace id {})",
+            custops_common::trace_context::current_traceparent()
+        )
+    });
     job_store::save(&mut tx, &job).await?;
     events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
     tx.commit().await

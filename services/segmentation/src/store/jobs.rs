@@ -43,6 +43,10 @@ pub struct JobRecord {
     pub end_time: Option<DateTime<Utc>>,
     pub error_message: String,
     pub requester: String,
+    /// PREDICTION jobs: the as-of time asked for (`None`: the job's start).
+    pub prediction_as_of_time: Option<DateTime<Utc>>,
+    /// PREDICTION jobs that succeeded: the model version fitted; 0 otherwise.
+    pub prediction_model_version: i64,
 }
 
 impl JobRecord {
@@ -75,6 +79,8 @@ impl JobRecord {
             end_time: None,
             error_message: String::new(),
             requester: requester.to_owned(),
+            prediction_as_of_time: None,
+            prediction_model_version: 0,
         }
     }
 }
@@ -82,7 +88,8 @@ impl JobRecord {
 const COLUMNS: &str = "recompute_job_id, scope, segment_id, segment_version, trigger, state, \
     progress_percent, segments_total, segments_done, customers_evaluated, entered_count, \
     exited_count, lifecycle_changed_count, rfm_group_changed_count, segment_results, \
-    create_time, start_time, end_time, error_message, requester";
+    create_time, start_time, end_time, error_message, requester, prediction_as_of_time, \
+    prediction_model_version";
 
 fn from_row(row: &PgRow) -> Result<JobRecord, sqlx::Error> {
     let results: serde_json::Value = row.try_get("segment_results")?;
@@ -107,6 +114,8 @@ fn from_row(row: &PgRow) -> Result<JobRecord, sqlx::Error> {
         end_time: row.try_get("end_time")?,
         error_message: row.try_get("error_message")?,
         requester: row.try_get("requester")?,
+        prediction_as_of_time: row.try_get("prediction_as_of_time")?,
+        prediction_model_version: row.try_get("prediction_model_version")?,
     })
 }
 
@@ -114,8 +123,8 @@ fn from_row(row: &PgRow) -> Result<JobRecord, sqlx::Error> {
 pub async fn insert(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO recompute_jobs (recompute_job_id, scope, segment_id, segment_version, \
-             trigger, state, create_time, requester) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             trigger, state, create_time, requester, prediction_as_of_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(job.recompute_job_id)
     .bind(&job.scope)
@@ -125,12 +134,13 @@ pub async fn insert(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx
     .bind(&job.state)
     .bind(job.create_time)
     .bind(&job.requester)
+    .bind(job.prediction_as_of_time)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Queues a recompute job of `scope` ("rfm" or "lifecycle") triggered by a config change,
+/// Queues a recompute job of `scope` ("rfm", "lifecycle" or "prediction") triggered by a config change,
 /// for the recompute worker; returns its id.
 pub async fn insert_config_recompute(
     conn: &mut PgConnection,
@@ -295,7 +305,8 @@ pub async fn save(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx::
         "UPDATE recompute_jobs SET state = $2, progress_percent = $3, segments_total = $4, \
              segments_done = $5, customers_evaluated = $6, entered_count = $7, \
              exited_count = $8, lifecycle_changed_count = $9, rfm_group_changed_count = $10, \
-             segment_results = $11, end_time = $12, error_message = $13, segment_version = $14 \
+             segment_results = $11, end_time = $12, error_message = $13, segment_version = $14, \
+             prediction_model_version = $15 \
          WHERE recompute_job_id = $1",
     )
     .bind(job.recompute_job_id)
@@ -312,6 +323,7 @@ pub async fn save(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx::
     .bind(job.end_time)
     .bind(&job.error_message)
     .bind(job.segment_version)
+    .bind(job.prediction_model_version)
     .execute(conn)
     .await?;
     Ok(())

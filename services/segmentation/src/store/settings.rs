@@ -13,6 +13,8 @@ pub struct EvaluationSettings {
     pub time_zone: String,
     pub full_recompute_interval: Duration,
     pub rollover_interval: Duration,
+    /// Activities older than this when they arrive are not stored.
+    pub activity_retention_days: i32,
     pub update_time: Option<DateTime<Utc>>,
     pub etag: String,
 }
@@ -23,11 +25,15 @@ impl Default for EvaluationSettings {
             time_zone: "UTC".to_owned(),
             full_recompute_interval: Duration::from_secs(24 * 3600),
             rollover_interval: Duration::from_secs(300),
+            activity_retention_days: DEFAULT_ACTIVITY_RETENTION_DAYS,
             update_time: None,
             etag: "default".to_owned(),
         }
     }
 }
+
+/// Days of activity history kept by default (3 years).
+pub const DEFAULT_ACTIVITY_RETENTION_DAYS: i32 = 1095;
 
 /// The JSON in `configs.value`; `time_zone` is also read by `store::facts::eval_context`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +41,9 @@ struct Stored {
     time_zone: String,
     full_recompute_interval_secs: u64,
     rollover_interval_secs: u64,
+    /// Absent in settings written before it existed: the default.
+    #[serde(default)]
+    activity_retention_days: Option<i32>,
 }
 
 /// The settings, or the defaults when never updated.
@@ -60,6 +69,10 @@ pub async fn get<'e>(executor: impl PgExecutor<'e>) -> Result<EvaluationSettings
         rollover_interval: stored.as_ref().map_or(defaults.rollover_interval, |s| {
             Duration::from_secs(s.rollover_interval_secs)
         }),
+        activity_retention_days: stored
+            .as_ref()
+            .and_then(|s| s.activity_retention_days)
+            .unwrap_or(defaults.activity_retention_days),
         update_time: row.try_get("update_time")?,
         etag: row.try_get("etag")?,
     })
@@ -79,6 +92,7 @@ pub async fn put(conn: &mut PgConnection, s: &EvaluationSettings) -> Result<(), 
         time_zone: s.time_zone.clone(),
         full_recompute_interval_secs: s.full_recompute_interval.as_secs(),
         rollover_interval_secs: s.rollover_interval.as_secs(),
+        activity_retention_days: Some(s.activity_retention_days),
     })
     .unwrap_or_default();
     sqlx::query(

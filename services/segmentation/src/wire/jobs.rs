@@ -48,6 +48,8 @@ pub fn job_to_proto(job: &JobRecord) -> pb::RecomputeJob {
         end_time: ts(job.end_time),
         error_message: job.error_message.clone(),
         requester: job.requester.clone(),
+        prediction_as_of_time: ts(job.prediction_as_of_time),
+        prediction_model_version: job.prediction_model_version,
     }
 }
 
@@ -59,6 +61,7 @@ pub fn scope_slug(scope: pb::RecomputeScope) -> Option<&'static str> {
         pb::RecomputeScope::Rfm => Some("rfm"),
         pb::RecomputeScope::Lifecycle => Some("lifecycle"),
         pb::RecomputeScope::All => Some("all"),
+        pb::RecomputeScope::Prediction => Some("prediction"),
     }
 }
 
@@ -68,6 +71,7 @@ fn scope_from_slug(slug: &str) -> pb::RecomputeScope {
         "rfm" => pb::RecomputeScope::Rfm,
         "lifecycle" => pb::RecomputeScope::Lifecycle,
         "all" => pb::RecomputeScope::All,
+        "prediction" => pb::RecomputeScope::Prediction,
         _ => pb::RecomputeScope::Unspecified,
     }
 }

@@ -31,8 +31,8 @@ pub async fn refresh_customer(
     .await
 }
 
-/// Recomputes the RFM values and lifecycle stages of `customer_ids` as of `causes.now`, one
-/// statement each for all of them, writing RfmGroupChanged / LifecycleStageChanged /
+/// Recomputes the RFM values, lifecycle stages and predictions (`predictions::
+/// refresh_customers`) of `customer_ids` as of `causes.now`, one statement each for all of them, writing RfmGroupChanged / LifecycleStageChanged /
 /// ChurnRiskChanged events for those that change. Scores use the bounds stored by the last
 /// full run, never bounds computed here: those take a pass over every customer and purchase,
 /// a cost per event that would grow with the customer base. Before the first full run there
@@ -59,8 +59,8 @@ pub async fn refresh_customers(
     report_rfm(&mut *conn, &state, &changes, causes).await?;
     let config = lifecycle::load(&mut *conn).await?.config;
     let changes = lifecycle::evaluate(&mut *conn, &config, causes.now, who).await?;
-    report_lifecycle(conn, &changes, causes).await?;
-    Ok(())
+    report_lifecycle(&mut *conn, &changes, causes).await?;
+    super::predictions::refresh_customers(conn, customer_ids, causes.now).await
 }
 
 /// Full RFM run as of `now`: new quintile bounds (unless fixed), stored with `now` as the

@@ -18,6 +18,7 @@ pub struct SettingsChange {
     pub time_zone: Option<String>,
     pub full_recompute_interval: Option<Duration>,
     pub rollover_interval: Option<Duration>,
+    pub activity_retention_days: Option<i32>,
 }
 
 /// The settings (the defaults when never updated).
@@ -49,6 +50,9 @@ pub async fn update(state: &AppState, change: SettingsChange) -> Result<Evaluati
     }
     if let Some(rollover) = change.rollover_interval {
         next.rollover_interval = rollover;
+    }
+    if let Some(days) = change.activity_retention_days {
+        next.activity_retention_days = days;
     }
     if next == current {
         return Ok(current);

@@ -8,9 +8,11 @@
 //! - `segments`: stored segments, versions and a customer's memberships → wire.
 //! - `derived`: RFM values and lifecycle stages → wire.
 //! - `jobs`: recompute jobs → wire, and the column values of the job enums.
+//! - `predictions`: a customer's stored predictions → wire.
 
 pub mod derived;
 pub mod jobs;
+pub mod predictions;
 pub mod rules;
 pub mod segments;
 

@@ -2,7 +2,6 @@
 
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
-use custops_contracts::custops::common::v1::Money;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     FitPredictionModelRequest, FitPredictionModelResponse, GetCustomerPredictionRequest,
@@ -18,7 +17,8 @@ use super::parse::parse_customer_id;
 use super::rfm::mask_paths;
 use crate::domain::prediction_config::PredictionConfig;
 use crate::error::{Error, Result};
-use crate::store::predictions::{PredictionState, StoredModel, StoredPrediction};
+use crate::store::predictions::{PredictionState, StoredModel};
+use crate::wire::predictions::prediction_to_proto;
 use crate::wire::{from_timestamp, timestamp};
 use crate::workflow::predictions as workflow;
 
@@ -178,25 +178,5 @@ fn model_to_proto(m: &StoredModel) -> pb::PredictionModel {
             nanos: i32::try_from((m.fit_millis % 1000) * 1_000_000).unwrap_or(0),
         }),
         recompute_job_id: m.recompute_job_id.to_string(),
-    }
-}
-
-fn prediction_to_proto(p: &StoredPrediction, currency: &str) -> pb::CustomerPrediction {
-    let money = |amount_minor: i64| Money {
-        amount_minor,
-        currency: currency.to_owned(),
-    };
-    pb::CustomerPrediction {
-        customer_id: p.customer_id.clone(),
-        model_version: p.model_version,
-        as_of_time: Some(timestamp(p.as_of_time)),
-        repeat_transactions: p.repeat_transactions,
-        recency_weeks: p.recency_weeks,
-        age_weeks: p.age_weeks,
-        probability_alive: p.probability_alive,
-        expected_purchases_90d: p.expected_purchases_90d,
-        expected_transaction_value: Some(money(p.expected_value_minor)),
-        clv: Some(money(p.clv_minor)),
-        churn_risk: p.churn_risk,
     }
 }

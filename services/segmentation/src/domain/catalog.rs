@@ -109,6 +109,11 @@ pub enum FieldKey {
     LifecycleStageStartTime,
     LifecycleChurnRisk,
     LifecycleChurnRiskScore,
+    PredictedProbabilityAlive,
+    PredictedPurchases90d,
+    PredictedTransactionValue,
+    PredictedClv,
+    PredictedChurnRisk,
     LoyaltyTier,
     LoyaltyPoints,
     LoyaltyQualifyingPoints,
@@ -430,6 +435,11 @@ fn builtin_specs() -> Vec<Spec> {
         Spec::new("lifecycle.stage_start_time", "Stage since", "When the customer entered the current lifecycle stage.", T::Timestamp, K::LifecycleStageStartTime, Derived).time_dependent(),
         Spec::new("lifecycle.churn_risk", "Churn risk", "True when the customer is flagged as at risk of churning.", T::Bool, K::LifecycleChurnRisk, Derived).time_dependent().always_set(),
         Spec::new("lifecycle.churn_risk_score", "Churn risk score", "Churn risk, 0–1.", T::Double, K::LifecycleChurnRiskScore, Derived).time_dependent().always_set(),
+        Spec::new("predicted.p_alive", "Probability alive", "BG/NBD probability that the customer is still a customer, 0–1, from the current prediction model (prediction.proto); unset before a fit or without a purchase.", T::Double, K::PredictedProbabilityAlive, Derived),
+        Spec::new("predicted.purchases_90d", "Expected purchases, 90 days", "BG/NBD expected purchases (transaction days) in the next 90 days; unset before a fit or without a purchase.", T::Double, K::PredictedPurchases90d, Derived),
+        Spec::new("predicted.transaction_value", "Expected transaction value", "Gamma-Gamma expected value of a future transaction, in minor units of the model's currency (the RFM currency at fit time); unset before a fit or without a purchase.", T::Integer, K::PredictedTransactionValue, Derived),
+        Spec::new("predicted.clv", "Predicted CLV", "Customer lifetime value over the prediction config's horizon, discounted, in minor units of the model's currency; unset before a fit or without a purchase.", T::Integer, K::PredictedClv, Derived),
+        Spec::new("predicted.churn_risk", "Predicted churn risk", "True when the probability alive is below the prediction config's churn threshold; unset before a fit or without a purchase.", T::Bool, K::PredictedChurnRisk, Derived),
         Spec::new("loyalty.tier", "Loyalty tier", "Tier code in a loyalty program; with no program filter, any of the customer's memberships may match; unset when not enrolled.", T::Enum, K::LoyaltyTier, Loyalty).filters(PROGRAM),
         Spec::new("loyalty.points", "Loyalty points", "Spendable points balance in a loyalty program; unset when not enrolled.", T::Integer, K::LoyaltyPoints, Loyalty).filters(PROGRAM),
         Spec::new("loyalty.qualifying_points", "Qualifying points", "Tier-qualifying points in a loyalty program; unset when not enrolled.", T::Integer, K::LoyaltyQualifyingPoints, Loyalty).filters(PROGRAM),
@@ -556,6 +566,11 @@ mod tests {
             "lifecycle.stage_start_time",
             "lifecycle.churn_risk",
             "lifecycle.churn_risk_score",
+            "predicted.p_alive",
+            "predicted.purchases_90d",
+            "predicted.transaction_value",
+            "predicted.clv",
+            "predicted.churn_risk",
             "loyalty.tier",
             "loyalty.points",
             "loyalty.qualifying_points",
@@ -568,7 +583,7 @@ mod tests {
         ] {
             assert!(catalog.get(name).is_some(), "{name} missing");
         }
-        assert_eq!(catalog.fields().count(), 46);
+        assert_eq!(catalog.fields().count(), 51);
         let names: Vec<_> = catalog.fields().map(|f| f.name.clone()).collect();
         let mut sorted = names.clone();
         sorted.sort();

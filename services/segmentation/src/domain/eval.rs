@@ -257,6 +257,23 @@ fn actual(predicate: &Predicate, facts: &Facts, ctx: &EvalContext) -> Actual {
         K::LifecycleChurnRiskScore => {
             scalar(Some(Scalar::Double(facts.lifecycle.churn_risk_score)))
         }
+        K::PredictedProbabilityAlive => scalar(
+            facts
+                .prediction
+                .map(|p| Scalar::Double(p.probability_alive)),
+        ),
+        K::PredictedPurchases90d => scalar(
+            facts
+                .prediction
+                .map(|p| Scalar::Double(p.expected_purchases_90d)),
+        ),
+        K::PredictedTransactionValue => scalar(
+            facts
+                .prediction
+                .map(|p| Scalar::Int(p.expected_value_minor)),
+        ),
+        K::PredictedClv => scalar(facts.prediction.map(|p| Scalar::Int(p.clv_minor))),
+        K::PredictedChurnRisk => scalar(facts.prediction.map(|p| Scalar::Bool(p.churn_risk))),
         K::LoyaltyTier | K::LoyaltyPoints | K::LoyaltyQualifyingPoints | K::LoyaltyEnrollTime => {
             let program = &predicate.filter.loyalty_program_id;
             Actual::PerMembership(

@@ -37,8 +37,23 @@ pub struct Facts {
     pub feedback: FeedbackFacts,
     pub rfm: RfmFacts,
     pub lifecycle: LifecycleFacts,
+    /// The customer's predictions from the current model (`predicted.*`); `None` before a
+    /// fit, or when they had no purchase by then.
+    pub prediction: Option<PredictionFacts>,
     /// Segments the customer is currently a member of (for segment references).
     pub segments: BTreeSet<Uuid>,
+}
+
+/// A customer's stored predictions (prediction.proto `CustomerPrediction`), as rules read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PredictionFacts {
+    pub probability_alive: f64,
+    pub expected_purchases_90d: f64,
+    /// Minor units of the model's currency.
+    pub expected_value_minor: i64,
+    /// Minor units of the model's currency.
+    pub clv_minor: i64,
+    pub churn_risk: bool,
 }
 
 /// A custom attribute's value, typed as its profiles definition says.

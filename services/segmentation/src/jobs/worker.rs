@@ -102,19 +102,22 @@ async fn heartbeat(pool: PgPool, job_id: Uuid, every: Duration, stop: Cancellati
 
 /// Runs one claimed job to its end.
 pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()> {
-    if job.scope == "prediction" {
-        return run_prediction_job(state, job).await;
-    }
     let now = state.clock.now();
     let cause = ChangeCause {
         reason: ChangeReason::Recompute,
         event_id: String::new(),
         recompute_job_id: Some(job.recompute_job_id),
     };
-    let targets: Vec<Uuid> = match job.scope.as_str() {
+    let scope = job.scope.clone();
+    let targets: Vec<Uuid> = match scope.as_str() {
         "segment" => job.segment_id.into_iter().collect(),
         scope => {
             let mut prefixes: Vec<&str> = Vec::new();
+            if scope == "prediction" {
+                // A new model moves everyone's predictions: then the segments reading them.
+                predictions::run_fit(state, &mut job).await?;
+                prefixes.push("predicted.");
+            }
             if matches!(scope, "rfm" | "all") {
                 let mut tx = begin_long(&state.pool).await?;
                 job.rfm_group_changed_count = i64::try_from(derived::run_rfm(&mut tx, now).await?)?;
@@ -220,19 +223,6 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
         let refit = JobRecord::queued("prediction", None, "schedule", "scheduler", now);
         job_store::insert(&mut tx, &refit).await?;
     }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Runs a PREDICTION job (`workflow::predictions::run_fit`) and records it succeeded.
-async fn run_prediction_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()> {
-    predictions::run_fit(state, &mut job).await?;
-    let mut tx = begin_long(&state.pool).await?;
-    job.state = "succeeded".to_owned();
-    job.progress_percent = 100;
-    job.end_time = Some(state.clock.now());
-    job_store::save(&mut tx, &job).await?;
-    events::append_job_finished(&mut tx, job_to_proto(&job)).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -308,6 +308,28 @@ impl Compiler {
             K::LifecycleStageStartTime => scalar("f.lifecycle_stage_start_time"),
             K::LifecycleChurnRisk => scalar("f.churn_risk"),
             K::LifecycleChurnRiskScore => scalar("f.churn_risk_score"),
+            // Predictions live in their own table (one row per predicted customer): read by
+            // primary key, unset (NULL) without a row, as the Rust evaluator reads `None`.
+            K::PredictedProbabilityAlive => scalar(
+                "(SELECT p.probability_alive FROM customer_predictions p \
+                 WHERE p.customer_id = f.customer_id)",
+            ),
+            K::PredictedPurchases90d => scalar(
+                "(SELECT p.expected_purchases_90d FROM customer_predictions p \
+                 WHERE p.customer_id = f.customer_id)",
+            ),
+            K::PredictedTransactionValue => scalar(
+                "(SELECT p.expected_value_minor FROM customer_predictions p \
+                 WHERE p.customer_id = f.customer_id)",
+            ),
+            K::PredictedClv => scalar(
+                "(SELECT p.clv_minor FROM customer_predictions p \
+                 WHERE p.customer_id = f.customer_id)",
+            ),
+            K::PredictedChurnRisk => scalar(
+                "(SELECT p.churn_risk FROM customer_predictions p \
+                 WHERE p.customer_id = f.customer_id)",
+            ),
             K::LoyaltyTier => Expr::PerMembership {
                 expr: "NULLIF(l.tier, '')",
             },

@@ -16,8 +16,24 @@ use uuid::Uuid;
 
 use crate::domain::facts::{
     Activity, ActivityKind, AttributeValue, Consents, EvalContext, Facts, FeedbackFacts,
-    LifecycleFacts, LoyaltyMembership, Money,
+    LifecycleFacts, LoyaltyMembership, Money, PredictionFacts,
 };
+
+/// The `p_*` columns of a facts row left-joined to `customer_predictions`.
+fn prediction_from_row(
+    row: &sqlx::postgres::PgRow,
+) -> Result<Option<PredictionFacts>, sqlx::Error> {
+    let Some(probability_alive) = row.try_get::<Option<f64>, _>("p_probability_alive")? else {
+        return Ok(None);
+    };
+    Ok(Some(PredictionFacts {
+        probability_alive,
+        expected_purchases_90d: row.try_get("p_expected_purchases_90d")?,
+        expected_value_minor: row.try_get("p_expected_value_minor")?,
+        clv_minor: row.try_get("p_clv_minor")?,
+        churn_risk: row.try_get("p_churn_risk")?,
+    }))
+}
 
 /// The facts of `customer_id`, or `None` when segmentation does not know the customer.
 pub async fn load_facts(
@@ -35,7 +51,12 @@ pub async fn load_facts_many(
     customer_ids: &[String],
 ) -> Result<HashMap<String, Facts>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT f.*, f.attributes::text AS attributes_text FROM customer_facts f \
+        "SELECT f.*, f.attributes::text AS attributes_text, \
+           p.probability_alive AS p_probability_alive, \
+           p.expected_purchases_90d AS p_expected_purchases_90d, \
+           p.expected_value_minor AS p_expected_value_minor, p.clv_minor AS p_clv_minor, \
+           p.churn_risk AS p_churn_risk \
+         FROM customer_facts f LEFT JOIN customer_predictions p USING (customer_id) \
          WHERE f.customer_id = ANY($1)",
     )
     .bind(customer_ids)
@@ -81,6 +102,7 @@ pub async fn load_facts_many(
                 churn_risk: row.try_get("churn_risk")?,
                 churn_risk_score: row.try_get("churn_risk_score")?,
             },
+            prediction: prediction_from_row(&row)?,
             segments: Default::default(),
         };
         loaded.insert(facts.customer_id.clone(), facts);

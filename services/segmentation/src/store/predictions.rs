@@ -322,6 +322,22 @@ pub async fn upsert_predictions(
     Ok(())
 }
 
+/// The stored churn-risk flag of each of `who` that has a prediction.
+pub async fn churn_flags(
+    conn: &mut PgConnection,
+    who: Who<'_>,
+) -> Result<std::collections::HashMap<String, bool>, sqlx::Error> {
+    let sql = format!(
+        "SELECT customer_id, churn_risk FROM customer_predictions WHERE {}",
+        who.condition("customer_id", 1)
+    );
+    let rows: Vec<(String, bool)> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(who.ids())
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// One customer's stored predictions.
 pub async fn prediction(
     conn: &mut PgConnection,

@@ -60,7 +60,7 @@ pub async fn refresh_customers(
     let config = lifecycle::load(&mut *conn).await?.config;
     let changes = lifecycle::evaluate(&mut *conn, &config, causes.now, who).await?;
     report_lifecycle(&mut *conn, &changes, causes).await?;
-    super::predictions::refresh_customers(conn, customer_ids, causes.now).await
+    super::predictions::refresh_customers(conn, customer_ids, causes).await
 }
 
 /// Full RFM run as of `now`: new quintile bounds (unless fixed), stored with `now` as the

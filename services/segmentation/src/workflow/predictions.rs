@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
 use custops_common::idempotency::{Completed, RequestKey};
+use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::FitPredictionModelResponse;
 use futures_util::FutureExt;
 use prost::Message;
@@ -19,6 +20,7 @@ use crate::domain::predict::{
 };
 use crate::domain::prediction_config::{PURCHASES_HORIZON_DAYS, PredictionConfig};
 use crate::error::{Error, Result};
+use crate::events::CustomerEvents;
 use crate::state::AppState;
 use crate::store::jobs::{self as job_store, JobRecord};
 use crate::store::predictions::{
@@ -26,6 +28,8 @@ use crate::store::predictions::{
 };
 use crate::store::{self, Who, begin_long};
 use crate::wire::jobs::job_to_proto;
+use crate::wire::predictions::prediction_to_proto;
+use crate::workflow::membership::Causes;
 
 /// The config with its version.
 pub async fn config(state: &AppState) -> Result<PredictionState> {
@@ -165,7 +169,10 @@ pub async fn run_fit(state: &AppState, job: &mut JobRecord) -> anyhow::Result<()
         .into_iter()
         .map(|p| p.stored(version, as_of))
         .collect();
+    let before = predictions::churn_flags(&mut tx, Who::Everyone).await?;
     predictions::replace_predictions(&mut tx, &rows).await?;
+    let causes = Causes::new(pb::ChangeReason::Recompute, state.clock.now());
+    report_churn_changes(&mut tx, &before, &rows, &model.currency, &causes).await?;
     job.prediction_model_version = version;
     job.customers_evaluated = model.customer_count;
     job_store::save(&mut tx, job).await?;
@@ -194,8 +201,9 @@ pub async fn run_fit(state: &AppState, job: &mut JobRecord) -> anyhow::Result<()
 pub async fn refresh_customers(
     conn: &mut sqlx::PgConnection,
     customer_ids: &[String],
-    now: DateTime<Utc>,
+    causes: &Causes,
 ) -> anyhow::Result<()> {
+    let now = causes.now;
     let Some(model) = predictions::model(&mut *conn, None).await? else {
         return Ok(());
     };
@@ -203,6 +211,7 @@ pub async fn refresh_customers(
     let rfm = store::rfm::load(&mut *conn).await?.config;
     let days =
         predictions::purchase_days(&mut *conn, now, &rfm, Who::Customers(customer_ids)).await?;
+    let before = predictions::churn_flags(&mut *conn, Who::Customers(customer_ids)).await?;
     let mut rows = Vec::with_capacity(days.len());
     for (customer_id, summary) in summaries(&days, now)? {
         let prediction = predict_one(
@@ -214,7 +223,39 @@ pub async fn refresh_customers(
         )?;
         rows.push(prediction.stored(model.version, now));
     }
-    predictions::upsert_predictions(conn, &rows).await?;
+    predictions::upsert_predictions(&mut *conn, &rows).await?;
+    report_churn_changes(conn, &before, &rows, &model.currency, causes).await
+}
+
+/// Appends a PredictedChurnRiskChanged for each of `rows` whose flag differs from `before` (no
+/// prediction before counts as not at risk), in one insert.
+async fn report_churn_changes(
+    conn: &mut sqlx::PgConnection,
+    before: &std::collections::HashMap<String, bool>,
+    rows: &[StoredPrediction],
+    currency: &str,
+    causes: &Causes,
+) -> anyhow::Result<()> {
+    let mut events = CustomerEvents::default();
+    for row in rows {
+        let was = before.get(&row.customer_id).copied().unwrap_or(false);
+        if was == row.churn_risk {
+            continue;
+        }
+        let cause = causes.of(&row.customer_id);
+        let event = pb::PredictedChurnRiskChanged {
+            customer_id: row.customer_id.clone(),
+            prediction: Some(prediction_to_proto(row, currency)),
+            reason: cause.reason as i32,
+            cause_event_id: if cause.reason == pb::ChangeReason::Event {
+                cause.event_id
+            } else {
+                String::new()
+            },
+        };
+        events.push(&row.customer_id, &event);
+    }
+    events.append(conn).await?;
     Ok(())
 }
 

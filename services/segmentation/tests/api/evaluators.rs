@@ -23,7 +23,7 @@ use custops_segmentation::domain::catalog::{
 use custops_segmentation::domain::eval::evaluate;
 use custops_segmentation::domain::facts::{
     Activity, ActivityKind, AttributeValue, Consents, EvalContext, Facts, FeedbackFacts,
-    LifecycleFacts, LoyaltyMembership, Money, RfmFacts,
+    LifecycleFacts, LoyaltyMembership, Money, PredictionFacts, RfmFacts,
 };
 use custops_segmentation::store::compile::{compile, compile_grouped, matching_customers};
 use custops_segmentation::wire::rules::{operator_to_proto, parse_rule};
@@ -172,6 +172,22 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
             .bind(a.amount.as_ref().map(|m| m.currency.clone()))
             .bind(&a.categories)
             .bind(&a.channel)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if let Some(p) = &f.prediction {
+            sqlx::query(
+                "INSERT INTO customer_predictions (customer_id, model_version, as_of_time, \
+                 repeat_transactions, recency_weeks, age_weeks, mean_value, probability_alive, \
+                 expected_purchases_90d, expected_value_minor, clv_minor, churn_risk) \
+                 VALUES ($1, 1, now(), 0, 0, 0, 0, $2, $3, $4, $5, $6)",
+            )
+            .bind(&f.customer_id)
+            .bind(p.probability_alive)
+            .bind(p.expected_purchases_90d)
+            .bind(p.expected_value_minor)
+            .bind(p.clv_minor)
+            .bind(p.churn_risk)
             .execute(&mut *conn)
             .await?;
         }
@@ -504,6 +520,13 @@ fn customer(
             churn_risk: tape.chance(50),
             churn_risk_score: tape.pick(&DOUBLES),
         },
+        prediction: (!tape.chance(30)).then(|| PredictionFacts {
+            probability_alive: tape.pick(&DOUBLES),
+            expected_purchases_90d: tape.pick(&DOUBLES),
+            expected_value_minor: tape.pick(&INTS),
+            clv_minor: tape.pick(&INTS),
+            churn_risk: tape.chance(50),
+        }),
         segments: segment_ids()
             .into_iter()
             .filter(|_| tape.chance(40))

@@ -406,8 +406,8 @@ mod list_fields {
         assert_eq!(names, sorted);
         assert_eq!(
             names.len(),
-            47,
-            "46 built-in fields and attributes.vip_level"
+            52,
+            "51 built-in fields and attributes.vip_level"
         );
 
         // Prefix and source filters; the tiers the feed taught.

@@ -10,6 +10,7 @@ mod fixture;
 mod idempotency;
 mod lookups;
 mod paging;
+mod predictions;
 mod recompute;
 mod rfm_lifecycle;
 mod rules;

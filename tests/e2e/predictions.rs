@@ -270,6 +270,30 @@ async fn bg_nbd_and_gamma_gamma_fitted_through_the_api_reproduce_the_published_c
     // γ is in minor units of the model's currency: cents.
     within("gamma", gg.gamma / 100.0, 15.44);
 
+    // Customer 360 shows the prediction in its segmentation section.
+    let first_id = customer_ids
+        .values()
+        .next()
+        .context("no customers")?
+        .clone();
+    let view = clients
+        .profiles
+        .get_customer360(profiles::GetCustomer360Request {
+            customer_id: first_id,
+            sections: vec![profiles::Customer360Section::Segments as i32],
+            section_timeout: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+        })
+        .await?
+        .into_inner();
+    let shown = view
+        .segments
+        .and_then(|s| s.prediction)
+        .context("Customer 360 has no prediction")?;
+    assert_eq!(shown.model_version, model.version);
+
     // Holdout: the 39 weeks after calibration, expected from each stored summary beside the
     // repeat transactions (purchase days) that actually came.
     let params = BgNbd {

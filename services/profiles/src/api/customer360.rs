@@ -74,7 +74,8 @@ async fn segments_section(
         segmentation::segmentation_service_client::SegmentationServiceClient::new(channel);
     let mut rfm_client = list_client.clone();
     let mut lifecycle_client = list_client.clone();
-    let (list, rfm, lifecycle) = tokio::join!(
+    let mut prediction_client = list_client.clone();
+    let (list, rfm, lifecycle, prediction) = tokio::join!(
         list_client.list_customer_segments(segmentation::ListCustomerSegmentsRequest {
             customer_id: id.clone(),
             view: segmentation::CustomerSegmentsView::Full as i32,
@@ -83,9 +84,14 @@ async fn segments_section(
         rfm_client.get_customer_rfm(segmentation::GetCustomerRfmRequest {
             customer_id: id.clone(),
         }),
-        lifecycle_client
-            .get_customer_lifecycle(segmentation::GetCustomerLifecycleRequest { customer_id: id }),
+        lifecycle_client.get_customer_lifecycle(segmentation::GetCustomerLifecycleRequest {
+            customer_id: id.clone()
+        }),
+        prediction_client.get_customer_prediction(segmentation::GetCustomerPredictionRequest {
+            customer_id: id
+        }),
     );
+    let prediction = or_empty(prediction)?.prediction;
     let list = or_empty(list)?;
     let rfm = or_empty(rfm)?.rfm.unwrap_or_default();
     let lifecycle = or_empty(lifecycle)?.lifecycle.unwrap_or_default();
@@ -113,6 +119,7 @@ async fn segments_section(
         recency_score: rfm.recency_score,
         frequency_score: rfm.frequency_score,
         monetary_score: rfm.monetary_score,
+        prediction,
     })
 }
 

@@ -270,6 +270,39 @@ async fn bg_nbd_and_gamma_gamma_fitted_through_the_api_reproduce_the_published_c
     // γ is in minor units of the model's currency: cents.
     within("gamma", gg.gamma / 100.0, 15.44);
 
+    // The spread over everyone: deciles ascending, counts as stored.
+    let spread = clients
+        .segmentation
+        .get_prediction_distribution(segmentation::GetPredictionDistributionRequest {
+            segment_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (spread.model_version, spread.customer_count),
+        (model.version, 2_357)
+    );
+    let clv: Vec<i64> = spread.clv_deciles.iter().map(|m| m.amount_minor).collect();
+    assert_eq!(clv.len(), 9);
+    assert!(clv.windows(2).all(|w| w[0] <= w[1]), "{clv:?}");
+    let alive = &spread.probability_alive_deciles;
+    assert_eq!(alive.len(), 9);
+    assert!(
+        alive.windows(2).all(|w| w[0] <= w[1]) && alive.iter().all(|p| (0.0..=1.0).contains(p))
+    );
+    assert!(spread.churn_risk_count > 0 && spread.churn_risk_count < 2_357);
+    eprintln!(
+        "CDNOW spread: CLV deciles {clv:?} cents, P(alive) deciles {alive:.2?}, {} at churn risk",
+        spread.churn_risk_count
+    );
+    let unknown = clients
+        .segmentation
+        .get_prediction_distribution(segmentation::GetPredictionDistributionRequest {
+            segment_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await;
+    assert_eq!(unknown.err().map(|s| s.code()), Some(tonic::Code::NotFound));
+
     // Customer 360 shows the prediction in its segmentation section.
     let first_id = customer_ids
         .values()

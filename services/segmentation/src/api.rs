@@ -42,7 +42,8 @@ use custops_contracts::custops::segmentation::v1::{
     GetCustomerRfmRequest, GetCustomerRfmResponse, GetEvaluationSettingsRequest,
     GetEvaluationSettingsResponse, GetLifecycleConfigRequest, GetLifecycleConfigResponse,
     GetLifecycleDistributionRequest, GetLifecycleDistributionResponse, GetPredictionConfigRequest,
-    GetPredictionConfigResponse, GetPredictionModelRequest, GetPredictionModelResponse,
+    GetPredictionConfigResponse, GetPredictionDistributionRequest,
+    GetPredictionDistributionResponse, GetPredictionModelRequest, GetPredictionModelResponse,
     GetRecomputeJobRequest, GetRecomputeJobResponse, GetRfmConfigRequest, GetRfmConfigResponse,
     GetRfmDistributionRequest, GetRfmDistributionResponse, GetSegmentRequest, GetSegmentResponse,
     GetSegmentSizeRequest, GetSegmentSizeResponse, ListCustomerSegmentsRequest,
@@ -225,6 +226,13 @@ impl SegmentationService for SegmentationApi {
         request: Request<GetPredictionModelRequest>,
     ) -> Result<Response<GetPredictionModelResponse>, Status> {
         predictions::get_prediction_model(self, request).await
+    }
+
+    async fn get_prediction_distribution(
+        &self,
+        request: Request<GetPredictionDistributionRequest>,
+    ) -> Result<Response<GetPredictionDistributionResponse>, Status> {
+        predictions::get_prediction_distribution(self, request).await
     }
 
     async fn get_customer_prediction(

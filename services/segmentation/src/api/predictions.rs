@@ -2,19 +2,20 @@
 
 use custops_common::auth::Caller;
 use custops_common::error::Violations;
+use custops_contracts::custops::common::v1::Money;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::{
     FitPredictionModelRequest, FitPredictionModelResponse, GetCustomerPredictionRequest,
     GetCustomerPredictionResponse, GetPredictionConfigRequest, GetPredictionConfigResponse,
-    GetPredictionModelRequest, GetPredictionModelResponse, UpdatePredictionConfigRequest,
-    UpdatePredictionConfigResponse,
+    GetPredictionDistributionRequest, GetPredictionDistributionResponse, GetPredictionModelRequest,
+    GetPredictionModelResponse, UpdatePredictionConfigRequest, UpdatePredictionConfigResponse,
 };
 use tonic::{Request, Response, Status};
 
 use super::SegmentationApi;
 use super::jobs::{check_request_id, key};
 use super::parse::parse_customer_id;
-use super::rfm::mask_paths;
+use super::rfm::{mask_paths, optional_segment};
 use crate::domain::prediction_config::PredictionConfig;
 use crate::error::{Error, Result};
 use crate::store::predictions::{PredictionState, StoredModel};
@@ -95,6 +96,27 @@ pub(super) async fn get_prediction_model(
     let model = workflow::model(api.state(), version).await?;
     Ok(Response::new(GetPredictionModelResponse {
         model: Some(model_to_proto(&model)),
+    }))
+}
+
+/// GetPredictionDistribution.
+pub(super) async fn get_prediction_distribution(
+    api: &SegmentationApi,
+    request: Request<GetPredictionDistributionRequest>,
+) -> Result<Response<GetPredictionDistributionResponse>, Status> {
+    let segment = optional_segment(&request.get_ref().segment_id)?;
+    let (spread, model) = workflow::distribution(api.state(), segment).await?;
+    let money = |amount_minor: i64| Money {
+        amount_minor,
+        currency: model.currency.clone(),
+    };
+    Ok(Response::new(GetPredictionDistributionResponse {
+        model_version: model.version,
+        customer_count: spread.customers,
+        churn_risk_count: spread.churn_risk,
+        clv_deciles: spread.clv_deciles.iter().map(|&v| money(v)).collect(),
+        probability_alive_deciles: spread.probability_alive_deciles,
+        mean_clv: Some(money(spread.mean_clv)),
     }))
 }
 

@@ -338,6 +338,49 @@ pub async fn churn_flags(
     Ok(rows.into_iter().collect())
 }
 
+/// How the stored predictions spread (GetPredictionDistribution).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PredictionSpread {
+    pub customers: i64,
+    pub churn_risk: i64,
+    /// The 10th … 90th percentiles; empty without customers.
+    pub clv_deciles: Vec<i64>,
+    pub probability_alive_deciles: Vec<f64>,
+    pub mean_clv: i64,
+}
+
+/// Deciles and counts over every stored prediction, or those of `segment`'s members.
+pub async fn spread(
+    conn: &mut PgConnection,
+    segment: Option<Uuid>,
+) -> Result<PredictionSpread, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT count(*) AS customers, count(*) FILTER (WHERE p.churn_risk) AS churn_risk, \
+           percentile_disc(ARRAY[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]) \
+             WITHIN GROUP (ORDER BY p.clv_minor) AS clv, \
+           percentile_disc(ARRAY[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]) \
+             WITHIN GROUP (ORDER BY p.probability_alive) AS alive, \
+           COALESCE(floor(avg(p.clv_minor)), 0)::bigint AS mean_clv \
+         FROM customer_predictions p \
+         WHERE $1::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships m \
+           WHERE m.segment_id = $1 AND m.customer_id = p.customer_id)",
+    )
+    .bind(segment)
+    .fetch_one(conn)
+    .await?;
+    Ok(PredictionSpread {
+        customers: row.try_get("customers")?,
+        churn_risk: row.try_get("churn_risk")?,
+        clv_deciles: row
+            .try_get::<Option<Vec<i64>>, _>("clv")?
+            .unwrap_or_default(),
+        probability_alive_deciles: row
+            .try_get::<Option<Vec<f64>>, _>("alive")?
+            .unwrap_or_default(),
+        mean_clv: row.try_get("mean_clv")?,
+    })
+}
+
 /// One customer's stored predictions.
 pub async fn prediction(
     conn: &mut PgConnection,

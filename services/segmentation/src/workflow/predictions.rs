@@ -125,6 +125,21 @@ pub async fn customer(state: &AppState, customer_id: &str) -> Result<(StoredPred
     Ok((stored, currency))
 }
 
+/// The spread of the current model's predictions over everyone or `segment`'s members, with
+/// the model; NOT_FOUND when the segment does not exist or no model was fitted.
+pub async fn distribution(
+    state: &AppState,
+    segment: Option<Uuid>,
+) -> Result<(predictions::PredictionSpread, StoredModel)> {
+    let mut conn = state.pool.acquire().await?;
+    super::rfm::require_segment(&mut conn, segment).await?;
+    let model = predictions::model(&mut conn, None)
+        .await?
+        .ok_or_else(|| Error::not_found("prediction model", "current"))?;
+    let spread = predictions::spread(&mut conn, segment).await?;
+    Ok((spread, model))
+}
+
 /// Runs a claimed PREDICTION job: fits the models as of the job's T₀ (its start when unset),
 /// stores them as a new version with everyone's predictions, and records the version on the
 /// job. A fit the data cannot support fails with a [`PredictError`] whose message says why (the

@@ -203,10 +203,24 @@ pub fn expected_purchases(
         -u.exp_m1() / (a - 1.0)
     };
     let big_a = a + b - 1.0 - r;
+    if z < 0.5 && z * (a - 1.0) > PFAFF_ABOVE {
+        // A dropout distribution collapsed to one value (a and b in the millions, as small
+        // bases can fit): G's series terms grow for about z·a terms before they shrink, past
+        // any term cap. Pfaff's transformation ₂F₁(A, B; c; z) = (1−z)^(−B) ₂F₁(c−A, B; c;
+        // z/(z−1)) cancels G's prefactor exactly, G = ₂F₁(x+r, a−1; c; z/(z−1)), whose terms
+        // shrink at once (B/c ≈ a/(a+b) < 1, |z/(z−1)| < 1 for z < ½). Far from a = 1 the
+        // bracket [1 − G]/(a−1) has no cancellation to fear.
+        let g = series(c - big_a, a - 1.0, c, z / (z - 1.0), 0, 1.0)?.value();
+        return Ok(c * (1.0 - g) / (a - 1.0) * p_alive(params, s));
+    }
     let h = series(big_a, a - 1.0, c, z, 1, big_a * z / c)?;
     let h_scaled = h.sign * (h.ln_abs + u).exp();
     Ok(c * (phi - h_scaled) * p_alive(params, s))
 }
+
+/// Above this z·(a−1), [`expected_purchases`] sums G through Pfaff's transformation: the
+/// direct series' terms would grow for that many terms first.
+const PFAFF_ABOVE: f64 = 1_000.0;
 
 /// E[X(t)]: expected purchases of a customer in their first `t_weeks` after acquisition
 /// (eq. 7 of the paper), the population check of a fit. It is eq. 10 at x = t_x = T = 0.

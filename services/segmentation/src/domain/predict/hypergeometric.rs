@@ -7,8 +7,11 @@ use super::PredictError;
 
 /// Relative accuracy the series stops at.
 const TOLERANCE: f64 = 1e-16;
-/// Most terms summed; z = 0.999 needs about 40,000 for 1e-16.
-const MAX_TERMS: u32 = 200_000;
+/// Most terms summed: z = 0.999 needs about 40,000 for 1e-16, and a dropout distribution
+/// collapsed to one value (BG/NBD a in the millions, which small bases can fit) with z above
+/// ½, where no transformation helps, needs a few million (about 15 ms); the cap only stops
+/// input no fit produces.
+const MAX_TERMS: u32 = 20_000_000;
 
 /// A real number as sign · e^ln_abs, for sums whose terms may not fit an f64.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,7 +36,8 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Result<f64, PredictError> {
 ///
 /// Stopping rule: once n + min(a, b, c, 1) > 0 every later ratio factor is positive and
 /// monotone in n, so (m+a)/(m+c) for m ≥ n is at most max(1, (n+a)/(n+c)) (it rises towards 1
-/// when c > a and falls otherwise), and likewise (m+b)/(m+1). With ρ̄ = |z| times both maxima
+/// when c > a and falls otherwise), and likewise (m+b)/(m+1) — or, paired the other way,
+/// (m+b)/(m+c) and (m+a)/(m+1); the smaller of the two products bounds the ratio. With ρ̄ = |z| times both maxima
 /// below 1, the terms after tₙ sum to at most |tₙ| ρ̄ / (1 − ρ̄); the loop stops when that is
 /// below TOLERANCE · |sum|.
 pub(super) fn series(
@@ -76,7 +80,12 @@ pub(super) fn series(
         }
         let ratio = fa * fb / (fc * (n + 1.0));
         if n + a.min(b).min(c).min(1.0) > 0.0 {
-            let bound_ratio = z.abs() * (fa / fc).max(1.0) * (fb / (n + 1.0)).max(1.0);
+            // Either numerator may be paired with either denominator; the tighter pairing
+            // matters when one parameter is huge (b in the millions with c ≈ a + b: paired with
+            // c its factor is below 1 at once, paired with n + 1 above 1 for a million terms).
+            let bound_ratio = z.abs()
+                * ((fa / fc).max(1.0) * (fb / (n + 1.0)).max(1.0))
+                    .min((fb / fc).max(1.0) * (fa / (n + 1.0)).max(1.0));
             if bound_ratio < 1.0 {
                 let ln_tail = ln_term + bound_ratio.ln() - (-bound_ratio).ln_1p();
                 let ln_sum = acc.abs().ln() + scale;

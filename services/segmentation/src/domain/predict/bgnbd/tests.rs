@@ -167,6 +167,50 @@ fn expected_purchases_agree_with_the_papers_form() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_collapsed_dropout_distribution_still_predicts_and_agrees_with_the_papers_form()
+-> anyhow::Result<()> {
+    // a and b in the thousands (a small base can fit millions): z·(a−1) is past the Pfaff
+    // threshold, so `expected_purchases` sums G through Pfaff's transformation, while the
+    // printed form's ₂F₁(r+x, b+x; c; z) is still within the plain series' term cap.
+    let p = BgNbd {
+        r: 0.31,
+        alpha: 1.7,
+        a: 8_000.0,
+        b: 42_000.0,
+    };
+    for (x, t_x, t) in [(0.0, 0.0, 20.0), (3.0, 15.0, 20.0), (9.0, 10.0, 51.0)] {
+        let s = summary(x, t_x, t);
+        let horizon = 90.0 / 7.0;
+        let z = horizon / (p.alpha + t + horizon);
+        assert!(
+            z < 0.5 && z * (p.a - 1.0) > PFAFF_ABOVE,
+            "not the Pfaff case"
+        );
+        let c = p.a + p.b + x - 1.0;
+        let paper = c / (p.a - 1.0)
+            * (1.0
+                - ((p.alpha + t) / (p.alpha + t + horizon)).powf(p.r + x)
+                    * hyp2f1(p.r + x, p.b + x, c, z)?)
+            * p_alive(&p, &s);
+        let ours = expected_purchases(&p, &s, horizon)?;
+        anyhow::ensure!(
+            ((ours - paper) / paper).abs() < 1e-9,
+            "x={x}: {ours} vs {paper}"
+        );
+    }
+    // And with a, b in the millions, where the plain series gives up.
+    let collapsed = BgNbd {
+        r: 0.31,
+        alpha: 1.7,
+        a: 1_228_790.0,
+        b: 6_330_000.0,
+    };
+    let value = expected_purchases(&collapsed, &summary(3.0, 15.0, 20.0), 90.0 / 7.0)?;
+    anyhow::ensure!(value.is_finite() && value > 0.0, "{value}");
+    Ok(())
+}
+
+#[test]
 fn unconditional_expectation_starts_at_the_mean_rate() -> anyhow::Result<()> {
     // For a short horizon nobody has dropped out yet: E[X(t)] ≈ (r/α) t.
     let p = BgNbd {

@@ -1,6 +1,8 @@
 //! Segmentation at scale: `segmentation.recompute` and `segmentation.recompute_all` (a
 //! recompute job over the scale fixture against the hand-written SQL of the same work on the
-//! same data), `segmentation.apply` (events per second segmentation applies from profiles'
+//! same data), `segmentation.predict_fit` and `segmentation.predict_refresh` (a prediction fit
+//! over the base against reading its purchase days, and a feed batch's prediction refresh against
+//! its RFM refresh; informational), `segmentation.apply` (events per second segmentation applies from profiles'
 //! feed against profiles' own ingest rate of the same events), `segmentation.apply_flat` (that
 //! rate at the full customer base against a 10,000-customer one) and `segmentation.freshness`
 //! (RecordActivity → CheckMembership true, p99, while profiles' feed runs at half the apply
@@ -69,6 +71,8 @@ pub fn row_names() -> Vec<String> {
     [
         "segmentation.recompute",
         "segmentation.recompute_all",
+        "segmentation.predict_fit",
+        "segmentation.predict_refresh",
         "segmentation.apply",
         "segmentation.apply_flat",
         "segmentation.freshness",
@@ -627,6 +631,9 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         ));
         finished(rows, row);
     }
+    if wants("segmentation.predict_fit") || wants("segmentation.predict_refresh") {
+        predict_rows(harness, rows, &mut seg, &large, &fixture_params).await?;
+    }
     drop(seg);
     child.stop().await?;
 
@@ -643,6 +650,128 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         &fixture_params,
     )
     .await
+}
+
+/// `segmentation.predict_fit`: a PREDICTION job over the whole base (summaries, both
+/// maximum-likelihood fits, everyone's predictions stored) against reading the purchase days it
+/// summarises; `segmentation.predict_refresh`: refreshing a feed batch's predictions with the
+/// stored model, per customer, against refreshing the same batch's RFM scores (which every
+/// batch does anyway). Informational: the issue asks for the figures, not a bound.
+async fn predict_rows(
+    harness: &Harness,
+    rows: &mut Vec<Row>,
+    seg: &mut SegmentationServiceClient<Channel>,
+    large: &Prepared,
+    fixture_params: &Value,
+) -> anyhow::Result<()> {
+    use custops_segmentation::store::{self as seg_store, Who};
+    use custops_segmentation::workflow::membership::Causes;
+
+    // The fit's minimums lowered so the quick scale's few hundred customers fit too; the
+    // config change itself queues the PREDICTION job that is timed.
+    let requested = Instant::now();
+    let changed = seg
+        .update_prediction_config(pb::UpdatePredictionConfigRequest {
+            prediction_config: Some(pb::PredictionConfig {
+                min_customers: 10,
+                min_repeat_customers: 10,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![
+                    "min_customers".to_owned(),
+                    "min_repeat_customers".to_owned(),
+                ],
+            }),
+        })
+        .await
+        .context("UpdatePredictionConfig failed")?
+        .into_inner();
+    let fit = wait_job(
+        seg,
+        &changed.recompute_job_id,
+        requested,
+        harness.scale.job_timeout,
+    )
+    .await?;
+    let model = seg
+        .get_prediction_model(pb::GetPredictionModelRequest { version: 0 })
+        .await
+        .context("GetPredictionModel failed")?
+        .into_inner()
+        .model
+        .context("no model")?;
+    let mut connection = connect(&large.db).await?;
+    let rfm = seg_store::rfm::load(&mut connection).await?;
+    let now = Utc::now();
+    let started = Instant::now();
+    let days =
+        seg_store::predictions::purchase_days(&mut connection, now, &rfm.config, Who::Everyone)
+            .await?;
+    let read = started.elapsed().as_secs_f64();
+    if harness.selection.wants("segmentation.predict_fit") {
+        let bg = model.bg_nbd.unwrap_or_default();
+        let gg = model.gamma_gamma.unwrap_or_default();
+        let row = Row::new("segmentation.predict_fit", "s", fit.seconds, read).params(with(
+            fixture_params,
+            json!({
+                "custops": "a PREDICTION job (UpdatePredictionConfig queues it), the job's own start to end time: every customer's purchase days read, summarised, BG/NBD and Gamma-Gamma fitted by maximum likelihood, everyone's predictions stored in one transaction",
+                "baseline": "reading the same purchase days (store::predictions::purchase_days, the job's one query) from the bench process",
+                "customers": model.customer_count,
+                "repeat_customers": model.repeat_customer_count,
+                "bg_nbd": {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b, "converged": bg.converged, "iterations": bg.iterations},
+                "gamma_gamma": {"p": gg.p, "q": gg.q, "gamma": gg.gamma, "converged": gg.converged},
+                "purchase_day_rows": days.iter().map(|d| d.days.len()).sum::<usize>(),
+            }),
+        ));
+        finished(rows, row);
+    }
+    if harness.selection.wants("segmentation.predict_refresh") {
+        // A feed batch's worth of customers who have predictions, the same every run.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM customer_predictions ORDER BY customer_id LIMIT 1000",
+        )
+        .fetch_all(&mut connection)
+        .await?;
+        anyhow::ensure!(!ids.is_empty(), "the fit stored no predictions");
+        let causes = Causes::new(pb::ChangeReason::Event, now);
+        let mut tx = connection.begin().await?;
+        let started = Instant::now();
+        custops_segmentation::workflow::predictions::refresh_customers(&mut tx, &ids, &causes)
+            .await?;
+        let refresh = started.elapsed().as_secs_f64();
+        tx.rollback().await?;
+        let mut tx = connection.begin().await?;
+        let started = Instant::now();
+        seg_store::rfm::score(
+            &mut tx,
+            &rfm.config,
+            rfm.thresholds().as_ref(),
+            now,
+            Who::Customers(&ids),
+        )
+        .await?;
+        let rfm_refresh = started.elapsed().as_secs_f64();
+        tx.rollback().await?;
+        let per_customer = |seconds: f64| seconds * 1e6 / ids.len() as f64;
+        let row = Row::new(
+            "segmentation.predict_refresh",
+            "µs/customer",
+            per_customer(refresh),
+            per_customer(rfm_refresh),
+        )
+        .params(with(
+            fixture_params,
+            json!({
+                "custops": "workflow::predictions::refresh_customers for one feed batch of customers with predictions (their purchase days read, summaries, P(alive), expected purchases, value and CLV from the stored model, upserted, churn-flag events), in a rolled-back transaction",
+                "baseline": "store::rfm::score of the same customers (the per-batch RFM refresh every batch runs anyway), rolled back",
+                "batch": ids.len(),
+            }),
+        ));
+        finished(rows, row);
+    }
+    connection.close().await.ok();
+    Ok(())
 }
 
 /// Profiles, with the customers the feed rows are about.

@@ -881,6 +881,37 @@ async fn a_fit_whose_dropout_distribution_collapses_still_predicts() -> anyhow::
     Ok(())
 }
 
+/// A fit reads everyone's purchase days in one statement, which at a million customers outlasts
+/// the pool's timeouts for API calls (the 1M bench's fit failed on the statement timeout). The
+/// read runs under the long timeouts of set-based work: here it waits out a lock on the
+/// activities held past the pool's 2 s lock timeout, and the fit still succeeds.
+#[tokio::test]
+async fn a_fit_waits_out_the_api_timeouts_reading_the_purchases() -> anyhow::Result<()> {
+    let (app, _) = app_with_base().await?;
+    let mut blocker = app.pool.begin().await?;
+    sqlx::query("LOCK TABLE customer_activities IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await?;
+    let queued = fit(&app, Some(fit_as_of()), "").await?;
+    // Hold the lock from the moment the fit's read waits on it until past the lock timeout.
+    let waiting = "SELECT count(*) FROM pg_locks \
+                   WHERE NOT granted AND relation = 'customer_activities'::regclass";
+    let read_waits = custops_testkit::eventually(std::time::Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(waiting)
+            .fetch_one(&app.pool)
+            .await
+            .is_ok_and(|n| n > 0)
+    })
+    .await;
+    assert!(read_waits, "the fit never waited on the locked activities");
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    blocker.rollback().await?;
+    let job = app.wait_job(&queued.recompute_job_id).await?;
+    assert_eq!(job.state(), pb::RecomputeJobState::Succeeded, "{job:?}");
+    assert!(model(&app, 0).await?.customer_count > 0);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_fit_on_a_small_base_stores_a_model_and_predictions_matching_the_purchases()
 -> anyhow::Result<()> {

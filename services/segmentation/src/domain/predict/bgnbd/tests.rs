@@ -61,11 +61,14 @@ fn grouping_identical_summaries_keeps_the_total() {
         summary(0.0, 0.0, 30.0),
         summary(2.0, 10.0, 31.0),
         summary(0.0, 0.0, 30.0),
+        summary(1.0, 4.0, 29.0),
+        summary(2.0, 12.0, 30.0),
     ];
-    let distinct = distinct_summaries(&customers);
-    assert_eq!(distinct.len(), 3);
+    let data = FitData::new(&customers);
+    assert_eq!(data.summaries.len(), 5);
+    assert_eq!(data.times.len(), 7);
     let plain: f64 = customers.iter().map(|s| log_likelihood(&p, s)).sum();
-    let grouped = total_log_likelihood(&p, &distinct);
+    let grouped = total_log_likelihood(&p, &data);
     assert!(((grouped - plain) / plain).abs() < 1e-14);
 }
 

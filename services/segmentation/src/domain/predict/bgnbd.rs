@@ -209,7 +209,11 @@ pub fn fit_bgnbd(
         b: p[3].exp(),
     };
     let data = FitData::new(customers);
-    let found = minimise(|p| -total_log_likelihood(&from_logs(p), &data), &[0.0; 4])?;
+    let found = minimise(
+        |p| -total_log_likelihood(&from_logs(p), &data),
+        &[0.0; 4],
+        customers.len(),
+    )?;
     let params = from_logs(&found.point);
     params.check().map_err(|_| {
         PredictError::FitFailed("the purchase model's parameters ran off to 0 or infinity".into())

@@ -116,7 +116,11 @@ pub fn fit_gamma_gamma(
         gamma: v[2].exp(),
     };
     let by_x = by_repeat_count(&repeat);
-    let found = minimise(|v| -total_log_likelihood(&from_logs(v), &by_x), &[0.0; 3])?;
+    let found = minimise(
+        |v| -total_log_likelihood(&from_logs(v), &by_x),
+        &[0.0; 3],
+        repeat.len(),
+    )?;
     let params = from_logs(&found.point);
     if ![params.p, params.q, params.gamma]
         .iter()

@@ -218,3 +218,41 @@ fn a_thin_customer_base_is_refused_in_words() -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+/// A base of a million customers: CDNOW's calibration summaries 400 times over (942,800
+/// customers) have the same maximum-likelihood parameters. The fit must converge on them as on
+/// CDNOW itself: on the summed log-likelihood its rounding noise alone exceeded the simplex
+/// tolerance, and every fit of a large base ran all its iterations unconverged.
+#[test]
+fn a_million_customers_converge_on_the_parameters_of_their_sample() -> anyhow::Result<()> {
+    let (summaries, _) = calibration_and_holdout()?;
+    let sample = fit_bgnbd(&summaries, &MINIMUM)?;
+    let spend_sample = fit_gamma_gamma(&summaries, &MINIMUM)?;
+    let many: Vec<CustomerSummary> = (0..400).flat_map(|_| summaries.iter().copied()).collect();
+
+    let purchases = fit_bgnbd(&many, &MINIMUM)?;
+    assert!(purchases.converged, "{purchases:?}");
+    let (p, q) = (purchases.params, sample.params);
+    for (got, expected) in [(p.r, q.r), (p.alpha, q.alpha), (p.a, q.a), (p.b, q.b)] {
+        assert!(within(got, expected, 1e-3), "{p:?} vs {q:?}");
+    }
+    assert!(within(
+        purchases.log_likelihood,
+        400.0 * sample.log_likelihood,
+        1e-9
+    ));
+    assert!(
+        purchases.iterations <= 2 * sample.iterations,
+        "{} iterations against {} for the sample",
+        purchases.iterations,
+        sample.iterations
+    );
+
+    let spend = fit_gamma_gamma(&many, &MINIMUM)?;
+    assert!(spend.converged, "{spend:?}");
+    let (g, h) = (spend.params, spend_sample.params);
+    for (got, expected) in [(g.p, h.p), (g.q, h.q), (g.gamma, h.gamma)] {
+        assert!(within(got, expected, 1e-3), "{g:?} vs {h:?}");
+    }
+    Ok(())
+}

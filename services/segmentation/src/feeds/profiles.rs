@@ -347,6 +347,8 @@ fn to_activity(a: pb::Activity) -> Option<NewActivity> {
             };
             (ActivityKind::Interaction(kind), None, categories)
         }
+        // Custom events are not facts yet (rules over them are a later step).
+        Details::CustomEvent(_) => return None,
     };
     if a.customer_id.is_empty() || a.activity_id.is_empty() {
         return None;

@@ -317,6 +317,7 @@ mod paged {
         profiles::v1::ListCustomersRequest,
         profiles::v1::ListActivitiesRequest,
         profiles::v1::ListAttributeDefinitionsRequest,
+        profiles::v1::ListEventTypesRequest,
         profiles::v1::ListConsentChangesRequest,
         profiles::v1::ListMergesRequest,
         segmentation::v1::ListSegmentsRequest,

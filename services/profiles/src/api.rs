@@ -39,7 +39,10 @@ use crate::workflow::merges::{MergeCommand, UnmergeCommand, merge_cursor};
 use crate::workflow::privacy::EraseCommand;
 use crate::workflow::{self, Context};
 use commands::Called;
-use convert::{activity_from_pb, identity_from_pb, parse_id, parse_range, ts};
+use convert::{
+    activity_from_pb, event_type_from_pb, identity_from_pb, parse_id, parse_range,
+    property_definitions_from_pb, ts,
+};
 use import::ImportTally;
 use parse::{activity_filter, customer_filter, enum_codes, invalid, one_id};
 
@@ -344,6 +347,79 @@ impl ProfilesService for ProfilesApi {
         Ok(Response::new(pb::ListAttributeDefinitionsResponse {
             attribute_definitions: definitions.iter().map(Into::into).collect(),
             next_page_token,
+        }))
+    }
+
+    async fn create_event_type(
+        &self,
+        request: Request<pb::CreateEventTypeRequest>,
+    ) -> Result<Response<pb::CreateEventTypeResponse>, Status> {
+        let event_type = event_type_from_pb(request.into_inner().event_type, self.ctx.now())?;
+        let event_type = workflow::event_types::create(&self.ctx, event_type).await?;
+        Ok(Response::new(pb::CreateEventTypeResponse {
+            event_type: Some((&event_type).into()),
+        }))
+    }
+
+    async fn get_event_type(
+        &self,
+        request: Request<pb::GetEventTypeRequest>,
+    ) -> Result<Response<pb::GetEventTypeResponse>, Status> {
+        let name = request.into_inner().event_type_name;
+        if name.is_empty() || name.len() > 64 {
+            return Err(
+                ProfilesError::invalid("event_type_name", "must be 1-64 characters").into(),
+            );
+        }
+        let event_type = workflow::event_types::get(&self.ctx, &name).await?;
+        Ok(Response::new(pb::GetEventTypeResponse {
+            event_type: Some((&event_type).into()),
+        }))
+    }
+
+    async fn list_event_types(
+        &self,
+        request: Request<pb::ListEventTypesRequest>,
+    ) -> Result<Response<pb::ListEventTypesResponse>, Status> {
+        let req = request.into_inner();
+        let page = self
+            .tokens
+            .page::<_, String>(&req)
+            .map_err(ProfilesError::from)?;
+        let mut event_types =
+            workflow::event_types::list(&self.ctx, page.after.clone(), page.limit()).await?;
+        let next_page_token = page
+            .finish(&mut event_types, |t| t.name.clone())
+            .map_err(ProfilesError::from)?;
+        Ok(Response::new(pb::ListEventTypesResponse {
+            event_types: event_types.iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn add_event_type_properties(
+        &self,
+        request: Request<pb::AddEventTypePropertiesRequest>,
+    ) -> Result<Response<pb::AddEventTypePropertiesResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        v.check(
+            crate::domain::event_type::is_name(&req.event_type_name),
+            "event_type_name",
+            "must match ^[a-z][a-z0-9_]{0,63}$",
+        );
+        v.check(
+            !req.properties.is_empty(),
+            "properties",
+            "at least one property to add",
+        );
+        let properties = property_definitions_from_pb(&mut v, "properties", &req.properties, false);
+        invalid(v)?;
+        let event_type =
+            workflow::event_types::add_properties(&self.ctx, &req.event_type_name, properties)
+                .await?;
+        Ok(Response::new(pb::AddEventTypePropertiesResponse {
+            event_type: Some((&event_type).into()),
         }))
     }
 
@@ -715,6 +791,7 @@ impl ProfilesService for ProfilesApi {
             attribute_definitions: export.definitions.iter().map(Into::into).collect(),
             consent_changes: export.consent_changes.iter().map(Into::into).collect(),
             activities: export.activities.iter().map(Into::into).collect(),
+            event_types: export.event_types.iter().map(Into::into).collect(),
             merges: export.merges.iter().map(Into::into).collect(),
             export_time: Some(ts(export.export_time)),
             ..Default::default()

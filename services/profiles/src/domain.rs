@@ -8,12 +8,14 @@
 pub mod activity;
 pub mod customer;
 pub mod duplicates;
+pub mod event_type;
 pub mod identity;
 
 pub use activity::{Activity, ActivityDetails, ActivityFilter};
 pub use customer::{
     AttributeValue, ChannelPreferences, Customer, CustomerFilter, CustomerState, Traits,
 };
+pub use event_type::{CustomEvent, EventType, PropertyDefinition, PropertyType, PropertyValue};
 pub use identity::{Identity, IdentityType};
 
 /// The service clock is the suite's one (`custops_common::clock`): whole microseconds, as

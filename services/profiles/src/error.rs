@@ -58,6 +58,23 @@ pub enum ProfilesError {
     /// 500 attributes declared.
     #[error("500 attributes are declared")]
     AttributeCatalogFull,
+    /// The event type is declared with another definition.
+    #[error("the event type is already declared with a different definition")]
+    EventTypeExists,
+    /// 500 event types declared.
+    #[error("500 event types are declared")]
+    EventTypeCatalogFull,
+    /// A property to add exists with another definition (types are immutable).
+    #[error(
+        "the property is already declared with a different definition; properties never change"
+    )]
+    EventPropertyExists {
+        /// Request path of the property, e.g. "properties[0]".
+        field: String,
+    },
+    /// The event type would have more than 50 properties.
+    #[error("an event type has at most 50 properties")]
+    EventTypePropertyLimit,
     /// UnmergeCustomer after `unmerge_expire_time`.
     #[error("the merge can no longer be undone")]
     UnmergeWindowExpired,

@@ -1,5 +1,6 @@
 //! The profiles feed's events, built from domain values. Every payload is a message of
-//! `events.proto` and holds no personal data: customers travel as `CustomerTraits`.
+//! `events.proto` and holds no personal data: customers travel as `CustomerTraits`, custom
+//! events without their `contains_pii` properties.
 
 use std::collections::HashSet;
 
@@ -9,7 +10,10 @@ use uuid::Uuid;
 
 use custops_common::time::to_timestamp as ts;
 
-use crate::domain::{Activity, AttributeDefinition, ConsentChange, Customer, MergeRecord};
+use crate::domain::event_type::without_pii;
+use crate::domain::{
+    Activity, ActivityDetails, AttributeDefinition, ConsentChange, Customer, EventType, MergeRecord,
+};
 use crate::wire::traits_to_pb;
 
 const CUSTOMER: &str = "customer";
@@ -75,13 +79,32 @@ pub fn consent_changed(change: &ConsentChange) -> OutboxEvent {
     )
 }
 
-/// ActivityRecorded.
-pub fn activity_recorded(a: &Activity) -> OutboxEvent {
+/// ActivityRecorded. A custom event travels without the values of its properties that
+/// `event_type` (its declared type) marks `contains_pii`, or does not declare at all.
+pub fn activity_recorded(a: &Activity, event_type: Option<&EventType>) -> OutboxEvent {
+    let activity = match &a.details {
+        ActivityDetails::CustomEvent(event) => pb::Activity::from(&Activity {
+            details: ActivityDetails::CustomEvent(without_pii(event_type, event)),
+            ..a.clone()
+        }),
+        _ => a.into(),
+    };
     OutboxEvent::new(
         CUSTOMER,
         a.customer_id,
         &pb::ActivityRecorded {
-            activity: Some(a.into()),
+            activity: Some(activity),
+        },
+    )
+}
+
+/// EventTypeDefined: the whole type after its creation or an addition.
+pub fn event_type_defined(t: &EventType) -> OutboxEvent {
+    OutboxEvent::new(
+        "event_type",
+        &t.name,
+        &pb::EventTypeDefined {
+            event_type: Some(t.into()),
         },
     )
 }

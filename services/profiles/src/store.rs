@@ -13,6 +13,7 @@ pub mod attributes;
 pub mod consents;
 pub mod customers;
 pub mod erasure;
+pub mod event_types;
 pub mod identities;
 pub mod merges;
 

@@ -16,7 +16,8 @@ use prost_types::Timestamp;
 
 use crate::domain::{
     Activity, ActivityDetails, Actor, AttributeDefinition, AttributeValue, ChannelPreferences,
-    Consent, ConsentChange, Customer, Identity, MergeRecord, Traits,
+    Consent, ConsentChange, CustomEvent, Customer, EventType, Identity, MergeRecord,
+    PropertyDefinition, PropertyValue, Traits,
 };
 
 fn opt_ts(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
@@ -246,6 +247,7 @@ impl From<&Activity> for pb::Activity {
                 category: category.clone(),
                 reference_id: reference_id.clone(),
             }),
+            ActivityDetails::CustomEvent(event) => Details::CustomEvent(custom_event_to_pb(event)),
         };
         pb::Activity {
             activity_id: a.id.to_string(),
@@ -256,6 +258,64 @@ impl From<&Activity> for pb::Activity {
             record_time: Some(ts(a.record_time)),
             channel: a.channel.clone(),
             details: Some(details),
+        }
+    }
+}
+
+/// A custom event as the contract carries it, every property it holds included (the feed's
+/// copy is made from the event `without_pii`, see `events::activity_recorded`).
+fn custom_event_to_pb(event: &CustomEvent) -> pb::CustomEvent {
+    use pb::event_property_value::Value;
+    let properties = event
+        .properties
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                PropertyValue::String(s) => Value::StringValue(s.clone()),
+                PropertyValue::Number(n) => Value::NumberValue(*n),
+                PropertyValue::Bool(b) => Value::BoolValue(*b),
+                PropertyValue::Time(micros) => Value::TimeValue(
+                    DateTime::from_timestamp_micros(*micros)
+                        .map(ts)
+                        .unwrap_or_default(),
+                ),
+                PropertyValue::Money {
+                    amount_minor,
+                    currency,
+                } => Value::MoneyValue(common::Money {
+                    amount_minor: *amount_minor,
+                    currency: currency.clone(),
+                }),
+            };
+            (name.clone(), pb::EventPropertyValue { value: Some(value) })
+        })
+        .collect();
+    pb::CustomEvent {
+        event_type: event.event_type.clone(),
+        properties,
+    }
+}
+
+impl From<&PropertyDefinition> for pb::EventPropertyDefinition {
+    fn from(p: &PropertyDefinition) -> Self {
+        pb::EventPropertyDefinition {
+            property_name: p.name.clone(),
+            property_type: p.property_type.number(),
+            description: p.description.clone(),
+            contains_pii: p.contains_pii,
+            required: p.required,
+        }
+    }
+}
+
+impl From<&EventType> for pb::EventType {
+    fn from(t: &EventType) -> Self {
+        pb::EventType {
+            event_type_name: t.name.clone(),
+            description: t.description.clone(),
+            properties: t.properties.iter().map(Into::into).collect(),
+            create_time: Some(ts(t.create_time)),
+            update_time: Some(ts(t.update_time)),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod activities;
 pub mod attributes;
 pub mod consents;
 pub mod customers;
+pub mod event_types;
 pub mod merges;
 pub mod privacy;
 

@@ -15,6 +15,9 @@ use crate::domain::activity::{
     CustomerRef, MAX_AMOUNT_MINOR, MAX_ITEM_COUNT, NewActivity, is_currency,
 };
 use crate::domain::customer::is_country_code;
+use crate::domain::event_type::{
+    self, CustomEvent, EventType, PropertyDefinition, PropertyType, PropertyValue,
+};
 use crate::domain::{
     ActivityDetails, Actor, AttributeValue, ChannelPreferences, ConsentDecision, Identity, Traits,
     is_plain_text, is_printable_ascii, is_slug,
@@ -565,7 +568,7 @@ fn details_from_pb(
         None => {
             v.add(
                 "activity.details",
-                "exactly one of purchase, refund or interaction is required",
+                "exactly one of purchase, refund, interaction or custom_event is required",
             );
             None
         }
@@ -644,5 +647,169 @@ fn details_from_pb(
                 reference_id: i.reference_id.clone(),
             })
         }
+        Some(Details::CustomEvent(e)) => Some(ActivityDetails::CustomEvent(custom_event_from_pb(
+            v,
+            "activity.custom_event",
+            e,
+        ))),
     }
+}
+
+/// A custom event validated in itself (a name of the catalog's form, at most 50 properties,
+/// each a well-formed value); whether its type allows it is checked against the catalog by
+/// the use case.
+fn custom_event_from_pb(v: &mut Violations, field: &str, e: &pb::CustomEvent) -> CustomEvent {
+    v.check(
+        event_type::is_name(&e.event_type),
+        &format!("{field}.event_type"),
+        "must name a declared event type: ^[a-z][a-z0-9_]{0,63}$",
+    );
+    if e.properties.len() > event_type::MAX_PROPERTIES {
+        v.add(format!("{field}.properties"), "at most 50 properties");
+    }
+    let mut properties = BTreeMap::new();
+    for (name, value) in &e.properties {
+        let path = format!("{field}.properties[{name}]");
+        if let Some(value) = property_value_from_pb(v, &path, value) {
+            properties.insert(name.clone(), value);
+        }
+    }
+    CustomEvent {
+        event_type: e.event_type.clone(),
+        properties,
+    }
+}
+
+fn property_value_from_pb(
+    v: &mut Violations,
+    field: &str,
+    value: &pb::EventPropertyValue,
+) -> Option<PropertyValue> {
+    use pb::event_property_value::Value;
+    match &value.value {
+        None => {
+            v.add(field, "a value must be set");
+            None
+        }
+        Some(Value::StringValue(s)) => {
+            let ok = is_plain_text(s, event_type::MAX_STRING_CHARS);
+            v.check(ok, field, "at most 1,024 characters, no control characters");
+            ok.then(|| PropertyValue::String(s.clone()))
+        }
+        Some(Value::NumberValue(n)) => {
+            v.check(n.is_finite(), field, "must be a finite number");
+            n.is_finite().then_some(PropertyValue::Number(*n))
+        }
+        Some(Value::BoolValue(b)) => Some(PropertyValue::Bool(*b)),
+        Some(Value::TimeValue(t)) => match from_ts(t) {
+            Some(t) => Some(PropertyValue::Time(t.timestamp_micros())),
+            None => {
+                v.add(field, "must be a valid time");
+                None
+            }
+        },
+        Some(Value::MoneyValue(m)) => {
+            let amount_ok =
+                m.amount_minor.unsigned_abs() <= event_type::MAX_MONEY_MINOR.unsigned_abs();
+            v.check(
+                amount_ok,
+                &format!("{field}.money_value.amount_minor"),
+                "must be from -10^15 to 10^15",
+            );
+            let currency_ok = is_currency(&m.currency);
+            v.check(
+                currency_ok,
+                &format!("{field}.money_value.currency"),
+                "must be an ISO-4217 currency code in upper case",
+            );
+            (amount_ok && currency_ok).then(|| PropertyValue::Money {
+                amount_minor: m.amount_minor,
+                currency: m.currency.clone(),
+            })
+        }
+    }
+}
+
+/// The properties of a CreateEventType or AddEventTypeProperties request under `field` (e.g.
+/// "event_type.properties"): each name of the catalog's form and unique, a known type, a
+/// short description; `required` refused when `allow_required` is false.
+pub fn property_definitions_from_pb(
+    v: &mut Violations,
+    field: &str,
+    properties: &[pb::EventPropertyDefinition],
+    allow_required: bool,
+) -> Vec<PropertyDefinition> {
+    if properties.len() > event_type::MAX_PROPERTIES {
+        v.add(field, "at most 50 properties");
+    }
+    let mut seen = HashSet::new();
+    properties
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let f = |s: &str| format!("{field}[{i}].{s}");
+            let name_ok = event_type::is_name(&p.property_name);
+            v.check(
+                name_ok,
+                &f("property_name"),
+                "must match ^[a-z][a-z0-9_]{0,63}$",
+            );
+            if name_ok && !seen.insert(p.property_name.as_str()) {
+                v.add(f("property_name"), "each property name at most once");
+            }
+            let property_type = PropertyType::from_number(p.property_type);
+            v.check(
+                property_type.is_some(),
+                &f("property_type"),
+                "must be STRING, NUMBER, BOOL, TIME or MONEY",
+            );
+            v.check(
+                is_plain_text(&p.description, event_type::MAX_PROPERTY_DESCRIPTION),
+                &f("description"),
+                "at most 500 characters, no control characters",
+            );
+            v.check(
+                allow_required || !p.required,
+                &f("required"),
+                "properties added to an existing event type are optional",
+            );
+            Some(PropertyDefinition {
+                name: p.property_name.clone(),
+                property_type: property_type?,
+                description: p.description.clone(),
+                contains_pii: p.contains_pii,
+                required: p.required,
+            })
+        })
+        .collect()
+}
+
+/// A CreateEventType's event type, validated (paths under `event_type.`), created at `now`
+/// until the use case reads its clock.
+pub fn event_type_from_pb(
+    requested: Option<pb::EventType>,
+    now: DateTime<Utc>,
+) -> Result<EventType, ProfilesError> {
+    let t = requested.unwrap_or_default();
+    let mut v = Violations::new();
+    v.check(
+        event_type::is_name(&t.event_type_name),
+        "event_type.event_type_name",
+        "must match ^[a-z][a-z0-9_]{0,63}$",
+    );
+    v.check(
+        is_plain_text(&t.description, event_type::MAX_TYPE_DESCRIPTION),
+        "event_type.description",
+        "at most 1,000 characters, no control characters",
+    );
+    let properties =
+        property_definitions_from_pb(&mut v, "event_type.properties", &t.properties, true);
+    ProfilesError::check(v)?;
+    Ok(EventType {
+        name: t.event_type_name,
+        description: t.description,
+        properties,
+        create_time: now,
+        update_time: now,
+    })
 }

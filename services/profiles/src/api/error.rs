@@ -83,6 +83,29 @@ impl From<ProfilesError> for Status {
                 "ATTRIBUTE_CATALOG_FULL",
                 HashMap::new(),
             ),
+            ProfilesError::EventTypeExists => ServiceError::AlreadyExists {
+                message,
+                reason: None,
+            }
+            .into(),
+            ProfilesError::EventTypeCatalogFull => with_reason(
+                Code::FailedPrecondition,
+                &message,
+                "EVENT_TYPE_CATALOG_FULL",
+                HashMap::new(),
+            ),
+            ProfilesError::EventPropertyExists { field } => with_reason(
+                Code::AlreadyExists,
+                &message,
+                "EVENT_PROPERTY_EXISTS",
+                HashMap::from([("field".to_owned(), field)]),
+            ),
+            ProfilesError::EventTypePropertyLimit => with_reason(
+                Code::FailedPrecondition,
+                &message,
+                "EVENT_TYPE_PROPERTY_LIMIT",
+                HashMap::new(),
+            ),
             ProfilesError::UnmergeWindowExpired | ProfilesError::MergeSnapshotPurged => {
                 with_reason(
                     Code::FailedPrecondition,
@@ -182,6 +205,24 @@ mod tests {
             ProfilesError::AttributeCatalogFull,
             FailedPrecondition,
             Some("ATTRIBUTE_CATALOG_FULL"),
+        );
+        check(ProfilesError::EventTypeExists, AlreadyExists, None);
+        check(
+            ProfilesError::EventTypeCatalogFull,
+            FailedPrecondition,
+            Some("EVENT_TYPE_CATALOG_FULL"),
+        );
+        check(
+            ProfilesError::EventPropertyExists {
+                field: "properties[0]".to_owned(),
+            },
+            AlreadyExists,
+            Some("EVENT_PROPERTY_EXISTS"),
+        );
+        check(
+            ProfilesError::EventTypePropertyLimit,
+            FailedPrecondition,
+            Some("EVENT_TYPE_PROPERTY_LIMIT"),
         );
         check(
             ProfilesError::UnmergeWindowExpired,

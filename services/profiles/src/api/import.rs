@@ -10,9 +10,10 @@ use crate::workflow::{self, Context};
 /// Rejected items listed in an import response.
 const MAX_IMPORT_ERRORS: usize = 1000;
 
-fn reject_reason(outcome: ImportOutcome) -> pb::ActivityRejectReason {
+fn reject_reason(outcome: &ImportOutcome) -> pb::ActivityRejectReason {
     match outcome {
         ImportOutcome::Accepted | ImportOutcome::Duplicate => pb::ActivityRejectReason::Unspecified,
+        ImportOutcome::Invalid(_) => pb::ActivityRejectReason::InvalidArgument,
         ImportOutcome::CustomerNotFound => pb::ActivityRejectReason::CustomerNotFound,
         ImportOutcome::CustomerNotActive => pb::ActivityRejectReason::CustomerNotActive,
         ImportOutcome::EventIdReused => pb::ActivityRejectReason::EventIdReused,
@@ -52,8 +53,17 @@ impl ImportTally {
                     index: item.index,
                     source: item.activity.source.clone(),
                     event_id: item.activity.event_id.clone(),
-                    reason: reject_reason(other) as i32,
-                    field_violations: Vec::new(),
+                    reason: reject_reason(&other) as i32,
+                    field_violations: match other {
+                        ImportOutcome::Invalid(violations) => violations
+                            .into_iter()
+                            .map(|v| pb::FieldViolation {
+                                field: v.field,
+                                description: v.description,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    },
                 }),
             }
         }

@@ -117,7 +117,7 @@ pub(super) fn activity_filter(
     let f = f.cloned().unwrap_or_default();
     for (i, k) in f.activity_kinds.iter().enumerate() {
         v.check(
-            (1..=3).contains(k),
+            (1..=4).contains(k),
             &format!("filter.activity_kinds[{i}]"),
             "must be an activity kind",
         );

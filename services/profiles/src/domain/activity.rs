@@ -1,9 +1,11 @@
-//! Activities: purchases, refunds and interactions reported by other systems, idempotent on
-//! the reporter's (source, event id).
+//! Activities: purchases, refunds, interactions and custom events reported by other systems,
+//! idempotent on the reporter's (source, event id).
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use super::event_type::CustomEvent;
 
 /// Largest amount of one purchase or refund, in minor units: 10^15 (ten trillion in the
 /// major unit of a two-decimal currency). Wide for any real order, and small enough that the
@@ -15,7 +17,7 @@ pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000_000;
 pub const MAX_ITEM_COUNT: i32 = 1_000_000;
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ActivityDetails {
     /// A completed purchase.
     Purchase {
@@ -58,6 +60,8 @@ pub enum ActivityDetails {
         /// Related record.
         reference_id: String,
     },
+    /// An event of a declared custom type (checked against the catalog before it is stored).
+    CustomEvent(CustomEvent),
 }
 
 impl ActivityDetails {
@@ -67,6 +71,7 @@ impl ActivityDetails {
             ActivityDetails::Purchase { .. } => 1,
             ActivityDetails::Refund { .. } => 2,
             ActivityDetails::Interaction { .. } => 3,
+            ActivityDetails::CustomEvent(_) => 4,
         }
     }
 
@@ -91,7 +96,7 @@ impl ActivityDetails {
                 currency,
                 ..
             } => Some((*amount_minor, currency)),
-            ActivityDetails::Interaction { .. } => None,
+            ActivityDetails::Interaction { .. } | ActivityDetails::CustomEvent(_) => None,
         }
     }
 }
@@ -105,8 +110,9 @@ pub enum CustomerRef {
     Identity(super::Identity),
 }
 
-/// An activity to record, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An activity to record, validated (a custom event only in itself: the catalog check is the
+/// use case's, in its transaction).
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewActivity {
     /// Whose.
     pub customer: CustomerRef,
@@ -154,7 +160,7 @@ impl NewActivity {
 }
 
 /// A stored activity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Activity {
     /// Id (UUIDv7).
     pub id: Uuid,

@@ -1,13 +1,17 @@
 //! Activity use cases: record one (idempotent on source and event id), import a batch of a
-//! stream in one transaction, and a customer's timeline.
+//! stream in one transaction, and a customer's timeline. Custom events are checked against
+//! the event type catalog in the transaction that stores them (`event_types::violations`), and
+//! their ActivityRecorded leaves out what the catalog marks personal.
 
 use std::collections::HashMap;
 
+use custops_common::error::FieldViolation;
 use custops_common::outbox;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Context;
+use super::event_types::{self, Declared};
 use crate::domain::activity::{CustomerRef, NewActivity};
 use crate::domain::{Activity, ActivityFilter, CustomerState};
 use crate::error::{ProfilesError, Result};
@@ -17,7 +21,7 @@ pub use crate::store::activities::{ActivityCursor, activity_cursor};
 use crate::store::{identities, resolve};
 
 /// What RecordActivity did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordOutcome {
     /// The stored activity (the first one, for a duplicate).
     pub activity: Activity,
@@ -35,8 +39,11 @@ pub struct ImportItem {
 }
 
 /// What happened to one import item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportOutcome {
+    /// A custom event its declared type does not allow (or of an undeclared type); nothing
+    /// stored.
+    Invalid(Vec<FieldViolation>),
     /// Stored.
     Accepted,
     /// Already recorded with the same content.
@@ -73,6 +80,11 @@ async fn resolve_customer(
 #[tracing::instrument(skip_all, fields(source = %activity.source))]
 pub async fn record(ctx: &Context, activity: NewActivity) -> Result<RecordOutcome> {
     let mut tx = ctx.pool.begin().await?;
+    let declared = event_types::declared(&mut tx, std::iter::once(&activity.details)).await?;
+    let problems = event_types::violations(&declared, &activity.details);
+    if !problems.is_empty() {
+        return Err(ProfilesError::Invalid(problems));
+    }
     let hash = activity.content_hash();
     if let Some(existing) =
         activities::existing(&mut tx, &activity.source, &activity.event_id).await?
@@ -116,7 +128,8 @@ pub async fn record(ctx: &Context, activity: NewActivity) -> Result<RecordOutcom
     .await?;
     match stored.into_iter().next() {
         Some(activity) => {
-            outbox::append(&mut tx, events::activity_recorded(&activity)).await?;
+            let event_type = event_types::type_of(&declared, &activity.details);
+            outbox::append(&mut tx, events::activity_recorded(&activity, event_type)).await?;
             tx.commit().await?;
             Ok(RecordOutcome {
                 activity,
@@ -165,6 +178,16 @@ pub async fn import_batch(ctx: &Context, items: &[ImportItem]) -> Result<Vec<Imp
             }
         }
     }
+    // Custom events against the catalog, in one read: an item its type refuses is stored by
+    // nothing and compared with nothing.
+    let declared: Declared =
+        event_types::declared(&mut tx, items.iter().map(|i| &i.activity.details)).await?;
+    for (i, item) in items.iter().enumerate() {
+        let problems = event_types::violations(&declared, &item.activity.details);
+        if !problems.is_empty() {
+            outcomes[i] = Some(ImportOutcome::Invalid(problems));
+        }
+    }
     // Customers by id in one query; identities and merged ids one by one (rare).
     let ids: Vec<Uuid> = items
         .iter()
@@ -176,7 +199,7 @@ pub async fn import_batch(ctx: &Context, items: &[ImportItem]) -> Result<Vec<Imp
     let states = activities::customer_states(&mut tx, &ids).await?;
     let mut to_insert: Vec<(usize, Uuid)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        if later.iter().any(|(l, _)| *l == i) {
+        if outcomes[i].is_some() || later.iter().any(|(l, _)| *l == i) {
             continue;
         }
         let resolved = match &item.activity.customer {
@@ -199,7 +222,10 @@ pub async fn import_batch(ctx: &Context, items: &[ImportItem]) -> Result<Vec<Imp
         .collect();
     let stored = activities::insert(&mut tx, &rows, ctx.now()).await?;
     // One statement for the batch's events, in the order the activities were stored.
-    let recorded: Vec<_> = stored.iter().map(events::activity_recorded).collect();
+    let recorded: Vec<_> = stored
+        .iter()
+        .map(|a| events::activity_recorded(a, event_types::type_of(&declared, &a.details)))
+        .collect();
     outbox::append_all(&mut tx, &recorded).await?;
     let mut stored_keys: HashMap<(String, String), ()> = HashMap::new();
     for activity in &stored {
@@ -240,7 +266,10 @@ pub async fn import_batch(ctx: &Context, items: &[ImportItem]) -> Result<Vec<Imp
         }
     }
     for (i, first) in later {
-        outcomes[i] = Some(match outcomes[first] {
+        if outcomes[i].is_some() {
+            continue;
+        }
+        outcomes[i] = Some(match outcomes[first].clone() {
             Some(ImportOutcome::Accepted | ImportOutcome::Duplicate)
                 if hashes[i] == hashes[first] =>
             {

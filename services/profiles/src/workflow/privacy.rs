@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{Changed, Context, RequestKey, ensure_editable, idempotent};
 use crate::domain::duplicates::{self, Duplicate};
 use crate::domain::{
-    Activity, AttributeDefinition, ConsentChange, Customer, CustomerState, MergeRecord,
+    Activity, AttributeDefinition, ConsentChange, Customer, CustomerState, EventType, MergeRecord,
 };
 use crate::error::Result;
 use crate::events;
@@ -31,6 +31,8 @@ pub struct Export {
     pub consent_changes: Vec<ConsentChange>,
     /// Activities, oldest first.
     pub activities: Vec<Activity>,
+    /// Definitions of the event types of its custom events, by name.
+    pub event_types: Vec<EventType>,
     /// Merges, oldest first.
     pub merges: Vec<MergeRecord>,
     /// Snapshot time.
@@ -107,6 +109,12 @@ pub async fn export(ctx: &Context, id: Uuid) -> Result<Export> {
     let definitions = attributes::named(&mut tx, &names).await?;
     let consent_changes = consents::changes_of(&mut tx, &family).await?;
     let activities = activities::of_customer(&mut tx, customer.id).await?;
+    let mut event_types: Vec<EventType> =
+        super::event_types::declared(&mut tx, activities.iter().map(|a| &a.details))
+            .await?
+            .into_values()
+            .collect();
+    event_types.sort_by(|a, b| a.name.cmp(&b.name));
     let merges = merges::of_customers(&mut tx, &family).await?;
     tx.commit().await?;
     Ok(Export {
@@ -115,6 +123,7 @@ pub async fn export(ctx: &Context, id: Uuid) -> Result<Export> {
         definitions,
         consent_changes,
         activities,
+        event_types,
         merges,
         export_time,
     })

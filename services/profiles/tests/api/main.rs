@@ -3,6 +3,7 @@
 mod activities;
 mod clock;
 mod consents;
+mod custom_events;
 mod customer360;
 mod customers;
 mod demo;

@@ -8,6 +8,10 @@
 //! - CustomerMerged / CustomerUnmerged: facts move to the target remembering the merge, and
 //!   exactly those move back; so do static memberships (`workflow::membership::unmerge_customers`).
 //! - CustomerErased: everything under the customer and the ids merged into it is deleted.
+//! - Custom events (an ActivityRecorded of a custom event) and EventTypeDefined: see
+//!   `custom_events`.
+
+mod custom_events;
 
 use std::sync::Arc;
 
@@ -53,6 +57,9 @@ impl FactsFeed for ProfilesFeed {
         let kind = event.event_type.as_str();
         if kind == pb::ActivityRecorded::full_name() {
             let activity = pb::ActivityRecorded::decode(payload(event)?)?.activity;
+            if let Some(custom) = activity.as_ref().and_then(custom_events::to_event) {
+                return custom_events::store(tx, custom, pending, now).await;
+            }
             let Some(new) = activity.and_then(to_activity) else {
                 return Ok(());
             };
@@ -136,6 +143,10 @@ impl FactsFeed for ProfilesFeed {
                 .await?;
             }
             return Ok(());
+        }
+        if kind == pb::EventTypeDefined::full_name() {
+            let defined = pb::EventTypeDefined::decode(payload(event)?)?;
+            return custom_events::define(tx, defined, event.sequence).await;
         }
         if kind == pb::CustomerMerged::full_name() {
             pending.settle(&mut *tx).await?;
@@ -347,6 +358,8 @@ fn to_activity(a: pb::Activity) -> Option<NewActivity> {
             };
             (ActivityKind::Interaction(kind), None, categories)
         }
+        // Custom events are kept apart (`custom_events`), not as facts.
+        Details::CustomEvent(_) => return None,
     };
     if a.customer_id.is_empty() || a.activity_id.is_empty() {
         return None;

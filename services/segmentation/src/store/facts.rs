@@ -887,9 +887,9 @@ pub struct Merge {
     pub target: String,
 }
 
-/// Moves the source's activities, loyalty rows and tickets to the target remembering the
-/// merge, gives the target the newer survey answers, and replaces the source's row with a
-/// "merged" tombstone. Returns false when the merge was already applied.
+/// Moves the source's activities, custom events, loyalty rows and tickets to the target
+/// remembering the merge, gives the target the newer survey answers, and replaces the source's
+/// row with a "merged" tombstone. Returns false when the merge was already applied.
 pub async fn merge(conn: &mut PgConnection, merge: &Merge) -> Result<bool, sqlx::Error> {
     let Merge {
         merge_id,
@@ -924,6 +924,7 @@ pub async fn merge(conn: &mut PgConnection, merge: &Merge) -> Result<bool, sqlx:
     .bind(target)
     .execute(&mut *conn)
     .await?;
+    super::custom_events::merge(&mut *conn, merge_id, source, target).await?;
     // A program the target is already a member of keeps the source's row under the source
     // id (never evaluated while the merge stands); the loyalty feed reports the merged member.
     sqlx::query(
@@ -1009,6 +1010,7 @@ pub async fn unmerge(
     ensure_row(&mut *conn, &source, now).await?;
     for table in [
         "customer_activities",
+        "customer_events",
         "loyalty_memberships",
         "customer_tickets",
     ] {
@@ -1053,13 +1055,14 @@ pub async fn unmerge(
     }))
 }
 
-/// Erasure: removes every fact held under `customer_id` (row, activities, loyalty rows,
-/// tickets, merge snapshots) and leaves an "erased" tombstone with nothing in it.
+/// Erasure: removes every fact held under `customer_id` (row, activities, custom events,
+/// loyalty rows, tickets, merge snapshots) and leaves an "erased" tombstone with nothing in it.
 pub async fn erase(conn: &mut PgConnection, customer_id: &str) -> Result<(), sqlx::Error> {
     lock_customer(&mut *conn, customer_id).await?;
     for sql in [
         "DELETE FROM customer_facts WHERE customer_id = $1",
         "DELETE FROM customer_activities WHERE customer_id = $1 OR merged_from = $1",
+        "DELETE FROM customer_events WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM loyalty_memberships WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM customer_tickets WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM customer_merges WHERE source_id = $1 OR target_id = $1",

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod custom_events;
 mod end_to_end;
 mod evaluators;
 mod facts;

@@ -37,6 +37,10 @@ pub enum Operator {
     NotIn,
     Between,
     StartsWith,
+    /// String field ends with the value (case-sensitive).
+    EndsWith,
+    /// String field matches a `LIKE` pattern (`domain::pattern`).
+    MatchesPattern,
     Contains,
     NotContains,
     ContainsAny,
@@ -268,7 +272,15 @@ pub const EDUCATION_LEVELS: [&str; 8] = [
 pub fn operators_for(value_type: ValueType, always_set: bool) -> Vec<Operator> {
     use Operator as O;
     let mut operators = match value_type {
-        ValueType::String => vec![O::Equals, O::NotEquals, O::In, O::NotIn, O::StartsWith],
+        ValueType::String => vec![
+            O::Equals,
+            O::NotEquals,
+            O::In,
+            O::NotIn,
+            O::StartsWith,
+            O::EndsWith,
+            O::MatchesPattern,
+        ],
         ValueType::Integer | ValueType::Double => vec![
             O::Equals,
             O::NotEquals,

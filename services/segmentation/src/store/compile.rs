@@ -525,6 +525,26 @@ impl Compiler {
                     .unwrap_or_default();
                 format!("COALESCE(starts_with({expr}, {prefix}), false)")
             }
+            // Characters at the end compared with `=`: no pattern, so a `%`, `_` or `\` in the
+            // value is itself.
+            O::EndsWith => {
+                let suffix = p
+                    .values
+                    .first()
+                    .map(|v| self.operand(vt, v))
+                    .unwrap_or_default();
+                format!("COALESCE(right({expr}, length({suffix})) = {suffix}, false)")
+            }
+            // The bound pattern is LIKE syntax with `\` as the escape (`domain::pattern`,
+            // validated not to end with a lone `\`).
+            O::MatchesPattern => {
+                let pattern = p
+                    .values
+                    .first()
+                    .map(|v| self.operand(vt, v))
+                    .unwrap_or_default();
+                format!("COALESCE({expr} LIKE {pattern} ESCAPE '\\', false)")
+            }
             O::WithinLast | O::NotWithinLast => {
                 let days = match p.values.first() {
                     Some(Value::Days(days)) => *days,

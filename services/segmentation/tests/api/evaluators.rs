@@ -360,8 +360,15 @@ fn birth_dates(today: NaiveDate) -> Vec<NaiveDate> {
     dates
 }
 
-const STRINGS: [&str; 10] = [
-    "CN", "SG", "Shanghai", "Sh", "S", "Beijing", "engineer", "eng", "teacher", "x",
+const STRINGS: [&str; 16] = [
+    "CN", "SG", "Shanghai", "Sh", "S", "Beijing", "engineer", "eng", "teacher", "x", "上海", "海",
+    "a%b", "a_b", "a\\b", "%",
+];
+/// MATCHES_PATTERN operands: every wildcard, escapes, multi-byte characters (`_` is one
+/// character, not one byte), case.
+const PATTERNS: [&str; 22] = [
+    "S%", "%ai", "Sh%i", "_h%", "%a%", "S_", "%", "_", "__", "上_", "%海", "a\\%b", "a\\_b", "a_b",
+    "a%b", "%\\\\%", "s%", "%n%e%", "\\S%", "%%", "_%_", "CN",
 ];
 const LIST_ITEMS: [&str; 8] = [
     "vip", "new", "sports", "beauty", "skincare", "makeup", "store", "web",
@@ -477,8 +484,11 @@ fn customer(
         customer_id: id,
         customer_create_time: option_time(tape),
         country: text(tape, &["CN", "SG", "US"]),
-        region: text(tape, &["Shanghai", "Sh", "Beijing"]),
-        city: text(tape, &["Shanghai", "Beijing", "Singapore"]),
+        region: text(tape, &["Shanghai", "Sh", "Beijing", "海"]),
+        city: text(
+            tape,
+            &["Shanghai", "Beijing", "Singapore", "上海", "a%b", "a\\b"],
+        ),
         birth_date: (!tape.chance(20)).then(|| tape.pick(&birth_dates(ctx.today))),
         gender: enum_value(tape, &["female", "male", "non_binary"]),
         income_band: enum_value(tape, &["low", "middle", "high"]),
@@ -545,6 +555,8 @@ fn value(
     let today = now.date_naive();
     let kind = if matches!(operator, Operator::WithinLast | Operator::NotWithinLast) {
         V::DaysValue(tape.pick(&DAYS))
+    } else if operator == Operator::MatchesPattern {
+        V::StringValue(tape.pick(&PATTERNS).to_owned())
     } else {
         match def.value_type {
             ValueType::String => V::StringValue(tape.pick(&STRINGS).to_owned()),
@@ -607,11 +619,16 @@ fn ordered(mut low: pb::Value, mut high: pb::Value) -> (pb::Value, pb::Value) {
 }
 
 fn predicate(tape: &mut Tape<'_>, catalog: &Catalog, now: DateTime<Utc>) -> pb::Condition {
-    // Activity aggregates carry the most logic (windows, filters, currencies): test them more.
-    let fields: Vec<&FieldDef> = if tape.chance(40) {
-        catalog.fields().filter(|f| f.windowed).collect()
-    } else {
-        catalog.fields().collect()
+    // Activity aggregates carry the most logic (windows, filters, currencies): test them more;
+    // and string fields, whose text operators (prefix, suffix, LIKE patterns over multi-byte
+    // characters and escapes) are few among all fields' operators.
+    let fields: Vec<&FieldDef> = match tape.below(100) {
+        0..40 => catalog.fields().filter(|f| f.windowed).collect(),
+        40..55 => catalog
+            .fields()
+            .filter(|f| f.value_type == ValueType::String)
+            .collect(),
+        _ => catalog.fields().collect(),
     };
     let def = fields[tape.below(fields.len())];
     let operator = tape.pick(&def.operators);
@@ -1076,6 +1093,70 @@ async fn money_compares_the_sum_in_the_values_currency_only() -> anyhow::Result<
                 ),
                 &["mixed"],
             ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn ends_with_and_patterns_match_characters_and_escapes_in_both_evaluators()
+-> anyhow::Result<()> {
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let city = |id: &str, city: &str| Facts {
+        city: city.to_owned(),
+        ..person(id)
+    };
+    let customers = [
+        city("shanghai", "Shanghai"),
+        city("cjk", "上海"),
+        city("percent", "100%"),
+        city("underscore", "a_b"),
+        city("backslash", "a\\b"),
+        city("long", &"a".repeat(10_000)),
+        person("unset"),
+    ];
+    let s = |v: &str| V::StringValue(v.to_owned());
+    let like = |pattern: &str| pred("geo.city", O::MatchesPattern, vec![s(pattern)]);
+    check(
+        &customers,
+        &ctx,
+        vec![
+            (pred("geo.city", O::EndsWith, vec![s("hai")]), &["shanghai"]),
+            (pred("geo.city", O::EndsWith, vec![s("海")]), &["cjk"]),
+            // No LIKE in ENDS_WITH: "%" is a character.
+            (pred("geo.city", O::EndsWith, vec![s("%")]), &["percent"]),
+            (
+                pred("geo.city", O::EndsWith, vec![s("_b")]),
+                &["underscore"],
+            ),
+            (
+                not(pred("geo.city", O::EndsWith, vec![s("b")])),
+                &["cjk", "long", "percent", "shanghai", "unset"],
+            ),
+            // `_` is one character, however many bytes.
+            (like("__"), &["cjk"]),
+            (like("上_"), &["cjk"]),
+            (like("S%"), &["shanghai"]),
+            (like("s%"), &[]),
+            (like("%\\%"), &["percent"]),
+            (like("a\\_b"), &["underscore"]),
+            (like("a_b"), &["backslash", "underscore"]),
+            (like("%\\\\%"), &["backslash"]),
+            (
+                like("%"),
+                &[
+                    "backslash",
+                    "cjk",
+                    "long",
+                    "percent",
+                    "shanghai",
+                    "underscore",
+                ],
+            ),
+            // Many runs against a long text: no backtracking blow-up in either evaluator.
+            (like("%a%a%a%a%a%a%a%b"), &[]),
+            (like("%a%a%a%a%a%a%a%a"), &["long"]),
         ],
     )
     .await

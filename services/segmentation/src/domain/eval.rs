@@ -5,6 +5,8 @@
 //! - a predicate on an unset field is false, except IS_NOT_SET; NOT_EQUALS, NOT_IN,
 //!   NOT_CONTAINS and NOT_WITHIN_LAST are false on an unset field too;
 //! - counts and sums are never unset (0); money compares with the sum in the value's currency;
+//! - purchases are net of refunds: amounts are `Activity::net_amount`, and a purchase refunded
+//!   in full counts for no purchase field (`Activity::counts_as_purchase`);
 //! - ENDS_WITH compares characters at the end, MATCHES_PATTERN is SQL `LIKE` with `\` as its
 //!   escape (`domain::pattern`), both case-sensitive;
 //! - windows: `last_days` N covers T − N × 24 h < t ≤ T, `time_range` [start, end);
@@ -212,7 +214,7 @@ fn actual(predicate: &Predicate, facts: &Facts, ctx: &EvalContext) -> Actual {
                 _ => String::new(),
             };
             let amount_minor: i128 = matching(predicate, facts, ctx)
-                .filter_map(|a| a.amount.as_ref())
+                .filter_map(Activity::net_amount)
                 .filter(|money| money.currency == currency)
                 .map(|money| i128::from(money.amount_minor))
                 .sum();
@@ -348,7 +350,8 @@ fn matching<'f>(
     );
     facts.activities.iter().filter(move |a| {
         let kind_ok = match &a.kind {
-            ActivityKind::Purchase => purchases,
+            // A purchase refunded in full is no purchase (`Activity::counts_as_purchase`).
+            ActivityKind::Purchase => purchases && a.counts_as_purchase(),
             ActivityKind::Interaction(kind) => {
                 !purchases
                     && (predicate.filter.interaction_kinds.is_empty()

@@ -161,8 +161,8 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
         for a in &f.activities {
             sqlx::query(
                 "INSERT INTO customer_activities (activity_id, customer_id, kind, occur_time, \
-                 amount_minor, currency, categories, channel) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 amount_minor, currency, categories, channel, refunded_minor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&a.activity_id)
             .bind(&f.customer_id)
@@ -172,6 +172,7 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
             .bind(a.amount.as_ref().map(|m| m.currency.clone()))
             .bind(&a.categories)
             .bind(&a.channel)
+            .bind(a.refunded_minor)
             .execute(&mut *conn)
             .await?;
         }
@@ -440,6 +441,18 @@ fn customer(
         .map(|(j, raw)| {
             let mut t = Tape::new(raw);
             let purchase = t.chance(60);
+            let amount = (purchase && !t.chance(10)).then(|| Money {
+                amount_minor: t.pick(&AMOUNTS),
+                currency: t.pick(&CURRENCIES).to_owned(),
+            });
+            // The refunds the store matched to a purchase: none, part, all, more than all.
+            let refunded_minor = match &amount {
+                Some(m) if t.chance(40) => {
+                    let whole = m.amount_minor.max(0);
+                    t.pick(&[1, whole / 2, whole, whole + 1, 100])
+                }
+                _ => 0,
+            };
             Activity {
                 activity_id: format!("{id}-a{j}"),
                 kind: if purchase {
@@ -448,10 +461,7 @@ fn customer(
                     ActivityKind::Interaction(t.pick(&INTERACTION_KINDS).to_owned())
                 },
                 occur_time: time_at(&mut t, now),
-                amount: (purchase && !t.chance(10)).then(|| Money {
-                    amount_minor: t.pick(&AMOUNTS),
-                    currency: t.pick(&CURRENCIES).to_owned(),
-                }),
+                amount,
                 categories: if purchase {
                     t.subset(&CATEGORIES[..3])
                 } else {
@@ -462,6 +472,7 @@ fn customer(
                 } else {
                     t.pick(&CHANNELS).to_owned()
                 },
+                refunded_minor,
             }
         })
         .collect();
@@ -886,6 +897,7 @@ fn purchase(id: &str, at: DateTime<Utc>, amount_minor: i64, currency: &str) -> A
         }),
         categories: vec!["skincare".to_owned()],
         channel: "store".to_owned(),
+        refunded_minor: 0,
     }
 }
 
@@ -1092,6 +1104,63 @@ async fn money_compares_the_sum_in_the_values_currency_only() -> anyhow::Result<
                     vec![money(100, "CNY"), money(160, "CNY")],
                 ),
                 &["mixed"],
+            ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn purchases_are_net_of_refunds_and_one_refunded_in_full_is_no_purchase() -> anyhow::Result<()>
+{
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let refunded = |id: &str, days: i64, amount: i64, refunded_minor: i64| Activity {
+        refunded_minor,
+        ..purchase(id, ctx.now - Duration::days(days), amount, "CNY")
+    };
+    // 100 − 30 and 50 refunded in full.
+    let partial = Facts {
+        activities: vec![refunded("p1", 40, 100, 30), refunded("p2", 10, 50, 50)],
+        ..person("partial")
+    };
+    // Refunds beyond the amount take back the amount only.
+    let over = Facts {
+        activities: vec![refunded("o1", 40, 100, 250), refunded("o2", 20, 60, 0)],
+        ..person("over")
+    };
+    let last_within = |days| {
+        pred(
+            "purchase.last_time",
+            O::WithinLast,
+            vec![V::DaysValue(days)],
+        )
+    };
+    check(
+        &[partial, over],
+        &ctx,
+        vec![
+            (
+                pred("purchase.amount", O::Equals, vec![money(70, "CNY")]),
+                &["partial"],
+            ),
+            (
+                pred("purchase.amount", O::Equals, vec![money(60, "CNY")]),
+                &["over"],
+            ),
+            (
+                pred("purchase.count", O::Equals, vec![V::IntegerValue(1)]),
+                &["over", "partial"],
+            ),
+            // partial's last purchase is p1 (p2 was refunded in full), over's is o2.
+            (last_within(30), &["over"]),
+            (
+                pred(
+                    "purchase.first_time",
+                    O::Before,
+                    vec![V::TimestampValue(ts_proto(ctx.now - Duration::days(30)))],
+                ),
+                &["partial"],
             ),
         ],
     )

@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::store;
-use crate::store::facts::{self, Feed, NewActivity, Position};
+use crate::store::facts::{self, Feed, NewActivity, NewRefund, Position};
 use crate::store::settings::EvaluationSettings;
 use crate::workflow::derived;
 use crate::workflow::membership::{self, Cause, Causes, Changed};
@@ -237,6 +237,8 @@ pub struct Pending {
     /// Activities noted and not stored yet: a run of them is stored in a few statements
     /// ([`Pending::store_activities`]) before anything else applies or settles.
     activities: Vec<NewActivity>,
+    /// Refunds noted and not stored yet, stored with the activities of their run.
+    refunds: Vec<NewRefund>,
     /// When the first of `activities` was noted: where new facts rows start.
     activities_since: Option<DateTime<Utc>>,
     /// The evaluation settings, read once per batch when an event needs them.
@@ -310,13 +312,35 @@ impl Pending {
         self.activities.push(activity);
     }
 
-    /// Stores the activities noted so far, in feed order ([`facts::insert_activities`]): an
-    /// event of another kind calls this before it applies, so it sees every earlier event's
-    /// effect, as if each had been applied alone.
+    /// Notes `refund` (of `event`, at `position`, applied at `now`), to be stored with the
+    /// activities of its run, and touches its customer (its purchase aggregates change).
+    pub fn add_refund(
+        &mut self,
+        refund: NewRefund,
+        position: Position,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) {
+        self.touch(
+            &refund.customer_id,
+            position,
+            event,
+            now,
+            Changed::ACTIVITIES,
+        );
+        self.activities_since.get_or_insert(now);
+        self.refunds.push(refund);
+    }
+
+    /// Stores the activities and refunds noted so far ([`facts::insert_activities`]; the
+    /// refunded amounts do not depend on the order of a run): an event of another kind calls
+    /// this before it applies, so it sees every earlier event's effect, as if each had been
+    /// applied alone.
     pub async fn store_activities(&mut self, tx: &mut PgConnection) -> anyhow::Result<()> {
         let activities = std::mem::take(&mut self.activities);
+        let refunds = std::mem::take(&mut self.refunds);
         if let Some(since) = self.activities_since.take() {
-            facts::insert_activities(tx, &activities, since).await?;
+            facts::insert_activities(tx, &activities, &refunds, since).await?;
         }
         Ok(())
     }

@@ -164,16 +164,17 @@ fn attribute(value: &AttributeValue) -> pb::Value {
 }
 
 fn purchases(f: &Facts) -> pb::PurchaseFacts {
+    // As the rule fields read them: orders refunded in full left out, amounts net of refunds.
     let bought: Vec<_> = f
         .activities
         .iter()
-        .filter(|a| a.kind == ActivityKind::Purchase)
+        .filter(|a| a.counts_as_purchase())
         .collect();
     // Summed in i128: each amount is bounded, but thousands of maximal purchases of one
     // customer pass int64, and a read must answer; the total saturates (the contract says so).
-    let mut amounts: BTreeMap<&str, i128> = BTreeMap::new();
-    for money in bought.iter().filter_map(|a| a.amount.as_ref()) {
-        *amounts.entry(money.currency.as_str()).or_default() += i128::from(money.amount_minor);
+    let mut amounts: BTreeMap<String, i128> = BTreeMap::new();
+    for money in bought.iter().filter_map(|a| a.net_amount()) {
+        *amounts.entry(money.currency).or_default() += i128::from(money.amount_minor);
     }
     let categories: BTreeSet<&String> = bought.iter().flat_map(|a| &a.categories).collect();
     let channels: BTreeSet<&String> = bought
@@ -191,7 +192,7 @@ fn purchases(f: &Facts) -> pb::PurchaseFacts {
                 } else {
                     i64::MAX
                 }),
-                currency: currency.to_owned(),
+                currency,
             })
             .collect(),
         first_purchase_time: bought.iter().map(|a| a.occur_time).min().map(timestamp),

@@ -37,6 +37,10 @@ pub enum Operator {
     NotIn,
     Between,
     StartsWith,
+    /// String field ends with the value (case-sensitive).
+    EndsWith,
+    /// String field matches a `LIKE` pattern (`domain::pattern`).
+    MatchesPattern,
     Contains,
     NotContains,
     ContainsAny,
@@ -268,7 +272,15 @@ pub const EDUCATION_LEVELS: [&str; 8] = [
 pub fn operators_for(value_type: ValueType, always_set: bool) -> Vec<Operator> {
     use Operator as O;
     let mut operators = match value_type {
-        ValueType::String => vec![O::Equals, O::NotEquals, O::In, O::NotIn, O::StartsWith],
+        ValueType::String => vec![
+            O::Equals,
+            O::NotEquals,
+            O::In,
+            O::NotIn,
+            O::StartsWith,
+            O::EndsWith,
+            O::MatchesPattern,
+        ],
         ValueType::Integer | ValueType::Double => vec![
             O::Equals,
             O::NotEquals,
@@ -416,12 +428,12 @@ fn builtin_specs() -> Vec<Spec> {
         Spec::new("consent.email", "Email consent", "Marketing consent currently granted for email.", T::Bool, K::ConsentEmail, Profiles).always_set(),
         Spec::new("consent.app_push", "App push consent", "Marketing consent currently granted for app push.", T::Bool, K::ConsentAppPush, Profiles).always_set(),
         Spec::new("consent.wechat", "WeChat consent", "Marketing consent currently granted for WeChat.", T::Bool, K::ConsentWechat, Profiles).always_set(),
-        Spec::new("purchase.count", "Number of purchases", "Purchases in the window matching the filter; 0 when none.", T::Integer, K::PurchaseCount, Profiles).activity(PURCHASE).always_set(),
-        Spec::new("purchase.amount", "Purchase amount", "Sum of the amounts of purchases in the window matching the filter, in the compared value's currency (other currencies do not count); 0 when none.", T::Money, K::PurchaseAmount, Profiles).activity(PURCHASE).always_set(),
-        Spec::new("purchase.first_time", "First purchase", "Time of the earliest purchase in the window matching the filter; unset when none.", T::Timestamp, K::PurchaseFirstTime, Profiles).activity(PURCHASE),
-        Spec::new("purchase.last_time", "Last purchase", "Time of the latest purchase in the window matching the filter; unset when none.", T::Timestamp, K::PurchaseLastTime, Profiles).activity(PURCHASE),
-        Spec::new("purchase.categories", "Purchased categories", "Product categories of the purchases in the window matching the filter.", T::StringList, K::PurchaseCategories, Profiles).activity(PURCHASE),
-        Spec::new("purchase.channels", "Purchase channels", "Sales channels of the purchases in the window matching the filter.", T::StringList, K::PurchaseChannels, Profiles).activity(PURCHASE),
+        Spec::new("purchase.count", "Number of purchases", "Purchases in the window matching the filter, an order refunded in full not counted; 0 when none.", T::Integer, K::PurchaseCount, Profiles).activity(PURCHASE).always_set(),
+        Spec::new("purchase.amount", "Purchase amount", "Net spend: sum of the amounts of purchases in the window matching the filter less their refunds (a refund counts at its purchase's time, takes back at most the purchase's amount, and only in the purchase's currency), in the compared value's currency (other currencies do not count); 0 when none.", T::Money, K::PurchaseAmount, Profiles).activity(PURCHASE).always_set(),
+        Spec::new("purchase.first_time", "First purchase", "Time of the earliest purchase in the window matching the filter, orders refunded in full left out; unset when none.", T::Timestamp, K::PurchaseFirstTime, Profiles).activity(PURCHASE),
+        Spec::new("purchase.last_time", "Last purchase", "Time of the latest purchase in the window matching the filter, orders refunded in full left out; unset when none.", T::Timestamp, K::PurchaseLastTime, Profiles).activity(PURCHASE),
+        Spec::new("purchase.categories", "Purchased categories", "Product categories of the purchases in the window matching the filter, orders refunded in full left out.", T::StringList, K::PurchaseCategories, Profiles).activity(PURCHASE),
+        Spec::new("purchase.channels", "Purchase channels", "Sales channels of the purchases in the window matching the filter, orders refunded in full left out.", T::StringList, K::PurchaseChannels, Profiles).activity(PURCHASE),
         Spec::new("interaction.count", "Number of interactions", "Interactions (visits, browsing, support contacts, campaign responses) in the window matching the filter; 0 when none.", T::Integer, K::InteractionCount, Profiles).activity(INTERACTION).always_set(),
         Spec::new("interaction.last_time", "Last interaction", "Time of the latest interaction in the window matching the filter; unset when none.", T::Timestamp, K::InteractionLastTime, Profiles).activity(INTERACTION),
         Spec::new("rfm.group", "RFM group", "Named RFM group; unset when not scored (never purchased).", T::Enum, K::RfmGroup, Derived).allowed(&RFM_GROUPS).time_dependent(),
@@ -429,8 +441,8 @@ fn builtin_specs() -> Vec<Spec> {
         Spec::new("rfm.frequency_score", "RFM frequency score", "1–5, 5 = most frequent; unset when not scored.", T::Integer, K::RfmFrequencyScore, Derived).time_dependent(),
         Spec::new("rfm.monetary_score", "RFM monetary score", "1–5, 5 = highest spend; unset when not scored.", T::Integer, K::RfmMonetaryScore, Derived).time_dependent(),
         Spec::new("rfm.recency_days", "RFM recency", "Whole days since the last purchase at the last scoring; unset when never purchased.", T::Integer, K::RfmRecencyDays, Derived).time_dependent(),
-        Spec::new("rfm.frequency", "RFM frequency", "Purchases in the RFM window at the last scoring; 0 when none.", T::Integer, K::RfmFrequency, Derived).time_dependent().always_set(),
-        Spec::new("rfm.monetary", "RFM monetary value", "Spend in the RFM window at the last scoring, in minor units of the RFM config's currency: other currencies at the config's currency_rates, currencies without a rate not counted; 0 when none.", T::Integer, K::RfmMonetary, Derived).time_dependent().always_set(),
+        Spec::new("rfm.frequency", "RFM frequency", "Purchases in the RFM window at the last scoring, orders refunded in full not counted; 0 when none.", T::Integer, K::RfmFrequency, Derived).time_dependent().always_set(),
+        Spec::new("rfm.monetary", "RFM monetary value", "Net spend (purchases less their refunds) in the RFM window at the last scoring, in minor units of the RFM config's currency: other currencies at the config's currency_rates, currencies without a rate not counted; 0 when none.", T::Integer, K::RfmMonetary, Derived).time_dependent().always_set(),
         Spec::new("lifecycle.stage", "Lifecycle stage", "Current lifecycle stage.", T::Enum, K::LifecycleStage, Derived).allowed(&LIFECYCLE_STAGES).time_dependent(),
         Spec::new("lifecycle.stage_start_time", "Stage since", "When the customer entered the current lifecycle stage.", T::Timestamp, K::LifecycleStageStartTime, Derived).time_dependent(),
         Spec::new("lifecycle.churn_risk", "Churn risk", "True when the customer is flagged as at risk of churning.", T::Bool, K::LifecycleChurnRisk, Derived).time_dependent().always_set(),

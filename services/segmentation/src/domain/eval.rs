@@ -5,6 +5,10 @@
 //! - a predicate on an unset field is false, except IS_NOT_SET; NOT_EQUALS, NOT_IN,
 //!   NOT_CONTAINS and NOT_WITHIN_LAST are false on an unset field too;
 //! - counts and sums are never unset (0); money compares with the sum in the value's currency;
+//! - purchases are net of refunds: amounts are `Activity::net_amount`, and a purchase refunded
+//!   in full counts for no purchase field (`Activity::counts_as_purchase`);
+//! - ENDS_WITH compares characters at the end, MATCHES_PATTERN is SQL `LIKE` with `\` as its
+//!   escape (`domain::pattern`), both case-sensitive;
 //! - windows: `last_days` N covers T − N × 24 h < t ≤ T, `time_range` [start, end);
 //! - filter lists are ANDed, entries inside a list ORed;
 //! - loyalty fields hold when at least one (matching) program membership satisfies the test;
@@ -17,6 +21,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
 use super::catalog::{FieldKey, Operator, ValueType};
 use super::facts::{Activity, ActivityKind, AttributeValue, EvalContext, Facts, Money};
+use super::pattern::Pattern;
 use super::rule::{Filter, Node, Predicate, Rule, Value, Window};
 
 /// Whether `facts` satisfy `rule` at `ctx`.
@@ -209,7 +214,7 @@ fn actual(predicate: &Predicate, facts: &Facts, ctx: &EvalContext) -> Actual {
                 _ => String::new(),
             };
             let amount_minor: i128 = matching(predicate, facts, ctx)
-                .filter_map(|a| a.amount.as_ref())
+                .filter_map(Activity::net_amount)
                 .filter(|money| money.currency == currency)
                 .map(|money| i128::from(money.amount_minor))
                 .sum();
@@ -345,7 +350,8 @@ fn matching<'f>(
     );
     facts.activities.iter().filter(move |a| {
         let kind_ok = match &a.kind {
-            ActivityKind::Purchase => purchases,
+            // A purchase refunded in full is no purchase (`Activity::counts_as_purchase`).
+            ActivityKind::Purchase => purchases && a.counts_as_purchase(),
             ActivityKind::Interaction(kind) => {
                 !purchases
                     && (predicate.filter.interaction_kinds.is_empty()
@@ -465,6 +471,17 @@ fn compare(actual: &Scalar, op: Operator, values: &[Value], ctx: &EvalContext) -
         }
         O::StartsWith => match (actual, first) {
             (Scalar::Text(a), Some(Value::String(prefix))) => a.starts_with(prefix.as_str()),
+            _ => false,
+        },
+        O::EndsWith => match (actual, first) {
+            (Scalar::Text(a), Some(Value::String(suffix))) => a.ends_with(suffix.as_str()),
+            _ => false,
+        },
+        // Validation parsed the pattern once already; a stored rule was valid when saved.
+        O::MatchesPattern => match (actual, first) {
+            (Scalar::Text(a), Some(Value::String(pattern))) => {
+                Pattern::parse(pattern).is_ok_and(|p| p.matches(a))
+            }
             _ => false,
         },
         O::WithinLast | O::NotWithinLast => match (actual, first) {

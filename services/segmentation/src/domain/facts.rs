@@ -4,6 +4,10 @@
 //!
 //! Unset values: empty strings, `None`, empty lists. Activity aggregates are never stored:
 //! they are computed from `activities` at evaluation time.
+//!
+//! Net spend: a purchase carries what its refunds add up to (`Activity::refunded_minor`, kept
+//! on the purchase row by the store), so every reader of purchases asks the same two questions
+//! of it: [`Activity::counts_as_purchase`] and [`Activity::net_amount`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -113,6 +117,37 @@ pub struct Activity {
     pub amount: Option<Money>,
     pub categories: Vec<String>,
     pub channel: String,
+    /// Purchases only: the minor units refunded against this purchase's order in its currency
+    /// (the sum of the refunds the store matched to it); 0 when none, and for interactions.
+    pub refunded_minor: i64,
+}
+
+impl Activity {
+    /// Whether the activity is a purchase that still counts: a purchase refunded in full
+    /// (something refunded, and at least its amount) is as if it never happened for counts,
+    /// first and last purchase times, categories, channels, RFM, lifecycle and predictions.
+    pub fn counts_as_purchase(&self) -> bool {
+        self.kind == ActivityKind::Purchase && !self.refunded_in_full()
+    }
+
+    /// Whether refunds took back the whole purchase. SQL: `store::facts::COUNTS_AS_PURCHASE`.
+    pub fn refunded_in_full(&self) -> bool {
+        self.refunded_minor > 0
+            && self
+                .amount
+                .as_ref()
+                .is_none_or(|m| self.refunded_minor >= m.amount_minor)
+    }
+
+    /// The purchase's amount less its refunds, which take back at most what was paid (so a
+    /// net amount is never below 0, and an amount below 0, which only an older feed could
+    /// have recorded, stays as it was); `None` without an amount. SQL: `store::facts::NET_AMOUNT`.
+    pub fn net_amount(&self) -> Option<Money> {
+        self.amount.as_ref().map(|m| Money {
+            amount_minor: m.amount_minor - self.refunded_minor.min(m.amount_minor.max(0)),
+            currency: m.currency.clone(),
+        })
+    }
 }
 
 /// An amount in minor units of a currency.

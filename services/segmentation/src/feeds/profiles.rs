@@ -3,8 +3,10 @@
 //!
 //! - CustomerDeleted: the customer leaves every segment; its facts are set aside in a tombstone
 //!   and come back with CustomerUndeleted.
-//! - ActivityRecorded: purchases and interactions, keyed by activity id. Refunds are not kept:
-//!   RFM monetary value and purchase aggregates count completed purchases only.
+//! - ActivityRecorded: purchases, refunds and interactions, keyed by activity id. A refund is
+//!   kept apart (`customer_refunds`) and reduces the purchase of the same customer, order id
+//!   and currency, whenever that purchase arrives (`store::facts::insert_activities`): purchase
+//!   aggregates, RFM, lifecycle and predictions read net amounts.
 //! - CustomerMerged / CustomerUnmerged: facts move to the target remembering the merge, and
 //!   exactly those move back; so do static memberships (`workflow::membership::unmerge_customers`).
 //! - CustomerErased: everything under the customer and the ids merged into it is deleted.
@@ -25,7 +27,7 @@ use sqlx::PgConnection;
 
 use super::{FactsFeed, Pending, cause, payload, position, settle_now};
 use crate::domain::facts::{Activity, ActivityKind, AttributeValue, Consents, Money};
-use crate::store::facts::{self, Feed, Merge, NewActivity, Traits};
+use crate::store::facts::{self, Feed, Merge, NewActivity, NewRefund, Traits};
 use crate::wire::from_timestamp;
 use crate::workflow::membership::{self, Changed};
 
@@ -60,14 +62,21 @@ impl FactsFeed for ProfilesFeed {
             if let Some(custom) = activity.as_ref().and_then(custom_events::to_event) {
                 return custom_events::store(tx, custom, pending, now).await;
             }
-            let Some(new) = activity.and_then(to_activity) else {
+            let Some(recorded) = activity.and_then(to_recorded) else {
                 return Ok(());
             };
             // Older than the retained history (`EvaluationSettings.activity_retention_days`):
             // not kept.
             let retention = pending.settings(&mut *tx).await?.activity_retention_days;
-            if new.activity.occur_time >= now - Duration::days(i64::from(retention)) {
-                pending.add_activity(new, at, event, now);
+            let kept_since = now - Duration::days(i64::from(retention));
+            match recorded {
+                Recorded::Activity(new) if new.activity.occur_time >= kept_since => {
+                    pending.add_activity(new, at, event, now);
+                }
+                Recorded::Refund(refund) if refund.occur_time >= kept_since => {
+                    pending.add_refund(refund, at, event, now);
+                }
+                Recorded::Activity(_) | Recorded::Refund(_) => {}
             }
             return Ok(());
         }
@@ -329,11 +338,21 @@ fn to_traits(t: pb::CustomerTraits) -> Traits {
     }
 }
 
-/// A purchase or interaction to keep; `None` for refunds and malformed activities.
-fn to_activity(a: pb::Activity) -> Option<NewActivity> {
+/// What an ActivityRecorded leaves in the facts.
+enum Recorded {
+    Activity(NewActivity),
+    Refund(NewRefund),
+}
+
+/// A purchase, refund or interaction to keep; `None` for malformed activities (a refund
+/// without an order id or a positive amount among them).
+fn to_recorded(a: pb::Activity) -> Option<Recorded> {
     use pb::activity::Details;
     let occur_time = from_timestamp(a.occur_time.as_ref())?;
-    let (kind, amount, categories) = match a.details? {
+    if a.customer_id.is_empty() || a.activity_id.is_empty() {
+        return None;
+    }
+    let (kind, amount, categories, order_id) = match a.details? {
         Details::Purchase(p) => (
             ActivityKind::Purchase,
             p.amount.map(|m| Money {
@@ -341,8 +360,26 @@ fn to_activity(a: pb::Activity) -> Option<NewActivity> {
                 currency: m.currency,
             }),
             p.categories,
+            p.order_id,
         ),
-        Details::Refund(_) => return None,
+        Details::Refund(r) => {
+            // Profiles refuses both; an older feed's zero refund would change nothing, and a
+            // negative one must not add to a purchase.
+            let amount = r.amount.filter(|m| m.amount_minor > 0)?;
+            if r.order_id.is_empty() {
+                return None;
+            }
+            return Some(Recorded::Refund(NewRefund {
+                activity_id: a.activity_id,
+                customer_id: a.customer_id,
+                order_id: r.order_id,
+                occur_time,
+                amount: Money {
+                    amount_minor: amount.amount_minor,
+                    currency: amount.currency,
+                },
+            }));
+        }
         Details::Interaction(i) => {
             let kind = match i.interaction_kind() {
                 pb::InteractionKind::Other => i.other_kind.clone(),
@@ -356,15 +393,17 @@ fn to_activity(a: pb::Activity) -> Option<NewActivity> {
             } else {
                 vec![i.category]
             };
-            (ActivityKind::Interaction(kind), None, categories)
+            (
+                ActivityKind::Interaction(kind),
+                None,
+                categories,
+                String::new(),
+            )
         }
         // Custom events are kept apart (`custom_events`), not as facts.
         Details::CustomEvent(_) => return None,
     };
-    if a.customer_id.is_empty() || a.activity_id.is_empty() {
-        return None;
-    }
-    Some(NewActivity {
+    Some(Recorded::Activity(NewActivity {
         customer_id: a.customer_id,
         activity: Activity {
             activity_id: a.activity_id,
@@ -373,6 +412,8 @@ fn to_activity(a: pb::Activity) -> Option<NewActivity> {
             amount,
             categories,
             channel: a.channel,
+            refunded_minor: 0,
         },
-    })
+        order_id,
+    }))
 }

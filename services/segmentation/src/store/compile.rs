@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::domain::catalog::{FieldKey, Operator, ValueType};
 use crate::domain::facts::EvalContext;
 use crate::domain::rule::{Filter, Node, Predicate, Rule, Value, Window};
+use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
 
 /// A value bound to a placeholder of a compiled rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,7 +268,9 @@ impl Compiler {
                 let covered = self.activities(p);
                 let currency = self.bind(SqlValue::Text(currency), "text");
                 let covered = format!("{covered} AND a.currency = {currency}");
-                Expr::Scalar(self.aggregate("sum(a.amount_minor)", covered, Some("0")))
+                // Net of refunds (`Activity::net_amount`).
+                let sum = format!("sum({NET_AMOUNT})");
+                Expr::Scalar(self.aggregate(&sum, covered, Some("0")))
             }
             K::PurchaseFirstTime => {
                 let covered = self.activities(p);
@@ -383,8 +386,10 @@ impl Compiler {
             p.key,
             FieldKey::InteractionCount | FieldKey::InteractionLastTime
         );
+        // A purchase refunded in full is no purchase (`Activity::counts_as_purchase`).
+        // Refunds live in their own table: no activity row is one.
         let mut sql = String::from(if purchases {
-            "a.kind = 'purchase'"
+            COUNTS_AS_PURCHASE
         } else {
             "a.kind <> 'purchase'"
         });
@@ -524,6 +529,26 @@ impl Compiler {
                     .map(|v| self.operand(vt, v))
                     .unwrap_or_default();
                 format!("COALESCE(starts_with({expr}, {prefix}), false)")
+            }
+            // Characters at the end compared with `=`: no pattern, so a `%`, `_` or `\` in the
+            // value is itself.
+            O::EndsWith => {
+                let suffix = p
+                    .values
+                    .first()
+                    .map(|v| self.operand(vt, v))
+                    .unwrap_or_default();
+                format!("COALESCE(right({expr}, length({suffix})) = {suffix}, false)")
+            }
+            // The bound pattern is LIKE syntax with `\` as the escape (`domain::pattern`,
+            // validated not to end with a lone `\`).
+            O::MatchesPattern => {
+                let pattern = p
+                    .values
+                    .first()
+                    .map(|v| self.operand(vt, v))
+                    .unwrap_or_default();
+                format!("COALESCE({expr} LIKE {pattern} ESCAPE '\\', false)")
             }
             O::WithinLast | O::NotWithinLast => {
                 let days = match p.values.first() {

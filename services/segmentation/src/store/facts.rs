@@ -1,23 +1,36 @@
 //! The facts projection in Postgres: reading one customer's facts for the in-process evaluator
 //! and GetCustomerFacts, and the writes the feed consumers make (traits snapshots, consents,
-//! activities, loyalty memberships, survey answers, tickets, merges, deletions, erasures).
+//! activities, refunds, loyalty memberships, survey answers, tickets, merges, deletions,
+//! erasures).
 //!
 //! A customer has a `customer_facts` row exactly while it exists for segmentation: deleted,
 //! merged-away and erased customers have a tombstone instead (`customer_tombstones`), so no
 //! rule, full recompute or feed event brings them back. Every write is idempotent: snapshots are
-//! applied only when newer than the position stored, activities and tickets are keyed by their
-//! upstream ids, merges by merge id.
+//! applied only when newer than the position stored, activities, refunds and tickets are keyed
+//! by their upstream ids, merges by merge id; a purchase's refunded amount is recomputed from
+//! its refunds, never incremented (`refresh_refunded_orders`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::domain::facts::{
     Activity, ActivityKind, AttributeValue, Consents, EvalContext, Facts, FeedbackFacts,
     LifecycleFacts, LoyaltyMembership, Money, PredictionFacts,
 };
+
+/// `domain::facts::Activity::counts_as_purchase` over a `customer_activities` row aliased `a`:
+/// a purchase not refunded in full. Every query reading purchases uses it (rule SQL, RFM,
+/// lifecycle, predictions); never NULL.
+pub const COUNTS_AS_PURCHASE: &str = "(a.kind = 'purchase' \
+     AND COALESCE(a.refunded_minor = 0 OR a.refunded_minor < a.amount_minor, false))";
+
+/// `domain::facts::Activity::net_amount` of a `customer_activities` row aliased `a`: refunds
+/// take back at most what was paid; NULL without an amount.
+pub const NET_AMOUNT: &str =
+    "(a.amount_minor - LEAST(a.refunded_minor, GREATEST(a.amount_minor, 0)))";
 
 /// The `p_*` columns of a facts row left-joined to `customer_predictions`.
 fn prediction_from_row(
@@ -109,7 +122,7 @@ pub async fn load_facts_many(
     }
     let rows = sqlx::query(
         "SELECT customer_id, activity_id, kind, occur_time, amount_minor, currency, categories, \
-           channel \
+           channel, refunded_minor \
          FROM customer_activities WHERE customer_id = ANY($1) \
          ORDER BY customer_id, occur_time, activity_id",
     )
@@ -132,6 +145,7 @@ pub async fn load_facts_many(
             }),
             categories: row.try_get("categories")?,
             channel: row.try_get("channel")?,
+            refunded_minor: row.try_get("refunded_minor")?,
         });
     }
     let rows = sqlx::query(
@@ -505,23 +519,39 @@ pub async fn set_consent(
 pub struct NewActivity {
     pub customer_id: String,
     pub activity: Activity,
+    /// Purchases: the order id refunds name (`Purchase.order_id`); empty otherwise.
+    pub order_id: String,
 }
 
-/// Stores a run of activities, in feed order, in three statements whatever its length: each
-/// customer's lock (in sorted order), then its facts row unless tombstoned (as [`ensure_row`]
-/// makes it), then every activity; a redelivered one (same activity id, in an earlier batch or
-/// earlier in this run) changes nothing. `now` is when the customers' new facts rows start.
+/// A refund of `customer_id` from the profiles feed: money returned for order `order_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRefund {
+    pub activity_id: String,
+    pub customer_id: String,
+    pub order_id: String,
+    pub occur_time: DateTime<Utc>,
+    pub amount: Money,
+}
+
+/// Stores a run of activities and refunds, in feed order, in a few statements whatever its
+/// length: each customer's lock (in sorted order), then its facts row unless tombstoned (as
+/// [`ensure_row`] makes it), then every activity, every refund, and the refunded amounts of
+/// the orders they touch ([`refresh_refunded_orders`]); a redelivered one (same activity id,
+/// in an earlier batch or earlier in this run) changes nothing. `now` is when the customers'
+/// new facts rows start.
 pub async fn insert_activities(
     conn: &mut PgConnection,
     activities: &[NewActivity],
+    refunds: &[NewRefund],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    if activities.is_empty() {
+    if activities.is_empty() && refunds.is_empty() {
         return Ok(());
     }
     let customers: Vec<&str> = activities
         .iter()
         .map(|new| new.customer_id.as_str())
+        .chain(refunds.iter().map(|r| r.customer_id.as_str()))
         .filter(|id| !id.is_empty())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -548,13 +578,14 @@ pub async fn insert_activities(
     }
     sqlx::query(
         "INSERT INTO customer_activities \
-           (activity_id, customer_id, kind, occur_time, amount_minor, currency, categories, channel) \
+           (activity_id, customer_id, kind, occur_time, amount_minor, currency, categories, \
+            channel, order_id) \
          SELECT a.activity_id, a.customer_id, a.kind, a.occur_time, a.amount_minor, a.currency, \
-                COALESCE(($7::text[])[a.first:a.last], '{}'), a.channel \
+                COALESCE(($7::text[])[a.first:a.last], '{}'), a.channel, NULLIF(a.order_id, '') \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
-                     $6::text[], $8::int4[], $9::int4[], $10::text[]) WITH ORDINALITY \
+                     $6::text[], $8::int4[], $9::int4[], $10::text[], $11::text[]) WITH ORDINALITY \
            AS a(activity_id, customer_id, kind, occur_time, amount_minor, currency, first, last, \
-                channel, n) \
+                channel, order_id, n) \
          ORDER BY a.n \
          ON CONFLICT (activity_id) DO NOTHING",
     )
@@ -568,9 +599,127 @@ pub async fn insert_activities(
     .bind(columns.first_category)
     .bind(columns.last_category)
     .bind(columns.channels)
-    .execute(conn)
+    .bind(columns.order_ids)
+    .execute(&mut *conn)
     .await?;
+    if !refunds.is_empty() {
+        sqlx::query(
+            "INSERT INTO customer_refunds \
+               (activity_id, customer_id, order_id, occur_time, amount_minor, currency) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
+                                  $5::int8[], $6::text[]) \
+             ON CONFLICT (activity_id) DO NOTHING",
+        )
+        .bind(
+            refunds
+                .iter()
+                .map(|r| r.activity_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            refunds
+                .iter()
+                .map(|r| r.customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            refunds
+                .iter()
+                .map(|r| r.order_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(refunds.iter().map(|r| r.occur_time).collect::<Vec<_>>())
+        .bind(
+            refunds
+                .iter()
+                .map(|r| r.amount.amount_minor)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            refunds
+                .iter()
+                .map(|r| r.amount.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    // The orders this run named: a refund's, and a purchase's (a refund may have come first).
+    let (order_customers, orders): (Vec<&str>, Vec<&str>) = activities
+        .iter()
+        .filter(|new| !new.order_id.is_empty())
+        .map(|new| (new.customer_id.as_str(), new.order_id.as_str()))
+        .chain(
+            refunds
+                .iter()
+                .map(|r| (r.customer_id.as_str(), r.order_id.as_str())),
+        )
+        .unzip();
+    if !orders.is_empty() {
+        refresh_refunded_orders(conn, &order_customers, &orders).await?;
+    }
     Ok(())
+}
+
+/// Sets `refunded_minor` on the purchases of the given (customer, order) pairs that have
+/// refunds: the sum of the refunds of the same customer, order and currency, all on the
+/// earliest such purchase (occur time, then activity id), 0 on any other. Pairs without a
+/// refund are skipped at the cost of one index probe, so a run of purchases pays little.
+pub async fn refresh_refunded_orders(
+    conn: &mut PgConnection,
+    customer_ids: &[&str],
+    order_ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    let keys = "SELECT DISTINCT k.customer_id, k.order_id \
+                FROM unnest($1::text[], $2::text[]) AS k (customer_id, order_id) \
+                WHERE EXISTS (SELECT 1 FROM customer_refunds r \
+                  WHERE r.customer_id = k.customer_id AND r.order_id = k.order_id)";
+    sqlx::query(AssertSqlSafe(refresh_refunded_sql(keys)))
+        .bind(customer_ids)
+        .bind(order_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`refresh_refunded_orders`] for every order of `customer_ids` that has a refund or a
+/// purchase carrying one: after a merge or unmerge moved refunds and purchases between them.
+pub async fn refresh_refunded_customers(
+    conn: &mut PgConnection,
+    customer_ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    let keys = "SELECT customer_id, order_id FROM customer_refunds \
+                WHERE customer_id = ANY($1::text[]) \
+                UNION \
+                SELECT customer_id, order_id FROM customer_activities \
+                WHERE customer_id = ANY($1::text[]) AND refunded_minor <> 0";
+    sqlx::query(AssertSqlSafe(refresh_refunded_sql(keys)))
+        .bind(customer_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The statement of both refreshes over the (customer_id, order_id) pairs `keys` selects.
+/// A refund in another currency than every purchase of its order applies to none; the
+/// total saturates at int64 (it would take thousands of maximal refunds to get there).
+fn refresh_refunded_sql(keys: &str) -> String {
+    format!(
+        "WITH k AS ({keys}), \
+         p AS ( \
+           SELECT a.activity_id, \
+             CASE WHEN row_number() OVER (PARTITION BY a.customer_id, a.order_id, a.currency \
+                                          ORDER BY a.occur_time, a.activity_id) = 1 \
+               THEN (SELECT LEAST(COALESCE(sum(r.amount_minor), 0), 9223372036854775807) \
+                     FROM customer_refunds r WHERE r.customer_id = a.customer_id \
+                       AND r.order_id = a.order_id AND r.currency = a.currency)::bigint \
+               ELSE 0 END AS refunded \
+           FROM k JOIN customer_activities a \
+             ON a.customer_id = k.customer_id AND a.order_id = k.order_id \
+           WHERE a.kind = 'purchase' AND a.order_id IS NOT NULL) \
+         UPDATE customer_activities t SET refunded_minor = p.refunded \
+         FROM p WHERE t.activity_id = p.activity_id AND t.refunded_minor <> p.refunded"
+    )
 }
 
 /// [`insert_activities`]' rows as one array per column.
@@ -588,6 +737,7 @@ struct ActivityColumns<'a> {
     first_category: Vec<i32>,
     last_category: Vec<i32>,
     channels: Vec<&'a str>,
+    order_ids: Vec<&'a str>,
 }
 
 impl<'a> ActivityColumns<'a> {
@@ -609,6 +759,7 @@ impl<'a> ActivityColumns<'a> {
         self.last_category
             .push(i32::try_from(self.categories.len()).unwrap_or(i32::MAX));
         self.channels.push(&a.channel);
+        self.order_ids.push(&new.order_id);
     }
 }
 
@@ -887,7 +1038,7 @@ pub struct Merge {
     pub target: String,
 }
 
-/// Moves the source's activities, custom events, loyalty rows and tickets to the target
+/// Moves the source's activities, refunds, custom events, loyalty rows and tickets to the target
 /// remembering the merge, gives the target the newer survey answers, and replaces the source's
 /// row with a "merged" tombstone. Returns false when the merge was already applied.
 pub async fn merge(conn: &mut PgConnection, merge: &Merge) -> Result<bool, sqlx::Error> {
@@ -915,16 +1066,22 @@ pub async fn merge(conn: &mut PgConnection, merge: &Merge) -> Result<bool, sqlx:
     if recorded.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query(
-        "UPDATE customer_activities SET customer_id = $3, merged_from = $2, merge_id = $1 \
-         WHERE customer_id = $2",
-    )
-    .bind(merge_id)
-    .bind(source)
-    .bind(target)
-    .execute(&mut *conn)
-    .await?;
+    for table in ["customer_activities", "customer_refunds"] {
+        let sql = format!(
+            "UPDATE {table} SET customer_id = $3, merged_from = $2, merge_id = $1 \
+             WHERE customer_id = $2"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(merge_id)
+            .bind(source)
+            .bind(target)
+            .execute(&mut *conn)
+            .await?;
+    }
     super::custom_events::merge(&mut *conn, merge_id, source, target).await?;
+    // The source's refunds now meet the target's purchases of the same orders, and the
+    // other way round.
+    refresh_refunded_customers(&mut *conn, &[target.as_str()]).await?;
     // A program the target is already a member of keeps the source's row under the source
     // id (never evaluated while the merge stands); the loyalty feed reports the merged member.
     sqlx::query(
@@ -1011,6 +1168,7 @@ pub async fn unmerge(
     for table in [
         "customer_activities",
         "customer_events",
+        "customer_refunds",
         "loyalty_memberships",
         "customer_tickets",
     ] {
@@ -1023,6 +1181,8 @@ pub async fn unmerge(
             .execute(&mut *conn)
             .await?;
     }
+    // Each side's refunds apply to its own purchases again.
+    refresh_refunded_customers(&mut *conn, &[source.as_str(), target.as_str()]).await?;
     // Answers the merge took from the source go back to what the target had.
     sqlx::query(
         "UPDATE customer_facts t SET \
@@ -1055,14 +1215,16 @@ pub async fn unmerge(
     }))
 }
 
-/// Erasure: removes every fact held under `customer_id` (row, activities, custom events,
-/// loyalty rows, tickets, merge snapshots) and leaves an "erased" tombstone with nothing in it.
+/// Erasure: removes every fact held under `customer_id` (row, activities, refunds, custom
+/// events, loyalty rows, tickets, merge snapshots) and leaves an "erased" tombstone with nothing
+/// in it.
 pub async fn erase(conn: &mut PgConnection, customer_id: &str) -> Result<(), sqlx::Error> {
     lock_customer(&mut *conn, customer_id).await?;
     for sql in [
         "DELETE FROM customer_facts WHERE customer_id = $1",
         "DELETE FROM customer_activities WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM customer_events WHERE customer_id = $1 OR merged_from = $1",
+        "DELETE FROM customer_refunds WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM loyalty_memberships WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM customer_tickets WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM customer_merges WHERE source_id = $1 OR target_id = $1",

@@ -7,6 +7,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::domain::lifecycle::LifecycleConfig;
 use crate::store::Who;
+use crate::store::facts::COUNTS_AS_PURCHASE;
 
 /// The configs row name.
 const ROW: &str = "lifecycle";
@@ -126,7 +127,7 @@ pub async fn evaluate(
                   lag(a.occur_time) OVER (PARTITION BY a.customer_id \
                                           ORDER BY a.occur_time, a.activity_id) AS prev \
            FROM customer_activities a \
-           WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
+           WHERE {COUNTS_AS_PURCHASE} AND a.occur_time <= $1 \
              AND {a}), \
          h AS ( \
            SELECT customer_id, min(occur_time) AS first_time, max(occur_time) AS last_time, \

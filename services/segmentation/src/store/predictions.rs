@@ -11,6 +11,7 @@ use crate::domain::predict::{BgNbd, GammaGamma};
 use crate::domain::prediction_config::PredictionConfig;
 use crate::domain::rfm::{RfmConfig, counted_currencies};
 use crate::store::Who;
+use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
 
 /// The configs row name.
 const ROW: &str = "prediction";
@@ -83,6 +84,7 @@ pub struct PurchaseDays {
 /// customers, in the RFM config's currency by its rules: per customer, day and currency the
 /// amounts are summed and converted exactly at the currency's rate, rounded down (as RFM
 /// monetary value is); purchases in a currency the RFM config does not count are left out.
+/// Net of refunds, as RFM: [`NET_AMOUNT`]s of the purchases that [`COUNTS_AS_PURCHASE`].
 /// Ordered by customer, then day.
 pub async fn purchase_days(
     conn: &mut PgConnection,
@@ -94,9 +96,9 @@ pub async fn purchase_days(
     let sql = format!(
         "WITH c AS ( \
            SELECT a.customer_id, (a.occur_time AT TIME ZONE 'UTC')::date AS day, a.currency, \
-                  sum(a.amount_minor)::numeric AS total \
+                  sum({NET_AMOUNT})::numeric AS total \
            FROM customer_activities a JOIN customer_facts f ON f.customer_id = a.customer_id \
-           WHERE a.kind = 'purchase' AND a.occur_time <= $1 AND {} \
+           WHERE {COUNTS_AS_PURCHASE} AND a.occur_time <= $1 AND {} \
            GROUP BY 1, 2, 3) \
          SELECT c.customer_id, c.day, \
                 LEAST(sum(div(c.total * r.value, r.amount)), 9223372036854775807)::bigint AS value \

@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use crate::domain::rfm::{CurrencyRate, RfmConfig, RfmState, Thresholds, counted_currencies, grid};
 use crate::store::Who;
+use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
 
 /// The configs row name.
 const ROW: &str = "rfm";
@@ -104,26 +105,29 @@ pub async fn save(
 /// days, counted currencies `$4` with their exact ratios `$5` (amounts) and `$6` (values), the
 /// RFM currency among them at 1:1 (`domain::rfm::counted_currencies`). A customer is
 /// scored when a purchase exists at or before `$1`; frequency counts every purchase in the
-/// window, whatever its currency. Monetary: per currency, the window's purchases are summed,
+/// window, whatever its currency. Purchases are net of refunds: one refunded in full does not
+/// count at all ([`COUNTS_AS_PURCHASE`]), the others count their [`NET_AMOUNT`]. Monetary: per
+/// currency, the window's purchases are summed,
 /// multiplied by value / amount in exact numeric arithmetic and rounded down (`div`); a
 /// currency without a rate has no row to join and counts nothing. `domain::rfm::monetary_value`
 /// states the same in Rust. The full run and the per-customer refresh both run this text.
 fn values_sql(who: Who<'_>) -> String {
     let a = who.condition("a.customer_id", 3);
     let f = who.condition("f.customer_id", 3);
+    let (purchase, net) = (COUNTS_AS_PURCHASE, NET_AMOUNT);
     format!(
         "\
     WITH p AS ( \
       SELECT a.customer_id, max(a.occur_time) AS last_time, \
              count(*) FILTER (WHERE a.occur_time > $1 - $2 * interval '24 hours') AS frequency \
       FROM customer_activities a \
-      WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
+      WHERE {purchase} AND a.occur_time <= $1 \
         AND {a} \
       GROUP BY a.customer_id), \
     c AS ( \
-      SELECT a.customer_id, a.currency, sum(a.amount_minor)::numeric AS total \
+      SELECT a.customer_id, a.currency, sum({net})::numeric AS total \
       FROM customer_activities a \
-      WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
+      WHERE {purchase} AND a.occur_time <= $1 \
         AND a.occur_time > $1 - $2 * interval '24 hours' \
         AND {a} \
       GROUP BY a.customer_id, a.currency), \
@@ -146,9 +150,9 @@ fn values_sql(who: Who<'_>) -> String {
 
 /// Whether any customer has a purchase.
 pub async fn any_purchase(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM customer_activities WHERE kind = 'purchase')")
-        .fetch_one(conn)
-        .await
+    let sql =
+        format!("SELECT EXISTS (SELECT 1 FROM customer_activities a WHERE {COUNTS_AS_PURCHASE})");
+    sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(conn).await
 }
 
 /// Quintile bounds over every scored customer as of `now`; `None` when nobody is scored.

@@ -44,6 +44,8 @@ pub fn operator_to_proto(operator: Operator) -> pb::Operator {
         O::NotIn => pb::Operator::NotIn,
         O::Between => pb::Operator::Between,
         O::StartsWith => pb::Operator::StartsWith,
+        O::EndsWith => pb::Operator::EndsWith,
+        O::MatchesPattern => pb::Operator::MatchesPattern,
         O::Contains => pb::Operator::Contains,
         O::NotContains => pb::Operator::NotContains,
         O::ContainsAny => pb::Operator::ContainsAny,

@@ -161,8 +161,8 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
         for a in &f.activities {
             sqlx::query(
                 "INSERT INTO customer_activities (activity_id, customer_id, kind, occur_time, \
-                 amount_minor, currency, categories, channel) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 amount_minor, currency, categories, channel, refunded_minor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&a.activity_id)
             .bind(&f.customer_id)
@@ -172,6 +172,7 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
             .bind(a.amount.as_ref().map(|m| m.currency.clone()))
             .bind(&a.categories)
             .bind(&a.channel)
+            .bind(a.refunded_minor)
             .execute(&mut *conn)
             .await?;
         }
@@ -360,8 +361,15 @@ fn birth_dates(today: NaiveDate) -> Vec<NaiveDate> {
     dates
 }
 
-const STRINGS: [&str; 10] = [
-    "CN", "SG", "Shanghai", "Sh", "S", "Beijing", "engineer", "eng", "teacher", "x",
+const STRINGS: [&str; 16] = [
+    "CN", "SG", "Shanghai", "Sh", "S", "Beijing", "engineer", "eng", "teacher", "x", "上海", "海",
+    "a%b", "a_b", "a\\b", "%",
+];
+/// MATCHES_PATTERN operands: every wildcard, escapes, multi-byte characters (`_` is one
+/// character, not one byte), case.
+const PATTERNS: [&str; 22] = [
+    "S%", "%ai", "Sh%i", "_h%", "%a%", "S_", "%", "_", "__", "上_", "%海", "a\\%b", "a\\_b", "a_b",
+    "a%b", "%\\\\%", "s%", "%n%e%", "\\S%", "%%", "_%_", "CN",
 ];
 const LIST_ITEMS: [&str; 8] = [
     "vip", "new", "sports", "beauty", "skincare", "makeup", "store", "web",
@@ -433,6 +441,18 @@ fn customer(
         .map(|(j, raw)| {
             let mut t = Tape::new(raw);
             let purchase = t.chance(60);
+            let amount = (purchase && !t.chance(10)).then(|| Money {
+                amount_minor: t.pick(&AMOUNTS),
+                currency: t.pick(&CURRENCIES).to_owned(),
+            });
+            // The refunds the store matched to a purchase: none, part, all, more than all.
+            let refunded_minor = match &amount {
+                Some(m) if t.chance(40) => {
+                    let whole = m.amount_minor.max(0);
+                    t.pick(&[1, whole / 2, whole, whole + 1, 100])
+                }
+                _ => 0,
+            };
             Activity {
                 activity_id: format!("{id}-a{j}"),
                 kind: if purchase {
@@ -441,10 +461,7 @@ fn customer(
                     ActivityKind::Interaction(t.pick(&INTERACTION_KINDS).to_owned())
                 },
                 occur_time: time_at(&mut t, now),
-                amount: (purchase && !t.chance(10)).then(|| Money {
-                    amount_minor: t.pick(&AMOUNTS),
-                    currency: t.pick(&CURRENCIES).to_owned(),
-                }),
+                amount,
                 categories: if purchase {
                     t.subset(&CATEGORIES[..3])
                 } else {
@@ -455,6 +472,7 @@ fn customer(
                 } else {
                     t.pick(&CHANNELS).to_owned()
                 },
+                refunded_minor,
             }
         })
         .collect();
@@ -477,8 +495,11 @@ fn customer(
         customer_id: id,
         customer_create_time: option_time(tape),
         country: text(tape, &["CN", "SG", "US"]),
-        region: text(tape, &["Shanghai", "Sh", "Beijing"]),
-        city: text(tape, &["Shanghai", "Beijing", "Singapore"]),
+        region: text(tape, &["Shanghai", "Sh", "Beijing", "海"]),
+        city: text(
+            tape,
+            &["Shanghai", "Beijing", "Singapore", "上海", "a%b", "a\\b"],
+        ),
         birth_date: (!tape.chance(20)).then(|| tape.pick(&birth_dates(ctx.today))),
         gender: enum_value(tape, &["female", "male", "non_binary"]),
         income_band: enum_value(tape, &["low", "middle", "high"]),
@@ -545,6 +566,8 @@ fn value(
     let today = now.date_naive();
     let kind = if matches!(operator, Operator::WithinLast | Operator::NotWithinLast) {
         V::DaysValue(tape.pick(&DAYS))
+    } else if operator == Operator::MatchesPattern {
+        V::StringValue(tape.pick(&PATTERNS).to_owned())
     } else {
         match def.value_type {
             ValueType::String => V::StringValue(tape.pick(&STRINGS).to_owned()),
@@ -607,11 +630,16 @@ fn ordered(mut low: pb::Value, mut high: pb::Value) -> (pb::Value, pb::Value) {
 }
 
 fn predicate(tape: &mut Tape<'_>, catalog: &Catalog, now: DateTime<Utc>) -> pb::Condition {
-    // Activity aggregates carry the most logic (windows, filters, currencies): test them more.
-    let fields: Vec<&FieldDef> = if tape.chance(40) {
-        catalog.fields().filter(|f| f.windowed).collect()
-    } else {
-        catalog.fields().collect()
+    // Activity aggregates carry the most logic (windows, filters, currencies): test them more;
+    // and string fields, whose text operators (prefix, suffix, LIKE patterns over multi-byte
+    // characters and escapes) are few among all fields' operators.
+    let fields: Vec<&FieldDef> = match tape.below(100) {
+        0..40 => catalog.fields().filter(|f| f.windowed).collect(),
+        40..55 => catalog
+            .fields()
+            .filter(|f| f.value_type == ValueType::String)
+            .collect(),
+        _ => catalog.fields().collect(),
     };
     let def = fields[tape.below(fields.len())];
     let operator = tape.pick(&def.operators);
@@ -869,6 +897,7 @@ fn purchase(id: &str, at: DateTime<Utc>, amount_minor: i64, currency: &str) -> A
         }),
         categories: vec!["skincare".to_owned()],
         channel: "store".to_owned(),
+        refunded_minor: 0,
     }
 }
 
@@ -1076,6 +1105,127 @@ async fn money_compares_the_sum_in_the_values_currency_only() -> anyhow::Result<
                 ),
                 &["mixed"],
             ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn purchases_are_net_of_refunds_and_one_refunded_in_full_is_no_purchase() -> anyhow::Result<()>
+{
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let refunded = |id: &str, days: i64, amount: i64, refunded_minor: i64| Activity {
+        refunded_minor,
+        ..purchase(id, ctx.now - Duration::days(days), amount, "CNY")
+    };
+    // 100 − 30 and 50 refunded in full.
+    let partial = Facts {
+        activities: vec![refunded("p1", 40, 100, 30), refunded("p2", 10, 50, 50)],
+        ..person("partial")
+    };
+    // Refunds beyond the amount take back the amount only.
+    let over = Facts {
+        activities: vec![refunded("o1", 40, 100, 250), refunded("o2", 20, 60, 0)],
+        ..person("over")
+    };
+    let last_within = |days| {
+        pred(
+            "purchase.last_time",
+            O::WithinLast,
+            vec![V::DaysValue(days)],
+        )
+    };
+    check(
+        &[partial, over],
+        &ctx,
+        vec![
+            (
+                pred("purchase.amount", O::Equals, vec![money(70, "CNY")]),
+                &["partial"],
+            ),
+            (
+                pred("purchase.amount", O::Equals, vec![money(60, "CNY")]),
+                &["over"],
+            ),
+            (
+                pred("purchase.count", O::Equals, vec![V::IntegerValue(1)]),
+                &["over", "partial"],
+            ),
+            // partial's last purchase is p1 (p2 was refunded in full), over's is o2.
+            (last_within(30), &["over"]),
+            (
+                pred(
+                    "purchase.first_time",
+                    O::Before,
+                    vec![V::TimestampValue(ts_proto(ctx.now - Duration::days(30)))],
+                ),
+                &["partial"],
+            ),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn ends_with_and_patterns_match_characters_and_escapes_in_both_evaluators()
+-> anyhow::Result<()> {
+    use pb::Operator as O;
+    let ctx = ctx_at(nows()[0]);
+    let city = |id: &str, city: &str| Facts {
+        city: city.to_owned(),
+        ..person(id)
+    };
+    let customers = [
+        city("shanghai", "Shanghai"),
+        city("cjk", "上海"),
+        city("percent", "100%"),
+        city("underscore", "a_b"),
+        city("backslash", "a\\b"),
+        city("long", &"a".repeat(10_000)),
+        person("unset"),
+    ];
+    let s = |v: &str| V::StringValue(v.to_owned());
+    let like = |pattern: &str| pred("geo.city", O::MatchesPattern, vec![s(pattern)]);
+    check(
+        &customers,
+        &ctx,
+        vec![
+            (pred("geo.city", O::EndsWith, vec![s("hai")]), &["shanghai"]),
+            (pred("geo.city", O::EndsWith, vec![s("海")]), &["cjk"]),
+            // No LIKE in ENDS_WITH: "%" is a character.
+            (pred("geo.city", O::EndsWith, vec![s("%")]), &["percent"]),
+            (
+                pred("geo.city", O::EndsWith, vec![s("_b")]),
+                &["underscore"],
+            ),
+            (
+                not(pred("geo.city", O::EndsWith, vec![s("b")])),
+                &["cjk", "long", "percent", "shanghai", "unset"],
+            ),
+            // `_` is one character, however many bytes.
+            (like("__"), &["cjk"]),
+            (like("上_"), &["cjk"]),
+            (like("S%"), &["shanghai"]),
+            (like("s%"), &[]),
+            (like("%\\%"), &["percent"]),
+            (like("a\\_b"), &["underscore"]),
+            (like("a_b"), &["backslash", "underscore"]),
+            (like("%\\\\%"), &["backslash"]),
+            (
+                like("%"),
+                &[
+                    "backslash",
+                    "cjk",
+                    "long",
+                    "percent",
+                    "shanghai",
+                    "underscore",
+                ],
+            ),
+            // Many runs against a long text: no backtracking blow-up in either evaluator.
+            (like("%a%a%a%a%a%a%a%b"), &[]),
+            (like("%a%a%a%a%a%a%a%a"), &["long"]),
         ],
     )
     .await

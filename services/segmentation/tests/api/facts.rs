@@ -651,6 +651,7 @@ async fn erasure_removes_everything_about_the_customer_and_merged_ids() -> anyho
         for table in [
             "customer_facts",
             "customer_activities",
+            "customer_refunds",
             "loyalty_memberships",
             "customer_tickets",
         ] {
@@ -1035,6 +1036,7 @@ async fn unmerge_gives_static_memberships_back_and_erasure_leaves_nothing() -> a
     for table in [
         "customer_facts",
         "customer_activities",
+        "customer_refunds",
         "loyalty_memberships",
         "customer_tickets",
         "memberships",

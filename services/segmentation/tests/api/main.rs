@@ -10,6 +10,7 @@ mod facts;
 mod fixture;
 mod idempotency;
 mod lookups;
+mod net_spend;
 mod paging;
 mod predictions;
 mod recompute;

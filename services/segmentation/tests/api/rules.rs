@@ -496,4 +496,82 @@ mod list_fields {
         app.stop.cancel();
         Ok(())
     }
+    /// Issue 21: ENDS_WITH and MATCHES_PATTERN are offered where STARTS_WITH is, and a pattern
+    /// Postgres would refuse (a trailing lone `\`) is INVALID_ARGUMENT on its value.
+    #[tokio::test]
+    async fn suffixes_and_patterns_are_offered_for_strings_and_bad_patterns_named()
+    -> anyhow::Result<()> {
+        use super::{all, pred};
+        use pb::Operator as O;
+        use pb::value::Kind as V;
+        let mut app = spawn_app().await?;
+        let fields = app
+            .client
+            .list_fields(pb::ListFieldsRequest {
+                field_prefix: "geo.".to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .fields;
+        for field in &fields {
+            let offers = |o: O| field.operators.contains(&(o as i32));
+            assert_eq!(
+                offers(O::EndsWith),
+                offers(O::StartsWith),
+                "{}",
+                field.field
+            );
+            assert_eq!(
+                offers(O::MatchesPattern),
+                offers(O::StartsWith),
+                "{}",
+                field.field
+            );
+        }
+        assert!(
+            fields
+                .iter()
+                .any(|f| f.operators.contains(&(O::MatchesPattern as i32))),
+            "some geo field takes patterns"
+        );
+        let text = |v: &str| V::StringValue(v.to_owned());
+        let status = app
+            .client
+            .preview_segment(pb::PreviewSegmentRequest {
+                rule: Some(all(vec![
+                    pred("geo.city", O::MatchesPattern, vec![text("Shang%\\")]),
+                    pred("geo.city", O::MatchesPattern, vec![text(&"%".repeat(257))]),
+                    pred("geo.city", O::EndsWith, vec![text("")]),
+                    pred("geo.city", O::EndsWith, vec![text("a"), text("b")]),
+                    // Accepted: an escaped backslash, an escaped wildcard.
+                    pred("geo.city", O::MatchesPattern, vec![text("%\\\\%\\_")]),
+                ])),
+                ..Default::default()
+            })
+            .await
+            .err()
+            .unwrap_or_else(|| tonic::Status::ok(""));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            field_names(&status),
+            [
+                "rule.all.conditions[0].predicate.values[0]",
+                "rule.all.conditions[1].predicate.values[0]",
+                "rule.all.conditions[2].predicate.values[0]",
+                "rule.all.conditions[3].predicate.values",
+            ]
+        );
+        let fine = app
+            .client
+            .preview_segment(pb::PreviewSegmentRequest {
+                rule: Some(pred("geo.city", O::MatchesPattern, vec![text("%\\\\%\\_")])),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(fine.member_count, 0);
+        app.stop.cancel();
+        Ok(())
+    }
 }

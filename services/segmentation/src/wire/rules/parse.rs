@@ -24,6 +24,7 @@ use crate::domain::catalog::{
     Catalog, FieldDef, FilterDimension, INTERACTION_KINDS, Operator, ValueType,
 };
 use crate::domain::facts::Money;
+use crate::domain::pattern::Pattern;
 use crate::domain::rule::{
     Filter, MAX_DAYS, MAX_DEPTH, MAX_FILTER_ENTRIES, MAX_FILTER_ENTRY_CHARS, MAX_INTEGER,
     MAX_NODES, MAX_PREDICATE_VALUES, MAX_RULE_VALUES, MAX_SEGMENT_REFERENCES, MAX_STRING_CHARS,
@@ -341,6 +342,10 @@ impl Parser<'_> {
                     Err(format!(
                         "string_value must be 1–{MAX_STRING_CHARS} characters"
                     ))
+                } else if operator == Operator::MatchesPattern
+                    && let Err(error) = Pattern::parse(text)
+                {
+                    Err(error.to_string())
                 } else if def.value_type == ValueType::Enum && !def.allowed_values.contains(text) {
                     Err(format!(
                         "\"{}\" is not a value of \"{}\"; allowed: {}",
@@ -577,6 +582,8 @@ fn value_count(operator: Operator) -> Count {
         | O::GreaterThan
         | O::GreaterOrEqual
         | O::StartsWith
+        | O::EndsWith
+        | O::MatchesPattern
         | O::Contains
         | O::NotContains
         | O::WithinLast
@@ -683,6 +690,8 @@ pub fn operator_from_proto(operator: pb::Operator) -> Operator {
         pb::Operator::NotIn => O::NotIn,
         pb::Operator::Between => O::Between,
         pb::Operator::StartsWith => O::StartsWith,
+        pb::Operator::EndsWith => O::EndsWith,
+        pb::Operator::MatchesPattern => O::MatchesPattern,
         pb::Operator::Contains => O::Contains,
         pb::Operator::NotContains => O::NotContains,
         pb::Operator::ContainsAny => O::ContainsAny,

@@ -17,6 +17,7 @@ use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::domain::lifecycle::LifecycleConfig;
 use custops_segmentation::domain::rfm::{RfmConfig, grid};
 use custops_segmentation::fixture::SHOP_CURRENCY;
+use custops_segmentation::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
 
 /// The category only the freshness probes buy.
 pub const PROBE_CATEGORY: &str = "bench_probe";
@@ -175,7 +176,7 @@ fn frequent_buyers(variant: usize) -> RuleSpec {
         hand: format!(
             "SELECT f.customer_id FROM customer_facts f \
              JOIN customer_activities a ON a.customer_id = f.customer_id \
-             WHERE @F AND a.kind = 'purchase' AND {w} \
+             WHERE @F AND {COUNTS_AS_PURCHASE} AND {w} \
              GROUP BY f.customer_id HAVING count(*) >= {n}",
             w = window(days)
         ),
@@ -204,8 +205,8 @@ fn big_spenders(variant: usize) -> RuleSpec {
         hand: format!(
             "SELECT f.customer_id FROM customer_facts f \
              JOIN customer_activities a ON a.customer_id = f.customer_id \
-             WHERE @F AND a.kind = 'purchase' AND a.currency = '{SHOP_CURRENCY}' AND {w} \
-             GROUP BY f.customer_id HAVING sum(a.amount_minor) >= {amount}",
+             WHERE @F AND {COUNTS_AS_PURCHASE} AND a.currency = '{SHOP_CURRENCY}' AND {w} \
+             GROUP BY f.customer_id HAVING sum({NET_AMOUNT}) >= {amount}",
             w = window(days)
         ),
     }
@@ -231,7 +232,7 @@ fn category_buyers(category: &str, days: i32) -> RuleSpec {
         hand: format!(
             "SELECT DISTINCT f.customer_id FROM customer_facts f \
              JOIN customer_activities a ON a.customer_id = f.customer_id \
-             WHERE @F AND a.kind = 'purchase' AND a.categories && ARRAY['{category}'] AND {w}",
+             WHERE @F AND {COUNTS_AS_PURCHASE} AND a.categories && ARRAY['{category}'] AND {w}",
             w = window(days)
         ),
     }
@@ -381,7 +382,7 @@ fn lapsed(variant: usize) -> RuleSpec {
         hand: format!(
             "SELECT f.customer_id FROM customer_facts f \
              JOIN customer_activities a ON a.customer_id = f.customer_id \
-             WHERE @F AND a.kind = 'purchase' GROUP BY f.customer_id \
+             WHERE @F AND {COUNTS_AS_PURCHASE} GROUP BY f.customer_id \
              HAVING count(*) FILTER (WHERE {w}) = 0",
             w = window(days)
         ),
@@ -416,7 +417,7 @@ fn browsers(variant: usize) -> RuleSpec {
              JOIN customer_activities a ON a.customer_id = f.customer_id \
              WHERE @F AND {w} GROUP BY f.customer_id \
              HAVING count(*) FILTER (WHERE a.kind IN ({kinds})) >= {n} \
-               AND count(*) FILTER (WHERE a.kind = 'purchase') = 0",
+               AND count(*) FILTER (WHERE {COUNTS_AS_PURCHASE}) = 0",
             w = window(days),
             kinds = quoted(&kinds)
         ),
@@ -503,9 +504,9 @@ pub fn rfm_sql(config: &RfmConfig) -> String {
         "WITH p AS ( \
            SELECT a.customer_id, max(a.occur_time) AS last_time, \
              count(*) FILTER (WHERE a.occur_time > $1 - interval '{hours} hours') AS frequency, \
-             sum(a.amount_minor) FILTER (WHERE a.occur_time > $1 - interval '{hours} hours' \
+             sum({NET_AMOUNT}) FILTER (WHERE a.occur_time > $1 - interval '{hours} hours' \
                                           AND a.currency = '{currency}') AS monetary \
-           FROM customer_activities a WHERE a.kind = 'purchase' AND a.occur_time <= $1 \
+           FROM customer_activities a WHERE {COUNTS_AS_PURCHASE} AND a.occur_time <= $1 \
            GROUP BY a.customer_id), \
          v AS ( \
            SELECT f.customer_id, p.last_time IS NOT NULL AS scored, \
@@ -541,7 +542,7 @@ pub fn lifecycle_sql(config: &LifecycleConfig) -> String {
         "WITH p AS ( \
            SELECT a.customer_id, a.occur_time, a.occur_time - lag(a.occur_time) OVER \
              (PARTITION BY a.customer_id ORDER BY a.occur_time, a.activity_id) AS gap \
-           FROM customer_activities a WHERE a.kind = 'purchase' AND a.occur_time <= $1), \
+           FROM customer_activities a WHERE {COUNTS_AS_PURCHASE} AND a.occur_time <= $1), \
          h AS ( \
            SELECT customer_id, min(occur_time) AS first_time, max(occur_time) AS last_time, \
              count(*) AS n, count(*) FILTER (WHERE occur_time > $1 - {active}) AS active_n, \

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::store::lifecycle::LifecycleState;
 use crate::wire::derived::{lifecycle_to_proto, stage_to_proto};
 use crate::wire::timestamp;
+use crate::workflow::configs;
 use crate::workflow::lifecycle as workflow;
 
 /// GetLifecycleConfig.
@@ -25,7 +26,7 @@ pub(super) async fn get_lifecycle_config(
     api: &SegmentationApi,
     _request: Request<GetLifecycleConfigRequest>,
 ) -> Result<Response<GetLifecycleConfigResponse>, Status> {
-    let state = workflow::config(api.state()).await?;
+    let state = configs::current::<LifecycleState>(api.state()).await?;
     Ok(Response::new(GetLifecycleConfigResponse {
         lifecycle_config: Some(config_to_proto(&state)),
     }))
@@ -43,10 +44,11 @@ pub(super) async fn update_lifecycle_config(
     let input = request.lifecycle_config.unwrap_or_default();
     // Validation first, as in UpdateRfmConfig: an invalid request is INVALID_ARGUMENT even
     // with a stale etag.
-    let (state, job) = workflow::update_config(api.state(), &requester, &input.etag, |current| {
-        merge(current, &input, &paths)
-    })
-    .await?;
+    let (state, job) =
+        configs::update::<LifecycleState>(api.state(), &requester, &input.etag, |current| {
+            merge(current, &input, &paths)
+        })
+        .await?;
     Ok(Response::new(UpdateLifecycleConfigResponse {
         lifecycle_config: Some(config_to_proto(&state)),
         recompute_job_id: job.map(|id| id.to_string()).unwrap_or_default(),

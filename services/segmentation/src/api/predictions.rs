@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::store::predictions::{PredictionState, StoredModel};
 use crate::wire::predictions::prediction_to_proto;
 use crate::wire::{from_timestamp, timestamp};
+use crate::workflow::configs;
 use crate::workflow::predictions as workflow;
 
 /// GetPredictionConfig.
@@ -28,7 +29,7 @@ pub(super) async fn get_prediction_config(
     api: &SegmentationApi,
     _request: Request<GetPredictionConfigRequest>,
 ) -> Result<Response<GetPredictionConfigResponse>, Status> {
-    let state = workflow::config(api.state()).await?;
+    let state = configs::current::<PredictionState>(api.state()).await?;
     Ok(Response::new(GetPredictionConfigResponse {
         prediction_config: Some(config_to_proto(&state)),
     }))
@@ -44,10 +45,11 @@ pub(super) async fn update_prediction_config(
     let request = request.into_inner();
     let paths = mask_paths(request.update_mask.as_ref())?;
     let input = request.prediction_config.unwrap_or_default();
-    let (state, job) = workflow::update_config(api.state(), &requester, &input.etag, |current| {
-        merge(current, &input, &paths)
-    })
-    .await?;
+    let (state, job) =
+        configs::update::<PredictionState>(api.state(), &requester, &input.etag, |current| {
+            merge(current, &input, &paths)
+        })
+        .await?;
     Ok(Response::new(UpdatePredictionConfigResponse {
         prediction_config: Some(config_to_proto(&state)),
         recompute_job_id: job.map(|id| id.to_string()).unwrap_or_default(),

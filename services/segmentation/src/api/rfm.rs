@@ -18,6 +18,7 @@ use crate::domain::rfm::{self, CurrencyRate, RfmConfig, RfmGroup, RfmState, Thre
 use crate::error::{Error, Result};
 use crate::wire::derived::{group_to_proto, rfm_to_proto};
 use crate::wire::timestamp;
+use crate::workflow::configs;
 use crate::workflow::rfm as workflow;
 
 /// GetRfmConfig.
@@ -25,7 +26,7 @@ pub(super) async fn get_rfm_config(
     api: &SegmentationApi,
     _request: Request<GetRfmConfigRequest>,
 ) -> Result<Response<GetRfmConfigResponse>, Status> {
-    let state = workflow::config(api.state()).await?;
+    let state = configs::current::<RfmState>(api.state()).await?;
     Ok(Response::new(GetRfmConfigResponse {
         rfm_config: Some(config_to_proto(&state)),
     }))
@@ -41,10 +42,11 @@ pub(super) async fn update_rfm_config(
     let request = request.into_inner();
     let paths = mask_paths(request.update_mask.as_ref())?;
     let input = request.rfm_config.unwrap_or_default();
-    let (state, job) = workflow::update_config(api.state(), &requester, &input.etag, |current| {
-        merge(current, &input, &paths)
-    })
-    .await?;
+    let (state, job) =
+        configs::update::<RfmState>(api.state(), &requester, &input.etag, |current| {
+            merge(current, &input, &paths)
+        })
+        .await?;
     Ok(Response::new(UpdateRfmConfigResponse {
         rfm_config: Some(config_to_proto(&state)),
         recompute_job_id: job.map(|id| id.to_string()).unwrap_or_default(),

@@ -6,14 +6,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
 use crate::domain::lifecycle::LifecycleConfig;
-use crate::store::Who;
 use crate::store::facts::COUNTS_AS_PURCHASE;
+use crate::store::{Who, configs};
 
 /// The configs row name.
-const ROW: &str = "lifecycle";
-
-/// Etag of a config never written.
-pub const INITIAL_ETAG: &str = "initial";
+pub const ROW: &str = "lifecycle";
 
 /// The stored config with its version.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,23 +22,17 @@ pub struct LifecycleState {
 
 /// The stored config, or the defaults when never written.
 pub async fn load(conn: &mut PgConnection) -> Result<LifecycleState, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT value::text AS value, etag, update_time FROM configs WHERE name = $1")
-            .bind(ROW)
-            .fetch_optional(conn)
-            .await?;
-    let Some(row) = row else {
-        return Ok(LifecycleState {
+    Ok(match configs::load(conn, ROW).await? {
+        Some(row) => LifecycleState {
+            config: row.value,
+            update_time: Some(row.update_time),
+            etag: row.etag,
+        },
+        None => LifecycleState {
             config: LifecycleConfig::default(),
             update_time: None,
-            etag: INITIAL_ETAG.to_owned(),
-        });
-    };
-    let text: String = row.try_get("value")?;
-    Ok(LifecycleState {
-        config: serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        update_time: Some(row.try_get("update_time")?),
-        etag: row.try_get("etag")?,
+            etag: configs::INITIAL_ETAG.to_owned(),
+        },
     })
 }
 
@@ -52,19 +43,7 @@ pub async fn save(
     etag: &str,
     update_time: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let text = serde_json::to_string(config).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO configs (name, value, etag, update_time) VALUES ($1, $2::jsonb, $3, $4) \
-         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, etag = EXCLUDED.etag, \
-           update_time = EXCLUDED.update_time",
-    )
-    .bind(ROW)
-    .bind(text)
-    .bind(etag)
-    .bind(update_time)
-    .execute(conn)
-    .await?;
-    Ok(())
+    configs::save(conn, ROW, config, etag, update_time).await
 }
 
 /// One customer's stored lifecycle.

@@ -10,14 +10,11 @@ use uuid::Uuid;
 use crate::domain::predict::{BgNbd, GammaGamma};
 use crate::domain::prediction_config::PredictionConfig;
 use crate::domain::rfm::{RfmConfig, counted_currencies};
-use crate::store::Who;
 use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
+use crate::store::{Who, configs};
 
 /// The configs row name.
-const ROW: &str = "prediction";
-
-/// Etag of a config never written.
-pub const INITIAL_ETAG: &str = "initial";
+pub const ROW: &str = "prediction";
 
 /// The config with its version.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,47 +26,27 @@ pub struct PredictionState {
 
 /// The stored config, or the defaults when never written.
 pub async fn load_config(conn: &mut PgConnection) -> Result<PredictionState, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT value::text AS value, etag, update_time FROM configs WHERE name = $1")
-            .bind(ROW)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(row) = row else {
-        return Ok(PredictionState {
+    Ok(match configs::load(conn, ROW).await? {
+        Some(row) => PredictionState {
+            config: row.value,
+            update_time: Some(row.update_time),
+            etag: row.etag,
+        },
+        None => PredictionState {
             config: PredictionConfig::default(),
             update_time: None,
-            etag: INITIAL_ETAG.to_owned(),
-        });
-    };
-    let text: String = row.try_get("value")?;
-    let config = serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(PredictionState {
-        config,
-        update_time: row.try_get("update_time")?,
-        etag: row.try_get("etag")?,
+            etag: configs::INITIAL_ETAG.to_owned(),
+        },
     })
 }
 
-/// Writes the config with its etag and update time.
+/// Writes the config with its etag at `update_time`.
 pub async fn save_config(
     conn: &mut PgConnection,
     state: &PredictionState,
     update_time: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let text =
-        serde_json::to_string(&state.config).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO configs (name, value, etag, update_time) VALUES ($1, $2::jsonb, $3, $4) \
-         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, etag = EXCLUDED.etag, \
-           update_time = EXCLUDED.update_time",
-    )
-    .bind(ROW)
-    .bind(text)
-    .bind(&state.etag)
-    .bind(update_time)
-    .execute(conn)
-    .await?;
-    Ok(())
+    configs::save(conn, ROW, &state.config, &state.etag, update_time).await
 }
 
 /// One customer's purchase days up to a fit's as-of time, oldest first: each day's total in

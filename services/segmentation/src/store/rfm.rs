@@ -7,14 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use crate::domain::rfm::{CurrencyRate, RfmConfig, RfmState, Thresholds, counted_currencies, grid};
-use crate::store::Who;
 use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
+use crate::store::{Who, configs};
 
 /// The configs row name.
-const ROW: &str = "rfm";
-
-/// Etag of a config never written.
-pub const INITIAL_ETAG: &str = "initial";
+pub const ROW: &str = "rfm";
 
 /// The JSON kept in `configs.value`.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -35,24 +32,17 @@ struct Stored {
 
 /// The stored config and bounds, or the defaults when never written.
 pub async fn load(conn: &mut PgConnection) -> Result<RfmState, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT value::text AS value, etag, update_time FROM configs WHERE name = $1")
-            .bind(ROW)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(row) = row else {
+    let Some(row) = configs::load::<Stored>(conn, ROW).await? else {
         return Ok(RfmState {
             config: RfmConfig::default(),
             computed_thresholds: None,
             compute_time: None,
             computed_customers: None,
             update_time: None,
-            etag: INITIAL_ETAG.to_owned(),
+            etag: configs::INITIAL_ETAG.to_owned(),
         });
     };
-    let text: String = row.try_get("value")?;
-    let stored: Stored =
-        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let stored = row.value;
     Ok(RfmState {
         config: RfmConfig {
             window_days: stored.window_days,
@@ -66,8 +56,8 @@ pub async fn load(conn: &mut PgConnection) -> Result<RfmState, sqlx::Error> {
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc)),
         computed_customers: stored.computed_customers,
-        update_time: Some(row.try_get("update_time")?),
-        etag: row.try_get("etag")?,
+        update_time: Some(row.update_time),
+        etag: row.etag,
     })
 }
 
@@ -86,19 +76,7 @@ pub async fn save(
         compute_time: state.compute_time.map(|t| t.to_rfc3339()),
         computed_customers: state.computed_customers,
     };
-    let text = serde_json::to_string(&stored).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO configs (name, value, etag, update_time) VALUES ($1, $2::jsonb, $3, $4) \
-         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, etag = EXCLUDED.etag, \
-           update_time = EXCLUDED.update_time",
-    )
-    .bind(ROW)
-    .bind(text)
-    .bind(&state.etag)
-    .bind(update_time)
-    .execute(conn)
-    .await?;
-    Ok(())
+    configs::save(conn, ROW, &stored, &state.etag, update_time).await
 }
 
 /// Raw values as of `$1` for `who` (ids in `$3`, see [`Who`]): window `$2`

@@ -1,5 +1,6 @@
-//! Predicted value and churn: the config (a change queues a PREDICTION job), fit requests, the
-//! models and one customer's predictions, and the engine a PREDICTION job runs ([`run_fit`]):
+//! Predicted value and churn: fit requests (the config is read and updated by
+//! `workflow::configs`; a change queues a PREDICTION job), the models and one customer's
+//! predictions, and the engine a PREDICTION job runs ([`run_fit`]):
 //! summarise every customer's purchase days as of T₀, fit BG/NBD and Gamma-Gamma by maximum
 //! likelihood (`domain::predict`), store the model as a new version and everyone's predictions
 //! from it, in one transaction.
@@ -23,49 +24,11 @@ use crate::error::{Error, Result};
 use crate::events::CustomerEvents;
 use crate::state::AppState;
 use crate::store::jobs::{self as job_store, JobRecord};
-use crate::store::predictions::{
-    self, PredictionState, PurchaseDays, StoredModel, StoredPrediction,
-};
+use crate::store::predictions::{self, PurchaseDays, StoredModel, StoredPrediction};
 use crate::store::{self, Who, begin_long};
 use crate::wire::jobs::job_to_proto;
 use crate::wire::predictions::prediction_to_proto;
 use crate::workflow::membership::Causes;
-
-/// The config with its version.
-pub async fn config(state: &AppState) -> Result<PredictionState> {
-    let mut conn = state.pool.acquire().await?;
-    Ok(predictions::load_config(&mut conn).await?)
-}
-
-/// Applies `change` (the request's masked fields merged into the current config and validated,
-/// by the caller) under the config's lock, then checks `etag`: an invalid request is
-/// INVALID_ARGUMENT whatever its etag. A changed config is saved and a PREDICTION job queued
-/// (its id returned); an unchanged one is answered as it stands.
-pub async fn update_config(
-    state: &AppState,
-    requester: &str,
-    etag: &str,
-    change: impl FnOnce(&PredictionConfig) -> Result<PredictionConfig>,
-) -> Result<(PredictionState, Option<Uuid>)> {
-    let now = state.clock.now();
-    let mut tx = state.pool.begin().await?;
-    store::settings::lock_config(&mut tx, "prediction").await?;
-    let mut current = predictions::load_config(&mut tx).await?;
-    let next = change(&current.config)?;
-    if !etag.is_empty() && etag != current.etag {
-        return Err(Error::StaleConfig);
-    }
-    if next == current.config {
-        return Ok((current, None));
-    }
-    current.config = next;
-    current.etag = Uuid::now_v7().simple().to_string();
-    current.update_time = Some(now);
-    predictions::save_config(&mut tx, &current, now).await?;
-    let job = job_store::insert_config_recompute(&mut tx, "prediction", requester, now).await?;
-    tx.commit().await?;
-    Ok((current, Some(job)))
-}
 
 /// Queues a PREDICTION job as of `as_of` (`None`: when it starts), or replays the response
 /// stored with `key`. `as_of` in the future is INVALID_ARGUMENT on `as_of_time`.

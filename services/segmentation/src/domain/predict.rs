@@ -91,6 +91,34 @@ pub struct MinimumData {
     pub repeat_customers: usize,
 }
 
+impl MinimumData {
+    /// Refuses what neither model can be fitted to: a summary that is not one (its index and
+    /// why), fewer customers or fewer repeat customers than these thresholds.
+    fn check(&self, customers: &[CustomerSummary]) -> Result<(), PredictError> {
+        if let Some((index, reason)) = customers
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.problem().map(|p| (i, p)))
+        {
+            return Err(PredictError::InvalidSummary { index, reason });
+        }
+        if customers.len() < self.customers {
+            return Err(PredictError::TooFewCustomers {
+                found: customers.len(),
+                needed: self.customers,
+            });
+        }
+        let repeat = customers.iter().filter(|s| s.x > 0.0).count();
+        if repeat < self.repeat_customers {
+            return Err(PredictError::TooFewRepeatCustomers {
+                found: repeat,
+                needed: self.repeat_customers,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of a maximum-likelihood fit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitReport<P> {

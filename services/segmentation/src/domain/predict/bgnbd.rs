@@ -182,26 +182,7 @@ pub fn fit_bgnbd(
     customers: &[CustomerSummary],
     minimum: &MinimumData,
 ) -> Result<FitReport<BgNbd>, PredictError> {
-    if let Some((index, reason)) = customers
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| s.problem().map(|p| (i, p)))
-    {
-        return Err(PredictError::InvalidSummary { index, reason });
-    }
-    if customers.len() < minimum.customers {
-        return Err(PredictError::TooFewCustomers {
-            found: customers.len(),
-            needed: minimum.customers,
-        });
-    }
-    let repeat = customers.iter().filter(|s| s.x > 0.0).count();
-    if repeat < minimum.repeat_customers {
-        return Err(PredictError::TooFewRepeatCustomers {
-            found: repeat,
-            needed: minimum.repeat_customers,
-        });
-    }
+    minimum.check(customers)?;
     let from_logs = |p: &[f64]| BgNbd {
         r: p[0].exp(),
         alpha: p[1].exp(),

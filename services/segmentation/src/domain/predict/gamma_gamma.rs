@@ -80,30 +80,12 @@ pub fn fit_gamma_gamma(
     customers: &[CustomerSummary],
     minimum: &MinimumData,
 ) -> Result<FitReport<GammaGamma>, PredictError> {
-    if let Some((index, reason)) = customers
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| s.problem().map(|p| (i, p)))
-    {
-        return Err(PredictError::InvalidSummary { index, reason });
-    }
-    if customers.len() < minimum.customers {
-        return Err(PredictError::TooFewCustomers {
-            found: customers.len(),
-            needed: minimum.customers,
-        });
-    }
+    minimum.check(customers)?;
     let repeat: Vec<(f64, f64)> = customers
         .iter()
         .filter(|s| s.x > 0.0)
         .map(|s| (s.x, s.m))
         .collect();
-    if repeat.len() < minimum.repeat_customers {
-        return Err(PredictError::TooFewRepeatCustomers {
-            found: repeat.len(),
-            needed: minimum.repeat_customers,
-        });
-    }
     let non_positive = repeat.iter().filter(|(_, m)| *m <= 0.0).count();
     if non_positive > 0 {
         return Err(PredictError::NonPositiveSpend {

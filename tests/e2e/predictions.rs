@@ -1,5 +1,5 @@
 //! Predicted value and churn on the published CDNOW data (issue 19), through the gRPC API only:
-//! the 2,357 customers of `../shared/data/cdnow/CDNOW_sample.txt` created in profiles with
+//! the 2,357 customers of `tests/data/cdnow/CDNOW_sample.txt` created in profiles with
 //! their 6,919 purchases at their real dates, segmentation learning them from the feed, a fit
 //! as of 1997-09-30 23:59:59 UTC (the 39-week calibration period of Fader, Hardie & Lee), and
 //! the fitted parameters checked against the published ones within 1 %. The holdout sum —
@@ -27,7 +27,7 @@ struct Line {
 fn cdnow() -> anyhow::Result<Vec<Line>> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/cdnow/CDNOW_sample.txt"
+        "/data/cdnow/CDNOW_sample.txt"
     );
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     text.lines()

@@ -1369,7 +1369,7 @@ mod tests {
     #[test]
     fn the_rows_are_the_benchmarks_of_the_group() {
         let names = row_names();
-        assert_eq!(names.len(), 5);
+        assert_eq!(names.len(), 7);
         assert!(names.iter().all(|n| n.starts_with("segmentation.")));
         let scale = Scale::quick();
         assert!(scale.feed_customers > scale.probes_idle + scale.probes_loaded);

@@ -1,5 +1,5 @@
 //! The CDNOW reproduction: the published BG/NBD and Gamma-Gamma fits of Fader, Hardie & Lee
-//! (2005) on the CDNOW sample in `shared/data/cdnow`, the 39-week holdout, and the CLV built on
+//! (2005) on the CDNOW sample in `tests/data/cdnow`, the 39-week holdout, and the CLV built on
 //! them. The data file must be there: a missing file fails these tests rather than skipping
 //! them.
 
@@ -18,7 +18,7 @@ type Purchases = Vec<(DateTime<Utc>, f64)>;
 fn cdnow() -> anyhow::Result<BTreeMap<String, Purchases>> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/cdnow/CDNOW_sample.txt"
+        "/../../tests/data/cdnow/CDNOW_sample.txt"
     );
     let text = std::fs::read_to_string(path).with_context(|| format!("Failed to read {path}"))?;
     let mut customers: BTreeMap<String, Purchases> = BTreeMap::new();

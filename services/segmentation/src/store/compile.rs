@@ -26,6 +26,8 @@ use crate::domain::catalog::{FieldKey, Operator, ValueType};
 use crate::domain::facts::EvalContext;
 use crate::domain::rule::{Filter, Node, Predicate, Rule, Value, Window};
 
+mod events;
+
 /// A value bound to a placeholder of a compiled rule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -184,6 +186,7 @@ impl Compiler {
                      AND m.customer_id = f.customer_id)"
                 )
             }
+            Node::Event(condition) => self.event(condition),
         }
     }
 

@@ -818,6 +818,8 @@ fn event_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
         Aggregate::FirstTime,
         Aggregate::LastTime,
         Aggregate::MostFrequent,
+        Aggregate::MostFrequent,
+        Aggregate::MostFrequent,
     ]);
     let mut def = &types[tape.below(types.len())];
     let of_type = |def: &EventTypeDef, wanted: PropertyType| -> Vec<String> {
@@ -886,8 +888,8 @@ fn event_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
 }
 
 fn predicate(tape: &mut Tape<'_>, catalog: &Catalog, now: DateTime<Utc>) -> pb::Condition {
-    // Event conditions: aggregates of custom events (a tenth of the leaves).
-    if tape.chance(12) {
+    // Event conditions: aggregates of custom events (a fifth of the leaves).
+    if tape.chance(20) {
         return event_condition(tape, now);
     }
     // Activity aggregates carry the most logic (windows, filters, currencies): test them more.

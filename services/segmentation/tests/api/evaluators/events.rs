@@ -82,7 +82,7 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
     use pb::EventAggregate as A;
     use pb::Operator as O;
     // Arrange: "a" ordered three times lately and opened the app; "b" ordered long ago, once
-    // of each of two skus (a tie); "c" never did anything.
+    // of each of two skus (a tie); "c" never did anything; "d" ordered thrice at one instant.
     let now = ts(2026, 11, 24, 12, 34, 56, 789_012);
     let ctx = ctx_at(now);
     let day = |n: i64| now - Duration::days(n);
@@ -110,7 +110,17 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
         ..person("b")
     };
     let c = person("c");
-    let customers = [a, b, c];
+    // Three orders at one instant, stored in the other order than their ids: added by id,
+    // 0.3 + 0.2 + 0.1 = 0.6 (in storage order it would be 0.6000000000000001).
+    let d = Facts {
+        events: vec![
+            order("d-3", day(3), 0.1, "z"),
+            order("d-2", day(3), 0.2, "z"),
+            order("d-1", day(3), 0.3, "z"),
+        ],
+        ..person("d")
+    };
+    let customers = [a, b, c, d];
     let time = |t: DateTime<Utc>| {
         V::TimestampValue(prost_types::Timestamp {
             seconds: t.timestamp(),
@@ -125,7 +135,7 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
             // COUNT, windows and filters; "has not ordered in 30 days".
             (
                 on(A::Count, "").test(O::GreaterOrEqual, vec![V::IntegerValue(1)]),
-                &["a", "b"],
+                &["a", "b", "d"],
             ),
             (
                 on(A::Count, "")
@@ -149,7 +159,7 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
             // SUM: never unset, added in event order.
             (
                 on(A::Sum, "amount").test(O::Equals, vec![V::DoubleValue(0.6)]),
-                &["a"],
+                &["a", "d"],
             ),
             (
                 on(A::Sum, "amount").test(O::Equals, vec![V::IntegerValue(0)]),
@@ -164,7 +174,7 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
             // MIN / MAX / AVERAGE: unset without values.
             (
                 on(A::Min, "amount").test(O::LessThan, vec![V::DoubleValue(0.15)]),
-                &["a"],
+                &["a", "d"],
             ),
             (
                 on(A::Max, "amount").test(O::GreaterThan, vec![V::IntegerValue(1)]),
@@ -177,12 +187,12 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
             (
                 on(A::Average, "amount")
                     .test(O::Between, vec![V::DoubleValue(0.19), V::DoubleValue(0.21)]),
-                &["a"],
+                &["a", "d"],
             ),
             (on(A::Average, "amount").test(O::IsNotSet, vec![]), &["c"]),
             (
                 on(A::Max, "amount").test(O::NotEquals, vec![V::IntegerValue(5)]),
-                &["a"],
+                &["a", "d"],
             ),
             // FIRST_TIME / LAST_TIME.
             (
@@ -191,7 +201,7 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
             ),
             (
                 on(A::LastTime, "").test(O::WithinLast, vec![V::DaysValue(7)]),
-                &["a"],
+                &["a", "d"],
             ),
             (
                 on(A::LastTime, "").test(O::NotWithinLast, vec![V::DaysValue(7)]),
@@ -219,7 +229,7 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
             ),
             (
                 on(A::MostFrequent, "sku").test(O::IsSet, vec![]),
-                &["a", "b"],
+                &["a", "b", "d"],
             ),
         ],
     )

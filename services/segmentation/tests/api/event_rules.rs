@@ -168,6 +168,8 @@ async fn a_custom_event_recorded_in_profiles_moves_its_customer_into_a_segment_w
     .await;
     assert!(learnt, "segmentation never learnt the event type");
     let segment = app.rule_segment("gold spenders", gold_spenders()).await?;
+    // A rolling window: the scheduled rollover re-applies it as time passes.
+    assert!(segment.time_dependent, "a last_days window is time-dependent");
     let segment_id = segment.segment_id;
 
     // Act 1: a big order of the wrong tier, then a small gold one.

@@ -169,7 +169,10 @@ async fn a_custom_event_recorded_in_profiles_moves_its_customer_into_a_segment_w
     assert!(learnt, "segmentation never learnt the event type");
     let segment = app.rule_segment("gold spenders", gold_spenders()).await?;
     // A rolling window: the scheduled rollover re-applies it as time passes.
-    assert!(segment.time_dependent, "a last_days window is time-dependent");
+    assert!(
+        segment.time_dependent,
+        "a last_days window is time-dependent"
+    );
     let segment_id = segment.segment_id;
 
     // Act 1: a big order of the wrong tier, then a small gold one.
@@ -363,5 +366,58 @@ async fn bad_event_conditions_are_refused_naming_each_problem() -> anyhow::Resul
         };
         assert_eq!(fields(&status), expected, "{condition:?}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn has_not_ordered_in_30_days_follows_the_clock_through_the_rollover_pass()
+-> anyhow::Result<()> {
+    // Arrange: one customer who ordered 25 days ago, one who never did.
+    let app = spawn_app().await?;
+    sqlx::query(
+        "INSERT INTO event_types (name, properties, profiles_sequence) VALUES ('order_placed', \
+         '[{\"name\": \"amount\", \"type\": \"number\"}]'::jsonb, 1)",
+    )
+    .execute(&app.pool)
+    .await?;
+    app.put_customer("recent", "CN", &[]).await?;
+    app.put_customer("never", "CN", &[]).await?;
+    sqlx::query(
+        "INSERT INTO customer_events (activity_id, customer_id, event_type, occur_time) \
+         VALUES ('o-1', 'recent', 'order_placed', $1)",
+    )
+    .bind(app.clock_now() - chrono::Duration::days(25))
+    .execute(&app.pool)
+    .await?;
+    let lapsed = app
+        .rule_segment(
+            "No order in 30 days",
+            event(pb::EventCondition {
+                event_type: "order_placed".to_owned(),
+                aggregate: pb::EventAggregate::Count.into(),
+                window: Some(pb::ActivityWindow {
+                    span: Some(pb::activity_window::Span::LastDays(30)),
+                }),
+                operator: pb::Operator::Equals.into(),
+                values: vec![value(V::IntegerValue(0))],
+                ..Default::default()
+            }),
+        )
+        .await?;
+    assert!(lapsed.time_dependent);
+    assert_eq!(app.stored_members(&lapsed.segment_id).await?, ["never"]);
+
+    // Act: six days pass (the order is now 31 days old) and the scheduler ticks.
+    let state = app.state();
+    // The first tick only starts the schedules.
+    custops_segmentation::jobs::scheduler::schedule_once(&state).await?;
+    app.clock.advance(chrono::Duration::days(6));
+    custops_segmentation::jobs::scheduler::schedule_once(&state).await?;
+
+    // Assert: the rollover pass moved the customer in.
+    assert_eq!(
+        app.stored_members(&lapsed.segment_id).await?,
+        ["never", "recent"]
+    );
     Ok(())
 }

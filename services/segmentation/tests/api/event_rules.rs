@@ -225,6 +225,21 @@ async fn a_custom_event_recorded_in_profiles_moves_its_customer_into_a_segment_w
         took <= Duration::from_secs(1),
         "entering took {took:?}, more than a second"
     );
+
+    // Assert 3: ExplainMembership shows the sum the in-process evaluator computed.
+    let explained = app
+        .client
+        .clone()
+        .explain_membership(pb::ExplainMembershipRequest {
+            segment_id: segment_id.clone(),
+            customer_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    let explanation = explained.explanation.unwrap_or_default();
+    assert!(explained.member && explained.rule_result && explanation.result);
+    assert_eq!(explanation.path, "rule");
+    assert_eq!(explanation.actual_values, [value(V::DoubleValue(100.0))]);
     Ok(())
 }
 

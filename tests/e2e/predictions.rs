@@ -25,10 +25,7 @@ struct Line {
 }
 
 fn cdnow() -> anyhow::Result<Vec<Line>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/cdnow/CDNOW_sample.txt"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cdnow/CDNOW_sample.txt");
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())

@@ -10,6 +10,10 @@
 
 use std::collections::BTreeMap;
 
+mod events;
+
+pub use events::{EventTypeDef, PropertyType};
+
 /// The kind of value a field holds (field_catalog.proto `ValueType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueType {
@@ -323,6 +327,8 @@ pub fn operators_for(value_type: ValueType, always_set: bool) -> Vec<Operator> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     fields: BTreeMap<String, FieldDef>,
+    /// Custom event types by name (`catalog/events.rs`).
+    event_types: BTreeMap<String, EventTypeDef>,
 }
 
 struct Spec {
@@ -471,7 +477,10 @@ impl Catalog {
             .into_iter()
             .map(|spec| (spec.name.to_owned(), spec.build()))
             .collect();
-        Catalog { fields }
+        Catalog {
+            fields,
+            ..Catalog::default()
+        }
     }
 
     /// Adds `attributes.<name>` for each definition (a later definition of a name wins).

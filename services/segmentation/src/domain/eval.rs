@@ -24,6 +24,8 @@ use super::facts::{Activity, ActivityKind, AttributeValue, EvalContext, Facts, M
 use super::pattern::Pattern;
 use super::rule::{Filter, Node, Predicate, Rule, Value, Window};
 
+mod events;
+
 /// Whether `facts` satisfy `rule` at `ctx`.
 pub fn evaluate(rule: &Rule, facts: &Facts, ctx: &EvalContext) -> bool {
     eval_node(rule.root(), facts, ctx)
@@ -56,6 +58,7 @@ fn eval_node(node: &Node, facts: &Facts, ctx: &EvalContext) -> bool {
         Node::Not(child) => !eval_node(child, facts, ctx),
         Node::Predicate(predicate) => test(predicate, &actual(predicate, facts, ctx), ctx),
         Node::Segment(id) => facts.segments.contains(id),
+        Node::Event(condition) => events::evaluate(condition, facts, ctx),
     }
 }
 
@@ -97,6 +100,11 @@ fn explain_node(node: &Node, path: &str, facts: &Facts, ctx: &EvalContext) -> Ex
         Node::Segment(id) => {
             out.referenced_member = facts.segments.contains(id);
             out.result = out.referenced_member;
+        }
+        Node::Event(condition) => {
+            let actual = events::aggregate(condition, facts, ctx);
+            out.result = events::test(condition, actual.as_ref(), ctx);
+            out.actual_values = actual.iter().map(Scalar::to_value).collect();
         }
     }
     out

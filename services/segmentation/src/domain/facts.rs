@@ -46,6 +46,29 @@ pub struct Facts {
     pub prediction: Option<PredictionFacts>,
     /// Segments the customer is currently a member of (for segment references).
     pub segments: BTreeSet<Uuid>,
+    /// Custom events within the retained history; loaded only for rules that read them
+    /// (`Rule::reads_events`, `store::custom_events::load_into`).
+    pub events: Vec<CustomEvent>,
+}
+
+/// One custom event (profiles `CustomEvent`), with the property values the feed carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomEvent {
+    pub activity_id: String,
+    pub event_type: String,
+    pub occur_time: DateTime<Utc>,
+    pub properties: BTreeMap<String, PropertyValue>,
+}
+
+/// A custom event's property value. An empty string reads as unset.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PropertyValue {
+    String(String),
+    Number(f64),
+    Bool(bool),
+    /// Whole microseconds (as Postgres stores them).
+    Time(DateTime<Utc>),
+    Money(Money),
 }
 
 /// A customer's stored predictions (prediction.proto `CustomerPrediction`), as rules read them.

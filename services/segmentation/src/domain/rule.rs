@@ -12,6 +12,10 @@ use uuid::Uuid;
 use super::catalog::{FieldKey, Operator, ValueType};
 use super::facts::Money;
 
+pub mod event;
+
+pub use event::{Aggregate, EventCondition, PropertyFilter};
+
 /// Deepest nesting: the root is level 1.
 pub const MAX_DEPTH: usize = 8;
 /// Most `Condition` nodes in one rule, the root included.
@@ -53,6 +57,8 @@ pub enum Node {
     Not(Box<Node>),
     Predicate(Predicate),
     Segment(Uuid),
+    /// An aggregate of the customer's custom events (`rule/event.rs`).
+    Event(EventCondition),
 }
 
 /// A validated test of one catalog field.
@@ -159,10 +165,14 @@ impl Rule {
     /// The catalog fields the rule tests.
     pub fn fields(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        self.root.walk(&self.root_path, &mut |_, node| {
-            if let Node::Predicate(p) = node {
+        self.root.walk(&self.root_path, &mut |_, node| match node {
+            Node::Predicate(p) => {
                 out.insert(p.field.clone());
             }
+            Node::Event(e) => {
+                out.insert(e.field_name());
+            }
+            _ => {}
         });
         out
     }
@@ -177,8 +187,21 @@ impl Rule {
                     || matches!(p.operator, Operator::WithinLast | Operator::NotWithinLast)
                     || matches!(p.window, Some(Window::LastDays(_)));
             }
+            if let Node::Event(e) = node {
+                dependent |= e.time_dependent();
+            }
         });
         dependent
+    }
+
+    /// True when the rule aggregates custom events, so its customers' events must be loaded
+    /// with their facts.
+    pub fn reads_events(&self) -> bool {
+        let mut reads = false;
+        self.root.walk(&self.root_path, &mut |_, node| {
+            reads |= matches!(node, Node::Event(_));
+        });
+        reads
     }
 }
 
@@ -198,7 +221,7 @@ impl Node {
                 }
             }
             Node::Not(child) => child.walk(&format!("{path}.not.condition"), visit),
-            Node::Predicate(_) | Node::Segment(_) => {}
+            Node::Predicate(_) | Node::Segment(_) | Node::Event(_) => {}
         }
     }
 }

@@ -60,7 +60,7 @@ impl FactsFeed for ProfilesFeed {
         if kind == pb::ActivityRecorded::full_name() {
             let activity = pb::ActivityRecorded::decode(payload(event)?)?.activity;
             if let Some(custom) = activity.as_ref().and_then(custom_events::to_event) {
-                return custom_events::store(tx, custom, pending, now).await;
+                return custom_events::store(tx, custom, pending, at, event, now).await;
             }
             let Some(recorded) = activity.and_then(to_recorded) else {
                 return Ok(());

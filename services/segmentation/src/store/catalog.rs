@@ -1,5 +1,5 @@
 //! Loads the catalog: built-in fields plus what the feeds taught (custom attribute
-//! definitions and loyalty tier codes).
+//! definitions, loyalty tier codes and custom event types).
 
 use sqlx::PgConnection;
 
@@ -31,7 +31,9 @@ pub async fn load_catalog(conn: &mut PgConnection) -> Result<Catalog, sqlx::Erro
         sqlx::query_scalar("SELECT DISTINCT tier FROM loyalty_tiers ORDER BY tier")
             .fetch_all(&mut *conn)
             .await?;
+    let event_types = crate::store::custom_events::event_types(&mut *conn).await?;
     Ok(Catalog::builtin()
         .with_attributes(definitions)
-        .with_loyalty_tiers(tiers))
+        .with_loyalty_tiers(tiers)
+        .with_event_types(event_types))
 }

@@ -27,6 +27,8 @@ use crate::domain::facts::EvalContext;
 use crate::domain::rule::{Filter, Node, Predicate, Rule, Value, Window};
 use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
 
+mod events;
+
 /// A value bound to a placeholder of a compiled rule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -185,6 +187,7 @@ impl Compiler {
                      AND m.customer_id = f.customer_id)"
                 )
             }
+            Node::Event(condition) => self.event(condition),
         }
     }
 

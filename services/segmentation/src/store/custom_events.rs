@@ -1,10 +1,16 @@
 //! Custom events from the profiles feed (`customer_events`) and the event type catalog learnt
 //! from it (`event_types`). Events are kept as `customer_activities` are: keyed by the profiles
 //! activity id, moved by merges remembering the merge (`facts::merge` / `facts::unmerge`),
-//! deleted by erasure (`facts::erase`). No rule reads them yet.
+//! deleted by erasure (`facts::erase`). Rules read them through event conditions: the
+//! in-process evaluator from [`load_into`], the compiled SQL from the table itself.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::{PgConnection, Row};
+
+use crate::domain::catalog::{EventTypeDef, PropertyType};
+use crate::domain::facts::{CustomEvent, Facts, Money, PropertyValue};
 
 /// One custom event of a customer, as the feed carries it (no personal property values).
 #[derive(Debug, Clone, PartialEq)]
@@ -89,4 +95,101 @@ pub(crate) async fn merge(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The event types learnt from profiles, for the catalog; properties of a type this build
+/// does not know are left out.
+pub async fn event_types(conn: &mut PgConnection) -> Result<Vec<EventTypeDef>, sqlx::Error> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, properties::text FROM event_types ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, properties)| {
+            let listed: Vec<serde_json::Value> =
+                serde_json::from_str(&properties).unwrap_or_default();
+            let properties = listed
+                .iter()
+                .filter_map(|p| {
+                    let name = p.get("name")?.as_str()?;
+                    let kind = PropertyType::from_column(p.get("type")?.as_str()?)?;
+                    Some((name.to_owned(), kind))
+                })
+                .collect();
+            EventTypeDef { name, properties }
+        })
+        .collect())
+}
+
+/// Adds to each of `facts` its custom events, in event order (occur time, then activity id by
+/// bytes), in one statement.
+pub async fn load_into(
+    conn: &mut PgConnection,
+    facts: &mut HashMap<String, Facts>,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<String> = facts.keys().cloned().collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query(
+        "SELECT customer_id, activity_id, event_type, occur_time, properties::text AS props \
+         FROM customer_events WHERE customer_id = ANY($1) \
+         ORDER BY customer_id, occur_time, activity_id COLLATE \"C\"",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let Some(f) = facts.get_mut(row.try_get::<&str, _>("customer_id")?) else {
+            continue;
+        };
+        f.events.push(CustomEvent {
+            activity_id: row.try_get("activity_id")?,
+            event_type: row.try_get("event_type")?,
+            occur_time: row.try_get("occur_time")?,
+            properties: decode_properties(row.try_get::<&str, _>("props")?),
+        });
+    }
+    Ok(())
+}
+
+/// Adds its custom events to one customer's `facts` (see [`load_into`]).
+pub async fn load_one(conn: &mut PgConnection, facts: &mut Facts) -> Result<(), sqlx::Error> {
+    let id = facts.customer_id.clone();
+    let mut one = HashMap::from([(id.clone(), std::mem::take(facts))]);
+    load_into(conn, &mut one).await?;
+    if let Some(loaded) = one.remove(&id) {
+        *facts = loaded;
+    }
+    Ok(())
+}
+
+/// Property values from their JSON column (see the migration); unknown shapes are skipped.
+pub fn decode_properties(text: &str) -> BTreeMap<String, PropertyValue> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return BTreeMap::new();
+    };
+    map.into_iter()
+        .filter_map(|(name, typed)| {
+            let (kind, value) = typed.as_object()?.iter().next()?;
+            let value = match kind.as_str() {
+                "string" => PropertyValue::String(value.as_str()?.to_owned()),
+                "number" => PropertyValue::Number(value.as_f64()?),
+                "bool" => PropertyValue::Bool(value.as_bool()?),
+                "time" => PropertyValue::Time(
+                    DateTime::parse_from_rfc3339(value.as_str()?)
+                        .ok()?
+                        .with_timezone(&Utc)
+                        .trunc_subsecs(6),
+                ),
+                "money" => PropertyValue::Money(Money {
+                    amount_minor: value.get("amount_minor")?.as_i64()?,
+                    currency: value.get("currency")?.as_str()?.to_owned(),
+                }),
+                _ => return None,
+            };
+            Some((name, value))
+        })
+        .collect()
 }

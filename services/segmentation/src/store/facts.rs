@@ -117,6 +117,7 @@ pub async fn load_facts_many(
             },
             prediction: prediction_from_row(&row)?,
             segments: Default::default(),
+            events: Vec::new(),
         };
         loaded.insert(facts.customer_id.clone(), facts);
     }

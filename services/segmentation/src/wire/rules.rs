@@ -4,6 +4,7 @@
 //! Neither domain nor store: the API parses requests with it and the store and jobs decode
 //! stored rules (kept as encoded `Condition` bytes) with it, so `domain` stays plain Rust.
 
+mod events;
 mod parse;
 
 use chrono::{Datelike, NaiveDate};
@@ -100,6 +101,7 @@ fn node_to_proto(node: &Node) -> pb::Condition {
         Node::Segment(id) => Kind::Segment(pb::SegmentReference {
             segment_id: id.to_string(),
         }),
+        Node::Event(event) => Kind::Event(events::event_to_proto(event)),
     };
     pb::Condition { kind: Some(kind) }
 }

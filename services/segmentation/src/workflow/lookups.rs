@@ -104,7 +104,7 @@ pub async fn explain(state: &AppState, segment_id: Uuid, customer_id: &str) -> R
     let segment = segments::get(&mut *conn, segment_id)
         .await?
         .ok_or_else(|| Error::not_found("segment", segment_id))?;
-    let facts = facts::load_facts(&mut conn, customer_id)
+    let mut facts = facts::load_facts(&mut conn, customer_id)
         .await?
         .ok_or_else(|| Error::not_found("customer facts", customer_id))?;
     let stored = memberships::membership(&mut *conn, segment_id, customer_id).await?;
@@ -116,6 +116,9 @@ pub async fn explain(state: &AppState, segment_id: Uuid, customer_id: &str) -> R
             let catalog = catalog::load_catalog(&mut conn).await?;
             let rule = parse_rule(&condition, "rule", &catalog)
                 .map_err(|v| Error::internal(anyhow::anyhow!("stored rule: {v:?}")))?;
+            if rule.reads_events() {
+                crate::store::custom_events::load_one(&mut conn, &mut facts).await?;
+            }
             let ctx = facts::eval_context(&mut conn, now).await?;
             (
                 eval::evaluate(&rule, &facts, &ctx),

@@ -95,8 +95,10 @@ impl Changed {
     pub const LOYALTY: Self = Self(1 << 2);
     /// Survey answers and tickets.
     pub const FEEDBACK: Self = Self(1 << 3);
+    /// Custom events (read by event conditions, fields "event.<type>").
+    pub const EVENTS: Self = Self(1 << 4);
     /// Anything (merges, unmerges): every rule segment is re-evaluated.
-    pub const ALL: Self = Self(0b1111);
+    pub const ALL: Self = Self(0b1_1111);
 
     /// Both kinds.
     #[must_use]
@@ -117,6 +119,7 @@ fn field_kind(field: &str) -> Option<Changed> {
         "purchase" | "interaction" => Some(Changed::ACTIVITIES),
         "loyalty" => Some(Changed::LOYALTY),
         "feedback" => Some(Changed::FEEDBACK),
+        "event" => Some(Changed::EVENTS),
         "customer" | "geo" | "demographics" | "psychographics" | "consent" | "tags"
         | "attributes" => Some(Changed::TRAITS),
         _ => None,
@@ -177,6 +180,10 @@ pub async fn reevaluate_customers(
     let mut current = memberships::customers_memberships(tx, &ids).await?;
     let mut facts = store::facts::load_facts_many(tx, &ids).await?;
     let rule_segments = segments::rule_segments(tx).await?;
+    // Custom events only when a rule aggregates them: most deployments have none.
+    if rule_segments.iter().any(|s| s.rule.reads_events()) {
+        store::custom_events::load_into(tx, &mut facts).await?;
+    }
     let ctx = store::facts::eval_context(tx, causes.now).await?;
     let mut writes = Writes::default();
     for (customer_id, changed) in customers {

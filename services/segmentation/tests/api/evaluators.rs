@@ -17,14 +17,16 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use custops_contracts::custops::common::v1 as common_pb;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::domain::catalog::{
-    AttributeDefinition, AttributeType, Catalog, FieldDef, FilterDimension, INTERACTION_KINDS,
-    Operator, ValueType,
+    AttributeDefinition, AttributeType, Catalog, EventTypeDef, FieldDef, FilterDimension,
+    INTERACTION_KINDS, Operator, PropertyType, ValueType, operators_for,
 };
 use custops_segmentation::domain::eval::evaluate;
 use custops_segmentation::domain::facts::{
-    Activity, ActivityKind, AttributeValue, Consents, EvalContext, Facts, FeedbackFacts,
-    LifecycleFacts, LoyaltyMembership, Money, PredictionFacts, RfmFacts,
+    Activity, ActivityKind, AttributeValue, Consents, CustomEvent, EvalContext, Facts,
+    FeedbackFacts, LifecycleFacts, LoyaltyMembership, Money, PredictionFacts, PropertyValue,
+    RfmFacts,
 };
+use custops_segmentation::domain::rule::Aggregate;
 use custops_segmentation::store::compile::{compile, compile_grouped, matching_customers};
 use custops_segmentation::wire::rules::{operator_to_proto, parse_rule};
 use custops_testkit::TestDatabase;
@@ -35,6 +37,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+mod events;
 
 // ---------------------------------------------------------------------------------------------
 // Shared fixtures.
@@ -66,6 +70,44 @@ fn catalog() -> Catalog {
             attr("anniversary", AttributeType::Date),
         ])
         .with_loyalty_tiers(["silver".to_owned(), "gold".to_owned()])
+        .with_event_types(event_types())
+}
+
+/// The custom event types of the tests: one with a property of every type, one with a string.
+fn event_types() -> Vec<EventTypeDef> {
+    let def = |name: &str, properties: &[(&str, PropertyType)]| EventTypeDef {
+        name: name.to_owned(),
+        properties: properties
+            .iter()
+            .map(|(p, t)| ((*p).to_owned(), *t))
+            .collect(),
+    };
+    vec![
+        def(
+            "order_placed",
+            &[
+                ("amount", PropertyType::Number),
+                ("sku", PropertyType::String),
+                ("gift", PropertyType::Bool),
+                ("shipped_at", PropertyType::Time),
+                ("total", PropertyType::Money),
+            ],
+        ),
+        def("app_opened", &[("screen", PropertyType::String)]),
+    ]
+}
+
+/// A property value as the profiles feed stores it (`feeds/profiles/custom_events.rs`).
+fn property_json(value: &PropertyValue) -> serde_json::Value {
+    match value {
+        PropertyValue::String(v) => serde_json::json!({ "string": v }),
+        PropertyValue::Number(v) => serde_json::json!({ "number": v }),
+        PropertyValue::Bool(v) => serde_json::json!({ "bool": v }),
+        PropertyValue::Time(v) => serde_json::json!({ "time": v.to_rfc3339() }),
+        PropertyValue::Money(m) => serde_json::json!({
+            "money": { "amount_minor": m.amount_minor, "currency": m.currency }
+        }),
+    }
 }
 
 async fn database() -> anyhow::Result<(TestDatabase, PgPool)> {
@@ -203,6 +245,24 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
             .bind(m.points)
             .bind(m.qualifying_points)
             .bind(m.enroll_time)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for e in &f.events {
+            let properties: serde_json::Map<String, serde_json::Value> = e
+                .properties
+                .iter()
+                .map(|(name, value)| (name.clone(), property_json(value)))
+                .collect();
+            sqlx::query(
+                "INSERT INTO customer_events (activity_id, customer_id, event_type, occur_time, \
+                 properties) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&e.activity_id)
+            .bind(&f.customer_id)
+            .bind(&e.event_type)
+            .bind(e.occur_time)
+            .bind(serde_json::Value::Object(properties))
             .execute(&mut *conn)
             .await?;
         }
@@ -383,11 +443,84 @@ const INTS: [i64; 20] = [
 const DOUBLES: [f64; 6] = [-0.5, 0.0, 0.25, 0.5, 0.75, 1.0];
 const AMOUNTS: [i64; 6] = [-50, 0, 100, 150, 250, 1000];
 
+const EVENT_TYPES: [&str; 2] = ["order_placed", "app_opened"];
+const SKUS: [&str; 5] = ["a", "ab", "b", "B", ""];
+const SCREENS: [&str; 3] = ["home", "cart", ""];
+/// Event numbers: 0.1 + 0.2 + 0.3 differs by the order of the additions; 10^300 and
+/// -10^-300 are bounded before they are added.
+const NUMBERS: [f64; 11] = [
+    1e300,
+    -1e-300,
+    -1.5,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.6,
+    0.6000000000000001,
+    1.0,
+    2.5,
+];
+
+/// A random custom event of the customer `id` (the `j`th).
+fn custom_event(id: &str, j: usize, raw: &[u32; 10], now: DateTime<Utc>) -> CustomEvent {
+    let mut t = Tape::new(raw);
+    let event_type = t.pick(&EVENT_TYPES);
+    let mut properties = BTreeMap::new();
+    let mut put = |t: &mut Tape<'_>, name: &str, value: PropertyValue| {
+        // Now and then a value of another type than the definition's: it reads as unset.
+        let value = if t.chance(5) {
+            PropertyValue::String("1".to_owned())
+        } else {
+            value
+        };
+        properties.insert(name.to_owned(), value);
+    };
+    if event_type == "order_placed" {
+        if !t.chance(20) {
+            let n = t.pick(&NUMBERS);
+            put(&mut t, "amount", PropertyValue::Number(n));
+        }
+        if !t.chance(20) {
+            let sku = t.pick(&SKUS).to_owned();
+            put(&mut t, "sku", PropertyValue::String(sku));
+        }
+        if !t.chance(30) {
+            let gift = t.chance(50);
+            put(&mut t, "gift", PropertyValue::Bool(gift));
+        }
+        if !t.chance(30) {
+            let at = time_at(&mut t, now);
+            put(&mut t, "shipped_at", PropertyValue::Time(at));
+        }
+        if t.chance(30) {
+            put(
+                &mut t,
+                "total",
+                PropertyValue::Money(Money {
+                    amount_minor: 100,
+                    currency: "CNY".to_owned(),
+                }),
+            );
+        }
+    } else if !t.chance(20) {
+        let screen = t.pick(&SCREENS).to_owned();
+        put(&mut t, "screen", PropertyValue::String(screen));
+    }
+    CustomEvent {
+        activity_id: format!("{id}-e{j}"),
+        event_type: event_type.to_owned(),
+        occur_time: time_at(&mut t, now),
+        properties,
+    }
+}
+
 fn customer(
     index: usize,
     tape: &mut Tape<'_>,
     activities: &[[u32; 12]],
     loyalty: &[[u32; 5]],
+    events: &[[u32; 10]],
     ctx: &EvalContext,
 ) -> Facts {
     let now = ctx.now;
@@ -552,6 +685,11 @@ fn customer(
             .into_iter()
             .filter(|_| tape.chance(40))
             .collect(),
+        events: events
+            .iter()
+            .enumerate()
+            .map(|(j, raw)| custom_event(&format!("c{index}"), j, raw, now))
+            .collect(),
     }
 }
 
@@ -629,7 +767,154 @@ fn ordered(mut low: pb::Value, mut high: pb::Value) -> (pb::Value, pb::Value) {
     (low, high)
 }
 
+fn aggregate_to_proto(aggregate: Aggregate) -> pb::EventAggregate {
+    match aggregate {
+        Aggregate::Count => pb::EventAggregate::Count,
+        Aggregate::Sum => pb::EventAggregate::Sum,
+        Aggregate::Min => pb::EventAggregate::Min,
+        Aggregate::Max => pb::EventAggregate::Max,
+        Aggregate::Average => pb::EventAggregate::Average,
+        Aggregate::FirstTime => pb::EventAggregate::FirstTime,
+        Aggregate::LastTime => pb::EventAggregate::LastTime,
+        Aggregate::MostFrequent => pb::EventAggregate::MostFrequent,
+    }
+}
+
+/// A random operand of `value_type` for event conditions and filters.
+fn event_operand(
+    tape: &mut Tape<'_>,
+    value_type: ValueType,
+    operator: Operator,
+    now: DateTime<Utc>,
+) -> V {
+    if matches!(operator, Operator::WithinLast | Operator::NotWithinLast) {
+        return V::DaysValue(tape.pick(&DAYS));
+    }
+    match value_type {
+        ValueType::Integer => V::IntegerValue(tape.pick(&[0, 1, 2, 3])),
+        ValueType::Double if tape.chance(20) => V::IntegerValue(tape.pick(&[0, 1])),
+        ValueType::Double => V::DoubleValue(tape.pick(&NUMBERS)),
+        ValueType::Bool => V::BoolValue(tape.chance(50)),
+        ValueType::Timestamp => V::TimestampValue(ts_proto(time_at(tape, now))),
+        _ => V::StringValue(tape.pick(&["a", "ab", "b", "B", "home", "cart"]).to_owned()),
+    }
+}
+
+/// Operands for `operator` over `value_type`, as many as it takes.
+fn event_operands(
+    tape: &mut Tape<'_>,
+    value_type: ValueType,
+    operator: Operator,
+    now: DateTime<Utc>,
+) -> Vec<pb::Value> {
+    let one = |tape: &mut Tape<'_>| pb::Value {
+        kind: Some(event_operand(tape, value_type, operator, now)),
+    };
+    match operator {
+        Operator::IsSet | Operator::IsNotSet => Vec::new(),
+        Operator::In | Operator::NotIn => (0..1 + tape.below(3)).map(|_| one(tape)).collect(),
+        Operator::Between => {
+            let low = one(tape);
+            let mut high = one(tape);
+            if low.kind.as_ref().map(std::mem::discriminant)
+                != high.kind.as_ref().map(std::mem::discriminant)
+            {
+                high = low.clone();
+            }
+            let (low, high) = ordered(low, high);
+            vec![low, high]
+        }
+        _ => vec![one(tape)],
+    }
+}
+
+/// A random event condition over the test event types.
+fn event_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
+    let types = event_types();
+    let aggregate = tape.pick(&[
+        Aggregate::Count,
+        Aggregate::Count,
+        Aggregate::Sum,
+        Aggregate::Min,
+        Aggregate::Max,
+        Aggregate::Average,
+        Aggregate::FirstTime,
+        Aggregate::LastTime,
+        Aggregate::MostFrequent,
+        Aggregate::MostFrequent,
+        Aggregate::MostFrequent,
+    ]);
+    let mut def = &types[tape.below(types.len())];
+    let of_type = |def: &EventTypeDef, wanted: PropertyType| -> Vec<String> {
+        def.properties
+            .iter()
+            .filter(|(_, t)| **t == wanted)
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    let property = match aggregate.property_type() {
+        None => String::new(),
+        Some(wanted) => {
+            if of_type(def, wanted).is_empty() {
+                def = &types[0];
+            }
+            tape.pick(&of_type(def, wanted))
+        }
+    };
+    let window = tape.chance(50).then(|| pb::ActivityWindow {
+        span: Some(if tape.chance(70) {
+            pb::activity_window::Span::LastDays(tape.pick(&DAYS))
+        } else {
+            let a = time_at(tape, now);
+            let mut b = time_at(tape, now);
+            if a == b {
+                b += Duration::microseconds(1);
+            }
+            let (start, end) = if a < b { (a, b) } else { (b, a) };
+            pb::activity_window::Span::TimeRange(common_pb::TimeRange {
+                start_time: Some(ts_proto(start)),
+                end_time: Some(ts_proto(end)),
+            })
+        }),
+    });
+    let filterable: Vec<(String, PropertyType)> = def
+        .properties
+        .iter()
+        .filter(|(_, t)| **t != PropertyType::Money)
+        .map(|(n, t)| (n.clone(), *t))
+        .collect();
+    let filters = (0..tape.pick(&[0, 0, 1, 1, 2]))
+        .map(|_| {
+            let (property, property_type) = tape.pick(&filterable);
+            let value_type = property_type.value_type().unwrap_or(ValueType::String);
+            let operator = tape.pick(&operators_for(value_type, false));
+            pb::EventPropertyFilter {
+                property,
+                operator: operator_to_proto(operator) as i32,
+                values: event_operands(tape, value_type, operator, now),
+            }
+        })
+        .collect();
+    let value_type = aggregate.value_type();
+    let operator = tape.pick(&operators_for(value_type, aggregate.always_set()));
+    pb::Condition {
+        kind: Some(Kind::Event(pb::EventCondition {
+            event_type: def.name.clone(),
+            aggregate: aggregate_to_proto(aggregate) as i32,
+            property,
+            window,
+            r#where: filters,
+            operator: operator_to_proto(operator) as i32,
+            values: event_operands(tape, value_type, operator, now),
+        })),
+    }
+}
+
 fn predicate(tape: &mut Tape<'_>, catalog: &Catalog, now: DateTime<Utc>) -> pb::Condition {
+    // Event conditions: aggregates of custom events (a fifth of the leaves).
+    if tape.chance(20) {
+        return event_condition(tape, now);
+    }
     // Activity aggregates carry the most logic (windows, filters, currencies): test them more;
     // and string fields, whose text operators (prefix, suffix, LIKE patterns over multi-byte
     // characters and escapes) are few among all fields' operators.
@@ -767,6 +1052,7 @@ struct RawCustomer {
     tape: Vec<u32>,
     activities: Vec<[u32; 12]>,
     loyalty: Vec<[u32; 5]>,
+    events: Vec<[u32; 10]>,
 }
 
 fn raw_customer() -> impl Strategy<Value = RawCustomer> {
@@ -774,11 +1060,13 @@ fn raw_customer() -> impl Strategy<Value = RawCustomer> {
         proptest::collection::vec(any::<u32>(), 64),
         proptest::collection::vec(any::<[u32; 12]>(), 0..6),
         proptest::collection::vec(any::<[u32; 5]>(), 0..3),
+        proptest::collection::vec(any::<[u32; 10]>(), 0..7),
     )
-        .prop_map(|(tape, activities, loyalty)| RawCustomer {
+        .prop_map(|(tape, activities, loyalty, events)| RawCustomer {
             tape,
             activities,
             loyalty,
+            events,
         })
 }
 
@@ -802,6 +1090,8 @@ fn both_evaluators_pick_the_same_members_for_random_rules_and_facts() -> anyhow:
     // Cases where the rule picked some but not all customers: the test is not vacuous.
     let discriminating = Cell::new(0_u32);
     let total = Cell::new(0_u32);
+    // Rules holding an event condition: the generator reaches them.
+    let with_events = Cell::new(0_u32);
     let strategy = (
         0..4_usize,
         proptest::collection::vec(raw_customer(), 1..6),
@@ -812,7 +1102,16 @@ fn both_evaluators_pick_the_same_members_for_random_rules_and_facts() -> anyhow:
         let customers: Vec<Facts> = raw
             .iter()
             .enumerate()
-            .map(|(i, r)| customer(i, &mut Tape::new(&r.tape), &r.activities, &r.loyalty, &ctx))
+            .map(|(i, r)| {
+                customer(
+                    i,
+                    &mut Tape::new(&r.tape),
+                    &r.activities,
+                    &r.loyalty,
+                    &r.events,
+                    &ctx,
+                )
+            })
             .collect();
         for shape in &shapes {
             let condition = condition(shape, &catalog, ctx.now);
@@ -820,6 +1119,9 @@ fn both_evaluators_pick_the_same_members_for_random_rules_and_facts() -> anyhow:
                 .block_on(both(&pool, &catalog, &condition, &customers, &ctx))
                 .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
             total.set(total.get() + 1);
+            if format!("{condition:?}").contains("EventCondition") {
+                with_events.set(with_events.get() + 1);
+            }
             if !in_rust.is_empty() && in_rust.len() < customers.len() {
                 discriminating.set(discriminating.get() + 1);
             }
@@ -838,7 +1140,15 @@ fn both_evaluators_pick_the_same_members_for_random_rules_and_facts() -> anyhow:
         anyhow::bail!("{error}");
     }
     let (discriminating, total) = (discriminating.get(), total.get());
-    eprintln!("{discriminating} of {total} rules split the customers");
+    eprintln!(
+        "{discriminating} of {total} rules split the customers; {} held an event condition",
+        with_events.get()
+    );
+    assert!(
+        with_events.get() * 10 >= total,
+        "only {} of {total} rules held an event condition",
+        with_events.get()
+    );
     assert!(
         discriminating * 5 >= total,
         "only {discriminating} of {total} rules split the customers; the generator is too weak"

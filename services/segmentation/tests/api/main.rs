@@ -6,6 +6,7 @@ mod helpers;
 mod custom_events;
 mod end_to_end;
 mod evaluators;
+mod event_rules;
 mod facts;
 mod fixture;
 mod idempotency;

@@ -2,14 +2,18 @@
 //! goes into `customer_events` (with the properties the feed carries: never personal ones),
 //! and EventTypeDefined into the event type catalog (`event_types`).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use custops_contracts::custops::profiles::v1 as pb;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
+use custops_contracts::custops::common::v1::Event;
+
 use crate::feeds::Pending;
 use crate::store::custom_events::{self, EventTypeDefinition, NewCustomEvent};
+use crate::store::facts::Position;
 use crate::wire::from_timestamp;
+use crate::workflow::membership::Changed;
 
 /// The custom event an activity is, `None` for other activities and malformed ones.
 pub(super) fn to_event(a: &pb::Activity) -> Option<NewCustomEvent> {
@@ -42,7 +46,10 @@ fn property_json(value: &pb::EventPropertyValue) -> Option<Value> {
         V::StringValue(s) => json!({ "string": s }),
         V::NumberValue(n) => json!({ "number": n }),
         V::BoolValue(b) => json!({ "bool": b }),
-        V::TimeValue(t) => json!({ "time": from_timestamp(Some(t))?.to_rfc3339() }),
+        // Whole microseconds, as Postgres reads them back: both evaluators see one instant.
+        V::TimeValue(t) => {
+            json!({ "time": from_timestamp(Some(t))?.trunc_subsecs(6).to_rfc3339() })
+        }
         V::MoneyValue(m) => {
             json!({ "money": { "amount_minor": m.amount_minor, "currency": m.currency } })
         }
@@ -50,11 +57,14 @@ fn property_json(value: &pb::EventPropertyValue) -> Option<Value> {
 }
 
 /// Stores `event` unless it is older than the retained history
-/// (`EvaluationSettings.activity_retention_days`, as activities).
+/// (`EvaluationSettings.activity_retention_days`, as activities), and marks its customer for
+/// re-evaluation of the segments whose rules aggregate events (`Changed::EVENTS`).
 pub(super) async fn store(
     tx: &mut PgConnection,
     event: NewCustomEvent,
     pending: &mut Pending,
+    at: Position,
+    feed_event: &Event,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let retention = pending.settings(&mut *tx).await?.activity_retention_days;
@@ -62,6 +72,7 @@ pub(super) async fn store(
         return Ok(());
     }
     custom_events::insert(tx, &event).await?;
+    pending.touch(&event.customer_id, at, feed_event, now, Changed::EVENTS);
     Ok(())
 }
 

@@ -33,6 +33,8 @@ use crate::domain::rule::{
 
 use super::operator_to_proto;
 
+mod events;
+
 /// Parses and validates `condition` against `catalog`; every violation names its place under
 /// `path` (e.g. "segment.rule.all.conditions[2].predicate.values[0]").
 pub fn parse_rule(
@@ -95,7 +97,7 @@ impl Parser<'_> {
             None => {
                 self.add(
                     path,
-                    "exactly one of all, any, not, predicate or segment must be set",
+                    "exactly one of all, any, not, predicate, segment or event must be set",
                 );
                 None
             }
@@ -123,6 +125,7 @@ impl Parser<'_> {
             Some(Kind::Segment(reference)) => {
                 self.segment(reference, &format!("{path}.segment.segment_id"))
             }
+            Some(Kind::Event(event)) => self.event(event, &format!("{path}.event")),
         }
     }
 

@@ -1,0 +1,95 @@
+//! A validated condition over a customer's custom events (rule.proto `EventCondition`): an
+//! aggregate of the events of one type, inside a window, that pass property filters, compared
+//! with operands. Built by `wire::rules::parse_rule` against the event types of the catalog.
+
+use crate::domain::catalog::{Operator, PropertyType, ValueType};
+
+use super::{Value, Window};
+
+/// Most property filters in one event condition.
+pub const MAX_EVENT_FILTERS: usize = 20;
+
+/// What is computed over the covered events (rule.proto `EventAggregate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Average,
+    FirstTime,
+    LastTime,
+    MostFrequent,
+}
+
+impl Aggregate {
+    /// The kind of value the aggregate is, which decides its operators and operands.
+    pub fn value_type(self) -> ValueType {
+        match self {
+            Aggregate::Count => ValueType::Integer,
+            Aggregate::Sum | Aggregate::Min | Aggregate::Max | Aggregate::Average => {
+                ValueType::Double
+            }
+            Aggregate::FirstTime | Aggregate::LastTime => ValueType::Timestamp,
+            Aggregate::MostFrequent => ValueType::String,
+        }
+    }
+
+    /// COUNT and SUM are 0 over nothing, never unset.
+    pub fn always_set(self) -> bool {
+        matches!(self, Aggregate::Count | Aggregate::Sum)
+    }
+
+    /// The type of property the aggregate reads; `None` when it reads none.
+    pub fn property_type(self) -> Option<PropertyType> {
+        match self {
+            Aggregate::Count | Aggregate::FirstTime | Aggregate::LastTime => None,
+            Aggregate::Sum | Aggregate::Min | Aggregate::Max | Aggregate::Average => {
+                Some(PropertyType::Number)
+            }
+            Aggregate::MostFrequent => Some(PropertyType::String),
+        }
+    }
+}
+
+/// A validated event condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventCondition {
+    pub event_type: String,
+    pub aggregate: Aggregate,
+    /// Empty for COUNT, FIRST_TIME and LAST_TIME.
+    pub property: String,
+    /// `None`: the whole retained history.
+    pub window: Option<Window>,
+    /// Every filter must pass.
+    pub filters: Vec<PropertyFilter>,
+    pub operator: Operator,
+    /// Operands of kinds that fit `aggregate.value_type()` and `operator`.
+    pub values: Vec<Value>,
+}
+
+/// A test of one property of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertyFilter {
+    pub property: String,
+    pub property_type: PropertyType,
+    pub operator: Operator,
+    pub values: Vec<Value>,
+}
+
+impl EventCondition {
+    /// True when the result can change with the passage of time alone: a rolling window, or
+    /// WITHIN_LAST / NOT_WITHIN_LAST on the aggregate or on a filter.
+    pub fn time_dependent(&self) -> bool {
+        let rolling = |op: Operator| matches!(op, Operator::WithinLast | Operator::NotWithinLast);
+        matches!(self.window, Some(Window::LastDays(_)))
+            || rolling(self.operator)
+            || self.filters.iter().any(|f| rolling(f.operator))
+    }
+
+    /// The name a segment's `fields` list records for the condition: "event.<type>", so the
+    /// feed re-evaluates it when such an event arrives.
+    pub fn field_name(&self) -> String {
+        format!("event.{}", self.event_type)
+    }
+}

@@ -1,0 +1,142 @@
+//! Event conditions in SQL (rule.proto `EventCondition`), with exactly the semantics of
+//! `domain::eval::events`: a subquery over `customer_events e` correlated on the customer, in
+//! both shapes of the compiler (event conditions are rarer than activity aggregates and read
+//! a table of their own, so they gain nothing from the grouped pass). Numbers are added with
+//! `sum(… ORDER BY e.occur_time, e.activity_id COLLATE "C")`, the order the Rust evaluator adds
+//! them in, each first bounded (see `domain::eval::events`); the most frequent value breaks
+//! ties by `COLLATE "C"` (byte order, as Rust compares strings).
+
+use crate::domain::catalog::{FieldKey, Operator, PropertyType, ValueType};
+use crate::domain::rule::{
+    Aggregate, EventCondition, Filter, Predicate, PropertyFilter, Value, Window,
+};
+
+use super::{Compiler, SqlValue};
+
+/// Bounds a float8 expression as `domain::eval::events` bounds a summand (NULL stays NULL:
+/// GREATEST and LEAST would skip it and return the bound).
+fn bounded(x: &str) -> String {
+    format!(
+        "(CASE WHEN {x} IS NULL THEN NULL::float8 \
+         WHEN abs({x}) < '1e-250'::float8 THEN 0::float8 \
+         ELSE LEAST(GREATEST({x}, '-1e250'::float8), '1e250'::float8) END)"
+    )
+}
+
+/// A stand-in predicate carrying what `Compiler::scalar_test` reads: the operator, the
+/// operands and their value type.
+fn comparison(value_type: ValueType, operator: Operator, values: &[Value]) -> Predicate {
+    Predicate {
+        field: String::new(),
+        key: FieldKey::PurchaseCount,
+        value_type,
+        operator,
+        values: values.to_vec(),
+        window: None,
+        filter: Filter::default(),
+        field_time_dependent: false,
+    }
+}
+
+impl Compiler {
+    /// A two-valued test of `condition` for the customer of `f`.
+    pub(super) fn event(&mut self, condition: &EventCondition) -> String {
+        let covered = self.covered_events(condition);
+        let from =
+            format!("FROM customer_events e WHERE e.customer_id = f.customer_id AND {covered}");
+        let order = "ORDER BY e.occur_time, e.activity_id COLLATE \"C\"";
+        let expr = match condition.aggregate {
+            Aggregate::Count => format!("(SELECT count(*) {from})"),
+            Aggregate::FirstTime => format!("(SELECT min(e.occur_time) {from})"),
+            Aggregate::LastTime => format!("(SELECT max(e.occur_time) {from})"),
+            Aggregate::Sum => {
+                let x = self.property_expr(&condition.property, PropertyType::Number);
+                format!(
+                    "(SELECT COALESCE(sum({} {order}), 0::float8) {from})",
+                    bounded(&x)
+                )
+            }
+            Aggregate::Min => {
+                let x = self.property_expr(&condition.property, PropertyType::Number);
+                format!("(SELECT min({x}) {from})")
+            }
+            Aggregate::Max => {
+                let x = self.property_expr(&condition.property, PropertyType::Number);
+                format!("(SELECT max({x}) {from})")
+            }
+            Aggregate::Average => {
+                let x = self.property_expr(&condition.property, PropertyType::Number);
+                format!(
+                    "(SELECT sum({} {order}) / count({x})::float8 {from})",
+                    bounded(&x)
+                )
+            }
+            Aggregate::MostFrequent => {
+                let x = self.property_expr(&condition.property, PropertyType::String);
+                format!(
+                    "(SELECT x.v FROM (SELECT {x} AS v {from}) x WHERE x.v IS NOT NULL \
+                     GROUP BY x.v ORDER BY count(*) DESC, x.v COLLATE \"C\" LIMIT 1)"
+                )
+            }
+        };
+        let test = comparison(
+            condition.aggregate.value_type(),
+            condition.operator,
+            &condition.values,
+        );
+        self.scalar_test(&expr, &test)
+    }
+
+    /// The condition on `e` selecting the events `condition` covers (of any customer).
+    fn covered_events(&mut self, condition: &EventCondition) -> String {
+        let event_type = self.bind(SqlValue::Text(condition.event_type.clone()), "text");
+        let mut sql = format!("e.event_type = {event_type}");
+        match condition.window {
+            None => {}
+            Some(Window::LastDays(days)) => {
+                let hours = self.bind(SqlValue::Int(days * 24), "integer");
+                sql.push_str(&format!(
+                    " AND e.occur_time > $1::timestamptz - make_interval(hours => {hours}) \
+                     AND e.occur_time <= $1::timestamptz"
+                ));
+            }
+            Some(Window::Range { start, end }) => {
+                let start = self.bind(SqlValue::Timestamp(start), "timestamptz");
+                let end = self.bind(SqlValue::Timestamp(end), "timestamptz");
+                sql.push_str(&format!(
+                    " AND e.occur_time >= {start} AND e.occur_time < {end}"
+                ));
+            }
+        }
+        for filter in &condition.filters {
+            let test = self.property_test(filter);
+            sql.push_str(&format!(" AND {test}"));
+        }
+        sql
+    }
+
+    fn property_test(&mut self, filter: &PropertyFilter) -> String {
+        let x = self.property_expr(&filter.property, filter.property_type);
+        let value_type = filter
+            .property_type
+            .value_type()
+            .unwrap_or(ValueType::String);
+        let test = comparison(value_type, filter.operator, &filter.values);
+        self.scalar_test(&x, &test)
+    }
+
+    /// The value of `e`'s property `name` read as `property_type`: NULL when absent, of
+    /// another type, or an empty string.
+    fn property_expr(&mut self, name: &str, property_type: PropertyType) -> String {
+        let name = self.bind(SqlValue::Text(name.to_owned()), "text");
+        let raw = |key: &str| format!("(e.properties -> {name} ->> '{key}')");
+        match property_type {
+            PropertyType::String => format!("NULLIF({}, '')", raw("string")),
+            PropertyType::Number => format!("{}::float8", raw("number")),
+            PropertyType::Bool => format!("{}::boolean", raw("bool")),
+            PropertyType::Time => format!("{}::timestamptz", raw("time")),
+            // Refused by validation; reads as unset.
+            PropertyType::Money => "NULL::text".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! [`EventCondition`] → its wire message (`custops.segmentation.v1.EventCondition`).
+
+use custops_contracts::custops::common::v1 as common_pb;
+use custops_contracts::custops::segmentation::v1 as pb;
+use pb::activity_window::Span;
+
+use crate::domain::rule::{Aggregate, EventCondition, Window};
+
+use super::{operator_to_proto, timestamp_to_proto, value_to_proto};
+
+fn aggregate_to_proto(aggregate: Aggregate) -> pb::EventAggregate {
+    use pb::EventAggregate as A;
+    match aggregate {
+        Aggregate::Count => A::Count,
+        Aggregate::Sum => A::Sum,
+        Aggregate::Min => A::Min,
+        Aggregate::Max => A::Max,
+        Aggregate::Average => A::Average,
+        Aggregate::FirstTime => A::FirstTime,
+        Aggregate::LastTime => A::LastTime,
+        Aggregate::MostFrequent => A::MostFrequent,
+    }
+}
+
+/// The condition as its wire message.
+pub(super) fn event_to_proto(event: &EventCondition) -> pb::EventCondition {
+    pb::EventCondition {
+        event_type: event.event_type.clone(),
+        aggregate: aggregate_to_proto(event.aggregate) as i32,
+        property: event.property.clone(),
+        window: event.window.map(|window| pb::ActivityWindow {
+            span: Some(match window {
+                Window::LastDays(days) => Span::LastDays(days),
+                Window::Range { start, end } => Span::TimeRange(common_pb::TimeRange {
+                    start_time: Some(timestamp_to_proto(start)),
+                    end_time: Some(timestamp_to_proto(end)),
+                }),
+            }),
+        }),
+        r#where: event
+            .filters
+            .iter()
+            .map(|f| pb::EventPropertyFilter {
+                property: f.property.clone(),
+                operator: operator_to_proto(f.operator) as i32,
+                values: f.values.iter().map(value_to_proto).collect(),
+            })
+            .collect(),
+        operator: operator_to_proto(event.operator) as i32,
+        values: event.values.iter().map(value_to_proto).collect(),
+    }
+}

@@ -1,0 +1,302 @@
+//! `EventCondition` → [`EventCondition`](crate::domain::rule::EventCondition): the event type,
+//! property and filter properties checked against the event types segmentation learnt from
+//! profiles, the aggregate's operator and operands as a field of the aggregate's value type.
+
+use custops_contracts::custops::segmentation::v1 as pb;
+
+use crate::domain::catalog::{
+    EventTypeDef, FieldDef, FieldKey, FieldSource, Operator, PropertyType, ValueType, operators_for,
+};
+use crate::domain::rule::event::MAX_EVENT_FILTERS;
+use crate::domain::rule::{Aggregate, EventCondition, Node, PropertyFilter, Value};
+
+use super::{Count, MAX_PREDICATE_VALUES, MAX_RULE_VALUES, Parser, truncate, value_count};
+use crate::wire::rules::operator_to_proto;
+
+fn aggregate_from_proto(aggregate: pb::EventAggregate) -> Option<Aggregate> {
+    use pb::EventAggregate as A;
+    Some(match aggregate {
+        A::Unspecified => return None,
+        A::Count => Aggregate::Count,
+        A::Sum => Aggregate::Sum,
+        A::Min => Aggregate::Min,
+        A::Max => Aggregate::Max,
+        A::Average => Aggregate::Average,
+        A::FirstTime => Aggregate::FirstTime,
+        A::LastTime => Aggregate::LastTime,
+        A::MostFrequent => Aggregate::MostFrequent,
+    })
+}
+
+/// The catalog entry an operand is checked against (`Parser::value` reads its name, value
+/// type and allowed values).
+fn operand_def(name: String, value_type: ValueType, always_set: bool) -> FieldDef {
+    FieldDef {
+        name,
+        display_name: String::new(),
+        description: String::new(),
+        value_type,
+        operators: operators_for(value_type, always_set),
+        allowed_values: Vec::new(),
+        windowed: false,
+        filter_dimensions: Vec::new(),
+        source: FieldSource::Profiles,
+        time_dependent: false,
+        key: FieldKey::PurchaseCount,
+        always_set,
+    }
+}
+
+impl Parser<'_> {
+    pub(super) fn event(&mut self, event: &pb::EventCondition, path: &str) -> Option<Node> {
+        let catalog = self.catalog;
+        let def = if event.event_type.is_empty() {
+            self.add(format!("{path}.event_type"), "the event type is required");
+            None
+        } else {
+            let def = catalog.event_type(&event.event_type);
+            if def.is_none() {
+                self.add(
+                    format!("{path}.event_type"),
+                    format!(
+                        "unknown event type \"{}\"; event types are defined in profiles",
+                        truncate(&event.event_type)
+                    ),
+                );
+            }
+            def
+        };
+        let aggregate = pb::EventAggregate::try_from(event.aggregate)
+            .ok()
+            .and_then(aggregate_from_proto);
+        if aggregate.is_none() {
+            self.add(format!("{path}.aggregate"), "the aggregate is required");
+        }
+        let property_ok = match (def, aggregate) {
+            (Some(def), Some(aggregate)) => self.aggregated_property(event, def, aggregate, path),
+            _ => false,
+        };
+        let window = match &event.window {
+            None => None,
+            Some(window) => Some(self.window(window, &format!("{path}.window"))?),
+        };
+        if event.r#where.len() > MAX_EVENT_FILTERS {
+            self.add(
+                format!("{path}.where"),
+                format!("at most {MAX_EVENT_FILTERS} property filters"),
+            );
+        }
+        let mut filters = Vec::new();
+        for (i, filter) in event.r#where.iter().enumerate().take(MAX_EVENT_FILTERS) {
+            if let Some(filter) = self.property_filter(filter, def, &format!("{path}.where[{i}]")) {
+                filters.push(filter);
+            }
+        }
+        let aggregate = aggregate?;
+        let value_type = aggregate.value_type();
+        let name = format!(
+            "{} of \"{}\"",
+            pb::EventAggregate::try_from(event.aggregate)
+                .map(|a| a.as_str_name())
+                .unwrap_or_default(),
+            truncate(&event.event_type)
+        );
+        let operand = operand_def(name, value_type, aggregate.always_set());
+        let (operator, values) = self.comparison(event.operator, &event.values, &operand, path)?;
+        if def.is_none() || !property_ok || filters.len() != event.r#where.len() {
+            return None;
+        }
+        Some(Node::Event(EventCondition {
+            event_type: event.event_type.clone(),
+            aggregate,
+            property: event.property.clone(),
+            window,
+            filters,
+            operator,
+            values,
+        }))
+    }
+
+    /// Checks the aggregated property: none for COUNT / FIRST_TIME / LAST_TIME, else one of
+    /// the type of the aggregate.
+    fn aggregated_property(
+        &mut self,
+        event: &pb::EventCondition,
+        def: &EventTypeDef,
+        aggregate: Aggregate,
+        path: &str,
+    ) -> bool {
+        let property_path = format!("{path}.property");
+        let Some(expected) = aggregate.property_type() else {
+            if !event.property.is_empty() {
+                self.add(
+                    property_path,
+                    "COUNT, FIRST_TIME and LAST_TIME take no property",
+                );
+                return false;
+            }
+            return true;
+        };
+        if event.property.is_empty() {
+            self.add(
+                property_path,
+                format!("the aggregate needs a {} property", expected.as_str()),
+            );
+            return false;
+        }
+        match def.properties.get(&event.property) {
+            None => {
+                self.add(
+                    property_path,
+                    format!(
+                        "\"{}\" is not a property of event type \"{}\"",
+                        truncate(&event.property),
+                        def.name
+                    ),
+                );
+                false
+            }
+            Some(found) if *found != expected => {
+                self.add(
+                    property_path,
+                    format!(
+                        "\"{}\" is a {} property; the aggregate needs a {} property",
+                        truncate(&event.property),
+                        found.as_str(),
+                        expected.as_str()
+                    ),
+                );
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    fn property_filter(
+        &mut self,
+        filter: &pb::EventPropertyFilter,
+        def: Option<&EventTypeDef>,
+        path: &str,
+    ) -> Option<PropertyFilter> {
+        let property_path = format!("{path}.property");
+        let property_type = if filter.property.is_empty() {
+            self.add(&property_path, "the property is required");
+            None
+        } else if let Some(def) = def {
+            match def.properties.get(&filter.property) {
+                None => {
+                    self.add(
+                        &property_path,
+                        format!(
+                            "\"{}\" is not a property of event type \"{}\"",
+                            truncate(&filter.property),
+                            def.name
+                        ),
+                    );
+                    None
+                }
+                Some(PropertyType::Money) => {
+                    self.add(
+                        &property_path,
+                        "money properties cannot be used in rules yet",
+                    );
+                    None
+                }
+                Some(found) => Some(*found),
+            }
+        } else {
+            // The event type is unknown (reported there).
+            None
+        };
+        let property_type = property_type?;
+        let value_type = property_type.value_type()?;
+        let operand = operand_def(
+            format!("property \"{}\"", truncate(&filter.property)),
+            value_type,
+            false,
+        );
+        let (operator, values) =
+            self.comparison(filter.operator, &filter.values, &operand, path)?;
+        Some(PropertyFilter {
+            property: filter.property.clone(),
+            property_type,
+            operator,
+            values,
+        })
+    }
+
+    /// An operator of `def` with its operands, as a predicate on `def` checks them.
+    fn comparison(
+        &mut self,
+        operator: i32,
+        values: &[pb::Value],
+        def: &FieldDef,
+        path: &str,
+    ) -> Option<(Operator, Vec<Value>)> {
+        let values_path = format!("{path}.values");
+        let before = self.values;
+        self.values += values.len();
+        if before <= MAX_RULE_VALUES && self.values > MAX_RULE_VALUES {
+            self.add(
+                &values_path,
+                format!("a rule holds at most {MAX_RULE_VALUES} values; this condition crosses the limit"),
+            );
+        }
+        let operator = match pb::Operator::try_from(operator) {
+            Ok(pb::Operator::Unspecified) | Err(_) => {
+                self.add(format!("{path}.operator"), "the operator is required");
+                return None;
+            }
+            Ok(op) => super::operator_from_proto(op),
+        };
+        if !def.operators.contains(&operator) {
+            let allowed: Vec<&str> = def
+                .operators
+                .iter()
+                .map(|op| operator_to_proto(*op).as_str_name())
+                .collect();
+            self.add(
+                format!("{path}.operator"),
+                format!(
+                    "{} is not an operator of {}; use one of {}",
+                    operator_to_proto(operator).as_str_name(),
+                    def.name,
+                    allowed.join(", ")
+                ),
+            );
+            return None;
+        }
+        let count = values.len();
+        let count_ok = match value_count(operator) {
+            Count::Exactly(n) => count == n,
+            Count::Many => (1..=MAX_PREDICATE_VALUES).contains(&count),
+        };
+        if !count_ok {
+            self.add(
+                &values_path,
+                format!(
+                    "{} takes {}, got {count}",
+                    operator_to_proto(operator).as_str_name(),
+                    match value_count(operator) {
+                        Count::Exactly(0) => "no values".to_owned(),
+                        Count::Exactly(1) => "exactly 1 value".to_owned(),
+                        Count::Exactly(n) => format!("exactly {n} values"),
+                        Count::Many => format!("1–{MAX_PREDICATE_VALUES} values"),
+                    }
+                ),
+            );
+        }
+        let mut parsed = Vec::with_capacity(count.min(MAX_PREDICATE_VALUES));
+        let mut ok = count_ok;
+        for (i, value) in values.iter().enumerate().take(MAX_PREDICATE_VALUES) {
+            match self.value(value, def, operator, &format!("{values_path}[{i}]")) {
+                Some(value) => parsed.push(value),
+                None => ok = false,
+            }
+        }
+        if ok && operator == Operator::Between {
+            self.between(&parsed, &values_path);
+        }
+        ok.then_some((operator, parsed))
+    }
+}

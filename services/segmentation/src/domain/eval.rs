@@ -25,6 +25,7 @@ use super::pattern::Pattern;
 use super::rule::{Filter, Node, Predicate, Rule, Value, Window};
 
 mod events;
+mod sequences;
 
 /// Whether `facts` satisfy `rule` at `ctx`.
 pub fn evaluate(rule: &Rule, facts: &Facts, ctx: &EvalContext) -> bool {
@@ -59,6 +60,7 @@ fn eval_node(node: &Node, facts: &Facts, ctx: &EvalContext) -> bool {
         Node::Predicate(predicate) => test(predicate, &actual(predicate, facts, ctx), ctx),
         Node::Segment(id) => facts.segments.contains(id),
         Node::Event(condition) => events::evaluate(condition, facts, ctx),
+        Node::Sequence(condition) => sequences::evaluate(condition, facts, ctx),
     }
 }
 
@@ -105,6 +107,10 @@ fn explain_node(node: &Node, path: &str, facts: &Facts, ctx: &EvalContext) -> Ex
             let actual = events::aggregate(condition, facts, ctx);
             out.result = events::test(condition, actual.as_ref(), ctx);
             out.actual_values = actual.iter().map(Scalar::to_value).collect();
+        }
+        Node::Sequence(condition) => {
+            // Whether the sequence held; no actual values.
+            out.result = sequences::evaluate(condition, facts, ctx);
         }
     }
     out

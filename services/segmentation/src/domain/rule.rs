@@ -13,8 +13,10 @@ use super::catalog::{FieldKey, Operator, ValueType};
 use super::facts::Money;
 
 pub mod event;
+pub mod sequence;
 
 pub use event::{Aggregate, EventCondition, PropertyFilter};
+pub use sequence::{EventStep, SequenceCondition};
 
 /// Deepest nesting: the root is level 1.
 pub const MAX_DEPTH: usize = 8;
@@ -59,6 +61,8 @@ pub enum Node {
     Segment(Uuid),
     /// An aggregate of the customer's custom events (`rule/event.rs`).
     Event(EventCondition),
+    /// "A then B within N days" over custom events (`rule/sequence.rs`).
+    Sequence(SequenceCondition),
 }
 
 /// A validated test of one catalog field.
@@ -172,6 +176,7 @@ impl Rule {
             Node::Event(e) => {
                 out.insert(e.field_name());
             }
+            Node::Sequence(s) => out.extend(s.field_names()),
             _ => {}
         });
         out
@@ -190,16 +195,19 @@ impl Rule {
             if let Node::Event(e) = node {
                 dependent |= e.time_dependent();
             }
+            if let Node::Sequence(s) = node {
+                dependent |= s.time_dependent();
+            }
         });
         dependent
     }
 
-    /// True when the rule aggregates custom events, so its customers' events must be loaded
+    /// True when the rule reads custom events (aggregates or sequences), so its customers' events must be loaded
     /// with their facts.
     pub fn reads_events(&self) -> bool {
         let mut reads = false;
         self.root.walk(&self.root_path, &mut |_, node| {
-            reads |= matches!(node, Node::Event(_));
+            reads |= matches!(node, Node::Event(_) | Node::Sequence(_));
         });
         reads
     }
@@ -221,7 +229,7 @@ impl Node {
                 }
             }
             Node::Not(child) => child.walk(&format!("{path}.not.condition"), visit),
-            Node::Predicate(_) | Node::Segment(_) | Node::Event(_) => {}
+            Node::Predicate(_) | Node::Segment(_) | Node::Event(_) | Node::Sequence(_) => {}
         }
     }
 }

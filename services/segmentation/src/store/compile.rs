@@ -28,6 +28,7 @@ use crate::domain::rule::{Filter, Node, Predicate, Rule, Value, Window};
 use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
 
 mod events;
+mod sequences;
 
 /// A value bound to a placeholder of a compiled rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +189,7 @@ impl Compiler {
                 )
             }
             Node::Event(condition) => self.event(condition),
+            Node::Sequence(condition) => self.sequence(condition),
         }
     }
 

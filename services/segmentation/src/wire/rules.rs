@@ -102,6 +102,7 @@ fn node_to_proto(node: &Node) -> pb::Condition {
             segment_id: id.to_string(),
         }),
         Node::Event(event) => Kind::Event(events::event_to_proto(event)),
+        Node::Sequence(sequence) => Kind::Sequence(events::sequence_to_proto(sequence)),
     };
     pb::Condition { kind: Some(kind) }
 }

@@ -39,6 +39,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 mod events;
+mod sequences;
 
 // ---------------------------------------------------------------------------------------------
 // Shared fixtures.

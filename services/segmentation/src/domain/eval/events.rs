@@ -118,7 +118,7 @@ fn sum(numbers: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 /// Whether `event` passes `filter`.
-fn passes(event: &CustomEvent, filter: &PropertyFilter, ctx: &EvalContext) -> bool {
+pub(super) fn passes(event: &CustomEvent, filter: &PropertyFilter, ctx: &EvalContext) -> bool {
     let value = match event.properties.get(&filter.property) {
         Some(PropertyValue::String(s)) if !s.is_empty() => Some(Scalar::Text(s.clone())),
         Some(PropertyValue::Number(n)) => Some(Scalar::Double(*n)),

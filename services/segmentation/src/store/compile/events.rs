@@ -50,29 +50,29 @@ impl Compiler {
             Aggregate::FirstTime => format!("(SELECT min(e.occur_time) {from})"),
             Aggregate::LastTime => format!("(SELECT max(e.occur_time) {from})"),
             Aggregate::Sum => {
-                let x = self.property_expr(&condition.property, PropertyType::Number);
+                let x = self.property_expr("e", &condition.property, PropertyType::Number);
                 format!(
                     "(SELECT COALESCE(sum({} {order}), 0::float8) {from})",
                     bounded(&x)
                 )
             }
             Aggregate::Min => {
-                let x = self.property_expr(&condition.property, PropertyType::Number);
+                let x = self.property_expr("e", &condition.property, PropertyType::Number);
                 format!("(SELECT min({x}) {from})")
             }
             Aggregate::Max => {
-                let x = self.property_expr(&condition.property, PropertyType::Number);
+                let x = self.property_expr("e", &condition.property, PropertyType::Number);
                 format!("(SELECT max({x}) {from})")
             }
             Aggregate::Average => {
-                let x = self.property_expr(&condition.property, PropertyType::Number);
+                let x = self.property_expr("e", &condition.property, PropertyType::Number);
                 format!(
                     "(SELECT sum({} {order}) / count({x})::float8 {from})",
                     bounded(&x)
                 )
             }
             Aggregate::MostFrequent => {
-                let x = self.property_expr(&condition.property, PropertyType::String);
+                let x = self.property_expr("e", &condition.property, PropertyType::String);
                 format!(
                     "(SELECT x.v FROM (SELECT {x} AS v {from}) x WHERE x.v IS NOT NULL \
                      GROUP BY x.v ORDER BY count(*) DESC, x.v COLLATE \"C\" LIMIT 1)"
@@ -91,32 +91,41 @@ impl Compiler {
     fn covered_events(&mut self, condition: &EventCondition) -> String {
         let event_type = self.bind(SqlValue::Text(condition.event_type.clone()), "text");
         let mut sql = format!("e.event_type = {event_type}");
-        match condition.window {
+        sql.push_str(&self.window_test("e", condition.window));
+        for filter in &condition.filters {
+            let test = self.property_test("e", filter);
+            sql.push_str(&format!(" AND {test}"));
+        }
+        sql
+    }
+
+    /// " AND …" bounding the occur time of the event aliased `alias` to `window` (empty when
+    /// `None`).
+    pub(super) fn window_test(&mut self, alias: &str, window: Option<Window>) -> String {
+        let mut sql = String::new();
+        match window {
             None => {}
             Some(Window::LastDays(days)) => {
                 let hours = self.bind(SqlValue::Int(days * 24), "integer");
                 sql.push_str(&format!(
-                    " AND e.occur_time > $1::timestamptz - make_interval(hours => {hours}) \
-                     AND e.occur_time <= $1::timestamptz"
+                    " AND {alias}.occur_time > $1::timestamptz - make_interval(hours => {hours}) \
+                     AND {alias}.occur_time <= $1::timestamptz"
                 ));
             }
             Some(Window::Range { start, end }) => {
                 let start = self.bind(SqlValue::Timestamp(start), "timestamptz");
                 let end = self.bind(SqlValue::Timestamp(end), "timestamptz");
                 sql.push_str(&format!(
-                    " AND e.occur_time >= {start} AND e.occur_time < {end}"
+                    " AND {alias}.occur_time >= {start} AND {alias}.occur_time < {end}"
                 ));
             }
-        }
-        for filter in &condition.filters {
-            let test = self.property_test(filter);
-            sql.push_str(&format!(" AND {test}"));
         }
         sql
     }
 
-    fn property_test(&mut self, filter: &PropertyFilter) -> String {
-        let x = self.property_expr(&filter.property, filter.property_type);
+    /// The test of `filter` on the event aliased `alias`.
+    pub(super) fn property_test(&mut self, alias: &str, filter: &PropertyFilter) -> String {
+        let x = self.property_expr(alias, &filter.property, filter.property_type);
         let value_type = filter
             .property_type
             .value_type()
@@ -125,11 +134,11 @@ impl Compiler {
         self.scalar_test(&x, &test)
     }
 
-    /// The value of `e`'s property `name` read as `property_type`: NULL when absent, of
-    /// another type, or an empty string.
-    fn property_expr(&mut self, name: &str, property_type: PropertyType) -> String {
+    /// The value of property `name` of the event aliased `alias` read as `property_type`:
+    /// NULL when absent, of another type, or an empty string.
+    fn property_expr(&mut self, alias: &str, name: &str, property_type: PropertyType) -> String {
         let name = self.bind(SqlValue::Text(name.to_owned()), "text");
-        let raw = |key: &str| format!("(e.properties -> {name} ->> '{key}')");
+        let raw = |key: &str| format!("({alias}.properties -> {name} ->> '{key}')");
         match property_type {
             PropertyType::String => format!("NULLIF({}, '')", raw("string")),
             PropertyType::Number => format!("{}::float8", raw("number")),

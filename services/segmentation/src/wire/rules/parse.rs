@@ -97,7 +97,7 @@ impl Parser<'_> {
             None => {
                 self.add(
                     path,
-                    "exactly one of all, any, not, predicate, segment or event must be set",
+                    "exactly one of all, any, not, predicate, segment, event or sequence must be set",
                 );
                 None
             }
@@ -126,6 +126,7 @@ impl Parser<'_> {
                 self.segment(reference, &format!("{path}.segment.segment_id"))
             }
             Some(Kind::Event(event)) => self.event(event, &format!("{path}.event")),
+            Some(Kind::Sequence(sequence)) => self.sequence(sequence, &format!("{path}.sequence")),
         }
     }
 

@@ -8,7 +8,10 @@ use crate::domain::catalog::{
     EventTypeDef, FieldDef, FieldKey, FieldSource, Operator, PropertyType, ValueType, operators_for,
 };
 use crate::domain::rule::event::MAX_EVENT_FILTERS;
-use crate::domain::rule::{Aggregate, EventCondition, Node, PropertyFilter, Value};
+use crate::domain::rule::sequence::MAX_SEQUENCE_DAYS;
+use crate::domain::rule::{
+    Aggregate, EventCondition, EventStep, Node, PropertyFilter, SequenceCondition, Value,
+};
 
 use super::{Count, MAX_PREDICATE_VALUES, MAX_RULE_VALUES, Parser, truncate, value_count};
 use crate::wire::rules::operator_to_proto;
@@ -48,6 +51,92 @@ fn operand_def(name: String, value_type: ValueType, always_set: bool) -> FieldDe
 }
 
 impl Parser<'_> {
+    /// A `SequenceCondition` at `path` ("….sequence"): its steps against the learnt event
+    /// types, `within_days` in range, the window as an activity window.
+    pub(super) fn sequence(
+        &mut self,
+        sequence: &pb::SequenceCondition,
+        path: &str,
+    ) -> Option<Node> {
+        let step = |parser: &mut Self, step: Option<&pb::EventStep>, name: &str| {
+            let step_path = format!("{path}.{name}");
+            match step {
+                None => {
+                    parser.add(&step_path, format!("the {name} step is required"));
+                    None
+                }
+                Some(step) => parser.event_step(step, &step_path),
+            }
+        };
+        let first = step(self, sequence.first.as_ref(), "first");
+        let then = step(self, sequence.then.as_ref(), "then");
+        let not_between = match &sequence.not_between {
+            None => Some(None),
+            Some(c) => self.event_step(c, &format!("{path}.not_between")).map(Some),
+        };
+        let days_ok = (1..=MAX_SEQUENCE_DAYS).contains(&sequence.within_days);
+        if !days_ok {
+            self.add(
+                format!("{path}.within_days"),
+                format!(
+                    "within_days must be 1–{MAX_SEQUENCE_DAYS}, got {}",
+                    sequence.within_days
+                ),
+            );
+        }
+        let window = match &sequence.window {
+            None => Some(None),
+            Some(window) => self.window(window, &format!("{path}.window")).map(Some),
+        };
+        let (first, then, not_between, window) = (first?, then?, not_between?, window?);
+        days_ok.then_some(Node::Sequence(SequenceCondition {
+            first,
+            then,
+            within_days: sequence.within_days,
+            not_between,
+            window,
+        }))
+    }
+
+    /// One step of a sequence at `path`: a learnt event type and its property filters.
+    fn event_step(&mut self, step: &pb::EventStep, path: &str) -> Option<EventStep> {
+        let def = if step.event_type.is_empty() {
+            self.add(format!("{path}.event_type"), "the event type is required");
+            None
+        } else {
+            let def = self.catalog.event_type(&step.event_type);
+            if def.is_none() {
+                self.add(
+                    format!("{path}.event_type"),
+                    format!(
+                        "unknown event type \"{}\"; event types are defined in profiles",
+                        truncate(&step.event_type)
+                    ),
+                );
+            }
+            def
+        };
+        if step.r#where.len() > MAX_EVENT_FILTERS {
+            self.add(
+                format!("{path}.where"),
+                format!("at most {MAX_EVENT_FILTERS} property filters"),
+            );
+        }
+        let mut filters = Vec::new();
+        for (i, filter) in step.r#where.iter().enumerate().take(MAX_EVENT_FILTERS) {
+            if let Some(filter) = self.property_filter(filter, def, &format!("{path}.where[{i}]")) {
+                filters.push(filter);
+            }
+        }
+        if def.is_none() || filters.len() != step.r#where.len() {
+            return None;
+        }
+        Some(EventStep {
+            event_type: step.event_type.clone(),
+            filters,
+        })
+    }
+
     pub(super) fn event(&mut self, event: &pb::EventCondition, path: &str) -> Option<Node> {
         let catalog = self.catalog;
         let def = if event.event_type.is_empty() {

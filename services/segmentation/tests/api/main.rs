@@ -18,3 +18,4 @@ mod recompute;
 mod rfm_lifecycle;
 mod rules;
 mod segments;
+mod sequence_rules;

@@ -2,7 +2,8 @@
 //! (`store::compile`, both its shapes, run by `matching_customers` against real Postgres).
 //!
 //! The property test generates random valid rules over the whole catalog (every operator,
-//! windows, filters, NOT, nested groups, segment references) and random customers (unset
+//! windows, filters, NOT, nested groups, segment references, event aggregates and sequences
+//! over custom events) and random customers (custom events at one instant ordered by id, unset
 //! fields, activities at exactly N days before T and one microsecond either side, several
 //! currencies, loyalty memberships, segment memberships), writes the customers in a
 //! transaction that is rolled back, and checks both evaluators pick the same members. The
@@ -911,10 +912,63 @@ fn event_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
     }
 }
 
+/// A random step of a sequence: an event type with 0–2 property filters.
+fn event_step(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::EventStep {
+    let types = event_types();
+    let def = &types[tape.below(types.len())];
+    let filterable: Vec<(String, PropertyType)> = def
+        .properties
+        .iter()
+        .filter(|(_, t)| **t != PropertyType::Money)
+        .map(|(n, t)| (n.clone(), *t))
+        .collect();
+    let r#where = (0..tape.pick(&[0, 0, 0, 1, 1, 2]))
+        .map(|_| {
+            let (property, property_type) = tape.pick(&filterable);
+            let value_type = property_type.value_type().unwrap_or(ValueType::String);
+            let operator = tape.pick(&operators_for(value_type, false));
+            pb::EventPropertyFilter {
+                property,
+                operator: operator_to_proto(operator) as i32,
+                values: event_operands(tape, value_type, operator, now),
+            }
+        })
+        .collect();
+    pb::EventStep {
+        event_type: def.name.clone(),
+        r#where,
+    }
+}
+
+/// A random sequence condition over the test event types: spans that meet the events' day
+/// boundaries, C half the time, a window on A now and then.
+fn sequence_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
+    let first = event_step(tape, now);
+    let then = event_step(tape, now);
+    let within_days = tape.pick(&[1, 1, 7, 30, 365, 1095]);
+    let not_between = tape.chance(50).then(|| event_step(tape, now));
+    let window = tape.chance(30).then(|| pb::ActivityWindow {
+        span: Some(pb::activity_window::Span::LastDays(tape.pick(&DAYS))),
+    });
+    pb::Condition {
+        kind: Some(Kind::Sequence(pb::SequenceCondition {
+            first: Some(first),
+            then: Some(then),
+            within_days,
+            not_between,
+            window,
+        })),
+    }
+}
+
 fn predicate(tape: &mut Tape<'_>, catalog: &Catalog, now: DateTime<Utc>) -> pb::Condition {
     // Event conditions: aggregates of custom events (a fifth of the leaves).
     if tape.chance(20) {
         return event_condition(tape, now);
+    }
+    // Sequence conditions: "A then B within N days, not C between" (a tenth of the rest).
+    if tape.chance(10) {
+        return sequence_condition(tape, now);
     }
     // Activity aggregates carry the most logic (windows, filters, currencies): test them more;
     // and string fields, whose text operators (prefix, suffix, LIKE patterns over multi-byte

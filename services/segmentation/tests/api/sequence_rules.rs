@@ -378,3 +378,61 @@ async fn bad_sequence_conditions_are_refused_naming_each_problem() -> anyhow::Re
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_window_on_a_makes_a_sequence_follow_the_clock_through_the_rollover_pass()
+-> anyhow::Result<()> {
+    // Arrange: "signed up in the last 5 days, then ordered within 2": one customer signed up
+    // 4 days ago and ordered a day later.
+    let app = spawn_app().await?;
+    sqlx::query(
+        "INSERT INTO event_types (name, properties, profiles_sequence) VALUES \
+         ('signed_up', '[]'::jsonb, 1), ('order_placed', '[]'::jsonb, 2)",
+    )
+    .execute(&app.pool)
+    .await?;
+    app.put_customer("new", "CN", &[]).await?;
+    let now = app.clock_now();
+    for (id, event_type, days) in [("s-1", "signed_up", 4), ("o-1", "order_placed", 3)] {
+        sqlx::query(
+            "INSERT INTO customer_events (activity_id, customer_id, event_type, occur_time) \
+             VALUES ($1, 'new', $2, $3)",
+        )
+        .bind(id)
+        .bind(event_type)
+        .bind(now - chrono::Duration::days(days))
+        .execute(&app.pool)
+        .await?;
+    }
+    let step = |event_type: &str| pb::EventStep {
+        event_type: event_type.to_owned(),
+        r#where: Vec::new(),
+    };
+    let converted = app
+        .rule_segment(
+            "Converted newcomers",
+            sequence(pb::SequenceCondition {
+                first: Some(step("signed_up")),
+                then: Some(step("order_placed")),
+                within_days: 2,
+                not_between: None,
+                window: Some(pb::ActivityWindow {
+                    span: Some(pb::activity_window::Span::LastDays(5)),
+                }),
+            }),
+        )
+        .await?;
+    assert!(converted.time_dependent);
+    assert_eq!(app.stored_members(&converted.segment_id).await?, ["new"]);
+
+    // Act: two days pass (the sign-up is now 6 days old) and the scheduler ticks.
+    let state = app.state();
+    // The first tick only starts the schedules.
+    custops_segmentation::jobs::scheduler::schedule_once(&state).await?;
+    app.clock.advance(chrono::Duration::days(2));
+    custops_segmentation::jobs::scheduler::schedule_once(&state).await?;
+
+    // Assert: the rollover pass moved the customer out.
+    assert!(app.stored_members(&converted.segment_id).await?.is_empty());
+    Ok(())
+}

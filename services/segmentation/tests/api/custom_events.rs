@@ -8,21 +8,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use custops_common::clock::Clock;
-use custops_common::config::ServiceSettings;
 use custops_common::consumer::EventHandler;
-use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::common::v1::Event;
 use custops_contracts::custops::profiles::v1 as profiles;
-use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_segmentation::feeds::profiles::ProfilesFeed;
 use custops_segmentation::wire::timestamp;
-use custops_testkit::TestDatabase;
 use prost::{Message, Name};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Options, TestApp, as_of, eventually, spawn_app_at, spawn_app_on};
+use crate::helpers::{TestApp, as_of, eventually, spawn_app_at, spawn_with_profiles};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -117,28 +112,7 @@ async fn stored(
 async fn custom_events_arrive_without_personal_values_and_follow_merges_and_erasure()
 -> anyhow::Result<()> {
     // Arrange: profiles in-process, segmentation following its feed, over one database.
-    let db = TestDatabase::create().await?;
-    let stop = CancellationToken::new();
-    let _stop_on_exit = stop.clone().drop_guard();
-    let profiles_app =
-        custops_profiles::build(ServiceSettings::for_local(ServiceKind::Profiles, db.url()))
-            .await?;
-    let profiles_port = profiles_app.port();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move { profiles_app.run_until_stopped(stop.cancelled_owned()).await }
-    });
-    let mut profiles =
-        ProfilesServiceClient::connect(format!("http://127.0.0.1:{profiles_port}")).await?;
-    let app = spawn_app_on(
-        db,
-        Options {
-            start: Utc::now(),
-            redis_url: None,
-            profiles_url: Some(format!("http://127.0.0.1:{profiles_port}")),
-        },
-    )
-    .await?;
+    let (app, mut profiles, _stop_profiles) = spawn_with_profiles(None).await?;
     profiles
         .create_event_type(profiles::CreateEventTypeRequest {
             event_type: Some(coupon_type()),

@@ -5,17 +5,12 @@
 
 use std::time::Duration;
 
-use custops_common::config::ServiceSettings;
-use custops_common::service::ServiceKind;
 use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::profiles::v1 as profiles;
-use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_testkit::TestDatabase;
 use custops_testkit::redis::TestRedis;
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Options, eventually, spawn_app_on};
+use crate::helpers::{eventually, spawn_with_profiles};
 
 /// How long a change may take to travel profiles → feed → segmentation → lookup on a loaded
 /// test machine: a bound on waiting, not a claim about speed.
@@ -23,31 +18,9 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_purchase_in_profiles_enters_a_segment_and_erasure_leaves_all() -> anyhow::Result<()> {
-    let db = TestDatabase::create().await?;
     let redis = TestRedis::start().await?;
-    let stop = CancellationToken::new();
-    let _stop_on_exit = stop.clone().drop_guard();
-
-    let profiles_app =
-        custops_profiles::build(ServiceSettings::for_local(ServiceKind::Profiles, db.url()))
-            .await?;
-    let profiles_port = profiles_app.port();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move { profiles_app.run_until_stopped(stop.cancelled_owned()).await }
-    });
-    let mut profiles =
-        ProfilesServiceClient::connect(format!("http://127.0.0.1:{profiles_port}")).await?;
     // Segmentation's clock at the wall clock's now: the purchase below happened a minute ago.
-    let app = spawn_app_on(
-        db,
-        Options {
-            start: chrono::Utc::now(),
-            redis_url: Some(redis.url()),
-            profiles_url: Some(format!("http://127.0.0.1:{profiles_port}")),
-        },
-    )
-    .await?;
+    let (app, mut profiles, _stop_profiles) = spawn_with_profiles(Some(redis.url())).await?;
     let mut segmentation = app.client.clone();
 
     // A rule segment of buyers and a static list.

@@ -6,17 +6,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use custops_common::config::ServiceSettings;
-use custops_common::service::ServiceKind;
 use custops_contracts::custops::profiles::v1 as profiles;
-use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_testkit::TestDatabase;
 use pb::condition::Kind;
 use pb::value::Kind as V;
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Options, eventually, fields, spawn_app, spawn_app_on};
+use crate::helpers::{eventually, fields, spawn_app, spawn_with_profiles};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -110,28 +105,7 @@ fn gold_spenders() -> pb::Condition {
 async fn a_custom_event_recorded_in_profiles_moves_its_customer_into_a_segment_within_a_second()
 -> anyhow::Result<()> {
     // Arrange: profiles in-process, segmentation following its feed, over one database.
-    let db = TestDatabase::create().await?;
-    let stop = CancellationToken::new();
-    let _stop_on_exit = stop.clone().drop_guard();
-    let profiles_app =
-        custops_profiles::build(ServiceSettings::for_local(ServiceKind::Profiles, db.url()))
-            .await?;
-    let profiles_port = profiles_app.port();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move { profiles_app.run_until_stopped(stop.cancelled_owned()).await }
-    });
-    let mut profiles =
-        ProfilesServiceClient::connect(format!("http://127.0.0.1:{profiles_port}")).await?;
-    let app = spawn_app_on(
-        db,
-        Options {
-            start: Utc::now(),
-            redis_url: None,
-            profiles_url: Some(format!("http://127.0.0.1:{profiles_port}")),
-        },
-    )
-    .await?;
+    let (app, mut profiles, _stop_profiles) = spawn_with_profiles(None).await?;
     profiles
         .create_event_type(profiles::CreateEventTypeRequest {
             event_type: Some(order_type()),

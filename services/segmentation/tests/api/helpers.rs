@@ -13,6 +13,7 @@ use custops_common::clock::ManualClock;
 use custops_common::config::ServiceSettings;
 use custops_common::paging::PageTokens;
 use custops_common::service::ServiceKind;
+use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use custops_segmentation::jobs::WorkerOptions;
@@ -22,12 +23,13 @@ use custops_segmentation::workflow::membership::{self, Cause};
 use custops_testkit::TestDatabase;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 pub(crate) type Client = SegmentationServiceClient<Channel>;
+pub(crate) type ProfilesClient = ProfilesServiceClient<Channel>;
 
 /// A running segmentation service.
 pub(crate) struct TestApp {
@@ -116,6 +118,35 @@ fn workers() -> WorkerOptions {
 }
 
 /// The service over `db` (which other services of the test may share) with `options`.
+/// Profiles in-process and segmentation following its feed over one database, segmentation's
+/// clock at the wall clock's now (so events recorded now are not in its future): the
+/// segmentation app, a profiles client, and the guard that stops profiles when dropped.
+pub(crate) async fn spawn_with_profiles(
+    redis_url: Option<String>,
+) -> anyhow::Result<(TestApp, ProfilesClient, DropGuard)> {
+    let db = TestDatabase::create().await?;
+    let stop = CancellationToken::new();
+    let profiles_app =
+        custops_profiles::build(ServiceSettings::for_local(ServiceKind::Profiles, db.url()))
+            .await?;
+    let profiles_url = format!("http://127.0.0.1:{}", profiles_app.port());
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { profiles_app.run_until_stopped(stop.cancelled_owned()).await }
+    });
+    let profiles = ProfilesClient::connect(profiles_url.clone()).await?;
+    let app = spawn_app_on(
+        db,
+        Options {
+            start: Utc::now(),
+            redis_url,
+            profiles_url: Some(profiles_url),
+        },
+    )
+    .await?;
+    Ok((app, profiles, stop.drop_guard()))
+}
+
 pub(crate) async fn spawn_app_on(db: TestDatabase, options: Options) -> anyhow::Result<TestApp> {
     let mut settings = ServiceSettings::for_local(ServiceKind::Segmentation, db.url());
     settings.redis = options.redis_url.map(|url| RedisSettings {

@@ -7,17 +7,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use custops_common::config::ServiceSettings;
-use custops_common::service::ServiceKind;
 use custops_contracts::custops::profiles::v1 as profiles;
-use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_testkit::TestDatabase;
 use pb::condition::Kind;
 use pb::value::Kind as V;
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Options, eventually, fields, spawn_app, spawn_app_on};
+use crate::helpers::{eventually, fields, spawn_app, spawn_with_profiles};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -128,28 +123,7 @@ fn activity(
 async fn a_sequence_rule_follows_custom_events_recorded_in_profiles_in_both_evaluators()
 -> anyhow::Result<()> {
     // Arrange: profiles in-process, segmentation following its feed, over one database.
-    let db = TestDatabase::create().await?;
-    let stop = CancellationToken::new();
-    let _stop_on_exit = stop.clone().drop_guard();
-    let profiles_app =
-        custops_profiles::build(ServiceSettings::for_local(ServiceKind::Profiles, db.url()))
-            .await?;
-    let profiles_port = profiles_app.port();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move { profiles_app.run_until_stopped(stop.cancelled_owned()).await }
-    });
-    let mut profiles =
-        ProfilesServiceClient::connect(format!("http://127.0.0.1:{profiles_port}")).await?;
-    let app = spawn_app_on(
-        db,
-        Options {
-            start: Utc::now(),
-            redis_url: None,
-            profiles_url: Some(format!("http://127.0.0.1:{profiles_port}")),
-        },
-    )
-    .await?;
+    let (app, mut profiles, _stop_profiles) = spawn_with_profiles(None).await?;
     for (name, properties) in [("app_opened", &["screen"][..]), ("order_placed", &[][..])] {
         profiles
             .create_event_type(profiles::CreateEventTypeRequest {

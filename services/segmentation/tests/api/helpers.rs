@@ -301,6 +301,28 @@ impl TestApp {
         Ok(self.get_segment(&segment.segment_id).await?)
     }
 
+    /// The fields named by CreateSegment refusing a rule segment with `rule`; an error when it
+    /// was accepted.
+    pub(crate) async fn refused_rule(&self, rule: pb::Condition) -> anyhow::Result<Vec<String>> {
+        let created = self
+            .client
+            .clone()
+            .create_segment(pb::CreateSegmentRequest {
+                segment: Some(pb::Segment {
+                    display_name: "bad".to_owned(),
+                    kind: pb::SegmentKind::Rule.into(),
+                    rule: Some(rule),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => anyhow::bail!("the rule was accepted"),
+            Err(status) => Ok(fields(&status)),
+        }
+    }
+
     pub(crate) async fn static_segment(&self, name: &str) -> anyhow::Result<pb::Segment> {
         Ok(self
             .client

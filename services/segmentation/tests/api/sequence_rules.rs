@@ -12,7 +12,7 @@ use custops_contracts::custops::segmentation::v1 as pb;
 use pb::condition::Kind;
 use pb::value::Kind as V;
 
-use crate::helpers::{eventually, fields, spawn_app, spawn_with_profiles};
+use crate::helpers::{eventually, spawn_app, spawn_with_profiles};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -330,25 +330,13 @@ async fn bad_sequence_conditions_are_refused_naming_each_problem() -> anyhow::Re
     ];
     for (condition, expected) in cases {
         // Act
-        let refused = app
-            .client
-            .clone()
-            .create_segment(pb::CreateSegmentRequest {
-                segment: Some(pb::Segment {
-                    display_name: "bad".to_owned(),
-                    kind: pb::SegmentKind::Rule.into(),
-                    rule: Some(sequence(condition.clone())),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await;
+        let named = app
+            .refused_rule(sequence(condition.clone()))
+            .await
+            .map_err(|e| e.context(format!("{condition:?}")))?;
 
         // Assert
-        let Err(status) = refused else {
-            anyhow::bail!("{condition:?} was accepted");
-        };
-        assert_eq!(fields(&status), expected, "{condition:?}");
+        assert_eq!(named, expected, "{condition:?}");
     }
     Ok(())
 }

@@ -1107,6 +1107,56 @@ async fn a_fit_on_a_small_base_stores_a_model_and_predictions_matching_the_purch
     Ok(())
 }
 
+/// The PredictedChurnRiskChanged events in the outbox, decoded.
+async fn churn_events(app: &TestApp) -> anyhow::Result<Vec<pb::PredictedChurnRiskChanged>> {
+    let payloads = app
+        .events(&pb::PredictedChurnRiskChanged::full_name())
+        .await?;
+    Ok(payloads
+        .iter()
+        .map(|p| pb::PredictedChurnRiskChanged::decode(p.as_slice()))
+        .collect::<Result<_, _>>()?)
+}
+
+#[tokio::test]
+async fn a_fit_reports_every_customer_whose_churn_flag_moved_and_a_refit_reports_none()
+-> anyhow::Result<()> {
+    // Arrange: the base, no prediction yet (no customer flagged).
+    let (app, buys) = app_with_base().await?;
+
+    // Act
+    let job = fit_and_wait(&app, Some(fit_as_of())).await?;
+    assert_eq!(job.state(), pb::RecomputeJobState::Succeeded, "{job:?}");
+
+    // Assert: one RECOMPUTE event per customer now at risk (P(alive) below the default 0.3),
+    // carrying its prediction; the long-silent frequent buyer among them.
+    let mut at_risk = BTreeSet::new();
+    for n in buys.iter().map(|b| b.customer).collect::<BTreeSet<_>>() {
+        let p = prediction(&app, &customer(n)).await?;
+        assert_eq!(p.churn_risk, p.probability_alive < 0.3);
+        if p.churn_risk {
+            at_risk.insert(customer(n));
+        }
+    }
+    assert!(at_risk.contains(&customer(SILENT)), "{at_risk:?}");
+    let events = churn_events(&app).await?;
+    let reported: BTreeSet<String> = events.iter().map(|e| e.customer_id.clone()).collect();
+    assert_eq!(reported, at_risk);
+    assert_eq!(events.len(), at_risk.len());
+    for e in &events {
+        assert_eq!(e.reason(), pb::ChangeReason::Recompute, "{e:?}");
+        assert!(e.cause_event_id.is_empty());
+        let p = e.prediction.clone().unwrap_or_default();
+        assert!(p.churn_risk && p.probability_alive < 0.3, "{e:?}");
+    }
+
+    // A refit on the same data moves no flag: nothing more is reported.
+    let again = fit_and_wait(&app, Some(fit_as_of())).await?;
+    assert_eq!(again.state(), pb::RecomputeJobState::Succeeded, "{again:?}");
+    assert_eq!(churn_events(&app).await?.len(), events.len());
+    Ok(())
+}
+
 // ---------- 5. refresh per feed batch ----------
 
 #[tokio::test]

@@ -324,6 +324,7 @@ mod paged {
         segmentation::v1::ListSegmentVersionsRequest,
         segmentation::v1::ListRecomputeJobsRequest,
         segmentation::v1::ListFieldsRequest,
+        segmentation::v1::ListComputedTraitsRequest,
         loyalty::v1::ListProgramsRequest,
         loyalty::v1::ListMembersRequest,
         loyalty::v1::ListPointLotsRequest,

@@ -14,6 +14,7 @@
 //! - `parse`: ids, request ids, cursors, and segment requests into `workflow` commands.
 
 mod catalog;
+mod computed;
 mod error;
 mod export;
 mod facts;
@@ -28,6 +29,7 @@ mod segments;
 use std::sync::Arc;
 
 use custops_common::server::MAX_MESSAGE_BYTES;
+use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::segmentation_service_server::{
     SegmentationService, SegmentationServiceServer,
 };
@@ -338,6 +340,48 @@ impl SegmentationService for SegmentationApi {
         request: Request<UpdateEvaluationSettingsRequest>,
     ) -> Result<Response<UpdateEvaluationSettingsResponse>, Status> {
         jobs::update_evaluation_settings(self, request).await
+    }
+
+    async fn create_computed_trait(
+        &self,
+        request: Request<pb::CreateComputedTraitRequest>,
+    ) -> Result<Response<pb::CreateComputedTraitResponse>, Status> {
+        computed::create_computed_trait(self, request).await
+    }
+
+    async fn get_computed_trait(
+        &self,
+        request: Request<pb::GetComputedTraitRequest>,
+    ) -> Result<Response<pb::GetComputedTraitResponse>, Status> {
+        computed::get_computed_trait(self, request).await
+    }
+
+    async fn list_computed_traits(
+        &self,
+        request: Request<pb::ListComputedTraitsRequest>,
+    ) -> Result<Response<pb::ListComputedTraitsResponse>, Status> {
+        computed::list_computed_traits(self, request).await
+    }
+
+    async fn update_computed_trait(
+        &self,
+        request: Request<pb::UpdateComputedTraitRequest>,
+    ) -> Result<Response<pb::UpdateComputedTraitResponse>, Status> {
+        computed::update_computed_trait(self, request).await
+    }
+
+    async fn delete_computed_trait(
+        &self,
+        request: Request<pb::DeleteComputedTraitRequest>,
+    ) -> Result<Response<pb::DeleteComputedTraitResponse>, Status> {
+        computed::delete_computed_trait(self, request).await
+    }
+
+    async fn get_customer_computed_traits(
+        &self,
+        request: Request<pb::GetCustomerComputedTraitsRequest>,
+    ) -> Result<Response<pb::GetCustomerComputedTraitsResponse>, Status> {
+        computed::get_customer_computed_traits(self, request).await
     }
 
     async fn export_customer_data(

@@ -4,6 +4,7 @@
 //! - `predict`: predicted purchases, churn (P(alive)) and customer value: BG/NBD and Gamma-Gamma.
 
 pub mod catalog;
+pub mod computed;
 pub mod eval;
 pub mod facts;
 pub mod lifecycle;

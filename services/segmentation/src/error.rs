@@ -59,6 +59,21 @@ pub enum Error {
     /// FAILED_PRECONDITION with one `SEGMENT_REFERENCED` precondition violation each.
     #[error("{} other segment(s) reference this segment; change their rules first", .0.len())]
     SegmentReferenced(Vec<Uuid>),
+    /// CreateComputedTrait with a name already taken: ALREADY_EXISTS.
+    #[error("a computed trait named \"{0}\" already exists")]
+    TraitExists(String),
+    /// CreateComputedTrait when the deployment holds the most computed traits it may:
+    /// RESOURCE_EXHAUSTED.
+    #[error("the deployment already holds {limit} computed traits")]
+    TraitLimitReached {
+        /// The limit.
+        limit: i64,
+    },
+    /// DeleteComputedTrait, or an UpdateComputedTrait changing its value type, while segments'
+    /// rules read the trait (their ids): FAILED_PRECONDITION with one `COMPUTED_TRAIT_IN_USE`
+    /// precondition violation each.
+    #[error("{} segment(s) read this computed trait; change their rules first", .0.len())]
+    TraitInUse(Vec<Uuid>),
     /// The database failed (classified by the suite's `ServiceError`: ABORTED, UNAVAILABLE,
     /// DEADLINE_EXCEEDED, … or INTERNAL).
     #[error("database error")]

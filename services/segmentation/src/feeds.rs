@@ -60,8 +60,8 @@ use tracing::Instrument;
 use crate::store;
 use crate::store::facts::{self, Feed, NewActivity, NewRefund, Position};
 use crate::store::settings::EvaluationSettings;
-use crate::workflow::derived;
 use crate::workflow::membership::{self, Cause, Causes, Changed};
+use crate::workflow::{computed, derived};
 
 /// Follows every peer feed whose URL is configured until `shutdown`.
 pub fn start(
@@ -160,13 +160,15 @@ fn cause(event: &Event, reason: ChangeReason, now: DateTime<Utc>) -> Cause {
 }
 
 /// Settles one customer at once (position, derived values, memberships) with `cause`: for
-/// merges and unmerges, which settle as they go. Nothing for a customer without a facts row.
+/// merges and unmerges, which settle as they go. A customer without a facts row only loses
+/// its computed trait values.
 async fn settle_now(
     tx: &mut PgConnection,
     customer_id: &str,
     position: Position,
     cause: &Cause,
 ) -> anyhow::Result<()> {
+    computed::refresh_customers(&mut *tx, &[customer_id.to_owned()], cause.now).await?;
     if !facts::exists(&mut *tx, customer_id).await? {
         return Ok(());
     }
@@ -371,6 +373,14 @@ impl Pending {
         }
         facts::record_positions(&mut *tx, &positions, now).await?;
         derived::refresh_customers(&mut *tx, &known, &causes).await?;
+        // Computed traits of every customer whose custom events moved (merged-away ones
+        // included: their values go with their facts).
+        let with_events: Vec<String> = touched
+            .iter()
+            .filter(|(_, t)| t.changed.meets(Changed::EVENTS))
+            .map(|(id, _)| id.clone())
+            .collect();
+        computed::refresh_customers(&mut *tx, &with_events, now).await?;
         membership::reevaluate_customers(tx, &changed, &causes).await
     }
 }

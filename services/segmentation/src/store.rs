@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod compile;
+pub mod computed;
 pub mod configs;
 pub mod custom_events;
 pub mod facts;

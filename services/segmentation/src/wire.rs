@@ -10,6 +10,7 @@
 //! - `jobs`: recompute jobs → wire, and the column values of the job enums.
 //! - `predictions`: a customer's stored predictions → wire.
 
+pub mod computed;
 pub mod derived;
 pub mod jobs;
 pub mod predictions;

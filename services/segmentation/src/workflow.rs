@@ -15,6 +15,7 @@
 //! with the encoded response at the end of its transaction, and a replay answers those bytes.
 
 pub mod catalog;
+pub mod computed;
 pub mod configs;
 pub mod derived;
 pub mod export;

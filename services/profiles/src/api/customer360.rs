@@ -75,7 +75,8 @@ async fn segments_section(
     let mut rfm_client = list_client.clone();
     let mut lifecycle_client = list_client.clone();
     let mut prediction_client = list_client.clone();
-    let (list, rfm, lifecycle, prediction) = tokio::join!(
+    let mut traits_client = list_client.clone();
+    let (list, rfm, lifecycle, prediction, traits) = tokio::join!(
         list_client.list_customer_segments(segmentation::ListCustomerSegmentsRequest {
             customer_id: id.clone(),
             view: segmentation::CustomerSegmentsView::Full as i32,
@@ -88,9 +89,13 @@ async fn segments_section(
             customer_id: id.clone()
         }),
         prediction_client.get_customer_prediction(segmentation::GetCustomerPredictionRequest {
-            customer_id: id
+            customer_id: id.clone()
         }),
+        traits_client.get_customer_computed_traits(
+            segmentation::GetCustomerComputedTraitsRequest { customer_id: id }
+        ),
     );
+    let computed_traits = or_empty(traits)?.computed_traits;
     let prediction = or_empty(prediction)?.prediction;
     let list = or_empty(list)?;
     let rfm = or_empty(rfm)?.rfm.unwrap_or_default();
@@ -120,6 +125,7 @@ async fn segments_section(
         frequency_score: rfm.frequency_score,
         monetary_score: rfm.monetary_score,
         prediction,
+        computed_traits,
     })
 }
 

@@ -26,8 +26,21 @@ impl From<Error> for Status {
             Error::StaleSegment | Error::StaleConfig | Error::StaleSettings => {
                 ServiceError::Aborted(message).into()
             }
-            Error::SegmentLimitReached { .. } | Error::TooManyPreviews | Error::UploadTooLarge => {
-                ServiceError::ResourceExhausted(message).into()
+            Error::SegmentLimitReached { .. }
+            | Error::TraitLimitReached { .. }
+            | Error::TooManyPreviews
+            | Error::UploadTooLarge => ServiceError::ResourceExhausted(message).into(),
+            Error::TraitExists(_) => Status::already_exists(message),
+            Error::TraitInUse(readers) => {
+                let mut details = ErrorDetails::new();
+                for segment in readers {
+                    details.add_precondition_failure_violation(
+                        "COMPUTED_TRAIT_IN_USE",
+                        format!("segments/{segment}"),
+                        "this segment's rule reads the computed trait",
+                    );
+                }
+                Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             Error::UploadToRuleSegment | Error::StaticNotRecomputed => {
                 ServiceError::FailedPrecondition(message).into()

@@ -15,6 +15,7 @@ use super::SegmentationApi;
 use super::parse::parse_customer_id;
 use crate::domain::facts::{ActivityKind, AttributeValue, EvalContext, Facts};
 use crate::store::facts::{Feed, Positions};
+use crate::wire::computed::trait_value_to_proto;
 use crate::wire::derived::{lifecycle_to_proto, rfm_to_proto};
 use crate::wire::timestamp;
 use crate::workflow::facts::{self as workflow, CustomerFacts};
@@ -36,6 +37,7 @@ pub(super) fn customer_facts_to_proto(customer_id: &str, f: &CustomerFacts) -> p
     let mut out = to_proto(&f.facts, &f.ctx, &f.positions);
     out.rfm = Some(rfm_to_proto(customer_id, &f.rfm, &f.currency));
     out.lifecycle = Some(lifecycle_to_proto(&f.lifecycle));
+    out.computed_traits = f.computed.iter().map(trait_value_to_proto).collect();
     out
 }
 
@@ -101,6 +103,7 @@ fn to_proto(f: &Facts, ctx: &EvalContext, positions: &Positions) -> pb::Customer
         rfm: None,
         lifecycle: None,
         update_time: Some(timestamp(positions.update_time)),
+        computed_traits: Vec::new(),
         source_positions: positions
             .feeds
             .iter()

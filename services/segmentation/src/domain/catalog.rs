@@ -10,6 +10,9 @@
 
 use std::collections::BTreeMap;
 
+use super::computed::TraitField;
+use super::rule::Aggregate;
+
 mod events;
 
 pub use events::{EventTypeDef, PropertyType};
@@ -122,6 +125,12 @@ pub enum FieldKey {
     PredictedTransactionValue,
     PredictedClv,
     PredictedChurnRisk,
+    /// `computed.<name>`: the stored value of a computed trait whose measure is `aggregate`
+    /// (which says its type and whether a customer without a value reads 0).
+    Computed {
+        name: String,
+        aggregate: Aggregate,
+    },
     LoyaltyTier,
     LoyaltyPoints,
     LoyaltyQualifyingPoints,
@@ -514,6 +523,46 @@ impl Catalog {
                 time_dependent: false,
                 key: FieldKey::Attribute(definition.name),
                 always_set: false,
+            };
+            self.fields.insert(name, def);
+        }
+        self
+    }
+
+    /// Adds `computed.<name>` for each computed trait (`domain::computed`), source DERIVED, of
+    /// its measure's value type; COUNT and SUM are always set (0 without a value).
+    pub fn with_computed_traits(mut self, traits: impl IntoIterator<Item = TraitField>) -> Self {
+        for field in traits {
+            let name = field.field_name();
+            let value_type = field.aggregate.value_type();
+            let always_set = field.aggregate.always_set();
+            let description = if field.description.is_empty() {
+                format!(
+                    "Computed trait \"{}\", version {}.",
+                    field.name, field.version
+                )
+            } else {
+                format!(
+                    "{} (computed trait, version {}.)",
+                    field.description, field.version
+                )
+            };
+            let def = FieldDef {
+                name: name.clone(),
+                display_name: field.name.clone(),
+                description,
+                value_type,
+                operators: operators_for(value_type, always_set),
+                allowed_values: Vec::new(),
+                windowed: false,
+                filter_dimensions: Vec::new(),
+                source: FieldSource::Derived,
+                time_dependent: false,
+                key: FieldKey::Computed {
+                    name: field.name,
+                    aggregate: field.aggregate,
+                },
+                always_set,
             };
             self.fields.insert(name, def);
         }

@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
 use super::catalog::{FieldKey, Operator, ValueType};
+use super::computed::{ComputedValue, value_over_nothing};
 use super::facts::{Activity, ActivityKind, AttributeValue, EvalContext, Facts, Money};
 use super::pattern::Pattern;
 use super::rule::{Filter, Node, Predicate, Rule, Value, Window};
@@ -293,6 +294,20 @@ fn actual(predicate: &Predicate, facts: &Facts, ctx: &EvalContext) -> Actual {
         ),
         K::PredictedClv => scalar(facts.prediction.map(|p| Scalar::Int(p.clv_minor))),
         K::PredictedChurnRisk => scalar(facts.prediction.map(|p| Scalar::Bool(p.churn_risk))),
+        K::Computed { name, aggregate } => scalar(
+            facts
+                .computed
+                .get(name)
+                .cloned()
+                .or_else(|| value_over_nothing(*aggregate))
+                .map(|value| match value {
+                    ComputedValue::Integer(v) => Scalar::Int(v),
+                    ComputedValue::Double(v) => Scalar::Double(v),
+                    ComputedValue::Time(v) => Scalar::Time(v),
+                    ComputedValue::Text(v) => Scalar::Text(v),
+                })
+                .filter(|v| !matches!(v, Scalar::Text(t) if t.is_empty())),
+        ),
         K::LoyaltyTier | K::LoyaltyPoints | K::LoyaltyQualifyingPoints | K::LoyaltyEnrollTime => {
             let program = &predicate.filter.loyalty_program_id;
             Actual::PerMembership(

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use super::computed::ComputedValue;
+
 /// Everything a rule can test about one customer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
@@ -49,6 +51,9 @@ pub struct Facts {
     /// Custom events within the retained history; loaded only for rules that read them
     /// (`Rule::reads_events`, `store::custom_events::load_into`).
     pub events: Vec<CustomEvent>,
+    /// Stored computed trait values by trait name (`customer_computed_traits`); a trait
+    /// absent here reads its value over nothing (`domain::computed::value_over_nothing`).
+    pub computed: BTreeMap<String, ComputedValue>,
 }
 
 /// One custom event (profiles `CustomEvent`), with the property values the feed carries.

@@ -15,7 +15,7 @@ use super::facts::Money;
 pub mod event;
 pub mod sequence;
 
-pub use event::{Aggregate, EventCondition, PropertyFilter};
+pub use event::{Aggregate, EventCondition, EventMeasure, PropertyFilter};
 pub use sequence::{EventStep, SequenceCondition};
 
 /// Deepest nesting: the root is level 1.

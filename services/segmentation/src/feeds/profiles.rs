@@ -29,6 +29,7 @@ use super::{FactsFeed, Pending, cause, payload, position, settle_now};
 use crate::domain::facts::{Activity, ActivityKind, AttributeValue, Consents, Money};
 use crate::store::facts::{self, Feed, Merge, NewActivity, NewRefund, Traits};
 use crate::wire::from_timestamp;
+use crate::workflow::computed;
 use crate::workflow::membership::{self, Changed};
 
 /// Applies profiles events to the facts projection.
@@ -169,6 +170,8 @@ impl FactsFeed for ProfilesFeed {
                 return Ok(());
             }
             let by_merge = cause(event, ChangeReason::Merge, now);
+            // The source's events went to the target: its computed values go too.
+            computed::refresh_customers(&mut *tx, std::slice::from_ref(&merge.source), now).await?;
             apply_or_settle(
                 &mut *tx,
                 merged.target_traits,

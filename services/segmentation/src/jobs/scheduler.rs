@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::WorkerOptions;
+use crate::domain::computed::FIELD_PREFIX;
 use crate::events::ChangeCause;
 use crate::state::AppState;
 use crate::store::jobs::{self as job_store, JobRecord};
 use crate::store::{self, begin_long, memberships, segments, settings};
-use crate::workflow::derived;
 use crate::workflow::recompute::apply_segment;
+use crate::workflow::{computed, derived};
 
 /// Runs [`schedule_once`] every `options.scheduler_tick` until `shutdown` (and checks the RFM
 /// bounds at start-up).
@@ -42,18 +43,28 @@ pub(super) async fn run(state: Arc<AppState>, options: WorkerOptions, shutdown: 
 }
 
 /// Re-applies the time-dependent rule segments at `now` (reason SCHEDULE), after re-staging
-/// lifecycles; segments on `lifecycle.*` fields follow when any stage moved. Returns the
-/// memberships changed.
+/// lifecycles and re-storing the time-dependent computed traits; segments on `lifecycle.*`
+/// fields follow when any stage moved, segments on a computed trait when its values moved.
+/// Returns the memberships changed.
 pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> {
     let mut tx = begin_long(pool).await?;
     let staged = derived::run_lifecycle(&mut tx, now).await?;
+    tx.commit().await?;
+    let mut tx = begin_long(pool).await?;
+    let moved_traits: Vec<String> = computed::run_time_dependent(&mut tx, now)
+        .await?
+        .into_iter()
+        .map(|name| format!("{FIELD_PREFIX}{name}"))
+        .collect();
     tx.commit().await?;
     let mut conn = pool.acquire().await?;
     let due: Vec<Uuid> = segments::rule_segments(&mut conn)
         .await?
         .into_iter()
         .filter(|s| {
-            s.time_dependent || (staged > 0 && s.fields.iter().any(|f| f.starts_with("lifecycle.")))
+            s.time_dependent
+                || (staged > 0 && s.fields.iter().any(|f| f.starts_with("lifecycle.")))
+                || s.fields.iter().any(|f| moved_traits.contains(f))
         })
         .map(|s| s.segment_id)
         .collect();

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::WorkerOptions;
+use crate::domain::computed::FIELD_PREFIX;
 use crate::domain::predict::PredictError;
 use crate::events::{self, ChangeCause};
 use crate::state::AppState;
@@ -20,7 +21,7 @@ use crate::store::jobs::{self as job_store, JobRecord, SegmentResult};
 use crate::store::{self, begin_long, memberships, segments};
 use crate::wire::jobs::job_to_proto;
 use crate::workflow::recompute::apply_segment;
-use crate::workflow::{derived, predictions};
+use crate::workflow::{computed, derived, predictions};
 
 /// After a job that changed this many memberships, the planner's statistics of `memberships`
 /// are refreshed at once.
@@ -130,6 +131,13 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
                     i64::try_from(derived::run_lifecycle(&mut tx, now).await?)?;
                 tx.commit().await?;
                 prefixes.push("lifecycle.");
+            }
+            if matches!(scope, "computed_traits" | "all") {
+                let mut tx = begin_long(&state.pool).await?;
+                job.computed_trait_changed_count =
+                    i64::try_from(computed::run_all(&mut tx, now).await?)?;
+                tx.commit().await?;
+                prefixes.push(FIELD_PREFIX);
             }
             let mut conn = state.pool.acquire().await?;
             segments::rule_segments(&mut conn)

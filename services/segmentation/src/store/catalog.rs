@@ -1,5 +1,5 @@
 //! Loads the catalog: built-in fields plus what the feeds taught (custom attribute
-//! definitions, loyalty tier codes and custom event types).
+//! definitions, loyalty tier codes and custom event types) and the computed traits defined.
 
 use sqlx::PgConnection;
 
@@ -32,8 +32,10 @@ pub async fn load_catalog(conn: &mut PgConnection) -> Result<Catalog, sqlx::Erro
             .fetch_all(&mut *conn)
             .await?;
     let event_types = crate::store::custom_events::event_types(&mut *conn).await?;
+    let computed = crate::store::computed::all(&mut *conn).await?;
     Ok(Catalog::builtin()
         .with_attributes(definitions)
         .with_loyalty_tiers(tiers)
-        .with_event_types(event_types))
+        .with_event_types(event_types)
+        .with_computed_traits(computed.iter().map(|t| t.field())))
 }

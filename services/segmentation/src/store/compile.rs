@@ -23,8 +23,9 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::domain::catalog::{FieldKey, Operator, ValueType};
+use crate::domain::computed;
 use crate::domain::facts::EvalContext;
-use crate::domain::rule::{Filter, Node, Predicate, Rule, Value, Window};
+use crate::domain::rule::{Aggregate, EventMeasure, Filter, Node, Predicate, Rule, Value, Window};
 use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
 
 mod events;
@@ -68,6 +69,23 @@ pub fn compile_grouped(rule: &Rule) -> CompiledRule {
     compile_as(rule, true)
 }
 
+/// Compiles the value of `measure` for the customer of `f` (a scalar subquery over
+/// `customer_events`, NULL when unset): what an event condition on it compares, and what a
+/// computed trait stores (`store::computed`).
+pub fn compile_measure(measure: &EventMeasure) -> CompiledRule {
+    let mut compiler = Compiler {
+        binds: Vec::new(),
+        grouped: false,
+        aggregates: Vec::new(),
+    };
+    let sql = compiler.measure(measure);
+    CompiledRule {
+        sql,
+        binds: compiler.binds,
+        aggregates: compiler.aggregates,
+    }
+}
+
 fn compile_as(rule: &Rule, grouped: bool) -> CompiledRule {
     let mut compiler = Compiler {
         binds: Vec::new(),
@@ -102,6 +120,13 @@ impl CompiledRule {
             columns.join(", "),
             covered.join(" OR ")
         )
+    }
+
+    /// Binds one more value after the rule's own and returns its placeholder with `cast`
+    /// (for statements that wrap the compiled SQL, e.g. `store::computed`).
+    pub fn push(&mut self, value: SqlValue, cast: &str) -> String {
+        self.binds.push(value);
+        format!("${}::{cast}", self.binds.len() + 2)
     }
 
     /// Binds `$3…` onto `query`; the caller binds `$1` (T) and `$2` (today) first.
@@ -338,6 +363,22 @@ impl Compiler {
                 "(SELECT p.churn_risk FROM customer_predictions p \
                  WHERE p.customer_id = f.customer_id)",
             ),
+            K::Computed { name, aggregate } => {
+                let name = self.bind(SqlValue::Text(name.clone()), "text");
+                let column = computed::value_column(aggregate.value_type());
+                let stored = format!(
+                    "(SELECT c.{column} FROM customer_computed_traits c \
+                     WHERE c.customer_id = f.customer_id AND c.name = {name})"
+                );
+                Expr::Scalar(match aggregate {
+                    // A customer without a row has no event of the type: the count or sum of
+                    // nothing.
+                    Aggregate::Count => format!("COALESCE({stored}, 0::bigint)"),
+                    Aggregate::Sum => format!("COALESCE({stored}, 0::float8)"),
+                    Aggregate::MostFrequent => format!("NULLIF({stored}, '')"),
+                    _ => stored,
+                })
+            }
             K::LoyaltyTier => Expr::PerMembership {
                 expr: "NULLIF(l.tier, '')",
             },

@@ -118,6 +118,7 @@ pub async fn load_facts_many(
             prediction: prediction_from_row(&row)?,
             segments: Default::default(),
             events: Vec::new(),
+            computed: BTreeMap::new(),
         };
         loaded.insert(facts.customer_id.clone(), facts);
     }
@@ -179,6 +180,7 @@ pub async fn load_facts_many(
             facts.segments.insert(row.try_get::<Uuid, _>("segment_id")?);
         }
     }
+    crate::store::computed::load_into(conn, &mut loaded).await?;
     Ok(loaded)
 }
 
@@ -1217,7 +1219,7 @@ pub async fn unmerge(
 }
 
 /// Erasure: removes every fact held under `customer_id` (row, activities, refunds, custom
-/// events, loyalty rows, tickets, merge snapshots) and leaves an "erased" tombstone with nothing
+/// events, loyalty rows, tickets, merge snapshots, predictions, computed trait values) and leaves an "erased" tombstone with nothing
 /// in it.
 pub async fn erase(conn: &mut PgConnection, customer_id: &str) -> Result<(), sqlx::Error> {
     lock_customer(&mut *conn, customer_id).await?;
@@ -1229,6 +1231,9 @@ pub async fn erase(conn: &mut PgConnection, customer_id: &str) -> Result<(), sql
         "DELETE FROM loyalty_memberships WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM customer_tickets WHERE customer_id = $1 OR merged_from = $1",
         "DELETE FROM customer_merges WHERE source_id = $1 OR target_id = $1",
+        // Derived from the facts: nothing of them may outlive the erasure.
+        "DELETE FROM customer_predictions WHERE customer_id = $1",
+        "DELETE FROM customer_computed_traits WHERE customer_id = $1",
     ] {
         sqlx::query(sql)
             .bind(customer_id)

@@ -47,6 +47,8 @@ pub struct JobRecord {
     pub prediction_as_of_time: Option<DateTime<Utc>>,
     /// PREDICTION jobs that succeeded: the model version fitted; 0 otherwise.
     pub prediction_model_version: i64,
+    /// COMPUTED_TRAITS and ALL jobs: stored computed trait values that changed.
+    pub computed_trait_changed_count: i64,
 }
 
 impl JobRecord {
@@ -81,6 +83,7 @@ impl JobRecord {
             requester: requester.to_owned(),
             prediction_as_of_time: None,
             prediction_model_version: 0,
+            computed_trait_changed_count: 0,
         }
     }
 }
@@ -89,7 +92,7 @@ const COLUMNS: &str = "recompute_job_id, scope, segment_id, segment_version, tri
     progress_percent, segments_total, segments_done, customers_evaluated, entered_count, \
     exited_count, lifecycle_changed_count, rfm_group_changed_count, segment_results, \
     create_time, start_time, end_time, error_message, requester, prediction_as_of_time, \
-    prediction_model_version";
+    prediction_model_version, computed_trait_changed_count";
 
 fn from_row(row: &PgRow) -> Result<JobRecord, sqlx::Error> {
     let results: serde_json::Value = row.try_get("segment_results")?;
@@ -116,6 +119,7 @@ fn from_row(row: &PgRow) -> Result<JobRecord, sqlx::Error> {
         requester: row.try_get("requester")?,
         prediction_as_of_time: row.try_get("prediction_as_of_time")?,
         prediction_model_version: row.try_get("prediction_model_version")?,
+        computed_trait_changed_count: row.try_get("computed_trait_changed_count")?,
     })
 }
 
@@ -140,7 +144,7 @@ pub async fn insert(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx
     Ok(())
 }
 
-/// Queues a recompute job of `scope` ("rfm", "lifecycle" or "prediction") triggered by a config change,
+/// Queues a recompute job of `scope` ("rfm", "lifecycle", "prediction" or "computed_traits") triggered by a config change,
 /// for the recompute worker; returns its id.
 pub async fn insert_config_recompute(
     conn: &mut PgConnection,
@@ -306,7 +310,7 @@ pub async fn save(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx::
              segments_done = $5, customers_evaluated = $6, entered_count = $7, \
              exited_count = $8, lifecycle_changed_count = $9, rfm_group_changed_count = $10, \
              segment_results = $11, end_time = $12, error_message = $13, segment_version = $14, \
-             prediction_model_version = $15 \
+             prediction_model_version = $15, computed_trait_changed_count = $16 \
          WHERE recompute_job_id = $1",
     )
     .bind(job.recompute_job_id)
@@ -324,6 +328,7 @@ pub async fn save(conn: &mut PgConnection, job: &JobRecord) -> Result<(), sqlx::
     .bind(&job.error_message)
     .bind(job.segment_version)
     .bind(job.prediction_model_version)
+    .bind(job.computed_trait_changed_count)
     .execute(conn)
     .await?;
     Ok(())

@@ -188,6 +188,17 @@ pub async fn insert(conn: &mut PgConnection, s: &SegmentRecord) -> Result<(), sq
     Ok(())
 }
 
+/// The rule segments whose rules test catalog field `field` (their `fields`).
+pub async fn reading_field(conn: &mut PgConnection, field: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT segment_id FROM segments WHERE kind = 'rule' AND fields @> ARRAY[$1::text] \
+         ORDER BY segment_id",
+    )
+    .bind(field)
+    .fetch_all(conn)
+    .await
+}
+
 /// Writes the definition fields of an updated segment.
 pub async fn update_definition(
     conn: &mut PgConnection,

@@ -50,6 +50,7 @@ pub fn job_to_proto(job: &JobRecord) -> pb::RecomputeJob {
         requester: job.requester.clone(),
         prediction_as_of_time: ts(job.prediction_as_of_time),
         prediction_model_version: job.prediction_model_version,
+        computed_trait_changed_count: job.computed_trait_changed_count,
     }
 }
 
@@ -62,6 +63,7 @@ pub fn scope_slug(scope: pb::RecomputeScope) -> Option<&'static str> {
         pb::RecomputeScope::Lifecycle => Some("lifecycle"),
         pb::RecomputeScope::All => Some("all"),
         pb::RecomputeScope::Prediction => Some("prediction"),
+        pb::RecomputeScope::ComputedTraits => Some("computed_traits"),
     }
 }
 
@@ -72,6 +74,7 @@ fn scope_from_slug(slug: &str) -> pb::RecomputeScope {
         "lifecycle" => pb::RecomputeScope::Lifecycle,
         "all" => pb::RecomputeScope::All,
         "prediction" => pb::RecomputeScope::Prediction,
+        "computed_traits" => pb::RecomputeScope::ComputedTraits,
         _ => pb::RecomputeScope::Unspecified,
     }
 }

@@ -19,7 +19,7 @@ use crate::domain::eval::{self, Explanation};
 use crate::domain::facts::{EvalContext, Facts};
 use crate::domain::rule::{Node, Predicate, Rule, Value, Window};
 
-pub use parse::{operator_from_proto, parse_rule};
+pub use parse::{WireMeasure, operator_from_proto, parse_measure, parse_rule};
 
 use custops_common::time::to_timestamp as timestamp_to_proto;
 

@@ -1,5 +1,5 @@
-//! A customer's facts as rules see them: the projection's row with RFM, lifecycle and how far
-//! each feed has been applied, read for GetCustomerFacts and the data-subject export.
+//! A customer's facts as rules see them: the projection's row with RFM, lifecycle, computed
+//! traits and how far each feed has been applied, read for GetCustomerFacts and the data-subject export.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -22,6 +22,8 @@ pub struct CustomerFacts {
     /// The RFM config's currency (of the monetary value).
     pub currency: String,
     pub lifecycle: StoredLifecycle,
+    /// Every computed trait's value, ordered by name.
+    pub computed: Vec<super::computed::TraitValue>,
 }
 
 /// GetCustomerFacts: NOT_FOUND when segmentation holds no facts for the customer.
@@ -53,6 +55,7 @@ pub(super) async fn read(
     };
     let currency = rfm::load(&mut *conn).await?.config.currency;
     let ctx = facts::eval_context(&mut *conn, now).await?;
+    let computed = super::computed::customer_values(&mut *conn, customer_id).await?;
     Ok(Some(CustomerFacts {
         facts: loaded,
         ctx,
@@ -60,5 +63,6 @@ pub(super) async fn read(
         rfm: stored_rfm,
         currency,
         lifecycle: stored_lifecycle,
+        computed,
     }))
 }

@@ -106,7 +106,8 @@ impl Changed {
         Self(self.0 | other.0)
     }
 
-    fn meets(self, other: Self) -> bool {
+    /// Whether any kind of `other` changed.
+    pub fn meets(self, other: Self) -> bool {
         self.0 & other.0 != 0
     }
 }
@@ -119,7 +120,8 @@ fn field_kind(field: &str) -> Option<Changed> {
         "purchase" | "interaction" => Some(Changed::ACTIVITIES),
         "loyalty" => Some(Changed::LOYALTY),
         "feedback" => Some(Changed::FEEDBACK),
-        "event" => Some(Changed::EVENTS),
+        // Computed traits are refreshed when the customer's custom events change.
+        "event" | "computed" => Some(Changed::EVENTS),
         "customer" | "geo" | "demographics" | "psychographics" | "consent" | "tags"
         | "attributes" => Some(Changed::TRAITS),
         _ => None,

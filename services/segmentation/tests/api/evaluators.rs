@@ -3,7 +3,7 @@
 //!
 //! The property test generates random valid rules over the whole catalog (every operator,
 //! windows, filters, NOT, nested groups, segment references, event aggregates and sequences
-//! over custom events) and random customers (custom events at one instant ordered by id, unset
+//! over custom events, computed traits with and without a stored value) and random customers (custom events at one instant ordered by id, unset
 //! fields, activities at exactly N days before T and one microsecond either side, several
 //! currencies, loyalty memberships, segment memberships), writes the customers in a
 //! transaction that is rolled back, and checks both evaluators pick the same members. The
@@ -21,6 +21,7 @@ use custops_segmentation::domain::catalog::{
     AttributeDefinition, AttributeType, Catalog, EventTypeDef, FieldDef, FilterDimension,
     INTERACTION_KINDS, Operator, PropertyType, ValueType, operators_for,
 };
+use custops_segmentation::domain::computed::{ComputedValue, TraitField};
 use custops_segmentation::domain::eval::evaluate;
 use custops_segmentation::domain::facts::{
     Activity, ActivityKind, AttributeValue, Consents, CustomEvent, EvalContext, Facts,
@@ -73,6 +74,27 @@ fn catalog() -> Catalog {
         ])
         .with_loyalty_tiers(["silver".to_owned(), "gold".to_owned()])
         .with_event_types(event_types())
+        .with_computed_traits(computed_traits())
+}
+
+/// The computed traits of the tests, one per kind of stored value (and both of the aggregates
+/// that read 0 without a value).
+fn computed_traits() -> Vec<TraitField> {
+    [
+        ("coupons", Aggregate::Count),
+        ("coupon_total", Aggregate::Sum),
+        ("smallest_coupon", Aggregate::Min),
+        ("last_coupon", Aggregate::LastTime),
+        ("favourite_campaign", Aggregate::MostFrequent),
+    ]
+    .into_iter()
+    .map(|(name, aggregate)| TraitField {
+        name: name.to_owned(),
+        description: String::new(),
+        version: 1,
+        aggregate,
+    })
+    .collect()
 }
 
 /// The custom event types of the tests: one with a property of every type, one with a string.
@@ -127,6 +149,17 @@ async fn database() -> anyhow::Result<(TestDatabase, PgPool)> {
              VALUES ($1, 'fixture', 'static', now(), now(), 'e')",
         )
         .bind(id)
+        .execute(&pool)
+        .await?;
+    }
+    for t in computed_traits() {
+        sqlx::query(
+            "INSERT INTO computed_traits (name, version, definition, aggregate, time_dependent, \
+               create_time, update_time, etag) \
+             VALUES ($1, 1, '', $2, false, now(), now(), 'e')",
+        )
+        .bind(&t.name)
+        .bind(t.aggregate.slug())
         .execute(&pool)
         .await?;
     }
@@ -265,6 +298,27 @@ async fn insert(conn: &mut PgConnection, customers: &[Facts]) -> anyhow::Result<
             .bind(&e.event_type)
             .bind(e.occur_time)
             .bind(serde_json::Value::Object(properties))
+            .execute(&mut *conn)
+            .await?;
+        }
+        for (name, value) in &f.computed {
+            let (integer, double, time, text) = match value {
+                ComputedValue::Integer(v) => (Some(*v), None, None, None),
+                ComputedValue::Double(v) => (None, Some(*v), None, None),
+                ComputedValue::Time(v) => (None, None, Some(*v), None),
+                ComputedValue::Text(v) => (None, None, None, Some(v.clone())),
+            };
+            sqlx::query(
+                "INSERT INTO customer_computed_traits (customer_id, name, version, \
+                   integer_value, double_value, time_value, string_value, compute_time) \
+                 VALUES ($1, $2, 1, $3, $4, $5, $6, now())",
+            )
+            .bind(&f.customer_id)
+            .bind(name)
+            .bind(integer)
+            .bind(double)
+            .bind(time)
+            .bind(text)
             .execute(&mut *conn)
             .await?;
         }
@@ -692,6 +746,21 @@ fn customer(
             .enumerate()
             .map(|(j, raw)| custom_event(&format!("c{index}"), j, raw, now))
             .collect(),
+        computed: computed_traits()
+            .into_iter()
+            .filter_map(|t| {
+                if tape.chance(35) {
+                    return None;
+                }
+                let value = match t.aggregate.value_type() {
+                    ValueType::Integer => ComputedValue::Integer(tape.pick(&INTS)),
+                    ValueType::Double => ComputedValue::Double(tape.pick(&DOUBLES)),
+                    ValueType::Timestamp => ComputedValue::Time(time_at(tape, now)),
+                    _ => ComputedValue::Text(tape.pick(&STRINGS).to_owned()),
+                };
+                Some((t.name, value))
+            })
+            .collect(),
     }
 }
 
@@ -978,6 +1047,11 @@ fn predicate(tape: &mut Tape<'_>, catalog: &Catalog, now: DateTime<Utc>) -> pb::
         40..55 => catalog
             .fields()
             .filter(|f| f.value_type == ValueType::String)
+            .collect(),
+        // Computed traits: the stored value, or 0 / unset without one.
+        55..62 => catalog
+            .fields()
+            .filter(|f| f.name.starts_with("computed."))
             .collect(),
         _ => catalog.fields().collect(),
     };

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod computed_traits;
 mod custom_events;
 mod end_to_end;
 mod evaluators;

@@ -45,6 +45,7 @@ pub(super) fn aggregate(
     facts: &Facts,
     ctx: &EvalContext,
 ) -> Option<Scalar> {
+    let condition = &condition.measure;
     let mut covered: Vec<&CustomEvent> = facts
         .events
         .iter()

@@ -10,7 +10,7 @@ use super::{Value, Window};
 pub const MAX_EVENT_FILTERS: usize = 20;
 
 /// What is computed over the covered events (rule.proto `EventAggregate`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Aggregate {
     Count,
     Sum,
@@ -35,6 +35,36 @@ impl Aggregate {
         }
     }
 
+    /// The aggregate's slug (as in `computed_traits.aggregate`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Sum => "sum",
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Average => "average",
+            Aggregate::FirstTime => "first_time",
+            Aggregate::LastTime => "last_time",
+            Aggregate::MostFrequent => "most_frequent",
+        }
+    }
+
+    /// The aggregate of a slug of [`Aggregate::slug`].
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        [
+            Aggregate::Count,
+            Aggregate::Sum,
+            Aggregate::Min,
+            Aggregate::Max,
+            Aggregate::Average,
+            Aggregate::FirstTime,
+            Aggregate::LastTime,
+            Aggregate::MostFrequent,
+        ]
+        .into_iter()
+        .find(|a| a.slug() == slug)
+    }
+
     /// COUNT and SUM are 0 over nothing, never unset.
     pub fn always_set(self) -> bool {
         matches!(self, Aggregate::Count | Aggregate::Sum)
@@ -52,9 +82,12 @@ impl Aggregate {
     }
 }
 
-/// A validated event condition.
+/// What is measured over a customer's custom events: an aggregate of the events of one type,
+/// inside a window, that pass property filters. The left-hand side of an [`EventCondition`],
+/// and the whole definition of a computed trait (`domain::computed`), so both compute it one
+/// way.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventCondition {
+pub struct EventMeasure {
     pub event_type: String,
     pub aggregate: Aggregate,
     /// Empty for COUNT, FIRST_TIME and LAST_TIME.
@@ -63,8 +96,28 @@ pub struct EventCondition {
     pub window: Option<Window>,
     /// Every filter must pass.
     pub filters: Vec<PropertyFilter>,
+}
+
+impl EventMeasure {
+    /// True when the measure can change with the passage of time alone: a rolling window, or
+    /// WITHIN_LAST / NOT_WITHIN_LAST on a filter.
+    pub fn time_dependent(&self) -> bool {
+        matches!(self.window, Some(Window::LastDays(_)))
+            || self.filters.iter().any(|f| rolling(f.operator))
+    }
+}
+
+/// Whether `op` compares with the evaluation time.
+fn rolling(op: Operator) -> bool {
+    matches!(op, Operator::WithinLast | Operator::NotWithinLast)
+}
+
+/// A validated event condition: a measure compared with operands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventCondition {
+    pub measure: EventMeasure,
     pub operator: Operator,
-    /// Operands of kinds that fit `aggregate.value_type()` and `operator`.
+    /// Operands of kinds that fit `measure.aggregate.value_type()` and `operator`.
     pub values: Vec<Value>,
 }
 
@@ -78,18 +131,15 @@ pub struct PropertyFilter {
 }
 
 impl EventCondition {
-    /// True when the result can change with the passage of time alone: a rolling window, or
-    /// WITHIN_LAST / NOT_WITHIN_LAST on the aggregate or on a filter.
+    /// True when the result can change with the passage of time alone: a time-dependent
+    /// measure, or WITHIN_LAST / NOT_WITHIN_LAST on the aggregate.
     pub fn time_dependent(&self) -> bool {
-        let rolling = |op: Operator| matches!(op, Operator::WithinLast | Operator::NotWithinLast);
-        matches!(self.window, Some(Window::LastDays(_)))
-            || rolling(self.operator)
-            || self.filters.iter().any(|f| rolling(f.operator))
+        self.measure.time_dependent() || rolling(self.operator)
     }
 
     /// The name a segment's `fields` list records for the condition: "event.<type>", so the
     /// feed re-evaluates it when such an event arrives.
     pub fn field_name(&self) -> String {
-        format!("event.{}", self.event_type)
+        format!("event.{}", self.measure.event_type)
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::domain::catalog::{FieldKey, Operator, PropertyType, ValueType};
 use crate::domain::rule::{
-    Aggregate, EventCondition, Filter, Predicate, PropertyFilter, Value, Window,
+    Aggregate, EventCondition, EventMeasure, Filter, Predicate, PropertyFilter, Value, Window,
 };
 
 use super::{Compiler, SqlValue};
@@ -41,11 +41,22 @@ fn comparison(value_type: ValueType, operator: Operator, values: &[Value]) -> Pr
 impl Compiler {
     /// A two-valued test of `condition` for the customer of `f`.
     pub(super) fn event(&mut self, condition: &EventCondition) -> String {
+        let expr = self.measure(&condition.measure);
+        let test = comparison(
+            condition.measure.aggregate.value_type(),
+            condition.operator,
+            &condition.values,
+        );
+        self.scalar_test(&expr, &test)
+    }
+
+    /// The value of `measure` for the customer of `f`: a scalar subquery, NULL when unset.
+    pub(super) fn measure(&mut self, condition: &EventMeasure) -> String {
         let covered = self.covered_events(condition);
         let from =
             format!("FROM customer_events e WHERE e.customer_id = f.customer_id AND {covered}");
         let order = "ORDER BY e.occur_time, e.activity_id COLLATE \"C\"";
-        let expr = match condition.aggregate {
+        match condition.aggregate {
             Aggregate::Count => format!("(SELECT count(*) {from})"),
             Aggregate::FirstTime => format!("(SELECT min(e.occur_time) {from})"),
             Aggregate::LastTime => format!("(SELECT max(e.occur_time) {from})"),
@@ -78,17 +89,11 @@ impl Compiler {
                      GROUP BY x.v ORDER BY count(*) DESC, x.v COLLATE \"C\" LIMIT 1)"
                 )
             }
-        };
-        let test = comparison(
-            condition.aggregate.value_type(),
-            condition.operator,
-            &condition.values,
-        );
-        self.scalar_test(&expr, &test)
+        }
     }
 
     /// The condition on `e` selecting the events `condition` covers (of any customer).
-    fn covered_events(&mut self, condition: &EventCondition) -> String {
+    fn covered_events(&mut self, condition: &EventMeasure) -> String {
         let event_type = self.bind(SqlValue::Text(condition.event_type.clone()), "text");
         let mut sql = format!("e.event_type = {event_type}");
         sql.push_str(&self.window_test("e", condition.window));

@@ -26,12 +26,13 @@ fn aggregate_to_proto(aggregate: Aggregate) -> pb::EventAggregate {
 
 /// The condition as its wire message.
 pub(super) fn event_to_proto(event: &EventCondition) -> pb::EventCondition {
+    let measure = &event.measure;
     pb::EventCondition {
-        event_type: event.event_type.clone(),
-        aggregate: aggregate_to_proto(event.aggregate) as i32,
-        property: event.property.clone(),
-        window: event.window.map(window_to_proto),
-        r#where: filters_to_proto(&event.filters),
+        event_type: measure.event_type.clone(),
+        aggregate: aggregate_to_proto(measure.aggregate) as i32,
+        property: measure.property.clone(),
+        window: measure.window.map(window_to_proto),
+        r#where: filters_to_proto(&measure.filters),
         operator: operator_to_proto(event.operator) as i32,
         values: event.values.iter().map(value_to_proto).collect(),
     }

@@ -25,6 +25,7 @@ use crate::domain::catalog::{
 };
 use crate::domain::facts::Money;
 use crate::domain::pattern::Pattern;
+use crate::domain::rule::EventMeasure;
 use crate::domain::rule::{
     Filter, MAX_DAYS, MAX_DEPTH, MAX_FILTER_ENTRIES, MAX_FILTER_ENTRY_CHARS, MAX_INTEGER,
     MAX_NODES, MAX_PREDICATE_VALUES, MAX_RULE_VALUES, MAX_SEGMENT_REFERENCES, MAX_STRING_CHARS,
@@ -34,6 +35,8 @@ use crate::domain::rule::{
 use super::operator_to_proto;
 
 mod events;
+
+pub use events::WireMeasure;
 
 /// Parses and validates `condition` against `catalog`; every violation names its place under
 /// `path` (e.g. "segment.rule.all.conditions[2].predicate.values[0]").
@@ -53,6 +56,27 @@ pub fn parse_rule(
     let root = parser.node(condition, path, 1);
     match root {
         Some(root) if !parser.failed => Ok(Rule::new(path.to_owned(), root)),
+        _ => Err(parser.violations),
+    }
+}
+
+/// Parses and validates the measure of a computed trait against `catalog`'s event types;
+/// every violation names its place under `path` (e.g. "computed_trait.where[0].property").
+pub fn parse_measure(
+    wire: &WireMeasure<'_>,
+    path: &str,
+    catalog: &Catalog,
+) -> Result<EventMeasure, Violations> {
+    let mut parser = Parser {
+        catalog,
+        violations: Violations::new(),
+        failed: false,
+        nodes: 0,
+        values: 0,
+        segments: BTreeSet::new(),
+    };
+    match parser.measure(wire, path) {
+        Some(measure) if !parser.failed => Ok(measure),
         _ => Err(parser.violations),
     }
 }

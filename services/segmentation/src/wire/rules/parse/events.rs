@@ -10,11 +10,35 @@ use crate::domain::catalog::{
 use crate::domain::rule::event::MAX_EVENT_FILTERS;
 use crate::domain::rule::sequence::MAX_SEQUENCE_DAYS;
 use crate::domain::rule::{
-    Aggregate, EventCondition, EventStep, Node, PropertyFilter, SequenceCondition, Value,
+    Aggregate, EventCondition, EventMeasure, EventStep, Node, PropertyFilter, SequenceCondition,
+    Value,
 };
 
 use super::{Count, MAX_PREDICATE_VALUES, MAX_RULE_VALUES, Parser, truncate, value_count};
 use crate::wire::rules::operator_to_proto;
+
+/// The fields of a measure as the wire carries them, in an `EventCondition` or a
+/// `ComputedTrait`.
+#[derive(Debug, Clone, Copy)]
+pub struct WireMeasure<'a> {
+    pub event_type: &'a str,
+    pub aggregate: i32,
+    pub property: &'a str,
+    pub window: Option<&'a pb::ActivityWindow>,
+    pub filters: &'a [pb::EventPropertyFilter],
+}
+
+impl<'a> WireMeasure<'a> {
+    fn of_condition(event: &'a pb::EventCondition) -> Self {
+        Self {
+            event_type: &event.event_type,
+            aggregate: event.aggregate,
+            property: &event.property,
+            window: event.window.as_ref(),
+            filters: &event.r#where,
+        }
+    }
+}
 
 fn aggregate_from_proto(aggregate: pb::EventAggregate) -> Option<Aggregate> {
     use pb::EventAggregate as A;
@@ -138,51 +162,11 @@ impl Parser<'_> {
     }
 
     pub(super) fn event(&mut self, event: &pb::EventCondition, path: &str) -> Option<Node> {
-        let catalog = self.catalog;
-        let def = if event.event_type.is_empty() {
-            self.add(format!("{path}.event_type"), "the event type is required");
-            None
-        } else {
-            let def = catalog.event_type(&event.event_type);
-            if def.is_none() {
-                self.add(
-                    format!("{path}.event_type"),
-                    format!(
-                        "unknown event type \"{}\"; event types are defined in profiles",
-                        truncate(&event.event_type)
-                    ),
-                );
-            }
-            def
-        };
+        let measure = self.measure(&WireMeasure::of_condition(event), path);
+        // A missing aggregate was reported by `measure`.
         let aggregate = pb::EventAggregate::try_from(event.aggregate)
             .ok()
-            .and_then(aggregate_from_proto);
-        if aggregate.is_none() {
-            self.add(format!("{path}.aggregate"), "the aggregate is required");
-        }
-        let property_ok = match (def, aggregate) {
-            (Some(def), Some(aggregate)) => self.aggregated_property(event, def, aggregate, path),
-            _ => false,
-        };
-        let window = match &event.window {
-            None => None,
-            Some(window) => Some(self.window(window, &format!("{path}.window"))?),
-        };
-        if event.r#where.len() > MAX_EVENT_FILTERS {
-            self.add(
-                format!("{path}.where"),
-                format!("at most {MAX_EVENT_FILTERS} property filters"),
-            );
-        }
-        let mut filters = Vec::new();
-        for (i, filter) in event.r#where.iter().enumerate().take(MAX_EVENT_FILTERS) {
-            if let Some(filter) = self.property_filter(filter, def, &format!("{path}.where[{i}]")) {
-                filters.push(filter);
-            }
-        }
-        let aggregate = aggregate?;
-        let value_type = aggregate.value_type();
+            .and_then(aggregate_from_proto)?;
         let name = format!(
             "{} of \"{}\"",
             pb::EventAggregate::try_from(event.aggregate)
@@ -190,34 +174,88 @@ impl Parser<'_> {
                 .unwrap_or_default(),
             truncate(&event.event_type)
         );
-        let operand = operand_def(name, value_type, aggregate.always_set());
+        let operand = operand_def(name, aggregate.value_type(), aggregate.always_set());
         let (operator, values) = self.comparison(event.operator, &event.values, &operand, path)?;
-        if def.is_none() || !property_ok || filters.len() != event.r#where.len() {
-            return None;
-        }
         Some(Node::Event(EventCondition {
-            event_type: event.event_type.clone(),
-            aggregate,
-            property: event.property.clone(),
-            window,
-            filters,
+            measure: measure?,
             operator,
             values,
         }))
+    }
+
+    /// The measure at `path` (an event condition, a computed trait): the event type against
+    /// the learnt ones, the aggregate and its property, the window, the property filters.
+    pub(super) fn measure(&mut self, wire: &WireMeasure<'_>, path: &str) -> Option<EventMeasure> {
+        let catalog = self.catalog;
+        let def = if wire.event_type.is_empty() {
+            self.add(format!("{path}.event_type"), "the event type is required");
+            None
+        } else {
+            let def = catalog.event_type(wire.event_type);
+            if def.is_none() {
+                self.add(
+                    format!("{path}.event_type"),
+                    format!(
+                        "unknown event type \"{}\"; event types are defined in profiles",
+                        truncate(wire.event_type)
+                    ),
+                );
+            }
+            def
+        };
+        let aggregate = pb::EventAggregate::try_from(wire.aggregate)
+            .ok()
+            .and_then(aggregate_from_proto);
+        if aggregate.is_none() {
+            self.add(format!("{path}.aggregate"), "the aggregate is required");
+        }
+        let property_ok = match (def, aggregate) {
+            (Some(def), Some(aggregate)) => {
+                self.aggregated_property(wire.property, def, aggregate, path)
+            }
+            _ => false,
+        };
+        let window = match wire.window {
+            None => Some(None),
+            Some(window) => self.window(window, &format!("{path}.window")).map(Some),
+        };
+        if wire.filters.len() > MAX_EVENT_FILTERS {
+            self.add(
+                format!("{path}.where"),
+                format!("at most {MAX_EVENT_FILTERS} property filters"),
+            );
+        }
+        let mut filters = Vec::new();
+        for (i, filter) in wire.filters.iter().enumerate().take(MAX_EVENT_FILTERS) {
+            if let Some(filter) = self.property_filter(filter, def, &format!("{path}.where[{i}]")) {
+                filters.push(filter);
+            }
+        }
+        let (aggregate, window) = (aggregate?, window?);
+        if def.is_none() || !property_ok || filters.len() != wire.filters.len() {
+            return None;
+        }
+        Some(EventMeasure {
+            event_type: wire.event_type.to_owned(),
+            aggregate,
+            property: wire.property.to_owned(),
+            window,
+            filters,
+        })
     }
 
     /// Checks the aggregated property: none for COUNT / FIRST_TIME / LAST_TIME, else one of
     /// the type of the aggregate.
     fn aggregated_property(
         &mut self,
-        event: &pb::EventCondition,
+        property: &str,
         def: &EventTypeDef,
         aggregate: Aggregate,
         path: &str,
     ) -> bool {
         let property_path = format!("{path}.property");
         let Some(expected) = aggregate.property_type() else {
-            if !event.property.is_empty() {
+            if !property.is_empty() {
                 self.add(
                     property_path,
                     "COUNT, FIRST_TIME and LAST_TIME take no property",
@@ -226,20 +264,20 @@ impl Parser<'_> {
             }
             return true;
         };
-        if event.property.is_empty() {
+        if property.is_empty() {
             self.add(
                 property_path,
                 format!("the aggregate needs a {} property", expected.as_str()),
             );
             return false;
         }
-        match def.properties.get(&event.property) {
+        match def.properties.get(property) {
             None => {
                 self.add(
                     property_path,
                     format!(
                         "\"{}\" is not a property of event type \"{}\"",
-                        truncate(&event.property),
+                        truncate(property),
                         def.name
                     ),
                 );
@@ -250,7 +288,7 @@ impl Parser<'_> {
                     property_path,
                     format!(
                         "\"{}\" is a {} property; the aggregate needs a {} property",
-                        truncate(&event.property),
+                        truncate(property),
                         found.as_str(),
                         expected.as_str()
                     ),

@@ -1,5 +1,6 @@
 //! The cross-service end-to-end tests: one binary, one module per area.
 
+mod computed_traits;
 mod customer360;
 mod discovery;
 mod fuzz;

@@ -78,7 +78,8 @@ pub fn compile_measure(measure: &EventMeasure) -> CompiledRule {
         grouped: false,
         aggregates: Vec::new(),
     };
-    let sql = compiler.measure(measure);
+    // Computed traits take no money measure (their value would have no single currency).
+    let sql = compiler.measure(measure, None);
     CompiledRule {
         sql,
         binds: compiler.binds,

@@ -52,7 +52,18 @@ async fn check_definition(
     wire: &pb::ComputedTrait,
 ) -> Result<std::result::Result<EventMeasure, Vec<FieldViolation>>> {
     let catalog = load_catalog(conn).await?;
-    Ok(parse_measure(&wire_measure(wire), "computed_trait", &catalog).map_err(field_violations))
+    let measure =
+        parse_measure(&wire_measure(wire), "computed_trait", &catalog).map_err(field_violations);
+    Ok(match measure {
+        // A stored value has one type; a money aggregate's currency is its comparison's.
+        Ok(measure) if measure.is_money() => Err(vec![FieldViolation {
+            field: "computed_trait.property".to_owned(),
+            description: "a computed trait cannot aggregate a money property (its value \
+                would have no single currency); use a number property"
+                .to_owned(),
+        }]),
+        other => other,
+    })
 }
 
 /// Creates a trait (queueing the COMPUTED_TRAITS job that stores everyone's values), or replays

@@ -508,9 +508,17 @@ async fn bad_definitions_are_refused_naming_each_field_and_nothing_is_written() 
                 ..base.clone()
             },
             &[
-                "computed_trait.where[0].property",
+                // IS_SET on money: it compares in an operand's currency.
+                "computed_trait.where[0].operator",
                 "computed_trait.where[1].operator",
             ],
+        ),
+        (
+            pb::ComputedTrait {
+                property: "total".to_owned(),
+                ..base.clone()
+            },
+            &["computed_trait.property"],
         ),
     ];
     for (computed_trait, expected) in cases {

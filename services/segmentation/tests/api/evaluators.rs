@@ -549,15 +549,12 @@ fn custom_event(id: &str, j: usize, raw: &[u32; 10], now: DateTime<Utc>) -> Cust
             let at = time_at(&mut t, now);
             put(&mut t, "shipped_at", PropertyValue::Time(at));
         }
-        if t.chance(30) {
-            put(
-                &mut t,
-                "total",
-                PropertyValue::Money(Money {
-                    amount_minor: 100,
-                    currency: "CNY".to_owned(),
-                }),
-            );
+        if t.chance(50) {
+            let money = Money {
+                amount_minor: t.pick(&AMOUNTS),
+                currency: t.pick(&CURRENCIES).to_owned(),
+            };
+            put(&mut t, "total", PropertyValue::Money(money));
         }
     } else if !t.chance(20) {
         let screen = t.pick(&SCREENS).to_owned();
@@ -862,6 +859,11 @@ fn event_operand(
         return V::DaysValue(tape.pick(&DAYS));
     }
     match value_type {
+        // The currency is the comparison's: see `event_operands`.
+        ValueType::Money => V::MoneyValue(common_pb::Money {
+            amount_minor: tape.pick(&AMOUNTS),
+            currency: String::new(),
+        }),
         ValueType::Integer => V::IntegerValue(tape.pick(&[0, 1, 2, 3])),
         ValueType::Double if tape.chance(20) => V::IntegerValue(tape.pick(&[0, 1])),
         ValueType::Double => V::DoubleValue(tape.pick(&NUMBERS)),
@@ -878,8 +880,16 @@ fn event_operands(
     operator: Operator,
     now: DateTime<Utc>,
 ) -> Vec<pb::Value> {
+    // Every money operand of one comparison in one currency.
+    let currency = tape.pick(&CURRENCIES);
     let one = |tape: &mut Tape<'_>| pb::Value {
-        kind: Some(event_operand(tape, value_type, operator, now)),
+        kind: Some(match event_operand(tape, value_type, operator, now) {
+            V::MoneyValue(money) => V::MoneyValue(common_pb::Money {
+                currency: currency.to_owned(),
+                ..money
+            }),
+            other => other,
+        }),
     };
     match operator {
         Operator::IsSet | Operator::IsNotSet => Vec::new(),
@@ -923,8 +933,15 @@ fn event_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
             .map(|(name, _)| name.clone())
             .collect()
     };
+    // A number aggregate of a money property now and then (compared in the operands'
+    // currency, of the events in it).
+    let money = aggregate.property_type() == Some(PropertyType::Number) && tape.chance(35);
     let property = match aggregate.property_type() {
         None => String::new(),
+        Some(_) if money => {
+            def = &types[0];
+            "total".to_owned()
+        }
         Some(wanted) => {
             if of_type(def, wanted).is_empty() {
                 def = &types[0];
@@ -951,14 +968,14 @@ fn event_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
     let filterable: Vec<(String, PropertyType)> = def
         .properties
         .iter()
-        .filter(|(_, t)| **t != PropertyType::Money)
         .map(|(n, t)| (n.clone(), *t))
         .collect();
     let filters = (0..tape.pick(&[0, 0, 1, 1, 2]))
         .map(|_| {
             let (property, property_type) = tape.pick(&filterable);
-            let value_type = property_type.value_type().unwrap_or(ValueType::String);
-            let operator = tape.pick(&operators_for(value_type, false));
+            let value_type = property_type.value_type();
+            // Money compares in the operands' currency: no IS_SET / IS_NOT_SET.
+            let operator = tape.pick(&operators_for(value_type, value_type == ValueType::Money));
             pb::EventPropertyFilter {
                 property,
                 operator: operator_to_proto(operator) as i32,
@@ -966,8 +983,12 @@ fn event_condition(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::Condition {
             }
         })
         .collect();
-    let value_type = aggregate.value_type();
-    let operator = tape.pick(&operators_for(value_type, aggregate.always_set()));
+    let (value_type, always_set) = if money {
+        (ValueType::Money, true)
+    } else {
+        (aggregate.value_type(), aggregate.always_set())
+    };
+    let operator = tape.pick(&operators_for(value_type, always_set));
     pb::Condition {
         kind: Some(Kind::Event(pb::EventCondition {
             event_type: def.name.clone(),
@@ -988,14 +1009,14 @@ fn event_step(tape: &mut Tape<'_>, now: DateTime<Utc>) -> pb::EventStep {
     let filterable: Vec<(String, PropertyType)> = def
         .properties
         .iter()
-        .filter(|(_, t)| **t != PropertyType::Money)
         .map(|(n, t)| (n.clone(), *t))
         .collect();
     let r#where = (0..tape.pick(&[0, 0, 0, 1, 1, 2]))
         .map(|_| {
             let (property, property_type) = tape.pick(&filterable);
-            let value_type = property_type.value_type().unwrap_or(ValueType::String);
-            let operator = tape.pick(&operators_for(value_type, false));
+            let value_type = property_type.value_type();
+            // Money compares in the operands' currency: no IS_SET / IS_NOT_SET.
+            let operator = tape.pick(&operators_for(value_type, value_type == ValueType::Money));
             pb::EventPropertyFilter {
                 property,
                 operator: operator_to_proto(operator) as i32,

@@ -311,7 +311,8 @@ async fn bad_event_conditions_are_refused_naming_each_problem() -> anyhow::Resul
             },
             &[
                 "segment.rule.event.where[1].property",
-                "segment.rule.event.where[2].property",
+                // IS_SET on money: it compares in an operand's currency.
+                "segment.rule.event.where[2].operator",
                 "segment.rule.event.where[3].operator",
             ],
         ),

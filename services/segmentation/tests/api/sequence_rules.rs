@@ -297,7 +297,8 @@ async fn bad_sequence_conditions_are_refused_naming_each_problem() -> anyhow::Re
             },
             &[
                 "segment.rule.sequence.then.where[0].property",
-                "segment.rule.sequence.not_between.where[0].property",
+                // IS_SET on money: it compares in an operand's currency.
+                "segment.rule.sequence.not_between.where[0].operator",
             ],
         ),
         (

@@ -39,14 +39,15 @@ impl PropertyType {
         }
     }
 
-    /// The value type filters on the property compare as; `None` for money (not supported).
-    pub fn value_type(self) -> Option<ValueType> {
+    /// The value type filters on the property compare as (money: an amount in the operand's
+    /// currency, see rule.proto `EventPropertyFilter`).
+    pub fn value_type(self) -> ValueType {
         match self {
-            Self::String => Some(ValueType::String),
-            Self::Number => Some(ValueType::Double),
-            Self::Bool => Some(ValueType::Bool),
-            Self::Time => Some(ValueType::Timestamp),
-            Self::Money => None,
+            Self::String => ValueType::String,
+            Self::Number => ValueType::Double,
+            Self::Bool => ValueType::Bool,
+            Self::Time => ValueType::Timestamp,
+            Self::Money => ValueType::Money,
         }
     }
 }

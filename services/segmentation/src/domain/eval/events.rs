@@ -45,6 +45,10 @@ pub(super) fn aggregate(
     facts: &Facts,
     ctx: &EvalContext,
 ) -> Option<Scalar> {
+    let currency = condition.values.iter().find_map(|v| match v {
+        Value::Money(money) => Some(money.currency.as_str()),
+        _ => None,
+    });
     let condition = &condition.measure;
     let mut covered: Vec<&CustomEvent> = facts
         .events
@@ -60,6 +64,14 @@ pub(super) fn aggregate(
             .cmp(&b.occur_time)
             .then_with(|| a.activity_id.as_bytes().cmp(b.activity_id.as_bytes()))
     });
+    if condition.is_money() {
+        return money_aggregate(
+            condition.aggregate,
+            &covered,
+            &condition.property,
+            currency.unwrap_or_default(),
+        );
+    }
     let (events, property) = (&covered, condition.property.as_str());
     let numbers = move || {
         events
@@ -105,6 +117,36 @@ pub(super) fn aggregate(
     }
 }
 
+/// SUM, MIN, MAX or AVERAGE of money property `property` over the `covered` events whose value
+/// is in `currency`, in i128 minor units (exact, as `numeric` in SQL); SUM is 0 over nothing,
+/// the others unset; AVERAGE truncates toward zero to whole minor units, as SQL's `div`.
+fn money_aggregate(
+    aggregate: Aggregate,
+    covered: &[&CustomEvent],
+    property: &str,
+    currency: &str,
+) -> Option<Scalar> {
+    let amounts: Vec<i128> = covered
+        .iter()
+        .filter_map(|e| match e.properties.get(property) {
+            Some(PropertyValue::Money(m)) if m.currency == currency => {
+                Some(i128::from(m.amount_minor))
+            }
+            _ => None,
+        })
+        .collect();
+    let amount_minor = match aggregate {
+        Aggregate::Sum => Some(amounts.iter().sum()),
+        Aggregate::Min => amounts.iter().min().copied(),
+        Aggregate::Max => amounts.iter().max().copied(),
+        _ => (!amounts.is_empty()).then(|| amounts.iter().sum::<i128>() / amounts.len() as i128),
+    };
+    amount_minor.map(|amount_minor| Scalar::Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    })
+}
+
 /// The float sum in the given order, each value bounded; `None` over nothing.
 fn sum(numbers: impl Iterator<Item = f64>) -> Option<f64> {
     numbers
@@ -125,8 +167,13 @@ pub(super) fn passes(event: &CustomEvent, filter: &PropertyFilter, ctx: &EvalCon
         Some(PropertyValue::Number(n)) => Some(Scalar::Double(*n)),
         Some(PropertyValue::Bool(b)) => Some(Scalar::Bool(*b)),
         Some(PropertyValue::Time(t)) => Some(Scalar::Time(*t)),
-        // Money is refused by validation; empty strings are unset.
-        Some(PropertyValue::String(_) | PropertyValue::Money(_)) | None => None,
+        // Compared in the operands' currency: another one never orders (reads as unset).
+        Some(PropertyValue::Money(m)) => Some(Scalar::Money {
+            amount_minor: i128::from(m.amount_minor),
+            currency: m.currency.clone(),
+        }),
+        // Empty strings are unset.
+        Some(PropertyValue::String(_)) | None => None,
     };
     // A value of another type than the definition's reads as unset.
     let value = value.filter(|v| {
@@ -136,6 +183,7 @@ pub(super) fn passes(event: &CustomEvent, filter: &PropertyFilter, ctx: &EvalCon
                 | (PropertyType::Number, Scalar::Double(_))
                 | (PropertyType::Bool, Scalar::Bool(_))
                 | (PropertyType::Time, Scalar::Time(_))
+                | (PropertyType::Money, Scalar::Money { .. })
         )
     });
     test_scalar(filter.operator, &filter.values, value.as_ref(), ctx)

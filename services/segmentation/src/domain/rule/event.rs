@@ -92,6 +92,9 @@ pub struct EventMeasure {
     pub aggregate: Aggregate,
     /// Empty for COUNT, FIRST_TIME and LAST_TIME.
     pub property: String,
+    /// The type of `property`: NUMBER or MONEY for SUM, MIN, MAX and AVERAGE, STRING for
+    /// MOST_FREQUENT; `None` when the aggregate reads no property.
+    pub property_type: Option<PropertyType>,
     /// `None`: the whole retained history.
     pub window: Option<Window>,
     /// Every filter must pass.
@@ -99,6 +102,27 @@ pub struct EventMeasure {
 }
 
 impl EventMeasure {
+    /// Whether the aggregate is of a money property: an amount in the currency of the
+    /// condition's operands, of the events whose property is in that currency.
+    pub fn is_money(&self) -> bool {
+        self.property_type == Some(PropertyType::Money)
+    }
+
+    /// The kind of value the measure is: the aggregate's, or MONEY for a money property.
+    pub fn value_type(&self) -> ValueType {
+        if self.is_money() {
+            ValueType::Money
+        } else {
+            self.aggregate.value_type()
+        }
+    }
+
+    /// Whether the measure is never unset: COUNT and SUM (0 over nothing), never a money one
+    /// (its comparisons need the operand's currency, so IS_SET / IS_NOT_SET are not offered).
+    pub fn always_set(&self) -> bool {
+        self.aggregate.always_set() || self.is_money()
+    }
+
     /// True when the measure can change with the passage of time alone: a rolling window, or
     /// WITHIN_LAST / NOT_WITHIN_LAST on a filter.
     pub fn time_dependent(&self) -> bool {

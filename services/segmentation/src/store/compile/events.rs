@@ -23,6 +23,15 @@ fn bounded(x: &str) -> String {
     )
 }
 
+/// The currency of the first money operand, if any (validation gives every money operand of
+/// one comparison the same currency).
+fn operand_currency(values: &[Value]) -> Option<&str> {
+    values.iter().find_map(|v| match v {
+        Value::Money(money) => Some(money.currency.as_str()),
+        _ => None,
+    })
+}
+
 /// A stand-in predicate carrying what `Compiler::scalar_test` reads: the operator, the
 /// operands and their value type.
 fn comparison(value_type: ValueType, operator: Operator, values: &[Value]) -> Predicate {
@@ -41,20 +50,34 @@ fn comparison(value_type: ValueType, operator: Operator, values: &[Value]) -> Pr
 impl Compiler {
     /// A two-valued test of `condition` for the customer of `f`.
     pub(super) fn event(&mut self, condition: &EventCondition) -> String {
-        let expr = self.measure(&condition.measure);
+        let expr = self.measure(&condition.measure, operand_currency(&condition.values));
         let test = comparison(
-            condition.measure.aggregate.value_type(),
+            condition.measure.value_type(),
             condition.operator,
             &condition.values,
         );
         self.scalar_test(&expr, &test)
     }
 
-    /// The value of `measure` for the customer of `f`: a scalar subquery, NULL when unset.
-    pub(super) fn measure(&mut self, condition: &EventMeasure) -> String {
+    /// The value of `measure` for the customer of `f`: a scalar subquery, NULL when unset. A
+    /// money measure is of the events whose property is in `currency` (the operands'), in
+    /// whole minor units as `numeric`.
+    pub(super) fn measure(&mut self, condition: &EventMeasure, currency: Option<&str>) -> String {
         let covered = self.covered_events(condition);
         let from =
             format!("FROM customer_events e WHERE e.customer_id = f.customer_id AND {covered}");
+        if condition.is_money() {
+            let (amount, in_currency) =
+                self.money_expr("e", &condition.property, currency.unwrap_or_default());
+            let from = format!("{from} AND {in_currency}");
+            return match condition.aggregate {
+                Aggregate::Sum => format!("(SELECT COALESCE(sum({amount}), 0) {from})"),
+                Aggregate::Min => format!("(SELECT min({amount}) {from})"),
+                Aggregate::Max => format!("(SELECT max({amount}) {from})"),
+                // Truncated toward zero to whole minor units, as i128 division in Rust.
+                _ => format!("(SELECT div(sum({amount}), count({amount})) {from})"),
+            };
+        }
         let order = "ORDER BY e.occur_time, e.activity_id COLLATE \"C\"";
         match condition.aggregate {
             Aggregate::Count => format!("(SELECT count(*) {from})"),
@@ -128,15 +151,33 @@ impl Compiler {
         sql
     }
 
-    /// The test of `filter` on the event aliased `alias`.
+    /// The test of `filter` on the event aliased `alias`. A money property is its amount when
+    /// in the operands' currency, else unset.
     pub(super) fn property_test(&mut self, alias: &str, filter: &PropertyFilter) -> String {
-        let x = self.property_expr(alias, &filter.property, filter.property_type);
-        let value_type = filter
-            .property_type
-            .value_type()
-            .unwrap_or(ValueType::String);
-        let test = comparison(value_type, filter.operator, &filter.values);
+        let x = if filter.property_type == PropertyType::Money {
+            let currency = operand_currency(&filter.values).unwrap_or_default();
+            let (amount, in_currency) = self.money_expr(alias, &filter.property, currency);
+            format!("(CASE WHEN {in_currency} THEN {amount} END)")
+        } else {
+            self.property_expr(alias, &filter.property, filter.property_type)
+        };
+        let test = comparison(
+            filter.property_type.value_type(),
+            filter.operator,
+            &filter.values,
+        );
         self.scalar_test(&x, &test)
+    }
+
+    /// The amount (minor units, `numeric`) of money property `name` of the event aliased
+    /// `alias`, and the condition that it is in `currency`.
+    fn money_expr(&mut self, alias: &str, name: &str, currency: &str) -> (String, String) {
+        let name = self.bind(SqlValue::Text(name.to_owned()), "text");
+        let currency = self.bind(SqlValue::Text(currency.to_owned()), "text");
+        (
+            format!("(({alias}.properties -> {name} -> 'money' ->> 'amount_minor')::numeric)"),
+            format!("({alias}.properties -> {name} -> 'money' ->> 'currency') = {currency}"),
+        )
     }
 
     /// The value of property `name` of the event aliased `alias` read as `property_type`:
@@ -149,8 +190,8 @@ impl Compiler {
             PropertyType::Number => format!("{}::float8", raw("number")),
             PropertyType::Bool => format!("{}::boolean", raw("bool")),
             PropertyType::Time => format!("{}::timestamptz", raw("time")),
-            // Refused by validation; reads as unset.
-            PropertyType::Money => "NULL::text".to_owned(),
+            // Read through `money_expr`, which needs the operands' currency.
+            PropertyType::Money => "NULL::numeric".to_owned(),
         }
     }
 }

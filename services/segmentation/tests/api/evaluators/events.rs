@@ -1,12 +1,14 @@
 //! Each event aggregate against a hand-built fixture, through both evaluators: windows,
 //! property filters, "has not done X in N days", sums in event order, unset aggregates, and
-//! the most frequent value's tie going to the smallest string.
+//! the most frequent value's tie going to the smallest string; money aggregates and filters
+//! in the operands' currency.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use custops_contracts::custops::common::v1 as common_pb;
 use custops_contracts::custops::segmentation::v1 as pb;
-use custops_segmentation::domain::facts::{CustomEvent, Facts, PropertyValue};
+use custops_segmentation::domain::facts::{CustomEvent, Facts, Money, PropertyValue};
 use pb::condition::Kind;
 use pb::value::Kind as V;
 
@@ -230,6 +232,122 @@ async fn every_event_aggregate_agrees_with_the_hand_computed_answer() -> anyhow:
             (
                 on(A::MostFrequent, "sku").test(O::IsSet, vec![]),
                 &["a", "b", "d"],
+            ),
+        ],
+    )
+    .await
+}
+
+/// An order with a money `total`.
+fn priced(id: &str, at: DateTime<Utc>, amount_minor: i64, currency: &str) -> CustomEvent {
+    CustomEvent {
+        activity_id: id.to_owned(),
+        event_type: "order_placed".to_owned(),
+        occur_time: at,
+        properties: BTreeMap::from([(
+            "total".to_owned(),
+            PropertyValue::Money(Money {
+                amount_minor,
+                currency: currency.to_owned(),
+            }),
+        )]),
+    }
+}
+
+fn money(amount_minor: i64, currency: &str) -> V {
+    V::MoneyValue(common_pb::Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn money_aggregates_and_filters_count_only_the_operands_currency() -> anyhow::Result<()> {
+    use pb::EventAggregate as A;
+    use pb::Operator as O;
+    // Arrange: "a" paid 100 and 251 CNY and 50 USD; "b" paid -1 and 0 CNY (an average of
+    // -0.5, truncated toward zero); "c" paid only in USD; "d" nothing.
+    let now = ts(2026, 11, 24, 12, 34, 56, 789_012);
+    let ctx = ctx_at(now);
+    let day = |n: i64| now - Duration::days(n);
+    let customers = [
+        Facts {
+            events: vec![
+                priced("a-1", day(1), 100, "CNY"),
+                priced("a-2", day(2), 251, "CNY"),
+                priced("a-3", day(3), 50, "USD"),
+            ],
+            ..person("a")
+        },
+        Facts {
+            events: vec![
+                priced("b-1", day(1), -1, "CNY"),
+                priced("b-2", day(2), 0, "CNY"),
+            ],
+            ..person("b")
+        },
+        Facts {
+            events: vec![priced("c-1", day(1), 999, "USD")],
+            ..person("c")
+        },
+        person("d"),
+    ];
+    let total_over = |amount: i64, currency: &str| pb::EventPropertyFilter {
+        property: "total".to_owned(),
+        operator: pb::Operator::GreaterOrEqual.into(),
+        values: vec![pb::Value {
+            kind: Some(money(amount, currency)),
+        }],
+    };
+    let mut big_cny = on(A::Count, "");
+    big_cny.filters.push(total_over(200, "CNY"));
+    let mut any_usd = on(A::Count, "");
+    any_usd.filters.push(total_over(-1_000, "USD"));
+
+    check(
+        &customers,
+        &ctx,
+        vec![
+            // SUM in the operand's currency: 0 without any (never unset).
+            (
+                on(A::Sum, "total").test(O::Equals, vec![money(351, "CNY")]),
+                &["a"],
+            ),
+            (
+                on(A::Sum, "total").test(O::Equals, vec![money(0, "CNY")]),
+                &["c", "d"],
+            ),
+            (
+                on(A::Sum, "total").test(O::GreaterThan, vec![money(100, "USD")]),
+                &["c"],
+            ),
+            // MIN / MAX: unset in a currency without values, so false.
+            (
+                on(A::Min, "total").test(O::LessOrEqual, vec![money(100, "CNY")]),
+                &["a", "b"],
+            ),
+            (
+                on(A::Max, "total").test(O::NotEquals, vec![money(7, "JPY")]),
+                &[],
+            ),
+            // AVERAGE truncated toward zero: 351 / 2 = 175, -1 / 2 = 0.
+            (
+                on(A::Average, "total").test(O::Equals, vec![money(175, "CNY")]),
+                &["a"],
+            ),
+            (
+                on(A::Average, "total").test(O::Equals, vec![money(0, "CNY")]),
+                &["b"],
+            ),
+            (
+                on(A::Average, "total").test(O::Between, vec![money(40, "USD"), money(60, "USD")]),
+                &["a"],
+            ),
+            // Filters: the amount in the operand's currency, unset in another.
+            (big_cny.test(O::Equals, vec![V::IntegerValue(1)]), &["a"]),
+            (
+                any_usd.test(O::GreaterOrEqual, vec![V::IntegerValue(1)]),
+                &["a", "c"],
             ),
         ],
     )

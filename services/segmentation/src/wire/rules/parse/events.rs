@@ -174,7 +174,18 @@ impl Parser<'_> {
                 .unwrap_or_default(),
             truncate(&event.event_type)
         );
-        let operand = operand_def(name, aggregate.value_type(), aggregate.always_set());
+        // A money property compares as MONEY (in the operands' currency) and is never unset.
+        let money = aggregate.property_type() == Some(PropertyType::Number)
+            && self
+                .catalog
+                .event_type(&event.event_type)
+                .and_then(|def| def.properties.get(&event.property))
+                == Some(&PropertyType::Money);
+        let operand = if money {
+            operand_def(name, ValueType::Money, true)
+        } else {
+            operand_def(name, aggregate.value_type(), aggregate.always_set())
+        };
         let (operator, values) = self.comparison(event.operator, &event.values, &operand, path)?;
         Some(Node::Event(EventCondition {
             measure: measure?,
@@ -209,11 +220,11 @@ impl Parser<'_> {
         if aggregate.is_none() {
             self.add(format!("{path}.aggregate"), "the aggregate is required");
         }
-        let property_ok = match (def, aggregate) {
+        let property_type = match (def, aggregate) {
             (Some(def), Some(aggregate)) => {
                 self.aggregated_property(wire.property, def, aggregate, path)
             }
-            _ => false,
+            _ => None,
         };
         let window = match wire.window {
             None => Some(None),
@@ -232,27 +243,30 @@ impl Parser<'_> {
             }
         }
         let (aggregate, window) = (aggregate?, window?);
-        if def.is_none() || !property_ok || filters.len() != wire.filters.len() {
+        let property_type = property_type?;
+        if def.is_none() || filters.len() != wire.filters.len() {
             return None;
         }
         Some(EventMeasure {
             event_type: wire.event_type.to_owned(),
             aggregate,
             property: wire.property.to_owned(),
+            property_type,
             window,
             filters,
         })
     }
 
     /// Checks the aggregated property: none for COUNT / FIRST_TIME / LAST_TIME, else one of
-    /// the type of the aggregate.
+    /// the type of the aggregate (a number aggregate takes a money property too). `Some` with
+    /// the property's type (`None`: no property) when it is fine.
     fn aggregated_property(
         &mut self,
         property: &str,
         def: &EventTypeDef,
         aggregate: Aggregate,
         path: &str,
-    ) -> bool {
+    ) -> Option<Option<PropertyType>> {
         let property_path = format!("{path}.property");
         let Some(expected) = aggregate.property_type() else {
             if !property.is_empty() {
@@ -260,16 +274,16 @@ impl Parser<'_> {
                     property_path,
                     "COUNT, FIRST_TIME and LAST_TIME take no property",
                 );
-                return false;
+                return None;
             }
-            return true;
+            return Some(None);
         };
         if property.is_empty() {
             self.add(
                 property_path,
                 format!("the aggregate needs a {} property", expected.as_str()),
             );
-            return false;
+            return None;
         }
         match def.properties.get(property) {
             None => {
@@ -281,9 +295,12 @@ impl Parser<'_> {
                         def.name
                     ),
                 );
-                false
+                None
             }
-            Some(found) if *found != expected => {
+            Some(found)
+                if *found != expected
+                    && !(expected == PropertyType::Number && *found == PropertyType::Money) =>
+            {
                 self.add(
                     property_path,
                     format!(
@@ -293,9 +310,9 @@ impl Parser<'_> {
                         expected.as_str()
                     ),
                 );
-                false
+                None
             }
-            Some(_) => true,
+            Some(found) => Some(Some(*found)),
         }
     }
 
@@ -322,13 +339,6 @@ impl Parser<'_> {
                     );
                     None
                 }
-                Some(PropertyType::Money) => {
-                    self.add(
-                        &property_path,
-                        "money properties cannot be used in rules yet",
-                    );
-                    None
-                }
                 Some(found) => Some(*found),
             }
         } else {
@@ -336,11 +346,12 @@ impl Parser<'_> {
             None
         };
         let property_type = property_type?;
-        let value_type = property_type.value_type()?;
+        let value_type = property_type.value_type();
+        // Money compares in the operand's currency, so it needs one: no IS_SET / IS_NOT_SET.
         let operand = operand_def(
             format!("property \"{}\"", truncate(&filter.property)),
             value_type,
-            false,
+            value_type == ValueType::Money,
         );
         let (operator, values) =
             self.comparison(filter.operator, &filter.values, &operand, path)?;

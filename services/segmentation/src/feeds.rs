@@ -58,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::store;
+use crate::store::custom_events::{self, NewCustomEvent};
 use crate::store::facts::{self, Feed, NewActivity, NewRefund, Position};
 use crate::store::settings::EvaluationSettings;
 use crate::workflow::membership::{self, Cause, Causes, Changed};
@@ -243,6 +244,8 @@ pub struct Pending {
     refunds: Vec<NewRefund>,
     /// When the first of `activities` was noted: where new facts rows start.
     activities_since: Option<DateTime<Utc>>,
+    /// Custom events noted and not stored yet, stored with the activities of their run.
+    custom_events: Vec<NewCustomEvent>,
     /// The evaluation settings, read once per batch when an event needs them.
     settings: Option<EvaluationSettings>,
 }
@@ -314,6 +317,19 @@ impl Pending {
         self.activities.push(activity);
     }
 
+    /// Notes custom event `custom` (of `event`, at `position`, applied at `now`), to be stored
+    /// with the activities of its run, and touches its customer (`Changed::EVENTS`).
+    pub fn add_custom_event(
+        &mut self,
+        custom: NewCustomEvent,
+        position: Position,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) {
+        self.touch(&custom.customer_id, position, event, now, Changed::EVENTS);
+        self.custom_events.push(custom);
+    }
+
     /// Notes `refund` (of `event`, at `position`, applied at `now`), to be stored with the
     /// activities of its run, and touches its customer (its purchase aggregates change).
     pub fn add_refund(
@@ -334,16 +350,19 @@ impl Pending {
         self.refunds.push(refund);
     }
 
-    /// Stores the activities and refunds noted so far ([`facts::insert_activities`]; the
-    /// refunded amounts do not depend on the order of a run): an event of another kind calls
+    /// Stores the activities, refunds and custom events noted so far
+    /// ([`facts::insert_activities`], [`custom_events::insert_many`]; the refunded amounts do
+    /// not depend on the order of a run): an event of another kind calls
     /// this before it applies, so it sees every earlier event's effect, as if each had been
     /// applied alone.
     pub async fn store_activities(&mut self, tx: &mut PgConnection) -> anyhow::Result<()> {
         let activities = std::mem::take(&mut self.activities);
         let refunds = std::mem::take(&mut self.refunds);
         if let Some(since) = self.activities_since.take() {
-            facts::insert_activities(tx, &activities, &refunds, since).await?;
+            facts::insert_activities(&mut *tx, &activities, &refunds, since).await?;
         }
+        let custom = std::mem::take(&mut self.custom_events);
+        custom_events::insert_many(tx, &custom).await?;
         Ok(())
     }
 

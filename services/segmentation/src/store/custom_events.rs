@@ -24,22 +24,34 @@ pub struct NewCustomEvent {
     pub channel: String,
 }
 
-/// Stores an event; a redelivered one (same activity id) changes nothing, and one about a
-/// customer erased meanwhile is not kept.
-pub async fn insert(conn: &mut PgConnection, event: &NewCustomEvent) -> Result<(), sqlx::Error> {
+/// Stores a run of events in one statement; a redelivered one (same activity id, also twice
+/// in one run) changes nothing, and one about a customer erased meanwhile is not kept.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    events: &[NewCustomEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&NewCustomEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occur_time).collect();
     sqlx::query(
         "INSERT INTO customer_events \
            (activity_id, customer_id, event_type, occur_time, properties, channel) \
-         SELECT $1, $2, $3, $4, $5::jsonb, $6 WHERE NOT EXISTS \
-           (SELECT 1 FROM customer_tombstones WHERE customer_id = $2 AND reason = 'erased') \
+         SELECT u.activity_id, u.customer_id, u.event_type, u.occur_time, \
+           u.properties::jsonb, u.channel \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], \
+           $6::text[]) AS u (activity_id, customer_id, event_type, occur_time, properties, channel) \
+         WHERE NOT EXISTS (SELECT 1 FROM customer_tombstones t \
+           WHERE t.customer_id = u.customer_id AND t.reason = 'erased') \
          ON CONFLICT (activity_id) DO NOTHING",
     )
-    .bind(&event.activity_id)
-    .bind(&event.customer_id)
-    .bind(&event.event_type)
-    .bind(event.occur_time)
-    .bind(event.properties.to_string())
-    .bind(&event.channel)
+    .bind(column(|e| e.activity_id.clone()))
+    .bind(column(|e| e.customer_id.clone()))
+    .bind(column(|e| e.event_type.clone()))
+    .bind(times)
+    .bind(column(|e| e.properties.to_string()))
+    .bind(column(|e| e.channel.clone()))
     .execute(conn)
     .await?;
     Ok(())

@@ -13,7 +13,6 @@ use crate::feeds::Pending;
 use crate::store::custom_events::{self, EventTypeDefinition, NewCustomEvent};
 use crate::store::facts::Position;
 use crate::wire::from_timestamp;
-use crate::workflow::membership::Changed;
 
 /// The custom event an activity is, `None` for other activities and malformed ones.
 pub(super) fn to_event(a: &pb::Activity) -> Option<NewCustomEvent> {
@@ -56,9 +55,10 @@ fn property_json(value: &pb::EventPropertyValue) -> Option<Value> {
     })
 }
 
-/// Stores `event` unless it is older than the retained history
-/// (`EvaluationSettings.activity_retention_days`, as activities), and marks its customer for
-/// re-evaluation of the segments whose rules aggregate events (`Changed::EVENTS`).
+/// Notes `event` to be stored with its run (`Pending::store_activities`) unless it is older
+/// than the retained history (`EvaluationSettings.activity_retention_days`, as activities), and
+/// marks its customer for re-evaluation of the segments whose rules aggregate events
+/// (`Changed::EVENTS`).
 pub(super) async fn store(
     tx: &mut PgConnection,
     event: NewCustomEvent,
@@ -71,8 +71,7 @@ pub(super) async fn store(
     if event.occur_time < now - Duration::days(i64::from(retention)) {
         return Ok(());
     }
-    custom_events::insert(tx, &event).await?;
-    pending.touch(&event.customer_id, at, feed_event, now, Changed::EVENTS);
+    pending.add_custom_event(event, at, feed_event, now);
     Ok(())
 }
 

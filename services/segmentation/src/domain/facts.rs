@@ -49,7 +49,7 @@ pub struct Facts {
     /// Segments the customer is currently a member of (for segment references).
     pub segments: BTreeSet<Uuid>,
     /// Custom events within the retained history; loaded only for rules that read them
-    /// (`Rule::reads_events`, `store::custom_events::load_into`).
+    /// (`Rule::event_types`, `store::custom_events::load_into`), of the types they read.
     pub events: Vec<CustomEvent>,
     /// Stored computed trait values by trait name (`customer_computed_traits`); a trait
     /// absent here reads its value over nothing (`domain::computed::value_over_nothing`).

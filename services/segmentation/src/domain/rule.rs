@@ -202,14 +202,18 @@ impl Rule {
         dependent
     }
 
-    /// True when the rule reads custom events (aggregates or sequences), so its customers' events must be loaded
-    /// with their facts.
-    pub fn reads_events(&self) -> bool {
-        let mut reads = false;
-        self.root.walk(&self.root_path, &mut |_, node| {
-            reads |= matches!(node, Node::Event(_) | Node::Sequence(_));
+    /// The custom event types the rule reads (aggregates and sequence steps): the events of
+    /// its customers that must be loaded with their facts. Empty for most rules.
+    pub fn event_types(&self) -> BTreeSet<String> {
+        let mut types = BTreeSet::new();
+        self.root.walk(&self.root_path, &mut |_, node| match node {
+            Node::Event(e) => {
+                types.insert(e.measure.event_type.clone());
+            }
+            Node::Sequence(s) => types.extend(s.steps().map(|step| step.event_type.clone())),
+            _ => {}
         });
-        reads
+        types
     }
 }
 

@@ -134,11 +134,12 @@ pub async fn event_types(conn: &mut PgConnection) -> Result<Vec<EventTypeDef>, s
         .collect())
 }
 
-/// Adds to each of `facts` its custom events, in event order (occur time, then activity id by
-/// bytes), in one statement.
+/// Adds to each of `facts` its custom events (of `event_types` only, when given), in event
+/// order (occur time, then activity id by bytes), in one statement.
 pub async fn load_into(
     conn: &mut PgConnection,
     facts: &mut HashMap<String, Facts>,
+    event_types: Option<&[String]>,
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<String> = facts.keys().cloned().collect();
     if ids.is_empty() {
@@ -147,9 +148,11 @@ pub async fn load_into(
     let rows = sqlx::query(
         "SELECT customer_id, activity_id, event_type, occur_time, properties::text AS props \
          FROM customer_events WHERE customer_id = ANY($1) \
+           AND ($2::text[] IS NULL OR event_type = ANY($2)) \
          ORDER BY customer_id, occur_time, activity_id COLLATE \"C\"",
     )
     .bind(&ids)
+    .bind(event_types)
     .fetch_all(&mut *conn)
     .await?;
     for row in rows {
@@ -170,7 +173,7 @@ pub async fn load_into(
 pub async fn load_one(conn: &mut PgConnection, facts: &mut Facts) -> Result<(), sqlx::Error> {
     let id = facts.customer_id.clone();
     let mut one = HashMap::from([(id.clone(), std::mem::take(facts))]);
-    load_into(conn, &mut one).await?;
+    load_into(conn, &mut one, None).await?;
     if let Some(loaded) = one.remove(&id) {
         *facts = loaded;
     }

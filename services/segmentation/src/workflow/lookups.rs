@@ -116,7 +116,7 @@ pub async fn explain(state: &AppState, segment_id: Uuid, customer_id: &str) -> R
             let catalog = catalog::load_catalog(&mut conn).await?;
             let rule = parse_rule(&condition, "rule", &catalog)
                 .map_err(|v| Error::internal(anyhow::anyhow!("stored rule: {v:?}")))?;
-            if rule.reads_events() {
+            if !rule.event_types().is_empty() {
                 crate::store::custom_events::load_one(&mut conn, &mut facts).await?;
             }
             let ctx = facts::eval_context(&mut conn, now).await?;

@@ -182,9 +182,14 @@ pub async fn reevaluate_customers(
     let mut current = memberships::customers_memberships(tx, &ids).await?;
     let mut facts = store::facts::load_facts_many(tx, &ids).await?;
     let rule_segments = segments::rule_segments(tx).await?;
-    // Custom events only when a rule aggregates them: most deployments have none.
-    if rule_segments.iter().any(|s| s.rule.reads_events()) {
-        store::custom_events::load_into(tx, &mut facts).await?;
+    // Custom events only of the types rules read: most deployments have none.
+    let event_types: BTreeSet<String> = rule_segments
+        .iter()
+        .flat_map(|s| s.rule.event_types())
+        .collect();
+    if !event_types.is_empty() {
+        let event_types: Vec<String> = event_types.into_iter().collect();
+        store::custom_events::load_into(tx, &mut facts, Some(&event_types)).await?;
     }
     let ctx = store::facts::eval_context(tx, causes.now).await?;
     let mut writes = Writes::default();

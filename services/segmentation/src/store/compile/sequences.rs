@@ -1,47 +1,51 @@
 //! Sequence conditions in SQL (rule.proto `SequenceCondition`), with exactly the semantics of
-//! `domain::eval::sequences`: an EXISTS over pairs `customer_events a JOIN customer_events b`
-//! of the customer (each read through the (customer_id, event_type, occur_time) index), B
-//! strictly after A in event order (occur time, then activity id `COLLATE "C"`, byte order as
-//! Rust compares), at most N × 24 h later, and a NOT EXISTS of a C strictly between them. Like
-//! event conditions it is correlated on the customer in both shapes of the compiler.
+//! `domain::eval::sequences` and its algorithm: the customer's events of the steps' types in
+//! event order (occur time, then activity id `COLLATE "C"`, byte order as Rust compares),
+//! numbered; for each B, window functions over the rows strictly before it give the latest A
+//! (its number and time) and the latest C; B holds when that A exists, is at most N × 24 h
+//! earlier, and no C comes after it. The latest A is the only one worth testing: it is the
+//! closest in time and has the fewest C after it. One sort of the customer's events of those
+//! types, not a join of pairs (which was quadratic in a customer's events). Like event
+//! conditions it is correlated on the customer in both shapes of the compiler.
 
 use crate::domain::rule::{EventStep, SequenceCondition};
 
 use super::{Compiler, SqlValue};
 
-/// `later` strictly after `earlier` in event order.
-fn after(later: &str, earlier: &str) -> String {
-    format!(
-        "({later}.occur_time > {earlier}.occur_time OR ({later}.occur_time = {earlier}.occur_time \
-         AND {later}.activity_id COLLATE \"C\" > {earlier}.activity_id COLLATE \"C\"))"
-    )
-}
-
 impl Compiler {
     /// A two-valued test of `condition` for the customer of `f`.
     pub(super) fn sequence(&mut self, condition: &SequenceCondition) -> String {
-        let first = self.step_test("a", &condition.first);
-        let window = self.window_test("a", condition.window);
-        let then = self.step_test("b", &condition.then);
-        let hours = self.bind(SqlValue::Int(condition.within_days * 24), "integer");
+        let first = self.step_test("e", &condition.first);
+        let window = self.window_test("e", condition.window);
+        let then = self.step_test("e", &condition.then);
         let not_between = match &condition.not_between {
-            None => String::new(),
-            Some(step) => {
-                let c = self.step_test("c", step);
-                format!(
-                    " AND NOT EXISTS (SELECT 1 FROM customer_events c \
-                     WHERE c.customer_id = f.customer_id AND {c} AND {} AND {})",
-                    after("c", "a"),
-                    after("b", "c"),
-                )
-            }
+            None => "false".to_owned(),
+            Some(step) => self.step_test("e", step),
         };
+        let mut types: Vec<String> = condition
+            .steps()
+            .map(|step| step.event_type.clone())
+            .collect();
+        types.sort();
+        types.dedup();
+        let types = self.bind(SqlValue::TextArray(types), "text[]");
+        let hours = self.bind(SqlValue::Int(condition.within_days * 24), "integer");
         format!(
-            "EXISTS (SELECT 1 FROM customer_events a JOIN customer_events b \
-             ON b.customer_id = a.customer_id \
-             WHERE a.customer_id = f.customer_id AND {first}{window} AND {then} AND {} \
-             AND b.occur_time <= a.occur_time + make_interval(hours => {hours}){not_between})",
-            after("b", "a"),
+            "EXISTS (SELECT 1 FROM (SELECT x.is_b, x.occur_time, \
+               max(x.n) FILTER (WHERE x.is_a) OVER before AS last_a, \
+               max(x.occur_time) FILTER (WHERE x.is_a) OVER before AS last_a_time, \
+               max(x.n) FILTER (WHERE x.is_c) OVER before AS last_c \
+             FROM (SELECT e.occur_time, \
+                 row_number() OVER (ORDER BY e.occur_time, e.activity_id COLLATE \"C\") AS n, \
+                 COALESCE(({first}{window}), false) AS is_a, \
+                 COALESCE(({then}), false) AS is_b, \
+                 COALESCE(({not_between}), false) AS is_c \
+               FROM customer_events e \
+               WHERE e.customer_id = f.customer_id AND e.event_type = ANY({types})) x \
+             WINDOW before AS (ORDER BY x.n ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) y \
+             WHERE y.is_b AND y.last_a IS NOT NULL \
+               AND y.occur_time <= y.last_a_time + make_interval(hours => {hours}) \
+               AND (y.last_c IS NULL OR y.last_c <= y.last_a))"
         )
     }
 

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use custops_contracts::custops::profiles::v1 as profiles;
 use custops_contracts::custops::segmentation::v1 as pb;
 use pb::computed_trait_value::Value as T;
@@ -13,7 +12,10 @@ use pb::condition::Kind;
 use pb::value::Kind as V;
 use tonic::Code;
 
-use crate::helpers::{TestApp, eventually, fields, predicate, spawn_app, spawn_with_profiles};
+use crate::helpers::{
+    TestApp, custom_activity, event_type, eventually, fields, predicate, profiles_customers,
+    spawn_app, spawn_with_profiles,
+};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -31,27 +33,17 @@ fn last_days(days: i32) -> Option<pb::ActivityWindow> {
 
 /// `coupon_redeemed` with a number `value` and a string `campaign`, as profiles defines it.
 fn coupon_type() -> profiles::EventType {
-    let property = |name: &str, property_type: profiles::EventPropertyType| {
-        profiles::EventPropertyDefinition {
-            property_name: name.to_owned(),
-            property_type: property_type as i32,
-            description: String::new(),
-            contains_pii: false,
-            required: false,
-        }
-    };
-    profiles::EventType {
-        event_type_name: "coupon_redeemed".to_owned(),
-        description: "A coupon was redeemed".to_owned(),
-        properties: vec![
-            property("value", profiles::EventPropertyType::Number),
-            property("campaign", profiles::EventPropertyType::String),
+    event_type(
+        "coupon_redeemed",
+        "A coupon was redeemed",
+        &[
+            ("value", profiles::EventPropertyType::Number),
+            ("campaign", profiles::EventPropertyType::String),
         ],
-        ..Default::default()
-    }
+    )
 }
 
-/// A coupon of `amount` from `campaign`, redeemed `days_ago` days before now.
+/// A coupon of `amount` from `campaign`, redeemed `days_ago` days (and an hour) before now.
 fn coupon(
     customer_id: &str,
     event_id: &str,
@@ -60,36 +52,16 @@ fn coupon(
     days_ago: i64,
 ) -> profiles::Activity {
     use profiles::event_property_value::Value as P;
-    let properties = [
-        ("value", P::NumberValue(amount)),
-        ("campaign", P::StringValue(campaign.to_owned())),
-    ]
-    .into_iter()
-    .map(|(k, v)| {
-        (
-            k.to_owned(),
-            profiles::EventPropertyValue { value: Some(v) },
-        )
-    })
-    .collect();
-    profiles::Activity {
-        customer_id: customer_id.to_owned(),
-        source: "checkout".to_owned(),
-        event_id: event_id.to_owned(),
-        // An hour back at least, so never in the segmentation clock's future.
-        occur_time: Some(prost_types::Timestamp {
-            seconds: Utc::now().timestamp() - 3600 - days_ago * 86_400,
-            nanos: 0,
-        }),
-        channel: "app".to_owned(),
-        details: Some(profiles::activity::Details::CustomEvent(
-            profiles::CustomEvent {
-                event_type: "coupon_redeemed".to_owned(),
-                properties,
-            },
-        )),
-        ..Default::default()
-    }
+    custom_activity(
+        customer_id,
+        event_id,
+        "coupon_redeemed",
+        3600 + days_ago * 86_400,
+        vec![
+            ("value", P::NumberValue(amount)),
+            ("campaign", P::StringValue(campaign.to_owned())),
+        ],
+    )
 }
 
 /// "coupon_value_90d": SUM of `value` over the last 90 days.
@@ -202,26 +174,8 @@ async fn traits_hold_the_hand_computed_aggregates_and_a_rule_on_one_moves_its_cu
             event_type: Some(coupon_type()),
         })
         .await?;
-    let mut ids = Vec::new();
-    for email in ["coupons@example.com", "none@example.com"] {
-        let customer = profiles
-            .create_customer(profiles::CreateCustomerRequest {
-                customer: Some(profiles::Customer {
-                    identities: vec![profiles::Identity {
-                        identity_type: profiles::IdentityType::Email.into(),
-                        value: email.to_owned(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            })
-            .await?
-            .into_inner()
-            .customer
-            .unwrap_or_default();
-        ids.push(customer.customer_id);
-    }
+    let ids =
+        profiles_customers(&mut profiles, &["coupons@example.com", "none@example.com"]).await?;
     let (id, other) = (ids[0].clone(), ids[1].clone());
     for (event_id, amount, campaign, days_ago) in [
         ("k-1", 10.0, "spring", 3),

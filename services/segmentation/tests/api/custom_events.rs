@@ -17,7 +17,9 @@ use custops_segmentation::wire::timestamp;
 use prost::{Message, Name};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, as_of, eventually, spawn_app_at, spawn_with_profiles};
+use crate::helpers::{
+    TestApp, as_of, eventually, profiles_customers, spawn_app_at, spawn_with_profiles,
+};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -118,26 +120,11 @@ async fn custom_events_arrive_without_personal_values_and_follow_merges_and_eras
             event_type: Some(coupon_type()),
         })
         .await?;
-    let mut ids = Vec::new();
-    for email in ["src.events@example.com", "tgt.events@example.com"] {
-        let customer = profiles
-            .create_customer(profiles::CreateCustomerRequest {
-                customer: Some(profiles::Customer {
-                    identities: vec![profiles::Identity {
-                        identity_type: profiles::IdentityType::Email.into(),
-                        value: email.to_owned(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            })
-            .await?
-            .into_inner()
-            .customer
-            .unwrap_or_default();
-        ids.push(customer.customer_id);
-    }
+    let ids = profiles_customers(
+        &mut profiles,
+        &["src.events@example.com", "tgt.events@example.com"],
+    )
+    .await?;
     let (source, target) = (ids[0].clone(), ids[1].clone());
 
     // Act 1: a custom event with a personal property on the source.

@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use custops_contracts::custops::profiles::v1 as profiles;
 use custops_contracts::custops::segmentation::v1 as pb;
 use pb::condition::Kind;
 use pb::value::Kind as V;
 
-use crate::helpers::{eventually, spawn_app, spawn_with_profiles};
+use crate::helpers::{
+    custom_activity, event_type, eventually, profiles_customers, spawn_app, spawn_with_profiles,
+};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -28,58 +29,29 @@ fn event(condition: pb::EventCondition) -> pb::Condition {
 }
 
 fn order_type() -> profiles::EventType {
-    let property = |name: &str, property_type: profiles::EventPropertyType| {
-        profiles::EventPropertyDefinition {
-            property_name: name.to_owned(),
-            property_type: property_type as i32,
-            description: String::new(),
-            contains_pii: false,
-            required: false,
-        }
-    };
-    profiles::EventType {
-        event_type_name: "order_placed".to_owned(),
-        description: "An order was placed".to_owned(),
-        properties: vec![
-            property("amount", profiles::EventPropertyType::Number),
-            property("tier", profiles::EventPropertyType::String),
+    event_type(
+        "order_placed",
+        "An order was placed",
+        &[
+            ("amount", profiles::EventPropertyType::Number),
+            ("tier", profiles::EventPropertyType::String),
         ],
-        ..Default::default()
-    }
+    )
 }
 
+/// An order an hour before now (inside a window ending at the segmentation clock's instant).
 fn order(customer_id: &str, event_id: &str, amount: f64, tier: &str) -> profiles::Activity {
     use profiles::event_property_value::Value as P;
-    let properties = [
-        ("amount", P::NumberValue(amount)),
-        ("tier", P::StringValue(tier.to_owned())),
-    ]
-    .into_iter()
-    .map(|(k, v)| {
-        (
-            k.to_owned(),
-            profiles::EventPropertyValue { value: Some(v) },
-        )
-    })
-    .collect();
-    profiles::Activity {
-        customer_id: customer_id.to_owned(),
-        source: "checkout".to_owned(),
-        event_id: event_id.to_owned(),
-        // Before the segmentation clock's instant, so inside a window ending there.
-        occur_time: Some(prost_types::Timestamp {
-            seconds: Utc::now().timestamp() - 3600,
-            nanos: 0,
-        }),
-        channel: "app".to_owned(),
-        details: Some(profiles::activity::Details::CustomEvent(
-            profiles::CustomEvent {
-                event_type: "order_placed".to_owned(),
-                properties,
-            },
-        )),
-        ..Default::default()
-    }
+    custom_activity(
+        customer_id,
+        event_id,
+        "order_placed",
+        3600,
+        vec![
+            ("amount", P::NumberValue(amount)),
+            ("tier", P::StringValue(tier.to_owned())),
+        ],
+    )
 }
 
 /// "Spent at least 100 on gold orders in the last 30 days".
@@ -111,23 +83,9 @@ async fn a_custom_event_recorded_in_profiles_moves_its_customer_into_a_segment_w
             event_type: Some(order_type()),
         })
         .await?;
-    let customer = profiles
-        .create_customer(profiles::CreateCustomerRequest {
-            customer: Some(profiles::Customer {
-                identities: vec![profiles::Identity {
-                    identity_type: profiles::IdentityType::Email.into(),
-                    value: "gold.orders@example.com".to_owned(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
+    let id = profiles_customers(&mut profiles, &["gold.orders@example.com"])
         .await?
-        .into_inner()
-        .customer
-        .unwrap_or_default();
-    let id = customer.customer_id;
+        .remove(0);
     let learnt = eventually(PATIENCE, || {
         let pool = app.pool.clone();
         async move {

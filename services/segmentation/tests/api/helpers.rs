@@ -13,6 +13,7 @@ use custops_common::clock::ManualClock;
 use custops_common::config::ServiceSettings;
 use custops_common::paging::PageTokens;
 use custops_common::service::ServiceKind;
+use custops_contracts::custops::profiles::v1 as profiles_pb;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
 use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
@@ -145,6 +146,97 @@ pub(crate) async fn spawn_with_profiles(
     )
     .await?;
     Ok((app, profiles, stop.drop_guard()))
+}
+
+/// A custom event type as a platform team defines it in profiles: `properties` by name and
+/// type, none personal or required.
+pub(crate) fn event_type(
+    name: &str,
+    description: &str,
+    properties: &[(&str, profiles_pb::EventPropertyType)],
+) -> profiles_pb::EventType {
+    profiles_pb::EventType {
+        event_type_name: name.to_owned(),
+        description: description.to_owned(),
+        properties: properties
+            .iter()
+            .map(
+                |(property, property_type)| profiles_pb::EventPropertyDefinition {
+                    property_name: (*property).to_owned(),
+                    property_type: *property_type as i32,
+                    description: String::new(),
+                    contains_pii: false,
+                    required: false,
+                },
+            )
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A custom event of type `event_type` of `customer_id` with `properties`, `seconds_ago`
+/// seconds before the wall clock (so never in a segmentation clock's future started at it),
+/// on the "app" channel.
+pub(crate) fn custom_activity(
+    customer_id: &str,
+    event_id: &str,
+    event_type: &str,
+    seconds_ago: i64,
+    properties: Vec<(&str, profiles_pb::event_property_value::Value)>,
+) -> profiles_pb::Activity {
+    profiles_pb::Activity {
+        customer_id: customer_id.to_owned(),
+        source: "app".to_owned(),
+        event_id: event_id.to_owned(),
+        occur_time: Some(prost_types::Timestamp {
+            seconds: Utc::now().timestamp() - seconds_ago,
+            nanos: 0,
+        }),
+        channel: "app".to_owned(),
+        details: Some(profiles_pb::activity::Details::CustomEvent(
+            profiles_pb::CustomEvent {
+                event_type: event_type.to_owned(),
+                properties: properties
+                    .into_iter()
+                    .map(|(name, value)| {
+                        (
+                            name.to_owned(),
+                            profiles_pb::EventPropertyValue { value: Some(value) },
+                        )
+                    })
+                    .collect(),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Creates a customer in profiles for each e-mail address; their ids, in order.
+pub(crate) async fn profiles_customers(
+    profiles: &mut ProfilesClient,
+    emails: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(emails.len());
+    for email in emails {
+        let customer = profiles
+            .create_customer(profiles_pb::CreateCustomerRequest {
+                customer: Some(profiles_pb::Customer {
+                    identities: vec![profiles_pb::Identity {
+                        identity_type: profiles_pb::IdentityType::Email.into(),
+                        value: (*email).to_owned(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await?
+            .into_inner()
+            .customer
+            .unwrap_or_default();
+        ids.push(customer.customer_id);
+    }
+    Ok(ids)
 }
 
 pub(crate) async fn spawn_app_on(db: TestDatabase, options: Options) -> anyhow::Result<TestApp> {

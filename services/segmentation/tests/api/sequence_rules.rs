@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use custops_contracts::custops::profiles::v1 as profiles;
 use custops_contracts::custops::segmentation::v1 as pb;
 use pb::condition::Kind;
 use pb::value::Kind as V;
 
-use crate::helpers::{eventually, spawn_app, spawn_with_profiles};
+use crate::helpers::{
+    custom_activity, event_type, eventually, profiles_customers, spawn_app, spawn_with_profiles,
+};
 
 /// How long a change may take to travel profiles → feed → segmentation on a loaded test
 /// machine: a bound on waiting, not a claim about speed.
@@ -60,24 +61,6 @@ fn home_then_order() -> pb::Condition {
     })
 }
 
-fn event_type(name: &str, properties: &[&str]) -> profiles::EventType {
-    profiles::EventType {
-        event_type_name: name.to_owned(),
-        description: format!("{name} happened"),
-        properties: properties
-            .iter()
-            .map(|p| profiles::EventPropertyDefinition {
-                property_name: (*p).to_owned(),
-                property_type: profiles::EventPropertyType::String as i32,
-                description: String::new(),
-                contains_pii: false,
-                required: false,
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
 /// A custom event `hours_ago` hours before now; `screen` for app_opened, `None` for an order.
 fn activity(
     customer_id: &str,
@@ -89,34 +72,17 @@ fn activity(
     let (event_type, properties) = match screen {
         Some(screen) => (
             "app_opened",
-            [(
-                "screen".to_owned(),
-                profiles::EventPropertyValue {
-                    value: Some(P::StringValue(screen.to_owned())),
-                },
-            )]
-            .into_iter()
-            .collect(),
+            vec![("screen", P::StringValue(screen.to_owned()))],
         ),
-        None => ("order_placed", Default::default()),
+        None => ("order_placed", Vec::new()),
     };
-    profiles::Activity {
-        customer_id: customer_id.to_owned(),
-        source: "app".to_owned(),
-        event_id: event_id.to_owned(),
-        occur_time: Some(prost_types::Timestamp {
-            seconds: Utc::now().timestamp() - hours_ago * 3600,
-            nanos: 0,
-        }),
-        channel: "app".to_owned(),
-        details: Some(profiles::activity::Details::CustomEvent(
-            profiles::CustomEvent {
-                event_type: event_type.to_owned(),
-                properties,
-            },
-        )),
-        ..Default::default()
-    }
+    custom_activity(
+        customer_id,
+        event_id,
+        event_type,
+        hours_ago * 3600,
+        properties,
+    )
 }
 
 #[tokio::test]
@@ -124,33 +90,19 @@ async fn a_sequence_rule_follows_custom_events_recorded_in_profiles_in_both_eval
 -> anyhow::Result<()> {
     // Arrange: profiles in-process, segmentation following its feed, over one database.
     let (app, mut profiles, _stop_profiles) = spawn_with_profiles(None).await?;
-    for (name, properties) in [("app_opened", &["screen"][..]), ("order_placed", &[][..])] {
+    let screen = [("screen", profiles::EventPropertyType::String)];
+    for (name, properties) in [("app_opened", &screen[..]), ("order_placed", &[][..])] {
         profiles
             .create_event_type(profiles::CreateEventTypeRequest {
-                event_type: Some(event_type(name, properties)),
+                event_type: Some(event_type(name, &format!("{name} happened"), properties)),
             })
             .await?;
     }
-    let mut ids = Vec::new();
-    for email in ["then@example.com", "help@example.com", "before@example.com"] {
-        let customer = profiles
-            .create_customer(profiles::CreateCustomerRequest {
-                customer: Some(profiles::Customer {
-                    identities: vec![profiles::Identity {
-                        identity_type: profiles::IdentityType::Email.into(),
-                        value: email.to_owned(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            })
-            .await?
-            .into_inner()
-            .customer
-            .unwrap_or_default();
-        ids.push(customer.customer_id);
-    }
+    let ids = profiles_customers(
+        &mut profiles,
+        &["then@example.com", "help@example.com", "before@example.com"],
+    )
+    .await?;
     let learnt = eventually(PATIENCE, || {
         let pool = app.pool.clone();
         async move {

@@ -190,20 +190,7 @@ async fn traits_hold_the_hand_computed_aggregates_and_a_rule_on_one_moves_its_cu
         )
         .await?;
     }
-    let stored = eventually(PATIENCE, || {
-        let pool = app.pool.clone();
-        let id = id.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM customer_events WHERE customer_id = $1",
-            )
-            .bind(&id)
-            .fetch_one(&pool)
-            .await
-            .is_ok_and(|n| n == 5)
-        }
-    })
-    .await;
+    let stored = app.stores_events(&id, 5, PATIENCE).await;
     assert!(stored, "the coupons never reached segmentation");
 
     // Act 1: define the traits (their jobs store everyone's values).

@@ -116,20 +116,7 @@ async fn a_custom_event_recorded_in_profiles_moves_its_customer_into_a_segment_w
             })
             .await?;
     }
-    let stored = eventually(PATIENCE, || {
-        let pool = app.pool.clone();
-        let id = id.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM customer_events WHERE customer_id = $1",
-            )
-            .bind(&id)
-            .fetch_one(&pool)
-            .await
-            .is_ok_and(|n| n == 2)
-        }
-    })
-    .await;
+    let stored = app.stores_events(&id, 2, PATIENCE).await;
     assert!(stored, "the orders never reached segmentation");
 
     // Assert 1: 60 of gold is not enough (the silver order does not count).

@@ -393,6 +393,29 @@ impl TestApp {
         Ok(self.get_segment(&segment.segment_id).await?)
     }
 
+    /// Whether segmentation holds `count` custom events of `customer_id` within `patience`.
+    pub(crate) async fn stores_events(
+        &self,
+        customer_id: &str,
+        count: i64,
+        patience: Duration,
+    ) -> bool {
+        eventually(patience, || {
+            let pool = self.pool.clone();
+            let id = customer_id.to_owned();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM customer_events WHERE customer_id = $1",
+                )
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n == count)
+            }
+        })
+        .await
+    }
+
     /// The fields named by CreateSegment refusing a rule segment with `rule`; an error when it
     /// was accepted.
     pub(crate) async fn refused_rule(&self, rule: pb::Condition) -> anyhow::Result<Vec<String>> {

@@ -45,14 +45,7 @@ pub fn parse_rule(
     path: &str,
     catalog: &Catalog,
 ) -> Result<Rule, Violations> {
-    let mut parser = Parser {
-        catalog,
-        violations: Violations::new(),
-        failed: false,
-        nodes: 0,
-        values: 0,
-        segments: BTreeSet::new(),
-    };
+    let mut parser = Parser::new(catalog);
     let root = parser.node(condition, path, 1);
     match root {
         Some(root) if !parser.failed => Ok(Rule::new(path.to_owned(), root)),
@@ -67,14 +60,7 @@ pub fn parse_measure(
     path: &str,
     catalog: &Catalog,
 ) -> Result<EventMeasure, Violations> {
-    let mut parser = Parser {
-        catalog,
-        violations: Violations::new(),
-        failed: false,
-        nodes: 0,
-        values: 0,
-        segments: BTreeSet::new(),
-    };
+    let mut parser = Parser::new(catalog);
     match parser.measure(wire, path) {
         Some(measure) if !parser.failed => Ok(measure),
         _ => Err(parser.violations),
@@ -89,6 +75,19 @@ struct Parser<'c> {
     nodes: usize,
     values: usize,
     segments: BTreeSet<Uuid>,
+}
+
+impl<'c> Parser<'c> {
+    fn new(catalog: &'c Catalog) -> Self {
+        Parser {
+            catalog,
+            violations: Violations::new(),
+            failed: false,
+            nodes: 0,
+            values: 0,
+            segments: BTreeSet::new(),
+        }
+    }
 }
 
 impl Parser<'_> {

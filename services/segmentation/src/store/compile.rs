@@ -8,7 +8,8 @@
 //! activities grouped by customer and joined to the facts ([`CompiledRule::from_clause`]),
 //! right for everyone (a recompute, a preview): Postgres runs the correlated form once per
 //! customer, index probe and all, which at a million customers took three times the hand-written
-//! `GROUP BY`.
+//! `GROUP BY`. Custom event aggregates have the same two shapes (`compile/events.rs`, the
+//! grouped pass `ge` over `customer_events`).
 //!
 //! The SQL text holds only fixed fragments chosen by the field's catalog key and operator,
 //! and placeholders: every value of the rule (strings, numbers, dates, segment ids, attribute
@@ -57,6 +58,8 @@ pub struct CompiledRule {
     /// The grouped activity aggregates `g` reads, as (`aggregate FILTER (…) AS gN`, the filter);
     /// empty when compiled correlated or when the rule reads none.
     aggregates: Vec<(String, String)>,
+    /// The grouped custom event aggregates `ge` reads, likewise (`… AS eN`, the filter).
+    event_aggregates: Vec<(String, String)>,
 }
 
 /// Compiles `rule` with correlated activity aggregates (see the module docs).
@@ -77,6 +80,7 @@ pub fn compile_measure(measure: &EventMeasure) -> CompiledRule {
         binds: Vec::new(),
         grouped: false,
         aggregates: Vec::new(),
+        event_aggregates: Vec::new(),
     };
     // Computed traits take no money measure (their value would have no single currency).
     let sql = compiler.measure(measure, None);
@@ -84,6 +88,7 @@ pub fn compile_measure(measure: &EventMeasure) -> CompiledRule {
         sql,
         binds: compiler.binds,
         aggregates: compiler.aggregates,
+        event_aggregates: compiler.event_aggregates,
     }
 }
 
@@ -92,35 +97,44 @@ fn compile_as(rule: &Rule, grouped: bool) -> CompiledRule {
         binds: Vec::new(),
         grouped,
         aggregates: Vec::new(),
+        event_aggregates: Vec::new(),
     };
     let sql = compiler.node(rule.root());
     CompiledRule {
         sql,
         binds: compiler.binds,
         aggregates: compiler.aggregates,
+        event_aggregates: compiler.event_aggregates,
     }
 }
 
 impl CompiledRule {
     /// The FROM clause the condition reads: `customer_facts f`, left-joined to the rule's
-    /// grouped activity aggregates `g` (one pass over the activities any of them covers) when
-    /// it has any.
+    /// grouped activity aggregates `g` (one pass over the activities any of them covers) and
+    /// custom event aggregates `ge` (likewise over `customer_events`) when it has any.
     pub fn from_clause(&self) -> String {
-        if self.aggregates.is_empty() {
-            return "customer_facts f".to_owned();
+        let mut from = "customer_facts f".to_owned();
+        for (table, alias, rows, aggregates) in [
+            ("customer_activities", "g", "a", &self.aggregates),
+            ("customer_events", "ge", "e", &self.event_aggregates),
+        ] {
+            if aggregates.is_empty() {
+                continue;
+            }
+            let columns: Vec<&str> = aggregates.iter().map(|(c, _)| c.as_str()).collect();
+            let covered: Vec<String> = aggregates
+                .iter()
+                .map(|(_, filter)| format!("({filter})"))
+                .collect();
+            from.push_str(&format!(
+                " LEFT JOIN (SELECT {rows}.customer_id, {} FROM {table} {rows} \
+                 WHERE {} GROUP BY {rows}.customer_id) {alias} \
+                 ON {alias}.customer_id = f.customer_id",
+                columns.join(", "),
+                covered.join(" OR ")
+            ));
         }
-        let columns: Vec<&str> = self.aggregates.iter().map(|(c, _)| c.as_str()).collect();
-        let covered: Vec<String> = self
-            .aggregates
-            .iter()
-            .map(|(_, filter)| format!("({filter})"))
-            .collect();
-        format!(
-            "customer_facts f LEFT JOIN (SELECT a.customer_id, {} FROM customer_activities a \
-             WHERE {} GROUP BY a.customer_id) g ON g.customer_id = f.customer_id",
-            columns.join(", "),
-            covered.join(" OR ")
-        )
+        from
     }
 
     /// Binds one more value after the rule's own and returns its placeholder with `cast`
@@ -178,9 +192,11 @@ pub async fn matching_customers(
 
 struct Compiler {
     binds: Vec<SqlValue>,
-    /// Activity aggregates as columns of `g` rather than correlated subqueries.
+    /// Activity and custom event aggregates as columns of `g` and `ge` rather than correlated
+    /// subqueries.
     grouped: bool,
     aggregates: Vec<(String, String)>,
+    event_aggregates: Vec<(String, String)>,
 }
 
 /// How a field's value is read in SQL.

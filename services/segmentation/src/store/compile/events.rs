@@ -50,7 +50,13 @@ fn comparison(value_type: ValueType, operator: Operator, values: &[Value]) -> Pr
 impl Compiler {
     /// A two-valued test of `condition` for the customer of `f`.
     pub(super) fn event(&mut self, condition: &EventCondition) -> String {
-        let expr = self.measure(&condition.measure, operand_currency(&condition.values));
+        let currency = operand_currency(&condition.values);
+        // MOST_FREQUENT stays correlated in both shapes, like category lists.
+        let expr = if self.grouped && condition.measure.aggregate != Aggregate::MostFrequent {
+            self.grouped_measure(&condition.measure, currency)
+        } else {
+            self.measure(&condition.measure, currency)
+        };
         let test = comparison(
             condition.measure.value_type(),
             condition.operator,
@@ -112,6 +118,71 @@ impl Compiler {
                      GROUP BY x.v ORDER BY count(*) DESC, x.v COLLATE \"C\" LIMIT 1)"
                 )
             }
+        }
+    }
+
+    /// The value of `measure` as a column of the grouped pass over the events (`ge`, see
+    /// `CompiledRule::from_clause`): the aggregates of [`Compiler::measure`], each with the
+    /// measure's covered events as its FILTER; COUNT and SUM read 0 for a customer the pass
+    /// has no row for.
+    fn grouped_measure(&mut self, measure: &EventMeasure, currency: Option<&str>) -> String {
+        let mut covered = self.covered_events(measure);
+        let (aggregate, zero) = if measure.is_money() {
+            let (amount, in_currency) =
+                self.money_expr("e", &measure.property, currency.unwrap_or_default());
+            covered = format!("{covered} AND {in_currency}");
+            let of = |call: &str| format!("{call} FILTER (WHERE {covered})");
+            match measure.aggregate {
+                Aggregate::Sum => (of(&format!("sum({amount})")), Some("0")),
+                Aggregate::Min => (of(&format!("min({amount})")), None),
+                Aggregate::Max => (of(&format!("max({amount})")), None),
+                _ => (
+                    format!(
+                        "div({}, {})",
+                        of(&format!("sum({amount})")),
+                        of(&format!("count({amount})"))
+                    ),
+                    None,
+                ),
+            }
+        } else {
+            let order = "ORDER BY e.occur_time, e.activity_id COLLATE \"C\"";
+            let number =
+                |c: &mut Self| c.property_expr("e", &measure.property, PropertyType::Number);
+            let of = |call: &str| format!("{call} FILTER (WHERE {covered})");
+            match measure.aggregate {
+                Aggregate::Count => (of("count(*)"), Some("0")),
+                Aggregate::FirstTime => (of("min(e.occur_time)"), None),
+                Aggregate::LastTime => (of("max(e.occur_time)"), None),
+                Aggregate::Sum => {
+                    let x = number(self);
+                    (
+                        of(&format!("sum({} {order})", bounded(&x))),
+                        Some("0::float8"),
+                    )
+                }
+                Aggregate::Min => (of(&format!("min({})", number(self))), None),
+                Aggregate::Max => (of(&format!("max({})", number(self))), None),
+                // MOST_FREQUENT is read correlated (see `event`).
+                Aggregate::Average | Aggregate::MostFrequent => {
+                    let x = number(self);
+                    (
+                        format!(
+                            "{} / ({})::float8",
+                            of(&format!("sum({} {order})", bounded(&x))),
+                            of(&format!("count({x})"))
+                        ),
+                        None,
+                    )
+                }
+            }
+        };
+        let column = format!("e{}", self.event_aggregates.len() + 1);
+        self.event_aggregates
+            .push((format!("{aggregate} AS {column}"), covered));
+        match zero {
+            Some(zero) => format!("COALESCE(ge.{column}, {zero})"),
+            None => format!("ge.{column}"),
         }
     }
 

@@ -16,12 +16,23 @@
 //! - `customer_activities`: purchases (70 %, amount and currency, one or two categories, a sales
 //!   channel) and interactions (30 %: the feed's interaction kind slugs, at most one category,
 //!   web or app), as ActivityRecorded writes them.
+//! - `event_types`: the twenty custom event types of [`EVENT_TYPES`], as EventTypeDefined
+//!   writes them (at feed position 0, so profiles' own EventTypeDefined of the same type
+//!   replaces the row with the same content).
+//! - `customer_events`: custom events of those types (about [`Fixture::custom_events`], one per
+//!   customer by default), as an ActivityRecorded carrying a custom event writes them: the
+//!   properties as `{"<name>": {"<type>": value}}`, in the text the feed writes (strings from
+//!   each property's list, numbers in quarters so that sums in any order are exact, written as
+//!   serde_json writes the f64, booleans, times as chrono's RFC 3339 in UTC), optional
+//!   properties left out now and then, channel app or web.
 //!
 //! The shape: 60 % of customers in China (prices in CNY), the rest in four other countries,
 //! paying in their local currency one purchase in four; 15 % of customers never active; the
 //! others with a skewed number of activities (a Pareto tail: most have a few, a few have
 //! hundreds) spread over their own lifetime of up to two years before the anchor, 40 % of them
-//! lapsed for a while before it. Every time lies 2–22 hours off a whole number of days before
+//! lapsed for a while before it. Custom events are skewed twice: 60 % of the active customers
+//! have any (a Pareto tail again), and the event types are drawn with a falling share (the
+//! first about a fifth of the events, the last about one in forty). Every time lies 2–22 hours off a whole number of days before
 //! the anchor, so for two hours after the anchor no activity or creation time crosses the
 //! boundary of a whole-day window (`last_days`, WITHIN_LAST, recency days): rules over the
 //! fixture give the same answer throughout a benchmark.
@@ -31,6 +42,10 @@
 //! activities load in a minute or two. `tests/fixture.rs` checks a sample against the feed
 //! path: the same customers and activities sent through `ProfilesFeed` as CustomerCreated,
 //! AttributeDefinitionCreated and ActivityRecorded events write the same rows.
+//!
+//! The custom events are there for the behavioural rules (event aggregates and sequences) of
+//! `custops bench`: its `segmentation.recompute_events` recomputes one over them, and every
+//! bench rule segment over events is checked against hand-written SQL over these rows.
 
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -109,6 +124,306 @@ pub const ATTRIBUTES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// How the values of one property of a fixture event type are drawn, and so its type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PropertyValues {
+    /// A STRING property, one of these (drawn uniformly).
+    Strings(&'static [&'static str]),
+    /// A NUMBER property, a whole number of quarters from 0 to below `max` (exact in binary, so
+    /// sums in any order agree).
+    Quarters { max: u32 },
+    /// A BOOL property, true one time in two.
+    Bool,
+    /// A TIME property: the event's occur time plus 0 to `days` − 1 whole days.
+    DaysAfter { days: u32 },
+}
+
+impl PropertyValues {
+    /// The catalog type slug (`event_types.properties[].type`, the key of a stored value).
+    pub fn type_slug(&self) -> &'static str {
+        match self {
+            Self::Strings(_) => "string",
+            Self::Quarters { .. } => "number",
+            Self::Bool => "bool",
+            Self::DaysAfter { .. } => "time",
+        }
+    }
+}
+
+/// A property of a fixture event type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FixtureProperty {
+    /// Name (the key in the event's properties).
+    pub name: &'static str,
+    /// Its values, and so its type.
+    pub values: PropertyValues,
+    /// Every event carries it; an optional one is left out of one event in five.
+    pub required: bool,
+}
+
+/// A custom event type of the fixture, declared the same way in profiles by `custops bench`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FixtureEventType {
+    /// Name (`event_types.name`, `customer_events.event_type`).
+    pub name: &'static str,
+    /// What it means.
+    pub description: &'static str,
+    /// Its properties, none personal.
+    pub properties: &'static [FixtureProperty],
+}
+
+const fn property(name: &'static str, values: PropertyValues, required: bool) -> FixtureProperty {
+    FixtureProperty {
+        name,
+        values,
+        required,
+    }
+}
+
+/// The twenty custom event types, most frequent first (see the module docs for the mix).
+pub const EVENT_TYPES: &[FixtureEventType] = &[
+    FixtureEventType {
+        name: "app_opened",
+        description: "The app came to the foreground",
+        properties: &[
+            property(
+                "screen",
+                PropertyValues::Strings(&["home", "search", "cart", "profile"]),
+                true,
+            ),
+            property("from_push", PropertyValues::Bool, false),
+        ],
+    },
+    FixtureEventType {
+        name: "page_viewed",
+        description: "A page of the web shop was viewed",
+        properties: &[
+            property(
+                "path",
+                PropertyValues::Strings(&["/", "/sale", "/new", "/brands", "/stores"]),
+                true,
+            ),
+            property("seconds", PropertyValues::Quarters { max: 1200 }, false),
+        ],
+    },
+    FixtureEventType {
+        name: "search_performed",
+        description: "A product search (the term itself is not recorded)",
+        properties: &[
+            property("results", PropertyValues::Quarters { max: 400 }, true),
+            property("filtered", PropertyValues::Bool, false),
+        ],
+    },
+    FixtureEventType {
+        name: "coupon_redeemed",
+        description: "A coupon was applied to an order",
+        properties: &[
+            property(
+                "code",
+                PropertyValues::Strings(&["WELCOME10", "SPRING20", "VIP30", "FREESHIP"]),
+                true,
+            ),
+            property("value", PropertyValues::Quarters { max: 200 }, true),
+            property("first_use", PropertyValues::Bool, true),
+        ],
+    },
+    FixtureEventType {
+        name: "wishlist_added",
+        description: "A product was added to the wish list",
+        properties: &[
+            property("category", PropertyValues::Strings(CATEGORIES), true),
+            property("price", PropertyValues::Quarters { max: 4000 }, false),
+        ],
+    },
+    FixtureEventType {
+        name: "cart_abandoned",
+        description: "A cart was left without ordering for a day",
+        properties: &[
+            property("items", PropertyValues::Quarters { max: 40 }, true),
+            property("value", PropertyValues::Quarters { max: 8000 }, true),
+            property(
+                "device",
+                PropertyValues::Strings(&["ios", "android", "desktop"]),
+                false,
+            ),
+        ],
+    },
+    FixtureEventType {
+        name: "notification_clicked",
+        description: "A push notification or message was clicked",
+        properties: &[
+            property(
+                "campaign",
+                PropertyValues::Strings(&["spring_sale", "restock", "birthday", "win_back"]),
+                true,
+            ),
+            property("sent_at", PropertyValues::DaysAfter { days: 1 }, false),
+        ],
+    },
+    FixtureEventType {
+        name: "review_written",
+        description: "A product review was published",
+        properties: &[
+            property("stars", PropertyValues::Quarters { max: 20 }, true),
+            property("with_photo", PropertyValues::Bool, false),
+            property("category", PropertyValues::Strings(CATEGORIES), true),
+        ],
+    },
+    FixtureEventType {
+        name: "store_checked_in",
+        description: "The customer checked in at a store",
+        properties: &[
+            property(
+                "store",
+                PropertyValues::Strings(&[
+                    "Shanghai flagship",
+                    "Shenzhen flagship",
+                    "Beijing flagship",
+                    "Berlin flagship",
+                ]),
+                true,
+            ),
+            property("minutes", PropertyValues::Quarters { max: 480 }, false),
+        ],
+    },
+    FixtureEventType {
+        name: "live_stream_watched",
+        description: "A live shopping stream was watched",
+        properties: &[
+            property(
+                "host",
+                PropertyValues::Strings(&["anna", "li_wei", "mika"]),
+                true,
+            ),
+            property("minutes", PropertyValues::Quarters { max: 360 }, true),
+            property("bought", PropertyValues::Bool, false),
+        ],
+    },
+    FixtureEventType {
+        name: "referral_sent",
+        description: "A referral link was shared",
+        properties: &[
+            property(
+                "medium",
+                PropertyValues::Strings(&["wechat", "email", "sms", "link"]),
+                true,
+            ),
+            property("accepted", PropertyValues::Bool, false),
+        ],
+    },
+    FixtureEventType {
+        name: "points_redeemed",
+        description: "Loyalty points were exchanged for a reward",
+        properties: &[
+            property(
+                "reward",
+                PropertyValues::Strings(&["voucher", "gift", "upgrade"]),
+                true,
+            ),
+            property("points", PropertyValues::Quarters { max: 20000 }, true),
+        ],
+    },
+    FixtureEventType {
+        name: "survey_completed",
+        description: "A satisfaction survey was completed",
+        properties: &[
+            property(
+                "survey",
+                PropertyValues::Strings(&["post_purchase", "delivery", "store_visit"]),
+                true,
+            ),
+            property("nps", PropertyValues::Quarters { max: 44 }, false),
+        ],
+    },
+    FixtureEventType {
+        name: "trial_started",
+        description: "A membership trial started",
+        properties: &[
+            property(
+                "plan",
+                PropertyValues::Strings(&["plus", "family", "premium"]),
+                true,
+            ),
+            property("trial_end", PropertyValues::DaysAfter { days: 31 }, true),
+        ],
+    },
+    FixtureEventType {
+        name: "subscription_renewed",
+        description: "A paid membership was renewed",
+        properties: &[
+            property(
+                "plan",
+                PropertyValues::Strings(&["plus", "family", "premium"]),
+                true,
+            ),
+            property("months", PropertyValues::Quarters { max: 52 }, true),
+            property("automatic", PropertyValues::Bool, false),
+        ],
+    },
+    FixtureEventType {
+        name: "support_ticket_opened",
+        description: "A support ticket was opened",
+        properties: &[
+            property(
+                "topic",
+                PropertyValues::Strings(&["delivery", "refund", "size", "payment"]),
+                true,
+            ),
+            property("urgent", PropertyValues::Bool, false),
+        ],
+    },
+    FixtureEventType {
+        name: "delivery_rated",
+        description: "A delivery was rated",
+        properties: &[
+            property("rating", PropertyValues::Quarters { max: 20 }, true),
+            property("late", PropertyValues::Bool, false),
+            property("delivered_at", PropertyValues::DaysAfter { days: 3 }, false),
+        ],
+    },
+    FixtureEventType {
+        name: "appointment_booked",
+        description: "A fitting, styling or repair appointment was booked",
+        properties: &[
+            property(
+                "service",
+                PropertyValues::Strings(&["fitting", "styling", "repair"]),
+                true,
+            ),
+            property(
+                "appointment_time",
+                PropertyValues::DaysAfter { days: 14 },
+                true,
+            ),
+            property("deposit", PropertyValues::Quarters { max: 2000 }, false),
+        ],
+    },
+    FixtureEventType {
+        name: "app_crashed",
+        description: "The app crashed",
+        properties: &[
+            property(
+                "version",
+                PropertyValues::Strings(&["5.1.0", "5.2.0", "5.2.1"]),
+                true,
+            ),
+            property("fatal", PropertyValues::Bool, false),
+        ],
+    },
+    FixtureEventType {
+        name: "gift_card_bought",
+        description: "A gift card was bought",
+        properties: &[
+            property("amount", PropertyValues::Quarters { max: 4000 }, true),
+            property(
+                "design",
+                PropertyValues::Strings(&["birthday", "festival", "plain"]),
+                false,
+            ),
+        ],
+    },
+];
+
 const GENDERS: &[&str] = &["female", "male", "non_binary", "prefer_not_to_say"];
 const INCOME_BANDS: &[&str] = &[
     "low",
@@ -135,6 +450,12 @@ const INACTIVE_SHARE: f64 = 0.15;
 /// Mean of the activity weight `min(50, 0.5 / sqrt(u))` over a uniform `u`.
 const WEIGHT_MEAN: f64 = 0.995;
 
+/// Share of the active customers with custom events.
+const EVENTFUL_SHARE: f64 = 0.6;
+
+/// Share of events carrying an optional property.
+const OPTIONAL_PRESENT: f64 = 0.8;
+
 /// Customers per statement.
 const CHUNK: u64 = 20_000;
 
@@ -148,6 +469,9 @@ pub struct Fixture {
     pub customers: u64,
     /// Activities wanted; the count loaded is close to it (it is drawn per customer).
     pub activities: u64,
+    /// Custom events wanted (of [`EVENT_TYPES`]); drawn per customer like the activities.
+    /// [`Fixture::new`] asks for one per customer.
+    pub custom_events: u64,
     /// The seed: the same seed, sizes and anchor give the same rows.
     pub seed: u32,
     /// "Now" of the data: every time lies before it (up to two years).
@@ -163,14 +487,18 @@ pub struct Loaded {
     pub customers: u64,
     pub activities: u64,
     pub purchases: u64,
+    /// Rows of `customer_events`.
+    pub custom_events: u64,
 }
 
 impl Fixture {
-    /// `customers` customers with about `activities` activities before `anchor`.
+    /// `customers` customers with about `activities` activities and about one custom event
+    /// each before `anchor`.
     pub fn new(customers: u64, activities: u64, seed: u32, anchor: DateTime<Utc>) -> Self {
         Self {
             customers,
             activities,
+            custom_events: customers,
             seed,
             anchor,
             known_ids: Vec::new(),
@@ -202,16 +530,56 @@ impl Fixture {
         Ok(())
     }
 
-    /// Writes the customers and their activities through `conn`, whose `search_path` must be
+    /// Records the custom event types of [`EVENT_TYPES`] (as EventTypeDefined does, at feed
+    /// position 0); done by [`Fixture::load`] too. Rules on the events validate once these
+    /// exist.
+    pub async fn define_event_types(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        for event_type in EVENT_TYPES {
+            let properties: Vec<serde_json::Value> = event_type
+                .properties
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": p.name,
+                        "type": p.values.type_slug(),
+                        "contains_pii": false,
+                        "required": p.required,
+                        "description": "",
+                    })
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO event_types (name, description, properties, profiles_sequence) \
+                 VALUES ($1, $2, $3::jsonb, 0) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(event_type.name)
+            .bind(event_type.description)
+            .bind(serde_json::Value::Array(properties).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the customers, their activities and their custom events through `conn`, whose `search_path` must be
     /// the segmentation schema, one statement per chunk of customers (autocommitted unless
     /// the caller opened a transaction). Fails on customers or activities already there.
     pub async fn load(&self, conn: &mut PgConnection) -> Result<Loaded, sqlx::Error> {
         self.define_attributes(&mut *conn).await?;
+        self.define_event_types(&mut *conn).await?;
         let facts_sql = facts_sql();
         let activities_sql = activities_sql();
+        let events_sql = events_sql();
         let active = self.customers as f64 * (1.0 - INACTIVE_SHARE) * WEIGHT_MEAN;
         let lambda = if active > 0.0 {
             self.activities as f64 / active
+        } else {
+            0.0
+        };
+        let eventful =
+            self.customers as f64 * (1.0 - INACTIVE_SHARE) * EVENTFUL_SHARE * WEIGHT_MEAN;
+        let events_lambda = if eventful > 0.0 {
+            self.custom_events as f64 / eventful
         } else {
             0.0
         };
@@ -219,6 +587,7 @@ impl Fixture {
             customers: 0,
             activities: 0,
             purchases: 0,
+            custom_events: 0,
         };
         let mut lo = 0;
         while lo < self.customers {
@@ -227,8 +596,12 @@ impl Fixture {
             let (activities, purchases) = self
                 .run(&mut *conn, &activities_sql, lo, hi, lambda)
                 .await?;
+            let (custom_events, _) = self
+                .run(&mut *conn, &events_sql, lo, hi, events_lambda)
+                .await?;
             loaded.customers += customers;
             loaded.activities += activities;
+            loaded.custom_events += custom_events;
             loaded.purchases += purchases;
             lo = hi;
         }
@@ -274,7 +647,8 @@ impl Fixture {
 }
 
 // Placeholders of every statement: `$1` seed, `$2`/`$3` the customer numbers `[lo, hi)`, `$4`
-// anchor, `$5` known ids, `$6` activities per active customer, `$7`–`$10` places (country,
+// anchor, `$5` known ids, `$6` activities per active customer (custom events per eventful
+// customer in the custom events' statement), `$7`–`$10` places (country,
 // region, city, currency), `$11`–`$19` the value lists (genders, income bands, education
 // levels, occupations, interests, lifestyle tags, categories, channels, interaction kinds).
 
@@ -447,6 +821,120 @@ fn activities_sql() -> String {
     )
 }
 
+/// The text of the timestamptz `t` as the feed stores a time property (chrono's `to_rfc3339`
+/// in UTC: no fraction, or milliseconds, or microseconds, whichever is exact; `+00:00`).
+fn rfc3339(t: &str) -> String {
+    let micros = format!("(extract(microseconds FROM {t})::bigint % 1000000)");
+    format!(
+        "(to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || \
+          CASE WHEN {micros} = 0 THEN '' \
+               WHEN {micros} % 1000 = 0 THEN to_char({t} AT TIME ZONE 'UTC', '.MS') \
+               ELSE to_char({t} AT TIME ZONE 'UTC', '.US') END || '+00:00')"
+    )
+}
+
+/// A stored property value (`{"<type>": value}`) of `p` for the event of `key` (an SQL
+/// column) occurring at `occur_time`, drawn with the draws `draw` and `draw + 1`; NULL when an
+/// optional property is left out.
+fn property_value(p: &FixtureProperty, key: &str, draw: u32) -> String {
+    let value = u(key, draw);
+    let stored = match p.values {
+        PropertyValues::Strings(values) => format!(
+            "jsonb_build_object('string', (ARRAY[{}])[1 + floor({value} * {})::int])",
+            values
+                .iter()
+                .map(|v| format!("'{v}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            values.len()
+        ),
+        // As serde_json writes the f64 (one decimal for whole and half numbers, two for the
+        // other quarters), so the stored text is the feed's.
+        PropertyValues::Quarters { max } => format!(
+            "jsonb_build_object('number', CASE WHEN floor({value} * {quarters})::bigint % 2 = 0 \
+               THEN round(floor({value} * {quarters})::bigint / 4.0, 1) \
+               ELSE round(floor({value} * {quarters})::bigint / 4.0, 2) END)",
+            quarters = u64::from(max) * 4
+        ),
+        PropertyValues::Bool => format!("jsonb_build_object('bool', {value} < 0.5)"),
+        PropertyValues::DaysAfter { days } => format!(
+            "jsonb_build_object('time', {})",
+            rfc3339(&format!(
+                "(occur_time + floor({value} * {days}) * interval '24 hours')"
+            ))
+        ),
+    };
+    if p.required {
+        stored
+    } else {
+        format!(
+            "CASE WHEN {} < {OPTIONAL_PRESENT} THEN {stored} END",
+            u(key, draw + 1)
+        )
+    }
+}
+
+fn events_sql() -> String {
+    let key = format!("(c.i * {PER_CUSTOMER_KEYS} + k)");
+    // The customer's events: none for the inactive (the same draw as their activities) and
+    // for 40 % of the others, a Pareto tail for the rest.
+    let count = format!(
+        "CASE WHEN {inactive} < {INACTIVE_SHARE} OR {eventful} >= {EVENTFUL_SHARE} THEN 0 \
+         ELSE least(floor($6::float8 * least(50.0, 0.5 / sqrt(greatest({w}, 1e-12))) + {r})::int, {max}) END",
+        inactive = u("c.i", 4),
+        eventful = u("c.i", 32),
+        w = u("c.i", 33),
+        r = u("c.i", 34),
+        max = PER_CUSTOMER_KEYS - 1
+    );
+    let days = format!(
+        "floor(c.lapsed * (c.lifetime - 1)) + floor({} * (c.lifetime - floor(c.lapsed * (c.lifetime - 1))))",
+        u(&key, 61)
+    );
+    let names = EVENT_TYPES
+        .iter()
+        .map(|t| format!("'{}'", t.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let properties = EVENT_TYPES
+        .iter()
+        .enumerate()
+        .map(|(n, t)| {
+            let fields = t
+                .properties
+                .iter()
+                .zip((70..).step_by(2))
+                .map(|(p, draw)| format!("'{}', {}", p.name, property_value(p, "key", draw)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("WHEN {} THEN jsonb_build_object({fields})", n + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "WITH c AS ({customers}), \
+         e AS ( \
+           SELECT c.id, {key} AS key, 1 + floor({t} * {t} * {types})::int AS t, \
+                  {occur} AS occur_time, {channel} AS channel \
+           FROM c CROSS JOIN LATERAL generate_series(0, {count} - 1) AS k), \
+         ins AS ( \
+           INSERT INTO customer_events (activity_id, customer_id, event_type, occur_time, \
+             properties, channel) \
+           SELECT format('%s-0002-4000-8000-%s', lpad(to_hex($1::bigint), 8, '0'), \
+                         lpad(to_hex(key), 12, '0')), \
+             id, (ARRAY[{names}])[t], occur_time, \
+             jsonb_strip_nulls(CASE t {properties} END), channel \
+           FROM e ORDER BY key \
+           RETURNING 1) \
+         SELECT count(*), 0::bigint FROM ins",
+        customers = customer_columns(),
+        t = u(&key, 60),
+        types = EVENT_TYPES.len(),
+        occur = before_anchor(&days, &u(&key, 62)),
+        channel = pick("ARRAY['app', 'web']", &u(&key, 63)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,5 +953,34 @@ mod tests {
             fixture.customer_id(1),
             "0000002a-0000-4000-8000-000000000001"
         );
+    }
+
+    #[test]
+    fn twenty_event_types_of_every_property_type_fit_for_profiles_and_sql() {
+        assert_eq!(EVENT_TYPES.len(), 20);
+        let mut names: Vec<&str> = EVENT_TYPES.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 20, "names are unique");
+        let slug = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        let mut types = std::collections::BTreeSet::new();
+        for event_type in EVENT_TYPES {
+            assert!(slug(event_type.name), "{}", event_type.name);
+            assert!(!event_type.properties.is_empty(), "{}", event_type.name);
+            for p in event_type.properties {
+                assert!(slug(p.name), "{}.{}", event_type.name, p.name);
+                types.insert(p.values.type_slug());
+                // Values are written into the statement's text.
+                if let PropertyValues::Strings(values) = p.values {
+                    assert!(values.iter().all(|v| !v.contains('\'') && !v.is_empty()));
+                }
+            }
+        }
+        assert_eq!(types.len(), 4, "{types:?}");
     }
 }

@@ -92,14 +92,20 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
          against the hand-written INSERT ... SELECT of its members on the same data",
     ),
     (
+        "segmentation.recompute_events",
+        "RecomputeSegment of one rule segment over custom events (an event count in a window \
+         with a property filter) over the scale fixture's 20 event types, against the \
+         hand-written INSERT ... SELECT of its members on the same data",
+    ),
+    (
         "segmentation.recompute_all",
         "RecomputeAll (RFM, lifecycle, every rule segment) over the scale fixture, against the \
          hand-written SQL of the same work on the same data",
     ),
     (
         "segmentation.apply",
-        "events/s segmentation applies from profiles' feed at the full customer base and 50 rule \
-         segments, against profiles' own ingest rate of the same events",
+        "events/s segmentation applies from profiles' feed at the full customer base and 54 rule \
+         segments (4 over custom events), against profiles' own ingest rate of the same events",
     ),
     (
         "segmentation.apply_flat",
@@ -109,6 +115,12 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
         "segmentation.freshness",
         "RecordActivity to CheckMembership true, p99, with profiles' feed at half the apply rate, \
          against the same probes on an idle feed",
+    ),
+    (
+        "segmentation.apply_events",
+        "events/s segmentation applies of custom events of 20 types (RecordActivity with a \
+         custom_event) from profiles' feed at the full customer base, against profiles' own \
+         ingest rate of the same events",
     ),
     (
         "writes.mixed",
@@ -168,12 +180,15 @@ pub struct Scale {
     /// Customers of the small fixture `segmentation.apply_flat` compares with (activities in
     /// the same proportion).
     pub seg_small_customers: u64,
-    /// Rule segments (at most 50).
+    /// Rule segments over activities and attributes (at most 50); the four over custom events
+    /// come on top.
     pub seg_segments: usize,
     /// Customers created in profiles for the feed rows, the freshness probes among them.
     pub feed_customers: usize,
     /// Activities recorded in profiles for `segmentation.apply`.
     pub feed_activities: usize,
+    /// Custom events recorded in profiles for `segmentation.apply_events`.
+    pub feed_custom_events: usize,
     /// Calls in flight creating customers and recording activities.
     pub feed_concurrency: usize,
     /// Freshness probes on an idle feed (the baseline).
@@ -213,6 +228,7 @@ impl Scale {
             seg_segments: 50,
             feed_customers: 2_000,
             feed_activities: 20_000,
+            feed_custom_events: 20_000,
             feed_concurrency: 16,
             probes_idle: 30,
             probes_loaded: 100,
@@ -244,6 +260,7 @@ impl Scale {
             seg_segments: 12,
             feed_customers: 30,
             feed_activities: 150,
+            feed_custom_events: 150,
             feed_concurrency: 4,
             probes_idle: 3,
             probes_loaded: 5,

@@ -1,7 +1,8 @@
 //! The scale fixture (`custops_segmentation::fixture`) writes segmentation's tables directly;
-//! these tests hold it to the feed: the customers and activities it loaded, sent as
-//! AttributeDefinitionCreated, CustomerCreated and ActivityRecorded events through the profiles
-//! feed handler into a second database, write the same rows. A value the feed could not have
+//! these tests hold it to the feed: the customers, activities, event types and custom events it
+//! loaded, sent as AttributeDefinitionCreated, CustomerCreated, EventTypeDefined and
+//! ActivityRecorded events through the profiles feed handler into a second database, write the
+//! same rows (the custom events' properties to the byte). A value the feed could not have
 //! written (a slug that is no profiles enum value, an interaction with two categories, an
 //! activity beyond the retained history) fails the conversion or the comparison. Also: the same
 //! seed loads the same rows, and a larger load has the shape the fixture promises.
@@ -42,6 +43,21 @@ type ActivityRow = (
 const ACTIVITY_COLUMNS: &str = "SELECT activity_id, customer_id, kind, occur_time, amount_minor, \
     currency, categories, channel, merged_from, merge_id FROM customer_activities \
     ORDER BY activity_id";
+
+/// A raw `customer_events` row: every column, the properties as stored text.
+type CustomEventRow = (
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+const CUSTOM_EVENT_COLUMNS: &str = "SELECT activity_id, customer_id, event_type, occur_time, \
+    properties::text, channel, merged_from, merge_id FROM customer_events ORDER BY activity_id";
 
 /// Customers known to profiles, given to the fixture for its first customers.
 const KNOWN: [&str; 2] = [
@@ -196,6 +212,102 @@ fn activity_of(row: &ActivityRow) -> anyhow::Result<pr::ActivityRecorded> {
     })
 }
 
+/// The EventTypeDefined profiles would have sent for a stored event type row (name,
+/// description, properties as text).
+fn event_type_of(row: &(String, String, String)) -> anyhow::Result<pr::EventTypeDefined> {
+    let (name, description, properties) = row;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(properties)?;
+    let properties = listed
+        .iter()
+        .map(|p| {
+            let text = |key: &str| p[key].as_str().map(str::to_owned);
+            let flag = |key: &str| p[key].as_bool();
+            let property_type = match text("type").as_deref() {
+                Some("string") => pr::EventPropertyType::String,
+                Some("number") => pr::EventPropertyType::Number,
+                Some("bool") => pr::EventPropertyType::Bool,
+                Some("time") => pr::EventPropertyType::Time,
+                other => anyhow::bail!("{name}: profiles has no property type {other:?}"),
+            };
+            Ok(pr::EventPropertyDefinition {
+                property_name: text("name")
+                    .ok_or_else(|| anyhow::anyhow!("{name}: a property without a name"))?,
+                property_type: property_type as i32,
+                description: text("description").unwrap_or_default(),
+                contains_pii: flag("contains_pii").unwrap_or_default(),
+                required: flag("required").unwrap_or_default(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(pr::EventTypeDefined {
+        event_type: Some(pr::EventType {
+            event_type_name: name.clone(),
+            description: description.clone(),
+            properties,
+            ..Default::default()
+        }),
+    })
+}
+
+/// The ActivityRecorded profiles would have sent for a stored custom event row.
+fn custom_event_of(row: &CustomEventRow) -> anyhow::Result<pr::ActivityRecorded> {
+    use pr::event_property_value::Value;
+    let (id, customer, event_type, occur_time, properties, channel, merged, merge) = row;
+    anyhow::ensure!(
+        merged.is_none() && merge.is_none(),
+        "{id}: merge columns set"
+    );
+    let stored: BTreeMap<String, serde_json::Value> = serde_json::from_str(properties)?;
+    let mut values = BTreeMap::new();
+    for (name, typed) in stored {
+        let value = match (
+            typed.get("string"),
+            typed.get("number"),
+            typed.get("bool"),
+            typed.get("time"),
+        ) {
+            (Some(serde_json::Value::String(s)), None, None, None) => Value::StringValue(s.clone()),
+            (None, Some(n), None, None) => Value::NumberValue(
+                n.as_f64()
+                    .ok_or_else(|| anyhow::anyhow!("{id}.{name}: not a number"))?,
+            ),
+            (None, None, Some(serde_json::Value::Bool(b)), None) => Value::BoolValue(*b),
+            (None, None, None, Some(serde_json::Value::String(t))) => Value::TimeValue(timestamp(
+                DateTime::parse_from_rfc3339(t)?.with_timezone(&Utc),
+            )),
+            _ => anyhow::bail!("{id}.{name}: a value profiles could not have sent: {typed}"),
+        };
+        values.insert(name, pr::EventPropertyValue { value: Some(value) });
+    }
+    Ok(pr::ActivityRecorded {
+        activity: Some(pr::Activity {
+            activity_id: id.clone(),
+            customer_id: customer.clone(),
+            source: "fixture".into(),
+            event_id: id.clone(),
+            occur_time: Some(timestamp(*occur_time)),
+            channel: channel.clone(),
+            details: Some(pr::activity::Details::CustomEvent(pr::CustomEvent {
+                event_type: event_type.clone(),
+                properties: values,
+            })),
+            ..Default::default()
+        }),
+    })
+}
+
+async fn event_types(pool: &PgPool) -> anyhow::Result<Vec<(String, String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT name, description, properties::text FROM event_types ORDER BY name")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+async fn custom_event_rows(pool: &PgPool) -> anyhow::Result<Vec<CustomEventRow>> {
+    Ok(sqlx::query_as(CUSTOM_EVENT_COLUMNS).fetch_all(pool).await?)
+}
+
 async fn activity_rows(pool: &PgPool) -> anyhow::Result<Vec<ActivityRow>> {
     Ok(sqlx::query_as(ACTIVITY_COLUMNS).fetch_all(pool).await?)
 }
@@ -237,7 +349,8 @@ async fn written_facts(pool: &PgPool, id: &str) -> anyhow::Result<Facts> {
 async fn digest(pool: &PgPool) -> anyhow::Result<(String, String)> {
     Ok(sqlx::query_as(
         "SELECT (SELECT md5(string_agg(f::text, '|' ORDER BY f.customer_id)) FROM customer_facts f), \
-                (SELECT md5(string_agg(a::text, '|' ORDER BY a.activity_id)) FROM customer_activities a)",
+                (SELECT md5(string_agg(a::text, '|' ORDER BY a.activity_id)) FROM customer_activities a) \
+                || (SELECT COALESCE(md5(string_agg(e::text, '|' ORDER BY e.activity_id)), '') FROM customer_events e)",
     )
     .fetch_one(pool)
     .await?)
@@ -298,6 +411,17 @@ async fn the_fixture_writes_what_the_profiles_feed_writes() -> anyhow::Result<()
     for row in &rows {
         events.push(envelope(next(), &row.1, &activity_of(row)?));
     }
+    let types = event_types(&loaded_app.pool).await?;
+    assert_eq!(types.len(), fixture::EVENT_TYPES.len());
+    for row in &types {
+        events.push(envelope(next(), &row.0, &event_type_of(row)?));
+    }
+    let custom_events = custom_event_rows(&loaded_app.pool).await?;
+    assert_eq!(custom_events.len() as u64, loaded.custom_events);
+    assert!(loaded.custom_events > 10, "{loaded:?}");
+    for row in &custom_events {
+        events.push(envelope(next(), &row.1, &custom_event_of(row)?));
+    }
 
     let fed_app = spawn_app_at(as_of()).await?;
     let clock: Arc<dyn Clock> = Arc::new(fed_app.clock.clone());
@@ -317,6 +441,8 @@ async fn the_fixture_writes_what_the_profiles_feed_writes() -> anyhow::Result<()
         assert_eq!(&written_facts(&fed_app.pool, id).await?, loaded, "{id}");
     }
     assert_eq!(activity_rows(&fed_app.pool).await?, rows);
+    assert_eq!(event_types(&fed_app.pool).await?, types);
+    assert_eq!(custom_event_rows(&fed_app.pool).await?, custom_events);
 
     // The service reads a loaded customer like any other.
     let answered = loaded_app
@@ -395,5 +521,28 @@ async fn the_same_seed_loads_the_same_rows_in_the_promised_shape() -> anyhow::Re
     assert!((1_100..1_800).contains(&with_email), "{with_email}");
     assert!((600..1_200).contains(&with_vip_level), "{with_vip_level}");
     assert_eq!(fixture::ATTRIBUTES.len(), 3);
+
+    // About one custom event per customer, of all twenty types, the first the most frequent,
+    // on fewer than half of the customers, with every property type.
+    let (events, types, first_share, eventful, kinds): (i64, i64, f64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT event_type), \
+               (count(*) FILTER (WHERE event_type = $1))::float8 / count(*)::float8, \
+               count(DISTINCT customer_id), \
+               (SELECT count(DISTINCT k) FROM customer_events, \
+                  jsonb_each(properties) AS p (name, v), jsonb_object_keys(v) AS k) \
+             FROM customer_events",
+    )
+    .bind(fixture::EVENT_TYPES[0].name)
+    .fetch_one(&first.pool)
+    .await?;
+    assert_eq!(loaded.custom_events as i64, events);
+    assert!((2_400..3_600).contains(&events), "{events} custom events");
+    assert_eq!(types, 20);
+    assert!((0.15..0.30).contains(&first_share), "{first_share}");
+    assert!(
+        (1_200..1_800).contains(&eventful),
+        "{eventful} customers with events"
+    );
+    assert_eq!(kinds, 4);
     Ok(())
 }

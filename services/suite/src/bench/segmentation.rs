@@ -1,28 +1,37 @@
-//! Segmentation at scale: `segmentation.recompute` and `segmentation.recompute_all` (a
-//! recompute job over the scale fixture against the hand-written SQL of the same work on the
-//! same data), `segmentation.predict_fit` and `segmentation.predict_refresh` (a prediction fit
+//! Segmentation at scale: `segmentation.recompute`, `segmentation.recompute_events` and
+//! `segmentation.recompute_all` (a recompute job over the scale fixture, of a rule over
+//! activities, of a rule over custom events, of everything, against the hand-written SQL of the
+//! same work on the same data), `segmentation.predict_fit` and `segmentation.predict_refresh` (a prediction fit
 //! over the base against reading its purchase days, and a feed batch's prediction refresh against
 //! its RFM refresh; informational), `segmentation.apply` (events per second segmentation applies from profiles'
 //! feed against profiles' own ingest rate of the same events), `segmentation.apply_flat` (that
 //! rate at the full customer base against a 10,000-customer one) and `segmentation.freshness`
 //! (RecordActivity → CheckMembership true, p99, while profiles' feed runs at half the apply
-//! rate, against the same probes on an idle feed).
+//! rate, against the same probes on an idle feed) and `segmentation.apply_events` (events per
+//! second segmentation applies of custom events of twenty types, against profiles' own ingest
+//! rate of the same events).
 //!
 //! How: the customers the events are about are created in profiles first (timed, part of
 //! profiles' ingest), and the scale fixture (`custops_segmentation::fixture`) then loads the
 //! customer base into each segmentation database directly, those customers included, with
-//! histories of two years; the rule segments (`rules`) are created through the API before the
-//! load, so the first recompute of each moves every member in. With RecomputeSegment and
+//! histories of two years and about one custom event each of twenty types; the rule segments
+//! (`rules`: fifty over activities and attributes, four over custom events) are created through
+//! the API before the load, so the first recompute of each moves every member in. With RecomputeSegment and
 //! RecomputeAll done (the second also scores RFM and lifecycle and stores the bounds, as a
 //! running deployment has them), the activities are recorded in profiles (timed); only then is
 //! each segmentation child started following profiles' feed from its beginning, and the time
 //! its cursor (`feed_cursors`, feed `profiles`) takes to reach profiles' last sequence gives
-//! its apply rate over exactly the events profiles ingested.
+//! its apply rate over exactly the events profiles ingested. Last, the twenty event types are
+//! declared in profiles (CreateEventType) and custom events of them recorded for the same
+//! customers (timed), and a segmentation child follows the feed again from where it stopped:
+//! `segmentation.apply_events`.
 //!
 //! Checked afterwards, failing the group when wrong: after RecomputeAll every rule segment's
 //! memberships equal the hand-written SQL's members; after the feed every activity profiles
 //! recorded (up to where segmentation got) is in `customer_activities` exactly once, and the
-//! memberships of every customer the events touched equal the hand-written SQL's.
+//! memberships of every customer the events touched equal the hand-written SQL's; after the
+//! custom events, likewise every custom event in `customer_events` exactly once and the
+//! memberships of the customers they are about.
 
 pub mod feed;
 pub mod rules;
@@ -38,7 +47,7 @@ use custops_contracts::custops::segmentation::v1 as pb;
 use custops_contracts::custops::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use custops_segmentation::domain::lifecycle::LifecycleConfig;
 use custops_segmentation::domain::rfm::RfmConfig;
-use custops_segmentation::fixture::{Fixture, Loaded};
+use custops_segmentation::fixture::{EVENT_TYPES, Fixture, Loaded};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
@@ -50,7 +59,7 @@ use super::database::BenchDatabase;
 use super::load::{self, Connections, LatencyFrom, Samples, Window};
 use super::report::Row;
 use super::{Harness, finished};
-use rules::{PROBE_CATEGORY, RECOMPUTED, RuleSpec};
+use rules::{EVENT_RECOMPUTED, PROBE_CATEGORY, RECOMPUTED, RuleSpec};
 
 /// The fixture's seed: every run loads the same customer base.
 const SEED: u32 = 2026;
@@ -70,12 +79,14 @@ const IMPORT_PER_CALL: usize = 25;
 pub fn row_names() -> Vec<String> {
     [
         "segmentation.recompute",
+        "segmentation.recompute_events",
         "segmentation.recompute_all",
         "segmentation.predict_fit",
         "segmentation.predict_refresh",
         "segmentation.apply",
         "segmentation.apply_flat",
         "segmentation.freshness",
+        "segmentation.apply_events",
     ]
     .map(str::to_owned)
     .to_vec()
@@ -264,6 +275,7 @@ async fn prepare(
         .context("Failed to set the rollover interval")?;
     let mut connection = connect(&db).await?;
     fixture.define_attributes(&mut connection).await?;
+    fixture.define_event_types(&mut connection).await?;
     let mut segment_ids = Vec::new();
     let mut jobs = Vec::new();
     for spec in specs {
@@ -300,16 +312,17 @@ async fn prepare(
     );
     let started = Instant::now();
     let loaded = fixture.load(&mut connection).await?;
-    sqlx::raw_sql("VACUUM (ANALYZE) customer_facts, customer_activities")
+    sqlx::raw_sql("VACUUM (ANALYZE) customer_facts, customer_activities, customer_events")
         .execute(&mut connection)
         .await
         .context("Failed to vacuum the loaded tables")?;
     let load_time = started.elapsed();
     settle(&db, harness.scale.job_timeout).await?;
     eprintln!(
-        "bench: {name}: loaded {} customers and {} activities in {:.1} s",
+        "bench: {name}: loaded {} customers, {} activities and {} custom events in {:.1} s",
         loaded.customers,
         loaded.activities,
+        loaded.custom_events,
         load_time.as_secs_f64()
     );
     connection.close().await.ok();
@@ -322,6 +335,70 @@ async fn prepare(
         },
         child,
     ))
+}
+
+/// A RecomputeSegment and its hand-written baseline.
+struct SegmentRecompute {
+    job: Job,
+    /// The time the hand-written statements took.
+    hand: Duration,
+    /// Members found (and checked equal to the memberships).
+    members: i64,
+}
+
+/// RecomputeSegment of `segments[index]` on the fixture, waited for and settled, then its
+/// hand-written members (checked equal to the memberships; see [`hand_recompute`]).
+async fn recompute_segment(
+    harness: &Harness,
+    seg: &mut SegmentationServiceClient<Channel>,
+    large: &Prepared,
+    segments: &[(Uuid, &RuleSpec)],
+    index: usize,
+) -> anyhow::Result<SegmentRecompute> {
+    let (segment_id, spec) = segments[index];
+    let requested = Instant::now();
+    let job = seg
+        .recompute_segment(pb::RecomputeSegmentRequest {
+            segment_id: segment_id.to_string(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .context("RecomputeSegment failed")?
+        .into_inner()
+        .job
+        .context("RecomputeSegment answered no job")?;
+    let job = wait_job(
+        seg,
+        &job.recompute_job_id,
+        requested,
+        harness.scale.job_timeout,
+    )
+    .await?;
+    settle(&large.db, harness.scale.job_timeout).await?;
+    let what = format!("RecomputeSegment of {}", spec.name);
+    let (hand, members) = hand_recompute(&large.db, &segments[index..=index], false, &what).await?;
+    Ok(SegmentRecompute { job, hand, members })
+}
+
+/// The members of each of `segments`, by display name (a rule checked with no member
+/// checks little).
+async fn members_by_name(
+    db: &BenchDatabase,
+    segments: &[(Uuid, &RuleSpec)],
+) -> anyhow::Result<Value> {
+    let mut connection = connect(db).await?;
+    let mut counts = serde_json::Map::new();
+    for (segment_id, spec) in segments {
+        let members: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM memberships WHERE segment_id = $1")
+                .bind(segment_id)
+                .fetch_one(&mut connection)
+                .await
+                .context("Failed to count a segment's members")?;
+        counts.insert(spec.name.clone(), json!(members));
+    }
+    connection.close().await.ok();
+    Ok(Value::Object(counts))
 }
 
 /// RecomputeAll, waited for.
@@ -498,12 +575,15 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         return Ok(());
     }
     let scale = &harness.scale;
-    let specs = rules::specs(scale.seg_segments);
+    let mut specs = rules::specs(scale.seg_segments);
+    let event_recomputed = specs.len() + EVENT_RECOMPUTED;
+    specs.extend(rules::event_specs());
     let anchor = Utc::now();
     let need_feed = [
         "segmentation.apply",
         "segmentation.apply_flat",
         "segmentation.freshness",
+        "segmentation.apply_events",
     ]
     .into_iter()
     .any(wants);
@@ -546,55 +626,56 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         "customers": large.loaded.customers,
         "activities": large.loaded.activities,
         "purchases": large.loaded.purchases,
+        "custom_events": large.loaded.custom_events,
+        "event_types": EVENT_TYPES.len(),
         "load_s": round(large.load_time.as_secs_f64()),
         "rule_segments": specs.len(),
+        "event_rule_segments": rules::event_specs().len(),
         "fixture": "custops_segmentation::fixture, written into segmentation's tables in the shape the profiles feed writes",
     });
 
     if wants("segmentation.recompute") {
-        let (segment_id, spec) = segments[RECOMPUTED];
-        let requested = Instant::now();
-        let job = seg
-            .recompute_segment(pb::RecomputeSegmentRequest {
-                segment_id: segment_id.to_string(),
-                request_id: uuid::Uuid::now_v7().to_string(),
-            })
-            .await
-            .context("RecomputeSegment failed")?
-            .into_inner()
-            .job
-            .context("RecomputeSegment answered no job")?;
-        let done = wait_job(
-            &mut seg,
-            &job.recompute_job_id,
-            requested,
-            scale.job_timeout,
-        )
-        .await?;
-        settle(&large.db, scale.job_timeout).await?;
-        let (hand, members) = hand_recompute(
-            &large.db,
-            &segments[RECOMPUTED..=RECOMPUTED],
-            false,
-            "segmentation.recompute",
-        )
-        .await?;
+        let done = recompute_segment(harness, &mut seg, &large, &segments, RECOMPUTED).await?;
         let row = Row::new(
             "segmentation.recompute",
             "s",
-            done.seconds,
-            hand.as_secs_f64(),
+            done.job.seconds,
+            done.hand.as_secs_f64(),
         )
         .ratio_at_most(1.5)
         .params(with(
             &fixture_params,
             json!({
-                "segment": spec.name,
-                "members": members,
-                "entered": done.job.entered_count,
+                "segment": segments[RECOMPUTED].1.name,
+                "members": done.members,
+                "entered": done.job.job.entered_count,
                 "custops": "RecomputeSegment, the job's own start to end time; every member enters (the segment was created before the customers were loaded)",
-                "waited_s": round(done.waited.as_secs_f64()),
+                "waited_s": round(done.job.waited.as_secs_f64()),
                 "baseline": "the hand-written INSERT ... SELECT of the same members into a table shaped like memberships (its columns, primary key, customer index and foreign key to segments) and holding the other segments' memberships (copied untimed), same data, same Postgres, rolled back",
+                "memberships_checked": "equal to the hand-written SQL's members",
+            }),
+        ));
+        finished(rows, row);
+    }
+    if wants("segmentation.recompute_events") {
+        let done =
+            recompute_segment(harness, &mut seg, &large, &segments, event_recomputed).await?;
+        let row = Row::new(
+            "segmentation.recompute_events",
+            "s",
+            done.job.seconds,
+            done.hand.as_secs_f64(),
+        )
+        .ratio_at_most(1.5)
+        .params(with(
+            &fixture_params,
+            json!({
+                "segment": segments[event_recomputed].1.name,
+                "members": done.members,
+                "entered": done.job.job.entered_count,
+                "custops": "RecomputeSegment of a rule over custom events (an EventCondition: COUNT in a last_days window with a where filter on a string property), the job's own start to end time; every member enters",
+                "waited_s": round(done.job.waited.as_secs_f64()),
+                "baseline": "the hand-written INSERT ... SELECT of the same members (customer_events joined and grouped) into a table shaped like memberships and holding the other segments' memberships (copied untimed), same data, same Postgres, rolled back",
                 "memberships_checked": "equal to the hand-written SQL's members",
             }),
         ));
@@ -608,6 +689,11 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     if wants("segmentation.recompute_all") {
         let (hand, members) =
             hand_recompute(&large.db, &segments, true, "segmentation.recompute_all").await?;
+        let event_rule_members = members_by_name(
+            &large.db,
+            &segments[segments.len() - rules::event_specs().len()..],
+        )
+        .await?;
         let row = Row::new(
             "segmentation.recompute_all",
             "s",
@@ -626,6 +712,7 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                 "waited_s": round(all.waited.as_secs_f64()),
                 "baseline": "hand-written SQL on the same data in one rolled-back transaction: an UPDATE scoring RFM (quintile bounds and scores in one statement), an UPDATE staging lifecycles, and each rule segment's INSERT ... SELECT into a table shaped like memberships (columns, primary key, customer index, foreign key)",
                 "members": members,
+                "event_rule_members": event_rule_members,
                 "memberships_checked": "every rule segment's memberships equal the hand-written SQL's members",
             }),
         ));
@@ -1069,34 +1156,161 @@ async fn feed_rows(
         recorded.len(),
         large.loaded.activities
     );
-    let segments: Vec<(Uuid, &RuleSpec)> = large
-        .segment_ids
-        .iter()
-        .copied()
-        .zip(specs.iter())
-        .collect();
-    let mut tx = connection.begin().await?;
-    sqlx::query(SCRATCH).execute(&mut *tx).await?;
-    hand_members(&mut tx, &segments, Some(&profiles.customers), Utc::now()).await?;
-    let ids: Vec<Uuid> = segments.iter().map(|(id, _)| *id).collect();
-    same_members(
-        &mut tx,
-        &ids,
-        Some(&profiles.customers),
+    same_scoped_members(
+        &mut connection,
+        &large.segment_ids,
+        specs,
+        &profiles.customers,
         "after the feed, the customers it touched",
     )
     .await?;
-    tx.rollback().await?;
     connection.close().await.ok();
     eprintln!(
         "bench: segmentation feed checked: {} recorded activities each held once, memberships of {} customers equal to the hand-written SQL in {} segments",
         recorded.len(),
         profiles.customers.len(),
-        segments.len()
+        specs.len()
     );
+    if wants("segmentation.apply_events") {
+        let row = apply_events(harness, &profiles, &large, specs, fixture_params).await?;
+        finished(rows, row);
+    }
     drop(profiles.conns);
     profiles.child.stop().await?;
     Ok(())
+}
+
+/// Checks that the memberships of `customers` in the segments `segment_ids` (of `specs`, in
+/// order) equal the hand-written SQL's members of them, now; fails naming a few differences.
+async fn same_scoped_members(
+    connection: &mut PgConnection,
+    segment_ids: &[Uuid],
+    specs: &[RuleSpec],
+    customers: &[String],
+    what: &str,
+) -> anyhow::Result<()> {
+    let segments: Vec<(Uuid, &RuleSpec)> = segment_ids.iter().copied().zip(specs.iter()).collect();
+    let mut tx = connection.begin().await?;
+    sqlx::query(SCRATCH).execute(&mut *tx).await?;
+    hand_members(&mut tx, &segments, Some(customers), Utc::now()).await?;
+    same_members(&mut tx, segment_ids, Some(customers), what).await?;
+    tx.rollback().await?;
+    Ok(())
+}
+
+/// `segmentation.apply_events`: the fixture's twenty event types declared in profiles
+/// (CreateEventType, one after the other) and `feed_custom_events` custom events of them
+/// recorded for the feed's customers (RecordActivity, closed loop: both timed, profiles'
+/// ingest), then a segmentation child on the large base following the feed from where the
+/// last one stopped until it reaches profiles' last sequence. Checked afterwards with the child
+/// stopped: every custom event profiles recorded (up to where segmentation got) is in
+/// `customer_events` exactly once beside the fixture's, and the memberships of the customers
+/// they are about equal the hand-written SQL's in every segment.
+async fn apply_events(
+    harness: &Harness,
+    profiles: &Profiles,
+    large: &Prepared,
+    specs: &[RuleSpec],
+    fixture_params: &Value,
+) -> anyhow::Result<Row> {
+    let scale = &harness.scale;
+    let from = feed::settled_position(profiles.db.url()).await?;
+    let types_time = feed::create_event_types(&profiles.conns).await?;
+    let customers = Arc::new(profiles.customers.clone());
+    let record_time = feed::record_custom_events(
+        &profiles.conns,
+        &customers,
+        scale.feed_custom_events,
+        scale.feed_concurrency,
+    )
+    .await?;
+    let target = feed::settled_position(profiles.db.url()).await?;
+    let ingest_seconds = (types_time + record_time).as_secs_f64();
+    let ingest_rate = (target - from) as f64 / ingest_seconds;
+    eprintln!(
+        "bench: profiles ingested {} events ({} event types declared, {} custom events) in {ingest_seconds:.1} s ({ingest_rate:.0} events/s)",
+        target - from,
+        EVENT_TYPES.len(),
+        scale.feed_custom_events
+    );
+    let (child, catch_up) = follow(
+        harness,
+        &large.db,
+        "seg-events-feed",
+        profiles.child.addr(),
+        target,
+        scale.apply_timeout,
+    )
+    .await?;
+    child.stop().await?;
+
+    let mut connection = connect(&large.db).await?;
+    let reached = cursor(&mut connection).await?;
+    if reached < target {
+        eprintln!(
+            "bench: WARNING: segmentation applied the custom events up to {reached} of {target} within {:?}; checking what it applied",
+            scale.apply_timeout
+        );
+    }
+    let recorded = feed::recorded_custom_events(profiles.db.url(), from, reached).await?;
+    let ids: Vec<&str> = recorded.iter().map(|(id, _)| id.as_str()).collect();
+    let (held, total): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM customer_events WHERE activity_id = ANY($1)), \
+                (SELECT count(*) FROM customer_events)",
+    )
+    .bind(&ids)
+    .fetch_one(&mut connection)
+    .await?;
+    let expected_total =
+        i64::try_from(large.loaded.custom_events)? + i64::try_from(recorded.len())?;
+    anyhow::ensure!(
+        held == i64::try_from(recorded.len())? && total == expected_total,
+        "of the {} custom events profiles recorded after sequence {from} up to {reached}, segmentation holds {held}; \
+         it holds {total} custom events in all where the fixture's {} and those make {expected_total}",
+        recorded.len(),
+        large.loaded.custom_events
+    );
+    let mut touched: Vec<String> = recorded.iter().map(|(_, c)| c.clone()).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    same_scoped_members(
+        &mut connection,
+        &large.segment_ids,
+        specs,
+        &touched,
+        "after the custom events, the customers they are about",
+    )
+    .await?;
+    connection.close().await.ok();
+    eprintln!(
+        "bench: segmentation custom events checked: {} recorded custom events each held once, memberships of {} customers equal to the hand-written SQL in {} segments",
+        recorded.len(),
+        touched.len(),
+        specs.len()
+    );
+    Ok(Row::new(
+        "segmentation.apply_events",
+        "events/s",
+        catch_up.rate,
+        ingest_rate,
+    )
+    .ratio_at_least(0.5)
+    .params(with(
+        fixture_params,
+        json!({
+            "events": target - from,
+            "profiles": format!(
+                "{} CreateCustomer before (see segmentation.apply), then {} CreateEventType (the fixture's types) and {} RecordActivity with a custom_event of them over the same customers, {} in flight, closed loop",
+                profiles.customers.len(), EVENT_TYPES.len(), scale.feed_custom_events, scale.feed_concurrency
+            ),
+            "profiles_events_per_s": round(ingest_rate),
+            "profiles_s": round(ingest_seconds),
+            "segmentation": "a child started after the events were recorded, following profiles' feed from where the previous one stopped; its cursor polled every 10 ms",
+            "apply": catch_up.describe(),
+            "baseline": "profiles' own ingest rate of the same events: all of them over the time the calls that wrote them took",
+            "memberships_checked": "the customers the events are about, every rule segment, equal to the hand-written SQL's members",
+        }),
+    )))
 }
 
 /// `segmentation.freshness`: probes (a purchase in the probe category by a customer not yet in
@@ -1369,7 +1583,7 @@ mod tests {
     #[test]
     fn the_rows_are_the_benchmarks_of_the_group() {
         let names = row_names();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 9);
         assert!(names.iter().all(|n| n.starts_with("segmentation.")));
         let scale = Scale::quick();
         assert!(scale.feed_customers > scale.probes_idle + scale.probes_loaded);

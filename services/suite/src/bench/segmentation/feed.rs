@@ -1,7 +1,8 @@
 //! The profiles side of the segmentation feed benchmarks: customers created and activities
 //! recorded through profiles' API by the load generator (timed: profiles' own ingest rate, the
-//! baseline of `segmentation.apply`), and what profiles' feed holds once every event has its
-//! sequence.
+//! baseline of `segmentation.apply`), the fixture's twenty custom event types declared and
+//! custom events of them recorded the same way (the baseline of `segmentation.apply_events`),
+//! and what profiles' feed holds once every event has its sequence.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,9 @@ use custops_common::time::to_timestamp;
 use custops_contracts::custops::common::v1::{ContactChannel, Date, Money};
 use custops_contracts::custops::profiles::v1 as pr;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
-use custops_segmentation::fixture::{CATEGORIES, CHANNELS, INTERESTS, PLACES};
+use custops_segmentation::fixture::{
+    CATEGORIES, CHANNELS, EVENT_TYPES, FixtureEventType, INTERESTS, PLACES, PropertyValues,
+};
 use prost::{Message, Name};
 use sqlx::Connection;
 use tonic::transport::Channel;
@@ -266,6 +269,128 @@ pub async fn record_activities(
     run_calls(conns, concurrency, count, call).await
 }
 
+/// Declares the fixture's event types (`fixture::EVENT_TYPES`) in profiles, one
+/// CreateEventType after the other, as the segmentation fixture defines them; returns how long
+/// it took.
+pub async fn create_event_types(conns: &Arc<Connections>) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for event_type in EVENT_TYPES {
+        let properties = event_type
+            .properties
+            .iter()
+            .map(|p| pr::EventPropertyDefinition {
+                property_name: p.name.to_owned(),
+                property_type: match p.values {
+                    PropertyValues::Strings(_) => pr::EventPropertyType::String,
+                    PropertyValues::Quarters { .. } => pr::EventPropertyType::Number,
+                    PropertyValues::Bool => pr::EventPropertyType::Bool,
+                    PropertyValues::DaysAfter { .. } => pr::EventPropertyType::Time,
+                } as i32,
+                description: String::new(),
+                contains_pii: false,
+                required: p.required,
+            })
+            .collect();
+        let request = pr::CreateEventTypeRequest {
+            event_type: Some(pr::EventType {
+                event_type_name: event_type.name.to_owned(),
+                description: event_type.description.to_owned(),
+                properties,
+                ..Default::default()
+            }),
+        };
+        retry_idempotent(CALL_RETRY, || {
+            let (channel, request) = (conns.pick(), request.clone());
+            async move {
+                ProfilesServiceClient::new(channel)
+                    .create_event_type(request)
+                    .await
+            }
+        })
+        .await
+        .with_context(|| format!("CreateEventType {} failed", event_type.name))?;
+    }
+    Ok(started.elapsed())
+}
+
+/// A custom event of `customer`, happening now: its type drawn with the fixture's falling
+/// shares (the square of a uniform draw), its properties as the fixture draws them (an
+/// optional one left out one time in five).
+pub fn custom_event(customer: &str, pick: u64) -> pr::Activity {
+    let mut rng = Rng::new(pick);
+    let uniform = |rng: &mut Rng| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let draw = uniform(&mut rng);
+    let index = ((draw * draw * EVENT_TYPES.len() as f64) as usize).min(EVENT_TYPES.len() - 1);
+    let event_type: &FixtureEventType = &EVENT_TYPES[index];
+    let now = chrono::Utc::now();
+    let properties = event_type
+        .properties
+        .iter()
+        .filter_map(|p| {
+            let value = match p.values {
+                PropertyValues::Strings(values) => pr::event_property_value::Value::StringValue(
+                    values[rng.below(values.len())].to_owned(),
+                ),
+                PropertyValues::Quarters { max } => pr::event_property_value::Value::NumberValue(
+                    rng.below(max as usize * 4) as f64 / 4.0,
+                ),
+                PropertyValues::Bool => {
+                    pr::event_property_value::Value::BoolValue(rng.below(2) == 0)
+                }
+                PropertyValues::DaysAfter { days } => {
+                    let later = now + chrono::Duration::days(rng.below(days as usize) as i64);
+                    pr::event_property_value::Value::TimeValue(to_timestamp(later))
+                }
+            };
+            let present = p.required || rng.below(5) < 4;
+            present.then(|| {
+                (
+                    p.name.to_owned(),
+                    pr::EventPropertyValue { value: Some(value) },
+                )
+            })
+        })
+        .collect();
+    pr::Activity {
+        customer_id: customer.to_owned(),
+        source: "bench".to_owned(),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        occur_time: Some(to_timestamp(now)),
+        channel: if rng.below(10) < 7 { "app" } else { "web" }.to_owned(),
+        details: Some(pr::activity::Details::CustomEvent(pr::CustomEvent {
+            event_type: event_type.name.to_owned(),
+            properties,
+        })),
+        ..Default::default()
+    }
+}
+
+/// Records `count` custom events (RecordActivity with a `custom_event`, of the fixture's
+/// types) spread over `customers`, `concurrency` at a time; returns how long it took.
+pub async fn record_custom_events(
+    conns: &Arc<Connections>,
+    customers: &Arc<Vec<String>>,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let customers = customers.clone();
+    let call: IndexedCall = Arc::new(move |channel: Channel, i| {
+        let mut rng = Rng::new(0xE7E7 ^ ((i as u64) << 20));
+        let draw = rng.next_u64();
+        let request = pr::RecordActivityRequest {
+            activity: Some(custom_event(drawn(&customers, draw), draw >> 8)),
+            customer_identity: None,
+        };
+        Box::pin(async move {
+            ProfilesServiceClient::new(channel)
+                .record_activity(request)
+                .await
+                .map(drop)
+        })
+    });
+    run_calls(conns, concurrency, count, call).await
+}
+
 /// Records a purchase in `category` for `customer`, now.
 pub async fn purchase(
     channel: Channel,
@@ -325,11 +450,37 @@ pub async fn settled_position(database_url: &str) -> anyhow::Result<i64> {
 /// The ids of the activities recorded on profiles' feed at or below `up_to`, from the
 /// ActivityRecorded events themselves.
 pub async fn recorded_activities(database_url: &str, up_to: i64) -> anyhow::Result<Vec<String>> {
+    Ok(recorded(database_url, 0, up_to)
+        .await?
+        .into_iter()
+        .map(|a| a.activity_id)
+        .collect())
+}
+
+/// The ids of the custom events recorded on profiles' feed after `after` and at or below
+/// `up_to`, with their customers.
+pub async fn recorded_custom_events(
+    database_url: &str,
+    after: i64,
+    up_to: i64,
+) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(recorded(database_url, after, up_to)
+        .await?
+        .into_iter()
+        .filter(|a| matches!(a.details, Some(pr::activity::Details::CustomEvent(_))))
+        .map(|a| (a.activity_id, a.customer_id))
+        .collect())
+}
+
+/// The activities of the ActivityRecorded events on profiles' feed after `after` and at or
+/// below `up_to`.
+async fn recorded(database_url: &str, after: i64, up_to: i64) -> anyhow::Result<Vec<pr::Activity>> {
     let mut connection = super::open(database_url, None).await?;
     let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM profiles.outbox WHERE type = $1 AND sequence <= $2",
+        "SELECT payload FROM profiles.outbox WHERE type = $1 AND sequence > $2 AND sequence <= $3",
     )
     .bind(pr::ActivityRecorded::full_name())
+    .bind(after)
     .bind(up_to)
     .fetch_all(&mut connection)
     .await
@@ -342,7 +493,6 @@ pub async fn recorded_activities(database_url: &str, up_to: i64) -> anyhow::Resu
                 .context("an ActivityRecorded payload does not decode")?;
             recorded
                 .activity
-                .map(|a| a.activity_id)
                 .context("an ActivityRecorded event without its activity")
         })
         .collect()

@@ -7,10 +7,15 @@
 //! Ten kinds of rule, five variants each (the first is the freshness probe's segment): purchase
 //! counts and spend in windows, category buyers, country with consent, demographics with
 //! interests, RFM groups, lifecycle stages, lapsed buyers, browsers who do not buy, and tags and
-//! custom attributes. The hand-written SQL reads `$1` as the evaluation time; its text holds
-//! `@F` / `@A`, a condition on the customer of the facts (`f`) or activities (`a`) alias: TRUE
-//! over everyone, or `= ANY($2)` for the customers a check looks at. Every literal in it is
-//! one of this file's constants.
+//! custom attributes. Then four over the fixture's custom events ([`event_specs`]): a count in
+//! a window with a property filter, a sum of a number property, the most frequent value of a
+//! string property and a sequence with an event that must not come between, each written by
+//! hand another way than the compiler writes it (the sequence as "the next B-or-C event after
+//! an A is a B in time", the most frequent value with a window function). The hand-written SQL
+//! reads `$1` as the evaluation time; its text holds `@F` / `@A`, a condition on the customer
+//! of the facts (`f`) or activities (`a`) alias: TRUE over everyone, or `= ANY($2)` for the
+//! customers a check looks at. Every literal in it is one of this file's constants or, for
+//! the event rules, a name or value of `fixture::EVENT_TYPES`.
 
 use custops_contracts::custops::common::v1::Money;
 use custops_contracts::custops::segmentation::v1 as pb;
@@ -154,8 +159,13 @@ fn quoted(values: &[&str]) -> String {
 
 /// Activities of the last `days` whole days before `$1`, as the rule windows read them.
 fn window(days: i32) -> String {
+    window_of("a", days)
+}
+
+/// Rows aliased `alias` of the last `days` whole days before `$1`.
+fn window_of(alias: &str, days: i32) -> String {
     format!(
-        "a.occur_time > $1 - interval '{} hours' AND a.occur_time <= $1",
+        "{alias}.occur_time > $1 - interval '{} hours' AND {alias}.occur_time <= $1",
         days * 24
     )
 }
@@ -476,6 +486,155 @@ fn attributes(variant: usize) -> RuleSpec {
     }
 }
 
+/// The position in [`event_specs`] of the segment `segmentation.recompute_events` measures:
+/// app opens on the cart screen in the last 365 days.
+pub const EVENT_RECOMPUTED: usize = 0;
+
+fn last_days(days: i32) -> Option<pb::ActivityWindow> {
+    Some(pb::ActivityWindow {
+        span: Some(pb::activity_window::Span::LastDays(days)),
+    })
+}
+
+fn property_filter(
+    property: &str,
+    operator: pb::Operator,
+    value: pb::Value,
+) -> pb::EventPropertyFilter {
+    pb::EventPropertyFilter {
+        property: property.to_owned(),
+        operator: operator.into(),
+        values: vec![value],
+    }
+}
+
+/// The rule segments over the fixture's custom events (`fixture::EVENT_TYPES`), which the
+/// benchmarks add after [`specs`].
+pub fn event_specs() -> Vec<RuleSpec> {
+    let (opens_days, opens) = (365, 1);
+    let cart_opens = RuleSpec {
+        name: format!("Opened the app on the cart screen {opens}+ times in {opens_days} days"),
+        rule: pb::Condition {
+            kind: Some(pb::condition::Kind::Event(pb::EventCondition {
+                event_type: "app_opened".to_owned(),
+                aggregate: pb::EventAggregate::Count.into(),
+                property: String::new(),
+                window: last_days(opens_days),
+                r#where: vec![property_filter(
+                    "screen",
+                    pb::Operator::Equals,
+                    text("cart"),
+                )],
+                operator: pb::Operator::GreaterOrEqual.into(),
+                values: vec![integer(opens)],
+            })),
+        },
+        hand: format!(
+            "SELECT f.customer_id FROM customer_facts f \
+             JOIN customer_events e ON e.customer_id = f.customer_id \
+             WHERE @F AND e.event_type = 'app_opened' \
+               AND e.properties -> 'screen' ->> 'string' = 'cart' AND {w} \
+             GROUP BY f.customer_id HAVING count(*) >= {opens}",
+            w = window_of("e", opens_days)
+        ),
+    };
+    let worth = 150.0;
+    let coupons = RuleSpec {
+        name: format!("Redeemed coupons worth {worth}+"),
+        rule: pb::Condition {
+            kind: Some(pb::condition::Kind::Event(pb::EventCondition {
+                event_type: "coupon_redeemed".to_owned(),
+                aggregate: pb::EventAggregate::Sum.into(),
+                property: "value".to_owned(),
+                window: None,
+                r#where: Vec::new(),
+                operator: pb::Operator::GreaterOrEqual.into(),
+                values: vec![double(worth)],
+            })),
+        },
+        // The values are whole quarters: the sum is exact in any order.
+        hand: format!(
+            "SELECT f.customer_id FROM customer_facts f \
+             JOIN customer_events e ON e.customer_id = f.customer_id \
+             WHERE @F AND e.event_type = 'coupon_redeemed' GROUP BY f.customer_id \
+             HAVING COALESCE(sum((e.properties -> 'value' ->> 'number')::float8), 0) >= {worth:?}"
+        ),
+    };
+    let path = "/sale";
+    let sale_viewers = RuleSpec {
+        name: format!("Views {path} most"),
+        rule: pb::Condition {
+            kind: Some(pb::condition::Kind::Event(pb::EventCondition {
+                event_type: "page_viewed".to_owned(),
+                aggregate: pb::EventAggregate::MostFrequent.into(),
+                property: "path".to_owned(),
+                window: None,
+                r#where: Vec::new(),
+                operator: pb::Operator::Equals.into(),
+                values: vec![text(path)],
+            })),
+        },
+        hand: format!(
+            "SELECT v.customer_id FROM ( \
+               SELECT p.customer_id, p.path, row_number() OVER (PARTITION BY p.customer_id \
+                 ORDER BY count(*) DESC, p.path COLLATE \"C\") AS place \
+               FROM (SELECT f.customer_id, e.properties -> 'path' ->> 'string' AS path \
+                     FROM customer_facts f \
+                     JOIN customer_events e ON e.customer_id = f.customer_id \
+                     WHERE @F AND e.event_type = 'page_viewed') p \
+               WHERE p.path <> '' GROUP BY p.customer_id, p.path) v \
+             WHERE v.place = 1 AND v.path = '{path}'"
+        ),
+    };
+    let (window_days, within_days) = (365, 90);
+    let step = |event_type: &str, filters: Vec<pb::EventPropertyFilter>| pb::EventStep {
+        event_type: event_type.to_owned(),
+        r#where: filters,
+    };
+    let viewed_then_coupon = RuleSpec {
+        name: format!(
+            "Viewed a page in {window_days} days, then redeemed a first coupon within {within_days} days, no crash between"
+        ),
+        rule: pb::Condition {
+            kind: Some(pb::condition::Kind::Sequence(pb::SequenceCondition {
+                first: Some(step("page_viewed", Vec::new())),
+                then: Some(step(
+                    "coupon_redeemed",
+                    vec![property_filter(
+                        "first_use",
+                        pb::Operator::Equals,
+                        boolean(true),
+                    )],
+                )),
+                within_days,
+                not_between: Some(step("app_crashed", Vec::new())),
+                window: last_days(window_days),
+            })),
+        },
+        // The first B or C after an A in event order (occur time, then id in byte order) is a
+        // B in time: a later B is later still, and has that C (or this B's C) before it.
+        hand: format!(
+            "SELECT DISTINCT f.customer_id FROM customer_facts f \
+             JOIN customer_events a ON a.customer_id = f.customer_id \
+             CROSS JOIN LATERAL ( \
+               SELECT n.event_type, n.occur_time FROM customer_events n \
+               WHERE n.customer_id = a.customer_id \
+                 AND ((n.event_type = 'coupon_redeemed' \
+                       AND (n.properties -> 'first_use' ->> 'bool')::boolean) \
+                      OR n.event_type = 'app_crashed') \
+                 AND (n.occur_time, n.activity_id COLLATE \"C\") \
+                     > (a.occur_time, a.activity_id COLLATE \"C\") \
+               ORDER BY n.occur_time, n.activity_id COLLATE \"C\" LIMIT 1) n \
+             WHERE @F AND a.event_type = 'page_viewed' AND {w} \
+               AND n.event_type = 'coupon_redeemed' \
+               AND n.occur_time <= a.occur_time + interval '{hours} hours'",
+            w = window_of("a", window_days),
+            hours = within_days * 24
+        ),
+    };
+    vec![cart_opens, coupons, sale_viewers, viewed_then_coupon]
+}
+
 /// The RFM full run written by hand for `config` (no currency rates: the shop currency only):
 /// values, quintile bounds and scores in one statement, stored on every customer (`$1` = T).
 pub fn rfm_sql(config: &RfmConfig) -> String {
@@ -619,6 +778,43 @@ mod tests {
             assert!(spec.hand.contains("@F"), "{}: no scope", spec.name);
             assert!(!spec.everyone_sql().contains("@F") && !spec.everyone_sql().contains("@A"));
             assert!(spec.scoped_sql().contains("$2"));
+        }
+    }
+
+    #[test]
+    fn the_event_rules_read_event_types_and_properties_of_the_fixture() {
+        use custops_segmentation::fixture::EVENT_TYPES;
+        let specs = event_specs();
+        assert_eq!(specs.len(), 4);
+        assert!(specs[EVENT_RECOMPUTED].name.contains("cart screen"));
+        let known = |event_type: &str, property: &str| {
+            EVENT_TYPES.iter().any(|t| {
+                t.name == event_type
+                    && (property.is_empty() || t.properties.iter().any(|p| p.name == property))
+            })
+        };
+        for spec in &specs {
+            assert!(spec.hand.contains("@F"), "{}: no scope", spec.name);
+            match &spec.rule.kind {
+                Some(pb::condition::Kind::Event(event)) => {
+                    assert!(known(&event.event_type, &event.property), "{}", spec.name);
+                    for filter in &event.r#where {
+                        assert!(known(&event.event_type, &filter.property), "{}", spec.name);
+                    }
+                }
+                Some(pb::condition::Kind::Sequence(sequence)) => {
+                    for step in [&sequence.first, &sequence.then, &sequence.not_between]
+                        .into_iter()
+                        .flatten()
+                    {
+                        assert!(known(&step.event_type, ""), "{}", spec.name);
+                        for filter in &step.r#where {
+                            assert!(known(&step.event_type, &filter.property), "{}", spec.name);
+                        }
+                    }
+                }
+                other => panic!("{}: not an event rule: {other:?}", spec.name),
+            }
         }
     }
 }

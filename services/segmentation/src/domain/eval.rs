@@ -23,7 +23,7 @@ use super::catalog::{FieldKey, Operator, ValueType};
 use super::computed::{ComputedValue, value_over_nothing};
 use super::facts::{Activity, ActivityKind, AttributeValue, EvalContext, Facts, Money};
 use super::pattern::Pattern;
-use super::rule::{Filter, Node, Predicate, Rule, Value, Window};
+use super::rule::{EventCondition, Filter, Node, Predicate, Rule, Value, Window};
 
 mod events;
 mod sequences;
@@ -45,6 +45,18 @@ pub struct Explanation {
     pub actual_values: Vec<Value>,
     /// Segment references: whether the customer is in the referenced segment.
     pub referenced_member: bool,
+}
+
+/// Whether `condition` holds for a customer without any event it covers (its aggregate over
+/// nothing: COUNT and SUM 0, the others unset). The answer does not depend on the evaluation
+/// time: with no event, windows and time filters cover nothing either way, and an unset time
+/// fails WITHIN_LAST like every operator.
+pub fn event_holds_without_events(condition: &EventCondition) -> bool {
+    let ctx = EvalContext {
+        now: DateTime::<Utc>::UNIX_EPOCH,
+        today: DateTime::<Utc>::UNIX_EPOCH.date_naive(),
+    };
+    events::evaluate(condition, &Facts::default(), &ctx)
 }
 
 /// Node-by-node evaluation of `rule` for `facts` at `ctx`; every child is evaluated (no

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::domain::catalog::{FieldKey, Operator, ValueType};
 use crate::domain::computed;
+use crate::domain::eval;
 use crate::domain::facts::EvalContext;
 use crate::domain::rule::{Aggregate, EventMeasure, Filter, Node, Predicate, Rule, Value, Window};
 use crate::store::facts::{COUNTS_AS_PURCHASE, NET_AMOUNT};
@@ -60,6 +61,11 @@ pub struct CompiledRule {
     aggregates: Vec<(String, String)>,
     /// The grouped custom event aggregates `ge` reads, likewise (`… AS eN`, the filter).
     event_aggregates: Vec<(String, String)>,
+    /// Whether the rule is false for every customer without a row in `ge` (a conjunct of the
+    /// root is an event condition of `ge` that fails over no event, e.g. COUNT ≥ 1), so `ge`
+    /// is inner-joined: only customers with covered events are evaluated, as the hand-written
+    /// `JOIN customer_events … GROUP BY` of such a rule reads them.
+    events_required: bool,
 }
 
 /// Compiles `rule` with correlated activity aggregates (see the module docs).
@@ -89,6 +95,7 @@ pub fn compile_measure(measure: &EventMeasure) -> CompiledRule {
         binds: compiler.binds,
         aggregates: compiler.aggregates,
         event_aggregates: compiler.event_aggregates,
+        events_required: false,
     }
 }
 
@@ -103,8 +110,22 @@ fn compile_as(rule: &Rule, grouped: bool) -> CompiledRule {
     CompiledRule {
         sql,
         binds: compiler.binds,
+        events_required: !compiler.event_aggregates.is_empty() && requires_events(rule.root()),
         aggregates: compiler.aggregates,
         event_aggregates: compiler.event_aggregates,
+    }
+}
+
+/// Whether `node` is false for a customer without covered events of any grouped event
+/// aggregate: it is such an event condition failing over no event, or an `all` holding one.
+fn requires_events(node: &Node) -> bool {
+    match node {
+        Node::Event(condition) => {
+            condition.measure.aggregate != Aggregate::MostFrequent
+                && !eval::event_holds_without_events(condition)
+        }
+        Node::All(children) => children.iter().any(requires_events),
+        _ => false,
     }
 }
 
@@ -114,9 +135,26 @@ impl CompiledRule {
     /// custom event aggregates `ge` (likewise over `customer_events`) when it has any.
     pub fn from_clause(&self) -> String {
         let mut from = "customer_facts f".to_owned();
-        for (table, alias, rows, aggregates) in [
-            ("customer_activities", "g", "a", &self.aggregates),
-            ("customer_events", "ge", "e", &self.event_aggregates),
+        let events_join = if self.events_required {
+            "JOIN"
+        } else {
+            "LEFT JOIN"
+        };
+        for (join, table, alias, rows, aggregates) in [
+            (
+                "LEFT JOIN",
+                "customer_activities",
+                "g",
+                "a",
+                &self.aggregates,
+            ),
+            (
+                events_join,
+                "customer_events",
+                "ge",
+                "e",
+                &self.event_aggregates,
+            ),
         ] {
             if aggregates.is_empty() {
                 continue;
@@ -127,7 +165,7 @@ impl CompiledRule {
                 .map(|(_, filter)| format!("({filter})"))
                 .collect();
             from.push_str(&format!(
-                " LEFT JOIN (SELECT {rows}.customer_id, {} FROM {table} {rows} \
+                " {join} (SELECT {rows}.customer_id, {} FROM {table} {rows} \
                  WHERE {} GROUP BY {rows}.customer_id) {alias} \
                  ON {alias}.customer_id = f.customer_id",
                 columns.join(", "),

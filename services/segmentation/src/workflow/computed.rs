@@ -119,7 +119,7 @@ async fn create_in(
         time_dependent: measure.time_dependent(),
         create_time: now,
         update_time: now,
-        etag: store_etag(),
+        etag: segments::new_etag(),
         latest_recompute_job_id: Some(job.recompute_job_id),
     };
     if !store::insert(&mut *conn, &record, &caller).await? {
@@ -131,10 +131,6 @@ async fn create_in(
         recompute_job_id: job.recompute_job_id.to_string(),
     };
     Ok(Completed::response(response.encode_to_vec()))
-}
-
-fn store_etag() -> String {
-    Uuid::now_v7().simple().to_string()
 }
 
 /// GetComputedTrait: the trait with its current definition (`version` 0) or an earlier one's.
@@ -258,7 +254,7 @@ pub async fn update(
         record.description = description;
     }
     record.update_time = now;
-    record.etag = store_etag();
+    record.etag = segments::new_etag();
     let mut job_id = String::new();
     if definition_changed {
         let job = JobRecord::queued("computed_traits", None, "config_changed", caller, now);

@@ -279,17 +279,7 @@ async fn bad_event_conditions_are_refused_naming_each_problem() -> anyhow::Resul
             &["segment.rule.event.window.last_days"],
         ),
     ];
-    for (condition, expected) in cases {
-        // Act
-        let named = app
-            .refused_rule(event(condition.clone()))
-            .await
-            .map_err(|e| e.context(format!("{condition:?}")))?;
-
-        // Assert
-        assert_eq!(named, expected, "{condition:?}");
-    }
-    Ok(())
+    app.assert_refusals(cases, event).await
 }
 
 #[tokio::test]

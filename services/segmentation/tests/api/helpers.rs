@@ -416,6 +416,26 @@ impl TestApp {
         .await
     }
 
+    /// Asserts CreateSegment refuses each case's rule (`rule` of its condition) naming exactly
+    /// the case's fields.
+    pub(crate) async fn assert_refusals<C: std::fmt::Debug + Clone>(
+        &self,
+        cases: Vec<(C, &[&str])>,
+        rule: impl Fn(C) -> pb::Condition,
+    ) -> anyhow::Result<()> {
+        for (condition, expected) in cases {
+            // Act
+            let named = self
+                .refused_rule(rule(condition.clone()))
+                .await
+                .map_err(|e| e.context(format!("{condition:?}")))?;
+
+            // Assert
+            assert_eq!(named, expected, "{condition:?}");
+        }
+        Ok(())
+    }
+
     /// The fields named by CreateSegment refusing a rule segment with `rule`; an error when it
     /// was accepted.
     pub(crate) async fn refused_rule(&self, rule: pb::Condition) -> anyhow::Result<Vec<String>> {

@@ -281,17 +281,7 @@ async fn bad_sequence_conditions_are_refused_naming_each_problem() -> anyhow::Re
             ],
         ),
     ];
-    for (condition, expected) in cases {
-        // Act
-        let named = app
-            .refused_rule(sequence(condition.clone()))
-            .await
-            .map_err(|e| e.context(format!("{condition:?}")))?;
-
-        // Assert
-        assert_eq!(named, expected, "{condition:?}");
-    }
-    Ok(())
+    app.assert_refusals(cases, sequence).await
 }
 
 #[tokio::test]

@@ -634,51 +634,40 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         "fixture": "custops_segmentation::fixture, written into segmentation's tables in the shape the profiles feed writes",
     });
 
-    if wants("segmentation.recompute") {
-        let done = recompute_segment(harness, &mut seg, &large, &segments, RECOMPUTED).await?;
-        let row = Row::new(
+    // One rule segment recomputed against its hand-written SQL: a plain rule, then one over
+    // custom events.
+    for (name, index, custops, baseline) in [
+        (
             "segmentation.recompute",
-            "s",
-            done.job.seconds,
-            done.hand.as_secs_f64(),
-        )
-        .ratio_at_most(1.5)
-        .params(with(
-            &fixture_params,
-            json!({
-                "segment": segments[RECOMPUTED].1.name,
-                "members": done.members,
-                "entered": done.job.job.entered_count,
-                "custops": "RecomputeSegment, the job's own start to end time; every member enters (the segment was created before the customers were loaded)",
-                "waited_s": round(done.job.waited.as_secs_f64()),
-                "baseline": "the hand-written INSERT ... SELECT of the same members into a table shaped like memberships (its columns, primary key, customer index and foreign key to segments) and holding the other segments' memberships (copied untimed), same data, same Postgres, rolled back",
-                "memberships_checked": "equal to the hand-written SQL's members",
-            }),
-        ));
-        finished(rows, row);
-    }
-    if wants("segmentation.recompute_events") {
-        let done =
-            recompute_segment(harness, &mut seg, &large, &segments, event_recomputed).await?;
-        let row = Row::new(
+            RECOMPUTED,
+            "RecomputeSegment, the job's own start to end time; every member enters (the segment was created before the customers were loaded)",
+            "the hand-written INSERT ... SELECT of the same members into a table shaped like memberships (its columns, primary key, customer index and foreign key to segments) and holding the other segments' memberships (copied untimed), same data, same Postgres, rolled back",
+        ),
+        (
             "segmentation.recompute_events",
-            "s",
-            done.job.seconds,
-            done.hand.as_secs_f64(),
-        )
-        .ratio_at_most(1.5)
-        .params(with(
-            &fixture_params,
-            json!({
-                "segment": segments[event_recomputed].1.name,
-                "members": done.members,
-                "entered": done.job.job.entered_count,
-                "custops": "RecomputeSegment of a rule over custom events (an EventCondition: COUNT in a last_days window with a where filter on a string property), the job's own start to end time; every member enters",
-                "waited_s": round(done.job.waited.as_secs_f64()),
-                "baseline": "the hand-written INSERT ... SELECT of the same members (customer_events joined and grouped) into a table shaped like memberships and holding the other segments' memberships (copied untimed), same data, same Postgres, rolled back",
-                "memberships_checked": "equal to the hand-written SQL's members",
-            }),
-        ));
+            event_recomputed,
+            "RecomputeSegment of a rule over custom events (an EventCondition: COUNT in a last_days window with a where filter on a string property), the job's own start to end time; every member enters",
+            "the hand-written INSERT ... SELECT of the same members (customer_events joined and grouped) into a table shaped like memberships and holding the other segments' memberships (copied untimed), same data, same Postgres, rolled back",
+        ),
+    ] {
+        if !wants(name) {
+            continue;
+        }
+        let done = recompute_segment(harness, &mut seg, &large, &segments, index).await?;
+        let row = Row::new(name, "s", done.job.seconds, done.hand.as_secs_f64())
+            .ratio_at_most(1.5)
+            .params(with(
+                &fixture_params,
+                json!({
+                    "segment": segments[index].1.name,
+                    "members": done.members,
+                    "entered": done.job.job.entered_count,
+                    "custops": custops,
+                    "waited_s": round(done.job.waited.as_secs_f64()),
+                    "baseline": baseline,
+                    "memberships_checked": "equal to the hand-written SQL's members",
+                }),
+            ));
         finished(rows, row);
     }
 

@@ -60,7 +60,7 @@ pub struct FeedOptions {
     /// the delay when notifications are lost. Default 1 s.
     pub poll_interval: Duration,
     /// The longest pause between the sequencer's looks for new rows while none come (after a
-    /// pass that found some it looks again within 2 ms, then doubles the pause). Bounds the
+    /// pass that found some it looks again within 10 ms, then doubles the pause). Bounds the
     /// delay from commit to feed position on an idle feed; each look is one index probe.
     /// Default 25 ms.
     pub sequencer_idle_poll: Duration,

@@ -11,6 +11,8 @@
 //! - `CUSTOPS_MIGRATE_ON_START` (`true`): production runs migrations in a Job instead.
 //! - `CUSTOPS_SHUTDOWN_GRACE_SECS` (20): how long in-flight calls may finish after SIGTERM.
 //! - `CUSTOPS_LOG_FORMAT` (`text` or `json`) and `RUST_LOG` (filter, default `info`).
+//! - `CUSTOPS_FEED_RETENTION_HOURS` (168): how long the outbox keeps events at least (and until
+//!   every registered consumer has acknowledged them; `retention.rs`).
 //!
 //! Tests build these structs directly, or read them from an [`Environment`] made of pairs;
 //! nothing here mutates the process environment.
@@ -683,6 +685,28 @@ mod tests {
             .as_ref()
             .map(|s| (s.server.listen_addr.port(), s.database.schema));
         assert_eq!(s, Ok((50053, "loyalty")));
+    }
+
+    #[test]
+    fn feed_retention_is_whole_hours_seven_days_by_default() {
+        let db = ("DATABASE_URL", "postgres://u:secret@db:5432/custops");
+        let retention = |pairs: &[(&str, &str)]| {
+            settings(pairs)
+                .map(|s| s.feed_retention.as_secs())
+                .map_err(|e| e.var().to_owned())
+        };
+        assert_eq!(retention(&[db]), Ok(7 * 24 * 3600));
+        assert_eq!(
+            retention(&[db, ("CUSTOPS_FEED_RETENTION_HOURS", "36")]),
+            Ok(36 * 3600)
+        );
+        for bad in ["0", "-1", "1.5", "87601"] {
+            assert_eq!(
+                retention(&[db, ("CUSTOPS_FEED_RETENTION_HOURS", bad)]),
+                Err("CUSTOPS_FEED_RETENTION_HOURS".to_owned()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -391,21 +391,46 @@ impl<H: EventHandler> Consumer<H> {
 
         let idle_timeout = self.options.idle_timeout;
         let mut last_report = Instant::now();
-        // Subscribing acknowledged the cursor.
+        // Subscribing acknowledged the cursor. A position applied within the ack interval of
+        // the last acknowledgement waits (`unacked`) until the interval has passed, also on an
+        // idle feed, whose next response may be a heartbeat away.
         let mut last_ack = Instant::now();
+        let mut unacked: Option<i64> = None;
         loop {
-            let first = tokio::time::timeout(idle_timeout, sendable(stream.message()))
-                .await
+            let next = sendable(stream.message());
+            let received = match unacked {
+                Some(sequence) => {
+                    tokio::select! {
+                        received = tokio::time::timeout(idle_timeout, next) => Some(received),
+                        () = tokio::time::sleep_until(last_ack + self.options.ack_interval) => {
+                            last_ack = Instant::now();
+                            unacked = None;
+                            self.acknowledge(&mut client, sequence).await;
+                            None
+                        }
+                    }
+                }
+                None => Some(tokio::time::timeout(idle_timeout, next).await),
+            };
+            // The acknowledgement was due first; the message future dropped lost nothing.
+            let Some(received) = received else {
+                continue;
+            };
+            let first = received
                 .map_err(|_| SessionError::Idle(idle_timeout))?
                 .map_err(feed_error)?
                 .ok_or(SessionError::Ended)?;
             let batch = self.join_waiting(&mut stream, first)?;
             let applied = self.apply(&batch).await?;
             *progressed = true;
-            if !self.options.consumer.is_empty() && last_ack.elapsed() >= self.options.ack_interval
-            {
-                last_ack = Instant::now();
-                self.acknowledge(&mut client, batch.last_sequence).await;
+            if !self.options.consumer.is_empty() {
+                if last_ack.elapsed() >= self.options.ack_interval {
+                    last_ack = Instant::now();
+                    unacked = None;
+                    self.acknowledge(&mut client, batch.last_sequence).await;
+                } else {
+                    unacked = Some(batch.last_sequence);
+                }
             }
             if let Some(last) = batch.events.last() {
                 let lag = event_age(last);

@@ -364,3 +364,70 @@ async fn a_consumer_whose_position_was_pruned_resyncs_and_follows_on() -> anyhow
     task.await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stream_overtaken_by_pruning_ends_with_failed_precondition() -> anyhow::Result<()> {
+    // Arrange: an ad-hoc reader caught up at 3; the sequencer all but asleep.
+    let now = Utc::now();
+    let clock = Arc::new(ManualClock::new(now));
+    let feed = FeedServer::start(FeedOptions {
+        clock: clock.clone(),
+        prune_interval: Duration::from_secs(3600),
+        sequencer_idle_poll: Duration::from_secs(3600),
+        ..FeedOptions::default()
+    })
+    .await?;
+    feed.until_listening().await?;
+    events(&feed, 3, now, Duration::ZERO).await?;
+    let mut stream = feed.subscribe(3, &[], 0).await?;
+
+    // Act: in one transaction, three events get positions 4–6 and 1–5 are pruned, so the
+    // reader's next event (4) is gone when it next reads.
+    let mut tx = feed.pool.begin().await?;
+    for _ in 0..3 {
+        custops_common::outbox::append(&mut tx, deleted()).await?;
+    }
+    sqlx::query(
+        "UPDATE outbox SET sequence = 3 + n.n \
+         FROM (SELECT id, row_number() OVER (ORDER BY appended_at, id) AS n \
+               FROM outbox WHERE sequence IS NULL) n \
+         WHERE outbox.id = n.id",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM outbox WHERE sequence <= 5")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify('custops_feed_profiles', '')")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+
+    // Assert: the stream ends with the resync error rather than skipping 4 and 5.
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(response)) if response.events.is_empty() => continue,
+                other => return other,
+            }
+        }
+    })
+    .await?;
+    let status = match ended {
+        Err(status) => status,
+        Ok(other) => anyhow::bail!("the stream went on: {other:?}"),
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let info = status.get_details_error_info();
+    assert_eq!(
+        info.as_ref().map(|info| info.reason.as_str()),
+        Some("FEED_POSITION_EXPIRED")
+    );
+    assert_eq!(
+        info.as_ref()
+            .and_then(|info| info.metadata.get("oldest_sequence"))
+            .map(String::as_str),
+        Some("6")
+    );
+    Ok(())
+}

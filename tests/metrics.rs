@@ -247,6 +247,12 @@ async fn every_catalogued_metric_reaches_the_collector_with_the_journeys_values(
         value(&m::FEED_CONSUMER_LAG, &segmentation_on_profiles)
             <= value(&m::FEED_CONSUMER_POSITION, &segmentation_on_profiles)
     );
+    // Registered with profiles, it is measured there: caught up or minutes behind at most.
+    assert!(value(&m::FEED_CONSUMER_LAG_SECONDS, &segmentation_on_profiles) < 600.0);
+    assert_eq!(
+        value(&m::FEED_CONSUMER_RESYNCS, &segmentation_on_profiles),
+        0.0
+    );
     assert!(
         value(
             &m::SEGMENT_RECOMPUTE_DURATION,

@@ -3,6 +3,7 @@
 mod computed_traits;
 mod customer360;
 mod discovery;
+mod feeds;
 mod fuzz;
 mod predictions;
 mod privacy;

@@ -11,6 +11,8 @@
 //! - `CUSTOPS_MIGRATE_ON_START` (`true`): production runs migrations in a Job instead.
 //! - `CUSTOPS_SHUTDOWN_GRACE_SECS` (20): how long in-flight calls may finish after SIGTERM.
 //! - `CUSTOPS_LOG_FORMAT` (`text` or `json`) and `RUST_LOG` (filter, default `info`).
+//! - `CUSTOPS_FEED_RETENTION_HOURS` (168): how long the outbox keeps events at least (and until
+//!   every registered consumer has acknowledged them; `retention.rs`).
 //!
 //! Tests build these structs directly, or read them from an [`Environment`] made of pairs;
 //! nothing here mutates the process environment.
@@ -261,6 +263,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_FEEDBACK_URL", "where the feedback service is reached"),
     Variable::optional("REDIS_URL", "Redis URL for the shared cache (redis://host:6379)"),
     Variable::optional("CUSTOPS_REDIS_TIMEOUT_MS", "Redis command timeout (default 200)"),
+    Variable::optional("CUSTOPS_FEED_RETENTION_HOURS", "outbox events are kept at least this long, and until every registered consumer has acknowledged them (default 168, 7 days; at least 1)"),
     Variable::optional("CUSTOPS_PAGE_TOKEN_SECRET", "key that signs page tokens (32+ bytes); set the same on every replica"),
     Variable::optional("CUSTOPS_{SVC}_DB_PASSWORD", "custops migrate --create-roles: login password of the service's Postgres role"),
 ];
@@ -282,6 +285,9 @@ pub struct ServiceSettings {
     pub redis: Option<RedisSettings>,
     /// Signs and checks the page tokens of its list RPCs.
     pub page_tokens: PageTokens,
+    /// How long its outbox keeps an event at least (`CUSTOPS_FEED_RETENTION_HOURS`); events
+    /// a registered consumer has not acknowledged are kept longer (`retention.rs`).
+    pub feed_retention: Duration,
 }
 
 impl ServiceSettings {
@@ -299,6 +305,7 @@ impl ServiceSettings {
             clients: ClientSettings::from_env(service, env, &auth, tls.client)?,
             redis: RedisSettings::from_env(env)?,
             page_tokens: PageTokens::from_env(env)?,
+            feed_retention: feed_retention(env)?,
         })
     }
 
@@ -313,8 +320,24 @@ impl ServiceSettings {
             clients: ClientSettings::local(service),
             redis: None,
             page_tokens: PageTokens::random(),
+            feed_retention: crate::retention::DEFAULT_RETENTION,
         }
     }
+}
+
+/// `CUSTOPS_FEED_RETENTION_HOURS`: whole hours, at least one (a shorter retention would let a
+/// consumer restarting after a brief outage find its position pruned).
+fn feed_retention(env: &Environment) -> Result<Duration, ConfigError> {
+    const VAR: &str = "CUSTOPS_FEED_RETENTION_HOURS";
+    let default_hours = crate::retention::DEFAULT_RETENTION.as_secs() / 3600;
+    let hours: u64 = env.parse_or(VAR, default_hours)?;
+    if hours == 0 || hours > 24 * 3650 {
+        return Err(ConfigError::Invalid {
+            var: VAR.to_owned(),
+            reason: format!("`{hours}`: must be between 1 and 87600 hours"),
+        });
+    }
+    Ok(Duration::from_secs(hours * 3600))
 }
 
 /// How one gRPC server listens, authenticates, limits and drains.
@@ -662,6 +685,28 @@ mod tests {
             .as_ref()
             .map(|s| (s.server.listen_addr.port(), s.database.schema));
         assert_eq!(s, Ok((50053, "loyalty")));
+    }
+
+    #[test]
+    fn feed_retention_is_whole_hours_seven_days_by_default() {
+        let db = ("DATABASE_URL", "postgres://u:secret@db:5432/custops");
+        let retention = |pairs: &[(&str, &str)]| {
+            settings(pairs)
+                .map(|s| s.feed_retention.as_secs())
+                .map_err(|e| e.var().to_owned())
+        };
+        assert_eq!(retention(&[db]), Ok(7 * 24 * 3600));
+        assert_eq!(
+            retention(&[db, ("CUSTOPS_FEED_RETENTION_HOURS", "36")]),
+            Ok(36 * 3600)
+        );
+        for bad in ["0", "-1", "1.5", "87601"] {
+            assert_eq!(
+                retention(&[db, ("CUSTOPS_FEED_RETENTION_HOURS", bad)]),
+                Err("CUSTOPS_FEED_RETENTION_HOURS".to_owned()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,14 @@
 //! The way out is a fixed handler, or an operator moving the cursor past the event
 //! (`UPDATE feed_cursors SET last_sequence = <sequence> WHERE feed = '<feed>'`).
 //!
+//! The consumer registers with the producer under [`ConsumerOptions::consumer`] and
+//! acknowledges its cursor every [`ConsumerOptions::ack_interval`] (best effort), so the
+//! producer's retention keeps what it has not applied. When the feed answers that its position
+//! has been pruned (FAILED_PRECONDITION `FEED_POSITION_EXPIRED`: a consumer registered late,
+//! a cursor restored from an old backup), the consumer calls [`EventHandler::resync`] and
+//! moves its cursor to just before the oldest retained event in the same transaction; a
+//! handler that cannot resync keeps the feed stalled, loudly.
+//!
 //! Responses that are already waiting when a batch has been applied are taken together (up to
 //! [`ConsumerOptions::max_events_per_transaction`]), so a busy feed is applied in large
 //! transactions and an idle one event at a time, without waiting for more. A handler may fold a
@@ -27,11 +35,12 @@ use std::time::Duration;
 
 use custops_contracts::custops::common::v1::event_feed_service_client::EventFeedServiceClient;
 use custops_contracts::custops::common::v1::{
-    Event, GetFeedPositionRequest, SubscribeRequest, SubscribeResponse,
+    AcknowledgeEventsRequest, Event, GetFeedPositionRequest, SubscribeRequest, SubscribeResponse,
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tonic_types::StatusExt as _;
 
 use futures_util::FutureExt as _;
 use tracing::Instrument;
@@ -41,6 +50,7 @@ use opentelemetry::KeyValue;
 
 use crate::client::{RetryPolicy, ServiceChannel};
 use crate::error::DisplayChain;
+use crate::feed::{FEED_POSITION_EXPIRED, OLDEST_SEQUENCE};
 use crate::metrics;
 use crate::server::MAX_MESSAGE_BYTES;
 use crate::service::ServiceKind;
@@ -72,6 +82,19 @@ pub trait EventHandler: Send + Sync {
         }
         Ok(())
     }
+
+    /// Called when the events after this consumer's cursor have been pruned from the feed
+    /// (retention), so they can never be applied: make the state kept from the feed right
+    /// without them, inside `tx`, the transaction that then moves the cursor to just before
+    /// `oldest_retained`, the oldest event the feed still has (applied next). Say in the log
+    /// what could not be recovered. An error rolls back and is retried after a backoff.
+    ///
+    /// The default refuses: a consumer that has not decided how to resync stalls (and says so
+    /// at error level) rather than skip events silently.
+    async fn resync(&self, tx: &mut PgConnection, oldest_retained: i64) -> anyhow::Result<()> {
+        let _ = (tx, oldest_retained);
+        anyhow::bail!("this consumer does not know how to resync after events were pruned")
+    }
 }
 
 /// Why a batch failed: the error and the index (in the batch) of the event it is about; for
@@ -100,6 +123,13 @@ pub fn event_span(event: &Event) -> tracing::Span {
 pub struct ConsumerOptions {
     /// Name of the feed, the key of the cursor row, e.g. `"profiles"`.
     pub feed: String,
+    /// The name this consumer registers under with the producer, shared by its replicas: the
+    /// consuming service, e.g. `"segmentation"`. Registered consumers hold back retention
+    /// until they have acknowledged an event. Empty: an unregistered reader.
+    pub consumer: String,
+    /// How often, at most, the cursor is acknowledged to the producer (after a response has
+    /// been applied, best effort).
+    pub ack_interval: Duration,
     /// Only these event types (fully qualified names); empty for all. The cursor still moves
     /// past the others.
     pub event_types: Vec<String>,
@@ -125,6 +155,8 @@ impl ConsumerOptions {
     pub fn new(feed: impl Into<String>) -> Self {
         Self {
             feed: feed.into(),
+            consumer: String::new(),
+            ack_interval: DEFAULT_ACK_INTERVAL,
             event_types: Vec::new(),
             max_batch_size: 0,
             max_events_per_transaction: 1000,
@@ -135,6 +167,10 @@ impl ConsumerOptions {
         }
     }
 }
+
+/// How often a consumer acknowledges its cursor by default: retention is measured in hours,
+/// and an acknowledgement is one small write at the producer.
+pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Failed sessions before the feed first answers that are taken for its producer starting
 /// (about 3 s of backoff) before each is warned of.
@@ -165,6 +201,8 @@ enum SessionError {
     Feed(#[source] tonic::Status),
     #[error("the feed ended the stream")]
     Ended,
+    #[error("the events after the cursor were pruned (the oldest retained is {oldest})")]
+    Expired { oldest: i64 },
     #[error("no message, not even a heartbeat, for {0:?}")]
     Idle(Duration),
     #[error("the feed sent events out of order (sequence {sequence} after cursor {cursor})")]
@@ -222,6 +260,32 @@ impl<H: EventHandler> Consumer<H> {
             if progressed {
                 delays = reconnecting.delays();
                 ever_progressed = true;
+            }
+            if let SessionError::Expired { oldest } = ended {
+                match self.resync(oldest).await {
+                    Ok(()) => {
+                        // Follow on at once from the oldest retained event.
+                        delays = reconnecting.delays();
+                        failing = None;
+                        continue;
+                    }
+                    Err(error) => {
+                        let delay = delays.next().unwrap_or(self.options.max_backoff);
+                        tracing::error!(
+                            feed,
+                            oldest_retained = oldest,
+                            error = %DisplayChain(&*error),
+                            ?delay,
+                            "feed position expired and the resync failed; the feed is stalled \
+                             until it succeeds",
+                        );
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
+                    }
+                }
             }
             let delay = delays.next().unwrap_or(self.options.max_backoff);
             match &ended {
@@ -319,22 +383,55 @@ impl<H: EventHandler> Consumer<H> {
             after_sequence: cursor,
             event_types: self.options.event_types.clone(),
             max_batch_size: self.options.max_batch_size,
+            consumer: self.options.consumer.clone(),
         }))
         .await
-        .map_err(SessionError::Feed)?
+        .map_err(feed_error)?
         .into_inner();
 
         let idle_timeout = self.options.idle_timeout;
         let mut last_report = Instant::now();
+        // Subscribing acknowledged the cursor. A position applied within the ack interval of
+        // the last acknowledgement waits (`unacked`) until the interval has passed, also on an
+        // idle feed, whose next response may be a heartbeat away.
+        let mut last_ack = Instant::now();
+        let mut unacked: Option<i64> = None;
         loop {
-            let first = tokio::time::timeout(idle_timeout, sendable(stream.message()))
-                .await
+            let next = sendable(stream.message());
+            let received = match unacked {
+                Some(sequence) => {
+                    tokio::select! {
+                        received = tokio::time::timeout(idle_timeout, next) => Some(received),
+                        () = tokio::time::sleep_until(last_ack + self.options.ack_interval) => {
+                            last_ack = Instant::now();
+                            unacked = None;
+                            self.acknowledge(&mut client, sequence).await;
+                            None
+                        }
+                    }
+                }
+                None => Some(tokio::time::timeout(idle_timeout, next).await),
+            };
+            // The acknowledgement was due first; the message future dropped lost nothing.
+            let Some(received) = received else {
+                continue;
+            };
+            let first = received
                 .map_err(|_| SessionError::Idle(idle_timeout))?
-                .map_err(SessionError::Feed)?
+                .map_err(feed_error)?
                 .ok_or(SessionError::Ended)?;
             let batch = self.join_waiting(&mut stream, first)?;
             let applied = self.apply(&batch).await?;
             *progressed = true;
+            if !self.options.consumer.is_empty() {
+                if last_ack.elapsed() >= self.options.ack_interval {
+                    last_ack = Instant::now();
+                    unacked = None;
+                    self.acknowledge(&mut client, batch.last_sequence).await;
+                } else {
+                    unacked = Some(batch.last_sequence);
+                }
+            }
             if let Some(last) = batch.events.last() {
                 let lag = event_age(last);
                 tracing::debug!(
@@ -371,7 +468,7 @@ impl<H: EventHandler> Consumer<H> {
             let Some(next) = stream.message().now_or_never() else {
                 break;
             };
-            let Some(next) = next.map_err(SessionError::Feed)? else {
+            let Some(next) = next.map_err(feed_error)? else {
                 // The stream ended: apply what came, the next read reports the end.
                 break;
             };
@@ -379,6 +476,75 @@ impl<H: EventHandler> Consumer<H> {
             batch.last_sequence = batch.last_sequence.max(next.last_sequence);
         }
         Ok(batch)
+    }
+
+    /// Tells the producer the cursor is at `sequence` (committed), so retention may let go of
+    /// what is behind it. Best effort: a failure is logged, and the next acknowledgement (or
+    /// subscription) catches up.
+    async fn acknowledge(
+        &self,
+        client: &mut EventFeedServiceClient<ServiceChannel>,
+        sequence: i64,
+    ) {
+        let request = AcknowledgeEventsRequest {
+            consumer: self.options.consumer.clone(),
+            sequence,
+        };
+        if let Err(status) = sendable(client.acknowledge_events(request)).await {
+            tracing::warn!(
+                feed = self.options.feed.as_str(),
+                sequence,
+                error = %DisplayChain(&status),
+                "could not acknowledge the cursor to the producer; retention keeps its events \
+                 until a later acknowledgement",
+            );
+        }
+    }
+
+    /// After the feed answered that the events after the cursor were pruned: lets the handler
+    /// resync and moves the cursor to just before `oldest`, in one transaction. A cursor
+    /// already at or past that point (another replica resynced) is left alone.
+    async fn resync(&self, oldest: i64) -> anyhow::Result<()> {
+        let feed = self.options.feed.as_str();
+        let mut tx = self.pool.begin().await?;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT last_sequence FROM feed_cursors WHERE feed = $1 FOR UPDATE")
+                .bind(feed)
+                .fetch_one(&mut *tx)
+                .await?;
+        let target = oldest - 1;
+        if stored >= target {
+            return Ok(());
+        }
+        self.handler
+            .resync(&mut tx, oldest)
+            .instrument(tracing::info_span!("feed_resync", feed, oldest))
+            .await?;
+        sqlx::query(
+            "UPDATE feed_cursors SET last_sequence = $2, update_time = now() WHERE feed = $1",
+        )
+        .bind(feed)
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let group = metrics::current_service().map_or("unknown", ServiceKind::name);
+        metrics::FEED_CONSUMER_RESYNCS.counter().add(
+            1,
+            &[
+                KeyValue::new(metrics::FEED, self.options.feed.clone()),
+                KeyValue::new(metrics::CONSUMER_GROUP, group),
+            ],
+        );
+        tracing::error!(
+            feed,
+            from = stored,
+            to = target,
+            lost = target - stored,
+            "feed position expired: events were pruned before this consumer applied them; \
+             resynced and following on from the oldest retained event",
+        );
+        Ok(())
     }
 
     /// Applies one response in one transaction: the events past the stored cursor, then the
@@ -461,18 +627,23 @@ impl<H: EventHandler + 'static> Consumer<H> {
     /// consuming service, shared by its replicas).
     fn sample_position(&self, shutdown: CancellationToken) {
         let group = metrics::current_service().map_or("unknown", ServiceKind::name);
+        let attributes = [
+            KeyValue::new(metrics::FEED, self.options.feed.clone()),
+            KeyValue::new(metrics::CONSUMER_GROUP, group),
+        ];
+        // Exported from the start at 0, so an alert on its increase sees the first resync.
+        metrics::FEED_CONSUMER_RESYNCS.counter().add(0, &attributes);
         metrics::spawn_sampler(
             shutdown,
             FeedGauges {
                 pool: self.pool.clone(),
                 channel: self.channel.clone(),
                 feed: self.options.feed.clone(),
-                attributes: [
-                    KeyValue::new(metrics::FEED, self.options.feed.clone()),
-                    KeyValue::new(metrics::CONSUMER_GROUP, group),
-                ],
+                attributes,
+                consumer: self.options.consumer.clone(),
                 position: metrics::FEED_CONSUMER_POSITION.gauge(),
                 lag: metrics::FEED_CONSUMER_LAG.gauge(),
+                lag_seconds: metrics::FEED_CONSUMER_LAG_SECONDS.gauge(),
             },
         );
     }
@@ -484,21 +655,43 @@ struct FeedGauges {
     channel: ServiceChannel,
     feed: String,
     attributes: [KeyValue; 2],
+    /// The registered name; empty for an unregistered reader, whose lag in seconds the
+    /// producer cannot measure.
+    consumer: String,
     position: metrics::Gauge<f64>,
     lag: metrics::Gauge<f64>,
+    lag_seconds: metrics::Gauge<f64>,
 }
 
 impl metrics::Sampler for FeedGauges {
     async fn sample(&self) -> anyhow::Result<()> {
         let position = load_cursor(&self.pool, &self.feed).await?;
         let mut client = EventFeedServiceClient::new(self.channel.clone());
-        let head = sendable(client.get_feed_position(GetFeedPositionRequest {}))
-            .await?
-            .into_inner()
-            .latest_sequence;
+        if self.consumer.is_empty() {
+            let head = sendable(client.get_feed_position(GetFeedPositionRequest {}))
+                .await?
+                .into_inner()
+                .latest_sequence;
+            self.position.record(position as f64, &self.attributes);
+            self.lag
+                .record((head - position).max(0) as f64, &self.attributes);
+            return Ok(());
+        }
+        // Acknowledging the stored cursor answers the lag measured at the producer: events
+        // behind its head, and the age of the oldest event not yet applied.
+        let lag = sendable(client.acknowledge_events(AcknowledgeEventsRequest {
+            consumer: self.consumer.clone(),
+            sequence: position,
+        }))
+        .await?
+        .into_inner();
         self.position.record(position as f64, &self.attributes);
-        self.lag
-            .record((head - position).max(0) as f64, &self.attributes);
+        self.lag.record(
+            (lag.latest_sequence - position).max(0) as f64,
+            &self.attributes,
+        );
+        self.lag_seconds
+            .record(lag.seconds_behind, &self.attributes);
         Ok(())
     }
 }
@@ -513,6 +706,22 @@ where
     F: std::future::Future + Send + 'a,
 {
     Box::pin(future)
+}
+
+/// The feed's answer as a session error: FAILED_PRECONDITION `FEED_POSITION_EXPIRED` is the
+/// cue to resync, anything else a failure to reconnect after.
+fn feed_error(status: tonic::Status) -> SessionError {
+    if status.code() == tonic::Code::FailedPrecondition
+        && let Some(info) = status.get_details_error_info()
+        && info.reason == FEED_POSITION_EXPIRED
+        && let Some(oldest) = info
+            .metadata
+            .get(OLDEST_SEQUENCE)
+            .and_then(|oldest| oldest.parse().ok())
+    {
+        return SessionError::Expired { oldest };
+    }
+    SessionError::Feed(status)
 }
 
 /// The stored cursor of `feed`, creating the row (at 0) the first time.

@@ -9,7 +9,12 @@
 //! and streams also re-check on a timer while the listener is down, so a lost notification
 //! costs latency, never an event.
 //!
-//! Lifetimes: [`EventFeedApi::start`] spawns the sequencer and the listener; they stop when
+//! Consumers register by name (`SubscribeRequest.consumer`, `AcknowledgeEvents`) in
+//! `feed_consumers`; [`crate::retention`] prunes what all of them have acknowledged once the
+//! retention period has passed, and a stream whose next event has been pruned ends with
+//! FAILED_PRECONDITION `FEED_POSITION_EXPIRED` ([`position_expired`]).
+//!
+//! Lifetimes: [`EventFeedApi::start`] spawns the sequencer, the listener and the pruner; they stop when
 //! the last clone of the API (the server's, and any open stream's) is dropped. Cancelling
 //! [`FeedOptions::shutdown`] ends every open stream at once with `UNAVAILABLE` and refuses new
 //! subscriptions, so a draining server does not wait for long-lived streams.
@@ -20,12 +25,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::RetryPolicy;
-use crate::error::{ServiceError, Violations};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{ERROR_DOMAIN, ServiceError, Violations, status_with_reason};
+use crate::paging::PageTokens;
 use custops_contracts::custops::common::v1::event_feed_service_server::{
     EventFeedService, EventFeedServiceServer,
 };
 use custops_contracts::custops::common::v1::{
-    Event, GetFeedPositionRequest, GetFeedPositionResponse, SubscribeRequest, SubscribeResponse,
+    AcknowledgeEventsRequest, AcknowledgeEventsResponse, Event, FeedConsumer,
+    GetFeedPositionRequest, GetFeedPositionResponse, ListFeedConsumersRequest,
+    ListFeedConsumersResponse, SubscribeRequest, SubscribeResponse,
 };
 use futures_util::Stream;
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
@@ -36,6 +45,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{Request, Response, Status};
 
 use crate::outbox::feed_channel;
+use crate::retention;
 use crate::sequencer;
 use crate::server::MAX_MESSAGE_BYTES;
 use crate::service::ServiceKind;
@@ -49,6 +59,13 @@ const DEFAULT_MAX_BATCH_SIZE: i32 = 100;
 const MAX_MAX_BATCH_SIZE: i32 = 1000;
 /// Type URL prefix of every payload (`google.protobuf.Any`).
 const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
+/// The ErrorInfo reason of a position whose next event has been pruned: the consumer must
+/// resync (see [`crate::consumer::EventHandler::resync`]).
+pub const FEED_POSITION_EXPIRED: &str = "FEED_POSITION_EXPIRED";
+/// The ErrorInfo metadata key of the oldest retained sequence, in a [`FEED_POSITION_EXPIRED`].
+pub const OLDEST_SEQUENCE: &str = "oldest_sequence";
+/// Longest consumer name.
+const MAX_CONSUMER_LEN: usize = 63;
 
 /// How a feed behaves; [`FeedOptions::default`] is what services use.
 #[derive(Debug, Clone)]
@@ -66,6 +83,17 @@ pub struct FeedOptions {
     pub sequencer_idle_poll: Duration,
     /// Largest number of rows the sequencer gives a position in one transaction. Default 1000.
     pub sequencer_batch_size: i64,
+    /// Events are kept at least this long, and until every registered consumer has
+    /// acknowledged them ([`crate::retention`]). Default 7 days
+    /// (`CUSTOPS_FEED_RETENTION_HOURS`).
+    pub retention: Duration,
+    /// How often the feed prunes what retention lets go. Default 1 minute.
+    pub prune_interval: Duration,
+    /// The service's clock: retention and the consumers' lag are measured on it.
+    pub clock: Arc<dyn Clock>,
+    /// Signs and checks `ListFeedConsumers` page tokens (the service's, so that every replica
+    /// honours the others' tokens). Default: a random key.
+    pub page_tokens: PageTokens,
     /// Cancelled when the server begins to shut down: open streams end with `UNAVAILABLE`
     /// (the consumer resubscribes to another replica) and new ones are refused. The sequencer
     /// keeps running until the API is dropped, so events committed by calls still draining
@@ -80,6 +108,10 @@ impl Default for FeedOptions {
             poll_interval: Duration::from_secs(1),
             sequencer_idle_poll: DEFAULT_SEQUENCER_IDLE_POLL,
             sequencer_batch_size: sequencer::DEFAULT_BATCH_SIZE,
+            retention: retention::DEFAULT_RETENTION,
+            prune_interval: retention::DEFAULT_PRUNE_INTERVAL,
+            clock: Arc::new(SystemClock),
+            page_tokens: PageTokens::random(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -104,6 +136,8 @@ struct Shared {
     listening: watch::Receiver<bool>,
     /// The service's event types (messages of its `events.proto`), for the subscribe filter.
     event_types: EventTypes,
+    clock: Arc<dyn Clock>,
+    page_tokens: PageTokens,
     /// Stops the sequencer and the listener when the last clone of the API goes.
     _tasks: DropGuard,
 }
@@ -134,6 +168,13 @@ impl EventFeedApi {
             options.sequencer_batch_size,
             tasks.clone(),
         ));
+        crate::telemetry::spawn(retention::run(
+            pool.clone(),
+            Arc::clone(&options.clock),
+            options.retention,
+            options.prune_interval,
+            tasks.clone(),
+        ));
 
         Self {
             shared: Arc::new(Shared {
@@ -145,6 +186,8 @@ impl EventFeedApi {
                 feed_tick,
                 listening,
                 event_types: EventTypes::of(service),
+                clock: options.clock,
+                page_tokens: options.page_tokens,
                 _tasks: tasks.drop_guard(),
             }),
         }
@@ -195,15 +238,24 @@ impl EventFeedService for EventFeedApi {
         if self.shared.shutdown.is_cancelled() {
             return Err(shutting_down());
         }
+        // Registered first, then checked: a prune that read the consumers before this
+        // registration may still delete past `after_sequence`, and the stream's every read
+        // checks the oldest retained event again (`Subscription::next`).
+        if let Some(consumer) = &query.consumer {
+            acknowledge(
+                &self.shared.pool,
+                self.shared.clock.as_ref(),
+                consumer,
+                query.after_sequence,
+            )
+            .await
+            .map_err(database_status)?;
+        }
         let (oldest, _) = feed_position(&self.shared.pool)
             .await
             .map_err(database_status)?;
-        if query.after_sequence > 0 && oldest > query.after_sequence + 1 {
-            return Err(Status::out_of_range(format!(
-                "after_sequence {} lies before the oldest retained event ({oldest}); \
-                 rebuild from a snapshot",
-                query.after_sequence
-            )));
+        if is_expired(query.after_sequence, oldest) {
+            return Err(position_expired(query.after_sequence, oldest));
         }
         let subscription = Subscription {
             feed_tick: self.shared.feed_tick.clone(),
@@ -234,6 +286,220 @@ impl EventFeedService for EventFeedApi {
             latest_sequence,
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(service = %self.shared.service))]
+    async fn acknowledge_events(
+        &self,
+        request: Request<AcknowledgeEventsRequest>,
+    ) -> Result<Response<AcknowledgeEventsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::new();
+        let consumer = match parse_consumer(&request.consumer) {
+            Ok(Some(consumer)) => consumer,
+            Ok(None) => {
+                violations.add("consumer", "is required");
+                String::new()
+            }
+            Err(description) => {
+                violations.add("consumer", description);
+                String::new()
+            }
+        };
+        violations.check(request.sequence >= 0, "sequence", "must not be negative");
+        violations.into_result()?;
+        let (_, latest) = feed_position(&self.shared.pool)
+            .await
+            .map_err(database_status)?;
+        if request.sequence > latest {
+            return Err(Status::from(ServiceError::FailedPrecondition(format!(
+                "sequence {} lies beyond the feed's newest event ({latest})",
+                request.sequence
+            ))));
+        }
+        acknowledge(
+            &self.shared.pool,
+            self.shared.clock.as_ref(),
+            &consumer,
+            request.sequence,
+        )
+        .await
+        .map_err(database_status)?;
+        let (consumers, latest_sequence) = list_consumers(
+            &self.shared.pool,
+            self.shared.clock.as_ref(),
+            ConsumerFilter::Named(&consumer),
+            1,
+        )
+        .await
+        .map_err(database_status)?;
+        // Registered just above; an operator deleting it meanwhile reads as caught up.
+        let lag = consumers.into_iter().next().unwrap_or_default();
+        Ok(Response::new(AcknowledgeEventsResponse {
+            acked_sequence: lag.acked_sequence,
+            latest_sequence,
+            events_behind: lag.events_behind,
+            seconds_behind: lag.seconds_behind,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(service = %self.shared.service))]
+    async fn list_feed_consumers(
+        &self,
+        request: Request<ListFeedConsumersRequest>,
+    ) -> Result<Response<ListFeedConsumersResponse>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .shared
+            .page_tokens
+            .page::<_, String>(&request)
+            .map_err(Status::from)?;
+        let (mut consumers, latest_sequence) = list_consumers(
+            &self.shared.pool,
+            self.shared.clock.as_ref(),
+            ConsumerFilter::After(page.after.as_deref()),
+            page.limit(),
+        )
+        .await
+        .map_err(database_status)?;
+        let next_page_token = page
+            .finish(&mut consumers, |last| last.consumer.clone())
+            .map_err(Status::from)?;
+        Ok(Response::new(ListFeedConsumersResponse {
+            consumers,
+            next_page_token,
+            latest_sequence,
+        }))
+    }
+}
+
+/// Whether a consumer at `position` has lost events to retention: the event after it is
+/// older than the oldest retained one. (Retention keeps a gap-free range ending at the newest
+/// event, so this is exact; an empty feed, oldest 0, has lost nothing.)
+fn is_expired(position: i64, oldest: i64) -> bool {
+    oldest > position.saturating_add(1)
+}
+
+/// The FAILED_PRECONDITION a consumer at `position` gets once events after it were pruned.
+pub fn position_expired(position: i64, oldest: i64) -> Status {
+    status_with_reason(
+        tonic::Code::FailedPrecondition,
+        format!(
+            "events after sequence {position} have been pruned (the oldest retained is \
+             {oldest}); resync: rebuild what you keep from this feed by other means, then \
+             subscribe after {}",
+            oldest - 1
+        ),
+        ERROR_DOMAIN,
+        FEED_POSITION_EXPIRED,
+        [(OLDEST_SEQUENCE, oldest.to_string())],
+    )
+}
+
+/// A consumer name: `None` when empty (an ad-hoc reader), else a short slug.
+fn parse_consumer(name: &str) -> Result<Option<String>, String> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if starts_with_letter && rest_ok && name.len() <= MAX_CONSUMER_LEN {
+        Ok(Some(name.to_owned()))
+    } else {
+        Err(format!(
+            "must be a short slug: a lowercase letter, then lowercase letters, digits, `-` or \
+             `_`, at most {MAX_CONSUMER_LEN} characters"
+        ))
+    }
+}
+
+/// Records that `consumer` has applied every event up to `sequence` (capped at the feed's
+/// newest), registering it if new; acknowledgements never move back. Returns the consumer's
+/// acknowledged position.
+async fn acknowledge(
+    pool: &PgPool,
+    clock: &dyn Clock,
+    consumer: &str,
+    sequence: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO feed_consumers (consumer, acked_sequence, acked_at, registered_at) \
+         SELECT $1, LEAST($2, COALESCE(MAX(sequence), 0)), $3, $3 FROM outbox \
+         ON CONFLICT (consumer) DO UPDATE \
+         SET acked_sequence = GREATEST(feed_consumers.acked_sequence, EXCLUDED.acked_sequence), \
+             acked_at = EXCLUDED.acked_at \
+         RETURNING acked_sequence",
+    )
+    .bind(consumer)
+    .bind(sequence)
+    .bind(clock.now())
+    .fetch_one(pool)
+    .await
+}
+
+/// Which registered consumers [`list_consumers`] reads.
+enum ConsumerFilter<'a> {
+    /// Those named after this (all with `None`), by name: a page of `ListFeedConsumers`.
+    After(Option<&'a str>),
+    /// The one of this name.
+    Named(&'a str),
+}
+
+/// Up to `limit` registered consumers (by name) with their lag, and the feed's newest
+/// sequence it is measured against.
+async fn list_consumers(
+    pool: &PgPool,
+    clock: &dyn Clock,
+    filter: ConsumerFilter<'_>,
+    limit: i64,
+) -> Result<(Vec<FeedConsumer>, i64), sqlx::Error> {
+    let now = clock.now();
+    let (after, named) = match filter {
+        ConsumerFilter::After(after) => (after, None),
+        ConsumerFilter::Named(name) => (None, Some(name)),
+    };
+    let rows = sqlx::query(
+        "WITH top AS (SELECT COALESCE(MAX(sequence), 0) AS top FROM outbox) \
+         SELECT top.top, c.consumer, c.acked_sequence, c.acked_at, c.registered_at, \
+                GREATEST(top.top - c.acked_sequence, 0) AS events_behind, \
+                COALESCE(( \
+                    SELECT GREATEST(EXTRACT(EPOCH FROM ($3 - o.occurred_at)), 0)::float8 \
+                    FROM outbox o WHERE o.sequence > c.acked_sequence \
+                    ORDER BY o.sequence LIMIT 1 \
+                ), 0) AS seconds_behind \
+         FROM top LEFT JOIN LATERAL ( \
+             SELECT * FROM feed_consumers \
+             WHERE ($1::text IS NULL OR consumer > $1) AND ($4::text IS NULL OR consumer = $4) \
+             ORDER BY consumer LIMIT $2 \
+         ) c ON true \
+         ORDER BY c.consumer",
+    )
+    .bind(after)
+    .bind(limit)
+    .bind(now)
+    .bind(named)
+    .fetch_all(pool)
+    .await?;
+    let mut top = 0;
+    let mut consumers = Vec::with_capacity(rows.len());
+    for row in &rows {
+        top = row.try_get::<i64, _>("top")?;
+        let Some(consumer) = row.try_get::<Option<String>, _>("consumer")? else {
+            continue;
+        };
+        let acked_at: chrono::DateTime<chrono::Utc> = row.try_get("acked_at")?;
+        let registered_at: chrono::DateTime<chrono::Utc> = row.try_get("registered_at")?;
+        consumers.push(FeedConsumer {
+            consumer,
+            acked_sequence: row.try_get("acked_sequence")?,
+            ack_time: Some(crate::time::to_timestamp(acked_at)),
+            register_time: Some(crate::time::to_timestamp(registered_at)),
+            events_behind: row.try_get("events_behind")?,
+            seconds_behind: row.try_get("seconds_behind")?,
+        });
+    }
+    Ok((consumers, top))
 }
 
 /// A validated `SubscribeRequest`.
@@ -241,6 +507,8 @@ struct SubscribeQuery {
     after_sequence: i64,
     event_types: Vec<String>,
     max_batch_size: i64,
+    /// The registering consumer; `None` for an ad-hoc reader.
+    consumer: Option<String>,
 }
 
 impl SubscribeQuery {
@@ -269,11 +537,13 @@ impl SubscribeQuery {
                 );
             }
         }
+        let consumer = violations.take("consumer", parse_consumer(&request.consumer));
         violations.into_result()?;
         Ok(Self {
             after_sequence: request.after_sequence,
             event_types: request.event_types,
             max_batch_size: i64::from(max_batch_size),
+            consumer: consumer.flatten(),
         })
     }
 }
@@ -317,6 +587,12 @@ impl Subscription {
                     return Some(Err(database_status(error)));
                 }
             };
+            // Retention pruned past this stream (an ad-hoc reader, or a prune racing the
+            // registration): delivering on would skip events silently.
+            if is_expired(self.position, page.oldest) {
+                self.ended = true;
+                return Some(Err(position_expired(self.position, page.oldest)));
+            }
             if !page.events.is_empty() || page.position > self.position {
                 self.position = page.position;
                 return Some(Ok(self.sent(page.events)));
@@ -361,6 +637,8 @@ impl Subscription {
 /// What one read of the outbox found after a position.
 struct Page {
     events: Vec<Event>,
+    /// The oldest retained sequence, in the snapshot the events were read in.
+    oldest: i64,
     /// The position a consumer may store after `events`.
     position: i64,
 }
@@ -377,8 +655,11 @@ async fn read_page(
     limit: i64,
 ) -> Result<Page, sqlx::Error> {
     let rows = sqlx::query(
-        "WITH top AS (SELECT COALESCE(MAX(sequence), 0) AS top FROM outbox) \
-         SELECT top.top, o.sequence, o.id, o.aggregatetype, o.aggregateid, o.type, o.payload, \
+        "WITH top AS ( \
+             SELECT COALESCE(MAX(sequence), 0) AS top, COALESCE(MIN(sequence), 0) AS oldest \
+             FROM outbox \
+         ) \
+         SELECT top.top, top.oldest, o.sequence, o.id, o.aggregatetype, o.aggregateid, o.type, o.payload, \
                 o.traceparent, o.occurred_at \
          FROM top LEFT JOIN LATERAL ( \
              SELECT * FROM outbox \
@@ -395,9 +676,11 @@ async fn read_page(
     .await?;
 
     let mut top = 0;
+    let mut oldest = 0;
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         top = row.try_get::<i64, _>("top")?;
+        oldest = row.try_get::<i64, _>("oldest")?;
         if let Some(event) = event_from_row(row)? {
             events.push(event);
         }
@@ -407,7 +690,11 @@ async fn read_page(
         Some(last) if full => last.sequence,
         _ => top.max(after),
     };
-    Ok(Page { events, position })
+    Ok(Page {
+        events,
+        oldest,
+        position,
+    })
 }
 
 /// The event in a row of [`read_page`], or `None` for the row that only carries `top`.
@@ -595,6 +882,7 @@ mod tests {
             after_sequence: after,
             event_types: types.iter().map(|t| (*t).to_owned()).collect(),
             max_batch_size: batch,
+            consumer: String::new(),
         }
     }
 
@@ -625,6 +913,38 @@ mod tests {
                 "event_types[2]",
             ],
         );
+    }
+
+    #[test]
+    fn consumer_names_are_short_slugs() {
+        let named = |consumer: &str| SubscribeRequest {
+            consumer: consumer.to_owned(),
+            ..request(0, &[], 0)
+        };
+        check(named(""), &[]);
+        check(named("segmentation"), &[]);
+        check(named("loyalty-2_b"), &[]);
+        check(named("Segmentation"), &["consumer"]);
+        check(named("2loyalty"), &["consumer"]);
+        check(named("seg mentation"), &["consumer"]);
+        check(named(&"a".repeat(64)), &["consumer"]);
+        check(
+            SubscribeRequest {
+                consumer: "-".to_owned(),
+                ..request(-1, &[], 0)
+            },
+            &["after_sequence", "consumer"],
+        );
+    }
+
+    #[test]
+    fn a_position_expires_when_the_event_after_it_is_pruned() {
+        assert!(!is_expired(0, 0), "an empty feed");
+        assert!(!is_expired(0, 1));
+        assert!(is_expired(0, 2), "a new consumer on a pruned feed");
+        assert!(!is_expired(4, 5));
+        assert!(!is_expired(9, 5));
+        assert!(is_expired(4, 6));
     }
 
     #[test]

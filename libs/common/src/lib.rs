@@ -26,6 +26,8 @@
 //! - [`idempotency`]: request-id replays: the first response stored and returned to retries.
 //! - [`outbox`]: appends a service's domain events to its outbox, in the caller's transaction.
 //! - [`sequencer`]: gives committed outbox events their feed position, in visibility order.
+//! - [`retention`]: prunes the outbox once every registered consumer has passed an event and
+//!   the retention period has elapsed.
 //! - [`consumer`]: follows another service's feed, applying each event exactly once.
 //! - [`clock`]: the injectable time source (system clock, and a manual one for tests).
 //! - [`time`]: `google.protobuf.Timestamp` to and from `chrono`.
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod paging;
 pub mod request_check;
+pub mod retention;
 pub mod sequencer;
 pub mod server;
 pub mod service;

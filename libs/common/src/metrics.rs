@@ -310,6 +310,26 @@ pub const FEED_CONSUMER_LAG: Metric = Metric {
     buckets: &[],
 };
 
+/// How long ago the oldest event a consumer group has not applied happened: feed lag in time.
+pub const FEED_CONSUMER_LAG_SECONDS: Metric = Metric {
+    name: "custops.feed.consumer.oldest_unapplied.age",
+    instrument: Instrument::Gauge,
+    unit: "s",
+    description: "Age of the oldest retained event the consumer group has not applied (0 when caught up), measured by the producer at its acknowledged position",
+    attributes: &[FEED, CONSUMER_GROUP],
+    buckets: &[],
+};
+
+/// Times a consumer group found its position pruned by the producer's retention and resynced.
+pub const FEED_CONSUMER_RESYNCS: Metric = Metric {
+    name: "custops.feed.consumer.resyncs",
+    instrument: Instrument::Counter,
+    unit: "{resync}",
+    description: "Times the consumer group's position had been pruned by the feed's retention and it resynced (events may have been lost)",
+    attributes: &[FEED, CONSUMER_GROUP],
+    buckets: &[],
+};
+
 /// How long a segment recompute took.
 pub const SEGMENT_RECOMPUTE_DURATION: Metric = Metric {
     name: "custops.segmentation.recompute.duration",
@@ -398,6 +418,8 @@ pub const CATALOGUE: &[Metric] = &[
     OUTBOX_OLDEST_UNSEQUENCED_AGE,
     FEED_CONSUMER_POSITION,
     FEED_CONSUMER_LAG,
+    FEED_CONSUMER_LAG_SECONDS,
+    FEED_CONSUMER_RESYNCS,
     SEGMENT_RECOMPUTE_DURATION,
     SEGMENT_RECOMPUTE_CHANGES,
     LEDGER_OPERATIONS,

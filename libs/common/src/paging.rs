@@ -311,9 +311,10 @@ macro_rules! paged_requests {
 
 mod paged {
     use super::PagedRequest;
-    use custops_contracts::custops::{feedback, loyalty, profiles, segmentation};
+    use custops_contracts::custops::{common, feedback, loyalty, profiles, segmentation};
 
     paged_requests!(
+        common::v1::ListFeedConsumersRequest,
         profiles::v1::ListCustomersRequest,
         profiles::v1::ListActivitiesRequest,
         profiles::v1::ListAttributeDefinitionsRequest,

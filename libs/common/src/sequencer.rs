@@ -15,8 +15,9 @@
 //!   a gap-free prefix `1..=M` of the feed;
 //! - a consumer that has seen sequence N can never later find a committed event with a
 //!   sequence at or below N: a transaction that commits late simply gets a later sequence;
-//! - sequences have no gaps unless rows are deleted (retention), so `OUT_OF_RANGE` can be
-//!   decided exactly;
+//! - sequences have no gaps, and retention deletes only a prefix of the feed (never its
+//!   newest row, which the next number is counted from: [`crate::retention`]), so whether a
+//!   position's next event was pruned (`FEED_POSITION_EXPIRED`) is decided exactly;
 //! - the events of one aggregate keep the order of their changes, provided the transactions
 //!   that change an aggregate conflict on its row (as they must anyway) and append their event
 //!   after that write: the later one appends after the earlier one committed, so it is either

@@ -34,6 +34,14 @@ macro_rules! facts_feed_handler {
             ) -> Result<(), custops_common::consumer::BatchError> {
                 $crate::feeds::handle_batch(self, tx, events).await
             }
+
+            async fn resync(
+                &self,
+                tx: &mut sqlx::PgConnection,
+                oldest_retained: i64,
+            ) -> anyhow::Result<()> {
+                $crate::feeds::resync(self, tx, oldest_retained).await
+            }
         }
     };
 }
@@ -108,7 +116,7 @@ pub fn follow_profiles(
     shutdown: CancellationToken,
 ) {
     let handler = profiles::ProfilesFeed::new(clock);
-    Consumer::new(pool, channel, handler, ConsumerOptions::new("profiles")).spawn(shutdown);
+    Consumer::new(pool, channel, handler, consumer_options("profiles")).spawn(shutdown);
 }
 
 /// Follows the loyalty feed over `channel`.
@@ -119,7 +127,7 @@ pub fn follow_loyalty(
     shutdown: CancellationToken,
 ) {
     let handler = loyalty::LoyaltyFeed::new(clock);
-    Consumer::new(pool, channel, handler, ConsumerOptions::new("loyalty")).spawn(shutdown);
+    Consumer::new(pool, channel, handler, consumer_options("loyalty")).spawn(shutdown);
 }
 
 /// Follows the feedback feed over `channel`.
@@ -130,7 +138,15 @@ pub fn follow_feedback(
     shutdown: CancellationToken,
 ) {
     let handler = feedback::FeedbackFeed::new(clock);
-    Consumer::new(pool, channel, handler, ConsumerOptions::new("feedback")).spawn(shutdown);
+    Consumer::new(pool, channel, handler, consumer_options("feedback")).spawn(shutdown);
+}
+
+/// How segmentation follows `feed`: registered with the producer as "segmentation", so its
+/// retention keeps what segmentation has not applied.
+fn consumer_options(feed: &str) -> ConsumerOptions {
+    let mut options = ConsumerOptions::new(feed);
+    options.consumer = ServiceKind::Segmentation.name().to_owned();
+    options
 }
 
 /// The payload bytes of `event`.
@@ -182,6 +198,12 @@ async fn settle_now(
 /// derived values, memberships) once per batch rather than once per event.
 #[tonic::async_trait]
 pub trait FactsFeed: Send + Sync {
+    /// The feed's name, as the consumer's cursor row names it.
+    const FEED: &'static str;
+    /// What the facts may miss when events of this feed were pruned before they were
+    /// applied: said at error level by [`resync`].
+    const LOST_ON_RESYNC: &'static str;
+
     /// Applies `event` to the facts, naming the customers it touched in `pending`. An event
     /// that moves facts between customers or ends them (merge, unmerge, deletion, erasure)
     /// settles `pending` first ([`Pending::settle`]), so it sees every earlier event settled.
@@ -191,6 +213,26 @@ pub trait FactsFeed: Send + Sync {
         event: &Event,
         pending: &mut Pending,
     ) -> anyhow::Result<()>;
+}
+
+/// `EventHandler::resync` of a facts feed: the producer pruned events segmentation had not
+/// applied. The facts cannot be rebuilt from the events still retained, so the feed follows on
+/// from the oldest one and says, at error level, which facts may be stale (the consumer counts
+/// the resync in `custops.feed.consumer.resyncs`). What a full resync would still need is in
+/// ARCHITECTURE.md, "Feed retention".
+pub(crate) async fn resync<F: FactsFeed + ?Sized>(
+    _feed: &F,
+    _tx: &mut PgConnection,
+    oldest_retained: i64,
+) -> anyhow::Result<()> {
+    tracing::error!(
+        feed = F::FEED,
+        oldest_retained,
+        lost = F::LOST_ON_RESYNC,
+        "events were pruned before segmentation applied them; facts may be stale until the \
+         customers they are about change again",
+    );
+    Ok(())
 }
 
 /// `EventHandler::handle` of a facts feed: one event, settled at once.

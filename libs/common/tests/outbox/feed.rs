@@ -164,6 +164,7 @@ async fn bad_subscribe_arguments_are_rejected_naming_the_field() -> anyhow::Resu
             after_sequence,
             event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
             max_batch_size,
+            consumer: String::new(),
         };
         let status = match client.subscribe(request).await {
             Ok(_) => anyhow::bail!("accepted {fields:?}"),
@@ -182,7 +183,8 @@ async fn bad_subscribe_arguments_are_rejected_naming_the_field() -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn resuming_before_the_oldest_retained_event_is_out_of_range() -> anyhow::Result<()> {
+async fn resuming_before_the_oldest_retained_event_is_a_failed_precondition_to_resync()
+-> anyhow::Result<()> {
     // Arrange: five events, the first three pruned (as retention would).
     let feed = FeedServer::start(FeedOptions::default()).await?;
     for _ in 0..5 {
@@ -194,18 +196,33 @@ async fn resuming_before_the_oldest_retained_event_is_out_of_range() -> anyhow::
         .await?;
     let mut client = feed.client().await?;
 
-    // Act / Assert: after 1 would skip 2 and 3; after 3 and after 0 are fine.
+    // Act / Assert: after 1 would skip 2 and 3, after 0 (a new consumer) 1 to 3: both must
+    // resync, told so with the reason and the oldest retained sequence; after 3 follows on.
     let request = |after_sequence| SubscribeRequest {
         after_sequence,
         ..SubscribeRequest::default()
     };
-    let status = client.subscribe(request(1)).await.err();
-    assert_eq!(status.map(|s| s.code()), Some(Code::OutOfRange));
-    for after in [3, 0] {
-        let mut stream = client.subscribe(request(after)).await?.into_inner();
-        let first = next(&mut stream).await?;
-        assert_eq!(first.events.first().map(|e| e.sequence), Some(4));
+    for after in [0, 1, 2] {
+        let Err(status) = client.subscribe(request(after)).await else {
+            anyhow::bail!("a subscription after {after} was accepted");
+        };
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains("resync"), "{status:?}");
+        let info = status.get_details_error_info();
+        assert_eq!(
+            info.as_ref().map(|info| info.reason.as_str()),
+            Some("FEED_POSITION_EXPIRED")
+        );
+        assert_eq!(
+            info.as_ref()
+                .and_then(|info| info.metadata.get("oldest_sequence"))
+                .map(String::as_str),
+            Some("4")
+        );
     }
+    let mut stream = client.subscribe(request(3)).await?.into_inner();
+    let first = next(&mut stream).await?;
+    assert_eq!(first.events.first().map(|e| e.sequence), Some(4));
     Ok(())
 }
 

@@ -107,6 +107,7 @@ impl FeedServer {
             after_sequence,
             event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
             max_batch_size,
+            consumer: String::new(),
         };
         Ok(self.client().await?.subscribe(request).await?.into_inner())
     }

@@ -84,6 +84,21 @@ impl EventHandler for ProfilesFeed {
             Ok(())
         }
     }
+
+    /// Profiles pruned events feedback had not applied. Merges and erasures are not derivable
+    /// from the events still retained: it follows on from the oldest one and says, at error
+    /// level, what may be wrong (ARCHITECTURE.md, "Feed retention").
+    async fn resync(&self, _tx: &mut PgConnection, oldest_retained: i64) -> anyhow::Result<()> {
+        tracing::error!(
+            feed = "profiles",
+            oldest_retained,
+            "profiles events were pruned before feedback applied them: merges and unmerges \
+             among them were not applied (invitations, responses, tickets and reviews not \
+             re-linked) nor erasures (customer ids and free texts kept); reconcile with \
+             profiles (ListMerges, erasures) by hand",
+        );
+        Ok(())
+    }
 }
 
 /// Starts following profiles over `channel`.
@@ -94,6 +109,7 @@ pub fn follow(
     shutdown: CancellationToken,
 ) {
     let mut options = ConsumerOptions::new("profiles");
+    options.consumer = ServiceKind::Feedback.name().to_owned();
     options.event_types = vec![
         CustomerMerged::full_name(),
         CustomerUnmerged::full_name(),

@@ -94,6 +94,21 @@ impl EventHandler for ProfilesFeed {
         merges::customer_merged(tx, &merge, self.clock.now()).await?;
         Ok(())
     }
+
+    /// Profiles pruned events loyalty had not applied. What loyalty keeps from the feed is
+    /// not derivable from the events still retained: it follows on from the oldest one and
+    /// says, at error level, what may be wrong (ARCHITECTURE.md, "Feed retention").
+    async fn resync(&self, _tx: &mut PgConnection, oldest_retained: i64) -> anyhow::Result<()> {
+        tracing::error!(
+            feed = "profiles",
+            oldest_retained,
+            "profiles events were pruned before loyalty applied them: merges, unmerges and \
+             erasures among them were not applied (memberships of merged customers not \
+             combined, erased customers' memberships not closed and anonymised) and birth \
+             months may be stale; reconcile with profiles (ListMerges, erasures) by hand",
+        );
+        Ok(())
+    }
 }
 
 async fn remember_birth_month(
@@ -131,6 +146,7 @@ pub fn spawn(
     )?
     .build()?;
     let mut options = ConsumerOptions::new("profiles");
+    options.consumer = ServiceKind::Loyalty.name().to_owned();
     options.event_types = vec![
         CustomerCreated::full_name(),
         CustomerUpdated::full_name(),

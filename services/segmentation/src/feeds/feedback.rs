@@ -33,6 +33,9 @@ facts_feed_handler!(FeedbackFeed);
 
 #[tonic::async_trait]
 impl FactsFeed for FeedbackFeed {
+    const FEED: &'static str = "feedback";
+    const LOST_ON_RESYNC: &'static str = "latest NPS and CSAT answers, and tickets opened or closed in the pruned range (open ticket counts may be wrong until the ticket changes again)";
+
     async fn apply(
         &self,
         tx: &mut PgConnection,

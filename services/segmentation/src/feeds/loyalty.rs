@@ -98,6 +98,9 @@ facts_feed_handler!(LoyaltyFeed);
 
 #[tonic::async_trait]
 impl FactsFeed for LoyaltyFeed {
+    const FEED: &'static str = "loyalty";
+    const LOST_ON_RESYNC: &'static str = "member snapshots (tier, points, qualifying points, enrolment) of members whose events were pruned, until their next event; members closed, merged or anonymised meanwhile stay in the facts";
+
     async fn apply(
         &self,
         tx: &mut PgConnection,

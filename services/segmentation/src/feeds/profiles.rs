@@ -49,6 +49,9 @@ facts_feed_handler!(ProfilesFeed);
 
 #[tonic::async_trait]
 impl FactsFeed for ProfilesFeed {
+    const FEED: &'static str = "profiles";
+    const LOST_ON_RESYNC: &'static str = "customer traits, consents and attribute definitions; purchases, refunds, interactions and custom events (purchase aggregates, RFM, lifecycle, event conditions); deletions, merges, unmerges and erasures (facts and memberships of those customers)";
+
     async fn apply(
         &self,
         tx: &mut PgConnection,

@@ -120,6 +120,7 @@ pub async fn follow(
             after_sequence: after,
             event_types: vec![event_type.clone()],
             max_batch_size: 0,
+            consumer: String::new(),
         })
         .await
         .with_context(|| format!("Subscribe to {event_type} failed"))?

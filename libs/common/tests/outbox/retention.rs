@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::support::{FeedServer, PATIENCE, commit, deleted, schema_pool};
+use crate::support::{FeedServer, PATIENCE, assert_position_expired, commit, deleted, schema_pool};
 
 /// Seven days, the default retention.
 const RETENTION: Duration = retention::DEFAULT_RETENTION;
@@ -417,17 +417,6 @@ async fn a_stream_overtaken_by_pruning_ends_with_failed_precondition() -> anyhow
         Err(status) => status,
         Ok(other) => anyhow::bail!("the stream went on: {other:?}"),
     };
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    let info = status.get_details_error_info();
-    assert_eq!(
-        info.as_ref().map(|info| info.reason.as_str()),
-        Some("FEED_POSITION_EXPIRED")
-    );
-    assert_eq!(
-        info.as_ref()
-            .and_then(|info| info.metadata.get("oldest_sequence"))
-            .map(String::as_str),
-        Some("6")
-    );
+    assert_position_expired(&status, "6");
     Ok(())
 }

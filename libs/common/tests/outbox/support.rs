@@ -211,3 +211,21 @@ fn init_logging() {
             .try_init();
     }
 }
+
+/// Asserts `status` is the feed's "position expired" refusal: FAILED_PRECONDITION with reason
+/// `FEED_POSITION_EXPIRED` and the oldest retained sequence in its metadata.
+pub(crate) fn assert_position_expired(status: &tonic::Status, oldest: &str) {
+    use tonic_types::StatusExt as _;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let info = status.get_details_error_info();
+    assert_eq!(
+        info.as_ref().map(|info| info.reason.as_str()),
+        Some("FEED_POSITION_EXPIRED")
+    );
+    assert_eq!(
+        info.as_ref()
+            .and_then(|info| info.metadata.get("oldest_sequence"))
+            .map(String::as_str),
+        Some(oldest)
+    );
+}

@@ -166,38 +166,60 @@ impl TestSuite {
         dev::start(settings).await
     }
 
+    /// A second replica of each of the four services, on this suite's database (wired to each
+    /// other as the first ones are: its consumers follow its own producers' feeds, which read
+    /// the same outboxes). Stop it before the suite: the suite's drop deletes the database.
+    pub async fn start_replica(&self) -> anyhow::Result<RunningSuite> {
+        Self::start_services(&self.database, &Connect::AsAdmin, &|_| {}).await
+    }
+
     /// Where `service` listens.
     pub fn addr(&self, service: ServiceKind) -> anyhow::Result<SocketAddr> {
-        self.services
-            .addr(service)
-            .with_context(|| format!("{service} is not running"))
+        address(&self.services, service)
     }
 
     /// A plaintext channel to `service`.
     pub async fn channel(&self, service: ServiceKind) -> anyhow::Result<Channel> {
-        let addr = self.addr(service)?;
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await
-            .with_context(|| format!("Failed to connect to {service} at {addr}"))
+        channel(&self.services, service).await
     }
 
     /// Typed clients of the four services.
     pub async fn clients(&self) -> anyhow::Result<Clients> {
-        Ok(Clients {
-            profiles: ProfilesServiceClient::new(self.channel(ServiceKind::Profiles).await?),
-            segmentation: SegmentationServiceClient::new(
-                self.channel(ServiceKind::Segmentation).await?,
-            ),
-            loyalty: LoyaltyServiceClient::new(self.channel(ServiceKind::Loyalty).await?),
-            feedback: FeedbackServiceClient::new(self.channel(ServiceKind::Feedback).await?),
-        })
+        clients(&self.services).await
     }
 
     /// Drains every service, then drops the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.services.stop().await
     }
+}
+
+/// Where `service` of `services` listens.
+pub fn address(services: &RunningSuite, service: ServiceKind) -> anyhow::Result<SocketAddr> {
+    services
+        .addr(service)
+        .with_context(|| format!("{service} is not running"))
+}
+
+/// A plaintext channel to `service` of `services`.
+pub async fn channel(services: &RunningSuite, service: ServiceKind) -> anyhow::Result<Channel> {
+    let addr = address(services, service)?;
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("Failed to connect to {service} at {addr}"))
+}
+
+/// Typed clients of the four services of `services`.
+pub async fn clients(services: &RunningSuite) -> anyhow::Result<Clients> {
+    Ok(Clients {
+        profiles: ProfilesServiceClient::new(channel(services, ServiceKind::Profiles).await?),
+        segmentation: SegmentationServiceClient::new(
+            channel(services, ServiceKind::Segmentation).await?,
+        ),
+        loyalty: LoyaltyServiceClient::new(channel(services, ServiceKind::Loyalty).await?),
+        feedback: FeedbackServiceClient::new(channel(services, ServiceKind::Feedback).await?),
+    })
 }
 
 /// A client of each service.

@@ -7,3 +7,4 @@ mod feeds;
 mod fuzz;
 mod predictions;
 mod privacy;
+mod replicas;

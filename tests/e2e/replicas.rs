@@ -1,6 +1,7 @@
 //! Two replicas of every service on one database (issue 20, item 2): customers' traces left
 //! through either replica are applied once by the feed consumers, whichever replica's consumer
-//! takes a batch (they share one cursor row per feed, locked for the batch); a request id
+//! takes a batch (they share one cursor row per feed, locked for the batch); each survey
+//! reward is paid once whichever replica's worker leases it; a request id
 //! replayed to the other replica answers the first reply; and when one replica stops in the
 //! middle of a burst, the other applies the rest, each event once. (Segmentation's handlers
 //! also keep each customer's feed positions, so a double application needs both guards to
@@ -8,6 +9,7 @@
 
 use std::time::Duration;
 
+use custops_contracts::custops::feedback::v1 as feedback;
 use custops_contracts::custops::loyalty::v1 as loyalty;
 use custops_contracts::custops::profiles::v1 as profiles;
 use custops_e2e::{PROPAGATION, TestSuite, eventually, hours_ago, rid};
@@ -113,6 +115,46 @@ async fn two_replicas_of_every_service_apply_each_feed_event_once_and_answer_rep
         );
         assert_eq!(stored_activities(&mut db, customer_id).await?, 1);
     }
+
+    // Act: a rewarded survey answered by every customer through either replica; both
+    // replicas' reward workers lease due rewards.
+    let rewarded = first
+        .nps_survey(
+            "Rewarded",
+            Some(feedback::SurveyReward {
+                points: 5,
+                program_id: world.program_id.clone(),
+            }),
+        )
+        .await?;
+    for (i, customer_id) in customers.iter().enumerate() {
+        let clients = if i % 2 == 0 { &mut first } else { &mut second };
+        clients
+            .answer_nps(&rewarded, customer_id, &format!("rewarded-{i}"), 9)
+            .await?;
+    }
+
+    // Assert: each reward earned once in loyalty.
+    let rewards = || {
+        let url = suite.database.url().to_owned();
+        async move {
+            let mut db = PgConnection::connect(&url).await?;
+            let earned: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM loyalty.ledger_entries \
+                 WHERE request_id LIKE 'feedback-survey-reward-%' AND points = 5",
+            )
+            .fetch_one(&mut db)
+            .await?;
+            anyhow::Ok(earned)
+        }
+    };
+    let paid = eventually(PROPAGATION, || async {
+        Ok(rewards().await? >= i64::try_from(customers.len())?)
+    })
+    .await;
+    assert!(paid, "the survey rewards were never all paid");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rewards().await?, i64::try_from(customers.len())?);
 
     // Act: one earn, then its request id replayed to the other replica.
     let member_id: String = sqlx::query_scalar(

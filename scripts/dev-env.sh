@@ -14,7 +14,8 @@
 #      to that invocation to stop.
 #
 # The database custops uses is `custops` (created when missing); tests create their own
-# databases beside it through the same server.
+# databases beside it through the same server. Tests also start Redis servers and a Redis
+# Cluster of their own, so `redis-server` and `redis-cli` are installed when either is missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -149,6 +150,14 @@ ensure_redis() {
   export REDIS_URL="redis://127.0.0.1:$port"
 }
 
+# The tests' private Redis servers and clusters (custops-testkit `redis`, `redis_cluster`) run
+# these from PATH; Debian's redis-server package brings redis-tools (redis-cli) with it.
+ensure_redis_programs() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server redis-tools
+  fi
+}
+
 stop_started() {
   local server
   for server in "${STARTED[@]}"; do
@@ -177,6 +186,7 @@ main() {
   trap stop_started EXIT
   ensure_postgres
   ensure_redis
+  ensure_redis_programs
   # Run the command as a child (not exec) so the trap can stop what we started.
   "$@"
 }

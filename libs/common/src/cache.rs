@@ -22,6 +22,15 @@
 //! overwrite a newer value a concurrent `put` wrote; a load racing an `invalidate` can still
 //! leave an old value in Redis, for at most the Redis TTL.
 //!
+//! Redis Cluster: `REDIS_URL=redis+cluster://[user:password@]host:port,host:port,…` names
+//! seed nodes of a cluster, served through the redis crate's cluster client (it learns the
+//! slot map from the seeds and follows MOVED/ASK and failovers); the cache logic above is the
+//! same for both, behind `Connection`. Every command names one key, so no key needs a hash
+//! tag. On a cluster a write-through (`put`, `invalidate`) is followed by `WAIT 1` on the
+//! key's master and counts as failed unless a replica acknowledged it: replication is
+//! asynchronous, and a write only the failed master held would vanish in a failover, leaving
+//! the older value it replaced to be read as if current.
+//!
 //! Why not `moka` for the in-process layer: its coalescing `get_with` inserts the loaded value
 //! even when a `put` landed during the load (the guard above would be lost, or every write would
 //! have to wait behind loads of its key), and its per-key gets are several times slower than a
@@ -41,6 +50,8 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{ConfigError, Environment};
@@ -53,6 +64,12 @@ pub const REDIS_TIMEOUT_VAR: &str = "CUSTOPS_REDIS_TIMEOUT_MS";
 /// Default per-command timeout: Redis answers in well under a millisecond when healthy.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// The scheme of a Redis Cluster URL: `redis+cluster://[user:password@]host:port,host:port`.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// How often the cluster client may retry a command inside one call (a MOVED after a failover,
+/// a reconnection); the whole call stays bounded by the timeout.
+const CLUSTER_RETRIES: u32 = 3;
+
 /// How long Redis is left alone after a connection failure, by default.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// At most one warning per this period for failures that do not open an outage.
@@ -61,7 +78,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How to reach Redis.
 #[derive(Clone)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]`; secret because it may hold a password.
+    /// `redis://[user:password@]host:port[/db]`, or `redis+cluster://[user:password@]host:port,…`
+    /// (seed nodes of a Redis Cluster); secret because it may hold a password.
     pub url: SecretString,
     /// Bound on connecting and on every command.
     pub timeout: Duration,
@@ -118,21 +136,80 @@ impl RedisSettings {
 
 /// Checks the URL without echoing it: it may carry a password.
 fn validate_redis_url(url: &str) -> Result<(), ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid {
-        var: REDIS_URL_VAR.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if url.starts_with("rediss://") {
-        return Err(invalid(
-            "rediss:// (TLS) is not supported by this build; use redis://",
-        ));
+    parse_redis_url(url)
+        .map(drop)
+        .map_err(|reason| ConfigError::Invalid {
+            var: REDIS_URL_VAR.to_owned(),
+            reason: reason.to_owned(),
+        })
+}
+
+/// Where Redis is. Not `Debug`: the URLs may carry a password.
+#[derive(PartialEq, Eq)]
+enum RedisTarget {
+    /// One server: `redis://…` or `redis+unix://…`, as the redis crate reads it.
+    Single(String),
+    /// The seed nodes of a Redis Cluster, each as `redis://[user:password@]host:port`.
+    Cluster(Vec<String>),
+}
+
+/// Reads `REDIS_URL`. The redis crate takes one node per URL, so a cluster's list of seed
+/// nodes is split here, each node getting the list's credentials. The error is a reason that
+/// never quotes the URL.
+fn parse_redis_url(url: &str) -> Result<RedisTarget, &'static str> {
+    if url.starts_with("rediss://") || url.starts_with("rediss+cluster://") {
+        return Err(
+            "TLS (rediss://) is not supported by this build; use redis:// or redis+cluster://",
+        );
+    }
+    if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+        return parse_cluster_nodes(rest).map(RedisTarget::Cluster);
     }
     if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-        return Err(invalid("expected a URL starting with redis://"));
+        return Err(
+            "expected a URL starting with redis:// (one server) or redis+cluster:// (a cluster)",
+        );
+    }
+    if url.contains(',') {
+        return Err("a list of nodes is a cluster: write redis+cluster://host:port,host:port");
     }
     redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|_| invalid("not a well-formed Redis URL (redis://[:password@]host:port[/db])"))
+        .map(|_| RedisTarget::Single(url.to_owned()))
+        .map_err(|_| "not a well-formed Redis URL (redis://[:password@]host:port[/db])")
+}
+
+/// `[user:password@]host:port,host:port[/]` → one `redis://` URL per seed node.
+fn parse_cluster_nodes(rest: &str) -> Result<Vec<String>, &'static str> {
+    const SHAPE: &str = "expected redis+cluster://[user:password@]host:port,host:port (seed nodes of a cluster, no database, no options)";
+    // Credentials end at the last `@`; host lists hold none.
+    let (credentials, hosts) = match rest.rsplit_once('@') {
+        Some((credentials, hosts)) => (Some(credentials), hosts),
+        None => (None, rest),
+    };
+    let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+    if hosts.contains(['/', '?', '#']) {
+        return Err(
+            "a cluster has only database 0 and takes no options: redis+cluster://[user:password@]host:port,host:port",
+        );
+    }
+    let mut nodes = Vec::new();
+    for host in hosts.split(',') {
+        let has_port = host.rsplit_once(':').is_some_and(|(name, port)| {
+            !name.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !has_port {
+            return Err(SHAPE);
+        }
+        let node = match credentials {
+            Some(credentials) => format!("redis://{credentials}@{host}"),
+            None => format!("redis://{host}"),
+        };
+        if redis::Client::open(node.as_str()).is_err() {
+            return Err(SHAPE);
+        }
+        nodes.push(node);
+    }
+    Ok(nodes)
 }
 
 /// Why a Redis command did not give an answer. Never returned by [`TwoLevelCache`], which
@@ -154,10 +231,15 @@ pub enum CacheError {
     /// A cached value did not decode as the expected type (e.g. written by an older build).
     #[error("cached value does not decode")]
     Decode(#[source] ValueDecodeError),
+    /// On a cluster, the key's master took the write but no replica acknowledged it in time:
+    /// a failover now could lose it, so it is not counted as written.
+    #[error("no replica acknowledged the write within {0:?}")]
+    NotReplicated(Duration),
 }
 
 impl CacheError {
-    /// Short name for metrics and logs: `skipped`, `timeout`, `connection`, `command`, `decode`.
+    /// Short name for metrics and logs: `skipped`, `timeout`, `connection`, `command`,
+    /// `decode`, `not_replicated`.
     pub fn kind(&self) -> &'static str {
         match self {
             CacheError::Skipped => "skipped",
@@ -165,6 +247,7 @@ impl CacheError {
             CacheError::Connection(_) => "connection",
             CacheError::Command(_) => "command",
             CacheError::Decode(_) => "decode",
+            CacheError::NotReplicated(_) => "not_replicated",
         }
     }
 
@@ -174,18 +257,47 @@ impl CacheError {
     }
 }
 
-/// A Redis client shared by every cache of a process: one multiplexed connection, re-opened
-/// in the background when it breaks, every command bounded by the timeout. Cheap to clone.
+/// A Redis client shared by every cache of a process: one multiplexed connection (one per
+/// node on a cluster), re-opened in the background when it breaks, every command bounded by
+/// the timeout. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisCache {
     inner: Arc<RedisInner>,
 }
 
 struct RedisInner {
-    manager: ConnectionManager,
+    connection: Connection,
     timeout: Duration,
     retry_after: Duration,
     health: Mutex<Health>,
+}
+
+/// The one place that knows whether Redis is one server or a cluster; everything above it
+/// (timeouts, skipping, counting, `SET NX` fills) is written once.
+#[derive(Clone)]
+enum Connection {
+    /// One server, through the crate's reconnecting manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster: commands go to the master of their key's slot.
+    Cluster(ClusterConnection),
+}
+
+/// What is sent: one command, or commands that must reach the same node (a write and its
+/// `WAIT`).
+enum Request {
+    One(redis::Cmd),
+    Pipeline(redis::Pipeline),
+}
+
+impl Connection {
+    async fn send<T: redis::FromRedisValue>(&self, request: &Request) -> redis::RedisResult<T> {
+        match (self.clone(), request) {
+            (Connection::Single(mut c), Request::One(cmd)) => cmd.query_async(&mut c).await,
+            (Connection::Single(mut c), Request::Pipeline(p)) => p.query_async(&mut c).await,
+            (Connection::Cluster(mut c), Request::One(cmd)) => cmd.query_async(&mut c).await,
+            (Connection::Cluster(mut c), Request::Pipeline(p)) => p.query_async(&mut c).await,
+        }
+    }
 }
 
 /// What the client knows about Redis's recent behaviour, for skipping and for quiet logs.
@@ -213,19 +325,43 @@ impl RedisCache {
     /// logged and tolerated (the connection is retried on later commands), so a service starts
     /// and serves from its source while Redis is down.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, CacheError> {
-        let client =
-            redis::Client::open(settings.url.expose_secret()).map_err(CacheError::Connection)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            // One quick retry inside the manager; beyond that our own skip window decides.
-            .set_number_of_retries(1)
-            .set_max_delay(settings.timeout);
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(CacheError::Connection)?;
+        let target = parse_redis_url(settings.url.expose_secret()).map_err(|reason| {
+            CacheError::Connection(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "unusable REDIS_URL",
+                reason.to_owned(),
+            )))
+        })?;
+        let connection = match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url).map_err(CacheError::Connection)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(settings.timeout))
+                    .set_response_timeout(Some(settings.timeout))
+                    // One quick retry inside the manager; beyond that our own skip window decides.
+                    .set_number_of_retries(1)
+                    .set_max_delay(settings.timeout);
+                let manager = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(CacheError::Connection)?;
+                Connection::Single(manager)
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = ClusterClientBuilder::new(nodes)
+                    .retries(CLUSTER_RETRIES)
+                    .overall_response_timeout(Some(settings.timeout))
+                    .build()
+                    .map_err(CacheError::Connection)?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(settings.timeout)
+                    .set_response_timeout(settings.timeout);
+                // Connects in the background, like the single server's lazy manager, so a
+                // service starts while the cluster is unreachable.
+                Connection::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+        };
         let cache = Self {
             inner: Arc::new(RedisInner {
-                manager,
+                connection,
                 timeout: settings.timeout,
                 retry_after: settings.retry_after,
                 health: Mutex::new(Health::default()),
@@ -241,9 +377,14 @@ impl RedisCache {
         self.inner.timeout
     }
 
-    /// Checks that Redis answers.
+    /// Whether this client talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.connection, Connection::Cluster(_))
+    }
+
+    /// Checks that Redis answers (on a cluster, every master the client is connected to).
     pub async fn ping(&self) -> Result<(), CacheError> {
-        self.query::<String>("ping", redis::cmd("PING"))
+        self.query::<String>("ping", Request::One(redis::cmd("PING")))
             .await
             .map(drop)
     }
@@ -252,11 +393,13 @@ impl RedisCache {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        self.query("get", cmd).await
+        self.query("get", Request::One(cmd)).await
     }
 
     /// Stores `value` at `key` for `ttl` (at least one millisecond). With `only_if_absent`,
-    /// an existing value is kept; returns whether the value was written.
+    /// an existing value is kept; returns whether the value was written. On a cluster, a
+    /// write without `only_if_absent` (a write-through) fails with
+    /// [`CacheError::NotReplicated`] unless a replica acknowledged it.
     pub async fn set(
         &self,
         key: &str,
@@ -269,45 +412,86 @@ impl RedisCache {
         cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
         if only_if_absent {
             cmd.arg("NX");
+            // A fill needs no replica: losing it in a failover leaves what the replica held
+            // before, which every acknowledged write-through already reached.
+            // SET answers OK, or nil when NX found the key taken.
+            let written: Option<String> = self.query("set", Request::One(cmd)).await?;
+            return Ok(written.is_some());
         }
-        // SET answers OK, or nil when NX found the key taken.
-        let written: Option<String> = self.query("set", cmd).await?;
+        let written: Option<String> = self.write_through("set", cmd).await?;
         Ok(written.is_some())
     }
 
-    /// Removes `key`.
+    /// Removes `key`. On a cluster, fails with [`CacheError::NotReplicated`] unless a replica
+    /// acknowledged the removal.
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
-        self.query::<i64>("delete", cmd).await.map(drop)
+        self.write_through::<i64>("delete", cmd).await.map(drop)
     }
 
-    /// Sends one command, bounded by the timeout, unless Redis failed within the last second.
-    async fn query<T: redis::FromRedisValue>(
+    /// Sends a write that replaces what a key holds. On a cluster it is followed, on the
+    /// same connection to the key's master, by `WAIT 1 <half the timeout>`: the write counts
+    /// only when a replica has it, so a failover cannot bring back the value it replaced.
+    async fn write_through<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
         cmd: redis::Cmd,
     ) -> Result<T, CacheError> {
+        if !self.is_cluster() {
+            return self.query(operation, Request::One(cmd)).await;
+        }
+        // Half the timeout, so a slow replica is told from a hung master (a whole-call
+        // timeout, which would leave Redis alone for `retry_after`); WAIT 0 would block forever.
+        let wait = (self.inner.timeout / 2).max(Duration::from_millis(1));
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipeline = redis::pipe();
+        // The pipeline goes to the node of its one key; WAIT names none.
+        pipeline.add_command(cmd).cmd("WAIT").arg(1).arg(wait_ms);
+        let (answer, replicas): (T, i64) =
+            self.query(operation, Request::Pipeline(pipeline)).await?;
+        if replicas < 1 {
+            let error = CacheError::NotReplicated(wait);
+            self.record_failure(operation, &error);
+            return Err(error);
+        }
+        Ok(answer)
+    }
+
+    /// Sends one request, bounded by the timeout, unless Redis failed within the last second.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        request: Request,
+    ) -> Result<T, CacheError> {
         if self.health().retry_at.is_some_and(|at| Instant::now() < at) {
             return Err(CacheError::Skipped);
         }
-        let mut connection = self.inner.manager.clone();
-        // The manager bounds connecting and each response, but a reconnect with its retries
+        // The clients bound connecting and each response, but a reconnect with its retries
         // can take longer than one timeout; this bounds the whole call.
-        let result =
-            match tokio::time::timeout(self.inner.timeout, cmd.query_async::<T>(&mut connection))
-                .await
+        let connection = &self.inner.connection;
+        let result = match tokio::time::timeout(self.inner.timeout, connection.send::<T>(&request))
+            .await
+        {
+            Err(_elapsed) => Err(CacheError::Timeout(self.inner.timeout)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) if error.is_timeout() => Err(CacheError::Timeout(self.inner.timeout)),
+            // A cluster whose slot has no master yet (a failover under way) is unreachable
+            // for that key, like a server that refuses connections.
+            Ok(Err(error))
+                if error.is_io_error()
+                    || error.is_connection_dropped()
+                    || matches!(
+                        error.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::ClusterDown | redis::ServerErrorKind::TryAgain
+                        )
+                    ) =>
             {
-                Err(_elapsed) => Err(CacheError::Timeout(self.inner.timeout)),
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) if error.is_timeout() => {
-                    Err(CacheError::Timeout(self.inner.timeout))
-                }
-                Ok(Err(error)) if error.is_io_error() || error.is_connection_dropped() => {
-                    Err(CacheError::Connection(error))
-                }
-                Ok(Err(error)) => Err(CacheError::Command(error)),
-            };
+                Err(CacheError::Connection(error))
+            }
+            Ok(Err(error)) => Err(CacheError::Command(error)),
+        };
         match &result {
             Ok(_) => self.record_success(),
             Err(error) => self.record_failure(operation, error),
@@ -866,6 +1050,37 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_url_is_split_into_seed_nodes_with_its_credentials() {
+        let cluster = |nodes: &[&str]| {
+            Ok(RedisTarget::Cluster(
+                nodes.iter().map(|n| (*n).to_owned()).collect(),
+            ))
+        };
+        let check = |url: &str, expected: Result<RedisTarget, &'static str>| {
+            assert!(parse_redis_url(url) == expected, "{url}");
+        };
+        check(
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7001/",
+            cluster(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]),
+        );
+        check(
+            "redis+cluster://app:s3cret@cache-0:6379,cache-1:6379",
+            cluster(&[
+                "redis://app:s3cret@cache-0:6379",
+                "redis://app:s3cret@cache-1:6379",
+            ]),
+        );
+        check(
+            "redis+cluster://[::1]:7000",
+            cluster(&["redis://[::1]:7000"]),
+        );
+        check(
+            "redis://cache:6379/2",
+            Ok(RedisTarget::Single("redis://cache:6379/2".to_owned())),
+        );
+    }
+
+    #[test]
     fn settings_come_from_the_environment_and_hide_the_url() {
         let read = |pairs: &[(&str, &str)]| {
             RedisSettings::from_env(&Environment::from_pairs(pairs.iter().copied()))
@@ -897,6 +1112,27 @@ mod tests {
         check(&[("REDIS_URL", "http://:hunter2@cache")], "REDIS_URL");
         check(&[("REDIS_URL", "rediss://:hunter2@cache")], "REDIS_URL");
         check(&[("REDIS_URL", "redis://:hunter2@cache:port")], "REDIS_URL");
+        check(
+            &[("REDIS_URL", "redis://:hunter2@a:7000,b:7001")],
+            "REDIS_URL",
+        );
+        check(
+            &[("REDIS_URL", "rediss+cluster://:hunter2@a:7000")],
+            "REDIS_URL",
+        );
+        for bad in [
+            "",
+            "a:7000,",
+            "a:7000,,b:7001",
+            "a,b:7001",
+            "a:0",
+            ":7000",
+            "a:7000/1",
+            "a:7000?protocol=resp3",
+        ] {
+            let url = format!("redis+cluster://:hunter2@{bad}");
+            check(&[("REDIS_URL", url.as_str())], "REDIS_URL");
+        }
         let url = ("REDIS_URL", "redis://:hunter2@cache:6379");
         check(
             &[url, ("CUSTOPS_REDIS_TIMEOUT_MS", "0")],

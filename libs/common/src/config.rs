@@ -261,7 +261,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable::optional("CUSTOPS_SEGMENTATION_URL", "where the segmentation service is reached"),
     Variable::optional("CUSTOPS_LOYALTY_URL", "where the loyalty service is reached"),
     Variable::optional("CUSTOPS_FEEDBACK_URL", "where the feedback service is reached"),
-    Variable::optional("REDIS_URL", "Redis URL for the shared cache (redis://host:6379)"),
+    Variable::optional("REDIS_URL", "Redis URL for the shared cache (redis://host:6379, or a cluster's seed nodes: redis+cluster://host:6379,host:6379)"),
     Variable::optional("CUSTOPS_REDIS_TIMEOUT_MS", "Redis command timeout (default 200)"),
     Variable::optional("CUSTOPS_FEED_RETENTION_HOURS", "outbox events are kept at least this long, and until every registered consumer has acknowledged them (default 168, 7 days; at least 1)"),
     Variable::optional("CUSTOPS_PAGE_TOKEN_SECRET", "key that signs page tokens (32+ bytes); set the same on every replica"),

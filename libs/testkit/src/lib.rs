@@ -9,11 +9,14 @@
 //! - [`TestDatabase`]: a fresh database per test.
 //! - [`startup`]: checks that a service binary refuses bad configuration clearly.
 //! - [`redis`]: a `redis-server` of the test's own, which the test may stop.
+//! - [`redis_cluster`]: a Redis Cluster (three masters, three replicas) of the test's own,
+//!   whose masters the test may kill.
 //! - [`roles`]: Postgres roles named per test and dropped when it ends.
 //! - [`otlp`]: a stand-in OpenTelemetry Collector receiving OTLP over gRPC.
 
 pub mod otlp;
 pub mod redis;
+pub mod redis_cluster;
 pub mod roles;
 pub mod startup;
 

@@ -1,7 +1,8 @@
 //! Lookups through the gRPC API with a Redis this test starts itself: answers come through
 //! the cache, membership changes are written through to Redis after commit; with Redis
 //! stopped answers still come (from Postgres) and reflect changes made meanwhile; once Redis
-//! is back it is filled again and never serves a stale membership.
+//! is back it is filled again and never serves a stale membership. The same holds on a Redis
+//! Cluster whose master dies and is replaced by its replica.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use custops_contracts::custops::segmentation::v1 as pb;
 use custops_segmentation::lookups::SegmentSet;
 use custops_segmentation::wire::timestamp;
 use custops_testkit::redis::TestRedis;
+use custops_testkit::redis_cluster::TestRedisCluster;
 use futures_util::StreamExt;
 use tonic::Code;
 
@@ -465,5 +467,72 @@ async fn the_full_view_names_each_membership_with_kind_and_enter_time() -> anyho
         unknown,
         Some(vec!["customer_id".to_owned(), "view".to_owned()])
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_master_failover_serves_no_stale_membership() -> anyhow::Result<()> {
+    let mut cluster = TestRedisCluster::start().await?;
+    let app = spawn_app_with(Some(cluster.url())).await?;
+    let redis = RedisCache::connect(&RedisSettings::new(&cluster.url())).await?;
+    let customers: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    for customer in &customers {
+        app.put_customer(customer, "CN", &[]).await?;
+    }
+    let china = app.rule_segment("China", country_is("CN")).await?;
+    let id = china.segment_id.clone();
+    for customer in &customers {
+        assert_eq!(app.segments_of(customer).await?, vec![id.clone()]);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            cached(&app, &redis, "c0").await == Some(vec![id.clone()])
+        })
+        .await,
+        "c0's membership never reached the cluster"
+    );
+
+    // The master holding c0's key dies; memberships change while its replica takes over.
+    let key = format!(
+        "custops:segmentation:customer_segments:v2:{}:c0",
+        epoch(&app).await?
+    );
+    let victim = cluster.master_of(&key).await?;
+    let before = epoch(&app).await?;
+    cluster.kill(victim).await?;
+    for customer in &customers[..6] {
+        app.put_customer(customer, "SG", &[]).await?;
+        app.reevaluate(customer).await?;
+    }
+    let expected = |i: usize| if i < 6 { Vec::new() } else { vec![id.clone()] };
+    let all_current = || async {
+        for (i, customer) in customers.iter().enumerate() {
+            if app.segments_of(customer).await.ok() != Some(expected(i)) {
+                return false;
+            }
+        }
+        true
+    };
+    assert!(
+        eventually(Duration::from_secs(5), all_current).await,
+        "lookups did not reflect the changes made during the failover"
+    );
+    cluster.wait_for_failover(victim).await?;
+
+    // Once every master answers, the missed write-throughs move the epoch; the cluster is
+    // filled with current memberships and nothing stale is served.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            epoch(&app).await.is_ok_and(|now| now > before)
+                && all_current().await
+                && cached(&app, &redis, "c0").await == Some(Vec::new())
+                && cached(&app, &redis, "c11").await == Some(vec![id.clone()])
+        })
+        .await,
+        "the cluster was not filled again with the current memberships"
+    );
+    for _ in 0..3 {
+        assert!(all_current().await, "a stale membership after the failover");
+    }
     Ok(())
 }

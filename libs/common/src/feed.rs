@@ -117,6 +117,25 @@ impl Default for FeedOptions {
     }
 }
 
+impl FeedOptions {
+    /// What a service's feed uses: its retention setting, its clock (retention is measured on
+    /// it) and its page-token key (consumer lists are paged), and `shutdown`, the server's
+    /// drain token, so streams end as soon as draining starts, not at the end of the grace.
+    pub fn for_service(
+        settings: &crate::config::ServiceSettings,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            retention: settings.feed_retention,
+            clock,
+            page_tokens: settings.page_tokens.clone(),
+            shutdown,
+            ..Self::default()
+        }
+    }
+}
+
 /// The feed API of one service. Cheap to clone; every clone serves the same feed.
 #[derive(Debug, Clone)]
 pub struct EventFeedApi {

@@ -79,15 +79,7 @@ pub async fn build_with(
 ) -> anyhow::Result<Application> {
     let Options { clock, jobs } = options;
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
-    // Feed streams end as soon as the server starts draining, not at the end of the grace.
-    // Retention is measured on the service clock, and consumer pages signed with its key.
-    let feed_options = FeedOptions {
-        shutdown: app.shutdown_token(),
-        retention: settings.feed_retention,
-        clock: clock.clone(),
-        page_tokens: settings.page_tokens.clone(),
-        ..FeedOptions::default()
-    };
+    let feed_options = FeedOptions::for_service(&settings, clock.clone(), app.shutdown_token());
     feeds::profiles::spawn(&settings, pool.clone(), clock.clone(), app.shutdown_token())?;
     let customers = directory::CustomerDirectory::from_settings(&settings)?;
     let ctx = workflow::Context::new(pool.clone(), clock, customers);

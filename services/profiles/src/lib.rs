@@ -83,15 +83,7 @@ pub async fn build_with(
 ) -> anyhow::Result<Application> {
     let Options { clock, prune_every } = options;
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
-    // Feed streams end as soon as the server starts draining, not at the end of the grace.
-    // Retention is measured on the service clock, and consumer pages signed with its key.
-    let feed_options = FeedOptions {
-        shutdown: app.shutdown_token(),
-        retention: settings.feed_retention,
-        clock: clock.clone(),
-        page_tokens: settings.page_tokens.clone(),
-        ..FeedOptions::default()
-    };
+    let feed_options = FeedOptions::for_service(&settings, clock.clone(), app.shutdown_token());
     let peers = api::Peers::from_settings(&settings);
     // Request ids are kept for the shared retention, then pruned until the server stops.
     idempotency::spawn_pruner(

@@ -86,15 +86,8 @@ pub async fn build_with_workers(
     workers: jobs::WorkerOptions,
 ) -> anyhow::Result<Application> {
     let (pool, app) = bootstrap::prepare(&settings, &MIGRATIONS).await?;
-    // Feed streams end as soon as the server starts draining, not at the end of the grace.
-    // Retention is measured on the service clock, and consumer pages signed with its key.
-    let feed_options = FeedOptions {
-        shutdown: app.shutdown_token(),
-        retention: settings.feed_retention,
-        clock: overrides.clock.clone(),
-        page_tokens: settings.page_tokens.clone(),
-        ..FeedOptions::default()
-    };
+    let feed_options =
+        FeedOptions::for_service(&settings, overrides.clock.clone(), app.shutdown_token());
     let feed = event_feed_server(pool.clone(), settings.service, feed_options);
     let redis = match &settings.redis {
         Some(redis) => Some(

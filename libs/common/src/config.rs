@@ -225,6 +225,8 @@ impl Variable {
 pub const VARIABLES: &[Variable] = &[
     Variable::required("DATABASE_URL", "Postgres URL shared by the services"),
     Variable::optional("CUSTOPS_{SVC}_DATABASE_URL", "Postgres URL for one service; overrides DATABASE_URL"),
+    Variable::optional("DATABASE_DIRECT_URL", "direct Postgres URL for LISTEN and migrations when DATABASE_URL is a transaction-pooling PgBouncer"),
+    Variable::optional("CUSTOPS_{SVC}_DATABASE_DIRECT_URL", "direct Postgres URL for one service; overrides DATABASE_DIRECT_URL"),
     Variable::optional("CUSTOPS_LISTEN_HOST", "address the gRPC server binds (default 0.0.0.0)"),
     Variable::optional("CUSTOPS_{SVC}_PORT", "gRPC port (default 50051-50054)"),
     Variable::optional("CUSTOPS_DB_MAX_CONNECTIONS", "pool size (default 10)"),
@@ -550,6 +552,10 @@ impl ClientSettings {
 pub struct DatabaseSettings {
     /// Connection URL; secret because it usually holds a password.
     pub url: SecretString,
+    /// A direct connection to Postgres when `url` is a transaction pooler (PgBouncer): what
+    /// needs a session of its own (LISTEN, migrations) connects here, and `url` is then
+    /// treated as a pooler (`db::connect`). `None`: `url` is Postgres itself.
+    pub direct_url: Option<SecretString>,
     /// The schema the service owns; becomes the connections' `search_path`.
     pub schema: &'static str,
     /// Upper bound of pooled connections.
@@ -570,6 +576,7 @@ impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &"[redacted]")
+            .field("direct_url", &self.direct_url.as_ref().map(|_| "[redacted]"))
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
@@ -585,6 +592,7 @@ impl DatabaseSettings {
     pub fn new(service: ServiceKind, url: &str) -> Self {
         Self {
             url: SecretString::from(url.to_owned()),
+            direct_url: None,
             schema: service.schema(),
             max_connections: 10,
             connect_timeout: Duration::from_secs(10),
@@ -594,7 +602,9 @@ impl DatabaseSettings {
         }
     }
 
-    /// Reads `CUSTOPS_<SVC>_DATABASE_URL`, else `DATABASE_URL`, and the pool limits.
+    /// Reads `CUSTOPS_<SVC>_DATABASE_URL`, else `DATABASE_URL`; the direct URL behind a
+    /// pooler from `CUSTOPS_<SVC>_DATABASE_DIRECT_URL`, else `DATABASE_DIRECT_URL`; and the
+    /// pool limits.
     pub fn from_env(service: ServiceKind, env: &Environment) -> Result<Self, ConfigError> {
         let own_var = format!("{}DATABASE_URL", service.env_prefix());
         let (var, url) = match (env.get(&own_var), env.get("DATABASE_URL")) {
@@ -609,6 +619,16 @@ impl DatabaseSettings {
         };
         validate_postgres_url(&var, url)?;
         let mut settings = Self::new(service, url);
+        let own_direct_var = format!("{}DATABASE_DIRECT_URL", service.env_prefix());
+        let direct = match (env.get(&own_direct_var), env.get("DATABASE_DIRECT_URL")) {
+            (Some(url), _) => Some((own_direct_var, url)),
+            (None, Some(url)) => Some(("DATABASE_DIRECT_URL".to_owned(), url)),
+            (None, None) => None,
+        };
+        if let Some((var, url)) = direct {
+            validate_postgres_url(&var, url)?;
+            settings.direct_url = Some(SecretString::from(url.to_owned()));
+        }
         settings.max_connections = env.parse_or("CUSTOPS_DB_MAX_CONNECTIONS", 10)?;
         if settings.max_connections == 0 {
             return Err(ConfigError::Invalid {
@@ -645,6 +665,13 @@ impl DatabaseSettings {
     /// The URL, for the one place that connects.
     pub(crate) fn expose_url(&self) -> &str {
         self.url.expose_secret()
+    }
+
+    /// The URL for session-bound work: the direct one behind a pooler, else [`Self::url`].
+    pub(crate) fn expose_direct_url(&self) -> &str {
+        self.direct_url
+            .as_ref()
+            .map_or_else(|| self.expose_url(), |url| url.expose_secret())
     }
 }
 
@@ -760,6 +787,32 @@ mod tests {
     }
 
     #[test]
+    fn a_direct_url_is_read_per_service_first_and_absent_by_default() {
+        let direct = |pairs: &[(&str, &str)]| {
+            settings(pairs)
+                .ok()
+                .map(|s| s.database.expose_direct_url().to_owned())
+        };
+        let pooled = ("DATABASE_URL", "postgres://bouncer:6432/loyalty");
+        assert_eq!(
+            direct(&[pooled]).as_deref(),
+            Some("postgres://bouncer:6432/loyalty"),
+            "without a direct URL, session work uses DATABASE_URL"
+        );
+        assert!(settings(&[pooled]).is_ok_and(|s| s.database.direct_url.is_none()));
+        let shared = ("DATABASE_DIRECT_URL", "postgres://db:5432/custops");
+        assert_eq!(
+            direct(&[pooled, shared]).as_deref(),
+            Some("postgres://db:5432/custops")
+        );
+        let own = ("CUSTOPS_LOYALTY_DATABASE_DIRECT_URL", "postgres://own:5432/custops");
+        assert_eq!(
+            direct(&[pooled, shared, own]).as_deref(),
+            Some("postgres://own:5432/custops")
+        );
+    }
+
+    #[test]
     fn errors_name_the_variable_and_hide_the_value() {
         let check = |pairs: &[(&str, &str)], var: &str| {
             let err = settings(pairs).err();
@@ -782,6 +835,10 @@ mod tests {
         check(
             &[("CUSTOPS_LOYALTY_DATABASE_URL", "hunter2")],
             "CUSTOPS_LOYALTY_DATABASE_URL",
+        );
+        check(
+            &[("DATABASE_URL", "postgres://db/x"), ("DATABASE_DIRECT_URL", "hunter2")],
+            "DATABASE_DIRECT_URL",
         );
         let db = ("DATABASE_URL", "postgres://db/x");
         check(

@@ -11,7 +11,8 @@
 #   5. checks the manifests against the code (scripts/k8s_manifest_check.py: environment variables
 #      against config.rs, Service ports against the ports the binaries serve, native gRPC probes
 #      on the port they serve health on (CUSTOPS_HEALTH_PORT under TLS), limits,
-#      securityContext, grace period), then proves that check refuses broken copies;
+#      securityContext, grace period, slow HPA scale-in, a direct URL beside a pooled one, the
+#      pgbouncer component's pgbouncer.ini), then proves that check refuses broken copies;
 #   6. renders k8s/observability (the Grafana dashboard ConfigMap and the PrometheusRule),
 #      validates the ConfigMap with kubernetes-validate and scans both with checkov (with the
 #      overlays), and checks the dashboard and rules against the metrics the code exports

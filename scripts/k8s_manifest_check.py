@@ -28,28 +28,57 @@ custops; this knows what the binaries read and serve, taken from the Rust source
   hardened securityContext (non-root, read-only root filesystem, no privilege escalation, all
   capabilities dropped, seccomp RuntimeDefault), and no pod mounts a service account token.
 - Every custops server has an HPA, a PodDisruptionBudget and a NetworkPolicy admitting its port.
+- Scale-in: every server's HPA has `behavior.scaleDown` with a stabilization window of at least
+  MIN_SCALE_DOWN_WINDOW_SECS and policies removing one pod per period, the period longer than
+  the pod's grace period plus feedback's reward lease (read from jobs/rewards.rs), so a removed
+  replica's feed batch and leased rewards are taken over before the next one goes. A PDB's
+  minAvailable stays below the HPA's minReplicas (else no node drain could evict a pod).
+- The pooler (k8s/components/pgbouncer): where a PgBouncer runs, each server whose
+  DATABASE_URL (or CUSTOPS_<SVC>_DATABASE_URL) comes from a Secret or names the pooler also sets
+  a direct URL (DATABASE_DIRECT_URL or CUSTOPS_<SVC>_DATABASE_DIRECT_URL) that does not name it,
+  and a NetworkPolicy lets the server reach it; no migration Job's URL names it. Every
+  pgbouncer.ini (the component's file, and any rendered ConfigMap) has `pool_mode =
+  transaction`, ignores `extra_float_digits`, and per service an alias whose connect_query sets
+  search_path to the service's schema (`ServiceKind::schema`) and the statement and lock
+  timeouts the service would set itself (ConfigMap, else config.rs defaults).
 
 The self-test breaks copies of the rendered manifests in the ways that matter (a misspelt
 variable, a removed probe, limit or securityContext, a TCP probe, a probe on the wrong port, a
 health port the probes do not follow or equal to the gRPC port, TLS without a health port, a
-short grace period, a missing required variable) and fails unless the check refuses every one
-of them and accepts the originals.
+short grace period, a missing required variable, a server behind the pooler without a direct
+URL, a direct or migration URL naming the pooler, no egress to the pooler, an HPA without
+scale-down behaviour or scaling in too fast, a PDB at the HPA's floor) and copies of
+pgbouncer.ini (session pooling, extra_float_digits not ignored, an alias missing or on the wrong
+schema or timeout), and fails unless the check refuses every one of them and accepts the
+originals.
 """
 
 from __future__ import annotations
 
+import configparser
 import copy
 import difflib
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_RS = ROOT / "libs/common/src/config.rs"
 SERVICE_RS = ROOT / "libs/common/src/service.rs"
+REWARDS_RS = ROOT / "services/feedback/src/jobs/rewards.rs"
+PGBOUNCER_INI = ROOT / "k8s/components/pgbouncer/pgbouncer.ini"
+
+# Scale-in waits at least this long after a peak: a bulk import's feed backlog takes minutes to
+# drain and CPU dips between its bursts (k8s/README.md "What each service gets", HPA).
+MIN_SCALE_DOWN_WINDOW_SECS = 300
+# What a transaction pooler is called when the rendering does not say (a literal URL with no
+# pooler Service beside it): PgBouncer's name and its customary port.
+POOLER_NAMES = {"pgbouncer"}
+POOLER_PORTS = {6432}
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
@@ -81,6 +110,9 @@ class Code:
     variables: list[Variable]
     default_ports: dict[str, int]  # service name -> port
     shutdown_grace_default: int
+    schemas: dict[str, str]  # service name -> its Postgres schema
+    db_timeout_defaults: dict[str, int]  # CUSTOPS_DB_{STATEMENT,LOCK}_TIMEOUT_MS -> default ms
+    reward_lease_secs: int  # how long feedback's reward worker leases a reward
 
 
 _ENTRY = re.compile(
@@ -135,6 +167,42 @@ def parse_shutdown_grace_default(rust: str) -> int:
     return int(m[1])
 
 
+# The timeouts a binary sets on its own connections (startup `options`), which behind a
+# transaction pooler must come from the pooler's connect_query instead.
+DB_TIMEOUTS = {"CUSTOPS_DB_STATEMENT_TIMEOUT_MS": "statement_timeout",
+               "CUSTOPS_DB_LOCK_TIMEOUT_MS": "lock_timeout"}
+
+
+def parse_db_timeout_defaults(rust: str) -> dict[str, int]:
+    """`env.parse_or("CUSTOPS_DB_..._TIMEOUT_MS", N)` in config.rs, for each of DB_TIMEOUTS."""
+    out = {}
+    for var in DB_TIMEOUTS:
+        m = re.search(r'parse_or\(\s*"' + var + r'"\s*,\s*(\d+)\s*\)', rust)
+        if not m:
+            raise ValueError(f"default of {var} not found in config.rs")
+        out[var] = int(m[1])
+    return out
+
+
+def parse_schemas(rust: str) -> dict[str, str]:
+    """`ServiceKind::X => "schema"` arms of `fn schema`."""
+    m = re.search(r"fn\s+schema\s*\([^)]*\)\s*->\s*&'static\s+str\s*\{(.*?)\n    \}", rust, re.S)
+    if not m:
+        raise ValueError(f"{SERVICE_RS.relative_to(ROOT)}: `fn schema` not found")
+    schemas = {k.lower(): v for k, v in re.findall(r'ServiceKind::(\w+)\s*=>\s*"(\w+)"', m[1])}
+    if not schemas:
+        raise ValueError("no `ServiceKind::X => \"schema\"` arm in fn schema")
+    return schemas
+
+
+def parse_reward_lease(rust: str) -> int:
+    m = re.search(r"lease:\s*Duration::from_secs\((\d+)\)", rust)
+    if not m:
+        raise ValueError(f"{REWARDS_RS.relative_to(ROOT)}: the default reward lease "
+                         "(`lease: Duration::from_secs(N)`) not found")
+    return int(m[1])
+
+
 def read_code() -> Code:
     config = CONFIG_RS.read_text(encoding="utf-8")
     service = SERVICE_RS.read_text(encoding="utf-8")
@@ -142,7 +210,86 @@ def read_code() -> Code:
         parse_variables(config),
         parse_default_ports(service),
         parse_shutdown_grace_default(config),
+        parse_schemas(service),
+        parse_db_timeout_defaults(config),
+        parse_reward_lease(REWARDS_RS.read_text(encoding="utf-8")),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# PgBouncer's configuration
+
+
+def _connstring(value: str) -> dict[str, str]:
+    """A [databases] entry, `key=value key='quoted value' ...`, as a dict."""
+    out = {}
+    for m in re.finditer(r"(\w+)\s*=\s*('(?:[^']|'')*'|\S+)", value):
+        v = m[2]
+        out[m[1]] = v[1:-1].replace("''", "'") if v.startswith("'") else v
+    return out
+
+
+def _settings(query: str) -> dict[str, str]:
+    """`SET name TO value; SET name = value` statements of a connect_query."""
+    out = {}
+    for stmt in filter(None, (q.strip() for q in query.split(";"))):
+        m = re.fullmatch(r"(?i)SET\s+(?:SESSION\s+)?(\w+)\s*(?:TO|=)\s*(.+)", stmt)
+        if m:
+            out[m[1].lower()] = m[2].strip().strip("'\"")
+    return out
+
+
+def _millis(value: str) -> int | None:
+    m = re.fullmatch(r"(\d+)\s*(ms|s|min)?", value.strip())
+    if not m:
+        return None
+    return int(m[1]) * {None: 1, "ms": 1, "s": 1000, "min": 60_000}[m[2]]
+
+
+def check_pgbouncer_ini(where: str, text: str, code: Code,
+                        timeouts: dict[str, int]) -> list[str]:
+    """What the services need of the pooler's pgbouncer.ini (k8s/README.md "PgBouncer"):
+    transaction pooling (per database too), extra_float_digits ignored (sqlx sends it), and per
+    service an alias whose connect_query sets search_path to exactly its schema and the
+    timeouts the service would have set itself (`timeouts`: variable -> ms)."""
+    ini = configparser.ConfigParser(interpolation=None, delimiters=("=",),
+                                    comment_prefixes=(";", "#"), strict=True)
+    try:
+        ini.read_string(text)
+    except configparser.Error as e:
+        return [f"{where}: cannot read pgbouncer.ini: {e}"]
+    errors = []
+    main = ini["pgbouncer"] if ini.has_section("pgbouncer") else {}
+    if main.get("pool_mode", "session").strip() != "transaction":
+        errors.append(f"{where}: pool_mode is {main.get('pool_mode', 'session (the default)')!r}; "
+                      "the services expect a transaction pooler (pool_mode = transaction)")
+    ignored = {p.strip() for p in main.get("ignore_startup_parameters", "").split(",")}
+    if "extra_float_digits" not in ignored:
+        errors.append(f"{where}: ignore_startup_parameters must include extra_float_digits "
+                      "(sqlx sends it at start-up and PgBouncer refuses any parameter it does "
+                      "not know)")
+    databases = ini["databases"] if ini.has_section("databases") else {}
+    aliases = {name: _connstring(value) for name, value in databases.items()}
+    for name, conn in aliases.items():
+        if conn.get("pool_mode", "transaction") != "transaction":
+            errors.append(f"{where}: database {name} overrides pool_mode with "
+                          f"{conn['pool_mode']!r}")
+    for svc, schema in sorted(code.schemas.items()):
+        conn = aliases.get(svc)
+        if conn is None:
+            errors.append(f"{where}: no [databases] alias {svc} for custops-{svc}")
+            continue
+        settings = _settings(conn.get("connect_query", ""))
+        if settings.get("search_path") != schema:
+            errors.append(f"{where}: database {svc}: connect_query must set search_path to "
+                          f"{schema} (it sets {settings.get('search_path', 'nothing')!r}); "
+                          f"behind the pooler custops-{svc} cannot set it itself")
+        for var, setting in DB_TIMEOUTS.items():
+            got = _millis(settings.get(setting, ""))
+            if got != timeouts[var]:
+                errors.append(f"{where}: database {svc}: connect_query must set {setting} to "
+                              f"{timeouts[var]} ms ({var}), not {settings.get(setting, 'nothing')!r}")
+    return errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,9 +318,60 @@ def pod_template(obj: dict) -> dict | None:
     return spec.get("template")
 
 
+def image_name(image: str) -> str:
+    return image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+
+
 def is_custops_image(image: str) -> bool:
-    name = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
-    return name == "custops"
+    return image_name(image) == "custops"
+
+
+@dataclass
+class Pooler:
+    """The transaction poolers of one rendering: the names and ports their Services answer on,
+    and the pod labels of each pooler workload (for the servers' egress)."""
+
+    hosts: set[str]
+    ports: set[int]
+    pod_labels: list[dict]
+
+    def present(self) -> bool:
+        return bool(self.pod_labels)
+
+    def named_by(self, url: str | None) -> bool:
+        """Whether a literal database URL points at a pooler: one of its Services, else
+        anything called pgbouncer or on PgBouncer's port."""
+        if not url:
+            return False
+        try:
+            parts = urlsplit(url)
+            host, port = (parts.hostname or ""), parts.port
+        except ValueError:
+            return False
+        first = host.split(".")[0]
+        return (host in self.hosts or first in self.hosts or first in POOLER_NAMES
+                or port in self.ports or port in POOLER_PORTS)
+
+
+def find_pooler(docs: list[dict]) -> Pooler:
+    """Workloads running a PgBouncer image, and the Services selecting them."""
+    pooler = Pooler(set(), set(), [])
+    for obj in docs:
+        template = pod_template(obj)
+        if template is None or not any(
+                image_name(c.get("image", "")) in POOLER_NAMES
+                for c in template.get("spec", {}).get("containers", [])):
+            continue
+        labels = template.get("metadata", {}).get("labels", {})
+        pooler.pod_labels.append(labels)
+        for d in docs:
+            if d.get("kind") == "Service" and selects(d.get("spec", {}).get("selector"), labels):
+                name = d["metadata"]["name"]
+                ns = d["metadata"].get("namespace")
+                pooler.hosts |= {name} | ({f"{name}.{ns}", f"{name}.{ns}.svc",
+                                           f"{name}.{ns}.svc.cluster.local"} if ns else set())
+                pooler.ports |= {p.get("port") for p in d["spec"].get("ports", [])}
+    return pooler
 
 
 def selects(selector: dict, labels: dict) -> bool:
@@ -225,6 +423,8 @@ class Checker:
             for d in docs
             if d.get("kind") == "ConfigMap"
         }
+        self.pooler = find_pooler(docs)
+        self.check_pooler_config(path, docs, configmaps)
         servers = []  # (where, pod labels, container, service, port)
         for obj in docs:
             template = pod_template(obj)
@@ -241,6 +441,24 @@ class Checker:
             self.error(path, "no custops server Deployment found")
         for server in servers:
             self.check_server_surroundings(docs, *server)
+
+    # -- the pooler --------------------------------------------------------------------------
+
+    def check_pooler_config(self, path: str, docs: list[dict], configmaps: dict) -> None:
+        """Every rendered pgbouncer.ini against what the servers need, with the timeouts the
+        rendered custops-config gives them."""
+        settings = next((data for name, data in configmaps.items()
+                         if name.startswith("custops-config")), {})
+        timeouts = {var: int(settings[var]) if str(settings.get(var, "")).isdigit() else default
+                    for var, default in self.code.db_timeout_defaults.items()}
+        found = False
+        for name, data in configmaps.items():
+            if "pgbouncer.ini" in data:
+                found = True
+                self.errors += check_pgbouncer_ini(f"{path}: ConfigMap/{name} pgbouncer.ini",
+                                                   data["pgbouncer.ini"], self.code, timeouts)
+        if self.pooler.present() and not found:
+            self.error(path, "a PgBouncer runs but no ConfigMap holds its pgbouncer.ini")
 
     # -- every pod ---------------------------------------------------------------------------
 
@@ -382,6 +600,7 @@ class Checker:
                             f"({other} is {env.get(other, 'unset')!r} here)",
                         )
 
+        self.check_database_urls(cw, env, mode, services)
         if mode != "serve":
             return None
         svc = services[0]
@@ -400,6 +619,35 @@ class Checker:
             self.check_ports_and_probes(cw, c, env, svc, port, health_port)
         self.check_grace(where, template, c, env)
         return svc, port
+
+    def check_database_urls(self, cw, env, mode, services) -> None:
+        """A server whose DATABASE_URL names a transaction pooler needs a direct URL too (LISTEN
+        and its start-up schema check need a session); a direct URL or a migration's URL must
+        not name the pooler. A URL from a Secret is taken to name the pooler when one runs in
+        the rendering (what the pgbouncer component is for)."""
+        for svc in services:
+            pooled_var = next((v for v in (f"CUSTOPS_{svc.upper()}_DATABASE_URL", "DATABASE_URL")
+                               if v in env and env[v] != ""), "DATABASE_URL")
+            direct_var = next((v for v in (f"CUSTOPS_{svc.upper()}_DATABASE_DIRECT_URL",
+                                           "DATABASE_DIRECT_URL")
+                               if v in env and env[v] != ""), None)
+            pooled = env.get(pooled_var)
+            if mode != "serve":
+                if self.pooler.named_by(pooled):
+                    self.error(cw, f"{pooled_var} names the pooler ({pooled}); migrations take a "
+                               "session-level advisory lock, so they need a direct URL")
+                continue
+            behind = self.pooler.named_by(pooled) or (pooled is None and pooled_var in env
+                                                      and self.pooler.present())
+            if behind and direct_var is None:
+                why = ("names the pooler" if pooled is not None
+                       else "comes from a Secret and a pooler runs beside it")
+                self.error(cw, f"{pooled_var} {why}, but neither DATABASE_DIRECT_URL nor "
+                           f"CUSTOPS_{svc.upper()}_DATABASE_DIRECT_URL is set: behind a "
+                           "transaction pooler LISTEN needs a direct connection")
+            if direct_var and self.pooler.named_by(env[direct_var]):
+                self.error(cw, f"{direct_var} names the pooler ({env[direct_var]}); it must reach "
+                           "Postgres directly (LISTEN needs a session)")
 
     def container_port(self, c: dict, port) -> int | None:
         if isinstance(port, int):
@@ -502,13 +750,42 @@ class Checker:
                                f"targets {target}, but custops-{svc} serves on {port}")
                 if not str(p.get("name", "")).startswith("grpc"):
                     self.error(f"{ref(s)}", "its port must be named grpc")
-        if not any(d.get("kind") == "HorizontalPodAutoscaler"
-                   and d["spec"]["scaleTargetRef"].get("name") == name
-                   and d["spec"]["scaleTargetRef"].get("kind") == "Deployment" for d in docs):
+        hpas = [d for d in docs if d.get("kind") == "HorizontalPodAutoscaler"
+                and d["spec"]["scaleTargetRef"].get("name") == name
+                and d["spec"]["scaleTargetRef"].get("kind") == "Deployment"]
+        if not hpas:
             self.error(where, "no HorizontalPodAutoscaler scales it")
-        if not any(d.get("kind") == "PodDisruptionBudget"
-                   and selects(d["spec"].get("selector"), labels) for d in docs):
+        for hpa in hpas:
+            self.check_scale_down(hpa, template)
+        pdbs = [d for d in docs if d.get("kind") == "PodDisruptionBudget"
+                and selects(d["spec"].get("selector"), labels)]
+        if not pdbs:
             self.error(where, "no PodDisruptionBudget covers it")
+        for pdb, hpa in ((p, h) for p in pdbs for h in hpas):
+            floor = hpa["spec"].get("minReplicas", 1)
+            min_available = pdb["spec"].get("minAvailable")
+            if isinstance(min_available, int) and min_available >= floor:
+                self.error(ref(pdb), f"minAvailable {min_available} is not below the HPA's "
+                           f"minReplicas {floor}: at the floor no node drain could evict a pod")
+            if pdb["spec"].get("maxUnavailable") in (0, "0%"):
+                self.error(ref(pdb), "maxUnavailable 0 blocks every node drain")
+        if self.pooler.present():
+            egress_ok = False
+            for d in docs:
+                if d.get("kind") != "NetworkPolicy" or "Egress" not in d["spec"].get(
+                        "policyTypes", []) or not selects(d["spec"].get("podSelector"), labels):
+                    continue
+                for rule in d["spec"].get("egress", []) or []:
+                    ports = {p.get("port") for p in rule.get("ports") or []}
+                    peers = rule.get("to") or []
+                    if (not ports or ports & self.pooler.ports) and (not peers or any(
+                            "podSelector" in t and "namespaceSelector" not in t
+                            and any(selects(t["podSelector"], pl) for pl in self.pooler.pod_labels)
+                            for t in peers)):
+                        egress_ok = True
+            if not egress_ok:
+                self.error(where, f"no NetworkPolicy lets it reach the pooler on "
+                           f"{sorted(self.pooler.ports)}")
         admitted = False
         for d in docs:
             if d.get("kind") != "NetworkPolicy" or not selects(d["spec"].get("podSelector"), labels):
@@ -521,11 +798,52 @@ class Checker:
             self.error(where, f"no NetworkPolicy admits ingress to port {port}")
 
 
+    def check_scale_down(self, hpa: dict, template: dict) -> None:
+        """Scale-in removes one replica at a time, each after the previous one's work was taken
+        over: its feed batch redone and its leased rewards free again (grace period + lease),
+        and not before MIN_SCALE_DOWN_WINDOW_SECS after a peak."""
+        where = ref(hpa)
+        down = (hpa["spec"].get("behavior") or {}).get("scaleDown")
+        if not down:
+            self.error(where, "has no behavior.scaleDown; the default removes every surplus "
+                       "replica at once after 5 minutes")
+            return
+        if down.get("selectPolicy") == "Disabled":
+            return
+        window = down.get("stabilizationWindowSeconds", 300)
+        if window < MIN_SCALE_DOWN_WINDOW_SECS:
+            self.error(where, f"scaleDown.stabilizationWindowSeconds {window} is below "
+                       f"{MIN_SCALE_DOWN_WINDOW_SECS}")
+        grace = template.get("spec", {}).get("terminationGracePeriodSeconds", 30)
+        takeover = grace + self.code.reward_lease_secs
+        policies = down.get("policies") or []
+        if not policies:
+            self.error(where, "scaleDown has no policies; the default removes up to 100 % of "
+                       "the replicas every 15 s")
+        for pol in policies:
+            if pol.get("type") != "Pods" or pol.get("value") != 1:
+                self.error(where, f"scaleDown policy {pol.get('type')} {pol.get('value')} may "
+                           "remove more than one replica at a time; use type Pods, value 1")
+            if pol.get("periodSeconds", 0) <= takeover:
+                self.error(where, f"scaleDown policy periodSeconds {pol.get('periodSeconds')} "
+                           f"must exceed the grace period ({grace} s) plus the reward lease "
+                           f"({self.code.reward_lease_secs} s), so a removed replica's work is "
+                           "taken over before the next goes")
+
+
 def check(code: Code, files: list[tuple[str, list[dict]]]) -> list[str]:
     checker = Checker(code)
     for path, docs in files:
         checker.check_file(path, docs)
     return list(dict.fromkeys(checker.errors))  # one line per problem, in the order found
+
+
+def check_component_ini(code: Code) -> list[str]:
+    """The pgbouncer component's own pgbouncer.ini, with the services' default timeouts: checked
+    even when no overlay enables it."""
+    return check_pgbouncer_ini(str(PGBOUNCER_INI.relative_to(ROOT)),
+                               PGBOUNCER_INI.read_text(encoding="utf-8"), code,
+                               code.db_timeout_defaults)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,6 +942,59 @@ def _del(path):
     return mutate
 
 
+def _hpa(docs):
+    name = _server(docs)["metadata"]["name"]
+    return _first(docs, "HorizontalPodAutoscaler",
+                  lambda d: d["spec"]["scaleTargetRef"].get("name") == name)
+
+
+def _scale_down(docs):
+    return _hpa(docs)["spec"]["behavior"]["scaleDown"]
+
+
+def _pdb_at_floor(docs):
+    labels = pod_template(_server(docs))["metadata"]["labels"]
+    pdb = _first(docs, "PodDisruptionBudget", lambda d: selects(d["spec"]["selector"], labels))
+    pdb["spec"].pop("maxUnavailable", None)
+    pdb["spec"]["minAvailable"] = _hpa(docs)["spec"].get("minReplicas", 1)
+
+
+_POOLED_URL = "postgres://custops_x@pgbouncer:6432/x"
+
+
+def _pooled_without_direct(docs):
+    _set_env(docs, "DATABASE_URL", _POOLED_URL)
+    _set_env(docs, "DATABASE_DIRECT_URL", None)
+
+
+def _migration_through_pooler(docs):
+    job = _first(docs, "Job")
+    for e in _container(job)["env"]:
+        if e["name"] == "DATABASE_URL":
+            e.pop("valueFrom", None)
+            e["value"] = _POOLED_URL
+
+
+def _pooler_ini(docs, edit):
+    cm = _first(docs, "ConfigMap", lambda d: "pgbouncer.ini" in (d.get("data") or {}))
+    cm["data"]["pgbouncer.ini"] = edit(cm["data"]["pgbouncer.ini"])
+
+
+def _has_pooler(docs):
+    return find_pooler(docs).present()
+
+
+def _drop_pooler_egress(docs):
+    docs[:] = [d for d in docs if not (d.get("kind") == "NetworkPolicy" and any(
+        any(selects(t.get("podSelector"), pl) for pl in find_pooler(docs).pod_labels)
+        for rule in d["spec"].get("egress", []) or [] for t in rule.get("to") or []
+        if "podSelector" in t))]
+
+
+def _session_mode(text):
+    return re.sub(r"(?m)^pool_mode\s*=.*$", "pool_mode = session", text)
+
+
 _C = _container  # a path step: the first container of the pod template
 
 BREAKAGES = [
@@ -659,6 +1030,54 @@ BREAKAGES = [
      lambda docs: _container(_server(docs))["env"].append(
          {"name": f"CUSTOPS_{_server(docs)['metadata']['name'].upper()}_PORT", "value": "6000"}),
      "serves on 6000"),
+    # The pooler and scale-in. A fourth element limits a breakage to the renderings it can
+    # break (those running a pooler); the rest apply to every overlay.
+    ("a server behind the pooler without a direct URL",
+     lambda docs: _set_env(docs, "DATABASE_DIRECT_URL", None),
+     "comes from a Secret and a pooler runs beside it, but neither DATABASE_DIRECT_URL",
+     _has_pooler),
+    ("DATABASE_URL naming the pooler without a direct URL", _pooled_without_direct,
+     "DATABASE_URL names the pooler, but neither DATABASE_DIRECT_URL"),
+    ("a direct URL naming the pooler",
+     lambda docs: _set_env(docs, "DATABASE_DIRECT_URL", _POOLED_URL),
+     "DATABASE_DIRECT_URL names the pooler"),
+    ("a migration Job through the pooler", _migration_through_pooler,
+     "migrations take a session-level advisory lock"),
+    ("no egress from the servers to the pooler", _drop_pooler_egress,
+     "no NetworkPolicy lets it reach the pooler", _has_pooler),
+    ("the rendered pgbouncer.ini in session mode", lambda docs: _pooler_ini(docs, _session_mode),
+     r"pgbouncer.ini: pool_mode is 'session'", _has_pooler),
+    ("an HPA without scale-down behaviour", lambda docs: _hpa(docs)["spec"].pop("behavior"),
+     "has no behavior.scaleDown"),
+    ("an HPA removing four replicas at a time",
+     lambda docs: _scale_down(docs)["policies"][0].update(value=4),
+     "may remove more than one replica at a time"),
+    ("an HPA removing a replica every minute",
+     lambda docs: _scale_down(docs)["policies"][0].update(periodSeconds=60),
+     r"periodSeconds 60 must exceed the grace period \(35 s\) plus the reward lease"),
+    ("an HPA without a stabilization window",
+     lambda docs: _scale_down(docs).update(stabilizationWindowSeconds=0),
+     "stabilizationWindowSeconds 0 is below"),
+    ("a PDB at the HPA's floor", _pdb_at_floor, "is not below the HPA's minReplicas"),
+]
+
+# Broken copies of the component's own pgbouncer.ini (checked whether or not an overlay uses it).
+INI_BREAKAGES = [
+    ("session pooling", _session_mode, "pool_mode is 'session'"),
+    ("extra_float_digits not ignored",
+     lambda t: re.sub(r"(?m)^ignore_startup_parameters\s*=.*\n", "", t),
+     "ignore_startup_parameters must include extra_float_digits"),
+    ("a service without its alias", lambda t: re.sub(r"(?m)^loyalty\s*=.*\n", "", t),
+     r"no \[databases\] alias loyalty"),
+    ("an alias on another service's schema",
+     lambda t: t.replace("search_path TO feedback", "search_path TO profiles"),
+     "database feedback: connect_query must set search_path to feedback"),
+    ("a statement timeout other than the services'",
+     lambda t: t.replace("statement_timeout = 5000", "statement_timeout = 30000", 1),
+     "connect_query must set statement_timeout to 5000 ms"),
+    ("a database in session mode",
+     lambda t: re.sub(r"(?m)^(segmentation\s*=.*)$", r"\1 pool_mode=session", t),
+     "database segmentation overrides pool_mode"),
 ]
 
 _SAMPLE_RS = """
@@ -687,12 +1106,14 @@ def self_test(code: Code, files: list[tuple[str, list[dict]]]) -> int:
     if "DATABASE_URL" not in [v.name for v in code.variables]:
         failures.append("config.rs VARIABLES has no DATABASE_URL: the parser is off")
 
-    baseline = check(code, files)
+    baseline = check(code, files) + check_component_ini(code)
     if baseline:
         failures.append("the unbroken manifests fail:\n  " + "\n  ".join(baseline))
     count = 0
     for path, docs in files:
-        for what, mutate, expected in BREAKAGES:
+        for what, mutate, expected, *only_where in BREAKAGES:
+            if only_where and not only_where[0](docs):
+                continue
             broken = copy.deepcopy(docs)
             mutate(broken)
             errors = check(code, [(path, broken)])
@@ -702,13 +1123,22 @@ def self_test(code: Code, files: list[tuple[str, list[dict]]]) -> int:
                     f"{path}: {what}: not refused (wanted an error matching {expected!r}; "
                     f"got {errors or 'none'})"
                 )
+    ini = PGBOUNCER_INI.read_text(encoding="utf-8")
+    for what, mutate, expected in INI_BREAKAGES:
+        broken = mutate(ini)
+        errors = check_pgbouncer_ini("pgbouncer.ini", broken, code, code.db_timeout_defaults)
+        count += 1
+        if broken == ini or not any(re.search(expected, e) for e in errors):
+            failures.append(f"{PGBOUNCER_INI.relative_to(ROOT)}: {what}: not refused (wanted "
+                            f"an error matching {expected!r}; got {errors or 'none'})")
     for f in failures:
         print(f"k8s-manifest-check self-test: FAILED {f}", file=sys.stderr)
     if failures:
         return 1
     print(
         f"k8s-manifest-check self-test: all {count} broken copies refused "
-        f"({len(BREAKAGES)} breakages x {len(files)} overlays), originals accepted"
+        f"({len(BREAKAGES)} breakages x {len(files)} overlays where they apply, "
+        f"{len(INI_BREAKAGES)} of pgbouncer.ini), originals accepted"
     )
     return 0
 
@@ -727,7 +1157,7 @@ def main(argv: list[str]) -> int:
     files = load(paths)
     if selftest:
         return self_test(code, files)
-    errors = check(code, files)
+    errors = check(code, files) + check_component_ini(code)
     for e in errors:
         print(f"k8s-manifest-check: {e}", file=sys.stderr)
     if errors:

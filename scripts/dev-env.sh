@@ -15,7 +15,8 @@
 #
 # The database custops uses is `custops` (created when missing); tests create their own
 # databases beside it through the same server. Tests also start Redis servers and a Redis
-# Cluster of their own, so `redis-server` and `redis-cli` are installed when either is missing.
+# Cluster of their own, so `redis-server` and `redis-cli` are installed when either is missing,
+# and a PgBouncer of their own, so `pgbouncer` is installed when missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -158,6 +159,12 @@ ensure_redis_programs() {
   fi
 }
 
+# The tests through a pooler run a PgBouncer of their own (custops-testkit `pgbouncer`) from
+# PATH; Debian's package installs it (and starts nothing: the tests start their own).
+ensure_pooler_program() {
+  command -v pgbouncer >/dev/null || apt_install pgbouncer
+}
+
 stop_started() {
   local server
   for server in "${STARTED[@]}"; do
@@ -187,6 +194,7 @@ main() {
   ensure_postgres
   ensure_redis
   ensure_redis_programs
+  ensure_pooler_program
   # Run the command as a child (not exec) so the trap can stop what we started.
   "$@"
 }

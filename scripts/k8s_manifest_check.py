@@ -249,7 +249,8 @@ def _millis(value: str) -> int | None:
 def check_pgbouncer_ini(where: str, text: str, code: Code,
                         timeouts: dict[str, int]) -> list[str]:
     """What the services need of the pooler's pgbouncer.ini (k8s/README.md "PgBouncer"):
-    transaction pooling (per database too), extra_float_digits ignored (sqlx sends it), and per
+    transaction pooling (per database too), DEALLOCATE ALL after every transaction, extra_float_digits
+    ignored (sqlx sends it), and per
     service an alias whose connect_query sets search_path to exactly its schema and the
     timeouts the service would have set itself (`timeouts`: variable -> ms)."""
     ini = configparser.ConfigParser(interpolation=None, delimiters=("=",),
@@ -263,6 +264,11 @@ def check_pgbouncer_ini(where: str, text: str, code: Code,
     if main.get("pool_mode", "session").strip() != "transaction":
         errors.append(f"{where}: pool_mode is {main.get('pool_mode', 'session (the default)')!r}; "
                       "the services expect a transaction pooler (pool_mode = transaction)")
+    if main.get("server_reset_query", "").strip().upper() != "DEALLOCATE ALL" \
+            or main.get("server_reset_query_always", "0").strip() != "1":
+        errors.append(f"{where}: server_reset_query must be DEALLOCATE ALL with "
+                      "server_reset_query_always = 1 (sqlx never closes the statements it names "
+                      "when its cache is off; another client would find them taken)")
     ignored = {p.strip() for p in main.get("ignore_startup_parameters", "").split(",")}
     if "extra_float_digits" not in ignored:
         errors.append(f"{where}: ignore_startup_parameters must include extra_float_digits "
@@ -1064,6 +1070,9 @@ BREAKAGES = [
 # Broken copies of the component's own pgbouncer.ini (checked whether or not an overlay uses it).
 INI_BREAKAGES = [
     ("session pooling", _session_mode, "pool_mode is 'session'"),
+    ("no reset after each transaction",
+     lambda t: re.sub(r"(?m)^server_reset_query_always\s*=.*\n", "", t),
+     "server_reset_query must be DEALLOCATE ALL with server_reset_query_always = 1"),
     ("extra_float_digits not ignored",
      lambda t: re.sub(r"(?m)^ignore_startup_parameters\s*=.*\n", "", t),
      "ignore_startup_parameters must include extra_float_digits"),

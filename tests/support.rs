@@ -24,6 +24,11 @@ use custops_testkit::TestDatabase;
 use sqlx::Connection;
 use tonic::transport::Channel;
 
+/// Connections a replica's pool (and a suite's behind PgBouncer) may open: the tests of one
+/// `cargo test` share one Postgres and its `max_connections` (100 by default), and a test
+/// with two replicas of four services would otherwise be allowed 80 of them.
+pub const REPLICA_POOL_SIZE: u32 = 5;
+
 /// How long a test waits for a change to travel through the feeds.
 pub const PROPAGATION: Duration = Duration::from_secs(30);
 
@@ -38,12 +43,24 @@ pub struct TestSuite {
     /// The services' own Postgres roles, when they run as them; dropped after the database
     /// that holds their grants.
     pub roles: Option<custops_testkit::roles::TestRoles>,
+    /// The PgBouncer the services' requests go through, when they do
+    /// ([`TestSuite::start_behind_pgbouncer`]).
+    pub pooler: Option<custops_testkit::pgbouncer::TestPgBouncer>,
+    /// The databases of the services that have one of their own (`CUSTOPS_<SVC>_DATABASE_URL`);
+    /// the others' is `database`.
+    pub own_databases: Vec<(ServiceKind, TestDatabase)>,
 }
 
 /// How the services of a test suite reach Postgres.
 enum Connect<'a> {
     /// As the test database's admin, migrating on start (as `custops dev` does).
     AsAdmin,
+    /// Through a transaction-pooling PgBouncer (one alias per service), with the direct URL of
+    /// the service's database (`own`, else the suite's) for LISTEN and migrations.
+    ThroughPooler {
+        pooler: &'a custops_testkit::pgbouncer::TestPgBouncer,
+        own: &'a [(ServiceKind, TestDatabase)],
+    },
     /// Each as its own least-privilege role, `<prefix>_<schema>` with password `pw-<schema>`,
     /// after the admin migrated every schema and set the roles up (as production does).
     AsRoles { prefix: &'a str },
@@ -65,7 +82,65 @@ impl TestSuite {
             services,
             database,
             roles: None,
+            pooler: None,
+            own_databases: Vec::new(),
         })
+    }
+
+    /// [`TestSuite::start`], with every service's requests going through a PgBouncer of the
+    /// test's own in transaction pooling mode (`DATABASE_URL` the pooler's alias for the
+    /// service, `DATABASE_DIRECT_URL` the database), as a production behind PgBouncer runs.
+    /// With `own_databases`, each service has a database of its own
+    /// (`CUSTOPS_<SVC>_DATABASE_URL`), so nothing can lean on another service's tables.
+    pub async fn start_behind_pgbouncer(own_databases: bool) -> anyhow::Result<Self> {
+        let database = TestDatabase::create().await?;
+        let mut own = Vec::new();
+        if own_databases {
+            for service in ServiceKind::ALL {
+                own.push((service, TestDatabase::create().await?));
+            }
+        }
+        let defaults =
+            custops_common::config::DatabaseSettings::new(ServiceKind::Profiles, database.url());
+        let statement_timeout = defaults.statement_timeout.as_millis().to_string();
+        let lock_timeout = defaults.lock_timeout.as_millis().to_string();
+        let aliases: Vec<(&str, &str)> = ServiceKind::ALL
+            .iter()
+            .map(|service| {
+                (
+                    service.schema(),
+                    database_of(&database, &own, *service).url(),
+                )
+            })
+            .collect();
+        let pooler = custops_testkit::pgbouncer::TestPgBouncer::start(
+            &aliases,
+            &[
+                ("statement_timeout", statement_timeout.as_str()),
+                ("lock_timeout", lock_timeout.as_str()),
+            ],
+        )
+        .await?;
+        let connect = Connect::ThroughPooler {
+            pooler: &pooler,
+            own: &own,
+        };
+        let services = Self::start_services(&database, &connect, &|settings| {
+            settings.database.max_connections = REPLICA_POOL_SIZE;
+        })
+        .await?;
+        Ok(Self {
+            services,
+            database,
+            roles: None,
+            pooler: Some(pooler),
+            own_databases: own,
+        })
+    }
+
+    /// The database `service` keeps its data in.
+    pub fn database_of(&self, service: ServiceKind) -> &TestDatabase {
+        database_of(&self.database, &self.own_databases, service)
     }
 
     /// [`TestSuite::start`], but the admin migrates and sets up each service's role
@@ -110,6 +185,8 @@ impl TestSuite {
             services,
             database,
             roles: Some(roles),
+            pooler: None,
+            own_databases: Vec::new(),
         })
     }
 
@@ -155,6 +232,16 @@ impl TestSuite {
                     settings.migrate_on_start = false;
                     settings
                 }
+                Connect::ThroughPooler { pooler, own } => {
+                    let direct = database_of(database, own, *service).url();
+                    let mut settings = ServiceSettings::for_local(
+                        *service,
+                        &pooler.url(service.schema(), url::Url::parse(direct)?.username()),
+                    );
+                    settings.database.direct_url =
+                        Some(secrecy::SecretString::from(direct.to_owned()));
+                    settings
+                }
             };
             // Port 0: `wire_peers` picks free ports, then tells each service the others'.
             service_settings.server.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -168,9 +255,20 @@ impl TestSuite {
 
     /// A second replica of each of the four services, on this suite's database (wired to each
     /// other as the first ones are: its consumers follow its own producers' feeds, which read
-    /// the same outboxes). Stop it before the suite: the suite's drop deletes the database.
+    /// the same outboxes), with pools of [`REPLICA_POOL_SIZE`]. Stop it before the suite: the
+    /// suite's drop deletes the database.
     pub async fn start_replica(&self) -> anyhow::Result<RunningSuite> {
-        Self::start_services(&self.database, &Connect::AsAdmin, &|_| {}).await
+        let connect = match &self.pooler {
+            Some(pooler) => Connect::ThroughPooler {
+                pooler,
+                own: &self.own_databases,
+            },
+            None => Connect::AsAdmin,
+        };
+        Self::start_services(&self.database, &connect, &|settings| {
+            settings.database.max_connections = REPLICA_POOL_SIZE;
+        })
+        .await
     }
 
     /// Where `service` listens.
@@ -192,6 +290,17 @@ impl TestSuite {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.services.stop().await
     }
+}
+
+/// The database `service` keeps its data in: its own when it has one, else `shared`.
+fn database_of<'a>(
+    shared: &'a TestDatabase,
+    own: &'a [(ServiceKind, TestDatabase)],
+    service: ServiceKind,
+) -> &'a TestDatabase {
+    own.iter()
+        .find(|(s, _)| *s == service)
+        .map_or(shared, |(_, database)| database)
 }
 
 /// Where `service` of `services` listens.

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use custops_common::service::ServiceKind;
 use custops_contracts::custops::feedback::v1 as feedback;
 use custops_contracts::custops::loyalty::v1 as loyalty;
 use custops_contracts::custops::profiles::v1 as profiles;
@@ -59,16 +60,52 @@ fn visit(customer_id: &str, n: usize) -> profiles::RecordActivityRequest {
     }
 }
 
+/// One two-replica suite at a time: each is eight services' pools on one Postgres, whose
+/// `max_connections` the other tests share.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn two_replicas_of_every_service_apply_each_feed_event_once_and_answer_replays_alike()
 -> anyhow::Result<()> {
-    // Arrange: the suite and a second replica of each service on its database.
-    let suite = TestSuite::start().await?;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    two_replicas_of_every_service(TestSuite::start().await?).await
+}
+
+/// The same through a PgBouncer in transaction pooling mode: every request, feed batch, job
+/// and reward lease of both replicas through the pooler, LISTEN and migrations on the direct
+/// URL (ARCHITECTURE.md, "Postgres behind a pooler"). A statement a service ran outside a
+/// transaction would fail here (the pooler resets server connections after every one).
+#[tokio::test]
+async fn through_pgbouncer_two_replicas_of_every_service_apply_each_feed_event_once()
+-> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    two_replicas_of_every_service(TestSuite::start_behind_pgbouncer(false).await?).await
+}
+
+/// The same through PgBouncer with each service on a database of its own
+/// (`CUSTOPS_<SVC>_DATABASE_URL`): the services meet only over gRPC and their feeds.
+#[tokio::test]
+async fn through_pgbouncer_each_service_on_its_own_database_at_two_replicas() -> anyhow::Result<()>
+{
+    let _turn = ONE_AT_A_TIME.lock().await;
+    two_replicas_of_every_service(TestSuite::start_behind_pgbouncer(true).await?).await
+}
+
+/// Two replicas of every service on `suite`'s databases: feed events applied once, rewards
+/// paid once, a replay answered alike by the other replica, one replica stopped mid-burst.
+async fn two_replicas_of_every_service(suite: TestSuite) -> anyhow::Result<()> {
+    // Arrange: a second replica of each service on its database.
     let replica = suite.start_replica().await?;
     let mut first = suite.clients().await?;
     let mut second = custops_e2e::clients(&replica).await?;
     let world = first.world().await?;
-    let mut db = PgConnection::connect(suite.database.url()).await?;
+    let segmentation_url = suite
+        .database_of(ServiceKind::Segmentation)
+        .url()
+        .to_owned();
+    let loyalty_url = suite.database_of(ServiceKind::Loyalty).url().to_owned();
+    let mut db = PgConnection::connect(&segmentation_url).await?;
+    let mut loyalty_db = PgConnection::connect(&loyalty_url).await?;
 
     // Act: six customers, each created and given traces in every service (a purchase, a
     // membership with points, a detractor answer with its follow-up ticket, a complaint, a
@@ -88,7 +125,7 @@ async fn two_replicas_of_every_service_apply_each_feed_event_once_and_answer_rep
     // Assert: segmentation applied every customer's purchase and both tickets.
     let applied = eventually(PROPAGATION, || {
         let customers = customers.clone();
-        let url = suite.database.url().to_owned();
+        let url = segmentation_url.clone();
         async move {
             let mut db = PgConnection::connect(&url).await?;
             for customer_id in &customers {
@@ -136,7 +173,7 @@ async fn two_replicas_of_every_service_apply_each_feed_event_once_and_answer_rep
 
     // Assert: each reward earned once in loyalty.
     let rewards = || {
-        let url = suite.database.url().to_owned();
+        let url = loyalty_url.clone();
         async move {
             let mut db = PgConnection::connect(&url).await?;
             let earned: i64 = sqlx::query_scalar(
@@ -161,7 +198,7 @@ async fn two_replicas_of_every_service_apply_each_feed_event_once_and_answer_rep
         "SELECT member_id::text FROM loyalty.members WHERE customer_id = $1::uuid",
     )
     .bind(&customers[0])
-    .fetch_one(&mut db)
+    .fetch_one(&mut loyalty_db)
     .await?;
     let earn = loyalty::EarnPointsRequest {
         request_id: rid(),
@@ -186,7 +223,7 @@ async fn two_replicas_of_every_service_apply_each_feed_event_once_and_answer_rep
         "SELECT count(*) FROM loyalty.ledger_entries WHERE member_id = $1::uuid AND points = 7",
     )
     .bind(&member_id)
-    .fetch_one(&mut db)
+    .fetch_one(&mut loyalty_db)
     .await?;
     assert_eq!(entries, 1);
 
@@ -205,7 +242,7 @@ async fn two_replicas_of_every_service_apply_each_feed_event_once_and_answer_rep
     // Assert: the first replica applied the rest, each once (the purchase and 200 visits).
     let expected = i64::try_from(burst)? + 1;
     let caught_up = eventually(PROPAGATION, || {
-        let url = suite.database.url().to_owned();
+        let url = segmentation_url.clone();
         let busy = busy.clone();
         async move {
             let mut db = PgConnection::connect(&url).await?;

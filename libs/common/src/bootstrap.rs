@@ -22,21 +22,29 @@ use crate::server::Application;
 use crate::service::ServiceKind;
 use crate::{db, metrics, outbox, shutdown, telemetry};
 
-/// Connects the service's pool, applies its migrations when `migrate_on_start` is set, and
-/// binds its listener. The caller adds its APIs to the returned [`Application`].
+/// Applies the service's migrations when `migrate_on_start` is set (over a direct connection:
+/// [`db::connect_direct`]), connects its pool, and binds its listener. The caller adds its
+/// APIs to the returned [`Application`].
 pub async fn prepare(
     settings: &ServiceSettings,
     migrations: &Migrator,
 ) -> anyhow::Result<(PgPool, Application)> {
     let schema = settings.database.schema;
+    if settings.migrate_on_start {
+        // Straight to Postgres: the migrator holds a session-level advisory lock, which a
+        // transaction pooler would not keep on one server connection. First: behind a pooler,
+        // the pool's check of its sessions' schema needs the schema to exist.
+        let direct = db::connect_direct(&settings.database, 1)
+            .await
+            .context("Failed to connect to Postgres for migrations")?;
+        db::migrate(&direct, schema, migrations)
+            .await
+            .context("Failed to migrate the database")?;
+        direct.close().await;
+    }
     let pool = db::connect(&settings.database)
         .await
         .context("Failed to connect to Postgres")?;
-    if settings.migrate_on_start {
-        db::migrate(&pool, schema, migrations)
-            .await
-            .context("Failed to migrate the database")?;
-    }
     let app = Application::bind(&settings.server)
         .await
         .context("Failed to bind the gRPC listener")?;
@@ -92,7 +100,7 @@ impl metrics::Sampler for ServiceGauges {
         let max = self.pool.options().get_max_connections();
         self.max.record(f64::from(max), pool_name);
         let started = Instant::now();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = db::read(&self.pool).await?;
         self.wait_time
             .record(started.elapsed().as_secs_f64(), pool_name);
         let backlog = outbox::backlog(&mut conn).await?;

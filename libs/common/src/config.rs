@@ -576,7 +576,10 @@ impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &"[redacted]")
-            .field("direct_url", &self.direct_url.as_ref().map(|_| "[redacted]"))
+            .field(
+                "direct_url",
+                &self.direct_url.as_ref().map(|_| "[redacted]"),
+            )
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
@@ -805,7 +808,10 @@ mod tests {
             direct(&[pooled, shared]).as_deref(),
             Some("postgres://db:5432/custops")
         );
-        let own = ("CUSTOPS_LOYALTY_DATABASE_DIRECT_URL", "postgres://own:5432/custops");
+        let own = (
+            "CUSTOPS_LOYALTY_DATABASE_DIRECT_URL",
+            "postgres://own:5432/custops",
+        );
         assert_eq!(
             direct(&[pooled, shared, own]).as_deref(),
             Some("postgres://own:5432/custops")
@@ -837,7 +843,10 @@ mod tests {
             "CUSTOPS_LOYALTY_DATABASE_URL",
         );
         check(
-            &[("DATABASE_URL", "postgres://db/x"), ("DATABASE_DIRECT_URL", "hunter2")],
+            &[
+                ("DATABASE_URL", "postgres://db/x"),
+                ("DATABASE_DIRECT_URL", "hunter2"),
+            ],
             "DATABASE_DIRECT_URL",
         );
         let db = ("DATABASE_URL", "postgres://db/x");

@@ -726,14 +726,17 @@ fn feed_error(status: tonic::Status) -> SessionError {
 
 /// The stored cursor of `feed`, creating the row (at 0) the first time.
 pub async fn load_cursor(pool: &PgPool, feed: &str) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO feed_cursors (feed) VALUES ($1) ON CONFLICT (feed) DO NOTHING")
         .bind(feed)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    sqlx::query_scalar("SELECT last_sequence FROM feed_cursors WHERE feed = $1")
+    let cursor = sqlx::query_scalar("SELECT last_sequence FROM feed_cursors WHERE feed = $1")
         .bind(feed)
-        .fetch_one(pool)
-        .await
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(cursor)
 }
 
 /// How long ago the event happened, by the producer's clock (0 when it is in the future).

@@ -6,12 +6,14 @@
 //! `<schema>._sqlx_migrations`, so four services can share one database without seeing each
 //! other's history.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Connection;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Transaction};
 
 use crate::client::RetryPolicy;
 use crate::config::DatabaseSettings;
@@ -32,6 +34,19 @@ pub enum DbError {
         /// The last connection error.
         #[source]
         source: sqlx::Error,
+    },
+    /// Behind a transaction pooler, the sessions the pooler hands out are not in the
+    /// service's schema (or could not be checked).
+    #[error(
+        "the pooled connections (DATABASE_URL behind a pooler, since a direct URL is set) are \
+         in {found}, not in schema `{schema}`: set it for the service's role \
+         (`custops migrate --create-roles` does) or in the pooler's connect_query"
+    )]
+    PooledSession {
+        /// The schema the service wanted.
+        schema: &'static str,
+        /// What the check found.
+        found: String,
     },
     /// The URL could not be turned into connect options.
     #[error("the database URL is not a valid Postgres URL")]
@@ -55,28 +70,79 @@ pub enum DbError {
 /// Start-up may race the database (a pod starting beside a Postgres that is still booting), so
 /// a first connection is retried with backoff until `connect_timeout`; only then is the pool
 /// created, with the shorter acquire timeout requests should see.
+///
+/// Behind a transaction pooler (`direct_url` set, ARCHITECTURE.md "Postgres behind a
+/// pooler"), a connection is a different server session from one transaction to the next, so
+/// the pool sends no session settings in its start-up packet (PgBouncer refuses them; they
+/// come from the service's role or the pooler's `connect_query`), keeps no prepared statements
+/// (a statement prepared on one server connection is unknown on the next), and its work runs in
+/// transactions only ([`read`] for reads). Start-up then checks that the pooler's sessions are
+/// in the service's schema, and refuses to start otherwise: reads and writes in another
+/// schema would fail in confusing ways, or worse, succeed.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
-    let statement_timeout_ms = settings.statement_timeout.as_millis().to_string();
-    let lock_timeout_ms = settings.lock_timeout.as_millis().to_string();
-    let options = PgConnectOptions::from_str(settings.expose_url())
-        .map_err(DbError::Url)?
-        .application_name(&format!("custops-{}", settings.schema))
-        .options([
-            ("search_path", settings.schema),
-            ("statement_timeout", statement_timeout_ms.as_str()),
-            ("lock_timeout", lock_timeout_ms.as_str()),
-        ]);
+    let pooled = settings.direct_url.is_some();
+    let options = if pooled {
+        PgConnectOptions::from_str(settings.expose_url())
+            .map_err(DbError::Url)?
+            .application_name(&format!("custops-{}{POOLED_SUFFIX}", settings.schema))
+            .statement_cache_capacity(0)
+    } else {
+        session_options(settings, settings.expose_url())?
+    };
 
+    reach(&options, settings, pooled).await?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+/// A pool of at most `max_connections` straight to Postgres (the direct URL behind a pooler,
+/// else the service's URL), its sessions set up as [`connect`]'s are when connecting
+/// directly: for migrations, which hold a session-level advisory lock. Waits for the
+/// database as [`connect`] does.
+pub async fn connect_direct(
+    settings: &DatabaseSettings,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
+    let options = direct_options(settings)?;
+    reach(&options, settings, false).await?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_lazy_with(options))
+}
+
+/// Connect options straight to Postgres (the direct URL behind a pooler, else the service's
+/// URL) with the service's session settings: for a LISTEN connection.
+pub fn direct_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    session_options(settings, settings.expose_direct_url())
+}
+
+/// Connects once to see the database answer, retrying with backoff until the settings'
+/// connect timeout; behind a pooler (`pooled`), also checks the session it hands out.
+async fn reach(
+    options: &PgConnectOptions,
+    settings: &DatabaseSettings,
+    pooled: bool,
+) -> Result<(), DbError> {
     let deadline = tokio::time::Instant::now() + settings.connect_timeout;
     let retrying = RetryPolicy::forever(Duration::from_millis(100), Duration::from_secs(2));
     let mut delays = retrying.delays();
     loop {
-        match PgConnection::connect_with(&options).await {
-            Ok(probe) => {
-                // Only a reachability check; the pool opens its own connections.
-                let _ = probe.close().await;
-                break;
-            }
+        let attempt = async {
+            let mut probe = PgConnection::connect_with(options).await?;
+            let session = if pooled {
+                Some(pooled_session(&mut probe).await)
+            } else {
+                None
+            };
+            let _ = probe.close().await;
+            session.transpose()
+        };
+        match attempt.await {
+            Ok(None) => return Ok(()),
+            Ok(Some(session)) => return session.check(settings),
             Err(source) if tokio::time::Instant::now() >= deadline => {
                 return Err(DbError::Connect {
                     schema: settings.schema,
@@ -93,10 +159,117 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
             }
         }
     }
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .connect_lazy_with(options))
+}
+
+/// Ends the application name of a pool behind a transaction pooler: how [`read`] tells.
+const POOLED_SUFFIX: &str = " (pooled)";
+
+/// Connect options for `url` with the service's session settings in the start-up packet.
+fn session_options(settings: &DatabaseSettings, url: &str) -> Result<PgConnectOptions, DbError> {
+    let statement_timeout_ms = settings.statement_timeout.as_millis().to_string();
+    let lock_timeout_ms = settings.lock_timeout.as_millis().to_string();
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(DbError::Url)?
+        .application_name(&format!("custops-{}", settings.schema))
+        .options([
+            ("search_path", settings.schema),
+            ("statement_timeout", statement_timeout_ms.as_str()),
+            ("lock_timeout", lock_timeout_ms.as_str()),
+        ]))
+}
+
+/// What a session a pooler hands out is set up with.
+struct PooledSession {
+    schema: Option<String>,
+    statement_timeout: String,
+}
+
+/// Reads the pooled session's schema and statement timeout, in a transaction as all pooled
+/// work is.
+async fn pooled_session(probe: &mut PgConnection) -> Result<PooledSession, sqlx::Error> {
+    let mut tx = probe.begin().await?;
+    let (schema, statement_timeout) =
+        sqlx::query_as("SELECT current_schema(), current_setting('statement_timeout')")
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.rollback().await?;
+    Ok(PooledSession {
+        schema,
+        statement_timeout,
+    })
+}
+
+impl PooledSession {
+    /// Refuses a session outside the service's schema; warns when its statement timeout is
+    /// off (a runaway query could then hold a server connection every replica shares).
+    fn check(self, settings: &DatabaseSettings) -> Result<(), DbError> {
+        if self.schema.as_deref() != Some(settings.schema) {
+            return Err(DbError::PooledSession {
+                schema: settings.schema,
+                found: self.schema.map_or_else(
+                    || "no existing schema".to_owned(),
+                    |found| format!("schema `{found}`"),
+                ),
+            });
+        }
+        if self.statement_timeout == "0" {
+            tracing::warn!(
+                schema = settings.schema,
+                "the pooler's sessions have no statement_timeout: set it with the service's \
+                 role or the pooler's connect_query"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether `pool` was opened by [`connect`] behind a transaction pooler.
+pub fn behind_pooler(pool: &PgPool) -> bool {
+    pool.connect_options()
+        .get_application_name()
+        .is_some_and(|name| name.ends_with(POOLED_SUFFIX))
+}
+
+/// A connection for reads: statements that change nothing, each of which may be its own
+/// transaction. Connected directly, a pooled connection (no `BEGIN` to pay for); behind a
+/// transaction pooler, a transaction, rolled back when dropped: outside one, the pooler may
+/// give the statement's execution a different server connection than its preparation, on
+/// which the statement does not exist. Writes take `pool.begin()` and commit.
+pub async fn read(pool: &PgPool) -> Result<ReadConnection, sqlx::Error> {
+    Ok(if behind_pooler(pool) {
+        ReadConnection::Pooled(pool.begin().await?)
+    } else {
+        ReadConnection::Direct(pool.acquire().await?)
+    })
+}
+
+/// What [`read`] gives: use it as a `PgConnection`.
+#[derive(Debug)]
+pub enum ReadConnection {
+    /// Connected to Postgres itself.
+    Direct(PoolConnection<Postgres>),
+    /// Behind a transaction pooler.
+    Pooled(Transaction<'static, Postgres>),
+}
+
+impl Deref for ReadConnection {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Direct(connection) => connection,
+            Self::Pooled(transaction) => transaction,
+        }
+    }
+}
+
+impl DerefMut for ReadConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Direct(connection) => connection,
+            Self::Pooled(transaction) => transaction,
+        }
+    }
 }
 
 /// A read-only transaction in which every read sees one snapshot (REPEATABLE READ, taken by

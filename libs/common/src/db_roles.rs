@@ -12,6 +12,8 @@
 //!   tier history, where lots went) get `SELECT, INSERT`, the consent trail `SELECT, INSERT,
 //!   DELETE` (erasure forgets it, nothing rewrites it), the migration history `SELECT`;
 //! - `USAGE, SELECT` on sequences and `EXECUTE` on routines;
+//! - `search_path` set to its schema for its sessions in the database (`ALTER ROLE … IN
+//!   DATABASE … SET`), so a pooler's sessions, which cannot set it at connect time, are there;
 //! - nothing on the other services' schemas (explicitly revoked, in case a grant was ever made
 //!   by hand), and no `CREATE` on `public` (revoked from `PUBLIC`, the default since
 //!   Postgres 15 and the advice of Postgres's "secure schema usage pattern").
@@ -258,6 +260,15 @@ pub async fn ensure_service_role(
             "grant CONNECT and TEMPORARY on the database",
             "GRANT CONNECT, TEMPORARY ON DATABASE %2$I TO %1$I",
             &[&database],
+        )
+        .await?;
+    // Its sessions start in its schema even when nothing sets `search_path` at connect time:
+    // behind a transaction pooler the start-up packet cannot (`db::connect`).
+    setup
+        .run(
+            "set its search_path",
+            "ALTER ROLE %1$I IN DATABASE %2$I SET search_path = %3$I",
+            &[&database, schema],
         )
         .await?;
 

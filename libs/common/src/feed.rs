@@ -37,7 +37,7 @@ use custops_contracts::custops::common::v1::{
     ListFeedConsumersResponse, SubscribeRequest, SubscribeResponse,
 };
 use futures_util::Stream;
-use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -99,6 +99,11 @@ pub struct FeedOptions {
     /// keeps running until the API is dropped, so events committed by calls still draining
     /// get their position.
     pub shutdown: CancellationToken,
+    /// The service's database settings, when the feed's listener must connect with them
+    /// rather than with the pool's options: straight to Postgres behind a transaction pooler
+    /// ([`crate::db::direct_options`]), since a LISTEN needs a session of its own. `None`: the
+    /// pool's options.
+    pub database: Option<crate::config::DatabaseSettings>,
 }
 
 impl Default for FeedOptions {
@@ -113,6 +118,7 @@ impl Default for FeedOptions {
             clock: Arc::new(SystemClock),
             page_tokens: PageTokens::random(),
             shutdown: CancellationToken::new(),
+            database: None,
         }
     }
 }
@@ -131,6 +137,7 @@ impl FeedOptions {
             clock,
             page_tokens: settings.page_tokens.clone(),
             shutdown,
+            database: Some(settings.database.clone()),
             ..Self::default()
         }
     }
@@ -172,7 +179,7 @@ impl EventFeedApi {
         let tick_tx = Arc::new(tick_tx);
 
         crate::telemetry::spawn(listen(
-            pool.clone(),
+            listener_options(&pool, options.database.as_ref()),
             service.schema(),
             Arc::clone(&tick_tx),
             listening_tx,
@@ -442,7 +449,8 @@ async fn acknowledge(
     consumer: &str,
     sequence: i64,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    let acked = sqlx::query_scalar(
         "INSERT INTO feed_consumers (consumer, acked_sequence, acked_at, registered_at) \
          SELECT $1, LEAST($2, COALESCE(MAX(sequence), 0)), $3, $3 FROM outbox \
          ON CONFLICT (consumer) DO UPDATE \
@@ -453,8 +461,10 @@ async fn acknowledge(
     .bind(consumer)
     .bind(sequence)
     .bind(clock.now())
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(acked)
 }
 
 /// Which registered consumers [`list_consumers`] reads.
@@ -498,7 +508,7 @@ async fn list_consumers(
     .bind(limit)
     .bind(now)
     .bind(named)
-    .fetch_all(pool)
+    .fetch_all(&mut *crate::db::read(pool).await?)
     .await?;
     let mut top = 0;
     let mut consumers = Vec::with_capacity(rows.len());
@@ -691,7 +701,7 @@ async fn read_page(
     .bind(after)
     .bind(event_types)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *crate::db::read(pool).await?)
     .await?;
 
     let mut top = 0;
@@ -742,12 +752,31 @@ fn event_from_row(row: &PgRow) -> Result<Option<Event>, sqlx::Error> {
     }))
 }
 
+/// What the feed's listener connects with: straight to Postgres with the service's session
+/// settings when `database` is given (behind a pooler, its direct URL), else the pool's
+/// options.
+fn listener_options(
+    pool: &PgPool,
+    database: Option<&crate::config::DatabaseSettings>,
+) -> PgConnectOptions {
+    match database.map(crate::db::direct_options) {
+        Some(Ok(options)) => options,
+        Some(Err(error)) => {
+            // The URL was checked when the settings were read; should it still fail, the
+            // streams fall back to polling every `poll_interval`.
+            tracing::error!(%error, "feed listener: no direct database URL; using the pool's");
+            (*pool.connect_options()).clone()
+        }
+        None => (*pool.connect_options()).clone(),
+    }
+}
+
 /// Oldest and newest sequence of the feed (0 and 0 when it is empty).
 async fn feed_position(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as::<_, (i64, i64)>(
         "SELECT COALESCE(MIN(sequence), 0), COALESCE(MAX(sequence), 0) FROM outbox",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *crate::db::read(pool).await?)
     .await
 }
 
@@ -755,11 +784,11 @@ async fn feed_position(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
 /// streams). Reconnects with backoff; after every (re)connection it wakes them, since
 /// notifications sent meanwhile are lost.
 ///
-/// The connection is its own (same options as the service's pool, outside it): a listener
-/// holds its connection for good, and must not take one from the requests, nor starve them
-/// when the pool is small.
+/// The connection is its own (with `options`, outside the service's pool): a listener holds
+/// its connection for good, and must not take one from the requests, nor starve them when the
+/// pool is small.
 async fn listen(
-    service_pool: PgPool,
+    options: PgConnectOptions,
     schema: &'static str,
     feed_tick: Arc<watch::Sender<u64>>,
     listening: watch::Sender<bool>,
@@ -767,8 +796,7 @@ async fn listen(
 ) {
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_lazy_with((*service_pool.connect_options()).clone());
-    drop(service_pool);
+        .connect_lazy_with(options);
     let feed = feed_channel(schema);
     let wake_streams = || feed_tick.send_modify(|tick| *tick = tick.wrapping_add(1));
     let reconnecting = RetryPolicy::forever(Duration::from_millis(100), Duration::from_secs(5));

@@ -133,7 +133,7 @@ where
             // Rolled back on drop: a failed rollback (a broken connection) must not hide the
             // error of the work.
             drop(tx);
-            return match stored(pool, key).await {
+            return match stored(&mut *crate::db::read(pool).await?, key).await {
                 Ok(Some(response)) => Ok(response),
                 Err(reused @ KeyError::Reused { .. }) => Err(reused.into()),
                 Ok(None) | Err(KeyError::Database(_)) => Err(error),
@@ -146,7 +146,7 @@ where
     }
     tx.rollback().await?;
     // The key was taken by a call that committed while this one worked.
-    match stored(pool, key).await? {
+    match stored(&mut *crate::db::read(pool).await?, key).await? {
         Some(response) => Ok(response),
         None => Err(KeyError::Database(sqlx::Error::RowNotFound).into()),
     }
@@ -245,14 +245,16 @@ pub async fn prune(
         now - chrono::Duration::from_std(retention).unwrap_or_else(|_| chrono::Duration::days(35));
     let mut deleted = 0;
     loop {
+        let mut tx = pool.begin().await?;
         let done = sqlx::query(
             "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
                SELECT ctid FROM idempotency_keys WHERE create_time < $1 LIMIT 10000))",
         )
         .bind(cutoff)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         deleted += done;
         if done < 10_000 {
             return Ok(deleted);

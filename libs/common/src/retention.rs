@@ -56,6 +56,7 @@ pub async fn prune_batch(
         .now()
         .checked_sub_signed(retention)
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    let mut tx = pool.begin().await?;
     // `head`: the oldest sequenced rows, in feed order (the partial index `outbox_sequence`).
     // The first of them that is still young ends the prefix that may go, as do the newest row
     // and the slowest registered consumer's acknowledgement.
@@ -75,9 +76,10 @@ pub async fn prune_batch(
     )
     .bind(cutoff)
     .bind(limit)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
+    tx.commit().await?;
     Ok(deleted)
 }
 

@@ -95,7 +95,7 @@ pub async fn sequence_batch(pool: &PgPool, batch_size: i64) -> Result<u64, sqlx:
 /// of rows already numbered).
 pub async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE sequence IS NULL)")
-        .fetch_one(pool)
+        .fetch_one(&mut *crate::db::read(pool).await?)
         .await
 }
 

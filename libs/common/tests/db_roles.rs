@@ -81,6 +81,11 @@ async fn a_service_role_can_use_its_own_schema_and_nothing_else() -> anyhow::Res
     db_roles::ensure_service_role(&mut admin, &profiles, Some(&secret("profiles-pw"))).await?;
 
     let mut conn = connect_as(&db, &loyalty, "loyalty-pw").await?;
+    // Its sessions start in its schema with nothing set at connect time, as behind a pooler.
+    let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&mut conn)
+        .await?;
+    assert_eq!(schema.as_deref(), Some("loyalty"));
     // Its own tables: read, write, change, delete.
     let own: [&'static str; 6] = [
         "INSERT INTO loyalty.outbox (id, aggregatetype, aggregateid, type, payload) \

@@ -12,9 +12,12 @@
 //! - [`redis_cluster`]: a Redis Cluster (three masters, three replicas) of the test's own,
 //!   whose masters the test may kill.
 //! - [`roles`]: Postgres roles named per test and dropped when it ends.
+//! - [`pgbouncer`]: a PgBouncer of the test's own in transaction pooling mode, with an alias
+//!   per service schema.
 //! - [`otlp`]: a stand-in OpenTelemetry Collector receiving OTLP over gRPC.
 
 pub mod otlp;
+pub mod pgbouncer;
 pub mod redis;
 pub mod redis_cluster;
 pub mod roles;

@@ -102,7 +102,7 @@ pub(crate) async fn replayed<R: Message + Default>(
     ctx: &Context,
     key: &RequestKey,
 ) -> Result<Option<R>, Error> {
-    match idempotency::stored(&ctx.store.pool, key).await? {
+    match idempotency::stored(&mut *custops_common::db::read(&ctx.store.pool).await?, key).await? {
         Some(bytes) => decode(&bytes).map(Some),
         None => Ok(None),
     }

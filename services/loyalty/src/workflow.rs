@@ -74,7 +74,7 @@ impl Context {
     /// key with another request is `RequestIdReused`. For work that must happen before the
     /// transaction, such as asking another service, and must not happen again on a replay.
     pub(crate) async fn replay(&self, key: &RequestKey) -> StoreResult<Option<Vec<u8>>> {
-        Ok(idempotency::stored(&self.pool, key).await?)
+        Ok(idempotency::stored(&mut *custops_common::db::read(&self.pool).await?, key).await?)
     }
 
     /// Runs `work` once per request key, at the service clock's now

@@ -106,9 +106,12 @@ pub async fn build_with_workers(
     });
     let shutdown = app.shutdown_token();
     let listening = tokio_util::sync::CancellationToken::new();
+    let listen_options = custops_common::db::direct_options(&settings.database)
+        .context("Failed to read the direct database URL")?;
     custops_common::telemetry::spawn(jobs::listener::listen(
         lookups,
         pool.clone(),
+        listen_options,
         shutdown.clone(),
         listening.clone(),
     ));

@@ -195,8 +195,9 @@ impl Lookups {
         if !self.is_dirty() || redis.ping().await.is_err() {
             return Ok(());
         }
-        let mut conn = pool.acquire().await?;
-        memberships::bump_epoch(&mut conn).await?;
+        let mut tx = pool.begin().await?;
+        memberships::bump_epoch(&mut tx).await?;
+        tx.commit().await?;
         self.refresh_epoch(pool).await?;
         self.dirty.store(false, Ordering::Release);
         tracing::info!("Redis is back after missed write-throughs; cache epoch moved");
@@ -270,7 +271,9 @@ impl Lookups {
         }
         let token = self.customers.begin_fill();
         let ids: Vec<String> = unknown.iter().map(|(_, id)| id.clone()).collect();
-        let sets = memberships::customers_segment_ids(pool, &ids).await?;
+        let sets =
+            memberships::customers_segment_ids(&mut *custops_common::db::read(pool).await?, &ids)
+                .await?;
         for (i, id) in unknown {
             // Read, not taken: a batch may name a customer twice, and a second `remove` would
             // answer false and fill the cache with an empty set.
@@ -324,7 +327,7 @@ impl Lookups {
 
     /// Switches to the epoch Postgres holds.
     pub async fn refresh_epoch(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let epoch = memberships::epoch(pool).await?;
+        let epoch = memberships::epoch(&mut *custops_common::db::read(pool).await?).await?;
         self.epoch.store(epoch, Ordering::Release);
         Ok(())
     }
@@ -345,12 +348,15 @@ impl Lookups {
 }
 
 async fn load_customer(pool: &PgPool, customer_id: &str) -> Result<SegmentSet, sqlx::Error> {
-    let ids = memberships::customer_segment_ids(pool, customer_id).await?;
+    let ids =
+        memberships::customer_segment_ids(&mut *custops_common::db::read(pool).await?, customer_id)
+            .await?;
     Ok(SegmentSet(ids.into()))
 }
 
 async fn load_segment(pool: &PgPool, segment_id: Uuid) -> Result<SegmentEntry, sqlx::Error> {
-    let size = memberships::segment_size(pool, segment_id).await?;
+    let size =
+        memberships::segment_size(&mut *custops_common::db::read(pool).await?, segment_id).await?;
     Ok(SegmentEntry {
         exists: size.is_some(),
         member_count: size.unwrap_or(0),

@@ -53,7 +53,8 @@ pub async fn run_with_roles(
     roles: Option<&RoleOptions>,
 ) -> anyhow::Result<()> {
     for (service, database) in targets {
-        let pool = db::connect(database)
+        // Straight to Postgres even behind a pooler: migrations hold a session-level lock.
+        let pool = db::connect_direct(database, 1)
             .await
             .with_context(|| format!("Failed to connect to Postgres for {service}"))?;
         db::migrate(&pool, database.schema, services::migrations(*service))

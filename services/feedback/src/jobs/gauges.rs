@@ -39,7 +39,7 @@ struct FeedbackGauges {
 
 impl metrics::Sampler for FeedbackGauges {
     async fn sample(&self) -> anyhow::Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = custops_common::db::read(&self.pool).await?;
         let now = self.clock.now();
         let rewards = gauges::waiting_rewards(&mut conn).await?;
         for (state, count) in [("pending", rewards.pending), ("retrying", rewards.retrying)] {

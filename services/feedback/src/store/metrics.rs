@@ -61,7 +61,7 @@ pub async fn add_to_rollup(conn: &mut PgConnection, response_id: Uuid) -> Result
 pub async fn time_zone_exists(pool: &sqlx::PgPool, name: &str) -> Result<bool, Error> {
     match sqlx::query("SELECT now() AT TIME ZONE $1")
         .bind(name)
-        .execute(pool)
+        .execute(&mut *custops_common::db::read(pool).await?)
         .await
     {
         Ok(_) => Ok(true),

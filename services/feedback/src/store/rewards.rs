@@ -19,6 +19,7 @@ pub async fn lease(
     lease_until: DateTime<Utc>,
     batch: i64,
 ) -> Result<Vec<DueReward>, Error> {
+    let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "UPDATE responses SET reward_next_attempt = $2, \
            reward_attempt_count = reward_attempt_count + 1, reward_last_attempt = $1 \
@@ -32,8 +33,9 @@ pub async fn lease(
     .bind(now)
     .bind(lease_until)
     .bind(batch)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut leased = Vec::with_capacity(rows.len());
     for row in &rows {
         leased.push(DueReward {

@@ -93,7 +93,7 @@ pub async fn invite<R: Message + Default>(
 
 /// One invitation (EXPIRED once its expiry passed).
 pub async fn get_invitation(ctx: &Context, id: Uuid) -> Result<Invitation, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     let mut invitation = rows::get_invitation(&mut conn, id, false).await?;
     if invitation.status == InvitationStatus::Pending
         && invitation.new.expire_time.is_some_and(|t| t <= ctx.now())
@@ -215,7 +215,7 @@ async fn segments_at_submission(ctx: &Context, customer_id: &str) -> Vec<String>
 
 /// One response.
 pub async fn get_response(ctx: &Context, id: Uuid) -> Result<SurveyResponse, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::get_response(&mut conn, id).await
 }
 
@@ -226,7 +226,7 @@ pub async fn list_responses(
     after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
     limit: usize,
 ) -> Result<Vec<SurveyResponse>, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::list_responses(&mut conn, filter, after, limit).await
 }
 
@@ -253,7 +253,7 @@ pub async fn list_invitations(
     after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
     limit: usize,
 ) -> Result<Vec<Invitation>, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::list_invitations(&mut conn, filter, after, limit).await
 }
 
@@ -262,6 +262,6 @@ pub async fn customer_summary(
     ctx: &Context,
     customer_id: &str,
 ) -> Result<rows::CustomerSummary, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::customer_summary(&mut conn, customer_id, ctx.now()).await
 }

@@ -35,7 +35,7 @@ pub async fn create<R: Message + Default>(
 
 /// One review.
 pub async fn get(ctx: &Context, id: Uuid) -> Result<Review, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::get(&mut conn, id).await
 }
 
@@ -46,7 +46,7 @@ pub async fn list(
     after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
     limit: usize,
 ) -> Result<Vec<Review>, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::list(&mut conn, filter, after, limit).await
 }
 
@@ -57,7 +57,7 @@ pub async fn summaries(
     from: Option<chrono::DateTime<chrono::Utc>>,
     to: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<Vec<ReviewSummary>, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     let mut out = Vec::with_capacity(subjects.len());
     for s in subjects {
         out.push(rows::summary(&mut conn, s, from, to).await?);

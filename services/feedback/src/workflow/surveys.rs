@@ -40,7 +40,7 @@ pub async fn create<R: Message + Default>(
 
 /// One survey.
 pub async fn get(ctx: &Context, id: Uuid) -> Result<Survey, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::get(&mut conn, id, false).await
 }
 
@@ -140,6 +140,6 @@ pub async fn list(
     after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
     limit: usize,
 ) -> Result<Vec<Survey>, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::list(&mut conn, filter, after, limit).await
 }

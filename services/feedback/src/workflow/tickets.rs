@@ -149,7 +149,7 @@ pub async fn open_follow_up(
 
 /// One ticket and its history.
 pub async fn get(ctx: &Context, id: Uuid) -> Result<(Ticket, Vec<HistoryEntry>), Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     let t = rows::get(&mut conn, id, false).await?;
     let history = rows::history(&mut conn, id).await?;
     Ok((t, history))
@@ -448,14 +448,14 @@ pub async fn list(
     after: Option<rows::TicketCursor>,
     limit: usize,
 ) -> Result<(Vec<(Ticket, rows::TicketCursor)>, DateTime<Utc>), Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     let now = ctx.now();
     Ok((rows::list(&mut conn, filter, now, after, limit).await?, now))
 }
 
 /// The policy in force.
 pub async fn policy(ctx: &Context) -> Result<SlaPolicy, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::policy(&mut conn).await
 }
 
@@ -501,7 +501,7 @@ pub async fn follow_up_report(
     ctx: &Context,
     filter: &rows::FollowUpFilter,
 ) -> Result<crate::domain::ticket::FollowUpCounts, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::follow_up_counts(&mut conn, filter, ctx.now()).await
 }
 
@@ -582,7 +582,7 @@ pub async fn history_page(
     after: Option<i64>,
     limit: usize,
 ) -> Result<Vec<(HistoryEntry, i64)>, Error> {
-    let mut conn = ctx.store.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.store.pool).await?;
     rows::get(&mut conn, id, false).await?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     rows::history_page(&mut conn, id, after, limit).await

@@ -43,7 +43,7 @@ pub(crate) async fn expiry_due(
     )
     .bind(program_id)
     .bind(now)
-    .fetch_one(pool)
+    .fetch_one(&mut *custops_common::db::read(pool).await?)
     .await?)
 }
 

@@ -534,7 +534,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> StoreResult<LedgerEntry> {
          JOIN members m USING (member_id) WHERE e.ledger_entry_id = $1"
     )))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *custops_common::db::read(pool).await?)
     .await?
     .ok_or_else(|| Rejection::not_found("ledger entry", id))?;
     entry_from_row(&row)

@@ -198,7 +198,7 @@ pub async fn list(
     .bind(after)
     .bind(&codes)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(&mut *custops_common::db::read(pool).await?)
     .await?;
     rows.iter().map(from_row).collect()
 }

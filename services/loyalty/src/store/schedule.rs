@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::StoreResult;
 
@@ -12,9 +12,9 @@ use super::StoreResult;
 /// never): moves its `last_run_time` to `now` and answers true. One statement: the row is
 /// locked with `SKIP LOCKED`, so a replica that finds another one claiming moves on, and one
 /// that comes after sees the new time (Postgres re-checks the condition on the latest row
-/// version) and claims nothing.
+/// version) and claims nothing. Its two statements go in the caller's transaction.
 pub async fn claim(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     name: &str,
     now: DateTime<Utc>,
     interval: Duration,
@@ -25,7 +25,7 @@ pub async fn claim(
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     let claimed = sqlx::query(
         "WITH due AS ( \
@@ -37,7 +37,7 @@ pub async fn claim(
     .bind(name)
     .bind(now)
     .bind(interval.as_secs_f64())
-    .execute(pool)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     Ok(claimed == 1)

@@ -75,7 +75,7 @@ pub async fn run_now(
 ) -> StoreResult<(DateTime<Utc>, JobReport)> {
     let now = ctx.now();
     if let Some(id) = program {
-        let mut conn = ctx.pool.acquire().await?;
+        let mut conn = custops_common::db::read(&ctx.pool).await?;
         programs::get(&mut conn, id).await?;
     }
     let report = job.run(ctx, program, max_members, now).await?;
@@ -90,7 +90,10 @@ pub async fn claim(
     now: DateTime<Utc>,
     interval: Duration,
 ) -> StoreResult<bool> {
-    schedule::claim(&ctx.pool, job.name(), now, interval).await
+    let mut tx = ctx.pool.begin().await?;
+    let claimed = schedule::claim(&mut tx, job.name(), now, interval).await?;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// Releases the pending points of `program` (all programs: `None`) whose return window has

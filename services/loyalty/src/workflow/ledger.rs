@@ -154,13 +154,20 @@ pub async fn statement(
     after: Option<Uuid>,
     limit: usize,
 ) -> StoreResult<Vec<LedgerEntry>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let member_id = members::load(&mut conn, member, false)
         .await?
         .member
         .member_id;
     drop(conn);
-    ledger::statement(&ctx.pool, member_id, filter, after, limit).await
+    ledger::statement(
+        &mut *custops_common::db::read(&ctx.pool).await?,
+        member_id,
+        filter,
+        after,
+        limit,
+    )
+    .await
 }
 
 /// What CalculatePurchasePoints answers.
@@ -183,7 +190,7 @@ pub async fn calculate(
     customer_id: Option<Uuid>,
     purchase: Purchase,
 ) -> StoreResult<PurchasePoints> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let program = programs::get(&mut conn, program_id).await?;
     if purchase.currency != program.currency {
         return Err(Rejection::InvalidField {

@@ -62,7 +62,7 @@ where
 /// `full`, the FULL one (tier progress, the expiring-points summary). A merged member named
 /// by customer resolves to its survivor; named by id, it is read itself.
 pub async fn view(ctx: &Context, member: MemberRef, full: bool) -> StoreResult<Member> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let now = ctx.now();
     let mut locked = members::read(&mut conn, &member, now).await?;
     let member = if full {
@@ -86,7 +86,7 @@ pub async fn list<T>(
     limit: usize,
     cut: impl FnOnce(&mut Vec<Member>) -> T,
 ) -> StoreResult<(Vec<Member>, T)> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let now = ctx.now();
     let mut rows = members::list(&mut conn, filter, after, limit, now).await?;
     let cut = cut(&mut rows);
@@ -111,14 +111,22 @@ pub async fn lots(
     after: Option<Uuid>,
     limit: usize,
 ) -> StoreResult<Vec<Lot>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let member_id = members::load(&mut conn, member, false)
         .await?
         .member
         .member_id;
     drop(conn);
     let now = ctx.now();
-    lots::list(&ctx.pool, member_id, states, after, limit, now).await
+    lots::list(
+        &mut *custops_common::db::read(&ctx.pool).await?,
+        member_id,
+        states,
+        after,
+        limit,
+        now,
+    )
+    .await
 }
 
 /// What GetExpiringPoints answers.
@@ -133,13 +141,13 @@ pub struct ExpiringPoints {
 /// GetExpiringPoints: `member`'s points (available and pending) expiring within `days` days
 /// from now, per calendar day in the program's time zone.
 pub async fn expiring(ctx: &Context, member: &MemberRef, days: u32) -> StoreResult<ExpiringPoints> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let loaded = members::load(&mut conn, member, false).await?;
     drop(conn);
     let now = ctx.now();
     let until = now + chrono::Duration::days(i64::from(days));
     let by_day = lots::expiring_by_day(
-        &ctx.pool,
+        &mut *custops_common::db::read(&ctx.pool).await?,
         loaded.member.member_id,
         &loaded.program.time_zone,
         now,

@@ -38,7 +38,7 @@ where
 
 /// GetProgram.
 pub async fn get(ctx: &Context, program_id: Uuid) -> StoreResult<Program> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     programs::get(&mut conn, program_id).await
 }
 

@@ -146,7 +146,7 @@ where
 
 /// GetReward.
 pub async fn get(ctx: &Context, reward_id: Uuid) -> StoreResult<Reward> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     rewards::get(&mut conn, reward_id).await
 }
 
@@ -162,7 +162,7 @@ pub async fn list(
     after: Option<Uuid>,
     limit: usize,
 ) -> StoreResult<Vec<Reward>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let program = programs::get(&mut conn, program_id).await?;
     drop(conn);
     // A tier may redeem rewards whose minimum tier is at or below it.
@@ -194,7 +194,7 @@ pub async fn list(
 
 /// GetRewardRedemption.
 pub async fn get_redemption(ctx: &Context, id: Uuid) -> StoreResult<RewardRedemption> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     rewards::get_redemption(&mut conn, id, false).await
 }
 
@@ -205,7 +205,13 @@ pub async fn list_redemptions(
     after: Option<Uuid>,
     limit: usize,
 ) -> StoreResult<Vec<RewardRedemption>> {
-    rewards::list_redemptions(&ctx.pool, filter, after, limit).await
+    rewards::list_redemptions(
+        &mut *custops_common::db::read(&ctx.pool).await?,
+        filter,
+        after,
+        limit,
+    )
+    .await
 }
 
 /// UpdateReward under its etag; the reward row is locked meanwhile. Stock changes do not move

@@ -25,7 +25,13 @@ pub async fn list(
     after: Option<Uuid>,
     limit: usize,
 ) -> StoreResult<Vec<TierChangeRow>> {
-    tiers::list(&ctx.pool, filter, after, limit).await
+    tiers::list(
+        &mut *custops_common::db::read(&ctx.pool).await?,
+        filter,
+        after,
+        limit,
+    )
+    .await
 }
 
 /// A member's entitlements now (ListEntitlements).
@@ -41,7 +47,7 @@ pub struct Entitlements {
 
 /// ListEntitlements: the benefits `member` holds now through its tier.
 pub async fn entitlements(ctx: &Context, member: &MemberRef) -> StoreResult<Entitlements> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let locked = members::load(&mut conn, member, false).await?;
     let held = benefit::entitlements(&locked.program.rules, &locked.member);
     Ok(Entitlements {
@@ -69,7 +75,7 @@ pub async fn check_entitlement(
     member: MemberRef,
     benefit_code: &str,
 ) -> StoreResult<EntitlementCheck> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let loaded = match members::load(&mut conn, &member, false).await {
         Ok(locked) => Ok(locked),
         // A customer who is not enrolled is an answer ("not entitled"), not an error.

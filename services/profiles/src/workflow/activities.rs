@@ -139,7 +139,7 @@ pub async fn record(ctx: &Context, activity: NewActivity) -> Result<RecordOutcom
         None => {
             // A concurrent call stored the same key first.
             drop(tx);
-            let mut conn = ctx.pool.acquire().await?;
+            let mut conn = custops_common::db::read(&ctx.pool).await?;
             let (first, first_hash) =
                 activities::existing(&mut conn, &activity.source, &activity.event_id)
                     .await?
@@ -299,7 +299,7 @@ pub async fn list(
     after: Option<ActivityCursor>,
     limit: i64,
 ) -> Result<Vec<Activity>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let (customer, _) = resolve(&mut conn, customer_id, false).await?;
     activities::list(&mut conn, customer.id, filter, after, limit).await
 }

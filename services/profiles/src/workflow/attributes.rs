@@ -42,7 +42,7 @@ pub async fn create(ctx: &Context, def: AttributeDefinition) -> Result<Attribute
 
 /// One attribute definition.
 pub async fn get(ctx: &Context, name: &str) -> Result<AttributeDefinition> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     attributes::get(&mut conn, name)
         .await?
         .ok_or(ProfilesError::NotFound {
@@ -57,6 +57,6 @@ pub async fn list(
     after: Option<String>,
     limit: i64,
 ) -> Result<Vec<AttributeDefinition>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     attributes::list(&mut conn, after, limit).await
 }

@@ -147,7 +147,7 @@ pub async fn list_changes(
     after: Option<ConsentCursor>,
     limit: i64,
 ) -> Result<Vec<ConsentChange>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let customers: Option<Vec<Uuid>> = match customer_id {
         Some(id) => {
             let (customer, _) = resolve(&mut conn, id, false).await?;

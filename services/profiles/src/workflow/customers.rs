@@ -155,7 +155,7 @@ async fn attach(
 /// The customer `id` resolves to (merges followed) and the requested id if it was merged.
 #[tracing::instrument(skip_all, fields(customer_id = %id))]
 pub async fn get(ctx: &Context, id: Uuid) -> Result<Resolved> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     resolve(&mut conn, id, false).await
 }
 
@@ -165,7 +165,7 @@ pub async fn get_with_summary(
     ctx: &Context,
     id: Uuid,
 ) -> Result<(Customer, Option<Uuid>, ActivitySummary)> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let (customer, merged_from) = resolve(&mut conn, id, false).await?;
     let summary = activities::summary(&mut conn, customer.id).await?;
     Ok((customer, merged_from, summary))
@@ -175,7 +175,7 @@ pub async fn get_with_summary(
 /// that exist nowhere.
 #[tracing::instrument(skip_all, fields(count = ids.len()))]
 pub async fn batch_get(ctx: &Context, ids: &[Uuid]) -> Result<(Vec<Resolved>, Vec<Uuid>)> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let found = store::customers::by_ids(&mut conn, ids).await?;
     let mut by_id: HashMap<Uuid, Customer> = found.into_iter().map(|c| (c.id, c)).collect();
     // Each requested id is answered once, however often it is repeated: the first
@@ -232,7 +232,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Customer>> {
     let today = ctx.now().date_naive();
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     store::customers::list(&mut conn, filter, today, after, limit).await
 }
 
@@ -271,7 +271,7 @@ pub async fn set_deleted(ctx: &Context, id: Uuid, etag: &str, delete: bool) -> R
 /// The customer holding `identity`.
 #[tracing::instrument(skip_all)]
 pub async fn lookup(ctx: &Context, identity: &Identity) -> Result<Customer> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let holder = identities::holder(&mut conn, identity)
         .await?
         .ok_or(ProfilesError::NotFound {

@@ -44,7 +44,7 @@ pub async fn create(ctx: &Context, new: EventType) -> Result<EventType> {
 
 /// One event type.
 pub async fn get(ctx: &Context, name: &str) -> Result<EventType> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     event_types::get(&mut conn, name, false)
         .await?
         .ok_or_else(|| not_found(name))
@@ -52,7 +52,7 @@ pub async fn get(ctx: &Context, name: &str) -> Result<EventType> {
 
 /// Up to `limit` event types named after `after`, by name.
 pub async fn list(ctx: &Context, after: Option<String>, limit: i64) -> Result<Vec<EventType>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     event_types::list(&mut conn, after, limit).await
 }
 

@@ -336,6 +336,6 @@ pub async fn list(
     after: Option<MergeCursor>,
     limit: i64,
 ) -> Result<Vec<MergeRecord>> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     merges::list(&mut conn, customer_id, states, range, after, limit).await
 }

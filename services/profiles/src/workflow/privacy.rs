@@ -138,7 +138,7 @@ pub async fn find_duplicates(
     max: usize,
     min_score: f64,
 ) -> Result<(Customer, Vec<Duplicate>)> {
-    let mut conn = ctx.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&ctx.pool).await?;
     let (customer, _) = resolve(&mut conn, id, false).await?;
     let candidate_ids = customers::duplicate_candidates(&mut conn, &customer).await?;
     let mut out = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::lookups::Lookups;
@@ -23,14 +23,20 @@ const HEAL_EVERY: Duration = Duration::from_millis(250);
 pub async fn listen(
     lookups: Arc<Lookups>,
     pool: PgPool,
+    listen_options: PgConnectOptions,
     shutdown: CancellationToken,
     ready: CancellationToken,
 ) {
+    // The LISTEN connection is its own, straight to Postgres (`db::direct_options`): it
+    // needs a session for good, which neither the requests' pool nor a pooler would give.
+    let listen_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(listen_options);
     let mut first = true;
     while !shutdown.is_cancelled() {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = follow(&lookups, &pool, &shutdown, &ready, first) => outcome,
+            outcome = follow(&lookups, &pool, &listen_pool, &shutdown, &ready, first) => outcome,
         };
         first = false;
         if let Err(error) = outcome {
@@ -48,19 +54,21 @@ pub async fn listen(
 async fn follow(
     lookups: &Lookups,
     pool: &PgPool,
+    listen_pool: &PgPool,
     shutdown: &CancellationToken,
     ready: &CancellationToken,
     first: bool,
 ) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+    let mut listener = PgListener::connect_with(listen_pool).await?;
     listener.listen(memberships::CHANNEL).await?;
     if first {
         lookups.refresh_epoch(pool).await?;
     } else {
         // Notifications may have been lost while disconnected: move every replica to fresh
         // keys rather than risk serving a stale membership.
-        let mut conn = pool.acquire().await?;
-        memberships::bump_epoch(&mut conn).await?;
+        let mut tx = pool.begin().await?;
+        memberships::bump_epoch(&mut tx).await?;
+        tx.commit().await?;
         lookups.refresh_epoch(pool).await?;
     }
     ready.cancel();

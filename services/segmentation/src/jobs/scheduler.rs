@@ -57,7 +57,7 @@ pub async fn rollover(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<i64> 
         .map(|name| format!("{FIELD_PREFIX}{name}"))
         .collect();
     tx.commit().await?;
-    let mut conn = pool.acquire().await?;
+    let mut conn = custops_common::db::read(pool).await?;
     let due: Vec<Uuid> = segments::rule_segments(&mut conn)
         .await?
         .into_iter()
@@ -135,7 +135,7 @@ pub async fn ensure_rfm_bounds(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Res
 pub async fn schedule_once(state: &AppState) -> anyhow::Result<()> {
     let now = state.clock.now();
     ensure_rfm_bounds(&state.pool, now).await?;
-    let config = settings::get(&state.pool).await?;
+    let config = settings::get(&mut *custops_common::db::read(&state.pool).await?).await?;
     let mut tx = begin_long(&state.pool).await?;
     if settings::claim_schedule(
         &mut tx,

@@ -37,12 +37,7 @@ static RECOMPUTE_CHANGES: LazyLock<Counter<u64>> =
 /// Claims and runs queued jobs until `shutdown`, looking for one every `options.poll` when idle.
 pub(super) async fn run(state: Arc<AppState>, options: WorkerOptions, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
-        let claimed = job_store::claim(
-            &state.pool,
-            state.clock.now(),
-            options.stale_after.as_secs_f64(),
-        )
-        .await;
+        let claimed = claim(&state, &options).await;
         match claimed {
             Ok(Some(job)) => {
                 let job_id = job.recompute_job_id;
@@ -95,10 +90,31 @@ async fn heartbeat(pool: PgPool, job_id: Uuid, every: Duration, stop: Cancellati
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        if let Err(error) = job_store::heartbeat(&pool, job_id).await {
+        let beat = async {
+            let mut tx = pool.begin().await?;
+            job_store::heartbeat(&mut *tx, job_id).await?;
+            tx.commit().await
+        };
+        if let Err(error) = beat.await {
             tracing::warn!(%job_id, error = %error, "failed to write a job heartbeat");
         }
     }
+}
+
+/// Claims the next queued job (or a running one whose heartbeat went stale), if any.
+async fn claim(
+    state: &AppState,
+    options: &WorkerOptions,
+) -> Result<Option<JobRecord>, sqlx::Error> {
+    let mut tx = state.pool.begin().await?;
+    let claimed = job_store::claim(
+        &mut *tx,
+        state.clock.now(),
+        options.stale_after.as_secs_f64(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// Runs one claimed job to its end.
@@ -139,7 +155,7 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
                 tx.commit().await?;
                 prefixes.push(FIELD_PREFIX);
             }
-            let mut conn = state.pool.acquire().await?;
+            let mut conn = custops_common::db::read(&state.pool).await?;
             segments::rule_segments(&mut conn)
                 .await?
                 .into_iter()
@@ -161,7 +177,9 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
     // customers takes most of a second of the other core).
     let mut counting = (!targets.is_empty()).then(|| {
         let pool = state.pool.clone();
-        tokio::spawn(async move { store::facts::customer_count(&mut *pool.acquire().await?).await })
+        tokio::spawn(async move {
+            store::facts::customer_count(&mut *custops_common::db::read(&pool).await?).await
+        })
     });
     let mut known = 0;
     for segment_id in targets {
@@ -243,7 +261,12 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
 /// that does not own the table gets a warning from Postgres and nothing else: autovacuum
 /// remains the fallback.
 async fn refresh_statistics(pool: &PgPool) {
-    if let Err(error) = sqlx::query("ANALYZE memberships").execute(pool).await {
+    let analyzed = async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("ANALYZE memberships").execute(&mut *tx).await?;
+        tx.commit().await
+    };
+    if let Err(error) = analyzed.await {
         tracing::warn!(error = %error, "could not analyze memberships after a large recompute");
     }
 }

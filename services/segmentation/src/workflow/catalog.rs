@@ -8,6 +8,6 @@ use crate::store::catalog::load_catalog;
 
 /// The catalog as it stands.
 pub async fn catalog(state: &AppState) -> Result<Catalog> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     Ok(load_catalog(&mut conn).await?)
 }

@@ -135,7 +135,7 @@ async fn create_in(
 
 /// GetComputedTrait: the trait with its current definition (`version` 0) or an earlier one's.
 pub async fn get(state: &AppState, name: &str, version: i64) -> Result<pb::ComputedTrait> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     let record = store::get(&mut conn, name, false)
         .await?
         .ok_or_else(|| Error::not_found("computed trait", name))?;
@@ -158,7 +158,7 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<pb::ComputedTrait>> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     store::list(&mut conn, after, limit)
         .await?
         .iter()

@@ -38,7 +38,7 @@ pub trait Versioned: Sized {
 
 /// The config with its version.
 pub async fn current<V: Versioned>(state: &AppState) -> Result<V> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     Ok(V::load(&mut conn).await?)
 }
 

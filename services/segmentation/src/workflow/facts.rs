@@ -28,7 +28,7 @@ pub struct CustomerFacts {
 
 /// GetCustomerFacts: NOT_FOUND when segmentation holds no facts for the customer.
 pub async fn get(state: &AppState, customer_id: &str) -> Result<CustomerFacts> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     read(&mut conn, customer_id, state.clock.now())
         .await?
         .ok_or_else(|| Error::not_found("customer", customer_id))

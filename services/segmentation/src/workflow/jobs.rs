@@ -99,7 +99,7 @@ pub async fn recompute_all(
 
 /// One job (kept 30 days after it ends).
 pub async fn get(state: &AppState, id: Uuid) -> Result<JobRecord> {
-    job_store::get(&state.pool, id)
+    job_store::get(&mut *custops_common::db::read(&state.pool).await?, id)
         .await?
         .ok_or_else(|| Error::not_found("recompute job", id))
 }
@@ -111,5 +111,11 @@ pub async fn list(
     before: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<JobRecord>> {
-    Ok(job_store::list(&state.pool, filter, before, limit).await?)
+    Ok(job_store::list(
+        &mut *custops_common::db::read(&state.pool).await?,
+        filter,
+        before,
+        limit,
+    )
+    .await?)
 }

@@ -10,7 +10,7 @@ use crate::store::lifecycle::{self, StoredLifecycle};
 
 /// One customer's stored lifecycle; NOT_FOUND when segmentation holds no facts for them.
 pub async fn customer(state: &AppState, customer_id: &str) -> Result<StoredLifecycle> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     lifecycle::get(&mut conn, customer_id)
         .await?
         .ok_or_else(|| Error::not_found("customer", customer_id))
@@ -22,7 +22,7 @@ pub async fn distribution(
     state: &AppState,
     segment: Option<Uuid>,
 ) -> Result<Vec<(String, i64, i64)>> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     require_segment(&mut conn, segment).await?;
     Ok(lifecycle::distribution(&mut conn, segment).await?)
 }

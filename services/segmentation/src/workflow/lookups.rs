@@ -21,7 +21,8 @@ pub async fn customer_memberships(
     state: &AppState,
     customer_id: &str,
 ) -> Result<Vec<SegmentMembership>> {
-    Ok(memberships::customer_segment_memberships(&state.pool, customer_id).await?)
+    let mut conn = custops_common::db::read(&state.pool).await?;
+    Ok(memberships::customer_segment_memberships(&mut *conn, customer_id).await?)
 }
 
 /// The segments `customer_id` is a member of, from the caches.
@@ -64,7 +65,7 @@ pub async fn segment_size(state: &AppState, segment_id: Uuid) -> Result<i64> {
 
 /// NOT_FOUND unless `segment_id` exists (read from Postgres).
 pub async fn require_segment(pool: &PgPool, segment_id: Uuid) -> Result<()> {
-    match segments::get(pool, segment_id).await? {
+    match segments::get(&mut *custops_common::db::read(pool).await?, segment_id).await? {
         Some(_) => Ok(()),
         None => Err(Error::not_found("segment", segment_id)),
     }
@@ -78,8 +79,11 @@ pub async fn members_page(
     after: &str,
     limit: i64,
 ) -> Result<Vec<String>> {
-    require_segment(pool, segment_id).await?;
-    Ok(memberships::members_page(pool, segment_id, after, limit).await?)
+    let mut conn = custops_common::db::read(pool).await?;
+    if segments::get(&mut *conn, segment_id).await?.is_none() {
+        return Err(Error::not_found("segment", segment_id));
+    }
+    Ok(memberships::members_page(&mut *conn, segment_id, after, limit).await?)
 }
 
 /// A customer's stored membership of a segment beside the segment's rule evaluated now.
@@ -100,7 +104,7 @@ pub struct Explained {
 /// ExplainMembership: NOT_FOUND when the segment does not exist or segmentation holds no
 /// facts for the customer.
 pub async fn explain(state: &AppState, segment_id: Uuid, customer_id: &str) -> Result<Explained> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     let segment = segments::get(&mut *conn, segment_id)
         .await?
         .ok_or_else(|| Error::not_found("segment", segment_id))?;

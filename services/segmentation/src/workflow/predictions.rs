@@ -63,7 +63,7 @@ pub async fn fit(
 
 /// Model `version`, or the current one for `None`; NOT_FOUND when there is none.
 pub async fn model(state: &AppState, version: Option<i64>) -> Result<StoredModel> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     predictions::model(&mut conn, version)
         .await?
         .ok_or_else(|| {
@@ -77,7 +77,7 @@ pub async fn model(state: &AppState, version: Option<i64>) -> Result<StoredModel
 /// One customer's predictions and the currency of the model they come from; NOT_FOUND when
 /// the customer has none (no model yet, or no purchase by its as-of time).
 pub async fn customer(state: &AppState, customer_id: &str) -> Result<(StoredPrediction, String)> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     let stored = predictions::prediction(&mut conn, customer_id)
         .await?
         .ok_or_else(|| Error::not_found("customer prediction", customer_id))?;
@@ -94,7 +94,7 @@ pub async fn distribution(
     state: &AppState,
     segment: Option<Uuid>,
 ) -> Result<(predictions::PredictionSpread, StoredModel)> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     super::rfm::require_segment(&mut conn, segment).await?;
     let model = predictions::model(&mut conn, None)
         .await?

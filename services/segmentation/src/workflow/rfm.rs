@@ -12,7 +12,7 @@ use crate::store::{self, rfm};
 /// One customer's stored RFM and the config's currency; NOT_FOUND when segmentation holds no
 /// facts for the customer.
 pub async fn customer(state: &AppState, customer_id: &str) -> Result<(StoredRfm, String)> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     let stored = rfm::get(&mut conn, customer_id)
         .await?
         .ok_or_else(|| Error::not_found("customer", customer_id))?;
@@ -26,7 +26,7 @@ pub async fn distribution(
     state: &AppState,
     segment: Option<Uuid>,
 ) -> Result<(Distribution, RfmState)> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = custops_common::db::read(&state.pool).await?;
     require_segment(&mut conn, segment).await?;
     let counts = rfm::distribution(&mut conn, segment).await?;
     let current = rfm::load(&mut conn).await?;

@@ -354,14 +354,14 @@ pub async fn delete(state: &AppState, id: Uuid, etag: &str) -> Result<()> {
 
 /// A stored segment.
 pub async fn get(state: &AppState, id: Uuid) -> Result<SegmentRecord> {
-    store::get(&state.pool, id)
+    store::get(&mut *custops_common::db::read(&state.pool).await?, id)
         .await?
         .ok_or_else(|| Error::not_found("segment", id))
 }
 
 /// The stored segments among `ids` (in no particular order; missing ones left out).
 pub async fn get_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<SegmentRecord>> {
-    Ok(store::get_many(&state.pool, ids).await?)
+    Ok(store::get_many(&mut *custops_common::db::read(&state.pool).await?, ids).await?)
 }
 
 /// Up to `limit` segments matching `filter`, oldest first, after the keyset `after`.
@@ -371,7 +371,13 @@ pub async fn list(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<SegmentRecord>> {
-    Ok(store::list(&state.pool, filter, after, limit).await?)
+    Ok(store::list(
+        &mut *custops_common::db::read(&state.pool).await?,
+        filter,
+        after,
+        limit,
+    )
+    .await?)
 }
 
 /// Rule versions of an existing segment, newest first, below `before`.
@@ -381,10 +387,19 @@ pub async fn versions(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<VersionRecord>> {
-    if store::get(&state.pool, id).await?.is_none() {
+    if store::get(&mut *custops_common::db::read(&state.pool).await?, id)
+        .await?
+        .is_none()
+    {
         return Err(Error::not_found("segment", id));
     }
-    Ok(store::versions(&state.pool, id, before, limit).await?)
+    Ok(store::versions(
+        &mut *custops_common::db::read(&state.pool).await?,
+        id,
+        before,
+        limit,
+    )
+    .await?)
 }
 
 /// A PreviewSegment request past the checks that need no database.

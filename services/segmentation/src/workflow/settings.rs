@@ -23,7 +23,7 @@ pub struct SettingsChange {
 
 /// The settings (the defaults when never updated).
 pub async fn get(state: &AppState) -> Result<EvaluationSettings> {
-    Ok(settings::get(&state.pool).await?)
+    Ok(settings::get(&mut *custops_common::db::read(&state.pool).await?).await?)
 }
 
 /// Applies the masked changes; nothing changed: the current settings, nothing written.

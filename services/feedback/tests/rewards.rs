@@ -1,6 +1,7 @@
 //! Survey rewards through the real loyalty service started in-process: delivered exactly
-//! once even when loyalty is down while the responses arrive, and traced as one trace from the
-//! response to loyalty's ledger entry.
+//! once even when loyalty is down while the responses arrive, also by two replicas' workers
+//! racing over the backlog, and traced as one trace from the response to loyalty's ledger
+//! entry.
 
 #[allow(dead_code, reason = "the helpers are shared with the api tests")]
 #[path = "api/helpers.rs"]
@@ -259,6 +260,131 @@ async fn a_reward_for_a_customer_loyalty_does_not_know_is_rejected_and_can_be_re
 }
 
 /// How many rewards are in `status`.
+/// A second feedback replica over `settings`' database, on `clock` (shared with the first),
+/// its reward worker paced as the helpers pace the first's; it stops with the token.
+async fn start_replica(
+    settings: ServiceSettings,
+    clock: ManualClock,
+) -> anyhow::Result<(crate::helpers::Client, CancellationToken)> {
+    let overrides = custops_feedback::Overrides {
+        clock: Arc::new(clock),
+        rewards: custops_feedback::jobs::rewards::WorkerOptions {
+            poll: Duration::from_millis(50),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: REWARD_MAX_BACKOFF,
+            call_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        prune_keys_every: custops_feedback::jobs::PRUNE_KEYS_EVERY,
+    };
+    let app = custops_feedback::build_with(settings, overrides).await?;
+    let port = app.port();
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { app.run_until_stopped(stop.cancelled_owned()).await }
+    });
+    let client = crate::helpers::Client::connect(format!("http://127.0.0.1:{port}")).await?;
+    Ok((client, stop))
+}
+
+#[tokio::test]
+async fn two_replicas_pay_each_reward_of_a_shared_backlog_once() -> anyhow::Result<()> {
+    // Arrange: loyalty with a member; two feedback replicas on one database and one clock,
+    // each with its reward worker; a rewarded survey.
+    let db = TestDatabase::create().await?;
+    let db_url = db.url().to_owned();
+    let (port, loyalty_stop, loyalty_task) = start_loyalty(&db_url, 0).await?;
+    let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+    let program_id = loyalty
+        .create_program(lpb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(program()),
+        })
+        .await?
+        .into_inner()
+        .program
+        .map(|p| p.program_id)
+        .unwrap_or_default();
+    let customer_id = uuid::Uuid::now_v7().to_string();
+    loyalty
+        .enrol_member(lpb::EnrolMemberRequest {
+            request_id: rid(),
+            program_id: program_id.clone(),
+            customer_id: customer_id.clone(),
+            enrol_channel: "app".to_owned(),
+        })
+        .await?;
+    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
+    settings
+        .clients
+        .peers
+        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let mut app = spawn_app_with(db, settings.clone(), ManualClock::new(Utc::now())).await?;
+    let (mut second, stop_second) = start_replica(settings, app.clock.clone()).await?;
+    let mut survey = full_survey();
+    survey.reward = Some(pb::SurveyReward {
+        points: 3,
+        program_id: program_id.clone(),
+    });
+    let survey_id = active_survey(&mut app.client, survey).await?;
+
+    // Act: loyalty is down while 80 rewarded responses arrive through either replica, so a
+    // backlog builds that both workers have tried; then loyalty returns and the clock moves
+    // past the retries, and both workers lease from the backlog at once.
+    loyalty_stop.cancel();
+    loyalty_task.await?;
+    let rewards = 80;
+    for i in 0..rewards {
+        let client = if i % 2 == 0 {
+            &mut app.client
+        } else {
+            &mut second
+        };
+        let invitation_id = invite_customer(client, &survey_id, &customer_id).await?;
+        client
+            .submit_response(submit_request(&invitation_id, vec![score("nps", 9)]))
+            .await?;
+    }
+    let pool = app.pool.clone();
+    let retrying = eventually(Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move { count_rewards(&pool, "retrying").await == rewards }
+    })
+    .await;
+    assert!(retrying, "rewards were not retried while loyalty was down");
+    let (_, loyalty_stop, _task) = start_loyalty(&db_url, port).await?;
+    let clock = app.clock.clone();
+    let delivered = eventually(Duration::from_secs(30), || {
+        let pool = pool.clone();
+        clock.advance(chrono::Duration::from_std(REWARD_MAX_BACKOFF).unwrap_or_default());
+        async move { count_rewards(&pool, "delivered").await == rewards }
+    })
+    .await;
+    assert!(delivered, "rewards were not all delivered");
+
+    // Assert: each reward granted once, in feedback's feed and in loyalty's ledger.
+    let (granted, distinct_entries): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM feedback.outbox \
+                 WHERE type = 'custops.feedback.v1.SurveyRewardGranted'), \
+                (SELECT count(DISTINCT reward_ledger_entry_id) FROM feedback.responses \
+                 WHERE reward_status = 'delivered')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!((granted, distinct_entries), (rewards, rewards));
+    let (earns, keys, points): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT request_id), coalesce(sum(points), 0)::bigint \
+         FROM loyalty.ledger_entries WHERE request_id LIKE 'feedback-survey-reward-%'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!((earns, keys, points), (rewards, rewards, 3 * rewards));
+    stop_second.cancel();
+    loyalty_stop.cancel();
+    Ok(())
+}
+
 async fn count_rewards(pool: &sqlx::PgPool, status: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM feedback.responses WHERE reward_status = $1")
         .bind(status)

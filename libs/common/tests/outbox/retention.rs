@@ -1,6 +1,7 @@
 //! Feed retention and lag: pruning keeps what a registered consumer has not acknowledged and
 //! what is younger than the retention period, always a prefix of the feed and never its
-//! newest event; a consumer whose position was pruned resyncs; the lag reads over gRPC.
+//! newest event, also with several replicas pruning at once; a consumer whose position was
+//! pruned resyncs; the lag reads over gRPC.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -418,5 +419,45 @@ async fn a_stream_overtaken_by_pruning_ends_with_failed_precondition() -> anyhow
         Ok(other) => anyhow::bail!("the stream went on: {other:?}"),
     };
     assert_position_expired(&status, "6");
+    Ok(())
+}
+
+#[tokio::test]
+async fn replicas_pruning_at_once_delete_the_prefix_once_and_keep_the_rest() -> anyhow::Result<()> {
+    // Arrange: 600 events eight days old, of which a registered consumer has acknowledged 500.
+    let now = Utc::now();
+    let (feed, clock) = feed_at(now).await?;
+    events(&feed, 600, now, days(8)).await?;
+    acknowledge(&feed, "segmentation", 500).await?;
+
+    // Act: four pruners, as four replicas run them, in small batches at once; then one more
+    // pass for what a pruner that saw only rows being deleted by another left.
+    let pruners: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, clock) = (feed.pool.clone(), clock.clone());
+            tokio::spawn(async move {
+                let mut deleted = 0;
+                loop {
+                    match retention::prune_batch(&pool, clock.as_ref(), RETENTION, 25).await? {
+                        0 => return anyhow::Ok(deleted),
+                        n => deleted += n,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut deleted = 0;
+    for pruner in pruners {
+        deleted += pruner.await??;
+    }
+    deleted += retention::prune(&feed.pool, clock.as_ref(), RETENTION).await?;
+
+    // Assert: each acknowledged event deleted once (the counts add up to exactly the
+    // prefix), the unacknowledged ones kept, gap-free.
+    assert_eq!(deleted, 500);
+    assert_eq!(
+        retained(&feed.pool).await?,
+        (501..=600).collect::<Vec<i64>>()
+    );
     Ok(())
 }

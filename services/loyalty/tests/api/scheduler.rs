@@ -1,5 +1,6 @@
 //! The in-process scheduler runs the release, expiry and tier-review jobs by itself: two
-//! replicas on one database release and expire each due lot once, with no RPC asking.
+//! replicas on one database release and expire each due lot once, with no RPC asking, and
+//! review each member once even with runs asked of both replicas overlapping the schedulers'.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -8,10 +9,12 @@ use chrono::Duration;
 use custops_common::config::ServiceSettings;
 use custops_common::service::ServiceKind;
 use custops_contracts::custops::loyalty::v1 as pb;
+use custops_contracts::custops::loyalty::v1::loyalty_service_client::LoyaltyServiceClient;
 use custops_loyalty::domain::ManualClock;
 use custops_loyalty::jobs::JobSchedule;
 use custops_testkit::{TestDatabase, eventually};
 use sqlx::PgPool;
+use tonic::transport::Channel;
 
 use crate::helpers::{assert_ledger_invariants, grant, program, purchase, rid, start, test_pool};
 
@@ -151,4 +154,163 @@ async fn two_replicas_release_and_expire_due_lots_once_by_themselves() -> anyhow
             .await?;
     assert_eq!(untouched, 3, "no scheduler claimed a run after shutdown");
     Ok(())
+}
+
+/// Tier review's writes so far: downgrades in `tier_changes`, members with a downgrade
+/// pending, and `TierChanged` events in the outbox.
+async fn tier_written(pool: &PgPool) -> anyhow::Result<(i64, i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tier_changes WHERE direction = 3), \
+                (SELECT count(*) FROM members WHERE pending_tier_code IS NOT NULL), \
+                (SELECT count(*) FROM outbox WHERE type = 'custops.loyalty.v1.TierChanged')",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// `RunTierReview` asked twice of each replica at once; their reports. A requested run takes
+/// no claim in `schedule_runs`, so these overlap each other and the schedulers' runs.
+async fn review_on_both(
+    replicas: [&LoyaltyServiceClient<Channel>; 2],
+) -> anyhow::Result<Vec<pb::RunTierReviewResponse>> {
+    let runs: Vec<_> = replicas
+        .iter()
+        .flat_map(|client| [(*client).clone(), (*client).clone()])
+        .map(|mut client| {
+            tokio::spawn(async move {
+                client
+                    .run_tier_review(pb::RunTierReviewRequest::default())
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for run in runs {
+        reports.push(run.await??);
+    }
+    Ok(reports)
+}
+
+#[tokio::test]
+async fn two_replicas_review_each_member_once_whoever_runs_the_review() -> anyhow::Result<()> {
+    // Arrange: two replicas with their schedulers on one database and one clock; twenty silver
+    // members (silver at 500 qualifying points over 365 days, reviewed yearly, 30 days' grace),
+    // enrolled through either replica.
+    let db = TestDatabase::create().await?;
+    let pool = test_pool(&db).await?;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let schedule = JobSchedule {
+        tick: StdDuration::from_millis(20),
+        interval: StdDuration::from_secs(3600),
+    };
+    let settings = || ServiceSettings::for_local(ServiceKind::Loyalty, db.url());
+    let (first, _stop_first) = start(settings(), clock.clone(), Some(schedule)).await?;
+    let (second, _stop_second) = start(settings(), clock.clone(), Some(schedule)).await?;
+    let program_id = first
+        .clone()
+        .create_program(pb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(program(pb::ClawbackPolicy::WithinBalance, 0)),
+        })
+        .await?
+        .into_inner()
+        .program
+        .unwrap_or_default()
+        .program_id;
+    for i in 0..20 {
+        let mut client = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let member = client
+            .enrol_member(pb::EnrolMemberRequest {
+                request_id: rid(),
+                program_id: program_id.clone(),
+                customer_id: uuid::Uuid::now_v7().to_string(),
+                enrol_channel: String::new(),
+            })
+            .await?
+            .into_inner()
+            .member
+            .unwrap_or_default()
+            .member_id;
+        client
+            .earn_points(purchase(&member, &format!("o-{i}"), 60_000))
+            .await?; // 600 qualifying points: silver at once
+    }
+    let (_, _, tier_changed_before) = tier_written(&pool).await?;
+    let silver: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE tier_code = 'silver'")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(silver, 20);
+
+    // Act: a year on the purchases have left the window; both schedulers and four overlapping
+    // runs review the members.
+    clock.advance(Duration::days(370));
+    let asked = review_on_both([&first, &second]).await?;
+
+    // Assert: one downgrade scheduled per member, none applied yet.
+    let scheduled = eventually(StdDuration::from_secs(10), || async {
+        tier_written(&pool)
+            .await
+            .is_ok_and(|written| written == (0, 20, tier_changed_before))
+    })
+    .await;
+    assert!(scheduled, "the downgrades were never all scheduled");
+    let by_requests: i64 = asked.iter().map(|r| r.downgrades_scheduled).sum();
+    assert!(by_requests <= 20, "{asked:?}");
+
+    // Act: past the grace period, reviewed again everywhere.
+    clock.advance(Duration::days(31));
+    let asked = review_on_both([&first, &second]).await?;
+
+    // Assert: one downgrade applied per member.
+    let applied = eventually(StdDuration::from_secs(10), || async {
+        tier_written(&pool)
+            .await
+            .is_ok_and(|(downgrades, _, _)| downgrades >= 20)
+    })
+    .await;
+    assert!(applied, "the downgrades were never all applied");
+    let by_requests: i64 = asked.iter().map(|r| r.downgrades_applied).sum();
+    assert!(by_requests <= 20, "{asked:?}");
+
+    // Later runs, the schedulers' next interval and both replicas asked again, find nothing.
+    let last_run = || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "SELECT last_run_time FROM schedule_runs WHERE name = 'tier_review'",
+        )
+        .fetch_one(&pool)
+        .await
+    };
+    let reviewed_at = last_run().await?;
+    clock.advance(Duration::hours(2));
+    let rerun = eventually(StdDuration::from_secs(10), || async {
+        last_run().await.is_ok_and(|last| last > reviewed_at)
+    })
+    .await;
+    assert!(rerun, "no scheduler claimed the next interval");
+    for report in review_on_both([&first, &second]).await? {
+        assert_eq!(
+            (
+                report.downgrades_scheduled,
+                report.downgrades_applied,
+                report.upgrades
+            ),
+            (0, 0, 0),
+            "{report:?}"
+        );
+    }
+    assert_eq!(
+        tier_written(&pool).await?,
+        (20, 0, tier_changed_before + 20),
+        "(downgrades, pending, TierChanged events)"
+    );
+    let member: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE tier_code = 'member'")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(member, 20);
+    assert_ledger_invariants(&pool).await
 }

@@ -1,7 +1,8 @@
 //! Request ids (`custops_common::idempotency`): a replay answers the first response byte for
 //! byte even after the customer changed, one id is bound to one RPC and request, racing calls
-//! with one id apply once, keys are pruned after the retention, and keys of the old
-//! `request_ids` table are refused after the upgrade rather than applied twice.
+//! with one id apply once, keys are pruned after the retention (also by two replicas pruning
+//! at once), and keys of the old `request_ids` table are refused after the upgrade rather
+//! than applied twice.
 
 use std::time::Duration;
 
@@ -292,5 +293,84 @@ async fn a_request_id_of_the_old_table_is_refused_after_the_upgrade() -> anyhow:
         .await?,
         0
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_replicas_pruning_at_once_drop_the_expired_keys_and_keep_the_rest() -> anyhow::Result<()>
+{
+    // Arrange: two replicas on one database and one clock, each pruning every 50 ms; keys
+    // recorded through either, half of them before the retention moved past them.
+    let app = spawn_app_pruning_every(Duration::from_millis(50)).await?;
+    let replica = custops_profiles::build_with(
+        custops_common::config::ServiceSettings::for_local(
+            custops_common::service::ServiceKind::Profiles,
+            app.db.url(),
+        ),
+        custops_profiles::Options {
+            clock: app.clock.clone(),
+            prune_every: Duration::from_millis(50),
+        },
+    )
+    .await?;
+    let replica_url = format!("http://{}", replica.local_addr());
+    let stop_replica = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(replica.run_until_stopped(stop_replica.clone().cancelled_owned()));
+    let mut first = app.client.clone();
+    let mut second =
+        pb::profiles_service_client::ProfilesServiceClient::new(custops_common::client::plain(
+            tonic::transport::Channel::from_shared(replica_url)?
+                .connect()
+                .await?,
+        ));
+    let keys = 20;
+    for i in 0..keys {
+        let client = if i % 2 == 0 { &mut first } else { &mut second };
+        let request = create_request(customer(&unique_email("old")), &format!("old-{i}"));
+        client.create_customer(request).await?;
+    }
+    app.clock
+        .advance(chrono::Duration::from_std(RETENTION)? + chrono::Duration::seconds(1));
+    let mut answers = Vec::new();
+    for i in 0..keys {
+        let client = if i % 2 == 0 { &mut first } else { &mut second };
+        let request = create_request(customer(&unique_email("new")), &format!("new-{i}"));
+        answers.push((
+            request.clone(),
+            client.create_customer(request).await?.into_inner(),
+        ));
+    }
+
+    // Act: both replicas' pruners run on the moved clock.
+    let pruned = eventually(Duration::from_secs(10), || async {
+        count(
+            &app,
+            "SELECT count(*) FROM idempotency_keys WHERE request_id LIKE 'old-%'",
+        )
+        .await
+        .is_ok_and(|old| old == 0)
+    })
+    .await;
+
+    // Assert: the expired keys are gone, every kept one still answers its first response,
+    // through the replica that did not record it.
+    assert!(pruned, "the expired keys were not pruned");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM idempotency_keys WHERE request_id LIKE 'new-%'"
+        )
+        .await?,
+        keys
+    );
+    for (i, (request, answered)) in answers.into_iter().enumerate() {
+        let other = if i % 2 == 0 { &mut second } else { &mut first };
+        assert_eq!(other.create_customer(request).await?.into_inner(), answered);
+    }
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM customers").await?,
+        2 * keys
+    );
+    stop_replica.cancel();
     Ok(())
 }

@@ -480,6 +480,122 @@ async fn evaluation_settings_check_zone_intervals_and_etag() -> anyhow::Result<(
 }
 
 #[tokio::test]
+async fn two_replicas_schedulers_ticking_at_once_do_each_scheduled_unit_once() -> anyhow::Result<()>
+{
+    // Arrange: forty customers who bought 25 days ago, in a segment of buyers of the last
+    // 30 days; the full recompute every 7 days. Two schedulers, as two replicas run them:
+    // each tick of the test is both at once, at the same clock instant.
+    let app = spawn_app().await?;
+    let customers = 40;
+    for i in 0..customers {
+        let id = format!("c{i:02}");
+        app.put_customer(&id, "CN", &[]).await?;
+        sqlx::query(
+            "INSERT INTO customer_activities \
+               (activity_id, customer_id, kind, occur_time, amount_minor, currency) \
+             VALUES ($1, $1, 'purchase', $2, 100, 'CNY')",
+        )
+        .bind(&id)
+        .bind(app.clock_now() - chrono::Duration::days(25))
+        .execute(&app.pool)
+        .await?;
+    }
+    let recent_buyers = app
+        .rule_segment(
+            "Bought in the last 30 days",
+            predicate(
+                "purchase.last_time",
+                pb::Operator::WithinLast,
+                vec![days(30)],
+            ),
+        )
+        .await?;
+    assert_eq!(
+        app.stored_members(&recent_buyers.segment_id).await?.len(),
+        customers
+    );
+    app.client
+        .clone()
+        .update_evaluation_settings(pb::UpdateEvaluationSettingsRequest {
+            evaluation_settings: Some(pb::EvaluationSettings {
+                full_recompute_interval: Some(prost_types::Duration {
+                    seconds: 7 * 24 * 3600,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["full_recompute_interval".to_owned()],
+            }),
+        })
+        .await?;
+    let (first, second) = (app.state(), app.state());
+    let tick = || async {
+        tokio::try_join!(
+            jobs::scheduler::schedule_once(&first),
+            jobs::scheduler::schedule_once(&second)
+        )
+    };
+    let scheduled_jobs = |scope: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM recompute_jobs WHERE scope = $1 AND trigger = 'schedule'",
+            )
+            .bind(scope)
+            .fetch_one(&pool)
+            .await
+        }
+    };
+
+    // Act: the first tick starts the schedules (and finds the RFM bounds missing).
+    tick().await?;
+
+    // Assert: one RFM run queued for the missing bounds.
+    assert_eq!(scheduled_jobs("rfm").await?, 1);
+
+    // Act: six days on, past the rollover interval.
+    app.clock.advance(chrono::Duration::days(6));
+    tick().await?;
+
+    // Assert: every membership rolled over once: each customer left once.
+    assert!(
+        app.stored_members(&recent_buyers.segment_id)
+            .await?
+            .is_empty()
+    );
+    let exits = app.events("custops.segmentation.v1.SegmentExited").await?;
+    assert_eq!(exits.len(), customers);
+    let mut exited: Vec<String> = exits
+        .iter()
+        .map(|payload| pb::SegmentExited::decode(payload.as_slice()).map(|e| e.customer_id))
+        .collect::<Result<_, _>>()?;
+    exited.sort();
+    exited.dedup();
+    assert_eq!(exited.len(), customers, "each customer exited once");
+
+    // Act: eight days on, past the full recompute's interval, two ticks of both.
+    app.clock.advance(chrono::Duration::days(2));
+    tick().await?;
+    tick().await?;
+
+    // Assert: one full recompute queued for the interval, and it ran.
+    assert_eq!(scheduled_jobs("all").await?, 1);
+    let full: String =
+        sqlx::query_scalar("SELECT recompute_job_id::text FROM recompute_jobs WHERE scope = 'all'")
+            .fetch_one(&app.pool)
+            .await?;
+    let done = app.wait_job(&full).await?;
+    assert_eq!(done.state, i32::from(pb::RecomputeJobState::Succeeded));
+    assert_eq!(
+        scheduled_jobs("rfm").await?,
+        1,
+        "the bounds were queued once"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn two_replicas_run_each_job_once_and_resume_a_stale_one() -> anyhow::Result<()> {
     let app = spawn_app().await?;
     let replica = app.replica().await?;

@@ -8,7 +8,8 @@
 //! (`store::facts::lock_customers`), so the first process's consumer stops inside the batch
 //! that holds that customer's purchase, with the cursor row locked, until the test lets go.
 //! The process is killed there; only then is the lock released, and its database session,
-//! finding its client gone, rolls the batch back.
+//! finding its client gone, rolls the batch back. Run directly and through a PgBouncer in
+//! transaction pooling mode (issue 20, item 4).
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
@@ -20,6 +21,7 @@ use custops_contracts::custops::common::v1 as common;
 use custops_contracts::custops::common::v1::event_feed_service_client::EventFeedServiceClient;
 use custops_contracts::custops::profiles::v1 as profiles;
 use custops_contracts::custops::profiles::v1::profiles_service_client::ProfilesServiceClient;
+use custops_testkit::pgbouncer::TestPgBouncer;
 use custops_testkit::{TestDatabase, eventually};
 use sqlx::{Connection, PgConnection};
 use tokio::process::{Child, Command};
@@ -39,6 +41,13 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Where a replica's requests go: the database itself, or a PgBouncer in front of it.
+#[derive(Clone, Copy)]
+enum Connected<'a> {
+    Directly,
+    Through(&'a TestPgBouncer),
+}
+
 /// One `custops-segmentation` process following profiles at `profiles_url`, its log in a
 /// file (named in failures) rather than in the test's output.
 struct Replica {
@@ -50,12 +59,23 @@ impl Replica {
     /// Starts the binary and waits until it serves. Its lock and statement timeouts are far
     /// above the test's waits: a batch held on the test's lock must still be in flight when
     /// the process is killed, not given up by Postgres.
-    async fn start(name: &str, db: &TestDatabase, profiles_url: &str) -> anyhow::Result<Self> {
+    async fn start(
+        name: &str,
+        db: &TestDatabase,
+        connected: Connected<'_>,
+        profiles_url: &str,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("{}-{name}.log", db.name()));
-        let child = Command::new(env!("CARGO_BIN_EXE_custops-segmentation"))
-            .env_clear()
-            .env("DATABASE_URL", db.url())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_custops-segmentation"));
+        command.env_clear();
+        match connected {
+            Connected::Directly => command.env("DATABASE_URL", db.url()),
+            Connected::Through(pooler) => command
+                .env("DATABASE_URL", pooler.url("segmentation", "postgres"))
+                .env("DATABASE_DIRECT_URL", db.url()),
+        };
+        let child = command
             .env("CUSTOPS_AUTH_MODE", "disabled")
             .env("CUSTOPS_LISTEN_HOST", "127.0.0.1")
             .env("CUSTOPS_SEGMENTATION_PORT", port.to_string())
@@ -155,7 +175,8 @@ async fn cursor_locked(db: &mut PgConnection) -> anyhow::Result<bool> {
 async fn waiting_on(db: &mut PgConnection, holder: i32) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
-         WHERE application_name = 'custops-segmentation' AND $1 = ANY(pg_blocking_pids(pid))",
+         WHERE application_name LIKE 'custops-segmentation%' \
+           AND $1 = ANY(pg_blocking_pids(pid))",
     )
     .bind(holder)
     .fetch_one(db)
@@ -229,9 +250,29 @@ async fn record_burst(
 #[tokio::test]
 async fn a_replica_killed_mid_batch_leaves_the_batch_to_the_other_applied_once()
 -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    killed_mid_batch(&db, Connected::Directly).await
+}
+
+/// The same with both processes' requests through a PgBouncer in transaction pooling mode:
+/// the killed client's server connection, mid-transaction, is closed by the pooler, never
+/// handed to another client with the batch half done.
+#[tokio::test]
+async fn through_pgbouncer_a_replica_killed_mid_batch_leaves_the_batch_to_the_other()
+-> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    // The timeouts a replica would set itself (see `Replica::start`), set by the pooler.
+    let pooler = TestPgBouncer::start(
+        &[("segmentation", db.url())],
+        &[("lock_timeout", "120000"), ("statement_timeout", "180000")],
+    )
+    .await?;
+    killed_mid_batch(&db, Connected::Through(&pooler)).await
+}
+
+async fn killed_mid_batch(db: &TestDatabase, connected: Connected<'_>) -> anyhow::Result<()> {
     // Arrange: profiles in-process, five customers with a first burst of purchases, and the
     // first segmentation process, which applies it.
-    let db = TestDatabase::create().await?;
     let stop_profiles = CancellationToken::new();
     let profiles_app =
         custops_profiles::build(ServiceSettings::for_local(ServiceKind::Profiles, db.url()))
@@ -247,7 +288,7 @@ async fn a_replica_killed_mid_batch_leaves_the_batch_to_the_other_applied_once()
         customers.push(create_customer(&mut client).await?);
     }
     record_burst(&mut client, &customers, 1).await?;
-    let mut first = Replica::start("first", &db, &profiles_url).await?;
+    let mut first = Replica::start("first", db, connected, &profiles_url).await?;
     let mut admin = PgConnection::connect(db.url()).await?;
     let caught_up = eventually(PATIENCE, || {
         let url = db.url().to_owned();
@@ -317,7 +358,7 @@ async fn a_replica_killed_mid_batch_leaves_the_batch_to_the_other_applied_once()
 
     // The second process starts and follows the same feed (its consumer waits on the cursor
     // row the first one holds); then the first is killed, SIGKILL, mid-batch.
-    let mut second = Replica::start("second", &db, &profiles_url).await?;
+    let mut second = Replica::start("second", db, connected, &profiles_url).await?;
     first.child.kill().await?;
     let killed = first.child.wait().await?;
     assert_eq!(killed.signal(), Some(9), "{killed:?}");

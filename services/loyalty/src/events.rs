@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 
 use crate::domain::event::{Event, MembersMerged, MembersUnmerged};
 use crate::wire::customer;
-use crate::wire::members::status_pb;
+use crate::wire::members::{pending_downgrade_pb, status_pb};
 use crate::wire::tiers::tier_change_pb;
 
 /// Appends `events` to the outbox, in order, with one statement.
@@ -111,6 +111,21 @@ pub fn outbox_events(events: &[Event]) -> Vec<OutboxEvent> {
                     },
                 )
             }
+            Event::TierDowngradeScheduled(m) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::TierDowngradeScheduled {
+                    member: Some(m.into()),
+                },
+            ),
+            Event::TierDowngradeCancelled(m, cancelled) => OutboxEvent::new(
+                "member",
+                m.member_id,
+                &pb::TierDowngradeCancelled {
+                    member: Some(m.into()),
+                    cancelled_downgrade: Some(pending_downgrade_pb(cancelled)),
+                },
+            ),
             Event::MembersMerged(merge) => {
                 let MembersMerged {
                     surviving,

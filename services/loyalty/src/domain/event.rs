@@ -3,7 +3,7 @@
 //! appends them to the outbox in that same transaction.
 
 use super::ledger::LedgerEntry;
-use super::member::{Member, TierChange};
+use super::member::{Member, PendingDowngrade, TierChange};
 use super::reward::RewardRedemption;
 
 /// Something that happened to a member, in the order it happened.
@@ -25,6 +25,11 @@ pub enum Event {
     PointsReleased(Member, LedgerEntry),
     /// The tier changed.
     TierChanged(Member, TierChange),
+    /// A review scheduled a downgrade (the member carries it as `tier.pending_downgrade`).
+    TierDowngradeScheduled(Member),
+    /// The member re-qualified before a scheduled downgrade took effect: the member after,
+    /// and the downgrade that no longer happens.
+    TierDowngradeCancelled(Member, PendingDowngrade),
     /// A member merged into another after a profiles customer merge.
     MembersMerged(Box<MembersMerged>),
     /// A merge undone after a profiles customer unmerge.

@@ -6,7 +6,7 @@ use custops_contracts::custops::loyalty::v1 as pb;
 
 use super::tiers::tier_change_row_pb;
 use super::{customer, money, opt_timestamp, threshold_pb, timestamp};
-use crate::domain::member::{Balances, Member, MemberStatus};
+use crate::domain::member::{Balances, Member, MemberStatus, PendingDowngrade};
 use crate::domain::program::Threshold;
 
 pub(crate) fn balances_pb(b: Balances, currency: &str) -> pb::PointBalances {
@@ -62,13 +62,7 @@ impl From<Member> for pb::Member {
                 rank: m.tier.rank,
                 achieve_time: Some(timestamp(m.tier.achieve_time)),
                 next_review_time: opt_timestamp(m.tier.next_review_time),
-                pending_downgrade: m.tier.pending_downgrade.map(|p| pb::PendingDowngrade {
-                    tier_code: p.code,
-                    display_name: p.display_name,
-                    rank: p.rank,
-                    decide_time: Some(timestamp(p.decide_time)),
-                    downgrade_time: Some(timestamp(p.downgrade_time)),
-                }),
+                pending_downgrade: m.tier.pending_downgrade.map(pending_downgrade_pb),
                 next_tier_progress: m
                     .tier
                     .next_tier_progress
@@ -145,5 +139,17 @@ impl From<crate::workflow::export::CustomerData> for pb::CustomerDataExport {
                 .collect(),
             export_time: Some(timestamp(data.export_time)),
         }
+    }
+}
+
+/// A scheduled downgrade on the wire (a member's `tier.pending_downgrade`, and the one a
+/// `TierDowngradeCancelled` event names).
+pub fn pending_downgrade_pb(p: PendingDowngrade) -> pb::PendingDowngrade {
+    pb::PendingDowngrade {
+        tier_code: p.code,
+        display_name: p.display_name,
+        rank: p.rank,
+        decide_time: Some(timestamp(p.decide_time)),
+        downgrade_time: Some(timestamp(p.downgrade_time)),
     }
 }

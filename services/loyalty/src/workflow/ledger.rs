@@ -539,12 +539,14 @@ async fn settle_with_upgrade(
     mut events: Vec<Event>,
     now: DateTime<Utc>,
 ) -> StoreResult<Applied> {
-    let tier_change =
+    let moved =
         tiers::upgrade_if_qualified(conn, &mut locked, now, Some(entry.ledger_entry_id)).await?;
     events.push(event(locked.member.clone(), entry.clone()));
-    if let Some(change) = &tier_change {
-        events.push(Event::TierChanged(locked.member.clone(), change.clone()));
-    }
+    events.extend(moved.event(&locked.member));
+    let tier_change = match moved {
+        tiers::TierMove::Upgraded(change) => Some(change),
+        tiers::TierMove::Kept | tiers::TierMove::DowngradeCancelled(_) => None,
+    };
     Ok(Applied {
         entry,
         member: locked.member,

@@ -12,7 +12,7 @@ use super::jobs::JobReport;
 use crate::domain::Rejection;
 use crate::domain::benefit::{self, Entitlement, NotEntitled};
 use crate::domain::event::Event;
-use crate::domain::member::{MemberRef, MemberTier, PendingDowngrade, TierChange};
+use crate::domain::member::{Member, MemberRef, MemberTier, PendingDowngrade, TierChange};
 use crate::domain::program::{DowngradeMode, Program, ReviewSchedule, Threshold};
 use crate::store::members::{self, Locked};
 use crate::store::tiers::{self, TierChangeFilter, TierChangeRow};
@@ -108,15 +108,42 @@ pub async fn check_entitlement(
     })
 }
 
-/// Upgrades the locked member at once if its balances now meet a higher tier's threshold.
-/// `entry` is the ledger entry whose qualifying amount is being applied (the change then has
-/// cause QUALIFYING_ACTIVITY and names it); `None` when a review asks (cause REVIEW).
+/// What [`upgrade_if_qualified`] did to the member's tier.
+#[derive(Debug)]
+pub(crate) enum TierMove {
+    /// Nothing.
+    Kept,
+    /// Upgraded.
+    Upgraded(TierChange),
+    /// Re-qualified for its tier before a scheduled downgrade took effect: the downgrade
+    /// that no longer happens.
+    DowngradeCancelled(PendingDowngrade),
+}
+
+impl TierMove {
+    /// The event the move is told by, for the member after it; `None` when nothing moved.
+    pub(crate) fn event(&self, member: &Member) -> Option<Event> {
+        match self {
+            Self::Kept => None,
+            Self::Upgraded(change) => Some(Event::TierChanged(member.clone(), change.clone())),
+            Self::DowngradeCancelled(pending) => Some(Event::TierDowngradeCancelled(
+                member.clone(),
+                pending.clone(),
+            )),
+        }
+    }
+}
+
+/// Upgrades the locked member at once if its balances now meet a higher tier's threshold, or
+/// cancels its scheduled downgrade if they meet its own tier's again. `entry` is the ledger
+/// entry whose qualifying amount is being applied (the change then has cause
+/// QUALIFYING_ACTIVITY and names it); `None` when a review asks (cause REVIEW).
 pub(crate) async fn upgrade_if_qualified(
     conn: &mut PgConnection,
     locked: &mut Locked,
     now: DateTime<Utc>,
     entry: Option<Uuid>,
-) -> StoreResult<Option<TierChange>> {
+) -> StoreResult<TierMove> {
     // The balances hold the rolling window as of the member's last entry (the caller's own
     // entry, or a refresh by `as_of`): when even they are short of a higher tier and no
     // downgrade waits to be cancelled, the window sum need not be asked again.
@@ -126,18 +153,21 @@ pub(crate) async fn upgrade_if_qualified(
         .rules
         .qualified_tier(b.qualifying, b.spend_minor);
     if reachable <= locked.member.tier.rank && locked.member.tier.pending_downgrade.is_none() {
-        return Ok(None);
+        return Ok(TierMove::Kept);
     }
     let (points, spend) = members::window_qualifying(conn, locked, now).await?;
     let (rank, tier) = locked.program.rules.qualified_tier(points, spend);
     if rank <= locked.member.tier.rank {
-        if rank == locked.member.tier.rank && locked.member.tier.pending_downgrade.is_some() {
+        if rank == locked.member.tier.rank
+            && let Some(pending) = locked.member.tier.pending_downgrade.take()
+        {
             // Re-qualified before the grace period ended: the downgrade is off.
             let next = next_review(conn, &locked.program, now).await?;
             members::cancel_downgrade(conn, locked.member.member_id, next).await?;
-            locked.member.tier.pending_downgrade = None;
+            locked.member.tier.next_review_time = next;
+            return Ok(TierMove::DowngradeCancelled(pending));
         }
-        return Ok(None);
+        return Ok(TierMove::Kept);
     }
     let qualifying = match tier.threshold {
         Some(Threshold::SpendMinor(_)) => Threshold::SpendMinor(spend),
@@ -177,7 +207,7 @@ pub(crate) async fn upgrade_if_qualified(
         next_tier_progress: None,
         retention_progress: None,
     };
-    Ok(Some(change))
+    Ok(TierMove::Upgraded(change))
 }
 
 /// When a member who reaches (or keeps) a tier at `now` is next reviewed. ANNIVERSARY:
@@ -218,10 +248,18 @@ pub(crate) async fn review(
     let mut events = Vec::new();
     // The stored window is as of the member's last entry; entries have left it since.
     members::as_of(conn, locked, now).await?;
-    if let Some(change) = upgrade_if_qualified(conn, locked, now, None).await? {
-        report.upgrades += 1;
-        events.push(Event::TierChanged(locked.member.clone(), change));
-        return Ok(events);
+    match upgrade_if_qualified(conn, locked, now, None).await? {
+        TierMove::Kept => {}
+        TierMove::Upgraded(change) => {
+            report.upgrades += 1;
+            events.push(Event::TierChanged(locked.member.clone(), change));
+            return Ok(events);
+        }
+        moved @ TierMove::DowngradeCancelled(_) => {
+            report.downgrades_cancelled += 1;
+            events.extend(moved.event(&locked.member));
+            return Ok(events);
+        }
     }
     let (points, spend) = members::window_qualifying(conn, locked, now).await?;
     let rules = &locked.program.rules;
@@ -229,15 +267,20 @@ pub(crate) async fn review(
     let current = locked.member.tier.rank;
     let member_id = locked.member.member_id;
     if qualified_rank >= current {
-        if locked.member.tier.pending_downgrade.is_some() {
-            report.downgrades_cancelled += 1;
-        }
         let next = if current > 0 {
             next_review(conn, &locked.program, now).await?
         } else {
             None
         };
         members::cancel_downgrade(conn, member_id, next).await?;
+        locked.member.tier.next_review_time = next;
+        if let Some(cancelled) = locked.member.tier.pending_downgrade.take() {
+            report.downgrades_cancelled += 1;
+            events.push(Event::TierDowngradeCancelled(
+                locked.member.clone(),
+                cancelled,
+            ));
+        }
         return Ok(events);
     }
     let pending = match locked.member.tier.pending_downgrade.clone() {
@@ -258,7 +301,9 @@ pub(crate) async fn review(
                 downgrade_time: at,
             };
             locked.member.tier.pending_downgrade = Some(pending.clone());
+            locked.member.tier.next_review_time = None;
             report.downgrades_scheduled += 1;
+            events.push(Event::TierDowngradeScheduled(locked.member.clone()));
             pending
         }
     };

@@ -68,6 +68,26 @@ async fn expiry_takes_the_oldest_lots_once_even_when_runs_overlap() -> anyhow::R
     assert_ledger_invariants(&app.pool).await
 }
 
+/// The member's `custops.loyalty.v1.<kind>` events in the outbox, in order, decoded.
+async fn events_of<M: prost::Message + Default>(
+    app: &crate::helpers::TestApp,
+    kind: &str,
+    member_id: &str,
+) -> anyhow::Result<Vec<M>> {
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT payload FROM outbox WHERE type = $1 AND aggregateid = $2 \
+         ORDER BY occurred_at, id",
+    )
+    .bind(format!("custops.loyalty.v1.{kind}"))
+    .bind(member_id)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(payloads
+        .iter()
+        .map(|p| M::decode(p.as_slice()))
+        .collect::<Result<_, _>>()?)
+}
+
 #[tokio::test]
 async fn upgrades_are_immediate_and_downgrades_wait_for_review_and_grace() -> anyhow::Result<()> {
     let app = spawn_app().await?;
@@ -139,6 +159,15 @@ async fn upgrades_are_immediate_and_downgrades_wait_for_review_and_grace() -> an
     let silver = tier(&app, member.clone()).await?;
     assert_eq!(silver.tier_code, "silver");
     assert!(silver.pending_downgrade.is_some());
+    // Told on the feed: the member as scheduled, to be invited to re-qualify.
+    let scheduled: Vec<pb::TierDowngradeScheduled> =
+        events_of(&app, "TierDowngradeScheduled", &member).await?;
+    let told = scheduled.first().and_then(|e| e.member.clone());
+    assert_eq!(scheduled.len(), 1);
+    assert_eq!(
+        told.and_then(|m| m.tier).and_then(|t| t.pending_downgrade),
+        silver.pending_downgrade
+    );
 
     // Inside the grace period: still silver.
     app.clock.advance(Duration::days(20));
@@ -225,6 +254,42 @@ async fn requalifying_within_the_grace_period_cancels_the_downgrade() -> anyhow:
     assert!(
         tier.pending_downgrade.is_none(),
         "re-qualifying cancels at once"
+    );
+    // Told on the feed, after the earn that re-qualified: the member after, and the
+    // downgrade to the base tier that no longer happens.
+    let cancelled: Vec<pb::TierDowngradeCancelled> =
+        events_of(&app, "TierDowngradeCancelled", &member).await?;
+    assert_eq!(cancelled.len(), 1);
+    let told = &cancelled[0];
+    assert_eq!(
+        told.cancelled_downgrade
+            .as_ref()
+            .map(|d| (d.tier_code.as_str(), d.rank)),
+        Some(("member", 0))
+    );
+    let after = told.member.clone().and_then(|m| m.tier).unwrap_or_default();
+    assert_eq!(after.tier_code, "silver");
+    assert!(after.pending_downgrade.is_none());
+    assert_eq!(after.next_review_time, tier.next_review_time);
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT type FROM outbox WHERE aggregateid = $1 ORDER BY occurred_at, id",
+    )
+    .bind(&member)
+    .fetch_all(&app.pool)
+    .await?;
+    let tail: Vec<&str> = types
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "custops.loyalty.v1.PointsEarned",
+            "custops.loyalty.v1.TierDowngradeCancelled"
+        ]
     );
     app.clock.advance(Duration::days(30));
     let report = client

@@ -157,12 +157,14 @@ async fn two_replicas_release_and_expire_due_lots_once_by_themselves() -> anyhow
 }
 
 /// Tier review's writes so far: downgrades in `tier_changes`, members with a downgrade
-/// pending, and `TierChanged` events in the outbox.
-async fn tier_written(pool: &PgPool) -> anyhow::Result<(i64, i64, i64)> {
+/// pending, and `TierChanged` and `TierDowngradeScheduled` events in the outbox.
+async fn tier_written(pool: &PgPool) -> anyhow::Result<(i64, i64, i64, i64)> {
     Ok(sqlx::query_as(
         "SELECT (SELECT count(*) FROM tier_changes WHERE direction = 3), \
                 (SELECT count(*) FROM members WHERE pending_tier_code IS NOT NULL), \
-                (SELECT count(*) FROM outbox WHERE type = 'custops.loyalty.v1.TierChanged')",
+                (SELECT count(*) FROM outbox WHERE type = 'custops.loyalty.v1.TierChanged'), \
+                (SELECT count(*) FROM outbox \
+                 WHERE type = 'custops.loyalty.v1.TierDowngradeScheduled')",
     )
     .fetch_one(pool)
     .await?)
@@ -240,7 +242,7 @@ async fn two_replicas_review_each_member_once_whoever_runs_the_review() -> anyho
             .earn_points(purchase(&member, &format!("o-{i}"), 60_000))
             .await?; // 600 qualifying points: silver at once
     }
-    let (_, _, tier_changed_before) = tier_written(&pool).await?;
+    let (_, _, tier_changed_before, _) = tier_written(&pool).await?;
     let silver: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE tier_code = 'silver'")
         .fetch_one(&pool)
         .await?;
@@ -255,7 +257,7 @@ async fn two_replicas_review_each_member_once_whoever_runs_the_review() -> anyho
     let scheduled = eventually(StdDuration::from_secs(10), || async {
         tier_written(&pool)
             .await
-            .is_ok_and(|written| written == (0, 20, tier_changed_before))
+            .is_ok_and(|written| written == (0, 20, tier_changed_before, 20))
     })
     .await;
     assert!(scheduled, "the downgrades were never all scheduled");
@@ -270,7 +272,7 @@ async fn two_replicas_review_each_member_once_whoever_runs_the_review() -> anyho
     let applied = eventually(StdDuration::from_secs(10), || async {
         tier_written(&pool)
             .await
-            .is_ok_and(|(downgrades, _, _)| downgrades >= 20)
+            .is_ok_and(|(downgrades, _, _, _)| downgrades >= 20)
     })
     .await;
     assert!(applied, "the downgrades were never all applied");
@@ -305,8 +307,8 @@ async fn two_replicas_review_each_member_once_whoever_runs_the_review() -> anyho
     }
     assert_eq!(
         tier_written(&pool).await?,
-        (20, 0, tier_changed_before + 20),
-        "(downgrades, pending, TierChanged events)"
+        (20, 0, tier_changed_before + 20, 20),
+        "(downgrades, pending, TierChanged events, TierDowngradeScheduled events: once each)"
     );
     let member: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE tier_code = 'member'")
         .fetch_one(&pool)

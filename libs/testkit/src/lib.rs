@@ -108,6 +108,18 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Whether `program --version` runs and succeeds: how a test finds out that a server program
+/// it starts itself (redis-server, pgbouncer) is installed, to fail with an install hint.
+pub async fn program_runs(program: &str) -> bool {
+    tokio::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
+}
+
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; returns whether it
 /// became true. For waiting on a condition instead of sleeping a guessed time.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool

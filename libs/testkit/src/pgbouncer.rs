@@ -189,14 +189,7 @@ fn is_root() -> bool {
 /// `pgbouncer` from `PATH`, else Debian's `/usr/sbin/pgbouncer` (not on a non-root `PATH`).
 async fn find_program() -> anyhow::Result<&'static str> {
     for program in ["pgbouncer", "/usr/sbin/pgbouncer"] {
-        let found = Command::new(program)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|status| status.success());
-        if found {
+        if crate::program_runs(program).await {
             return Ok(program);
         }
     }

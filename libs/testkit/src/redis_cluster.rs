@@ -287,14 +287,7 @@ impl Drop for TestRedisCluster {
 /// Fails with an install hint when `redis-server` or `redis-cli` is missing.
 async fn check_binaries() -> anyhow::Result<()> {
     for program in ["redis-server", "redis-cli"] {
-        let found = Command::new(program)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|status| status.success());
-        if !found {
+        if !crate::program_runs(program).await {
             bail!(
                 "{program} is not on PATH: the Redis Cluster tests need redis-server and redis-cli \
                  (Debian: apt-get install redis-server redis-tools; scripts/dev-env.sh installs them)"

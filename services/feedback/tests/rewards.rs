@@ -49,6 +49,32 @@ async fn start_loyalty(
     Ok((port, stop, task))
 }
 
+/// A program in loyalty and a customer enrolled in it: their ids.
+async fn program_with_member(
+    loyalty: &mut LoyaltyServiceClient<tonic::transport::Channel>,
+) -> anyhow::Result<(String, String)> {
+    let program_id = loyalty
+        .create_program(lpb::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(program()),
+        })
+        .await?
+        .into_inner()
+        .program
+        .map(|p| p.program_id)
+        .unwrap_or_default();
+    let customer_id = uuid::Uuid::now_v7().to_string();
+    loyalty
+        .enrol_member(lpb::EnrolMemberRequest {
+            request_id: rid(),
+            program_id: program_id.clone(),
+            customer_id: customer_id.clone(),
+            enrol_channel: "app".to_owned(),
+        })
+        .await?;
+    Ok((program_id, customer_id))
+}
+
 fn program() -> lpb::Program {
     lpb::Program {
         display_name: "Acme Rewards".to_owned(),
@@ -87,26 +113,8 @@ async fn rewards_reach_loyalty_exactly_once_across_a_loyalty_outage() -> anyhow:
     let db_url = db.url().to_owned();
     let (port, loyalty_stop, loyalty_task) = start_loyalty(&db_url, 0).await?;
     let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
-    let program_id = loyalty
-        .create_program(lpb::CreateProgramRequest {
-            request_id: rid(),
-            program: Some(program()),
-        })
-        .await?
-        .into_inner()
-        .program
-        .map(|p| p.program_id)
-        .unwrap_or_default();
     // Invitations are created for this customer (each about another order).
-    let customer_id = uuid::Uuid::now_v7().to_string();
-    loyalty
-        .enrol_member(lpb::EnrolMemberRequest {
-            request_id: rid(),
-            program_id: program_id.clone(),
-            customer_id: customer_id.clone(),
-            enrol_channel: "app".to_owned(),
-        })
-        .await?;
+    let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
 
     let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
     settings
@@ -296,25 +304,7 @@ async fn two_replicas_pay_each_reward_of_a_shared_backlog_once() -> anyhow::Resu
     let db_url = db.url().to_owned();
     let (port, loyalty_stop, loyalty_task) = start_loyalty(&db_url, 0).await?;
     let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
-    let program_id = loyalty
-        .create_program(lpb::CreateProgramRequest {
-            request_id: rid(),
-            program: Some(program()),
-        })
-        .await?
-        .into_inner()
-        .program
-        .map(|p| p.program_id)
-        .unwrap_or_default();
-    let customer_id = uuid::Uuid::now_v7().to_string();
-    loyalty
-        .enrol_member(lpb::EnrolMemberRequest {
-            request_id: rid(),
-            program_id: program_id.clone(),
-            customer_id: customer_id.clone(),
-            enrol_channel: "app".to_owned(),
-        })
-        .await?;
+    let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
     let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
     settings
         .clients
@@ -432,25 +422,7 @@ async fn a_retry_is_due_on_the_service_clock_not_the_wall_clock() -> anyhow::Res
     let db_url = db.url().to_owned();
     let (port, loyalty_stop, loyalty_task) = start_loyalty(&db_url, 0).await?;
     let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
-    let program_id = loyalty
-        .create_program(lpb::CreateProgramRequest {
-            request_id: rid(),
-            program: Some(program()),
-        })
-        .await?
-        .into_inner()
-        .program
-        .map(|p| p.program_id)
-        .unwrap_or_default();
-    let customer_id = uuid::Uuid::now_v7().to_string();
-    loyalty
-        .enrol_member(lpb::EnrolMemberRequest {
-            request_id: rid(),
-            program_id: program_id.clone(),
-            customer_id: customer_id.clone(),
-            enrol_channel: "app".to_owned(),
-        })
-        .await?;
+    let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
     loyalty_stop.cancel();
     loyalty_task.await?;
     let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
@@ -627,25 +599,7 @@ async fn a_reward_continues_the_trace_of_its_response_into_loyalty() -> anyhow::
     let (port, loyalty_stop, _task) = start_loyalty(&db_url, 0).await?;
     telemetry::register_listener(port, ServiceKind::Loyalty);
     let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
-    let program_id = loyalty
-        .create_program(lpb::CreateProgramRequest {
-            request_id: rid(),
-            program: Some(program()),
-        })
-        .await?
-        .into_inner()
-        .program
-        .map(|p| p.program_id)
-        .unwrap_or_default();
-    let customer_id = uuid::Uuid::now_v7().to_string();
-    loyalty
-        .enrol_member(lpb::EnrolMemberRequest {
-            request_id: rid(),
-            program_id: program_id.clone(),
-            customer_id: customer_id.clone(),
-            enrol_channel: "app".to_owned(),
-        })
-        .await?;
+    let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
     let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
     settings
         .clients

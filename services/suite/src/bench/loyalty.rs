@@ -83,6 +83,11 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
+    /// How many members earn.
+    pub(super) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
     fn member(&self, spread: Spread, pick: u64) -> usize {
         let n = self.members.len();
         let hot = (n / 100).max(1);

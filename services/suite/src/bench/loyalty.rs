@@ -427,12 +427,15 @@ pub(super) async fn verify(db: &BenchDatabase, ledger: &Ledger) -> anyhow::Resul
         .await
         .context("Failed to connect to the loyalty benchmark database")?;
     let held: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        // Each table summed once and joined: a subquery per member scanned the lots (indexed
+        // only where points remain) once per member, seconds at 10,000 members.
         "SELECT b.member_id::text, (b.available_points + b.pending_points)::bigint, \
-           coalesce((SELECT sum(e.available_delta + e.pending_delta) FROM loyalty.ledger_entries e \
-                     WHERE e.member_id = b.member_id), 0)::bigint, \
-           coalesce((SELECT sum(l.remaining_points) FROM loyalty.point_lots l \
-                     WHERE l.member_id = b.member_id), 0)::bigint \
-         FROM loyalty.balances b",
+           coalesce(e.points, 0)::bigint, coalesce(l.points, 0)::bigint \
+         FROM loyalty.balances b \
+         LEFT JOIN (SELECT member_id, sum(available_delta + pending_delta) AS points \
+                    FROM loyalty.ledger_entries GROUP BY member_id) e USING (member_id) \
+         LEFT JOIN (SELECT member_id, sum(remaining_points) AS points \
+                    FROM loyalty.point_lots GROUP BY member_id) l USING (member_id)",
     )
     .fetch_all(&mut connection)
     .await

@@ -28,8 +28,9 @@ use super::report::{Row, ratio};
 use super::{Harness, Scale, finished};
 
 /// How the lookups meet their data, said in every row's params.
-pub(super) const CACHE_NOTE: &str = "warm: every customer looked up once before the rows; each call asks \
-                          about a customer (and segment) drawn uniformly at random";
+pub(super) const CACHE_NOTE: &str = "warm: every customer looked up once before the rows; \
+                                     each call asks about a customer (and segment) drawn \
+                                     uniformly at random";
 
 /// Open-loop calls in flight at most (far above what a healthy run needs).
 const MAX_IN_FLIGHT: usize = 20_000;

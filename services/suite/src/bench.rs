@@ -11,8 +11,8 @@
 //!   on drop, so an error never leaves one behind).
 //! - [`database`]: a database of the benchmark's own, dropped at the end.
 //! - [`serve`] and [`echo`]: the bodies of the two child commands.
-//! - [`memory`], [`lookups`], [`loyalty`], [`segmentation`]: the benchmark groups, each
-//!   producing rows.
+//! - [`memory`], [`lookups`], [`loyalty`], [`segmentation`], [`writes`], [`replicas`]: the
+//!   benchmark groups, each producing rows.
 //! - [`report`]: rows, the table, `results.json` and what the machine was doing.
 
 // A benchmark reports on stdout: that is its output, not logging.
@@ -26,6 +26,7 @@ pub mod load;
 pub mod lookups;
 pub mod loyalty;
 pub mod memory;
+pub mod replicas;
 pub mod report;
 pub mod segmentation;
 pub mod serve;
@@ -133,6 +134,17 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
         "p99 from each write's answer to its event at its feed's subscriber during writes.mixed, \
          against writes sent one at a time",
     ),
+    (
+        "replicas.lookup",
+        "CheckMembership calls/s at the lookup rows' highest concurrency spread over two \
+         segmentation children on one database, against the same load on one of them \
+         (alternated one, two, one, two, ...; medians)",
+    ),
+    (
+        "replicas.earn",
+        "EarnPoints/s as loyalty.earn spread over two loyalty children on one database, against \
+         the same load on one of them (alternated; medians), the ledger checked after",
+    ),
 ];
 
 /// What `custops bench` was asked to do.
@@ -204,6 +216,8 @@ pub struct Scale {
     pub apply_timeout: Duration,
     /// How long a recompute job may take.
     pub job_timeout: Duration,
+    /// Rounds of the replica rows, each a run against one replica then one against two.
+    pub replica_rounds: usize,
 }
 
 impl Scale {
@@ -236,6 +250,7 @@ impl Scale {
             probe_timeout: Duration::from_secs(30),
             apply_timeout: Duration::from_secs(240),
             job_timeout: Duration::from_secs(3600),
+            replica_rounds: 3,
         }
     }
 
@@ -268,6 +283,7 @@ impl Scale {
             probe_timeout: Duration::from_secs(20),
             apply_timeout: Duration::from_secs(60),
             job_timeout: Duration::from_secs(120),
+            replica_rounds: 2,
         }
     }
 }
@@ -314,6 +330,7 @@ pub fn row_names(scale: &Scale) -> Vec<String> {
     names.extend(loyalty::row_names());
     names.extend(segmentation::row_names());
     names.extend(writes::row_names());
+    names.extend(replicas::row_names());
     names
 }
 
@@ -382,6 +399,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Err(error) = writes::run(&harness, &mut rows).await {
         eprintln!("bench: the mixed write benchmarks failed: {error:#}");
         failures.push("writes");
+    }
+    if let Err(error) = replicas::run(&harness, &mut rows).await {
+        eprintln!("bench: the replica benchmarks failed: {error:#}");
+        failures.push("replicas");
     }
     let machine = report::machine(&machine_before, &harness.scale).await;
     println!(

@@ -125,6 +125,24 @@ impl Child {
             .with_context(|| format!("no VmRSS in the {} child's status", self.name))
     }
 
+    /// The CPU time it has used so far (user + system, `/proc/<pid>/stat`), in clock ticks:
+    /// compared between children, it says how a load was shared out.
+    pub fn cpu_ticks(&self) -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .with_context(|| format!("Failed to read the {} child's stat", self.name))?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // state is the first, utime the 12th and stime the 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        ticks(11)
+            .zip(ticks(12))
+            .map(|(user, system)| user + system)
+            .with_context(|| format!("no CPU times in the {} child's stat", self.name))
+    }
+
     /// Asks it to drain and exit (closes its standard input), killing it if it has not
     /// within the stop timeout. Fails if it had already died.
     pub async fn stop(mut self) -> anyhow::Result<()> {

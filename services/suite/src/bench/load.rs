@@ -40,8 +40,17 @@ impl Connections {
     /// Opens `count` connections to `addr` (each `Endpoint::connect` is its own TCP
     /// connection), with Nagle off like the servers.
     pub async fn open(addr: SocketAddr, count: usize) -> anyhow::Result<Arc<Self>> {
+        Self::spread(&[addr], count).await
+    }
+
+    /// Opens `count` connections over the servers at `addrs` in turn (connection `i` to
+    /// `addrs[i % len]`), so calls handed out round-robin go to each server evenly: replicas
+    /// of one service behind a client-side balancer.
+    pub async fn spread(addrs: &[SocketAddr], count: usize) -> anyhow::Result<Arc<Self>> {
+        anyhow::ensure!(!addrs.is_empty(), "no server to connect to");
         let mut channels = Vec::with_capacity(count);
-        for _ in 0..count.max(1) {
+        for i in 0..count.max(1) {
+            let addr = addrs[i % addrs.len()];
             let channel = Endpoint::from_shared(format!("http://{addr}"))?
                 .tcp_nodelay(true)
                 .connect()
@@ -96,7 +105,8 @@ impl Samples {
         self.sorted = false;
     }
 
-    fn extend(&mut self, other: Samples) {
+    /// Adds another run's latencies (rows made of several runs).
+    pub fn extend(&mut self, other: Samples) {
         self.nanos.extend(other.nanos);
         self.sorted = false;
     }

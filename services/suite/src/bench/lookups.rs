@@ -28,15 +28,16 @@ use super::report::{Row, ratio};
 use super::{Harness, Scale, finished};
 
 /// How the lookups meet their data, said in every row's params.
-const CACHE_NOTE: &str = "warm: every customer looked up once before the rows; each call asks \
-                          about a customer (and segment) drawn uniformly at random";
+pub(super) const CACHE_NOTE: &str = "warm: every customer looked up once before the rows; \
+                                     each call asks about a customer (and segment) drawn \
+                                     uniformly at random";
 
 /// Open-loop calls in flight at most (far above what a healthy run needs).
 const MAX_IN_FLIGHT: usize = 20_000;
 
 /// The three lookup RPCs measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rpc {
+pub(super) enum Rpc {
     List,
     Check,
     BatchCheck,
@@ -66,7 +67,7 @@ pub fn row_names(scale: &Scale) -> Vec<String> {
 
 /// The customers and segments calls ask about.
 #[derive(Debug, Clone)]
-struct Data {
+pub(super) struct Data {
     customers: Arc<Vec<String>>,
     segments: Arc<Vec<String>>,
     /// Segment ids a customer holds on average, rounded: the echo server's list answer.
@@ -74,6 +75,11 @@ struct Data {
 }
 
 impl Data {
+    /// How many customers calls ask about.
+    pub(super) fn customer_count(&self) -> usize {
+        self.customers.len()
+    }
+
     fn customer(&self, pick: u64) -> String {
         self.customers[(pick % self.customers.len() as u64) as usize].clone()
     }
@@ -84,7 +90,7 @@ impl Data {
 }
 
 /// The call a row makes, the same for both servers.
-fn make_call(rpc: Rpc, data: &Data, batch: usize) -> MakeCall {
+pub(super) fn make_call(rpc: Rpc, data: &Data, batch: usize) -> MakeCall {
     let data = data.clone();
     match rpc {
         Rpc::List => Arc::new(move |channel: Channel, pick| {
@@ -356,7 +362,7 @@ async fn overload(harness: &Harness, db: &BenchDatabase, data: &Data) -> anyhow:
 }
 
 /// `base` with the fields of `more` added.
-fn with(base: &Value, more: Value) -> Value {
+pub(super) fn with(base: &Value, more: Value) -> Value {
     let mut merged = base.clone();
     if let (Some(merged), Value::Object(more)) = (merged.as_object_mut(), more) {
         merged.extend(more);
@@ -365,7 +371,11 @@ fn with(base: &Value, more: Value) -> Value {
 }
 
 /// Makes the customers and segments through the running service.
-async fn setup(db: &BenchDatabase, addr: SocketAddr, scale: &Scale) -> anyhow::Result<Data> {
+pub(super) async fn setup(
+    db: &BenchDatabase,
+    addr: SocketAddr,
+    scale: &Scale,
+) -> anyhow::Result<Data> {
     // A tag of this run in the ids, so the shared Redis never answers from another run's keys.
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let customers: Vec<String> = (0..scale.customers)
@@ -451,7 +461,7 @@ async fn setup(db: &BenchDatabase, addr: SocketAddr, scale: &Scale) -> anyhow::R
 }
 
 /// Looks every customer up once, `concurrency` at a time, so the rows meet warm caches.
-async fn warm(
+pub(super) async fn warm(
     connections: &Arc<Connections>,
     data: &Data,
     concurrency: usize,

@@ -530,10 +530,10 @@ async fn two_replicas_schedulers_ticking_at_once_do_each_scheduled_unit_once() -
         })
         .await?;
     let (first, second) = (app.state(), app.state());
-    // A replica's tick that Postgres chose as a deadlock's victim (its rollover against the
-    // worker's job on the same customers, seen once in CI on a loaded machine) is tried again,
-    // as the scheduler's loop tries a failed tick at the next one; what is counted below is
-    // that each unit of work still happens once.
+    // A replica's tick that Postgres chose as a deadlock's victim (seen once in CI on a
+    // loaded machine, beside the worker running the queued jobs; which two transactions met
+    // was not recorded) is tried again, as the scheduler's loop tries a failed tick at the
+    // next one; what is counted below is that each unit of work still happens once.
     let once = |state| async move {
         match jobs::scheduler::schedule_once(state).await {
             Err(error) if format!("{error:#}").contains("deadlock detected") => {

@@ -49,6 +49,16 @@ async fn start_loyalty(
     Ok((port, stop, task))
 }
 
+/// Feedback's settings on `db_url`, calling loyalty on `loyalty_port`.
+fn feedback_settings(db_url: &str, loyalty_port: u16) -> ServiceSettings {
+    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, db_url);
+    settings.clients.peers.insert(
+        ServiceKind::Loyalty,
+        format!("http://127.0.0.1:{loyalty_port}"),
+    );
+    settings
+}
+
 /// A program in loyalty and a customer enrolled in it: their ids.
 async fn program_with_member(
     loyalty: &mut LoyaltyServiceClient<tonic::transport::Channel>,
@@ -116,11 +126,7 @@ async fn rewards_reach_loyalty_exactly_once_across_a_loyalty_outage() -> anyhow:
     // Invitations are created for this customer (each about another order).
     let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
 
-    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
-    settings
-        .clients
-        .peers
-        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let settings = feedback_settings(&db_url, port);
     let mut app = spawn_app_with(db, settings, ManualClock::new(Utc::now())).await?;
     let mut survey = full_survey();
     survey.reward = Some(pb::SurveyReward {
@@ -213,11 +219,7 @@ async fn a_reward_for_a_customer_loyalty_does_not_know_is_rejected_and_can_be_re
     let db = TestDatabase::create().await?;
     let db_url = db.url().to_owned();
     let (port, loyalty_stop, _task) = start_loyalty(&db_url, 0).await?;
-    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
-    settings
-        .clients
-        .peers
-        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let settings = feedback_settings(&db_url, port);
     let mut app = spawn_app_with(db, settings, ManualClock::new(Utc::now())).await?;
     let mut survey = full_survey();
     survey.reward = Some(pb::SurveyReward {
@@ -305,11 +307,7 @@ async fn two_replicas_pay_each_reward_of_a_shared_backlog_once() -> anyhow::Resu
     let (port, loyalty_stop, loyalty_task) = start_loyalty(&db_url, 0).await?;
     let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
     let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
-    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
-    settings
-        .clients
-        .peers
-        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let settings = feedback_settings(&db_url, port);
     let mut app = spawn_app_with(db, settings.clone(), ManualClock::new(Utc::now())).await?;
     let (mut second, stop_second) = start_replica(settings, app.clock.clone()).await?;
     let mut survey = full_survey();
@@ -425,11 +423,7 @@ async fn a_retry_is_due_on_the_service_clock_not_the_wall_clock() -> anyhow::Res
     let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
     loyalty_stop.cancel();
     loyalty_task.await?;
-    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
-    settings
-        .clients
-        .peers
-        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let settings = feedback_settings(&db_url, port);
     let mut app = spawn_app_with(db, settings, ManualClock::new(Utc::now())).await?;
     let mut survey = full_survey();
     survey.reward = Some(pb::SurveyReward {
@@ -600,11 +594,7 @@ async fn a_reward_continues_the_trace_of_its_response_into_loyalty() -> anyhow::
     telemetry::register_listener(port, ServiceKind::Loyalty);
     let mut loyalty = LoyaltyServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
     let (program_id, customer_id) = program_with_member(&mut loyalty).await?;
-    let mut settings = ServiceSettings::for_local(ServiceKind::Feedback, &db_url);
-    settings
-        .clients
-        .peers
-        .insert(ServiceKind::Loyalty, format!("http://127.0.0.1:{port}"));
+    let settings = feedback_settings(&db_url, port);
     let mut app = spawn_app_with(db, settings, ManualClock::new(Utc::now())).await?;
     telemetry::register_listener(app.port, ServiceKind::Feedback);
     let mut survey = full_survey();

@@ -3,17 +3,20 @@
 //! (EarnPoints spread uniformly over the members, 16 in flight, as `loyalty.earn`), each on a
 //! benchmark database of its own.
 //!
-//! One `custops bench-serve` child of the service runs throughout. A one-replica run sends
-//! every call to it; for a two-replica run a second child is started on the same database
-//! (warmed like the first where the service has caches), the same number of connections is
-//! opened half to each (calls handed out round-robin, so each replica answers half of them),
-//! and the second child is stopped after the run, so a one-replica run has exactly one
-//! process of the service, and whatever a second replica costs while it runs (its background
-//! work included) falls on the two-replica runs. One and two alternate (one, two, one, two,
-//! …) so a drift of the shared machine falls on both, and the row sets the median rate of the
-//! two-replica runs against the median of the one-replica runs. On two cores the point is
-//! that a second replica loses nothing, not that it gains: both share the cores with the
-//! generator and Postgres.
+//! Each run starts its own `custops bench-serve` children of the service on the benchmark
+//! database and stops them after it: one replica, or two with the generator's connections
+//! opened half to each (calls handed out round-robin, so each replica answers half of them).
+//! Whatever a second replica costs while it runs (its background work included) falls on the
+//! two-replica runs. The replicas share one budget of Postgres connections, as a pooler holds
+//! them in prod: one replica has the services' default pool of 10, each of two has 5
+//! (`DATABASE_BUDGET`). Two replicas each with a full pool would put twice the transactions
+//! at once into a Postgres on the same two cores, which measures an oversubscribed database,
+//! not a second replica (on 2026-12-06 that cost earns 0.77-0.91 of one replica; with the
+//! budget shared, 0.95-1.01). One and two alternate (one, two, one, two, …) so a drift of the
+//! shared machine falls on both, and the row sets the median rate of the two-replica runs
+//! against the median of the one-replica runs. On two cores the point is that a second
+//! replica loses nothing, not that it gains: both share the cores with the generator and
+//! Postgres.
 //!
 //! The data are the lookup and loyalty groups' own: static segments made through the API,
 //! members enrolled through it. After the earns, every member's balance, ledger and lots must
@@ -56,19 +59,19 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 async fn lookup_row(harness: &Harness) -> anyhow::Result<Row> {
     let scale = &harness.scale;
     let db = BenchDatabase::create(&harness.admin_database_url, "replicas_lookup").await?;
-    let mut replicas = Replicas::start(harness, &db, "segmentation").await?;
-    let data = lookups::setup(&db, replicas.first.addr(), scale).await?;
+    let mut replicas = Replicas::new(harness, &db, "segmentation");
+    let set_up = replicas.start(Layout::One).await?;
+    let data = lookups::setup(&db, set_up.children[0].addr(), scale).await?;
+    set_up.stop().await?;
     // Each replica has an in-process cache of its own: each is warmed with every customer.
     let warm = async |addr: SocketAddr| {
         let connections = Connections::open(addr, harness.scale.connections).await?;
         lookups::warm(&connections, &data, 16).await
     };
-    warm(replicas.first.addr()).await?;
     let concurrency = scale.concurrency.iter().copied().max().unwrap_or(16);
     let call = lookups::make_call(Rpc::Check, &data, scale.batch);
     let name = "replicas.lookup";
-    let mut runs = Alternated::run(&mut replicas, name, concurrency, &call, warm).await?;
-    replicas.stop().await?;
+    let runs = Alternated::run(&mut replicas, name, concurrency, &call, warm).await?;
     Ok(runs.row(
         name,
         lookup_params(&data, concurrency, harness.redis_url.is_some()),
@@ -83,7 +86,7 @@ fn lookup_params(data: &Data, concurrency: usize, redis: bool) -> Value {
         "concurrency": concurrency,
         "customers": data.customer_count(),
         "cache": lookups::CACHE_NOTE,
-        "warmed": "each replica, once started, looked every customer up once before its runs",
+        "warmed": "each replica, once started, looked every customer up once before its run",
         "redis": redis,
     })
 }
@@ -93,16 +96,16 @@ fn lookup_params(data: &Data, concurrency: usize, redis: bool) -> Value {
 async fn earn_row(harness: &Harness) -> anyhow::Result<Row> {
     let scale = &harness.scale;
     let db = BenchDatabase::create(&harness.admin_database_url, "replicas_earn").await?;
-    let mut replicas = Replicas::start(harness, &db, "loyalty").await?;
-    let ledger = Arc::new(loyalty::setup(&replicas.one, scale).await?);
+    let mut replicas = Replicas::new(harness, &db, "loyalty");
+    let set_up = replicas.start(Layout::One).await?;
+    let ledger = Arc::new(loyalty::setup(&set_up.connections, scale).await?);
+    set_up.stop().await?;
     let call = loyalty::make_call(&ledger, Spread::Uniform, None);
     let concurrency = scale.earn_concurrency;
     // Loyalty keeps no cache: what a fresh replica warms, its pool, the runs' warm-up does.
     let nothing_to_warm = async |_: SocketAddr| anyhow::Ok(());
     let name = "replicas.earn";
-    let mut runs =
-        Alternated::run(&mut replicas, name, concurrency, &call, nothing_to_warm).await?;
-    replicas.stop().await?;
+    let runs = Alternated::run(&mut replicas, name, concurrency, &call, nothing_to_warm).await?;
     loyalty::verify(&db, &ledger).await?;
     Ok(runs.row(
         name,
@@ -113,73 +116,111 @@ async fn earn_row(harness: &Harness) -> anyhow::Result<Row> {
             "members": ledger.member_count(),
             "spread": "uniform",
             "earn": "EarnPoints grant of 1-100 points, fresh request id; 1 call in 50 replays an earlier request (must not earn again), through whichever replica the call goes to",
-            "database_pool": "one per replica (CUSTOPS_DB_MAX_CONNECTIONS each)",
             "checked": "after the runs, every member's balance, ledger sum and lots equal what was earned",
         }),
     ))
 }
 
-/// The first replica of a service, running throughout, and how to start a second beside it
-/// on the same database.
+/// The Postgres connections a service's replicas share, as a pooler holds them in prod
+/// (PgBouncer's `default_pool_size` caps the server connections of all a service's replicas
+/// together, `k8s/components/pgbouncer`): one replica has all of them, each of two half. The
+/// services' default pool (`CUSTOPS_DB_MAX_CONNECTIONS`).
+const DATABASE_BUDGET: usize = 10;
+
+/// The processes of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// One replica with the whole budget of cores and connections.
+    One,
+    /// Two replicas sharing the budget, half each.
+    Two,
+}
+
+impl Layout {
+    fn replicas(self) -> usize {
+        match self {
+            Layout::One => 1,
+            Layout::Two => 2,
+        }
+    }
+
+    /// Each replica's settings: its share of the database budget
+    /// (`CUSTOPS_DB_MAX_CONNECTIONS`) and of this machine's cores (the runtime's worker
+    /// threads, `TOKIO_WORKER_THREADS`; a pod finds its share the same way, from its CPU
+    /// limit).
+    fn env(self) -> Vec<(String, String)> {
+        let share = |budget: usize| (budget / self.replicas()).max(1).to_string();
+        vec![
+            (
+                "CUSTOPS_DB_MAX_CONNECTIONS".to_owned(),
+                share(DATABASE_BUDGET),
+            ),
+            ("TOKIO_WORKER_THREADS".to_owned(), share(cores())),
+        ]
+    }
+}
+
+/// This machine's cores, as the runtime counts them.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// How to start the replicas of a service on one benchmark database.
 struct Replicas<'h> {
     harness: &'h Harness,
     service: &'static str,
     env: Vec<(String, String)>,
-    first: Child,
-    /// Every connection to the first replica.
-    one: Arc<Connections>,
-    /// Second replicas started so far (their logs are numbered by it).
-    seconds: usize,
+    /// Children started so far (their logs are numbered by it).
+    started: usize,
+}
+
+/// The replicas of one run and the generator's connections, spread over them.
+struct Running {
+    children: Vec<Child>,
+    connections: Arc<Connections>,
+}
+
+impl Running {
+    /// Closes the connections and stops every replica; fails if one had died.
+    async fn stop(self) -> anyhow::Result<()> {
+        drop(self.connections);
+        for child in self.children {
+            child.stop().await?;
+        }
+        Ok(())
+    }
 }
 
 impl<'h> Replicas<'h> {
-    /// Starts the first replica of `service` on `db` and opens `scale.connections` (at least
-    /// two, so a second replica can have half) connections to it.
-    async fn start(
-        harness: &'h Harness,
-        db: &BenchDatabase,
-        service: &'static str,
-    ) -> anyhow::Result<Self> {
-        let env = service_env(db.url(), harness.redis_url.as_deref());
-        let first = Child::start(
-            &format!("replicas-{service}-1"),
-            &serve(service),
-            &env,
-            &harness.log_dir,
-        )
-        .await?;
-        let one = Connections::open(first.addr(), harness.scale.connections.max(2)).await?;
-        Ok(Self {
+    fn new(harness: &'h Harness, db: &BenchDatabase, service: &'static str) -> Self {
+        Self {
             harness,
             service,
-            env,
-            first,
-            one,
-            seconds: 0,
+            env: service_env(db.url(), harness.redis_url.as_deref()),
+            started: 0,
+        }
+    }
+
+    /// Starts the replicas of `layout` (the first start migrates the schema) and opens
+    /// `scale.connections` connections (at least two) spread over them, so calls handed out
+    /// round-robin go to each evenly.
+    async fn start(&mut self, layout: Layout) -> anyhow::Result<Running> {
+        let mut children = Vec::new();
+        for i in 1..=layout.replicas() {
+            self.started += 1;
+            let name = format!("replicas-{}-{}-{i}", self.service, self.started);
+            let mut env = self.env.clone();
+            env.extend(layout.env());
+            let args = serve(self.service);
+            children.push(Child::start(&name, &args, &env, &self.harness.log_dir).await?);
+        }
+        let addrs: Vec<SocketAddr> = children.iter().map(Child::addr).collect();
+        let connections =
+            Connections::spread(&addrs, self.harness.scale.connections.max(2)).await?;
+        Ok(Running {
+            children,
+            connections,
         })
-    }
-
-    /// Starts a second replica (the schema is migrated already) and opens as many
-    /// connections as the first has, half to each.
-    async fn start_second(&mut self) -> anyhow::Result<(Child, Arc<Connections>)> {
-        self.seconds += 1;
-        let name = format!("replicas-{}-2-{}", self.service, self.seconds);
-        let second = Child::start(
-            &name,
-            &serve(self.service),
-            &self.env,
-            &self.harness.log_dir,
-        )
-        .await?;
-        let addrs = [self.first.addr(), second.addr()];
-        let two = Connections::spread(&addrs, self.one.len()).await?;
-        Ok((second, two))
-    }
-
-    /// Closes the connections and stops the first replica; fails if it had died.
-    async fn stop(self) -> anyhow::Result<()> {
-        drop(self.one);
-        self.first.stop().await
     }
 }
 
@@ -217,11 +258,12 @@ struct Alternated {
 }
 
 impl Alternated {
-    /// `scale.replica_rounds` (at least two) rounds of a run against the first replica
-    /// alone, then one against it and a second started for the run (and `warm`ed) and
-    /// stopped after it; each run a warm-up and a window of `concurrency` calls in flight. A
-    /// call that fails fails the row, and so does a second replica that used no CPU while it
-    /// was loaded (the load never reached it).
+    /// `scale.replica_rounds` (at least two) rounds of a run against one replica, then one
+    /// against two; the replicas of each run are started (and `warm`ed) for it and stopped
+    /// after it, so no other process of the service runs beside a run's own. Each run is a
+    /// warm-up and a window of `concurrency` calls in flight. A call that fails fails the
+    /// row, and so does a second replica that used no CPU while it was loaded (the load
+    /// never reached it).
     async fn run(
         replicas: &mut Replicas<'_>,
         name: &str,
@@ -235,23 +277,30 @@ impl Alternated {
             measure: scale.window,
         };
         let mut alternated = Self {
-            connections: replicas.one.len(),
+            connections: scale.connections.max(2),
             warmup_s: scale.warmup.as_secs_f64(),
             window_s: scale.window.as_secs_f64(),
             ..Self::default()
         };
         for round in 1..=scale.replica_rounds.max(2) {
-            let alone = load::closed_loop(&replicas.one, concurrency, window, call).await?;
+            let one = replicas.start(Layout::One).await?;
+            warm(one.children[0].addr()).await?;
+            let alone = load::closed_loop(&one.connections, concurrency, window, call).await?;
+            one.stop().await?;
             alone.expect_clean(&format!("{name}, one replica, round {round}"))?;
             alternated.one.add(alone);
 
-            let (second, two) = replicas.start_second().await?;
-            warm(second.addr()).await?;
-            let before = [replicas.first.cpu_ticks()?, second.cpu_ticks()?];
-            let both = load::closed_loop(&two, concurrency, window, call).await?;
-            let after = [replicas.first.cpu_ticks()?, second.cpu_ticks()?];
-            drop(two);
-            second.stop().await?;
+            let two = replicas.start(Layout::Two).await?;
+            for child in &two.children {
+                warm(child.addr()).await?;
+            }
+            let ticks = || -> anyhow::Result<Vec<u64>> {
+                two.children.iter().map(Child::cpu_ticks).collect()
+            };
+            let before = ticks()?;
+            let both = load::closed_loop(&two.connections, concurrency, window, call).await?;
+            let after = ticks()?;
+            two.stop().await?;
             both.expect_clean(&format!("{name}, two replicas, round {round}"))?;
             alternated.two.add(both);
             for (used, (b, a)) in alternated
@@ -269,8 +318,8 @@ impl Alternated {
         Ok(alternated)
     }
 
-    /// Each replica's share of the CPU time both used during the two-replica runs, in
-    /// percent.
+    /// Each replica's share of the CPU time both used during the two-replica runs' windows,
+    /// in percent.
     fn two_cpu_percent(&self) -> Vec<f64> {
         let total = self.two_cpu_ticks.iter().sum::<u64>().max(1) as f64;
         self.two_cpu_ticks
@@ -281,15 +330,16 @@ impl Alternated {
 
     /// The row: the two-replica runs' median rate against the one-replica runs', with the
     /// two-replica calls' latency, and every run in `params` beside `about`.
-    fn row(&mut self, name: &str, about: Value) -> Row {
+    fn row(mut self, name: &str, about: Value) -> Row {
         let params = lookups::with(
             &about,
             json!({
                 "loop": "closed",
-                "database": "one benchmark database, both replicas on it",
+                "database": "one benchmark database, every replica on it",
                 "connections": self.connections,
-                "one": "every connection to the one replica, no other process of the service running",
-                "two": format!("a second replica started for the run and stopped after it; {} connections to each replica, calls handed out round-robin", self.connections / 2),
+                "one": format!("one replica started for the run and stopped after it, every connection to it; {DATABASE_BUDGET} Postgres connections, {} worker threads", cores()),
+                "two": format!("two replicas started for the run and stopped after them, {} connections to each, calls handed out round-robin; {} Postgres connections and {} worker threads each", self.connections / 2, DATABASE_BUDGET / 2, (cores() / 2).max(1)),
+                "budget": format!("the replicas share {DATABASE_BUDGET} Postgres connections (as PgBouncer's default_pool_size holds all of a service's replicas in prod; CUSTOPS_DB_MAX_CONNECTIONS = budget / replicas when connected directly) and this machine's {} cores (TOKIO_WORKER_THREADS = cores / replicas, as a pod's CPU limit sizes its runtime)", cores()),
                 "order": "one, two, one, two, ...: each round a run of each",
                 "one_per_s": self.one.rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
                 "two_per_s": self.two.rates.iter().map(|r| r.round()).collect::<Vec<_>>(),

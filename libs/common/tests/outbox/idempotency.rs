@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::support::{PRODUCER, deleted, schema_pool};
 
 /// A table like every service's `idempotency_keys`, and one the work writes to.
-async fn pool() -> anyhow::Result<(PgPool, TestDatabase)> {
+pub(crate) async fn pool() -> anyhow::Result<(PgPool, TestDatabase)> {
     let db = TestDatabase::create().await?;
     let pool = schema_pool(&db, PRODUCER.schema()).await?;
     sqlx::raw_sql(
@@ -30,7 +30,7 @@ async fn pool() -> anyhow::Result<(PgPool, TestDatabase)> {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum TestError {
+pub(crate) enum TestError {
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -39,7 +39,7 @@ enum TestError {
     Refused,
 }
 
-fn key(request_id: &str, name: &str) -> RequestKey {
+pub(crate) fn key(request_id: &str, name: &str) -> RequestKey {
     let request = CustomerDeleted {
         customer_id: name.to_owned(),
         delete_time: None,
@@ -69,7 +69,7 @@ async fn create(pool: &PgPool, key: &RequestKey, name: &str) -> Result<Vec<u8>, 
     .await
 }
 
-async fn count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
+pub(crate) async fn count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
     let sql = format!("SELECT count(*) FROM {table}");
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(pool)

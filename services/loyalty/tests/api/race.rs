@@ -319,3 +319,75 @@ async fn concurrent_qualifying_earns_on_one_member_sum_every_entry_into_its_wind
     assert_eq!(after.last(), Some(&total));
     Ok(())
 }
+
+#[tokio::test]
+async fn earns_arriving_together_share_transactions_and_each_is_applied_once() -> anyhow::Result<()>
+{
+    // Arrange: 16 members, four grants each (and a replay of every eighth), 96 calls at once
+    // on a pool of 8, so calls queue for the group commit's runners.
+    let app = spawn_app_with_pool(8).await?;
+    let program_id = app
+        .create_program(program(pb::ClawbackPolicy::WithinBalance, 0))
+        .await?;
+    let mut members = Vec::new();
+    for _ in 0..16 {
+        members.push(app.enrol(&program_id).await?);
+    }
+    let mut requests = Vec::new();
+    for (m, member) in members.iter().enumerate() {
+        for g in 0..4 {
+            let points = i64::try_from(10 * m + g + 1)?;
+            requests.push(grant(format!("together-{m}-{g}"), member, points));
+        }
+    }
+    let replays: Vec<_> = requests.iter().step_by(8).cloned().collect();
+    let all: Vec<_> = requests.iter().chain(&replays).cloned().collect();
+
+    // Act: every call spawned before any is awaited.
+    let calls: Vec<_> = all
+        .into_iter()
+        .map(|request| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                let id = request.request_id.clone();
+                let out = client.earn_points(request).await?.into_inner();
+                anyhow::Ok((id, out.encode_to_vec()))
+            })
+        })
+        .collect();
+    let mut answers: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for call in calls {
+        let (id, answer) = call.await??;
+        answers.entry(id).or_default().push(answer);
+    }
+
+    // Assert: one entry per request id, every member holding its four grants, each replay
+    // answered the first response, and fewer transactions than earns.
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries")
+        .fetch_one(&app.pool)
+        .await?;
+    assert_eq!(entries, 64);
+    for (m, member) in members.iter().enumerate() {
+        let expected: i64 = (0..4)
+            .map(|g| i64::try_from(10 * m + g + 1).unwrap_or(0))
+            .sum();
+        assert_eq!(
+            app.balances(member).await?.available_points,
+            expected,
+            "member {m}"
+        );
+    }
+    for (id, bodies) in &answers {
+        assert!(
+            bodies.iter().all(|b| b == &bodies[0]),
+            "{id}: a replay answered differently"
+        );
+    }
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM ledger_entries")
+            .fetch_one(&app.pool)
+            .await?;
+    assert!(transactions < 64, "no two earns shared a transaction");
+    crate::helpers::assert_ledger_invariants(&app.pool).await?;
+    Ok(())
+}

@@ -24,7 +24,6 @@
 //!   binary, so each `main.rs` stays one call.
 //! - [`feed`]: the `EventFeedService` every service serves for its outbox.
 //! - [`idempotency`]: request-id replays: the first response stored and returned to retries.
-//! - [`group_commit`]: idempotent calls that arrive together share one transaction.
 //! - [`outbox`]: appends a service's domain events to its outbox, in the caller's transaction.
 //! - [`sequencer`]: gives committed outbox events their feed position, in visibility order.
 //! - [`retention`]: prunes the outbox once every registered consumer has passed an event and
@@ -44,7 +43,6 @@ pub mod db;
 pub mod db_roles;
 pub mod error;
 pub mod feed;
-pub mod group_commit;
 pub mod handshake;
 pub mod idempotency;
 pub mod layers;

@@ -31,7 +31,6 @@ pub mod tiers;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use custops_common::group_commit::{self, Call, GroupCommit};
 use custops_common::idempotency::{self, Completed, RequestKey};
 use custops_common::outbox::OutboxEvent;
 use futures_util::future::BoxFuture;
@@ -53,24 +52,15 @@ pub struct Context {
     /// Profiles, to check the customer of an enrolment; `None` when loyalty runs standalone
     /// (it then enrols any well-formed customer id).
     pub customers: Option<CustomerDirectory>,
-    /// EarnPoints calls that arrive together share a transaction (`Context::once_grouped`).
-    earns: GroupCommit<StoreError>,
 }
 
 impl Context {
     /// Use cases over `pool`, reading time from `clock`, asking `customers` about enrolments.
-    /// Starts the earns' group commit, so it needs a Tokio runtime.
     pub fn new(pool: PgPool, clock: Arc<dyn Clock>, customers: Option<CustomerDirectory>) -> Self {
-        // Half the pool runs earns' groups, so other calls always find connections; a group
-        // is at most what 16 callers in flight leave waiting behind the other runners.
-        let runners = pool.options().get_max_connections() as usize / 2;
-        let max_group = 8;
-        let earns = GroupCommit::start(pool.clone(), runners, max_group);
         Self {
             pool,
             clock,
             customers,
-            earns,
         }
     }
 
@@ -120,54 +110,6 @@ impl Context {
         })
         .await?;
         decode(&bytes)
-    }
-}
-
-impl Context {
-    /// [`Context::once`] for calls that may share a transaction with others that arrive
-    /// together (`custops_common::group_commit`): `lock` names what `work` locks first (its
-    /// member), and `work` may run again when its group rolls back, so it must not act
-    /// outside the transaction.
-    pub(crate) async fn once_grouped<T, R, W, F>(
-        &self,
-        key: &RequestKey,
-        lock: String,
-        work: W,
-        reply: F,
-    ) -> StoreResult<R>
-    where
-        T: Send + 'static,
-        R: Message + Default,
-        W: for<'c> Fn(
-                &'c mut PgConnection,
-                DateTime<Utc>,
-            ) -> BoxFuture<'c, StoreResult<(T, Vec<OutboxEvent>)>>
-            + Send
-            + Sync
-            + 'static,
-        F: Fn(T) -> R + Send + Sync + 'static,
-    {
-        let now = self.now();
-        let work = Arc::new(work);
-        let reply = Arc::new(reply);
-        let work = group_commit::shared_work(move |conn| {
-            let work = work.clone();
-            let reply = reply.clone();
-            Box::pin(async move {
-                let (outcome, events) = work(conn, now).await?;
-                Ok::<_, StoreError>(Completed::with_events(
-                    reply(outcome).encode_to_vec(),
-                    events,
-                ))
-            })
-        });
-        let call = Call {
-            key: key.clone(),
-            now,
-            lock,
-            work,
-        };
-        decode(&self.earns.run(call).await?)
     }
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::support::{PRODUCER, deleted, schema_pool};
 
 /// A table like every service's `idempotency_keys`, and one the work writes to.
-pub(crate) async fn pool() -> anyhow::Result<(PgPool, TestDatabase)> {
+async fn pool() -> anyhow::Result<(PgPool, TestDatabase)> {
     let db = TestDatabase::create().await?;
     let pool = schema_pool(&db, PRODUCER.schema()).await?;
     sqlx::raw_sql(
@@ -30,7 +30,7 @@ pub(crate) async fn pool() -> anyhow::Result<(PgPool, TestDatabase)> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TestError {
+enum TestError {
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -39,7 +39,7 @@ pub(crate) enum TestError {
     Refused,
 }
 
-pub(crate) fn key(request_id: &str, name: &str) -> RequestKey {
+fn key(request_id: &str, name: &str) -> RequestKey {
     let request = CustomerDeleted {
         customer_id: name.to_owned(),
         delete_time: None,
@@ -69,7 +69,7 @@ async fn create(pool: &PgPool, key: &RequestKey, name: &str) -> Result<Vec<u8>, 
     .await
 }
 
-pub(crate) async fn count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
+async fn count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
     let sql = format!("SELECT count(*) FROM {table}");
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(pool)

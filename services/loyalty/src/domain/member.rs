@@ -67,21 +67,6 @@ pub enum MemberRef {
     },
 }
 
-impl MemberRef {
-    /// A name of the member's lock for ordering the calls of a group commit: equal for equal
-    /// references (a member named by id and by customer gives two names of one lock; a
-    /// group holding both is still correct, only not ordered against the other form).
-    pub fn lock_name(&self) -> String {
-        match self {
-            MemberRef::Id(id) => format!("member:{id}"),
-            MemberRef::Customer {
-                program_id,
-                customer_id,
-            } => format!("customer:{program_id}:{customer_id}"),
-        }
-    }
-}
-
 /// A member's balances: the projection of its ledger.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Balances {

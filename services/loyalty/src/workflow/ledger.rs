@@ -48,9 +48,8 @@ pub struct Applied {
 }
 
 /// EarnPoints, once per request id: the earn at the service clock's now, its
-/// events appended and `reply` of its outcome recorded with the key, in a transaction
-/// shared with other earns that arrive together (`Context::once_grouped`, the member's lock
-/// named); a replay answers the first call's reply.
+/// events appended and `reply` of its outcome recorded with the key
+/// (`Context::once`); a replay answers the first call's reply.
 pub async fn earn_points<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -59,22 +58,17 @@ pub async fn earn_points<R, F>(
 ) -> StoreResult<R>
 where
     R: Message + Default,
-    F: Fn(Applied) -> R + Send + Sync + 'static,
+    F: FnOnce(Applied) -> R + Send + 'static,
 {
     let origin = Origin {
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    let lock = cmd.command.member.lock_name();
-    let command = cmd.command;
-    ctx.once_grouped(
+    ctx.once(
         key,
-        lock,
         move |conn, now| {
-            let origin = origin.clone();
-            let command = command.clone();
             Box::pin(async move {
-                let out = earn(conn, origin, command, now).await?;
+                let out = earn(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
                 Ok((out, events))
             })

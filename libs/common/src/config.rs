@@ -590,6 +590,9 @@ impl fmt::Debug for DatabaseSettings {
     }
 }
 
+/// A service's pool size unless `CUSTOPS_DB_MAX_CONNECTIONS` says otherwise.
+pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 10;
+
 impl DatabaseSettings {
     /// Defaults for `service` on `url`; the URL is not validated here.
     pub fn new(service: ServiceKind, url: &str) -> Self {
@@ -597,7 +600,7 @@ impl DatabaseSettings {
             url: SecretString::from(url.to_owned()),
             direct_url: None,
             schema: service.schema(),
-            max_connections: 10,
+            max_connections: DEFAULT_DB_MAX_CONNECTIONS,
             connect_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_millis(5000),
             lock_timeout: Duration::from_millis(2000),
@@ -632,7 +635,8 @@ impl DatabaseSettings {
             validate_postgres_url(&var, url)?;
             settings.direct_url = Some(SecretString::from(url.to_owned()));
         }
-        settings.max_connections = env.parse_or("CUSTOPS_DB_MAX_CONNECTIONS", 10)?;
+        settings.max_connections =
+            env.parse_or("CUSTOPS_DB_MAX_CONNECTIONS", DEFAULT_DB_MAX_CONNECTIONS)?;
         if settings.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 var: "CUSTOPS_DB_MAX_CONNECTIONS".to_owned(),

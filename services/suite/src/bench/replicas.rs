@@ -7,16 +7,16 @@
 //! database and stops them after it: one replica, or two with the generator's connections
 //! opened half to each (calls handed out round-robin, so each replica answers half of them).
 //! Whatever a second replica costs while it runs (its background work included) falls on the
-//! two-replica runs. The replicas share one budget of Postgres connections, as a pooler holds
-//! them in prod: one replica has the services' default pool of 10, each of two has 5
-//! (`DATABASE_BUDGET`). Two replicas each with a full pool would put twice the transactions
-//! at once into a Postgres on the same two cores, which measures an oversubscribed database,
-//! not a second replica (on 2026-12-06 that cost earns 0.77-0.91 of one replica; with the
-//! budget shared, 0.95-1.01). One and two alternate (one, two, one, two, …) so a drift of the
-//! shared machine falls on both, and the row sets the median rate of the two-replica runs
-//! against the median of the one-replica runs. On two cores the point is that a second
-//! replica loses nothing, not that it gains: both share the cores with the generator and
-//! Postgres.
+//! two-replica runs. The replicas share one replica's budget, as a deployment shares it
+//! (`Layout::env`): one replica has the services' default pool of Postgres connections and a
+//! runtime thread per core, each of two has half of both. Given each a full share, two
+//! replicas on two cores oversubscribe Postgres and the CPUs, which measures an overloaded
+//! machine, not a second replica (on 2026-12-06: earns 0.77 of one replica, lookups
+//! 0.79-0.83; with the budget shared, 0.92-0.98 and 0.91-0.94). One and two alternate (one,
+//! two, one, two, …) so a drift of the shared machine falls on both, and the row sets the
+//! median rate of the two-replica runs against the median of the one-replica runs. On two
+//! cores the point is that a second replica loses nothing, not that it gains: both share the
+//! cores with the generator and Postgres.
 //!
 //! The data are the lookup and loyalty groups' own: static segments made through the API,
 //! members enrolled through it. After the earns, every member's balance, ledger and lots must
@@ -25,6 +25,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use custops_common::config::DEFAULT_DB_MAX_CONNECTIONS;
 use serde_json::{Value, json};
 
 use super::child::{Child, service_env};
@@ -123,9 +124,8 @@ async fn earn_row(harness: &Harness) -> anyhow::Result<Row> {
 
 /// The Postgres connections a service's replicas share, as a pooler holds them in prod
 /// (PgBouncer's `default_pool_size` caps the server connections of all a service's replicas
-/// together, `k8s/components/pgbouncer`): one replica has all of them, each of two half. The
-/// services' default pool (`CUSTOPS_DB_MAX_CONNECTIONS`).
-const DATABASE_BUDGET: usize = 10;
+/// together, `k8s/components/pgbouncer`): the services' default pool.
+const DATABASE_BUDGET: usize = DEFAULT_DB_MAX_CONNECTIONS as usize;
 
 /// The processes of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,9 +201,15 @@ impl<'h> Replicas<'h> {
         }
     }
 
+    /// The generator's connections in every run: `scale.connections`, at least two so each
+    /// of two replicas has one.
+    fn connections(&self) -> usize {
+        self.harness.scale.connections.max(2)
+    }
+
     /// Starts the replicas of `layout` (the first start migrates the schema) and opens
-    /// `scale.connections` connections (at least two) spread over them, so calls handed out
-    /// round-robin go to each evenly.
+    /// [`Replicas::connections`] spread over them, so calls handed out round-robin go to
+    /// each evenly.
     async fn start(&mut self, layout: Layout) -> anyhow::Result<Running> {
         let mut children = Vec::new();
         for i in 1..=layout.replicas() {
@@ -215,8 +221,7 @@ impl<'h> Replicas<'h> {
             children.push(Child::start(&name, &args, &env, &self.harness.log_dir).await?);
         }
         let addrs: Vec<SocketAddr> = children.iter().map(Child::addr).collect();
-        let connections =
-            Connections::spread(&addrs, self.harness.scale.connections.max(2)).await?;
+        let connections = Connections::spread(&addrs, self.connections()).await?;
         Ok(Running {
             children,
             connections,
@@ -277,7 +282,7 @@ impl Alternated {
             measure: scale.window,
         };
         let mut alternated = Self {
-            connections: scale.connections.max(2),
+            connections: replicas.connections(),
             warmup_s: scale.warmup.as_secs_f64(),
             window_s: scale.window.as_secs_f64(),
             ..Self::default()

@@ -330,3 +330,44 @@ pub async fn migrate(pool: &PgPool, schema: &'static str, own: &Migrator) -> Res
         .await
         .map_err(|source| DbError::Migrate { schema, source })
 }
+
+/// Whether `error` (anywhere in its chain) is a transaction that lost a race: Postgres rolled
+/// it back to break a deadlock (SQLSTATE 40P01) or a serialization conflict (40001), so the
+/// same work tried again can succeed. Seen as the `sqlx::Error` itself or as the database
+/// error under it (a transparent wrapper's source is the inner error's source).
+pub fn lost_a_race(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let code = match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx) => sqlx.as_database_error().and_then(|db| db.code()),
+            None => cause
+                .downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .map(|db| std::borrow::Cow::Borrowed(db.code())),
+        };
+        code.is_some_and(|code| code == "40P01" || code == "40001")
+    })
+}
+
+/// Runs `attempt` (a whole transaction) again while it fails by [`lost_a_race`], at most
+/// `attempts` times in all: for background work whose bulk statements can meet another's in
+/// opposite row order (two set-based updates of one table), where Postgres breaking the
+/// deadlock is expected and the rolled-back work is simply done again.
+pub async fn retry_lost_races<T, F, A>(attempts: usize, mut attempt: A) -> anyhow::Result<T>
+where
+    A: FnMut() -> F,
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let mut tried = 1;
+    loop {
+        match attempt().await {
+            Err(error) if tried < attempts && lost_a_race(&error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    tried,
+                    "lost a race to another transaction; trying again"
+                );
+                tried += 1;
+            }
+            done => return done,
+        }
+    }
+}

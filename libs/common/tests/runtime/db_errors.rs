@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use custops_common::db;
 use custops_common::error::ServiceError;
 use custops_testkit::TestDatabase;
 use sqlx::postgres::PgPoolOptions;
@@ -180,5 +181,62 @@ async fn a_locked_row_costs_waiters_a_lock_timeout_and_a_dry_pool_is_unavailable
         .execute(&service)
         .await?;
     holder.rollback().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_real_deadlock_is_a_lost_race_tried_again_and_other_errors_are_not() -> anyhow::Result<()>
+{
+    // Arrange: two rows, two transactions each holding one.
+    let db = TestDatabase::create().await?;
+    let pool = pool(&db).await?;
+    pool.execute("CREATE TABLE pair (id int PRIMARY KEY); INSERT INTO pair VALUES (1), (2)")
+        .await?;
+    let lock = |id: i32| format!("SELECT id FROM pair WHERE id = {id} FOR UPDATE");
+    let (mut one, mut two) = (pool.begin().await?, pool.begin().await?);
+    (&mut *one).execute(sqlx::AssertSqlSafe(lock(1))).await?;
+    (&mut *two).execute(sqlx::AssertSqlSafe(lock(2))).await?;
+
+    // Act: each asks for the other's row, so Postgres makes one the victim; then a retried
+    // attempt that loses once, and one that fails otherwise.
+    let (first, second) = tokio::join!(
+        (&mut *one).execute(sqlx::AssertSqlSafe(lock(2))),
+        (&mut *two).execute(sqlx::AssertSqlSafe(lock(1)))
+    );
+    let lost: Vec<sqlx::Error> = [first.err(), second.err()].into_iter().flatten().collect();
+    let other = pool.execute("SELECT no_such_column FROM pair").await.err();
+    drop((one, two));
+    let deadlock = lost
+        .into_iter()
+        .next()
+        .map(anyhow::Error::from)
+        .ok_or_else(|| anyhow::anyhow!("no transaction lost"))?;
+    let recognised = db::lost_a_race(&deadlock);
+    let mut pending = Some(deadlock.context("a job's step"));
+    let mut calls = 0;
+    let retried = db::retry_lost_races(3, || {
+        calls += 1;
+        let outcome = match pending.take() {
+            Some(lost) => Err(lost),
+            None => Ok(calls),
+        };
+        std::future::ready(outcome)
+    })
+    .await?;
+    let other = anyhow::Error::from(other.ok_or_else(|| anyhow::anyhow!("no error"))?);
+    let mut failing_calls = 0;
+    let not_retried = db::retry_lost_races(3, || {
+        failing_calls += 1;
+        std::future::ready(anyhow::Result::<()>::Err(anyhow::anyhow!("{other}")))
+    })
+    .await;
+
+    // Assert: the deadlock is recognised (also under context) and its work tried again;
+    // another error is not, and fails at once.
+    assert!(recognised);
+    assert_eq!(retried, 2);
+    assert!(!db::lost_a_race(&other), "{other:#}");
+    assert!(not_retried.is_err());
+    assert_eq!(failing_calls, 1);
     Ok(())
 }

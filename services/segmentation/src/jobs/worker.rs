@@ -17,11 +17,16 @@ use crate::domain::computed::FIELD_PREFIX;
 use crate::domain::predict::PredictError;
 use crate::events::{self, ChangeCause};
 use crate::state::AppState;
+use custops_common::db::retry_lost_races;
+
 use crate::store::jobs::{self as job_store, JobRecord, SegmentResult};
 use crate::store::{self, begin_long, memberships, segments};
 use crate::wire::jobs::job_to_proto;
 use crate::workflow::recompute::apply_segment;
 use crate::workflow::{computed, derived, predictions};
+
+/// How many times a bulk step of a job is tried when it keeps losing races.
+const BULK_ATTEMPTS: usize = 3;
 
 /// After a job that changed this many memberships, the planner's statistics of `memberships`
 /// are refreshed at once.
@@ -135,24 +140,41 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
                 predictions::run_fit(state, &mut job).await?;
                 prefixes.push("predicted.");
             }
+            // Each of these updates everyone's facts in one statement, in no set row order,
+            // so it can deadlock with another such update (the scheduler's rollover updates
+            // lifecycles in its own statement): Postgres rolls one back, and that step runs
+            // again (`db::retry_lost_races`).
             if matches!(scope, "rfm" | "all") {
-                let mut tx = begin_long(&state.pool).await?;
-                job.rfm_group_changed_count = i64::try_from(derived::run_rfm(&mut tx, now).await?)?;
-                tx.commit().await?;
+                let changed = retry_lost_races(BULK_ATTEMPTS, move || async move {
+                    let mut tx = begin_long(&state.pool).await?;
+                    let changed = derived::run_rfm(&mut tx, now).await?;
+                    tx.commit().await?;
+                    anyhow::Ok(changed)
+                })
+                .await?;
+                job.rfm_group_changed_count = i64::try_from(changed)?;
                 prefixes.push("rfm.");
             }
             if matches!(scope, "lifecycle" | "all") {
-                let mut tx = begin_long(&state.pool).await?;
-                job.lifecycle_changed_count =
-                    i64::try_from(derived::run_lifecycle(&mut tx, now).await?)?;
-                tx.commit().await?;
+                let changed = retry_lost_races(BULK_ATTEMPTS, move || async move {
+                    let mut tx = begin_long(&state.pool).await?;
+                    let changed = derived::run_lifecycle(&mut tx, now).await?;
+                    tx.commit().await?;
+                    anyhow::Ok(changed)
+                })
+                .await?;
+                job.lifecycle_changed_count = i64::try_from(changed)?;
                 prefixes.push("lifecycle.");
             }
             if matches!(scope, "computed_traits" | "all") {
-                let mut tx = begin_long(&state.pool).await?;
-                job.computed_trait_changed_count =
-                    i64::try_from(computed::run_all(&mut tx, now).await?)?;
-                tx.commit().await?;
+                let changed = retry_lost_races(BULK_ATTEMPTS, move || async move {
+                    let mut tx = begin_long(&state.pool).await?;
+                    let changed = computed::run_all(&mut tx, now).await?;
+                    tx.commit().await?;
+                    anyhow::Ok(changed)
+                })
+                .await?;
+                job.computed_trait_changed_count = i64::try_from(changed)?;
                 prefixes.push(FIELD_PREFIX);
             }
             let mut conn = custops_common::db::read(&state.pool).await?;

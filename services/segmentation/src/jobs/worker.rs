@@ -6,9 +6,11 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use custops_common::db::retry_lost_races;
 use custops_common::metrics::{self, Counter, Histogram, KeyValue};
 use custops_contracts::custops::segmentation::v1::ChangeReason;
-use sqlx::PgPool;
+use futures_util::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -17,8 +19,6 @@ use crate::domain::computed::FIELD_PREFIX;
 use crate::domain::predict::PredictError;
 use crate::events::{self, ChangeCause};
 use crate::state::AppState;
-use custops_common::db::retry_lost_races;
-
 use crate::store::jobs::{self as job_store, JobRecord, SegmentResult};
 use crate::store::{self, begin_long, memberships, segments};
 use crate::wire::jobs::job_to_proto;
@@ -140,41 +140,19 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
                 predictions::run_fit(state, &mut job).await?;
                 prefixes.push("predicted.");
             }
-            // Each of these updates everyone's facts in one statement, in no set row order,
-            // so it can deadlock with another such update (the scheduler's rollover updates
-            // lifecycles in its own statement): Postgres rolls one back, and that step runs
-            // again (`db::retry_lost_races`).
             if matches!(scope, "rfm" | "all") {
-                let changed = retry_lost_races(BULK_ATTEMPTS, move || async move {
-                    let mut tx = begin_long(&state.pool).await?;
-                    let changed = derived::run_rfm(&mut tx, now).await?;
-                    tx.commit().await?;
-                    anyhow::Ok(changed)
-                })
-                .await?;
-                job.rfm_group_changed_count = i64::try_from(changed)?;
+                job.rfm_group_changed_count =
+                    bulk_step(state, |tx| Box::pin(derived::run_rfm(tx, now))).await?;
                 prefixes.push("rfm.");
             }
             if matches!(scope, "lifecycle" | "all") {
-                let changed = retry_lost_races(BULK_ATTEMPTS, move || async move {
-                    let mut tx = begin_long(&state.pool).await?;
-                    let changed = derived::run_lifecycle(&mut tx, now).await?;
-                    tx.commit().await?;
-                    anyhow::Ok(changed)
-                })
-                .await?;
-                job.lifecycle_changed_count = i64::try_from(changed)?;
+                job.lifecycle_changed_count =
+                    bulk_step(state, |tx| Box::pin(derived::run_lifecycle(tx, now))).await?;
                 prefixes.push("lifecycle.");
             }
             if matches!(scope, "computed_traits" | "all") {
-                let changed = retry_lost_races(BULK_ATTEMPTS, move || async move {
-                    let mut tx = begin_long(&state.pool).await?;
-                    let changed = computed::run_all(&mut tx, now).await?;
-                    tx.commit().await?;
-                    anyhow::Ok(changed)
-                })
-                .await?;
-                job.computed_trait_changed_count = i64::try_from(changed)?;
+                job.computed_trait_changed_count =
+                    bulk_step(state, |tx| Box::pin(computed::run_all(tx, now))).await?;
                 prefixes.push(FIELD_PREFIX);
             }
             let mut conn = custops_common::db::read(&state.pool).await?;
@@ -273,6 +251,26 @@ pub async fn run_job(state: &AppState, mut job: JobRecord) -> anyhow::Result<()>
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Runs one bulk step of a job (`step` updates everyone's facts in one statement and answers
+/// how many changed) in a transaction of its own, and answers its count. Such a statement
+/// locks rows in no set order, so it can deadlock with another (the scheduler's rollover
+/// updates lifecycles in its own): Postgres rolls one back, and the step runs again, up to
+/// [`BULK_ATTEMPTS`] tries (`db::retry_lost_races`).
+async fn bulk_step<S>(state: &AppState, step: S) -> anyhow::Result<i64>
+where
+    S: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, anyhow::Result<u64>>,
+{
+    let step = &step;
+    let changed = retry_lost_races(BULK_ATTEMPTS, || async move {
+        let mut tx = begin_long(&state.pool).await?;
+        let changed = step(&mut tx).await?;
+        tx.commit().await?;
+        anyhow::Ok(changed)
+    })
+    .await?;
+    Ok(i64::try_from(changed)?)
 }
 
 /// Refreshes the planner's statistics of `memberships` after a recompute changed many rows. A

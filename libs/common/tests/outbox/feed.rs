@@ -330,10 +330,13 @@ async fn idle_streams_wait_for_a_wake_up_instead_of_reading_the_table_every_poll
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let idle_reads = reads().await? - before;
 
-    // Assert: polling would be 30 streams × 20 polls = 600 reads; waiting is a handful (the
-    // sequencer's own polls).
+    // Assert: polling would be 30 streams × 20 polls = 600 reads (and more: the 3.5 s between
+    // the two readings); waiting is the sequencer's own probes (about 14) plus, at worst, the
+    // streams' first reads counted late: Postgres flushes a backend's statistics when it goes
+    // idle, but one that flushed less than a second before waits up to 10 s, so under load
+    // the 30 subscriptions' reads can land in the window (103 seen once in CI, 2026-12-06).
     assert!(
-        idle_reads < 100,
+        idle_reads < 200,
         "{idle_reads} reads of the outbox while idle"
     );
     // And a commit still reaches every stream at once.

@@ -69,7 +69,31 @@ async fn every_catalogued_metric_reaches_the_collector_with_the_journeys_values(
     clients
         .answer_nps(&rewarded, &customer_id, "order-rewarded", 10)
         .await?;
-    // A rule segment made after the purchase: the customer enters it by its recompute.
+    // A rule segment made after the purchase has reached segmentation (the customer is in
+    // the world's Buyers segment, same rule, by the feed): the customer enters the new one by
+    // a recompute, not by the purchase's event arriving late (which failed this once in CI on
+    // a loaded machine: no recompute entered anyone).
+    let lookups = clients.segmentation.clone();
+    let becomes_member = |segment_id: String| {
+        let segmentation = lookups.clone();
+        let customer_id = customer_id.clone();
+        eventually(PROPAGATION, move || {
+            let mut segmentation = segmentation.clone();
+            let request = segmentation::CheckMembershipRequest {
+                segment_id: segment_id.clone(),
+                customer_id: customer_id.clone(),
+            };
+            async move {
+                Ok(segmentation
+                    .check_membership(request)
+                    .await?
+                    .into_inner()
+                    .member)
+            }
+        })
+    };
+    let buyer = becomes_member(world.buyers_segment_id.clone()).await;
+    anyhow::ensure!(buyer, "the purchase never reached segmentation");
     let big_buyers = clients.buyers_segment("Big buyers").await?;
     clients
         .segmentation
@@ -78,21 +102,7 @@ async fn every_catalogued_metric_reaches_the_collector_with_the_journeys_values(
             request_id: rid(),
         })
         .await?;
-    let member = eventually(PROPAGATION, || {
-        let mut segmentation = clients.segmentation.clone();
-        let (segment_id, customer_id) = (big_buyers.clone(), customer_id.clone());
-        async move {
-            Ok(segmentation
-                .check_membership(segmentation::CheckMembershipRequest {
-                    segment_id,
-                    customer_id,
-                })
-                .await?
-                .into_inner()
-                .member)
-        }
-    })
-    .await;
+    let member = becomes_member(big_buyers.clone()).await;
     anyhow::ensure!(member, "the buyer never entered the Big buyers segment");
     // The ticket is past its SLA: its due time moved back (the shortest SLA is a minute).
     let mut admin = sqlx::PgConnection::connect(suite.database.url()).await?;

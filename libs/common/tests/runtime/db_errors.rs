@@ -240,3 +240,69 @@ async fn a_real_deadlock_is_a_lost_race_tried_again_and_other_errors_are_not() -
     assert_eq!(failing_calls, 1);
     Ok(())
 }
+
+/// The server session behind the pool's only connection, ended from another session once the
+/// connection is back in the pool (its return ping done, which would otherwise find the session
+/// gone first); waits until the backend has exited.
+async fn end_the_session_of(pool: &PgPool, admin: &PgPool) -> anyhow::Result<i32> {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await?;
+    let returned = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.num_idle() == 0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < returned,
+            "the connection never came back to the pool"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(admin)
+        .await?;
+    assert!(ended, "backend {pid} did not exit");
+    Ok(pid)
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_window_is_pinged_and_a_dead_one_replaced() -> anyhow::Result<()>
+{
+    let db = TestDatabase::create().await?;
+    let admin = pool(&db).await?;
+    let pool = db::pool_options_pinging_after(1, Duration::ZERO)
+        .connect(db.url())
+        .await?;
+    let ended = end_the_session_of(&pool, &admin).await?;
+    // The ping on acquire finds the session gone and the pool opens another: the call never
+    // sees the dead connection.
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await?;
+    assert_ne!(pid, ended);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_used_a_moment_ago_is_handed_out_unpinged() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let admin = pool(&db).await?;
+    // A window no test outlasts: every acquire here is "a moment after" the last use.
+    let pool = db::pool_options_pinging_after(1, Duration::from_secs(3600))
+        .connect(db.url())
+        .await?;
+    let ended = end_the_session_of(&pool, &admin).await?;
+    // No ping: the call gets the connection whose session ended, and fails as UNAVAILABLE
+    // (with sqlx's default ping on acquire it would have succeeded on a new connection).
+    let error = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a query on an ended session succeeded"))?;
+    assert_eq!(code_of(error), Code::Unavailable);
+    // The broken connection was closed on its return, not handed out again.
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await?;
+    assert_ne!(pid, ended);
+    Ok(())
+}

@@ -128,6 +128,28 @@ pub fn pool_options_pinging_after(max_connections: u32, idle_for: Duration) -> P
         })
 }
 
+/// `sql` with each parameter `$n` made `$(n + by)`: fixed SQL written from `$1` that joins a
+/// statement after `by` parameters of its own ([`crate::idempotency::LastWrite`]). Only for
+/// SQL with no `$` but its parameters (no dollar quoting, none in a literal or a name).
+pub fn shift_parameters(sql: &str, by: usize) -> String {
+    let mut shifted = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        shifted.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => shifted.push_str(&(n + by).to_string()),
+            Err(_) => shifted.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    shifted.push_str(rest);
+    shifted
+}
+
 /// A pool of at most `max_connections` straight to Postgres (the direct URL behind a pooler,
 /// else the service's URL), its sessions set up as [`connect`]'s are when connecting
 /// directly: for migrations, which hold a session-level advisory lock. Waits for the
@@ -399,5 +421,23 @@ where
             }
             done => return done,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_parameters;
+
+    #[test]
+    fn parameters_are_renumbered_and_nothing_else_changes() {
+        assert_eq!(
+            shift_parameters("a AS (UPDATE t SET x = $2, y = $10 WHERE id = $1)", 12),
+            "a AS (UPDATE t SET x = $14, y = $22 WHERE id = $13)"
+        );
+        assert_eq!(
+            shift_parameters("SELECT $1::bigint, $3", 0),
+            "SELECT $1::bigint, $3"
+        );
+        assert_eq!(shift_parameters("no parameters", 5), "no parameters");
     }
 }

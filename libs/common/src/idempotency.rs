@@ -86,28 +86,83 @@ pub enum KeyError {
     Database(#[from] sqlx::Error),
 }
 
-/// What an idempotent call's work leaves: the response stored for replays, and the events of
-/// its change, appended with it.
+/// What an idempotent call's work leaves: the response stored for replays, the events of its
+/// change, appended with it, and the change's last write when it left one to make with them.
 #[derive(Debug)]
 pub struct Completed {
     /// The encoded response, returned now and to every replay.
     pub response: Vec<u8>,
     /// The change's outbox events, in order.
     pub events: Vec<OutboxEvent>,
+    /// The change's last write, made in the recording statement.
+    pub last_write: Option<LastWrite>,
 }
 
 impl Completed {
     /// A response of a change that reports no event.
     pub fn response(response: Vec<u8>) -> Self {
-        Self {
-            response,
-            events: Vec::new(),
-        }
+        Self::with_events(response, Vec::new())
     }
 
     /// A response and the events of its change, in order.
     pub fn with_events(response: Vec<u8>, events: Vec<OutboxEvent>) -> Self {
-        Self { response, events }
+        Self {
+            response,
+            events,
+            last_write: None,
+        }
+    }
+
+    /// The same, with the change's last write left to the recording statement.
+    pub fn with_last_write(mut self, last_write: Option<LastWrite>) -> Self {
+        self.last_write = last_write;
+        self
+    }
+}
+
+/// The bind of a [`LastWrite`]'s parameters, in order.
+type BindLastWrite = Box<
+    dyn for<'q> FnOnce(
+            sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        )
+            -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+        + Send,
+>;
+
+/// A change's last write, when nothing it returns is needed (the values it writes were made
+/// by the caller): data-modifying `WITH` items of fixed SQL, parameters written from `$1`, and
+/// what binds them. [`run`] makes it in the statement that records the key and appends the
+/// events, so the change takes a round trip less. Should it fail (a unique index a replay
+/// runs into), the call ends as a failing work does: with the stored response of the call
+/// that won, or the error.
+pub struct LastWrite {
+    steps: &'static str,
+    bind: BindLastWrite,
+}
+
+impl LastWrite {
+    /// `steps` (`name AS (...)`, comma-separated, parameters from `$1`) bound by `bind`.
+    pub fn new(
+        steps: &'static str,
+        bind: impl for<'q> FnOnce(
+            sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        )
+            -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+        + Send
+        + 'static,
+    ) -> Self {
+        Self {
+            steps,
+            bind: Box::new(bind),
+        }
+    }
+}
+
+impl std::fmt::Debug for LastWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LastWrite")
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,16 +188,27 @@ where
             // Rolled back on drop: a failed rollback (a broken connection) must not hide the
             // error of the work.
             drop(tx);
-            return match stored(&mut *crate::db::read(pool).await?, key).await {
-                Ok(Some(response)) => Ok(response),
-                Err(reused @ KeyError::Reused { .. }) => Err(reused.into()),
-                Ok(None) | Err(KeyError::Database(_)) => Err(error),
-            };
+            return answer_failed(pool, key, error).await;
         }
     };
-    if record(&mut tx, key, now, &completed.response, &completed.events).await? {
+    let Completed {
+        response,
+        events,
+        last_write,
+    } = completed;
+    let recorded = record_after(&mut tx, last_write, key, now, &response, &events).await;
+    let recorded = match recorded {
+        Ok(recorded) => recorded,
+        Err(error) => {
+            // The change's last write is made here, so this may be a replay running into
+            // what its first call wrote: answered as a failed work is.
+            drop(tx);
+            return answer_failed(pool, key, E::from(error)).await;
+        }
+    };
+    if recorded {
         tx.commit().await?;
-        return Ok(completed.response);
+        return Ok(response);
     }
     tx.rollback().await?;
     // The key was taken by a call that committed while this one worked.
@@ -186,20 +252,55 @@ pub async fn record(
     response: &[u8],
     events: &[OutboxEvent],
 ) -> Result<bool, sqlx::Error> {
-    let written = outbox::append_all_with(
+    record_after(conn, None, key, now, response, events).await
+}
+
+/// The answer to a call whose work (or last write) failed with `error`: the stored response
+/// when a call with the key succeeded meanwhile (this one was its replay), else the error.
+async fn answer_failed<E>(pool: &PgPool, key: &RequestKey, error: E) -> Result<Vec<u8>, E>
+where
+    E: From<KeyError> + From<sqlx::Error>,
+{
+    match stored(&mut *crate::db::read(pool).await?, key).await {
+        Ok(Some(response)) => Ok(response),
+        Err(reused @ KeyError::Reused { .. }) => Err(reused.into()),
+        Ok(None) | Err(KeyError::Database(_)) => Err(error),
+    }
+}
+
+/// [`record`] after the change's `last_write`, in the same statement (its parameters follow
+/// the events' six and the key's six).
+async fn record_after(
+    conn: &mut PgConnection,
+    last_write: Option<LastWrite>,
+    key: &RequestKey,
+    now: DateTime<Utc>,
+    response: &[u8],
+    events: &[OutboxEvent],
+) -> Result<bool, sqlx::Error> {
+    let (steps, bind_last) = match last_write {
+        Some(LastWrite { steps, bind }) => (crate::db::shift_parameters(steps, 12), Some(bind)),
+        None => (String::new(), None),
+    };
+    let written = outbox::append_all_after(
         conn,
+        &steps,
         events,
         "INSERT INTO idempotency_keys (caller, request_id, method, fingerprint, response, \
          create_time) VALUES ($7, $8, $9, $10, $11, $12) \
          ON CONFLICT (caller, request_id) DO NOTHING RETURNING 1",
         |query| {
-            query
+            let query = query
                 .bind(&key.caller)
                 .bind(&key.request_id)
                 .bind(key.method)
                 .bind(&key.fingerprint)
                 .bind(response)
-                .bind(now)
+                .bind(now);
+            match bind_last {
+                Some(bind) => bind(query),
+                None => query,
+            }
         },
     )
     .await?;

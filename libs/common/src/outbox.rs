@@ -127,9 +127,32 @@ pub async fn append_all_with<'q>(
         sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<u64, sqlx::Error> {
+    append_all_after(conn, "", events, also, bind).await
+}
+
+/// [`append_all_with`] after `steps`: more data-modifying `WITH` items (`name AS (...)`,
+/// comma-separated, fixed SQL; empty for none) run in the same statement, their parameters
+/// numbered after `also`'s and bound by `bind` after them. A change whose last write needs
+/// nothing back ([`crate::idempotency::LastWrite`]) makes it here, not in a round trip of its
+/// own.
+pub async fn append_all_after<'q>(
+    conn: &mut PgConnection,
+    steps: &str,
+    events: &'q [OutboxEvent],
+    also: &str,
+    bind: impl FnOnce(
+        sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<u64, sqlx::Error> {
+    let steps = if steps.is_empty() {
+        String::new()
+    } else {
+        format!("{steps}, ")
+    };
     // A data-modifying WITH runs whether or not it is read.
-    let statement =
-        format!("WITH also AS ({also}), appended AS ({APPEND_EVENTS}) SELECT count(*) FROM also");
+    let statement = format!(
+        "WITH {steps}also AS ({also}), appended AS ({APPEND_EVENTS}) SELECT count(*) FROM also"
+    );
     let row = bind(events_query(events, &statement))
         .fetch_one(conn)
         .await?;

@@ -31,15 +31,15 @@ pub mod tiers;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use custops_common::idempotency::{self, Completed, RequestKey};
+use custops_common::idempotency::{self, Completed, LastWrite, RequestKey};
 use custops_common::outbox::OutboxEvent;
 use futures_util::future::BoxFuture;
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
 
 use crate::directory::CustomerDirectory;
-use crate::domain::Clock;
-use crate::store::{StoreError, StoreResult};
+use crate::domain::{Clock, Rejection};
+use crate::store::{StoreError, StoreResult, ledger as ledger_store};
 
 /// What every use case needs: the pool of the loyalty schema, the service clock and, when
 /// configured, profiles' customer directory.
@@ -79,8 +79,10 @@ impl Context {
 
     /// Runs `work` once per request key, at the service clock's now
     /// (`custops_common::idempotency::run`): `reply` of its outcome is encoded in the
-    /// transaction and recorded with the key and the outcome's events at its end, so a replay
-    /// answers the first call's reply byte for byte.
+    /// transaction and recorded with the key, the outcome's events and its last write at its
+    /// end, so a replay answers the first call's reply byte for byte. A last write that runs
+    /// into an entry of the same request id with no stored response to answer (the key pruned)
+    /// is `RequestIdReused`, as the entry's own statement says it.
     pub(crate) async fn once<T, R, W, F>(
         &self,
         key: &RequestKey,
@@ -93,7 +95,7 @@ impl Context {
         W: for<'c> FnOnce(
                 &'c mut PgConnection,
                 DateTime<Utc>,
-            ) -> BoxFuture<'c, StoreResult<(T, Vec<OutboxEvent>)>>
+            ) -> BoxFuture<'c, StoreResult<Changed<T>>>
             + Send
             + 'static,
         F: FnOnce(T) -> R + Send + 'static,
@@ -101,15 +103,50 @@ impl Context {
         let now = self.now();
         let bytes = idempotency::run(&self.pool, key, now, move |conn| {
             Box::pin(async move {
-                let (outcome, events) = work(conn, now).await?;
-                Ok::<_, StoreError>(Completed::with_events(
-                    reply(outcome).encode_to_vec(),
-                    events,
-                ))
+                let changed = work(conn, now).await?;
+                Ok::<_, StoreError>(
+                    Completed::with_events(reply(changed.outcome).encode_to_vec(), changed.events)
+                        .with_last_write(changed.last_write),
+                )
             })
         })
-        .await?;
+        .await
+        .map_err(|error| match error {
+            StoreError::Database(db) if ledger_store::reuses_a_request_id(&db) => {
+                Rejection::RequestIdReused {
+                    request_id: key.request_id.clone(),
+                }
+                .into()
+            }
+            other => other,
+        })?;
         decode(&bytes)
+    }
+}
+
+/// What a change's work leaves for [`Context::once`]: its outcome, its events, and the last
+/// write it left for the statement that records the key (`store::ledger::EntryWrite`).
+pub(crate) struct Changed<T> {
+    outcome: T,
+    events: Vec<OutboxEvent>,
+    last_write: Option<LastWrite>,
+}
+
+impl<T> Changed<T> {
+    /// The same with `last_write` left to the recording statement.
+    pub(crate) fn with_last_write(mut self, last_write: Option<LastWrite>) -> Self {
+        self.last_write = last_write;
+        self
+    }
+}
+
+impl<T> From<(T, Vec<OutboxEvent>)> for Changed<T> {
+    fn from((outcome, events): (T, Vec<OutboxEvent>)) -> Self {
+        Self {
+            outcome,
+            events,
+            last_write: None,
+        }
     }
 }
 

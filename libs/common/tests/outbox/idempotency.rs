@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use custops_common::idempotency::{self, Completed, KeyError, RequestKey};
+use custops_common::idempotency::{self, Completed, KeyError, LastWrite, RequestKey};
 use custops_contracts::custops::profiles::v1::CustomerDeleted;
 use custops_testkit::TestDatabase;
 use futures_util::FutureExt;
@@ -63,6 +63,27 @@ async fn create(pool: &PgPool, key: &RequestKey, name: &str) -> Result<Vec<u8>, 
                 id.as_bytes().to_vec(),
                 vec![deleted()],
             ))
+        }
+        .boxed()
+    })
+    .await
+}
+
+/// [`create`] with the insert left as the call's last write, made in the statement that
+/// records the key.
+async fn create_last(pool: &PgPool, key: &RequestKey, name: &str) -> Result<Vec<u8>, TestError> {
+    let name = name.to_owned();
+    idempotency::run(pool, key, Utc::now(), move |_conn: &mut PgConnection| {
+        async move {
+            let id = Uuid::now_v7();
+            let insert = LastWrite::new(
+                "made AS (INSERT INTO things (name, thing_id) VALUES ($1, $2) RETURNING 1)",
+                move |query| query.bind(name).bind(id),
+            );
+            Ok(
+                Completed::with_events(id.as_bytes().to_vec(), vec![deleted()])
+                    .with_last_write(Some(insert)),
+            )
         }
         .boxed()
     })
@@ -277,5 +298,60 @@ async fn without_a_request_id_the_work_commits_with_its_events_and_nothing_is_re
     assert_eq!(count(&pool, "things").await?, 2);
     assert_eq!(count(&pool, "outbox").await?, 2);
     assert_eq!(count(&pool, "idempotency_keys").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn racing_calls_whose_last_write_rides_with_the_key_commit_once_and_answer_the_first()
+-> anyhow::Result<()> {
+    // Arrange
+    let (pool, _db) = pool().await?;
+    let key = Arc::new(key("r-1", "alpha"));
+
+    // Act: twelve calls at once; the later ones' last write runs into the first's thing (or
+    // they find the key taken) and must answer the first response, not the unique violation.
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (pool, key) = (pool.clone(), Arc::clone(&key));
+            tokio::spawn(async move { create_last(&pool, &key, "alpha").await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await??);
+    }
+    let replayed_later = create_last(&pool, &key, "alpha").await?;
+
+    // Assert: the last write was made once, with one event and one key.
+    let stored: Uuid = sqlx::query_scalar("SELECT thing_id FROM things")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(count(&pool, "things").await?, 1);
+    assert_eq!(count(&pool, "outbox").await?, 1);
+    assert_eq!(count(&pool, "idempotency_keys").await?, 1);
+    for answer in answers.iter().chain([&replayed_later]) {
+        assert_eq!(answer.as_slice(), stored.as_bytes());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_last_write_that_fails_without_a_replay_to_answer_is_the_error_and_keeps_nothing()
+-> anyhow::Result<()> {
+    // Arrange
+    let (pool, _db) = pool().await?;
+    create_last(&pool, &key("r-1", "alpha"), "alpha").await?;
+
+    // Act: another request id, the same unique name.
+    let failed = create_last(&pool, &key("r-2", "alpha"), "alpha").await;
+
+    // Assert: the unique violation, and neither its key nor its event kept.
+    assert!(
+        matches!(&failed, Err(TestError::Database(sqlx::Error::Database(db))) if db.is_unique_violation()),
+        "{failed:?}"
+    );
+    assert_eq!(count(&pool, "idempotency_keys").await?, 1);
+    assert_eq!(count(&pool, "outbox").await?, 1);
+    assert_eq!(count(&pool, "things").await?, 1);
     Ok(())
 }

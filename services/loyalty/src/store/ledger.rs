@@ -10,6 +10,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use custops_common::idempotency::LastWrite;
 use custops_common::metrics::{self, Counter, KeyValue};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
@@ -127,6 +128,22 @@ pub(crate) async fn append(
     new: NewEntry,
     now: DateTime<Utc>,
 ) -> StoreResult<LedgerEntry> {
+    let (entry, write) = prepare_append(conn, locked, new, now).await?;
+    write.run(conn).await?;
+    Ok(entry)
+}
+
+/// [`append`] up to its write: every sum checked and the entry made, the locked member moved
+/// on, and the statement that writes them returned unsent, for the caller to run
+/// ([`EntryWrite::run`]) or to leave to the call's last statement
+/// ([`EntryWrite::into_last_write`]). Reads only when an entry came since the member's lock
+/// read its window sums.
+pub(crate) async fn prepare_append(
+    conn: &mut PgConnection,
+    locked: &mut Locked,
+    new: NewEntry,
+    now: DateTime<Utc>,
+) -> StoreResult<(LedgerEntry, EntryWrite)> {
     let before = locked.member.balances;
     // The qualifying amounts are those of the rolling window ending now, this entry included
     // (the contract's meaning, and what tier decisions use), not a running sum of deltas.
@@ -159,88 +176,37 @@ pub(crate) async fn append(
         Some(d) => Some(serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?),
         None => None,
     };
-    let id = Uuid::now_v7();
-    let reversal = new.reversal.as_ref();
-    // The entry carries the balances after it ($24–$30), which are the projection's new
-    // values; the lot ($34–$36) is inserted only when there is one.
-    let inserted = sqlx::query(
-        "WITH balance AS ( \
-             UPDATE balances SET available_points = $24, pending_points = $25, \
-               qualifying_points = $26, qualifying_spend_minor = $27, \
-               lifetime_earned_points = $28, lifetime_redeemed_points = $29, \
-               lifetime_expired_points = $30, update_time = $17 \
-             WHERE member_id = $2 \
-         ), entry AS ( \
-             INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
-             available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, \
-             reason_code, caller, request_id, operator_id, external_reference, order_id, \
-             create_time, expire_time, reversed_entry_id, requested_points, waived_points, \
-             refund_amount_minor, details, after_available, after_pending, after_qualifying, \
-             after_spend_minor, after_lifetime_earned, after_lifetime_redeemed, \
-             after_lifetime_expired, clawback_policy, expired_points, release_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
-             $33) \
-             RETURNING ledger_entry_id \
-         ) \
-         INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
-           remaining_points, earn_time, expire_time, release_time, pending) \
-         SELECT $34, $2, entry.ledger_entry_id, $35, $36, $17, $18, $33, $33 IS NOT NULL \
-         FROM entry WHERE $35::bigint IS NOT NULL",
-    )
-    .bind(id)
-    .bind(member_id)
-    .bind(locked.member.program_id)
-    .bind(new.kind.code())
-    .bind(points)
-    .bind(new.available_delta)
-    .bind(new.pending_delta)
-    .bind(new.qualifying_delta)
-    .bind(new.spend_delta_minor)
-    .bind(&new.reason)
-    .bind(&new.reason_code)
-    .bind(&new.origin.caller)
-    .bind(&new.origin.request_id)
-    .bind(&new.operator_id)
-    .bind(&new.external_reference)
-    .bind(&new.order_id)
-    .bind(now)
-    .bind(new.expire_time)
-    .bind(reversal.map(|r| r.reversed_entry_id))
-    .bind(reversal.map(|r| r.requested_points))
-    .bind(reversal.map(|r| r.waived_points))
-    .bind(reversal.and_then(|r| r.refund_amount_minor))
-    .bind(details)
-    .bind(after.available)
-    .bind(after.pending)
-    .bind(after.qualifying)
-    .bind(after.spend_minor)
-    .bind(after.lifetime_earned)
-    .bind(after.lifetime_redeemed)
-    .bind(after.lifetime_expired)
-    .bind(reversal.and_then(|r| r.clawback).map(clawback_code))
-    .bind(reversal.map(|r| r.expired_points))
-    .bind(new.release_time)
-    .bind(Uuid::now_v7())
-    .bind(new.lot.map(|lot| lot.original))
-    .bind(new.lot.map(|lot| lot.remaining))
-    .execute(&mut *conn)
-    .await;
-    // A replay of a call that made an entry (`workflow::Context::once` then returns the
-    // first call's stored response), or a request id reused after its idempotency record was
-    // cleaned up: the transaction is aborted now, so the error is all that can be said.
-    if let Err(sqlx::Error::Database(db)) = &inserted
-        && db.constraint() == Some("ledger_entries_request")
-    {
-        return Err(Rejection::RequestIdReused {
-            request_id: new.origin.request_id.clone(),
-        }
-        .into());
-    }
-    inserted?;
-    // Every entry passes here, so here it is counted (one transaction in many thousands that
-    // appended an entry then failed to commit is counted too).
-    LEDGER_OPERATIONS.add(1, &[KeyValue::new("custops.ledger.kind", new.kind.name())]);
+    let row = EntryRow {
+        id: Uuid::now_v7(),
+        member_id,
+        program_id: locked.member.program_id,
+        kind: new.kind.code(),
+        points,
+        available_delta: new.available_delta,
+        pending_delta: new.pending_delta,
+        qualifying_delta: new.qualifying_delta,
+        spend_delta_minor: new.spend_delta_minor,
+        reason: new.reason.clone(),
+        reason_code: new.reason_code.clone(),
+        caller: new.origin.caller.clone(),
+        request_id: new.origin.request_id.clone(),
+        operator_id: new.operator_id.clone(),
+        external_reference: new.external_reference.clone(),
+        order_id: new.order_id.clone(),
+        now,
+        expire_time: new.expire_time,
+        reversal: new.reversal.clone(),
+        details,
+        after,
+        release_time: new.release_time,
+        lot_id: Uuid::now_v7(),
+        lot: new.lot,
+    };
+    let id = row.id;
+    let write = EntryWrite {
+        kind: new.kind,
+        row: Box::new(row),
+    };
     locked.member.balances = after;
     locked.member.update_time = now;
     let reversible = match new.kind {
@@ -248,7 +214,7 @@ pub(crate) async fn append(
         EntryKind::Redeem if new.details.is_none() => points.saturating_neg(),
         _ => 0,
     };
-    Ok(LedgerEntry {
+    let entry = LedgerEntry {
         ledger_entry_id: id,
         member_id,
         customer_id: locked.member.customer_id,
@@ -273,7 +239,175 @@ pub(crate) async fn append(
         reversible_points: reversible,
         details: new.details,
         reversal: new.reversal,
-    })
+    };
+    Ok((entry, write))
+}
+
+/// The data-modifying steps that write an entry: the balances projection's new values, the
+/// entry (which carries them, $24–$30) and its lot ($34–$36), inserted only when there is one.
+/// Parameters from `$1`: [`EntryWrite::run`] runs them alone, [`EntryWrite::into_last_write`]
+/// in the call's recording statement.
+macro_rules! entry_steps {
+    () => {
+        "balance AS ( \
+             UPDATE balances SET available_points = $24, pending_points = $25, \
+               qualifying_points = $26, qualifying_spend_minor = $27, \
+               lifetime_earned_points = $28, lifetime_redeemed_points = $29, \
+               lifetime_expired_points = $30, update_time = $17 \
+             WHERE member_id = $2 \
+         ), entry AS ( \
+             INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
+             available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, \
+             reason_code, caller, request_id, operator_id, external_reference, order_id, \
+             create_time, expire_time, reversed_entry_id, requested_points, waived_points, \
+             refund_amount_minor, details, after_available, after_pending, after_qualifying, \
+             after_spend_minor, after_lifetime_earned, after_lifetime_redeemed, \
+             after_lifetime_expired, clawback_policy, expired_points, release_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
+             $33) \
+             RETURNING ledger_entry_id \
+         ), lot AS ( \
+             INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
+               remaining_points, earn_time, expire_time, release_time, pending) \
+             SELECT $34, $2, entry.ledger_entry_id, $35, $36, $17, $18, $33, $33 IS NOT NULL \
+             FROM entry WHERE $35::bigint IS NOT NULL \
+         )"
+    };
+}
+
+/// The steps of [`entry_steps`] as `WITH` items.
+const ENTRY_STEPS: &str = entry_steps!();
+
+/// The steps of [`entry_steps`] as a statement of their own.
+const ENTRY_STATEMENT: &str = concat!("WITH ", entry_steps!(), " SELECT 1");
+
+/// The values of an entry's write, in the order of its parameters.
+#[derive(Debug)]
+struct EntryRow {
+    id: Uuid,
+    member_id: Uuid,
+    program_id: Uuid,
+    kind: i16,
+    points: i64,
+    available_delta: i64,
+    pending_delta: i64,
+    qualifying_delta: i64,
+    spend_delta_minor: i64,
+    reason: String,
+    reason_code: String,
+    caller: String,
+    request_id: String,
+    operator_id: String,
+    external_reference: String,
+    order_id: Option<String>,
+    now: DateTime<Utc>,
+    expire_time: Option<DateTime<Utc>>,
+    reversal: Option<Reversal>,
+    details: Option<String>,
+    after: Balances,
+    release_time: Option<DateTime<Utc>>,
+    lot_id: Uuid,
+    lot: Option<NewLot>,
+}
+
+impl EntryRow {
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let reversal = self.reversal.as_ref();
+        query
+            .bind(self.id)
+            .bind(self.member_id)
+            .bind(self.program_id)
+            .bind(self.kind)
+            .bind(self.points)
+            .bind(self.available_delta)
+            .bind(self.pending_delta)
+            .bind(self.qualifying_delta)
+            .bind(self.spend_delta_minor)
+            .bind(self.reason)
+            .bind(self.reason_code)
+            .bind(self.caller)
+            .bind(self.request_id)
+            .bind(self.operator_id)
+            .bind(self.external_reference)
+            .bind(self.order_id)
+            .bind(self.now)
+            .bind(self.expire_time)
+            .bind(reversal.map(|r| r.reversed_entry_id))
+            .bind(reversal.map(|r| r.requested_points))
+            .bind(reversal.map(|r| r.waived_points))
+            .bind(reversal.and_then(|r| r.refund_amount_minor))
+            .bind(self.details)
+            .bind(self.after.available)
+            .bind(self.after.pending)
+            .bind(self.after.qualifying)
+            .bind(self.after.spend_minor)
+            .bind(self.after.lifetime_earned)
+            .bind(self.after.lifetime_redeemed)
+            .bind(self.after.lifetime_expired)
+            .bind(reversal.and_then(|r| r.clawback).map(clawback_code))
+            .bind(reversal.map(|r| r.expired_points))
+            .bind(self.release_time)
+            .bind(self.lot_id)
+            .bind(self.lot.map(|lot| lot.original))
+            .bind(self.lot.map(|lot| lot.remaining))
+    }
+}
+
+/// An entry's write, checked and not yet sent ([`prepare_append`]).
+#[derive(Debug)]
+pub(crate) struct EntryWrite {
+    kind: EntryKind,
+    row: Box<EntryRow>,
+}
+
+impl EntryWrite {
+    /// Writes the entry, its projection and its lot now, in one statement.
+    pub(crate) async fn run(self, conn: &mut PgConnection) -> StoreResult<()> {
+        let request_id = self.row.request_id.clone();
+        let inserted = self
+            .row
+            .bind(sqlx::query(ENTRY_STATEMENT))
+            .execute(&mut *conn)
+            .await;
+        // A replay of a call that made an entry (`workflow::Context::once` then returns the
+        // first call's stored response), or a request id reused after its idempotency record
+        // was cleaned up: the transaction is aborted now, so the error is all that can be said.
+        if let Err(error) = &inserted
+            && reuses_a_request_id(error)
+        {
+            return Err(Rejection::RequestIdReused { request_id }.into());
+        }
+        inserted?;
+        count(self.kind);
+        Ok(())
+    }
+
+    /// The write left to the call's last statement, which records its request id and appends
+    /// its events (`custops_common::idempotency::run`): a round trip less. Only when nothing
+    /// after it reads what it writes. Counted now, like an entry whose transaction then fails
+    /// to commit; `workflow::Context::once` answers its failure on `ledger_entries_request` as
+    /// [`EntryWrite::run`] does.
+    pub(crate) fn into_last_write(self) -> LastWrite {
+        count(self.kind);
+        let row = self.row;
+        LastWrite::new(ENTRY_STEPS, move |query| row.bind(query))
+    }
+}
+
+/// Whether `error` is the unique index of entries by request id: a replay running into its
+/// first call's entry, or a request id reused after its key was pruned.
+pub(crate) fn reuses_a_request_id(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some("ledger_entries_request"))
+}
+
+/// Every entry passes here, so here it is counted (one transaction in many thousands that
+/// appended an entry then failed to commit is counted too).
+fn count(kind: EntryKind) {
+    LEDGER_OPERATIONS.add(1, &[KeyValue::new("custops.ledger.kind", kind.name())]);
 }
 
 /// The member's available (not pending) lots with points left, in spending order, leaving

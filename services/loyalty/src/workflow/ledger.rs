@@ -11,12 +11,12 @@
 //! member, so no update is lost or doubled and a spend sees the balance it is checked against.
 
 use chrono::{DateTime, Duration, Utc};
-use custops_common::idempotency::RequestKey;
+use custops_common::idempotency::{LastWrite, RequestKey};
 use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Context, tiers};
+use super::{Changed, Context, tiers};
 use crate::domain::earning::{self, Calculation, Purchase};
 use crate::domain::event::Event;
 use crate::domain::ledger::{
@@ -28,7 +28,7 @@ use crate::domain::program::ProgramState;
 use crate::domain::{Keyed, Rejection};
 use crate::events;
 use crate::store::ledger::{
-    self, NewEntry, NewLot, Origin, SYSTEM_CALLER, StatementFilter, append, spend,
+    self, NewEntry, NewLot, Origin, SYSTEM_CALLER, StatementFilter, append, prepare_append, spend,
 };
 use crate::store::members::{self, Locked};
 use crate::store::{StoreResult, birthdays, lots, points_sum, programs};
@@ -68,9 +68,9 @@ where
         key,
         move |conn, now| {
             Box::pin(async move {
-                let out = earn(conn, origin, cmd.command, now).await?;
+                let (out, last_write) = earn(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok((out, events))
+                Ok(Changed::from((out, events)).with_last_write(last_write))
             })
         },
         reply,
@@ -101,7 +101,7 @@ where
             Box::pin(async move {
                 let out = redeem(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok((out, events))
+                Ok((out, events).into())
             })
         },
         reply,
@@ -132,7 +132,7 @@ where
             Box::pin(async move {
                 let out = adjust(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok((out, events))
+                Ok((out, events).into())
             })
         },
         reply,
@@ -339,14 +339,15 @@ fn check_program_active(locked: &Locked) -> Result<(), Rejection> {
     }
 }
 
-/// EarnPoints in the call's transaction.
+/// EarnPoints in the call's transaction; with the entry's write left to the call's last
+/// statement when no tier decision reads it.
 #[tracing::instrument(skip_all)]
 async fn earn(
     conn: &mut PgConnection,
     origin: Origin,
     cmd: EarnCommand,
     now: DateTime<Utc>,
-) -> StoreResult<Applied> {
+) -> StoreResult<(Applied, Option<LastWrite>)> {
     let mut events = Vec::new();
     let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
     locked.member.status.check_can_earn()?;
@@ -439,8 +440,24 @@ async fn earn(
         (-locked.member.balances.available).max(0)
     };
     new.lot = NewLot::of(points, debt);
-    let entry = append(conn, &mut locked, new, now).await?;
-    settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await
+    let (entry, write) = prepare_append(conn, &mut locked, new, now).await?;
+    if tiers::may_move(&locked) {
+        // The tier decision reads the member's entries, this one included.
+        write.run(conn).await?;
+        let applied =
+            settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await?;
+        return Ok((applied, None));
+    }
+    // Nothing after the entry reads it: it is written with the key and the events, in the
+    // call's last statement.
+    events.push(Event::PointsEarned(locked.member.clone(), entry.clone()));
+    let applied = Applied {
+        entry,
+        member: locked.member,
+        tier_change: None,
+        events,
+    };
+    Ok((applied, Some(write.into_last_write())))
 }
 
 /// RedeemPoints in the call's transaction.

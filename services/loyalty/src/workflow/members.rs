@@ -50,7 +50,7 @@ where
                 let member = enrol(conn, &cmd, now).await?;
                 let event = Event::MemberEnrolled(member.clone());
                 let events = events::outbox_events(&[event]);
-                Ok((member, events))
+                Ok((member, events).into())
             })
         },
         reply,

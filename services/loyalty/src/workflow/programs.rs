@@ -28,7 +28,7 @@ where
         move |conn, now| {
             Box::pin(async move {
                 let program = programs::create(conn, program, now).await?;
-                Ok((program, Vec::new()))
+                Ok((program, Vec::new()).into())
             })
         },
         reply,

@@ -46,7 +46,7 @@ where
             Box::pin(async move {
                 let out = reverse(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.events);
-                Ok((out, events))
+                Ok((out, events).into())
             })
         },
         reply,

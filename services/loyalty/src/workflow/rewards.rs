@@ -49,7 +49,7 @@ where
         move |conn, now| {
             Box::pin(async move {
                 let reward = create(conn, reward, now).await?;
-                Ok((reward, Vec::new()))
+                Ok((reward, Vec::new()).into())
             })
         },
         reply,
@@ -74,7 +74,7 @@ where
         move |conn, _now| {
             Box::pin(async move {
                 let reward = adjust_stock(conn, cmd).await?;
-                Ok((reward, Vec::new()))
+                Ok((reward, Vec::new()).into())
             })
         },
         reply,
@@ -105,7 +105,7 @@ where
             Box::pin(async move {
                 let out = redeem(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.applied.events);
-                Ok((out, events))
+                Ok((out, events).into())
             })
         },
         reply,
@@ -136,7 +136,7 @@ where
             Box::pin(async move {
                 let out = reverse_redemption(conn, origin, cmd.command, now).await?;
                 let events = events::outbox_events(&out.applied.events);
-                Ok((out, events))
+                Ok((out, events).into())
             })
         },
         reply,

@@ -134,6 +134,19 @@ impl TierMove {
     }
 }
 
+/// Whether [`upgrade_if_qualified`] could move the locked member's tier, so must read its
+/// entries. The balances hold the rolling window as of the member's last entry (the caller's
+/// own entry, or a refresh by `as_of`): when even they are short of a higher tier and no
+/// downgrade waits to be cancelled, the window sum need not be asked again and nothing moves.
+pub(crate) fn may_move(locked: &Locked) -> bool {
+    let b = locked.member.balances;
+    let (reachable, _) = locked
+        .program
+        .rules
+        .qualified_tier(b.qualifying, b.spend_minor);
+    reachable > locked.member.tier.rank || locked.member.tier.pending_downgrade.is_some()
+}
+
 /// Upgrades the locked member at once if its balances now meet a higher tier's threshold, or
 /// cancels its scheduled downgrade if they meet its own tier's again. `entry` is the ledger
 /// entry whose qualifying amount is being applied (the change then has cause
@@ -144,15 +157,7 @@ pub(crate) async fn upgrade_if_qualified(
     now: DateTime<Utc>,
     entry: Option<Uuid>,
 ) -> StoreResult<TierMove> {
-    // The balances hold the rolling window as of the member's last entry (the caller's own
-    // entry, or a refresh by `as_of`): when even they are short of a higher tier and no
-    // downgrade waits to be cancelled, the window sum need not be asked again.
-    let b = locked.member.balances;
-    let (reachable, _) = locked
-        .program
-        .rules
-        .qualified_tier(b.qualifying, b.spend_minor);
-    if reachable <= locked.member.tier.rank && locked.member.tier.pending_downgrade.is_none() {
+    if !may_move(locked) {
         return Ok(TierMove::Kept);
     }
     let (points, spend) = members::window_qualifying(conn, locked, now).await?;

@@ -6,7 +6,8 @@
 //! first one's bytes), `create_time` (indexed, for pruning) — created by its migrations. The same key with another RPC or another request is `REQUEST_ID_REUSED`.
 //!
 //! A call runs in one transaction that ends by recording its key with its response and
-//! appending its outbox events, in one statement ([`run`]). The key is taken at the end, not
+//! appending its outbox events, in one statement ([`run`]), which also makes the work's last
+//! write when it left one ([`LastWrite`]). The key is taken at the end, not
 //! claimed first (which costs a round trip and a second write of the row on every call): a
 //! replay runs its work, finds the key taken — or fails on what its first call changed, such
 //! as a unique index — rolls back and returns the stored response. Whatever two calls with one

@@ -200,11 +200,16 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         warmup: scale.warmup,
         measure: scale.window,
     };
-    // pgbench first, alone on the machine, in a database of its own on the same server.
-    let pgbench = if wants("loyalty.earn") {
-        Some(pgbench(harness).await?)
+    // pgbench alone on the machine, in a database of its own on the same server: just before
+    // the uniform window and again just after it (`Pgbench::bracketing`).
+    let pgbench_tables = if wants("loyalty.earn") {
+        Some(PgbenchTables::create(harness).await?)
     } else {
         None
+    };
+    let pgbench_before = match &pgbench_tables {
+        Some(tables) => Some(tables.run(harness).await?),
+        None => None,
     };
 
     let db = BenchDatabase::create(&harness.admin_database_url, "loyalty").await?;
@@ -220,6 +225,13 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let uniform_call = make_call(&ledger, Spread::Uniform, Some(delays.clone()));
     let mut uniform = load::closed_loop(&conns, concurrency, window, &uniform_call).await?;
     uniform.expect_clean("loyalty.earn (uniform)")?;
+    let pgbench = match (&pgbench_tables, pgbench_before) {
+        (Some(tables), Some(before)) => {
+            Some(Pgbench::bracketing(before, tables.run(harness).await?))
+        }
+        _ => None,
+    };
+    drop(pgbench_tables);
     let mut loaded_delays = delivery::finish(vec![subscriber], &delays, "loyalty.earn").await?;
     let common = json!({
         "concurrency": concurrency,
@@ -511,10 +523,13 @@ fn discrepancies(members: &[String], earned: &[i64], held: &HashMap<String, Held
         .collect()
 }
 
-/// pgbench's tpcb-like transactions per second on the same server.
+/// pgbench's tpcb-like transactions per second on the same server: one run, or the mean of
+/// the runs just before and just after what it is set against ([`Pgbench::bracketing`]).
 #[derive(Debug)]
 pub(super) struct Pgbench {
     pub(super) tps: f64,
+    /// Each run's rate, in order.
+    runs: Vec<f64>,
     scale: usize,
     clients: usize,
     threads: usize,
@@ -523,6 +538,23 @@ pub(super) struct Pgbench {
 }
 
 impl Pgbench {
+    /// The mean of a run `before` and a run `after` the measured window: on a shared machine
+    /// whose speed drifts over a minute, a baseline on both sides of the window is set against
+    /// what the machine did around it, not only before it.
+    pub(super) fn bracketing(before: Self, after: Self) -> Self {
+        let runs: Vec<f64> = before.runs.iter().chain(&after.runs).copied().collect();
+        let latency_avg_ms = before
+            .latency_avg_ms
+            .zip(after.latency_avg_ms)
+            .map(|(a, b)| f64::midpoint(a, b));
+        Self {
+            tps: runs.iter().sum::<f64>() / runs.len().max(1) as f64,
+            runs,
+            latency_avg_ms,
+            ..before
+        }
+    }
+
     pub(super) fn describe(&self) -> serde_json::Value {
         json!({
             "tool": "pgbench -b tpcb-like",
@@ -531,78 +563,110 @@ impl Pgbench {
             "threads": self.threads,
             "seconds": self.seconds,
             "latency_avg_ms": self.latency_avg_ms,
+            "runs_tps": self.runs,
+            "runs": if self.runs.len() > 1 {
+                "the mean of a run just before and a run just after the measured window"
+            } else {
+                "one run, just before"
+            },
             "database": "its own, on the DATABASE_URL server",
         })
     }
 }
 
-/// Initialises pgbench's tables in a database of their own at a scale of one branch per client
-/// (pgbench's advice: fewer branches than clients measures contention on them), runs the
-/// warm-up, then the measured run.
-pub(super) async fn pgbench(harness: &Harness) -> anyhow::Result<Pgbench> {
-    let scale = &harness.scale;
-    let which = Command::new("pgbench").arg("--version").output();
-    if !matches!(&which, Ok(out) if out.status.success()) {
-        anyhow::bail!(
-            "pgbench is not on PATH: loyalty.earn compares against it. Install the Debian \
-             package postgresql-client (make bench does, through scripts/bench-tools.sh)"
-        );
-    }
-    let db = BenchDatabase::create(&harness.admin_database_url, "pgbench").await?;
-    let clients = scale.earn_concurrency;
-    let pg_scale = if scale.quick { 1 } else { clients };
-    let threads = clients.min(std::thread::available_parallelism().map_or(1, usize::from));
-    let url = db.url().to_owned();
-    let init = vec![
-        "-i".to_owned(),
-        "-q".to_owned(),
-        "-I".to_owned(),
-        // drop, create tables, generate on the server, vacuum, primary keys
-        "dtGvp".to_owned(),
-        "-s".to_owned(),
-        pg_scale.to_string(),
-        url.clone(),
-    ];
-    run_pgbench(init).await.context("pgbench -i failed")?;
-    let run = |seconds: u64| {
-        vec![
-            "-b".to_owned(),
-            "tpcb-like".to_owned(),
-            "-n".to_owned(),
-            "-c".to_owned(),
-            clients.to_string(),
-            "-j".to_owned(),
-            threads.to_string(),
-            "-T".to_owned(),
-            seconds.to_string(),
-            url.clone(),
-        ]
-    };
-    let warmup = scale.warmup.as_secs().max(1);
-    let seconds = scale.window.as_secs().max(1);
-    run_pgbench(run(warmup))
-        .await
-        .context("pgbench warm-up failed")?;
-    let output = run_pgbench(run(seconds)).await.context("pgbench failed")?;
-    let field = |prefix: &str| {
-        output.lines().find_map(|line| {
-            line.trim()
-                .strip_prefix(prefix)?
-                .split_whitespace()
-                .next()?
-                .parse::<f64>()
-                .ok()
+/// pgbench's tables, in a database of their own at a scale of one branch per client
+/// (pgbench's advice: fewer branches than clients measures contention on them).
+pub(super) struct PgbenchTables {
+    db: BenchDatabase,
+    scale: usize,
+    clients: usize,
+    threads: usize,
+}
+
+impl PgbenchTables {
+    /// Creates the database and initialises the tables.
+    pub(super) async fn create(harness: &Harness) -> anyhow::Result<Self> {
+        let scale = &harness.scale;
+        let which = Command::new("pgbench").arg("--version").output();
+        if !matches!(&which, Ok(out) if out.status.success()) {
+            anyhow::bail!(
+                "pgbench is not on PATH: loyalty.earn compares against it. Install the Debian \
+                 package postgresql-client (make bench does, through scripts/bench-tools.sh)"
+            );
+        }
+        let db = BenchDatabase::create(&harness.admin_database_url, "pgbench").await?;
+        let clients = scale.earn_concurrency;
+        let pg_scale = if scale.quick { 1 } else { clients };
+        let threads = clients.min(std::thread::available_parallelism().map_or(1, usize::from));
+        let init = vec![
+            "-i".to_owned(),
+            "-q".to_owned(),
+            "-I".to_owned(),
+            // drop, create tables, generate on the server, vacuum, primary keys
+            "dtGvp".to_owned(),
+            "-s".to_owned(),
+            pg_scale.to_string(),
+            db.url().to_owned(),
+        ];
+        run_pgbench(init).await.context("pgbench -i failed")?;
+        Ok(Self {
+            db,
+            scale: pg_scale,
+            clients,
+            threads,
         })
-    };
-    let tps = field("tps = ").with_context(|| format!("no tps in pgbench's output:\n{output}"))?;
-    Ok(Pgbench {
-        tps,
-        scale: pg_scale,
-        clients,
-        threads,
-        latency_avg_ms: field("latency average = "),
-        seconds,
-    })
+    }
+
+    /// A warm-up, then the measured run, as long as the harness's window.
+    pub(super) async fn run(&self, harness: &Harness) -> anyhow::Result<Pgbench> {
+        let url = self.db.url().to_owned();
+        let run = |seconds: u64| {
+            vec![
+                "-b".to_owned(),
+                "tpcb-like".to_owned(),
+                "-n".to_owned(),
+                "-c".to_owned(),
+                self.clients.to_string(),
+                "-j".to_owned(),
+                self.threads.to_string(),
+                "-T".to_owned(),
+                seconds.to_string(),
+                url.clone(),
+            ]
+        };
+        let warmup = harness.scale.warmup.as_secs().max(1);
+        let seconds = harness.scale.window.as_secs().max(1);
+        run_pgbench(run(warmup))
+            .await
+            .context("pgbench warm-up failed")?;
+        let output = run_pgbench(run(seconds)).await.context("pgbench failed")?;
+        let field = |prefix: &str| {
+            output.lines().find_map(|line| {
+                line.trim()
+                    .strip_prefix(prefix)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        let tps =
+            field("tps = ").with_context(|| format!("no tps in pgbench's output:\n{output}"))?;
+        Ok(Pgbench {
+            tps,
+            runs: vec![tps],
+            scale: self.scale,
+            clients: self.clients,
+            threads: self.threads,
+            latency_avg_ms: field("latency average = "),
+            seconds,
+        })
+    }
+}
+
+/// One pgbench run in tables of its own ([`PgbenchTables`]).
+pub(super) async fn pgbench(harness: &Harness) -> anyhow::Result<Pgbench> {
+    PgbenchTables::create(harness).await?.run(harness).await
 }
 
 /// Runs pgbench with `args`, returning its standard output; fails with its standard error.

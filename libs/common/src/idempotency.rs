@@ -283,7 +283,7 @@ async fn record_after(
         Some(LastWrite { steps, bind }) => (crate::db::shift_parameters(steps, 12), Some(bind)),
         None => (String::new(), None),
     };
-    let written = outbox::append_all_after(
+    let written = outbox::append_all_with(
         conn,
         &steps,
         events,

@@ -116,26 +116,14 @@ pub async fn append_all(
 /// that ends by recording something (an idempotent call its response) and appending its
 /// events takes one statement for both. `also` is fixed SQL (never input), an `INSERT`,
 /// `UPDATE` or `DELETE` with a `RETURNING` clause, whose parameters start at `$7` (`$1`–`$6`
-/// are the events'), bound in order by `bind`. It runs even when there are no events.
+/// are the events'). `steps` are more data-modifying `WITH` items run in the same statement
+/// (`name AS (...)`, comma-separated, fixed SQL; empty for none), their parameters numbered
+/// after `also`'s: a change whose last write needs nothing back
+/// ([`crate::idempotency::LastWrite`]) makes it here, not in a round trip of its own. `bind`
+/// binds `also`'s parameters, then the steps'. It all runs even when there are no events.
 /// Returns how many rows `also` returned: whether it wrote, for an
 /// `INSERT ... ON CONFLICT DO NOTHING RETURNING`.
 pub async fn append_all_with<'q>(
-    conn: &mut PgConnection,
-    events: &'q [OutboxEvent],
-    also: &str,
-    bind: impl FnOnce(
-        sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-) -> Result<u64, sqlx::Error> {
-    append_all_after(conn, "", events, also, bind).await
-}
-
-/// [`append_all_with`] after `steps`: more data-modifying `WITH` items (`name AS (...)`,
-/// comma-separated, fixed SQL; empty for none) run in the same statement, their parameters
-/// numbered after `also`'s and bound by `bind` after them. A change whose last write needs
-/// nothing back ([`crate::idempotency::LastWrite`]) makes it here, not in a round trip of its
-/// own.
-pub async fn append_all_after<'q>(
     conn: &mut PgConnection,
     steps: &str,
     events: &'q [OutboxEvent],

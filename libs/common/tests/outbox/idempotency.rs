@@ -47,43 +47,47 @@ fn key(request_id: &str, name: &str) -> RequestKey {
     RequestKey::new("tests", request_id, "/test.v1.Things/Create", &request)
 }
 
+/// How a create writes its thing.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// In the work, a statement of its own.
+    InTheWork,
+    /// Left to the statement that records the key ([`LastWrite`]).
+    Last,
+}
+
 /// Creates a thing named `name` (a unique name: a second create fails) with a new id, answers
 /// the id and appends one event.
 async fn create(pool: &PgPool, key: &RequestKey, name: &str) -> Result<Vec<u8>, TestError> {
+    create_as(Write::InTheWork, pool, key, name).await
+}
+
+/// [`create`], its insert made `how`.
+async fn create_as(
+    how: Write,
+    pool: &PgPool,
+    key: &RequestKey,
+    name: &str,
+) -> Result<Vec<u8>, TestError> {
     let name = name.to_owned();
     idempotency::run(pool, key, Utc::now(), move |conn: &mut PgConnection| {
         async move {
             let id = Uuid::now_v7();
-            sqlx::query("INSERT INTO things (name, thing_id) VALUES ($1, $2)")
-                .bind(&name)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(Completed::with_events(
-                id.as_bytes().to_vec(),
-                vec![deleted()],
-            ))
-        }
-        .boxed()
-    })
-    .await
-}
-
-/// [`create`] with the insert left as the call's last write, made in the statement that
-/// records the key.
-async fn create_last(pool: &PgPool, key: &RequestKey, name: &str) -> Result<Vec<u8>, TestError> {
-    let name = name.to_owned();
-    idempotency::run(pool, key, Utc::now(), move |_conn: &mut PgConnection| {
-        async move {
-            let id = Uuid::now_v7();
-            let insert = LastWrite::new(
-                "made AS (INSERT INTO things (name, thing_id) VALUES ($1, $2) RETURNING 1)",
-                move |query| query.bind(name).bind(id),
-            );
-            Ok(
-                Completed::with_events(id.as_bytes().to_vec(), vec![deleted()])
-                    .with_last_write(Some(insert)),
-            )
+            let completed = Completed::with_events(id.as_bytes().to_vec(), vec![deleted()]);
+            Ok(match how {
+                Write::InTheWork => {
+                    sqlx::query("INSERT INTO things (name, thing_id) VALUES ($1, $2)")
+                        .bind(&name)
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                    completed
+                }
+                Write::Last => completed.with_last_write(Some(LastWrite::new(
+                    "made AS (INSERT INTO things (name, thing_id) VALUES ($1, $2) RETURNING 1)",
+                    move |query| query.bind(name).bind(id),
+                ))),
+            })
         }
         .boxed()
     })
@@ -97,27 +101,29 @@ async fn count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
         .await?)
 }
 
-#[tokio::test]
-async fn racing_calls_with_one_key_commit_once_and_all_answer_the_first_response()
--> anyhow::Result<()> {
+/// Twelve calls with one key at once (collected first, so they really race), then a replay:
+/// one thing, one event, one key, and every answer the committed thing's id.
+async fn racing_calls_commit_once_and_all_answer_the_first_response(
+    how: Write,
+) -> anyhow::Result<()> {
     // Arrange
     let (pool, _db) = pool().await?;
     let key = Arc::new(key("r-1", "alpha"));
 
-    // Act: twelve calls at once (collected first, so they really race).
+    // Act
     let calls: Vec<_> = (0..12)
         .map(|_| {
             let (pool, key) = (pool.clone(), Arc::clone(&key));
-            tokio::spawn(async move { create(&pool, &key, "alpha").await })
+            tokio::spawn(async move { create_as(how, &pool, &key, "alpha").await })
         })
         .collect();
     let mut answers = Vec::new();
     for call in calls {
         answers.push(call.await??);
     }
-    let replayed_later = create(&pool, &key, "alpha").await?;
+    let replayed_later = create_as(how, &pool, &key, "alpha").await?;
 
-    // Assert: one thing, one event, one key; every answer is the committed thing's id.
+    // Assert
     let stored: Uuid = sqlx::query_scalar("SELECT thing_id FROM things")
         .fetch_one(&pool)
         .await?;
@@ -128,6 +134,20 @@ async fn racing_calls_with_one_key_commit_once_and_all_answer_the_first_response
         assert_eq!(answer.as_slice(), stored.as_bytes());
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn racing_calls_with_one_key_commit_once_and_all_answer_the_first_response()
+-> anyhow::Result<()> {
+    racing_calls_commit_once_and_all_answer_the_first_response(Write::InTheWork).await
+}
+
+#[tokio::test]
+async fn racing_calls_whose_last_write_rides_with_the_key_commit_once_and_answer_the_first()
+-> anyhow::Result<()> {
+    // The later calls' last write runs into the first's thing (or they find the key taken):
+    // they must answer the first response, not the unique violation.
+    racing_calls_commit_once_and_all_answer_the_first_response(Write::Last).await
 }
 
 #[tokio::test]
@@ -302,48 +322,14 @@ async fn without_a_request_id_the_work_commits_with_its_events_and_nothing_is_re
 }
 
 #[tokio::test]
-async fn racing_calls_whose_last_write_rides_with_the_key_commit_once_and_answer_the_first()
--> anyhow::Result<()> {
-    // Arrange
-    let (pool, _db) = pool().await?;
-    let key = Arc::new(key("r-1", "alpha"));
-
-    // Act: twelve calls at once; the later ones' last write runs into the first's thing (or
-    // they find the key taken) and must answer the first response, not the unique violation.
-    let calls: Vec<_> = (0..12)
-        .map(|_| {
-            let (pool, key) = (pool.clone(), Arc::clone(&key));
-            tokio::spawn(async move { create_last(&pool, &key, "alpha").await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for call in calls {
-        answers.push(call.await??);
-    }
-    let replayed_later = create_last(&pool, &key, "alpha").await?;
-
-    // Assert: the last write was made once, with one event and one key.
-    let stored: Uuid = sqlx::query_scalar("SELECT thing_id FROM things")
-        .fetch_one(&pool)
-        .await?;
-    assert_eq!(count(&pool, "things").await?, 1);
-    assert_eq!(count(&pool, "outbox").await?, 1);
-    assert_eq!(count(&pool, "idempotency_keys").await?, 1);
-    for answer in answers.iter().chain([&replayed_later]) {
-        assert_eq!(answer.as_slice(), stored.as_bytes());
-    }
-    Ok(())
-}
-
-#[tokio::test]
 async fn a_last_write_that_fails_without_a_replay_to_answer_is_the_error_and_keeps_nothing()
 -> anyhow::Result<()> {
     // Arrange
     let (pool, _db) = pool().await?;
-    create_last(&pool, &key("r-1", "alpha"), "alpha").await?;
+    create_as(Write::Last, &pool, &key("r-1", "alpha"), "alpha").await?;
 
     // Act: another request id, the same unique name.
-    let failed = create_last(&pool, &key("r-2", "alpha"), "alpha").await;
+    let failed = create_as(Write::Last, &pool, &key("r-2", "alpha"), "alpha").await;
 
     // Assert: the unique violation, and neither its key nor its event kept.
     assert!(

@@ -281,23 +281,25 @@ async fn a_statement_appended_with_events_commits_and_rolls_back_with_them() -> 
     // Act: one change committed, one rolled back, one with no events committed, and one
     // whose record is refused (its key taken), rolled back.
     let mut tx = feed.pool.begin().await?;
-    let kept_written =
-        outbox::append_all_with(&mut tx, &kept, record, |q| q.bind("kept").bind(vec![1_u8]))
-            .await?;
+    let kept_written = outbox::append_all_with(&mut tx, "", &kept, record, |q| {
+        q.bind("kept").bind(vec![1_u8])
+    })
+    .await?;
     tx.commit().await?;
     let mut tx = feed.pool.begin().await?;
-    outbox::append_all_with(&mut tx, &dropped, record, |q| {
+    outbox::append_all_with(&mut tx, "", &dropped, record, |q| {
         q.bind("dropped").bind(vec![2_u8])
     })
     .await?;
     tx.rollback().await?;
     let mut tx = feed.pool.begin().await?;
-    let silent_written =
-        outbox::append_all_with(&mut tx, &[], record, |q| q.bind("silent").bind(vec![3_u8]))
-            .await?;
+    let silent_written = outbox::append_all_with(&mut tx, "", &[], record, |q| {
+        q.bind("silent").bind(vec![3_u8])
+    })
+    .await?;
     tx.commit().await?;
     let mut tx = feed.pool.begin().await?;
-    let taken_written = outbox::append_all_with(&mut tx, &[deleted()], record, |q| {
+    let taken_written = outbox::append_all_with(&mut tx, "", &[deleted()], record, |q| {
         q.bind("kept").bind(vec![4_u8])
     })
     .await?;

@@ -128,8 +128,9 @@ pub fn pool_options_pinging_after(max_connections: u32, idle_for: Duration) -> P
         })
 }
 
-/// `sql` with each parameter `$n` made `$(n + by)`: fixed SQL written from `$1` that joins a
-/// statement after `by` parameters of its own ([`crate::idempotency::LastWrite`]). Only for
+/// `sql` with each parameter `$n` made `$(n + by)`: fixed SQL written from `$1` that also
+/// joins a statement after `by` parameters of its own ([`crate::idempotency::LastWrite`]);
+/// made once, not per call. Only for
 /// SQL with no `$` but its parameters (no dollar quoting, none in a literal or a name).
 pub fn shift_parameters(sql: &str, by: usize) -> String {
     let mut shifted = String::with_capacity(sql.len() + 16);

@@ -130,9 +130,13 @@ type BindLastWrite = Box<
         + Send,
 >;
 
+/// The first parameter of a [`LastWrite`]'s steps in the recording statement: `$1`–`$6` are
+/// the events', `$7`–`$12` the key's.
+pub const LAST_WRITE_FIRST_PARAMETER: usize = 13;
+
 /// A change's last write, when nothing it returns is needed (the values it writes were made
-/// by the caller): data-modifying `WITH` items of fixed SQL, parameters written from `$1`, and
-/// what binds them. [`run`] makes it in the statement that records the key and appends the
+/// by the caller): data-modifying `WITH` items of fixed SQL, parameters numbered from
+/// [`LAST_WRITE_FIRST_PARAMETER`], and what binds them. [`run`] makes it in the statement that records the key and appends the
 /// events, so the change takes a round trip less. Should it fail (a unique index a replay
 /// runs into), the call ends as a failing work does: with the stored response of the call
 /// that won, or the error.
@@ -142,7 +146,9 @@ pub struct LastWrite {
 }
 
 impl LastWrite {
-    /// `steps` (`name AS (...)`, comma-separated, parameters from `$1`) bound by `bind`.
+    /// `steps` (`name AS (...)`, comma-separated, parameters from `$13`) bound by `bind`.
+    /// SQL written from `$1` for a statement of its own is numbered for this once, with
+    /// `db::shift_parameters`, not on every call.
     pub fn new(
         steps: &'static str,
         bind: impl for<'q> FnOnce(
@@ -269,8 +275,7 @@ where
     }
 }
 
-/// [`record`] after the change's `last_write`, in the same statement (its parameters follow
-/// the events' six and the key's six).
+/// [`record`] after the change's `last_write`, in the same statement.
 async fn record_after(
     conn: &mut PgConnection,
     last_write: Option<LastWrite>,
@@ -280,12 +285,12 @@ async fn record_after(
     events: &[OutboxEvent],
 ) -> Result<bool, sqlx::Error> {
     let (steps, bind_last) = match last_write {
-        Some(LastWrite { steps, bind }) => (crate::db::shift_parameters(steps, 12), Some(bind)),
-        None => (String::new(), None),
+        Some(LastWrite { steps, bind }) => (steps, Some(bind)),
+        None => ("", None),
     };
     let written = outbox::append_all_with(
         conn,
-        &steps,
+        steps,
         events,
         "INSERT INTO idempotency_keys (caller, request_id, method, fingerprint, response, \
          create_time) VALUES ($7, $8, $9, $10, $11, $12) \

@@ -84,7 +84,7 @@ async fn create_as(
                     completed
                 }
                 Write::Last => completed.with_last_write(Some(LastWrite::new(
-                    "made AS (INSERT INTO things (name, thing_id) VALUES ($1, $2) RETURNING 1)",
+                    "made AS (INSERT INTO things (name, thing_id) VALUES ($13, $14) RETURNING 1)",
                     move |query| query.bind(name).bind(id),
                 ))),
             })

@@ -10,7 +10,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use custops_common::idempotency::LastWrite;
+use custops_common::idempotency::{LAST_WRITE_FIRST_PARAMETER, LastWrite};
 use custops_common::metrics::{self, Counter, KeyValue};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
@@ -276,8 +276,11 @@ macro_rules! entry_steps {
     };
 }
 
-/// The steps of [`entry_steps`] as `WITH` items.
-const ENTRY_STEPS: &str = entry_steps!();
+/// The steps of [`entry_steps`] as `WITH` items of the statement that records the call's key,
+/// numbered after its parameters (once).
+static ENTRY_STEPS_LAST: LazyLock<String> = LazyLock::new(|| {
+    custops_common::db::shift_parameters(entry_steps!(), LAST_WRITE_FIRST_PARAMETER - 1)
+});
 
 /// The steps of [`entry_steps`] as a statement of their own.
 const ENTRY_STATEMENT: &str = concat!("WITH ", entry_steps!(), " SELECT 1");
@@ -394,7 +397,7 @@ impl EntryWrite {
     pub(crate) fn into_last_write(self) -> LastWrite {
         count(self.kind);
         let row = self.row;
-        LastWrite::new(ENTRY_STEPS, move |query| row.bind(query))
+        LastWrite::new(ENTRY_STEPS_LAST.as_str(), move |query| row.bind(query))
     }
 }
 

@@ -202,14 +202,12 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     };
     // pgbench alone on the machine, in a database of its own on the same server: just before
     // the uniform window and again just after it (`Pgbench::bracketing`).
-    let pgbench_tables = if wants("loyalty.earn") {
-        Some(PgbenchTables::create(harness).await?)
+    let pgbench_before = if wants("loyalty.earn") {
+        let tables = PgbenchTables::create(harness).await?;
+        let before = tables.run(harness).await?;
+        Some((tables, before))
     } else {
         None
-    };
-    let pgbench_before = match &pgbench_tables {
-        Some(tables) => Some(tables.run(harness).await?),
-        None => None,
     };
 
     let db = BenchDatabase::create(&harness.admin_database_url, "loyalty").await?;
@@ -225,13 +223,10 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let uniform_call = make_call(&ledger, Spread::Uniform, Some(delays.clone()));
     let mut uniform = load::closed_loop(&conns, concurrency, window, &uniform_call).await?;
     uniform.expect_clean("loyalty.earn (uniform)")?;
-    let pgbench = match (&pgbench_tables, pgbench_before) {
-        (Some(tables), Some(before)) => {
-            Some(Pgbench::bracketing(before, tables.run(harness).await?))
-        }
-        _ => None,
+    let pgbench = match pgbench_before {
+        Some((tables, before)) => Some(Pgbench::bracketing(before, tables.run(harness).await?)),
+        None => None,
     };
-    drop(pgbench_tables);
     let mut loaded_delays = delivery::finish(vec![subscriber], &delays, "loyalty.earn").await?;
     let common = json!({
         "concurrency": concurrency,

@@ -419,6 +419,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This machine's cores, as the runtime counts them (1 when it cannot tell).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Adds a finished row, and reports it on stderr at once, so a long run shows progress.
 pub fn finished(rows: &mut Vec<Row>, row: Row) {
     eprintln!("bench: {}", row.one_line());

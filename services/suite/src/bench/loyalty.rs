@@ -593,7 +593,7 @@ impl PgbenchTables {
         let db = BenchDatabase::create(&harness.admin_database_url, "pgbench").await?;
         let clients = scale.earn_concurrency;
         let pg_scale = if scale.quick { 1 } else { clients };
-        let threads = clients.min(std::thread::available_parallelism().map_or(1, usize::from));
+        let threads = clients.min(super::cores());
         let init = vec![
             "-i".to_owned(),
             "-q".to_owned(),

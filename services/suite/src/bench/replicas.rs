@@ -34,7 +34,7 @@ use super::load::{self, Connections, MakeCall, Samples, Window};
 use super::lookups::{self, Data, Rpc};
 use super::loyalty::{self, Spread};
 use super::report::Row;
-use super::{Harness, finished};
+use super::{Harness, cores, finished};
 
 /// The goal of both rows: a second replica on the same machine loses at most a tenth.
 const MIN_RATIO: f64 = 0.9;
@@ -158,11 +158,6 @@ impl Layout {
             ("TOKIO_WORKER_THREADS".to_owned(), share(cores())),
         ]
     }
-}
-
-/// This machine's cores, as the runtime counts them.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// How to start the replicas of a service on one benchmark database.

@@ -264,7 +264,7 @@ fn proc_field(file: &str, key: &str) -> Option<String> {
 /// CPUs were before it started, and which build and commit measured.
 pub async fn machine(before: &MachineSample, scale: &Scale) -> Value {
     let after = MachineSample::take(Duration::ZERO).await;
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let cpus = super::cores();
     let memory_mib = proc_field("/proc/meminfo", "MemTotal")
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kib| kib / 1024);

@@ -660,11 +660,6 @@ impl PgbenchTables {
     }
 }
 
-/// One pgbench run in tables of its own ([`PgbenchTables`]).
-pub(super) async fn pgbench(harness: &Harness) -> anyhow::Result<Pgbench> {
-    PgbenchTables::create(harness).await?.run(harness).await
-}
-
 /// How pgbench reaches the server: over plaintext TCP, as the services' pools do (sqlx is
 /// built without TLS). libpq's default, `sslmode=prefer`, negotiates TLS with a server that
 /// offers it (Debian's does), and a baseline paying for encryption the services do not was a

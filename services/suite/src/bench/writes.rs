@@ -71,7 +71,9 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         return Ok(());
     }
     let scale = &harness.scale;
-    let pgbench = loyalty::pgbench(harness).await?;
+    // The baseline brackets the window, as `loyalty.earn`'s does (`Pgbench::bracketing`).
+    let pgbench_tables = loyalty::PgbenchTables::create(harness).await?;
+    let pgbench_before = pgbench_tables.run(harness).await?;
     let db = BenchDatabase::create(&harness.admin_database_url, "writes").await?;
     let suite = start(harness, &db).await?;
 
@@ -85,6 +87,7 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut mixed =
         load::closed_loop(&suite.loyalty, scale.earn_concurrency, window, &call).await?;
     mixed.expect_clean("writes.mixed")?;
+    let pgbench = loyalty::Pgbench::bracketing(pgbench_before, pgbench_tables.run(harness).await?);
     let mut loaded = delivery::finish(followers, &deliveries, "writes.mixed").await?;
 
     if wants("writes.mixed") {

@@ -128,19 +128,7 @@ impl Child {
     /// The CPU time it has used so far (user + system, `/proc/<pid>/stat`), in clock ticks:
     /// compared between children, it says how a load was shared out.
     pub fn cpu_ticks(&self) -> anyhow::Result<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .with_context(|| format!("Failed to read the {} child's stat", self.name))?;
-        // The fields after the command name, which is in parentheses and may hold spaces:
-        // state is the first, utime the 12th and stime the 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        ticks(11)
-            .zip(ticks(12))
-            .map(|(user, system)| user + system)
-            .with_context(|| format!("no CPU times in the {} child's stat", self.name))
+        process_cpu_ticks(self.pid()).with_context(|| format!("the {} child's CPU time", self.name))
     }
 
     /// Asks it to drain and exit (closes its standard input), killing it if it has not
@@ -235,4 +223,22 @@ pub fn service_env(database_url: &str, redis_url: Option<&str>) -> Vec<(String, 
         env.push(("REDIS_URL".to_owned(), redis.to_owned()));
     }
     env
+}
+
+/// The CPU time process `pid` has used so far (user + system, `/proc/<pid>/stat`), in clock
+/// ticks, the unit of `/proc/stat`'s per-CPU times.
+pub fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("Failed to read /proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces: state is
+    // the first, utime the 12th and stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    ticks(11)
+        .zip(ticks(12))
+        .map(|(user, system)| user + system)
+        .with_context(|| format!("no CPU times in /proc/{pid}/stat"))
 }

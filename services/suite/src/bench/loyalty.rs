@@ -28,11 +28,11 @@ use serde_json::json;
 use sqlx::Connection;
 use tonic::transport::Channel;
 
-use super::child::{Child, service_env};
+use super::child::{Child, process_cpu_ticks, service_env};
 use super::database::BenchDatabase;
 use super::delivery::{self, Deliveries};
 use super::load::{self, Connections, MakeCall, Samples, Window};
-use super::report::Row;
+use super::report::{self, Row};
 use super::{Harness, Scale, finished};
 
 /// One call in this many replays an earlier request.
@@ -221,8 +221,10 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let delays = Arc::new(Deliveries::default());
     let subscriber = follow_earns(conns.pick(), delays.clone()).await?;
     let uniform_call = make_call(&ledger, Spread::Uniform, Some(delays.clone()));
+    let uniform_cpu = CpuTicks::over_window(window, Some(child.pid()));
     let mut uniform = load::closed_loop(&conns, concurrency, window, &uniform_call).await?;
     uniform.expect_clean("loyalty.earn (uniform)")?;
+    let uniform_cpu = uniform_cpu.await.ok().flatten();
     let pgbench = match pgbench_before {
         Some((tables, before)) => Some(Pgbench::bracketing(before, tables.run(harness).await?)),
         None => None,
@@ -243,6 +245,10 @@ pub async fn run(harness: &Harness, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             params.insert("spread".to_owned(), json!("uniform"));
             params.insert("calls".to_owned(), json!(uniform.ok.len()));
             params.insert("baseline".to_owned(), pgbench.describe());
+            params.insert(
+                "cpu".to_owned(),
+                cpu_spent(uniform_cpu, uniform.ok.len(), pgbench.busy_ticks_per_tx),
+            );
         }
         let row = Row::new("loyalty.earn", "calls/s", uniform.ok_per_sec(), pgbench.tps)
             .ratio_at_least(0.7)
@@ -530,6 +536,9 @@ pub(super) struct Pgbench {
     threads: usize,
     latency_avg_ms: Option<f64>,
     seconds: u64,
+    /// The machine's busy CPU ticks per transaction over the measured run(s), when
+    /// `/proc/stat` could be read.
+    busy_ticks_per_tx: Option<f64>,
 }
 
 impl Pgbench {
@@ -542,10 +551,15 @@ impl Pgbench {
             .latency_avg_ms
             .zip(after.latency_avg_ms)
             .map(|(a, b)| f64::midpoint(a, b));
+        let busy_ticks_per_tx = before
+            .busy_ticks_per_tx
+            .zip(after.busy_ticks_per_tx)
+            .map(|(a, b)| f64::midpoint(a, b));
         Self {
             tps: runs.iter().sum::<f64>() / runs.len().max(1) as f64,
             runs,
             latency_avg_ms,
+            busy_ticks_per_tx,
             ..before
         }
     }
@@ -636,7 +650,11 @@ impl PgbenchTables {
         run_pgbench(run(warmup))
             .await
             .context("pgbench warm-up failed")?;
+        let cpu_before = CpuTicks::now(None);
         let output = run_pgbench(run(seconds)).await.context("pgbench failed")?;
+        let cpu = CpuTicks::now(None)
+            .zip(cpu_before)
+            .map(|(after, before)| after.since(before));
         let field = |prefix: &str| {
             output.lines().find_map(|line| {
                 line.trim()
@@ -657,8 +675,84 @@ impl PgbenchTables {
             threads: self.threads,
             latency_avg_ms: field("latency average = "),
             seconds,
+            busy_ticks_per_tx: cpu.map(|cpu| cpu.machine_busy as f64 / (tps * seconds as f64)),
         })
     }
+}
+
+/// CPU spent between two moments, in clock ticks: the machine's busy and total time
+/// (`/proc/stat`), the service child's and this process's (`/proc/<pid>/stat`).
+#[derive(Debug, Clone, Copy)]
+struct CpuTicks {
+    machine_busy: u64,
+    machine_total: u64,
+    service: u64,
+    bench: u64,
+}
+
+impl CpuTicks {
+    /// The counters now (the service's zero without one); None where `/proc` cannot be read.
+    fn now(service: Option<u32>) -> Option<Self> {
+        let (machine_busy, machine_total) = report::cpu_jiffies()?;
+        Some(Self {
+            machine_busy,
+            machine_total,
+            service: match service {
+                Some(pid) => process_cpu_ticks(pid).ok()?,
+                None => 0,
+            },
+            bench: process_cpu_ticks(std::process::id()).ok()?,
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            machine_busy: self.machine_busy.saturating_sub(before.machine_busy),
+            machine_total: self.machine_total.saturating_sub(before.machine_total),
+            service: self.service.saturating_sub(before.service),
+            bench: self.bench.saturating_sub(before.bench),
+        }
+    }
+
+    /// What is spent over the measured part of a closed loop started right after this call
+    /// with `window` (`load::closed_loop` counts the calls that end inside it).
+    fn over_window(window: Window, service: Option<u32>) -> tokio::task::JoinHandle<Option<Self>> {
+        let start = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start + window.warmup).await;
+            let before = Self::now(service);
+            tokio::time::sleep_until(start + window.warmup + window.measure).await;
+            Some(Self::now(service)?.since(before?))
+        })
+    }
+}
+
+/// `loyalty.earn`'s CPU: how busy the machine was over the window, the shares of the service
+/// and of this process (load generator and feed subscriber; the rest is Postgres' and the
+/// machine's), and the machine's busy time per earn set against its busy time per pgbench
+/// transaction. On a saturated machine that last figure is about the inverse of the row's
+/// ratio, and says which side a change of either moved.
+fn cpu_spent(
+    window: Option<CpuTicks>,
+    calls: usize,
+    pgbench_busy_per_tx: Option<f64>,
+) -> serde_json::Value {
+    let Some(cpu) = window.filter(|cpu| cpu.machine_busy > 0 && calls > 0) else {
+        return json!("not measured (/proc unreadable)");
+    };
+    let busy = cpu.machine_busy as f64;
+    let percent = |part: u64| (1000.0 * part as f64 / busy).round() / 10.0;
+    let per_earn = busy / calls as f64;
+    json!({
+        "machine_busy_percent": (1000.0 * busy / cpu.machine_total.max(1) as f64).round() / 10.0,
+        "service_percent_of_busy": percent(cpu.service),
+        "bench_process_percent_of_busy": percent(cpu.bench),
+        "rest_percent_of_busy": percent(cpu.machine_busy.saturating_sub(cpu.service + cpu.bench)),
+        "busy_per_earn_over_busy_per_pgbench_tx": pgbench_busy_per_tx
+            .filter(|per_tx| *per_tx > 0.0)
+            .map(|per_tx| (100.0 * per_earn / per_tx).round() / 100.0),
+        "what": "/proc/stat and /proc/<pid>/stat over the uniform window and over each measured pgbench run; the bench process is the load generator and the feed subscriber, the rest mostly Postgres",
+    })
 }
 
 /// How pgbench reaches the server: over plaintext TCP, as the services' pools do (sqlx is
@@ -693,6 +787,44 @@ async fn run_pgbench(args: Vec<String>) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_of_a_window_is_shared_out_and_set_against_pgbench() {
+        let window = CpuTicks {
+            machine_busy: 1_000,
+            machine_total: 1_250,
+            service: 300,
+            bench: 100,
+        };
+        // 1,000 busy ticks over 500 earns: 2 per earn, against 1.25 per pgbench transaction.
+        let cpu = cpu_spent(Some(window), 500, Some(1.25));
+        assert_eq!(cpu["machine_busy_percent"], json!(80.0));
+        assert_eq!(cpu["service_percent_of_busy"], json!(30.0));
+        assert_eq!(cpu["bench_process_percent_of_busy"], json!(10.0));
+        assert_eq!(cpu["rest_percent_of_busy"], json!(60.0));
+        assert_eq!(cpu["busy_per_earn_over_busy_per_pgbench_tx"], json!(1.6));
+        assert_eq!(
+            cpu_spent(Some(window), 500, None)["busy_per_earn_over_busy_per_pgbench_tx"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            cpu_spent(None, 500, Some(1.25)),
+            json!("not measured (/proc unreadable)")
+        );
+    }
+
+    #[test]
+    fn this_process_has_a_cpu_time_and_a_missing_one_has_none() {
+        // Spin until the kernel has counted a tick of this process's CPU.
+        let start = Instant::now();
+        while process_cpu_ticks(std::process::id()).unwrap_or(0) == 0
+            && start.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+        assert!(process_cpu_ticks(std::process::id()).expect("own stat") > 0);
+        assert!(process_cpu_ticks(u32::MAX).is_err());
+    }
 
     #[test]
     fn a_lost_or_doubled_point_is_found() {

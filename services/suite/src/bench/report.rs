@@ -228,7 +228,7 @@ impl MachineSample {
 }
 
 /// Busy and total jiffies of all CPUs (`/proc/stat`).
-fn cpu_jiffies() -> Option<(u64, u64)> {
+pub(super) fn cpu_jiffies() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()

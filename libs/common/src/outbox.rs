@@ -132,16 +132,13 @@ pub async fn append_all_with<'q>(
         sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<u64, sqlx::Error> {
-    let steps = if steps.is_empty() {
-        String::new()
-    } else {
-        format!("{steps}, ")
-    };
+    let separator = if steps.is_empty() { "" } else { ", " };
     // A data-modifying WITH runs whether or not it is read.
     let statement = format!(
-        "WITH {steps}also AS ({also}), appended AS ({APPEND_EVENTS}) SELECT count(*) FROM also"
+        "WITH {steps}{separator}also AS ({also}), appended AS ({APPEND_EVENTS}) \
+         SELECT count(*) FROM also"
     );
-    let row = bind(events_query(events, &statement))
+    let row = bind(events_query(events, sqlx::AssertSqlSafe(statement)))
         .fetch_one(conn)
         .await?;
     let returned: i64 = sqlx::Row::try_get(&row, 0)?;
@@ -159,7 +156,7 @@ const APPEND_EVENTS: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid,
 /// `statement` with `events` bound as the arrays of [`APPEND_EVENTS`].
 fn events_query<'q>(
     events: &'q [OutboxEvent],
-    statement: &str,
+    statement: impl sqlx::SqlSafeStr,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let traceparent = crate::trace_context::current_traceparent();
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
@@ -167,7 +164,7 @@ fn events_query<'q>(
     let aggregate_ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+    sqlx::query(statement)
         .bind(ids)
         .bind(aggregate_types)
         .bind(aggregate_ids)

@@ -381,8 +381,10 @@ async fn a_custom_event_is_recorded_once_and_shown_in_the_timeline_and_export() 
     declare(&app, coupon_type()).await?;
     let c = create(&app, customer(&unique_email("coupon"))).await?;
 
-    let first = record(&app, redemption(&c.customer_id, "redeem-1")).await?;
-    let replay = record(&app, redemption(&c.customer_id, "redeem-1")).await?;
+    // One value replayed: built twice, its occur time could fall either side of a second.
+    let redeemed = redemption(&c.customer_id, "redeem-1");
+    let first = record(&app, redeemed.clone()).await?;
+    let replay = record(&app, redeemed).await?;
     let reused = record(
         &app,
         custom(
@@ -556,11 +558,13 @@ async fn imported_custom_events_are_checked_against_the_catalog() -> anyhow::Res
     declare(&app, coupon_type()).await?;
     let c = create(&app, customer(&unique_email("import"))).await?;
     let id = c.customer_id.as_str();
+    // Index 3 repeats index 0 as one value (built twice, its occur time could differ).
+    let redeemed = redemption(id, "imp-0");
     let items: Vec<pb::ImportActivitiesRequest> = vec![
-        redemption(id, "imp-0"),
+        redeemed.clone(),
         custom(id, "imp-1", "trial_started", vec![]),
         custom(id, "imp-2", "coupon_redeemed", vec![("value", text("5"))]),
-        redemption(id, "imp-0"),
+        redeemed,
         custom(id, "imp-4", "coupon_redeemed", vec![]),
     ]
     .into_iter()

@@ -262,6 +262,54 @@ pub async fn record(
     record_after(conn, None, key, now, response, events).await
 }
 
+/// [`record`] for the calls of a group made in one transaction (loyalty's grouped earns): each
+/// key with its response, all their `events` and the group's `last_write`, in one statement.
+/// Returns how many keys were recorded: fewer than given when a key is taken, and then
+/// nothing may be committed (the caller rolls back and runs each call alone, with [`run`]).
+pub async fn record_all(
+    conn: &mut PgConnection,
+    last_write: Option<LastWrite>,
+    keys: &[(&RequestKey, &[u8])],
+    now: DateTime<Utc>,
+    events: &[OutboxEvent],
+) -> Result<usize, sqlx::Error> {
+    let (steps, bind_last) = match last_write {
+        Some(LastWrite { steps, bind }) => (steps, Some(bind)),
+        None => ("", None),
+    };
+    let callers: Vec<&str> = keys.iter().map(|(k, _)| k.caller.as_str()).collect();
+    let request_ids: Vec<&str> = keys.iter().map(|(k, _)| k.request_id.as_str()).collect();
+    let methods: Vec<&str> = keys.iter().map(|(k, _)| k.method).collect();
+    let fingerprints: Vec<&[u8]> = keys.iter().map(|(k, _)| k.fingerprint.as_slice()).collect();
+    let responses: Vec<&[u8]> = keys.iter().map(|(_, r)| *r).collect();
+    let written = outbox::append_all_with(
+        conn,
+        steps,
+        events,
+        "INSERT INTO idempotency_keys (caller, request_id, method, fingerprint, response, \
+         create_time) \
+         SELECT k.caller, k.request_id, k.method, k.fingerprint, k.response, $12 \
+         FROM unnest($7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[]) \
+              AS k(caller, request_id, method, fingerprint, response) \
+         ON CONFLICT (caller, request_id) DO NOTHING RETURNING 1",
+        |query| {
+            let query = query
+                .bind(callers)
+                .bind(request_ids)
+                .bind(methods)
+                .bind(fingerprints)
+                .bind(responses)
+                .bind(now);
+            match bind_last {
+                Some(bind) => bind(query),
+                None => query,
+            }
+        },
+    )
+    .await?;
+    Ok(usize::try_from(written).unwrap_or_default())
+}
+
 /// The answer to a call whose work (or last write) failed with `error`: the stored response
 /// when a call with the key succeeded meanwhile (this one was its replay), else the error.
 async fn answer_failed<E>(pool: &PgPool, key: &RequestKey, error: E) -> Result<Vec<u8>, E>

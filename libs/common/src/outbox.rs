@@ -38,6 +38,8 @@ pub struct OutboxEvent {
     aggregate_id: String,
     event_type: String,
     payload: Vec<u8>,
+    /// The trace the row records, when not the one current at its append ([`Self::traced`]).
+    traceparent: Option<String>,
 }
 
 impl OutboxEvent {
@@ -58,7 +60,17 @@ impl OutboxEvent {
             aggregate_id: aggregate_id.to_string(),
             event_type: M::full_name(),
             payload: payload.encode_to_vec(),
+            traceparent: None,
         }
+    }
+
+    /// The same event recording `traceparent` (the trace of the call that made it) instead
+    /// of the trace current when it is appended: for events that one task appends for
+    /// several callers, as loyalty's grouped earns (`workflow::earn_group`) are.
+    #[must_use]
+    pub fn traced(mut self, traceparent: String) -> Self {
+        self.traceparent = Some(traceparent);
+        self
     }
 
     /// The event id consumers see (and may de-duplicate on).
@@ -75,13 +87,17 @@ impl OutboxEvent {
 /// Appends `event` to the outbox of the connection's schema, inside the caller's transaction
 /// (pass `&mut tx`), and returns its event id.
 ///
-/// The row records the `traceparent` of the current span, so the consumer's work joins the
+/// The row records the `traceparent` of the current span (or the event's own,
+/// [`OutboxEvent::traced`]), so the consumer's work joins the
 /// producer's trace, and `occurred_at` is the transaction's start time. Nothing is notified:
 /// the sequencer polls for committed rows (see [`crate::sequencer`] for why a `NOTIFY` per
 /// writing transaction is too dear). Called outside a transaction, the row is committed at
 /// once, which is correct but rarely what a caller wants.
 pub async fn append(conn: &mut PgConnection, event: OutboxEvent) -> Result<Uuid, sqlx::Error> {
-    let traceparent = crate::trace_context::current_traceparent();
+    let traceparent = event
+        .traceparent
+        .clone()
+        .unwrap_or_else(crate::trace_context::current_traceparent);
     sqlx::query(
         "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -148,9 +164,9 @@ pub async fn append_all_with<'q>(
 /// The insert of `events` bound as `$1`–`$6`. WITH ORDINALITY and ORDER BY keep the rows in
 /// the order given, so `appended_at` (the sequencer's order) follows it.
 const APPEND_EVENTS: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, traceparent) \
-     SELECT e.id, e.aggregatetype, e.aggregateid, e.type, e.payload, $6 \
-     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
-          WITH ORDINALITY AS e(id, aggregatetype, aggregateid, type, payload, n) \
+     SELECT e.id, e.aggregatetype, e.aggregateid, e.type, e.payload, e.traceparent \
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[]) \
+          WITH ORDINALITY AS e(id, aggregatetype, aggregateid, type, payload, traceparent, n) \
      ORDER BY e.n";
 
 /// `statement` with `events` bound as the arrays of [`APPEND_EVENTS`].
@@ -158,19 +174,23 @@ fn events_query<'q>(
     events: &'q [OutboxEvent],
     statement: impl sqlx::SqlSafeStr,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let traceparent = crate::trace_context::current_traceparent();
+    let current = crate::trace_context::current_traceparent();
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let aggregate_types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
     let aggregate_ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let traceparents: Vec<String> = events
+        .iter()
+        .map(|e| e.traceparent.clone().unwrap_or_else(|| current.clone()))
+        .collect();
     sqlx::query(statement)
         .bind(ids)
         .bind(aggregate_types)
         .bind(aggregate_ids)
         .bind(event_types)
         .bind(payloads)
-        .bind(traceparent)
+        .bind(traceparents)
 }
 
 /// Appends one event per row of `source`, set-based, inside the caller's transaction, and

@@ -17,6 +17,7 @@
 //! - `export`: the data-subject export.
 
 pub mod customers;
+pub mod earn_group;
 pub mod export;
 pub mod jobs;
 pub mod ledger;
@@ -41,8 +42,8 @@ use crate::directory::CustomerDirectory;
 use crate::domain::{Clock, Rejection};
 use crate::store::{StoreError, StoreResult, ledger as ledger_store};
 
-/// What every use case needs: the pool of the loyalty schema, the service clock and, when
-/// configured, profiles' customer directory.
+/// What every use case needs: the pool of the loyalty schema, the service clock, when
+/// configured profiles' customer directory, and the runners of grouped earns.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// Connections whose `search_path` is the loyalty schema.
@@ -52,16 +53,31 @@ pub struct Context {
     /// Profiles, to check the customer of an enrolment; `None` when loyalty runs standalone
     /// (it then enrols any well-formed customer id).
     pub customers: Option<CustomerDirectory>,
+    /// Where EarnPoints calls wait to be made together (`earn_group`); `None` in the
+    /// runners' own context, whose earns run alone.
+    earn_groups: Option<earn_group::EarnGroups>,
 }
 
 impl Context {
-    /// Use cases over `pool`, reading time from `clock`, asking `customers` about enrolments.
+    /// Use cases over `pool`, reading time from `clock`, asking `customers` about enrolments;
+    /// starts the runners of grouped earns (`earn_group`), which stop once every clone of
+    /// the context is dropped.
     pub fn new(pool: PgPool, clock: Arc<dyn Clock>, customers: Option<CustomerDirectory>) -> Self {
-        Self {
+        let alone = Self {
             pool,
             clock,
             customers,
+            earn_groups: None,
+        };
+        Self {
+            earn_groups: Some(earn_group::EarnGroups::spawn(alone.clone())),
+            ..alone
         }
+    }
+
+    /// Where earns wait to be made together, unless this is the runners' own context.
+    pub(crate) fn earn_groups(&self) -> Option<&earn_group::EarnGroups> {
+        self.earn_groups.as_ref()
     }
 
     /// Now, by the service clock.
@@ -100,12 +116,35 @@ impl Context {
             + 'static,
         F: FnOnce(T) -> R + Send + 'static,
     {
+        let bytes = self
+            .once_encoded(key, work, move |outcome| reply(outcome).encode_to_vec())
+            .await?;
+        decode(&bytes)
+    }
+
+    /// [`Context::once`] answering the reply's encoding, as it is recorded with the key.
+    pub(crate) async fn once_encoded<T, W, F>(
+        &self,
+        key: &RequestKey,
+        work: W,
+        encode: F,
+    ) -> StoreResult<Vec<u8>>
+    where
+        T: Send + 'static,
+        W: for<'c> FnOnce(
+                &'c mut PgConnection,
+                DateTime<Utc>,
+            ) -> BoxFuture<'c, StoreResult<Changed<T>>>
+            + Send
+            + 'static,
+        F: FnOnce(T) -> Vec<u8> + Send + 'static,
+    {
         let now = self.now();
-        let bytes = idempotency::run(&self.pool, key, now, move |conn| {
+        idempotency::run(&self.pool, key, now, move |conn| {
             Box::pin(async move {
                 let changed = work(conn, now).await?;
                 Ok::<_, StoreError>(
-                    Completed::with_events(reply(changed.outcome).encode_to_vec(), changed.events)
+                    Completed::with_events(encode(changed.outcome), changed.events)
                         .with_last_write(changed.last_write),
                 )
             })
@@ -119,8 +158,7 @@ impl Context {
                 .into()
             }
             other => other,
-        })?;
-        decode(&bytes)
+        })
     }
 }
 
@@ -152,6 +190,6 @@ impl<T> From<(T, Vec<OutboxEvent>)> for Changed<T> {
 
 /// A reply this service encoded (just now, or stored by the first call of a request id): one
 /// that does not decode is corrupt data.
-fn decode<R: Message + Default>(bytes: &[u8]) -> StoreResult<R> {
+pub(crate) fn decode<R: Message + Default>(bytes: &[u8]) -> StoreResult<R> {
     R::decode(bytes).map_err(|e| StoreError::Corrupt(format!("a stored reply: {e}")))
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use custops_common::idempotency::{self, Completed, KeyError, LastWrite, RequestKey};
+use custops_common::outbox;
 use custops_contracts::custops::profiles::v1::CustomerDeleted;
 use custops_testkit::TestDatabase;
 use futures_util::FutureExt;
@@ -339,5 +340,80 @@ async fn a_last_write_that_fails_without_a_replay_to_answer_is_the_error_and_kee
     assert_eq!(count(&pool, "idempotency_keys").await?, 1);
     assert_eq!(count(&pool, "outbox").await?, 1);
     assert_eq!(count(&pool, "things").await?, 1);
+    Ok(())
+}
+
+/// `idempotency::record_all`: the calls of a group record every key with its own response,
+/// the group's last write and its events (each with the trace of the call that made it) in
+/// one statement; with one key taken it says so, and the caller rolls all of it back.
+#[tokio::test]
+async fn a_group_records_every_key_and_its_write_or_says_a_key_was_taken() -> anyhow::Result<()> {
+    // Arrange: two calls of a group, and a third whose key a call alone already recorded.
+    let (pool, _db) = pool().await?;
+    let (a, b, taken) = (key("g-1", "a"), key("g-2", "b"), key("g-3", "c"));
+    create(&pool, &taken, "c").await?;
+    let traced = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let events = [deleted().traced(traced.to_owned()), deleted()];
+    let group_write = |names: Vec<String>| {
+        Some(LastWrite::new(
+            "made AS (INSERT INTO things (name, thing_id) \
+             SELECT n, gen_random_uuid() FROM unnest($13::text[]) AS n RETURNING 1)",
+            move |query| query.bind(names),
+        ))
+    };
+
+    // Act
+    let mut tx = pool.begin().await?;
+    let keys: [(&RequestKey, &[u8]); 2] = [(&a, &[1]), (&b, &[2])];
+    let recorded = idempotency::record_all(
+        &mut tx,
+        group_write(vec!["a".to_owned(), "b".to_owned()]),
+        &keys,
+        Utc::now(),
+        &events,
+    )
+    .await?;
+    tx.commit().await?;
+    let mut tx = pool.begin().await?;
+    let (d, e) = (key("g-4", "d"), key("g-3", "c"));
+    let keys: [(&RequestKey, &[u8]); 2] = [(&d, &[4]), (&e, &[5])];
+    let with_a_taken_key = idempotency::record_all(
+        &mut tx,
+        group_write(vec!["d".to_owned()]),
+        &keys,
+        Utc::now(),
+        &[deleted()],
+    )
+    .await?;
+    tx.rollback().await?;
+
+    // Assert
+    assert_eq!((recorded, with_a_taken_key), (2, 1));
+    let responses: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT request_id, response FROM idempotency_keys WHERE request_id <> 'g-3' \
+         ORDER BY request_id",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        responses,
+        [("g-1".to_owned(), vec![1]), ("g-2".to_owned(), vec![2])]
+    );
+    let things: Vec<String> = sqlx::query_scalar("SELECT name FROM things ORDER BY name")
+        .fetch_all(&pool)
+        .await?;
+    assert_eq!(things, ["a", "b", "c"]);
+    let traces: Vec<String> = sqlx::query_scalar(
+        "SELECT traceparent FROM outbox WHERE id = ANY($1) ORDER BY appended_at",
+    )
+    .bind(
+        events
+            .iter()
+            .map(outbox::OutboxEvent::id)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(traces, [traced.to_owned(), String::new()]);
     Ok(())
 }

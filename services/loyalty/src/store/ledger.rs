@@ -401,6 +401,143 @@ impl EntryWrite {
     }
 }
 
+/// The writes of several entries, of distinct members, in one statement: each as
+/// [`EntryWrite`] would make it (its balances row, the entry, its lot), from arrays. A group
+/// of earns (`workflow::earn_group`) leaves it to the statement that records the group's keys.
+#[derive(Debug, Default)]
+pub(crate) struct EntryWrites {
+    rows: Vec<EntryRow>,
+    kinds: Vec<EntryKind>,
+}
+
+impl EntryWrites {
+    /// Adds `write`; its member must be none of the others'.
+    pub(crate) fn push(&mut self, write: EntryWrite) {
+        self.kinds.push(write.kind);
+        self.rows.push(*write.row);
+    }
+
+    /// The writes left to the group's recording statement, counted now (as
+    /// [`EntryWrite::into_last_write`]).
+    pub(crate) fn into_last_write(self) -> LastWrite {
+        for kind in &self.kinds {
+            count(*kind);
+        }
+        let rows = self.rows;
+        LastWrite::new(ENTRIES_STEPS_LAST.as_str(), move |query| {
+            bind_rows(rows, query)
+        })
+    }
+}
+
+/// [`entry_steps`] for many entries: the values of each are the columns of one row of
+/// `entries_in` ($1–$36 are arrays, in [`EntryRow`]'s order), so one statement updates every
+/// balances row, inserts every entry and every lot.
+const ENTRIES_STEPS: &str = "entries_in AS ( \
+       SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int2[], $5::int8[], \
+         $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], \
+         $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], \
+         $18::timestamptz[], $19::uuid[], $20::int8[], $21::int8[], $22::int8[], $23::text[], \
+         $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[], $29::int8[], \
+         $30::int8[], $31::int2[], $32::int8[], $33::timestamptz[], $34::uuid[], $35::int8[], \
+         $36::int8[]) \
+       AS i(id, member_id, program_id, kind, points, available_delta, pending_delta, \
+         qualifying_delta, spend_delta_minor, reason, reason_code, caller, request_id, \
+         operator_id, external_reference, order_id, create_time, expire_time, reversed_entry_id, \
+         requested_points, waived_points, refund_amount_minor, details, after_available, \
+         after_pending, after_qualifying, after_spend_minor, after_lifetime_earned, \
+         after_lifetime_redeemed, after_lifetime_expired, clawback_policy, expired_points, \
+         release_time, lot_id, lot_original, lot_remaining) \
+     ), balances_moved AS ( \
+       UPDATE balances b SET available_points = i.after_available, \
+         pending_points = i.after_pending, qualifying_points = i.after_qualifying, \
+         qualifying_spend_minor = i.after_spend_minor, \
+         lifetime_earned_points = i.after_lifetime_earned, \
+         lifetime_redeemed_points = i.after_lifetime_redeemed, \
+         lifetime_expired_points = i.after_lifetime_expired, update_time = i.create_time \
+       FROM entries_in i WHERE b.member_id = i.member_id \
+     ), entries AS ( \
+       INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
+         available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, \
+         reason_code, caller, request_id, operator_id, external_reference, order_id, \
+         create_time, expire_time, reversed_entry_id, requested_points, waived_points, \
+         refund_amount_minor, details, after_available, after_pending, after_qualifying, \
+         after_spend_minor, after_lifetime_earned, after_lifetime_redeemed, \
+         after_lifetime_expired, clawback_policy, expired_points, release_time) \
+       SELECT id, member_id, program_id, kind, points, available_delta, pending_delta, \
+         qualifying_delta, spend_delta_minor, reason, reason_code, caller, request_id, \
+         operator_id, external_reference, order_id, create_time, expire_time, \
+         reversed_entry_id, requested_points, waived_points, refund_amount_minor, \
+         details::jsonb, after_available, after_pending, after_qualifying, after_spend_minor, \
+         after_lifetime_earned, after_lifetime_redeemed, after_lifetime_expired, \
+         clawback_policy, expired_points, release_time \
+       FROM entries_in ORDER BY id \
+       RETURNING ledger_entry_id \
+     ), lots AS ( \
+       INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
+         remaining_points, earn_time, expire_time, release_time, pending) \
+       SELECT i.lot_id, i.member_id, e.ledger_entry_id, i.lot_original, i.lot_remaining, \
+         i.create_time, i.expire_time, i.release_time, i.release_time IS NOT NULL \
+       FROM entries_in i JOIN entries e ON e.ledger_entry_id = i.id \
+       WHERE i.lot_original IS NOT NULL \
+     )";
+
+/// [`ENTRIES_STEPS`] numbered after the recording statement's parameters (once).
+static ENTRIES_STEPS_LAST: LazyLock<String> = LazyLock::new(|| {
+    custops_common::db::shift_parameters(ENTRIES_STEPS, LAST_WRITE_FIRST_PARAMETER - 1)
+});
+
+/// Binds `rows` as the arrays of [`ENTRIES_STEPS`], in [`EntryRow::bind`]'s order.
+fn bind_rows(
+    rows: Vec<EntryRow>,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    // One column of the rows, as the array bound for it.
+    fn col<T>(rows: &[EntryRow], value: impl Fn(&EntryRow) -> T) -> Vec<T> {
+        rows.iter().map(value).collect()
+    }
+    let rev = |r: &EntryRow| r.reversal.clone();
+    query
+        .bind(col(&rows, |r| r.id))
+        .bind(col(&rows, |r| r.member_id))
+        .bind(col(&rows, |r| r.program_id))
+        .bind(col(&rows, |r| r.kind))
+        .bind(col(&rows, |r| r.points))
+        .bind(col(&rows, |r| r.available_delta))
+        .bind(col(&rows, |r| r.pending_delta))
+        .bind(col(&rows, |r| r.qualifying_delta))
+        .bind(col(&rows, |r| r.spend_delta_minor))
+        .bind(col(&rows, |r| r.reason.clone()))
+        .bind(col(&rows, |r| r.reason_code.clone()))
+        .bind(col(&rows, |r| r.caller.clone()))
+        .bind(col(&rows, |r| r.request_id.clone()))
+        .bind(col(&rows, |r| r.operator_id.clone()))
+        .bind(col(&rows, |r| r.external_reference.clone()))
+        .bind(col(&rows, |r| r.order_id.clone()))
+        .bind(col(&rows, |r| r.now))
+        .bind(col(&rows, |r| r.expire_time))
+        .bind(col(&rows, |r| rev(r).map(|r| r.reversed_entry_id)))
+        .bind(col(&rows, |r| rev(r).map(|r| r.requested_points)))
+        .bind(col(&rows, |r| rev(r).map(|r| r.waived_points)))
+        .bind(col(&rows, |r| rev(r).and_then(|r| r.refund_amount_minor)))
+        .bind(col(&rows, |r| r.details.clone()))
+        .bind(col(&rows, |r| r.after.available))
+        .bind(col(&rows, |r| r.after.pending))
+        .bind(col(&rows, |r| r.after.qualifying))
+        .bind(col(&rows, |r| r.after.spend_minor))
+        .bind(col(&rows, |r| r.after.lifetime_earned))
+        .bind(col(&rows, |r| r.after.lifetime_redeemed))
+        .bind(col(&rows, |r| r.after.lifetime_expired))
+        .bind(col(&rows, |r| {
+            rev(r).and_then(|r| r.clawback).map(clawback_code)
+        }))
+        .bind(col(&rows, |r| rev(r).map(|r| r.expired_points)))
+        .bind(col(&rows, |r| r.release_time))
+        .bind(col(&rows, |r| r.lot_id))
+        .bind(col(&rows, |r| r.lot.map(|lot| lot.original)))
+        .bind(col(&rows, |r| r.lot.map(|lot| lot.remaining)))
+}
+
 /// Whether `error` is the unique index of entries by request id: a replay running into its
 /// first call's entry, or a request id reused after its key was pruned.
 pub(crate) fn reuses_a_request_id(error: &sqlx::Error) -> bool {

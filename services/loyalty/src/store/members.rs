@@ -310,11 +310,17 @@ async fn load_one(
             })?
         }
     };
-    let program = programs::from_joined_row(&row)?;
-    let mut member = from_row(&row, &program)?;
+    locked_from_row(&row, access)
+}
+
+/// The member and program of a row read with `access`; for [`Access::LockAt`], with the due
+/// probe and window sums of [`due_probe`]'s columns when the lock did not wait.
+fn locked_from_row(row: &PgRow, access: Access) -> StoreResult<Locked> {
+    let program = programs::from_joined_row(row)?;
+    let mut member = from_row(row, &program)?;
     let (mut window, mut due) = (None, None);
     match access {
-        Access::Now(_) => member = member.with_due_applied(due_from(&row)?),
+        Access::Now(_) => member = member.with_due_applied(due_from(row)?),
         Access::LockAt(now) => {
             let locked_version: String = row.try_get("locked_version")?;
             let seen_version: String = row.try_get("seen_version")?;
@@ -338,6 +344,62 @@ async fn load_one(
         window,
         due,
     })
+}
+
+/// One call of a group locked by [`lock_group`].
+#[derive(Debug)]
+pub(crate) struct GroupMember {
+    /// The call's place in the group.
+    pub(crate) call: usize,
+    /// Its member as [`lock_at`] reads it (the probe and sums unset when the lock waited).
+    pub(crate) locked: Locked,
+    /// Whether the call's request key has a record: a replay, or a reused id.
+    pub(crate) key_used: bool,
+}
+
+/// [`lock_at`] for the calls of a group, in one statement: call `i` names the member
+/// `calls[i].0` by id and carries the request key (caller `calls[i].1`, request id
+/// `calls[i].2`), whose record is looked up too. A member whose balances row another
+/// transaction holds is skipped (`SKIP LOCKED`), so a group never waits for a lock: one
+/// member's long change cannot hold up every earn of a group. A member skipped or missing
+/// has no row; a MERGED member is returned as it is (its call is not the group's to make).
+pub(crate) async fn lock_group(
+    conn: &mut PgConnection,
+    calls: &[(Uuid, &str, &str)],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<GroupMember>> {
+    let (probe_columns, probe_joins) = due_probe("$4::timestamptz");
+    let query = format!(
+        "SELECT c.n, {COLUMNS}, {PROGRAM}{probe_columns}, \
+           EXISTS (SELECT 1 FROM idempotency_keys k \
+                   WHERE k.caller = c.caller AND k.request_id = c.request_id) AS key_used \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) \
+              WITH ORDINALITY AS c(member_id, caller, request_id, n) \
+         JOIN members m ON m.member_id = c.member_id \
+         JOIN balances b ON b.member_id = m.member_id {JOIN_PROGRAM} {probe_joins} \
+         ORDER BY m.member_id FOR UPDATE OF b SKIP LOCKED"
+    );
+    let members: Vec<Uuid> = calls.iter().map(|c| c.0).collect();
+    let callers: Vec<&str> = calls.iter().map(|c| c.1).collect();
+    let request_ids: Vec<&str> = calls.iter().map(|c| c.2).collect();
+    let rows = sqlx::query(AssertSqlSafe(query))
+        .bind(members)
+        .bind(callers)
+        .bind(request_ids)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let n: i64 = row.try_get("n")?;
+            Ok(GroupMember {
+                call: usize::try_from(n - 1)
+                    .map_err(|_| super::StoreError::Corrupt("a group's ordinal".to_owned()))?,
+                locked: locked_from_row(row, Access::LockAt(now))?,
+                key_used: row.try_get("key_used")?,
+            })
+        })
+        .collect()
 }
 
 /// The columns and joins a locking read of member `m`, balances `b` and program `p` adds at

@@ -10,13 +10,16 @@
 //! (`Context::once`). Locking the balances row first serialises all changes of one
 //! member, so no update is lost or doubled and a spend sees the balance it is checked against.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use custops_common::idempotency::{LastWrite, RequestKey};
 use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Changed, Context, tiers};
+use super::earn_group::{self, EarnCall};
+use super::{Changed, Context, decode, tiers};
 use crate::domain::earning::{self, Calculation, Purchase};
 use crate::domain::event::Event;
 use crate::domain::ledger::{
@@ -28,7 +31,8 @@ use crate::domain::program::ProgramState;
 use crate::domain::{Keyed, Rejection};
 use crate::events;
 use crate::store::ledger::{
-    self, NewEntry, NewLot, Origin, SYSTEM_CALLER, StatementFilter, append, prepare_append, spend,
+    self, EntryWrite, NewEntry, NewLot, Origin, SYSTEM_CALLER, StatementFilter, append,
+    prepare_append, spend,
 };
 use crate::store::members::{self, Locked};
 use crate::store::{StoreResult, birthdays, lots, points_sum, programs};
@@ -49,7 +53,9 @@ pub struct Applied {
 
 /// EarnPoints, once per request id: the earn at the service clock's now, its
 /// events appended and `reply` of its outcome recorded with the key
-/// (`Context::once`); a replay answers the first call's reply.
+/// (`Context::once`); a replay answers the first call's reply. A grant to a member named by
+/// id is made together with the earns that wait beside it (`earn_group`), and answered as it
+/// would be alone.
 pub async fn earn_points<R, F>(
     ctx: &Context,
     key: &RequestKey,
@@ -58,22 +64,48 @@ pub async fn earn_points<R, F>(
 ) -> StoreResult<R>
 where
     R: Message + Default,
-    F: FnOnce(Applied) -> R + Send + 'static,
+    F: Fn(Applied) -> R + Send + Sync + 'static,
 {
     let origin = Origin {
         caller: key.caller.clone(),
         request_id: cmd.request_id,
     };
-    ctx.once(
+    let encode = move |applied| reply(applied).encode_to_vec();
+    let bytes = match ctx.earn_groups() {
+        Some(groups) if earn_group::takes(&cmd.command) => {
+            groups
+                .earn(EarnCall {
+                    key: key.clone(),
+                    origin,
+                    cmd: cmd.command,
+                    encode: Arc::new(encode),
+                })
+                .await?
+        }
+        _ => earn_alone(ctx, key, origin, cmd.command, encode).await?,
+    };
+    decode(&bytes)
+}
+
+/// EarnPoints in a transaction of its own (`Context::once`), answering the encoding of its
+/// reply: a call no group takes, or one that leaves its group.
+pub(crate) async fn earn_alone(
+    ctx: &Context,
+    key: &RequestKey,
+    origin: Origin,
+    cmd: EarnCommand,
+    encode: impl FnOnce(Applied) -> Vec<u8> + Send + 'static,
+) -> StoreResult<Vec<u8>> {
+    ctx.once_encoded(
         key,
         move |conn, now| {
             Box::pin(async move {
-                let (out, last_write) = earn(conn, origin, cmd.command, now).await?;
+                let (out, last_write) = earn(conn, origin, cmd, now).await?;
                 let events = events::outbox_events(&out.events);
                 Ok(Changed::from((out, events)).with_last_write(last_write))
             })
         },
-        reply,
+        encode,
     )
     .await
 }
@@ -350,8 +382,114 @@ async fn earn(
 ) -> StoreResult<(Applied, Option<LastWrite>)> {
     let mut events = Vec::new();
     let mut locked = lock_member(conn, &cmd.member, now, &mut events).await?;
+    let facts = match &cmd.source {
+        EarnSource::Purchase(purchase) if purchase.currency == locked.program.currency => {
+            purchase_facts(conn, &locked, purchase, now).await?
+        }
+        _ => PurchaseFacts::default(),
+    };
+    let new = earn_entry(&locked, origin, cmd, facts, now)?;
+    let (entry, write) = prepare_append(conn, &mut locked, new, now).await?;
+    if tiers::may_move(&locked) {
+        // The tier decision reads the member's entries, this one included.
+        write.run(conn).await?;
+        let applied =
+            settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await?;
+        return Ok((applied, None));
+    }
+    // Nothing after the entry reads it: it is written with the key and the events, in the
+    // call's last statement.
+    events.push(Event::PointsEarned(locked.member.clone(), entry.clone()));
+    let applied = Applied {
+        entry,
+        member: locked.member,
+        tier_change: None,
+        events,
+    };
+    Ok((applied, Some(write.into_last_write())))
+}
+
+/// The earn of a member locked by its group (`earn_group`), decided as [`earn`] decides it,
+/// with its entry's write left to the group's statement. `None` when the earn needs what a
+/// group does not do, and must run alone: the member changed after the statement's snapshot
+/// (its probe and window sums are unset), lots are due for release or expiry, the member is
+/// MERGED, the earn is refused, or its tier may move.
+pub(crate) async fn earn_in_group(
+    conn: &mut PgConnection,
+    mut locked: Locked,
+    origin: Origin,
+    cmd: EarnCommand,
+    now: DateTime<Utc>,
+) -> Option<(Applied, EntryWrite)> {
+    let due = locked.due?;
+    if due.release || due.expire || locked.member.merged_into.is_some() {
+        return None;
+    }
+    if !earn_group::takes(&cmd) {
+        return None;
+    }
+    let new = earn_entry(&locked, origin, cmd, PurchaseFacts::default(), now).ok()?;
+    let (entry, write) = prepare_append(conn, &mut locked, new, now).await.ok()?;
+    if tiers::may_move(&locked) {
+        return None;
+    }
+    let applied = Applied {
+        events: vec![Event::PointsEarned(locked.member.clone(), entry.clone())],
+        entry,
+        member: locked.member,
+        tier_change: None,
+    };
+    Some((applied, write))
+}
+
+/// What a purchase earn reads besides its member: the entry that already earned its order,
+/// the customer's birth month, and the purchase's month in the program's time zone (asked
+/// of the database only when a birthday bonus could apply). A grant reads none of it.
+#[derive(Debug, Clone, Copy, Default)]
+struct PurchaseFacts {
+    earlier: Option<Uuid>,
+    birth_month: Option<u32>,
+    purchase_month: u32,
+}
+
+async fn purchase_facts(
+    conn: &mut PgConnection,
+    locked: &Locked,
+    purchase: &Purchase,
+    now: DateTime<Utc>,
+) -> StoreResult<PurchaseFacts> {
+    let earlier = ledger::earn_of_order(conn, locked.member.program_id, &purchase.order_id).await?;
+    let birth_month = birthdays::month(conn, locked.member.customer_id).await?;
+    // The birthday month is judged in the program's time zone.
+    let purchase_month = match birth_month {
+        Some(_) if locked.program.rules.earning.birthday_multiplier_percent > 0 => {
+            programs::month_in_zone(
+                conn,
+                earning::purchase_instant(purchase, now),
+                &locked.program.time_zone,
+            )
+            .await?
+        }
+        _ => 0,
+    };
+    Ok(PurchaseFacts {
+        earlier,
+        birth_month,
+        purchase_month,
+    })
+}
+
+/// The entry an earn makes for its locked member, or its refusal: a purchase's points as
+/// `facts` make them ([`purchase_facts`]), a grant's as given.
+fn earn_entry(
+    locked: &Locked,
+    origin: Origin,
+    cmd: EarnCommand,
+    facts: PurchaseFacts,
+    now: DateTime<Utc>,
+) -> StoreResult<NewEntry> {
     locked.member.status.check_can_earn()?;
-    check_program_active(&locked)?;
+    check_program_active(locked)?;
     let rules = &locked.program.rules;
     let policy_expiry = (rules.expire_after_days > 0)
         .then(|| now + Duration::days(i64::from(rules.expire_after_days)));
@@ -370,32 +508,15 @@ async fn earn(
                 }
                 .into());
             }
-            let earlier =
-                ledger::earn_of_order(conn, locked.member.program_id, &purchase.order_id).await?;
-            if let Some(ledger_entry_id) = earlier {
+            if let Some(ledger_entry_id) = facts.earlier {
                 return Err(Rejection::OrderAlreadyEarned { ledger_entry_id }.into());
             }
-            let birth_month = birthdays::month(conn, locked.member.customer_id).await?;
-            // The birthday month is judged in the program's time zone (asked of the database
-            // only when a birthday bonus could apply).
-            let purchase_month = match birth_month {
-                Some(_) if locked.program.rules.earning.birthday_multiplier_percent > 0 => {
-                    programs::month_in_zone(
-                        conn,
-                        earning::purchase_instant(&purchase, now),
-                        &locked.program.time_zone,
-                    )
-                    .await?
-                }
-                _ => 0,
-            };
-            let rules = &locked.program.rules;
             let calculation = earning::calculate(
                 &rules.earning,
                 &purchase,
                 &locked.member.tier.code,
-                birth_month,
-                purchase_month,
+                facts.birth_month,
+                facts.purchase_month,
                 now,
             );
             earning::check_entry_limit(&calculation)?;
@@ -440,24 +561,7 @@ async fn earn(
         (-locked.member.balances.available).max(0)
     };
     new.lot = NewLot::of(points, debt);
-    let (entry, write) = prepare_append(conn, &mut locked, new, now).await?;
-    if tiers::may_move(&locked) {
-        // The tier decision reads the member's entries, this one included.
-        write.run(conn).await?;
-        let applied =
-            settle_with_upgrade(conn, locked, entry, Event::PointsEarned, events, now).await?;
-        return Ok((applied, None));
-    }
-    // Nothing after the entry reads it: it is written with the key and the events, in the
-    // call's last statement.
-    events.push(Event::PointsEarned(locked.member.clone(), entry.clone()));
-    let applied = Applied {
-        entry,
-        member: locked.member,
-        tier_change: None,
-        events,
-    };
-    Ok((applied, Some(write.into_last_write())))
+    Ok(new)
 }
 
 /// RedeemPoints in the call's transaction.

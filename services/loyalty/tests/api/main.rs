@@ -4,6 +4,7 @@ mod helpers;
 
 mod benefits;
 mod due_points;
+mod earn_groups;
 mod enrolment;
 mod erasure;
 mod export;

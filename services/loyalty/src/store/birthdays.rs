@@ -1,18 +1,28 @@
 //! Birth months from the profiles feed (the birthday-month earning bonus).
 
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use super::StoreResult;
 
 /// The customer's birth month (1–12), when profiles told us.
 pub async fn month(conn: &mut PgConnection, customer_id: Uuid) -> StoreResult<Option<u32>> {
-    let month: Option<i16> =
-        sqlx::query_scalar("SELECT birth_month FROM customer_birthdays WHERE customer_id = $1")
-            .bind(customer_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(month.and_then(|m| u32::try_from(m).ok()))
+    let month: Option<i16> = sqlx::query_scalar(AssertSqlSafe(month_of("$1")))
+        .bind(customer_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(month_from(month))
+}
+
+/// The query of the birth month of the customer `customer` (an SQL expression), as a
+/// scalar subquery can read it too (`members::lock_group`).
+pub(crate) fn month_of(customer: &str) -> String {
+    format!("SELECT birth_month FROM customer_birthdays WHERE customer_id = {customer}")
+}
+
+/// A stored birth month, as [`month`] answers it.
+pub(crate) fn month_from(stored: Option<i16>) -> Option<u32> {
+    stored.and_then(|m| u32::try_from(m).ok())
 }
 
 /// Records (or, with `None`, forgets) the customer's birth month.

@@ -687,20 +687,28 @@ pub(crate) async fn probe_due(
     Ok(members::DueProbe { release, expire })
 }
 
+/// The query of the EARN entry of order `order` in program `program` (SQL expressions), as a
+/// scalar subquery can read it too (`members::lock_group`).
+pub(crate) fn earn_of_order_sql(program: &str, order: &str) -> String {
+    format!(
+        "SELECT ledger_entry_id FROM ledger_entries \
+         WHERE program_id = {program} AND order_id = {order} AND kind = 1"
+    )
+}
+
 /// The EARN entry of `order_id` in the program, when the order earned already.
 pub(crate) async fn earn_of_order(
     conn: &mut PgConnection,
     program_id: Uuid,
     order_id: &str,
 ) -> StoreResult<Option<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "SELECT ledger_entry_id FROM ledger_entries \
-         WHERE program_id = $1 AND order_id = $2 AND kind = 1",
+    Ok(
+        sqlx::query_scalar(AssertSqlSafe(earn_of_order_sql("$1", "$2")))
+            .bind(program_id)
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await?,
     )
-    .bind(program_id)
-    .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await?)
 }
 
 /// Columns of an entry joined with its program (`p`) and member (`m`). The ledger is

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
-use super::{StoreResult, decode, lots, programs};
+use super::{StoreResult, birthdays, decode, lots, programs};
 use crate::domain::Rejection;
 use crate::domain::member::{
     Balances, DueSettlement, EnrolCommand, Expiring, Member, MemberRef, MemberStatus, MemberTier,
@@ -346,46 +346,70 @@ fn locked_from_row(row: &PgRow, access: Access) -> StoreResult<Locked> {
     })
 }
 
+/// What [`lock_group`] is told of one call of a group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupCall<'a> {
+    /// The member the call names by id.
+    pub(crate) member_id: Uuid,
+    /// Its request key's caller.
+    pub(crate) caller: &'a str,
+    /// Its request key's request id.
+    pub(crate) request_id: &'a str,
+    /// For a purchase, its order id.
+    pub(crate) order_id: Option<&'a str>,
+}
+
 /// One call of a group locked by [`lock_group`].
 #[derive(Debug)]
 pub(crate) struct GroupMember {
     /// The call's place in the group.
     pub(crate) call: usize,
-    /// Its member as [`lock_at`] reads it (the probe and sums unset when the lock waited).
+    /// Its member as [`lock_at`] reads it (the probe and sums unset when the member changed
+    /// after the statement's snapshot).
     pub(crate) locked: Locked,
     /// Whether the call's request key has a record: a replay, or a reused id.
     pub(crate) key_used: bool,
+    /// For a purchase, the entry that already earned its order in the member's program.
+    pub(crate) order_earned: Option<Uuid>,
+    /// The member's customer's birth month, when profiles told it.
+    pub(crate) birth_month: Option<u32>,
 }
 
-/// [`lock_at`] for the calls of a group, in one statement: call `i` names the member
-/// `calls[i].0` by id and carries the request key (caller `calls[i].1`, request id
-/// `calls[i].2`), whose record is looked up too. A member whose balances row another
-/// transaction holds is skipped (`SKIP LOCKED`), so a group never waits for a lock: one
-/// member's long change cannot hold up every earn of a group. A member skipped or missing
-/// has no row; a MERGED member is returned as it is (its call is not the group's to make).
+/// [`lock_at`] for the calls of a group, in one statement, with what each call's earn reads
+/// besides (whether its key has a record, for a purchase the entry of its order, the
+/// customer's birth month). A member whose balances row another transaction holds is
+/// skipped (`SKIP LOCKED`), so a group never waits for a lock: one member's long change
+/// cannot hold up every earn of a group. A member skipped or missing has no row; a MERGED
+/// member is returned as it is (its call is not the group's to make).
 pub(crate) async fn lock_group(
     conn: &mut PgConnection,
-    calls: &[(Uuid, &str, &str)],
+    calls: &[GroupCall<'_>],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<GroupMember>> {
-    let (probe_columns, probe_joins) = due_probe("$4::timestamptz");
+    let (probe_columns, probe_joins) = due_probe("$5::timestamptz");
+    let order_earned = super::ledger::earn_of_order_sql("m.program_id", "c.order_id");
+    let birth_month = birthdays::month_of("m.customer_id");
     let query = format!(
         "SELECT c.n, {COLUMNS}, {PROGRAM}{probe_columns}, \
            EXISTS (SELECT 1 FROM idempotency_keys k \
-                   WHERE k.caller = c.caller AND k.request_id = c.request_id) AS key_used \
-         FROM unnest($1::uuid[], $2::text[], $3::text[]) \
-              WITH ORDINALITY AS c(member_id, caller, request_id, n) \
+                   WHERE k.caller = c.caller AND k.request_id = c.request_id) AS key_used, \
+           CASE WHEN c.order_id IS NOT NULL THEN ({order_earned}) END AS order_earned, \
+           ({birth_month}) AS birth_month \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+              WITH ORDINALITY AS c(member_id, caller, request_id, order_id, n) \
          JOIN members m ON m.member_id = c.member_id \
          JOIN balances b ON b.member_id = m.member_id {JOIN_PROGRAM} {probe_joins} \
          ORDER BY m.member_id FOR UPDATE OF b SKIP LOCKED"
     );
-    let members: Vec<Uuid> = calls.iter().map(|c| c.0).collect();
-    let callers: Vec<&str> = calls.iter().map(|c| c.1).collect();
-    let request_ids: Vec<&str> = calls.iter().map(|c| c.2).collect();
+    let members: Vec<Uuid> = calls.iter().map(|c| c.member_id).collect();
+    let callers: Vec<&str> = calls.iter().map(|c| c.caller).collect();
+    let request_ids: Vec<&str> = calls.iter().map(|c| c.request_id).collect();
+    let order_ids: Vec<Option<&str>> = calls.iter().map(|c| c.order_id).collect();
     let rows = sqlx::query(AssertSqlSafe(query))
         .bind(members)
         .bind(callers)
         .bind(request_ids)
+        .bind(order_ids)
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
@@ -397,6 +421,8 @@ pub(crate) async fn lock_group(
                     .map_err(|_| super::StoreError::Corrupt("a group's ordinal".to_owned()))?,
                 locked: locked_from_row(row, Access::LockAt(now))?,
                 key_used: row.try_get("key_used")?,
+                order_earned: row.try_get("order_earned")?,
+                birth_month: birthdays::month_from(row.try_get("birth_month")?),
             })
         })
         .collect()

@@ -9,19 +9,22 @@
 //! in a group of one, and a busy one makes bigger groups. A group:
 //!
 //! 1. locks every member in one statement, skipping any another change holds (a group never
-//!    waits for a member), with each member's due probe, window sums and whether the call's
-//!    request key has a record (`store::members::lock_group`);
+//!    waits for a member), with each member's due probe, window sums, whether the call's
+//!    request key has a record and, for a purchase, the entry of its order and the
+//!    customer's birth month (`store::members::lock_group`);
 //! 2. decides each earn from its row as an earn alone does (`ledger::earn_in_group`);
 //! 3. writes every balances row, entry, lot, key with its reply, and event in one statement
 //!    (`store::ledger::EntryWrites`, `idempotency::record_all`), and commits.
 //!
 //! An earn that needs more than that runs alone, on the path every other change takes
-//! (`ledger::earn_alone`), once the group's transaction has ended: a replay or reused key, a
-//! member that is missing, MERGED or locked by another change, due lots to settle, a member
-//! changed since the statement's snapshot, a refusal, a tier that may move; and a second
-//! call for a member or key already in the group. Should the group's statement or commit fail, every call in it runs alone (one
-//! whose key did commit then answers its stored reply). So each call is answered exactly as
-//! it would be alone: the replies, entries, events and replays are the same.
+//! (`ledger::earn_alone`), once the group's transaction has ended: a member named by
+//! customer, a replay or reused key, a member that is missing, MERGED or locked by another
+//! change, due lots to settle, a member changed since the statement's snapshot, a purchase
+//! that may earn a birthday bonus, a refusal, a tier that may move; and a second call for a
+//! member, key or order already in the group. Should the group's statement or commit fail,
+//! every call in it runs alone (one whose key did commit then answers its stored reply). So
+//! each call is answered exactly as it would be alone: the replies, entries, events and
+//! replays are the same.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,7 +44,7 @@ use crate::domain::member::MemberRef;
 use crate::events;
 use crate::store::StoreResult;
 use crate::store::ledger::{EntryWrites, Origin};
-use crate::store::members::{self, GroupMember};
+use crate::store::members::{self, GroupCall};
 
 /// How many groups a replica makes at once, each on a connection of its own. One: a group
 /// takes everything that queued while the one before it ran, so its size follows the load,
@@ -79,14 +82,18 @@ pub(crate) struct EarnCall {
     pub(crate) encode: EncodeReply,
 }
 
-/// Whether a group makes `cmd`: a grant to a member named by id. A purchase reads its order
-/// and the customer's birthday first, and a member named by customer is resolved first: they
-/// run alone.
+/// Whether a group makes `cmd`: an earn of a member named by id (one named by customer is
+/// resolved first, merges followed: it runs alone).
 pub(crate) fn takes(cmd: &EarnCommand) -> bool {
-    matches!(
-        (&cmd.member, &cmd.source),
-        (MemberRef::Id(_), EarnSource::Grant { .. })
-    )
+    matches!(cmd.member, MemberRef::Id(_))
+}
+
+/// The order a purchase earns for.
+fn order_id(cmd: &EarnCommand) -> Option<&str> {
+    match &cmd.source {
+        EarnSource::Purchase(purchase) => Some(purchase.order_id.as_str()),
+        EarnSource::Grant { .. } => None,
+    }
 }
 
 /// The member a call of a group names ([`takes`] holds).
@@ -181,12 +188,16 @@ async fn run_group(
     conn: &mut Option<PoolConnection<Postgres>>,
     taken: Vec<Waiting>,
 ) {
-    // A member or key already in the group: the call runs alone, after it.
+    // A member, key or order already in the group: the call runs alone, after it.
     let mut members = HashSet::new();
     let mut keys = HashSet::new();
+    let mut orders = HashSet::new();
     let (group, mut alone): (Vec<Waiting>, Vec<Waiting>) = taken.into_iter().partition(|w| {
         let key = (w.call.key.caller.clone(), w.call.key.request_id.clone());
-        members.insert(member_id(&w.call.cmd)) & keys.insert(key)
+        let order = order_id(&w.call.cmd).map(str::to_owned);
+        members.insert(member_id(&w.call.cmd))
+            & keys.insert(key)
+            & (order.is_none() || orders.insert(order))
     });
     match make_group(ctx, conn, &group).await {
         Ok(replies) => {
@@ -246,32 +257,27 @@ async fn make_group(
     };
     let now = ctx.now();
     let mut tx = conn.begin_with(BEGIN_GROUP).await?;
-    let calls: Vec<(Uuid, &str, &str)> = group
+    let calls: Vec<GroupCall<'_>> = group
         .iter()
-        .map(|w| {
-            (
-                member_id(&w.call.cmd),
-                w.call.key.caller.as_str(),
-                w.call.key.request_id.as_str(),
-            )
+        .map(|w| GroupCall {
+            member_id: member_id(&w.call.cmd),
+            caller: w.call.key.caller.as_str(),
+            request_id: w.call.key.request_id.as_str(),
+            order_id: order_id(&w.call.cmd),
         })
         .collect();
     let locked = members::lock_group(&mut tx, &calls, now).await?;
     let mut replies: Vec<Option<Vec<u8>>> = vec![None; group.len()];
     let mut writes = EntryWrites::default();
     let mut events = Vec::new();
-    for GroupMember {
-        call,
-        locked,
-        key_used,
-    } in locked
-    {
-        let Some(waiting) = group.get(call).filter(|_| !key_used) else {
+    for member in locked {
+        let call = member.call;
+        let Some(waiting) = group.get(call).filter(|_| !member.key_used) else {
             continue;
         };
         let earn = &waiting.call;
         let decided =
-            ledger::earn_in_group(&mut tx, locked, earn.origin.clone(), earn.cmd.clone(), now)
+            ledger::earn_in_group(&mut tx, member, earn.origin.clone(), earn.cmd.clone(), now)
                 .instrument(waiting.span.clone())
                 .await;
         let Some((applied, write)) = decided else {

@@ -34,7 +34,7 @@ use crate::store::ledger::{
     self, EntryWrite, NewEntry, NewLot, Origin, SYSTEM_CALLER, StatementFilter, append,
     prepare_append, spend,
 };
-use crate::store::members::{self, Locked};
+use crate::store::members::{self, GroupMember, Locked};
 use crate::store::{StoreResult, birthdays, lots, points_sum, programs};
 
 /// The result of a mutation: the entry, the member after it, a tier change if any, and the
@@ -53,7 +53,7 @@ pub struct Applied {
 
 /// EarnPoints, once per request id: the earn at the service clock's now, its
 /// events appended and `reply` of its outcome recorded with the key
-/// (`Context::once`); a replay answers the first call's reply. A grant to a member named by
+/// (`Context::once`); a replay answers the first call's reply. An earn of a member named by
 /// id is made together with the earns that wait beside it (`earn_group`), and answered as it
 /// would be alone.
 pub async fn earn_points<R, F>(
@@ -409,18 +409,25 @@ async fn earn(
     Ok((applied, Some(write.into_last_write())))
 }
 
-/// The earn of a member locked by its group (`earn_group`), decided as [`earn`] decides it,
-/// with its entry's write left to the group's statement. `None` when the earn needs what a
-/// group does not do, and must run alone: the member changed after the statement's snapshot
-/// (its probe and window sums are unset), lots are due for release or expiry, the member is
-/// MERGED, the earn is refused, or its tier may move.
+/// The earn of a member locked by its group (`earn_group`), decided as [`earn`] decides it
+/// from what the group's statement read, with its entry's write left to the group's last
+/// statement. `None` when the earn needs what a group does not do, and must run alone: the
+/// member changed after the statement's snapshot (its probe and window sums are unset), lots
+/// are due for release or expiry, the member is MERGED, a purchase may earn a birthday bonus,
+/// the earn is refused, or its tier may move.
 pub(crate) async fn earn_in_group(
     conn: &mut PgConnection,
-    mut locked: Locked,
+    member: GroupMember,
     origin: Origin,
     cmd: EarnCommand,
     now: DateTime<Utc>,
 ) -> Option<(Applied, EntryWrite)> {
+    let GroupMember {
+        mut locked,
+        order_earned,
+        birth_month,
+        ..
+    } = member;
     let due = locked.due?;
     if due.release || due.expire || locked.member.merged_into.is_some() {
         return None;
@@ -428,7 +435,18 @@ pub(crate) async fn earn_in_group(
     if !earn_group::takes(&cmd) {
         return None;
     }
-    let new = earn_entry(&locked, origin, cmd, PurchaseFacts::default(), now).ok()?;
+    // A birthday bonus is judged by the purchase's month in the program's time zone, which
+    // the group does not ask.
+    let birthday_bonus = locked.program.rules.earning.birthday_multiplier_percent > 0;
+    if matches!(cmd.source, EarnSource::Purchase(_)) && birth_month.is_some() && birthday_bonus {
+        return None;
+    }
+    let facts = PurchaseFacts {
+        earlier: order_earned,
+        birth_month,
+        purchase_month: 0,
+    };
+    let new = earn_entry(&locked, origin, cmd, facts, now).ok()?;
     let (entry, write) = prepare_append(conn, &mut locked, new, now).await.ok()?;
     if tiers::may_move(&locked) {
         return None;

@@ -12,7 +12,8 @@ use prost::Message;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, assert_ledger_invariants, by_id, error_info, grant, program, spawn_app_with_pool,
+    TestApp, assert_ledger_invariants, by_id, error_info, grant, program, purchase,
+    spawn_app_with_pool,
 };
 
 /// What a call of the burst answered: its reply's encoding, or its code and reason.
@@ -111,11 +112,22 @@ async fn earns_that_wait_together_share_a_transaction_and_each_is_answered_as_al
         .create_program(program(pb::ClawbackPolicy::WithinBalance, 1))
         .await?;
     let mut members = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..11 {
         members.push(app.enrol(&program_id).await?);
     }
-    let [blocker, a, b, c, d, expiring, closed, climber] =
-        <[String; 8]>::try_from(members).map_err(|_| anyhow::anyhow!("eight members"))?;
+    let [
+        blocker,
+        a,
+        b,
+        c,
+        d,
+        expiring,
+        closed,
+        climber,
+        buyer,
+        other_buyer,
+        repeat_buyer,
+    ] = <[String; 11]>::try_from(members).map_err(|_| anyhow::anyhow!("eleven members"))?;
     // The expiring member's lot is past its expiry once the clock moves two days on: its next
     // earn settles it first, which only an earn alone does.
     app.grant(&expiring, 10).await?;
@@ -134,6 +146,10 @@ async fn earns_that_wait_together_share_a_transaction_and_each_is_answered_as_al
         })
         .await?;
     app.clock.advance(Duration::days(2));
+    app.client
+        .clone()
+        .earn_points(purchase(&repeat_buyer, "o-old", 5_000))
+        .await?;
 
     // Act: the runner's first group waits on the held key while the burst queues.
     let held = hold_key(&app, "g-earlier", "g-blocker").await?;
@@ -157,6 +173,18 @@ async fn earns_that_wait_together_share_a_transaction_and_each_is_answered_as_al
         grant("g-earlier".to_owned(), &a, 6),
         qualifying("g-climber", &climber, 600),
         grant("g-e".to_owned(), &b, 19),
+        pb::EarnPointsRequest {
+            request_id: "g-buy".to_owned(),
+            ..purchase(&buyer, "o-new", 12_345)
+        },
+        pb::EarnPointsRequest {
+            request_id: "g-buy-too".to_owned(),
+            ..purchase(&other_buyer, "o-new", 12_345)
+        },
+        pb::EarnPointsRequest {
+            request_id: "g-rebuy".to_owned(),
+            ..purchase(&repeat_buyer, "o-old", 5_000)
+        },
     ];
     let sent = tokio::spawn({
         let app_client = app.client.clone();
@@ -174,7 +202,7 @@ async fn earns_that_wait_together_share_a_transaction_and_each_is_answered_as_al
     });
     let calls = sent.await?;
     // Give the calls time to reach the queue behind the blocked group.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     held.rollback().await?;
     blocked.await??;
     let mut answers: Vec<Answer> = Vec::new();
@@ -209,6 +237,16 @@ async fn earns_that_wait_together_share_a_transaction_and_each_is_answered_as_al
         assert_eq!(points(id)?, expected, "{id}");
     }
     assert_eq!(points("g-e")?, 19);
+    // A purchase earns at the base rate (1 point per 100 minor units, rounded down); of two
+    // for one order one earns and the other is refused, as an order earned before is.
+    let order_earned = |id: &str| matches!(by_id.get(id), Some(Err((Code::AlreadyExists, reason))) if reason == "ORDER_ALREADY_EARNED");
+    let bought = [points("g-buy").ok(), points("g-buy-too").ok()];
+    assert!(
+        matches!(bought, [Some(123), None] | [None, Some(123)]),
+        "{bought:?}"
+    );
+    assert!(order_earned("g-buy") || order_earned("g-buy-too"));
+    assert!(order_earned("g-rebuy"));
     // The expiring member's earn settled its expired lot first: only the new points remain.
     let Some(Ok(expiring_reply)) = by_id.get("g-expiring") else {
         anyhow::bail!("the expiring member's earn failed");
@@ -254,11 +292,20 @@ async fn earns_that_wait_together_share_a_transaction_and_each_is_answered_as_al
         "{earlier:?}"
     );
 
-    // Grouped: some transaction wrote several of the burst's entries.
+    // Grouped: some transaction wrote several of the burst's entries, the purchase's among
+    // them (its order and the birthday were read by the group's statement).
     assert!(
         most_entries_in_one_transaction(&app, "g-_%").await? >= 2,
         "no two earns shared a transaction"
     );
+    let purchase_shared: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries p JOIN ledger_entries o \
+           ON o.xmin::text = p.xmin::text AND o.ledger_entry_id <> p.ledger_entry_id \
+         WHERE p.request_id IN ('g-buy', 'g-buy-too') AND o.request_id LIKE 'g-_%')",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert!(purchase_shared, "the purchase was not made in a group");
     // Each request id made one entry, and each earn (kind 1) one PointsEarned event.
     let repeated: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT request_id FROM ledger_entries WHERE request_id <> '' \

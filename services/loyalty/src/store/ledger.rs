@@ -249,30 +249,40 @@ pub(crate) async fn prepare_append(
 /// in the call's recording statement.
 macro_rules! entry_steps {
     () => {
-        "balance AS ( \
-             UPDATE balances SET available_points = $24, pending_points = $25, \
-               qualifying_points = $26, qualifying_spend_minor = $27, \
-               lifetime_earned_points = $28, lifetime_redeemed_points = $29, \
-               lifetime_expired_points = $30, update_time = $17 \
-             WHERE member_id = $2 \
-         ), entry AS ( \
-             INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
-             available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, \
-             reason_code, caller, request_id, operator_id, external_reference, order_id, \
-             create_time, expire_time, reversed_entry_id, requested_points, waived_points, \
-             refund_amount_minor, details, after_available, after_pending, after_qualifying, \
-             after_spend_minor, after_lifetime_earned, after_lifetime_redeemed, \
-             after_lifetime_expired, clawback_policy, expired_points, release_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
-             $33) \
-             RETURNING ledger_entry_id \
-         ), lot AS ( \
-             INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
-               remaining_points, earn_time, expire_time, release_time, pending) \
-             SELECT $34, $2, entry.ledger_entry_id, $35, $36, $17, $18, $33, $33 IS NOT NULL \
-             FROM entry WHERE $35::bigint IS NOT NULL \
-         )"
+        concat!(
+            "balance AS ( \
+               UPDATE balances SET available_points = $24, pending_points = $25, \
+                 qualifying_points = $26, qualifying_spend_minor = $27, \
+                 lifetime_earned_points = $28, lifetime_redeemed_points = $29, \
+                 lifetime_expired_points = $30, update_time = $17 \
+               WHERE member_id = $2 \
+             ), entry AS ( \
+               INSERT INTO ledger_entries (",
+            entry_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+               $17, $18, $19, $20, $21, $22, $23::jsonb, $24, $25, $26, $27, $28, $29, $30, $31, \
+               $32, $33) \
+               RETURNING ledger_entry_id \
+             ), lot AS ( \
+               INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
+                 remaining_points, earn_time, expire_time, release_time, pending) \
+               SELECT $34, $2, entry.ledger_entry_id, $35, $36, $17, $18, $33, $33 IS NOT NULL \
+               FROM entry WHERE $35::bigint IS NOT NULL \
+             )"
+        )
+    };
+}
+
+/// The columns an entry's write fills, in the order of its parameters ([`EntryRow`]'s).
+macro_rules! entry_columns {
+    () => {
+        "ledger_entry_id, member_id, program_id, kind, points, available_delta, pending_delta, \
+         qualifying_delta, spend_delta_minor, reason, reason_code, caller, request_id, \
+         operator_id, external_reference, order_id, create_time, expire_time, \
+         reversed_entry_id, requested_points, waived_points, refund_amount_minor, details, \
+         after_available, after_pending, after_qualifying, after_spend_minor, \
+         after_lifetime_earned, after_lifetime_redeemed, after_lifetime_expired, \
+         clawback_policy, expired_points, release_time"
     };
 }
 
@@ -431,23 +441,21 @@ impl EntryWrites {
 }
 
 /// [`entry_steps`] for many entries: the values of each are the columns of one row of
-/// `entries_in` ($1–$36 are arrays, in [`EntryRow`]'s order), so one statement updates every
-/// balances row, inserts every entry and every lot.
-const ENTRIES_STEPS: &str = "entries_in AS ( \
+/// `entries_in` ($1–$36 are arrays, in [`EntryRow`]'s order, named as the entry's columns
+/// and then the lot's), so one statement updates every balances row, inserts every entry and
+/// every lot.
+const ENTRIES_STEPS: &str = concat!(
+    "entries_in AS ( \
        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int2[], $5::int8[], \
          $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], \
-         $18::timestamptz[], $19::uuid[], $20::int8[], $21::int8[], $22::int8[], $23::text[], \
-         $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[], $29::int8[], \
-         $30::int8[], $31::int2[], $32::int8[], $33::timestamptz[], $34::uuid[], $35::int8[], \
-         $36::int8[]) \
-       AS i(id, member_id, program_id, kind, points, available_delta, pending_delta, \
-         qualifying_delta, spend_delta_minor, reason, reason_code, caller, request_id, \
-         operator_id, external_reference, order_id, create_time, expire_time, reversed_entry_id, \
-         requested_points, waived_points, refund_amount_minor, details, after_available, \
-         after_pending, after_qualifying, after_spend_minor, after_lifetime_earned, \
-         after_lifetime_redeemed, after_lifetime_expired, clawback_policy, expired_points, \
-         release_time, lot_id, lot_original, lot_remaining) \
+         $18::timestamptz[], $19::uuid[], $20::int8[], $21::int8[], $22::int8[], \
+         $23::text[]::jsonb[], $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[], \
+         $29::int8[], $30::int8[], $31::int2[], $32::int8[], $33::timestamptz[], $34::uuid[], \
+         $35::int8[], $36::int8[]) \
+       AS i(",
+    entry_columns!(),
+    ", lot_id, lot_original, lot_remaining) \
      ), balances_moved AS ( \
        UPDATE balances b SET available_points = i.after_available, \
          pending_points = i.after_pending, qualifying_points = i.after_qualifying, \
@@ -457,30 +465,21 @@ const ENTRIES_STEPS: &str = "entries_in AS ( \
          lifetime_expired_points = i.after_lifetime_expired, update_time = i.create_time \
        FROM entries_in i WHERE b.member_id = i.member_id \
      ), entries AS ( \
-       INSERT INTO ledger_entries (ledger_entry_id, member_id, program_id, kind, points, \
-         available_delta, pending_delta, qualifying_delta, spend_delta_minor, reason, \
-         reason_code, caller, request_id, operator_id, external_reference, order_id, \
-         create_time, expire_time, reversed_entry_id, requested_points, waived_points, \
-         refund_amount_minor, details, after_available, after_pending, after_qualifying, \
-         after_spend_minor, after_lifetime_earned, after_lifetime_redeemed, \
-         after_lifetime_expired, clawback_policy, expired_points, release_time) \
-       SELECT id, member_id, program_id, kind, points, available_delta, pending_delta, \
-         qualifying_delta, spend_delta_minor, reason, reason_code, caller, request_id, \
-         operator_id, external_reference, order_id, create_time, expire_time, \
-         reversed_entry_id, requested_points, waived_points, refund_amount_minor, \
-         details::jsonb, after_available, after_pending, after_qualifying, after_spend_minor, \
-         after_lifetime_earned, after_lifetime_redeemed, after_lifetime_expired, \
-         clawback_policy, expired_points, release_time \
-       FROM entries_in ORDER BY id \
+       INSERT INTO ledger_entries (",
+    entry_columns!(),
+    ") SELECT ",
+    entry_columns!(),
+    " FROM entries_in ORDER BY ledger_entry_id \
        RETURNING ledger_entry_id \
      ), lots AS ( \
        INSERT INTO point_lots (point_lot_id, member_id, ledger_entry_id, original_points, \
          remaining_points, earn_time, expire_time, release_time, pending) \
        SELECT i.lot_id, i.member_id, e.ledger_entry_id, i.lot_original, i.lot_remaining, \
          i.create_time, i.expire_time, i.release_time, i.release_time IS NOT NULL \
-       FROM entries_in i JOIN entries e ON e.ledger_entry_id = i.id \
+       FROM entries_in i JOIN entries e ON e.ledger_entry_id = i.ledger_entry_id \
        WHERE i.lot_original IS NOT NULL \
-     )";
+     )"
+);
 
 /// [`ENTRIES_STEPS`] numbered after the recording statement's parameters (once).
 static ENTRIES_STEPS_LAST: LazyLock<String> = LazyLock::new(|| {

@@ -165,6 +165,22 @@ impl LastWrite {
     }
 }
 
+impl LastWrite {
+    /// The steps of `last_write` (none: empty) and what binds their parameters after the
+    /// recording statement's own (none: nothing).
+    fn split(last_write: Option<Self>) -> (&'static str, BindLastWrite) {
+        fn nothing(
+            query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+            query
+        }
+        match last_write {
+            Some(Self { steps, bind }) => (steps, bind),
+            None => ("", Box::new(nothing)),
+        }
+    }
+}
+
 impl std::fmt::Debug for LastWrite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LastWrite")
@@ -273,10 +289,7 @@ pub async fn record_all(
     now: DateTime<Utc>,
     events: &[OutboxEvent],
 ) -> Result<usize, sqlx::Error> {
-    let (steps, bind_last) = match last_write {
-        Some(LastWrite { steps, bind }) => (steps, Some(bind)),
-        None => ("", None),
-    };
+    let (steps, bind_last) = LastWrite::split(last_write);
     let callers: Vec<&str> = keys.iter().map(|(k, _)| k.caller.as_str()).collect();
     let request_ids: Vec<&str> = keys.iter().map(|(k, _)| k.request_id.as_str()).collect();
     let methods: Vec<&str> = keys.iter().map(|(k, _)| k.method).collect();
@@ -293,17 +306,15 @@ pub async fn record_all(
               AS k(caller, request_id, method, fingerprint, response) \
          ON CONFLICT (caller, request_id) DO NOTHING RETURNING 1",
         |query| {
-            let query = query
-                .bind(callers)
-                .bind(request_ids)
-                .bind(methods)
-                .bind(fingerprints)
-                .bind(responses)
-                .bind(now);
-            match bind_last {
-                Some(bind) => bind(query),
-                None => query,
-            }
+            bind_last(
+                query
+                    .bind(callers)
+                    .bind(request_ids)
+                    .bind(methods)
+                    .bind(fingerprints)
+                    .bind(responses)
+                    .bind(now),
+            )
         },
     )
     .await?;
@@ -332,10 +343,7 @@ async fn record_after(
     response: &[u8],
     events: &[OutboxEvent],
 ) -> Result<bool, sqlx::Error> {
-    let (steps, bind_last) = match last_write {
-        Some(LastWrite { steps, bind }) => (steps, Some(bind)),
-        None => ("", None),
-    };
+    let (steps, bind_last) = LastWrite::split(last_write);
     let written = outbox::append_all_with(
         conn,
         steps,
@@ -344,17 +352,15 @@ async fn record_after(
          create_time) VALUES ($7, $8, $9, $10, $11, $12) \
          ON CONFLICT (caller, request_id) DO NOTHING RETURNING 1",
         |query| {
-            let query = query
-                .bind(&key.caller)
-                .bind(&key.request_id)
-                .bind(key.method)
-                .bind(&key.fingerprint)
-                .bind(response)
-                .bind(now);
-            match bind_last {
-                Some(bind) => bind(query),
-                None => query,
-            }
+            bind_last(
+                query
+                    .bind(&key.caller)
+                    .bind(&key.request_id)
+                    .bind(key.method)
+                    .bind(&key.fingerprint)
+                    .bind(response)
+                    .bind(now),
+            )
         },
     )
     .await?;

@@ -1,5 +1,7 @@
 //! Birth months from the profiles feed (the birthday-month earning bonus).
 
+use std::sync::LazyLock;
+
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
@@ -7,7 +9,7 @@ use super::StoreResult;
 
 /// The customer's birth month (1–12), when profiles told us.
 pub async fn month(conn: &mut PgConnection, customer_id: Uuid) -> StoreResult<Option<u32>> {
-    let month: Option<i16> = sqlx::query_scalar(AssertSqlSafe(month_of("$1")))
+    let month: Option<i16> = sqlx::query_scalar(AssertSqlSafe(MONTH_OF.as_str()))
         .bind(customer_id)
         .fetch_optional(conn)
         .await?;
@@ -19,6 +21,9 @@ pub async fn month(conn: &mut PgConnection, customer_id: Uuid) -> StoreResult<Op
 pub(crate) fn month_of(customer: &str) -> String {
     format!("SELECT birth_month FROM customer_birthdays WHERE customer_id = {customer}")
 }
+
+/// [`month_of`] over `$1`, made once.
+static MONTH_OF: LazyLock<String> = LazyLock::new(|| month_of("$1"));
 
 /// A stored birth month, as [`month`] answers it.
 pub(crate) fn month_from(stored: Option<i16>) -> Option<u32> {

@@ -486,16 +486,27 @@ static ENTRIES_STEPS_LAST: LazyLock<String> = LazyLock::new(|| {
     custops_common::db::shift_parameters(ENTRIES_STEPS, LAST_WRITE_FIRST_PARAMETER - 1)
 });
 
-/// Binds `rows` as the arrays of [`ENTRIES_STEPS`], in [`EntryRow::bind`]'s order.
+/// Binds `rows` as the arrays of [`ENTRIES_STEPS`], in [`EntryRow::bind`]'s order; the
+/// strings are moved into their arrays, not copied.
 fn bind_rows(
-    rows: Vec<EntryRow>,
+    mut rows: Vec<EntryRow>,
     query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     // One column of the rows, as the array bound for it.
     fn col<T>(rows: &[EntryRow], value: impl Fn(&EntryRow) -> T) -> Vec<T> {
         rows.iter().map(value).collect()
     }
-    let rev = |r: &EntryRow| r.reversal.clone();
+    fn take(rows: &mut [EntryRow], field: impl Fn(&mut EntryRow) -> &mut String) -> Vec<String> {
+        rows.iter_mut().map(|r| std::mem::take(field(r))).collect()
+    }
+    let reasons = take(&mut rows, |r| &mut r.reason);
+    let reason_codes = take(&mut rows, |r| &mut r.reason_code);
+    let callers = take(&mut rows, |r| &mut r.caller);
+    let request_ids = take(&mut rows, |r| &mut r.request_id);
+    let operator_ids = take(&mut rows, |r| &mut r.operator_id);
+    let external_references = take(&mut rows, |r| &mut r.external_reference);
+    let order_ids: Vec<Option<String>> = rows.iter_mut().map(|r| r.order_id.take()).collect();
+    let details: Vec<Option<String>> = rows.iter_mut().map(|r| r.details.take()).collect();
     query
         .bind(col(&rows, |r| r.id))
         .bind(col(&rows, |r| r.member_id))
@@ -506,20 +517,26 @@ fn bind_rows(
         .bind(col(&rows, |r| r.pending_delta))
         .bind(col(&rows, |r| r.qualifying_delta))
         .bind(col(&rows, |r| r.spend_delta_minor))
-        .bind(col(&rows, |r| r.reason.clone()))
-        .bind(col(&rows, |r| r.reason_code.clone()))
-        .bind(col(&rows, |r| r.caller.clone()))
-        .bind(col(&rows, |r| r.request_id.clone()))
-        .bind(col(&rows, |r| r.operator_id.clone()))
-        .bind(col(&rows, |r| r.external_reference.clone()))
-        .bind(col(&rows, |r| r.order_id.clone()))
+        .bind(reasons)
+        .bind(reason_codes)
+        .bind(callers)
+        .bind(request_ids)
+        .bind(operator_ids)
+        .bind(external_references)
+        .bind(order_ids)
         .bind(col(&rows, |r| r.now))
         .bind(col(&rows, |r| r.expire_time))
-        .bind(col(&rows, |r| rev(r).map(|r| r.reversed_entry_id)))
-        .bind(col(&rows, |r| rev(r).map(|r| r.requested_points)))
-        .bind(col(&rows, |r| rev(r).map(|r| r.waived_points)))
-        .bind(col(&rows, |r| rev(r).and_then(|r| r.refund_amount_minor)))
-        .bind(col(&rows, |r| r.details.clone()))
+        .bind(col(&rows, |r| {
+            r.reversal.as_ref().map(|v| v.reversed_entry_id)
+        }))
+        .bind(col(&rows, |r| {
+            r.reversal.as_ref().map(|v| v.requested_points)
+        }))
+        .bind(col(&rows, |r| r.reversal.as_ref().map(|v| v.waived_points)))
+        .bind(col(&rows, |r| {
+            r.reversal.as_ref().and_then(|v| v.refund_amount_minor)
+        }))
+        .bind(details)
         .bind(col(&rows, |r| r.after.available))
         .bind(col(&rows, |r| r.after.pending))
         .bind(col(&rows, |r| r.after.qualifying))
@@ -528,9 +545,14 @@ fn bind_rows(
         .bind(col(&rows, |r| r.after.lifetime_redeemed))
         .bind(col(&rows, |r| r.after.lifetime_expired))
         .bind(col(&rows, |r| {
-            rev(r).and_then(|r| r.clawback).map(clawback_code)
+            r.reversal
+                .as_ref()
+                .and_then(|v| v.clawback)
+                .map(clawback_code)
         }))
-        .bind(col(&rows, |r| rev(r).map(|r| r.expired_points)))
+        .bind(col(&rows, |r| {
+            r.reversal.as_ref().map(|v| v.expired_points)
+        }))
         .bind(col(&rows, |r| r.release_time))
         .bind(col(&rows, |r| r.lot_id))
         .bind(col(&rows, |r| r.lot.map(|lot| lot.original)))
@@ -695,19 +717,20 @@ pub(crate) fn earn_of_order_sql(program: &str, order: &str) -> String {
     )
 }
 
+/// [`earn_of_order_sql`] over `$1` and `$2`, made once.
+static EARN_OF_ORDER: LazyLock<String> = LazyLock::new(|| earn_of_order_sql("$1", "$2"));
+
 /// The EARN entry of `order_id` in the program, when the order earned already.
 pub(crate) async fn earn_of_order(
     conn: &mut PgConnection,
     program_id: Uuid,
     order_id: &str,
 ) -> StoreResult<Option<Uuid>> {
-    Ok(
-        sqlx::query_scalar(AssertSqlSafe(earn_of_order_sql("$1", "$2")))
-            .bind(program_id)
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?,
-    )
+    Ok(sqlx::query_scalar(AssertSqlSafe(EARN_OF_ORDER.as_str()))
+        .bind(program_id)
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// Columns of an entry joined with its program (`p`) and member (`m`). The ledger is

@@ -2,6 +2,8 @@
 //! the rolling window of qualifying amounts, the FULL view, listing; and the statements that
 //! change a member row (enrolment, tier, status).
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
@@ -375,6 +377,25 @@ pub(crate) struct GroupMember {
     pub(crate) birth_month: Option<u32>,
 }
 
+/// The statement of [`lock_group`], made once.
+static LOCK_GROUP: LazyLock<String> = LazyLock::new(|| {
+    let (probe_columns, probe_joins) = due_probe("$5::timestamptz");
+    let order_earned = super::ledger::earn_of_order_sql("m.program_id", "c.order_id");
+    let birth_month = birthdays::month_of("m.customer_id");
+    format!(
+        "SELECT c.n, {COLUMNS}, {PROGRAM}{probe_columns}, \
+           EXISTS (SELECT 1 FROM idempotency_keys k \
+                   WHERE k.caller = c.caller AND k.request_id = c.request_id) AS key_used, \
+           CASE WHEN c.order_id IS NOT NULL THEN ({order_earned}) END AS order_earned, \
+           ({birth_month}) AS birth_month \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+              WITH ORDINALITY AS c(member_id, caller, request_id, order_id, n) \
+         JOIN members m ON m.member_id = c.member_id \
+         JOIN balances b ON b.member_id = m.member_id {JOIN_PROGRAM} {probe_joins} \
+         ORDER BY m.member_id FOR UPDATE OF b SKIP LOCKED"
+    )
+});
+
 /// [`lock_at`] for the calls of a group, in one statement, with what each call's earn reads
 /// besides (whether its key has a record, for a purchase the entry of its order, the
 /// customer's birth month). A member whose balances row another transaction holds is
@@ -386,26 +407,11 @@ pub(crate) async fn lock_group(
     calls: &[GroupCall<'_>],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<GroupMember>> {
-    let (probe_columns, probe_joins) = due_probe("$5::timestamptz");
-    let order_earned = super::ledger::earn_of_order_sql("m.program_id", "c.order_id");
-    let birth_month = birthdays::month_of("m.customer_id");
-    let query = format!(
-        "SELECT c.n, {COLUMNS}, {PROGRAM}{probe_columns}, \
-           EXISTS (SELECT 1 FROM idempotency_keys k \
-                   WHERE k.caller = c.caller AND k.request_id = c.request_id) AS key_used, \
-           CASE WHEN c.order_id IS NOT NULL THEN ({order_earned}) END AS order_earned, \
-           ({birth_month}) AS birth_month \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-              WITH ORDINALITY AS c(member_id, caller, request_id, order_id, n) \
-         JOIN members m ON m.member_id = c.member_id \
-         JOIN balances b ON b.member_id = m.member_id {JOIN_PROGRAM} {probe_joins} \
-         ORDER BY m.member_id FOR UPDATE OF b SKIP LOCKED"
-    );
     let members: Vec<Uuid> = calls.iter().map(|c| c.member_id).collect();
     let callers: Vec<&str> = calls.iter().map(|c| c.caller).collect();
     let request_ids: Vec<&str> = calls.iter().map(|c| c.request_id).collect();
     let order_ids: Vec<Option<&str>> = calls.iter().map(|c| c.order_id).collect();
-    let rows = sqlx::query(AssertSqlSafe(query))
+    let rows = sqlx::query(AssertSqlSafe(LOCK_GROUP.as_str()))
         .bind(members)
         .bind(callers)
         .bind(request_ids)

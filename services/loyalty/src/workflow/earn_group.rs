@@ -74,6 +74,8 @@ pub(crate) type EncodeReply = Arc<dyn Fn(Applied) -> Vec<u8> + Send + Sync>;
 pub(crate) struct EarnCall {
     /// Its request key.
     pub(crate) key: RequestKey,
+    /// The member it names by id ([`grouped_member`]).
+    pub(crate) member_id: Uuid,
     /// Who made it, for its entry.
     pub(crate) origin: Origin,
     /// The earn.
@@ -82,10 +84,13 @@ pub(crate) struct EarnCall {
     pub(crate) encode: EncodeReply,
 }
 
-/// Whether a group makes `cmd`: an earn of a member named by id (one named by customer is
+/// The member of `cmd` when a group can make it: one named by id (one named by customer is
 /// resolved first, merges followed: it runs alone).
-pub(crate) fn takes(cmd: &EarnCommand) -> bool {
-    matches!(cmd.member, MemberRef::Id(_))
+pub(crate) fn grouped_member(cmd: &EarnCommand) -> Option<Uuid> {
+    match cmd.member {
+        MemberRef::Id(id) => Some(id),
+        MemberRef::Customer { .. } => None,
+    }
 }
 
 /// The order a purchase earns for.
@@ -93,14 +98,6 @@ fn order_id(cmd: &EarnCommand) -> Option<&str> {
     match &cmd.source {
         EarnSource::Purchase(purchase) => Some(purchase.order_id.as_str()),
         EarnSource::Grant { .. } => None,
-    }
-}
-
-/// The member a call of a group names ([`takes`] holds).
-fn member_id(cmd: &EarnCommand) -> Uuid {
-    match cmd.member {
-        MemberRef::Id(id) => id,
-        MemberRef::Customer { .. } => Uuid::nil(),
     }
 }
 
@@ -195,9 +192,11 @@ async fn run_group(
     let (group, mut alone): (Vec<Waiting>, Vec<Waiting>) = taken.into_iter().partition(|w| {
         let key = (w.call.key.caller.clone(), w.call.key.request_id.clone());
         let order = order_id(&w.call.cmd).map(str::to_owned);
-        members.insert(member_id(&w.call.cmd))
-            & keys.insert(key)
-            & (order.is_none() || orders.insert(order))
+        // Each set takes the call's value whatever the others say.
+        let new_member = members.insert(w.call.member_id);
+        let new_key = keys.insert(key);
+        let new_order = order.is_none() || orders.insert(order);
+        new_member && new_key && new_order
     });
     match make_group(ctx, conn, &group).await {
         Ok(replies) => {
@@ -236,6 +235,7 @@ async fn run_alone(ctx: Context, waiting: Waiting) {
         origin,
         cmd,
         encode,
+        ..
     } = call;
     let reply = ledger::earn_alone(&ctx, &key, origin, cmd, move |applied| encode(applied))
         .instrument(span)
@@ -260,7 +260,7 @@ async fn make_group(
     let calls: Vec<GroupCall<'_>> = group
         .iter()
         .map(|w| GroupCall {
-            member_id: member_id(&w.call.cmd),
+            member_id: w.call.member_id,
             caller: w.call.key.caller.as_str(),
             request_id: w.call.key.request_id.as_str(),
             order_id: order_id(&w.call.cmd),

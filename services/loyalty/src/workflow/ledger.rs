@@ -71,18 +71,22 @@ where
         request_id: cmd.request_id,
     };
     let encode = move |applied| reply(applied).encode_to_vec();
-    let bytes = match ctx.earn_groups() {
-        Some(groups) if earn_group::takes(&cmd.command) => {
+    let grouped = ctx
+        .earn_groups()
+        .zip(earn_group::grouped_member(&cmd.command));
+    let bytes = match grouped {
+        Some((groups, member_id)) => {
             groups
                 .earn(EarnCall {
                     key: key.clone(),
+                    member_id,
                     origin,
                     cmd: cmd.command,
                     encode: Arc::new(encode),
                 })
                 .await?
         }
-        _ => earn_alone(ctx, key, origin, cmd.command, encode).await?,
+        None => earn_alone(ctx, key, origin, cmd.command, encode).await?,
     };
     decode(&bytes)
 }
@@ -413,8 +417,8 @@ async fn earn(
 /// from what the group's statement read, with its entry's write left to the group's last
 /// statement. `None` when the earn needs what a group does not do, and must run alone: the
 /// member changed after the statement's snapshot (its probe and window sums are unset), lots
-/// are due for release or expiry, the member is MERGED, a purchase may earn a birthday bonus,
-/// the earn is refused, or its tier may move.
+/// are due for release or expiry, a purchase may earn a birthday bonus, the earn is refused
+/// (a MERGED member's among them: alone, it goes to the survivor), or its tier may move.
 pub(crate) async fn earn_in_group(
     conn: &mut PgConnection,
     member: GroupMember,
@@ -429,10 +433,7 @@ pub(crate) async fn earn_in_group(
         ..
     } = member;
     let due = locked.due?;
-    if due.release || due.expire || locked.member.merged_into.is_some() {
-        return None;
-    }
-    if !earn_group::takes(&cmd) {
+    if due.release || due.expire {
         return None;
     }
     // A birthday bonus is judged by the purchase's month in the program's time zone, which

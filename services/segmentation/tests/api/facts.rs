@@ -482,6 +482,18 @@ async fn redelivered_events_change_nothing() -> anyhow::Result<()> {
     let feeds = Feeds::new(&app);
     let events = history("c1", 1);
     feeds.apply_all(&app.pool, &events).await?;
+    // The service's start-up check of the RFM bounds queues an RFM run once purchases exist,
+    // and on a loaded machine it may run after the events above. Check here (one caller
+    // decides, under a lock) and let any run finish, so that only the redelivery comes
+    // between the two reads.
+    custops_segmentation::jobs::scheduler::ensure_rfm_bounds(&app.pool, as_of()).await?;
+    let settled = custops_testkit::eventually(std::time::Duration::from_secs(30), || async {
+        custops_segmentation::store::jobs::active(&app.pool, &["rfm", "all"])
+            .await
+            .is_ok_and(|active| !active)
+    })
+    .await;
+    assert!(settled, "the RFM run never finished");
     let before = facts(&app.pool, "c1").await?;
     let outbox = count(
         &app.pool,
